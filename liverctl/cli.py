@@ -1,0 +1,38 @@
+"""The `liverctl` command line: one Typer app, commands registered from `liverctl.commands.*`.
+
+No logic lives here; see `liverctl/commands/` for the thin command bodies.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="liverctl",
+    help="CT liver segmentation: NIfTI folder -> Zarr store -> trained U-Net -> Kaggle submission.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order here is the order in `liverctl --help`: the pipeline, then the tools around it.
+_COMMAND_MODULES = ["data", "train", "watch", "submit", "runs", "bench"]
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"liverctl.commands.{_name}")
+    except ModuleNotFoundError as exc:  # an area not built yet must not break the others
+        if exc.name != f"liverctl.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,190 @@
+"""The event log: `runs/<name>/events.jsonl`, the only link between `train` and `watch` / `runs`.
+
+One JSON object per line, appended and flushed by the trainer, never rewritten. Every line carries
+`v`, `ts`, `seq`, `run`, `kind`, `epoch`, `step`. Kinds written by the trainer:
+
+| kind        | payload fields                                                                      |
+|-------------|-------------------------------------------------------------------------------------|
+| run_start   | config (resolved), preset, device, amp (bf16/fp16/off), versions, resumed_from       |
+| step        | loss, lr, samples_per_s, grad_norm (rate-limited)                                    |
+| epoch_end   | train_loss, val_loss, volume_dice, slice_dice, global_dice, seconds, is_best,        |
+|             | epochs (total planned)                                                               |
+| checkpoint  | path, which (last/best/interrupt), volume_dice                                       |
+| nan         | where (loss/grad/val_loss/...), action (skip_step/rollback/abort), counts {skipped,  |
+|             | rollbacks}, message                                                                  |
+| note        | message                                                                              |
+| run_end     | status (completed/failed/interrupted/time_limit/nan_abort), best {epoch,             |
+|             | volume_dice}, message                                                                |
+
+Non-finite numbers are written as `null`, and the writer adds a `nan` event naming the fields
+(action `report`) unless the caller already wrote one. Readers tolerate unknown kinds, a half-written
+last line and a file that does not exist yet.
+
+This module is standard-library only: the TUI imports it and must never load torch or numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+EVENTS_FILE = "events.jsonl"
+KINDS = ("run_start", "step", "epoch_end", "checkpoint", "nan", "note", "run_end")
+
+
+def _finite_or_none(value: Any, path: str, bad: list[str]) -> Any:
+    """Replace non-finite floats (also inside dicts/lists) by None, recording where they were."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        bad.append(path)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v, f"{path}.{k}" if path else str(k), bad) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return _finite_or_none(value.item(), path, bad)
+        except (TypeError, ValueError):
+            return str(value)
+    return value
+
+
+class EventWriter:
+    """Appends events to a run's log; one line per event, flushed (and fsynced) at once.
+
+    A resumed run keeps appending to the same file; `seq` continues from the last line on disk.
+    Only rank 0 of a distributed run should own a writer.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, run: str, *, fsync: bool = True):
+        self.path = Path(run_dir) / EVENTS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.run = run
+        self.fsync = fsync
+        self.seq = _last_seq(self.path) + 1
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the writer
+
+    def emit(self, kind: str, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
+        bad: list[str] = []
+        clean = _finite_or_none(payload, "", bad)
+        record = {
+            "v": SCHEMA_VERSION,
+            "ts": time.time(),
+            "seq": self.seq,
+            "run": self.run,
+            "kind": kind,
+            "epoch": epoch,
+            "step": step,
+            **clean,
+        }
+        self._write(record)
+        if bad and kind != "nan":
+            self.emit(
+                "nan",
+                epoch=epoch,
+                step=step,
+                where=f"{kind}:{','.join(bad)}",
+                action="report",
+                message=f"non-finite value in {kind} event: {', '.join(bad)}",
+            )
+        return record
+
+    def _write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+        self.seq += 1
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _last_seq(path: Path) -> int:
+    last = -1
+    for event in read_events(path):
+        if isinstance(event.get("seq"), int):
+            last = max(last, event["seq"])
+    return last
+
+
+def parse_line(line: str) -> dict | None:
+    """One event from one line, or None for a blank, half-written or non-object line."""
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_events(path: str | os.PathLike) -> list[dict]:
+    """All complete events of a log (missing file: empty list; a torn last line is ignored)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return [e for e in (parse_line(line) for line in fh) if e is not None]
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class EventTail:
+    """Incremental reader for a log that is still being written (used by `watch`).
+
+    `poll()` returns the events completed since the last call. A last line without its newline is held
+    back until it is finished. A file that disappears or shrinks (truncated, replaced) is re-read from the
+    start on the next poll; `missing` says whether the file is currently absent.
+    """
+
+    path: Path
+    _offset: int = 0
+    _partial: str = ""
+    missing: bool = True
+    _inode: int | None = field(default=None, repr=False)
+
+    def poll(self) -> list[dict]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.missing = True
+            return []
+        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset):
+            self._offset, self._partial = 0, ""
+        self._inode = st.st_ino
+        self.missing = False
+        if st.st_size == self._offset:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            self.missing = True
+            return []
+        self._offset += len(chunk)
+        text = self._partial + chunk.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()  # "" when the chunk ended with a newline
+        return [e for e in (parse_line(line) for line in lines) if e is not None]
+
+
+def iter_kind(events: list[dict], kind: str) -> Iterator[dict]:
+    return (e for e in events if e.get("kind") == kind)
