@@ -1,0 +1,150 @@
+"""Run-length encoding of 2D masks in the competition's format (DESIGN.md, Submission).
+
+A slice `dataobj[..., z]` of shape (X, Y) is flattened in column-major (Fortran) order, so pixel
+(x, y) has 1-indexed position `1 + x + X * y`. Foreground runs are written as `start length` pairs,
+starts ascending; an empty mask is written as `1 0` (or a sample submission's own empty token).
+
+Everything here is vectorised over whole volumes: one `np.diff` over a padded (Z, X*Y) array finds the
+runs of every slice at once, so a 512 x 512 x 200 volume encodes in well under a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY_RLE = "1 0"
+
+
+class RLEFormatError(ValueError):
+    """A run-length string that cannot be decoded for a given image size (message says why)."""
+
+
+def _slices_flat(volume: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) mask -> (Z, X*Y) bool, each row one slice flattened column-major."""
+    volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[..., None]
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (X, Y) or (X, Y, Z) mask, got shape {volume.shape}")
+    x, y, z = volume.shape
+    # Fortran-order reshape keeps (x, y) of slice z at row index x + X*y of column z.
+    return volume.astype(bool, copy=False).reshape(x * y, z, order="F").T
+
+
+def volume_runs(volume: np.ndarray) -> list[np.ndarray]:
+    """Runs of every slice of a volume.
+
+    Shape: volume (X, Y, Z) (or (X, Y) for one slice) -> Z arrays of shape (K_z, 2) int64, each row a
+    1-indexed (start, length) pair, starts ascending.
+    """
+    flat = _slices_flat(volume)
+    n_slices, n_pixels = flat.shape
+    padded = np.zeros((n_slices, n_pixels + 2), dtype=np.int8)
+    padded[:, 1:-1] = flat
+    # +1 where a run starts, -1 one past where it ends; positions in the padded row are 1-indexed pixels.
+    edges = np.diff(padded, axis=1)
+    z_start, pos_start = np.nonzero(edges == 1)
+    _, pos_end = np.nonzero(edges == -1)
+    runs = np.stack([pos_start + 1, pos_end - pos_start], axis=1).astype(np.int64)
+    counts = np.bincount(z_start, minlength=n_slices)
+    return np.split(runs, np.cumsum(counts)[:-1])
+
+
+def runs_to_string(runs: np.ndarray, empty: str = EMPTY_RLE) -> str:
+    """(K, 2) runs -> `"s1 l1 s2 l2 ..."`, or `empty` when there are none."""
+    if len(runs) == 0:
+        return empty
+    return " ".join(map(str, runs.ravel().tolist()))
+
+
+def encode_volume(volume: np.ndarray, empty: str = EMPTY_RLE) -> list[str]:
+    """One RLE string per slice. Shape: volume (X, Y, Z) -> Z strings (slice z = `volume[..., z]`)."""
+    return [runs_to_string(r, empty) for r in volume_runs(volume)]
+
+
+def encode(mask: np.ndarray, empty: str = EMPTY_RLE) -> str:
+    """RLE string of one slice. Shape: mask (X, Y)."""
+    if np.ndim(mask) != 2:
+        raise ValueError(f"expected a 2D (X, Y) mask, got shape {np.shape(mask)}")
+    return encode_volume(mask, empty)[0]
+
+
+def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
+    """Parse and check `"s1 l1 s2 l2 ..."` -> (K, 2) int64 runs, zero-length runs dropped.
+
+    Raises `RLEFormatError` naming the first problem: a non-integer token, an odd number of values,
+    a start below 1, a negative length, runs out of order or overlapping, or (when `n_pixels` is given)
+    a run that leaves the image. An empty string and `1 0` both mean an empty mask.
+    """
+    tokens = text.split()
+    if not tokens:
+        return np.zeros((0, 2), dtype=np.int64)
+    try:
+        values = np.array([int(t) for t in tokens], dtype=np.int64)
+    except ValueError:
+        bad = next(t for t in tokens if not _is_int(t))
+        raise RLEFormatError(f"not an integer: {bad!r}") from None
+    if len(values) % 2:
+        raise RLEFormatError(f"odd number of values ({len(values)}): expected start/length pairs")
+    runs = values.reshape(-1, 2)
+    starts, lengths = runs[:, 0], runs[:, 1]
+    if (starts < 1).any():
+        i = int(np.argmax(starts < 1))
+        raise RLEFormatError(f"run {i + 1} starts at {starts[i]}: starts are 1-indexed")
+    if (lengths < 0).any():
+        i = int(np.argmax(lengths < 0))
+        raise RLEFormatError(f"run {i + 1} has negative length {lengths[i]}")
+    runs = runs[lengths > 0]
+    if n_pixels is not None and len(runs):
+        ends = runs[:, 0] + runs[:, 1] - 1
+        if (ends > n_pixels).any():
+            i = int(np.argmax(ends > n_pixels))
+            raise RLEFormatError(
+                f"run {runs[i, 0]} {runs[i, 1]} ends at pixel {ends[i]}, past the image's {n_pixels} pixels"
+            )
+    if len(runs) > 1:
+        starts = runs[:, 0]
+        prev_ends = starts[:-1] + runs[:-1, 1] - 1
+        unsorted = starts[1:] < starts[:-1]
+        if unsorted.any():
+            i = int(np.argmax(unsorted))
+            raise RLEFormatError(f"runs out of order: start {starts[i + 1]} after start {starts[i]}")
+        overlap = starts[1:] <= prev_ends
+        if overlap.any():
+            i = int(np.argmax(overlap))
+            raise RLEFormatError(
+                f"overlapping runs: {starts[i]} {runs[i, 1]} reaches pixel {prev_ends[i]}, "
+                f"next run starts at {starts[i + 1]}"
+            )
+    return runs
+
+
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
+
+
+def runs_to_positions(runs: np.ndarray) -> np.ndarray:
+    """(K, 2) 1-indexed runs -> the 0-indexed flat (column-major) positions they cover, ascending."""
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    lengths = runs[:, 1]
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(runs[:, 0] - 1, lengths) + (np.arange(total, dtype=np.int64) - offsets)
+
+
+def decode_runs(runs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, 2) runs -> bool mask of `shape` (X, Y), column-major like the encoder."""
+    flat = np.zeros(shape[0] * shape[1], dtype=bool)
+    flat[runs_to_positions(runs)] = True
+    return flat.reshape(shape, order="F")
+
+
+def decode(text: str, shape: tuple[int, int]) -> np.ndarray:
+    """RLE string -> bool mask of `shape` (X, Y); raises `RLEFormatError` on a malformed string."""
+    return decode_runs(parse_runs(text, shape[0] * shape[1]), shape)
