@@ -1,0 +1,153 @@
+"""`liverctl runs` (the experiment table) and `liverctl report` (curves, overlays, index.html)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from liverctl.commands._common import console, fail, guarded
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs")(runs_command)
+    app.command("report")(report_command)
+
+
+def runs_command(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run folders (or one run folder)."),
+    sort: str = typer.Option("started", "--sort", help="Column or dotted setting to sort by "
+                             "(numbers largest first, text A-Z; default: newest first)."),
+    reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
+    filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
+                                      "wildcards with =), e.g. preset=v5, status=completed, "
+                                      "volume_dice>=0.9, loss.name=tversky. Repeatable."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print the rows as CSV."),
+) -> None:
+    """One row per run, newest first: the settings that differ between runs, status, best Dice, scores."""
+    from liverctl import runs
+
+    with guarded():
+        if as_json and as_csv:
+            fail("choose one of --json and --csv")
+        summaries = runs.scan_runs(runs_dir)
+        summaries = runs.filter_runs(summaries, filters)
+        summaries = runs.sort_runs(summaries, sort, reverse=reverse)
+        # Varied settings are judged among the runs listed, so a filter narrows the columns too.
+        varied = runs.varied_settings(summaries)
+        rows = [runs.summary_row(s, varied) for s in summaries]
+        if as_json:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        elif as_csv:
+            _write_csv(rows)
+        else:
+            _print_table(summaries, varied, runs_dir, n_filtered=len(filters))
+
+
+def _write_csv(rows: list[dict]) -> None:
+    if not rows:
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = {k: ("; ".join(v) if k == "problems" else json.dumps(v) if isinstance(v, list) else v)
+                for k, v in row.items()}
+        writer.writerow(flat)
+
+
+def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) -> None:
+    from rich.table import Table
+
+    from liverctl import runs
+
+    if not summaries:
+        console.print(f"no runs in {runs_dir} match the filter{'s' if n_filtered > 1 else ''}")
+        return
+    table = Table(title=f"runs in {runs_dir}", title_justify="left", header_style="bold")
+    for header in ("name", "preset", *varied):
+        table.add_column(header, overflow="fold")
+    table.add_column("status")
+    table.add_column("NaN", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("vol Dice", justify="right")
+    table.add_column("slice", justify="right")
+    table.add_column("global", justify="right")
+    table.add_column("wall", justify="right")
+    table.add_column("submitted", justify="right")
+    styles = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
+    for s in summaries:
+        planned = "?" if s.epochs_planned is None else str(s.epochs_planned)
+        n_subs = len(s.submissions)
+        submitted = "-" if not n_subs else (
+            f"{s.best_submitted:.4f}" if s.best_submitted is not None else f"{n_subs} unscored")
+        if s.best_submitted is not None and n_subs > 1:
+            submitted += f" ({n_subs})"
+        table.add_row(
+            s.name,
+            s.preset or "-",
+            *(runs.format_setting(s.settings.get(k)) for k in varied),
+            f"[{styles.get(s.status, 'yellow')}]{s.status}[/]",
+            f"[red]{s.nan_events}[/]" if s.nan_events else "0",
+            f"{s.epochs_done}/{planned}",
+            _dice(s.volume_dice, bold=True),
+            _dice(s.slice_dice),
+            _dice(s.global_dice),
+            runs.format_duration(s.wall_seconds),
+            submitted,
+        )
+    _print_wide(table)
+    console.print("Dice at the best epoch: vol = volume Dice (per case, averaged; selects the model), "
+                  "slice = per 2D slice, global = pooled voxels. submitted = best evaluated volume Dice.",
+                  style="dim", soft_wrap=True)
+    damaged = [s for s in summaries if s.problems]
+    if damaged:
+        console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
+        for s in damaged:
+            console.print(f"  [bold]{s.name}[/]: " + "; ".join(s.problems), highlight=False, soft_wrap=True)
+
+
+def _print_wide(table) -> None:
+    """Print a table whole: into a pipe or file at its natural width, not folded to 80 columns."""
+    from rich.console import Console
+
+    width = console.measure(table, options=console.options.update_width(1000)).maximum
+    if console.is_terminal or width <= console.width:
+        console.print(table)
+    else:
+        Console(width=width, color_system=None).print(table)
+
+
+def _dice(value: float | None, bold: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"[bold]{value:.4f}[/]" if bold else f"{value:.4f}"
+
+
+def report_command(
+    run_specs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders or names under --runs-dir."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: RUN/report for one run, "
+                                    "reports/<run>+<run>... for several)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
+    store: Path | None = typer.Option(None, "--store", help="Zarr store for prediction overlays "
+                                      "(default: the one in the run's config)."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays",
+                                  help="Predict the validation cases for overlays and per-case Dice."),
+    max_cases: int = typer.Option(6, "--max-cases", min=1, help="Validation cases with overlays."),
+    device: str = typer.Option("cpu", "--device", help="Device for the prediction overlays."),
+) -> None:
+    """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
+    from liverctl import report, runs
+
+    with guarded():
+        run_dirs = [runs.resolve_run(spec, runs_dir) for spec in run_specs]
+        out_dir = out if out is not None else report.default_out_dir(run_dirs)
+        result = report.write_report(
+            run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device
+        )
+        console.print(f"report: {result.index_html}  ({len(result.images)} picture(s))", highlight=False)
+        for note in result.skipped:
+            console.print(f"  [yellow]skipped:[/] {note}", highlight=False)
