@@ -1,0 +1,360 @@
+"""`liverctl report`: a folder to open in a browser, with the pictures that judge one or more runs.
+
+- `curves.png`: loss per step (NaN events marked), the three Dice figures per epoch, learning rate per
+  step, train/val loss per epoch. Drawn from `events.jsonl` only, so it needs no torch. Several runs
+  share the axes, one colour per run.
+- `case_dice.png`: volume Dice of each validation case (one bar per run and case), and
+  `overlays/<run>/<case>.png`: image, label and prediction on the slices where they disagree most.
+  These need the run's checkpoint and the store; when either is missing the report still renders the
+  curves and says in `index.html` what was skipped and why.
+- `index.html`: the summary table, the pictures and each run's config.
+
+Pictures are drawn with matplotlib's object API (`Figure` -> Agg canvas): no pyplot state, no display.
+The report is built in a hidden folder beside `out_dir` and renamed into place, so a report that exists
+is complete.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liverctl import runs
+from liverctl.errors import LiverctlError
+from liverctl.events import iter_kind, read_events
+
+CURVES_FIGSIZE = (12.0, 8.0)  # inches at DPI -> 1200 x 800 px
+DICE_FIGSIZE_HEIGHT = 4.5
+DPI = 100
+OVERLAY_PANEL_IN = 3.2  # inches per overlay panel (three panels per slice row)
+DICE_STYLES = {"volume_dice": "-", "slice_dice": "--", "global_dice": ":"}
+
+
+@dataclass
+class RunData:
+    """One run as the report sees it: its summary, events and config text."""
+
+    path: Path
+    summary: runs.RunSummary
+    events: list[dict]
+    config_text: str
+
+    @property
+    def name(self) -> str:
+        return self.summary.name
+
+
+@dataclass
+class CaseResult:
+    """One validation case predicted for the report. Shape: counts (Z, 3) = per-slice (tp, fp, fn)."""
+
+    case: str
+    dice: float
+    overlay: Path | None = None
+    slices: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    index_html: Path
+    images: list[Path]
+    skipped: list[str]
+    cases: dict[str, list[CaseResult]] = field(default_factory=dict)  # run name -> validated cases
+
+
+def default_out_dir(run_dirs: list[Path]) -> Path:
+    """RUN/report for one run; reports/<a>+<b>... beside the runs folder for several."""
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0]) / "report"
+    names = "+".join(Path(d).name for d in run_dirs)
+    if len(names) > 100:
+        names = f"{Path(run_dirs[0]).name}+{len(run_dirs) - 1}-more"
+    return Path(run_dirs[0]).parent.parent / "reports" / names
+
+
+def load_run(run_dir: str | os.PathLike) -> RunData:
+    run_dir = Path(run_dir)
+    if not runs.is_run_dir(run_dir):
+        raise LiverctlError("not a run folder (no events.jsonl or config.toml)", path=run_dir)
+    summary = runs.summarize_run(run_dir)
+    try:
+        config_text = (run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        config_text = ""
+    return RunData(run_dir, summary, read_events(run_dir / "events.jsonl"), config_text)
+
+
+def write_report(
+    run_dirs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    overlays: bool = True,
+    store_path: str | os.PathLike | None = None,
+    max_cases: int = 6,
+    slices_per_case: int = 3,
+    device: str = "cpu",
+) -> ReportResult:
+    """Write the report folder for `run_dirs` into `out_dir` (replaced whole if it exists)."""
+    if not run_dirs:
+        raise LiverctlError("no run given")
+    data = [load_run(d) for d in run_dirs]
+    names = [d.name for d in data]
+    if len(set(names)) != len(names):
+        raise LiverctlError(f"two runs share a name ({', '.join(names)}); give distinct run folders")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; a report is meant to be shared
+    try:
+        images: list[Path] = []
+        skipped: list[str] = []
+        plot_curves(data, work / "curves.png")
+        images.append(work / "curves.png")
+        cases: dict[str, list[CaseResult]] = {}
+        if overlays:
+            for run in data:
+                try:
+                    cases[run.name] = predict_validation_cases(
+                        run, work / "overlays" / run.name, store_path=store_path, max_cases=max_cases,
+                        slices_per_case=slices_per_case, device=device,
+                    )
+                except OverlaySkipped as exc:
+                    skipped.append(f"{run.name}: {exc}")
+                images.extend(c.overlay for c in cases.get(run.name, []) if c.overlay is not None)
+            if any(cases.values()):
+                plot_case_dice(cases, work / "case_dice.png")
+                images.append(work / "case_dice.png")
+        else:
+            skipped.append("prediction overlays and per-case Dice: turned off (--no-overlays)")
+        write_index(data, cases, skipped, work / "index.html", with_case_dice=any(cases.values()))
+        _replace_dir(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    moved = [out_dir / p.relative_to(work) for p in images]
+    moved_cases = {
+        name: [CaseResult(c.case, c.dice, None if c.overlay is None else out_dir / c.overlay.relative_to(work),
+                          c.slices) for c in results]
+        for name, results in cases.items()
+    }
+    return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; an old report there is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        if not target.is_dir():
+            raise LiverctlError("exists and is not a folder; choose another --out", path=target)
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- curves
+
+
+def _new_figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)  # no bbox_inches: the pixel size stays what was asked
+
+
+def _num(value: Any) -> float:
+    """A plottable number: None / non-finite -> NaN (a gap in the line)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def plot_curves(data: list[RunData], path: Path) -> Path:
+    """2 x 2 panels: loss per step, Dice per epoch, learning rate per step, loss per epoch."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _new_figure(*CURVES_FIGSIZE)
+    ax_loss, ax_dice, ax_lr, ax_epoch = fig.subplots(2, 2).ravel()
+    colors = [f"C{i % 10}" for i in range(len(data))]
+    for run, color in zip(data, colors, strict=True):
+        steps = [e for e in iter_kind(run.events, "step") if isinstance(e.get("step"), (int, float))]
+        xs = [e["step"] for e in steps]
+        ax_loss.plot(xs, [_num(e.get("loss")) for e in steps], color=color, lw=1, label=run.name)
+        ax_lr.plot(xs, [_num(e.get("lr")) for e in steps], color=color, lw=1, label=run.name)
+        for nan in iter_kind(run.events, "nan"):
+            if isinstance(nan.get("step"), (int, float)):
+                ax_loss.axvline(nan["step"], color=color, ls="--", lw=0.8, alpha=0.6)
+        ends = [e for e in iter_kind(run.events, "epoch_end") if isinstance(e.get("epoch"), (int, float))]
+        epochs = [e["epoch"] for e in ends]
+        for key, style in DICE_STYLES.items():
+            ax_dice.plot(epochs, [_num(e.get(key)) for e in ends], color=color, ls=style, marker=".",
+                         label=run.name if key == "volume_dice" else "_nolegend_")
+        best = [e for e in ends if e.get("is_best")]
+        if best:
+            ax_dice.plot([best[-1]["epoch"]], [_num(best[-1].get("volume_dice"))], color=color, marker="*",
+                         ms=12, ls="none")
+        ax_epoch.plot(epochs, [_num(e.get("train_loss")) for e in ends], color=color, marker=".")
+        ax_epoch.plot(epochs, [_num(e.get("val_loss")) for e in ends], color=color, ls="--", marker=".")
+    ax_loss.set(title="training loss per step (dashed: NaN events)", xlabel="step", ylabel="loss")
+    ax_dice.set(title="validation Dice per epoch (* best)", xlabel="epoch", ylabel="Dice")
+    ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
+    ax_epoch.set(title="loss per epoch (solid train, dashed val)", xlabel="epoch", ylabel="loss")
+    if _spans_decades([v for line in ax_lr.get_lines() for v in line.get_ydata()]):
+        ax_lr.set_yscale("log")
+    for ax in (ax_dice, ax_epoch):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_loss, ax_dice, ax_lr, ax_epoch):
+        ax.grid(alpha=0.3)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "no events of this kind yet", ha="center", va="center", transform=ax.transAxes)
+    if ax_dice.get_lines():
+        handles, labels = ax_dice.get_legend_handles_labels()
+        for key, style in DICE_STYLES.items():
+            handles.append(Line2D([], [], color="black", ls=style))
+            labels.append(key.replace("_", " "))
+        ax_dice.legend(handles, labels, fontsize="small")
+    fig.suptitle(" vs ".join(r.name for r in data))
+    _save(fig, path)
+    return path
+
+
+def _spans_decades(values) -> bool:
+    """Whether positive values span more than a factor of 20 (a log axis then reads better)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 20
+
+
+def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
+    """Volume Dice per validation case: one group of bars per case, one bar per run; mean as a line."""
+    names = [n for n, results in cases.items() if results]
+    case_ids = sorted({c.case for n in names for c in cases[n]})
+    width_in = max(6.0, min(24.0, 1.0 + 0.45 * len(case_ids) * max(1, len(names))))
+    fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
+    ax = fig.subplots()
+    bar_w = 0.8 / len(names)
+    for i, name in enumerate(names):
+        by_case = {c.case: c.dice for c in cases[name]}
+        xs = [j + (i - (len(names) - 1) / 2) * bar_w for j in range(len(case_ids))]
+        ys = [by_case.get(c, math.nan) for c in case_ids]
+        finite = [y for y in ys if math.isfinite(y)]
+        mean = sum(finite) / len(finite) if finite else math.nan
+        ax.bar(xs, ys, width=bar_w, color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
+        ax.axhline(mean, color=f"C{i % 10}", ls="--", lw=1)
+    ax.set_xticks(range(len(case_ids)), case_ids, rotation=45 if len(case_ids) > 6 else 0, ha="right"
+                  if len(case_ids) > 6 else "center", fontsize="small")
+    ax.set(ylim=(0, 1.02), ylabel="volume Dice", title="volume Dice per validation case (dashed: mean)")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+# -------------------------------------------------------------------------------- prediction overlays
+
+
+class OverlaySkipped(Exception):
+    """Why a run's prediction pictures could not be drawn (said in index.html, not raised at the user)."""
+
+
+def predict_validation_cases(
+    run: RunData,
+    out_dir: Path,
+    *,
+    store_path: str | os.PathLike | None,
+    max_cases: int,
+    slices_per_case: int,
+    device: str,
+) -> list[CaseResult]:
+    """Predict up to `max_cases` validation cases of `run`; draw overlays; return per-case Dice."""
+    raise OverlaySkipped("prediction overlays are not available yet in this liverctl")
+
+
+# -------------------------------------------------------------------------------------------- html
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; border: 1px solid #ddd; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+.skipped { color: #8a5a00; } .problem { color: #a00; }
+"""
+
+
+def write_index(data: list[RunData], cases: dict[str, list[CaseResult]], skipped: list[str], path: Path,
+                *, with_case_dice: bool) -> Path:
+    """index.html beside the pictures (relative links, so the folder can be moved or zipped)."""
+    esc = html.escape
+    summaries = [r.summary for r in data]
+    varied = runs.varied_settings(summaries)
+    title = "liverctl report: " + ", ".join(r.name for r in data)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>"]
+
+    head = ["run", "preset", *varied, "status", "NaN events", "epochs", "best epoch", "volume Dice",
+            "slice Dice", "global Dice", "wall", "submitted"]
+    parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+    for s in summaries:
+        cells = [esc(s.name), esc(s.preset or "-"), *(esc(runs.format_setting(s.settings.get(k))) for k in varied),
+                 esc(s.status)]
+        nums = [str(s.nan_events), f"{s.epochs_done}/{s.epochs_planned if s.epochs_planned is not None else '?'}",
+                "-" if s.best_epoch is None else str(s.best_epoch), _fmt(s.volume_dice), _fmt(s.slice_dice),
+                _fmt(s.global_dice), runs.format_duration(s.wall_seconds), _fmt(s.best_submitted)]
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                     + "".join(f"<td class='num'>{esc(n)}</td>" for n in nums) + "</tr>")
+    parts.append("</table><p>Dice figures at the best epoch (chosen by volume Dice). Volume Dice: per case, "
+                 "averaged; slice Dice: per 2D slice, averaged, empty-on-empty counted as 1; "
+                 "global Dice: pooled over all voxels.</p>")
+    problems = [(s.name, p) for s in summaries for p in s.problems]
+    if problems:
+        parts.append("<h2>Missing or odd</h2><ul>")
+        parts.extend(f"<li class='problem'><b>{esc(n)}</b>: {esc(p)}</li>" for n, p in problems)
+        parts.append("</ul>")
+    if skipped:
+        parts.append("<h2>Skipped</h2><ul>")
+        parts.extend(f"<li class='skipped'>{esc(s)}</li>" for s in skipped)
+        parts.append("</ul>")
+
+    parts.append("<h2>Training curves</h2><img src='curves.png' alt='training curves'>")
+    if with_case_dice:
+        parts.append("<h2>Volume Dice per validation case</h2><img src='case_dice.png' alt='per-case Dice'>")
+    for run in data:
+        results = [c for c in cases.get(run.name, []) if c.overlay is not None]
+        if not results:
+            continue
+        parts.append(f"<h2>Predictions of {esc(run.name)}: slices where label and prediction disagree most"
+                     "</h2><p>Green: label only (missed liver); red: prediction only (false liver); "
+                     "yellow: both.</p>")
+        for c in sorted(results, key=lambda c: c.dice):
+            rel = c.overlay.relative_to(path.parent).as_posix()
+            parts.append(f"<h3>{esc(c.case)}: volume Dice {c.dice:.4f}, slices {', '.join(map(str, c.slices))}"
+                         f"</h3><img src='{esc(rel)}' alt='{esc(c.case)} overlay'>")
+    parts.append("<h2>Config</h2>")
+    for run in data:
+        text = run.config_text or "(no config.toml in this run folder)"
+        parts.append(f"<details open><summary>{esc(run.name)}: {esc(str(run.path))}/config.toml</summary>"
+                     f"<pre>{esc(text)}</pre></details>")
+    parts.append("</body></html>\n")
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,116 @@
+"""`liverctl.report` and `liverctl report`: pictures exist with the expected pixel size, index.html links them."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from run_fixtures import make_run
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.errors import LiverctlError
+from liverctl.report import CURVES_FIGSIZE, DPI, default_out_dir, write_report
+
+CURVES_PX = (int(CURVES_FIGSIZE[0] * DPI), int(CURVES_FIGSIZE[1] * DPI))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    root = tmp_path / "runs"
+    a = make_run(root, "a-v3", preset="v3", planned=3)
+    b = make_run(root, "b-focal", preset="v5-focal", settings={"loss.name": "dice_focal"}, planned=5,
+                 volume_dice=[0.3, 0.5, None], status="nan_abort", nan_events=2, start_ts=1_700_001_000)
+    return a, b
+
+
+def test_one_run_report_has_curves_and_index(two_runs):
+    run, _ = two_runs
+    result = write_report([run], default_out_dir([run]), overlays=False)
+    assert result.out_dir == run / "report"
+    curves = result.out_dir / "curves.png"
+    assert curves.stat().st_size > 10_000
+    assert png_size(curves) == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "src='curves.png'" in page
+    assert "a-v3" in page and "[loss]" in page  # the config is shown
+    assert "--no-overlays" in page  # says what was skipped
+    assert result.images == [curves]
+
+
+def test_several_runs_share_one_report_with_the_varied_settings(two_runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = write_report(list(two_runs), out, overlays=False)
+    assert png_size(out / "curves.png") == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert page.count("<details") == 2
+    assert "<th>loss.name</th>" in page and "dice_focal" in page and "nan_abort" in page
+    assert default_out_dir(list(two_runs)) == tmp_path / "reports" / "a-v3+b-focal"
+
+
+def test_hand_made_runs_without_a_model_still_get_curves_and_say_what_was_skipped(two_runs, tmp_path):
+    result = write_report(list(two_runs), tmp_path / "r", overlays=True)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    assert {s.split(":")[0] for s in result.skipped} == {"a-v3", "b-focal"}
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "Skipped" in page and "case_dice.png" not in page
+
+
+def test_run_with_no_events_and_damaged_log_renders(tmp_path):
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir(parents=True)
+    (empty / "config.toml").write_text("[loss]\nname = 'dice'\n", encoding="utf-8")
+    torn = make_run(tmp_path / "runs", "torn", status=None, truncated=True, checkpoint=False)
+    result = write_report([empty, torn], tmp_path / "out", overlays=False)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "no events.jsonl" in page and "no checkpoint" in page
+
+
+def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
+    out = tmp_path / "r"
+    write_report([two_runs[0]], out, overlays=False)
+    (out / "stale.png").write_bytes(b"old")
+    write_report([two_runs[0]], out, overlays=False)
+    assert not (out / "stale.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]  # no temporary folders left
+
+
+def test_bad_input_is_a_liverctl_error(tmp_path):
+    with pytest.raises(LiverctlError, match="not a run folder"):
+        write_report([tmp_path], tmp_path / "out")
+    with pytest.raises(LiverctlError, match="no run given"):
+        write_report([], tmp_path / "out")
+
+
+def test_command_resolves_run_names_and_reports_errors_in_one_line(two_runs, tmp_path):
+    runs_dir = two_runs[0].parent
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "a-v3", "b-focal", "--runs-dir", str(runs_dir),
+                                 "--out", str(tmp_path / "rep"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert "index.html" in result.output
+    assert png_size(tmp_path / "rep" / "curves.png") == CURVES_PX
+    result = runner.invoke(app, ["report", "nope", "--runs-dir", str(runs_dir)])
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error:") and "Traceback" not in result.output
+
+
+def test_curves_need_no_torch(two_runs, tmp_path):
+    code = (
+        "import sys\n"
+        "from liverctl.report import write_report\n"
+        f"write_report([{str(two_runs[0])!r}], {str(tmp_path / 'r')!r}, overlays=False)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
