@@ -1,0 +1,197 @@
+"""Training configuration: `defaults.toml` <- `presets/<name>.toml` <- `--set section.key=value`.
+
+A resolved config is a plain dict of sections (data, model, loss, optim, train, infer, post) plus the
+top-level `preset` and `description`. Every key must exist in `defaults.toml`; an unknown one fails with
+the nearest valid key. Values keep the type of their default (an int is accepted where a float is).
+The string "none" stands for "no value" (TOML has no null): see `is_none`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from liverctl.errors import LiverctlError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = ("data", "model", "loss", "optim", "train", "infer", "post")
+TOP_LEVEL = ("preset", "description")
+CONFIG_FILE = "config.toml"
+
+
+def _package_file(name: str) -> Path:
+    return Path(str(resources.files("liverctl").joinpath(name)))
+
+
+def presets_dir() -> Path:
+    return _package_file("presets")
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise LiverctlError("file not found", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise LiverctlError(f"not valid TOML: {exc}", path=path) from None
+
+
+def load_defaults() -> dict:
+    return _read_toml(_package_file("defaults.toml"))
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> one-line description, sorted by name."""
+    out = {}
+    for path in sorted(presets_dir().glob("*.toml")):
+        out[path.stem] = str(_read_toml(path).get("description", ""))
+    return out
+
+
+def is_none(value: Any) -> bool:
+    """True for the spellings of "no value" a config may hold."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
+def _valid_keys(defaults: dict) -> list[str]:
+    return [f"{s}.{k}" for s in SECTIONS for k in defaults.get(s, {})]
+
+
+def _unknown_key(key: str, defaults: dict, where: str) -> LiverctlError:
+    valid = _valid_keys(defaults)
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{near[0]}'?" if near else f"; sections are {', '.join(SECTIONS)}"
+    return LiverctlError(f"unknown config key '{key}' in {where}{hint}")
+
+
+def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
+    """Check `value` against the type of its default; ints are widened to float where a float is expected."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = True
+    if not ok:
+        raise LiverctlError(
+            f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {value!r}"
+        )
+    return value
+
+
+def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:
+    for section, body in updates.items():
+        if section in TOP_LEVEL:
+            cfg[section] = body
+            continue
+        if section not in SECTIONS or not isinstance(body, dict):
+            raise _unknown_key(section, defaults, where)
+        for key, value in body.items():
+            full = f"{section}.{key}"
+            if key not in defaults[section]:
+                raise _unknown_key(full, defaults, where)
+            cfg[section][key] = _coerce(full, value, defaults[section][key], where)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` -> (section, key, value); the value is a TOML literal, else a plain string."""
+    if "=" not in text:
+        raise LiverctlError(f"--set expects section.key=value, got '{text}'")
+    lhs, rhs = text.split("=", 1)
+    lhs = lhs.strip()
+    if lhs.count(".") != 1:
+        raise LiverctlError(f"--set expects section.key=value, got '{text}'")
+    section, key = lhs.split(".")
+    try:
+        value = tomllib.loads(f"v = {rhs.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = rhs.strip()  # bare words: resnet18, none, cosine
+    return section, key, value
+
+
+def load_preset(name: str) -> dict:
+    path = presets_dir() / f"{name}.toml"
+    if not path.is_file():
+        names = ", ".join(list_presets())
+        raise LiverctlError(f"unknown preset '{name}'; valid presets: {names}")
+    return _read_toml(path)
+
+
+def resolve_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """defaults <- preset <- overrides, validated. Returns a fresh dict (safe to mutate)."""
+    defaults = load_defaults()
+    cfg = copy.deepcopy(defaults)
+    _merge(cfg, load_preset(preset), defaults, f"preset '{preset}'")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _merge(cfg, {section: {key: value}}, defaults, f"--set {text}")
+    cfg["preset"] = preset
+    cfg.setdefault("description", "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """Cross-key checks that the type check cannot do."""
+    data, model, optim, train = cfg["data"], cfg["model"], cfg["optim"], cfg["train"]
+    if data["context"] < 0:
+        raise LiverctlError(f"data.context must be >= 0, got {data['context']}")
+    if data["normalize"] not in ("window", "minmax"):
+        raise LiverctlError(f"data.normalize must be window or minmax, got '{data['normalize']}'")
+    if len(data["window"]) != 2 or data["window"][0] >= data["window"][1]:
+        raise LiverctlError(f"data.window must be [low, high] with low < high, got {data['window']}")
+    if data["input_size"] % 32:
+        raise LiverctlError(f"data.input_size must be a multiple of 32, got {data['input_size']}")
+    if data["augment"] not in ("none", "flip_rotate", "distort"):
+        raise LiverctlError(f"data.augment must be none, flip_rotate or distort, got '{data['augment']}'")
+    if len(model["decoder_channels"]) != model["encoder_depth"]:
+        raise LiverctlError(
+            f"model.decoder_channels needs {model['encoder_depth']} entries (one per encoder stage), "
+            f"got {model['decoder_channels']}"
+        )
+    if optim["lr"] <= 0 or train["epochs"] < 1 or train["batch_size"] < 1:
+        raise LiverctlError("optim.lr, train.epochs and train.batch_size must be positive")
+    if train["amp"] not in ("auto", "bf16", "fp16", "off"):
+        raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
+
+
+def in_channels(cfg: dict) -> int:
+    return 2 * int(cfg["data"]["context"]) + 1
+
+
+def to_toml(cfg: dict) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg)
+
+
+def write_config(cfg: dict, path: str | Path) -> None:
+    """Write the resolved config atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_toml(cfg), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_config(path: str | Path) -> dict:
+    """A config written by `write_config`, checked against the current defaults (new keys filled in)."""
+    defaults = load_defaults()
+    cfg = copy.deepcopy(defaults)
+    _merge(cfg, _read_toml(Path(path)), defaults, str(path))
+    return cfg

@@ -1,0 +1,291 @@
+"""Slices from the store as training samples: 2D / 2.5D stacks, normalisation, augmentation, loaders.
+
+Conventions (shared with `submit`): a slice is `image[..., z]` of the store, an (X, Y) array used as
+(H, W) with no transpose. A 2.5D stack holds slices z - context .. z + context (clamped at the ends)
+as channels. `normalize` maps HU to [0, 1]; `resize_stack` brings a stack to the model's input size.
+
+Randomness is a pure function of (seed, epoch, position in the epoch): the sampler yields
+(row, sample_seed) pairs and the Dataset seeds its augmentation from `sample_seed`, so a resumed run
+sees the same samples and augmentations whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
+
+
+def normalize(stack_hu: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    """HU -> [0, 1] as the config says, with no pass over the volume (stats come from the store).
+
+    Shape: stack_hu (C, H, W) any float/int dtype -> float32 (C, H, W).
+    window: clip to data.window and scale; minmax: (x - min) / (max - min) of the whole volume.
+    """
+    data = cfg["data"]
+    x = np.asarray(stack_hu, dtype=np.float32)
+    if data["normalize"] == "window":
+        lo, hi = (float(v) for v in data["window"])
+    elif data["normalize"] == "minmax":
+        lo, hi = float(stats["min"]), float(stats["max"])
+    else:
+        raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
+    if not hi > lo:
+        return np.zeros_like(x)
+    out = (x - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
+    """Shape: (C, H, W) float32 -> (C, size, size), bilinear (area when shrinking)."""
+    import cv2
+
+    if stack.shape[1:] == (size, size):
+        return stack
+    interp = cv2.INTER_AREA if min(stack.shape[1:]) > size else cv2.INTER_LINEAR
+    hwc = np.ascontiguousarray(stack.transpose(1, 2, 0))
+    out = cv2.resize(hwc, (size, size), interpolation=interp)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def build_augmentation(cfg: dict, train: bool):
+    """The albumentations pipeline of `data.augment` (images HWC float32, masks HW uint8)."""
+    import albumentations as A
+    import cv2
+
+    data = cfg["data"]
+    size = int(data["input_size"])
+    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    if train and data["augment"] in ("flip_rotate", "distort"):
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.Rotate(limit=data["rotate_limit"], border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
+        ]
+    if train and data["augment"] == "distort":
+        steps += [
+            A.GridDistortion(p=0.3, border_mode=cv2.BORDER_CONSTANT),
+            A.ElasticTransform(p=0.3, border_mode=cv2.BORDER_CONSTANT),
+        ]
+    return A.Compose(steps)
+
+
+class SliceDataset:
+    """Training samples from rows of the store's slice index.
+
+    Item: `dataset[(row, sample_seed)]` (or `dataset[row]`, unaugmented seed 0) ->
+    image float32 (C, S, S), mask float32 (1, S, S), with C = 2 * data.context + 1, S = data.input_size.
+    """
+
+    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True):
+        index = store.slice_index()
+        self.store = store
+        self.cfg = cfg
+        self.context = int(cfg["data"]["context"])
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.case_codes = np.asarray(index.case)[self.rows]
+        self.z = np.asarray(index.z)[self.rows]
+        self.liver = np.asarray(index.liver_pixels)[self.rows] > 0
+        self.case_ids = list(index.case_ids)
+        used = sorted(set(self.case_codes.tolist()))
+        self.stats = {c: store.meta(self.case_ids[c]).get("stats", {}) for c in used}
+        self.train = train
+        self.augment = build_augmentation(cfg, train)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unresized normalised stack (C, X, Y) float32 and label (X, Y) uint8 of item i."""
+        code, z = int(self.case_codes[i]), int(self.z[i])
+        case = self.case_ids[code]
+        stack = self.store.read_stack(case, z, context=self.context)
+        label = self.store.read_label_slice(case, z)
+        return normalize(stack, self.cfg, self.stats[code]), np.asarray(label, dtype=np.uint8)
+
+    def __getitem__(self, item):
+        import torch
+
+        i, seed = item if isinstance(item, tuple) else (item, 0)
+        stack, label = self.load(int(i))
+        self.augment.set_random_seed(int(seed))
+        out = self.augment(image=stack.transpose(1, 2, 0), mask=(label > 0).astype(np.uint8))
+        image = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
+        mask = np.ascontiguousarray(out["mask"][None], dtype=np.float32)
+        return torch.from_numpy(image), torch.from_numpy(mask)
+
+
+class ValidationDataset(SliceDataset):
+    """Whole held-out cases for validation, one batch never spanning two cases.
+
+    Item: image float32 (C, S, S), resized mask float32 (1, S, S) for the loss, the full-size label
+    uint8 (X, Y) for the Dice counts, the case code and z.
+    """
+
+    def __init__(self, store, rows: np.ndarray, cfg: dict):
+        super().__init__(store, rows, cfg, train=False)
+
+    def __getitem__(self, item):
+        import torch
+
+        i = int(item[0] if isinstance(item, tuple) else item)
+        stack, label = self.load(i)
+        size = int(self.cfg["data"]["input_size"])
+        image = resize_stack(stack, size)
+        import cv2
+
+        small = cv2.resize((label > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        return (
+            torch.from_numpy(image),
+            torch.from_numpy(small[None].astype(np.float32)),
+            torch.from_numpy((label > 0).astype(np.uint8)),
+            int(self.case_codes[i]),
+            int(self.z[i]),
+        )
+
+    def case_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+        """Batches of positions, grouped by case; under DDP each rank takes every world-th case."""
+        cases = sorted(set(self.case_codes.tolist()))[rank::world]
+        batches = []
+        for code in cases:
+            pos = np.flatnonzero(self.case_codes == code)
+            pos = pos[np.argsort(self.z[pos], kind="stable")]
+            batches += [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
+        return batches
+
+
+class EpochSampler:
+    """Samples for one epoch, a pure function of (seed, epoch): uniform permutation, or liver slices
+    drawn `liver_oversample` times as often (with replacement). Under DDP every rank draws the same
+    sequence and keeps positions rank, rank + world, ... (like DistributedSampler).
+
+    Yields (dataset position, sample_seed). `start` skips the samples already seen (resume mid-epoch).
+    """
+
+    def __init__(self, liver: np.ndarray, oversample: float, seed: int, *, rank: int = 0, world: int = 1):
+        self.weights = np.where(liver, float(oversample), 1.0)
+        self.uniform = float(oversample) == 1.0
+        self.seed, self.rank, self.world = int(seed), rank, world
+        self.epoch, self.start = 0, 0
+        self.num_samples = math.ceil(len(liver) / world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        total = self.num_samples * self.world
+        n = len(self.weights)
+        if self.uniform:
+            pos = np.concatenate([rng.permutation(n) for _ in range(-(-total // n))])[:total]
+        else:
+            pos = rng.choice(n, size=total, replace=True, p=self.weights / self.weights.sum())
+        seeds = rng.integers(0, 2**31 - 1, size=total)
+        return pos[self.rank :: self.world], seeds[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        pos, seeds = self.order()
+        for p, s in zip(pos[self.start :], seeds[self.start :], strict=True):
+            yield int(p), int(s)
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+@dataclass
+class LoaderPlan:
+    """How the DataLoader will run here, and why (reported as a `note` event when it matters)."""
+
+    num_workers: int
+    sharing_strategy: str | None
+    pin_memory: bool
+    note: str | None = None
+
+
+def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderPlan:
+    """Worker count and sharing strategy for this machine.
+
+    Workers hand batches over through /dev/shm; Docker's default 64 MB cannot hold a few prefetched
+    batches and the loader dies with a bus error. Then tensors go through files instead
+    (`file_system` strategy); workers stay on.
+    """
+    workers = max(1, min(int(requested_workers) or 1, os.cpu_count() or 1))
+    try:
+        shm = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        shm = None
+    need = batch_bytes * workers * 2 * 2  # prefetch_factor 2, some headroom
+    if shm is not None and (shm < SHM_MIN_BYTES or shm < need):
+        return LoaderPlan(
+            workers,
+            "file_system",
+            cuda,
+            f"/dev/shm has {shm / 1e6:.0f} MB free (batches need ~{need / 1e6:.0f} MB): using the "
+            f"file_system sharing strategy for {workers} worker(s); run Docker with --shm-size=2g to avoid it",
+        )
+    return LoaderPlan(workers, None, cuda)
+
+
+def _worker_init(_worker_id: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
+
+
+def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
+    import torch
+    from torch.utils.data import DataLoader
+
+    if plan.sharing_strategy:
+        torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=plan.num_workers,
+        pin_memory=plan.pin_memory,
+        persistent_workers=plan.num_workers > 0,
+        worker_init_fn=_worker_init,
+        drop_last=True,
+    )
+
+
+def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=dataset.case_batches(batch_size, rank, world),
+        num_workers=plan.num_workers,
+        pin_memory=plan.pin_memory,
+        persistent_workers=plan.num_workers > 0,
+        worker_init_fn=_worker_init,
+    )
+
+
+def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows of the training cases outside `fold` and of the held-out cases in it."""
+    index = store.slice_index()
+    split = np.asarray(index.split)
+    folds = np.asarray(index.fold)
+    train_rows = np.flatnonzero((split == 0) & (folds != fold) & (folds >= 0))
+    val_rows = np.flatnonzero((split == 0) & (folds == fold))
+    if max_val_cases > 0 and len(val_rows):
+        codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
+        val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]
+    valid = sorted(set(folds[split == 0].tolist()))
+    if not len(val_rows):
+        raise LiverctlError(f"fold {fold} has no training cases to validate on; folds in the store: {valid}")
+    if not len(train_rows):
+        raise LiverctlError(f"no training cases outside fold {fold}; folds in the store: {valid}")
+    return train_rows, val_rows

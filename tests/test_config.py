@@ -1,0 +1,91 @@
+"""Config resolution: defaults <- preset <- --set, unknown keys and presets, TOML round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from liverctl.config import (
+    list_presets,
+    load_defaults,
+    load_preset,
+    parse_override,
+    read_config,
+    resolve_config,
+    write_config,
+)
+from liverctl.errors import LiverctlError
+
+DESIGN_ROWS = ["v1", "v2", "v3", "v3.1", "v3.2", "v3.3", "v3.4", "v3.5", "v3.6", "v4", "v5", "v5-focal", "v6", "demo"]
+
+
+def test_every_design_row_is_a_preset_with_a_description():
+    presets = list_presets()
+    assert set(DESIGN_ROWS) <= set(presets)
+    assert all(presets[name].strip() for name in DESIGN_ROWS)
+
+
+@pytest.mark.parametrize("name", DESIGN_ROWS)
+def test_preset_resolves_and_holds_only_differences(name):
+    cfg = resolve_config(name)
+    defaults = load_defaults()
+    assert cfg["preset"] == name
+    assert set(cfg) - {"preset", "description"} == set(defaults)
+    # a preset file restating defaults in every key would not be "only the differences"
+    raw = load_preset(name)
+    restated = [
+        f"{s}.{k}" for s, body in raw.items() if isinstance(body, dict) for k, v in body.items() if defaults[s][k] == v
+    ]
+    assert len(restated) <= 2, restated
+
+
+def test_preset_values_follow_the_design_table():
+    assert resolve_config("v1")["data"]["context"] == 0
+    assert resolve_config("v1")["data"]["normalize"] == "minmax"
+    v2 = resolve_config("v2")
+    assert (v2["model"]["arch"], v2["model"]["encoder"], v2["train"]["batch_size"]) == ("UnetPlusPlus", "efficientnet-b4", 8)
+    assert resolve_config("v3")["data"]["context"] == 1
+    assert resolve_config("v4")["post"]["mode"] == "largest"
+    assert resolve_config("v4")["data"]["augment"] == "distort"
+    assert resolve_config("demo")["model"]["encoder_weights"] == "none"
+
+
+def test_set_overrides_with_toml_literals_and_bare_words():
+    cfg = resolve_config("v3", ["optim.lr=3e-4", "train.epochs=2", "model.encoder=resnet18", "data.window=[-50, 150]"])
+    assert cfg["optim"]["lr"] == pytest.approx(3e-4)
+    assert cfg["train"]["epochs"] == 2
+    assert cfg["model"]["encoder"] == "resnet18"
+    assert cfg["data"]["window"] == [-50, 150]
+
+
+def test_int_is_widened_to_float_but_wrong_types_fail():
+    assert isinstance(resolve_config("v3", ["optim.lr=1"])["optim"]["lr"], float)
+    with pytest.raises(LiverctlError, match="train.epochs"):
+        resolve_config("v3", ["train.epochs=many"])
+
+
+def test_unknown_key_suggests_the_nearest():
+    with pytest.raises(LiverctlError, match="did you mean 'optim.lr'"):
+        resolve_config("v3", ["optim.lrr=1e-3"])
+    with pytest.raises(LiverctlError, match="did you mean 'train.epochs'"):
+        resolve_config("v3", ["train.epoch=3"])
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(LiverctlError, match="valid presets: .*v3.1"):
+        resolve_config("v9")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(LiverctlError, match="section.key=value"):
+        parse_override("lr=3")
+
+
+def test_cross_key_checks():
+    with pytest.raises(LiverctlError, match="multiple of 32"):
+        resolve_config("demo", ["data.input_size=100"])
+
+
+def test_written_config_reads_back_identical(tmp_path):
+    cfg = resolve_config("v3.4", ["train.epochs=3"])
+    write_config(cfg, tmp_path / "config.toml")
+    assert read_config(tmp_path / "config.toml") == cfg
