@@ -8,7 +8,6 @@ ordering and wall-time checks do not depend on the clock.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -17,20 +16,14 @@ from typing import Any
 
 import tomli_w
 
-BASE_CONFIG: dict[str, Any] = {
-    "data": {"context": 1, "size": 64, "window": [-100.0, 200.0], "fold": 0, "n_folds": 5},
-    "model": {"arch": "unet", "encoder": "efficientnet-b0", "encoder_weights": "imagenet"},
-    "loss": {"name": "bce_dice", "weights": [0.5, 0.5]},
-    "optim": {"name": "adamw", "lr": 1e-4, "batch_size": 16},
-    "train": {"epochs": 3, "amp": "auto", "seed": 0},
-    "infer": {"tta": "hflip"},
-    "post": {"mode": "none"},
-}
+from liverctl.config import resolve_config
+from liverctl.evaluate import scores_path
 
 
-def merge_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """BASE_CONFIG with dotted-key overrides, e.g. {"loss.name": "tversky"}."""
-    cfg = copy.deepcopy(BASE_CONFIG)
+def make_config(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved config of `preset` (as `train` writes it) with dotted keys set as given, unchecked,
+    e.g. {"loss.name": "tversky"}: a hand-made run may hold keys the current defaults lack."""
+    cfg = resolve_config(preset)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".", 1)
         cfg.setdefault(section, {})[key] = value
@@ -69,10 +62,11 @@ def make_run(
     `nan` event, as the trainer does); its length is the number of epochs done. `status=None` leaves
     out `run_end` (a run still going, or killed). `truncated` cuts the last line in half.
     `submissions`: dicts with `csv` (file name inside the run folder's parent) and optional `scores`.
+    `preset` must be a real preset: the config is resolved from it.
     """
     run_dir = Path(root) / name
     run_dir.mkdir(parents=True)
-    cfg = merge_config(settings)
+    cfg = make_config(preset, settings)
     cfg["train"]["epochs"] = planned
     if config_file:
         (run_dir / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
@@ -164,5 +158,5 @@ def make_run(
             fh.write(json.dumps({"csv": str(csv_path), "sha256": "0" * 64, "tta": "hflip", "post": "none",
                                  "ts": ts}) + "\n")
         if sub.get("scores") is not None:
-            Path(f"{csv_path}.scores.json").write_text(json.dumps(sub["scores"]), encoding="utf-8")
+            scores_path(csv_path).write_text(json.dumps(sub["scores"]), encoding="utf-8")
     return run_dir
