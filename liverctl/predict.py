@@ -1,0 +1,234 @@
+"""Inference over store cases: 2D / 2.5D stacks, batched, AMP on CUDA, flip TTA, ensembles of runs.
+
+For each case and each model, slices are read from the store as the model's run read them in training
+(`store.read_stack` with the run's context, `liverctl.dataset.normalize` with the run's normalisation),
+resized to the run's input size, predicted (with TTA, each flip undone exactly before averaging), and
+the probabilities resized back to the slice's own (X, Y). Probabilities are averaged over TTA views,
+then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
+
+The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logits (N, 1, H, W)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+# name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
+# The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
+TTA_MODES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "hflip": ((), (-1,)),
+    "vflip": ((), (-2,)),
+    "hflip+vflip": ((), (-1,), (-2,)),
+    "flips": ((), (-1,), (-2,), (-2, -1)),
+}
+
+
+def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
+    """TTA mode name -> flips; an unknown name fails with the valid ones and the nearest."""
+    key = str(name).strip().lower()
+    if key not in TTA_MODES:
+        near = difflib.get_close_matches(key, list(TTA_MODES), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise LiverctlError(f"unknown TTA mode {name!r}{hint}; valid: {', '.join(TTA_MODES)}")
+    return TTA_MODES[key]
+
+
+def autocast_context(device: Any, amp: str = "auto"):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); nothing on CPU or with amp="off"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def tta_probabilities(model: Callable, x, tta: str = "none", amp: str = "auto"):
+    """Sigmoid probabilities averaged over the TTA views, each flip undone before averaging.
+
+    Shape: x (N, C, H, W) float32 -> (N, 1, H, W) float32. Logits are cast to float32 before the
+    sigmoid so that fp16 autocast never saturates them.
+    """
+    import torch
+
+    flips = parse_tta(tta)
+    total = None
+    with torch.inference_mode(), autocast_context(x.device, amp):
+        for dims in flips:
+            view = torch.flip(x, dims) if dims else x
+            logits = model(view)
+            if logits.shape[0] != x.shape[0] or logits.shape[-2:] != x.shape[-2:] or logits.ndim != 4:
+                raise ValueError(f"model returned shape {tuple(logits.shape)} for input {tuple(x.shape)}")
+            probs = torch.sigmoid(logits.float())
+            probs = torch.flip(probs, dims) if dims else probs
+            total = probs if total is None else total + probs
+    return total / len(flips)
+
+
+def ensemble_probabilities(models: Sequence[Callable], x, tta: str = "none", amp: str = "auto"):
+    """Mean over models of `tta_probabilities`. Shape: x (N, C, H, W) -> (N, 1, H, W) float32."""
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    total = None
+    for model in models:
+        probs = tta_probabilities(model, x, tta, amp)
+        total = probs if total is None else total + probs
+    return total / len(models)
+
+
+def average_probability_volumes(volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of per-model probability volumes of one case. Shape: K x (X, Y, Z) -> (X, Y, Z) float32."""
+    if not volumes:
+        raise ValueError("nothing to average")
+    shape = volumes[0].shape
+    total = np.zeros(shape, dtype=np.float32)
+    for v in volumes:
+        if v.shape != shape:
+            raise ValueError(f"probability volumes differ in shape: {shape} vs {v.shape}")
+        total += v
+    return total / len(volumes)
+
+
+# ------------------------------------------------------------------------------------- runs and cases
+
+
+def input_hw(cfg: dict) -> tuple[int, int]:
+    """cfg.data.input_size (an int or [H, W]) -> (H, W)."""
+    size = cfg["data"]["input_size"]
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def _first_conv_in_channels(model) -> int | None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+@dataclass
+class RunModel:
+    """One trained run ready to predict: its model (eval mode, on the device) and resolved config."""
+
+    run_dir: Path
+    model: Any
+    cfg: dict
+    which: str = "best"
+
+    @property
+    def context(self) -> int:
+        return int(self.cfg["data"]["context"])
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu") -> list[RunModel]:
+    """Load each run's checkpoint (`liverctl.checkpoint.load_run_model`) and check it is usable.
+
+    Fails in one line if a run has no checkpoint or its model's input channels disagree with its
+    config's context (2 * context + 1).
+    """
+    from liverctl.checkpoint import load_run_model
+
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        model, cfg = load_run_model(run_dir, which=which, device=device)
+        try:
+            context = int(cfg["data"]["context"])
+            input_hw(cfg)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LiverctlError(f"checkpoint config lacks a usable data.context / data.input_size ({exc})", path=run_dir) from None
+        channels = _first_conv_in_channels(model)
+        if channels is not None and channels != 2 * context + 1:
+            raise LiverctlError(
+                f"model takes {channels} input channel(s) but its config's context {context} means {2 * context + 1}",
+                path=run_dir,
+            )
+        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which))
+    return runs
+
+
+def _normalize(stack: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    from liverctl.dataset import normalize
+
+    return normalize(stack, cfg, stats)
+
+
+def predict_case_probabilities(
+    run: RunModel,
+    store,
+    case_id: str,
+    *,
+    tta: str = "none",
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: str = "auto",
+    on_slices: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Probability of liver for every voxel of one store case, from one run.
+
+    Shape: -> float32 (X, Y, Z), the case's own voxel grid. Each batch: (B, C, X, Y) normalised stacks ->
+    resized to the run's (H, W) -> TTA probabilities (B, 1, H, W) -> resized back to (B, 1, X, Y).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    meta = store.meta(case_id)
+    x_size, y_size, depth = (int(s) for s in meta["shape"])
+    stats = meta.get("stats", {})
+    out_hw = input_hw(run.cfg)
+    out = np.empty((x_size, y_size, depth), dtype=np.float32)
+    for z0 in range(0, depth, batch_size):
+        zs = range(z0, min(z0 + batch_size, depth))
+        stacks = np.stack([_normalize(store.read_stack(case_id, z, run.context), run.cfg, stats) for z in zs])
+        batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
+        if tuple(batch.shape[-2:]) != out_hw:
+            batch = F.interpolate(batch, size=out_hw, mode="bilinear", align_corners=False)
+        probs = tta_probabilities(run.model, batch, tta, amp)
+        if tuple(probs.shape[-2:]) != (x_size, y_size):
+            probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
+        out[..., z0 : z0 + len(zs)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
+        if on_slices is not None:
+            on_slices(len(zs))
+    return out
+
+
+def predict_cases(
+    runs: Sequence[RunModel],
+    store,
+    case_ids: Sequence[str],
+    *,
+    tta: str = "none",
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: str = "auto",
+    on_slices: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
+    parse_tta(tta)
+    for case_id in case_ids:
+        total = None
+        for run in runs:
+            probs = predict_case_probabilities(
+                run, store, case_id, tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices
+            )
+            total = probs if total is None else np.add(total, probs, out=total)
+        yield case_id, total / len(runs)

@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liverctl import predict
+from liverctl.errors import LiverctlError
+from liverctl.predict import (
+    RunModel,
+    average_probability_volumes,
+    ensemble_probabilities,
+    parse_tta,
+    predict_case_probabilities,
+    predict_cases,
+    tta_probabilities,
+)
+
+
+def identity_model(x):
+    """Logits = the centre channel: pointwise, hence equivariant under every flip. (N,C,H,W) -> (N,1,H,W)."""
+    c = x.shape[1] // 2
+    return x[:, c : c + 1]
+
+
+class RampModel(torch.nn.Module):
+    """Not flip-equivariant: adds a fixed ramp along W, so TTA views differ and undo errors show."""
+
+    def forward(self, x):
+        ramp = torch.linspace(-2, 2, x.shape[-1]).view(1, 1, 1, -1)
+        return identity_model(x) + ramp
+
+
+@pytest.mark.parametrize("mode", ["none", "hflip", "vflip", "hflip+vflip", "flips"])
+def test_tta_of_identity_model_returns_its_input(mode):
+    x = torch.randn(3, 3, 8, 6)
+    probs = tta_probabilities(identity_model, x, mode)
+    assert probs.shape == (3, 1, 8, 6)
+    torch.testing.assert_close(probs, torch.sigmoid(x[:, 1:2]))
+
+
+def test_hflip_tta_undoes_the_flip_exactly():
+    x = torch.randn(2, 1, 5, 7)
+    ramp = torch.linspace(-2, 2, 7).view(1, 1, 1, -1)
+    # view 1: the image; view 2: flip, predict, flip back -> the ramp ends up mirrored
+    expected = (torch.sigmoid(x + ramp) + torch.sigmoid(x + ramp.flip(-1))) / 2
+    torch.testing.assert_close(tta_probabilities(RampModel(), x, "hflip"), expected)
+    # vflip does not touch W, so the ramp model is equivariant under it
+    torch.testing.assert_close(tta_probabilities(RampModel(), x, "vflip"), torch.sigmoid(x + ramp))
+
+
+def test_unknown_tta_suggests_nearest():
+    with pytest.raises(LiverctlError, match="did you mean 'hflip'"):
+        parse_tta("hflp")
+
+
+def test_ensemble_averages_probabilities_not_logits():
+    x = torch.zeros(1, 1, 2, 2)
+
+    def plus_two(t):
+        return t[:, :1] + 2.0
+
+    def minus_four(t):
+        return t[:, :1] - 4.0
+
+    probs = ensemble_probabilities([plus_two, minus_four], x)
+    expected = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(-4.0))) / 2
+    torch.testing.assert_close(probs, torch.full((1, 1, 2, 2), float(expected)))
+    assert abs(float(expected) - float(torch.sigmoid(torch.tensor(-1.0)))) > 0.05  # differs from mean logits
+
+
+def test_average_probability_volumes():
+    a, b = np.zeros((2, 3, 4), np.float32), np.ones((2, 3, 4), np.float32)
+    np.testing.assert_allclose(average_probability_volumes([a, b, b]), np.full((2, 3, 4), 2 / 3))
+    with pytest.raises(ValueError, match="differ in shape"):
+        average_probability_volumes([a, np.zeros((2, 3, 5), np.float32)])
+
+
+class FakeStore:
+    """The slice of `LiverStore` that prediction uses: meta(case)["shape"/"stats"] and read_stack."""
+
+    def __init__(self, volumes):
+        self.volumes = volumes
+
+    def meta(self, case_id):
+        return {"shape": list(self.volumes[case_id].shape), "stats": {}}
+
+    def read_stack(self, case_id, z, context=1):
+        vol = self.volumes[case_id]
+        zs = [min(max(k, 0), vol.shape[2] - 1) for k in range(z - context, z + context + 1)]
+        return np.stack([vol[..., k] for k in zs]).astype(np.float32)
+
+
+@pytest.fixture
+def passthrough_normalize(monkeypatch):
+    monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: stack)
+
+
+def _run(input_size, context=1, model=identity_model):
+    cfg = {"data": {"context": context, "input_size": input_size}}
+    return RunModel(run_dir=Path("runs/x"), model=model, cfg=cfg)
+
+
+def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize):
+    # each slice constant = its own index scaled, so any mix-up of z shows
+    vol = np.broadcast_to(np.linspace(-1, 1, 7, dtype=np.float32), (10, 6, 7)).copy()
+    store = FakeStore({"c": vol})
+    seen = []
+    probs = predict_case_probabilities(
+        _run(16), store, "c", tta="hflip", batch_size=3, on_slices=seen.append
+    )
+    assert probs.shape == (10, 6, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-vol)), atol=1e-5)
+    assert seen == [3, 3, 1]
+
+
+def test_resize_round_trip_keeps_a_structure_in_place(passthrough_normalize):
+    vol = np.full((40, 24, 2), -8.0, np.float32)
+    vol[10:30, 4:12, :] = 8.0
+    probs = predict_case_probabilities(_run(32), FakeStore({"c": vol}), "c")
+    mask = probs > 0.5
+    assert mask.shape == vol.shape
+    assert mask[12:28, 5:11, :].all() and not mask[:8].any() and not mask[:, 14:].any()
+
+
+def test_predict_cases_streams_ensemble_mean(passthrough_normalize):
+    vols = {"a": np.zeros((4, 4, 3), np.float32), "b": np.zeros((6, 5, 2), np.float32)}
+
+    def shifted(t):
+        return identity_model(t) + 2.0
+
+    runs = [_run(8), _run(8, context=0, model=shifted)]
+    out = dict(predict_cases(runs, FakeStore(vols), ["b", "a"], tta="none"))
+    assert list(out) == ["b", "a"]
+    expected = (0.5 + 1 / (1 + np.exp(-2.0))) / 2
+    for case, vol in vols.items():
+        assert out[case].shape == vol.shape
+        np.testing.assert_allclose(out[case], expected, atol=1e-6)
