@@ -1,0 +1,609 @@
+"""NIfTI folder -> Zarr store: atomic per case, resumable, parallel.
+
+How a run goes:
+1. find the cases (`liverctl.layout`); unpaired or duplicate files become failures, the rest go on;
+2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
+   failing that the sha256) and whose liver labels are the same;
+3. ingest the others in worker processes: each writes its case as a standalone Zarr group in a work
+   folder beside the store (`.<store name>.ingest/work/<id>`), with `complete=true` in the attributes
+   written last; the main process then renames the folder into `cases/<id>` (a case appears whole or
+   not at all);
+4. assign patient-level folds (seeded, balanced by liver volume) over all complete training cases and
+   rebuild the slice index, writing each only where it changed, so a second run changes nothing.
+
+A killed run leaves at most a work folder, which the next run deletes before it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+from liverctl.layout import CaseFiles, find_cases
+from liverctl.store import CASES_GROUP, INDEX_GROUP, STORE_FORMAT, image_compressor, store_bytes
+
+FLOAT16_MAX = 65504.0
+PERCENTILES = (0.5, 1, 5, 50, 95, 99, 99.5)
+_Z_BLOCK = 16  # slices converted / written at a time (bounds the extra memory per worker)
+
+ProgressCallback = Callable[[str, "str | None", int, int], None]
+"""on_progress(event, case_id, done, total); events: "plan", "case" (ingested), "failed"."""
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest run did and what the store holds afterwards."""
+
+    store: Path
+    cases: int = 0  # complete cases in the store
+    train_cases: int = 0
+    test_cases: int = 0
+    ingested: list[str] = field(default_factory=list)  # written by this run
+    unchanged: list[str] = field(default_factory=list)  # already complete and unchanged: skipped
+    slices: int = 0  # slices in the store
+    liver_slices: int = 0  # of which with at least one liver pixel
+    bytes_read: int = 0  # source bytes read by this run
+    bytes_stored: int = 0  # size of the store on disk
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)  # one line each: "<file>: <problem>"
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Source files
+
+
+def file_fingerprint(path: Path) -> dict[str, int]:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _load_nifti(path: Path):
+    """Load a NIfTI file fully. Returns (image object, voxel array with the file's scaling applied)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
+        raise LiverctlError(f"cannot be read as NIfTI ({_short(exc)})", path=path) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # EOFError, zlib.error, ValueError ... for truncated or corrupt data
+        raise LiverctlError(f"truncated or corrupt NIfTI data ({_short(exc)})", path=path) from None
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume saved with a time axis
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise LiverctlError(f"is {data.ndim}D with shape {tuple(data.shape)}; expected a 3D volume (x, y, slices)", path=path)
+    if min(data.shape) == 0:
+        raise LiverctlError(f"is empty (shape {tuple(data.shape)})", path=path)
+    if data.dtype.kind not in "biuf":
+        raise LiverctlError(f"has voxels of type {data.dtype}, expected integers or floats", path=path)
+    return img, data
+
+
+def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
+    if data.dtype.kind != "f":
+        return
+    bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise LiverctlError(f"{bad} non-finite {what} voxels (NaN or inf)", path=path)
+
+
+def float16_stats(volume16: np.ndarray) -> dict[str, float]:
+    """Exact min, max, mean, std and percentiles (numpy's linear method) of a float16 volume.
+
+    Uses a histogram over the 65,536 float16 bit patterns, so it needs no sort and little memory.
+    """
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    flat = volume16.reshape(-1, volume16.shape[-1]) if volume16.ndim > 1 else volume16[:, None]
+    for z0 in range(0, flat.shape[1], _Z_BLOCK):
+        block = np.ascontiguousarray(flat[:, z0 : z0 + _Z_BLOCK]).view(np.uint16).reshape(-1)
+        counts += np.bincount(block, minlength=1 << 16)
+    present = np.flatnonzero(counts)
+    values = present.astype(np.uint16).view(np.float16).astype(np.float64)
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], counts[present][order]
+    n = int(weights.sum())
+    cumulative = np.cumsum(weights)
+
+    def at_rank(rank: int) -> float:  # value of the rank-th smallest voxel (0-based)
+        return float(values[np.searchsorted(cumulative, rank, side="right")])
+
+    mean = float((values * weights).sum() / n)
+    stats = {
+        "min": float(values[0]),
+        "max": float(values[-1]),
+        "mean": mean,
+        "std": float(np.sqrt(((values - mean) ** 2 * weights).sum() / n)),
+    }
+    for q in PERCENTILES:
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        low, high = at_rank(lo), at_rank(min(lo + 1, n - 1))
+        stats[f"p{q:g}"] = low + (pos - lo) * (high - low)
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One case (runs in a worker process)
+
+
+@dataclass(frozen=True)
+class _CaseJob:
+    case: CaseFiles
+    work_dir: str
+    liver_labels: tuple[int, ...] | None
+
+
+@dataclass
+class _CaseResult:
+    case_id: str
+    ok: bool
+    message: str = ""
+    bytes_read: int = 0
+
+
+def _liver_mask(label: np.ndarray, liver_labels: tuple[int, ...] | None) -> np.ndarray:
+    if liver_labels is None:
+        return (label > 0).astype(np.uint8)
+    return np.isin(label, np.asarray(liver_labels)).astype(np.uint8)
+
+
+def _source_attrs(path: Path, prefix: str = "") -> dict[str, Any]:
+    fp = file_fingerprint(path)
+    return {
+        f"{prefix}source": str(path.absolute()),
+        f"{prefix}size": fp["size"],
+        f"{prefix}mtime": fp["mtime"],
+        f"{prefix}sha256": file_sha256(path),
+    }
+
+
+def _build_case(job: _CaseJob) -> _CaseResult:
+    case = job.case
+    try:
+        return _write_case(job)
+    except LiverctlError as exc:
+        return _CaseResult(case.case_id, False, str(exc))
+    except MemoryError:
+        return _CaseResult(case.case_id, False, f"{case.volume}: out of memory while ingesting")
+    except Exception as exc:  # one odd file must not stop the other cases; name it and the error
+        return _CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({_short(exc)})")
+
+
+def _write_case(job: _CaseJob) -> _CaseResult:
+    import zarr
+
+    case = job.case
+    attrs: dict[str, Any] = {"split": case.split}
+    attrs.update(_source_attrs(case.volume))
+    bytes_read = attrs["size"]
+
+    img, data = _load_nifti(case.volume)
+    _check_finite(data, case.volume, "image")
+    if data.size:
+        peak = float(max(abs(float(data.min())), abs(float(data.max()))))
+        if peak > FLOAT16_MAX:
+            raise LiverctlError(
+                f"has values up to {peak:g}, beyond float16's range (|HU| <= {FLOAT16_MAX:g}); is it CT in HU?",
+                path=case.volume,
+            )
+    shape = tuple(int(n) for n in data.shape)
+    liver = None
+    if case.label is not None:
+        attrs.update(_source_attrs(case.label, "label_"))
+        bytes_read += attrs["label_size"]
+        _, label = _load_nifti(case.label)
+        if tuple(label.shape) != shape:
+            raise LiverctlError(
+                f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
+                path=case.label,
+            )
+        _check_finite(label, case.label, "label")
+        liver = _liver_mask(label, job.liver_labels)
+        del label
+
+    image16 = data.astype(np.float16)
+    del data
+    spacing = [float(s) for s in img.header.get_zooms()[:3]]
+    slope, inter = img.header.get_slope_inter()
+    attrs.update(
+        {
+            "dtype": str(img.get_data_dtype()),
+            "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
+            "shape": list(shape),
+            "affine": [[float(v) for v in row] for row in img.affine],
+            "spacing": spacing,
+            "stats": float16_stats(image16),
+        }
+    )
+    if liver is not None:
+        per_slice = liver.sum(axis=(0, 1), dtype=np.int64)
+        attrs.update(
+            {
+                "liver_labels": None if job.liver_labels is None else list(job.liver_labels),
+                "liver_voxels": int(per_slice.sum()),
+                "liver_pixels_per_slice": [int(n) for n in per_slice],
+                "fold": None,
+            }
+        )
+    else:
+        attrs.update({"liver_labels": None, "liver_voxels": None, "fold": None})
+
+    out = Path(job.work_dir) / case.case_id
+    if out.exists():
+        shutil.rmtree(out)
+    group = zarr.open_group(str(out), mode="w")
+    chunks = (shape[0], shape[1], 1)
+    arrays = [("image", image16, "float16")] + ([("label", liver, "uint8")] if liver is not None else [])
+    for name, values, dtype in arrays:
+        array = group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            compressors=image_compressor(),
+            fill_value=0,
+            dimension_names=("x", "y", "z"),
+        )
+        for z0 in range(0, shape[2], _Z_BLOCK):
+            array[:, :, z0 : z0 + _Z_BLOCK] = values[:, :, z0 : z0 + _Z_BLOCK]
+    attrs["complete"] = True  # written last, in the same metadata write as everything else
+    group.attrs.update(attrs)
+    return _CaseResult(case.case_id, True, bytes_read=bytes_read)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them and keeps the store consistent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The store as a whole (main process)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:
+    """Set attributes of the Zarr node at `node_dir` (atomic rewrite of its zarr.json); False if no change."""
+    meta = _read_json(node_dir / "zarr.json")
+    if meta is None:
+        raise LiverctlError("missing or unreadable zarr.json", path=node_dir)
+    attributes = meta.setdefault("attributes", {})
+    if all(attributes.get(k, object()) == v for k, v in updates.items()):
+        return False
+    attributes.update(updates)
+    _write_json_atomic(node_dir / "zarr.json", meta)
+    return True
+
+
+def _open_or_create_store(path: Path) -> None:
+    import zarr
+
+    if path.exists() and not path.is_dir():
+        raise LiverctlError("exists and is not a folder; choose another --store", path=path)
+    if path.is_dir() and any(path.iterdir()):
+        meta = _read_json(path / "zarr.json")
+        fmt = (meta or {}).get("attributes", {}).get("format")
+        if fmt != STORE_FORMAT:
+            raise LiverctlError("exists and is not a liverctl store; choose another --store", path=path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(path), mode="w")
+        root.attrs.update({"format": STORE_FORMAT})
+    if _read_json(path / CASES_GROUP / "zarr.json") is None:
+        zarr.open_group(str(path / CASES_GROUP), mode="w")
+
+
+@contextlib.contextmanager
+def _exclusive_work_dir(store: Path) -> Iterator[Path]:
+    """Lock the store against a second ingest and give a clean work folder on the same file system."""
+    import fcntl
+
+    base = store.parent / f".{store.name}.ingest"
+    base.mkdir(parents=True, exist_ok=True)
+    lock_file = open(base / "lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None
+        work = base / "work"
+        if work.exists():  # left by a killed run
+            shutil.rmtree(work)
+        work.mkdir()
+        yield work
+        shutil.rmtree(base, ignore_errors=True)
+    finally:
+        lock_file.close()
+
+
+def _complete_cases(store: Path) -> dict[str, dict[str, Any]]:
+    """Attributes of every complete case; removes case folders that are not complete."""
+    cases: dict[str, dict[str, Any]] = {}
+    cases_dir = store / CASES_GROUP
+    for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
+        if not entry.is_dir():
+            continue
+        attrs = (_read_json(entry / "zarr.json") or {}).get("attributes", {})
+        if attrs.get("complete") is True:
+            cases[entry.name] = attrs
+        else:  # never written by ingest (which renames whole cases in), but never trust a partial case
+            shutil.rmtree(entry)
+    return cases
+
+
+def _is_unchanged(case: CaseFiles, attrs: dict[str, Any] | None, liver_labels: tuple[int, ...] | None) -> bool:
+    if attrs is None or attrs.get("split") != case.split:
+        return False
+    if case.split == "train":
+        stored = attrs.get("liver_labels")
+        if (None if stored is None else tuple(stored)) != liver_labels:
+            return False
+    sources = [(case.volume, "")] + ([(case.label, "label_")] if case.label is not None else [])
+    for path, prefix in sources:
+        fp = file_fingerprint(path)
+        if fp["size"] != attrs.get(f"{prefix}size"):
+            return False
+        if fp["mtime"] != attrs.get(f"{prefix}mtime") and file_sha256(path) != attrs.get(f"{prefix}sha256"):
+            return False
+    return True
+
+
+def _commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
+    """Move a finished case into the store, replacing an older version of it."""
+    target = store / CASES_GROUP / case_id
+    if target.exists():
+        old = work / f"replaced-{case_id}"
+        os.rename(target, old)
+        os.rename(built, target)
+        shutil.rmtree(old)
+    else:
+        os.rename(built, target)
+
+
+def assign_folds(liver_voxels: dict[str, int], n_folds: int, seed: int) -> dict[str, int]:
+    """Patient-level folds balanced by liver volume: cases sorted by liver voxels are dealt out in
+    groups of `n_folds`, each group in a seeded random fold order. Depends only on the cases, not on
+    the order they were ingested in."""
+    ordered = sorted(liver_voxels, key=lambda c: (liver_voxels[c], c))
+    rng = np.random.default_rng(seed)
+    folds: dict[str, int] = {}
+    for start in range(0, len(ordered), n_folds):
+        for case_id, fold in zip(ordered[start : start + n_folds], rng.permutation(n_folds), strict=False):
+            folds[case_id] = int(fold)
+    return folds
+
+
+def _index_columns(cases: dict[str, dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    ids = sorted(cases)
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("case", "z", "neighbors", "liver_pixels", "split", "fold")}
+    offsets, slices = [], []
+    row = 0
+    for code, case_id in enumerate(ids):
+        attrs = cases[case_id]
+        depth = int(attrs["shape"][2])
+        z = np.arange(depth, dtype=np.int32)
+        columns["case"].append(np.full(depth, code, dtype=np.int32))
+        columns["z"].append(z)
+        columns["neighbors"].append(np.stack([np.maximum(z - 1, 0), z, np.minimum(z + 1, depth - 1)], axis=1))
+        pixels = attrs.get("liver_pixels_per_slice") or [0] * depth
+        columns["liver_pixels"].append(np.asarray(pixels, dtype=np.int64))
+        is_test = attrs["split"] == "test"
+        columns["split"].append(np.full(depth, 1 if is_test else 0, dtype=np.uint8))
+        fold = -1 if is_test or attrs.get("fold") is None else int(attrs["fold"])
+        columns["fold"].append(np.full(depth, fold, dtype=np.int8))
+        offsets.append(row)
+        slices.append(depth)
+        row += depth
+    dtypes = {"case": np.int32, "z": np.int32, "neighbors": np.int32, "liver_pixels": np.int64,
+              "split": np.uint8, "fold": np.int8}
+    arrays = {}
+    for name, parts in columns.items():
+        if parts:
+            arrays[name] = np.concatenate(parts).astype(dtypes[name])
+        else:
+            arrays[name] = np.zeros((0, 3) if name == "neighbors" else (0,), dtype=dtypes[name])
+    attrs = {
+        "cases": ids,
+        "splits": [cases[c]["split"] for c in ids],
+        "folds": [-1 if cases[c].get("fold") is None else int(cases[c]["fold"]) for c in ids],
+        "slices": slices,
+        "offsets": offsets,
+    }
+    return arrays, attrs
+
+
+def _index_matches(store: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> bool:
+    import zarr
+
+    meta = _read_json(store / INDEX_GROUP / "zarr.json")
+    if meta is None or meta.get("attributes") != attrs:
+        return False
+    try:
+        group = zarr.open_group(str(store / INDEX_GROUP), mode="r")
+        return all(np.array_equal(group[name][:], values) for name, values in arrays.items())
+    except Exception:  # a damaged index is simply rebuilt
+        return False
+
+
+def _write_index(store: Path, work: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    built = work / INDEX_GROUP
+    group = zarr.open_group(str(built), mode="w")
+    for name, values in arrays.items():
+        rows = max(values.shape[0], 1)
+        array = group.create_array(
+            name, shape=values.shape, chunks=(rows, *values.shape[1:]), dtype=values.dtype,
+            compressors=ZstdCodec(level=3), fill_value=0,
+        )
+        if values.size:
+            array[...] = values
+    group.attrs.update(attrs)
+    target = store / INDEX_GROUP
+    if target.exists():
+        old = work / "replaced-index"
+        os.rename(target, old)
+        os.rename(built, target)
+        shutil.rmtree(old)
+    else:
+        os.rename(built, target)
+
+
+def _parse_liver_labels(liver_labels: list[int] | tuple[int, ...] | None) -> tuple[int, ...] | None:
+    if liver_labels is None:
+        return None
+    values = tuple(sorted({int(v) for v in liver_labels}))
+    if not values:
+        raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
+    return values
+
+
+def ingest_folder(
+    data_dir: str | Path,
+    store: str | Path = "store/liver.zarr",
+    liver_labels: list[int] | tuple[int, ...] | None = None,
+    n_folds: int = 5,
+    fold_seed: int = 0,
+    workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> IngestSummary:
+    """Ingest every case under `data_dir` into the store at `store` (module docstring for the steps).
+
+    `liver_labels`: label values that mean liver (None: any value > 0). `workers`: processes (None: all
+    cores; 1: in this process). Raises `LiverctlError` for a missing or empty data folder or an
+    unusable store path; per-case problems are listed in `IngestSummary.failures`, and every good case
+    is still ingested.
+    """
+    started = time.perf_counter()
+    labels = _parse_liver_labels(liver_labels)
+    if n_folds < 1:
+        raise LiverctlError(f"--folds must be at least 1, not {n_folds}")
+    layout = find_cases(data_dir)
+    store_path = Path(store)
+    summary = IngestSummary(store=store_path)
+    summary.failures.extend(str(p) for p in layout.problems)
+    progress = on_progress or (lambda *args: None)
+
+    _open_or_create_store(store_path)
+    with _exclusive_work_dir(store_path) as work:
+        existing = _complete_cases(store_path)
+        jobs = []
+        for case in layout.cases:
+            if _is_unchanged(case, existing.get(case.case_id), labels):
+                summary.unchanged.append(case.case_id)
+            else:
+                jobs.append(_CaseJob(case, str(work), labels))
+        # Biggest first: the slowest cases start early and the pool finishes together.
+        jobs.sort(key=lambda j: -(os.path.getsize(j.case.volume)))
+        progress("plan", None, 0, len(jobs))
+        for result in _run_jobs(jobs, workers):
+            if result.ok:
+                _commit_case(work / result.case_id, store_path, result.case_id, work)
+                summary.ingested.append(result.case_id)
+                summary.bytes_read += result.bytes_read
+                progress("case", result.case_id, len(summary.ingested), len(jobs))
+            else:
+                summary.failures.append(result.message)
+                progress("failed", result.case_id, len(summary.ingested), len(jobs))
+
+        cases = _complete_cases(store_path)
+        folds = assign_folds(
+            {c: int(a.get("liver_voxels") or 0) for c, a in cases.items() if a["split"] == "train"}, n_folds, fold_seed
+        )
+        changed = bool(summary.ingested)
+        for case_id, fold in folds.items():
+            if _update_attrs(store_path / CASES_GROUP / case_id, {"fold": fold}):
+                cases[case_id]["fold"] = fold
+                changed = True
+        arrays, index_attrs = _index_columns(cases)
+        if not _index_matches(store_path, arrays, index_attrs):
+            _write_index(store_path, work, arrays, index_attrs)
+            changed = True
+        root_attrs = {
+            "format": STORE_FORMAT,
+            "liver_labels": None if labels is None else list(labels),
+            "n_folds": n_folds,
+            "fold_seed": fold_seed,
+        }
+        root_meta = (_read_json(store_path / "zarr.json") or {}).get("attributes", {})
+        if changed or any(root_meta.get(k) != v for k, v in root_attrs.items()) or "updated" not in root_meta:
+            root_attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            _update_attrs(store_path, root_attrs)
+
+    summary.cases = len(cases)
+    summary.train_cases = sum(1 for a in cases.values() if a["split"] == "train")
+    summary.test_cases = summary.cases - summary.train_cases
+    summary.slices = int(arrays["z"].shape[0])
+    summary.liver_slices = int(np.count_nonzero(arrays["liver_pixels"]))
+    summary.bytes_stored = store_bytes(store_path)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult]:
+    """Run the jobs in this process (one worker) or a process pool, yielding results as they finish."""
+    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    if n == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _build_case(job)
+        return
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_ignore_sigint)
+    try:
+        futures = [pool.submit(_build_case, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:
+        # Ctrl-C or an error here: stop the workers now; their half-written cases stay in the work
+        # folder, which the next run deletes.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(getattr(pool, "_processes", {}).values()):  # no public API to stop them
+            process.terminate()
+        raise
+    else:
+        pool.shutdown()

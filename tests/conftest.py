@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny synthetic dataset and its store, and the real CT samples in the Kaggle layout.
+
+- `tiny_dataset`: `liverctl synth` output, 6 training + 2 test cases of 64 x 64 x 24 (ids 0-5 train,
+  6-7 test; test labels in `test_labels/`). Session-scoped: treat it as read-only.
+- `tiny_store`: that dataset ingested (path to the `.zarr` folder); read-only, copy it to modify it.
+- `real_dataset`: the three volumes of `../shared/data/real/` linked into the competition layout as
+  training cases `dcmqi-3slice`, `totalseg-dicom20`, `totalseg-example`; all have liver = label 1
+  (dcmqi's label 2 is spine, so ingest them with `liver_labels=[1]`). Skips if the data is missing.
+- `real_store`: `real_dataset` ingested with `liver_labels=[1]`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+if not REAL_DATA.is_dir():
+    REAL_DATA = Path("/work/shared/data/real")
+
+TINY = {"cases": 6, "test_cases": 2, "size": 64, "slices": 24, "seed": 0}
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    """The real samples in the Kaggle layout under `root`."""
+
+    root: Path
+    case_ids: list[str] = field(default_factory=list)
+    sources: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # id -> (ct, label) originals
+    liver_labels: dict[str, list[int]] = field(default_factory=dict)  # id -> label values meaning liver
+
+
+REAL_CASES = {
+    "dcmqi-3slice": ("ct.nii.gz", "label.nii.gz", [1]),
+    "totalseg-dicom20": ("ct.nii.gz", "liver.nii.gz", [1]),
+    "totalseg-example": ("ct.nii.gz", "liver.nii.gz", [1]),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    from liverctl.synth import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    write_synthetic_dataset(out, workers=1, **TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_dataset, tmp_path_factory) -> Path:
+    from liverctl.ingest import ingest_folder
+
+    store = tmp_path_factory.mktemp("tiny-store") / "liver.zarr"
+    summary = ingest_folder(tiny_dataset, store=store, workers=1)
+    assert summary.ok, summary.failures
+    return store
+
+
+@pytest.fixture(scope="session")
+def real_dataset(tmp_path_factory) -> RealDataset:
+    if not all((REAL_DATA / name / ct).is_file() for name, (ct, _, _) in REAL_CASES.items()):
+        pytest.skip(f"real CT samples not found in {REAL_DATA}")
+    root = tmp_path_factory.mktemp("real") / "data"
+    (root / "train" / "volume").mkdir(parents=True)
+    (root / "train" / "segmentation").mkdir(parents=True)
+    sources = {}
+    for name, (ct, label, _) in REAL_CASES.items():
+        sources[name] = (REAL_DATA / name / ct, REAL_DATA / name / label)
+        (root / "train" / "volume" / f"volume-{name}.nii.gz").symlink_to(sources[name][0])
+        (root / "train" / "segmentation" / f"segmentation-{name}.nii.gz").symlink_to(sources[name][1])
+    return RealDataset(
+        root=root,
+        case_ids=sorted(REAL_CASES),
+        sources=sources,
+        liver_labels={name: labels for name, (_, _, labels) in REAL_CASES.items()},
+    )
+
+
+@pytest.fixture(scope="session")
+def real_store(real_dataset, tmp_path_factory) -> Path:
+    from liverctl.ingest import ingest_folder
+
+    store = tmp_path_factory.mktemp("real-store") / "liver.zarr"
+    summary = ingest_folder(real_dataset.root, store=store, liver_labels=[1], workers=1)
+    assert summary.ok, summary.failures
+    return store
