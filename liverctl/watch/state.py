@@ -1,0 +1,428 @@
+"""What `watch` shows, folded from a run's events: pure Python, no Textual, no torch.
+
+`RunState.feed(events)` folds events (from `liverctl.events`) into the run's name, preset, device, status,
+per-step losses, per-epoch rows, best epoch, NaN records, throughput, ETA and checkpoints. `RunWatcher`
+owns the incremental reading of one run folder (file not there yet, a torn last line, the folder deleted,
+the file replaced). Both the TUI and `watch --once` read only this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liverctl.events import EVENTS_FILE, KINDS, EventTail
+
+# Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
+# null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).
+NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
+    "step": ("loss",),
+    "epoch_end": ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice"),
+}
+# Statuses a `run_end` event may carry; anything else is shown as written.
+END_STATUSES = ("completed", "failed", "interrupted", "time_limit", "nan_abort")
+# A run is "stalled" after this many typical epochs (or step gaps, before the first epoch) of silence.
+STALL_FACTOR = 3.0
+STALL_MIN_S = 120.0  # never call a run stalled sooner than this
+STALL_FIRST_EPOCH_MIN_S = 300.0  # before the first epoch the gap also covers the first validation
+STALL_NO_HISTORY_S = 600.0  # nothing to compare with yet (run_start only)
+
+
+@dataclass
+class EpochRow:
+    """One `epoch_end` event; a None metric is a non-finite value (or was never written)."""
+
+    epoch: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    volume_dice: float | None = None
+    slice_dice: float | None = None
+    global_dice: float | None = None
+    seconds: float | None = None
+    is_best: bool = False
+    ts: float | None = None
+    nan_fields: set[str] = field(default_factory=set)
+
+
+@dataclass
+class NanRecord:
+    """A `nan` event, or a non-finite value found in another event (`from_value=True`)."""
+
+    where: str
+    action: str
+    epoch: int | None
+    step: int | None
+    ts: float | None
+    message: str = ""
+    counts: dict[str, Any] = field(default_factory=dict)
+    from_value: bool = False  # found in a value, no `nan` event seen (yet) for it
+
+
+@dataclass
+class Checkpoint:
+    which: str
+    path: str
+    epoch: int | None
+    volume_dice: float | None
+    ts: float | None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float, or None (for null, NaN, inf, strings...)."""
+    if _is_number(value) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _non_finite_paths(value: Any, path: str = "") -> list[str]:
+    """Where a NaN/inf float sits in a parsed event (Python's json accepts `NaN` and `Infinity`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite_paths(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite_paths(v, f"{path}[{i}]")]
+    return []
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class RunState:
+    """Everything the screen shows about one run, updated by `feed(events)`.
+
+    `clock` (seconds since the epoch, like `time.time`) decides "stalled", the ETA and the elapsed time;
+    tests inject a fake one.
+    """
+
+    def __init__(self, name: str = "", *, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.name = name
+        self.preset: str | None = None
+        self.device: str | None = None
+        self.amp: str | None = None
+        self.resumed_from: str | None = None
+        self.config: dict[str, Any] = {}
+        self.started_ts: float | None = None
+        self.last_ts: float | None = None
+        self.end: dict[str, Any] | None = None
+        self.n_events = 0
+        self.steps: list[tuple[int | None, float | None]] = []  # (step, loss or None when non-finite)
+        self.step_ts: list[float] = []
+        self.samples_per_s: float | None = None
+        self.lr: float | None = None
+        self.epochs: dict[int, EpochRow] = {}
+        self.total_epochs: int | None = None
+        self.nans: list[NanRecord] = []
+        self.nan_steps: set[int] = set()
+        self.checkpoints: list[Checkpoint] = []
+        self.notes: list[tuple[float | None, str]] = []
+        self.unknown_kinds: dict[str, int] = {}
+        self.version = 0  # bumped by every feed that changed something (views redraw on change)
+
+    # ---- folding -------------------------------------------------------------------------------------
+
+    def feed(self, events: Iterable[dict]) -> int:
+        """Fold events in order; returns how many were taken."""
+        n = 0
+        for event in events:
+            self._fold(event)
+            n += 1
+        if n:
+            self.n_events += n
+            self.version += 1
+        return n
+
+    def _fold(self, e: dict) -> None:
+        kind = e.get("kind")
+        ts = _finite(e.get("ts"))
+        if ts is not None:
+            self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if isinstance(e.get("run"), str) and e["run"] and not self.name:
+            self.name = e["run"]
+        if kind != "nan":
+            self._check_values(e, kind, ts)
+        handler = getattr(self, f"_on_{kind}", None) if kind in KINDS else None
+        if handler is None:
+            key = str(kind)
+            self.unknown_kinds[key] = self.unknown_kinds.get(key, 0) + 1
+            return
+        handler(e, ts)
+
+    def _check_values(self, e: dict, kind: Any, ts: float | None) -> None:
+        bad = [p for p in _non_finite_paths(e) if p != "ts"]
+        bad += [f for f in NUMBER_FIELDS.get(str(kind), ()) if f in e and e[f] is None]
+        if not bad:
+            return
+        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        self._mark_point(epoch, step, bad, kind)
+        self.nans.append(
+            NanRecord(
+                where=f"{kind}:{','.join(bad)}",
+                action="report",
+                epoch=epoch,
+                step=step,
+                ts=ts,
+                message=f"non-finite value in {kind} event: {', '.join(bad)}",
+                from_value=True,
+            )
+        )
+
+    def _mark_point(self, epoch: int | None, step: int | None, fields: list[str], kind: Any) -> None:
+        if step is not None and kind != "epoch_end":
+            self.nan_steps.add(step)
+        if epoch is not None and (kind == "epoch_end" or step is None):
+            if epoch in self.epochs:  # e.g. the writer's report after the epoch_end holding the null
+                self.epochs[epoch].nan_fields.update(fields)
+
+    def _on_run_start(self, e: dict, ts: float | None) -> None:
+        self.started_ts = self.started_ts if self.started_ts is not None else ts
+        self.end = None  # a resumed run is running again
+        for attr in ("preset", "device", "amp", "resumed_from"):
+            if e.get(attr) is not None:
+                setattr(self, attr, str(e[attr]))
+        if isinstance(e.get("config"), dict):
+            self.config = e["config"]
+            train = self.config.get("train")
+            if isinstance(train, dict) and _int_or_none(train.get("epochs")):
+                self.total_epochs = train["epochs"]
+            if self.preset is None and isinstance(self.config.get("preset"), str):
+                self.preset = self.config["preset"]
+
+    def _on_step(self, e: dict, ts: float | None) -> None:
+        step = _int_or_none(e.get("step"))
+        loss = _finite(e.get("loss"))
+        if "loss" in e:
+            self.steps.append((step, loss))
+        if ts is not None:
+            self.step_ts.append(ts)
+        if _finite(e.get("samples_per_s")) is not None:
+            self.samples_per_s = float(e["samples_per_s"])
+        if _finite(e.get("lr")) is not None:
+            self.lr = float(e["lr"])
+
+    def _on_epoch_end(self, e: dict, ts: float | None) -> None:
+        epoch = _int_or_none(e.get("epoch"))
+        if epoch is None:
+            return
+        row = EpochRow(
+            epoch=epoch,
+            train_loss=_finite(e.get("train_loss")),
+            val_loss=_finite(e.get("val_loss")),
+            volume_dice=_finite(e.get("volume_dice")),
+            slice_dice=_finite(e.get("slice_dice")),
+            global_dice=_finite(e.get("global_dice")),
+            seconds=_finite(e.get("seconds")),
+            is_best=e.get("is_best") is True,
+            ts=ts,
+            # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
+            nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
+        )
+        if row.is_best:
+            for other in self.epochs.values():
+                other.is_best = False
+        self.epochs[epoch] = row  # a rolled-back epoch written again replaces the first one
+        if _int_or_none(e.get("epochs")):
+            self.total_epochs = e["epochs"]
+
+    def _on_checkpoint(self, e: dict, ts: float | None) -> None:
+        self.checkpoints.append(
+            Checkpoint(
+                which=str(e.get("which") or "?"),
+                path=str(e.get("path") or ""),
+                epoch=_int_or_none(e.get("epoch")),
+                volume_dice=_finite(e.get("volume_dice")),
+                ts=ts,
+            )
+        )
+
+    def _on_nan(self, e: dict, ts: float | None) -> None:
+        where, action = str(e.get("where") or "?"), str(e.get("action") or "?")
+        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        counts = e.get("counts") if isinstance(e.get("counts"), dict) else {}
+        record = NanRecord(where, action, epoch, step, ts, str(e.get("message") or ""), counts)
+        kind, _, fields = where.partition(":")
+        names = set((fields or where).split(","))
+        # A value event holding a null is followed by the writer's `nan` report (or the guard's own event):
+        # one record for both, with the `nan` event's details.
+        for i, old in enumerate(self.nans):
+            if old.from_value and (old.epoch, old.step) == (epoch, step):
+                if old.where == where or names & set(old.where.partition(":")[2].split(",")):
+                    self.nans[i] = record
+                    return
+        self.nans.append(record)
+        self._mark_point(epoch, step, sorted(names), kind if fields else None)
+
+    def _on_note(self, e: dict, ts: float | None) -> None:
+        self.notes.append((ts, str(e.get("message") or "")))
+
+    def _on_run_end(self, e: dict, ts: float | None) -> None:
+        self.end = {
+            "status": str(e.get("status") or "unknown"),
+            "best": e.get("best") if isinstance(e.get("best"), dict) else None,
+            "message": str(e.get("message") or ""),
+            "ts": ts,
+        }
+
+    # ---- derived views -------------------------------------------------------------------------------
+
+    @property
+    def rows(self) -> list[EpochRow]:
+        return [self.epochs[k] for k in sorted(self.epochs)]
+
+    @property
+    def status(self) -> str:
+        """waiting, running, stalled, or the `run_end` status (completed, failed, interrupted, ...)."""
+        if self.end is not None:
+            return self.end["status"]
+        if self.n_events == 0:
+            return "waiting"
+        if self.last_ts is not None and self.clock() - self.last_ts > self.stall_after_s():
+            return "stalled"
+        return "running"
+
+    def stall_after_s(self) -> float:
+        """Seconds of silence after which a running run counts as stalled."""
+        seconds = [r.seconds for r in self.epochs.values() if r.seconds]
+        if seconds:
+            return max(STALL_MIN_S, STALL_FACTOR * statistics.median(seconds))
+        gaps = [b - a for a, b in zip(self.step_ts, self.step_ts[1:], strict=False) if b > a]
+        if gaps:
+            return max(STALL_FIRST_EPOCH_MIN_S, STALL_FACTOR * statistics.median(gaps))
+        return STALL_NO_HISTORY_S
+
+    @property
+    def silent_s(self) -> float | None:
+        return None if self.last_ts is None else max(0.0, self.clock() - self.last_ts)
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        """(epoch, volume Dice) of the best epoch: the `run_end` best, else the row marked best."""
+        if self.end and self.end.get("best"):
+            b = self.end["best"]
+            epoch, dice = _int_or_none(b.get("epoch")), _finite(b.get("volume_dice"))
+            if epoch is not None and dice is not None:
+                return epoch, dice
+        for row in self.epochs.values():
+            if row.is_best and row.volume_dice is not None:
+                return row.epoch, row.volume_dice
+        return None
+
+    @property
+    def has_nan(self) -> bool:
+        return bool(self.nans)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "nan_abort")
+
+    def median_epoch_s(self) -> float | None:
+        seconds = [r.seconds for r in self.rows[-5:] if r.seconds]
+        return statistics.median(seconds) if seconds else None
+
+    def eta_s(self) -> float | None:
+        """Seconds left: epochs left times the median recent epoch, less the current epoch's progress."""
+        if self.end is not None or not self.total_epochs:
+            return None
+        per_epoch = self.median_epoch_s()
+        if per_epoch is None:
+            return None
+        left = max(0, self.total_epochs - len(self.epochs))
+        last_end = max((r.ts for r in self.epochs.values() if r.ts is not None), default=None)
+        in_epoch = 0.0 if last_end is None or left == 0 else max(0.0, self.clock() - last_end)
+        return max(0.0, left * per_epoch - min(in_epoch, per_epoch))
+
+    def elapsed_s(self) -> float | None:
+        if self.started_ts is None:
+            return None
+        stop = self.end["ts"] if self.end and self.end.get("ts") else self.clock()
+        return max(0.0, stop - self.started_ts)
+
+    def loss_points(self) -> list[float | None]:
+        """Training loss per step event, None where a step was non-finite (for the charts)."""
+        points: list[tuple[int | None, float | None]] = [
+            (step, None if step is not None and step in self.nan_steps else loss) for step, loss in self.steps
+        ]
+        seen = {s for s, _ in self.steps}
+        # A `nan` event at a step that wrote no step event still shows, as a point of its own.
+        points += [(s, None) for s in sorted(self.nan_steps - seen)]
+        if all(s is not None for s, _ in points):
+            points.sort(key=lambda p: p[0])
+        return [v for _, v in points]
+
+    def nan_epoch_set(self) -> set[int]:
+        """Epochs touched by any NaN record (marked in the table even when no column holds the value)."""
+        return {r.epoch for r in self.nans if r.epoch is not None}
+
+    def dice_points(self, metric: str) -> list[float | None]:
+        return [None if metric in r.nan_fields else getattr(r, metric) for r in self.rows]
+
+    def nan_counts(self) -> dict[str, int]:
+        """How many NaN records per guard action (skip_step, rollback, abort, report)."""
+        counts: dict[str, int] = {}
+        for rec in self.nans:
+            counts[rec.action] = counts.get(rec.action, 0) + 1
+        return counts
+
+    def guard_counts(self) -> dict[str, Any]:
+        """The guard's own running counters (skipped, rollbacks) from the latest `nan` event carrying them."""
+        for rec in reversed(self.nans):
+            if rec.counts:
+                return rec.counts
+        return {}
+
+
+class RunWatcher:
+    """Follows one run folder: polls its events file and keeps a `RunState` up to date.
+
+    `condition` is "waiting" (no events file yet), "ok", or "deleted" (the run folder vanished; the last
+    state stays on screen). A file replaced or truncated under us starts a fresh state.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, clock: Callable[[], float] = time.time):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / EVENTS_FILE
+        self.clock = clock
+        self.tail = EventTail(self.path)
+        self.state = RunState(self.run_dir.name, clock=clock)
+        self.condition = "waiting"
+        self._seen: tuple[int, int] | None = None  # (inode, size) after the last poll
+
+    def poll(self) -> int:
+        """Read what was appended since the last poll; returns the number of new events."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            self.condition = "deleted" if self._seen is not None and not self.run_dir.exists() else (
+                "waiting" if self._seen is None else "missing")
+            self.tail.poll()
+            return 0
+        if self._seen is not None and (st.st_ino != self._seen[0] or st.st_size < self._seen[1]):
+            self.state = RunState(self.run_dir.name, clock=self.clock)  # the tail re-reads from the start
+        self._seen = (st.st_ino, st.st_size)
+        self.condition = "ok"
+        return self.state.feed(self.tail.poll())
+
+    @property
+    def notice(self) -> str | None:
+        """A line for the screen about the file itself, or None when all is well."""
+        if self.condition == "waiting":
+            return f"waiting for {self.path}"
+        if self.condition == "deleted":
+            return f"run folder deleted: {self.run_dir} (showing the last state read)"
+        if self.condition == "missing":
+            return f"events file removed: {self.path} (showing the last state read)"
+        return None

@@ -1,0 +1,209 @@
+"""The run summary as text: shared by the TUI's widgets and by `watch --once` (plain rich output)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from liverctl.watch.state import EpochRow, RunState, RunWatcher
+
+STATUS_STYLE = {
+    "waiting": "dim",
+    "running": "bold green",
+    "stalled": "bold black on yellow",
+    "completed": "bold green",
+    "interrupted": "bold yellow",
+    "time_limit": "bold yellow",
+    "failed": "bold white on red",
+    "nan_abort": "bold white on red",
+}
+NAN_STYLE = "bold red"
+# (header, EpochRow attribute, digits) of the metric columns, in table order.
+EPOCH_COLUMNS = (
+    ("train loss", "train_loss", 4),
+    ("val loss", "val_loss", 4),
+    ("volume Dice", "volume_dice", 4),
+    ("slice Dice", "slice_dice", 4),
+    ("global Dice", "global_dice", 4),
+)
+
+
+def fmt_number(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 10 ** -digits):
+        return f"{value:.{max(1, digits - 2)}e}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def fmt_clock(ts: float | None) -> str:
+    return "—" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def where_when(epoch: int | None, step: int | None, ts: float | None) -> str:
+    parts = [f"epoch {epoch}" if epoch is not None else "", f"step {step}" if step is not None else ""]
+    parts.append(f"at {fmt_clock(ts)}" if ts is not None else "")
+    return ", ".join(p for p in parts if p) or "time unknown"
+
+
+def status_text(state: RunState) -> Text:
+    status = state.status
+    text = Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, "bold"))
+    if status == "stalled":
+        text.append(
+            f" nothing written for {fmt_duration(state.silent_s)} (usual epoch {fmt_duration(state.median_epoch_s())})",
+            style="yellow",
+        )
+    elif state.end and state.end.get("message"):
+        text.append(f" {state.end['message']}", style="dim")
+    return text
+
+
+def header_text(state: RunState, notice: str | None = None) -> Text:
+    """Two lines: who the run is and where it stands; a third for a notice about the file."""
+    text = Text()
+    text.append(state.name or "?", style="bold")
+    for label, value in (("preset", state.preset), ("device", state.device), ("amp", state.amp)):
+        text.append(f"   {label} ", style="dim")
+        text.append(value or "—")
+    if state.resumed_from:
+        text.append("   resumed from ", style="dim")
+        text.append(state.resumed_from)
+    text.append("   ")
+    text.append_text(status_text(state))
+    text.append("\n")
+    done = len(state.epochs)
+    text.append("epoch ", style="dim")
+    text.append(f"{done}/{state.total_epochs or '?'}")
+    text.append("   elapsed ", style="dim")
+    text.append(fmt_duration(state.elapsed_s()))
+    text.append("   throughput ", style="dim")
+    text.append(f"{state.samples_per_s:.1f} samples/s" if state.samples_per_s is not None else "—")
+    text.append("   ETA ", style="dim")
+    text.append(fmt_duration(state.eta_s()))
+    text.append("   best ", style="dim")
+    best = state.best
+    text.append(f"epoch {best[0]}, volume Dice {best[1]:.4f}" if best else "—")
+    if state.has_nan:
+        text.append("   ")
+        text.append(f" {len(state.nans)} NaN ", style="bold white on red")
+    if notice:
+        text.append("\n")
+        text.append(notice, style="bold yellow")
+    return text
+
+
+def _nan_line(label: str, rec) -> str:
+    line = f"{label} {rec.where} · {where_when(rec.epoch, rec.step, rec.ts)} · guard: {rec.action}"
+    return line + (f" · {rec.message}" if rec.message else "")
+
+
+def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
+    """What the NaN banner says: the counts, what the guard did, the first occurrence and the latest."""
+    if not state.nans:
+        return ""
+    counts = ", ".join(f"{action} {n}" for action, n in state.nan_counts().items())
+    guard = ", ".join(f"{k} {v}" for k, v in state.guard_counts().items())
+    lines = [
+        f"⚠ NaN DETECTED: {len(state.nans)} record(s): {counts}"
+        + (f" · guard: {guard}" if guard else "")
+        + ("   [d: dismiss]" if dismiss_hint else ""),
+        _nan_line("first: ", state.nans[0]),
+    ]
+    if len(state.nans) > 1:
+        lines.append(_nan_line("latest:", state.nans[-1]))
+    return "\n".join(lines)
+
+
+def epoch_cells(state: RunState, row: EpochRow) -> list[Text]:
+    """One table row: epoch, the losses and Dice figures (NaN in red), seconds, a star on the best."""
+    touched = row.epoch in state.nan_epoch_set()
+    cells = [Text(str(row.epoch) + (" !" if touched else ""), style=NAN_STYLE if touched else "")]
+    for _, attr, digits in EPOCH_COLUMNS:
+        value = getattr(row, attr)
+        if attr in row.nan_fields:
+            cells.append(Text("NaN", style=NAN_STYLE))
+        else:
+            cells.append(Text(fmt_number(value, digits), style="bold" if attr == "volume_dice" else ""))
+    cells.append(Text(fmt_number(row.seconds, 1)))
+    cells.append(Text("★", style="bold yellow") if row.is_best else Text(""))
+    return cells
+
+
+EPOCH_HEADERS = ("epoch", *(h for h, _, _ in EPOCH_COLUMNS), "seconds", "best")
+
+
+def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
+    """The latest checkpoint of each kind (last/best/interrupt), newest first."""
+    latest: dict[str, object] = {}
+    for ck in state.checkpoints:
+        latest[ck.which] = ck
+    out = []
+    for ck in sorted(latest.values(), key=lambda c: c.ts or 0, reverse=True)[:limit]:
+        dice = f", volume Dice {ck.volume_dice:.4f}" if ck.volume_dice is not None else ""
+        out.append(f"{ck.which} (epoch {ck.epoch if ck.epoch is not None else '?'}{dice}) {ck.path}")
+    return out
+
+
+def info_text(state: RunState) -> Text:
+    """Checkpoints, the latest note and anything ignored, under the table."""
+    text = Text()
+    text.append("checkpoints ", style="dim")
+    cks = checkpoint_lines(state)
+    text.append(f"({len(state.checkpoints)} saved) " + ("; ".join(cks) if cks else "none yet"))
+    if state.notes:
+        ts, message = state.notes[-1]
+        text.append("\nnote ", style="dim")
+        text.append(f"{fmt_clock(ts)} {message}")
+    if state.unknown_kinds:
+        kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(state.unknown_kinds.items()))
+        text.append("\nignored events of unknown kinds: ", style="dim")
+        text.append(kinds, style="dim")
+    return text
+
+
+def epochs_table(state: RunState) -> Table:
+    table = Table(title="epochs", title_justify="left", show_edge=False, pad_edge=False)
+    for header in EPOCH_HEADERS:
+        table.add_column(header, justify="right")
+    for row in state.rows:
+        table.add_row(*epoch_cells(state, row))
+    return table
+
+
+def render_summary(watcher: RunWatcher) -> RenderableType:
+    """What `watch --once` prints: the header, the NaN report, the epochs table, the checkpoints."""
+    state = watcher.state
+    parts: list[RenderableType] = [header_text(state, watcher.notice)]
+    if state.has_nan:
+        parts.append(Text(nan_banner_text(state), style="bold white on red"))
+    if state.steps:
+        losses = [v for v in state.loss_points() if v is not None]
+        parts.append(
+            Text(
+                f"steps logged {len(state.steps)}, last loss {fmt_number(losses[-1] if losses else None)}, "
+                f"min loss {fmt_number(min(losses) if losses else None)}, non-finite steps {len(state.nan_steps)}"
+            )
+        )
+    parts.append(epochs_table(state) if state.epochs else Text("no epoch finished yet", style="dim"))
+    parts.append(info_text(state))
+    return Group(*parts)
+
+
+def exit_code(state: RunState) -> int:
+    """`watch --once` exit status: 1 when the run has a NaN or failed, else 0."""
+    return 1 if state.has_nan or state.failed else 0

@@ -1,0 +1,32 @@
+"""The TUI never loads torch, zarr or the trainer; the trainer never loads textual (fresh interpreters)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "zarr", "numpy", "segmentation_models_pytorch", "liverctl.train")
+
+
+def loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
+    code = f"{statement}\nimport sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_watch_loads_no_torch_zarr_numpy_or_trainer():
+    statement = "import liverctl.commands.watch, liverctl.watch.app, liverctl.watch.summary"
+    assert loaded_after(statement, HEAVY) == []
+
+
+def test_watch_command_module_does_not_load_textual_until_run():
+    # `liverctl --help` imports every command module: the TUI is imported only when `watch` runs.
+    assert loaded_after("import liverctl.commands.watch", ("textual",)) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liverctl.train") is None, reason="liverctl.train not built yet")
+def test_trainer_does_not_load_textual():
+    assert loaded_after("import liverctl.train", ("textual", "liverctl.watch")) == []
