@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 
 from liverctl.watch.locate import list_runs, resolve_target, run_labels
-from liverctl.watch.state import RunWatcher
+from liverctl.watch.state import RunState, RunWatcher
 from liverctl.watch.widgets import BlockChart, EpochTable, InfoPanel, NanBanner, RunHeader, RunPicker
 
 DEFAULT_POLL_S = 0.3
@@ -51,25 +51,41 @@ class WatchApp(App):
         self.watcher = RunWatcher(run_dir, clock=clock)
         self.nan_dismissed = 0  # NaN records already seen when the banner was last dismissed
         self.read_error: str | None = None
+        self._shown: tuple[RunState, int] | None = None  # (state, version) the charts and table show
 
     # ---- layout --------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield NanBanner(id="nan-banner")
-        yield RunHeader(id="header")
+        # Kept as attributes: the timer updates them directly, also while the run picker is on top and
+        # while the app shuts down (a DOM query could then find nothing).
+        self.banner = NanBanner(id="nan-banner")
+        self.header = RunHeader(id="header")
+        self.charts = {
+            "loss": BlockChart("train loss / step", id="loss-chart"),
+            "volume_dice": BlockChart("volume Dice / epoch", id="volume-chart"),
+            "slice_dice": BlockChart("slice Dice / epoch", id="slice-chart"),
+            "global_dice": BlockChart("global Dice / epoch", id="global-chart"),
+        }
+        self.table = EpochTable(id="epochs")
+        self.info = InfoPanel(id="info")
+        yield self.banner
+        yield self.header
         with Horizontal(id="charts"):
-            yield BlockChart("train loss / step", id="loss-chart")
-            yield BlockChart("volume Dice / epoch", id="volume-chart")
+            yield self.charts["loss"]
+            yield self.charts["volume_dice"]
             with Vertical(id="side-charts"):
-                yield BlockChart("slice Dice / epoch", id="slice-chart")
-                yield BlockChart("global Dice / epoch", id="global-chart")
-        yield EpochTable(id="epochs")
-        yield InfoPanel(id="info")
+                yield self.charts["slice_dice"]
+                yield self.charts["global_dice"]
+        yield self.table
+        yield self.info
         yield Footer()
 
     def on_mount(self) -> None:
         self.refresh_from_log()
-        self.set_interval(self.poll_seconds, self.refresh_from_log)
+        self._timer = self.set_interval(self.poll_seconds, self.refresh_from_log)
+
+    def on_unmount(self) -> None:
+        self._timer.stop()
 
     # ---- updating ------------------------------------------------------------------------------------
 
@@ -84,17 +100,19 @@ class WatchApp(App):
 
     def show_state(self) -> None:
         state = self.watcher.state
-        self.query_one(RunHeader).show_state(state, self.read_error or self.watcher.notice)
-        banner = self.query_one(NanBanner)
-        banner.display = len(state.nans) > self.nan_dismissed
-        if banner.display:
-            banner.show_state(state)
-        self.query_one("#loss-chart", BlockChart).show(state.loss_points())
-        self.query_one("#volume-chart", BlockChart).show(state.dice_points("volume_dice"))
-        self.query_one("#slice-chart", BlockChart).show(state.dice_points("slice_dice"))
-        self.query_one("#global-chart", BlockChart).show(state.dice_points("global_dice"))
-        self.query_one(EpochTable).show_state(state)
-        self.query_one(InfoPanel).show_state(state)
+        self.header.show_state(state, self.read_error or self.watcher.notice)
+        self.banner.display = len(state.nans) > self.nan_dismissed
+        if self.banner.display:
+            self.banner.show_state(state)
+        # Charts and table change only with new events (a long log holds 100k steps). The state itself is
+        # kept, not its id: a replaced log gives a new state whose id could be the old one's.
+        if self._shown is None or self._shown[0] is not state or self._shown[1] != state.version:
+            self._shown = (state, state.version)
+            self.charts["loss"].show(state.loss_points())
+            for metric in ("volume_dice", "slice_dice", "global_dice"):
+                self.charts[metric].show(state.dice_points(metric))
+            self.table.show_state(state)
+        self.info.show_state(state)
         self.sub_title = f"{state.name} — {state.status}"
 
     # ---- actions -------------------------------------------------------------------------------------

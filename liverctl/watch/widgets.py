@@ -75,9 +75,8 @@ class BlockChart(Widget):
         self.points: list[float | None] = []
 
     def show(self, points: list[float | None]) -> None:
-        if points != self.points:
-            self.points = list(points)
-            self.refresh()
+        self.points = points
+        self.refresh()
 
     @property
     def n_nan(self) -> int:
@@ -132,18 +131,14 @@ class InfoPanel(Static):
 
 
 class EpochTable(DataTable):
-    """One row per finished epoch; rebuilt when the state changed (a handful of rows, never thousands)."""
+    """One row per finished epoch; rebuilt whenever the app sees new events (tens of rows, not thousands)."""
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
         self.add_columns(*summary.EPOCH_HEADERS)
-        self._shown_version = -1
 
     def show_state(self, state: RunState) -> None:
-        if state.version == self._shown_version:
-            return
-        self._shown_version = state.version
         rows = state.rows
         self.clear()
         for row in rows:
