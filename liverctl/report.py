@@ -61,12 +61,20 @@ class CaseResult:
 
 
 @dataclass
+class RunPredictions:
+    """The validation cases of one run as predicted for the report, and how they were predicted."""
+
+    cases: list[CaseResult]
+    how: str
+
+
+@dataclass
 class ReportResult:
     out_dir: Path
     index_html: Path
     images: list[Path]
     skipped: list[str]
-    cases: dict[str, list[CaseResult]] = field(default_factory=dict)  # run name -> validated cases
+    cases: dict[str, list[CaseResult]] = field(default_factory=dict)  # run name -> predicted cases
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
@@ -119,23 +127,26 @@ def write_report(
         skipped: list[str] = []
         plot_curves(data, work / "curves.png")
         images.append(work / "curves.png")
-        cases: dict[str, list[CaseResult]] = {}
+        predictions: dict[str, RunPredictions] = {}
         if overlays:
             for run in data:
                 try:
-                    cases[run.name] = predict_validation_cases(
-                        run, work / "overlays" / run.name, store_path=store_path, max_cases=max_cases,
-                        slices_per_case=slices_per_case, device=device,
+                    predictions[run.name] = predict_validation_cases(
+                        run, work / "overlays" / _safe_name(run.name), store_path=store_path,
+                        max_cases=max_cases, slices_per_case=slices_per_case, device=device,
                     )
                 except OverlaySkipped as exc:
-                    skipped.append(f"{run.name}: {exc}")
-                images.extend(c.overlay for c in cases.get(run.name, []) if c.overlay is not None)
+                    skipped.append(f"{run.name}: prediction overlays and per-case Dice skipped: {exc}")
+                    continue
+                images.extend(c.overlay for c in predictions[run.name].cases if c.overlay is not None)
+            cases = {name: p.cases for name, p in predictions.items()}
             if any(cases.values()):
                 plot_case_dice(cases, work / "case_dice.png")
-                images.append(work / "case_dice.png")
+                images.insert(1, work / "case_dice.png")
         else:
+            cases = {}
             skipped.append("prediction overlays and per-case Dice: turned off (--no-overlays)")
-        write_index(data, cases, skipped, work / "index.html", with_case_dice=any(cases.values()))
+        write_index(data, predictions, skipped, work / "index.html", with_case_dice=any(cases.values()))
         _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -242,7 +253,7 @@ def _spans_decades(values) -> bool:
 def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     """Volume Dice per validation case: one group of bars per case, one bar per run; mean as a line."""
     names = [n for n, results in cases.items() if results]
-    case_ids = sorted({c.case for n in names for c in cases[n]})
+    case_ids = sorted({c.case for n in names for c in cases[n]}, key=_natural_key)
     width_in = max(6.0, min(24.0, 1.0 + 0.45 * len(case_ids) * max(1, len(names))))
     fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
     ax = fig.subplots()
@@ -279,9 +290,147 @@ def predict_validation_cases(
     max_cases: int,
     slices_per_case: int,
     device: str,
-) -> list[CaseResult]:
-    """Predict up to `max_cases` validation cases of `run`; draw overlays; return per-case Dice."""
-    raise OverlaySkipped("prediction overlays are not available yet in this liverctl")
+) -> RunPredictions:
+    """Predict up to `max_cases` validation cases of `run` (the store cases in the run's validation fold),
+    draw their overlays into `out_dir` and return each case's volume Dice.
+
+    Predictions use the run's best checkpoint (else its last), its `infer.tta` and `infer.threshold`,
+    and no post-processing: what the model itself sees. Raises OverlaySkipped, with the reason, when the
+    checkpoint, the store or the inference code is missing.
+    """
+    checkpoints = run.path / runs.CHECKPOINT_DIR
+    which = next((w for w in ("best", "last") if (checkpoints / f"{w}.pt").is_file()), None)
+    if which is None:
+        raise OverlaySkipped("no checkpoints/best.pt or last.pt to predict with")
+    try:
+        import numpy as np
+
+        from liverctl.metrics import DiceCounts, slice_counts
+        from liverctl.predict import load_run_models, predict_cases
+        from liverctl.store import LiverStore
+    except ImportError as exc:  # e.g. a listing-only install without torch
+        raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
+
+    cfg_data = run.summary.settings
+    store_path = Path(store_path if store_path is not None else cfg_data.get("data.store", "store/liver.zarr"))
+    if not store_path.exists():
+        raise OverlaySkipped(f"store {store_path} not found (pass --store)")
+    try:
+        store = LiverStore.open(store_path)
+        (run_model,) = load_run_models([run.path], which=which, device=device)
+    except (LiverctlError, RuntimeError) as exc:  # RuntimeError: torch, e.g. weights not matching the model
+        raise OverlaySkipped(_one_line(exc)) from None
+    cfg = run_model.cfg
+    fold = int(cfg["data"]["fold"])
+    case_ids = sorted((c for c, f in store.folds().items() if f == fold), key=_natural_key)[:max_cases]
+    if not case_ids:
+        raise OverlaySkipped(f"store {store_path} has no training case in validation fold {fold}")
+    infer = cfg.get("infer", {})
+    threshold = float(infer.get("threshold", 0.5))
+    tta = str(infer.get("tta", "none"))
+    how = (f"checkpoint {which}.pt, {len(case_ids)} case(s) of validation fold {fold} from {store_path}, "
+           f"TTA {tta}, threshold {threshold:g}, no post-processing")
+    results = []
+    try:
+        for case, probs in predict_cases([run_model], store, case_ids, tta=tta,
+                                         batch_size=int(infer.get("batch_size", 16)), device=device):
+            pred = probs >= threshold
+            label = np.asarray(store.label(case)[:]) > 0
+            counts = slice_counts(pred, label)  # (Z, 3): tp, fp, fn per slice
+            dice = DiceCounts()
+            dice.add_slices(case, counts)
+            zs = disagreeing_slices(counts, slices_per_case)
+            path = out_dir / f"{_safe_name(case)}.png"
+            window = cfg["data"].get("window", (-100.0, 200.0))
+            plot_overlay(
+                case,
+                [store.read_slice(case, z) for z in zs],
+                [label[..., z] for z in zs],
+                [pred[..., z] for z in zs],
+                zs,
+                path,
+                window=(float(window[0]), float(window[1])),
+                title=f"{run.name} / {case}: volume Dice {dice.volume_dice():.4f}",
+            )
+            results.append(CaseResult(case, dice.volume_dice(), path, zs))
+    except (LiverctlError, RuntimeError, ValueError) as exc:
+        raise OverlaySkipped(f"prediction failed: {_one_line(exc)}") from None
+    return RunPredictions(results, how)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, LiverctlError) else str(exc)
+
+
+def disagreeing_slices(counts, k: int) -> list[int]:
+    """The `k` slices with the most disagreeing pixels (fp + fn), in z order; where fewer than `k`
+    slices disagree at all, the slices with the most liver fill the rest.
+
+    Shape: counts (Z, 3) = per-slice (tp, fp, fn).
+    """
+    rows = [(int(fp) + int(fn), int(tp) + int(fn), z) for z, (tp, fp, fn) in enumerate(counts.tolist())]
+    wrong = sorted((r for r in rows if r[0] > 0), key=lambda r: (-r[0], r[2]))[:k]
+    chosen = {r[2] for r in wrong}
+    rest = sorted((r for r in rows if r[2] not in chosen), key=lambda r: (-r[1], r[2]))
+    chosen.update(r[2] for r in rest[: k - len(chosen)])
+    return sorted(chosen)
+
+
+def overlay_figsize(n_slices: int) -> tuple[float, float]:
+    """Inches of an overlay picture: three panels per slice row, plus a title band."""
+    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.5
+
+
+def plot_overlay(case: str, images, labels, preds, zs: list[int], path: Path, *,
+                 window: tuple[float, float] = (-100.0, 200.0), title: str | None = None) -> Path:
+    """One row per slice: the image (windowed), label and prediction outlines on it, and the error map.
+
+    Shape: images[i] (X, Y) HU; labels[i], preds[i] (X, Y) bool. Drawn with X across and Y up.
+    Outlines: label green, prediction red. Error map: yellow both, green label only (missed), red
+    prediction only (false liver).
+    """
+    import numpy as np
+
+    fig = _new_figure(*overlay_figsize(len(zs)))
+    axes = np.atleast_2d(fig.subplots(max(1, len(zs)), 3, squeeze=False))
+    lo, hi = window
+    for row, z in enumerate(zs):
+        img = np.clip((np.asarray(images[row], dtype=np.float32) - lo) / max(hi - lo, 1e-6), 0, 1).T
+        lab = np.asarray(labels[row], dtype=bool).T
+        pre = np.asarray(preds[row], dtype=bool).T
+        err = np.zeros((*img.shape, 4), dtype=np.float32)
+        err[lab & pre] = (1.0, 0.85, 0.0, 0.8)
+        err[lab & ~pre] = (0.0, 0.8, 0.0, 0.9)
+        err[~lab & pre] = (0.9, 0.0, 0.0, 0.9)
+        ax_img, ax_lines, ax_err = axes[row]
+        for ax in (ax_img, ax_lines, ax_err):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for mask, color in ((lab, "lime"), (pre, "red")):
+            if mask.any() and not mask.all():
+                ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1, origin="lower")
+        ax_err.imshow(err, origin="lower", interpolation="nearest")
+        fp, fn = int((~lab & pre).sum()), int((lab & ~pre).sum())
+        ax_img.set_ylabel(f"z = {z}")
+        ax_img.set_title("image" if row == 0 else "", fontsize="small")
+        ax_lines.set_title(("label (green), prediction (red)\n" if row == 0 else "") + f"z = {z}",
+                           fontsize="small")
+        ax_err.set_title(f"false + {fp} px, missed {fn} px", fontsize="small")
+    fig.suptitle(title or case)
+    _save(fig, path)
+    return path
+
+
+def _safe_name(case: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case) or "case"
+
+
+def _natural_key(case: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", case)]
 
 
 # -------------------------------------------------------------------------------------------- html
@@ -298,7 +447,7 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """
 
 
-def write_index(data: list[RunData], cases: dict[str, list[CaseResult]], skipped: list[str], path: Path,
+def write_index(data: list[RunData], predictions: dict[str, RunPredictions], skipped: list[str], path: Path,
                 *, with_case_dice: bool) -> Path:
     """index.html beside the pictures (relative links, so the folder can be moved or zipped)."""
     esc = html.escape
@@ -336,12 +485,13 @@ def write_index(data: list[RunData], cases: dict[str, list[CaseResult]], skipped
     if with_case_dice:
         parts.append("<h2>Volume Dice per validation case</h2><img src='case_dice.png' alt='per-case Dice'>")
     for run in data:
-        results = [c for c in cases.get(run.name, []) if c.overlay is not None]
+        predicted = predictions.get(run.name)
+        results = [c for c in predicted.cases if c.overlay is not None] if predicted else []
         if not results:
             continue
         parts.append(f"<h2>Predictions of {esc(run.name)}: slices where label and prediction disagree most"
-                     "</h2><p>Green: label only (missed liver); red: prediction only (false liver); "
-                     "yellow: both.</p>")
+                     f"</h2><p>{esc(predicted.how)}. Right column: yellow both, green label only (missed "
+                     "liver), red prediction only (false liver).</p>")
         for c in sorted(results, key=lambda c: c.dice):
             rel = c.overlay.relative_to(path.parent).as_posix()
             parts.append(f"<h3>{esc(c.case)}: volume Dice {c.dice:.4f}, slices {', '.join(map(str, c.slices))}"

@@ -160,3 +160,29 @@ def make_run(
         if sub.get("scores") is not None:
             scores_path(csv_path).write_text(json.dumps(sub["scores"]), encoding="utf-8")
     return run_dir
+
+
+def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best") -> Path:
+    """Save an untrained model of `cfg` as the run's `<which>.pt` (with its sidecar), as train would.
+
+    Enough for anything that only loads and predicts; needs torch.
+    """
+    import torch
+
+    from liverctl.checkpoint import save_checkpoint
+    from liverctl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False)
+    state = {
+        "run": Path(run_dir).name,
+        "preset": cfg.get("preset"),
+        "config": cfg,
+        "epoch": 1,
+        "global_step": 1,
+        "model": model.state_dict(),
+        "metrics": {"val_loss": 0.5, "volume_dice": 0.5, "slice_dice": 0.5, "global_dice": 0.5},
+        "best": {"epoch": 0, "volume_dice": 0.5},
+        "versions": {},
+    }
+    return save_checkpoint(run_dir, which, state)

@@ -114,3 +114,55 @@ def test_curves_need_no_torch(two_runs, tmp_path):
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_path):
+    from run_fixtures import add_model_checkpoint, make_config
+
+    from liverctl.report import overlay_figsize
+    from liverctl.store import LiverStore
+
+    settings = {"data.input_size": 64, "data.store": str(tiny_store), "model.encoder": "resnet18",
+                "model.decoder_channels": [32, 16, 8, 8, 4], "infer.tta": "none"}
+    run = make_run(tmp_path / "runs", "tiny", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = write_report([run], tmp_path / "rep", max_cases=2, slices_per_case=2)
+    assert result.skipped == []
+    predicted = result.cases["tiny"]
+    store = LiverStore.open(tiny_store)
+    fold0 = sorted(c for c, f in store.folds().items() if f == 0)
+    assert [c.case for c in predicted] == fold0[:2]
+    for case in predicted:
+        assert 0.0 <= case.dice <= 1.0
+        assert len(case.slices) == 2
+        w, h = overlay_figsize(2)
+        assert png_size(case.overlay) == (int(w * DPI), int(h * DPI))
+    assert png_size(result.out_dir / "case_dice.png")[1] == int(4.5 * DPI)
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "src='case_dice.png'" in page
+    for case in predicted:
+        assert f"src='overlays/tiny/{case.overlay.name}'" in page
+    assert "checkpoint best.pt" in page and "TTA none" in page
+
+
+def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
+    from run_fixtures import add_model_checkpoint, make_config
+
+    settings = {"data.input_size": 64, "data.store": str(tmp_path / "absent.zarr")}
+    run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = write_report([run], tmp_path / "rep")
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    assert len(result.skipped) == 1 and "absent.zarr not found" in result.skipped[0]
+    assert "absent.zarr not found" in result.index_html.read_text(encoding="utf-8")
+
+
+def test_disagreeing_slices_prefers_errors_then_liver():
+    import numpy as np
+
+    from liverctl.report import disagreeing_slices
+
+    counts = np.array([[0, 0, 0], [5, 1, 0], [9, 0, 0], [2, 3, 4], [0, 0, 0], [1, 0, 0]])
+    assert disagreeing_slices(counts, 2) == [1, 3]
+    assert disagreeing_slices(counts, 3) == [1, 2, 3]  # the third: most liver among the correct ones
+    assert disagreeing_slices(np.zeros((4, 3), dtype=int), 2) == [0, 1]
