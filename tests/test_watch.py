@@ -13,6 +13,7 @@ from watch_fixtures import EventScript, realistic_run
 
 from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
+from liverctl.events import EventWriter, read_events
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.locate import find_run
 from liverctl.watch.state import RunState, RunWatcher
@@ -145,6 +146,33 @@ def test_nan_token_and_guard_events_mark_steps():
     assert [r.action for r in state.nans] == ["report", "skip_step"]
     assert state.guard_counts() == {"skipped": 1, "rollbacks": 0}
     assert "skip_step" in nan_banner_text(state)
+
+
+def test_trainer_order_through_the_event_writer_gives_one_record_per_incident(tmp_path):
+    # As liverctl/train/loop.py writes them: steps carry the epoch in progress, epoch_end the epochs done;
+    # a skipped step writes the guard's `nan` first, then (at a log step) the step with a NaN loss, which
+    # the writer turns into null plus its own report.
+    nan = float("nan")
+    with EventWriter(tmp_path, "t") as log:
+        log.emit("run_start", epoch=0, step=0, config={"train": {"epochs": 2}}, preset="demo", device="cpu",
+                 amp="off", resumed_from=None, steps_per_epoch=4)
+        log.emit("step", epoch=0, step=2, loss=0.8, lr=1e-3, samples_per_s=5.0, grad_norm=1.0)
+        log.emit("nan", epoch=0, step=4, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0},
+                 loss=nan, grad_norm=None, message="non-finite loss at step 3")
+        log.emit("step", epoch=0, step=4, loss=nan, lr=1e-3, samples_per_s=5.0, grad_norm=None)
+        log.emit("nan", epoch=1, step=4, where="validation", action="rollback",
+                 counts={"skipped": 1, "rollbacks": 1}, loss=nan, grad_norm=None, message="rolled back")
+        log.emit("epoch_end", epoch=1, step=4, train_loss=0.8, val_loss=nan, volume_dice=0.1, slice_dice=0.5,
+                 global_dice=0.2, seconds=10.0, is_best=False, epochs=2)
+        log.emit("step", epoch=1, step=6, loss=0.7, lr=1e-3, samples_per_s=5.0, grad_norm=1.0)
+    state = RunState(clock=FakeClock(1e12))
+    state.feed(read_events(tmp_path / "events.jsonl"))
+    # The writer's reports of the step's and the epoch's nulls fold into the guard's own events.
+    assert [(r.where, r.action) for r in state.nans] == [("loss", "skip_step"), ("validation", "rollback")]
+    assert state.loss_points() == [0.8, None, 0.7]  # the validation NaN is not a training step
+    row = state.rows[0]
+    assert row.epoch == 1 and row.nan_seen and row.nan_fields == {"val_loss"}
+    assert state.steps_per_epoch == 4 and state.step_in_epoch() == 2
 
 
 def test_unknown_kinds_are_counted_not_fatal():

@@ -47,7 +47,8 @@ class EpochRow:
     seconds: float | None = None
     is_best: bool = False
     ts: float | None = None
-    nan_fields: set[str] = field(default_factory=set)
+    nan_fields: set[str] = field(default_factory=set)  # columns holding a non-finite value
+    nan_seen: bool = False  # a NaN record arrived during this epoch (step, grad or validation)
 
 
 @dataclass
@@ -120,6 +121,7 @@ class RunState:
         self.n_events = 0
         self.steps: list[tuple[int | None, float | None]] = []  # (step, loss or None when non-finite)
         self.step_ts: list[float] = []
+        self.step_clock: list[tuple[int, float]] = []  # (step number, ts) of numbered step events
         self.samples_per_s: float | None = None
         self.lr: float | None = None
         self.epochs: dict[int, EpochRow] = {}
@@ -129,6 +131,8 @@ class RunState:
         self.checkpoints: list[Checkpoint] = []
         self.notes: list[tuple[float | None, str]] = []
         self.unknown_kinds: dict[str, int] = {}
+        self.steps_per_epoch: int | None = None
+        self._nan_in_epoch = False
         self.version = 0  # bumped by every feed that changed something (views redraw on change)
 
     # ---- folding -------------------------------------------------------------------------------------
@@ -167,7 +171,9 @@ class RunState:
             return
         epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
         self._mark_point(epoch, step, bad, kind)
-        self.nans.append(
+        if any(not r.from_value and (r.epoch, r.step) == (epoch, step) for r in self.nans):
+            return  # the guard's own `nan` event (written first) already tells about this step
+        self._add_nan(
             NanRecord(
                 where=f"{kind}:{','.join(bad)}",
                 action="report",
@@ -179,19 +185,30 @@ class RunState:
             )
         )
 
+    def _add_nan(self, record: NanRecord) -> None:
+        self.nans.append(record)
+        self._nan_in_epoch = True
+
     def _mark_point(self, epoch: int | None, step: int | None, fields: list[str], kind: Any) -> None:
-        if step is not None and kind != "epoch_end":
+        """Show a non-finite value where it belongs: a step on the loss chart, a cell in the epochs table."""
+        validation = kind == "epoch_end" or any(f.startswith("val") for f in fields)
+        if step is not None and not validation:
             self.nan_steps.add(step)
-        if epoch is not None and (kind == "epoch_end" or step is None):
-            if epoch in self.epochs:  # e.g. the writer's report after the epoch_end holding the null
-                self.epochs[epoch].nan_fields.update(fields)
+        if epoch is not None and epoch in self.epochs and (kind == "epoch_end" or step is None):
+            self.epochs[epoch].nan_fields.update(fields)  # e.g. the writer's report after its epoch_end
 
     def _on_run_start(self, e: dict, ts: float | None) -> None:
         self.started_ts = self.started_ts if self.started_ts is not None else ts
         self.end = None  # a resumed run is running again
-        for attr in ("preset", "device", "amp", "resumed_from"):
+        for attr in ("preset", "device", "amp"):
             if e.get(attr) is not None:
                 setattr(self, attr, str(e[attr]))
+        resumed = e.get("resumed_from")
+        if isinstance(resumed, dict):  # the trainer writes {epoch, global_step, step_in_epoch}
+            resumed = ", ".join(f"{k} {v}" for k, v in resumed.items() if k in ("epoch", "global_step"))
+        self.resumed_from = str(resumed) if resumed else None
+        if _int_or_none(e.get("steps_per_epoch")):
+            self.steps_per_epoch = e["steps_per_epoch"]
         if isinstance(e.get("config"), dict):
             self.config = e["config"]
             train = self.config.get("train")
@@ -207,6 +224,8 @@ class RunState:
             self.steps.append((step, loss))
         if ts is not None:
             self.step_ts.append(ts)
+            if step is not None:
+                self.step_clock.append((step, ts))
         if _finite(e.get("samples_per_s")) is not None:
             self.samples_per_s = float(e["samples_per_s"])
         if _finite(e.get("lr")) is not None:
@@ -228,7 +247,9 @@ class RunState:
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
             nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
+            nan_seen=self._nan_in_epoch,
         )
+        self._nan_in_epoch = False
         if row.is_best:
             for other in self.epochs.values():
                 other.is_best = False
@@ -254,14 +275,17 @@ class RunState:
         record = NanRecord(where, action, epoch, step, ts, str(e.get("message") or ""), counts)
         kind, _, fields = where.partition(":")
         names = set((fields or where).split(","))
-        # A value event holding a null is followed by the writer's `nan` report (or the guard's own event):
-        # one record for both, with the `nan` event's details.
         for i, old in enumerate(self.nans):
-            if old.from_value and (old.epoch, old.step) == (epoch, step):
-                if old.where == where or names & set(old.where.partition(":")[2].split(",")):
-                    self.nans[i] = record
-                    return
-        self.nans.append(record)
+            if (old.epoch, old.step) != (epoch, step):
+                continue
+            # A value event holding a null, then the writer's `nan` report of it: one record, the report's.
+            if old.from_value and (old.where == where or names & set(old.where.partition(":")[2].split(","))):
+                self.nans[i] = record
+                return
+            # The guard wrote its own `nan` event before the value event: the writer's report adds nothing.
+            if action == "report" and not old.from_value and old.action != "report":
+                return
+        self._add_nan(record)
         self._mark_point(epoch, step, sorted(names), kind if fields else None)
 
     def _on_note(self, e: dict, ts: float | None) -> None:
@@ -332,16 +356,34 @@ class RunState:
         return statistics.median(seconds) if seconds else None
 
     def eta_s(self) -> float | None:
-        """Seconds left: epochs left times the median recent epoch, less the current epoch's progress."""
+        """Seconds left: epochs left times the median recent epoch, less the current epoch's progress.
+
+        Before the first epoch ends: steps left at the step rate seen so far (validation not counted).
+        """
         if self.end is not None or not self.total_epochs:
             return None
         per_epoch = self.median_epoch_s()
         if per_epoch is None:
-            return None
+            return self._eta_from_steps()
         left = max(0, self.total_epochs - len(self.epochs))
         last_end = max((r.ts for r in self.epochs.values() if r.ts is not None), default=None)
         in_epoch = 0.0 if last_end is None or left == 0 else max(0.0, self.clock() - last_end)
         return max(0.0, left * per_epoch - min(in_epoch, per_epoch))
+
+    def _eta_from_steps(self) -> float | None:
+        if not self.steps_per_epoch or len(self.step_clock) < 2:
+            return None
+        (s0, t0), (s1, t1) = self.step_clock[0], self.step_clock[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return max(0.0, (self.total_epochs * self.steps_per_epoch - s1) * (t1 - t0) / (s1 - s0))
+
+    def step_in_epoch(self) -> int | None:
+        """Steps done in the current epoch (from the latest step number and `steps_per_epoch`)."""
+        numbered = [s for s, _ in self.steps if s is not None]
+        if not self.steps_per_epoch or not numbered or self.end is not None:
+            return None
+        return min(self.steps_per_epoch, max(0, numbered[-1] - len(self.epochs) * self.steps_per_epoch))
 
     def elapsed_s(self) -> float | None:
         if self.started_ts is None:
@@ -360,10 +402,6 @@ class RunState:
         if all(s is not None for s, _ in points):
             points.sort(key=lambda p: p[0])
         return [v for _, v in points]
-
-    def nan_epoch_set(self) -> set[int]:
-        """Epochs touched by any NaN record (marked in the table even when no column holds the value)."""
-        return {r.epoch for r in self.nans if r.epoch is not None}
 
     def dice_points(self, metric: str) -> list[float | None]:
         return [None if metric in r.nan_fields else getattr(r, metric) for r in self.rows]

@@ -89,6 +89,9 @@ def header_text(state: RunState, notice: str | None = None) -> Text:
     done = len(state.epochs)
     text.append("epoch ", style="dim")
     text.append(f"{done}/{state.total_epochs or '?'}")
+    in_epoch = state.step_in_epoch()
+    if in_epoch is not None:
+        text.append(f" (step {in_epoch}/{state.steps_per_epoch} of the next)", style="dim")
     text.append("   elapsed ", style="dim")
     text.append(fmt_duration(state.elapsed_s()))
     text.append("   throughput ", style="dim")
@@ -131,7 +134,7 @@ def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
 
 def epoch_cells(state: RunState, row: EpochRow) -> list[Text]:
     """One table row: epoch, the losses and Dice figures (NaN in red), seconds, a star on the best."""
-    touched = row.epoch in state.nan_epoch_set()
+    touched = row.nan_seen or bool(row.nan_fields)
     cells = [Text(str(row.epoch) + (" !" if touched else ""), style=NAN_STYLE if touched else "")]
     for _, attr, digits in EPOCH_COLUMNS:
         value = getattr(row, attr)
