@@ -186,12 +186,11 @@ def _read_log(path: Path, problems: list[str]) -> _Log:
     segment_start: float | None = None
     wall = 0.0
     last_ts: float | None = None
+    pending_step: str | None = None  # the latest step line since the last other event, unparsed
     for line in lines:
-        if '"kind":"step"' in line:
-            # Steps are most of the log and only their time stamps matter here.
-            ts = _step_ts(line)
-            if ts is not None:
-                last_ts = ts
+        if '"kind":"step"' in line or '"kind": "step"' in line:
+            # Steps are most of the log; only the time stamp of the last one before a boundary matters.
+            pending_step = line
             continue
         event = parse_line(line)
         if event is None:
@@ -200,6 +199,9 @@ def _read_log(path: Path, problems: list[str]) -> _Log:
         versions.add(event.get("v"))
         ts = event.get("ts") if isinstance(event.get("ts"), (int, float)) else None
         kind = event.get("kind")
+        if pending_step is not None:
+            last_ts = _line_ts(pending_step, last_ts)
+            pending_step = None
         if kind == "run_start":
             if segment_start is not None and last_ts is not None:
                 wall += max(0.0, last_ts - segment_start)
@@ -217,6 +219,8 @@ def _read_log(path: Path, problems: list[str]) -> _Log:
             if log.first_ts is None:
                 log.first_ts = ts
             last_ts = ts
+    if pending_step is not None:
+        last_ts = _line_ts(pending_step, last_ts)
     if tail.strip():
         log.torn_last_line = parse_line(tail) is None
         if not log.torn_last_line:  # a complete last line that just lacks its newline
@@ -241,19 +245,11 @@ def _read_log(path: Path, problems: list[str]) -> _Log:
     return log
 
 
-def _step_ts(line: str) -> float | None:
-    """The `ts` of a step line, found without parsing the whole object."""
-    start = line.find('"ts":')
-    if start < 0:
-        return None
-    start += 5
-    end = start
-    while end < len(line) and line[end] not in ",}":
-        end += 1
-    try:
-        return float(line[start:end])
-    except ValueError:
-        return None
+def _line_ts(line: str, default: float | None) -> float | None:
+    """The `ts` of one event line (`default` when it has none)."""
+    event = parse_line(line)
+    ts = event.get("ts") if event else None
+    return float(ts) if isinstance(ts, (int, float)) and not isinstance(ts, bool) else default
 
 
 def _describe_versions(versions: set[Any], problems: list[str]) -> int | None:
