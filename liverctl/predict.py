@@ -104,12 +104,9 @@ def average_probability_volumes(volumes: Sequence[np.ndarray]) -> np.ndarray:
 # ------------------------------------------------------------------------------------- runs and cases
 
 
-def input_hw(cfg: dict) -> tuple[int, int]:
-    """cfg.data.input_size (an int or [H, W]) -> (H, W)."""
-    size = cfg["data"]["input_size"]
-    if isinstance(size, (list, tuple)):
-        return int(size[0]), int(size[1])
-    return int(size), int(size)
+def input_size(cfg: dict) -> int:
+    """cfg.data.input_size: the side of the square the model sees."""
+    return int(cfg["data"]["input_size"])
 
 
 def _first_conv_in_channels(model) -> int | None:
@@ -150,10 +147,17 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
     runs = []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        model, cfg = load_run_model(run_dir, which=which, device=device)
+        try:
+            model, cfg = load_run_model(run_dir, which=which, device=device)
+        except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
+            first = str(exc).strip().splitlines()
+            detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+            raise LiverctlError(
+                f"checkpoint weights do not fit the model its config describes ({detail[:200]})", path=run_dir
+            ) from None
         try:
             context = int(cfg["data"]["context"])
-            input_hw(cfg)
+            input_size(cfg)
         except (KeyError, TypeError, ValueError) as exc:
             raise LiverctlError(f"checkpoint config lacks a usable data.context / data.input_size ({exc})", path=run_dir) from None
         channels = _first_conv_in_channels(model)
@@ -172,6 +176,13 @@ def _normalize(stack: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
     return normalize(stack, cfg, stats)
 
 
+def _resize(stack: np.ndarray, size: int) -> np.ndarray:
+    """The training resize (cv2: area when shrinking, bilinear when growing). (C, X, Y) -> (C, size, size)."""
+    from liverctl.dataset import resize_stack
+
+    return resize_stack(stack, size)
+
+
 def predict_case_probabilities(
     run: RunModel,
     store,
@@ -186,7 +197,8 @@ def predict_case_probabilities(
     """Probability of liver for every voxel of one store case, from one run.
 
     Shape: -> float32 (X, Y, Z), the case's own voxel grid. Each batch: (B, C, X, Y) normalised stacks ->
-    resized to the run's (H, W) -> TTA probabilities (B, 1, H, W) -> resized back to (B, 1, X, Y).
+    resized as in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) ->
+    resized back (bilinear) to (B, 1, X, Y).
     """
     import torch
     import torch.nn.functional as F
@@ -194,14 +206,14 @@ def predict_case_probabilities(
     meta = store.meta(case_id)
     x_size, y_size, depth = (int(s) for s in meta["shape"])
     stats = meta.get("stats", {})
-    out_hw = input_hw(run.cfg)
+    size = input_size(run.cfg)
     out = np.empty((x_size, y_size, depth), dtype=np.float32)
     for z0 in range(0, depth, batch_size):
         zs = range(z0, min(z0 + batch_size, depth))
-        stacks = np.stack([_normalize(store.read_stack(case_id, z, run.context), run.cfg, stats) for z in zs])
+        stacks = np.stack(
+            [_resize(_normalize(store.read_stack(case_id, z, run.context), run.cfg, stats), size) for z in zs]
+        )
         batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
-        if tuple(batch.shape[-2:]) != out_hw:
-            batch = F.interpolate(batch, size=out_hw, mode="bilinear", align_corners=False)
         probs = tta_probabilities(run.model, batch, tta, amp)
         if tuple(probs.shape[-2:]) != (x_size, y_size):
             probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)

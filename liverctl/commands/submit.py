@@ -1,0 +1,148 @@
+"""`liverctl submit` (runs -> submission.csv), `liverctl postprocess` (NIfTI clean-up), `liverctl evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from liverctl.commands._common import console, err_console, guarded
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit_command)
+    app.command("postprocess")(postprocess_command)
+    app.command("evaluate")(evaluate_command)
+
+
+def _liver_labels(text: str | None) -> list[int] | None:
+    from liverctl.errors import LiverctlError
+
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})") from None
+
+
+def submit_command(
+    runs: list[Path] = typer.Option(..., "--run", help="Run folder (runs/<name>); repeat to ensemble runs."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="CSV to write."),
+    store: Path = typer.Option(None, "--store", help="Zarr store (default: the first run's data.store)."),
+    sample: Path = typer.Option(None, "--sample", help="sample_submission.csv: its header, order and empty token."),
+    tta: str = typer.Option(None, "--tta", help="none | hflip | vflip | hflip+vflip | flips (default: run's infer.tta)."),
+    postprocess: str = typer.Option(
+        None, "--postprocess", help="none | largest | min-size:N | fill | fill2d | auto, '+'-joined (default: run's post.mode)."
+    ),
+    threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: run's infer.threshold)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Slices per forward pass (default: run's infer.batch_size)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    which: str = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best | last."),
+    save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) here."),
+) -> None:
+    """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from liverctl.submit import make_submission
+
+    with guarded():
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("slices"),
+            TimeElapsedColumn(), console=err_console, transient=True,
+        )
+        task = {"id": None}
+
+        def on_stage(name: str, total: int) -> None:
+            if task["id"] is not None:
+                progress.remove_task(task["id"])
+            task["id"] = progress.add_task(name, total=total)
+
+        def on_slices(n: int) -> None:
+            progress.advance(task["id"], n)
+
+        with progress:
+            result = make_submission(
+                runs, out, store_path=store, which=which, sample_path=sample, tta=tta, postprocess=postprocess,
+                threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks,
+                on_stage=on_stage, on_slices=on_slices, on_note=lambda text: console.print(text, highlight=False),
+            )
+        s = result.summary
+        post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
+        console.print(
+            f"[bold green]wrote[/] {s.path}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
+            f"{len(result.runs)} run(s), tta {result.tta}, post {post}, threshold {result.threshold:g}, "
+            f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
+            highlight=False,
+        )
+        if result.masks_dir:
+            console.print(f"masks in {result.masks_dir}", highlight=False)
+
+
+def postprocess_command(
+    source: Path = typer.Argument(..., help="NIfTI mask file or folder of them."),
+    target: Path = typer.Argument(..., help="Output file, or folder (for a folder input)."),
+    mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+) -> None:
+    """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
+    from liverctl.errors import LiverctlError
+    from liverctl.postprocess import AUTO, postprocess_nifti
+
+    with guarded():
+        if mode.strip().lower() == AUTO:
+            raise LiverctlError("--mode auto needs a run's validation cases; use it with `liverctl submit`")
+        results = postprocess_nifti(source, target, mode, liver_labels=_liver_labels(liver_labels))
+        for r in results:
+            console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False)
+        console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {mode}", highlight=False)
+
+
+def evaluate_command(
+    submission: Path = typer.Argument(..., help="Submission CSV."),
+    labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout)."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+) -> None:
+    """Score a submission: volume, slice and global Dice, per case and overall."""
+    from liverctl.evaluate import evaluate_submission, scores_path, write_scores
+    from liverctl.submission import MalformedSubmission
+
+    with guarded():
+        try:
+            ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
+        except MalformedSubmission as exc:
+            for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
+                err_console.print(f"  {problem}", highlight=False, soft_wrap=True)
+            if len(exc.problems) > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
+            raise
+        saved = write_scores(ev, scores_path(submission))
+        if json_out is not None and str(json_out) == "-":
+            typer.echo(json.dumps(ev.to_json(), indent=2))
+            return
+        if json_out is not None:
+            write_scores(ev, json_out)
+        _print_scores(ev)
+        console.print(f"scores saved to {saved}", highlight=False)
+
+
+def _print_scores(ev) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{ev.submission} vs {ev.labels}", title_justify="left", header_style="bold")
+    for name in ("case", "volume Dice", "slice Dice", "label voxels", "pred voxels", "slices"):
+        table.add_column(name, justify="left" if name == "case" else "right")
+    for c in ev.cases:
+        table.add_row(c.case, f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels), str(c.pred_voxels),
+                      str(c.slices))
+    console.print(table)
+    console.print(
+        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {len(ev.cases)} cases)  "
+        f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
+        f"global Dice {ev.global_dice:.4f} (pooled voxels)",
+        highlight=False,
+    )

@@ -1,0 +1,228 @@
+"""CLI tests of `submit`, `postprocess` and `evaluate` on the tiny synthetic store.
+
+`submit` runs on a small untrained model saved as a run checkpoint (what `load_run_model` reads), so
+these tests check the plumbing (ids, shapes, files, errors), not the quality of the masks; the
+trained-run test at the end is marked slow.
+"""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+
+runner = CliRunner()
+REAL = Path("/work/shared/data/real")
+
+
+def make_run(root: Path, store: Path, name: str = "tiny", *, context: int = 1, seed: int = 0, **data) -> Path:
+    """A run folder holding only `checkpoints/best.pt` of a small untrained U-Net (32 px input)."""
+    import torch
+
+    from liverctl.checkpoint import save_checkpoint
+    from liverctl.config import resolve_config
+    from liverctl.models import build_model
+
+    cfg = resolve_config("demo", [f"data.context={context}", "data.input_size=32"])
+    cfg["data"]["store"] = str(store)
+    cfg["data"].update(data)
+    cfg["model"].update(encoder="tu-mobilenetv3_small_050", decoder_channels=[16, 8, 8, 8, 8])
+    cfg["infer"]["batch_size"] = 8
+    torch.manual_seed(seed)
+    model = build_model(cfg, pretrained=False)
+    run_dir = root / name
+    save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
+                                      "model": model.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+    return run_dir
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """On a shared 2-core machine two OpenMP threads can run a tiny model 100x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def template_runs(tiny_store, tmp_path_factory):
+    """Runs built once per module (context 1 and context 0); tests copy them before writing into them."""
+    root = tmp_path_factory.mktemp("template-runs")
+    return {"c1": make_run(root, tiny_store, "c1", context=1, seed=0),
+            "c0": make_run(root, tiny_store, "c0", context=0, seed=1)}
+
+
+def copy_run(template: Path, root: Path, name: str) -> Path:
+    return Path(shutil.copytree(template, root / name))
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _test_ids(store):
+    from liverctl.store import LiverStore
+
+    s = LiverStore.open(store)
+    return {c: s.meta(c)["shape"] for c in s.case_ids("test")}
+
+
+def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, template_runs, tmp_path):
+    run = copy_run(template_runs["c1"], tmp_path, "tiny")
+    out = tmp_path / "sub.csv"
+    masks = tmp_path / "masks"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "flips", "--postprocess", "largest",
+                     "--save-masks", masks)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "tta flips" in result.output
+    shapes = _test_ids(tiny_store)
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "rle"]
+    assert [r[0] for r in rows[1:]] == [f"{c}_{z}" for c in sorted(shapes) for z in range(shapes[c][2])]
+
+    # the saved masks are what the CSV encodes, on the source grid
+    from liverctl.submission import read_submission
+
+    parsed = read_submission(out, shapes)
+    for case in shapes:
+        img = nib.load(str(masks / f"{case}.nii.gz"))
+        source = nib.load(str(tiny_dataset / "test" / f"volume-{case}.nii.gz"))
+        assert np.array_equal(img.affine, source.affine)
+        assert img.get_data_dtype() == np.uint8
+        assert np.array_equal(np.asanyarray(img.dataobj).astype(bool), parsed.volume(case))
+
+    (record,) = [json.loads(line) for line in (run / "submissions.jsonl").read_text().splitlines()]
+    assert record["csv"] == str(out.resolve()) and record["tta"] == "flips" and record["post"] == "largest"
+    assert len(record["sha256"]) == 64 and record["runs"] == [str(run.resolve())]
+
+    # and evaluate scores it against the synthetic test labels
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels")
+    assert result.exit_code == 0, result.output
+    assert "volume Dice" in result.output
+    scores = json.loads((tmp_path / "sub.scores.json").read_text())
+    assert sorted(c["case"] for c in scores["cases"]) == sorted(shapes)
+    assert 0.0 <= scores["volume_dice"] <= 1.0
+
+
+def test_submit_ensemble_sample_and_auto(tiny_store, template_runs, tmp_path):
+    runs = [copy_run(template_runs["c1"], tmp_path, "a"), copy_run(template_runs["c0"], tmp_path, "b")]
+    shapes = _test_ids(tiny_store)
+    ids = [f"{c}_{z}" for c in sorted(shapes) for z in range(shapes[c][2])][::-1]
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("Id,Predicted\n" + "".join(f"{i},1 0\n" for i in ids))
+    out = tmp_path / "ens.csv"
+    result = _invoke("submit", "--run", runs[0], "--run", runs[1], "--out", out, "--sample", sample,
+                     "--tta", "none", "--postprocess", "auto")
+    assert result.exit_code == 0, result.output
+    assert "post-processing auto ->" in result.output and "validation case" in result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["Id", "Predicted"] and [r[0] for r in rows[1:]] == ids
+    for run in runs:
+        record = json.loads((run / "submissions.jsonl").read_text())
+        assert record["post_requested"] == "auto" and record["auto_scores"]
+        assert len(record["runs"]) == 2
+
+
+def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_runs, tmp_path):
+    out = tmp_path / "sub.csv"
+    empty_run = tmp_path / "runs" / "empty"
+    empty_run.mkdir(parents=True)
+    result = _invoke("submit", "--run", empty_run, "--out", out)
+    assert result.exit_code != 0 and "no 'best' checkpoint" in result.output
+
+    run = template_runs["c1"]
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,rle\n999_0,1 0\n")
+    result = _invoke("submit", "--run", run, "--out", out, "--sample", sample)
+    assert result.exit_code != 0 and "match no test slice" in result.output
+
+    result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "bigest")
+    assert result.exit_code != 0 and "unknown post-processing" in result.output
+
+    bad_size = _edit_config(copy_run(template_runs["c1"], tmp_path, "odd"), ("data", "input_size", 48))
+    result = _invoke("submit", "--run", bad_size, "--out", out)
+    assert result.exit_code != 0 and "not a multiple of 32" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_submit_store_without_test_cases(real_store, template_runs, tmp_path):
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--store", real_store)
+    assert result.exit_code != 0 and "store has no test cases" in result.output
+    assert not out.exists()
+
+
+def _edit_config(run: Path, *edits) -> Path:
+    """Rewrite a run's checkpoint with config edits (section, key, value), weights untouched."""
+    from liverctl.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    for section, key, value in edits:
+        state["config"][section][key] = value
+    state.pop("format")
+    save_checkpoint(run, "best", state)
+    return run
+
+
+def test_submit_rejects_weights_that_do_not_fit_the_config(template_runs, tmp_path):
+    run = _edit_config(copy_run(template_runs["c1"], tmp_path, "x"), ("data", "context", 2))  # 5 channels vs 3
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run, "--out", out)
+    assert result.exit_code == 2
+    assert "checkpoint weights do not fit the model its config describes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
+    labels = tiny_dataset / "test_labels"
+    sub = tmp_path / "bad.csv"
+    lines = ["id,rle"] + [f"{c}_{z},1 0" for c in ("6", "7") for z in range(24)]
+    lines[1] = "6_0,1 2 3"
+    lines[2] = "6_1,4095 5"
+    lines.append("8_0,1 0")
+    sub.write_text("\n".join(lines) + "\n")
+    result = _invoke("evaluate", sub, "--labels", labels)
+    assert result.exit_code == 2
+    assert "line 2 (id '6_0'): odd number of values" in result.output
+    assert "line 3 (id '6_1'): run 4095 5 ends at pixel 4099, past the image's 4096 pixels" in result.output
+    assert "unknown id" in result.output
+    assert "3 problem(s)" in result.output
+    assert not (tmp_path / "bad.scores.json").exists()
+
+
+def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
+    sub = tmp_path / "empty.csv"
+    sub.write_text("id,rle\n" + "".join(f"{c}_{z},1 0\n" for c in ("6", "7") for z in range(24)))
+    result = _invoke("evaluate", sub, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["volume_dice"] == 0.0  # the synthetic test cases do contain liver
+    assert len(data["cases"]) == 2
+
+
+def test_postprocess_cli_on_real_volume(tmp_path):
+    src = REAL / "totalseg-example" / "liver.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    out = tmp_path / "clean.nii.gz"
+    result = _invoke("postprocess", src, out, "--mode", "largest+fill2d")
+    assert result.exit_code == 0, result.output
+    assert "cleaned 1 file(s)" in result.output
+    a, b = nib.load(str(src)), nib.load(str(out))
+    assert np.array_equal(a.affine, b.affine) and a.header.binaryblock == b.header.binaryblock
+
+    result = _invoke("postprocess", src, out, "--mode", "auto")
+    assert result.exit_code != 0 and "use it with `liverctl submit`" in result.output
+    result = _invoke("postprocess", src, out, "--liver-labels", "one")
+    assert result.exit_code != 0 and "comma-separated integers" in result.output
