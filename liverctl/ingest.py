@@ -105,7 +105,9 @@ def _load_nifti(path: Path):
     while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume saved with a time axis
         data = data[..., 0]
     if data.ndim != 3:
-        raise LiverctlError(f"is {data.ndim}D with shape {tuple(data.shape)}; expected a 3D volume (x, y, slices)", path=path)
+        raise LiverctlError(
+            f"is {data.ndim}D with shape {tuple(data.shape)}; expected a 3D volume (x, y, slices)", path=path
+        )
     if min(data.shape) == 0:
         raise LiverctlError(f"is empty (shape {tuple(data.shape)})", path=path)
     if data.dtype.kind not in "biuf":
@@ -350,7 +352,9 @@ def _exclusive_work_dir(store: Path) -> Iterator[Path]:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None
+            raise LiverctlError(
+                "another `liverctl ingest` is writing this store; wait for it", path=store
+            ) from None
         work = base / "work"
         if work.exists():  # left by a killed run
             shutil.rmtree(work)
@@ -376,7 +380,9 @@ def _complete_cases(store: Path) -> dict[str, dict[str, Any]]:
     return cases
 
 
-def _is_unchanged(case: CaseFiles, attrs: dict[str, Any] | None, liver_labels: tuple[int, ...] | None) -> bool:
+def _is_unchanged(
+    case: CaseFiles, attrs: dict[str, Any] | None, liver_labels: tuple[int, ...] | None
+) -> bool:
     if attrs is None or attrs.get("split") != case.split:
         return False
     if case.split == "train":
@@ -420,7 +426,9 @@ def assign_folds(liver_voxels: dict[str, int], n_folds: int, seed: int) -> dict[
 
 def _index_columns(cases: dict[str, dict[str, Any]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     ids = sorted(cases)
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("case", "z", "neighbors", "liver_pixels", "split", "fold")}
+    columns: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("case", "z", "neighbors", "liver_pixels", "split", "fold")
+    }
     offsets, slices = [], []
     row = 0
     for code, case_id in enumerate(ids):
@@ -439,8 +447,14 @@ def _index_columns(cases: dict[str, dict[str, Any]]) -> tuple[dict[str, np.ndarr
         offsets.append(row)
         slices.append(depth)
         row += depth
-    dtypes = {"case": np.int32, "z": np.int32, "neighbors": np.int32, "liver_pixels": np.int64,
-              "split": np.uint8, "fold": np.int8}
+    dtypes = {
+        "case": np.int32,
+        "z": np.int32,
+        "neighbors": np.int32,
+        "liver_pixels": np.int64,
+        "split": np.uint8,
+        "fold": np.int8,
+    }
     arrays = {}
     for name, parts in columns.items():
         if parts:
@@ -479,8 +493,12 @@ def _write_index(store: Path, work: Path, arrays: dict[str, np.ndarray], attrs: 
     for name, values in arrays.items():
         rows = max(values.shape[0], 1)
         array = group.create_array(
-            name, shape=values.shape, chunks=(rows, *values.shape[1:]), dtype=values.dtype,
-            compressors=ZstdCodec(level=3), fill_value=0,
+            name,
+            shape=values.shape,
+            chunks=(rows, *values.shape[1:]),
+            dtype=values.dtype,
+            compressors=ZstdCodec(level=3),
+            fill_value=0,
         )
         if values.size:
             array[...] = values
@@ -554,7 +572,9 @@ def ingest_folder(
 
         cases = _complete_cases(store_path)
         folds = assign_folds(
-            {c: int(a.get("liver_voxels") or 0) for c, a in cases.items() if a["split"] == "train"}, n_folds, fold_seed
+            {c: int(a.get("liver_voxels") or 0) for c, a in cases.items() if a["split"] == "train"},
+            n_folds,
+            fold_seed,
         )
         changed = bool(summary.ingested)
         for case_id, fold in folds.items():

@@ -132,11 +132,14 @@ def find_cases(data_dir: str | Path) -> DataLayout:
         labels.pop(case_id, None)
 
     for case_id in sorted(set(labels) - set(volumes)):
-        problems.append(LiverctlError(f"label of case {case_id!r} has no volume in train/volume/", path=labels[case_id]))
+        problems.append(
+            LiverctlError(f"label of case {case_id!r} has no volume in train/volume/", path=labels[case_id])
+        )
     for case_id in sorted(set(volumes) - set(labels)):
         problems.append(
             LiverctlError(
-                f"training volume of case {case_id!r} has no label in train/segmentation/", path=volumes[case_id]
+                f"training volume of case {case_id!r} has no label in train/segmentation/",
+                path=volumes[case_id],
             )
         )
 

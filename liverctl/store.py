@@ -36,14 +36,16 @@ INDEX_GROUP = "index"
 
 
 def image_compressor():
-    """The codec of image and label chunks.
+    """The codec of image and label chunks: blosc(lz4hc, clevel 2, byte shuffle).
 
-    blosc(zstd, clevel 3, byte shuffle): on real CT float16 HU about 0.44x the bytes of a float16 `.npy`
-    per slice, decoding in ~0.6 ms per 512 x 512 slice (STACK.md, measured on data/real).
+    Measured per 512 x 512 float16 slice of the real CT in data/real/totalseg-dicom20, against the
+    notebook's float16 `.npy` per slice: lz4hc-2 0.55x the bytes and decodes about as fast as `np.load`
+    reads the `.npy`; zstd-1 0.47x but decodes 3-4x slower; zstd-3 0.44x, slower still to encode; plain
+    lz4 0.59x. Reading is done every epoch and ingest once, so lz4hc-2 (see docs/store.md).
     """
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    return BloscCodec(cname="lz4hc", clevel=2, shuffle="shuffle")
 
 
 @dataclass
@@ -120,6 +122,7 @@ class _ChunkReader:
         import numcodecs
 
         if not rest:
+
             def decode(raw: bytes, out: np.ndarray) -> None:
                 out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
         elif isinstance(rest[0], BloscCodec):
@@ -206,9 +209,13 @@ class LiverStore:
             raise LiverctlError("is not a Zarr v3 group (not a liverctl store)", path=p)
         fmt = root_meta.get("attributes", {}).get("format")
         if fmt != STORE_FORMAT:
-            raise LiverctlError(f"is not a liverctl store (format {fmt!r}, expected {STORE_FORMAT!r})", path=p)
+            raise LiverctlError(
+                f"is not a liverctl store (format {fmt!r}, expected {STORE_FORMAT!r})", path=p
+            )
         if _read_json(p / INDEX_GROUP / "zarr.json") is None:
-            raise LiverctlError("store has no slice index (ingest did not finish); run `liverctl ingest` again", path=p)
+            raise LiverctlError(
+                "store has no slice index (ingest did not finish); run `liverctl ingest` again", path=p
+            )
         return store
 
     @property
@@ -257,7 +264,9 @@ class LiverStore:
         attrs = self._index_meta()
         return {
             c: int(f)
-            for c, s, f in zip(attrs.get("cases", []), attrs.get("splits", []), attrs.get("folds", []), strict=True)
+            for c, s, f in zip(
+                attrs.get("cases", []), attrs.get("splits", []), attrs.get("folds", []), strict=True
+            )
             if s == "train"
         }
 

@@ -4,7 +4,8 @@ Each case is a phantom in Hounsfield units: air outside an elliptical body, subc
 fat, an abdominal wall of muscle, a liver made of lobes whose outline and size change smoothly from
 slice to slice (with a few darker lesions), neighbours of similar density (spleen, kidneys, stomach,
 vessels, bowel), lung bases above the liver, bone (spine, ribs) and noise. Like real scans, many
-slices above and below the liver hold no liver at all. Everything is drawn per case from
+slices above and below the liver hold no liver at all, and pixels outside the scanner's
+reconstruction circle hold -1024. Everything is drawn per case from
 `numpy.random.default_rng([seed, case_number])`, so a case does not depend on how many others are
 written, and the same seed gives the same bytes.
 
@@ -32,6 +33,7 @@ import numpy as np
 from liverctl.errors import LiverctlError
 
 AIR, FAT, VISCERAL_FAT, MUSCLE, LUNG, BOWEL_GAS = -1000.0, -100.0, -85.0, 45.0, -850.0, -950.0
+OUTSIDE_FOV = -1024.0
 NOISE_HU = 15.0
 GZIP_LEVEL = 1  # compression dominates the time; level 1 is ~3x faster than 6 for ~10% more bytes
 
@@ -82,7 +84,9 @@ class _Slice:
             limit = 1.0 + sum(a * np.cos(k * theta + p) for k, a, p in wobble)
         return (slice(x0, x1), slice(y0, y1)), rho <= limit
 
-    def paint(self, hu: float, *args, within: np.ndarray | None = None, liver: bool = False, **kwargs) -> None:
+    def paint(
+        self, hu: float, *args, within: np.ndarray | None = None, liver: bool = False, **kwargs
+    ) -> None:
         found = self.region(*args, **kwargs)
         if found is None:
             return
@@ -128,7 +132,7 @@ class _Anatomy:
 
 
 def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
-    liver_start = rng.uniform(0.33, 0.45)
+    liver_start = rng.uniform(0.28, 0.38)
     return _Anatomy(
         fov_mm=rng.uniform(360.0, 440.0),
         slice_mm=float(np.round(rng.uniform(1.5, 2.5), 2)),
@@ -137,7 +141,7 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
         subq=rng.uniform(8.0, 25.0),
         wall=rng.uniform(8.0, 14.0),
         liver_start=liver_start,
-        liver_end=liver_start + rng.uniform(0.25, 0.35),
+        liver_end=liver_start + rng.uniform(0.35, 0.45),
         liver_hu=rng.uniform(52.0, 68.0),
         liver_scale=(rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)),
         liver_shift=(rng.uniform(-12.0, 12.0), rng.uniform(-10.0, 10.0)),
@@ -156,7 +160,12 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
         kidney_hu=rng.uniform(28.0, 45.0),
         stomach_hu=rng.uniform(25.0, 40.0),
         bowel=tuple(
-            (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.3), rng.uniform(8.0, 18.0), rng.uniform(0, 2 * math.pi))
+            (
+                rng.uniform(-0.6, 0.6),
+                rng.uniform(-0.6, 0.3),
+                rng.uniform(8.0, 18.0),
+                rng.uniform(0, 2 * math.pi),
+            )
             for _ in range(10)
         ),
         rib_phases=tuple(rng.uniform(0, 2 * math.pi, 7)),
@@ -197,7 +206,9 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
         sl.paint(an.kidney_hu, side * 0.38 * ca, 0.45 * cb, 28.0 * kid, 40.0 * kid, within=cavity)
         sl.paint(VISCERAL_FAT + 60, side * 0.30 * ca, 0.42 * cb, 8.0 * kid, 12.0 * kid, within=cavity)
     spl = _profile(s, ls + 0.06, le - 0.02)
-    sl.paint(an.spleen_hu, 0.62 * ca, 0.25 * cb, 34.0 * spl, 52.0 * spl, within=cavity, wobble=((3, 0.08, 1.0),))
+    sl.paint(
+        an.spleen_hu, 0.62 * ca, 0.25 * cb, 34.0 * spl, 52.0 * spl, within=cavity, wobble=((3, 0.08, 1.0),)
+    )
     sto = _profile(s, ls + 0.1, le + 0.02)
     sl.paint(an.stomach_hu, 0.32 * ca, -0.35 * cb, 48.0 * sto, 36.0 * sto, within=cavity)
     sl.paint(BOWEL_GAS, 0.32 * ca, -0.55 * cb, 30.0 * sto, 12.0 * sto, within=cavity)
@@ -208,7 +219,7 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
     # The liver: a right lobe and a left lobe with lobed outlines that turn slowly with height.
     p = (s - ls) / (le - ls)
     if 0.0 < p < 1.0:
-        size = math.sin(math.pi * p) ** 0.45 * (0.55 + 0.45 * p)  # largest towards the dome
+        size = math.sin(math.pi * p) ** 0.7 * (0.55 + 0.45 * p)  # largest towards the dome
         sx, sy = an.liver_scale
         ox, oy = an.liver_shift
         ph = an.liver_phases
@@ -258,7 +269,9 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
                 sl.paint(650.0, side * ra * math.cos(theta), -rb * math.sin(theta) * 0.9, 6.0, 4.5)
 
 
-def render_case(seed: int, case_number: int, size: int, slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_case(
+    seed: int, case_number: int, size: int, slices: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one phantom case.
 
     Returns `volume` int16 (size, size, slices) in HU, `label` uint8 (size, size, slices) with 1 = liver,
@@ -279,6 +292,9 @@ def render_case(seed: int, case_number: int, size: int, slices: int) -> tuple[np
     volume += noise * np.float32(NOISE_HU)
     np.rint(volume, out=volume)
     np.clip(volume, -1024, 3071, out=volume)
+    # Like most scanners, pixels outside the reconstructed circle hold a constant padding value.
+    outside = (coords[:, None] ** 2 + coords[None, :] ** 2) > (size * spacing / 2.0) ** 2
+    volume[outside] = OUTSIDE_FOV
     affine = np.array(
         [
             [-spacing, 0.0, 0.0, (size - 1) / 2.0 * spacing],
@@ -356,11 +372,27 @@ def write_synthetic_dataset(
     }
     jobs: list[tuple[Path, Path, int, int, int, int]] = []
     for i in range(cases):
-        jobs.append((dirs["volume"] / f"volume-{i}.nii.gz", dirs["segmentation"] / f"segmentation-{i}.nii.gz",
-                     seed, i, size, slices))
+        jobs.append(
+            (
+                dirs["volume"] / f"volume-{i}.nii.gz",
+                dirs["segmentation"] / f"segmentation-{i}.nii.gz",
+                seed,
+                i,
+                size,
+                slices,
+            )
+        )
     for j in range(cases, cases + test_cases):
-        jobs.append((dirs["test"] / f"volume-{j}.nii.gz", dirs["test_labels"] / f"segmentation-{j}.nii.gz",
-                     seed, j, size, slices))
+        jobs.append(
+            (
+                dirs["test"] / f"volume-{j}.nii.gz",
+                dirs["test_labels"] / f"segmentation-{j}.nii.gz",
+                seed,
+                j,
+                size,
+                slices,
+            )
+        )
     for key, folder in dirs.items():
         if key in ("volume", "segmentation") and cases == 0:
             continue

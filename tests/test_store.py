@@ -65,7 +65,9 @@ def test_stored_slice_equals_source(tiny_store, tiny_dataset):
     img = nib.load(tiny_dataset / "train" / "volume" / "volume-3.nii.gz")
     lab = nib.load(tiny_dataset / "train" / "segmentation" / "segmentation-3.nii.gz")
     for z in range(img.shape[2]):
-        np.testing.assert_array_equal(store.read_slice("3", z), np.asarray(img.dataobj[..., z]).astype(np.float16))
+        np.testing.assert_array_equal(
+            store.read_slice("3", z), np.asarray(img.dataobj[..., z]).astype(np.float16)
+        )
         np.testing.assert_array_equal(store.read_label_slice("3", z), (np.asarray(lab.dataobj[..., z]) > 0))
 
 
@@ -105,8 +107,22 @@ def test_slice_index(tiny_store):
 
 def test_meta_has_the_documented_fields(tiny_store):
     meta = LiverStore.open(tiny_store).meta("0")
-    for key in ("complete", "split", "source", "sha256", "size", "mtime", "dtype", "shape", "affine",
-                "spacing", "stats", "liver_voxels", "liver_labels", "fold"):
+    for key in (
+        "complete",
+        "split",
+        "source",
+        "sha256",
+        "size",
+        "mtime",
+        "dtype",
+        "shape",
+        "affine",
+        "spacing",
+        "stats",
+        "liver_voxels",
+        "liver_labels",
+        "fold",
+    ):
         assert key in meta, key
     assert meta["complete"] is True and meta["dtype"] == "int16"
     assert np.asarray(meta["affine"]).shape == (4, 4)

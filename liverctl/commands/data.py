@@ -62,7 +62,13 @@ def synth(
         with _progress() as progress:
             task = progress.add_task("synth", total=cases + test_cases, last="")
             result = write_synthetic_dataset(
-                out, cases=cases, test_cases=test_cases, size=size, slices=slices, seed=seed, workers=workers,
+                out,
+                cases=cases,
+                test_cases=test_cases,
+                size=size,
+                slices=slices,
+                seed=seed,
+                workers=workers,
                 on_case=lambda case_id: progress.update(task, advance=1, last=f"case {case_id}"),
             )
         console.print(
@@ -100,8 +106,13 @@ def ingest(
                     progress.update(task, last=f"[red]case {case_id} failed[/]")
 
             summary = ingest_folder(
-                data, store=store, liver_labels=labels, n_folds=folds, fold_seed=fold_seed,
-                workers=workers, on_progress=on_progress,
+                data,
+                store=store,
+                liver_labels=labels,
+                n_folds=folds,
+                fold_seed=fold_seed,
+                workers=workers,
+                on_progress=on_progress,
             )
         console.print(
             f"{store}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
