@@ -226,3 +226,35 @@ def test_postprocess_cli_on_real_volume(tmp_path):
     assert result.exit_code != 0 and "use it with `liverctl submit`" in result.output
     result = _invoke("postprocess", src, out, "--liver-labels", "one")
     assert result.exit_code != 0 and "comma-separated integers" in result.output
+
+
+def test_submit_and_evaluate_a_tiny_trained_run(tiny_store, tiny_dataset, tmp_path):
+    """The real chain: `run_training` for a few steps, then `submit` and `evaluate` through the CLI."""
+    from liverctl.config import resolve_config
+    from liverctl.train.loop import run_training
+
+    cfg = resolve_config("demo", [
+        "data.input_size=32", 'model.encoder="tu-mobilenetv3_small_050"', "model.decoder_channels=[16,8,8,8,8]",
+        "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=4", "data.num_workers=0",
+        f'data.store="{tiny_store}"',
+    ])
+    run_dir = tmp_path / "runs" / "trained"
+    outcome = run_training(cfg, run_dir, device="cpu", show_progress=False)
+    assert outcome["status"] == "completed"
+
+    out = tmp_path / "submission.csv"
+    result = _invoke("submit", "--run", run_dir, "--out", out, "--tta", "hflip", "--postprocess", "largest+fill2d")
+    assert result.exit_code == 0, result.output
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert {c["case"] for c in scores["cases"]} == set(_test_ids(tiny_store))
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("volume_dice", "slice_dice", "global_dice"))
+    record = json.loads((run_dir / "submissions.jsonl").read_text())
+    assert record["post"] == "largest+fill2d" and record["sha256"] == _sha256(out)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
