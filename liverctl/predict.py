@@ -1,8 +1,8 @@
 """Inference over store cases: 2D / 2.5D stacks, batched, AMP on CUDA, flip TTA, ensembles of runs.
 
-For each case and each model, slices are read from the store as the model's run read them in training
-(`store.read_stack` with the run's context, `liverctl.dataset.normalize` with the run's normalisation),
-resized to the run's input size, predicted (with TTA, each flip undone exactly before averaging), and
+For each case, every slice is read from the store once; for each model, 2.5D stacks are cut from it as
+`store.read_stack` cuts them in training (the run's context, clamped at the ends), normalised
+(`liverctl.dataset.normalize`) and resized (`liverctl.dataset.resize_stack`) as in training, predicted (with TTA, each flip undone exactly before averaging), and
 the probabilities resized back to the slice's own (X, Y). Probabilities are averaged over TTA views,
 then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,29 @@ def _resize(stack: np.ndarray, size: int) -> np.ndarray:
     return resize_stack(stack, size)
 
 
+def read_case_volume(store, case_id: str) -> np.ndarray:
+    """Every slice of a case's image, read once. Shape: -> float16 (X, Y, Z), HU as stored."""
+    x_size, y_size, depth = (int(s) for s in store.meta(case_id)["shape"])
+    volume = np.empty((x_size, y_size, depth), dtype=np.float16)
+    for z in range(depth):
+        volume[..., z] = store.read_slice(case_id, z)
+    return volume
+
+
+def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
+    """Slices z-context .. z+context, clamped at the ends, as `LiverStore.read_stack` returns them.
+
+    Shape: volume (X, Y, Z) -> float32 (2 * context + 1, X, Y).
+    """
+    depth = volume.shape[2]
+    zs = np.clip(np.arange(z - context, z + context + 1), 0, depth - 1)
+    return np.ascontiguousarray(np.moveaxis(volume[..., zs], -1, 0), dtype=np.float32)
+
+
 def predict_case_probabilities(
     run: RunModel,
-    store,
-    case_id: str,
+    volume: np.ndarray,
+    stats: dict,
     *,
     tta: str = "none",
     batch_size: int = 16,
@@ -194,32 +214,37 @@ def predict_case_probabilities(
     amp: str = "auto",
     on_slices: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Probability of liver for every voxel of one store case, from one run.
+    """Probability of liver for every voxel of one case's HU volume, from one run.
 
-    Shape: -> float32 (X, Y, Z), the case's own voxel grid. Each batch: (B, C, X, Y) normalised stacks ->
-    resized as in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) ->
-    resized back (bilinear) to (B, 1, X, Y).
+    Shape: volume (X, Y, Z) -> float32 (X, Y, Z). Each batch: (B, C, X, Y) normalised stacks -> resized as
+    in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) -> resized back
+    (bilinear) to (B, 1, X, Y). The next batch is prepared on a thread while the model runs.
     """
     import torch
     import torch.nn.functional as F
 
-    meta = store.meta(case_id)
-    x_size, y_size, depth = (int(s) for s in meta["shape"])
-    stats = meta.get("stats", {})
+    x_size, y_size, depth = volume.shape
     size = input_size(run.cfg)
-    out = np.empty((x_size, y_size, depth), dtype=np.float32)
-    for z0 in range(0, depth, batch_size):
+
+    def prepare(z0: int) -> np.ndarray:
         zs = range(z0, min(z0 + batch_size, depth))
-        stacks = np.stack(
-            [_resize(_normalize(store.read_stack(case_id, z, run.context), run.cfg, stats), size) for z in zs]
-        )
-        batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
-        probs = tta_probabilities(run.model, batch, tta, amp)
-        if tuple(probs.shape[-2:]) != (x_size, y_size):
-            probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
-        out[..., z0 : z0 + len(zs)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
-        if on_slices is not None:
-            on_slices(len(zs))
+        return np.stack([_resize(_normalize(stack_at(volume, z, run.context), run.cfg, stats), size) for z in zs])
+
+    out = np.empty((x_size, y_size, depth), dtype=np.float32)
+    starts = list(range(0, depth, batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(prepare, starts[0]) if starts else None
+        for i, z0 in enumerate(starts):
+            stacks = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(prepare, starts[i + 1])
+            batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
+            probs = tta_probabilities(run.model, batch, tta, amp)
+            if tuple(probs.shape[-2:]) != (x_size, y_size):
+                probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
+            out[..., z0 : z0 + len(stacks)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
+            if on_slices is not None:
+                on_slices(len(stacks))
     return out
 
 
@@ -237,10 +262,12 @@ def predict_cases(
     """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
     parse_tta(tta)
     for case_id in case_ids:
+        volume = read_case_volume(store, case_id)
+        stats = store.meta(case_id).get("stats") or {}
         total = None
         for run in runs:
             probs = predict_case_probabilities(
-                run, store, case_id, tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices
+                run, volume, stats, tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices
             )
             total = probs if total is None else np.add(total, probs, out=total)
         yield case_id, total / len(runs)

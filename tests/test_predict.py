@@ -77,7 +77,7 @@ def test_average_probability_volumes():
 
 
 class FakeStore:
-    """The slice of `LiverStore` that prediction uses: meta(case)["shape"/"stats"] and read_stack."""
+    """The part of `LiverStore` that prediction uses: meta(case)["shape"/"stats"] and read_slice."""
 
     def __init__(self, volumes):
         self.volumes = volumes
@@ -85,10 +85,8 @@ class FakeStore:
     def meta(self, case_id):
         return {"shape": list(self.volumes[case_id].shape), "stats": {}}
 
-    def read_stack(self, case_id, z, context=1):
-        vol = self.volumes[case_id]
-        zs = [min(max(k, 0), vol.shape[2] - 1) for k in range(z - context, z + context + 1)]
-        return np.stack([vol[..., k] for k in zs]).astype(np.float32)
+    def read_slice(self, case_id, z):
+        return self.volumes[case_id][..., z].astype(np.float16)
 
 
 @pytest.fixture
@@ -104,11 +102,8 @@ def _run(input_size, context=1, model=identity_model):
 def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize):
     # each slice constant = its own index scaled, so any mix-up of z shows
     vol = np.broadcast_to(np.linspace(-1, 1, 7, dtype=np.float32), (10, 6, 7)).copy()
-    store = FakeStore({"c": vol})
     seen = []
-    probs = predict_case_probabilities(
-        _run(16), store, "c", tta="hflip", batch_size=3, on_slices=seen.append
-    )
+    probs = predict_case_probabilities(_run(16), vol, {}, tta="hflip", batch_size=3, on_slices=seen.append)
     assert probs.shape == (10, 6, 7) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-vol)), atol=1e-5)
     assert seen == [3, 3, 1]
@@ -117,7 +112,7 @@ def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize)
 def test_resize_round_trip_keeps_a_structure_in_place(passthrough_normalize):
     vol = np.full((40, 24, 2), -8.0, np.float32)
     vol[10:30, 4:12, :] = 8.0
-    probs = predict_case_probabilities(_run(32), FakeStore({"c": vol}), "c")
+    probs = predict_case_probabilities(_run(32), vol, {})
     mask = probs > 0.5
     assert mask.shape == vol.shape
     assert mask[12:28, 5:11, :].all() and not mask[:8].any() and not mask[:, 14:].any()
@@ -136,3 +131,18 @@ def test_predict_cases_streams_ensemble_mean(passthrough_normalize):
     for case, vol in vols.items():
         assert out[case].shape == vol.shape
         np.testing.assert_allclose(out[case], expected, atol=1e-6)
+
+
+def test_stack_at_matches_store_read_stack(tiny_store):
+    from liverctl.predict import read_case_volume, stack_at
+    from liverctl.store import LiverStore
+
+    store = LiverStore.open(tiny_store)
+    case = store.case_ids("test")[0]
+    volume = read_case_volume(store, case)
+    depth = volume.shape[2]
+    for z in (0, 1, depth // 2, depth - 1):
+        for context in (0, 1, 2):
+            got = stack_at(volume, z, context)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, store.read_stack(case, z, context))
