@@ -148,3 +148,19 @@ def decode_runs(runs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def decode(text: str, shape: tuple[int, int]) -> np.ndarray:
     """RLE string -> bool mask of `shape` (X, Y); raises `RLEFormatError` on a malformed string."""
     return decode_runs(parse_runs(text, shape[0] * shape[1]), shape)
+
+
+def decode_volume_runs(runs_per_slice: list[np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
+    """Runs of every slice -> bool (X, Y, Z) volume in C order, slice z = `volume[..., z]`.
+
+    Writes only the foreground voxels, straight into the C-ordered result, so comparing it with a
+    C-ordered mask needs no transposed copy.
+    """
+    x, y, z = shape
+    if len(runs_per_slice) != z:
+        raise ValueError(f"{len(runs_per_slice)} slices of runs for a volume of {z} slices")
+    out = np.zeros(x * y * z, dtype=bool)
+    for k, runs in enumerate(runs_per_slice):
+        pos = runs_to_positions(runs)  # column-major within the slice: pos = x + X * y
+        out[(pos % x * y + pos // x) * z + k] = True
+    return out.reshape(shape)

@@ -4,8 +4,9 @@ One row per test slice: id `<case id>_<z>` and the run-length encoding (`liverct
 `dataobj[..., z]`, columns `id,rle`, an empty mask written `1 0`. Given a sample submission, its
 header, row order and empty-mask token are used instead, and its ids must be exactly the test slices.
 
-The writer is atomic: rows go to a temporary file beside the target, the file is read back and every
-row decoded and compared with the masks it came from, and only then renamed into place. A failed or
+The writer checks itself: each case's strings are decoded again and compared with its mask, and the
+finished temporary file is read back, validated and compared row by row with those checked strings
+before it is renamed into place. A failed or
 interrupted write leaves no CSV that looks complete.
 
 The reader collects every problem (bad header, unknown / duplicate / missing ids, malformed RLE,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import collections
 import csv
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -133,17 +135,10 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
 # --------------------------------------------------------------------------------------------- writer
 
 
-def _positions_digest(positions: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(positions, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
-
-
-def _slice_digests(mask: np.ndarray) -> list[str]:
-    """Digest of the foreground's column-major positions in each slice. Shape: mask (X, Y, Z)."""
-    x, y, z = mask.shape
-    flat = mask.astype(bool, copy=False).reshape(x * y, z, order="F").T
-    zs, pos = np.nonzero(flat)
-    per_slice = np.split(pos, np.cumsum(np.bincount(zs, minlength=z))[:-1])
-    return [_positions_digest(p) for p in per_slice]
+def decode_volume(texts: list[str], shape: tuple[int, int, int]) -> np.ndarray:
+    """One RLE string per slice -> bool (X, Y, Z); the exact inverse of `rle.encode_volume`."""
+    n_pixels = shape[0] * shape[1]
+    return rle.decode_volume_runs([rle.parse_runs(t, n_pixels) for t in texts], shape)
 
 
 @dataclass
@@ -167,7 +162,6 @@ class SubmissionWriter:
     sample: SampleSubmission | None = None
     expected: Mapping[str, int] | None = None
     _rows: dict[str, str] = field(default_factory=dict)
-    _digests: dict[str, str] = field(default_factory=dict)
     _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -187,10 +181,15 @@ class SubmissionWriter:
         if self.expected is not None and case_id not in self.expected:
             raise LiverctlError(f"case {case_id!r} is not one of the expected test cases", path=self.path)
         texts = rle.encode_volume(mask, empty=self.empty)
+        # Self-check, part 1: the strings decode (independently of the encoder) to exactly this mask.
+        if not np.array_equal(decode_volume(texts, mask.shape), mask.astype(bool, copy=False)):
+            raise LiverctlError(
+                f"self-check failed: case {case_id!r} does not decode to its mask (encoder bug); nothing written",
+                path=self.path,
+            )
         self._shapes[case_id] = mask.shape
-        for z, (text, digest) in enumerate(zip(texts, _slice_digests(mask), strict=True)):
+        for z, text in enumerate(texts):
             self._rows[slice_id(case_id, z)] = text
-            self._digests[slice_id(case_id, z)] = digest
 
     def _ordered_ids(self) -> list[str]:
         if self.expected is not None:
@@ -247,14 +246,15 @@ class SubmissionWriter:
         )
 
     def _self_check(self, written: Path, header: tuple[str, str]) -> None:
-        decoded = read_submission(written, self._shapes, header=header)
-        for row_id, digest in self._digests.items():
-            got = _positions_digest(rle.runs_to_positions(decoded.runs[row_id]))
-            if got != digest:
-                raise LiverctlError(
-                    f"self-check failed: row {row_id!r} does not decode to its mask (encoder bug); nothing written",
-                    path=self.path,
-                )
+        """Part 2: the file as written parses as a valid submission and holds exactly the checked strings."""
+        read_submission(written, self._shapes, header=header)
+        with open(written, newline="", encoding="utf-8") as fh:
+            for row in itertools.islice(csv.reader(fh), 1, None):
+                if self._rows.get(row[0]) != row[1]:
+                    raise LiverctlError(
+                        f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
+                        path=self.path,
+                    )
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -293,11 +293,8 @@ class Submission:
 
     def volume(self, case_id: str) -> np.ndarray:
         """Decode all slices of one case. Shape: -> bool (X, Y, Z)."""
-        x, y, z = self.shapes[case_id]
-        flat = np.zeros(x * y * z, dtype=bool)
-        for k in range(z):
-            flat[rle.runs_to_positions(self.runs[slice_id(case_id, k)]) + k * x * y] = True
-        return flat.reshape((x, y, z), order="F")
+        shape = self.shapes[case_id]
+        return rle.decode_volume_runs([self.runs[slice_id(case_id, k)] for k in range(shape[2])], shape)
 
 
 def read_submission(

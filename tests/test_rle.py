@@ -101,3 +101,11 @@ def test_malformed_strings_are_named(text, fragment):
 def test_empty_string_and_zero_length_runs_mean_empty():
     assert not rle.decode("", (3, 2)).any()
     assert not rle.decode("1 0", (3, 2)).any()
+
+
+def test_decode_volume_runs_inverts_volume_runs():
+    rng = np.random.default_rng(2)
+    vol = rng.random((7, 5, 4)) < 0.4
+    decoded = rle.decode_volume_runs(rle.volume_runs(vol), vol.shape)
+    assert decoded.flags.c_contiguous
+    assert np.array_equal(decoded, vol)

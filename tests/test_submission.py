@@ -102,10 +102,34 @@ def test_self_check_catches_a_broken_encoder(tmp_path, monkeypatch):
     monkeypatch.setattr(rle, "encode_volume", off_by_one)
     out = tmp_path / "sub.csv"
     writer = SubmissionWriter(out)
-    for case, mask in masks.items():
-        writer.add_case(case, mask)
-    with pytest.raises(LiverctlError, match="self-check failed"):
-        writer.close()
+    with pytest.raises(LiverctlError, match="self-check failed: case '7'"):
+        writer.add_case("7", masks["7"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_self_check_catches_a_file_that_reads_back_differently(tmp_path, monkeypatch):
+    import csv
+
+    real_writer = csv.writer
+
+    class LossyWriter:
+        """Writes every row, but the first data row loses its runs (a stand-in for a bad write)."""
+
+        def __init__(self, fh, **kw):
+            self._w = real_writer(fh, **kw)
+
+        def writerow(self, row):
+            self._w.writerow(row)
+
+        def writerows(self, rows):
+            rows = list(rows)
+            rows[0] = (rows[0][0], "1 0")
+            self._w.writerows(rows)
+
+    monkeypatch.setattr(csv, "writer", LossyWriter)
+    masks = _masks()
+    with pytest.raises(LiverctlError, match="reads back differently"):
+        write_submission(tmp_path / "sub.csv", masks.items())
     assert list(tmp_path.iterdir()) == []
 
 
