@@ -57,10 +57,11 @@ class EventScript:
 
 def realistic_run(name: str, *, nan: bool, t0: float, epochs: int = 15) -> Iterator[str]:
     """A 512x512 v5-style run: step events every 25 steps, ~24 min epochs; with `nan`, fp16 Focal diverges
-    in epoch 5 (skipped steps, a rollback, then the guard aborts)."""
+    in its 6th epoch (skipped steps, a rollback, then the guard aborts)."""
     s = EventScript(name, t0)
     steps_per_epoch, every, epoch_s = 250, 25, 1440.0
-    yield s.start(preset="v5-focal" if nan else "v5", device="cuda:0 (Tesla T4)", amp="fp16", epochs=epochs)
+    yield s.start(preset="v5-focal" if nan else "v5", device="cuda:0", amp="fp16", epochs=epochs,
+                  steps_per_epoch=steps_per_epoch)
     yield s.add("note", message="fold 0: 104 train cases, 26 val cases, 23,412 train slices")
     best = 0.0
     step = 0
@@ -78,7 +79,7 @@ def realistic_run(name: str, *, nan: bool, t0: float, epochs: int = 15) -> Itera
                 if k == 175:
                     yield s.add("nan", epoch=epoch, step=step, where="loss", action="rollback",
                                 counts={"skipped": 4, "rollbacks": 1},
-                                message="4 non-finite steps in a row: rolled back to checkpoints/last.pt (epoch 4)")
+                                message="4 non-finite steps in a row: rolled back to checkpoints/last.pt (epoch 5)")
                 continue
             yield s.add("step", after=epoch_s * every / steps_per_epoch, epoch=epoch, step=step,
                         loss=round(loss, 5), lr=1e-4 * (1 - epoch / epochs), samples_per_s=44.0 + 0.1 * (k % 7),
@@ -87,24 +88,24 @@ def realistic_run(name: str, *, nan: bool, t0: float, epochs: int = 15) -> Itera
             yield s.add("nan", epoch=epoch, step=step, where="loss", action="abort",
                         counts={"skipped": 6, "rollbacks": 2},
                         message="non-finite loss after 2 rollbacks: stopping (try bf16 or a smaller lr)")
-            yield s.add("checkpoint", epoch=epoch, path=f"runs/{name}/checkpoints/interrupt.pt",
-                        which="interrupt", volume_dice=None)
-            yield s.add("run_end", status="nan_abort", best={"epoch": epoch - 1, "volume_dice": round(best, 4)},
-                        message="NaN guard: aborted in epoch 5 after 2 rollbacks")
+            yield s.add("run_end", status="nan_abort", best={"epoch": epoch, "volume_dice": round(best, 4)},
+                        message="NaN guard: aborted in epoch 6 after 2 rollbacks")
             return
         volume = 0.96 - 0.25 * math.exp(-(epoch + 1) / 2.5)
         is_best = volume > best
         best = max(best, volume)
-        yield s.epoch(epoch, seconds=epoch_s + 7 * (epoch % 3), train_loss=round(loss, 4),
+        # As the trainer does: step-level events carry the epoch in progress from 0, epoch_end and its
+        # checkpoints the number of epochs done.
+        yield s.epoch(epoch + 1, seconds=epoch_s + 7 * (epoch % 3), train_loss=round(loss, 4),
                       val_loss=round(loss * 1.1, 4), volume_dice=round(volume, 4),
                       slice_dice=round(min(0.995, volume + 0.02), 4), global_dice=round(volume + 0.008, 4),
                       is_best=is_best, epochs=epochs)
-        yield s.add("checkpoint", epoch=epoch, path=f"runs/{name}/checkpoints/last.pt", which="last",
+        yield s.add("checkpoint", epoch=epoch + 1, path=f"runs/{name}/checkpoints/last.pt", which="last",
                     volume_dice=round(volume, 4))
         if is_best:
-            yield s.add("checkpoint", epoch=epoch, path=f"runs/{name}/checkpoints/best.pt", which="best",
+            yield s.add("checkpoint", epoch=epoch + 1, path=f"runs/{name}/checkpoints/best.pt", which="best",
                         volume_dice=round(volume, 4))
-    yield s.add("run_end", status="completed", best={"epoch": epochs - 1, "volume_dice": round(best, 4)},
+    yield s.add("run_end", status="completed", best={"epoch": epochs, "volume_dice": round(best, 4)},
                 message="")
 
 

@@ -63,6 +63,9 @@ class NanRecord:
     message: str = ""
     counts: dict[str, Any] = field(default_factory=dict)
     from_value: bool = False  # found in a value, no `nan` event seen (yet) for it
+    # Which epoch of the run this happened in, counted from 1 by the epoch_end events seen before it: the
+    # trainer's step-level events carry the epoch in progress from 0, its epoch_end the epochs done.
+    epoch_ordinal: int | None = None
 
 
 @dataclass
@@ -186,6 +189,7 @@ class RunState:
         )
 
     def _add_nan(self, record: NanRecord) -> None:
+        record.epoch_ordinal = len(self.epochs) + 1
         self.nans.append(record)
         self._nan_in_epoch = True
 
@@ -280,6 +284,7 @@ class RunState:
                 continue
             # A value event holding a null, then the writer's `nan` report of it: one record, the report's.
             if old.from_value and (old.where == where or names & set(old.where.partition(":")[2].split(","))):
+                record.epoch_ordinal = old.epoch_ordinal
                 self.nans[i] = record
                 return
             # The guard wrote its own `nan` event before the value event: the writer's report adds nothing.

@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from liverctl.watch.state import EpochRow, RunState, RunWatcher
+from liverctl.watch.state import EpochRow, NanRecord, RunState, RunWatcher
 
 STATUS_STYLE = {
     "waiting": "dim",
@@ -54,8 +54,9 @@ def fmt_clock(ts: float | None) -> str:
     return "—" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def where_when(epoch: int | None, step: int | None, ts: float | None) -> str:
-    parts = [f"epoch {epoch}" if epoch is not None else "", f"step {step}" if step is not None else ""]
+def where_when(epoch: int | None, step: int | None, ts: float | None, total_epochs: int | None = None) -> str:
+    parts = [f"epoch {epoch}" + (f"/{total_epochs}" if total_epochs else "") if epoch is not None else ""]
+    parts.append(f"step {step}" if step is not None else "")
     parts.append(f"at {fmt_clock(ts)}" if ts is not None else "")
     return ", ".join(p for p in parts if p) or "time unknown"
 
@@ -110,8 +111,10 @@ def header_text(state: RunState, notice: str | None = None) -> Text:
     return text
 
 
-def _nan_line(label: str, rec) -> str:
-    line = f"{label} {rec.where} · {where_when(rec.epoch, rec.step, rec.ts)} · guard: {rec.action}"
+def _nan_line(label: str, rec: NanRecord, total_epochs: int | None) -> str:
+    # The epoch counted as the table counts it (see NanRecord.epoch_ordinal), not the event's own field.
+    when = where_when(rec.epoch_ordinal, rec.step, rec.ts, total_epochs)
+    line = f"{label} {rec.where} · {when} · guard: {rec.action}"
     return line + (f" · {rec.message}" if rec.message else "")
 
 
@@ -125,10 +128,10 @@ def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
         f"⚠ NaN DETECTED: {len(state.nans)} record(s): {counts}"
         + (f" · guard: {guard}" if guard else "")
         + ("   [d: dismiss]" if dismiss_hint else ""),
-        _nan_line("first: ", state.nans[0]),
+        _nan_line("first: ", state.nans[0], state.total_epochs),
     ]
     if len(state.nans) > 1:
-        lines.append(_nan_line("latest:", state.nans[-1]))
+        lines.append(_nan_line("latest:", state.nans[-1], state.total_epochs))
     return "\n".join(lines)
 
 
