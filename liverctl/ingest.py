@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -83,9 +84,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException, path: Path | None = None) -> str:
+    """First line of an exception's message, with its type and without the file name repeated."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    first = text[0] if text else ""
+    if path is not None:
+        first = first.replace(f"File {path} ", "").replace(str(path), "the file")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _load_nifti(path: Path):
@@ -95,13 +100,13 @@ def _load_nifti(path: Path):
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
-        raise LiverctlError(f"cannot be read as NIfTI ({_short(exc)})", path=path) from None
+        raise LiverctlError(f"cannot be read as NIfTI ({_short(exc, path)})", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # EOFError, zlib.error, ValueError ... for truncated or corrupt data
-        raise LiverctlError(f"truncated or corrupt NIfTI data ({_short(exc)})", path=path) from None
+        raise LiverctlError(f"truncated or corrupt NIfTI data ({_short(exc, path)})", path=path) from None
     while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume saved with a time axis
         data = data[..., 0]
     if data.ndim != 3:
@@ -287,9 +292,17 @@ def _write_case(job: _CaseJob) -> _CaseResult:
     return _CaseResult(case.case_id, True, bytes_read=bytes_read)
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the main process, which stops them and keeps the store consistent."""
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the main process (which stops them), and exit if it is killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # the main process died: our half-written case is in the work folder, cleaned later
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -613,7 +626,7 @@ def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult
         for job in jobs:
             yield _build_case(job)
         return
-    pool = ProcessPoolExecutor(max_workers=n, initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init)
     try:
         futures = [pool.submit(_build_case, job) for job in jobs]
         for future in as_completed(futures):
@@ -621,9 +634,12 @@ def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult
     except BaseException:
         # Ctrl-C or an error here: stop the workers now; their half-written cases stay in the work
         # folder, which the next run deletes.
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API to stop them
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(getattr(pool, "_processes", {}).values()):  # no public API to stop them
+        for process in processes:
             process.terminate()
+        for process in processes:
+            process.join(timeout=10)
         raise
     else:
         pool.shutdown()

@@ -121,6 +121,7 @@ def ingest(
             f"read {_human_bytes(summary.bytes_read)}, stored {_human_bytes(summary.bytes_stored)}, "
             f"{summary.seconds:.1f} s",
             highlight=False,
+            soft_wrap=True,
         )
         if summary.failures:
             for line in summary.failures:

@@ -1,0 +1,382 @@
+"""Ingest: exact contents, real CT, resumability, interruption, folds, and every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.errors import LiverctlError
+from liverctl.ingest import assign_folds, float16_stats, ingest_folder
+from liverctl.store import LiverStore
+
+
+def store_content(path: Path) -> dict[str, str]:
+    """sha256 of every file in a store (the root's `updated` time stamp left out)."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = str(p.relative_to(path))
+        data = p.read_bytes()
+        if rel == "zarr.json":
+            meta = json.loads(data)
+            meta["attributes"].pop("updated", None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def dataset(tiny_dataset, tmp_path) -> Path:
+    """A private copy of the tiny dataset, free to modify."""
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_dataset, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def reference_store(tiny_store) -> dict[str, str]:
+    return store_content(tiny_store)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Contents
+
+
+def test_real_ct_is_stored_exactly(real_dataset, real_store):
+    store = LiverStore.open(real_store)
+    assert store.case_ids("train") == real_dataset.case_ids
+    for case_id in real_dataset.case_ids:
+        ct_path, label_path = real_dataset.sources[case_id]
+        ct, lab = nib.load(ct_path), nib.load(label_path)
+        meta = store.meta(case_id)
+        assert tuple(meta["shape"]) == ct.shape
+        assert meta["dtype"] == str(ct.get_data_dtype())
+        np.testing.assert_allclose(meta["affine"], ct.affine)
+        assert meta["sha256"] == hashlib.sha256(ct_path.read_bytes()).hexdigest()
+        for z in range(ct.shape[2]):
+            np.testing.assert_array_equal(
+                store.read_slice(case_id, z), np.asarray(ct.dataobj[..., z]).astype(np.float16)
+            )
+            expected = (np.asarray(lab.dataobj[..., z]) == 1).astype(np.uint8)  # dcmqi: 2 is spine
+            np.testing.assert_array_equal(store.read_label_slice(case_id, z), expected)
+        assert meta["liver_voxels"] == int((np.asarray(lab.dataobj) == 1).sum()) > 0
+
+
+def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
+    """Default liver = label > 0: right for the totalseg files, wrong for dcmqi (2 = spine)."""
+    summary = ingest_folder(real_dataset.root, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok
+    store = LiverStore.open(tmp_path / "s.zarr")
+    for case_id in real_dataset.case_ids:
+        label = np.asarray(nib.load(real_dataset.sources[case_id][1]).dataobj)
+        assert store.meta(case_id)["liver_voxels"] == int((label > 0).sum())
+    dcmqi = np.asarray(nib.load(real_dataset.sources["dcmqi-3slice"][1]).dataobj)
+    assert (dcmqi == 2).any()  # so the two definitions really differ there
+
+
+def test_summary_counts(tiny_dataset, tmp_path):
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and summary.cases == 8 and (summary.train_cases, summary.test_cases) == (6, 2)
+    assert sorted(summary.ingested) == [str(i) for i in range(8)] and summary.unchanged == []
+    assert summary.slices == 8 * 24
+    labels = [
+        np.asarray(nib.load(p).dataobj) for p in sorted((tiny_dataset / "train" / "segmentation").iterdir())
+    ]
+    assert summary.liver_slices == sum(int((lab.sum(axis=(0, 1)) > 0).sum()) for lab in labels)
+    sources = list((tiny_dataset / "train").rglob("*.nii.gz")) + list(
+        (tiny_dataset / "test").glob("*.nii.gz")
+    )
+    assert summary.bytes_read == sum(p.stat().st_size for p in sources)
+    assert summary.bytes_stored > 0 and summary.seconds > 0
+
+
+def test_float16_stats_are_exact():
+    rng = np.random.default_rng(1)
+    values = (rng.normal(40, 300, size=(17, 13, 9))).astype(np.float16)
+    stats = float16_stats(values)
+    flat = values.astype(np.float64).ravel()
+    assert stats["min"] == flat.min() and stats["max"] == flat.max()
+    assert stats["mean"] == pytest.approx(flat.mean()) and stats["std"] == pytest.approx(flat.std())
+    for q in (0.5, 1, 5, 50, 95, 99, 99.5):
+        assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
+
+
+def test_folds_are_balanced_and_deterministic():
+    voxels = {f"c{i}": v for i, v in enumerate([5, 100, 7, 3000, 42, 900, 11, 0, 250, 64])}
+    folds = assign_folds(voxels, 5, seed=0)
+    assert folds == assign_folds(dict(reversed(list(voxels.items()))), 5, seed=0)  # not order-dependent
+    assert sorted(folds.values()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    by_size = sorted(voxels, key=voxels.get)
+    assert len({folds[c] for c in by_size[:5]}) == 5  # the 5 smallest livers land in 5 different folds
+    assert assign_folds(voxels, 5, seed=1) != folds
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resumability and interruption
+
+
+def test_rerun_changes_nothing(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    content = store_content(store)
+    again = ingest_folder(dataset, store=store, workers=1)
+    assert again.ingested == [] and len(again.unchanged) == 8 and again.bytes_read == 0
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before  # not even rewritten
+    assert store_content(store) == content
+    assert not (tmp_path / ".s.zarr.ingest").exists()
+
+
+def test_parallel_ingest_equals_serial(tiny_dataset, reference_store, tmp_path):
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "p.zarr", workers=2)
+    assert summary.ok
+    assert store_content(tmp_path / "p.zarr") == reference_store
+
+
+def test_changed_source_is_reingested_touched_one_is_not(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    volume = dataset / "train" / "volume" / "volume-2.nii.gz"
+    os.utime(volume, ns=(time.time_ns(), time.time_ns()))  # same bytes, new mtime: checksum says unchanged
+    assert ingest_folder(dataset, store=store, workers=1).ingested == []
+
+    img = nib.load(volume)
+    changed = np.asarray(img.dataobj) + np.int16(7)
+    save_nifti(volume, changed.astype(np.int16), img.affine)
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ingested == ["2"] and len(summary.unchanged) == 7
+    np.testing.assert_array_equal(
+        LiverStore.open(store).read_slice("2", 5), changed[..., 5].astype(np.float16)
+    )
+
+
+def test_new_liver_labels_reingest_training_cases(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    summary = ingest_folder(dataset, store=store, liver_labels=[1], workers=1)
+    assert sorted(summary.ingested) == [str(i) for i in range(6)]  # test cases have no labels to redo
+    assert LiverStore.open(store).attrs["liver_labels"] == [1]
+
+
+def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_store, tmp_path):
+    store = tmp_path / "liver.zarr"
+    ingest_folder(tiny_dataset, store=store, workers=1)
+    # What a killed run can leave: a half-written case in the work folder, a case not marked complete
+    # (e.g. copied in by hand), a case whose folds were never set, a missing index.
+    work = tmp_path / ".liver.zarr.ingest" / "work" / "3"
+    shutil.copytree(store / "cases" / "3", work)
+    shutil.rmtree(work / "image" / "c")
+    shutil.copytree(store / "cases" / "4", store / "cases" / "4-partial")
+    meta = json.loads((store / "cases" / "4-partial" / "zarr.json").read_text())
+    meta["attributes"]["complete"] = False
+    (store / "cases" / "4-partial" / "zarr.json").write_text(json.dumps(meta))
+    shutil.rmtree(store / "cases" / "5")
+    shutil.rmtree(store / "index")
+    meta = json.loads((store / "cases" / "1" / "zarr.json").read_text())
+    meta["attributes"]["fold"] = None
+    (store / "cases" / "1" / "zarr.json").write_text(json.dumps(meta))
+
+    summary = ingest_folder(tiny_dataset, store=store, workers=1)
+    assert summary.ok and summary.ingested == ["5"]
+    assert store_content(store) == reference_store
+    assert not work.exists()
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_ingest_then_rerun_is_identical(tiny_dataset, reference_store, tmp_path, sig):
+    store = tmp_path / "liver.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "liverctl.cli",
+        "ingest",
+        str(tiny_dataset),
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    work = tmp_path / ".liver.zarr.ingest" / "work"
+    cases = store / "cases"
+
+    def some_cases_done_others_in_the_work_folder() -> bool:
+        done = cases.is_dir() and any(p.is_dir() for p in cases.iterdir())
+        return proc.poll() is not None or (done and work.is_dir() and any(work.iterdir()))
+
+    _wait_for(some_cases_done_others_in_the_work_folder, timeout=60)
+    # Like Ctrl-C in a terminal (or a job killed by its scheduler): the whole process group.
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode not in (0,):
+        assert "Traceback" not in err
+    if sig == signal.SIGINT and proc.returncode not in (0,):
+        assert proc.returncode == 130 and "interrupted" in err
+    for case_dir in (store / "cases").iterdir() if (store / "cases").is_dir() else []:
+        if case_dir.is_dir():  # whatever made it into the store is complete
+            assert json.loads((case_dir / "zarr.json").read_text())["attributes"]["complete"] is True
+
+    summary = ingest_folder(tiny_dataset, store=store, workers=2)
+    assert summary.ok
+    assert store_content(store) == reference_store
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_path):
+    vol, seg, test = dataset / "train" / "volume", dataset / "train" / "segmentation", dataset / "test"
+    good = nib.load(vol / "volume-0.nii.gz")
+    good_image, good_label = (
+        np.asarray(good.dataobj),
+        np.asarray(nib.load(seg / "segmentation-0.nii.gz").dataobj),
+    )
+    bad = {}
+    # Not NIfTI at all.
+    (vol / "volume-text.nii.gz").write_text("this is not an image\n")
+    shutil.copy(seg / "segmentation-0.nii.gz", seg / "segmentation-text.nii.gz")
+    bad["text"] = (vol / "volume-text.nii.gz", "cannot be read as NIfTI")
+    # Truncated .nii.gz and a corrupt one (bytes flipped in the middle of the compressed stream).
+    raw = (vol / "volume-1.nii.gz").read_bytes()
+    (vol / "volume-1.nii.gz").write_bytes(raw[: len(raw) // 2])
+    bad["truncated"] = (vol / "volume-1.nii.gz", "")
+    raw = (vol / "volume-2.nii.gz").read_bytes()
+    middle = len(raw) // 2
+    (vol / "volume-2.nii.gz").write_bytes(
+        raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 64]) + raw[middle + 64 :]
+    )
+    bad["corrupt"] = (vol / "volume-2.nii.gz", "")
+    # Volume and label of different shapes.
+    save_nifti(seg / "segmentation-3.nii.gz", good_label[:, :, :20])
+    bad["shape"] = (seg / "segmentation-3.nii.gz", "differs from its volume")
+    # A label without volume, a training volume without label.
+    save_nifti(seg / "segmentation-orphan.nii.gz", good_label)
+    bad["orphan label"] = (seg / "segmentation-orphan.nii.gz", "has no volume")
+    save_nifti(vol / "volume-nolabel.nii.gz", good_image)
+    bad["no label"] = (vol / "volume-nolabel.nii.gz", "has no label")
+    # Not 3D: a 4D series and a 2D image (a trailing axis of length 1 is fine).
+    save_nifti(vol / "volume-4d.nii.gz", np.stack([good_image, good_image], axis=-1))
+    save_nifti(seg / "segmentation-4d.nii.gz", good_label)
+    bad["4d"] = (vol / "volume-4d.nii.gz", "is 4D")
+    save_nifti(vol / "volume-2d.nii.gz", good_image[:, :, 0])
+    save_nifti(seg / "segmentation-2d.nii.gz", good_label[:, :, 0])
+    bad["2d"] = (vol / "volume-2d.nii.gz", "is 2D")
+    save_nifti(vol / "volume-trailing1.nii.gz", good_image[..., None])
+    save_nifti(seg / "segmentation-trailing1.nii.gz", good_label[..., None])
+    # Non-finite voxels, and values float16 cannot hold.
+    nan_image = good_image.astype(np.float32)
+    nan_image[3, 4, 5] = np.nan
+    save_nifti(vol / "volume-nan.nii.gz", nan_image)
+    save_nifti(seg / "segmentation-nan.nii.gz", good_label)
+    bad["nan"] = (vol / "volume-nan.nii.gz", "1 non-finite image voxels")
+    huge = good_image.astype(np.float32)
+    huge[0, 0, 0] = 1e6
+    save_nifti(vol / "volume-huge.nii.gz", huge)
+    save_nifti(seg / "segmentation-huge.nii.gz", good_label)
+    bad["huge"] = (vol / "volume-huge.nii.gz", "beyond float16's range")
+    # Two files with the same case id.
+    shutil.copy(test / "volume-6.nii.gz", test / "volume-6.nii")
+    bad["duplicate"] = (test / "volume-6.nii", "is also used by volume-6.nii.gz")
+
+    store = tmp_path / "s.zarr"
+    result = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "2")
+    assert result.exit_code != 0
+    lines = error_lines(result)
+    for what, (path, message) in bad.items():
+        hits = [line for line in lines if str(path) in line]
+        assert hits, f"{what}: no error line names {path}:\n{result.stderr}"
+        assert message in hits[0], f"{what}: {hits[0]}"
+    assert "problem(s) above" in lines[-1]
+
+    opened = LiverStore.open(store)  # the good cases are in and usable
+    assert opened.case_ids() == ["0", "4", "5", "7", "trailing1"]
+    assert opened.read_stack("trailing1", 3).shape == (3, 64, 64)
+    np.testing.assert_array_equal(opened.read_slice("trailing1", 9), good_image[..., 9].astype(np.float16))
+    assert sorted(p.name for p in (store / "cases").iterdir() if p.is_dir()) == opened.case_ids()
+
+
+def test_truncated_and_corrupt_gzip_messages(tmp_path, tiny_dataset):
+    raw = (tiny_dataset / "test" / "volume-7.nii.gz").read_bytes()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "volume-a.nii.gz").write_bytes(raw[:200])  # header only partly there
+    (tmp_path / "test" / "volume-b.nii.gz").write_bytes(raw[: len(raw) - 5000])
+    (tmp_path / "test" / "volume-c.nii").write_bytes(gzip.decompress(raw)[:-4096])  # short .nii
+    summary = ingest_folder(tmp_path, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ingested == [] and len(summary.failures) == 3
+    for failure, name in zip(sorted(summary.failures), ["volume-a", "volume-b", "volume-c"], strict=True):
+        assert name in failure and "\n" not in failure
+        assert "NIfTI" in failure
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_missing_or_empty_data_folder(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("ingest", str(tmp_path / folder), "--store", str(tmp_path / "s.zarr"))
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and str(tmp_path / folder) in error_lines(result)[0]
+    assert not (tmp_path / "s.zarr").exists() or folder == "empty"
+
+
+def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("mine")
+    with pytest.raises(LiverctlError, match="not a liverctl store"):
+        ingest_folder(tiny_dataset, store=tmp_path / "other", workers=1)
+    assert (tmp_path / "other" / "file.txt").read_text() == "mine"
+
+
+def test_bad_liver_labels_option(tiny_dataset, tmp_path):
+    result = run_cli(
+        "ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--liver-labels", "liver"
+    )
+    assert result.exit_code == 2 and "--liver-labels" in error_lines(result)[0]
+
+
+def test_command_summary(tiny_dataset, tmp_path):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "8 cases (6 train, 2 test; 8 ingested, 0 unchanged), 192 slices" in result.stdout
+    again = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert "0 ingested, 8 unchanged" in again.stdout
