@@ -175,6 +175,21 @@ def test_trainer_order_through_the_event_writer_gives_one_record_per_incident(tm
     assert state.steps_per_epoch == 4 and state.step_in_epoch() == 2
 
 
+def test_unfinished_epoch_collects_step_losses_and_nans():
+    s = two_epoch_run()
+    s.add("step", after=5, step=20, epoch=2, loss=0.4)
+    s.add("step", after=5, step=30, epoch=2, loss=0.2)
+    clock = FakeClock(s.t)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    current = state.current_epoch()
+    assert current.number == 2 and current.mean_loss == pytest.approx(0.3) and current.n_nan == 0
+    state.feed([{"kind": "nan", "epoch": 2, "step": 31, "where": "loss", "action": "skip_step", "ts": s.t}])
+    assert state.current_epoch().n_nan == 1
+    state.feed([json.loads(s.epoch(2, seconds=60))])
+    assert state.current_epoch() is None and state.rows[-1].nan_seen
+
+
 def test_unknown_kinds_are_counted_not_fatal():
     clock = FakeClock()
     state = RunState(clock=clock)
@@ -239,6 +254,10 @@ async def settle(pilot, condition, timeout: float = 5.0) -> None:
     while not condition() and loop.time() < deadline:
         await pilot.pause(POLL_S)
     assert condition()
+
+
+def row_keys(table: EpochTable) -> list[str]:
+    return [row.key.value for row in table.ordered_rows]
 
 
 def header_plain(app) -> str:
@@ -334,9 +353,9 @@ async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion
         line = s.lines[3]  # epoch 0
         append(run / "events.jsonl", *s.lines[:3], '{"v":1,"kind":"gpu_temp","celsius":71}\n', line[:15])
         await settle(pilot, lambda: app.watcher.state.n_events == 4)
-        assert table.row_count == 0
+        assert row_keys(table) == ["current"]  # the steps of the unfinished epoch
         append(run / "events.jsonl", line[15:])
-        await settle(pilot, lambda: table.row_count == 1)
+        await settle(pilot, lambda: row_keys(table) == ["0"])
         assert app.watcher.state.unknown_kinds == {"gpu_temp": 1}
         shutil.rmtree(run)
         await settle(pilot, lambda: "run folder deleted" in header_plain(app))

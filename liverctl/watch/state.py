@@ -52,6 +52,20 @@ class EpochRow:
 
 
 @dataclass
+class CurrentEpoch:
+    """The epoch after the last `epoch_end`: what its step events and NaN records say so far."""
+
+    number: int  # as the table would number it when it ends
+    losses: list[float] = field(default_factory=list)  # finite step losses
+    n_nan: int = 0  # NaN records during it
+    started_ts: float | None = None
+
+    @property
+    def mean_loss(self) -> float | None:
+        return sum(self.losses) / len(self.losses) if self.losses else None
+
+
+@dataclass
 class NanRecord:
     """A `nan` event, or a non-finite value found in another event (`from_value=True`)."""
 
@@ -135,7 +149,7 @@ class RunState:
         self.notes: list[tuple[float | None, str]] = []
         self.unknown_kinds: dict[str, int] = {}
         self.steps_per_epoch: int | None = None
-        self._nan_in_epoch = False
+        self._current = CurrentEpoch(number=1)
         self.version = 0  # bumped by every feed that changed something (views redraw on change)
 
     # ---- folding -------------------------------------------------------------------------------------
@@ -191,7 +205,7 @@ class RunState:
     def _add_nan(self, record: NanRecord) -> None:
         record.epoch_ordinal = len(self.epochs) + 1
         self.nans.append(record)
-        self._nan_in_epoch = True
+        self._current.n_nan += 1
 
     def _mark_point(self, epoch: int | None, step: int | None, fields: list[str], kind: Any) -> None:
         """Show a non-finite value where it belongs: a step on the loss chart, a cell in the epochs table."""
@@ -203,6 +217,8 @@ class RunState:
 
     def _on_run_start(self, e: dict, ts: float | None) -> None:
         self.started_ts = self.started_ts if self.started_ts is not None else ts
+        if self._current.started_ts is None:
+            self._current.started_ts = ts
         self.end = None  # a resumed run is running again
         for attr in ("preset", "device", "amp"):
             if e.get(attr) is not None:
@@ -226,6 +242,8 @@ class RunState:
         loss = _finite(e.get("loss"))
         if "loss" in e:
             self.steps.append((step, loss))
+            if loss is not None:
+                self._current.losses.append(loss)
         if ts is not None:
             self.step_ts.append(ts)
             if step is not None:
@@ -251,9 +269,9 @@ class RunState:
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
             nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
-            nan_seen=self._nan_in_epoch,
+            nan_seen=self._current.n_nan > 0,
         )
-        self._nan_in_epoch = False
+        self._current = CurrentEpoch(number=epoch + 1, started_ts=ts)
         if row.is_best:
             for other in self.epochs.values():
                 other.is_best = False
@@ -320,6 +338,11 @@ class RunState:
         if self.last_ts is not None and self.clock() - self.last_ts > self.stall_after_s():
             return "stalled"
         return "running"
+
+    def current_epoch(self) -> CurrentEpoch | None:
+        """The unfinished epoch, when steps or NaN records were written after the last epoch_end."""
+        current = self._current
+        return current if current.losses or current.n_nan else None
 
     def stall_after_s(self) -> float:
         """Seconds of silence after which a running run counts as stalled."""

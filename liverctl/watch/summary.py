@@ -153,6 +153,26 @@ def epoch_cells(state: RunState, row: EpochRow) -> list[Text]:
 EPOCH_HEADERS = ("epoch", *(h for h, _, _ in EPOCH_COLUMNS), "seconds", "best")
 
 
+def current_epoch_cells(state: RunState) -> list[Text] | None:
+    """A last, dim row for the unfinished epoch: mean step loss so far, NaN count in red, time so far."""
+    current = state.current_epoch()
+    if current is None:
+        return None
+    status = state.status
+    tag = {"running": "running", "stalled": "stalled", "waiting": "running"}.get(status, "stopped")
+    cells = [Text(f"{current.number} {tag}", style=NAN_STYLE if current.n_nan else "italic")]
+    if current.n_nan:
+        cells.append(Text(f"NaN ×{current.n_nan}", style=NAN_STYLE))
+    else:
+        cells.append(Text("~" + fmt_number(current.mean_loss), style="italic"))
+    cells += [Text("…", style="dim") for _ in EPOCH_COLUMNS[1:]]
+    stop = state.end["ts"] if state.end and state.end.get("ts") else state.clock()
+    so_far = None if current.started_ts is None else max(0.0, stop - current.started_ts)
+    cells.append(Text(fmt_number(so_far, 1), style="italic"))
+    cells.append(Text(""))
+    return cells
+
+
 def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
     """The latest checkpoint of each kind (last/best/interrupt), newest first."""
     latest: dict[str, object] = {}
@@ -188,6 +208,9 @@ def epochs_table(state: RunState) -> Table:
         table.add_column(header, justify="right")
     for row in state.rows:
         table.add_row(*epoch_cells(state, row))
+    current = current_epoch_cells(state)
+    if current is not None:
+        table.add_row(*current)
     return table
 
 
@@ -205,7 +228,8 @@ def render_summary(watcher: RunWatcher) -> RenderableType:
                 f"min loss {fmt_number(min(losses) if losses else None)}, non-finite steps {len(state.nan_steps)}"
             )
         )
-    parts.append(epochs_table(state) if state.epochs else Text("no epoch finished yet", style="dim"))
+    has_rows = state.epochs or state.current_epoch() is not None
+    parts.append(epochs_table(state) if has_rows else Text("no epoch started yet", style="dim"))
     parts.append(info_text(state))
     return Group(*parts)
 

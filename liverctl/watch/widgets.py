@@ -131,7 +131,10 @@ class InfoPanel(Static):
 
 
 class EpochTable(DataTable):
-    """One row per finished epoch; rebuilt whenever the app sees new events (tens of rows, not thousands)."""
+    """One row per finished epoch, then the unfinished one (dim); rebuilt whenever the app sees new events.
+
+    Tens of rows, not thousands: rebuilding is cheaper than tracking edits.
+    """
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -143,8 +146,11 @@ class EpochTable(DataTable):
         self.clear()
         for row in rows:
             self.add_row(*summary.epoch_cells(state, row), key=str(row.epoch))
-        if rows:
-            self.move_cursor(row=len(rows) - 1)
+        current = summary.current_epoch_cells(state)
+        if current is not None:
+            self.add_row(*current, key="current")
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1)
 
 
 class RunPicker(ModalScreen[Path | None]):
