@@ -444,3 +444,6 @@ def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli_app, ["watch", str(tmp_path / "empty"), "--once"])
     assert result.exit_code == 2 and "no events.jsonl" in result.stderr
+    (tmp_path / "odd" / "events.jsonl").mkdir(parents=True)  # unreadable as a file
+    result = CliRunner().invoke(cli_app, ["watch", str(tmp_path / "odd"), "--once"])
+    assert result.exit_code == 2 and "cannot read the events file" in result.stderr

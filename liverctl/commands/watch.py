@@ -38,7 +38,10 @@ def _print_once(run_dir: Path) -> None:
     from liverctl.watch.state import RunWatcher
 
     watcher = RunWatcher(run_dir)
-    watcher.poll()
+    try:
+        watcher.poll()
+    except OSError as exc:
+        raise LiverctlError(f"cannot read the events file: {exc.strerror or exc}", path=watcher.path) from None
     if watcher.condition != "ok":
         raise LiverctlError("no events.jsonl yet (has the run started?)", path=run_dir)
     console.print(summary.render_summary(watcher), highlight=False)
