@@ -58,8 +58,8 @@ def make_run(
 ) -> Path:
     """Write one run folder under `root` and return its path.
 
-    `volume_dice` gives the per-epoch validation volume Dice (None = non-finite, written as null plus a
-    `nan` event, as the trainer does); its length is the number of epochs done. `status=None` leaves
+    `volume_dice` gives the per-epoch validation volume Dice (None = non-finite: written as null after a
+    `nan` rollback event, as the trainer does); its length is the number of epochs done. `status=None` leaves
     out `run_end` (a run still going, or killed). `truncated` cuts the last line in half.
     `submissions`: dicts with `csv` (file name inside the run folder's parent) and optional `scores`.
     `preset` must be a real preset: the config is resolved from it.
@@ -85,22 +85,33 @@ def make_run(
         seq += 1
 
     emit("run_start", config=cfg, preset=preset, device="cpu", amp="off", versions={}, resumed_from=None)
+    # Numbering as the trainer's: step events carry the 0-based epoch in progress, epoch_end /
+    # checkpoint / best carry the number of epochs completed (1-based).
     step = 0
     best: dict[str, Any] = {"epoch": None, "volume_dice": None}
-    for epoch, vol in enumerate(dice):
+    best_index: int | None = None
+    for index, vol in enumerate(dice):
+        done = index + 1
         for _ in range(steps_per_epoch):
             step += 1
             ts += epoch_seconds / steps_per_epoch
             loss = 1.0 / (1.0 + 0.3 * step)
-            emit("step", epoch=epoch, step=step, loss=loss, lr=1e-4 * (1 - step / 100), samples_per_s=10.0)
+            emit("step", epoch=index, step=step, loss=loss, lr=1e-4 * (1 - step / 100), samples_per_s=10.0)
         finite = vol is not None and math.isfinite(vol)
         is_best = finite and (best["volume_dice"] is None or vol > best["volume_dice"])
+        if not finite:
+            emit("nan", epoch=done, step=step, where="validation", action="rollback",
+                 counts={"skipped": 0, "rollbacks": 1}, message="non-finite validation")
+        if is_best:
+            best, best_index = {"epoch": done, "volume_dice": vol}, index
+            emit("checkpoint", epoch=done, step=step, path="checkpoints/best.pt", which="best", volume_dice=vol)
+        emit("checkpoint", epoch=done, step=step, path="checkpoints/last.pt", which="last", volume_dice=vol)
         emit(
             "epoch_end",
-            epoch=epoch,
+            epoch=done,
             step=step,
-            train_loss=0.5 / (epoch + 1),
-            val_loss=0.6 / (epoch + 1) if finite else None,
+            train_loss=0.5 / done,
+            val_loss=0.6 / done if finite else None,
             volume_dice=vol if finite else None,
             slice_dice=min(1.0, vol + 0.05) if finite else None,
             global_dice=vol + 0.02 if finite else None,
@@ -108,19 +119,12 @@ def make_run(
             is_best=is_best,
             epochs=planned,
         )
-        if not finite:
-            emit("nan", epoch=epoch, step=step, where="epoch_end:volume_dice", action="report",
-                 counts={"skipped": 0, "rollbacks": 0}, message="non-finite value in epoch_end")
-        if is_best:
-            best = {"epoch": epoch, "volume_dice": vol}
-            emit("checkpoint", epoch=epoch, step=step, path="checkpoints/best.pt", which="best", volume_dice=vol)
-        emit("checkpoint", epoch=epoch, step=step, path="checkpoints/last.pt", which="last", volume_dice=vol)
     for i in range(nan_events):
-        emit("nan", epoch=len(dice) - 1, step=step, where="loss", action="skip_step",
+        emit("nan", epoch=len(dice), step=step, where="loss", action="skip_step",
              counts={"skipped": i + 1, "rollbacks": 0}, message="non-finite loss")
     if status is not None:
         ts += 1.0
-        emit("run_end", epoch=len(dice) - 1, step=step, status=status, best=best, message="")
+        emit("run_end", epoch=len(dice), step=step, status=status, best=best, message="")
 
     text = "".join(json.dumps(line) + "\n" for line in lines)
     if truncated:
@@ -131,17 +135,16 @@ def make_run(
     if checkpoint and dice:
         ckpt_dir = run_dir / "checkpoints"
         ckpt_dir.mkdir()
-        last_epoch = len(dice) - 1
-        for which, epoch in (("last", last_epoch), ("best", best["epoch"])):
-            if epoch is None:
+        for which, index in (("last", len(dice) - 1), ("best", best_index)):
+            if index is None:
                 continue
-            vol = dice[epoch]
+            vol = dice[index]
             sidecar = {
                 "format": "liverctl-checkpoint/1",
                 "run": name,
                 "preset": preset,
                 "config": cfg,
-                "epoch": epoch + 1,
+                "epoch": index + 1,
                 "global_step": step,
                 "metrics": {"val_loss": 0.1, "volume_dice": vol, "slice_dice": None if vol is None else vol + 0.05,
                             "global_dice": None if vol is None else vol + 0.02},
@@ -182,7 +185,7 @@ def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best"
         "global_step": 1,
         "model": model.state_dict(),
         "metrics": {"val_loss": 0.5, "volume_dice": 0.5, "slice_dice": 0.5, "global_dice": 0.5},
-        "best": {"epoch": 0, "volume_dice": 0.5},
+        "best": {"epoch": 1, "volume_dice": 0.5},
         "versions": {},
     }
     return save_checkpoint(run_dir, which, state)
