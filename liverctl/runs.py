@@ -329,23 +329,34 @@ def _read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]
             csv_path = run_dir / csv_path
         entry = {"csv": str(csv_path), "tta": record.get("tta"), "post": record.get("post"),
                  "volume_dice": None, "slice_dice": None, "global_dice": None}
-        scores = _read_scores(csv_path, problems)
+        out.append(entry)
+        if not csv_path.exists():
+            problems.append(f"submission {csv_path.name} no longer exists")
+            continue
+        submitted_at = record.get("ts") if isinstance(record.get("ts"), (int, float)) else None
+        scores = _read_scores(csv_path, submitted_at, problems)
         if scores:
             for key in ("volume_dice", "slice_dice", "global_dice"):
                 entry[key] = _finite(scores.get(key))
-        out.append(entry)
     return out
 
 
-def _read_scores(csv_path: Path, problems: list[str]) -> dict | None:
-    """`<csv>.scores.json` (also accepted: `<stem>.scores.json`) written by `evaluate`."""
-    for path in (Path(f"{csv_path}.scores.json"), csv_path.with_suffix(".scores.json")):
+def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str]) -> dict | None:
+    """The scores `evaluate` wrote beside the CSV (`<stem>.scores.json`, also `<csv>.scores.json`).
+
+    Scores older than the submission were computed for an earlier file of the same name: ignored.
+    """
+    for path in (csv_path.with_suffix(".scores.json"), Path(f"{csv_path}.scores.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime
         except FileNotFoundError:
             continue
         except (OSError, ValueError):
             problems.append(f"{path.name} unreadable")
+            return None
+        if submitted_at is not None and mtime < submitted_at - 1.0:
+            problems.append(f"{path.name} predates the submission it sits beside; run `liverctl evaluate` again")
             return None
         if isinstance(data, dict):
             return data.get("summary") if isinstance(data.get("summary"), dict) else data

@@ -214,3 +214,22 @@ def test_listing_runs_never_imports_torch_or_numpy():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_submission_scores_are_matched_to_their_csv(tmp_path):
+    import os
+
+    from liverctl.evaluate import scores_path
+
+    root = tmp_path / "runs"
+    run = make_run(root, "r", start_ts=1_700_000_000,
+                   submissions=[{"csv": "subs/a.csv", "scores": {"volume_dice": 0.9}},
+                                {"csv": "subs/b.csv", "scores": {"volume_dice": 0.97}},
+                                {"csv": "subs/c.csv", "scores": {"volume_dice": 0.99}}])
+    os.utime(scores_path(tmp_path / "subs" / "b.csv"), (1_600_000_000, 1_600_000_000))  # scored before it existed
+    (tmp_path / "subs" / "c.csv").unlink()
+    summary = summarize_run(run, now=LATER)
+    assert [s["volume_dice"] for s in summary.submissions] == [pytest.approx(0.9), None, None]
+    assert summary.best_submitted == pytest.approx(0.9)
+    text = " | ".join(summary.problems)
+    assert "b.scores.json predates the submission" in text and "c.csv no longer exists" in text
