@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def watch_command(
-    run: str = typer.Argument(None, help="Run folder, or run name under --runs-dir (default: the newest run)."),
+    run: str | None = typer.Argument(None, help="Run folder, or run name under --runs-dir (default: the newest run)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders."),
     once: bool = typer.Option(
         False, "--once", help="Print the summary as plain text and exit: 1 if the run had a NaN or failed."

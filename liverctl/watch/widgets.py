@@ -94,7 +94,7 @@ class BlockChart(Widget):
             text.append("last ", style="dim")
             text.append(fmt(finite[-1], self.digits), style="bold")
             text.append(f"  min {fmt(min(finite), self.digits)}  max {fmt(max(finite), self.digits)}", style="dim")
-        text.append(f"  n={len(self.points)}", style="dim")
+        text.append(f"{'  ' if finite or self.n_nan else ''}n={len(self.points)}", style="dim")
         return text
 
     def render(self) -> Text:
@@ -114,10 +114,6 @@ class NanBanner(Static):
 
     def show_state(self, state: RunState) -> None:
         self.update(Text(summary.nan_banner_text(state, dismiss_hint=True), style="bold"))
-
-    @property
-    def text(self) -> str:
-        return str(self.render())
 
 
 class RunHeader(Static):
