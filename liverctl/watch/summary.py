@@ -96,13 +96,13 @@ def header_text(state: RunState, notice: str | None = None) -> Text:
         text.append(f"step {in_epoch}/{state.steps_per_epoch}")
     text.append("   elapsed ", style="dim")
     text.append(fmt_duration(state.elapsed_s()))
-    text.append("   throughput ", style="dim")
-    text.append(f"{state.samples_per_s:.1f} samples/s" if state.samples_per_s is not None else "—")
+    text.append("   ", style="dim")
+    text.append(f"{state.samples_per_s:.1f} samples/s" if state.samples_per_s is not None else "— samples/s")
     text.append("   ETA ", style="dim")
     text.append(fmt_duration(state.eta_s()))
     text.append("   best ", style="dim")
     best = state.best
-    text.append(f"epoch {best[0]}, volume Dice {best[1]:.4f}" if best else "—")
+    text.append(f"volume Dice {best[1]:.4f} (epoch {best[0]})" if best else "—")
     if state.has_nan:
         text.append("   ")
         text.append(f" {len(state.nans)} NaN ", style="bold white on red")
