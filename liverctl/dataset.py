@@ -169,15 +169,25 @@ class EpochSampler:
     drawn `liver_oversample` times as often (with replacement). Under DDP every rank draws the same
     sequence and keeps positions rank, rank + world, ... (like DistributedSampler).
 
-    Yields (dataset position, sample_seed). `start` skips the samples already seen (resume mid-epoch).
+    Yields (dataset position, sample_seed); `num_samples` per rank (default: one pass). `start` skips
+    the samples already seen (resume mid-epoch).
     """
 
-    def __init__(self, liver: np.ndarray, oversample: float, seed: int, *, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        liver: np.ndarray,
+        oversample: float,
+        seed: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        num_samples: int | None = None,
+    ):
         self.weights = np.where(liver, float(oversample), 1.0)
         self.uniform = float(oversample) == 1.0
         self.seed, self.rank, self.world = int(seed), rank, world
         self.epoch, self.start = 0, 0
-        self.num_samples = math.ceil(len(liver) / world)
+        self.num_samples = num_samples or math.ceil(len(liver) / world)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = int(epoch), int(start)

@@ -1,0 +1,124 @@
+"""`liverctl train` and `liverctl presets [show NAME]`: thin commands over liverctl.train / liverctl.config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from liverctl.commands._common import console, guarded
+
+presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
+
+
+@presets_app.callback(invoke_without_command=True)
+def presets_list(ctx: typer.Context) -> None:
+    """List the presets with their one-line description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from liverctl.config import list_presets
+
+    with guarded():
+        table = Table(show_header=True, header_style="bold", box=None)
+        table.add_column("preset")
+        table.add_column("description")
+        for name, description in list_presets().items():
+            table.add_row(name, description)
+        console.print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: str = typer.Argument(..., help="Preset name (see `liverctl presets`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: section.key=value (repeatable)."),
+) -> None:
+    """Print the resolved config of a preset (defaults <- preset <- --set) as TOML."""
+    from liverctl.config import resolve_config, to_toml
+
+    with guarded():
+        cfg = resolve_config(name, set_)
+        typer.echo(to_toml(cfg), nl=False)
+
+
+def train(
+    preset: str = typer.Option(None, "--preset", "-p", help="Preset to train (see `liverctl presets`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
+    store: Path = typer.Option(None, "--store", help="Zarr store (default: data.store of the config)."),
+    name: str = typer.Option(None, "--name", help="Run name (default: <preset>-<timestamp>)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the runs."),
+    resume: str = typer.Option(None, "--resume", help="Continue RUN (a name under --runs-dir or a path) from its last checkpoint."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
+    epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
+) -> None:
+    """Train one fold of the store into runs/<name>/ (events.jsonl, config.toml, checkpoints)."""
+    import os
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from liverctl.errors import LiverctlError
+
+    with guarded():
+        from liverctl.config import read_config, resolve_config
+        from liverctl.train import distributed
+        from liverctl.train.loop import run_training
+        from liverctl.train.run_folder import find_resume_run, new_run_dir, parse_duration
+
+        overrides = list(set_)
+        if store is not None:
+            overrides.append(f"data.store={str(store)!r}".replace("'", '"'))
+        if epochs is not None:
+            overrides.append(f"train.epochs={epochs}")
+        limit_s = parse_duration(time_limit) if time_limit else None
+        info = distributed.from_env()
+        if resume:
+            run_dir = find_resume_run(runs_dir, resume)
+            cfg = read_config(run_dir / "config.toml")
+            if preset and preset != cfg.get("preset"):
+                raise LiverctlError(
+                    f"--resume {resume}: that run was made by preset '{cfg.get('preset')}', not '{preset}'"
+                )
+            if overrides:
+                cfg = resolve_config(cfg["preset"], [*_as_overrides(cfg), *overrides])
+        else:
+            if not preset:
+                raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
+            cfg = resolve_config(preset, overrides)
+            if info.enabled and not name:
+                raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
+            if info.is_main:
+                run_dir = new_run_dir(runs_dir, name, preset)
+            else:  # other ranks of a torchrun job: the same folder, created by rank 0
+                run_dir = Path(runs_dir) / name
+        if info.is_main:
+            console.print(f"run [bold]{run_dir}[/] ({cfg['preset']}): events in {run_dir / 'events.jsonl'}", highlight=False)
+        result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
+        if info.is_main:
+            best = result["best"]
+            dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f}"
+            console.print(
+                f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
+                f"(epoch {best.get('epoch')}) in {run_dir}",
+                highlight=False,
+            )
+        if result["status"] == "interrupted":
+            raise typer.Exit(130)
+
+
+def _as_overrides(cfg: dict) -> list[str]:
+    """A resolved config as --set strings (to re-resolve it with more overrides on resume)."""
+    import tomli_w
+
+    out = []
+    for section, body in cfg.items():
+        if isinstance(body, dict):
+            for key, value in body.items():
+                out.append(f"{section}.{key}={tomli_w.dumps({'v': value})[4:].strip()}")
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.add_typer(presets_app, name="presets")

@@ -1,0 +1,68 @@
+"""Device and mixed-precision choice: bf16 where the device supports it, else fp16 with a GradScaler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from liverctl.errors import LiverctlError
+
+
+@dataclass(frozen=True)
+class Precision:
+    mode: str  # bf16 | fp16 | off
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.mode)
+
+    @property
+    def autocast(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.mode == "fp16"
+
+
+def resolve_device(requested: str, local_rank: int = 0):
+    """auto | cpu | cuda | mps -> torch.device; LiverctlError when the asked device is absent."""
+    import torch
+
+    requested = requested.lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise LiverctlError("--device cuda: no CUDA device is visible (try --device cpu or auto)")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if requested == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise LiverctlError("--device mps: Apple MPS is not available here (try --device cpu or auto)")
+        return torch.device("mps")
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise LiverctlError(f"--device must be auto, cpu, cuda or mps, got '{requested}'")
+
+
+def resolve_precision(amp: str, device) -> Precision:
+    """train.amp (auto | bf16 | fp16 | off) for this device. auto: CUDA bf16 if supported else fp16;
+    CPU and MPS off (CPU bf16 autocast is slower than float32 on most CPUs; ask for it with amp=bf16)."""
+    import torch
+
+    if amp == "auto":
+        if device.type == "cuda":
+            return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        return Precision("off")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise LiverctlError("train.amp=bf16: this GPU does not support bfloat16; use fp16 or auto")
+    if amp in ("bf16", "fp16", "off"):
+        return Precision(amp)
+    raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{amp}'")

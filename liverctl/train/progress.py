@@ -1,0 +1,67 @@
+"""One-line console progress for a training run (rich); events go to the file regardless."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class ConsoleProgress:
+    """A single live line per epoch, then one summary line per finished epoch."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None):
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch + 1}/{epochs}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=steps, completed=done, info="")
+
+    def step(self, loss: float, samples_per_s: float, lr: float) -> None:
+        if self._progress is not None:
+            info = f"loss {loss:.4f}  {samples_per_s:.1f} img/s  lr {lr:.2e}"
+            self._progress.update(self._task, advance=1, info=info)
+
+    def status(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, info=text)
+
+    def end_epoch(self, epoch: int, epochs: int, m: dict, seconds: float, is_best: bool) -> None:
+        self.close()
+        if not self.enabled:
+            return
+
+        def f(v):
+            return "nan" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+        best = "  [green]best[/]" if is_best else ""
+        self.console.print(
+            f"epoch {epoch + 1}/{epochs}  train loss {f(m['train_loss'])}  val loss {f(m['val_loss'])}  "
+            f"volume Dice {f(m['volume_dice'])}  slice Dice {f(m['slice_dice'])}  global Dice "
+            f"{f(m['global_dice'])}  {seconds:.0f}s{best}",
+            highlight=False,
+        )
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            (self._progress.console if self._progress else self.console).print(text, highlight=False)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,53 @@
+"""Validation on whole held-out cases: loss at input size, Dice counts at each slice's own size."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from liverctl.metrics import DiceCounts
+from liverctl.train import distributed
+
+
+def validate(model, loader, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5) -> dict:
+    """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
+
+    Batches: image (B, C, S, S), mask (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
+    Logits are resized back to (X, Y) before thresholding, as `submit` does.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logit_threshold = math.log(threshold / (1.0 - threshold))
+    counts = DiceCounts()
+    loss_sum, n, bad_logits = 0.0, 0, 0
+    model.eval()
+    with torch.no_grad():
+        for image, mask, label, code, _z in loader:
+            image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+                logits = model(image)
+            logits = logits.float()
+            bad_logits += int((~torch.isfinite(logits)).sum())
+            loss_sum += float(loss_fn(logits, mask)) * image.shape[0]
+            n += image.shape[0]
+            full = F.interpolate(logits, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
+            pred = (full[:, 0] > logit_threshold).cpu().numpy()
+            lab = label.numpy().astype(bool)
+            tp = np.count_nonzero(pred & lab, axis=(1, 2))
+            fp = np.count_nonzero(pred & ~lab, axis=(1, 2))
+            fn = np.count_nonzero(~pred & lab, axis=(1, 2))
+            for case in np.unique(code.numpy()):
+                sel = code.numpy() == case
+                counts.add_slices(case_ids[int(case)], np.stack([tp[sel], fp[sel], fn[sel]], axis=1))
+    model.train()
+    loss_sum, n, bad_logits = distributed.sum_across(info, [loss_sum, float(n), float(bad_logits)], device)
+    merged = DiceCounts()
+    for part in distributed.gather_objects(info, counts):
+        merged.merge(part)
+    out = merged.summary()
+    out["val_loss"] = loss_sum / n if n else float("nan")
+    if bad_logits:  # a model that emits NaN must not be scored on its thresholded (empty) masks
+        out.update(volume_dice=float("nan"), slice_dice=float("nan"), global_dice=float("nan"))
+    return out

@@ -1,0 +1,200 @@
+"""Training on the tiny store: event sequence, checkpoints, exact resume, NaN guard, signals, bad input."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from liverctl.checkpoint import checkpoint_path, load_checkpoint, read_sidecar
+from liverctl.cli import app
+from liverctl.config import read_config, resolve_config
+from liverctl.errors import LiverctlError, NaNAbort
+from liverctl.events import read_events
+from liverctl.train import loop
+from liverctl.train.run_folder import TimeBudget, parse_duration
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(store, *more):
+    return resolve_config(
+        "demo",
+        [
+            f'data.store="{store}"',
+            "data.input_size=64",
+            "data.num_workers=1",
+            "model.encoder=resnet18",
+            "model.decoder_channels=[32, 16, 16, 8, 8]",
+            "train.epochs=2",
+            "train.steps_per_epoch=2",
+            "train.batch_size=4",
+            "train.log_every=1",
+            "optim.warmup_steps=0",
+            *more,
+        ],
+    )
+
+
+def kinds(run_dir):
+    return [e["kind"] for e in read_events(run_dir / "events.jsonl")]
+
+
+def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tmp_path):
+    cfg = tiny_cfg(tiny_store)
+    result = loop.run_training(cfg, tmp_path / "r1", device="cpu", show_progress=False)
+    assert result["status"] == "completed" and result["global_step"] == 4
+    seq = kinds(tmp_path / "r1")
+    assert seq[0] == "run_start" and seq[-1] == "run_end"
+    assert seq.count("epoch_end") == 2 and "step" in seq and "nan" not in seq
+    events = read_events(tmp_path / "r1" / "events.jsonl")
+    start = events[0]
+    assert start["amp"] == "off" and start["device"] == "cpu" and start["config"]["preset"] == "demo"
+    end_epochs = [e for e in events if e["kind"] == "epoch_end"]
+    for e in end_epochs:
+        assert {"train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice", "seconds", "is_best"} <= set(e)
+        assert 0.0 <= e["volume_dice"] <= 1.0
+    assert events[-1]["status"] == "completed"
+    assert read_config(tmp_path / "r1" / "config.toml") == cfg
+    for which in ("last", "best"):
+        state = load_checkpoint(checkpoint_path(tmp_path / "r1", which))
+        assert state["config"] == cfg and {"optimizer", "scheduler", "scaler", "rng"} <= set(state)
+        assert read_sidecar(tmp_path / "r1", which)["preset"] == "demo"
+    assert load_checkpoint(checkpoint_path(tmp_path / "r1", "last"))["epoch"] == 2
+
+
+class _StopAtStep(TimeBudget):
+    """A time budget that runs out at a given global step (to stop a run mid-epoch)."""
+
+    stop_at = 3
+    steps = 0
+
+    def room_for_step(self, step_s: float) -> bool:
+        _StopAtStep.steps += 1
+        return _StopAtStep.steps < self.stop_at
+
+
+def test_resume_mid_epoch_continues_exactly(tiny_store, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_store)
+    straight = loop.run_training(cfg, tmp_path / "straight", device="cpu", show_progress=False)
+    monkeypatch.setattr(loop, "TimeBudget", _StopAtStep)
+    _StopAtStep.steps = 0
+    cut = loop.run_training(cfg, tmp_path / "cut", device="cpu", show_progress=False)
+    assert cut["status"] == "time_limit" and cut["global_step"] == 3
+    assert kinds(tmp_path / "cut")[-2:] == ["checkpoint", "run_end"]
+    monkeypatch.setattr(loop, "TimeBudget", TimeBudget)
+    resumed = loop.run_training(cfg, tmp_path / "cut", resume=True, device="cpu", show_progress=False)
+    assert resumed["status"] == "completed"
+    assert resumed["global_step"] == straight["global_step"] == 4
+    a = load_checkpoint(checkpoint_path(tmp_path / "straight", "last"))
+    b = load_checkpoint(checkpoint_path(tmp_path / "cut", "last"))
+    for key, tensor in a["model"].items():
+        assert torch.allclose(tensor.float(), b["model"][key].float(), atol=1e-6), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert a["metrics"]["volume_dice"] == pytest.approx(b["metrics"]["volume_dice"], abs=1e-6)
+    starts = [e for e in read_events(tmp_path / "cut" / "events.jsonl") if e["kind"] == "run_start"]
+    assert starts[1]["resumed_from"] == {"epoch": 1, "global_step": 3, "step_in_epoch": 1}
+
+
+def test_nan_guard_skips_rolls_back_then_aborts_keeping_a_finite_best(tiny_store, tmp_path):
+    # epoch 1 (steps 0, 1) is clean and makes a best checkpoint; from step 2 on every loss is NaN
+    cfg = tiny_cfg(
+        tiny_store,
+        "train.epochs=4",
+        "train.nan_skip_limit=2",
+        "train.nan_max_rollbacks=1",
+        f"train.inject_nan_at_steps={list(range(2, 40))}",
+    )
+    with pytest.raises(NaNAbort, match="diverged"):
+        loop.run_training(cfg, tmp_path / "nan", device="cpu", show_progress=False)
+    events = read_events(tmp_path / "nan" / "events.jsonl")
+    actions = [e["action"] for e in events if e["kind"] == "nan"]
+    assert actions == ["skip_step", "rollback", "skip_step", "abort"]
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "nan_abort"
+    assert events[-1]["best"]["epoch"] == 1 and math.isfinite(events[-1]["best"]["volume_dice"])
+    best = load_checkpoint(checkpoint_path(tmp_path / "nan", "best"))
+    assert math.isfinite(best["metrics"]["volume_dice"])
+    assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
+    assert not any(e.get("is_best") for e in events if e["kind"] == "epoch_end" and e["epoch"] > 1)
+
+
+def test_absurd_learning_rate_never_yields_a_non_finite_best(tiny_store, tmp_path):
+    cfg = tiny_cfg(tiny_store, "optim.lr=1e12", "optim.grad_clip=0.0", "train.nan_max_rollbacks=1")
+    try:
+        loop.run_training(cfg, tmp_path / "lr", device="cpu", show_progress=False)
+    except NaNAbort:
+        pass
+    for e in read_events(tmp_path / "lr" / "events.jsonl"):
+        if e["kind"] == "epoch_end" and e["is_best"]:
+            assert math.isfinite(e["volume_dice"])
+    side = read_sidecar(tmp_path / "lr", "best")
+    assert side is None or side["metrics"]["volume_dice"] is not None
+
+
+def test_sigterm_saves_last_and_ends_interrupted(tiny_store, tmp_path, monkeypatch):
+    calls = []
+
+    def step_then_signal(self, *a):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(loop.ConsoleProgress, "step", step_then_signal)
+    cfg = tiny_cfg(tiny_store, "train.steps_per_epoch=3")
+    result = loop.run_training(cfg, tmp_path / "sig", device="cpu", show_progress=False)
+    # the flag is read before each step's backward (where DDP ranks agree), so the next step ends the run
+    assert result["status"] == "interrupted" and result["global_step"] == 2
+    events = read_events(tmp_path / "sig" / "events.jsonl")
+    assert events[-1]["status"] == "interrupted" and "SIGTERM" in events[-1]["message"]
+    assert [e["which"] for e in events if e["kind"] == "checkpoint"] == ["interrupt"]
+    assert load_checkpoint(checkpoint_path(tmp_path / "sig", "last"))["step_in_epoch"] == 2
+
+
+def test_missing_store_and_empty_fold_fail_with_one_line(tiny_store, tmp_path):
+    with pytest.raises(LiverctlError, match="no store here"):
+        loop.run_training(tiny_cfg(tmp_path / "nope.zarr"), tmp_path / "a", device="cpu", show_progress=False)
+    with pytest.raises(LiverctlError, match="fold 7 has no training cases"):
+        loop.run_training(tiny_cfg(tiny_store, "data.fold=7"), tmp_path / "b", device="cpu", show_progress=False)
+    assert read_events(tmp_path / "b" / "events.jsonl")[-1]["status"] == "failed"
+
+
+def test_parse_duration():
+    assert parse_duration("11h") == 11 * 3600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90
+    with pytest.raises(LiverctlError, match="time-limit"):
+        parse_duration("soon")
+
+
+runner = CliRunner()
+
+
+def test_presets_command_lists_and_shows():
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0 and "v3.4" in result.output and "demo" in result.output
+    result = runner.invoke(app, ["presets", "show", "v5", "--set", "optim.lr=2e-4"])
+    assert result.exit_code == 0 and 'name = "log_cosh_dice"' in result.output and "lr = 0.0002" in result.output
+
+
+def test_cli_bad_input_is_one_line_and_non_zero(tiny_store, tmp_path):
+    result = runner.invoke(app, ["presets", "show", "v3", "--set", "optim.lrr=1"])
+    assert result.exit_code == 2 and "optim.lr" in result.stderr
+    result = runner.invoke(app, ["train", "--preset", "nope", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "valid presets" in result.stderr
+    result = runner.invoke(app, ["train", "--resume", "ghost", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no run 'ghost'" in result.stderr
+
+
+def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_path):
+    args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "r", "--store", str(tiny_store), "-q"]
+    sets = ["--set", "data.input_size=64", "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2"]
+    result = runner.invoke(app, [*args, *sets, "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert "completed" in result.output
+    result = runner.invoke(app, ["train", "--resume", "r", "--preset", "v3", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "made by preset 'demo'" in result.stderr
+    result = runner.invoke(app, [*args, *sets])
+    assert result.exit_code == 2 and "already exists" in result.stderr
