@@ -350,6 +350,7 @@ def predict_validation_cases(
                 zs,
                 path,
                 window=(float(window[0]), float(window[1])),
+                affine=store.meta(case).get("affine"),
                 title=f"{run.name} / {case}: volume Dice {dice.volume_dice():.4f}",
             )
             results.append(CaseResult(case, dice.volume_dice(), path, zs))
@@ -382,11 +383,38 @@ def overlay_figsize(n_slices: int) -> tuple[float, float]:
     return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.5
 
 
+def radiological_view(slice_xy, affine=None):
+    """A slice as a radiologist looks at it: the patient's anterior up, the patient's right on the left.
+
+    Shape: (X, Y) -> (rows, cols), for `imshow(origin="upper")`. The in-plane directions come from the
+    case's affine; without one, or for a slice that is not axial, X runs across and Y down.
+    """
+    import numpy as np
+
+    view = np.asarray(slice_xy)
+    if affine is None:
+        return view.T
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))[:2]
+    if sorted(c in "AP" for c in codes) != [False, True] or not any(c in "LR" for c in codes):
+        return view.T
+    ap = 0 if codes[0] in "AP" else 1
+    lr = 1 - ap
+    view = view if ap == 0 else view.T  # rows follow the anterior-posterior axis
+    if codes[ap] == "A":  # index grows toward anterior: flip so anterior is row 0
+        view = view[::-1, :]
+    if codes[lr] == "R":  # index grows toward the patient's right: flip so right is column 0
+        view = view[:, ::-1]
+    return view
+
+
 def plot_overlay(case: str, images, labels, preds, zs: list[int], path: Path, *,
-                 window: tuple[float, float] = (-100.0, 200.0), title: str | None = None) -> Path:
+                 window: tuple[float, float] = (-100.0, 200.0), affine=None, title: str | None = None) -> Path:
     """One row per slice: the image (windowed), label and prediction outlines on it, and the error map.
 
-    Shape: images[i] (X, Y) HU; labels[i], preds[i] (X, Y) bool. Drawn with X across and Y up.
+    Shape: images[i] (X, Y) HU; labels[i], preds[i] (X, Y) bool; affine (4, 4) of the case, used to
+    show each slice in the radiological convention (`radiological_view`).
     Outlines: label green, prediction red. Error map: yellow both, green label only (missed), red
     prediction only (false liver).
     """
@@ -396,22 +424,23 @@ def plot_overlay(case: str, images, labels, preds, zs: list[int], path: Path, *,
     axes = np.atleast_2d(fig.subplots(max(1, len(zs)), 3, squeeze=False))
     lo, hi = window
     for row, z in enumerate(zs):
-        img = np.clip((np.asarray(images[row], dtype=np.float32) - lo) / max(hi - lo, 1e-6), 0, 1).T
-        lab = np.asarray(labels[row], dtype=bool).T
-        pre = np.asarray(preds[row], dtype=bool).T
+        hu = np.asarray(images[row], dtype=np.float32)
+        img = radiological_view(np.clip((hu - lo) / max(hi - lo, 1e-6), 0, 1), affine)
+        lab = radiological_view(np.asarray(labels[row], dtype=bool), affine)
+        pre = radiological_view(np.asarray(preds[row], dtype=bool), affine)
         err = np.zeros((*img.shape, 4), dtype=np.float32)
         err[lab & pre] = (1.0, 0.85, 0.0, 0.8)
         err[lab & ~pre] = (0.0, 0.8, 0.0, 0.9)
         err[~lab & pre] = (0.9, 0.0, 0.0, 0.9)
         ax_img, ax_lines, ax_err = axes[row]
         for ax in (ax_img, ax_lines, ax_err):
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower", interpolation="nearest")
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         for mask, color in ((lab, "lime"), (pre, "red")):
             if mask.any() and not mask.all():
-                ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1, origin="lower")
-        ax_err.imshow(err, origin="lower", interpolation="nearest")
+                ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1)
+        ax_err.imshow(err, interpolation="nearest")
         fp, fn = int((~lab & pre).sum()), int((lab & ~pre).sum())
         ax_img.set_ylabel(f"z = {z}")
         ax_img.set_title("image" if row == 0 else "", fontsize="small")

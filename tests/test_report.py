@@ -166,3 +166,21 @@ def test_disagreeing_slices_prefers_errors_then_liver():
     assert disagreeing_slices(counts, 2) == [1, 3]
     assert disagreeing_slices(counts, 3) == [1, 2, 3]  # the third: most liver among the correct ones
     assert disagreeing_slices(np.zeros((4, 3), dtype=int), 2) == [0, 1]
+
+
+def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
+    import numpy as np
+
+    from liverctl.report import radiological_view
+
+    # A slice (X, Y) with one bright voxel at the lowest X and lowest Y index.
+    slice_xy = np.zeros((4, 3))
+    slice_xy[0, 0] = 1
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # x grows toward the left, y toward the back
+    ras = np.eye(4)  # x grows toward the right, y toward the front
+    # LPS: x = 0 is the patient's rightmost column (left of the picture), y = 0 the front row (top).
+    assert np.argwhere(radiological_view(slice_xy, lps)).tolist() == [[0, 0]]
+    # RAS: x = 0 is the patient's leftmost (right of the picture), y = 0 the back row (bottom).
+    assert np.argwhere(radiological_view(slice_xy, ras)).tolist() == [[2, 3]]
+    assert radiological_view(slice_xy, ras).shape == (3, 4)
+    assert radiological_view(slice_xy, None).shape == (3, 4)
