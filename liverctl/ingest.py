@@ -42,7 +42,8 @@ PERCENTILES = (0.5, 1, 5, 50, 95, 99, 99.5)
 _Z_BLOCK = 16  # slices converted / written at a time (bounds the extra memory per worker)
 
 ProgressCallback = Callable[[str, "str | None", int, int], None]
-"""on_progress(event, case_id, done, total); events: "plan", "case" (ingested), "failed"."""
+"""on_progress(event, case_id, done, total): "plan" (total = cases to ingest), then "case" (ingested) or
+"failed" for each, with done = cases finished so far."""
 
 
 @dataclass
@@ -564,24 +565,32 @@ def ingest_folder(
     _open_or_create_store(store_path)
     with _exclusive_work_dir(store_path) as work:
         existing = _complete_cases(store_path)
-        jobs = []
+        jobs, sizes = [], {}
         for case in layout.cases:
-            if _is_unchanged(case, existing.get(case.case_id), labels):
-                summary.unchanged.append(case.case_id)
-            else:
-                jobs.append(_CaseJob(case, str(work), labels))
+            try:
+                sizes[case.case_id] = os.path.getsize(case.volume)
+                if _is_unchanged(case, existing.get(case.case_id), labels):
+                    summary.unchanged.append(case.case_id)
+                    continue
+            except OSError as exc:  # a dangling link, no permission, a file gone since the listing
+                where = exc.filename or case.volume
+                summary.failures.append(
+                    str(LiverctlError(f"cannot be read ({exc.strerror or exc})", path=where))
+                )
+                continue
+            jobs.append(_CaseJob(case, str(work), labels))
         # Biggest first: the slowest cases start early and the pool finishes together.
-        jobs.sort(key=lambda j: -(os.path.getsize(j.case.volume)))
+        jobs.sort(key=lambda j: -sizes[j.case.case_id])
         progress("plan", None, 0, len(jobs))
-        for result in _run_jobs(jobs, workers):
+        for finished, result in enumerate(_run_jobs(jobs, workers), start=1):
             if result.ok:
                 _commit_case(work / result.case_id, store_path, result.case_id, work)
                 summary.ingested.append(result.case_id)
                 summary.bytes_read += result.bytes_read
-                progress("case", result.case_id, len(summary.ingested), len(jobs))
+                progress("case", result.case_id, finished, len(jobs))
             else:
                 summary.failures.append(result.message)
-                progress("failed", result.case_id, len(summary.ingested), len(jobs))
+                progress("failed", result.case_id, finished, len(jobs))
 
         cases = _complete_cases(store_path)
         folds = assign_folds(

@@ -316,13 +316,17 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
     save_nifti(vol / "volume-huge.nii.gz", huge)
     save_nifti(seg / "segmentation-huge.nii.gz", good_label)
     bad["huge"] = (vol / "volume-huge.nii.gz", "beyond float16's range")
+    # A link to a file that is gone.
+    (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
+    bad["dangling"] = (vol / "volume-dangling.nii.gz", "cannot be read")
     # Two files with the same case id.
     shutil.copy(test / "volume-6.nii.gz", test / "volume-6.nii")
     bad["duplicate"] = (test / "volume-6.nii", "is also used by volume-6.nii.gz")
 
     store = tmp_path / "s.zarr"
     result = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "2")
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     lines = error_lines(result)
     for what, (path, message) in bad.items():
         hits = [line for line in lines if str(path) in line]

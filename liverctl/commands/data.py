@@ -103,7 +103,7 @@ def ingest(
                 elif event == "case":
                     progress.update(task, completed=done, last=f"case {case_id}")
                 elif event == "failed":
-                    progress.update(task, last=f"[red]case {case_id} failed[/]")
+                    progress.update(task, completed=done, last=f"[red]case {case_id} failed[/]")
 
             summary = ingest_folder(
                 data,
