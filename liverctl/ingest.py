@@ -212,27 +212,31 @@ def _build_case(job: _CaseJob) -> _CaseResult:
 
 
 def _write_case(job: _CaseJob) -> _CaseResult:
-    import zarr
+    attrs, image16, liver = _read_case(job.case, job.liver_labels)
+    _write_case_group(Path(job.work_dir) / job.case.case_id, image16, liver, attrs)
+    return _CaseResult(job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0))
 
-    case = job.case
+
+def _read_case(
+    case: CaseFiles, liver_labels: tuple[int, ...] | None
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    """Load and check a case. Returns its attributes (all but `complete`), the image as float16
+    (X, Y, Z) and, for training cases, the liver mask as uint8 (X, Y, Z)."""
     attrs: dict[str, Any] = {"split": case.split}
     attrs.update(_source_attrs(case.volume))
-    bytes_read = attrs["size"]
-
     img, data = _load_nifti(case.volume)
     _check_finite(data, case.volume, "image")
-    if data.size:
-        peak = float(max(abs(float(data.min())), abs(float(data.max()))))
-        if peak > FLOAT16_MAX:
-            raise LiverctlError(
-                f"has values up to {peak:g}, beyond float16's range (|HU| <= {FLOAT16_MAX:g}); is it CT in HU?",
-                path=case.volume,
-            )
+    peak = float(max(abs(float(data.min())), abs(float(data.max()))))
+    if peak > FLOAT16_MAX:
+        raise LiverctlError(
+            f"has values up to {peak:g}, beyond float16's range (|HU| <= {FLOAT16_MAX:g}); is it CT in HU?",
+            path=case.volume,
+        )
     shape = tuple(int(n) for n in data.shape)
+
     liver = None
     if case.label is not None:
         attrs.update(_source_attrs(case.label, "label_"))
-        bytes_read += attrs["label_size"]
         _, label = _load_nifti(case.label)
         if tuple(label.shape) != shape:
             raise LiverctlError(
@@ -240,12 +244,11 @@ def _write_case(job: _CaseJob) -> _CaseResult:
                 path=case.label,
             )
         _check_finite(label, case.label, "label")
-        liver = _liver_mask(label, job.liver_labels)
+        liver = _liver_mask(label, liver_labels)
         del label
 
-    image16 = data.astype(np.float16)
+    image16 = data.astype(np.float16)  # equal to dataobj[..., z].astype(float16) slice by slice
     del data
-    spacing = [float(s) for s in img.header.get_zooms()[:3]]
     slope, inter = img.header.get_slope_inter()
     attrs.update(
         {
@@ -253,44 +256,45 @@ def _write_case(job: _CaseJob) -> _CaseResult:
             "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
             "shape": list(shape),
             "affine": [[float(v) for v in row] for row in img.affine],
-            "spacing": spacing,
+            "spacing": [float(s) for s in img.header.get_zooms()[:3]],
             "stats": float16_stats(image16),
+            "liver_labels": None,
+            "liver_voxels": None,
+            "fold": None,  # set over all cases at the end of the run
         }
     )
     if liver is not None:
         per_slice = liver.sum(axis=(0, 1), dtype=np.int64)
-        attrs.update(
-            {
-                "liver_labels": None if job.liver_labels is None else list(job.liver_labels),
-                "liver_voxels": int(per_slice.sum()),
-                "liver_pixels_per_slice": [int(n) for n in per_slice],
-                "fold": None,
-            }
-        )
-    else:
-        attrs.update({"liver_labels": None, "liver_voxels": None, "fold": None})
+        attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
+        attrs["liver_voxels"] = int(per_slice.sum())
+        attrs["liver_pixels_per_slice"] = [int(n) for n in per_slice]
+    return attrs, image16, liver
 
-    out = Path(job.work_dir) / case.case_id
+
+def _write_case_group(
+    out: Path, image16: np.ndarray, liver: np.ndarray | None, attrs: dict[str, Any]
+) -> None:
+    """Write a case as a standalone Zarr group at `out`, `complete=true` in the last metadata write."""
+    import zarr
+
     if out.exists():
         shutil.rmtree(out)
     group = zarr.open_group(str(out), mode="w")
-    chunks = (shape[0], shape[1], 1)
-    arrays = [("image", image16, "float16")] + ([("label", liver, "uint8")] if liver is not None else [])
-    for name, values, dtype in arrays:
+    shape = image16.shape
+    arrays = [("image", image16)] + ([("label", liver)] if liver is not None else [])
+    for name, values in arrays:
         array = group.create_array(
             name,
             shape=shape,
-            chunks=chunks,
-            dtype=dtype,
+            chunks=(shape[0], shape[1], 1),
+            dtype=values.dtype,
             compressors=image_compressor(),
             fill_value=0,
             dimension_names=("x", "y", "z"),
         )
         for z0 in range(0, shape[2], _Z_BLOCK):
             array[:, :, z0 : z0 + _Z_BLOCK] = values[:, :, z0 : z0 + _Z_BLOCK]
-    attrs["complete"] = True  # written last, in the same metadata write as everything else
-    group.attrs.update(attrs)
-    return _CaseResult(case.case_id, True, bytes_read=bytes_read)
+    group.attrs.update({**attrs, "complete": True})
 
 
 def _worker_init() -> None:
