@@ -146,3 +146,19 @@ def test_stack_at_matches_store_read_stack(tiny_store):
             got = stack_at(volume, z, context)
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got, store.read_stack(case, z, context))
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_matches_float32():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1)
+    ).cuda().eval()
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    exact = tta_probabilities(model, x, "flips", amp="off")
+    for amp in ("auto", "fp16"):
+        mixed = tta_probabilities(model, x, "flips", amp=amp)
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, exact, atol=2e-2, rtol=0)
