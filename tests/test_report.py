@@ -184,3 +184,49 @@ def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left()
     assert np.argwhere(radiological_view(slice_xy, ras)).tolist() == [[2, 3]]
     assert radiological_view(slice_xy, ras).shape == (3, 4)
     assert radiological_view(slice_xy, None).shape == (3, 4)
+
+
+def _train_tiny(store, run_dir, *more):
+    """A real `liverctl train` run on the tiny store: 1 epoch of 2 steps, 64 px, tiny decoder."""
+    from liverctl.config import resolve_config
+    from liverctl.train import loop
+
+    cfg = resolve_config("demo", [f'data.store="{store}"', "data.input_size=64", "data.num_workers=0",
+                                  "model.encoder=resnet18", "model.decoder_channels=[32, 16, 16, 8, 8]",
+                                  "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2",
+                                  "train.log_every=1", "infer.tta=none", *more])
+    return loop.run_training(cfg, run_dir, device="cpu", show_progress=False)
+
+
+@pytest.mark.slow  # a real training run: ~35 s on a busy 2-core machine
+def test_tiny_trained_run_is_listed_and_reported(tiny_store, tmp_path):
+    from liverctl.events import read_events
+    from liverctl.runs import scan_runs
+
+    _train_tiny(tiny_store, tmp_path / "runs" / "tiny")
+    (summary,) = scan_runs(tmp_path / "runs")
+    epoch_end = [e for e in read_events(tmp_path / "runs" / "tiny" / "events.jsonl") if e["kind"] == "epoch_end"]
+    assert (summary.name, summary.preset, summary.status) == ("tiny", "demo", "completed")
+    assert (summary.epochs_done, summary.epochs_planned, summary.nan_events) == (1, 1, 0)
+    assert summary.volume_dice == pytest.approx(epoch_end[0]["volume_dice"])
+    assert summary.problems == []
+    result = write_report([tmp_path / "runs" / "tiny"], tmp_path / "rep", max_cases=1, slices_per_case=1)
+    assert result.skipped == []
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    (case,) = result.cases["tiny"]
+    assert case.overlay.stat().st_size > 1000 and 0.0 <= case.dice <= 1.0
+
+
+@pytest.mark.slow
+def test_tiny_nan_abort_run_is_listed_with_its_nan_events(tiny_store, tmp_path):
+    from liverctl.errors import NaNAbort
+    from liverctl.runs import scan_runs
+
+    with pytest.raises(NaNAbort):
+        _train_tiny(tiny_store, tmp_path / "runs" / "nan", "train.epochs=3", "train.nan_skip_limit=1",
+                    "train.nan_max_rollbacks=1", f"train.inject_nan_at_steps={list(range(2, 20))}")
+    (summary,) = scan_runs(tmp_path / "runs")
+    assert summary.status == "nan_abort" and summary.nan_events >= 2
+    assert summary.volume_dice is not None  # the clean first epoch stays the best
+    result = write_report([tmp_path / "runs" / "nan"], tmp_path / "rep", max_cases=1, slices_per_case=1)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
