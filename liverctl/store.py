@@ -304,21 +304,29 @@ class LiverStore:
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
         return self._reader(case_id, "label").read(int(z))
 
-    def read_stack(self, case_id: str, z: int, context: int = 1) -> np.ndarray:
+    def read_stack(
+        self, case_id: str, z: int, context: int = 1, dtype: np.dtype | type = np.float32
+    ) -> np.ndarray:
         """Slices z-context .. z+context (clamped at the volume's ends), in HU.
 
-        Shape: float32 (2 * context + 1, X, Y); channel `context` is slice z itself.
+        Shape: (2 * context + 1, X, Y), float32 unless `dtype` says otherwise (float16 decodes straight
+        into the result with no conversion); channel `context` is slice z itself.
         """
         reader = self._reader(case_id, "image")
         depth = reader.shape[2]
         z = int(z)
         if not 0 <= z < depth:
             raise IndexError(f"slice {z} out of range for case {case_id!r} with {depth} slices")
-        out = np.empty((2 * context + 1, *reader.shape[:2]), dtype=np.float32)
-        buf = np.empty(reader.shape[:2], dtype=reader.dtype)
+        out = np.empty((2 * context + 1, *reader.shape[:2]), dtype=dtype)
+        direct = out.dtype == reader.dtype
+        buf = None if direct else np.empty(reader.shape[:2], dtype=reader.dtype)
         for i, zz in enumerate(range(z - context, z + context + 1)):
-            reader.read_into(min(max(zz, 0), depth - 1), buf)
-            out[i] = buf
+            zz = min(max(zz, 0), depth - 1)
+            if direct:
+                reader.read_into(zz, out[i])
+            else:
+                reader.read_into(zz, buf)
+                out[i] = buf
         return out
 
     # -- index ----------------------------------------------------------------------------------------

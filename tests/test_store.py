@@ -83,6 +83,9 @@ def test_read_stack_clamps_at_the_ends(tiny_store):
     np.testing.assert_array_equal(last[4], last[2])
     with pytest.raises(IndexError):
         store.read_stack("1", 24)
+    half = store.read_stack("1", 0, context=1, dtype=np.float16)
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half.astype(np.float32), first)
 
 
 def test_slice_index(tiny_store):
