@@ -33,9 +33,9 @@ CHECKPOINT_DIR = "checkpoints"
 SUBMISSIONS_FILE = "submissions.jsonl"
 # A log without `run_end` that was written to this recently belongs to a run still going.
 RUNNING_WINDOW_S = 30 * 60
-# Settings that differ between runs without being something a person varied.
-IGNORED_SETTINGS = ("description", "preset", "train.name", "train.run_name", "train.runs_dir",
-                    "train.out", "train.resume", "data.store")
+# Settings that differ between runs without changing what a run learns: not worth a column.
+IGNORED_SETTINGS = ("description", "preset", "data.store", "data.num_workers", "train.log_every",
+                    "infer.batch_size")
 # Table columns besides the varied settings, in display order.
 COLUMNS = ("name", "preset", "status", "nan", "epochs", "volume_dice", "slice_dice", "global_dice",
            "wall", "submitted")
@@ -140,6 +140,8 @@ def summarize_run(run_dir: str | os.PathLike, *, now: float | None = None) -> Ru
     summary.nan_events = log.nan_events
     _fill_epochs(summary, log, sidecars)
     _fill_status(summary, log, run_dir, sidecars, time.time() if now is None else now)
+    if summary.status == "running" and summary.epochs_done == 0 and "no checkpoint" in summary.problems:
+        summary.problems.remove("no checkpoint")  # the first one comes at the end of the first epoch
     summary.submissions = _read_submissions(run_dir, summary.problems)
     if summary.started is None:
         try:

@@ -233,3 +233,17 @@ def test_submission_scores_are_matched_to_their_csv(tmp_path):
     assert summary.best_submitted == pytest.approx(0.9)
     text = " | ".join(summary.problems)
     assert "b.scores.json predates the submission" in text and "c.csv no longer exists" in text
+
+
+def test_a_run_in_its_first_epoch_is_not_missing_a_checkpoint_yet(tmp_path):
+    run = make_run(tmp_path, "young", status=None, volume_dice=[], checkpoint=False)
+    mtime = (run / "events.jsonl").stat().st_mtime
+    summary = summarize_run(run, now=mtime + 5)
+    assert summary.status == "running" and summary.epochs_done == 0
+    assert summary.problems == []
+
+
+def test_settings_that_cannot_change_results_are_not_columns(tmp_path):
+    make_run(tmp_path, "a", settings={"train.log_every": 5, "data.num_workers": 0, "infer.batch_size": 4})
+    make_run(tmp_path, "b", settings={"train.log_every": 50, "data.num_workers": 2, "optim.lr": 3e-4})
+    assert varied_settings(scan_runs(tmp_path, now=LATER)) == ["optim.lr"]
