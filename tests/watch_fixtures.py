@@ -44,8 +44,9 @@ class EventScript:
                         versions={"torch": "2.x"}, resumed_from=None, **fields)
 
     def epoch(self, epoch: int, *, seconds=60.0, train_loss=0.3, val_loss=0.25, volume_dice=0.9,
-              slice_dice=0.95, global_dice=0.92, is_best=False, epochs=3, **fields) -> str:
-        return self.add("epoch_end", after=seconds, epoch=epoch, train_loss=train_loss, val_loss=val_loss,
+              slice_dice=0.95, global_dice=0.92, is_best=False, epochs=3, after=None, **fields) -> str:
+        """An epoch_end `after` seconds from the last event (default: the whole epoch's `seconds`)."""
+        return self.add("epoch_end", after=seconds if after is None else after, epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                         volume_dice=volume_dice, slice_dice=slice_dice, global_dice=global_dice,
                         seconds=seconds, is_best=is_best, epochs=epochs, **fields)
 
@@ -96,7 +97,8 @@ def realistic_run(name: str, *, nan: bool, t0: float, epochs: int = 15) -> Itera
         best = max(best, volume)
         # As the trainer does: step-level events carry the epoch in progress from 0, epoch_end and its
         # checkpoints the number of epochs done.
-        yield s.epoch(epoch + 1, seconds=epoch_s + 7 * (epoch % 3), train_loss=round(loss, 4),
+        # The step events already moved the clock through the epoch: only validation is left.
+        yield s.epoch(epoch + 1, seconds=epoch_s + 7 * (epoch % 3), after=7 * (epoch % 3), train_loss=round(loss, 4),
                       val_loss=round(loss * 1.1, 4), volume_dice=round(volume, 4),
                       slice_dice=round(min(0.995, volume + 0.02), 4), global_dice=round(volume + 0.008, 4),
                       is_best=is_best, epochs=epochs)
@@ -119,9 +121,9 @@ def main() -> None:
     args = parser.parse_args()
     args.run_dir.mkdir(parents=True, exist_ok=True)
     path = args.run_dir / "events.jsonl"
-    n_lines = sum(1 for _ in realistic_run(args.run_dir.name, nan=args.nan, t0=0.0, epochs=args.epochs))
-    # Timestamps end now (or run on from now, when live), so that the run does not look stalled.
-    t0 = time.time() if args.live else time.time() - 30 - 1440.0 * 6 * (1 if args.nan else args.epochs / 6)
+    dry = [json.loads(line) for line in realistic_run(args.run_dir.name, nan=args.nan, t0=0.0, epochs=args.epochs)]
+    # Timestamps end 30 s ago (or run on from now, when live), so that the run does not look stalled.
+    t0 = time.time() if args.live else time.time() - 30 - dry[-1]["ts"]
     lines = realistic_run(args.run_dir.name, nan=args.nan, t0=t0, epochs=args.epochs)
     with open(path, "w", encoding="utf-8") as fh:
         for line in lines:
@@ -133,7 +135,7 @@ def main() -> None:
             fh.flush()
             if args.live:
                 time.sleep(args.live)
-    print(f"wrote {n_lines} events to {path}")
+    print(f"wrote {len(dry)} events to {path}")
 
 
 if __name__ == "__main__":
