@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.checkpoint import CHECKPOINT_DIR
+from liverctl.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.errors import LiverctlError
 from liverctl.events import EVENTS_FILE, SCHEMA_VERSION, parse_line
 
@@ -29,7 +31,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 CONFIG_FILE = "config.toml"
-CHECKPOINT_DIR = "checkpoints"
 SUBMISSIONS_FILE = "submissions.jsonl"
 # A log without `run_end` that was written to this recently belongs to a run still going.
 RUNNING_WINDOW_S = 30 * 60
@@ -302,6 +303,10 @@ def _read_sidecars(run_dir: Path, problems: list[str]) -> dict[str, dict]:
             continue
         if isinstance(data, dict):
             sidecars[which] = data
+            fmt = data.get("format")
+            if fmt != CHECKPOINT_FORMAT:
+                problems.append(f"checkpoints/{which}.json has format {fmt!r}, not {CHECKPOINT_FORMAT!r}; "
+                                "read as best we can")
         else:
             problems.append(f"checkpoints/{which}.json is not a JSON object")
     if not any((ckpt_dir / f"{w}.{ext}").exists() for w in ("last", "best") for ext in ("pt", "json")):

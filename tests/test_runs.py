@@ -108,6 +108,17 @@ def test_other_schema_versions_are_read_and_named(tmp_path, version, words):
     assert any(words in p for p in summary.problems), summary.problems
 
 
+def test_unknown_checkpoint_format_is_named(tmp_path):
+    run = make_run(tmp_path, "r")
+    sidecar = json.loads((run / "checkpoints" / "last.json").read_text(encoding="utf-8"))
+    sidecar["format"] = "liverctl-checkpoint/9"
+    (run / "checkpoints" / "last.json").write_text(json.dumps(sidecar), encoding="utf-8")
+    summary = summarize_run(run, now=LATER)
+    assert summary.problems == [
+        "checkpoints/last.json has format 'liverctl-checkpoint/9', not 'liverctl-checkpoint/1'; read as best we can"
+    ]
+
+
 def test_missing_config_falls_back_to_the_run_start_event(tmp_path):
     run = make_run(tmp_path, "r", config_file=False, settings={"loss.name": "tversky"})
     summary = summarize_run(run, now=LATER)
