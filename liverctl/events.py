@@ -16,6 +16,9 @@ One JSON object per line, appended and flushed by the trainer, never rewritten. 
 | run_end     | status (completed/failed/interrupted/time_limit/nan_abort), best {epoch,             |
 |             | volume_dice}, message                                                                |
 
+`epoch` on every line is the number of epochs completed when the event was written: steps of the
+first epoch carry 0, its `epoch_end` and `checkpoint` carry 1. `step` is the global optimiser step.
+
 Non-finite numbers are written as `null`, and the writer adds a `nan` event naming the fields
 (action `report`) unless the caller already wrote one. Readers tolerate unknown kinds, a half-written
 last line and a file that does not exist yet.
