@@ -107,7 +107,7 @@ def write_report(
     store_path: str | os.PathLike | None = None,
     max_cases: int = 6,
     slices_per_case: int = 3,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> ReportResult:
     """Write the report folder for `run_dirs` into `out_dir` (replaced whole if it exists)."""
     if not run_dirs:
@@ -308,8 +308,10 @@ def predict_validation_cases(
         from liverctl.metrics import DiceCounts, slice_counts
         from liverctl.predict import load_run_models, predict_cases
         from liverctl.store import LiverStore
+        from liverctl.submit import resolve_device
     except ImportError as exc:  # e.g. a listing-only install without torch
         raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
+    device = resolve_device(device)  # a device that is not there is the user's error, not a skip
 
     cfg_data = run.summary.settings
     store_path = Path(store_path if store_path is not None else cfg_data.get("data.store", "store/liver.zarr"))
@@ -329,7 +331,7 @@ def predict_validation_cases(
     threshold = float(infer.get("threshold", 0.5))
     tta = str(infer.get("tta", "none"))
     how = (f"checkpoint {which}.pt, {len(case_ids)} case(s) of validation fold {fold} from {store_path}, "
-           f"TTA {tta}, threshold {threshold:g}, no post-processing")
+           f"TTA {tta}, threshold {threshold:g}, no post-processing, on {device}")
     results = []
     try:
         for case, probs in predict_cases([run_model], store, case_ids, tta=tta,

@@ -230,3 +230,18 @@ def test_tiny_nan_abort_run_is_listed_with_its_nan_events(tiny_store, tmp_path):
     assert summary.volume_dice is not None  # the clean first epoch stays the best
     result = write_report([tmp_path / "runs" / "nan"], tmp_path / "rep", max_cases=1, slices_per_case=1)
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
+
+
+def test_asking_for_an_absent_device_is_an_error_not_a_skip(tmp_path):
+    import torch
+    from run_fixtures import add_model_checkpoint, make_config
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    settings = {"data.input_size": 64}
+    run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = CliRunner().invoke(app, ["report", str(run), "--device", "cuda", "--out", str(tmp_path / "rep")])
+    assert result.exit_code != 0 and "CUDA is not available" in result.stderr
+    assert not (tmp_path / "rep").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no temporary folder left behind

@@ -137,7 +137,7 @@ def report_command(
     overlays: bool = typer.Option(True, "--overlays/--no-overlays",
                                   help="Predict the validation cases for overlays and per-case Dice."),
     max_cases: int = typer.Option(6, "--max-cases", min=1, help="Validation cases with overlays."),
-    device: str = typer.Option("cpu", "--device", help="Device for the prediction overlays."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N, for the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
     from liverctl import report, runs
