@@ -33,6 +33,7 @@ CURVES_FIGSIZE = (12.0, 8.0)  # inches at DPI -> 1200 x 800 px
 DICE_FIGSIZE_HEIGHT = 4.5
 DPI = 100
 OVERLAY_PANEL_IN = 3.2  # inches per overlay panel (three panels per slice row)
+REPORT_MARKER = ".liverctl-report"  # marks a folder that `report` may replace
 DICE_STYLES = {"volume_dice": "-", "slice_dice": "--", "global_dice": ":"}
 
 
@@ -117,6 +118,7 @@ def write_report(
     if len(set(names)) != len(names):
         raise LiverctlError(f"two runs share a name ({', '.join(names)}); give distinct run folders")
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)  # before minutes of prediction, and again just before the swap
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     umask = os.umask(0)
@@ -147,6 +149,8 @@ def write_report(
             cases = {}
             skipped.append("prediction overlays and per-case Dice: turned off (--no-overlays)")
         write_index(data, predictions, skipped, work / "index.html", with_case_dice=any(cases.values()))
+        (work / REPORT_MARKER).write_text("written by liverctl report; the folder is replaced whole on "
+                                          "the next report\n", encoding="utf-8")
         _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -160,12 +164,23 @@ def write_report(
     return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases)
 
 
+def _check_out_dir(target: Path) -> None:
+    """Refuse to replace anything but an empty folder or an earlier report (`--out runs` must not
+    delete the runs)."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise LiverctlError("exists and is not a folder; choose another --out", path=target)
+    if any(target.iterdir()) and not (target / REPORT_MARKER).is_file():
+        raise LiverctlError("exists and is not a liverctl report; choose another --out (an earlier report "
+                            "there would be replaced)", path=target)
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     """Put folder `new` at `target`; an old report there is moved aside first, then deleted."""
     old = None
+    _check_out_dir(target)
     if target.exists():
-        if not target.is_dir():
-            raise LiverctlError("exists and is not a folder; choose another --out", path=target)
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     os.replace(new, target)

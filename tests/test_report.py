@@ -245,3 +245,13 @@ def test_asking_for_an_absent_device_is_an_error_not_a_skip(tmp_path):
     assert result.exit_code != 0 and "CUDA is not available" in result.stderr
     assert not (tmp_path / "rep").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no temporary folder left behind
+
+
+def test_out_dir_that_is_not_a_report_is_never_replaced(two_runs, tmp_path):
+    runs_dir = two_runs[0].parent
+    with pytest.raises(LiverctlError, match="not a liverctl report"):
+        write_report([two_runs[0]], runs_dir, overlays=False)
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["a-v3", "b-focal"]
+    (tmp_path / "empty").mkdir()
+    write_report([two_runs[0]], tmp_path / "empty", overlays=False)  # an empty folder is fine
+    assert (tmp_path / "empty" / "index.html").is_file()

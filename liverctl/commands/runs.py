@@ -145,6 +145,10 @@ def report_command(
     with guarded():
         run_dirs = [runs.resolve_run(spec, runs_dir) for spec in run_specs]
         out_dir = out if out is not None else report.default_out_dir(run_dirs)
+        if overlays:
+            console.print(f"writing {out_dir}: predicting up to {max_cases} validation case(s) per run for the "
+                          "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
+                          highlight=False)
         result = report.write_report(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device
         )
