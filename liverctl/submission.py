@@ -322,9 +322,8 @@ def read_submission(
         raise MalformedSubmission(path, [Problem(None, "the file is empty")])
 
     found_header = tuple(rows[0][1])
-    looks_like_data = bool(found_header) and split_slice_id(found_header[0]) is not None and (
-        split_slice_id(found_header[0])[0] in shapes
-    )
+    # A first row shaped like `<case>_<z>` is data (a file without a header), even for an unknown case.
+    looks_like_data = bool(found_header) and split_slice_id(found_header[0]) is not None
     if header is not None and found_header != tuple(header):
         problems.append(Problem(1, f"bad header {','.join(found_header)!r}: expected {','.join(header)!r}"))
     elif header is None and (len(found_header) != 2 or looks_like_data):

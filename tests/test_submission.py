@@ -183,3 +183,11 @@ def test_any_two_column_header_accepted_when_not_required(tmp_path):
     headerless.write_text("a_0,2 2\n")
     with pytest.raises(MalformedSubmission, match="a data row, not a header"):
         read_submission(headerless, shapes, header=None)
+    unknown_first = tmp_path / "u.csv"
+    unknown_first.write_text("zz_0,1 0\na_0,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(unknown_first, shapes, header=None)
+    assert [str(p) for p in info.value.problems] == [
+        "line 1: bad header 'zz_0,1 0': a data row, not a header; expected e.g. 'id,rle'",
+        "line 1 (id 'zz_0'): unknown id: no such test case",
+    ]
