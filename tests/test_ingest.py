@@ -179,6 +179,18 @@ def test_new_liver_labels_reingest_training_cases(dataset, tmp_path):
     assert LiverStore.open(store).attrs["liver_labels"] == [1]
 
 
+def test_other_fold_count_reassigns_folds_without_reingesting(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    summary = ingest_folder(dataset, store=store, n_folds=3, workers=1)
+    assert summary.ingested == []
+    opened = LiverStore.open(store)
+    assert sorted(opened.folds().values()) == [0, 0, 1, 1, 2, 2]
+    assert opened.attrs["n_folds"] == 3
+    index = opened.slice_index()
+    assert set(index.fold[index.rows(split="train")]) == {0, 1, 2}
+
+
 def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_store, tmp_path):
     store = tmp_path / "liver.zarr"
     ingest_folder(tiny_dataset, store=store, workers=1)
