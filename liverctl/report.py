@@ -269,7 +269,8 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     """Volume Dice per validation case: one group of bars per case, one bar per run; mean as a line."""
     names = [n for n, results in cases.items() if results]
     case_ids = sorted({c.case for n in names for c in cases[n]}, key=_natural_key)
-    width_in = max(6.0, min(24.0, 1.0 + 0.45 * len(case_ids) * max(1, len(names))))
+    # wide enough for the bars and for a legend row of up to three runs
+    width_in = max(6.0, 2.8 * min(3, len(names)), min(24.0, 1.0 + 0.45 * len(case_ids) * len(names)))
     fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
     ax = fig.subplots()
     bar_w = 0.8 / len(names)
@@ -284,7 +285,7 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     ax.set_xticks(range(len(case_ids)), case_ids, rotation=45 if len(case_ids) > 6 else 0, ha="right"
                   if len(case_ids) > 6 else "center", fontsize="small")
     ax.set(ylim=(0, 1.02), ylabel="volume Dice", title="volume Dice per validation case (dashed: mean)")
-    ax.legend(fontsize="small", loc="lower right")
+    fig.legend(fontsize="small", loc="outside lower center", ncols=min(3, len(names)))  # bars may reach 1
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     return path
