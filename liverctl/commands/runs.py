@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
 
 def runs_command(
     runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run folders (or one run folder)."),
-    sort: str = typer.Option("started", "--sort", help="Column or dotted setting to sort by "
+    sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, volume_dice, "
+                             "slice_dice, global_dice, wall, submitted, started or a dotted setting "
                              "(numbers largest first, text A-Z; default: newest first)."),
     reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
