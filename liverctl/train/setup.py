@@ -61,8 +61,10 @@ class Session:
     def validate(self) -> dict:
         from liverctl.train.validation import validate
 
+        # the unwrapped model: a DDP forward broadcasts buffers, a collective that ranks with fewer
+        # validation cases would never join
         return validate(
-            self.model,
+            self.raw_model,
             self.val_loader,
             self.loss_fn,
             self.val_case_ids,
