@@ -12,7 +12,10 @@ from liverctl.postprocess import (
     postprocess_nifti,
 )
 
-REAL = Path("/work/shared/data/real")
+# The real CT samples sit beside the repository (../shared/data/real), as in tests/conftest.py.
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
 
 
 def _two_blobs():

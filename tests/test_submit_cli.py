@@ -18,7 +18,10 @@ from typer.testing import CliRunner
 from liverctl.cli import app
 
 runner = CliRunner()
-REAL = Path("/work/shared/data/real")
+# The real CT samples sit beside the repository (../shared/data/real), as in tests/conftest.py.
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
 
 
 def make_run(root: Path, store: Path, name: str = "tiny", *, context: int = 1, seed: int = 0, **data) -> Path:
