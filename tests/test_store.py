@@ -151,3 +151,20 @@ def test_open_errors(tmp_path, tiny_store):
     shutil.rmtree(copy / "index")
     with pytest.raises(LiverctlError, match="no slice index"):
         LiverStore.open(copy)
+
+
+def test_float16_conversion_through_torch_is_exact():
+    import torch
+
+    from liverctl.store import convert_float16
+
+    every_float16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(256, 256)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # 1: the torch path (as in DataLoader workers); 2: numpy
+            torch.set_num_threads(n)
+            converted = convert_float16(every_float16)
+            assert converted.dtype == np.float32
+            np.testing.assert_array_equal(converted, every_float16.astype(np.float32))
+    finally:
+        torch.set_num_threads(threads)
