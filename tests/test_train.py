@@ -198,3 +198,48 @@ def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_pa
     assert result.exit_code == 2 and "made by preset 'demo'" in result.stderr
     result = runner.invoke(app, [*args, *sets])
     assert result.exit_code == 2 and "already exists" in result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_resumes_from_the_last_checkpoint(tiny_store, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "k", "--runs-dir", str(tmp_path),
+            "--store", str(tiny_store), "--device", "cpu", "--epochs", "3", "-q"]
+    for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3", "train.log_every=1"]:
+        args += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "k" / "events.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:  # wait for a step of the second epoch
+            if any(e["kind"] == "step" and e["epoch"] == 1 for e in read_events(log)):
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert read_events(log)[-1]["kind"] != "run_end"
+    result = runner.invoke(app, ["train", "--resume", "k", "--runs-dir", str(tmp_path), "-q", "--device", "cpu"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    events = read_events(log)
+    resumed = [e for e in events if e["kind"] == "run_start"][1]["resumed_from"]
+    assert resumed == {"epoch": 1, "global_step": 3, "step_in_epoch": 0}  # lost at most the epoch under way
+    assert events[-1]["status"] == "completed" and events[-1]["step"] == 9
+    assert [e["epoch"] for e in events if e["kind"] == "epoch_end"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("amp", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])  # CPU fp16 is slow
+def test_mixed_precision_on_cpu_trains_finitely_and_reports_its_mode(tiny_store, tmp_path, amp):
+    cfg = tiny_cfg(tiny_store, "train.epochs=1", f"train.amp='{amp}'", "loss.name='0.7*dice + 0.3*focal'")
+    result = loop.run_training(cfg, tmp_path / amp, device="cpu", show_progress=False)
+    events = read_events(tmp_path / amp / "events.jsonl")
+    assert result["status"] == "completed" and events[0]["amp"] == amp
+    state = load_checkpoint(checkpoint_path(tmp_path / amp, "last"))
+    assert (state["scaler"] != {}) == (amp == "fp16")  # a GradScaler only for fp16
+    assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "step")
