@@ -135,10 +135,10 @@ def float16_stats(volume16: np.ndarray) -> dict[str, float]:
     Uses a histogram over the 65,536 float16 bit patterns, so it needs no sort and little memory.
     """
     counts = np.zeros(1 << 16, dtype=np.int64)
-    flat = volume16.reshape(-1, volume16.shape[-1]) if volume16.ndim > 1 else volume16[:, None]
-    for z0 in range(0, flat.shape[1], _Z_BLOCK):
-        block = np.ascontiguousarray(flat[:, z0 : z0 + _Z_BLOCK]).view(np.uint16).reshape(-1)
-        counts += np.bincount(block, minlength=1 << 16)
+    bits = volume16.view(np.uint16)
+    for z0 in range(0, bits.shape[-1], _Z_BLOCK):
+        # NIfTI arrays come in Fortran order, where a slab of slices is contiguous: no copy.
+        counts += np.bincount(bits[..., z0 : z0 + _Z_BLOCK].ravel(order="K"), minlength=1 << 16)
     present = np.flatnonzero(counts)
     values = present.astype(np.uint16).view(np.float16).astype(np.float64)
     order = np.argsort(values, kind="stable")
