@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from liverctl.bench import baseline
 from liverctl.bench.run import Figure
-from liverctl.bench.timing import ratio, time_repeats
+from liverctl.bench.timing import ratio, time_interleaved
 from liverctl.cli import app
 
 # Every figure issue 6 asks for, by its JSON key.
@@ -131,14 +131,15 @@ def test_notebook_largest_component_keeps_the_biggest_blob():
     assert not baseline.notebook_largest_component(np.zeros((3, 3, 3), dtype=bool)).any()
 
 
-def test_time_repeats_runs_setup_before_every_timed_run():
+def test_time_interleaved_takes_turns_and_leaves_out_the_warmup():
     calls = []
-    timing = time_repeats(lambda: calls.append("work") or len(calls), 3, setup=lambda: calls.append("setup"),
-                          warmup=1)
-    assert calls == ["setup", "work"] * 4
-    assert len(timing.seconds) == 3 and timing.result == 8
+    works = {"a": lambda: calls.append("a") or len(calls), "b": lambda: calls.append("b") or len(calls)}
+    timings = time_interleaved(works, 3, setups={"b": lambda: calls.append("setup b")}, warmup=1)
+    assert calls == ["a", "setup b", "b"] * 4  # in turns, setup untimed before each run of b
+    assert [len(t.seconds) for t in timings.values()] == [3, 3]  # the warm-up round is not counted
+    assert timings["b"].result == 12 and timings["a"].median >= 0
     with pytest.raises(ValueError):
-        time_repeats(lambda: None, 0)
+        time_interleaved(works, 0)
     assert ratio(None, 1.0) is None and ratio(1.0, 0.0) is None and ratio(3.0, 2.0) == 1.5
 
 

@@ -128,9 +128,12 @@ def notebook_loader(dataset: NotebookSliceDataset, batch_size: int, seed: int = 
 
 
 def read_cache_window(cache_dir: Path, row: CacheRow) -> np.ndarray:
-    """The read path alone: the three float16 slices of one 2.5D window. Shape: (3, X, Y)."""
+    """The read path alone: the three slices of one 2.5D window, as float32 like the Dataset uses them.
+
+    Shape: (3, X, Y).
+    """
     zs = (max(row.z - 1, 0), row.z, min(row.z + 1, row.depth - 1))
-    return np.stack([np.load(cache_dir / "images" / f"{row.case}_{z}.npy") for z in zs])
+    return np.stack([np.load(cache_dir / "images" / f"{row.case}_{z}.npy") for z in zs]).astype(np.float32)
 
 
 def notebook_rle(mask: np.ndarray) -> str:

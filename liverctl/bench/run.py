@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from liverctl.bench import baseline
-from liverctl.bench.timing import ratio, time_repeats
+from liverctl.bench.timing import Timing, ratio, time_interleaved
 from liverctl.errors import LiverctlError
 
 JSON_FORMAT = "liverctl-bench/1"
 LIVER_LABELS = (1,)
+LIVERCTL, BASELINE = "liverctl", "baseline"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,6 +145,24 @@ def _why(exc: BaseException) -> str:
 
 def _missing(exc: ModuleNotFoundError) -> Unavailable:
     return Unavailable(f"not available: {exc.name} missing")
+
+
+def _race(
+    works: dict[str, Callable[[], Any]],
+    repeats: int,
+    *,
+    setups: dict[str, Callable[[], Any]] | None = None,
+    warmup: int = 0,
+) -> tuple[dict[str, Timing], str | None]:
+    """Time the parts in turns (`time_interleaved`). If the liverctl part fails, time the others alone
+    and return why it failed, so the reference column still stands."""
+    try:
+        return time_interleaved(works, repeats, setups=setups, warmup=warmup), None
+    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
+        if LIVERCTL not in works:
+            raise
+        rest = {k: w for k, w in works.items() if k != LIVERCTL}
+        return time_interleaved(rest, repeats, setups=setups, warmup=warmup), _why(exc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,23 +308,24 @@ def _measure_ingest(ctx: _Context) -> list[Figure]:
     bytes_fig = Figure("store_bytes", "bytes on disk (store vs .npy cache), synthetic", "bytes", "baseline",
                        higher_is_better=False, target="<= 0.6")
 
-    floor = time_repeats(lambda: read_floor(ctx.cases), s.repeats)
-    cache = time_repeats(lambda: baseline.build_notebook_cache(ctx.cases, cache_dir, liver_labels=LIVER_LABELS),
-                         s.repeats, setup=_fresh(cache_dir))
+    works = {
+        "floor": lambda: read_floor(ctx.cases),
+        BASELINE: lambda: baseline.build_notebook_cache(ctx.cases, cache_dir, liver_labels=LIVER_LABELS),
+        LIVERCTL: lambda: _liverctl_ingest(ctx.data_dir, store_path, s.workers),
+    }
+    timings, why = _race(works, s.repeats, setups={BASELINE: _fresh(cache_dir), LIVERCTL: _fresh(store_path)})
     ctx.cache_dir = cache_dir
-    floor_fig.baseline, floor_fig.seconds["floor"] = floor.median, floor.seconds
-    ingest_fig.baseline, ingest_fig.seconds["baseline"] = cache.median, cache.seconds
+    floor_fig.baseline, floor_fig.seconds["floor"] = timings["floor"].median, timings["floor"].seconds
+    ingest_fig.baseline, ingest_fig.seconds[BASELINE] = timings[BASELINE].median, timings[BASELINE].seconds
     bytes_fig.baseline = float(tree_bytes(cache_dir))
-    try:
-        ingest = time_repeats(lambda: _liverctl_ingest(ctx.data_dir, store_path, s.workers), s.repeats,
-                              setup=_fresh(store_path))
+    if why is None:
         ctx.store_path = store_path
         for fig in (ingest_fig, floor_fig):
-            fig.liverctl, fig.seconds["liverctl"] = ingest.median, ingest.seconds
+            fig.liverctl, fig.seconds[LIVERCTL] = timings[LIVERCTL].median, timings[LIVERCTL].seconds
         bytes_fig.liverctl = float(tree_bytes(store_path))
-    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
+    else:
         for fig in (ingest_fig, floor_fig, bytes_fig):
-            fig.note = _why(exc)
+            fig.note = why
     return [ingest_fig.settle(), floor_fig.settle(), bytes_fig.settle()]
 
 
@@ -410,19 +430,21 @@ def _measure_loading(ctx: _Context) -> list[Figure]:
                 f"notebook num_workers=0), {count} samples" if augment
                 else f"loading: 2.5D samples/s without augmentation (read path), {count} samples")
         fig = Figure(key, what, "samples/s", "baseline", higher_is_better=True, target=">= 1.8")
+        dataset = _baseline_dataset(ctx, samples.cache_rows, augment)
+        base_loader = baseline.notebook_loader(dataset, s.loader_batch, s.seed)
+        works = {BASELINE: lambda bl=base_loader: _epoch_samples(bl)}
         try:
-            dataset = _baseline_dataset(ctx, samples.cache_rows, augment)
-            base_loader = baseline.notebook_loader(dataset, s.loader_batch, s.seed)
-            base = time_repeats(lambda bl=base_loader: _epoch_samples(bl), s.repeats, warmup=1)
-            fig.baseline, fig.seconds["baseline"] = base.rate(base.result), base.seconds
-            cfg = _with_augment(ctx.config(), augment)
-            loader = _liverctl_loader(ctx, cfg, samples.store_rows, s.loader_batch)
-            # warm-up epoch starts the (persistent) workers, as the first epoch of a run does
-            mine = time_repeats(lambda ld=loader: _epoch_samples(ld), s.repeats, warmup=1)
-            del loader
-            fig.liverctl, fig.seconds["liverctl"] = mine.rate(mine.result), mine.seconds
+            loader = _liverctl_loader(ctx, _with_augment(ctx.config(), augment), samples.store_rows, s.loader_batch)
+            works[LIVERCTL] = lambda ld=loader: _epoch_samples(ld)
         except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
             fig.note = _why(exc)
+        # the warm-up round starts liverctl's persistent workers, as the first epoch of a run does
+        timings, why = _race(works, s.repeats, warmup=1)
+        works.clear()  # let the loader's workers go
+        fig.note = why or fig.note
+        for side, t in timings.items():
+            setattr(fig, side, t.rate(t.result))
+            fig.seconds[side] = t.seconds
         figs.append(fig.settle())
     return figs
 
@@ -456,6 +478,13 @@ def _train_step_fn(ctx: _Context):
     return step, device
 
 
+def _model_only(step, image, mask, steps: int) -> int:
+    """`steps` optimizer steps on one batch already in memory; returns the number of images."""
+    for _ in range(steps):
+        step(image, mask)
+    return steps * len(image)
+
+
 def _train_epoch(step, loader) -> int:
     """Train on one epoch of `loader`; returns the number of images."""
     seen = 0
@@ -478,27 +507,35 @@ def _measure_training(ctx: _Context) -> list[Figure]:
     count = s.train_steps * s.train_batch
     try:
         step, device = _train_step_fn(ctx)
-        image = torch.rand(s.train_batch, 3, s.size, s.size)
-        mask = (torch.rand(s.train_batch, 1, s.size, s.size) > 0.7).float()
-        step(image, mask)  # warm-up: allocator, cudnn autotune
-        model_only = time_repeats(lambda: [step(image, mask) for _ in range(s.train_steps)], s.repeats)
-        vs_model.baseline, vs_model.seconds["model only"] = model_only.rate(count), model_only.seconds
-        samples = _pick_samples(ctx, count)
-        dataset = _baseline_dataset(ctx, samples.cache_rows, True)
-        base_loader = baseline.notebook_loader(dataset, s.train_batch, s.seed)
-        base = time_repeats(lambda: _train_epoch(step, base_loader), s.repeats, warmup=1)
-        vs_base.baseline, vs_base.seconds["baseline"] = base.rate(base.result), base.seconds
+    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
+        vs_model.note = vs_base.note = _why(exc)
+        return [vs_model, vs_base]
+    image = torch.rand(s.train_batch, 3, s.size, s.size)
+    mask = (torch.rand(s.train_batch, 1, s.size, s.size) > 0.7).float()
+    samples = _pick_samples(ctx, count)
+    base_loader = baseline.notebook_loader(_baseline_dataset(ctx, samples.cache_rows, True), s.train_batch, s.seed)
+    works = {
+        "model only": lambda: _model_only(step, image, mask, s.train_steps),
+        BASELINE: lambda: _train_epoch(step, base_loader),
+    }
+    try:
         loader = _liverctl_loader(ctx, ctx.config(), samples.store_rows, s.train_batch)
-        # the warm-up epoch starts the persistent workers, as a run's first epoch does
-        full = time_repeats(lambda ld=loader: _train_epoch(step, ld), s.repeats, warmup=1)
-        del loader
-        vs_model.liverctl = vs_base.liverctl = full.rate(full.result)
-        vs_model.seconds["liverctl"] = vs_base.seconds["liverctl"] = full.seconds
+        works[LIVERCTL] = lambda ld=loader: _train_epoch(step, ld)
+    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
+        vs_model.note = vs_base.note = _why(exc)
+    # warm-up round: allocator and autotuning, liverctl's persistent workers
+    timings, why = _race(works, s.repeats, warmup=1)
+    works.clear()
+    if why:
+        vs_model.note = vs_base.note = why
+    vs_model.baseline, vs_model.seconds["model only"] = timings["model only"].rate(count), timings["model only"].seconds
+    vs_base.baseline, vs_base.seconds[BASELINE] = timings[BASELINE].rate(count), timings[BASELINE].seconds
+    if LIVERCTL in timings:
+        vs_model.liverctl = vs_base.liverctl = timings[LIVERCTL].rate(count)
+        vs_model.seconds[LIVERCTL] = vs_base.seconds[LIVERCTL] = timings[LIVERCTL].seconds
         if device != "cuda":
             vs_model.note = ("the 0.9 target is for a GPU; on a CPU the model and the loader workers share "
                              "the same cores")
-    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
-        vs_model.note = vs_base.note = _why(exc)
     return [vs_model.settle(target_applies=torch.cuda.is_available()), vs_base.settle()]
 
 
@@ -529,30 +566,20 @@ def _measure_submit(ctx: _Context) -> list[Figure]:
 
     post = Figure("postprocess_seconds", f"submit: largest-component clean-up of one {shape} mask "
                   "(liverctl postprocess vs scipy.ndimage)", "s", "baseline", higher_is_better=False)
-    base = time_repeats(lambda: baseline.notebook_largest_component(mask), s.repeats)
-    post.baseline, post.seconds["baseline"] = base.median, base.seconds
-    try:
-        mine = time_repeats(lambda: _liverctl_postprocess(mask), s.repeats)
-        post.liverctl, post.seconds["liverctl"] = mine.median, mine.seconds
-    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
-        post.note = _why(exc)
+    _race_into(post, {BASELINE: lambda: baseline.notebook_largest_component(mask),
+                      LIVERCTL: lambda: _liverctl_postprocess(mask)}, s.repeats)
 
     rle = Figure("rle_seconds", f"submit: run-length encoding of all {mask.shape[-1]} slices",
                  "s", "baseline", higher_is_better=False)
-    base = time_repeats(lambda: [baseline.notebook_rle(mask[..., z]) for z in range(mask.shape[-1])], s.repeats)
-    rle.baseline, rle.seconds["baseline"] = base.median, base.seconds
-    try:
-        mine = time_repeats(lambda: _liverctl_rle(mask), s.repeats)
-        rle.liverctl, rle.seconds["liverctl"] = mine.median, mine.seconds
-    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
-        rle.note = _why(exc)
+    _race_into(rle, {BASELINE: lambda: [baseline.notebook_rle(mask[..., z]) for z in range(mask.shape[-1])],
+                     LIVERCTL: lambda: _liverctl_rle(mask)}, s.repeats)
 
     infer = Figure("inference_seconds_per_slice",
                    f"submit: inference seconds per slice ({s.preset}, {s.size}x{s.size}, hflip TTA; "
                    "liverctl batched vs notebook one slice at a time)", "s/slice", "baseline",
                    higher_is_better=False)
     try:
-        _measure_inference(ctx, infer, case_id, volume_path)
+        _measure_inference(ctx, infer, volume_path, case_id)
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         infer.note = _why(exc)
     return [post.settle(), rle.settle(), infer.settle()]
@@ -574,7 +601,7 @@ def _liverctl_rle(mask: np.ndarray) -> list[str]:
     return encode_volume(mask)
 
 
-def _measure_inference(ctx: _Context, fig: Figure, case_id: str, volume_path: Path) -> None:
+def _measure_inference(ctx: _Context, fig: Figure, volume_path: Path, case_id: str) -> None:
     import nibabel as nib
 
     torch = ctx.torch
@@ -591,9 +618,17 @@ def _measure_inference(ctx: _Context, fig: Figure, case_id: str, volume_path: Pa
     n = min(s.infer_slices, depth)
     z0 = (depth - n) // 2
     zs = list(range(z0, z0 + n))
+    works = {BASELINE: lambda: baseline.notebook_predict_slices(model, volume, zs)}
+    try:
+        works[LIVERCTL] = _liverctl_predict_fn(ctx, model, cfg, case_id, z0, n)
+    except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
+        fig.note = _why(exc)
     with torch.inference_mode():
-        base = time_repeats(lambda: baseline.notebook_predict_slices(model, volume, zs), s.repeats, warmup=1)
-    fig.baseline, fig.seconds["baseline"] = base.median / n, base.seconds
+        _race_into(fig, works, s.repeats, warmup=1, per=n)
+
+
+def _liverctl_predict_fn(ctx: _Context, model, cfg: dict, case_id: str, z0: int, n: int) -> Callable[[], Any]:
+    """liverctl's prediction of slices z0 .. z0 + n - 1 of a store case (hflip TTA, batched)."""
     if ctx.store_path is None:
         raise Unavailable("not available: liverctl.ingest missing (no store)")
     try:
@@ -605,11 +640,18 @@ def _measure_inference(ctx: _Context, fig: Figure, case_id: str, volume_path: Pa
     window = store_volume(store, case_id)[..., z0:z0 + n]
     stats = store.meta(case_id).get("stats") or {}
     run = RunModel(run_dir=ctx.work, model=model, cfg=cfg)
-    mine = time_repeats(
-        lambda: predict_case_probabilities(run, window, stats, tta=cfg["infer"]["tta"],
-                                           batch_size=int(cfg["infer"]["batch_size"]), amp="off"),
-        s.repeats, warmup=1)
-    fig.liverctl, fig.seconds["liverctl"] = mine.median / n, mine.seconds
+    return lambda: predict_case_probabilities(run, window, stats, tta=cfg["infer"]["tta"],
+                                              batch_size=int(cfg["infer"]["batch_size"]), amp="off")
+
+
+def _race_into(fig: Figure, works: dict[str, Callable[[], Any]], repeats: int, *, warmup: int = 0,
+               per: int = 1) -> None:
+    """Time `works` in turns and put each side's median seconds (divided by `per`) into `fig`."""
+    timings, why = _race(works, repeats, warmup=warmup)
+    fig.note = why or fig.note
+    for side, t in timings.items():
+        setattr(fig, side, t.median / per)
+        fig.seconds[side] = t.seconds
 
 
 def store_volume(store, case_id: str) -> np.ndarray:
@@ -672,27 +714,28 @@ def _measure_real(ctx: _Context) -> list[Figure]:
     rows = baseline.build_notebook_cache(cases, cache_dir, liver_labels=LIVER_LABELS)
     size_fig.baseline = float(tree_bytes(cache_dir))
     rng = random.Random(s.seed)
-    picks = [rows[rng.randrange(len(rows))] for _ in range(max(64, s.samples))]
-    base = time_repeats(lambda: [baseline.read_cache_window(cache_dir, r) for r in picks], s.repeats)
-    read_fig.baseline, read_fig.seconds["baseline"] = base.rate(len(picks)), base.seconds
-    size_fig.note = read_fig.note = f"{len(cases)} cases: {', '.join(c[0] for c in cases)}"
+    picks = [rows[rng.randrange(len(rows))] for _ in range(max(256, s.samples))]
+    works = {BASELINE: lambda: [baseline.read_cache_window(cache_dir, r) for r in picks]}
+    notes = [f"{len(cases)} cases: {', '.join(c[0] for c in cases)}"]
     try:
         store_path = ctx.work / "real-store" / "liver.zarr"
         shutil.rmtree(store_path, ignore_errors=True)
         _liverctl_ingest(staged, store_path, s.workers)
         size_fig.liverctl = float(tree_bytes(store_path))
-        from liverctl.store import LiverStore
-
-        store = LiverStore.open(store_path)
+        store = _open_store(store_path)
         ids = {c: c for c in store.case_ids()}
         store_picks = [(_store_id(ids, r.case), r.z) for r in picks]
         store.read_stack(*store_picks[0])  # open the arrays once, as a worker would
-        mine = time_repeats(lambda: [store.read_stack(c, z) for c, z in store_picks], s.repeats)
-        read_fig.liverctl, read_fig.seconds["liverctl"] = mine.rate(len(picks)), mine.seconds
-    except ModuleNotFoundError as exc:
-        size_fig.note = read_fig.note = str(_missing(exc))
+        works[LIVERCTL] = lambda: [store.read_stack(c, z) for c, z in store_picks]
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
-        size_fig.note = read_fig.note = _why(exc)
+        notes.insert(0, _why(exc))
+    timings, why = _race(works, s.repeats)
+    if why:
+        notes.insert(0, why)
+    for side, t in timings.items():
+        setattr(read_fig, side, t.rate(len(picks)))
+        read_fig.seconds[side] = t.seconds
+    size_fig.note = read_fig.note = "; ".join(notes)
     return [size_fig.settle(), read_fig.settle()]
 
 

@@ -1,7 +1,8 @@
-"""Repeat-and-median timing: every timed figure of `liverctl bench` goes through here.
+"""Repeat-and-median timing in turns: every timed figure of `liverctl bench` goes through here.
 
-A shared, noisy machine makes single timings meaningless; the median of a few repeats taken in the
-same run, and ratios between two such medians, are what the benchmark reports.
+A shared, noisy machine makes single timings meaningless. The parts being compared are run in turns
+(liverctl, baseline, liverctl, baseline, ...), each several times, and each side reports its median; the
+ratio of two such medians is what the benchmark reports.
 """
 
 from __future__ import annotations
@@ -29,32 +30,32 @@ class Timing:
         return items / self.median if self.median > 0 else float("inf")
 
 
-def time_repeats(
-    work: Callable[[], Any],
+def time_interleaved(
+    works: dict[str, Callable[[], Any]],
     repeats: int = 3,
     *,
-    setup: Callable[[], Any] | None = None,
+    setups: dict[str, Callable[[], Any]] | None = None,
     warmup: int = 0,
-) -> Timing:
-    """Run `work()` `warmup` times untimed, then `repeats` times timed; `setup()` runs untimed before each.
+) -> dict[str, Timing]:
+    """Time several parts in turns (a b c a b c ...), so a load that comes and goes on a shared machine
+    falls on every part alike and the ratios between their medians stay fair.
 
-    Only `work()` is inside the clock (`time.perf_counter`), so clearing an output folder or building a
-    fresh iterator can go in `setup`.
+    `setups[name]()` runs untimed before each run of `works[name]`; `warmup` untimed rounds come first.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    timing = Timing()
-    for _ in range(warmup):
-        if setup is not None:
-            setup()
-        work()
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        timing.result = work()
-        timing.seconds.append(time.perf_counter() - start)
-    return timing
+    setups = setups or {}
+    timings = {name: Timing() for name in works}
+    for round_ in range(warmup + repeats):
+        for name, work in works.items():
+            if name in setups:
+                setups[name]()
+            start = time.perf_counter()
+            result = work()
+            if round_ >= warmup:
+                timings[name].seconds.append(time.perf_counter() - start)
+                timings[name].result = result
+    return timings
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
