@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -49,10 +50,15 @@ def load_defaults() -> dict:
     return _read_toml(_package_file("defaults.toml"))
 
 
+def _natural(name: str) -> list[tuple[int, int, str]]:
+    """Sort key putting v3 before v3.1 and v10 after v9."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.findall(r"\d+|[^\d.\-_]+", name)]
+
+
 def list_presets() -> dict[str, str]:
-    """Preset name -> one-line description, sorted by name."""
+    """Preset name -> one-line description, in natural order (demo, v1, v2, v3, v3.1, ...)."""
     out = {}
-    for path in sorted(presets_dir().glob("*.toml")):
+    for path in sorted(presets_dir().glob("*.toml"), key=lambda p: _natural(p.stem)):
         out[path.stem] = str(_read_toml(path).get("description", ""))
     return out
 

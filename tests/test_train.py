@@ -243,3 +243,11 @@ def test_mixed_precision_on_cpu_trains_finitely_and_reports_its_mode(tiny_store,
     state = load_checkpoint(checkpoint_path(tmp_path / amp, "last"))
     assert (state["scaler"] != {}) == (amp == "fp16")  # a GradScaler only for fp16
     assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "step")
+
+
+def test_cli_missing_pretrained_weights_fail_before_any_run_folder(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = runner.invoke(app, ["train", "--preset", "v3", "--runs-dir", str(tmp_path / "runs"), "--store", str(tiny_store)])
+    assert result.exit_code == 2 and "model.encoder_weights=none" in result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

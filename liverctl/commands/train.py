@@ -86,6 +86,7 @@ def train(
             if not preset:
                 raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
             cfg = resolve_config(preset, overrides)
+            preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
             if info.enabled and not name:
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
             if info.is_main:
@@ -105,6 +106,18 @@ def train(
             )
         if result["status"] == "interrupted":
             raise typer.Exit(130)
+
+
+def preflight(cfg: dict) -> None:
+    """The checks that need no training set-up: the store opens, pretrained weights can be had."""
+    from liverctl.config import is_none
+    from liverctl.models import check_weights_available
+    from liverctl.store import LiverStore
+
+    LiverStore.open(cfg["data"]["store"])
+    m = cfg["model"]
+    if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
+        check_weights_available(m["encoder"], m["encoder_weights"])
 
 
 def _as_overrides(cfg: dict) -> list[str]:
