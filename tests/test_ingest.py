@@ -383,6 +383,20 @@ def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):
     assert (tmp_path / "other" / "file.txt").read_text() == "mine"
 
 
+def test_a_second_ingest_into_the_same_store_is_refused(tiny_dataset, tmp_path):
+    import fcntl
+
+    store = tmp_path / "s.zarr"
+    ingest_folder(tiny_dataset, store=store, workers=1)
+    lock_dir = tmp_path / ".s.zarr.ingest"
+    lock_dir.mkdir()
+    with open(lock_dir / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running ingest holds it
+        with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
+            ingest_folder(tiny_dataset, store=store, workers=1)
+    assert LiverStore.open(store).case_ids() == [str(i) for i in range(8)]
+
+
 def test_bad_liver_labels_option(tiny_dataset, tmp_path):
     result = run_cli(
         "ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--liver-labels", "liver"
