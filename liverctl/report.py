@@ -529,6 +529,7 @@ def write_index(data: list[RunData], predictions: dict[str, RunPredictions], ski
         parts.append("</ul>")
 
     parts.append("<h2>Training curves</h2><img src='curves.png' alt='training curves'>")
+    parts.extend(_notable_events_html(data))
     if with_case_dice:
         parts.append("<h2>Volume Dice per validation case</h2><img src='case_dice.png' alt='per-case Dice'>")
     for run in data:
@@ -551,6 +552,33 @@ def write_index(data: list[RunData], predictions: dict[str, RunPredictions], ski
     parts.append("</body></html>\n")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+NOTABLE_KINDS = ("nan", "note", "run_end")
+MAX_NOTABLE_EVENTS = 50  # per run; a run that skipped thousands of steps needs the first ones, not all
+
+
+def _notable_events_html(data: list[RunData]) -> list[str]:
+    """A table of the NaN guard's actions, notes and end messages of each run (what curves cannot say)."""
+    esc = html.escape
+    rows = []
+    for run in data:
+        notable = [e for e in run.events if e.get("kind") in NOTABLE_KINDS
+                   and not (e.get("kind") == "run_end" and not e.get("message"))]
+        for e in notable[:MAX_NOTABLE_EVENTS]:
+            what = e.get("action") or e.get("status") or ""
+            detail = e.get("message") or e.get("where") or ""
+            rows.append(f"<tr><td>{esc(run.name)}</td><td>{esc(str(e.get('kind')))}</td>"
+                        f"<td class='num'>{esc(str(e.get('epoch', '')))}</td>"
+                        f"<td class='num'>{esc(str(e.get('step', '')))}</td><td>{esc(str(what))}</td>"
+                        f"<td>{esc(str(detail))}</td></tr>")
+        if len(notable) > MAX_NOTABLE_EVENTS:
+            rows.append(f"<tr><td>{esc(run.name)}</td><td colspan='5'>... {len(notable) - MAX_NOTABLE_EVENTS} "
+                        "more in events.jsonl</td></tr>")
+    if not rows:
+        return []
+    head = "".join(f"<th>{h}</th>" for h in ("run", "event", "epoch", "step", "action / status", "message"))
+    return ["<h2>NaN guard, notes and end messages</h2><table><tr>" + head + "</tr>", *rows, "</table>"]
 
 
 def _fmt(value: float | None) -> str:

@@ -55,6 +55,8 @@ def test_several_runs_share_one_report_with_the_varied_settings(two_runs, tmp_pa
     page = result.index_html.read_text(encoding="utf-8")
     assert page.count("<details") == 2
     assert "<th>loss.name</th>" in page and "dice_focal" in page and "nan_abort" in page
+    # the NaN guard's actions of b-focal are listed: two skipped steps and one rollback
+    assert page.count("<td>b-focal</td><td>nan</td>") == 3 and "skip_step" in page and "rollback" in page
     assert default_out_dir(list(two_runs)) == tmp_path / "reports" / "a-v3+b-focal"
 
 
