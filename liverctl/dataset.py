@@ -247,9 +247,14 @@ def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderP
 
 
 def _worker_init(_worker_id: int) -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
+    # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
+    # must keep serving batches until it shuts them down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):

@@ -251,3 +251,44 @@ def test_cli_missing_pretrained_weights_fail_before_any_run_folder(tiny_store, t
     result = runner.invoke(app, ["train", "--preset", "v3", "--runs-dir", str(tmp_path / "runs"), "--store", str(tiny_store)])
     assert result.exit_code == 2 and "model.encoder_weights=none" in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_time_budget_refuses_an_epoch_that_would_not_fit(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("liverctl.train.run_folder.time.monotonic", lambda: clock[0])
+    budget = TimeBudget(limit_s=3600, reserve_s=30)
+    assert budget.room_for_epoch()  # nothing measured yet
+    clock[0] += 1500
+    budget.epoch_done(1500, save_seconds=10)
+    assert budget.room_for_epoch()  # 2100 s left > 1500 * 1.15 + 10 + 30
+    clock[0] += 1000
+    budget.epoch_done(1000, save_seconds=10)
+    assert not budget.room_for_epoch()  # 1100 s left: the longest epoch (1500 s) would overrun
+    assert budget.room_for_step(5.0)
+    clock[0] += 1090
+    assert not budget.room_for_step(5.0)  # 10 s left: stop and checkpoint now
+    assert TimeBudget(None).room_for_epoch() and TimeBudget(None).room_for_step(1e9)
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "c", "--runs-dir", str(tmp_path),
+            "--store", str(tiny_store), "--device", "cpu", "--epochs", "3", "-q"]
+    for s in ["data.input_size=64", "data.num_workers=2", "train.batch_size=2", "train.steps_per_epoch=50", "train.log_every=1"]:
+        args += ["--set", s]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "c" / "events.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(e["kind"] == "step" for e in read_events(log)):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: workers get it too
+    assert proc.wait(timeout=120) == 130, proc.stderr.read().decode()[-2000:]
+    events = read_events(log)
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
+    assert load_checkpoint(checkpoint_path(tmp_path / "c", "last"))["step_in_epoch"] >= 1
