@@ -281,8 +281,8 @@ def render_case(
     an = _draw_anatomy(rng)
     spacing = an.fov_mm / size
     coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * spacing
-    volume = np.empty((size, size, slices), dtype=np.float32)
-    label = np.zeros((size, size, slices), dtype=np.uint8)
+    volume = np.empty((size, size, slices), dtype=np.float32, order="F")  # NIfTI order: no copy to save
+    label = np.zeros((size, size, slices), dtype=np.uint8, order="F")
     for z in range(slices):
         sl = _Slice(coords, coords)
         _paint_slice(sl, z / max(slices - 1, 1), an, (slices - 1) * an.slice_mm)
