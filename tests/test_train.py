@@ -198,6 +198,11 @@ def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_pa
     assert "completed" in result.output
     result = runner.invoke(app, ["train", "--resume", "r", "--preset", "v3", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "made by preset 'demo'" in result.stderr
+    result = runner.invoke(app, ["train", "--resume", "r", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "already completed its 1 epochs" in result.stderr
+    result = runner.invoke(app, ["train", "--resume", "r", "--runs-dir", str(tmp_path), "--epochs", "2", "-q"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert read_sidecar(tmp_path / "r", "last")["epoch"] == 2
     result = runner.invoke(app, [*args, *sets])
     assert result.exit_code == 2 and "already exists" in result.stderr
 

@@ -61,6 +61,7 @@ def train(
     from liverctl.errors import LiverctlError
 
     with guarded():
+        from liverctl.checkpoint import read_sidecar
         from liverctl.config import read_config, resolve_config
         from liverctl.train import distributed
         from liverctl.train.loop import run_training
@@ -82,6 +83,12 @@ def train(
                 )
             if overrides:
                 cfg = resolve_config(cfg["preset"], [*_as_overrides(cfg), *overrides])
+            done = (read_sidecar(run_dir, "last") or {}).get("epoch", 0)
+            if done >= cfg["train"]["epochs"]:
+                raise LiverctlError(
+                    f"--resume {resume}: the run already completed its {done} epochs; "
+                    f"continue it with --epochs N (N > {done})"
+                )
         else:
             if not preset:
                 raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
