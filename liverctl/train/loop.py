@@ -155,7 +155,6 @@ def run_training(
 
 def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
     """All remaining epochs; returns the run_end status."""
-    import torch
 
     tc = cfg["train"]
     guard = NaNGuard(tc["nan_skip_limit"], tc["nan_max_rollbacks"])
@@ -166,6 +165,7 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
     epochs = tc["epochs"]
     while s.epoch < epochs:
         if not budget.room_for_epoch():
+            s.guard_state = guard.state_dict()
             _save(s, cfg, run_dir, events, "last", "time_limit")
             return "time_limit"
         t_epoch = time.monotonic()
@@ -175,47 +175,21 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         window_t, window_n, last_step_s = time.monotonic(), 0, 0.0
         for images, masks in s.train_loader:
             t_step = time.monotonic()
-            images = images.to(s.device, non_blocking=True)
-            masks = masks.to(s.device, non_blocking=True)
-            with torch.autocast(s.device.type, dtype=s.precision.dtype, enabled=s.precision.autocast):
-                logits = s.model(images)
-            loss = s.loss_fn(logits, masks)  # float32, outside autocast
-            if s.global_step in inject:
-                loss = loss * float("nan")
-            loss_value = float(loss.detach())
-            loss_bad, want_stop, no_time = distributed.any_across(
-                s.info,
-                [not math.isfinite(loss_value), stop.reason is not None, not budget.room_for_step(last_step_s)],
-                s.device,
-            )
-            action, grad_norm = OK, None
-            if loss_bad:
-                action = guard.non_finite_step()
-                s.optimizer.zero_grad(set_to_none=True)
-                where = "loss"
-            else:
-                s.scaler.scale(loss).backward()
-                s.scaler.unscale_(s.optimizer)
-                clip = cfg["optim"]["grad_clip"] or float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip))
-                if math.isfinite(grad_norm) or (s.precision.needs_scaler and s.scaler.get_scale() > 1.0):
-                    s.scaler.step(s.optimizer)  # fp16 overflow: the scaler skips and lowers its scale
-                    action = guard.finite_step() if math.isfinite(grad_norm) else OK
-                    losses.append(loss_value)
-                else:
-                    action = guard.non_finite_step()
-                    where = "grad"
-                s.scaler.update()
-                s.optimizer.zero_grad(set_to_none=True)
+            flags = [stop.reason is not None, not budget.room_for_step(last_step_s)]
+            step = _guarded_step(s, images, masks, guard, s.global_step in inject, flags)
+            want_stop, no_time = step.flags
+            loss_value, grad_norm = step.loss, step.grad_norm
+            if step.action == OK and math.isfinite(loss_value):
+                losses.append(loss_value)
             s.scheduler.step()
             s.global_step += 1
             s.step_in_epoch += 1
             window_n += images.shape[0] * s.info.world
             last_step_s = time.monotonic() - t_step
-            if action != OK:
-                _on_non_finite(s, guard, good, action, where, loss_value, grad_norm, events, progress)
+            if step.action != OK:
+                _on_non_finite(s, guard, good, step.action, step.where, loss_value, grad_norm, events, progress)
             lr = s.optimizer.param_groups[0]["lr"]
-            if s.global_step % tc["log_every"] == 0 and not loss_bad:  # a skipped step has its nan event
+            if s.global_step % tc["log_every"] == 0 and step.where != "loss":  # a skipped step has its nan event
                 rate = window_n / max(time.monotonic() - window_t, 1e-9)
                 events.emit(
                     "step", epoch=s.epoch, step=s.global_step, loss=loss_value, lr=lr, samples_per_s=rate, grad_norm=grad_norm
@@ -225,6 +199,7 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
             progress.step(loss_value, s.last_rate, lr)
             if want_stop or no_time:
                 progress.close()
+                s.guard_state = guard.state_dict()
                 _save(s, cfg, run_dir, events, "last", "interrupt" if want_stop else "time_limit")
                 return "interrupted" if want_stop else "time_limit"
         progress.status("validating")
@@ -255,6 +230,53 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         if stop.reason is not None:
             return "interrupted"
     return "completed"
+
+
+@dataclass
+class _StepResult:
+    loss: float
+    grad_norm: float | None
+    action: str  # OK or what the guard asks for
+    where: str | None  # "loss" / "grad" when non-finite
+    flags: list[bool]  # the caller's flags, OR-ed over all ranks
+
+
+def _guarded_step(s: Session, images, masks, guard: NaNGuard, inject_nan: bool, flags: list[bool]) -> _StepResult:
+    """One optimiser step unless the loss or the gradient is non-finite (then the guard decides).
+
+    Shape: images (B, C, S, S), masks (B, 1, S, S). Ranks agree on skipping before any backward, since
+    a DDP backward on one rank only would hang the others.
+    """
+    import torch
+
+    images = images.to(s.device, non_blocking=True)
+    masks = masks.to(s.device, non_blocking=True)
+    with torch.autocast(s.device.type, dtype=s.precision.dtype, enabled=s.precision.autocast):
+        logits = s.model(images)
+    loss = s.loss_fn(logits, masks)  # float32, outside autocast
+    if inject_nan:  # testing hook (train.inject_nan_at_steps)
+        loss = loss * float("nan")
+    loss_value = float(loss.detach())
+    loss_bad, *flags = distributed.any_across(s.info, [not math.isfinite(loss_value), *flags], s.device)
+    if loss_bad:
+        s.optimizer.zero_grad(set_to_none=True)
+        return _StepResult(loss_value, None, guard.non_finite_step(), "loss", flags)
+    s.scaler.scale(loss).backward()
+    s.scaler.unscale_(s.optimizer)
+    clip = s.cfg["optim"]["grad_clip"] or float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip))
+    where = None
+    if math.isfinite(grad_norm):
+        s.scaler.step(s.optimizer)
+        action = guard.finite_step()
+    elif s.precision.needs_scaler and s.scaler.get_scale() > 1.0:
+        s.scaler.step(s.optimizer)  # an fp16 overflow: the scaler skips the step and lowers its scale
+        action = OK
+    else:
+        action, where = guard.non_finite_step(), "grad"
+    s.scaler.update()
+    s.optimizer.zero_grad(set_to_none=True)
+    return _StepResult(loss_value, grad_norm, action, where, flags)
 
 
 def _on_non_finite(s: Session, guard, good, action, where, loss_value, grad_norm, events, progress) -> None:
