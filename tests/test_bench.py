@@ -61,6 +61,8 @@ def test_quick_bench_json_holds_every_figure(tmp_path):
             assert len(seconds) >= 3, (key, side)
         if fig["target"] is not None and fig["ratio"] is not None and key != "train_pipeline_vs_model":
             assert isinstance(fig["target_met"], bool), key
+    breakdown = report["profiles"]["loader_cpu_ms_per_sample"]  # where the loaders' time goes
+    assert set(breakdown) == {"liverctl", "baseline"}, breakdown
     # The synthetic figures need only liverctl's own modules: all of them must be there.
     for key in EXPECTED_FIGURES - {"real_store_bytes", "real_window_reads"}:
         assert figures[key]["liverctl"] is not None, (key, figures[key]["note"])

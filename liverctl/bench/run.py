@@ -50,6 +50,7 @@ class BenchSettings:
     real: bool = True
     real_dir: Path | None = None
     repeats: int = 3
+    loader_repeats: int = 5  # loader epochs are short and the most sensitive to a neighbour's load
     samples: int = 256  # 2.5D samples drawn per loader repeat
     loader_batch: int = 16  # v5's batch size
     train_batch: int = 2  # a CPU-sized batch; the GPU table uses the preset's
@@ -62,7 +63,7 @@ class BenchSettings:
     @classmethod
     def quick_settings(cls, **overrides: Any) -> BenchSettings:
         base = cls(cases=2, size=64, slices=16, samples=32, loader_batch=4, train_batch=2, train_steps=1,
-                   infer_slices=2, quick=True)
+                   infer_slices=2, loader_repeats=3, quick=True)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
@@ -109,6 +110,7 @@ class BenchReport:
     started: str
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, Any] = field(default_factory=dict)  # diagnostics: where the time goes
 
     def to_json(self) -> dict:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.settings).items()}
@@ -117,6 +119,7 @@ class BenchReport:
             "started": self.started,
             "seconds": self.seconds,
             "stage_seconds": self.stage_seconds,
+            "profiles": self.profiles,
             "machine": self.machine,
             "settings": settings,
             "figures": {f.key: _figure_json(f) for f in self.figures},
@@ -197,7 +200,8 @@ def run_bench(settings: BenchSettings, on_stage: Callable[[str], None] = lambda 
         figures.extend(measure(ctx))
         stage_seconds[stage] = round(time.perf_counter() - t_stage, 2)
     return BenchReport(settings=settings, figures=figures, machine=_machine(torch), started=started,
-                       seconds=round(time.perf_counter() - t0, 1), stage_seconds=stage_seconds)
+                       seconds=round(time.perf_counter() - t0, 1), stage_seconds=stage_seconds,
+                       profiles=ctx.profiles)
 
 
 @dataclass
@@ -210,6 +214,7 @@ class _Context:
     store_path: Path | None = None  # the liverctl store once ingested
     cache_dir: Path | None = None  # the notebook cache once built
     cfg: dict | None = None
+    profiles: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> dict:
         if self.cfg is None:
@@ -439,14 +444,72 @@ def _measure_loading(ctx: _Context) -> list[Figure]:
         except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
             fig.note = _why(exc)
         # the warm-up round starts liverctl's persistent workers, as the first epoch of a run does
-        timings, why = _race(works, s.repeats, warmup=1)
+        timings, why = _race(works, max(s.repeats, s.loader_repeats), warmup=1)
         works.clear()  # let the loader's workers go
         fig.note = why or fig.note
         for side, t in timings.items():
             setattr(fig, side, t.rate(t.result))
             fig.seconds[side] = t.seconds
         figs.append(fig.settle())
+    try:
+        ctx.profiles["loader_cpu_ms_per_sample"] = loader_breakdown(ctx, samples)
+    except Exception as exc:  # noqa: BLE001 - a diagnostic, never worth the run
+        ctx.profiles["loader_cpu_ms_per_sample"] = {"error": _why(exc)}
     return figs
+
+
+def loader_breakdown(ctx: _Context, samples: _Samples, n: int = 32) -> dict[str, dict[str, float]]:
+    """Where a loader's time goes: CPU milliseconds per sample of each step, in one process.
+
+    liverctl: chunk reads + decode (`read_stack`), label read, normalisation, augmentation, the rest of
+    `__getitem__` (copies to tensors), and collation of a batch. Baseline: the three `np.load`s with the
+    stack and float32 cast, the mask, augmentation + ToTensorV2, collation.
+    """
+    import torch.utils.data
+
+    from liverctl.dataset import SliceDataset, normalize
+
+    s = ctx.settings
+    clock = time.process_time
+
+    def per_sample(fn, items) -> float:
+        start = clock()
+        for item in items:
+            fn(item)
+        return (clock() - start) / len(items) * 1000
+
+    cfg = ctx.config()
+    store = _open_store(ctx.store_path)
+    rows = samples.store_rows[:n]
+    dataset = SliceDataset(store, rows, cfg, train=True)
+    positions = list(range(len(rows)))
+    loaded = [dataset.load(i) for i in positions]
+    index = store.slice_index()
+    keys = [(index.case_id(r), int(index.z[r])) for r in rows]
+    items = [dataset[(i, i)] for i in positions[: s.loader_batch]]
+    mine = {
+        "chunk reads + decode (read_stack)": per_sample(lambda k: store.read_stack(k[0], k[1]), keys),
+        "label read": per_sample(lambda k: store.read_label_slice(k[0], k[1]), keys),
+        "normalize": per_sample(lambda stack: normalize(stack, cfg, {}), [store.read_stack(*k) for k in keys]),
+        "augmentation": per_sample(
+            lambda i: dataset.augment(image=loaded[i][0].transpose(1, 2, 0), mask=loaded[i][1]), positions),
+        "__getitem__ total": per_sample(lambda i: dataset[(i, i)], positions),
+        "collate (per sample)": per_sample(lambda _: torch.utils.data.default_collate(items), [0] * 5) / len(items),
+    }
+    base_ds = _baseline_dataset(ctx, samples.cache_rows[:n], True)
+    base_rows = samples.cache_rows[:n]
+    base_items = [base_ds[i] for i in range(min(s.loader_batch, len(base_rows)))]
+    images = [baseline.read_cache_window(ctx.cache_dir, r).transpose(1, 2, 0) for r in base_rows]
+    theirs = {
+        "3x np.load + stack + float32": per_sample(lambda r: baseline.read_cache_window(ctx.cache_dir, r), base_rows),
+        "augmentation + ToTensorV2": per_sample(
+            lambda i: base_ds.transform(image=images[i], mask=np.zeros(images[i].shape[:2], np.float32)),
+            list(range(len(base_rows)))),
+        "__getitem__ total": per_sample(lambda i: base_ds[i], list(range(len(base_rows)))),
+        "collate (per sample)": per_sample(lambda _: torch.utils.data.default_collate(base_items), [0] * 5)
+        / len(base_items),
+    }
+    return {LIVERCTL: {k: round(v, 3) for k, v in mine.items()}, BASELINE: {k: round(v, 3) for k, v in theirs.items()}}
 
 
 def _train_step_fn(ctx: _Context):
@@ -499,7 +562,7 @@ def _measure_training(ctx: _Context) -> list[Figure]:
     torch = ctx.torch
     vs_model = Figure("train_pipeline_vs_model",
                       f"training: images/s, full pipeline from the store vs model only ({s.preset}, "
-                      f"{s.size}x{s.size}, batch {s.train_batch}, {s.train_steps} steps)", "images/s",
+                      f"{s.size}x{s.size}, batch {s.train_batch}, {s.train_steps} steps per repeat)", "images/s",
                       "model only", higher_is_better=True, target=">= 0.9")
     vs_base = Figure("train_pipeline_vs_baseline",
                      "training: images/s, full pipeline, liverctl loader vs notebook loader", "images/s",
@@ -758,7 +821,7 @@ def _fmt(value: float | None, unit: str) -> str:
     if unit == "bytes":
         return f"{value / 1e6:,.1f} MB"
     if unit in ("s", "s/slice"):
-        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
     return f"{value:,.1f}"
 
 
@@ -808,6 +871,19 @@ def report_markdown(report: BenchReport) -> str:
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def report_from_json(data: dict) -> BenchReport:
+    """A report read back from the JSON that `write_json` wrote (e.g. to render it as Markdown)."""
+    if data.get("format") != JSON_FORMAT:
+        raise LiverctlError(f"not a liverctl bench report (format {data.get('format')!r}, expected {JSON_FORMAT!r})")
+    settings = dict(data["settings"])
+    settings["workdir"] = Path(settings["workdir"])
+    settings["real_dir"] = Path(settings["real_dir"]) if settings.get("real_dir") else None
+    figures = [Figure(key=key, **fig) for key, fig in data["figures"].items()]
+    return BenchReport(settings=BenchSettings(**settings), figures=figures, machine=data["machine"],
+                       started=data["started"], seconds=data["seconds"], stage_seconds=data.get("stage_seconds", {}),
+                       profiles=data.get("profiles", {}))
 
 
 def write_json(report: BenchReport, path: Path) -> None:

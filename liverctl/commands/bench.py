@@ -56,6 +56,11 @@ def bench_command(
                       f"{report.seconds:.0f} s in all", highlight=False)
         for note in table_notes(report):
             console.print(f"  {note}", highlight=False, soft_wrap=True)
+        breakdown = report.profiles.get("loader_cpu_ms_per_sample", {})
+        for side, parts in breakdown.items():
+            if isinstance(parts, dict):
+                text = ", ".join(f"{name} {ms:.2f}" for name, ms in parts.items())
+                console.print(f"  loader CPU ms per sample, {side}: {text}", highlight=False, soft_wrap=True)
         if json_path is not None:
             write_json(report, json_path)
             console.print(f"figures written to {json_path}")
