@@ -188,6 +188,11 @@ def test_cli_bad_input_is_one_line_and_non_zero(tiny_store, tmp_path):
     assert result.exit_code == 2 and "valid presets" in result.stderr
     result = runner.invoke(app, ["train", "--resume", "ghost", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no run 'ghost'" in result.stderr
+    result = runner.invoke(
+        app, ["train", "--preset", "demo", "--store", str(tiny_store), "--set", "data.fold=9", "--runs-dir", str(tmp_path / "f")]
+    )
+    assert result.exit_code == 2 and "fold 9 has no training cases" in result.stderr
+    assert not (tmp_path / "f").exists()  # checked before any run folder is made
 
 
 def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_path):

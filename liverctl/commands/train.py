@@ -116,12 +116,14 @@ def train(
 
 
 def preflight(cfg: dict) -> None:
-    """The checks that need no training set-up: the store opens, pretrained weights can be had."""
+    """The checks that need no training set-up: the store opens, the fold exists, weights can be had."""
     from liverctl.config import is_none
+    from liverctl.dataset import split_rows
     from liverctl.models import check_weights_available
     from liverctl.store import LiverStore
 
-    LiverStore.open(cfg["data"]["store"])
+    store = LiverStore.open(cfg["data"]["store"])
+    split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # the fold has cases, so do the others
     m = cfg["model"]
     if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
