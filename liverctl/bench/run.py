@@ -229,7 +229,6 @@ class _Context:
                 f"data.store={self.store_path}",
                 "model.encoder_weights=none",
                 f"train.batch_size={s.loader_batch}",
-                "train.amp=off",
             ])
         return self.cfg
 
@@ -513,32 +512,41 @@ def loader_breakdown(ctx: _Context, samples: _Samples, n: int = 32) -> dict[str,
 
 
 def _train_step_fn(ctx: _Context):
-    """One optimizer step of the preset's model and loss (float32 on CPU). Returns step(image, mask)."""
+    """One optimizer step of the preset's model and loss, as the trainer takes it: mixed precision as
+    `train.amp` resolves on this device (off on a CPU), loss in float32 outside autocast, gradient
+    clipping. Returns (step(image, mask), device, precision mode)."""
     torch = ctx.torch
     try:
         from liverctl.losses import build_loss
         from liverctl.models import build_model
+        from liverctl.train.device import resolve_precision
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     cfg = ctx.config()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(cfg["train"]["amp"], torch.device(device))
     model = build_model(cfg, pretrained=False).to(device).train()
-    loss_fn = build_loss(cfg)
+    loss_fn = build_loss(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["optim"]["lr"])
+    scaler = torch.amp.GradScaler(device, enabled=precision.needs_scaler)
     clip = float(cfg["optim"]["grad_clip"])
 
     def step(image, mask) -> None:
         image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(image), mask)
-        loss.backward()
+        with torch.autocast(device_type=device, dtype=precision.dtype, enabled=precision.autocast):
+            logits = model(image)
+        loss = loss_fn(logits.float(), mask)
+        scaler.scale(loss).backward()
         if clip > 0:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return step, device
+    return step, device, precision.mode
 
 
 def _model_only(step, image, mask, steps: int) -> int:
@@ -562,33 +570,42 @@ def _measure_training(ctx: _Context) -> list[Figure]:
     torch = ctx.torch
     vs_model = Figure("train_pipeline_vs_model",
                       f"training: images/s, full pipeline from the store vs model only ({s.preset}, "
-                      f"{s.size}x{s.size}, batch {s.train_batch}, {s.train_steps} steps per repeat)", "images/s",
+                      f"{s.size}x{s.size}; batch {s.train_batch} x {s.train_steps} steps on a CPU, "
+                      f"batch {s.loader_batch} with AMP on a GPU)", "images/s",
                       "model only", higher_is_better=True, target=">= 0.9")
     vs_base = Figure("train_pipeline_vs_baseline",
                      "training: images/s, full pipeline, liverctl loader vs notebook loader", "images/s",
                      "baseline", higher_is_better=True)
-    count = s.train_steps * s.train_batch
     try:
-        step, device = _train_step_fn(ctx)
+        step, device, precision = _train_step_fn(ctx)
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         vs_model.note = vs_base.note = _why(exc)
         return [vs_model, vs_base]
-    image = torch.rand(s.train_batch, 3, s.size, s.size)
-    mask = (torch.rand(s.train_batch, 1, s.size, s.size) > 0.7).float()
+    # A CPU-sized batch here; on a GPU the preset's own batch and enough steps to be worth timing.
+    batch, steps = (s.train_batch, s.train_steps) if device == "cpu" else (s.loader_batch, max(s.train_steps, 10))
+    count = steps * batch
+    image = torch.rand(batch, 3, s.size, s.size)
+    mask = (torch.rand(batch, 1, s.size, s.size) > 0.7).float()
     samples = _pick_samples(ctx, count)
-    base_loader = baseline.notebook_loader(_baseline_dataset(ctx, samples.cache_rows, True), s.train_batch, s.seed)
+    base_loader = baseline.notebook_loader(_baseline_dataset(ctx, samples.cache_rows, True), batch, s.seed)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     works = {
-        "model only": lambda: _model_only(step, image, mask, s.train_steps),
+        "model only": lambda: _model_only(step, image, mask, steps),
         BASELINE: lambda: _train_epoch(step, base_loader),
     }
     try:
-        loader = _liverctl_loader(ctx, ctx.config(), samples.store_rows, s.train_batch)
+        loader = _liverctl_loader(ctx, ctx.config(), samples.store_rows, batch)
         works[LIVERCTL] = lambda ld=loader: _train_epoch(step, ld)
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         vs_model.note = vs_base.note = _why(exc)
     # warm-up round: allocator and autotuning, liverctl's persistent workers
     timings, why = _race(works, s.repeats, warmup=1)
     works.clear()
+    ctx.profiles["training"] = {
+        "device": device, "precision": precision, "batch": batch, "steps_per_repeat": steps,
+        "gpu_peak_memory_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+    }
     if why:
         vs_model.note = vs_base.note = why
     vs_model.baseline, vs_model.seconds["model only"] = timings["model only"].rate(count), timings["model only"].seconds
