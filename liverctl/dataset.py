@@ -80,6 +80,20 @@ def build_augmentation(cfg: dict, train: bool):
     return A.Compose(steps)
 
 
+def seed_augmentation(compose, seed: int) -> None:
+    """Seed an albumentations pipeline so that each of its transforms draws independently.
+
+    albumentations 2 seeds every transform of a Compose with the same seed, so their first draws
+    coincide: flip, flip and rotate (all p=0.5) then fire all together or not at all, and training never
+    sees a horizontal flip alone (which made hflip TTA lose 0.15 volume Dice on the demo). Each
+    transform gets its own seed derived from `seed`; the result stays a pure function of `seed`.
+    """
+    compose.set_random_seed(seed)
+    own = np.random.SeedSequence(seed).generate_state(len(compose.transforms))
+    for transform, transform_seed in zip(compose.transforms, own, strict=True):
+        transform.set_random_seed(int(transform_seed))
+
+
 class SliceDataset:
     """Training samples from rows of the store's slice index.
 
@@ -118,7 +132,7 @@ class SliceDataset:
 
         i, seed = item if isinstance(item, tuple) else (item, 0)
         stack, label = self.load(int(i))
-        self.augment.set_random_seed(int(seed))
+        seed_augmentation(self.augment, int(seed))
         out = self.augment(image=stack.transpose(1, 2, 0), mask=(label > 0).astype(np.uint8))
         image = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
         mask = np.ascontiguousarray(out["mask"][None], dtype=np.float32)

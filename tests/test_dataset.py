@@ -135,3 +135,27 @@ def test_loader_with_worker_processes_reads_the_store(tiny_store):
     assert len(batches) == 2 and batches[0][0].shape == (4, 3, 64, 64)
     again = list(loader)  # persistent workers, same epoch: same samples
     assert torch.equal(batches[1][0], again[1][0])
+
+
+def test_seeded_augmentation_draws_each_transform_independently():
+    """Regression: albumentations seeds all transforms alike, so flips only ever came with each other."""
+    from liverctl.config import resolve_config
+    from liverctl.dataset import build_augmentation, seed_augmentation
+
+    cfg = resolve_config("demo", ["data.input_size=32", "data.augment='flip_rotate'"])
+    aug = build_augmentation(cfg, train=True)
+    img = np.arange(32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
+    mask = np.zeros((32, 32), np.uint8)
+    outcomes = {"hflip only": 0, "untouched": 0}
+    for seed in range(400):
+        seed_augmentation(aug, seed)
+        out = aug(image=img, mask=mask)["image"]
+        outcomes["hflip only"] += np.array_equal(out, img[:, ::-1])
+        outcomes["untouched"] += np.array_equal(out, img)
+    # independent p=0.5 flip / flip / rotate: each outcome has probability 1/8 (50 of 400 expected)
+    assert 20 <= outcomes["hflip only"] <= 90, outcomes
+    assert 20 <= outcomes["untouched"] <= 90, outcomes
+    seed_augmentation(aug, 7)
+    first = aug(image=img, mask=mask)["image"]
+    seed_augmentation(aug, 7)
+    assert np.array_equal(first, aug(image=img, mask=mask)["image"])
