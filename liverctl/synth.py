@@ -370,29 +370,16 @@ def write_synthetic_dataset(
         "test": out / "test",
         "test_labels": out / "test_labels",
     }
-    jobs: list[tuple[Path, Path, int, int, int, int]] = []
-    for i in range(cases):
-        jobs.append(
-            (
-                dirs["volume"] / f"volume-{i}.nii.gz",
-                dirs["segmentation"] / f"segmentation-{i}.nii.gz",
-                seed,
-                i,
-                size,
-                slices,
-            )
-        )
-    for j in range(cases, cases + test_cases):
-        jobs.append(
-            (
-                dirs["test"] / f"volume-{j}.nii.gz",
-                dirs["test_labels"] / f"segmentation-{j}.nii.gz",
-                seed,
-                j,
-                size,
-                slices,
-            )
-        )
+    # training cases 0..cases-1, then test cases numbered after them (labels kept apart for scoring)
+    splits = [
+        (range(cases), dirs["volume"], dirs["segmentation"]),
+        (range(cases, cases + test_cases), dirs["test"], dirs["test_labels"]),
+    ]
+    jobs: list[tuple[Path, Path, int, int, int, int]] = [
+        (volume_dir / f"volume-{i}.nii.gz", label_dir / f"segmentation-{i}.nii.gz", seed, i, size, slices)
+        for ids, volume_dir, label_dir in splits
+        for i in ids
+    ]
     for key, folder in dirs.items():
         if key in ("volume", "segmentation") and cases == 0:
             continue
