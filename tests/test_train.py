@@ -212,17 +212,25 @@ def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_pa
     assert result.exit_code == 2 and "already exists" in result.stderr
 
 
+def _train_command(name, runs_dir, store, *, num_workers, steps_per_epoch):
+    """`liverctl train` of a tiny 3-epoch demo run, as a subprocess command line."""
+    import sys
+
+    args = [sys.executable, "-m", "liverctl.cli", "train", "--preset", "demo", "--name", name, "--runs-dir", str(runs_dir),
+            "--store", str(store), "--device", "cpu", "--epochs", "3", "-q"]
+    for s in ["data.input_size=64", f"data.num_workers={num_workers}", "train.batch_size=2",
+              f"train.steps_per_epoch={steps_per_epoch}", "train.log_every=1"]:
+        args += ["--set", s]
+    return args
+
+
 @pytest.mark.slow
 def test_kill_9_mid_epoch_resumes_from_the_last_checkpoint(tiny_store, tmp_path):
     import os
     import subprocess
-    import sys
     import time
 
-    args = [sys.executable, "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "k", "--runs-dir", str(tmp_path),
-            "--store", str(tiny_store), "--device", "cpu", "--epochs", "3", "-q"]
-    for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3", "train.log_every=1"]:
-        args += ["--set", s]
+    args = _train_command("k", tmp_path, tiny_store, num_workers=1, steps_per_epoch=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = tmp_path / "k" / "events.jsonl"
@@ -288,13 +296,9 @@ def test_time_budget_refuses_an_epoch_that_would_not_fit(monkeypatch):
 def test_ctrl_c_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path):
     import os
     import subprocess
-    import sys
     import time
 
-    args = [sys.executable, "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "c", "--runs-dir", str(tmp_path),
-            "--store", str(tiny_store), "--device", "cpu", "--epochs", "3", "-q"]
-    for s in ["data.input_size=64", "data.num_workers=2", "train.batch_size=2", "train.steps_per_epoch=50", "train.log_every=1"]:
-        args += ["--set", s]
+    args = _train_command("c", tmp_path, tiny_store, num_workers=2, steps_per_epoch=50)
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = tmp_path / "c" / "events.jsonl"
     deadline = time.monotonic() + 300
