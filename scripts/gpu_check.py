@@ -1,0 +1,292 @@
+"""The parts of `scripts/gpu-check.sh` that need Python: environment, model-only throughput, the NaN story,
+reading a run's events, and the final JSON + Markdown summary.
+
+Every part writes `<out>/<part>.json` as soon as it has its figures, so a part that fails or runs out of
+time leaves the others' figures. Usage: python scripts/gpu_check.py PART --out DIR [options].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _write(out: Path, part: str, data: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{part}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(json.dumps({part: data}, default=str))
+
+
+def part_env(args) -> None:
+    import importlib.metadata as md
+
+    import torch
+
+    names = ["torch", "torchvision", "segmentation-models-pytorch", "timm", "albumentations", "zarr", "numcodecs",
+             "numpy", "nibabel", "connected-components-3d", "textual", "liverctl"]
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    cuda = torch.cuda.is_available()
+    _write(args.out, "env", {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "versions": versions,
+    })
+
+
+def _v5(preset: str, size: int):
+    from liverctl.config import resolve_config
+
+    return resolve_config(preset, [
+        "model.encoder_weights=none", f"data.input_size={size}",
+    ])
+
+
+def _synthetic_batch(torch, generator, batch: int, channels: int, size: int, device):
+    """A smooth random image stack and a blob mask drawn from it: (N, C, H, W) float, (N, 1, H, W) float."""
+    low = torch.rand(batch, channels, size // 16, size // 16, generator=generator, device=device)
+    image = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    mask = (image[:, channels // 2: channels // 2 + 1] > 0.55).float()
+    return image, mask
+
+
+def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: float, host_syncs: bool,
+                loss_in_autocast: bool = False):
+    """One optimiser step with autocast; the loss in float32 outside autocast unless `loss_in_autocast`
+    (the notebooks' way). `host_syncs` reads the loss and the gradient norm on the host, as the NaN guard
+    does, to price the guard's synchronisations. Returns the loss tensor (detached)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def step(image, mask):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            logits = model(image)
+            if loss_in_autocast:
+                loss = loss_fn(logits, mask)
+        if not loss_in_autocast:
+            loss = loss_fn(logits.float(), mask)
+        if host_syncs and not torch.isfinite(loss).item():
+            return loss.detach()
+        scaler.scale(loss).backward()
+        if clip > 0:
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            if host_syncs:
+                float(norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.detach()
+
+    return step
+
+
+def _build(torch, cfg: dict, precision: str, channels_last: bool):
+    from liverctl.losses import build_loss
+    from liverctl.models import build_model
+
+    model = build_model(cfg, pretrained=False).cuda().train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]))
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    return model, loss_fn, optimizer, scaler
+
+
+def part_model_only(args) -> None:
+    """Images/s of v5 alone on tensors already on the GPU, per precision, plain and with the guard's host
+    reads; peak memory; one try of channels_last + cudnn.benchmark."""
+    import torch
+
+    cfg = _v5("v5", args.size)
+    channels = 2 * int(cfg["data"]["context"]) + 1
+    results = {"size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
+    for precision in args.precisions.split(","):
+        for channels_last, bench in ((False, False), (True, True)):
+            torch.backends.cudnn.benchmark = bench
+            for host_syncs in (False, True):
+                if channels_last and host_syncs:
+                    continue
+                torch.manual_seed(0)
+                model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last)
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, "cuda")
+                if channels_last:
+                    image = image.contiguous(memory_format=torch.channels_last)
+                step = _plain_step(torch, model, loss_fn, optimizer, scaler, precision,
+                                   float(cfg["optim"]["grad_clip"]), host_syncs)
+                for _ in range(5):  # warm-up: allocator, autotuning
+                    step(image, mask)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    step(image, mask)
+                torch.cuda.synchronize()
+                seconds = time.perf_counter() - t0
+                results["runs"].append({
+                    "precision": precision, "channels_last_cudnn_benchmark": channels_last,
+                    "guard_host_reads": host_syncs, "images_per_s": round(args.steps * args.batch / seconds, 1),
+                    "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                })
+                del model, optimizer
+                torch.cuda.empty_cache()
+                _write(args.out, "model_only", results)
+
+
+def part_nan_story(args) -> None:
+    """v5-focal under fp16 autocast for `steps` steps on the same synthetic batches: the notebooks' way
+    (smp losses inside autocast on fp16 logits) against liverctl's (float32 loss outside autocast)."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    cfg = _v5("v5-focal", args.size)
+    channels = 2 * int(cfg["data"]["context"]) + 1
+    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    focal = smp.losses.FocalLoss(mode="binary", gamma=2.0)
+
+    def notebook_loss(logits, mask):
+        return 0.7 * dice(logits, mask) + 0.3 * focal(logits, mask)
+
+    story = {"preset": "v5-focal", "precision": "fp16", "size": args.size, "batch": args.batch,
+             "steps": args.steps, "lr": float(cfg["optim"]["lr"]) * args.lr_scale, "ways": {}}
+    for way in ("notebook", "liverctl"):
+        torch.manual_seed(0)
+        model, loss_fn, optimizer, scaler = _build(torch, cfg, "fp16", False)
+        for group in optimizer.param_groups:
+            group["lr"] = story["lr"]
+        if way == "notebook":
+            loss_fn = notebook_loss
+        step = _plain_step(torch, model, loss_fn, optimizer, scaler, "fp16", float(cfg["optim"]["grad_clip"]),
+                           host_syncs=False, loss_in_autocast=way == "notebook")
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        first_nan, losses, scales = None, [], []
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, "cuda")
+            loss = float(step(image, mask))
+            if first_nan is None and not (loss == loss and abs(loss) != float("inf")):
+                first_nan = i
+            losses.append(loss)
+            scales.append(float(scaler.get_scale()))
+        finite = [x for x in losses if x == x and abs(x) != float("inf")]
+        params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        story["ways"][way] = {
+            "first_non_finite_loss_step": first_nan,
+            "non_finite_losses": len(losses) - len(finite),
+            "last_loss": losses[-1],
+            "median_loss_last_50": statistics.median(finite[-50:]) if finite else None,
+            "weights_finite_at_end": params_finite,
+            "grad_scaler_scale_min_max_end": [min(scales), max(scales), scales[-1]],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        _write(args.out, "nan_story", story)
+
+
+def part_events(args) -> None:
+    """What a real run did, from its events.jsonl: steps, samples/s (median after the first epoch's warm-up),
+    NaN-guard events, the end status and best volume Dice."""
+    events = []
+    log = args.run / "events.jsonl"
+    if not log.is_file():
+        _write(args.out, args.name, {"run": str(args.run), "error": "no events.jsonl: the run did not start"})
+        return
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    rates = [e["samples_per_s"] for e in events if e.get("kind") == "step" and e.get("samples_per_s")]
+    end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
+    start = next((e for e in events if e.get("kind") == "run_start"), {})
+    _write(args.out, args.name, {
+        "run": str(args.run),
+        "device": start.get("device"), "amp": start.get("amp"), "world_size": start.get("world_size"),
+        "steps": max((e.get("step") or 0 for e in events), default=0),
+        "samples_per_s_median": statistics.median(rates[len(rates) // 4:]) if rates else None,
+        "nan_events": [{k: e.get(k) for k in ("step", "action", "where", "message")}
+                       for e in events if e.get("kind") == "nan"],
+        "status": end.get("status"), "best": end.get("best"),
+        "gpu_memory": next((e.get("gpu_memory_bytes") for e in reversed(events) if e.get("gpu_memory_bytes")), None),
+    })
+
+
+def part_summary(args) -> None:
+    """All parts' JSON in one file, and a Markdown table for BENCHMARKS.md."""
+    parts = {p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob("*.json")) if p.stem != "gpu-check"}
+    stages = args.out / "stages.tsv"
+    if stages.exists():
+        parts["stages"] = [dict(zip(("part", "rc", "seconds"), line.split("\t"), strict=False))
+                           for line in stages.read_text().splitlines() if line]
+    (args.out / "gpu-check.json").write_text(json.dumps(parts, indent=2, default=str) + "\n")
+    lines = ["# GPU check", ""]
+    env = parts.get("env", {})
+    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), {env.get('cpus')} CPUs, "
+                 f"CUDA {env.get('cuda')}, Python {env.get('python')}; "
+                 + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v))
+    lines += ["", "| part | exit | seconds |", "|---|---|---|"]
+    lines += [f"| {s['part']} | {s['rc']} | {s['seconds']} |" for s in parts.get("stages", [])]
+    mo = parts.get("model_only", {})
+    if mo:
+        lines += ["", f"Model only, v5 {mo['size']}x{mo['size']}, batch {mo['batch']}, {mo['steps']} steps:", "",
+                  "| precision | channels_last + cudnn.benchmark | guard's host reads | images/s | peak GiB |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['precision']} | {r['channels_last_cudnn_benchmark']} | {r['guard_host_reads']} | "
+                  f"{r['images_per_s']} | {r['peak_memory_gib']} |" for r in mo["runs"]]
+    for name in sorted(k for k in parts if k.startswith("train_")):
+        t = parts[name]
+        lines.append(f"\n{name}: device {t['device']}, amp {t['amp']}, world {t['world_size']}, {t['steps']} steps, "
+                     f"median {t['samples_per_s_median']} samples/s, status {t['status']}, best {t['best']}, "
+                     f"nan events {len(t['nan_events'])}")
+    story = parts.get("nan_story", {})
+    for way, r in (story.get("ways") or {}).items():
+        lines.append(f"\nNaN story, {way} way ({story['preset']}, fp16, lr {story['lr']}, {story['steps']} steps): "
+                     f"first non-finite loss at step {r['first_non_finite_loss_step']}, "
+                     f"{r['non_finite_losses']} non-finite losses, weights finite at end: {r['weights_finite_at_end']}, "
+                     f"GradScaler scale min/max/end {r['grad_scaler_scale_min_max_end']}")
+    (args.out / "gpu-check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("part", choices=["env", "model-only", "nan-story", "events", "summary"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--precisions", default="bf16,fp16")
+    parser.add_argument("--lr-scale", type=float, default=1.0)
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--name", default="train")
+    args = parser.parse_args(argv)
+    parts = {"env": part_env, "model-only": part_model_only, "nan-story": part_nan_story, "events": part_events,
+             "summary": part_summary}
+    if args.part in ("model-only", "nan-story"):
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit(f"gpu_check {args.part}: no CUDA device is visible")
+    parts[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
