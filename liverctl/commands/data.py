@@ -90,6 +90,8 @@ def ingest(
 ) -> None:
     """Ingest a NIfTI folder into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded():
+        from rich.markup import escape
+
         from liverctl.errors import LiverctlError
         from liverctl.ingest import ingest_folder
 
@@ -123,6 +125,8 @@ def ingest(
             highlight=False,
             soft_wrap=True,
         )
+        for line in summary.notes:
+            err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if summary.failures:
             for line in summary.failures:
                 err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
