@@ -331,6 +331,9 @@ def write_nifti_atomic(img, target: Path) -> None:
     except OSError as exc:
         if is_disk_full(exc):
             raise no_space_error(target, str(target)) from None
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise LiverctlError(f"cannot write here: {blocker} is a file, not a folder", path=target) from None
         raise LiverctlError(f"cannot write here ({exc.strerror or exc})", path=target) from None
     finally:
         with contextlib.suppress(OSError):

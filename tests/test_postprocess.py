@@ -224,7 +224,7 @@ def test_unwritable_target_is_one_line(noisy_mask, tmp_path):
     result = _cli(noisy_mask, blocker / "out.nii.gz")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     (line,) = _error_lines(result)
-    assert line.startswith(f"error: {blocker / 'out.nii.gz'}: cannot write here (")
+    assert line == f"error: {blocker / 'out.nii.gz'}: cannot write here: {blocker} is a file, not a folder"
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
