@@ -1,4 +1,4 @@
-"""A full disk, said in one line: "no space left on DEVICE while writing WHAT".
+"""Sizes and full disks in words: "1.5 GB", "no space left on DEVICE while writing WHAT".
 
 Writers that can fill a disk (ingest, postprocess, ...) catch `OSError`, test it with `is_disk_full`, remove
 what they half-wrote and raise `no_space_error`.
@@ -11,6 +11,15 @@ import os
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KB"; whole bytes below 1 KB."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def is_disk_full(exc: BaseException) -> bool:

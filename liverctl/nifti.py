@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.disk import human_bytes
 from liverctl.errors import LiverctlError
 
 # Deflate cannot expand by more than 1032:1 (a 258-byte match costs at least 2 bits), so a gzip file of
@@ -30,14 +31,6 @@ GZIP_MAX_RATIO = 1100
 # it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
 ARRAY_SHARE = 0.5
 SUFFIXES = (".nii", ".nii.gz")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1024 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def machine_memory() -> int:

@@ -525,3 +525,14 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_datas
     monkeypatch.undo()  # space freed: the next run finishes the store
     summary = ingest_folder(tiny_dataset, store=store, workers=1)
     assert summary.ok and len(summary.ingested) == 8 - len(cases)
+
+
+def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch):
+    import liverctl.nifti
+
+    monkeypatch.setattr(liverctl.nifti, "machine_memory", lambda: 600 << 10)  # a 64x64x24 int16 volume: 192 KB
+    two = ingest_folder(tiny_dataset, store=tmp_path / "two.zarr", workers=2)
+    assert two.ingested == [] and len(two.failures) == 8
+    assert all("more than the 150.0 KB this machine" in line and "use fewer --workers" in line for line in two.failures)
+    one = ingest_folder(tiny_dataset, store=tmp_path / "one.zarr", workers=1)
+    assert one.ok and len(one.ingested) == 8
