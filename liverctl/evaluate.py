@@ -83,32 +83,18 @@ def _natural_key(case_id: str) -> list:
 
 def load_liver_mask(path: Path, liver_labels: Sequence[int] | None = None) -> np.ndarray:
     """Label volume -> bool (X, Y, Z) liver mask, voxel order as stored (no reorientation)."""
-    import nibabel as nib
+    from liverctl.nifti import read_nifti
 
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as exc:  # nibabel raises many types for a broken file
-        raise LiverctlError(f"cannot read label volume: {exc}", path=path) from None
-    if data.ndim != 3:
-        raise LiverctlError(f"expected a 3D label volume, got shape {data.shape}", path=path)
+    _, data = read_nifti(path)  # the header is checked before any voxel is read
     if np.issubdtype(data.dtype, np.floating):
         data = np.rint(data)
     return np.isin(data, list(liver_labels)) if liver_labels else data > 0
 
 
 def label_shapes(files: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
-    import nibabel as nib
+    from liverctl.nifti import open_nifti, volume_shape
 
-    shapes = {}
-    for case, path in files.items():
-        try:
-            shape = nib.load(str(path)).shape
-        except Exception as exc:
-            raise LiverctlError(f"cannot read label volume: {exc}", path=path) from None
-        if len(shape) != 3:
-            raise LiverctlError(f"expected a 3D label volume, got shape {shape}", path=path)
-        shapes[case] = tuple(int(s) for s in shape)
-    return shapes
+    return {case: volume_shape(open_nifti(path)) for case, path in files.items()}
 
 
 def evaluate_submission(

@@ -16,7 +16,9 @@ A killed run leaves at most a work folder, which the next run deletes before it 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,8 +26,8 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
 from liverctl.layout import CaseFiles, find_cases
+from liverctl.nifti import read_nifti, short_error
 from liverctl.store import CASES_GROUP, INDEX_GROUP, STORE_FORMAT, image_compressor, store_bytes
 
 FLOAT16_MAX = 65504.0
@@ -62,6 +66,7 @@ class IngestSummary:
     bytes_stored: int = 0  # size of the store on disk
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # one line each: "<file>: <problem>"
+    notes: list[str] = field(default_factory=list)  # one line each: done, but worth a word (label values)
 
     @property
     def ok(self) -> bool:
@@ -83,42 +88,6 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _short(exc: BaseException, path: Path | None = None) -> str:
-    """First line of an exception's message, with its type and without the file name repeated."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if path is not None:
-        first = first.replace(f"File {path} ", "").replace(str(path), "the file")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _load_nifti(path: Path):
-    """Load a NIfTI file fully. Returns (image object, voxel array with the file's scaling applied)."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
-        raise LiverctlError(f"cannot be read as NIfTI ({_short(exc, path)})", path=path) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
-    try:
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # EOFError, zlib.error, ValueError ... for truncated or corrupt data
-        raise LiverctlError(f"truncated or corrupt NIfTI data ({_short(exc, path)})", path=path) from None
-    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume saved with a time axis
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise LiverctlError(
-            f"is {data.ndim}D with shape {tuple(data.shape)}; expected a 3D volume (x, y, slices)", path=path
-        )
-    if min(data.shape) == 0:
-        raise LiverctlError(f"is empty (shape {tuple(data.shape)})", path=path)
-    if data.dtype.kind not in "biuf":
-        raise LiverctlError(f"has voxels of type {data.dtype}, expected integers or floats", path=path)
-    return img, data
 
 
 def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
@@ -173,6 +142,7 @@ class _CaseJob:
     case: CaseFiles
     work_dir: str
     liver_labels: tuple[int, ...] | None
+    workers: int = 1  # processes reading at the same time: each may take that share of the memory
 
 
 @dataclass
@@ -181,12 +151,29 @@ class _CaseResult:
     ok: bool
     message: str = ""
     bytes_read: int = 0
+    notes: list[str] = field(default_factory=list)  # one line each, for the user (e.g. odd label values)
+    no_space: bool = False  # the disk filled while writing: no later case can be written either
 
 
 def _liver_mask(label: np.ndarray, liver_labels: tuple[int, ...] | None) -> np.ndarray:
     if liver_labels is None:
         return (label > 0).astype(np.uint8)
     return np.isin(label, np.asarray(liver_labels)).astype(np.uint8)
+
+
+def _label_values_note(label: np.ndarray, path: Path, liver: np.ndarray) -> str | None:
+    """Say so when a label holds values other than 0/1 and every value > 0 was taken as liver."""
+    liver_voxels = int(liver.sum(dtype=np.int64))
+    if float(label.min()) >= 0 and float(label.max()) <= 1:
+        if label.dtype.kind != "f" or np.count_nonzero(label == 1) == liver_voxels:
+            return None  # only 0 and 1 (a float label may hold fractions in between)
+    values = np.unique(label)  # a sort, but only for the odd labels this note is about
+    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+    return (
+        f"{path}: label values {shown}; without --liver-labels every value > 0 was taken as liver "
+        f"({liver_voxels} voxels). If only some mean liver, ingest again with e.g. "
+        "--liver-labels 1"
+    )
 
 
 def _source_attrs(path: Path, prefix: str = "") -> dict[str, Any]:
@@ -207,24 +194,33 @@ def _build_case(job: _CaseJob) -> _CaseResult:
         return _CaseResult(case.case_id, False, str(exc))
     except MemoryError:
         return _CaseResult(case.case_id, False, f"{case.volume}: out of memory while ingesting")
+    except OSError as exc:
+        if not is_disk_full(exc):
+            return _CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
+        shutil.rmtree(Path(job.work_dir) / case.case_id, ignore_errors=True)  # no half-written case stays
+        message = no_space_message(job.work_dir, f"case {case.case_id} ({case.volume})")
+        return _CaseResult(case.case_id, False, message, no_space=True)
     except Exception as exc:  # one odd file must not stop the other cases; name it and the error
-        return _CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({_short(exc)})")
+        return _CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
 
 
 def _write_case(job: _CaseJob) -> _CaseResult:
-    attrs, image16, liver = _read_case(job.case, job.liver_labels)
+    attrs, image16, liver, notes = _read_case(job.case, job.liver_labels, job.workers)
     _write_case_group(Path(job.work_dir) / job.case.case_id, image16, liver, attrs)
-    return _CaseResult(job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0))
+    return _CaseResult(
+        job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0), notes=notes
+    )
 
 
 def _read_case(
-    case: CaseFiles, liver_labels: tuple[int, ...] | None
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
+    case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None, list[str]]:
     """Load and check a case. Returns its attributes (all but `complete`), the image as float16
-    (X, Y, Z) and, for training cases, the liver mask as uint8 (X, Y, Z)."""
+    (X, Y, Z), for training cases the liver mask as uint8 (X, Y, Z), and notes for the user."""
+    notes: list[str] = []
     attrs: dict[str, Any] = {"split": case.split}
     attrs.update(_source_attrs(case.volume))
-    img, data = _load_nifti(case.volume)
+    img, data = read_nifti(case.volume, workers=workers)
     _check_finite(data, case.volume, "image")
     peak = float(max(abs(float(data.min())), abs(float(data.max()))))
     if peak > FLOAT16_MAX:
@@ -237,7 +233,7 @@ def _read_case(
     liver = None
     if case.label is not None:
         attrs.update(_source_attrs(case.label, "label_"))
-        _, label = _load_nifti(case.label)
+        _, label = read_nifti(case.label, workers=workers)
         if tuple(label.shape) != shape:
             raise LiverctlError(
                 f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
@@ -245,6 +241,8 @@ def _read_case(
             )
         _check_finite(label, case.label, "label")
         liver = _liver_mask(label, liver_labels)
+        if liver_labels is None and (note := _label_values_note(label, case.label, liver)):
+            notes.append(note)
         del label
 
     image16 = data.astype(np.float16)  # equal to dataobj[..., z].astype(float16) slice by slice
@@ -268,7 +266,7 @@ def _read_case(
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
         attrs["liver_voxels"] = int(per_slice.sum())
         attrs["liver_pixels_per_slice"] = [int(n) for n in per_slice]
-    return attrs, image16, liver
+    return attrs, image16, liver, notes
 
 
 def _write_case_group(
@@ -586,7 +584,16 @@ def ingest_folder(
         # Biggest first: the slowest cases start early and the pool finishes together.
         jobs.sort(key=lambda j: -sizes[j.case.case_id])
         progress("plan", None, 0, len(jobs))
-        for finished, result in enumerate(_run_jobs(jobs, workers), start=1):
+        results = _run_jobs(jobs, workers)
+        for finished, result in enumerate(results, start=1):
+            summary.notes.extend(result.notes)
+            if result.no_space:  # every later case would fail the same way: stop, keep what is complete
+                results.close()  # stops the workers
+                shutil.rmtree(work, ignore_errors=True)
+                raise LiverctlError(
+                    f"{result.message}; the {len(summary.ingested)} case(s) finished before are kept; "
+                    "free some space and run ingest again"
+                )
             if result.ok:
                 _commit_case(work / result.case_id, store_path, result.case_id, work)
                 summary.ingested.append(result.case_id)
@@ -633,17 +640,63 @@ def ingest_folder(
 
 
 def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult]:
-    """Run the jobs in this process (one worker) or a process pool, yielding results as they finish."""
+    """Run the jobs in this process (one worker) or a process pool, yielding results as they finish.
+
+    A worker killed by the OS (the OOM killer's SIGKILL) breaks the whole pool: the jobs it never started
+    go on in a fresh pool, and those in flight are run again one at a time, so the case that kills its
+    worker is the one reported ("worker killed, probably out of memory") and every other case is ingested.
+    """
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    jobs = [dataclasses.replace(job, workers=n) for job in jobs]
     if n == 1 or len(jobs) <= 1:
         for job in jobs:
             yield _build_case(job)
         return
+    pending = collections.deque(jobs)
+    while pending:
+        lost = yield from _run_pool(pending, n)
+        if len(lost) == 1:
+            yield _killed(lost[0])
+            continue
+        for job in lost:  # several were in flight: alone, the one that dies is the culprit
+            if (yield from _run_pool(collections.deque([job]), 1)):
+                yield _killed(job)
+
+
+def _killed(job: _CaseJob) -> _CaseResult:
+    return _CaseResult(
+        job.case.case_id,
+        False,
+        f"{job.case.volume}: worker killed while ingesting case {job.case.case_id}, probably out of memory",
+    )
+
+
+def _run_pool(pending: collections.deque[_CaseJob], n: int) -> Generator[_CaseResult, None, list[_CaseJob]]:
+    """Run jobs taken from `pending` in a pool of `n` processes, at most `n` at a time (so that the jobs in
+    flight are known), yielding results. Returns the jobs in flight when a worker died ([] if none did)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init)
+    in_flight: dict[Future, _CaseJob] = {}
     try:
-        futures = [pool.submit(_build_case, job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+        while pending or in_flight:
+            while pending and len(in_flight) < n:
+                job = pending.popleft()
+                in_flight[pool.submit(_build_case, job)] = job
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+                wait(in_flight)  # the pool fails every unfinished job; the finished ones keep their result
+                lost = []
+                for future, job in in_flight.items():
+                    if future.exception() is None:
+                        yield future.result()
+                    else:
+                        lost.append(job)
+                pool.shutdown(wait=True)
+                return lost
+            for future in done:
+                del in_flight[future]
+                yield future.result()
     except BaseException:
         # Ctrl-C or an error here: stop the workers now; their half-written cases stay in the work
         # folder, which the next run deletes.
@@ -654,5 +707,5 @@ def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult
         for process in processes:
             process.join(timeout=10)
         raise
-    else:
-        pool.shutdown()
+    pool.shutdown()
+    return []

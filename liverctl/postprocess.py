@@ -19,6 +19,7 @@ which keeps each file's header and affine.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
 from liverctl.metrics import DiceCounts
 
@@ -251,11 +253,13 @@ def postprocess_nifti(
     spec: str,
     *,
     liver_labels: Sequence[int] | None = None,
+    in_place: bool = False,
 ) -> list[FileResult]:
     """Clean NIfTI mask file(s): a file -> a file (or into a folder), a folder -> a folder of the same names.
 
     The mask is `label > 0`, or `label in liver_labels` when given. The output holds 0/1 in the input's
-    own data type with the input's header and affine, written atomically (temp file + rename).
+    own data type with the input's header and affine, written atomically (temp file + rename). An output
+    that is the input (the same file, or the same folder) is refused unless `in_place`.
     """
     post = parse_postprocess(spec)
     source, target = Path(source), Path(target)
@@ -265,8 +269,12 @@ def postprocess_nifti(
             raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
         if target.exists() and not target.is_dir():
             raise LiverctlError("input is a folder, so the output must be a folder too", path=target)
-        if target.resolve() == source.resolve():
-            raise LiverctlError("output folder is the input folder; choose another to keep the originals", path=target)
+        if _same_path(target, source) and not in_place:
+            raise LiverctlError(
+                "output folder is the input folder; choose another to keep the originals, "
+                "or pass --in-place to overwrite them",
+                path=target,
+            )
         pairs = [(f, target / f.name) for f in files]
     elif source.is_file():
         if not is_nifti(source):
@@ -274,24 +282,32 @@ def postprocess_nifti(
         out = target / source.name if target.is_dir() else target
         if not is_nifti(out):
             raise LiverctlError("output file must end in .nii or .nii.gz", path=out)
+        if _same_path(out, source) and not in_place:
+            raise LiverctlError(
+                "output is the input file; choose another output to keep the original, "
+                "or pass --in-place to overwrite it",
+                path=out,
+            )
         pairs = [(source, out)]
     else:
         raise LiverctlError("no such file or folder", path=source)
     return [_postprocess_file(src, dst, post, liver_labels) for src, dst in pairs]
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name the same file or folder (through links and `..` too)."""
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
 def _postprocess_file(
     source: Path, target: Path, post: Postprocess, liver_labels: Sequence[int] | None
 ) -> FileResult:
-    import nibabel as nib
+    from liverctl.nifti import read_nifti
 
-    try:
-        img = nib.load(str(source))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for a broken file
-        raise LiverctlError(f"cannot read NIfTI: {exc}", path=source) from None
-    if data.ndim != 3:
-        raise LiverctlError(f"expected a 3D mask, got shape {data.shape}", path=source)
+    img, data = read_nifti(source)  # the header is checked before any voxel is read
     values = np.rint(data) if np.issubdtype(data.dtype, np.floating) else data
     mask = np.isin(values, list(liver_labels)) if liver_labels else values > 0
     cleaned = post(mask)
@@ -306,12 +322,19 @@ def write_nifti_atomic(img, target: Path) -> None:
     """Save a nibabel image to a temporary name beside `target`, then rename it into place."""
     import nibabel as nib
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
     tmp = target.with_name(f".{target.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         nib.save(img, str(tmp))
         os.replace(tmp, target)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise no_space_error(target, str(target)) from None
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise LiverctlError(f"cannot write here: {blocker} is a file, not a folder", path=target) from None
+        raise LiverctlError(f"cannot write here ({exc.strerror or exc})", path=target) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

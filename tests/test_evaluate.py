@@ -102,3 +102,16 @@ def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
     _save(labels / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(LiverctlError, match="two label files for case 'a'"):
         find_label_files(labels)
+
+
+def test_untrusted_label_headers_are_refused_before_reading(scored_pair, tmp_path):
+    from nifti_fixtures import header_only
+
+    sub, labels = scored_pair
+    absurd = header_only(labels / "c.nii.gz", [2048, 2048, 256])
+    with pytest.raises(LiverctlError, match="header claims 2048 x 2048 x 256 int16 voxels") as info:
+        evaluate_submission(sub, labels)
+    assert str(info.value).startswith(f"{absurd}: ")
+    absurd.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(LiverctlError, match="cannot be read as NIfTI"):
+        evaluate_submission(sub, labels)

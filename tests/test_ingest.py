@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from nifti_fixtures import header_only
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -93,6 +95,20 @@ def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
         assert store.meta(case_id)["liver_voxels"] == int((label > 0).sum())
     dcmqi = np.asarray(nib.load(real_dataset.sources["dcmqi-3slice"][1]).dataobj)
     assert (dcmqi == 2).any()  # so the two definitions really differ there
+    # ... and ingest says so, once, for that case only, with what it did
+    (note,) = summary.notes
+    assert note.startswith(str(real_dataset.root / "train" / "segmentation" / "segmentation-dcmqi-3slice"))
+    assert "label values 0, 1, 2; without --liver-labels every value > 0 was taken as liver" in note
+    assert f"({int((dcmqi > 0).sum())} voxels)" in note
+
+
+def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset, tmp_path):
+    result = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "segmentation-dcmqi-3slice" in notes[0] and "--liver-labels 1" in notes[0]
+    given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], workers=1)
+    assert given.ok and given.notes == []
 
 
 def test_summary_counts(tiny_dataset, tmp_path):
@@ -363,7 +379,8 @@ def test_truncated_and_corrupt_gzip_messages(tmp_path, tiny_dataset):
     assert summary.ingested == [] and len(summary.failures) == 3
     for failure, name in zip(sorted(summary.failures), ["volume-a", "volume-b", "volume-c"], strict=True):
         assert name in failure and "\n" not in failure
-        assert "NIfTI" in failure
+        assert "NIfTI" in failure or "truncated" in failure
+    assert "header claims 64 x 64 x 24 int16 voxels" in sorted(summary.failures)[2]  # refused before reading
 
 
 @pytest.mark.parametrize("folder", ["missing", "empty"])
@@ -410,3 +427,112 @@ def test_command_summary(tiny_dataset, tmp_path):
     assert "8 cases (6 train, 2 test; 8 ingested, 0 unchanged), 192 slices" in result.stdout
     again = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
     assert "0 ingested, 8 unchanged" in again.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bounded inputs, workers killed by the OS, disk full
+
+
+def test_absurd_headers_are_refused_and_every_other_case_ingested(dataset, tmp_path):
+    test = dataset / "test"
+    absurd = header_only(test / "volume-absurd.nii.gz", [2048, 2048, 256])
+    cube = header_only(test / "volume-cube.nii.gz", [30000, 30000, 30000])
+    negative = header_only(test / "volume-negative.nii.gz", [64, -64, 24])
+    result = run_cli("ingest", str(dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    assert len(lines) == 4 and "Traceback" not in result.stderr
+    assert f"{absurd}: header claims 2048 x 2048 x 256 int16 voxels" in result.stderr
+    assert f"{cube}: header claims 30000 x 30000 x 30000 int16 voxels" in result.stderr
+    assert f"{negative}: header claims shape (64 x -64 x 24)" in result.stderr
+    assert LiverStore.open(tmp_path / "s.zarr").case_ids() == [str(i) for i in range(8)]
+
+
+def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
+    """Make the worker that reads one of `case_ids` die as the OOM killer kills it (workers are forked)."""
+    import liverctl.ingest as ingest
+
+    read_case = ingest._read_case
+
+    def read_or_die(case, liver_labels, workers=1):
+        if case.case_id in case_ids:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_case(case, liver_labels, workers)
+
+    monkeypatch.setattr(ingest, "_read_case", read_or_die)
+
+
+@pytest.mark.parametrize("killers", [("3",), ("2", "6")])
+def test_a_worker_killed_by_the_os_fails_only_its_case(tiny_dataset, reference_store, tmp_path, monkeypatch, killers):
+    _kill_own_worker_for(monkeypatch, *killers)
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=2)
+    assert sorted(summary.ingested) == sorted(set(map(str, range(8))) - set(killers))
+    assert len(summary.failures) == len(killers)
+    for case_id in killers:
+        expected = f"-{case_id}.nii.gz: worker killed while ingesting case {case_id}, probably out of memory"
+        assert sum(expected in line for line in summary.failures) == 1, summary.failures
+    monkeypatch.undo()  # the next run ingests the killed cases and the store is as if nothing happened
+    again = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=2)
+    assert again.ok and sorted(again.ingested) == sorted(killers)
+    assert store_content(tmp_path / "s.zarr") == reference_store
+
+
+def test_a_killed_worker_is_one_line_in_the_command(tiny_dataset, tmp_path, monkeypatch):
+    _kill_own_worker_for(monkeypatch, "4")
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr and "BrokenProcessPool" not in result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 2 and "worker killed while ingesting case 4, probably out of memory" in lines[0]
+    assert "7 ingested" in result.stdout
+
+
+def _fill_disk_after(monkeypatch, chunks: int) -> None:
+    """zarr's file writes raise ENOSPC once `chunks` chunk files are written (metadata is still written)."""
+    import errno
+
+    import zarr.storage._local as local
+
+    put = local._put
+    written = [0]
+
+    def put_or_full(path, value, exclusive=False):
+        if "/c/" in str(path):
+            written[0] += 1
+            if written[0] > chunks:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put_or_full)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_dataset, tmp_path, monkeypatch, workers):
+    store = tmp_path / "s.zarr"
+    _fill_disk_after(monkeypatch, chunks=24 * 2 + 5)  # a case or two fit, then the disk is full
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", workers)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert re.match(r"error: no space left on /\S* while writing case \w+ \(.*volume-\w+\.nii\.gz\); ", line), line
+    assert "free some space and run ingest again" in line
+    assert not (tmp_path / ".s.zarr.ingest" / "work").exists()  # the half-written case is gone
+    cases = sorted(p for p in (store / "cases").iterdir() if p.is_dir())
+    full_case = re.search(r"while writing case (\w+)", line).group(1)
+    assert len(cases) < 8 and full_case not in {p.name for p in cases}
+    for case_dir in cases:  # whatever is in the store is whole
+        assert json.loads((case_dir / "zarr.json").read_text())["attributes"]["complete"] is True
+        assert len(list((case_dir / "image" / "c").rglob("*"))) > 0
+
+    monkeypatch.undo()  # space freed: the next run finishes the store
+    summary = ingest_folder(tiny_dataset, store=store, workers=1)
+    assert summary.ok and len(summary.ingested) == 8 - len(cases)
+
+
+def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch):
+    import liverctl.nifti
+
+    monkeypatch.setattr(liverctl.nifti, "machine_memory", lambda: 600 << 10)  # a 64x64x24 int16 volume: 192 KB
+    two = ingest_folder(tiny_dataset, store=tmp_path / "two.zarr", workers=2)
+    assert two.ingested == [] and len(two.failures) == 8
+    assert all("more than the 150.0 KB this machine" in line and "use fewer --workers" in line for line in two.failures)
+    one = ingest_folder(tiny_dataset, store=tmp_path / "one.zarr", workers=1)
+    assert one.ok and len(one.ingested) == 8

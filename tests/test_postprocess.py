@@ -1,3 +1,5 @@
+import errno
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -173,3 +175,85 @@ def test_fill_matches_scipy_binary_fill_holes():
         per_slice = np.stack([ndimage.binary_fill_holes(vol[..., z]) for z in range(vol.shape[2])], axis=-1)
         assert np.array_equal(parse_postprocess("fill2d")(vol), per_slice)
     assert filled_any  # the random volumes do have holes to fill
+
+
+# ---------------------------------------------------------------------------------------- untrusted files
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    return CliRunner().invoke(app, ["postprocess", *map(str, args)])
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def noisy_mask(tmp_path) -> Path:
+    path = tmp_path / "in" / "mask.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(path))
+    return path
+
+
+def test_output_that_is_the_input_is_refused_unless_in_place(noisy_mask):
+    before = noisy_mask.read_bytes()
+    for target in (noisy_mask, noisy_mask.parent, noisy_mask.parent / ".." / "in" / noisy_mask.name):
+        result = _cli(noisy_mask, target)
+        assert result.exit_code == 2, result.stdout
+        (line,) = _error_lines(result)
+        assert "output is the input file" in line and "--in-place" in line
+    folder = _cli(noisy_mask.parent, noisy_mask.parent)
+    assert folder.exit_code == 2 and "output folder is the input folder" in _error_lines(folder)[0]
+    assert noisy_mask.read_bytes() == before  # untouched
+
+    result = _cli(noisy_mask, noisy_mask, "--in-place")
+    assert result.exit_code == 0, result.stderr
+    assert int(np.asanyarray(nib.load(str(noisy_mask)).dataobj).sum()) == 216  # only the big cube is left
+    assert _cli(noisy_mask.parent, noisy_mask.parent, "--in-place").exit_code == 0
+    assert sorted(p.name for p in noisy_mask.parent.iterdir()) == ["mask.nii.gz"]  # no temporary file left
+
+
+def test_unwritable_target_is_one_line(noisy_mask, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _cli(noisy_mask, blocker / "out.nii.gz")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    (line,) = _error_lines(result)
+    assert line == f"error: {blocker / 'out.nii.gz'}: cannot write here: {blocker} is a file, not a folder"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        result = _cli(noisy_mask, locked / "out.nii.gz")
+        assert result.exit_code == 2 and "cannot write here (Permission denied)" in _error_lines(result)[0]
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(noisy_mask, tmp_path, monkeypatch):
+    def full(img, filename):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    monkeypatch.setattr(nib, "save", full)
+    out = tmp_path / "out"
+    result = _cli(noisy_mask, out / "clean.nii.gz")
+    assert result.exit_code == 2
+    (line,) = _error_lines(result)
+    assert line.startswith("error: no space left on /") and f"while writing {out / 'clean.nii.gz'}" in line
+    assert list(out.iterdir()) == []
+
+
+def test_absurd_header_is_refused_before_reading(tmp_path):
+    from nifti_fixtures import header_only
+
+    path = header_only(tmp_path / "absurd.nii.gz", [2048, 2048, 256])
+    with pytest.raises(LiverctlError, match="header claims 2048 x 2048 x 256 int16 voxels"):
+        postprocess_nifti(path, tmp_path / "out.nii.gz", "largest")
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(os.urandom(200))
+    result = _cli(garbage, tmp_path / "out.nii.gz")
+    assert result.exit_code == 2 and f"{garbage}: cannot be read as NIfTI" in _error_lines(result)[0]
+    assert not (tmp_path / "out.nii.gz").exists()

@@ -47,17 +47,17 @@ def build_notebook_cache(
     Layout: `cache_dir/images/<case>_<z>.npy` float16 (X, Y) in [0, 1],
     `cache_dir/masks/<case>_<z>.npy` uint8 (X, Y), and `index.json` listing every slice.
     """
-    import nibabel as nib
+    from liverctl.nifti import open_nifti
 
     images, masks = cache_dir / "images", cache_dir / "masks"
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     rows: list[CacheRow] = []
     for case, volume_path, label_path in cases:
-        volume = nib.load(str(volume_path)).get_fdata()  # float64, as the notebooks did
+        volume = open_nifti(volume_path).get_fdata()  # float64, as the notebooks did
         label = None
         if label_path is not None:
-            label = np.isin(nib.load(str(label_path)).get_fdata(), liver_labels).astype(np.uint8)
+            label = np.isin(open_nifti(label_path).get_fdata(), liver_labels).astype(np.uint8)
         depth = volume.shape[-1]
         for z in range(depth):
             np.save(images / f"{case}_{z}.npy", window_to_unit(volume[..., z], window).astype(np.float16))

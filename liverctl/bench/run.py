@@ -291,13 +291,13 @@ def _fresh(path: Path) -> Callable[[], None]:
 
 def read_floor(cases: list[tuple[str, Path, Path | None]]) -> int:
     """Read and decompress every source file once (volume and label), nothing else. Returns voxels read."""
-    import nibabel as nib
+    from liverctl.nifti import open_nifti
 
     voxels = 0
     for _, volume, label in cases:
         for path in (volume, label):
             if path is not None:
-                voxels += np.asanyarray(nib.load(str(path)).dataobj).size
+                voxels += np.asanyarray(open_nifti(path).dataobj).size
     return voxels
 
 
@@ -636,11 +636,11 @@ def _noisy_mask(label: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _measure_submit(ctx: _Context) -> list[Figure]:
-    import nibabel as nib
+    from liverctl.nifti import open_nifti
 
     s = ctx.settings
     case_id, volume_path, label_path = ctx.cases[0]
-    label = np.asanyarray(nib.load(str(label_path)).dataobj)
+    label = np.asanyarray(open_nifti(label_path).dataobj)
     mask = _noisy_mask(np.isin(label, LIVER_LABELS), s.seed)
     shape = "x".join(map(str, mask.shape))
 
@@ -682,7 +682,7 @@ def _liverctl_rle(mask: np.ndarray) -> list[str]:
 
 
 def _measure_inference(ctx: _Context, fig: Figure, volume_path: Path, case_id: str) -> None:
-    import nibabel as nib
+    from liverctl.nifti import open_nifti
 
     torch = ctx.torch
     s = ctx.settings
@@ -692,7 +692,7 @@ def _measure_inference(ctx: _Context, fig: Figure, volume_path: Path, case_id: s
         raise _missing(exc) from None
     cfg = ctx.config()
     model = build_model(cfg, pretrained=False).eval()
-    volume = baseline.window_to_unit(np.asanyarray(nib.load(str(volume_path)).dataobj),
+    volume = baseline.window_to_unit(np.asanyarray(open_nifti(volume_path).dataobj),
                                      tuple(cfg["data"]["window"]))
     depth = volume.shape[-1]
     n = min(s.infer_slices, depth)

@@ -7,15 +7,7 @@ from pathlib import Path
 import typer
 
 from liverctl.commands._common import console, err_console, guarded
-
-
-def _human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+from liverctl.disk import human_bytes
 
 
 def _parse_labels(text: str | None) -> list[int] | None:
@@ -73,7 +65,7 @@ def synth(
             )
         console.print(
             f"wrote {result.train_cases} training and {result.test_cases} test cases "
-            f"({size}x{size}x{slices}) to {out}: {_human_bytes(result.bytes_written)} "
+            f"({size}x{size}x{slices}) to {out}: {human_bytes(result.bytes_written)} "
             f"in {time.perf_counter() - started:.1f} s"
         )
 
@@ -90,6 +82,8 @@ def ingest(
 ) -> None:
     """Ingest a NIfTI folder into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded():
+        from rich.markup import escape
+
         from liverctl.errors import LiverctlError
         from liverctl.ingest import ingest_folder
 
@@ -118,11 +112,13 @@ def ingest(
             f"{store}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
             f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
             f"{summary.slices} slices, {summary.liver_slices} with liver; "
-            f"read {_human_bytes(summary.bytes_read)}, stored {_human_bytes(summary.bytes_stored)}, "
+            f"read {human_bytes(summary.bytes_read)}, stored {human_bytes(summary.bytes_stored)}, "
             f"{summary.seconds:.1f} s",
             highlight=False,
             soft_wrap=True,
         )
+        for line in summary.notes:
+            err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if summary.failures:
             for line in summary.failures:
                 err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)

@@ -87,6 +87,7 @@ def postprocess_command(
     target: Path = typer.Argument(..., help="Output file, or folder (for a folder input)."),
     mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
     liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Allow OUT to be IN: overwrite the input mask(s)."),
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
     from liverctl.errors import LiverctlError
@@ -95,7 +96,9 @@ def postprocess_command(
     with guarded():
         if mode.strip().lower() == AUTO:
             raise LiverctlError("--mode auto needs a run's validation cases; use it with `liverctl submit`")
-        results = postprocess_nifti(source, target, mode, liver_labels=_liver_labels(liver_labels))
+        results = postprocess_nifti(
+            source, target, mode, liver_labels=_liver_labels(liver_labels), in_place=in_place
+        )
         for r in results:
             console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False)
         console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {mode}", highlight=False)

@@ -1,0 +1,175 @@
+"""Opening NIfTI files from strangers: the header is checked before a single voxel is read.
+
+A NIfTI header is 348 bytes anyone can write. Trusted, a 77-byte `.nii.gz` claiming 2048 x 2048 x 256
+voxels makes a reader allocate gigabytes before it finds out the data is not there. So every reader of
+NIfTI in liverctl (ingest, postprocess, evaluate, bench) goes through `open_nifti` / `read_nifti`, which
+refuse, with one line naming the file and before any allocation, a header whose
+
+- dimensions are not all positive, or that is not 3D (a 4D or 5D file whose extra axes are all 1 is 3D);
+- voxel type is not integer or float;
+- voxel bytes cannot be in the file: an uncompressed file must hold them, a gzip file cannot expand
+  beyond what deflate can do (`GZIP_MAX_RATIO`);
+- voxel array, as it will be in memory, does not fit the share of the machine's memory that one worker
+  gets (`memory_budget`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.disk import human_bytes
+from liverctl.errors import LiverctlError
+
+# Deflate cannot expand by more than 1032:1 (a 258-byte match costs at least 2 bits), so a gzip file of
+# N bytes never holds more than about 1032 N bytes; the margin covers the gzip header and trailer.
+GZIP_MAX_RATIO = 1100
+# Share of one worker's memory the voxel array itself may take: the readers hold a converted copy beside
+# it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
+ARRAY_SHARE = 0.5
+SUFFIXES = (".nii", ".nii.gz")
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the physical memory, or the container's limit if lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not Linux / not POSIX
+        total = _meminfo_total() or 8 << 30
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" means no limit
+            total = min(total, int(text))
+    return total
+
+
+def _meminfo_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_budget(workers: int = 1) -> int:
+    """Bytes one voxel array may take in memory when `workers` processes read files at the same time."""
+    return int(machine_memory() * ARRAY_SHARE) // max(1, workers)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(n) for n in shape)
+
+
+def open_nifti(path: str | os.PathLike, *, workers: int = 1):
+    """Open a NIfTI file and check its header; reads no voxel data.
+
+    Returns the nibabel image (its `dataobj` still on disk). Raises `LiverctlError` naming the file for
+    anything that is not a NIfTI image or whose header fails a check in the module docstring.
+    `workers`: how many processes read files at the same time (each gets that share of the memory).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.endswith(SUFFIXES):
+        raise LiverctlError("not a NIfTI file name (.nii or .nii.gz)", path=path)
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
+        raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)})", path=path) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
+    check_header(img, path, workers=workers)
+    return img
+
+
+def volume_shape(img) -> tuple[int, int, int]:
+    """The (X, Y, Z) shape of a checked image (trailing axes of length 1 dropped)."""
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape  # type: ignore[return-value]
+
+
+def check_header(img, path: Path, *, workers: int = 1) -> None:
+    """Refuse a header that cannot describe a volume this machine can read from this file."""
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    if not shape or min(shape) <= 0:
+        raise LiverctlError(
+            f"header claims shape ({_shape_text(shape)}); every dimension must be positive", path=path
+        )
+    dims = volume_shape(img)
+    if len(dims) != 3:
+        raise LiverctlError(
+            f"is {len(dims)}D with shape {dims}; expected a 3D volume (x, y, slices)", path=path
+        )
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":
+        raise LiverctlError(f"has voxels of type {dtype}, expected integers or floats", path=path)
+
+    voxels = int(np.prod(shape, dtype=object))  # Python ints: 30000**3 * 8 must not wrap
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    claimed = offset + voxels * dtype.itemsize
+    size = path.stat().st_size
+    what = f"{_shape_text(dims)} {dtype} voxels ({human_bytes(voxels * dtype.itemsize)})"
+    if path.name.endswith(".gz"):
+        if claimed > size * GZIP_MAX_RATIO:
+            raise LiverctlError(
+                f"header claims {what}, more than a {human_bytes(size)} gzip file can hold "
+                f"(at most {human_bytes(size * GZIP_MAX_RATIO)}); the file is truncated or the header is wrong",
+                path=path,
+            )
+    elif claimed > size:
+        raise LiverctlError(
+            f"header claims {what} but the file holds {human_bytes(size)}; "
+            "the file is truncated or the header is wrong",
+            path=path,
+        )
+
+    in_memory = voxels * _loaded_itemsize(img, dtype)
+    budget = memory_budget(workers)
+    if in_memory > budget:
+        per = f"each of {workers} workers" if workers > 1 else "one reader"
+        hint = "; use fewer --workers" if workers > 1 else ""
+        raise LiverctlError(
+            f"header claims {_shape_text(dims)} {dtype} voxels ({human_bytes(in_memory)} in memory), more than "
+            f"the {human_bytes(budget)} this machine ({human_bytes(machine_memory())}) allows {per}{hint}",
+            path=path,
+        )
+
+
+def _loaded_itemsize(img, dtype: np.dtype) -> int:
+    """Bytes per voxel once read: nibabel returns float64 for data with a scale or offset."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    scaled = (slope is not None and float(slope) != 1.0) or (inter is not None and float(inter) != 0.0)
+    return max(dtype.itemsize, 8) if scaled else dtype.itemsize
+
+
+def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray]:
+    """Open, check, then read a NIfTI volume. Returns (image, voxels (X, Y, Z) with the file's scaling)."""
+    path = Path(path)
+    img = open_nifti(path, workers=workers)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise LiverctlError("out of memory while reading the voxel data", path=path) from None
+    except Exception as exc:  # EOFError, zlib.error, ValueError ... for truncated or corrupt data
+        raise LiverctlError(f"truncated or corrupt NIfTI data ({short_error(exc, path)})", path=path) from None
+    return img, data.reshape(volume_shape(img), order="A")
+
+
+def short_error(exc: BaseException, path: Path | None = None) -> str:
+    """First line of an exception's message, with its type and without the file name repeated."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if path is not None:
+        first = first.replace(f"File {path} ", "").replace(str(path), "the file")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -1,0 +1,26 @@
+"""Sizes and full disks in words."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from liverctl.disk import human_bytes, is_disk_full, mount_point, no_space_error
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (0, 1023, 1536, 3 << 30, 5 << 40)] == ["0 B", "1023 B", "1.5 KB", "3.0 GB", "5.0 TB"]
+
+
+def test_mount_point_of_a_path_not_yet_written(tmp_path):
+    where = mount_point(tmp_path / "not" / "yet" / "there.nii.gz")
+    assert os.path.ismount(where) and str(tmp_path).startswith(where)
+
+
+def test_disk_full_is_recognised_and_said_in_one_line(tmp_path):
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
+    message = str(no_space_error(tmp_path, "submission.csv"))
+    assert message.startswith(f"no space left on {mount_point(tmp_path)} while writing submission.csv")
+    assert "\n" not in message
