@@ -49,14 +49,15 @@ def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | 
         raise bad
     for key, value in raw.items():
         if _is_int(key) and isinstance(value, str):  # {"1": "liver"}
-            names[int(key)] = value
-        elif isinstance(value, int) and not isinstance(value, bool):  # {"liver": 1}
-            names[value] = str(key)
+            pairs = [(int(key), value)]
+        elif _is_int(value) and not isinstance(value, str):  # {"liver": 1}
+            pairs = [(int(value), str(key))]
         elif isinstance(value, list) and value and all(_is_int(v) for v in value):  # region {"liver": [1, 2]}
-            for v in value:
-                names.setdefault(int(v), str(key))
+            pairs = [(int(v), str(key)) for v in value]
         else:
             raise bad
+        for v, name in pairs:  # a value in several regions gets all their names: "liver + tumor"
+            names[v] = f"{names[v]} + {name}" if v in names else name
     return names
 
 

@@ -154,7 +154,7 @@ def _liver_labels(
     if value is not None:
         return _values(value), "--liver-labels", False, None
     if layout == "competition":
-        return None, "default (any value > 0)", False, None
+        return None, "the competition layout's default", False, None
     return None, "", False, (
         f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES "
         "(LiTS: 1,2 = liver and tumour)"
@@ -189,13 +189,13 @@ def plan_sources(
             raise LiverctlError(f"--layout {key}=...: no source is named {key!r} (name one with {key}=PATH)")
     records, stored_cases = _read_store(Path(store))
     by_name = {r["name"]: r for r in records}
-    by_path = {r.get("path"): r["name"] for r in records}
+    by_path = {str(Path(r["path"]).resolve()): r["name"] for r in records if isinstance(r.get("path"), str)}
     main = next((r["name"] for r in records if r.get("role") == MAIN), None)
     used = set(by_name)
     seen_paths: dict[str, str] = {}
     plans: list[SourcePlan] = []
     for explicit, path in specs:
-        resolved = str(Path(path).absolute().resolve())
+        resolved = str(Path(path).resolve())
         if resolved in seen_paths:
             raise LiverctlError(f"is given twice (as {seen_paths[resolved]!r} too)", path=path)
         seen_paths[resolved] = str(path)
@@ -215,7 +215,7 @@ def plan_sources(
         labels, labels_from, checked, error = _liver_labels(liver_labels, name, found.layout, found.label_names)
         plan = SourcePlan(
             name=name,
-            path=Path(resolved),
+            path=Path(path).absolute(),
             layout=found.layout,
             role=role,
             in_folds=role == MAIN or extra_in_folds,
@@ -266,3 +266,38 @@ def plan_sources(
     for plan in plans:
         merged[plan.name] = plan.record()
     return IngestPlan(sources=plans, records=list(merged.values()), main=main)
+
+
+def parse_liver_labels_option(entries: Sequence[str] | None) -> dict[str | None, list[int]] | None:
+    """`--liver-labels` values: `1,2` (every source without dataset.json) or `NAME=1,2` (one source)."""
+    out: dict[str | None, list[int]] = {}
+    for entry in entries or []:
+        name, _, values = entry.rpartition("=")
+        if name and not _NAME.match(name):
+            raise LiverctlError(f"--liver-labels {entry!r}: {name!r} is not a source name (e.g. lits=1,2)")
+        try:
+            parsed = [int(part) for part in values.split(",") if part.strip()]
+        except ValueError:
+            raise LiverctlError(
+                f"--liver-labels {entry!r}: expected label values like 1 or 1,2, or NAME=1,2 for one source"
+            ) from None
+        if not parsed:
+            raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
+        key = name or None
+        if key in out:
+            raise LiverctlError(f"--liver-labels is given twice for {'source ' + key if key else 'every source'}")
+        out[key] = parsed
+    return out or None
+
+
+def parse_layout_option(entries: Sequence[str] | None) -> dict[str | None, str] | None:
+    """`--layout` values: `lits` (every source) or `NAME=lits` (the source given as NAME=PATH)."""
+    from liverctl.sources import LAYOUTS
+
+    out: dict[str | None, str] = {}
+    for entry in entries or []:
+        name, _, layout = entry.rpartition("=")
+        if layout not in LAYOUTS:
+            raise LiverctlError(f"--layout {entry!r}: unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        out[name or None] = layout
+    return out or None
