@@ -303,16 +303,23 @@ def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPla
 
 
 def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Index rows of the training cases outside `fold` and of the held-out cases in it."""
+    """Index rows of the training cases outside `fold` and of the held-out cases in it.
+
+    Train-only cases (fold code `TRAIN_ONLY_FOLD`, the extra sources) are always on the training side.
+    """
+    from liverctl.store import TRAIN_ONLY_FOLD
+
     index = store.slice_index()
     split = np.asarray(index.split)
     folds = np.asarray(index.fold)
-    train_rows = np.flatnonzero((split == 0) & (folds != fold) & (folds >= 0))
+    valid = sorted({f for f in folds[split == 0].tolist() if f >= 0})
+    if fold < 0:
+        raise LiverctlError(f"data.fold must be one of the store's folds {valid}, not {fold}")
+    train_rows = np.flatnonzero((split == 0) & (folds != fold) & ((folds >= 0) | (folds == TRAIN_ONLY_FOLD)))
     val_rows = np.flatnonzero((split == 0) & (folds == fold))
     if max_val_cases > 0 and len(val_rows):
         codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
         val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]
-    valid = sorted(set(folds[split == 0].tolist()))
     if not len(val_rows):
         raise LiverctlError(f"fold {fold} has no training cases to validate on; folds in the store: {valid}")
     if not len(train_rows):

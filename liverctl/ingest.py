@@ -1,15 +1,19 @@
 """NIfTI folder -> Zarr store: atomic per case, resumable, parallel.
 
 How a run goes:
-1. find the cases (`liverctl.layout`); unpaired or duplicate files become failures, the rest go on;
+1. plan the sources (`liverctl.sources.plan`): find each source's cases in its layout, name the source,
+   choose its role (main or extra), liver labels and id prefix; unpaired or duplicate files become
+   failures, the rest go on;
 2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
    failing that the sha256) and whose liver labels are the same;
 3. ingest the others in worker processes: each writes its case as a standalone Zarr group in a work
    folder beside the store (`.<store name>.ingest/work/<id>`), with `complete=true` in the attributes
    written last; the main process then renames the folder into `cases/<id>` (a case appears whole or
    not at all);
-4. assign patient-level folds (seeded, balanced by liver volume) over all complete training cases and
-   rebuild the slice index, writing each only where it changed, so a second run changes nothing.
+4. assign patient-level folds (seeded, balanced by liver volume) to the training cases of the sources
+   in the folds, keeping the folds of the cases that already have one (same --folds and --fold-seed);
+   the other training cases get `TRAIN_ONLY_FOLD`; rebuild the slice index, writing each only where it
+   changed, so a second run changes nothing.
 
 A killed run leaves at most a work folder, which the next run deletes before it starts.
 """
@@ -37,9 +41,18 @@ import numpy as np
 
 from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
-from liverctl.layout import CaseFiles, find_cases
 from liverctl.nifti import read_nifti, short_error
-from liverctl.store import CASES_GROUP, INDEX_GROUP, STORE_FORMAT, image_compressor, store_bytes
+from liverctl.sources import CaseFiles
+from liverctl.sources.labels import check_label_values
+from liverctl.sources.plan import LabelSpec, LayoutSpec, SourcePlan, plan_sources
+from liverctl.store import (
+    CASES_GROUP,
+    INDEX_GROUP,
+    STORE_FORMAT,
+    TRAIN_ONLY_FOLD,
+    image_compressor,
+    store_bytes,
+)
 
 FLOAT16_MAX = 65504.0
 PERCENTILES = (0.5, 1, 5, 50, 95, 99, 99.5)
@@ -48,6 +61,20 @@ _Z_BLOCK = 16  # slices converted / written at a time (bounds the extra memory p
 ProgressCallback = Callable[[str, "str | None", int, int], None]
 """on_progress(event, case_id, done, total): "plan" (total = cases to ingest), then "case" (ingested) or
 "failed" for each, with done = cases finished so far."""
+
+
+@dataclass
+class SourceCounts:
+    """One source of the store after a run: what it is and how many of its cases are where."""
+
+    layout: str
+    role: str  # "main" or "extra"
+    in_folds: bool
+    train: int = 0  # complete training cases in the store
+    test: int = 0
+    ingested: int = 0  # by this run
+    unchanged: int = 0
+    folds: dict[int, int] = field(default_factory=dict)  # fold code -> training cases
 
 
 @dataclass
@@ -67,6 +94,7 @@ class IngestSummary:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # one line each: "<file>: <problem>"
     notes: list[str] = field(default_factory=list)  # one line each: done, but worth a word (label values)
+    sources: dict[str, SourceCounts] = field(default_factory=dict)  # every source of the store, by name
 
     @property
     def ok(self) -> bool:
@@ -240,6 +268,7 @@ def _read_case(
                 path=case.label,
             )
         _check_finite(label, case.label, "label")
+        check_label_values(label, case.known_labels, case.label)
         liver = _liver_mask(label, liver_labels)
         if liver_labels is None and (note := _label_values_note(label, case.label, liver)):
             notes.append(note)
@@ -427,16 +456,40 @@ def _commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
         os.rename(built, target)
 
 
-def assign_folds(liver_voxels: dict[str, int], n_folds: int, seed: int) -> dict[str, int]:
+def assign_folds(
+    liver_voxels: dict[str, int], n_folds: int, seed: int, fixed: dict[str, int] | None = None
+) -> dict[str, int]:
     """Patient-level folds balanced by liver volume: cases sorted by liver voxels are dealt out in
     groups of `n_folds`, each group in a seeded random fold order. Depends only on the cases, not on
-    the order they were ingested in."""
-    ordered = sorted(liver_voxels, key=lambda c: (liver_voxels[c], c))
+    the order they were ingested in.
+
+    `fixed`: cases that keep the fold they have. When those folds are what the deal above gives, the
+    other cases get theirs from it too (a store finished after an interrupted run equals one made in a
+    single run); otherwise the new cases are dealt the same way onto the folds with fewest cases.
+    """
+    full = _deal(sorted(liver_voxels, key=lambda c: (liver_voxels[c], c)), n_folds, seed, [0] * n_folds)
+    fixed = {c: f for c, f in (fixed or {}).items() if c in liver_voxels}
+    if all(full[c] == f for c, f in fixed.items()):
+        return full
+    counts = [0] * n_folds
+    for fold in fixed.values():
+        counts[fold] += 1
+    new = sorted((c for c in liver_voxels if c not in fixed), key=lambda c: (liver_voxels[c], c))
+    return {**fixed, **_deal(new, n_folds, seed, counts)}
+
+
+def _deal(ordered: list[str], n_folds: int, seed: int, counts: list[int]) -> dict[str, int]:
+    """Deal `ordered` in groups of `n_folds`; each group goes to the folds ordered by (cases so far,
+    position in a seeded random permutation) - with equal counts, the permutation itself."""
     rng = np.random.default_rng(seed)
+    counts = list(counts)
     folds: dict[str, int] = {}
     for start in range(0, len(ordered), n_folds):
-        for case_id, fold in zip(ordered[start : start + n_folds], rng.permutation(n_folds), strict=False):
-            folds[case_id] = int(fold)
+        rank = {int(f): i for i, f in enumerate(rng.permutation(n_folds))}
+        order = sorted(range(n_folds), key=lambda f: (counts[f], rank[f]))
+        for case_id, fold in zip(ordered[start : start + n_folds], order, strict=False):
+            folds[case_id] = fold
+            counts[fold] += 1
     return folds
 
 
@@ -483,6 +536,7 @@ def _index_columns(cases: dict[str, dict[str, Any]]) -> tuple[dict[str, np.ndarr
         "folds": [-1 if cases[c].get("fold") is None else int(cases[c]["fold"]) for c in ids],
         "slices": slices,
         "offsets": offsets,
+        "sources": [cases[c].get("source_name") or "main" for c in ids],
     }
     return arrays, attrs
 
@@ -529,15 +583,6 @@ def _write_index(store: Path, work: Path, arrays: dict[str, np.ndarray], attrs: 
         os.rename(built, target)
 
 
-def _parse_liver_labels(liver_labels: list[int] | tuple[int, ...] | None) -> tuple[int, ...] | None:
-    if liver_labels is None:
-        return None
-    values = tuple(sorted({int(v) for v in liver_labels}))
-    if not values:
-        raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
-    return values
-
-
 def ingest_folder(
     data_dir: str | Path,
     store: str | Path = "store/liver.zarr",
@@ -547,40 +592,71 @@ def ingest_folder(
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> IngestSummary:
-    """Ingest every case under `data_dir` into the store at `store` (module docstring for the steps).
+    """Ingest every case under `data_dir` into the store at `store`: `ingest_sources` with one source."""
+    return ingest_sources(
+        [Path(data_dir)],
+        store,
+        liver_labels=liver_labels,
+        n_folds=n_folds,
+        fold_seed=fold_seed,
+        workers=workers,
+        on_progress=on_progress,
+    )
 
-    `liver_labels`: label values that mean liver (None: any value > 0). `workers`: processes (None: all
-    cores; 1: in this process). Raises `LiverctlError` for a missing or empty data folder or an
-    unusable store path; per-case problems are listed in `IngestSummary.failures`, and every good case
-    is still ingested.
+
+def ingest_sources(
+    sources: list[str | Path],
+    store: str | Path = "store/liver.zarr",
+    liver_labels: LabelSpec = None,
+    layouts: LayoutSpec = None,
+    extra_in_folds: bool = False,
+    n_folds: int = 5,
+    fold_seed: int = 0,
+    workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> IngestSummary:
+    """Ingest every case of `sources` (folders, or `NAME=PATH`) into the store at `store`.
+
+    Steps: module docstring; names, roles, ids and liver labels: `liverctl.sources.plan`.
+    `liver_labels`: values meaning liver, for every source or per source name ({"lits": [1, 2], None:
+    [1]}). `layouts`: a layout forced on every source, or per source name. `extra_in_folds`: deal the
+    extra sources' training cases into the folds too. `workers`: processes (None: all cores; 1: in this
+    process). Raises `LiverctlError` for a missing, unrecognised or unusable source (before writing
+    anything) or an unusable store path; per-case problems are listed in `IngestSummary.failures`, and
+    every good case is still ingested.
     """
     started = time.perf_counter()
-    labels = _parse_liver_labels(liver_labels)
     if n_folds < 1:
         raise LiverctlError(f"--folds must be at least 1, not {n_folds}")
-    layout = find_cases(data_dir)
     store_path = Path(store)
+    plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
+    plan.check()
     summary = IngestSummary(store=store_path)
-    summary.failures.extend(str(p) for p in layout.problems)
+    summary.failures.extend(plan.problems)
     progress = on_progress or (lambda *args: None)
 
     _open_or_create_store(store_path)
     with _exclusive_work_dir(store_path) as work:
+        root_meta = (_read_json(store_path / "zarr.json") or {}).get("attributes", {})
+        same_folds = root_meta.get("n_folds") == n_folds and root_meta.get("fold_seed") == fold_seed
+        changed = _update_attrs(store_path, {"sources": plan.records})  # before any case names a source
         existing = _complete_cases(store_path)
-        jobs, sizes = [], {}
-        for case in layout.cases:
-            try:
-                sizes[case.case_id] = os.path.getsize(case.volume)
-                if _is_unchanged(case, existing.get(case.case_id), labels):
-                    summary.unchanged.append(case.case_id)
+        jobs, sizes, owner = [], {}, {}
+        for source in plan.sources:
+            for case in source.cases:
+                owner[case.case_id] = source
+                try:
+                    sizes[case.case_id] = os.path.getsize(case.volume)
+                    if _is_unchanged(case, existing.get(case.case_id), source.liver_labels):
+                        summary.unchanged.append(case.case_id)
+                        continue
+                except OSError as exc:  # a dangling link, no permission, a file gone since the listing
+                    where = exc.filename or case.volume
+                    summary.failures.append(
+                        str(LiverctlError(f"cannot be read ({exc.strerror or exc})", path=where))
+                    )
                     continue
-            except OSError as exc:  # a dangling link, no permission, a file gone since the listing
-                where = exc.filename or case.volume
-                summary.failures.append(
-                    str(LiverctlError(f"cannot be read ({exc.strerror or exc})", path=where))
-                )
-                continue
-            jobs.append(_CaseJob(case, str(work), labels))
+                jobs.append(_CaseJob(case, str(work), source.liver_labels))
         # Biggest first: the slowest cases start early and the pool finishes together.
         jobs.sort(key=lambda j: -sizes[j.case.case_id])
         progress("plan", None, 0, len(jobs))
@@ -595,7 +671,9 @@ def ingest_folder(
                     "free some space and run ingest again"
                 )
             if result.ok:
-                _commit_case(work / result.case_id, store_path, result.case_id, work)
+                built = work / result.case_id
+                _update_attrs(built, _source_case_attrs(owner[result.case_id], existing.get(result.case_id)))
+                _commit_case(built, store_path, result.case_id, work)
                 summary.ingested.append(result.case_id)
                 summary.bytes_read += result.bytes_read
                 progress("case", result.case_id, finished, len(jobs))
@@ -604,27 +682,20 @@ def ingest_folder(
                 progress("failed", result.case_id, finished, len(jobs))
 
         cases = _complete_cases(store_path)
-        folds = assign_folds(
-            {c: int(a.get("liver_voxels") or 0) for c, a in cases.items() if a["split"] == "train"},
-            n_folds,
-            fold_seed,
-        )
-        changed = bool(summary.ingested)
-        for case_id, fold in folds.items():
-            if _update_attrs(store_path / CASES_GROUP / case_id, {"fold": fold}):
-                cases[case_id]["fold"] = fold
-                changed = True
+        records = {r["name"]: r for r in plan.records}
+        changed |= bool(summary.ingested)
+        changed |= _set_sources_and_folds(store_path, cases, records, plan.main, n_folds, fold_seed, same_folds)
         arrays, index_attrs = _index_columns(cases)
         if not _index_matches(store_path, arrays, index_attrs):
             _write_index(store_path, work, arrays, index_attrs)
             changed = True
+        main = records.get(plan.main or "", {})
         root_attrs = {
             "format": STORE_FORMAT,
-            "liver_labels": None if labels is None else list(labels),
+            "liver_labels": main.get("liver_labels", root_meta.get("liver_labels")),
             "n_folds": n_folds,
             "fold_seed": fold_seed,
         }
-        root_meta = (_read_json(store_path / "zarr.json") or {}).get("attributes", {})
         if changed or any(root_meta.get(k) != v for k, v in root_attrs.items()) or "updated" not in root_meta:
             root_attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             _update_attrs(store_path, root_attrs)
@@ -632,11 +703,84 @@ def ingest_folder(
     summary.cases = len(cases)
     summary.train_cases = sum(1 for a in cases.values() if a["split"] == "train")
     summary.test_cases = summary.cases - summary.train_cases
+    summary.sources = _source_counts(cases, records, summary)
     summary.slices = int(arrays["z"].shape[0])
     summary.liver_slices = int(np.count_nonzero(arrays["liver_pixels"]))
     summary.bytes_stored = store_bytes(store_path)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _source_case_attrs(source: SourcePlan, old: dict[str, Any] | None) -> dict[str, Any]:
+    """The attributes a freshly built case gets from its source before it enters the store: its source
+    name and, for a train-only case, `TRAIN_ONLY_FOLD`; a case re-ingested keeps its fold."""
+    if not source.in_folds:
+        return {"source_name": source.name, "fold": TRAIN_ONLY_FOLD}
+    fold = (old or {}).get("fold")
+    keep = isinstance(fold, int) and fold >= 0 and (old or {}).get("split") == "train"
+    return {"source_name": source.name, "fold": fold if keep else None}
+
+
+def _set_sources_and_folds(
+    store: Path,
+    cases: dict[str, dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    main: str | None,
+    n_folds: int,
+    fold_seed: int,
+    same_folds: bool,
+) -> bool:
+    """Give every case its source name and fold (in `cases` too); True if any attribute changed.
+
+    Cases from before sources existed belong to the main source. Training cases of a source in the
+    folds keep their fold if the fold count and seed are unchanged; the others are dealt
+    (`assign_folds`). Training cases of the other sources, and of unknown ones, are train-only.
+    """
+    updates: dict[str, dict[str, Any]] = {}
+    voxels, fixed = {}, {}
+    for case_id, attrs in cases.items():
+        source = attrs.get("source_name") or main
+        if source is not None and attrs.get("source_name") != source:
+            updates.setdefault(case_id, {})["source_name"] = source
+        if attrs["split"] != "train":
+            continue
+        if not records.get(source or "", {}).get("in_folds", False):
+            updates.setdefault(case_id, {})["fold"] = TRAIN_ONLY_FOLD
+            continue
+        voxels[case_id] = int(attrs.get("liver_voxels") or 0)
+        fold = attrs.get("fold")
+        if same_folds and isinstance(fold, int) and 0 <= fold < n_folds:
+            fixed[case_id] = fold
+    for case_id, fold in assign_folds(voxels, n_folds, fold_seed, fixed).items():
+        updates.setdefault(case_id, {})["fold"] = fold
+    changed = False
+    for case_id, values in updates.items():
+        if _update_attrs(store / CASES_GROUP / case_id, values):
+            changed = True
+        cases[case_id].update(values)
+    return changed
+
+
+def _source_counts(
+    cases: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]], summary: IngestSummary
+) -> dict[str, SourceCounts]:
+    counts = {
+        name: SourceCounts(r.get("layout", "?"), r.get("role", "?"), bool(r.get("in_folds")))
+        for name, r in records.items()
+    }
+    ingested, unchanged = set(summary.ingested), set(summary.unchanged)
+    for case_id, attrs in cases.items():
+        name = attrs.get("source_name") or "main"
+        c = counts.setdefault(name, SourceCounts("?", "?", False))
+        if attrs["split"] == "train":
+            c.train += 1
+            fold = -1 if attrs.get("fold") is None else int(attrs["fold"])
+            c.folds[fold] = c.folds.get(fold, 0) + 1
+        else:
+            c.test += 1
+        c.ingested += case_id in ingested
+        c.unchanged += case_id in unchanged
+    return counts
 
 
 def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult]:

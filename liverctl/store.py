@@ -3,11 +3,11 @@
 Schema (see ARCHITECTURE.md, section Store)::
 
     liver.zarr/
-      attrs: format="liverctl-store/1", liver_labels, n_folds, fold_seed, updated
+      attrs: format="liverctl-store/1", liver_labels, n_folds, fold_seed, sources, updated
       cases/<case_id>/image   float16 (X, Y, Z), HU as stored in the file, chunks (X, Y, 1)
       cases/<case_id>/label   uint8   (X, Y, Z), 1 = liver (training cases only), same chunks
       cases/<case_id> attrs:  complete=true, split, source, sha256, size, mtime, dtype, shape, affine,
-                              spacing, stats, liver_voxels, liver_labels, fold, ...
+                              spacing, stats, liver_voxels, liver_labels, fold, source_name, ...
       index/                  one row per slice of every complete case (see `SliceIndex`)
 
 Reading one slice through zarr-python costs far more in per-chunk overhead than in decompression, so
@@ -34,6 +34,9 @@ from liverctl.errors import LiverctlError
 STORE_FORMAT = "liverctl-store/1"
 CASES_GROUP = "cases"
 INDEX_GROUP = "index"
+# Fold codes besides 0 .. n_folds-1 (case attrs `fold` and the index's `fold` column):
+TEST_FOLD = -1  # test cases (attrs: null)
+TRAIN_ONLY_FOLD = -2  # training cases of an extra source: trained on, never validated on
 
 
 def image_compressor():
@@ -55,7 +58,7 @@ class SliceIndex:
 
     Columns (all numpy, length N): `case` int32 code into `case_ids`, `z` int32, `neighbors` int32
     (N, 3) = (z-1, z, z+1) clamped to the volume, `liver_pixels` int64, `split` uint8 (0 train, 1 test),
-    `fold` int8 (-1 for test cases).
+    `fold` int8 (-1 for test cases, -2 for train-only cases of extra sources).
     """
 
     case: np.ndarray
@@ -283,7 +286,7 @@ class LiverStore:
         return self._meta[case_id]
 
     def folds(self) -> dict[str, int]:
-        """Fold of every training case."""
+        """Fold of every training case (`TRAIN_ONLY_FOLD` for the train-only cases of extra sources)."""
         attrs = self._index_meta()
         return {
             c: int(f)
@@ -292,6 +295,12 @@ class LiverStore:
             )
             if s == "train"
         }
+
+    def case_sources(self) -> dict[str, str]:
+        """Name of the source (`attrs["sources"]`) of every case; stores older than sources say "main"."""
+        attrs = self._index_meta()
+        ids = attrs.get("cases", [])
+        return dict(zip(ids, attrs.get("sources") or ["main"] * len(ids), strict=True))
 
     def image(self, case_id: str):
         """The case's image as a zarr array, float16 (X, Y, Z)."""

@@ -10,17 +10,6 @@ from liverctl.commands._common import console, err_console, guarded
 from liverctl.disk import human_bytes
 
 
-def _parse_labels(text: str | None) -> list[int] | None:
-    from liverctl.errors import LiverctlError
-
-    if text is None or text.strip() == "":
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise LiverctlError(f"--liver-labels {text!r}: expected label values like 1 or 1,2") from None
-
-
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -71,23 +60,47 @@ def synth(
 
 
 def ingest(
-    data: Path = typer.Argument(..., help="Data folder: train/volume, train/segmentation, test/."),
-    store: Path = typer.Option(Path("store/liver.zarr"), "--store", help="Zarr store to create or update."),
-    liver_labels: str = typer.Option(
-        None, "--liver-labels", help="Label values that mean liver, e.g. 1 or 1,2 (default: any value > 0)."
+    sources: list[str] = typer.Argument(
+        ...,
+        help="Data folders, each in the competition's, LiTS, Decathlon or nnU-Net raw layout; NAME=PATH names "
+        "one. The first source of a new store is its main source; the others are extra training data.",
     ),
+    store: Path = typer.Option(Path("store/liver.zarr"), "--store", help="Zarr store to create or update."),
+    liver_labels: list[str] = typer.Option(
+        None,
+        "--liver-labels",
+        help="Label values that mean liver: 1,2 for every source without a dataset.json, NAME=1,2 for one "
+        "source (repeat for several). Default: the source's dataset.json; competition layout: any value > 0.",
+    ),
+    layout: list[str] = typer.Option(
+        None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet), or NAME=LAYOUT for one."
+    ),
+    extra_in_folds: bool = typer.Option(
+        False, "--extra-in-folds", help="Deal the extra sources' training cases into the folds (default: "
+        "trained on, never validated on)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what each source holds; write nothing."),
     folds: int = typer.Option(5, "--folds", help="Patient-level folds for cross-validation."),
     fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
 ) -> None:
-    """Ingest a NIfTI folder into the Zarr store (atomic per case, resumable, parallel)."""
+    """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded():
         from rich.markup import escape
 
         from liverctl.errors import LiverctlError
-        from liverctl.ingest import ingest_folder
+        from liverctl.ingest import ingest_sources
+        from liverctl.sources.plan import parse_layout_option, parse_liver_labels_option, plan_sources
 
-        labels = _parse_labels(liver_labels)
+        labels = parse_liver_labels_option(liver_labels)
+        layouts = parse_layout_option(layout)
+        if dry_run:
+            plan = plan_sources(sources, store, labels, layouts, extra_in_folds)
+            _print_plan(plan, store)
+            problems = [s for s in plan.sources if s.error] + plan.problems
+            if problems:
+                raise LiverctlError(f"{len(problems)} problem(s) above; nothing was written (dry run)")
+            return
         with _progress() as progress:
             task = progress.add_task("ingest", total=None, last="")
 
@@ -99,15 +112,26 @@ def ingest(
                 elif event == "failed":
                     progress.update(task, completed=done, last=f"[red]case {case_id} failed[/]")
 
-            summary = ingest_folder(
-                data,
+            summary = ingest_sources(
+                sources,
                 store=store,
                 liver_labels=labels,
+                layouts=layouts,
+                extra_in_folds=extra_in_folds,
                 n_folds=folds,
                 fold_seed=fold_seed,
                 workers=workers,
                 on_progress=on_progress,
             )
+        if len(summary.sources) > 1:
+            for name, c in summary.sources.items():
+                fold_text = " ".join(f"{_fold_name(f)}:{n}" for f, n in sorted(c.folds.items()))
+                console.print(
+                    f"  {name} ({c.layout}, {c.role}): {c.train} train, {c.test} test; {c.ingested} ingested, "
+                    f"{c.unchanged} unchanged; folds {fold_text or '-'}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         console.print(
             f"{store}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
             f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
@@ -125,6 +149,35 @@ def ingest(
             raise LiverctlError(
                 f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
             )
+
+
+def _fold_name(fold: int) -> str:
+    from liverctl.store import TRAIN_ONLY_FOLD
+
+    return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
+
+
+def _print_plan(plan, store: Path) -> None:
+    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems."""
+    for s in plan.sources:
+        train = sum(1 for c in s.cases if c.split == "train")
+        role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
+        labels = "any value > 0" if s.liver_labels is None else ",".join(map(str, s.liver_labels))
+        console.print(f"[bold]{s.name}[/] ({s.layout}, {role}): {s.path}", highlight=False, soft_wrap=True)
+        if s.error is None:
+            console.print(f"  liver labels {labels} (from {s.labels_from})", highlight=False)
+        console.print(
+            f"  {train} training cases (volume + label pairs), {len(s.cases) - train} test; "
+            f"{s.in_store} already in {store}" + (f"; ids prefixed {s.prefix!r}" if s.prefix else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for note in s.skipped:
+            console.print(f"  {note}", highlight=False, soft_wrap=True)
+        if s.error:
+            err_console.print(f"[bold red]error:[/] {s.name} ({s.path}): {s.error}", highlight=False, soft_wrap=True)
+        for line in s.problems:
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,94 @@
+"""Label values and their names: a source's dataset.json, which values mean liver, values nobody named.
+
+Decathlon (and nnU-Net v1) write `"labels": {"0": "background", "1": "liver", "2": "cancer"}`; nnU-Net
+v2 writes `"labels": {"background": 0, "liver": 1}` (a region may list several values). A value means
+liver when its name contains "liver", or when it names a tumour ("tumour", "tumor", "cancer", "lesion",
+"metastasis") and every other named structure is the liver: a liver tumour is part of the liver mask
+the competition scores, another organ's tumour is not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+DATASET_JSON = "dataset.json"
+_TUMOUR_WORDS = ("tumour", "tumor", "cancer", "lesion", "metasta")
+_BACKGROUND = ("background", "bg", "none", "unlabeled", "unlabelled")
+
+
+def read_dataset_json(root: Path) -> dict[str, Any] | None:
+    """The source's dataset.json as a dict; None where there is none. Unreadable JSON is an error."""
+    path = root / DATASET_JSON
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LiverctlError(f"cannot be read as JSON ({type(exc).__name__}: {exc})", path=path) from None
+    if not isinstance(payload, dict):
+        raise LiverctlError("is not a JSON object", path=path)
+    return payload
+
+
+def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | None:
+    """value -> name from a dataset.json's `labels` (either orientation); None without `labels`."""
+    if payload is None or "labels" not in payload:
+        return None
+    raw = payload["labels"]
+    names: dict[int, str] = {}
+    bad = LiverctlError(
+        'has a "labels" entry that is neither {"1": "liver"} nor {"liver": 1}', path=path / DATASET_JSON
+    )
+    if not isinstance(raw, dict):
+        raise bad
+    for key, value in raw.items():
+        if _is_int(key) and isinstance(value, str):  # {"1": "liver"}
+            pairs = [(int(key), value)]
+        elif _is_int(value) and not isinstance(value, str):  # {"liver": 1}
+            pairs = [(int(value), str(key))]
+        elif isinstance(value, list) and value and all(_is_int(v) for v in value):  # region {"liver": [1, 2]}
+            pairs = [(int(v), str(key)) for v in value]
+        else:
+            raise bad
+        for v, name in pairs:  # a value in several regions gets all their names: "liver + tumor"
+            names[v] = f"{names[v]} + {name}" if v in names else name
+    return names
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def liver_values(names: dict[int, str]) -> tuple[int, ...]:
+    """The values whose names mean liver (module docstring); empty when none does."""
+    structures = {v: n.lower() for v, n in names.items() if v != 0 and n.lower().strip() not in _BACKGROUND}
+    liver = {v for v, n in structures.items() if "liver" in n}
+    tumours = {v for v, n in structures.items() if v not in liver and any(w in n for w in _TUMOUR_WORDS)}
+    if liver and set(structures) == liver | tumours:
+        liver |= tumours
+    return tuple(sorted(liver))
+
+
+def check_label_values(label: np.ndarray, known: tuple[int, ...] | None, path: Path) -> None:
+    """Raise when `label` holds values outside `known` (the values its source names); None: no check."""
+    if known is None:
+        return
+    outside = ~np.isin(label, np.asarray(known))
+    if outside.any():
+        values = np.unique(label[outside])
+        shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
+        raise LiverctlError(
+            f"holds label value(s) {shown} that dataset.json does not name (it names {list(known)}); "
+            "give --liver-labels for this source to say which values mean liver",
+            path=path,
+        )
