@@ -348,6 +348,8 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny_store, tmp_pa
         assert result.exit_code == 2, result.output
         assert f"being written by pid {holder.pid} on {socket.gethostname()} since" in result.stderr
         assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == [".lock"]  # nothing written
+        result = runner.invoke(app, ["train", "--resume", "twin", "--runs-dir", str(tmp_path)])  # no last.pt yet
+        assert result.exit_code == 2 and f"being written by pid {holder.pid}" in result.stderr
     finally:
         holder.kill()  # what kill -9 does: the kernel drops the lock with the process
         holder.wait()

@@ -153,6 +153,8 @@ def find_resume_run(runs_root: str | Path, run: str) -> Path:
         hint = f"; recent runs: {', '.join(existing)}" if existing else ""
         raise LiverctlError(f"--resume: no run '{run}' in {runs_root}{hint}")
     if not checkpoint_path(run_dir, "last").is_file():
+        with RunLock(run_dir):  # a run still in its first epoch is refused as busy, not as checkpoint-less
+            pass
         raise LiverctlError("--resume: the run has no last checkpoint to continue from (it ended before its first epoch); start a new run", path=run_dir)
     return run_dir
 
