@@ -121,38 +121,51 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", *, resum
     unpickled (it may contain code), is foreign, or lacks an entry (also those a resume needs, with
     `resume=True`). The config is checked against the current defaults (new keys filled in).
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("checkpoint not found", path=path)
+    return _checked(load_plain(path, map_location), path, resume=resume)
+
+
+def load_plain(path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain data only, so nothing in the file runs.
+
+    Any failure is one LiverctlError naming the file; one that wants other objects says it may contain code.
+    """
+    import torch
+
+    path = Path(path)
     try:
         with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: not for the user
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise _refusal(path, exc) from None
+        raise _refusal(path, exc, what) from None
     except Exception as exc:
         detail = str(exc).strip().splitlines()
         raise LiverctlError(
-            f"cannot read checkpoint ({type(exc).__name__}{': ' + detail[0][:200] if detail else ''})", path=path
+            f"cannot read {what} ({type(exc).__name__}{': ' + detail[0][:200] if detail else ''})", path=path
         ) from None
-    return _checked(state, path, resume=resume)
 
 
-def _refusal(path: Path, exc: Exception) -> LiverctlError:
+def _refusal(path: Path, exc: Exception, what: str) -> LiverctlError:
     """The one line for a file that `weights_only` would not load: it wants more than plain data."""
     wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
     if wanted is None:  # not even a pickle of plain data: damaged, or a hand-made pickle
         return LiverctlError(
-            "cannot read checkpoint: it is not plain tensors and data (damaged, or not made by torch.save) "
+            f"cannot read {what}: it is not plain tensors and data (damaged, or not made by torch.save) "
             "and may contain code, so it is not unpickled any other way",
             path=path,
         )
+    hint = (
+        f" A checkpoint of liverctl before plain-data checkpoints also looks like this; only if you trust where "
+        f"it came from, convert it with `{CONVERT_COMMAND} {path} NEW.pt --trust-code`"
+        if what == "checkpoint"
+        else ""
+    )
     return LiverctlError(
         f"refused: it asks to unpickle {wanted.group(1)}, not just tensors and plain data, so it may contain "
-        f"code. A checkpoint of liverctl before plain-data checkpoints also looks like this; only if you "
-        f"trust where it came from, convert it with `{CONVERT_COMMAND} {path} NEW.pt --trust-code`",
+        f"code.{hint}",
         path=path,
     )
 
