@@ -298,12 +298,13 @@ def _plain_numbers(value: Any) -> Any:
 
 
 def read_sidecar(run_dir: str | os.PathLike, which: str) -> dict | None:
-    """The JSON sidecar of a checkpoint, or None when there is none (no torch needed)."""
+    """The JSON sidecar of a checkpoint, or None when there is none or it is not a JSON object (no torch)."""
     path = checkpoint_path(run_dir, which).with_suffix(".json")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8 or JSON, nested absurdly
         return None
+    return data if isinstance(data, dict) else None
 
 
 def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):

@@ -240,3 +240,13 @@ def test_previous_format_is_refused_then_converted_only_on_request(tmp_path, cfg
     assert json.loads((tmp_path / "new.json").read_text())["epoch"] == 2
     for key, tensor in model.state_dict().items():
         assert torch.equal(state["model"][key], tensor), key
+
+
+def test_a_sidecar_that_is_not_a_json_object_reads_as_none(tmp_path):
+    side = checkpoint_path(tmp_path, "last").with_suffix(".json")
+    side.parent.mkdir()
+    for content in (b"[1, 2]", b"\xff\xfe not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"epoch": 3'):
+        side.write_bytes(content)
+        assert read_sidecar(tmp_path, "last") is None
+    side.write_bytes(b'{"epoch": 3}')
+    assert read_sidecar(tmp_path, "last") == {"epoch": 3}

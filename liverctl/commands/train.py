@@ -92,7 +92,8 @@ def train(
                 )
             if overrides:
                 cfg = resolve_config(cfg["preset"], [*_as_overrides(cfg), *overrides])
-            done = (read_sidecar(run_dir, "last") or {}).get("epoch", 0)
+            done = (read_sidecar(run_dir, "last") or {}).get("epoch")
+            done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
             if done >= cfg["train"]["epochs"]:
                 raise LiverctlError(
                     f"--resume {resume}: the run already completed its {done} epochs; "
