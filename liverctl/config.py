@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 import sys
 from importlib import resources
@@ -98,6 +99,9 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         raise LiverctlError(
             f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {value!r}"
         )
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+        raise LiverctlError(f"config key '{key}' in {where} must be a finite number, got {value!r}")
     return value
 
 
@@ -197,7 +201,19 @@ def write_config(cfg: dict, path: str | Path) -> None:
 
 def read_config(path: str | Path) -> dict:
     """A config written by `write_config`, checked against the current defaults (new keys filled in)."""
+    return check_config(_read_toml(Path(path)), str(path))
+
+
+def check_config(data: Any, where: str) -> dict:
+    """A resolved config read from a file (config.toml, a checkpoint), as plain data: checked against the
+    current defaults (new keys filled in) and validated; LiverctlError naming `where` otherwise."""
+    if not isinstance(data, dict):
+        raise LiverctlError(f"config in {where} is a {type(data).__name__}, not a table of sections")
     defaults = load_defaults()
     cfg = copy.deepcopy(defaults)
-    _merge(cfg, _read_toml(Path(path)), defaults, str(path))
+    _merge(cfg, data, defaults, where)
+    try:
+        validate(cfg)
+    except LiverctlError as exc:
+        raise LiverctlError(f"{where}: {exc}") from None
     return cfg

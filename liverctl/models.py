@@ -153,19 +153,24 @@ def load_encoder_weights(model, path: Path) -> None:
     """Load an encoder state dict (or a whole-model one with `encoder.` keys) from a local file."""
     import torch
 
+    from liverctl.checkpoint import load_plain
+
     if not path.is_file():
         raise LiverctlError("encoder weights file not found (model.encoder_weights_path)", path=path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise LiverctlError(f"cannot read encoder weights: {exc}", path=path) from None
-    if isinstance(state, dict) and "state_dict" in state:
+        except Exception as exc:
+            raise LiverctlError(f"cannot read encoder weights: {exc}", path=path) from None
+    else:
+        state = load_plain(path, what="encoder weights")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LiverctlError("encoder weights file is not a table of tensors (a state dict)", path=path)
+    state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     own = model.encoder.state_dict()

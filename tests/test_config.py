@@ -89,3 +89,22 @@ def test_written_config_reads_back_identical(tmp_path):
     cfg = resolve_config("v3.4", ["train.epochs=3"])
     write_config(cfg, tmp_path / "config.toml")
     assert read_config(tmp_path / "config.toml") == cfg
+
+
+@pytest.mark.parametrize("override", ["optim.lr=nan", "optim.lr=inf", "optim.min_lr=-inf", "data.window=[nan, 200.0]"])
+def test_non_finite_numbers_are_refused_in_one_line(override):
+    with pytest.raises(LiverctlError, match=f"config key '{override.split('=')[0]}' .* must be a finite number"):
+        resolve_config("demo", [override])
+
+
+def test_a_config_from_elsewhere_is_checked_and_completed():
+    from liverctl.config import check_config
+
+    cfg = resolve_config("demo")
+    del cfg["post"]["mode"]  # a key added after that config was written: the default fills it in
+    assert check_config(cfg, "somewhere")["post"]["mode"] == resolve_config("demo")["post"]["mode"]
+    with pytest.raises(LiverctlError, match="somewhere.*not a table"):
+        check_config(["data"], "somewhere")
+    cfg["optim"]["lr"] = 0.0
+    with pytest.raises(LiverctlError, match="^somewhere: optim.lr"):
+        check_config(cfg, "somewhere")

@@ -68,3 +68,24 @@ def test_missing_local_weights_file(tmp_path):
     cfg = resolve_config("demo", [f"model.encoder_weights_path='{tmp_path / 'nope.pth'}'"])
     with pytest.raises(LiverctlError, match="nope.pth"):
         build_model(cfg)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def test_weights_file_that_would_run_code_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "encoder.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _RunsCode(tmp_path / "PWNED")}, path)
+    cfg = resolve_config("demo", [f"model.encoder_weights_path='{path}'"])
+    with pytest.raises(LiverctlError, match="may contain code") as exc:
+        build_model(cfg)
+    assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    assert not (tmp_path / "PWNED").exists()

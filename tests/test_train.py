@@ -62,6 +62,7 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
     for which in ("last", "best"):
         state = load_checkpoint(checkpoint_path(tmp_path / "r1", which))
         assert state["config"] == cfg and {"optimizer", "scheduler", "scaler", "rng"} <= set(state)
+        torch.load(checkpoint_path(tmp_path / "r1", which), weights_only=True)  # plain data: no code can run
         assert read_sidecar(tmp_path / "r1", which)["preset"] == "demo"
     assert load_checkpoint(checkpoint_path(tmp_path / "r1", "last"))["epoch"] == 2
 
@@ -85,8 +86,14 @@ def test_resume_mid_epoch_continues_exactly(tiny_store, tmp_path, monkeypatch):
     cut = loop.run_training(cfg, tmp_path / "cut", device="cpu", show_progress=False)
     assert cut["status"] == "time_limit" and cut["global_step"] == 3
     assert kinds(tmp_path / "cut")[-2:] == ["checkpoint", "run_end"]
+    # what a kill can leave: a torn last event line and the temporary file of a checkpoint being written
+    with open(tmp_path / "cut" / "events.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"v":1,"seq":99,"kind":"st')
+    leftover = tmp_path / "cut" / "checkpoints" / ".best.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
     monkeypatch.setattr(loop, "TimeBudget", TimeBudget)
     resumed = loop.run_training(cfg, tmp_path / "cut", resume=True, device="cpu", show_progress=False)
+    assert not leftover.exists()
     assert resumed["status"] == "completed"
     assert resumed["global_step"] == straight["global_step"] == 4
     a = load_checkpoint(checkpoint_path(tmp_path / "straight", "last"))
@@ -310,3 +317,126 @@ def test_ctrl_c_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_
     events = read_events(log)
     assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
     assert load_checkpoint(checkpoint_path(tmp_path / "c", "last"))["step_in_epoch"] >= 1
+
+
+# --- one writer per run, plain names, honest exit codes ------------------------------------------------
+
+
+def _hold_lock(run_dir):
+    """A separate process holding the run's lock (as a running `train` does) until killed."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from liverctl.train.run_folder import RunLock; "
+            "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    time.sleep(0.05)
+    return proc
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny_store, tmp_path):
+    import socket
+
+    args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "twin", "--store", str(tiny_store),
+            "-q", "--device", "cpu", "--epochs", "1", "--set", "data.input_size=64", "--set", "train.steps_per_epoch=1",
+            "--set", "train.batch_size=2"]
+    holder = _hold_lock(tmp_path / "twin")
+    try:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"being written by pid {holder.pid} on {socket.gethostname()} since" in result.stderr
+        assert sorted(p.name for p in (tmp_path / "twin").iterdir()) == [".lock"]  # nothing written
+        result = runner.invoke(app, ["train", "--resume", "twin", "--runs-dir", str(tmp_path)])  # no last.pt yet
+        assert result.exit_code == 2 and f"being written by pid {holder.pid}" in result.stderr
+    finally:
+        holder.kill()  # what kill -9 does: the kernel drops the lock with the process
+        holder.wait()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    holder = _hold_lock(tmp_path / "twin")
+    try:
+        before = (tmp_path / "twin" / "events.jsonl").read_bytes()
+        result = runner.invoke(app, ["train", "--resume", "twin", "--runs-dir", str(tmp_path), "--epochs", "2", "-q"])
+        assert result.exit_code == 2 and f"pid {holder.pid}" in result.stderr
+        assert (tmp_path / "twin" / "events.jsonl").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_two_trainers_on_one_run_the_second_is_refused_and_the_first_unharmed(tiny_store, tmp_path):
+    import subprocess
+    import time
+
+    args = _train_command("twin", tmp_path, tiny_store, num_workers=0, steps_per_epoch=2)
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "twin" / "events.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(e["kind"] == "run_start" for e in read_events(log)):
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and f"being written by pid {first.pid}" in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-2000:]
+    events = read_events(log)
+    assert [e["kind"] for e in events].count("run_start") == 1 and events[-1]["status"] == "completed"
+    assert [e["seq"] for e in events] == list(range(len(events)))
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../escape", "a/b", "/abs"])
+def test_name_must_be_a_plain_name(tiny_store, tmp_path, name):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", "--preset", "demo", "--runs-dir", str(runs), "--name", name, "--store", str(tiny_store)])
+    assert result.exit_code == 2 and "plain name" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made, inside --runs-dir or out of it
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_learning_rate_is_refused_before_any_run_folder(tiny_store, tmp_path, value):
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", "--preset", "demo", "--runs-dir", str(runs), "--store", str(tiny_store),
+                                 "--set", f"optim.lr={value}"])
+    assert result.exit_code == 2 and "optim.lr" in result.stderr and "finite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not runs.exists()
+
+
+def test_a_run_that_ends_without_a_finite_checkpoint_exits_non_zero(tiny_store, tmp_path, monkeypatch):
+    # every validation non-finite (what a diverged model gives), rollbacks to spare: the loop runs to its end
+    from liverctl.train.setup import Session
+
+    nan = float("nan")
+    monkeypatch.setattr(Session, "validate", lambda self: {"val_loss": nan, "volume_dice": nan, "slice_dice": nan, "global_dice": nan})
+    args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "div", "--store", str(tiny_store), "-q",
+            "--device", "cpu", "--epochs", "2", "--set", "data.input_size=64", "--set", "train.steps_per_epoch=1",
+            "--set", "train.batch_size=2", "--set", "train.nan_max_rollbacks=5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "without a finite checkpoint" in result.stderr and "completed" not in result.output
+    events = read_events(tmp_path / "div" / "events.jsonl")
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "nan_abort"
+    assert not (tmp_path / "div" / "checkpoints").exists()
+
+
+def test_a_kill_while_writing_best_redoes_that_epoch_on_resume(tiny_store, tmp_path, monkeypatch):
+    real_save = loop.save_checkpoint
+
+    def killed_while_writing_best(run_dir, which, state):
+        if which == "best" and state["epoch"] == 2:
+            (tmp_path / "k" / "checkpoints" / ".best.pt.x1.tmp").write_bytes(b"half")
+            raise KeyboardInterrupt  # stands in for the kill: nothing after this point runs
+        return real_save(run_dir, which, state)
+
+    monkeypatch.setattr(loop, "save_checkpoint", killed_while_writing_best)
+    cfg = tiny_cfg(tiny_store, "train.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_training(cfg, tmp_path / "k", device="cpu", show_progress=False)
+    assert read_sidecar(tmp_path / "k", "last")["epoch"] == 1  # best is written first, last commits the epoch
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    result = loop.run_training(cfg, tmp_path / "k", resume=True, device="cpu", show_progress=False)
+    assert result["status"] == "completed" and result["epochs_done"] == 2
+    assert sorted(p.name for p in (tmp_path / "k" / "checkpoints").iterdir()) == ["best.json", "best.pt", "last.json", "last.pt"]
+    ends = {e["epoch"] for e in read_events(tmp_path / "k" / "events.jsonl") if e["kind"] == "epoch_end"}
+    assert ends == {1, 2}

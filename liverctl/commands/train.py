@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -60,12 +61,18 @@ def train(
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from liverctl.errors import LiverctlError
 
-    with guarded():
+    with guarded(), contextlib.ExitStack() as held:
         from liverctl.checkpoint import read_sidecar
         from liverctl.config import read_config, resolve_config
         from liverctl.train import distributed
         from liverctl.train.loop import run_training
-        from liverctl.train.run_folder import find_resume_run, new_run_dir, parse_duration
+        from liverctl.train.run_folder import (
+            RunLock,
+            check_fresh,
+            find_resume_run,
+            parse_duration,
+            run_dir_for,
+        )
 
         overrides = list(set_)
         if store is not None:
@@ -76,6 +83,8 @@ def train(
         info = distributed.from_env()
         if resume:
             run_dir = find_resume_run(runs_dir, resume)
+            if info.is_main:  # held until the run ends; a second writer is refused here, at once
+                held.enter_context(RunLock(run_dir))
             cfg = read_config(run_dir / "config.toml")
             if preset and preset != cfg.get("preset"):
                 raise LiverctlError(
@@ -83,7 +92,8 @@ def train(
                 )
             if overrides:
                 cfg = resolve_config(cfg["preset"], [*_as_overrides(cfg), *overrides])
-            done = (read_sidecar(run_dir, "last") or {}).get("epoch", 0)
+            done = (read_sidecar(run_dir, "last") or {}).get("epoch")
+            done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
             if done >= cfg["train"]["epochs"]:
                 raise LiverctlError(
                     f"--resume {resume}: the run already completed its {done} epochs; "
@@ -93,13 +103,13 @@ def train(
             if not preset:
                 raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
             cfg = resolve_config(preset, overrides)
+            run_dir = run_dir_for(runs_dir, name, preset)
             preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
             if info.enabled and not name:
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
-            if info.is_main:
-                run_dir = new_run_dir(runs_dir, name, preset)
-            else:  # other ranks of a torchrun job: the same folder, created by rank 0
-                run_dir = Path(runs_dir) / name
+            if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
+                held.enter_context(RunLock(run_dir))
+                check_fresh(run_dir)
         if info.is_main:
             console.print(f"run [bold]{run_dir}[/] ({cfg['preset']}): events in {run_dir / 'events.jsonl'}", highlight=False)
         result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
@@ -141,6 +151,22 @@ def _as_overrides(cfg: dict) -> list[str]:
     return out
 
 
+def convert_checkpoint(
+    old: Path = typer.Argument(..., help="Checkpoint of the previous format (holds pickled Python objects)."),
+    new: Path = typer.Argument(..., help="The plain-data checkpoint to write (.pt; its .json sidecar goes beside it)."),
+    trust_code: bool = typer.Option(
+        False, "--trust-code", help="Required: reading OLD unpickles it fully, which RUNS ANY CODE IT CONTAINS."
+    ),
+) -> None:
+    """Rewrite a checkpoint of an earlier liverctl as plain data. This RUNS CODE FROM OLD: only for files you trust."""
+    from liverctl.checkpoint import convert_checkpoint as convert
+
+    with guarded():
+        path = convert(old, new, trust_code=trust_code)
+        console.print(f"wrote {path} (plain data: loads without running code)", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("convert-checkpoint")(convert_checkpoint)
     app.add_typer(presets_app, name="presets")

@@ -16,14 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from liverctl.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    non_finite_weights,
+    rng_to_plain,
+    save_checkpoint,
+)
 from liverctl.config import CONFIG_FILE, write_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.events import EventWriter
 from liverctl.train import distributed
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
-from liverctl.train.run_folder import TimeBudget
+from liverctl.train.run_folder import TimeBudget, tidy_run_dir
 from liverctl.train.setup import Session, setup_session, versions
 
 
@@ -80,9 +86,12 @@ def run_training(
     info = distributed.from_env()
     run_dir = Path(run_dir)
     run_name = run_dir.name
-    resume_state = load_checkpoint(checkpoint_path(run_dir, "last")) if resume else None
+    resume_path = checkpoint_path(run_dir, "last")
+    resume_state = load_checkpoint(resume_path, resume=True) if resume else None
     if resume_state is not None:
         cfg = resume_state["config"] if cfg is None else cfg
+    if info.is_main:
+        tidy_run_dir(run_dir)  # a killed predecessor's temporary files and torn last event line
     events = EventWriter(run_dir, run_name) if info.is_main else _NullEvents()
     progress = ConsoleProgress(enabled=show_progress and info.is_main)
     stop = _Stop()
@@ -90,7 +99,9 @@ def run_training(
     status, message = "failed", ""
     s: Session | None = None
     try:
-        s = setup_session(cfg, info, device, resume_state, note=lambda m: events.emit("note", message=m))
+        s = setup_session(
+            cfg, info, device, resume_state, note=lambda m: events.emit("note", message=m), resume_path=resume_path
+        )
         if info.is_main:
             write_config(cfg, run_dir / CONFIG_FILE)
         events.emit(
@@ -114,6 +125,11 @@ def run_training(
         )
         stop.install()
         status = _epochs(s, cfg, run_dir, events, progress, stop, budget)
+        if status == "completed" and s.best["epoch"] is None:
+            raise NaNAbort(
+                f"training ended without a finite checkpoint: the validation of every epoch ({s.epoch}) was "
+                "non-finite, so no best.pt was written; the training diverged (try a lower optim.lr)"
+            )
         message = {"interrupted": f"stopped by {stop.reason}", "time_limit": "stopped before the time limit"}.get(
             status, ""
         )
@@ -206,6 +222,7 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         metrics = s.validate()
         metrics["train_loss"] = float(np.mean(losses)) if losses else None  # no finite step this epoch
         finite = all(math.isfinite(metrics[k]) for k in ("val_loss", "volume_dice", "slice_dice", "global_dice"))
+        finite = finite and not non_finite_weights(s.raw_model.state_dict())  # never save NaN weights
         s.epoch += 1
         s.step_in_epoch = 0
         is_best = finite and (s.best["volume_dice"] is None or metrics["volume_dice"] > s.best["volume_dice"])
@@ -217,12 +234,12 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         s.metrics = metrics
         s.guard_state = guard.state_dict()
         t_save = time.monotonic()
+        if is_best:  # before last: a kill between the two then redoes this epoch on resume
+            _save(s, cfg, run_dir, events, "best", "best")
         if finite:
             _save(s, cfg, run_dir, events, "last", "last")
             good.capture(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
             s.good_epoch = s.epoch
-        if is_best:
-            _save(s, cfg, run_dir, events, "best", "best")
         seconds = time.monotonic() - t_epoch
         budget.epoch_done(seconds, time.monotonic() - t_save)
         events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best, epochs=epochs)
@@ -323,12 +340,12 @@ def _save(s: Session, cfg, run_dir, events, which: str, label: str) -> None:
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(),
             "scaler": s.scaler.state_dict(),
-            "rng": {
+            "rng": rng_to_plain({
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            }),
             "guard": s.guard_state,
             "metrics": {k: s.metrics.get(k) for k in ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice")},
             "best": s.best,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.checkpoint import rng_from_plain
 from liverctl.errors import LiverctlError
 from liverctl.train import distributed
 from liverctl.train.device import Precision, resolve_device, resolve_precision
@@ -118,7 +119,12 @@ def build_scheduler(cfg: dict, optimizer, total_steps: int):
 
 
 def setup_session(
-    cfg: dict, info: distributed.DistInfo, device_name: str, resume_state: dict | None, note: Callable[[str], Any]
+    cfg: dict,
+    info: distributed.DistInfo,
+    device_name: str,
+    resume_state: dict | None,
+    note: Callable[[str], Any],
+    resume_path: Any = None,
 ) -> Session:
     import torch
 
@@ -175,11 +181,19 @@ def setup_session(
         steps_per_epoch=steps,
     )
     if resume_state is not None:
-        _restore(s, resume_state)
+        try:
+            _restore(s, resume_state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise LiverctlError(
+                f"the checkpoint does not fit this run's model, optimiser or RNG ({type(exc).__name__}: {detail})",
+                path=resume_path,
+            ) from None
     return s
 
 
 def _restore(s: Session, state: dict) -> None:
+    """Model, optimiser, scheduler, scaler, counters and RNG from a checkpoint (layout checked on load)."""
     import torch
 
     s.raw_model.load_state_dict(state["model"])
@@ -194,8 +208,9 @@ def _restore(s: Session, state: dict) -> None:
     s.good_epoch = s.epoch
     rng = state.get("rng") or {}
     if s.info.rank == 0 and rng:
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        python_state, numpy_state = rng_from_plain(rng)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
