@@ -37,36 +37,35 @@ def _single_process_validation(store, state):
     return validate(model, loader, build_loss(cfg), val.case_ids, Precision("off"), torch.device("cpu"), DistInfo())
 
 
-@pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_gloo_processes_train_with_one_writer_and_reduced_metrics(tiny_store, tmp_path):
+NO_TORCHRUN = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                 reason="torchrun not installed")
+
+
+def _torchrun_train(nproc: int, store, runs_dir, *sets: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m liverctl.cli train` of a tiny demo run named 'ddp'."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun")),
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "liverctl.cli",
-        "train",
-        "--preset",
-        "demo",
-        "--name",
-        "ddp",
-        "--runs-dir",
-        str(tmp_path),
-        "--store",
-        str(tiny_store),
-        "--device",
-        "cpu",
-        "--epochs",
-        "1",
-        "-q",
-    ]
+    cmd = [str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun")), "--standalone", "--nproc_per_node",
+           str(nproc), "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
+           str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", "1", "-q"]
     for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
-              "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", "train.inject_nan_at_steps=[1]"]:
+              "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", *sets]:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+@NO_TORCHRUN
+def test_torchrun_with_one_process_still_trains_through_the_process_group(tiny_store, tmp_path):
+    _torchrun_train(1, tiny_store, tmp_path)
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert events[0]["world_size"] == 1 and events[0]["distributed_backend"] == "gloo"
+    assert events[-1]["status"] == "completed"
+
+
+@NO_TORCHRUN
+def test_two_gloo_processes_train_with_one_writer_and_reduced_metrics(tiny_store, tmp_path):
+    _torchrun_train(2, tiny_store, tmp_path, "train.inject_nan_at_steps=[1]")
     events = read_events(tmp_path / "ddp" / "events.jsonl")
     kinds = [e["kind"] for e in events]
     assert kinds.count("run_start") == 1 and kinds.count("run_end") == 1  # rank 0 only

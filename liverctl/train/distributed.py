@@ -15,10 +15,11 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group even for a world of one
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -26,10 +27,12 @@ class DistInfo:
 
 
 def from_env() -> DistInfo:
+    """The process's place in a torchrun launch. `torchrun --nproc_per_node 1` is a world of one that
+    still runs through the process group (NCCL or gloo) and DDP, so that one device proves the path."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistInfo()
-    return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")), launched=True)
 
 
 def init(info: DistInfo, device_type: str) -> None:
@@ -37,6 +40,13 @@ def init(info: DistInfo, device_type: str) -> None:
 
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+
+
+def backend(info: DistInfo) -> str | None:
+    """The process group's backend ("nccl", "gloo"), None when there is none."""
+    import torch.distributed as dist
+
+    return dist.get_backend() if info.enabled and dist.is_initialized() else None
 
 
 def shutdown(info: DistInfo) -> None:

@@ -119,6 +119,7 @@ def run_training(
                 else None
             ),
             world_size=info.world,
+            distributed_backend=distributed.backend(info),
             train_slices=len(s.train_set),
             val_cases=s.val_cases,
             steps_per_epoch=s.steps_per_epoch,
