@@ -342,6 +342,8 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     lines = text.splitlines()
     assert "\x1b" not in text and len(lines) == 20 and max(len(line) for line in lines) <= 90
     assert "train (smoothed)" in lines[0] and "NaN: rollback" in text and "R" in text
+    empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
+    assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 
 
 # ---- the app, headless ---------------------------------------------------------------------------------
@@ -372,14 +374,16 @@ async def test_app_rows_appear_and_status_follows_the_log(tmp_path):
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
-        await settle(pilot, lambda: row_keys(table) == ["best", "0"])
+        await settle(pilot, lambda: row_keys(table) == ["0"])
         assert "RUNNING" in header_plain(app)
         assert not app.query_one(NanBanner).display
         append(run / "events.jsonl", *s.lines[4:])
-        await settle(pilot, lambda: table.row_count == 3)
+        await settle(pilot, lambda: table.row_count == 2)
         assert "★" in str(table.get_row("1")[-1])
-        assert row_keys(table) == ["best", "0", "1"] and table.fixed_rows == 1
-        assert str(table.get_row("best")[0]) == "best 1"
+        assert table.fixed_rows == 0  # the best is the latest epoch: nothing to pin
+        append(run / "events.jsonl", s.epoch(2, seconds=60, volume_dice=0.84))
+        await settle(pilot, lambda: row_keys(table) == ["best", "0", "1", "2"])  # the best pinned on top
+        assert table.fixed_rows == 1 and str(table.get_row("best")[0]) == "best 1"
         append(run / "events.jsonl", s.add("run_end", status="completed", best={"epoch": 1, "volume_dice": 0.85}))
         await settle(pilot, lambda: "COMPLETED" in header_plain(app))
         append(run / "events.jsonl", s.add("run_end", status="failed", message="CUDA out of memory"))
@@ -436,7 +440,7 @@ async def test_app_nan_banner_after_a_null_value(tmp_path):
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
-        await settle(pilot, lambda: row_keys(table) == ["best", "0", "1"])
+        await settle(pilot, lambda: row_keys(table) == ["0", "1"])
         append(run / "events.jsonl", s.epoch(2, seconds=60, train_loss=None, volume_dice=0.5))
         await settle(pilot, lambda: app.query_one(NanBanner).display)
         assert "train_loss" in str(app.query_one(NanBanner).content)
@@ -457,11 +461,11 @@ async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion
         await settle(pilot, lambda: app.watcher.state.n_events == 4)
         assert row_keys(table) == ["current"]  # the steps of the unfinished epoch
         append(run / "events.jsonl", line[15:])
-        await settle(pilot, lambda: row_keys(table) == ["best", "0"])  # the best epoch pinned on top
+        await settle(pilot, lambda: row_keys(table) == ["0"])
         assert app.watcher.state.unknown_kinds == {"gpu_temp": 1}
         shutil.rmtree(run)
         await settle(pilot, lambda: "run folder deleted" in header_plain(app))
-        assert app.is_running and row_keys(table) == ["best", "0"]
+        assert app.is_running and row_keys(table) == ["0"]
 
 
 async def test_app_switches_runs_with_keys_and_picker(tmp_path):

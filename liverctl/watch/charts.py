@@ -233,13 +233,13 @@ def dice_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
 
     if len(runs) == 1:
         run = runs[0]
-        spec = ChartSpec("Dice per epoch", xlabel, integer_x=not by_time)
+        spec = ChartSpec("Dice per epoch", xlabel, integer_x=not by_time, empty="no validation yet (after each epoch)")
         for (metric, label), color in zip(DICE_METRICS, ("green+", "blue+", "magenta+"), strict=True):
             xs = [x_of(run, r) for r in run.rows]
             ys = [None if metric in r.nan_fields else getattr(r, metric) for r in run.rows]
             spec.series.append(Series(label, *_finite_pairs(xs, ys), color=color, marker="●" if len(xs) < 3 else "braille"))
         return spec
-    spec = ChartSpec("volume Dice per epoch", xlabel, integer_x=not by_time)
+    spec = ChartSpec("volume Dice per epoch", xlabel, integer_x=not by_time, empty="no validation yet (after each epoch)")
     for i, run in enumerate(runs):
         xs = [x_of(run, r) for r in run.rows]
         ys = [None if "volume_dice" in r.nan_fields else r.volume_dice for r in run.rows]
@@ -283,11 +283,6 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     above the frame. `width` and `height` (cells, of the figure) choose the ticks and the headroom.
     """
     plt.clear_figure()
-    if not spec.has_data:
-        plt.plot([0, 1], [0, 0], color="gray")  # an empty frame; the legend line says why
-        plt.yticks([0], [""])
-        plt.xticks([0, 1], ["", ""])
-        return
     for s in spec.series:
         if not s.xs:
             continue
@@ -324,7 +319,7 @@ def _swatch(s: Series) -> str:
 
 def legend_lines(spec: ChartSpec, width: int) -> list[str]:
     """The title, the x axis and one swatch per labelled series, packed into lines `width` wide (ANSI)."""
-    head = f"{spec.title} · x: {spec.xlabel}" if spec.has_data else f"{spec.title}: {spec.empty}"
+    head = f"{spec.title} · x: {spec.xlabel}"
     items = [f"{_swatch(s)} {s.label}" for s in spec.series if s.label and s.xs]
     plain = [len(s.label) + (3 if not s.scatter or s.marker == "braille" else 2) for s in spec.series if s.label and s.xs]
     lines, line, used = [], head, len(head)
@@ -341,6 +336,10 @@ def legend_lines(spec: ChartSpec, width: int) -> list[str]:
 def chart_text(plt: Any, spec: ChartSpec, width: int, height: int) -> str:
     """Legend lines and the plot under them, `height` lines in all (ANSI colours)."""
     legend = legend_lines(spec, width)[: max(1, height - 6)]
+    if not spec.has_data:  # no frame around nothing: the title, and what the chart is waiting for
+        blank = [""] * max(0, height - 2)
+        middle = len(blank) // 2
+        return "\n".join([*legend, *blank[:middle], spec.empty.center(width), *blank[middle:]][:height])
     plot_h = max(4, height - len(legend))
     draw(plt, spec, width, plot_h)
     plt.plotsize(width, plot_h)

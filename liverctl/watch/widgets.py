@@ -77,8 +77,8 @@ class InfoPanel(Static):
 class EpochTable(DataTable):
     """One row per finished epoch, then the unfinished one (dim); rebuilt whenever the app sees new events.
 
-    The best epoch is also pinned as the first row (a fixed row: it stays in view while the table scrolls
-    to the latest epoch). Tens of rows, not thousands: rebuilding is cheaper than tracking edits.
+    An earlier best epoch is also pinned as the first row (a fixed row: it stays in view while the table
+    scrolls to the latest epoch). Tens of rows, not thousands: rebuilding is cheaper than tracking edits.
     """
 
     def on_mount(self) -> None:
@@ -89,7 +89,8 @@ class EpochTable(DataTable):
     def show_state(self, state: RunState) -> None:
         rows = state.rows
         self.clear()
-        best = [row for row in rows if row.is_best]
+        # Pinned only when the best is not the latest epoch (the table shows the latest at its bottom anyway).
+        best = [row for row in rows if row.is_best and row is not rows[-1]]
         if best:
             cells = summary.epoch_cells(state, best[-1])
             cells[0] = Text(f"best {best[-1].epoch}", style="bold yellow")
