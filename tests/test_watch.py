@@ -341,7 +341,7 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     text = render_text(loss_chart([state], ChartSettings()), 90, 20, color=False)
     lines = text.splitlines()
     assert "\x1b" not in text and len(lines) == 20 and max(len(line) for line in lines) <= 90
-    assert "train (smoothed)" in lines[0] and "NaN: rollback" in text and "R" in text
+    assert "train (smoothed)" in lines[0] and "NaN:  x skipped" in text and "R rollback" in text
     empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
     assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 
@@ -529,7 +529,8 @@ async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
         assert [s.label for s in app.charts["dice"].spec.series] == ["a", "b"]
         table = app.query_one(CompareTable)
         assert table.row_count == 2 and table.display and app.view == "runs"
-        assert str(table.get_row("1")[3]) == "0.7000 (ep 1)" and str(table.get_row("0")[3]) == "0.8500 (ep 1)"
+        assert str(table.get_row("1")[4]) == "0.7000 (ep 1)" and str(table.get_row("0")[4]) == "0.8500 (ep 1)"
+        assert [str(table.get_row(k)[2]) for k in ("0", "1")] == ["0", "3"]  # NaN records: b skipped, rolled back, aborted
         assert "overlaid: b" in header_plain(app)
         await pilot.press("c")  # the picker: b ticked; untick it and show
         await pilot.pause()
@@ -646,7 +647,7 @@ def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
     assert "\x1b" not in out  # not a terminal: plain text for logs
     for title in ("loss · smoothing 0.6", "Dice per epoch", "learning rate", "samples/s"):
         assert title in out
-    assert "NaN: abort" in out and "━━ volume" in out
+    assert "A abort" in out and "━━ volume" in out
     write_realistic(tmp_path / "runs" / "clean", nan=False)
     result = CliRunner().invoke(cli_app, ["watch", "clean", "diverged", "--plot", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output  # the first run is the one followed

@@ -237,14 +237,19 @@ def dice_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
         for (metric, label), color in zip(DICE_METRICS, ("green+", "blue+", "magenta+"), strict=True):
             xs = [x_of(run, r) for r in run.rows]
             ys = [None if metric in r.nan_fields else getattr(r, metric) for r in run.rows]
-            spec.series.append(Series(label, *_finite_pairs(xs, ys), color=color, marker="●" if len(xs) < 3 else "braille"))
+            spec.series.append(_epoch_series(label, *_finite_pairs(xs, ys), color))
         return spec
     spec = ChartSpec("volume Dice per epoch", xlabel, integer_x=not by_time, empty="no validation yet (after each epoch)")
     for i, run in enumerate(runs):
         xs = [x_of(run, r) for r in run.rows]
         ys = [None if "volume_dice" in r.nan_fields else r.volume_dice for r in run.rows]
-        spec.series.append(Series(_run_label(run, runs), *_finite_pairs(xs, ys), color=RUN_COLORS[i % len(RUN_COLORS)]))
+        spec.series.append(_epoch_series(_run_label(run, runs), *_finite_pairs(xs, ys), RUN_COLORS[i % len(RUN_COLORS)]))
     return spec
+
+
+def _epoch_series(label: str, xs: list[float], ys: list[float], color: str | int) -> Series:
+    """A line, or a dot while there is a single epoch (a line needs two points)."""
+    return Series(label, xs, ys, color, scatter=len(xs) == 1, marker="●" if len(xs) == 1 else "braille")
 
 
 def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str, attr: str) -> ChartSpec:
@@ -314,16 +319,29 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
 def _swatch(s: Series) -> str:
     from plotext._utility import colorize  # the colour exactly as plotext paints it
 
-    return colorize("●" if s.scatter and s.marker == "●" else (s.marker if s.scatter else "━━"), s.color)
+    return colorize(s.marker if s.scatter else "━━", s.color)  # scatter markers are single characters
 
 
 def legend_lines(spec: ChartSpec, width: int) -> list[str]:
-    """The title, the x axis and one swatch per labelled series, packed into lines `width` wide (ANSI)."""
+    """The title, the x axis and one swatch per labelled series, packed into lines `width` wide (ANSI).
+
+    NaN marks share one "NaN:" prefix (x skipped  R rollback ...) to keep the legend short on small screens.
+    """
     head = f"{spec.title} · x: {spec.xlabel}"
-    items = [f"{_swatch(s)} {s.label}" for s in spec.series if s.label and s.xs]
-    plain = [len(s.label) + (3 if not s.scatter or s.marker == "braille" else 2) for s in spec.series if s.label and s.xs]
+    items: list[tuple[str, int]] = []  # (coloured text, printed width)
+    nan_prefix = False
+    for s in spec.series:
+        if not (s.label and s.xs):
+            continue
+        label = s.label
+        if label.startswith("NaN: "):
+            label = label[5:]
+            if not nan_prefix:
+                nan_prefix = True
+                items.append(("NaN:", 4))
+        items.append((f"{_swatch(s)} {label}", (1 if s.scatter else 2) + 1 + len(label)))
     lines, line, used = [], head, len(head)
-    for item, n in zip(items, plain, strict=True):
+    for item, n in items:
         if used + 2 + n > width and used:
             lines.append(line)
             line, used = item, n

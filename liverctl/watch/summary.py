@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -230,33 +231,33 @@ def current_epoch_cells(state: RunState) -> list[Text] | None:
     return cells
 
 
-COMPARE_HEADERS = ("run", "status", "epochs", "best vol Dice", "slice Dice", "glob Dice", "min val loss", "NaN")
+# Fits 80 columns with short run names; what matters least is on the right, where a narrow table crops.
+COMPARE_HEADERS = ("run", "status", "NaN", "epochs", "best vol Dice", "slice Dice", "min val loss")
 
 
 def compare_cells(state: RunState, *, primary: bool = False) -> list[Text]:
-    """One row of the runs table: the run's best epoch and its figures, the lowest val loss, NaN count."""
+    """One row of the runs table: status, NaN count, the best epoch and its figures, the lowest val loss."""
     best = state.best
     row = state.epochs.get(best[0]) if best else None
     val = [r.val_loss for r in state.rows if r.val_loss is not None]
     status = state.status
-    cells = [
+    return [
         Text(("▶ " if primary else "  ") + (state.name or "?"), style="bold" if primary else ""),
         Text(status, style=STATUS_STYLE.get(status, "")),
+        Text(str(len(state.nans)), style=NAN_STYLE if state.nans else "dim"),
         Text(f"{len(state.epochs)}/{state.total_epochs or '?'}"),
         Text(f"{best[1]:.4f} (ep {best[0]})" if best else "—", style="bold"),
         Text(fmt_number(row.slice_dice if row else None)),
-        Text(fmt_number(row.global_dice if row else None)),
         Text(fmt_number(min(val) if val else None)),
-        Text(str(len(state.nans)) if state.nans else "0", style=NAN_STYLE if state.nans else "dim"),
     ]
-    return cells
 
 
 def compare_table(states: list[RunState]) -> Table:
     """The runs side by side (`watch --plot` with several runs): the best figures of each."""
-    table = Table(title="runs", title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title="runs", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
     for header in COMPARE_HEADERS:
-        table.add_column(header, justify="left" if header == "run" else "right")
+        table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
     for i, state in enumerate(states):
         table.add_row(*compare_cells(state, primary=i == 0))
     return table
