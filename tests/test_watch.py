@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from watch_fixtures import EventScript, realistic_run
+from watch_fixtures import EventScript, event_line, realistic_run
 
 from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
@@ -544,20 +544,23 @@ async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
         assert loss.spec.named("b").xs == [10, 20, 50, 60]
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48), (200, 60)])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48), (200, 60)])
 async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
     a, b = two_runs(tmp_path / "runs")
-    (b / "events.jsonl").write_text("".join(realistic_run("b", nan=True, t0=1e9, epochs=15)))
+    lines = list(realistic_run("b", nan=False, t0=1e9, epochs=30))  # a table that scrolls...
+    lines.insert(-1, event_line("nan", 9999, 2e9, run="b", epoch=30, step=7490, where="loss", action="skip_step"))
+    (b / "events.jsonl").write_text("".join(lines))  # ...under a NaN banner
     app = make_watch_app(b, poll_seconds=POLL_S, clock=FakeClock(1e12))
     async with app.run_test(size=size) as pilot:
         await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
         shown = [app.header, app.banner, app.charts["loss"], app.charts["dice"], app.table, app.info]
-        wide = size[0] >= 110
+        wide = size[0] >= 120
         if wide:
             shown += [app.charts["lr"], app.charts["throughput"]]
         for widget in shown:
             assert widget.display and widget.size.width > 0 and widget.size.height > 0, widget
         assert app.charts["loss"].size.width >= size[0] // 2 and app.charts["loss"].size.height >= 6
+        assert app.table.virtual_size.width <= app.table.size.width  # every column in view: none cropped
         # Nothing below the footer's line is left over: the widgets' heights add up to the screen's.
         used = app.banner.outer_size.height + app.header.outer_size.height + app.info.outer_size.height + 1
         used += app.query_one("#top-row").outer_size.height + app.query_one("#bottom-row").outer_size.height

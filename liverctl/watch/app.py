@@ -34,7 +34,10 @@ from liverctl.watch.widgets import (
 DEFAULT_POLL_S = 0.3
 
 
-NARROW_BELOW = 110  # columns: below this the learning-rate and throughput charts share the table's place
+# Columns: below NARROW_BELOW the learning-rate and throughput charts take turns with the table (t); below
+# SIDE_BY_SIDE_FROM they sit one above the other beside the table, from it side by side.
+NARROW_BELOW = 120
+SIDE_BY_SIDE_FROM = 170
 
 
 class WatchApp(App):
@@ -121,6 +124,7 @@ class WatchApp(App):
     def _fit_width(self, width: int) -> None:
         """Narrow terminals show the learning-rate and throughput charts instead of the table (t)."""
         self.screen.set_class(width < NARROW_BELOW, "-narrow")
+        self.screen.set_class(NARROW_BELOW <= width < SIDE_BY_SIDE_FROM, "-medium")
         if width >= NARROW_BELOW and self.view == "rates":
             self.view = "epochs"
         self._show_view()

@@ -298,13 +298,12 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     for x, color in spec.vlines:
         plt.vline(x, color)
     xs = [x for s in spec.series for x in s.xs]
-    if spec.integer_x:
-        lo, hi = min(xs), max(xs)
-        if hi == lo:
-            lo, hi = lo - 1, hi + 1
-            plt.xlim(lo, hi)
-        ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)))
-        plt.xticks(ticks, [fmt_tick(t) for t in ticks])
+    lo, hi = min(xs), max(xs)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+        plt.xlim(lo, hi)
+    ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
+    plt.xticks(ticks, [fmt_tick(t) for t in ticks])
     ys = [y for s in spec.series for y in s.ys]
     lo, hi = min(ys), max(ys)
     if hi == lo:
@@ -327,8 +326,9 @@ def legend_lines(spec: ChartSpec, width: int) -> list[str]:
 
     NaN marks share one "NaN:" prefix (x skipped  R rollback ...) to keep the legend short on small screens.
     """
-    head = f"{spec.title} · x: {spec.xlabel}"
-    items: list[tuple[str, int]] = []  # (coloured text, printed width)
+    head = spec.title[:width]
+    x_axis = f"x: {spec.xlabel}"[:width]
+    items: list[tuple[str, int]] = [(x_axis, len(x_axis))]  # (coloured text, printed width)
     nan_prefix = False
     for s in spec.series:
         if not (s.label and s.xs):
@@ -342,11 +342,11 @@ def legend_lines(spec: ChartSpec, width: int) -> list[str]:
         items.append((f"{_swatch(s)} {label}", (1 if s.scatter else 2) + 1 + len(label)))
     lines, line, used = [], head, len(head)
     for item, n in items:
-        if used + 2 + n > width and used:
+        if used + 3 + n > width and used:
             lines.append(line)
             line, used = item, n
         else:
-            line, used = f"{line}  {item}", used + 2 + n
+            line, used = f"{line}{' · ' if item is x_axis else '  '}{item}", used + 3 + n
     lines.append(line)
     return lines
 

@@ -203,7 +203,7 @@ def epoch_cells(state: RunState, row: EpochRow) -> list[Text]:
             cells.append(Text("NaN", style=NAN_STYLE))
         else:
             cells.append(Text(fmt_number(value, digits), style="bold" if attr == "volume_dice" else ""))
-    cells.append(Text(fmt_number(row.seconds, 1)))
+    cells.append(Text("—" if row.seconds is None else f"{row.seconds:.0f}"))
     cells.append(Text("★", style="bold yellow") if row.is_best else Text(""))
     return cells
 
@@ -226,7 +226,7 @@ def current_epoch_cells(state: RunState) -> list[Text] | None:
     cells += [Text("…", style="dim") for _ in EPOCH_COLUMNS[1:]]
     stop = state.end["ts"] if state.end and state.end.get("ts") else state.clock()
     so_far = None if current.started_ts is None else max(0.0, stop - current.started_ts)
-    cells.append(Text(fmt_number(so_far, 1), style="italic"))
+    cells.append(Text("—" if so_far is None else f"{so_far:.0f}", style="italic"))
     cells.append(Text(""))
     return cells
 

@@ -34,7 +34,7 @@ class Chart(PlotextPlot):
         width, height = self.size.width, self.size.height
         self.plt.theme(self._get_plotext_theme_name(self.app.theme))
         text = chart_text(_SizedPlot(self.plt), self.spec, width, height)
-        return Text.from_ansi(text)
+        return Text.from_ansi(text, no_wrap=True, overflow="crop")  # a wrapped line would push the axis off
 
 
 class _SizedPlot:
