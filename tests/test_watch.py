@@ -341,7 +341,7 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     text = render_text(loss_chart([state], ChartSettings()), 90, 20, color=False)
     lines = text.splitlines()
     assert "\x1b" not in text and len(lines) == 20 and max(len(line) for line in lines) <= 90
-    assert "train (smoothed)" in lines[0] and "NaN:  x skipped" in text and "R rollback" in text
+    assert "train (smoothed)" in lines[0] and "NaN: x skipped" in text and "R rollback" in text
     empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
     assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 

@@ -333,13 +333,12 @@ def legend_lines(spec: ChartSpec, width: int) -> list[str]:
     for s in spec.series:
         if not (s.label and s.xs):
             continue
-        label = s.label
+        label, prefix = s.label, ""
         if label.startswith("NaN: "):
             label = label[5:]
-            if not nan_prefix:
-                nan_prefix = True
-                items.append(("NaN:", 4))
-        items.append((f"{_swatch(s)} {label}", (1 if s.scatter else 2) + 1 + len(label)))
+            prefix = "" if nan_prefix else "NaN: "  # kept with its first item when the legend wraps
+            nan_prefix = True
+        items.append((f"{prefix}{_swatch(s)} {label}", len(prefix) + (1 if s.scatter else 2) + 1 + len(label)))
     lines, line, used = [], head, len(head)
     for item, n in items:
         if used + 3 + n > width and used:
