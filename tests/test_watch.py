@@ -544,7 +544,7 @@ async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
         assert loss.spec.named("b").xs == [10, 20, 50, 60]
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48), (200, 60)])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
 async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
     a, b = two_runs(tmp_path / "runs")
     lines = list(realistic_run("b", nan=False, t0=1e9, epochs=30))  # a table that scrolls...
@@ -554,9 +554,10 @@ async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, s
     async with app.run_test(size=size) as pilot:
         await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
         shown = [app.header, app.banner, app.charts["loss"], app.charts["dice"], app.table, app.info]
-        wide = size[0] >= 120
+        wide = size[0] >= 170 or (size[0] >= 120 and size[1] >= 44)
         if wide:
             shown += [app.charts["lr"], app.charts["throughput"]]
+            assert min(app.charts[c].size.height for c in ("lr", "throughput")) >= 6  # room for a curve
         for widget in shown:
             assert widget.display and widget.size.width > 0 and widget.size.height > 0, widget
         assert app.charts["loss"].size.width >= size[0] // 2 and app.charts["loss"].size.height >= 6
@@ -588,7 +589,7 @@ async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
         assert "75%" in text and "epoch 2/2 step 25/50" in text  # 1.5 of 2 epochs
         assert "ETA" in text and "14.0 samples/s" in text and "device cpu" in text and "amp off" in text
         assert f"best volume Dice 0.7000 (epoch 1, {fmt_duration(s.t + 1 - app.watcher.state.rows[0].ts)} ago)" in text
-        assert "GPU mem 3.2 GB (peak 5.5)" in text
+        assert "GPU 3.2 / peak 5.5 GB" in text
 
 
 def test_make_watch_app_over_a_runs_folder_opens_the_newest(tmp_path):

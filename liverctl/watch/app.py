@@ -34,10 +34,12 @@ from liverctl.watch.widgets import (
 DEFAULT_POLL_S = 0.3
 
 
-# Columns: below NARROW_BELOW the learning-rate and throughput charts take turns with the table (t); below
-# SIDE_BY_SIDE_FROM they sit one above the other beside the table, from it side by side.
+# Terminal sizes: below NARROW_BELOW columns the learning-rate and throughput charts take turns with the
+# table (t); below SIDE_BY_SIDE_FROM they sit one above the other beside the table when there are STACK_ROWS
+# rows for that (else they take turns too); from SIDE_BY_SIDE_FROM columns they sit side by side.
 NARROW_BELOW = 120
 SIDE_BY_SIDE_FROM = 170
+STACK_ROWS = 44
 
 
 class WatchApp(App):
@@ -111,7 +113,7 @@ class WatchApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._fit_width(self.size.width)
+        self._fit_size(self.size.width, self.size.height)
         self.refresh_from_log()
         self._timer = self.set_interval(self.poll_seconds, self.refresh_from_log)
 
@@ -119,13 +121,14 @@ class WatchApp(App):
         self._timer.stop()
 
     def on_resize(self, event: events.Resize) -> None:
-        self._fit_width(event.size.width)
+        self._fit_size(event.size.width, event.size.height)
 
-    def _fit_width(self, width: int) -> None:
-        """Narrow terminals show the learning-rate and throughput charts instead of the table (t)."""
-        self.screen.set_class(width < NARROW_BELOW, "-narrow")
-        self.screen.set_class(NARROW_BELOW <= width < SIDE_BY_SIDE_FROM, "-medium")
-        if width >= NARROW_BELOW and self.view == "rates":
+    def _fit_size(self, width: int, height: int) -> None:
+        """Small terminals show the learning-rate and throughput charts instead of the table (t)."""
+        narrow = width < NARROW_BELOW or (width < SIDE_BY_SIDE_FROM and height < STACK_ROWS)
+        self.screen.set_class(narrow, "-narrow")
+        self.screen.set_class(not narrow and width < SIDE_BY_SIDE_FROM, "-medium")
+        if not narrow and self.view == "rates":
             self.view = "epochs"
         self._show_view()
 

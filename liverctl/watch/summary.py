@@ -113,8 +113,8 @@ def best_text(state: RunState) -> str:
 def gpu_text(state: RunState) -> str | None:
     if state.gpu_mem_gb is None:
         return None
-    peak = f" (peak {state.gpu_mem_peak_gb:.1f})" if state.gpu_mem_peak_gb is not None else ""
-    return f"{state.gpu_mem_gb:.1f} GB{peak}"
+    peak = f" / peak {state.gpu_mem_peak_gb:.1f}" if state.gpu_mem_peak_gb is not None else ""
+    return f"{state.gpu_mem_gb:.1f}{peak} GB"
 
 
 def header_text(state: RunState, notice: str | None = None, *, bar_width: int = 24) -> Text:
@@ -125,8 +125,8 @@ def header_text(state: RunState, notice: str | None = None, *, bar_width: int = 
     text.append("  ")
     text.append_text(status_text(state))
     for label, value in (("preset", state.preset), ("device", state.device), ("amp", state.amp),
-                         ("GPU mem", gpu_text(state))):
-        if value is None and label == "GPU mem":
+                         ("GPU", gpu_text(state))):
+        if value is None and label == "GPU":
             continue
         text.append(f"  {label} ", style="dim")
         text.append(value or "—")
