@@ -15,7 +15,16 @@ from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
 from liverctl.events import EventWriter, read_events
 from liverctl.watch.app import make_watch_app
-from liverctl.watch.charts import ChartSettings, dice_chart, ema, loss_chart, lr_chart, render_text, thin
+from liverctl.watch.charts import (
+    ChartSettings,
+    dice_chart,
+    ema,
+    loss_chart,
+    lr_chart,
+    nice_ticks,
+    render_text,
+    thin,
+)
 from liverctl.watch.locate import find_run
 from liverctl.watch.state import RunState, RunWatcher
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
@@ -265,6 +274,13 @@ def test_ema_is_tensorboards_debiased_smoothing_and_steps_over_gaps():
     assert ema([2.0, 4.0], 0.0) == [2.0, 4.0]
     xs, ys = thin(list(range(10)), list(range(10)), max_points=4)
     assert xs[-1] == 9 and len(xs) <= 5 and xs == ys
+
+
+def test_axis_ticks_are_round_numbers_near_the_count_asked():
+    assert nice_ticks(1, 7, 3) == [2, 4, 6]  # epochs: whole numbers, rather one tick more than one less
+    assert nice_ticks(0, 3500, 8) == [0, 500, 1000, 1500, 2000, 2500, 3000, 3500]
+    assert nice_ticks(2e-5, 1e-4, 4, integer=False) == pytest.approx([2e-5, 4e-5, 6e-5, 8e-5, 1e-4])
+    assert nice_ticks(3.0, 3.0, 5) == [3.0]
 
 
 def test_loss_chart_holds_raw_smoothed_val_and_nan_marks_by_action():

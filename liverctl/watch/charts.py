@@ -115,7 +115,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = True) -> list[f
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(1, n - 1)
     mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 5, 10)), key=lambda c: abs((hi - lo) / c - (n - 1)))
+    step = min((m * mag for m in (1, 2, 5, 10)), key=lambda c: abs(math.log((hi - lo) / c / (n - 1))))
     if integer:
         step = max(1.0, round(step))
     first = math.ceil(lo / step) * step
