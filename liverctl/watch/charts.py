@@ -17,7 +17,7 @@ from liverctl.watch.state import RunState
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 X_AXES = ("step", "time")  # global step, or time since the run's start (TensorBoard's "relative")
-MAX_POINTS = 1500  # per series: a 100k-step log is thinned before plotting (smoothing uses every point)
+MAX_POINTS = 800  # per series (a few per braille column): a 100k-step log is thinned before plotting; smoothing uses every point
 DICE_METRICS = (("volume_dice", "volume"), ("slice_dice", "slice"), ("global_dice", "global"))
 # One colour per run when several are overlaid (plotext colour names), and the NaN marks per guard action.
 RUN_COLORS = ("cyan+", "orange+", "green+", "magenta+", "blue+", "white", "gray+", "cyan")
