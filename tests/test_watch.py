@@ -9,16 +9,26 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from watch_fixtures import EventScript, realistic_run
+from watch_fixtures import EventScript, event_line, realistic_run
 
 from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
 from liverctl.events import EventWriter, read_events
 from liverctl.watch.app import make_watch_app
+from liverctl.watch.charts import (
+    ChartSettings,
+    dice_chart,
+    ema,
+    loss_chart,
+    lr_chart,
+    nice_ticks,
+    render_text,
+    thin,
+)
 from liverctl.watch.locate import find_run
 from liverctl.watch.state import RunState, RunWatcher
-from liverctl.watch.summary import exit_code, nan_banner_text
-from liverctl.watch.widgets import BlockChart, EpochTable, NanBanner, RunHeader, bin_points, chart_lines
+from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
+from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
 
 POLL_S = 0.05
 
@@ -234,14 +244,122 @@ def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
 
 
-# ---- charts --------------------------------------------------------------------------------------------
+# ---- charts: the series as data -------------------------------------------------------------------------
 
 
-def test_chart_bins_keep_non_finite_points_visible():
-    assert bin_points([1.0, 2.0, None, 4.0], 2) == [1.5, None]
-    lines = chart_lines([0.0, 1.0, None], width=9, height=2)
-    assert len(lines) == 2 and all("×" in line.plain for line in lines)
-    assert lines[0].plain.startswith("   ███")  # the highest bar fills both rows, the lowest only a sliver
+def fold(lines: list[str], clock: float = 1e12) -> RunState:
+    state = RunState(clock=FakeClock(clock))
+    state.feed(json.loads(line) for line in lines)
+    return state
+
+
+def guarded_run(name: str = "g") -> EventScript:
+    """Steps 10..60 with a skipped step at 30 and a rollback at 40, an epoch_end at 50, an abort at 70."""
+    s = EventScript(name)
+    s.start(epochs=2, steps_per_epoch=50)
+    for step, loss in ((10, 0.9), (20, 0.7)):
+        s.add("step", after=60, step=step, epoch=0, loss=loss, lr=1e-3, samples_per_s=10.0)
+    s.add("nan", after=60, step=30, epoch=0, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0})
+    s.add("nan", after=60, step=40, epoch=0, where="loss", action="rollback", counts={"skipped": 3, "rollbacks": 1})
+    s.add("step", after=60, step=50, epoch=0, loss=0.5, lr=5e-4, samples_per_s=12.0)
+    s.epoch(1, step=50, seconds=300, after=10, val_loss=0.6, volume_dice=0.7, slice_dice=0.8, global_dice=0.75,
+            is_best=True, epochs=2)
+    s.add("step", after=60, step=60, epoch=1, loss=0.4, lr=2e-4, samples_per_s=14.0)
+    s.add("nan", after=60, step=70, epoch=1, where="loss", action="abort", counts={"skipped": 4, "rollbacks": 2})
+    return s
+
+
+def test_ema_is_tensorboards_debiased_smoothing_and_steps_over_gaps():
+    assert ema([1.0, None, 3.0], 0.5) == [1.0, None, pytest.approx((0.25 + 1.5) / 0.75)]
+    assert ema([2.0, 4.0], 0.0) == [2.0, 4.0]
+    xs, ys = thin(list(range(10)), list(range(10)), max_points=4)
+    assert xs[-1] == 9 and len(xs) <= 5 and xs == ys
+
+
+def test_axis_ticks_are_round_numbers_near_the_count_asked():
+    assert nice_ticks(1, 7, 3) == [2, 4, 6]  # epochs: whole numbers, rather one tick more than one less
+    assert nice_ticks(0, 3500, 8) == [0, 500, 1000, 1500, 2000, 2500, 3000, 3500]
+    assert nice_ticks(2e-5, 1e-4, 4, integer=False) == pytest.approx([2e-5, 4e-5, 6e-5, 8e-5, 1e-4])
+    assert nice_ticks(3.0, 3.0, 5) == [3.0]
+
+
+def test_loss_chart_holds_raw_smoothed_val_and_nan_marks_by_action():
+    state = fold(guarded_run().lines)
+    spec = loss_chart([state], ChartSettings(smoothing=0.5))
+    raw, smooth, val = spec.named("train"), spec.named("train (smoothed)"), spec.named("val")
+    assert (raw.xs, raw.ys) == ([10, 20, 50, 60], [0.9, 0.7, 0.5, 0.4])
+    assert smooth.xs == raw.xs and smooth.ys == pytest.approx(ema(raw.ys, 0.5))
+    assert (val.xs, val.ys) == ([50], [0.6]) and val.scatter  # validation loss at the epoch's last step
+    assert spec.named("NaN: skipped").xs == [30]
+    assert spec.named("NaN: rollback").xs == [40] and spec.named("NaN: abort").xs == [70]
+    assert {s.marker for s in spec.series if s.label.startswith("NaN")} == {"x", "R", "A"}  # told apart
+    assert spec.named("NaN: skipped").ys == [0.9]  # on the top edge of the data
+    assert sorted(x for x, _ in spec.vlines) == [40, 70]  # rollback and abort also get a vertical line
+    assert "smoothing 0.5" in spec.title
+    unsmoothed = loss_chart([state], ChartSettings(smoothing=0.0))
+    assert unsmoothed.named("train").ys == [0.9, 0.7, 0.5, 0.4]
+    with pytest.raises(KeyError):
+        unsmoothed.named("train (smoothed)")  # raw only: no second copy of the same line
+
+
+def test_val_loss_without_a_step_sits_at_the_last_step_of_its_epoch():
+    state = fold(list(realistic_run("r", nan=False, t0=1e9, epochs=3)))
+    val = loss_chart([state], ChartSettings()).named("val")
+    assert val.xs == [225, 475, 725]  # the last step event of each epoch (step events every 25 steps)
+    assert val.ys == [r.val_loss for r in state.rows]
+
+
+def test_nan_steps_leave_gaps_in_the_loss_and_the_non_finite_epoch_value_out():
+    s = two_epoch_run()
+    s.add("step", after=5, step=20, epoch=2, loss=None)
+    s.add("nan", step=20, epoch=2, where="step:loss", action="report")
+    s.epoch(2, seconds=60, val_loss=None, volume_dice=None)
+    state = fold(s.lines)
+    loss = loss_chart([state], ChartSettings(smoothing=0.0))
+    assert loss.named("train").xs == [0, 10]
+    assert loss.named("NaN: value").xs == [20]
+    dice = dice_chart([state], ChartSettings())
+    assert dice.named("volume").xs == [0, 1] and dice.named("slice").xs == [0, 1, 2]
+
+
+def test_dice_chart_has_the_three_figures_per_epoch_with_a_legend():
+    state = fold(two_epoch_run().lines)
+    spec = dice_chart([state], ChartSettings())
+    assert [s.label for s in spec.series] == ["volume", "slice", "global"]
+    assert spec.named("volume").xs == [0, 1] and spec.named("volume").ys == [0.80, 0.85]
+    assert spec.named("slice").ys == [0.95, 0.95] and spec.xlabel == "epoch"
+
+
+def test_time_axis_measures_from_each_runs_start():
+    state = fold(guarded_run().lines)
+    spec = loss_chart([state], ChartSettings(smoothing=0.0, x_axis="time"))
+    assert spec.xlabel == "minutes since start"
+    assert spec.named("train").xs == pytest.approx([1.0, 2.0, 5.0, 6.0 + 10 / 60])
+    assert lr_chart([state], ChartSettings(x_axis="time")).series[0].ys == [1e-3, 1e-3, 5e-4, 2e-4]
+
+
+def test_several_runs_overlay_one_curve_each_with_their_names():
+    a, b = fold(two_epoch_run("a").lines), fold(guarded_run("b").lines)
+    spec = loss_chart([a, b], ChartSettings(smoothing=0.0))
+    assert spec.named("a").xs == [0, 10] and spec.named("b").xs == [10, 20, 50, 60]
+    assert spec.named("a").color != spec.named("b").color
+    val = [s for s in spec.series if s.scatter and not (s.label or "").startswith("NaN")]
+    assert [(v.label, v.color, v.ys) for v in val] == [  # val loss dots in each run's colour, no legend entry
+        (None, spec.named("a").color, [0.25, 0.25]), (None, spec.named("b").color, [0.6])]
+    assert spec.named("NaN: rollback").xs == [40]  # the marks of every run shown
+    dice = dice_chart([a, b], ChartSettings())
+    assert [s.label for s in dice.series] == ["a", "b"] and dice.title.startswith("volume Dice")
+    assert dice.named("b").ys == [0.7]
+
+
+def test_plot_text_fills_the_size_asked_and_can_be_plain():
+    state = fold(guarded_run().lines)
+    text = render_text(loss_chart([state], ChartSettings()), 90, 20, color=False)
+    lines = text.splitlines()
+    assert "\x1b" not in text and len(lines) == 20 and max(len(line) for line in lines) <= 90
+    assert "train (smoothed)" in lines[0] and "NaN: x skipped" in text and "R rollback" in text
+    empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
+    assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 
 
 # ---- the app, headless ---------------------------------------------------------------------------------
@@ -272,12 +390,16 @@ async def test_app_rows_appear_and_status_follows_the_log(tmp_path):
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
-        await settle(pilot, lambda: table.row_count == 1)
+        await settle(pilot, lambda: row_keys(table) == ["0"])
         assert "RUNNING" in header_plain(app)
         assert not app.query_one(NanBanner).display
         append(run / "events.jsonl", *s.lines[4:])
         await settle(pilot, lambda: table.row_count == 2)
         assert "★" in str(table.get_row("1")[-1])
+        assert table.fixed_rows == 0  # the best is the latest epoch: nothing to pin
+        append(run / "events.jsonl", s.epoch(2, seconds=60, volume_dice=0.84))
+        await settle(pilot, lambda: row_keys(table) == ["best", "0", "1", "2"])  # the best pinned on top
+        assert table.fixed_rows == 1 and str(table.get_row("best")[0]) == "best 1"
         append(run / "events.jsonl", s.add("run_end", status="completed", best={"epoch": 1, "volume_dice": 0.85}))
         await settle(pilot, lambda: "COMPLETED" in header_plain(app))
         append(run / "events.jsonl", s.add("run_end", status="failed", message="CUDA out of memory"))
@@ -314,7 +436,7 @@ async def test_app_nan_banner_within_one_refresh_and_dismissed(tmp_path):
         text = str(banner.content)
         # two epochs done: the NaN came in the third, whatever number the event itself carries
         assert "NaN" in text and "epoch 3/3, step 130" in text and "skip_step" in text
-        assert app.query_one("#loss-chart", BlockChart).n_nan == 1
+        assert app.query_one("#loss-chart", Chart).spec.named("NaN: skipped").xs == [130]
         await pilot.press("d")
         assert not banner.display
         app.refresh_from_log()
@@ -334,11 +456,11 @@ async def test_app_nan_banner_after_a_null_value(tmp_path):
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
-        await settle(pilot, lambda: table.row_count == 2)
+        await settle(pilot, lambda: row_keys(table) == ["0", "1"])
         append(run / "events.jsonl", s.epoch(2, seconds=60, train_loss=None, volume_dice=0.5))
         await settle(pilot, lambda: app.query_one(NanBanner).display)
         assert "train_loss" in str(app.query_one(NanBanner).content)
-        assert table.row_count == 3
+        assert row_keys(table) == ["best", "0", "1", "2"]
         assert str(table.get_row("2")[1]) == "NaN"
 
 
@@ -359,7 +481,7 @@ async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion
         assert app.watcher.state.unknown_kinds == {"gpu_temp": 1}
         shutil.rmtree(run)
         await settle(pilot, lambda: "run folder deleted" in header_plain(app))
-        assert app.is_running and table.row_count == 1
+        assert app.is_running and row_keys(table) == ["0"]
 
 
 async def test_app_switches_runs_with_keys_and_picker(tmp_path):
@@ -384,6 +506,106 @@ async def test_app_switches_runs_with_keys_and_picker(tmp_path):
         await settle(pilot, lambda: "preset-b" in header_plain(app))
         assert app.watcher.run_dir == root / "b"
         assert len(app.screen_stack) == 1  # the picker closed
+
+
+def two_runs(root: Path) -> tuple[Path, Path]:
+    import os
+
+    for i, s in enumerate((two_epoch_run("a"), guarded_run("b"))):
+        s.write(root / s.run / "events.jsonl")
+        os.utime(root / s.run / "events.jsonl", (1000 + i, 1000 + i))  # b is the newest
+    return root / "a", root / "b"
+
+
+async def test_app_charts_follow_the_log_and_settings_survive_a_run_switch(tmp_path):
+    a, b = two_runs(tmp_path / "runs")
+    app = make_watch_app(a, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(160, 48)) as pilot:
+        loss = app.charts["loss"]
+        await settle(pilot, lambda: loss.spec is not None and loss.spec.has_data)
+        assert loss.spec.named("train").xs == [0, 10] and loss.spec.named("val").ys == [0.25, 0.25]
+        assert app.charts["dice"].spec.named("volume").ys == [0.80, 0.85]
+        await pilot.press("s", "s", "x")  # smoothing 0.6 -> 0.8 -> 0.9, x axis: time
+        assert (app.settings.smoothing, app.settings.x_axis) == (0.9, "time")
+        assert "smoothing 0.9" in loss.spec.title and loss.spec.xlabel == "minutes since start"
+        await pilot.press("right_square_bracket")
+        await settle(pilot, lambda: app.watcher.run_dir == b)
+        assert (app.settings.smoothing, app.settings.x_axis) == (0.9, "time")  # kept
+        assert "smoothing 0.9" in loss.spec.title and loss.spec.named("NaN: abort").xs  # b's curves
+        assert loss.spec.named("train (smoothed)").ys == pytest.approx(ema([0.9, 0.7, 0.5, 0.4], 0.9))
+
+
+async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
+    a, b = two_runs(tmp_path / "runs")
+    app = make_watch_app(a, compare=[b], poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(160, 48)) as pilot:
+        loss = app.charts["loss"]
+        await settle(pilot, lambda: loss.spec is not None and loss.spec.has_data)
+        assert loss.spec.named("a").xs == [0, 10] and loss.spec.named("b").xs == [10, 20, 50, 60]
+        assert [s.label for s in app.charts["dice"].spec.series] == ["a", "b"]
+        table = app.query_one(CompareTable)
+        assert table.row_count == 2 and table.display and app.view == "runs"
+        assert str(table.get_row("1")[4]) == "0.7000 (ep 1)" and str(table.get_row("0")[4]) == "0.8500 (ep 1)"
+        assert [str(table.get_row(k)[2]) for k in ("0", "1")] == ["0", "3"]  # NaN records: b skipped, rolled back, aborted
+        assert "overlaid: b" in header_plain(app)
+        await pilot.press("c")  # the picker: b ticked; untick it and show
+        await pilot.pause()
+        await pilot.press("space", "enter")
+        await settle(pilot, lambda: app.compare == [])
+        assert [s.label for s in loss.spec.series][:2] == ["train", "train (smoothed)"]  # one run again
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("space", "enter")  # tick b again
+        await settle(pilot, lambda: [w.run_dir for w in app.compare] == [b])
+        assert loss.spec.named("b").xs == [10, 20, 50, 60]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
+async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
+    a, b = two_runs(tmp_path / "runs")
+    lines = list(realistic_run("b", nan=False, t0=1e9, epochs=30))  # a table that scrolls...
+    lines.insert(-1, event_line("nan", 9999, 2e9, run="b", epoch=30, step=7490, where="loss", action="skip_step"))
+    (b / "events.jsonl").write_text("".join(lines))  # ...under a NaN banner
+    app = make_watch_app(b, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
+        shown = [app.header, app.banner, app.charts["loss"], app.charts["dice"], app.table, app.info]
+        wide = size[0] >= 170 or (size[0] >= 120 and size[1] >= 44)
+        if wide:
+            shown += [app.charts["lr"], app.charts["throughput"]]
+            assert min(app.charts[c].size.height for c in ("lr", "throughput")) >= 6  # room for a curve
+        for widget in shown:
+            assert widget.display and widget.size.width > 0 and widget.size.height > 0, widget
+        assert app.charts["loss"].size.width >= size[0] // 2 and app.charts["loss"].size.height >= 6
+        assert app.table.virtual_size.width <= app.table.size.width  # every column in view: none cropped
+        # Nothing below the footer's line is left over: the widgets' heights add up to the screen's.
+        used = app.banner.outer_size.height + app.header.outer_size.height + app.info.outer_size.height + 1
+        used += app.query_one("#top-row").outer_size.height + app.query_one("#bottom-row").outer_size.height
+        assert used == size[1]
+        assert not wide or not app.screen.has_class("-narrow")
+        if not wide:  # the learning-rate and throughput charts take the table's place in turn
+            assert not app.charts["lr"].display or app.charts["lr"].size.width == 0
+            await pilot.press("t", "t")
+            await pilot.pause()
+            assert app.view == "rates" and app.charts["lr"].size.width > 0 and app.charts["lr"].size.height > 0
+            assert app.charts["throughput"].size.width > 0
+
+
+async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
+    run = tmp_path / "r"
+    s = guarded_run("r")
+    s.lines = s.lines[:7]  # up to the epoch_end: 1 of 2 epochs done
+    s.add("step", after=60, step=75, epoch=1, loss=0.4, lr=2e-4, samples_per_s=14.0, gpu_mem_gb=3.25,
+          gpu_mem_peak_gb=5.5)
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t + 1))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, lambda: "RUNNING" in header_plain(app))
+        text = header_plain(app)
+        assert "75%" in text and "epoch 2/2 step 25/50" in text  # 1.5 of 2 epochs
+        assert "ETA" in text and "14.0 samples/s" in text and "device cpu" in text and "amp off" in text
+        assert f"best volume Dice 0.7000 (epoch 1, {fmt_duration(s.t + 1 - app.watcher.state.rows[0].ts)} ago)" in text
+        assert "GPU 3.2 / peak 5.5 GB" in text
 
 
 def test_make_watch_app_over_a_runs_folder_opens_the_newest(tmp_path):
@@ -435,6 +657,22 @@ def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
     assert "FAILED" in result.output and "worker died" in result.output
+
+
+def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    result = CliRunner().invoke(cli_app, ["watch", str(run), "--plot", "--width", "100", "--height", "14"])
+    assert result.exit_code == 1, result.output  # as --once: the run had a NaN
+    out = result.output
+    assert "\x1b" not in out  # not a terminal: plain text for logs
+    for title in ("loss · smoothing 0.6", "Dice per epoch", "learning rate", "samples/s"):
+        assert title in out
+    assert "A abort" in out and "━━ volume" in out
+    write_realistic(tmp_path / "runs" / "clean", nan=False)
+    result = CliRunner().invoke(cli_app, ["watch", "clean", "diverged", "--plot", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output  # the first run is the one followed
+    assert "━━ clean" in result.output and "━━ diverged" in result.output  # one curve each, in the legend
+    assert "▶ clean" in result.output and "(ep 5)" in result.output  # and a table of their best figures
 
 
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):

@@ -84,7 +84,8 @@ def realistic_run(name: str, *, nan: bool, t0: float, epochs: int = 15) -> Itera
                 continue
             yield s.add("step", after=epoch_s * every / steps_per_epoch, epoch=epoch, step=step,
                         loss=round(loss, 5), lr=1e-4 * (1 - epoch / epochs), samples_per_s=44.0 + 0.1 * (k % 7),
-                        grad_norm=round(1.5 + 0.1 * math.cos(step), 4))
+                        grad_norm=round(1.5 + 0.1 * math.cos(step), 4), gpu_mem_gb=round(9.2 + 0.01 * (k % 5), 2),
+                        gpu_mem_peak_gb=11.8)
         if nan and epoch == last_epoch:
             yield s.add("nan", epoch=epoch, step=step, where="loss", action="abort",
                         counts={"skipped": 6, "rollbacks": 2},

@@ -66,3 +66,16 @@ def resolve_precision(amp: str, device) -> Precision:
     if amp in ("bf16", "fp16", "off"):
         return Precision(amp)
     raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{amp}'")
+
+
+def cuda_memory_fields(device) -> dict:
+    """`gpu_mem_gb` / `gpu_mem_peak_gb` (torch's allocated bytes, GiB) for `step` events on CUDA; {} elsewhere."""
+    if device.type != "cuda":
+        return {}
+    import torch
+
+    gib = 2**30
+    return {
+        "gpu_mem_gb": round(torch.cuda.memory_allocated(device) / gib, 3),
+        "gpu_mem_peak_gb": round(torch.cuda.max_memory_allocated(device) / gib, 3),
+    }

@@ -27,6 +27,7 @@ from liverctl.config import CONFIG_FILE, write_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.events import EventWriter
 from liverctl.train import distributed
+from liverctl.train.device import cuda_memory_fields
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.run_folder import TimeBudget, tidy_run_dir
@@ -209,7 +210,8 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
             if s.global_step % tc["log_every"] == 0 and step.where != "loss":  # a skipped step has its nan event
                 rate = window_n / max(time.monotonic() - window_t, 1e-9)
                 events.emit(
-                    "step", epoch=s.epoch, step=s.global_step, loss=loss_value, lr=lr, samples_per_s=rate, grad_norm=grad_norm
+                    "step", epoch=s.epoch, step=s.global_step, loss=loss_value, lr=lr, samples_per_s=rate, grad_norm=grad_norm,
+                    **cuda_memory_fields(s.device),
                 )
                 window_t, window_n = time.monotonic(), 0
                 s.last_rate = rate

@@ -49,6 +49,7 @@ class EpochRow:
     ts: float | None = None
     nan_fields: set[str] = field(default_factory=set)  # columns holding a non-finite value
     nan_seen: bool = False  # a NaN record arrived during this epoch (step, grad or validation)
+    step: int | None = None  # global step at its end (the event's, else the last step event seen)
 
 
 @dataclass
@@ -80,6 +81,17 @@ class NanRecord:
     # Which epoch of the run this happened in, counted from 1 by the epoch_end events seen before it: the
     # trainer's step-level events carry the epoch in progress from 0, its epoch_end the epochs done.
     epoch_ordinal: int | None = None
+
+
+@dataclass
+class StepSample:
+    """One `step` event as the charts plot it; None where a value was missing or non-finite."""
+
+    step: int | None
+    ts: float | None
+    loss: float | None
+    lr: float | None
+    samples_per_s: float | None
 
 
 @dataclass
@@ -141,6 +153,9 @@ class RunState:
         self.step_clock: list[tuple[int, float]] = []  # (step number, ts) of numbered step events
         self.samples_per_s: float | None = None
         self.lr: float | None = None
+        self.samples: list[StepSample] = []  # every step event, for the charts
+        self.gpu_mem_gb: float | None = None  # CUDA memory in use / peak, when the trainer reports it
+        self.gpu_mem_peak_gb: float | None = None
         self.epochs: dict[int, EpochRow] = {}
         self.total_epochs: int | None = None
         self.nans: list[NanRecord] = []
@@ -252,6 +267,10 @@ class RunState:
             self.samples_per_s = float(e["samples_per_s"])
         if _finite(e.get("lr")) is not None:
             self.lr = float(e["lr"])
+        for attr in ("gpu_mem_gb", "gpu_mem_peak_gb"):
+            if _finite(e.get(attr)) is not None:
+                setattr(self, attr, float(e[attr]))
+        self.samples.append(StepSample(step, ts, loss, _finite(e.get("lr")), _finite(e.get("samples_per_s"))))
 
     def _on_epoch_end(self, e: dict, ts: float | None) -> None:
         epoch = _int_or_none(e.get("epoch"))
@@ -270,6 +289,7 @@ class RunState:
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
             nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
             nan_seen=self._current.n_nan > 0,
+            step=_int_or_none(e.get("step")) if _int_or_none(e.get("step")) is not None else self._last_step(),
         )
         self._current = CurrentEpoch(number=epoch + 1, started_ts=ts)
         if row.is_best:
@@ -321,6 +341,10 @@ class RunState:
             "message": str(e.get("message") or ""),
             "ts": ts,
         }
+
+    def _last_step(self) -> int | None:
+        numbered = [s for s, _ in self.steps[-1:] if s is not None]
+        return numbered[0] if numbered else None
 
     # ---- derived views -------------------------------------------------------------------------------
 

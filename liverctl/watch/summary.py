@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -21,13 +22,13 @@ STATUS_STYLE = {
     "nan_abort": "bold white on red",
 }
 NAN_STYLE = "bold red"
-# (header, EpochRow attribute, digits) of the metric columns, in table order.
+# (header, EpochRow attribute, digits) of the metric columns, in table order (short: 80 columns must do).
 EPOCH_COLUMNS = (
     ("train loss", "train_loss", 4),
     ("val loss", "val_loss", 4),
-    ("volume Dice", "volume_dice", 4),
+    ("vol Dice", "volume_dice", 4),
     ("slice Dice", "slice_dice", 4),
-    ("global Dice", "global_dice", 4),
+    ("glob Dice", "global_dice", 4),
 )
 
 
@@ -63,49 +64,105 @@ def where_when(epoch: int | None, step: int | None, ts: float | None, total_epoc
 
 def status_text(state: RunState) -> Text:
     status = state.status
-    text = Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, "bold"))
-    if status == "stalled":
-        text.append(
-            f" nothing written for {fmt_duration(state.silent_s)} (usual epoch {fmt_duration(state.median_epoch_s())})",
+    return Text(f" {status.upper()} ", style=STATUS_STYLE.get(status, "bold"))
+
+
+def status_detail(state: RunState) -> Text | None:
+    """Why the run stands where it does: stalled for how long, or the `run_end` message."""
+    if state.status == "stalled":
+        return Text(
+            f"nothing written for {fmt_duration(state.silent_s)} (usual epoch {fmt_duration(state.median_epoch_s())})",
             style="yellow",
         )
-    elif state.end and state.end.get("message"):
-        text.append(f" {state.end['message']}", style="dim")
+    if state.end and state.end.get("message"):
+        return Text(state.end["message"], style="dim")
+    return None
+
+
+def progress(state: RunState) -> float | None:
+    """Fraction of the planned training done (epochs done plus the current epoch's steps), or None."""
+    if not state.total_epochs:
+        return None
+    if state.end is not None and state.end.get("status") == "completed":
+        return 1.0
+    done = float(len(state.epochs))
+    in_epoch = state.step_in_epoch()
+    if in_epoch is not None and state.steps_per_epoch:
+        done += in_epoch / state.steps_per_epoch
+    return max(0.0, min(1.0, done / state.total_epochs))
+
+
+def progress_bar(fraction: float, width: int) -> Text:
+    filled = round(fraction * width)
+    text = Text("━" * filled, style="bold green" if fraction >= 1 else "bold magenta")
+    text.append("━" * (width - filled), style="grey35")
+    text.append(f" {fraction * 100:3.0f}%")
     return text
 
 
-def header_text(state: RunState, notice: str | None = None) -> Text:
-    """Two lines: who the run is and where it stands; a third for a notice about the file."""
+def best_text(state: RunState) -> str:
+    """'0.9432 (epoch 5, 12m ago)': the best volume Dice and when it came."""
+    best = state.best
+    if not best:
+        return "—"
+    row = state.epochs.get(best[0])
+    when = f", {fmt_duration(max(0.0, state.clock() - row.ts))} ago" if row and row.ts is not None else ""
+    return f"{best[1]:.4f} (epoch {best[0]}{when})"
+
+
+def gpu_text(state: RunState) -> str | None:
+    if state.gpu_mem_gb is None:
+        return None
+    peak = f" / peak {state.gpu_mem_peak_gb:.1f}" if state.gpu_mem_peak_gb is not None else ""
+    return f"{state.gpu_mem_gb:.1f}{peak} GB"
+
+
+def header_text(state: RunState, notice: str | None = None, *, bar_width: int = 24) -> Text:
+    """Two lines: who the run is (device, precision, GPU memory, status) and where it stands (progress
+    bar, epoch and step, ETA, samples/s, best volume Dice and when); a third for a notice about the file."""
     text = Text()
     text.append(state.name or "?", style="bold")
-    for label, value in (("preset", state.preset), ("device", state.device), ("amp", state.amp)):
-        text.append(f"   {label} ", style="dim")
+    text.append("  ")
+    text.append_text(status_text(state))
+    for label, value in (("preset", state.preset), ("device", state.device), ("amp", state.amp),
+                         ("GPU", gpu_text(state))):
+        if value is None and label == "GPU":
+            continue
+        text.append(f"  {label} ", style="dim")
         text.append(value or "—")
     if state.resumed_from:
-        text.append("   resumed from ", style="dim")
+        text.append("  resumed from ", style="dim")
         text.append(state.resumed_from)
-    text.append("   ")
-    text.append_text(status_text(state))
+    if state.has_nan:
+        text.append("  ")
+        text.append(f" {len(state.nans)} NaN ", style="bold white on red")
     text.append("\n")
+    fraction = progress(state)
+    if fraction is not None:
+        text.append_text(progress_bar(fraction, bar_width))
+        text.append("  ")
     done = len(state.epochs)
-    text.append("epochs done ", style="dim")
-    text.append(f"{done}/{state.total_epochs or '?'}")
     in_epoch = state.step_in_epoch()
     if in_epoch is not None:
-        text.append(f"   epoch {done + 1} ", style="dim")
-        text.append(f"step {in_epoch}/{state.steps_per_epoch}")
-    text.append("   elapsed ", style="dim")
-    text.append(fmt_duration(state.elapsed_s()))
-    text.append("   ", style="dim")
-    text.append(f"{state.samples_per_s:.1f} samples/s" if state.samples_per_s is not None else "— samples/s")
-    text.append("   ETA ", style="dim")
+        text.append("epoch ", style="dim")
+        text.append(f"{done + 1}/{state.total_epochs or '?'}")
+        text.append(" step ", style="dim")
+        text.append(f"{in_epoch}/{state.steps_per_epoch}")
+    else:
+        text.append("epochs done ", style="dim")
+        text.append(f"{done}/{state.total_epochs or '?'}")
+    text.append("  ETA ", style="dim")
     text.append(fmt_duration(state.eta_s()))
-    text.append("   best ", style="dim")
-    best = state.best
-    text.append(f"volume Dice {best[1]:.4f} (epoch {best[0]})" if best else "—")
-    if state.has_nan:
-        text.append("   ")
-        text.append(f" {len(state.nans)} NaN ", style="bold white on red")
+    text.append("  elapsed ", style="dim")
+    text.append(fmt_duration(state.elapsed_s()))
+    text.append("  ")
+    text.append(f"{state.samples_per_s:.1f}" if state.samples_per_s is not None else "—")
+    text.append(" samples/s", style="dim")
+    text.append("  best volume Dice ", style="dim")
+    text.append(best_text(state), style="bold")
+    if status_detail(state):
+        text.append("\n")
+        text.append(status_detail(state))
     if notice:
         text.append("\n")
         text.append(notice, style="bold yellow")
@@ -146,12 +203,12 @@ def epoch_cells(state: RunState, row: EpochRow) -> list[Text]:
             cells.append(Text("NaN", style=NAN_STYLE))
         else:
             cells.append(Text(fmt_number(value, digits), style="bold" if attr == "volume_dice" else ""))
-    cells.append(Text(fmt_number(row.seconds, 1)))
+    cells.append(Text("—" if row.seconds is None else f"{row.seconds:.0f}"))
     cells.append(Text("★", style="bold yellow") if row.is_best else Text(""))
     return cells
 
 
-EPOCH_HEADERS = ("epoch", *(h for h, _, _ in EPOCH_COLUMNS), "seconds", "best")
+EPOCH_HEADERS = ("epoch", *(h for h, _, _ in EPOCH_COLUMNS), "sec", "best")
 
 
 def current_epoch_cells(state: RunState) -> list[Text] | None:
@@ -169,9 +226,41 @@ def current_epoch_cells(state: RunState) -> list[Text] | None:
     cells += [Text("…", style="dim") for _ in EPOCH_COLUMNS[1:]]
     stop = state.end["ts"] if state.end and state.end.get("ts") else state.clock()
     so_far = None if current.started_ts is None else max(0.0, stop - current.started_ts)
-    cells.append(Text(fmt_number(so_far, 1), style="italic"))
+    cells.append(Text("—" if so_far is None else f"{so_far:.0f}", style="italic"))
     cells.append(Text(""))
     return cells
+
+
+# Fits 80 columns with short run names; what matters least is on the right, where a narrow table crops.
+COMPARE_HEADERS = ("run", "status", "NaN", "epochs", "best vol Dice", "slice Dice", "min val loss")
+
+
+def compare_cells(state: RunState, *, primary: bool = False) -> list[Text]:
+    """One row of the runs table: status, NaN count, the best epoch and its figures, the lowest val loss."""
+    best = state.best
+    row = state.epochs.get(best[0]) if best else None
+    val = [r.val_loss for r in state.rows if r.val_loss is not None]
+    status = state.status
+    return [
+        Text(("▶ " if primary else "  ") + (state.name or "?"), style="bold" if primary else ""),
+        Text(status, style=STATUS_STYLE.get(status, "")),
+        Text(str(len(state.nans)), style=NAN_STYLE if state.nans else "dim"),
+        Text(f"{len(state.epochs)}/{state.total_epochs or '?'}"),
+        Text(f"{best[1]:.4f} (ep {best[0]})" if best else "—", style="bold"),
+        Text(fmt_number(row.slice_dice if row else None)),
+        Text(fmt_number(min(val) if val else None)),
+    ]
+
+
+def compare_table(states: list[RunState]) -> Table:
+    """The runs side by side (`watch --plot` with several runs): the best figures of each."""
+    table = Table(title="runs", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for header in COMPARE_HEADERS:
+        table.add_column(header, justify="left" if header == "run" else "right", no_wrap=True)
+    for i, state in enumerate(states):
+        table.add_row(*compare_cells(state, primary=i == 0))
+    return table
 
 
 def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
@@ -181,8 +270,9 @@ def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
         latest[ck.which] = ck
     out = []
     for ck in sorted(latest.values(), key=lambda c: c.ts or 0, reverse=True)[:limit]:
-        dice = f", volume Dice {ck.volume_dice:.4f}" if ck.volume_dice is not None else ""
-        out.append(f"{ck.which} (epoch {ck.epoch if ck.epoch is not None else '?'}{dice}) {ck.path}")
+        dice = f" · Dice {ck.volume_dice:.4f}" if ck.volume_dice is not None else ""
+        name = ck.path.replace("\\", "/").rsplit("/", 1)[-1] or ck.path  # the run folder is on screen already
+        out.append(f"{name} epoch {ck.epoch if ck.epoch is not None else '?'}{dice}")
     return out
 
 
@@ -191,7 +281,7 @@ def info_text(state: RunState) -> Text:
     text = Text()
     text.append("checkpoints ", style="dim")
     cks = checkpoint_lines(state)
-    text.append(f"({len(state.checkpoints)} saved) " + ("; ".join(cks) if cks else "none yet"))
+    text.append(f"({len(state.checkpoints)}) " + ("; ".join(cks) if cks else "none yet"))
     if state.notes:
         ts, message = state.notes[-1]
         text.append("\nnote ", style="dim")

@@ -5,120 +5,68 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
-from textual.widget import Widget
-from textual.widgets import DataTable, OptionList, Static
+from textual.widgets import DataTable, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
+from textual_plotext import PlotextPlot
 
 from liverctl.watch import summary
+from liverctl.watch.charts import ChartSpec, chart_text
 from liverctl.watch.state import RunState
 
-BLOCKS = " ▁▂▃▄▅▆▇█"
 
+class Chart(PlotextPlot):
+    """A plotext line chart of a `ChartSpec`, redrawn at the widget's size (the spec holds all the data)."""
 
-def bin_points(points: list[float | None], width: int) -> list[float | None]:
-    """Squeeze points into at most `width` columns: mean of each bin, None if any point in it is None."""
-    if width <= 0 or not points:
-        return []
-    if len(points) <= width:
-        return list(points)
-    out: list[float | None] = []
-    for i in range(width):
-        chunk = points[i * len(points) // width : (i + 1) * len(points) // width]
-        finite = [v for v in chunk if v is not None]
-        out.append(None if len(finite) < len(chunk) or not finite else sum(finite) / len(finite))
-    return out
-
-
-def chart_lines(points: list[float | None], width: int, height: int) -> list[Text]:
-    """A bar chart `height` rows high in eighth-blocks; a non-finite point is a red column of `×`.
-
-    With fewer points than columns each point gets a bar up to 3 columns wide, left-aligned.
-    """
-    cols = bin_points(points, width)
-    if not cols or height <= 0:
-        return [Text("") for _ in range(max(height, 0))]
-    bar = max(1, min(3, width // len(cols)))
-    finite = [v for v in cols if v is not None]
-    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    span = high - low
-    levels = []
-    for v in cols:
-        if v is None:
-            levels.append(None)
-        else:  # the lowest value still gets a sliver, so a flat series is visible
-            levels.append(height * 8 if span == 0 else 1 + round((v - low) / span * (height * 8 - 1)))
-    lines = []
-    for row in range(height):
-        floor = (height - 1 - row) * 8  # eighths below this row
-        line = Text()
-        for level in levels:
-            if level is None:
-                line.append("×" * bar, style="bold red")
-            else:
-                line.append(BLOCKS[max(0, min(8, level - floor))] * bar, style="cyan")
-        lines.append(line)
-    return lines
-
-
-class BlockChart(Widget):
-    """A titled bar chart of a series that may hold non-finite points (None), drawn to the widget's size."""
-
-    DEFAULT_CSS = "BlockChart { height: 7; }"
-
-    def __init__(self, title: str, *, digits: int = 4, id: str | None = None, classes: str | None = None):
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
-        self.border_title = title
-        self.digits = digits
-        self.points: list[float | None] = []
+        self.spec: ChartSpec | None = None
 
-    def show(self, points: list[float | None]) -> None:
-        self.points = points
+    def show(self, spec: ChartSpec) -> None:
+        self.spec = spec
         self.refresh()
 
-    @property
-    def n_nan(self) -> int:
-        return sum(v is None for v in self.points)
+    def render(self) -> RenderResult:
+        if self.spec is None:
+            return Text("")
+        width, height = self.size.width, self.size.height
+        self.plt.theme(self._get_plotext_theme_name(self.app.theme))
+        text = chart_text(_SizedPlot(self.plt), self.spec, width, height)
+        return Text.from_ansi(text, no_wrap=True, overflow="crop")  # a wrapped line would push the axis off
 
-    def caption(self) -> Text:
-        """One line over the bars: NaN count first (it must not be cropped away), then last/min/max."""
-        text = Text()
-        if self.n_nan:
-            text.append(f" {self.n_nan} NaN ", style="bold white on red")
-            text.append(" ")
-        finite = [v for v in self.points if v is not None]
-        if finite:
-            fmt = summary.fmt_number
-            text.append("last ", style="dim")
-            text.append(fmt(finite[-1], self.digits), style="bold")
-            text.append(f"  min {fmt(min(finite), self.digits)}  max {fmt(max(finite), self.digits)}", style="dim")
-        text.append(f"{'  ' if finite or self.n_nan else ''}n={len(self.points)}", style="dim")
-        return text
 
-    def render(self) -> Text:
-        width, height = self.content_size.width, self.content_size.height
-        caption = self.caption()
-        caption.truncate(width, overflow="ellipsis")
-        lines = [caption]
-        if not self.points:
-            lines.append(Text("no data yet", style="dim"))
-        else:
-            lines += chart_lines(self.points, width, max(1, height - 1))
-        return Text("\n").join(lines)
+class _SizedPlot:
+    """The widget's plot with `plotsize` that also sets plotext's internal size (textual-plotext issue #5)."""
+
+    def __init__(self, plt):
+        self._plt = plt
+
+    def __getattr__(self, name):
+        return getattr(self._plt, name)
+
+    def plotsize(self, width: int, height: int) -> None:
+        self._plt.plotsize(width, height)
+        self._plt._set_size(width, height)
 
 
 class NanBanner(Static):
     """The red NaN banner at the top; the app shows it on the first NaN and hides it when dismissed."""
 
-    def show_state(self, state: RunState) -> None:
-        self.update(Text(summary.nan_banner_text(state, dismiss_hint=True), style="bold"))
+    def show_state(self, state: RunState, *, compact: bool = False) -> None:
+        """`compact` (narrow terminals): one line each, cut with an ellipsis, so the charts keep their room."""
+        text = summary.nan_banner_text(state, dismiss_hint=True)
+        self.update(Text(text, style="bold", no_wrap=compact, overflow="ellipsis" if compact else "fold"))
 
 
 class RunHeader(Static):
-    def show_state(self, state: RunState, notice: str | None) -> None:
-        self.update(summary.header_text(state, notice))
+    def show_state(self, state: RunState, notice: str | None, extra: str | None = None) -> None:
+        text = summary.header_text(state, notice, bar_width=max(10, min(40, self.size.width // 5)))
+        if extra:
+            text.append("\n")
+            text.append(extra, style="dim")
+        self.update(text)
 
 
 class InfoPanel(Static):
@@ -129,7 +77,8 @@ class InfoPanel(Static):
 class EpochTable(DataTable):
     """One row per finished epoch, then the unfinished one (dim); rebuilt whenever the app sees new events.
 
-    Tens of rows, not thousands: rebuilding is cheaper than tracking edits.
+    An earlier best epoch is also pinned as the first row (a fixed row: it stays in view while the table
+    scrolls to the latest epoch). Tens of rows, not thousands: rebuilding is cheaper than tracking edits.
     """
 
     def on_mount(self) -> None:
@@ -140,6 +89,13 @@ class EpochTable(DataTable):
     def show_state(self, state: RunState) -> None:
         rows = state.rows
         self.clear()
+        # Pinned only when the best is not the latest epoch (the table shows the latest at its bottom anyway).
+        best = [row for row in rows if row.is_best and row is not rows[-1]]
+        if best:
+            cells = summary.epoch_cells(state, best[-1])
+            cells[0] = Text(f"best {best[-1].epoch}", style="bold yellow")
+            self.add_row(*cells, key="best")
+        self.fixed_rows = 1 if best else 0
         for row in rows:
             self.add_row(*summary.epoch_cells(state, row), key=str(row.epoch))
         current = summary.current_epoch_cells(state)
@@ -147,6 +103,20 @@ class EpochTable(DataTable):
             self.add_row(*current, key="current")
         if self.row_count:
             self.move_cursor(row=self.row_count - 1)
+
+
+class CompareTable(DataTable):
+    """The runs shown together, one row each: their best figures (several runs, or the folds of one)."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.add_columns(*summary.COMPARE_HEADERS)
+
+    def show_states(self, states: list[RunState]) -> None:
+        self.clear()
+        for i, state in enumerate(states):
+            self.add_row(*summary.compare_cells(state, primary=i == 0), key=str(i))
 
 
 class RunPicker(ModalScreen[Path | None]):
@@ -176,6 +146,33 @@ class RunPicker(ModalScreen[Path | None]):
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.runs[int(event.option.id)][0])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CompareRunsPicker(ModalScreen[list[Path] | None]):
+    """Tick the runs to overlay on the charts (space: tick, enter: show, esc: cancel)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "done", "Show", priority=True)]
+
+    def __init__(self, runs: list[tuple[Path, str]], current: Path, chosen: list[Path]):
+        super().__init__()
+        self.runs = [(p, label) for p, label in runs if p != current]
+        self.chosen = set(chosen)
+
+    def compose(self) -> ComposeResult:
+        picker = SelectionList[int](
+            *[(label, i, path in self.chosen) for i, (path, label) in enumerate(self.runs)], id="compare-picker"
+        )
+        picker.border_title = "overlay runs (space: tick, enter: show, esc: cancel)"
+        yield picker
+
+    def on_mount(self) -> None:
+        self.query_one(SelectionList).focus()
+
+    def action_done(self) -> None:
+        self.dismiss([self.runs[i][0] for i in sorted(self.query_one(SelectionList).selected)])
 
     def action_cancel(self) -> None:
         self.dismiss(None)

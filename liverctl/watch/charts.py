@@ -1,0 +1,373 @@
+"""What the charts of `watch` plot, as plain data: series, NaN marks, axes. No Textual, no plotext import.
+
+`ChartSpec`s are built from one or several `RunState`s (several runs overlaid: a list of run folders, the
+folds of an experiment once they exist) and the user's `ChartSettings`; `draw(plt, spec)` puts a spec on a
+plotext figure (the TUI's `PlotextPlot.plt`, or a bare figure for `watch --plot`). Tests assert on specs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from liverctl.watch.state import RunState
+
+# Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
+SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
+X_AXES = ("step", "time")  # global step, or time since the run's start (TensorBoard's "relative")
+MAX_POINTS = 800  # per series (a few per braille column): a 100k-step log is thinned before plotting; smoothing uses every point
+DICE_METRICS = (("volume_dice", "volume"), ("slice_dice", "slice"), ("global_dice", "global"))
+# One colour per run when several are overlaid (plotext colour names), and the NaN marks per guard action.
+RUN_COLORS = ("cyan+", "orange+", "green+", "magenta+", "blue+", "white", "gray+", "cyan")
+NAN_MARKS = {  # action -> (marker, colour, legend label); colours: plotext names or xterm-256 numbers
+    "skip_step": ("x", "red", "NaN: skipped"),
+    "rollback": ("R", 208, "NaN: rollback"),
+    "abort": ("A", "red+", "NaN: abort"),
+    "report": ("?", "magenta+", "NaN: value"),
+}
+
+
+@dataclass
+class ChartSettings:
+    """What the user set with keys; kept when the shown runs change."""
+
+    smoothing: float = 0.6
+    x_axis: str = "step"
+    show_raw: bool = True
+
+    def next_smoothing(self) -> None:
+        later = [w for w in SMOOTHING if w > self.smoothing]
+        self.smoothing = later[0] if later else SMOOTHING[0]
+
+    def next_x_axis(self) -> None:
+        self.x_axis = X_AXES[(X_AXES.index(self.x_axis) + 1) % len(X_AXES)] if self.x_axis in X_AXES else "step"
+
+
+@dataclass
+class Series:
+    label: str | None  # None: no legend entry
+    xs: list[float]
+    ys: list[float]
+    color: str | int
+    scatter: bool = False
+    marker: str = "braille"
+
+
+@dataclass
+class ChartSpec:
+    title: str
+    xlabel: str
+    series: list[Series] = field(default_factory=list)
+    vlines: list[tuple[float, str | int]] = field(default_factory=list)  # (x, colour): rollbacks and aborts
+    integer_x: bool = True  # steps and epochs: ticks on whole numbers
+    empty: str = "no data yet"
+
+    @property
+    def has_data(self) -> bool:
+        return any(s.xs for s in self.series)
+
+    def named(self, label: str) -> Series:
+        """The series with this legend label (KeyError when absent): for tests and `--plot` captions."""
+        for s in self.series:
+            if s.label == label:
+                return s
+        raise KeyError(label)
+
+
+# ---- numbers ---------------------------------------------------------------------------------------------
+
+
+def ema(values: list[float | None], weight: float) -> list[float | None]:
+    """TensorBoard's smoothing: a debiased exponential moving average that steps over missing points."""
+    out: list[float | None] = []
+    last, n = 0.0, 0
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        n += 1
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight**n) if weight > 0 else v)
+    return out
+
+
+def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tuple[list[float], list[float]]:
+    """Every k-th point (and always the last) so that at most about `max_points` remain."""
+    if len(xs) <= max_points:
+        return xs, ys
+    k = math.ceil(len(xs) / max_points)
+    idx = list(range(0, len(xs), k))
+    if idx[-1] != len(xs) - 1:
+        idx.append(len(xs) - 1)
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = True) -> list[float]:
+    """About `n` round tick values covering [lo, hi] (1, 2, 5 times a power of ten)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / max(1, n - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 5, 10)), key=lambda c: abs(math.log((hi - lo) / c / (n - 1))))
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(lo / step) * step
+    ticks, t = [], first
+    while t <= hi + 1e-9 * step:
+        ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def fmt_tick(value: float) -> str:
+    if value == int(value) and abs(value) < 1e6:
+        v = int(value)
+        return f"{v / 1000:g}k" if abs(v) >= 10_000 else str(v)
+    return f"{value:.3g}"
+
+
+# ---- x axis ------------------------------------------------------------------------------------------------
+
+
+def _time_unit(runs: list[RunState]) -> tuple[str, float]:
+    """("minutes" or "hours", seconds per unit) from the longest run shown (its events, not the clock)."""
+    spans = [r.last_ts - r.started_ts for r in runs if r.last_ts is not None and r.started_ts is not None]
+    span = max(spans, default=0.0)
+    return ("hours", 3600.0) if span > 2 * 3600 else ("minutes", 60.0)
+
+
+class _XAxis:
+    """Turns (step, ts) into the chart's x for one run, by the setting: global step or time since start."""
+
+    def __init__(self, settings: ChartSettings, runs: list[RunState]):
+        self.by_time = settings.x_axis == "time"
+        self.unit, self.per = _time_unit(runs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.unit} since start" if self.by_time else "step"
+
+    def x(self, run: RunState, step: int | None, ts: float | None) -> float | None:
+        if not self.by_time:
+            return None if step is None else float(step)
+        if ts is None or run.started_ts is None:
+            return None
+        return (ts - run.started_ts) / self.per
+
+
+def _run_label(run: RunState, runs: list[RunState]) -> str:
+    return run.name or f"run {runs.index(run) + 1}"
+
+
+# ---- the charts ----------------------------------------------------------------------------------------------
+
+
+def _nan_marks(spec: ChartSpec, runs: list[RunState], axis: _XAxis, y_at: float) -> None:
+    """One marker per NaN record with a step, at the top of the chart, shaped by what the guard did."""
+    placed: dict[str, tuple[list[float], list[float]]] = {}
+    for run in runs:
+        for rec in run.nans:
+            x = axis.x(run, rec.step, rec.ts)
+            if x is None:
+                continue
+            action = rec.action if rec.action in NAN_MARKS else "report"
+            xs, ys = placed.setdefault(action, ([], []))
+            xs.append(x)
+            ys.append(y_at)
+            if action in ("rollback", "abort"):
+                spec.vlines.append((x, NAN_MARKS[action][1]))
+    for action, (xs, ys) in placed.items():
+        marker, color, label = NAN_MARKS[action]
+        spec.series.append(Series(label, xs, ys, color, scatter=True, marker=marker))
+
+
+def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
+    """Train loss per step (raw and smoothed) with validation loss per epoch; NaN marks where they happened.
+
+    One run: raw (grey), smoothed, val loss (dots). Several: each run's smoothed loss and val dots in its
+    colour, the legend naming the runs.
+    """
+    axis = _XAxis(settings, runs)
+    w = settings.smoothing
+    title = f"loss · smoothing {w:g} (s)" if w else "loss · raw (s: smooth)"
+    spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
+    single = len(runs) == 1
+    highs: list[float] = []
+    for i, run in enumerate(runs):
+        color = "cyan+" if single else RUN_COLORS[i % len(RUN_COLORS)]
+        samples = [s for s in run.samples if s.loss is not None or s.step in run.nan_steps]
+        xs = [axis.x(run, s.step, s.ts) for s in samples]
+        raw = [None if s.step is not None and s.step in run.nan_steps else s.loss for s in samples]
+        smooth = ema(raw, w)
+        name = _run_label(run, runs)
+        if single and settings.show_raw and w > 0:
+            spec.series.append(Series("train", *thin(*_finite_pairs(xs, raw)), color="gray"))
+        smooth_label = ("train (smoothed)" if w else "train") if single else name
+        spec.series.append(Series(smooth_label, *thin(*_finite_pairs(xs, smooth)), color=color))
+        val_x = [axis.x(run, r.step, r.ts) for r in run.rows]
+        val_y = [None if "val_loss" in r.nan_fields else r.val_loss for r in run.rows]
+        vx, vy = _finite_pairs(val_x, val_y)
+        spec.series.append(
+            Series("val" if single else None, vx, vy, "orange+" if single else color, scatter=True, marker="●")
+        )
+        highs += [y for y in raw if y is not None] + vy
+    _nan_marks(spec, runs, axis, max(highs) if highs else 1.0)
+    return spec
+
+
+def dice_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
+    """One run: volume, slice and global Dice per epoch. Several: each run's volume Dice (model selection)."""
+    by_time = settings.x_axis == "time"
+    axis = _XAxis(settings, runs)
+    xlabel = axis.label if by_time else "epoch"
+
+    def x_of(run: RunState, row) -> float | None:
+        return axis.x(run, None, row.ts) if by_time else float(row.epoch)
+
+    if len(runs) == 1:
+        run = runs[0]
+        spec = ChartSpec("Dice per epoch", xlabel, integer_x=not by_time, empty="no validation yet (after each epoch)")
+        for (metric, label), color in zip(DICE_METRICS, ("green+", "blue+", "magenta+"), strict=True):
+            xs = [x_of(run, r) for r in run.rows]
+            ys = [None if metric in r.nan_fields else getattr(r, metric) for r in run.rows]
+            spec.series.append(_epoch_series(label, *_finite_pairs(xs, ys), color))
+        return spec
+    spec = ChartSpec("volume Dice per epoch", xlabel, integer_x=not by_time, empty="no validation yet (after each epoch)")
+    for i, run in enumerate(runs):
+        xs = [x_of(run, r) for r in run.rows]
+        ys = [None if "volume_dice" in r.nan_fields else r.volume_dice for r in run.rows]
+        spec.series.append(_epoch_series(_run_label(run, runs), *_finite_pairs(xs, ys), RUN_COLORS[i % len(RUN_COLORS)]))
+    return spec
+
+
+def _epoch_series(label: str, xs: list[float], ys: list[float], color: str | int) -> Series:
+    """A line, or a dot while there is a single epoch (a line needs two points)."""
+    return Series(label, xs, ys, color, scatter=len(xs) == 1, marker="●" if len(xs) == 1 else "braille")
+
+
+def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str, attr: str) -> ChartSpec:
+    axis = _XAxis(settings, runs)
+    spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
+    for i, run in enumerate(runs):
+        xs = [axis.x(run, s.step, s.ts) for s in run.samples]
+        ys = [getattr(s, attr) for s in run.samples]
+        label = None if len(runs) == 1 else _run_label(run, runs)
+        spec.series.append(Series(label, *thin(*_finite_pairs(xs, ys)), color=RUN_COLORS[i % len(RUN_COLORS)]))
+    return spec
+
+
+def lr_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
+    return _step_value_chart(runs, settings, "learning rate", "lr")
+
+
+def throughput_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
+    return _step_value_chart(runs, settings, "samples/s", "samples_per_s")
+
+
+CHARTS = {"loss": loss_chart, "dice": dice_chart, "lr": lr_chart, "throughput": throughput_chart}
+
+
+def all_charts(runs: list[RunState], settings: ChartSettings) -> dict[str, ChartSpec]:
+    return {name: build(runs, settings) for name, build in CHARTS.items()}
+
+
+# ---- drawing --------------------------------------------------------------------------------------------------
+
+
+def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
+    """Put `spec`'s data on a plotext figure (`plt`: textual-plotext's `Plot` or plotext's own figure).
+
+    Title and legend are not plotext's (it writes the legend over the data): `legend_lines` draws them
+    above the frame. `width` and `height` (cells, of the figure) choose the ticks and the headroom.
+    """
+    plt.clear_figure()
+    for s in spec.series:
+        if not s.xs:
+            continue
+        if s.scatter:
+            plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker)
+        else:
+            plt.plot(s.xs, s.ys, color=s.color, marker=s.marker)
+    for x, color in spec.vlines:
+        plt.vline(x, color)
+    xs = [x for s in spec.series for x in s.xs]
+    lo, hi = min(xs), max(xs)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+        plt.xlim(lo, hi)
+    ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
+    plt.xticks(ticks, [fmt_tick(t) for t in ticks])
+    ys = [y for s in spec.series for y in s.ys]
+    lo, hi = min(ys), max(ys)
+    if hi == lo:
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
+    marks_on_top = any(s.scatter and s.label and s.label.startswith("NaN") for s in spec.series)
+    plt.ylim(lo, hi + (hi - lo) * 0.04 if marks_on_top else hi)  # NaN marks sit on the top edge
+    ticks = nice_ticks(lo, hi, max(3, min(8, (height - 3) // 3)), integer=False)
+    plt.yticks(ticks, [fmt_tick(t) for t in ticks])
+
+
+def _swatch(s: Series) -> str:
+    from plotext._utility import colorize  # the colour exactly as plotext paints it
+
+    return colorize(s.marker if s.scatter else "━━", s.color)  # scatter markers are single characters
+
+
+def legend_lines(spec: ChartSpec, width: int) -> list[str]:
+    """The title, the x axis and one swatch per labelled series, packed into lines `width` wide (ANSI).
+
+    NaN marks share one "NaN:" prefix (x skipped  R rollback ...) to keep the legend short on small screens.
+    """
+    head = spec.title[:width]
+    x_axis = f"x: {spec.xlabel}"[:width]
+    items: list[tuple[str, int]] = [(x_axis, len(x_axis))]  # (coloured text, printed width)
+    nan_prefix = False
+    for s in spec.series:
+        if not (s.label and s.xs):
+            continue
+        label, prefix = s.label, ""
+        if label.startswith("NaN: "):
+            label = label[5:]
+            prefix = "" if nan_prefix else "NaN: "  # kept with its first item when the legend wraps
+            nan_prefix = True
+        items.append((f"{prefix}{_swatch(s)} {label}", len(prefix) + (1 if s.scatter else 2) + 1 + len(label)))
+    lines, line, used = [], head, len(head)
+    for item, n in items:
+        if used + 3 + n > width and used:
+            lines.append(line)
+            line, used = item, n
+        else:
+            line, used = f"{line}{' · ' if item is x_axis else '  '}{item}", used + 3 + n
+    lines.append(line)
+    return lines
+
+
+def chart_text(plt: Any, spec: ChartSpec, width: int, height: int) -> str:
+    """Legend lines and the plot under them, `height` lines in all (ANSI colours)."""
+    legend = legend_lines(spec, width)[: max(1, height - 6)]
+    if not spec.has_data:  # no frame around nothing: the title, and what the chart is waiting for
+        blank = [""] * max(0, height - 2)
+        middle = len(blank) // 2
+        return "\n".join([*legend, *blank[:middle], spec.empty.center(width), *blank[middle:]][:height])
+    plot_h = max(4, height - len(legend))
+    draw(plt, spec, width, plot_h)
+    plt.plotsize(width, plot_h)
+    return "\n".join([*legend, plt.build()])
+
+
+def render_text(spec: ChartSpec, width: int, height: int, *, color: bool = True) -> str:
+    """The chart as text (ANSI colours unless `color=False`), for `watch --plot`."""
+    from plotext._figure import _figure_class  # plotext's own figure: no global state shared between charts
+
+    fig = _figure_class()
+    fig.theme("pro" if color else "clear")
+    text = chart_text(fig, spec, width, height)
+    return text if color else re.sub(r"\x1b\[[0-9;]*m", "", text)
