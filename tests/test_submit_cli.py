@@ -114,7 +114,9 @@ def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, temp
     assert "volume Dice" in result.output
     scores = json.loads((tmp_path / "sub.scores.json").read_text())
     assert sorted(c["case"] for c in scores["cases"]) == sorted(shapes)
-    assert 0.0 <= scores["volume_dice"] <= 1.0
+    want = dice_by_hand({c: parsed.volume(c) for c in shapes}, tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
 
 
 def test_submit_ensemble_sample_and_auto(tiny_store, template_runs, tmp_path):
@@ -253,7 +255,9 @@ def test_submit_and_evaluate_a_tiny_trained_run(tiny_store, tiny_dataset, tmp_pa
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert {c["case"] for c in scores["cases"]} == set(_test_ids(tiny_store))
-    assert all(0.0 <= scores[k] <= 1.0 for k in ("volume_dice", "slice_dice", "global_dice"))
+    want = dice_by_hand(submitted_masks(out, tiny_store), tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
     record = json.loads((run_dir / "submissions.jsonl").read_text())
     assert record["post"] == "largest+fill2d" and record["sha256"] == _sha256(out)
 
@@ -468,3 +472,40 @@ def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_pa
         want_mask = {"none": raw, "largest": largest_component(raw)}.get(chosen)
         if want_mask is not None:
             np.testing.assert_array_equal(mask, want_mask, err_msg=f"case {case}, post {chosen}")
+
+
+def dice_by_hand(masks: dict[str, np.ndarray], labels_dir: Path) -> dict[str, float]:
+    """The three Dice figures of DESIGN.md, from masks and label files, by hand (an empty pair scores 1)."""
+
+    def d(a, b):
+        total = np.count_nonzero(a) + np.count_nonzero(b)
+        return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
+
+    labels = {c: np.asanyarray(nib.load(str(labels_dir / f"segmentation-{c}.nii.gz")).dataobj) > 0 for c in masks}
+    return {
+        "volume_dice": float(np.mean([d(masks[c], labels[c]) for c in masks])),
+        "slice_dice": float(np.mean([d(masks[c][..., z], labels[c][..., z]) for c in masks
+                                     for z in range(masks[c].shape[2])])),
+        "global_dice": d(np.concatenate([masks[c].ravel() for c in masks]),
+                         np.concatenate([labels[c].ravel() for c in masks])),
+    }
+
+
+def test_evaluate_gives_the_exact_dice_of_a_submission(tiny_store, tiny_dataset, fake_models, tmp_path):
+    """Masks that are neither empty nor full nor symmetric, so any slip in the scoring shows."""
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, gain=6.0)  # the step (liver-bright voxels) dominates
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    masks = submitted_masks(out, tiny_store)
+    want = dice_by_hand(masks, tiny_dataset / "test_labels")
+    flipped = dice_by_hand({c: m[::-1] for c, m in masks.items()}, tiny_dataset / "test_labels")
+    assert all(abs(want[k] - flipped[k]) > 1e-3 for k in want)  # orientation matters for these masks
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
+    by_case = {c["case"]: c["volume_dice"] for c in scores["cases"]}
+    assert by_case == pytest.approx({c: dice_by_hand({c: m}, tiny_dataset / "test_labels")["volume_dice"]
+                                     for c, m in masks.items()}, abs=1e-12)

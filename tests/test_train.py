@@ -56,7 +56,15 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
     end_epochs = [e for e in events if e["kind"] == "epoch_end"]
     for e in end_epochs:
         assert {"train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice", "seconds", "is_best"} <= set(e)
-        assert 0.0 <= e["volume_dice"] <= 1.0
+    # the figures the checkpoints carry are the epochs' own (their value is checked against `evaluate`
+    # in test_validation_dice_agrees_with_evaluate_on_the_same_predictions)
+    best_epoch = max(end_epochs, key=lambda e: e["volume_dice"])  # the first of equals, as the loop keeps it
+    assert [e["is_best"] for e in end_epochs] == [True, end_epochs[1]["volume_dice"] > end_epochs[0]["volume_dice"]]
+    assert events[-1]["best"] == {"epoch": best_epoch["epoch"], "volume_dice": best_epoch["volume_dice"]}
+    for which, e in (("last", end_epochs[-1]), ("best", best_epoch)):
+        metrics = read_sidecar(tmp_path / "r1", which)["metrics"]
+        assert {k: metrics[k] for k in ("volume_dice", "slice_dice", "global_dice", "val_loss")} == {
+            k: e[k] for k in ("volume_dice", "slice_dice", "global_dice", "val_loss")}, which
     assert events[-1]["status"] == "completed"
     assert read_config(tmp_path / "r1" / "config.toml") == cfg
     for which in ("last", "best"):
