@@ -39,6 +39,12 @@ def tiny_cfg(store, *more):
     )
 
 
+# A smaller network than tiny_cfg's and no loader processes, for the tests that only need some weights
+# (BatchNorm included) to change
+SMALL_MODEL = ("model.encoder='tu-mobilenetv3_small_050'", "model.decoder_channels=[16, 8, 8, 8, 8]",
+               "data.num_workers=0")
+
+
 def kinds(run_dir):
     return [e["kind"] for e in read_events(run_dir / "events.jsonl")]
 
@@ -134,7 +140,7 @@ def test_absurd_learning_rate_aborts_and_keeps_the_best_from_before_the_divergen
     # makes a finite best; from epoch 2 on, lr 1e12 diverges: rollback, divergence again, abort.
     cfg = tiny_cfg(
         tiny_store, "optim.lr=1e12", "optim.grad_clip=0.0", "train.epochs=4", "train.nan_max_rollbacks=1",
-        "train.inject_nan_at_steps=[0, 1]",
+        "train.inject_nan_at_steps=[0, 1]", *SMALL_MODEL,
     )
     with pytest.raises(NaNAbort, match="diverged") as aborted:
         loop.run_training(cfg, tmp_path / "lr", device="cpu", show_progress=False)
@@ -158,6 +164,7 @@ def test_rollback_restores_the_last_good_weights_and_cuts_the_learning_rate(tiny
     cfg = tiny_cfg(
         tiny_store, "train.epochs=3", "train.steps_per_epoch=4", "optim.scheduler='constant'", "optim.lr=1e-3",
         "train.nan_skip_limit=2", "train.nan_lr_factor=0.25", "train.inject_nan_at_steps=[6, 7]",
+        *SMALL_MODEL,
     )
     result = loop.run_training(cfg, tmp_path / "rb", device="cpu", show_progress=False)
     assert result["status"] == "completed"
@@ -201,7 +208,7 @@ def poisoned_loss(monkeypatch):
 
 
 def test_non_finite_gradient_with_finite_loss_skips_the_step(tiny_store, tmp_path, poisoned_loss):
-    cfg = tiny_cfg(tiny_store, f"loss.name='{poisoned_loss}'", "train.epochs=1", "train.steps_per_epoch=4")
+    cfg = tiny_cfg(tiny_store, f"loss.name='{poisoned_loss}'", "train.epochs=1", "train.steps_per_epoch=4", *SMALL_MODEL)
     result = loop.run_training(cfg, tmp_path / "g", device="cpu", show_progress=False)
     assert result["status"] == "completed" and result["global_step"] == 4
     events = read_events(tmp_path / "g" / "events.jsonl")
@@ -260,7 +267,7 @@ def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store
     from liverctl.store import LiverStore
     from liverctl.submission import write_submission
 
-    cfg = tiny_cfg(tiny_store, "train.epochs=1")  # input_size 64 = the slices' size: no resize anywhere
+    cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL)  # input_size 64 = the slices' size: no resize
     loop.run_training(cfg, tmp_path / "v", device="cpu", show_progress=False)
     (end,) = [e for e in read_events(tmp_path / "v" / "events.jsonl") if e["kind"] == "epoch_end"]
 
