@@ -222,10 +222,9 @@ def test_non_finite_gradient_with_finite_loss_skips_the_step(tiny_store, tmp_pat
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
-@pytest.mark.slow  # CPU fp16 is slow
 def test_fp16_overflow_is_left_to_the_grad_scaler(tiny_store, tmp_path, poisoned_loss):
     cfg = tiny_cfg(tiny_store, f"loss.name='{poisoned_loss}'", "train.amp='fp16'", "train.epochs=1",
-                   "train.steps_per_epoch=4", "data.input_size=32")
+                   "train.steps_per_epoch=4", "data.input_size=32", *SMALL_MODEL)
     result = loop.run_training(cfg, tmp_path / "fp16", device="cpu", show_progress=False)
     assert result["status"] == "completed"
     events = read_events(tmp_path / "fp16" / "events.jsonl")
