@@ -255,7 +255,14 @@ def test_sigterm_saves_last_and_ends_interrupted(tiny_store, tmp_path, monkeypat
     assert load_checkpoint(checkpoint_path(tmp_path / "sig", "last"))["step_in_epoch"] == 2
 
 
-def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("input_size", [
+    64,  # the slices' own size: no resize anywhere
+    pytest.param(32, marks=pytest.mark.xfail(strict=True, reason=(
+        "validation resizes logits to the slice and thresholds them; submit (predict.py) resizes the sigmoid "
+        "probabilities and thresholds those: bilinear interpolation does not commute with the sigmoid, so "
+        "boundary voxels differ (volume Dice 0.02216775 vs 0.02216799 here)"))),
+])
+def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store, tiny_dataset, tmp_path, input_size):
     """The Dice that picks the best checkpoint is the Dice `evaluate` gives the best model's masks."""
     import json
 
@@ -266,7 +273,7 @@ def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store
     from liverctl.store import LiverStore
     from liverctl.submission import write_submission
 
-    cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL)  # input_size 64 = the slices' size: no resize
+    cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL, f"data.input_size={input_size}")
     loop.run_training(cfg, tmp_path / "v", device="cpu", show_progress=False)
     (end,) = [e for e in read_events(tmp_path / "v" / "events.jsonl") if e["kind"] == "epoch_end"]
 
