@@ -63,11 +63,35 @@ def test_dice_loss_overflows_in_fp16_but_not_through_the_registry():
 
 
 def test_loss_ignores_an_enclosing_autocast():
+    # what a bf16 autocast forward hands over: bf16 logits, inside the autocast region
     loss = build_loss(_loss_cfg("0.5*bce + 0.5*dice"))
     target = _target()
+    logits = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        value = loss(torch.randn(SHAPE), target)
+        value = loss(logits, target)
     assert value.dtype == torch.float32
+    torch.testing.assert_close(value, loss(logits.float(), target), rtol=0, atol=1e-7)
+
+
+class _MatmulLoss(torch.nn.Module):
+    """A loss built on a matmul, an op CPU autocast does run in bfloat16."""
+
+    def forward(self, logits, target):
+        return (torch.sigmoid(logits).flatten(1) @ target.flatten(1).T).diagonal().mean() / logits[0].numel()
+
+
+def test_loss_turns_an_enclosing_autocast_off(monkeypatch):
+    monkeypatch.setitem(LOSSES, "matmul", lambda params: _MatmulLoss())
+    loss = build_loss(_loss_cfg("matmul"))
+    target = _target()
+    logits = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    exact = loss(logits, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(logits, target)
+        unguarded = loss.inner(logits, target)
+    assert unguarded.dtype == torch.bfloat16 or unguarded != exact  # the contrast: autocast does change it
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, exact, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -49,6 +49,35 @@ def test_hflip_tta_undoes_the_flip_exactly():
     torch.testing.assert_close(tta_probabilities(RampModel(), x, "vflip"), torch.sigmoid(x + ramp))
 
 
+class SlopeModel(torch.nn.Module):
+    """Not equivariant under any flip: a ramp along H and a steeper one along W, added to the centre channel."""
+
+    def forward(self, x):
+        return identity_model(x) + _slopes(x.shape[-2], x.shape[-1])
+
+
+def _slopes(h: int, w: int) -> torch.Tensor:
+    return torch.linspace(-1, 1, h).view(1, 1, -1, 1) + torch.linspace(-3, 3, w).view(1, 1, 1, -1)
+
+
+@pytest.mark.parametrize(
+    "mode, views",
+    [
+        ("vflip", [(), (-2,)]),
+        ("hflip+vflip", [(), (-1,), (-2,)]),
+        ("flips", [(), (-1,), (-2,), (-2, -1)]),
+    ],
+)
+def test_multi_view_tta_undoes_every_flip(mode, views):
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    slopes = _slopes(5, 7)
+    # each view: flip, predict, flip back -> the image term is back in place, the slopes end up flipped
+    expected = sum(torch.sigmoid(x[:, 1:2] + (slopes.flip(dims) if dims else slopes)) for dims in views) / len(views)
+    torch.testing.assert_close(tta_probabilities(SlopeModel(), x, mode), expected)
+    others = {m: tta_probabilities(SlopeModel(), x, m) for m in ("none", "hflip", "vflip", "hflip+vflip", "flips")}
+    assert all(not torch.allclose(others[mode], p) for m, p in others.items() if m != mode)  # every mode differs
+
+
 def test_unknown_tta_suggests_nearest():
     with pytest.raises(LiverctlError, match="did you mean 'hflip'"):
         parse_tta("hflp")

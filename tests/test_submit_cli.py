@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -113,7 +114,9 @@ def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, temp
     assert "volume Dice" in result.output
     scores = json.loads((tmp_path / "sub.scores.json").read_text())
     assert sorted(c["case"] for c in scores["cases"]) == sorted(shapes)
-    assert 0.0 <= scores["volume_dice"] <= 1.0
+    want = dice_by_hand({c: parsed.volume(c) for c in shapes}, tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
 
 
 def test_submit_ensemble_sample_and_auto(tiny_store, template_runs, tmp_path):
@@ -252,7 +255,9 @@ def test_submit_and_evaluate_a_tiny_trained_run(tiny_store, tiny_dataset, tmp_pa
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert {c["case"] for c in scores["cases"]} == set(_test_ids(tiny_store))
-    assert all(0.0 <= scores[k] <= 1.0 for k in ("volume_dice", "slice_dice", "global_dice"))
+    want = dice_by_hand(submitted_masks(out, tiny_store), tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
     record = json.loads((run_dir / "submissions.jsonl").read_text())
     assert record["post"] == "largest+fill2d" and record["sha256"] == _sha256(out)
 
@@ -261,3 +266,246 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Wiring of `submit`, checked with exact masks. The runs hold a deterministic fake model (`FakeNet`,
+# saved through `save_checkpoint`, rebuilt by `load_run_model` through a patched `smp.create_model`):
+#     logits = bias_map[x, y] + gain * (centre channel > level)
+# `bias_map` is fixed per run and NOT symmetric, so every flip of TTA changes the answer; the step on the
+# input makes each case (and each slice) predict differently. `expected_probabilities` below recomputes
+# the whole pipeline in numpy float64 (input_size = the store's 64 px, so no resize), and every test
+# checks that the breakage it guards against would give another mask than the one expected.
+
+SIDE = 64  # the tiny store's slices are 64 x 64: input_size 64 means no resize either way
+WINDOW = (-100.0, 200.0)  # the demo preset's data.window
+# Stored HU are float16; 35.015625 lies halfway between the float16 values 35.0 and 35.03125, so no
+# voxel is closer than 1e-4 to the step after normalisation (float32 rounding is ~3e-8 there).
+LEVEL = (35.015625 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+MAP_VALUES = np.array([-2.5, -1.0, 1.5, 3.0])  # no value is another's negative: no flip pair sums to p=0.5
+
+
+class FakeNet(torch.nn.Module):
+    """(N, C, H, W) -> (N, 1, H, W) logits = bias_map + gain * (centre channel > level)."""
+
+    def __init__(self, *_, **__):
+        super().__init__()
+        self.bias_map = torch.nn.Parameter(torch.zeros(SIDE, SIDE))
+        self.gain = torch.nn.Parameter(torch.zeros(()))
+        self.level = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        c = x.shape[1] // 2
+        return self.bias_map + self.gain * (x[:, c : c + 1] > self.level).float()
+
+
+def fake_bias_map(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(MAP_VALUES, size=(SIDE, SIDE))
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Every model built from a config is a `FakeNet` (its weights come from the checkpoint)."""
+    import segmentation_models_pytorch as smp
+
+    monkeypatch.setattr(smp, "create_model", lambda *a, **k: FakeNet())
+
+
+def make_fake_run(root: Path, store: Path, name: str, seed: int, gain: float = 2.0, **infer) -> Path:
+    """A run folder whose best.pt holds a `FakeNet` with the bias map of `seed`."""
+    from liverctl.checkpoint import save_checkpoint
+    from liverctl.config import resolve_config
+
+    cfg = resolve_config("demo", ["data.context=1", f"data.input_size={SIDE}", "data.normalize='window'",
+                                  f"data.window=[{WINDOW[0]}, {WINDOW[1]}]", "post.mode='none'", "data.fold=0"])
+    cfg["data"]["store"] = str(store)
+    cfg["infer"].update(infer)
+    net = FakeNet()
+    with torch.no_grad():
+        net.bias_map.copy_(torch.from_numpy(fake_bias_map(seed)))
+        net.gain.fill_(gain)
+        net.level.fill_(LEVEL)
+    run_dir = root / name
+    save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
+                                      "model": net.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+    return run_dir
+
+
+FLIP_AXES = {"none": [()], "hflip": [(), (1,)], "vflip": [(), (0,)], "flips": [(), (1,), (0,), (0, 1)]}
+
+
+def _case_hu(store: Path, case: str) -> np.ndarray:
+    from liverctl.store import LiverStore
+
+    s = LiverStore.open(store)
+    depth = int(s.meta(case)["shape"][2])
+    return np.stack([np.asarray(s.read_slice(case, z), dtype=np.float32) for z in range(depth)], axis=-1)
+
+
+def expected_probabilities(store: Path, case: str, seeds: list[int], tta: str, gain: float = 2.0) -> np.ndarray:
+    """The fake runs' ensemble probability volume (X, Y, Z), float64, by hand."""
+    normalised = np.clip((_case_hu(store, case) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0.0, 1.0)
+    step = (normalised > LEVEL).astype(np.float64)
+    total = np.zeros(step.shape)
+    for seed in seeds:
+        bias = fake_bias_map(seed)[:, :, None]
+        for axes in FLIP_AXES[tta]:  # flip the input, predict, flip the probabilities back
+            view = np.flip(step, axes) if axes else step
+            probs = 1.0 / (1.0 + np.exp(-(bias + gain * view)))
+            total += np.flip(probs, axes) if axes else probs
+    return total / (len(seeds) * len(FLIP_AXES[tta]))
+
+
+def expected_mask(store, case, seeds, tta, threshold=0.5) -> np.ndarray:
+    probs = expected_probabilities(store, case, seeds, tta)
+    assert np.abs(probs - threshold).min() > 1e-3, "a voxel sits on the threshold: float32 could flip it"
+    return probs >= threshold
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component, by scipy (not the cc3d the library uses)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    assert n >= 2 and sorted(sizes)[-1] > sorted(sizes)[-2], "need a unique largest of several components"
+    return labels == int(np.argmax(sizes))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def submitted_masks(out: Path, store: Path) -> dict[str, np.ndarray]:
+    from liverctl.submission import read_submission
+
+    shapes = _test_ids(store)
+    parsed = read_submission(out, shapes)
+    return {case: parsed.volume(case) for case in shapes}
+
+
+@pytest.mark.parametrize("tta", ["none", "hflip", "vflip", "flips"])
+def test_submit_applies_the_tta_it_is_given(tiny_store, fake_models, tmp_path, tta):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="none")  # the run's own default: none
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", tta, "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    got = submitted_masks(out, tiny_store)
+    for case, mask in got.items():
+        want = expected_mask(tiny_store, case, [1], tta)
+        if tta != "none":  # ignoring --tta would give the plain prediction, which differs
+            assert not np.array_equal(want, expected_mask(tiny_store, case, [1], "none"))
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}, tta {tta}")
+
+
+def test_submit_uses_the_runs_tta_when_none_is_given(tiny_store, fake_models, tmp_path):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="hflip")
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        np.testing.assert_array_equal(mask, expected_mask(tiny_store, case, [1], "hflip"))
+
+
+def test_submit_ensemble_averages_every_run(tiny_store, fake_models, tmp_path):
+    runs = [make_fake_run(tmp_path, tiny_store, f"r{seed}", seed=seed) for seed in (1, 2, 3)]
+    out = tmp_path / "ens.csv"
+    args = [a for run in runs for a in ("--run", run)]
+    result = _invoke("submit", *args, "--out", out, "--tta", "hflip", "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        want = expected_mask(tiny_store, case, [1, 2, 3], "hflip")
+        for fewer in ([1], [1, 2], [2, 3]):  # dropping any run changes the answer
+            assert not np.array_equal(want, expected_mask(tiny_store, case, fewer, "hflip"))
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+
+
+def test_submit_applies_the_post_processing(tiny_store, fake_models, tmp_path):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1)
+    out, masks_dir = tmp_path / "sub.csv", tmp_path / "masks"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "largest",
+                     "--device", "cpu", "--save-masks", masks_dir)
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        raw = expected_mask(tiny_store, case, [1], "none")
+        want = largest_component(raw)
+        assert np.count_nonzero(raw & ~want) > 0  # the clean-up removes something
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+        saved = np.asanyarray(nib.load(str(masks_dir / f"{case}.nii.gz")).dataobj).astype(bool)
+        np.testing.assert_array_equal(saved, want, err_msg=f"saved mask of case {case}")
+    record = json.loads((run / "submissions.jsonl").read_text())
+    assert record["post"] == "largest" and record["tta"] == "none"
+
+
+def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_path):
+    from liverctl.store import LiverStore
+
+    store = LiverStore.open(tiny_store)
+    val = [c for c, fold in store.folds().items() if fold == 0]  # data.fold = 0, max_val_cases = 0
+    others = [c for c in store.case_ids("train") if c not in val]
+    assert val and others
+    labels = {c: np.asarray(store.label(c)[...]) > 0 for c in store.case_ids("train")}
+
+    def scores(cases: list[str]) -> dict[str, float]:
+        raws = {c: expected_mask(tiny_store, c, [1], "none") for c in cases}
+        return {"none": float(np.mean([dice(raws[c], labels[c]) for c in cases])),
+                "largest": float(np.mean([dice(largest_component(raws[c]), labels[c]) for c in cases]))}
+
+    want = scores(val)
+    assert want != pytest.approx(scores(others)) and want != pytest.approx(scores(sorted(store.case_ids("train"))))
+
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1)
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"volume Dice on {len(val)} validation case(s)" in result.output
+    record = json.loads((run / "submissions.jsonl").read_text())
+    assert record["post_requested"] == "auto"
+    for spec, value in want.items():
+        assert record["auto_scores"][spec] == pytest.approx(value, abs=1e-12), spec
+    # and the spec auto chose is the one the test masks went through
+    chosen = record["post"]
+    assert chosen in record["auto_scores"]
+    for case, mask in submitted_masks(out, tiny_store).items():
+        raw = expected_mask(tiny_store, case, [1], "none")
+        want_mask = {"none": raw, "largest": largest_component(raw)}.get(chosen)
+        if want_mask is not None:
+            np.testing.assert_array_equal(mask, want_mask, err_msg=f"case {case}, post {chosen}")
+
+
+def dice_by_hand(masks: dict[str, np.ndarray], labels_dir: Path) -> dict[str, float]:
+    """The three Dice figures of DESIGN.md, from masks and label files, by hand (an empty pair scores 1)."""
+
+    def d(a, b):
+        total = np.count_nonzero(a) + np.count_nonzero(b)
+        return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
+
+    labels = {c: np.asanyarray(nib.load(str(labels_dir / f"segmentation-{c}.nii.gz")).dataobj) > 0 for c in masks}
+    return {
+        "volume_dice": float(np.mean([d(masks[c], labels[c]) for c in masks])),
+        "slice_dice": float(np.mean([d(masks[c][..., z], labels[c][..., z]) for c in masks
+                                     for z in range(masks[c].shape[2])])),
+        "global_dice": d(np.concatenate([masks[c].ravel() for c in masks]),
+                         np.concatenate([labels[c].ravel() for c in masks])),
+    }
+
+
+def test_evaluate_gives_the_exact_dice_of_a_submission(tiny_store, tiny_dataset, fake_models, tmp_path):
+    """Masks that are neither empty nor full nor symmetric, so any slip in the scoring shows."""
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, gain=6.0)  # the step (liver-bright voxels) dominates
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    masks = submitted_masks(out, tiny_store)
+    want = dice_by_hand(masks, tiny_dataset / "test_labels")
+    flipped = dice_by_hand({c: m[::-1] for c, m in masks.items()}, tiny_dataset / "test_labels")
+    assert all(abs(want[k] - flipped[k]) > 1e-3 for k in want)  # orientation matters for these masks
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
+    by_case = {c["case"]: c["volume_dice"] for c in scores["cases"]}
+    assert by_case == pytest.approx({c: dice_by_hand({c: m}, tiny_dataset / "test_labels")["volume_dice"]
+                                     for c, m in masks.items()}, abs=1e-12)
