@@ -17,7 +17,6 @@ A killed run leaves at most a work folder, which the next run deletes before it 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.errors import LiverctlError
+from liverctl.files import file_sha256, write_atomic
 from liverctl.layout import CaseFiles, find_cases
 from liverctl.store import CASES_GROUP, INDEX_GROUP, STORE_FORMAT, image_compressor, store_bytes
 
@@ -75,14 +75,6 @@ class IngestSummary:
 def file_fingerprint(path: Path) -> dict[str, int]:
     st = os.stat(path)
     return {"size": st.st_size, "mtime": st.st_mtime_ns}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _short(exc: BaseException, path: Path | None = None) -> str:
@@ -322,9 +314,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False), what=f"store metadata {path.name}")
 
 
 def _update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:

@@ -9,12 +9,28 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
+
+
+def esc(value: object) -> str:
+    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup.
+
+    `volume-a[b]c.nii.gz` prints as written instead of losing `[b]` as a bold tag, and `nope[/bold]x`
+    cannot end a tag it never opened (rich's MarkupError).
+    """
+    return escape(str(value))
+
+
+def print_error(message: object) -> None:
+    """One red `error:` line on stderr; the message is printed exactly as given (no markup)."""
+    err_console.print(f"[bold red]error:[/] {esc(message)}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -25,7 +41,7 @@ def guarded() -> Iterator[None]:
     try:
         yield
     except LiverctlError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -34,6 +50,6 @@ def guarded() -> Iterator[None]:
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit (for checks done in the command layer itself)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     sys.stderr.flush()
     raise typer.Exit(code)

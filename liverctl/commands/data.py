@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, guarded
+from liverctl.commands._common import console, err_console, esc, guarded, print_error
 
 
 def _human_bytes(n: int) -> str:
@@ -69,11 +69,11 @@ def synth(
                 slices=slices,
                 seed=seed,
                 workers=workers,
-                on_case=lambda case_id: progress.update(task, advance=1, last=f"case {case_id}"),
+                on_case=lambda case_id: progress.update(task, advance=1, last=f"case {esc(case_id)}"),
             )
         console.print(
             f"wrote {result.train_cases} training and {result.test_cases} test cases "
-            f"({size}x{size}x{slices}) to {out}: {_human_bytes(result.bytes_written)} "
+            f"({size}x{size}x{slices}) to {esc(out)}: {_human_bytes(result.bytes_written)} "
             f"in {time.perf_counter() - started:.1f} s"
         )
 
@@ -101,9 +101,9 @@ def ingest(
                 if event == "plan":
                     progress.update(task, total=total)
                 elif event == "case":
-                    progress.update(task, completed=done, last=f"case {case_id}")
+                    progress.update(task, completed=done, last=f"case {esc(case_id)}")
                 elif event == "failed":
-                    progress.update(task, completed=done, last=f"[red]case {case_id} failed[/]")
+                    progress.update(task, completed=done, last=f"[red]case {esc(case_id)} failed[/]")
 
             summary = ingest_folder(
                 data,
@@ -115,7 +115,7 @@ def ingest(
                 on_progress=on_progress,
             )
         console.print(
-            f"{store}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
+            f"{esc(store)}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
             f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
             f"{summary.slices} slices, {summary.liver_slices} with liver; "
             f"read {_human_bytes(summary.bytes_read)}, stored {_human_bytes(summary.bytes_stored)}, "
@@ -125,7 +125,7 @@ def ingest(
         )
         if summary.failures:
             for line in summary.failures:
-                err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                print_error(line)
             raise LiverctlError(
                 f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
             )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, guarded
+from liverctl.commands._common import console, esc, guarded
 
 presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
 
@@ -25,7 +25,7 @@ def presets_list(ctx: typer.Context) -> None:
         table.add_column("preset")
         table.add_column("description")
         for name, description in list_presets().items():
-            table.add_row(name, description)
+            table.add_row(esc(name), esc(description))
         console.print(table)
 
 
@@ -101,7 +101,8 @@ def train(
             else:  # other ranks of a torchrun job: the same folder, created by rank 0
                 run_dir = Path(runs_dir) / name
         if info.is_main:
-            console.print(f"run [bold]{run_dir}[/] ({cfg['preset']}): events in {run_dir / 'events.jsonl'}", highlight=False)
+            console.print(f"run [bold]{esc(run_dir)}[/] ({esc(cfg['preset'])}): events in {esc(run_dir / 'events.jsonl')}",
+                          highlight=False)
         result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
         if info.is_main:
             best = result["best"]
@@ -109,7 +110,7 @@ def train(
             console.print(
                 f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
                 f"(epoch {best.get('epoch')}) in {run_dir}",
-                highlight=False,
+                highlight=False, markup=False,
             )
         if result["status"] == "interrupted":
             raise typer.Exit(130)
