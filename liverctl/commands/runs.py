@@ -62,6 +62,7 @@ def _write_csv(rows: list[dict]) -> None:
 
 def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from liverctl import runs
 
@@ -88,10 +89,10 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
         if s.best_submitted is not None and n_subs > 1:
             submitted += f" ({n_subs})"
         table.add_row(
-            esc(s.name),
-            esc(s.preset or "-"),
-            *(esc(runs.format_setting(s.settings.get(k))) for k in varied),
-            f"[{styles.get(s.status, 'yellow')}]{esc(s.status)}[/]",
+            Text(s.name),
+            Text(s.preset or "-"),
+            *(Text(runs.format_setting(s.settings.get(k))) for k in varied),
+            Text(s.status, style=styles.get(s.status, "yellow")),
             f"[red]{s.nan_events}[/]" if s.nan_events else "0",
             f"{s.epochs_done}/{planned}",
             _dice(s.volume_dice, bold=True),
@@ -108,7 +109,8 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
     if damaged:
         console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
         for s in damaged:
-            console.print(f"  [bold]{esc(s.name)}[/]: " + esc("; ".join(s.problems)), highlight=False, soft_wrap=True)
+            console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
+                          soft_wrap=True)
 
 
 def _print_wide(table) -> None:

@@ -61,6 +61,8 @@ def train(
     from liverctl.errors import LiverctlError
 
     with guarded():
+        from rich.text import Text
+
         from liverctl.checkpoint import read_sidecar
         from liverctl.config import read_config, resolve_config
         from liverctl.train import distributed
@@ -101,8 +103,8 @@ def train(
             else:  # other ranks of a torchrun job: the same folder, created by rank 0
                 run_dir = Path(runs_dir) / name
         if info.is_main:
-            console.print(f"run [bold]{esc(run_dir)}[/] ({esc(cfg['preset'])}): events in {esc(run_dir / 'events.jsonl')}",
-                          highlight=False)
+            console.print(Text.assemble("run ", (str(run_dir), "bold"),
+                                        f" ({cfg['preset']}): events in {run_dir / 'events.jsonl'}"), highlight=False)
         result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
         if info.is_main:
             best = result["best"]
