@@ -89,3 +89,27 @@ def test_written_config_reads_back_identical(tmp_path):
     cfg = resolve_config("v3.4", ["train.epochs=3"])
     write_config(cfg, tmp_path / "config.toml")
     assert read_config(tmp_path / "config.toml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("[" * 5000, "--set optim.lr: value is not usable TOML (RecursionError)"),
+        ("1" * 5000, "--set optim.lr: value is not usable TOML (ValueError)"),
+        ("nan", "nan is not a finite number in range"),
+        ("-inf", "-inf is not a finite number in range"),
+        (str(10**30), "is not a finite number in range"),
+    ],
+)
+def test_unusable_set_values_are_one_line(value, fragment):
+    with pytest.raises(LiverctlError) as info:
+        resolve_config("demo", [f"optim.lr={value}"])
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"x = " + b"[" * 5000, b"x = " + b"9" * 5000])
+def test_a_garbage_config_file_is_one_line(tmp_path, content):
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(LiverctlError, match=r"config\.toml: not valid TOML"):
+        read_config(path)
