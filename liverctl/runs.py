@@ -135,8 +135,8 @@ def summarize_run(run_dir: str | os.PathLike, *, now: float | None = None) -> Ru
     if config is None:
         config = (log.run_start or {}).get("config") or (sidecars.get("last") or {}).get("config")
         if isinstance(config, dict):
-            what = "unreadable" if (run_dir / CONFIG_FILE).exists() else "missing"
-            summary.problems.append(f"config.toml {what}; settings taken from the event log/checkpoint")
+            missing = "" if (run_dir / CONFIG_FILE).exists() else "config.toml missing; "  # else: said above
+            summary.problems.append(f"{missing}settings taken from the event log/checkpoint")
     summary.settings = flatten_config(config) if isinstance(config, dict) else {}
     summary.preset = _first_str(
         (log.run_start or {}).get("preset"),
