@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-import re
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
+from liverctl.files import natural_key, write_atomic
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,21 +45,20 @@ def _read_toml(path: Path) -> dict:
         raise LiverctlError("file not found", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise LiverctlError(f"not valid TOML: {exc}", path=path) from None
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # not UTF-8, nested too deep, huge integer
+        raise LiverctlError(f"not valid TOML ({type(exc).__name__}): {str(exc)[:120]}", path=path) from None
+    except OSError as exc:
+        raise LiverctlError(f"cannot read: {exc.strerror or exc}", path=path) from None
 
 
 def load_defaults() -> dict:
     return _read_toml(_package_file("defaults.toml"))
 
 
-def _natural(name: str) -> list[tuple[int, int, str]]:
-    """Sort key putting v3 before v3.1 and v10 after v9."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.findall(r"\d+|[^\d.\-_]+", name)]
-
-
 def list_presets() -> dict[str, str]:
     """Preset name -> one-line description, in natural order (demo, v1, v2, v3, v3.1, ...)."""
     out = {}
-    for path in sorted(presets_dir().glob("*.toml"), key=lambda p: _natural(p.stem)):
+    for path in sorted(presets_dir().glob("*.toml"), key=lambda p: natural_key(p.stem)):
         out[path.stem] = str(_read_toml(path).get("description", ""))
     return out
 
@@ -82,6 +81,10 @@ def _unknown_key(key: str, defaults: dict, where: str) -> LiverctlError:
 
 def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     """Check `value` against the type of its default; ints are widened to float where a float is expected."""
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(x, (int, float)) and not isinstance(x, bool) and not (math.isfinite(x) and abs(x) < 2**63)
+           for x in numbers):  # nan, inf or a number beyond int64: nothing downstream can use it
+        raise LiverctlError(f"config key '{key}' in {where}: {value!r:.40} is not a finite number in range")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -99,9 +102,6 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         raise LiverctlError(
             f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {value!r}"
         )
-    numbers = value if isinstance(value, list) else [value]
-    if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
-        raise LiverctlError(f"config key '{key}' in {where} must be a finite number, got {value!r}")
     return value
 
 
@@ -132,6 +132,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {rhs.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = rhs.strip()  # bare words: resnet18, none, cosine
+    except (RecursionError, ValueError) as exc:  # nested too deep, an integer of thousands of digits
+        raise LiverctlError(f"--set {lhs}: value is not usable TOML ({type(exc).__name__})") from None
     return section, key, value
 
 
@@ -192,11 +194,8 @@ def to_toml(cfg: dict) -> str:
 
 
 def write_config(cfg: dict, path: str | Path) -> None:
-    """Write the resolved config atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_toml(cfg), encoding="utf-8")
-    tmp.replace(path)
+    """Write the resolved config atomically (`liverctl.files.write_atomic`)."""
+    write_atomic(path, to_toml(cfg), what="the run's config")
 
 
 def read_config(path: str | Path) -> dict:

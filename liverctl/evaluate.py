@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.errors import LiverctlError
+from liverctl.files import natural_key, write_atomic
 from liverctl.layout import case_id_from_name
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
 from liverctl.submission import read_submission
@@ -73,12 +73,7 @@ def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
         found[case] = path
     if not found:
         raise LiverctlError("no .nii / .nii.gz label volumes in this folder", path=labels_dir)
-    return dict(sorted(found.items(), key=lambda item: _natural_key(item[0])))
-
-
-def _natural_key(case_id: str) -> list:
-    """Sort `2` before `10`."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", case_id)]
+    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def load_liver_mask(path: Path, liver_labels: Sequence[int] | None = None) -> np.ndarray:
@@ -148,14 +143,7 @@ def scores_path(submission: str | os.PathLike) -> Path:
 
 
 def write_scores(evaluation: Evaluation, path: str | os.PathLike) -> Path:
-    """Write the evaluation as JSON atomically (temp file + rename)."""
+    """Write the evaluation as JSON atomically (`liverctl.files.write_atomic`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(evaluation.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, json.dumps(evaluation.to_json(), indent=2) + "\n", what="the scores")

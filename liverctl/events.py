@@ -28,6 +28,7 @@ This module is standard-library only: the TUI imports it and must never load tor
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -37,8 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.errors import LiverctlError
+from liverctl.files import no_space_error
+
 SCHEMA_VERSION = 1
 EVENTS_FILE = "events.jsonl"
+# Limits on what a reader accepts from a line (logs are shared, so they are untrusted input): nesting
+# deeper than the trainer ever writes and integers beyond int64 make the line unreadable, not an
+# exception in `runs`, `watch` or `report`.
+MAX_DEPTH = 32
+MAX_INT = 2**63
+MAX_TS = 1e11  # seconds since 1970: year 5138; beyond it clocks and durations overflow
 KINDS = ("run_start", "step", "epoch_end", "checkpoint", "nan", "note", "run_end")
 
 
@@ -74,7 +84,8 @@ class EventWriter:
         self.run = run
         self.fsync = fsync
         self.seq = _last_seq(self.path) + 1
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the writer
+        # A raw descriptor, no buffer: a write that fails (disk full) leaves nothing pending to retry at exit.
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def emit(self, kind: str, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
         bad: list[str] = []
@@ -102,15 +113,24 @@ class EventWriter:
         return record
 
     def _write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
+        data = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise ValueError(f"{self.path}: event writer is closed")
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise no_space_error(self.path, "the event log") from None
+            raise LiverctlError(f"cannot write the event log: {exc.strerror or exc}", path=self.path) from None
         self.seq += 1
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> EventWriter:
         return self
@@ -128,24 +148,77 @@ def _last_seq(path: Path) -> int:
 
 
 def parse_line(line: str) -> dict | None:
-    """One event from one line, or None for a blank, half-written or non-object line."""
-    line = line.strip()
-    if not line:
+    """One event from one line, or None for a blank, half-written, non-object or unreasonable line.
+
+    Unreasonable: nested deeper than `MAX_DEPTH`, an integer beyond int64, or an envelope field of the
+    wrong type (`ts` not a time stamp in [0, MAX_TS); `seq`, `epoch`, `step` not null or an integer >= 0;
+    `kind` not a string). Never raises for any text, so one bad line costs only itself.
+    """
+    obj = loads_object(line)
+    return obj if obj is not None and _envelope_ok(obj) else None
+
+
+def loads_object(text: str) -> dict | None:
+    """A JSON object from untrusted text (an event line, a sidecar, a scores file), or None.
+
+    None for anything but an object, and for nesting deeper than `MAX_DEPTH` or an integer beyond
+    int64; never raises.
+    """
+    text = text.strip()
+    if not text or text[0] != "{":
         return None
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError:
+        obj = json.loads(text, parse_int=_bounded_int, parse_constant=_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; so is a bounded-out number
         return None
-    return obj if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) and _shallow(obj) else None
+
+
+def _envelope_ok(event: dict) -> bool:
+    ts = event.get("ts")
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 <= ts < MAX_TS):
+        return False
+    for key in ("seq", "epoch", "step"):
+        value = event.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return False
+    return event.get("kind") is None or isinstance(event.get("kind"), str)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or abs(value := int(text)) >= MAX_INT:
+        raise ValueError("integer beyond int64")
+    return value
+
+
+def _constant(name: str) -> float:
+    """NaN / Infinity / -Infinity as written by Python's json; the trainer writes null instead."""
+    return float(name.replace("Infinity", "inf"))
+
+
+def _shallow(obj: Any) -> bool:
+    """Whether `obj` nests at most `MAX_DEPTH` containers deep (checked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return False
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
 
 
 def read_events(path: str | os.PathLike) -> list[dict]:
-    """All complete events of a log (missing file: empty list; a torn last line is ignored)."""
+    """All complete events of a log (missing file: empty list; a torn last line is ignored).
+
+    Lines are split on "\n" only, as `EventTail` splits them (a stray "\r" in garbage is not a line end).
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return [e for e in (parse_line(line) for line in fh) if e is not None]
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return []
+    return [e for e in (parse_line(line) for line in text.split("\n")) if e is not None]
 
 
 @dataclass

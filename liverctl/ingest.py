@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ import numpy as np
 
 from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
+from liverctl.files import file_sha256, write_atomic
 from liverctl.nifti import read_nifti, short_error
 from liverctl.sources import CaseFiles
 from liverctl.sources.labels import check_label_values
@@ -110,12 +110,6 @@ def file_fingerprint(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime": st.st_mtime_ns}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
@@ -349,9 +343,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False), what=f"store metadata {path.name}")
 
 
 def _update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:

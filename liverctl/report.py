@@ -28,6 +28,7 @@ from typing import Any
 from liverctl import runs
 from liverctl.errors import LiverctlError
 from liverctl.events import iter_kind, read_events
+from liverctl.files import natural_key
 
 CURVES_FIGSIZE = (12.0, 8.0)  # inches at DPI -> 1200 x 800 px
 DICE_FIGSIZE_HEIGHT = 4.5
@@ -268,7 +269,7 @@ def _spans_decades(values) -> bool:
 def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     """Volume Dice per validation case: one group of bars per case, one bar per run; mean as a line."""
     names = [n for n, results in cases.items() if results]
-    case_ids = sorted({c.case for n in names for c in cases[n]}, key=_natural_key)
+    case_ids = sorted({c.case for n in names for c in cases[n]}, key=natural_key)
     # wide enough for the bars and for a legend row of up to three runs
     width_in = max(6.0, 2.8 * min(3, len(names)), min(24.0, 1.0 + 0.45 * len(case_ids) * len(names)))
     fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
@@ -340,7 +341,7 @@ def predict_validation_cases(
         raise OverlaySkipped(_one_line(exc)) from None
     cfg = run_model.cfg
     fold = int(cfg["data"]["fold"])
-    case_ids = sorted((c for c, f in store.folds().items() if f == fold), key=_natural_key)[:max_cases]
+    case_ids = sorted((c for c, f in store.folds().items() if f == fold), key=natural_key)[:max_cases]
     if not case_ids:
         raise OverlaySkipped(f"store {store_path} has no training case in validation fold {fold}")
     infer = cfg.get("infer", {})
@@ -472,12 +473,6 @@ def plot_overlay(case: str, images, labels, preds, zs: list[int], path: Path, *,
 
 def _safe_name(case: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case) or "case"
-
-
-def _natural_key(case: str) -> list:
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", case)]
 
 
 # -------------------------------------------------------------------------------------------- html

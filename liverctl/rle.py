@@ -10,9 +10,16 @@ runs of every slice at once (about 0.5 s for a 512 x 512 x 150 volume on one CPU
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 EMPTY_RLE = "1 0"
+# Largest start or length accepted without an image size: far beyond any slice, yet small enough that
+# start + length can never wrap int64 (which would let a run slip past the range checks).
+MAX_RUN_VALUE = 2**40
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_DIGITS = re.compile(r"-?[0-9]+")
 
 
 class RLEFormatError(ValueError):
@@ -72,18 +79,25 @@ def encode(mask: np.ndarray, empty: str = EMPTY_RLE) -> str:
 def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
     """Parse and check `"s1 l1 s2 l2 ..."` -> (K, 2) int64 runs, zero-length runs dropped.
 
-    Raises `RLEFormatError` naming the first problem: a non-integer token, an odd number of values,
+    Raises `RLEFormatError` naming the first problem: a non-integer token, a number beyond the image
+    (or beyond `MAX_RUN_VALUE` without one), an odd number of values,
     a start below 1, a negative length, runs out of order or overlapping, or (when `n_pixels` is given)
     a run that leaves the image. An empty string and `1 0` both mean an empty mask.
     """
     tokens = text.split()
     if not tokens:
         return np.zeros((0, 2), dtype=np.int64)
-    try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not _is_int(t))
-        raise RLEFormatError(f"not an integer: {bad!r}") from None
+    bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
+    if bad is not None:
+        what = "number too large" if _DIGITS.fullmatch(bad) else "not an integer"
+        raise RLEFormatError(f"{what}: {_clip(bad)}")
+    limit = MAX_RUN_VALUE if n_pixels is None else n_pixels
+    values = [int(t) for t in tokens]
+    too_big = next((v for v in values if abs(v) > limit), None)
+    if too_big is not None:  # checked before any sum, so start + length cannot wrap int64
+        where = "" if n_pixels is None else f" for an image of {n_pixels} pixels"
+        raise RLEFormatError(f"number out of range{where}: {_clip(str(too_big))}")
+    values = np.array(values, dtype=np.int64)
     if len(values) % 2:
         raise RLEFormatError(f"odd number of values ({len(values)}): expected start/length pairs")
     runs = values.reshape(-1, 2)
@@ -119,12 +133,9 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
     return runs
 
 
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-    except ValueError:
-        return False
-    return True
+def _clip(token: str, width: int = 40) -> str:
+    """A token for an error message: quoted, and cut short when it is long (garbage can be megabytes)."""
+    return repr(token) if len(token) <= width else repr(token[:width]) + f"... ({len(token)} characters)"
 
 
 def runs_to_positions(runs: np.ndarray) -> np.ndarray:

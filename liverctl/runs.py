@@ -23,7 +23,7 @@ from typing import Any
 from liverctl.checkpoint import CHECKPOINT_DIR
 from liverctl.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.errors import LiverctlError
-from liverctl.events import EVENTS_FILE, SCHEMA_VERSION, parse_line
+from liverctl.events import EVENTS_FILE, SCHEMA_VERSION, loads_object, parse_line
 
 try:
     import tomllib
@@ -102,8 +102,17 @@ def scan_runs(root: str | os.PathLike, *, now: float | None = None) -> list[RunS
             "train one with `liverctl train --preset demo`",
             path=root,
         )
-    summaries = [summarize_run(d, now=now) for d in dirs]
+    summaries = [_summarize_or_problem(d, now) for d in dirs]
     return sort_runs(summaries, "started")
+
+
+def _summarize_or_problem(run_dir: Path, now: float | None) -> RunSummary:
+    """`summarize_run`, and should a run folder still defeat it, a row saying so: never hide the others."""
+    try:
+        return summarize_run(run_dir, now=now)
+    except Exception as exc:  # noqa: BLE001 - one unreadable run must not take down the table
+        return RunSummary(name=run_dir.name, path=run_dir,
+                          problems=[f"could not be read ({type(exc).__name__}: {str(exc)[:100]})"])
 
 
 def resolve_run(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> Path:
@@ -126,7 +135,8 @@ def summarize_run(run_dir: str | os.PathLike, *, now: float | None = None) -> Ru
     if config is None:
         config = (log.run_start or {}).get("config") or (sidecars.get("last") or {}).get("config")
         if isinstance(config, dict):
-            summary.problems.append("config.toml missing; settings taken from the event log/checkpoint")
+            missing = "" if (run_dir / CONFIG_FILE).exists() else "config.toml missing; "  # else: said above
+            summary.problems.append(f"{missing}settings taken from the event log/checkpoint")
     summary.settings = flatten_config(config) if isinstance(config, dict) else {}
     summary.preset = _first_str(
         (log.run_start or {}).get("preset"),
@@ -280,7 +290,9 @@ def _read_config(run_dir: Path, problems: list[str]) -> dict | None:
     except FileNotFoundError:
         return None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        problems.append(f"config.toml unreadable ({str(exc).splitlines()[0]})")
+        problems.append(f"config.toml unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})")
+    except (RecursionError, ValueError) as exc:  # nested too deep, an integer of thousands of digits
+        problems.append(f"config.toml unreadable ({type(exc).__name__})")
     except OSError as exc:
         problems.append(f"config.toml unreadable ({exc.strerror})")
     return None
@@ -293,12 +305,12 @@ def _read_sidecars(run_dir: Path, problems: list[str]) -> dict[str, dict]:
     for which in ("last", "best"):
         path = ckpt_dir / f"{which}.json"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_object(path.read_text(encoding="utf-8", errors="replace"))
         except FileNotFoundError:
             if (ckpt_dir / f"{which}.pt").exists():
                 problems.append(f"checkpoints/{which}.pt has no {which}.json beside it")
             continue
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             problems.append(f"checkpoints/{which}.json unreadable ({type(exc).__name__})")
             continue
         if isinstance(data, dict):
@@ -308,7 +320,7 @@ def _read_sidecars(run_dir: Path, problems: list[str]) -> dict[str, dict]:
                 problems.append(f"checkpoints/{which}.json has format {fmt!r}, not {CHECKPOINT_FORMAT!r}; "
                                 "read as best we can")
         else:
-            problems.append(f"checkpoints/{which}.json is not a JSON object")
+            problems.append(f"checkpoints/{which}.json unreadable (not a JSON object)")
     if not any((ckpt_dir / f"{w}.{ext}").exists() for w in ("last", "best") for ext in ("pt", "json")):
         problems.append("no checkpoint")
     return sidecars
@@ -332,13 +344,13 @@ def _read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]
                 problems.append("submissions.jsonl: unreadable line skipped")
             continue
         csv_path = Path(record["csv"])
-        if not csv_path.is_absolute() and not csv_path.exists():
+        if not csv_path.is_absolute() and not _exists(csv_path):
             csv_path = run_dir / csv_path
         entry = {"csv": str(csv_path), "tta": record.get("tta"), "post": record.get("post"),
                  "volume_dice": None, "slice_dice": None, "global_dice": None}
         out.append(entry)
-        if not csv_path.exists():
-            problems.append(f"submission {csv_path.name} no longer exists")
+        if not _exists(csv_path):
+            problems.append(f"submission {csv_path.name[:80]} no longer exists")
             continue
         submitted_at = record.get("ts") if isinstance(record.get("ts"), (int, float)) else None
         scores = _read_scores(csv_path, submitted_at, problems)
@@ -353,14 +365,17 @@ def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str]
 
     Scores older than the submission were computed for an earlier file of the same name: ignored.
     """
-    for path in (csv_path.with_suffix(".scores.json"), Path(f"{csv_path}.scores.json")):
+    for path in (csv_path.parent / f"{csv_path.stem}.scores.json", Path(f"{csv_path}.scores.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_object(path.read_text(encoding="utf-8", errors="replace"))
             mtime = path.stat().st_mtime
         except FileNotFoundError:
             continue
         except (OSError, ValueError):
             problems.append(f"{path.name} unreadable")
+            return None
+        if data is None:
+            problems.append(f"{path.name} unreadable (not a JSON object)")
             return None
         if submitted_at is not None and mtime < submitted_at - 1.0:
             problems.append(f"{path.name} predates the submission it sits beside; run `liverctl evaluate` again")
@@ -578,10 +593,11 @@ def _matches(summary: RunSummary, column: str, op: str, value: str) -> bool:
     if op in ("=", "!="):
         text = format_setting(actual)
         hit = fnmatch.fnmatchcase(text.lower(), value.lower())
-        if not hit and isinstance(actual, (int, float)) and not isinstance(actual, bool):
-            hit = _float(value) is not None and math.isclose(float(actual), float(value))
+        if not hit and _finite(actual) is not None:
+            hit = _float(value) is not None and math.isclose(_finite(actual), float(value))
         return hit if op == "=" else not hit
-    if not isinstance(actual, (int, float)) or isinstance(actual, bool):
+    actual = _finite(actual)
+    if actual is None:
         return False
     target = float(value)
     return {">": actual > target, "<": actual < target, ">=": actual >= target, "<=": actual <= target}[op]
@@ -593,7 +609,18 @@ def _matches(summary: RunSummary, column: str, op: str, value: str) -> bool:
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        return float(value) if math.isfinite(value) else None
+    except OverflowError:  # an integer too large for a float (config.toml can hold one)
+        return None
+
+
+def _exists(path: Path) -> bool:
+    """Whether a path from someone else's file exists; False for one no OS call can take (NUL, too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _round(value: float | None) -> float | None:

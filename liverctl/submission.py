@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import csv
-import hashlib
+import io
 import itertools
 import os
 from collections.abc import Iterable, Mapping
@@ -28,6 +28,7 @@ import numpy as np
 
 from liverctl import rle
 from liverctl.errors import LiverctlError
+from liverctl.files import atomic_open, file_sha256
 
 DEFAULT_HEADER = ("id", "rle")
 
@@ -55,7 +56,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else "file"
         if self.row_id is not None:
-            where += f" (id {self.row_id!r})"
+            where += f" (id {rle._clip(self.row_id)})"
         return f"{where}: {self.message}"
 
 
@@ -106,8 +107,7 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("sample submission not found", path=path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    rows = [row for _, row in read_csv_rows(path, "sample submission")]
     if not rows or len(rows[0]) != 2:
         raise LiverctlError("sample submission needs a two-column header such as 'id,rle'", path=path)
     header = (rows[0][0], rows[0][1])
@@ -224,19 +224,12 @@ class SubmissionWriter:
         ids = self._ordered_ids()
         header = self.sample.header if self.sample else DEFAULT_HEADER
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh, lineterminator="\n")
-                writer.writerow(header)
-                writer.writerows((i, self._rows[i]) for i in ids)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self._self_check(tmp, header)
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_open(self.path, "w", newline="", what="the submission CSV") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows((i, self._rows[i]) for i in ids)
+            fh.flush()
+            self._self_check(Path(fh.name), header)
         return SubmissionSummary(
             path=self.path,
             rows=len(ids),
@@ -255,14 +248,6 @@ class SubmissionWriter:
                         f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
                         path=self.path,
                     )
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_submission(
@@ -316,8 +301,7 @@ def read_submission(
     runs: dict[str, np.ndarray] = {}
     first_line: dict[str, int] = {}
     shapes = {c: tuple(int(v) for v in s) for c, s in shapes.items()}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(enumerate(csv.reader(fh), start=1))
+    rows = read_csv_rows(path, "submission")
     if not rows:
         raise MalformedSubmission(path, [Problem(None, "the file is empty")])
 
@@ -373,11 +357,36 @@ def read_submission(
 def submission_case_ids(path: str | os.PathLike) -> list[str]:
     """Case ids named by a submission's rows (header skipped), in first-seen order."""
     seen: dict[str, None] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if i == 0 or not row:
-                continue
-            parsed = split_slice_id(row[0])
-            if parsed is not None:
-                seen.setdefault(parsed[0], None)
+    for line, row in read_csv_rows(path, "submission"):
+        if line == 1 or not row:
+            continue
+        parsed = split_slice_id(row[0])
+        if parsed is not None:
+            seen.setdefault(parsed[0], None)
     return list(seen)
+
+
+def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[str]]]:
+    """(1-based line, row) of every row of a CSV from someone else, or one `LiverctlError` line.
+
+    The file must be UTF-8 text (a byte-order mark is allowed); anything else (another encoding,
+    binary garbage, a field beyond the csv module's size limit) is refused naming the file and where.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LiverctlError(
+            f"{what} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); save it as UTF-8 CSV",
+            path=path,
+        ) from None
+    except OSError as exc:
+        raise LiverctlError(f"cannot read the {what}: {exc.strerror or exc}", path=path) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise LiverctlError(f"line {reader.line_num}: not a valid CSV row ({exc})", path=path) from None
+    return rows

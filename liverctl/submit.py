@@ -112,14 +112,38 @@ def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:
     write_nifti_atomic(img, target)
 
 
+def check_out_path(out: Path) -> None:
+    """Refuse an `--out` that cannot become the CSV (a folder, a place that cannot be written) up front,
+    before minutes of prediction: a probe file is created and removed in its folder."""
+    import tempfile
+
+    if out.is_dir():
+        raise LiverctlError("is a folder; --out takes the CSV's file name, e.g. submission.csv", path=out)
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # created at the end; check what exists now
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LiverctlError(f"cannot write the submission there: {folder} is not a folder", path=out)
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".liverctl-probe-"):
+            pass
+    except OSError as exc:
+        raise LiverctlError(f"cannot write the submission in {folder}: {exc.strerror or exc}", path=out) from None
+
+
 def record_submission(run_dirs: Sequence[Path], record: dict) -> None:
     """Append one line to each run's submissions.jsonl."""
     line = json.dumps(record) + "\n"
     for run_dir in run_dirs:
-        with open(Path(run_dir) / SUBMISSIONS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path = Path(run_dir) / SUBMISSIONS_FILE
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise LiverctlError(f"the CSV is written, but recording it in the run failed: {exc.strerror or exc}",
+                                path=path) from None
 
 
 def make_submission(
@@ -157,6 +181,7 @@ def make_submission(
 
     if not run_dirs:
         raise LiverctlError("give at least one --run")
+    check_out_path(Path(out))
     if tta is not None:
         parse_tta(tta)
     if postprocess is not None:

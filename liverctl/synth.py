@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.errors import LiverctlError
+from liverctl.files import write_atomic
 
 AIR, FAT, VISCERAL_FAT, MUSCLE, LUNG, BOWEL_GAS = -1000.0, -100.0, -85.0, 45.0, -850.0, -950.0
 OUTSIDE_FOV = -1024.0
@@ -326,9 +327,7 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    write_atomic(path, payload, what=f"synthetic case {path.name}")
 
 
 def _write_case(job: tuple[Path, Path, int, int, int, int]) -> int:

@@ -93,7 +93,7 @@ def test_written_config_reads_back_identical(tmp_path):
 
 @pytest.mark.parametrize("override", ["optim.lr=nan", "optim.lr=inf", "optim.min_lr=-inf", "data.window=[nan, 200.0]"])
 def test_non_finite_numbers_are_refused_in_one_line(override):
-    with pytest.raises(LiverctlError, match=f"config key '{override.split('=')[0]}' .* must be a finite number"):
+    with pytest.raises(LiverctlError, match=f"config key '{override.split('=')[0]}' in .* is not a finite number in range"):
         resolve_config("demo", [override])
 
 
@@ -108,3 +108,27 @@ def test_a_config_from_elsewhere_is_checked_and_completed():
     cfg["optim"]["lr"] = 0.0
     with pytest.raises(LiverctlError, match="^somewhere: optim.lr"):
         check_config(cfg, "somewhere")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("[" * 5000, "--set optim.lr: value is not usable TOML (RecursionError)"),
+        ("1" * 5000, "--set optim.lr: value is not usable TOML (ValueError)"),
+        ("nan", "nan is not a finite number in range"),
+        ("-inf", "-inf is not a finite number in range"),
+        (str(10**30), "is not a finite number in range"),
+    ],
+)
+def test_unusable_set_values_are_one_line(value, fragment):
+    with pytest.raises(LiverctlError) as info:
+        resolve_config("demo", [f"optim.lr={value}"])
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"x = " + b"[" * 5000, b"x = " + b"9" * 5000])
+def test_a_garbage_config_file_is_one_line(tmp_path, content):
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(LiverctlError, match=r"config\.toml: not valid TOML"):
+        read_config(path)

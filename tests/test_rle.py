@@ -109,3 +109,65 @@ def test_decode_volume_runs_inverts_volume_runs():
     decoded = rle.decode_volume_runs(rle.volume_runs(vol), vol.shape)
     assert decoded.flags.c_contiguous
     assert np.array_equal(decoded, vol)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("9" * 30 + " 1", "number too large: '999"),  # beyond int64: OverflowError before
+        ("1 " + "9" * 5000, "(5000 characters)"),  # beyond Python's int-from-text limit, cut short in the message
+        (f"{2**62} {2**62}", "number out of range for an image of 100 pixels"),  # start + length wraps int64
+        (f"1 {2**63 - 1}", "number out of range"),
+        (f"-{2**63 + 5} 1", "number out of range"),
+        ("１ 2", "not an integer: '１'"),  # full-width digit: int() would take it
+        ("1_0 2", "not an integer: '1_0'"),
+        ("\x00\xff 1", "not an integer"),
+    ],
+)
+def test_huge_wrapping_and_odd_numbers_are_named(text, fragment):
+    with pytest.raises(rle.RLEFormatError) as info:
+        rle.parse_runs(text, 100)
+    assert fragment in str(info.value) and len(str(info.value)) < 200
+
+
+def test_wrapping_runs_cannot_slip_past_the_range_check_without_an_image_size():
+    # Without a size the bound is MAX_RUN_VALUE, so start + length stays far inside int64.
+    with pytest.raises(rle.RLEFormatError, match="number out of range"):
+        rle.parse_runs(f"{2**62} {2**62} 5 1")
+    assert rle.parse_runs(f"1 {rle.MAX_RUN_VALUE}").tolist() == [[1, rle.MAX_RUN_VALUE]]
+
+
+def _fuzz_texts(rng: np.random.Generator, n: int):
+    """Random RLE-ish strings: random bytes decoded leniently, huge and negative numbers, nesting, spaces."""
+    pieces = ["1", "0", "-1", "3", str(2**31), str(2**63), str(2**64 + 1), "9" * 25, "9" * 5000, "[", "]",
+              "{", "}", "\x00", "\t", "\n", " ", "１", "1e5", "0x10", "nan", "+4", "é", "\ud800"]
+    for _ in range(n):
+        kind = rng.integers(4)
+        if kind == 0:
+            yield rng.bytes(int(rng.integers(0, 60))).decode("latin-1")
+        elif kind == 1:
+            yield " ".join(rng.choice(pieces, size=int(rng.integers(0, 12))))
+        elif kind == 2:
+            depth = int(rng.integers(1, 3000))
+            yield "[" * depth + "1 2" + "]" * depth
+        else:
+            yield " ".join(str(int(v)) for v in rng.integers(-(2**62), 2**62, size=int(rng.integers(0, 10)) * 2))
+
+
+def test_fuzz_parse_runs_gives_runs_or_one_format_error():
+    rng = np.random.default_rng(1234)
+    parsed = refused = 0
+    for text in _fuzz_texts(rng, 3000):
+        for n_pixels in (None, 64):
+            try:
+                runs = rle.parse_runs(text, n_pixels)
+            except rle.RLEFormatError as exc:
+                assert "\n" not in str(exc) and len(str(exc)) < 300
+                refused += 1
+                continue
+            parsed += 1
+            assert runs.dtype == np.int64 and runs.shape[1] == 2
+            if n_pixels is not None and len(runs):
+                assert (runs[:, 0] >= 1).all() and (runs.sum(axis=1) - 1 <= n_pixels).all()
+                rle.decode_runs(runs, (8, 8))  # what parses also decodes
+    assert parsed > 100 and refused > 1000  # both branches were exercised

@@ -21,6 +21,7 @@ from liverctl.runs import (
     scan_runs,
     sort_runs,
     summarize_run,
+    summary_row,
     varied_settings,
 )
 
@@ -258,3 +259,87 @@ def test_settings_that_cannot_change_results_are_not_columns(tmp_path):
     make_run(tmp_path, "a", settings={"train.log_every": 5, "data.num_workers": 0, "infer.batch_size": 4})
     make_run(tmp_path, "b", settings={"train.log_every": 50, "data.num_workers": 2, "optim.lr": 3e-4})
     assert varied_settings(scan_runs(tmp_path, now=LATER)) == ["optim.lr"]
+
+
+def test_one_deeply_nested_line_is_a_problem_of_its_run_only(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "good", start_ts=1_700_000_000)
+    bad = make_run(root, "bad", start_ts=1_700_001_000)
+    with open(bad / "events.jsonl", "a", encoding="utf-8") as fh:  # RecursionError for every run before
+        fh.write('{"kind":"note","x":' + "[" * 100_000 + "]" * 100_000 + "}\n")
+        fh.write('{"kind":"epoch_end","epoch":' + "9" * 5000 + "}\n")
+        fh.write('{"kind":"epoch_end","ts":1e999,"epoch":9}\n')
+    summaries = {s.name: s for s in scan_runs(root, now=LATER)}
+    assert summaries["good"].problems == []
+    assert summaries["bad"].status == "completed" and summaries["bad"].epochs_done == 3
+    assert "events.jsonl: 3 unreadable line(s) skipped" in summaries["bad"].problems
+    result = CliRunner().invoke(app, ["runs", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "good" in result.output and "bad: events.jsonl: 3 unreadable line(s) skipped" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"\xff\xfe\x00\x01garbage\x00", "config.toml unreadable"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000, "config.toml unreadable (RecursionError)"),
+        (b"x = " + b"9" * 5000, "config.toml unreadable (ValueError)"),
+    ],
+)
+def test_a_garbage_config_toml_is_a_problem_not_an_exception(tmp_path, content, fragment):
+    run = make_run(tmp_path, "r")
+    (run / "config.toml").write_bytes(content)
+    summary = summarize_run(run, now=LATER)
+    assert any(p.startswith(fragment) for p in summary.problems), summary.problems
+    assert summary.preset == "demo"  # settings still come from the event log
+
+
+def test_odd_values_in_config_sidecars_and_submissions_are_problems(tmp_path):
+    run = make_run(tmp_path, "r")
+    (run / "config.toml").write_text(f"[optim]\nlr = {10**400}\n[data]\nname = 'x[b]y'\n", encoding="utf-8")
+    (run / "checkpoints" / "best.json").write_text('{"metrics":' + "[" * 5000 + "]" * 5000 + "}")
+    (run / "submissions.jsonl").write_text(json.dumps({"csv": "a\0b.csv"}) + "\n" + json.dumps({"csv": "/" + "x" * 5000})
+                                           + "\n", encoding="utf-8")
+    summary = summarize_run(run, now=LATER)
+    text = " | ".join(summary.problems)
+    assert "best.json unreadable (not a JSON object)" in text and "no longer exists" in text
+    assert filter_runs([summary], ["optim.lr>1"]) == [] and filter_runs([summary], ["optim.lr=5"]) == []
+    other = make_run(tmp_path, "s")
+    assert [s.name for s in sort_runs([summary, summarize_run(other, now=LATER)], "optim.lr")] == ["r", "s"]
+
+
+def _fuzz_run_files(rng, run):
+    """Damage a run folder at random: events lines, config.toml, sidecars, submissions.jsonl."""
+    import numpy as np
+
+    odd = [b"[" * 3000, b"9" * 5000, b"\xff\xfe\x00", b"1e999", b'{"ts":-1}', b"\r\n", b"NaN", b'"\\ud800"',
+           b'{"kind":"run_end","status":[1]}', b'{"kind":"epoch_end","epochs":' + b"9" * 30 + b"}",
+           b'{"kind":"epoch_end","volume_dice":"x","epoch":2}', b'{"csv":5}', b'{"metrics":{"volume_dice":1e400}}']
+    for name in ("events.jsonl", "config.toml", "checkpoints/best.json", "checkpoints/last.json",
+                 "submissions.jsonl"):
+        path = run / name
+        if rng.integers(3) == 0 or not path.exists():
+            continue
+        data = bytearray(path.read_bytes())
+        for _ in range(int(rng.integers(1, 4))):
+            at = int(rng.integers(0, len(data) + 1))
+            piece = bytes(rng.choice(np.array(odd, dtype=object))) if rng.integers(2) else rng.bytes(8)
+            data[at:at] = piece
+        path.write_bytes(bytes(data))
+
+
+def test_fuzz_summarize_run_records_problems_never_raises(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(99)
+    damaged = 0
+    for i in range(120):
+        run = make_run(tmp_path, f"r{i}", submissions=[{"csv": f"s{i}.csv", "scores": {"volume_dice": 0.9}}])
+        _fuzz_run_files(rng, run)
+        summary = summarize_run(run, now=LATER)  # not the scan_runs safety net: the reader itself holds
+        damaged += bool(summary.problems)
+        row = summary_row(summary, varied_settings([summary]))
+        json.dumps(row)
+    assert damaged > 50
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output

@@ -191,3 +191,115 @@ def test_any_two_column_header_accepted_when_not_required(tmp_path):
         "line 1: bad header 'zz_0,1 0': a data row, not a header; expected e.g. 'id,rle'",
         "line 1 (id 'zz_0'): unknown id: no such test case",
     ]
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
+    masks = _masks()
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("id,rle\n7_0,1 0 é\n".encode("latin-1"))
+    for read in (lambda p: read_submission(p, _shapes(masks)), read_sample):
+        with pytest.raises(LiverctlError) as info:
+            read(latin)
+        message = str(info.value)
+        assert message.startswith(f"{latin}: ") and "is not UTF-8 text (byte 15 is 0xe9)" in message
+        assert "\n" not in message and not isinstance(info.value, MalformedSubmission)
+
+
+def test_binary_garbage_and_an_oversized_field_are_one_line(tmp_path):
+    masks = _masks()
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(LiverctlError, match="not UTF-8 text"):
+        read_submission(garbage, _shapes(masks))
+    huge_field = tmp_path / "huge.csv"
+    huge_field.write_text('id,rle\n7_0,"' + "1 " * 100_000 + "\n")  # an unclosed quote swallows the file
+    with pytest.raises(LiverctlError, match=r"line \d+: not a valid CSV row \(field larger than field limit"):
+        read_submission(huge_field, _shapes(masks))
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    masks = _masks()
+    out = tmp_path / "s.csv"
+    write_submission(out, masks.items())
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())
+    assert read_submission(bom, _shapes(masks)).header == ("id", "rle")
+    assert read_sample(bom).header == ("id", "rle")
+
+
+def test_numbers_beyond_int64_or_that_wrap_it_name_the_file_and_row(tmp_path):
+    masks = {"7": np.zeros((4, 4, 2), dtype=bool)}
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n7_0,{'9' * 25} 1\n7_1,{2**62} {2**62}\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, _shapes(masks))
+    assert [str(p) for p in info.value.problems] == [
+        "line 2 (id '7_0'): number too large: '9999999999999999999999999'",
+        f"line 3 (id '7_1'): number out of range for an image of 16 pixels: '{2**62}'",
+    ]
+    assert str(info.value).startswith(f"{path}: malformed submission, 2 problem(s): line 2 (id '7_0')")
+
+
+def test_a_full_disk_while_writing_the_csv_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from liverctl import files
+
+    masks = _masks()
+    out = tmp_path / "submission.csv"
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(files, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    with pytest.raises(LiverctlError) as info:
+        write_submission(out, masks.items())
+    assert str(info.value).startswith(f"{out}: no space left on ")
+    assert str(info.value).endswith("while writing the submission CSV")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fuzz_csv(rng: np.random.Generator) -> bytes:
+    """A random submission-like file: real rows damaged with random bytes, huge numbers, nesting, encodings."""
+    rows = ["id,rle"] + [f"7_{z},{' '.join(map(str, rng.integers(1, 40, size=4)))}" for z in range(3)]
+    pieces = [str(2**63), "9" * 30, "-5", "[" * 500, '"', ",", "\x00", "é", "1 0", "7_9", "\r", "\n", "﻿"]
+    kind = rng.integers(4)
+    if kind == 0:
+        return rng.bytes(int(rng.integers(0, 300)))
+    text = "\n".join(rows)
+    for _ in range(int(rng.integers(1, 6))):
+        at = int(rng.integers(0, len(text) + 1))
+        text = text[:at] + str(rng.choice(pieces)) + text[at:]
+    encoding = ["utf-8", "utf-16", "latin-1"][int(rng.integers(3))] if kind == 1 else "utf-8"
+    return text.encode(encoding, errors="replace")
+
+
+def test_fuzz_submission_and_sample_readers_give_a_result_or_one_liverctl_error(tmp_path):
+    rng = np.random.default_rng(2024)
+    shapes = {"7": (6, 5, 3)}
+    path = tmp_path / "fuzz.csv"
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(600):
+        path.write_bytes(_fuzz_csv(rng))
+        for read in (lambda p: read_submission(p, shapes, header=None), read_sample):
+            try:
+                read(path)
+                outcomes["ok"] += 1
+            except LiverctlError as exc:
+                assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+                outcomes["refused"] += 1
+    assert outcomes["ok"] > 50 and outcomes["refused"] > 300

@@ -509,3 +509,76 @@ def test_evaluate_gives_the_exact_dice_of_a_submission(tiny_store, tiny_dataset,
     by_case = {c["case"]: c["volume_dice"] for c in scores["cases"]}
     assert by_case == pytest.approx({c: dice_by_hand({c: m}, tiny_dataset / "test_labels")["volume_dice"]
                                      for c, m in masks.items()}, abs=1e-12)
+
+
+def test_an_out_that_cannot_be_the_csv_is_refused_before_any_prediction(template_runs, tmp_path, monkeypatch):
+    import liverctl.submit
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before checking --out")
+
+    monkeypatch.setattr(liverctl.submit, "predict_cases", no_prediction)
+    monkeypatch.setattr(liverctl.submit, "load_run_models", no_prediction)
+    run = template_runs["c1"]
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    result = _invoke("submit", "--run", run, "--out", folder)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {folder}: is a folder; --out takes the CSV's file name, e.g. submission.csv"
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = _invoke("submit", "--run", run, "--out", blocker / "sub" / "s.csv")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {blocker / 'sub' / 's.csv'}: cannot write the submission there: "
+                                     f"{blocker} is not a folder")
+    assert list(folder.iterdir()) == [] and blocker.read_text() == "x"
+
+
+def test_an_unwritable_out_folder_is_refused_up_front(template_runs, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import liverctl.submit
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(liverctl.submit, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {tmp_path / 's.csv'}: cannot write the submission in {tmp_path}: "
+                                     "Read-only file system")
+
+
+def test_a_sample_that_is_not_utf8_is_one_line(template_runs, tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_bytes("id,rle\ncase_0,1 0 \xe9\n".encode("latin-1"))
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--sample", sample)
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {sample}: sample submission is not UTF-8 text (byte 18 is 0xe9); "
+                                     "save it as UTF-8 CSV")
+    assert not out.exists()
+
+
+def test_a_full_disk_while_writing_the_csv_leaves_no_file(template_runs, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from liverctl import files
+
+    real_fsync = files.os.fsync
+
+    def fsync(fd):
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    out = tmp_path / "out" / "s.csv"
+    result = _invoke("submit", "--run", copy_run(template_runs["c1"], tmp_path, "r"), "--out", out)
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out}: no space left on ") and line.endswith("while writing the submission CSV")
+    assert list(out.parent.iterdir()) == []

@@ -904,9 +904,9 @@ def report_from_json(data: dict) -> BenchReport:
 
 
 def write_json(report: BenchReport, path: Path) -> None:
-    """Write the report atomically (temp file + rename)."""
+    """Write the report atomically (`liverctl.files.write_atomic`)."""
+    from liverctl.files import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n", what="the bench figures")

@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
+
+
+# What rich reads as a tag, with the backslashes before it (rich.markup.escape's own pattern).
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def esc(value: object) -> str:
+    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup.
+
+    `volume-a[b]c.nii.gz` prints as written instead of losing `[b]` as a bold tag, and `nope[/bold]x`
+    cannot end a tag it never opened (rich's MarkupError). Unlike `rich.markup.escape` a trailing
+    backslash is left alone, so the text prints exactly; never put a tag straight after it (use `Text`).
+    """
+    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", str(value))
+
+
+def print_error(message: object) -> None:
+    """One red `error:` line on stderr; the message is printed exactly as given (a `Text`: no markup)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -25,7 +47,7 @@ def guarded() -> Iterator[None]:
     try:
         yield
     except LiverctlError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -34,6 +56,6 @@ def guarded() -> Iterator[None]:
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit (for checks done in the command layer itself)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     sys.stderr.flush()
     raise typer.Exit(code)

@@ -55,7 +55,7 @@ def bench_command(
         console.print(f"ratio = liverctl / reference, medians of {settings.repeats} repeats; "
                       f"{report.seconds:.0f} s in all", highlight=False)
         for note in table_notes(report):
-            console.print(f"  {note}", highlight=False, soft_wrap=True)
+            console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
         breakdown = report.profiles.get("loader_cpu_ms_per_sample", {})
         for side, parts in breakdown.items():
             if isinstance(parts, dict):
@@ -63,4 +63,4 @@ def bench_command(
                 console.print(f"  loader CPU ms per sample, {side}: {text}", highlight=False, soft_wrap=True)
         if json_path is not None:
             write_json(report, json_path)
-            console.print(f"figures written to {json_path}")
+            console.print(f"figures written to {json_path}", markup=False)

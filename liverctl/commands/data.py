@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, guarded
+from liverctl.commands._common import console, err_console, esc, guarded, print_error
 from liverctl.disk import human_bytes
 
 
@@ -50,11 +50,11 @@ def synth(
                 slices=slices,
                 seed=seed,
                 workers=workers,
-                on_case=lambda case_id: progress.update(task, advance=1, last=f"case {case_id}"),
+                on_case=lambda case_id: progress.update(task, advance=1, last=f"case {esc(case_id)}"),
             )
         console.print(
             f"wrote {result.train_cases} training and {result.test_cases} test cases "
-            f"({size}x{size}x{slices}) to {out}: {human_bytes(result.bytes_written)} "
+            f"({size}x{size}x{slices}) to {esc(out)}: {human_bytes(result.bytes_written)} "
             f"in {time.perf_counter() - started:.1f} s"
         )
 
@@ -108,9 +108,9 @@ def ingest(
                 if event == "plan":
                     progress.update(task, total=total)
                 elif event == "case":
-                    progress.update(task, completed=done, last=f"case {case_id}")
+                    progress.update(task, completed=done, last=f"case {esc(case_id)}")
                 elif event == "failed":
-                    progress.update(task, completed=done, last=f"[red]case {case_id} failed[/]")
+                    progress.update(task, completed=done, last=f"[red]case {esc(case_id)} failed[/]")
 
             summary = ingest_sources(
                 sources,
@@ -133,7 +133,7 @@ def ingest(
                     soft_wrap=True,
                 )
         console.print(
-            f"{store}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
+            f"{esc(store)}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
             f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
             f"{summary.slices} slices, {summary.liver_slices} with liver; "
             f"read {human_bytes(summary.bytes_read)}, stored {human_bytes(summary.bytes_stored)}, "
@@ -145,7 +145,7 @@ def ingest(
             err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
         if summary.failures:
             for line in summary.failures:
-                err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                print_error(line)
             raise LiverctlError(
                 f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
             )

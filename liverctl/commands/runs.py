@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, fail, guarded
+from liverctl.commands._common import console, esc, fail, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -62,13 +62,14 @@ def _write_csv(rows: list[dict]) -> None:
 
 def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from liverctl import runs
 
     if not summaries:
-        console.print(f"no runs in {runs_dir} match the filter{'s' if n_filtered > 1 else ''}")
+        console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if n_filtered > 1 else ''}")
         return
-    table = Table(title=f"runs in {runs_dir}", title_justify="left", header_style="bold")
+    table = Table(title=f"runs in {esc(runs_dir)}", title_justify="left", header_style="bold")
     for header in ("name", "preset", *varied):
         table.add_column(header, overflow="fold")
     table.add_column("status")
@@ -88,10 +89,10 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
         if s.best_submitted is not None and n_subs > 1:
             submitted += f" ({n_subs})"
         table.add_row(
-            s.name,
-            s.preset or "-",
-            *(runs.format_setting(s.settings.get(k)) for k in varied),
-            f"[{styles.get(s.status, 'yellow')}]{s.status}[/]",
+            Text(s.name),
+            Text(s.preset or "-"),
+            *(Text(runs.format_setting(s.settings.get(k))) for k in varied),
+            Text(s.status, style=styles.get(s.status, "yellow")),
             f"[red]{s.nan_events}[/]" if s.nan_events else "0",
             f"{s.epochs_done}/{planned}",
             _dice(s.volume_dice, bold=True),
@@ -108,7 +109,8 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
     if damaged:
         console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
         for s in damaged:
-            console.print(f"  [bold]{s.name}[/]: " + "; ".join(s.problems), highlight=False, soft_wrap=True)
+            console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
+                          soft_wrap=True)
 
 
 def _print_wide(table) -> None:
@@ -119,7 +121,7 @@ def _print_wide(table) -> None:
     if console.is_terminal or width <= console.width:
         console.print(table)
     else:
-        Console(width=width, color_system=None).print(table)
+        Console(width=width, color_system=None, emoji=False).print(table)
 
 
 def _dice(value: float | None, bold: bool = False) -> str:
@@ -147,12 +149,12 @@ def report_command(
         run_dirs = [runs.resolve_run(spec, runs_dir) for spec in run_specs]
         out_dir = out if out is not None else report.default_out_dir(run_dirs)
         if overlays:
-            console.print(f"writing {out_dir}: predicting up to {max_cases} validation case(s) per run for the "
+            console.print(f"writing {esc(out_dir)}: predicting up to {max_cases} validation case(s) per run for the "
                           "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
                           highlight=False)
         result = report.write_report(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device
         )
-        console.print(f"report: {result.index_html}  ({len(result.images)} picture(s))", highlight=False)
+        console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
         for note in result.skipped:
-            console.print(f"  [yellow]skipped:[/] {note}", highlight=False)
+            console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, guarded
+from liverctl.commands._common import console, err_console, esc, guarded
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -68,18 +68,18 @@ def submit_command(
             result = make_submission(
                 runs, out, store_path=store, which=which, sample_path=sample, tta=tta, postprocess=postprocess,
                 threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks,
-                on_stage=on_stage, on_slices=on_slices, on_note=lambda text: console.print(text, highlight=False),
+                on_stage=on_stage, on_slices=on_slices, on_note=lambda text: console.print(text, highlight=False, markup=False),
             )
         s = result.summary
         post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
         console.print(
-            f"[bold green]wrote[/] {s.path}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
-            f"{len(result.runs)} run(s), tta {result.tta}, post {post}, threshold {result.threshold:g}, "
+            f"[bold green]wrote[/] {esc(s.path)}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
+            f"{len(result.runs)} run(s), tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
             f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
             highlight=False,
         )
         if result.masks_dir:
-            console.print(f"masks in {result.masks_dir}", highlight=False)
+            console.print(f"masks in {result.masks_dir}", highlight=False, markup=False)
 
 
 def postprocess_command(
@@ -100,8 +100,9 @@ def postprocess_command(
             source, target, mode, liver_labels=_liver_labels(liver_labels), in_place=in_place
         )
         for r in results:
-            console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False)
-        console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {mode}", highlight=False)
+            console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False,
+                          markup=False)
+        console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {esc(mode)}", highlight=False)
 
 
 def evaluate_command(
@@ -119,7 +120,7 @@ def evaluate_command(
             ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
         except MalformedSubmission as exc:
             for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
-                err_console.print(f"  {problem}", highlight=False, soft_wrap=True)
+                err_console.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
             if len(exc.problems) > MAX_PROBLEMS_SHOWN:
                 err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
             raise
@@ -130,17 +131,17 @@ def evaluate_command(
         if json_out is not None:
             write_scores(ev, json_out)
         _print_scores(ev)
-        console.print(f"scores saved to {saved}", highlight=False)
+        console.print(f"scores saved to {saved}", highlight=False, markup=False)
 
 
 def _print_scores(ev) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{ev.submission} vs {ev.labels}", title_justify="left", header_style="bold")
+    table = Table(title=f"{esc(ev.submission)} vs {esc(ev.labels)}", title_justify="left", header_style="bold")
     for name in ("case", "volume Dice", "slice Dice", "label voxels", "pred voxels", "slices"):
         table.add_column(name, justify="left" if name == "case" else "right")
     for c in ev.cases:
-        table.add_row(c.case, f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels), str(c.pred_voxels),
+        table.add_row(esc(c.case), f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels), str(c.pred_voxels),
                       str(c.slices))
     console.print(table)
     console.print(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, guarded
+from liverctl.commands._common import console, esc, guarded
 
 presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
 
@@ -26,7 +26,7 @@ def presets_list(ctx: typer.Context) -> None:
         table.add_column("preset")
         table.add_column("description")
         for name, description in list_presets().items():
-            table.add_row(name, description)
+            table.add_row(esc(name), esc(description))
         console.print(table)
 
 
@@ -62,6 +62,8 @@ def train(
     from liverctl.errors import LiverctlError
 
     with guarded(), contextlib.ExitStack() as held:
+        from rich.text import Text
+
         from liverctl.checkpoint import read_sidecar
         from liverctl.config import read_config, resolve_config
         from liverctl.train import distributed
@@ -111,7 +113,8 @@ def train(
                 held.enter_context(RunLock(run_dir))
                 check_fresh(run_dir)
         if info.is_main:
-            console.print(f"run [bold]{run_dir}[/] ({cfg['preset']}): events in {run_dir / 'events.jsonl'}", highlight=False)
+            console.print(Text.assemble("run ", (str(run_dir), "bold"),
+                                        f" ({cfg['preset']}): events in {run_dir / 'events.jsonl'}"), highlight=False)
         result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
         if info.is_main:
             best = result["best"]
@@ -119,7 +122,7 @@ def train(
             console.print(
                 f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
                 f"(epoch {best.get('epoch')}) in {run_dir}",
-                highlight=False,
+                highlight=False, markup=False,
             )
         if result["status"] == "interrupted":
             raise typer.Exit(130)

@@ -1,0 +1,114 @@
+"""Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort.
+
+`write_atomic` is the one way liverctl writes a small file that must never be seen half-written: a
+temporary file in the same folder, fsync of the file, `os.replace`, fsync of the folder. On any failure
+the temporary file is removed; a full disk becomes one line ("no space left on DEVICE while writing
+WHAT"). Standard library only: the TUI may import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from liverctl.errors import LiverctlError
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> list[tuple[int, int, str]]:
+    """Sort key that orders embedded numbers by value: case2 < case10, v3 < v3.1 < v4 < v5 < v5-focal."""
+    # re.split with a group puts the digit runs at the odd positions.
+    return [(0, int(part), "") if i % 2 else (1, 0, part) for i, part in enumerate(_DIGITS.split(text))]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def device_of(path: str | os.PathLike) -> str:
+    """The mount point holding `path` (the DEVICE a full-disk message names); the folder itself if unknown."""
+    current = Path(os.path.abspath(path))
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    while current != current.parent and not os.path.ismount(current):
+        current = current.parent
+    return str(current)
+
+
+def no_space_error(path: str | os.PathLike, what: str) -> LiverctlError:
+    return LiverctlError(f"no space left on {device_of(path)} while writing {what}", path=path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some file systems (and Windows) cannot open a folder: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = None,
+                encoding: str | None = "utf-8", newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on a clean exit it is fsynced and renamed onto `path`.
+
+    `what` names the file in a full-disk message (default: the file name). On any exception the
+    temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    binary = "b" in mode
+    try:
+        with open(tmp, mode, encoding=None if binary else encoding,
+                  newline=None if binary else newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno == errno.ENOSPC:
+            raise no_space_error(path, what or path.name) from None
+        raise LiverctlError(f"cannot write {what or path.name}: {exc.strerror or exc}", path=path) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None = None,
+                 check: Callable[[Path], None] | None = None) -> Path:
+    """Write `data` (text as UTF-8, or bytes) to `path` atomically; see `atomic_open`.
+
+    `check(tmp)`, when given, runs on the finished temporary file before the rename (a self-check may
+    refuse it by raising).
+    """
+    path = Path(path)
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w", what=what) as fh:
+        fh.write(data)
+        if check is not None:
+            fh.flush()
+            check(Path(fh.name))
+    return path
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

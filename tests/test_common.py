@@ -1,0 +1,67 @@
+"""`liverctl/commands/_common.py`: the error printer and every console line escape what users typed.
+
+A path, id or config value holding square brackets is printed as written: never read as rich markup
+(`nope[/bold]x` raised MarkupError, `volume-a[b]c.nii.gz` lost its `[b]`, the hint `[low, high]`
+vanished), nor emoji codes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from run_fixtures import make_run
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.commands._common import fail, guarded
+from liverctl.errors import LiverctlError
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_a_closing_tag_in_a_path_is_printed_not_parsed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _invoke("ingest", "nope[/bold]x")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == "error: nope[/bold]x: no such folder"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_file_name_with_brackets_keeps_them(tmp_path):
+    data = tmp_path / "d"
+    (data / "train" / "volume").mkdir(parents=True)
+    (data / "train" / "segmentation").mkdir()
+    (data / "train" / "volume" / "volume-a[b]c.nii.gz").write_bytes(b"not a nifti")
+    result = _invoke("ingest", data, "--store", tmp_path / "s.zarr", "--workers", "1")
+    assert result.exit_code == 2
+    assert "volume-a[b]c.nii.gz: case id 'a[b]c' must start" in result.output
+
+
+def test_a_config_hint_in_brackets_survives():
+    result = _invoke("presets", "show", "demo", "--set", "data.window=[5, 1]")
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: data.window must be [low, high] with low < high, got [5, 1]"
+
+
+@pytest.mark.parametrize("text", ["[bold]x[/]", "a[/]b", "x\\", ":fire: [red]", "[link=file:///etc]y"])
+def test_guarded_and_fail_print_any_message_exactly(text, capsys):
+    with pytest.raises(typer.Exit) as info, guarded():
+        raise LiverctlError(text, path="p[x]")
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == f"error: p[x]: {text}"
+    with pytest.raises(typer.Exit):
+        fail(text)
+    assert capsys.readouterr().err.strip() == f"error: {text}"
+
+
+def test_run_names_and_values_with_brackets_in_runs_and_watch(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "a[b]c", start_ts=1_700_000_000)
+    make_run(root, "plain", start_ts=1_700_001_000, settings={"loss.name": "[red]tversky"})
+    result = _invoke("runs", root)
+    assert result.exit_code == 0, result.output
+    assert "a[b]c" in result.output and "[red]tversky" in result.output
+    result = _invoke("watch", "a[b]c", "--runs-dir", root, "--once")
+    assert "a[b]c" in result.output

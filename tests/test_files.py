@@ -1,0 +1,110 @@
+"""`liverctl.files`: the one atomic write, sha256, natural sort."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+
+import pytest
+
+from liverctl import files
+from liverctl.errors import LiverctlError
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_write_atomic_writes_replaces_and_fsyncs_file_and_folder(tmp_path, monkeypatch):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.isdir(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", recording_fsync)
+    files.write_atomic(target, "new text ü")
+    assert target.read_text(encoding="utf-8") == "new text ü"
+    assert synced == [False, True]  # the file, then its folder (so the rename itself is durable)
+    files.write_atomic(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    assert _leftovers(tmp_path) == []
+
+
+class _FullDiskFile:
+    """A file whose writes fail the way a full disk makes them fail."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._real.close()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "config.toml"
+    target.write_text("kept")
+    real_open = open
+    monkeypatch.setattr(files, "open", lambda *a, **k: _FullDiskFile(real_open(*a, **k)), raising=False)
+    with pytest.raises(LiverctlError) as info:
+        files.write_atomic(target, "x = 1\n", what="the run's config")
+    message = str(info.value)
+    assert message.startswith(f"{target}: no space left on ") and message.endswith(" while writing the run's config")
+    assert files.device_of(tmp_path) in message  # DEVICE is the mount point holding the file
+    assert "\n" not in message
+    assert target.read_text() == "kept" and _leftovers(tmp_path) == []
+
+
+def test_a_full_disk_at_fsync_and_other_os_errors_are_one_line_too(tmp_path, monkeypatch):
+    target = tmp_path / "scores.json"
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    with pytest.raises(LiverctlError, match="no space left on .* while writing scores.json"):
+        files.write_atomic(target, "{}")
+    assert not target.exists() and _leftovers(tmp_path) == []
+    monkeypatch.undo()
+
+    with pytest.raises(LiverctlError, match="cannot write the scores: "):
+        files.write_atomic(tmp_path / "missing-folder" / "s.json", "{}", what="the scores")
+
+
+def test_a_failed_check_keeps_the_old_file_and_removes_the_temp_file(tmp_path):
+    target = tmp_path / "sub.csv"
+    target.write_text("old")
+
+    def refuse(tmp):
+        assert tmp.read_text() == "new"  # the check sees the finished temporary file
+        raise LiverctlError("self-check failed")
+
+    with pytest.raises(LiverctlError, match="self-check failed"):
+        files.write_atomic(target, "new", check=refuse)
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_file_sha256_matches_hashlib_across_blocks(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 17)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert files.file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_natural_key_orders_numbers_by_value():
+    names = ["v10", "v3.1", "v3", "demo", "v5-focal", "v5", "v2", "case²", "case10", "case9"]
+    assert sorted(names, key=files.natural_key) == [
+        "case9", "case10", "case²", "demo", "v2", "v3", "v3.1", "v5", "v5-focal", "v10"]
