@@ -410,3 +410,30 @@ def test_command_summary(tiny_dataset, tmp_path):
     assert "8 cases (6 train, 2 test; 8 ingested, 0 unchanged), 192 slices" in result.stdout
     again = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
     assert "0 ingested, 8 unchanged" in again.stdout
+
+
+def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
+                                                               monkeypatch):
+    from liverctl.ingest import check_free_space
+    from liverctl.layout import find_cases
+    from liverctl.store import store_bytes
+
+    # the estimate is not below what ingest really stores, on real CT
+    estimate = check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+    assert estimate >= store_bytes(real_store) * 0.9
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=estimate // 2))
+    with pytest.raises(LiverctlError, match="need about .* GB but the store's disk has .* GB free"):
+        check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+
+    store = tmp_path / "s.zarr"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1")
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and "8 case(s) to ingest need about" in error_lines(result)[0]
+    assert not list((store / "cases").glob("*/image"))  # nothing written
+    with pytest.raises(LiverctlError):
+        LiverStore.open(store)
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    assert run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1").exit_code == 0
+    assert len(LiverStore.open(store).case_ids()) == 8
