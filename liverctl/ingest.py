@@ -36,6 +36,7 @@ import numpy as np
 from liverctl.errors import LiverctlError
 from liverctl.layout import CaseFiles, find_cases
 from liverctl.store import CASES_GROUP, INDEX_GROUP, STORE_FORMAT, image_compressor, store_bytes
+from liverctl.workers import mp_context
 
 FLOAT16_MAX = 65504.0
 PERCENTILES = (0.5, 1, 5, 50, 95, 99, 99.5)
@@ -674,7 +675,7 @@ def _run_jobs(jobs: list[_CaseJob], workers: int | None) -> Iterator[_CaseResult
         for job in jobs:
             yield _build_case(job)
         return
-    pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init)
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_worker_init, mp_context=mp_context())
     try:
         futures = [pool.submit(_build_case, job) for job in jobs]
         for future in as_completed(futures):
