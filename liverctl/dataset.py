@@ -273,6 +273,10 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# imported once by the forkserver, not by every worker (liverctl/workers.py)
+WORKER_PRELOAD = ("torch", "albumentations", "liverctl.store", "liverctl.dataset")
+
+
 def _worker_kwargs(plan: LoaderPlan) -> dict:
     """The DataLoader arguments about worker processes, the same for the training and validation loaders."""
     import functools
@@ -285,7 +289,7 @@ def _worker_kwargs(plan: LoaderPlan) -> dict:
         "pin_memory": plan.pin_memory,
         "persistent_workers": workers,
         "worker_init_fn": functools.partial(_worker_init, sharing_strategy=plan.sharing_strategy),
-        "multiprocessing_context": mp_context() if workers else None,
+        "multiprocessing_context": mp_context(WORKER_PRELOAD) if workers else None,
     }
 
 
