@@ -112,7 +112,7 @@ def kept_packages(report: dict, python: str, platform: str) -> list[tuple[str, s
         for spec in items[name]["metadata"].get("requires_dist") or []:
             req = Requirement(spec)
             if req.marker is not None and not any(
-                req.marker.evaluate({**env, "extra": e}) for e in (keep[name] or {""})
+                req.marker.evaluate({**env, "extra": e}) for e in {"", *keep[name]}
             ):
                 continue
             todo.append((canonical(req.name), frozenset(req.extras)))

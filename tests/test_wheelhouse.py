@@ -86,3 +86,35 @@ def test_wheelhouse_installs_liverctl_offline_beside_an_existing_torch(tmp_path)
     out = run([bin_dir / "liverctl", "ingest", "data", "--store", "store/liver.zarr", "--workers", "2"], tmp_path,
               offline)
     assert "3 cases (2 train, 1 test; 3 ingested" in out.stdout
+
+
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wheelhouse_script", ROOT / "scripts" / "wheelhouse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_what_the_wheelhouse_keeps_and_leaves_out():
+    script = load_script()
+
+    def item(name, version, *requires):
+        return {"metadata": {"name": name, "version": version, "requires_dist": list(requires)}}
+
+    report = {"install": [
+        item("liverctl", "0.1.0", "torch", "torchvision", "zarr>=3", "Pillow", "tomli>=2; python_version < '3.11'"),
+        item("torch", "2.14.1", "sympy>=1.13", "filelock", "nvidia-cublas; platform_system == 'Linux'"),
+        item("torchvision", "0.29.1", "torch", "pillow>=5", "numpy"),
+        item("zarr", "3.4.2", "numpy>=1.26", "numcodecs[crc32c]>=0.14", "filelock; extra == 'remote'"),
+        item("numcodecs", "0.17.1", "numpy", "google-crc32c>=1.5; extra == 'crc32c'", "msgpack; extra == 'msgpack'"),
+        *[item(n, "1") for n in ("sympy", "filelock", "nvidia-cublas", "pillow", "numpy", "google-crc32c",
+                                 "msgpack", "tomli")],
+    ]}
+    kept = dict(script.kept_packages(report, "3.12", "manylinux_2_28_x86_64"))
+    # torch and torchvision, and what only they need, stay out; pillow is liverctl's own need too
+    assert sorted(kept) == ["google-crc32c", "numcodecs", "numpy", "pillow", "zarr"]
+    assert script.target_platforms("manylinux_2_28_x86_64")[:2] == ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64"]
+    assert "manylinux2014_x86_64" in script.target_platforms("manylinux_2_28_x86_64")
+    assert "manylinux2014_x86_64" not in script.target_platforms("manylinux_2_12_x86_64")
