@@ -260,15 +260,37 @@ def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderP
     return LoaderPlan(workers, None, cuda)
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     import signal
 
     import torch
 
+    if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
+        torch.multiprocessing.set_sharing_strategy(sharing_strategy)
     torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
     # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
     # must keep serving batches until it shuts them down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# imported once by the forkserver, not by every worker (liverctl/workers.py)
+WORKER_PRELOAD = ("torch", "albumentations", "liverctl.store", "liverctl.dataset")
+
+
+def _worker_kwargs(plan: LoaderPlan) -> dict:
+    """The DataLoader arguments about worker processes, the same for the training and validation loaders."""
+    import functools
+
+    from liverctl.workers import mp_context  # forkserver: the main process runs threads by now
+
+    workers = plan.num_workers > 0
+    return {
+        "num_workers": plan.num_workers,
+        "pin_memory": plan.pin_memory,
+        "persistent_workers": workers,
+        "worker_init_fn": functools.partial(_worker_init, sharing_strategy=plan.sharing_strategy),
+        "multiprocessing_context": mp_context(WORKER_PRELOAD) if workers else None,
+    }
 
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
@@ -277,29 +299,13 @@ def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: 
 
     if plan.sharing_strategy:
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=plan.num_workers,
-        pin_memory=plan.pin_memory,
-        persistent_workers=plan.num_workers > 0,
-        worker_init_fn=_worker_init,
-        drop_last=True,
-    )
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **_worker_kwargs(plan))
 
 
 def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):
     from torch.utils.data import DataLoader
 
-    return DataLoader(
-        dataset,
-        batch_sampler=dataset.case_batches(batch_size, rank, world),
-        num_workers=plan.num_workers,
-        pin_memory=plan.pin_memory,
-        persistent_workers=plan.num_workers > 0,
-        worker_init_fn=_worker_init,
-    )
+    return DataLoader(dataset, batch_sampler=dataset.case_batches(batch_size, rank, world), **_worker_kwargs(plan))
 
 
 def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from liverctl.errors import LiverctlError
 from liverctl.files import write_atomic
+from liverctl.workers import mp_context
 
 AIR, FAT, VISCERAL_FAT, MUSCLE, LUNG, BOWEL_GAS = -1000.0, -100.0, -85.0, 45.0, -850.0, -950.0
 OUTSIDE_FOV = -1024.0
@@ -395,7 +396,7 @@ def write_synthetic_dataset(
             if on_case:
                 on_case(str(job[3]))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context()) as pool:
             for job, n in zip(jobs, pool.map(_write_case, jobs), strict=True):
                 total += n
                 if on_case:

@@ -159,3 +159,33 @@ def test_seeded_augmentation_draws_each_transform_independently():
     first = aug(image=img, mask=mask)["image"]
     seed_augmentation(aug, 7)
     assert np.array_equal(first, aug(image=img, mask=mask)["image"])
+
+
+def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
+    """Forking a process that runs zarr's I/O threads can deadlock (Python 3.12+ warns): workers come from
+    forkserver, so the dataset, the store and the worker init travel pickled."""
+    import multiprocessing
+    import pickle
+    import warnings
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, val_rows = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg)
+    data[int(rows[0])]  # the store has been read: zarr's threads run in this process now
+    val = ds.ValidationDataset(store, val_rows, cfg)
+    pickle.loads(pickle.dumps((data, val)))
+    plan = ds.LoaderPlan(1, "file_system", False)
+    from liverctl.workers import start_method
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert start_method() == "forkserver"
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=4)
+    loader = ds.make_train_loader(data, sampler, 2, plan)
+    assert loader.multiprocessing_context.get_start_method() == start_method()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # "multi-threaded, use of fork() may lead to deadlocks"
+        batches = list(loader)
+        val_batches = list(ds.make_val_loader(val, 2, plan))
+    assert len(batches) == 2 and batches[0][0].shape == (2, 3, 64, 64)
+    assert sum(len(b[0]) for b in val_batches) == len(val_rows)

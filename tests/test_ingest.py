@@ -455,10 +455,19 @@ def test_absurd_headers_are_refused_and_every_other_case_ingested(dataset, tmp_p
     assert LiverStore.open(tmp_path / "s.zarr").case_ids() == [str(i) for i in range(8)]
 
 
+def _fork_workers(monkeypatch) -> None:
+    """Workers start with fork in this test, so that they inherit its monkeypatched faults (the product's
+    forkserver workers import liverctl afresh)."""
+    import liverctl.workers
+
+    monkeypatch.setattr(liverctl.workers, "start_method", lambda: "fork")
+
+
 def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
     """Make the worker that reads one of `case_ids` die as the OOM killer kills it (workers are forked)."""
     import liverctl.ingest as ingest
 
+    _fork_workers(monkeypatch)
     read_case = ingest._read_case
 
     def read_or_die(case, liver_labels, workers=1):
@@ -525,6 +534,7 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_dataset, tmp_path, monkeypatch, workers):
     store = tmp_path / "s.zarr"
+    _fork_workers(monkeypatch)
     _fill_disk_after(monkeypatch, chunks=24 * 2 + 5)  # a case or two fit, then the disk is full
     result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", workers)
     assert result.exit_code == 2 and "Traceback" not in result.stderr
@@ -547,9 +557,37 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_datas
 def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch):
     import liverctl.nifti
 
+    _fork_workers(monkeypatch)
     monkeypatch.setattr(liverctl.nifti, "machine_memory", lambda: 600 << 10)  # a 64x64x24 int16 volume: 192 KB
     two = ingest_folder(tiny_dataset, store=tmp_path / "two.zarr", workers=2)
     assert two.ingested == [] and len(two.failures) == 8
     assert all("more than the 150.0 KB this machine" in line and "use fewer --workers" in line for line in two.failures)
     one = ingest_folder(tiny_dataset, store=tmp_path / "one.zarr", workers=1)
     assert one.ok and len(one.ingested) == 8
+
+
+def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
+                                                               monkeypatch):
+    from liverctl.ingest import check_free_space
+    from liverctl.layout import find_cases
+    from liverctl.store import store_bytes
+
+    # the estimate is not below what ingest really stores, on real CT
+    estimate = check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+    assert estimate >= store_bytes(real_store) * 0.9
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=estimate // 2))
+    with pytest.raises(LiverctlError, match="need about .* GB but the store's disk has .* GB free"):
+        check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+
+    store = tmp_path / "s.zarr"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1")
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and "8 case(s) to ingest need about" in error_lines(result)[0]
+    assert not list((store / "cases").glob("*/image"))  # nothing written
+    with pytest.raises(LiverctlError):
+        LiverStore.open(store)
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    assert run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1").exit_code == 0
+    assert len(LiverStore.open(store).case_ids()) == 8
