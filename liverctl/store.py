@@ -321,29 +321,43 @@ class LiverStore:
         """Slice `z` of the image. Shape: float16 (X, Y)."""
         return self._reader(case_id, "image").read(int(z))
 
-    def read_label_slice(self, case_id: str, z: int) -> np.ndarray:
-        """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y)."""
+    def read_label_slice(self, case_id: str, z: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y); written into `out` if given (a
+        C-contiguous uint8 (X, Y) array, e.g. a view into a batch)."""
         if self.meta(case_id).get("split") != "train":
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
-        return self._reader(case_id, "label").read(int(z))
+        reader = self._reader(case_id, "label")
+        if out is None:
+            return reader.read(int(z))
+        reader.read_into(int(z), out)
+        return out
 
     def read_stack(
-        self, case_id: str, z: int, context: int = 1, dtype: np.dtype | type = np.float32
+        self,
+        case_id: str,
+        z: int,
+        context: int = 1,
+        dtype: np.dtype | type = np.float32,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Slices z-context .. z+context (clamped at the volume's ends), in HU.
 
         Shape: (2 * context + 1, X, Y), float32 unless `dtype` says otherwise (float16 is the stored
-        type: no conversion at all); channel `context` is slice z itself.
+        type: no conversion at all); channel `context` is slice z itself. `out`: a C-contiguous float16
+        array of that shape to read into (no allocation, e.g. a view into a worker's batch).
         """
         reader = self._reader(case_id, "image")
         depth = reader.shape[2]
         z = int(z)
         if not 0 <= z < depth:
             raise IndexError(f"slice {z} out of range for case {case_id!r} with {depth} slices")
-        stack = np.empty((2 * context + 1, *reader.shape[:2]), dtype=reader.dtype)
+        shape = (2 * context + 1, *reader.shape[:2])
+        if out is not None and (out.shape != shape or out.dtype != reader.dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be C-contiguous {reader.dtype} {shape}, got {out.dtype} {out.shape}")
+        stack = out if out is not None else np.empty(shape, dtype=reader.dtype)
         for i, zz in enumerate(range(z - context, z + context + 1)):
             reader.read_into(min(max(zz, 0), depth - 1), stack[i])
-        if stack.dtype == np.dtype(dtype):
+        if out is not None or stack.dtype == np.dtype(dtype):
             return stack
         return convert_float16(stack, dtype) if stack.dtype == np.float16 else stack.astype(dtype)
 

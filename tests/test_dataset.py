@@ -124,17 +124,40 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
     assert ds.plan_loader(0, batch_bytes=1024, cuda=False) == ds.LoaderPlan(1, None, False)
 
 
-def test_loader_with_worker_processes_reads_the_store(tiny_store):
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_loader_with_worker_processes_hands_over_float16_and_uint8(tiny_store, augment_on):
     store = LiverStore.open(tiny_store)
     cfg = cfg_for(tiny_store)
     rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg)
+    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on)
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
     loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
     batches = list(loader)
-    assert len(batches) == 2 and batches[0][0].shape == (4, 3, 64, 64)
+    assert len(batches) == 2
+    assert batches[0]["image"].dtype == torch.float16 and batches[0]["mask"].dtype == torch.uint8
+    image, mask = data.finish(batches[0], "cpu")
+    assert image.shape == (4, 3, 64, 64) and image.dtype == torch.float32 and mask.shape == (4, 1, 64, 64)
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
     again = list(loader)  # persistent workers, same epoch: same samples
-    assert torch.equal(batches[1][0], again[1][0])
+    assert torch.equal(batches[1]["image"], again[1]["image"])
+    positions = [p for p, _ in sampler][:4]
+    assert batches[0]["seed"].tolist() == [s for _, s in sampler][:4]
+    one = data.batch(list(zip(positions, batches[0]["seed"].tolist(), strict=True)))
+    assert torch.equal(one["image"], batches[0]["image"])  # workers or not, the same batch
+
+
+def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    dev = ds.SliceDataset(store, rows, cfg, augment_on="device")
+    cpu = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    batch = dev.batch([(3, 1), (9, 2)])
+    case = dev.case_ids[int(dev.case_codes[3])]
+    assert np.array_equal(batch["image"][0].numpy(), store.read_stack(case, int(dev.z[3]), dtype=np.float16))
+    a, b = dev.finish(batch, "cpu"), cpu.finish(cpu.batch([(3, 1), (9, 2)]), "cpu")
+    assert torch.allclose(a[0], b[0], atol=1e-3) and torch.equal(a[1], b[1])
 
 
 def test_seeded_augmentation_draws_each_transform_independently():
