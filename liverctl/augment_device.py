@@ -7,6 +7,7 @@ Workers hand over what the store holds, small (`liverctl.dataset.SliceDataset.ba
     norm   float32 (B, 2)        (lo, hi): x -> clip((x - lo) / (hi - lo), 0, 1); (0, 1) when already done
     size   int32   (B, 2)        each sample's own (X, Y); a batch of mixed sizes is zero-padded to (H, W)
     seed   int64   (B,)          the sample's augmentation seed
+    normalised  bool ()          True on the cpu path: image is in [0, 1] already (norm is then (0, 1))
 
 `finish_batch` turns it into image float32 (B, C, S, S) in [0, 1] and mask float32 (B, 1, S, S) on the
 device, S = data.input_size. On the device path it also augments, as albumentations does on the cpu path
@@ -168,10 +169,11 @@ def finish_batch(batch: dict, cfg: dict, device, *, augment: bool) -> tuple[Any,
     `augment` (the device path of a training loader), the seeded augmentation of each sample; otherwise
     only a resize to S where the batch is not S x S already.
     """
+    norm_cpu = batch["norm"]
+    done = bool(batch.get("normalised", False))  # the cpu path normalised (and clipped) in the worker
     image = batch["image"].to(device, non_blocking=True)
     mask = batch["mask"].to(device, non_blocking=True)
-    norm = batch["norm"].to(device, non_blocking=True)
-    x = normalise_on_device(image, norm)
+    x = image.float() if done else normalise_on_device(image, norm_cpu.to(device, non_blocking=True))
     m = mask.float()
     s = int(cfg["data"]["input_size"])
     sizes = batch["size"].tolist()

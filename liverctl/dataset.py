@@ -199,6 +199,7 @@ class SliceDataset:
             "norm": norm,
             "size": torch.tensor(sizes, dtype=torch.int32).view(n, 2),
             "seed": torch.tensor(seeds, dtype=torch.int64),
+            "normalised": torch.tensor(self.augment_on == "cpu"),
         }
 
     def finish(self, batch: dict, device) -> tuple:
