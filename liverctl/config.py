@@ -172,6 +172,8 @@ def validate(cfg: dict) -> None:
         raise LiverctlError(f"data.input_size must be a multiple of 32, got {data['input_size']}")
     if data["augment"] not in ("none", "flip_rotate", "distort"):
         raise LiverctlError(f"data.augment must be none, flip_rotate or distort, got '{data['augment']}'")
+    if data["augment_on"] not in ("auto", "device", "cpu"):
+        raise LiverctlError(f"data.augment_on must be auto, device or cpu, got '{data['augment_on']}'")
     if len(model["decoder_channels"]) != model["encoder_depth"]:
         raise LiverctlError(
             f"model.decoder_channels needs {model['encoder_depth']} entries (one per encoder stage), "

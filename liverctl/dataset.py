@@ -24,20 +24,26 @@ from liverctl.errors import LiverctlError
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
 
 
-def normalize(stack_hu: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
-    """HU -> [0, 1] as the config says, with no pass over the volume (stats come from the store).
-
-    Shape: stack_hu (C, H, W) any float/int dtype -> float32 (C, H, W).
-    window: clip to data.window and scale; minmax: (x - min) / (max - min) of the whole volume.
-    """
+def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
+    """(lo, hi) HU of the config's normalisation for a volume with these store stats: x -> (x - lo) / (hi - lo)."""
     data = cfg["data"]
-    x = np.asarray(stack_hu, dtype=np.float32)
     if data["normalize"] == "window":
         lo, hi = (float(v) for v in data["window"])
     elif data["normalize"] == "minmax":
         lo, hi = float(stats["min"]), float(stats["max"])
     else:
         raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
+    return lo, hi
+
+
+def normalize(stack_hu: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    """HU -> [0, 1] as the config says, with no pass over the volume (stats come from the store).
+
+    Shape: stack_hu (C, H, W) any float/int dtype -> float32 (C, H, W).
+    window: clip to data.window and scale; minmax: (x - min) / (max - min) of the whole volume.
+    """
+    lo, hi = norm_range(cfg, stats)
+    x = np.asarray(stack_hu, dtype=np.float32)
     if not hi > lo:
         return np.zeros_like(x)
     out = (x - lo) / (hi - lo)
@@ -94,26 +100,50 @@ def seed_augmentation(compose, seed: int) -> None:
         transform.set_random_seed(int(transform_seed))
 
 
-class SliceDataset:
-    """Training samples from rows of the store's slice index.
+def _batch_tensor(shape: tuple[int, ...], dtype):
+    """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
+    does, so that handing the batch over copies nothing."""
+    import torch
+    from torch.utils.data import get_worker_info
 
-    Item: `dataset[(row, sample_seed)]` (or `dataset[row]`, unaugmented seed 0) ->
-    image float32 (C, S, S), mask float32 (1, S, S), with C = 2 * data.context + 1, S = data.input_size.
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
+class SliceDataset:
+    """Training samples from rows of the store's slice index, read a batch at a time.
+
+    `dataset.batch([(row, sample_seed), ...])` (also `dataset[list]`, which the loader calls) is what a
+    worker hands over: the dict of `liverctl.augment_device` (image float16, mask uint8, norm, size,
+    seed), read from the chunks straight into the batch. `augment_on` says who augments:
+    "device": the worker only reads (image = HU as stored, own size); the training step normalises and
+    augments the whole batch (`finish`). "cpu": the worker normalises, runs albumentations and resizes
+    to S; the step only casts. `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
+    sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
     """
 
-    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True):
+    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu"):
+        if augment_on not in ("cpu", "device"):
+            raise ValueError(f"augment_on must be 'cpu' or 'device', not {augment_on!r}")
         index = store.slice_index()
         self.store = store
         self.cfg = cfg
         self.context = int(cfg["data"]["context"])
+        self.size = int(cfg["data"]["input_size"])
         self.rows = np.asarray(rows, dtype=np.int64)
         self.case_codes = np.asarray(index.case)[self.rows]
         self.z = np.asarray(index.z)[self.rows]
         self.liver = np.asarray(index.liver_pixels)[self.rows] > 0
         self.case_ids = list(index.case_ids)
         used = sorted(set(self.case_codes.tolist()))
-        self.stats = {c: store.meta(self.case_ids[c]).get("stats", {}) for c in used}
+        metas = {c: store.meta(self.case_ids[c]) for c in used}
+        self.stats = {c: m.get("stats", {}) for c, m in metas.items()}
+        self.shapes = {c: tuple(int(n) for n in m["shape"][:2]) for c, m in metas.items()}
+        self.ranges = {c: norm_range(cfg, self.stats[c]) for c in used}
         self.train = train
+        self.augment_on = augment_on
         self.augment = build_augmentation(cfg, train)
 
     def __len__(self) -> int:
@@ -127,16 +157,86 @@ class SliceDataset:
         label = self.store.read_label_slice(case, z)
         return normalize(stack, self.cfg, self.stats[code]), np.asarray(label, dtype=np.uint8)
 
-    def __getitem__(self, item):
+    def batch(self, items) -> dict:
+        """A worker's batch of `items` ((position, seed) pairs or positions); see the class docstring."""
         import torch
 
-        i, seed = item if isinstance(item, tuple) else (item, 0)
-        stack, label = self.load(int(i))
-        seed_augmentation(self.augment, int(seed))
-        out = self.augment(image=stack.transpose(1, 2, 0), mask=(label > 0).astype(np.uint8))
-        image = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
-        mask = np.ascontiguousarray(out["mask"][None], dtype=np.float32)
-        return torch.from_numpy(image), torch.from_numpy(mask)
+        pos = [int(it[0]) if isinstance(it, tuple | list) else int(it) for it in items]
+        seeds = [int(it[1]) if isinstance(it, tuple | list) else 0 for it in items]
+        codes = [int(self.case_codes[p]) for p in pos]
+        n, channels = len(pos), 2 * self.context + 1
+        if self.augment_on == "device":
+            sizes = [self.shapes[c] for c in codes]
+        else:
+            sizes = [(self.size, self.size)] * n
+        height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        image = _batch_tensor((n, channels, height, width), torch.float16)
+        mask = _batch_tensor((n, 1, height, width), torch.uint8)
+        norm = torch.zeros((n, 2), dtype=torch.float32)
+        norm[:, 1] = 1.0
+        for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
+            case, z = self.case_ids[code], int(self.z[p])
+            if self.augment_on == "cpu":
+                stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
+                label = self.store.read_label_slice(case, z)
+                aug_image, aug_mask = augment_sample(stack, label, self.ranges[code], self.augment, seeds[i])
+                image[i].copy_(aug_image)  # the cast to float16 is part of this copy
+                mask[i, 0].copy_(aug_mask)
+                continue
+            norm[i] = torch.tensor(self.ranges[code])
+            x, y = sizes[i]
+            if (x, y) == (height, width):
+                self.store.read_stack(case, z, context=self.context, dtype=np.float16, out=image[i].numpy())
+                self.store.read_label_slice(case, z, out=mask[i, 0].numpy())
+            else:  # a batch of mixed sizes: padding maps to 0 after normalisation
+                image[i].fill_(self.ranges[code][0])
+                mask[i].zero_()
+                image[i, :, :x, :y] = torch.from_numpy(self.store.read_stack(case, z, self.context, np.float16))
+                mask[i, 0, :x, :y] = torch.from_numpy(self.store.read_label_slice(case, z))
+        return {
+            "image": image,
+            "mask": mask,
+            "norm": norm,
+            "size": torch.tensor(sizes, dtype=torch.int32).view(n, 2),
+            "seed": torch.tensor(seeds, dtype=torch.int64),
+            "normalised": torch.tensor(self.augment_on == "cpu"),
+        }
+
+    def finish(self, batch: dict, device) -> tuple:
+        """The training step's side: `liverctl.augment_device.finish_batch` with this dataset's path."""
+        from liverctl.augment_device import finish_batch
+
+        return finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+
+    def __getitem__(self, item):
+        if isinstance(item, list):
+            return self.batch(item)
+        image, mask = self.finish(self.batch([item]), "cpu")
+        return image[0], mask[0]
+
+
+def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
+    """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
+    resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as
+    torch tensors.
+
+    Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
+    warp). The float16 -> float32 cast into the HWC layout albumentations wants is one torch copy, the
+    way back to float16 CHW another (numpy's float16 conversions are several times slower).
+    """
+    import torch
+
+    lo, hi = norm
+    hwc = torch.empty((*stack16.shape[1:], stack16.shape[0]), dtype=torch.float32)
+    hwc.copy_(torch.from_numpy(stack16).permute(1, 2, 0))
+    if hi > lo:
+        hwc.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+    else:
+        hwc.zero_()
+    seed_augmentation(augment, int(seed))
+    out = augment(image=hwc.numpy(), mask=label)
+    image = np.ascontiguousarray(out["image"]).reshape(*out["image"].shape[:2], -1)
+    return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(out["mask"]))
 
 
 class ValidationDataset(SliceDataset):
@@ -294,12 +394,17 @@ def _worker_kwargs(plan: LoaderPlan) -> dict:
 
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
+    """Batches of `dataset.batch` (dicts, see `liverctl.augment_device`); `dataset.finish(batch, device)`
+    turns one into (image, mask) on the device."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import BatchSampler, DataLoader
 
     if plan.sharing_strategy:
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **_worker_kwargs(plan))
+    # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation
+    return DataLoader(
+        dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)
+    )
 
 
 def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):

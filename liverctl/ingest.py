@@ -50,7 +50,7 @@ from liverctl.store import (
     INDEX_GROUP,
     STORE_FORMAT,
     TRAIN_ONLY_FOLD,
-    image_compressor,
+    SliceArrayWriter,
     store_bytes,
 )
 from liverctl.workers import mp_context
@@ -121,39 +121,82 @@ def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
         raise LiverctlError(f"{bad} non-finite {what} voxels (NaN or inf)", path=path)
 
 
-def float16_stats(volume16: np.ndarray) -> dict[str, float]:
-    """Exact min, max, mean, std and percentiles (numpy's linear method) of a float16 volume.
+class Float16Histogram:
+    """Counts of each of the 65,536 float16 bit patterns, added block by block while a volume is converted
+    (`Float16Converter`); `stats()` gives exact min, max, mean, std and percentiles (numpy's linear
+    method) from them, with no sort and no second pass over the voxels."""
 
-    Uses a histogram over the 65,536 float16 bit patterns, so it needs no sort and little memory.
-    """
-    counts = np.zeros(1 << 16, dtype=np.int64)
-    bits = volume16.view(np.uint16)
-    for z0 in range(0, bits.shape[-1], _Z_BLOCK):
+    def __init__(self) -> None:
+        self.counts = np.zeros(1 << 16, dtype=np.int64)
+
+    def add(self, values16: np.ndarray) -> None:
         # NIfTI arrays come in Fortran order, where a slab of slices is contiguous: no copy.
-        counts += np.bincount(bits[..., z0 : z0 + _Z_BLOCK].ravel(order="K"), minlength=1 << 16)
-    present = np.flatnonzero(counts)
-    values = present.astype(np.uint16).view(np.float16).astype(np.float64)
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], counts[present][order]
-    n = int(weights.sum())
-    cumulative = np.cumsum(weights)
+        self.counts += np.bincount(values16.view(np.uint16).ravel(order="K"), minlength=1 << 16)
 
-    def at_rank(rank: int) -> float:  # value of the rank-th smallest voxel (0-based)
-        return float(values[np.searchsorted(cumulative, rank, side="right")])
+    def stats(self) -> dict[str, float]:
+        counts = self.counts
+        present = np.flatnonzero(counts)
+        values = present.astype(np.uint16).view(np.float16).astype(np.float64)
+        order = np.argsort(values, kind="stable")
+        values, weights = values[order], counts[present][order]
+        n = int(weights.sum())
+        cumulative = np.cumsum(weights)
 
-    mean = float((values * weights).sum() / n)
-    stats = {
-        "min": float(values[0]),
-        "max": float(values[-1]),
-        "mean": mean,
-        "std": float(np.sqrt(((values - mean) ** 2 * weights).sum() / n)),
-    }
-    for q in PERCENTILES:
-        pos = q / 100.0 * (n - 1)
-        lo = int(np.floor(pos))
-        low, high = at_rank(lo), at_rank(min(lo + 1, n - 1))
-        stats[f"p{q:g}"] = low + (pos - lo) * (high - low)
-    return stats
+        def at_rank(rank: int) -> float:  # value of the rank-th smallest voxel (0-based)
+            return float(values[np.searchsorted(cumulative, rank, side="right")])
+
+        mean = float((values * weights).sum() / n)
+        stats = {
+            "min": float(values[0]),
+            "max": float(values[-1]),
+            "mean": mean,
+            "std": float(np.sqrt(((values - mean) ** 2 * weights).sum() / n)),
+        }
+        for q in PERCENTILES:
+            pos = q / 100.0 * (n - 1)
+            lo = int(np.floor(pos))
+            low, high = at_rank(lo), at_rank(min(lo + 1, n - 1))
+            stats[f"p{q:g}"] = low + (pos - lo) * (high - low)
+        return stats
+
+
+def float16_stats(volume16: np.ndarray) -> dict[str, float]:
+    """Exact min, max, mean, std and percentiles of a float16 volume (`Float16Histogram`)."""
+    hist = Float16Histogram()
+    for z0 in range(0, volume16.shape[-1], _Z_BLOCK):
+        hist.add(volume16[..., z0 : z0 + _Z_BLOCK])
+    return hist.stats()
+
+
+class Float16Converter:
+    """Source voxels -> float16, slab by slab, counting the float16 values on the way (`hist`).
+
+    Integer sources of 8 or 16 bits (most CT) convert through a table of every possible value: one
+    gather instead of numpy's scalar float16 rounding, and the histogram is a bincount of the raw values
+    mapped through the same table. Other sources use `astype`. Both give `data.astype(np.float16)` exactly.
+    """
+
+    def __init__(self, dtype: np.dtype):
+        dtype = np.dtype(dtype)
+        self.hist = Float16Histogram()
+        self.table = None
+        if dtype.kind in "iu" and dtype.itemsize <= 2:
+            self.raw = np.dtype(f"u{dtype.itemsize}")
+            self.table = np.arange(1 << (8 * dtype.itemsize), dtype=np.int64).astype(self.raw).view(dtype)
+            with np.errstate(over="ignore"):  # uint16 above 65504: inf, but ingest refuses those first
+                self.table = self.table.astype(np.float16)
+            self.table_bits = self.table.view(np.uint16)
+
+    def convert(self, slab: np.ndarray) -> np.ndarray:
+        """Shape: slab (X, Y, n) -> float16 (n, X, Y), C-contiguous (one chunk per slice)."""
+        if self.table is None:
+            out = np.ascontiguousarray(slab.transpose(2, 0, 1)).astype(np.float16)
+            self.hist.add(out)
+            return out
+        raw = slab.view(self.raw)
+        counts = np.bincount(raw.ravel(order="K"), minlength=self.table.size)
+        self.hist.counts += np.bincount(self.table_bits, weights=counts, minlength=1 << 16).astype(np.int64)
+        return self.table.take(np.ascontiguousarray(raw.transpose(2, 0, 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -228,8 +271,8 @@ def _build_case(job: _CaseJob) -> _CaseResult:
 
 
 def _write_case(job: _CaseJob) -> _CaseResult:
-    attrs, image16, liver, notes = _read_case(job.case, job.liver_labels, job.workers)
-    _write_case_group(Path(job.work_dir) / job.case.case_id, image16, liver, attrs)
+    attrs, image, liver, notes = _read_case(job.case, job.liver_labels, job.workers)
+    _write_case_group(Path(job.work_dir) / job.case.case_id, image, liver, attrs)
     return _CaseResult(
         job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0), notes=notes
     )
@@ -238,14 +281,16 @@ def _write_case(job: _CaseJob) -> _CaseResult:
 def _read_case(
     case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None, list[str]]:
-    """Load and check a case. Returns its attributes (all but `complete`), the image as float16
-    (X, Y, Z), for training cases the liver mask as uint8 (X, Y, Z), and notes for the user."""
+    """Load and check a case. Returns its attributes (all but `complete`; `stats` None until written),
+    the image as read (X, Y, Z) in the file's dtype with scaling applied, for training cases the liver
+    mask as uint8 (X, Y, Z), and notes for the user."""
     notes: list[str] = []
     attrs: dict[str, Any] = {"split": case.split}
     attrs.update(_source_attrs(case.volume))
     img, data = read_nifti(case.volume, workers=workers)
     _check_finite(data, case.volume, "image")
-    peak = float(max(abs(float(data.min())), abs(float(data.max()))))
+    in_range = data.dtype in (np.int8, np.uint8, np.int16)  # always within float16's range: no pass needed
+    peak = 0.0 if in_range else float(max(abs(float(data.min())), abs(float(data.max()))))
     if peak > FLOAT16_MAX:
         raise LiverctlError(
             f"has values up to {peak:g}, beyond float16's range (|HU| <= {FLOAT16_MAX:g}); is it CT in HU?",
@@ -269,8 +314,6 @@ def _read_case(
             notes.append(note)
         del label
 
-    image16 = data.astype(np.float16)  # equal to dataobj[..., z].astype(float16) slice by slice
-    del data
     slope, inter = img.header.get_slope_inter()
     attrs.update(
         {
@@ -279,7 +322,7 @@ def _read_case(
             "shape": list(shape),
             "affine": [[float(v) for v in row] for row in img.affine],
             "spacing": [float(s) for s in img.header.get_zooms()[:3]],
-            "stats": float16_stats(image16),
+            "stats": None,  # counted while the writer converts to float16 (`Float16Converter`)
             "liver_labels": None,
             "liver_voxels": None,
             "fold": None,  # set over all cases at the end of the run
@@ -290,33 +333,34 @@ def _read_case(
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
         attrs["liver_voxels"] = int(per_slice.sum())
         attrs["liver_pixels_per_slice"] = [int(n) for n in per_slice]
-    return attrs, image16, liver, notes
+    return attrs, data, liver, notes
 
 
 def _write_case_group(
-    out: Path, image16: np.ndarray, liver: np.ndarray | None, attrs: dict[str, Any]
+    out: Path, image: np.ndarray, liver: np.ndarray | None, attrs: dict[str, Any]
 ) -> None:
-    """Write a case as a standalone Zarr group at `out`, `complete=true` in the last metadata write."""
+    """Write a case as a standalone Zarr group at `out`, `complete=true` in the last metadata write.
+
+    One pass over the image, `_Z_BLOCK` slices at a time: convert to float16 (`image.astype(float16)`
+    exactly), count the values for `attrs["stats"]`, encode and write each slice's chunk file
+    (`liverctl.store.SliceArrayWriter`).
+    """
     import zarr
 
     if out.exists():
         shutil.rmtree(out)
     group = zarr.open_group(str(out), mode="w")
-    shape = image16.shape
-    arrays = [("image", image16)] + ([("label", liver)] if liver is not None else [])
-    for name, values in arrays:
-        array = group.create_array(
-            name,
-            shape=shape,
-            chunks=(shape[0], shape[1], 1),
-            dtype=values.dtype,
-            compressors=image_compressor(),
-            fill_value=0,
-            dimension_names=("x", "y", "z"),
-        )
-        for z0 in range(0, shape[2], _Z_BLOCK):
-            array[:, :, z0 : z0 + _Z_BLOCK] = values[:, :, z0 : z0 + _Z_BLOCK]
-    group.attrs.update({**attrs, "complete": True})
+    shape = tuple(image.shape)
+    image_writer = SliceArrayWriter(group, "image", shape, np.float16)
+    label_writer = SliceArrayWriter(group, "label", shape, np.uint8) if liver is not None else None
+    converter = Float16Converter(image.dtype)
+    for z0 in range(0, shape[2], _Z_BLOCK):
+        slab16 = converter.convert(image[:, :, z0 : z0 + _Z_BLOCK])
+        for k, values in enumerate(slab16):
+            image_writer.write(z0 + k, values)
+            if label_writer is not None:
+                label_writer.write(z0 + k, liver[:, :, z0 + k])
+    group.attrs.update({**attrs, "stats": converter.hist.stats(), "complete": True})
 
 
 def _worker_init() -> None:

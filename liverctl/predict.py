@@ -203,6 +203,17 @@ def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(volume[..., zs], -1, 0), dtype=np.float32)
 
 
+CPU_BATCH = 1  # slices per forward pass on the CPU (the notebook's loop; see predict_case_probabilities)
+
+
+def cpu_batching(batch_size: int, device: Any) -> tuple[int, bool]:
+    """(slices per forward pass, prefetch on a thread?) for `device`: as asked on CUDA, `CPU_BATCH` and no
+    prefetch on the CPU."""
+    if str(getattr(device, "type", device)).startswith("cuda"):
+        return max(1, int(batch_size)), True
+    return CPU_BATCH, False
+
+
 def predict_case_probabilities(
     run: RunModel,
     volume: np.ndarray,
@@ -218,13 +229,17 @@ def predict_case_probabilities(
 
     Shape: volume (X, Y, Z) -> float32 (X, Y, Z). Each batch: (B, C, X, Y) normalised stacks -> resized as
     in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) -> resized back
-    (bilinear) to (B, 1, X, Y). The next batch is prepared on a thread while the model runs.
+    (bilinear) to (B, 1, X, Y). On CUDA, batches of `batch_size` under AMP, the next one prepared on a
+    thread while the model runs. On the CPU (`cpu_batching`), slices go one at a time with no prefetch
+    thread: the convolutions already use every core, a helper thread only competes with them, and a
+    batch of 512 x 512 slices outgrows the caches that batch 1 stays in.
     """
     import torch
     import torch.nn.functional as F
 
     x_size, y_size, depth = volume.shape
     size = input_size(run.cfg)
+    batch_size, prefetch = cpu_batching(batch_size, device)
 
     def prepare(z0: int) -> np.ndarray:
         zs = range(z0, min(z0 + batch_size, depth))
@@ -233,10 +248,10 @@ def predict_case_probabilities(
     out = np.empty((x_size, y_size, depth), dtype=np.float32)
     starts = list(range(0, depth, batch_size))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(prepare, starts[0]) if starts else None
+        pending = pool.submit(prepare, starts[0]) if starts and prefetch else None
         for i, z0 in enumerate(starts):
-            stacks = pending.result()
-            if i + 1 < len(starts):
+            stacks = pending.result() if prefetch else prepare(z0)
+            if prefetch and i + 1 < len(starts):
                 pending = pool.submit(prepare, starts[i + 1])
             batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
             probs = tta_probabilities(run.model, batch, tta, amp)

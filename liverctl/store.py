@@ -40,16 +40,17 @@ TRAIN_ONLY_FOLD = -2  # training cases of an extra source: trained on, never val
 
 
 def image_compressor():
-    """The codec of image and label chunks: blosc(lz4hc, clevel 2, byte shuffle).
+    """The codec of image and label chunks: blosc(lz4, clevel 9, byte shuffle).
 
-    Measured per 512 x 512 float16 slice of the real CT in data/real/totalseg-dicom20, against the
-    notebook's float16 `.npy` per slice: lz4hc-2 0.55x the bytes and decodes about as fast as `np.load`
-    reads the `.npy`; zstd-1 0.47x but decodes 3-4x slower; zstd-3 0.44x, slower still to encode; plain
-    lz4 0.59x. Reading is done every epoch and ingest once, so lz4hc-2 (see docs/store.md).
+    Measured per 512 x 512 float16 slice of the real CT in data/real/totalseg-dicom20 (one thread),
+    bytes against the notebook's float16 `.npy` per slice: lz4-9 0.58x, encode 0.5 ms, decode 0.11 ms;
+    lz4hc-2 0.55x but encode 2.9 ms (6x: it was most of ingest's time beyond reading the NIfTI) and decode
+    0.16 ms; zstd-1 0.47x, encode 1.5 ms, decode 0.49 ms. Reads happen every epoch and ingest should run
+    at the speed of reading its input, so lz4-9 (see docs/store.md). Any blosc/zstd store still reads.
     """
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="lz4hc", clevel=2, shuffle="shuffle")
+    return BloscCodec(cname="lz4", clevel=9, shuffle="shuffle")
 
 
 @dataclass
@@ -85,11 +86,131 @@ class SliceIndex:
         return np.flatnonzero(keep)
 
 
+def slice_chunk_path(array_dir: Path, z: int) -> Path:
+    """The chunk file of slice `z` of an (X, Y, Z) array chunked (X, Y, 1), in the Zarr v3 default chunk key
+    encoding with "/" (`<array>/c/0/0/<z>`). The one place that spells chunk keys: ingest writes through
+    it and `_ChunkReader` reads through it."""
+    return array_dir / "c" / "0" / "0" / str(int(z))
+
+
+ChunkCodec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, np.ndarray], None]]
+
+
+def slice_chunk_codec(array) -> ChunkCodec | None:
+    """(encode, decode) of one slice chunk of a zarr array, or None when the array is not in the plain
+    layout this module reads and writes itself: local store, (X, Y, Z) chunked (X, Y, 1), default "/"
+    chunk keys, codecs exactly [bytes little-endian (no transpose, so C order), optional blosc or zstd].
+
+    encode(slice (X, Y) C-contiguous) -> bytes; decode(bytes, out (X, Y) C-contiguous) fills `out`.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+    from zarr.storage import LocalStore
+
+    shape = tuple(array.shape)
+    if not isinstance(array.store, LocalStore) or len(shape) != 3:
+        return None
+    if tuple(array.chunks) != (shape[0], shape[1], 1):
+        return None
+    meta = array.metadata
+    encoding = meta.chunk_key_encoding
+    if getattr(encoding, "name", None) != "default" or getattr(encoding, "separator", None) != "/":
+        return None
+    codecs = list(meta.codecs)
+    if not codecs or not isinstance(codecs[0], BytesCodec):
+        return None
+    endian = codecs[0].endian
+    if endian is not None and getattr(endian, "value", endian) != "little":
+        return None
+    rest = codecs[1:]
+    if len(rest) > 1:
+        return None
+    import numcodecs
+
+    if not rest:
+
+        def encode(values: np.ndarray) -> bytes:
+            return values.tobytes()
+
+        def decode(raw: bytes, out: np.ndarray) -> None:
+            out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
+
+        return encode, decode
+    codec = rest[0]
+    if isinstance(codec, BloscCodec):
+        from numcodecs import blosc
+
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[getattr(codec.shuffle, "value", "shuffle")]
+        blosc_codec = numcodecs.Blosc(
+            cname=getattr(codec.cname, "value", codec.cname), clevel=codec.clevel, shuffle=shuffle,
+            blocksize=codec.blocksize or 0,
+        )
+
+        def encode(values: np.ndarray) -> bytes:
+            return blosc_codec.encode(values)
+
+        def decode(raw: bytes, out: np.ndarray) -> None:
+            blosc.decompress(raw, out)
+
+        return encode, decode
+    if isinstance(codec, ZstdCodec):
+        zstd = numcodecs.Zstd(level=codec.level)
+
+        def encode(values: np.ndarray) -> bytes:
+            return zstd.encode(values)
+
+        def decode(raw: bytes, out: np.ndarray) -> None:
+            zstd.decode(raw, out=out)
+
+        return encode, decode
+    return None
+
+
+class SliceArrayWriter:
+    """Writes an (X, Y, Z) array chunked (X, Y, 1) one slice at a time, each chunk file encoded and
+    written here (`slice_chunk_path`, `slice_chunk_codec`): zarr-python only writes the array's metadata.
+    A slice of zeros (the fill value) is not written, as zarr-python would not write it either.
+    """
+
+    def __init__(self, group, name: str, shape: tuple[int, int, int], dtype):
+        array = group.create_array(
+            name,
+            shape=shape,
+            chunks=(shape[0], shape[1], 1),
+            dtype=dtype,
+            compressors=image_compressor(),
+            fill_value=0,
+            dimension_names=("x", "y", "z"),
+        )
+        codec = slice_chunk_codec(array)
+        if codec is None:  # never for what create_array above makes; a guard against a zarr change
+            raise LiverctlError(f"zarr wrote array {name!r} in a layout liverctl cannot write itself")
+        self.encode = codec[0]
+        self.dir = Path(str(array.store.root)) / array.path
+        self.dtype = np.dtype(dtype)
+        self._made = False
+
+    def write(self, z: int, values: np.ndarray) -> None:
+        """Write slice `z`. Shape: values (X, Y) of the array's dtype (made C-contiguous if it is not)."""
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if not values.view(np.uint8).any():
+            return
+        path = slice_chunk_path(self.dir, z)
+        if not self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        _write_chunk_file(path, self.encode(values))
+
+
+def _write_chunk_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 class _ChunkReader:
     """Reads single z-slices of one (X, Y, Z) array with chunks (X, Y, 1).
 
-    Fast path: the chunk file `<array>/c/0/0/<z>` is read and decoded with numcodecs. `decode` is None
-    when the array is not in that plain layout; reads then go through zarr-python.
+    Fast path: the chunk file (`slice_chunk_path`) is read and decoded (`slice_chunk_codec`). `decode` is
+    None when the array is not in that plain layout; reads then go through zarr-python.
     """
 
     def __init__(self, array):
@@ -99,51 +220,11 @@ class _ChunkReader:
         self.fill_value = array.fill_value
         self.folder: Path | None = None
         self.decode: Callable[[bytes, np.ndarray], None] | None = None
-        self._setup_fast_path()
-
-    def _setup_fast_path(self) -> None:
-        from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
-        from zarr.storage import LocalStore
-
-        meta = self.array.metadata
-        store = self.array.store
-        if not isinstance(store, LocalStore) or len(self.shape) != 3:
-            return
-        if tuple(self.array.chunks) != (self.shape[0], self.shape[1], 1):
-            return
-        encoding = meta.chunk_key_encoding
-        if getattr(encoding, "name", None) != "default" or getattr(encoding, "separator", None) != "/":
-            return
-        codecs = list(meta.codecs)  # exactly [bytes, optional compressor]: no transpose, so C order
-        if not codecs or not isinstance(codecs[0], BytesCodec):
-            return
-        endian = codecs[0].endian
-        if endian is not None and getattr(endian, "value", endian) != "little":
-            return
-        rest = codecs[1:]
-        if len(rest) > 1:
-            return
-        import numcodecs
-
-        if not rest:
-
-            def decode(raw: bytes, out: np.ndarray) -> None:
-                out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
-        elif isinstance(rest[0], BloscCodec):
-            from numcodecs import blosc
-
-            def decode(raw: bytes, out: np.ndarray) -> None:
-                blosc.decompress(raw, out)
-        elif isinstance(rest[0], ZstdCodec):
-            zstd = numcodecs.Zstd()
-
-            def decode(raw: bytes, out: np.ndarray) -> None:
-                zstd.decode(raw, out=out)
-        else:
-            return
-        self.folder = Path(str(store.root)) / self.array.path / "c" / "0" / "0"
-        self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
-        self.decode = decode
+        codec = slice_chunk_codec(array)
+        if codec is not None:
+            self.folder = Path(str(array.store.root)) / array.path
+            self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
+            self.decode = codec[1]
 
     def read_into(self, z: int, out: np.ndarray) -> None:
         """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype."""
@@ -153,7 +234,7 @@ class _ChunkReader:
             out[...] = self.array[:, :, z]
             return
         try:
-            with open(self.folder / str(z), "rb") as f:
+            with open(slice_chunk_path(self.folder, z), "rb") as f:
                 raw = f.read()
         except FileNotFoundError:  # chunks equal to the fill value are not written
             out.fill(self.fill_value)
@@ -330,29 +411,43 @@ class LiverStore:
         """Slice `z` of the image. Shape: float16 (X, Y)."""
         return self._reader(case_id, "image").read(int(z))
 
-    def read_label_slice(self, case_id: str, z: int) -> np.ndarray:
-        """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y)."""
+    def read_label_slice(self, case_id: str, z: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y); written into `out` if given (a
+        C-contiguous uint8 (X, Y) array, e.g. a view into a batch)."""
         if self.meta(case_id).get("split") != "train":
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
-        return self._reader(case_id, "label").read(int(z))
+        reader = self._reader(case_id, "label")
+        if out is None:
+            return reader.read(int(z))
+        reader.read_into(int(z), out)
+        return out
 
     def read_stack(
-        self, case_id: str, z: int, context: int = 1, dtype: np.dtype | type = np.float32
+        self,
+        case_id: str,
+        z: int,
+        context: int = 1,
+        dtype: np.dtype | type = np.float32,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Slices z-context .. z+context (clamped at the volume's ends), in HU.
 
         Shape: (2 * context + 1, X, Y), float32 unless `dtype` says otherwise (float16 is the stored
-        type: no conversion at all); channel `context` is slice z itself.
+        type: no conversion at all); channel `context` is slice z itself. `out`: a C-contiguous float16
+        array of that shape to read into (no allocation, e.g. a view into a worker's batch).
         """
         reader = self._reader(case_id, "image")
         depth = reader.shape[2]
         z = int(z)
         if not 0 <= z < depth:
             raise IndexError(f"slice {z} out of range for case {case_id!r} with {depth} slices")
-        stack = np.empty((2 * context + 1, *reader.shape[:2]), dtype=reader.dtype)
+        shape = (2 * context + 1, *reader.shape[:2])
+        if out is not None and (out.shape != shape or out.dtype != reader.dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be C-contiguous {reader.dtype} {shape}, got {out.dtype} {out.shape}")
+        stack = out if out is not None else np.empty(shape, dtype=reader.dtype)
         for i, zz in enumerate(range(z - context, z + context + 1)):
             reader.read_into(min(max(zz, 0), depth - 1), stack[i])
-        if stack.dtype == np.dtype(dtype):
+        if out is not None or stack.dtype == np.dtype(dtype):
             return stack
         return convert_float16(stack, dtype) if stack.dtype == np.float16 else stack.astype(dtype)
 

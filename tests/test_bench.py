@@ -27,6 +27,8 @@ EXPECTED_FIGURES = {
     "postprocess_seconds",  # cc3d clean-up of one volume
     "rle_seconds",  # RLE of all its slices
     "inference_seconds_per_slice",
+    "loader_cpu_per_sample",  # worker CPU per sample, albumentations path, vs the notebook's (issue 12)
+    "loader_worker_cpu_device",  # worker CPU per sample, device augmentation path, vs 2.5 ms (issue 12)
     "real_store_bytes",  # store vs .npy cache on the real CT
     "real_window_reads",  # random 3-slice window reads/s on the real CT
 }

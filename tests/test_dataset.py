@@ -124,17 +124,40 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
     assert ds.plan_loader(0, batch_bytes=1024, cuda=False) == ds.LoaderPlan(1, None, False)
 
 
-def test_loader_with_worker_processes_reads_the_store(tiny_store):
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_loader_with_worker_processes_hands_over_float16_and_uint8(tiny_store, augment_on):
     store = LiverStore.open(tiny_store)
     cfg = cfg_for(tiny_store)
     rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg)
+    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on)
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
     loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
     batches = list(loader)
-    assert len(batches) == 2 and batches[0][0].shape == (4, 3, 64, 64)
+    assert len(batches) == 2
+    assert batches[0]["image"].dtype == torch.float16 and batches[0]["mask"].dtype == torch.uint8
+    image, mask = data.finish(batches[0], "cpu")
+    assert image.shape == (4, 3, 64, 64) and image.dtype == torch.float32 and mask.shape == (4, 1, 64, 64)
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
     again = list(loader)  # persistent workers, same epoch: same samples
-    assert torch.equal(batches[1][0], again[1][0])
+    assert torch.equal(batches[1]["image"], again[1]["image"])
+    positions = [p for p, _ in sampler][:4]
+    assert batches[0]["seed"].tolist() == [s for _, s in sampler][:4]
+    one = data.batch(list(zip(positions, batches[0]["seed"].tolist(), strict=True)))
+    assert torch.equal(one["image"], batches[0]["image"])  # workers or not, the same batch
+
+
+def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    dev = ds.SliceDataset(store, rows, cfg, augment_on="device")
+    cpu = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    batch = dev.batch([(3, 1), (9, 2)])
+    case = dev.case_ids[int(dev.case_codes[3])]
+    assert np.array_equal(batch["image"][0].numpy(), store.read_stack(case, int(dev.z[3]), dtype=np.float16))
+    a, b = dev.finish(batch, "cpu"), cpu.finish(cpu.batch([(3, 1), (9, 2)]), "cpu")
+    assert torch.allclose(a[0], b[0], atol=1e-3) and torch.equal(a[1], b[1])
 
 
 def test_seeded_augmentation_draws_each_transform_independently():
@@ -172,7 +195,7 @@ def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
     cfg = cfg_for(tiny_store)
     rows, val_rows = ds.split_rows(store, 0)
     data = ds.SliceDataset(store, rows, cfg)
-    data[int(rows[0])]  # the store has been read: zarr's threads run in this process now
+    data[0]  # the store has been read: zarr's threads run in this process now
     val = ds.ValidationDataset(store, val_rows, cfg)
     pickle.loads(pickle.dumps((data, val)))
     plan = ds.LoaderPlan(1, "file_system", False)
@@ -187,5 +210,5 @@ def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
         warnings.simplefilter("error", DeprecationWarning)  # "multi-threaded, use of fork() may lead to deadlocks"
         batches = list(loader)
         val_batches = list(ds.make_val_loader(val, 2, plan))
-    assert len(batches) == 2 and batches[0][0].shape == (2, 3, 64, 64)
+    assert len(batches) == 2 and data.finish(batches[0], "cpu")[0].shape == (2, 3, 64, 64)
     assert sum(len(b[0]) for b in val_batches) == len(val_rows)

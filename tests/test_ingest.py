@@ -138,6 +138,68 @@ def test_float16_stats_are_exact():
         assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
 
 
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
+def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
+    """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
+    statistics it counts on the way are those of the converted volume."""
+    from liverctl.ingest import Float16Converter
+
+    rng = np.random.default_rng(3)
+    if dtype in ("float32", "float64"):
+        values = rng.normal(40, 300, size=(11, 7, 37)).astype(dtype) * 1.37 - 0.3
+        values[0, 0, 0] = -0.0
+    else:
+        info = np.iinfo(dtype)
+        high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
+        values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
+    values = np.asfortranarray(values)  # as NIfTI hands it over
+    converter = Float16Converter(values.dtype)
+    slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
+    got = np.concatenate(slabs).transpose(1, 2, 0)
+    expected = values.astype(np.float16)
+    assert slabs[0].flags.c_contiguous and slabs[0].shape == (16, 11, 7)
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+    assert converter.hist.stats() == float16_stats(expected)
+
+
+def test_every_array_reads_back_through_plain_zarr_python(tiny_dataset, tiny_store):
+    """Ingest writes the chunk files itself: zarr-python must read every array as the sources say."""
+    import zarr
+
+    root = zarr.open_group(str(tiny_store), mode="r")
+    train = sorted((tiny_dataset / "train" / "volume").iterdir())
+    test = sorted((tiny_dataset / "test").glob("*.nii.gz"))
+    for path in train + test:
+        case_id = path.name.removeprefix("volume-").removesuffix(".nii.gz")
+        group = root[f"cases/{case_id}"]
+        source = np.asarray(nib.load(path).dataobj)
+        image = group["image"][...]
+        np.testing.assert_array_equal(image.view(np.uint16), source.astype(np.float16).view(np.uint16))
+        assert group.attrs["stats"] == float16_stats(source.astype(np.float16))
+        if path in train:
+            label = np.asarray(nib.load(tiny_dataset / "train" / "segmentation" / f"segmentation-{case_id}.nii.gz").dataobj)
+            np.testing.assert_array_equal(group["label"][...], (label > 0).astype(np.uint8))
+        else:
+            assert "label" not in group
+    store = LiverStore.open(tiny_store)
+    index = store.slice_index()
+    for name in ("case", "z", "neighbors", "liver_pixels", "split", "fold"):
+        np.testing.assert_array_equal(root[f"index/{name}"][...], getattr(index, name))
+
+
+def test_a_second_zarr_implementation_reads_the_store(tiny_dataset, tiny_store):
+    """tensorstore's zarr3 driver (independent of zarr-python) reads the images voxel-exact."""
+    ts = pytest.importorskip("tensorstore")
+    for case_id in ("0", "6"):
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / case_id / "image")}}
+        image = ts.open(spec, read=True).result().read().result()
+        source = next(p for p in tiny_dataset.rglob(f"volume-{case_id}.nii.gz"))
+        np.testing.assert_array_equal(image, np.asarray(nib.load(source).dataobj).astype(np.float16))
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / "0" / "label")}}
+    label = ts.open(spec, read=True).result().read().result()
+    assert label.dtype == np.uint8 and label.max() == 1
+
+
 def test_folds_are_balanced_and_deterministic():
     voxels = {f"c{i}": v for i, v in enumerate([5, 100, 7, 3000, 42, 900, 11, 0, 250, 64])}
     folds = assign_folds(voxels, 5, seed=0)
@@ -513,22 +575,22 @@ def test_a_killed_worker_is_one_line_in_the_command(tiny_dataset, tmp_path, monk
 
 
 def _fill_disk_after(monkeypatch, chunks: int) -> None:
-    """zarr's file writes raise ENOSPC once `chunks` chunk files are written (metadata is still written)."""
+    """Chunk file writes (ingest writes them itself) raise ENOSPC once `chunks` of them are written
+    (metadata is still written)."""
     import errno
 
-    import zarr.storage._local as local
+    import liverctl.store
 
-    put = local._put
+    put = liverctl.store._write_chunk_file
     written = [0]
 
-    def put_or_full(path, value, exclusive=False):
-        if "/c/" in str(path):
-            written[0] += 1
-            if written[0] > chunks:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return put(path, value, exclusive=exclusive)
+    def put_or_full(path, data):
+        written[0] += 1
+        if written[0] > chunks:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return put(path, data)
 
-    monkeypatch.setattr(local, "_put", put_or_full)
+    monkeypatch.setattr(liverctl.store, "_write_chunk_file", put_or_full)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -128,14 +128,26 @@ def _run(input_size, context=1, model=identity_model):
     return RunModel(run_dir=Path("runs/x"), model=model, cfg=cfg)
 
 
-def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize):
+@pytest.mark.parametrize("batching", [(1, False), (3, True)], ids=["cpu", "cuda-like batches + prefetch"])
+def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize, monkeypatch, batching):
     # each slice constant = its own index scaled, so any mix-up of z shows
+    if batching[1]:  # the CUDA way (batches of batch_size, next one prepared on a thread), here on the CPU
+        monkeypatch.setattr(predict, "cpu_batching", lambda batch_size, device: (batch_size, True))
     vol = np.broadcast_to(np.linspace(-1, 1, 7, dtype=np.float32), (10, 6, 7)).copy()
     seen = []
     probs = predict_case_probabilities(_run(16), vol, {}, tta="hflip", batch_size=3, on_slices=seen.append)
     assert probs.shape == (10, 6, 7) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-vol)), atol=1e-5)
-    assert seen == [3, 3, 1]
+    assert seen == ([3, 3, 1] if batching[1] else [1] * 7)
+
+
+def test_cpu_predicts_one_slice_per_pass_without_a_prefetch_thread_and_cuda_batches():
+    import torch
+
+    assert predict.cpu_batching(16, "cpu") == (1, False)
+    assert predict.cpu_batching(16, torch.device("cpu")) == (1, False)
+    assert predict.cpu_batching(16, "cuda") == (16, True)
+    assert predict.cpu_batching(8, torch.device("cuda", 1)) == (8, True)
 
 
 def test_resize_round_trip_keeps_a_structure_in_place(passthrough_normalize):

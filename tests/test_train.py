@@ -264,10 +264,7 @@ def test_sigterm_saves_last_and_ends_interrupted(tiny_store, tmp_path, monkeypat
 
 @pytest.mark.parametrize("input_size", [
     64,  # the slices' own size: no resize anywhere
-    pytest.param(32, marks=pytest.mark.xfail(strict=True, reason=(
-        "validation resizes logits to the slice and thresholds them; submit (predict.py) resizes the sigmoid "
-        "probabilities and thresholds those: bilinear interpolation does not commute with the sigmoid, so "
-        "boundary voxels differ (volume Dice 0.02216775 vs 0.02216799 here)"))),
+    32,  # resized both ways: validation and submit must still give the same masks
 ])
 def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store, tiny_dataset, tmp_path, input_size):
     """The Dice that picks the best checkpoint is the Dice `evaluate` gives the best model's masks."""

@@ -191,9 +191,10 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         progress.start_epoch(s.epoch, epochs, s.steps_per_epoch, s.step_in_epoch)
         losses: list[float] = []
         window_t, window_n, last_step_s = time.monotonic(), 0, 0.0
-        for images, masks in s.train_loader:
+        for batch in s.train_loader:
             t_step = time.monotonic()
             flags = [stop.reason is not None, not budget.room_for_step(last_step_s)]
+            images, masks = s.train_set.finish(batch, s.device)  # cast, normalise (+ augment) on the device
             step = _guarded_step(s, images, masks, guard, s.global_step in inject, flags)
             want_stop, no_time = step.flags
             loss_value, grad_norm = step.loss, step.grad_norm
@@ -269,8 +270,6 @@ def _guarded_step(s: Session, images, masks, guard: NaNGuard, inject_nan: bool, 
     """
     import torch
 
-    images = images.to(s.device, non_blocking=True)
-    masks = masks.to(s.device, non_blocking=True)
     with torch.autocast(s.device.type, dtype=s.precision.dtype, enabled=s.precision.autocast):
         logits = s.model(images)
     loss = s.loss_fn(logits, masks)  # float32, outside autocast

@@ -141,7 +141,9 @@ def setup_session(
 
     store = LiverStore.open(dc["store"])
     train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
-    train_set = ds.SliceDataset(store, train_rows, cfg, train=True)
+    from liverctl.augment_device import resolve_augment_on
+
+    train_set = ds.SliceDataset(store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device))
     val_set = ds.ValidationDataset(store, val_rows, cfg)
     per_rank = math.ceil(len(train_set) / info.world)
     steps = per_rank // tc["batch_size"]
