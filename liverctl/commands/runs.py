@@ -171,17 +171,20 @@ def report_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N, for the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
-    from liverctl import report, runs
+    from liverctl import report
 
     with guarded():
-        run_dirs = [runs.resolve_run(spec, runs_dir) for spec in run_specs]
-        out_dir = out if out is not None else report.default_out_dir(run_dirs)
+        from liverctl.experiment.tables import expand_report_specs
+
+        run_dirs, experiments = expand_report_specs(run_specs, runs_dir, console)
+        out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
         if overlays:
             console.print(f"writing {out_dir}: predicting up to {max_cases} validation case(s) per run for the "
                           "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
                           highlight=False)
         result = report.write_report(
-            run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device
+            run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
+            experiments=experiments,
         )
         console.print(f"report: {result.index_html}  ({len(result.images)} picture(s))", highlight=False)
         for note in result.skipped:
