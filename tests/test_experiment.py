@@ -192,3 +192,14 @@ def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     (exp / folder.SUMMARY_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(LiverctlError, match="cannot read the experiment summary"):
         folder.read_summary(exp)
+
+
+def test_watch_follows_the_running_fold_and_lists_finished_ones(tmp_path):
+    exp = _experiment(tmp_path, status="running")
+    summary = folder.read_summary(exp)
+    summary["fold_results"] = {"0": {"status": "completed", "oof_done": True, "best": {"volume_dice": 0.91}},
+                               "1": {"status": "running"}}
+    folder.write_summary(exp, summary)
+    run, line = folder.current_fold("cv", tmp_path)
+    assert run == exp / "fold-1" and "fold 0 0.9100" in line
+    assert folder.current_fold("fold-0", exp) is None  # a plain run is not an experiment

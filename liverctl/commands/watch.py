@@ -24,6 +24,12 @@ def watch_command(
     from liverctl.watch.locate import find_run
 
     with guarded():
+        from liverctl.experiment.folder import current_fold
+
+        fold = current_fold(run, runs_dir) if run else None  # an experiment: follow its current fold
+        if fold is not None:
+            console.print(fold[1], highlight=False)
+            run = str(fold[0])
         run_dir, runs_root = find_run(run, runs_dir)
         if once:
             _print_once(run_dir)

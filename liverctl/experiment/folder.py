@@ -171,3 +171,25 @@ def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:
             "start a new experiment",
             path=exp_dir,
         )
+
+
+def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> tuple[Path, str] | None:
+    """For `liverctl watch EXPERIMENT`: (the fold run being trained, or the next / last one, and a line
+    with the finished folds' best volume Dice); None when `spec` is not an experiment."""
+    exp = find_experiment(spec, runs_root)
+    if exp is None:
+        return None
+    summary = read_summary(exp)
+    results = summary["fold_results"]
+    folds = summary["folds"]
+    running = [f for f in folds if (results.get(str(f)) or {}).get("status") == "running"]
+    pending = [f for f in folds if not (results.get(str(f)) or {}).get("oof_done")]
+    fold = (running or pending or folds[-1:])[0]
+    done = []
+    for f in folds:
+        entry = results.get(str(f)) or {}
+        dice = (entry.get("best") or {}).get("volume_dice")
+        if entry.get("oof_done") and isinstance(dice, (int, float)):
+            done.append(f"fold {f} {dice:.4f}")
+    line = f"experiment {exp.name}: following fold {fold}; finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
+    return fold_dir(exp, fold), line
