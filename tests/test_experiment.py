@@ -203,3 +203,87 @@ def test_watch_follows_the_running_fold_and_lists_finished_ones(tmp_path):
     run, line = folder.current_fold("cv", tmp_path)
     assert run == exp / "fold-1" and "fold 0 0.9100" in line
     assert folder.current_fold("fold-0", exp) is None  # a plain run is not an experiment
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def three_fold_store(tiny_dataset, tmp_path_factory) -> Path:
+    from liverctl.ingest import ingest_folder
+
+    store = tmp_path_factory.mktemp("cv-store") / "liver.zarr"
+    assert ingest_folder(tiny_dataset, store=store, n_folds=3, workers=1).ok
+    return store
+
+
+TINY_TRAIN = ["--set", "data.input_size=64", "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2",
+              "--set", "data.num_workers=0", "--epochs", "1", "--device", "cpu", "-q"]
+
+
+def test_bad_folds_are_one_line_and_leave_nothing(three_fold_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    runner = CliRunner()
+    args = ["train", "--preset", "demo", "--store", str(three_fold_store), "--runs-dir", str(tmp_path), "--name", "cv"]
+    result = runner.invoke(app, [*args, "--folds", "7", *TINY_TRAIN])
+    assert result.exit_code != 0 and "fold 7 is not in this 3-fold store (folds 0-2)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "cv").exists()
+
+
+@pytest.mark.slow
+def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_path, monkeypatch):
+    """train --folds all (cut after fold 0, then --resume), runs --json, report, submit, evaluate."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.store import LiverStore
+    from liverctl.train import loop
+
+    runner = CliRunner()
+    runs_dir = tmp_path / "runs"
+    real = loop.run_training
+
+    def cut_at_fold_1(cfg, run_dir, **kwargs):
+        if cfg["data"]["fold"] == 1:
+            raise KeyboardInterrupt
+        return real(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(loop, "run_training", cut_at_fold_1)
+    args = ["train", "--preset", "demo", "--store", str(three_fold_store), "--runs-dir", str(runs_dir), "--name", "cv"]
+    runner.invoke(app, [*args, "--folds", "all", *TINY_TRAIN])
+    summary = folder.read_summary(runs_dir / "cv")
+    assert summary["status"] == "interrupted" and summary["fold_results"]["0"]["oof_done"]
+    monkeypatch.setattr(loop, "run_training", real)
+
+    result = runner.invoke(app, ["train", "--resume", "cv", "--runs-dir", str(runs_dir), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "completed experiment cv" in result.stdout
+    summary = folder.read_summary(runs_dir / "cv")
+    assert summary["status"] == "completed"
+    starts = (runs_dir / "cv" / "fold-0" / "events.jsonl").read_text().count('"run_start"')
+    assert starts == 1  # the finished fold was not trained again
+    assert oof.oof_cases(runs_dir / "cv") == folder.fold_assignment(LiverStore.open(three_fold_store))
+    assert len(summary["decision"]["options"]) >= 8
+
+    rows = json.loads(runner.invoke(app, ["runs", str(runs_dir), "--json"]).stdout)
+    assert len(rows) == 1 and rows[0]["kind"] == "experiment"
+    assert [f["name"] for f in rows[0]["folds"]] == ["fold-0", "fold-1", "fold-2"]
+    assert rows[0]["oof"]["cases"] == 6 and rows[0]["cv_mean"] is not None
+
+    result = runner.invoke(app, ["report", "cv", "--runs-dir", str(runs_dir), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert "out-of-fold options" in result.stdout
+    assert "Out-of-fold options" in (runs_dir / "cv" / "report" / "index.html").read_text()
+
+    out = tmp_path / "cv.csv"
+    result = runner.invoke(app, ["submit", "--run", str(runs_dir / "cv"), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((runs_dir / "cv" / "submissions.jsonl").read_text().splitlines()[-1])
+    assert [Path(p).parent.parent.name for p in record["checkpoints"]] == ["fold-0", "fold-1", "fold-2"]
+    assert record["threshold"] == summary["decision"]["threshold"] and record["post"] == summary["decision"]["post"]
+    result = runner.invoke(app, ["evaluate", str(out), "--labels", str(tiny_dataset / "test_labels")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".scores.json").read_text())["volume_dice"] is not None
