@@ -40,13 +40,11 @@ def train_experiment(
     else:
         if not preset:
             raise LiverctlError("give --preset NAME with --folds (see `liverctl presets`)")
-        cfg = resolve_config(preset, overrides)
         from liverctl.commands.train import preflight
 
-        preflight(cfg)
         summary = start_experiment(
-            cfg, runs_dir, name, folds or "all", device=device, time_limit_s=time_limit_s,
-            show_progress=not quiet, say=say,
+            resolve_config(preset, overrides), runs_dir, name, folds or "all", device=device,
+            time_limit_s=time_limit_s, show_progress=not quiet, say=say, preflight=preflight,
         )
     print_experiment(summary, runs_dir)
     if summary["status"] == "interrupted":

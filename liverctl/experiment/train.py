@@ -38,8 +38,10 @@ def start_experiment(
     time_limit_s: float | None = None,
     show_progress: bool = True,
     say: Callable[[str], None] = lambda text: None,
+    preflight: Callable[[dict], None] = lambda cfg: None,
 ) -> dict:
-    """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it."""
+    """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. `preflight`
+    checks the first fold's config before the folder exists (bad input leaves nothing behind)."""
     from liverctl.store import LiverStore
     from liverctl.train import distributed
     from liverctl.train.run_folder import new_run_dir
@@ -48,6 +50,7 @@ def start_experiment(
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
     store = LiverStore.open(cfg["data"]["store"])
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
+    preflight(fold_config(cfg, folds[0]))
     exp_dir = new_run_dir(runs_root, name, f"{cfg['preset']}-cv")
     summary = {
         "name": exp_dir.name,
