@@ -110,8 +110,10 @@ def write_report(
     max_cases: int = 6,
     slices_per_case: int = 3,
     device: str = "auto",
+    experiments: list[str | os.PathLike] = (),
 ) -> ReportResult:
-    """Write the report folder for `run_dirs` into `out_dir` (replaced whole if it exists)."""
+    """Write the report folder for `run_dirs` into `out_dir` (replaced whole if it exists); `experiments`
+    (whose fold runs are among `run_dirs`) add their fold and out-of-fold option tables."""
     if not run_dirs:
         raise LiverctlError("no run given")
     data = [load_run(d) for d in run_dirs]
@@ -149,7 +151,8 @@ def write_report(
         else:
             cases = {}
             skipped.append("prediction overlays and per-case Dice: turned off (--no-overlays)")
-        write_index(data, predictions, skipped, work / "index.html", with_case_dice=any(cases.values()))
+        write_index(data, predictions, skipped, work / "index.html", with_case_dice=any(cases.values()),
+                    experiments=experiments)
         (work / REPORT_MARKER).write_text("written by liverctl report; the folder is replaced whole on "
                                           "the next report\n", encoding="utf-8")
         _replace_dir(work, out_dir)
@@ -490,7 +493,7 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 
 
 def write_index(data: list[RunData], predictions: dict[str, RunPredictions], skipped: list[str], path: Path,
-                *, with_case_dice: bool) -> Path:
+                *, with_case_dice: bool, experiments=()) -> Path:
     """index.html beside the pictures (relative links, so the folder can be moved or zipped)."""
     esc = html.escape
     summaries = [r.summary for r in data]
@@ -513,6 +516,10 @@ def write_index(data: list[RunData], predictions: dict[str, RunPredictions], ski
     parts.append("</table><p>Dice figures at the best epoch (chosen by volume Dice). Volume Dice: per case, "
                  "averaged; slice Dice: per 2D slice, averaged, empty-on-empty counted as 1; "
                  "global Dice: pooled over all voxels.</p>")
+    if experiments:
+        from liverctl.experiment.tables import experiment_html
+
+        parts.extend(experiment_html(e) for e in experiments)
     problems = [(s.name, p) for s in summaries for p in s.problems]
     if problems:
         parts.append("<h2>Missing or odd</h2><ul>")

@@ -66,6 +66,9 @@ class RunSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     submissions: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    kind: str = "run"  # or "experiment" (liverctl/experiment/summary.py): its folds beneath, cv figures
+    folds: list[RunSummary] = field(default_factory=list)
+    cv: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_submitted(self) -> float | None:
@@ -81,6 +84,19 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and any((path / p).exists() for p in (EVENTS_FILE, CONFIG_FILE, CHECKPOINT_DIR))
 
 
+def _is_listed(path: Path) -> bool:
+    from liverctl.experiment.folder import is_experiment_dir
+
+    return is_run_dir(path) or is_experiment_dir(path)
+
+
+def _summarize(path: Path, now: float | None) -> RunSummary:
+    from liverctl.experiment.folder import is_experiment_dir
+    from liverctl.experiment.summary import summarize_experiment
+
+    return summarize_experiment(path, now=now) if is_experiment_dir(path) else summarize_run(path, now=now)
+
+
 def find_run_dirs(root: str | os.PathLike) -> list[Path]:
     """The run folders directly under `root` (or `root` itself when it is one)."""
     root = Path(root)
@@ -88,9 +104,9 @@ def find_run_dirs(root: str | os.PathLike) -> list[Path]:
         raise LiverctlError("no such folder; train a run first (`liverctl train --preset demo`)", path=root)
     if not root.is_dir():
         raise LiverctlError("not a folder of runs", path=root)
-    if is_run_dir(root):
+    if _is_listed(root):
         return [root]
-    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and is_run_dir(p))
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_listed(p))
 
 
 def scan_runs(root: str | os.PathLike, *, now: float | None = None) -> list[RunSummary]:
@@ -109,7 +125,7 @@ def scan_runs(root: str | os.PathLike, *, now: float | None = None) -> list[RunS
 def _summarize_or_problem(run_dir: Path, now: float | None) -> RunSummary:
     """`summarize_run`, and should a run folder still defeat it, a row saying so: never hide the others."""
     try:
-        return summarize_run(run_dir, now=now)
+        return _summarize(run_dir, now)
     except Exception as exc:  # noqa: BLE001 - one unreadable run must not take down the table
         return RunSummary(name=run_dir.name, path=run_dir,
                           problems=[f"could not be read ({type(exc).__name__}: {str(exc)[:100]})"])
@@ -515,6 +531,10 @@ def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
         path=str(summary.path),
         problems=list(summary.problems),
     )
+    if summary.kind == "experiment":
+        from liverctl.experiment.summary import experiment_row_extra
+
+        row.update(experiment_row_extra(summary, varied))
     return row
 
 

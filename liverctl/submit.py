@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.checkpoint import checkpoint_path
 from liverctl.errors import LiverctlError
 from liverctl.postprocess import (
     AUTO,
@@ -131,6 +132,25 @@ def check_out_path(out: Path) -> None:
         raise LiverctlError(f"cannot write the submission in {folder}: {exc.strerror or exc}", path=out) from None
 
 
+def _experiment_decisions(run_dirs, threshold, postprocess, note):
+    """Experiments become their fold runs; their out-of-fold decisions fill the threshold and the
+    post-processing the user left to the run (the first experiment's, when several disagree)."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    expanded = expand_runs(run_dirs)
+    if expanded.decisions:
+        first = expanded.decisions[0]
+        if len({(d["threshold"], d["post"]) for d in expanded.decisions}) > 1:
+            note(f"experiments decided differently; using the first's threshold {first['threshold']:g}, post {first['post']}")
+        if threshold is None:
+            threshold = float(first["threshold"])
+        if postprocess is None:
+            postprocess = str(first["post"])
+        note(f"{len(expanded.run_dirs)} fold run(s) from {len(expanded.experiments)} experiment(s); "
+             f"out-of-fold decision: threshold {threshold:g}, post {postprocess}")
+    return threshold, postprocess, expanded
+
+
 def record_submission(run_dirs: Sequence[Path], record: dict) -> None:
     """Append one line to each run's submissions.jsonl."""
     line = json.dumps(record) + "\n"
@@ -188,7 +208,8 @@ def make_submission(
         check_spec(postprocess)
     sample = read_sample(sample_path) if sample_path else None
     device = resolve_device(device)
-    runs = load_run_models([Path(r) for r in run_dirs], which=which, device=device)
+    threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)
+    runs = load_run_models(expanded.run_dirs, which=which, device=device)
 
     store_path = Path(store_path or runs[0].cfg["data"].get("store", "store/liver.zarr"))
     store = LiverStore.open(store_path)
@@ -261,7 +282,7 @@ def make_submission(
         notes=notes,
     )
     record_submission(
-        [r.run_dir for r in runs],
+        [*(r.run_dir for r in runs), *expanded.experiments],
         {
             "ts": time.time(),
             "csv": str(summary.path.resolve()),
@@ -274,6 +295,8 @@ def make_submission(
             "threshold": threshold,
             "which": which,
             "runs": [str(r.run_dir.resolve()) for r in runs],
+            "checkpoints": [str(checkpoint_path(r.run_dir, which).resolve()) for r in runs],
+            "experiments": [str(e.resolve()) for e in expanded.experiments],
             "store": str(store_path.resolve()),
             "sample": str(Path(sample_path).resolve()) if sample_path else None,
         },

@@ -80,8 +80,11 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
     table.add_column("global", justify="right")
     table.add_column("wall", justify="right")
     table.add_column("submitted", justify="right")
+    experiments = any(s.kind == "experiment" for s in summaries)
+    if experiments:
+        table.add_column("folds: best vol", justify="right")
     styles = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
-    for s in summaries:
+    for s in _with_folds(summaries):
         planned = "?" if s.epochs_planned is None else str(s.epochs_planned)
         n_subs = len(s.submissions)
         submitted = "-" if not n_subs else (
@@ -100,17 +103,44 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
             _dice(s.global_dice),
             runs.format_duration(s.wall_seconds),
             submitted,
+            *([_cv_cell(s)] if experiments else []),
         )
     _print_wide(table)
     console.print("Dice at the best epoch: vol = volume Dice (per case, averaged; selects the model), "
                   "slice = per 2D slice, global = pooled voxels. submitted = best evaluated volume Dice.",
                   style="dim", soft_wrap=True)
-    damaged = [s for s in summaries if s.problems]
+    if experiments:
+        console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
+                      "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
+                      "their fold runs beneath.", style="dim", soft_wrap=True)
+        for s in summaries:
+            decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
+            if decision:
+                console.print(f"  {s.name}: decided on {decision['cases']} out-of-fold cases: threshold "
+                              f"{decision['threshold']:g}, post {decision['post']} (volume Dice "
+                              f"{decision['volume_dice']:.4f})", highlight=False, soft_wrap=True)
+    damaged = [s for s in _with_folds(summaries) if s.problems]
     if damaged:
         console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
         for s in damaged:
             console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
                           soft_wrap=True)
+
+
+def _with_folds(summaries):
+    """Each summary, an experiment's fold runs right after it (named `  fold-k`)."""
+    from dataclasses import replace
+
+    for s in summaries:
+        yield s
+        for fold in s.folds:
+            yield replace(fold, name=f"  {s.name}/{fold.name}")
+
+
+def _cv_cell(summary) -> str:
+    from liverctl.experiment.summary import cv_text
+
+    return cv_text(summary) if summary.kind == "experiment" else ""
 
 
 def _print_wide(table) -> None:
@@ -143,17 +173,20 @@ def report_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N, for the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
-    from liverctl import report, runs
+    from liverctl import report
 
     with guarded():
-        run_dirs = [runs.resolve_run(spec, runs_dir) for spec in run_specs]
-        out_dir = out if out is not None else report.default_out_dir(run_dirs)
+        from liverctl.experiment.tables import expand_report_specs
+
+        run_dirs, experiments = expand_report_specs(run_specs, runs_dir, console)
+        out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
         if overlays:
             console.print(f"writing {esc(out_dir)}: predicting up to {max_cases} validation case(s) per run for the "
                           "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
                           highlight=False)
         result = report.write_report(
-            run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device
+            run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
+            experiments=experiments,
         )
         console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
         for note in result.skipped:

@@ -30,7 +30,7 @@ def _liver_labels(text: str | None) -> list[int] | None:
 
 
 def submit_command(
-    runs: list[Path] = typer.Option(..., "--run", help="Run folder (runs/<name>); repeat to ensemble runs."),
+    runs: list[Path] = typer.Option(..., "--run", help="Run folder (runs/<name>) or experiment (all its folds, its out-of-fold decisions); repeat to ensemble."),
     out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="CSV to write."),
     store: Path = typer.Option(None, "--store", help="Zarr store (default: the first run's data.store)."),
     sample: Path = typer.Option(None, "--sample", help="sample_submission.csv: its header, order and empty token."),

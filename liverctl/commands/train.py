@@ -54,8 +54,10 @@ def train(
     time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
     epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
+    folds: str = typer.Option(None, "--folds", help="all | 0,2,4: train these folds as one experiment under runs/<name>/fold-<k>/."),
 ) -> None:
-    """Train one fold of the store into runs/<name>/ (events.jsonl, config.toml, checkpoints)."""
+    """Train one fold of the store into runs/<name>/ (events.jsonl, config.toml, checkpoints), or with
+    --folds every fold as one experiment (out-of-fold predictions, threshold and post-processing chosen)."""
     import os
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -82,6 +84,14 @@ def train(
         if epochs is not None:
             overrides.append(f"train.epochs={epochs}")
         limit_s = parse_duration(time_limit) if time_limit else None
+        from liverctl.experiment.folder import find_experiment
+
+        experiment = find_experiment(resume, runs_dir) if resume else None
+        if folds is not None or experiment is not None:
+            from liverctl.commands.experiment import train_experiment
+
+            return train_experiment(preset=preset, overrides=overrides, folds=folds, name=name, runs_dir=runs_dir,
+                                    resume=resume, resume_dir=experiment, device=device, time_limit_s=limit_s, quiet=quiet)
         info = distributed.from_env()
         if resume:
             run_dir = find_resume_run(runs_dir, resume)

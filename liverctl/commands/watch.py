@@ -37,7 +37,15 @@ def watch_command(
     from liverctl.watch.locate import find_run
 
     with guarded():
-        names = runs or [None]
+        from liverctl.experiment.folder import current_fold
+
+        names = []
+        for name in runs or [None]:
+            fold = current_fold(name, runs_dir) if name else None  # an experiment: follow its current fold
+            if fold is not None:
+                console.print(fold[1], highlight=False, markup=False)
+                name = str(fold[0])
+            names.append(name)
         found = [find_run(name, runs_dir) for name in names]
         run_dir, runs_root = found[0]
         others = [d for d, _ in found[1:]]

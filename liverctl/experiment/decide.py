@@ -1,0 +1,90 @@
+"""Decisions on the pooled out-of-fold predictions: the threshold and the post-processing with the best
+volume Dice over every held-out training case, and the score of every option tried.
+
+The options are a grid: thresholds x post-processing specs (the modes of `liverctl.postprocess`:
+none, largest, min-size:N, fill, fill2d and their `+` combinations). An option replaces the current
+best only if it raises the volume Dice by more than `min_gain`, and the options are tried in order
+(the config's threshold first, `none` first), so ties keep the simplest decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+from liverctl.experiment.oof import threshold_mask
+from liverctl.metrics import DiceCounts
+from liverctl.postprocess import parse_postprocess
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_SIZE_FRACTION = 0.1  # min-size:N drops components below this share of the median liver volume
+
+
+def post_candidates(median_liver_voxels: float) -> list[str]:
+    """The post-processing specs tried; min-size:N scales with the data's liver size."""
+    n = max(1, int(round(MIN_SIZE_FRACTION * median_liver_voxels)))
+    return ["none", "largest", f"min-size:{n}", "fill", "fill2d", "largest+fill", f"min-size:{n}+fill", "largest+fill2d"]
+
+
+def threshold_candidates(preferred: float, grid: Sequence[float] = THRESHOLDS) -> list[float]:
+    """The preferred (config) threshold first, then the grid."""
+    out = [float(preferred)]
+    out.extend(float(t) for t in grid if abs(float(t) - float(preferred)) > 1e-9)
+    return out
+
+
+@dataclass
+class Decision:
+    threshold: float
+    post: str
+    volume_dice: float
+    slice_dice: float
+    global_dice: float
+    cases: int
+    options: list[dict] = field(default_factory=list)  # {threshold, post, volume_dice, slice_dice, global_dice}
+
+    def to_json(self) -> dict:
+        return {
+            "threshold": self.threshold, "post": self.post, "volume_dice": self.volume_dice,
+            "slice_dice": self.slice_dice, "global_dice": self.global_dice, "cases": self.cases,
+            "options": self.options,
+        }
+
+
+def choose_decision(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    thresholds: Sequence[float],
+    posts: Sequence[str],
+    min_gain: float = 1e-4,
+) -> Decision:
+    """Score every (threshold, post) on (case id, quantised probs uint8 (X, Y, Z), label bool (X, Y, Z))
+    triples streamed one case at a time; returns the best with every option's figures."""
+    parsed = {spec: parse_postprocess(spec) for spec in posts}
+    counts = {(t, spec): DiceCounts() for t in thresholds for spec in posts}
+    n = 0
+    for case_id, q, label in cases:
+        n += 1
+        for t in thresholds:
+            mask = threshold_mask(q, t)
+            for spec, post in parsed.items():
+                counts[(t, spec)].add_volume(case_id, post(mask), label)
+    if n == 0:
+        raise LiverctlError("no out-of-fold predictions to decide on")
+    options = []
+    best = None
+    for (t, spec), c in counts.items():
+        figures = c.summary()
+        options.append({"threshold": t, "post": spec, **figures})
+        if best is None or figures["volume_dice"] > best["volume_dice"] + min_gain:
+            best = options[-1]
+    return Decision(
+        threshold=best["threshold"], post=best["post"], volume_dice=best["volume_dice"],
+        slice_dice=best["slice_dice"], global_dice=best["global_dice"], cases=n, options=options,
+    )
+
+
+def find_option(options: Sequence[dict], threshold: float, post: str) -> dict | None:
+    return next((o for o in options if abs(o["threshold"] - threshold) < 1e-9 and o["post"] == post), None)

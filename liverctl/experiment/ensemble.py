@@ -1,0 +1,48 @@
+"""`submit --run runs/<experiment>`: an experiment stands for all its fold runs and its decisions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liverctl.config import read_config
+from liverctl.errors import LiverctlError
+from liverctl.experiment.folder import check_fold_config, fold_dir, is_experiment_dir, read_summary
+
+
+@dataclass
+class ExpandedRuns:
+    run_dirs: list[Path]
+    experiments: list[Path] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)  # one per experiment, in order
+
+
+def expand_runs(run_dirs: Sequence[str | os.PathLike]) -> ExpandedRuns:
+    """Replace each experiment folder by its fold run folders (checked to agree with it); other run
+    folders pass through. An experiment must have finished (its decision made)."""
+    out = ExpandedRuns(run_dirs=[])
+    for spec in run_dirs:
+        path = Path(spec)
+        if not is_experiment_dir(path):
+            out.run_dirs.append(path)
+            continue
+        summary = read_summary(path)
+        decision = summary.get("decision")
+        if summary.get("status") != "completed" or not isinstance(decision, dict):
+            raise LiverctlError(
+                f"experiment is not finished (status {summary.get('status')}); continue it with "
+                f"`liverctl train --resume {path}`",
+                path=path,
+            )
+        for fold in summary["folds"]:
+            run = fold_dir(path, fold)
+            config = run / "config.toml"
+            if not config.is_file():
+                raise LiverctlError(f"fold {fold} of the experiment has no run folder", path=run)
+            check_fold_config(path, summary, fold, read_config(config), str(run))
+            out.run_dirs.append(run)
+        out.experiments.append(path)
+        out.decisions.append(decision)
+    return out

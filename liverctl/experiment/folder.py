@@ -1,0 +1,195 @@
+"""The experiment folder: names, `experiment.json` (written atomically), `--folds`, consistency checks.
+
+No torch, numpy or zarr here: `liverctl runs` and `submit` read experiments through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from liverctl.errors import LiverctlError
+
+FORMAT = "liverctl-experiment/1"
+SUMMARY_FILE = "experiment.json"
+OOF_STORE = "oof.zarr"
+FOLD_PREFIX = "fold-"
+
+
+def fold_dir(exp_dir: str | os.PathLike, fold: int) -> Path:
+    return Path(exp_dir) / f"{FOLD_PREFIX}{fold}"
+
+
+def is_experiment_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / SUMMARY_FILE).is_file()
+
+
+def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> Path | None:
+    """The experiment folder named by a path or a name under `runs_root`, or None when it is not one."""
+    for candidate in (Path(spec), Path(runs_root) / spec):
+        if is_experiment_dir(candidate):
+            return candidate
+    return None
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
+    """Write `experiment.json` whole (temp file in the same folder, fsync, rename)."""
+    path = Path(exp_dir) / SUMMARY_FILE
+    summary = {**summary, "format": FORMAT, "updated": time.time()}
+    text = json.dumps(_clean(summary), indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{SUMMARY_FILE}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_summary(exp_dir: str | os.PathLike) -> dict:
+    """`experiment.json`, checked enough to be used; LiverctlError (one line) otherwise."""
+    path = Path(exp_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LiverctlError(f"cannot read the experiment summary ({exc})", path=path) from None
+    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
+        raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)
+    folds = summary.get("folds")
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+        raise LiverctlError("experiment summary has no usable list of folds", path=path)
+    if not isinstance(summary.get("config"), dict):
+        raise LiverctlError("experiment summary has no config", path=path)
+    summary.setdefault("fold_results", {})
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- --folds
+
+
+def store_folds(store) -> tuple[int, dict[int, int]]:
+    """(the store's fold count, cases per fold >= 0). Train-only cases (fold -2) are in no fold."""
+    counts: dict[int, int] = {}
+    for fold in store.folds().values():
+        if fold >= 0:
+            counts[fold] = counts.get(fold, 0) + 1
+    n_folds = int(store.attrs.get("n_folds") or (max(counts) + 1 if counts else 0))
+    return n_folds, counts
+
+
+def parse_folds(text: str, store) -> list[int]:
+    """`all` or `0,2,4` -> sorted fold numbers, each one a fold of the store that holds cases."""
+    n_folds, counts = store_folds(store)
+    spec = str(text).strip().lower()
+    if spec == "all":
+        folds = list(range(n_folds))
+    else:
+        try:
+            folds = sorted({int(part) for part in spec.replace(" ", "").split(",") if part})
+        except ValueError:
+            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {text!r})") from None
+        if not folds:
+            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {text!r})")
+    for fold in folds:
+        if fold < 0 or fold >= n_folds:
+            raise LiverctlError(
+                f"--folds: fold {fold} is not in this {n_folds}-fold store (folds 0-{n_folds - 1})", path=store.path
+            )
+        if not counts.get(fold):
+            raise LiverctlError(
+                f"--folds: fold {fold} has no cases in this store (folds with cases: "
+                f"{', '.join(str(f) for f in sorted(counts)) or 'none'})",
+                path=store.path,
+            )
+    if len(counts) < 2:
+        raise LiverctlError("cross-validation needs at least two folds with cases in the store", path=store.path)
+    return folds
+
+
+def fold_assignment(store) -> dict[str, int]:
+    """Case -> fold of the cases in a fold (what the experiment's out-of-fold predictions cover)."""
+    return {case: fold for case, fold in sorted(store.folds().items()) if fold >= 0}
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+def _same_store(a: Any, b: Any) -> bool:
+    try:
+        return Path(str(a)).resolve() == Path(str(b)).resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
+def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where: str) -> None:
+    """One line when a fold was trained on another store or preset than its experiment, or another fold."""
+    exp_cfg = summary["config"]
+    if cfg.get("preset") != summary.get("preset"):
+        raise LiverctlError(
+            f"fold {fold} was trained with preset {cfg.get('preset')!r}, the experiment with {summary.get('preset')!r}",
+            path=where,
+        )
+    store, exp_store = (cfg.get("data") or {}).get("store"), exp_cfg["data"]["store"]
+    if not _same_store(store, exp_store):
+        raise LiverctlError(
+            f"fold {fold} was trained on store {store}, the experiment on {exp_store}", path=where
+        )
+    if int((cfg.get("data") or {}).get("fold", -1)) != fold:
+        raise LiverctlError(
+            f"{Path(where).name} holds out fold {(cfg.get('data') or {}).get('fold')}, not fold {fold}", path=where
+        )
+
+
+def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:
+    """The store still assigns the cases to the folds the experiment was trained with."""
+    recorded = summary.get("case_folds")
+    if isinstance(recorded, dict) and recorded != fold_assignment(store):
+        raise LiverctlError(
+            f"the store's cases or folds changed since the experiment began ({store.path}); "
+            "start a new experiment",
+            path=exp_dir,
+        )
+
+
+def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> tuple[Path, str] | None:
+    """For `liverctl watch EXPERIMENT`: (the fold run being trained, or the next / last one, and a line
+    with the finished folds' best volume Dice); None when `spec` is not an experiment."""
+    exp = find_experiment(spec, runs_root)
+    if exp is None:
+        return None
+    summary = read_summary(exp)
+    results = summary["fold_results"]
+    folds = summary["folds"]
+    running = [f for f in folds if (results.get(str(f)) or {}).get("status") == "running"]
+    pending = [f for f in folds if not (results.get(str(f)) or {}).get("oof_done")]
+    fold = (running or pending or folds[-1:])[0]
+    done = []
+    for f in folds:
+        entry = results.get(str(f)) or {}
+        dice = (entry.get("best") or {}).get("volume_dice")
+        if entry.get("oof_done") and isinstance(dice, (int, float)):
+            done.append(f"fold {f} {dice:.4f}")
+    line = f"experiment {exp.name}: following fold {fold}; finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
+    return fold_dir(exp, fold), line

@@ -1,0 +1,116 @@
+"""Out-of-fold predictions: each fold's best checkpoint predicts its held-out cases once more, and the
+probabilities are kept compactly in `runs/<name>/oof.zarr` for the decisions (`decide.py`).
+
+Each case is one uint8 array (X, Y, Z): round(probability * 255), so a threshold t is applied as
+`q >= ceil(255 t)` (`threshold_mask`). An array counts only once its `complete` attribute is set, which
+is written after its voxels; predicting a fold again replaces its cases. Only cases in a fold (>= 0)
+have out-of-fold predictions: train-only cases of extra sources (fold -2) are never held out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+from liverctl.experiment.folder import OOF_STORE
+
+QUANT = 255
+
+
+def quantize(probs: np.ndarray) -> np.ndarray:
+    """Shape: float (X, Y, Z) in [0, 1] -> uint8 (X, Y, Z)."""
+    return np.rint(np.clip(probs, 0.0, 1.0) * QUANT).astype(np.uint8)
+
+
+def threshold_mask(q: np.ndarray, threshold: float) -> np.ndarray:
+    """`probability >= threshold` on quantised probabilities. Shape: uint8 (X, Y, Z) -> bool (X, Y, Z)."""
+    return q >= math.ceil(threshold * QUANT - 1e-9)
+
+
+def _group(exp_dir: str | Path, mode: str):
+    import zarr
+
+    path = Path(exp_dir) / OOF_STORE
+    if mode == "r" and not (path / "zarr.json").is_file():
+        raise LiverctlError("the experiment has no out-of-fold predictions yet (no finished fold)", path=path)
+    return zarr.open_group(str(path), mode=mode)
+
+
+def write_oof_case(exp_dir: str | Path, case_id: str, probs: np.ndarray, fold: int) -> None:
+    """Store one case's out-of-fold probabilities (X, Y, Z) float; `complete` is set last."""
+    q = quantize(probs)
+    group = _group(exp_dir, "a")
+    depth = q.shape[2]
+    array = group.create_array(
+        case_id, shape=q.shape, dtype="uint8", chunks=(q.shape[0], q.shape[1], min(depth, 16)), overwrite=True
+    )
+    array[...] = q
+    array.attrs.update({"fold": int(fold), "complete": True})
+
+
+def oof_cases(exp_dir: str | Path) -> dict[str, int]:
+    """Case -> fold of every complete out-of-fold array."""
+    group = _group(exp_dir, "r")
+    out = {}
+    for name, array in group.arrays():
+        attrs = dict(array.attrs)
+        if attrs.get("complete"):
+            out[name] = int(attrs["fold"])
+    return dict(sorted(out.items()))
+
+
+def read_oof_case(exp_dir: str | Path, case_id: str) -> np.ndarray:
+    """Shape: -> uint8 (X, Y, Z)."""
+    return np.asarray(_group(exp_dir, "r")[case_id][...])
+
+
+def iter_oof(exp_dir: str | Path, store, cases: dict[str, int] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(case id, quantised probabilities uint8 (X, Y, Z), label bool (X, Y, Z)) for each OOF case."""
+    group = _group(exp_dir, "r")
+    for case_id in cases if cases is not None else oof_cases(exp_dir):
+        q = np.asarray(group[case_id][...])
+        label = np.asarray(store.label(case_id)[...]) > 0
+        if q.shape != label.shape:
+            raise LiverctlError(
+                f"out-of-fold prediction of {case_id!r} is {q.shape}, its label {label.shape}; "
+                "the store changed since the experiment ran",
+                path=Path(exp_dir) / OOF_STORE,
+            )
+        yield case_id, q, label
+
+
+def predict_fold(
+    exp_dir: str | Path,
+    fold_run: str | Path,
+    fold: int,
+    store,
+    *,
+    device: str = "auto",
+    on_case: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The fold's best checkpoint predicts every case of its fold (infer.tta, infer.batch_size of its
+    config) into the experiment's OOF store. Returns the case ids written."""
+    from liverctl.predict import load_run_models, predict_cases
+    from liverctl.submit import resolve_device
+
+    device = resolve_device(device)
+    runs = load_run_models([Path(fold_run)], which="best", device=device)
+    cfg = runs[0].cfg
+    cases = [case for case, f in sorted(store.folds().items()) if f == fold]
+    if not cases:
+        raise LiverctlError(f"fold {fold} has no cases in the store", path=store.path)
+    written = []
+    for case_id, probs in predict_cases(
+        runs, store, cases,
+        tta=str(cfg["infer"]["tta"]), batch_size=max(1, int(cfg["infer"]["batch_size"])),
+        device=device, amp=str(cfg["train"]["amp"]),
+    ):
+        write_oof_case(exp_dir, case_id, probs, fold)
+        written.append(case_id)
+        if on_case is not None:
+            on_case(case_id)
+    return written

@@ -1,0 +1,88 @@
+"""An experiment as one row of `liverctl runs`: its pooled out-of-fold figures, the per-fold best volume
+Dice as mean +- std, its decision, and its fold runs beneath. Files only (no torch, numpy or zarr);
+whatever is missing or odd becomes a problem line, never an exception."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from liverctl.errors import LiverctlError
+from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
+
+
+def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
+    """A `liverctl.runs.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
+    `cv` (cv, oof and decision from experiment.json)."""
+    from liverctl import runs
+
+    exp_dir = Path(exp_dir)
+    out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")
+    try:
+        summary = read_summary(exp_dir)
+    except LiverctlError as exc:
+        out.problems.append(str(exc))
+        return out
+    now = time.time() if now is None else now
+    out.folds = [runs.summarize_run(fold_dir(exp_dir, f), now=now) for f in summary["folds"]
+                 if fold_dir(exp_dir, f).is_dir()]
+    out.preset = summary.get("preset")
+    settings = runs.flatten_config(summary["config"])
+    settings.pop("data.fold", None)
+    out.settings = settings
+    out.status = str(summary.get("status") or "unknown")
+    if out.status == "running" and not any(f.status == "running" for f in out.folds):
+        updated = summary.get("updated")
+        if not isinstance(updated, (int, float)) or now - updated > runs.RUNNING_WINDOW_S:
+            out.status = "interrupted"
+            out.problems.append(f"{SUMMARY_FILE} says running but no fold is (killed?); resume it")
+    out.epochs_done = sum(f.epochs_done for f in out.folds)
+    epochs = runs._int((summary["config"].get("train") or {}).get("epochs"))
+    out.epochs_planned = None if epochs is None else epochs * len(summary["folds"])
+    oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
+    out.volume_dice = runs._finite(oof.get("volume_dice"))
+    out.slice_dice = runs._finite(oof.get("slice_dice"))
+    out.global_dice = runs._finite(oof.get("global_dice"))
+    walls = [f.wall_seconds for f in out.folds if f.wall_seconds is not None]
+    out.wall_seconds = sum(walls) if walls else None
+    out.nan_events = sum(f.nan_events for f in out.folds)
+    out.started = summary.get("created") if isinstance(summary.get("created"), (int, float)) else None
+    out.updated = summary.get("updated") if isinstance(summary.get("updated"), (int, float)) else None
+    out.submissions = runs._read_submissions(exp_dir, out.problems)
+    decision = summary.get("decision") if isinstance(summary.get("decision"), dict) else {}
+    out.cv = {
+        "folds": summary["folds"],
+        "cv": summary.get("cv") or {},
+        "oof": oof,
+        "decision": {k: decision.get(k) for k in ("threshold", "post", "volume_dice", "slice_dice", "global_dice", "cases")}
+        if decision else None,
+    }
+    missing = [f for f in summary["folds"] if not fold_dir(exp_dir, f).is_dir()]
+    if missing and out.status == "completed":
+        out.problems.append(f"fold run folder(s) missing: {', '.join(f'fold-{f}' for f in missing)}")
+    return out
+
+
+def cv_text(summary) -> str:
+    """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one."""
+    cv = (summary.cv or {}).get("cv") or {}
+    if cv.get("mean") is None:
+        return "-"
+    return f"{cv['mean']:.4f} +- {cv['std']:.4f} ({len(cv.get('folds') or {})})"
+
+
+def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:
+    """What an experiment adds to its `--json` row: cv, oof, decision, and its fold rows."""
+    from liverctl.runs import summary_row
+
+    cv = (summary.cv or {}).get("cv") or {}
+    return {
+        "kind": "experiment",
+        "cv_mean": cv.get("mean"),
+        "cv_std": cv.get("std"),
+        "cv_folds": cv.get("folds"),
+        "oof": (summary.cv or {}).get("oof"),
+        "decision": (summary.cv or {}).get("decision"),
+        "folds": [summary_row(f, varied) for f in summary.folds],
+    }

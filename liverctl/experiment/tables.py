@@ -1,0 +1,102 @@
+"""The experiment's out-of-fold option table and fold figures, for `liverctl report` (HTML and console)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from liverctl.experiment.folder import read_summary
+
+OPTION_HEAD = ("threshold", "post-processing", "volume Dice", "slice Dice", "global Dice")
+
+
+def option_rows(summary: dict) -> list[tuple[str, ...]]:
+    """Every option tried, best volume Dice first; the chosen one marked with `*`."""
+    decision = summary.get("decision") or {}
+    rows = []
+    options = sorted(decision.get("options") or [], key=lambda o: -(o.get("volume_dice") or 0.0))
+    for o in options:
+        chosen = o.get("threshold") == decision.get("threshold") and o.get("post") == decision.get("post")
+        rows.append((f"{o['threshold']:g}{' *' if chosen else ''}", str(o["post"]),
+                     *(_fmt(o.get(k)) for k in ("volume_dice", "slice_dice", "global_dice"))))
+    return rows
+
+
+def fold_rows(summary: dict) -> list[tuple[str, ...]]:
+    """(fold, run, status, best volume Dice, out-of-fold cases) per fold."""
+    rows = []
+    for fold in summary["folds"]:
+        entry = summary["fold_results"].get(str(fold)) or {}
+        best = (entry.get("best") or {}).get("volume_dice")
+        rows.append((str(fold), str(entry.get("run", f"fold-{fold}")), str(entry.get("status", "not started")),
+                     _fmt(best), str(len(entry.get("oof_cases") or []))))
+    return rows
+
+
+def headline(summary: dict) -> str:
+    cv, o, d = summary.get("cv") or {}, summary.get("oof") or {}, summary.get("decision") or {}
+    parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {len(summary['folds'])} folds, "
+             f"{summary.get('status')})"]
+    if cv.get("mean") is not None:
+        parts.append(f"per-fold best volume Dice {cv['mean']:.4f} +- {cv['std']:.4f}")
+    if o.get("volume_dice") is not None:
+        parts.append(f"pooled out-of-fold ({o.get('cases')} cases, threshold {o.get('threshold'):g}, no "
+                     f"post-processing): volume {o['volume_dice']:.4f}, slice {_fmt(o.get('slice_dice'))}, "
+                     f"global {_fmt(o.get('global_dice'))}")
+    if d:
+        parts.append(f"decision: threshold {d['threshold']:g}, post {d['post']} (out-of-fold volume Dice "
+                     f"{_fmt(d.get('volume_dice'))})")
+    if o.get("note"):
+        parts.append(o["note"])
+    return "; ".join(parts)
+
+
+def experiment_html(exp_dir: str | Path) -> str:
+    esc = html.escape
+    summary = read_summary(exp_dir)
+    parts = [f"<h2>Cross-validation: {esc(str(summary.get('name')))}</h2><p>{esc(headline(summary))}</p>",
+             "<table><tr>" + "".join(f"<th>{h}</th>" for h in ("fold", "run", "status", "best volume Dice",
+                                                              "out-of-fold cases")) + "</tr>"]
+    parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in fold_rows(summary))
+    parts.append("</table>")
+    rows = option_rows(summary)
+    if rows:
+        parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3><table><tr>"
+                     + "".join(f"<th>{h}</th>" for h in OPTION_HEAD) + "</tr>")
+        parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+        parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _fmt(value) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
+
+
+def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path]]:
+    """`liverctl report` arguments: an experiment stands for its fold runs (side by side); its fold
+    table and out-of-fold option table are printed. Returns (run folders, experiment folders)."""
+    from rich.table import Table
+
+    from liverctl import runs
+    from liverctl.experiment.folder import find_experiment, fold_dir
+
+    run_dirs: list[Path] = []
+    experiments: list[Path] = []
+    for spec in specs:
+        exp = find_experiment(spec, runs_dir)
+        if exp is None:
+            run_dirs.append(runs.resolve_run(spec, runs_dir))
+            continue
+        summary = read_summary(exp)
+        experiments.append(exp)
+        run_dirs.extend(fold_dir(exp, f) for f in summary["folds"] if runs.is_run_dir(fold_dir(exp, f)))
+        console.print(headline(summary), highlight=False, soft_wrap=True)
+        rows = option_rows(summary)
+        if rows:
+            table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
+            for h in OPTION_HEAD:
+                table.add_column(h, justify="left" if h == "post-processing" else "right")
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
+    return run_dirs, experiments

@@ -1,0 +1,212 @@
+"""Training an experiment: the folds one after another under one time budget, each an ordinary run
+folder (`fold-<k>/`, trained by `liverctl.train.loop.run_training`), then out-of-fold predictions and
+the decisions. `experiment.json` is rewritten (atomically) after every step, so an interrupted
+experiment says where it stopped and `resume_experiment` continues the unfinished fold, then the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from statistics import mean, pstdev
+
+from liverctl.checkpoint import checkpoint_path, read_sidecar
+from liverctl.config import read_config
+from liverctl.errors import LiverctlError, NaNAbort
+from liverctl.experiment import folder
+from liverctl.experiment.folder import fold_dir, read_summary, write_summary
+
+# Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
+OOF_RESERVE = 0.05
+
+
+def fold_config(cfg: dict, fold: int) -> dict:
+    out = copy.deepcopy(cfg)
+    out["data"]["fold"] = int(fold)
+    return out
+
+
+def start_experiment(
+    cfg: dict,
+    runs_root: str | Path,
+    name: str | None,
+    folds_text: str,
+    *,
+    device: str = "auto",
+    time_limit_s: float | None = None,
+    show_progress: bool = True,
+    say: Callable[[str], None] = lambda text: None,
+    preflight: Callable[[dict], None] = lambda cfg: None,
+) -> dict:
+    """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. `preflight`
+    checks the first fold's config before the folder exists (bad input leaves nothing behind)."""
+    from liverctl.store import LiverStore
+    from liverctl.train import distributed
+    from liverctl.train.run_folder import new_run_dir
+
+    if distributed.from_env().enabled:
+        raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
+    store = LiverStore.open(cfg["data"]["store"])
+    folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
+    preflight(fold_config(cfg, folds[0]))
+    exp_dir = new_run_dir(runs_root, name, f"{cfg['preset']}-cv")
+    summary = {
+        "name": exp_dir.name,
+        "preset": cfg.get("preset"),
+        "store": str(cfg["data"]["store"]),
+        "folds": folds,
+        "case_folds": folder.fold_assignment(store),
+        "config": cfg,
+        "time_limit_s": time_limit_s,
+        "created": time.time(),
+        "status": "running",
+        "fold_results": {},
+    }
+    write_summary(exp_dir, summary)
+    return run_folds(exp_dir, device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
+
+
+def resume_experiment(
+    exp_dir: str | Path,
+    *,
+    device: str = "auto",
+    time_limit_s: float | None = None,
+    show_progress: bool = True,
+    say: Callable[[str], None] = lambda text: None,
+) -> dict:
+    """Continue the unfinished fold of an experiment, then the rest (then the decisions)."""
+    summary = read_summary(exp_dir)
+    if summary.get("status") == "completed" and summary.get("decision"):
+        raise LiverctlError("the experiment already completed all its folds; start a new one", path=exp_dir)
+    return run_folds(Path(exp_dir), device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
+
+
+def _training_done(run_dir: Path, cfg: dict) -> bool:
+    last = read_sidecar(run_dir, "last") or {}
+    return int(last.get("epoch") or 0) >= int(cfg["train"]["epochs"]) and not int(last.get("step_in_epoch") or 0)
+
+
+def run_folds(
+    exp_dir: Path,
+    *,
+    device: str = "auto",
+    time_limit_s: float | None = None,
+    show_progress: bool = True,
+    say: Callable[[str], None] = lambda text: None,
+) -> dict:
+    """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
+    from liverctl.experiment import oof
+    from liverctl.store import LiverStore
+    from liverctl.train.loop import run_training
+
+    exp_dir = Path(exp_dir)
+    summary = read_summary(exp_dir)
+    store = LiverStore.open(summary["config"]["data"]["store"])
+    folder.check_store_unchanged(summary, store, exp_dir)
+    started = time.monotonic()
+    results = summary["fold_results"]
+
+    def remaining() -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started)
+
+    def finish(status: str, message: str = "") -> dict:
+        summary["status"], summary["message"] = status, message
+        write_summary(exp_dir, summary)
+        return summary
+
+    for fold in summary["folds"]:
+        entry = results.setdefault(str(fold), {"run": fold_dir(exp_dir, fold).name})
+        if entry.get("oof_done"):
+            continue
+        run_dir = fold_dir(exp_dir, fold)
+        cfg = fold_config(summary["config"], fold)
+        if (run_dir / "config.toml").is_file():
+            folder.check_fold_config(exp_dir, summary, fold, read_config(run_dir / "config.toml"), str(run_dir))
+        if not _training_done(run_dir, cfg):
+            left = remaining()
+            if left is not None and left <= 0:
+                return finish("time_limit", f"the time limit ended before fold {fold}")
+            resume = checkpoint_path(run_dir, "last").is_file()
+            say(f"fold {fold}: {'resuming' if resume else 'training'} {run_dir}")
+            entry["status"] = "running"
+            write_summary(exp_dir, summary)
+            budget = None if left is None else left - OOF_RESERVE * time_limit_s
+            if budget is not None and budget <= 0:
+                return finish("time_limit", f"the time limit ended before fold {fold}")
+            try:
+                result = run_training(cfg, run_dir, resume=resume, device=device, time_limit_s=budget,
+                                      show_progress=show_progress)
+            except NaNAbort as exc:
+                entry["status"] = "nan_abort"
+                finish("nan_abort", f"fold {fold}: {exc}")
+                raise
+            except (LiverctlError, KeyboardInterrupt) as exc:
+                entry["status"] = "failed" if isinstance(exc, LiverctlError) else "interrupted"
+                finish(entry["status"], f"fold {fold}: {exc}")
+                raise
+            entry.update(status=result["status"], best=result["best"], epochs_done=result["epochs_done"])
+            if result["status"] != "completed":
+                return finish(result["status"], f"fold {fold} stopped: {result['status']}")
+        best = read_sidecar(run_dir, "best") or {}
+        entry.update(status="completed", best=best.get("best") or entry.get("best"))
+        say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
+        entry["oof_cases"] = oof.predict_fold(exp_dir, run_dir, fold, store, device=device)
+        entry["oof_done"] = True
+        write_summary(exp_dir, summary)
+    say("deciding threshold and post-processing on the pooled out-of-fold predictions")
+    summary.update(evaluate_experiment(exp_dir, summary, store))
+    return finish("completed")
+
+
+def cv_figures(summary: dict) -> dict:
+    """Per-fold best volume Dice, mean and population std over the folds that have one."""
+    per_fold = {}
+    for fold in summary["folds"]:
+        best = (summary["fold_results"].get(str(fold)) or {}).get("best") or {}
+        if isinstance(best.get("volume_dice"), (int, float)):
+            per_fold[str(fold)] = float(best["volume_dice"])
+    values = list(per_fold.values())
+    return {
+        "folds": per_fold,
+        "mean": mean(values) if values else None,
+        "std": pstdev(values) if values else None,
+    }
+
+
+def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
+    """The experiment's cross-validation figures: cv (per-fold best), oof (pooled, config threshold, no
+    post-processing) and the decision on the pooled OOF predictions (every option scored)."""
+    import numpy as np
+
+    from liverctl.experiment import decide, oof
+
+    cases = oof.oof_cases(exp_dir)
+    preferred = float(summary["config"]["infer"]["threshold"])
+    liver = [float(store.meta(c).get("liver_voxels") or 0) for c in cases]
+    posts = decide.post_candidates(float(np.median(liver)) if liver else 1.0)
+    decision = decide.choose_decision(oof.iter_oof(exp_dir, store, cases), decide.threshold_candidates(preferred), posts)
+    raw = decide.find_option(decision.options, preferred, "none") or {}
+    train_only = sum(1 for f in store.folds().values() if f < 0)
+    per_fold_oof = {}
+    for fold in summary["folds"]:
+        # volume Dice of the fold's own held-out cases (raw): the fold's share of the pooled figure
+        members = [c for c, f in cases.items() if f == fold]
+        per_fold_oof[str(fold)] = len(members)
+    return {
+        "cv": cv_figures(summary),
+        "oof": {
+            "cases": len(cases),
+            "cases_per_fold": per_fold_oof,
+            "train_only_cases": train_only,
+            "threshold": preferred,
+            "post": "none",
+            "volume_dice": raw.get("volume_dice"),
+            "slice_dice": raw.get("slice_dice"),
+            "global_dice": raw.get("global_dice"),
+            "note": "out-of-fold predictions cover the cases in folds >= 0 only; "
+                    f"{train_only} train-only case(s) (fold -2) are never held out",
+        },
+        "decision": decision.to_json(),
+    }
