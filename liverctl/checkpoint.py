@@ -20,7 +20,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -57,25 +56,13 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
 
 
 def _atomic_write(path: Path, write) -> None:
+    """`write(binary file)` into `path` through the one atomic write (`liverctl.files.atomic_open`): a full
+    disk is one line and leaves no temporary file."""
+    from liverctl.files import atomic_open
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_open(path, "wb", what=f"the checkpoint {path.name}") as fh:
+        write(fh)
 
 
 def _json_safe(value: Any) -> Any:

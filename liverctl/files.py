@@ -9,7 +9,6 @@ WHAT"). Standard library only: the TUI may import it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
 
 _DIGITS = re.compile(r"(\d+)")
@@ -37,18 +37,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def device_of(path: str | os.PathLike) -> str:
-    """The mount point holding `path` (the DEVICE a full-disk message names); the folder itself if unknown."""
-    current = Path(os.path.abspath(path))
-    while not current.exists() and current != current.parent:
-        current = current.parent
-    while current != current.parent and not os.path.ismount(current):
-        current = current.parent
-    return str(current)
-
-
 def no_space_error(path: str | os.PathLike, what: str) -> LiverctlError:
-    return LiverctlError(f"no space left on {device_of(path)} while writing {what}", path=path)
+    """The full-disk line for a file: "PATH: no space left on DEVICE while writing WHAT"."""
+    return LiverctlError(no_space_message(path, what), path=path)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -85,7 +76,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
         _fsync_dir(path.parent)
     except OSError as exc:
         _remove(tmp)
-        if exc.errno == errno.ENOSPC:
+        if is_disk_full(exc):
             raise no_space_error(path, what or path.name) from None
         raise LiverctlError(f"cannot write {what or path.name}: {exc.strerror or exc}", path=path) from None
     except BaseException:

@@ -79,7 +79,9 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, cfg, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    from liverctl.errors import LiverctlError
+
+    with pytest.raises(LiverctlError, match="cannot write the checkpoint last.pt: disk full"):
         save_checkpoint(tmp_path, "last", _state(cfg, model, 0.7))
     monkeypatch.undo()
     assert load_checkpoint(checkpoint_path(tmp_path, "last"))["metrics"]["volume_dice"] == 0.5
@@ -250,3 +252,21 @@ def test_a_sidecar_that_is_not_a_json_object_reads_as_none(tmp_path):
         assert read_sidecar(tmp_path, "last") is None
     side.write_bytes(b'{"epoch": 3}')
     assert read_sidecar(tmp_path, "last") == {"epoch": 3}
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from liverctl import files
+    from liverctl.checkpoint import save_checkpoint
+    from liverctl.errors import LiverctlError
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    with pytest.raises(LiverctlError) as info:
+        save_checkpoint(tmp_path / "run", "last", {"config": {}, "model": {}, "epoch": 0, "global_step": 0})
+    assert "no space left on" in str(info.value) and "the checkpoint last.pt" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
