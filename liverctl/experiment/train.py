@@ -17,6 +17,7 @@ from liverctl.config import read_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
+from liverctl.train.run_folder import RunLock
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
 OOF_RESERVE = 0.05
@@ -44,14 +45,22 @@ def start_experiment(
     checks the first fold's config before the folder exists (bad input leaves nothing behind)."""
     from liverctl.store import LiverStore
     from liverctl.train import distributed
-    from liverctl.train.run_folder import new_run_dir
+    from liverctl.train.run_folder import check_fresh, run_dir_for
 
     if distributed.from_env().enabled:
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
     store = LiverStore.open(cfg["data"]["store"])
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
     preflight(fold_config(cfg, folds[0]))
-    exp_dir = new_run_dir(runs_root, name, f"{cfg['preset']}-cv")
+    exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(exp_dir):  # one writer per experiment, as per run (each fold's run folder is locked too)
+        check_fresh(exp_dir)
+        return _start(exp_dir, cfg, store, folds, device=device, time_limit_s=time_limit_s,
+                      show_progress=show_progress, say=say)
+
+
+def _start(exp_dir, cfg, store, folds, *, device, time_limit_s, show_progress, say) -> dict:
     summary = {
         "name": exp_dir.name,
         "preset": cfg.get("preset"),
@@ -77,10 +86,12 @@ def resume_experiment(
     say: Callable[[str], None] = lambda text: None,
 ) -> dict:
     """Continue the unfinished fold of an experiment, then the rest (then the decisions)."""
-    summary = read_summary(exp_dir)
-    if summary.get("status") == "completed" and summary.get("decision"):
-        raise LiverctlError("the experiment already completed all its folds; start a new one", path=exp_dir)
-    return run_folds(Path(exp_dir), device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
+    with RunLock(exp_dir):
+        summary = read_summary(exp_dir)
+        if summary.get("status") == "completed" and summary.get("decision"):
+            raise LiverctlError("the experiment already completed all its folds; start a new one", path=exp_dir)
+        return run_folds(Path(exp_dir), device=device, time_limit_s=time_limit_s, show_progress=show_progress,
+                         say=say)
 
 
 def _training_done(run_dir: Path, cfg: dict) -> bool:
@@ -136,8 +147,9 @@ def run_folds(
             if budget is not None and budget <= 0:
                 return finish("time_limit", f"the time limit ended before fold {fold}")
             try:
-                result = run_training(cfg, run_dir, resume=resume, device=device, time_limit_s=budget,
-                                      show_progress=show_progress)
+                with RunLock(run_dir):
+                    result = run_training(cfg, run_dir, resume=resume, device=device, time_limit_s=budget,
+                                          show_progress=show_progress)
             except NaNAbort as exc:
                 entry["status"] = "nan_abort"
                 finish("nan_abort", f"fold {fold}: {exc}")
