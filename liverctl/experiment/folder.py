@@ -6,14 +6,14 @@ No torch, numpy or zarr here: `liverctl runs` and `submit` read experiments thro
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from liverctl.checkpoint import json_safe
 from liverctl.errors import LiverctlError
+from liverctl.files import write_atomic
 
 FORMAT = "liverctl-experiment/1"
 SUMMARY_FILE = "experiment.json"
@@ -37,32 +37,12 @@ def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "run
     return None
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
-    """Write `experiment.json` whole (temp file in the same folder, fsync, rename)."""
+    """Write `experiment.json` whole, through the one atomic write."""
     path = Path(exp_dir) / SUMMARY_FILE
     summary = {**summary, "format": FORMAT, "updated": time.time()}
-    text = json.dumps(_clean(summary), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{SUMMARY_FILE}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(json_safe(summary), indent=1, allow_nan=False)
+    write_atomic(path, text, what="the experiment summary")
     return path
 
 
