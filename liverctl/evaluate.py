@@ -19,8 +19,8 @@ import numpy as np
 
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
-from liverctl.layout import case_id_from_name
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
+from liverctl.sources import case_id_from_name
 from liverctl.submission import read_submission
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

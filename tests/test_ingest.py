@@ -631,7 +631,7 @@ def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch
 def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
                                                                monkeypatch):
     from liverctl.ingest import check_free_space
-    from liverctl.layout import find_cases
+    from liverctl.sources import find_cases
     from liverctl.store import store_bytes
 
     # the estimate is not below what ingest really stores, on real CT

@@ -268,7 +268,7 @@ def _synthetic_dataset(settings: BenchSettings, work: Path) -> Path:
 
 
 def _train_cases(data_dir: Path) -> list[tuple[str, Path, Path | None]]:
-    from liverctl.layout import find_cases
+    from liverctl.sources import find_cases
 
     layout = find_cases(data_dir)
     return [(c.case_id, c.volume, c.label) for c in layout.cases if c.split == "train"]

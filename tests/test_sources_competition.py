@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from liverctl.errors import LiverctlError
-from liverctl.layout import case_id_from_name, find_cases
+from liverctl.sources import case_id_from_name, find_cases
 
 
 def touch(path: Path) -> Path:
