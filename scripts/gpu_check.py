@@ -204,16 +204,13 @@ def part_nan_story(args) -> None:
 def part_events(args) -> None:
     """What a real run did, from its events.jsonl: steps, samples/s (median after the first epoch's warm-up),
     NaN-guard events, the end status and best volume Dice."""
-    events = []
+    from liverctl.events import read_events
+
     log = args.run / "events.jsonl"
     if not log.is_file():
         _write(args.out, args.name, {"run": str(args.run), "error": "no events.jsonl: the run did not start"})
         return
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
+    events = read_events(log)
     rates = [e["samples_per_s"] for e in events if e.get("kind") == "step" and e.get("samples_per_s")]
     end = next((e for e in reversed(events) if e.get("kind") == "run_end"), {})
     start = next((e for e in events if e.get("kind") == "run_start"), {})
