@@ -222,7 +222,7 @@ def part_events(args) -> None:
         "nan_events": [{k: e.get(k) for k in ("step", "action", "where", "message")}
                        for e in events if e.get("kind") == "nan"],
         "status": end.get("status"), "best": end.get("best"),
-        "gpu_memory": next((e.get("gpu_memory_bytes") for e in reversed(events) if e.get("gpu_memory_bytes")), None),
+        "gpu_mem_peak_gb": next((e.get("gpu_mem_peak_gb") for e in reversed(events) if e.get("gpu_mem_peak_gb")), None),
     })
 
 
