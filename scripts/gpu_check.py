@@ -99,8 +99,8 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
 
 
 def _build(torch, cfg: dict, precision: str, channels_last: bool):
-    from liverctl.losses import build_loss
-    from liverctl.models import build_model
+    from liverctl.train.losses import build_loss
+    from liverctl.train.models import build_model
 
     model = build_model(cfg, pretrained=False).cuda().train()
     if channels_last:
@@ -204,7 +204,7 @@ def part_nan_story(args) -> None:
 def part_events(args) -> None:
     """What a real run did, from its events.jsonl: steps, samples/s (median after the first epoch's warm-up),
     NaN-guard events, the end status and best volume Dice."""
-    from liverctl.events import read_events
+    from liverctl.runs.events import read_events
 
     log = args.run / "events.jsonl"
     if not log.is_file():

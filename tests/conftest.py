@@ -46,7 +46,7 @@ REAL_CASES = {
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from liverctl.synth import write_synthetic_dataset
+    from liverctl.data.synth import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("tiny") / "data"
     write_synthetic_dataset(out, workers=1, **TINY)
@@ -55,7 +55,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_store(tiny_dataset, tmp_path_factory) -> Path:
-    from liverctl.ingest import ingest_folder
+    from liverctl.data.ingest import ingest_folder
 
     store = tmp_path_factory.mktemp("tiny-store") / "liver.zarr"
     summary = ingest_folder(tiny_dataset, store=store, workers=1)
@@ -85,7 +85,7 @@ def real_dataset(tmp_path_factory) -> RealDataset:
 
 @pytest.fixture(scope="session")
 def real_store(real_dataset, tmp_path_factory) -> Path:
-    from liverctl.ingest import ingest_folder
+    from liverctl.data.ingest import ingest_folder
 
     store = tmp_path_factory.mktemp("real-store") / "liver.zarr"
     summary = ingest_folder(real_dataset.root, store=store, liver_labels=[1], workers=1)

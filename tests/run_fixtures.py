@@ -1,6 +1,6 @@
 """Hand-made run folders for the `runs` / `report` tests: what `liverctl train` writes, without training.
 
-`make_run` writes `config.toml`, `events.jsonl` (the kinds and fields of `liverctl/events.py`),
+`make_run` writes `config.toml`, `events.jsonl` (the kinds and fields of `liverctl/runs/events.py`),
 `checkpoints/{last,best}.json` sidecars and, optionally, `submissions.jsonl` with the
 `<csv>.scores.json` that `evaluate` leaves beside a submission. Timestamps are explicit so that
 ordering and wall-time checks do not depend on the clock.
@@ -17,7 +17,7 @@ from typing import Any
 import tomli_w
 
 from liverctl.config import resolve_config
-from liverctl.evaluate import scores_path
+from liverctl.infer.evaluate import scores_path
 
 
 def make_config(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -172,8 +172,8 @@ def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best"
     """
     import torch
 
-    from liverctl.checkpoint import save_checkpoint
-    from liverctl.models import build_model
+    from liverctl.runs.checkpoint import save_checkpoint
+    from liverctl.train.models import build_model
 
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False)

@@ -47,7 +47,7 @@ def build_notebook_cache(
     Layout: `cache_dir/images/<case>_<z>.npy` float16 (X, Y) in [0, 1],
     `cache_dir/masks/<case>_<z>.npy` uint8 (X, Y), and `index.json` listing every slice.
     """
-    from liverctl.nifti import open_nifti
+    from liverctl.data.nifti import open_nifti
 
     images, masks = cache_dir / "images", cache_dir / "masks"
     images.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def load_cache_rows(cache_dir: Path) -> list[CacheRow]:
 
 def notebook_transform(augment: bool, rotate_limit: float = 10.0, size: int = 512):
     """The notebooks' albumentations pipeline: resize, flips and a small rotation (or only the resize),
-    then ToTensorV2. The same transforms and probabilities as `liverctl.dataset.build_augmentation`.
+    then ToTensorV2. The same transforms and probabilities as `liverctl.data.dataset.build_augmentation`.
     """
     import albumentations as A
     import cv2

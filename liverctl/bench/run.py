@@ -255,7 +255,7 @@ def _machine(torch) -> dict:
 
 def _synthetic_dataset(settings: BenchSettings, work: Path) -> Path:
     """The synthetic dataset for these sizes, written once and reused (a marker file says it is whole)."""
-    from liverctl.synth import write_synthetic_dataset
+    from liverctl.data.synth import write_synthetic_dataset
 
     out = work / f"data-c{settings.cases}-s{settings.size}-z{settings.slices}-seed{settings.seed}"
     marker = out / ".complete"
@@ -268,7 +268,7 @@ def _synthetic_dataset(settings: BenchSettings, work: Path) -> Path:
 
 
 def _train_cases(data_dir: Path) -> list[tuple[str, Path, Path | None]]:
-    from liverctl.sources import find_cases
+    from liverctl.data.sources import find_cases
 
     layout = find_cases(data_dir)
     return [(c.case_id, c.volume, c.label) for c in layout.cases if c.split == "train"]
@@ -292,7 +292,7 @@ def _fresh(path: Path) -> Callable[[], None]:
 
 def read_floor(cases: list[tuple[str, Path, Path | None]]) -> int:
     """Read and decompress every source file once (volume and label), nothing else. Returns voxels read."""
-    from liverctl.nifti import open_nifti
+    from liverctl.data.nifti import open_nifti
 
     voxels = 0
     for _, volume, label in cases:
@@ -336,7 +336,7 @@ def _measure_ingest(ctx: _Context) -> list[Figure]:
 
 def _liverctl_ingest(data_dir: Path, store_path: Path, workers: int) -> Any:
     try:
-        from liverctl.ingest import ingest_folder
+        from liverctl.data.ingest import ingest_folder
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     summary = ingest_folder(data_dir, store_path, workers=workers, liver_labels=LIVER_LABELS)
@@ -374,7 +374,7 @@ def _pick_samples(ctx: _Context, count: int) -> _Samples:
 
 def _open_store(path: Path):
     try:
-        from liverctl.store import LiverStore
+        from liverctl.data.store import LiverStore
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     return LiverStore.open(path)
@@ -389,10 +389,10 @@ def _liverctl_loader(ctx: _Context, cfg: dict, rows: np.ndarray | None, batch_si
     One epoch of it is exactly `rows` (shuffled), so a timed epoch has no prefetched batches to throw away.
     """
     if ctx.store_path is None or rows is None:
-        raise Unavailable("not available: liverctl.ingest missing (no store)")
+        raise Unavailable("not available: liverctl.data.ingest missing (no store)")
     try:
-        from liverctl.augment_device import resolve_augment_on
-        from liverctl.dataset import EpochSampler, SliceDataset, make_train_loader, plan_loader
+        from liverctl.data.augment_device import resolve_augment_on
+        from liverctl.data.dataset import EpochSampler, SliceDataset, make_train_loader, plan_loader
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     from liverctl.config import in_channels
@@ -478,7 +478,7 @@ WORKER_BUDGET_S = 0.0025  # issue 12: worker CPU per sample when augmentation ru
 
 @contextlib.contextmanager
 def _one_thread(torch):
-    """As in a DataLoader worker (`liverctl.dataset._worker_init`): one torch thread."""
+    """As in a DataLoader worker (`liverctl.data.dataset._worker_init`): one torch thread."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -532,8 +532,8 @@ def _measure_loader_cpu(ctx: _Context, samples: _Samples) -> list[Figure]:
     works: dict[str, Callable[[], int]] = {BASELINE: notebook_part}
     try:
         if ctx.store_path is None or samples.store_rows is None:
-            raise Unavailable("not available: liverctl.ingest missing (no store)")
-        from liverctl.dataset import SliceDataset
+            raise Unavailable("not available: liverctl.data.ingest missing (no store)")
+        from liverctl.data.dataset import SliceDataset
 
         store = _open_store(ctx.store_path)
         rows = samples.store_rows[:n]
@@ -574,7 +574,7 @@ def loader_breakdown(ctx: _Context, samples: _Samples, n: int = 32) -> dict[str,
     """
     import torch.utils.data
 
-    from liverctl.dataset import SliceDataset, augment_sample
+    from liverctl.data.dataset import SliceDataset, augment_sample
 
     s = ctx.settings
     clock = time.process_time
@@ -636,9 +636,9 @@ def _train_step_fn(ctx: _Context):
     clipping. Returns (step(image, mask), device, precision mode)."""
     torch = ctx.torch
     try:
-        from liverctl.losses import build_loss
-        from liverctl.models import build_model
         from liverctl.train.device import resolve_precision
+        from liverctl.train.losses import build_loss
+        from liverctl.train.models import build_model
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     cfg = ctx.config()
@@ -757,7 +757,7 @@ def _noisy_mask(label: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _measure_submit(ctx: _Context) -> list[Figure]:
-    from liverctl.nifti import open_nifti
+    from liverctl.data.nifti import open_nifti
 
     s = ctx.settings
     case_id, volume_path, label_path = ctx.cases[0]
@@ -788,7 +788,7 @@ def _measure_submit(ctx: _Context) -> list[Figure]:
 
 def _liverctl_postprocess(mask: np.ndarray) -> np.ndarray:
     try:
-        from liverctl.postprocess import parse_postprocess
+        from liverctl.infer.postprocess import parse_postprocess
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     return parse_postprocess("largest")(mask)
@@ -796,19 +796,19 @@ def _liverctl_postprocess(mask: np.ndarray) -> np.ndarray:
 
 def _liverctl_rle(mask: np.ndarray) -> list[str]:
     try:
-        from liverctl.rle import encode_volume
+        from liverctl.infer.rle import encode_volume
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     return encode_volume(mask)
 
 
 def _measure_inference(ctx: _Context, fig: Figure, volume_path: Path, case_id: str) -> None:
-    from liverctl.nifti import open_nifti
+    from liverctl.data.nifti import open_nifti
 
     torch = ctx.torch
     s = ctx.settings
     try:
-        from liverctl.models import build_model
+        from liverctl.train.models import build_model
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     cfg = ctx.config()
@@ -831,9 +831,9 @@ def _measure_inference(ctx: _Context, fig: Figure, volume_path: Path, case_id: s
 def _liverctl_predict_fn(ctx: _Context, model, cfg: dict, case_id: str, z0: int, n: int) -> Callable[[], Any]:
     """liverctl's prediction of slices z0 .. z0 + n - 1 of a store case (hflip TTA, batched)."""
     if ctx.store_path is None:
-        raise Unavailable("not available: liverctl.ingest missing (no store)")
+        raise Unavailable("not available: liverctl.data.ingest missing (no store)")
     try:
-        from liverctl.predict import RunModel, predict_case_probabilities
+        from liverctl.infer.predict import RunModel, predict_case_probabilities
     except ModuleNotFoundError as exc:
         raise _missing(exc) from None
     store = _open_store(ctx.store_path)
@@ -856,8 +856,8 @@ def _race_into(fig: Figure, works: dict[str, Callable[[], Any]], repeats: int, *
 
 
 def store_volume(store, case_id: str) -> np.ndarray:
-    """A store case's whole image as `liverctl.predict` reads it. Shape: float16 (X, Y, Z)."""
-    from liverctl.predict import read_case_volume
+    """A store case's whole image as `liverctl.infer.predict` reads it. Shape: float16 (X, Y, Z)."""
+    from liverctl.infer.predict import read_case_volume
 
     return read_case_volume(store, case_id)
 

@@ -1,4 +1,4 @@
-"""`liverctl synth` and `liverctl ingest`: thin commands over liverctl.synth and liverctl.ingest."""
+"""`liverctl synth` and `liverctl ingest`: thin commands over liverctl.data.synth and liverctl.data.ingest."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def synth(
     with guarded():
         import time
 
-        from liverctl.synth import write_synthetic_dataset
+        from liverctl.data.synth import write_synthetic_dataset
 
         started = time.perf_counter()
         with _progress() as progress:
@@ -88,9 +88,9 @@ def ingest(
     with guarded():
         from rich.markup import escape
 
+        from liverctl.data.ingest import ingest_sources
+        from liverctl.data.sources.plan import parse_layout_option, parse_liver_labels_option, plan_sources
         from liverctl.errors import LiverctlError
-        from liverctl.ingest import ingest_sources
-        from liverctl.sources.plan import parse_layout_option, parse_liver_labels_option, plan_sources
 
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
@@ -152,7 +152,7 @@ def ingest(
 
 
 def _fold_name(fold: int) -> str:
-    from liverctl.store import TRAIN_ONLY_FOLD
+    from liverctl.data.store import TRAIN_ONLY_FOLD
 
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 

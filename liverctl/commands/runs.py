@@ -30,7 +30,7 @@ def runs_command(
     as_csv: bool = typer.Option(False, "--csv", help="Print the rows as CSV."),
 ) -> None:
     """One row per run, newest first: the settings that differ between runs, status, best Dice, scores."""
-    from liverctl import runs
+    from liverctl.runs import history as runs
 
     with guarded():
         if as_json and as_csv:
@@ -64,7 +64,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
     from rich.table import Table
     from rich.text import Text
 
-    from liverctl import runs
+    from liverctl.runs import history as runs
 
     if not summaries:
         console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if n_filtered > 1 else ''}")
@@ -173,7 +173,7 @@ def report_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N, for the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
-    from liverctl import report
+    from liverctl.report import build as report
 
     with guarded():
         from liverctl.experiment.tables import expand_report_specs

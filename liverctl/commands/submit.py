@@ -47,7 +47,7 @@ def submit_command(
     """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from liverctl.submit import make_submission
+    from liverctl.infer.submit import make_submission
 
     with guarded():
         progress = Progress(
@@ -91,7 +91,7 @@ def postprocess_command(
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
     from liverctl.errors import LiverctlError
-    from liverctl.postprocess import AUTO, postprocess_nifti
+    from liverctl.infer.postprocess import AUTO, postprocess_nifti
 
     with guarded():
         if mode.strip().lower() == AUTO:
@@ -112,8 +112,8 @@ def evaluate_command(
     liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
-    from liverctl.evaluate import evaluate_submission, scores_path, write_scores
-    from liverctl.submission import MalformedSubmission
+    from liverctl.infer.evaluate import evaluate_submission, scores_path, write_scores
+    from liverctl.infer.submission import MalformedSubmission
 
     with guarded():
         try:

@@ -66,17 +66,17 @@ def train(
     with guarded(), contextlib.ExitStack() as held:
         from rich.text import Text
 
-        from liverctl.checkpoint import read_sidecar
         from liverctl.config import read_config, resolve_config
-        from liverctl.train import distributed
-        from liverctl.train.loop import run_training
-        from liverctl.train.run_folder import (
+        from liverctl.runs.checkpoint import read_sidecar
+        from liverctl.runs.folder import (
             RunLock,
             check_fresh,
             find_resume_run,
             parse_duration,
             run_dir_for,
         )
+        from liverctl.train import distributed
+        from liverctl.train.loop import run_training
 
         overrides = list(set_)
         if store is not None:
@@ -141,9 +141,9 @@ def train(
 def preflight(cfg: dict) -> None:
     """The checks that need no training set-up: the store opens, the fold exists, weights can be had."""
     from liverctl.config import is_none
-    from liverctl.dataset import split_rows
-    from liverctl.models import check_weights_available
-    from liverctl.store import LiverStore
+    from liverctl.data.dataset import split_rows
+    from liverctl.data.store import LiverStore
+    from liverctl.train.models import check_weights_available
 
     store = LiverStore.open(cfg["data"]["store"])
     split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # the fold has cases, so do the others
@@ -172,7 +172,7 @@ def convert_checkpoint(
     ),
 ) -> None:
     """Rewrite a checkpoint of an earlier liverctl as plain data. This RUNS CODE FROM OLD: only for files you trust."""
-    from liverctl.checkpoint import convert_checkpoint as convert
+    from liverctl.runs.checkpoint import convert_checkpoint as convert
 
     with guarded():
         path = convert(old, new, trust_code=trust_code)

@@ -1,7 +1,7 @@
 """Decisions on the pooled out-of-fold predictions: the threshold and the post-processing with the best
 volume Dice over every held-out training case, and the score of every option tried.
 
-The options are a grid: thresholds x post-processing specs (the modes of `liverctl.postprocess`:
+The options are a grid: thresholds x post-processing specs (the modes of `liverctl.infer.postprocess`:
 none, largest, min-size:N, fill, fill2d and their `+` combinations). An option replaces the current
 best only if it raises the volume Dice by more than `min_gain`, and the options are tried in order
 (the config's threshold first, `none` first), so ties keep the simplest decision.
@@ -16,8 +16,8 @@ import numpy as np
 
 from liverctl.errors import LiverctlError
 from liverctl.experiment.oof import threshold_mask
+from liverctl.infer.postprocess import parse_postprocess
 from liverctl.metrics import DiceCounts
-from liverctl.postprocess import parse_postprocess
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZE_FRACTION = 0.1  # min-size:N drops components below this share of the median liver volume

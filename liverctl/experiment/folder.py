@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liverctl.checkpoint import json_safe
 from liverctl.errors import LiverctlError
 from liverctl.files import write_atomic
+from liverctl.runs.checkpoint import json_safe
 
 FORMAT = "liverctl-experiment/1"
 SUMMARY_FILE = "experiment.json"

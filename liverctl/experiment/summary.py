@@ -13,9 +13,9 @@ from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
 
 
 def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
-    """A `liverctl.runs.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
+    """A `liverctl.runs.history.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
     `cv` (cv, oof and decision from experiment.json)."""
-    from liverctl import runs
+    from liverctl.runs import history as runs
 
     exp_dir = Path(exp_dir)
     out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")
@@ -74,7 +74,7 @@ def cv_text(summary) -> str:
 
 def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:
     """What an experiment adds to its `--json` row: cv, oof, decision, and its fold rows."""
-    from liverctl.runs import summary_row
+    from liverctl.runs.history import summary_row
 
     cv = (summary.cv or {}).get("cv") or {}
     return {

@@ -77,8 +77,8 @@ def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path
     table and out-of-fold option table are printed. Returns (run folders, experiment folders)."""
     from rich.table import Table
 
-    from liverctl import runs
     from liverctl.experiment.folder import find_experiment, fold_dir
+    from liverctl.runs import history as runs
 
     run_dirs: list[Path] = []
     experiments: list[Path] = []

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import mean, pstdev
 
-from liverctl.checkpoint import checkpoint_path, read_sidecar
 from liverctl.config import read_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
-from liverctl.train.run_folder import RunLock
+from liverctl.runs.checkpoint import checkpoint_path, read_sidecar
+from liverctl.runs.folder import RunLock
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
 OOF_RESERVE = 0.05
@@ -43,9 +43,9 @@ def start_experiment(
 ) -> dict:
     """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. `preflight`
     checks the first fold's config before the folder exists (bad input leaves nothing behind)."""
-    from liverctl.store import LiverStore
+    from liverctl.data.store import LiverStore
+    from liverctl.runs.folder import check_fresh, run_dir_for
     from liverctl.train import distributed
-    from liverctl.train.run_folder import check_fresh, run_dir_for
 
     if distributed.from_env().enabled:
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
@@ -108,8 +108,8 @@ def run_folds(
     say: Callable[[str], None] = lambda text: None,
 ) -> dict:
     """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
+    from liverctl.data.store import LiverStore
     from liverctl.experiment import oof
-    from liverctl.store import LiverStore
     from liverctl.train.loop import run_training
 
     exp_dir = Path(exp_dir)

@@ -16,22 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.checkpoint import (
+from liverctl.config import CONFIG_FILE, write_config
+from liverctl.errors import LiverctlError, NaNAbort
+from liverctl.runs.checkpoint import (
     checkpoint_path,
     load_checkpoint,
     non_finite_weights,
     rng_to_plain,
     save_checkpoint,
 )
-from liverctl.config import CONFIG_FILE, write_config
-from liverctl.errors import LiverctlError, NaNAbort
-from liverctl.events import EventWriter
+from liverctl.runs.events import EventWriter
+from liverctl.runs.folder import TimeBudget, tidy_run_dir
 from liverctl.train import distributed
 from liverctl.train.device import cuda_memory_fields
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
-from liverctl.train.run_folder import TimeBudget, tidy_run_dir
-from liverctl.train.setup import Session, setup_session, versions
+from liverctl.train.session import Session, setup_session, versions
 
 
 class _NullEvents:

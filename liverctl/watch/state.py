@@ -1,6 +1,6 @@
 """What `watch` shows, folded from a run's events: pure Python, no Textual, no torch.
 
-`RunState.feed(events)` folds events (from `liverctl.events`) into the run's name, preset, device, status,
+`RunState.feed(events)` folds events (from `liverctl.runs.events`) into the run's name, preset, device, status,
 per-step losses, per-epoch rows, best epoch, NaN records, throughput, ETA and checkpoints. `RunWatcher`
 owns the incremental reading of one run folder (file not there yet, a torn last line, the folder deleted,
 the file replaced). Both the TUI and `watch --once` read only this.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.events import EVENTS_FILE, KINDS, EventTail
+from liverctl.runs.events import EVENTS_FILE, KINDS, EventTail
 
 # Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
 # null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).

@@ -1,0 +1,438 @@
+"""Slices from the store as training samples: 2D / 2.5D stacks, normalisation, augmentation, loaders.
+
+Conventions (shared with `submit`): a slice is `image[..., z]` of the store, an (X, Y) array used as
+(H, W) with no transpose. A 2.5D stack holds slices z - context .. z + context (clamped at the ends)
+as channels. `normalize` maps HU to [0, 1]; `resize_stack` brings a stack to the model's input size.
+
+Randomness is a pure function of (seed, epoch, position in the epoch): the sampler yields
+(row, sample_seed) pairs and the Dataset seeds its augmentation from `sample_seed`, so a resumed run
+sees the same samples and augmentations whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
+
+
+def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
+    """(lo, hi) HU of the config's normalisation for a volume with these store stats: x -> (x - lo) / (hi - lo)."""
+    data = cfg["data"]
+    if data["normalize"] == "window":
+        lo, hi = (float(v) for v in data["window"])
+    elif data["normalize"] == "minmax":
+        lo, hi = float(stats["min"]), float(stats["max"])
+    else:
+        raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
+    return lo, hi
+
+
+def normalize(stack_hu: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    """HU -> [0, 1] as the config says, with no pass over the volume (stats come from the store).
+
+    Shape: stack_hu (C, H, W) any float/int dtype -> float32 (C, H, W).
+    window: clip to data.window and scale; minmax: (x - min) / (max - min) of the whole volume.
+    """
+    lo, hi = norm_range(cfg, stats)
+    x = np.asarray(stack_hu, dtype=np.float32)
+    if not hi > lo:
+        return np.zeros_like(x)
+    out = (x - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
+    """Shape: (C, H, W) float32 -> (C, size, size), bilinear (area when shrinking)."""
+    import cv2
+
+    if stack.shape[1:] == (size, size):
+        return stack
+    interp = cv2.INTER_AREA if min(stack.shape[1:]) > size else cv2.INTER_LINEAR
+    hwc = np.ascontiguousarray(stack.transpose(1, 2, 0))
+    out = cv2.resize(hwc, (size, size), interpolation=interp)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def build_augmentation(cfg: dict, train: bool):
+    """The albumentations pipeline of `data.augment` (images HWC float32, masks HW uint8)."""
+    import albumentations as A
+    import cv2
+
+    data = cfg["data"]
+    size = int(data["input_size"])
+    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    if train and data["augment"] in ("flip_rotate", "distort"):
+        steps += [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.Rotate(limit=data["rotate_limit"], border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
+        ]
+    if train and data["augment"] == "distort":
+        steps += [
+            A.GridDistortion(p=0.3, border_mode=cv2.BORDER_CONSTANT),
+            A.ElasticTransform(p=0.3, border_mode=cv2.BORDER_CONSTANT),
+        ]
+    return A.Compose(steps)
+
+
+def seed_augmentation(compose, seed: int) -> None:
+    """Seed an albumentations pipeline so that each of its transforms draws independently.
+
+    albumentations 2 seeds every transform of a Compose with the same seed, so their first draws
+    coincide: flip, flip and rotate (all p=0.5) then fire all together or not at all, and training never
+    sees a horizontal flip alone (which made hflip TTA lose 0.15 volume Dice on the demo). Each
+    transform gets its own seed derived from `seed`; the result stays a pure function of `seed`.
+    """
+    compose.set_random_seed(seed)
+    own = np.random.SeedSequence(seed).generate_state(len(compose.transforms))
+    for transform, transform_seed in zip(compose.transforms, own, strict=True):
+        transform.set_random_seed(int(transform_seed))
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype):
+    """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
+    does, so that handing the batch over copies nothing."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+
+
+class SliceDataset:
+    """Training samples from rows of the store's slice index, read a batch at a time.
+
+    `dataset.batch([(row, sample_seed), ...])` (also `dataset[list]`, which the loader calls) is what a
+    worker hands over: the dict of `liverctl.data.augment_device` (image float16, mask uint8, norm, size,
+    seed), read from the chunks straight into the batch. `augment_on` says who augments:
+    "device": the worker only reads (image = HU as stored, own size); the training step normalises and
+    augments the whole batch (`finish`). "cpu": the worker normalises, runs albumentations and resizes
+    to S; the step only casts. `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
+    sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
+    """
+
+    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu"):
+        if augment_on not in ("cpu", "device"):
+            raise ValueError(f"augment_on must be 'cpu' or 'device', not {augment_on!r}")
+        index = store.slice_index()
+        self.store = store
+        self.cfg = cfg
+        self.context = int(cfg["data"]["context"])
+        self.size = int(cfg["data"]["input_size"])
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.case_codes = np.asarray(index.case)[self.rows]
+        self.z = np.asarray(index.z)[self.rows]
+        self.liver = np.asarray(index.liver_pixels)[self.rows] > 0
+        self.case_ids = list(index.case_ids)
+        used = sorted(set(self.case_codes.tolist()))
+        metas = {c: store.meta(self.case_ids[c]) for c in used}
+        self.stats = {c: m.get("stats", {}) for c, m in metas.items()}
+        self.shapes = {c: tuple(int(n) for n in m["shape"][:2]) for c, m in metas.items()}
+        self.ranges = {c: norm_range(cfg, self.stats[c]) for c in used}
+        self.train = train
+        self.augment_on = augment_on
+        self.augment = build_augmentation(cfg, train)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unresized normalised stack (C, X, Y) float32 and label (X, Y) uint8 of item i."""
+        code, z = int(self.case_codes[i]), int(self.z[i])
+        case = self.case_ids[code]
+        stack = self.store.read_stack(case, z, context=self.context)
+        label = self.store.read_label_slice(case, z)
+        return normalize(stack, self.cfg, self.stats[code]), np.asarray(label, dtype=np.uint8)
+
+    def batch(self, items) -> dict:
+        """A worker's batch of `items` ((position, seed) pairs or positions); see the class docstring."""
+        import torch
+
+        pos = [int(it[0]) if isinstance(it, tuple | list) else int(it) for it in items]
+        seeds = [int(it[1]) if isinstance(it, tuple | list) else 0 for it in items]
+        codes = [int(self.case_codes[p]) for p in pos]
+        n, channels = len(pos), 2 * self.context + 1
+        if self.augment_on == "device":
+            sizes = [self.shapes[c] for c in codes]
+        else:
+            sizes = [(self.size, self.size)] * n
+        height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        image = _batch_tensor((n, channels, height, width), torch.float16)
+        mask = _batch_tensor((n, 1, height, width), torch.uint8)
+        norm = torch.zeros((n, 2), dtype=torch.float32)
+        norm[:, 1] = 1.0
+        for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
+            case, z = self.case_ids[code], int(self.z[p])
+            if self.augment_on == "cpu":
+                stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
+                label = self.store.read_label_slice(case, z)
+                aug_image, aug_mask = augment_sample(stack, label, self.ranges[code], self.augment, seeds[i])
+                image[i].copy_(aug_image)  # the cast to float16 is part of this copy
+                mask[i, 0].copy_(aug_mask)
+                continue
+            norm[i] = torch.tensor(self.ranges[code])
+            x, y = sizes[i]
+            if (x, y) == (height, width):
+                self.store.read_stack(case, z, context=self.context, dtype=np.float16, out=image[i].numpy())
+                self.store.read_label_slice(case, z, out=mask[i, 0].numpy())
+            else:  # a batch of mixed sizes: padding maps to 0 after normalisation
+                image[i].fill_(self.ranges[code][0])
+                mask[i].zero_()
+                image[i, :, :x, :y] = torch.from_numpy(self.store.read_stack(case, z, self.context, np.float16))
+                mask[i, 0, :x, :y] = torch.from_numpy(self.store.read_label_slice(case, z))
+        return {
+            "image": image,
+            "mask": mask,
+            "norm": norm,
+            "size": torch.tensor(sizes, dtype=torch.int32).view(n, 2),
+            "seed": torch.tensor(seeds, dtype=torch.int64),
+            "normalised": torch.tensor(self.augment_on == "cpu"),
+        }
+
+    def finish(self, batch: dict, device) -> tuple:
+        """The training step's side: `liverctl.data.augment_device.finish_batch` with this dataset's path."""
+        from liverctl.data.augment_device import finish_batch
+
+        return finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+
+    def __getitem__(self, item):
+        if isinstance(item, list):
+            return self.batch(item)
+        image, mask = self.finish(self.batch([item]), "cpu")
+        return image[0], mask[0]
+
+
+def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
+    """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
+    resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as
+    torch tensors.
+
+    Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
+    warp). The float16 -> float32 cast into the HWC layout albumentations wants is one torch copy, the
+    way back to float16 CHW another (numpy's float16 conversions are several times slower).
+    """
+    import torch
+
+    lo, hi = norm
+    hwc = torch.empty((*stack16.shape[1:], stack16.shape[0]), dtype=torch.float32)
+    hwc.copy_(torch.from_numpy(stack16).permute(1, 2, 0))
+    if hi > lo:
+        hwc.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+    else:
+        hwc.zero_()
+    seed_augmentation(augment, int(seed))
+    out = augment(image=hwc.numpy(), mask=label)
+    image = np.ascontiguousarray(out["image"]).reshape(*out["image"].shape[:2], -1)
+    return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(out["mask"]))
+
+
+class ValidationDataset(SliceDataset):
+    """Whole held-out cases for validation, one batch never spanning two cases.
+
+    Item: image float32 (C, S, S), resized mask float32 (1, S, S) for the loss, the full-size label
+    uint8 (X, Y) for the Dice counts, the case code and z.
+    """
+
+    def __init__(self, store, rows: np.ndarray, cfg: dict):
+        super().__init__(store, rows, cfg, train=False)
+
+    def __getitem__(self, item):
+        import torch
+
+        i = int(item[0] if isinstance(item, tuple) else item)
+        stack, label = self.load(i)
+        size = int(self.cfg["data"]["input_size"])
+        image = resize_stack(stack, size)
+        import cv2
+
+        small = cv2.resize((label > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        return (
+            torch.from_numpy(image),
+            torch.from_numpy(small[None].astype(np.float32)),
+            torch.from_numpy((label > 0).astype(np.uint8)),
+            int(self.case_codes[i]),
+            int(self.z[i]),
+        )
+
+    def case_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+        """Batches of positions, grouped by case; under DDP each rank takes every world-th case."""
+        cases = sorted(set(self.case_codes.tolist()))[rank::world]
+        batches = []
+        for code in cases:
+            pos = np.flatnonzero(self.case_codes == code)
+            pos = pos[np.argsort(self.z[pos], kind="stable")]
+            batches += [pos[i : i + batch_size].tolist() for i in range(0, len(pos), batch_size)]
+        return batches
+
+
+class EpochSampler:
+    """Samples for one epoch, a pure function of (seed, epoch): uniform permutation, or liver slices
+    drawn `liver_oversample` times as often (with replacement). Under DDP every rank draws the same
+    sequence and keeps positions rank, rank + world, ... (like DistributedSampler).
+
+    Yields (dataset position, sample_seed); `num_samples` per rank (default: one pass). `start` skips
+    the samples already seen (resume mid-epoch).
+    """
+
+    def __init__(
+        self,
+        liver: np.ndarray,
+        oversample: float,
+        seed: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        num_samples: int | None = None,
+    ):
+        self.weights = np.where(liver, float(oversample), 1.0)
+        self.uniform = float(oversample) == 1.0
+        self.seed, self.rank, self.world = int(seed), rank, world
+        self.epoch, self.start = 0, 0
+        self.num_samples = num_samples or math.ceil(len(liver) / world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        total = self.num_samples * self.world
+        n = len(self.weights)
+        if self.uniform:
+            pos = np.concatenate([rng.permutation(n) for _ in range(-(-total // n))])[:total]
+        else:
+            pos = rng.choice(n, size=total, replace=True, p=self.weights / self.weights.sum())
+        seeds = rng.integers(0, 2**31 - 1, size=total)
+        return pos[self.rank :: self.world], seeds[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        pos, seeds = self.order()
+        for p, s in zip(pos[self.start :], seeds[self.start :], strict=True):
+            yield int(p), int(s)
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+@dataclass
+class LoaderPlan:
+    """How the DataLoader will run here, and why (reported as a `note` event when it matters)."""
+
+    num_workers: int
+    sharing_strategy: str | None
+    pin_memory: bool
+    note: str | None = None
+
+
+def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderPlan:
+    """Worker count and sharing strategy for this machine.
+
+    Workers hand batches over through /dev/shm; Docker's default 64 MB cannot hold a few prefetched
+    batches and the loader dies with a bus error. Then tensors go through files instead
+    (`file_system` strategy); workers stay on.
+    """
+    workers = max(1, min(int(requested_workers) or 1, os.cpu_count() or 1))
+    try:
+        shm = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        shm = None
+    need = batch_bytes * workers * 2 * 2  # prefetch_factor 2, some headroom
+    if shm is not None and (shm < SHM_MIN_BYTES or shm < need):
+        return LoaderPlan(
+            workers,
+            "file_system",
+            cuda,
+            f"/dev/shm has {shm / 1e6:.0f} MB free (batches need ~{need / 1e6:.0f} MB): using the "
+            f"file_system sharing strategy for {workers} worker(s); run Docker with --shm-size=2g to avoid it",
+        )
+    return LoaderPlan(workers, None, cuda)
+
+
+def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
+    import signal
+
+    import torch
+
+    if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
+        torch.multiprocessing.set_sharing_strategy(sharing_strategy)
+    torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
+    # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
+    # must keep serving batches until it shuts them down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# imported once by the forkserver, not by every worker (liverctl/workers.py)
+WORKER_PRELOAD = ("torch", "albumentations", "liverctl.data.store", "liverctl.data.dataset")
+
+
+def _worker_kwargs(plan: LoaderPlan) -> dict:
+    """The DataLoader arguments about worker processes, the same for the training and validation loaders."""
+    import functools
+
+    from liverctl.workers import mp_context  # forkserver: the main process runs threads by now
+
+    workers = plan.num_workers > 0
+    return {
+        "num_workers": plan.num_workers,
+        "pin_memory": plan.pin_memory,
+        "persistent_workers": workers,
+        "worker_init_fn": functools.partial(_worker_init, sharing_strategy=plan.sharing_strategy),
+        "multiprocessing_context": mp_context(WORKER_PRELOAD) if workers else None,
+    }
+
+
+def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
+    """Batches of `dataset.batch` (dicts, see `liverctl.data.augment_device`); `dataset.finish(batch, device)`
+    turns one into (image, mask) on the device."""
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader
+
+    if plan.sharing_strategy:
+        torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
+    # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation
+    return DataLoader(
+        dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)
+    )
+
+
+def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_sampler=dataset.case_batches(batch_size, rank, world), **_worker_kwargs(plan))
+
+
+def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows of the training cases outside `fold` and of the held-out cases in it.
+
+    Train-only cases (fold code `TRAIN_ONLY_FOLD`, the extra sources) are always on the training side.
+    """
+    from liverctl.data.store import TRAIN_ONLY_FOLD
+
+    index = store.slice_index()
+    split = np.asarray(index.split)
+    folds = np.asarray(index.fold)
+    valid = sorted({f for f in folds[split == 0].tolist() if f >= 0})
+    if fold < 0:
+        raise LiverctlError(f"data.fold must be one of the store's folds {valid}, not {fold}")
+    train_rows = np.flatnonzero((split == 0) & (folds != fold) & ((folds >= 0) | (folds == TRAIN_ONLY_FOLD)))
+    val_rows = np.flatnonzero((split == 0) & (folds == fold))
+    if max_val_cases > 0 and len(val_rows):
+        codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
+        val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]
+    if not len(val_rows):
+        raise LiverctlError(f"fold {fold} has no training cases to validate on; folds in the store: {valid}")
+    if not len(train_rows):
+        raise LiverctlError(f"no training cases outside fold {fold}; folds in the store: {valid}")
+    return train_rows, val_rows

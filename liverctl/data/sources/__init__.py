@@ -1,0 +1,103 @@
+"""Data sources: finding the cases of a folder in any layout liverctl knows, one small module per layout.
+
+| layout | module | what it looks like |
+|---|---|---|
+| competition | `competition.py` | train/volume, train/segmentation, test/ |
+| lits | `lits.py` | volume-N.nii + segmentation-N.nii, flat or in batch folders |
+| decathlon | `decathlon.py` | imagesTr/, labelsTr/, imagesTs/, dataset.json |
+| nnunet | `nnunet.py` | imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json |
+
+`find_source(path)` recognises the layout (in the order of `LAYOUTS`) or says which ones it knows;
+`find_source(path, layout=...)` forces one. Problems with single cases (a label without volume, two
+files with one id, ...) do not stop the others: they are collected in `DataLayout.problems`, one
+`LiverctlError` each. `labels.py` turns a dataset.json's label names into liver values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from liverctl.data.sources import competition, decathlon, lits, nnunet
+from liverctl.data.sources.common import (
+    NIFTI_SUFFIXES,
+    SAFE_ID,
+    CaseFiles,
+    DataLayout,
+    case_id_from_name,
+    is_nifti_name,
+)
+from liverctl.errors import LiverctlError
+
+# Detection order: nnU-Net before the Decathlon (both have imagesTr/; only nnU-Net has _0000 names).
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (competition, nnunet, decathlon, lits)}
+
+__all__ = [
+    "LAYOUTS",
+    "NIFTI_SUFFIXES",
+    "SAFE_ID",
+    "CaseFiles",
+    "DataLayout",
+    "case_id_from_name",
+    "detect_layout",
+    "find_cases",
+    "find_source",
+    "is_nifti_name",
+]
+
+
+def known_layouts() -> str:
+    return "; ".join(m.DESCRIPTION for m in LAYOUTS.values())
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise LiverctlError("no such folder", path=root)
+    if not root.is_dir():
+        raise LiverctlError("is a file, expected a data folder", path=root)
+
+
+def detect_layout(data_dir: str | Path) -> str | None:
+    """The name of the first layout in `LAYOUTS` that `data_dir` looks like; None if none."""
+    root = Path(data_dir)
+    _check_folder(root)
+    return next((name for name, module in LAYOUTS.items() if module.looks_like(root)), None)
+
+
+def find_source(data_dir: str | Path, layout: str | None = None) -> DataLayout:
+    """Every case of the source at `data_dir`, in `layout` (None: recognised from the files).
+
+    Raises `LiverctlError` when the folder is missing, no layout fits (naming the ones known), the
+    forced layout is unknown, or the folder holds no case at all; per-case problems are returned in
+    `DataLayout.problems`.
+    """
+    root = Path(data_dir)
+    _check_folder(root)
+    if layout is None:
+        layout = detect_layout(root)
+        if layout is None:
+            raise LiverctlError(
+                f"recognises none of the layouts liverctl knows: {known_layouts()}; "
+                "--layout NAME forces one",
+                path=root,
+            )
+    elif layout not in LAYOUTS:
+        raise LiverctlError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}", path=root)
+    found = LAYOUTS[layout].find(root)
+    if not found.cases and not found.problems:
+        raise LiverctlError(f"no NIfTI volumes found in the {LAYOUTS[layout].DESCRIPTION} layout", path=root)
+    return found
+
+
+def find_cases(data_dir: str | Path) -> DataLayout:
+    """Every case of a folder in the competition's layout (`liverctl.data.sources.competition`)."""
+    root = Path(data_dir)
+    _check_folder(root)
+    found = competition.find(root)
+    if not found.cases and not found.problems:
+        raise LiverctlError(
+            "no NIfTI volumes found (expected train/volume/*.nii[.gz], train/segmentation/*.nii[.gz], "
+            "test/*.nii[.gz] or test/volume/*.nii[.gz])",
+            path=root,
+        )
+    return found

@@ -1,0 +1,142 @@
+"""What every layout shares: one case's files, a source's cases and problems, case ids, pairing by id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liverctl.errors import LiverctlError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_PREFIXES = ("volume-", "segmentation-")
+# Case ids become Zarr node names and submission row ids: keep them to a safe alphabet.
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One case as found on disk: its id, split, volume file and (training cases) label file.
+
+    `known_labels`: the label values the source names (its dataset.json), background included; a label
+    holding any other value is reported. None: no such list (the values are not checked).
+    """
+
+    case_id: str
+    split: str  # "train" or "test"
+    volume: Path
+    label: Path | None = None
+    known_labels: tuple[int, ...] | None = None
+
+
+@dataclass
+class DataLayout:
+    """The cases of one data source, sorted by id, and the problems that made others unusable.
+
+    `layout`: the layout's name (`liverctl.data.sources.LAYOUTS`). `label_names`: value -> name from the
+    source's dataset.json (None without one). `skipped`: notes on files deliberately left out.
+    """
+
+    root: Path
+    cases: list[CaseFiles] = field(default_factory=list)
+    problems: list[LiverctlError] = field(default_factory=list)
+    layout: str = "competition"
+    label_names: dict[int, str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def by_split(self, split: str) -> list[CaseFiles]:
+        return [c for c in self.cases if c.split == split]
+
+
+def is_nifti_name(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def strip_nifti_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def case_id_from_name(name: str) -> str:
+    """`volume-12.nii.gz` -> `12`; `segmentation-12.nii` -> `12`; `ct_7.nii.gz` -> `ct_7`."""
+    name = strip_nifti_suffix(name)
+    for prefix in _PREFIXES:
+        if name.lower().startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    return name
+
+
+def nifti_files(folder: Path) -> list[Path]:
+    """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_nifti_name(p))
+
+
+def check_id(case_id: str, path: Path, problems: list[LiverctlError]) -> bool:
+    if SAFE_ID.match(case_id):
+        return True
+    problems.append(
+        LiverctlError(
+            f"case id {case_id!r} must start with a letter or digit and use only letters, digits, '.', '_' and '-'",
+            path=path,
+        )
+    )
+    return False
+
+
+def index_by_id(
+    files: list[Path], problems: list[LiverctlError], id_of=case_id_from_name
+) -> dict[str, Path]:
+    """Map case id -> file; ids claimed by two files (or unsafe ids) become problems and are dropped."""
+    by_id: dict[str, list[Path]] = {}
+    for path in files:
+        by_id.setdefault(id_of(path.name), []).append(path)
+    found: dict[str, Path] = {}
+    for case_id, paths in by_id.items():
+        if len(paths) > 1:
+            others = ", ".join(str(p) if p.parent != paths[0].parent else p.name for p in paths[1:])
+            problems.append(
+                LiverctlError(f"case id {case_id!r} is also used by {others}; rename one", path=paths[0])
+            )
+        elif check_id(case_id, paths[0], problems):
+            found[case_id] = paths[0]
+    return found
+
+
+def pair_cases(
+    layout: DataLayout,
+    volumes: dict[str, Path],
+    labels: dict[str, Path],
+    tests: dict[str, Path],
+    where: tuple[str, str],
+) -> None:
+    """Training cases from volumes and labels paired by id, test cases from `tests`; unpaired files and
+    ids used by a training and a test volume become problems. `where`: the (volume, label) folder names
+    for the messages."""
+    problems = layout.problems
+    for case_id in sorted(set(volumes) & set(tests)):
+        problems.append(
+            LiverctlError(
+                f"case id {case_id!r} is used by a training volume ({volumes[case_id]}) and a test volume",
+                path=tests[case_id],
+            )
+        )
+        del volumes[case_id], tests[case_id]
+        labels.pop(case_id, None)
+    for case_id in sorted(set(labels) - set(volumes)):
+        problems.append(LiverctlError(f"label of case {case_id!r} has no volume in {where[0]}", path=labels[case_id]))
+    for case_id in sorted(set(volumes) - set(labels)):
+        problems.append(
+            LiverctlError(f"training volume of case {case_id!r} has no label in {where[1]}", path=volumes[case_id])
+        )
+    known = None if layout.label_names is None else tuple(sorted({0, *layout.label_names}))
+    for case_id in sorted(set(volumes) & set(labels)):
+        layout.cases.append(CaseFiles(case_id, "train", volumes[case_id], labels[case_id], known))
+    for case_id, path in sorted(tests.items()):
+        layout.cases.append(CaseFiles(case_id, "test", path, None))
+    layout.cases.sort(key=lambda c: c.case_id)

@@ -1,0 +1,76 @@
+"""The Medical Segmentation Decathlon's layout (Task03_Liver)::
+
+    TASK/dataset.json        "labels": {"0": "background", "1": "liver", "2": "cancer"},
+                             "training": [{"image": "./imagesTr/liver_0.nii.gz", "label": "./labelsTr/liver_0.nii.gz"}],
+                             "test": ["./imagesTs/liver_132.nii.gz"]
+    TASK/imagesTr/liver_0.nii.gz, TASK/labelsTr/liver_0.nii.gz, TASK/imagesTs/liver_132.nii.gz
+
+The train and test lists of dataset.json say which files are cases (without them, imagesTr/ and
+labelsTr/ pair by file name and imagesTs/ holds the test volumes); a case id is the image's file name
+without `.nii.gz`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from liverctl.data.sources.common import (
+    DataLayout,
+    case_id_from_name,
+    index_by_id,
+    nifti_files,
+    pair_cases,
+)
+from liverctl.data.sources.labels import DATASET_JSON, label_names, read_dataset_json
+from liverctl.errors import LiverctlError
+
+NAME = "decathlon"
+DESCRIPTION = "decathlon (imagesTr/, labelsTr/, imagesTs/, dataset.json)"
+
+
+def looks_like(root: Path) -> bool:
+    return bool(nifti_files(root / "imagesTr"))
+
+
+def _listed(root: Path, entry: Any, problems: list[LiverctlError]) -> Path | None:
+    if not isinstance(entry, str) or not entry:
+        problems.append(LiverctlError(f"lists {entry!r}, not a file name", path=root / DATASET_JSON))
+        return None
+    path = root / entry  # "./imagesTr/liver_0.nii.gz": pathlib drops the "./"
+    if not path.is_file():
+        problems.append(LiverctlError("is listed in dataset.json but missing", path=path))
+        return None
+    return path
+
+
+def find(root: Path) -> DataLayout:
+    payload = read_dataset_json(root)
+    layout = DataLayout(root=root, layout=NAME, label_names=label_names(payload, root))
+    problems = layout.problems
+    training = (payload or {}).get("training")
+    if isinstance(training, list):
+        volume_files, label_files = [], []
+        for item in training:
+            if not isinstance(item, dict) or "image" not in item or "label" not in item:
+                problems.append(
+                    LiverctlError(f'has a training entry {item!r} without "image" and "label"', path=root / DATASET_JSON)
+                )
+                continue
+            image, label = _listed(root, item["image"], problems), _listed(root, item["label"], problems)
+            if image is not None and label is not None:
+                volume_files.append(image)
+                label_files.append(label)
+        volumes = index_by_id(volume_files, problems)
+        labels = {case_id_from_name(v.name): lab for v, lab in zip(volume_files, label_files, strict=True)}
+        labels = {k: v for k, v in labels.items() if k in volumes}
+    else:
+        volumes = index_by_id(nifti_files(root / "imagesTr"), problems)
+        labels = index_by_id(nifti_files(root / "labelsTr"), problems)
+    test_list = (payload or {}).get("test")
+    if isinstance(test_list, list):
+        test_files = [p for p in (_listed(root, e, problems) for e in test_list) if p is not None]
+    else:
+        test_files = nifti_files(root / "imagesTs")
+    pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))
+    return layout

@@ -1,0 +1,70 @@
+"""A raw dataset prepared for nnU-Net::
+
+    DATASET/dataset.json     "labels": {"background": 0, "liver": 1} (v2) or {"0": "background", ...} (v1),
+                             "file_ending": ".nii.gz"
+    DATASET/imagesTr/NAME_0000.nii.gz, DATASET/labelsTr/NAME.nii.gz, DATASET/imagesTs/NAME_0000.nii.gz
+
+Images carry a 4-digit channel suffix; the case id is NAME. CT has one channel: a case with others
+(`_0001`, ...) is reported, not guessed at.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from liverctl.data.sources.common import (
+    DataLayout,
+    check_id,
+    index_by_id,
+    nifti_files,
+    pair_cases,
+    strip_nifti_suffix,
+)
+from liverctl.data.sources.labels import label_names, read_dataset_json
+from liverctl.errors import LiverctlError
+
+NAME = "nnunet"
+DESCRIPTION = "nnunet (imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json)"
+_CHANNEL = re.compile(r"^(?P<name>.+)_(?P<channel>\d{4})$")
+
+
+def looks_like(root: Path) -> bool:
+    images = nifti_files(root / "imagesTr")
+    return bool(images) and all(_CHANNEL.match(strip_nifti_suffix(p.name)) for p in images)
+
+
+def _by_case(files: list[Path], problems: list[LiverctlError]) -> dict[str, Path]:
+    """NAME -> NAME_0000 file; files without a channel suffix, and cases with more channels, are problems."""
+    channels: dict[str, dict[str, Path]] = {}
+    for path in files:
+        match = _CHANNEL.match(strip_nifti_suffix(path.name))
+        if match is None:
+            problems.append(LiverctlError("has no channel suffix (expected NAME_0000.nii.gz)", path=path))
+            continue
+        channels.setdefault(match["name"], {})[match["channel"]] = path
+    found = {}
+    for name, by_channel in sorted(channels.items()):
+        if set(by_channel) != {"0000"}:
+            problems.append(
+                LiverctlError(
+                    f"case {name!r} has channels {', '.join(sorted(by_channel))}; liverctl takes one-channel CT (_0000 only)",
+                    path=next(iter(by_channel.values())),
+                )
+            )
+        elif check_id(name, by_channel["0000"], problems):
+            found[name] = by_channel["0000"]
+    return found
+
+
+def find(root: Path) -> DataLayout:
+    layout = DataLayout(root=root, layout=NAME, label_names=label_names(read_dataset_json(root), root))
+    problems = layout.problems
+    pair_cases(
+        layout,
+        _by_case(nifti_files(root / "imagesTr"), problems),
+        index_by_id(nifti_files(root / "labelsTr"), problems, id_of=strip_nifti_suffix),
+        _by_case(nifti_files(root / "imagesTs"), problems),
+        ("imagesTr/", "labelsTr/"),
+    )
+    return layout

@@ -1,0 +1,303 @@
+"""Which cases of which sources go into a store, under which ids, with which liver labels and role.
+
+The first source of a store is its *main* source: its training cases are dealt into the folds and its
+test cases are the test set. Every later source (and every source after the first on one command
+line) is *extra*: its training cases are trained on but never validated on (fold code
+`TRAIN_ONLY_FOLD`) unless `extra_in_folds`, and its test volumes are left out. A store remembers its
+sources in its `sources` attribute (name, layout, path, role, in_folds, prefix, liver_labels), so a
+later ingest keeps each source's name, role and id prefix.
+
+Names: `NAME=PATH` names a source; otherwise a source already in the store keeps its name (matched by
+path) and a new one is named after its layout (`lits`, then `lits2`, ...). Ids: the main source's ids
+are its own (they are the submission's ids); an extra source whose ids clash with another source's is
+prefixed with its name (`lits-3`), once and for good.
+
+Liver labels, per source: `--liver-labels NAME=1,2` for that source, else its dataset.json, else an
+unnamed `--liver-labels 1,2`, else (competition layout only) any value > 0. A source of another
+layout with none of these is an error, not a guess.
+
+Planning reads the store's JSON only and writes nothing (`liverctl ingest --dry-run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liverctl.data.sources import CaseFiles, find_source
+from liverctl.data.sources.labels import liver_values
+from liverctl.errors import LiverctlError
+
+MAIN, EXTRA = "main", "extra"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+LabelSpec = Sequence[int] | Mapping[str | None, Sequence[int]] | None
+LayoutSpec = str | Mapping[str | None, str] | None
+
+
+@dataclass
+class SourcePlan:
+    """One source as planned: its cases under their store ids and what the store records about it."""
+
+    name: str
+    path: Path
+    layout: str
+    role: str  # MAIN or EXTRA
+    in_folds: bool
+    prefix: str  # "" or "<name>-"
+    liver_labels: tuple[int, ...] | None  # None: any value > 0
+    labels_from: str  # where the liver labels came from, for the dry run
+    cases: list[CaseFiles] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # per case: "<file>: <problem>"
+    skipped: list[str] = field(default_factory=list)  # files left out on purpose
+    error: str | None = None  # a problem with the whole source: nothing is ingested
+    stored: bool = False  # recorded in the store before this run
+    in_store: int = 0  # of `cases`, how many ids the store already holds from this source
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "path": str(self.path),
+            "role": self.role,
+            "in_folds": self.in_folds,
+            "prefix": self.prefix,
+            "liver_labels": None if self.liver_labels is None else list(self.liver_labels),
+        }
+
+
+@dataclass
+class IngestPlan:
+    sources: list[SourcePlan]
+    records: list[dict[str, Any]]  # the store's `sources` attribute after this run
+    main: str | None  # name of the main source
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for s in self.sources for p in s.problems]
+
+    def check(self) -> None:
+        """Raise one `LiverctlError` naming every source that cannot be ingested as it is."""
+        errors = [f"{s.name} ({s.path}): {s.error}" for s in self.sources if s.error]
+        if errors:
+            raise LiverctlError("; ".join(errors))
+
+
+def parse_source(text: str | Path) -> tuple[str | None, Path]:
+    """`PATH` or `NAME=PATH` (an existing path with `=` in it stays a path)."""
+    if isinstance(text, Path) or "=" not in text or Path(text).exists():
+        return None, Path(text)
+    name, _, path = text.partition("=")
+    if not _NAME.match(name):
+        raise LiverctlError(
+            f"source name {name!r} in {text!r}: use lower-case letters, digits and '_' (e.g. lits=/data/LiTS)"
+        )
+    return name, Path(path)
+
+
+def _per_source(spec: Any, name: str | None) -> tuple[Any, bool]:
+    """(value for the source called `name`, whether it was named for it) from a spec that is a plain
+    value (for every source) or a mapping {name: value, None: value for the others}."""
+    if not isinstance(spec, Mapping):
+        return spec, False
+    if name is not None and name in spec:
+        return spec[name], True
+    return spec.get(None), False
+
+
+def _read_store(store: Path) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
+    """(source records, case id -> source name (None: from before sources existed)) of a store."""
+    def attrs_of(path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text()).get("attributes", {}) or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    root = attrs_of(store / "zarr.json")
+    cases: dict[str, str | None] = {}
+    cases_dir = store / "cases"
+    for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
+        attrs = attrs_of(entry / "zarr.json")
+        if attrs.get("complete") is True:
+            cases[entry.name] = attrs.get("source_name")
+    records = [r for r in root.get("sources") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    return records, cases
+
+
+def _unique_name(base: str, used: set[str]) -> str:
+    name, n = base, 2
+    while name in used:
+        name, n = f"{base}{n}", n + 1
+    return name
+
+
+def _liver_labels(
+    spec: LabelSpec, name: str, layout: str, label_names: dict[int, str] | None
+) -> tuple[tuple[int, ...] | None, str, bool, str | None]:
+    """(liver labels, where from, whether dataset.json's names are checked, error) for one source."""
+    value, named = _per_source(spec, name)
+    if named:
+        return _values(value), f"--liver-labels {name}=", False, None
+    if label_names is not None:
+        liver = liver_values(label_names)
+        if not liver:
+            shown = ", ".join(f"{v}={n}" for v, n in sorted(label_names.items()))
+            return None, "dataset.json", True, (
+                f"dataset.json names no liver label ({shown}); give --liver-labels {name}=VALUES"
+            )
+        return liver, "dataset.json", True, None
+    if value is not None:
+        return _values(value), "--liver-labels", False, None
+    if layout == "competition":
+        return None, "the competition layout's default", False, None
+    return None, "", False, (
+        f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES "
+        "(LiTS: 1,2 = liver and tumour)"
+    )
+
+
+def _values(values: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(sorted({int(v) for v in values}))
+    if not out:
+        raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
+    return out
+
+
+def plan_sources(
+    sources: Sequence[str | Path | tuple[str | None, str | Path]],
+    store: str | Path,
+    liver_labels: LabelSpec = None,
+    layouts: LayoutSpec = None,
+    extra_in_folds: bool = False,
+) -> IngestPlan:
+    """Plan the ingest of `sources` into `store` (module docstring); writes nothing.
+
+    Raises `LiverctlError` for a missing source folder, one whose layout is not recognised, a source
+    given twice or a name used twice; problems of whole sources are in `SourcePlan.error` (see
+    `IngestPlan.check`), those of single cases in `SourcePlan.problems`.
+    """
+    if not sources:
+        raise LiverctlError("give at least one data folder to ingest")
+    specs = [s if isinstance(s, tuple) else parse_source(s) for s in sources]
+    for key in (layouts or {}) if isinstance(layouts, Mapping) else ():
+        if key is not None and key not in {n for n, _ in specs}:
+            raise LiverctlError(f"--layout {key}=...: no source is named {key!r} (name one with {key}=PATH)")
+    records, stored_cases = _read_store(Path(store))
+    by_name = {r["name"]: r for r in records}
+    by_path = {str(Path(r["path"]).resolve()): r["name"] for r in records if isinstance(r.get("path"), str)}
+    main = next((r["name"] for r in records if r.get("role") == MAIN), None)
+    used = set(by_name)
+    seen_paths: dict[str, str] = {}
+    plans: list[SourcePlan] = []
+    for explicit, path in specs:
+        resolved = str(Path(path).resolve())
+        if resolved in seen_paths:
+            raise LiverctlError(f"is given twice (as {seen_paths[resolved]!r} too)", path=path)
+        seen_paths[resolved] = str(path)
+        forced, _ = _per_source(layouts, explicit)
+        found = find_source(path, forced)
+        name = explicit or by_path.get(resolved) or _unique_name(found.layout, used)
+        if name in {p.name for p in plans}:
+            raise LiverctlError(f"two sources are named {name!r}; name them apart with NAME=PATH")
+        used.add(name)
+        stored = by_name.get(name)
+        if stored is not None:
+            role = stored.get("role", EXTRA)
+        elif main is None:
+            role, main = MAIN, name
+        else:
+            role = EXTRA
+        labels, labels_from, checked, error = _liver_labels(liver_labels, name, found.layout, found.label_names)
+        plan = SourcePlan(
+            name=name,
+            path=Path(path).absolute(),
+            layout=found.layout,
+            role=role,
+            in_folds=role == MAIN or extra_in_folds,
+            prefix=(stored or {}).get("prefix", "") if stored is not None else "",
+            liver_labels=labels,
+            labels_from=labels_from,
+            problems=[str(p) for p in found.problems],
+            skipped=list(found.skipped),
+            error=error,
+            stored=stored is not None,
+        )
+        for case in found.cases:
+            if case.split == "test" and role == EXTRA:
+                continue
+            plan.cases.append(case if checked else dataclasses.replace(case, known_labels=None))
+        left_out = len(found.by_split("test")) if role == EXTRA else 0
+        if left_out:
+            plan.skipped.append(f"{left_out} test volume(s) left out: an extra source gives training cases only")
+        plans.append(plan)
+
+    owner = {cid: (src or main) for cid, src in stored_cases.items()}  # None: from before sources (main)
+    for plan in plans:
+        if plan.stored or plan.role == MAIN:
+            continue
+        taken = {cid for cid, src in owner.items() if src != plan.name}
+        for other in plans:
+            if other is not plan:
+                taken |= {other.prefix + c.case_id for c in other.cases}
+        if taken & {c.case_id for c in plan.cases}:
+            plan.prefix = f"{plan.name}-"
+    claimed: dict[str, str] = {cid: src for cid, src in owner.items() if src is not None}
+    for plan in plans:
+        kept = []
+        for case in plan.cases:
+            case_id = plan.prefix + case.case_id
+            holder = claimed.get(case_id)
+            if holder is not None and holder != plan.name:
+                plan.problems.append(
+                    str(LiverctlError(f"case id {case_id!r} is already taken by source {holder!r}", path=case.volume))
+                )
+                continue
+            claimed[case_id] = plan.name
+            kept.append(dataclasses.replace(case, case_id=case_id))
+        plan.cases = kept
+        plan.in_store = sum(1 for c in kept if owner.get(c.case_id) == plan.name)
+
+    merged = {r["name"]: dict(r) for r in records}
+    for plan in plans:
+        merged[plan.name] = plan.record()
+    return IngestPlan(sources=plans, records=list(merged.values()), main=main)
+
+
+def parse_liver_labels_option(entries: Sequence[str] | None) -> dict[str | None, list[int]] | None:
+    """`--liver-labels` values: `1,2` (every source without dataset.json) or `NAME=1,2` (one source)."""
+    out: dict[str | None, list[int]] = {}
+    for entry in entries or []:
+        name, _, values = entry.rpartition("=")
+        if name and not _NAME.match(name):
+            raise LiverctlError(f"--liver-labels {entry!r}: {name!r} is not a source name (e.g. lits=1,2)")
+        try:
+            parsed = [int(part) for part in values.split(",") if part.strip()]
+        except ValueError:
+            raise LiverctlError(
+                f"--liver-labels {entry!r}: expected label values like 1 or 1,2, or NAME=1,2 for one source"
+            ) from None
+        if not parsed:
+            raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
+        key = name or None
+        if key in out:
+            raise LiverctlError(f"--liver-labels is given twice for {'source ' + key if key else 'every source'}")
+        out[key] = parsed
+    return out or None
+
+
+def parse_layout_option(entries: Sequence[str] | None) -> dict[str | None, str] | None:
+    """`--layout` values: `lits` (every source) or `NAME=lits` (the source given as NAME=PATH)."""
+    from liverctl.data.sources import LAYOUTS
+
+    out: dict[str | None, str] = {}
+    for entry in entries or []:
+        name, _, layout = entry.rpartition("=")
+        if layout not in LAYOUTS:
+            raise LiverctlError(f"--layout {entry!r}: unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        out[name or None] = layout
+    return out or None

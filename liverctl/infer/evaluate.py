@@ -1,0 +1,149 @@
+"""Score a submission CSV against label volumes: volume, slice and global Dice (DESIGN.md, Metrics).
+
+The label folder defines what must be scored: every `<id>.nii[.gz]` or `segmentation-<id>.nii[.gz]`
+in it is a case, and the submission must hold exactly one row per slice of those cases (the reader in
+`liverctl.infer.submission` reports every problem, line by line, otherwise). Liver is `label > 0` unless
+`liver_labels` names the values (e.g. `[1]` where 2 is another organ).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from liverctl.data.sources import case_id_from_name
+from liverctl.errors import LiverctlError
+from liverctl.files import natural_key, write_atomic
+from liverctl.infer.submission import read_submission
+from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class CaseScore:
+    case: str
+    volume_dice: float  # Dice of this case's 3D volume
+    slice_dice: float  # mean Dice of its slices, empty-on-empty = 1
+    slices: int
+    label_voxels: int
+    pred_voxels: int
+    tp: int
+    fp: int
+    fn: int
+
+
+@dataclass
+class Evaluation:
+    submission: str
+    labels: str
+    liver_labels: list[int] | None
+    volume_dice: float  # per-case Dice averaged over cases
+    slice_dice: float  # per-slice Dice averaged over all slices
+    global_dice: float  # pooled over every voxel of every case
+    cases: list[CaseScore]
+
+    def to_json(self) -> dict:
+        def clean(v):
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        data = asdict(self)
+        data["cases"] = [{k: clean(v) for k, v in c.items()} for c in data["cases"]]
+        return {k: clean(v) for k, v in data.items()}
+
+
+def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> label file for every NIfTI in the folder (`segmentation-` prefix optional)."""
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise LiverctlError("label folder not found", path=labels_dir)
+    found: dict[str, Path] = {}
+    for path in sorted(labels_dir.iterdir()):
+        if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
+            continue
+        case = case_id_from_name(path.name)
+        if case in found:
+            raise LiverctlError(f"two label files for case {case!r}: {found[case].name} and {path.name}", path=labels_dir)
+        found[case] = path
+    if not found:
+        raise LiverctlError("no .nii / .nii.gz label volumes in this folder", path=labels_dir)
+    return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
+
+
+def load_liver_mask(path: Path, liver_labels: Sequence[int] | None = None) -> np.ndarray:
+    """Label volume -> bool (X, Y, Z) liver mask, voxel order as stored (no reorientation)."""
+    from liverctl.data.nifti import read_nifti
+
+    _, data = read_nifti(path)  # the header is checked before any voxel is read
+    if np.issubdtype(data.dtype, np.floating):
+        data = np.rint(data)
+    return np.isin(data, list(liver_labels)) if liver_labels else data > 0
+
+
+def label_shapes(files: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
+    from liverctl.data.nifti import open_nifti, volume_shape
+
+    return {case: volume_shape(open_nifti(path)) for case, path in files.items()}
+
+
+def evaluate_submission(
+    submission: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    *,
+    liver_labels: Sequence[int] | None = None,
+) -> Evaluation:
+    """Decode and validate `submission`, then score it case by case against `labels_dir`.
+
+    Raises `MalformedSubmission` (every problem, with lines) if the CSV does not fit the labels' cases.
+    """
+    files = find_label_files(labels_dir)
+    parsed = read_submission(submission, label_shapes(files), header=None)
+    counts = DiceCounts()
+    scores = []
+    for case, path in files.items():
+        label = load_liver_mask(path, liver_labels)
+        per_slice = slice_counts(parsed.volume(case), label)
+        counts.add_slices(case, per_slice)
+        tp, fp, fn = (int(v) for v in per_slice.sum(axis=0))
+        scores.append(
+            CaseScore(
+                case=case,
+                volume_dice=dice_from_counts(tp, fp, fn),
+                slice_dice=float(np.mean([dice_from_counts(*row) for row in per_slice])),
+                slices=len(per_slice),
+                label_voxels=tp + fn,
+                pred_voxels=tp + fp,
+                tp=tp,
+                fp=fp,
+                fn=fn,
+            )
+        )
+    summary = counts.summary()
+    return Evaluation(
+        submission=str(submission),
+        labels=str(labels_dir),
+        liver_labels=list(liver_labels) if liver_labels else None,
+        volume_dice=summary["volume_dice"],
+        slice_dice=summary["slice_dice"],
+        global_dice=summary["global_dice"],
+        cases=scores,
+    )
+
+
+def scores_path(submission: str | os.PathLike) -> Path:
+    """`submission.csv` -> `submission.scores.json` beside it."""
+    path = Path(submission)
+    return path.with_name(path.stem + ".scores.json") if path.suffix else path.with_name(path.name + ".scores.json")
+
+
+def write_scores(evaluation: Evaluation, path: str | os.PathLike) -> Path:
+    """Write the evaluation as JSON atomically (`liverctl.files.write_atomic`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, json.dumps(evaluation.to_json(), indent=2) + "\n", what="the scores")

@@ -1,0 +1,340 @@
+"""3D clean-up of binary liver masks: connected components (cc3d) and hole filling (scipy).
+
+A post-processing spec is a `+`-joined chain of registered steps, applied left to right:
+
+| step         | does                                                                  |
+|--------------|-----------------------------------------------------------------------|
+| `none`       | nothing                                                               |
+| `largest`    | keep the largest 26-connected component                               |
+| `min-size:N` | drop 26-connected components of fewer than N voxels                   |
+| `fill`       | fill holes in 3D (as `scipy.ndimage.binary_fill_holes`, via cc3d)     |
+| `fill2d`     | fill holes slice by slice (along the last axis)                       |
+
+e.g. `largest`, `min-size:5000+fill2d`. `auto` is not a step: `AutoSelector` scores candidate specs on
+validation cases by volume Dice and keeps `none` unless a clean-up raises it (as nnU-Net decides).
+
+The same code serves `liverctl postprocess IN OUT` on NIfTI files or folders (`postprocess_nifti`),
+which keeps each file's header and affine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liverctl.disk import is_disk_full, no_space_error
+from liverctl.errors import LiverctlError
+from liverctl.metrics import DiceCounts
+
+CONNECTIVITY = 26
+AUTO = "auto"
+# What `auto` compares; `none` first so that ties keep the prediction untouched.
+AUTO_CANDIDATES = ("none", "largest", "fill2d", "largest+fill2d", "largest+fill")
+
+
+def keep_largest(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component. Shape: (X, Y, Z) bool -> same; empty stays empty."""
+    import cc3d
+
+    labels, n = cc3d.connected_components(mask.astype(np.uint8, copy=False), connectivity=CONNECTIVITY, return_N=True)
+    if n <= 1:
+        return mask.astype(bool, copy=True)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Remove 26-connected components smaller than `min_voxels`. Shape: (X, Y, Z) bool -> same."""
+    import cc3d
+
+    labels = cc3d.connected_components(mask.astype(np.uint8, copy=False), connectivity=CONNECTIVITY)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def _touching_border(labels: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+    """Label ids present on the first or last plane along each of `axes`."""
+    faces = [np.take(labels, i, axis=ax).ravel() for ax in axes for i in (0, -1)]
+    return np.unique(np.concatenate(faces))
+
+
+def _keep_all_but(labels: np.ndarray, n: int, outside: np.ndarray) -> np.ndarray:
+    """Foreground (label 0) plus every background component not in `outside`."""
+    keep = np.ones(n + 1, dtype=bool)
+    keep[outside] = False
+    keep[0] = True
+    return keep[labels]
+
+
+def fill_holes_3d(mask: np.ndarray) -> np.ndarray:
+    """Fill background pockets that do not reach the volume's border (6-connected background), as
+    `scipy.ndimage.binary_fill_holes` does, with cc3d (about 7x faster). Shape: (X, Y, Z) -> same."""
+    import cc3d
+
+    background = np.ascontiguousarray(~mask).view(np.uint8)
+    labels, n = cc3d.connected_components(background, connectivity=6, return_N=True)
+    return _keep_all_but(labels, n, _touching_border(labels, (0, 1, 2)))
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes in each slice `mask[..., z]` on its own (4-connected background within the slice),
+    as `binary_fill_holes` per slice does, in one labelling pass. Shape: (X, Y, Z) -> same."""
+    from scipy import ndimage
+
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # no links between slices
+    labels, n = ndimage.label(~mask, structure=structure)
+    return _keep_all_but(labels, n, _touching_border(labels, (0, 1)))
+
+
+def _no_arg(name: str, fn: Callable[[np.ndarray], np.ndarray]):
+    def build(arg: str | None) -> Callable[[np.ndarray], np.ndarray]:
+        if arg is not None:
+            raise LiverctlError(f"post-processing step {name!r} takes no argument (got {name}:{arg})")
+        return fn
+
+    return build
+
+
+def _min_size(arg: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    if arg is None or not arg.isdigit() or int(arg) < 1:
+        raise LiverctlError(f"post-processing step 'min-size' needs a positive voxel count, e.g. min-size:5000 (got {arg!r})")
+    n = int(arg)
+    return lambda mask: drop_small(mask, n)
+
+
+# name -> builder(argument after ':' or None) -> mask function
+STEPS: dict[str, Callable[[str | None], Callable[[np.ndarray], np.ndarray]]] = {
+    "none": _no_arg("none", lambda m: m),
+    "largest": _no_arg("largest", keep_largest),
+    "min-size": _min_size,
+    "fill": _no_arg("fill", fill_holes_3d),
+    "fill2d": _no_arg("fill2d", fill_holes_2d),
+}
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """A parsed spec; call it on an (X, Y, Z) mask to get the cleaned bool mask."""
+
+    spec: str
+    steps: tuple[Callable[[np.ndarray], np.ndarray], ...] = field(compare=False, repr=False)
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        out = np.asarray(mask).astype(bool, copy=False)
+        for step in self.steps:
+            out = step(out)
+        return out.astype(bool, copy=False)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(part == "none" for part in self.spec.split("+"))
+
+
+def parse_postprocess(spec: str) -> Postprocess:
+    """`"largest+fill2d"` -> Postprocess. Unknown steps fail with the valid names and the nearest one.
+
+    `auto` is rejected here: resolve it first with `AutoSelector`.
+    """
+    spec = spec.strip().lower()
+    if spec == AUTO:
+        raise LiverctlError("'auto' must be resolved on validation cases before it can be applied")
+    steps = []
+    for part in spec.split("+"):
+        name, _, arg = part.strip().partition(":")
+        if name not in STEPS:
+            near = difflib.get_close_matches(name, [*STEPS, AUTO], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise LiverctlError(
+                f"unknown post-processing {part!r}{hint}; valid: none, largest, min-size:N, fill, fill2d, "
+                "auto, or steps joined by '+' (e.g. largest+fill2d)"
+            )
+        steps.append(STEPS[name](arg or None))
+    return Postprocess(spec=spec, steps=tuple(steps))
+
+
+def check_spec(spec: str) -> str:
+    """Validate a spec that may be `auto`; returns it normalised."""
+    spec = spec.strip().lower()
+    if spec != AUTO:
+        parse_postprocess(spec)
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------- auto
+
+
+@dataclass
+class AutoChoice:
+    spec: str
+    scores: dict[str, float]  # candidate spec -> volume Dice over the validation cases
+    cases: int
+
+    def describe(self) -> str:
+        table = ", ".join(f"{s} {d:.4f}" for s, d in self.scores.items())
+        return f"post-processing auto -> {self.spec} (volume Dice on {self.cases} validation case(s): {table})"
+
+
+@dataclass
+class AutoSelector:
+    """Scores candidate specs on (prediction, label) pairs streamed case by case; picks the best.
+
+    A candidate replaces `none` only if it raises the volume Dice by more than `min_gain`.
+    """
+
+    candidates: Sequence[str] = AUTO_CANDIDATES
+    min_gain: float = 1e-4
+    _counts: dict[str, DiceCounts] = field(default_factory=dict)
+    _parsed: dict[str, Postprocess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "none" not in self.candidates:
+            self.candidates = ("none", *self.candidates)
+        self._parsed = {c: parse_postprocess(c) for c in self.candidates}
+        self._counts = {c: DiceCounts() for c in self.candidates}
+
+    def add_case(self, case_id: str, pred: np.ndarray, label: np.ndarray) -> None:
+        """Shape: pred, label (X, Y, Z) bool."""
+        label = np.asarray(label, dtype=bool)
+        for spec, post in self._parsed.items():
+            self._counts[spec].add_volume(case_id, post(pred), label)
+
+    def choose(self) -> AutoChoice:
+        scores = {spec: counts.volume_dice() for spec, counts in self._counts.items()}
+        n_cases = len(self._counts["none"].per_case)
+        if n_cases == 0:
+            raise LiverctlError("post-processing auto needs validation cases, and there are none")
+        best = "none"
+        for spec, score in scores.items():
+            if score > scores[best] + self.min_gain:
+                best = spec
+        return AutoChoice(spec=best, scores=scores, cases=n_cases)
+
+
+def choose_postprocess(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray]], candidates: Sequence[str] = AUTO_CANDIDATES
+) -> AutoChoice:
+    """(case id, prediction, label) triples -> the spec with the best volume Dice (`none` on ties)."""
+    selector = AutoSelector(candidates=tuple(candidates))
+    for case_id, pred, label in cases:
+        selector.add_case(case_id, pred, label)
+    return selector.choose()
+
+
+# ---------------------------------------------------------------------------------------------- NIfTI
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES)
+
+
+@dataclass
+class FileResult:
+    source: Path
+    target: Path
+    voxels_before: int
+    voxels_after: int
+
+
+def postprocess_nifti(
+    source: str | os.PathLike,
+    target: str | os.PathLike,
+    spec: str,
+    *,
+    liver_labels: Sequence[int] | None = None,
+    in_place: bool = False,
+) -> list[FileResult]:
+    """Clean NIfTI mask file(s): a file -> a file (or into a folder), a folder -> a folder of the same names.
+
+    The mask is `label > 0`, or `label in liver_labels` when given. The output holds 0/1 in the input's
+    own data type with the input's header and affine, written atomically (temp file + rename). An output
+    that is the input (the same file, or the same folder) is refused unless `in_place`.
+    """
+    post = parse_postprocess(spec)
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
+        if not files:
+            raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
+        if target.exists() and not target.is_dir():
+            raise LiverctlError("input is a folder, so the output must be a folder too", path=target)
+        if _same_path(target, source) and not in_place:
+            raise LiverctlError(
+                "output folder is the input folder; choose another to keep the originals, "
+                "or pass --in-place to overwrite them",
+                path=target,
+            )
+        pairs = [(f, target / f.name) for f in files]
+    elif source.is_file():
+        if not is_nifti(source):
+            raise LiverctlError("not a NIfTI file (.nii or .nii.gz)", path=source)
+        out = target / source.name if target.is_dir() else target
+        if not is_nifti(out):
+            raise LiverctlError("output file must end in .nii or .nii.gz", path=out)
+        if _same_path(out, source) and not in_place:
+            raise LiverctlError(
+                "output is the input file; choose another output to keep the original, "
+                "or pass --in-place to overwrite it",
+                path=out,
+            )
+        pairs = [(source, out)]
+    else:
+        raise LiverctlError("no such file or folder", path=source)
+    return [_postprocess_file(src, dst, post, liver_labels) for src, dst in pairs]
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name the same file or folder (through links and `..` too)."""
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _postprocess_file(
+    source: Path, target: Path, post: Postprocess, liver_labels: Sequence[int] | None
+) -> FileResult:
+    from liverctl.data.nifti import read_nifti
+
+    img, data = read_nifti(source)  # the header is checked before any voxel is read
+    values = np.rint(data) if np.issubdtype(data.dtype, np.floating) else data
+    mask = np.isin(values, list(liver_labels)) if liver_labels else values > 0
+    cleaned = post(mask)
+    header = img.header.copy()
+    # nibabel resets the scaling of a new image, so 0/1 are stored as is, in the input's data type.
+    out = type(img)(cleaned.astype(img.get_data_dtype()), img.affine, header=header)
+    write_nifti_atomic(out, target)
+    return FileResult(source, target, int(mask.sum()), int(cleaned.sum()))
+
+
+def write_nifti_atomic(img, target: Path) -> None:
+    """Save a nibabel image to a temporary name beside `target`, then rename it into place."""
+    import nibabel as nib
+
+    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
+    tmp = target.with_name(f".{target.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(img, str(tmp))
+        os.replace(tmp, target)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise no_space_error(target, str(target)) from None
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise LiverctlError(f"cannot write here: {blocker} is a file, not a folder", path=target) from None
+        raise LiverctlError(f"cannot write here ({exc.strerror or exc})", path=target) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,288 @@
+"""Inference over store cases: 2D / 2.5D stacks, batched, AMP on CUDA, flip TTA, ensembles of runs.
+
+For each case, every slice is read from the store once; for each model, 2.5D stacks are cut from it as
+`store.read_stack` cuts them in training (the run's context, clamped at the ends), normalised
+(`liverctl.data.dataset.normalize`) and resized (`liverctl.data.dataset.resize_stack`) as in training, predicted (with TTA, each flip undone exactly before averaging), and
+the probabilities resized back to the slice's own (X, Y). Probabilities are averaged over TTA views,
+then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
+
+The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logits (N, 1, H, W)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+# name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
+# The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
+TTA_MODES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "hflip": ((), (-1,)),
+    "vflip": ((), (-2,)),
+    "hflip+vflip": ((), (-1,), (-2,)),
+    "flips": ((), (-1,), (-2,), (-2, -1)),
+}
+
+
+def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
+    """TTA mode name -> flips; an unknown name fails with the valid ones and the nearest."""
+    key = str(name).strip().lower()
+    if key not in TTA_MODES:
+        near = difflib.get_close_matches(key, list(TTA_MODES), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise LiverctlError(f"unknown TTA mode {name!r}{hint}; valid: {', '.join(TTA_MODES)}")
+    return TTA_MODES[key]
+
+
+def autocast_context(device: Any, amp: str = "auto"):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); nothing on CPU or with amp="off"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def tta_probabilities(model: Callable, x, tta: str = "none", amp: str = "auto"):
+    """Sigmoid probabilities averaged over the TTA views, each flip undone before averaging.
+
+    Shape: x (N, C, H, W) float32 -> (N, 1, H, W) float32. Logits are cast to float32 before the
+    sigmoid so that fp16 autocast never saturates them.
+    """
+    import torch
+
+    flips = parse_tta(tta)
+    total = None
+    with torch.inference_mode(), autocast_context(x.device, amp):
+        for dims in flips:
+            view = torch.flip(x, dims) if dims else x
+            logits = model(view)
+            if logits.shape[0] != x.shape[0] or logits.shape[-2:] != x.shape[-2:] or logits.ndim != 4:
+                raise ValueError(f"model returned shape {tuple(logits.shape)} for input {tuple(x.shape)}")
+            probs = torch.sigmoid(logits.float())
+            probs = torch.flip(probs, dims) if dims else probs
+            total = probs if total is None else total + probs
+    return total / len(flips)
+
+
+def ensemble_probabilities(models: Sequence[Callable], x, tta: str = "none", amp: str = "auto"):
+    """Mean over models of `tta_probabilities`. Shape: x (N, C, H, W) -> (N, 1, H, W) float32."""
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    total = None
+    for model in models:
+        probs = tta_probabilities(model, x, tta, amp)
+        total = probs if total is None else total + probs
+    return total / len(models)
+
+
+def average_probability_volumes(volumes: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean of per-model probability volumes of one case. Shape: K x (X, Y, Z) -> (X, Y, Z) float32."""
+    if not volumes:
+        raise ValueError("nothing to average")
+    shape = volumes[0].shape
+    total = np.zeros(shape, dtype=np.float32)
+    for v in volumes:
+        if v.shape != shape:
+            raise ValueError(f"probability volumes differ in shape: {shape} vs {v.shape}")
+        total += v
+    return total / len(volumes)
+
+
+# ------------------------------------------------------------------------------------- runs and cases
+
+
+def input_size(cfg: dict) -> int:
+    """cfg.data.input_size: the side of the square the model sees."""
+    return int(cfg["data"]["input_size"])
+
+
+def _first_conv_in_channels(model) -> int | None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+@dataclass
+class RunModel:
+    """One trained run ready to predict: its model (eval mode, on the device) and resolved config."""
+
+    run_dir: Path
+    model: Any
+    cfg: dict
+    which: str = "best"
+
+    @property
+    def context(self) -> int:
+        return int(self.cfg["data"]["context"])
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu") -> list[RunModel]:
+    """Load each run's checkpoint (`liverctl.runs.checkpoint.load_run_model`) and check it is usable.
+
+    Fails in one line if a run has no checkpoint or its model's input channels disagree with its
+    config's context (2 * context + 1).
+    """
+    from liverctl.runs.checkpoint import load_run_model
+
+    runs = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        try:
+            model, cfg = load_run_model(run_dir, which=which, device=device)
+        except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
+            first = str(exc).strip().splitlines()
+            detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+            raise LiverctlError(
+                f"checkpoint weights do not fit the model its config describes ({detail[:200]})", path=run_dir
+            ) from None
+        try:
+            context = int(cfg["data"]["context"])
+            input_size(cfg)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LiverctlError(f"checkpoint config lacks a usable data.context / data.input_size ({exc})", path=run_dir) from None
+        channels = _first_conv_in_channels(model)
+        if channels is not None and channels != 2 * context + 1:
+            raise LiverctlError(
+                f"model takes {channels} input channel(s) but its config's context {context} means {2 * context + 1}",
+                path=run_dir,
+            )
+        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which))
+    return runs
+
+
+def _normalize(stack: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    from liverctl.data.dataset import normalize
+
+    return normalize(stack, cfg, stats)
+
+
+def _resize(stack: np.ndarray, size: int) -> np.ndarray:
+    """The training resize (cv2: area when shrinking, bilinear when growing). (C, X, Y) -> (C, size, size)."""
+    from liverctl.data.dataset import resize_stack
+
+    return resize_stack(stack, size)
+
+
+def read_case_volume(store, case_id: str) -> np.ndarray:
+    """Every slice of a case's image, read once. Shape: -> float16 (X, Y, Z), HU as stored."""
+    x_size, y_size, depth = (int(s) for s in store.meta(case_id)["shape"])
+    volume = np.empty((x_size, y_size, depth), dtype=np.float16)
+    for z in range(depth):
+        volume[..., z] = store.read_slice(case_id, z)
+    return volume
+
+
+def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
+    """Slices z-context .. z+context, clamped at the ends, as `LiverStore.read_stack` returns them.
+
+    Shape: volume (X, Y, Z) -> float32 (2 * context + 1, X, Y).
+    """
+    depth = volume.shape[2]
+    zs = np.clip(np.arange(z - context, z + context + 1), 0, depth - 1)
+    return np.ascontiguousarray(np.moveaxis(volume[..., zs], -1, 0), dtype=np.float32)
+
+
+CPU_BATCH = 1  # slices per forward pass on the CPU (the notebook's loop; see predict_case_probabilities)
+
+
+def cpu_batching(batch_size: int, device: Any) -> tuple[int, bool]:
+    """(slices per forward pass, prefetch on a thread?) for `device`: as asked on CUDA, `CPU_BATCH` and no
+    prefetch on the CPU."""
+    if str(getattr(device, "type", device)).startswith("cuda"):
+        return max(1, int(batch_size)), True
+    return CPU_BATCH, False
+
+
+def predict_case_probabilities(
+    run: RunModel,
+    volume: np.ndarray,
+    stats: dict,
+    *,
+    tta: str = "none",
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: str = "auto",
+    on_slices: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Probability of liver for every voxel of one case's HU volume, from one run.
+
+    Shape: volume (X, Y, Z) -> float32 (X, Y, Z). Each batch: (B, C, X, Y) normalised stacks -> resized as
+    in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) -> resized back
+    (bilinear) to (B, 1, X, Y). On CUDA, batches of `batch_size` under AMP, the next one prepared on a
+    thread while the model runs. On the CPU (`cpu_batching`), slices go one at a time with no prefetch
+    thread: the convolutions already use every core, a helper thread only competes with them, and a
+    batch of 512 x 512 slices outgrows the caches that batch 1 stays in.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x_size, y_size, depth = volume.shape
+    size = input_size(run.cfg)
+    batch_size, prefetch = cpu_batching(batch_size, device)
+
+    def prepare(z0: int) -> np.ndarray:
+        zs = range(z0, min(z0 + batch_size, depth))
+        return np.stack([_resize(_normalize(stack_at(volume, z, run.context), run.cfg, stats), size) for z in zs])
+
+    out = np.empty((x_size, y_size, depth), dtype=np.float32)
+    starts = list(range(0, depth, batch_size))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(prepare, starts[0]) if starts and prefetch else None
+        for i, z0 in enumerate(starts):
+            stacks = pending.result() if prefetch else prepare(z0)
+            if prefetch and i + 1 < len(starts):
+                pending = pool.submit(prepare, starts[i + 1])
+            batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
+            probs = tta_probabilities(run.model, batch, tta, amp)
+            if tuple(probs.shape[-2:]) != (x_size, y_size):
+                probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
+            out[..., z0 : z0 + len(stacks)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
+            if on_slices is not None:
+                on_slices(len(stacks))
+    return out
+
+
+def predict_cases(
+    runs: Sequence[RunModel],
+    store,
+    case_ids: Sequence[str],
+    *,
+    tta: str = "none",
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: str = "auto",
+    on_slices: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
+    parse_tta(tta)
+    for case_id in case_ids:
+        volume = read_case_volume(store, case_id)
+        stats = store.meta(case_id).get("stats") or {}
+        total = None
+        for run in runs:
+            probs = predict_case_probabilities(
+                run, volume, stats, tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices
+            )
+            total = probs if total is None else np.add(total, probs, out=total)
+        yield case_id, total / len(runs)

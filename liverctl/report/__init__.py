@@ -1,0 +1,1 @@
+"""The HTML/PNG report of one or more runs."""

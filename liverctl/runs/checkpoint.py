@@ -1,0 +1,326 @@
+"""Self-describing checkpoints, written atomically, and loading a trained run's model.
+
+`runs/<name>/checkpoints/<which>.pt` is a `torch.save` dict (see ARCHITECTURE.md, Runs) and
+`<which>.json` beside it holds the same minus tensors, so that `liverctl runs` needs no torch.
+Writes go to a temporary file in the same folder, are fsynced, then renamed over the old file:
+a crash leaves either the previous checkpoint or the new one, never half of one.
+
+Checkpoints are shared between strangers, so they hold plain data only (tensors, numbers, strings,
+lists, dicts: RNG states as lists, the config as TOML-like data) and are read only with
+`torch.load(weights_only=True)`, which never unpickles anything else and so never runs code from the
+file. A file that needs more is refused. Checkpoints of the previous format (numpy RNG state) need
+that, and are converted, once and only on request, by `convert_checkpoint(..., trust_code=True)`
+(`liverctl convert-checkpoint OLD NEW --trust-code`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from liverctl.errors import LiverctlError
+
+FORMAT = "liverctl-checkpoint/1"
+CHECKPOINT_DIR = "checkpoints"
+TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
+CONVERT_COMMAND = "liverctl convert-checkpoint"
+# What every checkpoint must hold, and what a resume needs besides (entry -> (types, in words)).
+_NEEDED = {
+    "config": (dict, "a table"),
+    "model": (dict, "a table of tensors"),
+    "epoch": (int, "a whole number"),
+    "global_step": (int, "a whole number"),
+}
+_NEEDED_TO_RESUME = {
+    "optimizer": (dict, "a table"),
+    "scheduler": (dict, "a table"),
+    "scaler": (dict, "a table"),
+    "rng": ((dict, type(None)), "a table"),
+    "step_in_epoch": (int, "a whole number"),
+}
+_OPTIONAL = {
+    "best": (dict, "a table"),
+    "metrics": (dict, "a table"),
+    "guard": (dict, "a table"),
+}
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """`write(binary file)` into `path` through the one atomic write (`liverctl.files.atomic_open`): a full
+    disk is one line and leaves no temporary file."""
+    from liverctl.files import atomic_open
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "wb", what=f"the checkpoint {path.name}") as fh:
+        write(fh)
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-safe plain data: non-finite floats become null, tensors and numpy scalars their Python value."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        try:
+            return json_safe(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path:
+    """Write `<which>.pt` and its `<which>.json` sidecar atomically; returns the .pt path.
+
+    `state` holds format/run/preset/config/epoch/global_step/metrics/best/versions and the tensor
+    parts model/optimizer/scheduler/scaler/rng.
+    """
+    import torch
+
+    path = checkpoint_path(run_dir, which)
+    state = {"format": FORMAT, **state}
+    state.update({k: _plain_numbers(v) for k, v in state.items() if k not in TENSOR_KEYS})
+    _check_plain(state, "checkpoint")
+    _atomic_write(path, lambda fh: torch.save(state, fh))
+    sidecar = {k: v for k, v in state.items() if k not in TENSOR_KEYS}
+    text = json.dumps(json_safe(sidecar), indent=1, allow_nan=False)
+    _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(text.encode("utf-8")))
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", *, resume: bool = False) -> dict:
+    """The dict written by `save_checkpoint`, read without running code from the file.
+
+    LiverctlError (one line naming the file) if it is missing, unreadable, needs anything but plain data
+    unpickled (it may contain code), is foreign, or lacks an entry (also those a resume needs, with
+    `resume=True`). The config is checked against the current defaults (new keys filled in).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LiverctlError("checkpoint not found", path=path)
+    return _checked(load_plain(path, map_location), path, resume=resume)
+
+
+def load_plain(path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain data only, so nothing in the file runs.
+
+    Any failure is one LiverctlError naming the file; one that wants other objects says it may contain code.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: not for the user
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _refusal(path, exc, what) from None
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise LiverctlError(
+            f"cannot read {what} ({type(exc).__name__}{': ' + detail[0][:200] if detail else ''})", path=path
+        ) from None
+
+
+def _refusal(path: Path, exc: Exception, what: str) -> LiverctlError:
+    """The one line for a file that `weights_only` would not load: it wants more than plain data."""
+    wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if wanted is None:  # not even a pickle of plain data: damaged, or a hand-made pickle
+        return LiverctlError(
+            f"cannot read {what}: it is not plain tensors and data (damaged, or not made by torch.save) "
+            "and may contain code, so it is not unpickled any other way",
+            path=path,
+        )
+    hint = (
+        f" A checkpoint of liverctl before plain-data checkpoints also looks like this; only if you trust where "
+        f"it came from, convert it with `{CONVERT_COMMAND} {path} NEW.pt --trust-code`"
+        if what == "checkpoint"
+        else ""
+    )
+    return LiverctlError(
+        f"refused: it asks to unpickle {wanted.group(1)}, not just tensors and plain data, so it may contain "
+        f"code.{hint}",
+        path=path,
+    )
+
+
+def _checked(state: Any, path: Path, *, resume: bool) -> dict:
+    """`state` if it has the layout of a liverctl checkpoint (and a usable config), else LiverctlError."""
+    import torch
+
+    from liverctl.config import check_config
+
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise LiverctlError(f"not a liverctl checkpoint (expected format {FORMAT})", path=path)
+    needed = {**_NEEDED, **(_NEEDED_TO_RESUME if resume else {})}
+    for key, (types, words) in {**needed, **_OPTIONAL}.items():
+        if key not in state:
+            if key in needed:
+                raise LiverctlError(f"checkpoint has no '{key}' entry; it is damaged or was not written by liverctl train", path=path)
+            continue
+        value = state[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise LiverctlError(f"checkpoint entry '{key}' should be {words}, not {type(value).__name__}", path=path)
+    bad = next((k for k, v in state["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
+    if not state["model"]:
+        raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
+    state["config"] = check_config(state["config"], f"{path} (its config)")
+    return state
+
+
+def non_finite_weights(model_state: dict) -> list[str]:
+    """Names of the floating-point tensors in a model state dict holding NaN or infinity."""
+    import torch
+
+    return [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """TypeError unless `value` is plain data that `torch.load(weights_only=True)` reads back."""
+    import torch
+
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not plain data")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif not (value is None or type(value) in (str, int, float, bool) or isinstance(value, torch.Tensor)):
+        raise TypeError(f"{where} is a {type(value).__name__}, not plain data")  # numpy scalars included
+
+
+def rng_to_plain(rng: dict | None) -> dict | None:
+    """{python, numpy, torch, cuda} RNG states as plain data (lists of ints, tensors)."""
+    if not rng:
+        return None
+    out = dict(rng)
+    python = rng.get("python")
+    if python is not None:
+        version, internal, gauss = python
+        out["python"] = [int(version), [int(x) for x in internal], gauss]
+    numpy_state = rng.get("numpy")
+    if numpy_state is not None and not isinstance(numpy_state, dict):
+        name, keys, pos, has_gauss, cached = numpy_state
+        out["numpy"] = {"bit_generator": str(name), "keys": [int(x) for x in keys], "pos": int(pos),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return out
+
+
+def rng_from_plain(rng: dict) -> tuple:
+    """(python state, numpy state) for `random.setstate` / `np.random.set_state`, from `rng_to_plain`."""
+    import numpy as np
+
+    version, internal, gauss = rng["python"]
+    n = rng["numpy"]
+    numpy_state = (n["bit_generator"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                   n["cached_gaussian"])
+    return (version, tuple(internal), gauss), numpy_state
+
+
+def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, *, trust_code: bool = False) -> Path:
+    """Rewrite a checkpoint of the previous format as plain data (loadable with weights_only=True).
+
+    Reading the old file unpickles arbitrary Python objects, i.e. RUNS ANY CODE IN IT: only with
+    `trust_code=True`, for files whose source the user trusts. Returns the new path (+ its .json sidecar).
+    """
+    import torch
+
+    old, new = Path(old), Path(new)
+    if not trust_code:
+        raise LiverctlError(
+            "converting unpickles the whole file, which runs any code it contains; "
+            "add --trust-code only if you trust where it came from",
+            path=old,
+        )
+    if not old.is_file():
+        raise LiverctlError("checkpoint not found", path=old)
+    if new.suffix != ".pt":
+        raise LiverctlError("the converted checkpoint's name must end in .pt (its .json goes beside it)", path=new)
+    try:
+        state = torch.load(old, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LiverctlError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path=old) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise LiverctlError(f"not a liverctl checkpoint (expected format {FORMAT})", path=old)
+    try:
+        state["rng"] = rng_to_plain(state.get("rng"))
+        state.update({k: _plain_numbers(v) for k, v in state.items() if k not in TENSOR_KEYS})
+        _check_plain(state, "checkpoint")
+    except (TypeError, ValueError) as exc:
+        raise LiverctlError(f"cannot convert: {exc}", path=old) from None
+    _atomic_write(new, lambda fh: torch.save(state, fh))
+    sidecar = {k: v for k, v in state.items() if k not in TENSOR_KEYS}
+    text = json.dumps(json_safe(sidecar), indent=1, allow_nan=False)
+    _atomic_write(new.with_suffix(".json"), lambda fh: fh.write(text.encode("utf-8")))
+    load_checkpoint(new)  # what every later reader does
+    return new
+
+
+def _plain_numbers(value: Any) -> Any:
+    """Numpy scalars to Python numbers, through dicts, lists and tuples; everything else kept."""
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_numbers(v) for v in value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def read_sidecar(run_dir: str | os.PathLike, which: str) -> dict | None:
+    """The JSON sidecar of a checkpoint, or None when there is none or it is not a JSON object (no torch)."""
+    path = checkpoint_path(run_dir, which).with_suffix(".json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8 or JSON, nested absurdly
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+    """(model in eval mode on `device`, resolved config) from a run's checkpoint.
+
+    The model takes (N, 2 * cfg.data.context + 1, S, S) with S = cfg.data.input_size and returns
+    logits (N, 1, S, S). The config comes from the checkpoint itself, so the run folder's config.toml
+    is not needed.
+    """
+    from liverctl.train.models import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LiverctlError("run folder not found", path=run_dir)
+    path = checkpoint_path(run_dir, which)
+    if not path.is_file():
+        others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
+        hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
+        raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
+    state = load_checkpoint(path, map_location="cpu")
+    bad = non_finite_weights(state["model"])
+    if bad:
+        raise LiverctlError(
+            f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "
+            f"{len(state['model'])} tensors, e.g. {bad[0]}); it would predict nothing. Use another checkpoint",
+            path=path,
+        )
+    cfg = state["config"]
+    model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg

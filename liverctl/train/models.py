@@ -1,0 +1,189 @@
+"""Model factory over segmentation-models-pytorch, with a pretrained-weights check that never hangs.
+
+smp fetches ImageNet encoder weights from the Hugging Face hub; with no network that fails only after
+~23 s (47 s for `tu-` encoders). `build_model` therefore looks in the local cache first, then tries one
+short connection, and fails within seconds with what to do instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from liverctl.config import in_channels, is_none
+from liverctl.errors import LiverctlError
+
+CONNECT_TIMEOUT_S = 1.5
+
+
+def build_model(cfg: dict, pretrained: bool | None = None):
+    """The smp model of `cfg["model"]`, one output channel of logits.
+
+    Shape: input (N, 2 * data.context + 1, H, W) with H, W multiples of 32 -> logits (N, 1, H, W).
+    `pretrained=None` follows `model.encoder_weights` / `model.encoder_weights_path`; False builds
+    without any weights (for loading a checkpoint); True insists on them.
+    """
+    import segmentation_models_pytorch as smp
+
+    m = cfg["model"]
+    weights = None if is_none(m["encoder_weights"]) else m["encoder_weights"]
+    weights_path = None if is_none(m["encoder_weights_path"]) else Path(m["encoder_weights_path"])
+    if pretrained is False:
+        weights, weights_path = None, None
+    elif pretrained is True and weights is None and weights_path is None:
+        weights = "imagenet"
+    if weights_path is not None:
+        weights = None  # the local file replaces the download
+    elif weights is not None:
+        check_weights_available(m["encoder"], weights)
+
+    try:
+        model = smp.create_model(
+            m["arch"],
+            encoder_name=m["encoder"],
+            encoder_weights=weights,
+            encoder_depth=m["encoder_depth"],
+            decoder_channels=list(m["decoder_channels"]),
+            in_channels=in_channels(cfg),
+            classes=1,
+        )
+    except (KeyError, ValueError) as exc:
+        raise LiverctlError(f"cannot build model {m['arch']} / {m['encoder']}: {exc}") from None
+    except Exception as exc:  # network failures of the hub surface as many types
+        if weights is None:
+            raise
+        raise LiverctlError(_no_weights_message(m["encoder"], weights, f"download failed ({exc})")) from None
+    if weights_path is not None:
+        load_encoder_weights(model, weights_path)
+    return model
+
+
+def _hub_files(encoder: str, weights: str) -> list[tuple[str, str, str | None]]:
+    """(repo_id, filename, revision) candidates where the hub keeps this encoder's weights."""
+    if encoder.startswith("tu-"):
+        import timm
+
+        try:
+            cfg = timm.models.get_pretrained_cfg(encoder[3:])
+        except Exception:
+            cfg = None
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not repo:
+            return []
+        return [(repo, "model.safetensors", None), (repo, "pytorch_model.bin", None)]
+    from segmentation_models_pytorch.encoders import encoders
+
+    if encoder not in encoders:
+        raise LiverctlError(f"unknown encoder '{encoder}' (model.encoder); see smp's encoder list")
+    settings = encoders[encoder]["pretrained_settings"]
+    if weights not in settings:
+        raise LiverctlError(
+            f"encoder '{encoder}' has no '{weights}' weights; available: {', '.join(settings) or 'none'}"
+        )
+    s = settings[weights]
+    return [(s["repo_id"], "model.safetensors", s.get("revision"))]
+
+
+def _cached(files: list[tuple[str, str, str | None]]) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for repo, filename, revision in files:
+        try:
+            hit = try_to_load_from_cache(repo, filename, revision=revision)
+        except Exception:
+            hit = None
+        if isinstance(hit, str) and os.path.exists(hit):
+            return True
+    return False
+
+
+def hub_reachable(timeout: float = CONNECT_TIMEOUT_S) -> bool:
+    """One TCP connection to the hub's host with a short timeout (no HTTP request)."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_env() -> bool:
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _no_weights_message(encoder: str, weights: str, why: str) -> str:
+    return (
+        f"pretrained '{weights}' weights for encoder '{encoder}' are not available: {why}. "
+        f"Train from scratch with `--set model.encoder_weights=none`, or put a weights file on disk and "
+        f"set `--set model.encoder_weights_path=PATH`, or pre-download into {_hub_cache_dir()}"
+    )
+
+
+def check_weights_available(encoder: str, weights: str) -> None:
+    """Return quickly if the weights are cached or the hub answers; else raise LiverctlError (seconds)."""
+    files = _hub_files(encoder, weights)
+    if files and _cached(files):
+        return
+    if _offline_env():
+        raise LiverctlError(_no_weights_message(encoder, weights, "not in the local cache and HF_HUB_OFFLINE is set"))
+    if not hub_reachable():
+        raise LiverctlError(_no_weights_message(encoder, weights, "not in the local cache and no network"))
+
+
+def _adapt_first_conv(weight, channels: int):
+    """Fit a (O, 3, k, k) pretrained first convolution to `channels` inputs, as smp does."""
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-channels // weight.shape[1])
+    return weight.repeat(1, reps, 1, 1)[:, :channels] * (weight.shape[1] / channels)
+
+
+def load_encoder_weights(model, path: Path) -> None:
+    """Load an encoder state dict (or a whole-model one with `encoder.` keys) from a local file."""
+    import torch
+
+    from liverctl.runs.checkpoint import load_plain
+
+    if not path.is_file():
+        raise LiverctlError("encoder weights file not found (model.encoder_weights_path)", path=path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise LiverctlError(f"cannot read encoder weights: {exc}", path=path) from None
+    else:
+        state = load_plain(path, what="encoder weights")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LiverctlError("encoder weights file is not a table of tensors (a state dict)", path=path)
+    state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = model.encoder.state_dict()
+    for key, value in list(state.items()):
+        target = own.get(key)
+        if target is not None and value.dim() == 4 and value.shape[1] != target.shape[1]:
+            state[key] = _adapt_first_conv(value, target.shape[1])
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(matching) < len(own) // 2:
+        raise LiverctlError(
+            f"encoder weights do not match encoder '{model.encoder.__class__.__name__}' "
+            f"({len(matching)} of {len(own)} tensors fit)",
+            path=path,
+        )
+    own.update(matching)
+    model.encoder.load_state_dict(own)

@@ -1,0 +1,218 @@
+"""Everything a run needs before its first step: device, data, model, optimiser, resumed state."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+from liverctl.runs.checkpoint import rng_from_plain
+from liverctl.train import distributed
+from liverctl.train.device import Precision, resolve_device, resolve_precision
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("liverctl", "torch", "segmentation_models_pytorch", "timm", "albumentations", "zarr", "numpy"):
+        try:
+            module = __import__(name)
+            out[name] = str(getattr(module, "__version__", "?"))
+        except ImportError:
+            pass
+    return out
+
+
+@dataclass
+class Session:
+    """The live state of a run (what the loop reads and the checkpoint saves)."""
+
+    cfg: dict
+    info: distributed.DistInfo
+    device: Any
+    precision: Precision
+    model: Any  # DDP-wrapped under torchrun
+    raw_model: Any
+    loss_fn: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    train_set: Any
+    sampler: Any
+    train_loader: Any
+    val_loader: Any
+    val_case_ids: list[str]
+    val_cases: int
+    steps_per_epoch: int
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: dict = field(default_factory=lambda: {"epoch": None, "volume_dice": None})
+    metrics: dict = field(default_factory=dict)
+    guard_state: dict = field(default_factory=dict)
+    last_rate: float = 0.0
+    good_epoch: int = 0
+
+    def validate(self) -> dict:
+        from liverctl.train.validation import validate
+
+        # the unwrapped model: a DDP forward broadcasts buffers, a collective that ranks with fewer
+        # validation cases would never join
+        return validate(
+            self.raw_model,
+            self.val_loader,
+            self.loss_fn,
+            self.val_case_ids,
+            self.precision,
+            self.device,
+            self.info,
+            threshold=self.cfg["infer"]["threshold"],
+        )
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(cfg: dict, params):
+    import torch
+
+    o = cfg["optim"]
+    if o["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    if o["name"] == "adam":
+        return torch.optim.Adam(params, lr=o["lr"])
+    if o["name"] == "sgd":
+        return torch.optim.SGD(params, lr=o["lr"], momentum=0.9, weight_decay=o["weight_decay"], nesterov=True)
+    raise LiverctlError(f"optim.name: unknown optimiser '{o['name']}'; valid: adamw, adam, sgd")
+
+
+def build_scheduler(cfg: dict, optimizer, total_steps: int):
+    """Per-step LambdaLR: linear warm-up, then cosine down to min_lr (or constant)."""
+    import torch
+
+    o = cfg["optim"]
+    warmup, floor = int(o["warmup_steps"]), o["min_lr"] / o["lr"]
+    if o["scheduler"] not in ("cosine", "constant"):
+        raise LiverctlError(f"optim.scheduler: unknown '{o['scheduler']}'; valid: cosine, constant")
+    cosine = o["scheduler"] == "cosine"
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if not cosine:
+            return 1.0
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def setup_session(
+    cfg: dict,
+    info: distributed.DistInfo,
+    device_name: str,
+    resume_state: dict | None,
+    note: Callable[[str], Any],
+    resume_path: Any = None,
+) -> Session:
+    import torch
+
+    from liverctl.data import dataset as ds
+    from liverctl.data.store import LiverStore
+    from liverctl.train.losses import build_loss
+    from liverctl.train.models import build_model
+
+    device = resolve_device(device_name, info.local_rank)
+    precision = resolve_precision(cfg["train"]["amp"], device)
+    distributed.init(info, device.type)
+    tc, dc = cfg["train"], cfg["data"]
+    seed_everything(tc["seed"] + info.rank)
+
+    store = LiverStore.open(dc["store"])
+    train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
+    from liverctl.data.augment_device import resolve_augment_on
+
+    train_set = ds.SliceDataset(store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device))
+    val_set = ds.ValidationDataset(store, val_rows, cfg)
+    per_rank = math.ceil(len(train_set) / info.world)
+    steps = per_rank // tc["batch_size"]
+    if tc["steps_per_epoch"] > 0:
+        steps = min(steps, tc["steps_per_epoch"]) if steps else tc["steps_per_epoch"]
+    if steps == 0:
+        raise LiverctlError(
+            f"train.batch_size {tc['batch_size']} is larger than the {per_rank} training slices per process; "
+            "lower it or set train.steps_per_epoch"
+        )
+    sampler = ds.EpochSampler(
+        train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
+        num_samples=steps * tc["batch_size"],
+    )
+    channels = 2 * dc["context"] + 1
+    batch_bytes = tc["batch_size"] * (channels + 1) * dc["input_size"] ** 2 * 4
+    plan = ds.plan_loader(dc["num_workers"], batch_bytes, device.type == "cuda")
+    if plan.note:
+        note(plan.note)
+    train_loader = ds.make_train_loader(train_set, sampler, tc["batch_size"], plan)
+    val_loader = ds.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world)
+
+    raw_model = build_model(cfg, pretrained=False if resume_state else None).to(device)
+    model = raw_model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(cfg, raw_model.parameters())
+    scheduler = build_scheduler(cfg, optimizer, steps * tc["epochs"])
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+    s = Session(
+        cfg=cfg, info=info, device=device, precision=precision, model=model, raw_model=raw_model,
+        loss_fn=build_loss(cfg).to(device), optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        train_set=train_set, sampler=sampler, train_loader=train_loader, val_loader=val_loader,
+        val_case_ids=list(val_set.case_ids), val_cases=len(set(val_set.case_codes.tolist())),
+        steps_per_epoch=steps,
+    )
+    if resume_state is not None:
+        try:
+            _restore(s, resume_state)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise LiverctlError(
+                f"the checkpoint does not fit this run's model, optimiser or RNG ({type(exc).__name__}: {detail})",
+                path=resume_path,
+            ) from None
+    return s
+
+
+def _restore(s: Session, state: dict) -> None:
+    """Model, optimiser, scheduler, scaler, counters and RNG from a checkpoint (layout checked on load)."""
+    import torch
+
+    s.raw_model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        s.scaler.load_state_dict(state["scaler"])
+    s.epoch, s.step_in_epoch, s.global_step = state["epoch"], state.get("step_in_epoch", 0), state["global_step"]
+    s.best = dict(state.get("best") or s.best)
+    s.metrics = dict(state.get("metrics") or {})
+    s.guard_state = dict(state.get("guard") or {})
+    s.good_epoch = s.epoch
+    rng = state.get("rng") or {}
+    if s.info.rank == 0 and rng:
+        python_state, numpy_state = rng_from_plain(rng)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

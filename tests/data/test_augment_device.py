@@ -1,0 +1,144 @@
+"""Batched device augmentation (run here on CPU tensors): alignment, seeds, presets, the cpu path beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from liverctl.config import resolve_config
+from liverctl.data import augment_device as ad
+from liverctl.data import dataset as ds
+
+torch.set_num_threads(1)
+
+
+def cfg_with(augment: str, size: int = 64):
+    return resolve_config("demo", [f"data.input_size={size}", f"data.augment='{augment}'", "data.rotate_limit=30"])
+
+
+def blob_mask(size: int, seed: int) -> np.ndarray:
+    """An off-centre, asymmetric blob (uint8 (size, size)), so that a flip or rotation shows."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cx, cy = rng.uniform(0.25, 0.45) * size, rng.uniform(0.55, 0.75) * size
+    mask = ((xx - cx) / (0.22 * size)) ** 2 + ((yy - cy) / (0.12 * size)) ** 2 < 1
+    mask[int(0.1 * size) : int(0.2 * size), int(0.6 * size) : int(0.9 * size)] = True  # a bar elsewhere
+    return mask.astype(np.uint8)
+
+
+def image_from(mask: np.ndarray, window=(-100.0, 200.0)) -> np.ndarray:
+    """HU drawn from the mask: window top inside, window bottom outside; 3 channels. float16 (3, X, Y)."""
+    hu = np.where(mask > 0, window[1], window[0]).astype(np.float16)
+    return np.stack([hu, hu, hu])
+
+
+def agreement(image: torch.Tensor, mask: torch.Tensor) -> float:
+    """Fraction of pixels where the centre channel thresholded at 0.5 equals the mask."""
+    return float(((image[1] > 0.5) == (mask[0] > 0.5)).float().mean())
+
+
+def device_batch(masks: list[np.ndarray], seeds: list[int]) -> dict:
+    images = torch.from_numpy(np.stack([image_from(m) for m in masks]))
+    return {
+        "image": images,
+        "mask": torch.from_numpy(np.stack(masks)[:, None]),
+        "norm": torch.tensor([[-100.0, 200.0]] * len(masks)),
+        "size": torch.tensor([m.shape for m in masks], dtype=torch.int32),
+        "seed": torch.tensor(seeds),
+    }
+
+
+@pytest.mark.parametrize("augment", ["flip_rotate", "distort"])
+def test_device_path_keeps_image_and_mask_aligned(augment):
+    cfg = cfg_with(augment)
+    masks = [blob_mask(64, s) for s in range(8)]
+    image, mask = ad.finish_batch(device_batch(masks, list(range(100, 108))), cfg, "cpu", augment=True)
+    assert image.shape == (8, 3, 64, 64) and mask.shape == (8, 1, 64, 64) and image.dtype == torch.float32
+    changed = 0
+    for i in range(8):
+        assert agreement(image[i], mask[i]) > 0.98, i
+        changed += not torch.equal(mask[i, 0], torch.from_numpy(masks[i]).float())
+    assert changed >= 4  # most samples were actually moved
+
+
+@pytest.mark.parametrize("augment", ["flip_rotate", "distort"])
+def test_cpu_path_keeps_image_and_mask_aligned(augment):
+    cfg = cfg_with(augment)
+    aug = ds.build_augmentation(cfg, train=True)
+    changed = 0
+    for seed in range(8):
+        mask = blob_mask(64, seed)
+        image, out_mask = ds.augment_sample(image_from(mask), mask, (-100.0, 200.0), aug, 100 + seed)
+        assert image.shape == (3, 64, 64) and out_mask.shape == (64, 64)
+        assert agreement(image, out_mask[None].float()) > 0.98, seed
+        changed += not np.array_equal(out_mask.numpy(), mask)
+    assert changed >= 4
+
+
+def test_device_augmentation_is_a_function_of_the_seed_and_the_draws_vary():
+    cfg = cfg_with("distort")
+    masks = [blob_mask(64, 0)] * 4
+    a = ad.finish_batch(device_batch(masks, [1, 2, 3, 4]), cfg, "cpu", augment=True)
+    b = ad.finish_batch(device_batch(masks, [1, 2, 3, 4]), cfg, "cpu", augment=True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    c = ad.finish_batch(device_batch(masks[:1], [3]), cfg, "cpu", augment=True)  # position in the batch: no matter
+    assert torch.allclose(a[0][2], c[0][0], atol=1e-6)
+    draws = [ad.sample_params(s, cfg) for s in range(400)]
+    hflips = sum(p["hflip"] for p in draws)
+    rotations = sum(p["angle"] != 0.0 for p in draws)
+    grids = sum(p["grid"] is not None for p in draws)
+    elastic = sum(p["elastic"] is not None for p in draws)
+    assert 160 <= hflips <= 240 and 160 <= rotations <= 240  # p = 0.5
+    assert 80 <= grids <= 160 and 80 <= elastic <= 160  # p = 0.3
+    assert all(abs(p["angle"]) <= 30 for p in draws)
+    assert sum(p["hflip"] and not p["vflip"] and p["angle"] == 0 for p in draws) > 20  # independent draws
+    none = ad.sample_params(5, cfg_with("none"))
+    assert not none["hflip"] and none["angle"] == 0.0 and none["grid"] is None
+
+
+def test_each_transform_moves_pixels_where_albumentations_does():
+    """A horizontal flip alone mirrors the last axis, a vertical one the axis before, on both paths."""
+    cfg = cfg_with("flip_rotate")
+    mask = blob_mask(64, 3)
+    for flag, dims in (("hflip", (-1,)), ("vflip", (-2,))):
+        seed = next(s for s in range(1000) if (p := ad.sample_params(s, cfg))[flag]
+                    and not p["hflip" if flag == "vflip" else "vflip"] and p["angle"] == 0)
+        _, out = ad.finish_batch(device_batch([mask], [seed]), cfg, "cpu", augment=True)
+        assert torch.equal(out[0, 0], torch.from_numpy(mask).float().flip(dims))
+
+
+def test_mixed_sizes_are_resized_into_one_batch_and_padding_never_shows():
+    cfg = cfg_with("none", size=32)
+    masks = [blob_mask(64, 0), np.ones((48, 40), np.uint8)]
+    padded = np.zeros((2, 64, 64), np.uint8)
+    padded[0], padded[1, :48, :40] = masks[0], masks[1]
+    batch = device_batch([padded[0], padded[1]], [0, 0])
+    batch["size"] = torch.tensor([[64, 64], [48, 40]], dtype=torch.int32)
+    image, mask = ad.finish_batch(batch, cfg, "cpu", augment=False)
+    assert image.shape == (2, 3, 32, 32)
+    assert torch.all(mask[1] == 1)  # all of the 48 x 40 sample, none of the padding
+    assert agreement(image[0], mask[0]) > 0.95
+
+
+def test_normalisation_on_the_device_matches_the_cpu_one():
+    cfg = resolve_config("v1")
+    hu = np.linspace(-1200, 1500, 3 * 4 * 5, dtype=np.float16).reshape(3, 4, 5)
+    stats = {"min": -1000.0, "max": 1000.0}
+    got = ad.normalise_on_device(torch.from_numpy(hu)[None], torch.tensor([ds.norm_range(cfg, stats)]))[0]
+    assert np.allclose(got.numpy(), ds.normalize(hu, cfg, stats), atol=1e-6)
+    flat = ad.normalise_on_device(torch.from_numpy(hu)[None], torch.tensor([[5.0, 5.0]]))
+    assert float(flat.abs().max()) == 0.0  # a constant volume under minmax: zeros, as on the cpu
+
+
+def test_augment_on_auto_picks_the_device_on_cuda_and_the_key_forces_either():
+    cfg = resolve_config("v5")
+    assert ad.resolve_augment_on(cfg, torch.device("cpu")) == "cpu"
+    assert ad.resolve_augment_on(cfg, torch.device("cuda", 0)) == "device"
+    forced = resolve_config("v5", ["data.augment_on='device'"])
+    assert ad.resolve_augment_on(forced, torch.device("cpu")) == "device"
+    assert ad.resolve_augment_on(resolve_config("v5", ["data.augment_on='cpu'"]), "cuda") == "cpu"
+    from liverctl.errors import LiverctlError
+
+    with pytest.raises(LiverctlError, match="augment_on"):
+        resolve_config("v5", ["data.augment_on='gpu'"])

@@ -1,0 +1,214 @@
+"""Dataset over the store: normalisation, 2D/2.5D stacks, augmentation seeds, samplers, loaders."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+
+from liverctl.config import resolve_config
+from liverctl.data import dataset as ds
+from liverctl.data.store import LiverStore
+
+torch.set_num_threads(1)
+
+
+def cfg_for(store, *more):
+    return resolve_config("demo", [f'data.store="{store}"', "data.input_size=64", *more])
+
+
+def test_window_normalisation_maps_the_window_to_0_1_and_clips():
+    cfg = resolve_config("v3")
+    out = normalize_hu([-1000.0, -100.0, 50.0, 200.0, 3000.0], cfg, {})
+    assert out.dtype == np.float32
+    assert out.ravel().tolist() == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_minmax_normalisation_uses_the_volume_stats_not_the_slice():
+    cfg = resolve_config("v1")
+    out = normalize_hu([-500.0, 0.0, 500.0], cfg, {"min": -1000.0, "max": 1000.0})
+    assert out.ravel().tolist() == pytest.approx([0.25, 0.5, 0.75])
+
+
+def normalize_hu(values, cfg, stats):
+    return ds.normalize(np.asarray(values, dtype=np.float32).reshape(1, 1, -1), cfg, stats)
+
+
+def test_resize_stack_keeps_channels_first():
+    stack = np.random.default_rng(0).random((3, 100, 80), dtype=np.float32)
+    assert ds.resize_stack(stack, 64).shape == (3, 64, 64)
+    assert ds.resize_stack(stack[:1], 32).shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("context", [0, 1, 2])
+def test_items_have_2_context_plus_1_channels_and_a_binary_mask(tiny_store, context):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, f"data.context={context}", "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg)
+    image, mask = data[5]
+    assert image.shape == (2 * context + 1, 64, 64) and image.dtype == torch.float32
+    assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    case = data.case_ids[int(data.case_codes[5])]
+    centre = ds.normalize(store.read_slice(case, int(data.z[5]))[None], cfg, {})[0]
+    assert np.allclose(image[context].numpy(), centre, atol=1e-3)  # the centre channel is slice z itself
+
+
+def test_augmentation_is_a_function_of_the_sample_seed(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='distort'")
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg)
+    row = int(np.flatnonzero(data.liver)[0])
+    a, b = data[(row, 11)], data[(row, 11)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert any(not torch.equal(a[0], data[(row, s)][0]) for s in range(12, 20))
+
+
+def test_sampler_is_deterministic_per_epoch_and_oversamples_liver():
+    liver = np.zeros(1000, dtype=bool)
+    liver[:100] = True
+    sampler = ds.EpochSampler(liver, 5.0, seed=3)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert first == list(sampler)
+    sampler.set_epoch(1)
+    assert first != list(sampler)
+    fraction = np.mean([liver[p] for p, _ in first])
+    assert fraction > 0.25  # 100 * 5 / (100 * 5 + 900) = 0.36 expected, 0.1 without oversampling
+    uniform = ds.EpochSampler(liver, 1.0, seed=3)
+    assert sorted(p for p, _ in uniform) == list(range(1000))  # a permutation
+
+
+def test_sampler_start_skips_what_was_seen_and_ranks_split_the_epoch():
+    liver = np.zeros(10, dtype=bool)
+    sampler = ds.EpochSampler(liver, 1.0, seed=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start=4)
+    assert list(sampler) == full[4:]
+    parts = [list(ds.EpochSampler(liver, 1.0, seed=0, rank=r, world=2)) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == 5
+    assert sorted(p for part in parts for p, _ in part) == list(range(10))
+
+
+def test_validation_batches_never_span_two_cases_and_split_cases_across_ranks(tiny_store):
+    store = LiverStore.open(tiny_store)
+    _, val_rows = ds.split_rows(store, 0)
+    val = ds.ValidationDataset(store, val_rows, cfg_for(tiny_store))
+    batches = val.case_batches(5)
+    assert sorted(i for b in batches for i in b) == list(range(len(val)))
+    assert all(len(set(val.case_codes[b].tolist())) == 1 for b in batches)
+    image, mask, label, code, z = val[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64) and label.dtype == torch.uint8
+    ranks = [set(val.case_codes[i] for b in val.case_batches(5, r, 2) for i in b) for r in range(2)]
+    assert not ranks[0] & ranks[1]
+
+
+def test_empty_fold_is_a_clear_error(tiny_store):
+    from liverctl.errors import LiverctlError
+
+    with pytest.raises(LiverctlError, match="fold 9 has no training cases"):
+        ds.split_rows(LiverStore.open(tiny_store), 9)
+
+
+def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ds.shutil, "disk_usage", lambda p: usage(64 * 2**20, 0, 64 * 2**20))
+    plan = ds.plan_loader(2, batch_bytes=16 * 4 * 512 * 512 * 4, cuda=False)
+    assert plan.sharing_strategy == "file_system" and plan.num_workers >= 1
+    assert "/dev/shm" in plan.note and "--shm-size" in plan.note
+    monkeypatch.setattr(ds.shutil, "disk_usage", lambda p: usage(8 * 2**30, 0, 8 * 2**30))
+    assert ds.plan_loader(0, batch_bytes=1024, cuda=False) == ds.LoaderPlan(1, None, False)
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_loader_with_worker_processes_hands_over_float16_and_uint8(tiny_store, augment_on):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on)
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
+    loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
+    batches = list(loader)
+    assert len(batches) == 2
+    assert batches[0]["image"].dtype == torch.float16 and batches[0]["mask"].dtype == torch.uint8
+    image, mask = data.finish(batches[0], "cpu")
+    assert image.shape == (4, 3, 64, 64) and image.dtype == torch.float32 and mask.shape == (4, 1, 64, 64)
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    again = list(loader)  # persistent workers, same epoch: same samples
+    assert torch.equal(batches[1]["image"], again[1]["image"])
+    positions = [p for p, _ in sampler][:4]
+    assert batches[0]["seed"].tolist() == [s for _, s in sampler][:4]
+    one = data.batch(list(zip(positions, batches[0]["seed"].tolist(), strict=True)))
+    assert torch.equal(one["image"], batches[0]["image"])  # workers or not, the same batch
+
+
+def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    dev = ds.SliceDataset(store, rows, cfg, augment_on="device")
+    cpu = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    batch = dev.batch([(3, 1), (9, 2)])
+    case = dev.case_ids[int(dev.case_codes[3])]
+    assert np.array_equal(batch["image"][0].numpy(), store.read_stack(case, int(dev.z[3]), dtype=np.float16))
+    a, b = dev.finish(batch, "cpu"), cpu.finish(cpu.batch([(3, 1), (9, 2)]), "cpu")
+    assert torch.allclose(a[0], b[0], atol=1e-3) and torch.equal(a[1], b[1])
+
+
+def test_seeded_augmentation_draws_each_transform_independently():
+    """Regression: albumentations seeds all transforms alike, so flips only ever came with each other."""
+    from liverctl.config import resolve_config
+    from liverctl.data.dataset import build_augmentation, seed_augmentation
+
+    cfg = resolve_config("demo", ["data.input_size=32", "data.augment='flip_rotate'"])
+    aug = build_augmentation(cfg, train=True)
+    img = np.arange(32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
+    mask = np.zeros((32, 32), np.uint8)
+    outcomes = {"hflip only": 0, "untouched": 0}
+    for seed in range(400):
+        seed_augmentation(aug, seed)
+        out = aug(image=img, mask=mask)["image"]
+        outcomes["hflip only"] += np.array_equal(out, img[:, ::-1])
+        outcomes["untouched"] += np.array_equal(out, img)
+    # independent p=0.5 flip / flip / rotate: each outcome has probability 1/8 (50 of 400 expected)
+    assert 20 <= outcomes["hflip only"] <= 90, outcomes
+    assert 20 <= outcomes["untouched"] <= 90, outcomes
+    seed_augmentation(aug, 7)
+    first = aug(image=img, mask=mask)["image"]
+    seed_augmentation(aug, 7)
+    assert np.array_equal(first, aug(image=img, mask=mask)["image"])
+
+
+def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
+    """Forking a process that runs zarr's I/O threads can deadlock (Python 3.12+ warns): workers come from
+    forkserver, so the dataset, the store and the worker init travel pickled."""
+    import multiprocessing
+    import pickle
+    import warnings
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, val_rows = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg)
+    data[0]  # the store has been read: zarr's threads run in this process now
+    val = ds.ValidationDataset(store, val_rows, cfg)
+    pickle.loads(pickle.dumps((data, val)))
+    plan = ds.LoaderPlan(1, "file_system", False)
+    from liverctl.workers import start_method
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert start_method() == "forkserver"
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=4)
+    loader = ds.make_train_loader(data, sampler, 2, plan)
+    assert loader.multiprocessing_context.get_start_method() == start_method()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # "multi-threaded, use of fork() may lead to deadlocks"
+        batches = list(loader)
+        val_batches = list(ds.make_val_loader(val, 2, plan))
+    assert len(batches) == 2 and data.finish(batches[0], "cpu")[0].shape == (2, 3, 64, 64)
+    assert sum(len(b[0]) for b in val_batches) == len(val_rows)

@@ -1,0 +1,655 @@
+"""Ingest: exact contents, real CT, resumability, interruption, folds, and every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nifti_fixtures import header_only
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.data.ingest import assign_folds, float16_stats, ingest_folder
+from liverctl.data.store import LiverStore
+from liverctl.errors import LiverctlError
+
+
+def store_content(path: Path) -> dict[str, str]:
+    """sha256 of every file in a store (the root's `updated` time stamp left out)."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = str(p.relative_to(path))
+        data = p.read_bytes()
+        if rel == "zarr.json":
+            meta = json.loads(data)
+            meta["attributes"].pop("updated", None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def dataset(tiny_dataset, tmp_path) -> Path:
+    """A private copy of the tiny dataset, free to modify."""
+    copy = tmp_path / "data"
+    shutil.copytree(tiny_dataset, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def reference_store(tiny_store) -> dict[str, str]:
+    return store_content(tiny_store)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Contents
+
+
+def test_real_ct_is_stored_exactly(real_dataset, real_store):
+    store = LiverStore.open(real_store)
+    assert store.case_ids("train") == real_dataset.case_ids
+    for case_id in real_dataset.case_ids:
+        ct_path, label_path = real_dataset.sources[case_id]
+        ct, lab = nib.load(ct_path), nib.load(label_path)
+        meta = store.meta(case_id)
+        assert tuple(meta["shape"]) == ct.shape
+        assert meta["dtype"] == str(ct.get_data_dtype())
+        np.testing.assert_allclose(meta["affine"], ct.affine)
+        assert meta["sha256"] == hashlib.sha256(ct_path.read_bytes()).hexdigest()
+        for z in range(ct.shape[2]):
+            np.testing.assert_array_equal(
+                store.read_slice(case_id, z), np.asarray(ct.dataobj[..., z]).astype(np.float16)
+            )
+            expected = (np.asarray(lab.dataobj[..., z]) == 1).astype(np.uint8)  # dcmqi: 2 is spine
+            np.testing.assert_array_equal(store.read_label_slice(case_id, z), expected)
+        assert meta["liver_voxels"] == int((np.asarray(lab.dataobj) == 1).sum()) > 0
+
+
+def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
+    """Default liver = label > 0: right for the totalseg files, wrong for dcmqi (2 = spine)."""
+    summary = ingest_folder(real_dataset.root, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok
+    store = LiverStore.open(tmp_path / "s.zarr")
+    for case_id in real_dataset.case_ids:
+        label = np.asarray(nib.load(real_dataset.sources[case_id][1]).dataobj)
+        assert store.meta(case_id)["liver_voxels"] == int((label > 0).sum())
+    dcmqi = np.asarray(nib.load(real_dataset.sources["dcmqi-3slice"][1]).dataobj)
+    assert (dcmqi == 2).any()  # so the two definitions really differ there
+    # ... and ingest says so, once, for that case only, with what it did
+    (note,) = summary.notes
+    assert note.startswith(str(real_dataset.root / "train" / "segmentation" / "segmentation-dcmqi-3slice"))
+    assert "label values 0, 1, 2; without --liver-labels every value > 0 was taken as liver" in note
+    assert f"({int((dcmqi > 0).sum())} voxels)" in note
+
+
+def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset, tmp_path):
+    result = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "segmentation-dcmqi-3slice" in notes[0] and "--liver-labels 1" in notes[0]
+    given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], workers=1)
+    assert given.ok and given.notes == []
+
+
+def test_summary_counts(tiny_dataset, tmp_path):
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and summary.cases == 8 and (summary.train_cases, summary.test_cases) == (6, 2)
+    assert sorted(summary.ingested) == [str(i) for i in range(8)] and summary.unchanged == []
+    assert summary.slices == 8 * 24
+    labels = [
+        np.asarray(nib.load(p).dataobj) for p in sorted((tiny_dataset / "train" / "segmentation").iterdir())
+    ]
+    assert summary.liver_slices == sum(int((lab.sum(axis=(0, 1)) > 0).sum()) for lab in labels)
+    sources = list((tiny_dataset / "train").rglob("*.nii.gz")) + list(
+        (tiny_dataset / "test").glob("*.nii.gz")
+    )
+    assert summary.bytes_read == sum(p.stat().st_size for p in sources)
+    assert summary.bytes_stored > 0 and summary.seconds > 0
+
+
+def test_float16_stats_are_exact():
+    rng = np.random.default_rng(1)
+    values = (rng.normal(40, 300, size=(17, 13, 9))).astype(np.float16)
+    stats = float16_stats(values)
+    flat = values.astype(np.float64).ravel()
+    assert stats["min"] == flat.min() and stats["max"] == flat.max()
+    assert stats["mean"] == pytest.approx(flat.mean()) and stats["std"] == pytest.approx(flat.std())
+    for q in (0.5, 1, 5, 50, 95, 99, 99.5):
+        assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
+def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
+    """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
+    statistics it counts on the way are those of the converted volume."""
+    from liverctl.data.ingest import Float16Converter
+
+    rng = np.random.default_rng(3)
+    if dtype in ("float32", "float64"):
+        values = rng.normal(40, 300, size=(11, 7, 37)).astype(dtype) * 1.37 - 0.3
+        values[0, 0, 0] = -0.0
+    else:
+        info = np.iinfo(dtype)
+        high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
+        values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
+    values = np.asfortranarray(values)  # as NIfTI hands it over
+    converter = Float16Converter(values.dtype)
+    slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
+    got = np.concatenate(slabs).transpose(1, 2, 0)
+    expected = values.astype(np.float16)
+    assert slabs[0].flags.c_contiguous and slabs[0].shape == (16, 11, 7)
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+    assert converter.hist.stats() == float16_stats(expected)
+
+
+def test_every_array_reads_back_through_plain_zarr_python(tiny_dataset, tiny_store):
+    """Ingest writes the chunk files itself: zarr-python must read every array as the sources say."""
+    import zarr
+
+    root = zarr.open_group(str(tiny_store), mode="r")
+    train = sorted((tiny_dataset / "train" / "volume").iterdir())
+    test = sorted((tiny_dataset / "test").glob("*.nii.gz"))
+    for path in train + test:
+        case_id = path.name.removeprefix("volume-").removesuffix(".nii.gz")
+        group = root[f"cases/{case_id}"]
+        source = np.asarray(nib.load(path).dataobj)
+        image = group["image"][...]
+        np.testing.assert_array_equal(image.view(np.uint16), source.astype(np.float16).view(np.uint16))
+        assert group.attrs["stats"] == float16_stats(source.astype(np.float16))
+        if path in train:
+            label = np.asarray(nib.load(tiny_dataset / "train" / "segmentation" / f"segmentation-{case_id}.nii.gz").dataobj)
+            np.testing.assert_array_equal(group["label"][...], (label > 0).astype(np.uint8))
+        else:
+            assert "label" not in group
+    store = LiverStore.open(tiny_store)
+    index = store.slice_index()
+    for name in ("case", "z", "neighbors", "liver_pixels", "split", "fold"):
+        np.testing.assert_array_equal(root[f"index/{name}"][...], getattr(index, name))
+
+
+def test_a_second_zarr_implementation_reads_the_store(tiny_dataset, tiny_store):
+    """tensorstore's zarr3 driver (independent of zarr-python) reads the images voxel-exact."""
+    ts = pytest.importorskip("tensorstore")
+    for case_id in ("0", "6"):
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / case_id / "image")}}
+        image = ts.open(spec, read=True).result().read().result()
+        source = next(p for p in tiny_dataset.rglob(f"volume-{case_id}.nii.gz"))
+        np.testing.assert_array_equal(image, np.asarray(nib.load(source).dataobj).astype(np.float16))
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / "0" / "label")}}
+    label = ts.open(spec, read=True).result().read().result()
+    assert label.dtype == np.uint8 and label.max() == 1
+
+
+def test_folds_are_balanced_and_deterministic():
+    voxels = {f"c{i}": v for i, v in enumerate([5, 100, 7, 3000, 42, 900, 11, 0, 250, 64])}
+    folds = assign_folds(voxels, 5, seed=0)
+    assert folds == assign_folds(dict(reversed(list(voxels.items()))), 5, seed=0)  # not order-dependent
+    assert sorted(folds.values()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    by_size = sorted(voxels, key=voxels.get)
+    assert len({folds[c] for c in by_size[:5]}) == 5  # the 5 smallest livers land in 5 different folds
+    assert assign_folds(voxels, 5, seed=1) != folds
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resumability and interruption
+
+
+def test_rerun_changes_nothing(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+    content = store_content(store)
+    again = ingest_folder(dataset, store=store, workers=1)
+    assert again.ingested == [] and len(again.unchanged) == 8 and again.bytes_read == 0
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before  # not even rewritten
+    assert store_content(store) == content
+    assert not (tmp_path / ".s.zarr.ingest").exists()
+
+
+def test_parallel_ingest_equals_serial(tiny_dataset, reference_store, tmp_path):
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "p.zarr", workers=2)
+    assert summary.ok
+    assert store_content(tmp_path / "p.zarr") == reference_store
+
+
+def test_changed_source_is_reingested_touched_one_is_not(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    volume = dataset / "train" / "volume" / "volume-2.nii.gz"
+    os.utime(volume, ns=(time.time_ns(), time.time_ns()))  # same bytes, new mtime: checksum says unchanged
+    assert ingest_folder(dataset, store=store, workers=1).ingested == []
+
+    img = nib.load(volume)
+    changed = np.asarray(img.dataobj) + np.int16(7)
+    save_nifti(volume, changed.astype(np.int16), img.affine)
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ingested == ["2"] and len(summary.unchanged) == 7
+    np.testing.assert_array_equal(
+        LiverStore.open(store).read_slice("2", 5), changed[..., 5].astype(np.float16)
+    )
+
+
+def test_new_liver_labels_reingest_training_cases(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    summary = ingest_folder(dataset, store=store, liver_labels=[1], workers=1)
+    assert sorted(summary.ingested) == [str(i) for i in range(6)]  # test cases have no labels to redo
+    assert LiverStore.open(store).attrs["liver_labels"] == [1]
+
+
+def test_other_fold_count_reassigns_folds_without_reingesting(dataset, tmp_path):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    summary = ingest_folder(dataset, store=store, n_folds=3, workers=1)
+    assert summary.ingested == []
+    opened = LiverStore.open(store)
+    assert sorted(opened.folds().values()) == [0, 0, 1, 1, 2, 2]
+    assert opened.attrs["n_folds"] == 3
+    index = opened.slice_index()
+    assert set(index.fold[index.rows(split="train")]) == {0, 1, 2}
+
+
+def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_store, tmp_path):
+    store = tmp_path / "liver.zarr"
+    ingest_folder(tiny_dataset, store=store, workers=1)
+    # What a killed run can leave: a half-written case in the work folder, a case not marked complete
+    # (e.g. copied in by hand), a case whose folds were never set, a missing index.
+    work = tmp_path / ".liver.zarr.ingest" / "work" / "3"
+    shutil.copytree(store / "cases" / "3", work)
+    shutil.rmtree(work / "image" / "c")
+    shutil.copytree(store / "cases" / "4", store / "cases" / "4-partial")
+    meta = json.loads((store / "cases" / "4-partial" / "zarr.json").read_text())
+    meta["attributes"]["complete"] = False
+    (store / "cases" / "4-partial" / "zarr.json").write_text(json.dumps(meta))
+    shutil.rmtree(store / "cases" / "5")
+    shutil.rmtree(store / "index")
+    meta = json.loads((store / "cases" / "1" / "zarr.json").read_text())
+    meta["attributes"]["fold"] = None
+    (store / "cases" / "1" / "zarr.json").write_text(json.dumps(meta))
+
+    summary = ingest_folder(tiny_dataset, store=store, workers=1)
+    assert summary.ok and summary.ingested == ["5"]
+    assert store_content(store) == reference_store
+    assert not work.exists()
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_ingest_then_rerun_is_identical(tiny_dataset, reference_store, tmp_path, sig):
+    store = tmp_path / "liver.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "liverctl.cli",
+        "ingest",
+        str(tiny_dataset),
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    work = tmp_path / ".liver.zarr.ingest" / "work"
+    cases = store / "cases"
+
+    def some_cases_done_others_in_the_work_folder() -> bool:
+        done = cases.is_dir() and any(p.is_dir() for p in cases.iterdir())
+        return proc.poll() is not None or (done and work.is_dir() and any(work.iterdir()))
+
+    _wait_for(some_cases_done_others_in_the_work_folder, timeout=60)
+    # The signal must arrive mid-ingest: the process still running, some cases in the store, others not.
+    assert proc.poll() is None, "the ingest finished before the signal could be sent"
+    # Like Ctrl-C in a terminal (or a job killed by its scheduler): the whole process group.
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
+    stored = [d for d in (store / "cases").iterdir() if d.is_dir()]
+    assert stored  # some cases had made it before the signal ...
+    for case_dir in stored:  # ... and whatever made it into the store is complete
+        assert json.loads((case_dir / "zarr.json").read_text())["attributes"]["complete"] is True
+    all_cases = {key.split("/")[1] for key in reference_store if key.startswith("cases/") and key.count("/") == 2}
+    missing = all_cases - {d.name for d in stored}
+    assert missing  # ... but not all of them
+
+    summary = ingest_folder(tiny_dataset, store=store, workers=2)
+    assert summary.ok
+    assert set(summary.ingested) == missing  # the rerun does exactly what the signal left undone
+    assert store_content(store) == reference_store
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_path):
+    vol, seg, test = dataset / "train" / "volume", dataset / "train" / "segmentation", dataset / "test"
+    good = nib.load(vol / "volume-0.nii.gz")
+    good_image, good_label = (
+        np.asarray(good.dataobj),
+        np.asarray(nib.load(seg / "segmentation-0.nii.gz").dataobj),
+    )
+    bad = {}
+    # Not NIfTI at all.
+    (vol / "volume-text.nii.gz").write_text("this is not an image\n")
+    shutil.copy(seg / "segmentation-0.nii.gz", seg / "segmentation-text.nii.gz")
+    bad["text"] = (vol / "volume-text.nii.gz", "cannot be read as NIfTI")
+    # Truncated .nii.gz and a corrupt one (bytes flipped in the middle of the compressed stream).
+    raw = (vol / "volume-1.nii.gz").read_bytes()
+    (vol / "volume-1.nii.gz").write_bytes(raw[: len(raw) // 2])
+    bad["truncated"] = (vol / "volume-1.nii.gz", "")
+    raw = (vol / "volume-2.nii.gz").read_bytes()
+    middle = len(raw) // 2
+    (vol / "volume-2.nii.gz").write_bytes(
+        raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 64]) + raw[middle + 64 :]
+    )
+    bad["corrupt"] = (vol / "volume-2.nii.gz", "")
+    # Volume and label of different shapes.
+    save_nifti(seg / "segmentation-3.nii.gz", good_label[:, :, :20])
+    bad["shape"] = (seg / "segmentation-3.nii.gz", "differs from its volume")
+    # A label without volume, a training volume without label.
+    save_nifti(seg / "segmentation-orphan.nii.gz", good_label)
+    bad["orphan label"] = (seg / "segmentation-orphan.nii.gz", "has no volume")
+    save_nifti(vol / "volume-nolabel.nii.gz", good_image)
+    bad["no label"] = (vol / "volume-nolabel.nii.gz", "has no label")
+    # Not 3D: a 4D series and a 2D image (a trailing axis of length 1 is fine).
+    save_nifti(vol / "volume-4d.nii.gz", np.stack([good_image, good_image], axis=-1))
+    save_nifti(seg / "segmentation-4d.nii.gz", good_label)
+    bad["4d"] = (vol / "volume-4d.nii.gz", "is 4D")
+    save_nifti(vol / "volume-2d.nii.gz", good_image[:, :, 0])
+    save_nifti(seg / "segmentation-2d.nii.gz", good_label[:, :, 0])
+    bad["2d"] = (vol / "volume-2d.nii.gz", "is 2D")
+    save_nifti(vol / "volume-trailing1.nii.gz", good_image[..., None])
+    save_nifti(seg / "segmentation-trailing1.nii.gz", good_label[..., None])
+    # Non-finite voxels, and values float16 cannot hold.
+    nan_image = good_image.astype(np.float32)
+    nan_image[3, 4, 5] = np.nan
+    save_nifti(vol / "volume-nan.nii.gz", nan_image)
+    save_nifti(seg / "segmentation-nan.nii.gz", good_label)
+    bad["nan"] = (vol / "volume-nan.nii.gz", "1 non-finite image voxels")
+    huge = good_image.astype(np.float32)
+    huge[0, 0, 0] = 1e6
+    save_nifti(vol / "volume-huge.nii.gz", huge)
+    save_nifti(seg / "segmentation-huge.nii.gz", good_label)
+    bad["huge"] = (vol / "volume-huge.nii.gz", "beyond float16's range")
+    # A link to a file that is gone.
+    (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
+    bad["dangling"] = (vol / "volume-dangling.nii.gz", "cannot be read")
+    # Two files with the same case id.
+    shutil.copy(test / "volume-6.nii.gz", test / "volume-6.nii")
+    bad["duplicate"] = (test / "volume-6.nii", "is also used by volume-6.nii.gz")
+
+    store = tmp_path / "s.zarr"
+    result = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "2")
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    for what, (path, message) in bad.items():
+        hits = [line for line in lines if str(path) in line]
+        assert hits, f"{what}: no error line names {path}:\n{result.stderr}"
+        assert message in hits[0], f"{what}: {hits[0]}"
+    assert "problem(s) above" in lines[-1]
+
+    opened = LiverStore.open(store)  # the good cases are in and usable
+    assert opened.case_ids() == ["0", "4", "5", "7", "trailing1"]
+    assert opened.read_stack("trailing1", 3).shape == (3, 64, 64)
+    np.testing.assert_array_equal(opened.read_slice("trailing1", 9), good_image[..., 9].astype(np.float16))
+    assert sorted(p.name for p in (store / "cases").iterdir() if p.is_dir()) == opened.case_ids()
+
+
+def test_truncated_and_corrupt_gzip_messages(tmp_path, tiny_dataset):
+    raw = (tiny_dataset / "test" / "volume-7.nii.gz").read_bytes()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "volume-a.nii.gz").write_bytes(raw[:200])  # header only partly there
+    (tmp_path / "test" / "volume-b.nii.gz").write_bytes(raw[: len(raw) - 5000])
+    (tmp_path / "test" / "volume-c.nii").write_bytes(gzip.decompress(raw)[:-4096])  # short .nii
+    summary = ingest_folder(tmp_path, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ingested == [] and len(summary.failures) == 3
+    for failure, name in zip(sorted(summary.failures), ["volume-a", "volume-b", "volume-c"], strict=True):
+        assert name in failure and "\n" not in failure
+        assert "NIfTI" in failure or "truncated" in failure
+    assert "header claims 64 x 64 x 24 int16 voxels" in sorted(summary.failures)[2]  # refused before reading
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_missing_or_empty_data_folder(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("ingest", str(tmp_path / folder), "--store", str(tmp_path / "s.zarr"))
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and str(tmp_path / folder) in error_lines(result)[0]
+    assert not (tmp_path / "s.zarr").exists() or folder == "empty"
+
+
+def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("mine")
+    with pytest.raises(LiverctlError, match="not a liverctl store"):
+        ingest_folder(tiny_dataset, store=tmp_path / "other", workers=1)
+    assert (tmp_path / "other" / "file.txt").read_text() == "mine"
+
+
+def test_a_second_ingest_into_the_same_store_is_refused(tiny_dataset, tmp_path):
+    import fcntl
+
+    store = tmp_path / "s.zarr"
+    ingest_folder(tiny_dataset, store=store, workers=1)
+    lock_dir = tmp_path / ".s.zarr.ingest"
+    lock_dir.mkdir()
+    with open(lock_dir / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running ingest holds it
+        with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
+            ingest_folder(tiny_dataset, store=store, workers=1)
+    assert LiverStore.open(store).case_ids() == [str(i) for i in range(8)]
+
+
+def test_bad_liver_labels_option(tiny_dataset, tmp_path):
+    result = run_cli(
+        "ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--liver-labels", "liver"
+    )
+    assert result.exit_code == 2 and "--liver-labels" in error_lines(result)[0]
+
+
+def test_command_summary(tiny_dataset, tmp_path):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "8 cases (6 train, 2 test; 8 ingested, 0 unchanged), 192 slices" in result.stdout
+    again = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert "0 ingested, 8 unchanged" in again.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bounded inputs, workers killed by the OS, disk full
+
+
+def test_absurd_headers_are_refused_and_every_other_case_ingested(dataset, tmp_path):
+    test = dataset / "test"
+    absurd = header_only(test / "volume-absurd.nii.gz", [2048, 2048, 256])
+    cube = header_only(test / "volume-cube.nii.gz", [30000, 30000, 30000])
+    negative = header_only(test / "volume-negative.nii.gz", [64, -64, 24])
+    result = run_cli("ingest", str(dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    assert len(lines) == 4 and "Traceback" not in result.stderr
+    assert f"{absurd}: header claims 2048 x 2048 x 256 int16 voxels" in result.stderr
+    assert f"{cube}: header claims 30000 x 30000 x 30000 int16 voxels" in result.stderr
+    assert f"{negative}: header claims shape (64 x -64 x 24)" in result.stderr
+    assert LiverStore.open(tmp_path / "s.zarr").case_ids() == [str(i) for i in range(8)]
+
+
+def _fork_workers(monkeypatch) -> None:
+    """Workers start with fork in this test, so that they inherit its monkeypatched faults (the product's
+    forkserver workers import liverctl afresh)."""
+    import liverctl.workers
+
+    monkeypatch.setattr(liverctl.workers, "start_method", lambda: "fork")
+
+
+def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
+    """Make the worker that reads one of `case_ids` die as the OOM killer kills it (workers are forked)."""
+    import liverctl.data.ingest as ingest
+
+    _fork_workers(monkeypatch)
+    read_case = ingest._read_case
+
+    def read_or_die(case, liver_labels, workers=1):
+        if case.case_id in case_ids:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_case(case, liver_labels, workers)
+
+    monkeypatch.setattr(ingest, "_read_case", read_or_die)
+
+
+@pytest.mark.parametrize("killers", [("3",), ("2", "6")])
+def test_a_worker_killed_by_the_os_fails_only_its_case(tiny_dataset, tiny_store, tmp_path, monkeypatch, killers):
+    _kill_own_worker_for(monkeypatch, *killers)
+    summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=2)
+    assert sorted(summary.ingested) == sorted(set(map(str, range(8))) - set(killers))
+    assert len(summary.failures) == len(killers)
+    for case_id in killers:
+        expected = f"-{case_id}.nii.gz: worker killed while ingesting case {case_id}, probably out of memory"
+        assert sum(expected in line for line in summary.failures) == 1, summary.failures
+    folds_before = LiverStore.open(tmp_path / "s.zarr").folds()
+    monkeypatch.undo()  # the next run ingests the killed cases: their voxels are as if nothing happened
+    again = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=2)
+    assert again.ok and sorted(again.ingested) == sorted(killers)
+    store, reference = LiverStore.open(tmp_path / "s.zarr"), LiverStore.open(tiny_store)
+    for case_id in map(str, range(8)):
+        assert np.array_equal(store.image(case_id)[:], reference.image(case_id)[:])
+        label, expected = store.label(case_id), reference.label(case_id)
+        assert (label is None) == (expected is None)
+        assert label is None or np.array_equal(label[:], expected[:])
+    # Folds of cases already in the store never move (issue 15); the late cases are dealt into the folds.
+    folds = store.folds()
+    assert {c: folds[c] for c in folds_before} == folds_before
+    assert set(folds) == set(reference.folds()) and all(0 <= fold < 5 for fold in folds.values())
+
+
+def test_a_killed_worker_is_one_line_in_the_command(tiny_dataset, tmp_path, monkeypatch):
+    _kill_own_worker_for(monkeypatch, "4")
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr and "BrokenProcessPool" not in result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 2 and "worker killed while ingesting case 4, probably out of memory" in lines[0]
+    assert "7 ingested" in result.stdout
+
+
+def _fill_disk_after(monkeypatch, chunks: int) -> None:
+    """Chunk file writes (ingest writes them itself) raise ENOSPC once `chunks` of them are written
+    (metadata is still written)."""
+    import errno
+
+    import liverctl.data.store
+
+    put = liverctl.data.store._write_chunk_file
+    written = [0]
+
+    def put_or_full(path, data):
+        written[0] += 1
+        if written[0] > chunks:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return put(path, data)
+
+    monkeypatch.setattr(liverctl.data.store, "_write_chunk_file", put_or_full)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_dataset, tmp_path, monkeypatch, workers):
+    store = tmp_path / "s.zarr"
+    _fork_workers(monkeypatch)
+    _fill_disk_after(monkeypatch, chunks=24 * 2 + 5)  # a case or two fit, then the disk is full
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", workers)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert re.match(r"error: no space left on /\S* while writing case \w+ \(.*volume-\w+\.nii\.gz\); ", line), line
+    assert "free some space and run ingest again" in line
+    assert not (tmp_path / ".s.zarr.ingest" / "work").exists()  # the half-written case is gone
+    cases = sorted(p for p in (store / "cases").iterdir() if p.is_dir())
+    full_case = re.search(r"while writing case (\w+)", line).group(1)
+    assert len(cases) < 8 and full_case not in {p.name for p in cases}
+    for case_dir in cases:  # whatever is in the store is whole
+        assert json.loads((case_dir / "zarr.json").read_text())["attributes"]["complete"] is True
+        assert len(list((case_dir / "image" / "c").rglob("*"))) > 0
+
+    monkeypatch.undo()  # space freed: the next run finishes the store
+    summary = ingest_folder(tiny_dataset, store=store, workers=1)
+    assert summary.ok and len(summary.ingested) == 8 - len(cases)
+
+
+def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch):
+    import liverctl.data.nifti
+
+    _fork_workers(monkeypatch)
+    monkeypatch.setattr(liverctl.data.nifti, "machine_memory", lambda: 600 << 10)  # a 64x64x24 int16 volume: 192 KB
+    two = ingest_folder(tiny_dataset, store=tmp_path / "two.zarr", workers=2)
+    assert two.ingested == [] and len(two.failures) == 8
+    assert all("more than the 150.0 KB this machine" in line and "use fewer --workers" in line for line in two.failures)
+    one = ingest_folder(tiny_dataset, store=tmp_path / "one.zarr", workers=1)
+    assert one.ok and len(one.ingested) == 8
+
+
+def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
+                                                               monkeypatch):
+    from liverctl.data.ingest import check_free_space
+    from liverctl.data.sources import find_cases
+    from liverctl.data.store import store_bytes
+
+    # the estimate is not below what ingest really stores, on real CT
+    estimate = check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+    assert estimate >= store_bytes(real_store) * 0.9
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=estimate // 2))
+    with pytest.raises(LiverctlError, match="need about .* GB but the store's disk has .* GB free"):
+        check_free_space(tmp_path, find_cases(real_dataset.root).cases)
+
+    store = tmp_path / "s.zarr"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1")
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1 and "8 case(s) to ingest need about" in error_lines(result)[0]
+    assert not list((store / "cases").glob("*/image"))  # nothing written
+    with pytest.raises(LiverctlError):
+        LiverStore.open(store)
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    assert run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1").exit_code == 0
+    assert len(LiverStore.open(store).case_ids()) == 8

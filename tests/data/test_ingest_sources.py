@@ -1,0 +1,228 @@
+"""Several sources into one store: competition + LiTS + Decathlon + nnU-Net built from synthetic volumes
+and the real CT samples; extra cases never validated on; adding a source keeps the folds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from source_fixtures import build_sources
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.data import dataset as ds
+from liverctl.data.ingest import ingest_folder, ingest_sources
+from liverctl.data.store import TRAIN_ONLY_FOLD, LiverStore
+from liverctl.errors import LiverctlError
+
+LITS_LABELS = {"lits": [1, 2]}
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_dataset, real_dataset, tmp_path_factory):
+    return build_sources(tmp_path_factory.mktemp("sources"), tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def all_store(sources, tmp_path_factory) -> Path:
+    """The four sources ingested together (read-only)."""
+    store = tmp_path_factory.mktemp("all") / "liver.zarr"
+    summary = ingest_sources(
+        [sources.comp, sources.lits, sources.msd, sources.nnunet], store, liver_labels=LITS_LABELS, workers=2
+    )
+    assert summary.ok, summary.failures
+    return store
+
+
+def label_of(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def test_four_layouts_in_one_store(all_store, sources):
+    store = LiverStore.open(all_store)
+    by_source: dict[str, list[str]] = {}
+    for case_id, name in store.case_sources().items():
+        by_source.setdefault(name, []).append(case_id)
+        assert store.meta(case_id)["source_name"] == name
+    assert by_source == {
+        "competition": [str(i) for i in range(8)],
+        "decathlon": ["liver_0", "liver_1"],
+        "lits": ["lits-0", "lits-1", "lits-2"],
+        "nnunet": ["dcmqi"],
+    }
+    assert store.case_ids("test") == ["6", "7"]  # extra sources' test volumes are left out
+    records = {r["name"]: r for r in store.attrs["sources"]}
+    assert {n: (r["layout"], r["role"], r["in_folds"], r["prefix"]) for n, r in records.items()} == {
+        "competition": ("competition", "main", True, ""),
+        "lits": ("lits", "extra", False, "lits-"),
+        "decathlon": ("decathlon", "extra", False, ""),
+        "nnunet": ("nnunet", "extra", False, ""),
+    }
+
+
+def test_liver_labels_per_source(all_store, sources):
+    store = LiverStore.open(all_store)
+    lits_label = label_of(sources.lits / "Training Batch 1" / "segmentation-0.nii.gz")
+    assert (lits_label == 2).any()  # the tumour is liver for LiTS (1,2 given)
+    assert store.meta("lits-0")["liver_voxels"] == int(np.isin(lits_label, [1, 2]).sum())
+    assert store.meta("lits-0")["liver_labels"] == [1, 2]
+    assert store.meta("liver_0")["liver_labels"] == [1, 2]  # liver + cancer from dataset.json
+    dcmqi = label_of(sources.nnunet / "labelsTr" / "dcmqi.nii.gz")
+    assert (dcmqi == 2).any()  # spine: named, not liver
+    assert store.meta("dcmqi")["liver_voxels"] == int((dcmqi == 1).sum())
+    np.testing.assert_array_equal(store.read_label_slice("dcmqi", 1), (dcmqi[..., 1] == 1).astype(np.uint8))
+
+
+def test_extra_cases_are_train_only_and_never_validated_on(all_store):
+    store = LiverStore.open(all_store)
+    sources = store.case_sources()
+    folds = store.folds()
+    extras = {c for c, s in sources.items() if s != "competition"}
+    assert {folds[c] for c in extras} == {TRAIN_ONLY_FOLD}
+    assert sorted(f for c, f in folds.items() if c not in extras) == [0, 1, 2, 3, 4, 4]
+    index = store.slice_index()
+    for fold in range(5):  # the split training takes, for every fold
+        train_rows, val_rows = ds.split_rows(store, fold)
+        val_cases = {index.case_id(r) for r in val_rows}
+        train_cases = {index.case_id(r) for r in train_rows}
+        assert val_cases and not val_cases & extras
+        assert extras <= train_cases  # every extra case is trained on
+        assert not train_cases & {"6", "7"} and not val_cases & train_cases
+    with pytest.raises(LiverctlError, match="data.fold must be one of"):
+        ds.split_rows(store, TRAIN_ONLY_FOLD)
+
+
+def test_extra_in_folds_deals_them_into_the_folds(sources, tmp_path):
+    store_path = tmp_path / "s.zarr"
+    summary = ingest_sources(
+        [sources.comp, sources.lits], store_path, liver_labels=LITS_LABELS, extra_in_folds=True, workers=1
+    )
+    assert summary.ok and summary.sources["lits"].in_folds
+    store = LiverStore.open(store_path)
+    folds = store.folds()
+    per_fold = [list(folds.values()).count(f) for f in range(5)]
+    assert sorted(per_fold) == [1, 2, 2, 2, 2] and TRAIN_ONLY_FOLD not in folds.values()
+    validated = set()
+    for fold in range(5):
+        _, val_rows = ds.split_rows(store, fold)
+        validated |= {store.slice_index().case_id(r) for r in val_rows}
+    assert {"lits-0", "lits-1", "lits-2"} <= validated
+
+
+def test_adding_a_source_ingests_only_its_cases_and_keeps_the_folds(sources, tmp_path):
+    store_path = tmp_path / "s.zarr"
+    ingest_folder(sources.comp, store_path, workers=1)
+    before = LiverStore.open(store_path)
+    folds_before = before.folds()
+    meta_before = {c: (store_path / "cases" / c / "zarr.json").read_bytes() for c in before.case_ids()}
+
+    summary = ingest_sources([sources.msd], store_path, workers=1)
+    assert summary.ok and sorted(summary.ingested) == ["liver_0", "liver_1"] and summary.unchanged == []
+    after = LiverStore.open(store_path)
+    assert {c: f for c, f in after.folds().items() if c in folds_before} == folds_before
+    assert {c: (store_path / "cases" / c / "zarr.json").read_bytes() for c in meta_before} == meta_before
+    assert after.folds()["liver_0"] == TRAIN_ONLY_FOLD
+
+    # A source given again with the others changes nothing; with --extra-in-folds its cases join the
+    # folds, still without moving a competition case.
+    again = ingest_sources([sources.comp, sources.msd], store_path, workers=1)
+    assert again.ingested == [] and len(again.unchanged) == 10
+    ingest_sources([sources.comp, sources.msd], store_path, extra_in_folds=True, workers=1)
+    joined = LiverStore.open(store_path).folds()
+    assert {c: f for c, f in joined.items() if c in folds_before} == folds_before
+    assert joined["liver_0"] >= 0 and joined["liver_1"] >= 0
+
+
+def test_a_store_from_before_sources_adopts_its_cases(sources, tiny_store, tmp_path):
+    """A store written before sources existed: its cases belong to the main source, nothing re-read."""
+    store_path = tmp_path / "old.zarr"
+    shutil.copytree(tiny_store, store_path)
+    for zarr_json in [store_path / "zarr.json", *(store_path / "cases").glob("*/zarr.json")]:
+        meta = json.loads(zarr_json.read_text())
+        meta["attributes"].pop("source_name", None)
+        meta["attributes"].pop("sources", None)
+        zarr_json.write_text(json.dumps(meta))
+    folds_before = LiverStore.open(store_path).folds()
+    summary = ingest_sources([sources.comp, sources.msd], store_path, workers=1)
+    assert sorted(summary.ingested) == ["liver_0", "liver_1"] and len(summary.unchanged) == 8
+    store = LiverStore.open(store_path)
+    assert {c: f for c, f in store.folds().items() if c in folds_before} == folds_before
+    assert set(store.case_sources().values()) == {"competition", "decathlon"}
+
+
+def test_label_value_that_dataset_json_does_not_name_is_reported(sources, tmp_path):
+    msd = tmp_path / "msd"
+    shutil.copytree(sources.msd, msd, symlinks=True)
+    bad_label = msd / "labelsTr" / "liver_1.nii.gz"
+    data = label_of(bad_label).astype(np.uint8)
+    data[0, 0, 0] = 7
+    bad_label.unlink()
+    nib.save(nib.Nifti1Image(data, nib.load(str(msd / "imagesTr" / "liver_1.nii.gz")).affine), str(bad_label))
+    summary = ingest_sources([sources.comp, msd], tmp_path / "s.zarr", workers=1)
+    assert len(summary.failures) == 1
+    assert str(bad_label) in summary.failures[0] and "label value(s) 7" in summary.failures[0]
+    assert "liver_0" in LiverStore.open(tmp_path / "s.zarr").case_ids()  # the others go on
+    # Saying which values mean liver for that source is an answer: the case goes in.
+    fixed = ingest_sources(
+        [sources.comp, f"decathlon={msd}"], tmp_path / "s.zarr", liver_labels={"decathlon": [1, 2]}, workers=1
+    )
+    assert fixed.ok and fixed.ingested == ["liver_1"]
+
+
+def test_unrecognised_or_unlabelled_source_writes_nothing(sources, tmp_path):
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.nii.gz").write_bytes(b"")
+    with pytest.raises(LiverctlError, match="recognises none of the layouts"):
+        ingest_sources([sources.comp, tmp_path / "scans"], tmp_path / "s.zarr", workers=1)
+    with pytest.raises(LiverctlError, match="nothing names its label values"):
+        ingest_sources([sources.comp, sources.lits], tmp_path / "s.zarr", workers=1)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_dry_run_prints_each_source_and_writes_nothing(sources, tmp_path):
+    store = tmp_path / "s.zarr"
+    args = ["ingest", str(sources.comp), str(sources.lits), str(sources.msd), str(sources.nnunet), "--store", str(store)]
+    result = run_cli(*args, "--liver-labels", "lits=1,2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "competition (competition, main, in the folds)" in out
+    assert "lits (lits, extra, train-only)" in out and "ids prefixed 'lits-'" in out
+    assert "3 training cases (volume + label pairs), 0 test" in out
+    assert "liver labels 1,2 (from dataset.json)" in out and "test volume(s) left out" in out
+    assert not store.exists()
+    unlabelled = run_cli(*args, "--dry-run")
+    assert unlabelled.exit_code == 2 and "--liver-labels lits=" in unlabelled.stderr
+    assert not store.exists()
+
+
+def test_cli_ingest_prints_counts_per_source(sources, tmp_path):
+    store = tmp_path / "s.zarr"
+    result = run_cli(
+        "ingest", str(sources.comp), str(sources.msd), "--store", str(store), "--workers", "1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "competition (competition, main): 6 train, 2 test; 8 ingested" in result.stdout
+    assert "decathlon (decathlon, extra): 2 train, 0 test; 2 ingested, 0 unchanged; folds train-only:2" in (
+        result.stdout
+    )
+    assert "10 cases (8 train, 2 test; 10 ingested, 0 unchanged)" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_training_uses_every_source(all_store, tmp_path):
+    """One tiny epoch over the four-source store: the extra cases are in the training rows."""
+    result = run_cli(
+        "train", "--preset", "demo", "--store", str(all_store), "--runs-dir", str(tmp_path / "runs"),
+        "--name", "multi", "--epochs", "1", "--device", "cpu", "--quiet",
+        "--set", "data.input_size=64", "--set", "train.batch_size=8",
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "multi" / "checkpoints" / "last.pt").exists()

@@ -1,0 +1,158 @@
+"""Opening NIfTI from strangers: every header check refuses before any voxel is read, and real files pass."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tracemalloc
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nifti_fixtures import header_only
+
+from liverctl.data import nifti
+from liverctl.data.nifti import machine_memory, memory_budget, open_nifti, read_nifti, volume_shape
+from liverctl.errors import LiverctlError
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+
+
+def save(path: Path, data: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def refused(path: Path, match: str, **kwargs) -> str:
+    with pytest.raises(LiverctlError, match=match) as info:
+        read_nifti(path, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    return message
+
+
+def test_absurd_gzip_header_is_refused_before_any_allocation(tmp_path):
+    path = header_only(tmp_path / "absurd.nii.gz", [2048, 2048, 256])
+    assert path.stat().st_size < 100
+    tracemalloc.start()
+    try:
+        message = refused(path, "more than a .* gzip file can hold")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "2048 x 2048 x 256 int16" in message
+    assert peak < 4 << 20  # main allocated the 2 GB the header claims before it found the data missing
+
+
+def test_header_beyond_any_memory_is_refused_by_the_file_size_not_by_malloc(tmp_path):
+    refused(header_only(tmp_path / "cube.nii.gz", [30000, 30000, 30000]), "30000 x 30000 x 30000 .* gzip file")
+
+
+def test_uncompressed_file_must_hold_the_bytes_its_header_claims(tmp_path):
+    message = refused(header_only(tmp_path / "short.nii", [64, 64, 24]), "the file holds 352 B")
+    assert "truncated" in message
+
+
+@pytest.mark.parametrize(
+    ("dims", "match"),
+    [
+        ([64, -64, 24], r"header claims shape \(64 x -64 x 24\); every dimension must be positive"),
+        ([64, 64, 0], "every dimension must be positive"),
+        ([64, 64, 24, 3], r"is 4D with shape \(64, 64, 24, 3\)"),
+        ([64, 64], r"is 2D with shape \(64, 64\)"),
+    ],
+)
+def test_shapes_that_are_not_a_volume(tmp_path, dims, match):
+    refused(header_only(tmp_path / "bad.nii.gz", dims), match)
+
+
+def test_trailing_axes_of_one_are_a_3d_volume(tmp_path):
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    for extra in ([1], [1, 1]):
+        path = save(tmp_path / f"v{len(extra)}.nii.gz", data.reshape(4, 5, 6, *extra))
+        img, got = read_nifti(path)
+        assert volume_shape(img) == (4, 5, 6)
+        np.testing.assert_array_equal(got, data)
+
+
+def test_voxel_types_that_are_not_numbers(tmp_path):
+    path = save(tmp_path / "c.nii", np.zeros((4, 4, 4), dtype=np.complex64))
+    refused(path, "voxels of type complex64, expected integers or floats")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("garbage.nii.gz", os.urandom(300), "cannot be read as NIfTI"),
+        ("garbage.nii", b"not an image at all\n" * 40, "cannot be read as NIfTI"),
+        ("empty.nii.gz", b"", "cannot be read as NIfTI"),
+    ],
+)
+def test_files_that_are_not_nifti(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    refused(path, match)
+
+
+def test_truncated_gzip_is_one_line(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).integers(-1000, 1000, (64, 64, 24), np.int16))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    refused(cut, "truncated or corrupt NIfTI data")
+
+
+def test_other_file_names_are_refused(tmp_path):
+    path = save(tmp_path / "v.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    other = path.rename(tmp_path / "v.img")
+    with pytest.raises(LiverctlError, match="not a NIfTI file name"):
+        open_nifti(other)
+
+
+def test_memory_cap_scales_with_the_machine_and_the_workers(tmp_path, monkeypatch):
+    path = save(tmp_path / "v.nii.gz", np.zeros((64, 64, 24), np.int16))  # 192 KB in memory
+    monkeypatch.setattr(nifti, "machine_memory", lambda: 1 << 20)  # budget: half of 1 MB per worker
+    assert memory_budget(1) == 512 << 10 and memory_budget(4) == 128 << 10
+    read_nifti(path, workers=1)
+    message = refused(path, r"192.0 KB in memory\), more than the 128.0 KB", workers=4)
+    assert "--workers" in message
+    monkeypatch.setattr(nifti, "machine_memory", lambda: 256 << 10)
+    refused(path, "allows one reader", workers=1)
+
+
+def test_scaled_data_is_counted_as_float64(tmp_path, monkeypatch):
+    img = nib.Nifti1Image(np.zeros((64, 64, 24), np.int16), np.eye(4))
+    img.header.set_slope_inter(1.0, -1024.0)
+    nib.save(img, str(tmp_path / "scaled.nii.gz"))
+    monkeypatch.setattr(nifti, "machine_memory", lambda: 1 << 20)  # 512 KB budget: int16 fits, float64 not
+    refused(tmp_path / "scaled.nii.gz", r"768.0 KB in memory")
+
+
+def test_machine_memory_is_the_physical_memory_or_less():
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < machine_memory() <= physical
+
+
+def test_highly_compressed_real_masks_still_pass(tmp_path):
+    """An empty mask gzipped at level 9 is the best deflate can do (about 1030:1): never refused."""
+    data = np.zeros((256, 256, 64), np.uint8)
+    path = tmp_path / "empty_mask.nii.gz"
+    raw = tmp_path / "empty_mask.nii"
+    save(raw, data)
+    path.write_bytes(gzip.compress(raw.read_bytes(), 9))
+    assert (raw.stat().st_size / path.stat().st_size) > 900
+    np.testing.assert_array_equal(read_nifti(path)[1], data)
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [("totalseg-example", "ct.nii.gz"), ("dcmqi-3slice", "ct.nii.gz"), ("dcmqi-3slice", "label.nii.gz")],
+)
+def test_real_files_read_exactly(folder, name):
+    path = REAL / folder / name
+    if not path.exists():
+        pytest.skip("real data not available")
+    img, data = read_nifti(path)
+    np.testing.assert_array_equal(data, np.asanyarray(nib.load(str(path)).dataobj))

@@ -1,0 +1,303 @@
+"""Data sources: each layout found and recognised, dataset.json label names, and the ingest plan
+(names, roles, id prefixes, liver labels per source) - without reading any image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liverctl.data.sources import LAYOUTS, detect_layout, find_source
+from liverctl.data.sources.labels import label_names, liver_values
+from liverctl.data.sources.plan import (
+    EXTRA,
+    MAIN,
+    parse_layout_option,
+    parse_liver_labels_option,
+    plan_sources,
+)
+from liverctl.errors import LiverctlError
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def competition(root: Path, ids=(1, 2), tests=(9,)) -> Path:
+    for i in ids:
+        touch(root / "train" / "volume" / f"volume-{i}.nii.gz")
+        touch(root / "train" / "segmentation" / f"segmentation-{i}.nii.gz")
+    for i in tests:
+        touch(root / "test" / f"volume-{i}.nii.gz")
+    return root
+
+
+def lits(root: Path, ids=(0, 1, 2)) -> Path:
+    for i in ids:
+        batch = "Training Batch 1" if i < 2 else "Training Batch 2"
+        touch(root / batch / f"volume-{i}.nii")
+        touch(root / batch / f"segmentation-{i}.nii")
+    touch(root / "Test Batch" / "test-volume-0.nii")
+    return root
+
+
+def decathlon(root: Path, labels=None, listed=True) -> Path:
+    for i in (0, 1):
+        touch(root / "imagesTr" / f"liver_{i}.nii.gz")
+        touch(root / "labelsTr" / f"liver_{i}.nii.gz")
+    touch(root / "imagesTs" / "liver_5.nii.gz")
+    touch(root / "imagesTr" / "._liver_0.nii.gz")  # macOS junk in the published tarball
+    payload = {"labels": labels or {"0": "background", "1": "liver", "2": "cancer"}}
+    if listed:
+        payload["training"] = [
+            {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"} for i in (0, 1)
+        ]
+        payload["test"] = ["./imagesTs/liver_5.nii.gz"]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    return root
+
+
+def nnunet(root: Path) -> Path:
+    touch(root / "imagesTr" / "case_a_0000.nii.gz")
+    touch(root / "labelsTr" / "case_a.nii.gz")
+    touch(root / "imagesTs" / "case_z_0000.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}))
+    return root
+
+
+def summary(found) -> list[tuple[str, str, str | None, str | None]]:
+    return [(c.case_id, c.split, c.volume.name, c.label.name if c.label else None) for c in found.cases]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layouts
+
+
+def test_each_layout_is_recognised(tmp_path):
+    assert detect_layout(competition(tmp_path / "c")) == "competition"
+    assert detect_layout(lits(tmp_path / "l")) == "lits"
+    assert detect_layout(decathlon(tmp_path / "d")) == "decathlon"
+    assert detect_layout(nnunet(tmp_path / "n")) == "nnunet"
+    (tmp_path / "other").mkdir()
+    touch(tmp_path / "other" / "scan.nii.gz")
+    assert detect_layout(tmp_path / "other") is None
+
+
+def test_unrecognised_folder_names_every_known_layout(tmp_path):
+    touch(tmp_path / "scans" / "a.nii.gz")
+    with pytest.raises(LiverctlError) as info:
+        find_source(tmp_path / "scans")
+    message = str(info.value)
+    assert str(tmp_path / "scans") in message and "\n" not in message
+    assert all(name in message for name in LAYOUTS) and "--layout" in message
+
+
+def test_lits_pairs_by_number_across_batch_folders(tmp_path):
+    found = find_source(lits(tmp_path))
+    assert found.layout == "lits" and not found.problems
+    assert summary(found) == [
+        ("0", "train", "volume-0.nii", "segmentation-0.nii"),
+        ("1", "train", "volume-1.nii", "segmentation-1.nii"),
+        ("2", "train", "volume-2.nii", "segmentation-2.nii"),
+        ("test-volume-0", "test", "test-volume-0.nii", None),
+    ]
+    assert found.label_names is None  # LiTS names no labels: --liver-labels is needed
+
+
+def test_lits_segmentation_without_volume_is_a_problem(tmp_path):
+    lits(tmp_path)
+    lonely = touch(tmp_path / "Training Batch 2" / "segmentation-7.nii")
+    found = find_source(tmp_path)
+    assert [c.case_id for c in found.by_split("train")] == ["0", "1", "2"]
+    assert any(str(lonely) in str(p) and "no volume" in str(p) for p in found.problems)
+
+
+def test_decathlon_reads_dataset_json(tmp_path):
+    found = find_source(decathlon(tmp_path))
+    assert found.layout == "decathlon" and not found.problems
+    assert summary(found) == [
+        ("liver_0", "train", "liver_0.nii.gz", "liver_0.nii.gz"),
+        ("liver_1", "train", "liver_1.nii.gz", "liver_1.nii.gz"),
+        ("liver_5", "test", "liver_5.nii.gz", None),
+    ]
+    assert found.label_names == {0: "background", 1: "liver", 2: "cancer"}
+    assert found.cases[0].known_labels == (0, 1, 2)
+
+
+def test_decathlon_files_listed_but_missing_are_problems(tmp_path):
+    decathlon(tmp_path)
+    (tmp_path / "labelsTr" / "liver_1.nii.gz").unlink()
+    found = find_source(tmp_path)
+    assert [c.case_id for c in found.by_split("train")] == ["liver_0"]
+    assert any("liver_1.nii.gz" in str(p) and "missing" in str(p) for p in found.problems)
+
+
+def test_decathlon_without_lists_pairs_the_folders(tmp_path):
+    found = find_source(decathlon(tmp_path, listed=False))
+    assert [(c.case_id, c.split) for c in found.cases] == [
+        ("liver_0", "train"),
+        ("liver_1", "train"),
+        ("liver_5", "test"),
+    ]
+
+
+def test_unreadable_dataset_json_names_the_file(tmp_path):
+    decathlon(tmp_path)
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(LiverctlError, match="cannot be read as JSON") as info:
+        find_source(tmp_path)
+    assert str(tmp_path / "dataset.json") in str(info.value)
+
+
+def test_nnunet_channel_suffix(tmp_path):
+    found = find_source(nnunet(tmp_path))
+    assert found.layout == "nnunet" and not found.problems
+    assert summary(found) == [
+        ("case_a", "train", "case_a_0000.nii.gz", "case_a.nii.gz"),
+        ("case_z", "test", "case_z_0000.nii.gz", None),
+    ]
+    assert found.label_names == {0: "background", 1: "liver"}
+
+
+def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
+    nnunet(tmp_path)
+    touch(tmp_path / "imagesTr" / "case_a_0001.nii.gz")
+    found = find_source(tmp_path)
+    assert found.by_split("train") == []
+    assert any("channels 0000, 0001" in str(p) for p in found.problems)
+
+
+def test_layout_can_be_forced(tmp_path):
+    decathlon(tmp_path)  # a Decathlon folder read as nnU-Net: no _0000 suffixes
+    found = find_source(tmp_path, layout="nnunet")
+    assert found.layout == "nnunet" and found.by_split("train") == []
+    assert any("no channel suffix" in str(p) for p in found.problems)
+    with pytest.raises(LiverctlError, match="unknown layout 'kaggle'"):
+        find_source(tmp_path, layout="kaggle")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Label names
+
+
+@pytest.mark.parametrize(
+    ("labels", "names", "liver"),
+    [
+        ({"0": "background", "1": "liver", "2": "cancer"}, {0: "background", 1: "liver", 2: "cancer"}, (1, 2)),
+        ({"background": 0, "liver": 1}, {0: "background", 1: "liver"}, (1,)),
+        ({"background": 0, "liver": [1, 2], "tumor": 2}, {0: "background", 1: "liver", 2: "liver + tumor"}, (1, 2)),
+        # another organ's tumour is not liver; nor is a tumour where other organs are labelled
+        ({"0": "background", "1": "kidney", "2": "kidney tumor", "3": "liver"}, None, (3,)),
+        ({"0": "background", "1": "spleen", "2": "tumour"}, None, ()),
+    ],
+)
+def test_label_names_and_liver_values(tmp_path, labels, names, liver):
+    parsed = label_names({"labels": labels}, tmp_path)
+    if names is not None:
+        assert parsed == names
+    assert liver_values(parsed) == liver
+
+
+def test_label_names_of_another_shape_are_an_error(tmp_path):
+    with pytest.raises(LiverctlError, match="neither"):
+        label_names({"labels": ["background", "liver"]}, tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plan
+
+
+def test_plan_names_roles_prefixes_and_liver_labels(tmp_path):
+    comp, lit, dec, nn = (
+        competition(tmp_path / "comp", ids=(0, 1, 2)),
+        lits(tmp_path / "lits"),
+        decathlon(tmp_path / "msd"),
+        nnunet(tmp_path / "nn"),
+    )
+    plan = plan_sources([comp, lit, dec, nn], tmp_path / "s.zarr", liver_labels={"lits": [1, 2]})
+    plan.check()
+    by_name = {s.name: s for s in plan.sources}
+    assert list(by_name) == ["competition", "lits", "decathlon", "nnunet"]
+    assert [(s.role, s.in_folds) for s in plan.sources] == [(MAIN, True)] + [(EXTRA, False)] * 3
+    # The main source keeps its ids (they are the submission's); LiTS ids 0-2 clash with them.
+    assert [c.case_id for c in by_name["competition"].cases] == ["0", "1", "2", "9"]
+    assert [c.case_id for c in by_name["lits"].cases] == ["lits-0", "lits-1", "lits-2"]
+    assert [c.case_id for c in by_name["decathlon"].cases] == ["liver_0", "liver_1"]  # no clash, no prefix
+    # Extra sources give training cases only.
+    assert all(c.split == "train" for s in plan.sources[1:] for c in s.cases)
+    assert any("test volume(s) left out" in n for n in by_name["decathlon"].skipped)
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [
+        (None, "the competition layout's default"),
+        ((1, 2), "--liver-labels lits="),
+        ((1, 2), "dataset.json"),
+        ((1,), "dataset.json"),
+    ]
+    assert by_name["lits"].cases[0].known_labels is None  # given labels: nothing else to check against
+    assert by_name["decathlon"].cases[0].known_labels == (0, 1, 2)
+    assert not (tmp_path / "s.zarr").exists()  # planning writes nothing
+
+
+def test_plan_refuses_to_guess_lits_labels(tmp_path):
+    plan = plan_sources([competition(tmp_path / "c"), lits(tmp_path / "l")], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError, match=r"lits \(.*\): nothing names its label values.*--liver-labels lits="):
+        plan.check()
+    # an unnamed --liver-labels applies to every source without dataset.json
+    plan = plan_sources([competition(tmp_path / "c"), lits(tmp_path / "l")], tmp_path / "s.zarr", liver_labels=[1, 2])
+    plan.check()
+    assert [s.liver_labels for s in plan.sources] == [(1, 2), (1, 2)]
+
+
+def test_plan_dataset_json_without_liver_is_an_error(tmp_path):
+    plan = plan_sources(
+        [competition(tmp_path / "c"), decathlon(tmp_path / "d", labels={"0": "background", "1": "spleen"})],
+        tmp_path / "s.zarr",
+    )
+    with pytest.raises(LiverctlError, match="names no liver label"):
+        plan.check()
+
+
+def test_plan_named_sources_and_extra_in_folds(tmp_path):
+    plan = plan_sources(
+        [f"comp={competition(tmp_path / 'c')}", f"batch_a={lits(tmp_path / 'a')}", f"batch_b={lits(tmp_path / 'b')}"],
+        tmp_path / "s.zarr",
+        liver_labels={"batch_a": [1, 2], "batch_b": [1]},
+        extra_in_folds=True,
+    )
+    plan.check()
+    assert [(s.name, s.role, s.in_folds) for s in plan.sources] == [
+        ("comp", MAIN, True),
+        ("batch_a", EXTRA, True),
+        ("batch_b", EXTRA, True),
+    ]
+    ids = [c.case_id for s in plan.sources for c in s.cases]
+    assert len(ids) == len(set(ids))  # two LiTS batches with the same numbers: both prefixed
+    assert [c.case_id for c in plan.sources[2].cases] == ["batch_b-0", "batch_b-1", "batch_b-2"]
+
+
+def test_plan_default_names_are_unique(tmp_path):
+    plan = plan_sources(
+        [competition(tmp_path / "c"), lits(tmp_path / "a"), lits(tmp_path / "b")],
+        tmp_path / "s.zarr",
+        liver_labels=[1, 2],
+    )
+    assert [s.name for s in plan.sources] == ["competition", "lits", "lits2"]
+
+
+def test_plan_refuses_a_source_given_twice(tmp_path):
+    comp = competition(tmp_path / "c")
+    with pytest.raises(LiverctlError, match="given twice"):
+        plan_sources([comp, Path(str(comp) + "/")], tmp_path / "s.zarr")
+
+
+def test_options(tmp_path):
+    assert parse_liver_labels_option(["1,2", "lits=1,2", "msd=1"]) == {None: [1, 2], "lits": [1, 2], "msd": [1]}
+    assert parse_liver_labels_option(None) is None
+    for bad in (["liver"], ["lits=liver"], ["Bad Name=1"], ["1", "2"], ["lits="]):
+        with pytest.raises(LiverctlError, match="--liver-labels"):
+            parse_liver_labels_option(bad)
+    assert parse_layout_option(["lits", "msd=decathlon"]) == {None: "lits", "msd": "decathlon"}
+    with pytest.raises(LiverctlError, match="unknown layout 'kaggle'"):
+        parse_layout_option(["kaggle"])

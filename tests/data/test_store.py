@@ -1,0 +1,170 @@
+"""LiverStore: opening, case metadata, the fast chunk path against zarr-python, the slice index."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+
+from liverctl.data.store import STORE_FORMAT, LiverStore
+from liverctl.errors import LiverctlError
+
+
+def test_store_is_a_plain_zarr_group(tiny_store):
+    root = zarr.open_group(str(tiny_store), mode="r")
+    assert root.attrs["format"] == STORE_FORMAT
+    image = root["cases/0/image"]
+    assert image.dtype == np.float16
+    assert image.chunks == (64, 64, 1)
+    assert root["cases/0/label"].dtype == np.uint8
+    assert "label" not in root["cases/6"]  # a test case
+
+
+def test_case_ids_and_splits(tiny_store):
+    store = LiverStore.open(tiny_store)
+    assert store.case_ids() == [str(i) for i in range(8)]
+    assert store.case_ids("train") == [str(i) for i in range(6)]
+    assert store.case_ids("test") == ["6", "7"]
+    assert store.label("6") is None
+    with pytest.raises(LiverctlError, match="test case"):
+        store.read_label_slice("6", 0)
+
+
+def test_fast_path_is_used_and_equals_zarr(tiny_store):
+    store = LiverStore.open(tiny_store)
+    for case_id in store.case_ids():
+        reader = store._reader(case_id, "image")
+        assert reader.decode is not None, "local store in ingest's layout must take the fast path"
+        image = store.image(case_id)[...]
+        for z in range(image.shape[2]):
+            got = store.read_slice(case_id, z)
+            assert got.dtype == np.float16 and got.shape == image.shape[:2]
+            np.testing.assert_array_equal(got, image[:, :, z])
+        if case_id in store.case_ids("train"):
+            label = store.label(case_id)[...]
+            assert label.any() and not label.all()
+            for z in range(label.shape[2]):  # empty label slices are not written as chunks
+                np.testing.assert_array_equal(store.read_label_slice(case_id, z), label[:, :, z])
+
+
+def test_fast_path_matches_without_it(tiny_store):
+    fast = LiverStore.open(tiny_store)
+    slow = LiverStore.open(tiny_store)
+    reader = slow._reader("2", "image")
+    reader.decode = None  # force zarr-python reads
+    for z in (0, 7, 23):
+        np.testing.assert_array_equal(fast.read_stack("2", z), slow.read_stack("2", z))
+
+
+def test_stored_slice_equals_source(tiny_store, tiny_dataset):
+    store = LiverStore.open(tiny_store)
+    img = nib.load(tiny_dataset / "train" / "volume" / "volume-3.nii.gz")
+    lab = nib.load(tiny_dataset / "train" / "segmentation" / "segmentation-3.nii.gz")
+    for z in range(img.shape[2]):
+        np.testing.assert_array_equal(
+            store.read_slice("3", z), np.asarray(img.dataobj[..., z]).astype(np.float16)
+        )
+        np.testing.assert_array_equal(store.read_label_slice("3", z), (np.asarray(lab.dataobj[..., z]) > 0))
+
+
+def test_read_stack_clamps_at_the_ends(tiny_store):
+    store = LiverStore.open(tiny_store)
+    first = store.read_stack("1", 0, context=1)
+    assert first.shape == (3, 64, 64) and first.dtype == np.float32
+    np.testing.assert_array_equal(first[0], first[1])
+    np.testing.assert_array_equal(first[2], store.read_slice("1", 1).astype(np.float32))
+    last = store.read_stack("1", 23, context=2)
+    assert last.shape == (5, 64, 64)
+    np.testing.assert_array_equal(last[3], last[2])
+    np.testing.assert_array_equal(last[4], last[2])
+    with pytest.raises(IndexError):
+        store.read_stack("1", 24)
+    half = store.read_stack("1", 0, context=1, dtype=np.float16)
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half.astype(np.float32), first)
+
+
+def test_slice_index(tiny_store):
+    store = LiverStore.open(tiny_store)
+    index = store.slice_index()
+    assert len(index) == 8 * 24
+    assert index.case_ids == store.case_ids()
+    rows = np.flatnonzero(index.case == index.case_ids.index("4"))
+    np.testing.assert_array_equal(index.z[rows], np.arange(24))
+    np.testing.assert_array_equal(index.neighbors[rows[0]], [0, 0, 1])
+    np.testing.assert_array_equal(index.neighbors[rows[-1]], [22, 23, 23])
+    label = store.label("4")[...]
+    np.testing.assert_array_equal(index.liver_pixels[rows], label.sum(axis=(0, 1)))
+    assert set(index.fold[index.rows(split="test")]) == {-1}
+    folds = store.folds()
+    assert set(folds) == set(store.case_ids("train"))
+    for case_id, fold in folds.items():
+        code = index.case_ids.index(case_id)
+        assert set(index.fold[index.case == code]) == {fold}
+        assert store.meta(case_id)["fold"] == fold
+
+
+def test_meta_has_the_documented_fields(tiny_store):
+    meta = LiverStore.open(tiny_store).meta("0")
+    for key in (
+        "complete",
+        "split",
+        "source",
+        "sha256",
+        "size",
+        "mtime",
+        "dtype",
+        "shape",
+        "affine",
+        "spacing",
+        "stats",
+        "liver_voxels",
+        "liver_labels",
+        "fold",
+    ):
+        assert key in meta, key
+    assert meta["complete"] is True and meta["dtype"] == "int16"
+    assert np.asarray(meta["affine"]).shape == (4, 4)
+    stats = meta["stats"]
+    assert stats["min"] <= stats["p0.5"] <= stats["p50"] <= stats["p99.5"] <= stats["max"]
+
+
+def test_store_pickles_and_reopens(tiny_store):
+    store = LiverStore.open(tiny_store)
+    store.read_slice("0", 0)
+    clone = pickle.loads(pickle.dumps(store))
+    np.testing.assert_array_equal(clone.read_stack("0", 5), store.read_stack("0", 5))
+
+
+def test_open_errors(tmp_path, tiny_store):
+    with pytest.raises(LiverctlError, match="no store here"):
+        LiverStore.open(tmp_path / "missing.zarr")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(LiverctlError, match="not a liverctl store"):
+        LiverStore.open(tmp_path / "other.zarr")
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    shutil.rmtree(copy / "index")
+    with pytest.raises(LiverctlError, match="no slice index"):
+        LiverStore.open(copy)
+
+
+def test_float16_conversion_through_torch_is_exact():
+    import torch
+
+    from liverctl.data.store import convert_float16
+
+    every_float16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).reshape(256, 256)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # 1: the torch path (as in DataLoader workers); 2: numpy
+            torch.set_num_threads(n)
+            converted = convert_float16(every_float16)
+            assert converted.dtype == np.float32
+            np.testing.assert_array_equal(converted, every_float16.astype(np.float32))
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,117 @@
+"""Synthetic phantoms: the layout, determinism, real-looking NIfTI headers and CT-like Hounsfield units."""
+
+from __future__ import annotations
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.data.synth import render_case, write_synthetic_dataset
+from liverctl.errors import LiverctlError
+
+
+def digests(root):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.nii.gz"))
+    }
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    volume, label, affine = render_case(seed=3, case_number=1, size=128, slices=60)
+    return volume, label, affine
+
+
+def test_layout_and_files(tiny_dataset):
+    names = sorted(str(p.relative_to(tiny_dataset)) for p in tiny_dataset.rglob("*.nii.gz"))
+    assert names == sorted(
+        [f"train/volume/volume-{i}.nii.gz" for i in range(6)]
+        + [f"train/segmentation/segmentation-{i}.nii.gz" for i in range(6)]
+        + ["test/volume-6.nii.gz", "test/volume-7.nii.gz"]
+        + ["test_labels/segmentation-6.nii.gz", "test_labels/segmentation-7.nii.gz"]
+    )
+    img = nib.load(tiny_dataset / "train" / "volume" / "volume-0.nii.gz")
+    lab = nib.load(tiny_dataset / "train" / "segmentation" / "segmentation-0.nii.gz")
+    assert img.get_data_dtype() == np.int16 and lab.get_data_dtype() == np.uint8
+    assert img.shape == lab.shape == (64, 64, 24)
+    np.testing.assert_allclose(img.affine, lab.affine)
+    zooms = img.header.get_zooms()
+    np.testing.assert_allclose(zooms, np.abs(np.diag(img.affine)[:3]), rtol=1e-6)
+    assert 360 <= zooms[0] * 64 <= 440 and 1.5 <= zooms[2] <= 2.5  # field of view, slice spacing in mm
+    assert img.header["sform_code"] == 1 and img.header.get_xyzt_units()[0] == "mm"
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    kwargs = {"cases": 1, "test_cases": 1, "size": 48, "slices": 12, "workers": 1}
+    a = digests(write_synthetic_dataset(tmp_path / "a", seed=5, **kwargs).out)
+    b = digests(write_synthetic_dataset(tmp_path / "b", seed=5, **kwargs).out)
+    c = digests(write_synthetic_dataset(tmp_path / "c", seed=6, **kwargs).out)
+    assert a == b
+    assert a["train/volume/volume-0.nii.gz"] != c["train/volume/volume-0.nii.gz"]
+
+
+def test_a_case_does_not_depend_on_how_many_are_written(tmp_path):
+    small = write_synthetic_dataset(tmp_path / "s", cases=1, test_cases=0, size=48, slices=12, workers=1).out
+    large = write_synthetic_dataset(tmp_path / "l", cases=3, test_cases=0, size=48, slices=12, workers=1).out
+    key = "train/volume/volume-0.nii.gz"
+    assert digests(small)[key] == digests(large)[key]
+
+
+def test_looks_like_ct(phantom):
+    volume, label, _ = phantom
+    assert volume.dtype == np.int16 and label.dtype == np.uint8
+    assert set(np.unique(label)) == {0, 1}
+    assert np.all(volume[:8, :8, :] == -1024)  # outside the scanner's reconstruction circle
+    air = volume[56:72, 2:14, :].astype(float)  # inside the circle, in front of the body
+    assert abs(air.mean() + 1000) < 10 and 8 < air.std() < 25  # air with ~15 HU noise
+    liver_hu = volume[label == 1].astype(float)
+    assert 40 < np.median(liver_hu) < 75
+    assert (volume > 500).any()  # bone
+    assert ((volume > -150) & (volume < -50)).mean() > 0.02  # fat
+    # Neighbours of similar density: thresholds on HU alone cannot separate the liver.
+    lo, hi = np.percentile(liver_hu, [10, 90])
+    similar = ((volume >= lo) & (volume <= hi) & (label == 0)).sum()
+    assert similar > 0.5 * (label == 1).sum()
+
+
+def test_liver_changes_smoothly_with_slices_above_and_below(phantom):
+    _, label, _ = phantom
+    per_slice = label.sum(axis=(0, 1))
+    has_liver = np.flatnonzero(per_slice)
+    assert has_liver.size > 5
+    assert np.all(np.diff(has_liver) == 1)  # one contiguous block
+    assert has_liver[0] >= 8 and has_liver[-1] <= label.shape[2] - 9  # many empty slices both sides
+    for z in has_liver[:-1]:
+        if min(per_slice[z], per_slice[z + 1]) > 0.35 * per_slice.max():  # away from the thin tips
+            a, b = label[:, :, z].astype(bool), label[:, :, z + 1].astype(bool)
+            assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7
+
+
+def test_cases_differ(tiny_dataset):
+    volumes = []
+    for i in range(3):
+        lab = nib.load(tiny_dataset / "train" / "segmentation" / f"segmentation-{i}.nii.gz")
+        volumes.append(int(np.asarray(lab.dataobj).sum()))
+    assert len(set(volumes)) == 3
+
+
+def test_bad_arguments():
+    with pytest.raises(LiverctlError, match="at least one case"):
+        write_synthetic_dataset("/tmp/never", cases=0, test_cases=0)
+    with pytest.raises(LiverctlError, match="too small"):
+        write_synthetic_dataset("/tmp/never", size=8)
+
+
+def test_command(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["synth", str(tmp_path / "d"), "--cases", "1", "--test-cases", "1", "--size", "40", "--slices", "8"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 training and 1 test cases" in result.output
+    assert (tmp_path / "d" / "test_labels" / "segmentation-1.nii.gz").is_file()

@@ -1,0 +1,289 @@
+"""Experiments (liverctl/experiment): --folds, out-of-fold pooling, decisions, consistency checks;
+a 3-fold demo experiment end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.experiment import decide, folder, oof
+from liverctl.experiment.train import cv_figures, evaluate_experiment
+from liverctl.metrics import dice_figures
+
+
+class FakeStore:
+    """What the experiment code reads from a store: folds, attrs, labels, meta."""
+
+    def __init__(self, folds: dict[str, int], n_folds: int, labels: dict[str, np.ndarray] | None = None):
+        self._folds, self.attrs, self.path = folds, {"n_folds": n_folds}, Path("fake.zarr")
+        self._labels = labels or {}
+
+    def folds(self):
+        return dict(self._folds)
+
+    def label(self, case_id):
+        return self._labels[case_id]
+
+    def meta(self, case_id):
+        return {"liver_voxels": int(self._labels[case_id].sum())}
+
+
+def liver(shape=(16, 16, 6), box=(3, 13, 3, 13, 1, 5)) -> np.ndarray:
+    label = np.zeros(shape, dtype=np.uint8)
+    x0, x1, y0, y1, z0, z1 = box
+    label[x0:x1, y0:y1, z0:z1] = 1
+    return label
+
+
+# ------------------------------------------------------------------------------------------ --folds
+
+
+def test_parse_folds_all_list_and_bad_input():
+    store = FakeStore({"a": 0, "b": 1, "c": 2, "d": 2, "x": -2}, n_folds=3)
+    assert folder.parse_folds("all", store) == [0, 1, 2]
+    assert folder.parse_folds("2, 0,2", store) == [0, 2]
+    with pytest.raises(LiverctlError, match=r"fold 7 is not in this 3-fold store \(folds 0-2\)"):
+        folder.parse_folds("7", store)
+    with pytest.raises(LiverctlError, match="'all' or fold numbers"):
+        folder.parse_folds("zero", store)
+    sparse = FakeStore({"a": 0, "b": 2, "x": -2}, n_folds=3)
+    with pytest.raises(LiverctlError, match="fold 1 has no cases in this store"):
+        folder.parse_folds("all", sparse)
+    assert folder.parse_folds("0,2", sparse) == [0, 2]
+    assert folder.fold_assignment(store) == {"a": 0, "b": 1, "c": 2, "d": 2}  # train-only left out
+
+
+# ------------------------------------------------------------------------------------------ pooling
+
+
+def test_quantised_threshold_matches_the_float_threshold():
+    probs = np.linspace(0, 1, 1001).reshape(7, 11, 13)
+    q = oof.quantize(probs)
+    assert q.dtype == np.uint8 and q.min() == 0 and q.max() == 255
+    for t in (0.3, 0.5, 0.7):
+        exact = probs >= t
+        approx = oof.threshold_mask(q, t)
+        assert np.count_nonzero(exact != approx) <= np.count_nonzero(np.abs(probs - t) < 1 / 255)
+
+
+def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = {c: liver(box=(2 + i, 12, 3, 13 - i, 1, 5)) for i, c in enumerate(["a", "b", "c", "d"])}
+    labels["extra"] = liver()
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1, "extra": -2}, n_folds=2, labels=labels)
+    probs = {c: np.clip(labels[c] * 0.8 + rng.random(labels[c].shape) * 0.4 - 0.1, 0, 1) for c in "abcd"}
+    for c in "abcd":
+        oof.write_oof_case(tmp_path, c, probs[c], store.folds()[c])
+    # an array without `complete` (a crash between voxels and attrs) does not count
+    import zarr
+
+    zarr.open_group(str(tmp_path / folder.OOF_STORE), mode="a").create_array("torn", shape=(2, 2, 2), dtype="uint8")
+    assert oof.oof_cases(tmp_path) == {"a": 0, "b": 0, "c": 1, "d": 1}
+
+    summary = {"folds": [0, 1], "config": {"infer": {"threshold": 0.5}},
+               "fold_results": {"0": {"best": {"volume_dice": 0.8}}, "1": {"best": {"volume_dice": 0.6}}}}
+    out = evaluate_experiment(tmp_path, summary, store)
+    direct = dice_figures({c: oof.threshold_mask(oof.quantize(probs[c]), 0.5) for c in "abcd"},
+                          {c: labels[c] > 0 for c in "abcd"})
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert out["oof"][key] == pytest.approx(direct[key])
+    assert out["oof"]["cases"] == 4 and out["oof"]["train_only_cases"] == 1
+    assert "train-only" in out["oof"]["note"]
+    assert out["cv"]["mean"] == pytest.approx(0.7) and out["cv"]["std"] == pytest.approx(0.1)
+    d = out["decision"]
+    assert len(d["options"]) == len(decide.THRESHOLDS) * len(decide.post_candidates(100))
+    assert d["volume_dice"] == max(o["volume_dice"] for o in d["options"])
+
+
+def test_cv_figures_skip_folds_without_a_best():
+    summary = {"folds": [0, 1, 2], "fold_results": {"0": {"best": {"volume_dice": 0.5}}, "1": {"best": {}}}}
+    assert cv_figures(summary) == {"folds": {"0": 0.5}, "mean": 0.5, "std": 0.0}
+
+
+# ------------------------------------------------------------------------------------------ decisions
+
+
+def _case(probs: np.ndarray, label: np.ndarray, name: str):
+    return name, oof.quantize(probs), label > 0
+
+
+def test_decision_finds_a_lower_threshold_and_drops_a_spurious_blob():
+    cases = []
+    for i in range(3):
+        label = liver()
+        probs = label * 0.45  # under-confident: only a threshold below 0.45 finds the liver
+        probs[14:16, 0:2, 0:2] = 0.9  # a spurious blob far from the liver
+        cases.append(_case(probs, label, f"c{i}"))
+    thresholds = decide.threshold_candidates(0.5)
+    posts = decide.post_candidates(200)
+    d = decide.choose_decision(cases, thresholds, posts)
+    assert d.threshold < 0.45 and d.volume_dice == pytest.approx(1.0)
+    assert d.post in ("largest", "largest+fill", "largest+fill2d") or d.post.startswith("min-size")
+    none_at_best = decide.find_option(d.options, d.threshold, "none")
+    assert none_at_best["volume_dice"] < d.volume_dice
+    assert len(d.options) == len(thresholds) * len(posts) and d.cases == 3
+
+
+def test_decision_ties_keep_the_config_threshold_and_no_post_processing():
+    label = liver()
+    cases = [_case(label.astype(float), label, "a"), _case(label.astype(float), label, "b")]
+    d = decide.choose_decision(cases, decide.threshold_candidates(0.5), decide.post_candidates(400))
+    assert (d.threshold, d.post) == (0.5, "none") and d.volume_dice == 1.0
+    with pytest.raises(LiverctlError, match="no out-of-fold predictions"):
+        decide.choose_decision([], [0.5], ["none"])
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _experiment(tmp_path: Path, status="completed") -> Path:
+    from run_fixtures import make_config
+
+    exp = tmp_path / "cv"
+    exp.mkdir()
+    cfg = make_config("demo", {"data.store": str(tmp_path / "liver.zarr")})
+    folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": cfg["data"]["store"], "folds": [0, 1],
+                               "config": cfg, "status": status, "fold_results": {},
+                               "decision": {"threshold": 0.4, "post": "largest", "options": []}})
+    import tomli_w
+
+    for fold in (0, 1):
+        run = folder.fold_dir(exp, fold)
+        run.mkdir()
+        fold_cfg = json.loads(json.dumps(cfg))
+        fold_cfg["data"]["fold"] = fold
+        (run / "config.toml").write_text(tomli_w.dumps(fold_cfg), encoding="utf-8")
+    return exp
+
+
+def test_expand_runs_replaces_an_experiment_by_its_folds_and_checks_them(tmp_path):
+    import tomli_w
+
+    from liverctl.config import read_config
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    other = tmp_path / "single"
+    expanded = expand_runs([exp, other])
+    assert expanded.run_dirs == [exp / "fold-0", exp / "fold-1", other]
+    assert expanded.experiments == [exp] and expanded.decisions[0]["post"] == "largest"
+
+    cfg = read_config(exp / "fold-1" / "config.toml")
+    cfg["preset"] = "v5"
+    (exp / "fold-1" / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    with pytest.raises(LiverctlError, match="fold 1 was trained with preset 'v5', the experiment with 'demo'"):
+        expand_runs([exp])
+    cfg["preset"], cfg["data"]["store"] = "demo", str(tmp_path / "other.zarr")
+    (exp / "fold-1" / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    with pytest.raises(LiverctlError, match="fold 1 was trained on store .*other.zarr, the experiment on"):
+        expand_runs([exp])
+
+
+def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path, status="time_limit")
+    with pytest.raises(LiverctlError, match=r"experiment is not finished \(status time_limit\)"):
+        expand_runs([exp])
+    (exp / folder.SUMMARY_FILE).write_text("{not json", encoding="utf-8")
+    with pytest.raises(LiverctlError, match="cannot read the experiment summary"):
+        folder.read_summary(exp)
+
+
+def test_watch_follows_the_running_fold_and_lists_finished_ones(tmp_path):
+    exp = _experiment(tmp_path, status="running")
+    summary = folder.read_summary(exp)
+    summary["fold_results"] = {"0": {"status": "completed", "oof_done": True, "best": {"volume_dice": 0.91}},
+                               "1": {"status": "running"}}
+    folder.write_summary(exp, summary)
+    run, line = folder.current_fold("cv", tmp_path)
+    assert run == exp / "fold-1" and "fold 0 0.9100" in line
+    assert folder.current_fold("fold-0", exp) is None  # a plain run is not an experiment
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def three_fold_store(tiny_dataset, tmp_path_factory) -> Path:
+    from liverctl.data.ingest import ingest_folder
+
+    store = tmp_path_factory.mktemp("cv-store") / "liver.zarr"
+    assert ingest_folder(tiny_dataset, store=store, n_folds=3, workers=1).ok
+    return store
+
+
+TINY_TRAIN = ["--set", "data.input_size=64", "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2",
+              "--set", "data.num_workers=0", "--epochs", "1", "--device", "cpu", "-q"]
+
+
+def test_bad_folds_are_one_line_and_leave_nothing(three_fold_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    runner = CliRunner()
+    args = ["train", "--preset", "demo", "--store", str(three_fold_store), "--runs-dir", str(tmp_path), "--name", "cv"]
+    result = runner.invoke(app, [*args, "--folds", "7", *TINY_TRAIN])
+    assert result.exit_code != 0 and "fold 7 is not in this 3-fold store (folds 0-2)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "cv").exists()
+
+
+@pytest.mark.slow
+def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_path, monkeypatch):
+    """train --folds all (cut after fold 0, then --resume), runs --json, report, submit, evaluate."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.data.store import LiverStore
+    from liverctl.train import loop
+
+    runner = CliRunner()
+    runs_dir = tmp_path / "runs"
+    real = loop.run_training
+
+    def cut_at_fold_1(cfg, run_dir, **kwargs):
+        if cfg["data"]["fold"] == 1:
+            raise KeyboardInterrupt
+        return real(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(loop, "run_training", cut_at_fold_1)
+    args = ["train", "--preset", "demo", "--store", str(three_fold_store), "--runs-dir", str(runs_dir), "--name", "cv"]
+    runner.invoke(app, [*args, "--folds", "all", *TINY_TRAIN])
+    summary = folder.read_summary(runs_dir / "cv")
+    assert summary["status"] == "interrupted" and summary["fold_results"]["0"]["oof_done"]
+    monkeypatch.setattr(loop, "run_training", real)
+
+    result = runner.invoke(app, ["train", "--resume", "cv", "--runs-dir", str(runs_dir), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "completed experiment cv" in result.stdout
+    summary = folder.read_summary(runs_dir / "cv")
+    assert summary["status"] == "completed"
+    starts = (runs_dir / "cv" / "fold-0" / "events.jsonl").read_text().count('"run_start"')
+    assert starts == 1  # the finished fold was not trained again
+    assert oof.oof_cases(runs_dir / "cv") == folder.fold_assignment(LiverStore.open(three_fold_store))
+    assert len(summary["decision"]["options"]) >= 8
+
+    rows = json.loads(runner.invoke(app, ["runs", str(runs_dir), "--json"]).stdout)
+    assert len(rows) == 1 and rows[0]["kind"] == "experiment"
+    assert [f["name"] for f in rows[0]["folds"]] == ["fold-0", "fold-1", "fold-2"]
+    assert rows[0]["oof"]["cases"] == 6 and rows[0]["cv_mean"] is not None
+
+    result = runner.invoke(app, ["report", "cv", "--runs-dir", str(runs_dir), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert "out-of-fold options" in result.stdout
+    assert "Out-of-fold options" in (runs_dir / "cv" / "report" / "index.html").read_text()
+
+    out = tmp_path / "cv.csv"
+    result = runner.invoke(app, ["submit", "--run", str(runs_dir / "cv"), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((runs_dir / "cv" / "submissions.jsonl").read_text().splitlines()[-1])
+    assert [Path(p).parent.parent.name for p in record["checkpoints"]] == ["fold-0", "fold-1", "fold-2"]
+    assert record["threshold"] == summary["decision"]["threshold"] and record["post"] == summary["decision"]["post"]
+    result = runner.invoke(app, ["evaluate", str(out), "--labels", str(tiny_dataset / "test_labels")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.with_suffix(".scores.json").read_text())["volume_dice"] is not None

@@ -1,0 +1,117 @@
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.infer.evaluate import evaluate_submission, find_label_files, scores_path, write_scores
+from liverctl.infer.submission import MalformedSubmission, write_submission
+
+
+def _save(path, data):
+    nib.save(nib.Nifti1Image(data.astype(np.uint8), np.eye(4)), str(path))
+
+
+@pytest.fixture
+def scored_pair(tmp_path):
+    """Two cases with hand-computed Dice figures.
+
+    case a (4x4x2): slice 0 label {(0,0),(0,1),(1,0),(1,1)}, prediction {(0,0),(0,1),(2,2),(3,3)}
+      -> tp 2, fp 2, fn 2, Dice 0.5; slice 1 empty in both -> 1.  Volume Dice 0.5, slice Dice 0.75.
+    case b (4x4x1): prediction equals the 2-pixel label -> 1.
+    Overall: volume (0.5 + 1) / 2 = 0.75; slice (0.5 + 1 + 1) / 3 = 5/6; global 2*4 / (8 + 2 + 2) = 2/3.
+    """
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    label_a = np.zeros((4, 4, 2), np.uint8)
+    label_a[0:2, 0:2, 0] = 1
+    pred_a = np.zeros((4, 4, 2), bool)
+    pred_a[0, 0, 0] = pred_a[0, 1, 0] = pred_a[2, 2, 0] = pred_a[3, 3, 0] = True
+    label_b = np.zeros((4, 4, 1), np.uint8)
+    label_b[1, 2, 0] = label_b[3, 0, 0] = 2  # liver+tumour style: any non-zero value is liver by default
+    _save(labels / "segmentation-a.nii.gz", label_a)
+    _save(labels / "b.nii", label_b)
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, [("a", pred_a), ("b", label_b > 0)])
+    return sub, labels
+
+
+def test_three_dice_figures_match_hand_computation(scored_pair):
+    sub, labels = scored_pair
+    ev = evaluate_submission(sub, labels)
+    assert ev.volume_dice == pytest.approx(0.75)
+    assert ev.slice_dice == pytest.approx(5 / 6)
+    assert ev.global_dice == pytest.approx(2 / 3)
+    by_case = {c.case: c for c in ev.cases}
+    assert by_case["a"].volume_dice == pytest.approx(0.5)
+    assert by_case["a"].slice_dice == pytest.approx(0.75)
+    assert (by_case["a"].tp, by_case["a"].fp, by_case["a"].fn) == (2, 2, 2)
+    assert by_case["b"].volume_dice == pytest.approx(1.0)
+    assert by_case["b"].label_voxels == 2
+
+
+def test_liver_labels_restrict_values(scored_pair):
+    sub, labels = scored_pair
+    ev = evaluate_submission(sub, labels, liver_labels=[1])
+    by_case = {c.case: c for c in ev.cases}
+    # with only value 1 as liver, case b's label is empty and its 2 predicted pixels are false positives
+    assert by_case["b"].volume_dice == pytest.approx(0.0)
+    assert by_case["b"].fp == 2
+
+
+def test_scores_json_beside_submission(scored_pair):
+    sub, labels = scored_pair
+    ev = evaluate_submission(sub, labels)
+    path = write_scores(ev, scores_path(sub))
+    assert path == sub.with_name("submission.scores.json")
+    data = json.loads(path.read_text())
+    assert data["volume_dice"] == pytest.approx(0.75)
+    assert [c["case"] for c in data["cases"]] == ["a", "b"]
+
+
+def test_malformed_submission_lists_problems(scored_pair):
+    sub, labels = scored_pair
+    lines = sub.read_text().splitlines()
+    lines[1] = lines[1].split(",")[0] + ",1 2 3"  # odd number of values
+    lines.append("zz_0,1 0")  # unknown case
+    lines.append("a_1,15 9")  # duplicate id, and a run leaving a 16-pixel slice
+    sub.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MalformedSubmission) as info:
+        evaluate_submission(sub, labels)
+    text = [str(p) for p in info.value.problems]
+    assert text == [
+        "line 2 (id 'a_0'): odd number of values (3): expected start/length pairs",
+        "line 5 (id 'zz_0'): unknown id: no such test case",
+        "line 6 (id 'a_1'): duplicate id (first on line 3)",
+    ]
+
+
+def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
+    sub, labels = scored_pair
+    lines = sub.read_text().splitlines()
+    sub.write_text("\n".join(lines[:-1]) + "\n")  # drop b_0
+    with pytest.raises(MalformedSubmission, match="case 'b': 1 of 1 slice id"):
+        evaluate_submission(sub, labels)
+    with pytest.raises(LiverctlError, match="label folder not found"):
+        evaluate_submission(sub, tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LiverctlError, match="no .nii"):
+        find_label_files(empty)
+    _save(labels / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(LiverctlError, match="two label files for case 'a'"):
+        find_label_files(labels)
+
+
+def test_untrusted_label_headers_are_refused_before_reading(scored_pair, tmp_path):
+    from nifti_fixtures import header_only
+
+    sub, labels = scored_pair
+    absurd = header_only(labels / "c.nii.gz", [2048, 2048, 256])
+    with pytest.raises(LiverctlError, match="header claims 2048 x 2048 x 256 int16 voxels") as info:
+        evaluate_submission(sub, labels)
+    assert str(info.value).startswith(f"{absurd}: ")
+    absurd.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(LiverctlError, match="cannot be read as NIfTI"):
+        evaluate_submission(sub, labels)

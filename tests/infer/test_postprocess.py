@@ -1,0 +1,259 @@
+import errno
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.infer.postprocess import (
+    AutoSelector,
+    choose_postprocess,
+    parse_postprocess,
+    postprocess_nifti,
+)
+
+# The real CT samples sit beside the repository (../shared/data/real), as in tests/conftest.py.
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+
+
+def _two_blobs():
+    """A 6x6x6 cube (216 voxels) and a separate 2x2x2 cube (8 voxels), plus one stray voxel."""
+    vol = np.zeros((20, 20, 12), dtype=bool)
+    vol[2:8, 2:8, 2:8] = True
+    vol[12:14, 12:14, 9:11] = True
+    vol[18, 1, 0] = True
+    return vol
+
+
+def test_largest_keeps_only_the_big_cube():
+    vol = _two_blobs()
+    out = parse_postprocess("largest")(vol)
+    expected = np.zeros_like(vol)
+    expected[2:8, 2:8, 2:8] = True
+    assert np.array_equal(out, expected)
+
+
+def test_diagonal_neighbours_are_connected_in_3d():
+    vol = np.zeros((5, 5, 5), dtype=bool)
+    vol[1, 1, 1] = vol[2, 2, 2] = vol[3, 3, 3] = True  # corner-touching: one 26-connected component
+    vol[0, 4, 0] = True
+    out = parse_postprocess("largest")(vol)
+    assert out.sum() == 3 and not out[0, 4, 0]
+
+
+def test_min_size_drops_only_small_components():
+    vol = _two_blobs()
+    out = parse_postprocess("min-size:8")(vol)
+    assert out.sum() == 216 + 8
+    assert not out[18, 1, 0]
+    assert parse_postprocess("min-size:9")(vol).sum() == 216
+
+
+def test_empty_mask_stays_empty():
+    empty = np.zeros((4, 4, 4), dtype=bool)
+    for spec in ("largest", "min-size:3", "fill", "fill2d", "largest+fill2d"):
+        assert not parse_postprocess(spec)(empty).any()
+
+
+def test_fill_3d_vs_per_slice():
+    vol = np.zeros((9, 9, 9), dtype=bool)
+    vol[1:8, 1:8, 1:8] = True
+    vol[3:6, 3:6, 3:6] = False  # an enclosed cavity: a hole in 3D and in slices 3..5
+    assert parse_postprocess("fill")(vol).sum() == 7**3
+    assert parse_postprocess("fill2d")(vol).sum() == 7**3
+    tube = np.zeros((9, 9, 9), dtype=bool)
+    tube[1:8, 1:8, :] = True
+    tube[4, 4, :] = False  # a channel open at both ends: no 3D hole, but a hole in every slice
+    assert parse_postprocess("fill")(tube).sum() == tube.sum()
+    assert parse_postprocess("fill2d")(tube).sum() == tube.sum() + 9
+
+
+def test_chained_steps_apply_in_order():
+    vol = _two_blobs()
+    vol[4, 4, 4] = False
+    out = parse_postprocess("largest+fill")(vol)
+    assert out.sum() == 216
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [("largets", "did you mean 'largest'"), ("min-size", "positive voxel count"), ("min-size:x", "positive"),
+     ("largest:3", "takes no argument"), ("auto", "must be resolved")],
+)
+def test_bad_specs_fail_clearly(spec, fragment):
+    with pytest.raises(LiverctlError) as info:
+        parse_postprocess(spec)
+    assert fragment in str(info.value)
+
+
+def test_auto_picks_largest_when_it_helps_and_none_otherwise():
+    label = np.zeros((20, 20, 12), dtype=bool)
+    label[2:8, 2:8, 2:8] = True
+    noisy = _two_blobs()
+    choice = choose_postprocess([("a", noisy, label)])
+    assert choice.scores["largest"] == pytest.approx(1.0)
+    assert choice.scores["none"] < 1.0
+    assert choice.spec == "largest"
+    assert "largest" in choice.describe()
+
+    # two real components in the label: keeping the largest would hurt, so auto keeps none
+    label2 = _two_blobs()
+    assert choose_postprocess([("b", label2.copy(), label2)]).spec == "none"
+
+
+def test_auto_with_no_cases_fails():
+    with pytest.raises(LiverctlError, match="needs validation cases"):
+        AutoSelector().choose()
+
+
+def test_postprocess_real_volume_keeps_header_and_affine(tmp_path):
+    src = REAL / "totalseg-example" / "liver.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    # add a stray blob far from the liver so `largest` has something to remove
+    original = nib.load(str(src))
+    data = np.asanyarray(original.dataobj).copy()
+    data[0:3, 0:3, 0:3] = 1
+    noisy = tmp_path / "noisy.nii.gz"
+    nib.save(nib.Nifti1Image(data, original.affine, header=original.header.copy()), str(noisy))
+
+    out = tmp_path / "clean" / "mask.nii.gz"
+    (result,) = postprocess_nifti(noisy, out, "largest")
+    cleaned = nib.load(str(out))
+    assert np.array_equal(cleaned.affine, original.affine)
+    assert cleaned.header.binaryblock == nib.load(str(noisy)).header.binaryblock
+    assert cleaned.get_data_dtype() == original.get_data_dtype()
+    got = np.asanyarray(cleaned.dataobj)
+    assert result.voxels_before == int(data.sum()) and result.voxels_after == int(got.sum())
+    assert not got[0:3, 0:3, 0:3].any()
+    assert set(np.unique(got)) == {0, 1}
+    assert got.sum() >= data.sum() - 27 - 10  # the liver itself stays (bar a few loose voxels)
+
+
+def test_liver_labels_select_values(tmp_path):
+    src = REAL / "dcmqi-3slice" / "label.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    data = np.asanyarray(nib.load(str(src)).dataobj)
+    out = tmp_path / "liver.nii.gz"
+    postprocess_nifti(src, out, "none", liver_labels=[1])
+    got = np.asanyarray(nib.load(str(out)).dataobj)
+    assert np.array_equal(got.astype(bool), data == 1)
+
+
+def test_folder_mode_and_bad_paths(tmp_path):
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    vol = _two_blobs().astype(np.uint8)
+    for name in ("a.nii.gz", "b.nii"):
+        nib.save(nib.Nifti1Image(vol, np.diag([2.0, 2.0, 3.0, 1.0])), str(src_dir / name))
+    (src_dir / "notes.txt").write_text("ignored")
+    results = postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "b.nii"]
+    assert [r.voxels_after for r in results] == [216, 216]
+    with pytest.raises(LiverctlError, match="no such file"):
+        postprocess_nifti(tmp_path / "missing", tmp_path / "x", "largest")
+    with pytest.raises(LiverctlError, match="is the input folder"):
+        postprocess_nifti(src_dir, src_dir, "largest")
+    with pytest.raises(LiverctlError, match="must end in .nii"):
+        postprocess_nifti(src_dir / "a.nii.gz", tmp_path / "out.txt", "largest")
+
+
+def test_fill_matches_scipy_binary_fill_holes():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    filled_any = False
+    for density in (0.3, 0.6, 0.85):
+        vol = rng.random((15, 13, 9)) < density
+        filled_any |= bool((ndimage.binary_fill_holes(vol) != vol).any())
+        assert np.array_equal(parse_postprocess("fill")(vol), ndimage.binary_fill_holes(vol))
+        per_slice = np.stack([ndimage.binary_fill_holes(vol[..., z]) for z in range(vol.shape[2])], axis=-1)
+        assert np.array_equal(parse_postprocess("fill2d")(vol), per_slice)
+    assert filled_any  # the random volumes do have holes to fill
+
+
+# ---------------------------------------------------------------------------------------- untrusted files
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    return CliRunner().invoke(app, ["postprocess", *map(str, args)])
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def noisy_mask(tmp_path) -> Path:
+    path = tmp_path / "in" / "mask.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(path))
+    return path
+
+
+def test_output_that_is_the_input_is_refused_unless_in_place(noisy_mask):
+    before = noisy_mask.read_bytes()
+    for target in (noisy_mask, noisy_mask.parent, noisy_mask.parent / ".." / "in" / noisy_mask.name):
+        result = _cli(noisy_mask, target)
+        assert result.exit_code == 2, result.stdout
+        (line,) = _error_lines(result)
+        assert "output is the input file" in line and "--in-place" in line
+    folder = _cli(noisy_mask.parent, noisy_mask.parent)
+    assert folder.exit_code == 2 and "output folder is the input folder" in _error_lines(folder)[0]
+    assert noisy_mask.read_bytes() == before  # untouched
+
+    result = _cli(noisy_mask, noisy_mask, "--in-place")
+    assert result.exit_code == 0, result.stderr
+    assert int(np.asanyarray(nib.load(str(noisy_mask)).dataobj).sum()) == 216  # only the big cube is left
+    assert _cli(noisy_mask.parent, noisy_mask.parent, "--in-place").exit_code == 0
+    assert sorted(p.name for p in noisy_mask.parent.iterdir()) == ["mask.nii.gz"]  # no temporary file left
+
+
+def test_unwritable_target_is_one_line(noisy_mask, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _cli(noisy_mask, blocker / "out.nii.gz")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    (line,) = _error_lines(result)
+    assert line == f"error: {blocker / 'out.nii.gz'}: cannot write here: {blocker} is a file, not a folder"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        result = _cli(noisy_mask, locked / "out.nii.gz")
+        assert result.exit_code == 2 and "cannot write here (Permission denied)" in _error_lines(result)[0]
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(noisy_mask, tmp_path, monkeypatch):
+    def full(img, filename):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    monkeypatch.setattr(nib, "save", full)
+    out = tmp_path / "out"
+    result = _cli(noisy_mask, out / "clean.nii.gz")
+    assert result.exit_code == 2
+    (line,) = _error_lines(result)
+    assert line.startswith("error: no space left on /") and f"while writing {out / 'clean.nii.gz'}" in line
+    assert list(out.iterdir()) == []
+
+
+def test_absurd_header_is_refused_before_reading(tmp_path):
+    from nifti_fixtures import header_only
+
+    path = header_only(tmp_path / "absurd.nii.gz", [2048, 2048, 256])
+    with pytest.raises(LiverctlError, match="header claims 2048 x 2048 x 256 int16 voxels"):
+        postprocess_nifti(path, tmp_path / "out.nii.gz", "largest")
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(os.urandom(200))
+    result = _cli(garbage, tmp_path / "out.nii.gz")
+    assert result.exit_code == 2 and f"{garbage}: cannot be read as NIfTI" in _error_lines(result)[0]
+    assert not (tmp_path / "out.nii.gz").exists()

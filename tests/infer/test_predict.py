@@ -1,0 +1,205 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liverctl.errors import LiverctlError
+from liverctl.infer import predict
+from liverctl.infer.predict import (
+    RunModel,
+    average_probability_volumes,
+    ensemble_probabilities,
+    parse_tta,
+    predict_case_probabilities,
+    predict_cases,
+    tta_probabilities,
+)
+
+
+def identity_model(x):
+    """Logits = the centre channel: pointwise, hence equivariant under every flip. (N,C,H,W) -> (N,1,H,W)."""
+    c = x.shape[1] // 2
+    return x[:, c : c + 1]
+
+
+class RampModel(torch.nn.Module):
+    """Not flip-equivariant: adds a fixed ramp along W, so TTA views differ and undo errors show."""
+
+    def forward(self, x):
+        ramp = torch.linspace(-2, 2, x.shape[-1]).view(1, 1, 1, -1)
+        return identity_model(x) + ramp
+
+
+@pytest.mark.parametrize("mode", ["none", "hflip", "vflip", "hflip+vflip", "flips"])
+def test_tta_of_identity_model_returns_its_input(mode):
+    x = torch.randn(3, 3, 8, 6)
+    probs = tta_probabilities(identity_model, x, mode)
+    assert probs.shape == (3, 1, 8, 6)
+    torch.testing.assert_close(probs, torch.sigmoid(x[:, 1:2]))
+
+
+def test_hflip_tta_undoes_the_flip_exactly():
+    x = torch.randn(2, 1, 5, 7)
+    ramp = torch.linspace(-2, 2, 7).view(1, 1, 1, -1)
+    # view 1: the image; view 2: flip, predict, flip back -> the ramp ends up mirrored
+    expected = (torch.sigmoid(x + ramp) + torch.sigmoid(x + ramp.flip(-1))) / 2
+    torch.testing.assert_close(tta_probabilities(RampModel(), x, "hflip"), expected)
+    # vflip does not touch W, so the ramp model is equivariant under it
+    torch.testing.assert_close(tta_probabilities(RampModel(), x, "vflip"), torch.sigmoid(x + ramp))
+
+
+class SlopeModel(torch.nn.Module):
+    """Not equivariant under any flip: a ramp along H and a steeper one along W, added to the centre channel."""
+
+    def forward(self, x):
+        return identity_model(x) + _slopes(x.shape[-2], x.shape[-1])
+
+
+def _slopes(h: int, w: int) -> torch.Tensor:
+    return torch.linspace(-1, 1, h).view(1, 1, -1, 1) + torch.linspace(-3, 3, w).view(1, 1, 1, -1)
+
+
+@pytest.mark.parametrize(
+    "mode, views",
+    [
+        ("vflip", [(), (-2,)]),
+        ("hflip+vflip", [(), (-1,), (-2,)]),
+        ("flips", [(), (-1,), (-2,), (-2, -1)]),
+    ],
+)
+def test_multi_view_tta_undoes_every_flip(mode, views):
+    x = torch.randn(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    slopes = _slopes(5, 7)
+    # each view: flip, predict, flip back -> the image term is back in place, the slopes end up flipped
+    expected = sum(torch.sigmoid(x[:, 1:2] + (slopes.flip(dims) if dims else slopes)) for dims in views) / len(views)
+    torch.testing.assert_close(tta_probabilities(SlopeModel(), x, mode), expected)
+    others = {m: tta_probabilities(SlopeModel(), x, m) for m in ("none", "hflip", "vflip", "hflip+vflip", "flips")}
+    assert all(not torch.allclose(others[mode], p) for m, p in others.items() if m != mode)  # every mode differs
+
+
+def test_unknown_tta_suggests_nearest():
+    with pytest.raises(LiverctlError, match="did you mean 'hflip'"):
+        parse_tta("hflp")
+
+
+def test_ensemble_averages_probabilities_not_logits():
+    x = torch.zeros(1, 1, 2, 2)
+
+    def plus_two(t):
+        return t[:, :1] + 2.0
+
+    def minus_four(t):
+        return t[:, :1] - 4.0
+
+    probs = ensemble_probabilities([plus_two, minus_four], x)
+    expected = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(-4.0))) / 2
+    torch.testing.assert_close(probs, torch.full((1, 1, 2, 2), float(expected)))
+    assert abs(float(expected) - float(torch.sigmoid(torch.tensor(-1.0)))) > 0.05  # differs from mean logits
+
+
+def test_average_probability_volumes():
+    a, b = np.zeros((2, 3, 4), np.float32), np.ones((2, 3, 4), np.float32)
+    np.testing.assert_allclose(average_probability_volumes([a, b, b]), np.full((2, 3, 4), 2 / 3))
+    with pytest.raises(ValueError, match="differ in shape"):
+        average_probability_volumes([a, np.zeros((2, 3, 5), np.float32)])
+
+
+class FakeStore:
+    """The part of `LiverStore` that prediction uses: meta(case)["shape"/"stats"] and read_slice."""
+
+    def __init__(self, volumes):
+        self.volumes = volumes
+
+    def meta(self, case_id):
+        return {"shape": list(self.volumes[case_id].shape), "stats": {}}
+
+    def read_slice(self, case_id, z):
+        return self.volumes[case_id][..., z].astype(np.float16)
+
+
+@pytest.fixture
+def passthrough_normalize(monkeypatch):
+    monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: stack)
+
+
+def _run(input_size, context=1, model=identity_model):
+    cfg = {"data": {"context": context, "input_size": input_size}}
+    return RunModel(run_dir=Path("runs/x"), model=model, cfg=cfg)
+
+
+@pytest.mark.parametrize("batching", [(1, False), (3, True)], ids=["cpu", "cuda-like batches + prefetch"])
+def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize, monkeypatch, batching):
+    # each slice constant = its own index scaled, so any mix-up of z shows
+    if batching[1]:  # the CUDA way (batches of batch_size, next one prepared on a thread), here on the CPU
+        monkeypatch.setattr(predict, "cpu_batching", lambda batch_size, device: (batch_size, True))
+    vol = np.broadcast_to(np.linspace(-1, 1, 7, dtype=np.float32), (10, 6, 7)).copy()
+    seen = []
+    probs = predict_case_probabilities(_run(16), vol, {}, tta="hflip", batch_size=3, on_slices=seen.append)
+    assert probs.shape == (10, 6, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-vol)), atol=1e-5)
+    assert seen == ([3, 3, 1] if batching[1] else [1] * 7)
+
+
+def test_cpu_predicts_one_slice_per_pass_without_a_prefetch_thread_and_cuda_batches():
+    import torch
+
+    assert predict.cpu_batching(16, "cpu") == (1, False)
+    assert predict.cpu_batching(16, torch.device("cpu")) == (1, False)
+    assert predict.cpu_batching(16, "cuda") == (16, True)
+    assert predict.cpu_batching(8, torch.device("cuda", 1)) == (8, True)
+
+
+def test_resize_round_trip_keeps_a_structure_in_place(passthrough_normalize):
+    vol = np.full((40, 24, 2), -8.0, np.float32)
+    vol[10:30, 4:12, :] = 8.0
+    probs = predict_case_probabilities(_run(32), vol, {})
+    mask = probs > 0.5
+    assert mask.shape == vol.shape
+    assert mask[12:28, 5:11, :].all() and not mask[:8].any() and not mask[:, 14:].any()
+
+
+def test_predict_cases_streams_ensemble_mean(passthrough_normalize):
+    vols = {"a": np.zeros((4, 4, 3), np.float32), "b": np.zeros((6, 5, 2), np.float32)}
+
+    def shifted(t):
+        return identity_model(t) + 2.0
+
+    runs = [_run(8), _run(8, context=0, model=shifted)]
+    out = dict(predict_cases(runs, FakeStore(vols), ["b", "a"], tta="none"))
+    assert list(out) == ["b", "a"]
+    expected = (0.5 + 1 / (1 + np.exp(-2.0))) / 2
+    for case, vol in vols.items():
+        assert out[case].shape == vol.shape
+        np.testing.assert_allclose(out[case], expected, atol=1e-6)
+
+
+def test_stack_at_matches_store_read_stack(tiny_store):
+    from liverctl.data.store import LiverStore
+    from liverctl.infer.predict import read_case_volume, stack_at
+
+    store = LiverStore.open(tiny_store)
+    case = store.case_ids("test")[0]
+    volume = read_case_volume(store, case)
+    depth = volume.shape[2]
+    for z in (0, 1, depth // 2, depth - 1):
+        for context in (0, 1, 2):
+            got = stack_at(volume, z, context)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, store.read_stack(case, z, context))
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_matches_float32():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1)
+    ).cuda().eval()
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    exact = tta_probabilities(model, x, "flips", amp="off")
+    for amp in ("auto", "fp16"):
+        mixed = tta_probabilities(model, x, "flips", amp=amp)
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, exact, atol=2e-2, rtol=0)

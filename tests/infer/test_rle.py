@@ -1,0 +1,173 @@
+import numpy as np
+import pytest
+
+from liverctl.infer import rle
+
+
+def _reference_encode(mask: np.ndarray) -> str:
+    """Slow, obvious encoder to compare against: walk the column-major pixels one by one."""
+    flat = mask.ravel(order="F")
+    pairs, start = [], None
+    for i, v in enumerate(flat, start=1):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            pairs += [start, i - start]
+            start = None
+    if start is not None:
+        pairs += [start, len(flat) + 1 - start]
+    return " ".join(map(str, pairs)) if pairs else "1 0"
+
+
+def test_known_3x2_mask_matches_hand_computed_string():
+    # (X=3, Y=2); column-major order walks x first: column y=0 is 1,1,0 and column y=1 is 0,1,1.
+    mask = np.array([[1, 0], [1, 1], [0, 1]], dtype=bool)
+    assert rle.encode(mask) == "1 2 5 2"
+    assert np.array_equal(rle.decode("1 2 5 2", (3, 2)), mask)
+
+
+def test_column_major_not_row_major():
+    mask = np.zeros((4, 3), dtype=bool)
+    mask[0, 1] = True  # row-major position 2, column-major position 1 + 0 + 4*1 = 5
+    assert rle.encode(mask) == "5 1"
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("empty", lambda m: m),
+        ("full", lambda m: np.ones_like(m)),
+        ("first pixel", lambda m: _set(m, (0, 0))),
+        ("last pixel", lambda m: _set(m, (-1, -1))),
+        ("single pixel", lambda m: _set(m, (3, 2))),
+        ("last column", lambda m: _set(m, (slice(None), -1))),
+    ],
+)
+def test_edge_cases_round_trip(name, build):
+    mask = build(np.zeros((7, 5), dtype=bool))
+    text = rle.encode(mask)
+    assert text == _reference_encode(mask), name
+    assert np.array_equal(rle.decode(text, mask.shape), mask), name
+
+
+def _set(mask, index):
+    mask[index] = True
+    return mask
+
+
+def test_empty_and_full_strings():
+    assert rle.encode(np.zeros((4, 4), bool)) == "1 0"
+    assert rle.encode(np.zeros((4, 4), bool), empty="") == ""
+    assert rle.encode(np.ones((4, 4), bool)) == "1 16"
+
+
+def test_random_volumes_round_trip_and_match_reference():
+    rng = np.random.default_rng(0)
+    for density in (0.02, 0.5, 0.97):
+        vol = rng.random((13, 11, 6)) < density
+        texts = rle.encode_volume(vol)
+        assert len(texts) == 6
+        for z, text in enumerate(texts):
+            assert text == _reference_encode(vol[..., z])
+            assert np.array_equal(rle.decode(text, vol.shape[:2]), vol[..., z])
+
+
+def test_runs_to_positions_matches_flatnonzero():
+    rng = np.random.default_rng(1)
+    mask = rng.random((9, 8)) < 0.4
+    runs = rle.volume_runs(mask)[0]
+    assert np.array_equal(rle.runs_to_positions(runs), np.flatnonzero(mask.ravel(order="F")))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("1 2 x 3", "not an integer: 'x'"),
+        ("1.5 2", "not an integer"),
+        ("1 2 5", "odd number of values (3)"),
+        ("0 2", "starts are 1-indexed"),
+        ("3 -1", "negative length"),
+        ("5 2 1 2", "out of order"),
+        ("1 3 3 2", "overlapping"),
+        ("5 3", "past the image's 6 pixels"),
+    ],
+)
+def test_malformed_strings_are_named(text, fragment):
+    with pytest.raises(rle.RLEFormatError) as info:
+        rle.decode(text, (3, 2))
+    assert fragment in str(info.value)
+
+
+def test_empty_string_and_zero_length_runs_mean_empty():
+    assert not rle.decode("", (3, 2)).any()
+    assert not rle.decode("1 0", (3, 2)).any()
+
+
+def test_decode_volume_runs_inverts_volume_runs():
+    rng = np.random.default_rng(2)
+    vol = rng.random((7, 5, 4)) < 0.4
+    decoded = rle.decode_volume_runs(rle.volume_runs(vol), vol.shape)
+    assert decoded.flags.c_contiguous
+    assert np.array_equal(decoded, vol)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("9" * 30 + " 1", "number too large: '999"),  # beyond int64: OverflowError before
+        ("1 " + "9" * 5000, "(5000 characters)"),  # beyond Python's int-from-text limit, cut short in the message
+        (f"{2**62} {2**62}", "number out of range for an image of 100 pixels"),  # start + length wraps int64
+        (f"1 {2**63 - 1}", "number out of range"),
+        (f"-{2**63 + 5} 1", "number out of range"),
+        ("１ 2", "not an integer: '１'"),  # full-width digit: int() would take it
+        ("1_0 2", "not an integer: '1_0'"),
+        ("\x00\xff 1", "not an integer"),
+    ],
+)
+def test_huge_wrapping_and_odd_numbers_are_named(text, fragment):
+    with pytest.raises(rle.RLEFormatError) as info:
+        rle.parse_runs(text, 100)
+    assert fragment in str(info.value) and len(str(info.value)) < 200
+
+
+def test_wrapping_runs_cannot_slip_past_the_range_check_without_an_image_size():
+    # Without a size the bound is MAX_RUN_VALUE, so start + length stays far inside int64.
+    with pytest.raises(rle.RLEFormatError, match="number out of range"):
+        rle.parse_runs(f"{2**62} {2**62} 5 1")
+    assert rle.parse_runs(f"1 {rle.MAX_RUN_VALUE}").tolist() == [[1, rle.MAX_RUN_VALUE]]
+
+
+def _fuzz_texts(rng: np.random.Generator, n: int):
+    """Random RLE-ish strings: random bytes decoded leniently, huge and negative numbers, nesting, spaces."""
+    pieces = ["1", "0", "-1", "3", str(2**31), str(2**63), str(2**64 + 1), "9" * 25, "9" * 5000, "[", "]",
+              "{", "}", "\x00", "\t", "\n", " ", "１", "1e5", "0x10", "nan", "+4", "é", "\ud800"]
+    for _ in range(n):
+        kind = rng.integers(4)
+        if kind == 0:
+            yield rng.bytes(int(rng.integers(0, 60))).decode("latin-1")
+        elif kind == 1:
+            yield " ".join(rng.choice(pieces, size=int(rng.integers(0, 12))))
+        elif kind == 2:
+            depth = int(rng.integers(1, 3000))
+            yield "[" * depth + "1 2" + "]" * depth
+        else:
+            yield " ".join(str(int(v)) for v in rng.integers(-(2**62), 2**62, size=int(rng.integers(0, 10)) * 2))
+
+
+def test_fuzz_parse_runs_gives_runs_or_one_format_error():
+    rng = np.random.default_rng(1234)
+    parsed = refused = 0
+    for text in _fuzz_texts(rng, 3000):
+        for n_pixels in (None, 64):
+            try:
+                runs = rle.parse_runs(text, n_pixels)
+            except rle.RLEFormatError as exc:
+                assert "\n" not in str(exc) and len(str(exc)) < 300
+                refused += 1
+                continue
+            parsed += 1
+            assert runs.dtype == np.int64 and runs.shape[1] == 2
+            if n_pixels is not None and len(runs):
+                assert (runs[:, 0] >= 1).all() and (runs.sum(axis=1) - 1 <= n_pixels).all()
+                rle.decode_runs(runs, (8, 8))  # what parses also decodes
+    assert parsed > 100 and refused > 1000  # both branches were exercised

@@ -1,0 +1,305 @@
+import numpy as np
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.infer import rle
+from liverctl.infer.submission import (
+    MalformedSubmission,
+    SubmissionWriter,
+    read_sample,
+    read_submission,
+    split_slice_id,
+    write_submission,
+)
+
+
+def _masks(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"7": rng.random((6, 5, 3)) < 0.3, "liver_12": rng.random((4, 4, 2)) < 0.5}
+
+
+def _shapes(masks):
+    return {c: m.shape for c, m in masks.items()}
+
+
+def test_write_then_read_round_trip(tmp_path):
+    masks = _masks()
+    masks["7"][..., 1] = False  # one empty slice
+    out = tmp_path / "submission.csv"
+    summary = write_submission(out, masks.items())
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,rle"
+    assert lines[1].startswith("7_0,")
+    assert "7_1,1 0" in lines
+    assert summary.rows == 5 and summary.cases == 2 and summary.empty_rows == 1
+    parsed = read_submission(out, _shapes(masks))
+    for case, mask in masks.items():
+        assert np.array_equal(parsed.volume(case), mask)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_row_matches_rle_of_dataobj_slice(tmp_path):
+    mask = np.zeros((3, 2, 2), dtype=bool)
+    mask[..., 1] = [[1, 0], [1, 1], [0, 1]]
+    write_submission(tmp_path / "s.csv", [("0", mask)])
+    assert (tmp_path / "s.csv").read_text().splitlines()[1:] == ["0_0,1 0", "0_1,1 2 5 2"]
+
+
+def test_case_ids_with_underscores_split_on_last():
+    assert split_slice_id("liver_12_30") == ("liver_12", 30)
+    assert split_slice_id("abc") is None
+    assert split_slice_id("abc_x") is None
+
+
+def test_sample_controls_header_order_and_empty_token(tmp_path):
+    masks = _masks()
+    masks["liver_12"][..., 0] = False
+    ids = ["liver_12_1", "7_2", "7_0", "liver_12_0", "7_1"]
+    sample_path = tmp_path / "sample.csv"
+    sample_path.write_text("ImageId,EncodedPixels\n" + "".join(f"{i},\n" for i in ids))
+    sample = read_sample(sample_path)
+    assert sample.empty == ""
+    out = tmp_path / "sub.csv"
+    write_submission(out, masks.items(), sample=sample)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ImageId,EncodedPixels"
+    assert [row.split(",")[0] for row in lines[1:]] == ids
+    assert "liver_12_0," in lines
+    parsed = read_submission(out, _shapes(masks), header=("ImageId", "EncodedPixels"))
+    assert np.array_equal(parsed.volume("7"), masks["7"])
+
+
+def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
+    masks = _masks()
+    sample_path = tmp_path / "sample.csv"
+    sample_path.write_text("id,rle\n7_0,1 0\n7_1,1 0\n7_2,1 0\n99_0,1 0\n")
+    sample = read_sample(sample_path)
+    with pytest.raises(LiverctlError, match="match no test slice"):
+        sample.check_cases({c: m.shape[2] for c, m in masks.items()})
+    out = tmp_path / "sub.csv"
+    with pytest.raises(LiverctlError, match="have no prediction"):
+        write_submission(out, masks.items(), sample=sample)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [sample_path]
+
+
+def test_expected_cases_must_all_be_written(tmp_path):
+    masks = _masks()
+    out = tmp_path / "sub.csv"
+    with pytest.raises(LiverctlError, match="no prediction for test case"):
+        write_submission(out, [("7", masks["7"])], expected={"7": 3, "liver_12": 2})
+    assert not out.exists()
+
+
+def test_self_check_catches_a_broken_encoder(tmp_path, monkeypatch):
+    masks = _masks()
+    real = rle.encode_volume
+
+    def off_by_one(volume, empty=rle.EMPTY_RLE):
+        texts = real(volume, empty)
+        return [t if t == empty else t.replace(t.split()[0], str(int(t.split()[0]) + 1), 1) for t in texts]
+
+    monkeypatch.setattr(rle, "encode_volume", off_by_one)
+    out = tmp_path / "sub.csv"
+    writer = SubmissionWriter(out)
+    with pytest.raises(LiverctlError, match="self-check failed: case '7'"):
+        writer.add_case("7", masks["7"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_self_check_catches_a_file_that_reads_back_differently(tmp_path, monkeypatch):
+    import csv
+
+    real_writer = csv.writer
+
+    class LossyWriter:
+        """Writes every row, but the first data row loses its runs (a stand-in for a bad write)."""
+
+        def __init__(self, fh, **kw):
+            self._w = real_writer(fh, **kw)
+
+        def writerow(self, row):
+            self._w.writerow(row)
+
+        def writerows(self, rows):
+            rows = list(rows)
+            rows[0] = (rows[0][0], "1 0")
+            self._w.writerows(rows)
+
+    monkeypatch.setattr(csv, "writer", LossyWriter)
+    masks = _masks()
+    with pytest.raises(LiverctlError, match="reads back differently"):
+        write_submission(tmp_path / "sub.csv", masks.items())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_rows_are_all_reported_with_lines(tmp_path):
+    shapes = {"1": (3, 2, 4)}
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "Id,Mask\n"  # line 1: bad header
+        "1_0,1 2 x 3\n"  # 2: non-integer
+        "1_1,1 2 5\n"  # 3: odd
+        "1_2,5 3\n"  # 4: leaves the 6-pixel image
+        "1_3,3 2 1 1\n"  # 5: unsorted
+        "1_3,1 0\n"  # 6: duplicate
+        "2_0,1 0\n"  # 7: unknown case
+        "1_9,1 0\n"  # 8: slice out of range
+        "1_1\n"  # 9: one column
+    )
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(bad, shapes)
+    text = [str(p) for p in info.value.problems]
+    assert text[0].startswith("line 1: bad header 'Id,Mask'")
+    assert any(t.startswith("line 2 (id '1_0'): not an integer") for t in text)
+    assert any(t.startswith("line 3 (id '1_1'): odd number of values") for t in text)
+    assert any(t.startswith("line 4 (id '1_2')") and "past the image" in t for t in text)
+    assert any(t.startswith("line 5 (id '1_3'): runs out of order") for t in text)
+    assert any(t.startswith("line 6 (id '1_3'): duplicate id (first on line 5)") for t in text)
+    assert any(t.startswith("line 7 (id '2_0'): unknown id") for t in text)
+    assert any(t.startswith("line 8 (id '1_9')") and "4 slices" in t for t in text)
+    assert any(t.startswith("line 9 (id '1_1'): expected 2 columns") for t in text)
+    assert len(text) == 9
+    assert "9 problem(s)" in str(info.value)
+
+
+def test_missing_ids_are_grouped_per_case(tmp_path):
+    shapes = {"a": (2, 2, 5), "b": (2, 2, 1)}
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\na_0,1 0\nb_0,1 4\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, shapes)
+    (problem,) = info.value.problems
+    assert str(problem) == "file: case 'a': 4 of 5 slice id(s) missing (e.g. a_1, a_2, a_3)"
+
+
+def test_any_two_column_header_accepted_when_not_required(tmp_path):
+    shapes = {"a": (2, 2, 1)}
+    path = tmp_path / "s.csv"
+    path.write_text("ImageId,EncodedPixels\na_0,2 2\n")
+    parsed = read_submission(path, shapes, header=None)
+    assert parsed.volume("a")[..., 0].tolist() == [[False, True], [True, False]]
+    headerless = tmp_path / "h.csv"
+    headerless.write_text("a_0,2 2\n")
+    with pytest.raises(MalformedSubmission, match="a data row, not a header"):
+        read_submission(headerless, shapes, header=None)
+    unknown_first = tmp_path / "u.csv"
+    unknown_first.write_text("zz_0,1 0\na_0,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(unknown_first, shapes, header=None)
+    assert [str(p) for p in info.value.problems] == [
+        "line 1: bad header 'zz_0,1 0': a data row, not a header; expected e.g. 'id,rle'",
+        "line 1 (id 'zz_0'): unknown id: no such test case",
+    ]
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
+    masks = _masks()
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("id,rle\n7_0,1 0 é\n".encode("latin-1"))
+    for read in (lambda p: read_submission(p, _shapes(masks)), read_sample):
+        with pytest.raises(LiverctlError) as info:
+            read(latin)
+        message = str(info.value)
+        assert message.startswith(f"{latin}: ") and "is not UTF-8 text (byte 15 is 0xe9)" in message
+        assert "\n" not in message and not isinstance(info.value, MalformedSubmission)
+
+
+def test_binary_garbage_and_an_oversized_field_are_one_line(tmp_path):
+    masks = _masks()
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(LiverctlError, match="not UTF-8 text"):
+        read_submission(garbage, _shapes(masks))
+    huge_field = tmp_path / "huge.csv"
+    huge_field.write_text('id,rle\n7_0,"' + "1 " * 100_000 + "\n")  # an unclosed quote swallows the file
+    with pytest.raises(LiverctlError, match=r"line \d+: not a valid CSV row \(field larger than field limit"):
+        read_submission(huge_field, _shapes(masks))
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    masks = _masks()
+    out = tmp_path / "s.csv"
+    write_submission(out, masks.items())
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())
+    assert read_submission(bom, _shapes(masks)).header == ("id", "rle")
+    assert read_sample(bom).header == ("id", "rle")
+
+
+def test_numbers_beyond_int64_or_that_wrap_it_name_the_file_and_row(tmp_path):
+    masks = {"7": np.zeros((4, 4, 2), dtype=bool)}
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n7_0,{'9' * 25} 1\n7_1,{2**62} {2**62}\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, _shapes(masks))
+    assert [str(p) for p in info.value.problems] == [
+        "line 2 (id '7_0'): number too large: '9999999999999999999999999'",
+        f"line 3 (id '7_1'): number out of range for an image of 16 pixels: '{2**62}'",
+    ]
+    assert str(info.value).startswith(f"{path}: malformed submission, 2 problem(s): line 2 (id '7_0')")
+
+
+def test_a_full_disk_while_writing_the_csv_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from liverctl import files
+
+    masks = _masks()
+    out = tmp_path / "submission.csv"
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(files, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    with pytest.raises(LiverctlError) as info:
+        write_submission(out, masks.items())
+    assert str(info.value).startswith(f"{out}: no space left on ")
+    assert str(info.value).endswith("while writing the submission CSV")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fuzz_csv(rng: np.random.Generator) -> bytes:
+    """A random submission-like file: real rows damaged with random bytes, huge numbers, nesting, encodings."""
+    rows = ["id,rle"] + [f"7_{z},{' '.join(map(str, rng.integers(1, 40, size=4)))}" for z in range(3)]
+    pieces = [str(2**63), "9" * 30, "-5", "[" * 500, '"', ",", "\x00", "é", "1 0", "7_9", "\r", "\n", "﻿"]
+    kind = rng.integers(4)
+    if kind == 0:
+        return rng.bytes(int(rng.integers(0, 300)))
+    text = "\n".join(rows)
+    for _ in range(int(rng.integers(1, 6))):
+        at = int(rng.integers(0, len(text) + 1))
+        text = text[:at] + str(rng.choice(pieces)) + text[at:]
+    encoding = ["utf-8", "utf-16", "latin-1"][int(rng.integers(3))] if kind == 1 else "utf-8"
+    return text.encode(encoding, errors="replace")
+
+
+def test_fuzz_submission_and_sample_readers_give_a_result_or_one_liverctl_error(tmp_path):
+    rng = np.random.default_rng(2024)
+    shapes = {"7": (6, 5, 3)}
+    path = tmp_path / "fuzz.csv"
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(600):
+        path.write_bytes(_fuzz_csv(rng))
+        for read in (lambda p: read_submission(p, shapes, header=None), read_sample):
+            try:
+                read(path)
+                outcomes["ok"] += 1
+            except LiverctlError as exc:
+                assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+                outcomes["refused"] += 1
+    assert outcomes["ok"] > 50 and outcomes["refused"] > 300

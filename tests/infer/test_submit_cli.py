@@ -1,0 +1,584 @@
+"""CLI tests of `submit`, `postprocess` and `evaluate` on the tiny synthetic store.
+
+`submit` runs on a small untrained model saved as a run checkpoint (what `load_run_model` reads), so
+these tests check the plumbing (ids, shapes, files, errors), not the quality of the masks; the
+trained-run test at the end is marked slow.
+"""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+
+runner = CliRunner()
+# The real CT samples sit beside the repository (../shared/data/real), as in tests/conftest.py.
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+
+
+def make_run(root: Path, store: Path, name: str = "tiny", *, context: int = 1, seed: int = 0, **data) -> Path:
+    """A run folder holding only `checkpoints/best.pt` of a small untrained U-Net (32 px input)."""
+    import torch
+
+    from liverctl.config import resolve_config
+    from liverctl.runs.checkpoint import save_checkpoint
+    from liverctl.train.models import build_model
+
+    cfg = resolve_config("demo", [f"data.context={context}", "data.input_size=32"])
+    cfg["data"]["store"] = str(store)
+    cfg["data"].update(data)
+    cfg["model"].update(encoder="tu-mobilenetv3_small_050", decoder_channels=[16, 8, 8, 8, 8])
+    cfg["infer"]["batch_size"] = 8
+    torch.manual_seed(seed)
+    model = build_model(cfg, pretrained=False)
+    run_dir = root / name
+    save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
+                                      "model": model.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+    return run_dir
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """On a shared 2-core machine two OpenMP threads can run a tiny model 100x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def template_runs(tiny_store, tmp_path_factory):
+    """Runs built once per module (context 1 and context 0); tests copy them before writing into them."""
+    root = tmp_path_factory.mktemp("template-runs")
+    return {"c1": make_run(root, tiny_store, "c1", context=1, seed=0),
+            "c0": make_run(root, tiny_store, "c0", context=0, seed=1)}
+
+
+def copy_run(template: Path, root: Path, name: str) -> Path:
+    return Path(shutil.copytree(template, root / name))
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _test_ids(store):
+    from liverctl.data.store import LiverStore
+
+    s = LiverStore.open(store)
+    return {c: s.meta(c)["shape"] for c in s.case_ids("test")}
+
+
+def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, template_runs, tmp_path):
+    run = copy_run(template_runs["c1"], tmp_path, "tiny")
+    out = tmp_path / "sub.csv"
+    masks = tmp_path / "masks"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "flips", "--postprocess", "largest",
+                     "--save-masks", masks)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "tta flips" in result.output
+    shapes = _test_ids(tiny_store)
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["id", "rle"]
+    assert [r[0] for r in rows[1:]] == [f"{c}_{z}" for c in sorted(shapes) for z in range(shapes[c][2])]
+
+    # the saved masks are what the CSV encodes, on the source grid
+    from liverctl.infer.submission import read_submission
+
+    parsed = read_submission(out, shapes)
+    for case in shapes:
+        img = nib.load(str(masks / f"{case}.nii.gz"))
+        source = nib.load(str(tiny_dataset / "test" / f"volume-{case}.nii.gz"))
+        assert np.array_equal(img.affine, source.affine)
+        assert img.get_data_dtype() == np.uint8
+        assert np.array_equal(np.asanyarray(img.dataobj).astype(bool), parsed.volume(case))
+
+    (record,) = [json.loads(line) for line in (run / "submissions.jsonl").read_text().splitlines()]
+    assert record["csv"] == str(out.resolve()) and record["tta"] == "flips" and record["post"] == "largest"
+    assert len(record["sha256"]) == 64 and record["runs"] == [str(run.resolve())]
+
+    # and evaluate scores it against the synthetic test labels
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels")
+    assert result.exit_code == 0, result.output
+    assert "volume Dice" in result.output
+    scores = json.loads((tmp_path / "sub.scores.json").read_text())
+    assert sorted(c["case"] for c in scores["cases"]) == sorted(shapes)
+    want = dice_by_hand({c: parsed.volume(c) for c in shapes}, tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_submit_ensemble_sample_and_auto(tiny_store, template_runs, tmp_path):
+    runs = [copy_run(template_runs["c1"], tmp_path, "a"), copy_run(template_runs["c0"], tmp_path, "b")]
+    shapes = _test_ids(tiny_store)
+    ids = [f"{c}_{z}" for c in sorted(shapes) for z in range(shapes[c][2])][::-1]
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("Id,Predicted\n" + "".join(f"{i},1 0\n" for i in ids))
+    out = tmp_path / "ens.csv"
+    result = _invoke("submit", "--run", runs[0], "--run", runs[1], "--out", out, "--sample", sample,
+                     "--tta", "none", "--postprocess", "auto")
+    assert result.exit_code == 0, result.output
+    assert "post-processing auto ->" in result.output and "validation case" in result.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["Id", "Predicted"] and [r[0] for r in rows[1:]] == ids
+    for run in runs:
+        record = json.loads((run / "submissions.jsonl").read_text())
+        assert record["post_requested"] == "auto" and record["auto_scores"]
+        assert len(record["runs"]) == 2
+
+
+def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_runs, tmp_path):
+    out = tmp_path / "sub.csv"
+    empty_run = tmp_path / "runs" / "empty"
+    empty_run.mkdir(parents=True)
+    result = _invoke("submit", "--run", empty_run, "--out", out)
+    assert result.exit_code != 0 and "no 'best' checkpoint" in result.output
+
+    run = template_runs["c1"]
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,rle\n999_0,1 0\n")
+    result = _invoke("submit", "--run", run, "--out", out, "--sample", sample)
+    assert result.exit_code != 0 and "match no test slice" in result.output
+
+    result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "bigest")
+    assert result.exit_code != 0 and "unknown post-processing" in result.output
+
+    bad_size = _edit_config(copy_run(template_runs["c1"], tmp_path, "odd"), ("data", "input_size", 48))
+    result = _invoke("submit", "--run", bad_size, "--out", out)
+    assert result.exit_code != 0 and "multiple of 32" in result.output  # refused when the checkpoint loads
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_submit_store_without_test_cases(real_store, template_runs, tmp_path):
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--store", real_store)
+    assert result.exit_code != 0 and "store has no test cases" in result.output
+    assert not out.exists()
+
+
+def _edit_config(run: Path, *edits) -> Path:
+    """Rewrite a run's checkpoint with config edits (section, key, value), weights untouched."""
+    from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    for section, key, value in edits:
+        state["config"][section][key] = value
+    state.pop("format")
+    save_checkpoint(run, "best", state)
+    return run
+
+
+def test_submit_rejects_weights_that_do_not_fit_the_config(template_runs, tmp_path):
+    run = _edit_config(copy_run(template_runs["c1"], tmp_path, "x"), ("data", "context", 2))  # 5 channels vs 3
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run, "--out", out)
+    assert result.exit_code == 2
+    assert "checkpoint weights do not fit the model its config describes" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
+    labels = tiny_dataset / "test_labels"
+    sub = tmp_path / "bad.csv"
+    lines = ["id,rle"] + [f"{c}_{z},1 0" for c in ("6", "7") for z in range(24)]
+    lines[1] = "6_0,1 2 3"
+    lines[2] = "6_1,4095 5"
+    lines.append("8_0,1 0")
+    sub.write_text("\n".join(lines) + "\n")
+    result = _invoke("evaluate", sub, "--labels", labels)
+    assert result.exit_code == 2
+    assert "line 2 (id '6_0'): odd number of values" in result.output
+    assert "line 3 (id '6_1'): run 4095 5 ends at pixel 4099, past the image's 4096 pixels" in result.output
+    assert "unknown id" in result.output
+    assert "3 problem(s)" in result.output
+    assert not (tmp_path / "bad.scores.json").exists()
+
+
+def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
+    sub = tmp_path / "empty.csv"
+    sub.write_text("id,rle\n" + "".join(f"{c}_{z},1 0\n" for c in ("6", "7") for z in range(24)))
+    result = _invoke("evaluate", sub, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["volume_dice"] == 0.0  # the synthetic test cases do contain liver
+    assert len(data["cases"]) == 2
+
+
+def test_postprocess_cli_on_real_volume(tmp_path):
+    src = REAL / "totalseg-example" / "liver.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    out = tmp_path / "clean.nii.gz"
+    result = _invoke("postprocess", src, out, "--mode", "largest+fill2d")
+    assert result.exit_code == 0, result.output
+    assert "cleaned 1 file(s)" in result.output
+    a, b = nib.load(str(src)), nib.load(str(out))
+    assert np.array_equal(a.affine, b.affine) and a.header.binaryblock == b.header.binaryblock
+
+    result = _invoke("postprocess", src, out, "--mode", "auto")
+    assert result.exit_code != 0 and "use it with `liverctl submit`" in result.output
+    result = _invoke("postprocess", src, out, "--liver-labels", "one")
+    assert result.exit_code != 0 and "comma-separated integers" in result.output
+
+
+def test_submit_and_evaluate_a_tiny_trained_run(tiny_store, tiny_dataset, tmp_path):
+    """The real chain: `run_training` for a few steps, then `submit` and `evaluate` through the CLI."""
+    from liverctl.config import resolve_config
+    from liverctl.train.loop import run_training
+
+    cfg = resolve_config("demo", [
+        "data.input_size=32", 'model.encoder="tu-mobilenetv3_small_050"', "model.decoder_channels=[16,8,8,8,8]",
+        "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=4", "data.num_workers=0",
+        f'data.store="{tiny_store}"',
+    ])
+    run_dir = tmp_path / "runs" / "trained"
+    outcome = run_training(cfg, run_dir, device="cpu", show_progress=False)
+    assert outcome["status"] == "completed"
+
+    out = tmp_path / "submission.csv"
+    result = _invoke("submit", "--run", run_dir, "--out", out, "--tta", "hflip", "--postprocess", "largest+fill2d")
+    assert result.exit_code == 0, result.output
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert {c["case"] for c in scores["cases"]} == set(_test_ids(tiny_store))
+    want = dice_by_hand(submitted_masks(out, tiny_store), tiny_dataset / "test_labels")
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
+    record = json.loads((run_dir / "submissions.jsonl").read_text())
+    assert record["post"] == "largest+fill2d" and record["sha256"] == _sha256(out)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Wiring of `submit`, checked with exact masks. The runs hold a deterministic fake model (`FakeNet`,
+# saved through `save_checkpoint`, rebuilt by `load_run_model` through a patched `smp.create_model`):
+#     logits = bias_map[x, y] + gain * (centre channel > level)
+# `bias_map` is fixed per run and NOT symmetric, so every flip of TTA changes the answer; the step on the
+# input makes each case (and each slice) predict differently. `expected_probabilities` below recomputes
+# the whole pipeline in numpy float64 (input_size = the store's 64 px, so no resize), and every test
+# checks that the breakage it guards against would give another mask than the one expected.
+
+SIDE = 64  # the tiny store's slices are 64 x 64: input_size 64 means no resize either way
+WINDOW = (-100.0, 200.0)  # the demo preset's data.window
+# Stored HU are float16; 35.015625 lies halfway between the float16 values 35.0 and 35.03125, so no
+# voxel is closer than 1e-4 to the step after normalisation (float32 rounding is ~3e-8 there).
+LEVEL = (35.015625 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+MAP_VALUES = np.array([-2.5, -1.0, 1.5, 3.0])  # no value is another's negative: no flip pair sums to p=0.5
+
+
+class FakeNet(torch.nn.Module):
+    """(N, C, H, W) -> (N, 1, H, W) logits = bias_map + gain * (centre channel > level)."""
+
+    def __init__(self, *_, **__):
+        super().__init__()
+        self.bias_map = torch.nn.Parameter(torch.zeros(SIDE, SIDE))
+        self.gain = torch.nn.Parameter(torch.zeros(()))
+        self.level = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        c = x.shape[1] // 2
+        return self.bias_map + self.gain * (x[:, c : c + 1] > self.level).float()
+
+
+def fake_bias_map(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(MAP_VALUES, size=(SIDE, SIDE))
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """Every model built from a config is a `FakeNet` (its weights come from the checkpoint)."""
+    import segmentation_models_pytorch as smp
+
+    monkeypatch.setattr(smp, "create_model", lambda *a, **k: FakeNet())
+
+
+def make_fake_run(root: Path, store: Path, name: str, seed: int, gain: float = 2.0, **infer) -> Path:
+    """A run folder whose best.pt holds a `FakeNet` with the bias map of `seed`."""
+    from liverctl.config import resolve_config
+    from liverctl.runs.checkpoint import save_checkpoint
+
+    cfg = resolve_config("demo", ["data.context=1", f"data.input_size={SIDE}", "data.normalize='window'",
+                                  f"data.window=[{WINDOW[0]}, {WINDOW[1]}]", "post.mode='none'", "data.fold=0"])
+    cfg["data"]["store"] = str(store)
+    cfg["infer"].update(infer)
+    net = FakeNet()
+    with torch.no_grad():
+        net.bias_map.copy_(torch.from_numpy(fake_bias_map(seed)))
+        net.gain.fill_(gain)
+        net.level.fill_(LEVEL)
+    run_dir = root / name
+    save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
+                                      "model": net.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+    return run_dir
+
+
+FLIP_AXES = {"none": [()], "hflip": [(), (1,)], "vflip": [(), (0,)], "flips": [(), (1,), (0,), (0, 1)]}
+
+
+def _case_hu(store: Path, case: str) -> np.ndarray:
+    from liverctl.data.store import LiverStore
+
+    s = LiverStore.open(store)
+    depth = int(s.meta(case)["shape"][2])
+    return np.stack([np.asarray(s.read_slice(case, z), dtype=np.float32) for z in range(depth)], axis=-1)
+
+
+def expected_probabilities(store: Path, case: str, seeds: list[int], tta: str, gain: float = 2.0) -> np.ndarray:
+    """The fake runs' ensemble probability volume (X, Y, Z), float64, by hand."""
+    normalised = np.clip((_case_hu(store, case) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0.0, 1.0)
+    step = (normalised > LEVEL).astype(np.float64)
+    total = np.zeros(step.shape)
+    for seed in seeds:
+        bias = fake_bias_map(seed)[:, :, None]
+        for axes in FLIP_AXES[tta]:  # flip the input, predict, flip the probabilities back
+            view = np.flip(step, axes) if axes else step
+            probs = 1.0 / (1.0 + np.exp(-(bias + gain * view)))
+            total += np.flip(probs, axes) if axes else probs
+    return total / (len(seeds) * len(FLIP_AXES[tta]))
+
+
+def expected_mask(store, case, seeds, tta, threshold=0.5) -> np.ndarray:
+    probs = expected_probabilities(store, case, seeds, tta)
+    assert np.abs(probs - threshold).min() > 1e-3, "a voxel sits on the threshold: float32 could flip it"
+    return probs >= threshold
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component, by scipy (not the cc3d the library uses)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    assert n >= 2 and sorted(sizes)[-1] > sorted(sizes)[-2], "need a unique largest of several components"
+    return labels == int(np.argmax(sizes))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def submitted_masks(out: Path, store: Path) -> dict[str, np.ndarray]:
+    from liverctl.infer.submission import read_submission
+
+    shapes = _test_ids(store)
+    parsed = read_submission(out, shapes)
+    return {case: parsed.volume(case) for case in shapes}
+
+
+@pytest.mark.parametrize("tta", ["none", "hflip", "vflip", "flips"])
+def test_submit_applies_the_tta_it_is_given(tiny_store, fake_models, tmp_path, tta):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="none")  # the run's own default: none
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", tta, "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    got = submitted_masks(out, tiny_store)
+    for case, mask in got.items():
+        want = expected_mask(tiny_store, case, [1], tta)
+        if tta != "none":  # ignoring --tta would give the plain prediction, which differs
+            assert not np.array_equal(want, expected_mask(tiny_store, case, [1], "none"))
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}, tta {tta}")
+
+
+def test_submit_uses_the_runs_tta_when_none_is_given(tiny_store, fake_models, tmp_path):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="hflip")
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        np.testing.assert_array_equal(mask, expected_mask(tiny_store, case, [1], "hflip"))
+
+
+def test_submit_ensemble_averages_every_run(tiny_store, fake_models, tmp_path):
+    runs = [make_fake_run(tmp_path, tiny_store, f"r{seed}", seed=seed) for seed in (1, 2, 3)]
+    out = tmp_path / "ens.csv"
+    args = [a for run in runs for a in ("--run", run)]
+    result = _invoke("submit", *args, "--out", out, "--tta", "hflip", "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        want = expected_mask(tiny_store, case, [1, 2, 3], "hflip")
+        for fewer in ([1], [1, 2], [2, 3]):  # dropping any run changes the answer
+            assert not np.array_equal(want, expected_mask(tiny_store, case, fewer, "hflip"))
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+
+
+def test_submit_applies_the_post_processing(tiny_store, fake_models, tmp_path):
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1)
+    out, masks_dir = tmp_path / "sub.csv", tmp_path / "masks"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "largest",
+                     "--device", "cpu", "--save-masks", masks_dir)
+    assert result.exit_code == 0, result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        raw = expected_mask(tiny_store, case, [1], "none")
+        want = largest_component(raw)
+        assert np.count_nonzero(raw & ~want) > 0  # the clean-up removes something
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+        saved = np.asanyarray(nib.load(str(masks_dir / f"{case}.nii.gz")).dataobj).astype(bool)
+        np.testing.assert_array_equal(saved, want, err_msg=f"saved mask of case {case}")
+    record = json.loads((run / "submissions.jsonl").read_text())
+    assert record["post"] == "largest" and record["tta"] == "none"
+
+
+def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_path):
+    from liverctl.data.store import LiverStore
+
+    store = LiverStore.open(tiny_store)
+    val = [c for c, fold in store.folds().items() if fold == 0]  # data.fold = 0, max_val_cases = 0
+    others = [c for c in store.case_ids("train") if c not in val]
+    assert val and others
+    labels = {c: np.asarray(store.label(c)[...]) > 0 for c in store.case_ids("train")}
+
+    def scores(cases: list[str]) -> dict[str, float]:
+        raws = {c: expected_mask(tiny_store, c, [1], "none") for c in cases}
+        return {"none": float(np.mean([dice(raws[c], labels[c]) for c in cases])),
+                "largest": float(np.mean([dice(largest_component(raws[c]), labels[c]) for c in cases]))}
+
+    want = scores(val)
+    assert want != pytest.approx(scores(others)) and want != pytest.approx(scores(sorted(store.case_ids("train"))))
+
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1)
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"volume Dice on {len(val)} validation case(s)" in result.output
+    record = json.loads((run / "submissions.jsonl").read_text())
+    assert record["post_requested"] == "auto"
+    for spec, value in want.items():
+        assert record["auto_scores"][spec] == pytest.approx(value, abs=1e-12), spec
+    # and the spec auto chose is the one the test masks went through
+    chosen = record["post"]
+    assert chosen in record["auto_scores"]
+    for case, mask in submitted_masks(out, tiny_store).items():
+        raw = expected_mask(tiny_store, case, [1], "none")
+        want_mask = {"none": raw, "largest": largest_component(raw)}.get(chosen)
+        if want_mask is not None:
+            np.testing.assert_array_equal(mask, want_mask, err_msg=f"case {case}, post {chosen}")
+
+
+def dice_by_hand(masks: dict[str, np.ndarray], labels_dir: Path) -> dict[str, float]:
+    """The three Dice figures of DESIGN.md, from masks and label files, by hand (an empty pair scores 1)."""
+
+    def d(a, b):
+        total = np.count_nonzero(a) + np.count_nonzero(b)
+        return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
+
+    labels = {c: np.asanyarray(nib.load(str(labels_dir / f"segmentation-{c}.nii.gz")).dataobj) > 0 for c in masks}
+    return {
+        "volume_dice": float(np.mean([d(masks[c], labels[c]) for c in masks])),
+        "slice_dice": float(np.mean([d(masks[c][..., z], labels[c][..., z]) for c in masks
+                                     for z in range(masks[c].shape[2])])),
+        "global_dice": d(np.concatenate([masks[c].ravel() for c in masks]),
+                         np.concatenate([labels[c].ravel() for c in masks])),
+    }
+
+
+def test_evaluate_gives_the_exact_dice_of_a_submission(tiny_store, tiny_dataset, fake_models, tmp_path):
+    """Masks that are neither empty nor full nor symmetric, so any slip in the scoring shows."""
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, gain=6.0)  # the step (liver-bright voxels) dominates
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels", "--json", "-")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    masks = submitted_masks(out, tiny_store)
+    want = dice_by_hand(masks, tiny_dataset / "test_labels")
+    flipped = dice_by_hand({c: m[::-1] for c, m in masks.items()}, tiny_dataset / "test_labels")
+    assert all(abs(want[k] - flipped[k]) > 1e-3 for k in want)  # orientation matters for these masks
+    for key in ("volume_dice", "slice_dice", "global_dice"):
+        assert scores[key] == pytest.approx(want[key], abs=1e-12), key
+    by_case = {c["case"]: c["volume_dice"] for c in scores["cases"]}
+    assert by_case == pytest.approx({c: dice_by_hand({c: m}, tiny_dataset / "test_labels")["volume_dice"]
+                                     for c, m in masks.items()}, abs=1e-12)
+
+
+def test_an_out_that_cannot_be_the_csv_is_refused_before_any_prediction(template_runs, tmp_path, monkeypatch):
+    import liverctl.infer.submit
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before checking --out")
+
+    monkeypatch.setattr(liverctl.infer.submit, "predict_cases", no_prediction)
+    monkeypatch.setattr(liverctl.infer.submit, "load_run_models", no_prediction)
+    run = template_runs["c1"]
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    result = _invoke("submit", "--run", run, "--out", folder)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {folder}: is a folder; --out takes the CSV's file name, e.g. submission.csv"
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = _invoke("submit", "--run", run, "--out", blocker / "sub" / "s.csv")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {blocker / 'sub' / 's.csv'}: cannot write the submission there: "
+                                     f"{blocker} is not a folder")
+    assert list(folder.iterdir()) == [] and blocker.read_text() == "x"
+
+
+def test_an_unwritable_out_folder_is_refused_up_front(template_runs, tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    import liverctl.infer.submit
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(liverctl.infer.submit, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {tmp_path / 's.csv'}: cannot write the submission in {tmp_path}: "
+                                     "Read-only file system")
+
+
+def test_a_sample_that_is_not_utf8_is_one_line(template_runs, tmp_path):
+    sample = tmp_path / "sample.csv"
+    sample.write_bytes("id,rle\ncase_0,1 0 \xe9\n".encode("latin-1"))
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--sample", sample)
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {sample}: sample submission is not UTF-8 text (byte 18 is 0xe9); "
+                                     "save it as UTF-8 CSV")
+    assert not out.exists()
+
+
+def test_a_full_disk_while_writing_the_csv_leaves_no_file(template_runs, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from liverctl import files
+
+    real_fsync = files.os.fsync
+
+    def fsync(fd):
+        if not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    out = tmp_path / "out" / "s.csv"
+    result = _invoke("submit", "--run", copy_run(template_runs["c1"], tmp_path, "r"), "--out", out)
+    assert result.exit_code == 2
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out}: no space left on ") and line.endswith("while writing the submission CSV")
+    assert list(out.parent.iterdir()) == []

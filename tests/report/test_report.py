@@ -1,0 +1,269 @@
+"""`liverctl.report.build` and `liverctl report`: pictures exist with the expected pixel size, index.html links them."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from run_fixtures import make_run
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.errors import LiverctlError
+from liverctl.report.build import CURVES_FIGSIZE, DPI, default_out_dir, write_report
+
+CURVES_PX = (int(CURVES_FIGSIZE[0] * DPI), int(CURVES_FIGSIZE[1] * DPI))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    root = tmp_path / "runs"
+    a = make_run(root, "a-v3", preset="v3", planned=3)
+    b = make_run(root, "b-focal", preset="v5-focal", settings={"loss.name": "dice_focal"}, planned=5,
+                 volume_dice=[0.3, 0.5, None], status="nan_abort", nan_events=2, start_ts=1_700_001_000)
+    return a, b
+
+
+def test_one_run_report_has_curves_and_index(two_runs):
+    run, _ = two_runs
+    result = write_report([run], default_out_dir([run]), overlays=False)
+    assert result.out_dir == run / "report"
+    curves = result.out_dir / "curves.png"
+    assert curves.stat().st_size > 10_000
+    assert png_size(curves) == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "src='curves.png'" in page
+    assert "a-v3" in page and "[loss]" in page  # the config is shown
+    assert "--no-overlays" in page  # says what was skipped
+    assert result.images == [curves]
+
+
+def test_several_runs_share_one_report_with_the_varied_settings(two_runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = write_report(list(two_runs), out, overlays=False)
+    assert png_size(out / "curves.png") == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert page.count("<details") == 2
+    assert "<th>loss.name</th>" in page and "dice_focal" in page and "nan_abort" in page
+    # the NaN guard's actions of b-focal are listed: two skipped steps and one rollback
+    assert page.count("<td>b-focal</td><td>nan</td>") == 3 and "skip_step" in page and "rollback" in page
+    assert default_out_dir(list(two_runs)) == tmp_path / "reports" / "a-v3+b-focal"
+
+
+def test_hand_made_runs_without_a_model_still_get_curves_and_say_what_was_skipped(two_runs, tmp_path):
+    result = write_report(list(two_runs), tmp_path / "r", overlays=True)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    assert {s.split(":")[0] for s in result.skipped} == {"a-v3", "b-focal"}
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "Skipped" in page and "case_dice.png" not in page
+
+
+def test_run_with_no_events_and_damaged_log_renders(tmp_path):
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir(parents=True)
+    (empty / "config.toml").write_text("[loss]\nname = 'dice'\n", encoding="utf-8")
+    torn = make_run(tmp_path / "runs", "torn", status=None, truncated=True, checkpoint=False)
+    result = write_report([empty, torn], tmp_path / "out", overlays=False)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "no events.jsonl" in page and "no checkpoint" in page
+
+
+def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
+    out = tmp_path / "r"
+    write_report([two_runs[0]], out, overlays=False)
+    (out / "stale.png").write_bytes(b"old")
+    write_report([two_runs[0]], out, overlays=False)
+    assert not (out / "stale.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]  # no temporary folders left
+
+
+def test_bad_input_is_a_liverctl_error(tmp_path):
+    with pytest.raises(LiverctlError, match="not a run folder"):
+        write_report([tmp_path], tmp_path / "out")
+    with pytest.raises(LiverctlError, match="no run given"):
+        write_report([], tmp_path / "out")
+
+
+def test_command_resolves_run_names_and_reports_errors_in_one_line(two_runs, tmp_path):
+    runs_dir = two_runs[0].parent
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "a-v3", "b-focal", "--runs-dir", str(runs_dir),
+                                 "--out", str(tmp_path / "rep"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert "index.html" in result.output
+    assert png_size(tmp_path / "rep" / "curves.png") == CURVES_PX
+    result = runner.invoke(app, ["report", "nope", "--runs-dir", str(runs_dir)])
+    assert result.exit_code != 0
+    assert result.stderr.startswith("error:") and "Traceback" not in result.output
+
+
+def test_curves_need_no_torch(two_runs, tmp_path):
+    code = (
+        "import sys\n"
+        "from liverctl.report.build import write_report\n"
+        f"write_report([{str(two_runs[0])!r}], {str(tmp_path / 'r')!r}, overlays=False)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_path):
+    from run_fixtures import add_model_checkpoint, make_config
+
+    from liverctl.data.store import LiverStore
+    from liverctl.report.build import overlay_figsize
+
+    settings = {"data.input_size": 64, "data.store": str(tiny_store), "model.encoder": "resnet18",
+                "model.decoder_channels": [32, 16, 8, 8, 4], "infer.tta": "none"}
+    run = make_run(tmp_path / "runs", "tiny", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = write_report([run], tmp_path / "rep", max_cases=2, slices_per_case=2)
+    assert result.skipped == []
+    predicted = result.cases["tiny"]
+    store = LiverStore.open(tiny_store)
+    fold0 = sorted(c for c, f in store.folds().items() if f == 0)
+    assert [c.case for c in predicted] == fold0[:2]
+    import numpy as np
+
+    from liverctl.infer.predict import load_run_models, predict_cases
+
+    runs_ = load_run_models([run])  # the same checkpoint, predicted as `submit` does, scored by hand
+    for case_id, probs in predict_cases(runs_, store, fold0[:2], tta="none"):
+        pred, label = probs >= 0.5, np.asarray(store.label(case_id)[...]) > 0
+        want = 2.0 * np.count_nonzero(pred & label) / (np.count_nonzero(pred) + np.count_nonzero(label))
+        assert next(c.dice for c in predicted if c.case == case_id) == pytest.approx(want, abs=1e-12)
+    for case in predicted:
+        assert len(case.slices) == 2
+        w, h = overlay_figsize(2)
+        assert png_size(case.overlay) == (int(w * DPI), int(h * DPI))
+    assert png_size(result.out_dir / "case_dice.png")[1] == int(4.5 * DPI)
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "src='case_dice.png'" in page
+    for case in predicted:
+        assert f"src='overlays/tiny/{case.overlay.name}'" in page
+    assert "checkpoint best.pt" in page and "TTA none" in page
+
+
+def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
+    from run_fixtures import add_model_checkpoint, make_config
+
+    settings = {"data.input_size": 64, "data.store": str(tmp_path / "absent.zarr")}
+    run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = write_report([run], tmp_path / "rep")
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    assert len(result.skipped) == 1 and "absent.zarr not found" in result.skipped[0]
+    assert "absent.zarr not found" in result.index_html.read_text(encoding="utf-8")
+
+
+def test_disagreeing_slices_prefers_errors_then_liver():
+    import numpy as np
+
+    from liverctl.report.build import disagreeing_slices
+
+    counts = np.array([[0, 0, 0], [5, 1, 0], [9, 0, 0], [2, 3, 4], [0, 0, 0], [1, 0, 0]])
+    assert disagreeing_slices(counts, 2) == [1, 3]
+    assert disagreeing_slices(counts, 3) == [1, 2, 3]  # the third: most liver among the correct ones
+    assert disagreeing_slices(np.zeros((4, 3), dtype=int), 2) == [0, 1]
+
+
+def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
+    import numpy as np
+
+    from liverctl.report.build import radiological_view
+
+    # A slice (X, Y) with one bright voxel at the lowest X and lowest Y index.
+    slice_xy = np.zeros((4, 3))
+    slice_xy[0, 0] = 1
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # x grows toward the left, y toward the back
+    ras = np.eye(4)  # x grows toward the right, y toward the front
+    # LPS: x = 0 is the patient's rightmost column (left of the picture), y = 0 the front row (top).
+    assert np.argwhere(radiological_view(slice_xy, lps)).tolist() == [[0, 0]]
+    # RAS: x = 0 is the patient's leftmost (right of the picture), y = 0 the back row (bottom).
+    assert np.argwhere(radiological_view(slice_xy, ras)).tolist() == [[2, 3]]
+    assert radiological_view(slice_xy, ras).shape == (3, 4)
+    assert radiological_view(slice_xy, None).shape == (3, 4)
+
+
+def _train_tiny(store, run_dir, *more):
+    """A real `liverctl train` run on the tiny store: 1 epoch of 2 steps, 64 px, tiny decoder."""
+    from liverctl.config import resolve_config
+    from liverctl.train import loop
+
+    cfg = resolve_config("demo", [f'data.store="{store}"', "data.input_size=64", "data.num_workers=0",
+                                  "model.encoder=resnet18", "model.decoder_channels=[32, 16, 16, 8, 8]",
+                                  "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2",
+                                  "train.log_every=1", "infer.tta=none", *more])
+    return loop.run_training(cfg, run_dir, device="cpu", show_progress=False)
+
+
+@pytest.mark.slow  # a real training run: ~35 s on a busy 2-core machine
+def test_tiny_trained_run_is_listed_and_reported(tiny_store, tmp_path):
+    from liverctl.runs.events import read_events
+    from liverctl.runs.history import scan_runs
+
+    _train_tiny(tiny_store, tmp_path / "runs" / "tiny")
+    (summary,) = scan_runs(tmp_path / "runs")
+    epoch_end = [e for e in read_events(tmp_path / "runs" / "tiny" / "events.jsonl") if e["kind"] == "epoch_end"]
+    assert (summary.name, summary.preset, summary.status) == ("tiny", "demo", "completed")
+    assert (summary.epochs_done, summary.epochs_planned, summary.nan_events) == (1, 1, 0)
+    assert summary.volume_dice == pytest.approx(epoch_end[0]["volume_dice"])
+    assert summary.problems == []
+    result = write_report([tmp_path / "runs" / "tiny"], tmp_path / "rep", max_cases=1, slices_per_case=1)
+    assert result.skipped == []
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+    (case,) = result.cases["tiny"]
+    assert case.overlay.stat().st_size > 1000
+    # one validation case, no TTA, input size = slice size: the report scores what validation scored
+    assert case.dice == pytest.approx(epoch_end[0]["volume_dice"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_tiny_nan_abort_run_is_listed_with_its_nan_events(tiny_store, tmp_path):
+    from liverctl.errors import NaNAbort
+    from liverctl.runs.history import scan_runs
+
+    with pytest.raises(NaNAbort):
+        _train_tiny(tiny_store, tmp_path / "runs" / "nan", "train.epochs=3", "train.nan_skip_limit=1",
+                    "train.nan_max_rollbacks=1", f"train.inject_nan_at_steps={list(range(2, 20))}")
+    (summary,) = scan_runs(tmp_path / "runs")
+    assert summary.status == "nan_abort" and summary.nan_events >= 2
+    assert summary.volume_dice is not None  # the clean first epoch stays the best
+    result = write_report([tmp_path / "runs" / "nan"], tmp_path / "rep", max_cases=1, slices_per_case=1)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+
+
+def test_asking_for_an_absent_device_is_an_error_not_a_skip(tmp_path):
+    import torch
+    from run_fixtures import add_model_checkpoint, make_config
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    settings = {"data.input_size": 64}
+    run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    result = CliRunner().invoke(app, ["report", str(run), "--device", "cuda", "--out", str(tmp_path / "rep")])
+    assert result.exit_code != 0 and "CUDA is not available" in result.stderr
+    assert not (tmp_path / "rep").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no temporary folder left behind
+
+
+def test_out_dir_that_is_not_a_report_is_never_replaced(two_runs, tmp_path):
+    runs_dir = two_runs[0].parent
+    with pytest.raises(LiverctlError, match="not a liverctl report"):
+        write_report([two_runs[0]], runs_dir, overlays=False)
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["a-v3", "b-focal"]
+    (tmp_path / "empty").mkdir()
+    write_report([two_runs[0]], tmp_path / "empty", overlays=False)  # an empty folder is fine
+    assert (tmp_path / "empty" / "index.html").is_file()

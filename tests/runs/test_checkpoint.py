@@ -1,0 +1,272 @@
+"""Checkpoints: atomic, self-describing, sidecar without tensors, `load_run_model`; plain data only
+(a file that would run code is refused by every reader), layout checked, old format converted on request."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from liverctl.config import resolve_config
+from liverctl.errors import LiverctlError
+from liverctl.runs.checkpoint import (
+    FORMAT,
+    checkpoint_path,
+    load_checkpoint,
+    load_run_model,
+    read_sidecar,
+    rng_from_plain,
+    rng_to_plain,
+    save_checkpoint,
+)
+from liverctl.train.models import build_model
+
+torch.set_num_threads(1)
+
+
+def _state(cfg, model, dice=0.9):
+    return {
+        "run": "r",
+        "preset": cfg["preset"],
+        "config": cfg,
+        "epoch": 2,
+        "global_step": 40,
+        "model": model.state_dict(),
+        "optimizer": {},
+        "metrics": {"val_loss": 0.1, "volume_dice": dice, "slice_dice": float("nan"), "global_dice": 0.9},
+        "best": {"epoch": 2, "volume_dice": dice},
+    }
+
+
+@pytest.fixture
+def cfg():
+    return resolve_config("demo", ["data.input_size=64"])
+
+
+def test_saved_checkpoint_loads_back_as_a_model(tmp_path, cfg):
+    model = build_model(cfg)
+    save_checkpoint(tmp_path, "best", _state(cfg, model))
+    loaded, loaded_cfg = load_run_model(tmp_path, "best")
+    assert loaded_cfg == cfg and not loaded.training
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_sidecar_has_no_tensors_and_nan_as_null(tmp_path, cfg):
+    save_checkpoint(tmp_path, "last", _state(cfg, build_model(cfg)))
+    side = read_sidecar(tmp_path, "last")
+    assert "model" not in side and side["epoch"] == 2
+    assert side["metrics"]["slice_dice"] is None
+    json.dumps(side, allow_nan=False)
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, cfg):
+    model = build_model(cfg)
+    save_checkpoint(tmp_path, "last", _state(cfg, model, 0.5))
+    save_checkpoint(tmp_path, "last", _state(cfg, model, 0.7))
+    assert load_checkpoint(checkpoint_path(tmp_path, "last"))["metrics"]["volume_dice"] == 0.7
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.json", "last.pt"]
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, cfg, monkeypatch):
+    model = build_model(cfg)
+    save_checkpoint(tmp_path, "last", _state(cfg, model, 0.5))
+
+    def broken_save(obj, fh):
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    from liverctl.errors import LiverctlError
+
+    with pytest.raises(LiverctlError, match="cannot write the checkpoint last.pt: disk full"):
+        save_checkpoint(tmp_path, "last", _state(cfg, model, 0.7))
+    monkeypatch.undo()
+    assert load_checkpoint(checkpoint_path(tmp_path, "last"))["metrics"]["volume_dice"] == 0.5
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.json", "last.pt"]
+
+
+def test_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(LiverctlError, match="run folder not found"):
+        load_run_model(tmp_path / "nope")
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(LiverctlError, match="no 'best' checkpoint"):
+        load_run_model(tmp_path)
+    torch.save({"weights": 1}, tmp_path / "checkpoints" / "best.pt")
+    with pytest.raises(LiverctlError, match="not a liverctl checkpoint"):
+        load_run_model(tmp_path)
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"garbage")
+    with pytest.raises(LiverctlError, match="cannot read checkpoint"):
+        load_run_model(tmp_path)
+
+
+# --- untrusted files: nothing in a checkpoint runs, whatever reads it ---------------------------------
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command that creates `marker` (what a malicious checkpoint does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def _malicious_run(root, cfg, marker, name="shared"):
+    """A run folder as a stranger might publish it: config, sidecars, and best/last.pt carrying a payload."""
+    from liverctl.config import write_config
+
+    run = root / name
+    model = build_model(cfg)
+    for which in ("best", "last"):
+        save_checkpoint(run, which, _state(cfg, model))  # honest sidecars and layout ...
+        state = {"format": FORMAT, **_state(cfg, model), "payload": _RunsCode(marker)}
+        torch.save(state, checkpoint_path(run, which))  # ... but a .pt that would run code when unpickled
+    write_config(cfg, run / "config.toml")
+    return run
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_by_every_reader(tmp_path, cfg, tiny_store):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    cfg["data"]["store"] = str(tiny_store)
+    cfg["train"]["epochs"] = 5
+    marker = tmp_path / "PWNED"
+    run = _malicious_run(tmp_path / "runs", cfg, marker)
+    with pytest.raises(LiverctlError, match="may contain code") as exc:
+        load_run_model(run)
+    assert str(checkpoint_path(run, "best")) in str(exc.value)
+
+    runner = CliRunner()
+    out = tmp_path / "sub.csv"
+    result = runner.invoke(app, ["submit", "--run", str(run), "--store", str(tiny_store), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 2 and "may contain code" in result.stderr and "best.pt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+    result = runner.invoke(app, ["train", "--resume", str(run), "--device", "cpu", "-q"])
+    assert result.exit_code == 2 and "may contain code" in result.stderr and "last.pt" in result.stderr
+
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "rep"), "--store", str(tiny_store), "--device", "cpu"])
+    assert "may contain code" in result.output  # the overlays are refused; the curves need no checkpoint
+    assert not marker.exists()
+
+
+def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg):
+    import copy
+
+    model = build_model(cfg)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for change, words in [
+        (lambda s: s.pop("config"), "no 'config' entry"),
+        (lambda s: s.pop("model"), "no 'model' entry"),
+        (lambda s: s.update(epoch="two"), "'epoch' should be a whole number"),
+        (lambda s: s.update(config=[1, 2]), "'config' should be a table"),
+        (lambda s: s.update(model={"w": [1.0]}), "table of tensors"),
+        (lambda s: s["config"]["optim"].update(lr=-1.0), "must be positive"),
+        (lambda s: s["config"]["data"].pop("context"), None),  # an old config: the default fills it in
+    ]:
+        state = copy.deepcopy({"format": FORMAT, **_state(cfg, model)})
+        change(state)
+        torch.save(state, path)
+        if words is None:
+            assert load_checkpoint(path)["config"]["data"]["context"] == 1
+            continue
+        with pytest.raises(LiverctlError, match=words) as exc:
+            load_run_model(tmp_path)
+        assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    state = {"format": FORMAT, **_state(cfg, model)}
+    torch.save(state, path)
+    with pytest.raises(LiverctlError, match="no 'scheduler' entry"):  # a resume needs more than a prediction
+        load_checkpoint(path, resume=True)
+
+
+def test_non_finite_weights_are_refused(tmp_path, cfg):
+    model = build_model(cfg)
+    state = _state(cfg, model)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name].clone().fill_(float("nan"))
+    save_checkpoint(tmp_path, "best", state)
+    with pytest.raises(LiverctlError, match="weights are not finite") as exc:
+        load_run_model(tmp_path)
+    assert name in str(exc.value) and "best.pt" in str(exc.value)
+
+
+def test_checkpoints_are_plain_data_and_rng_states_round_trip(tmp_path, cfg):
+    import random
+
+    import numpy as np
+
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": None}
+    save_checkpoint(tmp_path, "last", {**_state(cfg, build_model(cfg)), "rng": rng_to_plain(rng)})
+    state = torch.load(checkpoint_path(tmp_path, "last"), weights_only=True)
+    python_state, numpy_state = rng_from_plain(state["rng"])
+    assert python_state == rng["python"]
+    assert numpy_state[0] == rng["numpy"][0] and (numpy_state[1] == rng["numpy"][1]).all()
+    assert numpy_state[2:] == rng["numpy"][2:]
+    with pytest.raises(TypeError, match="not plain data"):  # never written, so never refused later
+        save_checkpoint(tmp_path, "last", {**_state(cfg, build_model(cfg)), "rng": rng})
+
+
+def test_previous_format_is_refused_then_converted_only_on_request(tmp_path, cfg):
+    import random
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    old = tmp_path / "old.pt"
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": None}
+    model = build_model(cfg)
+    torch.save({"format": FORMAT, **_state(cfg, model), "rng": rng}, old)  # as liverctl wrote it before
+    with pytest.raises(LiverctlError, match="may contain code.*convert-checkpoint"):
+        load_checkpoint(old)
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert-checkpoint", str(old), str(tmp_path / "new.pt")])
+    assert result.exit_code == 2 and "--trust-code" in result.stderr and not (tmp_path / "new.pt").exists()
+    help_text = " ".join(runner.invoke(app, ["convert-checkpoint", "--help"]).output.split())
+    assert "RUNS CODE" in help_text or "RUNS ANY CODE" in help_text
+    result = runner.invoke(app, ["convert-checkpoint", str(old), str(tmp_path / "new.pt"), "--trust-code"])
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(tmp_path / "new.pt")
+    assert rng_from_plain(state["rng"])[0] == rng["python"]
+    assert json.loads((tmp_path / "new.json").read_text())["epoch"] == 2
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(state["model"][key], tensor), key
+
+
+def test_a_sidecar_that_is_not_a_json_object_reads_as_none(tmp_path):
+    side = checkpoint_path(tmp_path, "last").with_suffix(".json")
+    side.parent.mkdir()
+    for content in (b"[1, 2]", b"\xff\xfe not utf-8", b"[" * 100_000 + b"]" * 100_000, b'{"epoch": 3'):
+        side.write_bytes(content)
+        assert read_sidecar(tmp_path, "last") is None
+    side.write_bytes(b'{"epoch": 3}')
+    assert read_sidecar(tmp_path, "last") == {"epoch": 3}
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from liverctl import files
+    from liverctl.errors import LiverctlError
+    from liverctl.runs.checkpoint import save_checkpoint
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    with pytest.raises(LiverctlError) as info:
+        save_checkpoint(tmp_path / "run", "last", {"config": {}, "model": {}, "epoch": 0, "global_step": 0})
+    assert "no space left on" in str(info.value) and "the checkpoint last.pt" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []

@@ -1,0 +1,158 @@
+"""The event log: what train writes and watch/runs read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from liverctl.runs.events import EventTail, EventWriter, read_events
+
+
+def test_every_line_carries_the_common_fields(tmp_path):
+    with EventWriter(tmp_path, "r1") as log:
+        log.emit("run_start", epoch=0, step=0, preset="demo")
+        log.emit("step", epoch=0, step=5, loss=0.5, lr=1e-3)
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["kind"] for e in events] == ["run_start", "step"]
+    for e in events:
+        assert {"v", "ts", "seq", "run", "kind", "epoch", "step"} <= e.keys()
+    assert [e["seq"] for e in events] == [0, 1]
+
+
+def test_non_finite_numbers_become_null_plus_a_nan_event(tmp_path):
+    with EventWriter(tmp_path, "r1") as log:
+        log.emit("epoch_end", epoch=2, step=40, train_loss=float("nan"), volume_dice=0.9,
+                 extra={"x": float("inf")})
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    # strict JSON: no NaN/Infinity tokens anywhere
+    events = [json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c))) for line in lines]
+    assert events[0]["train_loss"] is None and events[0]["extra"]["x"] is None
+    assert events[0]["volume_dice"] == 0.9
+    assert events[1]["kind"] == "nan"
+    assert "train_loss" in events[1]["where"] and "extra.x" in events[1]["where"]
+
+
+def test_resumed_writer_continues_seq(tmp_path):
+    with EventWriter(tmp_path, "r1") as log:
+        log.emit("note", message="a")
+    with EventWriter(tmp_path, "r1") as log:
+        log.emit("note", message="b")
+    assert [e["seq"] for e in read_events(tmp_path / "events.jsonl")] == [0, 1]
+
+
+def test_tail_holds_back_a_half_written_line_and_skips_garbage(tmp_path):
+    path = tmp_path / "events.jsonl"
+    tail = EventTail(path)
+    assert tail.poll() == [] and tail.missing
+    path.write_text('{"kind": "note", "seq": 0}\n{"kind": "st')
+    assert [e["kind"] for e in tail.poll()] == ["note"]
+    assert not tail.missing
+    with open(path, "a") as fh:
+        fh.write('ep", "seq": 1}\nnot json\n[1, 2]\n{"kind": "future_kind", "seq": 2}\n')
+    assert [e["kind"] for e in tail.poll()] == ["step", "future_kind"]
+    assert tail.poll() == []
+
+
+def test_tail_rereads_a_replaced_file_and_notices_deletion(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind": "note", "seq": 0}\n{"kind": "note", "seq": 1}\n')
+    tail = EventTail(path)
+    assert len(tail.poll()) == 2
+    path.unlink()
+    assert tail.poll() == [] and tail.missing
+    path.write_text('{"kind": "run_start", "seq": 0}\n')
+    assert [e["kind"] for e in tail.poll()] == ["run_start"]
+
+
+def test_events_module_is_standard_library_only():
+    code = "import sys, liverctl.runs.events; bad = {'numpy', 'torch', 'zarr'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unreasonable_lines_are_skipped_not_raised(tmp_path):
+    from liverctl.runs.events import MAX_DEPTH, parse_line
+
+    good = '{"v":1,"ts":1.0,"seq":0,"run":"r","kind":"note","epoch":0,"step":0,"message":"ok"}'
+    deep = '{"kind":"note","x":' + "[" * 100_000 + "]" * 100_000 + "}"  # RecursionError in json before
+    nested_ok = '{"kind":"note","x":' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}"
+    for line in (deep, '{"kind":"note","x":' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}",
+                 '{"kind":"note","seq":' + "9" * 5000 + "}",  # beyond Python's int-from-text limit
+                 '{"kind":"note","seq":' + str(2**63) + "}",
+                 '{"kind":"note","ts":1e999}', '{"kind":"note","ts":-5}', '{"kind":"note","epoch":"3"}',
+                 '{"kind":"note","step":true}', '{"kind":["note"]}', "\x00\x01\x02", "[1]", "  "):
+        assert parse_line(line) is None, line[:40]
+    assert parse_line(good)["message"] == "ok"
+    assert parse_line(nested_ok) is not None
+    assert parse_line('{"kind":"step","loss":NaN}')["loss"] != parse_line('{"kind":"step","loss":NaN}')["loss"]
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([good.encode(), deep.encode(), b"\xff\xfe\x00garbage", good.encode(), b""]))
+    assert [e["message"] for e in read_events(path)] == ["ok", "ok"]
+    tail = EventTail(path)
+    assert len(tail.poll()) == 2
+
+
+def test_a_full_disk_while_logging_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from liverctl.errors import LiverctlError
+    from liverctl.runs import events
+
+    log = EventWriter(tmp_path, "r1")
+    log.emit("note", message="kept")
+
+    def no_space(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(events.os, "write", no_space)
+    with pytest.raises(LiverctlError) as info:
+        log.emit("note", message="lost")
+    assert str(info.value).startswith(f"{tmp_path / 'events.jsonl'}: no space left on ")
+    assert str(info.value).endswith("while writing the event log")
+    log.close()
+    assert [e["message"] for e in read_events(tmp_path / "events.jsonl")] == ["kept"]
+
+
+def _fuzz_log(rng) -> bytes:
+    """A log of real lines mixed with random bytes, huge numbers, deep nesting, other encodings."""
+    real = [json.dumps({"v": 1, "ts": 1.0 + i, "seq": i, "run": "r", "kind": k, "epoch": i, "step": i,
+                        "volume_dice": 0.5}) for i, k in enumerate(["run_start", "step", "epoch_end", "run_end"])]
+    odd = ['{"kind":"epoch_end","epoch":' + "9" * int(rng.integers(19, 6000)) + "}",
+           '{"kind":"run_start","config":' + "{\"a\":" * int(rng.integers(1, 5000)) + "1" + "}" * 3 + "}",
+           '{"kind":"epoch_end","volume_dice":1e400,"ts":1e300}',
+           '{"kind":"run_end","status":{"x":[1,2]},"best":[]}',
+           '{"kind":"checkpoint","epoch":-1,"path":null}']
+    out = []
+    for _ in range(int(rng.integers(1, 12))):
+        pick = rng.integers(4)
+        if pick == 0:
+            out.append(rng.bytes(int(rng.integers(0, 80))))
+        elif pick == 1:
+            out.append(str(rng.choice(odd)).encode())
+        elif pick == 2:
+            out.append(str(rng.choice(real)).encode(["utf-8", "utf-16", "latin-1"][int(rng.integers(3))]))
+        else:
+            line = str(rng.choice(real))
+            cut = int(rng.integers(0, len(line)))
+            out.append(line[:cut].encode())
+    return b"\n".join(out) + (b"\n" if rng.integers(2) else b"")
+
+
+def test_fuzz_reading_events_gives_dicts_never_exceptions(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    path = tmp_path / "events.jsonl"
+    kept = 0
+    for _ in range(400):
+        data = _fuzz_log(rng)
+        path.write_bytes(data)
+        events = read_events(path)
+        assert all(isinstance(e, dict) for e in events)
+        polled = EventTail(path).poll()  # the same lines, less a last one still without its newline
+        assert polled == events if data.endswith(b"\n") else polled in (events, events[:-1])
+        kept += len(events)
+    assert kept > 100

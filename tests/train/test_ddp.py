@@ -1,0 +1,82 @@
+"""DDP on the CPU: `torchrun --nproc_per_node 2` with the gloo backend, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from liverctl.runs.checkpoint import checkpoint_path, load_checkpoint
+from liverctl.runs.events import read_events
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def _single_process_validation(store, state):
+    """The three Dice figures of a checkpoint computed by one process, to compare with the reduced ones."""
+    from liverctl.data import dataset as ds
+    from liverctl.data.store import LiverStore
+    from liverctl.train.device import Precision
+    from liverctl.train.distributed import DistInfo
+    from liverctl.train.losses import build_loss
+    from liverctl.train.models import build_model
+    from liverctl.train.validation import validate
+
+    cfg = state["config"]
+    s = LiverStore.open(store)
+    _, val_rows = ds.split_rows(s, cfg["data"]["fold"])
+    val = ds.ValidationDataset(s, val_rows, cfg)
+    loader = ds.make_val_loader(val, cfg["train"]["batch_size"], ds.LoaderPlan(1, None, False))
+    model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state["model"])
+    return validate(model, loader, build_loss(cfg), val.case_ids, Precision("off"), torch.device("cpu"), DistInfo())
+
+
+NO_TORCHRUN = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+                                 reason="torchrun not installed")
+
+
+def _torchrun_train(nproc: int, store, runs_dir, *sets: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m liverctl.cli train` of a tiny demo run named 'ddp'."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun")), "--standalone", "--nproc_per_node",
+           str(nproc), "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
+           str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", "1", "-q"]
+    for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
+              "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", *sets]:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+@NO_TORCHRUN
+def test_torchrun_with_one_process_still_trains_through_the_process_group(tiny_store, tmp_path):
+    _torchrun_train(1, tiny_store, tmp_path)
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert events[0]["world_size"] == 1 and events[0]["distributed_backend"] == "gloo"
+    assert events[-1]["status"] == "completed"
+
+
+@NO_TORCHRUN
+def test_two_gloo_processes_train_with_one_writer_and_reduced_metrics(tiny_store, tmp_path):
+    _torchrun_train(2, tiny_store, tmp_path, "train.inject_nan_at_steps=[1]")
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("run_start") == 1 and kinds.count("run_end") == 1  # rank 0 only
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[0]["world_size"] == 2 and events[-1]["status"] == "completed"
+    steps = [e for e in events if e["kind"] == "step"]
+    assert [e["step"] for e in steps] == [1, 3]  # the NaN step (index 1) was skipped on both ranks
+    assert [(e["action"], e["where"]) for e in events if e["kind"] == "nan"] == [("skip_step", "loss")]
+    assert steps[0]["samples_per_s"] > 0
+    epoch_end = next(e for e in events if e["kind"] == "epoch_end")
+    state = load_checkpoint(checkpoint_path(tmp_path / "ddp", "last"))
+    single = _single_process_validation(tiny_store, state)
+    for key in ("volume_dice", "slice_dice", "global_dice", "val_loss"):
+        assert epoch_end[key] == pytest.approx(single[key], abs=1e-4), key

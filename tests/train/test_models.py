@@ -1,0 +1,91 @@
+"""Model factory: every preset builds, shapes follow the context, pretrained weights never hang."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from liverctl.config import list_presets, resolve_config
+from liverctl.errors import LiverctlError
+from liverctl.train import models
+from liverctl.train.models import build_model
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("preset", sorted(list_presets()))
+def test_every_preset_builds_a_model_with_its_input_channels(preset):
+    cfg = resolve_config(preset, ["model.encoder_weights=none"])
+    model = build_model(cfg).eval()
+    channels = 2 * cfg["data"]["context"] + 1
+    with torch.no_grad():
+        logits = model(torch.zeros(1, channels, 64, 64))
+    assert logits.shape == (1, 1, 64, 64)
+
+
+def test_missing_weights_fail_fast_with_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    cfg = resolve_config("v3")
+    t0 = time.monotonic()
+    with pytest.raises(LiverctlError) as err:
+        build_model(cfg)
+    assert time.monotonic() - t0 < 10
+    msg = str(err.value)
+    assert "model.encoder_weights=none" in msg and "model.encoder_weights_path" in msg
+
+
+def test_no_network_is_detected_without_the_hub_timeout(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=1.5: False)
+    with pytest.raises(LiverctlError, match="no network"):
+        build_model(resolve_config("v4"))
+
+
+def test_unknown_weights_name_lists_the_available(monkeypatch):
+    with pytest.raises(LiverctlError, match="available: imagenet"):
+        build_model(resolve_config("v4", ["model.encoder_weights=instagram"]))
+
+
+def test_local_weights_file_is_loaded_and_fitted_to_one_channel(tmp_path):
+    source = build_model(resolve_config("demo", ["data.context=1"]))  # 3-channel encoder
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.encoder.state_dict(), path)
+    cfg = resolve_config("demo", ["data.context=0", f"model.encoder_weights_path='{path}'"])
+    model = build_model(cfg)
+    src, dst = source.encoder.state_dict(), model.encoder.state_dict()
+    assert torch.equal(dst["layer1.0.conv1.weight"], src["layer1.0.conv1.weight"])
+    assert dst["conv1.weight"].shape[1] == 1
+    assert torch.allclose(dst["conv1.weight"], src["conv1.weight"].sum(1, keepdim=True))
+
+
+def test_missing_local_weights_file(tmp_path):
+    cfg = resolve_config("demo", [f"model.encoder_weights_path='{tmp_path / 'nope.pth'}'"])
+    with pytest.raises(LiverctlError, match="nope.pth"):
+        build_model(cfg)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def test_weights_file_that_would_run_code_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "encoder.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _RunsCode(tmp_path / "PWNED")}, path)
+    cfg = resolve_config("demo", [f"model.encoder_weights_path='{path}'"])
+    with pytest.raises(LiverctlError, match="may contain code") as exc:
+        build_model(cfg)
+    assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    assert not (tmp_path / "PWNED").exists()

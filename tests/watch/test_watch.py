@@ -1,0 +1,687 @@
+"""`liverctl watch`: the state folded from events, the headless app, and `--once` (hand-written logs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+from watch_fixtures import EventScript, event_line, realistic_run
+
+from liverctl.cli import app as cli_app
+from liverctl.errors import LiverctlError
+from liverctl.runs.events import EventWriter, read_events
+from liverctl.watch.app import make_watch_app
+from liverctl.watch.charts import (
+    ChartSettings,
+    dice_chart,
+    ema,
+    loss_chart,
+    lr_chart,
+    nice_ticks,
+    render_text,
+    thin,
+)
+from liverctl.watch.locate import find_run
+from liverctl.watch.state import RunState, RunWatcher
+from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
+from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
+
+POLL_S = 0.05
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def append(path: Path, *lines: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(lines))
+
+
+def two_epoch_run(name: str = "r1") -> EventScript:
+    s = EventScript(name)
+    s.start(preset="v3", device="cpu", amp="off", epochs=3)
+    s.add("step", after=5, step=0, epoch=0, loss=0.9, lr=1e-4, samples_per_s=12.5)
+    s.add("step", after=5, step=10, epoch=0, loss=0.7, lr=1e-4, samples_per_s=13.0)
+    s.epoch(0, seconds=60, volume_dice=0.80, is_best=True)
+    s.add("checkpoint", epoch=0, path="checkpoints/best.pt", which="best", volume_dice=0.80)
+    s.epoch(1, seconds=60, volume_dice=0.85, is_best=True)
+    return s
+
+
+# ---- RunState: pure folding ----------------------------------------------------------------------------
+
+
+def test_state_follows_a_healthy_run_to_completion():
+    s = two_epoch_run()
+    clock = FakeClock(s.t + 1)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    assert (state.name, state.preset, state.device, state.amp) == ("r1", "v3", "cpu", "off")
+    assert state.status == "running"
+    assert [r.epoch for r in state.rows] == [0, 1]
+    assert state.best == (1, 0.85)
+    assert [r.is_best for r in state.rows] == [False, True]  # only the latest best keeps its star
+    assert state.samples_per_s == 13.0
+    assert state.loss_points() == [0.9, 0.7]
+    assert len(state.checkpoints) == 1
+    assert not state.has_nan
+
+    s.epoch(2, seconds=60, volume_dice=0.84)
+    s.add("run_end", status="completed", best={"epoch": 1, "volume_dice": 0.85})
+    state.feed(json.loads(line) for line in s.lines[-2:])
+    assert state.status == "completed"
+    assert exit_code(state) == 0
+
+
+@pytest.mark.parametrize("status", ["failed", "nan_abort", "interrupted", "time_limit"])
+def test_state_takes_the_run_end_status(status):
+    s = two_epoch_run()
+    s.add("run_end", status=status, best=None, message="stopped")
+    state = RunState(clock=FakeClock(s.t))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.status == status
+    assert exit_code(state) == (1 if status in ("failed", "nan_abort") else 0)
+
+
+def test_stalled_after_three_usual_epochs_of_silence():
+    s = two_epoch_run()  # epochs of 60 s: stalled after max(120 s, 3 x 60 s) = 180 s
+    clock = FakeClock(s.t + 100)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.status == "running"
+    clock.t = s.t + 200
+    assert state.status == "stalled"
+    s.add("step", after=200, step=20, epoch=2, loss=0.5)  # the run speaks again
+    state.feed([json.loads(s.lines[-1])])
+    assert state.status == "running"
+
+
+def test_stalled_before_the_first_epoch_uses_step_gaps_with_a_floor():
+    s = EventScript("r")
+    s.start()
+    for k in range(4):
+        s.add("step", after=10, step=k, epoch=0, loss=1.0)
+    clock = FakeClock(s.t + 250)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.status == "running"  # 3 x 10 s is far below the 300 s floor
+    clock.t = s.t + 400
+    assert state.status == "stalled"
+
+
+def test_eta_counts_epochs_left_less_the_current_epoch():
+    s = EventScript("r")
+    s.start(epochs=4)
+    s.epoch(0, seconds=100, epochs=4)
+    clock = FakeClock(s.t + 30)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.eta_s() == pytest.approx(3 * 100 - 30)
+
+
+def test_null_value_becomes_one_nan_record_with_the_writer_report():
+    s = two_epoch_run()
+    s.epoch(2, seconds=60, val_loss=None, volume_dice=None)
+    s.add("nan", epoch=2, where="epoch_end:val_loss,volume_dice", action="report", message="non-finite")
+    state = RunState(clock=FakeClock(s.t))
+    state.feed(json.loads(line) for line in s.lines[:-1])
+    assert state.has_nan and state.nans[0].from_value
+    assert state.rows[-1].nan_fields == {"val_loss", "volume_dice"}
+    assert state.dice_points("volume_dice")[-1] is None
+    state.feed([json.loads(s.lines[-1])])
+    assert len(state.nans) == 1 and not state.nans[0].from_value
+    assert exit_code(state) == 1
+
+
+def test_nan_token_and_guard_events_mark_steps():
+    s = EventScript("r")
+    s.start()
+    s.add("step", after=1, step=1, epoch=0, loss=0.5)
+    state = RunState(clock=FakeClock(s.t))
+    state.feed(json.loads(line) for line in s.lines)
+    # Python's json reads the bare NaN token: a writer without the null convention is still caught.
+    state.feed([json.loads('{"v":1,"ts":1,"seq":9,"run":"r","kind":"step","epoch":0,"step":2,"loss":NaN}')])
+    state.feed([{"kind": "nan", "epoch": 0, "step": 3, "where": "grad", "action": "skip_step",
+                 "counts": {"skipped": 1, "rollbacks": 0}}])
+    assert state.loss_points() == [0.5, None, None]
+    assert [r.action for r in state.nans] == ["report", "skip_step"]
+    assert state.guard_counts() == {"skipped": 1, "rollbacks": 0}
+    assert "skip_step" in nan_banner_text(state)
+
+
+def test_trainer_order_through_the_event_writer_gives_one_record_per_incident(tmp_path):
+    # As liverctl/train/loop.py writes them: steps carry the epoch in progress, epoch_end the epochs done;
+    # a skipped step writes the guard's `nan` first, then (at a log step) the step with a NaN loss, which
+    # the writer turns into null plus its own report.
+    nan = float("nan")
+    with EventWriter(tmp_path, "t") as log:
+        log.emit("run_start", epoch=0, step=0, config={"train": {"epochs": 2}}, preset="demo", device="cpu",
+                 amp="off", resumed_from=None, steps_per_epoch=4)
+        log.emit("step", epoch=0, step=2, loss=0.8, lr=1e-3, samples_per_s=5.0, grad_norm=1.0)
+        log.emit("nan", epoch=0, step=4, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0},
+                 loss=nan, grad_norm=None, message="non-finite loss at step 3")
+        log.emit("step", epoch=0, step=4, loss=nan, lr=1e-3, samples_per_s=5.0, grad_norm=None)
+        log.emit("nan", epoch=1, step=4, where="validation", action="rollback",
+                 counts={"skipped": 1, "rollbacks": 1}, loss=nan, grad_norm=None, message="rolled back")
+        log.emit("epoch_end", epoch=1, step=4, train_loss=0.8, val_loss=nan, volume_dice=0.1, slice_dice=0.5,
+                 global_dice=0.2, seconds=10.0, is_best=False, epochs=2)
+        log.emit("step", epoch=1, step=6, loss=0.7, lr=1e-3, samples_per_s=5.0, grad_norm=1.0)
+    state = RunState(clock=FakeClock(1e12))
+    state.feed(read_events(tmp_path / "events.jsonl"))
+    # The writer's reports of the step's and the epoch's nulls fold into the guard's own events.
+    assert [(r.where, r.action) for r in state.nans] == [("loss", "skip_step"), ("validation", "rollback")]
+    assert state.loss_points() == [0.8, None, 0.7]  # the validation NaN is not a training step
+    row = state.rows[0]
+    assert row.epoch == 1 and row.nan_seen and row.nan_fields == {"val_loss"}
+    assert state.steps_per_epoch == 4 and state.step_in_epoch() == 2
+
+
+def test_unfinished_epoch_collects_step_losses_and_nans():
+    s = two_epoch_run()
+    s.add("step", after=5, step=20, epoch=2, loss=0.4)
+    s.add("step", after=5, step=30, epoch=2, loss=0.2)
+    clock = FakeClock(s.t)
+    state = RunState(clock=clock)
+    state.feed(json.loads(line) for line in s.lines)
+    current = state.current_epoch()
+    assert current.number == 2 and current.mean_loss == pytest.approx(0.3) and current.n_nan == 0
+    state.feed([{"kind": "nan", "epoch": 2, "step": 31, "where": "loss", "action": "skip_step", "ts": s.t}])
+    assert state.current_epoch().n_nan == 1
+    state.feed([json.loads(s.epoch(2, seconds=60))])
+    assert state.current_epoch() is None and state.rows[-1].nan_seen
+
+
+def test_unknown_kinds_are_counted_not_fatal():
+    clock = FakeClock()
+    state = RunState(clock=clock)
+    state.feed([{"kind": "telemetry", "ts": clock.t}, {"kind": "telemetry"}, {"no_kind": True}])
+    assert state.unknown_kinds == {"telemetry": 2, "None": 1}
+    assert state.status == "running"
+
+
+# ---- RunWatcher: the file under the state -------------------------------------------------------------
+
+
+def test_watcher_waits_for_the_file_and_holds_back_a_torn_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    watcher = RunWatcher(run)
+    assert watcher.poll() == 0 and watcher.condition == "waiting"
+    assert "waiting for" in watcher.notice
+    s = two_epoch_run()
+    last = s.lines[-1]
+    append(run / "events.jsonl", *s.lines[:-1], last[:20])
+    watcher.poll()
+    assert watcher.condition == "ok" and len(watcher.state.rows) == 1
+    append(run / "events.jsonl", last[20:])
+    assert watcher.poll() == 1
+    assert len(watcher.state.rows) == 2
+
+
+def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
+    run = tmp_path / "r"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    watcher = RunWatcher(run)
+    watcher.poll()
+    shutil.rmtree(run)
+    assert watcher.poll() == 0
+    assert watcher.condition == "deleted" and "run folder deleted" in watcher.notice
+    assert len(watcher.state.rows) == 2  # the last state stays on screen
+    fresh = EventScript("r")
+    fresh.start()
+    fresh.write(run / "events.jsonl")
+    watcher.poll()
+    assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
+
+
+# ---- charts: the series as data -------------------------------------------------------------------------
+
+
+def fold(lines: list[str], clock: float = 1e12) -> RunState:
+    state = RunState(clock=FakeClock(clock))
+    state.feed(json.loads(line) for line in lines)
+    return state
+
+
+def guarded_run(name: str = "g") -> EventScript:
+    """Steps 10..60 with a skipped step at 30 and a rollback at 40, an epoch_end at 50, an abort at 70."""
+    s = EventScript(name)
+    s.start(epochs=2, steps_per_epoch=50)
+    for step, loss in ((10, 0.9), (20, 0.7)):
+        s.add("step", after=60, step=step, epoch=0, loss=loss, lr=1e-3, samples_per_s=10.0)
+    s.add("nan", after=60, step=30, epoch=0, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0})
+    s.add("nan", after=60, step=40, epoch=0, where="loss", action="rollback", counts={"skipped": 3, "rollbacks": 1})
+    s.add("step", after=60, step=50, epoch=0, loss=0.5, lr=5e-4, samples_per_s=12.0)
+    s.epoch(1, step=50, seconds=300, after=10, val_loss=0.6, volume_dice=0.7, slice_dice=0.8, global_dice=0.75,
+            is_best=True, epochs=2)
+    s.add("step", after=60, step=60, epoch=1, loss=0.4, lr=2e-4, samples_per_s=14.0)
+    s.add("nan", after=60, step=70, epoch=1, where="loss", action="abort", counts={"skipped": 4, "rollbacks": 2})
+    return s
+
+
+def test_ema_is_tensorboards_debiased_smoothing_and_steps_over_gaps():
+    assert ema([1.0, None, 3.0], 0.5) == [1.0, None, pytest.approx((0.25 + 1.5) / 0.75)]
+    assert ema([2.0, 4.0], 0.0) == [2.0, 4.0]
+    xs, ys = thin(list(range(10)), list(range(10)), max_points=4)
+    assert xs[-1] == 9 and len(xs) <= 5 and xs == ys
+
+
+def test_axis_ticks_are_round_numbers_near_the_count_asked():
+    assert nice_ticks(1, 7, 3) == [2, 4, 6]  # epochs: whole numbers, rather one tick more than one less
+    assert nice_ticks(0, 3500, 8) == [0, 500, 1000, 1500, 2000, 2500, 3000, 3500]
+    assert nice_ticks(2e-5, 1e-4, 4, integer=False) == pytest.approx([2e-5, 4e-5, 6e-5, 8e-5, 1e-4])
+    assert nice_ticks(3.0, 3.0, 5) == [3.0]
+
+
+def test_loss_chart_holds_raw_smoothed_val_and_nan_marks_by_action():
+    state = fold(guarded_run().lines)
+    spec = loss_chart([state], ChartSettings(smoothing=0.5))
+    raw, smooth, val = spec.named("train"), spec.named("train (smoothed)"), spec.named("val")
+    assert (raw.xs, raw.ys) == ([10, 20, 50, 60], [0.9, 0.7, 0.5, 0.4])
+    assert smooth.xs == raw.xs and smooth.ys == pytest.approx(ema(raw.ys, 0.5))
+    assert (val.xs, val.ys) == ([50], [0.6]) and val.scatter  # validation loss at the epoch's last step
+    assert spec.named("NaN: skipped").xs == [30]
+    assert spec.named("NaN: rollback").xs == [40] and spec.named("NaN: abort").xs == [70]
+    assert {s.marker for s in spec.series if s.label.startswith("NaN")} == {"x", "R", "A"}  # told apart
+    assert spec.named("NaN: skipped").ys == [0.9]  # on the top edge of the data
+    assert sorted(x for x, _ in spec.vlines) == [40, 70]  # rollback and abort also get a vertical line
+    assert "smoothing 0.5" in spec.title
+    unsmoothed = loss_chart([state], ChartSettings(smoothing=0.0))
+    assert unsmoothed.named("train").ys == [0.9, 0.7, 0.5, 0.4]
+    with pytest.raises(KeyError):
+        unsmoothed.named("train (smoothed)")  # raw only: no second copy of the same line
+
+
+def test_val_loss_without_a_step_sits_at_the_last_step_of_its_epoch():
+    state = fold(list(realistic_run("r", nan=False, t0=1e9, epochs=3)))
+    val = loss_chart([state], ChartSettings()).named("val")
+    assert val.xs == [225, 475, 725]  # the last step event of each epoch (step events every 25 steps)
+    assert val.ys == [r.val_loss for r in state.rows]
+
+
+def test_nan_steps_leave_gaps_in_the_loss_and_the_non_finite_epoch_value_out():
+    s = two_epoch_run()
+    s.add("step", after=5, step=20, epoch=2, loss=None)
+    s.add("nan", step=20, epoch=2, where="step:loss", action="report")
+    s.epoch(2, seconds=60, val_loss=None, volume_dice=None)
+    state = fold(s.lines)
+    loss = loss_chart([state], ChartSettings(smoothing=0.0))
+    assert loss.named("train").xs == [0, 10]
+    assert loss.named("NaN: value").xs == [20]
+    dice = dice_chart([state], ChartSettings())
+    assert dice.named("volume").xs == [0, 1] and dice.named("slice").xs == [0, 1, 2]
+
+
+def test_dice_chart_has_the_three_figures_per_epoch_with_a_legend():
+    state = fold(two_epoch_run().lines)
+    spec = dice_chart([state], ChartSettings())
+    assert [s.label for s in spec.series] == ["volume", "slice", "global"]
+    assert spec.named("volume").xs == [0, 1] and spec.named("volume").ys == [0.80, 0.85]
+    assert spec.named("slice").ys == [0.95, 0.95] and spec.xlabel == "epoch"
+
+
+def test_time_axis_measures_from_each_runs_start():
+    state = fold(guarded_run().lines)
+    spec = loss_chart([state], ChartSettings(smoothing=0.0, x_axis="time"))
+    assert spec.xlabel == "minutes since start"
+    assert spec.named("train").xs == pytest.approx([1.0, 2.0, 5.0, 6.0 + 10 / 60])
+    assert lr_chart([state], ChartSettings(x_axis="time")).series[0].ys == [1e-3, 1e-3, 5e-4, 2e-4]
+
+
+def test_several_runs_overlay_one_curve_each_with_their_names():
+    a, b = fold(two_epoch_run("a").lines), fold(guarded_run("b").lines)
+    spec = loss_chart([a, b], ChartSettings(smoothing=0.0))
+    assert spec.named("a").xs == [0, 10] and spec.named("b").xs == [10, 20, 50, 60]
+    assert spec.named("a").color != spec.named("b").color
+    val = [s for s in spec.series if s.scatter and not (s.label or "").startswith("NaN")]
+    assert [(v.label, v.color, v.ys) for v in val] == [  # val loss dots in each run's colour, no legend entry
+        (None, spec.named("a").color, [0.25, 0.25]), (None, spec.named("b").color, [0.6])]
+    assert spec.named("NaN: rollback").xs == [40]  # the marks of every run shown
+    dice = dice_chart([a, b], ChartSettings())
+    assert [s.label for s in dice.series] == ["a", "b"] and dice.title.startswith("volume Dice")
+    assert dice.named("b").ys == [0.7]
+
+
+def test_plot_text_fills_the_size_asked_and_can_be_plain():
+    state = fold(guarded_run().lines)
+    text = render_text(loss_chart([state], ChartSettings()), 90, 20, color=False)
+    lines = text.splitlines()
+    assert "\x1b" not in text and len(lines) == 20 and max(len(line) for line in lines) <= 90
+    assert "train (smoothed)" in lines[0] and "NaN: x skipped" in text and "R rollback" in text
+    empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
+    assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
+
+
+# ---- the app, headless ---------------------------------------------------------------------------------
+
+
+async def settle(pilot, condition, timeout: float = 5.0) -> None:
+    """Let the app's timer run until `condition()` holds (the machine is shared: no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await pilot.pause(POLL_S)
+    assert condition()
+
+
+def row_keys(table: EpochTable) -> list[str]:
+    return [row.key.value for row in table.ordered_rows]
+
+
+def header_plain(app) -> str:
+    return str(app.query_one(RunHeader).content)
+
+
+async def test_app_rows_appear_and_status_follows_the_log(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    s = two_epoch_run()
+    run.mkdir(parents=True)
+    append(run / "events.jsonl", *s.lines[:4])  # run_start, two steps, epoch 0
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(EpochTable)
+        await settle(pilot, lambda: row_keys(table) == ["0"])
+        assert "RUNNING" in header_plain(app)
+        assert not app.query_one(NanBanner).display
+        append(run / "events.jsonl", *s.lines[4:])
+        await settle(pilot, lambda: table.row_count == 2)
+        assert "★" in str(table.get_row("1")[-1])
+        assert table.fixed_rows == 0  # the best is the latest epoch: nothing to pin
+        append(run / "events.jsonl", s.epoch(2, seconds=60, volume_dice=0.84))
+        await settle(pilot, lambda: row_keys(table) == ["best", "0", "1", "2"])  # the best pinned on top
+        assert table.fixed_rows == 1 and str(table.get_row("best")[0]) == "best 1"
+        append(run / "events.jsonl", s.add("run_end", status="completed", best={"epoch": 1, "volume_dice": 0.85}))
+        await settle(pilot, lambda: "COMPLETED" in header_plain(app))
+        append(run / "events.jsonl", s.add("run_end", status="failed", message="CUDA out of memory"))
+        await settle(pilot, lambda: "FAILED" in header_plain(app))
+        assert "CUDA out of memory" in header_plain(app)
+
+
+async def test_app_shows_stalled_with_a_fake_clock(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    clock = FakeClock(s.t + 10)
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: "RUNNING" in header_plain(app))
+        clock.t += 1000
+        await settle(pilot, lambda: "STALLED" in header_plain(app))
+
+
+async def test_app_nan_banner_within_one_refresh_and_dismissed(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(s.t))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        banner = app.query_one(NanBanner)
+        await pilot.pause()
+        assert not banner.display
+        append(run / "events.jsonl", s.add("nan", epoch=2, step=130, where="loss", action="skip_step",
+                                           counts={"skipped": 1, "rollbacks": 0}, message="fp16 overflow"))
+        app.refresh_from_log()  # one refresh
+        await pilot.pause()
+        assert banner.display
+        text = str(banner.content)
+        # two epochs done: the NaN came in the third, whatever number the event itself carries
+        assert "NaN" in text and "epoch 3/3, step 130" in text and "skip_step" in text
+        assert app.query_one("#loss-chart", Chart).spec.named("NaN: skipped").xs == [130]
+        await pilot.press("d")
+        assert not banner.display
+        app.refresh_from_log()
+        await pilot.pause()
+        assert not banner.display  # stays dismissed...
+        append(run / "events.jsonl", s.add("nan", epoch=2, step=140, where="loss", action="rollback",
+                                           counts={"skipped": 4, "rollbacks": 1}))
+        app.refresh_from_log()
+        await pilot.pause()
+        assert banner.display and "rollback" in str(banner.content)  # ...until a new NaN comes
+
+
+async def test_app_nan_banner_after_a_null_value(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(EpochTable)
+        await settle(pilot, lambda: row_keys(table) == ["0", "1"])
+        append(run / "events.jsonl", s.epoch(2, seconds=60, train_loss=None, volume_dice=0.5))
+        await settle(pilot, lambda: app.query_one(NanBanner).display)
+        assert "train_loss" in str(app.query_one(NanBanner).content)
+        assert row_keys(table) == ["best", "0", "1", "2"]
+        assert str(table.get_row("2")[1]) == "NaN"
+
+
+async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion(tmp_path):
+    run = tmp_path / "r1"
+    run.mkdir()
+    s = two_epoch_run()
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(EpochTable)
+        await settle(pilot, lambda: "waiting for" in header_plain(app))
+        line = s.lines[3]  # epoch 0
+        append(run / "events.jsonl", *s.lines[:3], '{"v":1,"kind":"gpu_temp","celsius":71}\n', line[:15])
+        await settle(pilot, lambda: app.watcher.state.n_events == 4)
+        assert row_keys(table) == ["current"]  # the steps of the unfinished epoch
+        append(run / "events.jsonl", line[15:])
+        await settle(pilot, lambda: row_keys(table) == ["0"])
+        assert app.watcher.state.unknown_kinds == {"gpu_temp": 1}
+        shutil.rmtree(run)
+        await settle(pilot, lambda: "run folder deleted" in header_plain(app))
+        assert app.is_running and row_keys(table) == ["0"]
+
+
+async def test_app_switches_runs_with_keys_and_picker(tmp_path):
+    import os
+
+    root = tmp_path / "runs"
+    for i, name in enumerate(("a", "b")):
+        s = EventScript(name)
+        s.start(preset=f"preset-{name}")
+        s.write(root / name / "events.jsonl")
+        os.utime(root / name / "events.jsonl", (1000 + i, 1000 + i))  # b is the newest
+    app = make_watch_app(root / "a", poll_seconds=POLL_S, clock=FakeClock())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: "preset-a" in header_plain(app))
+        await pilot.press("right_square_bracket")
+        await settle(pilot, lambda: "preset-b" in header_plain(app))
+        await pilot.press("left_square_bracket")
+        await settle(pilot, lambda: "preset-a" in header_plain(app))
+        await pilot.press("r")  # picker lists b, a (newest first) with a highlighted
+        await pilot.pause()
+        await pilot.press("up", "enter")
+        await settle(pilot, lambda: "preset-b" in header_plain(app))
+        assert app.watcher.run_dir == root / "b"
+        assert len(app.screen_stack) == 1  # the picker closed
+
+
+def two_runs(root: Path) -> tuple[Path, Path]:
+    import os
+
+    for i, s in enumerate((two_epoch_run("a"), guarded_run("b"))):
+        s.write(root / s.run / "events.jsonl")
+        os.utime(root / s.run / "events.jsonl", (1000 + i, 1000 + i))  # b is the newest
+    return root / "a", root / "b"
+
+
+async def test_app_charts_follow_the_log_and_settings_survive_a_run_switch(tmp_path):
+    a, b = two_runs(tmp_path / "runs")
+    app = make_watch_app(a, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(160, 48)) as pilot:
+        loss = app.charts["loss"]
+        await settle(pilot, lambda: loss.spec is not None and loss.spec.has_data)
+        assert loss.spec.named("train").xs == [0, 10] and loss.spec.named("val").ys == [0.25, 0.25]
+        assert app.charts["dice"].spec.named("volume").ys == [0.80, 0.85]
+        await pilot.press("s", "s", "x")  # smoothing 0.6 -> 0.8 -> 0.9, x axis: time
+        assert (app.settings.smoothing, app.settings.x_axis) == (0.9, "time")
+        assert "smoothing 0.9" in loss.spec.title and loss.spec.xlabel == "minutes since start"
+        await pilot.press("right_square_bracket")
+        await settle(pilot, lambda: app.watcher.run_dir == b)
+        assert (app.settings.smoothing, app.settings.x_axis) == (0.9, "time")  # kept
+        assert "smoothing 0.9" in loss.spec.title and loss.spec.named("NaN: abort").xs  # b's curves
+        assert loss.spec.named("train (smoothed)").ys == pytest.approx(ema([0.9, 0.7, 0.5, 0.4], 0.9))
+
+
+async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
+    a, b = two_runs(tmp_path / "runs")
+    app = make_watch_app(a, compare=[b], poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(160, 48)) as pilot:
+        loss = app.charts["loss"]
+        await settle(pilot, lambda: loss.spec is not None and loss.spec.has_data)
+        assert loss.spec.named("a").xs == [0, 10] and loss.spec.named("b").xs == [10, 20, 50, 60]
+        assert [s.label for s in app.charts["dice"].spec.series] == ["a", "b"]
+        table = app.query_one(CompareTable)
+        assert table.row_count == 2 and table.display and app.view == "runs"
+        assert str(table.get_row("1")[4]) == "0.7000 (ep 1)" and str(table.get_row("0")[4]) == "0.8500 (ep 1)"
+        assert [str(table.get_row(k)[2]) for k in ("0", "1")] == ["0", "3"]  # NaN records: b skipped, rolled back, aborted
+        assert "overlaid: b" in header_plain(app)
+        await pilot.press("c")  # the picker: b ticked; untick it and show
+        await pilot.pause()
+        await pilot.press("space", "enter")
+        await settle(pilot, lambda: app.compare == [])
+        assert [s.label for s in loss.spec.series][:2] == ["train", "train (smoothed)"]  # one run again
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("space", "enter")  # tick b again
+        await settle(pilot, lambda: [w.run_dir for w in app.compare] == [b])
+        assert loss.spec.named("b").xs == [10, 20, 50, 60]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
+async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
+    a, b = two_runs(tmp_path / "runs")
+    lines = list(realistic_run("b", nan=False, t0=1e9, epochs=30))  # a table that scrolls...
+    lines.insert(-1, event_line("nan", 9999, 2e9, run="b", epoch=30, step=7490, where="loss", action="skip_step"))
+    (b / "events.jsonl").write_text("".join(lines))  # ...under a NaN banner
+    app = make_watch_app(b, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
+        shown = [app.header, app.banner, app.charts["loss"], app.charts["dice"], app.table, app.info]
+        wide = size[0] >= 170 or (size[0] >= 120 and size[1] >= 44)
+        if wide:
+            shown += [app.charts["lr"], app.charts["throughput"]]
+            assert min(app.charts[c].size.height for c in ("lr", "throughput")) >= 6  # room for a curve
+        for widget in shown:
+            assert widget.display and widget.size.width > 0 and widget.size.height > 0, widget
+        assert app.charts["loss"].size.width >= size[0] // 2 and app.charts["loss"].size.height >= 6
+        assert app.table.virtual_size.width <= app.table.size.width  # every column in view: none cropped
+        # Nothing below the footer's line is left over: the widgets' heights add up to the screen's.
+        used = app.banner.outer_size.height + app.header.outer_size.height + app.info.outer_size.height + 1
+        used += app.query_one("#top-row").outer_size.height + app.query_one("#bottom-row").outer_size.height
+        assert used == size[1]
+        assert not wide or not app.screen.has_class("-narrow")
+        if not wide:  # the learning-rate and throughput charts take the table's place in turn
+            assert not app.charts["lr"].display or app.charts["lr"].size.width == 0
+            await pilot.press("t", "t")
+            await pilot.pause()
+            assert app.view == "rates" and app.charts["lr"].size.width > 0 and app.charts["lr"].size.height > 0
+            assert app.charts["throughput"].size.width > 0
+
+
+async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
+    run = tmp_path / "r"
+    s = guarded_run("r")
+    s.lines = s.lines[:7]  # up to the epoch_end: 1 of 2 epochs done
+    s.add("step", after=60, step=75, epoch=1, loss=0.4, lr=2e-4, samples_per_s=14.0, gpu_mem_gb=3.25,
+          gpu_mem_peak_gb=5.5)
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t + 1))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot, lambda: "RUNNING" in header_plain(app))
+        text = header_plain(app)
+        assert "75%" in text and "epoch 2/2 step 25/50" in text  # 1.5 of 2 epochs
+        assert "ETA" in text and "14.0 samples/s" in text and "device cpu" in text and "amp off" in text
+        assert f"best volume Dice 0.7000 (epoch 1, {fmt_duration(s.t + 1 - app.watcher.state.rows[0].ts)} ago)" in text
+        assert "GPU 3.2 / peak 5.5 GB" in text
+
+
+def test_make_watch_app_over_a_runs_folder_opens_the_newest(tmp_path):
+    import os
+
+    root = tmp_path / "runs"
+    for i, name in enumerate(("old", "new")):
+        EventScript(name).write(root / name / "events.jsonl")
+        os.utime(root / name / "events.jsonl", (1000 + i, 1000 + i))
+    assert make_watch_app(root).watcher.run_dir == root / "new"
+    assert find_run(None, root) == (root / "new", root)
+    assert find_run("old", root) == (root / "old", root)
+    with pytest.raises(LiverctlError):
+        find_run("missing", root)
+    with pytest.raises(LiverctlError):
+        find_run(None, tmp_path / "nothing")
+
+
+# ---- watch --once ----------------------------------------------------------------------------------------
+
+
+def write_realistic(run_dir: Path, *, nan: bool) -> Path:
+    run_dir.mkdir(parents=True)
+    (run_dir / "events.jsonl").write_text("".join(realistic_run(run_dir.name, nan=nan, t0=1e9, epochs=6)))
+    return run_dir
+
+
+def test_once_prints_the_summary_and_exits_0_for_a_clean_run(tmp_path):
+    run = write_realistic(tmp_path / "runs" / "clean", nan=False)
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "clean" in result.output and "COMPLETED" in result.output
+    assert "volume Dice" in result.output and "★" in result.output
+    assert "NaN DETECTED" not in result.output
+
+
+def test_once_exits_1_on_nan_and_names_the_guard_action(tmp_path):
+    write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    result = CliRunner().invoke(cli_app, ["watch", "diverged", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "NaN DETECTED" in result.output and "rollback" in result.output and "abort" in result.output
+    assert "NAN_ABORT" in result.output
+
+
+def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
+    s = two_epoch_run("crashed")
+    s.add("run_end", status="failed", message="worker died")
+    s.write(tmp_path / "runs" / "crashed" / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "worker died" in result.output
+
+
+def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    result = CliRunner().invoke(cli_app, ["watch", str(run), "--plot", "--width", "100", "--height", "14"])
+    assert result.exit_code == 1, result.output  # as --once: the run had a NaN
+    out = result.output
+    assert "\x1b" not in out  # not a terminal: plain text for logs
+    for title in ("loss · smoothing 0.6", "Dice per epoch", "learning rate", "samples/s"):
+        assert title in out
+    assert "A abort" in out and "━━ volume" in out
+    write_realistic(tmp_path / "runs" / "clean", nan=False)
+    result = CliRunner().invoke(cli_app, ["watch", "clean", "diverged", "--plot", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output  # the first run is the one followed
+    assert "━━ clean" in result.output and "━━ diverged" in result.output  # one curve each, in the legend
+    assert "▶ clean" in result.output and "(ep 5)" in result.output  # and a table of their best figures
+
+
+def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
+    result = CliRunner().invoke(cli_app, ["watch", "nope", "--once", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "nope" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli_app, ["watch", str(tmp_path / "empty"), "--once"])
+    assert result.exit_code == 2 and "no events.jsonl" in result.stderr
+    (tmp_path / "odd" / "events.jsonl").mkdir(parents=True)  # unreadable as a file
+    result = CliRunner().invoke(cli_app, ["watch", str(tmp_path / "odd"), "--once"])
+    assert result.exit_code == 2 and "cannot read the events file" in result.stderr
