@@ -636,7 +636,7 @@ def _train_step_fn(ctx: _Context):
     clipping. Returns (step(image, mask), device, precision mode)."""
     torch = ctx.torch
     try:
-        from liverctl.train.device import resolve_precision
+        from liverctl.device import resolve_precision
         from liverctl.train.losses import build_loss
         from liverctl.train.models import build_model
     except ModuleNotFoundError as exc:
@@ -653,7 +653,7 @@ def _train_step_fn(ctx: _Context):
     def step(image, mask) -> None:
         image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device, dtype=precision.dtype, enabled=precision.autocast):
+        with precision.autocast_context(device):
             logits = model(image)
         loss = loss_fn(logits.float(), mask)
         scaler.scale(loss).backward()

@@ -94,10 +94,10 @@ def predict_fold(
 ) -> list[str]:
     """The fold's best checkpoint predicts every case of its fold (infer.tta, infer.batch_size of its
     config) into the experiment's OOF store. Returns the case ids written."""
+    from liverctl.device import resolve_device
     from liverctl.infer.predict import load_run_models, predict_cases
-    from liverctl.infer.submit import resolve_device
 
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     runs = load_run_models([Path(fold_run)], which="best", device=device)
     cfg = runs[0].cfg
     cases = [case for case, f in sorted(store.folds().items()) if f == fold]

@@ -11,7 +11,6 @@ The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logi
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.device import inference_precision
 from liverctl.errors import LiverctlError
 
 # name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
@@ -44,18 +44,6 @@ def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
     return TTA_MODES[key]
 
 
-def autocast_context(device: Any, amp: str = "auto"):
-    """Mixed precision on CUDA (bf16 where supported, else fp16); nothing on CPU or with amp="off"."""
-    import torch
-
-    device = torch.device(device)
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
 def tta_probabilities(model: Callable, x, tta: str = "none", amp: str = "auto"):
     """Sigmoid probabilities averaged over the TTA views, each flip undone before averaging.
 
@@ -66,7 +54,7 @@ def tta_probabilities(model: Callable, x, tta: str = "none", amp: str = "auto"):
 
     flips = parse_tta(tta)
     total = None
-    with torch.inference_mode(), autocast_context(x.device, amp):
+    with torch.inference_mode(), inference_precision(amp, x.device).autocast_context(x.device):
         for dims in flips:
             view = torch.flip(x, dims) if dims else x
             logits = model(view)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.device import resolve_device
 from liverctl.errors import LiverctlError
 from liverctl.infer.postprocess import (
     AUTO,
@@ -47,16 +48,6 @@ class SubmitResult:
     seconds: float
     masks_dir: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LiverctlError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return device
 
 
 def _agreed(runs: Sequence[RunModel], section: str, key: str, default):
@@ -207,7 +198,7 @@ def make_submission(
     if postprocess is not None:
         check_spec(postprocess)
     sample = read_sample(sample_path) if sample_path else None
-    device = resolve_device(device)
+    device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)
     runs = load_run_models(expanded.run_dirs, which=which, device=device)
 

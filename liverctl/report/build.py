@@ -326,12 +326,12 @@ def predict_validation_cases(
         import numpy as np
 
         from liverctl.data.store import LiverStore
+        from liverctl.device import resolve_device
         from liverctl.infer.predict import load_run_models, predict_cases
-        from liverctl.infer.submit import resolve_device
         from liverctl.metrics import DiceCounts, slice_counts
     except ImportError as exc:  # e.g. a listing-only install without torch
         raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
-    device = resolve_device(device)  # a device that is not there is the user's error, not a skip
+    device = str(resolve_device(device))  # a device that is not there is the user's error, not a skip
 
     cfg_data = run.summary.settings
     store_path = Path(store_path if store_path is not None else cfg_data.get("data.store", "store/liver.zarr"))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.config import CONFIG_FILE, write_config
+from liverctl.device import cuda_memory_fields
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import (
     checkpoint_path,
@@ -28,7 +29,6 @@ from liverctl.runs.checkpoint import (
 from liverctl.runs.events import EventWriter
 from liverctl.runs.folder import TimeBudget, tidy_run_dir
 from liverctl.train import distributed
-from liverctl.train.device import cuda_memory_fields
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.session import Session, setup_session, versions
@@ -270,7 +270,7 @@ def _guarded_step(s: Session, images, masks, guard: NaNGuard, inject_nan: bool, 
     """
     import torch
 
-    with torch.autocast(s.device.type, dtype=s.precision.dtype, enabled=s.precision.autocast):
+    with s.precision.autocast_context(s.device):
         logits = s.model(images)
     loss = s.loss_fn(logits, masks)  # float32, outside autocast
     if inject_nan:  # testing hook (train.inject_nan_at_steps)

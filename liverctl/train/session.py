@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import rng_from_plain
 from liverctl.train import distributed
-from liverctl.train.device import Precision, resolve_device, resolve_precision
 
 
 def versions() -> dict[str, str]:

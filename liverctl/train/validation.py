@@ -26,7 +26,7 @@ def validate(model, loader, loss_fn, case_ids: list[str], precision, device, inf
     with torch.no_grad():
         for image, mask, label, code, _z in loader:
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+            with precision.autocast_context(device):
                 logits = model(image)
             logits = logits.float()
             bad_logits += int((~torch.isfinite(logits)).sum())

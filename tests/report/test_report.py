@@ -254,7 +254,7 @@ def test_asking_for_an_absent_device_is_an_error_not_a_skip(tmp_path):
     run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
     add_model_checkpoint(run, make_config("demo", settings))
     result = CliRunner().invoke(app, ["report", str(run), "--device", "cuda", "--out", str(tmp_path / "rep")])
-    assert result.exit_code != 0 and "CUDA is not available" in result.stderr
+    assert result.exit_code != 0 and "no CUDA device is visible" in result.stderr
     assert not (tmp_path / "rep").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no temporary folder left behind
 

@@ -21,7 +21,7 @@ def _single_process_validation(store, state):
     """The three Dice figures of a checkpoint computed by one process, to compare with the reduced ones."""
     from liverctl.data import dataset as ds
     from liverctl.data.store import LiverStore
-    from liverctl.train.device import Precision
+    from liverctl.device import Precision
     from liverctl.train.distributed import DistInfo
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model

@@ -1,12 +1,12 @@
-"""Device and mixed-precision choice of the trainer (`liverctl.train.device`), without needing a GPU."""
+"""Device and mixed-precision choice of the trainer (`liverctl.device`), without needing a GPU."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from liverctl.device import Precision, inference_precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
-from liverctl.train.device import Precision, resolve_device, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
@@ -56,3 +56,39 @@ def test_resolve_device_without_cuda(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(LiverctlError, match="must be auto, cpu, cuda or mps"):
         resolve_device("tpu")
+    with pytest.raises(LiverctlError, match="no CUDA device"):
+        resolve_device("cuda:1")
+
+
+def test_cuda_n_names_one_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert chosen == [1, 0]
+    with pytest.raises(LiverctlError, match="only 2 CUDA device"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("amp", ["auto", "bf16", "fp16", "off"])
+def test_inference_never_autocasts_off_cuda(amp):
+    assert inference_precision(amp, "cpu").mode == "off"
+    assert inference_precision(amp, torch.device("mps")).mode == "off"
+
+
+def test_inference_on_cuda_follows_the_training_choice(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert inference_precision("auto", CUDA).mode == "fp16"
+    assert inference_precision("off", CUDA).mode == "off"
+    with pytest.raises(LiverctlError, match="amp must be"):
+        inference_precision("fp8", "cpu")
+
+
+def test_the_autocast_context_is_a_real_autocast_only_when_on():
+    x = torch.ones(2, 2)
+    with Precision("bf16").autocast_context("cpu"):
+        assert (x @ x).dtype == torch.bfloat16
+    with Precision("off").autocast_context("cpu"):
+        assert (x @ x).dtype == torch.float32

@@ -1,4 +1,7 @@
-"""Device and mixed-precision choice: bf16 where the device supports it, else fp16 with a GradScaler."""
+"""The one choice of device and mixed precision for train, predict, submit, report and bench.
+
+Training: bf16 where the GPU supports it, else fp16 with a GradScaler; off on CPU and MPS unless asked.
+Inference: the same choice on CUDA, never autocast elsewhere (`inference_precision`)."""
 
 from __future__ import annotations
 
@@ -25,12 +28,21 @@ class Precision:
     def needs_scaler(self) -> bool:
         return self.mode == "fp16"
 
+    def autocast_context(self, device):
+        """`torch.autocast` for this precision on `device` (a no-op context when off)."""
+        import torch
+
+        return torch.autocast(torch.device(device).type, dtype=self.dtype, enabled=self.autocast)
+
 
 def resolve_device(requested: str, local_rank: int = 0):
-    """auto | cpu | cuda | mps -> torch.device; LiverctlError when the asked device is absent."""
+    """auto | cpu | cuda | cuda:N | mps -> torch.device; LiverctlError when the asked device is absent.
+    `local_rank` picks the GPU for plain `cuda` (DDP); `cuda:N` names one."""
     import torch
 
-    requested = requested.lower()
+    requested = str(requested).lower()
+    if requested.startswith("cuda:") and requested[5:].isdigit():
+        requested, local_rank = "cuda", int(requested[5:])
     if requested == "auto":
         if torch.cuda.is_available():
             requested = "cuda"
@@ -41,6 +53,8 @@ def resolve_device(requested: str, local_rank: int = 0):
     if requested == "cuda":
         if not torch.cuda.is_available():
             raise LiverctlError("--device cuda: no CUDA device is visible (try --device cpu or auto)")
+        if local_rank >= torch.cuda.device_count():
+            raise LiverctlError(f"--device cuda:{local_rank}: only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if requested == "mps":
@@ -66,6 +80,18 @@ def resolve_precision(amp: str, device) -> Precision:
     if amp in ("bf16", "fp16", "off"):
         return Precision(amp)
     raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{amp}'")
+
+
+def inference_precision(amp: str, device) -> Precision:
+    """Precision for prediction: `resolve_precision` on CUDA; off on CPU and MPS whatever `amp` says
+    (autocast there is slower than float32 for this model)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        if amp not in ("auto", "bf16", "fp16", "off"):
+            raise LiverctlError(f"amp must be auto, bf16, fp16 or off, got '{amp}'")
+        return Precision("off")
+    return resolve_precision(amp, torch.device(device))
 
 
 def cuda_memory_fields(device) -> dict:
