@@ -26,7 +26,6 @@ else:  # pragma: no cover
 
 SECTIONS = ("data", "model", "loss", "optim", "train", "infer", "post")
 TOP_LEVEL = ("preset", "description")
-CONFIG_FILE = "config.toml"
 
 
 def _package_file(name: str) -> Path:

@@ -69,6 +69,7 @@ def train(
         from liverctl.config import read_config, resolve_config
         from liverctl.runs.checkpoint import read_sidecar
         from liverctl.runs.folder import (
+            CONFIG_FILE,
             RunLock,
             check_fresh,
             find_resume_run,
@@ -97,7 +98,7 @@ def train(
             run_dir = find_resume_run(runs_dir, resume)
             if info.is_main:  # held until the run ends; a second writer is refused here, at once
                 held.enter_context(RunLock(run_dir))
-            cfg = read_config(run_dir / "config.toml")
+            cfg = read_config(run_dir / CONFIG_FILE)
             if preset and preset != cfg.get("preset"):
                 raise LiverctlError(
                     f"--resume {resume}: that run was made by preset '{cfg.get('preset')}', not '{preset}'"

@@ -10,6 +10,7 @@ from pathlib import Path
 from liverctl.config import read_config
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import check_fold_config, fold_dir, is_experiment_dir, read_summary
+from liverctl.runs.folder import CONFIG_FILE
 
 
 @dataclass
@@ -38,7 +39,7 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike]) -> ExpandedRuns:
             )
         for fold in summary["folds"]:
             run = fold_dir(path, fold)
-            config = run / "config.toml"
+            config = run / CONFIG_FILE
             if not config.is_file():
                 raise LiverctlError(f"fold {fold} of the experiment has no run folder", path=run)
             check_fold_config(path, summary, fold, read_config(config), str(run))

@@ -16,8 +16,8 @@ from liverctl.config import read_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
-from liverctl.runs.checkpoint import checkpoint_path, read_sidecar
-from liverctl.runs.folder import RunLock
+from liverctl.runs.checkpoint import read_sidecar
+from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
 OOF_RESERVE = 0.05
@@ -133,8 +133,8 @@ def run_folds(
             continue
         run_dir = fold_dir(exp_dir, fold)
         cfg = fold_config(summary["config"], fold)
-        if (run_dir / "config.toml").is_file():
-            folder.check_fold_config(exp_dir, summary, fold, read_config(run_dir / "config.toml"), str(run_dir))
+        if (run_dir / CONFIG_FILE).is_file():
+            folder.check_fold_config(exp_dir, summary, fold, read_config(run_dir / CONFIG_FILE), str(run_dir))
         if not _training_done(run_dir, cfg):
             left = remaining()
             if left is not None and left <= 0:

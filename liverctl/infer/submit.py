@@ -29,9 +29,7 @@ from liverctl.infer.postprocess import (
 )
 from liverctl.infer.predict import RunModel, input_size, load_run_models, parse_tta, predict_cases
 from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, read_sample
-from liverctl.runs.checkpoint import checkpoint_path
-
-SUBMISSIONS_FILE = "submissions.jsonl"
+from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
 
 @dataclass

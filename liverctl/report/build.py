@@ -29,6 +29,7 @@ from liverctl.errors import LiverctlError
 from liverctl.files import natural_key
 from liverctl.runs import history as runs
 from liverctl.runs.events import iter_kind, read_events
+from liverctl.runs.folder import EVENTS_FILE
 
 CURVES_FIGSIZE = (12.0, 8.0)  # inches at DPI -> 1200 x 800 px
 DICE_FIGSIZE_HEIGHT = 4.5
@@ -98,7 +99,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
         config_text = (run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
         config_text = ""
-    return RunData(run_dir, summary, read_events(run_dir / "events.jsonl"), config_text)
+    return RunData(run_dir, summary, read_events(run_dir / EVENTS_FILE), config_text)
 
 
 def write_report(

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
+from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
 
 FORMAT = "liverctl-checkpoint/1"
-CHECKPOINT_DIR = "checkpoints"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
 CONVERT_COMMAND = "liverctl convert-checkpoint"
 # What every checkpoint must hold, and what a resume needs besides (entry -> (types, in words)).
@@ -49,10 +49,6 @@ _OPTIONAL = {
     "metrics": (dict, "a table"),
     "guard": (dict, "a table"),
 }
-
-
-def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
 
 def _atomic_write(path: Path, write) -> None:

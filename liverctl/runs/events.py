@@ -40,9 +40,9 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import no_space_error
+from liverctl.runs.folder import EVENTS_FILE
 
 SCHEMA_VERSION = 1
-EVENTS_FILE = "events.jsonl"
 # Limits on what a reader accepts from a line (logs are shared, so they are untrusted input): nesting
 # deeper than the trainer ever writes and integers beyond int64 make the line unreadable, not an
 # exception in `runs`, `watch` or `report`.

@@ -10,12 +10,19 @@ import socket
 import time
 from pathlib import Path
 
-from liverctl.config import CONFIG_FILE
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import CHECKPOINT_DIR, checkpoint_path
-from liverctl.runs.events import EVENTS_FILE
 
-LOCK_FILE = ".lock"  # in the run folder; holds {pid, host, since} of the process writing the run
+# The names of the files in a run folder, declared here only.
+CONFIG_FILE = "config.toml"  # the resolved config the run trained with
+EVENTS_FILE = "events.jsonl"  # the event log (liverctl.runs.events)
+SUBMISSIONS_FILE = "submissions.jsonl"  # one line per submission made from the run
+CHECKPOINT_DIR = "checkpoints"  # best.pt / last.pt and their .json sidecars
+LOCK_FILE = ".lock"  # holds {pid, host, since} of the process writing the run
+
+
+def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
+    """`runs/<name>/checkpoints/<which>.pt` (which: best | last)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import CHECKPOINT_DIR
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, SCHEMA_VERSION, loads_object, parse_line
+from liverctl.runs.folder import CHECKPOINT_DIR, CONFIG_FILE, SUBMISSIONS_FILE
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-CONFIG_FILE = "config.toml"
-SUBMISSIONS_FILE = "submissions.jsonl"
 # A log without `run_end` that was written to this recently belongs to a run still going.
 RUNNING_WINDOW_S = 30 * 60
 # Settings that differ between runs without changing what a run learns: not worth a column.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.config import CONFIG_FILE, write_config
+from liverctl.config import write_config
 from liverctl.device import cuda_memory_fields
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import (
@@ -27,7 +27,7 @@ from liverctl.runs.checkpoint import (
     save_checkpoint,
 )
 from liverctl.runs.events import EventWriter
-from liverctl.runs.folder import TimeBudget, tidy_run_dir
+from liverctl.runs.folder import CONFIG_FILE, TimeBudget, tidy_run_dir
 from liverctl.train import distributed
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.events import EVENTS_FILE
+from liverctl.runs.folder import EVENTS_FILE
 
 
 def _events_mtime(run_dir: Path) -> float:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.runs.events import EVENTS_FILE, KINDS, EventTail
+from liverctl.runs.events import KINDS, EventTail
+from liverctl.runs.folder import EVENTS_FILE
 
 # Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
 # null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from liverctl.runs.checkpoint import checkpoint_path, load_checkpoint
+from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
+from liverctl.runs.folder import checkpoint_path
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
