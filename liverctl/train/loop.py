@@ -32,6 +32,7 @@ from liverctl.train import distributed
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.session import Session, setup_session, versions
+from liverctl.train.step import guarded_step
 
 
 class _NullEvents:
@@ -195,7 +196,7 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
             t_step = time.monotonic()
             flags = [stop.reason is not None, not budget.room_for_step(last_step_s)]
             images, masks = s.train_set.finish(batch, s.device)  # cast, normalise (+ augment) on the device
-            step = _guarded_step(s, images, masks, guard, s.global_step in inject, flags)
+            step = guarded_step(s, images, masks, guard, inject_nan=s.global_step in inject, flags=flags)
             want_stop, no_time = step.flags
             loss_value, grad_norm = step.loss, step.grad_norm
             if step.action == OK and math.isfinite(loss_value):
@@ -251,51 +252,6 @@ def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
         if stop.reason is not None:
             return "interrupted"
     return "completed"
-
-
-@dataclass
-class _StepResult:
-    loss: float
-    grad_norm: float | None
-    action: str  # OK or what the guard asks for
-    where: str | None  # "loss" / "grad" when non-finite
-    flags: list[bool]  # the caller's flags, OR-ed over all ranks
-
-
-def _guarded_step(s: Session, images, masks, guard: NaNGuard, inject_nan: bool, flags: list[bool]) -> _StepResult:
-    """One optimiser step unless the loss or the gradient is non-finite (then the guard decides).
-
-    Shape: images (B, C, S, S), masks (B, 1, S, S). Ranks agree on skipping before any backward, since
-    a DDP backward on one rank only would hang the others.
-    """
-    import torch
-
-    with s.precision.autocast_context(s.device):
-        logits = s.model(images)
-    loss = s.loss_fn(logits, masks)  # float32, outside autocast
-    if inject_nan:  # testing hook (train.inject_nan_at_steps)
-        loss = loss * float("nan")
-    loss_value = float(loss.detach())
-    loss_bad, *flags = distributed.any_across(s.info, [not math.isfinite(loss_value), *flags], s.device)
-    if loss_bad:
-        s.optimizer.zero_grad(set_to_none=True)
-        return _StepResult(loss_value, None, guard.non_finite_step(), "loss", flags)
-    s.scaler.scale(loss).backward()
-    s.scaler.unscale_(s.optimizer)
-    clip = s.cfg["optim"]["grad_clip"] or float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), clip))
-    where = None
-    if math.isfinite(grad_norm):
-        s.scaler.step(s.optimizer)
-        action = guard.finite_step()
-    elif s.precision.needs_scaler and s.scaler.get_scale() > 1.0:
-        s.scaler.step(s.optimizer)  # an fp16 overflow: the scaler skips the step and lowers its scale
-        action = OK
-    else:
-        action, where = guard.non_finite_step(), "grad"
-    s.scaler.update()
-    s.optimizer.zero_grad(set_to_none=True)
-    return _StepResult(loss_value, grad_norm, action, where, flags)
 
 
 def _on_non_finite(s: Session, guard, good, action, where, loss_value, grad_norm, events, progress) -> None:
