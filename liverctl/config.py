@@ -1,7 +1,8 @@
 """Training configuration: `defaults.toml` <- `presets/<name>.toml` <- `--set section.key=value`.
 
 A resolved config is a plain dict of sections (data, model, loss, optim, train, infer, post) plus the
-top-level `preset` and `description`. Every key must exist in `defaults.toml`; an unknown one fails with
+top-level `preset` and `description`. `apply_overrides` changes a resolved config with the checks `--set`
+gets (a resumed run with `--epochs`, a fold of an experiment), so no caller rebuilds `--set` texts. Every key must exist in `defaults.toml`; an unknown one fails with
 the nearest valid key. Values keep the type of their default (an int is accepted where a float is).
 The string "none" stands for "no value" (TOML has no null): see `is_none`.
 """
@@ -12,6 +13,7 @@ import copy
 import difflib
 import math
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -144,18 +146,52 @@ def load_preset(name: str) -> dict:
     return _read_toml(path)
 
 
-def resolve_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """defaults <- preset <- overrides, validated. Returns a fresh dict (safe to mutate)."""
+Overrides = Mapping[str, Any] | Iterable[str]
+
+
+def resolve_config(preset: str, *overrides: Overrides) -> dict:
+    """defaults <- preset <- each group of overrides (see `apply_overrides`), validated once at the end.
+    Returns a fresh dict (safe to mutate)."""
     defaults = load_defaults()
     cfg = copy.deepcopy(defaults)
     _merge(cfg, load_preset(preset), defaults, f"preset '{preset}'")
-    for text in overrides:
-        section, key, value = parse_override(text)
-        _merge(cfg, {section: {key: value}}, defaults, f"--set {text}")
     cfg["preset"] = preset
     cfg.setdefault("description", "")
+    return _apply(cfg, defaults, overrides)
+
+
+def apply_overrides(cfg: dict, *overrides: Overrides) -> dict:
+    """A copy of the resolved `cfg` with each group of `overrides` applied in turn, then validated.
+
+    A group is `--set` texts (`["train.epochs=3", ...]`) or typed values (`{"train.epochs": 3}`); both get
+    the checks `--set` gets: the key must exist (else the nearest one is suggested), the value keeps its
+    default's type, numbers must be finite and in range. `cfg` itself is left as it is.
+    """
+    return _apply(copy.deepcopy(cfg), load_defaults(), overrides)
+
+
+def _apply(cfg: dict, defaults: dict, groups: Iterable[Overrides]) -> dict:
+    for group in groups:
+        for key, value, where in _override_items(group):
+            section, _, name = key.partition(".")
+            _merge(cfg, {section: {name: value}}, defaults, where)
     validate(cfg)
     return cfg
+
+
+def _override_items(group: Overrides) -> Iterator[tuple[str, Any, str]]:
+    """(section.key, value, where) of each override of a group."""
+    if isinstance(group, str):
+        raise TypeError("overrides are a list of section.key=value texts or a mapping, not one string")
+    if isinstance(group, Mapping):
+        for key, value in group.items():
+            if key.count(".") != 1:
+                raise LiverctlError(f"config override expects section.key, got '{key}'")
+            yield key, value, f"override {key}={value!r:.60}"
+        return
+    for text in group:
+        section, key, value = parse_override(text)
+        yield f"{section}.{key}", value, f"--set {text}"
 
 
 def validate(cfg: dict) -> None:

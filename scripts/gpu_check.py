@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from liverctl.config import in_channels
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -117,7 +119,7 @@ def part_model_only(args) -> None:
     import torch
 
     cfg = _v5("v5", args.size)
-    channels = 2 * int(cfg["data"]["context"]) + 1
+    channels = in_channels(cfg)
     results = {"size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
     for precision in args.precisions.split(","):
         for channels_last, bench in ((False, False), (True, True)):
@@ -159,7 +161,7 @@ def part_nan_story(args) -> None:
     import torch
 
     cfg = _v5("v5-focal", args.size)
-    channels = 2 * int(cfg["data"]["context"]) + 1
+    channels = in_channels(cfg)
     dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
     focal = smp.losses.FocalLoss(mode="binary", gamma=2.0)
 

@@ -132,3 +132,57 @@ def test_a_garbage_config_file_is_one_line(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(LiverctlError, match=r"config\.toml: not valid TOML"):
         read_config(path)
+
+
+# --- overrides applied to a resolved config (what --resume --epochs and the train command's options use) ---
+
+
+def test_apply_overrides_takes_set_texts_and_typed_values_in_order_and_leaves_the_input_alone():
+    from liverctl.config import apply_overrides
+
+    cfg = resolve_config("v3")
+    out = apply_overrides(cfg, ["train.epochs=3", "optim.lr=2e-4"], {"train.epochs": 7, "data.store": "a b/'c\".zarr"})
+    assert out["train"]["epochs"] == 7 and out["optim"]["lr"] == 2e-4  # the later group wins
+    assert out["data"]["store"] == "a b/'c\".zarr"  # any path, no quoting: no --set text is built
+    assert cfg["train"]["epochs"] == 15 and cfg["data"]["store"] != out["data"]["store"]
+    assert isinstance(apply_overrides(cfg, {"optim.lr": 1})["optim"]["lr"], float)  # widened as --set does
+    assert apply_overrides(cfg) == cfg and apply_overrides(cfg) is not cfg
+
+
+def test_apply_overrides_equals_resolving_the_preset_with_the_same_overrides():
+    from liverctl.config import apply_overrides
+
+    sets = ["train.epochs=4", "model.encoder=resnet18", "data.window=[-50, 150]"]
+    assert apply_overrides(resolve_config("v5"), sets) == resolve_config("v5", sets)
+    assert resolve_config("v5", sets[:1], {"model.encoder": "resnet18"}) == resolve_config("v5", sets[:2])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.lrr": 1e-3}, "unknown config key 'optim.lrr' in override optim.lrr=0.001; did you mean 'optim.lr'?"),
+        ({"train.epochs": "many"}, "config key 'train.epochs' in override train.epochs='many' expects int like 15"),
+        ({"optim.lr": float("nan")}, "config key 'optim.lr' in override optim.lr=nan: nan is not a finite number"),
+        ({"epochs": 3}, "config override expects section.key, got 'epochs'"),
+        (["optim.lrr=1"], "unknown config key 'optim.lrr' in --set optim.lrr=1; did you mean 'optim.lr'?"),
+        ({"train.epochs": 0}, "optim.lr, train.epochs and train.batch_size must be positive"),  # validated after
+    ],
+)
+def test_apply_overrides_checks_what_set_checks(overrides, message):
+    from liverctl.config import apply_overrides
+
+    with pytest.raises(LiverctlError) as info:
+        apply_overrides(resolve_config("v3"), overrides)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_overrides_are_validated_once_after_every_group():
+    # a value that is only valid once a later group has run is accepted, as one --set list would be
+    cfg = resolve_config("demo", ["model.encoder_depth=4"], {"model.decoder_channels": [32, 16, 8, 8]})
+    assert cfg["model"]["encoder_depth"] == 4
+
+
+def test_in_channels_is_the_stack_of_2_context_plus_1_slices():
+    from liverctl.config import in_channels
+
+    assert [in_channels(resolve_config("demo", [f"data.context={c}"])) for c in (0, 1, 2)] == [1, 3, 5]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -44,6 +43,7 @@ def presets_show(
 
 
 def train(
+    *,
     preset: str = typer.Option(None, "--preset", "-p", help="Preset to train (see `liverctl presets`)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
     store: Path = typer.Option(None, "--store", help="Zarr store (default: data.store of the config)."),
@@ -61,108 +61,48 @@ def train(
     import os
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from liverctl.errors import LiverctlError
 
-    with guarded(), contextlib.ExitStack() as held:
-        from rich.text import Text
+    with guarded():
+        from liverctl.experiment.train import train_experiment, wants_experiment
+        from liverctl.runs.folder import parse_duration
+        from liverctl.train.start import TrainRequest, train_run
 
-        from liverctl.config import read_config, resolve_config
-        from liverctl.runs.checkpoint import read_sidecar
-        from liverctl.runs.folder import (
-            CONFIG_FILE,
-            RunLock,
-            check_fresh,
-            find_resume_run,
-            parse_duration,
-            run_dir_for,
-        )
-        from liverctl.train import distributed
-        from liverctl.train.loop import run_training
-
-        overrides = list(set_)
-        if store is not None:
-            overrides.append(f"data.store={str(store)!r}".replace("'", '"'))
+        values = {"data.store": str(store)} if store is not None else {}
         if epochs is not None:
-            overrides.append(f"train.epochs={epochs}")
-        limit_s = parse_duration(time_limit) if time_limit else None
-        from liverctl.experiment.folder import find_experiment
+            values["train.epochs"] = epochs
+        request = TrainRequest(
+            preset=preset, sets=tuple(set_), values=values, name=name, runs_dir=runs_dir, resume=resume, folds=folds,
+            device=device, time_limit_s=parse_duration(time_limit) if time_limit else None, show_progress=not quiet,
+        )
+        if wants_experiment(request):
+            from liverctl.commands.experiment import print_experiment
 
-        experiment = find_experiment(resume, runs_dir) if resume else None
-        if folds is not None or experiment is not None:
-            from liverctl.commands.experiment import train_experiment
-
-            return train_experiment(preset=preset, overrides=overrides, folds=folds, name=name, runs_dir=runs_dir,
-                                    resume=resume, resume_dir=experiment, device=device, time_limit_s=limit_s, quiet=quiet)
-        info = distributed.from_env()
-        if resume:
-            run_dir = find_resume_run(runs_dir, resume)
-            if info.is_main:  # held until the run ends; a second writer is refused here, at once
-                held.enter_context(RunLock(run_dir))
-            cfg = read_config(run_dir / CONFIG_FILE)
-            if preset and preset != cfg.get("preset"):
-                raise LiverctlError(
-                    f"--resume {resume}: that run was made by preset '{cfg.get('preset')}', not '{preset}'"
-                )
-            if overrides:
-                cfg = resolve_config(cfg["preset"], [*_as_overrides(cfg), *overrides])
-            done = (read_sidecar(run_dir, "last") or {}).get("epoch")
-            done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
-            if done >= cfg["train"]["epochs"]:
-                raise LiverctlError(
-                    f"--resume {resume}: the run already completed its {done} epochs; "
-                    f"continue it with --epochs N (N > {done})"
-                )
+            summary = train_experiment(request, say=lambda text: console.print(text, highlight=False))
+            print_experiment(summary, runs_dir)
+            status = summary["status"]
         else:
-            if not preset:
-                raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
-            cfg = resolve_config(preset, overrides)
-            run_dir = run_dir_for(runs_dir, name, preset)
-            preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
-            if info.enabled and not name:
-                raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
-            if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
-                held.enter_context(RunLock(run_dir))
-                check_fresh(run_dir)
-        if info.is_main:
-            console.print(Text.assemble("run ", (str(run_dir), "bold"),
-                                        f" ({cfg['preset']}): events in {run_dir / 'events.jsonl'}"), highlight=False)
-        result = run_training(cfg, run_dir, resume=bool(resume), device=device, time_limit_s=limit_s, show_progress=not quiet)
-        if info.is_main:
-            best = result["best"]
-            dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f}"
-            console.print(
-                f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
-                f"(epoch {best.get('epoch')}) in {run_dir}",
-                highlight=False, markup=False,
-            )
-        if result["status"] == "interrupted":
+            result = train_run(request, on_start=_print_start)
+            if result["is_main"]:
+                _print_result(result)
+            status = result["status"]
+        if status == "interrupted":
             raise typer.Exit(130)
 
 
-def preflight(cfg: dict) -> None:
-    """The checks that need no training set-up: the store opens, the fold exists, weights can be had."""
-    from liverctl.config import is_none
-    from liverctl.data.dataset import split_rows
-    from liverctl.data.store import LiverStore
-    from liverctl.train.models import check_weights_available
+def _print_start(run_dir: Path, cfg: dict) -> None:
+    from rich.text import Text
 
-    store = LiverStore.open(cfg["data"]["store"])
-    split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # the fold has cases, so do the others
-    m = cfg["model"]
-    if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
-        check_weights_available(m["encoder"], m["encoder_weights"])
+    from liverctl.runs.folder import EVENTS_FILE
+
+    console.print(Text.assemble("run ", (str(run_dir), "bold"), f" ({cfg['preset']}): events in {run_dir / EVENTS_FILE}"),
+                  highlight=False)
 
 
-def _as_overrides(cfg: dict) -> list[str]:
-    """A resolved config as --set strings (to re-resolve it with more overrides on resume)."""
-    import tomli_w
-
-    out = []
-    for section, body in cfg.items():
-        if isinstance(body, dict):
-            for key, value in body.items():
-                out.append(f"{section}.{key}={tomli_w.dumps({'v': value})[4:].strip()}")
-    return out
+def _print_result(result: dict) -> None:
+    best = result["best"]
+    dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f}"
+    console.print(f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
+                  f"(epoch {best.get('epoch')}) in {result['run_dir']}", highlight=False, markup=False)
 
 
 def convert_checkpoint(

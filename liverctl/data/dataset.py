@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liverctl.config import in_channels
 from liverctl.errors import LiverctlError
 
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
@@ -164,7 +165,7 @@ class SliceDataset:
         pos = [int(it[0]) if isinstance(it, tuple | list) else int(it) for it in items]
         seeds = [int(it[1]) if isinstance(it, tuple | list) else 0 for it in items]
         codes = [int(self.case_codes[p]) for p in pos]
-        n, channels = len(pos), 2 * self.context + 1
+        n, channels = len(pos), in_channels(self.cfg)
         if self.augment_on == "device":
             sizes = [self.shapes[c] for c in codes]
         else:

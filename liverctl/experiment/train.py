@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, pstdev
+from typing import Any
 
 from liverctl.config import read_config
 from liverctl.errors import LiverctlError, NaNAbort
@@ -18,6 +20,7 @@ from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
 from liverctl.runs.checkpoint import read_sidecar
 from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path
+from liverctl.train.start import TrainRequest
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
 OOF_RESERVE = 0.05
@@ -27,6 +30,30 @@ def fold_config(cfg: dict, fold: int) -> dict:
     out = copy.deepcopy(cfg)
     out["data"]["fold"] = int(fold)
     return out
+
+
+def wants_experiment(request: TrainRequest) -> bool:
+    """Whether `train` was asked for an experiment: `--folds`, or `--resume` naming an experiment folder."""
+    return request.folds is not None or (bool(request.resume) and
+                                          folder.find_experiment(request.resume, request.runs_dir) is not None)
+
+
+def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lambda text: None) -> dict:
+    """Start (`request.folds`) or continue (`request.resume`) an experiment; returns its summary."""
+    if request.resume and request.folds is not None:
+        raise LiverctlError("--folds starts a new experiment and --resume continues one; give one of them")
+    options = {"device": request.device, "time_limit_s": request.time_limit_s,
+               "show_progress": request.show_progress, "say": say}
+    if request.resume:
+        if request.has_overrides:
+            raise LiverctlError("--set / --store / --epochs cannot change an experiment on --resume; start a new one")
+        exp_dir = folder.find_experiment(request.resume, request.runs_dir)
+        if exp_dir is None:
+            raise LiverctlError(f"--resume: no experiment '{request.resume}' in {request.runs_dir}")
+        return resume_experiment(exp_dir, **options)
+    if not request.preset:
+        raise LiverctlError("give --preset NAME with --folds (see `liverctl presets`)")
+    return start_experiment(request.config(), request.runs_dir, request.name, request.folds or "all", **options)
 
 
 def start_experiment(
@@ -39,13 +66,13 @@ def start_experiment(
     time_limit_s: float | None = None,
     show_progress: bool = True,
     say: Callable[[str], None] = lambda text: None,
-    preflight: Callable[[dict], None] = lambda cfg: None,
 ) -> dict:
-    """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. `preflight`
-    checks the first fold's config before the folder exists (bad input leaves nothing behind)."""
+    """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. The first fold's
+    config is checked (`liverctl.train.start.preflight`) before the folder exists: bad input leaves nothing."""
     from liverctl.data.store import LiverStore
     from liverctl.runs.folder import check_fresh, run_dir_for
     from liverctl.train import distributed
+    from liverctl.train.start import preflight
 
     if distributed.from_env().enabled:
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
@@ -56,25 +83,19 @@ def start_experiment(
     exp_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(exp_dir):  # one writer per experiment, as per run (each fold's run folder is locked too)
         check_fresh(exp_dir)
-        return _start(exp_dir, cfg, store, folds, device=device, time_limit_s=time_limit_s,
-                      show_progress=show_progress, say=say)
-
-
-def _start(exp_dir, cfg, store, folds, *, device, time_limit_s, show_progress, say) -> dict:
-    summary = {
-        "name": exp_dir.name,
-        "preset": cfg.get("preset"),
-        "store": str(cfg["data"]["store"]),
-        "folds": folds,
-        "case_folds": folder.fold_assignment(store),
-        "config": cfg,
-        "time_limit_s": time_limit_s,
-        "created": time.time(),
-        "status": "running",
-        "fold_results": {},
-    }
-    write_summary(exp_dir, summary)
-    return run_folds(exp_dir, device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
+        write_summary(exp_dir, {
+            "name": exp_dir.name,
+            "preset": cfg.get("preset"),
+            "store": str(cfg["data"]["store"]),
+            "folds": folds,
+            "case_folds": folder.fold_assignment(store),
+            "config": cfg,
+            "time_limit_s": time_limit_s,
+            "created": time.time(),
+            "status": "running",
+            "fold_results": {},
+        })
+        return run_folds(exp_dir, device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
 
 
 def resume_experiment(
@@ -109,67 +130,91 @@ def run_folds(
 ) -> dict:
     """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
     from liverctl.data.store import LiverStore
-    from liverctl.experiment import oof
-    from liverctl.train.loop import run_training
 
     exp_dir = Path(exp_dir)
     summary = read_summary(exp_dir)
     store = LiverStore.open(summary["config"]["data"]["store"])
     folder.check_store_unchanged(summary, store, exp_dir)
-    started = time.monotonic()
-    results = summary["fold_results"]
-
-    def remaining() -> float | None:
-        return None if time_limit_s is None else time_limit_s - (time.monotonic() - started)
-
-    def finish(status: str, message: str = "") -> dict:
-        summary["status"], summary["message"] = status, message
-        write_summary(exp_dir, summary)
-        return summary
-
+    folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, device=device, time_limit_s=time_limit_s,
+                   show_progress=show_progress, say=say)
     for fold in summary["folds"]:
-        entry = results.setdefault(str(fold), {"run": fold_dir(exp_dir, fold).name})
+        entry = summary["fold_results"].setdefault(str(fold), {"run": fold_dir(exp_dir, fold).name})
         if entry.get("oof_done"):
             continue
-        run_dir = fold_dir(exp_dir, fold)
-        cfg = fold_config(summary["config"], fold)
-        if (run_dir / CONFIG_FILE).is_file():
-            folder.check_fold_config(exp_dir, summary, fold, read_config(run_dir / CONFIG_FILE), str(run_dir))
-        if not _training_done(run_dir, cfg):
-            left = remaining()
-            if left is not None and left <= 0:
-                return finish("time_limit", f"the time limit ended before fold {fold}")
-            resume = checkpoint_path(run_dir, "last").is_file()
-            say(f"fold {fold}: {'resuming' if resume else 'training'} {run_dir}")
-            entry["status"] = "running"
-            write_summary(exp_dir, summary)
-            budget = None if left is None else left - OOF_RESERVE * time_limit_s
-            if budget is not None and budget <= 0:
-                return finish("time_limit", f"the time limit ended before fold {fold}")
-            try:
-                with RunLock(run_dir):
-                    result = run_training(cfg, run_dir, resume=resume, device=device, time_limit_s=budget,
-                                          show_progress=show_progress)
-            except NaNAbort as exc:
-                entry["status"] = "nan_abort"
-                finish("nan_abort", f"fold {fold}: {exc}")
-                raise
-            except (LiverctlError, KeyboardInterrupt) as exc:
-                entry["status"] = "failed" if isinstance(exc, LiverctlError) else "interrupted"
-                finish(entry["status"], f"fold {fold}: {exc}")
-                raise
-            entry.update(status=result["status"], best=result["best"], epochs_done=result["epochs_done"])
-            if result["status"] != "completed":
-                return finish(result["status"], f"fold {fold} stopped: {result['status']}")
-        best = read_sidecar(run_dir, "best") or {}
-        entry.update(status="completed", best=best.get("best") or entry.get("best"))
-        say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
-        entry["oof_cases"] = oof.predict_fold(exp_dir, run_dir, fold, store, device=device)
-        entry["oof_done"] = True
-        write_summary(exp_dir, summary)
+        stopped = folds.train(fold, entry)
+        if stopped is not None:
+            return folds.finish(*stopped)
+        folds.predict(fold, entry)
     say("deciding threshold and post-processing on the pooled out-of-fold predictions")
     summary.update(evaluate_experiment(exp_dir, summary, store))
-    return finish("completed")
+    return folds.finish("completed")
+
+
+@dataclass
+class _Folds:
+    """The folds of one `run_folds` call, under one time budget; `experiment.json` rewritten after each step."""
+
+    exp_dir: Path
+    summary: dict
+    store: Any
+    device: str
+    time_limit_s: float | None
+    show_progress: bool
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float | None:
+        return None if self.time_limit_s is None else self.time_limit_s - (time.monotonic() - self.started)
+
+    def finish(self, status: str, message: str = "") -> dict:
+        self.summary["status"], self.summary["message"] = status, message
+        write_summary(self.exp_dir, self.summary)
+        return self.summary
+
+    def train(self, fold: int, entry: dict) -> tuple[str, str] | None:
+        """Train or resume the fold unless it is done; (status, message) when the experiment must stop."""
+        from liverctl.train import loop
+
+        run_dir, cfg = fold_dir(self.exp_dir, fold), fold_config(self.summary["config"], fold)
+        if (run_dir / CONFIG_FILE).is_file():
+            folder.check_fold_config(self.exp_dir, self.summary, fold, read_config(run_dir / CONFIG_FILE), str(run_dir))
+        if _training_done(run_dir, cfg):
+            return None
+        left = self.remaining()
+        if left is not None and left <= 0:
+            return "time_limit", f"the time limit ended before fold {fold}"
+        resume = checkpoint_path(run_dir, "last").is_file()
+        self.say(f"fold {fold}: {'resuming' if resume else 'training'} {run_dir}")
+        entry["status"] = "running"
+        write_summary(self.exp_dir, self.summary)
+        budget = None if left is None else left - OOF_RESERVE * self.time_limit_s
+        if budget is not None and budget <= 0:
+            return "time_limit", f"the time limit ended before fold {fold}"
+        try:
+            with RunLock(run_dir):
+                result = loop.run_training(cfg, run_dir, resume=resume, device=self.device, time_limit_s=budget,
+                                           show_progress=self.show_progress)
+        except (LiverctlError, KeyboardInterrupt) as exc:  # NaNAbort is a LiverctlError
+            entry["status"] = ("nan_abort" if isinstance(exc, NaNAbort)
+                               else "failed" if isinstance(exc, LiverctlError) else "interrupted")
+            self.finish(entry["status"], f"fold {fold}: {exc}")
+            raise
+        entry.update(status=result["status"], best=result["best"], epochs_done=result["epochs_done"])
+        if result["status"] != "completed":
+            return result["status"], f"fold {fold} stopped: {result['status']}"
+        return None
+
+    def predict(self, fold: int, entry: dict) -> None:
+        """The fold's held-out cases predicted with its best checkpoint (`oof.zarr`)."""
+        from liverctl.experiment import oof
+
+        run_dir = fold_dir(self.exp_dir, fold)
+        best = read_sidecar(run_dir, "best") or {}
+        entry.update(status="completed", best=best.get("best") or entry.get("best"))
+        self.say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
+        entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.device)
+        entry["oof_done"] = True
+        write_summary(self.exp_dir, self.summary)
 
 
 def cv_figures(summary: dict) -> dict:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.config import in_channels
 from liverctl.device import inference_precision
 from liverctl.errors import LiverctlError
 
@@ -150,9 +151,9 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
         except (KeyError, TypeError, ValueError) as exc:
             raise LiverctlError(f"checkpoint config lacks a usable data.context / data.input_size ({exc})", path=run_dir) from None
         channels = _first_conv_in_channels(model)
-        if channels is not None and channels != 2 * context + 1:
+        if channels is not None and channels != in_channels(cfg):
             raise LiverctlError(
-                f"model takes {channels} input channel(s) but its config's context {context} means {2 * context + 1}",
+                f"model takes {channels} input channel(s) but its config's context {context} means {in_channels(cfg)}",
                 path=run_dir,
             )
         runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which))

@@ -1,8 +1,9 @@
 """The training loop: start, epochs of guarded steps, validation, checkpoints, end.
 
-Reads top to bottom: `run_training` sets everything up (`_setup`), then runs epochs; each step goes
-through the NaN guard; each epoch ends with validation on whole held-out cases and a `last`
-checkpoint (`best` when the volume Dice improved and is finite). Every decision is an event.
+Reads top to bottom: `run_training` sets the session up (`liverctl.train.session`), then `_Loop` runs it:
+`start` (config, run_start), `epochs` of `train_epoch` (each step through the NaN guard) and `end_epoch`
+(validation on whole held-out cases, a `best` checkpoint when the volume Dice improved and is finite,
+then `last`), `close` (run_end). Every decision is an event.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from liverctl.train import distributed
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.session import Session, setup_session, versions
-from liverctl.train.step import guarded_step
+from liverctl.train.step import StepResult, guarded_step
 
 
 class _NullEvents:
@@ -83,214 +84,207 @@ def run_training(
     Raises NaNAbort after the guard's last rollback, LiverctlError for bad input; in both cases the
     event log ends with run_end.
     """
-    import torch
-
     info = distributed.from_env()
     run_dir = Path(run_dir)
-    run_name = run_dir.name
     resume_path = checkpoint_path(run_dir, "last")
     resume_state = load_checkpoint(resume_path, resume=True) if resume else None
     if resume_state is not None:
         cfg = resume_state["config"] if cfg is None else cfg
     if info.is_main:
         tidy_run_dir(run_dir)  # a killed predecessor's temporary files and torn last event line
-    events = EventWriter(run_dir, run_name) if info.is_main else _NullEvents()
-    progress = ConsoleProgress(enabled=show_progress and info.is_main)
-    stop = _Stop()
-    budget = TimeBudget(time_limit_s)
-    status, message = "failed", ""
-    s: Session | None = None
+    loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
+                 events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
+                 progress=ConsoleProgress(enabled=show_progress and info.is_main))
     try:
-        s = setup_session(
-            cfg, info, device, resume_state, note=lambda m: events.emit("note", message=m), resume_path=resume_path
-        )
-        if info.is_main:
-            write_config(cfg, run_dir / CONFIG_FILE)
-        events.emit(
-            "run_start",
-            epoch=s.epoch,
-            step=s.global_step,
-            config=cfg,
-            preset=cfg.get("preset"),
-            device=str(s.device),
-            amp=s.precision.mode,
-            versions=versions(),
-            resumed_from=(
-                {"epoch": s.epoch, "global_step": s.global_step, "step_in_epoch": s.step_in_epoch}
-                if resume_state
-                else None
-            ),
-            world_size=info.world,
-            distributed_backend=distributed.backend(info),
-            train_slices=len(s.train_set),
-            val_cases=s.val_cases,
-            steps_per_epoch=s.steps_per_epoch,
-        )
-        stop.install()
-        status = _epochs(s, cfg, run_dir, events, progress, stop, budget)
-        if status == "completed" and s.best["epoch"] is None:
-            raise NaNAbort(
-                f"training ended without a finite checkpoint: the validation of every epoch ({s.epoch}) was "
-                "non-finite, so no best.pt was written; the training diverged (try a lower optim.lr)"
-            )
-        message = {"interrupted": f"stopped by {stop.reason}", "time_limit": "stopped before the time limit"}.get(
-            status, ""
-        )
-    except NaNAbort as exc:
-        status, message = "nan_abort", str(exc)
-        raise
-    except KeyboardInterrupt:
-        status, message = "interrupted", "stopped at once by a second signal"
-        raise
-    except LiverctlError as exc:
-        status, message = "failed", str(exc)
-        raise
-    except Exception as exc:
-        status, message = "failed", f"{type(exc).__name__}: {exc}"
+        loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
+                               resume_path=resume_path)
+        loop.start(resumed=resume_state is not None)
+        loop.finish(loop.epochs())
+    except BaseException as exc:
+        loop.status, loop.message = _ended_by(exc)
         raise
     finally:
-        stop.uninstall()
-        progress.close()
-        best = s.best if s is not None else {"epoch": None, "volume_dice": None}
-        events.emit(
-            "run_end",
-            epoch=s.epoch if s else None,
-            step=s.global_step if s else None,
-            status=status,
-            best=best,
-            message=message,
+        loop.close()
+    return loop.result()
+
+
+def _ended_by(exc: BaseException) -> tuple[str, str]:
+    """run_end's status and message when `exc` ends the run."""
+    if isinstance(exc, NaNAbort):
+        return "nan_abort", str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "stopped at once by a second signal"
+    if isinstance(exc, LiverctlError):
+        return "failed", str(exc)
+    if isinstance(exc, Exception):
+        return "failed", f"{type(exc).__name__}: {exc}"
+    return "failed", ""
+
+
+@dataclass
+class _Loop:
+    """One run from its start to its end: the session and what its epochs share (events, guard, budget)."""
+
+    run_dir: Path
+    info: distributed.DistInfo
+    events: EventWriter | _NullEvents
+    progress: ConsoleProgress
+    budget: TimeBudget
+    s: Session | None = None
+    stop: _Stop = field(default_factory=_Stop)
+    guard: NaNGuard = field(default_factory=NaNGuard)
+    good: GoodState = field(default_factory=GoodState)  # what a rollback restores
+    losses: list[float] = field(default_factory=list)  # the finite training losses of the current epoch
+    window: tuple[float, int] = (0.0, 0)  # (since, samples) for the step events' samples_per_s
+    status: str = "failed"
+    message: str = ""
+
+    def note(self, message: str) -> None:
+        self.events.emit("note", message=message)
+
+    def start(self, *, resumed: bool) -> None:
+        """The resolved config beside the run, run_start, signals, the guard as the checkpoint left it."""
+        s, cfg = self.s, self.s.cfg
+        if self.info.is_main:
+            write_config(cfg, self.run_dir / CONFIG_FILE)
+        self.events.emit(
+            "run_start", epoch=s.epoch, step=s.global_step, config=cfg, preset=cfg.get("preset"),
+            device=str(s.device), amp=s.precision.mode, versions=versions(),
+            resumed_from=(
+                {"epoch": s.epoch, "global_step": s.global_step, "step_in_epoch": s.step_in_epoch} if resumed else None
+            ),
+            world_size=self.info.world, distributed_backend=distributed.backend(self.info),
+            train_slices=len(s.train_set), val_cases=s.val_cases, steps_per_epoch=s.steps_per_epoch,
         )
-        events.close()
-        distributed.shutdown(info)
-        torch.set_grad_enabled(True)
-    return {
-        "status": status,
-        "best": s.best,
-        "epochs_done": s.epoch,
-        "global_step": s.global_step,
-        "run_dir": str(run_dir),
-    }
+        self.stop.install()
+        self.guard = NaNGuard(cfg["train"]["nan_skip_limit"], cfg["train"]["nan_max_rollbacks"])
+        self.guard.load_state_dict(s.guard_state)
+        self.good.capture(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
 
+    def epochs(self) -> str:
+        """All remaining epochs; returns the run_end status."""
+        s = self.s
+        while s.epoch < s.cfg["train"]["epochs"]:
+            if not self.budget.room_for_epoch():
+                self.save("last", "time_limit")
+                return "time_limit"
+            t_epoch = time.monotonic()
+            stopped = self.train_epoch()
+            if stopped is not None:
+                return stopped
+            self.end_epoch(t_epoch)
+            if self.stop.reason is not None:
+                return "interrupted"
+        return "completed"
 
-def _epochs(s: Session, cfg, run_dir, events, progress, stop, budget) -> str:
-    """All remaining epochs; returns the run_end status."""
-
-    tc = cfg["train"]
-    guard = NaNGuard(tc["nan_skip_limit"], tc["nan_max_rollbacks"])
-    guard.load_state_dict(s.guard_state)
-    good = GoodState()
-    good.capture(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
-    inject = set(int(x) for x in tc["inject_nan_at_steps"])
-    epochs = tc["epochs"]
-    while s.epoch < epochs:
-        if not budget.room_for_epoch():
-            s.guard_state = guard.state_dict()
-            _save(s, cfg, run_dir, events, "last", "time_limit")
-            return "time_limit"
-        t_epoch = time.monotonic()
+    def train_epoch(self) -> str | None:
+        """The guarded steps of one epoch; a status when a signal or the time limit stops it midway."""
+        s, tc = self.s, self.s.cfg["train"]
         s.sampler.set_epoch(s.epoch, start=s.step_in_epoch * tc["batch_size"])
-        progress.start_epoch(s.epoch, epochs, s.steps_per_epoch, s.step_in_epoch)
-        losses: list[float] = []
-        window_t, window_n, last_step_s = time.monotonic(), 0, 0.0
+        self.progress.start_epoch(s.epoch, tc["epochs"], s.steps_per_epoch, s.step_in_epoch)
+        inject = {int(x) for x in tc["inject_nan_at_steps"]}
+        self.losses, self.window, last_step_s = [], (time.monotonic(), 0), 0.0
         for batch in s.train_loader:
             t_step = time.monotonic()
-            flags = [stop.reason is not None, not budget.room_for_step(last_step_s)]
+            flags = [self.stop.reason is not None, not self.budget.room_for_step(last_step_s)]
             images, masks = s.train_set.finish(batch, s.device)  # cast, normalise (+ augment) on the device
-            step = guarded_step(s, images, masks, guard, inject_nan=s.global_step in inject, flags=flags)
-            want_stop, no_time = step.flags
-            loss_value, grad_norm = step.loss, step.grad_norm
-            if step.action == OK and math.isfinite(loss_value):
-                losses.append(loss_value)
-            s.scheduler.step()
-            s.global_step += 1
-            s.step_in_epoch += 1
-            window_n += images.shape[0] * s.info.world
+            step = guarded_step(s, images, masks, self.guard, inject_nan=s.global_step in inject, flags=flags)
+            self.count_step(step, images.shape[0])
             last_step_s = time.monotonic() - t_step
-            if step.action != OK:
-                _on_non_finite(s, guard, good, step.action, step.where, loss_value, grad_norm, events, progress)
-            lr = s.optimizer.param_groups[0]["lr"]
-            if s.global_step % tc["log_every"] == 0 and step.where != "loss":  # a skipped step has its nan event
-                rate = window_n / max(time.monotonic() - window_t, 1e-9)
-                events.emit(
-                    "step", epoch=s.epoch, step=s.global_step, loss=loss_value, lr=lr, samples_per_s=rate, grad_norm=grad_norm,
-                    **cuda_memory_fields(s.device),
-                )
-                window_t, window_n = time.monotonic(), 0
-                s.last_rate = rate
-            progress.step(loss_value, s.last_rate, lr)
+            self.report_step(step)
+            want_stop, no_time = step.flags
             if want_stop or no_time:
-                progress.close()
-                s.guard_state = guard.state_dict()
-                _save(s, cfg, run_dir, events, "last", "interrupt" if want_stop else "time_limit")
+                self.progress.close()
+                self.save("last", "interrupt" if want_stop else "time_limit")
                 return "interrupted" if want_stop else "time_limit"
-        progress.status("validating")
+        return None
+
+    def count_step(self, step: StepResult, batch_size: int) -> None:
+        s = self.s
+        if step.action == OK and math.isfinite(step.loss):
+            self.losses.append(step.loss)
+        s.scheduler.step()
+        s.global_step += 1
+        s.step_in_epoch += 1
+        self.window = (self.window[0], self.window[1] + batch_size * s.info.world)
+
+    def report_step(self, step: StepResult) -> None:
+        """The guard's action on a non-finite step; a step event every train.log_every steps; progress."""
+        s = self.s
+        if step.action != OK:
+            self.on_non_finite(step.action, step.where, step.loss, step.grad_norm)
+        lr = s.optimizer.param_groups[0]["lr"]
+        if s.global_step % s.cfg["train"]["log_every"] == 0 and step.where != "loss":  # a skipped step has its nan event
+            since, samples = self.window
+            s.last_rate = samples / max(time.monotonic() - since, 1e-9)
+            self.events.emit(
+                "step", epoch=s.epoch, step=s.global_step, loss=step.loss, lr=lr, samples_per_s=s.last_rate,
+                grad_norm=step.grad_norm, **cuda_memory_fields(s.device),
+            )
+            self.window = (time.monotonic(), 0)
+        self.progress.step(step.loss, s.last_rate, lr)
+
+    def end_epoch(self, t_epoch: float) -> None:
+        """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end."""
+        s = self.s
+        self.progress.status("validating")
         metrics = s.validate()
-        metrics["train_loss"] = float(np.mean(losses)) if losses else None  # no finite step this epoch
+        metrics["train_loss"] = float(np.mean(self.losses)) if self.losses else None  # no finite step this epoch
         finite = all(math.isfinite(metrics[k]) for k in ("val_loss", "volume_dice", "slice_dice", "global_dice"))
         finite = finite and not non_finite_weights(s.raw_model.state_dict())  # never save NaN weights
         s.epoch += 1
         s.step_in_epoch = 0
         is_best = finite and (s.best["volume_dice"] is None or metrics["volume_dice"] > s.best["volume_dice"])
         if not finite:
-            action = guard.request_rollback()
-            _on_non_finite(s, guard, good, action, "validation", metrics["val_loss"], None, events, progress)
+            self.on_non_finite(self.guard.request_rollback(), "validation", metrics["val_loss"])
         if is_best:
             s.best = {"epoch": s.epoch, "volume_dice": metrics["volume_dice"]}
         s.metrics = metrics
-        s.guard_state = guard.state_dict()
         t_save = time.monotonic()
         if is_best:  # before last: a kill between the two then redoes this epoch on resume
-            _save(s, cfg, run_dir, events, "best", "best")
+            self.save("best", "best")
         if finite:
-            _save(s, cfg, run_dir, events, "last", "last")
-            good.capture(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
+            self.save("last", "last")
+            self.good.capture(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
             s.good_epoch = s.epoch
         seconds = time.monotonic() - t_epoch
-        budget.epoch_done(seconds, time.monotonic() - t_save)
-        events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best, epochs=epochs)
-        progress.end_epoch(s.epoch - 1, epochs, metrics, seconds, is_best)
-        if stop.reason is not None:
-            return "interrupted"
-    return "completed"
+        self.budget.epoch_done(seconds, time.monotonic() - t_save)
+        epochs = s.cfg["train"]["epochs"]
+        self.events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best,
+                         epochs=epochs)
+        self.progress.end_epoch(s.epoch - 1, epochs, metrics, seconds=seconds, is_best=is_best)
 
+    def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
+        """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
+        s = self.s
+        detail = f"non-finite {where} at step {s.global_step - (where != 'validation')}"
+        if action == ROLLBACK:
+            self.good.restore(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
+            factor = s.cfg["train"]["nan_lr_factor"]
+            s.scheduler.base_lrs = [lr * factor for lr in s.scheduler.base_lrs]
+            for group, lr in zip(s.optimizer.param_groups, s.scheduler.get_last_lr(), strict=True):
+                group["lr"] = lr * factor
+            detail += f"; rolled back to the last good checkpoint (end of epoch {s.good_epoch}), lr x{factor}"
+        elif action == ABORT:
+            detail += f"; {self.guard.rollbacks - 1} rollbacks did not help, stopping"
+        self.events.emit("nan", epoch=s.epoch, step=s.global_step, where=where, action=action,
+                         counts=self.guard.counts(), loss=loss, grad_norm=grad_norm, message=detail)
+        self.progress.note(f"[yellow]NaN guard:[/] {detail}")
+        if action == ABORT:
+            raise NaNAbort(f"training diverged: {detail}; the best checkpoint (if any) is untouched")
 
-def _on_non_finite(s: Session, guard, good, action, where, loss_value, grad_norm, events, progress) -> None:
-    """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
-    detail = f"non-finite {where} at step {s.global_step - (where != 'validation')}"
-    if action == ROLLBACK:
-        good.restore(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
-        factor = s.cfg["train"]["nan_lr_factor"]
-        s.scheduler.base_lrs = [lr * factor for lr in s.scheduler.base_lrs]
-        for group, lr in zip(s.optimizer.param_groups, s.scheduler.get_last_lr(), strict=True):
-            group["lr"] = lr * factor
-        detail += f"; rolled back to the last good checkpoint (end of epoch {s.good_epoch}), lr x{factor}"
-    elif action == ABORT:
-        detail += f"; {guard.rollbacks - 1} rollbacks did not help, stopping"
-    events.emit(
-        "nan",
-        epoch=s.epoch,
-        step=s.global_step,
-        where=where,
-        action=action,
-        counts=guard.counts(),
-        loss=loss_value,
-        grad_norm=grad_norm,
-        message=detail,
-    )
-    progress.note(f"[yellow]NaN guard:[/] {detail}")
-    if action == ABORT:
-        raise NaNAbort(f"training diverged: {detail}; the best checkpoint (if any) is untouched")
+    def save(self, which: str, label: str) -> None:
+        """Rank 0 writes `<which>.pt` (+ .json) and a checkpoint event."""
+        import torch
 
-
-def _save(s: Session, cfg, run_dir, events, which: str, label: str) -> None:
-    """Rank 0 writes `<which>.pt` (+ .json) and a checkpoint event."""
-    import torch
-
-    if s.info.is_main:
+        s = self.s
+        s.guard_state = self.guard.state_dict()
+        if not self.info.is_main:
+            return
         state = {
-            "run": Path(run_dir).name,
-            "preset": cfg.get("preset"),
-            "config": cfg,
+            "run": self.run_dir.name,
+            "preset": s.cfg.get("preset"),
+            "config": s.cfg,
             "epoch": s.epoch,
             "step_in_epoch": s.step_in_epoch,
             "global_step": s.global_step,
@@ -310,7 +304,36 @@ def _save(s: Session, cfg, run_dir, events, which: str, label: str) -> None:
             "versions": versions(),
             "saved_at": time.time(),
         }
-        path = save_checkpoint(run_dir, which, state)
-        events.emit(
-            "checkpoint", epoch=s.epoch, step=s.global_step, path=str(path), which=label, volume_dice=s.metrics.get("volume_dice")
-        )
+        path = save_checkpoint(self.run_dir, which, state)
+        self.events.emit("checkpoint", epoch=s.epoch, step=s.global_step, path=str(path), which=label,
+                         volume_dice=s.metrics.get("volume_dice"))
+
+    def finish(self, status: str) -> None:
+        """The status of a run whose epochs ended without an exception (a completed run needs a best)."""
+        self.status = status
+        if status == "completed" and self.s.best["epoch"] is None:
+            raise NaNAbort(
+                f"training ended without a finite checkpoint: the validation of every epoch ({self.s.epoch}) was "
+                "non-finite, so no best.pt was written; the training diverged (try a lower optim.lr)"
+            )
+        self.message = {"interrupted": f"stopped by {self.stop.reason}",
+                        "time_limit": "stopped before the time limit"}.get(status, "")
+
+    def close(self) -> None:
+        """run_end (whatever ended the run), then everything the run held is let go."""
+        import torch
+
+        s = self.s
+        self.stop.uninstall()
+        self.progress.close()
+        self.events.emit("run_end", epoch=s.epoch if s else None, step=s.global_step if s else None,
+                         status=self.status, best=s.best if s else {"epoch": None, "volume_dice": None},
+                         message=self.message)
+        self.events.close()
+        distributed.shutdown(self.info)
+        torch.set_grad_enabled(True)
+
+    def result(self) -> dict:
+        s = self.s
+        return {"status": self.status, "best": s.best, "epochs_done": s.epoch, "global_step": s.global_step,
+                "run_dir": str(self.run_dir)}

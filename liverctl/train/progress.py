@@ -41,7 +41,7 @@ class ConsoleProgress:
         if self._progress is not None:
             self._progress.update(self._task, info=text)
 
-    def end_epoch(self, epoch: int, epochs: int, m: dict, seconds: float, is_best: bool) -> None:
+    def end_epoch(self, epoch: int, epochs: int, m: dict, *, seconds: float, is_best: bool) -> None:
         self.close()
         if not self.enabled:
             return

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.config import in_channels
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import rng_from_plain
@@ -65,14 +66,8 @@ class Session:
         # the unwrapped model: a DDP forward broadcasts buffers, a collective that ranks with fewer
         # validation cases would never join
         return validate(
-            self.raw_model,
-            self.val_loader,
-            self.loss_fn,
-            self.val_case_ids,
-            self.precision,
-            self.device,
-            self.info,
-            threshold=self.cfg["infer"]["threshold"],
+            self.raw_model, self.val_loader, loss_fn=self.loss_fn, case_ids=self.val_case_ids,
+            precision=self.precision, device=self.device, info=self.info, threshold=self.cfg["infer"]["threshold"],
         )
 
 
@@ -121,51 +116,24 @@ def build_scheduler(cfg: dict, optimizer, total_steps: int):
 def setup_session(
     cfg: dict,
     info: distributed.DistInfo,
-    device_name: str,
-    resume_state: dict | None,
-    note: Callable[[str], Any],
+    *,
+    device_name: str = "auto",
+    resume_state: dict | None = None,
+    note: Callable[[str], Any] = lambda message: None,
     resume_path: Any = None,
 ) -> Session:
+    """Device, precision, process group, seeds, data, model, optimiser; `resume_state` (a checkpoint read
+    from `resume_path`) restored on top. `note` receives remarks worth an event (the loader plan's)."""
     import torch
 
-    from liverctl.data import dataset as ds
-    from liverctl.data.store import LiverStore
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model
 
     device = resolve_device(device_name, info.local_rank)
     precision = resolve_precision(cfg["train"]["amp"], device)
     distributed.init(info, device.type)
-    tc, dc = cfg["train"], cfg["data"]
-    seed_everything(tc["seed"] + info.rank)
-
-    store = LiverStore.open(dc["store"])
-    train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
-    from liverctl.data.augment_device import resolve_augment_on
-
-    train_set = ds.SliceDataset(store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device))
-    val_set = ds.ValidationDataset(store, val_rows, cfg)
-    per_rank = math.ceil(len(train_set) / info.world)
-    steps = per_rank // tc["batch_size"]
-    if tc["steps_per_epoch"] > 0:
-        steps = min(steps, tc["steps_per_epoch"]) if steps else tc["steps_per_epoch"]
-    if steps == 0:
-        raise LiverctlError(
-            f"train.batch_size {tc['batch_size']} is larger than the {per_rank} training slices per process; "
-            "lower it or set train.steps_per_epoch"
-        )
-    sampler = ds.EpochSampler(
-        train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
-        num_samples=steps * tc["batch_size"],
-    )
-    channels = 2 * dc["context"] + 1
-    batch_bytes = tc["batch_size"] * (channels + 1) * dc["input_size"] ** 2 * 4
-    plan = ds.plan_loader(dc["num_workers"], batch_bytes, device.type == "cuda")
-    if plan.note:
-        note(plan.note)
-    train_loader = ds.make_train_loader(train_set, sampler, tc["batch_size"], plan)
-    val_loader = ds.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world)
-
+    seed_everything(cfg["train"]["seed"] + info.rank)
+    data = _data(cfg, info, device, note)
     raw_model = build_model(cfg, pretrained=False if resume_state else None).to(device)
     model = raw_model
     if info.enabled:
@@ -173,14 +141,11 @@ def setup_session(
 
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(cfg, raw_model.parameters())
-    scheduler = build_scheduler(cfg, optimizer, steps * tc["epochs"])
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     s = Session(
         cfg=cfg, info=info, device=device, precision=precision, model=model, raw_model=raw_model,
-        loss_fn=build_loss(cfg).to(device), optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-        train_set=train_set, sampler=sampler, train_loader=train_loader, val_loader=val_loader,
-        val_case_ids=list(val_set.case_ids), val_cases=len(set(val_set.case_codes.tolist())),
-        steps_per_epoch=steps,
+        loss_fn=build_loss(cfg).to(device), optimizer=optimizer,
+        scheduler=build_scheduler(cfg, optimizer, data["steps_per_epoch"] * cfg["train"]["epochs"]),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler), **data,
     )
     if resume_state is not None:
         try:
@@ -192,6 +157,49 @@ def setup_session(
                 path=resume_path,
             ) from None
     return s
+
+
+def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], Any]) -> dict:
+    """The Session's data fields: training set, sampler and loader of this rank, validation loader and cases."""
+    from liverctl.data import dataset as ds
+    from liverctl.data.augment_device import resolve_augment_on
+    from liverctl.data.store import LiverStore
+
+    tc, dc = cfg["train"], cfg["data"]
+    store = LiverStore.open(dc["store"])
+    train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
+    train_set = ds.SliceDataset(store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device))
+    val_set = ds.ValidationDataset(store, val_rows, cfg)
+    steps = _steps_per_epoch(tc, math.ceil(len(train_set) / info.world))
+    sampler = ds.EpochSampler(
+        train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
+        num_samples=steps * tc["batch_size"],
+    )
+    batch_bytes = tc["batch_size"] * (in_channels(cfg) + 1) * dc["input_size"] ** 2 * 4
+    plan = ds.plan_loader(dc["num_workers"], batch_bytes, device.type == "cuda")
+    if plan.note:
+        note(plan.note)
+    return {
+        "train_set": train_set, "sampler": sampler,
+        "train_loader": ds.make_train_loader(train_set, sampler, tc["batch_size"], plan),
+        "val_loader": ds.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
+        "val_case_ids": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
+        "steps_per_epoch": steps,
+    }
+
+
+def _steps_per_epoch(tc: dict, per_rank: int) -> int:
+    """Whole batches of this rank's share of the slices, capped by train.steps_per_epoch (which also
+    stands alone when the share is smaller than one batch)."""
+    steps = per_rank // tc["batch_size"]
+    if tc["steps_per_epoch"] > 0:
+        steps = min(steps, tc["steps_per_epoch"]) if steps else tc["steps_per_epoch"]
+    if steps == 0:
+        raise LiverctlError(
+            f"train.batch_size {tc['batch_size']} is larger than the {per_rank} training slices per process; "
+            "lower it or set train.steps_per_epoch"
+        )
+    return steps
 
 
 def _restore(s: Session, state: dict) -> None:

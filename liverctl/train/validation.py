@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from liverctl.metrics import DiceCounts
+from liverctl.metrics import DiceCounts, slice_counts
 from liverctl.train import distributed
 
 
-def validate(model, loader, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5) -> dict:
+def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5) -> dict:
     """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
 
     Batches: image (B, C, S, S), mask (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
@@ -34,13 +34,10 @@ def validate(model, loader, loss_fn, case_ids: list[str], precision, device, inf
             n += image.shape[0]
             full = F.interpolate(logits, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
             pred = (full[:, 0] > logit_threshold).cpu().numpy()
-            lab = label.numpy().astype(bool)
-            tp = np.count_nonzero(pred & lab, axis=(1, 2))
-            fp = np.count_nonzero(pred & ~lab, axis=(1, 2))
-            fn = np.count_nonzero(~pred & lab, axis=(1, 2))
-            for case in np.unique(code.numpy()):
-                sel = code.numpy() == case
-                counts.add_slices(case_ids[int(case)], np.stack([tp[sel], fp[sel], fn[sel]], axis=1))
+            rows = slice_counts(pred, label.numpy().astype(bool), axis=0)  # (B, 3): tp, fp, fn per slice
+            codes = code.numpy()
+            for case in np.unique(codes):
+                counts.add_slices(case_ids[int(case)], rows[codes == case])
     model.train()
     loss_sum, n, bad_logits = distributed.sum_across(info, [loss_sum, float(n), float(bad_logits)], device)
     merged = DiceCounts()

@@ -35,7 +35,8 @@ def _single_process_validation(store, state):
     loader = ds.make_val_loader(val, cfg["train"]["batch_size"], ds.LoaderPlan(1, None, False))
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(state["model"])
-    return validate(model, loader, build_loss(cfg), val.case_ids, Precision("off"), torch.device("cpu"), DistInfo())
+    return validate(model, loader, loss_fn=build_loss(cfg), case_ids=val.case_ids, precision=Precision("off"),
+                    device=torch.device("cpu"), info=DistInfo())
 
 
 NO_TORCHRUN = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,

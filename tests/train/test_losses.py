@@ -34,7 +34,7 @@ def _extreme_logits(target: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _loss_cfg(name: str) -> dict:
-    return resolve_config("v3", [f"loss.name={name!r}".replace("'", '"')])
+    return resolve_config("v3", {"loss.name": name})
 
 
 @pytest.mark.parametrize("preset", sorted(list_presets()))

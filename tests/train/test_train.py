@@ -24,7 +24,6 @@ def tiny_cfg(store, *more):
     return resolve_config(
         "demo",
         [
-            f'data.store="{store}"',
             "data.input_size=64",
             "data.num_workers=1",
             "model.encoder=resnet18",
@@ -36,6 +35,7 @@ def tiny_cfg(store, *more):
             "optim.warmup_steps=0",
             *more,
         ],
+        {"data.store": str(store)},
     )
 
 

@@ -1,0 +1,111 @@
+"""Starting one training run from what `liverctl train` was given (`train_run`).
+
+A new run: the config resolved from the preset and the overrides, checked before any folder exists
+(`preflight`), its folder made and locked. A resumed run: its folder found and locked, its saved config
+with the new overrides, refused when it has no epoch left to train. Under torchrun every rank calls
+`train_run`; rank 0 alone holds the lock and writes, the others train into the folder rank 0 made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liverctl.config import apply_overrides, is_none, read_config, resolve_config
+from liverctl.errors import LiverctlError
+from liverctl.runs.folder import CONFIG_FILE, RunLock, check_fresh, find_resume_run, run_dir_for
+from liverctl.train import distributed
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `liverctl train` was asked: a preset to start or a run to resume, and the overrides."""
+
+    preset: str | None = None
+    sets: tuple[str, ...] = ()  # --set section.key=value texts, in order
+    values: Mapping[str, Any] = field(default_factory=dict)  # typed overrides applied after them (--store, --epochs)
+    name: str | None = None
+    runs_dir: Path = Path("runs")
+    resume: str | None = None
+    folds: str | None = None  # an experiment over these folds (liverctl.experiment.train)
+    device: str = "auto"
+    time_limit_s: float | None = None
+    show_progress: bool = True
+
+    @property
+    def has_overrides(self) -> bool:
+        return bool(self.sets) or bool(self.values)
+
+    def config(self) -> dict:
+        """The preset's config with this request's overrides."""
+        if not self.preset:
+            raise LiverctlError("give --preset NAME (see `liverctl presets`) or --resume RUN")
+        return resolve_config(self.preset, self.sets, self.values)
+
+
+def preflight(cfg: dict) -> None:
+    """The checks that need no training set-up: the store opens, the fold exists, weights can be had."""
+    from liverctl.data.dataset import split_rows
+    from liverctl.data.store import LiverStore
+    from liverctl.train.models import check_weights_available
+
+    store = LiverStore.open(cfg["data"]["store"])
+    split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # the fold has cases, so do the others
+    m = cfg["model"]
+    if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
+        check_weights_available(m["encoder"], m["encoder_weights"])
+
+
+def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] = lambda run_dir, cfg: None) -> dict:
+    """Start or resume the run `request` names and train it (`liverctl.train.loop.run_training`).
+
+    `on_start(run_dir, cfg)` is called on rank 0 once the folder is locked, before training. Returns
+    run_training's result plus `is_main` (whether this process is rank 0, the one that reports).
+    """
+    from liverctl.train import loop
+
+    info = distributed.from_env()
+    with contextlib.ExitStack() as held:
+        if request.resume:
+            run_dir = find_resume_run(request.runs_dir, request.resume)
+            if info.is_main:  # held until the run ends; a second writer is refused here, at once
+                held.enter_context(RunLock(run_dir))
+            cfg = resumed_config(request, run_dir)
+        else:
+            cfg = request.config()
+            run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
+            preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
+            if info.enabled and not request.name:
+                raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
+            if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
+                held.enter_context(RunLock(run_dir))
+                check_fresh(run_dir)
+        if info.is_main:
+            on_start(run_dir, cfg)
+        result = loop.run_training(cfg, run_dir, resume=bool(request.resume), device=request.device,
+                                   time_limit_s=request.time_limit_s, show_progress=request.show_progress)
+    return {**result, "is_main": info.is_main}
+
+
+def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
+    """The run's saved config with the request's overrides; refused for another preset or a finished run."""
+    from liverctl.runs.checkpoint import read_sidecar
+
+    cfg = read_config(run_dir / CONFIG_FILE)
+    if request.preset and request.preset != cfg.get("preset"):
+        raise LiverctlError(
+            f"--resume {request.resume}: that run was made by preset '{cfg.get('preset')}', not '{request.preset}'"
+        )
+    if request.has_overrides:
+        cfg = apply_overrides(cfg, request.sets, request.values)
+    done = (read_sidecar(run_dir, "last") or {}).get("epoch")
+    done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
+    if done >= cfg["train"]["epochs"]:
+        raise LiverctlError(
+            f"--resume {request.resume}: the run already completed its {done} epochs; "
+            f"continue it with --epochs N (N > {done})"
+        )
+    return cfg

@@ -1,0 +1,46 @@
+"""The rules of `train --folds` / `train --resume EXPERIMENT` (liverctl.experiment.train), checked before
+anything trains; the experiment end to end is in test_experiment.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.experiment.folder import SUMMARY_FILE
+from liverctl.experiment.train import train_experiment, wants_experiment
+from liverctl.train.start import TrainRequest
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """runs/cv: an experiment folder; runs/plain: a run folder."""
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / SUMMARY_FILE).write_text("{}")
+    (tmp_path / "plain").mkdir()
+    return tmp_path
+
+
+def test_an_experiment_is_wanted_for_folds_or_for_resuming_an_experiment_folder(runs):
+    assert wants_experiment(TrainRequest(preset="demo", folds="all", runs_dir=runs))
+    assert wants_experiment(TrainRequest(resume="cv", runs_dir=runs))
+    assert wants_experiment(TrainRequest(resume=str(runs / "cv")))  # a path works from anywhere
+    assert not wants_experiment(TrainRequest(resume="plain", runs_dir=runs))
+    assert not wants_experiment(TrainRequest(preset="demo", runs_dir=runs))
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (dict(resume="cv", folds="all"), "--folds starts a new experiment and --resume continues one"),
+        (dict(resume="plain", folds="0"), "--folds starts a new experiment and --resume continues one"),
+        (dict(resume="cv", values={"train.epochs": 3}), "cannot change an experiment on --resume"),
+        (dict(resume="cv", sets=("optim.lr=1e-3",)), "cannot change an experiment on --resume"),
+        (dict(folds="all"), "give --preset NAME with --folds"),
+        (dict(resume="plain"), "no experiment 'plain'"),
+    ],
+)
+def test_conflicting_requests_are_refused_before_anything_runs(runs, request_, message):
+    with pytest.raises(LiverctlError, match=message):
+        train_experiment(TrainRequest(runs_dir=runs, **request_))
+    assert sorted(p.name for p in runs.iterdir()) == ["cv", "plain"]
+    assert [p.name for p in (runs / "cv").iterdir()] == [SUMMARY_FILE]

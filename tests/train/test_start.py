@@ -1,0 +1,115 @@
+"""Starting a run from the train command's request (liverctl.train.start): the resume rules, the run
+folder of each torchrun rank, the checks before any folder exists. The loop itself is replaced by a
+stand-in here (tests/train/test_train.py trains for real)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liverctl.config import resolve_config, write_config
+from liverctl.errors import LiverctlError
+from liverctl.runs.folder import checkpoint_path
+from liverctl.train import loop
+from liverctl.train.start import TrainRequest, resumed_config, train_run
+
+TINY = ("data.input_size=64", "train.steps_per_epoch=1", "train.batch_size=2")
+
+
+def _fake_run(tmp_path: Path, *, epochs_done: int, epochs: int = 2) -> Path:
+    """A run folder as training leaves it: config.toml and checkpoints/last.pt + last.json."""
+    run_dir = tmp_path / "r"
+    cfg = resolve_config("demo", [f"train.epochs={epochs}", "data.input_size=64"])
+    run_dir.mkdir()
+    write_config(cfg, run_dir / "config.toml")
+    last = checkpoint_path(run_dir, "last")
+    last.parent.mkdir()
+    last.write_bytes(b"not read here")
+    last.with_suffix(".json").write_text(json.dumps({"epoch": epochs_done, "step_in_epoch": 0}))
+    return run_dir
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """loop.run_training replaced: records its arguments and whether the run's lock was held."""
+    calls = []
+
+    def run_training(cfg, run_dir, **kwargs):
+        calls.append({"cfg": cfg, "run_dir": Path(run_dir), "locked": (Path(run_dir) / ".lock").exists(), **kwargs})
+        return {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.5}, "epochs_done": 1,
+                "global_step": 1, "run_dir": str(run_dir)}
+
+    monkeypatch.setattr(loop, "run_training", run_training)
+    return calls
+
+
+def test_resume_applies_the_new_overrides_to_the_saved_config(tmp_path):
+    run_dir = _fake_run(tmp_path, epochs_done=2)
+    request = TrainRequest(resume="r", runs_dir=tmp_path, sets=("optim.lr=3e-4",), values={"train.epochs": 5})
+    cfg = resumed_config(request, run_dir)
+    assert cfg["train"]["epochs"] == 5 and cfg["optim"]["lr"] == 3e-4
+    assert cfg["data"]["input_size"] == 64  # what the run was made with stays
+
+
+def test_resume_refuses_another_preset_and_a_finished_run(tmp_path):
+    run_dir = _fake_run(tmp_path, epochs_done=2)
+    with pytest.raises(LiverctlError, match="made by preset 'demo', not 'v3'"):
+        resumed_config(TrainRequest(preset="v3", resume="r", runs_dir=tmp_path), run_dir)
+    with pytest.raises(LiverctlError, match=r"already completed its 2 epochs; continue it with --epochs N \(N > 2\)"):
+        resumed_config(TrainRequest(resume="r", runs_dir=tmp_path), run_dir)
+    with pytest.raises(LiverctlError, match="unknown config key 'train.epoch'"):
+        resumed_config(TrainRequest(resume="r", runs_dir=tmp_path, sets=("train.epoch=9",)), run_dir)
+
+
+def test_a_resumed_run_trains_under_its_lock_from_its_last_checkpoint(tmp_path, fake_training):
+    _fake_run(tmp_path, epochs_done=1)
+    started = []
+    result = train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", time_limit_s=60.0, show_progress=False),
+                       on_start=lambda run_dir, cfg: started.append(run_dir))
+    (call,) = fake_training
+    assert call["run_dir"] == tmp_path / "r" and call["resume"] and call["locked"]
+    assert call["device"] == "cpu" and call["time_limit_s"] == 60.0 and call["show_progress"] is False
+    assert started == [tmp_path / "r"] and result["is_main"] and result["status"] == "completed"
+
+
+def test_a_new_run_is_checked_then_made_and_locked(tiny_store, tmp_path, fake_training):
+    request = TrainRequest(preset="demo", sets=TINY, values={"data.store": str(tiny_store), "train.epochs": 1},
+                           name="n", runs_dir=tmp_path / "runs")
+    result = train_run(request)
+    (call,) = fake_training
+    assert call["run_dir"] == tmp_path / "runs" / "n" and call["locked"] and not call["resume"]
+    assert call["cfg"] == resolve_config("demo", TINY, {"data.store": str(tiny_store), "train.epochs": 1})
+    assert result["is_main"]
+    (tmp_path / "runs" / "n" / "events.jsonl").write_text("")  # what a run writes first
+    with pytest.raises(LiverctlError, match="already exists"):
+        train_run(request)
+    assert len(fake_training) == 1
+
+
+def test_preflight_fails_before_any_folder_exists(tiny_store, tmp_path, fake_training):
+    runs = tmp_path / "runs"
+    with pytest.raises(LiverctlError, match="fold 9 has no training cases"):
+        train_run(TrainRequest(preset="demo", values={"data.store": str(tiny_store), "data.fold": 9}, runs_dir=runs))
+    with pytest.raises(LiverctlError, match="give --preset NAME"):
+        train_run(TrainRequest(runs_dir=runs))
+    assert not runs.exists() and not fake_training
+
+
+def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_report(
+        tiny_store, tmp_path, fake_training, monkeypatch):
+    runs = tmp_path / "runs"
+    values = {"data.store": str(tiny_store)}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(LiverctlError, match="under torchrun give --name"):
+        train_run(TrainRequest(preset="demo", values=values, runs_dir=runs))
+    assert not runs.exists()
+    monkeypatch.setenv("RANK", "1")
+    started = []
+    result = train_run(TrainRequest(preset="demo", values=values, name="ddp", runs_dir=runs),
+                       on_start=lambda run_dir, cfg: started.append(run_dir))
+    (call,) = fake_training
+    assert call["run_dir"] == runs / "ddp" and not call["locked"]  # rank 0 makes and locks the folder
+    assert not started and not result["is_main"]
