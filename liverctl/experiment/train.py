@@ -26,6 +26,17 @@ from liverctl.train.start import TrainRequest
 OOF_RESERVE = 0.05
 
 
+@dataclass(frozen=True)
+class FoldOptions:
+    """How the folds of an experiment train: the device, one time limit for all of them, the progress line,
+    and where the one-line news of each fold goes."""
+
+    device: str = "auto"
+    time_limit_s: float | None = None
+    show_progress: bool = True
+    say: Callable[[str], None] = lambda text: None
+
+
 def fold_config(cfg: dict, fold: int) -> dict:
     out = copy.deepcopy(cfg)
     out["data"]["fold"] = int(fold)
@@ -42,18 +53,18 @@ def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lamb
     """Start (`request.folds`) or continue (`request.resume`) an experiment; returns its summary."""
     if request.resume and request.folds is not None:
         raise LiverctlError("--folds starts a new experiment and --resume continues one; give one of them")
-    options = {"device": request.device, "time_limit_s": request.time_limit_s,
-               "show_progress": request.show_progress, "say": say}
+    options = FoldOptions(device=request.device, time_limit_s=request.time_limit_s,
+                          show_progress=request.show_progress, say=say)
     if request.resume:
         if request.has_overrides:
             raise LiverctlError("--set / --store / --epochs cannot change an experiment on --resume; start a new one")
         exp_dir = folder.find_experiment(request.resume, request.runs_dir)
         if exp_dir is None:
             raise LiverctlError(f"--resume: no experiment '{request.resume}' in {request.runs_dir}")
-        return resume_experiment(exp_dir, **options)
+        return resume_experiment(exp_dir, options)
     if not request.preset:
         raise LiverctlError("give --preset NAME with --folds (see `liverctl presets`)")
-    return start_experiment(request.config(), request.runs_dir, request.name, request.folds or "all", **options)
+    return start_experiment(request.config(), request.runs_dir, request.name, request.folds or "all", options)
 
 
 def start_experiment(
@@ -61,11 +72,7 @@ def start_experiment(
     runs_root: str | Path,
     name: str | None,
     folds_text: str,
-    *,
-    device: str = "auto",
-    time_limit_s: float | None = None,
-    show_progress: bool = True,
-    say: Callable[[str], None] = lambda text: None,
+    options: FoldOptions = FoldOptions(),
 ) -> dict:
     """A new experiment `runs_root/<name>/` over the folds `folds_text` names; trains it. The first fold's
     config is checked (`liverctl.train.start.preflight`) before the folder exists: bad input leaves nothing."""
@@ -90,29 +97,21 @@ def start_experiment(
             "folds": folds,
             "case_folds": folder.fold_assignment(store),
             "config": cfg,
-            "time_limit_s": time_limit_s,
+            "time_limit_s": options.time_limit_s,
             "created": time.time(),
             "status": "running",
             "fold_results": {},
         })
-        return run_folds(exp_dir, device=device, time_limit_s=time_limit_s, show_progress=show_progress, say=say)
+        return run_folds(exp_dir, options)
 
 
-def resume_experiment(
-    exp_dir: str | Path,
-    *,
-    device: str = "auto",
-    time_limit_s: float | None = None,
-    show_progress: bool = True,
-    say: Callable[[str], None] = lambda text: None,
-) -> dict:
+def resume_experiment(exp_dir: str | Path, options: FoldOptions = FoldOptions()) -> dict:
     """Continue the unfinished fold of an experiment, then the rest (then the decisions)."""
     with RunLock(exp_dir):
         summary = read_summary(exp_dir)
         if summary.get("status") == "completed" and summary.get("decision"):
             raise LiverctlError("the experiment already completed all its folds; start a new one", path=exp_dir)
-        return run_folds(Path(exp_dir), device=device, time_limit_s=time_limit_s, show_progress=show_progress,
-                         say=say)
+        return run_folds(Path(exp_dir), options)
 
 
 def _training_done(run_dir: Path, cfg: dict) -> bool:
@@ -120,14 +119,7 @@ def _training_done(run_dir: Path, cfg: dict) -> bool:
     return int(last.get("epoch") or 0) >= int(cfg["train"]["epochs"]) and not int(last.get("step_in_epoch") or 0)
 
 
-def run_folds(
-    exp_dir: Path,
-    *,
-    device: str = "auto",
-    time_limit_s: float | None = None,
-    show_progress: bool = True,
-    say: Callable[[str], None] = lambda text: None,
-) -> dict:
+def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
     """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
     from liverctl.data.store import LiverStore
 
@@ -135,8 +127,7 @@ def run_folds(
     summary = read_summary(exp_dir)
     store = LiverStore.open(summary["config"]["data"]["store"])
     folder.check_store_unchanged(summary, store, exp_dir)
-    folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, device=device, time_limit_s=time_limit_s,
-                   show_progress=show_progress, say=say)
+    folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, options=options)
     for fold in summary["folds"]:
         entry = summary["fold_results"].setdefault(str(fold), {"run": fold_dir(exp_dir, fold).name})
         if entry.get("oof_done"):
@@ -145,7 +136,7 @@ def run_folds(
         if stopped is not None:
             return folds.finish(*stopped)
         folds.predict(fold, entry)
-    say("deciding threshold and post-processing on the pooled out-of-fold predictions")
+    options.say("deciding threshold and post-processing on the pooled out-of-fold predictions")
     summary.update(evaluate_experiment(exp_dir, summary, store))
     return folds.finish("completed")
 
@@ -157,14 +148,12 @@ class _Folds:
     exp_dir: Path
     summary: dict
     store: Any
-    device: str
-    time_limit_s: float | None
-    show_progress: bool
-    say: Callable[[str], None]
+    options: FoldOptions
     started: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float | None:
-        return None if self.time_limit_s is None else self.time_limit_s - (time.monotonic() - self.started)
+        limit = self.options.time_limit_s
+        return None if limit is None else limit - (time.monotonic() - self.started)
 
     def finish(self, status: str, message: str = "") -> dict:
         self.summary["status"], self.summary["message"] = status, message
@@ -184,16 +173,16 @@ class _Folds:
         if left is not None and left <= 0:
             return "time_limit", f"the time limit ended before fold {fold}"
         resume = checkpoint_path(run_dir, "last").is_file()
-        self.say(f"fold {fold}: {'resuming' if resume else 'training'} {run_dir}")
+        self.options.say(f"fold {fold}: {'resuming' if resume else 'training'} {run_dir}")
         entry["status"] = "running"
         write_summary(self.exp_dir, self.summary)
-        budget = None if left is None else left - OOF_RESERVE * self.time_limit_s
+        budget = None if left is None else left - OOF_RESERVE * self.options.time_limit_s
         if budget is not None and budget <= 0:
             return "time_limit", f"the time limit ended before fold {fold}"
         try:
             with RunLock(run_dir):
-                result = loop.run_training(cfg, run_dir, resume=resume, device=self.device, time_limit_s=budget,
-                                           show_progress=self.show_progress)
+                result = loop.run_training(cfg, run_dir, resume=resume, device=self.options.device,
+                                           time_limit_s=budget, show_progress=self.options.show_progress)
         except (LiverctlError, KeyboardInterrupt) as exc:  # NaNAbort is a LiverctlError
             entry["status"] = ("nan_abort" if isinstance(exc, NaNAbort)
                                else "failed" if isinstance(exc, LiverctlError) else "interrupted")
@@ -211,8 +200,8 @@ class _Folds:
         run_dir = fold_dir(self.exp_dir, fold)
         best = read_sidecar(run_dir, "best") or {}
         entry.update(status="completed", best=best.get("best") or entry.get("best"))
-        self.say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
-        entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.device)
+        self.options.say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
+        entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.options.device)
         entry["oof_done"] = True
         write_summary(self.exp_dir, self.summary)
 
