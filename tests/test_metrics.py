@@ -23,6 +23,9 @@ def test_slice_counts_per_slice_along_last_axis():
     label[:, :, 2] = True  # 16 missed
     counts = slice_counts(pred, label)
     assert counts.tolist() == [[0, 0, 0], [4, 4, 0], [0, 0, 16]]
+    # validation's batches are (B, X, Y): slices along the first axis give the same rows
+    batch_pred, batch_label = np.moveaxis(pred, -1, 0), np.moveaxis(label, -1, 0)
+    assert slice_counts(batch_pred, batch_label, axis=0).tolist() == counts.tolist()
 
 
 def test_three_figures_differ_as_designed():

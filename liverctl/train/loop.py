@@ -200,6 +200,7 @@ class _Loop:
         return None
 
     def count_step(self, step: StepResult, batch_size: int) -> None:
+        """The step's loss (when it counts), the scheduler, the step counters, the samples for the rate."""
         s = self.s
         if step.action == OK and math.isfinite(step.loss):
             self.losses.append(step.loss)
