@@ -1,0 +1,75 @@
+"""The loop's NaN-guard actions on a stand-in session (a linear layer, SGD, the trainer's scheduler):
+what a rollback restores and cuts at once, before any further step. tests/train/test_train.py trains for real."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from liverctl.config import resolve_config
+from liverctl.errors import NaNAbort
+from liverctl.train.loop import _Loop, _NullEvents
+from liverctl.train.nan_guard import ABORT, ROLLBACK, SKIP, NaNGuard
+from liverctl.train.progress import ConsoleProgress
+from liverctl.train.session import build_scheduler
+
+
+class _Events(_NullEvents):
+    def __init__(self):
+        self.emitted = []
+
+    def emit(self, kind, **fields):
+        self.emitted.append({"kind": kind, **fields})
+        return {}
+
+
+def _loop(tmp_path, lr=0.1, factor=0.25):
+    cfg = resolve_config("demo", {"optim.lr": lr, "optim.scheduler": "constant", "optim.warmup_steps": 0,
+                                  "train.nan_lr_factor": factor})
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = build_scheduler(cfg, optimizer, total_steps=10)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    session = SimpleNamespace(cfg=cfg, raw_model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                              epoch=1, global_step=5, good_epoch=1)
+    loop = _Loop(run_dir=tmp_path, info=None, events=_Events(), progress=ConsoleProgress(enabled=False),
+                 budget=None, s=session, guard=NaNGuard(skip_limit=2, max_rollbacks=1))
+    loop.good.capture(model=model, optimizer=optimizer, scaler=scaler)
+    return loop
+
+
+def _drift(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+
+def test_a_rollback_restores_the_good_weights_and_cuts_the_learning_rate_at_once(tmp_path):
+    loop = _loop(tmp_path)
+    model, optimizer = loop.s.raw_model, loop.s.optimizer
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    _drift(model)
+    loop.on_non_finite(ROLLBACK, "loss", float("nan"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in good.items())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # the very next step, not only later ones
+    optimizer.step()  # no gradients: changes nothing, but a scheduler step follows an optimiser step
+    loop.s.scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # and every step after it
+    (event,) = loop.events.emitted
+    assert event["kind"] == "nan" and event["action"] == ROLLBACK and "lr x0.25" in event["message"]
+
+
+def test_a_skip_changes_nothing_and_an_abort_raises(tmp_path):
+    loop = _loop(tmp_path)
+    model = loop.s.raw_model
+    _drift(model)
+    drifted = {k: v.clone() for k, v in model.state_dict().items()}
+    loop.on_non_finite(SKIP, "grad", 1.0, float("inf"))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in drifted.items())
+    assert loop.s.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    loop.guard.rollbacks = 2
+    with pytest.raises(NaNAbort, match="1 rollbacks did not help"):
+        loop.on_non_finite(ABORT, "loss", float("nan"))
+    assert [e["action"] for e in loop.events.emitted] == [SKIP, ABORT]
