@@ -73,9 +73,9 @@ def train(
             RunLock,
             check_fresh,
             find_resume_run,
-            parse_duration,
             run_dir_for,
         )
+        from liverctl.train.budget import parse_duration
         from liverctl.train import distributed
         from liverctl.train.loop import run_training
 

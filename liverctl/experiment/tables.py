@@ -78,18 +78,18 @@ def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path
     from rich.table import Table
 
     from liverctl.experiment.folder import find_experiment, fold_dir
-    from liverctl.runs import history as runs
+    from liverctl.runs.folder import is_run_dir, resolve_run
 
     run_dirs: list[Path] = []
     experiments: list[Path] = []
     for spec in specs:
         exp = find_experiment(spec, runs_dir)
         if exp is None:
-            run_dirs.append(runs.resolve_run(spec, runs_dir))
+            run_dirs.append(resolve_run(runs_dir, spec, need="run"))
             continue
         summary = read_summary(exp)
         experiments.append(exp)
-        run_dirs.extend(fold_dir(exp, f) for f in summary["folds"] if runs.is_run_dir(fold_dir(exp, f)))
+        run_dirs.extend(fold_dir(exp, f) for f in summary["folds"] if is_run_dir(fold_dir(exp, f)))
         console.print(headline(summary), highlight=False, soft_wrap=True)
         rows = option_rows(summary)
         if rows:

@@ -23,7 +23,7 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, SCHEMA_VERSION, loads_object, parse_line
-from liverctl.runs.folder import CHECKPOINT_DIR, CONFIG_FILE, SUBMISSIONS_FILE
+from liverctl.runs.folder import CHECKPOINT_DIR, CONFIG_FILE, SUBMISSIONS_FILE, is_run_dir
 
 try:
     import tomllib
@@ -78,10 +78,6 @@ class RunSummary:
 # --------------------------------------------------------------------------------------------- reading
 
 
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / p).exists() for p in (EVENTS_FILE, CONFIG_FILE, CHECKPOINT_DIR))
-
-
 def _is_listed(path: Path) -> bool:
     from liverctl.experiment.folder import is_experiment_dir
 
@@ -127,15 +123,6 @@ def _summarize_or_problem(run_dir: Path, now: float | None) -> RunSummary:
     except Exception as exc:  # noqa: BLE001 - one unreadable run must not take down the table
         return RunSummary(name=run_dir.name, path=run_dir,
                           problems=[f"could not be read ({type(exc).__name__}: {str(exc)[:100]})"])
-
-
-def resolve_run(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> Path:
-    """A run folder from a path or a run name under `runs_root`."""
-    path = Path(spec)
-    for candidate in (path, Path(runs_root) / path):
-        if is_run_dir(candidate):
-            return candidate
-    raise LiverctlError(f"no run folder (looked in . and {runs_root}/); `liverctl runs` lists them", path=spec)
 
 
 def summarize_run(run_dir: str | os.PathLike, *, now: float | None = None) -> RunSummary:

@@ -14,7 +14,8 @@ from liverctl.config import read_config, resolve_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import load_checkpoint, read_sidecar
 from liverctl.runs.events import read_events
-from liverctl.runs.folder import TimeBudget, checkpoint_path, parse_duration
+from liverctl.runs.folder import checkpoint_path
+from liverctl.train.budget import TimeBudget, parse_duration
 from liverctl.train import loop
 
 torch.set_num_threads(1)
