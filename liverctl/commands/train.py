@@ -75,8 +75,8 @@ def train(
             find_resume_run,
             run_dir_for,
         )
-        from liverctl.train.budget import parse_duration
         from liverctl.train import distributed
+        from liverctl.train.budget import parse_duration
         from liverctl.train.loop import run_training
 
         overrides = list(set_)

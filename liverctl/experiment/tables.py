@@ -55,14 +55,14 @@ def experiment_html(exp_dir: str | Path) -> str:
     esc = html.escape
     summary = read_summary(exp_dir)
     parts = [f"<h2>Cross-validation: {esc(str(summary.get('name')))}</h2><p>{esc(headline(summary))}</p>",
-             "<table><tr>" + "".join(f"<th>{h}</th>" for h in ("fold", "run", "status", "best volume Dice",
+             "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in ("fold", "run", "status", "best volume Dice",
                                                               "out-of-fold cases")) + "</tr>"]
     parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in fold_rows(summary))
     parts.append("</table>")
     rows = option_rows(summary)
     if rows:
         parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3><table><tr>"
-                     + "".join(f"<th>{h}</th>" for h in OPTION_HEAD) + "</tr>")
+                     + "".join(f"<th>{esc(h)}</th>" for h in OPTION_HEAD) + "</tr>")
         parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
         parts.append("</table>")
     return "\n".join(parts)

@@ -180,7 +180,7 @@ class WatchApp(App):
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
         self.info.show_state(state)
-        self.sub_title = f"{state.name} — {state.status}"
+        self.sub_title = f"{state.name} — {state.shown_status}"
 
     # ---- actions -------------------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.runs.events import KINDS, EventTail
-from liverctl.runs.folder import EVENTS_FILE
+from liverctl.runs.folder import EVENTS_FILE, writer_alive
+from liverctl.runs.history import RunHistory, as_int, run_status
+from liverctl.runs.history import finite as _finite
 
 # Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
 # null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).
@@ -104,17 +106,6 @@ class Checkpoint:
     ts: float | None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> float | None:
-    """A finite float, or None (for null, NaN, inf, strings...)."""
-    if _is_number(value) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def _non_finite_paths(value: Any, path: str = "") -> list[str]:
     """Where a NaN/inf float sits in a parsed event (Python's json accepts `NaN` and `Infinity`)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -124,10 +115,6 @@ def _non_finite_paths(value: Any, path: str = "") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in _non_finite_paths(v, f"{path}[{i}]")]
     return []
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class RunState:
@@ -166,6 +153,8 @@ class RunState:
         self.unknown_kinds: dict[str, int] = {}
         self.steps_per_epoch: int | None = None
         self._current = CurrentEpoch(number=1)
+        self.history = RunHistory()  # the shared reducer: status and best epoch follow its rules
+        self.writer_alive: bool | None = None  # whether the run's lock is held; None: not known (no folder)
         self.version = 0  # bumped by every feed that changed something (views redraw on change)
 
     # ---- folding -------------------------------------------------------------------------------------
@@ -188,6 +177,7 @@ class RunState:
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if isinstance(e.get("run"), str) and e["run"] and not self.name:
             self.name = e["run"]
+        self.history.add(e)
         if kind != "nan":
             self._check_values(e, kind, ts)
         handler = getattr(self, f"_on_{kind}", None) if kind in KINDS else None
@@ -202,7 +192,7 @@ class RunState:
         bad += [f for f in NUMBER_FIELDS.get(str(kind), ()) if f in e and e[f] is None]
         if not bad:
             return
-        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        epoch, step = as_int(e.get("epoch")), as_int(e.get("step"))
         self._mark_point(epoch, step, bad, kind)
         if any(not r.from_value and (r.epoch, r.step) == (epoch, step) for r in self.nans):
             return  # the guard's own `nan` event (written first) already tells about this step
@@ -243,18 +233,18 @@ class RunState:
         if isinstance(resumed, dict):  # the trainer writes {epoch, global_step, step_in_epoch}
             resumed = ", ".join(f"{k} {v}" for k, v in resumed.items() if k in ("epoch", "global_step"))
         self.resumed_from = str(resumed) if resumed else None
-        if _int_or_none(e.get("steps_per_epoch")):
+        if as_int(e.get("steps_per_epoch")):
             self.steps_per_epoch = e["steps_per_epoch"]
         if isinstance(e.get("config"), dict):
             self.config = e["config"]
             train = self.config.get("train")
-            if isinstance(train, dict) and _int_or_none(train.get("epochs")):
+            if isinstance(train, dict) and as_int(train.get("epochs")):
                 self.total_epochs = train["epochs"]
             if self.preset is None and isinstance(self.config.get("preset"), str):
                 self.preset = self.config["preset"]
 
     def _on_step(self, e: dict, ts: float | None) -> None:
-        step = _int_or_none(e.get("step"))
+        step = as_int(e.get("step"))
         loss = _finite(e.get("loss"))
         if "loss" in e:
             self.steps.append((step, loss))
@@ -274,7 +264,7 @@ class RunState:
         self.samples.append(StepSample(step, ts, loss, _finite(e.get("lr")), _finite(e.get("samples_per_s"))))
 
     def _on_epoch_end(self, e: dict, ts: float | None) -> None:
-        epoch = _int_or_none(e.get("epoch"))
+        epoch = as_int(e.get("epoch"))
         if epoch is None:
             return
         row = EpochRow(
@@ -290,14 +280,14 @@ class RunState:
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
             nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
             nan_seen=self._current.n_nan > 0,
-            step=_int_or_none(e.get("step")) if _int_or_none(e.get("step")) is not None else self._last_step(),
+            step=as_int(e.get("step")) if as_int(e.get("step")) is not None else self._last_step(),
         )
         self._current = CurrentEpoch(number=epoch + 1, started_ts=ts)
         if row.is_best:
             for other in self.epochs.values():
                 other.is_best = False
         self.epochs[epoch] = row  # a rolled-back epoch written again replaces the first one
-        if _int_or_none(e.get("epochs")):
+        if as_int(e.get("epochs")):
             self.total_epochs = e["epochs"]
 
     def _on_checkpoint(self, e: dict, ts: float | None) -> None:
@@ -305,7 +295,7 @@ class RunState:
             Checkpoint(
                 which=str(e.get("which") or "?"),
                 path=str(e.get("path") or ""),
-                epoch=_int_or_none(e.get("epoch")),
+                epoch=as_int(e.get("epoch")),
                 volume_dice=_finite(e.get("volume_dice")),
                 ts=ts,
             )
@@ -313,7 +303,7 @@ class RunState:
 
     def _on_nan(self, e: dict, ts: float | None) -> None:
         where, action = str(e.get("where") or "?"), str(e.get("action") or "?")
-        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        epoch, step = as_int(e.get("epoch")), as_int(e.get("step"))
         counts = e.get("counts") if isinstance(e.get("counts"), dict) else {}
         record = NanRecord(where, action, epoch, step, ts, str(e.get("message") or ""), counts)
         kind, _, fields = where.partition(":")
@@ -355,14 +345,22 @@ class RunState:
 
     @property
     def status(self) -> str:
-        """waiting, running, stalled, or the `run_end` status (completed, failed, interrupted, ...)."""
-        if self.end is not None:
-            return self.end["status"]
+        """The run's status by the shared rule (`liverctl.runs.history.run_status`: the `run_end` status,
+        else running while the run's lock is held, else interrupted); "waiting" before the first event."""
         if self.n_events == 0:
             return "waiting"
-        if self.last_ts is not None and self.clock() - self.last_ts > self.stall_after_s():
-            return "stalled"
-        return "running"
+        return run_status(self.history, self.writer_alive)
+
+    @property
+    def stalled(self) -> bool:
+        """A live-only hint: running, but silent for longer than `stall_after_s`."""
+        return (self.status == "running" and self.last_ts is not None
+                and self.clock() - self.last_ts > self.stall_after_s())
+
+    @property
+    def shown_status(self) -> str:
+        """What the screen says: the status, or "stalled" for a running run that went silent."""
+        return "stalled" if self.stalled else self.status
 
     def current_epoch(self) -> CurrentEpoch | None:
         """The unfinished epoch, when steps or NaN records were written after the last epoch_end."""
@@ -385,16 +383,11 @@ class RunState:
 
     @property
     def best(self) -> tuple[int, float] | None:
-        """(epoch, volume Dice) of the best epoch: the `run_end` best, else the row marked best."""
-        if self.end and self.end.get("best"):
-            b = self.end["best"]
-            epoch, dice = _int_or_none(b.get("epoch")), _finite(b.get("volume_dice"))
-            if epoch is not None and dice is not None:
-                return epoch, dice
-        for row in self.epochs.values():
-            if row.is_best and row.volume_dice is not None:
-                return row.epoch, row.volume_dice
-        return None
+        """(epoch, volume Dice) of the best epoch, by the shared rule (`RunHistory.best`)."""
+        best = self.history.best
+        if best is None or as_int(best.get("epoch")) is None:
+            return None
+        return best["epoch"], _finite(best["volume_dice"])
 
     @property
     def has_nan(self) -> bool:
@@ -505,6 +498,7 @@ class RunWatcher:
             self.state = RunState(self.run_dir.name, clock=self.clock)  # the tail re-reads from the start
         self._seen = (st.st_ino, st.st_size)
         self.condition = "ok"
+        self.state.writer_alive = writer_alive(self.run_dir)
         return self.state.feed(self.tail.poll())
 
     @property

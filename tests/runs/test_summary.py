@@ -1,4 +1,4 @@
-"""`liverctl.runs.history` and the `liverctl runs` command, on hand-made run folders (tests/run_fixtures.py)."""
+"""`liverctl.runs.summary`, `liverctl.runs.table` and the `liverctl runs` command, on hand-made run folders (tests/run_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,9 @@ from typer.testing import CliRunner
 
 from liverctl.cli import app
 from liverctl.errors import LiverctlError
-from liverctl.runs.history import (
-    RUNNING_WINDOW_S,
-    filter_runs,
-    flatten_config,
-    scan_runs,
-    sort_runs,
-    summarize_run,
-    summary_row,
-    varied_settings,
-)
+from liverctl.runs.folder import RunLock
+from liverctl.runs.summary import flatten_config, scan_runs, summarize_run
+from liverctl.runs.table import filter_runs, sort_runs, summary_row, varied_settings
 
 LATER = 1_800_000_000.0  # "now" long after every fixture run ended
 
@@ -91,11 +84,11 @@ def test_killed_run_with_torn_log_and_no_checkpoint_is_listed_with_its_problems(
     assert any("half-written last line" in p for p in summary.problems)
 
 
-def test_log_still_being_written_is_running(tmp_path):
+def test_a_run_is_running_while_its_lock_is_held_whatever_the_clock(tmp_path):
     run = make_run(tmp_path, "live", status=None, start_ts=1_700_000_000)
-    mtime = (run / "events.jsonl").stat().st_mtime
-    assert summarize_run(run, now=mtime + 10).status == "running"
-    assert summarize_run(run, now=mtime + RUNNING_WINDOW_S + 10).status == "interrupted"
+    with RunLock(run):
+        assert summarize_run(run, now=LATER).status == "running"  # silent for years, still held: running
+    assert summarize_run(run).status == "interrupted"  # written a moment ago, but nobody holds the lock
 
 
 @pytest.mark.parametrize(
@@ -221,7 +214,7 @@ def test_command_errors_are_one_line_with_nonzero_exit(tmp_path):
 
 def test_listing_runs_never_imports_torch_or_numpy():
     code = (
-        "import sys, liverctl.runs.history, liverctl.commands.runs\n"
+        "import sys, liverctl.runs.table, liverctl.commands.runs\n"
         "heavy = [m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -249,8 +242,8 @@ def test_submission_scores_are_matched_to_their_csv(tmp_path):
 
 def test_a_run_in_its_first_epoch_is_not_missing_a_checkpoint_yet(tmp_path):
     run = make_run(tmp_path, "young", status=None, volume_dice=[], checkpoint=False)
-    mtime = (run / "events.jsonl").stat().st_mtime
-    summary = summarize_run(run, now=mtime + 5)
+    with RunLock(run):
+        summary = summarize_run(run)
     assert summary.status == "running" and summary.epochs_done == 0
     assert summary.problems == []
 
