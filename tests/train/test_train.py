@@ -15,8 +15,8 @@ from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import load_checkpoint, read_sidecar
 from liverctl.runs.events import read_events
 from liverctl.runs.folder import checkpoint_path
-from liverctl.train.budget import TimeBudget, parse_duration
 from liverctl.train import loop
+from liverctl.train.budget import TimeBudget, parse_duration
 
 torch.set_num_threads(1)
 
