@@ -168,13 +168,13 @@ def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
     fig = _new_figure(*overlay_figsize(len(zs)))
     axes = np.atleast_2d(fig.subplots(max(1, len(zs)), 3, squeeze=False))
     for row, z in enumerate(zs):
-        _overlay_row(axes[row], row, z, (images[row], labels[row], preds[row]), window, affine)
+        _overlay_row(axes[row], row, z, (images[row], labels[row], preds[row]), window=window, affine=affine)
     fig.suptitle(title or case)
     _save(fig, path)
     return path
 
 
-def _overlay_row(axes, row: int, z: int, slices, window: tuple[float, float], affine) -> None:
+def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float], affine) -> None:
     import numpy as np
 
     lo, hi = window

@@ -80,7 +80,8 @@ def predict_validation_cases(
     try:
         for case, probs in predict_cases([inputs.model], inputs.store, case_ids, tta=tta,
                                          batch_size=int(infer.get("batch_size", 16)), device=inputs.device):
-            results.append(_score_and_draw(run, inputs, case, probs >= threshold, out_dir, slices_per_case))
+            results.append(_score_and_draw(run, inputs, case, probs >= threshold, out_dir=out_dir,
+                                           k=slices_per_case))
     except (LiverctlError, RuntimeError, ValueError) as exc:
         raise OverlaySkipped(f"prediction failed: {_one_line(exc)}") from None
     return RunPredictions(results, how)
@@ -109,7 +110,7 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
     return _Inputs(store, store_path, run_model, which, device)
 
 
-def _score_and_draw(run: RunData, inputs: _Inputs, case: str, pred, out_dir: Path, k: int) -> CaseResult:
+def _score_and_draw(run: RunData, inputs: _Inputs, case: str, pred, *, out_dir: Path, k: int) -> CaseResult:
     """Volume Dice of one predicted case, and its overlay of the `k` slices that disagree most."""
     import numpy as np
 

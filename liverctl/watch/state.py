@@ -1,120 +1,39 @@
 """What `watch` shows, folded from a run's events: pure Python, no Textual, no torch.
 
-`RunState.feed(events)` folds events (from `liverctl.runs.events`) into the run's name, preset, device, status,
-per-step losses, per-epoch rows, best epoch, NaN records, throughput, ETA and checkpoints. `RunWatcher`
+`RunState.feed(events)` folds events (from `liverctl.runs.events`) into the run's name, preset, device,
+per-step losses, per-epoch rows, NaN records, throughput, ETA and checkpoints; its status and best epoch
+are those of the shared reducer it holds (`liverctl.runs.history.RunHistory`), plus a live-only stall hint. `RunWatcher`
 owns the incremental reading of one run folder (file not there yet, a torn last line, the folder deleted,
 the file replaced). Both the TUI and `watch --once` read only this.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liverctl.runs.events import KINDS, EventTail
 from liverctl.runs.folder import EVENTS_FILE, writer_alive
-from liverctl.runs.history import RunHistory, as_int, run_status
-from liverctl.runs.history import finite as _finite
+from liverctl.runs.history import RunHistory, as_int, finite, run_status
+from liverctl.watch.records import (
+    NUMBER_FIELDS,
+    Checkpoint,
+    CurrentEpoch,
+    EpochRow,
+    NanRecord,
+    StepSample,
+    non_finite_paths,
+)
 
-# Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
-# null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).
-NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
-    "step": ("loss",),
-    "epoch_end": ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice"),
-}
-# Statuses a `run_end` event may carry; anything else is shown as written.
-END_STATUSES = ("completed", "failed", "interrupted", "time_limit", "nan_abort")
 # A run is "stalled" after this many typical epochs (or step gaps, before the first epoch) of silence.
 STALL_FACTOR = 3.0
 STALL_MIN_S = 120.0  # never call a run stalled sooner than this
 STALL_FIRST_EPOCH_MIN_S = 300.0  # before the first epoch the gap also covers the first validation
 STALL_NO_HISTORY_S = 600.0  # nothing to compare with yet (run_start only)
-
-
-@dataclass
-class EpochRow:
-    """One `epoch_end` event; a None metric is a non-finite value (or was never written)."""
-
-    epoch: int
-    train_loss: float | None = None
-    val_loss: float | None = None
-    volume_dice: float | None = None
-    slice_dice: float | None = None
-    global_dice: float | None = None
-    seconds: float | None = None
-    is_best: bool = False
-    ts: float | None = None
-    nan_fields: set[str] = field(default_factory=set)  # columns holding a non-finite value
-    nan_seen: bool = False  # a NaN record arrived during this epoch (step, grad or validation)
-    step: int | None = None  # global step at its end (the event's, else the last step event seen)
-
-
-@dataclass
-class CurrentEpoch:
-    """The epoch after the last `epoch_end`: what its step events and NaN records say so far."""
-
-    number: int  # as the table would number it when it ends
-    losses: list[float] = field(default_factory=list)  # finite step losses
-    n_nan: int = 0  # NaN records during it
-    started_ts: float | None = None
-
-    @property
-    def mean_loss(self) -> float | None:
-        return sum(self.losses) / len(self.losses) if self.losses else None
-
-
-@dataclass
-class NanRecord:
-    """A `nan` event, or a non-finite value found in another event (`from_value=True`)."""
-
-    where: str
-    action: str
-    epoch: int | None
-    step: int | None
-    ts: float | None
-    message: str = ""
-    counts: dict[str, Any] = field(default_factory=dict)
-    from_value: bool = False  # found in a value, no `nan` event seen (yet) for it
-    # Which epoch of the run this happened in, counted from 1 by the epoch_end events seen before it: the
-    # trainer's step-level events carry the epoch in progress from 0, its epoch_end the epochs done.
-    epoch_ordinal: int | None = None
-
-
-@dataclass
-class StepSample:
-    """One `step` event as the charts plot it; None where a value was missing or non-finite."""
-
-    step: int | None
-    ts: float | None
-    loss: float | None
-    lr: float | None
-    samples_per_s: float | None
-
-
-@dataclass
-class Checkpoint:
-    which: str
-    path: str
-    epoch: int | None
-    volume_dice: float | None
-    ts: float | None
-
-
-def _non_finite_paths(value: Any, path: str = "") -> list[str]:
-    """Where a NaN/inf float sits in a parsed event (Python's json accepts `NaN` and `Infinity`)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [path]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _non_finite_paths(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _non_finite_paths(v, f"{path}[{i}]")]
-    return []
 
 
 class RunState:
@@ -172,7 +91,7 @@ class RunState:
 
     def _fold(self, e: dict) -> None:
         kind = e.get("kind")
-        ts = _finite(e.get("ts"))
+        ts = finite(e.get("ts"))
         if ts is not None:
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if isinstance(e.get("run"), str) and e["run"] and not self.name:
@@ -188,7 +107,7 @@ class RunState:
         handler(e, ts)
 
     def _check_values(self, e: dict, kind: Any, ts: float | None) -> None:
-        bad = [p for p in _non_finite_paths(e) if p != "ts"]
+        bad = [p for p in non_finite_paths(e) if p != "ts"]
         bad += [f for f in NUMBER_FIELDS.get(str(kind), ()) if f in e and e[f] is None]
         if not bad:
             return
@@ -245,7 +164,7 @@ class RunState:
 
     def _on_step(self, e: dict, ts: float | None) -> None:
         step = as_int(e.get("step"))
-        loss = _finite(e.get("loss"))
+        loss = finite(e.get("loss"))
         if "loss" in e:
             self.steps.append((step, loss))
             if loss is not None:
@@ -254,14 +173,14 @@ class RunState:
             self.step_ts.append(ts)
             if step is not None:
                 self.step_clock.append((step, ts))
-        if _finite(e.get("samples_per_s")) is not None:
+        if finite(e.get("samples_per_s")) is not None:
             self.samples_per_s = float(e["samples_per_s"])
-        if _finite(e.get("lr")) is not None:
+        if finite(e.get("lr")) is not None:
             self.lr = float(e["lr"])
         for attr in ("gpu_mem_gb", "gpu_mem_peak_gb"):
-            if _finite(e.get(attr)) is not None:
+            if finite(e.get(attr)) is not None:
                 setattr(self, attr, float(e[attr]))
-        self.samples.append(StepSample(step, ts, loss, _finite(e.get("lr")), _finite(e.get("samples_per_s"))))
+        self.samples.append(StepSample(step, ts, loss, finite(e.get("lr")), finite(e.get("samples_per_s"))))
 
     def _on_epoch_end(self, e: dict, ts: float | None) -> None:
         epoch = as_int(e.get("epoch"))
@@ -269,16 +188,16 @@ class RunState:
             return
         row = EpochRow(
             epoch=epoch,
-            train_loss=_finite(e.get("train_loss")),
-            val_loss=_finite(e.get("val_loss")),
-            volume_dice=_finite(e.get("volume_dice")),
-            slice_dice=_finite(e.get("slice_dice")),
-            global_dice=_finite(e.get("global_dice")),
-            seconds=_finite(e.get("seconds")),
+            train_loss=finite(e.get("train_loss")),
+            val_loss=finite(e.get("val_loss")),
+            volume_dice=finite(e.get("volume_dice")),
+            slice_dice=finite(e.get("slice_dice")),
+            global_dice=finite(e.get("global_dice")),
+            seconds=finite(e.get("seconds")),
             is_best=e.get("is_best") is True,
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
-            nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
+            nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and finite(e[f]) is None},
             nan_seen=self._current.n_nan > 0,
             step=as_int(e.get("step")) if as_int(e.get("step")) is not None else self._last_step(),
         )
@@ -296,7 +215,7 @@ class RunState:
                 which=str(e.get("which") or "?"),
                 path=str(e.get("path") or ""),
                 epoch=as_int(e.get("epoch")),
-                volume_dice=_finite(e.get("volume_dice")),
+                volume_dice=finite(e.get("volume_dice")),
                 ts=ts,
             )
         )
@@ -387,7 +306,7 @@ class RunState:
         best = self.history.best
         if best is None or as_int(best.get("epoch")) is None:
             return None
-        return best["epoch"], _finite(best["volume_dice"])
+        return best["epoch"], finite(best["volume_dice"])
 
     @property
     def has_nan(self) -> bool:
