@@ -1,8 +1,8 @@
-"""The experiment's out-of-fold option table and fold figures, for `liverctl report` (HTML and console)."""
+"""The experiment's out-of-fold option table and fold figures as rows of text, for `liverctl report` (its
+HTML in `liverctl.report.html`, its console table here)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from liverctl.experiment.folder import read_summary
@@ -20,6 +20,9 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
         rows.append((f"{o['threshold']:g}{' *' if chosen else ''}", str(o["post"]),
                      *(_fmt(o.get(k)) for k in ("volume_dice", "slice_dice", "global_dice"))))
     return rows
+
+
+FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")
 
 
 def fold_rows(summary: dict) -> list[tuple[str, ...]]:
@@ -49,23 +52,6 @@ def headline(summary: dict) -> str:
     if o.get("note"):
         parts.append(o["note"])
     return "; ".join(parts)
-
-
-def experiment_html(exp_dir: str | Path) -> str:
-    esc = html.escape
-    summary = read_summary(exp_dir)
-    parts = [f"<h2>Cross-validation: {esc(str(summary.get('name')))}</h2><p>{esc(headline(summary))}</p>",
-             "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in ("fold", "run", "status", "best volume Dice",
-                                                              "out-of-fold cases")) + "</tr>"]
-    parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in fold_rows(summary))
-    parts.append("</table>")
-    rows = option_rows(summary)
-    if rows:
-        parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3><table><tr>"
-                     + "".join(f"<th>{esc(h)}</th>" for h in OPTION_HEAD) + "</tr>")
-        parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-        parts.append("</table>")
-    return "\n".join(parts)
 
 
 def _fmt(value) -> str:

@@ -47,6 +47,21 @@ def runs_table_html(data: list[RunData]) -> str:
             + f"<p>{escape(table.LEGEND)}</p>")
 
 
+def experiment_html(exp_dir) -> str:
+    """An experiment's headline, fold table and out-of-fold option table."""
+    from liverctl.experiment.folder import read_summary
+    from liverctl.experiment.tables import FOLD_HEAD, OPTION_HEAD, fold_rows, headline, option_rows
+
+    summary = read_summary(exp_dir)
+    parts = [f"<h2>Cross-validation: {escape(str(summary.get('name')))}</h2><p>{escape(headline(summary))}</p>",
+             html_table(FOLD_HEAD, fold_rows(summary))]
+    rows = option_rows(summary)
+    if rows:
+        parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3>")
+        parts.append(html_table(OPTION_HEAD, rows))
+    return "\n".join(parts)
+
+
 def write_index(data: list[RunData], predictions: dict[str, RunPredictions], skipped: list[str], path: Path,
                 *, with_case_dice: bool, experiments=()) -> Path:
     """index.html beside the pictures (relative links, so the folder can be moved or zipped)."""
@@ -54,8 +69,6 @@ def write_index(data: list[RunData], predictions: dict[str, RunPredictions], ski
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>", runs_table_html(data)]
     if experiments:
-        from liverctl.experiment.tables import experiment_html
-
         parts.extend(experiment_html(e) for e in experiments)
     problems = [f"<b>{escape(r.name)}</b>: {escape(p)}" for r in data for p in r.summary.problems]
     if problems:

@@ -13,6 +13,8 @@ NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
     "step": ("loss",),
     "epoch_end": ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice"),
 }
+
+
 @dataclass
 class EpochRow:
     """One `epoch_end` event; a None metric is a non-finite value (or was never written)."""
