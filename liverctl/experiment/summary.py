@@ -4,7 +4,6 @@ whatever is missing or odd becomes a problem line, never an exception."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
 
 
-def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
+def summarize_experiment(exp_dir: str | Path):
     """A `liverctl.runs.summary.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
     `cv` (cv, oof and decision from experiment.json)."""
     from liverctl.runs import summary as runs
@@ -26,8 +25,7 @@ def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
     except LiverctlError as exc:
         out.problems.append(str(exc))
         return out
-    now = time.time() if now is None else now
-    out.folds = [runs.summarize_run(fold_dir(exp_dir, f), now=now) for f in summary["folds"]
+    out.folds = [runs.summarize_run(fold_dir(exp_dir, f)) for f in summary["folds"]
                  if fold_dir(exp_dir, f).is_dir()]
     out.preset = summary.get("preset")
     settings = runs.flatten_config(summary["config"])

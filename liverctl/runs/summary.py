@@ -79,11 +79,11 @@ def _is_listed(path: Path) -> bool:
     return is_run_dir(path) or is_experiment_dir(path)
 
 
-def _summarize(path: Path, now: float | None) -> RunSummary:
+def _summarize(path: Path) -> RunSummary:
     from liverctl.experiment.folder import is_experiment_dir
     from liverctl.experiment.summary import summarize_experiment
 
-    return summarize_experiment(path, now=now) if is_experiment_dir(path) else summarize_run(path, now=now)
+    return summarize_experiment(path) if is_experiment_dir(path) else summarize_run(path)
 
 
 def find_run_dirs(root: str | os.PathLike) -> list[Path]:
@@ -98,7 +98,7 @@ def find_run_dirs(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and _is_listed(p))
 
 
-def scan_runs(root: str | os.PathLike, *, now: float | None = None) -> list[RunSummary]:
+def scan_runs(root: str | os.PathLike) -> list[RunSummary]:
     """Summaries of every run under `root`, newest first. Raises LiverctlError when there is none."""
     dirs = find_run_dirs(root)
     if not dirs:
@@ -107,24 +107,23 @@ def scan_runs(root: str | os.PathLike, *, now: float | None = None) -> list[RunS
             "train one with `liverctl train --preset demo`",
             path=root,
         )
-    summaries = [_summarize_or_problem(d, now) for d in dirs]
+    summaries = [_summarize_or_problem(d) for d in dirs]
     return sorted(summaries, key=lambda s: (s.started is None, -(s.started or 0.0)))  # newest first
 
 
-def _summarize_or_problem(run_dir: Path, now: float | None) -> RunSummary:
+def _summarize_or_problem(run_dir: Path) -> RunSummary:
     """`summarize_run`, and should a run folder still defeat it, a row saying so: never hide the others."""
     try:
-        return _summarize(run_dir, now)
+        return _summarize(run_dir)
     except Exception as exc:  # noqa: BLE001 - one unreadable run must not take down the table
         return RunSummary(name=run_dir.name, path=run_dir,
                           problems=[f"could not be read ({type(exc).__name__}: {str(exc)[:100]})"])
 
 
-def summarize_run(run_dir: str | os.PathLike, *, now: float | None = None) -> RunSummary:
+def summarize_run(run_dir: str | os.PathLike) -> RunSummary:
     """Read one run folder into a RunSummary; never raises for a damaged run (see `problems`).
 
-    `now` is accepted for callers that pass it; the status no longer depends on the clock (the lock says
-    whether the run is being written).
+    The status does not depend on the clock: the run's lock says whether it is being written.
     """
     run_dir = Path(run_dir)
     summary = RunSummary(name=run_dir.name, path=run_dir)

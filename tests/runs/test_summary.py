@@ -18,8 +18,6 @@ from liverctl.runs.folder import RunLock
 from liverctl.runs.summary import flatten_config, scan_runs, summarize_run
 from liverctl.runs.table import filter_runs, sort_runs, summary_row, varied_settings
 
-LATER = 1_800_000_000.0  # "now" long after every fixture run ended
-
 
 @pytest.fixture
 def three_runs(tmp_path):
@@ -35,7 +33,7 @@ def three_runs(tmp_path):
 
 
 def test_scan_lists_newest_first_with_status_epochs_and_best_dice(three_runs):
-    runs = scan_runs(three_runs, now=LATER)
+    runs = scan_runs(three_runs)
     assert [r.name for r in runs] == ["c-focal", "b-v5", "a-v3"]
     focal, v5, v3 = runs
     assert (v3.status, v5.status, focal.status) == ("completed", "completed", "nan_abort")
@@ -54,7 +52,7 @@ def test_scan_lists_newest_first_with_status_epochs_and_best_dice(three_runs):
 
 
 def test_varied_settings_keeps_only_keys_that_differ(three_runs):
-    runs = scan_runs(three_runs, now=LATER)
+    runs = scan_runs(three_runs)
     varied = varied_settings(runs)
     assert "loss.name" in varied and "train.epochs" in varied
     assert "model.arch" not in varied and "data.window" not in varied
@@ -66,7 +64,7 @@ def test_varied_settings_keeps_only_keys_that_differ(three_runs):
 def test_varied_settings_counts_a_missing_key_and_ignores_descriptions(tmp_path):
     make_run(tmp_path, "x", settings={"train.clip": 1.0, "model.description": "one"})
     make_run(tmp_path, "y", settings={"model.description": "two"})
-    runs = scan_runs(tmp_path, now=LATER)
+    runs = scan_runs(tmp_path)
     assert varied_settings(runs) == ["train.clip"]
 
 
@@ -77,7 +75,7 @@ def test_flatten_config_dots_sections_and_makes_lists_comparable():
 
 def test_killed_run_with_torn_log_and_no_checkpoint_is_listed_with_its_problems(tmp_path):
     run = make_run(tmp_path, "killed", status=None, truncated=True, checkpoint=False, planned=4)
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert summary.status == "interrupted"
     assert summary.epochs_done == 3  # the fourth epoch_end is the torn last line
     assert any("no checkpoint" in p for p in summary.problems)
@@ -87,7 +85,7 @@ def test_killed_run_with_torn_log_and_no_checkpoint_is_listed_with_its_problems(
 def test_a_run_is_running_while_its_lock_is_held_whatever_the_clock(tmp_path):
     run = make_run(tmp_path, "live", status=None, start_ts=1_700_000_000)
     with RunLock(run):
-        assert summarize_run(run, now=LATER).status == "running"  # silent for years, still held: running
+        assert summarize_run(run).status == "running"  # silent for years, still held: running
     assert summarize_run(run).status == "interrupted"  # written a moment ago, but nobody holds the lock
 
 
@@ -97,7 +95,7 @@ def test_a_run_is_running_while_its_lock_is_held_whatever_the_clock(tmp_path):
 )
 def test_other_schema_versions_are_read_and_named(tmp_path, version, words):
     run = make_run(tmp_path, "r", schema_version=version, planned=2)
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert summary.status == "completed" and summary.epochs_done == 2
     assert any(words in p for p in summary.problems), summary.problems
 
@@ -107,7 +105,7 @@ def test_unknown_checkpoint_format_is_named(tmp_path):
     sidecar = json.loads((run / "checkpoints" / "last.json").read_text(encoding="utf-8"))
     sidecar["format"] = "liverctl-checkpoint/9"
     (run / "checkpoints" / "last.json").write_text(json.dumps(sidecar), encoding="utf-8")
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert summary.problems == [
         "checkpoints/last.json has format 'liverctl-checkpoint/9', not 'liverctl-checkpoint/1'; read as best we can"
     ]
@@ -115,7 +113,7 @@ def test_unknown_checkpoint_format_is_named(tmp_path):
 
 def test_missing_config_falls_back_to_the_run_start_event(tmp_path):
     run = make_run(tmp_path, "r", config_file=False, settings={"loss.name": "tversky"})
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert summary.settings["loss.name"] == "tversky"
     assert any("config.toml missing" in p for p in summary.problems)
 
@@ -127,7 +125,7 @@ def test_broken_files_become_problems_not_exceptions(tmp_path):
     with open(run / "events.jsonl", "a", encoding="utf-8") as fh:
         fh.write("garbage line\n")
     (run / "submissions.jsonl").write_text("[1, 2]\n", encoding="utf-8")
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     text = " | ".join(summary.problems)
     for words in ("config.toml unreadable", "best.json unreadable", "1 unreadable line", "submissions.jsonl"):
         assert words in text
@@ -144,7 +142,7 @@ def test_resumed_run_sums_its_segments_and_takes_the_last_status(tmp_path):
     ]
     with open(run / "events.jsonl", "a", encoding="utf-8") as fh:
         fh.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert summary.status == "interrupted"  # the first session's run_end no longer speaks for the run
     assert any("no run_end" in p for p in summary.problems)
     assert summary.wall_seconds == pytest.approx(2 * 100 + 1 + 30)
@@ -158,7 +156,7 @@ def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path):
 
 
 def test_filter_and_sort(three_runs):
-    runs = scan_runs(three_runs, now=LATER)
+    runs = scan_runs(three_runs)
     assert [r.name for r in filter_runs(runs, ["preset=v5*"])] == ["c-focal", "b-v5"]
     assert [r.name for r in filter_runs(runs, ["status=completed", "volume_dice>=0.92"])] == ["b-v5"]
     assert [r.name for r in filter_runs(runs, ["loss.name!=0.5*bce*"])] == ["c-focal", "b-v5"]
@@ -233,7 +231,7 @@ def test_submission_scores_are_matched_to_their_csv(tmp_path):
                                 {"csv": "subs/c.csv", "scores": {"volume_dice": 0.99}}])
     os.utime(scores_path(tmp_path / "subs" / "b.csv"), (1_600_000_000, 1_600_000_000))  # scored before it existed
     (tmp_path / "subs" / "c.csv").unlink()
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert [s["volume_dice"] for s in summary.submissions] == [pytest.approx(0.9), None, None]
     assert summary.best_submitted == pytest.approx(0.9)
     text = " | ".join(summary.problems)
@@ -251,7 +249,7 @@ def test_a_run_in_its_first_epoch_is_not_missing_a_checkpoint_yet(tmp_path):
 def test_settings_that_cannot_change_results_are_not_columns(tmp_path):
     make_run(tmp_path, "a", settings={"train.log_every": 5, "data.num_workers": 0, "infer.batch_size": 4})
     make_run(tmp_path, "b", settings={"train.log_every": 50, "data.num_workers": 2, "optim.lr": 3e-4})
-    assert varied_settings(scan_runs(tmp_path, now=LATER)) == ["optim.lr"]
+    assert varied_settings(scan_runs(tmp_path)) == ["optim.lr"]
 
 
 def test_one_deeply_nested_line_is_a_problem_of_its_run_only(tmp_path):
@@ -262,7 +260,7 @@ def test_one_deeply_nested_line_is_a_problem_of_its_run_only(tmp_path):
         fh.write('{"kind":"note","x":' + "[" * 100_000 + "]" * 100_000 + "}\n")
         fh.write('{"kind":"epoch_end","epoch":' + "9" * 5000 + "}\n")
         fh.write('{"kind":"epoch_end","ts":1e999,"epoch":9}\n')
-    summaries = {s.name: s for s in scan_runs(root, now=LATER)}
+    summaries = {s.name: s for s in scan_runs(root)}
     assert summaries["good"].problems == []
     assert summaries["bad"].status == "completed" and summaries["bad"].epochs_done == 3
     assert "events.jsonl: 3 unreadable line(s) skipped" in summaries["bad"].problems
@@ -282,7 +280,7 @@ def test_one_deeply_nested_line_is_a_problem_of_its_run_only(tmp_path):
 def test_a_garbage_config_toml_is_a_problem_not_an_exception(tmp_path, content, fragment):
     run = make_run(tmp_path, "r")
     (run / "config.toml").write_bytes(content)
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     assert any(p.startswith(fragment) for p in summary.problems), summary.problems
     assert summary.preset == "demo"  # settings still come from the event log
 
@@ -293,12 +291,12 @@ def test_odd_values_in_config_sidecars_and_submissions_are_problems(tmp_path):
     (run / "checkpoints" / "best.json").write_text('{"metrics":' + "[" * 5000 + "]" * 5000 + "}")
     (run / "submissions.jsonl").write_text(json.dumps({"csv": "a\0b.csv"}) + "\n" + json.dumps({"csv": "/" + "x" * 5000})
                                            + "\n", encoding="utf-8")
-    summary = summarize_run(run, now=LATER)
+    summary = summarize_run(run)
     text = " | ".join(summary.problems)
     assert "best.json unreadable (not a JSON object)" in text and "no longer exists" in text
     assert filter_runs([summary], ["optim.lr>1"]) == [] and filter_runs([summary], ["optim.lr=5"]) == []
     other = make_run(tmp_path, "s")
-    assert [s.name for s in sort_runs([summary, summarize_run(other, now=LATER)], "optim.lr")] == ["r", "s"]
+    assert [s.name for s in sort_runs([summary, summarize_run(other)], "optim.lr")] == ["r", "s"]
 
 
 def _fuzz_run_files(rng, run):
@@ -329,7 +327,7 @@ def test_fuzz_summarize_run_records_problems_never_raises(tmp_path):
     for i in range(120):
         run = make_run(tmp_path, f"r{i}", submissions=[{"csv": f"s{i}.csv", "scores": {"volume_dice": 0.9}}])
         _fuzz_run_files(rng, run)
-        summary = summarize_run(run, now=LATER)  # not the scan_runs safety net: the reader itself holds
+        summary = summarize_run(run)  # not the scan_runs safety net: the reader itself holds
         damaged += bool(summary.problems)
         row = summary_row(summary, varied_settings([summary]))
         json.dumps(row)
