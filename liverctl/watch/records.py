@@ -26,7 +26,7 @@ class EpochRow:
     slice_dice: float | None = None
     global_dice: float | None = None
     seconds: float | None = None
-    is_best: bool = False
+    is_best: bool = False  # the run's best epoch by the shared rule (`RunState.best`)
     ts: float | None = None
     nan_fields: set[str] = field(default_factory=set)  # columns holding a non-finite value
     nan_seen: bool = False  # a NaN record arrived during this epoch (step, grad or validation)

@@ -194,7 +194,6 @@ class RunState:
             slice_dice=finite(e.get("slice_dice")),
             global_dice=finite(e.get("global_dice")),
             seconds=finite(e.get("seconds")),
-            is_best=e.get("is_best") is True,
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
             nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and finite(e[f]) is None},
@@ -202,10 +201,10 @@ class RunState:
             step=as_int(e.get("step")) if as_int(e.get("step")) is not None else self._last_step(),
         )
         self._current = CurrentEpoch(number=epoch + 1, started_ts=ts)
-        if row.is_best:
-            for other in self.epochs.values():
-                other.is_best = False
         self.epochs[epoch] = row  # a rolled-back epoch written again replaces the first one
+        best = self.best  # the shared rule's best epoch (the history already holds this event)
+        for other in self.epochs.values():
+            other.is_best = best is not None and other.epoch == best[0]
         if as_int(e.get("epochs")):
             self.total_epochs = e["epochs"]
 
@@ -325,7 +324,7 @@ class RunState:
 
         Before the first epoch ends: steps left at the step rate seen so far (validation not counted).
         """
-        if self.end is not None or not self.total_epochs:
+        if self.status != "running" or not self.total_epochs:
             return None
         per_epoch = self.median_epoch_s()
         if per_epoch is None:
@@ -353,7 +352,10 @@ class RunState:
     def elapsed_s(self) -> float | None:
         if self.started_ts is None:
             return None
-        stop = self.end["ts"] if self.end and self.end.get("ts") else self.clock()
+        if self.end and self.end.get("ts"):
+            stop = self.end["ts"]
+        else:  # a run nobody writes any more stopped at its last event
+            stop = self.clock() if self.status == "running" or self.last_ts is None else self.last_ts
         return max(0.0, stop - self.started_ts)
 
     def loss_points(self) -> list[float | None]:

@@ -93,6 +93,30 @@ def test_state_takes_the_run_end_status(status):
     assert exit_code(state) == (1 if status in ("failed", "nan_abort") else 0)
 
 
+def test_best_and_its_star_follow_the_shared_rule():
+    s = EventScript("r")
+    s.start(epochs=3)
+    for epoch, dice in ((1, 0.8), (2, 0.9), (3, 0.85)):  # no is_best field: the first highest Dice
+        s.add("epoch_end", after=60, epoch=epoch, volume_dice=dice, seconds=60.0, epochs=3)
+    state = RunState()
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.best == (2, 0.9)
+    assert [r.epoch for r in state.rows if r.is_best] == [2]
+
+
+def test_a_run_nobody_writes_has_no_eta_and_its_clock_stops(tmp_path):
+    s = two_epoch_run()
+    s.write(tmp_path / "r" / "events.jsonl")
+    watcher = RunWatcher(tmp_path / "r", clock=FakeClock(s.t + 10_000))
+    watcher.poll()
+    assert watcher.state.status == "interrupted" and not watcher.state.stalled
+    assert watcher.state.eta_s() is None
+    assert watcher.state.elapsed_s() == pytest.approx(s.t - 1_700_000_000.0)
+    with RunLock(tmp_path / "r"):
+        watcher.poll()
+        assert watcher.state.status == "running" and watcher.state.stalled and watcher.state.eta_s() is not None
+
+
 def test_stalled_after_three_usual_epochs_of_silence():
     s = two_epoch_run()  # epochs of 60 s: stalled after max(120 s, 3 x 60 s) = 180 s
     clock = FakeClock(s.t + 100)
