@@ -19,7 +19,8 @@ from textual.widgets import ContentSwitcher, Footer
 
 from liverctl.watch.charts import ChartSettings, all_charts
 from liverctl.watch.locate import list_runs, resolve_target, run_labels
-from liverctl.watch.state import RunState, RunWatcher
+from liverctl.watch.state import RunState
+from liverctl.watch.watcher import RunWatcher
 from liverctl.watch.widgets import (
     Chart,
     CompareRunsPicker,

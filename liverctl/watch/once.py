@@ -11,7 +11,7 @@ from rich.text import Text
 from liverctl.errors import LiverctlError
 from liverctl.watch import charts
 from liverctl.watch import summary as text
-from liverctl.watch.state import RunWatcher
+from liverctl.watch.watcher import RunWatcher
 
 
 def read_runs(run_dirs: list[Path]) -> list[RunWatcher]:

@@ -9,7 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from liverctl.watch.state import EpochRow, NanRecord, RunState, RunWatcher
+from liverctl.watch.state import EpochRow, NanRecord, RunState
+from liverctl.watch.watcher import RunWatcher
 
 STATUS_STYLE = {
     "waiting": "dim",

@@ -27,8 +27,9 @@ from liverctl.watch.charts import (
     thin,
 )
 from liverctl.watch.locate import find_run
-from liverctl.watch.state import RunState, RunWatcher
+from liverctl.watch.state import RunState
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
+from liverctl.watch.watcher import RunWatcher
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
 
 POLL_S = 0.05
