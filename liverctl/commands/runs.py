@@ -140,7 +140,9 @@ def report_command(
     with guarded():
         from liverctl.experiment.tables import expand_report_specs
 
-        run_dirs, experiments = expand_report_specs(run_specs, runs_dir, console)
+        run_dirs, experiments = expand_report_specs(run_specs, runs_dir)
+        for exp in experiments:
+            _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
         if overlays:
             console.print(f"writing {esc(out_dir)}: predicting up to {max_cases} validation case(s) per run for the "
@@ -153,3 +155,22 @@ def report_command(
         console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
         for note in result.skipped:
             console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)
+
+
+def _print_experiment_options(exp_dir: Path) -> None:
+    """An experiment's headline and its out-of-fold option table (the chosen one marked)."""
+    from rich.table import Table
+
+    from liverctl.experiment.folder import read_summary
+    from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
+
+    summary = read_summary(exp_dir)
+    console.print(headline(summary), highlight=False, soft_wrap=True)
+    rows = option_rows(summary)
+    if rows:
+        table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
+        for h in OPTION_HEAD:
+            table.add_column(h, justify="left" if h == "post-processing" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)

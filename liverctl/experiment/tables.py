@@ -58,11 +58,9 @@ def _fmt(value) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
 
 
-def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path]]:
-    """`liverctl report` arguments: an experiment stands for its fold runs (side by side); its fold
-    table and out-of-fold option table are printed. Returns (run folders, experiment folders)."""
-    from rich.table import Table
-
+def expand_report_specs(specs, runs_dir) -> tuple[list[Path], list[Path]]:
+    """`liverctl report` arguments: an experiment stands for its fold runs (side by side), a name or path
+    for a run folder (`liverctl.runs.folder.resolve_run`). Returns (run folders, experiment folders)."""
     from liverctl.experiment.folder import find_experiment, fold_dir
     from liverctl.runs.folder import is_run_dir, resolve_run
 
@@ -73,16 +71,6 @@ def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path
         if exp is None:
             run_dirs.append(resolve_run(runs_dir, spec, need="run"))
             continue
-        summary = read_summary(exp)
         experiments.append(exp)
-        run_dirs.extend(fold_dir(exp, f) for f in summary["folds"] if is_run_dir(fold_dir(exp, f)))
-        console.print(headline(summary), highlight=False, soft_wrap=True)
-        rows = option_rows(summary)
-        if rows:
-            table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
-            for h in OPTION_HEAD:
-                table.add_column(h, justify="left" if h == "post-processing" else "right")
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+        run_dirs.extend(fold_dir(exp, f) for f in read_summary(exp)["folds"] if is_run_dir(fold_dir(exp, f)))
     return run_dirs, experiments

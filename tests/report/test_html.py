@@ -50,3 +50,27 @@ def test_experiment_tables_are_escaped(tmp_path):
     assert "<x>" not in text and "<largest>" not in text
     assert "cv&lt;x&gt;" in text and "&lt;largest&gt;" in text and "<th>out-of-fold cases</th>" in text
     assert "0.5 *" in text  # the chosen option is marked
+
+
+def test_report_of_an_experiment_prints_and_renders_its_option_table(tmp_path):
+    import tomli_w
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    runs_dir = tmp_path / "runs"
+    exp = runs_dir / "cv"
+    exp.mkdir(parents=True)
+    cfg = make_config("demo")
+    option = {"threshold": 0.5, "post": "largest", "volume_dice": 0.9, "slice_dice": 0.95, "global_dice": 0.91}
+    folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": "s", "folds": [0, 1], "config": cfg,
+                               "status": "completed", "fold_results": {},
+                               "decision": {"threshold": 0.5, "post": "largest", "options": [option]}})
+    for fold in (0, 1):
+        folder.fold_dir(exp, fold).mkdir()
+        (folder.fold_dir(exp, fold) / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    result = CliRunner().invoke(app, ["report", "cv", "--runs-dir", str(runs_dir), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert "experiment cv" in result.stdout and "out-of-fold options" in result.stdout
+    page = (exp / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Out-of-fold options" in page and "fold-0" in page and "fold-1" in page
