@@ -8,7 +8,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 from liverctl.errors import LiverctlError
@@ -22,37 +24,55 @@ IGNORED_SETTINGS = ("description", "preset", "data.store", "data.num_workers", "
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the table: `key` for --sort/--filter/--json, `header` as shown."""
+    """One column of the table: `key` for --sort/--filter, `header` as shown, `value` the raw value of a
+    run (sorting, filtering), `text` the cell as shown."""
 
     key: str
     header: str
+    value: Callable[[RunSummary], Any]
+    text: Callable[[RunSummary], str]
     numeric: bool = False
+
+
+def _dice_column(key: str, header: str) -> Column:
+    return Column(key, header, attrgetter(key), lambda s: format_dice(getattr(s, key)), True)
+
+
+def setting_column(key: str) -> Column:
+    """A column for a dotted config key (`loss.name`)."""
+    return Column(key, key, lambda s: s.settings.get(key), lambda s: format_setting(s.settings.get(key)))
 
 
 # Table columns besides the varied settings (which come after `preset`), in display order.
 COLUMN_SPEC = (
-    Column("name", "run"), Column("preset", "preset"), Column("status", "status"),
-    Column("nan", "NaN", True), Column("epochs", "epochs", True), Column("best_epoch", "best epoch", True),
-    Column("volume_dice", "vol Dice", True), Column("slice_dice", "slice", True),
-    Column("global_dice", "global", True), Column("wall", "wall", True), Column("submitted", "submitted", True),
+    Column("name", "run", attrgetter("name"), attrgetter("name")),
+    Column("preset", "preset", attrgetter("preset"), lambda s: s.preset or "-"),
+    Column("status", "status", attrgetter("status"), attrgetter("status")),
+    Column("nan", "NaN", attrgetter("nan_events"), lambda s: str(s.nan_events), True),
+    Column("epochs", "epochs", attrgetter("epochs_done"),
+           lambda s: f"{s.epochs_done}/{'?' if s.epochs_planned is None else s.epochs_planned}", True),
+    Column("best_epoch", "best epoch", attrgetter("best_epoch"),
+           lambda s: "-" if s.best_epoch is None else str(s.best_epoch), True),
+    _dice_column("volume_dice", "vol Dice"),
+    _dice_column("slice_dice", "slice"),
+    _dice_column("global_dice", "global"),
+    Column("wall", "wall", attrgetter("wall_seconds"), lambda s: format_duration(s.wall_seconds), True),
+    Column("submitted", "submitted", attrgetter("best_submitted"), lambda s: submitted_text(s), True),
 )
+# Not shown, but a key to sort and filter by (the default order: newest first).
+STARTED = Column("started", "started", attrgetter("started"), lambda s: str(s.started), True)
 COLUMNS = tuple(c.key for c in COLUMN_SPEC)
-NUMERIC_COLUMNS = (*(c.key for c in COLUMN_SPEC if c.numeric), "started")
+_BY_KEY = {c.key: c for c in (*COLUMN_SPEC, STARTED)}
 
 
 def columns(varied: list[str]) -> list[Column]:
     """The columns shown: name, preset, the varied settings, then the rest."""
-    return [*COLUMN_SPEC[:2], *(Column(k, k) for k in varied), *COLUMN_SPEC[2:]]
+    return [*COLUMN_SPEC[:2], *(setting_column(k) for k in varied), *COLUMN_SPEC[2:]]
 
 
 def cells(summary: RunSummary, varied: list[str]) -> list[str]:
     """One row of the table as text, in `columns(varied)` order."""
-    s = summary
-    planned = "?" if s.epochs_planned is None else str(s.epochs_planned)
-    return [s.name, s.preset or "-", *(format_setting(s.settings.get(k)) for k in varied), s.status,
-            str(s.nan_events), f"{s.epochs_done}/{planned}", "-" if s.best_epoch is None else str(s.best_epoch),
-            format_dice(s.volume_dice), format_dice(s.slice_dice), format_dice(s.global_dice),
-            format_duration(s.wall_seconds), submitted_text(s)]
+    return [c.text(summary) for c in columns(varied)]
 
 
 def table_rows(summaries: list[RunSummary]) -> list[RunSummary]:
@@ -159,29 +179,12 @@ def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
 
 
 def _column_value(summary: RunSummary, column: str) -> Any:
-    direct = {
-        "name": summary.name,
-        "preset": summary.preset,
-        "status": summary.status,
-        "nan": summary.nan_events,
-        "epochs": summary.epochs_done,
-        "best_epoch": summary.best_epoch,
-        "volume_dice": summary.volume_dice,
-        "slice_dice": summary.slice_dice,
-        "global_dice": summary.global_dice,
-        "wall": summary.wall_seconds,
-        "submitted": summary.best_submitted,
-        "started": summary.started,
-    }
-    if column in direct:
-        return direct[column]
-    if column in summary.settings:
-        return summary.settings[column]
-    return None
+    spec = _BY_KEY.get(column)
+    return spec.value(summary) if spec is not None else summary.settings.get(column)
 
 
 def known_columns(summaries: list[RunSummary]) -> list[str]:
-    keys = list(COLUMNS) + ["started"]
+    keys = list(_BY_KEY)
     for s in summaries:
         keys.extend(k for k in s.settings if k not in keys)
     return keys
