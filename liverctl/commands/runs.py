@@ -19,9 +19,10 @@ def register(app: typer.Typer) -> None:
 
 def runs_command(
     runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run folders (or one run folder)."),
-    sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, volume_dice, "
-                             "slice_dice, global_dice, wall, submitted, started or a dotted setting "
-                             "(numbers largest first, text A-Z; default: newest first)."),
+    *,
+    sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, best_epoch, "
+                             "volume_dice, slice_dice, global_dice, wall, submitted, started or a dotted "
+                             "setting (numbers largest first, text A-Z; default: newest first)."),
     reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
                                       "wildcards with =), e.g. preset=v5, status=completed, "
@@ -30,23 +31,24 @@ def runs_command(
     as_csv: bool = typer.Option(False, "--csv", help="Print the rows as CSV."),
 ) -> None:
     """One row per run, newest first: the settings that differ between runs, status, best Dice, scores."""
-    from liverctl.runs import history as runs
+    from liverctl.runs import table
+    from liverctl.runs.summary import scan_runs
 
     with guarded():
         if as_json and as_csv:
             fail("choose one of --json and --csv")
-        summaries = runs.scan_runs(runs_dir)
-        summaries = runs.filter_runs(summaries, filters)
-        summaries = runs.sort_runs(summaries, sort, reverse=reverse)
+        summaries = table.sort_runs(table.filter_runs(scan_runs(runs_dir), filters), sort, reverse=reverse)
         # Varied settings are judged among the runs listed, so a filter narrows the columns too.
-        varied = runs.varied_settings(summaries)
-        rows = [runs.summary_row(s, varied) for s in summaries]
+        varied = table.varied_settings(summaries)
+        rows = [table.summary_row(s, varied) for s in summaries]
         if as_json:
             sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         elif as_csv:
             _write_csv(rows)
+        elif not summaries:
+            console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if len(filters) > 1 else ''}")
         else:
-            _print_table(summaries, varied, runs_dir, n_filtered=len(filters))
+            _print_table(summaries, varied, runs_dir)
 
 
 def _write_csv(rows: list[dict]) -> None:
@@ -60,66 +62,35 @@ def _write_csv(rows: list[dict]) -> None:
         writer.writerow(flat)
 
 
-def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) -> None:
+STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
+
+
+def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
+    """The table of `liverctl.runs.table` in rich: status coloured, NaN counts red, volume Dice bold."""
     from rich.table import Table
     from rich.text import Text
 
-    from liverctl.runs import history as runs
+    from liverctl.experiment.summary import cv_text
+    from liverctl.runs import table as spec
 
-    if not summaries:
-        console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if n_filtered > 1 else ''}")
-        return
-    table = Table(title=f"runs in {esc(runs_dir)}", title_justify="left", header_style="bold")
-    for header in ("name", "preset", *varied):
-        table.add_column(header, overflow="fold")
-    table.add_column("status")
-    table.add_column("NaN", justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("vol Dice", justify="right")
-    table.add_column("slice", justify="right")
-    table.add_column("global", justify="right")
-    table.add_column("wall", justify="right")
-    table.add_column("submitted", justify="right")
+    columns = spec.columns(varied)
     experiments = any(s.kind == "experiment" for s in summaries)
+    table = Table(title=f"runs in {esc(runs_dir)}", title_justify="left", header_style="bold")
+    for c in columns:
+        table.add_column(c.header, justify="right" if c.numeric else "left", overflow="fold")
     if experiments:
         table.add_column("folds: best vol", justify="right")
-    styles = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
-    for s in _with_folds(summaries):
-        planned = "?" if s.epochs_planned is None else str(s.epochs_planned)
-        n_subs = len(s.submissions)
-        submitted = "-" if not n_subs else (
-            f"{s.best_submitted:.4f}" if s.best_submitted is not None else f"{n_subs} unscored")
-        if s.best_submitted is not None and n_subs > 1:
-            submitted += f" ({n_subs})"
-        table.add_row(
-            Text(s.name),
-            Text(s.preset or "-"),
-            *(Text(runs.format_setting(s.settings.get(k))) for k in varied),
-            Text(s.status, style=styles.get(s.status, "yellow")),
-            f"[red]{s.nan_events}[/]" if s.nan_events else "0",
-            f"{s.epochs_done}/{planned}",
-            _dice(s.volume_dice, bold=True),
-            _dice(s.slice_dice),
-            _dice(s.global_dice),
-            runs.format_duration(s.wall_seconds),
-            submitted,
-            *([_cv_cell(s)] if experiments else []),
-        )
+    styles = {"status": lambda s: STATUS_STYLES.get(s.status, "yellow"), "volume_dice": lambda s: "bold",
+              "nan": lambda s: "red" if s.nan_events else ""}
+    for s in spec.table_rows(summaries):
+        row = [Text(text, style=styles[c.key](s) if c.key in styles else "")
+               for c, text in zip(columns, spec.cells(s, varied), strict=True)]
+        table.add_row(*row, *([cv_text(s) if s.kind == "experiment" else ""] if experiments else []))
     _print_wide(table)
-    console.print("Dice at the best epoch: vol = volume Dice (per case, averaged; selects the model), "
-                  "slice = per 2D slice, global = pooled voxels. submitted = best evaluated volume Dice.",
-                  style="dim", soft_wrap=True)
+    console.print(spec.LEGEND, style="dim", soft_wrap=True)
     if experiments:
-        console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
-                      "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
-                      "their fold runs beneath.", style="dim", soft_wrap=True)
-        for s in summaries:
-            decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
-            if decision:
-                console.print(f"  {s.name}: decided on {decision['cases']} out-of-fold cases: threshold "
-                              f"{decision['threshold']:g}, post {decision['post']} (volume Dice "
-                              f"{decision['volume_dice']:.4f})", highlight=False, soft_wrap=True)
-    damaged = [s for s in _with_folds(summaries) if s.problems]
+        _print_experiment_notes(summaries)
+    damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
         console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
         for s in damaged:
@@ -127,20 +98,16 @@ def _print_table(summaries, varied: list[str], runs_dir: Path, n_filtered: int) 
                           soft_wrap=True)
 
 
-def _with_folds(summaries):
-    """Each summary, an experiment's fold runs right after it (named `  fold-k`)."""
-    from dataclasses import replace
-
+def _print_experiment_notes(summaries) -> None:
+    console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
+                  "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
+                  "their fold runs beneath.", style="dim", soft_wrap=True)
     for s in summaries:
-        yield s
-        for fold in s.folds:
-            yield replace(fold, name=f"  {s.name}/{fold.name}")
-
-
-def _cv_cell(summary) -> str:
-    from liverctl.experiment.summary import cv_text
-
-    return cv_text(summary) if summary.kind == "experiment" else ""
+        decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
+        if decision:
+            console.print(f"  {s.name}: decided on {decision['cases']} out-of-fold cases: threshold "
+                          f"{decision['threshold']:g}, post {decision['post']} (volume Dice "
+                          f"{decision['volume_dice']:.4f})", highlight=False, soft_wrap=True)
 
 
 def _print_wide(table) -> None:
@@ -154,14 +121,9 @@ def _print_wide(table) -> None:
         Console(width=width, color_system=None, emoji=False).print(table)
 
 
-def _dice(value: float | None, bold: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"[bold]{value:.4f}[/]" if bold else f"{value:.4f}"
-
-
 def report_command(
     run_specs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders or names under --runs-dir."),
+    *,
     out: Path | None = typer.Option(None, "--out", help="Report folder (default: RUN/report for one run, "
                                     "reports/<run>+<run>... for several)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
@@ -178,7 +140,9 @@ def report_command(
     with guarded():
         from liverctl.experiment.tables import expand_report_specs
 
-        run_dirs, experiments = expand_report_specs(run_specs, runs_dir, console)
+        run_dirs, experiments = expand_report_specs(run_specs, runs_dir)
+        for exp in experiments:
+            _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
         if overlays:
             console.print(f"writing {esc(out_dir)}: predicting up to {max_cases} validation case(s) per run for the "
@@ -191,3 +155,22 @@ def report_command(
         console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
         for note in result.skipped:
             console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)
+
+
+def _print_experiment_options(exp_dir: Path) -> None:
+    """An experiment's headline and its out-of-fold option table (the chosen one marked)."""
+    from rich.table import Table
+
+    from liverctl.experiment.folder import read_summary
+    from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
+
+    summary = read_summary(exp_dir)
+    console.print(headline(summary), highlight=False, soft_wrap=True)
+    rows = option_rows(summary)
+    if rows:
+        table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
+        for h in OPTION_HEAD:
+            table.add_column(h, justify="left" if h == "post-processing" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)

@@ -64,7 +64,7 @@ def train(
 
     with guarded():
         from liverctl.experiment.train import train_experiment, wants_experiment
-        from liverctl.runs.folder import parse_duration
+        from liverctl.train.budget import parse_duration
         from liverctl.train.start import TrainRequest, train_run
 
         values = {"data.store": str(store)} if store is not None else {}

@@ -4,7 +4,6 @@ whatever is missing or odd becomes a problem line, never an exception."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,12 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
 
 
-def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
-    """A `liverctl.runs.history.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
+def summarize_experiment(exp_dir: str | Path):
+    """A `liverctl.runs.summary.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
     `cv` (cv, oof and decision from experiment.json)."""
-    from liverctl.runs import history as runs
+    from liverctl.runs import summary as runs
+    from liverctl.runs.folder import writer_alive
+    from liverctl.runs.history import as_int, finite
 
     exp_dir = Path(exp_dir)
     out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")
@@ -24,32 +25,29 @@ def summarize_experiment(exp_dir: str | Path, *, now: float | None = None):
     except LiverctlError as exc:
         out.problems.append(str(exc))
         return out
-    now = time.time() if now is None else now
-    out.folds = [runs.summarize_run(fold_dir(exp_dir, f), now=now) for f in summary["folds"]
+    out.folds = [runs.summarize_run(fold_dir(exp_dir, f)) for f in summary["folds"]
                  if fold_dir(exp_dir, f).is_dir()]
     out.preset = summary.get("preset")
     settings = runs.flatten_config(summary["config"])
     settings.pop("data.fold", None)
     out.settings = settings
     out.status = str(summary.get("status") or "unknown")
-    if out.status == "running" and not any(f.status == "running" for f in out.folds):
-        updated = summary.get("updated")
-        if not isinstance(updated, (int, float)) or now - updated > runs.RUNNING_WINDOW_S:
-            out.status = "interrupted"
-            out.problems.append(f"{SUMMARY_FILE} says running but no fold is (killed?); resume it")
+    if out.status == "running" and not writer_alive(exp_dir):  # the experiment holds its folder's lock
+        out.status = "interrupted"
+        out.problems.append(f"{SUMMARY_FILE} says running but nothing is writing it (killed?); resume it")
     out.epochs_done = sum(f.epochs_done for f in out.folds)
-    epochs = runs._int((summary["config"].get("train") or {}).get("epochs"))
+    epochs = as_int((summary["config"].get("train") or {}).get("epochs"))
     out.epochs_planned = None if epochs is None else epochs * len(summary["folds"])
     oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
-    out.volume_dice = runs._finite(oof.get("volume_dice"))
-    out.slice_dice = runs._finite(oof.get("slice_dice"))
-    out.global_dice = runs._finite(oof.get("global_dice"))
+    out.volume_dice = finite(oof.get("volume_dice"))
+    out.slice_dice = finite(oof.get("slice_dice"))
+    out.global_dice = finite(oof.get("global_dice"))
     walls = [f.wall_seconds for f in out.folds if f.wall_seconds is not None]
     out.wall_seconds = sum(walls) if walls else None
     out.nan_events = sum(f.nan_events for f in out.folds)
     out.started = summary.get("created") if isinstance(summary.get("created"), (int, float)) else None
     out.updated = summary.get("updated") if isinstance(summary.get("updated"), (int, float)) else None
-    out.submissions = runs._read_submissions(exp_dir, out.problems)
+    out.submissions = runs.read_submissions(exp_dir, out.problems)
     decision = summary.get("decision") if isinstance(summary.get("decision"), dict) else {}
     out.cv = {
         "folds": summary["folds"],
@@ -74,7 +72,7 @@ def cv_text(summary) -> str:
 
 def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:
     """What an experiment adds to its `--json` row: cv, oof, decision, and its fold rows."""
-    from liverctl.runs.history import summary_row
+    from liverctl.runs.table import summary_row
 
     cv = (summary.cv or {}).get("cv") or {}
     return {

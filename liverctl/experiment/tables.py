@@ -1,8 +1,8 @@
-"""The experiment's out-of-fold option table and fold figures, for `liverctl report` (HTML and console)."""
+"""The experiment's out-of-fold option table and fold figures as rows of text, for `liverctl report` (its
+HTML in `liverctl.report.html`, its console table here)."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from liverctl.experiment.folder import read_summary
@@ -20,6 +20,9 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
         rows.append((f"{o['threshold']:g}{' *' if chosen else ''}", str(o["post"]),
                      *(_fmt(o.get(k)) for k in ("volume_dice", "slice_dice", "global_dice"))))
     return rows
+
+
+FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")
 
 
 def fold_rows(summary: dict) -> list[tuple[str, ...]]:
@@ -51,52 +54,23 @@ def headline(summary: dict) -> str:
     return "; ".join(parts)
 
 
-def experiment_html(exp_dir: str | Path) -> str:
-    esc = html.escape
-    summary = read_summary(exp_dir)
-    parts = [f"<h2>Cross-validation: {esc(str(summary.get('name')))}</h2><p>{esc(headline(summary))}</p>",
-             "<table><tr>" + "".join(f"<th>{h}</th>" for h in ("fold", "run", "status", "best volume Dice",
-                                                              "out-of-fold cases")) + "</tr>"]
-    parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in fold_rows(summary))
-    parts.append("</table>")
-    rows = option_rows(summary)
-    if rows:
-        parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3><table><tr>"
-                     + "".join(f"<th>{h}</th>" for h in OPTION_HEAD) + "</tr>")
-        parts.extend("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-        parts.append("</table>")
-    return "\n".join(parts)
-
-
 def _fmt(value) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
 
 
-def expand_report_specs(specs, runs_dir, console) -> tuple[list[Path], list[Path]]:
-    """`liverctl report` arguments: an experiment stands for its fold runs (side by side); its fold
-    table and out-of-fold option table are printed. Returns (run folders, experiment folders)."""
-    from rich.table import Table
-
+def expand_report_specs(specs, runs_dir) -> tuple[list[Path], list[Path]]:
+    """`liverctl report` arguments: an experiment stands for its fold runs (side by side), a name or path
+    for a run folder (`liverctl.runs.folder.resolve_run`). Returns (run folders, experiment folders)."""
     from liverctl.experiment.folder import find_experiment, fold_dir
-    from liverctl.runs import history as runs
+    from liverctl.runs.folder import is_run_dir, resolve_run
 
     run_dirs: list[Path] = []
     experiments: list[Path] = []
     for spec in specs:
         exp = find_experiment(spec, runs_dir)
         if exp is None:
-            run_dirs.append(runs.resolve_run(spec, runs_dir))
+            run_dirs.append(resolve_run(runs_dir, spec, need="run"))
             continue
-        summary = read_summary(exp)
         experiments.append(exp)
-        run_dirs.extend(fold_dir(exp, f) for f in summary["folds"] if runs.is_run_dir(fold_dir(exp, f)))
-        console.print(headline(summary), highlight=False, soft_wrap=True)
-        rows = option_rows(summary)
-        if rows:
-            table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
-            for h in OPTION_HEAD:
-                table.add_column(h, justify="left" if h == "post-processing" else "right")
-            for row in rows:
-                table.add_row(*row)
-            console.print(table)
+        run_dirs.extend(fold_dir(exp, f) for f in read_summary(exp)["folds"] if is_run_dir(fold_dir(exp, f)))
     return run_dirs, experiments

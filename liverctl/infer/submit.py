@@ -77,13 +77,9 @@ def check_runs_against_store(runs: Sequence[RunModel], store, case_ids: Sequence
 
 def validation_cases(run: RunModel, store) -> list[str]:
     """The run's held-out cases, chosen as training chose them (fold, max_val_cases)."""
-    from liverctl.data.dataset import split_rows
+    from liverctl.runs.validation_cases import validation_cases as run_validation_cases
 
-    data = run.cfg["data"]
-    _, val_rows = split_rows(store, int(data["fold"]), int(data.get("max_val_cases", 0) or 0))
-    index = store.slice_index()
-    codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))
-    return [index.case_ids[c] for c in codes]
+    return run_validation_cases(run.cfg, store)
 
 
 def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:

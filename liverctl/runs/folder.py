@@ -1,5 +1,8 @@
-"""Run folders (`runs/<name>/`): names, the one-writer lock, tidying after a kill, resume look-up, and
-the `--time-limit` budget."""
+"""Run folders (`runs/<name>/`): the names of the files in one, the one rule from a name or path to a run
+folder (`resolve_run`), the one-writer lock (`RunLock`, `writer_alive`) and tidying after a kill.
+
+Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
+"""
 
 from __future__ import annotations
 
@@ -24,23 +27,53 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
     """`runs/<name>/checkpoints/<which>.pt` (which: best | last)."""
     return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+def is_run_dir(path: Path) -> bool:
+    """A folder holding events.jsonl, config.toml or checkpoints/ (what `runs` and `report` list)."""
+    return path.is_dir() and any((path / p).exists() for p in (EVENTS_FILE, CONFIG_FILE, CHECKPOINT_DIR))
 
 
-def parse_duration(text: str) -> float:
-    """"11h", "90m", "1h30m", "45s", "3600" -> seconds."""
-    s = text.strip().replace(" ", "")
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2).lower()]
-        pos = m.end()
-    if not s or pos != len(s) or total <= 0:
-        raise LiverctlError(f"--time-limit: cannot read '{text}' (examples: 11h, 90m, 1h30m, 3600s)")
-    return total
+# What a caller of `resolve_run` needs of the folder: (test, what is missing, what to do).
+_NEEDS = {
+    "folder": (Path.is_dir, "", ""),
+    "run": (is_run_dir, "not a run folder (no events.jsonl, config.toml or checkpoints/)",
+            "`liverctl runs` lists the runs"),
+    "events": (lambda p: (p / EVENTS_FILE).is_file(), "no events.jsonl yet", "has the run started?"),
+    "last": (lambda p: checkpoint_path(p, "last").is_file(),
+             "the run has no last checkpoint to continue from (it ended before its first epoch)",
+             "start a new run"),
+}
 
+
+def resolve_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, *, need: str = "run",
+                flag: str = "") -> Path:
+    """The run folder that `name_or_path` names: a path, else a name under `runs_root`; the first of the
+    two that meets `need` wins.
+
+    need: "folder" (any existing folder), "run" (holds events.jsonl, config.toml or checkpoints/),
+    "events" (holds events.jsonl), "last" (holds checkpoints/last.pt). `flag` (e.g. "--resume") starts
+    the error message. Raises LiverctlError, one line naming the folder, what is missing and what to do.
+    """
+    test, missing, todo = _NEEDS[need]
+    prefix = f"{flag}: " if flag else ""
+    candidates = [Path(name_or_path), Path(runs_root) / name_or_path]
+    for candidate in candidates:
+        if test(candidate):
+            return candidate
+    folder = next((p for p in candidates if p.is_dir()), None)
+    if folder is not None:
+        raise LiverctlError(f"{prefix}{missing}; {todo}", path=folder)
+    existing = sorted((p for p in Path(runs_root).glob("*") if p.is_dir()), key=_mtime)[-5:]
+    hint = f"; recent runs: {', '.join(p.name for p in existing)}" if existing else ""
+    raise LiverctlError(f"{prefix}no run '{name_or_path}' (looked for the folders {candidates[0]} and "
+                        f"{candidates[1]}); `liverctl runs` lists the runs{hint}")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 def default_run_name(preset: str) -> str:
     return f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -85,7 +118,7 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_retrying(fh.fileno(), fcntl.LOCK_EX)
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)
             holder = _describe_holder(fh.read(4096))
@@ -115,6 +148,41 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
+    """flock without blocking, tried a few times 20 ms apart: `writer_alive` takes a shared lock for a
+    moment, and a writer starting just then must not be refused for it."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.02)
+
+
+def writer_alive(run_dir: str | os.PathLike) -> bool:
+    """Whether a live process holds the run's `.lock` (is writing the run) now.
+
+    Probed with a shared lock taken and dropped at once; no lock file, or one nobody holds, is False.
+    """
+    import fcntl
+
+    try:
+        fh = open(Path(run_dir) / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def _describe_holder(text: str) -> str:
@@ -153,39 +221,8 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
 
 def find_resume_run(runs_root: str | Path, run: str) -> Path:
     """The folder of `--resume RUN` (a name under runs_root or a path) with a last checkpoint."""
-    candidates = [Path(run), Path(runs_root) / run]
-    run_dir = next((p for p in candidates if p.is_dir()), None)
-    if run_dir is None:
-        existing = sorted(p.name for p in Path(runs_root).glob("*") if p.is_dir())[-5:]
-        hint = f"; recent runs: {', '.join(existing)}" if existing else ""
-        raise LiverctlError(f"--resume: no run '{run}' in {runs_root}{hint}")
+    run_dir = resolve_run(runs_root, run, need="folder", flag="--resume")
     if not checkpoint_path(run_dir, "last").is_file():
         with RunLock(run_dir):  # a run still in its first epoch is refused as busy, not as checkpoint-less
             pass
-        raise LiverctlError("--resume: the run has no last checkpoint to continue from (it ended before its first epoch); start a new run", path=run_dir)
-    return run_dir
-
-
-class TimeBudget:
-    """Ends a run cleanly before `limit_s`: an epoch is started only if one more (as long as the longest
-    so far, with margin) fits, and steps stop when the remaining time nears a checkpoint's cost."""
-
-    def __init__(self, limit_s: float | None, margin: float = 1.15, reserve_s: float = 30.0):
-        self.limit_s, self.margin, self.reserve_s = limit_s, margin, reserve_s
-        self.start = time.monotonic()
-        self.longest_epoch = 0.0
-        self.save_s = 0.0
-
-    def remaining(self) -> float:
-        return float("inf") if self.limit_s is None else self.limit_s - (time.monotonic() - self.start)
-
-    def epoch_done(self, seconds: float, save_seconds: float) -> None:
-        self.longest_epoch = max(self.longest_epoch, seconds)
-        self.save_s = max(self.save_s, save_seconds)
-
-    def room_for_epoch(self) -> bool:
-        return self.remaining() > self.longest_epoch * self.margin + self.save_s + self.reserve_s
-
-    def room_for_step(self, step_s: float) -> bool:
-        reserve = min(self.reserve_s, 0.05 * (self.limit_s or 0)) + self.save_s * 2
-        return self.remaining() > 3 * step_s + reserve
+    return resolve_run(runs_root, run_dir, need="last", flag="--resume")

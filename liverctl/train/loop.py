@@ -28,8 +28,9 @@ from liverctl.runs.checkpoint import (
     save_checkpoint,
 )
 from liverctl.runs.events import EventWriter
-from liverctl.runs.folder import CONFIG_FILE, TimeBudget, tidy_run_dir
+from liverctl.runs.folder import CONFIG_FILE, tidy_run_dir
 from liverctl.train import distributed
+from liverctl.train.budget import TimeBudget
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.session import Session, setup_session, versions

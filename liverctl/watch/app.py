@@ -19,7 +19,8 @@ from textual.widgets import ContentSwitcher, Footer
 
 from liverctl.watch.charts import ChartSettings, all_charts
 from liverctl.watch.locate import list_runs, resolve_target, run_labels
-from liverctl.watch.state import RunState, RunWatcher
+from liverctl.watch.state import RunState
+from liverctl.watch.watcher import RunWatcher
 from liverctl.watch.widgets import (
     Chart,
     CompareRunsPicker,
@@ -180,7 +181,7 @@ class WatchApp(App):
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
         self.info.show_state(state)
-        self.sub_title = f"{state.name} — {state.status}"
+        self.sub_title = f"{state.name} — {state.shown_status}"
 
     # ---- actions -------------------------------------------------------------------------------------
 

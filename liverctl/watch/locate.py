@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.folder import EVENTS_FILE
+from liverctl.runs.folder import EVENTS_FILE, resolve_run
 
 
 def _events_mtime(run_dir: Path) -> float:
@@ -66,9 +66,23 @@ def find_run(run: str | None, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
         if newest is None:
             raise LiverctlError("no runs here yet (start one with `liverctl train`)", path=runs_root)
         return newest, runs_root
-    as_path, as_name = Path(run), runs_root / run
-    if as_path.is_dir():
-        return resolve_target(as_path)
-    if as_name.is_dir():
-        return as_name, runs_root
-    raise LiverctlError(f"no run '{run}' (looked for the folder {as_path} and {as_name})", path=None)
+    run_dir = resolve_run(runs_root, run, need="folder")
+    return resolve_target(run_dir) if run_dir == Path(run) else (run_dir, runs_root)
+
+
+def find_runs(runs: list[str] | None, runs_dir: str | os.PathLike) -> tuple[Path, Path, list[Path], list[str]]:
+    """What `liverctl watch [RUN...]` follows: (the first run, its runs folder, the runs overlaid, notes).
+
+    An experiment stands for the fold it is training (or the next / last one); a note says which.
+    """
+    from liverctl.experiment.folder import current_fold
+
+    names, notes = [], []
+    for name in runs or [None]:
+        fold = current_fold(name, runs_dir) if name else None
+        if fold is not None:
+            notes.append(fold[1])
+            name = str(fold[0])
+        names.append(name)
+    found = [find_run(name, runs_dir) for name in names]
+    return found[0][0], found[0][1], [d for d, _ in found[1:]], notes

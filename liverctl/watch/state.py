@@ -1,133 +1,35 @@
 """What `watch` shows, folded from a run's events: pure Python, no Textual, no torch.
 
-`RunState.feed(events)` folds events (from `liverctl.runs.events`) into the run's name, preset, device, status,
-per-step losses, per-epoch rows, best epoch, NaN records, throughput, ETA and checkpoints. `RunWatcher`
-owns the incremental reading of one run folder (file not there yet, a torn last line, the folder deleted,
-the file replaced). Both the TUI and `watch --once` read only this.
+`RunState.feed(events)` folds events (from `liverctl.runs.events`) into the run's name, preset, device,
+per-step losses, per-epoch rows, NaN records, throughput, ETA and checkpoints; its status and best epoch
+are those of the shared reducer it holds (`liverctl.runs.history.RunHistory`), plus a live-only stall hint.
+`RunWatcher` (`liverctl/watch/watcher.py`) keeps one up to date from a run folder.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from liverctl.runs.events import KINDS, EventTail
-from liverctl.runs.folder import EVENTS_FILE
+from liverctl.runs.events import KINDS
+from liverctl.runs.history import RunHistory, as_int, finite, run_status
+from liverctl.watch.records import (
+    NUMBER_FIELDS,
+    Checkpoint,
+    CurrentEpoch,
+    EpochRow,
+    NanRecord,
+    StepSample,
+    non_finite_paths,
+)
 
-# Fields where `null` means "this number was not finite" (the writer's convention). Other fields may be
-# null for ordinary reasons (no grad norm computed, no Dice in an interrupt checkpoint).
-NUMBER_FIELDS: dict[str, tuple[str, ...]] = {
-    "step": ("loss",),
-    "epoch_end": ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice"),
-}
-# Statuses a `run_end` event may carry; anything else is shown as written.
-END_STATUSES = ("completed", "failed", "interrupted", "time_limit", "nan_abort")
 # A run is "stalled" after this many typical epochs (or step gaps, before the first epoch) of silence.
 STALL_FACTOR = 3.0
 STALL_MIN_S = 120.0  # never call a run stalled sooner than this
 STALL_FIRST_EPOCH_MIN_S = 300.0  # before the first epoch the gap also covers the first validation
 STALL_NO_HISTORY_S = 600.0  # nothing to compare with yet (run_start only)
-
-
-@dataclass
-class EpochRow:
-    """One `epoch_end` event; a None metric is a non-finite value (or was never written)."""
-
-    epoch: int
-    train_loss: float | None = None
-    val_loss: float | None = None
-    volume_dice: float | None = None
-    slice_dice: float | None = None
-    global_dice: float | None = None
-    seconds: float | None = None
-    is_best: bool = False
-    ts: float | None = None
-    nan_fields: set[str] = field(default_factory=set)  # columns holding a non-finite value
-    nan_seen: bool = False  # a NaN record arrived during this epoch (step, grad or validation)
-    step: int | None = None  # global step at its end (the event's, else the last step event seen)
-
-
-@dataclass
-class CurrentEpoch:
-    """The epoch after the last `epoch_end`: what its step events and NaN records say so far."""
-
-    number: int  # as the table would number it when it ends
-    losses: list[float] = field(default_factory=list)  # finite step losses
-    n_nan: int = 0  # NaN records during it
-    started_ts: float | None = None
-
-    @property
-    def mean_loss(self) -> float | None:
-        return sum(self.losses) / len(self.losses) if self.losses else None
-
-
-@dataclass
-class NanRecord:
-    """A `nan` event, or a non-finite value found in another event (`from_value=True`)."""
-
-    where: str
-    action: str
-    epoch: int | None
-    step: int | None
-    ts: float | None
-    message: str = ""
-    counts: dict[str, Any] = field(default_factory=dict)
-    from_value: bool = False  # found in a value, no `nan` event seen (yet) for it
-    # Which epoch of the run this happened in, counted from 1 by the epoch_end events seen before it: the
-    # trainer's step-level events carry the epoch in progress from 0, its epoch_end the epochs done.
-    epoch_ordinal: int | None = None
-
-
-@dataclass
-class StepSample:
-    """One `step` event as the charts plot it; None where a value was missing or non-finite."""
-
-    step: int | None
-    ts: float | None
-    loss: float | None
-    lr: float | None
-    samples_per_s: float | None
-
-
-@dataclass
-class Checkpoint:
-    which: str
-    path: str
-    epoch: int | None
-    volume_dice: float | None
-    ts: float | None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> float | None:
-    """A finite float, or None (for null, NaN, inf, strings...)."""
-    if _is_number(value) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _non_finite_paths(value: Any, path: str = "") -> list[str]:
-    """Where a NaN/inf float sits in a parsed event (Python's json accepts `NaN` and `Infinity`)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [path]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _non_finite_paths(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _non_finite_paths(v, f"{path}[{i}]")]
-    return []
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class RunState:
@@ -166,6 +68,8 @@ class RunState:
         self.unknown_kinds: dict[str, int] = {}
         self.steps_per_epoch: int | None = None
         self._current = CurrentEpoch(number=1)
+        self.history = RunHistory()  # the shared reducer: status and best epoch follow its rules
+        self.writer_alive: bool | None = None  # whether the run's lock is held; None: not known (no folder)
         self.version = 0  # bumped by every feed that changed something (views redraw on change)
 
     # ---- folding -------------------------------------------------------------------------------------
@@ -183,11 +87,12 @@ class RunState:
 
     def _fold(self, e: dict) -> None:
         kind = e.get("kind")
-        ts = _finite(e.get("ts"))
+        ts = finite(e.get("ts"))
         if ts is not None:
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         if isinstance(e.get("run"), str) and e["run"] and not self.name:
             self.name = e["run"]
+        self.history.add(e)
         if kind != "nan":
             self._check_values(e, kind, ts)
         handler = getattr(self, f"_on_{kind}", None) if kind in KINDS else None
@@ -198,11 +103,11 @@ class RunState:
         handler(e, ts)
 
     def _check_values(self, e: dict, kind: Any, ts: float | None) -> None:
-        bad = [p for p in _non_finite_paths(e) if p != "ts"]
+        bad = [p for p in non_finite_paths(e) if p != "ts"]
         bad += [f for f in NUMBER_FIELDS.get(str(kind), ()) if f in e and e[f] is None]
         if not bad:
             return
-        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        epoch, step = as_int(e.get("epoch")), as_int(e.get("step"))
         self._mark_point(epoch, step, bad, kind)
         if any(not r.from_value and (r.epoch, r.step) == (epoch, step) for r in self.nans):
             return  # the guard's own `nan` event (written first) already tells about this step
@@ -243,19 +148,19 @@ class RunState:
         if isinstance(resumed, dict):  # the trainer writes {epoch, global_step, step_in_epoch}
             resumed = ", ".join(f"{k} {v}" for k, v in resumed.items() if k in ("epoch", "global_step"))
         self.resumed_from = str(resumed) if resumed else None
-        if _int_or_none(e.get("steps_per_epoch")):
+        if as_int(e.get("steps_per_epoch")):
             self.steps_per_epoch = e["steps_per_epoch"]
         if isinstance(e.get("config"), dict):
             self.config = e["config"]
             train = self.config.get("train")
-            if isinstance(train, dict) and _int_or_none(train.get("epochs")):
+            if isinstance(train, dict) and as_int(train.get("epochs")):
                 self.total_epochs = train["epochs"]
             if self.preset is None and isinstance(self.config.get("preset"), str):
                 self.preset = self.config["preset"]
 
     def _on_step(self, e: dict, ts: float | None) -> None:
-        step = _int_or_none(e.get("step"))
-        loss = _finite(e.get("loss"))
+        step = as_int(e.get("step"))
+        loss = finite(e.get("loss"))
         if "loss" in e:
             self.steps.append((step, loss))
             if loss is not None:
@@ -264,40 +169,39 @@ class RunState:
             self.step_ts.append(ts)
             if step is not None:
                 self.step_clock.append((step, ts))
-        if _finite(e.get("samples_per_s")) is not None:
+        if finite(e.get("samples_per_s")) is not None:
             self.samples_per_s = float(e["samples_per_s"])
-        if _finite(e.get("lr")) is not None:
+        if finite(e.get("lr")) is not None:
             self.lr = float(e["lr"])
         for attr in ("gpu_mem_gb", "gpu_mem_peak_gb"):
-            if _finite(e.get(attr)) is not None:
+            if finite(e.get(attr)) is not None:
                 setattr(self, attr, float(e[attr]))
-        self.samples.append(StepSample(step, ts, loss, _finite(e.get("lr")), _finite(e.get("samples_per_s"))))
+        self.samples.append(StepSample(step, ts, loss, finite(e.get("lr")), finite(e.get("samples_per_s"))))
 
     def _on_epoch_end(self, e: dict, ts: float | None) -> None:
-        epoch = _int_or_none(e.get("epoch"))
+        epoch = as_int(e.get("epoch"))
         if epoch is None:
             return
         row = EpochRow(
             epoch=epoch,
-            train_loss=_finite(e.get("train_loss")),
-            val_loss=_finite(e.get("val_loss")),
-            volume_dice=_finite(e.get("volume_dice")),
-            slice_dice=_finite(e.get("slice_dice")),
-            global_dice=_finite(e.get("global_dice")),
-            seconds=_finite(e.get("seconds")),
-            is_best=e.get("is_best") is True,
+            train_loss=finite(e.get("train_loss")),
+            val_loss=finite(e.get("val_loss")),
+            volume_dice=finite(e.get("volume_dice")),
+            slice_dice=finite(e.get("slice_dice")),
+            global_dice=finite(e.get("global_dice")),
+            seconds=finite(e.get("seconds")),
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
-            nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and _finite(e[f]) is None},
+            nan_fields={f for f in NUMBER_FIELDS["epoch_end"] if f in e and finite(e[f]) is None},
             nan_seen=self._current.n_nan > 0,
-            step=_int_or_none(e.get("step")) if _int_or_none(e.get("step")) is not None else self._last_step(),
+            step=as_int(e.get("step")) if as_int(e.get("step")) is not None else self._last_step(),
         )
         self._current = CurrentEpoch(number=epoch + 1, started_ts=ts)
-        if row.is_best:
-            for other in self.epochs.values():
-                other.is_best = False
         self.epochs[epoch] = row  # a rolled-back epoch written again replaces the first one
-        if _int_or_none(e.get("epochs")):
+        best = self.best  # the shared rule's best epoch (the history already holds this event)
+        for other in self.epochs.values():
+            other.is_best = best is not None and other.epoch == best[0]
+        if as_int(e.get("epochs")):
             self.total_epochs = e["epochs"]
 
     def _on_checkpoint(self, e: dict, ts: float | None) -> None:
@@ -305,15 +209,15 @@ class RunState:
             Checkpoint(
                 which=str(e.get("which") or "?"),
                 path=str(e.get("path") or ""),
-                epoch=_int_or_none(e.get("epoch")),
-                volume_dice=_finite(e.get("volume_dice")),
+                epoch=as_int(e.get("epoch")),
+                volume_dice=finite(e.get("volume_dice")),
                 ts=ts,
             )
         )
 
     def _on_nan(self, e: dict, ts: float | None) -> None:
         where, action = str(e.get("where") or "?"), str(e.get("action") or "?")
-        epoch, step = _int_or_none(e.get("epoch")), _int_or_none(e.get("step"))
+        epoch, step = as_int(e.get("epoch")), as_int(e.get("step"))
         counts = e.get("counts") if isinstance(e.get("counts"), dict) else {}
         record = NanRecord(where, action, epoch, step, ts, str(e.get("message") or ""), counts)
         kind, _, fields = where.partition(":")
@@ -355,14 +259,22 @@ class RunState:
 
     @property
     def status(self) -> str:
-        """waiting, running, stalled, or the `run_end` status (completed, failed, interrupted, ...)."""
-        if self.end is not None:
-            return self.end["status"]
+        """The run's status by the shared rule (`liverctl.runs.history.run_status`: the `run_end` status,
+        else running while the run's lock is held, else interrupted); "waiting" before the first event."""
         if self.n_events == 0:
             return "waiting"
-        if self.last_ts is not None and self.clock() - self.last_ts > self.stall_after_s():
-            return "stalled"
-        return "running"
+        return run_status(self.history, self.writer_alive)
+
+    @property
+    def stalled(self) -> bool:
+        """A live-only hint: running, but silent for longer than `stall_after_s`."""
+        return (self.status == "running" and self.last_ts is not None
+                and self.clock() - self.last_ts > self.stall_after_s())
+
+    @property
+    def shown_status(self) -> str:
+        """What the screen says: the status, or "stalled" for a running run that went silent."""
+        return "stalled" if self.stalled else self.status
 
     def current_epoch(self) -> CurrentEpoch | None:
         """The unfinished epoch, when steps or NaN records were written after the last epoch_end."""
@@ -385,16 +297,11 @@ class RunState:
 
     @property
     def best(self) -> tuple[int, float] | None:
-        """(epoch, volume Dice) of the best epoch: the `run_end` best, else the row marked best."""
-        if self.end and self.end.get("best"):
-            b = self.end["best"]
-            epoch, dice = _int_or_none(b.get("epoch")), _finite(b.get("volume_dice"))
-            if epoch is not None and dice is not None:
-                return epoch, dice
-        for row in self.epochs.values():
-            if row.is_best and row.volume_dice is not None:
-                return row.epoch, row.volume_dice
-        return None
+        """(epoch, volume Dice) of the best epoch, by the shared rule (`RunHistory.best`)."""
+        best = self.history.best
+        if best is None or as_int(best.get("epoch")) is None:
+            return None
+        return best["epoch"], finite(best["volume_dice"])
 
     @property
     def has_nan(self) -> bool:
@@ -413,7 +320,7 @@ class RunState:
 
         Before the first epoch ends: steps left at the step rate seen so far (validation not counted).
         """
-        if self.end is not None or not self.total_epochs:
+        if self.status != "running" or not self.total_epochs:
             return None
         per_epoch = self.median_epoch_s()
         if per_epoch is None:
@@ -441,7 +348,10 @@ class RunState:
     def elapsed_s(self) -> float | None:
         if self.started_ts is None:
             return None
-        stop = self.end["ts"] if self.end and self.end.get("ts") else self.clock()
+        if self.end and self.end.get("ts"):
+            stop = self.end["ts"]
+        else:  # a run nobody writes any more stopped at its last event
+            stop = self.clock() if self.status == "running" or self.last_ts is None else self.last_ts
         return max(0.0, stop - self.started_ts)
 
     def loss_points(self) -> list[float | None]:
@@ -472,48 +382,3 @@ class RunState:
             if rec.counts:
                 return rec.counts
         return {}
-
-
-class RunWatcher:
-    """Follows one run folder: polls its events file and keeps a `RunState` up to date.
-
-    `condition` is "waiting" (no events file yet), "ok", or "deleted" (the run folder vanished; the last
-    state stays on screen). A file replaced or truncated under us starts a fresh state.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, *, clock: Callable[[], float] = time.time):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / EVENTS_FILE
-        self.clock = clock
-        self.tail = EventTail(self.path)
-        self.state = RunState(self.run_dir.name, clock=clock)
-        self.condition = "waiting"
-        self._seen: tuple[int, int] | None = None  # (inode, size) after the last poll
-
-    def poll(self) -> int:
-        """Read what was appended since the last poll; returns the number of new events."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
-        if st is None:
-            self.condition = "deleted" if self._seen is not None and not self.run_dir.exists() else (
-                "waiting" if self._seen is None else "missing")
-            self.tail.poll()
-            return 0
-        if self._seen is not None and (st.st_ino != self._seen[0] or st.st_size < self._seen[1]):
-            self.state = RunState(self.run_dir.name, clock=self.clock)  # the tail re-reads from the start
-        self._seen = (st.st_ino, st.st_size)
-        self.condition = "ok"
-        return self.state.feed(self.tail.poll())
-
-    @property
-    def notice(self) -> str | None:
-        """A line for the screen about the file itself, or None when all is well."""
-        if self.condition == "waiting":
-            return f"waiting for {self.path}"
-        if self.condition == "deleted":
-            return f"run folder deleted: {self.run_dir} (showing the last state read)"
-        if self.condition == "missing":
-            return f"events file removed: {self.path} (showing the last state read)"
-        return None

@@ -9,7 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from liverctl.watch.state import EpochRow, NanRecord, RunState, RunWatcher
+from liverctl.watch.state import EpochRow, NanRecord, RunState
+from liverctl.watch.watcher import RunWatcher
 
 STATUS_STYLE = {
     "waiting": "dim",
@@ -69,9 +70,10 @@ def status_text(state: RunState) -> Text:
 
 def status_detail(state: RunState) -> Text | None:
     """Why the run stands where it does: stalled for how long, or the `run_end` message."""
-    if state.status == "stalled":
+    if state.stalled:
         return Text(
-            f"nothing written for {fmt_duration(state.silent_s)} (usual epoch {fmt_duration(state.median_epoch_s())})",
+            f"stalled? nothing written for {fmt_duration(state.silent_s)} (usual epoch "
+            f"{fmt_duration(state.median_epoch_s())})",
             style="yellow",
         )
     if state.end and state.end.get("message"):
@@ -216,7 +218,7 @@ def current_epoch_cells(state: RunState) -> list[Text] | None:
     current = state.current_epoch()
     if current is None:
         return None
-    status = state.status
+    status = state.shown_status
     tag = {"running": "running", "stalled": "stalled", "waiting": "running"}.get(status, "stopped")
     cells = [Text(f"{current.number} {tag}", style=NAN_STYLE if current.n_nan else "italic")]
     if current.n_nan:

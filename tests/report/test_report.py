@@ -122,7 +122,7 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
     from run_fixtures import add_model_checkpoint, make_config
 
     from liverctl.data.store import LiverStore
-    from liverctl.report.build import overlay_figsize
+    from liverctl.report.plots import overlay_figsize
 
     settings = {"data.input_size": 64, "data.store": str(tiny_store), "model.encoder": "resnet18",
                 "model.decoder_channels": [32, 16, 8, 8, 4], "infer.tta": "none"}
@@ -170,7 +170,7 @@ def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
 def test_disagreeing_slices_prefers_errors_then_liver():
     import numpy as np
 
-    from liverctl.report.build import disagreeing_slices
+    from liverctl.report.predictions import disagreeing_slices
 
     counts = np.array([[0, 0, 0], [5, 1, 0], [9, 0, 0], [2, 3, 4], [0, 0, 0], [1, 0, 0]])
     assert disagreeing_slices(counts, 2) == [1, 3]
@@ -181,7 +181,7 @@ def test_disagreeing_slices_prefers_errors_then_liver():
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
     import numpy as np
 
-    from liverctl.report.build import radiological_view
+    from liverctl.report.plots import radiological_view
 
     # A slice (X, Y) with one bright voxel at the lowest X and lowest Y index.
     slice_xy = np.zeros((4, 3))
@@ -211,7 +211,7 @@ def _train_tiny(store, run_dir, *more):
 @pytest.mark.slow  # a real training run: ~35 s on a busy 2-core machine
 def test_tiny_trained_run_is_listed_and_reported(tiny_store, tmp_path):
     from liverctl.runs.events import read_events
-    from liverctl.runs.history import scan_runs
+    from liverctl.runs.summary import scan_runs
 
     _train_tiny(tiny_store, tmp_path / "runs" / "tiny")
     (summary,) = scan_runs(tmp_path / "runs")
@@ -232,7 +232,7 @@ def test_tiny_trained_run_is_listed_and_reported(tiny_store, tmp_path):
 @pytest.mark.slow
 def test_tiny_nan_abort_run_is_listed_with_its_nan_events(tiny_store, tmp_path):
     from liverctl.errors import NaNAbort
-    from liverctl.runs.history import scan_runs
+    from liverctl.runs.summary import scan_runs
 
     with pytest.raises(NaNAbort):
         _train_tiny(tiny_store, tmp_path / "runs" / "nan", "train.epochs=3", "train.nan_skip_limit=1",

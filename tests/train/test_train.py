@@ -14,8 +14,9 @@ from liverctl.config import read_config, resolve_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import load_checkpoint, read_sidecar
 from liverctl.runs.events import read_events
-from liverctl.runs.folder import TimeBudget, checkpoint_path, parse_duration
+from liverctl.runs.folder import checkpoint_path
 from liverctl.train import loop
+from liverctl.train.budget import TimeBudget, parse_duration
 
 torch.set_num_threads(1)
 

@@ -14,6 +14,7 @@ from watch_fixtures import EventScript, event_line, realistic_run
 from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
 from liverctl.runs.events import EventWriter, read_events
+from liverctl.runs.folder import RunLock
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.charts import (
     ChartSettings,
@@ -26,8 +27,9 @@ from liverctl.watch.charts import (
     thin,
 )
 from liverctl.watch.locate import find_run
-from liverctl.watch.state import RunState, RunWatcher
+from liverctl.watch.state import RunState
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
+from liverctl.watch.watcher import RunWatcher
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
 
 POLL_S = 0.05
@@ -92,17 +94,42 @@ def test_state_takes_the_run_end_status(status):
     assert exit_code(state) == (1 if status in ("failed", "nan_abort") else 0)
 
 
+def test_best_and_its_star_follow_the_shared_rule():
+    s = EventScript("r")
+    s.start(epochs=3)
+    for epoch, dice in ((1, 0.8), (2, 0.9), (3, 0.85)):  # no is_best field: the first highest Dice
+        s.add("epoch_end", after=60, epoch=epoch, volume_dice=dice, seconds=60.0, epochs=3)
+    state = RunState()
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.best == (2, 0.9)
+    assert [r.epoch for r in state.rows if r.is_best] == [2]
+
+
+def test_a_run_nobody_writes_has_no_eta_and_its_clock_stops(tmp_path):
+    s = two_epoch_run()
+    s.write(tmp_path / "r" / "events.jsonl")
+    watcher = RunWatcher(tmp_path / "r", clock=FakeClock(s.t + 10_000))
+    watcher.poll()
+    assert watcher.state.status == "interrupted" and not watcher.state.stalled
+    assert watcher.state.eta_s() is None
+    assert watcher.state.elapsed_s() == pytest.approx(s.t - 1_700_000_000.0)
+    with RunLock(tmp_path / "r"):
+        watcher.poll()
+        assert watcher.state.status == "running" and watcher.state.stalled and watcher.state.eta_s() is not None
+
+
 def test_stalled_after_three_usual_epochs_of_silence():
     s = two_epoch_run()  # epochs of 60 s: stalled after max(120 s, 3 x 60 s) = 180 s
     clock = FakeClock(s.t + 100)
     state = RunState(clock=clock)
     state.feed(json.loads(line) for line in s.lines)
-    assert state.status == "running"
+    assert state.shown_status == "running"
     clock.t = s.t + 200
-    assert state.status == "stalled"
+    assert state.shown_status == "stalled" and state.stalled
+    assert state.status == "running"  # a live hint on screen only: the run's status is the shared rule's
     s.add("step", after=200, step=20, epoch=2, loss=0.5)  # the run speaks again
     state.feed([json.loads(s.lines[-1])])
-    assert state.status == "running"
+    assert state.shown_status == "running"
 
 
 def test_stalled_before_the_first_epoch_uses_step_gaps_with_a_floor():
@@ -113,9 +140,9 @@ def test_stalled_before_the_first_epoch_uses_step_gaps_with_a_floor():
     clock = FakeClock(s.t + 250)
     state = RunState(clock=clock)
     state.feed(json.loads(line) for line in s.lines)
-    assert state.status == "running"  # 3 x 10 s is far below the 300 s floor
+    assert state.shown_status == "running"  # 3 x 10 s is far below the 300 s floor
     clock.t = s.t + 400
-    assert state.status == "stalled"
+    assert state.shown_status == "stalled"
 
 
 def test_eta_counts_epochs_left_less_the_current_epoch():
@@ -388,6 +415,7 @@ async def test_app_rows_appear_and_status_follows_the_log(tmp_path):
     run.mkdir(parents=True)
     append(run / "events.jsonl", *s.lines[:4])  # run_start, two steps, epoch 0
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    writer = RunLock(run).acquire()  # the lock held: a live writer  # noqa: F841 - held to the test's end
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
         await settle(pilot, lambda: row_keys(table) == ["0"])
@@ -413,10 +441,21 @@ async def test_app_shows_stalled_with_a_fake_clock(tmp_path):
     s.write(run / "events.jsonl")
     clock = FakeClock(s.t + 10)
     app = make_watch_app(run, poll_seconds=POLL_S, clock=clock)
+    writer = RunLock(run).acquire()  # noqa: F841 - held to the test's end
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot, lambda: "RUNNING" in header_plain(app))
         clock.t += 1000
-        await settle(pilot, lambda: "STALLED" in header_plain(app))
+        await settle(pilot, lambda: "stalled? nothing written for" in header_plain(app))
+        assert "RUNNING" in header_plain(app) and app.sub_title.endswith("stalled")  # the lock is held: running
+
+
+async def test_app_shows_a_run_nobody_writes_as_interrupted(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")  # no run_end, and no process holds the lock: killed
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t + 10))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: "INTERRUPTED" in header_plain(app))
 
 
 async def test_app_nan_banner_within_one_refresh_and_dismissed(tmp_path):
@@ -454,6 +493,7 @@ async def test_app_nan_banner_after_a_null_value(tmp_path):
     s = two_epoch_run()
     s.write(run / "events.jsonl")
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    writer = RunLock(run).acquire()  # the lock held: a live writer  # noqa: F841 - held to the test's end
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
         await settle(pilot, lambda: row_keys(table) == ["0", "1"])
@@ -469,6 +509,7 @@ async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion
     run.mkdir()
     s = two_epoch_run()
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    writer = RunLock(run).acquire()  # the lock held: a live writer  # noqa: F841 - held to the test's end
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(EpochTable)
         await settle(pilot, lambda: "waiting for" in header_plain(app))
@@ -599,6 +640,7 @@ async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
           gpu_mem_peak_gb=5.5)
     s.write(run / "events.jsonl")
     app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t + 1))
+    writer = RunLock(run).acquire()  # noqa: F841 - held to the test's end
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot, lambda: "RUNNING" in header_plain(app))
         text = header_plain(app)

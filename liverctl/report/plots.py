@@ -1,0 +1,202 @@
+"""The report's pictures, drawn with matplotlib's object API (`Figure` -> Agg canvas): no pyplot state, no
+display. `curves.png` from the events only (no torch); `case_dice.png` and the overlays from predictions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liverctl.files import natural_key
+from liverctl.runs.events import iter_kind
+
+if TYPE_CHECKING:
+    from liverctl.report.predictions import CaseResult
+    from liverctl.report.run_data import RunData
+
+CURVES_FIGSIZE = (12.0, 8.0)  # inches at DPI -> 1200 x 800 px
+DICE_FIGSIZE_HEIGHT = 4.5
+DPI = 100
+OVERLAY_PANEL_IN = 3.2  # inches per overlay panel (three panels per slice row)
+DICE_STYLES = {"volume_dice": "-", "slice_dice": "--", "global_dice": ":"}
+
+
+def _new_figure(width_in: float, height_in: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI)  # no bbox_inches: the pixel size stays what was asked
+
+
+def _num(value: Any) -> float:
+    """A plottable number: None / non-finite -> NaN (a gap in the line)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def plot_curves(data: list[RunData], path: Path) -> Path:
+    """2 x 2 panels: loss per step, Dice per epoch, learning rate per step, loss per epoch."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _new_figure(*CURVES_FIGSIZE)
+    ax_loss, ax_dice, ax_lr, ax_epoch = fig.subplots(2, 2).ravel()
+    colors = [f"C{i % 10}" for i in range(len(data))]
+    for run, color in zip(data, colors, strict=True):
+        steps = [e for e in iter_kind(run.events, "step") if isinstance(e.get("step"), (int, float))]
+        xs = [e["step"] for e in steps]
+        ax_loss.plot(xs, [_num(e.get("loss")) for e in steps], color=color, lw=1, label=run.name)
+        ax_lr.plot(xs, [_num(e.get("lr")) for e in steps], color=color, lw=1, label=run.name)
+        for nan in iter_kind(run.events, "nan"):
+            if isinstance(nan.get("step"), (int, float)):
+                ax_loss.axvline(nan["step"], color=color, ls="--", lw=0.8, alpha=0.6)
+        ends = [e for e in iter_kind(run.events, "epoch_end") if isinstance(e.get("epoch"), (int, float))]
+        epochs = [e["epoch"] for e in ends]
+        for key, style in DICE_STYLES.items():
+            ax_dice.plot(epochs, [_num(e.get(key)) for e in ends], color=color, ls=style, marker=".",
+                         label=run.name if key == "volume_dice" else "_nolegend_")
+        best = run.summary  # the history's best epoch, as `runs` and `watch` show it
+        if best.best_epoch is not None and best.volume_dice is not None:
+            ax_dice.plot([best.best_epoch], [best.volume_dice], color=color, marker="*", ms=12, ls="none")
+        ax_epoch.plot(epochs, [_num(e.get("train_loss")) for e in ends], color=color, marker=".")
+        ax_epoch.plot(epochs, [_num(e.get("val_loss")) for e in ends], color=color, ls="--", marker=".")
+    ax_loss.set(title="training loss per step (dashed: NaN events)", xlabel="step", ylabel="loss")
+    ax_dice.set(title="validation Dice per epoch (* best)", xlabel="epoch", ylabel="Dice")
+    ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")
+    ax_epoch.set(title="loss per epoch (solid train, dashed val)", xlabel="epoch", ylabel="loss")
+    if _spans_decades([v for line in ax_lr.get_lines() for v in line.get_ydata()]):
+        ax_lr.set_yscale("log")
+    for ax in (ax_dice, ax_epoch):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (ax_loss, ax_dice, ax_lr, ax_epoch):
+        ax.grid(alpha=0.3)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "no events of this kind yet", ha="center", va="center", transform=ax.transAxes)
+    if ax_dice.get_lines():
+        handles, labels = ax_dice.get_legend_handles_labels()
+        for key, style in DICE_STYLES.items():
+            handles.append(Line2D([], [], color="black", ls=style))
+            labels.append(key.replace("_", " "))
+        ax_dice.legend(handles, labels, fontsize="small")
+    fig.suptitle(" vs ".join(r.name for r in data))
+    _save(fig, path)
+    return path
+
+
+def _spans_decades(values) -> bool:
+    """Whether positive values span more than a factor of 20 (a log axis then reads better)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > 20
+
+
+def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
+    """Volume Dice per validation case: one group of bars per case, one bar per run; mean as a line."""
+    names = [n for n, results in cases.items() if results]
+    case_ids = sorted({c.case for n in names for c in cases[n]}, key=natural_key)
+    # wide enough for the bars and for a legend row of up to three runs
+    width_in = max(6.0, 2.8 * min(3, len(names)), min(24.0, 1.0 + 0.45 * len(case_ids) * len(names)))
+    fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
+    ax = fig.subplots()
+    bar_w = 0.8 / len(names)
+    for i, name in enumerate(names):
+        by_case = {c.case: c.dice for c in cases[name]}
+        xs = [j + (i - (len(names) - 1) / 2) * bar_w for j in range(len(case_ids))]
+        ys = [by_case.get(c, math.nan) for c in case_ids]
+        finite = [y for y in ys if math.isfinite(y)]
+        mean = sum(finite) / len(finite) if finite else math.nan
+        ax.bar(xs, ys, width=bar_w, color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
+        ax.axhline(mean, color=f"C{i % 10}", ls="--", lw=1)
+    ax.set_xticks(range(len(case_ids)), case_ids, rotation=45 if len(case_ids) > 6 else 0, ha="right"
+                  if len(case_ids) > 6 else "center", fontsize="small")
+    ax.set(ylim=(0, 1.02), ylabel="volume Dice", title="volume Dice per validation case (dashed: mean)")
+    fig.legend(fontsize="small", loc="outside lower center", ncols=min(3, len(names)))  # bars may reach 1
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+
+def overlay_figsize(n_slices: int) -> tuple[float, float]:
+    """Inches of an overlay picture: three panels per slice row, plus a title band."""
+    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.5
+
+
+def radiological_view(slice_xy, affine=None):
+    """A slice as a radiologist looks at it: the patient's anterior up, the patient's right on the left.
+
+    Shape: (X, Y) -> (rows, cols), for `imshow(origin="upper")`. The in-plane directions come from the
+    case's affine; without one, or for a slice that is not axial, X runs across and Y down.
+    """
+    import numpy as np
+
+    view = np.asarray(slice_xy)
+    if affine is None:
+        return view.T
+    import nibabel as nib
+
+    codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))[:2]
+    if sorted(c in "AP" for c in codes) != [False, True] or not any(c in "LR" for c in codes):
+        return view.T
+    ap = 0 if codes[0] in "AP" else 1
+    lr = 1 - ap
+    view = view if ap == 0 else view.T  # rows follow the anterior-posterior axis
+    if codes[ap] == "A":  # index grows toward anterior: flip so anterior is row 0
+        view = view[::-1, :]
+    if codes[lr] == "R":  # index grows toward the patient's right: flip so right is column 0
+        view = view[:, ::-1]
+    return view
+
+
+
+
+def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
+                 window: tuple[float, float] = (-100.0, 200.0), affine=None, title: str | None = None) -> Path:
+    """One row per slice `zs[i]`: the image (windowed), label and prediction outlines on it, and the error map.
+
+    Shape: images[i] (X, Y) HU; labels[i], preds[i] (X, Y) bool; affine (4, 4) of the case, used to
+    show each slice in the radiological convention (`radiological_view`).
+    Outlines: label green, prediction red. Error map: yellow both, green label only (missed), red
+    prediction only (false liver).
+    """
+    import numpy as np
+
+    fig = _new_figure(*overlay_figsize(len(zs)))
+    axes = np.atleast_2d(fig.subplots(max(1, len(zs)), 3, squeeze=False))
+    for row, z in enumerate(zs):
+        _overlay_row(axes[row], row, z, (images[row], labels[row], preds[row]), window=window, affine=affine)
+    fig.suptitle(title or case)
+    _save(fig, path)
+    return path
+
+
+def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float], affine) -> None:
+    import numpy as np
+
+    lo, hi = window
+    hu = np.asarray(slices[0], dtype=np.float32)
+    img = radiological_view(np.clip((hu - lo) / max(hi - lo, 1e-6), 0, 1), affine)
+    lab = radiological_view(np.asarray(slices[1], dtype=bool), affine)
+    pre = radiological_view(np.asarray(slices[2], dtype=bool), affine)
+    err = np.zeros((*img.shape, 4), dtype=np.float32)
+    err[lab & pre] = (1.0, 0.85, 0.0, 0.8)
+    err[lab & ~pre] = (0.0, 0.8, 0.0, 0.9)
+    err[~lab & pre] = (0.9, 0.0, 0.0, 0.9)
+    ax_img, ax_lines, ax_err = axes
+    for ax in (ax_img, ax_lines, ax_err):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for mask, color in ((lab, "lime"), (pre, "red")):
+        if mask.any() and not mask.all():
+            ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1)
+    ax_err.imshow(err, interpolation="nearest")
+    fp, fn = int((~lab & pre).sum()), int((lab & ~pre).sum())
+    ax_img.set_ylabel(f"z = {z}")
+    ax_img.set_title("image" if row == 0 else "", fontsize="small")
+    ax_lines.set_title(("label (green), prediction (red)\n" if row == 0 else "") + f"z = {z}", fontsize="small")
+    ax_err.set_title(f"false + {fp} px, missed {fn} px", fontsize="small")

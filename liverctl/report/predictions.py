@@ -1,0 +1,156 @@
+"""The report's predictions: a run's validation cases (`liverctl.runs.validation_cases`, as training and
+`submit` choose them) predicted with its checkpoint, scored, and drawn where prediction and label disagree."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liverctl.errors import LiverctlError
+from liverctl.report.plots import plot_overlay
+from liverctl.report.run_data import RunData
+from liverctl.runs.folder import checkpoint_path
+
+
+@dataclass
+class CaseResult:
+    """One validation case predicted for the report: its volume Dice, overlay picture and slices drawn."""
+
+    case: str
+    dice: float
+    overlay: Path | None = None
+    slices: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RunPredictions:
+    """The validation cases of one run as predicted for the report, and how they were predicted."""
+
+    cases: list[CaseResult]
+    how: str
+
+
+class OverlaySkipped(Exception):
+    """Why a run's prediction pictures could not be drawn (said in index.html, not raised at the user)."""
+
+
+@dataclass
+class _Inputs:
+    """What predicting a run needs: the store, the loaded model, and the run's inference settings."""
+
+    store: object
+    store_path: Path
+    model: object
+    which: str
+    device: str
+
+
+def predict_validation_cases(
+    run: RunData,
+    out_dir: Path,
+    *,
+    store_path: str | os.PathLike | None,
+    max_cases: int,
+    slices_per_case: int,
+    device: str,
+) -> RunPredictions:
+    """Predict up to `max_cases` of the validation cases of `run` (`liverctl.runs.validation_cases`), draw
+    their overlays into `out_dir` and return each case's volume Dice.
+
+    Predictions use the run's best checkpoint (else its last), its `infer.tta` and `infer.threshold`,
+    and no post-processing: what the model itself sees. Raises OverlaySkipped, with the reason, when the
+    checkpoint, the store or the inference code is missing.
+    """
+    from liverctl.runs.validation_cases import validation_cases
+
+    inputs = _open_inputs(run, store_path, device)
+    cfg = inputs.model.cfg
+    try:
+        case_ids = validation_cases(cfg, inputs.store)[:max_cases]
+    except LiverctlError as exc:
+        raise OverlaySkipped(f"store {inputs.store_path}: {exc}") from None
+    infer = cfg.get("infer", {})
+    threshold, tta = float(infer.get("threshold", 0.5)), str(infer.get("tta", "none"))
+    how = (f"checkpoint {inputs.which}.pt, {len(case_ids)} case(s) of validation fold {cfg['data']['fold']} from "
+           f"{inputs.store_path}, TTA {tta}, threshold {threshold:g}, no post-processing, on {inputs.device}")
+    from liverctl.infer.predict import predict_cases
+
+    results = []
+    try:
+        for case, probs in predict_cases([inputs.model], inputs.store, case_ids, tta=tta,
+                                         batch_size=int(infer.get("batch_size", 16)), device=inputs.device):
+            results.append(_score_and_draw(run, inputs, case, probs >= threshold, out_dir=out_dir,
+                                           k=slices_per_case))
+    except (LiverctlError, RuntimeError, ValueError) as exc:
+        raise OverlaySkipped(f"prediction failed: {_one_line(exc)}") from None
+    return RunPredictions(results, how)
+
+
+def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str) -> _Inputs:
+    which = next((w for w in ("best", "last") if checkpoint_path(run.path, w).is_file()), None)
+    if which is None:
+        raise OverlaySkipped("no checkpoints/best.pt or last.pt to predict with")
+    try:
+        from liverctl.data.store import LiverStore
+        from liverctl.device import resolve_device
+        from liverctl.infer.predict import load_run_models
+    except ImportError as exc:  # e.g. a listing-only install without torch
+        raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
+    device = str(resolve_device(device))  # a device that is not there is the user's error, not a skip
+    store_path = Path(store_path if store_path is not None
+                      else run.summary.settings.get("data.store", "store/liver.zarr"))
+    if not store_path.exists():
+        raise OverlaySkipped(f"store {store_path} not found (pass --store)")
+    try:
+        store = LiverStore.open(store_path)
+        (run_model,) = load_run_models([run.path], which=which, device=device)
+    except (LiverctlError, RuntimeError) as exc:  # RuntimeError: torch, e.g. weights not matching the model
+        raise OverlaySkipped(_one_line(exc)) from None
+    return _Inputs(store, store_path, run_model, which, device)
+
+
+def _score_and_draw(run: RunData, inputs: _Inputs, case: str, pred, *, out_dir: Path, k: int) -> CaseResult:
+    """Volume Dice of one predicted case, and its overlay of the `k` slices that disagree most."""
+    import numpy as np
+
+    from liverctl.metrics import DiceCounts, slice_counts
+
+    store = inputs.store
+    label = np.asarray(store.label(case)[:]) > 0
+    counts = slice_counts(pred, label)  # (Z, 3): tp, fp, fn per slice
+    dice = DiceCounts()
+    dice.add_slices(case, counts)
+    zs = disagreeing_slices(counts, k)
+    window = inputs.model.cfg["data"].get("window", (-100.0, 200.0))
+    path = plot_overlay(
+        out_dir / f"{safe_name(case)}.png", case, zs,
+        images=[store.read_slice(case, z) for z in zs], labels=[label[..., z] for z in zs],
+        preds=[pred[..., z] for z in zs], window=(float(window[0]), float(window[1])),
+        affine=store.meta(case).get("affine"), title=f"{run.name} / {case}: volume Dice {dice.volume_dice():.4f}",
+    )
+    return CaseResult(case, dice.volume_dice(), path, zs)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, LiverctlError) else str(exc)
+
+
+def disagreeing_slices(counts, k: int) -> list[int]:
+    """The `k` slices with the most disagreeing pixels (fp + fn), in z order; where fewer than `k`
+    slices disagree at all, the slices with the most liver fill the rest.
+
+    Shape: counts (Z, 3) = per-slice (tp, fp, fn).
+    """
+    rows = [(int(fp) + int(fn), int(tp) + int(fn), z) for z, (tp, fp, fn) in enumerate(counts.tolist())]
+    wrong = sorted((r for r in rows if r[0] > 0), key=lambda r: (-r[0], r[2]))[:k]
+    chosen = {r[2] for r in wrong}
+    rest = sorted((r for r in rows if r[2] not in chosen), key=lambda r: (-r[1], r[2]))
+    chosen.update(r[2] for r in rest[: k - len(chosen)])
+    return sorted(chosen)
+
+
+def safe_name(case: str) -> str:
+    """A file name for a case or run id (anything but letters, digits and - _ . becomes _)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case) or "case"

@@ -1,0 +1,276 @@
+"""The runs table, built once: its columns (`COLUMNS`, plus the settings that differ between the runs
+listed), one row of cells per run (`table_rows`), the `--json` / `--csv` records (`summary_row`), and
+sorting and filtering. `liverctl runs` renders the cells with rich, `report` as HTML.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from operator import attrgetter
+from typing import Any
+
+from liverctl.errors import LiverctlError
+from liverctl.runs.history import finite
+from liverctl.runs.summary import RunSummary
+
+# Settings that differ between runs without changing what a run learns: not worth a column.
+IGNORED_SETTINGS = ("description", "preset", "data.store", "data.num_workers", "train.log_every",
+                    "infer.batch_size")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the table: `key` for --sort/--filter, `header` as shown, `value` the raw value of a
+    run (sorting, filtering), `text` the cell as shown."""
+
+    key: str
+    header: str
+    value: Callable[[RunSummary], Any]
+    text: Callable[[RunSummary], str]
+    numeric: bool = False
+
+
+def _dice_column(key: str, header: str) -> Column:
+    return Column(key, header, attrgetter(key), lambda s: format_dice(getattr(s, key)), True)
+
+
+def setting_column(key: str) -> Column:
+    """A column for a dotted config key (`loss.name`)."""
+    return Column(key, key, lambda s: s.settings.get(key), lambda s: format_setting(s.settings.get(key)))
+
+
+# Table columns besides the varied settings (which come after `preset`), in display order.
+COLUMN_SPEC = (
+    Column("name", "run", attrgetter("name"), attrgetter("name")),
+    Column("preset", "preset", attrgetter("preset"), lambda s: s.preset or "-"),
+    Column("status", "status", attrgetter("status"), attrgetter("status")),
+    Column("nan", "NaN", attrgetter("nan_events"), lambda s: str(s.nan_events), True),
+    Column("epochs", "epochs", attrgetter("epochs_done"),
+           lambda s: f"{s.epochs_done}/{'?' if s.epochs_planned is None else s.epochs_planned}", True),
+    Column("best_epoch", "best epoch", attrgetter("best_epoch"),
+           lambda s: "-" if s.best_epoch is None else str(s.best_epoch), True),
+    _dice_column("volume_dice", "vol Dice"),
+    _dice_column("slice_dice", "slice"),
+    _dice_column("global_dice", "global"),
+    Column("wall", "wall", attrgetter("wall_seconds"), lambda s: format_duration(s.wall_seconds), True),
+    Column("submitted", "submitted", attrgetter("best_submitted"), lambda s: submitted_text(s), True),
+)
+# Not shown, but a key to sort and filter by (the default order: newest first).
+STARTED = Column("started", "started", attrgetter("started"), lambda s: str(s.started), True)
+COLUMNS = tuple(c.key for c in COLUMN_SPEC)
+_BY_KEY = {c.key: c for c in (*COLUMN_SPEC, STARTED)}
+
+
+def columns(varied: list[str]) -> list[Column]:
+    """The columns shown: name, preset, the varied settings, then the rest."""
+    return [*COLUMN_SPEC[:2], *(setting_column(k) for k in varied), *COLUMN_SPEC[2:]]
+
+
+def cells(summary: RunSummary, varied: list[str]) -> list[str]:
+    """One row of the table as text, in `columns(varied)` order."""
+    return [c.text(summary) for c in columns(varied)]
+
+
+def table_rows(summaries: list[RunSummary]) -> list[RunSummary]:
+    """The rows in order: each summary, an experiment's fold runs right after it (named `  exp/fold-k`)."""
+    rows = []
+    for s in summaries:
+        rows.append(s)
+        rows.extend(replace(fold, name=f"  {s.name}/{fold.name}") for fold in s.folds)
+    return rows
+
+
+def submitted_text(s: RunSummary) -> str:
+    """The best evaluated volume Dice of the run's submissions (and how many), or how many are unscored."""
+    n_subs = len(s.submissions)
+    if not n_subs:
+        return "-"
+    if s.best_submitted is None:
+        return f"{n_subs} unscored"
+    return f"{s.best_submitted:.4f}" + (f" ({n_subs})" if n_subs > 1 else "")
+
+
+def format_dice(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+LEGEND = ("Dice at the best epoch (chosen by volume Dice, the epoch checkpoints/best.pt holds): vol = volume "
+          "Dice (per case, averaged), slice = per 2D slice (empty on empty counts as 1), global = pooled "
+          "voxels. submitted = best evaluated volume Dice.")
+
+
+def varied_settings(summaries: list[RunSummary]) -> list[str]:
+    """Dotted config keys whose value is not the same in every listed run (missing counts as a value)."""
+    with_config = [s for s in summaries if s.settings]
+    if len(with_config) < 2:
+        return []
+    keys: list[str] = []
+    for s in with_config:
+        keys.extend(k for k in s.settings if k not in keys)
+    varied = []
+    for key in keys:
+        if key in IGNORED_SETTINGS or key.rsplit(".", 1)[-1] == "description":
+            continue
+        values = {_hashable(s.settings.get(key, _MISSING)) for s in with_config}
+        if len(values) > 1:
+            varied.append(key)
+    return varied
+
+
+
+
+_MISSING = "\0missing"
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+
+
+def format_setting(value: Any) -> str:
+    if value is _MISSING or value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_setting(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+
+# ------------------------------------------------------------------------------------- rows, sorting
+
+
+def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
+    """A flat record of the table's columns (values unformatted), as `--json` / `--csv` give it."""
+    row: dict[str, Any] = {"name": summary.name, "preset": summary.preset}
+    for key in varied:
+        value = summary.settings.get(key)
+        row[key] = list(value) if isinstance(value, tuple) else value
+    row.update(
+        status=summary.status,
+        nan=summary.nan_events,
+        epochs=summary.epochs_done,
+        epochs_planned=summary.epochs_planned,
+        best_epoch=summary.best_epoch,
+        volume_dice=_round(summary.volume_dice),
+        slice_dice=_round(summary.slice_dice),
+        global_dice=_round(summary.global_dice),
+        wall=None if summary.wall_seconds is None else round(summary.wall_seconds, 1),
+        submitted=_round(summary.best_submitted),
+        started=summary.started,
+        path=str(summary.path),
+        problems=list(summary.problems),
+    )
+    if summary.kind == "experiment":
+        from liverctl.experiment.summary import experiment_row_extra
+
+        row.update(experiment_row_extra(summary, varied))
+    return row
+
+
+def _column_value(summary: RunSummary, column: str) -> Any:
+    spec = _BY_KEY.get(column)
+    return spec.value(summary) if spec is not None else summary.settings.get(column)
+
+
+def known_columns(summaries: list[RunSummary]) -> list[str]:
+    keys = list(_BY_KEY)
+    for s in summaries:
+        keys.extend(k for k in s.settings if k not in keys)
+    return keys
+
+
+def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False) -> list[RunSummary]:
+    """Sort by a column or a dotted setting key. Numbers largest first (newest first for `started`),
+    text A to Z; runs without a value go last. `reverse` flips the order of the others."""
+    if column not in known_columns(summaries):
+        raise LiverctlError(f"unknown column {column!r} to sort by; choose from {', '.join(known_columns(summaries))}")
+    present = [s for s in summaries if _column_value(s, column) is not None]
+    absent = [s for s in summaries if _column_value(s, column) is None]
+    numeric = all(isinstance(_column_value(s, column), (int, float)) for s in present)
+    if numeric:
+        present.sort(key=lambda s: _column_value(s, column), reverse=not reverse)
+    else:
+        present.sort(key=lambda s: format_setting(_column_value(s, column)).lower(), reverse=reverse)
+    return present + absent
+
+
+
+_OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
+
+
+def filter_runs(summaries: list[RunSummary], filters: list[str]) -> list[RunSummary]:
+    """Keep runs matching every filter `COLUMN OP VALUE`, OP one of = != > < >= <=.
+
+    `=` / `!=` compare text with shell wildcards (`name=v3*`); the others compare numbers
+    (`volume_dice>=0.9`). COLUMN is a table column or any dotted setting (`loss.name=tversky`).
+    """
+    parsed = [_parse_filter(f, summaries) for f in filters]
+    return [s for s in summaries if all(_matches(s, *p) for p in parsed)]
+
+
+def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str]:
+    for op in _OPERATORS:
+        column, sep, value = text.partition(op)
+        if sep and column.strip():
+            column = column.strip()
+            if column not in known_columns(summaries):
+                raise LiverctlError(f"filter {text!r}: unknown column {column!r}; "
+                                    f"choose from {', '.join(known_columns(summaries))}")
+            if op not in ("=", "!=") and _float(value) is None:
+                raise LiverctlError(f"filter {text!r}: {op} needs a number")
+            return column, op, value.strip()
+    raise LiverctlError(f"filter {text!r}: write COLUMN=VALUE (or != > < >= <=), e.g. preset=v5")
+
+
+def _matches(summary: RunSummary, column: str, op: str, value: str) -> bool:
+    actual = _column_value(summary, column)
+    if op in ("=", "!="):
+        text = format_setting(actual)
+        hit = fnmatch.fnmatchcase(text.lower(), value.lower())
+        if not hit and finite(actual) is not None:
+            hit = _float(value) is not None and math.isclose(finite(actual), float(value))
+        return hit if op == "=" else not hit
+    actual = finite(actual)
+    if actual is None:
+        return False
+    target = float(value)
+    return {">": actual > target, "<": actual < target, ">=": actual >= target, "<=": actual <= target}[op]
+
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+

@@ -1,0 +1,92 @@
+"""The run folder: one rule from a name or path to a folder (`resolve_run`), and whether a writer holds it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from liverctl.errors import LiverctlError
+from liverctl.runs.folder import LOCK_FILE, RunLock, checkpoint_path, resolve_run, writer_alive
+
+
+def _run(root, name, *files):
+    run = root / name
+    run.mkdir(parents=True)
+    for f in files:
+        (run / f).parent.mkdir(parents=True, exist_ok=True)
+        (run / f).write_text("")
+    return run
+
+
+def test_resolve_run_takes_a_path_or_a_name_under_the_runs_folder(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    run = _run(root, "a", "events.jsonl")
+    assert resolve_run(root, "a") == root / "a"
+    assert resolve_run(root, str(run)) == run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()  # ./a exists but is not a run: the run under runs/ is the one meant
+    assert resolve_run(root, "a", need="run") == root / "a"
+    assert resolve_run(root, "a", need="folder") == Path("a")  # any folder will do: the path comes first
+
+
+def test_resolve_run_needs_name_what_is_missing(tmp_path):
+    root = tmp_path / "runs"
+    _run(root, "fresh", "config.toml")
+    _run(root, "empty")
+    with pytest.raises(LiverctlError, match=r"fresh: --resume: .*no last checkpoint.*start a new run"):
+        resolve_run(root, "fresh", need="last", flag="--resume")
+    with pytest.raises(LiverctlError, match=r"empty: no events.jsonl yet"):
+        resolve_run(root, "empty", need="events")
+    with pytest.raises(LiverctlError, match=r"empty: not a run folder .*`liverctl runs`"):
+        resolve_run(root, "empty", need="run")
+    with pytest.raises(LiverctlError, match=r"no run 'ghost' \(looked for the folders .*recent runs: "):
+        resolve_run(root, "ghost")
+    assert resolve_run(root, "empty", need="folder") == root / "empty"
+    (checkpoint_path(root / "fresh", "last")).parent.mkdir()
+    checkpoint_path(root / "fresh", "last").write_bytes(b"")
+    assert resolve_run(root, "fresh", need="last") == root / "fresh"
+
+
+def test_writer_alive_follows_the_lock_not_the_lock_file(tmp_path):
+    run = tmp_path / "r"
+    assert not writer_alive(run)  # no folder, no lock file
+    with RunLock(run):
+        assert writer_alive(run)
+    assert (run / LOCK_FILE).exists() and not writer_alive(run)  # the file stays; nobody holds it
+
+
+def test_writer_alive_sees_another_process_and_its_death(tmp_path):
+    run = tmp_path / "r"
+    code = ("import sys, time; from liverctl.runs.folder import RunLock\n"
+            f"lock = RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert writer_alive(run)
+        with pytest.raises(LiverctlError, match="being written by pid"):
+            RunLock(run).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while writer_alive(run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not writer_alive(run)  # killed: the kernel released the lock
+
+
+def test_a_probe_does_not_refuse_a_writer(tmp_path):
+    run = tmp_path / "r"
+    RunLock(run).acquire().release()
+    import fcntl
+
+    with open(run / LOCK_FILE, "rb") as probe:
+        fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)  # as writer_alive does, held a moment
+        import threading
+
+        threading.Timer(0.03, lambda: fcntl.flock(probe.fileno(), fcntl.LOCK_UN)).start()
+        with RunLock(run):  # retried until the probe let go
+            assert writer_alive(run)
