@@ -152,7 +152,7 @@ def ingest(
 
 
 def _fold_name(fold: int) -> str:
-    from liverctl.data.store import TRAIN_ONLY_FOLD
+    from liverctl.data.schema import TRAIN_ONLY_FOLD
 
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 

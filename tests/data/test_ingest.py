@@ -21,7 +21,9 @@ from nifti_fixtures import header_only
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.data.ingest import assign_folds, float16_stats, ingest_folder
+from liverctl.data.conversion import float16_stats
+from liverctl.data.folds import assign_folds
+from liverctl.data.ingest import ingest_folder
 from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 
@@ -142,7 +144,7 @@ def test_float16_stats_are_exact():
 def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
     """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
     statistics it counts on the way are those of the converted volume."""
-    from liverctl.data.ingest import Float16Converter
+    from liverctl.data.conversion import Float16Converter
 
     rng = np.random.default_rng(3)
     if dtype in ("float32", "float64"):
@@ -527,17 +529,17 @@ def _fork_workers(monkeypatch) -> None:
 
 def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
     """Make the worker that reads one of `case_ids` die as the OOM killer kills it (workers are forked)."""
-    import liverctl.data.ingest as ingest
+    import liverctl.data.case_writer as case_writer
 
     _fork_workers(monkeypatch)
-    read_case = ingest._read_case
+    read_case = case_writer.read_case
 
     def read_or_die(case, liver_labels, workers=1):
         if case.case_id in case_ids:
             os.kill(os.getpid(), signal.SIGKILL)
         return read_case(case, liver_labels, workers)
 
-    monkeypatch.setattr(ingest, "_read_case", read_or_die)
+    monkeypatch.setattr(case_writer, "read_case", read_or_die)
 
 
 @pytest.mark.parametrize("killers", [("3",), ("2", "6")])
@@ -579,9 +581,9 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
     (metadata is still written)."""
     import errno
 
-    import liverctl.data.store
+    import liverctl.data.case_writer
 
-    put = liverctl.data.store._write_chunk_file
+    put = liverctl.data.case_writer.write_chunk_file
     written = [0]
 
     def put_or_full(path, data):
@@ -590,7 +592,7 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return put(path, data)
 
-    monkeypatch.setattr(liverctl.data.store, "_write_chunk_file", put_or_full)
+    monkeypatch.setattr(liverctl.data.case_writer, "write_chunk_file", put_or_full)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -630,9 +632,9 @@ def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch
 
 def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
                                                                monkeypatch):
-    from liverctl.data.ingest import check_free_space
     from liverctl.data.sources import find_cases
     from liverctl.data.store import store_bytes
+    from liverctl.data.store_writer import check_free_space
 
     # the estimate is not below what ingest really stores, on real CT
     estimate = check_free_space(tmp_path, find_cases(real_dataset.root).cases)

@@ -22,13 +22,13 @@ Planning reads the store's JSON only and writes nothing (`liverctl ingest --dry-
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
 from liverctl.data.sources import CaseFiles, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.errors import LiverctlError
@@ -112,17 +112,11 @@ def _per_source(spec: Any, name: str | None) -> tuple[Any, bool]:
 
 def _read_store(store: Path) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
     """(source records, case id -> source name (None: from before sources existed)) of a store."""
-    def attrs_of(path: Path) -> dict[str, Any]:
-        try:
-            return json.loads(path.read_text()).get("attributes", {}) or {}
-        except (OSError, ValueError, AttributeError):
-            return {}
-
-    root = attrs_of(store / "zarr.json")
+    root = read_attrs(store)
     cases: dict[str, str | None] = {}
-    cases_dir = store / "cases"
+    cases_dir = store / CASES_GROUP
     for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
-        attrs = attrs_of(entry / "zarr.json")
+        attrs = read_attrs(entry)
         if attrs.get("complete") is True:
             cases[entry.name] = attrs.get("source_name")
     records = [r for r in root.get("sources") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)]
@@ -228,10 +222,10 @@ def plan_sources(
             stored=stored is not None,
         )
         for case in found.cases:
-            if case.split == "test" and role == EXTRA:
+            if case.split == TEST and role == EXTRA:
                 continue
             plan.cases.append(case if checked else dataclasses.replace(case, known_labels=None))
-        left_out = len(found.by_split("test")) if role == EXTRA else 0
+        left_out = len(found.by_split(TEST)) if role == EXTRA else 0
         if left_out:
             plan.skipped.append(f"{left_out} test volume(s) left out: an extra source gives training cases only")
         plans.append(plan)
