@@ -172,10 +172,11 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
                 path=case.label,
             )
         _check_finite(label, case.label, "label")
-        values, counts = label_values(label)
-        check_label_values(values, case.known_labels, case.label)
-        if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
-            volumes.notes.append(note)
+        if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values
+            values, counts = label_values(label)
+            check_label_values(values, case.known_labels, case.label)
+            if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
+                volumes.notes.append(note)
         volumes.label = label
     slope, inter = img.header.get_slope_inter()
     attrs.update(
@@ -250,7 +251,7 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
     label_writer = liver = None
     if label is not None:
         label_writer = SliceArrayWriter(group, LABEL, shape, LABEL_DTYPE)
-        liver = LiverMaskConverter(label.dtype, liver_labels)
+        liver = LiverMaskConverter(liver_labels)
     for z0 in range(0, shape[2], Z_BLOCK):
         for k, values in enumerate(converter.convert(image[:, :, z0 : z0 + Z_BLOCK])):
             image_writer.write(z0 + k, values)
