@@ -23,7 +23,7 @@ import gzip
 import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +174,27 @@ def _draw_anatomy(rng: np.random.Generator) -> _Anatomy:
     )
 
 
+@dataclass(frozen=True)
+class _Body:
+    """The body outline of one slice (semi-axes a, b in mm) and its abdominal cavity (ca, cb; `mask`)."""
+
+    a: float
+    b: float
+    ca: float
+    cb: float
+    cavity: np.ndarray
+
+
 def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
     """Paint the axial slice at height `s` (0 = pelvis end of the scan, 1 = chest end; `height_mm` long)."""
+    body = _paint_body(sl, s, an)
+    _paint_neighbours(sl, s, an, body)
+    _paint_liver(sl, s, an, body, height_mm)
+    _paint_bone(sl, s, an, body)
+
+
+def _paint_body(sl: _Slice, s: float, an: _Anatomy) -> _Body:
+    """Subcutaneous fat, the abdominal wall of muscle and the visceral fat inside it."""
     a = an.body_a * (1.0 + 0.04 * math.sin(2 * math.pi * s))
     b = an.body_b * (1.0 + 0.05 * math.sin(2 * math.pi * s + 1.0))
     sl.paint(FAT, 0.0, 0.0, a, b, wobble=((2, 0.02, an.rib_phases[0]),))
@@ -187,7 +206,12 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
     if cavity_found is not None:
         box, mask = cavity_found
         cavity[box] = mask
+    return _Body(a, b, ca, cb, cavity)
 
+
+def _paint_neighbours(sl: _Slice, s: float, an: _Anatomy, body: _Body) -> None:
+    """Bowel, lung bases, paraspinal muscles, kidneys, spleen, stomach and vessels."""
+    a, b, ca, cb, cavity = body.a, body.b, body.ca, body.cb, body.cavity
     ls, le = an.liver_start, an.liver_end
     # Bowel loops (soft tissue with gas) fill the lower abdomen and move with height.
     for bx, by, r, ph in an.bowel:
@@ -200,7 +224,6 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
     lung = min(1.0, max(0.0, (s - le + 0.06) / 0.3)) ** 0.6
     for side in (-1.0, 1.0):
         sl.paint(LUNG, side * 0.5 * ca, 0.2 * cb, 0.45 * ca * lung, 0.75 * cb * lung, within=cavity)
-    # Paraspinal muscles, kidneys, spleen, stomach, vessels.
     for side in (-1.0, 1.0):
         sl.paint(50.0, side * 0.2 * a, 0.78 * b, 0.17 * a, 0.16 * b)
     kid = _profile(s, ls - 0.14, ls + 0.16)
@@ -218,50 +241,52 @@ def _paint_slice(sl: _Slice, s: float, an: _Anatomy, height_mm: float) -> None:
     ivc = _profile(s, 0.05, le + 0.05, 0.2)
     sl.paint(40.0, -0.14 * ca, 0.48 * cb, 10.0 * ivc, 9.0 * ivc, within=cavity)
 
-    # The liver: a right lobe and a left lobe with lobed outlines that turn slowly with height.
-    p = (s - ls) / (le - ls)
-    if 0.0 < p < 1.0:
-        size = math.sin(math.pi * p) ** 0.7 * (0.55 + 0.45 * p)  # largest towards the dome
-        sx, sy = an.liver_scale
-        ox, oy = an.liver_shift
-        ph = an.liver_phases
-        right = ((2, 0.07, ph[0] + 2.0 * s), (3, 0.06, ph[1] - 3.0 * s), (5, 0.03, ph[2] + 5.0 * s))
-        sl.paint(
-            an.liver_hu,
-            -0.42 * ca + ox,
-            -0.02 * cb + oy,
-            0.55 * ca * sx * size,
-            0.68 * cb * sy * size,
-            within=cavity,
-            liver=True,
-            wobble=right,
-        )
-        left_size = _profile(p, 0.3, 1.05, 0.7)
-        left = ((2, 0.08, ph[3] + 3.0 * s), (4, 0.05, ph[4] - 4.0 * s))
-        sl.paint(
-            an.liver_hu,
-            0.02 * ca + ox,
-            -0.42 * cb + oy,
-            0.38 * ca * sx * left_size,
-            0.26 * cb * sy * left_size,
-            within=cavity,
-            liver=True,
-            wobble=left,
-        )
-        for lx, ly, lp, r, contrast in an.lesions:  # darker spheres inside the liver, still liver
-            dz_mm = (p - lp) * (le - ls) * height_mm
-            if abs(dz_mm) < r:
-                rr = math.sqrt(r * r - dz_mm * dz_mm)
-                found = sl.region(-0.42 * ca + ox + lx, oy + ly, rr, rr)
-                if found is not None:
-                    box, mask = found
-                    sl.hu[box][mask & sl.liver[box]] = an.liver_hu - contrast
 
-    # Bone on top: the spine (cortex, body, posterior arch) and ribs around the wall.
+def _paint_lobe(
+    sl: _Slice, an: _Anatomy, body: _Body, shape: tuple[float, float, float, float, float], wobble: tuple
+) -> None:
+    """One liver lobe: `shape` = (centre x, centre y, radius x, radius y) as fractions of the cavity, and
+    the lobe's size at this height."""
+    kx, ky, krx, kry, size = shape
+    sx, sy = an.liver_scale
+    ox, oy = an.liver_shift
+    ca, cb = body.ca, body.cb
+    sl.paint(
+        an.liver_hu, kx * ca + ox, ky * cb + oy, krx * ca * sx * size, kry * cb * sy * size,
+        within=body.cavity, liver=True, wobble=wobble,
+    )
+
+
+def _paint_liver(sl: _Slice, s: float, an: _Anatomy, body: _Body, height_mm: float) -> None:
+    """A right lobe and a left lobe with lobed outlines that turn slowly with height, and darker lesions."""
+    ls, le = an.liver_start, an.liver_end
+    p = (s - ls) / (le - ls)
+    if not 0.0 < p < 1.0:
+        return
+    size = math.sin(math.pi * p) ** 0.7 * (0.55 + 0.45 * p)  # largest towards the dome
+    ph = an.liver_phases
+    right = ((2, 0.07, ph[0] + 2.0 * s), (3, 0.06, ph[1] - 3.0 * s), (5, 0.03, ph[2] + 5.0 * s))
+    _paint_lobe(sl, an, body, (-0.42, -0.02, 0.55, 0.68, size), right)
+    left = ((2, 0.08, ph[3] + 3.0 * s), (4, 0.05, ph[4] - 4.0 * s))
+    _paint_lobe(sl, an, body, (0.02, -0.42, 0.38, 0.26, _profile(p, 0.3, 1.05, 0.7)), left)
+    ox, oy = an.liver_shift
+    for lx, ly, lp, r, contrast in an.lesions:  # darker spheres inside the liver, still liver
+        dz_mm = (p - lp) * (le - ls) * height_mm
+        if abs(dz_mm) < r:
+            rr = math.sqrt(r * r - dz_mm * dz_mm)
+            found = sl.region(-0.42 * body.ca + ox + lx, oy + ly, rr, rr)
+            if found is not None:
+                box, mask = found
+                sl.hu[box][mask & sl.liver[box]] = an.liver_hu - contrast
+
+
+def _paint_bone(sl: _Slice, s: float, an: _Anatomy, body: _Body) -> None:
+    """Bone on top: the spine (cortex, body, posterior arch) and ribs around the wall."""
+    a, b = body.a, body.b
     sl.paint(700.0, 0.0, 0.62 * b, 20.0, 18.0)
     sl.paint(250.0, 0.0, 0.62 * b, 16.0, 14.0)
     sl.paint(600.0, 0.0, 0.62 * b + 30.0, 8.0, 14.0)
-    if s > ls - 0.08:
+    if s > an.liver_start - 0.08:
         ra, rb = a - an.subq - an.wall / 2, b - an.subq - an.wall / 2
         for k, phase in enumerate(an.rib_phases):
             if math.cos(2 * math.pi * 5.0 * s + phase) < 0.2:
@@ -327,21 +352,29 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    write_atomic(path, payload, what=f"synthetic case {path.name}")
+@dataclass(frozen=True)
+class _CaseJob:
+    volume: Path
+    label: Path
+    seed: int
+    number: int
+    size: int
+    slices: int
 
 
-def _write_case(job: tuple[Path, Path, int, int, int, int]) -> int:
-    volume_path, label_path, seed, number, size, slices = job
-    volume, label, affine = render_case(seed, number, size, slices)
-    vb, lb = _nifti_bytes(volume, affine), _nifti_bytes(label, affine)
-    _write_atomic(volume_path, vb)
-    _write_atomic(label_path, lb)
-    return len(vb) + len(lb)
+def _write_case(job: _CaseJob) -> int:
+    volume, label, affine = render_case(job.seed, job.number, job.size, job.slices)
+    written = 0
+    for path, data in ((job.volume, volume), (job.label, label)):
+        payload = _nifti_bytes(data, affine)
+        write_atomic(path, payload, what=f"synthetic case {path.name}")
+        written += len(payload)
+    return written
 
 
 def write_synthetic_dataset(
     out: str | Path,
+    *,
     cases: int = 8,
     test_cases: int = 2,
     size: int = 512,
@@ -364,42 +397,33 @@ def write_synthetic_dataset(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LiverctlError("exists and is not a folder", path=out)
-    dirs = {
-        "volume": out / "train" / "volume",
-        "segmentation": out / "train" / "segmentation",
-        "test": out / "test",
-        "test_labels": out / "test_labels",
-    }
     # training cases 0..cases-1, then test cases numbered after them (labels kept apart for scoring)
     splits = [
-        (range(cases), dirs["volume"], dirs["segmentation"]),
-        (range(cases, cases + test_cases), dirs["test"], dirs["test_labels"]),
+        (range(cases), out / "train" / "volume", out / "train" / "segmentation"),
+        (range(cases, cases + test_cases), out / "test", out / "test_labels"),
     ]
-    jobs: list[tuple[Path, Path, int, int, int, int]] = [
-        (volume_dir / f"volume-{i}.nii.gz", label_dir / f"segmentation-{i}.nii.gz", seed, i, size, slices)
-        for ids, volume_dir, label_dir in splits
-        for i in ids
-    ]
-    for key, folder in dirs.items():
-        if key in ("volume", "segmentation") and cases == 0:
-            continue
-        if key in ("test", "test_labels") and test_cases == 0:
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    jobs = []
+    for numbers, volume_dir, label_dir in splits:
+        for folder in (volume_dir, label_dir) if numbers else ():
+            folder.mkdir(parents=True, exist_ok=True)
+        jobs += [
+            _CaseJob(volume_dir / f"volume-{i}.nii.gz", label_dir / f"segmentation-{i}.nii.gz", seed, i, size, slices)
+            for i in numbers
+        ]
     total = 0
-    if workers == 1:
-        results = map(_write_case, jobs)
-        for job, n in zip(jobs, results, strict=True):
-            total += n
-            if on_case:
-                on_case(str(job[3]))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context()) as pool:
-            for job, n in zip(jobs, pool.map(_write_case, jobs), strict=True):
-                total += n
-                if on_case:
-                    on_case(str(job[3]))
-    files = [p for job in jobs for p in job[:2]]
+    for job, n in zip(jobs, _written(jobs, workers), strict=True):
+        total += n
+        if on_case:
+            on_case(str(job.number))
+    files = [p for job in jobs for p in (job.volume, job.label)]
     return SynthSummary(out=out, train_cases=cases, test_cases=test_cases, files=files, bytes_written=total)
+
+
+def _written(jobs: list[_CaseJob], workers: int | None) -> Iterator[int]:
+    """Bytes written per job, in job order: in this process (one worker) or a process pool."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    if workers == 1:
+        yield from map(_write_case, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context()) as pool:
+        yield from pool.map(_write_case, jobs)
