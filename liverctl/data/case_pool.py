@@ -13,7 +13,7 @@ from liverctl.data.case_writer import CaseJob, CaseResult, build_case, worker_in
 from liverctl.workers import mp_context
 
 # Modules the forkserver imports once, before it forks the workers: each worker starts with them loaded.
-_PRELOAD = ("liverctl.data.case_writer", "zarr")
+_PRELOAD = ("liverctl.data.case_writer",)
 
 
 def run_jobs(jobs: list[CaseJob], workers: int | None) -> Iterator[CaseResult]:

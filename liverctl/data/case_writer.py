@@ -3,8 +3,8 @@
 The case is read and checked (`read_case`), then written in one pass, `Z_BLOCK` slices at a time: the
 image converted to float16 with its statistics counted on the way, the label turned into the liver mask
 with its liver pixels per slice, and each slice's chunk file encoded and written here (`SliceArrayWriter`,
-through the schema's chunk keys and codec). zarr-python writes only the group and array metadata;
-`complete=true` is in the last metadata write.
+through the schema's chunk keys, codec and metadata): a worker needs no zarr-python. `complete=true` is in
+the last metadata write, the group's own.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from liverctl.data.schema import (
     IMAGE_DTYPE,
     LABEL,
     LABEL_DTYPE,
-    create_slice_array,
-    slice_chunk_codec,
+    group_metadata,
+    slice_array_metadata,
     slice_chunk_path,
+    slice_encoder,
+    write_metadata,
 )
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.labels import check_label_values
@@ -200,18 +202,15 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
 
 
 class SliceArrayWriter:
-    """Writes an (X, Y, Z) array chunked (X, Y, 1) one slice at a time, each chunk file encoded and
-    written here (`slice_chunk_path`, `slice_chunk_codec`): zarr-python only writes the array's metadata.
+    """Writes an (X, Y, Z) array chunked (X, Y, 1) at `array_dir`: its metadata (`slice_array_metadata`), then
+    one slice at a time, each chunk file encoded (`slice_encoder`) and written at its key (`slice_chunk_path`).
     A slice of zeros (the fill value) is not written, as zarr-python would not write it either.
     """
 
-    def __init__(self, group, name: str, shape: tuple[int, int, int], dtype):
-        array = create_slice_array(group, name, shape, dtype)
-        codec = slice_chunk_codec(array)
-        if codec is None:  # never for what create_slice_array makes; a guard against a zarr change
-            raise LiverctlError(f"zarr wrote array {name!r} in a layout liverctl cannot write itself")
-        self.encode = codec[0]
-        self.dir = Path(str(array.store.root)) / array.path
+    def __init__(self, array_dir: Path, shape: tuple[int, int, int], dtype):
+        write_metadata(array_dir, slice_array_metadata(shape, dtype))
+        self.encode = slice_encoder()
+        self.dir = array_dir
         self.dtype = np.dtype(dtype)
         self._made = False
 
@@ -233,24 +232,22 @@ def write_chunk_file(path: Path, data: bytes) -> None:
 
 
 def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, ...] | None) -> None:
-    """Write a case as a standalone Zarr group at `out`, `complete=true` in the last metadata write.
+    """Write a case as a standalone Zarr group at `out`; the group's own metadata, with `complete=true`, is
+    written last.
 
     One pass, `Z_BLOCK` slices at a time: the image to float16 (`image.astype(float16)` exactly) with its
     values counted for `stats`, the label to the liver mask with its pixels per slice counted, and each
     slice's chunk file encoded and written (`SliceArrayWriter`).
     """
-    import zarr
-
     if out.exists():
         shutil.rmtree(out)
-    group = zarr.open_group(str(out), mode="w")
     image, label, attrs = volumes.image, volumes.label, dict(volumes.attrs)
     shape = tuple(image.shape)
-    image_writer = SliceArrayWriter(group, IMAGE, shape, IMAGE_DTYPE)
+    image_writer = SliceArrayWriter(out / IMAGE, shape, IMAGE_DTYPE)
     converter = Float16Converter(image.dtype)
     label_writer = liver = None
     if label is not None:
-        label_writer = SliceArrayWriter(group, LABEL, shape, LABEL_DTYPE)
+        label_writer = SliceArrayWriter(out / LABEL, shape, LABEL_DTYPE)
         liver = LiverMaskConverter(liver_labels)
     for z0 in range(0, shape[2], Z_BLOCK):
         for k, values in enumerate(converter.convert(image[:, :, z0 : z0 + Z_BLOCK])):
@@ -263,7 +260,7 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
         attrs["liver_voxels"] = sum(liver.per_slice)
         attrs["liver_pixels_per_slice"] = liver.per_slice
-    group.attrs.update({**attrs, "complete": True})
+    write_metadata(out, group_metadata({**attrs, "complete": True}))
 
 
 def worker_init() -> None:

@@ -78,25 +78,50 @@ def slice_chunks(shape: Sequence[int]) -> tuple[int, int, int]:
     return (int(shape[0]), int(shape[1]), 1)
 
 
-def image_compressor():
-    """The zarr codec of image and label chunks (`BLOSC`)."""
-    from zarr.codecs import BloscCodec
+def slice_array_metadata(shape: Sequence[int], dtype) -> dict[str, Any]:
+    """The `zarr.json` of an (X, Y, Z) image or label array: exactly what zarr-python writes for
+    `create_array(shape, chunks=slice_chunks(shape), dtype, compressors=BloscCodec(**BLOSC), fill_value=0,
+    dimension_names=DIMENSION_NAMES)` (a test holds the two equal), so ingest's workers need no zarr-python."""
+    dtype = np.dtype(dtype)
+    bytes_codec: dict[str, Any] = {"name": "bytes"}
+    if dtype.itemsize > 1:
+        bytes_codec["configuration"] = {"endian": "little"}
+    blosc = {"typesize": dtype.itemsize, **BLOSC, "blocksize": 0}
+    return {
+        "shape": [int(n) for n in shape],
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(slice_chunks(shape))}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0 if dtype.kind == "f" else 0,
+        "codecs": [bytes_codec, {"name": "blosc", "configuration": blosc}],
+        "attributes": {},
+        "dimension_names": list(DIMENSION_NAMES),
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
 
-    return BloscCodec(**BLOSC)
+
+def group_metadata(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The `zarr.json` of a group holding `attrs` (as zarr-python writes it)."""
+    return {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
 
 
-def create_slice_array(group, name: str, shape: tuple[int, int, int], dtype):
-    """Create the metadata of an (X, Y, Z) image or label array in `group` (zarr-python writes it); the chunk
-    files are written by whoever holds the array's `slice_chunk_codec`."""
-    return group.create_array(
-        name,
-        shape=shape,
-        chunks=slice_chunks(shape),
-        dtype=dtype,
-        compressors=image_compressor(),
-        fill_value=0,
-        dimension_names=DIMENSION_NAMES,
-    )
+def write_metadata(node_dir: Path, meta: dict[str, Any]) -> None:
+    """Write a node's `zarr.json` in place (for nodes in ingest's work folder, which enter the store whole;
+    `update_attrs` for nodes already in the store)."""
+    Path(node_dir).mkdir(parents=True, exist_ok=True)
+    (Path(node_dir) / METADATA_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False))
+
+
+def slice_encoder() -> Callable[[np.ndarray], bytes]:
+    """encode(slice (X, Y) C-contiguous) -> the bytes of its chunk file in an array of
+    `slice_array_metadata` (numcodecs' blosc, typesize from the slice's dtype)."""
+    import numcodecs
+
+    return numcodecs.Blosc(
+        cname=BLOSC["cname"], clevel=BLOSC["clevel"], shuffle=_BLOSC_SHUFFLE[BLOSC["shuffle"]], blocksize=0
+    ).encode
 
 
 def create_index_array(group, name: str, values: np.ndarray):
