@@ -1,6 +1,6 @@
 """`LiverStore`: the read API over the Zarr v3 store that `liverctl ingest` writes.
 
-Schema (see ARCHITECTURE.md, section Store)::
+Schema (names, chunk keys, codecs, index columns, split and fold codes: `liverctl.data.schema`)::
 
     liver.zarr/
       attrs: format="liverctl-store/1", liver_labels, n_folds, fold_seed, sources, updated
@@ -11,8 +11,8 @@ Schema (see ARCHITECTURE.md, section Store)::
       index/                  one row per slice of every complete case (see `SliceIndex`)
 
 Reading one slice through zarr-python costs far more in per-chunk overhead than in decompression, so
-`read_slice` / `read_stack` read the chunk file straight from a local store and decode it with the
-array's own codec (numcodecs); anything that is not the plain layout written by ingest (another chunk
+`read_slice` / `read_stack` read the chunk file straight from a local store (`schema.slice_chunk_path`) and
+decode it with the array's own codec (`schema.slice_chunk_codec`, numcodecs); anything that is not the plain layout written by ingest (another chunk
 shape, codec or key encoding, a remote store) falls back to zarr-python. Both give the same values.
 """
 
