@@ -8,6 +8,7 @@ import dataclasses
 import os
 from collections.abc import Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from liverctl.data.case_writer import CaseJob, CaseResult, build_case, worker_init
 from liverctl.workers import mp_context
@@ -50,27 +51,19 @@ def _killed(job: CaseJob) -> CaseResult:
 
 def _run_pool(pending: collections.deque[CaseJob], n: int) -> Generator[CaseResult, None, list[CaseJob]]:
     """Run jobs taken from `pending` in a pool of `n` processes, at most `n` at a time (so that the jobs in
-    flight are known), yielding results. Returns the jobs in flight when a worker died ([] if none did)."""
-    from concurrent.futures.process import BrokenProcessPool
-
+    flight are known), yielding results. Returns the jobs in flight when a worker died ([] if none did);
+    jobs never started stay in `pending`."""
     pool = ProcessPoolExecutor(max_workers=n, initializer=worker_init, mp_context=mp_context(_PRELOAD))
     in_flight: dict[Future, CaseJob] = {}
     try:
         while pending or in_flight:
-            while pending and len(in_flight) < n:
-                job = pending.popleft()
-                in_flight[pool.submit(build_case, job)] = job
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
-                wait(in_flight)  # the pool fails every unfinished job; the finished ones keep their result
-                lost = []
-                for future, job in in_flight.items():
-                    if future.exception() is None:
-                        yield future.result()
-                    else:
-                        lost.append(job)
-                pool.shutdown(wait=True)
-                return lost
+            broken = not _fill(pool, pending, in_flight, n)
+            done: set[Future] = set()
+            if not broken:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                broken = any(isinstance(future.exception(), BrokenProcessPool) for future in done)
+            if broken:
+                return (yield from _drain_broken(pool, in_flight))
             for future in done:
                 del in_flight[future]
                 yield future.result()
@@ -79,6 +72,32 @@ def _run_pool(pending: collections.deque[CaseJob], n: int) -> Generator[CaseResu
         raise
     pool.shutdown()
     return []
+
+
+def _fill(pool: ProcessPoolExecutor, pending: collections.deque[CaseJob], in_flight: dict, n: int) -> bool:
+    """Submit pending jobs until `n` are in flight; False if the pool broke (a worker died) meanwhile."""
+    while pending and len(in_flight) < n:
+        job = pending.popleft()
+        try:
+            in_flight[pool.submit(build_case, job)] = job
+        except BrokenProcessPool:  # a worker died since the last result: this job never started
+            pending.appendleft(job)
+            return False
+    return True
+
+
+def _drain_broken(pool: ProcessPoolExecutor, in_flight: dict) -> Generator[CaseResult, None, list[CaseJob]]:
+    """A worker died: the pool fails every unfinished job; yield the finished ones' results and return the
+    jobs that were lost."""
+    wait(in_flight)
+    lost = []
+    for future, job in in_flight.items():
+        if future.exception() is None:
+            yield future.result()
+        else:
+            lost.append(job)
+    pool.shutdown(wait=True)
+    return lost
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
