@@ -27,7 +27,7 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.nifti import read_nifti, short_error
+from liverctl.data.nifti import read_nifti_and_sha256, short_error
 from liverctl.data.schema import (
     IMAGE,
     IMAGE_DTYPE,
@@ -43,7 +43,6 @@ from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.labels import check_label_values
 from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
-from liverctl.files import file_sha256
 
 
 @dataclass(frozen=True)
@@ -146,28 +145,31 @@ def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path, dtype
     )
 
 
-def _source_attrs(path: Path, prefix: str = "") -> dict[str, Any]:
+def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256)."""
     fp = file_fingerprint(path)
-    return {
+    img, data, digest = read_nifti_and_sha256(path, workers=workers)
+    attrs = {
         f"{prefix}source": str(path.absolute()),
         f"{prefix}size": fp["size"],
         f"{prefix}mtime": fp["mtime"],
-        f"{prefix}sha256": file_sha256(path),
+        f"{prefix}sha256": digest,
     }
+    return img, data, attrs
 
 
 def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1) -> CaseVolumes:
     """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
     `liver_pixels_per_slice` until `write_case_group` has counted them."""
-    attrs: dict[str, Any] = {"split": case.split, **_source_attrs(case.volume)}
-    img, data = read_nifti(case.volume, workers=workers)
+    img, data, source = _read_source(case.volume, workers)
+    attrs: dict[str, Any] = {"split": case.split, **source}
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)
     shape = tuple(int(n) for n in data.shape)
     volumes = CaseVolumes(attrs, data)
     if case.label is not None:
-        attrs.update(_source_attrs(case.label, "label_"))
-        _, label = read_nifti(case.label, workers=workers)
+        _, label, source = _read_source(case.label, workers, "label_")
+        attrs.update(source)
         if tuple(label.shape) != shape:
             raise LiverctlError(
                 f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
