@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverctl.data.conversion import LiverMaskConverter, label_values
+from liverctl.data.conversion import Float16Converter, LiverMaskConverter, float16_stats, label_values
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,36 @@ def test_liver_mask_slab_by_slab_equals_isin_and_counts_each_slice(liver_labels,
     assert all(s.dtype == np.uint8 and s.flags.c_contiguous for s in slabs) and slabs[0].shape == (8, 9, 7)
     np.testing.assert_array_equal(np.concatenate(slabs).transpose(1, 2, 0), expected.astype(np.uint8))
     assert converter.per_slice == [int(n) for n in expected.sum(axis=(0, 1))]
+
+
+def test_float16_stats_are_exact():
+    rng = np.random.default_rng(1)
+    values = (rng.normal(40, 300, size=(17, 13, 9))).astype(np.float16)
+    stats = float16_stats(values)
+    flat = values.astype(np.float64).ravel()
+    assert stats["min"] == flat.min() and stats["max"] == flat.max()
+    assert stats["mean"] == pytest.approx(flat.mean()) and stats["std"] == pytest.approx(flat.std())
+    for q in (0.5, 1, 5, 50, 95, 99, 99.5):
+        assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
+def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
+    """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
+    statistics it counts on the way are those of the converted volume."""
+    rng = np.random.default_rng(3)
+    if dtype in ("float32", "float64"):
+        values = rng.normal(40, 300, size=(11, 7, 37)).astype(dtype) * 1.37 - 0.3
+        values[0, 0, 0] = -0.0
+    else:
+        info = np.iinfo(dtype)
+        high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
+        values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
+    values = np.asfortranarray(values)  # as NIfTI hands it over
+    converter = Float16Converter(values.dtype)
+    slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
+    got = np.concatenate(slabs).transpose(1, 2, 0)
+    expected = values.astype(np.float16)
+    assert slabs[0].flags.c_contiguous and slabs[0].shape == (16, 11, 7)
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+    assert converter.hist.stats() == float16_stats(expected)

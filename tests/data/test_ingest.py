@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from liverctl.cli import app
 from liverctl.data.conversion import float16_stats
-from liverctl.data.folds import assign_folds
 from liverctl.data.ingest import ingest_folder
 from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
@@ -129,41 +128,6 @@ def test_summary_counts(tiny_dataset, tmp_path):
     assert summary.bytes_stored > 0 and summary.seconds > 0
 
 
-def test_float16_stats_are_exact():
-    rng = np.random.default_rng(1)
-    values = (rng.normal(40, 300, size=(17, 13, 9))).astype(np.float16)
-    stats = float16_stats(values)
-    flat = values.astype(np.float64).ravel()
-    assert stats["min"] == flat.min() and stats["max"] == flat.max()
-    assert stats["mean"] == pytest.approx(flat.mean()) and stats["std"] == pytest.approx(flat.std())
-    for q in (0.5, 1, 5, 50, 95, 99, 99.5):
-        assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
-
-
-@pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
-def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
-    """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
-    statistics it counts on the way are those of the converted volume."""
-    from liverctl.data.conversion import Float16Converter
-
-    rng = np.random.default_rng(3)
-    if dtype in ("float32", "float64"):
-        values = rng.normal(40, 300, size=(11, 7, 37)).astype(dtype) * 1.37 - 0.3
-        values[0, 0, 0] = -0.0
-    else:
-        info = np.iinfo(dtype)
-        high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
-        values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
-    values = np.asfortranarray(values)  # as NIfTI hands it over
-    converter = Float16Converter(values.dtype)
-    slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
-    got = np.concatenate(slabs).transpose(1, 2, 0)
-    expected = values.astype(np.float16)
-    assert slabs[0].flags.c_contiguous and slabs[0].shape == (16, 11, 7)
-    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
-    assert converter.hist.stats() == float16_stats(expected)
-
-
 def test_every_array_reads_back_through_plain_zarr_python(tiny_dataset, tiny_store):
     """Ingest writes the chunk files itself: zarr-python must read every array as the sources say."""
     import zarr
@@ -249,16 +213,6 @@ def test_a_second_zarr_implementation_reads_the_store(tiny_dataset, tiny_store):
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / "0" / "label")}}
     label = ts.open(spec, read=True).result().read().result()
     assert label.dtype == np.uint8 and label.max() == 1
-
-
-def test_folds_are_balanced_and_deterministic():
-    voxels = {f"c{i}": v for i, v in enumerate([5, 100, 7, 3000, 42, 900, 11, 0, 250, 64])}
-    folds = assign_folds(voxels, 5, seed=0)
-    assert folds == assign_folds(dict(reversed(list(voxels.items()))), 5, seed=0)  # not order-dependent
-    assert sorted(folds.values()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    by_size = sorted(voxels, key=voxels.get)
-    assert len({folds[c] for c in by_size[:5]}) == 5  # the 5 smallest livers land in 5 different folds
-    assert assign_folds(voxels, 5, seed=1) != folds
 
 
 # ----------------------------------------------------------------------------------------------------------
