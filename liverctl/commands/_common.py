@@ -59,3 +59,40 @@ def fail(message: str, code: int = 2) -> None:
     print_error(message)
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+class ProgressBar:
+    """One line of progress on stderr (`progress_bar`): a stage's name, a bar, done/total, the elapsed time
+    and the last thing done. Library code reports through callbacks; commands turn them into these calls."""
+
+    def __init__(self, progress) -> None:
+        self._progress = progress
+        self._task = None
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        """Start a stage (replacing the previous one): `total` steps, None while unknown."""
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(name, total=total, last="")
+
+    def update(self, *, total: int | None = None, done: int | None = None, advance: int = 0, last: str | None = None):
+        """Set the total, the steps done or advance by some; `last`: rich markup shown after the bar."""
+        fields = {"last": last} if last is not None else {}
+        if total is not None:
+            fields["total"] = total
+        if done is not None:
+            fields["completed"] = done
+        self._progress.update(self._task, advance=advance, **fields)
+
+
+@contextlib.contextmanager
+def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBar]:
+    """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
+    `transient`: remove the line at the end."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn(unit)] if unit else []
+    columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
+    with Progress(*columns, console=err_console, transient=transient) as progress:
+        yield ProgressBar(progress)

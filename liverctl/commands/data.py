@@ -6,26 +6,21 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, esc, guarded, print_error
+from liverctl.commands._common import (
+    ProgressBar,
+    console,
+    err_console,
+    esc,
+    guarded,
+    print_error,
+    progress_bar,
+)
 from liverctl.disk import human_bytes
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"),
-        console=err_console,
-        transient=False,
-    )
 
 
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the dataset into (created if missing)."),
+    *,
     cases: int = typer.Option(8, "--cases", help="Training cases (volume + label)."),
     test_cases: int = typer.Option(2, "--test-cases", help="Test cases (labels go to OUT/test_labels/)."),
     size: int = typer.Option(512, "--size", help="In-plane size in pixels (size x size)."),
@@ -40,17 +35,11 @@ def synth(
         from liverctl.data.synth import write_synthetic_dataset
 
         started = time.perf_counter()
-        with _progress() as progress:
-            task = progress.add_task("synth", total=cases + test_cases, last="")
+        with progress_bar() as bar:
+            bar.stage("synth", total=cases + test_cases)
             result = write_synthetic_dataset(
-                out,
-                cases=cases,
-                test_cases=test_cases,
-                size=size,
-                slices=slices,
-                seed=seed,
-                workers=workers,
-                on_case=lambda case_id: progress.update(task, advance=1, last=f"case {esc(case_id)}"),
+                out, cases=cases, test_cases=test_cases, size=size, slices=slices, seed=seed, workers=workers,
+                on_case=lambda case_id: bar.update(advance=1, last=f"case {esc(case_id)}"),
             )
         console.print(
             f"wrote {result.train_cases} training and {result.test_cases} test cases "
@@ -65,6 +54,7 @@ def ingest(
         help="Data folders, each in the competition's, LiTS, Decathlon or nnU-Net raw layout; NAME=PATH names "
         "one. The first source of a new store is its main source; the others are extra training data.",
     ),
+    *,
     store: Path = typer.Option(Path("store/liver.zarr"), "--store", help="Zarr store to create or update."),
     liver_labels: list[str] = typer.Option(
         None,
@@ -86,79 +76,81 @@ def ingest(
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded():
-        from rich.markup import escape
-
         from liverctl.data.ingest import ingest_sources
         from liverctl.data.sources.plan import parse_layout_option, parse_liver_labels_option, plan_sources
-        from liverctl.errors import LiverctlError
 
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
         if dry_run:
-            plan = plan_sources(sources, store, labels, layouts, extra_in_folds)
-            _print_plan(plan, store)
-            problems = [s for s in plan.sources if s.error] + plan.problems
-            if problems:
-                raise LiverctlError(f"{len(problems)} problem(s) above; nothing was written (dry run)")
+            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store)
             return
-        with _progress() as progress:
-            task = progress.add_task("ingest", total=None, last="")
-
-            def on_progress(event: str, case_id: str | None, done: int, total: int) -> None:
-                if event == "plan":
-                    progress.update(task, total=total)
-                elif event == "case":
-                    progress.update(task, completed=done, last=f"case {esc(case_id)}")
-                elif event == "failed":
-                    progress.update(task, completed=done, last=f"[red]case {esc(case_id)} failed[/]")
-
+        with progress_bar() as bar:
+            bar.stage("ingest")
             summary = ingest_sources(
-                sources,
-                store=store,
-                liver_labels=labels,
-                layouts=layouts,
-                extra_in_folds=extra_in_folds,
-                n_folds=folds,
-                fold_seed=fold_seed,
-                workers=workers,
-                on_progress=on_progress,
+                sources, store, liver_labels=labels, layouts=layouts, extra_in_folds=extra_in_folds,
+                n_folds=folds, fold_seed=fold_seed, workers=workers, on_progress=_ingest_progress(bar),
             )
-        if len(summary.sources) > 1:
-            for name, c in summary.sources.items():
-                fold_text = " ".join(f"{_fold_name(f)}:{n}" for f, n in sorted(c.folds.items()))
-                console.print(
-                    f"  {name} ({c.layout}, {c.role}): {c.train} train, {c.test} test; {c.ingested} ingested, "
-                    f"{c.unchanged} unchanged; folds {fold_text or '-'}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        console.print(
-            f"{esc(store)}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
-            f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
-            f"{summary.slices} slices, {summary.liver_slices} with liver; "
-            f"read {human_bytes(summary.bytes_read)}, stored {human_bytes(summary.bytes_stored)}, "
-            f"{summary.seconds:.1f} s",
-            highlight=False,
-            soft_wrap=True,
+        _print_summary(summary, store)
+
+
+def _ingest_progress(bar: ProgressBar):
+    """`on_progress` of `ingest_sources`, shown on `bar`."""
+
+    def on_progress(event: str, case_id: str | None, done: int, total: int) -> None:
+        if event == "plan":
+            bar.update(total=total)
+        elif event == "case":
+            bar.update(done=done, last=f"case {esc(case_id)}")
+        elif event == "failed":
+            bar.update(done=done, last=f"[red]case {esc(case_id)} failed[/]")
+
+    return on_progress
+
+
+def _print_summary(summary, store: Path) -> None:
+    """Per source (when there are several), the store, notes and failures of an ingest run; `LiverctlError`
+    (exit code 2) when some case failed."""
+    from rich.markup import escape
+
+    from liverctl.errors import LiverctlError
+
+    if len(summary.sources) > 1:
+        for name, c in summary.sources.items():
+            fold_text = " ".join(f"{_fold_name(f)}:{n}" for f, n in sorted(c.folds.items()))
+            console.print(
+                f"  {name} ({c.layout}, {c.role}): {c.train} train, {c.test} test; {c.ingested} ingested, "
+                f"{c.unchanged} unchanged; folds {fold_text or '-'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    console.print(
+        f"{esc(store)}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
+        f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
+        f"{summary.slices} slices, {summary.liver_slices} with liver; "
+        f"read {human_bytes(summary.bytes_read)}, stored {human_bytes(summary.bytes_stored)}, "
+        f"{summary.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for line in summary.notes:
+        err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if summary.failures:
+        for line in summary.failures:
+            print_error(line)
+        raise LiverctlError(
+            f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
         )
-        for line in summary.notes:
-            err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        if summary.failures:
-            for line in summary.failures:
-                print_error(line)
-            raise LiverctlError(
-                f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
-            )
 
 
 def _fold_name(fold: int) -> str:
-    from liverctl.data.store import TRAIN_ONLY_FOLD
+    from liverctl.data.schema import TRAIN_ONLY_FOLD
 
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 
 
 def _print_plan(plan, store: Path) -> None:
-    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems."""
+    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems;
+    `LiverctlError` when a source has a problem."""
     for s in plan.sources:
         train = sum(1 for c in s.cases if c.split == "train")
         role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
@@ -178,6 +170,11 @@ def _print_plan(plan, store: Path) -> None:
             err_console.print(f"[bold red]error:[/] {s.name} ({s.path}): {s.error}", highlight=False, soft_wrap=True)
         for line in s.problems:
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    problems = [s for s in plan.sources if s.error] + plan.problems
+    if problems:
+        from liverctl.errors import LiverctlError
+
+        raise LiverctlError(f"{len(problems)} problem(s) above; nothing was written (dry run)")
 
 
 def register(app: typer.Typer) -> None:

@@ -419,7 +419,7 @@ def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np
 
     Train-only cases (fold code `TRAIN_ONLY_FOLD`, the extra sources) are always on the training side.
     """
-    from liverctl.data.store import TRAIN_ONLY_FOLD
+    from liverctl.data.schema import TRAIN_ONLY_FOLD
 
     index = store.slice_index()
     split = np.asarray(index.split)

@@ -1,6 +1,6 @@
 """`LiverStore`: the read API over the Zarr v3 store that `liverctl ingest` writes.
 
-Schema (see ARCHITECTURE.md, section Store)::
+Schema (names, chunk keys, codecs, index columns, split and fold codes: `liverctl.data.schema`)::
 
     liver.zarr/
       attrs: format="liverctl-store/1", liver_labels, n_folds, fold_seed, sources, updated
@@ -11,14 +11,13 @@ Schema (see ARCHITECTURE.md, section Store)::
       index/                  one row per slice of every complete case (see `SliceIndex`)
 
 Reading one slice through zarr-python costs far more in per-chunk overhead than in decompression, so
-`read_slice` / `read_stack` read the chunk file straight from a local store and decode it with the
-array's own codec (numcodecs); anything that is not the plain layout written by ingest (another chunk
+`read_slice` / `read_stack` read the chunk file straight from a local store (`schema.slice_chunk_path`) and
+decode it with the array's own codec (`schema.slice_chunk_codec`, numcodecs); anything that is not the plain layout written by ingest (another chunk
 shape, codec or key encoding, a remote store) falls back to zarr-python. Both give the same values.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -29,28 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.data.schema import (
+    CASES_GROUP,
+    IMAGE,
+    INDEX_COLUMNS,
+    INDEX_GROUP,
+    LABEL,
+    SPLIT_CODES,
+    STORE_FORMAT,
+    TRAIN,
+    is_group,
+    read_attrs,
+    read_metadata,
+    slice_chunk_codec,
+    slice_chunk_path,
+)
 from liverctl.errors import LiverctlError
-
-STORE_FORMAT = "liverctl-store/1"
-CASES_GROUP = "cases"
-INDEX_GROUP = "index"
-# Fold codes besides 0 .. n_folds-1 (case attrs `fold` and the index's `fold` column):
-TEST_FOLD = -1  # test cases (attrs: null)
-TRAIN_ONLY_FOLD = -2  # training cases of an extra source: trained on, never validated on
-
-
-def image_compressor():
-    """The codec of image and label chunks: blosc(lz4, clevel 9, byte shuffle).
-
-    Measured per 512 x 512 float16 slice of the real CT in data/real/totalseg-dicom20 (one thread),
-    bytes against the notebook's float16 `.npy` per slice: lz4-9 0.58x, encode 0.5 ms, decode 0.11 ms;
-    lz4hc-2 0.55x but encode 2.9 ms (6x: it was most of ingest's time beyond reading the NIfTI) and decode
-    0.16 ms; zstd-1 0.47x, encode 1.5 ms, decode 0.49 ms. Reads happen every epoch and ingest should run
-    at the speed of reading its input, so lz4-9 (see docs/store.md). Any blosc/zstd store still reads.
-    """
-    from zarr.codecs import BloscCodec
-
-    return BloscCodec(cname="lz4", clevel=9, shuffle="shuffle")
 
 
 @dataclass
@@ -80,130 +73,10 @@ class SliceIndex:
         """Row numbers of the slices of `split` ("train"/"test"/None = all) in `folds` (None = all)."""
         keep = np.ones(len(self), dtype=bool)
         if split is not None:
-            keep &= self.split == {"train": 0, "test": 1}[split]
+            keep &= self.split == SPLIT_CODES[split]
         if folds is not None:
             keep &= np.isin(self.fold, np.asarray(folds, dtype=np.int8))
         return np.flatnonzero(keep)
-
-
-def slice_chunk_path(array_dir: Path, z: int) -> Path:
-    """The chunk file of slice `z` of an (X, Y, Z) array chunked (X, Y, 1), in the Zarr v3 default chunk key
-    encoding with "/" (`<array>/c/0/0/<z>`). The one place that spells chunk keys: ingest writes through
-    it and `_ChunkReader` reads through it."""
-    return array_dir / "c" / "0" / "0" / str(int(z))
-
-
-ChunkCodec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, np.ndarray], None]]
-
-
-def slice_chunk_codec(array) -> ChunkCodec | None:
-    """(encode, decode) of one slice chunk of a zarr array, or None when the array is not in the plain
-    layout this module reads and writes itself: local store, (X, Y, Z) chunked (X, Y, 1), default "/"
-    chunk keys, codecs exactly [bytes little-endian (no transpose, so C order), optional blosc or zstd].
-
-    encode(slice (X, Y) C-contiguous) -> bytes; decode(bytes, out (X, Y) C-contiguous) fills `out`.
-    """
-    from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
-    from zarr.storage import LocalStore
-
-    shape = tuple(array.shape)
-    if not isinstance(array.store, LocalStore) or len(shape) != 3:
-        return None
-    if tuple(array.chunks) != (shape[0], shape[1], 1):
-        return None
-    meta = array.metadata
-    encoding = meta.chunk_key_encoding
-    if getattr(encoding, "name", None) != "default" or getattr(encoding, "separator", None) != "/":
-        return None
-    codecs = list(meta.codecs)
-    if not codecs or not isinstance(codecs[0], BytesCodec):
-        return None
-    endian = codecs[0].endian
-    if endian is not None and getattr(endian, "value", endian) != "little":
-        return None
-    rest = codecs[1:]
-    if len(rest) > 1:
-        return None
-    import numcodecs
-
-    if not rest:
-
-        def encode(values: np.ndarray) -> bytes:
-            return values.tobytes()
-
-        def decode(raw: bytes, out: np.ndarray) -> None:
-            out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
-
-        return encode, decode
-    codec = rest[0]
-    if isinstance(codec, BloscCodec):
-        from numcodecs import blosc
-
-        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[getattr(codec.shuffle, "value", "shuffle")]
-        blosc_codec = numcodecs.Blosc(
-            cname=getattr(codec.cname, "value", codec.cname), clevel=codec.clevel, shuffle=shuffle,
-            blocksize=codec.blocksize or 0,
-        )
-
-        def encode(values: np.ndarray) -> bytes:
-            return blosc_codec.encode(values)
-
-        def decode(raw: bytes, out: np.ndarray) -> None:
-            blosc.decompress(raw, out)
-
-        return encode, decode
-    if isinstance(codec, ZstdCodec):
-        zstd = numcodecs.Zstd(level=codec.level)
-
-        def encode(values: np.ndarray) -> bytes:
-            return zstd.encode(values)
-
-        def decode(raw: bytes, out: np.ndarray) -> None:
-            zstd.decode(raw, out=out)
-
-        return encode, decode
-    return None
-
-
-class SliceArrayWriter:
-    """Writes an (X, Y, Z) array chunked (X, Y, 1) one slice at a time, each chunk file encoded and
-    written here (`slice_chunk_path`, `slice_chunk_codec`): zarr-python only writes the array's metadata.
-    A slice of zeros (the fill value) is not written, as zarr-python would not write it either.
-    """
-
-    def __init__(self, group, name: str, shape: tuple[int, int, int], dtype):
-        array = group.create_array(
-            name,
-            shape=shape,
-            chunks=(shape[0], shape[1], 1),
-            dtype=dtype,
-            compressors=image_compressor(),
-            fill_value=0,
-            dimension_names=("x", "y", "z"),
-        )
-        codec = slice_chunk_codec(array)
-        if codec is None:  # never for what create_array above makes; a guard against a zarr change
-            raise LiverctlError(f"zarr wrote array {name!r} in a layout liverctl cannot write itself")
-        self.encode = codec[0]
-        self.dir = Path(str(array.store.root)) / array.path
-        self.dtype = np.dtype(dtype)
-        self._made = False
-
-    def write(self, z: int, values: np.ndarray) -> None:
-        """Write slice `z`. Shape: values (X, Y) of the array's dtype (made C-contiguous if it is not)."""
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        if not values.view(np.uint8).any():
-            return
-        path = slice_chunk_path(self.dir, z)
-        if not self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made = True
-        _write_chunk_file(path, self.encode(values))
-
-
-def _write_chunk_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 class _ChunkReader:
@@ -269,13 +142,6 @@ def convert_float16(values: np.ndarray, dtype: np.dtype | type = np.float32) -> 
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
 class LiverStore:
     """Read access to a liverctl store. Picklable: handles are reopened lazily in each process."""
 
@@ -311,15 +177,14 @@ class LiverStore:
         p = store.path
         if not p.exists():
             raise LiverctlError("no store here; create one with `liverctl ingest DATA --store PATH`", path=p)
-        root_meta = _read_json(p / "zarr.json")
-        if root_meta is None or root_meta.get("node_type") != "group":
+        if not is_group(p):
             raise LiverctlError("is not a Zarr v3 group (not a liverctl store)", path=p)
-        fmt = root_meta.get("attributes", {}).get("format")
+        fmt = read_attrs(p).get("format")
         if fmt != STORE_FORMAT:
             raise LiverctlError(
                 f"is not a liverctl store (format {fmt!r}, expected {STORE_FORMAT!r})", path=p
             )
-        if _read_json(p / INDEX_GROUP / "zarr.json") is None:
+        if read_metadata(p / INDEX_GROUP) is None:
             raise LiverctlError(
                 "store has no slice index (ingest did not finish); run `liverctl ingest` again", path=p
             )
@@ -341,7 +206,7 @@ class LiverStore:
 
     def _index_meta(self) -> dict[str, Any]:
         if self._index_attrs is None:
-            meta = _read_json(self.path / INDEX_GROUP / "zarr.json")
+            meta = read_metadata(self.path / INDEX_GROUP)
             if meta is None:
                 raise LiverctlError("store has no slice index; run `liverctl ingest` again", path=self.path)
             self._index_attrs = meta.get("attributes", {})
@@ -351,7 +216,7 @@ class LiverStore:
 
     def case_ids(self, split: str | None = None) -> list[str]:
         """Sorted ids of the complete cases, optionally only "train" or "test"."""
-        if split not in (None, "train", "test"):
+        if split not in (None, *SPLIT_CODES):
             raise ValueError(f"split must be 'train', 'test' or None, not {split!r}")
         attrs = self._index_meta()
         ids, splits = attrs.get("cases", []), attrs.get("splits", [])
@@ -360,7 +225,7 @@ class LiverStore:
     def meta(self, case_id: str) -> dict[str, Any]:
         """The case's attributes (see the module docstring)."""
         if case_id not in self._meta:
-            meta = _read_json(self.path / CASES_GROUP / case_id / "zarr.json")
+            meta = read_metadata(self.path / CASES_GROUP / case_id)
             if meta is None:
                 raise LiverctlError(f"no case {case_id!r} in the store", path=self.path)
             self._meta[case_id] = meta.get("attributes", {})
@@ -374,7 +239,7 @@ class LiverStore:
             for c, s, f in zip(
                 attrs.get("cases", []), attrs.get("splits", []), attrs.get("folds", []), strict=True
             )
-            if s == "train"
+            if s == TRAIN
         }
 
     def case_sources(self) -> dict[str, str]:
@@ -385,13 +250,13 @@ class LiverStore:
 
     def image(self, case_id: str):
         """The case's image as a zarr array, float16 (X, Y, Z)."""
-        return self._reader(case_id, "image").array
+        return self._reader(case_id, IMAGE).array
 
     def label(self, case_id: str):
         """The case's label as a zarr array, uint8 (X, Y, Z); None for test cases."""
-        if self.meta(case_id).get("split") != "train":
+        if self.meta(case_id).get("split") != TRAIN:
             return None
-        return self._reader(case_id, "label").array
+        return self._reader(case_id, LABEL).array
 
     def _reader(self, case_id: str, name: str) -> _ChunkReader:
         key = (case_id, name)
@@ -409,14 +274,14 @@ class LiverStore:
 
     def read_slice(self, case_id: str, z: int) -> np.ndarray:
         """Slice `z` of the image. Shape: float16 (X, Y)."""
-        return self._reader(case_id, "image").read(int(z))
+        return self._reader(case_id, IMAGE).read(int(z))
 
     def read_label_slice(self, case_id: str, z: int, out: np.ndarray | None = None) -> np.ndarray:
         """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y); written into `out` if given (a
         C-contiguous uint8 (X, Y) array, e.g. a view into a batch)."""
-        if self.meta(case_id).get("split") != "train":
+        if self.meta(case_id).get("split") != TRAIN:
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
-        reader = self._reader(case_id, "label")
+        reader = self._reader(case_id, LABEL)
         if out is None:
             return reader.read(int(z))
         reader.read_into(int(z), out)
@@ -436,7 +301,7 @@ class LiverStore:
         type: no conversion at all); channel `context` is slice z itself. `out`: a C-contiguous float16
         array of that shape to read into (no allocation, e.g. a view into a worker's batch).
         """
-        reader = self._reader(case_id, "image")
+        reader = self._reader(case_id, IMAGE)
         depth = reader.shape[2]
         z = int(z)
         if not 0 <= z < depth:
@@ -458,15 +323,8 @@ class LiverStore:
         if self._slice_index is None:
             group = self.root[INDEX_GROUP]
             attrs = self._index_meta()
-            self._slice_index = SliceIndex(
-                case=np.asarray(group["case"][:], dtype=np.int32),
-                z=np.asarray(group["z"][:], dtype=np.int32),
-                neighbors=np.asarray(group["neighbors"][:], dtype=np.int32),
-                liver_pixels=np.asarray(group["liver_pixels"][:], dtype=np.int64),
-                split=np.asarray(group["split"][:], dtype=np.uint8),
-                fold=np.asarray(group["fold"][:], dtype=np.int8),
-                case_ids=list(attrs.get("cases", [])),
-            )
+            columns = {name: np.asarray(group[name][:], dtype=dtype) for name, dtype in INDEX_COLUMNS.items()}
+            self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
         return self._slice_index
 
 

@@ -21,7 +21,8 @@ from nifti_fixtures import header_only
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.data.ingest import assign_folds, float16_stats, ingest_folder
+from liverctl.data.conversion import float16_stats
+from liverctl.data.ingest import ingest_folder
 from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 
@@ -127,41 +128,6 @@ def test_summary_counts(tiny_dataset, tmp_path):
     assert summary.bytes_stored > 0 and summary.seconds > 0
 
 
-def test_float16_stats_are_exact():
-    rng = np.random.default_rng(1)
-    values = (rng.normal(40, 300, size=(17, 13, 9))).astype(np.float16)
-    stats = float16_stats(values)
-    flat = values.astype(np.float64).ravel()
-    assert stats["min"] == flat.min() and stats["max"] == flat.max()
-    assert stats["mean"] == pytest.approx(flat.mean()) and stats["std"] == pytest.approx(flat.std())
-    for q in (0.5, 1, 5, 50, 95, 99, 99.5):
-        assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
-
-
-@pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
-def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
-    """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
-    statistics it counts on the way are those of the converted volume."""
-    from liverctl.data.ingest import Float16Converter
-
-    rng = np.random.default_rng(3)
-    if dtype in ("float32", "float64"):
-        values = rng.normal(40, 300, size=(11, 7, 37)).astype(dtype) * 1.37 - 0.3
-        values[0, 0, 0] = -0.0
-    else:
-        info = np.iinfo(dtype)
-        high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
-        values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
-    values = np.asfortranarray(values)  # as NIfTI hands it over
-    converter = Float16Converter(values.dtype)
-    slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
-    got = np.concatenate(slabs).transpose(1, 2, 0)
-    expected = values.astype(np.float16)
-    assert slabs[0].flags.c_contiguous and slabs[0].shape == (16, 11, 7)
-    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
-    assert converter.hist.stats() == float16_stats(expected)
-
-
 def test_every_array_reads_back_through_plain_zarr_python(tiny_dataset, tiny_store):
     """Ingest writes the chunk files itself: zarr-python must read every array as the sources say."""
     import zarr
@@ -187,6 +153,55 @@ def test_every_array_reads_back_through_plain_zarr_python(tiny_dataset, tiny_sto
         np.testing.assert_array_equal(root[f"index/{name}"][...], getattr(index, name))
 
 
+def _array_paths(group, prefix: str = ""):
+    """Paths of every array under a zarr group, walking its subgroups."""
+    import zarr
+
+    for name, node in group.members():
+        if isinstance(node, zarr.Array):
+            yield prefix + name
+        else:
+            yield from _array_paths(node, f"{prefix}{name}/")
+
+
+def test_real_ct_store_reads_the_same_through_plain_zarr_python(real_dataset, real_store):
+    """Every array of a store ingested from the real CT, opened with plain `zarr.open_group`, equals what
+    `LiverStore` reads (its own chunk reader) and the source NIfTI voxels; no array is left unchecked."""
+    import zarr
+
+    from liverctl.data import schema
+
+    root = zarr.open_group(str(real_store), mode="r")
+    store = LiverStore.open(real_store)
+    checked = set()
+    for case_id in real_dataset.case_ids:
+        ct_path, label_path = real_dataset.sources[case_id]
+        group = root[f"{schema.CASES_GROUP}/{case_id}"]
+        assert dict(group.attrs) == store.meta(case_id)
+        image, label = group[schema.IMAGE], group[schema.LABEL]
+        assert image.dtype == schema.IMAGE_DTYPE and label.dtype == schema.LABEL_DTYPE
+        assert image.chunks == schema.slice_chunks(image.shape) == label.chunks
+        voxels = image[...]
+        expected = np.asarray(nib.load(ct_path).dataobj).astype(np.float16)
+        np.testing.assert_array_equal(voxels.view(np.uint16), expected.view(np.uint16))
+        liver = (np.asarray(nib.load(label_path).dataobj) == 1).astype(np.uint8)
+        np.testing.assert_array_equal(label[...], liver)
+        for z in range(image.shape[2]):
+            np.testing.assert_array_equal(store.read_slice(case_id, z).view(np.uint16), voxels[..., z].view(np.uint16))
+            np.testing.assert_array_equal(store.read_label_slice(case_id, z), liver[..., z])
+        np.testing.assert_array_equal(store.image(case_id)[...].view(np.uint16), voxels.view(np.uint16))
+        checked |= {f"{schema.CASES_GROUP}/{case_id}/{schema.IMAGE}", f"{schema.CASES_GROUP}/{case_id}/{schema.LABEL}"}
+    index = store.slice_index()
+    for name, dtype in schema.INDEX_COLUMNS.items():
+        column = root[f"{schema.INDEX_GROUP}/{name}"]
+        assert column.dtype == dtype
+        np.testing.assert_array_equal(column[...], getattr(index, name))
+        checked.add(f"{schema.INDEX_GROUP}/{name}")
+    assert index.case_ids == list(root[schema.INDEX_GROUP].attrs["cases"]) == real_dataset.case_ids
+    assert set(_array_paths(root)) == checked
+    assert root.attrs["format"] == schema.STORE_FORMAT
+
+
 def test_a_second_zarr_implementation_reads_the_store(tiny_dataset, tiny_store):
     """tensorstore's zarr3 driver (independent of zarr-python) reads the images voxel-exact."""
     ts = pytest.importorskip("tensorstore")
@@ -198,16 +213,6 @@ def test_a_second_zarr_implementation_reads_the_store(tiny_dataset, tiny_store):
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tiny_store / "cases" / "0" / "label")}}
     label = ts.open(spec, read=True).result().read().result()
     assert label.dtype == np.uint8 and label.max() == 1
-
-
-def test_folds_are_balanced_and_deterministic():
-    voxels = {f"c{i}": v for i, v in enumerate([5, 100, 7, 3000, 42, 900, 11, 0, 250, 64])}
-    folds = assign_folds(voxels, 5, seed=0)
-    assert folds == assign_folds(dict(reversed(list(voxels.items()))), 5, seed=0)  # not order-dependent
-    assert sorted(folds.values()) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    by_size = sorted(voxels, key=voxels.get)
-    assert len({folds[c] for c in by_size[:5]}) == 5  # the 5 smallest livers land in 5 different folds
-    assert assign_folds(voxels, 5, seed=1) != folds
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -527,17 +532,17 @@ def _fork_workers(monkeypatch) -> None:
 
 def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
     """Make the worker that reads one of `case_ids` die as the OOM killer kills it (workers are forked)."""
-    import liverctl.data.ingest as ingest
+    import liverctl.data.case_writer as case_writer
 
     _fork_workers(monkeypatch)
-    read_case = ingest._read_case
+    read_case = case_writer.read_case
 
     def read_or_die(case, liver_labels, workers=1):
         if case.case_id in case_ids:
             os.kill(os.getpid(), signal.SIGKILL)
         return read_case(case, liver_labels, workers)
 
-    monkeypatch.setattr(ingest, "_read_case", read_or_die)
+    monkeypatch.setattr(case_writer, "read_case", read_or_die)
 
 
 @pytest.mark.parametrize("killers", [("3",), ("2", "6")])
@@ -579,9 +584,9 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
     (metadata is still written)."""
     import errno
 
-    import liverctl.data.store
+    import liverctl.data.case_writer
 
-    put = liverctl.data.store._write_chunk_file
+    put = liverctl.data.case_writer.write_chunk_file
     written = [0]
 
     def put_or_full(path, data):
@@ -590,7 +595,7 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return put(path, data)
 
-    monkeypatch.setattr(liverctl.data.store, "_write_chunk_file", put_or_full)
+    monkeypatch.setattr(liverctl.data.case_writer, "write_chunk_file", put_or_full)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -630,9 +635,9 @@ def test_memory_cap_is_shared_by_the_workers(tiny_dataset, tmp_path, monkeypatch
 
 def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, real_dataset, real_store, tmp_path,
                                                                monkeypatch):
-    from liverctl.data.ingest import check_free_space
     from liverctl.data.sources import find_cases
     from liverctl.data.store import store_bytes
+    from liverctl.data.store_writer import check_free_space
 
     # the estimate is not below what ingest really stores, on real CT
     estimate = check_free_space(tmp_path, find_cases(real_dataset.root).cases)

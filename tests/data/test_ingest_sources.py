@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from liverctl.cli import app
 from liverctl.data import dataset as ds
 from liverctl.data.ingest import ingest_folder, ingest_sources
-from liverctl.data.store import TRAIN_ONLY_FOLD, LiverStore
+from liverctl.data.schema import TRAIN_ONLY_FOLD
+from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 
 LITS_LABELS = {"lits": [1, 2]}

@@ -156,3 +156,41 @@ def test_real_files_read_exactly(folder, name):
         pytest.skip("real data not available")
     img, data = read_nifti(path)
     np.testing.assert_array_equal(data, np.asanyarray(nib.load(str(path)).dataobj))
+
+
+def test_read_and_sha256_in_one_read_equals_read_nifti(tmp_path):
+    """The one-read path ingest uses gives nibabel's voxels (dtype, shape, values) and the file's sha256, for
+    .nii and .nii.gz, several gzip members, a big-endian file, a scaled one, and junk after the voxels."""
+    import hashlib
+
+    rng = np.random.default_rng(2)
+    volume = rng.integers(-1000, 1000, (9, 7, 5), np.int16)
+    files = [save(tmp_path / "a.nii.gz", volume), save(tmp_path / "b.nii", volume)]
+    two = tmp_path / "two.nii.gz"  # the same bytes as two gzip members
+    plain = gzip.decompress(files[0].read_bytes())
+    two.write_bytes(gzip.compress(plain[:400]) + gzip.compress(plain[400:]) + b"\x00" * 16)
+    big = nib.Nifti1Image(volume.astype(">i2"), np.eye(4))
+    nib.save(big, str(tmp_path / "big.nii.gz"))
+    scaled = nib.Nifti1Image(volume, np.eye(4))
+    scaled.header.set_slope_inter(0.5, -3.0)
+    nib.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(gzip.compress(plain + b"\x01" * 5000))
+    for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", junk]:
+        _, expected = read_nifti(path)
+        _, got, digest = nifti.read_nifti_and_sha256(path)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, path
+        np.testing.assert_array_equal(got, expected)
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_read_and_sha256_refuses_truncated_and_corrupt_gzip_in_one_line(tmp_path):
+    good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).integers(-1000, 1000, (64, 64, 24), np.int16))
+    raw = good.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(raw[: len(raw) // 2])
+    middle = len(raw) // 2
+    (tmp_path / "bad.nii.gz").write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 64]) + raw[middle + 64 :])
+    for name in ("cut.nii.gz", "bad.nii.gz"):
+        with pytest.raises(LiverctlError, match="truncated or corrupt NIfTI data") as caught:
+            nifti.read_nifti_and_sha256(tmp_path / name)
+        assert "\n" not in str(caught.value) and name in str(caught.value)

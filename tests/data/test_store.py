@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import zarr
 
-from liverctl.data.store import STORE_FORMAT, LiverStore
+from liverctl.data.schema import STORE_FORMAT
+from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 
 

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.data.synth import render_case, write_synthetic_dataset
+from liverctl.data.phantom import render_case
+from liverctl.data.synth import write_synthetic_dataset
 from liverctl.errors import LiverctlError
 
 

@@ -79,14 +79,14 @@ def liver_values(names: dict[int, str]) -> tuple[int, ...]:
     return tuple(sorted(liver))
 
 
-def check_label_values(label: np.ndarray, known: tuple[int, ...] | None, path: Path) -> None:
-    """Raise when `label` holds values outside `known` (the values its source names); None: no check."""
+def check_label_values(values: np.ndarray, known: tuple[int, ...] | None, path: Path) -> None:
+    """Raise when a label holds values outside `known` (the values its source names); None: no check.
+    `values`: the label's distinct values, sorted (`liverctl.data.conversion.label_values`)."""
     if known is None:
         return
-    outside = ~np.isin(label, np.asarray(known))
-    if outside.any():
-        values = np.unique(label[outside])
-        shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
+    outside = values[~np.isin(values, np.asarray(known))]
+    if outside.size:
+        shown = ", ".join(f"{v:g}" for v in outside[:5].tolist()) + (", ..." if outside.size > 5 else "")
         raise LiverctlError(
             f"holds label value(s) {shown} that dataset.json does not name (it names {list(known)}); "
             "give --liver-labels for this source to say which values mean liver",

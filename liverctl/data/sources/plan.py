@@ -22,13 +22,13 @@ Planning reads the store's JSON only and writes nothing (`liverctl ingest --dry-
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
 from liverctl.data.sources import CaseFiles, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.errors import LiverctlError
@@ -112,17 +112,11 @@ def _per_source(spec: Any, name: str | None) -> tuple[Any, bool]:
 
 def _read_store(store: Path) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
     """(source records, case id -> source name (None: from before sources existed)) of a store."""
-    def attrs_of(path: Path) -> dict[str, Any]:
-        try:
-            return json.loads(path.read_text()).get("attributes", {}) or {}
-        except (OSError, ValueError, AttributeError):
-            return {}
-
-    root = attrs_of(store / "zarr.json")
+    root = read_attrs(store)
     cases: dict[str, str | None] = {}
-    cases_dir = store / "cases"
+    cases_dir = store / CASES_GROUP
     for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
-        attrs = attrs_of(entry / "zarr.json")
+        attrs = read_attrs(entry)
         if attrs.get("complete") is True:
             cases[entry.name] = attrs.get("source_name")
     records = [r for r in root.get("sources") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)]
@@ -187,35 +181,57 @@ def plan_sources(
     for key in (layouts or {}) if isinstance(layouts, Mapping) else ():
         if key is not None and key not in {n for n, _ in specs}:
             raise LiverctlError(f"--layout {key}=...: no source is named {key!r} (name one with {key}=PATH)")
-    records, stored_cases = _read_store(Path(store))
-    by_name = {r["name"]: r for r in records}
-    by_path = {str(Path(r["path"]).resolve()): r["name"] for r in records if isinstance(r.get("path"), str)}
-    main = next((r["name"] for r in records if r.get("role") == MAIN), None)
-    used = set(by_name)
+    planner = _Planner(*_read_store(Path(store)))
     seen_paths: dict[str, str] = {}
-    plans: list[SourcePlan] = []
     for explicit, path in specs:
         resolved = str(Path(path).resolve())
         if resolved in seen_paths:
             raise LiverctlError(f"is given twice (as {seen_paths[resolved]!r} too)", path=path)
         seen_paths[resolved] = str(path)
-        forced, _ = _per_source(layouts, explicit)
-        found = find_source(path, forced)
-        name = explicit or by_path.get(resolved) or _unique_name(found.layout, used)
-        if name in {p.name for p in plans}:
-            raise LiverctlError(f"two sources are named {name!r}; name them apart with NAME=PATH")
-        used.add(name)
-        stored = by_name.get(name)
+        planner.add(explicit, Path(path), find_source(path, _per_source(layouts, explicit)[0]),
+                    liver_labels=liver_labels, extra_in_folds=extra_in_folds)
+    planner.set_prefixes()
+    planner.claim_ids()
+    merged = {r["name"]: dict(r) for r in planner.records}
+    for plan in planner.plans:
+        merged[plan.name] = plan.record()
+    return IngestPlan(sources=planner.plans, records=list(merged.values()), main=planner.main)
+
+
+class _Planner:
+    """The sources of one plan, added one by one, then their id prefixes and ids settled against each other
+    and against the cases the store already holds."""
+
+    def __init__(self, records: list[dict[str, Any]], stored_cases: dict[str, str | None]):
+        self.records = records
+        self.by_name = {r["name"]: r for r in records}
+        self.by_path = {str(Path(r["path"]).resolve()): r["name"] for r in records if isinstance(r.get("path"), str)}
+        self.main = next((r["name"] for r in records if r.get("role") == MAIN), None)
+        self.used = set(self.by_name)
+        self.stored_cases = stored_cases
+        self.plans: list[SourcePlan] = []
+
+    def _role(self, name: str) -> str:
+        stored = self.by_name.get(name)
         if stored is not None:
-            role = stored.get("role", EXTRA)
-        elif main is None:
-            role, main = MAIN, name
-        else:
-            role = EXTRA
+            return stored.get("role", EXTRA)
+        if self.main is None:
+            self.main = name
+            return MAIN
+        return EXTRA
+
+    def add(self, explicit: str | None, path: Path, found, *, liver_labels: LabelSpec, extra_in_folds: bool) -> None:
+        """Plan one source (`found`: what `find_source` found at `path`)."""
+        name = explicit or self.by_path.get(str(path.resolve())) or _unique_name(found.layout, self.used)
+        if name in {p.name for p in self.plans}:
+            raise LiverctlError(f"two sources are named {name!r}; name them apart with NAME=PATH")
+        self.used.add(name)
+        stored = self.by_name.get(name)
+        role = self._role(name)
         labels, labels_from, checked, error = _liver_labels(liver_labels, name, found.layout, found.label_names)
         plan = SourcePlan(
             name=name,
-            path=Path(path).absolute(),
+            path=path.absolute(),
             layout=found.layout,
             role=role,
             in_folds=role == MAIN or extra_in_folds,
@@ -228,44 +244,50 @@ def plan_sources(
             stored=stored is not None,
         )
         for case in found.cases:
-            if case.split == "test" and role == EXTRA:
+            if case.split == TEST and role == EXTRA:
                 continue
             plan.cases.append(case if checked else dataclasses.replace(case, known_labels=None))
-        left_out = len(found.by_split("test")) if role == EXTRA else 0
+        left_out = len(found.by_split(TEST)) if role == EXTRA else 0
         if left_out:
             plan.skipped.append(f"{left_out} test volume(s) left out: an extra source gives training cases only")
-        plans.append(plan)
+        self.plans.append(plan)
 
-    owner = {cid: (src or main) for cid, src in stored_cases.items()}  # None: from before sources (main)
-    for plan in plans:
-        if plan.stored or plan.role == MAIN:
-            continue
-        taken = {cid for cid, src in owner.items() if src != plan.name}
-        for other in plans:
-            if other is not plan:
-                taken |= {other.prefix + c.case_id for c in other.cases}
-        if taken & {c.case_id for c in plan.cases}:
-            plan.prefix = f"{plan.name}-"
-    claimed: dict[str, str] = {cid: src for cid, src in owner.items() if src is not None}
-    for plan in plans:
-        kept = []
-        for case in plan.cases:
-            case_id = plan.prefix + case.case_id
-            holder = claimed.get(case_id)
-            if holder is not None and holder != plan.name:
-                plan.problems.append(
-                    str(LiverctlError(f"case id {case_id!r} is already taken by source {holder!r}", path=case.volume))
-                )
+    @property
+    def owner(self) -> dict[str, str | None]:
+        """Case id in the store -> its source (cases from before sources belong to the main source)."""
+        return {cid: (src or self.main) for cid, src in self.stored_cases.items()}
+
+    def set_prefixes(self) -> None:
+        """A new extra source whose ids clash with another source's is prefixed with its name."""
+        owner = self.owner
+        for plan in self.plans:
+            if plan.stored or plan.role == MAIN:
                 continue
-            claimed[case_id] = plan.name
-            kept.append(dataclasses.replace(case, case_id=case_id))
-        plan.cases = kept
-        plan.in_store = sum(1 for c in kept if owner.get(c.case_id) == plan.name)
+            taken = {cid for cid, src in owner.items() if src != plan.name}
+            for other in self.plans:
+                if other is not plan:
+                    taken |= {other.prefix + c.case_id for c in other.cases}
+            if taken & {c.case_id for c in plan.cases}:
+                plan.prefix = f"{plan.name}-"
 
-    merged = {r["name"]: dict(r) for r in records}
-    for plan in plans:
-        merged[plan.name] = plan.record()
-    return IngestPlan(sources=plans, records=list(merged.values()), main=main)
+    def claim_ids(self) -> None:
+        """Give each case its store id; an id another source holds is a problem of that case."""
+        owner = self.owner
+        claimed: dict[str, str] = {cid: src for cid, src in owner.items() if src is not None}
+        for plan in self.plans:
+            kept = []
+            for case in plan.cases:
+                case_id = plan.prefix + case.case_id
+                holder = claimed.get(case_id)
+                if holder is not None and holder != plan.name:
+                    plan.problems.append(str(LiverctlError(
+                        f"case id {case_id!r} is already taken by source {holder!r}", path=case.volume
+                    )))
+                    continue
+                claimed[case_id] = plan.name
+                kept.append(dataclasses.replace(case, case_id=case_id))
+            plan.cases = kept
+            plan.in_store = sum(1 for c in kept if owner.get(c.case_id) == plan.name)
 
 
 def parse_liver_labels_option(entries: Sequence[str] | None) -> dict[str | None, list[int]] | None:

@@ -1,0 +1,282 @@
+"""One case -> a standalone Zarr group in ingest's work folder (runs in a worker process).
+
+The case is read and checked (`read_case`), then written in one pass, `Z_BLOCK` slices at a time: the
+image converted to float16 with its statistics counted on the way, the label turned into the liver mask
+with its liver pixels per slice, and each slice's chunk file encoded and written here (`SliceArrayWriter`,
+through the schema's chunk keys, codec and metadata): a worker needs no zarr-python. `complete=true` is in
+the last metadata write, the group's own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.data.conversion import (
+    FLOAT16_MAX,
+    Z_BLOCK,
+    Float16Converter,
+    LiverMaskConverter,
+    label_values,
+)
+from liverctl.data.nifti import read_nifti_and_sha256, short_error
+from liverctl.data.schema import (
+    IMAGE,
+    IMAGE_DTYPE,
+    LABEL,
+    LABEL_DTYPE,
+    group_metadata,
+    slice_array_metadata,
+    slice_chunk_path,
+    slice_encoder,
+    write_metadata,
+)
+from liverctl.data.sources import CaseFiles
+from liverctl.data.sources.labels import check_label_values
+from liverctl.disk import is_disk_full, no_space_message
+from liverctl.errors import LiverctlError
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    case: CaseFiles
+    work_dir: str
+    liver_labels: tuple[int, ...] | None
+    workers: int = 1  # processes reading at the same time: each may take that share of the memory
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    ok: bool
+    message: str = ""
+    bytes_read: int = 0
+    notes: list[str] = field(default_factory=list)  # one line each, for the user (e.g. odd label values)
+    no_space: bool = False  # the disk filled while writing: no later case can be written either
+
+
+@dataclass
+class CaseVolumes:
+    """A case read and checked: its attributes so far, the image as read (X, Y, Z) in the file's dtype with
+    scaling applied, the label as read (training cases), and notes for the user."""
+
+    attrs: dict[str, Any]
+    image: np.ndarray
+    label: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def file_fingerprint(path: Path) -> dict[str, int]:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime": st.st_mtime_ns}
+
+
+def build_case(job: CaseJob) -> CaseResult:
+    """Write one case into the work folder; every problem becomes a failed `CaseResult`, never an exception."""
+    case = job.case
+    try:
+        return _write_case(job)
+    except LiverctlError as exc:
+        return CaseResult(case.case_id, False, str(exc))
+    except MemoryError:
+        return CaseResult(case.case_id, False, f"{case.volume}: out of memory while ingesting")
+    except OSError as exc:
+        if not is_disk_full(exc):
+            return CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
+        shutil.rmtree(Path(job.work_dir) / case.case_id, ignore_errors=True)  # no half-written case stays
+        message = no_space_message(job.work_dir, f"case {case.case_id} ({case.volume})")
+        return CaseResult(case.case_id, False, message, no_space=True)
+    except Exception as exc:  # one odd file must not stop the other cases; name it and the error
+        return CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
+
+
+def _write_case(job: CaseJob) -> CaseResult:
+    volumes = read_case(job.case, job.liver_labels, job.workers)
+    write_case_group(Path(job.work_dir) / job.case.case_id, volumes, job.liver_labels)
+    attrs = volumes.attrs
+    return CaseResult(
+        job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0), notes=volumes.notes
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading and checking
+
+
+def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
+    if data.dtype.kind != "f":
+        return
+    bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise LiverctlError(f"{bad} non-finite {what} voxels (NaN or inf)", path=path)
+
+
+def _check_float16_range(data: np.ndarray, path: Path) -> None:
+    if data.dtype in (np.int8, np.uint8, np.int16):  # always within float16's range: no pass needed
+        return
+    peak = float(max(abs(float(data.min())), abs(float(data.max()))))
+    if peak > FLOAT16_MAX:
+        raise LiverctlError(
+            f"has values up to {peak:g}, beyond float16's range (|HU| <= {FLOAT16_MAX:g}); is it CT in HU?",
+            path=path,
+        )
+
+
+def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path, dtype: np.dtype) -> str | None:
+    """Say so when a label holds values other than 0/1 and every value > 0 was taken as liver.
+    `values`, `counts`: the label's distinct values and their voxel counts (`label_values`)."""
+    liver_voxels = int(counts[values > 0].sum())
+    if float(values[0]) >= 0 and float(values[-1]) <= 1:
+        if dtype.kind != "f" or int(counts[values == 1].sum()) == liver_voxels:
+            return None  # only 0 and 1 (a float label may hold fractions in between)
+    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+    return (
+        f"{path}: label values {shown}; without --liver-labels every value > 0 was taken as liver "
+        f"({liver_voxels} voxels). If only some mean liver, ingest again with e.g. "
+        "--liver-labels 1"
+    )
+
+
+def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256)."""
+    fp = file_fingerprint(path)
+    img, data, digest = read_nifti_and_sha256(path, workers=workers)
+    attrs = {
+        f"{prefix}source": str(path.absolute()),
+        f"{prefix}size": fp["size"],
+        f"{prefix}mtime": fp["mtime"],
+        f"{prefix}sha256": digest,
+    }
+    return img, data, attrs
+
+
+def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1) -> CaseVolumes:
+    """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
+    `liver_pixels_per_slice` until `write_case_group` has counted them."""
+    img, data, source = _read_source(case.volume, workers)
+    attrs: dict[str, Any] = {"split": case.split, **source}
+    _check_finite(data, case.volume, "image")
+    _check_float16_range(data, case.volume)
+    shape = tuple(int(n) for n in data.shape)
+    volumes = CaseVolumes(attrs, data)
+    if case.label is not None:
+        _, label, source = _read_source(case.label, workers, "label_")
+        attrs.update(source)
+        if tuple(label.shape) != shape:
+            raise LiverctlError(
+                f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
+                path=case.label,
+            )
+        _check_finite(label, case.label, "label")
+        if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values
+            values, counts = label_values(label)
+            check_label_values(values, case.known_labels, case.label)
+            if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
+                volumes.notes.append(note)
+        volumes.label = label
+    slope, inter = img.header.get_slope_inter()
+    attrs.update(
+        {
+            "dtype": str(img.get_data_dtype()),
+            "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
+            "shape": list(shape),
+            "affine": [[float(v) for v in row] for row in img.affine],
+            "spacing": [float(s) for s in img.header.get_zooms()[:3]],
+            "stats": None,  # counted while the writer converts to float16 (`Float16Converter`)
+            "liver_labels": None,
+            "liver_voxels": None,
+            "fold": None,  # set over all cases at the end of the run
+        }
+    )
+    return volumes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writing
+
+
+class SliceArrayWriter:
+    """Writes an (X, Y, Z) array chunked (X, Y, 1) at `array_dir`: its metadata (`slice_array_metadata`), then
+    one slice at a time, each chunk file encoded (`slice_encoder`) and written at its key (`slice_chunk_path`).
+    A slice of zeros (the fill value) is not written, as zarr-python would not write it either.
+    """
+
+    def __init__(self, array_dir: Path, shape: tuple[int, int, int], dtype):
+        write_metadata(array_dir, slice_array_metadata(shape, dtype))
+        self.encode = slice_encoder()
+        self.dir = array_dir
+        self.dtype = np.dtype(dtype)
+        self._made = False
+
+    def write(self, z: int, values: np.ndarray) -> None:
+        """Write slice `z`. Shape: values (X, Y) of the array's dtype (made C-contiguous if it is not)."""
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if not values.view(np.uint8).any():
+            return
+        path = slice_chunk_path(self.dir, z)
+        if not self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        write_chunk_file(path, self.encode(values))
+
+
+def write_chunk_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, ...] | None) -> None:
+    """Write a case as a standalone Zarr group at `out`; the group's own metadata, with `complete=true`, is
+    written last.
+
+    One pass, `Z_BLOCK` slices at a time: the image to float16 (`image.astype(float16)` exactly) with its
+    values counted for `stats`, the label to the liver mask with its pixels per slice counted, and each
+    slice's chunk file encoded and written (`SliceArrayWriter`).
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    image, label, attrs = volumes.image, volumes.label, dict(volumes.attrs)
+    shape = tuple(image.shape)
+    image_writer = SliceArrayWriter(out / IMAGE, shape, IMAGE_DTYPE)
+    converter = Float16Converter(image.dtype)
+    label_writer = liver = None
+    if label is not None:
+        label_writer = SliceArrayWriter(out / LABEL, shape, LABEL_DTYPE)
+        liver = LiverMaskConverter(liver_labels)
+    for z0 in range(0, shape[2], Z_BLOCK):
+        for k, values in enumerate(converter.convert(image[:, :, z0 : z0 + Z_BLOCK])):
+            image_writer.write(z0 + k, values)
+        if liver is not None:
+            for k, values in enumerate(liver.convert(label[:, :, z0 : z0 + Z_BLOCK])):
+                label_writer.write(z0 + k, values)
+    attrs["stats"] = converter.hist.stats()
+    if liver is not None:
+        attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
+        attrs["liver_voxels"] = sum(liver.per_slice)
+        attrs["liver_pixels_per_slice"] = liver.per_slice
+    write_metadata(out, group_metadata({**attrs, "complete": True}))
+
+
+def worker_init() -> None:
+    """Workers leave Ctrl-C to the main process (which stops them), and exit if it is killed. Each worker
+    is one of the processes sharing the cores, so blosc encodes in one thread."""
+    from numcodecs import blosc
+
+    blosc.set_nthreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # the main process died: our half-written case is in the work folder, cleaned later
+
+    threading.Thread(target=exit_when_orphaned, daemon=True).start()

@@ -1,0 +1,259 @@
+"""The store's schema, in one place: node and array names, chunk keys, codecs, index columns, split and fold
+codes, and reading and writing node attributes. Ingest (the writer) and `LiverStore` (the reader) both go
+through these names and functions, as zarr-python goes through its chunk key encodings.
+
+Layout (ARCHITECTURE.md, section Store; docs/store.md)::
+
+    liver.zarr/                 group, attrs: format, liver_labels, n_folds, fold_seed, sources, updated
+      cases/<case_id>/image     float16 (X, Y, Z), chunks (X, Y, 1), key `c/0/0/<z>`, blosc lz4-9 shuffle
+      cases/<case_id>/label     uint8 (X, Y, Z), same chunks (training cases only)
+      index/<column>            one row per slice (`INDEX_COLUMNS`)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.errors import LiverctlError
+
+STORE_FORMAT = "liverctl-store/1"
+CASES_GROUP = "cases"
+INDEX_GROUP = "index"
+IMAGE = "image"  # array names inside a case group
+LABEL = "label"
+IMAGE_DTYPE = np.dtype(np.float16)
+LABEL_DTYPE = np.dtype(np.uint8)
+DIMENSION_NAMES = ("x", "y", "z")
+METADATA_FILE = "zarr.json"  # Zarr v3: every node's metadata and attributes
+
+# Case attrs `split` and the index's `split` column.
+TRAIN, TEST = "train", "test"
+SPLIT_CODES = {TRAIN: 0, TEST: 1}
+# Fold codes besides 0 .. n_folds-1 (case attrs `fold`, the index's `fold` column and attrs `folds`):
+TEST_FOLD = -1  # test cases (case attrs: null)
+TRAIN_ONLY_FOLD = -2  # training cases of an extra source: trained on, never validated on
+
+INDEX_COLUMNS: dict[str, np.dtype] = {
+    "case": np.dtype(np.int32),  # code into the index attrs `cases`
+    "z": np.dtype(np.int32),
+    "neighbors": np.dtype(np.int32),  # (N, 3): z-1, z, z+1 clamped to the volume
+    "liver_pixels": np.dtype(np.int64),
+    "split": np.dtype(np.uint8),  # SPLIT_CODES
+    "fold": np.dtype(np.int8),  # 0 .. n_folds-1, TEST_FOLD, TRAIN_ONLY_FOLD
+}
+INDEX_ZSTD_LEVEL = 3
+
+# Image and label chunks: blosc(lz4, clevel 9, byte shuffle). Measured per 512 x 512 float16 slice of the
+# real CT (one thread), bytes against the notebook's float16 `.npy`: lz4-9 0.58x, encode 0.5 ms, decode
+# 0.11 ms; zstd-1 0.47x, encode 1.5 ms, decode 0.49 ms; lz4hc-2 0.55x but encode 2.9 ms. On the synthetic
+# 512 x 512 x 64 phantoms (one case, process time): lz4-9 encode 31 ms / decode 7.5 ms, 0.58x of float16;
+# zstd-1 90 ms / 32 ms, 0.43x; zstd-3 217 ms / 27 ms. Reads happen every epoch and ingest should run at
+# the speed of reading its input, so lz4-9 (docs/store.md). Any blosc or zstd store still reads.
+BLOSC = {"cname": "lz4", "clevel": 9, "shuffle": "shuffle"}
+_BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chunk keys and codecs
+
+
+def chunk_key(coords: Sequence[int]) -> str:
+    """The key of the chunk at `coords` in Zarr v3's default chunk key encoding with "/" (`c/0/0/5`)."""
+    return "/".join(["c", *(str(int(c)) for c in coords)])
+
+
+def slice_chunk_path(array_dir: Path, z: int) -> Path:
+    """The chunk file of slice `z` of an (X, Y, Z) array chunked (X, Y, 1) (`<array>/c/0/0/<z>`): ingest
+    writes through it and the store's fast reader reads through it."""
+    return array_dir / chunk_key((0, 0, z))
+
+
+def slice_chunks(shape: Sequence[int]) -> tuple[int, int, int]:
+    """Chunk shape of an image or label array: one slice per chunk."""
+    return (int(shape[0]), int(shape[1]), 1)
+
+
+def slice_array_metadata(shape: Sequence[int], dtype) -> dict[str, Any]:
+    """The `zarr.json` of an (X, Y, Z) image or label array: exactly what zarr-python writes for
+    `create_array(shape, chunks=slice_chunks(shape), dtype, compressors=BloscCodec(**BLOSC), fill_value=0,
+    dimension_names=DIMENSION_NAMES)` (a test holds the two equal), so ingest's workers need no zarr-python."""
+    dtype = np.dtype(dtype)
+    bytes_codec: dict[str, Any] = {"name": "bytes"}
+    if dtype.itemsize > 1:
+        bytes_codec["configuration"] = {"endian": "little"}
+    blosc = {"typesize": dtype.itemsize, **BLOSC, "blocksize": 0}
+    return {
+        "shape": [int(n) for n in shape],
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(slice_chunks(shape))}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0 if dtype.kind == "f" else 0,
+        "codecs": [bytes_codec, {"name": "blosc", "configuration": blosc}],
+        "attributes": {},
+        "dimension_names": list(DIMENSION_NAMES),
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def group_metadata(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The `zarr.json` of a group holding `attrs` (as zarr-python writes it)."""
+    return {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
+
+
+def write_metadata(node_dir: Path, meta: dict[str, Any]) -> None:
+    """Write a node's `zarr.json` in place (for nodes in ingest's work folder, which enter the store whole;
+    `update_attrs` for nodes already in the store)."""
+    Path(node_dir).mkdir(parents=True, exist_ok=True)
+    (Path(node_dir) / METADATA_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False))
+
+
+def slice_encoder() -> Callable[[np.ndarray], bytes]:
+    """encode(slice (X, Y) C-contiguous) -> the bytes of its chunk file in an array of
+    `slice_array_metadata` (numcodecs' blosc, typesize from the slice's dtype)."""
+    import numcodecs
+
+    return numcodecs.Blosc(
+        cname=BLOSC["cname"], clevel=BLOSC["clevel"], shuffle=_BLOSC_SHUFFLE[BLOSC["shuffle"]], blocksize=0
+    ).encode
+
+
+def create_index_array(group, name: str, values: np.ndarray):
+    """Create and fill one index column in `group` (one chunk, zstd)."""
+    from zarr.codecs import ZstdCodec
+
+    array = group.create_array(
+        name,
+        shape=values.shape,
+        chunks=(max(values.shape[0], 1), *values.shape[1:]),
+        dtype=values.dtype,
+        compressors=ZstdCodec(level=INDEX_ZSTD_LEVEL),
+        fill_value=0,
+    )
+    if values.size:
+        array[...] = values
+    return array
+
+
+ChunkCodec = tuple[Callable[[np.ndarray], bytes], Callable[[bytes, np.ndarray], None]]
+
+
+def slice_chunk_codec(array) -> ChunkCodec | None:
+    """(encode, decode) of one slice chunk of a zarr array, or None when the array is not in the plain
+    layout that liverctl reads and writes itself: local store, (X, Y, Z) chunked (X, Y, 1), default "/"
+    chunk keys, codecs exactly [bytes little-endian (no transpose, so C order), optional blosc or zstd].
+
+    encode(slice (X, Y) C-contiguous) -> bytes; decode(bytes, out (X, Y) C-contiguous) fills `out`.
+    """
+    if not _is_plain_slice_layout(array):
+        return None
+    from zarr.codecs import BytesCodec
+
+    codecs = list(array.metadata.codecs)
+    if not isinstance(codecs[0], BytesCodec):
+        return None
+    endian = codecs[0].endian
+    if endian is not None and getattr(endian, "value", endian) != "little":
+        return None
+    if len(codecs) > 2:
+        return None
+    return _raw_codec() if len(codecs) == 1 else _compressed_codec(codecs[1])
+
+
+def _is_plain_slice_layout(array) -> bool:
+    from zarr.storage import LocalStore
+
+    shape = tuple(array.shape)
+    if not isinstance(array.store, LocalStore) or len(shape) != 3:
+        return False
+    if tuple(array.chunks) != slice_chunks(shape):
+        return False
+    encoding = array.metadata.chunk_key_encoding
+    return getattr(encoding, "name", None) == "default" and getattr(encoding, "separator", None) == "/"
+
+
+def _raw_codec() -> ChunkCodec:
+    def encode(values: np.ndarray) -> bytes:
+        return values.tobytes()
+
+    def decode(raw: bytes, out: np.ndarray) -> None:
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(raw, dtype=np.uint8)
+
+    return encode, decode
+
+
+def _compressed_codec(codec) -> ChunkCodec | None:
+    import numcodecs
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if isinstance(codec, BloscCodec):
+        from numcodecs import blosc
+
+        blosc_codec = numcodecs.Blosc(
+            cname=getattr(codec.cname, "value", codec.cname),
+            clevel=codec.clevel,
+            shuffle=_BLOSC_SHUFFLE[getattr(codec.shuffle, "value", "shuffle")],
+            blocksize=codec.blocksize or 0,
+        )
+
+        def decode(raw: bytes, out: np.ndarray) -> None:
+            blosc.decompress(raw, out)
+
+        return blosc_codec.encode, decode
+    if isinstance(codec, ZstdCodec):
+        zstd = numcodecs.Zstd(level=codec.level)
+
+        def decode_zstd(raw: bytes, out: np.ndarray) -> None:
+            zstd.decode(raw, out=out)
+
+        return zstd.encode, decode_zstd
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Node metadata and attributes
+
+
+def read_metadata(node_dir: Path) -> dict[str, Any] | None:
+    """A node's `zarr.json` as a dict; None if it is missing, unreadable, not JSON or not a JSON object."""
+    try:
+        meta = json.loads((Path(node_dir) / METADATA_FILE).read_text())
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def read_attrs(node_dir: Path) -> dict[str, Any]:
+    """A node's attributes ({} if its metadata is missing or unreadable, or holds no attributes object)."""
+    attrs = (read_metadata(node_dir) or {}).get("attributes")
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:
+    """Set attributes of the Zarr node at `node_dir`; False if nothing changed.
+
+    The node's `zarr.json` is replaced atomically (`liverctl.files.write_atomic`): zarr-python would rewrite
+    it in place, and a kill then would leave a store no client can open.
+    """
+    from liverctl.files import write_atomic
+
+    meta = read_metadata(node_dir)
+    if meta is None:
+        raise LiverctlError(f"missing or unreadable {METADATA_FILE}", path=node_dir)
+    attributes = meta.setdefault("attributes", {})
+    if all(attributes.get(k, object()) == v for k, v in updates.items()):
+        return False
+    attributes.update(updates)
+    path = Path(node_dir) / METADATA_FILE
+    write_atomic(path, json.dumps(meta, indent=2, sort_keys=False), what=f"store metadata {path.name}")
+    return True
+
+
+def is_group(node_dir: Path) -> bool:
+    return (read_metadata(node_dir) or {}).get("node_type") == "group"

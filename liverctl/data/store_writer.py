@@ -1,0 +1,116 @@
+"""The store on disk while ingest writes it (main process): creating or opening it, the lock and work
+folder beside it, the complete cases it holds, moving a finished case in whole, and the free-space check."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, read_attrs, read_metadata
+from liverctl.data.sources import CaseFiles
+from liverctl.errors import LiverctlError
+
+# Store bytes per source voxel, from real CT (totalseg-dicom20: the image stored at 0.55 x float16, the
+# label at 0.016 x uint8), rounded up so that the estimate errs towards the larger store.
+_IMAGE_BYTES_PER_VOXEL = 1.3
+_LABEL_BYTES_PER_VOXEL = 0.05
+
+
+def open_or_create_store(path: Path) -> None:
+    """Make `path` a liverctl store with a `cases` group, or check that it is one."""
+    import zarr
+
+    if path.exists() and not path.is_dir():
+        raise LiverctlError("exists and is not a folder; choose another --store", path=path)
+    if path.is_dir() and any(path.iterdir()):
+        if read_attrs(path).get("format") != STORE_FORMAT:
+            raise LiverctlError("exists and is not a liverctl store; choose another --store", path=path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(path), mode="w")
+        root.attrs.update({"format": STORE_FORMAT})
+    if read_metadata(path / CASES_GROUP) is None:
+        zarr.open_group(str(path / CASES_GROUP), mode="w")
+
+
+@contextlib.contextmanager
+def exclusive_work_dir(store: Path) -> Iterator[Path]:
+    """Lock the store against a second ingest and give a clean work folder on the same file system."""
+    import fcntl
+
+    base = store.parent / f".{store.name}.ingest"
+    base.mkdir(parents=True, exist_ok=True)
+    lock_file = open(base / "lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LiverctlError(
+                "another `liverctl ingest` is writing this store; wait for it", path=store
+            ) from None
+        work = base / "work"
+        if work.exists():  # left by a killed run
+            shutil.rmtree(work)
+        work.mkdir()
+        yield work
+        shutil.rmtree(base, ignore_errors=True)
+    finally:
+        lock_file.close()
+
+
+def complete_cases(store: Path) -> dict[str, dict[str, Any]]:
+    """Attributes of every complete case; removes case folders that are not complete."""
+    cases: dict[str, dict[str, Any]] = {}
+    cases_dir = store / CASES_GROUP
+    for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
+        if not entry.is_dir():
+            continue
+        attrs = read_attrs(entry)
+        if attrs.get("complete") is True:
+            cases[entry.name] = attrs
+        else:  # never written by ingest (which renames whole cases in), but never trust a partial case
+            shutil.rmtree(entry)
+    return cases
+
+
+def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
+    """Move a finished case into the store, replacing an older version of it."""
+    target = store / CASES_GROUP / case_id
+    if target.exists():
+        old = work / f"replaced-{case_id}"
+        os.rename(target, old)
+        os.rename(built, target)
+        shutil.rmtree(old)
+    else:
+        os.rename(built, target)
+
+
+def check_free_space(store: Path, cases: list[CaseFiles]) -> int:
+    """Estimate the bytes `cases` add to the store (from the NIfTI headers) and raise `LiverctlError` when
+    the store's disk has less free space than that. Returns the estimate.
+
+    A header that cannot be read counts nothing here: that case fails later with its own message.
+    """
+    from liverctl.data.nifti import open_nifti
+
+    need = 0.0
+    for case in cases:
+        try:  # the checked header: an absurd one is refused by the case's own ingest, not counted here
+            voxels = math.prod(open_nifti(case.volume).shape[:3])
+        except Exception:  # reported by the case's own ingest
+            continue
+        need += voxels * (_IMAGE_BYTES_PER_VOXEL + (_LABEL_BYTES_PER_VOXEL if case.label else 0.0))
+    disk = next(p for p in (store, *store.absolute().parents) if p.exists())
+    free = shutil.disk_usage(disk).free
+    if need > free:
+        raise LiverctlError(
+            f"the {len(cases)} case(s) to ingest need about {need / 1e9:.1f} GB but the store's disk has "
+            f"{free / 1e9:.1f} GB free; free some space or give --store a folder on a larger disk",
+            path=store,
+        )
+    return int(need)

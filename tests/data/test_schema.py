@@ -1,0 +1,61 @@
+"""The store schema: the array metadata ingest writes itself is zarr-python's, chunk keys, attributes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec
+
+from liverctl.data import schema
+from liverctl.errors import LiverctlError
+
+
+@pytest.mark.parametrize("dtype", [schema.IMAGE_DTYPE, schema.LABEL_DTYPE])
+def test_slice_array_metadata_is_what_zarr_python_writes(tmp_path, dtype):
+    group = zarr.open_group(str(tmp_path / "z"), mode="w")
+    array = group.create_array(
+        "a", shape=(5, 4, 3), chunks=schema.slice_chunks((5, 4, 3)), dtype=dtype,
+        compressors=BloscCodec(**schema.BLOSC), fill_value=0, dimension_names=schema.DIMENSION_NAMES,
+    )
+    written = json.loads((tmp_path / "z" / "a" / "zarr.json").read_text())
+    assert written == schema.slice_array_metadata((5, 4, 3), dtype)
+    assert schema.slice_chunk_codec(array) is not None  # the plain layout LiverStore reads itself
+    group.attrs.update({"k": [1, 2]})
+    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == schema.group_metadata({"k": [1, 2]})
+
+
+def test_chunks_written_through_the_schema_read_back_with_zarr_python(tmp_path):
+    shape = (6, 5, 4)
+    values = np.arange(np.prod(shape), dtype=np.float16).reshape(shape)
+    values[..., 2] = 0  # the fill value: no chunk file
+    schema.write_metadata(tmp_path / "a", schema.slice_array_metadata(shape, values.dtype))
+    encode = schema.slice_encoder()
+    for z in (0, 1, 3):
+        path = schema.slice_chunk_path(tmp_path / "a", z)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(np.ascontiguousarray(values[..., z])))
+    assert schema.chunk_key((0, 0, 3)) == "c/0/0/3"
+    assert not schema.slice_chunk_path(tmp_path / "a", 2).exists()
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a"), mode="r")[...], values)
+
+
+def test_attributes_read_and_update(tmp_path):
+    schema.write_metadata(tmp_path, schema.group_metadata({"a": 1}))
+    assert schema.is_group(tmp_path) and schema.read_attrs(tmp_path) == {"a": 1}
+    assert schema.update_attrs(tmp_path, {"b": 2}) is True
+    assert schema.update_attrs(tmp_path, {"b": 2}) is False  # nothing changed: nothing written
+    assert zarr.open_group(str(tmp_path), mode="r").attrs.asdict() == {"a": 1, "b": 2}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "zarr.json").write_text("[1, 2]")  # JSON, but not an object
+    assert schema.read_metadata(tmp_path / "bad") is None and schema.read_attrs(tmp_path / "bad") == {}
+    with pytest.raises(LiverctlError, match="missing or unreadable zarr.json"):
+        schema.update_attrs(tmp_path / "missing", {"a": 1})
+
+
+def test_split_and_fold_codes():
+    assert schema.SPLIT_CODES == {"train": 0, "test": 1}
+    assert (schema.TEST_FOLD, schema.TRAIN_ONLY_FOLD) == (-1, -2)
+    assert list(schema.INDEX_COLUMNS) == ["case", "z", "neighbors", "liver_pixels", "split", "fold"]
