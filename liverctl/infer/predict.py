@@ -231,7 +231,7 @@ def predict_case_probabilities(
     x_size, y_size, depth = volume.shape
     size = input_size(run.cfg)
     batch_size, prefetch = cpu_batching(batch_size, device)
-    on_cpu = not _is_cuda(device)
+    on_cpu = torch.device(device).type == "cpu"  # (MPS takes one slice per pass, as before, but no CPU tuning)
     model, tuner = (cpu_model(run), thread_tuner(cpu_threads)) if on_cpu else (run.model, None)
     layout = torch.channels_last if on_cpu else torch.preserve_format
 
