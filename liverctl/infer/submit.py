@@ -167,6 +167,7 @@ class InferSettings:
     post_requested: str  # a spec, or `auto`
     amp: str
     cpu_threads: int = 0  # 0: chosen by timing (liverctl.infer.cpu)
+    cpu_channels_last: bool = False
 
 
 def resolve_settings(runs: Sequence[RunModel], note: Callable[[str], None], *, tta: str | None,
@@ -185,7 +186,8 @@ def resolve_settings(runs: Sequence[RunModel], note: Callable[[str], None], *, t
     requested = postprocess if postprocess is not None else _agreed(runs, "post", "mode", "none")[0]
     return InferSettings(tta=tta, threshold=float(threshold), batch_size=max(1, int(batch_size)),
                          post_requested=check_spec(str(requested)), amp=str(_agreed(runs, "train", "amp", "auto")[0]),
-                         cpu_threads=max(0, int(_agreed(runs, "infer", "cpu_threads", 0)[0])))
+                         cpu_threads=max(0, int(_agreed(runs, "infer", "cpu_threads", 0)[0])),
+                         cpu_channels_last=bool(_agreed(runs, "infer", "cpu_channels_last", False)[0]))
 
 
 @dataclass
@@ -202,7 +204,8 @@ class CasePredictor:
         """(case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
         s = self.settings
         return predict_cases(self.runs, self.store, case_ids, tta=s.tta, batch_size=s.batch_size, device=self.device,
-                             amp=s.amp, cpu_threads=s.cpu_threads, on_slices=self.on_slices)
+                             amp=s.amp, cpu_threads=s.cpu_threads, channels_last=s.cpu_channels_last,
+                             on_slices=self.on_slices)
 
     def slices(self, case_ids: Sequence[str]) -> int:
         """Forward slices predicting `case_ids` takes (every slice, once per run): the progress total."""

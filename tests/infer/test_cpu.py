@@ -97,19 +97,25 @@ def test_cpu_model_is_a_channels_last_copy_made_once_and_leaves_the_run_model_al
     assert cpu_model(RunModel(run_dir=run.run_dir, model=plain, cfg={})) is plain
 
 
-def test_cpu_prediction_matches_the_model_on_contiguous_inputs(monkeypatch):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cpu_prediction_matches_the_model_on_contiguous_inputs(monkeypatch, channels_last):
     from liverctl.infer import predict
 
     monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: stack)
     net = _small_net()
     run = RunModel(run_dir=__import__("pathlib").Path("runs/x"), model=net, cfg={"data": {"context": 1, "input_size": 16}})
     volume = np.random.default_rng(0).random((16, 16, 5)).astype(np.float32)
-    got = predict_case_probabilities(run, volume, {}, tta="hflip", cpu_threads=1)
+    got = predict_case_probabilities(run, volume, {}, tta="hflip", cpu_threads=1, channels_last=channels_last)
     want = np.empty_like(got)
     with torch.inference_mode():
         for z in range(5):
             x = torch.from_numpy(predict.stack_at(volume, z, 1))[None]
             p = (torch.sigmoid(net(x)) + torch.sigmoid(net(x.flip(-1))).flip(-1)) / 2
             want[..., z] = p[0, 0].numpy()
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    if channels_last:
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert getattr(run, "_cpu_model", None) is not None
+    else:  # the model as training's validation runs it: the very same numbers
+        np.testing.assert_array_equal(got, want)
+        assert getattr(run, "_cpu_model", None) is None
     assert cpu._TUNERS[(1,)].seconds[1]  # the fixed count went through the tuner (timed, never switched)

@@ -414,15 +414,15 @@ def test_submit_predicts_on_the_cpu_with_the_runs_thread_setting(tiny_store, fak
     seen, real = [], liverctl.infer.submit.predict_cases
 
     def recording(*args, **kwargs):
-        seen.append(kwargs["cpu_threads"])
+        seen.append((kwargs["cpu_threads"], kwargs["channels_last"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(liverctl.infer.submit, "predict_cases", recording)
-    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="hflip", cpu_threads=1)
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="hflip", cpu_threads=1, cpu_channels_last=True)
     out = tmp_path / "sub.csv"
     result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "none", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert seen == [1]
+    assert seen == [(1, True)]
     for case, mask in submitted_masks(out, tiny_store).items():
         np.testing.assert_array_equal(mask, expected_mask(tiny_store, case, [1], "hflip"))
 
