@@ -1,7 +1,8 @@
 """Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort.
 
 `write_atomic` is the one way liverctl writes a small file that must never be seen half-written: a
-temporary file in the same folder, fsync of the file, `os.replace`, fsync of the folder. On any failure
+temporary file in the same folder, fsync of the file, `os.replace`, fsync of the folder (`atomic_open`
+for a writer that takes a file object, `atomic_path` for one that takes a file name). On any failure
 the temporary file is removed; a full disk becomes one line ("no space left on DEVICE while writing
 WHAT"). Standard library only: the TUI may import it.
 """
@@ -56,22 +57,14 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = None,
-                encoding: str | None = "utf-8", newline: str | None = None) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on a clean exit it is fsynced and renamed onto `path`.
+def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None]:
+    """Around a body that writes `tmp` (and fsyncs it): rename `tmp` onto `path` and fsync the folder.
 
-    `what` names the file in a full-disk message (default: the file name). On any exception the
-    temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
+    On any exception `tmp` is removed and `path` is left as it was; an `OSError` becomes a one-line
+    `LiverctlError` (the full-disk line when the disk is full).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    binary = "b" in mode
     try:
-        with open(tmp, mode, encoding=None if binary else encoding,
-                  newline=None if binary else newline) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
@@ -82,6 +75,48 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
     except BaseException:
         _remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = None,
+                encoding: str | None = "utf-8", newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on a clean exit it is fsynced and renamed onto `path`.
+
+    `what` names the file in a full-disk message (default: the file name). On any exception the
+    temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    binary = "b" in mode
+    with _replace_when_done(path, tmp, what), open(
+        tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline
+    ) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` for a writer that takes a file name rather than a file object
+    (nibabel, which picks the format from the name's ending); on a clean exit the file written there is
+    fsynced and renamed onto `path`, and the folder fsynced, as `atomic_open` does.
+
+    The temporary name ends with `path`'s own name (`.<pid>.tmp.case.nii.gz`), so any suffix rule holds.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    with _replace_when_done(path, tmp, what):
+        yield tmp
+        _fsync_file(tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None = None,

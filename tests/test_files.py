@@ -16,9 +16,8 @@ def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
-def test_write_atomic_writes_replaces_and_fsyncs_file_and_folder(tmp_path, monkeypatch):
-    target = tmp_path / "a.json"
-    target.write_text("old")
+def _record_fsyncs(monkeypatch) -> list[bool]:
+    """Each fsync from now on, as True for a folder and False for a file."""
     synced = []
     real_fsync = os.fsync
 
@@ -27,6 +26,13 @@ def test_write_atomic_writes_replaces_and_fsyncs_file_and_folder(tmp_path, monke
         real_fsync(fd)
 
     monkeypatch.setattr(files.os, "fsync", recording_fsync)
+    return synced
+
+
+def test_write_atomic_writes_replaces_and_fsyncs_file_and_folder(tmp_path, monkeypatch):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    synced = _record_fsyncs(monkeypatch)
     files.write_atomic(target, "new text ü")
     assert target.read_text(encoding="utf-8") == "new text ü"
     assert synced == [False, True]  # the file, then its folder (so the rename itself is durable)
@@ -110,3 +116,32 @@ def test_natural_key_orders_numbers_by_value():
     names = ["v10", "v3.1", "v3", "demo", "v5-focal", "v5", "v2", "case²", "case10", "case9"]
     assert sorted(names, key=files.natural_key) == [
         "case9", "case10", "case²", "demo", "v2", "v3", "v3.1", "v5", "v5-focal", "v10"]
+
+
+def test_atomic_path_hands_a_name_ending_like_the_target_and_fsyncs_file_and_folder(tmp_path, monkeypatch):
+    target = tmp_path / "case.nii.gz"
+    target.write_bytes(b"old")
+    synced = _record_fsyncs(monkeypatch)
+    with files.atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.endswith(".case.nii.gz") and tmp != target
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"  # nothing replaced before the body ends
+    assert target.read_bytes() == b"new"
+    assert synced == [False, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
+
+
+def test_atomic_path_keeps_the_old_file_on_failure_and_a_full_disk_is_one_line(tmp_path):
+    target = tmp_path / "mask.nii"
+    target.write_bytes(b"kept")
+    with pytest.raises(RuntimeError, match="writer failed"), files.atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"kept" and sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii"]
+
+    with pytest.raises(LiverctlError) as info, files.atomic_path(target, what="the mask") as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(info.value)
+    assert message.startswith(f"{target}: no space left on ") and message.endswith(" while writing the mask")
+    assert target.read_bytes() == b"kept" and sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii"]

@@ -30,6 +30,7 @@ def _liver_labels(text: str | None) -> list[int] | None:
 
 
 def submit_command(
+    *,
     runs: list[Path] = typer.Option(..., "--run", help="Run folder (runs/<name>) or experiment (all its folds, its out-of-fold decisions); repeat to ensemble."),
     out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="CSV to write."),
     store: Path = typer.Option(None, "--store", help="Zarr store (default: the first run's data.store)."),
@@ -70,16 +71,20 @@ def submit_command(
                 threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks,
                 on_stage=on_stage, on_slices=on_slices, on_note=lambda text: console.print(text, highlight=False, markup=False),
             )
-        s = result.summary
-        post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
-        console.print(
-            f"[bold green]wrote[/] {esc(s.path)}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
-            f"{len(result.runs)} run(s), tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
-            f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
-            highlight=False,
-        )
-        if result.masks_dir:
-            console.print(f"masks in {result.masks_dir}", highlight=False, markup=False)
+        _print_submission(result)
+
+
+def _print_submission(result) -> None:
+    s = result.summary
+    post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
+    console.print(
+        f"[bold green]wrote[/] {esc(s.path)}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
+        f"{len(result.runs)} run(s), tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
+        f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
+        highlight=False,
+    )
+    if result.masks_dir:
+        console.print(f"masks in {result.masks_dir}", highlight=False, markup=False)
 
 
 def postprocess_command(

@@ -19,7 +19,6 @@ which keeps each file's header and affine.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.disk import is_disk_full, no_space_error
+from liverctl.disk import is_disk_full
 from liverctl.errors import LiverctlError
+from liverctl.files import atomic_path, no_space_error
 from liverctl.metrics import DiceCounts
 
 CONNECTIVITY = 26
@@ -262,6 +262,11 @@ def postprocess_nifti(
     that is the input (the same file, or the same folder) is refused unless `in_place`.
     """
     post = parse_postprocess(spec)
+    return [_postprocess_file(src, dst, post, liver_labels) for src, dst in _file_pairs(source, target, in_place)]
+
+
+def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: bool) -> list[tuple[Path, Path]]:
+    """(input, output) NIfTI paths: a file -> a file (or into a folder), a folder -> a folder."""
     source, target = Path(source), Path(target)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
@@ -269,29 +274,25 @@ def postprocess_nifti(
             raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
         if target.exists() and not target.is_dir():
             raise LiverctlError("input is a folder, so the output must be a folder too", path=target)
-        if _same_path(target, source) and not in_place:
-            raise LiverctlError(
-                "output folder is the input folder; choose another to keep the originals, "
-                "or pass --in-place to overwrite them",
-                path=target,
-            )
-        pairs = [(f, target / f.name) for f in files]
-    elif source.is_file():
+        _refuse_overwrite(target, source, in_place, "output folder is the input folder; choose another to keep "
+                          "the originals, or pass --in-place to overwrite them")
+        return [(f, target / f.name) for f in files]
+    if source.is_file():
         if not is_nifti(source):
             raise LiverctlError("not a NIfTI file (.nii or .nii.gz)", path=source)
         out = target / source.name if target.is_dir() else target
         if not is_nifti(out):
             raise LiverctlError("output file must end in .nii or .nii.gz", path=out)
-        if _same_path(out, source) and not in_place:
-            raise LiverctlError(
-                "output is the input file; choose another output to keep the original, "
-                "or pass --in-place to overwrite it",
-                path=out,
-            )
-        pairs = [(source, out)]
-    else:
-        raise LiverctlError("no such file or folder", path=source)
-    return [_postprocess_file(src, dst, post, liver_labels) for src, dst in pairs]
+        _refuse_overwrite(out, source, in_place, "output is the input file; choose another output to keep the "
+                          "original, or pass --in-place to overwrite it")
+        return [(source, out)]
+    raise LiverctlError("no such file or folder", path=source)
+
+
+def _refuse_overwrite(out: Path, source: Path, in_place: bool, message: str) -> None:
+    """Fail with `message` when `out` is `source` itself, unless `in_place`."""
+    if _same_path(out, source) and not in_place:
+        raise LiverctlError(message, path=out)
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -318,23 +319,19 @@ def _postprocess_file(
     return FileResult(source, target, int(mask.sum()), int(cleaned.sum()))
 
 
-def write_nifti_atomic(img, target: Path) -> None:
-    """Save a nibabel image to a temporary name beside `target`, then rename it into place."""
+def write_nifti_atomic(img, target: Path, what: str = "the mask") -> None:
+    """Save a nibabel image atomically (`liverctl.files.atomic_path`: a temporary name beside `target`,
+    fsync, rename, fsync of the folder), creating `target`'s folder first."""
     import nibabel as nib
 
-    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
-    tmp = target.with_name(f".{target.name[: -len(suffix)]}.{os.getpid()}.tmp{suffix}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(img, str(tmp))
-        os.replace(tmp, target)
     except OSError as exc:
-        if is_disk_full(exc):
-            raise no_space_error(target, str(target)) from None
         blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise LiverctlError(f"cannot write here: {blocker} is a file, not a folder", path=target) from None
+        if is_disk_full(exc):
+            raise no_space_error(target, what) from None
         raise LiverctlError(f"cannot write here ({exc.strerror or exc})", path=target) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    with atomic_path(target, what=what) as tmp:
+        nib.save(img, str(tmp))

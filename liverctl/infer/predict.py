@@ -23,6 +23,7 @@ import numpy as np
 from liverctl.config import in_channels
 from liverctl.device import inference_precision
 from liverctl.errors import LiverctlError
+from liverctl.infer.cpu import CPU_BATCH, cpu_model, thread_tuner, tuned_threads
 
 # name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
 # The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
@@ -192,15 +193,16 @@ def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(volume[..., zs], -1, 0), dtype=np.float32)
 
 
-CPU_BATCH = 1  # slices per forward pass on the CPU (the notebook's loop; see predict_case_probabilities)
-
-
 def cpu_batching(batch_size: int, device: Any) -> tuple[int, bool]:
     """(slices per forward pass, prefetch on a thread?) for `device`: as asked on CUDA, `CPU_BATCH` and no
     prefetch on the CPU."""
-    if str(getattr(device, "type", device)).startswith("cuda"):
+    if _is_cuda(device):
         return max(1, int(batch_size)), True
     return CPU_BATCH, False
+
+
+def _is_cuda(device: Any) -> bool:
+    return str(getattr(device, "type", device)).startswith("cuda")
 
 
 def predict_case_probabilities(
@@ -212,6 +214,8 @@ def predict_case_probabilities(
     batch_size: int = 16,
     device: str = "cpu",
     amp: str = "auto",
+    cpu_threads: int = 0,
+    channels_last: bool = False,
     on_slices: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Probability of liver for every voxel of one case's HU volume, from one run.
@@ -219,9 +223,11 @@ def predict_case_probabilities(
     Shape: volume (X, Y, Z) -> float32 (X, Y, Z). Each batch: (B, C, X, Y) normalised stacks -> resized as
     in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) -> resized back
     (bilinear) to (B, 1, X, Y). On CUDA, batches of `batch_size` under AMP, the next one prepared on a
-    thread while the model runs. On the CPU (`cpu_batching`), slices go one at a time with no prefetch
-    thread: the convolutions already use every core, a helper thread only competes with them, and a
-    batch of 512 x 512 slices outgrows the caches that batch 1 stays in.
+    thread while the model runs. On the CPU (`liverctl.infer.cpu`): one slice per pass, no prefetch thread
+    (it competed with torch's threads), torch's thread count `cpu_threads` (0: chosen by timing,
+    `ThreadTuner`), and with `channels_last` a channels-last copy of the model (about 1.5x faster, but its
+    probabilities differ from the contiguous model's by ~1e-7, so a voxel at the threshold can differ from
+    what training's validation predicted: off by default).
     """
     import torch
     import torch.nn.functional as F
@@ -229,6 +235,11 @@ def predict_case_probabilities(
     x_size, y_size, depth = volume.shape
     size = input_size(run.cfg)
     batch_size, prefetch = cpu_batching(batch_size, device)
+    on_cpu = torch.device(device).type == "cpu"  # (MPS takes one slice per pass, as before, but no CPU tuning)
+    nhwc = on_cpu and channels_last
+    model = cpu_model(run) if nhwc else run.model
+    tuner = thread_tuner(cpu_threads) if on_cpu else None
+    layout = torch.channels_last if nhwc else torch.preserve_format
 
     def prepare(z0: int) -> np.ndarray:
         zs = range(z0, min(z0 + batch_size, depth))
@@ -242,8 +253,9 @@ def predict_case_probabilities(
             stacks = pending.result() if prefetch else prepare(z0)
             if prefetch and i + 1 < len(starts):
                 pending = pool.submit(prepare, starts[i + 1])
-            batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device)
-            probs = tta_probabilities(run.model, batch, tta, amp)
+            batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device, memory_format=layout)
+            with tuned_threads(tuner, len(stacks)):
+                probs = tta_probabilities(model, batch, tta, amp)
             if tuple(probs.shape[-2:]) != (x_size, y_size):
                 probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
             out[..., z0 : z0 + len(stacks)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
@@ -256,22 +268,19 @@ def predict_cases(
     runs: Sequence[RunModel],
     store,
     case_ids: Sequence[str],
-    *,
-    tta: str = "none",
-    batch_size: int = 16,
-    device: str = "cpu",
-    amp: str = "auto",
-    on_slices: Callable[[int], None] | None = None,
+    **options: Any,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
-    parse_tta(tta)
+    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time.
+
+    `options`: the keyword options of `predict_case_probabilities` (tta, batch_size, device, amp,
+    cpu_threads, channels_last, on_slices), the same for every run.
+    """
+    parse_tta(options.get("tta", "none"))
     for case_id in case_ids:
         volume = read_case_volume(store, case_id)
         stats = store.meta(case_id).get("stats") or {}
         total = None
         for run in runs:
-            probs = predict_case_probabilities(
-                run, volume, stats, tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices
-            )
+            probs = predict_case_probabilities(run, volume, stats, **options)
             total = probs if total is None else np.add(total, probs, out=total)
         yield case_id, total / len(runs)

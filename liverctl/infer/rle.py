@@ -87,20 +87,7 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
     tokens = text.split()
     if not tokens:
         return np.zeros((0, 2), dtype=np.int64)
-    bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
-    if bad is not None:
-        what = "number too large" if _DIGITS.fullmatch(bad) else "not an integer"
-        raise RLEFormatError(f"{what}: {_clip(bad)}")
-    limit = MAX_RUN_VALUE if n_pixels is None else n_pixels
-    values = [int(t) for t in tokens]
-    too_big = next((v for v in values if abs(v) > limit), None)
-    if too_big is not None:  # checked before any sum, so start + length cannot wrap int64
-        where = "" if n_pixels is None else f" for an image of {n_pixels} pixels"
-        raise RLEFormatError(f"number out of range{where}: {_clip(str(too_big))}")
-    values = np.array(values, dtype=np.int64)
-    if len(values) % 2:
-        raise RLEFormatError(f"odd number of values ({len(values)}): expected start/length pairs")
-    runs = values.reshape(-1, 2)
+    runs = _parse_pairs(tokens, n_pixels)
     starts, lengths = runs[:, 0], runs[:, 1]
     if (starts < 1).any():
         i = int(np.argmax(starts < 1))
@@ -116,21 +103,44 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
             raise RLEFormatError(
                 f"run {runs[i, 0]} {runs[i, 1]} ends at pixel {ends[i]}, past the image's {n_pixels} pixels"
             )
-    if len(runs) > 1:
-        starts = runs[:, 0]
-        prev_ends = starts[:-1] + runs[:-1, 1] - 1
-        unsorted = starts[1:] < starts[:-1]
-        if unsorted.any():
-            i = int(np.argmax(unsorted))
-            raise RLEFormatError(f"runs out of order: start {starts[i + 1]} after start {starts[i]}")
-        overlap = starts[1:] <= prev_ends
-        if overlap.any():
-            i = int(np.argmax(overlap))
-            raise RLEFormatError(
-                f"overlapping runs: {starts[i]} {runs[i, 1]} reaches pixel {prev_ends[i]}, "
-                f"next run starts at {starts[i + 1]}"
-            )
+    _check_order(runs)
     return runs
+
+
+def _parse_pairs(tokens: list[str], n_pixels: int | None) -> np.ndarray:
+    """Tokens -> (K, 2) int64 pairs: integers, none beyond the image (or `MAX_RUN_VALUE`), an even count."""
+    bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
+    if bad is not None:
+        what = "number too large" if _DIGITS.fullmatch(bad) else "not an integer"
+        raise RLEFormatError(f"{what}: {_clip(bad)}")
+    limit = MAX_RUN_VALUE if n_pixels is None else n_pixels
+    values = [int(t) for t in tokens]
+    too_big = next((v for v in values if abs(v) > limit), None)
+    if too_big is not None:  # checked before any sum, so start + length cannot wrap int64
+        where = "" if n_pixels is None else f" for an image of {n_pixels} pixels"
+        raise RLEFormatError(f"number out of range{where}: {_clip(str(too_big))}")
+    if len(values) % 2:
+        raise RLEFormatError(f"odd number of values ({len(values)}): expected start/length pairs")
+    return np.array(values, dtype=np.int64).reshape(-1, 2)
+
+
+def _check_order(runs: np.ndarray) -> None:
+    """Starts ascending and no run reaching into the next. Shape: runs (K, 2), lengths > 0."""
+    if len(runs) < 2:
+        return
+    starts = runs[:, 0]
+    prev_ends = starts[:-1] + runs[:-1, 1] - 1
+    unsorted = starts[1:] < starts[:-1]
+    if unsorted.any():
+        i = int(np.argmax(unsorted))
+        raise RLEFormatError(f"runs out of order: start {starts[i + 1]} after start {starts[i]}")
+    overlap = starts[1:] <= prev_ends
+    if overlap.any():
+        i = int(np.argmax(overlap))
+        raise RLEFormatError(
+            f"overlapping runs: {starts[i]} {runs[i, 1]} reaches pixel {prev_ends[i]}, "
+            f"next run starts at {starts[i + 1]}"
+        )
 
 
 def _clip(token: str, width: int = 40) -> str:

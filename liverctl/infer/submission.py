@@ -297,25 +297,37 @@ def read_submission(
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("submission not found", path=path)
-    problems: list[Problem] = []
-    runs: dict[str, np.ndarray] = {}
-    first_line: dict[str, int] = {}
     shapes = {c: tuple(int(v) for v in s) for c, s in shapes.items()}
     rows = read_csv_rows(path, "submission")
     if not rows:
         raise MalformedSubmission(path, [Problem(None, "the file is empty")])
-
     found_header = tuple(rows[0][1])
     # A first row shaped like `<case>_<z>` is data (a file without a header), even for an unknown case.
     looks_like_data = bool(found_header) and split_slice_id(found_header[0]) is not None
-    if header is not None and found_header != tuple(header):
-        problems.append(Problem(1, f"bad header {','.join(found_header)!r}: expected {','.join(header)!r}"))
-    elif header is None and (len(found_header) != 2 or looks_like_data):
-        what = "a data row, not a header" if looks_like_data else f"{len(found_header)} column(s)"
-        problems.append(Problem(1, f"bad header {','.join(found_header)!r}: {what}; expected e.g. 'id,rle'"))
-    data_rows = rows if looks_like_data else rows[1:]
+    problems = _header_problems(found_header, header, looks_like_data)
+    runs, first_line = _read_rows(rows if looks_like_data else rows[1:], shapes, problems)
+    problems += _missing_slices(shapes, first_line)
+    if problems:
+        raise MalformedSubmission(path, problems)
+    return Submission(path=path, header=found_header, runs=runs, shapes=shapes)  # type: ignore[arg-type]
 
-    for line, row in data_rows:
+
+def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, looks_like_data: bool) -> list[Problem]:
+    """The header as found against the one required (or, for None, any two-column non-data header)."""
+    if header is not None and found != tuple(header):
+        return [Problem(1, f"bad header {','.join(found)!r}: expected {','.join(header)!r}")]
+    if header is None and (len(found) != 2 or looks_like_data):
+        what = "a data row, not a header" if looks_like_data else f"{len(found)} column(s)"
+        return [Problem(1, f"bad header {','.join(found)!r}: {what}; expected e.g. 'id,rle'")]
+    return []
+
+
+def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int, int, int]],
+               problems: list[Problem]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Parse the data rows -> (row id -> runs, row id -> its first line); what is wrong goes to `problems`."""
+    runs: dict[str, np.ndarray] = {}
+    first_line: dict[str, int] = {}
+    for line, row in rows:
         if not row:
             continue
         if len(row) != 2:
@@ -341,17 +353,20 @@ def read_submission(
             runs[row_id] = rle.parse_runs(text, x * y)
         except rle.RLEFormatError as exc:
             problems.append(Problem(line, str(exc), row_id))
+    return runs, first_line
 
+
+def _missing_slices(shapes: Mapping[str, tuple[int, int, int]], seen: Mapping[str, int]) -> list[Problem]:
+    """One problem per case with slice ids absent from `seen`."""
+    problems = []
     for case, (_, _, n_slices) in shapes.items():
-        missing = [z for z in range(n_slices) if slice_id(case, z) not in first_line]
+        missing = [z for z in range(n_slices) if slice_id(case, z) not in seen]
         if missing:
             sample = ", ".join(slice_id(case, z) for z in missing[:3])
             problems.append(
                 Problem(None, f"case {case!r}: {len(missing)} of {n_slices} slice id(s) missing (e.g. {sample})")
             )
-    if problems:
-        raise MalformedSubmission(path, problems)
-    return Submission(path=path, header=found_header, runs=runs, shapes=shapes)  # type: ignore[arg-type]
+    return problems
 
 
 def submission_case_ids(path: str | os.PathLike) -> list[str]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +24,13 @@ from liverctl.infer.postprocess import (
     AUTO,
     AutoChoice,
     AutoSelector,
+    Postprocess,
     check_spec,
     parse_postprocess,
     write_nifti_atomic,
 )
 from liverctl.infer.predict import RunModel, input_size, load_run_models, parse_tta, predict_cases
-from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, read_sample
+from liverctl.infer.submission import SampleSubmission, SubmissionSummary, SubmissionWriter, read_sample
 from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
 
@@ -151,6 +153,161 @@ def record_submission(run_dirs: Sequence[Path], record: dict) -> None:
                                 path=path) from None
 
 
+@dataclass
+class InferSettings:
+    """How the test cases are predicted: the options given, else the (first) run's config."""
+
+    tta: str
+    threshold: float
+    batch_size: int
+    post_requested: str  # a spec, or `auto`
+    amp: str
+    cpu_threads: int = 0  # 0: chosen by timing (liverctl.infer.cpu)
+    cpu_channels_last: bool = False
+
+
+def resolve_settings(runs: Sequence[RunModel], note: Callable[[str], None], *, tta: str | None,
+                     threshold: float | None, batch_size: int | None, postprocess: str | None) -> InferSettings:
+    """The options given, else the runs' `infer` / `post` / `train.amp` config (the first run's where they
+    differ; a differing TTA is noted)."""
+    if tta is None:
+        tta, differs = _agreed(runs, "infer", "tta", "none")
+        if differs:
+            note(f"runs differ in infer.tta; using the first run's {tta!r}")
+    parse_tta(tta)
+    if threshold is None:
+        threshold, _ = _agreed(runs, "infer", "threshold", 0.5)
+    if batch_size is None:
+        batch_size, _ = _agreed(runs, "infer", "batch_size", 16)
+    requested = postprocess if postprocess is not None else _agreed(runs, "post", "mode", "none")[0]
+    return InferSettings(tta=tta, threshold=float(threshold), batch_size=max(1, int(batch_size)),
+                         post_requested=check_spec(str(requested)), amp=str(_agreed(runs, "train", "amp", "auto")[0]),
+                         cpu_threads=max(0, int(_agreed(runs, "infer", "cpu_threads", 0)[0])),
+                         cpu_channels_last=bool(_agreed(runs, "infer", "cpu_channels_last", False)[0]))
+
+
+@dataclass
+class CasePredictor:
+    """The runs, the store and the settings every prediction of one submission uses."""
+
+    runs: list[RunModel]
+    store: Any
+    settings: InferSettings
+    device: str
+    on_slices: Callable[[int], None] | None = None
+
+    def predict(self, case_ids: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """(case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
+        s = self.settings
+        return predict_cases(self.runs, self.store, case_ids, tta=s.tta, batch_size=s.batch_size, device=self.device,
+                             amp=s.amp, cpu_threads=s.cpu_threads, channels_last=s.cpu_channels_last,
+                             on_slices=self.on_slices)
+
+    def slices(self, case_ids: Sequence[str]) -> int:
+        """Forward slices predicting `case_ids` takes (every slice, once per run): the progress total."""
+        return sum(int(self.store.meta(c)["shape"][2]) for c in case_ids) * len(self.runs)
+
+
+class _Notes(list):
+    """The choices made for the user, kept for the result and passed on to `on_note` as they come."""
+
+    def __init__(self, on_note: Callable[[str], None] | None):
+        super().__init__()
+        self.on_note = on_note
+
+    def __call__(self, text: str) -> None:
+        self.append(text)
+        if self.on_note:
+            self.on_note(text)
+
+
+def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: str | None) -> None:
+    """What can be checked before loading anything: some run, a writable `--out`, known TTA and post names."""
+    if not run_dirs:
+        raise LiverctlError("give at least one --run")
+    check_out_path(out)
+    if tta is not None:
+        parse_tta(tta)
+    if postprocess is not None:
+        check_spec(postprocess)
+
+
+def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | None, sample: SampleSubmission | None):
+    """-> (store, its path, test case id -> slice count); the store defaults to the first run's `data.store`.
+
+    Fails in one line when the store has no test cases, the sample names other slices, or a run's config
+    cannot be served by the store.
+    """
+    from liverctl.data.store import LiverStore
+
+    store_path = Path(store_path or runs[0].cfg["data"].get("store", "store/liver.zarr"))
+    store = LiverStore.open(store_path)
+    test_ids = store.case_ids("test")
+    if not test_ids:
+        raise LiverctlError("store has no test cases; ingest a folder with test/ volumes", path=store_path)
+    n_slices = {c: int(store.meta(c)["shape"][2]) for c in test_ids}
+    if sample is not None:
+        sample.check_cases(n_slices)
+    check_runs_against_store(runs, store, test_ids)
+    return store, store_path, n_slices
+
+
+def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
+                     on_stage: Callable[[str, int], None] | None = None) -> AutoChoice:
+    """Resolve `auto`: score the candidate clean-ups on the first run's validation cases."""
+    runs, store = predictor.runs, predictor.store
+    if len({int(r.cfg["data"]["fold"]) for r in runs}) > 1:
+        note("runs hold out different folds: auto scores on the first run's validation cases, "
+             "which some of the other runs trained on")
+    val_ids = validation_cases(runs[0], store)
+    if on_stage:
+        on_stage("validation (auto post-processing)", predictor.slices(val_ids))
+    selector = AutoSelector()
+    for case_id, probs in predictor.predict(val_ids):
+        selector.add_case(case_id, probs >= predictor.settings.threshold, np.asarray(store.label(case_id)[...]) > 0)
+    choice = selector.choose()
+    note(choice.describe())
+    return choice
+
+
+def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: SubmissionWriter,
+                       masks_dir: Path | None = None, on_stage: Callable[[str, int], None] | None = None
+                       ) -> SubmissionSummary:
+    """Predict, threshold and clean every case the writer expects, then write the CSV (and NIfTI masks)."""
+    case_ids = list(writer.expected or {})
+    if on_stage:
+        on_stage("test cases", predictor.slices(case_ids))
+    for case_id, probs in predictor.predict(case_ids):
+        mask = post(probs >= predictor.settings.threshold)
+        writer.add_case(case_id, mask)
+        if masks_dir is not None:
+            save_mask_nifti(mask, predictor.store.meta(case_id), masks_dir / f"{case_id}.nii.gz")
+    return writer.close()
+
+
+def submission_record(result: SubmitResult, which: str, experiments: Sequence[Path],
+                      sample_path: str | os.PathLike | None) -> dict:
+    """The line `record_submission` appends to each run's submissions.jsonl."""
+    summary = result.summary
+    return {
+        "ts": time.time(),
+        "csv": str(summary.path.resolve()),
+        "sha256": summary.sha256,
+        "rows": summary.rows,
+        "tta": result.tta,
+        "post": result.post,
+        "post_requested": result.post_requested,
+        "auto_scores": result.auto.scores if result.auto else None,
+        "threshold": result.threshold,
+        "which": which,
+        "runs": [str(Path(r).resolve()) for r in result.runs],
+        "checkpoints": [str(checkpoint_path(Path(r), which).resolve()) for r in result.runs],
+        "experiments": [str(e.resolve()) for e in experiments],
+        "store": str(Path(result.store).resolve()),
+        "sample": str(Path(sample_path).resolve()) if sample_path else None,
+    }
+
+
 def make_submission(
     run_dirs: Sequence[str | os.PathLike],
     out: str | os.PathLike = "submission.csv",
@@ -174,116 +331,26 @@ def make_submission(
     config; the store defaults to the first run's `data.store`. Progress: `on_stage(name, slices)`
     announces a stage and its slice count, `on_slices(n)` advances it, `on_note(text)` reports a choice.
     """
-    from liverctl.data.store import LiverStore
-
     started = time.perf_counter()
-    notes: list[str] = []
-
-    def note(text: str) -> None:
-        notes.append(text)
-        if on_note:
-            on_note(text)
-
-    if not run_dirs:
-        raise LiverctlError("give at least one --run")
-    check_out_path(Path(out))
-    if tta is not None:
-        parse_tta(tta)
-    if postprocess is not None:
-        check_spec(postprocess)
+    note = _Notes(on_note)
+    check_request(run_dirs, Path(out), tta, postprocess)
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)
     runs = load_run_models(expanded.run_dirs, which=which, device=device)
-
-    store_path = Path(store_path or runs[0].cfg["data"].get("store", "store/liver.zarr"))
-    store = LiverStore.open(store_path)
-    test_ids = store.case_ids("test")
-    if not test_ids:
-        raise LiverctlError("store has no test cases; ingest a folder with test/ volumes", path=store_path)
-    n_slices = {c: int(store.meta(c)["shape"][2]) for c in test_ids}
-    if sample is not None:
-        sample.check_cases(n_slices)
-    check_runs_against_store(runs, store, test_ids)
-
-    if tta is None:
-        tta, differs = _agreed(runs, "infer", "tta", "none")
-        if differs:
-            note(f"runs differ in infer.tta; using the first run's {tta!r}")
-    parse_tta(tta)
-    if threshold is None:
-        threshold, _ = _agreed(runs, "infer", "threshold", 0.5)
-    threshold = float(threshold)
-    if batch_size is None:
-        batch_size, _ = _agreed(runs, "infer", "batch_size", 16)
-    batch_size = max(1, int(batch_size))
-    requested = postprocess if postprocess is not None else _agreed(runs, "post", "mode", "none")[0]
-    requested = check_spec(str(requested))
-    amp = str(_agreed(runs, "train", "amp", "auto")[0])
-    predict_kwargs = dict(tta=tta, batch_size=batch_size, device=device, amp=amp, on_slices=on_slices)
-
-    auto_choice = None
-    if requested == AUTO:
-        folds = {int(r.cfg["data"]["fold"]) for r in runs}
-        if len(folds) > 1:
-            note("runs hold out different folds: auto scores on the first run's validation cases, "
-                 "which some of the other runs trained on")
-        val_ids = validation_cases(runs[0], store)
-        if on_stage:
-            on_stage("validation (auto post-processing)", sum(int(store.meta(c)["shape"][2]) for c in val_ids) * len(runs))
-        selector = AutoSelector()
-        for case_id, probs in predict_cases(runs, store, val_ids, **predict_kwargs):
-            selector.add_case(case_id, probs >= threshold, np.asarray(store.label(case_id)[...]) > 0)
-        auto_choice = selector.choose()
-        note(auto_choice.describe())
-        spec = auto_choice.spec
-    else:
-        spec = requested
-    post = parse_postprocess(spec)
-
+    store, store_path, n_slices = open_test_store(runs, store_path, sample)
+    settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
+    predictor = CasePredictor(runs, store, settings, device, on_slices)
+    auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None
+    spec = auto.spec if auto else settings.post_requested
     masks_dir = Path(save_masks) if save_masks else None
     writer = SubmissionWriter(Path(out), sample=sample, expected=n_slices)
-    if on_stage:
-        on_stage("test cases", sum(n_slices.values()) * len(runs))
-    for case_id, probs in predict_cases(runs, store, test_ids, **predict_kwargs):
-        mask = post(probs >= threshold)
-        writer.add_case(case_id, mask)
-        if masks_dir is not None:
-            save_mask_nifti(mask, store.meta(case_id), masks_dir / f"{case_id}.nii.gz")
-    summary = writer.close()
-
+    summary = predict_test_cases(predictor, parse_postprocess(spec), writer, masks_dir, on_stage)
     result = SubmitResult(
-        summary=summary,
-        runs=[str(r.run_dir) for r in runs],
-        store=str(store_path),
-        tta=tta,
-        threshold=threshold,
-        post=spec,
-        post_requested=requested,
-        auto=auto_choice,
-        device=device,
-        seconds=time.perf_counter() - started,
-        masks_dir=str(masks_dir) if masks_dir else None,
-        notes=notes,
+        summary=summary, runs=[str(r.run_dir) for r in runs], store=str(store_path), tta=settings.tta,
+        threshold=settings.threshold, post=spec, post_requested=settings.post_requested, auto=auto, device=device,
+        seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None, notes=list(note),
     )
-    record_submission(
-        [*(r.run_dir for r in runs), *expanded.experiments],
-        {
-            "ts": time.time(),
-            "csv": str(summary.path.resolve()),
-            "sha256": summary.sha256,
-            "rows": summary.rows,
-            "tta": tta,
-            "post": spec,
-            "post_requested": requested,
-            "auto_scores": auto_choice.scores if auto_choice else None,
-            "threshold": threshold,
-            "which": which,
-            "runs": [str(r.run_dir.resolve()) for r in runs],
-            "checkpoints": [str(checkpoint_path(r.run_dir, which).resolve()) for r in runs],
-            "experiments": [str(e.resolve()) for e in expanded.experiments],
-            "store": str(store_path.resolve()),
-            "sample": str(Path(sample_path).resolve()) if sample_path else None,
-        },
-    )
+    record_submission([*(r.run_dir for r in runs), *expanded.experiments],
+                      submission_record(result, which, expanded.experiments, sample_path))
     return result

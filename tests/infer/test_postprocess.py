@@ -229,7 +229,7 @@ def test_unwritable_target_is_one_line(noisy_mask, tmp_path):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         result = _cli(noisy_mask, locked / "out.nii.gz")
-        assert result.exit_code == 2 and "cannot write here (Permission denied)" in _error_lines(result)[0]
+        assert result.exit_code == 2 and "cannot write the mask: Permission denied" in _error_lines(result)[0]
 
 
 def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(noisy_mask, tmp_path, monkeypatch):
@@ -242,7 +242,8 @@ def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(noisy_
     result = _cli(noisy_mask, out / "clean.nii.gz")
     assert result.exit_code == 2
     (line,) = _error_lines(result)
-    assert line.startswith("error: no space left on /") and f"while writing {out / 'clean.nii.gz'}" in line
+    # the one full-disk line of liverctl.files: "PATH: no space left on DEVICE while writing WHAT"
+    assert line.startswith(f"error: {out / 'clean.nii.gz'}: no space left on /") and line.endswith("while writing the mask")
     assert list(out.iterdir()) == []
 
 

@@ -247,25 +247,11 @@ def test_a_full_disk_while_writing_the_csv_is_one_line_and_leaves_nothing(tmp_pa
 
     masks = _masks()
     out = tmp_path / "submission.csv"
-    real_open = open
 
-    class FullDisk:
-        def __init__(self, fh):
-            self.fh = fh
+    def no_space(fd):  # a full disk as fsync meets it (tests/test_files.py covers a failing write)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-    monkeypatch.setattr(files, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(files.os, "fsync", no_space)
     with pytest.raises(LiverctlError) as info:
         write_submission(out, masks.items())
     assert str(info.value).startswith(f"{out}: no space left on ")

@@ -408,6 +408,25 @@ def test_submit_uses_the_runs_tta_when_none_is_given(tiny_store, fake_models, tm
         np.testing.assert_array_equal(mask, expected_mask(tiny_store, case, [1], "hflip"))
 
 
+def test_submit_predicts_on_the_cpu_with_the_runs_thread_setting(tiny_store, fake_models, tmp_path, monkeypatch):
+    import liverctl.infer.submit
+
+    seen, real = [], liverctl.infer.submit.predict_cases
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["cpu_threads"], kwargs["channels_last"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(liverctl.infer.submit, "predict_cases", recording)
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, tta="hflip", cpu_threads=1, cpu_channels_last=True)
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "none", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert seen == [(1, True)]
+    for case, mask in submitted_masks(out, tiny_store).items():
+        np.testing.assert_array_equal(mask, expected_mask(tiny_store, case, [1], "hflip"))
+
+
 def test_submit_ensemble_averages_every_run(tiny_store, fake_models, tmp_path):
     runs = [make_fake_run(tmp_path, tiny_store, f"r{seed}", seed=seed) for seed in (1, 2, 3)]
     out = tmp_path / "ens.csv"
