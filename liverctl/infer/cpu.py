@@ -6,9 +6,10 @@ What was measured (notes of the infer-home branch; v5, 512 x 512, hflip TTA, 2 s
   fixed count is right on a machine someone else also uses, so `ThreadTuner` times the candidate counts
   on the first slices, keeps the fastest, and keeps checking (`infer.cpu_threads = 0`; N fixes it).
 - layout: the convolutions ran about 1.5x faster on channels-last (NHWC) weights and inputs
-  (`cpu_model`, `infer.cpu_channels_last`). Off by default: its probabilities differ from the
-  contiguous model's by ~1e-7, so a voxel at the threshold may not be what training's validation (which
-  picked the checkpoint) predicted; tests/train/test_train.py pins that agreement.
+  (`cpu_model`, `infer.cpu_channels_last`, on by default for `submit`). Its probabilities differ from
+  the contiguous model's by ~1e-7, so a voxel exactly at the threshold may differ from what training's
+  validation predicted; `predict_case_probabilities` itself defaults to the contiguous model, which
+  tests/train/test_train.py holds exactly equal to validation.
 - batch: one slice per pass, the flips of TTA as passes of one slice; a batch of two (two slices, or a
   slice and its flip) was 1.3x slower per slice. The preparation (normalise, 2.5D stack) costs about
   1.5 ms a slice, under 0.5% of the model's time.
