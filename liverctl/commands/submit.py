@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, esc, guarded
+from liverctl.commands._common import console, err_console, esc, guarded, progress_bar
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -46,30 +46,15 @@ def submit_command(
     save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) here."),
 ) -> None:
     """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from liverctl.infer.submit import make_submission
 
     with guarded():
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("slices"),
-            TimeElapsedColumn(), console=err_console, transient=True,
-        )
-        task = {"id": None}
-
-        def on_stage(name: str, total: int) -> None:
-            if task["id"] is not None:
-                progress.remove_task(task["id"])
-            task["id"] = progress.add_task(name, total=total)
-
-        def on_slices(n: int) -> None:
-            progress.advance(task["id"], n)
-
-        with progress:
+        with progress_bar("slices", transient=True) as bar:
             result = make_submission(
                 runs, out, store_path=store, which=which, sample_path=sample, tta=tta, postprocess=postprocess,
                 threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks,
-                on_stage=on_stage, on_slices=on_slices, on_note=lambda text: console.print(text, highlight=False, markup=False),
+                on_stage=bar.stage, on_slices=lambda n: bar.update(advance=n),
+                on_note=lambda text: console.print(text, highlight=False, markup=False),
             )
         _print_submission(result)
 
