@@ -100,6 +100,11 @@ def seed_augmentation(compose, seed: int) -> None:
         transform.set_random_seed(int(transform_seed))
 
 
+def handover_dtype(device) -> str:
+    """The dtype of the images workers hand over on the cpu path, for a run training on `device`."""
+    return "float16"
+
+
 def _batch_tensor(shape: tuple[int, ...], dtype):
     """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
     does, so that handing the batch over copies nothing."""
@@ -124,7 +129,10 @@ class SliceDataset:
     sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
     """
 
-    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu"):
+    def __init__(
+        self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu",
+        image_dtype: str = "float16",
+    ):
         if augment_on not in ("cpu", "device"):
             raise ValueError(f"augment_on must be 'cpu' or 'device', not {augment_on!r}")
         index = store.slice_index()
