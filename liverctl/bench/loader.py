@@ -39,7 +39,6 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
     from liverctl.data.dataset import (
         EpochSampler,
         SliceDataset,
-        handover_dtype,
         make_train_loader,
         plan_loader,
     )
@@ -48,7 +47,7 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
         raise Unavailable("not available: no store (liverctl ingest failed)")
     store = ctx.store()
     where = resolve_augment_on(cfg, ctx.device)
-    dataset = SliceDataset(store, rows, cfg, train=True, augment_on=where, image_dtype=handover_dtype(ctx.device))
+    dataset = SliceDataset(store, rows, cfg, train=True, augment_on=where)
     sampler = EpochSampler(dataset.liver, float(cfg["data"]["liver_oversample"]), int(cfg["train"]["seed"]))
     size = int(cfg["data"]["input_size"])
     batch_bytes = batch_size * (in_channels(cfg) + 1) * size * size * 2
@@ -119,14 +118,15 @@ def measure_loader(ctx: Context) -> list[Figure]:
 
 
 @contextlib.contextmanager
-def one_thread(torch):
-    """As in a DataLoader worker (`liverctl.data.dataset._worker_init`): one torch thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread():
+    """As in a DataLoader worker (`liverctl.workers.one_thread_each`): one torch, cv2 and blosc thread."""
+    from liverctl.workers import one_thread_each
+
+    restore = one_thread_each()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        restore()
 
 
 def _cpu_per_sample(works: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
@@ -157,11 +157,10 @@ def _cpu_figures(ctx: Context) -> tuple[Figure, Figure]:
 
 def _worker_batches(ctx: Context, rows: np.ndarray, n: int) -> dict[str, Callable[[], int]]:
     """A worker's batches of the first `n` samples, on the cpu path and on the device path."""
-    from liverctl.data.dataset import SliceDataset, handover_dtype
+    from liverctl.data.dataset import SliceDataset
 
     store, cfg, batch = ctx.store(), ctx.config(), ctx.settings.loader_batch
-    dtype = handover_dtype(ctx.device)
-    paths = {where: SliceDataset(store, rows[:n], cfg, train=True, augment_on=where, image_dtype=dtype)
+    paths = {where: SliceDataset(store, rows[:n], cfg, train=True, augment_on=where)
              for where in ("cpu", "device")}
     items = [(i, i) for i in range(n)]
 
@@ -200,7 +199,7 @@ def _measure_loader_cpu(ctx: Context, samples: Samples) -> list[Figure]:
         works.update(_worker_batches(ctx, samples.store_rows, n))
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         cpu_fig.note = dev_fig.note = why(exc)
-    with one_thread(ctx.torch):
+    with one_thread():
         try:
             per = _cpu_per_sample(works, max(s.repeats, 3))
         except Exception as exc:  # noqa: BLE001
@@ -223,12 +222,11 @@ def _per_sample(fn, items) -> float:
 
 
 def _liverctl_breakdown(ctx: Context, rows: np.ndarray) -> dict[str, float]:
-    from liverctl.data.dataset import SliceDataset, augment_sample, handover_dtype
+    from liverctl.data.dataset import SliceDataset, augment_sample
 
     store, cfg = ctx.store(), ctx.config()
-    dtype = handover_dtype(ctx.device)
-    cpu = SliceDataset(store, rows, cfg, train=True, augment_on="cpu", image_dtype=dtype)
-    dev = SliceDataset(store, rows, cfg, train=True, augment_on="device", image_dtype=dtype)
+    cpu = SliceDataset(store, rows, cfg, train=True, augment_on="cpu")
+    dev = SliceDataset(store, rows, cfg, train=True, augment_on="device")
     index = store.slice_index()
     keys = [(index.case_id(r), int(index.z[r])) for r in rows]
     stacks = [store.read_stack(k[0], k[1], dtype=np.float16) for k in keys]
@@ -237,7 +235,7 @@ def _liverctl_breakdown(ctx: Context, rows: np.ndarray) -> dict[str, float]:
     b = min(ctx.settings.loader_batch, len(rows))
     items = [(i, i) for i in range(b)]
     cpu_batch, dev_batch = cpu.batch(items), dev.batch(items)
-    with one_thread(ctx.torch):
+    with one_thread():
         return {
             "chunk reads + decode (read_stack, float16)": _per_sample(
                 lambda k: store.read_stack(k[0], k[1], dtype=np.float16), keys),
@@ -261,7 +259,7 @@ def _baseline_breakdown(ctx: Context, rows: list) -> dict[str, float]:
     base_ds = baseline_dataset(ctx, rows, True)
     base_items = [base_ds[i] for i in range(min(ctx.settings.loader_batch, len(rows)))]
     images = [baseline.read_cache_window(ctx.cache_dir, r).transpose(1, 2, 0) for r in rows]
-    with one_thread(ctx.torch):
+    with one_thread():
         return {
             "3x np.load + stack + float32": _per_sample(lambda r: baseline.read_cache_window(ctx.cache_dir, r), rows),
             "augmentation + ToTensorV2": _per_sample(

@@ -100,11 +100,6 @@ def seed_augmentation(compose, seed: int) -> None:
         transform.set_random_seed(int(transform_seed))
 
 
-def handover_dtype(device) -> str:
-    """The dtype of the images workers hand over on the cpu path, for a run training on `device`."""
-    return "float16"
-
-
 def _batch_tensor(shape: tuple[int, ...], dtype):
     """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
     does, so that handing the batch over copies nothing."""
@@ -129,10 +124,7 @@ class SliceDataset:
     sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
     """
 
-    def __init__(
-        self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu",
-        image_dtype: str = "float16",
-    ):
+    def __init__(self, store, rows: np.ndarray, cfg: dict, *, train: bool = True, augment_on: str = "cpu"):
         if augment_on not in ("cpu", "device"):
             raise ValueError(f"augment_on must be 'cpu' or 'device', not {augment_on!r}")
         index = store.slice_index()
@@ -153,17 +145,10 @@ class SliceDataset:
         self.train = train
         self.augment_on = augment_on
         self.augment = build_augmentation(cfg, train)
+        self.read_only = not train or cfg["data"]["augment"] == "none"  # albumentations would only resize
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Unresized normalised stack (C, X, Y) float32 and label (X, Y) uint8 of item i."""
-        code, z = int(self.case_codes[i]), int(self.z[i])
-        case = self.case_ids[code]
-        stack = self.store.read_stack(case, z, context=self.context)
-        label = self.store.read_label_slice(case, z)
-        return normalize(stack, self.cfg, self.stats[code]), np.asarray(label, dtype=np.uint8)
 
     def batch(self, items) -> dict:
         """A worker's batch of `items` ((position, seed) pairs or positions); see the class docstring."""
@@ -185,11 +170,7 @@ class SliceDataset:
         for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
             case, z = self.case_ids[code], int(self.z[p])
             if self.augment_on == "cpu":
-                stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
-                label = self.store.read_label_slice(case, z)
-                aug_image, aug_mask = augment_sample(stack, label, self.ranges[code], self.augment, seeds[i])
-                image[i].copy_(aug_image)  # the cast to float16 is part of this copy
-                mask[i, 0].copy_(aug_mask)
+                self._cpu_sample(case, z, self.ranges[code], seeds[i], (image[i], mask[i, 0]))
                 continue
             norm[i] = torch.tensor(self.ranges[code])
             x, y = sizes[i]
@@ -210,6 +191,22 @@ class SliceDataset:
             "normalised": torch.tensor(self.augment_on == "cpu"),
         }
 
+    def _cpu_sample(self, case: str, z: int, norm: tuple[float, float], seed: int, out: tuple) -> None:
+        """One sample of the cpu path into `out` = (image float16 (C, S, S), mask uint8 (S, S)) of the batch.
+
+        Without augmentation a slice already S x S skips albumentations (its Resize would copy it
+        unchanged): the stack is normalised straight into the batch, the label read into it.
+        """
+        stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
+        if self.read_only and stack.shape[1:] == (self.size, self.size):
+            out[0].copy_(normalise_float16(stack, norm))  # the cast to float16 is part of this copy
+            self.store.read_label_slice(case, z, out=out[1].numpy())
+            return
+        label = self.store.read_label_slice(case, z)
+        aug_image, aug_mask = augment_sample(stack, label, norm, self.augment, seed)
+        out[0].copy_(aug_image)  # the cast to float16 is part of this copy
+        out[1].copy_(aug_mask)
+
     def finish(self, batch: dict, device) -> tuple:
         """The training step's side: `liverctl.data.augment_device.finish_batch` with this dataset's path."""
         from liverctl.data.augment_device import finish_batch
@@ -223,26 +220,35 @@ class SliceDataset:
         return image[0], mask[0]
 
 
+def normalise_float16(stack16: np.ndarray, norm: tuple[float, float]):
+    """HU float16 (C, X, Y) -> clip((x - lo) / (hi - lo), 0, 1) as a float32 torch tensor (C, X, Y)
+    (zeros when hi <= lo): the cpu path's normalisation, the same arithmetic as `normalize`."""
+    import torch
+
+    lo, hi = norm
+    x = torch.from_numpy(stack16).float()  # contiguous: several times faster than numpy's float16 cast
+    if not hi > lo:
+        return x.zero_()
+    return x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+
+
 def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
     """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
     resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as
     torch tensors.
 
     Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
-    warp). The float16 -> float32 cast into the HWC layout albumentations wants is one torch copy, the
-    way back to float16 CHW another (numpy's float16 conversions are several times slower).
+    warp): a contiguous float16 -> float32 cast and normalisation (`normalise_float16`), then `cv2.merge`
+    into the HWC layout albumentations wants (a third faster than one strided torch copy); the way back
+    to float16 CHW is one torch copy (numpy's float16 conversions are several times slower).
     """
+    import cv2
     import torch
 
-    lo, hi = norm
-    hwc = torch.empty((*stack16.shape[1:], stack16.shape[0]), dtype=torch.float32)
-    hwc.copy_(torch.from_numpy(stack16).permute(1, 2, 0))
-    if hi > lo:
-        hwc.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
-    else:
-        hwc.zero_()
+    chw = normalise_float16(stack16, norm).numpy()
+    hwc = cv2.merge(list(chw)) if len(chw) > 1 else chw[0][:, :, None]
     seed_augmentation(augment, int(seed))
-    out = augment(image=hwc.numpy(), mask=label)
+    out = augment(image=hwc, mask=label)
     image = np.ascontiguousarray(out["image"]).reshape(*out["image"].shape[:2], -1)
     return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(out["mask"]))
 
@@ -250,30 +256,28 @@ def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, fl
 class ValidationDataset(SliceDataset):
     """Whole held-out cases for validation, one batch never spanning two cases.
 
-    Item: image float32 (C, S, S), resized mask float32 (1, S, S) for the loss, the full-size label
-    uint8 (X, Y) for the Dice counts, the case code and z.
+    Item: image float32 (C, S, S), resized mask uint8 (1, S, S) for the loss (the consumer casts it on
+    the device), the full-size label uint8 (X, Y) for the Dice counts, the case code and z.
+    The image stays float32, normalised (`normalize`) and resized (`resize_stack`) exactly as `predict`
+    does it, so that the Dice that picks the best checkpoint is the Dice `evaluate` gives its masks
+    (a float16 hand-over rounds the model's input and moves that Dice in the 6th digit).
     """
 
     def __init__(self, store, rows: np.ndarray, cfg: dict):
         super().__init__(store, rows, cfg, train=False)
 
     def __getitem__(self, item):
+        import cv2
         import torch
 
         i = int(item[0] if isinstance(item, tuple) else item)
-        stack, label = self.load(i)
-        size = int(self.cfg["data"]["input_size"])
-        image = resize_stack(stack, size)
-        import cv2
-
-        small = cv2.resize((label > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-        return (
-            torch.from_numpy(image),
-            torch.from_numpy(small[None].astype(np.float32)),
-            torch.from_numpy((label > 0).astype(np.uint8)),
-            int(self.case_codes[i]),
-            int(self.z[i]),
-        )
+        code, z = int(self.case_codes[i]), int(self.z[i])
+        case = self.case_ids[code]
+        stack = self.store.read_stack(case, z, context=self.context)
+        label = (self.store.read_label_slice(case, z) > 0).astype(np.uint8)
+        image = resize_stack(normalize(stack, self.cfg, self.stats[code]), self.size)
+        small = cv2.resize(label, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        return torch.from_numpy(image), torch.from_numpy(small[None]), torch.from_numpy(label), code, z
 
     def case_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
         """Batches of positions, grouped by case; under DDP each rank takes every world-th case."""
@@ -375,7 +379,9 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
 
     if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
         torch.multiprocessing.set_sharing_strategy(sharing_strategy)
-    torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
+    from liverctl.workers import one_thread_each
+
+    one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
     # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
     # must keep serving batches until it shuts them down
     signal.signal(signal.SIGINT, signal.SIG_IGN)

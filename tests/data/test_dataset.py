@@ -212,3 +212,35 @@ def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
         val_batches = list(ds.make_val_loader(val, 2, plan))
     assert len(batches) == 2 and data.finish(batches[0], "cpu")[0].shape == (2, 3, 64, 64)
     assert sum(len(b[0]) for b in val_batches) == len(val_rows)
+
+
+def test_read_path_without_augmentation_skips_albumentations_and_matches_it(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    assert data.read_only and tuple(data.shapes[int(data.case_codes[3])]) == (64, 64)  # the shortcut applies
+    items = [(3, 1), (9, 2), (int(np.flatnonzero(data.liver)[0]), 3)]
+    fast = data.batch(items)
+    data.read_only = False  # through albumentations (a Resize to the same size)
+    slow = data.batch(items)
+    assert torch.equal(fast["image"], slow["image"]) and torch.equal(fast["mask"], slow["mask"])
+    assert int(fast["mask"].sum()) > 0
+
+
+def test_validation_items_are_uint8_masks_and_the_images_predict_feeds_the_model(tiny_store):
+    from liverctl.infer.predict import read_case_volume, stack_at
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    _, val_rows = ds.split_rows(store, 0)
+    val = ds.ValidationDataset(store, val_rows, cfg)
+    image, mask, label, code, z = val[2]
+    assert image.dtype == torch.float32 and mask.dtype == torch.uint8 and label.dtype == torch.uint8
+    case = val.case_ids[code]
+    stats = store.meta(case).get("stats", {})
+    as_predict = ds.resize_stack(ds.normalize(stack_at(read_case_volume(store, case), z, 1), cfg, stats), 64)
+    assert np.array_equal(image.numpy(), as_predict)  # bit for bit: validation Dice == evaluate's Dice
+    train_side = ds.SliceDataset(store, val_rows, cfg, augment_on="cpu").batch([(2, 0)])
+    assert torch.equal(mask, train_side["mask"][0])
+    assert torch.equal(label, torch.from_numpy(store.read_label_slice(case, z)))
