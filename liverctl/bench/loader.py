@@ -78,10 +78,11 @@ def _loader_figure(ctx: Context, samples: Samples, count: int, augment: bool) ->
             else f"loading: 2.5D samples/s without augmentation (read path), {count} samples")
     fig = Figure(key, what, "samples/s", "baseline", higher_is_better=True, target=">= 3")
     base_loader = baseline_loader(ctx, samples, augment, s.loader_batch)
-    works = {BASELINE: lambda: _epoch_samples(base_loader)}
+    clocks = EpochClocks()
+    works = {BASELINE: lambda: clocks.run(BASELINE, base_loader, None)}
     try:
         loader, mine = liverctl_loader(ctx, _with_augment(ctx.config(), augment), samples.store_rows, s.loader_batch)
-        works[LIVERCTL] = lambda: _epoch_samples(loader, lambda b: mine.finish(b, ctx.device))
+        works[LIVERCTL] = lambda: clocks.run(LIVERCTL, loader, lambda b: mine.finish(b, ctx.device))
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         fig.note = why(exc)
     # the warm-up round starts liverctl's persistent workers, as the first epoch of a run does
@@ -91,7 +92,57 @@ def _loader_figure(ctx: Context, samples: Samples, count: int, augment: bool) ->
     for side, t in timings.items():
         setattr(fig, side, t.rate(t.result))
         fig.seconds[side] = t.seconds
+    ctx.profiles.setdefault("loader_epoch_cpu_ms_per_sample", {})[key] = clocks.summary()
     return fig.settle()
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc (None where there is none)."""
+    import os
+
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class EpochClocks:
+    """CPU per sample of whole loader epochs, from the processes' own clocks: this process (the
+    iteration, the batches' hand-over and `finish`) and, for a loader with workers, the workers (read,
+    decode, normalise, augment, batch, shared memory) - what a DataLoader really costs, hand-over
+    included, where the one-thread figures time a worker's batch in this process."""
+
+    def __init__(self):
+        self.per_sample: dict[str, list[float]] = {}
+
+    def run(self, side: str, loader, finish) -> int:
+        workers = self._workers(loader)
+        start, start_w = time.process_time(), self._cpu(workers)
+        seen = _epoch_samples(loader, finish)
+        workers = workers or self._workers(loader)  # started by this epoch: count them from the next
+        main = (time.process_time() - start) / seen * 1000
+        self.per_sample.setdefault(f"{side} main", []).append(main)
+        if start_w is not None and workers:
+            worker_ms = (self._cpu(workers) - start_w) / seen * 1000
+            self.per_sample.setdefault(f"{side} workers", []).append(worker_ms)
+            self.per_sample.setdefault(f"{side} total", []).append(main + worker_ms)
+        return seen
+
+    @staticmethod
+    def _workers(loader) -> list[int]:
+        iterator = getattr(loader, "_iterator", None)  # persistent workers live on it
+        return [w.pid for w in getattr(iterator, "_workers", [])]
+
+    @staticmethod
+    def _cpu(pids: list[int]) -> float | None:
+        if not pids:
+            return 0.0
+        values = [_proc_cpu_seconds(pid) for pid in pids]
+        return None if None in values else sum(values)
+
+    def summary(self) -> dict[str, float]:
+        return {k: round(float(np.median(v[1:] or v)), 3) for k, v in self.per_sample.items()}
 
 
 def baseline_loader(ctx: Context, samples: Samples, augment: bool, batch_size: int):

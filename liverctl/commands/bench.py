@@ -65,7 +65,10 @@ def _print_report(report) -> None:
                   f"load average at the end {report.machine.get('load_average')}", highlight=False)
     for note in table_notes(report):
         console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
-    for side, parts in report.profiles.get("loader_cpu_ms_per_sample", {}).items():
-        if isinstance(parts, dict):
-            text = ", ".join(f"{name} {ms:.2f}" for name, ms in parts.items())
-            console.print(f"  loader CPU ms per sample, {side}: {text}", highlight=False, soft_wrap=True)
+    profiles = {"loader_cpu_ms_per_sample": "loader CPU ms per sample, one thread",
+                "loader_epoch_cpu_ms_per_sample": "loader CPU ms per sample over whole epochs"}
+    for key, title in profiles.items():
+        for part, values in report.profiles.get(key, {}).items():
+            if isinstance(values, dict):
+                text = ", ".join(f"{name} {ms:.2f}" for name, ms in values.items())
+                console.print(f"  {title}, {part}: {text}", highlight=False, soft_wrap=True)

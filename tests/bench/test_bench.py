@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -83,6 +84,12 @@ def test_quick_bench_json_holds_every_figure(tmp_path):
         assert figures["train_pipeline_vs_model"]["target_met"] is None
     breakdown = report["profiles"]["loader_cpu_ms_per_sample"]  # where the loaders' time goes
     assert set(breakdown) == {"liverctl", "baseline"}, breakdown
+    epochs = report["profiles"]["loader_epoch_cpu_ms_per_sample"]  # CPU of whole epochs, workers included
+    assert set(epochs) == {"loader_augmented", "loader_read_only"}, epochs
+    for parts in epochs.values():
+        assert parts["baseline main"] > 0 and parts["liverctl main"] > 0, parts
+        if sys.platform.startswith("linux"):  # the workers' clocks come from /proc
+            assert parts["liverctl workers"] > 0 and parts["liverctl total"] > parts["liverctl main"], parts
     # The synthetic figures need only liverctl's own modules: all of them must be there.
     for key in EXPECTED_FIGURES - {"real_store_bytes", "real_window_reads"}:
         assert figures[key]["liverctl"] is not None, (key, figures[key]["note"])
