@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liverctl.data.handover import NO_SLOT, SlotPool, shared_tensor
 from liverctl.errors import LiverctlError
 
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
@@ -100,18 +101,6 @@ def seed_augmentation(compose, seed: int) -> None:
         transform.set_random_seed(int(transform_seed))
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype):
-    """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
-    does, so that handing the batch over copies nothing."""
-    import torch
-    from torch.utils.data import get_worker_info
-
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return torch.empty(0, dtype=dtype).new(storage).view(shape)
-
-
 class SliceDataset:
     """Training samples from rows of the store's slice index, read a batch at a time.
 
@@ -146,6 +135,7 @@ class SliceDataset:
         self.augment_on = augment_on
         self.augment = build_augmentation(cfg, train)
         self.read_only = not train or cfg["data"]["augment"] == "none"  # albumentations would only resize
+        self.slots = None  # `liverctl.data.handover.SlotPool`, set by `make_train_loader`
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -163,8 +153,11 @@ class SliceDataset:
         else:
             sizes = [(self.size, self.size)] * n
         height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        image = _batch_tensor((n, channels, height, width), torch.float16)
-        mask = _batch_tensor((n, 1, height, width), torch.uint8)
+        image_shape, mask_shape = (n, channels, height, width), (n, 1, height, width)
+        if self.slots is not None:  # a training loader's worker: reuse a released shared-memory slot
+            image, mask, slot = self.slots.buffers(image_shape, mask_shape)
+        else:
+            image, mask, slot = shared_tensor(image_shape, torch.float16), shared_tensor(mask_shape, torch.uint8), NO_SLOT
         norm = torch.zeros((n, 2), dtype=torch.float32)
         norm[:, 1] = 1.0
         for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
@@ -189,6 +182,7 @@ class SliceDataset:
             "size": torch.tensor(sizes, dtype=torch.int32).view(n, 2),
             "seed": torch.tensor(seeds, dtype=torch.int64),
             "normalised": torch.tensor(self.augment_on == "cpu"),
+            "slot": torch.tensor(slot, dtype=torch.int32),
         }
 
     def _cpu_sample(self, case: str, z: int, norm: tuple[float, float], seed: int, out: tuple) -> None:
@@ -211,7 +205,10 @@ class SliceDataset:
         """The training step's side: `liverctl.data.augment_device.finish_batch` with this dataset's path."""
         from liverctl.data.augment_device import finish_batch
 
-        return finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+        out = finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+        if self.slots is not None and "slot" in batch:  # finish_batch has made its own copies
+            self.slots.release(batch["slot"].tolist())
+        return out
 
     def __getitem__(self, item):
         if isinstance(item, list):
@@ -436,13 +433,16 @@ def reuse_freed_memory() -> None:
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
     """Batches of `dataset.batch` (dicts, see `liverctl.data.augment_device`); `dataset.finish(batch, device)`
-    turns one into (image, mask) on the device."""
+    turns one into (image, mask) on the device. With workers, a batch's image and mask live in a reused
+    shared-memory slot (`liverctl.data.handover`): valid until `finish` has been called on it."""
     import torch
     from torch.utils.data import BatchSampler, DataLoader
 
     if plan.sharing_strategy:
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
     reuse_freed_memory()  # the process that iterates the loader casts every batch (`finish`)
+    if plan.num_workers > 0:  # made here, before the workers start, so that they share it
+        dataset.slots = SlotPool(plan.num_workers)
     # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation
     return DataLoader(
         dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)

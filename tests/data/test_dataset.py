@@ -244,3 +244,33 @@ def test_validation_items_are_uint8_masks_and_the_images_predict_feeds_the_model
     train_side = ds.SliceDataset(store, val_rows, cfg, augment_on="cpu").batch([(2, 0)])
     assert torch.equal(mask, train_side["mask"][0])
     assert torch.equal(label, torch.from_numpy(store.read_label_slice(case, z)))
+
+
+def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
+    """Workers write into reused shared-memory slots: a batch kept unfinished is never overwritten."""
+    from collections import Counter
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
+    loader = ds.make_train_loader(data, sampler, 2, ds.LoaderPlan(1, None, False))
+    held, slots = [], Counter()
+    for i, batch in enumerate(loader):
+        slots[tuple(batch["slot"].tolist())] += 1
+        if i < 3:
+            held.append((batch, batch["image"].clone(), batch["mask"].clone()))  # kept, never finished
+        else:
+            data.finish(batch, "cpu")
+    for batch, image, mask in held:
+        assert torch.equal(batch["image"], image) and torch.equal(batch["mask"], mask)
+    assert sum(slots.values()) == 12
+    assert max(n for slot, n in slots.items() if slot[1] >= 0) >= 2, slots  # a released slot came back
+    assert data.slots.free[0, :3].tolist() == [0, 0, 0]  # the held batches' slots are still taken
+    stranger = dict(held[0][0], slot=torch.tensor([data.slots.token + 1, 0, 0], dtype=torch.int32))
+    data.finish(stranger, "cpu")  # another loader's batch frees nothing here
+    assert data.slots.free[0, :3].tolist() == [0, 0, 0]
+    for batch, _, _ in held:
+        data.finish(batch, "cpu")
+    assert data.slots.free[0, :3].tolist() == [1, 1, 1]
