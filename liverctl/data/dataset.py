@@ -207,7 +207,7 @@ class SliceDataset:
 
         out = finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
         if self.slots is not None and "slot" in batch:  # finish_batch has made its own copies
-            self.slots.release(batch["slot"].tolist())
+            self.slots.release(batch["slot"].tolist(), (batch["image"], batch["mask"]))
         return out
 
     def __getitem__(self, item):

@@ -43,13 +43,14 @@ class SlotPool:
         self.free = torch.ones((max(1, workers), slots), dtype=torch.uint8).share_memory_()
         self.token = int.from_bytes(os.urandom(3), "little")  # tells this pool's slots from another's
         self._buffers: dict[int, tuple] = {}  # in a worker: slot -> (image, mask) of the last shape
+        self._mapped: dict[tuple[int, int], tuple] = {}  # in the main process: slot -> its last batch's tensors
 
     def __getstate__(self) -> dict:
         return {"free": self.free, "token": self.token}  # a worker starts with no buffers of its own
 
     def __setstate__(self, state: dict) -> None:
         self.free, self.token = state["free"], state["token"]
-        self._buffers = {}
+        self._buffers, self._mapped = {}, {}
 
     def buffers(self, image_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> tuple:
         """(image float16, mask uint8, slot id (pool token, worker, slot); worker -1: a fresh segment)."""
@@ -69,8 +70,13 @@ class SlotPool:
             self._buffers[slot] = (image, mask)
         return image, mask, (self.token, worker, slot)
 
-    def release(self, slot) -> None:
-        """Free a batch's slot (in the main process, once the batch's data has been copied)."""
+    def release(self, slot, tensors: tuple = ()) -> None:
+        """Free a batch's slot (in the main process, once the batch's data has been copied).
+
+        `tensors` (the batch's image and mask) stay referenced until the slot's next batch arrives:
+        torch then finds the segment still mapped in this process (its shared-storage cache) and
+        reuses the mapping instead of mapping and faulting in the 29 MB again."""
         token, worker, index = (int(v) for v in slot)
         if token == self.token and worker >= 0:  # not a fresh segment, nor another loader's slot
+            self._mapped[(worker, index)] = tensors
             self.free[worker, index] = 1

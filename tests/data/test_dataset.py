@@ -256,9 +256,12 @@ def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
     data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
     loader = ds.make_train_loader(data, sampler, 2, ds.LoaderPlan(1, None, False))
-    held, slots = [], Counter()
+    held, slots, pointers = [], Counter(), {}
     for i, batch in enumerate(loader):
-        slots[tuple(batch["slot"].tolist())] += 1
+        slot = tuple(batch["slot"].tolist())
+        slots[slot] += 1
+        if slot[1] >= 0:  # a slot's batches arrive in the same mapping: it stays mapped in this process
+            assert pointers.setdefault(slot, batch["image"].data_ptr()) == batch["image"].data_ptr(), slot
         if i < 3:
             held.append((batch, batch["image"].clone(), batch["mask"].clone()))  # kept, never finished
         else:
