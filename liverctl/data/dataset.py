@@ -207,7 +207,9 @@ class SliceDataset:
 
         out = finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
         if self.slots is not None and "slot" in batch:  # finish_batch has made its own copies
-            self.slots.release(batch["slot"].tolist(), (batch["image"], batch["mask"]))
+            # keep the segment mapped for the slot's next batch (not a pinned copy: pin_memory made one)
+            mapped = (batch["image"], batch["mask"]) if batch["image"].is_shared() else ()
+            self.slots.release(batch["slot"].tolist(), mapped)
         return out
 
     def __getitem__(self, item):
