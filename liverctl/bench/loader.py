@@ -159,8 +159,10 @@ def measure_loader(ctx: Context) -> list[Figure]:
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         return [Figure(k, k, "samples/s", "baseline", True, note=why(exc))
                 for k in ("loader_augmented", "loader_read_only")]
-    figs = [_loader_figure(ctx, samples, count, augment) for augment in (True, False)]
-    figs += _measure_loader_cpu(ctx, samples)
+    # first, while this process has glibc's default malloc as workers and the notebook do: building
+    # liverctl's loader sets `reuse_freed_memory` for the whole process (the step's side of a batch)
+    cpu_figs = _measure_loader_cpu(ctx, samples)
+    figs = [_loader_figure(ctx, samples, count, augment) for augment in (True, False)] + cpu_figs
     try:
         ctx.profiles["loader_cpu_ms_per_sample"] = loader_breakdown(ctx, samples)
     except Exception as exc:  # noqa: BLE001 - a diagnostic, never worth the run
