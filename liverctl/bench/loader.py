@@ -275,7 +275,8 @@ def _per_sample(fn, items) -> float:
 
 
 def _liverctl_breakdown(ctx: Context, rows: np.ndarray) -> dict[str, float]:
-    from liverctl.data.dataset import SliceDataset, augment_sample
+    from liverctl.data.augment_cpu import augment_sample
+    from liverctl.data.dataset import SliceDataset
 
     store, cfg = ctx.store(), ctx.config()
     cpu = SliceDataset(store, rows, cfg, train=True, augment_on="cpu")

@@ -13,7 +13,7 @@ Workers hand over what the store holds, small (`liverctl.data.dataset.SliceDatas
 
 `finish_batch` turns it into image float32 (B, C, S, S) in [0, 1] and mask float32 (B, 1, S, S) on the
 device, S = data.input_size. On the device path it also augments, as albumentations does on the cpu path
-(`liverctl.data.dataset.build_augmentation`), with the same transforms, order and parameters:
+(`liverctl.data.augment_cpu.build_augmentation`), with the same transforms, order and parameters:
 
     resize to S -> horizontal flip (p 0.5) -> vertical flip (p 0.5) -> rotate +-rotate_limit (p 0.5)
     [distort: -> grid distortion (p 0.3, 5 steps, +-0.3) -> elastic (p 0.3, alpha 1, sigma 50)]

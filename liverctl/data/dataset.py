@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liverctl.data.handover import NO_SLOT, SlotPool, shared_tensor
+from liverctl.data.augment_cpu import augment_sample, build_augmentation, normalise_float16
+from liverctl.data.handover import NO_SLOT, SlotPool, reuse_freed_memory, shared_tensor
 from liverctl.errors import LiverctlError
 
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
@@ -63,42 +64,6 @@ def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
     if out.ndim == 2:
         out = out[:, :, None]
     return np.ascontiguousarray(out.transpose(2, 0, 1))
-
-
-def build_augmentation(cfg: dict, train: bool):
-    """The albumentations pipeline of `data.augment` (images HWC float32, masks HW uint8)."""
-    import albumentations as A
-    import cv2
-
-    data = cfg["data"]
-    size = int(data["input_size"])
-    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
-    if train and data["augment"] in ("flip_rotate", "distort"):
-        steps += [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.Rotate(limit=data["rotate_limit"], border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
-        ]
-    if train and data["augment"] == "distort":
-        steps += [
-            A.GridDistortion(p=0.3, border_mode=cv2.BORDER_CONSTANT),
-            A.ElasticTransform(p=0.3, border_mode=cv2.BORDER_CONSTANT),
-        ]
-    return A.Compose(steps)
-
-
-def seed_augmentation(compose, seed: int) -> None:
-    """Seed an albumentations pipeline so that each of its transforms draws independently.
-
-    albumentations 2 seeds every transform of a Compose with the same seed, so their first draws
-    coincide: flip, flip and rotate (all p=0.5) then fire all together or not at all, and training never
-    sees a horizontal flip alone (which made hflip TTA lose 0.15 volume Dice on the demo). Each
-    transform gets its own seed derived from `seed`; the result stays a pure function of `seed`.
-    """
-    compose.set_random_seed(seed)
-    own = np.random.SeedSequence(seed).generate_state(len(compose.transforms))
-    for transform, transform_seed in zip(compose.transforms, own, strict=True):
-        transform.set_random_seed(int(transform_seed))
 
 
 class SliceDataset:
@@ -217,39 +182,6 @@ class SliceDataset:
             return self.batch(item)
         image, mask = self.finish(self.batch([item]), "cpu")
         return image[0], mask[0]
-
-
-def normalise_float16(stack16: np.ndarray, norm: tuple[float, float]):
-    """HU float16 (C, X, Y) -> clip((x - lo) / (hi - lo), 0, 1) as a float32 torch tensor (C, X, Y)
-    (zeros when hi <= lo): the cpu path's normalisation, the same arithmetic as `normalize`."""
-    import torch
-
-    lo, hi = norm
-    x = torch.from_numpy(stack16).float()  # contiguous: several times faster than numpy's float16 cast
-    if not hi > lo:
-        return x.zero_()
-    return x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
-
-
-def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
-    """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
-    resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as
-    torch tensors.
-
-    Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
-    warp): a contiguous float16 -> float32 cast and normalisation (`normalise_float16`), then `cv2.merge`
-    into the HWC layout albumentations wants (a third faster than one strided torch copy); the way back
-    to float16 CHW is one torch copy (numpy's float16 conversions are several times slower).
-    """
-    import cv2
-    import torch
-
-    chw = normalise_float16(stack16, norm).numpy()
-    hwc = cv2.merge(list(chw)) if len(chw) > 1 else chw[0][:, :, None]
-    seed_augmentation(augment, int(seed))
-    out = augment(image=hwc, mask=label)
-    image = np.ascontiguousarray(out["image"]).reshape(*out["image"].shape[:2], -1)
-    return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(out["mask"]))
 
 
 class ValidationDataset(SliceDataset):
@@ -404,33 +336,6 @@ def _worker_kwargs(plan: LoaderPlan) -> dict:
         "worker_init_fn": functools.partial(_worker_init, sharing_strategy=plan.sharing_strategy),
         "multiprocessing_context": mp_context(WORKER_PRELOAD) if workers else None,
     }
-
-
-BATCH_HEAP_BYTES = 256 * 1024**2  # batches up to this size reuse freed heap memory (`reuse_freed_memory`)
-
-
-def reuse_freed_memory() -> None:
-    """Let glibc's malloc keep freed memory up to BATCH_HEAP_BYTES a block for the next allocation.
-
-    By default glibc maps every block over 32 MB fresh from the kernel and unmaps it when freed, so each
-    float32 batch the training step casts (16 x 3 x 512 x 512: 50 MB) faults in and zeroes new pages:
-    ~20 ms a batch, more CPU in the main process than the cast itself (~2 ms with the memory reused).
-    The process keeps its peak heap instead of handing it back. No-op where malloc is not glibc's.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, BATCH_HEAP_BYTES)
-    mallopt(m_trim_threshold, 2 * BATCH_HEAP_BYTES)
 
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):

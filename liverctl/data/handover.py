@@ -80,3 +80,30 @@ class SlotPool:
         if token == self.token and worker >= 0:  # not a fresh segment, nor another loader's slot
             self._mapped[(worker, index)] = tensors
             self.free[worker, index] = 1
+
+
+BATCH_HEAP_BYTES = 256 * 1024**2  # batches up to this size reuse freed heap memory (`reuse_freed_memory`)
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory up to BATCH_HEAP_BYTES a block for the next allocation.
+
+    By default glibc maps every block over 32 MB fresh from the kernel and unmaps it when freed, so each
+    float32 batch the training step casts (16 x 3 x 512 x 512: 50 MB) faults in and zeroes new pages:
+    ~20 ms a batch, more CPU in the main process than the cast itself (~2 ms with the memory reused).
+    The process keeps its peak heap instead of handing it back. No-op where malloc is not glibc's.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, BATCH_HEAP_BYTES)
+    mallopt(m_trim_threshold, 2 * BATCH_HEAP_BYTES)

@@ -163,7 +163,7 @@ def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(ti
 def test_seeded_augmentation_draws_each_transform_independently():
     """Regression: albumentations seeds all transforms alike, so flips only ever came with each other."""
     from liverctl.config import resolve_config
-    from liverctl.data.dataset import build_augmentation, seed_augmentation
+    from liverctl.data.augment_cpu import build_augmentation, seed_augmentation
 
     cfg = resolve_config("demo", ["data.input_size=32", "data.augment='flip_rotate'"])
     aug = build_augmentation(cfg, train=True)
