@@ -88,8 +88,10 @@ def test_quick_bench_json_holds_every_figure(tmp_path):
     assert set(epochs) == {"loader_augmented", "loader_read_only"}, epochs
     for parts in epochs.values():
         assert parts["baseline main"] > 0 and parts["liverctl main"] > 0, parts
-        if sys.platform.startswith("linux"):  # the workers' clocks come from /proc
-            assert parts["liverctl workers"] > 0 and parts["liverctl total"] > parts["liverctl main"], parts
+        if sys.platform.startswith("linux"):  # the workers' clocks come from /proc, in 10 ms ticks:
+            # a quick run's epochs may cost the workers less than one tick, so only the sum is checked
+            assert parts["liverctl workers"] >= 0, parts
+            assert parts["liverctl total"] >= parts["liverctl main"], parts
     # The synthetic figures need only liverctl's own modules: all of them must be there.
     for key in EXPECTED_FIGURES - {"real_store_bytes", "real_window_reads"}:
         assert figures[key]["liverctl"] is not None, (key, figures[key]["note"])
