@@ -13,6 +13,7 @@ Where forkserver does not exist (Windows), the platform's default (spawn) stays.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from multiprocessing.context import BaseContext
 
 
@@ -35,3 +36,26 @@ def mp_context(preload: tuple[str, ...] = ()) -> BaseContext:
     if preload and start_method() == "forkserver":
         context.set_forkserver_preload(["__main__", *preload])
     return context
+
+
+def one_thread_each() -> Callable[[], None]:
+    """Run this process's numeric libraries on one thread each: torch, OpenCV (albumentations' warps) and
+    blosc (the store's chunk decoder). A DataLoader or pool worker calls it at start: on few cores the
+    libraries' own thread pools only fight the other workers and the main process (and spin while
+    waiting on a loaded machine). Returns a function that puts the previous thread counts back (for a
+    measurement in the main process, `liverctl bench`)."""
+    import cv2
+    import torch
+    from numcodecs import blosc
+
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    blosc_before = blosc.set_nthreads(1)  # returns the previous count
+
+    def restore() -> None:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+        blosc.set_nthreads(blosc_before)
+
+    return restore

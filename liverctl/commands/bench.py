@@ -14,11 +14,14 @@ def register(app: typer.Typer) -> None:
 
 
 def bench_command(
+    *,
     cases: int = typer.Option(None, "--cases", help="Synthetic training cases (default 4; --quick 2)."),
     size: int = typer.Option(None, "--size", help="Slice size in pixels, also the model input (default 512)."),
     slices: int = typer.Option(None, "--slices", help="Slices per case (default 64; --quick 16)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (2 cases of 64x64x16) that checks the "
                                "benchmark works, in well under a minute; its figures mean little."),
+    only: str = typer.Option(None, "--only", help="Measure only these parts, comma-separated: ingest, loader, "
+                             "training, submit, real (default: all)."),
     json_path: Path = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
     workdir: Path = typer.Option(Path("bench-work"), "--workdir",
                                  help="Where the synthetic data, store and .npy cache are written (reused)."),
@@ -28,39 +31,44 @@ def bench_command(
 ) -> None:
     """Measure ingest, loading, training and submit-side costs against the notebook pipeline."""
     with guarded():
-        from rich.table import Table
+        from liverctl.bench.context import BenchSettings, parse_only
+        from liverctl.bench.report import write_json
+        from liverctl.bench.run import run_bench
 
-        from liverctl.bench.run import (
-            TABLE_HEADER,
-            BenchSettings,
-            run_bench,
-            table_notes,
-            table_rows,
-            write_json,
-        )
-
-        overrides = dict(cases=cases, size=size, slices=slices, workdir=workdir, real=real, real_dir=real_dir)
+        overrides = dict(cases=cases, size=size, slices=slices, workdir=workdir, real=real, real_dir=real_dir,
+                         only=parse_only(only))
         settings = (BenchSettings.quick_settings(**overrides) if quick else
                     BenchSettings(**{k: v for k, v in overrides.items() if v is not None}))
         with console.status("benchmarking") as status:
             report = run_bench(settings, on_stage=lambda stage: status.update(f"benchmarking: {stage}"))
-        table = Table(title=f"liverctl bench: {settings.cases} cases of {settings.size}x{settings.size}x"
-                      f"{settings.slices}, {report.machine['cpus']} CPUs, {report.machine['device']}, "
-                      f"median of {settings.repeats}")
-        for name in TABLE_HEADER:
-            table.add_column(name, overflow="fold")
-        for row in table_rows(report):
-            table.add_row(*row)
-        console.print(table)
-        console.print(f"ratio = liverctl / reference, medians of {settings.repeats} repeats; "
-                      f"{report.seconds:.0f} s in all", highlight=False)
-        for note in table_notes(report):
-            console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
-        breakdown = report.profiles.get("loader_cpu_ms_per_sample", {})
-        for side, parts in breakdown.items():
-            if isinstance(parts, dict):
-                text = ", ".join(f"{name} {ms:.2f}" for name, ms in parts.items())
-                console.print(f"  loader CPU ms per sample, {side}: {text}", highlight=False, soft_wrap=True)
+        _print_report(report)
         if json_path is not None:
             write_json(report, json_path)
             console.print(f"figures written to {json_path}", markup=False)
+
+
+def _print_report(report) -> None:
+    """The table, its notes and the loader's CPU breakdown."""
+    from rich.table import Table
+
+    from liverctl.bench.report import TABLE_HEADER, table_notes, table_rows
+
+    s = report.settings
+    table = Table(title=f"liverctl bench: {s.cases} cases of {s.size}x{s.size}x{s.slices}, "
+                  f"{report.machine['cpus']} CPUs, {report.machine['device']}, median of {s.repeats}")
+    for name in TABLE_HEADER:
+        table.add_column(name, overflow="fold")
+    for row in table_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"ratio = liverctl / reference, medians of {s.repeats} repeats; {report.seconds:.0f} s in all; "
+                  f"load average at the end {report.machine.get('load_average')}", highlight=False)
+    for note in table_notes(report):
+        console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
+    profiles = {"loader_cpu_ms_per_sample": "loader CPU ms per sample, one thread",
+                "loader_epoch_cpu_ms_per_sample": "loader CPU ms per sample over whole epochs"}
+    for key, title in profiles.items():
+        for part, values in report.profiles.get(key, {}).items():
+            if isinstance(values, dict):
+                text = ", ".join(f"{name} {ms:.2f}" for name, ms in values.items())
+                console.print(f"  {title}, {part}: {text}", highlight=False, soft_wrap=True)

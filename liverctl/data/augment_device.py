@@ -8,10 +8,12 @@ Workers hand over what the store holds, small (`liverctl.data.dataset.SliceDatas
     size   int32   (B, 2)        each sample's own (X, Y); a batch of mixed sizes is zero-padded to (H, W)
     seed   int64   (B,)          the sample's augmentation seed
     normalised  bool ()          True on the cpu path: image is in [0, 1] already (norm is then (0, 1))
+    slot   int32   (3,)          the worker's shared-memory slot (`liverctl.data.handover`), released by
+                                 `SliceDataset.finish`: image and mask are valid until then
 
 `finish_batch` turns it into image float32 (B, C, S, S) in [0, 1] and mask float32 (B, 1, S, S) on the
 device, S = data.input_size. On the device path it also augments, as albumentations does on the cpu path
-(`liverctl.data.dataset.build_augmentation`), with the same transforms, order and parameters:
+(`liverctl.data.augment_cpu.build_augmentation`), with the same transforms, order and parameters:
 
     resize to S -> horizontal flip (p 0.5) -> vertical flip (p 0.5) -> rotate +-rotate_limit (p 0.5)
     [distort: -> grid distortion (p 0.3, 5 steps, +-0.3) -> elastic (p 0.3, alpha 1, sigma 50)]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from liverctl.config import in_channels
+from liverctl.data.augment_cpu import augment_sample, build_augmentation, normalise_float16
+from liverctl.data.handover import NO_SLOT, SlotPool, reuse_freed_memory, shared_tensor
 from liverctl.errors import LiverctlError
 
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
@@ -65,54 +67,6 @@ def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def build_augmentation(cfg: dict, train: bool):
-    """The albumentations pipeline of `data.augment` (images HWC float32, masks HW uint8)."""
-    import albumentations as A
-    import cv2
-
-    data = cfg["data"]
-    size = int(data["input_size"])
-    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
-    if train and data["augment"] in ("flip_rotate", "distort"):
-        steps += [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.Rotate(limit=data["rotate_limit"], border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.5),
-        ]
-    if train and data["augment"] == "distort":
-        steps += [
-            A.GridDistortion(p=0.3, border_mode=cv2.BORDER_CONSTANT),
-            A.ElasticTransform(p=0.3, border_mode=cv2.BORDER_CONSTANT),
-        ]
-    return A.Compose(steps)
-
-
-def seed_augmentation(compose, seed: int) -> None:
-    """Seed an albumentations pipeline so that each of its transforms draws independently.
-
-    albumentations 2 seeds every transform of a Compose with the same seed, so their first draws
-    coincide: flip, flip and rotate (all p=0.5) then fire all together or not at all, and training never
-    sees a horizontal flip alone (which made hflip TTA lose 0.15 volume Dice on the demo). Each
-    transform gets its own seed derived from `seed`; the result stays a pure function of `seed`.
-    """
-    compose.set_random_seed(seed)
-    own = np.random.SeedSequence(seed).generate_state(len(compose.transforms))
-    for transform, transform_seed in zip(compose.transforms, own, strict=True):
-        transform.set_random_seed(int(transform_seed))
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype):
-    """An empty CPU tensor; in a DataLoader worker, allocated in shared memory as `default_collate`
-    does, so that handing the batch over copies nothing."""
-    import torch
-    from torch.utils.data import get_worker_info
-
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape), device="cpu")
-    return torch.empty(0, dtype=dtype).new(storage).view(shape)
-
-
 class SliceDataset:
     """Training samples from rows of the store's slice index, read a batch at a time.
 
@@ -146,17 +100,11 @@ class SliceDataset:
         self.train = train
         self.augment_on = augment_on
         self.augment = build_augmentation(cfg, train)
+        self.read_only = not train or cfg["data"]["augment"] == "none"  # albumentations would only resize
+        self.slots = None  # `liverctl.data.handover.SlotPool`, set by `make_train_loader`
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Unresized normalised stack (C, X, Y) float32 and label (X, Y) uint8 of item i."""
-        code, z = int(self.case_codes[i]), int(self.z[i])
-        case = self.case_ids[code]
-        stack = self.store.read_stack(case, z, context=self.context)
-        label = self.store.read_label_slice(case, z)
-        return normalize(stack, self.cfg, self.stats[code]), np.asarray(label, dtype=np.uint8)
 
     def batch(self, items) -> dict:
         """A worker's batch of `items` ((position, seed) pairs or positions); see the class docstring."""
@@ -171,18 +119,17 @@ class SliceDataset:
         else:
             sizes = [(self.size, self.size)] * n
         height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        image = _batch_tensor((n, channels, height, width), torch.float16)
-        mask = _batch_tensor((n, 1, height, width), torch.uint8)
+        image_shape, mask_shape = (n, channels, height, width), (n, 1, height, width)
+        if self.slots is not None:  # a training loader's worker: reuse a released shared-memory slot
+            image, mask, slot = self.slots.buffers(image_shape, mask_shape)
+        else:
+            image, mask, slot = shared_tensor(image_shape, torch.float16), shared_tensor(mask_shape, torch.uint8), NO_SLOT
         norm = torch.zeros((n, 2), dtype=torch.float32)
         norm[:, 1] = 1.0
         for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
             case, z = self.case_ids[code], int(self.z[p])
             if self.augment_on == "cpu":
-                stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
-                label = self.store.read_label_slice(case, z)
-                aug_image, aug_mask = augment_sample(stack, label, self.ranges[code], self.augment, seeds[i])
-                image[i].copy_(aug_image)  # the cast to float16 is part of this copy
-                mask[i, 0].copy_(aug_mask)
+                self._cpu_sample(case, z, self.ranges[code], seeds[i], (image[i], mask[i, 0]))
                 continue
             norm[i] = torch.tensor(self.ranges[code])
             x, y = sizes[i]
@@ -201,13 +148,35 @@ class SliceDataset:
             "size": torch.tensor(sizes, dtype=torch.int32).view(n, 2),
             "seed": torch.tensor(seeds, dtype=torch.int64),
             "normalised": torch.tensor(self.augment_on == "cpu"),
+            "slot": torch.tensor(slot, dtype=torch.int32),
         }
+
+    def _cpu_sample(self, case: str, z: int, norm: tuple[float, float], seed: int, out: tuple) -> None:
+        """One sample of the cpu path into `out` = (image float16 (C, S, S), mask uint8 (S, S)) of the batch.
+
+        Without augmentation a slice already S x S skips albumentations (its Resize would copy it
+        unchanged): the stack is normalised straight into the batch, the label read into it.
+        """
+        stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
+        if self.read_only and stack.shape[1:] == (self.size, self.size):
+            out[0].copy_(normalise_float16(stack, norm))  # the cast to float16 is part of this copy
+            self.store.read_label_slice(case, z, out=out[1].numpy())
+            return
+        label = self.store.read_label_slice(case, z)
+        aug_image, aug_mask = augment_sample(stack, label, norm, self.augment, seed)
+        out[0].copy_(aug_image)  # the cast to float16 is part of this copy
+        out[1].copy_(aug_mask)
 
     def finish(self, batch: dict, device) -> tuple:
         """The training step's side: `liverctl.data.augment_device.finish_batch` with this dataset's path."""
         from liverctl.data.augment_device import finish_batch
 
-        return finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+        out = finish_batch(batch, self.cfg, device, augment=self.train and self.augment_on == "device")
+        if self.slots is not None and "slot" in batch:  # finish_batch has made its own copies
+            # keep the segment mapped for the slot's next batch (not a pinned copy: pin_memory made one)
+            mapped = (batch["image"], batch["mask"]) if batch["image"].is_shared() else ()
+            self.slots.release(batch["slot"].tolist(), mapped)
+        return out
 
     def __getitem__(self, item):
         if isinstance(item, list):
@@ -216,57 +185,31 @@ class SliceDataset:
         return image[0], mask[0]
 
 
-def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
-    """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
-    resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as
-    torch tensors.
-
-    Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
-    warp). The float16 -> float32 cast into the HWC layout albumentations wants is one torch copy, the
-    way back to float16 CHW another (numpy's float16 conversions are several times slower).
-    """
-    import torch
-
-    lo, hi = norm
-    hwc = torch.empty((*stack16.shape[1:], stack16.shape[0]), dtype=torch.float32)
-    hwc.copy_(torch.from_numpy(stack16).permute(1, 2, 0))
-    if hi > lo:
-        hwc.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
-    else:
-        hwc.zero_()
-    seed_augmentation(augment, int(seed))
-    out = augment(image=hwc.numpy(), mask=label)
-    image = np.ascontiguousarray(out["image"]).reshape(*out["image"].shape[:2], -1)
-    return torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(np.ascontiguousarray(out["mask"]))
-
-
 class ValidationDataset(SliceDataset):
     """Whole held-out cases for validation, one batch never spanning two cases.
 
-    Item: image float32 (C, S, S), resized mask float32 (1, S, S) for the loss, the full-size label
-    uint8 (X, Y) for the Dice counts, the case code and z.
+    Item: image float32 (C, S, S), resized mask uint8 (1, S, S) for the loss (the consumer casts it on
+    the device), the full-size label uint8 (X, Y) for the Dice counts, the case code and z.
+    The image stays float32, normalised (`normalize`) and resized (`resize_stack`) exactly as `predict`
+    does it, so that the Dice that picks the best checkpoint is the Dice `evaluate` gives its masks
+    (a float16 hand-over rounds the model's input and moves that Dice in the 6th digit).
     """
 
     def __init__(self, store, rows: np.ndarray, cfg: dict):
         super().__init__(store, rows, cfg, train=False)
 
     def __getitem__(self, item):
+        import cv2
         import torch
 
         i = int(item[0] if isinstance(item, tuple) else item)
-        stack, label = self.load(i)
-        size = int(self.cfg["data"]["input_size"])
-        image = resize_stack(stack, size)
-        import cv2
-
-        small = cv2.resize((label > 0).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-        return (
-            torch.from_numpy(image),
-            torch.from_numpy(small[None].astype(np.float32)),
-            torch.from_numpy((label > 0).astype(np.uint8)),
-            int(self.case_codes[i]),
-            int(self.z[i]),
-        )
+        code, z = int(self.case_codes[i]), int(self.z[i])
+        case = self.case_ids[code]
+        stack = self.store.read_stack(case, z, context=self.context)
+        label = (self.store.read_label_slice(case, z) > 0).astype(np.uint8)
+        image = resize_stack(normalize(stack, self.cfg, self.stats[code]), self.size)
+        small = cv2.resize(label, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        return torch.from_numpy(image), torch.from_numpy(small[None]), torch.from_numpy(label), code, z
 
     def case_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
         """Batches of positions, grouped by case; under DDP each rank takes every world-th case."""
@@ -368,7 +311,9 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
 
     if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
         torch.multiprocessing.set_sharing_strategy(sharing_strategy)
-    torch.set_num_threads(1)  # a worker's cv2/torch threads only fight the main process
+    from liverctl.workers import one_thread_each
+
+    one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
     # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
     # must keep serving batches until it shuts them down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -396,12 +341,16 @@ def _worker_kwargs(plan: LoaderPlan) -> dict:
 
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
     """Batches of `dataset.batch` (dicts, see `liverctl.data.augment_device`); `dataset.finish(batch, device)`
-    turns one into (image, mask) on the device."""
+    turns one into (image, mask) on the device. With workers, a batch's image and mask live in a reused
+    shared-memory slot (`liverctl.data.handover`): valid until `finish` has been called on it."""
     import torch
     from torch.utils.data import BatchSampler, DataLoader
 
     if plan.sharing_strategy:
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
+    reuse_freed_memory()  # the process that iterates the loader casts every batch (`finish`)
+    if plan.num_workers > 0:  # made here, before the workers start, so that they share it
+        dataset.slots = SlotPool(plan.num_workers)
     # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation
     return DataLoader(
         dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)
@@ -419,16 +368,16 @@ def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np
 
     Train-only cases (fold code `TRAIN_ONLY_FOLD`, the extra sources) are always on the training side.
     """
-    from liverctl.data.schema import TRAIN_ONLY_FOLD
+    from liverctl.data.schema import SPLIT_CODES, TRAIN, TRAIN_ONLY_FOLD
 
     index = store.slice_index()
-    split = np.asarray(index.split)
+    training = np.asarray(index.split) == SPLIT_CODES[TRAIN]
     folds = np.asarray(index.fold)
-    valid = sorted({f for f in folds[split == 0].tolist() if f >= 0})
+    valid = sorted({f for f in folds[training].tolist() if f >= 0})
     if fold < 0:
         raise LiverctlError(f"data.fold must be one of the store's folds {valid}, not {fold}")
-    train_rows = np.flatnonzero((split == 0) & (folds != fold) & ((folds >= 0) | (folds == TRAIN_ONLY_FOLD)))
-    val_rows = np.flatnonzero((split == 0) & (folds == fold))
+    train_rows = np.flatnonzero(training & (folds != fold) & ((folds >= 0) | (folds == TRAIN_ONLY_FOLD)))
+    val_rows = np.flatnonzero(training & (folds == fold))
     if max_val_cases > 0 and len(val_rows):
         codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
         val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]

@@ -13,7 +13,7 @@ from liverctl.train import distributed
 def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5) -> dict:
     """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
 
-    Batches: image (B, C, S, S), mask (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
+    Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
     Logits are resized back to (X, Y) before thresholding, as `submit` does.
     """
     import torch
@@ -25,7 +25,7 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
     model.eval()
     with torch.no_grad():
         for image, mask, label, code, _z in loader:
-            image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True).float()
             with precision.autocast_context(device):
                 logits = model(image)
             logits = logits.float()

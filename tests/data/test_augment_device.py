@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from liverctl.config import resolve_config
+from liverctl.data import augment_cpu
 from liverctl.data import augment_device as ad
 from liverctl.data import dataset as ds
 
@@ -65,11 +66,11 @@ def test_device_path_keeps_image_and_mask_aligned(augment):
 @pytest.mark.parametrize("augment", ["flip_rotate", "distort"])
 def test_cpu_path_keeps_image_and_mask_aligned(augment):
     cfg = cfg_with(augment)
-    aug = ds.build_augmentation(cfg, train=True)
+    aug = augment_cpu.build_augmentation(cfg, train=True)
     changed = 0
     for seed in range(8):
         mask = blob_mask(64, seed)
-        image, out_mask = ds.augment_sample(image_from(mask), mask, (-100.0, 200.0), aug, 100 + seed)
+        image, out_mask = augment_cpu.augment_sample(image_from(mask), mask, (-100.0, 200.0), aug, 100 + seed)
         assert image.shape == (3, 64, 64) and out_mask.shape == (64, 64)
         assert agreement(image, out_mask[None].float()) > 0.98, seed
         changed += not np.array_equal(out_mask.numpy(), mask)

@@ -163,7 +163,7 @@ def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(ti
 def test_seeded_augmentation_draws_each_transform_independently():
     """Regression: albumentations seeds all transforms alike, so flips only ever came with each other."""
     from liverctl.config import resolve_config
-    from liverctl.data.dataset import build_augmentation, seed_augmentation
+    from liverctl.data.augment_cpu import build_augmentation, seed_augmentation
 
     cfg = resolve_config("demo", ["data.input_size=32", "data.augment='flip_rotate'"])
     aug = build_augmentation(cfg, train=True)
@@ -212,3 +212,68 @@ def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
         val_batches = list(ds.make_val_loader(val, 2, plan))
     assert len(batches) == 2 and data.finish(batches[0], "cpu")[0].shape == (2, 3, 64, 64)
     assert sum(len(b[0]) for b in val_batches) == len(val_rows)
+
+
+def test_read_path_without_augmentation_skips_albumentations_and_matches_it(tiny_store):
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    assert data.read_only and tuple(data.shapes[int(data.case_codes[3])]) == (64, 64)  # the shortcut applies
+    items = [(3, 1), (9, 2), (int(np.flatnonzero(data.liver)[0]), 3)]
+    fast = data.batch(items)
+    data.read_only = False  # through albumentations (a Resize to the same size)
+    slow = data.batch(items)
+    assert torch.equal(fast["image"], slow["image"]) and torch.equal(fast["mask"], slow["mask"])
+    assert int(fast["mask"].sum()) > 0
+
+
+def test_validation_items_are_uint8_masks_and_the_images_predict_feeds_the_model(tiny_store):
+    from liverctl.infer.predict import read_case_volume, stack_at
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store, "data.augment='none'")
+    _, val_rows = ds.split_rows(store, 0)
+    val = ds.ValidationDataset(store, val_rows, cfg)
+    image, mask, label, code, z = val[2]
+    assert image.dtype == torch.float32 and mask.dtype == torch.uint8 and label.dtype == torch.uint8
+    case = val.case_ids[code]
+    stats = store.meta(case).get("stats", {})
+    as_predict = ds.resize_stack(ds.normalize(stack_at(read_case_volume(store, case), z, 1), cfg, stats), 64)
+    assert np.array_equal(image.numpy(), as_predict)  # bit for bit: validation Dice == evaluate's Dice
+    train_side = ds.SliceDataset(store, val_rows, cfg, augment_on="cpu").batch([(2, 0)])
+    assert torch.equal(mask, train_side["mask"][0])
+    assert torch.equal(label, torch.from_numpy(store.read_label_slice(case, z)))
+
+
+def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
+    """Workers write into reused shared-memory slots: a batch kept unfinished is never overwritten."""
+    from collections import Counter
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
+    loader = ds.make_train_loader(data, sampler, 2, ds.LoaderPlan(1, None, False))
+    held, slots, pointers = [], Counter(), {}
+    for i, batch in enumerate(loader):
+        slot = tuple(batch["slot"].tolist())
+        slots[slot] += 1
+        if slot[1] >= 0:  # a slot's batches arrive in the same mapping: it stays mapped in this process
+            assert pointers.setdefault(slot, batch["image"].data_ptr()) == batch["image"].data_ptr(), slot
+        if i < 3:
+            held.append((batch, batch["image"].clone(), batch["mask"].clone()))  # kept, never finished
+        else:
+            data.finish(batch, "cpu")
+    for batch, image, mask in held:
+        assert torch.equal(batch["image"], image) and torch.equal(batch["mask"], mask)
+    assert sum(slots.values()) == 12
+    assert max(n for slot, n in slots.items() if slot[1] >= 0) >= 2, slots  # a released slot came back
+    assert data.slots.free[0, :3].tolist() == [0, 0, 0]  # the held batches' slots are still taken
+    stranger = dict(held[0][0], slot=torch.tensor([data.slots.token + 1, 0, 0], dtype=torch.int32))
+    data.finish(stranger, "cpu")  # another loader's batch frees nothing here
+    assert data.slots.free[0, :3].tolist() == [0, 0, 0]
+    for batch, _, _ in held:
+        data.finish(batch, "cpu")
+    assert data.slots.free[0, :3].tolist() == [1, 1, 1]
