@@ -59,7 +59,10 @@ class SlotPool:
 
         info = get_worker_info()
         worker = info.id if info is not None else -1
-        free = torch.nonzero(self.free[worker]).flatten().tolist() if 0 <= worker < len(self.free) else []
+        # tolist() reads the flags one by one: the main process may free a slot meanwhile, and torch.nonzero
+        # over memory that changes between its counting and its writing pass fails an internal assert
+        flags = self.free[worker].tolist() if 0 <= worker < len(self.free) else []
+        free = [slot for slot, flag in enumerate(flags) if flag]
         if not free:  # not in a worker, or every slot held: a fresh segment, never reused
             return shared_tensor(image_shape, torch.float16), shared_tensor(mask_shape, torch.uint8), NO_SLOT
         slot = free[0]
