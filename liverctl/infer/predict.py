@@ -128,12 +128,12 @@ class RunModel:
 
 
 def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu") -> list[RunModel]:
-    """Load each run's checkpoint (`liverctl.runs.checkpoint.load_run_model`) and check it is usable.
+    """Load each run's checkpoint (`liverctl.train.models.load_run_model`) and check it is usable.
 
     Fails in one line if a run has no checkpoint or its model's input channels disagree with its
     config's context (2 * context + 1).
     """
-    from liverctl.runs.checkpoint import load_run_model
+    from liverctl.train.models import load_run_model
 
     runs = []
     for run_dir in run_dirs:

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints, written atomically, and loading a trained run's model.
+"""Self-describing checkpoints: written atomically, loaded with weights_only and checked.
 
 `runs/<name>/checkpoints/<which>.pt` is a `torch.save` dict (see ARCHITECTURE.md, Runs) and
 `<which>.json` beside it holds the same minus tensors, so that `liverctl runs` needs no torch.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
+from liverctl.runs.folder import checkpoint_path
 
 FORMAT = "liverctl-checkpoint/1"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
@@ -289,34 +289,3 @@ def read_sidecar(run_dir: str | os.PathLike, which: str) -> dict | None:
     except (OSError, ValueError, RecursionError):  # missing, unreadable, not UTF-8 or JSON, nested absurdly
         return None
     return data if isinstance(data, dict) else None
-
-
-def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
-    """(model in eval mode on `device`, resolved config) from a run's checkpoint.
-
-    The model takes (N, 2 * cfg.data.context + 1, S, S) with S = cfg.data.input_size and returns
-    logits (N, 1, S, S). The config comes from the checkpoint itself, so the run folder's config.toml
-    is not needed.
-    """
-    from liverctl.train.models import build_model
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise LiverctlError("run folder not found", path=run_dir)
-    path = checkpoint_path(run_dir, which)
-    if not path.is_file():
-        others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
-        hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
-        raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
-    state = load_checkpoint(path, map_location="cpu")
-    bad = non_finite_weights(state["model"])
-    if bad:
-        raise LiverctlError(
-            f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "
-            f"{len(state['model'])} tensors, e.g. {bad[0]}); it would predict nothing. Use another checkpoint",
-            path=path,
-        )
-    cfg = state["config"]
-    model = build_model(cfg, pretrained=False)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg

@@ -1,4 +1,5 @@
-"""Model factory over segmentation-models-pytorch, with a pretrained-weights check that never hangs.
+"""Model factory over segmentation-models-pytorch, with a pretrained-weights check that never hangs, and a
+trained run's model from its checkpoint (`load_run_model`).
 
 smp fetches ImageNet encoder weights from the Hugging Face hub; with no network that fails only after
 ~23 s (47 s for `tu-` encoders). `build_model` therefore looks in the local cache first, then tries one
@@ -14,6 +15,8 @@ from urllib.parse import urlparse
 
 from liverctl.config import in_channels, is_none
 from liverctl.errors import LiverctlError
+from liverctl.runs.checkpoint import load_checkpoint, load_plain, non_finite_weights
+from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
 
 CONNECT_TIMEOUT_S = 1.5
 
@@ -153,8 +156,6 @@ def load_encoder_weights(model, path: Path) -> None:
     """Load an encoder state dict (or a whole-model one with `encoder.` keys) from a local file."""
     import torch
 
-    from liverctl.runs.checkpoint import load_plain
-
     if not path.is_file():
         raise LiverctlError("encoder weights file not found (model.encoder_weights_path)", path=path)
     if path.suffix == ".safetensors":
@@ -187,3 +188,32 @@ def load_encoder_weights(model, path: Path) -> None:
         )
     own.update(matching)
     model.encoder.load_state_dict(own)
+
+
+def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+    """(model in eval mode on `device`, resolved config) from a run's checkpoint.
+
+    The model takes (N, 2 * cfg.data.context + 1, S, S) with S = cfg.data.input_size and returns
+    logits (N, 1, S, S). The config comes from the checkpoint itself, so the run folder's config.toml
+    is not needed.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LiverctlError("run folder not found", path=run_dir)
+    path = checkpoint_path(run_dir, which)
+    if not path.is_file():
+        others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
+        hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
+        raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
+    state = load_checkpoint(path, map_location="cpu")
+    bad = non_finite_weights(state["model"])
+    if bad:
+        raise LiverctlError(
+            f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "
+            f"{len(state['model'])} tensors, e.g. {bad[0]}); it would predict nothing. Use another checkpoint",
+            path=path,
+        )
+    cfg = state["config"]
+    model = build_model(cfg, pretrained=False)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg

@@ -14,13 +14,12 @@ from liverctl.runs.checkpoint import (
     FORMAT,
     checkpoint_path,
     load_checkpoint,
-    load_run_model,
     read_sidecar,
     rng_from_plain,
     rng_to_plain,
     save_checkpoint,
 )
-from liverctl.train.models import build_model
+from liverctl.train.models import build_model, load_run_model
 
 torch.set_num_threads(1)
 

@@ -276,7 +276,7 @@ def test_validation_dice_agrees_with_evaluate_on_the_same_predictions(tiny_store
     from liverctl.data.store import LiverStore
     from liverctl.infer.predict import RunModel, predict_cases
     from liverctl.infer.submission import write_submission
-    from liverctl.runs.checkpoint import load_run_model
+    from liverctl.train.models import load_run_model
 
     cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL, f"data.input_size={input_size}")
     loop.run_training(cfg, tmp_path / "v", device="cpu", show_progress=False)
