@@ -80,7 +80,9 @@ def _measure_inference(ctx: Context, fig: Figure, volume_path: Path, case_id: st
 
 
 def _liverctl_predict_fn(ctx: Context, model, case_id: str, zs: range) -> Callable[[], Any]:
-    """liverctl's prediction of slices `zs` (consecutive) of a store case (hflip TTA, batched)."""
+    """liverctl's prediction of slices `zs` (consecutive) of a store case as `submit` predicts them: the
+    preset's TTA; batched under AMP on CUDA; on the CPU one slice per pass with the config's
+    `infer.cpu_threads` and `infer.cpu_channels_last` (liverctl/infer/cpu.py)."""
     from liverctl.infer.predict import RunModel, predict_case_probabilities, read_case_volume
 
     cfg = ctx.config()
@@ -89,5 +91,8 @@ def _liverctl_predict_fn(ctx: Context, model, case_id: str, zs: range) -> Callab
     window = read_case_volume(store, case_id)[..., zs.start:zs.stop]
     stats = store.meta(case_id).get("stats") or {}
     run = RunModel(run_dir=ctx.work, model=model, cfg=cfg)
-    return lambda: predict_case_probabilities(run, window, stats, tta=cfg["infer"]["tta"],
-                                              batch_size=int(cfg["infer"]["batch_size"]), amp="off")
+    infer = cfg["infer"]
+    return lambda: predict_case_probabilities(run, window, stats, tta=infer["tta"],
+                                              batch_size=int(infer["batch_size"]), amp="off",
+                                              cpu_threads=int(infer.get("cpu_threads", 0)),
+                                              channels_last=bool(infer.get("cpu_channels_last", False)))
