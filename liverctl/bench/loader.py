@@ -23,6 +23,7 @@ from liverctl.bench.context import (
     why,
 )
 from liverctl.bench.report import Figure
+from liverctl.data.handover import default_freed_memory, reuse_freed_memory
 
 WORKER_BUDGET_S = 0.0025  # issue 12: worker CPU per sample when augmentation runs on the device
 
@@ -86,7 +87,9 @@ def _loader_figure(ctx: Context, samples: Samples, count: int, augment: bool) ->
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run
         fig.note = why(exc)
     # the warm-up round starts liverctl's persistent workers, as the first epoch of a run does
-    timings, failed = race(works, max(s.repeats, s.loader_repeats), warmup=1)
+    # each side under its own malloc: liverctl's loader as training sets it, the notebook as glibc's default
+    setups = {BASELINE: default_freed_memory, LIVERCTL: reuse_freed_memory}
+    timings, failed = race(works, max(s.repeats, s.loader_repeats), setups=setups, warmup=1)
     works.clear()  # let the loader's workers go
     fig.note = failed or fig.note
     for side, t in timings.items():
@@ -160,7 +163,7 @@ def measure_loader(ctx: Context) -> list[Figure]:
         return [Figure(k, k, "samples/s", "baseline", True, note=why(exc))
                 for k in ("loader_augmented", "loader_read_only")]
     # first, while this process has glibc's default malloc as workers and the notebook do: building
-    # liverctl's loader sets `reuse_freed_memory` for the whole process (the step's side of a batch)
+    # liverctl's loader sets `reuse_freed_memory` for the whole process (the race below sets each side's)
     cpu_figs = _measure_loader_cpu(ctx, samples)
     figs = [_loader_figure(ctx, samples, count, augment) for augment in (True, False)] + cpu_figs
     try:

@@ -96,6 +96,20 @@ def reuse_freed_memory() -> None:
     ~20 ms a batch, more CPU in the main process than the cast itself (~2 ms with the memory reused).
     The process keeps its peak heap instead of handing it back. No-op where malloc is not glibc's.
     """
+    _set_malloc_thresholds(mmap_bytes=BATCH_HEAP_BYTES, trim_bytes=2 * BATCH_HEAP_BYTES)
+
+
+GLIBC_MMAP_MAX = 32 * 1024**2  # glibc's dynamic mmap threshold stops growing here (64-bit)
+
+
+def default_freed_memory() -> None:
+    """Undo `reuse_freed_memory`: the thresholds a process with glibc's defaults settles at once it has
+    freed a few large blocks (mmap 32 MB, trim 64 MB), so blocks over 32 MB are mapped fresh again.
+    `liverctl bench` times the notebook's loader under these, as a notebook process runs."""
+    _set_malloc_thresholds(mmap_bytes=GLIBC_MMAP_MAX, trim_bytes=2 * GLIBC_MMAP_MAX)
+
+
+def _set_malloc_thresholds(*, mmap_bytes: int, trim_bytes: int) -> None:
     import ctypes
     import ctypes.util
     import sys
@@ -108,5 +122,5 @@ def reuse_freed_memory() -> None:
     except (OSError, AttributeError):
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, BATCH_HEAP_BYTES)
-    mallopt(m_trim_threshold, 2 * BATCH_HEAP_BYTES)
+    mallopt(m_mmap_threshold, mmap_bytes)
+    mallopt(m_trim_threshold, trim_bytes)
