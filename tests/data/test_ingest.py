@@ -524,10 +524,15 @@ def test_absurd_headers_are_refused_and_every_other_case_ingested(dataset, tmp_p
 
 def _fork_workers(monkeypatch) -> None:
     """Workers start with fork in this test, so that they inherit its monkeypatched faults (the product's
-    forkserver workers import liverctl afresh)."""
+    forkserver workers import liverctl afresh). Python 3.12+ warns about fork in a threaded process: that
+    risk is this test's own choice, so its warning is silenced for this test only."""
+    import warnings
+
     import liverctl.workers
 
     monkeypatch.setattr(liverctl.workers, "start_method", lambda: "fork")
+    warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
+                            category=DeprecationWarning)
 
 
 def _kill_own_worker_for(monkeypatch, *case_ids: str) -> None:
