@@ -314,9 +314,12 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     from liverctl.workers import one_thread_each
 
     one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
-    # Ctrl-C reaches the whole process group; the trainer saves a checkpoint on it, so its workers
-    # must keep serving batches until it shuts them down
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
+    # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must keep serving
+    # batches until it shuts them down (a worker orphaned by a SIGKILLed trainer still exits: torch's
+    # workers watch their parent)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # imported once by the forkserver, not by every worker (liverctl/workers.py)

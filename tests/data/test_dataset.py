@@ -277,3 +277,16 @@ def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
     for batch, _, _ in held:
         data.finish(batch, "cpu")
     assert data.slots.free[0, :3].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_loader_worker_outlives_a_signal_to_its_process_group(sig):
+    """Ctrl-C and `timeout` / `kill -- -PGID` signal every process of the group: a worker must keep
+    serving batches until the trainer, which saves a checkpoint on the signal, shuts it down."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal; from liverctl.data.dataset import _worker_init; _worker_init(0); "
+            f"os.kill(os.getpid(), signal.{sig}); print('alive', flush=True)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "alive"), done.stderr[-2000:]

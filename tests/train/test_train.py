@@ -474,7 +474,9 @@ def test_cli_time_limit_is_passed_to_the_loop(tiny_store, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path, sig):
+    """Ctrl-C in a terminal (SIGINT) and `timeout` / `kill -- -PGID` (SIGTERM) signal the workers too."""
     import os
     import subprocess
     import time
@@ -486,7 +488,7 @@ def test_ctrl_c_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_
     while time.monotonic() < deadline and not any(e["kind"] == "step" for e in read_events(log)):
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: workers get it too
+    os.killpg(proc.pid, sig)  # every process of the group gets it, the loader's workers too
     assert proc.wait(timeout=120) == 130, proc.stderr.read().decode()[-2000:]
     events = read_events(log)
     assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
