@@ -33,9 +33,17 @@ def mp_context(preload: tuple[str, ...] = ()) -> BaseContext:
     took 0.2-0.4 s). Only the first pool of a process decides: there is one forkserver per process.
     """
     context = multiprocessing.get_context(start_method())
-    if preload and start_method() == "forkserver":
-        context.set_forkserver_preload(["__main__", *preload])
+    if start_method() == "forkserver":  # the forkserver outlives a SIGTERM to the group (forkserver_preload)
+        context.set_forkserver_preload(["liverctl.forkserver_preload", *(["__main__", *preload] if preload else [])])
     return context
+
+
+def default_sigterm() -> None:
+    """In a pool worker (ingest, synth): die on SIGTERM as a process does by default (the forkserver that
+    started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def one_thread_each() -> Callable[[], None]:

@@ -43,6 +43,7 @@ from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.labels import check_label_values
 from liverctl.disk import is_disk_full, no_space_message
 from liverctl.errors import LiverctlError
+from liverctl.workers import default_sigterm
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ def worker_init() -> None:
 
     blosc.set_nthreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    default_sigterm()
     parent = os.getppid()
 
     def exit_when_orphaned() -> None:
