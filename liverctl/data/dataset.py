@@ -315,11 +315,20 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
 
     one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
     # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
-    # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must keep serving
-    # batches until it shuts them down (a worker orphaned by a SIGKILLed trainer still exits: torch's
-    # workers watch their parent)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
+    # it is waiting for. SIGINT is left to the trainer; SIGTERM ends a worker WORKER_SIGTERM_GRACE_S later
+    # (SIGALRM's default action), as `terminate()` from the trainer or from multiprocessing at exit expects
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_after_grace)
+
+
+WORKER_SIGTERM_GRACE_S = 10  # long enough for the batch in flight, short enough for terminate() to end it
+
+
+def _end_after_grace(_signum, _frame) -> None:
+    import signal
+
+    signal.alarm(WORKER_SIGTERM_GRACE_S)
 
 
 # imported once by the forkserver, not by every worker (liverctl/workers.py)

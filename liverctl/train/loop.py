@@ -194,6 +194,10 @@ class _Loop:
             last_step_s = time.monotonic() - t_step
             self.report_step(step)
             want_stop, no_time = step.flags
+            # one process stops right after the step a signal fell in, without asking the loader for a batch
+            # that its workers, signalled with the whole group, may no longer serve (DDP ranks must agree
+            # through the step's flags, so they take one step more)
+            want_stop = want_stop or (s.info.world == 1 and self.stop.reason is not None)
             if want_stop or no_time:
                 self.progress.close()
                 self.save("last", "interrupt" if want_stop else "time_limit")
