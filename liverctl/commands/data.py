@@ -155,21 +155,22 @@ def _print_plan(plan, store: Path) -> None:
         train = sum(1 for c in s.cases if c.split == "train")
         role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
         labels = "any value > 0" if s.liver_labels is None else ",".join(map(str, s.liver_labels))
-        console.print(f"[bold]{s.name}[/] ({s.layout}, {role}): {s.path}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{esc(s.name)}[/] ({esc(s.layout)}, {role}): {esc(s.path)}", highlight=False, soft_wrap=True)
         if s.error is None:
-            console.print(f"  liver labels {labels} (from {s.labels_from})", highlight=False)
+            console.print(f"  liver labels {labels} (from {esc(s.labels_from)})", highlight=False)
         console.print(
             f"  {train} training cases (volume + label pairs), {len(s.cases) - train} test; "
-            f"{s.in_store} already in {store}" + (f"; ids prefixed {s.prefix!r}" if s.prefix else ""),
+            f"{s.in_store} already in {esc(store)}" + (f"; ids prefixed {esc(repr(s.prefix))}" if s.prefix else ""),
             highlight=False,
             soft_wrap=True,
         )
         for note in s.skipped:
-            console.print(f"  {note}", highlight=False, soft_wrap=True)
+            console.print(f"  {esc(note)}", highlight=False, soft_wrap=True)
         if s.error:
-            err_console.print(f"[bold red]error:[/] {s.name} ({s.path}): {s.error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {esc(s.name)} ({esc(s.path)}): {esc(s.error)}", highlight=False,
+                              soft_wrap=True)
         for line in s.problems:
-            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {esc(line)}", highlight=False, soft_wrap=True)
     problems = [s for s in plan.sources if s.error] + plan.problems
     if problems:
         from liverctl.errors import LiverctlError

@@ -99,15 +99,20 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
 
 
 def _print_experiment_notes(summaries) -> None:
+    from liverctl.runs.history import finite
+    from liverctl.runs.table import format_dice
+
     console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
                   "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
                   "their fold runs beneath.", style="dim", soft_wrap=True)
     for s in summaries:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
-        if decision:
-            console.print(f"  {s.name}: decided on {decision['cases']} out-of-fold cases: threshold "
-                          f"{decision['threshold']:g}, post {decision['post']} (volume Dice "
-                          f"{decision['volume_dice']:.4f})", highlight=False, soft_wrap=True)
+        if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
+            threshold = finite(decision.get("threshold"))
+            console.print(f"  {esc(s.name)}: decided on {esc(decision.get('cases'))} out-of-fold cases: threshold "
+                          f"{'-' if threshold is None else f'{threshold:g}'}, post {esc(decision.get('post'))} "
+                          f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})",
+                          highlight=False, soft_wrap=True)
 
 
 def _print_wide(table) -> None:

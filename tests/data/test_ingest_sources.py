@@ -204,6 +204,18 @@ def test_cli_dry_run_prints_each_source_and_writes_nothing(sources, tmp_path):
     assert not store.exists()
 
 
+def test_cli_dry_run_prints_a_path_holding_markup_as_written(sources, tmp_path):
+    """A folder name is anyone's text: `[/x]` in it once ended the dry run in rich's MarkupError."""
+    import shutil
+
+    odd = tmp_path / "data[/x][bold]"
+    shutil.copytree(sources.comp, odd)
+    result = run_cli("ingest", str(odd), "--store", str(tmp_path / "s[/y].zarr"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"competition (competition, main, in the folds): {odd}" in result.stdout
+    assert f"already in {tmp_path / 's[/y].zarr'}" in result.stdout
+
+
 def test_cli_ingest_prints_counts_per_source(sources, tmp_path):
     store = tmp_path / "s.zarr"
     result = run_cli(

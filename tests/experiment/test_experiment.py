@@ -287,3 +287,20 @@ def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_pa
     result = runner.invoke(app, ["evaluate", str(out), "--labels", str(tiny_dataset / "test_labels")])
     assert result.exit_code == 0, result.output
     assert json.loads(out.with_suffix(".scores.json").read_text())["volume_dice"] is not None
+
+
+def test_runs_shows_an_odd_decision_as_written_without_a_traceback(tmp_path):
+    """experiment.json is anyone's file: a decision with text for numbers, or markup in its post-processing,
+    is shown as it is (it once ended `liverctl runs` in a TypeError or rich's MarkupError)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary["decision"] = {"threshold": "x", "post": "largest[/p]", "cases": "[b]3", "options": []}
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cv: decided on [b]3 out-of-fold cases: threshold -, post largest[/p] (volume Dice -)" in " ".join(
+        result.stdout.split())
