@@ -255,5 +255,17 @@ def update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:
     return True
 
 
+def create_group(node_dir: Path, attrs: dict[str, Any]) -> None:
+    """Make `node_dir` a Zarr group holding `attrs`, its `zarr.json` written atomically.
+
+    Not `zarr.open_group(mode="w")`: that deletes the folder first (and anything a reader had found in it).
+    """
+    from liverctl.files import write_atomic
+
+    Path(node_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(node_dir) / METADATA_FILE
+    write_atomic(path, json.dumps(group_metadata(attrs), indent=2), what=f"store metadata {path.name}")
+
+
 def is_group(node_dir: Path) -> bool:
     return (read_metadata(node_dir) or {}).get("node_type") == "group"

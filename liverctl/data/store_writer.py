@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, read_attrs, read_metadata
+from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, create_group, read_attrs, read_metadata
 from liverctl.data.sources import CaseFiles
 from liverctl.errors import LiverctlError
 
@@ -23,19 +23,15 @@ _LABEL_BYTES_PER_VOXEL = 0.05
 
 def open_or_create_store(path: Path) -> None:
     """Make `path` a liverctl store with a `cases` group, or check that it is one."""
-    import zarr
-
     if path.exists() and not path.is_dir():
         raise LiverctlError("exists and is not a folder; choose another --store", path=path)
     if path.is_dir() and any(path.iterdir()):
         if read_attrs(path).get("format") != STORE_FORMAT:
             raise LiverctlError("exists and is not a liverctl store; choose another --store", path=path)
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(str(path), mode="w")
-        root.attrs.update({"format": STORE_FORMAT})
+        create_group(path, {"format": STORE_FORMAT})
     if read_metadata(path / CASES_GROUP) is None:
-        zarr.open_group(str(path / CASES_GROUP), mode="w")
+        create_group(path / CASES_GROUP, {})
 
 
 @contextlib.contextmanager

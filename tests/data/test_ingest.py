@@ -328,8 +328,13 @@ def test_killed_or_interrupted_ingest_then_rerun_is_identical(tiny_dataset, refe
     cases = store / "cases"
 
     def some_cases_done_others_in_the_work_folder() -> bool:
-        done = cases.is_dir() and any(p.is_dir() for p in cases.iterdir())
-        return proc.poll() is not None or (done and work.is_dir() and any(work.iterdir()))
+        if proc.poll() is not None:
+            return True
+        try:
+            done = cases.is_dir() and any(p.is_dir() for p in cases.iterdir())
+            return done and work.is_dir() and any(work.iterdir())
+        except FileNotFoundError:  # the work folder is removed when ingest ends
+            return False
 
     _wait_for(some_cases_done_others_in_the_work_folder, timeout=60)
     # The signal must arrive mid-ingest: the process still running, some cases in the store, others not.

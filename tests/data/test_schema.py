@@ -59,3 +59,22 @@ def test_split_and_fold_codes():
     assert schema.SPLIT_CODES == {"train": 0, "test": 1}
     assert (schema.TEST_FOLD, schema.TRAIN_ONLY_FOLD) == (-1, -2)
     assert list(schema.INDEX_COLUMNS) == ["case", "z", "neighbors", "liver_pixels", "split", "fold"]
+
+
+def test_a_new_store_is_made_without_deleting_a_folder_on_the_way(tmp_path, monkeypatch):
+    """zarr.open_group(mode="w") deletes the folder it opens: `cases/` appeared, vanished and came back while
+    a new store was made (a reader listing it in between failed; seen as a flaky ingest test in CI)."""
+    import shutil
+
+    from liverctl.data.store_writer import open_or_create_store
+
+    def refuse(path, *args, **kwargs):
+        raise AssertionError(f"deleted {path}")
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    store = tmp_path / "new" / "liver.zarr"
+    open_or_create_store(store)
+    open_or_create_store(store)  # again on the store it made: accepted, nothing changed
+    root = zarr.open_group(str(store), mode="r")
+    assert dict(root.attrs) == {"format": schema.STORE_FORMAT}
+    assert list(root.group_keys()) == [schema.CASES_GROUP]
