@@ -48,7 +48,7 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
         raise Unavailable("not available: no store (liverctl ingest failed)")
     store = ctx.store()
     where = resolve_augment_on(cfg, ctx.device)
-    dataset = SliceDataset(store, rows, cfg, train=True, augment_on=where)
+    dataset = SliceDataset(store, rows, cfg, train=True, augment_on=where, device=ctx.device)
     sampler = EpochSampler(dataset.liver, float(cfg["data"]["liver_oversample"]), int(cfg["train"]["seed"]))
     size = int(cfg["data"]["input_size"])
     batch_bytes = batch_size * (in_channels(cfg) + 1) * size * size * 2
@@ -216,7 +216,7 @@ def _worker_batches(ctx: Context, rows: np.ndarray, n: int) -> dict[str, Callabl
     from liverctl.data.dataset import SliceDataset
 
     store, cfg, batch = ctx.store(), ctx.config(), ctx.settings.loader_batch
-    paths = {where: SliceDataset(store, rows[:n], cfg, train=True, augment_on=where)
+    paths = {where: SliceDataset(store, rows[:n], cfg, train=True, augment_on=where, device=ctx.device)
              for where in ("cpu", "device")}
     items = [(i, i) for i in range(n)]
 
@@ -282,7 +282,7 @@ def _liverctl_breakdown(ctx: Context, rows: np.ndarray) -> dict[str, float]:
     from liverctl.data.dataset import SliceDataset
 
     store, cfg = ctx.store(), ctx.config()
-    cpu = SliceDataset(store, rows, cfg, train=True, augment_on="cpu")
+    cpu = SliceDataset(store, rows, cfg, train=True, augment_on="cpu", device=ctx.device)
     dev = SliceDataset(store, rows, cfg, train=True, augment_on="device")
     index = store.slice_index()
     keys = [(index.case_id(r), int(index.z[r])) for r in rows]

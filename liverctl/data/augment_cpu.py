@@ -56,6 +56,22 @@ def normalise_float16(stack16: np.ndarray, norm: tuple[float, float]):
     return x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
 
 
+def normalise_into(out, stack16: np.ndarray, norm: tuple[float, float]) -> None:
+    """`normalise_float16` written into `out` (a float16 or float32 tensor (C, X, Y)): into float32 in
+    place, without the temporary; into float16 through it (torch has no float16 arithmetic this fast)."""
+    import torch
+
+    if out.dtype != torch.float32:
+        out.copy_(normalise_float16(stack16, norm))  # the cast to float16 is part of this copy
+        return
+    lo, hi = norm
+    out.copy_(torch.from_numpy(stack16))
+    if not hi > lo:
+        out.zero_()
+    else:
+        out.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+
+
 def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], augment, seed: int):
     """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
     resized image float32 (C, S, S) (a view of albumentations' HWC output) and mask uint8 (S, S), as

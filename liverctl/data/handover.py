@@ -5,10 +5,12 @@ nothing. But a fresh segment per batch is not free: allocating and first touchin
 batch (16 x 3 x 512 x 512 float16 + the uint8 mask) costs 15-18 ms, about 1 ms per sample, as much as
 reading and decoding it. So each worker keeps a few segments (`SLOTS_PER_WORKER`) and writes its next
 batch into one the training step has released: `SliceDataset.finish` releases a batch's slot once it
-has made its own copies (the cast / transfer). Until then the slot is never reused, so a batch that is
+has made its own copies (the cast / transfer), or, where `finish` returned the batch's own memory (float32
+for a step on the CPU), at the next `finish`. Until then the slot is never reused, so a batch that is
 kept unfinished (`list(loader)`) stays intact; when every slot is held, the worker takes a fresh segment.
 
-Contract: a batch's `image` and `mask` are valid until `finish` has been called on it.
+Contract: a batch's `image` and `mask` are valid until `finish` has been called on it; what `finish`
+returned is valid until the next `finish`.
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ class SlotPool:
         self.free, self.token = state["free"], state["token"]
         self._buffers, self._mapped = {}, {}
 
-    def buffers(self, image_shape: tuple[int, ...], mask_shape: tuple[int, ...]) -> tuple:
-        """(image float16, mask uint8, slot id (pool token, worker, slot); worker -1: a fresh segment)."""
+    def buffers(self, image_shape: tuple[int, ...], mask_shape: tuple[int, ...], image_dtype=None) -> tuple:
+        """(image `image_dtype` (float16 by default), mask uint8, slot id (pool token, worker, slot); worker
+        -1: a fresh segment)."""
         import torch
+
+        image_dtype = image_dtype or torch.float16
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
@@ -64,12 +69,13 @@ class SlotPool:
         flags = self.free[worker].tolist() if 0 <= worker < len(self.free) else []
         free = [slot for slot, flag in enumerate(flags) if flag]
         if not free:  # not in a worker, or every slot held: a fresh segment, never reused
-            return shared_tensor(image_shape, torch.float16), shared_tensor(mask_shape, torch.uint8), NO_SLOT
+            return shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, torch.uint8), NO_SLOT
         slot = free[0]
         self.free[worker, slot] = 0
         image, mask = self._buffers.get(slot, (None, None))
-        if image is None or tuple(image.shape) != image_shape or tuple(mask.shape) != mask_shape:
-            image, mask = shared_tensor(image_shape, torch.float16), shared_tensor(mask_shape, torch.uint8)
+        wanted = (image_shape, image_dtype, mask_shape)
+        if image is None or (tuple(image.shape), image.dtype, tuple(mask.shape)) != wanted:
+            image, mask = shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, torch.uint8)
             self._buffers[slot] = (image, mask)
         return image, mask, (self.token, worker, slot)
 

@@ -168,7 +168,9 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
     tc, dc = cfg["train"], cfg["data"]
     store = LiverStore.open(dc["store"])
     train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
-    train_set = ds.SliceDataset(store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device))
+    train_set = ds.SliceDataset(
+        store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device), device=device
+    )
     val_set = ds.ValidationDataset(store, val_rows, cfg)
     steps = _steps_per_epoch(tc, math.ceil(len(train_set) / info.world))
     sampler = ds.EpochSampler(

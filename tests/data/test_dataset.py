@@ -125,17 +125,21 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
     assert ds.plan_loader(0, batch_bytes=1024, cuda=False) == ds.LoaderPlan(1, None, False)
 
 
-@pytest.mark.parametrize("augment_on", ["cpu", "device"])
-def test_loader_with_worker_processes_hands_over_float16_and_uint8(tiny_store, augment_on):
+@pytest.mark.parametrize(
+    ("augment_on", "step_on", "handed_over"),
+    [("cpu", "cuda", torch.float16), ("device", "cuda", torch.float16), ("device", "cpu", torch.float16),
+     ("cpu", "cpu", torch.float32)],  # the model's own dtype where no copy to a GPU follows
+)
+def test_loader_with_worker_processes_hands_over_small_dtypes(tiny_store, augment_on, step_on, handed_over):
     store = LiverStore.open(tiny_store)
     cfg = cfg_for(tiny_store)
     rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on)
+    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on, device=torch.device(step_on))
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
     loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
     batches = list(loader)
     assert len(batches) == 2
-    assert batches[0]["image"].dtype == torch.float16 and batches[0]["mask"].dtype == torch.uint8
+    assert batches[0]["image"].dtype == handed_over and batches[0]["mask"].dtype == torch.uint8
     image, mask = data.finish(batches[0], "cpu")
     assert image.shape == (4, 3, 64, 64) and image.dtype == torch.float32 and mask.shape == (4, 1, 64, 64)
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
@@ -146,6 +150,29 @@ def test_loader_with_worker_processes_hands_over_float16_and_uint8(tiny_store, a
     assert batches[0]["seed"].tolist() == [s for _, s in sampler][:4]
     one = data.batch(list(zip(positions, batches[0]["seed"].tolist(), strict=True)))
     assert torch.equal(one["image"], batches[0]["image"])  # workers or not, the same batch
+
+
+def test_a_step_on_the_cpu_takes_the_workers_float32_batch_in_place_and_keeps_it_until_the_next(tiny_store):
+    """No second pass over the batch in the training process, and no worker writes over the batch the step
+    is using: its slot is freed only when the next batch is finished."""
+    import time
+
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cpu"))
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=40)
+    loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
+    pairs = list(sampler)
+    for n, batch in enumerate(loader):
+        image, mask = data.finish(batch, "cpu")
+        assert image.dtype == torch.float32 and image.data_ptr() == batch["image"].data_ptr()
+        _, worker, slot = batch["slot"].tolist()
+        assert worker >= 0 and int(data.slots.free[worker, slot]) == 0  # taken while the step uses it
+        time.sleep(0.1)  # the workers run ahead meanwhile, into every slot that is free
+        expected, _ = data.finish(data.batch(pairs[4 * n:4 * n + 4]), "cpu")  # the same batch, built here
+        assert torch.equal(image, expected), f"batch {n} was written over while in use"
+    assert n == 9
 
 
 def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(tiny_store):
@@ -254,7 +281,8 @@ def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
     store = LiverStore.open(tiny_store)
     cfg = cfg_for(tiny_store)
     rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu")
+    # float16 as for a GPU: `finish` copies and frees at once (in place on the CPU: the test above)
+    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cuda"))
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
     loader = ds.make_train_loader(data, sampler, 2, ds.LoaderPlan(1, None, False))
     held, slots, pointers = [], Counter(), {}
