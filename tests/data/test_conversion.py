@@ -52,8 +52,9 @@ def test_float16_stats_are_exact():
         assert stats[f"p{q:g}"] == pytest.approx(np.percentile(flat, q))
 
 
+@pytest.mark.parametrize("order", ["F", "C"])  # NIfTI hands over Fortran order; anything else must work too
 @pytest.mark.parametrize("dtype", ["int16", "uint8", "uint16", "float32", "float64"])
-def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
+def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype, order):
     """The writer's one-pass conversion (table for small ints) is `astype(float16)` bit for bit, and the
     statistics it counts on the way are those of the converted volume."""
     rng = np.random.default_rng(3)
@@ -64,7 +65,7 @@ def test_float16_conversion_and_its_stats_equal_astype_and_a_second_pass(dtype):
         info = np.iinfo(dtype)
         high = min(info.max, 65504)  # ingest refuses larger values (beyond float16's range)
         values = rng.integers(info.min, high, size=(11, 7, 37), endpoint=True).astype(dtype)
-    values = np.asfortranarray(values)  # as NIfTI hands it over
+    values = np.asfortranarray(values) if order == "F" else np.ascontiguousarray(values)
     converter = Float16Converter(values.dtype)
     slabs = [converter.convert(values[:, :, z0 : z0 + 16]) for z0 in range(0, 37, 16)]
     got = np.concatenate(slabs).transpose(1, 2, 0)
