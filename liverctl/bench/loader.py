@@ -292,13 +292,14 @@ def _liverctl_breakdown(ctx: Context, rows: np.ndarray) -> dict[str, float]:
     b = min(ctx.settings.loader_batch, len(rows))
     items = [(i, i) for i in range(b)]
     cpu_batch, dev_batch = cpu.batch(items), dev.batch(items)
+    into = (cpu_batch["image"][0], cpu_batch["mask"][0, 0])  # as a worker writes a sample into its batch
     with one_thread():
         return {
             "chunk reads + decode (read_stack, float16)": _per_sample(
                 lambda k: store.read_stack(k[0], k[1], dtype=np.float16), keys),
             "label read": _per_sample(lambda k: store.read_label_slice(k[0], k[1]), keys),
-            "normalise + augment (cpu path)": _per_sample(
-                lambda i: augment_sample(stacks[i], labels[i], norm, cpu.augment, i), range(len(keys))),
+            "normalise + augment + into the batch (cpu path)": _per_sample(
+                lambda i: augment_sample(stacks[i], labels[i], norm, cpu.augment, i, out=into), range(len(keys))),
             "batch, cpu path (per sample)": _per_sample(lambda _: cpu.batch(items), [0] * 3) / b,
             "batch, device path (per sample)": _per_sample(lambda _: dev.batch(items), [0] * 3) / b,
             "step side on this CPU, cpu path (per sample)": _per_sample(

@@ -175,9 +175,7 @@ class SliceDataset:
             self.store.read_label_slice(case, z, out=out[1].numpy())
             return
         label = self.store.read_label_slice(case, z)
-        aug_image, aug_mask = augment_sample(stack, label, norm, self.augment, seed)
-        out[0].copy_(aug_image)  # a cast to float16, where handed over as such, is part of this copy
-        out[1].copy_(aug_mask)
+        augment_sample(stack, label, norm, self.augment, seed, out=out)
 
     def finish(self, batch: dict, device) -> tuple:
         """The training step's side: `liverctl.data.augment_device.finish_batch` with this dataset's path.

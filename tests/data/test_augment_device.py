@@ -77,6 +77,30 @@ def test_cpu_path_keeps_image_and_mask_aligned(augment):
     assert changed >= 4
 
 
+@pytest.mark.parametrize("augment", ["flip_rotate", "distort"])
+def test_cpu_path_planes_get_what_albumentations_does_to_the_whole_stack(augment):
+    """Each channel is its own albumentations target (faster than one (X, Y, C) image): the same draws for
+    every channel, so the result is the multi-channel image's, up to float32 rounding in the warps."""
+    import albumentations as A
+
+    cfg = cfg_with(augment)
+    aug = augment_cpu.build_augmentation(cfg, train=True)
+    whole = A.Compose(list(aug.transforms))  # the same transforms, the stack as one image
+    rng = np.random.default_rng(0)
+    differed = 0
+    for seed in range(12):
+        mask = blob_mask(64, seed)
+        stack = (rng.normal(50, 80, size=(3, 64, 64)) + 150 * mask).astype(np.float16)  # three different planes
+        image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
+        hwc = np.ascontiguousarray(augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy().transpose(1, 2, 0))
+        augment_cpu.seed_augmentation(whole, seed)
+        expected = whole(image=hwc, mask=mask)
+        np.testing.assert_allclose(image.numpy(), expected["image"].transpose(2, 0, 1), atol=1e-5, rtol=0)
+        assert np.array_equal(out_mask.numpy(), expected["mask"])
+        differed += not np.array_equal(image.numpy(), augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy())
+    assert differed >= 6  # the transforms did fire
+
+
 def test_device_augmentation_is_a_function_of_the_seed_and_the_draws_vary():
     cfg = cfg_with("distort")
     masks = [blob_mask(64, 0)] * 4
