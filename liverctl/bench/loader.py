@@ -35,7 +35,6 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
 
     One epoch of it is exactly `rows` (shuffled), so a timed epoch has no prefetched batches to throw away.
     """
-    from liverctl.config import in_channels
     from liverctl.data.augment_device import resolve_augment_on
     from liverctl.data.dataset import (
         EpochSampler,
@@ -50,9 +49,7 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
     where = resolve_augment_on(cfg, ctx.device)
     dataset = SliceDataset(store, rows, cfg, train=True, augment_on=where, device=ctx.device)
     sampler = EpochSampler(dataset.liver, float(cfg["data"]["liver_oversample"]), int(cfg["train"]["seed"]))
-    size = int(cfg["data"]["input_size"])
-    batch_bytes = batch_size * (in_channels(cfg) + 1) * size * size * 2
-    plan = plan_loader(int(cfg["data"]["num_workers"]), batch_bytes, ctx.torch.cuda.is_available())
+    plan = plan_loader(int(cfg["data"]["num_workers"]), dataset.batch_bytes(batch_size), ctx.torch.cuda.is_available())
     return make_train_loader(dataset, sampler, batch_size, plan), dataset
 
 

@@ -116,6 +116,16 @@ class SliceDataset:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def batch_bytes(self, batch_size: int) -> int:
+        """The most bytes a worker's batch of `batch_size` holds: the image as handed over (float16 or
+        float32; on the device path at the slices' own size) and the uint8 mask."""
+        height = width = self.size
+        if self.augment_on == "device" and self.shapes:
+            height = max(self.size, *(shape[0] for shape in self.shapes.values()))
+            width = max(self.size, *(shape[1] for shape in self.shapes.values()))
+        per_pixel = in_channels(self.cfg) * np.dtype(self.image_dtype).itemsize + 1
+        return batch_size * per_pixel * height * width
+
     def batch(self, items) -> dict:
         """A worker's batch of `items` ((position, seed) pairs or positions); see the class docstring."""
         import torch

@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,7 +210,11 @@ class _Loop:
         s = self.s
         if step.action == OK and math.isfinite(step.loss):
             self.losses.append(step.loss)
-        s.scheduler.step()
+        with warnings.catch_warnings():
+            # the schedule advances with every step, also one the guard or the GradScaler skipped (in the
+            # events already); torch would warn about the first of those as if the loop were wrong
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            s.scheduler.step()
         s.global_step += 1
         s.step_in_epoch += 1
         self.window = (self.window[0], self.window[1] + batch_size * s.info.world)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.config import in_channels
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import rng_from_plain
@@ -177,8 +176,7 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
         num_samples=steps * tc["batch_size"],
     )
-    batch_bytes = tc["batch_size"] * (in_channels(cfg) + 1) * dc["input_size"] ** 2 * 4
-    plan = ds.plan_loader(dc["num_workers"], batch_bytes, device.type == "cuda")
+    plan = ds.plan_loader(dc["num_workers"], train_set.batch_bytes(tc["batch_size"]), device.type == "cuda")
     if plan.note:
         note(plan.note)
     return {

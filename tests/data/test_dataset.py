@@ -152,6 +152,19 @@ def test_loader_with_worker_processes_hands_over_small_dtypes(tiny_store, augmen
     assert torch.equal(one["image"], batches[0]["image"])  # workers or not, the same batch
 
 
+def test_batch_bytes_is_what_a_worker_hands_over(tiny_store):
+    """The /dev/shm check (`plan_loader`) sizes batches by the dtype and size really handed over."""
+    store = LiverStore.open(tiny_store)
+    cfg = cfg_for(tiny_store)  # 64 x 64 input, 3 channels
+    rows, _ = ds.split_rows(store, 0)
+    for augment_on, step_on, per_pixel in [("cpu", "cpu", 3 * 4 + 1), ("cpu", "cuda", 3 * 2 + 1),
+                                            ("device", "cuda", 3 * 2 + 1)]:
+        data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on, device=torch.device(step_on))
+        batch = data.batch([(0, 0), (1, 0)])
+        handed_over = batch["image"].nbytes + batch["mask"].nbytes
+        assert data.batch_bytes(2) == handed_over == 2 * per_pixel * 64 * 64, (augment_on, step_on)
+
+
 def test_a_step_on_the_cpu_takes_the_workers_float32_batch_in_place_and_keeps_it_until_the_next(tiny_store):
     """No second pass over the batch in the training process, and no worker writes over the batch the step
     is using: its slot is freed only when the next batch is finished."""
