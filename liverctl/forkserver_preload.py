@@ -6,7 +6,7 @@ for a dead trainer and exits, so the trainer's next batch failed ("DataLoader wo
 instead of the trainer saving its checkpoint and ending the run as interrupted. The forkserver cannot
 outlive the main process (it exits when the main process's end of its pipe closes), so it is safe for
 it to ignore SIGTERM. Workers inherit the setting: DataLoader workers end WORKER_SIGTERM_GRACE_S after a
-SIGTERM (`dataset._worker_init`: time to finish the batch in flight), ingest and synth workers put the
+SIGTERM (`loaders._worker_init`: time to finish the batch in flight), ingest and synth workers put the
 default back (`liverctl.workers.default_sigterm`).
 """
 

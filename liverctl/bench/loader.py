@@ -36,12 +36,8 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
     One epoch of it is exactly `rows` (shuffled), so a timed epoch has no prefetched batches to throw away.
     """
     from liverctl.data.augment_device import resolve_augment_on
-    from liverctl.data.dataset import (
-        EpochSampler,
-        SliceDataset,
-        make_train_loader,
-        plan_loader,
-    )
+    from liverctl.data.dataset import EpochSampler, SliceDataset
+    from liverctl.data.loaders import make_train_loader, plan_loader
 
     if rows is None:
         raise Unavailable("not available: no store (liverctl ingest failed)")

@@ -161,6 +161,7 @@ def setup_session(
 def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], Any]) -> dict:
     """The Session's data fields: training set, sampler and loader of this rank, validation loader and cases."""
     from liverctl.data import dataset as ds
+    from liverctl.data import loaders
     from liverctl.data.augment_device import resolve_augment_on
     from liverctl.data.store import LiverStore
 
@@ -176,13 +177,13 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
         num_samples=steps * tc["batch_size"],
     )
-    plan = ds.plan_loader(dc["num_workers"], train_set.batch_bytes(tc["batch_size"]), device.type == "cuda")
+    plan = loaders.plan_loader(dc["num_workers"], train_set.batch_bytes(tc["batch_size"]), device.type == "cuda")
     if plan.note:
         note(plan.note)
     return {
         "train_set": train_set, "sampler": sampler,
-        "train_loader": ds.make_train_loader(train_set, sampler, tc["batch_size"], plan),
-        "val_loader": ds.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
+        "train_loader": loaders.make_train_loader(train_set, sampler, tc["batch_size"], plan),
+        "val_loader": loaders.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
         "val_case_ids": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
         "steps_per_epoch": steps,
     }

@@ -11,6 +11,7 @@ import torch
 
 from liverctl.config import resolve_config
 from liverctl.data import dataset as ds
+from liverctl.data import loaders
 from liverctl.data.store import LiverStore
 
 torch.set_num_threads(1)
@@ -117,12 +118,12 @@ def test_empty_fold_is_a_clear_error(tiny_store):
 
 def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(ds.shutil, "disk_usage", lambda p: usage(64 * 2**20, 0, 64 * 2**20))
-    plan = ds.plan_loader(2, batch_bytes=16 * 4 * 512 * 512 * 4, cuda=False)
+    monkeypatch.setattr(loaders.shutil, "disk_usage", lambda p: usage(64 * 2**20, 0, 64 * 2**20))
+    plan = loaders.plan_loader(2, batch_bytes=16 * 4 * 512 * 512 * 4, cuda=False)
     assert plan.sharing_strategy == "file_system" and plan.num_workers >= 1
     assert "/dev/shm" in plan.note and "--shm-size" in plan.note
-    monkeypatch.setattr(ds.shutil, "disk_usage", lambda p: usage(8 * 2**30, 0, 8 * 2**30))
-    assert ds.plan_loader(0, batch_bytes=1024, cuda=False) == ds.LoaderPlan(1, None, False)
+    monkeypatch.setattr(loaders.shutil, "disk_usage", lambda p: usage(8 * 2**30, 0, 8 * 2**30))
+    assert loaders.plan_loader(0, batch_bytes=1024, cuda=False) == loaders.LoaderPlan(1, None, False)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ def test_loader_with_worker_processes_hands_over_small_dtypes(tiny_store, augmen
     rows, _ = ds.split_rows(store, 0)
     data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on, device=torch.device(step_on))
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
-    loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
+    loader = loaders.make_train_loader(data, sampler, 4, loaders.LoaderPlan(2, None, False))
     batches = list(loader)
     assert len(batches) == 2
     assert batches[0]["image"].dtype == handed_over and batches[0]["mask"].dtype == torch.uint8
@@ -175,7 +176,7 @@ def test_a_step_on_the_cpu_takes_the_workers_float32_batch_in_place_and_keeps_it
     rows, _ = ds.split_rows(store, 0)
     data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cpu"))
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=40)
-    loader = ds.make_train_loader(data, sampler, 4, ds.LoaderPlan(2, None, False))
+    loader = loaders.make_train_loader(data, sampler, 4, loaders.LoaderPlan(2, None, False))
     pairs = list(sampler)
     for n, batch in enumerate(loader):
         image, mask = data.finish(batch, "cpu")
@@ -239,18 +240,18 @@ def test_loader_workers_start_without_fork_where_forkserver_exists(tiny_store):
     data[0]  # the store has been read: zarr's threads run in this process now
     val = ds.ValidationDataset(store, val_rows, cfg)
     pickle.loads(pickle.dumps((data, val)))
-    plan = ds.LoaderPlan(1, "file_system", False)
+    plan = loaders.LoaderPlan(1, "file_system", False)
     from liverctl.workers import start_method
 
     if "forkserver" in multiprocessing.get_all_start_methods():
         assert start_method() == "forkserver"
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=4)
-    loader = ds.make_train_loader(data, sampler, 2, plan)
+    loader = loaders.make_train_loader(data, sampler, 2, plan)
     assert loader.multiprocessing_context.get_start_method() == start_method()
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # "multi-threaded, use of fork() may lead to deadlocks"
         batches = list(loader)
-        val_batches = list(ds.make_val_loader(val, 2, plan))
+        val_batches = list(loaders.make_val_loader(val, 2, plan))
     assert len(batches) == 2 and data.finish(batches[0], "cpu")[0].shape == (2, 3, 64, 64)
     assert sum(len(b[0]) for b in val_batches) == len(val_rows)
 
@@ -297,7 +298,7 @@ def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
     # float16 as for a GPU: `finish` copies and frees at once (in place on the CPU: the test above)
     data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cuda"))
     sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
-    loader = ds.make_train_loader(data, sampler, 2, ds.LoaderPlan(1, None, False))
+    loader = loaders.make_train_loader(data, sampler, 2, loaders.LoaderPlan(1, None, False))
     held, slots, pointers = [], Counter(), {}
     for i, batch in enumerate(loader):
         slot = tuple(batch["slot"].tolist())
@@ -328,8 +329,8 @@ def test_a_loader_worker_finishes_its_batch_after_a_signal_to_its_process_group(
     import subprocess
     import sys
 
-    code = ("import os, signal, time; from liverctl.data import dataset; dataset.WORKER_SIGTERM_GRACE_S = 1; "
-            f"dataset._worker_init(0); os.kill(os.getpid(), signal.{sig}); time.sleep(0.3); "
+    code = ("import os, signal, time; from liverctl.data import loaders; loaders.WORKER_SIGTERM_GRACE_S = 1; "
+            f"loaders._worker_init(0); os.kill(os.getpid(), signal.{sig}); time.sleep(0.3); "
             "print('alive', flush=True); time.sleep(2); print('still alive', flush=True)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     if sig == "SIGINT":  # left to the trainer, which shuts its workers down

@@ -21,6 +21,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def _single_process_validation(store, state):
     """The three Dice figures of a checkpoint computed by one process, to compare with the reduced ones."""
     from liverctl.data import dataset as ds
+    from liverctl.data import loaders
     from liverctl.data.store import LiverStore
     from liverctl.device import Precision
     from liverctl.train.distributed import DistInfo
@@ -32,7 +33,7 @@ def _single_process_validation(store, state):
     s = LiverStore.open(store)
     _, val_rows = ds.split_rows(s, cfg["data"]["fold"])
     val = ds.ValidationDataset(s, val_rows, cfg)
-    loader = ds.make_val_loader(val, cfg["train"]["batch_size"], ds.LoaderPlan(1, None, False))
+    loader = loaders.make_val_loader(val, cfg["train"]["batch_size"], loaders.LoaderPlan(1, None, False))
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(state["model"])
     return validate(model, loader, loss_fn=build_loss(cfg), case_ids=val.case_ids, precision=Precision("off"),

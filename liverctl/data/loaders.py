@@ -1,0 +1,120 @@
+"""The DataLoaders over the slice datasets (`liverctl.data.dataset`): how many workers and how they hand
+batches over on this machine (`plan_loader`), how a worker starts and ends (`_worker_init`), and the
+training and validation loaders themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from liverctl.data.dataset import EpochSampler, SliceDataset, ValidationDataset
+from liverctl.data.handover import SlotPool, reuse_freed_memory
+
+SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
+
+
+@dataclass
+class LoaderPlan:
+    """How the DataLoader will run here, and why (reported as a `note` event when it matters)."""
+
+    num_workers: int
+    sharing_strategy: str | None
+    pin_memory: bool
+    note: str | None = None
+
+
+def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderPlan:
+    """Worker count and sharing strategy for this machine.
+
+    Workers hand batches over through /dev/shm; Docker's default 64 MB cannot hold a few prefetched
+    batches and the loader dies with a bus error. Then tensors go through files instead
+    (`file_system` strategy); workers stay on.
+    """
+    workers = max(1, min(int(requested_workers) or 1, os.cpu_count() or 1))
+    try:
+        shm = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        shm = None
+    need = batch_bytes * workers * 2 * 2  # prefetch_factor 2, some headroom
+    if shm is not None and (shm < SHM_MIN_BYTES or shm < need):
+        return LoaderPlan(
+            workers,
+            "file_system",
+            cuda,
+            f"/dev/shm has {shm / 1e6:.0f} MB free (batches need ~{need / 1e6:.0f} MB): using the "
+            f"file_system sharing strategy for {workers} worker(s); run Docker with --shm-size=2g to avoid it",
+        )
+    return LoaderPlan(workers, None, cuda)
+
+
+def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
+    import signal
+
+    import torch
+
+    if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
+        torch.multiprocessing.set_sharing_strategy(sharing_strategy)
+    from liverctl.workers import one_thread_each
+
+    one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
+    # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
+    # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
+    # it is waiting for. SIGINT is left to the trainer; SIGTERM ends a worker WORKER_SIGTERM_GRACE_S later
+    # (SIGALRM's default action), as `terminate()` from the trainer or from multiprocessing at exit expects
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_after_grace)
+
+
+WORKER_SIGTERM_GRACE_S = 10  # long enough for the batch in flight, short enough for terminate() to end it
+
+
+def _end_after_grace(_signum, _frame) -> None:
+    import signal
+
+    signal.alarm(WORKER_SIGTERM_GRACE_S)
+
+
+# imported once by the forkserver, not by every worker (liverctl/workers.py)
+WORKER_PRELOAD = ("torch", "albumentations", "liverctl.data.store", "liverctl.data.dataset", "liverctl.data.loaders")
+
+
+def _worker_kwargs(plan: LoaderPlan) -> dict:
+    """The DataLoader arguments about worker processes, the same for the training and validation loaders."""
+    import functools
+
+    from liverctl.workers import mp_context  # forkserver: the main process runs threads by now
+
+    workers = plan.num_workers > 0
+    return {
+        "num_workers": plan.num_workers,
+        "pin_memory": plan.pin_memory,
+        "persistent_workers": workers,
+        "worker_init_fn": functools.partial(_worker_init, sharing_strategy=plan.sharing_strategy),
+        "multiprocessing_context": mp_context(WORKER_PRELOAD) if workers else None,
+    }
+
+
+def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
+    """Batches of `dataset.batch` (dicts, see `liverctl.data.augment_device`); `dataset.finish(batch, device)`
+    turns one into (image, mask) on the device. With workers, a batch's image and mask live in a reused
+    shared-memory slot (`liverctl.data.handover`): valid until `finish` has been called on it."""
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader
+
+    if plan.sharing_strategy:
+        torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
+    reuse_freed_memory()  # the process that iterates the loader casts every batch (`finish`)
+    if plan.num_workers > 0:  # made here, before the workers start, so that they share it
+        dataset.slots = SlotPool(plan.num_workers)
+    # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation
+    return DataLoader(
+        dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)
+    )
+
+
+def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_sampler=dataset.case_batches(batch_size, rank, world), **_worker_kwargs(plan))
