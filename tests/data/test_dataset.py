@@ -21,6 +21,15 @@ def cfg_for(store, *more):
     return resolve_config("demo", [f'data.store="{store}"', "data.input_size=64", *more])
 
 
+def worker_loader(tiny_store, *, augment_on="cpu", step_on="cpu", samples=8, batch=4, workers=2):
+    """A training set of fold 0 for a step on `step_on` and its loader with `workers` processes."""
+    store = LiverStore.open(tiny_store)
+    rows, _ = ds.split_rows(store, 0)
+    data = ds.SliceDataset(store, rows, cfg_for(tiny_store), augment_on=augment_on, device=torch.device(step_on))
+    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=samples)
+    return data, sampler, loaders.make_train_loader(data, sampler, batch, loaders.LoaderPlan(workers, None, False))
+
+
 def test_window_normalisation_maps_the_window_to_0_1_and_clips():
     cfg = resolve_config("v3")
     out = normalize_hu([-1000.0, -100.0, 50.0, 200.0, 3000.0], cfg, {})
@@ -132,12 +141,7 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
      ("cpu", "cpu", torch.float32)],  # the model's own dtype where no copy to a GPU follows
 )
 def test_loader_with_worker_processes_hands_over_small_dtypes(tiny_store, augment_on, step_on, handed_over):
-    store = LiverStore.open(tiny_store)
-    cfg = cfg_for(tiny_store)
-    rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on, device=torch.device(step_on))
-    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=8)
-    loader = loaders.make_train_loader(data, sampler, 4, loaders.LoaderPlan(2, None, False))
+    data, sampler, loader = worker_loader(tiny_store, augment_on=augment_on, step_on=step_on)
     batches = list(loader)
     assert len(batches) == 2
     assert batches[0]["image"].dtype == handed_over and batches[0]["mask"].dtype == torch.uint8
@@ -171,12 +175,7 @@ def test_a_step_on_the_cpu_takes_the_workers_float32_batch_in_place_and_keeps_it
     is using: its slot is freed only when the next batch is finished."""
     import time
 
-    store = LiverStore.open(tiny_store)
-    cfg = cfg_for(tiny_store)
-    rows, _ = ds.split_rows(store, 0)
-    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cpu"))
-    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=40)
-    loader = loaders.make_train_loader(data, sampler, 4, loaders.LoaderPlan(2, None, False))
+    data, sampler, loader = worker_loader(tiny_store, samples=40)
     pairs = list(sampler)
     for n, batch in enumerate(loader):
         image, mask = data.finish(batch, "cpu")
@@ -292,13 +291,8 @@ def test_worker_batch_slots_are_reused_only_after_finish(tiny_store):
     """Workers write into reused shared-memory slots: a batch kept unfinished is never overwritten."""
     from collections import Counter
 
-    store = LiverStore.open(tiny_store)
-    cfg = cfg_for(tiny_store)
-    rows, _ = ds.split_rows(store, 0)
     # float16 as for a GPU: `finish` copies and frees at once (in place on the CPU: the test above)
-    data = ds.SliceDataset(store, rows, cfg, augment_on="cpu", device=torch.device("cuda"))
-    sampler = ds.EpochSampler(data.liver, 3.0, seed=0, num_samples=24)
-    loader = loaders.make_train_loader(data, sampler, 2, loaders.LoaderPlan(1, None, False))
+    data, _, loader = worker_loader(tiny_store, step_on="cuda", samples=24, batch=2, workers=1)
     held, slots, pointers = [], Counter(), {}
     for i, batch in enumerate(loader):
         slot = tuple(batch["slot"].tolist())
