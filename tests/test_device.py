@@ -92,3 +92,11 @@ def test_the_autocast_context_is_a_real_autocast_only_when_on():
         assert (x @ x).dtype == torch.bfloat16
     with Precision("off").autocast_context("cpu"):
         assert (x @ x).dtype == torch.float32
+
+
+def test_fp16_on_the_cpu_is_kept_but_the_user_is_told_it_is_slow():
+    from liverctl.device import precision_note
+
+    assert "fp16 on the CPU" in precision_note(resolve_precision("fp16", CPU), CPU)
+    assert precision_note(Precision("fp16"), CUDA) is None
+    assert all(precision_note(Precision(mode), CPU) is None for mode in ("bf16", "off"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.config import write_config
-from liverctl.device import cuda_memory_fields
+from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import (
     checkpoint_path,
@@ -142,7 +142,11 @@ class _Loop:
     message: str = ""
 
     def note(self, message: str) -> None:
+        """A remark for the user: a `note` event, and a line on the console."""
+        from rich.markup import escape
+
         self.events.emit("note", message=message)
+        self.progress.note(f"[yellow]note:[/] {escape(message)}")
 
     def start(self, *, resumed: bool) -> None:
         """The resolved config beside the run, run_start, signals, the guard as the checkpoint left it."""
@@ -158,6 +162,8 @@ class _Loop:
             world_size=self.info.world, distributed_backend=distributed.backend(self.info),
             train_slices=len(s.train_set), val_cases=s.val_cases, steps_per_epoch=s.steps_per_epoch,
         )
+        if (remark := precision_note(s.precision, s.device)) is not None:
+            self.note(remark)
         self.stop.install()
         self.guard = NaNGuard(cfg["train"]["nan_skip_limit"], cfg["train"]["nan_max_rollbacks"])
         self.guard.load_state_dict(s.guard_state)
