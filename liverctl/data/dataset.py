@@ -74,10 +74,10 @@ class SliceDataset:
     to S; the step only casts. `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
     sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
 
-    The image is handed over as float16 (half the bytes to copy to a GPU, which casts), except on the cpu
-    path when the step runs on the CPU (`device` cpu): there the worker writes the float32 the model takes,
-    and `finish` uses the batch where it lies instead of casting it a second time in the training process
-    (about 1 ms per 512 x 512 x 3 sample, as much CPU as the worker's whole read path).
+    Image and mask are handed over as float16 and uint8 (few bytes to copy to a GPU, which casts), except on
+    the cpu path when the step runs on the CPU (`device` cpu): there the worker writes the float32 image and
+    mask the model and the loss take, and `finish` uses the batch where it lies instead of casting it again
+    in the training process (0.5-1 ms per 512 x 512 x 3 sample there, as much CPU as a worker's read path).
     """
 
     def __init__(
@@ -105,7 +105,9 @@ class SliceDataset:
         self.augment = build_augmentation(cfg, train)
         self.read_only = not train or cfg["data"]["augment"] == "none"  # albumentations would only resize
         on_cpu = device is None or getattr(device, "type", str(device)) == "cpu"
-        self.image_dtype = "float32" if augment_on == "cpu" and on_cpu else "float16"  # handed over
+        in_place = augment_on == "cpu" and on_cpu  # the step takes the batch as it lies (`finish`)
+        self.image_dtype = "float32" if in_place else "float16"  # as handed over
+        self.mask_dtype = "float32" if in_place else "uint8"
         self.slots = None  # `liverctl.data.handover.SlotPool`, set by `liverctl.data.loaders.make_train_loader`
         self._in_use = None  # the slot of the batch `finish` returned in place, freed at the next `finish`
 
@@ -114,12 +116,12 @@ class SliceDataset:
 
     def batch_bytes(self, batch_size: int) -> int:
         """The most bytes a worker's batch of `batch_size` holds: the image as handed over (float16 or
-        float32; on the device path at the slices' own size) and the uint8 mask."""
+        float32; on the device path at the slices' own size) and the mask (uint8, or float32 in place)."""
         height = width = self.size
         if self.augment_on == "device" and self.shapes:
             height = max(self.size, *(shape[0] for shape in self.shapes.values()))
             width = max(self.size, *(shape[1] for shape in self.shapes.values()))
-        per_pixel = in_channels(self.cfg) * np.dtype(self.image_dtype).itemsize + 1
+        per_pixel = in_channels(self.cfg) * np.dtype(self.image_dtype).itemsize + np.dtype(self.mask_dtype).itemsize
         return batch_size * per_pixel * height * width
 
     def batch(self, items) -> dict:
@@ -136,11 +138,11 @@ class SliceDataset:
             sizes = [(self.size, self.size)] * n
         height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
         image_shape, mask_shape = (n, channels, height, width), (n, 1, height, width)
-        image_dtype = getattr(torch, self.image_dtype)
+        image_dtype, mask_dtype = getattr(torch, self.image_dtype), getattr(torch, self.mask_dtype)
         if self.slots is not None:  # a training loader's worker: reuse a released shared-memory slot
-            image, mask, slot = self.slots.buffers(image_shape, mask_shape, image_dtype)
+            image, mask, slot = self.slots.buffers(image_shape, mask_shape, image_dtype, mask_dtype)
         else:
-            image, mask, slot = shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, torch.uint8), NO_SLOT
+            image, mask, slot = shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, mask_dtype), NO_SLOT
         norm = torch.zeros((n, 2), dtype=torch.float32)
         norm[:, 1] = 1.0
         for i, (p, code) in enumerate(zip(pos, codes, strict=True)):
@@ -169,16 +171,21 @@ class SliceDataset:
         }
 
     def _cpu_sample(self, case: str, z: int, norm: tuple[float, float], seed: int, out: tuple) -> None:
-        """One sample of the cpu path into `out` = (image (C, S, S) float16 or float32, mask uint8 (S, S))
-        of the batch.
+        """One sample of the cpu path into `out` = (image (C, S, S) float16 or float32, mask (S, S) uint8 or
+        float32) of the batch.
 
         Without augmentation a slice already S x S skips albumentations (its Resize would copy it
         unchanged): the stack is normalised straight into the batch, the label read into it.
         """
+        import torch
+
         stack = self.store.read_stack(case, z, context=self.context, dtype=np.float16)
         if self.read_only and stack.shape[1:] == (self.size, self.size):
             normalise_into(out[0], stack, norm)
-            self.store.read_label_slice(case, z, out=out[1].numpy())
+            if out[1].dtype == torch.uint8:
+                self.store.read_label_slice(case, z, out=out[1].numpy())
+            else:
+                out[1].copy_(torch.from_numpy(self.store.read_label_slice(case, z)))
             return
         label = self.store.read_label_slice(case, z)
         augment_sample(stack, label, norm, self.augment, seed, out=out)

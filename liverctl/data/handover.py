@@ -54,12 +54,14 @@ class SlotPool:
         self.free, self.token = state["free"], state["token"]
         self._buffers, self._mapped = {}, {}
 
-    def buffers(self, image_shape: tuple[int, ...], mask_shape: tuple[int, ...], image_dtype=None) -> tuple:
-        """(image `image_dtype` (float16 by default), mask uint8, slot id (pool token, worker, slot); worker
-        -1: a fresh segment)."""
+    def buffers(
+        self, image_shape: tuple[int, ...], mask_shape: tuple[int, ...], image_dtype=None, mask_dtype=None,
+    ) -> tuple:
+        """(image `image_dtype` (float16 by default), mask `mask_dtype` (uint8 by default), slot id (pool
+        token, worker, slot); worker -1: a fresh segment)."""
         import torch
 
-        image_dtype = image_dtype or torch.float16
+        image_dtype, mask_dtype = image_dtype or torch.float16, mask_dtype or torch.uint8
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
@@ -69,13 +71,13 @@ class SlotPool:
         flags = self.free[worker].tolist() if 0 <= worker < len(self.free) else []
         free = [slot for slot, flag in enumerate(flags) if flag]
         if not free:  # not in a worker, or every slot held: a fresh segment, never reused
-            return shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, torch.uint8), NO_SLOT
+            return shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, mask_dtype), NO_SLOT
         slot = free[0]
         self.free[worker, slot] = 0
         image, mask = self._buffers.get(slot, (None, None))
-        wanted = (image_shape, image_dtype, mask_shape)
-        if image is None or (tuple(image.shape), image.dtype, tuple(mask.shape)) != wanted:
-            image, mask = shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, torch.uint8)
+        wanted = (image_shape, image_dtype, mask_shape, mask_dtype)
+        if image is None or (tuple(image.shape), image.dtype, tuple(mask.shape), mask.dtype) != wanted:
+            image, mask = shared_tensor(image_shape, image_dtype), shared_tensor(mask_shape, mask_dtype)
             self._buffers[slot] = (image, mask)
         return image, mask, (self.token, worker, slot)
 

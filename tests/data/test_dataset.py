@@ -137,14 +137,15 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
 
 @pytest.mark.parametrize(
     ("augment_on", "step_on", "handed_over"),
-    [("cpu", "cuda", torch.float16), ("device", "cuda", torch.float16), ("device", "cpu", torch.float16),
-     ("cpu", "cpu", torch.float32)],  # the model's own dtype where no copy to a GPU follows
+    [("cpu", "cuda", (torch.float16, torch.uint8)), ("device", "cuda", (torch.float16, torch.uint8)),
+     ("device", "cpu", (torch.float16, torch.uint8)),
+     ("cpu", "cpu", (torch.float32, torch.float32))],  # the model's own dtype where no copy to a GPU follows
 )
 def test_loader_with_worker_processes_hands_over_small_dtypes(tiny_store, augment_on, step_on, handed_over):
     data, sampler, loader = worker_loader(tiny_store, augment_on=augment_on, step_on=step_on)
     batches = list(loader)
     assert len(batches) == 2
-    assert batches[0]["image"].dtype == handed_over and batches[0]["mask"].dtype == torch.uint8
+    assert (batches[0]["image"].dtype, batches[0]["mask"].dtype) == handed_over
     image, mask = data.finish(batches[0], "cpu")
     assert image.shape == (4, 3, 64, 64) and image.dtype == torch.float32 and mask.shape == (4, 1, 64, 64)
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
@@ -162,7 +163,7 @@ def test_batch_bytes_is_what_a_worker_hands_over(tiny_store):
     store = LiverStore.open(tiny_store)
     cfg = cfg_for(tiny_store)  # 64 x 64 input, 3 channels
     rows, _ = ds.split_rows(store, 0)
-    for augment_on, step_on, per_pixel in [("cpu", "cpu", 3 * 4 + 1), ("cpu", "cuda", 3 * 2 + 1),
+    for augment_on, step_on, per_pixel in [("cpu", "cpu", 3 * 4 + 4), ("cpu", "cuda", 3 * 2 + 1),
                                             ("device", "cuda", 3 * 2 + 1)]:
         data = ds.SliceDataset(store, rows, cfg, augment_on=augment_on, device=torch.device(step_on))
         batch = data.batch([(0, 0), (1, 0)])
