@@ -59,23 +59,21 @@ def normalise_float16(stack16: np.ndarray, norm: tuple[float, float]):
     (zeros when hi <= lo): the cpu path's normalisation, the same arithmetic as `normalize`."""
     import torch
 
-    lo, hi = norm
-    x = torch.from_numpy(stack16).float()  # contiguous: several times faster than numpy's float16 cast
-    if not hi > lo:
-        return x.zero_()
-    return x.sub_(lo).mul_(1.0 / (hi - lo)).clamp_(0.0, 1.0)
+    out = torch.empty(stack16.shape, dtype=torch.float32)
+    normalise_into(out, stack16, norm)
+    return out
 
 
 def normalise_into(out, stack16: np.ndarray, norm: tuple[float, float]) -> None:
     """`normalise_float16` written into `out` (a float16 or float32 tensor (C, X, Y)): into float32 in
-    place, without the temporary; into float16 through it (torch has no float16 arithmetic this fast)."""
+    place, without a temporary; into float16 through a float32 one (torch's float16 arithmetic is slow)."""
     import torch
 
     if out.dtype != torch.float32:
         out.copy_(normalise_float16(stack16, norm))  # the cast to float16 is part of this copy
         return
     lo, hi = norm
-    out.copy_(torch.from_numpy(stack16))
+    out.copy_(torch.from_numpy(stack16))  # contiguous: several times faster than numpy's float16 cast
     if not hi > lo:
         out.zero_()
     else:

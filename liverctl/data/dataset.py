@@ -71,7 +71,7 @@ class SliceDataset:
     seed), read from the chunks straight into the batch. `augment_on` says who augments:
     "device": the worker only reads (image = HU as stored, own size); the training step normalises and
     augments the whole batch (`finish`). "cpu": the worker normalises, runs albumentations and resizes
-    to S; the step only casts. `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
+    to S; the step only casts (or, on the CPU, takes the batch as it is). `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
     sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
 
     Image and mask are handed over as float16 and uint8 (few bytes to copy to a GPU, which casts), except on

@@ -60,9 +60,9 @@ class SlotPool:
         """(image `image_dtype` (float16 by default), mask `mask_dtype` (uint8 by default), slot id (pool
         token, worker, slot); worker -1: a fresh segment)."""
         import torch
+        from torch.utils.data import get_worker_info
 
         image_dtype, mask_dtype = image_dtype or torch.float16, mask_dtype or torch.uint8
-        from torch.utils.data import get_worker_info
 
         info = get_worker_info()
         worker = info.id if info is not None else -1

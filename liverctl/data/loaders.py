@@ -99,13 +99,14 @@ def _worker_kwargs(plan: LoaderPlan) -> dict:
 def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: int, plan: LoaderPlan):
     """Batches of `dataset.batch` (dicts, see `liverctl.data.augment_device`); `dataset.finish(batch, device)`
     turns one into (image, mask) on the device. With workers, a batch's image and mask live in a reused
-    shared-memory slot (`liverctl.data.handover`): valid until `finish` has been called on it."""
+    shared-memory slot (`liverctl.data.handover`): valid until `finish` has been called on it, and what
+    `finish` returned in place (a step on the CPU) until the next `finish`."""
     import torch
     from torch.utils.data import BatchSampler, DataLoader
 
     if plan.sharing_strategy:
         torch.multiprocessing.set_sharing_strategy(plan.sharing_strategy)
-    reuse_freed_memory()  # the process that iterates the loader casts every batch (`finish`)
+    reuse_freed_memory()  # the process that iterates the loader copies every batch (pinning, `finish`'s cast)
     if plan.num_workers > 0:  # made here, before the workers start, so that they share it
         dataset.slots = SlotPool(plan.num_workers)
     # each worker builds a whole batch (`SliceDataset.batch`), reading straight into it: no collation

@@ -241,8 +241,6 @@ def update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:
     The node's `zarr.json` is replaced atomically (`liverctl.files.write_atomic`): zarr-python would rewrite
     it in place, and a kill then would leave a store no client can open.
     """
-    from liverctl.files import write_atomic
-
     meta = read_metadata(node_dir)
     if meta is None:
         raise LiverctlError(f"missing or unreadable {METADATA_FILE}", path=node_dir)
@@ -250,8 +248,7 @@ def update_attrs(node_dir: Path, updates: dict[str, Any]) -> bool:
     if all(attributes.get(k, object()) == v for k, v in updates.items()):
         return False
     attributes.update(updates)
-    path = Path(node_dir) / METADATA_FILE
-    write_atomic(path, json.dumps(meta, indent=2, sort_keys=False), what=f"store metadata {path.name}")
+    _replace_metadata(node_dir, meta)
     return True
 
 
@@ -260,11 +257,16 @@ def create_group(node_dir: Path, attrs: dict[str, Any]) -> None:
 
     Not `zarr.open_group(mode="w")`: that deletes the folder first (and anything a reader had found in it).
     """
+    Path(node_dir).mkdir(parents=True, exist_ok=True)
+    _replace_metadata(node_dir, group_metadata(attrs))
+
+
+def _replace_metadata(node_dir: Path, meta: dict[str, Any]) -> None:
+    """Replace a node's `zarr.json` atomically (`liverctl.files.write_atomic`)."""
     from liverctl.files import write_atomic
 
-    Path(node_dir).mkdir(parents=True, exist_ok=True)
     path = Path(node_dir) / METADATA_FILE
-    write_atomic(path, json.dumps(group_metadata(attrs), indent=2), what=f"store metadata {path.name}")
+    write_atomic(path, json.dumps(meta, indent=2), what=f"store metadata {path.name}")
 
 
 def is_group(node_dir: Path) -> bool:
