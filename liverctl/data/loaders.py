@@ -59,6 +59,7 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     from liverctl.workers import one_thread_each
 
     one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
+    reuse_freed_memory()  # a sample's float32 planes and warps (~1 MB each) reuse the heap, not fresh pages
     # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
     # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
     # it is waiting for. SIGINT is left to the trainer; SIGTERM ends a worker WORKER_SIGTERM_GRACE_S later
