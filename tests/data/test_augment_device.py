@@ -101,6 +101,31 @@ def test_cpu_path_planes_get_what_albumentations_does_to_the_whole_stack(augment
     assert differed >= 6  # the transforms did fire
 
 
+@pytest.mark.parametrize("augment", ["flip_rotate", "distort"])
+@pytest.mark.parametrize("size", [64, 96])
+def test_cpu_path_into_the_batch_gives_what_it_returns(augment, size):
+    """A worker writes its sample into the batch (`out`): the batch must hold exactly what `out=None`
+    returns, whichever transforms fired (none, some, all), rounded where the batch is float16, at the
+    stack's own size and through Resize."""
+    cfg = cfg_with(augment, size)
+    aug = augment_cpu.build_augmentation(cfg, train=True)
+    rng = np.random.default_rng(1)
+    untouched = moved = 0
+    for seed in range(16):
+        mask = blob_mask(64, seed)
+        stack = (rng.normal(50, 80, size=(3, 64, 64)) + 150 * mask).astype(np.float16)
+        image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
+        for dtype in (torch.float32, torch.float16):
+            batch = (torch.full((3, size, size), float("nan"), dtype=dtype), torch.full((size, size), 7, dtype=torch.uint8))
+            augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed, out=batch)
+            assert torch.equal(batch[0], image.to(dtype)), (seed, dtype)
+            assert torch.equal(batch[1], out_mask), (seed, dtype)
+        same = size == 64 and torch.equal(image, augment_cpu.normalise_float16(stack, (-100.0, 200.0)))
+        untouched += same
+        moved += not same
+    assert moved >= 8 and (size != 64 or untouched >= 1)  # both cases occurred where they can
+
+
 def test_device_augmentation_is_a_function_of_the_seed_and_the_draws_vary():
     cfg = cfg_with("distort")
     masks = [blob_mask(64, 0)] * 4
