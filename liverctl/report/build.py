@@ -45,6 +45,7 @@ class ReportResult:
     images: list[Path]
     skipped: list[str]
     cases: dict[str, list[CaseResult]] = field(default_factory=dict)  # run name -> predicted cases
+    refused: list[str] = field(default_factory=list)  # the skips caused by an input that could not be used
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
@@ -82,9 +83,10 @@ def write_report(
     try:
         images = [plot_curves(data, work / "curves.png")]
         skipped: list[str] = []
+        refused: list[str] = []
         predictions: dict[str, RunPredictions] = {}
         if overlays:
-            predictions = _predict_runs(data, work, skipped, dict(store_path=store_path, max_cases=max_cases,
+            predictions = _predict_runs(data, work, skipped, refused, dict(store_path=store_path, max_cases=max_cases,
                                         slices_per_case=slices_per_case, device=device))
             images.extend(c.overlay for p in predictions.values() for c in p.cases if c.overlay is not None)
         else:
@@ -106,17 +108,22 @@ def write_report(
                           c.slices) for c in results]
         for name, results in cases.items()
     }
-    return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases)
+    return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases, refused)
 
 
-def _predict_runs(data: list[RunData], work: Path, skipped: list[str], options: dict) -> dict[str, RunPredictions]:
-    """Each run's predicted validation cases; a run that cannot be predicted becomes a line in `skipped`."""
+def _predict_runs(
+    data: list[RunData], work: Path, skipped: list[str], refused: list[str], options: dict
+) -> dict[str, RunPredictions]:
+    """Each run's predicted validation cases; a run that cannot be predicted becomes a line in `skipped`,
+    and in `refused` too where an input it needs could not be used (`OverlaySkipped.refused`)."""
     predictions = {}
     for run in data:
         try:
             predictions[run.name] = predict_validation_cases(run, work / "overlays" / safe_name(run.name), **options)
         except OverlaySkipped as exc:
             skipped.append(f"{run.name}: prediction overlays and per-case Dice skipped: {exc}")
+            if exc.refused:
+                refused.append(f"{run.name}: {exc}")
     return predictions
 
 

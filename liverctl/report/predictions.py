@@ -32,7 +32,16 @@ class RunPredictions:
 
 
 class OverlaySkipped(Exception):
-    """Why a run's prediction pictures could not be drawn (said in index.html, not raised at the user)."""
+    """Why a run's prediction pictures could not be drawn (said in index.html, not raised at the user).
+
+    `refused`: an input was there but could not be used (a checkpoint refused or broken, a store whose
+    contents do not fit): the report is still written, and `liverctl report` then exits non-zero. Not
+    refused: nothing to predict with yet (no checkpoint, no store, no torch): a plain skip.
+    """
+
+    def __init__(self, reason: str, *, refused: bool = False):
+        super().__init__(reason)
+        self.refused = refused
 
 
 @dataclass
@@ -69,7 +78,7 @@ def predict_validation_cases(
     try:
         case_ids = validation_cases(cfg, inputs.store)[:max_cases]
     except LiverctlError as exc:
-        raise OverlaySkipped(f"store {inputs.store_path}: {exc}") from None
+        raise OverlaySkipped(f"store {inputs.store_path}: {exc}", refused=True) from None
     infer = cfg.get("infer", {})
     threshold, tta = float(infer.get("threshold", 0.5)), str(infer.get("tta", "none"))
     how = (f"checkpoint {inputs.which}.pt, {len(case_ids)} case(s) of validation fold {cfg['data']['fold']} from "
@@ -83,7 +92,7 @@ def predict_validation_cases(
             results.append(_score_and_draw(run, inputs, case, probs >= threshold, out_dir=out_dir,
                                            k=slices_per_case))
     except (LiverctlError, RuntimeError, ValueError) as exc:
-        raise OverlaySkipped(f"prediction failed: {_one_line(exc)}") from None
+        raise OverlaySkipped(f"prediction failed: {_one_line(exc)}", refused=True) from None
     return RunPredictions(results, how)
 
 
@@ -106,7 +115,7 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
         store = LiverStore.open(store_path)
         (run_model,) = load_run_models([run.path], which=which, device=device)
     except (LiverctlError, RuntimeError) as exc:  # RuntimeError: torch, e.g. weights not matching the model
-        raise OverlaySkipped(_one_line(exc)) from None
+        raise OverlaySkipped(_one_line(exc), refused=True) from None
     return _Inputs(store, store_path, run_model, which, device)
 
 

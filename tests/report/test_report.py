@@ -63,7 +63,7 @@ def test_several_runs_share_one_report_with_the_varied_settings(two_runs, tmp_pa
 def test_hand_made_runs_without_a_model_still_get_curves_and_say_what_was_skipped(two_runs, tmp_path):
     result = write_report(list(two_runs), tmp_path / "r", overlays=True)
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
-    assert {s.split(":")[0] for s in result.skipped} == {"a-v3", "b-focal"}
+    assert {s.split(":")[0] for s in result.skipped} == {"a-v3", "b-focal"} and result.refused == []
     page = result.index_html.read_text(encoding="utf-8")
     assert "Skipped" in page and "case_dice.png" not in page
 
@@ -165,6 +165,7 @@ def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
     assert len(result.skipped) == 1 and "absent.zarr not found" in result.skipped[0]
     assert "absent.zarr not found" in result.index_html.read_text(encoding="utf-8")
+    assert result.refused == []  # nothing to predict with is a plain skip: `liverctl report` exits 0
 
 
 def test_disagreeing_slices_prefers_errors_then_liver():

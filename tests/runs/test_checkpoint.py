@@ -155,6 +155,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_every_reader(tmp_path, c
 
     result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "rep"), "--store", str(tiny_store), "--device", "cpu"])
     assert "may contain code" in result.output  # the overlays are refused; the curves need no checkpoint
+    assert result.exit_code == 2 and "report written without overlays" in result.stderr
+    assert (tmp_path / "rep" / "index.html").is_file() and (tmp_path / "rep" / "curves.png").is_file()
     assert not marker.exists()
 
 
