@@ -260,10 +260,18 @@ class RunState:
     @property
     def status(self) -> str:
         """The run's status by the shared rule (`liverctl.runs.history.run_status`: the `run_end` status,
-        else running while the run's lock is held, else interrupted); "waiting" before the first event."""
-        if self.n_events == 0:
+        else running while the run's lock is held, else interrupted); "waiting" before the first event
+        while a writer may still come, and the shared rule's "unknown" (as `liverctl runs` says) once the log
+        is there, empty, and nobody writes it (`ended_before_first_event`)."""
+        if self.n_events == 0 and not self.ended_before_first_event:
             return "waiting"
         return run_status(self.history, self.writer_alive)
+
+    @property
+    def ended_before_first_event(self) -> bool:
+        """The events file is there (the writer takes the run's lock before creating it) but holds no event,
+        and no process holds the lock: the run died before its first event (e.g. a full disk)."""
+        return self.n_events == 0 and self.writer_alive is False
 
     @property
     def stalled(self) -> bool:

@@ -328,5 +328,5 @@ def render_summary(watcher: RunWatcher) -> RenderableType:
 
 
 def exit_code(state: RunState) -> int:
-    """`watch --once` exit status: 1 when the run has a NaN or failed, else 0."""
-    return 1 if state.has_nan or state.failed else 0
+    """`watch --once` exit status: 1 when the run has a NaN, failed or ended before its first event, else 0."""
+    return 1 if state.has_nan or state.failed or state.ended_before_first_event else 0

@@ -57,4 +57,7 @@ class RunWatcher:
             return f"run folder deleted: {self.run_dir} (showing the last state read)"
         if self.condition == "missing":
             return f"events file removed: {self.path} (showing the last state read)"
+        if self.condition == "ok" and self.state.ended_before_first_event:
+            return (f"the run ended before its first event: {self.path} is empty and no process is writing it "
+                    "(see the train command's own output)")
         return None

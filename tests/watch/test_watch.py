@@ -254,6 +254,22 @@ def test_watcher_waits_for_the_file_and_holds_back_a_torn_line(tmp_path):
     assert len(watcher.state.rows) == 2
 
 
+def test_an_empty_log_nobody_writes_is_a_run_that_ended_before_its_first_event(tmp_path):
+    """The trainer takes the run's lock, then creates events.jsonl; a full disk before the first event leaves
+    it empty. While the lock is held that is a run starting; once it is not, the run failed."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_bytes(b"")
+    watcher = RunWatcher(run)
+    with RunLock(run):
+        watcher.poll()
+        assert watcher.state.status == "waiting" and watcher.notice is None
+    watcher.poll()
+    assert watcher.state.status == "unknown" and "ended before its first event" in watcher.notice  # as `runs` says
+    result = CliRunner().invoke(cli_app, ["watch", "r", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "ended before its first event" in " ".join(result.output.split())
+
+
 def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     run = tmp_path / "r"
     s = two_epoch_run()
