@@ -23,7 +23,10 @@ def watch_command(
     *,
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders."),
     once: bool = typer.Option(
-        False, "--once", help="Print the summary as plain text and exit: 1 if the run had a NaN, failed or ended before its first event."
+        False,
+        "--once",
+        help="Print the summary as plain text and exit: 1 if the run had a NaN, failed or ended before its "
+        "first event.",
     ),
     plot: bool = typer.Option(
         False, "--plot", help="Print the charts once as text (for logs and notebooks) and exit like --once."

@@ -86,8 +86,9 @@ def write_report(
         refused: list[str] = []
         predictions: dict[str, RunPredictions] = {}
         if overlays:
-            predictions = _predict_runs(data, work, skipped, refused, dict(store_path=store_path, max_cases=max_cases,
-                                        slices_per_case=slices_per_case, device=device))
+            options = dict(store_path=store_path, max_cases=max_cases, slices_per_case=slices_per_case,
+                           device=device)
+            predictions = _predict_runs(data, work, skipped, refused, options)
             images.extend(c.overlay for p in predictions.values() for c in p.cases if c.overlay is not None)
         else:
             skipped.append("prediction overlays and per-case Dice: turned off (--no-overlays)")

@@ -116,7 +116,10 @@ def test_cpu_path_into_the_batch_gives_what_it_returns(augment, size):
         stack = (rng.normal(50, 80, size=(3, 64, 64)) + 150 * mask).astype(np.float16)
         image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
         for dtype in (torch.float32, torch.float16):
-            batch = (torch.full((3, size, size), float("nan"), dtype=dtype), torch.full((size, size), 7, dtype=torch.uint8))
+            batch = (
+                torch.full((3, size, size), float("nan"), dtype=dtype),
+                torch.full((size, size), 7, dtype=torch.uint8),
+            )
             augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed, out=batch)
             assert torch.equal(batch[0], image.to(dtype)), (seed, dtype)
             assert torch.equal(batch[1], out_mask), (seed, dtype)
