@@ -184,6 +184,31 @@ def test_normalisation_on_the_device_matches_the_cpu_one():
     assert float(flat.abs().max()) == 0.0  # a constant volume under minmax: zeros, as on the cpu
 
 
+@pytest.mark.parametrize("float16_arithmetic", [True, False])
+def test_cpu_normalisation_matches_the_reference_with_and_without_float16_opencv(monkeypatch, float16_arithmetic):
+    """The cpu path's `normalise_float16` / `normalise_into` equal `normalize` (numpy, what predict uses)
+    to within a float32 rounding, whether OpenCV reads the float16 planes itself (5.x) or torch casts
+    first (4.x), into float32 and float16 batches, clipped at both ends; a flat window gives zeros."""
+    if float16_arithmetic and not augment_cpu.opencv_float16_arithmetic():
+        pytest.skip("this OpenCV has no float16 arithmetic")
+    monkeypatch.setattr(augment_cpu, "opencv_float16_arithmetic", lambda: float16_arithmetic)
+    cfg = resolve_config("v1")
+    stats = {"min": -1000.0, "max": 1000.0}
+    rng = np.random.default_rng(0)
+    hu = (rng.uniform(-1200, 1500, size=(3, 48, 40))).astype(np.float16)
+    want = ds.normalize(hu, cfg, stats)
+    assert want.min() == 0.0 and want.max() == 1.0  # the data reach past both ends of the range
+    got = augment_cpu.normalise_float16(hu, ds.norm_range(cfg, stats))
+    assert got.dtype == torch.float32 and np.allclose(got.numpy(), want, atol=2e-7, rtol=0)
+    batch = torch.full((2, 3, 48, 40), 7.0)  # into a batch's sample, as a worker writes it
+    augment_cpu.normalise_into(batch[1], hu, ds.norm_range(cfg, stats))
+    assert np.allclose(batch[1].numpy(), want, atol=2e-7, rtol=0) and float(batch[0].min()) == 7.0
+    half = torch.empty((3, 48, 40), dtype=torch.float16)
+    augment_cpu.normalise_into(half, hu, ds.norm_range(cfg, stats))
+    assert np.allclose(half.float().numpy(), want, atol=5e-4, rtol=0)
+    assert float(augment_cpu.normalise_float16(hu, (5.0, 5.0)).abs().max()) == 0.0
+
+
 def test_augment_on_auto_picks_the_device_on_cuda_and_the_key_forces_either():
     cfg = resolve_config("v5")
     assert ad.resolve_augment_on(cfg, torch.device("cpu")) == "cpu"
