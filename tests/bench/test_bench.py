@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import sys
 
 import nibabel as nib
@@ -92,6 +93,10 @@ def test_quick_bench_json_holds_every_figure(tmp_path):
             # a quick run's epochs may cost the workers less than one tick, so only the sum is checked
             assert parts["liverctl workers"] >= 0, parts
             assert parts["liverctl total"] >= parts["liverctl main"], parts
+    warm = report["profiles"]["loader_warm_up"]  # liverctl's untimed epochs before the timed ones
+    assert set(warm) == {"loader_augmented", "loader_read_only"}, warm
+    for parts in warm.values():
+        assert 1 <= parts["epochs"] == len(parts["seconds"]), parts
     # The synthetic figures need only liverctl's own modules: all of them must be there.
     for key in EXPECTED_FIGURES - {"real_store_bytes", "real_window_reads"}:
         assert figures[key]["liverctl"] is not None, (key, figures[key]["note"])
@@ -173,6 +178,43 @@ def test_notebook_largest_component_keeps_the_biggest_blob():
     kept = baseline.notebook_largest_component(mask)
     assert kept[10, 10, 2] and not kept[2, 2, 2]
     assert not baseline.notebook_largest_component(np.zeros((3, 3, 3), dtype=bool)).any()
+
+
+class _ColdLoader:
+    """A loader whose 'worker' is this process and whose first `cold` epochs touch 1 MB of new memory a
+    sample (as a worker's first batch into each shared-memory slot does), later epochs none."""
+
+    def __init__(self, cold: int, workers: bool = True):
+        import os
+        from types import SimpleNamespace
+
+        self.cold, self.epochs, self.kept = cold, 0, []
+        pids = [SimpleNamespace(pid=os.getpid())] if workers else []
+        self._iterator = SimpleNamespace(_workers=pids)
+
+    def __iter__(self):
+        self.epochs += 1
+        for _ in range(4):
+            if self.epochs <= self.cold:
+                pages = mmap.mmap(-1, 1024 * 1024)  # 256 new pages, whatever malloc has kept
+                pages.write(b"\x01" * len(pages))
+                self.kept.append(pages)
+            yield np.zeros((1, 1)), None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page faults come from /proc")
+def test_loader_warm_up_runs_until_the_workers_stop_touching_new_memory():
+    from liverctl.bench.loader import WARM_PAGES_PER_SAMPLE, EpochClocks
+
+    loader = _ColdLoader(cold=2)
+    warm = EpochClocks().warm_up(loader, None)
+    assert warm["epochs"] == loader.epochs == 3, warm
+    assert [p >= 200 for p in warm["new pages per sample"]] == [True, True, False], warm
+    assert warm["new pages per sample"][-1] < WARM_PAGES_PER_SAMPLE
+    never_warm = _ColdLoader(cold=100)
+    assert EpochClocks().warm_up(never_warm, None, max_epochs=3)["epochs"] == never_warm.epochs == 3
+    no_workers = _ColdLoader(cold=5, workers=False)  # num_workers=0: nothing to warm, one epoch
+    assert EpochClocks().warm_up(no_workers, None)["epochs"] == no_workers.epochs == 1
 
 
 def test_time_interleaved_takes_turns_and_leaves_out_the_warmup():
