@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from liverctl.metrics import DiceCounts, slice_counts
@@ -14,12 +12,14 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
     """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
 
     Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
-    Logits are resized back to (X, Y) before thresholding, as `submit` does.
+    Masks are made exactly as `submit` makes them (`liverctl.infer.predict`): float32 sigmoid at the
+    model's size, probabilities resized back to (X, Y) (bilinear), then `>= threshold`. Thresholding the
+    logits (`> log(t / (1 - t))`) disagreed on voxels whose logit lies within ~3e-8 below 0, which the
+    float32 sigmoid rounds to exactly 0.5: `submit` counts them as liver.
     """
     import torch
     import torch.nn.functional as F
 
-    logit_threshold = math.log(threshold / (1.0 - threshold))
     counts = DiceCounts()
     loss_sum, n, bad_logits = 0.0, 0, 0
     model.eval()
@@ -32,8 +32,10 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
             bad_logits += int((~torch.isfinite(logits)).sum())
             loss_sum += float(loss_fn(logits, mask)) * image.shape[0]
             n += image.shape[0]
-            full = F.interpolate(logits, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
-            pred = (full[:, 0] > logit_threshold).cpu().numpy()
+            probs = torch.sigmoid(logits)
+            if tuple(probs.shape[-2:]) != tuple(label.shape[-2:]):
+                probs = F.interpolate(probs, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
+            pred = (probs[:, 0] >= threshold).cpu().numpy()
             rows = slice_counts(pred, label.numpy().astype(bool), axis=0)  # (B, 3): tp, fp, fn per slice
             codes = code.numpy()
             for case in np.unique(codes):
