@@ -71,8 +71,9 @@ def run_bench(settings: BenchSettings, on_stage: Callable[[str], None] = lambda 
 def settle_disk() -> None:
     """Write out what the bench itself has just written (store, notebook cache, synthetic data) before a
     timed stage. Otherwise the kernel flushes it ~30 s later, in the middle of whatever is being timed:
-    bursts of 90 and 190 MB went out during the loader stage on a 2-core machine, and the liverctl
-    epochs they fell on took 0.7-0.85 s instead of 0.52-0.56 s (a 1.96x run among 2.8-3.1x ones)."""
+    bursts of 90 and 190 MB went out during the loader stage on a 2-core machine (`vmstat`), with kernel
+    CPU beside them. (The slow first loader epochs seen then had another cause, the workers' first touch
+    of their batch slots: `liverctl.bench.loader.EpochClocks.warm_up`.)"""
     if hasattr(os, "sync"):
         os.sync()
 
