@@ -122,6 +122,12 @@ def _proc_new_pages(pid: int) -> int | None:
     return None if fields is None else int(fields[7])
 
 
+def _over_processes(pids: list[int], read: Callable[[int], float | None]) -> float | None:
+    """The sum of `read(pid)` over processes (0 for none), None if any cannot be read."""
+    values = [read(pid) for pid in pids]
+    return None if None in values else sum(values)
+
+
 WARM_PAGES_PER_SAMPLE = 32  # a worker touching fewer new 4 KB pages than this per sample is warm
 WARM_UP_EPOCHS = 8  # at most
 
@@ -155,10 +161,7 @@ class EpochClocks:
 
     @staticmethod
     def _cpu(pids: list[int]) -> float | None:
-        if not pids:
-            return 0.0
-        values = [_proc_cpu_seconds(pid) for pid in pids]
-        return None if None in values else sum(values)
+        return _over_processes(pids, _proc_cpu_seconds)
 
     def warm_up(self, loader, finish, max_epochs: int = WARM_UP_EPOCHS) -> dict[str, Any]:
         """Untimed epochs of a loader with workers until they stop touching new memory: what a run's
@@ -175,7 +178,7 @@ class EpochClocks:
         pages: list[float] = []
         for _ in range(max_epochs):
             workers = self._workers(loader)
-            before = [_proc_new_pages(pid) for pid in workers]
+            before = _over_processes(workers, _proc_new_pages)
             start = time.perf_counter()
             seen = _epoch_samples(loader, finish)
             seconds.append(round(time.perf_counter() - start, 3))
@@ -183,10 +186,10 @@ class EpochClocks:
                 if self._workers(loader):
                     continue
                 break
-            after = [_proc_new_pages(pid) for pid in workers]
-            if None in before or None in after:  # no /proc here
+            after = _over_processes(workers, _proc_new_pages)
+            if before is None or after is None:  # no /proc here
                 break
-            pages.append(round((sum(after) - sum(before)) / max(1, seen), 1))
+            pages.append(round((after - before) / max(1, seen), 1))
             if pages[-1] < WARM_PAGES_PER_SAMPLE:
                 break
         return {"epochs": len(seconds), "seconds": seconds, "new pages per sample": pages}
