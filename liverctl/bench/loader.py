@@ -281,7 +281,7 @@ def _worker_batches(ctx: Context, rows: np.ndarray, n: int) -> dict[str, Callabl
 def _measure_loader_cpu(ctx: Context, samples: Samples) -> list[Figure]:
     """The worker's CPU per sample, both augmentation paths: what decides whether a GPU waits on few cores.
 
-    cpu path (albumentations): read + decode, normalise, augment, resize and the batch itself
+    cpu path (`liverctl.data.augment_cpu`): read + decode, normalise, augment, resize and the batch itself
     (`SliceDataset.batch`, which replaces collation), against the notebook's `__getitem__` + collate.
     device path: the same worker reading the stored float16 into its batch, against the 2.5 ms budget.
     """

@@ -1,6 +1,15 @@
-"""The cpu path of augmentation: albumentations in the DataLoader workers (`data.augment_on` = cpu, or
-auto without CUDA). The device path is `liverctl.data.augment_device`, with the same transforms, order and
-parameters; both keep image and mask aligned (tests/data/test_augment_device.py).
+"""The cpu path of augmentation, in the DataLoader workers (`data.augment_on` = cpu, or auto without CUDA).
+The device path is `liverctl.data.augment_device`, with the same transforms, order and parameters; both keep
+image and mask aligned (tests/data/test_augment_device.py).
+
+Two implementations of the presets' transforms, picked by `build_augmentation`:
+
+- `FlipRotate` for `data.augment` none and flip_rotate (v1-v3.x, v5, v6): resize -> horizontal flip ->
+  vertical flip -> rotation, the geometry of albumentations' Resize, HorizontalFlip, VerticalFlip and
+  Rotate, composed into one cv2 call a plane that writes into the worker's batch. The draws are the device
+  path's (`liverctl.data.augment_device.sample_params`), so a seed gives the same sample on both paths.
+- the albumentations pipeline (`albumentations_pipeline`) for distort (v4), whose grid distortion and
+  elastic transform are albumentations' own. It is also the reference `FlipRotate` is tested against.
 """
 
 from __future__ import annotations
@@ -14,6 +23,14 @@ from liverctl.config import in_channels
 
 
 def build_augmentation(cfg: dict, train: bool):
+    """The cpu path's augmentation of `augment_sample`: `FlipRotate`, or for distort in training the
+    albumentations pipeline."""
+    if train and cfg["data"]["augment"] == "distort":
+        return albumentations_pipeline(cfg, train)
+    return FlipRotate(cfg, train)
+
+
+def albumentations_pipeline(cfg: dict, train: bool):
     """The albumentations pipeline of `data.augment`: each channel of a stack a float32 (X, Y) plane, the
     mask uint8 (X, Y) (`augment_sample`)."""
     import albumentations as A
@@ -36,6 +53,111 @@ def build_augmentation(cfg: dict, train: bool):
     # each channel of a 2.5D stack is its own image target, drawn with the same parameters (`augment_sample`)
     planes = {plane_key(c): "image" for c in range(1, in_channels(cfg))}
     return A.Compose(steps, additional_targets=planes)
+
+
+class FlipRotate:
+    """resize to S -> horizontal flip (p 0.5) -> vertical flip (p 0.5) -> rotation +-rotate_limit (p 0.5)
+    about the centre, zeros outside: albumentations' Resize, HorizontalFlip, VerticalFlip and Rotate
+    (bilinear for the image, nearest for the mask, centre at (n / 2 - 0.5) as theirs), in one cv2 call a
+    plane written straight into the batch. Without training (or with augment none) only the resize.
+
+    The flips and the rotation are one forward matrix, R V H: one `warpAffine` when the rotation fires, one
+    `cv2.flip` when only flips do, the normalisation alone when nothing does. Against the albumentations
+    pipeline this drops the separate flip passes, the copies of each transform's result and the copy into
+    the batch: 1.7 against 2.8 ms of CPU a v5 sample into a float32 batch, 1.9 against 2.6 ms into a
+    float16 one (512 x 512 x 3, one thread, normalisation included).
+    The result equals albumentations' for the same draws up to cv2's 1/32-pixel fixed-point rounding of
+    the sampling positions (tests/data/test_augment_device.py). Scratch planes are kept per process.
+    """
+
+    def __init__(self, cfg: dict, train: bool):
+        self.cfg = cfg
+        self.size = int(cfg["data"]["input_size"])
+        self.train = train and cfg["data"]["augment"] == "flip_rotate"
+        self._scratch: dict[tuple, np.ndarray] = {}
+
+    def __getstate__(self):  # a worker starts with no scratch planes of its own
+        return {**self.__dict__, "_scratch": {}}
+
+    def params(self, seed: int) -> dict:
+        """The sample's draws: `liverctl.data.augment_device.sample_params`, none when not training."""
+        from liverctl.data.augment_device import sample_params
+
+        if not self.train:
+            return {"hflip": False, "vflip": False, "angle": 0.0}
+        return sample_params(seed, self.cfg)
+
+    def matrix(self, params: dict) -> np.ndarray | None:
+        """The forward 2 x 3 matrix of flips then rotation on an S x S plane (x = the last axis), or None
+        when it is the identity."""
+        import cv2
+
+        if not (params["hflip"] or params["vflip"] or params["angle"]):
+            return None
+        s = self.size
+        flips = np.diag([-1.0 if params["hflip"] else 1.0, -1.0 if params["vflip"] else 1.0, 1.0])
+        flips[0, 2] = s - 1 if params["hflip"] else 0.0
+        flips[1, 2] = s - 1 if params["vflip"] else 0.0
+        rotation = np.vstack([cv2.getRotationMatrix2D((s / 2 - 0.5, s / 2 - 0.5), params["angle"], 1.0), [0, 0, 1]])
+        return (rotation @ flips)[:2]
+
+    def scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        key = (name, shape, np.dtype(dtype).str)
+        if key not in self._scratch:
+            self._scratch[key] = np.empty(shape, dtype=dtype)
+        return self._scratch[key]
+
+    def __call__(self, stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], seed: int, out: tuple):
+        """HU float16 (C, X, Y) + label uint8 (X, Y) -> `out` = (image (C, S, S) float32 or float16, mask
+        (S, S) uint8 or float32), torch tensors of the batch."""
+        import cv2
+        import torch
+
+        params = self.params(seed)
+        matrix = self.matrix(params)
+        s = self.size
+        resize = stack16.shape[1:] != (s, s)
+        if matrix is None and not resize:
+            normalise_into(out[0], stack16, norm)
+            out[1].copy_(torch.from_numpy(label))
+            return
+        planes = self.scratch("normalised", stack16.shape, np.float32)
+        normalise_into(torch.from_numpy(planes), stack16, norm)
+        mask = label
+        if resize:
+            planes = self._resized(planes, cv2.INTER_LINEAR, "resized")
+            mask = self._resized(label[None], cv2.INTER_NEAREST, "resized mask")[0]
+        direct = out[0].dtype == torch.float32 and out[0].is_contiguous()
+        image_to = out[0].numpy() if direct else self.scratch("image", planes.shape, np.float32)
+        mask_direct = out[1].dtype == torch.uint8 and out[1].is_contiguous()
+        mask_to = out[1].numpy() if mask_direct else self.scratch("mask", (s, s), np.uint8)
+        if matrix is None:
+            np.copyto(image_to, planes)
+            np.copyto(mask_to, mask)
+        elif not params["angle"]:  # flips only: exact, as albumentations' cv2.flip
+            code = -1 if params["hflip"] and params["vflip"] else (1 if params["hflip"] else 0)
+            for plane, to in zip(planes, image_to, strict=True):
+                cv2.flip(plane, code, dst=to)
+            cv2.flip(mask, code, dst=mask_to)
+        else:
+            border = {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+            for plane, to in zip(planes, image_to, strict=True):
+                cv2.warpAffine(plane, matrix, (s, s), dst=to, flags=cv2.INTER_LINEAR, **border)
+            cv2.warpAffine(mask, matrix, (s, s), dst=mask_to, flags=cv2.INTER_NEAREST, **border)
+        if not direct:
+            out[0].copy_(torch.from_numpy(image_to))
+        if not mask_direct:
+            out[1].copy_(torch.from_numpy(mask_to))
+
+    def _resized(self, planes: np.ndarray, interpolation: int, name: str) -> np.ndarray:
+        """Each plane resized to S x S as albumentations' Resize does (cv2.resize), into a scratch array."""
+        import cv2
+
+        s = self.size
+        to = self.scratch(name, (len(planes), s, s), planes.dtype)
+        for plane, into in zip(planes, to, strict=True):
+            cv2.resize(plane, (s, s), dst=into, interpolation=interpolation)
+        return to
 
 
 def plane_key(channel: int) -> str:
@@ -119,16 +241,23 @@ def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, fl
     """The cpu path of one sample: HU float16 (C, X, Y) + label uint8 (X, Y) -> normalised, augmented,
     resized image float32 (C, S, S) and mask uint8 (S, S), as torch tensors; written into `out` (the
     batch's image (C, S, S), float16 or float32, and mask (S, S)) when given, and `out` returned.
+    `augment` is `build_augmentation`'s: a `FlipRotate` or an albumentations pipeline.
 
-    Normalisation runs here because albumentations' rotation and resize need float32 (cv2 has no float16
-    warp): one contiguous float16 -> float32 cast and normalisation (`normalise_float16`). Each channel goes
-    through albumentations as its own (X, Y) plane, one call with the same draws for all (`plane_key`):
-    against one (X, Y, C) image this needs no interleaving copy either way, and cv2 warps and flips the
-    planes faster (1.13 against 1.75 ms of CPU a v5 sample, 512 x 512 x 3); the results agree to float32
-    rounding (tests/data/test_augment_device.py).
+    For albumentations, normalisation runs first because its rotation and resize need float32 (cv2 has no
+    float16 warp): one contiguous float16 -> float32 cast and normalisation (`normalise_float16`). Each
+    channel goes through albumentations as its own (X, Y) plane, one call with the same draws for all
+    (`plane_key`): against one (X, Y, C) image this needs no interleaving copy either way, and cv2 warps and
+    flips the planes faster (1.13 against 1.75 ms of CPU a v5 sample, 512 x 512 x 3); the results agree to
+    float32 rounding (tests/data/test_augment_device.py).
     """
     import torch
 
+    if isinstance(augment, FlipRotate):
+        if out is None:
+            s = augment.size
+            out = (torch.empty((len(stack16), s, s), dtype=torch.float32), torch.empty((s, s), dtype=torch.uint8))
+        augment(stack16, label, norm, seed, out)
+        return out
     chw = normalise_float16(stack16, norm).numpy()
     seed_augmentation(augment, int(seed))
     result = augment(mask=label, **{plane_key(c): chw[c] for c in range(len(chw))})

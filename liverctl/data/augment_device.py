@@ -12,7 +12,7 @@ Workers hand over what the store holds, small (`liverctl.data.dataset.SliceDatas
                                  `SliceDataset.finish`: image and mask are valid until then
 
 `finish_batch` turns it into image float32 (B, C, S, S) in [0, 1] and mask float32 (B, 1, S, S) on the
-device, S = data.input_size. On the device path it also augments, as albumentations does on the cpu path
+device, S = data.input_size. On the device path it also augments, as the cpu path does in the workers
 (`liverctl.data.augment_cpu.build_augmentation`), with the same transforms, order and parameters:
 
     resize to S -> horizontal flip (p 0.5) -> vertical flip (p 0.5) -> rotate +-rotate_limit (p 0.5)
@@ -23,7 +23,9 @@ sample (resize and the position inside a padded batch included) and applied with
 bilinear for the image, nearest for the mask, zeros outside (0 = the bottom of the window, as the cpu
 path's constant border). Grid distortion is a separable piecewise-linear displacement, elastic a
 Gaussian-smoothed random displacement field. Every random draw comes from `numpy.random.default_rng(seed)`
-of the sample, on the CPU, so a run is reproducible and the CPU and CUDA results agree.
+of the sample, on the CPU, so a run is reproducible and the CPU and CUDA results agree. The cpu path of
+none and flip_rotate (`liverctl.data.augment_cpu.FlipRotate`) takes the same draws (`sample_params`):
+there a seed gives the same sample on both paths.
 """
 
 from __future__ import annotations

@@ -70,9 +70,9 @@ class SliceDataset:
     worker hands over: the dict of `liverctl.data.augment_device` (image float16, mask uint8, norm, size,
     seed), read from the chunks straight into the batch. `augment_on` says who augments:
     "device": the worker only reads (image = HU as stored, own size); the training step normalises and
-    augments the whole batch (`finish`). "cpu": the worker normalises, runs albumentations and resizes
-    to S; the step only casts (or, on the CPU, takes the batch as it is). `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished
-    sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
+    augments the whole batch (`finish`). "cpu": the worker normalises, augments and resizes to S
+    (`liverctl.data.augment_cpu`); the step only casts (or, on the CPU, takes the batch as it is).
+    `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
 
     Image and mask are handed over as float16 and uint8 (few bytes to copy to a GPU, which casts), except on
     the cpu path when the step runs on the CPU (`device` cpu): there the worker writes the float32 image and
@@ -103,7 +103,7 @@ class SliceDataset:
         self.train = train
         self.augment_on = augment_on
         self.augment = build_augmentation(cfg, train)
-        self.read_only = not train or cfg["data"]["augment"] == "none"  # albumentations would only resize
+        self.read_only = not train or cfg["data"]["augment"] == "none"  # the augmentation would only resize
         on_cpu = device is None or getattr(device, "type", str(device)) == "cpu"
         in_place = augment_on == "cpu" and on_cpu  # the step takes the batch as it lies (`finish`)
         self.image_dtype = "float32" if in_place else "float16"  # as handed over
@@ -174,7 +174,7 @@ class SliceDataset:
         """One sample of the cpu path into `out` = (image (C, S, S) float16 or float32, mask (S, S) uint8 or
         float32) of the batch.
 
-        Without augmentation a slice already S x S skips albumentations (its Resize would copy it
+        Without augmentation a slice already S x S skips the augmentation (its resize would copy it
         unchanged): the stack is normalised straight into the batch, the label read into it.
         """
         import torch

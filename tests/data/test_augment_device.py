@@ -84,7 +84,7 @@ def test_cpu_path_planes_get_what_albumentations_does_to_the_whole_stack(augment
     import albumentations as A
 
     cfg = cfg_with(augment)
-    aug = augment_cpu.build_augmentation(cfg, train=True)
+    aug = augment_cpu.albumentations_pipeline(cfg, train=True)
     whole = A.Compose(list(aug.transforms))  # the same transforms, the stack as one image
     rng = np.random.default_rng(0)
     differed = 0
@@ -115,18 +115,81 @@ def test_cpu_path_into_the_batch_gives_what_it_returns(augment, size):
         mask = blob_mask(64, seed)
         stack = (rng.normal(50, 80, size=(3, 64, 64)) + 150 * mask).astype(np.float16)
         image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
-        for dtype in (torch.float32, torch.float16):
+        for dtype, mask_dtype in ((torch.float32, torch.float32), (torch.float16, torch.uint8)):  # as handed over
             batch = (
                 torch.full((3, size, size), float("nan"), dtype=dtype),
-                torch.full((size, size), 7, dtype=torch.uint8),
+                torch.full((size, size), 7, dtype=mask_dtype),
             )
             augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed, out=batch)
             assert torch.equal(batch[0], image.to(dtype)), (seed, dtype)
-            assert torch.equal(batch[1], out_mask), (seed, dtype)
+            assert torch.equal(batch[1], out_mask.to(mask_dtype)), (seed, dtype)
         same = size == 64 and torch.equal(image, augment_cpu.normalise_float16(stack, (-100.0, 200.0)))
         untouched += same
         moved += not same
     assert moved >= 8 and (size != 64 or untouched >= 1)  # both cases occurred where they can
+
+
+def albumentations_with(params: dict, size: int):
+    """albumentations' Resize, HorizontalFlip, VerticalFlip and Rotate with `params`' draws forced, a
+    stack's three channels as three targets."""
+    import albumentations as A
+    import cv2
+
+    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    if params["hflip"]:
+        steps.append(A.HorizontalFlip(p=1))
+    if params["vflip"]:
+        steps.append(A.VerticalFlip(p=1))
+    if params["angle"]:
+        angle = params["angle"]
+        steps.append(A.Rotate(limit=(angle, angle), border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=1))
+    return A.Compose(steps, additional_targets={"image1": "image", "image2": "image"})
+
+
+@pytest.mark.parametrize(("stack_size", "size"), [(64, 64), (64, 96), (96, 64)])
+def test_flip_rotate_is_albumentations_geometry_with_the_device_paths_draws(stack_size, size):
+    """The cpu path of flip_rotate (`FlipRotate`: one warp a plane into the batch) gives what albumentations'
+    Resize, flips and Rotate give for the same draws, and those draws are the device path's, so a seed gives
+    the same sample on both paths."""
+    cfg = cfg_with("flip_rotate", size)
+    aug = augment_cpu.build_augmentation(cfg, train=True)
+    assert isinstance(aug, augment_cpu.FlipRotate)
+    rng = np.random.default_rng(2)
+    fired = {"hflip": 0, "vflip": 0, "angle": 0, "none": 0}
+    for seed in range(24):
+        mask = blob_mask(stack_size, seed)
+        stack = (rng.normal(50, 80, size=(3, stack_size, stack_size)) + 150 * mask).astype(np.float16)
+        image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
+        params = ad.sample_params(seed, cfg)
+        assert aug.params(seed) == params
+        for key in ("hflip", "vflip", "angle"):
+            fired[key] += bool(params[key])
+        fired["none"] += not (params["hflip"] or params["vflip"] or params["angle"])
+        planes = augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy()
+        expected = albumentations_with(params, size)(image=planes[0], image1=planes[1], image2=planes[2], mask=mask)
+        want = np.stack([expected["image"], expected["image1"], expected["image2"]])
+        np.testing.assert_allclose(image.numpy(), want, atol=1e-5, rtol=0, err_msg=str((seed, params)))
+        assert np.array_equal(out_mask.numpy(), expected["mask"]), (seed, params)
+        if stack_size == size:  # the device path, same seed: the same sample
+            batch = device_batch([mask], [seed])
+            batch["image"] = torch.from_numpy(stack[None])
+            on_device = ad.finish_batch(batch, cfg, "cpu", augment=True)
+            assert torch.allclose(on_device[0][0], image, atol=1e-4), (seed, params)
+            assert (on_device[1][0, 0] != out_mask.float()).float().mean() < 0.002, (seed, params)
+    assert min(fired.values()) >= 3, fired  # every branch (flips only, rotation, nothing) was taken
+
+
+def test_flip_rotate_outside_training_only_resizes():
+    cfg = cfg_with("flip_rotate", 96)
+    aug = augment_cpu.build_augmentation(cfg, train=False)
+    mask = blob_mask(64, 1)
+    stack = image_from(mask)
+    for seed in range(6):
+        image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
+        expected = albumentations_with({"hflip": False, "vflip": False, "angle": 0.0}, 96)(
+            image=augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy()[1], mask=mask)
+        np.testing.assert_allclose(image[1].numpy(), expected["image"], atol=1e-6, rtol=0)
+        assert np.array_equal(out_mask.numpy(), expected["mask"])
 
 
 def test_device_augmentation_is_a_function_of_the_seed_and_the_draws_vary():

@@ -205,10 +205,10 @@ def test_device_path_reads_the_stored_values_and_normalises_like_the_cpu_path(ti
 def test_seeded_augmentation_draws_each_transform_independently():
     """Regression: albumentations seeds all transforms alike, so flips only ever came with each other."""
     from liverctl.config import resolve_config
-    from liverctl.data.augment_cpu import build_augmentation, seed_augmentation
+    from liverctl.data.augment_cpu import albumentations_pipeline, seed_augmentation
 
     cfg = resolve_config("demo", ["data.input_size=32", "data.augment='flip_rotate'"])
-    aug = build_augmentation(cfg, train=True)
+    aug = albumentations_pipeline(cfg, train=True)
     img = np.arange(32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
     mask = np.zeros((32, 32), np.uint8)
     outcomes = {"hflip only": 0, "untouched": 0}
