@@ -119,7 +119,7 @@ class FlipRotate:
         resize = stack16.shape[1:] != (s, s)
         if matrix is None and not resize:
             normalise_into(out[0], stack16, norm)
-            out[1].copy_(torch.from_numpy(label))
+            out[1].numpy()[...] = label  # a cast to float32 where the batch holds it so
             return
         planes = self.scratch("normalised", stack16.shape, np.float32)
         normalise_into(torch.from_numpy(planes), stack16, norm)
