@@ -48,7 +48,7 @@ part() {
 }
 # A training on the chain's store, one loader worker per core; add --preset, --name and the rest.
 TRAIN=("${LIVERCTL[@]}" train --store "$WORK/store.zarr" --runs-dir "$WORK/runs" --quiet
-       --set model.encoder_weights=none --set "data.num_workers=$CPUS"
+       --set model.encoder_weights=none --set "data.num_workers=$CPUS" --set "data.input_size=$SIZE"
        --set "train.steps_per_epoch=${GPU_CHECK_STEPS:-0}")   # 0: whole epochs; a CPU dry run sets a few
 
 part env 30 "$PY" scripts/gpu_check.py env --out "$OUT"
