@@ -68,6 +68,16 @@ def tta_probabilities(model: Callable, x, tta: str = "none", amp: str = "auto"):
     return total / len(flips)
 
 
+def probabilities_at(probs, size: tuple[int, int]):
+    """Probabilities (N, 1, S, S) at the model's size -> (N, 1, X, Y) at the slice's, bilinear; unchanged
+    where the sizes agree. Submit's masks and training's validation Dice both threshold this (`>= t`)."""
+    import torch.nn.functional as F
+
+    if tuple(probs.shape[-2:]) == tuple(size):
+        return probs
+    return F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def ensemble_probabilities(models: Sequence[Callable], x, tta: str = "none", amp: str = "auto"):
     """Mean over models of `tta_probabilities`. Shape: x (N, C, H, W) -> (N, 1, H, W) float32."""
     if not models:
@@ -230,7 +240,6 @@ def predict_case_probabilities(
     what training's validation predicted: off by default).
     """
     import torch
-    import torch.nn.functional as F
 
     x_size, y_size, depth = volume.shape
     size = input_size(run.cfg)
@@ -256,8 +265,7 @@ def predict_case_probabilities(
             batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device, memory_format=layout)
             with tuned_threads(tuner, len(stacks)):
                 probs = tta_probabilities(model, batch, tta, amp)
-            if tuple(probs.shape[-2:]) != (x_size, y_size):
-                probs = F.interpolate(probs, size=(x_size, y_size), mode="bilinear", align_corners=False)
+            probs = probabilities_at(probs, (x_size, y_size))
             out[..., z0 : z0 + len(stacks)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
             if on_slices is not None:
                 on_slices(len(stacks))

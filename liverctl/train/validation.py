@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from liverctl.infer.predict import probabilities_at
 from liverctl.metrics import DiceCounts, slice_counts
 from liverctl.train import distributed
 
@@ -12,13 +13,12 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
     """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
 
     Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
-    Masks are made exactly as `submit` makes them (`liverctl.infer.predict`): float32 sigmoid at the
-    model's size, probabilities resized back to (X, Y) (bilinear), then `>= threshold`. Thresholding the
+    Masks are made exactly as `submit` makes them: float32 sigmoid at the model's size, probabilities
+    resized back to (X, Y) (`liverctl.infer.predict.probabilities_at`), then `>= threshold`. Thresholding the
     logits (`> log(t / (1 - t))`) disagreed on voxels whose logit lies within ~3e-8 below 0, which the
     float32 sigmoid rounds to exactly 0.5: `submit` counts them as liver.
     """
     import torch
-    import torch.nn.functional as F
 
     counts = DiceCounts()
     loss_sum, n, bad_logits = 0.0, 0, 0
@@ -32,9 +32,7 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
             bad_logits += int((~torch.isfinite(logits)).sum())
             loss_sum += float(loss_fn(logits, mask)) * image.shape[0]
             n += image.shape[0]
-            probs = torch.sigmoid(logits)
-            if tuple(probs.shape[-2:]) != tuple(label.shape[-2:]):
-                probs = F.interpolate(probs, size=tuple(label.shape[-2:]), mode="bilinear", align_corners=False)
+            probs = probabilities_at(torch.sigmoid(logits), tuple(label.shape[-2:]))
             pred = (probs[:, 0] >= threshold).cpu().numpy()
             rows = slice_counts(pred, label.numpy().astype(bool), axis=0)  # (B, 3): tp, fp, fn per slice
             codes = code.numpy()
