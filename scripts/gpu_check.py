@@ -245,11 +245,13 @@ def part_summary(args) -> None:
     lines += [f"| {s['part']} | {s['rc']} | {s['seconds']} |" for s in parts.get("stages", [])]
     mo = parts.get("model_only", {})
     if mo:
-        lines += ["", f"Model only, v5 {mo.get('size')}x{mo.get('size')}, batch {mo.get('batch')}, {mo.get('steps')} steps:", "",
+        lines += ["", f"Model only, v5 {mo.get('size')}x{mo.get('size')}, batch {mo.get('batch')}, "
+                  f"{mo.get('steps')} steps:", "",
                   "| precision | channels_last + cudnn.benchmark | guard's host reads | images/s | peak GiB |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r.get('precision')} | {r.get('channels_last_cudnn_benchmark')} | {r.get('guard_host_reads')} | "
-                  f"{r.get('images_per_s')} | {r.get('peak_memory_gib')} |" for r in mo.get("runs", [])]
+        lines += [f"| {r.get('precision')} | {r.get('channels_last_cudnn_benchmark')} | "
+                  f"{r.get('guard_host_reads')} | {r.get('images_per_s')} | {r.get('peak_memory_gib')} |"
+                  for r in mo.get("runs", [])]
     for name in sorted(k for k in parts if k.startswith("train_")):
         t = parts[name]
         if "error" in t:  # a part that failed or was killed before its run wrote events: say so, go on
@@ -257,13 +259,16 @@ def part_summary(args) -> None:
             continue
         lines.append(f"\n{name}: device {t.get('device')}, amp {t.get('amp')}, world {t.get('world_size')}, "
                      f"{t.get('steps')} steps, median {t.get('samples_per_s_median')} samples/s, "
-                     f"status {t.get('status')}, best {t.get('best')}, nan events {len(t.get('nan_events') or [])}")
+                     f"status {t.get('status')}, best {t.get('best')}, "
+                     f"nan events {len(t.get('nan_events') or [])}")
     story = parts.get("nan_story", {})
     for way, r in (story.get("ways") or {}).items():
         lines.append(f"\nNaN story, {way} way ({story.get('preset')}, fp16, lr {story.get('lr')}, "
-                     f"{story.get('steps')} steps): first non-finite loss at step {r.get('first_non_finite_loss_step')}, "
-                     f"{r.get('non_finite_losses')} non-finite losses, weights finite at end: "
-                     f"{r.get('weights_finite_at_end')}, GradScaler scale min/max/end {r.get('grad_scaler_scale_min_max_end')}")
+                     f"{story.get('steps')} steps): "
+                     f"first non-finite loss at step {r.get('first_non_finite_loss_step')}, "
+                     f"{r.get('non_finite_losses')} non-finite losses, "
+                     f"weights finite at end: {r.get('weights_finite_at_end')}, "
+                     f"GradScaler scale min/max/end {r.get('grad_scaler_scale_min_max_end')}")
     (args.out / "gpu-check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -29,7 +29,8 @@ def test_summary_reports_failed_parts_and_keeps_the_others(tmp_path):
         "run": "/w/runs/pipe-bf16", "device": "cuda", "amp": "bf16", "world_size": 1, "steps": 64,
         "samples_per_s_median": 612.5, "nan_events": [], "status": "finished", "best": {"epoch": 2},
     }))
-    (out / "train_torchrun.json").write_text(json.dumps({"run": "/w/runs/ddp", "error": "no events.jsonl: the run did not start"}))
+    (out / "train_torchrun.json").write_text(
+        json.dumps({"run": "/w/runs/ddp", "error": "no events.jsonl: the run did not start"}))
     (out / "nan_story.json").write_text(json.dumps({"preset": "v5-focal", "lr": 0.001, "steps": 200, "ways": {
         "notebook": {"first_non_finite_loss_step": 17, "non_finite_losses": 3},  # a part cut short: keys missing
     }}))

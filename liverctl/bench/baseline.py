@@ -74,7 +74,8 @@ def load_cache_rows(cache_dir: Path) -> list[CacheRow]:
 
 def notebook_transform(augment: bool, rotate_limit: float = 10.0, size: int = 512):
     """The notebooks' albumentations pipeline: resize, flips and a small rotation (or only the resize),
-    then ToTensorV2. The same transforms and probabilities as `liverctl.data.augment_cpu.albumentations_pipeline`.
+    then ToTensorV2. The same transforms and probabilities as
+    `liverctl.data.augment_cpu.albumentations_pipeline`.
     """
     import albumentations as A
     import cv2

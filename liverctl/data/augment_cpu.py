@@ -82,11 +82,9 @@ class FlipRotate:
 
     def params(self, seed: int) -> dict:
         """The sample's draws: `liverctl.data.augment_device.sample_params`, none when not training."""
-        from liverctl.data.augment_device import sample_params
+        from liverctl.data.augment_device import identity_params, sample_params
 
-        if not self.train:
-            return {"hflip": False, "vflip": False, "angle": 0.0}
-        return sample_params(seed, self.cfg)
+        return sample_params(seed, self.cfg) if self.train else identity_params()
 
     def matrix(self, params: dict) -> np.ndarray | None:
         """The forward 2 x 3 matrix of flips then rotation on an S x S plane (x = the last axis), or None
@@ -99,7 +97,8 @@ class FlipRotate:
         flips = np.diag([-1.0 if params["hflip"] else 1.0, -1.0 if params["vflip"] else 1.0, 1.0])
         flips[0, 2] = s - 1 if params["hflip"] else 0.0
         flips[1, 2] = s - 1 if params["vflip"] else 0.0
-        rotation = np.vstack([cv2.getRotationMatrix2D((s / 2 - 0.5, s / 2 - 0.5), params["angle"], 1.0), [0, 0, 1]])
+        centre = (s / 2 - 0.5, s / 2 - 0.5)
+        rotation = np.vstack([cv2.getRotationMatrix2D(centre, params["angle"], 1.0), [0, 0, 1]])
         return (rotation @ flips)[:2]
 
     def scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
@@ -108,7 +107,9 @@ class FlipRotate:
             self._scratch[key] = np.empty(shape, dtype=dtype)
         return self._scratch[key]
 
-    def __call__(self, stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], seed: int, out: tuple):
+    def __call__(
+        self, stack16: np.ndarray, label: np.ndarray, norm: tuple[float, float], seed: int, out: tuple,
+    ) -> None:
         """HU float16 (C, X, Y) + label uint8 (X, Y) -> `out` = (image (C, S, S) float32 or float16, mask
         (S, S) uint8 or float32), torch tensors of the batch."""
         import cv2
@@ -256,7 +257,8 @@ def augment_sample(stack16: np.ndarray, label: np.ndarray, norm: tuple[float, fl
     if isinstance(augment, FlipRotate):
         if out is None:
             s = augment.size
-            out = (torch.empty((len(stack16), s, s), dtype=torch.float32), torch.empty((s, s), dtype=torch.uint8))
+            out = (torch.empty((len(stack16), s, s), dtype=torch.float32),
+                   torch.empty((s, s), dtype=torch.uint8))
         augment(stack16, label, norm, seed, out)
         return out
     chw = normalise_float16(stack16, norm).numpy()

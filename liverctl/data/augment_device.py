@@ -67,6 +67,11 @@ def sample_params(seed: int, cfg: dict) -> dict[str, Any]:
     return out
 
 
+def identity_params() -> dict[str, Any]:
+    """The draws of no augmentation (only the resize): `sample_params` with augment none."""
+    return sample_params(0, {"data": {"augment": "none"}})
+
+
 def _piecewise(coord, knots):
     """Grid distortion along one axis. Shape: coord (B, S, S) in [-1, 1], knots (B, n + 1) -> (B, S, S)."""
     import torch
@@ -188,5 +193,5 @@ def finish_batch(batch: dict, cfg: dict, device, *, augment: bool) -> tuple[Any,
     elif uniform:
         return x, m
     else:
-        params = [sample_params(0, {"data": {"augment": "none"}}) for _ in seeds]
+        params = [identity_params() for _ in seeds]
     return warp(x, m, params, sizes, s)

@@ -72,7 +72,8 @@ class SliceDataset:
     "device": the worker only reads (image = HU as stored, own size); the training step normalises and
     augments the whole batch (`finish`). "cpu": the worker normalises, augments and resizes to S
     (`liverctl.data.augment_cpu`); the step only casts (or, on the CPU, takes the batch as it is).
-    `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished sample: image float32 (C, S, S), mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
+    `dataset[(row, seed)]` (or `dataset[row]`, seed 0) is one finished sample: image float32 (C, S, S),
+    mask float32 (1, S, S), C = 2 * data.context + 1, S = data.input_size.
 
     Image and mask are handed over as float16 and uint8 (few bytes to copy to a GPU, which casts), except on
     the cpu path when the step runs on the CPU (`device` cpu): there the worker writes the float32 image and

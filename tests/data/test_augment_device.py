@@ -166,7 +166,8 @@ def test_flip_rotate_is_albumentations_geometry_with_the_device_paths_draws(stac
             fired[key] += bool(params[key])
         fired["none"] += not (params["hflip"] or params["vflip"] or params["angle"])
         planes = augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy()
-        expected = albumentations_with(params, size)(image=planes[0], image1=planes[1], image2=planes[2], mask=mask)
+        expected = albumentations_with(params, size)(
+            image=planes[0], image1=planes[1], image2=planes[2], mask=mask)
         want = np.stack([expected["image"], expected["image1"], expected["image2"]])
         np.testing.assert_allclose(image.numpy(), want, atol=1e-5, rtol=0, err_msg=str((seed, params)))
         assert np.array_equal(out_mask.numpy(), expected["mask"]), (seed, params)
@@ -186,7 +187,7 @@ def test_flip_rotate_outside_training_only_resizes():
     stack = image_from(mask)
     for seed in range(6):
         image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
-        expected = albumentations_with({"hflip": False, "vflip": False, "angle": 0.0}, 96)(
+        expected = albumentations_with(ad.identity_params(), 96)(
             image=augment_cpu.normalise_float16(stack, (-100.0, 200.0)).numpy()[1], mask=mask)
         np.testing.assert_allclose(image[1].numpy(), expected["image"], atol=1e-6, rtol=0)
         assert np.array_equal(out_mask.numpy(), expected["mask"])
