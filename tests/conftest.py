@@ -91,3 +91,27 @@ def real_store(real_dataset, tmp_path_factory) -> Path:
     summary = ingest_folder(real_dataset.root, store=store, liver_labels=[1], workers=1)
     assert summary.ok, summary.failures
     return store
+
+
+@pytest.fixture
+def poisoned_loss(monkeypatch):
+    """Registers loss `poisoned` (gradient NaN at training steps 1 and 2 of each run)."""
+    from train_fixtures import PoisonedGradient
+
+    from liverctl.train.losses import LOSSES
+
+    monkeypatch.setitem(LOSSES, "poisoned", lambda params: PoisonedGradient([1, 2]))
+    return "poisoned"
+
+
+@pytest.fixture
+def gpu_device():
+    """"cuda" where a CUDA device is visible. Elsewhere the test skips, unless LIVERCTL_GPU_TESTS_ON_CPU=1
+    gives "cpu": a dry run of the GPU tests' own code on a machine without one, before device time is spent."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("LIVERCTL_GPU_TESTS_ON_CPU") == "1":
+        return "cpu"
+    pytest.skip("needs CUDA (LIVERCTL_GPU_TESTS_ON_CPU=1 runs it on the CPU as a dry run)")

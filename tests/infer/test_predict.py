@@ -190,14 +190,12 @@ def test_stack_at_matches_store_read_stack(tiny_store):
 
 
 @pytest.mark.gpu
-def test_amp_on_cuda_matches_float32():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+def test_amp_on_cuda_matches_float32(gpu_device):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 3, padding=1)
-    ).cuda().eval()
-    x = torch.randn(4, 3, 64, 64, device="cuda")
+    ).to(gpu_device).eval()
+    x = torch.randn(4, 3, 64, 64, device=gpu_device)
     exact = tta_probabilities(model, x, "flips", amp="off")
     for amp in ("auto", "fp16"):
         mixed = tta_probabilities(model, x, "flips", amp=amp)

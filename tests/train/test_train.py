@@ -7,10 +7,11 @@ import signal
 
 import pytest
 import torch
+from train_fixtures import SMALL_MODEL, tiny_cfg
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.config import read_config, resolve_config
+from liverctl.config import read_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import load_checkpoint, read_sidecar
 from liverctl.runs.events import read_events
@@ -19,31 +20,6 @@ from liverctl.train import loop
 from liverctl.train.budget import TimeBudget, parse_duration
 
 torch.set_num_threads(1)
-
-
-def tiny_cfg(store, *more):
-    return resolve_config(
-        "demo",
-        [
-            "data.input_size=64",
-            "data.num_workers=1",
-            "model.encoder=resnet18",
-            "model.decoder_channels=[32, 16, 16, 8, 8]",
-            "train.epochs=2",
-            "train.steps_per_epoch=2",
-            "train.batch_size=4",
-            "train.log_every=1",
-            "optim.warmup_steps=0",
-            *more,
-        ],
-        {"data.store": str(store)},
-    )
-
-
-# A smaller network than tiny_cfg's and no loader processes, for the tests that only need some weights
-# (BatchNorm included) to change
-SMALL_MODEL = ("model.encoder='tu-mobilenetv3_small_050'", "model.decoder_channels=[16, 8, 8, 8, 8]",
-               "data.num_workers=0")
 
 
 def kinds(run_dir):
@@ -189,32 +165,6 @@ def test_rollback_restores_the_last_good_weights_and_cuts_the_learning_rate(tiny
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-3)
     assert lrs[2] == pytest.approx(0.25e-3)  # every step after the rollback
     assert {e["lr"] for e in events if e["kind"] == "step" and e["epoch"] == 2} == {lrs[2]}
-
-
-class _PoisonedGradient(torch.nn.Module):
-    """BCE whose value stays finite but whose gradient is NaN on the chosen training calls
-    (sqrt(0 * x): value 0, gradient inf * 0). Validation (no grad) is never poisoned."""
-
-    def __init__(self, calls):
-        super().__init__()
-        self.calls, self.n = set(calls), 0
-
-    def forward(self, logits, target):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-        if torch.is_grad_enabled():
-            self.n += 1
-            if self.n - 1 in self.calls:
-                loss = loss + torch.sqrt(logits.sum() * 0.0)
-        return loss
-
-
-@pytest.fixture
-def poisoned_loss(monkeypatch):
-    """Registers loss `poisoned` (gradient NaN at training steps 1 and 2 of each run)."""
-    from liverctl.train.losses import LOSSES
-
-    monkeypatch.setitem(LOSSES, "poisoned", lambda params: _PoisonedGradient([1, 2]))
-    return "poisoned"
 
 
 def test_non_finite_gradient_with_finite_loss_skips_the_step(tiny_store, tmp_path, poisoned_loss):

@@ -1,0 +1,54 @@
+"""Small trainings on the tiny store, shared by the training tests on the CPU and on CUDA.
+
+`tiny_cfg(store, *overrides)`: the demo preset at 64 px with a small ResNet18 U-Net, 2 epochs of 2 steps.
+`SMALL_MODEL`: overrides for an even smaller network and no loader processes. `PoisonedGradient`: a loss whose
+gradient is NaN on chosen training calls (the `poisoned_loss` fixture in conftest.py registers it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from liverctl.config import resolve_config
+
+
+def tiny_cfg(store, *more):
+    return resolve_config(
+        "demo",
+        [
+            "data.input_size=64",
+            "data.num_workers=1",
+            "model.encoder=resnet18",
+            "model.decoder_channels=[32, 16, 16, 8, 8]",
+            "train.epochs=2",
+            "train.steps_per_epoch=2",
+            "train.batch_size=4",
+            "train.log_every=1",
+            "optim.warmup_steps=0",
+            *more,
+        ],
+        {"data.store": str(store)},
+    )
+
+
+# A smaller network than tiny_cfg's and no loader processes, for the tests that only need some weights
+# (BatchNorm included) to change
+SMALL_MODEL = ("model.encoder='tu-mobilenetv3_small_050'", "model.decoder_channels=[16, 8, 8, 8, 8]",
+               "data.num_workers=0")
+
+
+class PoisonedGradient(torch.nn.Module):
+    """BCE whose value stays finite but whose gradient is NaN on the chosen training calls
+    (sqrt(0 * x): value 0, gradient inf * 0). Validation (no grad) is never poisoned."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.calls, self.n = set(calls), 0
+
+    def forward(self, logits, target):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        if torch.is_grad_enabled():
+            self.n += 1
+            if self.n - 1 in self.calls:
+                loss = loss + torch.sqrt(logits.sum() * 0.0)
+        return loss
