@@ -305,6 +305,8 @@ def submission_record(result: SubmitResult, which: str, experiments: Sequence[Pa
         "experiments": [str(e.resolve()) for e in experiments],
         "store": str(Path(result.store).resolve()),
         "sample": str(Path(sample_path).resolve()) if sample_path else None,
+        "device": result.device,
+        "seconds": round(result.seconds, 3),  # load, predict, post-process, write and check: the whole submit
     }
 
 

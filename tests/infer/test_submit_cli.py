@@ -107,6 +107,7 @@ def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, temp
     (record,) = [json.loads(line) for line in (run / "submissions.jsonl").read_text().splitlines()]
     assert record["csv"] == str(out.resolve()) and record["tta"] == "flips" and record["post"] == "largest"
     assert len(record["sha256"]) == 64 and record["runs"] == [str(run.resolve())]
+    assert record["device"] == "cpu" and 0 < record["seconds"] < 600
 
     # and evaluate scores it against the synthetic test labels
     result = _invoke("evaluate", out, "--labels", tiny_dataset / "test_labels")
