@@ -71,7 +71,7 @@ def _synthetic_batch(torch, generator, batch: int, channels: int, size: int, dev
 
 
 def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: float, host_syncs: bool,
-                loss_in_autocast: bool = False):
+                loss_in_autocast: bool = False, device: str = "cuda"):
     """One optimiser step with autocast; the loss in float32 outside autocast unless `loss_in_autocast`
     (the notebooks' way). `host_syncs` reads the loss and the gradient norm on the host, as the NaN guard
     does, to price the guard's synchronisations. Returns the loss tensor (detached)."""
@@ -79,7 +79,7 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
 
     def step(image, mask):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
             logits = model(image)
             if loss_in_autocast:
                 loss = loss_fn(logits, mask)
@@ -100,17 +100,28 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
     return step
 
 
-def _build(torch, cfg: dict, precision: str, channels_last: bool):
+def _build(torch, cfg: dict, precision: str, channels_last: bool, device: str = "cuda"):
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model
 
-    model = build_model(cfg, pretrained=False).cuda().train()
+    model = build_model(cfg, pretrained=False).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(cfg).cuda()
+    loss_fn = build_loss(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]))
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     return model, loss_fn, optimizer, scaler
+
+
+def _synchronize(torch, device: str, reset_peak: bool = False) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        if reset_peak:
+            torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(torch, device: str) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
 def part_model_only(args) -> None:
@@ -118,9 +129,10 @@ def part_model_only(args) -> None:
     reads; peak memory; one try of channels_last + cudnn.benchmark."""
     import torch
 
+    device = args.device
     cfg = _v5("v5", args.size)
     channels = in_channels(cfg)
-    results = {"size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
+    results = {"device": device, "size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
     for precision in args.precisions.split(","):
         for channels_last, bench in ((False, False), (True, True)):
             torch.backends.cudnn.benchmark = bench
@@ -128,29 +140,29 @@ def part_model_only(args) -> None:
                 if channels_last and host_syncs:
                     continue
                 torch.manual_seed(0)
-                model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last)
-                gen = torch.Generator(device="cuda").manual_seed(0)
-                image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, "cuda")
+                model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last, device)
+                gen = torch.Generator(device=device).manual_seed(0)
+                image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
                 if channels_last:
                     image = image.contiguous(memory_format=torch.channels_last)
                 step = _plain_step(torch, model, loss_fn, optimizer, scaler, precision,
-                                   float(cfg["optim"]["grad_clip"]), host_syncs)
-                for _ in range(5):  # warm-up: allocator, autotuning
+                                   float(cfg["optim"]["grad_clip"]), host_syncs, device=device)
+                for _ in range(min(5, args.steps)):  # warm-up: allocator, autotuning
                     step(image, mask)
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
+                _synchronize(torch, device, reset_peak=True)
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     step(image, mask)
-                torch.cuda.synchronize()
+                _synchronize(torch, device)
                 seconds = time.perf_counter() - t0
                 results["runs"].append({
                     "precision": precision, "channels_last_cudnn_benchmark": channels_last,
                     "guard_host_reads": host_syncs, "images_per_s": round(args.steps * args.batch / seconds, 1),
-                    "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                    "peak_memory_gib": _peak_gib(torch, device),
                 })
                 del model, optimizer
-                torch.cuda.empty_cache()
+                if device == "cuda":
+                    torch.cuda.empty_cache()
                 _write(args.out, "model_only", results)
 
 
@@ -160,6 +172,7 @@ def part_nan_story(args) -> None:
     import segmentation_models_pytorch as smp
     import torch
 
+    device = args.device
     cfg = _v5("v5-focal", args.size)
     channels = in_channels(cfg)
     dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
@@ -168,22 +181,22 @@ def part_nan_story(args) -> None:
     def notebook_loss(logits, mask):
         return 0.7 * dice(logits, mask) + 0.3 * focal(logits, mask)
 
-    story = {"preset": "v5-focal", "precision": "fp16", "size": args.size, "batch": args.batch,
+    story = {"device": device, "preset": "v5-focal", "precision": "fp16", "size": args.size, "batch": args.batch,
              "steps": args.steps, "lr": float(cfg["optim"]["lr"]) * args.lr_scale, "ways": {}}
     for way in ("notebook", "liverctl"):
         torch.manual_seed(0)
-        model, loss_fn, optimizer, scaler = _build(torch, cfg, "fp16", False)
+        model, loss_fn, optimizer, scaler = _build(torch, cfg, "fp16", False, device)
         for group in optimizer.param_groups:
             group["lr"] = story["lr"]
         if way == "notebook":
             loss_fn = notebook_loss
         step = _plain_step(torch, model, loss_fn, optimizer, scaler, "fp16", float(cfg["optim"]["grad_clip"]),
-                           host_syncs=False, loss_in_autocast=way == "notebook")
-        gen = torch.Generator(device="cuda").manual_seed(1)
+                           host_syncs=False, loss_in_autocast=way == "notebook", device=device)
+        gen = torch.Generator(device=device).manual_seed(1)
         first_nan, losses, scales = None, [], []
         t0 = time.perf_counter()
         for i in range(args.steps):
-            image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, "cuda")
+            image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
             loss = float(step(image, mask))
             if first_nan is None and not (loss == loss and abs(loss) != float("inf")):
                 first_nan = i
@@ -228,6 +241,60 @@ def part_events(args) -> None:
     })
 
 
+def part_submission(args) -> None:
+    """The last submission made from a run (its submissions.jsonl): rows, device, seconds of the whole
+    `submit` (load, predict with TTA, post-process, write, check) and so its slices/s end to end."""
+    log = args.run / "submissions.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    if not lines:
+        _write(args.out, args.name, {"run": str(args.run), "error": "no submissions.jsonl: submit did not finish"})
+        return
+    last = json.loads(lines[-1])
+    rows, seconds = last.get("rows"), last.get("seconds")
+    _write(args.out, args.name, {
+        "run": str(args.run), "rows": rows, "tta": last.get("tta"), "device": last.get("device"),
+        "seconds": seconds, "slices_per_s": round(rows / seconds, 1) if rows and seconds else None,
+    })
+
+
+def _model_only_rate(parts: dict, precision: str, host_reads: bool) -> float | None:
+    """images/s of the model alone, contiguous layout, no autotuning: the trainer's own settings."""
+    for r in parts.get("model_only", {}).get("runs", []):
+        if (r.get("precision") == precision and not r.get("channels_last_cudnn_benchmark")
+                and bool(r.get("guard_host_reads")) == host_reads):
+            return r.get("images_per_s")
+    return None
+
+
+def _verdicts(parts: dict) -> list[dict]:
+    """The issue's targets from the parts' figures: full pipeline >= 0.9x model only (the model-only step
+    with the guard's host reads, as the trainer does them), the guard's own cost (host reads vs plain), and
+    no NaN in liverctl's v5-focal run. A figure that is missing is said to be missing, never passed."""
+    out = []
+    for amp in ("bf16", "fp16"):
+        train = parts.get(f"train_{amp}", {})
+        pipe, alone = train.get("samples_per_s_median"), _model_only_rate(parts, amp, True)
+        ratio = round(pipe / alone, 2) if pipe and alone else None
+        out.append({"figure": f"full pipeline vs model only, v5, {amp} (images/s)",
+                    "measured": f"{pipe} / {alone} = {ratio}x" if ratio else f"missing ({pipe} / {alone})",
+                    "target": ">= 0.9x",
+                    "verdict": "not measured" if ratio is None else ("met" if ratio >= 0.9 else "MISSED")})
+        plain = _model_only_rate(parts, amp, False)
+        cost = round(1 - alone / plain, 3) if alone and plain else None
+        out.append({"figure": f"the guard's host reads, model only, {amp}: time added per step",
+                    "measured": "missing" if cost is None else f"{cost:.1%} ({plain} -> {alone} images/s)",
+                    "target": "a few percent", "verdict": "not measured" if cost is None else (
+                        "met" if cost <= 0.05 else "MISSED")})
+    focal = parts.get("train_v5focal_fp16", {})
+    nans = [e for e in focal.get("nan_events") or [] if e.get("action") != "report"]
+    ended = focal.get("status") in ("completed", "interrupted")
+    out.append({"figure": "liverctl's v5-focal under fp16: NaN-guard actions",
+                "measured": f"{len(nans)} ({focal.get('status')}, {focal.get('steps')} steps)" if focal and
+                "error" not in focal else "missing", "target": "none",
+                "verdict": "not measured" if not ended else ("met" if not nans else "MISSED")})
+    return out
+
+
 def part_summary(args) -> None:
     """All parts' JSON in one file, and a Markdown table for BENCHMARKS.md."""
     parts = {p.stem: json.loads(p.read_text()) for p in sorted(args.out.glob("*.json")) if p.stem != "gpu-check"}
@@ -235,7 +302,8 @@ def part_summary(args) -> None:
     if stages.exists():
         parts["stages"] = [dict(zip(("part", "rc", "seconds"), line.split("\t"), strict=False))
                            for line in stages.read_text().splitlines() if line]
-    (args.out / "gpu-check.json").write_text(json.dumps(parts, indent=2, default=str) + "\n")
+    (args.out / "gpu-check.json").write_text(json.dumps({**parts, "verdicts": _verdicts(parts)}, indent=2,
+                                                        default=str) + "\n")
     lines = ["# GPU check", ""]
     env = parts.get("env", {})
     lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), {env.get('cpus')} CPUs, "
@@ -261,6 +329,15 @@ def part_summary(args) -> None:
                      f"{t.get('steps')} steps, median {t.get('samples_per_s_median')} samples/s, "
                      f"status {t.get('status')}, best {t.get('best')}, "
                      f"nan events {len(t.get('nan_events') or [])}")
+    verdicts = _verdicts(parts)
+    if verdicts:
+        lines += ["", "| figure | measured | target | verdict |", "|---|---|---|---|"]
+        lines += [f"| {v['figure']} | {v['measured']} | {v['target']} | {v['verdict']} |" for v in verdicts]
+    sub = parts.get("submit_figures", {})
+    if sub:
+        lines.append(f"\nsubmit: {sub['error']}" if "error" in sub else
+                     f"\nsubmit: {sub.get('rows')} slices, tta {sub.get('tta')}, {sub.get('device')}, "
+                     f"{sub.get('seconds')} s end to end = {sub.get('slices_per_s')} slices/s")
     story = parts.get("nan_story", {})
     for way, r in (story.get("ways") or {}).items():
         lines.append(f"\nNaN story, {way} way ({story.get('preset')}, fp16, lr {story.get('lr')}, "
@@ -270,12 +347,13 @@ def part_summary(args) -> None:
                      f"weights finite at end: {r.get('weights_finite_at_end')}, "
                      f"GradScaler scale min/max/end {r.get('grad_scaler_scale_min_max_end')}")
     (args.out / "gpu-check.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if not args.quiet:
+        print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("part", choices=["env", "model-only", "nan-story", "events", "summary"])
+    parser.add_argument("part", choices=["env", "model-only", "nan-story", "events", "submission", "summary"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=16)
@@ -284,13 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr-scale", type=float, default=1.0)
     parser.add_argument("--run", type=Path)
     parser.add_argument("--name", default="train")
+    parser.add_argument("--quiet", action="store_true", help="summary: write the files, print nothing")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run model-only and nan-story on the CPU where no CUDA device is visible: a dry run "
+                             "of the check's own code (its figures mean nothing)")
     args = parser.parse_args(argv)
     parts = {"env": part_env, "model-only": part_model_only, "nan-story": part_nan_story, "events": part_events,
-             "summary": part_summary}
+             "submission": part_submission, "summary": part_summary}
     if args.part in ("model-only", "nan-story"):
         import torch
 
-        if not torch.cuda.is_available():
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.device == "cpu" and not args.allow_cpu:
             sys.exit(f"gpu_check {args.part}: no CUDA device is visible")
     parts[args.part](args)
 

@@ -43,3 +43,47 @@ def test_summary_reports_failed_parts_and_keeps_the_others(tmp_path):
     summary = json.loads((out / "gpu-check.json").read_text())
     assert summary["train_torchrun"]["error"].startswith("no events.jsonl")
     assert summary["stages"][1] == {"part": "train_bf16", "rc": "0", "seconds": "41"}
+
+
+def test_verdicts_compare_the_pipeline_with_the_model_alone_and_never_pass_a_missing_figure(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    runs = [
+        {"precision": "bf16", "channels_last_cudnn_benchmark": False, "guard_host_reads": False, "images_per_s": 400.0},
+        {"precision": "bf16", "channels_last_cudnn_benchmark": False, "guard_host_reads": True, "images_per_s": 392.0},
+        {"precision": "bf16", "channels_last_cudnn_benchmark": True, "guard_host_reads": False, "images_per_s": 450.0},
+    ]
+    (out / "model_only.json").write_text(json.dumps({"size": 512, "batch": 16, "steps": 20, "runs": runs}))
+    (out / "train_bf16.json").write_text(json.dumps({"samples_per_s_median": 343.0, "status": "completed"}))
+    (out / "train_v5focal_fp16.json").write_text(json.dumps({
+        "status": "completed", "steps": 50,
+        "nan_events": [{"step": 7, "action": "report"}, {"step": 9, "action": "skip_step"}]}))
+    load_gpu_check().main(["summary", "--out", str(out)])
+    verdicts = {v["figure"]: v for v in json.loads((out / "gpu-check.json").read_text())["verdicts"]}
+    bf16 = verdicts["full pipeline vs model only, v5, bf16 (images/s)"]
+    assert bf16["measured"] == "343.0 / 392.0 = 0.88x" and bf16["verdict"] == "MISSED"
+    guard = verdicts["the guard's host reads, model only, bf16: time added per step"]
+    assert guard["measured"].startswith("2.0%") and guard["verdict"] == "met"
+    assert verdicts["full pipeline vs model only, v5, fp16 (images/s)"]["verdict"] == "not measured"
+    assert verdicts["the guard's host reads, model only, fp16: time added per step"]["verdict"] == "not measured"
+    focal = verdicts["liverctl's v5-focal under fp16: NaN-guard actions"]
+    assert focal["measured"].startswith("1 (completed") and focal["verdict"] == "MISSED"  # a skip is a NaN
+    md = (out / "gpu-check.md").read_text()
+    assert "| full pipeline vs model only, v5, bf16 (images/s) | 343.0 / 392.0 = 0.88x | >= 0.9x | MISSED |" in md
+
+
+def test_model_only_and_nan_story_run_on_the_cpu_as_a_dry_run(tmp_path):
+    """--allow-cpu: the check's own code runs end to end without CUDA (tiny sizes; the figures mean nothing),
+    so a mistake in it is found here rather than in device time."""
+    gpu_check = load_gpu_check()
+    gpu_check.main(["model-only", "--out", str(tmp_path), "--size", "32", "--batch", "2", "--steps", "1",
+                    "--precisions", "bf16", "--allow-cpu"])
+    gpu_check.main(["nan-story", "--out", str(tmp_path), "--size", "32", "--batch", "2", "--steps", "2",
+                    "--allow-cpu"])
+    model_only = json.loads((tmp_path / "model_only.json").read_text())
+    assert [(r["channels_last_cudnn_benchmark"], r["guard_host_reads"]) for r in model_only["runs"]] == [
+        (False, False), (False, True), (True, False)]
+    assert all(r["images_per_s"] > 0 and r["peak_memory_gib"] is None for r in model_only["runs"])
+    story = json.loads((tmp_path / "nan_story.json").read_text())
+    assert set(story["ways"]) == {"notebook", "liverctl"}
+    assert all(len(w["grad_scaler_scale_min_max_end"]) == 3 for w in story["ways"].values())
