@@ -14,8 +14,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 out=${1:-/tmp/device-twin-out}
 twin=${TWIN:-/tmp/device-twin}
-py312=${PY312:-$(command -v python3.12 2>/dev/null || ls -d "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
-[[ -x $py312 ]] || { echo "device-twin: no Python 3.12 found (set PY312)" >&2; exit 1; }
+py312=${PY312:-}
+if [[ -z $py312 ]]; then   # the first Python 3.12 that runs (a pyenv shim may exist and refuse)
+  for c in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+    "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { py312=$c; break; }
+  done
+fi
+[[ -n $py312 ]] || { echo "device-twin: no Python 3.12 found (set PY312)" >&2; exit 1; }
 if [[ ! -x $twin/bin/python3 ]] || ! "$twin/bin/python3" -c 'import torch, timm, cv2' 2>/dev/null; then
   rm -rf "$twin"
   "$py312" -m venv "$twin"
