@@ -72,13 +72,20 @@ figures() {
 # A training on the chain's store, one loader worker per core; add --preset, --name and the rest.
 TRAIN=("${LIVERCTL[@]}" train --store "$WORK/store.zarr" --runs-dir "$WORK/runs" --quiet
        --set model.encoder_weights=none --set "data.num_workers=$CPUS" --set "data.input_size=$SIZE"
-       --set "train.batch_size=$BATCH"
+       --set "train.batch_size=$BATCH" --set train.log_every=2   # a samples/s figure every 2 steps
        --set "train.steps_per_epoch=${GPU_CHECK_STEPS:-0}")   # 0: whole epochs; a CPU dry run sets a few
 
 part env 30 "$PY" scripts/gpu_check.py env --out "$PARTS"
 # every module the parts import, so that a wheel missing from .whl is named at once (see device-wheels.sh)
-part imports 30 "$PY" -c 'import liverctl.cli, liverctl.watch.app, segmentation_models_pytorch, albumentations, zarr,
-nibabel, cc3d, textual_plotext, tomli_w; print("imports ok")'
+part imports 30 "$PY" -c 'import importlib, sys
+names = "liverctl.cli liverctl.watch.app segmentation_models_pytorch albumentations zarr nibabel cc3d textual_plotext tomli_w"
+missing = []
+for name in names.split():
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        missing.append(f"{name} ({exc})")
+sys.exit("missing: " + "; ".join(missing) if missing else print("imports ok"))'
 part pytest_gpu 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider -rs
 part synth 60 "${LIVERCTL[@]}" synth "$WORK/data" --cases 8 --test-cases 2 --size "$SIZE" --slices 64 --seed 0
 part ingest 45 "${LIVERCTL[@]}" ingest "$WORK/data" --store "$WORK/store.zarr" --workers "$CPUS"
