@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _write(out: Path, part: str, data: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{part}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    print(json.dumps({part: data}, default=str))
+    print(f"{part}: {len(data.get('runs') or data.get('ways') or data)} entries in {out / part}.json")
 
 
 def part_env(args) -> None:
@@ -233,7 +233,7 @@ def part_events(args) -> None:
         "run": str(args.run),
         "device": start.get("device"), "amp": start.get("amp"), "world_size": start.get("world_size"),
         "steps": max((e.get("step") or 0 for e in events), default=0),
-        "samples_per_s_median": statistics.median(rates[len(rates) // 4:]) if rates else None,
+        "samples_per_s_median": round(statistics.median(rates[len(rates) // 4:]), 1) if rates else None,
         "nan_events": [{k: e.get(k) for k in ("step", "action", "where", "message")}
                        for e in events if e.get("kind") == "nan"],
         "status": end.get("status"), "best": end.get("best"),
