@@ -4,6 +4,7 @@
 #   3. the NaN story: v5-focal in fp16, the notebooks' way vs liverctl's; the guard's events on CUDA
 #   4. the whole chain at 512x512 (synth, ingest, train v5, submit hflip, evaluate), seconds per stage
 #   5. torchrun --nproc_per_node 1 (NCCL) runs a short training
+#   and, with what is left, `liverctl bench --only training` (its GPU row: pipeline vs model only)
 # Each part has its own time limit and writes its log and figures (JSON) into a parts folder as it goes; after
 # every part OUT gets gpu-check.json, gpu-check.md and parts.tar.gz (all parts' logs and JSON) anew, so a part
 # that fails or times out, or a call cut short, leaves the others' figures. Three files: the device tool
@@ -111,5 +112,8 @@ part torchrun_nccl 60 "$PY" -m torch.distributed.run --nproc_per_node 1 -m liver
   --store "$WORK/store.zarr" --runs-dir "$WORK/runs" --name ddp --quiet --epochs 1 \
   --set train.steps_per_epoch=10 --set model.encoder_weights=none
 figures train_torchrun "$PY" scripts/gpu_check.py events --run "$WORK/runs/ddp"
+# last, with what is left of the budget: the bench's own GPU row (pipeline vs model only, all the cores)
+part bench_training 100 "${LIVERCTL[@]}" bench --only training --no-real --cases 4 --slices 16 --size "$SIZE" \
+  --workdir "$WORK/bench" --json "$PARTS/bench_training.json"
 publish
 cat "$OUT/gpu-check.md"

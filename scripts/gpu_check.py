@@ -333,6 +333,12 @@ def part_summary(args) -> None:
     if verdicts:
         lines += ["", "| figure | measured | target | verdict |", "|---|---|---|---|"]
         lines += [f"| {v['figure']} | {v['measured']} | {v['target']} | {v['verdict']} |" for v in verdicts]
+    bench = parts.get("bench_training", {})
+    if bench.get("figures"):
+        from liverctl.bench.report import report_from_json, report_markdown
+
+        lines += ["", "`liverctl bench --only training` on this machine:", "",
+                  report_markdown(report_from_json(bench))]
     sub = parts.get("submit_figures", {})
     if sub:
         lines.append(f"\nsubmit: {sub['error']}" if "error" in sub else

@@ -84,8 +84,9 @@ def _works(ctx: Context, step, batch: int, steps: int) -> tuple[dict[str, Callab
     from liverctl.bench import baseline
 
     torch, s = ctx.torch, ctx.settings
-    image = torch.rand(batch, 3, s.size, s.size)
-    mask = (torch.rand(batch, 1, s.size, s.size) > 0.7).float()
+    # model only: on tensors already on the device (the step's transfer is then a no-op)
+    image = torch.rand(batch, 3, s.size, s.size, device=ctx.device)
+    mask = (torch.rand(batch, 1, s.size, s.size, device=ctx.device) > 0.7).float()
     samples = pick_samples(ctx, steps * batch)
     base_loader = baseline.notebook_loader(baseline_dataset(ctx, samples.cache_rows, True), batch, s.seed)
     works = {
