@@ -31,7 +31,8 @@ def _finite_weights(state: dict) -> bool:
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store, tmp_path, gpu_device, amp):
+def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store, tmp_path, gpu_device, amp,
+                                                                     monkeypatch):
     cfg = tiny_cfg(tiny_store, "train.epochs=1", "train.steps_per_epoch=3", "data.input_size=32",
                    f"train.amp='{amp}'", "data.augment='flip_rotate'", "data.augment_on='device'",
                    "loss.name='0.7*dice + 0.3*focal'")
@@ -51,8 +52,11 @@ def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store,
     assert all(t.device.type == "cpu" for t in state["model"].values())
     assert (state["scaler"] != {}) == (amp == "fp16") and _finite_weights(state)
 
-    # and predicts as the GPU does (float32 on both; cuDNN's TF32 convolutions allow a small difference)
+    # and predicts as the GPU does: float32 on both, cuDNN's TF32 convolutions (on by default, ~1e-3
+    # relative) turned off for the comparison
     from liverctl.data.store import LiverStore
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
     store = LiverStore.open(tiny_store)
     case = store.case_ids("test")[0]
@@ -62,7 +66,7 @@ def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store,
         (model,) = load_run_models([run], which="last", device=device)
         probs[device] = predict_case_probabilities(model, volume, stats, tta="hflip", device=device, amp="off")
     assert probs["cpu"].shape == volume.shape
-    np.testing.assert_allclose(probs[gpu_device], probs["cpu"], atol=1e-2, rtol=0)
+    np.testing.assert_allclose(probs[gpu_device], probs["cpu"], atol=2e-3, rtol=0)
 
 
 def test_injected_nan_under_fp16_is_skipped_by_the_guard(tiny_store, tmp_path, gpu_device):
