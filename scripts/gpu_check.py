@@ -232,6 +232,7 @@ def part_events(args) -> None:
     _write(args.out, args.name, {
         "run": str(args.run),
         "device": start.get("device"), "amp": start.get("amp"), "world_size": start.get("world_size"),
+        "backend": start.get("distributed_backend"),
         "steps": max((e.get("step") or 0 for e in events), default=0),
         "samples_per_s_median": round(statistics.median(rates[len(rates) // 4:]), 1) if rates else None,
         "nan_events": [{k: e.get(k) for k in ("step", "action", "where", "message")}
@@ -292,6 +293,12 @@ def _verdicts(parts: dict) -> list[dict]:
                 "measured": f"{len(nans)} ({focal.get('status')}, {focal.get('steps')} steps)" if focal and
                 "error" not in focal else "missing", "target": "none",
                 "verdict": "not measured" if not ended else ("met" if not nans else "MISSED")})
+    ddp = parts.get("train_torchrun", {})
+    ran = bool(ddp) and "error" not in ddp
+    out.append({"figure": "torchrun --nproc_per_node 1: backend and end",
+                "measured": f"{ddp.get('backend')}, {ddp.get('status')}" if ran else "missing",
+                "target": "nccl, completed", "verdict": "not measured" if not ran else (
+                    "met" if (ddp.get("backend"), ddp.get("status")) == ("nccl", "completed") else "MISSED")})
     return out
 
 
@@ -325,7 +332,8 @@ def part_summary(args) -> None:
         if "error" in t:  # a part that failed or was killed before its run wrote events: say so, go on
             lines.append(f"\n{name}: {t['error']} ({t.get('run')})")
             continue
-        lines.append(f"\n{name}: device {t.get('device')}, amp {t.get('amp')}, world {t.get('world_size')}, "
+        lines.append(f"\n{name}: device {t.get('device')}, amp {t.get('amp')}, world {t.get('world_size')}"
+                     f"{' (' + t['backend'] + ')' if t.get('backend') else ''}, "
                      f"{t.get('steps')} steps, median {t.get('samples_per_s_median')} samples/s, "
                      f"status {t.get('status')}, best {t.get('best')}, "
                      f"nan events {len(t.get('nan_events') or [])}")

@@ -55,6 +55,7 @@ def test_verdicts_compare_the_pipeline_with_the_model_alone_and_never_pass_a_mis
     ]
     (out / "model_only.json").write_text(json.dumps({"size": 512, "batch": 16, "steps": 20, "runs": runs}))
     (out / "train_bf16.json").write_text(json.dumps({"samples_per_s_median": 343.0, "status": "completed"}))
+    (out / "train_torchrun.json").write_text(json.dumps({"backend": "gloo", "status": "completed"}))
     (out / "train_v5focal_fp16.json").write_text(json.dumps({
         "status": "completed", "steps": 50,
         "nan_events": [{"step": 7, "action": "report"}, {"step": 9, "action": "skip_step"}]}))
@@ -68,6 +69,8 @@ def test_verdicts_compare_the_pipeline_with_the_model_alone_and_never_pass_a_mis
     assert verdicts["the guard's host reads, model only, fp16: time added per step"]["verdict"] == "not measured"
     focal = verdicts["liverctl's v5-focal under fp16: NaN-guard actions"]
     assert focal["measured"].startswith("1 (completed") and focal["verdict"] == "MISSED"  # a skip is a NaN
+    ddp = verdicts["torchrun --nproc_per_node 1: backend and end"]
+    assert ddp["measured"] == "gloo, completed" and ddp["verdict"] == "MISSED"  # NCCL is what a GPU must use
     md = (out / "gpu-check.md").read_text()
     assert "| full pipeline vs model only, v5, bf16 (images/s) | 343.0 / 392.0 = 0.88x | >= 0.9x | MISSED |" in md
 
