@@ -8,10 +8,13 @@
 #
 #   bash scripts/device-twin.sh [OUT]     (OUT default /tmp/device-twin-out; the twin is $TWIN, default
 #                                          /tmp/device-twin, about 5 GB downloaded on first use, ~2 min)
+#   bash scripts/device-twin.sh --suite   the default test suite instead, on the device's stack (torch 2.11,
+#                                          numpy 2.5, Python 3.12; pytest-asyncio added beside it), ~4 min
 # What it caught first: .whl lacked textual-plotext and plotext, so `pytest -m gpu` could not collect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+suite=0; [[ ${1:-} == --suite ]] && { suite=1; shift; }
 out=${1:-/tmp/device-twin-out}
 twin=${TWIN:-/tmp/device-twin}
 py312=${PY312:-}
@@ -28,6 +31,13 @@ if [[ ! -x $twin/bin/python3 ]] || ! "$twin/bin/python3" -c 'import torch, timm,
     rich scipy matplotlib opencv-python-headless pytest pytest-timeout safetensors pyyaml psutil
 fi
 [[ -d .whl ]] || bash scripts/device-wheels.sh .whl
+if (( suite )); then   # liverctl's own tests with the wheels' packages over the twin, as on the device
+  site=/tmp/device-twin-suite
+  rm -rf "$site"
+  "$twin/bin/python3" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+  "$twin/bin/python3" -m pip install -q --no-compile --target "$site/tests" pytest-asyncio
+  PYTHONPATH=$site:$site/tests:$root exec "$twin/bin/python3" -m pytest -q -p no:cacheprovider
+fi
 wt=$(mktemp -d /tmp/device-twin-tree.XXXXXX)
 trap 'git -C "$root" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"' EXIT
 git worktree add --detach -q "$wt" HEAD
