@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -70,14 +71,14 @@ def _synthetic_batch(torch, generator, batch: int, channels: int, size: int, dev
     return image, mask
 
 
-def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: float, host_syncs: bool,
+def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: float,
                 loss_in_autocast: bool = False, device: str = "cuda"):
-    """One optimiser step with autocast; the loss in float32 outside autocast unless `loss_in_autocast`
-    (the notebooks' way). `host_syncs` reads the loss and the gradient norm on the host, as the NaN guard
-    does, to price the guard's synchronisations. Returns the loss tensor (detached)."""
+    """A plain AMP step with no checks: autocast forward, the loss in float32 outside autocast unless
+    `loss_in_autocast` (the notebooks' way), GradScaler backward, clipping, step. Returns the loss (a float)
+    only when asked to (`step(image, mask, read=True)`), so that timing it reads nothing on the host."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
-    def step(image, mask):
+    def step(image, mask, read: bool = False):
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
             logits = model(image)
@@ -85,17 +86,33 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
                 loss = loss_fn(logits, mask)
         if not loss_in_autocast:
             loss = loss_fn(logits.float(), mask)
-        if host_syncs and not torch.isfinite(loss).item():
-            return loss.detach()
         scaler.scale(loss).backward()
         if clip > 0:
             scaler.unscale_(optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            if host_syncs:
-                float(norm)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         scaler.step(optimizer)
         scaler.update()
-        return loss.detach()
+        return float(loss.detach()) if read else None
+
+    return step
+
+
+def _liverctl_step(torch, cfg: dict, model, loss_fn, optimizer, scaler, precision: str, device: str):
+    """The trainer's own step, `liverctl.train.step.guarded_step` (float32 loss, GradScaler, clipping and
+    the NaN guard's host reads and decision) on the same model, loss, optimiser and scaler. Returns the loss
+    and the guard's action."""
+    from liverctl.device import resolve_precision
+    from liverctl.train.nan_guard import NaNGuard
+    from liverctl.train.session import step_session
+    from liverctl.train.step import guarded_step
+
+    dev = torch.device(device)
+    session = step_session(cfg, dev, resolve_precision(precision, dev), model, loss_fn, optimizer, scaler)
+    guard = NaNGuard()
+
+    def step(image, mask, read: bool = False):
+        result = guarded_step(session, image, mask, guard)
+        return (result.loss, result.action) if read else None
 
     return step
 
@@ -103,12 +120,13 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
 def _build(torch, cfg: dict, precision: str, channels_last: bool, device: str = "cuda"):
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model
+    from liverctl.train.session import build_optimizer
 
     model = build_model(cfg, pretrained=False).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]))
+    optimizer = build_optimizer(cfg, model.parameters())  # the trainer's optimiser, for both kinds of step
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     return model, loss_fn, optimizer, scaler
 
@@ -124,51 +142,57 @@ def _peak_gib(torch, device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
+# (step, channels_last + cudnn.benchmark): the plain AMP step, liverctl's guarded step (the trainer's), and
+# one try of the memory format and autotuning on the plain step
+MODEL_ONLY_VARIANTS = (("plain", False), ("liverctl", False), ("plain", True))
+
+
 def part_model_only(args) -> None:
-    """Images/s of v5 alone on tensors already on the GPU, per precision, plain and with the guard's host
-    reads; peak memory; one try of channels_last + cudnn.benchmark."""
+    """Images/s of v5 alone on tensors already on the GPU, per precision: a plain AMP step against
+    liverctl's guarded step (what the guard costs), and channels_last + cudnn.benchmark; peak memory."""
     import torch
 
     device = args.device
     cfg = _v5("v5", args.size)
     channels = in_channels(cfg)
+    clip = float(cfg["optim"]["grad_clip"])
     results = {"device": device, "size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
     for precision in args.precisions.split(","):
-        for channels_last, bench in ((False, False), (True, True)):
-            torch.backends.cudnn.benchmark = bench
-            for host_syncs in (False, True):
-                if channels_last and host_syncs:
-                    continue
-                torch.manual_seed(0)
-                model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last, device)
-                gen = torch.Generator(device=device).manual_seed(0)
-                image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
-                if channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
-                step = _plain_step(torch, model, loss_fn, optimizer, scaler, precision,
-                                   float(cfg["optim"]["grad_clip"]), host_syncs, device=device)
-                for _ in range(min(5, args.steps)):  # warm-up: allocator, autotuning
-                    step(image, mask)
-                _synchronize(torch, device, reset_peak=True)
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    step(image, mask)
-                _synchronize(torch, device)
-                seconds = time.perf_counter() - t0
-                results["runs"].append({
-                    "precision": precision, "channels_last_cudnn_benchmark": channels_last,
-                    "guard_host_reads": host_syncs, "images_per_s": round(args.steps * args.batch / seconds, 1),
-                    "peak_memory_gib": _peak_gib(torch, device),
-                })
-                del model, optimizer
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-                _write(args.out, "model_only", results)
+        for kind, channels_last in MODEL_ONLY_VARIANTS:
+            torch.backends.cudnn.benchmark = channels_last
+            torch.manual_seed(0)
+            model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last, device)
+            gen = torch.Generator(device=device).manual_seed(0)
+            image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            if kind == "liverctl":
+                step = _liverctl_step(torch, cfg, model, loss_fn, optimizer, scaler, precision, device)
+            else:
+                step = _plain_step(torch, model, loss_fn, optimizer, scaler, precision, clip, device=device)
+            for _ in range(min(5, args.steps)):  # warm-up: allocator, autotuning
+                step(image, mask)
+            _synchronize(torch, device, reset_peak=True)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step(image, mask)
+            _synchronize(torch, device)
+            seconds = time.perf_counter() - t0
+            results["runs"].append({
+                "precision": precision, "step": kind, "channels_last_cudnn_benchmark": channels_last,
+                "images_per_s": round(args.steps * args.batch / seconds, 1), "peak_memory_gib": _peak_gib(torch, device),
+            })
+            del model, optimizer, step
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            _write(args.out, "model_only", results)
+    torch.backends.cudnn.benchmark = False
 
 
 def part_nan_story(args) -> None:
     """v5-focal under fp16 autocast for `steps` steps on the same synthetic batches: the notebooks' way
-    (smp losses inside autocast on fp16 logits) against liverctl's (float32 loss outside autocast)."""
+    (smp losses inside autocast on fp16 logits, no checks) against liverctl's (its guarded step: float32 loss
+    outside autocast, the NaN guard on; the guard's actions are counted, a rollback is the loop's)."""
     import segmentation_models_pytorch as smp
     import torch
 
@@ -189,24 +213,29 @@ def part_nan_story(args) -> None:
         for group in optimizer.param_groups:
             group["lr"] = story["lr"]
         if way == "notebook":
-            loss_fn = notebook_loss
-        step = _plain_step(torch, model, loss_fn, optimizer, scaler, "fp16", float(cfg["optim"]["grad_clip"]),
-                           host_syncs=False, loss_in_autocast=way == "notebook", device=device)
+            step = _plain_step(torch, model, notebook_loss, optimizer, scaler, "fp16",
+                               float(cfg["optim"]["grad_clip"]), loss_in_autocast=True, device=device)
+        else:
+            step = _liverctl_step(torch, cfg, model, loss_fn, optimizer, scaler, "fp16", device)
         gen = torch.Generator(device=device).manual_seed(1)
-        first_nan, losses, scales = None, [], []
+        first_nan, losses, scales, actions = None, [], [], {}
         t0 = time.perf_counter()
         for i in range(args.steps):
             image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
-            loss = float(step(image, mask))
-            if first_nan is None and not (loss == loss and abs(loss) != float("inf")):
+            out = step(image, mask, read=True)
+            loss = out[0] if way == "liverctl" else out
+            if way == "liverctl" and out[1] != "ok":
+                actions[out[1]] = actions.get(out[1], 0) + 1
+            if first_nan is None and not math.isfinite(loss):
                 first_nan = i
             losses.append(loss)
             scales.append(float(scaler.get_scale()))
-        finite = [x for x in losses if x == x and abs(x) != float("inf")]
+        finite = [x for x in losses if math.isfinite(x)]
         params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         story["ways"][way] = {
             "first_non_finite_loss_step": first_nan,
             "non_finite_losses": len(losses) - len(finite),
+            "guard_actions": actions if way == "liverctl" else None,
             "last_loss": losses[-1],
             "median_loss_last_50": statistics.median(finite[-50:]) if finite else None,
             "weights_finite_at_end": params_finite,
@@ -258,31 +287,32 @@ def part_submission(args) -> None:
     })
 
 
-def _model_only_rate(parts: dict, precision: str, host_reads: bool) -> float | None:
-    """images/s of the model alone, contiguous layout, no autotuning: the trainer's own settings."""
+def _model_only_rate(parts: dict, precision: str, step: str) -> float | None:
+    """images/s of the model alone with `step` ("plain" or "liverctl"), contiguous layout, no autotuning:
+    the trainer's own settings."""
     for r in parts.get("model_only", {}).get("runs", []):
-        if (r.get("precision") == precision and not r.get("channels_last_cudnn_benchmark")
-                and bool(r.get("guard_host_reads")) == host_reads):
+        if r.get("precision") == precision and not r.get("channels_last_cudnn_benchmark") and r.get("step") == step:
             return r.get("images_per_s")
     return None
 
 
 def _verdicts(parts: dict) -> list[dict]:
-    """The issue's targets from the parts' figures: full pipeline >= 0.9x model only (the model-only step
-    with the guard's host reads, as the trainer does them), the guard's own cost (host reads vs plain), and
-    no NaN in liverctl's v5-focal run. A figure that is missing is said to be missing, never passed."""
+    """The issue's targets from the parts' figures: full pipeline >= 0.9x model only (liverctl's guarded
+    step, the trainer's own, on tensors already on the GPU), the guard's own cost (guarded vs a plain AMP
+    step), no NaN in liverctl's v5-focal run, torchrun on NCCL. A missing figure is said to be missing,
+    never passed."""
     out = []
     for amp in ("bf16", "fp16"):
         train = parts.get(f"train_{amp}", {})
-        pipe, alone = train.get("samples_per_s_median"), _model_only_rate(parts, amp, True)
+        pipe, alone = train.get("samples_per_s_median"), _model_only_rate(parts, amp, "liverctl")
         ratio = round(pipe / alone, 2) if pipe and alone else None
         out.append({"figure": f"full pipeline vs model only, v5, {amp} (images/s)",
                     "measured": f"{pipe} / {alone} = {ratio}x" if ratio else f"missing ({pipe} / {alone})",
                     "target": ">= 0.9x",
                     "verdict": "not measured" if ratio is None else ("met" if ratio >= 0.9 else "MISSED")})
-        plain = _model_only_rate(parts, amp, False)
-        cost = round(1 - alone / plain, 3) if alone and plain else None
-        out.append({"figure": f"the guard's host reads, model only, {amp}: time added per step",
+        plain = _model_only_rate(parts, amp, "plain")
+        cost = round(plain / alone - 1, 3) if alone and plain else None
+        out.append({"figure": f"the guard, model only, {amp}: time added per step (guarded vs plain AMP step)",
                     "measured": "missing" if cost is None else f"{cost:.1%} ({plain} -> {alone} images/s)",
                     "target": "a few percent", "verdict": "not measured" if cost is None else (
                         "met" if cost <= 0.05 else "MISSED")})
@@ -322,11 +352,10 @@ def part_summary(args) -> None:
     if mo:
         lines += ["", f"Model only, v5 {mo.get('size')}x{mo.get('size')}, batch {mo.get('batch')}, "
                   f"{mo.get('steps')} steps:", "",
-                  "| precision | channels_last + cudnn.benchmark | guard's host reads | images/s | peak GiB |",
+                  "| precision | step | channels_last + cudnn.benchmark | images/s | peak GiB |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {r.get('precision')} | {r.get('channels_last_cudnn_benchmark')} | "
-                  f"{r.get('guard_host_reads')} | {r.get('images_per_s')} | {r.get('peak_memory_gib')} |"
-                  for r in mo.get("runs", [])]
+        lines += [f"| {r.get('precision')} | {r.get('step')} | {r.get('channels_last_cudnn_benchmark')} | "
+                  f"{r.get('images_per_s')} | {r.get('peak_memory_gib')} |" for r in mo.get("runs", [])]
     for name in sorted(k for k in parts if k.startswith("train_")):
         t = parts[name]
         if "error" in t:  # a part that failed or was killed before its run wrote events: say so, go on
@@ -354,11 +383,13 @@ def part_summary(args) -> None:
                      f"{sub.get('seconds')} s end to end = {sub.get('slices_per_s')} slices/s")
     story = parts.get("nan_story", {})
     for way, r in (story.get("ways") or {}).items():
+        actions = r.get("guard_actions")
         lines.append(f"\nNaN story, {way} way ({story.get('preset')}, fp16, lr {story.get('lr')}, "
                      f"{story.get('steps')} steps): "
                      f"first non-finite loss at step {r.get('first_non_finite_loss_step')}, "
                      f"{r.get('non_finite_losses')} non-finite losses, "
-                     f"weights finite at end: {r.get('weights_finite_at_end')}, "
+                     + (f"guard actions {actions}, " if actions is not None else "")
+                     + f"weights finite at end: {r.get('weights_finite_at_end')}, "
                      f"GradScaler scale min/max/end {r.get('grad_scaler_scale_min_max_end')}")
     (args.out / "gpu-check.md").write_text("\n".join(lines) + "\n")
     if not args.quiet:

@@ -49,9 +49,9 @@ def test_verdicts_compare_the_pipeline_with_the_model_alone_and_never_pass_a_mis
     out = tmp_path / "out"
     out.mkdir()
     runs = [
-        {"precision": "bf16", "channels_last_cudnn_benchmark": False, "guard_host_reads": False, "images_per_s": 400.0},
-        {"precision": "bf16", "channels_last_cudnn_benchmark": False, "guard_host_reads": True, "images_per_s": 392.0},
-        {"precision": "bf16", "channels_last_cudnn_benchmark": True, "guard_host_reads": False, "images_per_s": 450.0},
+        {"precision": "bf16", "step": "plain", "channels_last_cudnn_benchmark": False, "images_per_s": 400.0},
+        {"precision": "bf16", "step": "liverctl", "channels_last_cudnn_benchmark": False, "images_per_s": 392.0},
+        {"precision": "bf16", "step": "plain", "channels_last_cudnn_benchmark": True, "images_per_s": 450.0},
     ]
     (out / "model_only.json").write_text(json.dumps({"size": 512, "batch": 16, "steps": 20, "runs": runs}))
     (out / "train_bf16.json").write_text(json.dumps({"samples_per_s_median": 343.0, "status": "completed"}))
@@ -63,10 +63,11 @@ def test_verdicts_compare_the_pipeline_with_the_model_alone_and_never_pass_a_mis
     verdicts = {v["figure"]: v for v in json.loads((out / "gpu-check.json").read_text())["verdicts"]}
     bf16 = verdicts["full pipeline vs model only, v5, bf16 (images/s)"]
     assert bf16["measured"] == "343.0 / 392.0 = 0.88x" and bf16["verdict"] == "MISSED"
-    guard = verdicts["the guard's host reads, model only, bf16: time added per step"]
-    assert guard["measured"].startswith("2.0%") and guard["verdict"] == "met"
+    guard = verdicts["the guard, model only, bf16: time added per step (guarded vs plain AMP step)"]
+    assert guard["measured"].startswith("2.0%") and guard["verdict"] == "met"  # 400 / 392 - 1
     assert verdicts["full pipeline vs model only, v5, fp16 (images/s)"]["verdict"] == "not measured"
-    assert verdicts["the guard's host reads, model only, fp16: time added per step"]["verdict"] == "not measured"
+    assert verdicts["the guard, model only, fp16: time added per step (guarded vs plain AMP step)"][
+        "verdict"] == "not measured"
     focal = verdicts["liverctl's v5-focal under fp16: NaN-guard actions"]
     assert focal["measured"].startswith("1 (completed") and focal["verdict"] == "MISSED"  # a skip is a NaN
     ddp = verdicts["torchrun --nproc_per_node 1: backend and end"]
@@ -84,9 +85,10 @@ def test_model_only_and_nan_story_run_on_the_cpu_as_a_dry_run(tmp_path):
     gpu_check.main(["nan-story", "--out", str(tmp_path), "--size", "32", "--batch", "2", "--steps", "2",
                     "--allow-cpu"])
     model_only = json.loads((tmp_path / "model_only.json").read_text())
-    assert [(r["channels_last_cudnn_benchmark"], r["guard_host_reads"]) for r in model_only["runs"]] == [
-        (False, False), (False, True), (True, False)]
+    assert [(r["step"], r["channels_last_cudnn_benchmark"]) for r in model_only["runs"]] == [
+        ("plain", False), ("liverctl", False), ("plain", True)]
     assert all(r["images_per_s"] > 0 and r["peak_memory_gib"] is None for r in model_only["runs"])
     story = json.loads((tmp_path / "nan_story.json").read_text())
     assert set(story["ways"]) == {"notebook", "liverctl"}
     assert all(len(w["grad_scaler_scale_min_max_end"]) == 3 for w in story["ways"].values())
+    assert story["ways"]["liverctl"]["guard_actions"] == {} and story["ways"]["notebook"]["guard_actions"] is None

@@ -20,23 +20,19 @@ def train_step_fn(ctx: Context) -> tuple[Callable[[Any, Any], None], str, str]:
     GradScaler, gradient clipping and the NaN guard. Returns (step(image, mask), device, precision mode)."""
     torch = ctx.torch
     from liverctl.device import resolve_precision
-    from liverctl.train import distributed
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model
     from liverctl.train.nan_guard import NaNGuard
-    from liverctl.train.session import Session, build_optimizer
+    from liverctl.train.session import build_optimizer, step_session
     from liverctl.train.step import guarded_step
 
     cfg = ctx.config()
     device = torch.device(ctx.device)
     precision = resolve_precision(cfg["train"]["amp"], device)
     model = build_model(cfg, pretrained=False).to(device).train()
-    session = Session(
-        cfg=cfg, info=distributed.DistInfo(), device=device, precision=precision, model=model, raw_model=model,
-        loss_fn=build_loss(cfg).to(device), optimizer=build_optimizer(cfg, model.parameters()), scheduler=None,
-        scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler), train_set=None, sampler=None,
-        train_loader=None, val_loader=None, val_case_ids=[], val_cases=0, steps_per_epoch=0,
-    )
+    session = step_session(cfg, device, precision, model, build_loss(cfg).to(device),
+                           build_optimizer(cfg, model.parameters()),
+                           torch.amp.GradScaler(device.type, enabled=precision.needs_scaler))
     guard = NaNGuard()
 
     def step(image, mask) -> None:

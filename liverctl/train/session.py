@@ -70,6 +70,16 @@ class Session:
         )
 
 
+def step_session(cfg: dict, device, precision: Precision, model, loss_fn, optimizer, scaler) -> Session:
+    """A Session holding only what `liverctl.train.step.guarded_step` reads, with no data and no run: the
+    trainer's own step timed outside a run (`liverctl bench`, scripts/gpu_check.py)."""
+    return Session(
+        cfg=cfg, info=distributed.DistInfo(), device=device, precision=precision, model=model, raw_model=model,
+        loss_fn=loss_fn, optimizer=optimizer, scheduler=None, scaler=scaler, train_set=None, sampler=None,
+        train_loader=None, val_loader=None, val_case_ids=[], val_cases=0, steps_per_epoch=0,
+    )
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
