@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -29,6 +30,16 @@ def _write(out: Path, part: str, data: dict) -> None:
     print(f"{part}: {len(data.get('runs') or data.get('ways') or data)} entries in {out / part}.json")
 
 
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def part_env(args) -> None:
     import importlib.metadata as md
 
@@ -43,10 +54,16 @@ def part_env(args) -> None:
         except md.PackageNotFoundError:
             versions[name] = None
     cuda = torch.cuda.is_available()
+    try:  # the loader hands batches over through /dev/shm; a small one makes it fall back to files
+        shm_free = round(shutil.disk_usage("/dev/shm").free / 2**30, 1)
+    except OSError:
+        shm_free = None
     _write(args.out, "env", {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "dev_shm_free_gib": shm_free,
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
@@ -267,6 +284,7 @@ def part_events(args) -> None:
         "nan_events": [{k: e.get(k) for k in ("step", "action", "where", "message")}
                        for e in events if e.get("kind") == "nan"],
         "status": end.get("status"), "best": end.get("best"),
+        "notes": [e.get("message") for e in events if e.get("kind") == "note"],  # the loader's plan, precision
         "gpu_mem_peak_gb": next((e.get("gpu_mem_peak_gb") for e in reversed(events) if e.get("gpu_mem_peak_gb")), None),
     })
 
@@ -343,7 +361,8 @@ def part_summary(args) -> None:
                                                         default=str) + "\n")
     lines = ["# GPU check", ""]
     env = parts.get("env", {})
-    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), {env.get('cpus')} CPUs, "
+    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), {env.get('cpus')} CPUs "
+                 f"({env.get('cpu_model')}, /dev/shm {env.get('dev_shm_free_gib')} GiB free), "
                  f"CUDA {env.get('cuda')}, Python {env.get('python')}; "
                  + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v))
     lines += ["", "| part | exit | seconds |", "|---|---|---|"]
@@ -365,7 +384,8 @@ def part_summary(args) -> None:
                      f"{' (' + t['backend'] + ')' if t.get('backend') else ''}, "
                      f"{t.get('steps')} steps, median {t.get('samples_per_s_median')} samples/s, "
                      f"status {t.get('status')}, best {t.get('best')}, "
-                     f"nan events {len(t.get('nan_events') or [])}")
+                     f"nan events {len(t.get('nan_events') or [])}"
+                     + "".join(f"; note: {n}" for n in t.get("notes") or []))
     verdicts = _verdicts(parts)
     if verdicts:
         lines += ["", "| figure | measured | target | verdict |", "|---|---|---|---|"]
