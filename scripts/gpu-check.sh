@@ -64,11 +64,11 @@ part() {
   publish
   return 0
 }
-# figures NAME COMMAND...: a gpu_check.py reader of what a part left (a run's events, a submission)
+# figures NAME COMMAND...: a gpu_check.py reader of what a part left (a run's events, a submission). The
+# next part's publish (or the last) brings it to OUT; the part's own publish already packed the run's events.
 figures() {
   local name=$1; shift
   "$@" --out "$PARTS" --name "$name" > /dev/null 2>> "$PARTS/figures.log"
-  publish
 }
 # A training on the chain's store, one loader worker per core; add --preset, --name and the rest.
 TRAIN=("${LIVERCTL[@]}" train --store "$WORK/store.zarr" --runs-dir "$WORK/runs" --quiet

@@ -88,16 +88,16 @@ def _synthetic_batch(torch, generator, batch: int, channels: int, size: int, dev
     return image, mask
 
 
-def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: float,
+def _plain_step(torch, model, loss_fn, optimizer, scaler, precision, clip: float,
                 loss_in_autocast: bool = False, device: str = "cuda"):
     """A plain AMP step with no checks: autocast forward, the loss in float32 outside autocast unless
     `loss_in_autocast` (the notebooks' way), GradScaler backward, clipping, step. Returns the loss (a float)
-    only when asked to (`step(image, mask, read=True)`), so that timing it reads nothing on the host."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    only when asked to (`step(image, mask, read=True)`), so that timing it reads nothing on the host.
+    `precision`: a `liverctl.device.Precision`, as `_build` resolved it."""
 
     def step(image, mask, read: bool = False):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+        with precision.autocast_context(device):
             logits = model(image)
             if loss_in_autocast:
                 loss = loss_fn(logits, mask)
@@ -114,17 +114,15 @@ def _plain_step(torch, model, loss_fn, optimizer, scaler, precision: str, clip: 
     return step
 
 
-def _liverctl_step(torch, cfg: dict, model, loss_fn, optimizer, scaler, precision: str, device: str):
+def _liverctl_step(torch, cfg: dict, model, loss_fn, optimizer, scaler, precision, device: str):
     """The trainer's own step, `liverctl.train.step.guarded_step` (float32 loss, GradScaler, clipping and
     the NaN guard's host reads and decision) on the same model, loss, optimiser and scaler. Returns the loss
     and the guard's action."""
-    from liverctl.device import resolve_precision
     from liverctl.train.nan_guard import NaNGuard
     from liverctl.train.session import step_session
     from liverctl.train.step import guarded_step
 
-    dev = torch.device(device)
-    session = step_session(cfg, dev, resolve_precision(precision, dev), model, loss_fn, optimizer, scaler)
+    session = step_session(cfg, torch.device(device), precision, model, loss_fn, optimizer, scaler)
     guard = NaNGuard()
 
     def step(image, mask, read: bool = False):
@@ -134,7 +132,10 @@ def _liverctl_step(torch, cfg: dict, model, loss_fn, optimizer, scaler, precisio
     return step
 
 
-def _build(torch, cfg: dict, precision: str, channels_last: bool, device: str = "cuda"):
+def _build(torch, cfg: dict, mode: str, channels_last: bool, device: str = "cuda"):
+    """Model, loss, the trainer's optimiser, a GradScaler and the `Precision` of `mode` (bf16 | fp16), as
+    the trainer resolves them (`liverctl.device.resolve_precision`), for both kinds of step."""
+    from liverctl.device import resolve_precision
     from liverctl.train.losses import build_loss
     from liverctl.train.models import build_model
     from liverctl.train.session import build_optimizer
@@ -143,9 +144,10 @@ def _build(torch, cfg: dict, precision: str, channels_last: bool, device: str = 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())  # the trainer's optimiser, for both kinds of step
-    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
-    return model, loss_fn, optimizer, scaler
+    optimizer = build_optimizer(cfg, model.parameters())
+    precision = resolve_precision(mode, torch.device(device))
+    scaler = torch.amp.GradScaler(device, enabled=precision.needs_scaler)
+    return model, loss_fn, optimizer, scaler, precision
 
 
 def _synchronize(torch, device: str, reset_peak: bool = False) -> None:
@@ -174,11 +176,11 @@ def part_model_only(args) -> None:
     channels = in_channels(cfg)
     clip = float(cfg["optim"]["grad_clip"])
     results = {"device": device, "size": args.size, "batch": args.batch, "steps": args.steps, "runs": []}
-    for precision in args.precisions.split(","):
+    for mode in args.precisions.split(","):
         for kind, channels_last in MODEL_ONLY_VARIANTS:
             torch.backends.cudnn.benchmark = channels_last
             torch.manual_seed(0)
-            model, loss_fn, optimizer, scaler = _build(torch, cfg, precision, channels_last, device)
+            model, loss_fn, optimizer, scaler, precision = _build(torch, cfg, mode, channels_last, device)
             gen = torch.Generator(device=device).manual_seed(0)
             image, mask = _synthetic_batch(torch, gen, args.batch, channels, args.size, device)
             if channels_last:
@@ -196,8 +198,9 @@ def part_model_only(args) -> None:
             _synchronize(torch, device)
             seconds = time.perf_counter() - t0
             results["runs"].append({
-                "precision": precision, "step": kind, "channels_last_cudnn_benchmark": channels_last,
-                "images_per_s": round(args.steps * args.batch / seconds, 1), "peak_memory_gib": _peak_gib(torch, device),
+                "precision": mode, "step": kind, "channels_last_cudnn_benchmark": channels_last,
+                "images_per_s": round(args.steps * args.batch / seconds, 1),
+                "peak_memory_gib": _peak_gib(torch, device),
             })
             del model, optimizer, step
             if device == "cuda":
@@ -226,14 +229,14 @@ def part_nan_story(args) -> None:
              "steps": args.steps, "lr": float(cfg["optim"]["lr"]) * args.lr_scale, "ways": {}}
     for way in ("notebook", "liverctl"):
         torch.manual_seed(0)
-        model, loss_fn, optimizer, scaler = _build(torch, cfg, "fp16", False, device)
+        model, loss_fn, optimizer, scaler, precision = _build(torch, cfg, "fp16", False, device)
         for group in optimizer.param_groups:
             group["lr"] = story["lr"]
         if way == "notebook":
-            step = _plain_step(torch, model, notebook_loss, optimizer, scaler, "fp16",
+            step = _plain_step(torch, model, notebook_loss, optimizer, scaler, precision,
                                float(cfg["optim"]["grad_clip"]), loss_in_autocast=True, device=device)
         else:
-            step = _liverctl_step(torch, cfg, model, loss_fn, optimizer, scaler, "fp16", device)
+            step = _liverctl_step(torch, cfg, model, loss_fn, optimizer, scaler, precision, device)
         gen = torch.Generator(device=device).manual_seed(1)
         first_nan, losses, scales, actions = None, [], [], {}
         t0 = time.perf_counter()
@@ -295,7 +298,8 @@ def part_submission(args) -> None:
     log = args.run / "submissions.jsonl"
     lines = log.read_text().splitlines() if log.is_file() else []
     if not lines:
-        _write(args.out, args.name, {"run": str(args.run), "error": "no submissions.jsonl: submit did not finish"})
+        _write(args.out, args.name, {"run": str(args.run),
+                                     "error": "no submissions.jsonl: submit did not finish"})
         return
     last = json.loads(lines[-1])
     rows, seconds = last.get("rows"), last.get("seconds")
@@ -309,7 +313,7 @@ def _model_only_rate(parts: dict, precision: str, step: str) -> float | None:
     """images/s of the model alone with `step` ("plain" or "liverctl"), contiguous layout, no autotuning:
     the trainer's own settings."""
     for r in parts.get("model_only", {}).get("runs", []):
-        if r.get("precision") == precision and not r.get("channels_last_cudnn_benchmark") and r.get("step") == step:
+        if (r.get("precision"), r.get("step"), bool(r.get("channels_last_cudnn_benchmark"))) == (precision, step, False):
             return r.get("images_per_s")
     return None
 
@@ -330,7 +334,8 @@ def _verdicts(parts: dict) -> list[dict]:
                     "verdict": "not measured" if ratio is None else ("met" if ratio >= 0.9 else "MISSED")})
         plain = _model_only_rate(parts, amp, "plain")
         cost = round(plain / alone - 1, 3) if alone and plain else None
-        out.append({"figure": f"the guard, model only, {amp}: time added per step (guarded vs plain AMP step)",
+        out.append({"figure": f"the guard, model only, {amp}: time added per step "
+                              "(guarded vs plain AMP step)",
                     "measured": "missing" if cost is None else f"{cost:.1%} ({plain} -> {alone} images/s)",
                     "target": "a few percent", "verdict": "not measured" if cost is None else (
                         "met" if cost <= 0.05 else "MISSED")})
@@ -361,7 +366,8 @@ def part_summary(args) -> None:
                                                         default=str) + "\n")
     lines = ["# GPU check", ""]
     env = parts.get("env", {})
-    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), {env.get('cpus')} CPUs "
+    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), "
+                 f"{env.get('cpus')} CPUs "
                  f"({env.get('cpu_model')}, /dev/shm {env.get('dev_shm_free_gib')} GiB free), "
                  f"CUDA {env.get('cuda')}, Python {env.get('python')}; "
                  + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v))
