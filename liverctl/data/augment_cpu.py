@@ -125,38 +125,48 @@ class FlipRotate:
             return
         planes = self.scratch("normalised", stack16.shape, np.float32)
         normalise_into(torch.from_numpy(planes), stack16, norm)
-        mask = label
-        if resize:
-            planes = self._resized(planes, cv2.INTER_LINEAR, "resized")
-            mask = self._resized(label[None], cv2.INTER_NEAREST, "resized mask")[0]
         direct = out[0].dtype == torch.float32 and out[0].is_contiguous()
-        image_to = out[0].numpy() if direct else self.scratch("image", planes.shape, np.float32)
+        image_to = out[0].numpy() if direct else self.scratch("image", (len(planes), s, s), np.float32)
         mask_direct = out[1].dtype == torch.uint8 and out[1].is_contiguous()
         mask_to = out[1].numpy() if mask_direct else self.scratch("mask", (s, s), np.uint8)
-        if matrix is None:
-            np.copyto(image_to, planes)
-            np.copyto(mask_to, mask)
-        elif not params["angle"]:  # flips only: exact, as albumentations' cv2.flip
-            code = -1 if params["hflip"] and params["vflip"] else (1 if params["hflip"] else 0)
-            for plane, to in zip(planes, image_to, strict=True):
-                cv2.flip(plane, code, dst=to)
-            cv2.flip(mask, code, dst=mask_to)
+        if matrix is None:  # only the resize (nothing at all returned above): straight into the batch
+            self._resized(planes, cv2.INTER_LINEAR, image_to)
+            self._resized(label[None], cv2.INTER_NEAREST, mask_to[None])
         else:
-            border = {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
-            for plane, to in zip(planes, image_to, strict=True):
-                cv2.warpAffine(plane, matrix, (s, s), dst=to, flags=cv2.INTER_LINEAR, **border)
-            cv2.warpAffine(mask, matrix, (s, s), dst=mask_to, flags=cv2.INTER_NEAREST, **border)
+            mask = label
+            if resize:
+                resized = self.scratch("resized", image_to.shape, np.float32)
+                planes = self._resized(planes, cv2.INTER_LINEAR, resized)
+                resized_mask = self.scratch("resized mask", (1, s, s), np.uint8)
+                mask = self._resized(label[None], cv2.INTER_NEAREST, resized_mask)[0]
+            self._flip_or_rotate(planes, mask, params, matrix, image_to, mask_to)
         if not direct:
             out[0].copy_(torch.from_numpy(image_to))
         if not mask_direct:
             out[1].copy_(torch.from_numpy(mask_to))
 
-    def _resized(self, planes: np.ndarray, interpolation: int, name: str) -> np.ndarray:
-        """Each plane resized to S x S as albumentations' Resize does (cv2.resize), into a scratch array."""
+    def _flip_or_rotate(self, planes, mask, params: dict, matrix, image_to, mask_to) -> None:
+        """planes (C, S, S) float32 and mask (S, S) uint8 -> image_to, mask_to: flips only with `cv2.flip`
+        (exact, as albumentations'), else one `warpAffine` of the whole matrix, zeros outside."""
+        import cv2
+
+        if not params["angle"]:
+            code = -1 if params["hflip"] and params["vflip"] else (1 if params["hflip"] else 0)
+            for plane, to in zip(planes, image_to, strict=True):
+                cv2.flip(plane, code, dst=to)
+            cv2.flip(mask, code, dst=mask_to)
+            return
+        s = self.size
+        border = {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
+        for plane, to in zip(planes, image_to, strict=True):
+            cv2.warpAffine(plane, matrix, (s, s), dst=to, flags=cv2.INTER_LINEAR, **border)
+        cv2.warpAffine(mask, matrix, (s, s), dst=mask_to, flags=cv2.INTER_NEAREST, **border)
+
+    def _resized(self, planes: np.ndarray, interpolation: int, to: np.ndarray) -> np.ndarray:
+        """Each plane resized to S x S as albumentations' Resize does (cv2.resize), into `to` (N, S, S)."""
         import cv2
 
         s = self.size
-        to = self.scratch(name, (len(planes), s, s), planes.dtype)
         for plane, into in zip(planes, to, strict=True):
             cv2.resize(plane, (s, s), dst=into, interpolation=interpolation)
         return to
