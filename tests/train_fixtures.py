@@ -3,6 +3,7 @@
 `tiny_cfg(store, *overrides)`: the demo preset at 64 px with a small ResNet18 U-Net, 2 epochs of 2 steps.
 `SMALL_MODEL`: overrides for an even smaller network and no loader processes. `PoisonedGradient`: a loss whose
 gradient is NaN on chosen training calls (the `poisoned_loss` fixture in conftest.py registers it).
+`finite_weights(state)`: every floating-point weight of a checkpoint's model is finite.
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class PoisonedGradient(torch.nn.Module):
             if self.n - 1 in self.calls:
                 loss = loss + torch.sqrt(logits.sum() * 0.0)
         return loss
+
+
+def finite_weights(state: dict) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point())

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from train_fixtures import SMALL_MODEL, tiny_cfg
+from train_fixtures import SMALL_MODEL, finite_weights, tiny_cfg
 
 from liverctl.data import augment_device
 from liverctl.infer.predict import load_run_models, predict_case_probabilities, read_case_volume
@@ -24,10 +24,6 @@ from liverctl.runs.folder import checkpoint_path
 from liverctl.train import loop
 
 pytestmark = pytest.mark.gpu
-
-
-def _finite_weights(state: dict) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in state["model"].values() if t.is_floating_point())
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
@@ -50,7 +46,7 @@ def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store,
     # the checkpoint holds CPU tensors whatever trained it: a CPU-only notebook reads it as it is
     state = load_checkpoint(checkpoint_path(run, "last"))
     assert all(t.device.type == "cpu" for t in state["model"].values())
-    assert (state["scaler"] != {}) == (amp == "fp16") and _finite_weights(state)
+    assert (state["scaler"] != {}) == (amp == "fp16") and finite_weights(state)
 
     # and predicts as the GPU does: float32 on both, cuDNN's TF32 convolutions (on by default, ~1e-3
     # relative) turned off for the comparison
@@ -64,20 +60,21 @@ def test_amp_training_on_the_device_path_and_its_checkpoint_on_a_cpu(tiny_store,
     probs = {}
     for device in ("cpu", gpu_device):
         (model,) = load_run_models([run], which="last", device=device)
-        probs[device] = predict_case_probabilities(model, volume, stats, tta="hflip", device=device, amp="off")
+        probs[device] = predict_case_probabilities(model, volume, stats, tta="hflip", device=device,
+                                                   amp="off")
     assert probs["cpu"].shape == volume.shape
     np.testing.assert_allclose(probs[gpu_device], probs["cpu"], atol=2e-3, rtol=0)
 
 
 def test_injected_nan_under_fp16_is_skipped_by_the_guard(tiny_store, tmp_path, gpu_device):
-    cfg = tiny_cfg(tiny_store, "train.amp='fp16'", "train.epochs=1", "train.steps_per_epoch=4", "data.input_size=32",
-                   "train.inject_nan_at_steps=[1]", *SMALL_MODEL)
+    cfg = tiny_cfg(tiny_store, "train.amp='fp16'", "train.epochs=1", "train.steps_per_epoch=4",
+                   "data.input_size=32", "train.inject_nan_at_steps=[1]", *SMALL_MODEL)
     result = loop.run_training(cfg, tmp_path / "inj", device=gpu_device, show_progress=False)
     assert result["status"] == "completed" and result["global_step"] == 4
     events = read_events(tmp_path / "inj" / "events.jsonl")
     guard = [(e["action"], e["step"]) for e in events if e["kind"] == "nan" and e["action"] != "report"]
     assert guard == [("skip_step", 2)]  # events count steps from 1: the injection at global step 1 is the 2nd
-    assert _finite_weights(load_checkpoint(checkpoint_path(tmp_path / "inj", "last")))
+    assert finite_weights(load_checkpoint(checkpoint_path(tmp_path / "inj", "last")))
 
 
 def test_fp16_gradient_overflow_is_left_to_the_grad_scaler(tiny_store, tmp_path, gpu_device, poisoned_loss):
@@ -89,7 +86,7 @@ def test_fp16_gradient_overflow_is_left_to_the_grad_scaler(tiny_store, tmp_path,
     # the scaler skipped both poisoned steps and halved its scale twice; the guard took no action
     assert [e["action"] for e in events if e["kind"] == "nan"] == ["report", "report"]
     state = load_checkpoint(checkpoint_path(tmp_path / "fp16", "last"))
-    assert state["scaler"]["scale"] == 2.0**16 / 4 and _finite_weights(state)
+    assert state["scaler"]["scale"] == 2.0**16 / 4 and finite_weights(state)
 
 
 def test_device_augmentation_on_the_gpu_matches_the_cpu(gpu_device):

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import torch
-from train_fixtures import SMALL_MODEL, tiny_cfg
+from train_fixtures import SMALL_MODEL, finite_weights, tiny_cfg
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -115,7 +115,7 @@ def test_nan_guard_skips_rolls_back_then_aborts_keeping_a_finite_best(tiny_store
     assert events[-1]["best"]["epoch"] == 1 and math.isfinite(events[-1]["best"]["volume_dice"])
     best = load_checkpoint(checkpoint_path(tmp_path / "nan", "best"))
     assert math.isfinite(best["metrics"]["volume_dice"])
-    assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
+    assert finite_weights(best)
     assert not any(e.get("is_best") for e in events if e["kind"] == "epoch_end" and e["epoch"] > 1)
 
 
@@ -141,7 +141,7 @@ def test_absurd_learning_rate_aborts_and_keeps_the_best_from_before_the_divergen
     assert events[-1]["best"] == {"epoch": 1, "volume_dice": ends[0]["volume_dice"]}
     best = load_checkpoint(checkpoint_path(tmp_path / "lr", "best"))
     assert best["epoch"] == 1 and best["metrics"]["volume_dice"] == ends[0]["volume_dice"]
-    assert all(torch.isfinite(t).all() for t in best["model"].values() if t.is_floating_point())
+    assert finite_weights(best)
 
 
 def test_rollback_restores_the_last_good_weights_and_cuts_the_learning_rate(tiny_store, tmp_path):
@@ -179,7 +179,7 @@ def test_non_finite_gradient_with_finite_loss_skips_the_step(tiny_store, tmp_pat
     steps = [e for e in events if e["kind"] == "step"]
     assert steps and all(math.isfinite(e["loss"]) for e in steps)  # the weights never took the NaN gradient
     state = load_checkpoint(checkpoint_path(tmp_path / "g", "last"))
-    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert finite_weights(state)
 
 
 def test_fp16_overflow_is_left_to_the_grad_scaler(tiny_store, tmp_path, poisoned_loss):
@@ -195,7 +195,7 @@ def test_fp16_overflow_is_left_to_the_grad_scaler(tiny_store, tmp_path, poisoned
     assert [e["action"] for e in events if e["kind"] == "nan"] == ["report", "report"]
     state = load_checkpoint(checkpoint_path(tmp_path / "fp16", "last"))
     assert state["scaler"]["scale"] == 2.0**16 / 4  # two overflows halved the initial scale twice
-    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert finite_weights(state)
 
 
 def test_sigterm_saves_last_and_ends_interrupted(tiny_store, tmp_path, monkeypatch):
