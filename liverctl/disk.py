@@ -1,7 +1,8 @@
 """Sizes and full disks in words: "1.5 GB", "no space left on DEVICE while writing WHAT".
 
 Writers that can fill a disk (ingest, postprocess, ...) catch `OSError`, test it with `is_disk_full`, remove
-what they half-wrote and raise `no_space_error`.
+what they half-wrote and raise `no_space_error`. `os_error_behind` finds the `OSError` behind a writer's own
+error (torch.save's RuntimeError on a full disk).
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The `OSError` that `exc` is or was raised while handling, if any.
+
+    Some writers report a failed write as an error of their own, with the `OSError` only as its cause
+    or context: `torch.save` on a full disk raises `RuntimeError("[enforce fail at inline_container.cc]
+    . unexpected pos ...")` while handling `OSError(ENOSPC)`. A context its raiser suppressed
+    (`raise ... from None`) is not followed.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
 def mount_point(path: str | os.PathLike) -> str:
     """The mount point of the file system that holds (or would hold) `path`."""
     here = Path(os.path.abspath(path))
@@ -42,5 +60,5 @@ def no_space_message(where: str | os.PathLike, what: str) -> str:
 
 
 def no_space_error(where: str | os.PathLike, what: str) -> LiverctlError:
-    """The one-line error for a full disk at `where` while writing `what`."""
-    return LiverctlError(f"{no_space_message(where, what)}; free some space and try again")
+    """The full-disk line for a file: "WHERE: no space left on DEVICE while writing WHAT"."""
+    return LiverctlError(no_space_message(where, what), path=where)

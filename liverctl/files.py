@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from liverctl.disk import is_disk_full, no_space_message
+from liverctl.disk import is_disk_full, no_space_error, os_error_behind
 from liverctl.errors import LiverctlError
 
 _DIGITS = re.compile(r"(\d+)")
@@ -38,11 +38,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def no_space_error(path: str | os.PathLike, what: str) -> LiverctlError:
-    """The full-disk line for a file: "PATH: no space left on DEVICE while writing WHAT"."""
-    return LiverctlError(no_space_message(path, what), path=path)
-
-
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -60,21 +55,24 @@ def _fsync_dir(folder: Path) -> None:
 def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None]:
     """Around a body that writes `tmp` (and fsyncs it): rename `tmp` onto `path` and fsync the folder.
 
-    On any exception `tmp` is removed and `path` is left as it was; an `OSError` becomes a one-line
-    `LiverctlError` (the full-disk line when the disk is full).
+    On any exception `tmp` is removed and `path` is left as it was; an `OSError`, or an error a writer
+    raised over one (`os_error_behind`), becomes a one-line `LiverctlError` (the full-disk line when the
+    disk is full).
     """
     try:
         yield
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except BaseException as exc:
         _remove(tmp)
-        if is_disk_full(exc):
+        # An OSError, or a writer's own error raised over one (torch.save on a full disk), is one line;
+        # anything else (a refusal already in words, Ctrl-C) goes on as it is.
+        cause = os_error_behind(exc) if isinstance(exc, Exception) and not isinstance(exc, LiverctlError) else None
+        if cause is None:
+            raise
+        if is_disk_full(cause):
             raise no_space_error(path, what or path.name) from None
-        raise LiverctlError(f"cannot write {what or path.name}: {exc.strerror or exc}", path=path) from None
-    except BaseException:
-        _remove(tmp)
-        raise
+        raise LiverctlError(f"cannot write {what or path.name}: {cause.strerror or cause}", path=path) from None
 
 
 @contextlib.contextmanager

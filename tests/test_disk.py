@@ -22,5 +22,5 @@ def test_disk_full_is_recognised_and_said_in_one_line(tmp_path):
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
     message = str(no_space_error(tmp_path, "submission.csv"))
-    assert message.startswith(f"no space left on {mount_point(tmp_path)} while writing submission.csv")
+    assert message == f"{tmp_path}: no space left on {mount_point(tmp_path)} while writing submission.csv"
     assert "\n" not in message

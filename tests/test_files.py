@@ -145,3 +145,46 @@ def test_atomic_path_keeps_the_old_file_on_failure_and_a_full_disk_is_one_line(t
     message = str(info.value)
     assert message.startswith(f"{target}: no space left on ") and message.endswith(" while writing the mask")
     assert target.read_bytes() == b"kept" and sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii"]
+
+
+def test_a_writers_own_error_over_a_full_disk_is_the_full_disk_line(tmp_path):
+    """torch.save raises RuntimeError("... unexpected pos ...") while handling the OSError of a full disk;
+    atomic writes find the OSError behind it. An error in words already, or one whose raiser dropped the
+    OSError on purpose, goes on unchanged."""
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous")
+
+    def written(body):
+        with files.atomic_open(target, "wb", what="the checkpoint") as fh:
+            fh.write(b"half")
+            body()
+
+    def torch_like():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904 (as torch does)
+
+    with pytest.raises(LiverctlError) as info:
+        written(torch_like)
+    assert str(info.value).startswith(f"{target}: no space left on ")
+    assert str(info.value).endswith(" while writing the checkpoint") and "inline_container" not in str(info.value)
+
+    def refused_in_words():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise LiverctlError("the config is not a table")  # noqa: B904
+
+    with pytest.raises(LiverctlError, match="^the config is not a table$"):
+        written(refused_in_words)
+
+    def dropped():
+        try:
+            raise OSError(errno.EIO, "I/O error")
+        except OSError:
+            raise ValueError("not a number") from None
+
+    with pytest.raises(ValueError, match="not a number"):
+        written(dropped)
+    assert target.read_bytes() == b"previous" and _leftovers(tmp_path) == []

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.disk import is_disk_full
+from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
-from liverctl.files import atomic_path, no_space_error
+from liverctl.files import atomic_path
 from liverctl.metrics import DiceCounts
 
 CONNECTIVITY = 26

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.disk import no_space_error
 from liverctl.errors import LiverctlError
-from liverctl.files import no_space_error
 from liverctl.runs.folder import EVENTS_FILE
 
 SCHEMA_VERSION = 1

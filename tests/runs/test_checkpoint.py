@@ -271,3 +271,78 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_temp_fi
     assert "no space left on" in str(info.value) and "the checkpoint last.pt" in str(info.value)
     assert "\n" not in str(info.value)
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+class _DiskFillsAfter:
+    """A file on a disk with `room` bytes left: writes succeed until then, then fail with ENOSPC."""
+
+    def __init__(self, real, room):
+        self._real, self._room = real, room
+
+    def write(self, data):
+        import errno
+
+        data = memoryview(data).cast("B")
+        if len(data) > self._room:
+            self._real.write(data[: self._room])
+            self._room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(data)
+        return self._real.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._real.close()
+
+
+def test_a_disk_that_fills_inside_torch_save_is_the_full_disk_line_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch
+):
+    """torch.save reports a failed write as its own RuntimeError ("[enforce fail at inline_container.cc]
+    unexpected pos ..."); the CI machine's full disk showed that line. It must be the full-disk line."""
+    from liverctl import files
+
+    cfg = resolve_config("demo", ["model.encoder='tu-mobilenetv3_small_050'"])
+    model = build_model(cfg)
+    save_checkpoint(tmp_path / "run", "last", _state(cfg, model))
+    kept = checkpoint_path(tmp_path / "run", "last").read_bytes()
+    real_open = open
+    monkeypatch.setattr(files, "open", lambda *a, **k: _DiskFillsAfter(real_open(*a, **k), 50_000),
+                        raising=False)
+    with pytest.raises(LiverctlError) as info:
+        save_checkpoint(tmp_path / "run", "last", _state(cfg, model, dice=0.95))
+    message = str(info.value)
+    assert " no space left on " in message and message.endswith("while writing the checkpoint last.pt")
+    assert "\n" not in message and "inline_container" not in message
+    assert checkpoint_path(tmp_path / "run", "last").read_bytes() == kept
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.json", "last.pt"]
+
+
+def test_a_file_size_limit_met_inside_torch_save_is_one_line(tmp_path):
+    """The same through the kernel: a process whose file size limit (ulimit -f) is below the checkpoint's
+    size gets EFBIG from write(2) inside torch.save, and says so in one line."""
+    import subprocess
+    import sys
+
+    script = f"""
+import resource, signal, torch
+from liverctl.errors import LiverctlError
+from liverctl.runs.checkpoint import save_checkpoint
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+state = {{"config": {{}}, "model": {{"w": torch.zeros(1_000_000)}}, "epoch": 0, "global_step": 0}}
+try:
+    save_checkpoint({str(tmp_path / "run")!r}, "last", state)
+except LiverctlError as exc:
+    print("ERROR", exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ERROR ") and done.stdout.count("\n") == 1, done.stdout
+    assert "cannot write the checkpoint last.pt: File too large" in done.stdout
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []

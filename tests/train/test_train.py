@@ -428,6 +428,48 @@ def test_cli_time_limit_is_passed_to_the_loop(tiny_store, tmp_path):
     assert result.exit_code == 2 and "--time-limit: cannot read 'soon'" in result.stderr
 
 
+def test_a_disk_that_fills_while_writing_a_checkpoint_fails_the_run_in_one_line(tiny_store, tmp_path, monkeypatch):
+    """The CI machine's disk filled inside torch.save and the run died with torch's own RuntimeError."""
+    import errno
+
+    from liverctl import files
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, real):
+            self._real = real
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._real.close()
+
+    def opener(path, *args, **kwargs):
+        fh = real_open(path, *args, **kwargs)
+        return FullDisk(fh) if ".pt." in str(path) else fh
+
+    monkeypatch.setattr(files, "open", opener, raising=False)
+    args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "full", "--store", str(tiny_store),
+            "-q", "--device", "cpu", "--epochs", "1", "--set", "data.input_size=64", "--set", "data.num_workers=0",
+            "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output + str(result.exception)
+    line = result.stderr.strip()
+    assert "\n" not in line and "no space left on " in line and "while writing the checkpoint" in line, line
+    assert "inline_container" not in line
+    end = read_events(tmp_path / "full" / "events.jsonl")[-1]
+    assert end["kind"] == "run_end" and end["status"] == "failed" and "no space left on " in end["message"]
+    assert not list((tmp_path / "full" / "checkpoints").glob("*.pt*"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path, sig):
