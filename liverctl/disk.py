@@ -2,13 +2,15 @@
 
 Writers that can fill a disk (ingest, postprocess, ...) catch `OSError`, test it with `is_disk_full`, remove
 what they half-wrote and raise `no_space_error`. `os_error_behind` finds the `OSError` behind a writer's own
-error (torch.save's RuntimeError on a full disk).
+error (torch.save's RuntimeError on a full disk). Work whose size is known beforehand (an ingest, a
+training's checkpoints) is refused at its start by `require_free` instead.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
@@ -53,6 +55,28 @@ def mount_point(path: str | os.PathLike) -> str:
     while not os.path.ismount(here) and here != here.parent:
         here = here.parent
     return str(here)
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes (for this user) on the file system that holds (or would hold) `path`."""
+    here = Path(os.path.abspath(path))
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    return shutil.disk_usage(here).free
+
+
+def require_free(where: str | os.PathLike, need: float, needs: str, advice: str) -> int:
+    """Refuse up front, in one line, work that would fill the disk halfway: `LiverctlError` when the file
+    system of `where` has less than `need` bytes free ("WHERE: NEEDS need about 1.2 GB but MOUNT has
+    300.0 MB free; ADVICE"). Returns the free bytes."""
+    free = free_bytes(where)
+    if need > free:
+        raise LiverctlError(
+            f"{needs} need about {human_bytes(need)} but {mount_point(where)} has {human_bytes(free)} free; "
+            f"{advice}",
+            path=where,
+        )
+    return free
 
 
 def no_space_message(where: str | os.PathLike, what: str) -> str:

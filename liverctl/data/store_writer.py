@@ -13,6 +13,7 @@ from typing import Any
 
 from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, create_group, read_attrs, read_metadata
 from liverctl.data.sources import CaseFiles
+from liverctl.disk import require_free
 from liverctl.errors import LiverctlError
 
 # Store bytes per source voxel, from real CT (totalseg-dicom20: the image stored at 0.55 x float16, the
@@ -101,12 +102,6 @@ def check_free_space(store: Path, cases: list[CaseFiles]) -> int:
         except Exception:  # reported by the case's own ingest
             continue
         need += voxels * (_IMAGE_BYTES_PER_VOXEL + (_LABEL_BYTES_PER_VOXEL if case.label else 0.0))
-    disk = next(p for p in (store, *store.absolute().parents) if p.exists())
-    free = shutil.disk_usage(disk).free
-    if need > free:
-        raise LiverctlError(
-            f"the {len(cases)} case(s) to ingest need about {need / 1e9:.1f} GB but the store's disk has "
-            f"{free / 1e9:.1f} GB free; free some space or give --store a folder on a larger disk",
-            path=store,
-        )
+    require_free(store, need, f"the {len(cases)} case(s) to ingest",
+                 "free some space or give --store a folder on a larger disk")
     return int(need)

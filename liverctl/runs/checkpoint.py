@@ -79,6 +79,38 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+# Per-parameter state tensors of each optimiser liverctl builds (torch creates them at the first step).
+_OPTIMIZER_SLOTS = {"AdamW": 2, "Adam": 2, "SGD": 1}
+# best.pt, last.pt, and a temporary of the one being replaced (atomic write)
+CHECKPOINTS_ON_DISK = 3
+
+
+def checkpoint_bytes(model, optimizer) -> int:
+    """About the size of one checkpoint of `model` trained by `optimizer`: the model's tensors and the
+    optimiser's per-parameter state (two moments for Adam and AdamW, momentum for SGD). The rest (config,
+    RNG, scheduler) is kilobytes."""
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    param_bytes = sum(p.numel() * p.element_size() for group in optimizer.param_groups for p in group["params"])
+    return model_bytes + _OPTIMIZER_SLOTS.get(type(optimizer).__name__, 2) * param_bytes
+
+
+def require_room_for_checkpoints(run_dir: str | os.PathLike, model, optimizer) -> int:
+    """Refuse, at a run's start, a run whose checkpoints would not fit on its disk (rather than a full
+    disk an epoch later): best, last and the one being written, less what this run's checkpoints already
+    take (a resume replaces them). Returns the estimated bytes of one checkpoint."""
+    from liverctl.disk import human_bytes, require_free
+
+    each = checkpoint_bytes(model, optimizer)
+    held = sum(p.stat().st_size for p in (checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last"))
+               if p.is_file())
+    require_free(
+        run_dir, CHECKPOINTS_ON_DISK * each - held,
+        f"this run's checkpoints (best, last and the one being written, {human_bytes(each)} each)",
+        "free some space or give --runs-dir a folder on a larger disk",
+    )
+    return each
+
+
 def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path:
     """Write `<which>.pt` and its `<which>.json` sidecar atomically; returns the .pt path.
 

@@ -25,6 +25,7 @@ from liverctl.runs.checkpoint import (
     checkpoint_path,
     load_checkpoint,
     non_finite_weights,
+    require_room_for_checkpoints,
     rng_to_plain,
     save_checkpoint,
 )
@@ -164,6 +165,8 @@ class _Loop:
         )
         if (remark := precision_note(s.precision, s.device)) is not None:
             self.note(remark)
+        if self.info.is_main:
+            require_room_for_checkpoints(self.run_dir, s.raw_model, s.optimizer)
         self.stop.install()
         self.guard = NaNGuard(cfg["train"]["nan_skip_limit"], cfg["train"]["nan_max_rollbacks"])
         self.guard.load_state_dict(s.guard_state)

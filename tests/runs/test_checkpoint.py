@@ -346,3 +346,22 @@ except LiverctlError as exc:
     assert done.stdout.startswith("ERROR ") and done.stdout.count("\n") == 1, done.stdout
     assert "cannot write the checkpoint last.pt: File too large" in done.stdout
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.parametrize("optimiser", ["adamw", "sgd"])
+def test_the_checkpoint_size_estimate_is_what_a_trained_checkpoint_takes(tmp_path, optimiser):
+    from liverctl.runs.checkpoint import checkpoint_bytes
+    from liverctl.train.session import build_optimizer
+
+    cfg = resolve_config("demo", ["model.encoder='tu-mobilenetv3_small_050'", f"optim.name='{optimiser}'"])
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model.parameters())
+    estimate = checkpoint_bytes(model, optimizer)
+    from liverctl.config import in_channels
+
+    model(torch.randn(2, in_channels(cfg), 64, 64)).mean().backward()
+    optimizer.step()  # the optimiser's state exists from here on
+    state = _state(cfg, model)
+    state["optimizer"] = optimizer.state_dict()
+    written = save_checkpoint(tmp_path, "last", state).stat().st_size
+    assert 0.95 < written / estimate < 1.1, (written, estimate)

@@ -470,6 +470,41 @@ def test_a_disk_that_fills_while_writing_a_checkpoint_fails_the_run_in_one_line(
     assert not list((tmp_path / "full" / "checkpoints").glob("*.pt*"))
 
 
+def test_a_run_whose_checkpoints_cannot_fit_is_refused_before_its_first_step(tiny_store, tmp_path, monkeypatch):
+    import shutil
+
+    from liverctl.config import resolve_config
+    from liverctl.runs.checkpoint import checkpoint_bytes
+    from liverctl.train.models import build_model
+    from liverctl.train.session import build_optimizer
+
+    sets = ["data.input_size=64", "data.num_workers=0", "train.steps_per_epoch=1", "train.batch_size=2"]
+    cfg = resolve_config("demo", sets, {"data.store": str(tiny_store)})
+    model = build_model(cfg, pretrained=False)
+    each = checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=2 * each))  # 3 needed
+
+    def train(name):
+        args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", name, "--store", str(tiny_store),
+                "-q", "--device", "cpu", "--epochs", "1"]
+        return runner.invoke(app, args + [arg for item in sets for arg in ("--set", item)])
+
+    result = train("small")
+    assert result.exit_code == 2, result.output + str(result.exception)
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {tmp_path / 'small'}: this run's checkpoints (best, last"), line
+    assert "free; free some space or give --runs-dir a folder on a larger disk" in line
+    events = read_events(tmp_path / "small" / "events.jsonl")
+    assert [e for e in events if e["kind"] in ("step", "epoch_end")] == []
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "failed"
+    assert not list((tmp_path / "small").glob("checkpoints/*"))
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=3 * each + (1 << 20)))
+    result = train("enough")
+    assert result.exit_code == 0, result.output + str(result.exception)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path, sig):
