@@ -25,7 +25,7 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """Whether `exc` says the file system (or the user's quota on it) is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 

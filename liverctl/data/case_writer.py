@@ -41,7 +41,7 @@ from liverctl.data.schema import (
 )
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.labels import check_label_values
-from liverctl.disk import is_disk_full, no_space_message
+from liverctl.disk import is_disk_full, no_space_message, os_error_behind
 from liverctl.errors import LiverctlError
 from liverctl.workers import default_sigterm
 
@@ -89,13 +89,11 @@ def build_case(job: CaseJob) -> CaseResult:
         return CaseResult(case.case_id, False, str(exc))
     except MemoryError:
         return CaseResult(case.case_id, False, f"{case.volume}: out of memory while ingesting")
-    except OSError as exc:
-        if not is_disk_full(exc):
-            return CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
-        shutil.rmtree(Path(job.work_dir) / case.case_id, ignore_errors=True)  # no half-written case stays
-        message = no_space_message(job.work_dir, f"case {case.case_id} ({case.volume})")
-        return CaseResult(case.case_id, False, message, no_space=True)
     except Exception as exc:  # one odd file must not stop the other cases; name it and the error
+        if is_disk_full(os_error_behind(exc)):  # also behind a writer's own error
+            shutil.rmtree(Path(job.work_dir) / case.case_id, ignore_errors=True)  # no half-written case stays
+            message = no_space_message(job.work_dir, f"case {case.case_id} ({case.volume})")
+            return CaseResult(case.case_id, False, message, no_space=True)
         return CaseResult(case.case_id, False, f"{case.volume}: ingest failed ({short_error(exc)})")
 
 

@@ -592,9 +592,10 @@ def test_a_killed_worker_is_one_line_in_the_command(tiny_dataset, tmp_path, monk
     assert "7 ingested" in result.stdout
 
 
-def _fill_disk_after(monkeypatch, chunks: int) -> None:
+def _fill_disk_after(monkeypatch, chunks: int, wrapped: bool = False) -> None:
     """Chunk file writes (ingest writes them itself) raise ENOSPC once `chunks` of them are written
-    (metadata is still written)."""
+    (metadata is still written); `wrapped`: as a RuntimeError raised over the OSError, the way torch.save
+    reports a full disk."""
     import errno
 
     import liverctl.data.case_writer
@@ -604,18 +605,24 @@ def _fill_disk_after(monkeypatch, chunks: int) -> None:
 
     def put_or_full(path, data):
         written[0] += 1
-        if written[0] > chunks:
+        if written[0] > chunks and not wrapped:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        if written[0] > chunks:
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            except OSError:
+                raise RuntimeError("write failed")  # noqa: B904 (the OSError stays its context, as in torch)
         return put(path, data)
 
     monkeypatch.setattr(liverctl.data.case_writer, "write_chunk_file", put_or_full)
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_dataset, tmp_path, monkeypatch, workers):
+@pytest.mark.parametrize(("workers", "wrapped"), [("1", False), ("2", False), ("1", True)])
+def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(tiny_dataset, tmp_path, monkeypatch, workers,
+                                                                     wrapped):
     store = tmp_path / "s.zarr"
     _fork_workers(monkeypatch)
-    _fill_disk_after(monkeypatch, chunks=24 * 2 + 5)  # a case or two fit, then the disk is full
+    _fill_disk_after(monkeypatch, chunks=24 * 2 + 5, wrapped=wrapped)  # a case or two fit, then the disk is full
     result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", workers)
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     (line,) = error_lines(result)
