@@ -81,10 +81,6 @@ def json_safe(value: Any) -> Any:
 
 # Per-parameter state tensors of each optimiser liverctl builds (torch creates them at the first step).
 _OPTIMIZER_SLOTS = {"AdamW": 2, "Adam": 2, "SGD": 1}
-# best.pt, last.pt, and a temporary of the one being replaced (atomic write)
-CHECKPOINTS_ON_DISK = 3
-
-
 def checkpoint_bytes(model, optimizer) -> int:
     """About the size of one checkpoint of `model` trained by `optimizer`: the model's tensors and the
     optimiser's per-parameter state (two moments for Adam and AdamW, momentum for SGD). The rest (config,
@@ -94,21 +90,27 @@ def checkpoint_bytes(model, optimizer) -> int:
     return model_bytes + _OPTIMIZER_SLOTS.get(type(optimizer).__name__, 2) * param_bytes
 
 
-def require_room_for_checkpoints(run_dir: str | os.PathLike, model, optimizer) -> int:
-    """Refuse, at a run's start, a run whose checkpoints would not fit on its disk (rather than a full
-    disk an epoch later): best, last and the one being written, less what this run's checkpoints already
-    take (a resume replaces them). Returns the estimated bytes of one checkpoint."""
+def require_room_for_checkpoints(where: str | os.PathLike, each: int, *, runs: int = 1, held: int = 0) -> None:
+    """Refuse up front, in one line, training whose checkpoints would not fit on the disk of `where` (rather
+    than a full disk an epoch later): best and last of each of `runs` runs of `each` bytes, and the one
+    being written, less `held` bytes that those runs' checkpoints already take (a resume replaces them)."""
     from liverctl.disk import human_bytes, require_free
 
-    each = checkpoint_bytes(model, optimizer)
-    held = sum(p.stat().st_size for p in (checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last"))
-               if p.is_file())
+    if runs == 1:
+        needs = f"this run's checkpoints (best, last and the one being written, {human_bytes(each)} each)"
+    else:
+        needs = (f"the checkpoints of {runs} runs (best and last of each, and the one being written, "
+                 f"{human_bytes(each)} each)")
     require_free(
-        run_dir, CHECKPOINTS_ON_DISK * each - held,
-        f"this run's checkpoints (best, last and the one being written, {human_bytes(each)} each)",
+        where, (2 * runs + 1) * each - held, needs,
         "free some space or give --runs-dir a folder on a larger disk",
     )
-    return each
+
+
+def checkpoints_held(run_dir: str | os.PathLike) -> int:
+    """Bytes that `run_dir`'s best and last checkpoints take now."""
+    paths = (checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last"))
+    return sum(p.stat().st_size for p in paths if p.is_file())
 
 
 def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path:

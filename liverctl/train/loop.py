@@ -22,7 +22,9 @@ from liverctl.config import write_config
 from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.runs.checkpoint import (
+    checkpoint_bytes,
     checkpoint_path,
+    checkpoints_held,
     load_checkpoint,
     non_finite_weights,
     require_room_for_checkpoints,
@@ -165,8 +167,9 @@ class _Loop:
         )
         if (remark := precision_note(s.precision, s.device)) is not None:
             self.note(remark)
-        if self.info.is_main:
-            require_room_for_checkpoints(self.run_dir, s.raw_model, s.optimizer)
+        if self.info.is_main:  # again here: a resume, a later fold, or a disk that filled since
+            require_room_for_checkpoints(self.run_dir, checkpoint_bytes(s.raw_model, s.optimizer),
+                                         held=checkpoints_held(self.run_dir))
         self.stop.install()
         self.guard = NaNGuard(cfg["train"]["nan_skip_limit"], cfg["train"]["nan_max_rollbacks"])
         self.guard.load_state_dict(s.guard_state)

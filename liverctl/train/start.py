@@ -16,6 +16,7 @@ from typing import Any
 
 from liverctl.config import apply_overrides, is_none, read_config, resolve_config
 from liverctl.errors import LiverctlError
+from liverctl.runs.checkpoint import require_room_for_checkpoints
 from liverctl.runs.folder import CONFIG_FILE, RunLock, check_fresh, find_resume_run, run_dir_for
 from liverctl.train import distributed
 
@@ -59,6 +60,20 @@ def preflight(cfg: dict) -> None:
         check_weights_available(m["encoder"], m["encoder_weights"])
 
 
+def planned_checkpoint_bytes(cfg: dict) -> int:
+    """`checkpoint_bytes` of the model and optimiser `cfg` asks for, built on the meta device (no memory,
+    no weights, a few milliseconds)."""
+    import torch
+
+    from liverctl.runs.checkpoint import checkpoint_bytes
+    from liverctl.train.models import build_model
+    from liverctl.train.session import build_optimizer
+
+    with torch.device("meta"):
+        model = build_model(cfg, pretrained=False)
+    return checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
+
+
 def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] = lambda run_dir, cfg: None) -> dict:
     """Start or resume the run `request` names and train it (`liverctl.train.loop.run_training`).
 
@@ -78,6 +93,8 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
             cfg = request.config()
             run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
             preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
+            if info.is_main:
+                require_room_for_checkpoints(run_dir, planned_checkpoint_bytes(cfg))
             if info.enabled and not request.name:
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
             if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made

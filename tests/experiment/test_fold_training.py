@@ -44,3 +44,27 @@ def test_conflicting_requests_are_refused_before_anything_runs(runs, request_, m
         train_experiment(TrainRequest(runs_dir=runs, **request_))
     assert sorted(p.name for p in runs.iterdir()) == ["cv", "plain"]
     assert [p.name for p in (runs / "cv").iterdir()] == [SUMMARY_FILE]
+
+
+def test_an_experiment_whose_folds_checkpoints_cannot_fit_is_refused_before_its_folder_exists(
+    tiny_store, tmp_path, monkeypatch
+):
+    import shutil
+
+    from liverctl.config import resolve_config
+    from liverctl.data.store import LiverStore
+    from liverctl.experiment.folder import store_folds
+    from liverctl.experiment.train import start_experiment
+    from liverctl.train.start import planned_checkpoint_bytes
+
+    cfg = resolve_config("demo", ["data.input_size=64"], {"data.store": str(tiny_store)})
+    each, (folds, _) = planned_checkpoint_bytes(cfg), store_folds(LiverStore.open(tiny_store))
+    assert folds >= 2
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=(2 * folds + 1) * each - 1))
+    with pytest.raises(LiverctlError) as info:
+        start_experiment(cfg, tmp_path, "cv", "all")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: the checkpoints of {folds} runs (best and last of each, and the one"), message
+    assert "free some space or give --runs-dir a folder on a larger disk" in message
+    assert list(tmp_path.iterdir()) == []

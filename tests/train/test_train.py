@@ -471,6 +471,7 @@ def test_a_disk_that_fills_while_writing_a_checkpoint_fails_the_run_in_one_line(
 
 
 def test_a_run_whose_checkpoints_cannot_fit_is_refused_before_its_first_step(tiny_store, tmp_path, monkeypatch):
+    """Refused before the run folder exists (train), or at the loop's start (a resume, a fold), in one line."""
     import shutil
 
     from liverctl.config import resolve_config
@@ -483,26 +484,44 @@ def test_a_run_whose_checkpoints_cannot_fit_is_refused_before_its_first_step(tin
     model = build_model(cfg, pretrained=False)
     each = checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
     real_usage = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=2 * each))  # 3 needed
 
-    def train(name):
+    def free(n):
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=n))
+
+    def train(name, *more):
         args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", name, "--store", str(tiny_store),
-                "-q", "--device", "cpu", "--epochs", "1"]
+                "-q", "--device", "cpu", "--epochs", "1", *more]
         return runner.invoke(app, args + [arg for item in sets for arg in ("--set", item)])
 
+    free(3 * each - 1)  # best, last and the one being written
     result = train("small")
     assert result.exit_code == 2, result.output + str(result.exception)
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {tmp_path / 'small'}: this run's checkpoints (best, last"), line
     assert "free; free some space or give --runs-dir a folder on a larger disk" in line
-    events = read_events(tmp_path / "small" / "events.jsonl")
-    assert [e for e in events if e["kind"] in ("step", "epoch_end")] == []
-    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "failed"
-    assert not list((tmp_path / "small").glob("checkpoints/*"))
+    assert not (tmp_path / "small").exists()
 
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=3 * each + (1 << 20)))
+    free(3 * each + (1 << 20))
     result = train("enough")
     assert result.exit_code == 0, result.output + str(result.exception)
+
+    # a resume replaces the run's two checkpoints: one more is all it needs; the loop's own check says so
+    free(each // 2)
+    with pytest.raises(LiverctlError, match="this run's checkpoints .* need about "):
+        loop.run_training(apply_epochs(read_config(tmp_path / "enough" / "config.toml"), 2), tmp_path / "enough",
+                          resume=True, device="cpu", show_progress=False)
+    events = read_events(tmp_path / "enough" / "events.jsonl")
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "failed"
+    assert events[-2]["kind"] == "run_start" and events[-2]["resumed_from"]["epoch"] == 1
+    free(each + (1 << 20))
+    result = loop.run_training(apply_epochs(read_config(tmp_path / "enough" / "config.toml"), 2),
+                               tmp_path / "enough", resume=True, device="cpu", show_progress=False)
+    assert result["status"] == "completed" and result["epochs_done"] == 2
+
+
+def apply_epochs(cfg, epochs):
+    cfg["train"]["epochs"] = epochs
+    return cfg
 
 
 @pytest.mark.slow
