@@ -7,6 +7,7 @@ import hashlib
 import os
 
 import pytest
+from full_disk import fill_disk
 
 from liverctl import files
 from liverctl.errors import LiverctlError
@@ -41,30 +42,10 @@ def test_write_atomic_writes_replaces_and_fsyncs_file_and_folder(tmp_path, monke
     assert _leftovers(tmp_path) == []
 
 
-class _FullDiskFile:
-    """A file whose writes fail the way a full disk makes them fail."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def write(self, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._real.close()
-
-
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, monkeypatch):
     target = tmp_path / "config.toml"
     target.write_text("kept")
-    real_open = open
-    monkeypatch.setattr(files, "open", lambda *a, **k: _FullDiskFile(real_open(*a, **k)), raising=False)
+    fill_disk(monkeypatch)
     with pytest.raises(LiverctlError) as info:
         files.write_atomic(target, "x = 1\n", what="the run's config")
     message = str(info.value)

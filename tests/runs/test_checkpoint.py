@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from full_disk import fill_disk
 
 from liverctl.config import resolve_config
 from liverctl.errors import LiverctlError
@@ -273,47 +274,16 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_temp_fi
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 
 
-class _DiskFillsAfter:
-    """A file on a disk with `room` bytes left: writes succeed until then, then fail with ENOSPC."""
-
-    def __init__(self, real, room):
-        self._real, self._room = real, room
-
-    def write(self, data):
-        import errno
-
-        data = memoryview(data).cast("B")
-        if len(data) > self._room:
-            self._real.write(data[: self._room])
-            self._room = 0
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._room -= len(data)
-        return self._real.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._real.close()
-
-
 def test_a_disk_that_fills_inside_torch_save_is_the_full_disk_line_and_keeps_the_last_checkpoint(
     tmp_path, monkeypatch
 ):
     """torch.save reports a failed write as its own RuntimeError ("[enforce fail at inline_container.cc]
     unexpected pos ..."); the CI machine's full disk showed that line. It must be the full-disk line."""
-    from liverctl import files
-
     cfg = resolve_config("demo", ["model.encoder='tu-mobilenetv3_small_050'"])
     model = build_model(cfg)
     save_checkpoint(tmp_path / "run", "last", _state(cfg, model))
     kept = checkpoint_path(tmp_path / "run", "last").read_bytes()
-    real_open = open
-    monkeypatch.setattr(files, "open", lambda *a, **k: _DiskFillsAfter(real_open(*a, **k), 50_000),
-                        raising=False)
+    fill_disk(monkeypatch, room=50_000)
     with pytest.raises(LiverctlError) as info:
         save_checkpoint(tmp_path / "run", "last", _state(cfg, model, dice=0.95))
     message = str(info.value)

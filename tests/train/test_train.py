@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import torch
+from full_disk import fill_disk
 from train_fixtures import SMALL_MODEL, finite_weights, tiny_cfg
 from typer.testing import CliRunner
 
@@ -430,33 +431,7 @@ def test_cli_time_limit_is_passed_to_the_loop(tiny_store, tmp_path):
 
 def test_a_disk_that_fills_while_writing_a_checkpoint_fails_the_run_in_one_line(tiny_store, tmp_path, monkeypatch):
     """The CI machine's disk filled inside torch.save and the run died with torch's own RuntimeError."""
-    import errno
-
-    from liverctl import files
-
-    real_open = open
-
-    class FullDisk:
-        def __init__(self, real):
-            self._real = real
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self._real, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._real.close()
-
-    def opener(path, *args, **kwargs):
-        fh = real_open(path, *args, **kwargs)
-        return FullDisk(fh) if ".pt." in str(path) else fh
-
-    monkeypatch.setattr(files, "open", opener, raising=False)
+    fill_disk(monkeypatch, only=lambda path: ".pt." in path)  # the checkpoints' temporary files
     args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "full", "--store", str(tiny_store),
             "-q", "--device", "cpu", "--epochs", "1", "--set", "data.input_size=64", "--set", "data.num_workers=0",
             "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2"]
