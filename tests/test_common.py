@@ -65,3 +65,33 @@ def test_run_names_and_values_with_brackets_in_runs_and_watch(tmp_path):
     assert "a[b]c" in result.output and "[red]tversky" in result.output
     result = _invoke("watch", "a[b]c", "--runs-dir", root, "--once")
     assert "a[b]c" in result.output
+
+
+def test_a_full_disk_no_writer_named_is_still_one_line(tmp_path, capsys):
+    """A library's own error over ENOSPC (torch.save's RuntimeError, or a bare OSError from zarr) reaching the
+    command is the full-disk line with exit 2, not a traceback; any other error goes on as it is."""
+    import errno
+
+    from liverctl.disk import mount_point
+
+    def full(filename):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
+
+    target = tmp_path / "oof.zarr" / "c" / "0"
+    for filename, expected in [
+        (str(target), f"error: {target}: no space left on {mount_point(tmp_path)}; free some space and run"),
+        (None, "error: no space left on the disk being written; free some space and run"),
+    ]:
+        with pytest.raises(typer.Exit) as info, guarded():
+            full(filename)
+        assert info.value.exit_code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(expected) and line.endswith("the command again"), line
+    with pytest.raises(RuntimeError, match="unexpected pos"), guarded():
+        try:
+            raise OSError(errno.EIO, "Input/output error")
+        except OSError:
+            raise RuntimeError("unexpected pos")  # noqa: B904

@@ -41,7 +41,9 @@ def print_error(message: object) -> None:
 
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
-    """Turn a `LiverctlError` into one line on stderr and a non-zero exit; let everything else through."""
+    """Turn a `LiverctlError` into one line on stderr and a non-zero exit, and so a full disk that no writer
+    named (an `OSError` ENOSPC, or a library's own error raised over one); let everything else through."""
+    from liverctl.disk import is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError
 
     try:
@@ -52,6 +54,14 @@ def guarded() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        cause = os_error_behind(exc)
+        if not is_disk_full(cause):
+            raise
+        where = os.fsdecode(cause.filename) if isinstance(cause.filename, (str, bytes)) else None
+        print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
+                    if where else "no space left on the disk being written; free some space and run the command again")
+        raise typer.Exit(LiverctlError.exit_code) from None
 
 
 def fail(message: str, code: int = 2) -> None:
