@@ -80,14 +80,14 @@ def start_experiment(
     from liverctl.runs.checkpoint import require_room_for_checkpoints
     from liverctl.runs.folder import check_fresh, run_dir_for
     from liverctl.train import distributed
-    from liverctl.train.start import planned_checkpoint_bytes, preflight
+    from liverctl.train.start import check_model, preflight
 
     if distributed.from_env().enabled:
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
     store = LiverStore.open(cfg["data"]["store"])
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
     preflight(fold_config(cfg, folds[0]))
-    require_room_for_checkpoints(runs_root, planned_checkpoint_bytes(cfg), runs=len(folds))
+    require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
     exp_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(exp_dir):  # one writer per experiment, as per run (each fold's run folder is locked too)

@@ -48,12 +48,15 @@ def build_model(cfg: dict, pretrained: bool | None = None):
             encoder_name=m["encoder"],
             encoder_weights=weights,
             encoder_depth=m["encoder_depth"],
-            decoder_channels=list(m["decoder_channels"]),
             in_channels=in_channels(cfg),
             classes=1,
+            **_decoder_kwargs(m),
         )
-    except (KeyError, ValueError) as exc:
-        raise LiverctlError(f"cannot build model {m['arch']} / {m['encoder']}: {exc}") from None
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise LiverctlError(
+            f"cannot build model {m['arch']} / {m['encoder']} (model.encoder_depth={m['encoder_depth']}): {detail}"
+        ) from None
     except Exception as exc:  # network failures of the hub surface as many types
         if weights is None:
             raise
@@ -61,6 +64,28 @@ def build_model(cfg: dict, pretrained: bool | None = None):
     if weights_path is not None:
         load_encoder_weights(model, weights_path)
     return model
+
+
+def _decoder_kwargs(m: dict) -> dict:
+    """`model.decoder_channels` for the architectures whose decoder takes a list of channels per stage (Unet,
+    UnetPlusPlus, MAnet); the others (FPN, DeepLabV3Plus, Segformer, ...) keep their own decoder, whose
+    `decoder_channels` is one number or absent (DPT would hand the list on to its encoder)."""
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    model_class = getattr(smp, "MODEL_ARCHITECTURES_MAPPING", {}).get(str(m["arch"]).lower())
+    if model_class is None:  # smp.create_model names the architectures it knows
+        return {"decoder_channels": list(m["decoder_channels"])}
+    param = inspect.signature(model_class.__init__).parameters.get("decoder_channels")
+    if param is None or not isinstance(param.default, (list, tuple)):
+        return {}
+    if len(m["decoder_channels"]) != m["encoder_depth"]:
+        raise LiverctlError(
+            f"model.decoder_channels needs {m['encoder_depth']} entries for {m['arch']} (one per encoder stage, "
+            f"model.encoder_depth), got {list(m['decoder_channels'])}"
+        )
+    return {"decoder_channels": list(m["decoder_channels"])}
 
 
 def _hub_files(encoder: str, weights: str) -> list[tuple[str, str, str | None]]:

@@ -60,18 +60,53 @@ def preflight(cfg: dict) -> None:
         check_weights_available(m["encoder"], m["encoder_weights"])
 
 
-def planned_checkpoint_bytes(cfg: dict) -> int:
-    """`checkpoint_bytes` of the model and optimiser `cfg` asks for, built on the meta device (no memory,
-    no weights, a few milliseconds)."""
+def check_model(cfg: dict) -> int:
+    """The model `cfg` asks for, built without weights and tried once before anything is written: a batch of
+    `data.input_size` must give logits of that size (PSPNet at encoder_depth 5 gives a quarter of it, PAN
+    cannot take 64 px). Returns the bytes one of its checkpoints takes (`checkpoint_bytes`).
+
+    Built and run on the meta device (no memory, no compute: milliseconds), or on the CPU for a model that
+    cannot be built or run there (Segformer's encoders read values while they are built).
+    """
     import torch
 
     from liverctl.runs.checkpoint import checkpoint_bytes
     from liverctl.train.models import build_model
     from liverctl.train.session import build_optimizer
 
-    with torch.device("meta"):
+    m, size = cfg["model"], int(cfg["data"]["input_size"])
+    name = f"model {m['arch']} / {m['encoder']}"
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg, pretrained=False)
+            shape = _logits_shape(model, cfg, size)
+    except LiverctlError:
+        raise
+    except Exception:  # the CPU says what is wrong, if anything is
         model = build_model(cfg, pretrained=False)
+        try:
+            shape = _logits_shape(model, cfg, size)
+        except RuntimeError as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise LiverctlError(f"{name} cannot take a {size}x{size} input (data.input_size): {detail}") from None
+    if tuple(shape) != (1, 1, size, size):
+        raise LiverctlError(
+            f"{name} with model.encoder_depth={m['encoder_depth']} gives {shape[-2]}x{shape[-1]} logits for a "
+            f"{size}x{size} input (data.input_size); liverctl needs logits of the input's size: change "
+            f"model.encoder_depth (PSPNet: 3) or model.arch"
+        )
     return checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
+
+
+def _logits_shape(model, cfg: dict, size: int) -> tuple[int, ...]:
+    import torch
+
+    from liverctl.config import in_channels
+
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        return tuple(model(torch.zeros(1, in_channels(cfg), size, size, device=device)).shape)
 
 
 def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] = lambda run_dir, cfg: None) -> dict:
@@ -94,7 +129,7 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
             run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
             preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
             if info.is_main:
-                require_room_for_checkpoints(run_dir, planned_checkpoint_bytes(cfg))
+                require_room_for_checkpoints(run_dir, check_model(cfg))
             if info.enabled and not request.name:
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
             if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made

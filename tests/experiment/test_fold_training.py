@@ -55,10 +55,10 @@ def test_an_experiment_whose_folds_checkpoints_cannot_fit_is_refused_before_its_
     from liverctl.data.store import LiverStore
     from liverctl.experiment.folder import store_folds
     from liverctl.experiment.train import start_experiment
-    from liverctl.train.start import planned_checkpoint_bytes
+    from liverctl.train.start import check_model
 
     cfg = resolve_config("demo", ["data.input_size=64"], {"data.store": str(tiny_store)})
-    each, (folds, _) = planned_checkpoint_bytes(cfg), store_folds(LiverStore.open(tiny_store))
+    each, (folds, _) = check_model(cfg), store_folds(LiverStore.open(tiny_store))
     assert folds >= 2
     real_usage = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=(2 * folds + 1) * each - 1))

@@ -335,3 +335,16 @@ def test_the_checkpoint_size_estimate_is_what_a_trained_checkpoint_takes(tmp_pat
     state["optimizer"] = optimizer.state_dict()
     written = save_checkpoint(tmp_path, "last", state).stat().st_size
     assert 0.95 < written / estimate < 1.1, (written, estimate)
+
+
+@pytest.mark.parametrize(("arch", "encoder"), [("Unet", "resnet18"), ("Segformer", "mit_b0"), ("Unet", "mit_b0")])
+def test_the_planned_checkpoint_size_is_the_built_models_also_where_meta_building_fails(arch, encoder):
+    """train checks the disk before anything is built, from a model on the meta device; mit_b0 (Segformer's
+    encoder) cannot be built there and is built on the CPU instead."""
+    from liverctl.runs.checkpoint import checkpoint_bytes
+    from liverctl.train.session import build_optimizer
+    from liverctl.train.start import check_model
+
+    cfg = resolve_config("demo", [f"model.arch='{arch}'", f"model.encoder='{encoder}'"])
+    model = build_model(cfg, pretrained=False)
+    assert check_model(cfg) == checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))

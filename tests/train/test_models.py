@@ -89,3 +89,42 @@ def test_weights_file_that_would_run_code_is_refused_in_one_line(tmp_path):
         build_model(cfg)
     assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("arch", ["Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "DeepLabV3", "DeepLabV3Plus",
+                                  "UPerNet", "Segformer"])
+def test_the_architectures_defaults_toml_offers_map_a_slice_to_logits_of_its_size(arch):
+    """model.decoder_channels (a list per stage) goes only to the decoders that take one: DeepLabV3Plus and
+    UPerNet took it as their one number and failed with a TypeError traceback."""
+    from liverctl.train.start import check_model
+
+    cfg = resolve_config("demo", [f"model.arch='{arch}'", "data.input_size=64"])
+    assert check_model(cfg) > 0
+    with torch.no_grad():
+        assert build_model(cfg).eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("sets", "refused"),
+    [
+        (["model.arch='PSPNet'"], r"PSPNet / resnet18 with model.encoder_depth=5 gives 16x16 logits for a 64x64 input "
+                                  r"\(data.input_size\); .* change model.encoder_depth \(PSPNet: 3\)"),
+        (["model.arch='PAN'"], r"PAN / resnet18 cannot take a 64x64 input \(data.input_size\): "),
+        (["model.arch='DPT'", "model.encoder='tu-vit_tiny_patch16_224'"],
+         r"cannot build model DPT / tu-vit_tiny_patch16_224 \(model.encoder_depth=5\): "),
+        (["model.arch='Unet'", "model.encoder_depth=4"],
+         r"model.decoder_channels needs 4 entries for Unet \(one per encoder stage, model.encoder_depth\), got \[128"),
+    ],
+)
+def test_a_model_that_cannot_give_logits_of_the_input_size_is_refused_in_one_line(sets, refused):
+    from liverctl.train.start import check_model
+
+    with pytest.raises(LiverctlError, match=refused) as info:
+        check_model(resolve_config("demo", [*sets, "data.input_size=64"]))
+    assert "\n" not in str(info.value)
+
+
+def test_pspnet_at_its_own_depth_is_accepted():
+    from liverctl.train.start import check_model
+
+    assert check_model(resolve_config("demo", ["model.arch='PSPNet'", "model.encoder_depth=3", "data.input_size=64"]))

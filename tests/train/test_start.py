@@ -94,6 +94,9 @@ def test_preflight_fails_before_any_folder_exists(tiny_store, tmp_path, fake_tra
         train_run(TrainRequest(preset="demo", values={"data.store": str(tiny_store), "data.fold": 9}, runs_dir=runs))
     with pytest.raises(LiverctlError, match="give --preset NAME"):
         train_run(TrainRequest(runs_dir=runs))
+    with pytest.raises(LiverctlError, match="PSPNet / resnet18 with model.encoder_depth=5 gives 16x16 logits"):
+        train_run(TrainRequest(preset="demo", sets=(*TINY, "model.arch='PSPNet'"),
+                               values={"data.store": str(tiny_store)}, runs_dir=runs))
     assert not runs.exists() and not fake_training
 
 
