@@ -61,9 +61,10 @@ def preflight(cfg: dict) -> None:
 
 
 def check_model(cfg: dict) -> int:
-    """The model `cfg` asks for, built without weights and tried once before anything is written: a batch of
-    `data.input_size` must give logits of that size (PSPNet at encoder_depth 5 gives a quarter of it, PAN
-    cannot take 64 px). Returns the bytes one of its checkpoints takes (`checkpoint_bytes`).
+    """The model `cfg` asks for, built without weights and tried once in training mode before anything is
+    written: a batch of `data.input_size` slices must give logits of that size (PSPNet at encoder_depth 5
+    gives a quarter of it, PAN cannot take 64 px), and a batch of one must pass where train.batch_size is 1
+    (DeepLabV3's pooled BatchNorm cannot). Returns the bytes one of its checkpoints takes (`checkpoint_bytes`).
 
     Built and run on the meta device (no memory, no compute: milliseconds), or on the CPU for a model that
     cannot be built or run there (Segformer's encoders read values while they are built).
@@ -75,21 +76,25 @@ def check_model(cfg: dict) -> int:
     from liverctl.train.session import build_optimizer
 
     m, size = cfg["model"], int(cfg["data"]["input_size"])
+    batch = min(int(cfg["train"]["batch_size"]), 2)  # 1 or 2 tells the same as 16
     name = f"model {m['arch']} / {m['encoder']}"
     try:
         with torch.device("meta"):
             model = build_model(cfg, pretrained=False)
-            shape = _logits_shape(model, cfg, size)
+            shape = _logits_shape(model, cfg, batch, size)
     except LiverctlError:
         raise
     except Exception:  # the CPU says what is wrong, if anything is
         model = build_model(cfg, pretrained=False)
         try:
-            shape = _logits_shape(model, cfg, size)
-        except RuntimeError as exc:
+            shape = _logits_shape(model, cfg, batch, size)
+        except (RuntimeError, ValueError) as exc:
             detail = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise LiverctlError(f"{name} cannot take a {size}x{size} input (data.input_size): {detail}") from None
-    if tuple(shape) != (1, 1, size, size):
+            raise LiverctlError(
+                f"{name} cannot train on {'a batch of 1' if batch == 1 else 'batches'} of {size}x{size} slices "
+                f"(train.batch_size, data.input_size): {detail}"
+            ) from None
+    if tuple(shape) != (batch, 1, size, size):
         raise LiverctlError(
             f"{name} with model.encoder_depth={m['encoder_depth']} gives {shape[-2]}x{shape[-1]} logits for a "
             f"{size}x{size} input (data.input_size); liverctl needs logits of the input's size: change "
@@ -98,15 +103,17 @@ def check_model(cfg: dict) -> int:
     return checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
 
 
-def _logits_shape(model, cfg: dict, size: int) -> tuple[int, ...]:
+def _logits_shape(model, cfg: dict, batch: int, size: int) -> tuple[int, ...]:
+    """The logits' shape for a batch in training mode (BatchNorm checks its batch there); the model is a
+    throwaway, so its running statistics may move."""
     import torch
 
     from liverctl.config import in_channels
 
     device = next(model.parameters()).device
-    model.eval()
+    model.train()
     with torch.no_grad():
-        return tuple(model(torch.zeros(1, in_channels(cfg), size, size, device=device)).shape)
+        return tuple(model(torch.zeros(batch, in_channels(cfg), size, size, device=device)).shape)
 
 
 def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] = lambda run_dir, cfg: None) -> dict:
