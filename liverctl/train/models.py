@@ -52,7 +52,13 @@ def build_model(cfg: dict, pretrained: bool | None = None):
             classes=1,
             **_decoder_kwargs(m),
         )
-    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+    except (KeyError, ValueError, TypeError, AssertionError, RuntimeError) as exc:
+        if (unknown := _unknown_encoder(m["encoder"])) is not None:
+            raise LiverctlError(unknown) from None
+        if isinstance(exc, RuntimeError):  # a download that failed, or a bug: as any other error below
+            if weights is None:
+                raise
+            raise LiverctlError(_no_weights_message(m["encoder"], weights, f"download failed ({exc})")) from None
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise LiverctlError(
             f"cannot build model {m['arch']} / {m['encoder']} (model.encoder_depth={m['encoder_depth']}): {detail}"
@@ -64,6 +70,27 @@ def build_model(cfg: dict, pretrained: bool | None = None):
     if weights_path is not None:
         load_encoder_weights(model, weights_path)
     return model
+
+
+def _unknown_encoder(encoder: str) -> str | None:
+    """The one-line refusal of an encoder name neither smp nor timm (`tu-NAME`) knows, with the nearest
+    names; None for a known one."""
+    import difflib
+
+    if encoder.startswith("tu-"):
+        import timm
+
+        if timm.is_model(encoder[3:]):
+            return None
+        near = ["tu-" + name for name in difflib.get_close_matches(encoder[3:], timm.list_models(), n=3)]
+    else:
+        from segmentation_models_pytorch.encoders import encoders
+
+        if encoder in encoders:
+            return None
+        near = difflib.get_close_matches(encoder, list(encoders), n=3)
+    hint = f"nearest: {', '.join(near)}" if near else "see smp's encoder list, or tu-NAME for a timm model"
+    return f"model.encoder: unknown encoder '{encoder}'; {hint}"
 
 
 def _decoder_kwargs(m: dict) -> dict:
@@ -159,7 +186,10 @@ def _no_weights_message(encoder: str, weights: str, why: str) -> str:
 
 
 def check_weights_available(encoder: str, weights: str) -> None:
-    """Return quickly if the weights are cached or the hub answers; else raise LiverctlError (seconds)."""
+    """Return quickly if the weights are cached or the hub answers; else raise LiverctlError (seconds).
+    An encoder nobody knows is said as such first."""
+    if (unknown := _unknown_encoder(encoder)) is not None:
+        raise LiverctlError(unknown)
     files = _hub_files(encoder, weights)
     if files and _cached(files):
         return
