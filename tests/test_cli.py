@@ -1,0 +1,24 @@
+"""`python -m liverctl` works like the console script, worker processes included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def liverctl_module(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "liverctl", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_python_m_liverctl_runs_commands_with_worker_processes(tmp_path):
+    listed = liverctl_module("--help", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "Usage: liverctl" in listed.stdout and "ingest" in listed.stdout
+    made = liverctl_module("synth", "data", "--cases", "2", "--test-cases", "1", "--size", "32", "--slices", "4",
+                           cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    # ingest's worker processes start from the forkserver under this main module
+    ingested = liverctl_module("ingest", "data", "--store", "s.zarr", "--workers", "2", cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert "3 cases (2 train, 1 test" in ingested.stdout
