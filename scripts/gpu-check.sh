@@ -10,8 +10,9 @@
 # that fails or times out, or a call cut short, leaves the others' figures. Three files: the device tool
 # brings back at most 8 from OUT.
 #
-# On the device machine, with the wheels of scripts/device-wheels.sh in .whl:
-#   run(carry=[".whl"], command="bash scripts/gpu-check.sh $OUT", timeout_s=560)
+# On the device machine, with the wheels of scripts/device-wheels.sh in .whl (the device's copy of the tree has
+# no .git: name the commit, `git rev-parse --short HEAD` here, so that the figures say what they measured):
+#   run(carry=[".whl"], command="GPU_CHECK_COMMIT=<hash> bash scripts/gpu-check.sh $OUT", timeout_s=560)
 # Before spending device time, dry-run it on a CPU in a twin of the device's Python: scripts/device-twin.sh
 # (GPU_CHECK_ALLOW_CPU=1 runs model-only and the NaN story on the CPU too, at the small sizes it sets).
 set -uo pipefail

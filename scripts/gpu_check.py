@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,20 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _commit() -> str | None:
+    """The commit the check ran on: GPU_CHECK_COMMIT (the device gets a copy of the tree without .git, so the
+    session names it in the command), else git's HEAD where there is a .git, else None."""
+    named = os.environ.get("GPU_CHECK_COMMIT", "").strip()
+    if named:
+        return named
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
 def part_env(args) -> None:
     import importlib.metadata as md
 
@@ -60,6 +75,7 @@ def part_env(args) -> None:
         shm_free = None
     _write(args.out, "env", {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": _commit(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -366,7 +382,7 @@ def part_summary(args) -> None:
                                                         default=str) + "\n")
     lines = ["# GPU check", ""]
     env = parts.get("env", {})
-    lines.append(f"{env.get('date')}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), "
+    lines.append(f"{env.get('date')}, commit {env.get('commit') or 'unknown'}; {env.get('device')} ({env.get('gpu_memory_gib')} GiB), "
                  f"{env.get('cpus')} CPUs "
                  f"({env.get('cpu_model')}, /dev/shm {env.get('dev_shm_free_gib')} GiB free), "
                  f"CUDA {env.get('cuda')}, Python {env.get('python')}; "

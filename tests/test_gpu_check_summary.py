@@ -92,3 +92,16 @@ def test_model_only_and_nan_story_run_on_the_cpu_as_a_dry_run(tmp_path):
     assert set(story["ways"]) == {"notebook", "liverctl"}
     assert all(len(w["grad_scaler_scale_min_max_end"]) == 3 for w in story["ways"].values())
     assert story["ways"]["liverctl"]["guard_actions"] == {} and story["ways"]["notebook"]["guard_actions"] is None
+
+
+def test_env_records_the_commit_named_for_the_device(tmp_path, monkeypatch):
+    # The device gets the tree without .git: the session names the commit in the command.
+    gpu_check = load_gpu_check()
+    monkeypatch.setenv("GPU_CHECK_COMMIT", "abc1234")
+    assert gpu_check._commit() == "abc1234"
+    monkeypatch.delenv("GPU_CHECK_COMMIT")
+    assert gpu_check._commit()  # this checkout has a .git: HEAD
+    (tmp_path / "env.json").write_text(json.dumps({"date": "2026-12-06", "commit": "abc1234", "cpus": 16}))
+    (tmp_path / "stages.tsv").write_text("env\t0\t3\n")
+    gpu_check.main(["summary", "--out", str(tmp_path)])
+    assert "2026-12-06, commit abc1234;" in (tmp_path / "gpu-check.md").read_text()
