@@ -51,8 +51,9 @@ def synth(
 def ingest(
     sources: list[str] = typer.Argument(
         ...,
-        help="Data folders, each in the competition's, LiTS, Decathlon or nnU-Net raw layout; NAME=PATH names "
-        "one. The first source of a new store is its main source; the others are extra training data.",
+        help="Data folders, each in the competition's, LiTS, Decathlon, nnU-Net raw or TotalSegmentator layout; "
+        "NAME=PATH names one. The first source of a new store is its main source; the others are extra "
+        "training data.",
     ),
     *,
     store: Path = typer.Option(Path("store/liver.zarr"), "--store", help="Zarr store to create or update."),
@@ -60,10 +61,11 @@ def ingest(
         None,
         "--liver-labels",
         help="Label values that mean liver: 1,2 for every source without a dataset.json, NAME=1,2 for one "
-        "source (repeat for several). Default: the source's dataset.json; competition layout: any value > 0.",
+        "source (repeat for several). Default: the source's dataset.json; TotalSegmentator: 1; competition "
+        "layout: any value > 0.",
     ),
     layout: list[str] = typer.Option(
-        None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet), or NAME=LAYOUT for one."
+        None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet, totalseg), or NAME=LAYOUT for one."
     ),
     extra_in_folds: bool = typer.Option(
         False, "--extra-in-folds", help="Deal the extra sources' training cases into the folds (default: "

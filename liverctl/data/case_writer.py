@@ -177,7 +177,7 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
         _check_finite(label, case.label, "label")
         if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values
             values, counts = label_values(label)
-            check_label_values(values, case.known_labels, case.label)
+            check_label_values(values, case.known_labels, case.label, case.labels_named_by)
             if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
                 volumes.notes.append(note)
         volumes.label = label

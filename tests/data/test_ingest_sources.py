@@ -174,6 +174,37 @@ def test_label_value_that_dataset_json_does_not_name_is_reported(sources, tmp_pa
     assert fixed.ok and fixed.ingested == ["liver_1"]
 
 
+def test_totalsegmentator_folders_as_published(sources, real_dataset, tmp_path):
+    """The real TotalSegmentator samples in their dataset's layout, as an extra source: ingested without
+    renaming, the liver labels named by the layout; a subject whose liver.nii.gz is in truth the 104-class
+    multilabel map, and one with no mask (dcmqi's folder as shipped), are one line each."""
+    ts = tmp_path / "Totalsegmentator_dataset"
+    example, dicom20 = (real_dataset.sources[name] for name in ("totalseg-example", "totalseg-dicom20"))
+    for subject, (ct, liver) in {"s0001": example, "s0002": dicom20}.items():
+        (ts / subject / "segmentations").mkdir(parents=True)
+        (ts / subject / "ct.nii.gz").symlink_to(ct)
+        (ts / subject / "segmentations" / "liver.nii.gz").symlink_to(liver)
+    (ts / "s0003" / "segmentations").mkdir(parents=True)
+    (ts / "s0003" / "ct.nii.gz").symlink_to(example[0])
+    multilabel = ts / "s0003" / "segmentations" / "liver.nii.gz"
+    multilabel.symlink_to(example[1].parent / "multilabel.nii.gz")
+    shutil.copytree(real_dataset.sources["dcmqi-3slice"][0].parent, ts / "s0004")  # ct.nii.gz, label.nii.gz
+    result = run_cli("ingest", str(sources.comp), str(ts), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"error: {ts / 's0004' / 'ct.nii.gz'}: has no liver mask" in errors[0]
+    assert errors[1].startswith(f"error: {multilabel}: holds label value(s) 2, 3, 4, 5, 6, ...")
+    assert "that TotalSegmentator's liver.nii.gz does not name (it names [0, 1])" in errors[1]
+    assert "totalseg (totalseg, extra): 2 train, 0 test; 2 ingested" in result.stdout
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert {c: s for c, s in store.case_sources().items() if s == "totalseg"} == {
+        "s0001": "totalseg",
+        "s0002": "totalseg",
+    }
+    for case_id, (_, liver) in {"s0001": example, "s0002": dicom20}.items():
+        assert store.meta(case_id)["liver_voxels"] == int((label_of(liver) == 1).sum()) > 0
+
+
 def test_unrecognised_or_unlabelled_source_writes_nothing(sources, tmp_path):
     (tmp_path / "scans").mkdir()
     (tmp_path / "scans" / "a.nii.gz").write_bytes(b"")

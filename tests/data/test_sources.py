@@ -68,6 +68,16 @@ def nnunet(root: Path) -> Path:
     return root
 
 
+def totalseg(root: Path) -> Path:
+    touch(root / "s0000" / "ct.nii.gz")
+    touch(root / "s0000" / "segmentations" / "liver.nii.gz")
+    touch(root / "s0000" / "segmentations" / "spleen.nii.gz")
+    touch(root / "s0001" / "ct.nii.gz")  # the flat form of TotalSegmentator's test files
+    touch(root / "s0001" / "liver.nii.gz")
+    (root / "meta.csv").write_text("image_id;split\ns0000;train\ns0001;test\n")
+    return root
+
+
 def summary(found) -> list[tuple[str, str, str | None, str | None]]:
     return [(c.case_id, c.split, c.volume.name, c.label.name if c.label else None) for c in found.cases]
 
@@ -81,6 +91,7 @@ def test_each_layout_is_recognised(tmp_path):
     assert detect_layout(lits(tmp_path / "l")) == "lits"
     assert detect_layout(decathlon(tmp_path / "d")) == "decathlon"
     assert detect_layout(nnunet(tmp_path / "n")) == "nnunet"
+    assert detect_layout(totalseg(tmp_path / "t")) == "totalseg"
     (tmp_path / "other").mkdir()
     touch(tmp_path / "other" / "scan.nii.gz")
     assert detect_layout(tmp_path / "other") is None
@@ -170,6 +181,28 @@ def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
     assert any("channels 0000, 0001" in str(p) for p in found.problems)
 
 
+def test_totalseg_case_folders(tmp_path):
+    totalseg(tmp_path)
+    touch(tmp_path / "s0002" / "ct.nii.gz")  # no liver mask
+    touch(tmp_path / "s0003" / "ct.nii")
+    touch(tmp_path / "s0003" / "liver.nii")
+    touch(tmp_path / "s0003" / "segmentations" / "liver.nii.gz")  # two masks: which one?
+    touch(tmp_path / "notes" / "readme.txt")  # a folder without a CT is not a case
+    found = find_source(tmp_path)
+    assert found.layout == "totalseg"
+    assert summary(found) == [
+        ("s0000", "train", "ct.nii.gz", "liver.nii.gz"),
+        ("s0001", "train", "ct.nii.gz", "liver.nii.gz"),
+    ]
+    assert found.cases[0].label == tmp_path / "s0000" / "segmentations" / "liver.nii.gz"
+    assert found.cases[0].known_labels == (0, 1)
+    assert [str(p) for p in found.problems] == [
+        f"{tmp_path / 's0002' / 'ct.nii.gz'}: has no liver mask (segmentations/liver.nii.gz or liver.nii.gz) "
+        "beside it",
+        f"{tmp_path / 's0003'}: has two liver masks, segmentations/liver.nii.gz and liver.nii; keep one",
+    ]
+
+
 def test_layout_can_be_forced(tmp_path):
     decathlon(tmp_path)  # a Decathlon folder read as nnU-Net: no _0000 suffixes
     found = find_source(tmp_path, layout="nnunet")
@@ -217,11 +250,12 @@ def test_plan_names_roles_prefixes_and_liver_labels(tmp_path):
         decathlon(tmp_path / "msd"),
         nnunet(tmp_path / "nn"),
     )
-    plan = plan_sources([comp, lit, dec, nn], tmp_path / "s.zarr", liver_labels={"lits": [1, 2]})
+    ts = totalseg(tmp_path / "ts")
+    plan = plan_sources([comp, lit, dec, nn, ts], tmp_path / "s.zarr", liver_labels={"lits": [1, 2]})
     plan.check()
     by_name = {s.name: s for s in plan.sources}
-    assert list(by_name) == ["competition", "lits", "decathlon", "nnunet"]
-    assert [(s.role, s.in_folds) for s in plan.sources] == [(MAIN, True)] + [(EXTRA, False)] * 3
+    assert list(by_name) == ["competition", "lits", "decathlon", "nnunet", "totalseg"]
+    assert [(s.role, s.in_folds) for s in plan.sources] == [(MAIN, True)] + [(EXTRA, False)] * 4
     # The main source keeps its ids (they are the submission's); LiTS ids 0-2 clash with them.
     assert [c.case_id for c in by_name["competition"].cases] == ["0", "1", "2", "9"]
     assert [c.case_id for c in by_name["lits"].cases] == ["lits-0", "lits-1", "lits-2"]
@@ -234,6 +268,7 @@ def test_plan_names_roles_prefixes_and_liver_labels(tmp_path):
         ((1, 2), "--liver-labels lits="),
         ((1, 2), "dataset.json"),
         ((1,), "dataset.json"),
+        ((1,), "TotalSegmentator's liver.nii.gz"),
     ]
     assert by_name["lits"].cases[0].known_labels is None  # given labels: nothing else to check against
     assert by_name["decathlon"].cases[0].known_labels == (0, 1, 2)

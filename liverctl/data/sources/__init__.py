@@ -6,6 +6,7 @@
 | lits | `lits.py` | volume-N.nii + segmentation-N.nii, flat or in batch folders |
 | decathlon | `decathlon.py` | imagesTr/, labelsTr/, imagesTs/, dataset.json |
 | nnunet | `nnunet.py` | imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json |
+| totalseg | `totalseg.py` | one folder per case: CASE/ct.nii.gz, CASE/segmentations/liver.nii.gz |
 
 `find_source(path)` recognises the layout (in the order of `LAYOUTS`) or says which ones it knows;
 `find_source(path, layout=...)` forces one. Problems with single cases (a label without volume, two
@@ -18,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from liverctl.data.sources import competition, decathlon, lits, nnunet
+from liverctl.data.sources import competition, decathlon, lits, nnunet, totalseg
 from liverctl.data.sources.common import (
     NIFTI_SUFFIXES,
     SAFE_ID,
@@ -29,8 +30,9 @@ from liverctl.data.sources.common import (
 )
 from liverctl.errors import LiverctlError
 
-# Detection order: nnU-Net before the Decathlon (both have imagesTr/; only nnU-Net has _0000 names).
-LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (competition, nnunet, decathlon, lits)}
+# Detection order: nnU-Net before the Decathlon (both have imagesTr/; only nnU-Net has _0000 names);
+# TotalSegmentator's subject folders last (the others' folders never hold a ct.nii.gz).
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (competition, nnunet, decathlon, lits, totalseg)}
 
 __all__ = [
     "LAYOUTS",

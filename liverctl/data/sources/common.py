@@ -20,6 +20,7 @@ class CaseFiles:
 
     `known_labels`: the label values the source names (its dataset.json), background included; a label
     holding any other value is reported. None: no such list (the values are not checked).
+    `labels_named_by`: what names them, for that report.
     """
 
     case_id: str
@@ -27,6 +28,7 @@ class CaseFiles:
     volume: Path
     label: Path | None = None
     known_labels: tuple[int, ...] | None = None
+    labels_named_by: str = "dataset.json"
 
 
 @dataclass
@@ -34,7 +36,7 @@ class DataLayout:
     """The cases of one data source, sorted by id, and the problems that made others unusable.
 
     `layout`: the layout's name (`liverctl.data.sources.LAYOUTS`). `label_names`: value -> name from the
-    source's dataset.json (None without one). `skipped`: notes on files deliberately left out.
+    source's dataset.json or its layout (None without either); `labels_named_by` says which. `skipped`: notes on files deliberately left out.
     """
 
     root: Path
@@ -42,6 +44,7 @@ class DataLayout:
     problems: list[LiverctlError] = field(default_factory=list)
     layout: str = "competition"
     label_names: dict[int, str] | None = None
+    labels_named_by: str = "dataset.json"
     skipped: list[str] = field(default_factory=list)
 
     def by_split(self, split: str) -> list[CaseFiles]:
@@ -136,7 +139,9 @@ def pair_cases(
         )
     known = None if layout.label_names is None else tuple(sorted({0, *layout.label_names}))
     for case_id in sorted(set(volumes) & set(labels)):
-        layout.cases.append(CaseFiles(case_id, "train", volumes[case_id], labels[case_id], known))
+        layout.cases.append(
+            CaseFiles(case_id, "train", volumes[case_id], labels[case_id], known, layout.labels_named_by)
+        )
     for case_id, path in sorted(tests.items()):
         layout.cases.append(CaseFiles(case_id, "test", path, None))
     layout.cases.sort(key=lambda c: c.case_id)

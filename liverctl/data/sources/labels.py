@@ -79,8 +79,10 @@ def liver_values(names: dict[int, str]) -> tuple[int, ...]:
     return tuple(sorted(liver))
 
 
-def check_label_values(values: np.ndarray, known: tuple[int, ...] | None, path: Path) -> None:
-    """Raise when a label holds values outside `known` (the values its source names); None: no check.
+def check_label_values(
+    values: np.ndarray, known: tuple[int, ...] | None, path: Path, named_by: str = DATASET_JSON
+) -> None:
+    """Raise when a label holds values outside `known` (the values its source names, in `named_by`); None: no check.
     `values`: the label's distinct values, sorted (`liverctl.data.conversion.label_values`)."""
     if known is None:
         return
@@ -88,7 +90,7 @@ def check_label_values(values: np.ndarray, known: tuple[int, ...] | None, path: 
     if outside.size:
         shown = ", ".join(f"{v:g}" for v in outside[:5].tolist()) + (", ..." if outside.size > 5 else "")
         raise LiverctlError(
-            f"holds label value(s) {shown} that dataset.json does not name (it names {list(known)}); "
+            f"holds label value(s) {shown} that {named_by} does not name (it names {list(known)}); "
             "give --liver-labels for this source to say which values mean liver",
             path=path,
         )

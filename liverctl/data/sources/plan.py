@@ -12,7 +12,8 @@ path) and a new one is named after its layout (`lits`, then `lits2`, ...). Ids: 
 are its own (they are the submission's ids); an extra source whose ids clash with another source's is
 prefixed with its name (`lits-3`), once and for good.
 
-Liver labels, per source: `--liver-labels NAME=1,2` for that source, else its dataset.json, else an
+Liver labels, per source: `--liver-labels NAME=1,2` for that source, else its dataset.json (or its
+layout's own names: TotalSegmentator's liver.nii.gz), else an
 unnamed `--liver-labels 1,2`, else (competition layout only) any value > 0. A source of another
 layout with none of these is an error, not a guess.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
-from liverctl.data.sources import CaseFiles, find_source
+from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.errors import LiverctlError
 
@@ -131,23 +132,24 @@ def _unique_name(base: str, used: set[str]) -> str:
 
 
 def _liver_labels(
-    spec: LabelSpec, name: str, layout: str, label_names: dict[int, str] | None
+    spec: LabelSpec, name: str, found: DataLayout
 ) -> tuple[tuple[int, ...] | None, str, bool, str | None]:
-    """(liver labels, where from, whether dataset.json's names are checked, error) for one source."""
+    """(liver labels, where from, whether the source's label names are checked, error) for one source."""
     value, named = _per_source(spec, name)
     if named:
         return _values(value), f"--liver-labels {name}=", False, None
+    label_names, named_by = found.label_names, found.labels_named_by
     if label_names is not None:
         liver = liver_values(label_names)
         if not liver:
             shown = ", ".join(f"{v}={n}" for v, n in sorted(label_names.items()))
-            return None, "dataset.json", True, (
-                f"dataset.json names no liver label ({shown}); give --liver-labels {name}=VALUES"
+            return None, named_by, True, (
+                f"{named_by} names no liver label ({shown}); give --liver-labels {name}=VALUES"
             )
-        return liver, "dataset.json", True, None
+        return liver, named_by, True, None
     if value is not None:
         return _values(value), "--liver-labels", False, None
-    if layout == "competition":
+    if found.layout == "competition":
         return None, "the competition layout's default", False, None
     return None, "", False, (
         f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES "
@@ -228,7 +230,7 @@ class _Planner:
         self.used.add(name)
         stored = self.by_name.get(name)
         role = self._role(name)
-        labels, labels_from, checked, error = _liver_labels(liver_labels, name, found.layout, found.label_names)
+        labels, labels_from, checked, error = _liver_labels(liver_labels, name, found)
         plan = SourcePlan(
             name=name,
             path=path.absolute(),
