@@ -298,6 +298,40 @@ def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_sto
     assert not work.exists()
 
 
+def test_a_run_that_dies_after_replacing_a_case_leaves_no_index_that_describes_the_old_one(
+    dataset, tmp_path, monkeypatch
+):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    volume, label = dataset / "train" / "volume" / "volume-2.nii.gz", dataset / "train" / "segmentation" / "segmentation-2.nii.gz"
+    for path in (volume, label):  # the source changes: 10 slices instead of 24
+        img = nib.load(path)
+        save_nifti(path, np.asarray(img.dataobj)[:, :, :10].copy(), img.affine)
+
+    import liverctl.data.ingest as ingest_module
+
+    def killed(*args, **kwargs):  # the run dies after committing the new case 2, before the index is written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ingest_module, "write_index", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ingest_folder(dataset, store=store, workers=1)
+    assert json.loads((store / "cases" / "2" / "zarr.json").read_text())["attributes"]["shape"][2] == 10
+    # The old index said case 2 has 24 slices: training would read slice 10 and fail in a worker.
+    with pytest.raises(LiverctlError, match="ingest did not finish"):
+        LiverStore.open(store)
+    result = run_cli("train", "--preset", "demo", "--store", str(store), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "ingest did not finish" in error_lines(result)[0]
+
+    summary = ingest_folder(dataset, store=store, workers=1)  # the rerun puts it right
+    assert summary.ok and summary.ingested == []
+    opened = LiverStore.open(store)
+    assert opened.slice_index().rows().size == 7 * 24 + 10
+    assert opened.read_stack("2", 9).shape == (3, 64, 64)
+
+
 def _wait_for(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
