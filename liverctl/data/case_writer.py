@@ -27,7 +27,7 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.nifti import read_nifti_and_sha256, short_error
+from liverctl.data.nifti import read_nifti_and_sha256, short_error, volume_geometry
 from liverctl.data.schema import (
     IMAGE,
     IMAGE_DTYPE,
@@ -161,6 +161,7 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
     """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
     `liver_pixels_per_slice` until `write_case_group` has counted them."""
     img, data, source = _read_source(case.volume, workers)
+    affine, spacing = volume_geometry(img, case.volume)
     attrs: dict[str, Any] = {"split": case.split, **source}
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)
@@ -187,8 +188,8 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
             "dtype": str(img.get_data_dtype()),
             "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
             "shape": list(shape),
-            "affine": [[float(v) for v in row] for row in img.affine],
-            "spacing": [float(s) for s in img.header.get_zooms()[:3]],
+            "affine": affine,
+            "spacing": spacing,
             "stats": None,  # counted while the writer converts to float16 (`Float16Converter`)
             "liver_labels": None,
             "liver_voxels": None,

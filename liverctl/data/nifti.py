@@ -98,6 +98,31 @@ def volume_shape(img) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
+    """(affine 4x4, voxel spacing (x, y, z)) of a checked image, as plain floats.
+
+    Raises `LiverctlError` naming the file when either holds NaN or infinity: a damaged header places the
+    voxels nowhere, and the store (JSON) has no such numbers. The affine is nibabel's: the sform where its
+    code is set, else the qform, else one from pixdim.
+    """
+    header = img.header
+    affine, spacing = np.asarray(img.affine, dtype=np.float64), np.asarray(header.get_zooms()[:3], dtype=np.float64)
+    if not np.isfinite(affine).all():
+        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
+        raise LiverctlError(
+            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
+            "with a valid affine",
+            path=path,
+        )
+    if not np.isfinite(spacing).all():
+        raise LiverctlError(
+            f"header's voxel spacing holds NaN or infinity (pixdim {_shape_text(tuple(spacing.tolist()))}); "
+            "the header is damaged: save the volume again with valid pixdim",
+            path=path,
+        )
+    return affine.tolist(), spacing.tolist()
+
+
 def check_header(img, path: Path, *, workers: int = 1) -> None:
     """Refuse a header that cannot describe a volume this machine can read from this file."""
     shape = tuple(int(n) for n in img.header.get_data_shape())

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from nifti_fixtures import header_only
+from nifti_fixtures import header_only, with_header_fields
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -460,6 +460,10 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
     save_nifti(vol / "volume-huge.nii.gz", huge)
     save_nifti(seg / "segmentation-huge.nii.gz", good_label)
     bad["huge"] = (vol / "volume-huge.nii.gz", "beyond float16's range")
+    # A header whose affine is NaN (the voxels themselves read fine).
+    with_header_fields(save_nifti(vol / "volume-nanaffine.nii.gz", good_image), srow_x=[np.nan, 0, 0, 0], sform_code=1)
+    save_nifti(seg / "segmentation-nanaffine.nii.gz", good_label)
+    bad["nan affine"] = (vol / "volume-nanaffine.nii.gz", "header's affine (sform) holds NaN or infinity")
     # A link to a file that is gone.
     (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
