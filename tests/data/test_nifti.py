@@ -227,3 +227,23 @@ def test_geometry_of_a_real_file():
     img = open_nifti(path)
     affine, spacing = volume_geometry(img, path)
     assert affine == img.affine.tolist() and spacing == pytest.approx([0.977, 0.977, 2.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["CT.NII.GZ", "CT.NII"])
+def test_upper_case_names_are_nifti_too(tmp_path, name):
+    """The layouts list `CT.NII.GZ` (names from Windows tools and DICOM converters); reading it must not
+    then refuse it as 'not a NIfTI file name'."""
+    volume = np.random.default_rng(3).integers(-1000, 1000, (9, 7, 5), np.int16)
+    lower = save(tmp_path / name.lower(), volume)
+    path = lower.rename(tmp_path / name)
+    _, got, _ = nifti.read_nifti_and_sha256(path)
+    np.testing.assert_array_equal(got, volume)
+    np.testing.assert_array_equal(read_nifti(path)[1], volume)
+    cut = tmp_path / f"cut-{name}"  # the header is whole, the voxels are not: measured as gzip or not
+    cut.write_bytes(path.read_bytes()[:360] if name.endswith(".NII") else gzip.compress(gzip.decompress(path.read_bytes())[:360]))
+    refused(cut, "the file holds 360 B" if name.endswith(".NII") else "truncated or corrupt NIfTI data")
+
+
+def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):
+    path = save(tmp_path / "ct.nii.gz", np.zeros((2, 2, 2), np.int16)).rename(tmp_path / "Ct.Nii.Gz")
+    refused(path, "suffix mixes cases \\('.Nii.Gz'\\); rename it to end in '.nii.gz'")
