@@ -141,6 +141,8 @@ def ingest_sources(
     started = time.perf_counter()
     if n_folds < 1:
         raise LiverctlError(f"--folds must be at least 1, not {n_folds}")
+    if workers is not None and workers < 1:
+        raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
     plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
     plan.check()

@@ -512,6 +512,14 @@ def test_missing_or_empty_data_folder(tmp_path, folder):
     assert not (tmp_path / "s.zarr").exists() or folder == "empty"
 
 
+@pytest.mark.parametrize(("option", "value"), [("--workers", "0"), ("--workers", "-3"), ("--folds", "-3")])
+def test_counts_below_one_are_refused_before_the_store_exists(tiny_dataset, tmp_path, option, value):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), option, value)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: {option} must be at least 1, not {value}"]
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "file.txt").write_text("mine")
