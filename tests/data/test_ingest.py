@@ -112,6 +112,25 @@ def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset,
     assert given.ok and given.notes == []
 
 
+def test_a_label_with_structures_but_none_of_the_liver_labels_is_a_note(dataset, tmp_path):
+    """--liver-labels 1 on labels that hold 2 (or a float 0.9999 from resampling) made every case liverless,
+    silently, exit 0; a label that is all background stays silent."""
+    seg = dataset / "train" / "segmentation"
+    label = np.asarray(nib.load(seg / "segmentation-1.nii.gz").dataobj)
+    save_nifti(seg / "segmentation-1.nii.gz", (label * 2).astype(np.uint8))
+    save_nifti(seg / "segmentation-2.nii.gz", label.astype(np.float32) * np.float32(0.9999))
+    save_nifti(seg / "segmentation-3.nii.gz", np.zeros_like(label))
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", liver_labels=[1], workers=1)
+    assert summary.ok
+    assert len(summary.notes) == 2, summary.notes
+    two, fraction = sorted(summary.notes)
+    assert two.startswith(f"{seg / 'segmentation-1.nii.gz'}: no voxel holds a liver label (1) though ")
+    assert "(label values 0, 2);" in two and "ingested without liver" in two and "--liver-labels" in two
+    assert fraction.startswith(str(seg / "segmentation-2.nii.gz")) and "(label values 0, 0.9999);" in fraction
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert [store.meta(c)["liver_voxels"] for c in ("1", "2", "3")] == [0, 0, 0]
+
+
 def test_summary_counts(tiny_dataset, tmp_path):
     summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok and summary.cases == 8 and (summary.train_cases, summary.test_cases) == (6, 2)
