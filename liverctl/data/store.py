@@ -112,7 +112,16 @@ class _ChunkReader:
         except FileNotFoundError:  # chunks equal to the fill value are not written
             out.fill(self.fill_value)
             return
-        self.decode(raw, out)
+        try:
+            self.decode(raw, out)
+        except Exception as exc:  # blosc, zstd, a wrong length: the file was damaged after ingest wrote it
+            from liverctl.data.nifti import short_error
+
+            raise LiverctlError(
+                f"chunk of slice {z} cannot be decoded ({short_error(exc)}); the store is damaged: delete "
+                f"{self.folder.parent} and run `liverctl ingest` again to rebuild that case",
+                path=slice_chunk_path(self.folder, z),
+            ) from None
 
     def read(self, z: int) -> np.ndarray:
         out = np.empty(self.shape[:2], dtype=self.dtype)
