@@ -234,7 +234,14 @@ class LiverStore:
     def meta(self, case_id: str) -> dict[str, Any]:
         """The case's attributes (see the module docstring)."""
         if case_id not in self._meta:
-            meta = read_metadata(self.path / CASES_GROUP / case_id)
+            case_dir = self.path / CASES_GROUP / case_id
+            meta = read_metadata(case_dir)
+            if meta is None and case_id in self._index_meta().get("cases", []):
+                raise LiverctlError(
+                    f"case {case_id!r} is in the store's index but its zarr.json is missing or unreadable; the "
+                    "store is damaged: run `liverctl ingest` again to rebuild that case",
+                    path=case_dir,
+                )
             if meta is None:
                 raise LiverctlError(f"no case {case_id!r} in the store", path=self.path)
             self._meta[case_id] = meta.get("attributes", {})

@@ -169,6 +169,18 @@ def test_a_damaged_chunk_is_one_line_naming_it(tmp_path, tiny_store):
     assert store.read_slice("0", 6).shape == (64, 64)  # the others still read
 
 
+def test_a_case_whose_metadata_is_damaged_says_so(tmp_path, tiny_store):
+    """It said "no case '0' in the store" while the index listed it (and ingest rebuilds it)."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    (copy / "cases" / "0" / "zarr.json").write_text('{"attributes": {"split": "tr')
+    store = LiverStore.open(copy)
+    with pytest.raises(LiverctlError, match="is in the store's index but its zarr.json is missing or unreadable"):
+        store.meta("0")
+    with pytest.raises(LiverctlError, match="no case 'nope' in the store"):
+        store.meta("nope")
+
+
 def test_float16_conversion_through_torch_is_exact():
     import torch
 
