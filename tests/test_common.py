@@ -95,3 +95,20 @@ def test_a_full_disk_no_writer_named_is_still_one_line(tmp_path, capsys):
             raise OSError(errno.EIO, "Input/output error")
         except OSError:
             raise RuntimeError("unexpected pos")  # noqa: B904
+
+
+def test_an_error_raised_in_a_dataloader_worker_is_its_own_line(capsys):
+    """torch rebuilds a worker's exception as 'Caught LiverctlError in DataLoader worker process 0.' plus the
+    worker's traceback; the command prints the line the worker raised."""
+    import sys
+
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise LiverctlError("chunk of slice 3 cannot be decoded", path="s.zarr/cases/0/image/c/0/0/3")
+    except LiverctlError:
+        wrapped = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 0")
+    with pytest.raises(typer.Exit) as info, guarded():
+        wrapped.reraise()
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == "error: s.zarr/cases/0/image/c/0/0/3: chunk of slice 3 cannot be decoded"

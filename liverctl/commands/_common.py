@@ -49,7 +49,7 @@ def guarded() -> Iterator[None]:
     try:
         yield
     except LiverctlError as exc:
-        print_error(exc)
+        print_error(own_line(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -62,6 +62,20 @@ def guarded() -> Iterator[None]:
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
                     if where else "no space left on the disk being written; free some space and run the command again")
         raise typer.Exit(LiverctlError.exit_code) from None
+
+
+_WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")
+
+
+def own_line(exc: Exception) -> str:
+    """The error's own message. One raised in a DataLoader worker reaches the main process rebuilt by torch
+    as `Caught LiverctlError in DataLoader worker process 0.` + the worker's traceback: its last line, the
+    message the worker raised, without the exception's name."""
+    text = str(exc)
+    if not _WORKER_WRAPPED.match(text):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
 def fail(message: str, code: int = 2) -> None:

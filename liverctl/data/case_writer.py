@@ -27,7 +27,7 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.nifti import read_nifti_and_sha256, short_error
+from liverctl.data.nifti import read_nifti_and_sha256, short_error, volume_geometry
 from liverctl.data.schema import (
     IMAGE,
     IMAGE_DTYPE,
@@ -144,6 +144,18 @@ def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path, dtype
     )
 
 
+def _no_liver_label_note(label: np.ndarray, liver_labels: tuple[int, ...], path: Path) -> str:
+    """Say so when a label marks structures but none with a liver value: the case goes in without liver,
+    which is right only if it has none (--liver-labels for another dataset, a resampled float label)."""
+    values, counts = label_values(label)
+    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
+    return (
+        f"{path}: no voxel holds a liver label ({','.join(map(str, liver_labels))}) though "
+        f"{int(counts[values != 0].sum())} voxels are labelled (label values {shown}); the case was ingested "
+        "without liver. If that is wrong, ingest again with the --liver-labels this source uses"
+    )
+
+
 def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
     """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256)."""
     fp = file_fingerprint(path)
@@ -161,6 +173,7 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
     """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
     `liver_pixels_per_slice` until `write_case_group` has counted them."""
     img, data, source = _read_source(case.volume, workers)
+    affine, spacing = volume_geometry(img, case.volume)
     attrs: dict[str, Any] = {"split": case.split, **source}
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)
@@ -187,8 +200,8 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
             "dtype": str(img.get_data_dtype()),
             "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
             "shape": list(shape),
-            "affine": [[float(v) for v in row] for row in img.affine],
-            "spacing": [float(s) for s in img.header.get_zooms()[:3]],
+            "affine": affine,
+            "spacing": spacing,
             "stats": None,  # counted while the writer converts to float16 (`Float16Converter`)
             "liver_labels": None,
             "liver_voxels": None,
@@ -261,6 +274,8 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
         attrs["liver_voxels"] = sum(liver.per_slice)
         attrs["liver_pixels_per_slice"] = liver.per_slice
+        if attrs["liver_voxels"] == 0 and liver_labels is not None and label.any():
+            volumes.notes.append(_no_liver_label_note(label, liver_labels, Path(attrs["label_source"])))
     write_metadata(out, group_metadata({**attrs, "complete": True}))
 
 

@@ -15,7 +15,9 @@ How a run goes:
    training cases get `TRAIN_ONLY_FOLD`; rebuild the slice index (`liverctl.data.slice_index`), writing
    each only where it changed, so a second run changes nothing.
 
-A killed run leaves at most a work folder, which the next run deletes before it starts.
+A killed run leaves at most a work folder, which the next run deletes before it starts, and, once it has
+committed a case, a store without an index (moved out before the first commit): `LiverStore.open` says
+to run ingest again rather than reading cases through an index that describes them as they were.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.schema import STORE_FORMAT, TEST_FOLD, TRAIN, read_attrs, update_attrs
-from liverctl.data.slice_index import index_columns, index_matches, write_index
+from liverctl.data.slice_index import index_columns, index_matches, retire_index, write_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
 from liverctl.data.store import store_bytes
@@ -139,6 +141,8 @@ def ingest_sources(
     started = time.perf_counter()
     if n_folds < 1:
         raise LiverctlError(f"--folds must be at least 1, not {n_folds}")
+    if workers is not None and workers < 1:
+        raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
     plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
     plan.check()
@@ -217,6 +221,8 @@ class _IngestRun:
             return
         built = self.work / result.case_id
         update_attrs(built, case_source_attrs(self.owner[result.case_id], self.existing.get(result.case_id)))
+        if not self.summary.ingested:  # the first case this run changes: the index no longer holds
+            retire_index(self.store, self.work)
         commit_case(built, self.store, result.case_id, self.work)
         self.summary.ingested.append(result.case_id)
         self.summary.bytes_read += result.bytes_read

@@ -30,7 +30,16 @@ GZIP_MAX_RATIO = 1100
 # Share of one worker's memory the voxel array itself may take: the readers hold a converted copy beside
 # it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
 ARRAY_SHARE = 0.5
-SUFFIXES = (".nii", ".nii.gz")
+SUFFIXES = (".nii.gz", ".nii")  # compared case-insensitively: CT.NII.GZ is as much NIfTI as ct.nii.gz
+
+
+def is_nifti_name(name: str) -> bool:
+    """Whether a file name says NIfTI (.nii or .nii.gz, in any case)."""
+    return name.lower().endswith(SUFFIXES)
+
+
+def is_gzip_name(name: str) -> bool:
+    return name.lower().endswith(".gz")
 
 
 def machine_memory() -> int:
@@ -78,8 +87,14 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1):
     import nibabel as nib
 
     path = Path(path)
-    if not path.name.endswith(SUFFIXES):
+    if not is_nifti_name(path.name):
         raise LiverctlError("not a NIfTI file name (.nii or .nii.gz)", path=path)
+    suffix = path.name[-len(next(s for s in SUFFIXES if path.name.lower().endswith(s))) :]
+    if suffix not in (suffix.lower(), suffix.upper()):  # nibabel looks for `x.nii.Gz` when given `x.Nii.Gz`
+        raise LiverctlError(
+            f"nibabel cannot open a file whose suffix mixes cases ({suffix!r}); rename it to end in {suffix.lower()!r}",
+            path=path,
+        )
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
@@ -96,6 +111,31 @@ def volume_shape(img) -> tuple[int, int, int]:
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     return shape  # type: ignore[return-value]
+
+
+def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
+    """(affine 4x4, voxel spacing (x, y, z)) of a checked image, as plain floats.
+
+    Raises `LiverctlError` naming the file when either holds NaN or infinity: a damaged header places the
+    voxels nowhere, and the store (JSON) has no such numbers. The affine is nibabel's: the sform where its
+    code is set, else the qform, else one from pixdim.
+    """
+    header = img.header
+    affine, spacing = np.asarray(img.affine, dtype=np.float64), np.asarray(header.get_zooms()[:3], dtype=np.float64)
+    if not np.isfinite(affine).all():
+        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
+        raise LiverctlError(
+            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
+            "with a valid affine",
+            path=path,
+        )
+    if not np.isfinite(spacing).all():
+        raise LiverctlError(
+            f"header's voxel spacing holds NaN or infinity (pixdim {_shape_text(tuple(spacing.tolist()))}); "
+            "the header is damaged: save the volume again with valid pixdim",
+            path=path,
+        )
+    return affine.tolist(), spacing.tolist()
 
 
 def check_header(img, path: Path, *, workers: int = 1) -> None:
@@ -119,7 +159,7 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
     claimed = offset + voxels * dtype.itemsize
     size = path.stat().st_size
     what = f"{_shape_text(dims)} {dtype} voxels ({human_bytes(voxels * dtype.itemsize)})"
-    if path.name.endswith(".gz"):
+    if is_gzip_name(path.name):
         if claimed > size * GZIP_MAX_RATIO:
             raise LiverctlError(
                 f"header claims {what}, more than a {human_bytes(size)} gzip file can hold "
@@ -182,7 +222,7 @@ def read_nifti_and_sha256(path: str | os.PathLike, *, workers: int = 1) -> tuple
         count = int(np.prod(proxy.shape))
         dtype = np.dtype(proxy.dtype)
         needed = int(proxy.offset) + count * dtype.itemsize
-        data = _gunzip(raw, needed + (1 << 20)) if path.name.endswith(".gz") else raw
+        data = _gunzip(raw, needed + (1 << 20)) if is_gzip_name(path.name) else raw
         if len(data) < needed:
             raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
         flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))

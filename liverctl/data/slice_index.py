@@ -71,6 +71,16 @@ def index_matches(store: Path, arrays: dict[str, np.ndarray], attrs: dict[str, A
         return False
 
 
+def retire_index(store: Path, work: Path) -> None:
+    """Move the store's index into `work` before a case in the store changes under it (an ingest run calls
+    this before its first commit). A run that dies before `write_index` then leaves a store without an
+    index, which `LiverStore.open` refuses until ingest runs again, not one whose index still describes
+    the cases as they were (other slice counts, other liver pixels)."""
+    target = store / INDEX_GROUP
+    if target.exists():
+        os.rename(target, work / "retired-index")
+
+
 def write_index(store: Path, work: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     """Build the index in `work` and swap it into the store (renames on one file system)."""
     import zarr

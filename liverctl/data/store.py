@@ -112,7 +112,16 @@ class _ChunkReader:
         except FileNotFoundError:  # chunks equal to the fill value are not written
             out.fill(self.fill_value)
             return
-        self.decode(raw, out)
+        try:
+            self.decode(raw, out)
+        except Exception as exc:  # blosc, zstd, a wrong length: the file was damaged after ingest wrote it
+            from liverctl.data.nifti import short_error
+
+            raise LiverctlError(
+                f"chunk of slice {z} cannot be decoded ({short_error(exc)}); the store is damaged: delete "
+                f"{self.folder.parent} and run `liverctl ingest` again to rebuild that case",
+                path=slice_chunk_path(self.folder, z),
+            ) from None
 
     def read(self, z: int) -> np.ndarray:
         out = np.empty(self.shape[:2], dtype=self.dtype)
@@ -225,7 +234,14 @@ class LiverStore:
     def meta(self, case_id: str) -> dict[str, Any]:
         """The case's attributes (see the module docstring)."""
         if case_id not in self._meta:
-            meta = read_metadata(self.path / CASES_GROUP / case_id)
+            case_dir = self.path / CASES_GROUP / case_id
+            meta = read_metadata(case_dir)
+            if meta is None and case_id in self._index_meta().get("cases", []):
+                raise LiverctlError(
+                    f"case {case_id!r} is in the store's index but its zarr.json is missing or unreadable; the "
+                    "store is damaged: run `liverctl ingest` again to rebuild that case",
+                    path=case_dir,
+                )
             if meta is None:
                 raise LiverctlError(f"no case {case_id!r} in the store", path=self.path)
             self._meta[case_id] = meta.get("attributes", {})

@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from nifti_fixtures import header_only
+from nifti_fixtures import header_only, with_header_fields
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -110,6 +110,25 @@ def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset,
     assert len(notes) == 1 and "segmentation-dcmqi-3slice" in notes[0] and "--liver-labels 1" in notes[0]
     given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], workers=1)
     assert given.ok and given.notes == []
+
+
+def test_a_label_with_structures_but_none_of_the_liver_labels_is_a_note(dataset, tmp_path):
+    """--liver-labels 1 on labels that hold 2 (or a float 0.9999 from resampling) made every case liverless,
+    silently, exit 0; a label that is all background stays silent."""
+    seg = dataset / "train" / "segmentation"
+    label = np.asarray(nib.load(seg / "segmentation-1.nii.gz").dataobj)
+    save_nifti(seg / "segmentation-1.nii.gz", (label * 2).astype(np.uint8))
+    save_nifti(seg / "segmentation-2.nii.gz", label.astype(np.float32) * np.float32(0.9999))
+    save_nifti(seg / "segmentation-3.nii.gz", np.zeros_like(label))
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", liver_labels=[1], workers=1)
+    assert summary.ok
+    assert len(summary.notes) == 2, summary.notes
+    two, fraction = sorted(summary.notes)
+    assert two.startswith(f"{seg / 'segmentation-1.nii.gz'}: no voxel holds a liver label (1) though ")
+    assert "(label values 0, 2);" in two and "ingested without liver" in two and "--liver-labels" in two
+    assert fraction.startswith(str(seg / "segmentation-2.nii.gz")) and "(label values 0, 0.9999);" in fraction
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert [store.meta(c)["liver_voxels"] for c in ("1", "2", "3")] == [0, 0, 0]
 
 
 def test_summary_counts(tiny_dataset, tmp_path):
@@ -298,6 +317,40 @@ def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_sto
     assert not work.exists()
 
 
+def test_a_run_that_dies_after_replacing_a_case_leaves_no_index_that_describes_the_old_one(
+    dataset, tmp_path, monkeypatch
+):
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    volume, label = dataset / "train" / "volume" / "volume-2.nii.gz", dataset / "train" / "segmentation" / "segmentation-2.nii.gz"
+    for path in (volume, label):  # the source changes: 10 slices instead of 24
+        img = nib.load(path)
+        save_nifti(path, np.asarray(img.dataobj)[:, :, :10].copy(), img.affine)
+
+    import liverctl.data.ingest as ingest_module
+
+    def killed(*args, **kwargs):  # the run dies after committing the new case 2, before the index is written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ingest_module, "write_index", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ingest_folder(dataset, store=store, workers=1)
+    assert json.loads((store / "cases" / "2" / "zarr.json").read_text())["attributes"]["shape"][2] == 10
+    # The old index said case 2 has 24 slices: training would read slice 10 and fail in a worker.
+    with pytest.raises(LiverctlError, match="ingest did not finish"):
+        LiverStore.open(store)
+    result = run_cli("train", "--preset", "demo", "--store", str(store), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "ingest did not finish" in error_lines(result)[0]
+
+    summary = ingest_folder(dataset, store=store, workers=1)  # the rerun puts it right
+    assert summary.ok and summary.ingested == []
+    opened = LiverStore.open(store)
+    assert opened.slice_index().rows().size == 7 * 24 + 10
+    assert opened.read_stack("2", 9).shape == (3, 64, 64)
+
+
 def _wait_for(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -426,6 +479,10 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
     save_nifti(vol / "volume-huge.nii.gz", huge)
     save_nifti(seg / "segmentation-huge.nii.gz", good_label)
     bad["huge"] = (vol / "volume-huge.nii.gz", "beyond float16's range")
+    # A header whose affine is NaN (the voxels themselves read fine).
+    with_header_fields(save_nifti(vol / "volume-nanaffine.nii.gz", good_image), srow_x=[np.nan, 0, 0, 0], sform_code=1)
+    save_nifti(seg / "segmentation-nanaffine.nii.gz", good_label)
+    bad["nan affine"] = (vol / "volume-nanaffine.nii.gz", "header's affine (sform) holds NaN or infinity")
     # A link to a file that is gone.
     (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
@@ -472,6 +529,14 @@ def test_missing_or_empty_data_folder(tmp_path, folder):
     assert result.exit_code == 2
     assert len(error_lines(result)) == 1 and str(tmp_path / folder) in error_lines(result)[0]
     assert not (tmp_path / "s.zarr").exists() or folder == "empty"
+
+
+@pytest.mark.parametrize(("option", "value"), [("--workers", "0"), ("--workers", "-3"), ("--folds", "-3")])
+def test_counts_below_one_are_refused_before_the_store_exists(tiny_dataset, tmp_path, option, value):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), option, value)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: {option} must be at least 1, not {value}"]
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):

@@ -10,10 +10,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from nifti_fixtures import header_only
+from nifti_fixtures import header_only, with_header_fields
 
 from liverctl.data import nifti
-from liverctl.data.nifti import machine_memory, memory_budget, open_nifti, read_nifti, volume_shape
+from liverctl.data.nifti import (
+    machine_memory,
+    memory_budget,
+    open_nifti,
+    read_nifti,
+    volume_geometry,
+    volume_shape,
+)
 from liverctl.errors import LiverctlError
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
@@ -194,3 +201,49 @@ def test_read_and_sha256_refuses_truncated_and_corrupt_gzip_in_one_line(tmp_path
         with pytest.raises(LiverctlError, match="truncated or corrupt NIfTI data") as caught:
             nifti.read_nifti_and_sha256(tmp_path / name)
         assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"srow_x": [np.nan, 0, 0, 0], "sform_code": 1, "qform_code": 0}, r"affine \(sform\) holds NaN"),
+        ({"quatern_b": np.nan, "sform_code": 0, "qform_code": 1}, r"affine \(qform\) holds NaN"),
+        ({"pixdim": [1, np.nan, 1, 1, 1, 1, 1, 1], "sform_code": 0, "qform_code": 0}, r"affine \(pixdim\) holds NaN"),
+        ({"pixdim": [1, 1, np.inf, 1, 1, 1, 1, 1], "sform_code": 1, "qform_code": 0}, r"voxel spacing holds NaN"),
+    ],
+)
+def test_geometry_that_is_not_finite_is_one_line(tmp_path, fields, match):
+    path = with_header_fields(save(tmp_path / "v.nii.gz", np.zeros((4, 4, 4), np.int16)), **fields)
+    img = open_nifti(path)  # the voxels can be read ...
+    with pytest.raises(LiverctlError, match=match) as info:  # ... but not placed in space
+        volume_geometry(img, path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_geometry_of_a_real_file():
+    path = REAL / "totalseg-dicom20" / "ct.nii.gz"
+    if not path.is_file():
+        pytest.skip("real CT samples missing")
+    img = open_nifti(path)
+    affine, spacing = volume_geometry(img, path)
+    assert affine == img.affine.tolist() and spacing == pytest.approx([0.977, 0.977, 2.0], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["CT.NII.GZ", "CT.NII"])
+def test_upper_case_names_are_nifti_too(tmp_path, name):
+    """The layouts list `CT.NII.GZ` (names from Windows tools and DICOM converters); reading it must not
+    then refuse it as 'not a NIfTI file name'."""
+    volume = np.random.default_rng(3).integers(-1000, 1000, (9, 7, 5), np.int16)
+    lower = save(tmp_path / name.lower(), volume)
+    path = lower.rename(tmp_path / name)
+    _, got, _ = nifti.read_nifti_and_sha256(path)
+    np.testing.assert_array_equal(got, volume)
+    np.testing.assert_array_equal(read_nifti(path)[1], volume)
+    cut = tmp_path / f"cut-{name}"  # the header is whole, the voxels are not: measured as gzip or not
+    cut.write_bytes(path.read_bytes()[:360] if name.endswith(".NII") else gzip.compress(gzip.decompress(path.read_bytes())[:360]))
+    refused(cut, "the file holds 360 B" if name.endswith(".NII") else "truncated or corrupt NIfTI data")
+
+
+def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):
+    path = save(tmp_path / "ct.nii.gz", np.zeros((2, 2, 2), np.int16)).rename(tmp_path / "Ct.Nii.Gz")
+    refused(path, "suffix mixes cases \\('.Nii.Gz'\\); rename it to end in '.nii.gz'")

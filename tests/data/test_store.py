@@ -154,6 +154,33 @@ def test_open_errors(tmp_path, tiny_store):
         LiverStore.open(copy)
 
 
+def test_a_damaged_chunk_is_one_line_naming_it(tmp_path, tiny_store):
+    """A chunk file damaged after ingest (disk, copy, hand) ended training in a blosc RuntimeError traceback."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    chunk = copy / "cases" / "0" / "image" / "c" / "0" / "0" / "5"
+    chunk.write_bytes(b"\x02\x01" + bytes(range(40)))
+    store = LiverStore.open(copy)
+    with pytest.raises(LiverctlError) as info:
+        store.read_stack("0", 5)
+    message = str(info.value)
+    assert message.startswith(f"{chunk}: chunk of slice 5 cannot be decoded (") and "\n" not in message
+    assert f"delete {copy / 'cases' / '0'} and run `liverctl ingest` again" in message
+    assert store.read_slice("0", 6).shape == (64, 64)  # the others still read
+
+
+def test_a_case_whose_metadata_is_damaged_says_so(tmp_path, tiny_store):
+    """It said "no case '0' in the store" while the index listed it (and ingest rebuilds it)."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    (copy / "cases" / "0" / "zarr.json").write_text('{"attributes": {"split": "tr')
+    store = LiverStore.open(copy)
+    with pytest.raises(LiverctlError, match="is in the store's index but its zarr.json is missing or unreadable"):
+        store.meta("0")
+    with pytest.raises(LiverctlError, match="no case 'nope' in the store"):
+        store.meta("nope")
+
+
 def test_float16_conversion_through_torch_is_exact():
     import torch
 

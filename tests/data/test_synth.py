@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import nibabel as nib
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from liverctl.cli import app
+from liverctl.data import synth
 from liverctl.data.phantom import render_case
 from liverctl.data.synth import write_synthetic_dataset
 from liverctl.errors import LiverctlError
@@ -106,6 +108,33 @@ def test_bad_arguments():
         write_synthetic_dataset("/tmp/never", cases=0, test_cases=0)
     with pytest.raises(LiverctlError, match="too small"):
         write_synthetic_dataset("/tmp/never", size=8)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (["--size", "100000", "--slices", "100000"], "--size 100000 is too large"),
+        (["--size", "30000", "--slices", "30000"], r"one 30000x30000x30000 case needs [0-9.]+ TB of memory while it is drawn"),
+        (["--seed", "-1"], "--seed must be 0 or more, not -1"),
+        (["--workers", "-2"], "--workers must be at least 1, not -2"),
+        (["--workers", "0"], "--workers must be at least 1, not 0"),
+    ],
+)
+def test_arguments_that_cannot_work_are_one_line(tmp_path, options, match):
+    """These ended in a MemoryError or ValueError traceback (or, for --workers, were taken silently)."""
+    out = tmp_path / "d"
+    result = CliRunner().invoke(app, ["synth", str(out), "--cases", "1", "--test-cases", "0", *options])
+    assert result.exit_code == 2, result.output
+    assert re.search(match, result.stderr) and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_workers_are_as_many_cases_as_fit_in_memory(monkeypatch):
+    import liverctl.data.nifti
+
+    monkeypatch.setattr(liverctl.data.nifti, "machine_memory", lambda: 2 * 14 * 64 * 64 * 10 * 3)
+    assert synth._workers_that_fit(64, 10, 8) == 3  # half the memory: three cases of 64 x 64 x 10
+    assert synth._workers_that_fit(64, 10, 2) == 2
 
 
 def test_command(tmp_path):

@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liverctl.data.nifti import SUFFIXES as NIFTI_SUFFIXES
+from liverctl.data.nifti import is_nifti_name as _is_nifti_name
 from liverctl.errors import LiverctlError
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _PREFIXES = ("volume-", "segmentation-")
 # Case ids become Zarr node names and submission row ids: keep them to a safe alphabet.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -52,7 +53,7 @@ class DataLayout:
 
 
 def is_nifti_name(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
+    return _is_nifti_name(path.name)
 
 
 def strip_nifti_suffix(name: str) -> str:
