@@ -27,7 +27,7 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.nifti import read_nifti_and_sha256, short_error, volume_geometry
+from liverctl.data.nifti import grid_difference, read_nifti_and_sha256, short_error, volume_geometry
 from liverctl.data.schema import (
     IMAGE,
     IMAGE_DTYPE,
@@ -180,12 +180,18 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
     shape = tuple(int(n) for n in data.shape)
     volumes = CaseVolumes(attrs, data)
     if case.label is not None:
-        _, label, source = _read_source(case.label, workers, "label_")
+        label_img, label, source = _read_source(case.label, workers, "label_")
         attrs.update(source)
         if tuple(label.shape) != shape:
             raise LiverctlError(
                 f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
                 path=case.label,
+            )
+        if (difference := grid_difference(np.asarray(affine), label_img.affine)) is not None:
+            volumes.notes.append(
+                f"{case.label}: the label's affine {difference} ({case.volume.name}); its voxels were paired "
+                "with the volume's as stored, index for index. If the label was resampled or reoriented on its "
+                "own, put it back on the volume's grid and ingest again"
             )
         _check_finite(label, case.label, "label")
         if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values

@@ -138,6 +138,32 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
     return affine.tolist(), spacing.tolist()
 
 
+def grid_difference(affine: np.ndarray, other: np.ndarray) -> str | None:
+    """How `other` (a label's affine) places voxels differently from `affine` (its volume's), in words; None
+    where they agree (within 1e-3 mm, or 0.01 % of a voxel size). Shape: both (4, 4)."""
+    from nibabel.orientations import aff2axcodes
+
+    affine, other = np.asarray(affine, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if not np.isfinite(other).all():
+        return "holds NaN or infinity"
+    if np.allclose(other, affine, rtol=1e-4, atol=1e-3):
+        return None
+    try:
+        ours, theirs = "".join(aff2axcodes(affine)), "".join(aff2axcodes(other))
+    except ValueError:  # a singular affine has no orientation
+        ours = theirs = "?"
+    if ours != theirs:
+        return f"orients the axes {theirs} where the volume's are {ours}"
+    zooms = np.sqrt((other[:3, :3] ** 2).sum(axis=0)), np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not np.allclose(*zooms, rtol=1e-3):
+        return f"has voxels of {_mm(zooms[0])} mm where the volume's are {_mm(zooms[1])} mm"
+    return f"is shifted by {float(np.abs(other[:3, 3] - affine[:3, 3]).max()):.3g} mm from the volume's"
+
+
+def _mm(zooms: np.ndarray) -> str:
+    return " x ".join(f"{z:.3g}" for z in zooms.tolist())
+
+
 def check_header(img, path: Path, *, workers: int = 1) -> None:
     """Refuse a header that cannot describe a volume this machine can read from this file."""
     shape = tuple(int(n) for n in img.header.get_data_shape())

@@ -117,9 +117,10 @@ def test_a_label_with_structures_but_none_of_the_liver_labels_is_a_note(dataset,
     silently, exit 0; a label that is all background stays silent."""
     seg = dataset / "train" / "segmentation"
     label = np.asarray(nib.load(seg / "segmentation-1.nii.gz").dataobj)
-    save_nifti(seg / "segmentation-1.nii.gz", (label * 2).astype(np.uint8))
-    save_nifti(seg / "segmentation-2.nii.gz", label.astype(np.float32) * np.float32(0.9999))
-    save_nifti(seg / "segmentation-3.nii.gz", np.zeros_like(label))
+    for case, data in {"1": (label * 2).astype(np.uint8), "2": label.astype(np.float32) * np.float32(0.9999),
+                       "3": np.zeros_like(label)}.items():
+        grid = nib.load(dataset / "train" / "volume" / f"volume-{case}.nii.gz").affine
+        save_nifti(seg / f"segmentation-{case}.nii.gz", data, grid)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", liver_labels=[1], workers=1)
     assert summary.ok
     assert len(summary.notes) == 2, summary.notes
@@ -129,6 +130,39 @@ def test_a_label_with_structures_but_none_of_the_liver_labels_is_a_note(dataset,
     assert fraction.startswith(str(seg / "segmentation-2.nii.gz")) and "(label values 0, 0.9999);" in fraction
     store = LiverStore.open(tmp_path / "s.zarr")
     assert [store.meta(c)["liver_voxels"] for c in ("1", "2", "3")] == [0, 0, 0]
+
+
+def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
+    """Voxels pair index for index; a label whose header places them elsewhere (saved with np.eye(4), flipped,
+    shifted, resampled to another voxel size) went in silently. It still goes in (a header written
+    carelessly over voxels that do pair is common), with a note saying how the grids differ."""
+    vol, seg = dataset / "train" / "volume", dataset / "train" / "segmentation"
+    other_grid = {  # case -> what becomes of its volume's affine (LPS-like: x and y point left, posterior)
+        "0": lambda a: a + 1e-6,  # float32 round-off in another writer: the same grid
+        "1": lambda a: np.eye(4),
+        "2": lambda a: a @ np.diag([-1.0, 1.0, 1.0, 1.0]),
+        "3": lambda a: a + np.array([[0, 0, 0, 0], [0, 0, 0, 2.0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+        "4": lambda a: a @ np.diag([1.0, 1.0, 2.0, 1.0]),
+    }
+    for case, change in other_grid.items():
+        path = seg / f"segmentation-{case}.nii.gz"
+        save_nifti(path, np.asarray(nib.load(path).dataobj), change(nib.load(vol / f"volume-{case}.nii.gz").affine))
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and len(summary.ingested) == 8
+    notes = dict(line.split(": the label's affine ", 1) for line in summary.notes)
+    assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "1234"]
+    assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
+        "orients the axes RAS where the volume's are LPS (volume-1.nii.gz); its voxels were paired with the "
+        "volume's as stored, index for index"
+    )
+    assert notes[str(seg / "segmentation-2.nii.gz")].startswith("orients the axes RPS where the volume's are LPS")
+    assert notes[str(seg / "segmentation-3.nii.gz")].startswith("is shifted by 2 mm from the volume's")
+    spacing = nib.load(vol / "volume-4.nii.gz").header.get_zooms()
+    assert notes[str(seg / "segmentation-4.nii.gz")].startswith(
+        f"has voxels of {spacing[0]:.3g} x {spacing[1]:.3g} x {2 * spacing[2]:.3g} mm where the volume's are "
+        f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm"
+    )
+    assert LiverStore.open(tmp_path / "s.zarr").meta("1")["liver_voxels"] > 0
 
 
 def test_summary_counts(tiny_dataset, tmp_path):
