@@ -148,6 +148,7 @@ def ingest_sources(
     plan.check()
     summary = IngestSummary(store=store_path)
     summary.failures.extend(plan.problems)
+    summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
 
     open_or_create_store(store_path)
     with exclusive_work_dir(store_path) as work:

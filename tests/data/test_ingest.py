@@ -463,6 +463,14 @@ def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def test_a_test_volume_in_another_format_is_a_note(dataset, tmp_path):
+    (dataset / "test" / "volume-99.mha").write_bytes(b"ObjectType = Image\n")
+    result = run_cli("ingest", str(dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {dataset / 'test'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: volume-99.mha"]
+
+
 def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_path):
     vol, seg, test = dataset / "train" / "volume", dataset / "train" / "segmentation", dataset / "test"
     good = nib.load(vol / "volume-0.nii.gz")

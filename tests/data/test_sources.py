@@ -106,6 +106,24 @@ def test_unrecognised_folder_names_every_known_layout(tmp_path):
     assert all(name in message for name in LAYOUTS) and "--layout" in message
 
 
+def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
+    """A test volume in another format would be missing from the submission without a word."""
+    competition(tmp_path / "c")
+    for name in ("volume-10.mha", "volume-11.hdr", "volume-11.img", "volume-12.nrrd"):
+        touch(tmp_path / "c" / "test" / name)
+    found = find_source(tmp_path / "c")
+    assert [c.case_id for c in found.by_split("test")] == ["9"]
+    assert found.skipped == [
+        f"{tmp_path / 'c' / 'test'}: 4 file(s) that are not NIfTI (.nii, .nii.gz) left out: volume-10.mha, "
+        "volume-11.hdr, volume-11.img, ..."
+    ]
+    touch(tmp_path / "d" / "labelsTr" / "liver_0.json")
+    assert find_source(decathlon(tmp_path / "d", listed=False)).skipped == [  # the folders, not the lists
+        f"{tmp_path / 'd' / 'labelsTr'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: liver_0.json"
+    ]
+    assert find_source(competition(tmp_path / "e")).skipped == []
+
+
 def test_lits_pairs_by_number_across_batch_folders(tmp_path):
     found = find_source(lits(tmp_path))
     assert found.layout == "lits" and not found.problems

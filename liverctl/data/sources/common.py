@@ -74,11 +74,19 @@ def case_id_from_name(name: str) -> str:
     return name
 
 
-def nifti_files(folder: Path) -> list[Path]:
-    """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted."""
+def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted.
+
+    `skipped`: where given, gets a note naming the other files in `folder` (a `.mha` or `.hdr`/`.img` test
+    volume would otherwise be missing from the submission without a word)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_nifti_name(p))
+    visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    others = [p.name for p in visible if not is_nifti_name(p) and p.is_file()]
+    if skipped is not None and others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        skipped.append(f"{folder}: {len(others)} file(s) that are not NIfTI (.nii, .nii.gz) left out: {shown}")
+    return [p for p in visible if is_nifti_name(p)]
 
 
 def check_id(case_id: str, path: Path, problems: list[LiverctlError]) -> bool:

@@ -19,11 +19,11 @@ NAME = "competition"
 DESCRIPTION = "competition (train/volume, train/segmentation, test/)"
 
 
-def _folders(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+def _folders(root: Path, skipped: list[str] | None = None) -> tuple[list[Path], list[Path], list[Path]]:
     return (
-        nifti_files(root / "train" / "volume"),
-        nifti_files(root / "train" / "segmentation"),
-        nifti_files(root / "test") + nifti_files(root / "test" / "volume"),
+        nifti_files(root / "train" / "volume", skipped),
+        nifti_files(root / "train" / "segmentation", skipped),
+        nifti_files(root / "test", skipped) + nifti_files(root / "test" / "volume", skipped),
     )
 
 
@@ -33,7 +33,7 @@ def looks_like(root: Path) -> bool:
 
 def find(root: Path) -> DataLayout:
     layout = DataLayout(root=root, layout=NAME)
-    train_volumes, train_labels, test_volumes = _folders(root)
+    train_volumes, train_labels, test_volumes = _folders(root, layout.skipped)
     pair_cases(
         layout,
         index_by_id(train_volumes, layout.problems),

@@ -65,12 +65,12 @@ def find(root: Path) -> DataLayout:
         labels = {case_id_from_name(v.name): lab for v, lab in zip(volume_files, label_files, strict=True)}
         labels = {k: v for k, v in labels.items() if k in volumes}
     else:
-        volumes = index_by_id(nifti_files(root / "imagesTr"), problems)
-        labels = index_by_id(nifti_files(root / "labelsTr"), problems)
+        volumes = index_by_id(nifti_files(root / "imagesTr", layout.skipped), problems)
+        labels = index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems)
     test_list = (payload or {}).get("test")
     if isinstance(test_list, list):
         test_files = [p for p in (_listed(root, e, problems) for e in test_list) if p is not None]
     else:
-        test_files = nifti_files(root / "imagesTs")
+        test_files = nifti_files(root / "imagesTs", layout.skipped)
     pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))
     return layout

@@ -62,9 +62,9 @@ def find(root: Path) -> DataLayout:
     problems = layout.problems
     pair_cases(
         layout,
-        _by_case(nifti_files(root / "imagesTr"), problems),
-        index_by_id(nifti_files(root / "labelsTr"), problems, id_of=strip_nifti_suffix),
-        _by_case(nifti_files(root / "imagesTs"), problems),
+        _by_case(nifti_files(root / "imagesTr", layout.skipped), problems),
+        index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems, id_of=strip_nifti_suffix),
+        _by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
         ("imagesTr/", "labelsTr/"),
     )
     return layout
