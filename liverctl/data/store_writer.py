@@ -27,7 +27,14 @@ def open_or_create_store(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise LiverctlError("exists and is not a folder; choose another --store", path=path)
     if path.is_dir() and any(path.iterdir()):
-        if read_attrs(path).get("format") != STORE_FORMAT:
+        fmt = read_attrs(path).get("format")
+        if isinstance(fmt, str) and fmt.startswith("liverctl-store/") and fmt != STORE_FORMAT:
+            raise LiverctlError(
+                f"is a store of format {fmt!r}, which this liverctl ({STORE_FORMAT!r}) cannot update; ingest into "
+                "a new --store, or use the liverctl that wrote it",
+                path=path,
+            )
+        if fmt != STORE_FORMAT:
             raise LiverctlError("exists and is not a liverctl store; choose another --store", path=path)
     else:
         create_group(path, {"format": STORE_FORMAT})

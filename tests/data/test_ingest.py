@@ -589,6 +589,17 @@ def test_store_path_that_is_not_a_store(tiny_dataset, tmp_path):
     assert (tmp_path / "other" / "file.txt").read_text() == "mine"
 
 
+def test_a_store_of_another_format_version_is_named(tiny_dataset, tmp_path):
+    from liverctl.data.schema import update_attrs
+
+    store = tmp_path / "s.zarr"
+    ingest_folder(tiny_dataset, store=store, workers=1)
+    update_attrs(store, {"format": "liverctl-store/2"})
+    with pytest.raises(LiverctlError, match=r"is a store of format 'liverctl-store/2', which this liverctl "
+                                            r"\('liverctl-store/1'\) cannot update"):
+        ingest_folder(tiny_dataset, store=store, workers=1)
+
+
 def test_a_second_ingest_into_the_same_store_is_refused(tiny_dataset, tmp_path):
     import fcntl
 
