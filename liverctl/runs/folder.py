@@ -99,6 +99,24 @@ def check_fresh(run_dir: Path) -> None:
         )
 
 
+def discard_unstarted(run_dir: Path, *, made: bool) -> bool:
+    """Remove what a new run that failed before it started (no config.toml written) left in its folder: the
+    lock and an event log holding only its run_end, whose message the user was shown. Otherwise the name stays
+    taken by a folder that `--resume` refuses (no checkpoint) and a new run refuses (it exists). The folder
+    itself goes too when this run `made` it and nothing else is in it. Call while holding the run's `RunLock`;
+    returns whether anything was removed."""
+    if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists():
+        return False
+    for name in (EVENTS_FILE, LOCK_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    if made:
+        try:
+            run_dir.rmdir()
+        except OSError:  # something else is in it: leave it
+            pass
+    return True
+
+
 class RunLock:
     """The one writer of a run folder: an exclusive `flock` on `<run>/.lock`, held for the whole run.
 

@@ -116,3 +116,51 @@ def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_
     (call,) = fake_training
     assert call["run_dir"] == runs / "ddp" and not call["locked"]  # rank 0 makes and locks the folder
     assert not started and not result["is_main"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # each of these failed only in the loop's set-up, after the run folder was made and had taken the name
+        ({"device": "garbage"}, "--device must be auto, cpu, cuda or mps, got 'garbage'"),
+        ({"sets": ("loss.name=garbage",)}, "loss.name: unknown loss 'garbage'"),
+        ({"sets": ("optim.scheduler=cosin",)}, "optim.scheduler: unknown 'cosin'"),
+        ({"sets": ("infer.tta=hflipp",)}, "infer.tta: unknown TTA mode 'hflipp'"),
+        ({"sets": ("post.mode=largestt",)}, "post.mode: unknown post-processing 'largestt'"),
+        ({"sets": ("train.batch_size=500", "train.steps_per_epoch=0")}, "train.batch_size 500 is larger than the"),
+    ],
+)
+def test_what_set_up_would_refuse_is_refused_before_any_folder_exists(tiny_store, tmp_path, fake_training,
+                                                                       change, words):
+    runs = tmp_path / "runs"
+    request = TrainRequest(preset="demo", sets=(*TINY, *change.get("sets", ())), values={"data.store": str(tiny_store)},
+                           device=change.get("device", "cpu"), name="n", runs_dir=runs)
+    with pytest.raises(LiverctlError, match=words):
+        train_run(request)
+    assert not runs.exists() and not fake_training
+
+
+def test_a_new_run_that_fails_before_it_starts_leaves_its_name_free(tiny_store, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    request = TrainRequest(preset="demo", sets=TINY, values={"data.store": str(tiny_store)}, name="n", runs_dir=runs)
+
+    def failing_set_up(cfg, run_dir, **kwargs):  # what the loop leaves when its set-up fails: run_end alone
+        (Path(run_dir) / "events.jsonl").write_text('{"kind": "run_end", "status": "failed"}\n')
+        raise LiverctlError("the set-up failed")
+
+    monkeypatch.setattr(loop, "run_training", failing_set_up)
+    with pytest.raises(LiverctlError, match="the set-up failed"):
+        train_run(request)
+    assert not (runs / "n").exists()
+    with pytest.raises(LiverctlError, match="the set-up failed"):  # not "run 'n' already exists"
+        train_run(request)
+
+    def failing_run(cfg, run_dir, **kwargs):  # a run that started (config.toml) keeps its record
+        write_config(cfg, Path(run_dir) / "config.toml")
+        (Path(run_dir) / "events.jsonl").write_text('{"kind": "run_start"}\n{"kind": "run_end"}\n')
+        raise LiverctlError("the first step failed")
+
+    monkeypatch.setattr(loop, "run_training", failing_run)
+    with pytest.raises(LiverctlError, match="the first step failed"):
+        train_run(request)
+    assert sorted(p.name for p in (runs / "n").iterdir()) == [".lock", "config.toml", "events.jsonl"]
