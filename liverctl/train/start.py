@@ -99,6 +99,7 @@ def check_model(cfg: dict) -> int:
     """
     import torch
 
+    from liverctl.config import in_channels
     from liverctl.runs.checkpoint import checkpoint_bytes
     from liverctl.train.models import build_model
     from liverctl.train.session import build_optimizer, build_scheduler
@@ -111,7 +112,14 @@ def check_model(cfg: dict) -> int:
             model = build_model(cfg, pretrained=False)
             shape = _logits_shape(model, cfg, batch, size)
     except Exception:  # the CPU says what is wrong, if anything is (the meta device may refuse what it can do)
-        model = build_model(cfg, pretrained=False)
+        try:
+            model = build_model(cfg, pretrained=False)
+        except (RuntimeError, MemoryError) as exc:  # e.g. a data.context of millions: terabytes of first conv
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise LiverctlError(
+                f"{name} cannot be built for {in_channels(cfg)} input channels (data.context="
+                f"{cfg['data']['context']}) and model.decoder_channels={m['decoder_channels']}: {detail}"
+            ) from None
         try:
             shape = _logits_shape(model, cfg, batch, size)
         except (RuntimeError, ValueError) as exc:

@@ -164,3 +164,12 @@ def test_a_new_run_that_fails_before_it_starts_leaves_its_name_free(tiny_store, 
     with pytest.raises(LiverctlError, match="the first step failed"):
         train_run(request)
     assert sorted(p.name for p in (runs / "n").iterdir()) == [".lock", "config.toml", "events.jsonl"]
+
+
+def test_a_model_too_large_to_build_is_one_line_before_any_folder_exists(tiny_store, tmp_path, fake_training):
+    # 2 * 10**8 + 1 input channels: smp's first convolution asks the CPU for terabytes (a RuntimeError traceback)
+    runs = tmp_path / "runs"
+    with pytest.raises(LiverctlError, match=r"cannot be built for 200000001 input channels \(data.context=100000000\)"):
+        train_run(TrainRequest(preset="demo", sets=(*TINY, "data.context=100000000"),
+                               values={"data.store": str(tiny_store)}, device="cpu", runs_dir=runs))
+    assert not runs.exists() and not fake_training
