@@ -54,10 +54,18 @@ class TrainRequest:
         return resolve_config(self.preset, self.sets, self.values)
 
 
-def preflight(cfg: dict, device: str = "auto") -> None:
+# What a run's checkpoint holds the shape of: changed on --resume, its weights or optimiser state cannot load
+# (a RuntimeError), or load into the wrong thing (AdamW's state into SGD ended the next step in a KeyError,
+# after config.toml had been rewritten with the change, so every later resume failed the same way).
+FIXED_ON_RESUME = ("model.arch", "model.encoder", "model.encoder_depth", "model.decoder_channels", "data.context",
+                   "optim.name")
+
+
+def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     """The checks that need no training set-up: the device is there, the store opens, the fold exists and
-    fills a batch, weights can be had, and the names the config gives (loss, TTA, post-processing) exist.
-    Each of these failed only once the run folder had been made, which then blocked its name."""
+    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the names
+    the config gives (loss, TTA, post-processing) exist. Each of these failed only once the run folder had been
+    made (which then kept the name taken), or on --resume once the run's log had been told it failed."""
     import math
 
     from liverctl.data.dataset import split_rows
@@ -75,7 +83,7 @@ def preflight(cfg: dict, device: str = "auto") -> None:
     train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
     steps_per_epoch(cfg["train"], math.ceil(len(train_rows) / info.world))
     m = cfg["model"]
-    if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
+    if weights and not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
     build_loss(cfg)
     for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):
@@ -167,6 +175,7 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
             if info.is_main:  # held until the run ends; a second writer is refused here, at once
                 held.enter_context(RunLock(run_dir))
             cfg = resumed_config(request, run_dir)
+            preflight(cfg, request.device, weights=False)
         else:
             cfg = request.config()
             run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
@@ -200,8 +209,17 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
         raise LiverctlError(
             f"--resume {request.resume}: that run was made by preset '{cfg.get('preset')}', not '{request.preset}'"
         )
+    if request.name and request.name != run_dir.name:
+        raise LiverctlError(f"--resume {request.resume} continues the run '{run_dir.name}'; --name cannot rename it")
     if request.has_overrides:
-        cfg = apply_overrides(cfg, request.sets, request.values)
+        saved, cfg = cfg, apply_overrides(cfg, request.sets, request.values)
+        for key in FIXED_ON_RESUME:
+            section, name = key.split(".")
+            if cfg[section][name] != saved[section][name]:
+                raise LiverctlError(
+                    f"--resume {request.resume}: {key} cannot change on resume (the checkpoint was trained with "
+                    f"{saved[section][name]!r}, not {cfg[section][name]!r}); start a new run for that"
+                )
     done = (read_sidecar(run_dir, "last") or {}).get("epoch")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
     if done >= cfg["train"]["epochs"]:
