@@ -99,21 +99,15 @@ def check_fresh(run_dir: Path) -> None:
         )
 
 
-def discard_unstarted(run_dir: Path, *, made: bool) -> bool:
-    """Remove what a new run that failed before it started (no config.toml written) left in its folder: the
-    lock and an event log holding only its run_end, whose message the user was shown. Otherwise the name stays
-    taken by a folder that `--resume` refuses (no checkpoint) and a new run refuses (it exists). The folder
-    itself goes too when this run `made` it and nothing else is in it. Call while holding the run's `RunLock`;
-    returns whether anything was removed."""
+def discard_unstarted(run_dir: Path) -> bool:
+    """Empty the folder of a new run that failed before it started (no config.toml written) of its event log,
+    which holds only the run_end of a start that never happened (the user was shown why). Otherwise the name
+    stays taken by a folder that `--resume` refuses (no checkpoint) and a new run refuses (it exists). The
+    lock file stays: another process may be waiting on it, and a folder holding only the lock is free
+    (`check_fresh`). Call while holding the run's `RunLock`; returns whether the run was discarded."""
     if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists():
         return False
-    for name in (EVENTS_FILE, LOCK_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    if made:
-        try:
-            run_dir.rmdir()
-        except OSError:  # something else is in it: leave it
-            pass
+    (run_dir / EVENTS_FILE).unlink(missing_ok=True)
     return True
 
 

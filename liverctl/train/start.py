@@ -184,7 +184,6 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 require_room_for_checkpoints(run_dir, check_model(cfg))
             if info.enabled and not request.name:
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
-            made = not run_dir.exists()
             if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
                 held.enter_context(RunLock(run_dir))
                 check_fresh(run_dir)
@@ -195,7 +194,7 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                                        time_limit_s=request.time_limit_s, show_progress=request.show_progress)
         except BaseException:
             if not request.resume and info.is_main:  # a start that failed does not keep the name taken
-                discard_unstarted(run_dir, made=made)
+                discard_unstarted(run_dir)
             raise
     return {**result, "is_main": info.is_main}
 
