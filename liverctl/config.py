@@ -194,15 +194,71 @@ def _override_items(group: Overrides) -> Iterator[tuple[str, Any, str]]:
         yield f"{section}.{key}", value, f"--set {text}"
 
 
+# The numeric keys' ranges: key -> (low, high, low_open, high_open); None is no bound. Values outside them
+# are refused before a run starts: some end in a traceback deep in training (log_every 0, a negative seed or
+# weight decay), others train silently wrong (a negative grad_clip or nan_lr_factor turns the gradient around).
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.context": (0, None, False, False),
+    "data.input_size": (32, None, False, False),
+    "data.rotate_limit": (0, None, False, False),
+    "data.liver_oversample": (0, None, True, False),
+    "data.num_workers": (0, None, False, False),
+    "data.max_val_cases": (0, None, False, False),
+    "loss.focal_gamma": (0, None, False, False),
+    "loss.tversky_alpha": (0, None, False, False),
+    "loss.tversky_beta": (0, None, False, False),
+    "loss.focal_tversky_gamma": (0, None, True, False),
+    "loss.pos_weight": (0, None, True, False),
+    "loss.smooth": (0, None, False, False),
+    "optim.lr": (0, None, True, False),
+    "optim.weight_decay": (0, None, False, False),
+    "optim.warmup_steps": (0, None, False, False),
+    "optim.min_lr": (0, None, False, False),
+    "optim.grad_clip": (0, None, False, False),
+    "train.epochs": (1, None, False, False),
+    "train.batch_size": (1, None, False, False),
+    "train.seed": (0, None, False, False),
+    "train.steps_per_epoch": (0, None, False, False),
+    "train.log_every": (1, None, False, False),
+    "train.nan_skip_limit": (1, None, False, False),
+    "train.nan_max_rollbacks": (0, None, False, False),
+    "train.nan_lr_factor": (0, 1, True, False),
+    "infer.threshold": (0, 1, True, True),
+    "infer.batch_size": (1, None, False, False),
+    "infer.cpu_threads": (0, None, False, False),
+}
+
+
+def _check_range(cfg: dict, key: str) -> None:
+    low, high, low_open, high_open = _RANGES[key]
+    section, name = key.split(".")
+    value = cfg[section][name]
+    bounds = []
+    if low is not None:
+        bounds.append(f"> {low}" if low_open else f">= {low}")
+    if high is not None:
+        bounds.append(f"< {high}" if high_open else f"<= {high}")
+    ok = (low is None or (value > low if low_open else value >= low)) and (
+        high is None or (value < high if high_open else value <= high)
+    )
+    if not ok:
+        raise LiverctlError(f"{key} must be {' and '.join(bounds)}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def validate(cfg: dict) -> None:
     """Cross-key checks that the type check cannot do."""
-    data, optim, train = cfg["data"], cfg["optim"], cfg["train"]
-    if data["context"] < 0:
-        raise LiverctlError(f"data.context must be >= 0, got {data['context']}")
+    data, loss, optim, train = cfg["data"], cfg["loss"], cfg["optim"], cfg["train"]
+    for key in _RANGES:
+        _check_range(cfg, key)
     if data["normalize"] not in ("window", "minmax"):
         raise LiverctlError(f"data.normalize must be window or minmax, got '{data['normalize']}'")
-    if len(data["window"]) != 2 or data["window"][0] >= data["window"][1]:
-        raise LiverctlError(f"data.window must be [low, high] with low < high, got {data['window']}")
+    window = data["window"]
+    if len(window) != 2 or not all(map(_is_number, window)) or window[0] >= window[1]:
+        raise LiverctlError(f"data.window must be [low, high] in HU with low < high, got {window}")
     if data["input_size"] % 32:
         raise LiverctlError(f"data.input_size must be a multiple of 32, got {data['input_size']}")
     if data["augment"] not in ("none", "flip_rotate", "distort"):
@@ -210,8 +266,14 @@ def validate(cfg: dict) -> None:
     if data["augment_on"] not in ("auto", "device", "cpu"):
         raise LiverctlError(f"data.augment_on must be auto, device or cpu, got '{data['augment_on']}'")
     # model.decoder_channels against model.encoder_depth: liverctl.train.models (only some decoders take it)
-    if optim["lr"] <= 0 or train["epochs"] < 1 or train["batch_size"] < 1:
-        raise LiverctlError("optim.lr, train.epochs and train.batch_size must be positive")
+    if loss["tversky_alpha"] + loss["tversky_beta"] <= 0:
+        raise LiverctlError("loss.tversky_alpha + loss.tversky_beta must be > 0 (the Tversky index divides by it)")
+    if optim["scheduler"] == "cosine" and optim["min_lr"] > optim["lr"]:
+        raise LiverctlError(f"optim.min_lr ({optim['min_lr']}) must not exceed optim.lr ({optim['lr']}): the "
+                            "cosine schedule falls from lr to min_lr; lower optim.min_lr too")
+    steps = train["inject_nan_at_steps"]
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in steps):
+        raise LiverctlError(f"train.inject_nan_at_steps must be a list of step numbers >= 0, got {steps!r:.80}")
     if train["amp"] not in ("auto", "bf16", "fp16", "off"):
         raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
 

@@ -38,6 +38,28 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -> None:
+    """Refuse, up front, an output file that cannot be written (a folder, a place that cannot be written)
+    before the minutes of work that produce it: a probe file is created and removed in its folder (the
+    nearest one that exists; missing folders are made at the end). `what` names the output in the message
+    ("the submission"), `folder_hint` says what the option takes ("--out takes the CSV's file name, ...")."""
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir():
+        raise LiverctlError(f"is a folder; {folder_hint}", path=path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".liverctl-probe-"):
+            pass
+    except OSError as exc:
+        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}", path=path) from None
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

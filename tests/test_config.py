@@ -165,7 +165,7 @@ def test_apply_overrides_equals_resolving_the_preset_with_the_same_overrides():
         ({"optim.lr": float("nan")}, "config key 'optim.lr' in override optim.lr=nan: nan is not a finite number"),
         ({"epochs": 3}, "config override expects section.key, got 'epochs'"),
         (["optim.lrr=1"], "unknown config key 'optim.lrr' in --set optim.lrr=1; did you mean 'optim.lr'?"),
-        ({"train.epochs": 0}, "optim.lr, train.epochs and train.batch_size must be positive"),  # validated after
+        ({"train.epochs": 0}, "train.epochs must be >= 1, got 0"),  # validated after
     ],
 )
 def test_apply_overrides_checks_what_set_checks(overrides, message):
@@ -186,3 +186,54 @@ def test_in_channels_is_the_stack_of_2_context_plus_1_slices():
     from liverctl.config import in_channels
 
     assert [in_channels(resolve_config("demo", [f"data.context={c}"])) for c in (0, 1, 2)] == [1, 3, 5]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # each of these passed the type check and ended in a traceback during training, or trained wrongly
+        ("train.log_every=0", "train.log_every must be >= 1, got 0"),  # ZeroDivisionError at the first step
+        ("train.seed=-1", "train.seed must be >= 0, got -1"),  # numpy's ValueError in the sampler
+        ("optim.weight_decay=-1", "optim.weight_decay must be >= 0, got -1.0"),  # torch's ValueError
+        ("optim.grad_clip=-1", "optim.grad_clip must be >= 0, got -1.0"),  # reversed the clipped gradient
+        ("train.nan_lr_factor=-1", "train.nan_lr_factor must be > 0 and <= 1, got -1.0"),  # a negative lr
+        ("train.nan_lr_factor=0", "train.nan_lr_factor must be > 0 and <= 1, got 0.0"),
+        ("optim.min_lr=-1e-6", "optim.min_lr must be >= 0"),
+        ("optim.min_lr=1", "optim.min_lr (1.0) must not exceed optim.lr"),
+        ("optim.lr=1e-7", "optim.min_lr (1e-06) must not exceed optim.lr (1e-07)"),  # the schedule rose
+        ("optim.warmup_steps=-1", "optim.warmup_steps must be >= 0, got -1"),
+        ("data.liver_oversample=-1", "data.liver_oversample must be > 0, got -1.0"),
+        ("data.liver_oversample=0", "data.liver_oversample must be > 0, got 0.0"),
+        ("data.num_workers=-1", "data.num_workers must be >= 0, got -1"),
+        ("data.max_val_cases=-1", "data.max_val_cases must be >= 0, got -1"),
+        ("data.rotate_limit=-10", "data.rotate_limit must be >= 0, got -10"),
+        ("data.input_size=0", "data.input_size must be >= 32, got 0"),
+        ("data.window=['a', 'b']", "data.window must be [low, high] in HU with low < high, got ['a', 'b']"),
+        ("data.window=[0, 'b']", "data.window must be [low, high]"),  # a TypeError comparing them
+        ("loss.pos_weight=-5", "loss.pos_weight must be > 0, got -5.0"),
+        ("loss.focal_gamma=-1", "loss.focal_gamma must be >= 0, got -1.0"),
+        ("loss.tversky_alpha=-0.3", "loss.tversky_alpha must be >= 0"),
+        ("loss.smooth=-1", "loss.smooth must be >= 0"),
+        (["loss.tversky_alpha=0", "loss.tversky_beta=0"], "loss.tversky_alpha + loss.tversky_beta must be > 0"),
+        ("train.steps_per_epoch=-1", "train.steps_per_epoch must be >= 0, got -1"),
+        ("train.nan_skip_limit=0", "train.nan_skip_limit must be >= 1, got 0"),
+        ("train.nan_max_rollbacks=-1", "train.nan_max_rollbacks must be >= 0, got -1"),
+        ("train.inject_nan_at_steps=['a']", "train.inject_nan_at_steps must be a list of step numbers >= 0"),
+        ("infer.threshold=1.5", "infer.threshold must be > 0 and < 1, got 1.5"),
+        ("infer.threshold=0", "infer.threshold must be > 0 and < 1, got 0.0"),
+        ("infer.batch_size=0", "infer.batch_size must be >= 1, got 0"),
+        ("infer.cpu_threads=-1", "infer.cpu_threads must be >= 0, got -1"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_in_one_line_naming_the_key(override, message):
+    with pytest.raises(LiverctlError) as info:
+        resolve_config("demo", [override] if isinstance(override, str) else override)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["data.num_workers=0", "train.nan_max_rollbacks=0", "optim.grad_clip=0",
+                                      "train.steps_per_epoch=0", "optim.min_lr=0", "train.nan_lr_factor=1",
+                                      "loss.smooth=0", "data.rotate_limit=0", "optim.warmup_steps=0",
+                                      ["optim.scheduler=constant", "optim.lr=1e-7"]])
+def test_the_documented_zero_and_one_values_are_still_accepted(override):
+    resolve_config("demo", [override] if isinstance(override, str) else override)

@@ -54,7 +54,7 @@ class BenchSettings:
         if self.cases < 2:
             raise LiverctlError(f"--cases {self.cases}: need at least 2 (one to train on, one to hold out)")
         if self.size < 32 or self.size % 32:
-            raise LiverctlError(f"--size {self.size}: must be a multiple of 32 (the U-Net's stride)")
+            raise LiverctlError(f"--size {self.size}: must be a positive multiple of 32 (the U-Net's stride)")
         if self.slices < 3:
             raise LiverctlError(f"--slices {self.slices}: need at least 3 for a 2.5D stack")
         if self.repeats < 3:

@@ -35,6 +35,10 @@ def bench_command(
         from liverctl.bench.report import write_json
         from liverctl.bench.run import run_bench
 
+        if json_path is not None:  # before the minutes of measuring, not after
+            from liverctl.files import check_output_file
+
+            check_output_file(json_path, what="the bench figures", folder_hint="--json takes a file name, e.g. bench.json")
         overrides = dict(cases=cases, size=size, slices=slices, workdir=workdir, real=real, real_dir=real_dir,
                          only=parse_only(only))
         settings = (BenchSettings.quick_settings(**overrides) if quick else

@@ -86,7 +86,7 @@ def start_experiment(
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
     store = LiverStore.open(cfg["data"]["store"])
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
-    preflight(fold_config(cfg, folds[0]))
+    preflight(fold_config(cfg, folds[0]), options.device)
     require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
     exp_dir.mkdir(parents=True, exist_ok=True)

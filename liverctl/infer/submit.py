@@ -20,6 +20,7 @@ import numpy as np
 
 from liverctl.device import resolve_device
 from liverctl.errors import LiverctlError
+from liverctl.files import check_output_file
 from liverctl.infer.postprocess import (
     AUTO,
     AutoChoice,
@@ -101,22 +102,8 @@ def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:
 
 
 def check_out_path(out: Path) -> None:
-    """Refuse an `--out` that cannot become the CSV (a folder, a place that cannot be written) up front,
-    before minutes of prediction: a probe file is created and removed in its folder."""
-    import tempfile
-
-    if out.is_dir():
-        raise LiverctlError("is a folder; --out takes the CSV's file name, e.g. submission.csv", path=out)
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:  # created at the end; check what exists now
-        folder = folder.parent
-    if not folder.is_dir():
-        raise LiverctlError(f"cannot write the submission there: {folder} is not a folder", path=out)
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".liverctl-probe-"):
-            pass
-    except OSError as exc:
-        raise LiverctlError(f"cannot write the submission in {folder}: {exc.strerror or exc}", path=out) from None
+    """Refuse an `--out` that cannot become the CSV up front, before minutes of prediction."""
+    check_output_file(out, what="the submission", folder_hint="--out takes the CSV's file name, e.g. submission.csv")
 
 
 def _experiment_decisions(run_dirs, threshold, postprocess, note):

@@ -99,6 +99,18 @@ def check_fresh(run_dir: Path) -> None:
         )
 
 
+def discard_unstarted(run_dir: Path) -> bool:
+    """Empty the folder of a new run that failed before it started (no config.toml written) of its event log,
+    which holds only the run_end of a start that never happened (the user was shown why). Otherwise the name
+    stays taken by a folder that `--resume` refuses (no checkpoint) and a new run refuses (it exists). The
+    lock file stays: another process may be waiting on it, and a folder holding only the lock is free
+    (`check_fresh`). Call while holding the run's `RunLock`; returns whether the run was discarded."""
+    if (run_dir / CONFIG_FILE).exists() or (run_dir / CHECKPOINT_DIR).exists():
+        return False
+    (run_dir / EVENTS_FILE).unlink(missing_ok=True)
+    return True
+
+
 class RunLock:
     """The one writer of a run folder: an exclusive `flock` on `<run>/.lock`, held for the whole run.
 

@@ -21,8 +21,10 @@ def parse_duration(text: str) -> float:
             break
         total += float(m.group(1)) * _UNIT[m.group(2).lower()]
         pos = m.end()
-    if not s or pos != len(s) or total <= 0:
+    if not s or pos != len(s):
         raise LiverctlError(f"--time-limit: cannot read '{text}' (examples: 11h, 90m, 1h30m, 3600s)")
+    if total <= 0:
+        raise LiverctlError(f"--time-limit {text}: give a time longer than 0 (examples: 11h, 90m, 1h30m, 3600s)")
     return total
 
 

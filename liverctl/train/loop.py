@@ -143,6 +143,7 @@ class _Loop:
     window: tuple[float, int] = (0.0, 0)  # (since, samples) for the step events' samples_per_s
     status: str = "failed"
     message: str = ""
+    started: bool = False  # run_start was written: only then does run_end follow
 
     def note(self, message: str) -> None:
         """A remark for the user: a `note` event, and a line on the console."""
@@ -165,6 +166,7 @@ class _Loop:
             world_size=self.info.world, distributed_backend=distributed.backend(self.info),
             train_slices=len(s.train_set), val_cases=s.val_cases, steps_per_epoch=s.steps_per_epoch,
         )
+        self.started = True
         if (remark := precision_note(s.precision, s.device)) is not None:
             self.note(remark)
         if self.info.is_main:  # again here: a resume, a later fold, or a disk that filled since
@@ -343,15 +345,17 @@ class _Loop:
                         "time_limit": "stopped before the time limit"}.get(status, "")
 
     def close(self) -> None:
-        """run_end (whatever ended the run), then everything the run held is let go."""
+        """run_end (whatever ended a run that started), then everything the run held is let go. A set-up that
+        failed writes nothing: a resumed run's log keeps the end it had (interrupted, say), not a failure of a
+        start that never happened (the error was the command's one line)."""
         import torch
 
         s = self.s
         self.stop.uninstall()
         self.progress.close()
-        self.events.emit("run_end", epoch=s.epoch if s else None, step=s.global_step if s else None,
-                         status=self.status, best=s.best if s else {"epoch": None, "volume_dice": None},
-                         message=self.message)
+        if self.started:
+            self.events.emit("run_end", epoch=s.epoch, step=s.global_step, status=self.status, best=s.best,
+                             message=self.message)
         self.events.close()
         distributed.shutdown(self.info)
         torch.set_grad_enabled(True)

@@ -182,7 +182,7 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device), device=device
     )
     val_set = ds.ValidationDataset(store, val_rows, cfg)
-    steps = _steps_per_epoch(tc, math.ceil(len(train_set) / info.world))
+    steps = steps_per_epoch(tc, math.ceil(len(train_set) / info.world))
     sampler = ds.EpochSampler(
         train_set.liver, dc["liver_oversample"], tc["seed"], rank=info.rank, world=info.world,
         num_samples=steps * tc["batch_size"],
@@ -199,7 +199,7 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
     }
 
 
-def _steps_per_epoch(tc: dict, per_rank: int) -> int:
+def steps_per_epoch(tc: dict, per_rank: int) -> int:
     """Whole batches of this rank's share of the slices, capped by train.steps_per_epoch (which also
     stands alone when the share is smaller than one batch)."""
     steps = per_rank // tc["batch_size"]

@@ -17,7 +17,14 @@ from typing import Any
 from liverctl.config import apply_overrides, is_none, read_config, resolve_config
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import require_room_for_checkpoints
-from liverctl.runs.folder import CONFIG_FILE, RunLock, check_fresh, find_resume_run, run_dir_for
+from liverctl.runs.folder import (
+    CONFIG_FILE,
+    RunLock,
+    check_fresh,
+    discard_unstarted,
+    find_resume_run,
+    run_dir_for,
+)
 from liverctl.train import distributed
 
 
@@ -47,17 +54,46 @@ class TrainRequest:
         return resolve_config(self.preset, self.sets, self.values)
 
 
-def preflight(cfg: dict) -> None:
-    """The checks that need no training set-up: the store opens, the fold exists, weights can be had."""
+# What a run's checkpoint holds the shape of: changed on --resume, its weights or optimiser state cannot load
+# (a RuntimeError), or load into the wrong thing (AdamW's state into SGD ended the next step in a KeyError,
+# after config.toml had been rewritten with the change, so every later resume failed the same way).
+FIXED_ON_RESUME = ("model.arch", "model.encoder", "model.encoder_depth", "model.decoder_channels", "data.context",
+                   "optim.name")
+
+
+def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
+    """The checks that need no training set-up: the device is there, the store opens, the fold exists and
+    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the names
+    the config gives (loss, TTA, post-processing) exist. Each of these failed only once the run folder had been
+    made (which then kept the name taken), or on --resume once the run's log had been told it failed."""
+    import math
+
     from liverctl.data.dataset import split_rows
     from liverctl.data.store import LiverStore
+    from liverctl.device import resolve_device
+    from liverctl.infer.postprocess import AUTO, parse_postprocess
+    from liverctl.infer.predict import parse_tta
+    from liverctl.train.losses import build_loss
     from liverctl.train.models import check_weights_available
+    from liverctl.train.session import steps_per_epoch
 
+    info = distributed.from_env()
+    resolve_device(device, info.local_rank)
     store = LiverStore.open(cfg["data"]["store"])
-    split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # the fold has cases, so do the others
+    train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
+    steps_per_epoch(cfg["train"], math.ceil(len(train_rows) / info.world))
     m = cfg["model"]
-    if not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
+    if weights and not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
+    build_loss(cfg)
+    for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):
+        section, name = key.split(".")
+        value = cfg[section][name]
+        try:
+            if not (key == "post.mode" and str(value).strip().lower() == AUTO):  # auto is chosen at submit
+                parse(value)
+        except LiverctlError as exc:
+            raise LiverctlError(f"{key}: {exc}") from None
 
 
 def check_model(cfg: dict) -> int:
@@ -71,9 +107,10 @@ def check_model(cfg: dict) -> int:
     """
     import torch
 
+    from liverctl.config import in_channels
     from liverctl.runs.checkpoint import checkpoint_bytes
     from liverctl.train.models import build_model
-    from liverctl.train.session import build_optimizer
+    from liverctl.train.session import build_optimizer, build_scheduler
 
     m, size = cfg["model"], int(cfg["data"]["input_size"])
     batch = min(int(cfg["train"]["batch_size"]), 2)  # 1 or 2 tells the same as 16
@@ -83,7 +120,14 @@ def check_model(cfg: dict) -> int:
             model = build_model(cfg, pretrained=False)
             shape = _logits_shape(model, cfg, batch, size)
     except Exception:  # the CPU says what is wrong, if anything is (the meta device may refuse what it can do)
-        model = build_model(cfg, pretrained=False)
+        try:
+            model = build_model(cfg, pretrained=False)
+        except (RuntimeError, MemoryError) as exc:  # e.g. a data.context of millions: terabytes of first conv
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise LiverctlError(
+                f"{name} cannot be built for {in_channels(cfg)} input channels (data.context="
+                f"{cfg['data']['context']}) and model.decoder_channels={m['decoder_channels']}: {detail}"
+            ) from None
         try:
             shape = _logits_shape(model, cfg, batch, size)
         except (RuntimeError, ValueError) as exc:
@@ -98,7 +142,9 @@ def check_model(cfg: dict) -> int:
             f"{size}x{size} input (data.input_size); liverctl needs logits of the input's size: change "
             f"model.encoder_depth (PSPNet: 3) or model.arch"
         )
-    return checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
+    optimizer = build_optimizer(cfg, model.parameters())
+    build_scheduler(cfg, optimizer, 1)  # optim.scheduler names one
+    return checkpoint_bytes(model, optimizer)
 
 
 def _logits_shape(model, cfg: dict, batch: int, size: int) -> tuple[int, ...]:
@@ -129,10 +175,11 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
             if info.is_main:  # held until the run ends; a second writer is refused here, at once
                 held.enter_context(RunLock(run_dir))
             cfg = resumed_config(request, run_dir)
+            preflight(cfg, request.device, weights=False)
         else:
             cfg = request.config()
             run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
-            preflight(cfg)  # before a run folder exists: a bad store or missing weights leave nothing behind
+            preflight(cfg, request.device)  # before a run folder exists: bad input leaves nothing behind
             if info.is_main:
                 require_room_for_checkpoints(run_dir, check_model(cfg))
             if info.enabled and not request.name:
@@ -140,10 +187,15 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
             if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
                 held.enter_context(RunLock(run_dir))
                 check_fresh(run_dir)
-        if info.is_main:
-            on_start(run_dir, cfg)
-        result = loop.run_training(cfg, run_dir, resume=bool(request.resume), device=request.device,
-                                   time_limit_s=request.time_limit_s, show_progress=request.show_progress)
+        try:
+            if info.is_main:
+                on_start(run_dir, cfg)
+            result = loop.run_training(cfg, run_dir, resume=bool(request.resume), device=request.device,
+                                       time_limit_s=request.time_limit_s, show_progress=request.show_progress)
+        except BaseException:
+            if not request.resume and info.is_main:  # a start that failed does not keep the name taken
+                discard_unstarted(run_dir)
+            raise
     return {**result, "is_main": info.is_main}
 
 
@@ -156,8 +208,17 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
         raise LiverctlError(
             f"--resume {request.resume}: that run was made by preset '{cfg.get('preset')}', not '{request.preset}'"
         )
+    if request.name and request.name != run_dir.name:
+        raise LiverctlError(f"--resume {request.resume} continues the run '{run_dir.name}'; --name cannot rename it")
     if request.has_overrides:
-        cfg = apply_overrides(cfg, request.sets, request.values)
+        saved, cfg = cfg, apply_overrides(cfg, request.sets, request.values)
+        for key in FIXED_ON_RESUME:
+            section, name = key.split(".")
+            if cfg[section][name] != saved[section][name]:
+                raise LiverctlError(
+                    f"--resume {request.resume}: {key} cannot change on resume (the checkpoint was trained with "
+                    f"{saved[section][name]!r}, not {cfg[section][name]!r}); start a new run for that"
+                )
     done = (read_sidecar(run_dir, "last") or {}).get("epoch")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
     if done >= cfg["train"]["epochs"]:

@@ -242,3 +242,20 @@ def test_figure_target_is_judged_on_the_ratio_in_its_direction():
     assert missing.ratio is None and missing.target_met is None and missing.verdict == "not measured: failed: X"
     untargeted = Figure("k", "w", "s", "baseline", False, liverctl=1.0, baseline=2.0).settle()
     assert untargeted.verdict is None and untargeted.target_met is None
+
+
+def test_bench_refuses_a_json_path_it_cannot_write_before_measuring(tmp_path, monkeypatch):
+    """A --json naming a folder failed only after the whole benchmark had run, and its figures were lost."""
+    import liverctl.bench.run
+
+    def never(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(liverctl.bench.run, "run_bench", never)
+    result = CliRunner().invoke(app, ["bench", "--quick", "--workdir", str(tmp_path / "work"), "--json", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "is a folder; --json takes a file name, e.g. bench.json" in result.stderr
+    assert "Traceback" not in result.output
+    monkeypatch.undo()
+    result = CliRunner().invoke(app, ["bench", "--quick", "--size", "0", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "--size 0: must be a positive multiple of 32" in result.stderr

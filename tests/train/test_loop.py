@@ -73,3 +73,19 @@ def test_a_skip_changes_nothing_and_an_abort_raises(tmp_path):
     with pytest.raises(NaNAbort, match="1 rollbacks did not help"):
         loop.on_non_finite(ABORT, "loss", float("nan"))
     assert [e["action"] for e in loop.events.emitted] == [SKIP, ABORT]
+
+
+def test_a_run_whose_set_up_fails_writes_no_run_end(tmp_path):
+    """A resume whose set-up failed appended run_end "failed" to the run's log, so an interrupted run read as
+    failed (`runs`, `watch`); the run never started, and the command's one line says why."""
+    from liverctl.errors import LiverctlError
+    from liverctl.runs.events import read_events
+    from liverctl.train.loop import run_training
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "events.jsonl").write_text('{"v": 1, "seq": 0, "kind": "run_end", "status": "interrupted"}\n')
+    cfg = resolve_config("demo", {"data.store": str(tmp_path / "gone.zarr")})
+    with pytest.raises(LiverctlError, match="no store here"):
+        run_training(cfg, run_dir, device="cpu", show_progress=False)
+    assert [e["status"] for e in read_events(run_dir / "events.jsonl")] == ["interrupted"]

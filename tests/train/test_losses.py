@@ -126,3 +126,18 @@ def test_parse_and_unknown_names():
         parse_loss_name("0.5*bce + 0.5*dize")
     with pytest.raises(LiverctlError, match="bad weight"):
         parse_loss_name("half*bce")
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("-1*bce", "weight '-1' in '-1[*]bce' must be a finite number >= 0"),  # training would maximise the BCE
+        ("nan*bce + dice", "weight 'nan' .* must be a finite number >= 0"),
+        ("1e400*bce", "weight '1e400' .* must be a finite number >= 0"),
+        ("0*bce + 0*dice", "the weights in '0[*]bce [+] 0[*]dice' are all 0"),  # a loss of 0 trains nothing
+    ],
+)
+def test_weights_that_cannot_train_are_refused(name, words):
+    with pytest.raises(LiverctlError, match=words):
+        parse_loss_name(name)
+    assert parse_loss_name("0*bce + 1*dice") == [(0.0, "bce"), (1.0, "dice")]

@@ -18,10 +18,10 @@ from liverctl.train.start import TrainRequest, resumed_config, train_run
 TINY = ("data.input_size=64", "train.steps_per_epoch=1", "train.batch_size=2")
 
 
-def _fake_run(tmp_path: Path, *, epochs_done: int, epochs: int = 2) -> Path:
+def _fake_run(tmp_path: Path, *, epochs_done: int, epochs: int = 2, store: Path | None = None) -> Path:
     """A run folder as training leaves it: config.toml and checkpoints/last.pt + last.json."""
     run_dir = tmp_path / "r"
-    cfg = resolve_config("demo", [f"train.epochs={epochs}", "data.input_size=64"])
+    cfg = resolve_config("demo", [f"train.epochs={epochs}", *TINY], {"data.store": str(store)} if store else {})
     run_dir.mkdir()
     write_config(cfg, run_dir / "config.toml")
     last = checkpoint_path(run_dir, "last")
@@ -63,8 +63,8 @@ def test_resume_refuses_another_preset_and_a_finished_run(tmp_path):
         resumed_config(TrainRequest(resume="r", runs_dir=tmp_path, sets=("train.epoch=9",)), run_dir)
 
 
-def test_a_resumed_run_trains_under_its_lock_from_its_last_checkpoint(tmp_path, fake_training):
-    _fake_run(tmp_path, epochs_done=1)
+def test_a_resumed_run_trains_under_its_lock_from_its_last_checkpoint(tiny_store, tmp_path, fake_training):
+    _fake_run(tmp_path, epochs_done=1, store=tiny_store)
     started = []
     result = train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", time_limit_s=60.0, show_progress=False),
                        on_start=lambda run_dir, cfg: started.append(run_dir))
@@ -116,3 +116,104 @@ def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_
     (call,) = fake_training
     assert call["run_dir"] == runs / "ddp" and not call["locked"]  # rank 0 makes and locks the folder
     assert not started and not result["is_main"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # each of these failed only in the loop's set-up, after the run folder was made and had taken the name
+        ({"device": "garbage"}, "--device must be auto, cpu, cuda or mps, got 'garbage'"),
+        ({"sets": ("loss.name=garbage",)}, "loss.name: unknown loss 'garbage'"),
+        ({"sets": ("optim.scheduler=cosin",)}, "optim.scheduler: unknown 'cosin'"),
+        ({"sets": ("infer.tta=hflipp",)}, "infer.tta: unknown TTA mode 'hflipp'"),
+        ({"sets": ("post.mode=largestt",)}, "post.mode: unknown post-processing 'largestt'"),
+        ({"sets": ("train.batch_size=500", "train.steps_per_epoch=0")}, "train.batch_size 500 is larger than the"),
+    ],
+)
+def test_what_set_up_would_refuse_is_refused_before_any_folder_exists(tiny_store, tmp_path, fake_training,
+                                                                       change, words):
+    runs = tmp_path / "runs"
+    request = TrainRequest(preset="demo", sets=(*TINY, *change.get("sets", ())), values={"data.store": str(tiny_store)},
+                           device=change.get("device", "cpu"), name="n", runs_dir=runs)
+    with pytest.raises(LiverctlError, match=words):
+        train_run(request)
+    assert not runs.exists() and not fake_training
+
+
+def test_a_new_run_that_fails_before_it_starts_leaves_its_name_free(tiny_store, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    request = TrainRequest(preset="demo", sets=TINY, values={"data.store": str(tiny_store)}, name="n", runs_dir=runs)
+
+    def failing_set_up(cfg, run_dir, **kwargs):  # what the loop leaves when its set-up fails: run_end alone
+        (Path(run_dir) / "events.jsonl").write_text('{"kind": "run_end", "status": "failed"}\n')
+        raise LiverctlError("the set-up failed")
+
+    monkeypatch.setattr(loop, "run_training", failing_set_up)
+    with pytest.raises(LiverctlError, match="the set-up failed"):
+        train_run(request)
+    assert [p.name for p in (runs / "n").iterdir()] == [".lock"]  # free: check_fresh takes it
+    with pytest.raises(LiverctlError, match="the set-up failed"):  # not "run 'n' already exists"
+        train_run(request)
+
+    def failing_run(cfg, run_dir, **kwargs):  # a run that started (config.toml) keeps its record
+        write_config(cfg, Path(run_dir) / "config.toml")
+        (Path(run_dir) / "events.jsonl").write_text('{"kind": "run_start"}\n{"kind": "run_end"}\n')
+        raise LiverctlError("the first step failed")
+
+    monkeypatch.setattr(loop, "run_training", failing_run)
+    with pytest.raises(LiverctlError, match="the first step failed"):
+        train_run(request)
+    assert sorted(p.name for p in (runs / "n").iterdir()) == [".lock", "config.toml", "events.jsonl"]
+
+
+def test_a_model_too_large_to_build_is_one_line_before_any_folder_exists(tiny_store, tmp_path, fake_training):
+    # 2 * 10**8 + 1 input channels: smp's first convolution asks the CPU for terabytes (a RuntimeError traceback)
+    runs = tmp_path / "runs"
+    with pytest.raises(LiverctlError, match=r"cannot be built for 200000001 input channels \(data.context=100000000\)"):
+        train_run(TrainRequest(preset="demo", sets=(*TINY, "data.context=100000000"),
+                               values={"data.store": str(tiny_store)}, device="cpu", runs_dir=runs))
+    assert not runs.exists() and not fake_training
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("model.encoder=resnet34", "model.encoder cannot change on resume .*'resnet18', not 'resnet34'"),
+        ("data.context=2", "data.context cannot change on resume .*1, not 2"),
+        ("model.decoder_channels=[16, 16, 8, 8, 8]", "model.decoder_channels cannot change on resume"),
+        # AdamW's state loaded into SGD without complaint, then the next step died in a KeyError after
+        # config.toml had been rewritten with sgd: every later resume of the run failed the same way
+        ("optim.name=sgd", "optim.name cannot change on resume .*'adamw', not 'sgd'"),
+    ],
+)
+def test_resume_refuses_a_change_its_checkpoint_cannot_follow(tmp_path, override, words):
+    run_dir = _fake_run(tmp_path, epochs_done=1)
+    with pytest.raises(LiverctlError, match=words):
+        resumed_config(TrainRequest(resume="r", runs_dir=tmp_path, sets=(override,)), run_dir)
+    cfg = resumed_config(TrainRequest(resume="r", runs_dir=tmp_path, sets=("optim.lr=3e-4", "data.input_size=128")),
+                         run_dir)  # what the checkpoint does not fix may change
+    assert cfg["optim"]["lr"] == 3e-4 and cfg["data"]["input_size"] == 128
+
+
+def test_resume_refuses_a_new_name(tmp_path):
+    run_dir = _fake_run(tmp_path, epochs_done=1)
+    with pytest.raises(LiverctlError, match="--resume r continues the run 'r'; --name cannot rename it"):
+        resumed_config(TrainRequest(resume="r", name="other", runs_dir=tmp_path), run_dir)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [({"device": "garbage"}, "--device must be"), ({"values": {"data.store": "/nowhere/liver.zarr"}}, "no store here"),
+     ({"sets": ("loss.name=dicee",)}, "unknown loss 'dicee'")],
+)
+def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(tiny_store, tmp_path, fake_training, change, words):
+    # these failed in the loop's set-up, which appended a run_end "failed" to an interrupted run's log
+    run_dir = _fake_run(tmp_path, epochs_done=1, store=tiny_store)
+    before = sorted((p.name, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file())
+    request = TrainRequest(resume="r", runs_dir=tmp_path, device=change.get("device", "cpu"),
+                           sets=change.get("sets", ()), values=change.get("values", {}))
+    with pytest.raises(LiverctlError, match=words):
+        train_run(request)
+    assert not fake_training
+    assert sorted((p.name, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock") == [
+        x for x in before if x[0] != ".lock"]

@@ -271,6 +271,9 @@ def test_parse_duration():
     assert parse_duration("90") == 90
     with pytest.raises(LiverctlError, match="time-limit"):
         parse_duration("soon")
+    for zero in ("0", "0h", "0m0s"):  # read, but no time: "cannot read '0'" was not the problem
+        with pytest.raises(LiverctlError, match=f"--time-limit {zero}: give a time longer than 0"):
+            parse_duration(zero)
 
 
 runner = CliRunner()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -93,9 +94,13 @@ def parse_loss_name(text: str) -> list[tuple[float, str]]:
                 weight = float(w)
             except ValueError:
                 raise LiverctlError(f"loss.name: bad weight '{w}' in '{text}'") from None
+            if not (math.isfinite(weight) and weight >= 0):  # a negative weight makes training maximise that term
+                raise LiverctlError(f"loss.name: weight '{w}' in '{text}' must be a finite number >= 0")
         if part not in LOSSES:
             raise LiverctlError(f"loss.name: unknown loss '{part}'; valid losses: {', '.join(LOSSES)}")
         terms.append((weight, part))
+    if not any(weight > 0 for weight, _ in terms):  # a loss that is always 0 trains nothing
+        raise LiverctlError(f"loss.name: the weights in '{text}' are all 0; give at least one a positive weight")
     return terms
 
 
