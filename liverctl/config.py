@@ -194,6 +194,24 @@ def _override_items(group: Overrides) -> Iterator[tuple[str, Any, str]]:
         yield f"{section}.{key}", value, f"--set {text}"
 
 
+def check_threshold(value: Any, name: str = "infer.threshold") -> float:
+    """A probability threshold as float, strictly between 0 and 1, else LiverctlError starting with `name`.
+
+    A mask is `probability >= threshold`: at 0 or below every pixel is liver, at 1 or above (or NaN)
+    none is, and a submission of such masks is still a valid CSV.
+    """
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError, OverflowError):
+        threshold = math.nan
+    if not 0.0 < threshold < 1.0:
+        raise LiverctlError(
+            f"{name} {value!r:.40}: a probability threshold must lie between 0 and 1 (exclusive), e.g. 0.5; "
+            "masks are probability >= threshold"
+        )
+    return threshold
+
+
 def validate(cfg: dict) -> None:
     """Cross-key checks that the type check cannot do."""
     data, optim, train = cfg["data"], cfg["optim"], cfg["train"]
@@ -214,6 +232,7 @@ def validate(cfg: dict) -> None:
         raise LiverctlError("optim.lr, train.epochs and train.batch_size must be positive")
     if train["amp"] not in ("auto", "bf16", "fp16", "off"):
         raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
+    check_threshold(cfg["infer"]["threshold"])
 
 
 def in_channels(cfg: dict) -> int:
