@@ -104,8 +104,16 @@ def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tupl
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
+# plotext scales and rounds what it draws (a value times 10**8 among others): a finite value much beyond
+# this overflows to infinity there and plotext raises. No loss, Dice, rate or time a trainer writes comes near.
+PLOTTABLE = 1e100
+
+
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+    """The (x, y) points that can be drawn: both known and within +-PLOTTABLE (an absurd value in someone's
+    events.jsonl, such as 1e308, stays in the epoch table but not on the chart)."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True)
+             if x is not None and y is not None and abs(x) <= PLOTTABLE and abs(y) <= PLOTTABLE]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -217,7 +225,7 @@ def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
         spec.series.append(
             Series("val" if single else None, vx, vy, "orange+" if single else color, scatter=True, marker="●")
         )
-        highs += [y for y in raw if y is not None] + vy
+        highs += _finite_pairs(xs, raw)[1] + vy
     _nan_marks(spec, runs, axis, max(highs) if highs else 1.0)
     return spec
 
