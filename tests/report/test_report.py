@@ -79,6 +79,20 @@ def test_run_with_no_events_and_damaged_log_renders(tmp_path):
     assert "no events.jsonl" in page and "no checkpoint" in page
 
 
+def test_an_unreadable_event_log_is_a_problem_of_its_run_not_the_end_of_the_report(two_runs, tmp_path):
+    """A folder where events.jsonl should be ended `report` in an IsADirectoryError traceback (`runs` already
+    said "events.jsonl unreadable"); now that run's line says so and the other runs are reported."""
+    broken = make_run(tmp_path / "runs", "broken", checkpoint=False)
+    (broken / "events.jsonl").unlink()
+    (broken / "events.jsonl").mkdir()
+    result = CliRunner().invoke(app, ["report", "a-v3", "broken", "b-focal", "--runs-dir", str(tmp_path / "runs"),
+                                 "--out", str(tmp_path / "out"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "events.jsonl unreadable" in page and "a-v3" in page and "b-focal" in page
+    assert png_size(tmp_path / "out" / "curves.png") == CURVES_PX
+
+
 def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
     out = tmp_path / "r"
     write_report([two_runs[0]], out, overlays=False)
