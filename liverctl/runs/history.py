@@ -37,6 +37,17 @@ def finite(value: Any) -> float | None:
         return None
 
 
+# A run's figures (losses, Dice, rates, seconds) never come near this; beyond it a value in someone's log is
+# absurd, and chart libraries overflow scaling it (plotext raises, matplotlib warns and squashes the curve).
+PLOTTABLE = 1e100
+
+
+def plottable(value: Any) -> float | None:
+    """A finite float within +-PLOTTABLE (what `watch` and `report` draw), or None (left off the chart)."""
+    number = finite(value)
+    return number if number is not None and abs(number) <= PLOTTABLE else None
+
+
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

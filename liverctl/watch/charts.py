@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from liverctl.runs.history import plottable
 from liverctl.watch.state import RunState
 
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
@@ -104,16 +105,10 @@ def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tupl
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-# plotext scales and rounds what it draws (a value times 10**8 among others): a finite value much beyond
-# this overflows to infinity there and plotext raises. No loss, Dice, rate or time a trainer writes comes near.
-PLOTTABLE = 1e100
-
-
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
-    """The (x, y) points that can be drawn: both known and within +-PLOTTABLE (an absurd value in someone's
-    events.jsonl, such as 1e308, stays in the epoch table but not on the chart)."""
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True)
-             if x is not None and y is not None and abs(x) <= PLOTTABLE and abs(y) <= PLOTTABLE]
+    """The (x, y) points that can be drawn (`liverctl.runs.history.plottable`: an absurd value in someone's
+    events.jsonl, such as 1e308, on which plotext overflows, stays in the epoch table but not on the chart)."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if plottable(x) is not None and plottable(y) is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
