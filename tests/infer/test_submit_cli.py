@@ -210,6 +210,25 @@ def test_submit_rejects_weights_that_do_not_fit_the_config(template_runs, tmp_pa
     assert not out.exists()
 
 
+def test_weights_with_a_key_missing_or_extra_name_it(template_runs, tmp_path):
+    """torch's first line ("Error(s) in loading state_dict for Unet:") was all the message said."""
+    from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "s.csv"
+    for name, edit, expected in (
+        ("missing", lambda m: m.pop("segmentation_head.0.bias"), 'Missing key(s) in state_dict: "segmentation_head.0.bias"'),
+        ("extra", lambda m: m.update(bogus=m["segmentation_head.0.bias"]), 'Unexpected key(s) in state_dict: "bogus"'),
+    ):
+        run = copy_run(template_runs["c1"], tmp_path, name)
+        state = load_checkpoint(run / "checkpoints" / "best.pt")
+        edit(state["model"])
+        state.pop("format")
+        save_checkpoint(run, "best", state)
+        result = _invoke("submit", "--run", run, "--out", out)
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
     labels = tiny_dataset / "test_labels"
     sub = tmp_path / "bad.csv"
