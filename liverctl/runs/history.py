@@ -139,7 +139,8 @@ def run_status(history: RunHistory, writer_alive: bool | None) -> str:
     """The run's status (the module docstring's rule). `writer_alive` None: not known (events fed
     without their folder): a log without run_end then reads as running."""
     if history.run_end is not None:
-        return str(history.run_end.get("status") or "unknown")
+        status = history.run_end.get("status")  # anyone's text: a table or a list is no status
+        return status if isinstance(status, str) and status.strip() else "unknown"
     if writer_alive or (writer_alive is None and history.n_events):
         return "running"
     return "interrupted" if history.n_events else "unknown"
