@@ -223,7 +223,6 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.nan_skip_limit": (1, None, False, False),
     "train.nan_max_rollbacks": (0, None, False, False),
     "train.nan_lr_factor": (0, 1, True, False),
-    "infer.threshold": (0, 1, True, True),
     "infer.batch_size": (1, None, False, False),
     "infer.cpu_threads": (0, None, False, False),
 }
@@ -247,6 +246,24 @@ def _check_range(cfg: dict, key: str) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_threshold(value: Any, name: str = "infer.threshold") -> float:
+    """A probability threshold as float, strictly between 0 and 1, else LiverctlError starting with `name`.
+
+    A mask is `probability >= threshold`: at 0 or below every pixel is liver, at 1 or above (or NaN)
+    none is, and a submission of such masks is still a valid CSV.
+    """
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError, OverflowError):
+        threshold = math.nan
+    if not 0.0 < threshold < 1.0:
+        raise LiverctlError(
+            f"{name} {value!r:.40}: a probability threshold must lie between 0 and 1 (exclusive), e.g. 0.5; "
+            "masks are probability >= threshold"
+        )
+    return threshold
 
 
 def validate(cfg: dict) -> None:
@@ -276,6 +293,7 @@ def validate(cfg: dict) -> None:
         raise LiverctlError(f"train.inject_nan_at_steps must be a list of step numbers >= 0, got {steps!r:.80}")
     if train["amp"] not in ("auto", "bf16", "fp16", "off"):
         raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
+    check_threshold(cfg["infer"]["threshold"])
 
 
 def in_channels(cfg: dict) -> int:

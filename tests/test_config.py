@@ -176,6 +176,22 @@ def test_apply_overrides_checks_what_set_checks(overrides, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("value", [2.0, -1.0, 0.0, 1.0])
+def test_a_threshold_outside_0_1_is_refused(value):
+    """A mask is probability >= infer.threshold: 2 made every mask empty (and -1 every pixel liver) and a
+    run's validation Dice, or a submission, silently worthless."""
+    from liverctl.config import apply_overrides, check_threshold
+
+    with pytest.raises(LiverctlError, match=r"infer.threshold .*: a probability threshold must lie between 0 and 1"):
+        apply_overrides(resolve_config("demo"), {"infer.threshold": value})
+    with pytest.raises(LiverctlError, match=r"^--threshold .*between 0 and 1"):
+        check_threshold(value, "--threshold")
+    for bad in (float("nan"), "abc", None, [0.5]):
+        with pytest.raises(LiverctlError, match="between 0 and 1"):
+            check_threshold(bad)
+    assert check_threshold(0.35) == 0.35 and check_threshold("0.5") == 0.5
+
+
 def test_overrides_are_validated_once_after_every_group():
     # a value that is only valid once a later group has run is accepted, as one --set list would be
     cfg = resolve_config("demo", ["model.encoder_depth=4"], {"model.decoder_channels": [32, 16, 8, 8]})

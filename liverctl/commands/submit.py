@@ -81,18 +81,28 @@ def postprocess_command(
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
     from liverctl.errors import LiverctlError
-    from liverctl.infer.postprocess import AUTO, postprocess_nifti
+    from liverctl.infer.postprocess import AUTO, FilesNotCleaned, postprocess_nifti
 
     with guarded():
         if mode.strip().lower() == AUTO:
             raise LiverctlError("--mode auto needs a run's validation cases; use it with `liverctl submit`")
-        results = postprocess_nifti(
-            source, target, mode, liver_labels=_liver_labels(liver_labels), in_place=in_place
-        )
-        for r in results:
-            console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False,
-                          markup=False)
+        try:
+            results = postprocess_nifti(
+                source, target, mode, liver_labels=_liver_labels(liver_labels), in_place=in_place
+            )
+        except FilesNotCleaned as exc:
+            _print_cleaned(exc.results)
+            for line in exc.failures:
+                err_console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
+            raise
+        _print_cleaned(results)
         console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {esc(mode)}", highlight=False)
+
+
+def _print_cleaned(results) -> None:
+    for r in results:
+        console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False,
+                      markup=False)
 
 
 def evaluate_command(

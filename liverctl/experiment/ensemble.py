@@ -9,7 +9,13 @@ from pathlib import Path
 
 from liverctl.config import read_config
 from liverctl.errors import LiverctlError
-from liverctl.experiment.folder import check_fold_config, fold_dir, is_experiment_dir, read_summary
+from liverctl.experiment.folder import (
+    SUMMARY_FILE,
+    check_fold_config,
+    fold_dir,
+    is_experiment_dir,
+    read_summary,
+)
 from liverctl.runs.folder import CONFIG_FILE
 
 
@@ -45,5 +51,21 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike]) -> ExpandedRuns:
             check_fold_config(path, summary, fold, read_config(config), str(run))
             out.run_dirs.append(run)
         out.experiments.append(path)
-        out.decisions.append(decision)
+        out.decisions.append(usable_decision(decision, path / SUMMARY_FILE))
     return out
+
+
+def usable_decision(decision: dict, where: Path) -> dict:
+    """The decision with a threshold between 0 and 1 and a known post-processing spec (both normalised), else
+    one line naming `where`: experiment.json is anyone's file, and submit applies its decision."""
+    from liverctl.config import check_threshold
+    from liverctl.infer.postprocess import check_spec
+
+    try:
+        threshold = check_threshold(decision.get("threshold"), "out-of-fold decision threshold")
+        post = decision.get("post")
+        if not isinstance(post, str):
+            raise LiverctlError(f"out-of-fold decision post {post!r:.40} is not a post-processing spec such as 'none'")
+        return {**decision, "threshold": threshold, "post": check_spec(post)}
+    except LiverctlError as exc:
+        raise LiverctlError(f"{exc} (the file is damaged or was edited by hand)", path=where) from None

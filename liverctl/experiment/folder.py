@@ -60,8 +60,9 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
     folds = summary.get("folds")
     if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
         raise LiverctlError("experiment summary has no usable list of folds", path=path)
-    if not isinstance(summary.get("config"), dict):
-        raise LiverctlError("experiment summary has no config", path=path)
+    config = summary.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise LiverctlError("experiment summary has no config (a table with a data section)", path=path)
     summary.setdefault("fold_results", {})
     return summary
 

@@ -262,7 +262,31 @@ def postprocess_nifti(
     that is the input (the same file, or the same folder) is refused unless `in_place`.
     """
     post = parse_postprocess(spec)
-    return [_postprocess_file(src, dst, post, liver_labels) for src, dst in _file_pairs(source, target, in_place)]
+    pairs = _file_pairs(source, target, in_place)
+    if len(pairs) == 1:
+        return [_write_cleaned(*_clean_file(pairs[0][0], post, liver_labels), pairs[0])]
+    results, failures = [], []
+    for pair in pairs:
+        try:
+            cleaned = _clean_file(pair[0], post, liver_labels)
+        except LiverctlError as exc:  # this file cannot be read: the others are still cleaned (writes stop all)
+            failures.append(str(exc))
+            continue
+        results.append(_write_cleaned(*cleaned, pair))
+    if failures:
+        raise FilesNotCleaned(Path(source), results, failures)
+    return results
+
+
+class FilesNotCleaned(LiverctlError):
+    """Some files of a folder could not be read, so were not cleaned; every other file was. `results`: the
+    files cleaned; `failures`: one line per file left alone."""
+
+    def __init__(self, folder: Path, results: list[FileResult], failures: list[str]):
+        self.results, self.failures = results, failures
+        total = len(results) + len(failures)
+        super().__init__(f"{len(failures)} of {total} file(s) could not be read and were not cleaned (above); "
+                         f"the other {len(results)} were", path=folder)
 
 
 def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: bool) -> list[tuple[Path, Path]]:
@@ -303,20 +327,22 @@ def _same_path(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def _postprocess_file(
-    source: Path, target: Path, post: Postprocess, liver_labels: Sequence[int] | None
-) -> FileResult:
+def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | None):
+    """(the source image, its mask, the cleaned mask); LiverctlError naming `source` when it cannot be read."""
     from liverctl.data.nifti import read_nifti
 
     img, data = read_nifti(source)  # the header is checked before any voxel is read
     values = np.rint(data) if np.issubdtype(data.dtype, np.floating) else data
     mask = np.isin(values, list(liver_labels)) if liver_labels else values > 0
-    cleaned = post(mask)
+    return img, mask, post(mask)
+
+
+def _write_cleaned(img, mask: np.ndarray, cleaned: np.ndarray, pair: tuple[Path, Path]) -> FileResult:
     header = img.header.copy()
     # nibabel resets the scaling of a new image, so 0/1 are stored as is, in the input's data type.
     out = type(img)(cleaned.astype(img.get_data_dtype()), img.affine, header=header)
-    write_nifti_atomic(out, target)
-    return FileResult(source, target, int(mask.sum()), int(cleaned.sum()))
+    write_nifti_atomic(out, pair[1])
+    return FileResult(pair[0], pair[1], int(mask.sum()), int(cleaned.sum()))
 
 
 def write_nifti_atomic(img, target: Path, what: str = "the mask") -> None:

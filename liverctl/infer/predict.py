@@ -151,8 +151,10 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
         try:
             model, cfg = load_run_model(run_dir, which=which, device=device)
         except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
-            first = str(exc).strip().splitlines()
-            detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            # torch's first line only says "Error(s) in loading state_dict for Unet:"; what is wrong follows
+            detail = next((line for line in lines if "size mismatch" in line), lines[1] if len(lines) > 1 else
+                          lines[0] if lines else "")
             raise LiverctlError(
                 f"checkpoint weights do not fit the model its config describes ({detail[:200]})", path=run_dir
             ) from None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import csv
 import io
-import itertools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -241,13 +240,12 @@ class SubmissionWriter:
     def _self_check(self, written: Path, header: tuple[str, str]) -> None:
         """Part 2: the file as written parses as a valid submission and holds exactly the checked strings."""
         read_submission(written, self._shapes, header=header)
-        with open(written, newline="", encoding="utf-8") as fh:
-            for row in itertools.islice(csv.reader(fh), 1, None):
-                if self._rows.get(row[0]) != row[1]:
-                    raise LiverctlError(
-                        f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
-                        path=self.path,
-                    )
+        for _, row in read_csv_rows(written, "submission")[1:]:
+            if self._rows.get(row[0]) != row[1]:
+                raise LiverctlError(
+                    f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
+                    path=self.path,
+                )
 
 
 def write_submission(
@@ -385,7 +383,8 @@ def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[st
     """(1-based line, row) of every row of a CSV from someone else, or one `LiverctlError` line.
 
     The file must be UTF-8 text (a byte-order mark is allowed); anything else (another encoding,
-    binary garbage, a field beyond the csv module's size limit) is refused naming the file and where.
+    binary garbage, a row the csv module cannot parse) is refused naming the file and where. A field
+    may be as long as the file (one slice's RLE can be megabytes).
     """
     path = Path(path)
     try:
@@ -399,9 +398,14 @@ def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[st
         raise LiverctlError(f"cannot read the {what}: {exc.strerror or exc}", path=path) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[tuple[int, list[str]]] = []
+    # One slice's RLE can far exceed the csv module's default field limit (128 KiB): a noisy 512 x 512
+    # mask takes ~1.2 MB. No field can be longer than the text, which is already in memory.
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     try:
         for row in reader:
             rows.append((reader.line_num, row))
     except csv.Error as exc:
         raise LiverctlError(f"line {reader.line_num}: not a valid CSV row ({exc})", path=path) from None
+    finally:
+        csv.field_size_limit(limit)
     return rows

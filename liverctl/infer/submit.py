@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.config import check_threshold
 from liverctl.device import resolve_device
 from liverctl.errors import LiverctlError
 from liverctl.files import check_output_file
@@ -208,11 +209,15 @@ class _Notes(list):
             self.on_note(text)
 
 
-def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: str | None) -> None:
-    """What can be checked before loading anything: some run, a writable `--out`, known TTA and post names."""
+def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: str | None,
+                  threshold: float | None = None) -> None:
+    """What can be checked before loading anything: some run, a writable `--out`, known TTA and post names,
+    a threshold between 0 and 1."""
     if not run_dirs:
         raise LiverctlError("give at least one --run")
     check_out_path(out)
+    if threshold is not None:
+        check_threshold(threshold, "--threshold")
     if tta is not None:
         parse_tta(tta)
     if postprocess is not None:
@@ -322,7 +327,7 @@ def make_submission(
     """
     started = time.perf_counter()
     note = _Notes(on_note)
-    check_request(run_dirs, Path(out), tta, postprocess)
+    check_request(run_dirs, Path(out), tta, postprocess, threshold)
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)

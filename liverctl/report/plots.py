@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from liverctl.files import natural_key
 from liverctl.runs.events import iter_kind
+from liverctl.runs.history import plottable
 
 if TYPE_CHECKING:
     from liverctl.report.predictions import CaseResult
@@ -33,10 +34,9 @@ def _save(fig, path: Path) -> None:
 
 
 def _num(value: Any) -> float:
-    """A plottable number: None / non-finite -> NaN (a gap in the line)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
+    """A plottable number (`liverctl.runs.history.plottable`): None, non-finite or absurd -> NaN (a gap)."""
+    number = plottable(value)
+    return math.nan if number is None else number
 
 
 def plot_curves(data: list[RunData], path: Path) -> Path:

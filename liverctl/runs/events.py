@@ -209,14 +209,16 @@ def _shallow(obj: Any) -> bool:
 
 
 def read_events(path: str | os.PathLike) -> list[dict]:
-    """All complete events of a log (missing file: empty list; a torn last line is ignored).
+    """All complete events of a log (a torn last line is ignored).
 
-    Lines are split on "\n" only, as `EventTail` splits them (a stray "\r" in garbage is not a line end).
+    A missing or unreadable log (a folder in its place, no permission) is an empty list: `read_history`
+    says which in its problems. Lines are split on "\n" only, as `EventTail` splits them (a stray "\r" in
+    garbage is not a line end).
     """
     try:
         with open(path, "rb") as fh:
             text = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
+    except OSError:
         return []
     return [e for e in (parse_line(line) for line in text.split("\n")) if e is not None]
 

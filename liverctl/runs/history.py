@@ -37,6 +37,17 @@ def finite(value: Any) -> float | None:
         return None
 
 
+# A run's figures (losses, Dice, rates, seconds) never come near this; beyond it a value in someone's log is
+# absurd, and chart libraries overflow scaling it (plotext raises, matplotlib warns and squashes the curve).
+PLOTTABLE = 1e100
+
+
+def plottable(value: Any) -> float | None:
+    """A finite float within +-PLOTTABLE (what `watch` and `report` draw), or None (left off the chart)."""
+    number = finite(value)
+    return number if number is not None and abs(number) <= PLOTTABLE else None
+
+
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -128,7 +139,8 @@ def run_status(history: RunHistory, writer_alive: bool | None) -> str:
     """The run's status (the module docstring's rule). `writer_alive` None: not known (events fed
     without their folder): a log without run_end then reads as running."""
     if history.run_end is not None:
-        return str(history.run_end.get("status") or "unknown")
+        status = history.run_end.get("status")  # anyone's text: a table or a list is no status
+        return status if isinstance(status, str) and status.strip() else "unknown"
     if writer_alive or (writer_alive is None and history.n_events):
         return "running"
     return "interrupted" if history.n_events else "unknown"

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from liverctl.runs.history import plottable
 from liverctl.watch.state import RunState
 
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
@@ -105,7 +106,9 @@ def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tupl
 
 
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+    """The (x, y) points that can be drawn (`liverctl.runs.history.plottable`: an absurd value in someone's
+    events.jsonl, such as 1e308, on which plotext overflows, stays in the epoch table but not on the chart)."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if plottable(x) is not None and plottable(y) is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -217,7 +220,7 @@ def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
         spec.series.append(
             Series("val" if single else None, vx, vy, "orange+" if single else color, scatter=True, marker="●")
         )
-        highs += [y for y in raw if y is not None] + vy
+        highs += _finite_pairs(xs, raw)[1] + vy
     _nan_marks(spec, runs, axis, max(highs) if highs else 1.0)
     return spec
 

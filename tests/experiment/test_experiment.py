@@ -194,6 +194,43 @@ def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
         folder.read_summary(exp)
 
 
+@pytest.mark.parametrize(
+    ("decision", "message"),
+    [
+        ({"threshold": "abc", "post": "none"}, "out-of-fold decision threshold 'abc': a probability threshold"),
+        ({"post": "none"}, "out-of-fold decision threshold None: a probability threshold"),
+        ({"threshold": [0.5], "post": "none"}, "out-of-fold decision threshold [0.5]: a probability threshold"),
+        ({"threshold": 5, "post": "none"}, "out-of-fold decision threshold 5: a probability threshold"),
+        ({"threshold": 0.5, "post": 7}, "out-of-fold decision post 7 is not a post-processing spec"),
+        ({"threshold": 0.5, "post": "explode"}, "unknown post-processing 'explode'"),
+    ],
+)
+def test_a_damaged_decision_is_one_line_naming_experiment_json(tmp_path, decision, message):
+    """submit applies an experiment's decision: a threshold of text, a list or none at all ended in a
+    traceback (ValueError, TypeError, KeyError), and a threshold of 5 wrote a CSV of empty masks."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary["decision"] = decision
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        expand_runs([exp])
+    text = str(info.value)
+    assert text.startswith(f"{exp / folder.SUMMARY_FILE}: ") and message in text and "\n" not in text
+
+
+def test_an_experiment_config_without_a_data_section_is_one_line(tmp_path):
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    for damaged in ({k: v for k, v in summary["config"].items() if k != "data"}, {**summary["config"], "data": "x"}):
+        folder.write_summary(exp, {**summary, "config": damaged})
+        with pytest.raises(LiverctlError, match="experiment summary has no config"):
+            expand_runs([exp])
+
+
 def test_watch_follows_the_running_fold_and_lists_finished_ones(tmp_path):
     exp = _experiment(tmp_path, status="running")
     summary = folder.read_summary(exp)

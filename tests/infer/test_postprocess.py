@@ -9,6 +9,7 @@ import pytest
 from liverctl.errors import LiverctlError
 from liverctl.infer.postprocess import (
     AutoSelector,
+    FilesNotCleaned,
     choose_postprocess,
     parse_postprocess,
     postprocess_nifti,
@@ -161,6 +162,34 @@ def test_folder_mode_and_bad_paths(tmp_path):
         postprocess_nifti(src_dir, src_dir, "largest")
     with pytest.raises(LiverctlError, match="must end in .nii"):
         postprocess_nifti(src_dir / "a.nii.gz", tmp_path / "out.txt", "largest")
+
+
+def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
+    """The first unreadable file (here b.nii.gz, 2D) stopped the folder: a.nii.gz cleaned, c and d not, and
+    only b named, so the output folder held a part of the masks with nothing saying which; now every readable
+    file is cleaned, each unreadable one gets its own line, and the exit status is 2."""
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    vol = _two_blobs().astype(np.uint8)
+    for name in ("a.nii.gz", "c.nii.gz", "d.nii"):
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src_dir / name))
+    nib.save(nib.Nifti1Image(vol[..., 0], np.eye(4)), str(src_dir / "b.nii.gz"))
+    (src_dir / "e.nii.gz").write_bytes(b"not a NIfTI")
+    out = tmp_path / "out"
+    result = _cli(src_dir, out)
+    assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "c.nii.gz", "d.nii"]
+    assert all(int(np.asanyarray(nib.load(str(p)).dataobj).sum()) == 216 for p in out.iterdir())
+    assert f"{src_dir / 'b.nii.gz'}: is 2D" in result.stderr and f"{src_dir / 'e.nii.gz'}: cannot be read" in result.stderr
+    (line,) = _error_lines(result)
+    assert line == f"error: {src_dir}: 2 of 5 file(s) could not be read and were not cleaned (above); the other 3 were"
+    assert "c.nii.gz -> " in result.stdout
+    with pytest.raises(FilesNotCleaned) as info:  # the library says the same
+        postprocess_nifti(src_dir, tmp_path / "out2", "largest")
+    assert [r.source.name for r in info.value.results] == ["a.nii.gz", "c.nii.gz", "d.nii"]
+    single = _cli(src_dir / "b.nii.gz", tmp_path / "b.nii.gz")  # one file: its own error, as before
+    assert single.exit_code == 2 and _error_lines(single) == [f"error: {src_dir / 'b.nii.gz'}: is 2D with shape "
+                                                              "(20, 20); expected a 3D volume (x, y, slices)"]
 
 
 def test_fill_matches_scipy_binary_fill_holes():

@@ -213,8 +213,20 @@ def test_binary_garbage_and_an_oversized_field_are_one_line(tmp_path):
         read_submission(garbage, _shapes(masks))
     huge_field = tmp_path / "huge.csv"
     huge_field.write_text('id,rle\n7_0,"' + "1 " * 100_000 + "\n")  # an unclosed quote swallows the file
-    with pytest.raises(LiverctlError, match=r"line \d+: not a valid CSV row \(field larger than field limit"):
+    with pytest.raises(MalformedSubmission) as info:
         read_submission(huge_field, _shapes(masks))
+    assert str(info.value).startswith(f"{huge_field}: malformed submission") and "\n" not in str(info.value)
+
+
+def test_a_noisy_full_size_mask_is_written_and_read_back(tmp_path):
+    """One 512 x 512 slice of a noisy mask is ~1.2 MB of RLE, beyond the csv module's default field limit
+    (128 KiB): the writer's self-check refused its own valid CSV, naming its temporary file."""
+    mask = np.random.default_rng(0).random((512, 512, 2)) < 0.5
+    out = tmp_path / "noisy.csv"
+    summary = write_submission(out, [("c1", mask)])
+    assert summary.rows == 2 and max(len(line) for line in out.read_text().splitlines()) > 131_072
+    assert np.array_equal(read_submission(out, {"c1": mask.shape}).volume("c1"), mask)
+    assert read_sample(out).ids == ["c1_0", "c1_1"]
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):

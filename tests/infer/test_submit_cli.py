@@ -162,6 +162,25 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
     assert not out.exists()
 
 
+def test_a_threshold_outside_0_1_is_refused_before_any_prediction(template_runs, tmp_path, monkeypatch):
+    """--threshold 2 (or nan, or -1) wrote a CSV of all-empty (all-full) masks and exited 0; so did a
+    checkpoint whose config says infer.threshold = 7."""
+    from liverctl.infer import submit
+
+    monkeypatch.setattr(submit, "load_run_models", lambda *a, **k: pytest.fail("loaded a model"))
+    out = tmp_path / "s.csv"
+    for value in ("2", "nan", "-1", "0", "1"):
+        result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--threshold", value)
+        assert result.exit_code == 2, result.output
+        assert "--threshold" in result.output and "between 0 and 1" in result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    monkeypatch.undo()
+    run = _edit_config(copy_run(template_runs["c1"], tmp_path, "t7"), ("infer", "threshold", 7.0))
+    result = _invoke("submit", "--run", run, "--out", out)
+    assert result.exit_code == 2 and "infer.threshold 7.0: a probability threshold" in result.output
+    assert str(run / "checkpoints" / "best.pt") in result.output and not out.exists()
+
+
 def test_submit_store_without_test_cases(real_store, template_runs, tmp_path):
     out = tmp_path / "sub.csv"
     result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--store", real_store)
@@ -189,6 +208,25 @@ def test_submit_rejects_weights_that_do_not_fit_the_config(template_runs, tmp_pa
     assert "checkpoint weights do not fit the model its config describes" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_weights_with_a_key_missing_or_extra_name_it(template_runs, tmp_path):
+    """torch's first line ("Error(s) in loading state_dict for Unet:") was all the message said."""
+    from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "s.csv"
+    for name, edit, expected in (
+        ("missing", lambda m: m.pop("segmentation_head.0.bias"), 'Missing key(s) in state_dict: "segmentation_head.0.bias"'),
+        ("extra", lambda m: m.update(bogus=m["segmentation_head.0.bias"]), 'Unexpected key(s) in state_dict: "bogus"'),
+    ):
+        run = copy_run(template_runs["c1"], tmp_path, name)
+        state = load_checkpoint(run / "checkpoints" / "best.pt")
+        edit(state["model"])
+        state.pop("format")
+        save_checkpoint(run, "best", state)
+        result = _invoke("submit", "--run", run, "--out", out)
+        assert result.exit_code == 2 and expected in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):

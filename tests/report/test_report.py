@@ -79,6 +79,40 @@ def test_run_with_no_events_and_damaged_log_renders(tmp_path):
     assert "no events.jsonl" in page and "no checkpoint" in page
 
 
+def test_an_unreadable_event_log_is_a_problem_of_its_run_not_the_end_of_the_report(two_runs, tmp_path):
+    """A folder where events.jsonl should be ended `report` in an IsADirectoryError traceback (`runs` already
+    said "events.jsonl unreadable"); now that run's line says so and the other runs are reported."""
+    broken = make_run(tmp_path / "runs", "broken", checkpoint=False)
+    (broken / "events.jsonl").unlink()
+    (broken / "events.jsonl").mkdir()
+    result = CliRunner().invoke(app, ["report", "a-v3", "broken", "b-focal", "--runs-dir", str(tmp_path / "runs"),
+                                 "--out", str(tmp_path / "out"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "events.jsonl unreadable" in page and "a-v3" in page and "b-focal" in page
+    assert png_size(tmp_path / "out" / "curves.png") == CURVES_PX
+
+
+def test_absurd_numbers_in_a_log_are_left_off_the_curves(tmp_path):
+    """A loss and a Dice of 1e308 in someone's events.jsonl made matplotlib overflow (a RuntimeWarning on the
+    terminal, every other point squashed onto the axis); they are gaps now, as in `watch`."""
+    import warnings
+
+    from watch_fixtures import EventScript
+
+    s = EventScript("absurd")
+    s.start(epochs=2)
+    for step in range(1, 5):
+        s.add("step", after=1, epoch=0, step=step, loss=1e308 if step == 2 else 0.5, lr=1e-3)
+    s.epoch(0, step=4, volume_dice=1e308, val_loss=-1e308, is_best=True)
+    s.epoch(1, step=4, volume_dice=0.6, is_best=True)
+    run = s.write(tmp_path / "runs" / "absurd" / "events.jsonl").parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = write_report([run], tmp_path / "out", overlays=False)
+    assert png_size(result.out_dir / "curves.png") == CURVES_PX
+
+
 def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
     out = tmp_path / "r"
     write_report([two_runs[0]], out, overlays=False)

@@ -48,6 +48,10 @@ def test_without_is_best_the_first_highest_finite_dice_is_best():
     ([{"kind": "run_start"}, {"kind": "run_end", "status": "time_limit"}, {"kind": "run_start"}], False,
      "interrupted"),  # the resumed segment has no run_end of its own
     ([], False, "unknown"),
+    # a hand-made run_end: a table was shown as "{'x': 1}" by runs and watch
+    ([{"kind": "run_start"}, {"kind": "run_end", "status": {"x": 1}}], False, "unknown"),
+    ([{"kind": "run_start"}, {"kind": "run_end", "status": ["failed"]}], False, "unknown"),
+    ([{"kind": "run_start"}, {"kind": "run_end", "status": 7}], False, "unknown"),
 ])
 def test_status_rule(events, writer, want):
     assert run_status(_fold(*events), writer) == want

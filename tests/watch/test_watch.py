@@ -18,6 +18,7 @@ from liverctl.runs.folder import RunLock
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.charts import (
     ChartSettings,
+    all_charts,
     dice_chart,
     ema,
     loss_chart,
@@ -405,6 +406,32 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 
 
+def absurd_run() -> EventScript:
+    """A log from someone else with finite but absurd numbers (1e308) in a loss, a Dice, a rate and a NaN
+    report's step loss; every other value ordinary."""
+    s = EventScript("absurd")
+    s.start(epochs=3)
+    for step in range(1, 6):
+        s.add("step", after=1, epoch=0, step=step, loss=1e308 if step == 3 else 0.5, lr=1e308 if step == 4 else 1e-3,
+              samples_per_s=-1e308 if step == 2 else 10.0)
+    s.add("step", after=1, epoch=0, step=6, loss=None, lr=1e-3, samples_per_s=10.0)  # null: a NaN mark
+    s.epoch(0, step=6, seconds=60, volume_dice=1e308, val_loss=-1e308, is_best=True)
+    s.epoch(1, step=6, seconds=60, volume_dice=0.6, is_best=True)
+    return s
+
+
+def test_charts_of_absurd_numbers_draw_the_rest():
+    """plotext overflowed on 1e308 (OverflowError: cannot convert float infinity to integer), a traceback in
+    `watch --plot` and the TUI; such points are now left off the chart, the others drawn."""
+    state = fold(absurd_run().lines)
+    for settings in (ChartSettings(), ChartSettings(x_axis="time")):
+        for name, spec in all_charts([state], settings).items():
+            text = render_text(spec, 80, 20, color=False)
+            assert len(text.splitlines()) == 20, name
+            assert all(abs(y) <= 1e100 for s in spec.series for y in s.ys), name
+    assert loss_chart([state], ChartSettings()).series[0].ys == [0.5] * 4
+
+
 # ---- the app, headless ---------------------------------------------------------------------------------
 
 
@@ -539,6 +566,20 @@ async def test_app_copes_with_torn_lines_unknown_kinds_missing_file_and_deletion
         shutil.rmtree(run)
         await settle(pilot, lambda: "run folder deleted" in header_plain(app))
         assert app.is_running and row_keys(table) == ["0"]
+
+
+async def test_app_keeps_running_over_absurd_numbers(tmp_path):
+    run = tmp_path / "runs" / "absurd"
+    s = absurd_run()
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(EpochTable)
+        await settle(pilot, lambda: row_keys(table) == ["0", "1"])
+        for key in "xtsx":  # time axis, the other view, smoothing: every chart drawn again
+            await pilot.press(key)
+            await pilot.pause(POLL_S * 2)
+        assert app.is_running
 
 
 async def test_app_switches_runs_with_keys_and_picker(tmp_path):
