@@ -42,7 +42,7 @@ def test_a_file_name_with_brackets_keeps_them(tmp_path):
 def test_a_config_hint_in_brackets_survives():
     result = _invoke("presets", "show", "demo", "--set", "data.window=[5, 1]")
     assert result.exit_code == 2
-    assert result.output.strip() == "error: data.window must be [low, high] with low < high, got [5, 1]"
+    assert result.output.strip() == "error: data.window must be [low, high] in HU with low < high, got [5, 1]"
 
 
 @pytest.mark.parametrize("text", ["[bold]x[/]", "a[/]b", "x\\", ":fire: [red]", "[link=file:///etc]y"])

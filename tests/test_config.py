@@ -235,8 +235,6 @@ def test_in_channels_is_the_stack_of_2_context_plus_1_slices():
         ("train.nan_skip_limit=0", "train.nan_skip_limit must be >= 1, got 0"),
         ("train.nan_max_rollbacks=-1", "train.nan_max_rollbacks must be >= 0, got -1"),
         ("train.inject_nan_at_steps=['a']", "train.inject_nan_at_steps must be a list of step numbers >= 0"),
-        ("infer.threshold=1.5", "infer.threshold must be > 0 and < 1, got 1.5"),
-        ("infer.threshold=0", "infer.threshold must be > 0 and < 1, got 0.0"),
         ("infer.batch_size=0", "infer.batch_size must be >= 1, got 0"),
         ("infer.cpu_threads=-1", "infer.cpu_threads must be >= 0, got -1"),
     ],
