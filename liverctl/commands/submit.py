@@ -31,7 +31,8 @@ def _liver_labels(text: str | None) -> list[int] | None:
 
 def submit_command(
     *,
-    runs: list[Path] = typer.Option(..., "--run", help="Run folder (runs/<name>) or experiment (all its folds, its out-of-fold decisions); repeat to ensemble."),
+    runs: list[Path] = typer.Option(..., "--run", help="Run folder or experiment (all its folds, its out-of-fold decisions), or its name under --runs-dir; repeat to ensemble."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where --run names are looked up."),
     out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="CSV to write."),
     store: Path = typer.Option(None, "--store", help="Zarr store (default: the first run's data.store)."),
     sample: Path = typer.Option(None, "--sample", help="sample_submission.csv: its header, order and empty token."),
@@ -47,8 +48,10 @@ def submit_command(
 ) -> None:
     """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
     from liverctl.infer.submit import make_submission
+    from liverctl.runs.folder import resolve_run
 
     with guarded():
+        runs = [resolve_run(runs_dir, run, need="folder", flag="--run") for run in runs]
         with progress_bar("slices", transient=True) as bar:
             result = make_submission(
                 runs, out, store_path=store, which=which, sample_path=sample, tta=tta, postprocess=postprocess,

@@ -210,14 +210,16 @@ class _Notes(list):
 
 
 def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: str | None,
-                  threshold: float | None = None) -> None:
+                  threshold: float | None = None, batch_size: int | None = None) -> None:
     """What can be checked before loading anything: some run, a writable `--out`, known TTA and post names,
-    a threshold between 0 and 1."""
+    a threshold between 0 and 1, a batch of at least one slice."""
     if not run_dirs:
         raise LiverctlError("give at least one --run")
     check_out_path(out)
     if threshold is not None:
         check_threshold(threshold, "--threshold")
+    if batch_size is not None and batch_size < 1:
+        raise LiverctlError(f"--batch-size must be at least 1, not {batch_size}")
     if tta is not None:
         parse_tta(tta)
     if postprocess is not None:
@@ -327,7 +329,7 @@ def make_submission(
     """
     started = time.perf_counter()
     note = _Notes(on_note)
-    check_request(run_dirs, Path(out), tta, postprocess, threshold)
+    check_request(run_dirs, Path(out), tta, postprocess, threshold, batch_size)
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)

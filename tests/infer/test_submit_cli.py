@@ -162,6 +162,27 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
     assert not out.exists()
 
 
+def test_a_run_is_found_by_name_under_runs_dir(template_runs, tmp_path, monkeypatch):
+    """`submit --run NAME` said 'run folder not found' where report, watch and --resume take names."""
+    from liverctl.errors import LiverctlError
+    from liverctl.infer import submit
+
+    def loaded(run_dirs, **_):
+        raise LiverctlError(f"would load {[str(p) for p in run_dirs]}")
+
+    monkeypatch.setattr(submit, "load_run_models", loaded)
+    run = template_runs["c1"]
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run.name, "--runs-dir", run.parent, "--out", out)
+    assert result.exit_code == 2 and f"would load ['{run}']" in result.output
+    result = _invoke("submit", "--run", "nope", "--runs-dir", run.parent, "--out", out)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"--run: no run 'nope' (looked for the folders nope and {run.parent / 'nope'})" in result.output
+    result = _invoke("submit", "--run", run, "--out", out, "--batch-size", "0")
+    assert result.exit_code == 2 and "--batch-size must be at least 1, not 0" in result.output
+    assert not out.exists()
+
+
 def test_a_threshold_outside_0_1_is_refused_before_any_prediction(template_runs, tmp_path, monkeypatch):
     """--threshold 2 (or nan, or -1) wrote a CSV of all-empty (all-full) masks and exited 0; so did a
     checkpoint whose config says infer.threshold = 7."""
