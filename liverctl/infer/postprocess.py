@@ -151,6 +151,8 @@ def parse_postprocess(spec: str) -> Postprocess:
     steps = []
     for part in spec.split("+"):
         name, _, arg = part.strip().partition(":")
+        if not name:
+            raise LiverctlError(f"post-processing {spec!r} has an empty step; join steps with one '+', e.g. largest+fill")
         if name not in STEPS:
             near = difflib.get_close_matches(name, [*STEPS, AUTO], n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""

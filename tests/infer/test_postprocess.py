@@ -83,7 +83,8 @@ def test_chained_steps_apply_in_order():
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [("largets", "did you mean 'largest'"), ("min-size", "positive voxel count"), ("min-size:x", "positive"),
-     ("largest:3", "takes no argument"), ("auto", "must be resolved")],
+     ("largest:3", "takes no argument"), ("auto", "must be resolved"),
+     ("largest++fill", "has an empty step; join steps with one '+'"), ("", "has an empty step")],
 )
 def test_bad_specs_fail_clearly(spec, fragment):
     with pytest.raises(LiverctlError) as info:
