@@ -215,12 +215,11 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
     except OSError as exc:
         problems.append(f"submissions.jsonl unreadable ({exc.strerror})")
         return []
-    out = []
+    out, unreadable = [], 0
     for line in text.splitlines():
         record = parse_line(line)
         if record is None or not isinstance(record.get("csv"), str):
-            if line.strip():
-                problems.append("submissions.jsonl: unreadable line skipped")
+            unreadable += bool(line.strip())
             continue
         csv_path = Path(record["csv"])
         if not csv_path.is_absolute() and not exists(csv_path):
@@ -236,6 +235,8 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         if scores:
             for key in ("volume_dice", "slice_dice", "global_dice"):
                 entry[key] = finite(scores.get(key))
+    if unreadable:
+        problems.append(f"submissions.jsonl: {unreadable} unreadable line(s) skipped")
     return out
 
 

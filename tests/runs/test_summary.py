@@ -124,11 +124,13 @@ def test_broken_files_become_problems_not_exceptions(tmp_path):
     (run / "checkpoints" / "best.json").write_text("{not json", encoding="utf-8")
     with open(run / "events.jsonl", "a", encoding="utf-8") as fh:
         fh.write("garbage line\n")
-    (run / "submissions.jsonl").write_text("[1, 2]\n", encoding="utf-8")
+    (run / "submissions.jsonl").write_text("[1, 2]\n" * 300, encoding="utf-8")
     summary = summarize_run(run)
     text = " | ".join(summary.problems)
-    for words in ("config.toml unreadable", "best.json unreadable", "1 unreadable line", "submissions.jsonl"):
+    for words in ("config.toml unreadable", "best.json unreadable", "1 unreadable line",
+                  "submissions.jsonl: 300 unreadable line(s) skipped"):
         assert words in text
+    assert sum("submissions.jsonl" in p for p in summary.problems) == 1  # counted, not a problem per line
 
 
 def test_resumed_run_sums_its_segments_and_takes_the_last_status(tmp_path):
