@@ -156,6 +156,45 @@ def test_eta_counts_epochs_left_less_the_current_epoch():
     assert state.eta_s() == pytest.approx(3 * 100 - 30)
 
 
+def resumed_run(stopped_s: float) -> EventScript:
+    """Two hour-long epochs of ten, killed, resumed `stopped_s` later (no step of the new segment yet)."""
+    s = EventScript("r")
+    s.start(epochs=10, steps_per_epoch=100)
+    for epoch in (1, 2):
+        s.add("step", after=1800, epoch=epoch - 1, step=epoch * 100 - 50, loss=0.3, samples_per_s=40.0)
+        s.epoch(epoch, seconds=3600.0, after=1800, epochs=10)
+    s.add("run_start", after=stopped_s, config={"train": {"epochs": 10}}, steps_per_epoch=100, epoch=2, step=200,
+          resumed_from={"epoch": 2, "global_step": 200, "step_in_epoch": 0})
+    return s
+
+
+def test_a_resumed_run_counts_neither_eta_nor_elapsed_over_the_time_it_lay_stopped():
+    s = resumed_run(stopped_s=24 * 3600)
+    state = RunState(clock=FakeClock(s.t + 60))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.status == "running"
+    assert state.eta_s() == pytest.approx(8 * 3600 - 60)  # was 7 h: the day stopped counted as the epoch's progress
+    assert state.elapsed_s() == pytest.approx(2 * 3600 + 60)  # was 26 h
+    assert state.elapsed_s() == pytest.approx(state.history.wall_seconds_at(s.t + 60))  # as `liverctl runs` sums it
+    assert state.samples_per_s is None  # the last segment's rate is no measure of this process
+    s.add("step", after=600, epoch=2, step=210, loss=0.3, samples_per_s=55.0)
+    state.feed([json.loads(s.lines[-1])])
+    assert state.samples_per_s == 55.0
+
+
+def test_eta_from_steps_before_any_epoch_uses_only_the_last_segment():
+    s = EventScript("r")
+    s.start(epochs=1, steps_per_epoch=100)
+    s.add("step", after=10, epoch=0, step=10, loss=0.5)
+    s.add("step", after=10, epoch=0, step=20, loss=0.5)
+    s.add("run_start", after=5000, config={"train": {"epochs": 1}}, steps_per_epoch=100, epoch=0, step=20)
+    s.add("step", after=10, epoch=0, step=30, loss=0.5)
+    s.add("step", after=10, epoch=0, step=40, loss=0.5)
+    state = RunState(clock=FakeClock(s.t))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.eta_s() == pytest.approx(60 * 1.0)  # 60 steps left at 1 s a step, not at the rate across the gap
+
+
 def test_null_value_becomes_one_nan_record_with_the_writer_report():
     s = two_epoch_run()
     s.epoch(2, seconds=60, val_loss=None, volume_dice=None)
