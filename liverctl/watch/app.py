@@ -83,7 +83,9 @@ class WatchApp(App):
         self.compare = [RunWatcher(p, clock=clock) for p in compare or [] if Path(p) != Path(run_dir)]
         self.settings = ChartSettings()
         self.view = "runs" if self.compare else "epochs"  # what the table area shows (t cycles)
-        self.nan_dismissed = 0  # NaN records already seen when the banner was last dismissed
+        # (state, NaN records it held) when the banner was last dismissed: a dismissal holds for that state
+        # only, so a log replaced under us (a fresh state) or another run shows its NaN at once.
+        self.nan_dismissed: tuple[RunState | None, int] = (None, 0)
         self.read_error: str | None = None
         self._shown: tuple | None = None  # what the charts and tables show: redraw only when it changes
 
@@ -165,7 +167,8 @@ class WatchApp(App):
         if self.compare:
             overlay = "overlaid: " + ", ".join(w.state.name or w.run_dir.name for w in self.compare) + "  (c: change)"
         self.header.show_state(state, self.read_error or self.watcher.notice, overlay)
-        self.banner.display = len(state.nans) > self.nan_dismissed
+        dismissed_state, dismissed = self.nan_dismissed
+        self.banner.display = len(state.nans) > (dismissed if dismissed_state is state else 0)
         if self.banner.display:
             self.banner.show_state(state, compact=self.screen.has_class("-narrow"))
         # Charts and tables change only with new events (a long log holds 100k steps) or new settings. The
@@ -200,14 +203,13 @@ class WatchApp(App):
 
     def action_dismiss_nan(self) -> None:
         """Hide the banner until a new NaN record arrives."""
-        self.nan_dismissed = len(self.watcher.state.nans)
+        self.nan_dismissed = (self.watcher.state, len(self.watcher.state.nans))
         self.show_state()
 
     def open_run(self, run_dir: Path) -> None:
         """Follow another run; the overlaid runs and the chart settings stay."""
         self.watcher = RunWatcher(run_dir, clock=self.clock)
         self.compare = [w for w in self.compare if w.run_dir != Path(run_dir)]
-        self.nan_dismissed = 0
         self.refresh_from_log()
 
     def set_compare(self, run_dirs: list[Path]) -> None:

@@ -570,6 +570,31 @@ async def test_app_nan_banner_within_one_refresh_and_dismissed(tmp_path):
         assert banner.display and "rollback" in str(banner.content)  # ...until a new NaN comes
 
 
+async def test_app_nan_banner_comes_back_for_a_log_replaced_after_a_dismissal(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    for step in (130, 140):
+        s.add("nan", epoch=2, step=step, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0})
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(s.t))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        banner = app.query_one(NanBanner)
+        await pilot.pause()
+        assert banner.display
+        await pilot.press("d")
+        assert not banner.display
+        # The run started again from scratch in the same folder: a new log whose first NaN is news.
+        fresh = EventScript("r1", t0=s.t + 100)
+        fresh.start()
+        fresh.add("nan", after=5, epoch=0, step=3, where="loss", action="skip_step", counts={"skipped": 1})
+        (run / "events.jsonl").unlink()
+        fresh.write(run / "events.jsonl")
+        app.refresh_from_log()
+        await pilot.pause()
+        assert len(app.watcher.state.nans) == 1
+        assert banner.display  # was hidden: one NaN is not more than the two dismissed in the old log
+
+
 async def test_app_nan_banner_after_a_null_value(tmp_path):
     run = tmp_path / "r1"
     s = two_epoch_run()
