@@ -33,6 +33,12 @@ from liverctl.watch.widgets import (
 )
 
 DEFAULT_POLL_S = 0.3
+# Charts are rebuilt from every step of the log (smoothing needs them all): on a long log that grows fast a
+# rebuild on every poll would leave the app no time for keys. After a rebuild that took t seconds the next
+# waits CHART_BUSY_FACTOR * t (so charts take at most about 1/CHART_BUSY_FACTOR of the time); the header,
+# banner and tables still follow every poll, and new settings or other runs redraw at once.
+CHART_BUSY_FACTOR = 10.0
+_monotonic = time.perf_counter  # the rebuild's own cost is measured on this (tests replace it)
 
 
 # Terminal sizes: below NARROW_BELOW columns the learning-rate and throughput charts take turns with the
@@ -87,7 +93,9 @@ class WatchApp(App):
         # only, so a log replaced under us (a fresh state) or another run shows its NaN at once.
         self.nan_dismissed: tuple[RunState | None, int] = (None, 0)
         self.read_error: str | None = None
-        self._shown: tuple | None = None  # what the charts and tables show: redraw only when it changes
+        self._shown: tuple | None = None  # what the tables show: redraw only when it changes
+        self._charted: tuple | None = None  # what the charts show (see CHART_BUSY_FACTOR)
+        self._charts_due = 0.0  # `_monotonic()` time before which new events do not rebuild the charts
 
     # ---- layout --------------------------------------------------------------------------------------
 
@@ -179,10 +187,19 @@ class WatchApp(App):
         )
         if self._shown != key:
             self._shown = key
-            for name, spec in all_charts(self.states, self.settings).items():
-                self.charts[name].show(spec)
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
+        if self._charted != key:
+            # Only newer events wait: the same runs and settings already on the charts.
+            same_view = self._charted is not None and self._charted[1] == key[1] and [
+                s for s, _ in self._charted[0]] == [s for s, _ in key[0]]
+            if not same_view or _monotonic() >= self._charts_due:
+                started = _monotonic()
+                for name, spec in all_charts(self.states, self.settings).items():
+                    self.charts[name].show(spec)
+                self._charted = key
+                now = _monotonic()
+                self._charts_due = now + CHART_BUSY_FACTOR * (now - started)
         self.info.show_state(state)
         self.sub_title = f"{state.name} — {state.shown_status}"
 

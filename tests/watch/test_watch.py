@@ -697,6 +697,46 @@ async def test_app_charts_follow_the_log_and_settings_survive_a_run_switch(tmp_p
         assert loss.spec.named("train (smoothed)").ys == pytest.approx(ema([0.9, 0.7, 0.5, 0.4], 0.9))
 
 
+async def test_app_rebuilds_slow_charts_at_most_every_ten_builds_worth_of_time(tmp_path, monkeypatch):
+    """A long log growing fast: the charts (every step of the log) must not be rebuilt on every poll, or the
+    app has no time left for keys; the header and table still follow every poll."""
+    import liverctl.watch.app as app_module
+
+    mono = FakeClock(0.0)
+    builds = []
+
+    def slow_charts(states, settings):  # a build that takes 1 s on the app's monotonic clock
+        builds.append(len(states[0].samples))
+        mono.t += 1.0
+        return all_charts(states, settings)
+
+    monkeypatch.setattr(app_module, "_monotonic", mono, raising=False)
+    monkeypatch.setattr(app_module, "all_charts", slow_charts)
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(s.t))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert builds == [2]
+        for k in range(5):  # five polls with new steps, within 10 s of a 1 s build
+            append(run / "events.jsonl", s.add("step", after=1, step=20 + k, epoch=2, loss=0.5))
+            app.refresh_from_log()
+            mono.t += 1.0
+        await pilot.pause()
+        assert builds == [2]  # was [2, 3, 4, 5, 6, 7]: a rebuild on every poll
+        assert str(app.query_one(EpochTable).get_row("current")[1]) == "~0.5000"  # the table followed every poll
+        await pilot.press("s")  # new settings: at once
+        assert builds == [2, 7]
+        mono.t += 11.0
+        app.refresh_from_log()  # nothing new: nothing to rebuild
+        assert builds == [2, 7]
+        append(run / "events.jsonl", s.add("step", after=1, step=30, epoch=2, loss=0.5))
+        app.refresh_from_log()
+        assert builds == [2, 7, 8]
+        assert app.query_one("#loss-chart", Chart).spec.series[0].xs[-1] == 30
+
+
 async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
     a, b = two_runs(tmp_path / "runs")
     app = make_watch_app(a, compare=[b], poll_seconds=POLL_S, clock=FakeClock(1e12))
