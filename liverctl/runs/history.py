@@ -157,6 +157,19 @@ def run_status(history: RunHistory, writer_alive: bool | None) -> str:
     return "interrupted" if history.n_events else "unknown"
 
 
+def latest_epoch_ends(epoch_ends: list[dict]) -> list[dict]:
+    """One `epoch_end` per epoch number, in epoch order: the last one written for it. An epoch is written
+    again when a run killed between best.pt and last.pt redoes it on resume; the first attempt's figures
+    belong to weights that were thrown away (`watch`'s table keeps the last one too). Events without an
+    integer epoch are left out."""
+    latest: dict[int, dict] = {}
+    for event in epoch_ends:
+        epoch = as_int(event.get("epoch"))
+        if epoch is not None:
+            latest[epoch] = event
+    return [latest[k] for k in sorted(latest)]
+
+
 def best_figures(history: RunHistory) -> tuple[int | None, dict[str, float | None]]:
     """(best epoch, {volume_dice, slice_dice, global_dice}) of the best epoch; (None, {}) without one."""
     best = history.best
