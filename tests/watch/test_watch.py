@@ -762,6 +762,19 @@ async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
         assert loss.spec.named("b").xs == [10, 20, 50, 60]
 
 
+async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_screen(tmp_path):
+    run = tmp_path / "runs" / "n"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("n", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
+        assert app.banner.display
+        for widget in (app.banner, app.header, app.charts["loss"], app.table, app.info):
+            # was: charts 18 lines high from line 9, the table at line 27 and the checkpoints at 36 of 20
+            assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
 async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
     a, b = two_runs(tmp_path / "runs")
