@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from liverctl.files import natural_key
 from liverctl.runs.events import iter_kind
-from liverctl.runs.history import plottable
+from liverctl.runs.history import latest_epoch_ends, plottable
 
 if TYPE_CHECKING:
     from liverctl.report.predictions import CaseResult
@@ -55,7 +55,7 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
         for nan in iter_kind(run.events, "nan"):
             if isinstance(nan.get("step"), (int, float)):
                 ax_loss.axvline(nan["step"], color=color, ls="--", lw=0.8, alpha=0.6)
-        ends = [e for e in iter_kind(run.events, "epoch_end") if isinstance(e.get("epoch"), (int, float))]
+        ends = latest_epoch_ends(list(iter_kind(run.events, "epoch_end")))  # an epoch done again: its last
         epochs = [e["epoch"] for e in ends]
         for key, style in DICE_STYLES.items():
             ax_dice.plot(epochs, [_num(e.get(key)) for e in ends], color=color, ls=style, marker=".",

@@ -104,10 +104,21 @@ class RunHistory:
     @property
     def wall_seconds(self) -> float | None:
         """Seconds the run was writing, summed over its segments (gaps between a kill and a resume left out)."""
+        return self.wall_seconds_at(None)
+
+    def wall_seconds_at(self, now: float | None) -> float | None:
+        """`wall_seconds` with the last segment running on to `now` (a live view of a running run);
+        None: to the last event, as `wall_seconds`."""
         start = self._segment_start if self._segment_start is not None else self.first_ts
-        if start is None or self.last_ts is None:
+        stop = now if now is not None else self.last_ts
+        if start is None or stop is None:
             return None
-        return self._wall_before + max(0.0, self.last_ts - start)
+        return self._wall_before + max(0.0, stop - start)
+
+    @property
+    def segment_start(self) -> float | None:
+        """When the last segment began (the time stamp of the last `run_start`), or None."""
+        return self._segment_start
 
     @property
     def epochs_done(self) -> int:
@@ -144,6 +155,19 @@ def run_status(history: RunHistory, writer_alive: bool | None) -> str:
     if writer_alive or (writer_alive is None and history.n_events):
         return "running"
     return "interrupted" if history.n_events else "unknown"
+
+
+def latest_epoch_ends(epoch_ends: list[dict]) -> list[dict]:
+    """One `epoch_end` per epoch number, in epoch order: the last one written for it. An epoch is written
+    again when a run killed between best.pt and last.pt redoes it on resume; the first attempt's figures
+    belong to weights that were thrown away (`watch`'s table keeps the last one too). Events without an
+    integer epoch are left out."""
+    latest: dict[int, dict] = {}
+    for event in epoch_ends:
+        epoch = as_int(event.get("epoch"))
+        if epoch is not None:
+            latest[epoch] = event
+    return [latest[k] for k in sorted(latest)]
 
 
 def best_figures(history: RunHistory) -> tuple[int | None, dict[str, float | None]]:

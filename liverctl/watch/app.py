@@ -33,6 +33,12 @@ from liverctl.watch.widgets import (
 )
 
 DEFAULT_POLL_S = 0.3
+# Charts are rebuilt from every step of the log (smoothing needs them all): on a long log that grows fast a
+# rebuild on every poll would leave the app no time for keys. After a rebuild that took t seconds the next
+# waits CHART_BUSY_FACTOR * t (so charts take at most about 1/CHART_BUSY_FACTOR of the time); the header,
+# banner and tables still follow every poll, and new settings or other runs redraw at once.
+CHART_BUSY_FACTOR = 10.0
+_monotonic = time.perf_counter  # the rebuild's own cost is measured on this (tests replace it)
 
 
 # Terminal sizes: below NARROW_BELOW columns the learning-rate and throughput charts take turns with the
@@ -83,9 +89,13 @@ class WatchApp(App):
         self.compare = [RunWatcher(p, clock=clock) for p in compare or [] if Path(p) != Path(run_dir)]
         self.settings = ChartSettings()
         self.view = "runs" if self.compare else "epochs"  # what the table area shows (t cycles)
-        self.nan_dismissed = 0  # NaN records already seen when the banner was last dismissed
+        # (state, NaN records it held) when the banner was last dismissed: a dismissal holds for that state
+        # only, so a log replaced under us (a fresh state) or another run shows its NaN at once.
+        self.nan_dismissed: tuple[RunState | None, int] = (None, 0)
         self.read_error: str | None = None
-        self._shown: tuple | None = None  # what the charts and tables show: redraw only when it changes
+        self._shown: tuple | None = None  # what the tables show: redraw only when it changes
+        self._charted: tuple | None = None  # what the charts show (see CHART_BUSY_FACTOR)
+        self._charts_due = 0.0  # `_monotonic()` time before which new events do not rebuild the charts
 
     # ---- layout --------------------------------------------------------------------------------------
 
@@ -165,7 +175,8 @@ class WatchApp(App):
         if self.compare:
             overlay = "overlaid: " + ", ".join(w.state.name or w.run_dir.name for w in self.compare) + "  (c: change)"
         self.header.show_state(state, self.read_error or self.watcher.notice, overlay)
-        self.banner.display = len(state.nans) > self.nan_dismissed
+        dismissed_state, dismissed = self.nan_dismissed
+        self.banner.display = len(state.nans) > (dismissed if dismissed_state is state else 0)
         if self.banner.display:
             self.banner.show_state(state, compact=self.screen.has_class("-narrow"))
         # Charts and tables change only with new events (a long log holds 100k steps) or new settings. The
@@ -176,10 +187,19 @@ class WatchApp(App):
         )
         if self._shown != key:
             self._shown = key
-            for name, spec in all_charts(self.states, self.settings).items():
-                self.charts[name].show(spec)
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
+        if self._charted != key:
+            # Only newer events wait: the same runs and settings already on the charts.
+            same_view = self._charted is not None and self._charted[1] == key[1] and [
+                s for s, _ in self._charted[0]] == [s for s, _ in key[0]]
+            if not same_view or _monotonic() >= self._charts_due:
+                started = _monotonic()
+                for name, spec in all_charts(self.states, self.settings).items():
+                    self.charts[name].show(spec)
+                self._charted = key
+                now = _monotonic()
+                self._charts_due = now + CHART_BUSY_FACTOR * (now - started)
         self.info.show_state(state)
         self.sub_title = f"{state.name} — {state.shown_status}"
 
@@ -200,14 +220,13 @@ class WatchApp(App):
 
     def action_dismiss_nan(self) -> None:
         """Hide the banner until a new NaN record arrives."""
-        self.nan_dismissed = len(self.watcher.state.nans)
+        self.nan_dismissed = (self.watcher.state, len(self.watcher.state.nans))
         self.show_state()
 
     def open_run(self, run_dir: Path) -> None:
         """Follow another run; the overlaid runs and the chart settings stay."""
         self.watcher = RunWatcher(run_dir, clock=self.clock)
         self.compare = [w for w in self.compare if w.run_dir != Path(run_dir)]
-        self.nan_dismissed = 0
         self.refresh_from_log()
 
     def set_compare(self, run_dirs: list[Path]) -> None:

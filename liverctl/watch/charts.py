@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from liverctl.runs.history import plottable
+from liverctl.runs.history import PLOTTABLE
 from liverctl.watch.state import RunState
 
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
@@ -108,8 +108,12 @@ def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tupl
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
     """The (x, y) points that can be drawn (`liverctl.runs.history.plottable`: an absurd value in someone's
     events.jsonl, such as 1e308, on which plotext overflows, stays in the epoch table but not on the chart)."""
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if plottable(x) is not None and plottable(y) is not None]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    # Inline comparisons, not `plottable` per value: a long log holds 100k steps and this runs on each of
+    # them for every chart. The values here are floats or None (`RunState` keeps only `finite` numbers and
+    # `ema` makes floats); a NaN or an infinity fails the range test just as `plottable` would have it.
+    keep = [i for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+            if x is not None and y is not None and -PLOTTABLE <= x <= PLOTTABLE and -PLOTTABLE <= y <= PLOTTABLE]
+    return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = True) -> list[float]:

@@ -138,6 +138,9 @@ class RunState:
 
     def _on_run_start(self, e: dict, ts: float | None) -> None:
         self.started_ts = self.started_ts if self.started_ts is not None else ts
+        # A resumed run is a new process: the last segment's rate and step times say nothing about this one.
+        self.samples_per_s = None
+        self.step_clock = []
         if self._current.started_ts is None:
             self._current.started_ts = ts
         self.end = None  # a resumed run is running again
@@ -334,8 +337,10 @@ class RunState:
         if per_epoch is None:
             return self._eta_from_steps()
         left = max(0, self.total_epochs - len(self.epochs))
-        last_end = max((r.ts for r in self.epochs.values() if r.ts is not None), default=None)
-        in_epoch = 0.0 if last_end is None or left == 0 else max(0.0, self.clock() - last_end)
+        # The current epoch began at the last epoch_end, or at the resume when the run was stopped since:
+        # the hours between a kill and its resume are no progress.
+        began = [t for t in (*(r.ts for r in self.epochs.values()), self.history.segment_start) if t is not None]
+        in_epoch = 0.0 if not began or left == 0 else max(0.0, self.clock() - max(began))
         return max(0.0, left * per_epoch - min(in_epoch, per_epoch))
 
     def _eta_from_steps(self) -> float | None:
@@ -354,13 +359,12 @@ class RunState:
         return min(self.steps_per_epoch, max(0, numbered[-1] - len(self.epochs) * self.steps_per_epoch))
 
     def elapsed_s(self) -> float | None:
+        """Seconds the run has been training, summed over its segments as `liverctl runs` sums them
+        (`RunHistory.wall_seconds`): a resumed run does not count the time it lay stopped. A running run's
+        last segment runs on to now; a run nobody writes any more stopped at its last event."""
         if self.started_ts is None:
             return None
-        if self.end and self.end.get("ts"):
-            stop = self.end["ts"]
-        else:  # a run nobody writes any more stopped at its last event
-            stop = self.clock() if self.status == "running" or self.last_ts is None else self.last_ts
-        return max(0.0, stop - self.started_ts)
+        return self.history.wall_seconds_at(self.clock() if self.status == "running" else None)
 
     def loss_points(self) -> list[float | None]:
         """Training loss per step event, None where a step was non-finite (for the charts)."""

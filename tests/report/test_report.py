@@ -113,6 +113,29 @@ def test_absurd_numbers_in_a_log_are_left_off_the_curves(tmp_path):
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
 
 
+def test_an_epoch_done_again_after_a_resume_is_one_point_on_the_curves(tmp_path, monkeypatch):
+    """Killed between best.pt and last.pt, a run redoes that epoch on resume: the curves show its last
+    figures once, as `watch`'s table does, not a second point above the same epoch."""
+    from watch_fixtures import EventScript
+
+    import liverctl.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    s = EventScript("resumed")
+    s.start(epochs=3)
+    s.epoch(1, volume_dice=0.70, is_best=True)
+    s.epoch(2, volume_dice=0.80, is_best=True)  # best.pt written, then killed before last.pt
+    s.add("run_start", after=600, config={"train": {"epochs": 3}}, epoch=1, step=10)
+    s.epoch(2, volume_dice=0.78, is_best=True)
+    s.epoch(3, volume_dice=0.82, is_best=True)
+    run = s.write(tmp_path / "runs" / "resumed" / "events.jsonl").parent
+    write_report([run], tmp_path / "out", overlays=False)
+    volume = figures[0].axes[1].get_lines()[0]  # the Dice panel, volume Dice first
+    assert list(volume.get_xdata()) == [1, 2, 3]  # was [1, 2, 2, 3]
+    assert list(volume.get_ydata()) == [0.70, 0.78, 0.82]
+
+
 def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
     out = tmp_path / "r"
     write_report([two_runs[0]], out, overlays=False)

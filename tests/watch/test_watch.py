@@ -156,6 +156,45 @@ def test_eta_counts_epochs_left_less_the_current_epoch():
     assert state.eta_s() == pytest.approx(3 * 100 - 30)
 
 
+def resumed_run(stopped_s: float) -> EventScript:
+    """Two hour-long epochs of ten, killed, resumed `stopped_s` later (no step of the new segment yet)."""
+    s = EventScript("r")
+    s.start(epochs=10, steps_per_epoch=100)
+    for epoch in (1, 2):
+        s.add("step", after=1800, epoch=epoch - 1, step=epoch * 100 - 50, loss=0.3, samples_per_s=40.0)
+        s.epoch(epoch, seconds=3600.0, after=1800, epochs=10)
+    s.add("run_start", after=stopped_s, config={"train": {"epochs": 10}}, steps_per_epoch=100, epoch=2, step=200,
+          resumed_from={"epoch": 2, "global_step": 200, "step_in_epoch": 0})
+    return s
+
+
+def test_a_resumed_run_counts_neither_eta_nor_elapsed_over_the_time_it_lay_stopped():
+    s = resumed_run(stopped_s=24 * 3600)
+    state = RunState(clock=FakeClock(s.t + 60))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.status == "running"
+    assert state.eta_s() == pytest.approx(8 * 3600 - 60)  # was 7 h: the day stopped counted as the epoch's progress
+    assert state.elapsed_s() == pytest.approx(2 * 3600 + 60)  # was 26 h
+    assert state.elapsed_s() == pytest.approx(state.history.wall_seconds_at(s.t + 60))  # as `liverctl runs` sums it
+    assert state.samples_per_s is None  # the last segment's rate is no measure of this process
+    s.add("step", after=600, epoch=2, step=210, loss=0.3, samples_per_s=55.0)
+    state.feed([json.loads(s.lines[-1])])
+    assert state.samples_per_s == 55.0
+
+
+def test_eta_from_steps_before_any_epoch_uses_only_the_last_segment():
+    s = EventScript("r")
+    s.start(epochs=1, steps_per_epoch=100)
+    s.add("step", after=10, epoch=0, step=10, loss=0.5)
+    s.add("step", after=10, epoch=0, step=20, loss=0.5)
+    s.add("run_start", after=5000, config={"train": {"epochs": 1}}, steps_per_epoch=100, epoch=0, step=20)
+    s.add("step", after=10, epoch=0, step=30, loss=0.5)
+    s.add("step", after=10, epoch=0, step=40, loss=0.5)
+    state = RunState(clock=FakeClock(s.t))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.eta_s() == pytest.approx(60 * 1.0)  # 60 steps left at 1 s a step, not at the rate across the gap
+
+
 def test_null_value_becomes_one_nan_record_with_the_writer_report():
     s = two_epoch_run()
     s.epoch(2, seconds=60, val_loss=None, volume_dice=None)
@@ -531,6 +570,31 @@ async def test_app_nan_banner_within_one_refresh_and_dismissed(tmp_path):
         assert banner.display and "rollback" in str(banner.content)  # ...until a new NaN comes
 
 
+async def test_app_nan_banner_comes_back_for_a_log_replaced_after_a_dismissal(tmp_path):
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    for step in (130, 140):
+        s.add("nan", epoch=2, step=step, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0})
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(s.t))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        banner = app.query_one(NanBanner)
+        await pilot.pause()
+        assert banner.display
+        await pilot.press("d")
+        assert not banner.display
+        # The run started again from scratch in the same folder: a new log whose first NaN is news.
+        fresh = EventScript("r1", t0=s.t + 100)
+        fresh.start()
+        fresh.add("nan", after=5, epoch=0, step=3, where="loss", action="skip_step", counts={"skipped": 1})
+        (run / "events.jsonl").unlink()
+        fresh.write(run / "events.jsonl")
+        app.refresh_from_log()
+        await pilot.pause()
+        assert len(app.watcher.state.nans) == 1
+        assert banner.display  # was hidden: one NaN is not more than the two dismissed in the old log
+
+
 async def test_app_nan_banner_after_a_null_value(tmp_path):
     run = tmp_path / "r1"
     s = two_epoch_run()
@@ -633,6 +697,46 @@ async def test_app_charts_follow_the_log_and_settings_survive_a_run_switch(tmp_p
         assert loss.spec.named("train (smoothed)").ys == pytest.approx(ema([0.9, 0.7, 0.5, 0.4], 0.9))
 
 
+async def test_app_rebuilds_slow_charts_at_most_every_ten_builds_worth_of_time(tmp_path, monkeypatch):
+    """A long log growing fast: the charts (every step of the log) must not be rebuilt on every poll, or the
+    app has no time left for keys; the header and table still follow every poll."""
+    import liverctl.watch.app as app_module
+
+    mono = FakeClock(0.0)
+    builds = []
+
+    def slow_charts(states, settings):  # a build that takes 1 s on the app's monotonic clock
+        builds.append(len(states[0].samples))
+        mono.t += 1.0
+        return all_charts(states, settings)
+
+    monkeypatch.setattr(app_module, "_monotonic", mono, raising=False)
+    monkeypatch.setattr(app_module, "all_charts", slow_charts)
+    run = tmp_path / "r1"
+    s = two_epoch_run()
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(s.t))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert builds == [2]
+        for k in range(5):  # five polls with new steps, within 10 s of a 1 s build
+            append(run / "events.jsonl", s.add("step", after=1, step=20 + k, epoch=2, loss=0.5))
+            app.refresh_from_log()
+            mono.t += 1.0
+        await pilot.pause()
+        assert builds == [2]  # was [2, 3, 4, 5, 6, 7]: a rebuild on every poll
+        assert str(app.query_one(EpochTable).get_row("current")[1]) == "~0.5000"  # the table followed every poll
+        await pilot.press("s")  # new settings: at once
+        assert builds == [2, 7]
+        mono.t += 11.0
+        app.refresh_from_log()  # nothing new: nothing to rebuild
+        assert builds == [2, 7]
+        append(run / "events.jsonl", s.add("step", after=1, step=30, epoch=2, loss=0.5))
+        app.refresh_from_log()
+        assert builds == [2, 7, 8]
+        assert app.query_one("#loss-chart", Chart).spec.series[0].xs[-1] == 30
+
+
 async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
     a, b = two_runs(tmp_path / "runs")
     app = make_watch_app(a, compare=[b], poll_seconds=POLL_S, clock=FakeClock(1e12))
@@ -656,6 +760,19 @@ async def test_app_overlays_runs_with_a_table_of_their_best_figures(tmp_path):
         await pilot.press("space", "enter")  # tick b again
         await settle(pilot, lambda: [w.run_dir for w in app.compare] == [b])
         assert loss.spec.named("b").xs == [10, 20, 50, 60]
+
+
+async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_screen(tmp_path):
+    run = tmp_path / "runs" / "n"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("n", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(60, 20)) as pilot:
+        await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
+        assert app.banner.display
+        for widget in (app.banner, app.header, app.charts["loss"], app.table, app.info):
+            # was: charts 18 lines high from line 9, the table at line 27 and the checkpoints at 36 of 20
+            assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
