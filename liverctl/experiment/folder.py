@@ -141,6 +141,35 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where:
         raise LiverctlError(
             f"{Path(where).name} holds out fold {(cfg.get('data') or {}).get('fold')}, not fold {fold}", path=where
         )
+    # A fold run is its experiment's config with data.fold set: any other difference means a fold folder of
+    # another experiment (or one changed since) whose out-of-fold predictions the decision never saw.
+    key = _first_difference(cfg, exp_cfg)
+    if key is not None:
+        ours, theirs = _setting(cfg, key), _setting(exp_cfg, key)
+        raise LiverctlError(
+            f"fold {fold} was trained with {key} = {ours!r:.60}, the experiment with {theirs!r:.60}: it is not "
+            "this experiment's fold (copied from another experiment, or changed since); train the experiment again",
+            path=where,
+        )
+
+
+def _setting(cfg: dict, key: str) -> Any:
+    from liverctl.runs.summary import flatten_config
+
+    return flatten_config(cfg).get(key, "(missing)")
+
+
+def _first_difference(fold_cfg: dict, exp_cfg: dict) -> str | None:
+    """The first dotted key (data.fold and data.store aside: checked above) where two configs differ."""
+    from liverctl.runs.summary import flatten_config
+
+    ours, theirs = flatten_config(fold_cfg), flatten_config(exp_cfg)
+    for key in sorted(set(ours) | set(theirs)):
+        if key in ("data.fold", "data.store", "description"):
+            continue
+        if key not in ours or key not in theirs or ours[key] != theirs[key]:
+            return key
+    return None
 
 
 def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:

@@ -183,6 +183,27 @@ def test_expand_runs_replaces_an_experiment_by_its_folds_and_checks_them(tmp_pat
         expand_runs([exp])
 
 
+def test_a_fold_folder_from_another_experiment_is_refused(tmp_path):
+    """A fold-1 copied from an experiment with the same preset and store but other settings (here another
+    learning rate, or data.context 2) was ensembled silently under this experiment's decision."""
+    import tomli_w
+
+    from liverctl.config import read_config
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    cfg = read_config(exp / "fold-1" / "config.toml")
+    for key, value in (("optim", ("lr", 0.05)), ("data", ("context", 2))):
+        changed = json.loads(json.dumps(cfg))
+        changed[key][value[0]] = value[1]
+        (exp / "fold-1" / "config.toml").write_text(tomli_w.dumps(changed), encoding="utf-8")
+        with pytest.raises(LiverctlError) as info:
+            expand_runs([exp])
+        text = str(info.value)
+        assert text.startswith(f"{exp / 'fold-1'}: fold 1 was trained with {key}.{value[0]} = {value[1]!r}, ")
+        assert "it is not this experiment's fold" in text and "\n" not in text
+
+
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     from liverctl.experiment.ensemble import expand_runs
 
