@@ -37,6 +37,14 @@ def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "run
     return None
 
 
+def experiment_of_fold(run_dir: str | os.PathLike) -> Path | None:
+    """The experiment folder that holds `run_dir` as one of its folds (`<exp>/fold-<k>/`), else None."""
+    run_dir = Path(run_dir)
+    if run_dir.name.startswith(FOLD_PREFIX) and is_experiment_dir(run_dir.parent):
+        return run_dir.parent
+    return None
+
+
 def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `experiment.json` whole, through the one atomic write."""
     path = Path(exp_dir) / SUMMARY_FILE
