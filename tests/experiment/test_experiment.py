@@ -204,6 +204,22 @@ def test_a_fold_folder_from_another_experiment_is_refused(tmp_path):
         assert "it is not this experiment's fold" in text and "\n" not in text
 
 
+def test_a_run_given_twice_is_refused(tmp_path):
+    """`--run cv --run cv/fold-0` ensembled fold 0 twice (twice its weight in the mean) and said '4 run(s)'."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    with pytest.raises(LiverctlError) as info:
+        expand_runs([exp, exp / "fold-0"])
+    assert str(info.value) == (f"--run {exp} and --run {exp / 'fold-0'} both hold the run {exp / 'fold-0'}; "
+                               "give each run once")
+    with pytest.raises(LiverctlError, match=f"^--run {exp} is given twice; give each run once$"):
+        expand_runs([exp, exp])
+    other = tmp_path / "single"
+    with pytest.raises(LiverctlError, match="is given twice"):
+        expand_runs([other, tmp_path / "." / "single"])
+
+
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     from liverctl.experiment.ensemble import expand_runs
 
