@@ -220,6 +220,26 @@ def test_a_run_given_twice_is_refused(tmp_path):
         expand_runs([other, tmp_path / "." / "single"])
 
 
+def test_submit_notes_say_what_came_from_the_decision(tmp_path):
+    """`--threshold 0.3` was reported as 'out-of-fold decision: threshold 0.3'; --checkpoint last and a plain
+    run in the ensemble were applied the folds' decision without a word."""
+    from liverctl.infer.submit import _experiment_decisions
+
+    exp = _experiment(tmp_path)
+    notes = []
+    assert _experiment_decisions([exp], None, None, notes.append)[:2] == (0.4, "largest")
+    assert notes == ["2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"]
+    notes.clear()
+    threshold, post, _ = _experiment_decisions([exp, tmp_path / "single"], 0.3, None, notes.append, "last")
+    assert (threshold, post) == (0.3, "largest")
+    assert notes == [
+        "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest "
+        "(--threshold 0.3 given: used instead)",
+        "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
+        "1 other run(s) join the ensemble: the decision was made without them",
+    ]
+
+
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     from liverctl.experiment.ensemble import expand_runs
 
