@@ -66,13 +66,32 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)
     folds = summary.get("folds")
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+    if not isinstance(folds, list) or not folds or not all(
+        isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds
+    ):
         raise LiverctlError("experiment summary has no usable list of folds", path=path)
     config = summary.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         raise LiverctlError("experiment summary has no config (a table with a data section)", path=path)
     summary.setdefault("fold_results", {})
+    _check_tables(summary, path)
     return summary
+
+
+def _check_tables(summary: dict, path: Path) -> None:
+    """The parts every reader indexes are tables (or absent): fold_results of per-fold tables, each one's best,
+    cv, oof and decision; one line naming the first that is not."""
+    def table(value, name: str, optional: bool = True) -> None:
+        if not (isinstance(value, dict) or (optional and value is None)):
+            raise LiverctlError(f"experiment summary's {name} is {type(value).__name__}, not a table "
+                                "(the file is damaged or was edited by hand)", path=path)
+
+    table(summary["fold_results"], "fold_results", optional=False)
+    for fold, entry in summary["fold_results"].items():
+        table(entry, f"fold_results[{fold!r}]", optional=False)
+        table(entry.get("best"), f"fold_results[{fold!r}].best")
+    for key in ("cv", "oof", "decision"):
+        table(summary.get(key), key)
 
 
 # ------------------------------------------------------------------------------------------- --folds

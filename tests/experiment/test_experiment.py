@@ -398,3 +398,48 @@ def test_runs_shows_an_odd_decision_as_written_without_a_traceback(tmp_path):
     assert result.exit_code == 0, result.output
     assert "cv: decided on [b]3 out-of-fold cases: threshold -, post largest[/p] (volume Dice -)" in " ".join(
         result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda s: s.update(folds=[True, 1]), "experiment summary has no usable list of folds"),
+        (lambda s: s.update(fold_results=[1]), "experiment summary's fold_results is list, not a table"),
+        (lambda s: s.update(fold_results={"0": 5}), "experiment summary's fold_results['0'] is int, not a table"),
+        (lambda s: s.update(fold_results={"0": {"best": "x"}}), "fold_results['0'].best is str, not a table"),
+        (lambda s: s.update(cv=[1]), "experiment summary's cv is list, not a table"),
+        (lambda s: s.update(decision="largest"), "experiment summary's decision is str, not a table"),
+    ],
+)
+def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
+    """report, watch and train --resume indexed these parts and ended in AttributeError tracebacks."""
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    damage(summary)
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        folder.read_summary(exp)
+    assert str(info.value).startswith(f"{exp / folder.SUMMARY_FILE}: ") and message in str(info.value)
+
+
+def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
+    """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
+    ValueError / TypeError (format codes applied to a str or None)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.experiment import tables
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary.update(cv={"mean": "x", "std": None, "folds": 3}, oof={"volume_dice": 0.5, "threshold": "y"})
+    summary["decision"].update(threshold="q", options=[1, {"threshold": "a", "post": "none", "volume_dice": "b"}])
+    folder.write_summary(exp, summary)
+    line = tables.headline(folder.read_summary(exp))
+    assert "threshold -, no post-processing): volume 0.5000" in line and "decision: threshold -, post largest" in line
+    assert tables.option_rows(folder.read_summary(exp)) == [("-", "none", "-", "-", "-")]
+    summary["cv"] = {"mean": 0.8, "std": "z", "folds": 3}
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0.8000 +- - (-)" in result.stdout
