@@ -443,3 +443,65 @@ def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "0.8000 +- - (-)" in result.stdout
+
+
+def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_it_out(tmp_path):
+    """The decision pooled whatever complete arrays oof.zarr held: with one case's array lost it decided on
+    5 of 6 cases without a word; an array predicted by another fold (which trained on the case) counted too."""
+    labels = {c: liver() for c in "abcde"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}, n_folds=3, labels=labels)
+    summary = {"folds": [0, 1], "config": {"infer": {"threshold": 0.5}}, "fold_results": {}}
+    for c in "abc":
+        oof.write_oof_case(tmp_path, c, labels[c].astype(float), store.folds()[c])
+    oof.write_oof_case(tmp_path, "e", labels["e"].astype(float), 2)  # fold 2 is not in this experiment
+    with pytest.raises(LiverctlError, match=r"out-of-fold predictions of 1 case\(s\) are missing \(d\); "):
+        evaluate_experiment(tmp_path, summary, store)
+    oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 0)  # predicted by fold 0, which trained on d
+    assert oof.missing_cases(tmp_path, {"c": 1, "d": 1}) == ["d"]
+    oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 1)
+    out = evaluate_experiment(tmp_path, summary, store)
+    assert out["oof"]["cases"] == 4 and out["decision"]["cases"] == 4  # e (fold 2) left out
+
+
+def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch):
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+
+    exp = _experiment(tmp_path, status="interrupted").rename(tmp_path / "cv-moved")  # experiment.json says "cv"
+    labels = {c: liver() for c in "abcd"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
+    summary = folder.read_summary(exp)
+    summary.pop("decision")
+    summary["fold_results"] = {str(f): {"run": f"fold-{f}", "status": "completed", "oof_done": True,
+                                        "best": {"volume_dice": 0.5}} for f in (0, 1)}
+    folder.write_summary(exp, summary)
+    for c in "abd":  # c, of fold 1, lost
+        oof.write_oof_case(exp, c, labels[c].astype(float), store.folds()[c])
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    predicted = []
+
+    def predict(self, fold, entry):
+        predicted.append(fold)
+        for c, f in store.folds().items():
+            if f == fold:
+                oof.write_oof_case(self.exp_dir, c, labels[c].astype(float), fold)
+        entry["oof_done"] = True
+
+    monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
+    monkeypatch.setattr(experiment_train._Folds, "predict", predict)
+    said = []
+    result = experiment_train.run_folds(exp, experiment_train.FoldOptions(say=said.append))
+    assert predicted == [1] and result["status"] == "completed" and result["oof"]["cases"] == 4
+    assert said[0] == "fold 1: out-of-fold predictions of 1 case(s) are missing (c); predicting them again"
+    # what train prints names the folder it worked on, not the name the experiment began under
+    assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
+
+
+def test_an_unfinished_experiment_says_how_to_continue_it_by_its_folder(tmp_path, capsys):
+    """After `mv runs/cv runs/cv-old`, `train --resume runs/cv-old` said to continue `--resume cv --runs-dir
+    runs` (another experiment, or none) and that the options were in runs/cv/experiment.json."""
+    from liverctl.commands.experiment import print_experiment
+
+    print_experiment({"name": "cv", "path": str(tmp_path / "cv-old"), "status": "time_limit", "message": "m"})
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"experiment cv-old: time_limit (m); continue it with `liverctl train --resume {tmp_path / 'cv-old'}`" in out
