@@ -6,14 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from liverctl.commands._common import console
+from liverctl.experiment.folder import SUMMARY_FILE
 
 
-def print_experiment(summary: dict, runs_dir: Path) -> None:
-    name = summary["name"]
+def print_experiment(summary: dict) -> None:
+    exp_dir = Path(summary["path"])
+    name = exp_dir.name
     if summary["status"] != "completed":
         console.print(
             f"experiment {name}: {summary['status']} ({summary.get('message', '')}); "
-            f"continue it with `liverctl train --resume {name} --runs-dir {runs_dir}`",
+            f"continue it with `liverctl train --resume {exp_dir}`",
             highlight=False,
         )
         return
@@ -29,6 +31,6 @@ def print_experiment(summary: dict, runs_dir: Path) -> None:
     )
     console.print(
         f"decision on the out-of-fold predictions: threshold {d['threshold']:g}, post {d['post']} "
-        f"(volume Dice {d['volume_dice']:.4f}; {len(d['options'])} options in {Path(runs_dir) / name}/experiment.json)",
+        f"(volume Dice {d['volume_dice']:.4f}; {len(d['options'])} options in {exp_dir / SUMMARY_FILE})",
         highlight=False,
     )

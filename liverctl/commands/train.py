@@ -78,7 +78,7 @@ def train(
             from liverctl.commands.experiment import print_experiment
 
             summary = train_experiment(request, say=lambda text: console.print(text, highlight=False))
-            print_experiment(summary, runs_dir)
+            print_experiment(summary)
             status = summary["status"]
         else:
             result = train_run(request, on_start=_print_start)

@@ -30,10 +30,22 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike]) -> ExpandedRuns:
     """Replace each experiment folder by its fold run folders (checked to agree with it); other run
     folders pass through. An experiment must have finished (its decision made)."""
     out = ExpandedRuns(run_dirs=[])
+    given: dict[Path, str] = {}  # each run folder (resolved) -> the --run that brought it
+
+    def add(run: Path, spec: str) -> None:
+        key = run.resolve()
+        if key in given:  # the mean of the ensemble would weigh it twice
+            first = given[key]
+            if first == spec:
+                raise LiverctlError(f"--run {spec} is given twice; give each run once")
+            raise LiverctlError(f"--run {first} and --run {spec} both hold the run {run}; give each run once")
+        given[key] = spec
+        out.run_dirs.append(run)
+
     for spec in run_dirs:
         path = Path(spec)
         if not is_experiment_dir(path):
-            out.run_dirs.append(path)
+            add(path, str(spec))
             continue
         summary = read_summary(path)
         decision = summary.get("decision")
@@ -49,7 +61,7 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike]) -> ExpandedRuns:
             if not config.is_file():
                 raise LiverctlError(f"fold {fold} of the experiment has no run folder", path=run)
             check_fold_config(path, summary, fold, read_config(config), str(run))
-            out.run_dirs.append(run)
+            add(run, str(spec))
         out.experiments.append(path)
         out.decisions.append(usable_decision(decision, path / SUMMARY_FILE))
     return out

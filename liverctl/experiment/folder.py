@@ -37,6 +37,14 @@ def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "run
     return None
 
 
+def experiment_of_fold(run_dir: str | os.PathLike) -> Path | None:
+    """The experiment folder that holds `run_dir` as one of its folds (`<exp>/fold-<k>/`), else None."""
+    run_dir = Path(run_dir)
+    if run_dir.name.startswith(FOLD_PREFIX) and is_experiment_dir(run_dir.parent):
+        return run_dir.parent
+    return None
+
+
 def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `experiment.json` whole, through the one atomic write."""
     path = Path(exp_dir) / SUMMARY_FILE
@@ -58,13 +66,32 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)
     folds = summary.get("folds")
-    if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+    if not isinstance(folds, list) or not folds or not all(
+        isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds
+    ):
         raise LiverctlError("experiment summary has no usable list of folds", path=path)
     config = summary.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         raise LiverctlError("experiment summary has no config (a table with a data section)", path=path)
     summary.setdefault("fold_results", {})
+    _check_tables(summary, path)
     return summary
+
+
+def _check_tables(summary: dict, path: Path) -> None:
+    """The parts every reader indexes are tables (or absent): fold_results of per-fold tables, each one's best,
+    cv, oof and decision; one line naming the first that is not."""
+    def table(value, name: str, optional: bool = True) -> None:
+        if not (isinstance(value, dict) or (optional and value is None)):
+            raise LiverctlError(f"experiment summary's {name} is {type(value).__name__}, not a table "
+                                "(the file is damaged or was edited by hand)", path=path)
+
+    table(summary["fold_results"], "fold_results", optional=False)
+    for fold, entry in summary["fold_results"].items():
+        table(entry, f"fold_results[{fold!r}]", optional=False)
+        table(entry.get("best"), f"fold_results[{fold!r}].best")
+    for key in ("cv", "oof", "decision"):
+        table(summary.get(key), key)
 
 
 # ------------------------------------------------------------------------------------------- --folds
@@ -141,6 +168,35 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where:
         raise LiverctlError(
             f"{Path(where).name} holds out fold {(cfg.get('data') or {}).get('fold')}, not fold {fold}", path=where
         )
+    # A fold run is its experiment's config with data.fold set: any other difference means a fold folder of
+    # another experiment (or one changed since) whose out-of-fold predictions the decision never saw.
+    key = _first_difference(cfg, exp_cfg)
+    if key is not None:
+        ours, theirs = _setting(cfg, key), _setting(exp_cfg, key)
+        raise LiverctlError(
+            f"fold {fold} was trained with {key} = {ours!r:.60}, the experiment with {theirs!r:.60}: it is not "
+            "this experiment's fold (copied from another experiment, or changed since); train the experiment again",
+            path=where,
+        )
+
+
+def _setting(cfg: dict, key: str) -> Any:
+    from liverctl.runs.summary import flatten_config
+
+    return flatten_config(cfg).get(key, "(missing)")
+
+
+def _first_difference(fold_cfg: dict, exp_cfg: dict) -> str | None:
+    """The first dotted key (data.fold and data.store aside: checked above) where two configs differ."""
+    from liverctl.runs.summary import flatten_config
+
+    ours, theirs = flatten_config(fold_cfg), flatten_config(exp_cfg)
+    for key in sorted(set(ours) | set(theirs)):
+        if key in ("data.fold", "data.store", "description"):
+            continue
+        if key not in ours or key not in theirs or ours[key] != theirs[key]:
+            return key
+    return None
 
 
 def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:

@@ -63,6 +63,14 @@ def oof_cases(exp_dir: str | Path) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def missing_cases(exp_dir: str | Path, expected: dict[str, int]) -> list[str]:
+    """The cases of `expected` (case -> fold) without a complete out-of-fold array predicted by that fold."""
+    if not (Path(exp_dir) / OOF_STORE / "zarr.json").is_file():
+        return sorted(expected)
+    done = oof_cases(exp_dir)
+    return [case for case, fold in sorted(expected.items()) if done.get(case) != fold]
+
+
 def read_oof_case(exp_dir: str | Path, case_id: str) -> np.ndarray:
     """Shape: -> uint8 (X, Y, Z)."""
     return np.asarray(_group(exp_dir, "r")[case_id][...])

@@ -64,10 +64,14 @@ def summarize_experiment(exp_dir: str | Path):
 
 def cv_text(summary) -> str:
     """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one."""
+    from liverctl.runs.history import finite
+
     cv = (summary.cv or {}).get("cv") or {}
-    if cv.get("mean") is None:
+    mean, std, folds = finite(cv.get("mean")), finite(cv.get("std")), cv.get("folds")
+    if mean is None:
         return "-"
-    return f"{cv['mean']:.4f} +- {cv['std']:.4f} ({len(cv.get('folds') or {})})"
+    std_text = "-" if std is None else f"{std:.4f}"
+    return f"{mean:.4f} +- {std_text} ({len(folds) if isinstance(folds, dict) else '-'})"
 
 
 def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:

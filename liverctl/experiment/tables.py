@@ -14,10 +14,12 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
     """Every option tried, best volume Dice first; the chosen one marked with `*`."""
     decision = summary.get("decision") or {}
     rows = []
-    options = sorted(decision.get("options") or [], key=lambda o: -(o.get("volume_dice") or 0.0))
+    options = decision.get("options")
+    options = [o for o in options if isinstance(o, dict)] if isinstance(options, list) else []
+    options.sort(key=lambda o: -(o.get("volume_dice") if isinstance(o.get("volume_dice"), (int, float)) else 0.0))
     for o in options:
         chosen = o.get("threshold") == decision.get("threshold") and o.get("post") == decision.get("post")
-        rows.append((f"{o['threshold']:g}{' *' if chosen else ''}", str(o["post"]),
+        rows.append((f"{_g(o.get('threshold'))}{' *' if chosen else ''}", str(o.get("post")),
                      *(_fmt(o.get(k)) for k in ("volume_dice", "slice_dice", "global_dice"))))
     return rows
 
@@ -41,13 +43,13 @@ def headline(summary: dict) -> str:
     parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {len(summary['folds'])} folds, "
              f"{summary.get('status')})"]
     if cv.get("mean") is not None:
-        parts.append(f"per-fold best volume Dice {cv['mean']:.4f} +- {cv['std']:.4f}")
+        parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])} +- {_fmt(cv.get('std'))}")
     if o.get("volume_dice") is not None:
-        parts.append(f"pooled out-of-fold ({o.get('cases')} cases, threshold {o.get('threshold'):g}, no "
-                     f"post-processing): volume {o['volume_dice']:.4f}, slice {_fmt(o.get('slice_dice'))}, "
+        parts.append(f"pooled out-of-fold ({o.get('cases')} cases, threshold {_g(o.get('threshold'))}, no "
+                     f"post-processing): volume {_fmt(o['volume_dice'])}, slice {_fmt(o.get('slice_dice'))}, "
                      f"global {_fmt(o.get('global_dice'))}")
     if d:
-        parts.append(f"decision: threshold {d['threshold']:g}, post {d['post']} (out-of-fold volume Dice "
+        parts.append(f"decision: threshold {_g(d.get('threshold'))}, post {d.get('post')} (out-of-fold volume Dice "
                      f"{_fmt(d.get('volume_dice'))})")
     if o.get("note"):
         parts.append(o["note"])
@@ -56,6 +58,11 @@ def headline(summary: dict) -> str:
 
 def _fmt(value) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
+
+
+def _g(value) -> str:
+    """A threshold as written (experiment.json is anyone's file): `0.5`, or `-` for what is not a number."""
+    return "-" if not isinstance(value, (int, float)) else f"{value:g}"
 
 
 def expand_report_specs(specs, runs_dir) -> tuple[list[Path], list[Path]]:

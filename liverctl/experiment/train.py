@@ -124,16 +124,23 @@ def _training_done(run_dir: Path, cfg: dict) -> bool:
 def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
     """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
     from liverctl.data.store import LiverStore
+    from liverctl.experiment import oof
 
     exp_dir = Path(exp_dir)
     summary = read_summary(exp_dir)
     store = LiverStore.open(summary["config"]["data"]["store"])
     folder.check_store_unchanged(summary, store, exp_dir)
     folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, options=options)
+    expected = experiment_cases(summary, store)
     for fold in summary["folds"]:
         entry = summary["fold_results"].setdefault(str(fold), {"run": fold_dir(exp_dir, fold).name})
         if entry.get("oof_done"):
-            continue
+            lost = oof.missing_cases(exp_dir, {c: f for c, f in expected.items() if f == fold})
+            if not lost:
+                continue
+            options.say(f"fold {fold}: out-of-fold predictions of {len(lost)} case(s) are missing "
+                        f"({', '.join(lost[:3])}); predicting them again")
+            entry["oof_done"] = False
         stopped = folds.train(fold, entry)
         if stopped is not None:
             return folds.finish(*stopped)
@@ -158,9 +165,12 @@ class _Folds:
         return None if limit is None else limit - (time.monotonic() - self.started)
 
     def finish(self, status: str, message: str = "") -> dict:
+        """Write the summary with its final status; returned with `path`, the folder (not written: the folder
+        may be moved or renamed, and the experiment is wherever its folder is)."""
         self.summary["status"], self.summary["message"] = status, message
+        self.summary["name"] = self.exp_dir.name
         write_summary(self.exp_dir, self.summary)
-        return self.summary
+        return {**self.summary, "path": str(self.exp_dir)}
 
     def train(self, fold: int, entry: dict) -> tuple[str, str] | None:
         """Train or resume the fold unless it is done; (status, message) when the experiment must stop."""
@@ -223,14 +233,28 @@ def cv_figures(summary: dict) -> dict:
     }
 
 
+def experiment_cases(summary: dict, store) -> dict[str, int]:
+    """Case -> fold of every case the experiment holds out: the cases of its folds (not of the store's others)."""
+    folds = set(summary["folds"])
+    return {case: fold for case, fold in folder.fold_assignment(store).items() if fold in folds}
+
+
 def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
     """The experiment's cross-validation figures: cv (per-fold best), oof (pooled, config threshold, no
-    post-processing) and the decision on the pooled OOF predictions (every option scored)."""
+    post-processing) and the decision on the pooled OOF predictions (every option scored). The pool is exactly
+    the cases of the experiment's folds, each predicted by the fold that held it out."""
     import numpy as np
 
     from liverctl.experiment import decide, oof
 
-    cases = oof.oof_cases(exp_dir)
+    cases = experiment_cases(summary, store)
+    lost = oof.missing_cases(exp_dir, cases)
+    if lost:
+        raise LiverctlError(
+            f"out-of-fold predictions of {len(lost)} case(s) are missing ({', '.join(lost[:3])}); "
+            f"`liverctl train --resume {exp_dir}` predicts them again",
+            path=Path(exp_dir) / folder.OOF_STORE,
+        )
     preferred = float(summary["config"]["infer"]["threshold"])
     liver = [float(store.meta(c).get("liver_voxels") or 0) for c in cases]
     posts = decide.post_candidates(float(np.median(liver)) if liver else 1.0)

@@ -107,9 +107,10 @@ def check_out_path(out: Path) -> None:
     check_output_file(out, what="the submission", folder_hint="--out takes the CSV's file name, e.g. submission.csv")
 
 
-def _experiment_decisions(run_dirs, threshold, postprocess, note):
+def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
     """Experiments become their fold runs; their out-of-fold decisions fill the threshold and the
-    post-processing the user left to the run (the first experiment's, when several disagree)."""
+    post-processing the user left to the run (the first experiment's, when several disagree). The note says
+    which of the two came from the decision and what the decision was not made on."""
     from liverctl.experiment.ensemble import expand_runs
 
     expanded = expand_runs(run_dirs)
@@ -117,12 +118,26 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note):
         first = expanded.decisions[0]
         if len({(d["threshold"], d["post"]) for d in expanded.decisions}) > 1:
             note(f"experiments decided differently; using the first's threshold {first['threshold']:g}, post {first['post']}")
+        used = []
         if threshold is None:
             threshold = float(first["threshold"])
+        else:
+            used.append(f"--threshold {threshold:g}")
         if postprocess is None:
             postprocess = str(first["post"])
-        note(f"{len(expanded.run_dirs)} fold run(s) from {len(expanded.experiments)} experiment(s); "
-             f"out-of-fold decision: threshold {threshold:g}, post {postprocess}")
+        else:
+            used.append(f"--postprocess {postprocess}")
+        folds = sum(1 for r in expanded.run_dirs if any(r.parent == e for e in expanded.experiments))
+        text = (f"{folds} fold run(s) from {len(expanded.experiments)} experiment(s); out-of-fold decision: "
+                f"threshold {first['threshold']:g}, post {first['post']}")
+        if used:
+            text += f" ({' and '.join(used)} given: used instead)"
+        note(text)
+        if which != "best":
+            note(f"the decision was made on the folds' best checkpoints; --checkpoint {which} predicts with others")
+        if len(expanded.run_dirs) > folds:
+            note(f"{len(expanded.run_dirs) - folds} other run(s) join the ensemble: the decision was made "
+                 "without them")
     return threshold, postprocess, expanded
 
 
@@ -332,7 +347,7 @@ def make_submission(
     check_request(run_dirs, Path(out), tta, postprocess, threshold, batch_size)
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
-    threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note)
+    threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
     runs = load_run_models(expanded.run_dirs, which=which, device=device)
     store, store_path, n_slices = open_test_store(runs, store_path, sample)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)

@@ -16,6 +16,7 @@ from typing import Any
 
 from liverctl.config import apply_overrides, is_none, read_config, resolve_config
 from liverctl.errors import LiverctlError
+from liverctl.experiment.folder import experiment_of_fold
 from liverctl.runs.checkpoint import require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
@@ -203,6 +204,12 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
     """The run's saved config with the request's overrides; refused for another preset or a finished run."""
     from liverctl.runs.checkpoint import read_sidecar
 
+    exp = experiment_of_fold(run_dir)
+    if exp is not None:  # trained on its own, a fold no longer matches its out-of-fold predictions and decision
+        raise LiverctlError(
+            f"--resume {request.resume}: that run is {run_dir.name} of the experiment {exp.name}; continue the "
+            f"experiment with `liverctl train --resume {exp}`"
+        )
     cfg = read_config(run_dir / CONFIG_FILE)
     if request.preset and request.preset != cfg.get("preset"):
         raise LiverctlError(

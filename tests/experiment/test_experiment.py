@@ -183,6 +183,63 @@ def test_expand_runs_replaces_an_experiment_by_its_folds_and_checks_them(tmp_pat
         expand_runs([exp])
 
 
+def test_a_fold_folder_from_another_experiment_is_refused(tmp_path):
+    """A fold-1 copied from an experiment with the same preset and store but other settings (here another
+    learning rate, or data.context 2) was ensembled silently under this experiment's decision."""
+    import tomli_w
+
+    from liverctl.config import read_config
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    cfg = read_config(exp / "fold-1" / "config.toml")
+    for key, value in (("optim", ("lr", 0.05)), ("data", ("context", 2))):
+        changed = json.loads(json.dumps(cfg))
+        changed[key][value[0]] = value[1]
+        (exp / "fold-1" / "config.toml").write_text(tomli_w.dumps(changed), encoding="utf-8")
+        with pytest.raises(LiverctlError) as info:
+            expand_runs([exp])
+        text = str(info.value)
+        assert text.startswith(f"{exp / 'fold-1'}: fold 1 was trained with {key}.{value[0]} = {value[1]!r}, ")
+        assert "it is not this experiment's fold" in text and "\n" not in text
+
+
+def test_a_run_given_twice_is_refused(tmp_path):
+    """`--run cv --run cv/fold-0` ensembled fold 0 twice (twice its weight in the mean) and said '4 run(s)'."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    with pytest.raises(LiverctlError) as info:
+        expand_runs([exp, exp / "fold-0"])
+    assert str(info.value) == (f"--run {exp} and --run {exp / 'fold-0'} both hold the run {exp / 'fold-0'}; "
+                               "give each run once")
+    with pytest.raises(LiverctlError, match=f"^--run {exp} is given twice; give each run once$"):
+        expand_runs([exp, exp])
+    other = tmp_path / "single"
+    with pytest.raises(LiverctlError, match="is given twice"):
+        expand_runs([other, tmp_path / "." / "single"])
+
+
+def test_submit_notes_say_what_came_from_the_decision(tmp_path):
+    """`--threshold 0.3` was reported as 'out-of-fold decision: threshold 0.3'; --checkpoint last and a plain
+    run in the ensemble were applied the folds' decision without a word."""
+    from liverctl.infer.submit import _experiment_decisions
+
+    exp = _experiment(tmp_path)
+    notes = []
+    assert _experiment_decisions([exp], None, None, notes.append)[:2] == (0.4, "largest")
+    assert notes == ["2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"]
+    notes.clear()
+    threshold, post, _ = _experiment_decisions([exp, tmp_path / "single"], 0.3, None, notes.append, "last")
+    assert (threshold, post) == (0.3, "largest")
+    assert notes == [
+        "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest "
+        "(--threshold 0.3 given: used instead)",
+        "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
+        "1 other run(s) join the ensemble: the decision was made without them",
+    ]
+
+
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     from liverctl.experiment.ensemble import expand_runs
 
@@ -341,3 +398,110 @@ def test_runs_shows_an_odd_decision_as_written_without_a_traceback(tmp_path):
     assert result.exit_code == 0, result.output
     assert "cv: decided on [b]3 out-of-fold cases: threshold -, post largest[/p] (volume Dice -)" in " ".join(
         result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda s: s.update(folds=[True, 1]), "experiment summary has no usable list of folds"),
+        (lambda s: s.update(fold_results=[1]), "experiment summary's fold_results is list, not a table"),
+        (lambda s: s.update(fold_results={"0": 5}), "experiment summary's fold_results['0'] is int, not a table"),
+        (lambda s: s.update(fold_results={"0": {"best": "x"}}), "fold_results['0'].best is str, not a table"),
+        (lambda s: s.update(cv=[1]), "experiment summary's cv is list, not a table"),
+        (lambda s: s.update(decision="largest"), "experiment summary's decision is str, not a table"),
+    ],
+)
+def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
+    """report, watch and train --resume indexed these parts and ended in AttributeError tracebacks."""
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    damage(summary)
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        folder.read_summary(exp)
+    assert str(info.value).startswith(f"{exp / folder.SUMMARY_FILE}: ") and message in str(info.value)
+
+
+def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
+    """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
+    ValueError / TypeError (format codes applied to a str or None)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.experiment import tables
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary.update(cv={"mean": "x", "std": None, "folds": 3}, oof={"volume_dice": 0.5, "threshold": "y"})
+    summary["decision"].update(threshold="q", options=[1, {"threshold": "a", "post": "none", "volume_dice": "b"}])
+    folder.write_summary(exp, summary)
+    line = tables.headline(folder.read_summary(exp))
+    assert "threshold -, no post-processing): volume 0.5000" in line and "decision: threshold -, post largest" in line
+    assert tables.option_rows(folder.read_summary(exp)) == [("-", "none", "-", "-", "-")]
+    summary["cv"] = {"mean": 0.8, "std": "z", "folds": 3}
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "0.8000 +- - (-)" in result.stdout
+
+
+def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_it_out(tmp_path):
+    """The decision pooled whatever complete arrays oof.zarr held: with one case's array lost it decided on
+    5 of 6 cases without a word; an array predicted by another fold (which trained on the case) counted too."""
+    labels = {c: liver() for c in "abcde"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}, n_folds=3, labels=labels)
+    summary = {"folds": [0, 1], "config": {"infer": {"threshold": 0.5}}, "fold_results": {}}
+    for c in "abc":
+        oof.write_oof_case(tmp_path, c, labels[c].astype(float), store.folds()[c])
+    oof.write_oof_case(tmp_path, "e", labels["e"].astype(float), 2)  # fold 2 is not in this experiment
+    with pytest.raises(LiverctlError, match=r"out-of-fold predictions of 1 case\(s\) are missing \(d\); "):
+        evaluate_experiment(tmp_path, summary, store)
+    oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 0)  # predicted by fold 0, which trained on d
+    assert oof.missing_cases(tmp_path, {"c": 1, "d": 1}) == ["d"]
+    oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 1)
+    out = evaluate_experiment(tmp_path, summary, store)
+    assert out["oof"]["cases"] == 4 and out["decision"]["cases"] == 4  # e (fold 2) left out
+
+
+def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch):
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+
+    exp = _experiment(tmp_path, status="interrupted").rename(tmp_path / "cv-moved")  # experiment.json says "cv"
+    labels = {c: liver() for c in "abcd"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
+    summary = folder.read_summary(exp)
+    summary.pop("decision")
+    summary["fold_results"] = {str(f): {"run": f"fold-{f}", "status": "completed", "oof_done": True,
+                                        "best": {"volume_dice": 0.5}} for f in (0, 1)}
+    folder.write_summary(exp, summary)
+    for c in "abd":  # c, of fold 1, lost
+        oof.write_oof_case(exp, c, labels[c].astype(float), store.folds()[c])
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    predicted = []
+
+    def predict(self, fold, entry):
+        predicted.append(fold)
+        for c, f in store.folds().items():
+            if f == fold:
+                oof.write_oof_case(self.exp_dir, c, labels[c].astype(float), fold)
+        entry["oof_done"] = True
+
+    monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
+    monkeypatch.setattr(experiment_train._Folds, "predict", predict)
+    said = []
+    result = experiment_train.run_folds(exp, experiment_train.FoldOptions(say=said.append))
+    assert predicted == [1] and result["status"] == "completed" and result["oof"]["cases"] == 4
+    assert said[0] == "fold 1: out-of-fold predictions of 1 case(s) are missing (c); predicting them again"
+    # what train prints names the folder it worked on, not the name the experiment began under
+    assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
+
+
+def test_an_unfinished_experiment_says_how_to_continue_it_by_its_folder(tmp_path, capsys):
+    """After `mv runs/cv runs/cv-old`, `train --resume runs/cv-old` said to continue `--resume cv --runs-dir
+    runs` (another experiment, or none) and that the options were in runs/cv/experiment.json."""
+    from liverctl.commands.experiment import print_experiment
+
+    print_experiment({"name": "cv", "path": str(tmp_path / "cv-old"), "status": "time_limit", "message": "m"})
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"experiment cv-old: time_limit (m); continue it with `liverctl train --resume {tmp_path / 'cv-old'}`" in out

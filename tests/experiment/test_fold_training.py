@@ -68,3 +68,20 @@ def test_an_experiment_whose_folds_checkpoints_cannot_fit_is_refused_before_its_
     assert message.startswith(f"{tmp_path}: the checkpoints of {folds} runs (best and last of each, and the one"), message
     assert "free some space or give --runs-dir a folder on a larger disk" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fold_of_an_experiment_is_not_resumed_on_its_own(runs):
+    """`train --resume cv/fold-1 --set data.fold=0` trained fold 1's model on its own held-out cases, and
+    `--epochs 3` trained it past the checkpoint its out-of-fold predictions and the decision came from."""
+    from liverctl.train.start import train_run
+
+    fold = runs / "cv" / "fold-1"
+    (fold / "checkpoints").mkdir(parents=True)
+    (fold / "checkpoints" / "last.pt").write_bytes(b"")
+    (fold / "config.toml").write_text('preset = "demo"\n')
+    for spec in ("cv/fold-1", str(fold)):
+        with pytest.raises(LiverctlError) as info:
+            train_run(TrainRequest(resume=spec, runs_dir=runs, sets=("data.fold=0",)))
+        assert str(info.value) == (f"--resume {spec}: that run is fold-1 of the experiment cv; continue the "
+                                   f"experiment with `liverctl train --resume {runs / 'cv'}`")
+    assert sorted(p.name for p in fold.iterdir() if p.name != ".lock") == ["checkpoints", "config.toml"]
