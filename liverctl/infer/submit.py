@@ -125,6 +125,10 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
             used.append(f"--threshold {threshold:g}")
         if postprocess is None:
             postprocess = str(first["post"])
+        elif str(postprocess).strip().lower() == AUTO:  # auto on one fold's validation cases, which the
+            postprocess = str(first["post"])            # other folds trained on: the decision is auto done right
+            note("--postprocess auto: an experiment's out-of-fold decision is that choice, made on cases no "
+                 "fold trained on")
         else:
             used.append(f"--postprocess {postprocess}")
         folds = sum(1 for r in expanded.run_dirs if any(r.parent == e for e in expanded.experiments))

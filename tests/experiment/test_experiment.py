@@ -240,6 +240,18 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     ]
 
 
+def test_submit_postprocess_auto_on_an_experiment_is_its_out_of_fold_decision(tmp_path):
+    """auto scored the clean-ups on fold 0's validation cases, which every other fold trained on; the
+    experiment already chose on cases no fold trained on."""
+    from liverctl.infer.submit import _experiment_decisions
+
+    notes = []
+    threshold, post, _ = _experiment_decisions([_experiment(tmp_path)], None, "auto", notes.append)
+    assert (threshold, post) == (0.4, "largest")
+    assert notes[0].startswith("--postprocess auto: an experiment's out-of-fold decision is that choice")
+    assert notes[1] == "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"
+
+
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
     from liverctl.experiment.ensemble import expand_runs
 
