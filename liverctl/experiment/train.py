@@ -6,9 +6,10 @@ experiment says where it stopped and `resume_experiment` continues the unfinishe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, pstdev
@@ -144,9 +145,11 @@ def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
         stopped = folds.train(fold, entry)
         if stopped is not None:
             return folds.finish(*stopped)
-        folds.predict(fold, entry)
+        with folds.stops_on_error(f"fold {fold}, out-of-fold prediction"):
+            folds.predict(fold, entry)
     options.say("deciding threshold and post-processing on the pooled out-of-fold predictions")
-    summary.update(evaluate_experiment(exp_dir, summary, store))
+    with folds.stops_on_error("deciding on the out-of-fold predictions"):
+        summary.update(evaluate_experiment(exp_dir, summary, store))
     return folds.finish("completed")
 
 
@@ -171,6 +174,15 @@ class _Folds:
         self.summary["name"] = self.exp_dir.name
         write_summary(self.exp_dir, self.summary)
         return {**self.summary, "path": str(self.exp_dir)}
+
+    @contextlib.contextmanager
+    def stops_on_error(self, step: str) -> Iterator[None]:
+        """An error or Ctrl-C in `step` ends the experiment as failed or interrupted, not still 'running'."""
+        try:
+            yield
+        except (LiverctlError, KeyboardInterrupt) as exc:
+            self.finish("failed" if isinstance(exc, LiverctlError) else "interrupted", f"{step}: {exc}")
+            raise
 
     def train(self, fold: int, entry: dict) -> tuple[str, str] | None:
         """Train or resume the fold unless it is done; (status, message) when the experiment must stop."""

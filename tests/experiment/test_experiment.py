@@ -509,6 +509,31 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
 
 
+@pytest.mark.parametrize(("error", "status"), [(KeyboardInterrupt(), "interrupted"),
+                                               (LiverctlError("disk gone"), "failed")])
+def test_an_error_in_out_of_fold_prediction_ends_the_experiment(tmp_path, monkeypatch, error, status):
+    """Ctrl-C while a fold's held-out cases were predicted left experiment.json saying 'running'."""
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+
+    exp = _experiment(tmp_path, status="running")
+    summary = folder.read_summary(exp)
+    summary.pop("decision")
+    folder.write_summary(exp, summary)
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels={c: liver() for c in "abcd"})
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
+
+    def predict(self, fold, entry):
+        raise error
+
+    monkeypatch.setattr(experiment_train._Folds, "predict", predict)
+    with pytest.raises(type(error)):
+        experiment_train.run_folds(exp, experiment_train.FoldOptions())
+    written = folder.read_summary(exp)
+    assert written["status"] == status and written["message"].startswith("fold 0, out-of-fold prediction")
+
+
 def test_an_unfinished_experiment_says_how_to_continue_it_by_its_folder(tmp_path, capsys):
     """After `mv runs/cv runs/cv-old`, `train --resume runs/cv-old` said to continue `--resume cv --runs-dir
     runs` (another experiment, or none) and that the options were in runs/cv/experiment.json."""
