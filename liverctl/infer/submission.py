@@ -313,10 +313,10 @@ def read_submission(
 def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, looks_like_data: bool) -> list[Problem]:
     """The header as found against the one required (or, for None, any two-column non-data header)."""
     if header is not None and found != tuple(header):
-        return [Problem(1, f"bad header {','.join(found)!r}: expected {','.join(header)!r}")]
+        return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: expected {','.join(header)!r}")]
     if header is None and (len(found) != 2 or looks_like_data):
         what = "a data row, not a header" if looks_like_data else f"{len(found)} column(s)"
-        return [Problem(1, f"bad header {','.join(found)!r}: {what}; expected e.g. 'id,rle'")]
+        return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: {what}; expected e.g. 'id,rle'")]
     return []
 
 

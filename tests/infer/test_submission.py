@@ -191,6 +191,13 @@ def test_any_two_column_header_accepted_when_not_required(tmp_path):
         "line 1: bad header 'zz_0,1 0': a data row, not a header; expected e.g. 'id,rle'",
         "line 1 (id 'zz_0'): unknown id: no such test case",
     ]
+    long_first = tmp_path / "long.csv"  # a headerless CSV whose first row is a noisy slice's RLE
+    long_first.write_text("a_0," + " ".join(["1 1"] * 50_000) + "\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(long_first, shapes, header=None)
+    first = str(info.value.problems[0])
+    assert first.startswith("line 1: bad header 'a_0,1 1 1 1") and "... (200003 characters): a data row" in first
+    assert len(first) < 200
 
 
 def test_a_csv_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
