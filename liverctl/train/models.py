@@ -207,8 +207,9 @@ def _adapt_first_conv(weight, channels: int):
     return weight.repeat(1, reps, 1, 1)[:, :channels] * (weight.shape[1] / channels)
 
 
-def load_encoder_weights(model, path: Path) -> None:
-    """Load an encoder state dict (or a whole-model one with `encoder.` keys) from a local file."""
+def read_encoder_weights(path: Path) -> dict:
+    """The encoder's tensors in a local file (an encoder state dict, or a whole-model one with `encoder.` keys),
+    by name; LiverctlError naming the file when it is missing or holds no such table."""
     import torch
 
     if not path.is_file():
@@ -229,6 +230,14 @@ def load_encoder_weights(model, path: Path) -> None:
     state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if any(k.startswith("encoder.") for k in state):
         state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not state:
+        raise LiverctlError("encoder weights file holds no tensors", path=path)
+    return state
+
+
+def load_encoder_weights(model, path: Path) -> None:
+    """Load `read_encoder_weights(path)` into the model's encoder (a first conv of other channels adapted)."""
+    state = read_encoder_weights(path)
     own = model.encoder.state_dict()
     for key, value in list(state.items()):
         target = own.get(key)

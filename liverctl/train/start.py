@@ -75,7 +75,7 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     from liverctl.infer.postprocess import AUTO, parse_postprocess
     from liverctl.infer.predict import parse_tta
     from liverctl.train.losses import build_loss
-    from liverctl.train.models import check_weights_available
+    from liverctl.train.models import check_weights_available, read_encoder_weights
     from liverctl.train.session import steps_per_epoch
 
     info = distributed.from_env()
@@ -84,7 +84,9 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
     steps_per_epoch(cfg["train"], math.ceil(len(train_rows) / info.world))
     m = cfg["model"]
-    if weights and not is_none(m["encoder_weights"]) and is_none(m["encoder_weights_path"]):
+    if weights and not is_none(m["encoder_weights_path"]):
+        read_encoder_weights(Path(m["encoder_weights_path"]))  # missing or unreadable: before the folder
+    elif weights and not is_none(m["encoder_weights"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
     build_loss(cfg)
     for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):

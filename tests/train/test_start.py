@@ -140,6 +140,28 @@ def test_what_set_up_would_refuse_is_refused_before_any_folder_exists(tiny_store
     assert not runs.exists() and not fake_training
 
 
+@pytest.mark.parametrize(("content", "words"), [(None, "encoder weights file not found"),
+                                               (b"not a checkpoint", "encoder weights"),
+                                               ({}, "encoder weights file holds no tensors")])
+def test_a_bad_local_weights_file_is_refused_before_any_folder_exists(tiny_store, tmp_path, fake_training, content,
+                                                                      words):
+    """model.encoder_weights_path was read only once the run folder existed and the run had been announced."""
+    import torch
+
+    path = tmp_path / "encoder.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    runs = tmp_path / "runs"
+    request = TrainRequest(preset="demo", sets=(*TINY, f"model.encoder_weights_path='{path}'"),
+                           values={"data.store": str(tiny_store)}, device="cpu", name="n", runs_dir=runs)
+    with pytest.raises(LiverctlError, match=words) as info:
+        train_run(request)
+    assert str(info.value).startswith(str(path))
+    assert not runs.exists() and not fake_training
+
+
 def test_a_new_run_that_fails_before_it_starts_leaves_its_name_free(tiny_store, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     request = TrainRequest(preset="demo", sets=TINY, values={"data.store": str(tiny_store)}, name="n", runs_dir=runs)
