@@ -194,9 +194,25 @@ def test_nnunet_channel_suffix(tmp_path):
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
     nnunet(tmp_path)
     touch(tmp_path / "imagesTr" / "case_a_0001.nii.gz")
-    found = find_source(tmp_path)
+    touch(tmp_path / "imagesTr" / "case_b.nii.gz")  # no channel suffix
+    touch(tmp_path / "labelsTr" / "case_b.nii.gz")
+    found = find_source(tmp_path, layout="nnunet")  # recognised as the Decathlon's, with a file unsuffixed
     assert found.by_split("train") == []
-    assert any("channels 0000, 0001" in str(p) for p in found.problems)
+    # one line each: not also "label of case 'case_a' has no volume"
+    assert [str(p).split(": ", 1)[1] for p in found.problems] == [
+        "has no channel suffix (expected NAME_0000.nii.gz)",
+        "case 'case_a' has channels 0000, 0001; liverctl takes one-channel CT (_0000 only)",
+    ]
+
+
+def test_a_case_id_used_twice_is_one_problem(tmp_path):
+    competition(tmp_path, ids=(1, 2))
+    touch(tmp_path / "train" / "volume" / "1.nii")  # volume-1.nii.gz and 1.nii: both id '1'
+    found = find_source(tmp_path)
+    assert [c.case_id for c in found.by_split("train")] == ["2"]
+    assert [str(p).split(": ", 1)[1] for p in found.problems] == [
+        "case id '1' is also used by volume-1.nii.gz; rename one"
+    ]
 
 
 def test_totalseg_case_folders(tmp_path):

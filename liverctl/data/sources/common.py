@@ -32,6 +32,20 @@ class CaseFiles:
     labels_named_by: str = "dataset.json"
 
 
+class Problems(list):
+    """A source's problems, one `LiverctlError` each, and the case ids they took out (`refused`): an id
+    refused for its volume (two files, other channels, an unsafe name) is not reported again for its
+    label having no volume."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.refused: set[str] = set()
+
+    def refuse(self, case_id: str, error: LiverctlError) -> None:
+        self.refused.add(case_id)
+        self.append(error)
+
+
 @dataclass
 class DataLayout:
     """The cases of one data source, sorted by id, and the problems that made others unusable.
@@ -42,7 +56,7 @@ class DataLayout:
 
     root: Path
     cases: list[CaseFiles] = field(default_factory=list)
-    problems: list[LiverctlError] = field(default_factory=list)
+    problems: Problems = field(default_factory=Problems)
     layout: str = "competition"
     label_names: dict[int, str] | None = None
     labels_named_by: str = "dataset.json"
@@ -89,21 +103,20 @@ def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
     return [p for p in visible if is_nifti_name(p)]
 
 
-def check_id(case_id: str, path: Path, problems: list[LiverctlError]) -> bool:
+def check_id(case_id: str, path: Path, problems: Problems) -> bool:
     if SAFE_ID.match(case_id):
         return True
-    problems.append(
+    problems.refuse(
+        case_id,
         LiverctlError(
             f"case id {case_id!r} must start with a letter or digit and use only letters, digits, '.', '_' and '-'",
             path=path,
-        )
+        ),
     )
     return False
 
 
-def index_by_id(
-    files: list[Path], problems: list[LiverctlError], id_of=case_id_from_name
-) -> dict[str, Path]:
+def index_by_id(files: list[Path], problems: Problems, id_of=case_id_from_name) -> dict[str, Path]:
     """Map case id -> file; ids claimed by two files (or unsafe ids) become problems and are dropped."""
     by_id: dict[str, list[Path]] = {}
     for path in files:
@@ -112,9 +125,8 @@ def index_by_id(
     for case_id, paths in by_id.items():
         if len(paths) > 1:
             others = ", ".join(str(p) if p.parent != paths[0].parent else p.name for p in paths[1:])
-            problems.append(
-                LiverctlError(f"case id {case_id!r} is also used by {others}; rename one", path=paths[0])
-            )
+            problems.refuse(case_id, LiverctlError(f"case id {case_id!r} is also used by {others}; rename one",
+                                                   path=paths[0]))
         elif check_id(case_id, paths[0], problems):
             found[case_id] = paths[0]
     return found
@@ -140,9 +152,9 @@ def pair_cases(
         )
         del volumes[case_id], tests[case_id]
         labels.pop(case_id, None)
-    for case_id in sorted(set(labels) - set(volumes)):
+    for case_id in sorted(set(labels) - set(volumes) - problems.refused):  # a refused volume is said once
         problems.append(LiverctlError(f"label of case {case_id!r} has no volume in {where[0]}", path=labels[case_id]))
-    for case_id in sorted(set(volumes) - set(labels)):
+    for case_id in sorted(set(volumes) - set(labels) - problems.refused):
         problems.append(
             LiverctlError(f"training volume of case {case_id!r} has no label in {where[1]}", path=volumes[case_id])
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from liverctl.data.sources.common import (
     DataLayout,
+    Problems,
     check_id,
     index_by_id,
     nifti_files,
@@ -34,23 +35,25 @@ def looks_like(root: Path) -> bool:
     return bool(images) and all(_CHANNEL.match(strip_nifti_suffix(p.name)) for p in images)
 
 
-def _by_case(files: list[Path], problems: list[LiverctlError]) -> dict[str, Path]:
+def _by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
     """NAME -> NAME_0000 file; files without a channel suffix, and cases with more channels, are problems."""
     channels: dict[str, dict[str, Path]] = {}
     for path in files:
         match = _CHANNEL.match(strip_nifti_suffix(path.name))
         if match is None:
-            problems.append(LiverctlError("has no channel suffix (expected NAME_0000.nii.gz)", path=path))
+            problems.refuse(strip_nifti_suffix(path.name),
+                            LiverctlError("has no channel suffix (expected NAME_0000.nii.gz)", path=path))
             continue
         channels.setdefault(match["name"], {})[match["channel"]] = path
     found = {}
     for name, by_channel in sorted(channels.items()):
         if set(by_channel) != {"0000"}:
-            problems.append(
+            problems.refuse(
+                name,
                 LiverctlError(
                     f"case {name!r} has channels {', '.join(sorted(by_channel))}; liverctl takes one-channel CT (_0000 only)",
                     path=next(iter(by_channel.values())),
-                )
+                ),
             )
         elif check_id(name, by_channel["0000"], problems):
             found[name] = by_channel["0000"]
