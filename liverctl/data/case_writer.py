@@ -156,10 +156,13 @@ def _no_liver_label_note(label: np.ndarray, liver_labels: tuple[int, ...], path:
     )
 
 
-def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
-    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256)."""
+def _read_source(path: Path, workers: int, notes: list[str], prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256); what
+    nibabel fixed in the header as it read it goes to `notes`."""
     fp = file_fingerprint(path)
-    img, data, digest = read_nifti_and_sha256(path, workers=workers)
+    fixes: list[str] = []
+    img, data, digest = read_nifti_and_sha256(path, workers=workers, header_fixes=fixes)
+    notes.extend(f"{path}: nibabel fixed the header as it read it: {fix}" for fix in dict.fromkeys(fixes))
     attrs = {
         f"{prefix}source": str(path.absolute()),
         f"{prefix}size": fp["size"],
@@ -172,15 +175,16 @@ def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.nd
 def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1) -> CaseVolumes:
     """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
     `liver_pixels_per_slice` until `write_case_group` has counted them."""
-    img, data, source = _read_source(case.volume, workers)
+    notes: list[str] = []
+    img, data, source = _read_source(case.volume, workers, notes)
     affine, spacing = volume_geometry(img, case.volume)
     attrs: dict[str, Any] = {"split": case.split, **source}
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)
     shape = tuple(int(n) for n in data.shape)
-    volumes = CaseVolumes(attrs, data)
+    volumes = CaseVolumes(attrs, data, notes=notes)
     if case.label is not None:
-        label_img, label, source = _read_source(case.label, workers, "label_")
+        label_img, label, source = _read_source(case.label, workers, notes, "label_")
         attrs.update(source)
         if tuple(label.shape) != shape:
             raise LiverctlError(

@@ -15,7 +15,10 @@ refuse, with one line naming the file and before any allocation, a header whose
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +80,39 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return " x ".join(str(n) for n in shape)
 
 
-def open_nifti(path: str | os.PathLike, *, workers: int = 1):
+class _Caught(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _header_fixes(into: list[str] | None) -> Iterator[None]:
+    """What nibabel says of a header it fixes while loading (`pixdim[1,2,3] should be non-zero; setting 0 dims
+    to 1`), caught into `into` (None: dropped) instead of printed to stderr without the file's name."""
+    from nibabel import imageglobals
+
+    logger, caught = imageglobals.logger, _Caught()
+    saved = logger.handlers[:]
+    logger.handlers[:] = [caught]
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved
+        if into is not None:
+            into.extend(caught.messages)
+
+
+def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None):
     """Open a NIfTI file and check its header; reads no voxel data.
 
     Returns the nibabel image (its `dataobj` still on disk). Raises `LiverctlError` naming the file for
     anything that is not a NIfTI image or whose header fails a check in the module docstring.
     `workers`: how many processes read files at the same time (each gets that share of the memory).
+    `header_fixes`: gets what nibabel fixed in the header as it loaded it (e.g. a zero voxel size set to 1).
     """
     import nibabel as nib
 
@@ -96,7 +126,8 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1):
             path=path,
         )
     try:
-        img = nib.load(str(path))
+        with _header_fixes(header_fixes):
+            img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
         raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)})", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -226,7 +257,9 @@ def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.nd
     return img, _voxels(img, path, np.asanyarray)
 
 
-def read_nifti_and_sha256(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray, str]:
+def read_nifti_and_sha256(
+    path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None
+) -> tuple[Any, np.ndarray, str]:
     """`read_nifti` plus the sha256 of the file, from one read of its bytes (ingest records both).
 
     The header is checked first (`open_nifti`); then the file is read once, hashed, and a `.nii.gz` is
@@ -237,7 +270,7 @@ def read_nifti_and_sha256(path: str | os.PathLike, *, workers: int = 1) -> tuple
     import hashlib
 
     path = Path(path)
-    img = open_nifti(path, workers=workers)
+    img = open_nifti(path, workers=workers, header_fixes=header_fixes)
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     proxy = img.dataobj

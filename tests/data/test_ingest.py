@@ -471,6 +471,20 @@ def test_a_test_volume_in_another_format_is_a_note(dataset, tmp_path):
     assert notes == [f"note: {dataset / 'test'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: volume-99.mha"]
 
 
+def test_a_header_nibabel_fixes_is_a_note_naming_the_file(dataset, tmp_path, capfd):
+    """A zero voxel size: nibabel sets it to 1 and said so on stderr, twice, without the file's name."""
+    volume = dataset / "train" / "volume" / "volume-0.nii.gz"
+    pixdim = nib.load(volume).header["pixdim"].copy()
+    pixdim[1] = 0
+    with_header_fields(volume, pixdim=pixdim)
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok
+    assert summary.notes == [f"{volume}: nibabel fixed the header as it read it: pixdim[1,2,3] should be non-zero; "
+                             "setting 0 dims to 1"]
+    assert "pixdim" not in capfd.readouterr().err
+    assert LiverStore.open(tmp_path / "s.zarr").meta("0")["spacing"][0] == 1.0
+
+
 def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_path):
     vol, seg, test = dataset / "train" / "volume", dataset / "train" / "segmentation", dataset / "test"
     good = nib.load(vol / "volume-0.nii.gz")
