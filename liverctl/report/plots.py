@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from liverctl.files import natural_key
 from liverctl.runs.events import iter_kind
-from liverctl.runs.history import latest_epoch_ends, plottable
+from liverctl.runs.history import last_per, plottable
 
 if TYPE_CHECKING:
     from liverctl.report.predictions import CaseResult
@@ -48,14 +48,14 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
     ax_loss, ax_dice, ax_lr, ax_epoch = fig.subplots(2, 2).ravel()
     colors = [f"C{i % 10}" for i in range(len(data))]
     for run, color in zip(data, colors, strict=True):
-        steps = [e for e in iter_kind(run.events, "step") if isinstance(e.get("step"), (int, float))]
+        steps = last_per(list(iter_kind(run.events, "step")), "step")  # steps done again after a resume: the last
         xs = [e["step"] for e in steps]
         ax_loss.plot(xs, [_num(e.get("loss")) for e in steps], color=color, lw=1, label=run.name)
         ax_lr.plot(xs, [_num(e.get("lr")) for e in steps], color=color, lw=1, label=run.name)
         for nan in iter_kind(run.events, "nan"):
             if isinstance(nan.get("step"), (int, float)):
                 ax_loss.axvline(nan["step"], color=color, ls="--", lw=0.8, alpha=0.6)
-        ends = latest_epoch_ends(list(iter_kind(run.events, "epoch_end")))  # an epoch done again: its last
+        ends = last_per(list(iter_kind(run.events, "epoch_end")), "epoch")  # an epoch done again: its last
         epochs = [e["epoch"] for e in ends]
         for key, style in DICE_STYLES.items():
             ax_dice.plot(epochs, [_num(e.get(key)) for e in ends], color=color, ls=style, marker=".",

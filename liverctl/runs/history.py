@@ -157,16 +157,16 @@ def run_status(history: RunHistory, writer_alive: bool | None) -> str:
     return "interrupted" if history.n_events else "unknown"
 
 
-def latest_epoch_ends(epoch_ends: list[dict]) -> list[dict]:
-    """One `epoch_end` per epoch number, in epoch order: the last one written for it. An epoch is written
-    again when a run killed between best.pt and last.pt redoes it on resume; the first attempt's figures
-    belong to weights that were thrown away (`watch`'s table keeps the last one too). Events without an
-    integer epoch are left out."""
+def last_per(events: list[dict], key: str) -> list[dict]:
+    """One event per `key` number ("epoch", "step"), in that number's order: the last one written for it.
+    A run killed between checkpoints resumes from the last one and does its epochs and steps since then
+    again; the first attempt's figures belong to weights that were thrown away (`watch`'s table keeps the
+    last one too). Events without an integer `key` are left out."""
     latest: dict[int, dict] = {}
-    for event in epoch_ends:
-        epoch = as_int(event.get("epoch"))
-        if epoch is not None:
-            latest[epoch] = event
+    for event in events:
+        number = as_int(event.get(key))
+        if number is not None:
+            latest[number] = event
     return [latest[k] for k in sorted(latest)]
 
 

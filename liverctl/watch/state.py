@@ -374,8 +374,8 @@ class RunState:
         seen = {s for s, _ in self.steps}
         # A `nan` event at a step that wrote no step event still shows, as a point of its own.
         points += [(s, None) for s in sorted(self.nan_steps - seen)]
-        if all(s is not None for s, _ in points):
-            points.sort(key=lambda p: p[0])
+        if all(s is not None for s, _ in points):  # a step done again after a resume: its last value
+            points = sorted(dict(points).items())  # (history.last_per's rule, on (step, loss) pairs)
         return [v for _, v in points]
 
     def dice_points(self, metric: str) -> list[float | None]:

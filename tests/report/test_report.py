@@ -124,16 +124,22 @@ def test_an_epoch_done_again_after_a_resume_is_one_point_on_the_curves(tmp_path,
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
     s = EventScript("resumed")
     s.start(epochs=3)
+    s.add("step", step=5, loss=0.9, lr=1e-4)
     s.epoch(1, volume_dice=0.70, is_best=True)
+    s.add("step", step=15, loss=0.7, lr=1e-4)  # steps 11-20 are done again after the resume
     s.epoch(2, volume_dice=0.80, is_best=True)  # best.pt written, then killed before last.pt
     s.add("run_start", after=600, config={"train": {"epochs": 3}}, epoch=1, step=10)
+    s.add("step", step=15, loss=0.6, lr=1e-4)
     s.epoch(2, volume_dice=0.78, is_best=True)
+    s.add("step", step=25, loss=0.5, lr=1e-4)
     s.epoch(3, volume_dice=0.82, is_best=True)
     run = s.write(tmp_path / "runs" / "resumed" / "events.jsonl").parent
     write_report([run], tmp_path / "out", overlays=False)
     volume = figures[0].axes[1].get_lines()[0]  # the Dice panel, volume Dice first
     assert list(volume.get_xdata()) == [1, 2, 3]  # was [1, 2, 2, 3]
     assert list(volume.get_ydata()) == [0.70, 0.78, 0.82]
+    loss = figures[0].axes[0].get_lines()[0]  # the loss went back to step 15: it was drawn 5, 15, 15, 25
+    assert list(loss.get_xdata()) == [5, 15, 25] and list(loss.get_ydata()) == [0.9, 0.6, 0.5]
 
 
 def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):

@@ -63,6 +63,21 @@ def two_epoch_run(name: str = "r1") -> EventScript:
 # ---- RunState: pure folding ----------------------------------------------------------------------------
 
 
+def test_steps_done_again_after_a_resume_are_one_point_each():
+    """A run killed between checkpoints resumes from the last one and redoes the steps since: the chart
+    shows each step's last loss once (the zig-zag of both attempts before)."""
+    s = EventScript("r")
+    s.start(epochs=2)
+    for step, loss in ((5, 0.9), (10, 0.8), (15, 0.7)):
+        s.add("step", step=step, loss=loss)
+    s.add("run_start", after=60, config={"train": {"epochs": 2}}, step=10)
+    for step, loss in ((15, 0.65), (20, 0.6)):
+        s.add("step", step=step, loss=loss)
+    state = RunState(clock=FakeClock(s.t + 1))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.loss_points() == [0.9, 0.8, 0.65, 0.6]  # was [0.9, 0.8, 0.7, 0.65, 0.6]
+
+
 def test_state_follows_a_healthy_run_to_completion():
     s = two_epoch_run()
     clock = FakeClock(s.t + 1)
