@@ -38,7 +38,9 @@ def albumentations_pipeline(cfg: dict, train: bool):
 
     data = cfg["data"]
     size = int(data["input_size"])
-    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    # the mask's nearest is INTER_NEAREST_EXACT: cv2's INTER_NEAREST takes source pixel floor(i * scale), not
+    # the one under output pixel i's centre, so it shifts the mask off the bilinear image (`FlipRotate`)
+    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)]
     if train and data["augment"] in ("flip_rotate", "distort"):
         steps += [
             A.HorizontalFlip(p=0.5),
@@ -59,7 +61,10 @@ class FlipRotate:
     """resize to S -> horizontal flip (p 0.5) -> vertical flip (p 0.5) -> rotation +-rotate_limit (p 0.5)
     about the centre, zeros outside: albumentations' Resize, HorizontalFlip, VerticalFlip and Rotate
     (bilinear for the image, nearest for the mask, centre at (n / 2 - 0.5) as theirs), in one cv2 call a
-    plane written straight into the batch. Without training (or with augment none) only the resize.
+    plane written straight into the batch. The mask's resize is `INTER_NEAREST_EXACT` (each output pixel takes
+    the source pixel under its centre, as the bilinear image and the device path's `grid_sample` do):
+    cv2's `INTER_NEAREST` takes floor(i * scale), which puts the mask up to (scale - 1) / 2 source pixels
+    off the image (1.5 pixels at 512 -> 128). Without training (or with augment none) only the resize.
 
     The flips and the rotation are one forward matrix, R V H: one `warpAffine` when the rotation fires, one
     `cv2.flip` when only flips do, the normalisation alone when nothing does. Against the albumentations
@@ -131,14 +136,14 @@ class FlipRotate:
         mask_to = out[1].numpy() if mask_direct else self.scratch("mask", (s, s), np.uint8)
         if matrix is None:  # only the resize (nothing at all returned above): straight into the batch
             self._resized(planes, cv2.INTER_LINEAR, image_to)
-            self._resized(label[None], cv2.INTER_NEAREST, mask_to[None])
+            self._resized(label[None], cv2.INTER_NEAREST_EXACT, mask_to[None])
         else:
             mask = label
             if resize:
                 resized = self.scratch("resized", image_to.shape, np.float32)
                 planes = self._resized(planes, cv2.INTER_LINEAR, resized)
                 resized_mask = self.scratch("resized mask", (1, s, s), np.uint8)
-                mask = self._resized(label[None], cv2.INTER_NEAREST, resized_mask)[0]
+                mask = self._resized(label[None], cv2.INTER_NEAREST_EXACT, resized_mask)[0]
             self._flip_or_rotate(planes, mask, params, matrix, image_to, mask_to)
         if not direct:
             out[0].copy_(torch.from_numpy(image_to))

@@ -204,11 +204,13 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
             if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
                 volumes.notes.append(note)
         volumes.label = label
-    slope, inter = img.header.get_slope_inter()
+    # the scaling the voxels were read with: nibabel moves scl_slope / scl_inter into the data proxy on load
+    # and leaves the image's header without them (its get_slope_inter() is (None, None) for every file)
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
     attrs.update(
         {
             "dtype": str(img.get_data_dtype()),
-            "scaling": [None if slope is None else float(slope), None if inter is None else float(inter)],
+            "scaling": [slope, inter],
             "shape": list(shape),
             "affine": affine,
             "spacing": spacing,

@@ -245,7 +245,7 @@ class ValidationDataset(SliceDataset):
         stack = self.store.read_stack(case, z, context=self.context)
         label = (self.store.read_label_slice(case, z) > 0).astype(np.uint8)
         image = resize_stack(normalize(stack, self.cfg, self.stats[code]), self.size)
-        small = cv2.resize(label, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        small = cv2.resize(label, (self.size, self.size), interpolation=cv2.INTER_NEAREST_EXACT)  # on the image
         return torch.from_numpy(image), torch.from_numpy(small[None]), torch.from_numpy(label), code, z
 
     def case_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:

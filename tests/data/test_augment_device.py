@@ -135,7 +135,7 @@ def albumentations_with(params: dict, size: int):
     import albumentations as A
     import cv2
 
-    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    steps = [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)]
     if params["hflip"]:
         steps.append(A.HorizontalFlip(p=1))
     if params["vflip"]:
@@ -178,6 +178,32 @@ def test_flip_rotate_is_albumentations_geometry_with_the_device_paths_draws(stac
             assert torch.allclose(on_device[0][0], image, atol=1e-4), (seed, params)
             assert (on_device[1][0, 0] != out_mask.float()).float().mean() < 0.002, (seed, params)
     assert min(fired.values()) >= 3, fired  # every branch (flips only, rotation, nothing) was taken
+
+
+def centroid(plane: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(plane)
+    return np.array([rows.mean(), cols.mean()])
+
+
+@pytest.mark.parametrize("augment", ["none", "flip_rotate"])
+@pytest.mark.parametrize(("shape", "size"), [((40, 24), 32), ((24, 40), 64), ((160, 96), 32), ((20, 20), 64)])
+def test_a_resized_mask_stays_on_its_image_on_both_paths(augment, shape, size):
+    """A slice of another size than the model's (non-square, shrunk or grown): the cpu path's mask lies on its
+    bilinear image as the device path's does, and both paths give the same mask. cv2's INTER_NEAREST (floor(i *
+    scale)) put the mask (scale - 1) / 2 source pixels off the image: 1 pixel at 160 x 96 -> 32."""
+    cfg = cfg_with(augment, size)
+    aug = augment_cpu.build_augmentation(cfg, train=augment != "none")
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = ((((yy - 0.45 * shape[0]) / (0.3 * shape[0])) ** 2 + ((xx - 0.6 * shape[1]) / (0.25 * shape[1])) ** 2) < 1)
+    mask = mask.astype(np.uint8)
+    stack = image_from(mask)
+    seeds = [s for s in range(40) if not ad.sample_params(s, cfg)["angle"]][:6]  # resize and flips: exact geometry
+    for seed in seeds:
+        image, out_mask = augment_cpu.augment_sample(stack, mask, (-100.0, 200.0), aug, seed)
+        on_image = image[1].numpy() > 0.5
+        assert np.abs(centroid(out_mask.numpy()) - centroid(on_image)).max() < 0.1, seed
+        on_device = ad.finish_batch(device_batch([mask], [seed]), cfg, "cpu", augment=augment != "none")[1][0, 0]
+        assert (on_device.numpy() != out_mask.numpy()).mean() < 0.01, seed
 
 
 def test_flip_rotate_outside_training_only_resizes():

@@ -811,3 +811,31 @@ def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, rea
     monkeypatch.setattr(shutil, "disk_usage", real_usage)
     assert run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1").exit_code == 0
     assert len(LiverStore.open(store).case_ids()) == 8
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.float64])
+def test_odd_voxel_types_and_a_scaled_file_are_stored_as_the_file_holds_them(tmp_path, dtype):
+    """int8, uint16 and float64 volumes, and an int16 file with scl_slope 2 / scl_inter -1024: the store holds
+    `dataobj` (scaling applied once) as float16, and `scaling` records the slope and intercept applied."""
+    data = tmp_path / "data"
+    x, y, z = np.meshgrid(np.arange(40), np.arange(24), np.arange(3), indexing="ij")
+    odd = {np.int8: (x + 3 * y + 17 * z) % 250 - 125, np.uint16: x + 100 * y + 5000 * z,
+           np.float64: x + 0.25 * y + 100 * z - 1000.5}[dtype].astype(dtype)
+    raw = (x + 50 * y + 200 * z - 1000).astype(np.int16)
+    label = np.zeros(raw.shape, np.uint8)
+    label[2:9, 3:7, 1] = 1
+    save_nifti(data / "train/volume/volume-odd.nii.gz", odd)
+    scaled = nib.Nifti1Image(raw, np.eye(4))
+    scaled.header.set_slope_inter(2.0, -1024.0)
+    nib.save(scaled, str(data / "train/volume/volume-scaled.nii"))
+    for case in ("odd", "scaled"):
+        save_nifti(data / f"train/segmentation/segmentation-{case}.nii.gz", label)
+    store = LiverStore.open(ingest_folder(data, tmp_path / "liver.zarr", workers=1).store)
+    expected = {"odd": (odd.astype(np.float64), [1.0, 0.0]), "scaled": (raw * 2.0 - 1024.0, [2.0, -1024.0])}
+    for case, (hu, scaling) in expected.items():
+        meta = store.meta(case)
+        stored = np.stack([store.read_slice(case, k) for k in range(3)], axis=-1)
+        assert np.array_equal(stored, hu.astype(np.float16)), case
+        assert meta["scaling"] == scaling, case
+        assert meta["stats"]["min"] == float(hu.astype(np.float16).min()), case
+        assert meta["liver_voxels"] == 28 and meta["liver_pixels_per_slice"] == [0, 28, 0], case
