@@ -180,7 +180,7 @@ def _normalize(stack: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
 
 
 def _resize(stack: np.ndarray, size: int) -> np.ndarray:
-    """The training resize (cv2: area when shrinking, bilinear when growing). (C, X, Y) -> (C, size, size)."""
+    """The training resize (bilinear, `liverctl.data.dataset.resize_stack`). (C, X, Y) -> (C, size, size)."""
     from liverctl.data.dataset import resize_stack
 
     return resize_stack(stack, size)

@@ -310,3 +310,16 @@ def test_augment_on_auto_picks_the_device_on_cuda_and_the_key_forces_either():
 
     with pytest.raises(LiverctlError, match="augment_on"):
         resolve_config("v5", ["data.augment_on='gpu'"])
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (40, 24), (24, 40)])
+def test_validation_and_prediction_resize_as_training_does(shape):
+    """`resize_stack` (validation, predict) shrank with area interpolation where training resizes bilinear:
+    the model was scored and used on inputs it was not trained on. Shrinking and growing both agree now."""
+    for size in (32, 64):
+        cfg = cfg_with("none", size)
+        stack = np.random.default_rng(0).uniform(-300, 400, (3, *shape)).astype(np.float16)
+        image, _ = augment_cpu.augment_sample(stack, np.zeros(shape, np.uint8), (-100.0, 200.0),
+                                              augment_cpu.build_augmentation(cfg, train=True), seed=0)
+        expected = ds.resize_stack(ds.normalize(stack, cfg, {}), size)
+        np.testing.assert_allclose(image.numpy(), expected, atol=1e-5, rtol=0)
