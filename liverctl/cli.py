@@ -30,6 +30,23 @@ for _name in _COMMAND_MODULES:
     _module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from liverctl import __version__
+
+        typer.echo(f"liverctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """CT liver segmentation: NIfTI folder -> Zarr store -> trained U-Net -> Kaggle submission."""
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -22,3 +22,20 @@ def test_python_m_liverctl_runs_commands_with_worker_processes(tmp_path):
     ingested = liverctl_module("ingest", "data", "--store", "s.zarr", "--workers", "2", cwd=tmp_path)
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
     assert "3 cases (2 train, 1 test" in ingested.stdout
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    from pathlib import Path
+
+    import tomllib
+    from typer.testing import CliRunner
+
+    from liverctl import __version__
+    from liverctl.cli import app
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
+    for flag in ("--version", "-V"):
+        result = CliRunner().invoke(app, [flag])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"liverctl {__version__}\n"
