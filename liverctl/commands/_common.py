@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -42,7 +43,8 @@ def print_error(message: object) -> None:
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """Turn a `LiverctlError` into one line on stderr and a non-zero exit, and so a full disk that no writer
-    named (an `OSError` ENOSPC, or a library's own error raised over one); let everything else through."""
+    named (an `OSError` ENOSPC, or a library's own error raised over one) and a file that cannot be written
+    (read-only file system, permission denied); let everything else through."""
     from liverctl.disk import is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError
 
@@ -56,12 +58,30 @@ def guarded() -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:
         cause = os_error_behind(exc)
+        where = os.fsdecode(cause.filename) if cause is not None and isinstance(cause.filename, (str, bytes)) else None
+        if where and cause.errno in _NOT_WRITABLE:
+            print_error(not_writable_message(where, cause))
+            raise typer.Exit(LiverctlError.exit_code) from None
         if not is_disk_full(cause):
             raise
-        where = os.fsdecode(cause.filename) if isinstance(cause.filename, (str, bytes)) else None
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
                     if where else "no space left on the disk being written; free some space and run the command again")
         raise typer.Exit(LiverctlError.exit_code) from None
+
+
+# A place the user pointed at (or the current folder, for a default such as runs/) that cannot be written:
+# a read-only mount such as Kaggle's /kaggle/input, or a folder of another user's.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable_message(where: str, cause: OSError) -> str:
+    """One line for an `OSError` of `_NOT_WRITABLE` on `where`: the file, the folder it is in, what to do.
+    A relative name (a default such as runs/ or submission.csv) is shown with the folder it is in."""
+    full = os.path.abspath(where)
+    shown = where if where == full else f"{where} (in {os.path.dirname(full)})"
+    if cause.errno != errno.EROFS:  # permission denied: reading or writing
+        return f"{shown}: {(cause.strerror or 'permission denied').lower()}"
+    return f"{shown}: read-only file system; point the command at a folder you can write to"
 
 
 _WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")
