@@ -39,3 +39,25 @@ def test_version_prints_the_package_version_and_exits_0():
         result = CliRunner().invoke(app, [flag])
         assert result.exit_code == 0, result.output
         assert result.stdout == f"liverctl {__version__}\n"
+
+
+def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypatch):
+    """`--runs-dir=~/runs` (bash leaves `~` after `--opt=` as typed; so does a quoted '~/x' or a script's
+    argument list), a run given as ~/..., and a config's data.store of ~/x all mean the home folder."""
+    import json
+
+    from run_fixtures import make_run
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.data.store import LiverStore
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")
+    make_run(tmp_path / "my runs", "a")
+    listed = CliRunner().invoke(app, ["runs", "~/my runs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["a"]
+    watched = CliRunner().invoke(app, ["watch", "--runs-dir=~/my runs", "~/my runs/a", "--once"])
+    assert watched.exit_code == 0, watched.output
+    assert LiverStore("~/s.zarr").path == tmp_path / "s.zarr"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -33,6 +35,28 @@ def esc(value: object) -> str:
     backslash is left alone, so the text prints exactly; never put a tag straight after it (use `Text`).
     """
     return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", str(value))
+
+
+def expand_home(command: Callable) -> Callable:
+    """`command` with `~` expanded in its path arguments (a `Path`, a list of them, a text such as a run
+    given as ~/runs/x): `--store=~/x` reaches the program as typed (bash expands `~` only at a word's start
+    or after NAME=), and so does a quoted '~/x' or one from a script's argument list."""
+
+    @functools.wraps(command)
+    def with_home(*args, **kwargs):
+        return command(*args, **{name: _expand_home(value) for name, value in kwargs.items()})
+
+    return with_home
+
+
+def _expand_home(value):
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_expand_home(v) for v in value)
+    return value
 
 
 def print_error(message: object) -> None:
