@@ -61,3 +61,16 @@ def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypatch):
     watched = CliRunner().invoke(app, ["watch", "--runs-dir=~/my runs", "~/my runs/a", "--once"])
     assert watched.exit_code == 0, watched.output
     assert LiverStore("~/s.zarr").path == tmp_path / "s.zarr"
+
+
+def test_options_of_the_same_name_have_the_same_short_form():
+    """`--out` is `-o` wherever it exists (report lacked it while submit had it)."""
+    import typer
+
+    from liverctl.cli import app
+
+    group = typer.main.get_command(app)
+    outs = {name: param.opts for name, command in group.commands.items() for param in command.params
+            if "--out" in getattr(param, "opts", [])}
+    assert set(outs) >= {"submit", "report"}
+    assert all("-o" in opts for opts in outs.values()), outs

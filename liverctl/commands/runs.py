@@ -158,7 +158,7 @@ def _print_records(title: str, headers: list[str], rows: list[list]) -> None:
 def report_command(
     run_specs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders or names under --runs-dir."),
     *,
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default: RUN/report for one run, "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: RUN/report for one run, "
                                     "reports/<run>+<run>... for several)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
     store: Path | None = typer.Option(None, "--store", help="Zarr store for prediction overlays "
