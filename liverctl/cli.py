@@ -9,6 +9,8 @@ import importlib
 
 import typer
 
+from liverctl.commands._common import expand_home
+
 app = typer.Typer(
     name="liverctl",
     help="CT liver segmentation: NIfTI folder -> Zarr store -> trained U-Net -> Kaggle submission.",
@@ -28,6 +30,26 @@ for _name in _COMMAND_MODULES:
             raise
         continue
     _module.register(app)
+
+for _command in [*app.registered_commands, *(c for g in app.registered_groups for c in g.typer_instance.registered_commands)]:
+    _command.callback = expand_home(_command.callback)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from liverctl import __version__
+
+        typer.echo(f"liverctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """CT liver segmentation: NIfTI folder -> Zarr store -> trained U-Net -> Kaggle submission."""
 
 
 def main() -> None:  # pragma: no cover - console entry point

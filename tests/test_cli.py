@@ -22,3 +22,55 @@ def test_python_m_liverctl_runs_commands_with_worker_processes(tmp_path):
     ingested = liverctl_module("ingest", "data", "--store", "s.zarr", "--workers", "2", cwd=tmp_path)
     assert ingested.returncode == 0, ingested.stdout + ingested.stderr
     assert "3 cases (2 train, 1 test" in ingested.stdout
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    from pathlib import Path
+
+    import tomllib
+    from typer.testing import CliRunner
+
+    from liverctl import __version__
+    from liverctl.cli import app
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert __version__ == pyproject["project"]["version"]
+    for flag in ("--version", "-V"):
+        result = CliRunner().invoke(app, [flag])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"liverctl {__version__}\n"
+
+
+def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, monkeypatch):
+    """`--runs-dir=~/runs` (bash leaves `~` after `--opt=` as typed; so does a quoted '~/x' or a script's
+    argument list), a run given as ~/..., and a config's data.store of ~/x all mean the home folder."""
+    import json
+
+    from run_fixtures import make_run
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.data.store import LiverStore
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")
+    make_run(tmp_path / "my runs", "a")
+    listed = CliRunner().invoke(app, ["runs", "~/my runs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["a"]
+    watched = CliRunner().invoke(app, ["watch", "--runs-dir=~/my runs", "~/my runs/a", "--once"])
+    assert watched.exit_code == 0, watched.output
+    assert LiverStore("~/s.zarr").path == tmp_path / "s.zarr"
+
+
+def test_options_of_the_same_name_have_the_same_short_form():
+    """`--out` is `-o` wherever it exists (report lacked it while submit had it)."""
+    import typer
+
+    from liverctl.cli import app
+
+    group = typer.main.get_command(app)
+    outs = {name: param.opts for name, command in group.commands.items() for param in command.params
+            if "--out" in getattr(param, "opts", [])}
+    assert set(outs) >= {"submit", "report"}
+    assert all("-o" in opts for opts in outs.values()), outs

@@ -7,6 +7,10 @@ vanished), nor emoji codes.
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 import pytest
 import typer
 from run_fixtures import make_run
@@ -112,3 +116,30 @@ def test_an_error_raised_in_a_dataloader_worker_is_its_own_line(capsys):
         wrapped.reraise()
     assert info.value.exit_code == 2
     assert capsys.readouterr().err.strip() == "error: s.zarr/cases/0/image/c/0/0/3: chunk of slice 3 cannot be decoded"
+
+
+@pytest.mark.parametrize("code, said", [(errno.EROFS, "read-only file system; point the command at a folder you "
+                                          "can write to"), (errno.EACCES, "permission denied")])
+def test_a_place_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, monkeypatch, code, said):
+    """A read-only mount (Kaggle's /kaggle/input, a read-only current folder holding the default runs/) or a
+    folder of another user's: one line naming the file and its folder, not a traceback and exit 1."""
+    def refuse(self, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    result = _invoke("synth", "d", "--cases", "1", "--test-cases", "0", "--size", "32", "--slices", "4")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == f"error: d/train/volume (in {tmp_path / 'd' / 'train'}): {said}"
+
+
+def test_a_library_error_over_an_unwritable_file_is_one_line(tmp_path, capsys):
+    """torch.save's RuntimeError over the OSError; an absolute path is shown as it is."""
+    with pytest.raises(typer.Exit) as info, guarded():
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "x.pt"))
+        except OSError as exc:
+            raise RuntimeError("[enforce fail at inline_container.cc] cannot open file") from exc
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'x.pt'}: read-only file system; point the "
+                                               "command at a folder you can write to")

@@ -175,10 +175,15 @@ def report_from_json(data: dict) -> BenchReport:
                        profiles=data.get("profiles", {}))
 
 
+def report_json(report: BenchReport) -> str:
+    """The report as the JSON text `--json` writes (a file, or stdout for '-')."""
+    return json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(report: BenchReport, path: Path) -> None:
     """Write the report atomically (`liverctl.files.write_atomic`)."""
     from liverctl.files import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n", what="the bench figures")
+    write_atomic(path, report_json(report), what="the bench figures")

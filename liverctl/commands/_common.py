@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -34,6 +37,28 @@ def esc(value: object) -> str:
     return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", str(value))
 
 
+def expand_home(command: Callable) -> Callable:
+    """`command` with `~` expanded in its path arguments (a `Path`, a list of them, a text such as a run
+    given as ~/runs/x): `--store=~/x` reaches the program as typed (bash expands `~` only at a word's start
+    or after NAME=), and so does a quoted '~/x' or one from a script's argument list."""
+
+    @functools.wraps(command)
+    def with_home(*args, **kwargs):
+        return command(*args, **{name: _expand_home(value) for name, value in kwargs.items()})
+
+    return with_home
+
+
+def _expand_home(value):
+    if isinstance(value, Path):
+        return value.expanduser()
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_expand_home(v) for v in value)
+    return value
+
+
 def print_error(message: object) -> None:
     """One red `error:` line on stderr; the message is printed exactly as given (a `Text`: no markup)."""
     err_console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
@@ -42,7 +67,8 @@ def print_error(message: object) -> None:
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """Turn a `LiverctlError` into one line on stderr and a non-zero exit, and so a full disk that no writer
-    named (an `OSError` ENOSPC, or a library's own error raised over one); let everything else through."""
+    named (an `OSError` ENOSPC, or a library's own error raised over one) and a file that cannot be written
+    (read-only file system, permission denied); let everything else through."""
     from liverctl.disk import is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError
 
@@ -56,12 +82,30 @@ def guarded() -> Iterator[None]:
         raise typer.Exit(130) from None
     except Exception as exc:
         cause = os_error_behind(exc)
+        where = os.fsdecode(cause.filename) if cause is not None and isinstance(cause.filename, (str, bytes)) else None
+        if where and cause.errno in _NOT_WRITABLE:
+            print_error(not_writable_message(where, cause))
+            raise typer.Exit(LiverctlError.exit_code) from None
         if not is_disk_full(cause):
             raise
-        where = os.fsdecode(cause.filename) if isinstance(cause.filename, (str, bytes)) else None
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
                     if where else "no space left on the disk being written; free some space and run the command again")
         raise typer.Exit(LiverctlError.exit_code) from None
+
+
+# A place the user pointed at (or the current folder, for a default such as runs/) that cannot be written:
+# a read-only mount such as Kaggle's /kaggle/input, or a folder of another user's.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable_message(where: str, cause: OSError) -> str:
+    """One line for an `OSError` of `_NOT_WRITABLE` on `where`: the file, the folder it is in, what to do.
+    A relative name (a default such as runs/ or submission.csv) is shown with the folder it is in."""
+    full = os.path.abspath(where)
+    shown = where if where == full else f"{where} (in {os.path.dirname(full)})"
+    if cause.errno != errno.EROFS:  # permission denied: reading or writing
+        return f"{shown}: {(cause.strerror or 'permission denied').lower()}"
+    return f"{shown}: read-only file system; point the command at a folder you can write to"
 
 
 _WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, guarded
+from liverctl.commands._common import console, err_console, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,8 @@ def bench_command(
                                "benchmark works, in well under a minute; its figures mean little."),
     only: str = typer.Option(None, "--only", help="Measure only these parts, comma-separated: ingest, loader, "
                              "training, submit, real (default: all)."),
-    json_path: Path = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
+    json_path: Path = typer.Option(None, "--json", help="Also write every figure to this JSON file ('-' for stdout; "
+                                   "the table then goes to stderr)."),
     workdir: Path = typer.Option(Path("bench-work"), "--workdir",
                                  help="Where the synthetic data, store and .npy cache are written (reused)."),
     real: bool = typer.Option(True, "--real/--no-real", help="Also measure store size and reads on the real "
@@ -32,10 +33,11 @@ def bench_command(
     """Measure ingest, loading, training and submit-side costs against the notebook pipeline."""
     with guarded():
         from liverctl.bench.context import BenchSettings, parse_only
-        from liverctl.bench.report import write_json
+        from liverctl.bench.report import report_json, write_json
         from liverctl.bench.run import run_bench
 
-        if json_path is not None:  # before the minutes of measuring, not after
+        to_stdout = json_path is not None and str(json_path) == "-"
+        if json_path is not None and not to_stdout:  # before the minutes of measuring, not after
             from liverctl.files import check_output_file
 
             check_output_file(json_path, what="the bench figures", folder_hint="--json takes a file name, e.g. bench.json")
@@ -43,16 +45,18 @@ def bench_command(
                          only=parse_only(only))
         settings = (BenchSettings.quick_settings(**overrides) if quick else
                     BenchSettings(**{k: v for k, v in overrides.items() if v is not None}))
-        with console.status("benchmarking") as status:
+        with err_console.status("benchmarking") as status:
             report = run_bench(settings, on_stage=lambda stage: status.update(f"benchmarking: {stage}"))
-        _print_report(report)
-        if json_path is not None:
+        _print_report(report, err_console if to_stdout else console)
+        if to_stdout:
+            typer.echo(report_json(report), nl=False)
+        elif json_path is not None:
             write_json(report, json_path)
             console.print(f"figures written to {json_path}", markup=False)
 
 
-def _print_report(report) -> None:
-    """The table, its notes and the loader's CPU breakdown."""
+def _print_report(report, console) -> None:
+    """The table, its notes and the loader's CPU breakdown, on `console`."""
     from rich.table import Table
 
     from liverctl.bench.report import TABLE_HEADER, table_notes, table_rows

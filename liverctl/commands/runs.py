@@ -82,11 +82,15 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
         table.add_column("folds: best vol", justify="right")
     styles = {"status": lambda s: STATUS_STYLES.get(s.status, "yellow"), "volume_dice": lambda s: "bold",
               "nan": lambda s: "red" if s.nan_events else ""}
+    headers = [c.header for c in columns] + (["folds: best vol"] if experiments else [])
+    rows = []
     for s in spec.table_rows(summaries):
         row = [Text(text, style=styles[c.key](s) if c.key in styles else "")
                for c, text in zip(columns, spec.cells(s, varied), strict=True)]
-        table.add_row(*row, *([cv_text(s) if s.kind == "experiment" else ""] if experiments else []))
-    _print_wide(table)
+        rows.append([*row, *([Text(cv_text(s) if s.kind == "experiment" else "")] if experiments else [])])
+        table.add_row(*rows[-1])
+    if not _print_wide(table):
+        _print_records(f"runs in {runs_dir}", headers, rows)
     console.print(spec.LEGEND, style="dim", soft_wrap=True)
     if experiments:
         _print_experiment_notes(summaries)
@@ -115,21 +119,46 @@ def _print_experiment_notes(summaries) -> None:
                           highlight=False, soft_wrap=True)
 
 
-def _print_wide(table) -> None:
-    """Print a table whole: into a pipe or file at its natural width, not folded to 80 columns."""
+def _print_wide(table) -> bool:
+    """Print a table whole: into a pipe or file at its natural width, not folded to 80 columns; False (and
+    nothing printed) on a terminal too narrow for it, where rich would squeeze columns to nothing."""
     from rich.console import Console
 
     width = console.measure(table, options=console.options.update_width(1000)).maximum
-    if console.is_terminal or width <= console.width:
+    if width <= console.width:
         console.print(table)
+    elif console.is_terminal:
+        return False
     else:
         Console(width=width, color_system=None, emoji=False).print(table)
+    return True
+
+
+def _print_records(title: str, headers: list[str], rows: list[list]) -> None:
+    """The table as one block per row (its first cell, then `header value` pairs) for a narrow terminal."""
+    from rich.text import Text
+
+    console.print(Text(title, style="italic"), highlight=False)
+    for first, *rest in rows:
+        name = first.copy()
+        name.stylize("bold")
+        console.print(name, highlight=False)
+        line = Text("  ")
+        for header, cell in zip(headers[1:], rest, strict=True):
+            if not cell.plain.strip():
+                continue
+            pair = Text.assemble((f"{header} ", "dim"), cell)
+            if line.plain.strip() and line.cell_len + 2 + pair.cell_len > console.width:  # pairs stay whole
+                console.print(line, highlight=False, soft_wrap=True)
+                line = Text("  ")
+            line.append_text(Text.assemble("  " if line.plain.strip() else "", pair))
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def report_command(
     run_specs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders or names under --runs-dir."),
     *,
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default: RUN/report for one run, "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: RUN/report for one run, "
                                     "reports/<run>+<run>... for several)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
     store: Path | None = typer.Option(None, "--store", help="Zarr store for prediction overlays "

@@ -155,7 +155,7 @@ class LiverStore:
     """Read access to a liverctl store. Picklable: handles are reopened lazily in each process."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # a data.store of ~/x in a config or --set
         self._lock = threading.Lock()
         self._reset_handles()
 

@@ -115,6 +115,18 @@ def test_bench_only_runs_the_parts_asked_for(tmp_path):
     assert bad.exit_code == 2 and "choose from ingest,loader,training,submit,real" in bad.output
 
 
+def test_bench_json_dash_is_the_figures_alone_on_stdout(tmp_path, monkeypatch):
+    """`--json -` as with `evaluate`: stdout is the JSON (for a pipe), the table goes to stderr; no file '-'."""
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--quick", "--only", "submit", "--no-real", "--workdir", "work", "--json", "-"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["figures"]) == {"postprocess_seconds", "rle_seconds",
+                                                         "inference_seconds_per_slice"}
+    assert "ratio" in result.stderr
+    assert not (tmp_path / "-").exists()
+
+
 def test_bench_rejects_a_size_the_model_cannot_take(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--quick", "--size", "50", "--workdir", str(tmp_path)])
     assert result.exit_code == 2

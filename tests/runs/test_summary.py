@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -184,6 +185,29 @@ def test_command_prints_the_table_with_varied_settings_and_problems(three_runs):
         assert words in out
     assert "model.arch" not in out
     assert out.index("c-focal") < out.index("b-v5") < out.index("a-v3")
+
+
+def test_a_terminal_narrower_than_the_table_gets_every_value_as_a_list(three_runs, monkeypatch):
+    """COLUMNS=40 in a terminal: rich squeezed the status, epochs and Dice columns to nothing (the values were
+    gone); each run is a block of `header value` pairs instead, no line wider than the terminal."""
+    from rich.console import Console
+
+    import liverctl.commands.runs as runs_command
+
+    screen = io.StringIO()
+    monkeypatch.setattr(runs_command, "console", Console(file=screen, width=40, force_terminal=True,
+                                                         color_system=None, emoji=False))
+    result = CliRunner().invoke(app, ["runs", str(three_runs)])
+    assert result.exit_code == 0, result.output
+    lines = screen.getvalue().splitlines()
+    assert "c-focal" in lines and "b-v5" in lines and "a-v3" in lines
+    shown = screen.getvalue()
+    assert re.search(r"\bNaN [1-9]", shown)  # its NaN events
+    for words in ("status nan_abort", "epochs 2/15", "vol Dice 0.9300", "submitted 0.9500",
+                  "loss.name log_cosh_dice"):
+        assert words in shown, words
+    legend_start = next(i for i, line in enumerate(lines) if line.startswith("Dice at the best epoch"))
+    assert all(len(line) <= 40 for line in lines[:legend_start])
 
 
 def test_command_json_and_csv(three_runs):
