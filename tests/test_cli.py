@@ -74,3 +74,13 @@ def test_options_of_the_same_name_have_the_same_short_form():
             if "--out" in getattr(param, "opts", [])}
     assert set(outs) >= {"submit", "report"}
     assert all("-o" in opts for opts in outs.values()), outs
+
+
+def test_a_summary_line_is_not_broken_at_80_columns_in_a_pipe(tmp_path):
+    """Not a terminal (a pipe, a Kaggle notebook cell): rich assumed 80 columns and broke summary lines."""
+    out = tmp_path / ("a-folder-with-a-long-name-" * 3) / "data"
+    made = liverctl_module("synth", str(out), "--cases", "1", "--test-cases", "0", "--size", "32", "--slices", "3",
+                           cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    (line,) = [text for text in made.stdout.splitlines() if text.strip()]
+    assert line.startswith("wrote 1 training and 0 test cases") and line.rstrip().endswith(" s")

@@ -18,9 +18,11 @@ from rich.text import Text
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-# emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji.
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
+# emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji. soft_wrap: a line is never
+# broken by rich (a terminal wraps it at its own width; a pipe or a Kaggle notebook, where rich assumes 80
+# columns, got "... in\n31.4 s"); tables still fit the width.
+console = Console(emoji=False, soft_wrap=True)
+err_console = Console(stderr=True, emoji=False, soft_wrap=True)
 
 
 # What rich reads as a tag, with the backslashes before it (rich.markup.escape's own pattern).

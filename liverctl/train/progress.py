@@ -13,7 +13,7 @@ class ConsoleProgress:
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)  # a pipe is not cut at 80 columns
         self._progress: Progress | None = None
         self._task = None
 
