@@ -35,6 +35,9 @@ class Precision:
         return torch.autocast(torch.device(device).type, dtype=self.dtype, enabled=self.autocast)
 
 
+DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps (auto: a GPU where there is one)."
+
+
 def resolve_device(requested: str, local_rank: int = 0):
     """auto | cpu | cuda | cuda:N | mps -> torch.device; LiverctlError when the asked device is absent.
     `local_rank` picks the GPU for plain `cuda` (DDP); `cuda:N` names one."""

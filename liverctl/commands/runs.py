@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from liverctl.commands._common import console, esc, fail, guarded
+from liverctl.device import DEVICE_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -166,7 +167,7 @@ def report_command(
     overlays: bool = typer.Option(True, "--overlays/--no-overlays",
                                   help="Predict the validation cases for overlays and per-case Dice."),
     max_cases: int = typer.Option(6, "--max-cases", min=1, help="Validation cases with overlays."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N, for the overlays."),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP} For the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
     from liverctl.report import build as report

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from liverctl.commands._common import console, err_console, esc, guarded, progress_bar
+from liverctl.device import DEVICE_HELP
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -42,7 +43,7 @@ def submit_command(
     ),
     threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: run's infer.threshold)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Slices per forward pass (default: run's infer.batch_size)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     which: str = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best | last."),
     save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) here."),
 ) -> None:

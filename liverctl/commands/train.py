@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from liverctl.commands._common import console, esc, guarded
+from liverctl.device import DEVICE_HELP
 
 presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
 
@@ -50,7 +51,7 @@ def train(
     name: str = typer.Option(None, "--name", help="Run name (default: <preset>-<timestamp>)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the runs."),
     resume: str = typer.Option(None, "--resume", help="Continue RUN (a name under --runs-dir or a path) from its last checkpoint."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | mps."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
     epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
