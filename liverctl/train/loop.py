@@ -80,19 +80,22 @@ def run_training(
     run_dir: str | Path,
     *,
     resume: bool = False,
+    resume_state: dict | None = None,
     device: str = "auto",
     time_limit_s: float | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Train one fold into `run_dir`. Returns {status, best, epochs_done, global_step, run_dir}.
 
+    `resume`: continue from checkpoints/last.pt (`resume_state`: that checkpoint already loaded and checked).
     Raises NaNAbort after the guard's last rollback, LiverctlError for bad input; in both cases the
     event log ends with run_end.
     """
     info = distributed.from_env()
     run_dir = Path(run_dir)
     resume_path = checkpoint_path(run_dir, "last")
-    resume_state = load_checkpoint(resume_path, resume=True) if resume else None
+    if resume and resume_state is None:
+        resume_state = load_checkpoint(resume_path, resume=True)
     if resume_state is not None:
         cfg = resume_state["config"] if cfg is None else cfg
     if info.is_main:

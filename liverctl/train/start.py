@@ -17,11 +17,12 @@ from typing import Any
 from liverctl.config import apply_overrides, is_none, read_config, resolve_config
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import experiment_of_fold
-from liverctl.runs.checkpoint import require_room_for_checkpoints
+from liverctl.runs.checkpoint import load_checkpoint, require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
     RunLock,
     check_fresh,
+    checkpoint_path,
     discard_unstarted,
     find_resume_run,
     run_dir_for,
@@ -179,8 +180,10 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 held.enter_context(RunLock(run_dir))
             cfg = resumed_config(request, run_dir)
             preflight(cfg, request.device, weights=False)
+            # read and checked before the run is announced: a damaged last.pt is the command's one line
+            resume_state = load_checkpoint(checkpoint_path(run_dir, "last"), resume=True)
         else:
-            cfg = request.config()
+            cfg, resume_state = request.config(), None
             run_dir = run_dir_for(request.runs_dir, request.name, request.preset)
             preflight(cfg, request.device)  # before a run folder exists: bad input leaves nothing behind
             if info.is_main:
@@ -193,8 +196,9 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
         try:
             if info.is_main:
                 on_start(run_dir, cfg)
-            result = loop.run_training(cfg, run_dir, resume=bool(request.resume), device=request.device,
-                                       time_limit_s=request.time_limit_s, show_progress=request.show_progress)
+            result = loop.run_training(cfg, run_dir, resume=bool(request.resume), resume_state=resume_state,
+                                       device=request.device, time_limit_s=request.time_limit_s,
+                                       show_progress=request.show_progress)
         except BaseException:
             if not request.resume and info.is_main:  # a start that failed does not keep the name taken
                 discard_unstarted(run_dir)

@@ -12,7 +12,7 @@ import pytest
 from liverctl.config import resolve_config, write_config
 from liverctl.errors import LiverctlError
 from liverctl.runs.folder import checkpoint_path
-from liverctl.train import loop
+from liverctl.train import loop, start
 from liverctl.train.start import TrainRequest, resumed_config, train_run
 
 TINY = ("data.input_size=64", "train.steps_per_epoch=1", "train.batch_size=2")
@@ -42,6 +42,8 @@ def fake_training(monkeypatch):
                 "global_step": 1, "run_dir": str(run_dir)}
 
     monkeypatch.setattr(loop, "run_training", run_training)
+    # a resume reads last.pt before it announces the run; these fake runs' last.pt is not a checkpoint
+    monkeypatch.setattr(start, "load_checkpoint", lambda path, **kwargs: {"read": Path(path)})
     return calls
 
 
@@ -72,6 +74,19 @@ def test_a_resumed_run_trains_under_its_lock_from_its_last_checkpoint(tiny_store
     assert call["run_dir"] == tmp_path / "r" and call["resume"] and call["locked"]
     assert call["device"] == "cpu" and call["time_limit_s"] == 60.0 and call["show_progress"] is False
     assert started == [tmp_path / "r"] and result["is_main"] and result["status"] == "completed"
+    assert call["resume_state"] == {"read": checkpoint_path(tmp_path / "r", "last")}  # read once, handed on
+
+
+def test_a_damaged_last_checkpoint_is_refused_before_the_resume_is_announced(tiny_store, tmp_path, monkeypatch):
+    run_dir = _fake_run(tmp_path, epochs_done=1, store=tiny_store)  # last.pt holds "not read here"
+    (run_dir / "events.jsonl").write_text("")
+    monkeypatch.setattr(loop, "run_training", lambda *a, **k: pytest.fail("training started"))
+    started = []
+    with pytest.raises(LiverctlError) as info:
+        train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False),
+                  on_start=lambda run_dir, cfg: started.append(run_dir))
+    assert str(info.value).startswith(str(checkpoint_path(run_dir, "last")))
+    assert started == [] and (run_dir / "events.jsonl").read_text() == ""
 
 
 def test_a_new_run_is_checked_then_made_and_locked(tiny_store, tmp_path, fake_training):
