@@ -19,7 +19,7 @@ import numpy as np
 
 from liverctl.data.sources import case_id_from_name
 from liverctl.errors import LiverctlError
-from liverctl.files import natural_key, write_atomic
+from liverctl.files import file_sha256, natural_key, write_atomic
 from liverctl.infer.submission import read_submission
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
 
@@ -48,6 +48,7 @@ class Evaluation:
     slice_dice: float  # per-slice Dice averaged over all slices
     global_dice: float  # pooled over every voxel of every case
     cases: list[CaseScore]
+    sha256: str | None = None  # of the CSV scored: `runs` matches scores to the submission that wrote the file
 
     def to_json(self) -> dict:
         def clean(v):
@@ -133,6 +134,7 @@ def evaluate_submission(
         slice_dice=summary["slice_dice"],
         global_dice=summary["global_dice"],
         cases=scores,
+        sha256=file_sha256(submission),
     )
 
 

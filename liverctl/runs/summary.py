@@ -231,7 +231,8 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
             problems.append(f"submission {csv_path.name[:80]} no longer exists")
             continue
         submitted_at = record.get("ts") if isinstance(record.get("ts"), (int, float)) else None
-        scores = _read_scores(csv_path, submitted_at, problems)
+        sha256 = record.get("sha256") if isinstance(record.get("sha256"), str) else None
+        scores = _read_scores(csv_path, submitted_at, problems, sha256)
         if scores:
             for key in ("volume_dice", "slice_dice", "global_dice"):
                 entry[key] = finite(scores.get(key))
@@ -240,10 +241,12 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
     return out
 
 
-def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str]) -> dict | None:
+def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str],
+                 sha256: str | None = None) -> dict | None:
     """The scores `evaluate` wrote beside the CSV (`<stem>.scores.json`, also `<csv>.scores.json`).
 
-    Scores older than the submission were computed for an earlier file of the same name: ignored.
+    Scores older than the submission were computed for an earlier file of the same name, and scores of a
+    file with another sha256 than the submission's for a later one that replaced it: both ignored.
     """
     for path in (csv_path.parent / f"{csv_path.stem}.scores.json", Path(f"{csv_path}.scores.json")):
         try:
@@ -259,6 +262,10 @@ def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str]
             return None
         if submitted_at is not None and mtime < submitted_at - 1.0:
             problems.append(f"{path.name} predates the submission it sits beside; run `liverctl evaluate` again")
+            return None
+        scored = data.get("sha256") if isinstance(data, dict) else None
+        if isinstance(scored, str) and sha256 is not None and scored != sha256:
+            problems.append(f"{path.name} scores a later file of that name, not this run's submission")
             return None
         if isinstance(data, dict):
             return data.get("summary") if isinstance(data.get("summary"), dict) else data

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import nibabel as nib
@@ -68,6 +69,7 @@ def test_scores_json_beside_submission(scored_pair):
     data = json.loads(path.read_text())
     assert data["volume_dice"] == pytest.approx(0.75)
     assert [c["case"] for c in data["cases"]] == ["a", "b"]
+    assert data["sha256"] == hashlib.sha256(sub.read_bytes()).hexdigest()  # `runs` matches scores to submissions by it
 
 
 def test_malformed_submission_lists_problems(scored_pair):

@@ -264,6 +264,19 @@ def test_submission_scores_are_matched_to_their_csv(tmp_path):
     assert "b.scores.json predates the submission" in text and "c.csv no longer exists" in text
 
 
+def test_scores_of_a_later_file_of_the_same_name_are_not_a_runs(tmp_path):
+    # run a wrote subs/s.csv, run b wrote it again, and `evaluate` scored b's file: a was never scored
+    root = tmp_path / "runs"
+    a = make_run(root, "a", start_ts=1_700_000_000,
+                 submissions=[{"csv": "subs/s.csv", "scores": {"volume_dice": 0.9, "sha256": "1" * 64}}])
+    b = make_run(root, "b", start_ts=1_700_000_000,
+                 submissions=[{"csv": "subs/o.csv", "scores": {"volume_dice": 0.8, "sha256": "0" * 64}}])
+    summary = summarize_run(a)
+    assert summary.submissions[0]["volume_dice"] is None and summary.best_submitted is None
+    assert "s.scores.json scores a later file of that name" in " | ".join(summary.problems)
+    assert summarize_run(b).best_submitted == pytest.approx(0.8)  # the record's sha256 (the fixture's) matches
+
+
 def test_a_run_in_its_first_epoch_is_not_missing_a_checkpoint_yet(tmp_path):
     run = make_run(tmp_path, "young", status=None, volume_dice=[], checkpoint=False)
     with RunLock(run):
