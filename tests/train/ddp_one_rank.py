@@ -5,7 +5,9 @@ Scenarios:
 - `no_room_after_epoch1`: rank 1's time budget has no room for a second epoch (its own clock; rank 0's also
   counts the checkpoints it writes, so the two never measure the same);
 - `signal_in_validation`: SIGTERM reaches rank 1 during its first validation (torchrun forwards a signal to
-  each rank in turn, so one rank can see it an epoch boundary earlier than another).
+  each rank in turn, so one rank can see it an epoch boundary earlier than another);
+- `record_losses`: every rank appends the loss of each of its training batches to `losses-<rank>.txt` in
+  the working directory (to compare with the losses the events report).
 """
 
 from __future__ import annotations
@@ -16,7 +18,27 @@ import sys
 
 if __name__ == "__main__":  # the forkserver of the loader's workers imports this file again as __mp_main__
     scenario = sys.argv.pop(1)
-    if int(os.environ.get("RANK", "0")) == 1:
+    if scenario == "record_losses":
+        import torch
+
+        from liverctl.train import losses
+
+        build_loss = losses.build_loss
+
+        class _Recorded(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, logits, target):
+                loss = self.inner(logits, target)
+                if torch.is_grad_enabled():
+                    with open(f"losses-{os.environ.get('RANK', '0')}.txt", "a", encoding="utf-8") as fh:
+                        fh.write(f"{float(loss.detach())!r}\n")
+                return loss
+
+        losses.build_loss = lambda cfg: _Recorded(build_loss(cfg))
+    elif int(os.environ.get("RANK", "0")) == 1:
         from liverctl.train import loop
         from liverctl.train.session import Session
 

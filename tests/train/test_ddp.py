@@ -57,7 +57,7 @@ def _torchrun_train(nproc: int, store, runs_dir, *sets: str, epochs: int = 1, sc
     for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
               "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", *sets]:
         cmd += ["--set", s]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=runs_dir)
     assert proc.returncode == returncode, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 
@@ -105,3 +105,17 @@ def test_ranks_end_a_run_together_when_only_one_wants_to(tiny_store, tmp_path, s
     assert (events[-1]["status"], events[-1]["message"]) == (status, message)
     assert [e["which"] for e in events if e["kind"] == "checkpoint"][-1] == which
     assert load_checkpoint(checkpoint_path(tmp_path / "ddp", "last"))["epoch"] == 1
+
+
+@NO_TORCHRUN
+def test_the_reported_training_loss_is_the_mean_over_ranks(tiny_store, tmp_path):
+    # it was rank 0's own: the loss of half of each step's batch, and the epoch's train_loss of half its samples
+    _torchrun_train(2, tiny_store, tmp_path, epochs=1, scenario="record_losses")
+    per_rank = [[float(x) for x in (tmp_path / f"losses-{r}.txt").read_text().split()] for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 3
+    means = [(a + b) / 2 for a, b in zip(*per_rank, strict=True)]
+    assert per_rank[0] != per_rank[1]
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert [e["loss"] for e in events if e["kind"] == "step"] == pytest.approx(means, rel=1e-6)
+    epoch_end = next(e for e in events if e["kind"] == "epoch_end")
+    assert epoch_end["train_loss"] == pytest.approx(sum(means) / len(means), rel=1e-6)
