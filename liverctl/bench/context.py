@@ -59,6 +59,9 @@ class BenchSettings:
             raise LiverctlError(f"--slices {self.slices}: need at least 3 for a 2.5D stack")
         if self.repeats < 3:
             raise LiverctlError(f"repeats {self.repeats}: need at least 3 for a median")
+        if self.real and self.real_dir is not None and "real" in self.only and not Path(self.real_dir).is_dir():
+            # not another folder in its place: the figures would be of other data than the one asked for
+            raise LiverctlError(f"--real-dir {self.real_dir}: no such folder")
         unknown = [p for p in self.only if p not in PARTS]
         if unknown or not self.only:
             raise LiverctlError(f"--only {','.join(self.only)}: choose from {','.join(PARTS)}")

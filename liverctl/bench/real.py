@@ -14,8 +14,11 @@ from liverctl.bench.report import Figure
 
 
 def find_real_dir(explicit: Path | None = None) -> Path | None:
-    """The folder of real CT samples: `explicit`, $LIVERCTL_REAL_DATA, or ../shared/data/real."""
-    candidates = [explicit] if explicit is not None else []
+    """The folder of real CT samples: `explicit` (never another in its place), else $LIVERCTL_REAL_DATA or
+    ../shared/data/real."""
+    if explicit is not None:
+        return explicit if explicit.is_dir() else None
+    candidates = []
     if os.environ.get("LIVERCTL_REAL_DATA"):
         candidates.append(Path(os.environ["LIVERCTL_REAL_DATA"]))
     repo = Path(__file__).resolve().parents[2]
@@ -60,6 +63,10 @@ def measure_real(ctx: Context) -> list[Figure]:
         return [size_fig.settle(size_fig.note), read_fig]
     staged = ctx.work / "real-data"
     cases = _real_layout(real_dir, staged)
+    if not cases:
+        size_fig.note = read_fig.note = (f"not available: no case in {real_dir} (a folder per case with ct.nii.gz "
+                                         "and liver.nii.gz or label.nii.gz)")
+        return [size_fig.settle(size_fig.note), read_fig]
     cache_dir = ctx.work / "real-npy-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     rows = baseline.build_notebook_cache(cases, cache_dir, liver_labels=LIVER_LABELS)

@@ -184,7 +184,7 @@ class _Loop:
         """All remaining epochs; returns the run_end status."""
         s = self.s
         while s.epoch < s.cfg["train"]["epochs"]:
-            if not self.budget.room_for_epoch():
+            if self.agreed(not self.budget.room_for_epoch()):
                 self.save("last", "time_limit")
                 return "time_limit"
             t_epoch = time.monotonic()
@@ -192,9 +192,15 @@ class _Loop:
             if stopped is not None:
                 return stopped
             self.end_epoch(t_epoch)
-            if self.stop.reason is not None:
+            if self.agreed(self.stop.reason is not None):
                 return "interrupted"
         return "completed"
+
+    def agreed(self, flag: bool) -> bool:
+        """`flag` OR-ed over all ranks. Every decision to end a DDP run is taken together: a rank whose
+        budget (its own clock, no checkpoint to write) or signal (torchrun forwards it to each rank in turn)
+        says otherwise would go on into the next epoch's collectives alone."""
+        return distributed.any_across(self.info, [flag], self.s.device)[0]
 
     def train_epoch(self) -> str | None:
         """The guarded steps of one epoch; a status when a signal or the time limit stops it midway."""
@@ -344,7 +350,8 @@ class _Loop:
                 f"training ended without a finite checkpoint: the validation of every epoch ({self.s.epoch}) was "
                 "non-finite, so no best.pt was written; the training diverged (try a lower optim.lr)"
             )
-        self.message = {"interrupted": f"stopped by {self.stop.reason}",
+        # under DDP the signal may have reached another rank only (its stop flag is OR-ed over the ranks)
+        self.message = {"interrupted": f"stopped by {self.stop.reason or 'a signal to another rank'}",
                         "time_limit": "stopped before the time limit"}.get(status, "")
 
     def close(self) -> None:

@@ -35,7 +35,16 @@ def guarded_step(s: Session, images, masks, guard: NaNGuard, *, inject_nan: bool
     if inject_nan:  # testing hook (train.inject_nan_at_steps)
         loss = loss * float("nan")
     loss_value = float(loss.detach())
-    loss_bad, *flags = distributed.any_across(s.info, [not math.isfinite(loss_value), *flags], s.device)
+    # one collective: whether any rank's loss is non-finite, the flags OR-ed, and the loss of the whole
+    # (global) batch, the mean over ranks that DDP's averaged gradients follow: what the events and the
+    # epoch's train loss report (rank 0's own loss is a batch of 1 / world of it)
+    finite = math.isfinite(loss_value)
+    *counts, loss_sum = distributed.sum_across(
+        s.info, [float(not finite), *(float(bool(f)) for f in flags), loss_value if finite else 0.0], s.device
+    )
+    loss_bad, flags = counts[0] > 0, [c > 0 for c in counts[1:]]
+    if not loss_bad:
+        loss_value = loss_sum / s.info.world
     if loss_bad:
         s.optimizer.zero_grad(set_to_none=True)
         return StepResult(loss_value, None, guard.non_finite_step(), "loss", flags)

@@ -271,3 +271,20 @@ def test_bench_refuses_a_json_path_it_cannot_write_before_measuring(tmp_path, mo
     monkeypatch.undo()
     result = CliRunner().invoke(app, ["bench", "--quick", "--size", "0", "--workdir", str(tmp_path)])
     assert result.exit_code == 2 and "--size 0: must be a positive multiple of 32" in result.stderr
+
+
+def test_bench_real_dir_is_that_folder_or_an_error(tmp_path):
+    # a missing --real-dir measured ../shared/data/real in its place (other data than the one asked for), and a
+    # folder with no case in it ended in a traceback (ValueError: empty range for randrange())
+    missing = CliRunner().invoke(app, ["bench", "--quick", "--only", "real", "--real-dir", str(tmp_path / "nope"),
+                                       "--workdir", str(tmp_path / "work")])
+    assert missing.exit_code == 2 and "--real-dir" in missing.output and "no such folder" in missing.output
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    out = tmp_path / "bench.json"
+    empty = CliRunner().invoke(app, ["bench", "--quick", "--only", "real", "--real-dir", str(tmp_path / "empty"),
+                                     "--workdir", str(tmp_path / "work"), "--json", str(out)])
+    assert empty.exit_code == 0, empty.output
+    figures = json.loads(out.read_text())["figures"]
+    for key in ("real_store_bytes", "real_window_reads"):
+        assert figures[key]["liverctl"] is None and figures[key]["baseline"] is None
+        assert figures[key]["note"].startswith("not available: no case in"), figures[key]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +15,8 @@ from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
 from liverctl.runs.folder import checkpoint_path
 
-TORCHRUN = Path(sys.executable).with_name("torchrun")
+# torchrun as this interpreter runs it: a console script's own interpreter may import another liverctl
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def _single_process_validation(store, state):
@@ -40,21 +41,24 @@ def _single_process_validation(store, state):
                     device=torch.device("cpu"), info=DistInfo())
 
 
-NO_TORCHRUN = pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None,
+NO_TORCHRUN = pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None,
                                  reason="torchrun not installed")
 
 
-def _torchrun_train(nproc: int, store, runs_dir, *sets: str) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node N -m liverctl.cli train` of a tiny demo run named 'ddp'."""
+def _torchrun_train(nproc: int, store, runs_dir, *sets: str, epochs: int = 1, scenario: str | None = None,
+                    returncode: int = 0, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m liverctl.cli train` of a tiny demo run named 'ddp'
+    (`scenario`: through tests/train/ddp_one_rank.py, which makes rank 1 differ first)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun")), "--standalone", "--nproc_per_node",
-           str(nproc), "-m", "liverctl.cli", "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
-           str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", "1", "-q"]
+    target = ["-m", "liverctl.cli"] if scenario is None else [str(Path(__file__).with_name("ddp_one_rank.py")), scenario]
+    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node",
+           str(nproc), *target, "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
+           str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", str(epochs), "-q"]
     for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
               "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", *sets]:
         cmd += ["--set", s]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=runs_dir)
+    assert proc.returncode == returncode, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
 
 
@@ -83,3 +87,35 @@ def test_two_gloo_processes_train_with_one_writer_and_reduced_metrics(tiny_store
     single = _single_process_validation(tiny_store, state)
     for key in ("volume_dice", "slice_dice", "global_dice", "val_loss"):
         assert epoch_end[key] == pytest.approx(single[key], abs=1e-4), key
+
+
+@NO_TORCHRUN
+@pytest.mark.parametrize(("scenario", "status", "returncode", "which", "message"), [
+    ("no_room_after_epoch1", "time_limit", 0, "time_limit", "stopped before the time limit"),
+    # rank 1 ends 130 (interrupted), which torchrun reports as a failure of the job
+    ("signal_in_validation", "interrupted", 1, "last", "stopped by a signal to another rank"),
+])
+def test_ranks_end_a_run_together_when_only_one_wants_to(tiny_store, tmp_path, scenario, status, returncode, which,
+                                                          message):
+    # rank 0 went on into epoch 2 alone, and its first step failed on the closed connection ("failed:
+    # RuntimeError: ... Connection closed by peer", exit 1) instead of ending the run as rank 1 did
+    _torchrun_train(2, tiny_store, tmp_path, epochs=3, scenario=scenario, returncode=returncode, timeout=240)
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert events[-1]["kind"] == "run_end", events[-1]
+    assert (events[-1]["status"], events[-1]["message"]) == (status, message)
+    assert [e["which"] for e in events if e["kind"] == "checkpoint"][-1] == which
+    assert load_checkpoint(checkpoint_path(tmp_path / "ddp", "last"))["epoch"] == 1
+
+
+@NO_TORCHRUN
+def test_the_reported_training_loss_is_the_mean_over_ranks(tiny_store, tmp_path):
+    # it was rank 0's own: the loss of half of each step's batch, and the epoch's train_loss of half its samples
+    _torchrun_train(2, tiny_store, tmp_path, epochs=1, scenario="record_losses")
+    per_rank = [[float(x) for x in (tmp_path / f"losses-{r}.txt").read_text().split()] for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 3
+    means = [(a + b) / 2 for a, b in zip(*per_rank, strict=True)]
+    assert per_rank[0] != per_rank[1]
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert [e["loss"] for e in events if e["kind"] == "step"] == pytest.approx(means, rel=1e-6)
+    epoch_end = next(e for e in events if e["kind"] == "epoch_end")
+    assert epoch_end["train_loss"] == pytest.approx(sum(means) / len(means), rel=1e-6)

@@ -1,0 +1,65 @@
+"""`torchrun ... tests/train/ddp_one_rank.py SCENARIO train ...`: the liverctl CLI with one rank (1) made to
+differ from the others, as happens on a real machine, before it runs.
+
+Scenarios:
+- `no_room_after_epoch1`: rank 1's time budget has no room for a second epoch (its own clock; rank 0's also
+  counts the checkpoints it writes, so the two never measure the same);
+- `signal_in_validation`: SIGTERM reaches rank 1 during its first validation (torchrun forwards a signal to
+  each rank in turn, so one rank can see it an epoch boundary earlier than another);
+- `record_losses`: every rank appends the loss of each of its training batches to `losses-<rank>.txt` in
+  the working directory (to compare with the losses the events report).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+if __name__ == "__main__":  # the forkserver of the loader's workers imports this file again as __mp_main__
+    scenario = sys.argv.pop(1)
+    if scenario == "record_losses":
+        import torch
+
+        from liverctl.train import losses
+
+        build_loss = losses.build_loss
+
+        class _Recorded(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, logits, target):
+                loss = self.inner(logits, target)
+                if torch.is_grad_enabled():
+                    with open(f"losses-{os.environ.get('RANK', '0')}.txt", "a", encoding="utf-8") as fh:
+                        fh.write(f"{float(loss.detach())!r}\n")
+                return loss
+
+        losses.build_loss = lambda cfg: _Recorded(build_loss(cfg))
+    elif int(os.environ.get("RANK", "0")) == 1:
+        from liverctl.train import loop
+        from liverctl.train.session import Session
+
+        if scenario == "no_room_after_epoch1":
+            class _OneEpoch(loop.TimeBudget):
+                def room_for_epoch(self) -> bool:
+                    return self.longest_epoch == 0
+
+            loop.TimeBudget = _OneEpoch
+        elif scenario == "signal_in_validation":
+            validate = Session.validate
+
+            def _validate_then_signal(self):
+                out = validate(self)
+                if self.epoch == 0:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return out
+
+            Session.validate = _validate_then_signal
+        else:
+            raise SystemExit(f"unknown scenario {scenario}")
+    from liverctl.cli import app
+
+    app(prog_name="liverctl")
