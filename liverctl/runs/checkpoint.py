@@ -48,6 +48,7 @@ _OPTIONAL = {
     "best": (dict, "a table"),
     "metrics": (dict, "a table"),
     "guard": (dict, "a table"),
+    "epoch_losses": (dict, "a table"),
 }
 
 

@@ -142,7 +142,8 @@ class _Loop:
     stop: _Stop = field(default_factory=_Stop)
     guard: NaNGuard = field(default_factory=NaNGuard)
     good: GoodState = field(default_factory=GoodState)  # what a rollback restores
-    losses: list[float] = field(default_factory=list)  # the finite training losses of the current epoch
+    loss_sum: float = 0.0  # the finite training losses of the current epoch: their sum and count
+    loss_count: int = 0
     window: tuple[float, int] = (0.0, 0)  # (since, samples) for the step events' samples_per_s
     status: str = "failed"
     message: str = ""
@@ -208,7 +209,10 @@ class _Loop:
         s.sampler.set_epoch(s.epoch, start=s.step_in_epoch * tc["batch_size"])
         self.progress.start_epoch(s.epoch, tc["epochs"], s.steps_per_epoch, s.step_in_epoch)
         inject = {int(x) for x in tc["inject_nan_at_steps"]}
-        self.losses, self.window, last_step_s = [], (time.monotonic(), 0), 0.0
+        # an epoch resumed midway goes on with the losses of its steps before the stop (from last.pt)
+        self.loss_sum, self.loss_count = s.epoch_losses if s.step_in_epoch else (0.0, 0)
+        s.epoch_losses = (0.0, 0)
+        self.window, last_step_s = (time.monotonic(), 0), 0.0
         for batch in s.train_loader:
             t_step = time.monotonic()
             flags = [self.stop.reason is not None, not self.budget.room_for_step(last_step_s)]
@@ -232,7 +236,8 @@ class _Loop:
         """The step's loss (when it counts), the scheduler, the step counters, the samples for the rate."""
         s = self.s
         if step.action == OK and math.isfinite(step.loss):
-            self.losses.append(step.loss)
+            self.loss_sum += step.loss
+            self.loss_count += 1
         with warnings.catch_warnings():
             # the schedule advances with every step, also one the guard or the GradScaler skipped (in the
             # events already); torch would warn about the first of those as if the loop were wrong
@@ -263,7 +268,8 @@ class _Loop:
         s = self.s
         self.progress.status("validating")
         metrics = s.validate()
-        metrics["train_loss"] = float(np.mean(self.losses)) if self.losses else None  # no finite step this epoch
+        # None: no finite step this epoch (a nan event says so)
+        metrics["train_loss"] = self.loss_sum / self.loss_count if self.loss_count else None
         finite = all(math.isfinite(metrics[k]) for k in ("val_loss", "volume_dice", "slice_dice", "global_dice"))
         finite = finite and not non_finite_weights(s.raw_model.state_dict())  # never save NaN weights
         s.epoch += 1
@@ -322,6 +328,8 @@ class _Loop:
             "epoch": s.epoch,
             "step_in_epoch": s.step_in_epoch,
             "global_step": s.global_step,
+            "epoch_losses": ({"sum": self.loss_sum, "count": self.loss_count} if s.step_in_epoch
+                             else {"sum": 0.0, "count": 0}),
             "model": s.raw_model.state_dict(),
             "optimizer": s.optimizer.state_dict(),
             "scheduler": s.scheduler.state_dict(),

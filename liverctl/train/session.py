@@ -53,6 +53,9 @@ class Session:
     epoch: int = 0  # completed epochs
     step_in_epoch: int = 0
     global_step: int = 0
+    # (sum, count) of the finite training losses of the epoch the checkpoint was saved in, up to step_in_epoch:
+    # an epoch resumed midway reports its train_loss over all its steps, not only those after the resume
+    epoch_losses: tuple[float, int] = (0.0, 0)
     best: dict = field(default_factory=lambda: {"epoch": None, "volume_dice": None})
     metrics: dict = field(default_factory=dict)
     guard_state: dict = field(default_factory=dict)
@@ -213,6 +216,19 @@ def steps_per_epoch(tc: dict, per_rank: int) -> int:
     return steps
 
 
+def _epoch_losses(saved: Any) -> tuple[float, int]:
+    """A checkpoint's `epoch_losses` {sum, count} as (sum, count); (0.0, 0) for one without them (an older
+    checkpoint) or with values no run writes (a checkpoint is untrusted input)."""
+    if not isinstance(saved, dict):
+        return 0.0, 0
+    total, count = saved.get("sum"), saved.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        return 0.0, 0
+    if isinstance(total, bool) or not isinstance(total, (int, float)) or not math.isfinite(total):
+        return 0.0, 0
+    return float(total), count
+
+
 def _restore(s: Session, state: dict) -> None:
     """Model, optimiser, scheduler, scaler, counters and RNG from a checkpoint (layout checked on load)."""
     import torch
@@ -223,6 +239,7 @@ def _restore(s: Session, state: dict) -> None:
     if state.get("scaler"):
         s.scaler.load_state_dict(state["scaler"])
     s.epoch, s.step_in_epoch, s.global_step = state["epoch"], state.get("step_in_epoch", 0), state["global_step"]
+    s.epoch_losses = _epoch_losses(state.get("epoch_losses"))
     s.best = dict(state.get("best") or s.best)
     s.metrics = dict(state.get("metrics") or {})
     s.guard_state = dict(state.get("guard") or {})

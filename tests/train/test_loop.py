@@ -89,3 +89,18 @@ def test_a_run_whose_set_up_fails_writes_no_run_end(tmp_path):
     with pytest.raises(LiverctlError, match="no store here"):
         run_training(cfg, run_dir, device="cpu", show_progress=False)
     assert [e["status"] for e in read_events(run_dir / "events.jsonl")] == ["interrupted"]
+
+
+@pytest.mark.parametrize(("saved", "read"), [
+    ({"sum": 2.5, "count": 5}, (2.5, 5)),
+    (None, (0.0, 0)),  # a checkpoint from before epoch_losses
+    ({"sum": float("nan"), "count": 5}, (0.0, 0)),
+    ({"sum": 2.5, "count": -1}, (0.0, 0)),
+    ({"sum": "2.5", "count": 5}, (0.0, 0)),
+    ({"sum": 2.5, "count": True}, (0.0, 0)),
+    ([2.5, 5], (0.0, 0)),
+])
+def test_a_checkpoints_epoch_losses_are_read_only_as_a_run_writes_them(saved, read):
+    from liverctl.train.session import _epoch_losses
+
+    assert _epoch_losses(saved) == read

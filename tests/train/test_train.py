@@ -98,6 +98,28 @@ def test_resume_mid_epoch_continues_exactly(tiny_store, tmp_path, monkeypatch):
     assert starts[1]["resumed_from"] == {"epoch": 1, "global_step": 3, "step_in_epoch": 1}
 
 
+def test_an_epoch_resumed_midway_reports_the_train_loss_of_all_its_steps(tiny_store, tmp_path, monkeypatch):
+    """Stopped after an epoch's last step, before validation, a resumed epoch ran no step: its train_loss was
+    null, which `watch` read as a NaN (exit 1 from `watch --once`) in a run without one. Stopped midway, it
+    was the mean of the steps after the resume only."""
+    cfg = tiny_cfg(tiny_store)  # 2 epochs of 2 steps
+    straight = loop.run_training(cfg, tmp_path / "straight", device="cpu", show_progress=False)
+    expected = [e["train_loss"] for e in read_events(tmp_path / "straight" / "events.jsonl") if e["kind"] == "epoch_end"]
+    assert straight["status"] == "completed" and all(x is not None for x in expected)
+    for stop_at in (2, 3):  # after the last step of epoch 1, then midway through epoch 2
+        run = tmp_path / f"cut{stop_at}"
+        monkeypatch.setattr(loop, "TimeBudget", _StopAtStep)
+        _StopAtStep.stop_at, _StopAtStep.steps = stop_at, 0
+        assert loop.run_training(cfg, run, device="cpu", show_progress=False)["status"] == "time_limit"
+        monkeypatch.setattr(loop, "TimeBudget", TimeBudget)
+        loop.run_training(cfg, run, resume=True, device="cpu", show_progress=False)
+        events = read_events(run / "events.jsonl")
+        got = [e["train_loss"] for e in events if e["kind"] == "epoch_end"]
+        assert got == pytest.approx(expected, abs=1e-6), stop_at
+        assert not [e for e in events if e["kind"] == "nan"]
+    _StopAtStep.stop_at = 3
+
+
 def test_nan_guard_skips_rolls_back_then_aborts_keeping_a_finite_best(tiny_store, tmp_path):
     # epoch 1 (steps 0, 1) is clean and makes a best checkpoint; from step 2 on every loss is NaN
     cfg = tiny_cfg(
