@@ -96,28 +96,22 @@ def test_resume_mid_epoch_continues_exactly(tiny_store, tmp_path, monkeypatch):
     assert a["metrics"]["volume_dice"] == pytest.approx(b["metrics"]["volume_dice"], abs=1e-6)
     starts = [e for e in read_events(tmp_path / "cut" / "events.jsonl") if e["kind"] == "run_start"]
     assert starts[1]["resumed_from"] == {"epoch": 1, "global_step": 3, "step_in_epoch": 1}
+    # an epoch resumed midway reports the train_loss of all its steps (last.pt holds their sum and count): it
+    # was the mean after the resume only, and after a stop at an epoch's last step, before validation, null,
+    # which `watch` took for a NaN (exit 1 from `watch --once`) in a run without one
+    def train_losses(run):
+        return [e["train_loss"] for e in read_events(run / "events.jsonl") if e["kind"] == "epoch_end"]
 
-
-def test_an_epoch_resumed_midway_reports_the_train_loss_of_all_its_steps(tiny_store, tmp_path, monkeypatch):
-    """Stopped after an epoch's last step, before validation, a resumed epoch ran no step: its train_loss was
-    null, which `watch` read as a NaN (exit 1 from `watch --once`) in a run without one. Stopped midway, it
-    was the mean of the steps after the resume only."""
-    cfg = tiny_cfg(tiny_store)  # 2 epochs of 2 steps
-    straight = loop.run_training(cfg, tmp_path / "straight", device="cpu", show_progress=False)
-    expected = [e["train_loss"] for e in read_events(tmp_path / "straight" / "events.jsonl") if e["kind"] == "epoch_end"]
-    assert straight["status"] == "completed" and all(x is not None for x in expected)
-    for stop_at in (2, 3):  # after the last step of epoch 1, then midway through epoch 2
-        run = tmp_path / f"cut{stop_at}"
-        monkeypatch.setattr(loop, "TimeBudget", _StopAtStep)
-        _StopAtStep.stop_at, _StopAtStep.steps = stop_at, 0
-        assert loop.run_training(cfg, run, device="cpu", show_progress=False)["status"] == "time_limit"
-        monkeypatch.setattr(loop, "TimeBudget", TimeBudget)
-        loop.run_training(cfg, run, resume=True, device="cpu", show_progress=False)
-        events = read_events(run / "events.jsonl")
-        got = [e["train_loss"] for e in events if e["kind"] == "epoch_end"]
-        assert got == pytest.approx(expected, abs=1e-6), stop_at
-        assert not [e for e in events if e["kind"] == "nan"]
+    expected = train_losses(tmp_path / "straight")
+    assert all(x is not None for x in expected) and train_losses(tmp_path / "cut") == pytest.approx(expected, abs=1e-6)
+    monkeypatch.setattr(loop, "TimeBudget", _StopAtStep)
+    _StopAtStep.stop_at, _StopAtStep.steps = 2, 0  # after the last step of epoch 1
+    assert loop.run_training(cfg, tmp_path / "cut2", device="cpu", show_progress=False)["status"] == "time_limit"
+    monkeypatch.setattr(loop, "TimeBudget", TimeBudget)
     _StopAtStep.stop_at = 3
+    loop.run_training(cfg, tmp_path / "cut2", resume=True, device="cpu", show_progress=False)
+    assert train_losses(tmp_path / "cut2") == pytest.approx(expected, abs=1e-6)
+    assert not [e for e in read_events(tmp_path / "cut2" / "events.jsonl") if e["kind"] == "nan"]
 
 
 def test_nan_guard_skips_rolls_back_then_aborts_keeping_a_finite_best(tiny_store, tmp_path):
