@@ -191,7 +191,7 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
                 f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
                 path=case.label,
             )
-        if (difference := grid_difference(np.asarray(affine), label_img.affine)) is not None:
+        if (difference := grid_difference(affine, label_img.affine)) is not None:
             volumes.notes.append(
                 f"{case.label}: the label's affine {difference} ({case.volume.name}); its voxels were paired "
                 "with the volume's as stored, index for index. If the label was resampled or reoriented on its "

@@ -51,7 +51,8 @@ class DataLayout:
     """The cases of one data source, sorted by id, and the problems that made others unusable.
 
     `layout`: the layout's name (`liverctl.data.sources.LAYOUTS`). `label_names`: value -> name from the
-    source's dataset.json or its layout (None without either); `labels_named_by` says which. `skipped`: notes on files deliberately left out.
+    source's dataset.json or its layout (None without either); `labels_named_by` says which. `skipped`:
+    notes on files deliberately left out.
     """
 
     root: Path
@@ -61,6 +62,11 @@ class DataLayout:
     label_names: dict[int, str] | None = None
     labels_named_by: str = "dataset.json"
     skipped: list[str] = field(default_factory=list)
+
+    def add_training_case(self, case_id: str, volume: Path, label: Path) -> None:
+        """A volume + label pair, its label values checked against the source's names (background included)."""
+        known = None if self.label_names is None else tuple(sorted({0, *self.label_names}))
+        self.cases.append(CaseFiles(case_id, "train", volume, label, known, self.labels_named_by))
 
     def by_split(self, split: str) -> list[CaseFiles]:
         return [c for c in self.cases if c.split == split]
@@ -158,11 +164,8 @@ def pair_cases(
         problems.append(
             LiverctlError(f"training volume of case {case_id!r} has no label in {where[1]}", path=volumes[case_id])
         )
-    known = None if layout.label_names is None else tuple(sorted({0, *layout.label_names}))
     for case_id in sorted(set(volumes) & set(labels)):
-        layout.cases.append(
-            CaseFiles(case_id, "train", volumes[case_id], labels[case_id], known, layout.labels_named_by)
-        )
+        layout.add_training_case(case_id, volumes[case_id], labels[case_id])
     for case_id, path in sorted(tests.items()):
         layout.cases.append(CaseFiles(case_id, "test", path, None))
     layout.cases.sort(key=lambda c: c.case_id)

@@ -39,10 +39,10 @@ def _by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
     """NAME -> NAME_0000 file; files without a channel suffix, and cases with more channels, are problems."""
     channels: dict[str, dict[str, Path]] = {}
     for path in files:
-        match = _CHANNEL.match(strip_nifti_suffix(path.name))
+        stem = strip_nifti_suffix(path.name)
+        match = _CHANNEL.match(stem)
         if match is None:
-            problems.refuse(strip_nifti_suffix(path.name),
-                            LiverctlError("has no channel suffix (expected NAME_0000.nii.gz)", path=path))
+            problems.refuse(stem, LiverctlError("has no channel suffix (expected NAME_0000.nii.gz)", path=path))
             continue
         channels.setdefault(match["name"], {})[match["channel"]] = path
     found = {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.data.sources.common import CaseFiles, DataLayout, check_id
+from liverctl.data.sources.common import DataLayout, check_id
 from liverctl.errors import LiverctlError
 
 NAME = "totalseg"
@@ -37,7 +37,6 @@ def looks_like(root: Path) -> bool:
 
 def find(root: Path) -> DataLayout:
     layout = DataLayout(root=root, layout=NAME, label_names={LIVER: "liver"}, labels_named_by=LABELS_NAMED_BY)
-    known = (0, LIVER)
     for folder in _subjects(root):
         ct = _first_file(folder, "ct")
         if ct is None:
@@ -53,5 +52,5 @@ def find(root: Path) -> DataLayout:
                               f"{masks[1].relative_to(folder)}; keep one", path=folder)
             )
         elif check_id(folder.name, folder, layout.problems):
-            layout.cases.append(CaseFiles(folder.name, "train", ct, masks[0], known, LABELS_NAMED_BY))
+            layout.add_training_case(folder.name, ct, masks[0])
     return layout
