@@ -170,9 +170,9 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where:
         )
     # A fold run is its experiment's config with data.fold set: any other difference means a fold folder of
     # another experiment (or one changed since) whose out-of-fold predictions the decision never saw.
-    key = _first_difference(cfg, exp_cfg)
-    if key is not None:
-        ours, theirs = _setting(cfg, key), _setting(exp_cfg, key)
+    difference = _first_difference(cfg, exp_cfg)
+    if difference is not None:
+        key, ours, theirs = difference
         raise LiverctlError(
             f"fold {fold} was trained with {key} = {ours!r:.60}, the experiment with {theirs!r:.60}: it is not "
             "this experiment's fold (copied from another experiment, or changed since); train the experiment again",
@@ -180,14 +180,9 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where:
         )
 
 
-def _setting(cfg: dict, key: str) -> Any:
-    from liverctl.runs.summary import flatten_config
-
-    return flatten_config(cfg).get(key, "(missing)")
-
-
-def _first_difference(fold_cfg: dict, exp_cfg: dict) -> str | None:
-    """The first dotted key (data.fold and data.store aside: checked above) where two configs differ."""
+def _first_difference(fold_cfg: dict, exp_cfg: dict) -> tuple[str, Any, Any] | None:
+    """(dotted key, the fold's value, the experiment's) of the first key where two configs differ (data.fold
+    and data.store aside: checked above); a key one of them lacks has the value "(missing)"."""
     from liverctl.runs.summary import flatten_config
 
     ours, theirs = flatten_config(fold_cfg), flatten_config(exp_cfg)
@@ -195,7 +190,7 @@ def _first_difference(fold_cfg: dict, exp_cfg: dict) -> str | None:
         if key in ("data.fold", "data.store", "description"):
             continue
         if key not in ours or key not in theirs or ours[key] != theirs[key]:
-            return key
+            return key, ours.get(key, "(missing)"), theirs.get(key, "(missing)")
     return None
 
 
