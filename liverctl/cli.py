@@ -49,7 +49,7 @@ def _options(
         False, "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    """CT liver segmentation: NIfTI folder -> Zarr store -> trained U-Net -> Kaggle submission."""
+    """The app's own options; `--help` shows Typer(help=...) above."""
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -66,6 +66,9 @@ def _write_csv(rows: list[dict]) -> None:
 STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
 
 
+CV_HEADER = "folds: best vol"  # an experiment's per-fold best volume Dice (the legend explains it)
+
+
 def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     """The table of `liverctl.runs.table` in rich: status coloured, NaN counts red, volume Dice bold."""
     from rich.table import Table
@@ -80,10 +83,10 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     for c in columns:
         table.add_column(c.header, justify="right" if c.numeric else "left", overflow="fold")
     if experiments:
-        table.add_column("folds: best vol", justify="right")
+        table.add_column(CV_HEADER, justify="right")
     styles = {"status": lambda s: STATUS_STYLES.get(s.status, "yellow"), "volume_dice": lambda s: "bold",
               "nan": lambda s: "red" if s.nan_events else ""}
-    headers = [c.header for c in columns] + (["folds: best vol"] if experiments else [])
+    headers = [c.header for c in columns] + ([CV_HEADER] if experiments else [])
     rows = []
     for s in spec.table_rows(summaries):
         row = [Text(text, style=styles[c.key](s) if c.key in styles else "")
