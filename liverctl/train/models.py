@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from liverctl.config import in_channels, is_none
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import load_checkpoint, load_plain, non_finite_weights
+from liverctl.runs.checkpoint import check_weights_fit, load_checkpoint, load_plain, non_finite_weights
 from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
 
 CONNECT_TIMEOUT_S = 1.5
@@ -250,6 +250,7 @@ def load_encoder_weights(model, path: Path) -> None:
             f"({len(matching)} of {len(own)} tensors fit)",
             path=path,
         )
+    check_weights_fit(matching, own, path)
     own.update(matching)
     model.encoder.load_state_dict(own)
 
@@ -279,5 +280,6 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
         )
     cfg = state["config"]
     model = build_model(cfg, pretrained=False)
+    check_weights_fit(state["model"], model.state_dict(), path)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg

@@ -12,7 +12,7 @@ import numpy as np
 
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import rng_from_plain
+from liverctl.runs.checkpoint import check_weights_fit, rng_from_plain
 from liverctl.train import distributed
 
 
@@ -160,6 +160,7 @@ def setup_session(
         scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler), **data,
     )
     if resume_state is not None:
+        check_weights_fit(resume_state["model"], raw_model.state_dict(), resume_path)
         try:
             _restore(s, resume_state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
