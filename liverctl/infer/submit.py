@@ -79,11 +79,15 @@ def check_runs_against_store(runs: Sequence[RunModel], store, case_ids: Sequence
                     )
 
 
-def validation_cases(run: RunModel, store) -> list[str]:
-    """The run's held-out cases, chosen as training chose them (fold, max_val_cases)."""
-    from liverctl.runs.validation_cases import validation_cases as run_validation_cases
+def validation_cases(run: RunModel, store, note: Callable[[str], None] = lambda text: None) -> list[str]:
+    """The run's held-out cases, chosen as training chose them (fold, max_val_cases); LiverctlError when the
+    store holds out a case the run's checkpoint records it trained on (`checked_validation_cases`)."""
+    from liverctl.runs.validation_cases import checked_validation_cases
 
-    return run_validation_cases(run.cfg, store)
+    cases, remark = checked_validation_cases(run.cfg, run.cases, store, run.checkpoint)
+    if remark is not None:
+        note(remark)
+    return cases
 
 
 def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:
@@ -272,7 +276,7 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
     if len({int(r.cfg["data"]["fold"]) for r in runs}) > 1:
         note("runs hold out different folds: auto scores on the first run's validation cases, "
              "which some of the other runs trained on")
-    val_ids = validation_cases(runs[0], store)
+    val_ids = validation_cases(runs[0], store, note)
     if on_stage:
         on_stage("validation (auto post-processing)", predictor.slices(val_ids))
     selector = AutoSelector()

@@ -26,6 +26,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.runs.folder import checkpoint_path
+from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
 
 FORMAT = "liverctl-checkpoint/1"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
@@ -211,6 +212,8 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
+    if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
+        raise LiverctlError(f"checkpoint entry '{CASES_KEY}' {problem}", path=path)
     state["config"] = check_config(state["config"], f"{path} (its config)")
     return state
 

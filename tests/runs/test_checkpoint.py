@@ -174,6 +174,8 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
         (lambda s: s.update(epoch="two"), "'epoch' should be a whole number"),
         (lambda s: s.update(config=[1, 2]), "'config' should be a table"),
         (lambda s: s.update(model={"w": [1.0]}), "table of tensors"),
+        (lambda s: s.update(cases=["a"]), "'cases' should be a table, not list"),
+        (lambda s: s.update(cases={"training": "a", "validation": []}), "'cases' should hold 'training': a list of"),
         (lambda s: s["config"]["optim"].update(lr=-1.0), "optim.lr must be > 0"),
         (lambda s: s["config"]["data"].pop("context"), None),  # an old config: the default fills it in
     ]:
