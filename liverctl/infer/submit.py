@@ -117,7 +117,9 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
     which of the two came from the decision and what the decision was not made on."""
     from liverctl.experiment.ensemble import expand_runs
 
-    expanded = expand_runs(run_dirs)
+    expanded = expand_runs(run_dirs, which)
+    for text in expanded.notes:
+        note(text)
     if expanded.decisions:
         first = expanded.decisions[0]
         if len({(d["threshold"], d["post"]) for d in expanded.decisions}) > 1:
@@ -357,6 +359,7 @@ def make_submission(
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
     runs = load_run_models(expanded.run_dirs, which=which, device=device)
+    expanded.check_models(runs)
     store, store_path, n_slices = open_test_store(runs, store_path, sample)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices)
