@@ -165,8 +165,10 @@ def make_run(
     return run_dir
 
 
-def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best") -> Path:
-    """Save an untrained model of `cfg` as the run's `<which>.pt` (with its sidecar), as train would.
+def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best",
+                         cases: dict[str, list[str]] | None = None) -> Path:
+    """Save an untrained model of `cfg` as the run's `<which>.pt` (with its sidecar), as train would; `cases`:
+    the record of the cases it trained and validated on (None: none, as before liverctl recorded them).
 
     Enough for anything that only loads and predicts; needs torch.
     """
@@ -187,5 +189,6 @@ def add_model_checkpoint(run_dir: Path, cfg: dict[str, Any], which: str = "best"
         "metrics": {"val_loss": 0.5, "volume_dice": 0.5, "slice_dice": 0.5, "global_dice": 0.5},
         "best": {"epoch": 1, "volume_dice": 0.5},
         "versions": {},
+        **({"cases": cases} if cases is not None else {}),
     }
     return save_checkpoint(run_dir, which, state)

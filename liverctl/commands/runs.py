@@ -191,6 +191,8 @@ def report_command(
             experiments=experiments,
         )
         console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
+        for note in result.warnings:
+            console.print(f"  [yellow]warning:[/] {esc(note)}", highlight=False)
         for note in result.skipped:
             console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)
         if result.refused:  # written without what a refused input would have given: not a clean success

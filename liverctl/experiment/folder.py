@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.files import write_atomic
+from liverctl.files import file_sha256, write_atomic
 from liverctl.runs.checkpoint import json_safe
+from liverctl.runs.folder import checkpoint_path
 
 FORMAT = "liverctl-experiment/1"
 SUMMARY_FILE = "experiment.json"
@@ -90,6 +91,7 @@ def _check_tables(summary: dict, path: Path) -> None:
     for fold, entry in summary["fold_results"].items():
         table(entry, f"fold_results[{fold!r}]", optional=False)
         table(entry.get("best"), f"fold_results[{fold!r}].best")
+        table(entry.get("checkpoints"), f"fold_results[{fold!r}].checkpoints")
     for key in ("cv", "oof", "decision"):
         table(summary.get(key), key)
 
@@ -192,6 +194,32 @@ def _first_difference(fold_cfg: dict, exp_cfg: dict) -> tuple[str, Any, Any] | N
         if key not in ours or key not in theirs or ours[key] != theirs[key]:
             return key, ours.get(key, "(missing)"), theirs.get(key, "(missing)")
     return None
+
+
+def checkpoint_hashes(run_dir: str | os.PathLike) -> dict[str, str]:
+    """sha256 of a finished fold run's best and last checkpoints (those there): what `fold_results[k].checkpoints`
+    records, so that a checkpoint put in its place later (another fold's best.pt has the same config) is noticed."""
+    paths = {which: checkpoint_path(run_dir, which) for which in ("best", "last")}
+    return {which: file_sha256(path) for which, path in paths.items() if path.is_file()}
+
+
+def check_fold_checkpoint(exp_dir: Path, summary: dict, fold: int, which: str = "best") -> bool:
+    """Whether fold `fold`'s `<which>.pt` is checked against the sha256 that experiment.json recorded when the fold
+    finished: True when it matches, False when there is no record (an experiment from before liverctl recorded
+    them); one line naming the file when it differs."""
+    recorded = ((summary["fold_results"].get(str(fold)) or {}).get("checkpoints") or {}).get(which)
+    if recorded is None:
+        return False
+    path = checkpoint_path(fold_dir(exp_dir, fold), which)
+    if not path.is_file():
+        raise LiverctlError(f"fold {fold} of the experiment has no {which} checkpoint", path=path)
+    if file_sha256(path) != recorded:
+        raise LiverctlError(
+            f"not the checkpoint fold {fold} produced: its sha256 differs from the one {SUMMARY_FILE} recorded when "
+            "the fold finished (copied from another fold or run, or changed since); train the experiment again",
+            path=path,
+        )
+    return True
 
 
 def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:

@@ -215,6 +215,7 @@ class _Folds:
         entry.update(status=result["status"], best=result["best"], epochs_done=result["epochs_done"])
         if result["status"] != "completed":
             return result["status"], f"fold {fold} stopped: {result['status']}"
+        entry["checkpoints"] = folder.checkpoint_hashes(run_dir)  # what the fold produced, checked by its readers
         return None
 
     def predict(self, fold: int, entry: dict) -> None:
@@ -222,10 +223,13 @@ class _Folds:
         from liverctl.experiment import oof
 
         run_dir = fold_dir(self.exp_dir, fold)
+        if not folder.check_fold_checkpoint(self.exp_dir, self.summary, fold):
+            entry["checkpoints"] = folder.checkpoint_hashes(run_dir)  # trained before liverctl recorded them
         best = read_sidecar(run_dir, "best") or {}
         entry.update(status="completed", best=best.get("best") or entry.get("best"))
         self.options.say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
-        entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.options.device)
+        entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.options.device,
+                                              summary=self.summary)
         entry["oof_done"] = True
         write_summary(self.exp_dir, self.summary)
 

@@ -127,6 +127,7 @@ class RunModel:
     model: Any
     cfg: dict
     which: str = "best"
+    cases: dict | None = None  # the checkpoint's record of the cases it trained and validated on (None: older)
 
     @property
     def context(self) -> int:
@@ -136,20 +137,28 @@ class RunModel:
     def name(self) -> str:
         return self.run_dir.name
 
+    @property
+    def checkpoint(self) -> Path:
+        from liverctl.runs.folder import checkpoint_path
+
+        return checkpoint_path(self.run_dir, self.which)
+
 
 def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu") -> list[RunModel]:
-    """Load each run's checkpoint (`liverctl.train.models.load_run_model`) and check it is usable.
+    """Load each run's checkpoint (`liverctl.train.models.load_run_checkpoint`) and check it is usable.
 
     Fails in one line if a run has no checkpoint or its model's input channels disagree with its
     config's context (2 * context + 1).
     """
-    from liverctl.train.models import load_run_model
+    from liverctl.runs.validation_cases import CASES_KEY
+    from liverctl.train.models import load_run_checkpoint
 
     runs = []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         try:
-            model, cfg = load_run_model(run_dir, which=which, device=device)
+            model, info = load_run_checkpoint(run_dir, which=which, device=device)
+            cfg = info["config"]
         except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
             # torch's first line only says "Error(s) in loading state_dict for Unet:"; what is wrong follows
@@ -169,7 +178,7 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
                 f"model takes {channels} input channel(s) but its config's context {context} means {in_channels(cfg)}",
                 path=run_dir,
             )
-        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which))
+        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which, cases=info.get(CASES_KEY)))
     return runs
 
 

@@ -79,11 +79,15 @@ def check_runs_against_store(runs: Sequence[RunModel], store, case_ids: Sequence
                     )
 
 
-def validation_cases(run: RunModel, store) -> list[str]:
-    """The run's held-out cases, chosen as training chose them (fold, max_val_cases)."""
-    from liverctl.runs.validation_cases import validation_cases as run_validation_cases
+def validation_cases(run: RunModel, store, note: Callable[[str], None] = lambda text: None) -> list[str]:
+    """The run's held-out cases, chosen as training chose them (fold, max_val_cases); LiverctlError when the
+    store holds out a case the run's checkpoint records it trained on (`checked_validation_cases`)."""
+    from liverctl.runs.validation_cases import checked_validation_cases
 
-    return run_validation_cases(run.cfg, store)
+    cases, remark = checked_validation_cases(run.cfg, run.cases, store, run.checkpoint)
+    if remark is not None:
+        note(remark)
+    return cases
 
 
 def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:
@@ -113,7 +117,9 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
     which of the two came from the decision and what the decision was not made on."""
     from liverctl.experiment.ensemble import expand_runs
 
-    expanded = expand_runs(run_dirs)
+    expanded = expand_runs(run_dirs, which)
+    for text in expanded.notes:
+        note(text)
     if expanded.decisions:
         first = expanded.decisions[0]
         if len({(d["threshold"], d["post"]) for d in expanded.decisions}) > 1:
@@ -272,7 +278,7 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
     if len({int(r.cfg["data"]["fold"]) for r in runs}) > 1:
         note("runs hold out different folds: auto scores on the first run's validation cases, "
              "which some of the other runs trained on")
-    val_ids = validation_cases(runs[0], store)
+    val_ids = validation_cases(runs[0], store, note)
     if on_stage:
         on_stage("validation (auto post-processing)", predictor.slices(val_ids))
     selector = AutoSelector()
@@ -353,6 +359,7 @@ def make_submission(
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
     runs = load_run_models(expanded.run_dirs, which=which, device=device)
+    expanded.check_models(runs)
     store, store_path, n_slices = open_test_store(runs, store_path, sample)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices)

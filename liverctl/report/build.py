@@ -46,6 +46,7 @@ class ReportResult:
     skipped: list[str]
     cases: dict[str, list[CaseResult]] = field(default_factory=dict)  # run name -> predicted cases
     refused: list[str] = field(default_factory=list)  # the skips caused by an input that could not be used
+    warnings: list[str] = field(default_factory=list)  # predicted, with a caveat (`RunPredictions.warning`)
 
 
 def default_out_dir(run_dirs: list[Path]) -> Path:
@@ -109,7 +110,8 @@ def write_report(
                           c.slices) for c in results]
         for name, results in cases.items()
     }
-    return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases, refused)
+    warnings = [f"{name}: {p.warning}" for name, p in predictions.items() if p.warning]
+    return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases, refused, warnings)
 
 
 def _predict_runs(

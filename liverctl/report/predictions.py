@@ -29,6 +29,7 @@ class RunPredictions:
 
     cases: list[CaseResult]
     how: str
+    warning: str | None = None  # e.g. a run that does not record its training cases: scored unchecked
 
 
 class OverlaySkipped(Exception):
@@ -71,18 +72,21 @@ def predict_validation_cases(
     and no post-processing: what the model itself sees. Raises OverlaySkipped, with the reason, when the
     checkpoint, the store or the inference code is missing.
     """
-    from liverctl.runs.validation_cases import validation_cases
+    from liverctl.runs.validation_cases import checked_validation_cases
 
     inputs = _open_inputs(run, store_path, device)
     cfg = inputs.model.cfg
     try:
-        case_ids = validation_cases(cfg, inputs.store)[:max_cases]
-    except LiverctlError as exc:
+        case_ids, unchecked = checked_validation_cases(cfg, inputs.model.cases, inputs.store, inputs.model.checkpoint)
+    except LiverctlError as exc:  # no case in the fold, or cases the run trained on: scores that would mislead
         raise OverlaySkipped(f"store {inputs.store_path}: {exc}", refused=True) from None
+    case_ids = case_ids[:max_cases]
     infer = cfg.get("infer", {})
     threshold, tta = float(infer.get("threshold", 0.5)), str(infer.get("tta", "none"))
     how = (f"checkpoint {inputs.which}.pt, {len(case_ids)} case(s) of validation fold {cfg['data']['fold']} from "
            f"{inputs.store_path}, TTA {tta}, threshold {threshold:g}, no post-processing, on {inputs.device}")
+    if unchecked is not None:
+        how += f"; warning: {unchecked}"
     from liverctl.infer.predict import predict_cases
 
     results = []
@@ -93,7 +97,7 @@ def predict_validation_cases(
                                            k=slices_per_case))
     except (LiverctlError, RuntimeError, ValueError) as exc:
         raise OverlaySkipped(f"prediction failed: {_one_line(exc)}", refused=True) from None
-    return RunPredictions(results, how)
+    return RunPredictions(results, how, unchecked)
 
 
 def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str) -> _Inputs:

@@ -26,6 +26,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.runs.folder import checkpoint_path
+from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
 
 FORMAT = "liverctl-checkpoint/1"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
@@ -211,6 +212,8 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
+    if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
+        raise LiverctlError(f"checkpoint entry '{CASES_KEY}' {problem}", path=path)
     state["config"] = check_config(state["config"], f"{path} (its config)")
     return state
 
@@ -220,6 +223,36 @@ def non_finite_weights(model_state: dict) -> list[str]:
     import torch
 
     return [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _value_kind(tensor) -> str:
+    """What a tensor holds, as far as loading it into another tensor goes: copying between kinds casts
+    (a complex weight loses its imaginary part, an integer one becomes whole-number floats)."""
+    import torch
+
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "floating-point"
+    return "boolean" if tensor.dtype == torch.bool else "integer"
+
+
+def check_weights_fit(weights: dict, target: dict, path: str | os.PathLike) -> None:
+    """One line naming the file and the key when a tensor of `weights` holds another kind of value than the
+    entry of `target` (a model's own state dict) it would be loaded into: `load_state_dict` casts silently,
+    so an integer or complex tensor would become a float parameter (and a float one an integer buffer such
+    as BatchNorm's num_batches_tracked). Shapes and missing keys are `load_state_dict`'s own checks; NaN and
+    infinity are `non_finite_weights`'."""
+    for key, own in target.items():
+        value = weights.get(key)
+        if value is None or _value_kind(value) == _value_kind(own):
+            continue
+        raise LiverctlError(
+            f"refused: weight {key!r} holds {_value_kind(value)} values ({str(value.dtype).removeprefix('torch.')}) "
+            f"where the model holds {_value_kind(own)} ones ({str(own.dtype).removeprefix('torch.')}); the file is "
+            "damaged or was not written by liverctl train",
+            path=path,
+        )
 
 
 def _check_plain(value: Any, where: str) -> None:

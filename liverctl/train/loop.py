@@ -33,6 +33,7 @@ from liverctl.runs.checkpoint import (
 )
 from liverctl.runs.events import EventWriter
 from liverctl.runs.folder import CONFIG_FILE, tidy_run_dir
+from liverctl.runs.validation_cases import CASES_KEY
 from liverctl.train import distributed
 from liverctl.train.budget import TimeBudget
 from liverctl.train.nan_guard import ABORT, OK, ROLLBACK, GoodState, NaNGuard
@@ -343,6 +344,7 @@ class _Loop:
             "guard": s.guard_state,
             "metrics": {k: s.metrics.get(k) for k in ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice")},
             "best": s.best,
+            CASES_KEY: s.case_split,  # what report / submit auto may score it on later
             "versions": versions(),
             "saved_at": time.time(),
         }

@@ -15,7 +15,13 @@ from urllib.parse import urlparse
 
 from liverctl.config import in_channels, is_none
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import load_checkpoint, load_plain, non_finite_weights
+from liverctl.runs.checkpoint import (
+    TENSOR_KEYS,
+    check_weights_fit,
+    load_checkpoint,
+    load_plain,
+    non_finite_weights,
+)
 from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
 
 CONNECT_TIMEOUT_S = 1.5
@@ -250,6 +256,7 @@ def load_encoder_weights(model, path: Path) -> None:
             f"({len(matching)} of {len(own)} tensors fit)",
             path=path,
         )
+    check_weights_fit(matching, own, path)
     own.update(matching)
     model.encoder.load_state_dict(own)
 
@@ -261,6 +268,13 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
     logits (N, 1, S, S). The config comes from the checkpoint itself, so the run folder's config.toml
     is not needed.
     """
+    model, info = load_run_checkpoint(run_dir, which, device)
+    return model, info["config"]
+
+
+def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+    """(model in eval mode on `device`, the checkpoint's other entries: config, epoch, cases, ...), as
+    `load_run_model`; what the run recorded (e.g. the cases it trained on) comes from the .pt itself."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LiverctlError("run folder not found", path=run_dir)
@@ -279,5 +293,6 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
         )
     cfg = state["config"]
     model = build_model(cfg, pretrained=False)
+    check_weights_fit(state["model"], model.state_dict(), path)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), {k: v for k, v in state.items() if k not in TENSOR_KEYS}

@@ -12,7 +12,8 @@ import numpy as np
 
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import rng_from_plain
+from liverctl.runs.checkpoint import check_weights_fit, rng_from_plain
+from liverctl.runs.validation_cases import CASES_KEY, case_split, check_same_split
 from liverctl.train import distributed
 
 
@@ -50,6 +51,7 @@ class Session:
     val_case_ids: list[str]
     val_cases: int
     steps_per_epoch: int
+    case_split: dict = field(default_factory=dict)  # {training, validation: [case ids]}: what the checkpoint records
     epoch: int = 0  # completed epochs
     step_in_epoch: int = 0
     global_step: int = 0
@@ -146,6 +148,8 @@ def setup_session(
     distributed.init(info, device.type)
     seed_everything(cfg["train"]["seed"] + info.rank)
     data = _data(cfg, info, device, note)
+    if resume_state is not None:
+        check_same_split(resume_state.get(CASES_KEY), data["case_split"], cfg["data"]["store"], resume_path)
     raw_model = build_model(cfg, pretrained=False if resume_state else None).to(device)
     model = raw_model
     if info.enabled:
@@ -160,6 +164,7 @@ def setup_session(
         scaler=torch.amp.GradScaler(device.type, enabled=precision.needs_scaler), **data,
     )
     if resume_state is not None:
+        check_weights_fit(resume_state["model"], raw_model.state_dict(), resume_path)
         try:
             _restore(s, resume_state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
@@ -198,7 +203,7 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         "train_loader": loaders.make_train_loader(train_set, sampler, tc["batch_size"], plan),
         "val_loader": loaders.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
         "val_case_ids": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
-        "steps_per_epoch": steps,
+        "steps_per_epoch": steps, "case_split": case_split(store, train_rows, val_rows),
     }
 
 

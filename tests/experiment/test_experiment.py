@@ -227,6 +227,7 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
 
     exp = _experiment(tmp_path)
     notes = []
+    _record_checkpoints(exp)
     assert _experiment_decisions([exp], None, None, notes.append)[:2] == (0.4, "largest")
     assert notes == ["2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"]
     notes.clear()
@@ -240,13 +241,71 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     ]
 
 
+def _record_checkpoints(exp: Path) -> dict:
+    """Fold runs with (fake) best and last checkpoints, recorded in experiment.json as a finished fold records them."""
+    summary = folder.read_summary(exp)
+    for fold in summary["folds"]:
+        run = folder.fold_dir(exp, fold)
+        (run / "checkpoints").mkdir(exist_ok=True)
+        for which in ("best", "last"):
+            (run / "checkpoints" / f"{which}.pt").write_bytes(f"fold {fold} {which}".encode())
+        summary["fold_results"][str(fold)] = {"status": "completed", "checkpoints": folder.checkpoint_hashes(run)}
+    folder.write_summary(exp, summary)
+    return summary
+
+
+def test_a_checkpoint_copied_from_another_fold_is_refused(tmp_path):
+    """fold-1's best.pt copied over fold-0's (same experiment, same config: config.toml passes) was ensembled as
+    fold 0's, under a decision made on fold 0's own predictions."""
+    import shutil
+
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp)
+    assert expand_runs([exp]).notes == []
+    best0 = exp / "fold-0" / "checkpoints" / "best.pt"
+    shutil.copyfile(exp / "fold-1" / "checkpoints" / "best.pt", best0)
+    with pytest.raises(LiverctlError) as info:
+        expand_runs([exp])
+    assert str(info.value) == (f"{best0}: not the checkpoint fold 0 produced: its sha256 differs from the one "
+                               "experiment.json recorded when the fold finished (copied from another fold or run, or "
+                               "changed since); train the experiment again")
+    assert expand_runs([exp], "last").run_dirs == [exp / "fold-0", exp / "fold-1"]  # last.pt is still fold 0's
+    best0.unlink()
+    with pytest.raises(LiverctlError, match="fold 0 of the experiment has no best checkpoint"):
+        expand_runs([exp])
+
+
+def test_an_experiment_without_checkpoint_records_is_checked_by_the_loaded_config(tmp_path):
+    """An experiment.json from before the records: expand_runs says the checkpoints are unchecked, and the config
+    inside each loaded checkpoint must still be its fold's (another fold's best.pt holds out another fold)."""
+    from types import SimpleNamespace
+
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)  # fold_results without checkpoints
+    expanded = expand_runs([exp])
+    assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of fold(s) 0, 1 "
+                              "(written before liverctl recorded them): those are checked by their config only"]
+    cfg = folder.read_summary(exp)["config"]
+    fold1 = {**cfg, "data": {**cfg["data"], "fold": 1}}
+    copied = SimpleNamespace(run_dir=exp / "fold-0", cfg=fold1, checkpoint=exp / "fold-0" / "checkpoints" / "best.pt")
+    with pytest.raises(LiverctlError, match=f"^{copied.checkpoint}: best.pt holds out fold 1, not fold 0$"):
+        expanded.check_models([copied])
+    expanded.check_models([SimpleNamespace(run_dir=exp / "fold-1", cfg=fold1, checkpoint=copied.checkpoint),
+                           SimpleNamespace(run_dir=tmp_path / "single", cfg={}, checkpoint=None)])
+
+
 def test_submit_postprocess_auto_on_an_experiment_is_its_out_of_fold_decision(tmp_path):
     """auto scored the clean-ups on fold 0's validation cases, which every other fold trained on; the
     experiment already chose on cases no fold trained on."""
     from liverctl.infer.submit import _experiment_decisions
 
     notes = []
-    threshold, post, _ = _experiment_decisions([_experiment(tmp_path)], None, "auto", notes.append)
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp)
+    threshold, post, _ = _experiment_decisions([exp], None, "auto", notes.append)
     assert (threshold, post) == (0.4, "largest")
     assert notes[0].startswith("--postprocess auto: an experiment's out-of-fold decision is that choice")
     assert notes[1] == "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"
@@ -373,6 +432,9 @@ def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_pa
     assert starts == 1  # the finished fold was not trained again
     assert oof.oof_cases(runs_dir / "cv") == folder.fold_assignment(LiverStore.open(three_fold_store))
     assert len(summary["decision"]["options"]) >= 8
+    for fold in (0, 1, 2):  # what each fold produced, recorded when it finished (submit below checks them)
+        recorded = summary["fold_results"][str(fold)]["checkpoints"]
+        assert recorded == folder.checkpoint_hashes(runs_dir / "cv" / f"fold-{fold}") and set(recorded) == {"best", "last"}
 
     rows = json.loads(runner.invoke(app, ["runs", str(runs_dir), "--json"]).stdout)
     assert len(rows) == 1 and rows[0]["kind"] == "experiment"
@@ -507,6 +569,43 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     assert said[0] == "fold 1: out-of-fold predictions of 1 case(s) are missing (c); predicting them again"
     # what train prints names the folder it worked on, not the name the experiment began under
     assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
+
+
+def test_predicting_a_fold_again_checks_its_recorded_checkpoint(tmp_path, monkeypatch):
+    """A finished fold whose held-out predictions are lost is predicted again with its best.pt: one put there since
+    (another fold's) is refused; a fold finished before liverctl recorded checkpoints gets its record then."""
+    import shutil
+
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+
+    exp = _experiment(tmp_path, status="interrupted")
+    labels = {c: liver() for c in "abcd"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
+    summary = _record_checkpoints(exp)
+    summary.pop("decision")
+    for fold in (0, 1):
+        summary["fold_results"][str(fold)].update(oof_done=True, best={"volume_dice": 0.5})
+    del summary["fold_results"]["0"]["checkpoints"]  # fold 0 finished before the records
+    folder.write_summary(exp, summary)
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
+    predicted = []
+
+    def predict_fold(exp_dir, run, fold, store, *, device, summary):
+        predicted.append(fold)
+        for c, f in store.folds().items():
+            if f == fold:
+                oof.write_oof_case(exp_dir, c, labels[c].astype(float), fold)
+        return [c for c, f in store.folds().items() if f == fold]
+
+    monkeypatch.setattr(oof, "predict_fold", predict_fold)
+    shutil.copyfile(exp / "fold-0" / "checkpoints" / "best.pt", exp / "fold-1" / "checkpoints" / "best.pt")
+    with pytest.raises(LiverctlError, match="fold-1/checkpoints/best.pt: not the checkpoint fold 1 produced"):
+        experiment_train.run_folds(exp, experiment_train.FoldOptions())
+    written = folder.read_summary(exp)
+    assert predicted == [0] and written["status"] == "failed" and "not the checkpoint fold 1" in written["message"]
+    assert written["fold_results"]["0"]["checkpoints"] == folder.checkpoint_hashes(exp / "fold-0")
 
 
 @pytest.mark.parametrize(("error", "status"), [(KeyboardInterrupt(), "interrupted"),

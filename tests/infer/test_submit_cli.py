@@ -371,8 +371,10 @@ def fake_models(monkeypatch):
     monkeypatch.setattr(smp, "create_model", lambda *a, **k: FakeNet())
 
 
-def make_fake_run(root: Path, store: Path, name: str, seed: int, gain: float = 2.0, **infer) -> Path:
-    """A run folder whose best.pt holds a `FakeNet` with the bias map of `seed`."""
+def make_fake_run(root: Path, store: Path, name: str, seed: int, gain: float = 2.0, cases: dict | None = None,
+                  **infer) -> Path:
+    """A run folder whose best.pt holds a `FakeNet` with the bias map of `seed` (and `cases`, the record of the
+    cases it trained and validated on, when given)."""
     from liverctl.config import resolve_config
     from liverctl.runs.checkpoint import save_checkpoint
 
@@ -387,7 +389,8 @@ def make_fake_run(root: Path, store: Path, name: str, seed: int, gain: float = 2
         net.level.fill_(LEVEL)
     run_dir = root / name
     save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
-                                      "model": net.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+                                      "model": net.state_dict(), "metrics": {}, "best": {}, "versions": {},
+                                      **({"cases": cases} if cases is not None else {})})
     return run_dir
 
 
@@ -539,6 +542,7 @@ def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_pa
     result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert f"volume Dice on {len(val)} validation case(s)" in result.output
+    assert "records no training cases (written before liverctl recorded them)" in result.output  # an old run
     record = json.loads((run / "submissions.jsonl").read_text())
     assert record["post_requested"] == "auto"
     for spec, value in want.items():
@@ -551,6 +555,26 @@ def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_pa
         want_mask = {"none": raw, "largest": largest_component(raw)}.get(chosen)
         if want_mask is not None:
             np.testing.assert_array_equal(mask, want_mask, err_msg=f"case {case}, post {chosen}")
+
+
+def test_submit_auto_refuses_to_score_a_run_on_cases_it_trained_on(tiny_store, fake_models, tmp_path):
+    """A store re-ingested with other folds: auto chose the clean-up on cases the run had trained on."""
+    from liverctl.data.store import LiverStore
+
+    folds = LiverStore.open(tiny_store).folds()
+    val = sorted(c for c, f in folds.items() if f == 0)
+    others = sorted(c for c, f in folds.items() if f != 0)
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1, cases={"training": [*others, val[0]], "validation": val[1:]})
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{run / 'checkpoints' / 'best.pt'}: refused to score the run on store" in result.stderr
+    assert f"cases the run trained on ({val[0]})" in result.stderr
+    assert not out.exists() and not (run / "submissions.jsonl").exists()
+    kept = make_fake_run(tmp_path, tiny_store, "kept", seed=1, cases={"training": others, "validation": val})
+    result = _invoke("submit", "--run", kept, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "records no training cases" not in result.output
 
 
 def dice_by_hand(masks: dict[str, np.ndarray], labels_dir: Path) -> dict[str, float]:

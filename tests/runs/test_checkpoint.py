@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -173,6 +174,8 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
         (lambda s: s.update(epoch="two"), "'epoch' should be a whole number"),
         (lambda s: s.update(config=[1, 2]), "'config' should be a table"),
         (lambda s: s.update(model={"w": [1.0]}), "table of tensors"),
+        (lambda s: s.update(cases=["a"]), "'cases' should be a table, not list"),
+        (lambda s: s.update(cases={"training": "a", "validation": []}), "'cases' should hold 'training': a list of"),
         (lambda s: s["config"]["optim"].update(lr=-1.0), "optim.lr must be > 0"),
         (lambda s: s["config"]["data"].pop("context"), None),  # an old config: the default fills it in
     ]:
@@ -200,6 +203,47 @@ def test_non_finite_weights_are_refused(tmp_path, cfg):
     with pytest.raises(LiverctlError, match="weights are not finite") as exc:
         load_run_model(tmp_path)
     assert name in str(exc.value) and "best.pt" in str(exc.value)
+
+
+def test_weights_of_another_kind_than_the_model_holds_are_refused(tmp_path, cfg):
+    """load_state_dict casts: integer or complex weights in a hostile checkpoint became float parameters (a
+    complex one silently losing its imaginary part), and a float num_batches_tracked an integer buffer."""
+    from liverctl.runs.checkpoint import check_weights_fit
+
+    model = build_model(cfg)
+    own = model.state_dict()
+    weight = next(k for k, v in own.items() if v.is_floating_point() and v.dim() == 4)
+    counter = next(k for k in own if k.endswith("num_batches_tracked"))
+    state = _state(cfg, model)
+    state["model"] = {**own, weight: own[weight].round().to(torch.int64)}
+    save_checkpoint(tmp_path, "best", state)
+    with pytest.raises(LiverctlError) as exc:
+        load_run_model(tmp_path)
+    assert str(exc.value) == (f"{checkpoint_path(tmp_path, 'best')}: refused: weight {weight!r} holds integer values "
+                              "(int64) where the model holds floating-point ones (float32); the file is damaged or "
+                              "was not written by liverctl train")
+    for key, value, words in [
+        (weight, own[weight].to(torch.complex64), "holds complex values (complex64)"),
+        (counter, own[counter].to(torch.float32), "holds floating-point values (float32) where the model holds "
+                                                   "integer ones (int64)"),
+        (counter, own[counter].bool(), "holds boolean values (bool)"),
+    ]:
+        with pytest.raises(LiverctlError, match=f"^x.pt: refused: weight {key!r} {re.escape(words)}"):
+            check_weights_fit({**own, key: value}, own, "x.pt")
+    # float16 weights are still weights (loaded as the model's float32); keys the model lacks are load_state_dict's
+    check_weights_fit({**{k: v.half() if v.is_floating_point() else v for k, v in own.items()}, "extra": 1j}, own, "x")
+
+
+def test_encoder_weights_of_another_kind_are_refused(tmp_path, cfg):
+    from liverctl.train.models import load_encoder_weights
+
+    model = build_model(cfg)
+    own = model.encoder.state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point())
+    path = tmp_path / "encoder.pt"
+    torch.save({**own, key: own[key].to(torch.complex64)}, path)
+    with pytest.raises(LiverctlError, match=f"^{path}: refused: weight {key!r} holds complex values"):
+        load_encoder_weights(model, path)
 
 
 def test_checkpoints_are_plain_data_and_rng_states_round_trip(tmp_path, cfg):

@@ -57,6 +57,44 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
         torch.load(checkpoint_path(tmp_path / "r1", which), weights_only=True)  # plain data: no code can run
         assert read_sidecar(tmp_path / "r1", which)["preset"] == "demo"
     assert load_checkpoint(checkpoint_path(tmp_path / "r1", "last"))["epoch"] == 2
+    _resume_keeps_the_recorded_split(tmp_path / "r1", cfg, tiny_store)
+
+
+def _resume_keeps_the_recorded_split(run, cfg, store_path):
+    """The checkpoints record the cases the run trained and validated on; a resume whose store now splits them
+    otherwise (re-ingested with other folds: it went on training on its former validation cases, and report
+    scored it on its training cases), or whose last.pt holds integer weights (cast into the float parameters),
+    is refused in one line. Part of the short training above: it needs a trained last.pt."""
+    from liverctl.data.dataset import split_rows
+    from liverctl.data.store import LiverStore
+    from liverctl.runs.validation_cases import case_split
+
+    store = LiverStore.open(store_path)
+    split = case_split(store, *split_rows(store, cfg["data"]["fold"]))
+    assert split["validation"] and split["training"]
+    assert read_sidecar(run, "best")["cases"] == read_sidecar(run, "last")["cases"] == split
+    path = checkpoint_path(run, "last")
+    original = path.read_bytes()
+    state = torch.load(path, weights_only=True)
+    assert state["cases"] == split
+    more = {**cfg, "train": {**cfg["train"], "epochs": 3}}
+    moved = split["validation"][0]  # the store now validates on it; the record says the run trained on it
+    weight = next(k for k, v in state["model"].items() if v.is_floating_point())
+    for change, words in [
+        (lambda s: s.update(cases={"training": [moved], "validation": []}),
+         f"now puts 1 of this run's training case(s) on the validation side ({moved})"),
+        (lambda s: s.update(cases={"training": [], "validation": split["training"][:1]}),
+         f"now puts 1 of this run's validation case(s) on the training side ({split['training'][0]})"),
+        (lambda s: s["model"].update({weight: s["model"][weight].to(torch.int32)}),
+         f"refused: weight {weight!r} holds integer values (int32)"),
+    ]:
+        changed = torch.load(path, weights_only=True)
+        change(changed)
+        torch.save(changed, path)
+        with pytest.raises(LiverctlError) as exc:
+            loop.run_training(more, run, resume=True, device="cpu", show_progress=False)
+        assert str(exc.value).startswith(f"{path}: ") and words in str(exc.value) and "\n" not in str(exc.value)
+        path.write_bytes(original)
 
 
 class _StopAtStep(TimeBudget):
