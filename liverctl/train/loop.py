@@ -190,9 +190,10 @@ class _Loop:
                 return "time_limit"
             t_epoch = time.monotonic()
             stopped = self.train_epoch()
+            if stopped is None:
+                stopped = self.end_epoch(t_epoch)
             if stopped is not None:
                 return stopped
-            self.end_epoch(t_epoch)
             if self.agreed(self.stop.reason is not None):
                 return "interrupted"
         return "completed"
@@ -263,11 +264,19 @@ class _Loop:
             self.window = (time.monotonic(), 0)
         self.progress.step(step.loss, s.last_rate, lr)
 
-    def end_epoch(self, t_epoch: float) -> None:
-        """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end."""
+    def end_epoch(self, t_epoch: float) -> str | None:
+        """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end; "time_limit" when
+        the validation would not end before the limit (then the epoch's steps are saved and it is abandoned:
+        `--resume` validates the epoch)."""
         s = self.s
         self.progress.status("validating")
-        metrics = s.validate()
+        metrics = s.validate(self.budget.validation_watch())
+        if metrics is None:
+            self.progress.close()
+            self.note(f"the time limit leaves no room to finish the validation of epoch {s.epoch + 1}: its steps "
+                      "are saved, and --resume validates it")
+            self.save("last", "time_limit")
+            return "time_limit"
         # None: no finite step this epoch (a nan event says so)
         metrics["train_loss"] = self.loss_sum / self.loss_count if self.loss_count else None
         finite = all(math.isfinite(metrics[k]) for k in ("val_loss", "volume_dice", "slice_dice", "global_dice"))
@@ -293,6 +302,7 @@ class _Loop:
         self.events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best,
                          epochs=epochs)
         self.progress.end_epoch(s.epoch - 1, epochs, metrics, seconds=seconds, is_best=is_best)
+        return None
 
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""

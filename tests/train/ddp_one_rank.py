@@ -51,8 +51,8 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
         elif scenario == "signal_in_validation":
             validate = Session.validate
 
-            def _validate_then_signal(self):
-                out = validate(self)
+            def _validate_then_signal(self, keep_going=None):
+                out = validate(self, keep_going)
                 if self.epoch == 0:
                     os.kill(os.getpid(), signal.SIGTERM)
                 return out
