@@ -20,7 +20,7 @@ import numpy as np
 
 from liverctl.config import write_config
 from liverctl.device import cuda_memory_fields, precision_note
-from liverctl.errors import LiverctlError, NaNAbort
+from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.runs.checkpoint import (
     checkpoint_bytes,
     checkpoint_path,
@@ -103,6 +103,7 @@ def run_training(
     loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
                  events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
                  progress=ConsoleProgress(enabled=show_progress and info.is_main))
+    started_at = time.time()
     try:
         loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
                                resume_path=resume_path)
@@ -110,6 +111,15 @@ def run_training(
         loop.finish(loop.epochs())
     except BaseException as exc:
         loop.status, loop.message = _ended_by(exc)
+        if loop.status == "failed" and info.enabled:
+            # the failure of one rank is the others' broken collective: the log and the command's line
+            # say which rank failed first, and how
+            if not info.is_main:
+                distributed.report_failure(info, run_dir, loop.message)  # before close() ends the group
+            elif (first := distributed.earlier_failure(info, run_dir, since=started_at,
+                                                       failed_at=time.time())) is not None:
+                loop.message = first
+                raise LiverctlError(f"{first} (its traceback is on that rank's stderr)") from exc
         raise
     finally:
         loop.close()
@@ -123,9 +133,9 @@ def _ended_by(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", "stopped at once by a second signal"
     if isinstance(exc, LiverctlError):
-        return "failed", str(exc)
+        return "failed", own_line(exc)
     if isinstance(exc, Exception):
-        return "failed", f"{type(exc).__name__}: {exc}"
+        return "failed", f"{type(exc).__name__}: {own_line(exc)}"
     return "failed", ""
 
 
