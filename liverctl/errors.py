@@ -5,6 +5,8 @@ Library code raises `LiverctlError`; only the command layer turns it into a mess
 
 from __future__ import annotations
 
+import re
+
 
 class LiverctlError(Exception):
     """A problem the user can fix: bad input, a missing store, an unknown preset.
@@ -23,3 +25,17 @@ class NaNAbort(LiverctlError):
     """Training stopped by the NaN guard after repeated rollbacks."""
 
     exit_code = 3
+
+
+_WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")
+
+
+def own_line(exc: BaseException) -> str:
+    """The error's own message. One raised in a DataLoader worker reaches the main process rebuilt by torch
+    as `Caught LiverctlError in DataLoader worker process 0.` + the worker's traceback: its last line, the
+    message the worker raised, without the exception's name."""
+    text = str(exc)
+    if not _WORKER_WRAPPED.match(text):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return re.sub(r"^[\w.]+: ", "", last, count=1)

@@ -72,7 +72,7 @@ def guarded() -> Iterator[None]:
     named (an `OSError` ENOSPC, or a library's own error raised over one) and a file that cannot be written
     (read-only file system, permission denied); let everything else through."""
     from liverctl.disk import is_disk_full, mount_point, os_error_behind
-    from liverctl.errors import LiverctlError
+    from liverctl.errors import LiverctlError, own_line
 
     try:
         yield
@@ -108,20 +108,6 @@ def not_writable_message(where: str, cause: OSError) -> str:
     if cause.errno != errno.EROFS:  # permission denied: reading or writing
         return f"{shown}: {(cause.strerror or 'permission denied').lower()}"
     return f"{shown}: read-only file system; point the command at a folder you can write to"
-
-
-_WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")
-
-
-def own_line(exc: Exception) -> str:
-    """The error's own message. One raised in a DataLoader worker reaches the main process rebuilt by torch
-    as `Caught LiverctlError in DataLoader worker process 0.` + the worker's traceback: its last line, the
-    message the worker raised, without the exception's name."""
-    text = str(exc)
-    if not _WORKER_WRAPPED.match(text):
-        return text
-    last = text.rstrip().splitlines()[-1]
-    return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
 def fail(message: str, code: int = 2) -> None:

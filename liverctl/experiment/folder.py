@@ -109,12 +109,22 @@ def store_folds(store) -> tuple[int, dict[int, int]]:
     return n_folds, counts
 
 
+def empty_folds(store) -> list[int]:
+    """The store's folds that hold no case (a store of fewer patients than folds)."""
+    n_folds, counts = store_folds(store)
+    return [fold for fold in range(n_folds) if not counts.get(fold)]
+
+
 def parse_folds(text: str, store) -> list[int]:
-    """`all` or `0,2,4` -> sorted fold numbers, each one a fold of the store that holds cases."""
+    """`all` or `0,2,4` -> sorted fold numbers, each one a fold of the store that holds cases.
+
+    `all` is the folds that hold cases: a fold without any can be neither validated nor hold a case out, and
+    leaving it out changes nothing else (every case is still held out once, by the fold it is in, and the
+    ensemble is the folds trained). A fold named on its own must hold cases."""
     n_folds, counts = store_folds(store)
     spec = str(text).strip().lower()
     if spec == "all":
-        folds = list(range(n_folds))
+        folds = [fold for fold in range(n_folds) if counts.get(fold)]
     else:
         try:
             folds = sorted({int(part) for part in spec.replace(" ", "").split(",") if part})

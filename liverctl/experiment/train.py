@@ -87,6 +87,11 @@ def start_experiment(
         raise LiverctlError("--folds under torchrun is not supported; train the experiment in one process")
     store = LiverStore.open(cfg["data"]["store"])
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
+    empty = folder.empty_folds(store) if folds_text.strip().lower() == "all" else []
+    if empty:
+        options.say(f"note: {len(empty)} of the store's {len(folds) + len(empty)} folds ({', '.join(map(str, empty))}) "
+                    f"{'holds' if len(empty) == 1 else 'hold'} no case: skipped; the {len(folds)} folds trained still "
+                    f"hold each of the {len(folder.fold_assignment(store))} cases out once")
     preflight(fold_config(cfg, folds[0]), options.device)
     require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
@@ -98,6 +103,7 @@ def start_experiment(
             "preset": cfg.get("preset"),
             "store": str(cfg["data"]["store"]),
             "folds": folds,
+            "empty_folds": empty,
             "case_folds": folder.fold_assignment(store),
             "config": cfg,
             "time_limit_s": options.time_limit_s,

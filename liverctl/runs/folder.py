@@ -21,6 +21,13 @@ EVENTS_FILE = "events.jsonl"  # the event log (liverctl.runs.events)
 SUBMISSIONS_FILE = "submissions.jsonl"  # one line per submission made from the run
 CHECKPOINT_DIR = "checkpoints"  # best.pt / last.pt and their .json sidecars
 LOCK_FILE = ".lock"  # holds {pid, host, since} of the process writing the run
+# {rank, ts, message}: a torchrun rank other than 0 that failed on its own (liverctl.train.distributed)
+RANK_FAILURE_FILE = ".rank-{rank}.failed"
+
+
+def rank_failure_path(run_dir: str | os.PathLike, rank: int) -> Path:
+    """`runs/<name>/.rank-<rank>.failed`: the failure a torchrun rank other than 0 left for rank 0."""
+    return Path(run_dir) / RANK_FAILURE_FILE.format(rank=rank)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
@@ -212,11 +219,13 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     """What a killed writer left behind, made right before a (re)start; returns the files removed.
 
     Temporary checkpoint and config files of an interrupted write are removed (the finished file is the
-    old one, whole); a torn last line of events.jsonl is ended, so the next event starts a line of its
-    own. Call only while holding the run's `RunLock`.
+    old one, whole), and so are the failures torchrun ranks left for an earlier start; a torn last line of
+    events.jsonl is ended, so the next event starts a line of its own. Call only while holding the run's
+    `RunLock`.
     """
     run_dir = Path(run_dir)
-    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *run_dir.glob(f"{CONFIG_FILE}.tmp")]
+    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *run_dir.glob(f"{CONFIG_FILE}.tmp"),
+               *run_dir.glob(RANK_FAILURE_FILE.format(rank="*"))]
     for path in removed:
         path.unlink(missing_ok=True)
     events = run_dir / EVENTS_FILE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 from liverctl.errors import LiverctlError
 
@@ -30,16 +31,22 @@ def parse_duration(text: str) -> float:
 
 class TimeBudget:
     """Ends a run cleanly before `limit_s`: an epoch is started only if one more (as long as the longest
-    so far, with margin) fits, and steps stop when the remaining time nears a checkpoint's cost."""
+    so far, with margin) fits, steps stop when the remaining time nears a checkpoint's cost, and a validation
+    is abandoned once what is left of it would not finish before then (`validation_watch`): the first one,
+    which no earlier epoch has timed, as much as any other.
 
-    def __init__(self, limit_s: float | None, margin: float = 1.15, reserve_s: float = 30.0):
+    `clock`: seconds, monotonic (time.monotonic unless a test injects its own)."""
+
+    def __init__(self, limit_s: float | None, margin: float = 1.15, reserve_s: float = 30.0,
+                 clock: Callable[[], float] | None = None):
         self.limit_s, self.margin, self.reserve_s = limit_s, margin, reserve_s
-        self.start = time.monotonic()
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
         self.longest_epoch = 0.0
         self.save_s = 0.0
 
     def remaining(self) -> float:
-        return float("inf") if self.limit_s is None else self.limit_s - (time.monotonic() - self.start)
+        return float("inf") if self.limit_s is None else self.limit_s - (self.clock() - self.start)
 
     def epoch_done(self, seconds: float, save_seconds: float) -> None:
         self.longest_epoch = max(self.longest_epoch, seconds)
@@ -48,6 +55,29 @@ class TimeBudget:
     def room_for_epoch(self) -> bool:
         return self.remaining() > self.longest_epoch * self.margin + self.save_s + self.reserve_s
 
+    def _checkpoint_reserve(self) -> float:
+        """What the end of a run needs after its last step or validation: the checkpoints (the longest save
+        so far, twice: best and last) and a reserve, at most 5% of the limit (a short limit keeps its time)."""
+        return min(self.reserve_s, 0.05 * (self.limit_s or 0)) + self.save_s * 2
+
     def room_for_step(self, step_s: float) -> bool:
-        reserve = min(self.reserve_s, 0.05 * (self.limit_s or 0)) + self.save_s * 2
-        return self.remaining() > 3 * step_s + reserve
+        return self.remaining() > 3 * step_s + self._checkpoint_reserve()
+
+    def validation_watch(self) -> Callable[[int, int], bool]:
+        """`keep_going(done, total)`, asked after each of a validation's `total` batches: False once the
+        batches left, at the pace of those after the first (which also waits for the loader's workers to
+        start), would end too close to the limit to save the checkpoints. After the first batch only a limit
+        already at hand stops it: the pace is not known yet. What can overrun the limit is then one batch."""
+        if self.limit_s is None:
+            return lambda done, total: True
+        first_done = 0.0
+
+        def keep_going(done: int, total: int) -> bool:
+            nonlocal first_done
+            now = self.clock()
+            if done == 1:
+                first_done = now
+            pace = (now - first_done) / (done - 1) if done > 1 else 0.0
+            return self.remaining() > (total - done) * pace * self.margin + self._checkpoint_reserve()
+
+        return keep_going

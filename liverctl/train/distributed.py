@@ -2,12 +2,20 @@
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); a plain
 `liverctl train` has none of them and runs as a world of one with no process group.
+
+A rank that fails on its own ends its process group, and rank 0 (the one writer of the run's log) then
+fails in its next collective with the backend's "Connection closed by peer": a rank other than 0 leaves its
+own error in the run folder first (`report_failure`), and rank 0 reports the earliest of those that came
+before its own failure (`earlier_failure`), as torchrun names the first failure its root cause.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -88,3 +96,46 @@ def gather_objects(info: DistInfo, obj):
     out = [None] * info.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def report_failure(info: DistInfo, run_dir: str | os.PathLike, message: str) -> None:
+    """Leave this rank's failure (`message`, its first line) for rank 0, timed now: before this rank's
+    process group ends, which is what rank 0 sees fail. Best effort: a run folder this rank cannot write (on
+    another machine) leaves the error on this rank's stderr only."""
+    from liverctl.errors import LiverctlError
+    from liverctl.files import write_atomic
+    from liverctl.runs.folder import rank_failure_path
+
+    line = (message.strip().splitlines() or [""])[0][:500]
+    record = {"rank": info.rank, "ts": time.time(), "message": line}
+    try:
+        if Path(run_dir).is_dir():
+            write_atomic(rank_failure_path(run_dir, info.rank), json.dumps(record) + "\n")
+    except (OSError, LiverctlError):
+        pass
+
+
+def earlier_failure(info: DistInfo, run_dir: str | os.PathLike, *, since: float, failed_at: float,
+                    wait_s: float = 2.0) -> str | None:
+    """"rank R failed: <its message>" for the first failure another rank reported between `since` (this
+    start) and `failed_at` (when rank 0 failed), waiting up to `wait_s` for one to appear; None when there is
+    none (rank 0 failed first, or on its own)."""
+    from liverctl.runs.folder import rank_failure_path
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for rank in range(1, info.world):
+            try:
+                record = json.loads(rank_failure_path(run_dir, rank).read_text(encoding="utf-8"))
+                ts, message = float(record["ts"]), str(record["message"])
+            except (OSError, ValueError, TypeError, KeyError):  # none yet, or not one a rank wrote
+                continue
+            if since <= ts <= failed_at:
+                found.append((ts, rank, message))
+        if found:
+            _, rank, message = min(found)
+            return f"rank {rank} failed: {message}"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from liverctl.config import write_config
 from liverctl.device import cuda_memory_fields, precision_note
-from liverctl.errors import LiverctlError, NaNAbort
+from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.runs.checkpoint import (
     checkpoint_bytes,
     checkpoint_path,
@@ -104,6 +104,7 @@ def run_training(
     loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
                  events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
                  progress=ConsoleProgress(enabled=show_progress and info.is_main))
+    started_at = time.time()
     try:
         loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
                                resume_path=resume_path)
@@ -111,6 +112,15 @@ def run_training(
         loop.finish(loop.epochs())
     except BaseException as exc:
         loop.status, loop.message = _ended_by(exc)
+        if loop.status == "failed" and info.enabled:
+            # the failure of one rank is the others' broken collective: the log and the command's line
+            # say which rank failed first, and how
+            if not info.is_main:
+                distributed.report_failure(info, run_dir, loop.message)  # before close() ends the group
+            elif (first := distributed.earlier_failure(info, run_dir, since=started_at,
+                                                       failed_at=time.time())) is not None:
+                loop.message = first
+                raise LiverctlError(f"{first} (its traceback is on that rank's stderr)") from exc
         raise
     finally:
         loop.close()
@@ -124,9 +134,9 @@ def _ended_by(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", "stopped at once by a second signal"
     if isinstance(exc, LiverctlError):
-        return "failed", str(exc)
+        return "failed", own_line(exc)
     if isinstance(exc, Exception):
-        return "failed", f"{type(exc).__name__}: {exc}"
+        return "failed", f"{type(exc).__name__}: {own_line(exc)}"
     return "failed", ""
 
 
@@ -191,9 +201,10 @@ class _Loop:
                 return "time_limit"
             t_epoch = time.monotonic()
             stopped = self.train_epoch()
+            if stopped is None:
+                stopped = self.end_epoch(t_epoch)
             if stopped is not None:
                 return stopped
-            self.end_epoch(t_epoch)
             if self.agreed(self.stop.reason is not None):
                 return "interrupted"
         return "completed"
@@ -264,11 +275,19 @@ class _Loop:
             self.window = (time.monotonic(), 0)
         self.progress.step(step.loss, s.last_rate, lr)
 
-    def end_epoch(self, t_epoch: float) -> None:
-        """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end."""
+    def end_epoch(self, t_epoch: float) -> str | None:
+        """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end; "time_limit" when
+        the validation would not end before the limit (then the epoch's steps are saved and it is abandoned:
+        `--resume` validates the epoch)."""
         s = self.s
         self.progress.status("validating")
-        metrics = s.validate()
+        metrics = s.validate(self.budget.validation_watch())
+        if metrics is None:
+            self.progress.close()
+            self.note(f"the time limit leaves no room to finish the validation of epoch {s.epoch + 1}: its steps "
+                      "are saved, and --resume validates it")
+            self.save("last", "time_limit")
+            return "time_limit"
         # None: no finite step this epoch (a nan event says so)
         metrics["train_loss"] = self.loss_sum / self.loss_count if self.loss_count else None
         finite = all(math.isfinite(metrics[k]) for k in ("val_loss", "volume_dice", "slice_dice", "global_dice"))
@@ -294,6 +313,7 @@ class _Loop:
         self.events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best,
                          epochs=epochs)
         self.progress.end_epoch(s.epoch - 1, epochs, metrics, seconds=seconds, is_best=is_best)
+        return None
 
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""

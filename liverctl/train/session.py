@@ -64,7 +64,8 @@ class Session:
     last_rate: float = 0.0
     good_epoch: int = 0
 
-    def validate(self) -> dict:
+    def validate(self, keep_going: Callable[[int, int], bool] | None = None) -> dict | None:
+        """The validation's metrics; None when `keep_going` abandoned it (`liverctl.train.validation`)."""
         from liverctl.train.validation import validate
 
         # the unwrapped model: a DDP forward broadcasts buffers, a collective that ranks with fewer
@@ -72,6 +73,7 @@ class Session:
         return validate(
             self.raw_model, self.val_loader, loss_fn=self.loss_fn, case_ids=self.val_case_ids,
             precision=self.precision, device=self.device, info=self.info, threshold=self.cfg["infer"]["threshold"],
+            keep_going=keep_going,
         )
 
 

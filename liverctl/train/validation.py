@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from liverctl.infer.predict import probabilities_at
@@ -9,8 +11,10 @@ from liverctl.metrics import DiceCounts, slice_counts
 from liverctl.train import distributed
 
 
-def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5) -> dict:
-    """val_loss and the three Dice figures (metrics.py), reduced over all ranks.
+def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5,
+             keep_going: Callable[[int, int], bool] | None = None) -> dict | None:
+    """val_loss and the three Dice figures (metrics.py), reduced over all ranks; None when `keep_going(done,
+    total)`, asked after each batch, said False on any rank (the time limit): the validation was abandoned.
 
     Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
     Masks are made exactly as `submit` makes them: float32 sigmoid at the model's size, probabilities
@@ -21,10 +25,10 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
     import torch
 
     counts = DiceCounts()
-    loss_sum, n, bad_logits = 0.0, 0, 0
+    loss_sum, n, bad_logits, abandoned = 0.0, 0, 0, False
     model.eval()
     with torch.no_grad():
-        for image, mask, label, code, _z in loader:
+        for done, (image, mask, label, code, _z) in enumerate(loader, start=1):
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True).float()
             with precision.autocast_context(device):
                 logits = model(image)
@@ -38,8 +42,16 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
             codes = code.numpy()
             for case in np.unique(codes):
                 counts.add_slices(case_ids[int(case)], rows[codes == case])
+            if keep_going is not None and not keep_going(done, len(loader)):
+                abandoned = True
+                break
     model.train()
-    loss_sum, n, bad_logits = distributed.sum_across(info, [loss_sum, float(n), float(bad_logits)], device)
+    # a rank that abandons still joins this collective, which tells the others (each on its own clock)
+    loss_sum, n, bad_logits, abandoned = distributed.sum_across(
+        info, [loss_sum, float(n), float(bad_logits), float(abandoned)], device
+    )
+    if abandoned:
+        return None
     merged = DiceCounts()
     for part in distributed.gather_objects(info, counts):
         merged.merge(part)

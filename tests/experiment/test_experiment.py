@@ -51,9 +51,12 @@ def test_parse_folds_all_list_and_bad_input():
     with pytest.raises(LiverctlError, match="'all' or fold numbers"):
         folder.parse_folds("zero", store)
     sparse = FakeStore({"a": 0, "b": 2, "x": -2}, n_folds=3)
-    with pytest.raises(LiverctlError, match="fold 1 has no cases in this store"):
-        folder.parse_folds("all", sparse)
+    with pytest.raises(LiverctlError, match=r"fold 1 has no cases in this store \(folds with cases: 0, 2\)"):
+        folder.parse_folds("1", sparse)
     assert folder.parse_folds("0,2", sparse) == [0, 2]
+    # `all` was refused ("fold 1 has no cases in this store"): a store of fewer patients than folds could not be
+    # cross-validated at all; the fold without a case is left out (it can neither validate nor hold out)
+    assert folder.parse_folds("all", sparse) == [0, 2] and folder.empty_folds(sparse) == [1]
     assert folder.fold_assignment(store) == {"a": 0, "b": 1, "c": 2, "d": 2}  # train-only left out
 
 
@@ -396,6 +399,29 @@ def test_bad_folds_are_one_line_and_leave_nothing(three_fold_store, tmp_path):
     result = runner.invoke(app, [*args, "--folds", "7", *TINY_TRAIN])
     assert result.exit_code != 0 and "fold 7 is not in this 3-fold store (folds 0-2)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "cv").exists()
+
+
+def test_all_folds_of_a_store_with_empty_ones_are_those_with_cases_and_every_case_is_held_out(
+        tiny_dataset, tmp_path, monkeypatch):
+    from liverctl.config import resolve_config
+    from liverctl.data.ingest import ingest_folder
+    from liverctl.data.store import LiverStore
+    from liverctl.experiment import train
+
+    store_path = tmp_path / "liver.zarr"
+    assert ingest_folder(tiny_dataset, store=store_path, n_folds=8, workers=1).ok  # 6 patients, 8 folds
+    monkeypatch.setattr(train, "run_folds", lambda exp_dir, options: folder.read_summary(exp_dir))
+    said = []
+    cfg = resolve_config("demo", ["data.input_size=64", "train.batch_size=2"], {"data.store": str(store_path)})
+    summary = train.start_experiment(cfg, tmp_path / "runs", "cv", "all", train.FoldOptions(say=said.append))
+    store = LiverStore.open(store_path)
+    empty = folder.empty_folds(store)
+    assert len(empty) == 2 and summary["empty_folds"] == empty
+    assert summary["folds"] == [f for f in range(8) if f not in empty]
+    assert said == [f"note: 2 of the store's 8 folds ({empty[0]}, {empty[1]}) hold no case: skipped; the 6 folds "
+                    "trained still hold each of the 6 cases out once"]
+    # the out-of-fold pool (and so the decision) is every case in a fold, each from the fold trained without it
+    assert train.experiment_cases(summary, store) == folder.fold_assignment(store) and len(set(summary["folds"])) == 6
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Scenarios:
   counts the checkpoints it writes, so the two never measure the same);
 - `signal_in_validation`: SIGTERM reaches rank 1 during its first validation (torchrun forwards a signal to
   each rank in turn, so one rank can see it an epoch boundary earlier than another);
+- `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step;
 - `record_losses`: every rank appends the loss of each of its training batches to `losses-<rank>.txt` in
   the working directory (to compare with the losses the events report).
 """
@@ -51,13 +52,22 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
         elif scenario == "signal_in_validation":
             validate = Session.validate
 
-            def _validate_then_signal(self):
-                out = validate(self)
+            def _validate_then_signal(self, keep_going=None):
+                out = validate(self, keep_going)
                 if self.epoch == 0:
                     os.kill(os.getpid(), signal.SIGTERM)
                 return out
 
             Session.validate = _validate_then_signal
+        elif scenario == "fails_in_step":
+            guarded_step = loop.guarded_step
+
+            def _fails_at_step_1(s, *args, **kwargs):
+                if s.global_step == 1:
+                    raise RuntimeError("CUDA out of memory (rank 1's own failure)")
+                return guarded_step(s, *args, **kwargs)
+
+            loop.guarded_step = _fails_at_step_1
         else:
             raise SystemExit(f"unknown scenario {scenario}")
     from liverctl.cli import app

@@ -13,7 +13,8 @@ import torch
 
 from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
-from liverctl.runs.folder import checkpoint_path
+from liverctl.runs.folder import checkpoint_path, rank_failure_path, tidy_run_dir
+from liverctl.train.distributed import DistInfo, earlier_failure, report_failure
 
 # torchrun as this interpreter runs it: a console script's own interpreter may import another liverctl
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -119,3 +120,37 @@ def test_the_reported_training_loss_is_the_mean_over_ranks(tiny_store, tmp_path)
     assert [e["loss"] for e in events if e["kind"] == "step"] == pytest.approx(means, rel=1e-6)
     epoch_end = next(e for e in events if e["kind"] == "epoch_end")
     assert epoch_end["train_loss"] == pytest.approx(sum(means) / len(means), rel=1e-6)
+
+
+@NO_TORCHRUN
+def test_a_rank_that_fails_on_its_own_is_named_in_the_log_and_the_error(tiny_store, tmp_path):
+    # rank 0 reported what it saw: its next collective failing ("RuntimeError: [.../gloo/transport/tcp/
+    # pair.cc:561] Connection closed by peer ...") once rank 1 had ended, and rank 1's own error was only on
+    # rank 1's stderr
+    proc = _torchrun_train(2, tiny_store, tmp_path, scenario="fails_in_step", returncode=1, timeout=240)
+    own = "rank 1 failed: RuntimeError: CUDA out of memory (rank 1's own failure)"
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert (events[-1]["kind"], events[-1]["status"], events[-1]["message"]) == ("run_end", "failed", own)
+    assert f"error: {own} (its traceback is on that rank's stderr)" in proc.stderr
+    assert "Connection closed by peer" not in proc.stderr.split(own)[-1]  # rank 0 printed no traceback of its own
+
+
+def test_rank_0_reports_the_first_failure_of_another_rank_before_its_own(tmp_path):
+    info = DistInfo(rank=0, world=4, launched=True)
+    for rank, ts, message in ((1, 105.0, "RuntimeError: later"), (2, 103.0, "ValueError: first"),
+                              (3, 99.0, "stale: a failure of an earlier start")):
+        rank_failure_path(tmp_path, rank).write_text(f'{{"rank": {rank}, "ts": {ts}, "message": "{message}"}}\n')
+    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0) == "rank 2 failed: ValueError: first"
+    # rank 0 failed first (the others' failures are its broken collectives): its own error stands
+    assert earlier_failure(info, tmp_path, since=100.0, failed_at=102.0, wait_s=0) is None
+    rank_failure_path(tmp_path, 2).write_text("{half a rec")  # not one a rank wrote: passed over
+    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0) == "rank 1 failed: RuntimeError: later"
+    assert len(tidy_run_dir(tmp_path)) == 3 and not list(tmp_path.iterdir())  # a new start reads none of them
+
+
+def test_a_rank_leaves_its_failure_in_one_line_or_not_at_all(tmp_path):
+    report_failure(DistInfo(rank=2, world=3, launched=True), tmp_path, "RuntimeError: NCCL error\n  detail\n")
+    text = rank_failure_path(tmp_path, 2).read_text()
+    assert text.count("\n") == 1 and '"message": "RuntimeError: NCCL error"' in text
+    report_failure(DistInfo(rank=1, world=3, launched=True), tmp_path / "elsewhere", "x")  # no such folder here
+    assert not (tmp_path / "elsewhere").exists()

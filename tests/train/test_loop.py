@@ -10,7 +10,7 @@ import torch
 
 from liverctl.config import resolve_config
 from liverctl.errors import NaNAbort
-from liverctl.train.loop import _Loop, _NullEvents
+from liverctl.train.loop import _ended_by, _Loop, _NullEvents
 from liverctl.train.nan_guard import ABORT, ROLLBACK, SKIP, NaNGuard
 from liverctl.train.progress import ConsoleProgress
 from liverctl.train.session import build_scheduler
@@ -104,3 +104,20 @@ def test_a_checkpoints_epoch_losses_are_read_only_as_a_run_writes_them(saved, re
     from liverctl.train.session import _epoch_losses
 
     assert _epoch_losses(saved) == read
+
+
+def test_a_failure_in_a_loader_worker_ends_the_run_with_the_workers_own_line():
+    # run_end's message was torch's rebuilt text: "Caught FileNotFoundError in DataLoader worker process 0."
+    # and the worker's whole traceback (also what a torchrun rank reported to rank 0)
+    import sys
+
+    from torch._utils import ExceptionWrapper
+
+    try:
+        raise FileNotFoundError("store/liver.zarr does not exist")
+    except FileNotFoundError:
+        wrapped = ExceptionWrapper(sys.exc_info(), where="in DataLoader worker process 0")
+    try:
+        wrapped.reraise()
+    except FileNotFoundError as exc:
+        assert _ended_by(exc) == ("failed", "FileNotFoundError: store/liver.zarr does not exist")

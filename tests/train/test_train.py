@@ -435,10 +435,9 @@ def test_cli_missing_pretrained_weights_fail_before_any_run_folder(tiny_store, t
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_time_budget_refuses_an_epoch_that_would_not_fit(monkeypatch):
+def test_time_budget_refuses_an_epoch_that_would_not_fit():
     clock = [1000.0]
-    monkeypatch.setattr("liverctl.runs.folder.time.monotonic", lambda: clock[0])
-    budget = TimeBudget(limit_s=3600, reserve_s=30)
+    budget = TimeBudget(limit_s=3600, reserve_s=30, clock=lambda: clock[0])
     assert budget.room_for_epoch()  # nothing measured yet
     clock[0] += 1500
     budget.epoch_done(1500, save_seconds=10)
@@ -450,6 +449,50 @@ def test_time_budget_refuses_an_epoch_that_would_not_fit(monkeypatch):
     clock[0] += 1090
     assert not budget.room_for_step(5.0)  # 10 s left: stop and checkpoint now
     assert TimeBudget(None).room_for_epoch() and TimeBudget(None).room_for_step(1e9)
+
+
+def test_time_budget_abandons_a_validation_that_would_not_end_in_time():
+    clock = [0.0]
+    budget = TimeBudget(limit_s=1000, reserve_s=30, clock=lambda: clock[0])
+    clock[0] = 500.0
+    watch = budget.validation_watch()
+    clock[0] = 600.0  # the first batch also waited for the loader's workers: not a pace
+    assert watch(1, 10)
+    clock[0] = 610.0
+    assert watch(2, 10)  # 8 batches of 10 s left: 92 s (with margin) + 30 s of 390 s
+    clock[0] = 700.0
+    assert not watch(3, 10)  # 45 s a batch: 7 more take 362 s + 30 s, only 300 s left
+    late = budget.validation_watch()
+    clock[0] = 985.0
+    assert not late(1, 10)  # the limit is at hand after the first batch: no pace needed
+    assert TimeBudget(None).validation_watch()(1, 10)
+
+
+def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_store, tmp_path, monkeypatch):
+    # Nothing had timed a validation before the first: a limit reached in it was overrun by the whole
+    # validation and the checkpoints (the clock here: 2400 s of a 1000 s limit). Each validation batch
+    # takes 400 s of a fake clock; training takes none of it.
+    from liverctl.train import validation
+
+    clock = [0.0]
+    monkeypatch.setattr(loop, "TimeBudget", lambda limit_s: TimeBudget(1000, clock=lambda: clock[0]))
+    probabilities_at = validation.probabilities_at
+
+    def slow_batch(*args, **kwargs):
+        clock[0] += 400
+        return probabilities_at(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "probabilities_at", slow_batch)
+    result = loop.run_training(tiny_cfg(tiny_store), tmp_path / "t", device="cpu", show_progress=False)
+    assert clock[0] < 1000  # abandoned after the second batch (6 in all), at 800 s
+    assert result["status"] == "time_limit" and result["epochs_done"] == 0
+    events = read_events(tmp_path / "t" / "events.jsonl")
+    assert not [e for e in events if e["kind"] == "epoch_end"]
+    assert "no room to finish the validation of epoch 1" in next(e for e in events if e["kind"] == "note")["message"]
+    assert [e["which"] for e in events if e["kind"] == "checkpoint"] == ["time_limit"]
+    assert (events[-1]["kind"], events[-1]["status"]) == ("run_end", "time_limit")
+    state = load_checkpoint(checkpoint_path(tmp_path / "t", "last"), resume=True)
+    assert (state["epoch"], state["step_in_epoch"], state["epoch_losses"]["count"]) == (0, 2, 2)
 
 
 def test_a_real_time_budget_ends_the_run_before_the_limit_with_a_checkpoint(tiny_store, tmp_path):
@@ -668,7 +711,8 @@ def test_a_run_that_ends_without_a_finite_checkpoint_exits_non_zero(tiny_store, 
     from liverctl.train.session import Session
 
     nan = float("nan")
-    monkeypatch.setattr(Session, "validate", lambda self: {"val_loss": nan, "volume_dice": nan, "slice_dice": nan, "global_dice": nan})
+    monkeypatch.setattr(Session, "validate", lambda self, keep_going=None: {
+        "val_loss": nan, "volume_dice": nan, "slice_dice": nan, "global_dice": nan})
     args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "div", "--store", str(tiny_store), "-q",
             "--device", "cpu", "--epochs", "2", "--set", "data.input_size=64", "--set", "train.steps_per_epoch=1",
             "--set", "train.batch_size=2", "--set", "train.nan_max_rollbacks=5"]
