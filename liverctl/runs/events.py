@@ -239,6 +239,11 @@ class EventTail:
     _inode: int | None = field(default=None, repr=False)
 
     def poll(self) -> list[dict]:
+        return [e for e in (parse_line(line) for line in self.poll_lines()) if e is not None]
+
+    def poll_lines(self) -> list[str]:
+        """The lines completed since the last call, unparsed (`parse_line` each; `watch` parses a long log
+        in parts, off its UI thread)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -261,7 +266,12 @@ class EventTail:
         text = self._partial + chunk.decode("utf-8", errors="replace")
         lines = text.split("\n")
         self._partial = lines.pop()  # "" when the chunk ended with a newline
-        return [e for e in (parse_line(line) for line in lines) if e is not None]
+        return lines
+
+    @property
+    def position(self) -> tuple[int | None, int]:
+        """(inode, bytes read) of the file as last read."""
+        return self._inode, self._offset
 
 
 def iter_kind(events: list[dict], kind: str) -> Iterator[dict]:

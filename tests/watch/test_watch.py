@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from liverctl.watch.charts import (
 from liverctl.watch.locate import find_run
 from liverctl.watch.state import RunState
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
-from liverctl.watch.watcher import RunWatcher
+from liverctl.watch.watcher import RunWatcher, plain_step_line
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
 
 POLL_S = 0.05
@@ -340,6 +342,72 @@ def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     fresh.write(run / "events.jsonl")
     watcher.poll()
     assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
+
+
+def test_plain_step_lines_are_only_step_events_that_cannot_hold_a_non_finite_value():
+    step = dict(epoch=0, step=5, loss=0.25, lr=1e-05, samples_per_s=44.1, grad_norm=1.5)
+    assert plain_step_line(event_line("step", 1, 1e9, **step))  # as the trainer writes it (json.dumps)
+    for kind, fields in (("step", {"loss": float("nan")}), ("step", {"grad_norm": float("-inf")}),
+                         ("step", {"loss": None}), ("step", {"loss": 1e300}), ("step", {"run_note": "é"}),
+                         ("nan", {"where": "loss"}), ("epoch_end", {}), ("note", {"message": "step"})):
+        assert not plain_step_line(event_line(kind, 1, 1e9, **{**step, **fields})), (kind, fields)
+    line = event_line("step", 1, 1e9, **step)
+    for odd in ('"loss":1e999', '"loss":1E+400', '"loss":' + "9" * 400 + ".0", '"lo\\u0073s":null'):
+        assert not plain_step_line(line.replace('"loss":0.25', odd)), odd  # parse to inf, or spell a null loss
+
+
+def long_run_lines(*, nan_early: bool) -> list[str]:
+    """A finished 6-epoch run of ~400 events; with `nan_early`, a NaN loss token in its third step event."""
+    lines = list(realistic_run("long", nan=False, t0=1e9, epochs=6))
+    if nan_early:
+        steps = [i for i, line in enumerate(lines) if '"kind":"step"' in line]
+        lines[steps[2]] = re.sub(r'"loss":[0-9.]+', '"loss":NaN', lines[steps[2]])
+    return lines
+
+
+def test_read_log_gives_the_outline_then_what_poll_gives_and_polling_goes_on_from_there(tmp_path):
+    run = tmp_path / "long"
+    run.mkdir()
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=True)[:-1]))
+    polled = RunWatcher(run, clock=FakeClock(1e12))
+    polled.poll()
+    watcher = RunWatcher(run, clock=FakeClock(1e12))
+    outline, complete = list(watcher.read_log())
+    assert watcher.state.n_events == 0 and watcher.condition == "waiting"  # read_log touched nothing
+    assert not outline.complete and complete.complete
+    # The outline: every NaN (the third step's, early in the log), every epoch and checkpoint, no plain step.
+    assert [n.step for n in outline.state.nans] == [n.step for n in polled.state.nans] == [50]
+    def rows(state: RunState) -> list[tuple]:  # (the step at an epoch's end: its event's, else the last step seen)
+        return [(r.epoch, r.val_loss, r.volume_dice, r.is_best, r.nan_seen) for r in state.rows]
+
+    assert rows(outline.state) == rows(polled.state) and outline.state.checkpoints == polled.state.checkpoints
+    assert outline.state.nan_steps == {50} and len(outline.state.samples) == 1
+    watcher.adopt(outline)
+    assert watcher.outline_only and watcher.state is outline.state
+    watcher.reading = True
+    assert "the steps and charts follow" in watcher.notice
+    watcher.adopt(complete)
+    assert not watcher.reading and watcher.notice is None
+    state = watcher.state
+    assert state.n_events == polled.state.n_events and state.loss_points() == polled.state.loss_points()
+    assert state.status == polled.state.status == "interrupted"
+    append(run / "events.jsonl", long_run_lines(nan_early=True)[-1])  # the run_end
+    assert watcher.poll() == 1 and state.status == "completed"
+
+
+def test_read_log_stops_between_batches_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr("liverctl.watch.watcher.READ_BATCH_LINES", 10)
+    run = tmp_path / "long"
+    run.mkdir()
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=False)))
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) > 3
+
+    reads = list(RunWatcher(run).read_log(stop))
+    assert [r.complete for r in reads] == [False] and len(asked) == 4
 
 
 # ---- charts: the series as data -------------------------------------------------------------------------
@@ -788,6 +856,68 @@ async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_sc
         for widget in (app.banner, app.header, app.charts["loss"], app.table, app.info):
             # was: charts 18 lines high from line 9, the table at line 27 and the checkpoints at 36 of 20
             assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
+
+
+def hold_complete_reads(monkeypatch) -> tuple[threading.Event, list[bool]]:
+    """Make every log a long one, and hold `read_log`'s complete read back until the event is set (or the app
+    asks it to stop: recorded in the list). What a 100k-step log does, in a few hundred events."""
+    from liverctl.watch import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "BACKGROUND_READ_BYTES", 1000)
+    release, stopped = threading.Event(), []
+    read_log = RunWatcher.read_log
+
+    def held(self, stop=lambda: False):
+        reads = read_log(self, stop)
+        yield next(reads)  # the outline
+        while not release.wait(0.01):
+            if stop():
+                stopped.append(True)
+                return
+        yield from reads
+
+    monkeypatch.setattr(RunWatcher, "read_log", held)
+    return release, stopped
+
+
+async def test_app_paints_a_long_log_flags_its_nan_and_takes_keys_before_it_is_read(tmp_path, monkeypatch):
+    release, _ = hold_complete_reads(monkeypatch)
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    lines = long_run_lines(nan_early=True)
+    (run / "events.jsonl").write_text("".join(lines))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(120, 40)) as pilot:  # was: the whole log read before the first paint
+        await settle(pilot, lambda: app.banner.display)  # the NaN in the third step, from the outline
+        assert app.watcher.reading and "the steps and charts follow" in header_plain(app)
+        assert row_keys(app.table) == [str(e) for e in range(1, 7)] and "COMPLETED" in header_plain(app)
+        assert "epoch 1/6, step 50" in str(app.banner.content)
+        await pilot.press("s", "d")  # keys are taken while the log is read
+        assert app.settings.smoothing == 0.8 and not app.banner.display
+        release.set()
+        await settle(pilot, lambda: not app.watcher.reading)
+        assert app.watcher.state.n_events == len(lines) and "reading" not in header_plain(app)
+        await pilot.pause()
+        assert not app.banner.display  # the dismissal holds for the complete read of the same log
+        assert app.charts["loss"].spec.named("train (smoothed)").xs[-1] == 1475 and "0.8" in app.charts["loss"].spec.title
+        append(run / "events.jsonl", event_line("note", 999, 2e9, run="long", message="polled on"))
+        await settle(pilot, lambda: "polled on" in str(app.info.content))
+
+
+async def test_app_quits_at_once_while_a_long_log_is_read(tmp_path, monkeypatch):
+    _, stopped = hold_complete_reads(monkeypatch)
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=False)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.watcher.outline_only)
+        await pilot.press("q")
+    for _ in range(100):  # the worker thread sees the app's cancel within one wait
+        if stopped:
+            break
+        await asyncio.sleep(0.02)
+    assert stopped == [True]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
