@@ -1020,6 +1020,48 @@ def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
     assert "FAILED" in result.output and "worker died" in result.output
 
 
+def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
+    """`watch ARGS` printed to a terminal `width` columns wide: (exit code, the lines it shows)."""
+    import io
+
+    from rich.console import Console
+
+    import liverctl.commands.watch as watch_command
+
+    screen = io.StringIO()
+    monkeypatch.setattr(watch_command, "console", Console(file=screen, width=width, force_terminal=True,
+                                                          color_system=None, emoji=False, soft_wrap=True))
+    result = CliRunner().invoke(cli_app, ["watch", *args])
+    return result.exit_code, screen.getvalue().splitlines()
+
+
+def test_once_at_40_columns_breaks_lines_between_values_and_lists_each_epoch(tmp_path, monkeypatch):
+    """COLUMNS=40: rich squeezed the epochs table to `0… │ 0…` (every value gone) and the header lines ran on
+    for the terminal to cut anywhere; now every line fits and no value is cut."""
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    code, lines = once_on_a_terminal(monkeypatch, 40, str(run), "--once")
+    assert code == 1 and max(map(len, lines)) <= 40, "\n".join(lines)
+    shown = "\n".join(lines)
+    assert "…" not in shown.replace("val loss …", "").replace("Dice …", "")  # only the unfinished epoch's
+    for words in ("diverged   NAN_ABORT", "device cuda:0", "epochs done 5/6", "44.5 samples/s", "NaN DETECTED",
+                  "rollbacks 2", "train loss 0.2188  val loss 0.2407", "vol Dice 0.9262", "best ★",
+                  "train loss NaN ×8", "best.pt epoch 5"):
+        assert any(words in line for line in lines), words  # each on one line, whole
+    assert lines.index("5") < lines.index("6 stopped")  # one block per epoch
+
+
+def test_once_at_120_columns_keeps_the_table_and_the_lines_that_fit(tmp_path, monkeypatch):
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    code, lines = once_on_a_terminal(monkeypatch, 120, str(run), "--once")
+    assert code == 1 and max(map(len, lines)) <= 120, "\n".join(lines)
+    assert lines[0].startswith("diverged   NAN_ABORT   preset v5-focal  device cuda:0  amp fp16  GPU 9.2")
+    assert lines[1].startswith("━━") and "83%  epochs done 5/6  ETA —  elapsed" in lines[1]
+    header = next(line for line in lines if "train loss" in line)
+    assert header.split() == "epoch ┃ train loss ┃ val loss ┃ vol Dice ┃ slice Dice ┃ glob Dice ┃ sec ┃ best".split()
+    rows = [[cell.strip() for cell in line.split("│")] for line in lines if line.count("│") == 7]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5", "6 stopped"] and rows[4][3] == "0.9262"
+
+
 def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
     run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
     result = CliRunner().invoke(cli_app, ["watch", str(run), "--plot", "--width", "100", "--height", "14"])
