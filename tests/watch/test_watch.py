@@ -951,6 +951,22 @@ async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, s
             assert app.charts["throughput"].size.width > 0
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_header_breaks_its_lines_between_values(tmp_path, size):
+    """80 columns: `GPU 9.2 /` ended one line and `peak 11.8 GB` began the next, `44.5` and `samples/s` too."""
+    run = tmp_path / "runs" / "v5-focal-f0"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("v5-focal-f0", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e9 + 9000))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, lambda: "NAN_ABORT" in header_plain(app))
+        lines = header_plain(app).splitlines()
+        assert all(len(line) <= app.header.size.width for line in lines), lines  # nothing left to wrap
+        for value in ("GPU 9.2 / peak 11.8 GB", "44.5 samples/s", "best volume Dice 0.9262 (epoch 5, 29m32s ago)",
+                      "epochs done 5/15"):
+            assert any(value in line for line in lines), (value, lines)
+
+
 async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
     run = tmp_path / "r"
     s = guarded_run("r")
