@@ -298,8 +298,8 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     for s in spec.series:
         if not s.xs:
             continue
-        if s.scatter:
-            plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker)
+        if s.scatter or len(s.xs) == 1:  # a line needs two points: one alone is a dot, not a braille speck
+            plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker if s.scatter else "●")
         else:
             plt.plot(s.xs, s.ys, color=s.color, marker=s.marker)
     for x, color in spec.vlines:
@@ -310,6 +310,8 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
         lo, hi = lo - 1, hi + 1
         plt.xlim(lo, hi)
     ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
+    if min(xs) >= 0:  # steps, epochs, time since the start: no tick at -1 beside a lone point at 0
+        ticks = [t for t in ticks if t >= 0]
     plt.xticks(ticks, [fmt_tick(t) for t in ticks])
     ys = [y for s in spec.series for y in s.ys]
     lo, hi = min(ys), max(ys)

@@ -528,6 +528,21 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
 
 
+def test_a_run_with_one_step_shows_it_as_a_dot_on_an_axis_without_negative_steps():
+    """The first step event alone: a braille speck one pixel wide, on an x axis from step -1 to 1."""
+    s = EventScript("r")
+    s.start()
+    s.add("step", after=5, step=0, epoch=0, loss=0.63, lr=1e-4, samples_per_s=44.0)
+    state = fold(s.lines)
+    for spec in all_charts([state], ChartSettings()).values():
+        if not spec.has_data:
+            continue
+        plot = render_text(spec, 60, 12, color=False).splitlines()
+        assert any("●" in line for line in plot), (spec.title, plot)
+        axis = plot[-1].split()
+        assert axis == ["0", "1"], (spec.title, axis)
+
+
 def absurd_run() -> EventScript:
     """A log from someone else with finite but absurd numbers (1e308) in a loss, a Dice, a rate and a NaN
     report's step loss; every other value ordinary."""
