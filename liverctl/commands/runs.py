@@ -11,6 +11,7 @@ import typer
 
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
+from liverctl.narrow import print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -93,8 +94,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
                for c, text in zip(columns, spec.cells(s, varied), strict=True)]
         rows.append([*row, *([Text(cv_text(s) if s.kind == "experiment" else "")] if experiments else [])])
         table.add_row(*rows[-1])
-    if not _print_wide(table):
-        _print_records(f"runs in {runs_dir}", headers, rows)
+    print_table(console, table, f"runs in {runs_dir}", headers, rows)
     console.print(spec.LEGEND, style="dim", soft_wrap=True)
     if experiments:
         _print_experiment_notes(summaries)
@@ -121,42 +121,6 @@ def _print_experiment_notes(summaries) -> None:
                           f"{'-' if threshold is None else f'{threshold:g}'}, post {esc(decision.get('post'))} "
                           f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})",
                           highlight=False, soft_wrap=True)
-
-
-def _print_wide(table) -> bool:
-    """Print a table whole: into a pipe or file at its natural width, not folded to 80 columns; False (and
-    nothing printed) on a terminal too narrow for it, where rich would squeeze columns to nothing."""
-    from rich.console import Console
-
-    width = console.measure(table, options=console.options.update_width(1000)).maximum
-    if width <= console.width:
-        console.print(table)
-    elif console.is_terminal:
-        return False
-    else:
-        Console(width=width, color_system=None, emoji=False).print(table)
-    return True
-
-
-def _print_records(title: str, headers: list[str], rows: list[list]) -> None:
-    """The table as one block per row (its first cell, then `header value` pairs) for a narrow terminal."""
-    from rich.text import Text
-
-    console.print(Text(title, style="italic"), highlight=False)
-    for first, *rest in rows:
-        name = first.copy()
-        name.stylize("bold")
-        console.print(name, highlight=False)
-        line = Text("  ")
-        for header, cell in zip(headers[1:], rest, strict=True):
-            if not cell.plain.strip():
-                continue
-            pair = Text.assemble((f"{header} ", "dim"), cell)
-            if line.plain.strip() and line.cell_len + 2 + pair.cell_len > console.width:  # pairs stay whole
-                console.print(line, highlight=False, soft_wrap=True)
-                line = Text("  ")
-            line.append_text(Text.assemble("  " if line.plain.strip() else "", pair))
-        console.print(line, highlight=False, soft_wrap=True)
 
 
 def report_command(

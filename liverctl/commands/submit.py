@@ -112,7 +112,8 @@ def _print_cleaned(results) -> None:
 def evaluate_command(
     submission: Path = typer.Argument(..., help="Submission CSV."),
     labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout; the "
+                                  "table then goes to stderr)."),
     liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
@@ -120,6 +121,11 @@ def evaluate_command(
     from liverctl.infer.submission import MalformedSubmission
 
     with guarded():
+        to_stdout = json_out is not None and str(json_out) == "-"
+        if json_out is not None and not to_stdout:  # before the scoring, as bench does
+            from liverctl.files import check_output_file
+
+            check_output_file(json_out, what="the scores", folder_hint="--json takes a file name, e.g. scores.json")
         try:
             ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
         except MalformedSubmission as exc:
@@ -128,17 +134,18 @@ def evaluate_command(
             if len(exc.problems) > MAX_PROBLEMS_SHOWN:
                 err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
             raise
-        saved = write_scores(ev, scores_path(submission))
-        if json_out is not None and str(json_out) == "-":
+        saved = [write_scores(ev, scores_path(submission))]
+        if json_out is not None and not to_stdout:
+            saved.append(write_scores(ev, json_out))
+        # `--json -`: stdout holds the JSON alone (for a pipe or jq), the table goes to stderr, as with bench.
+        out = err_console if to_stdout else console
+        _print_scores(ev, out)
+        out.print(f"scores saved to {' and '.join(map(str, saved))}", highlight=False, markup=False)
+        if to_stdout:
             typer.echo(json.dumps(ev.to_json(), indent=2))
-            return
-        if json_out is not None:
-            write_scores(ev, json_out)
-        _print_scores(ev)
-        console.print(f"scores saved to {saved}", highlight=False, markup=False)
 
 
-def _print_scores(ev) -> None:
+def _print_scores(ev, out) -> None:
     from rich.table import Table
 
     table = Table(title=f"{esc(ev.submission)} vs {esc(ev.labels)}", title_justify="left", header_style="bold")
@@ -147,8 +154,8 @@ def _print_scores(ev) -> None:
     for c in ev.cases:
         table.add_row(esc(c.case), f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels), str(c.pred_voxels),
                       str(c.slices))
-    console.print(table)
-    console.print(
+    out.print(table)
+    out.print(
         f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {len(ev.cases)} cases)  "
         f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
         f"global Dice {ev.global_dice:.4f} (pooled voxels)",

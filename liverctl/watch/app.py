@@ -1,7 +1,8 @@
 """The `liverctl watch` Textual app: a live view of one run's `events.jsonl`, nothing more.
 
 It reads only the event file (through `RunWatcher`), polling it on a timer; all it knows about a run is
-in `liverctl.watch.state`. Never import torch, zarr or the trainer from here.
+in `liverctl.watch.state`. A long log's first read runs in a worker thread (`RunWatcher.read_log`): the
+screen, the keys and the NaN banner do not wait for it. Never import torch, zarr or the trainer from here.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import ContentSwitcher, Footer
+from textual.worker import get_current_worker
 
 from liverctl.watch.charts import ChartSettings, all_charts
 from liverctl.watch.locate import list_runs, resolve_target, run_labels
 from liverctl.watch.state import RunState
-from liverctl.watch.watcher import RunWatcher
+from liverctl.watch.watcher import LogRead, RunWatcher
 from liverctl.watch.widgets import (
     Chart,
     CompareRunsPicker,
@@ -47,6 +50,14 @@ _monotonic = time.perf_counter  # the rebuild's own cost is measured on this (te
 NARROW_BELOW = 120
 SIDE_BY_SIDE_FROM = 170
 STACK_ROWS = 44
+
+
+class LogReadDone(Message):
+    """From the worker thread: part of a long log read (`read`), or why it could not be read (`error`)."""
+
+    def __init__(self, watcher: RunWatcher, read: LogRead | None, error: str | None = None):
+        super().__init__()
+        self.watcher, self.read, self.error = watcher, read, error
 
 
 class WatchApp(App):
@@ -163,10 +174,37 @@ class WatchApp(App):
         """Read what the trainers appended and redraw (also redraws time-dependent parts: stalled, ETA)."""
         try:
             for watcher in self.watchers:
-                watcher.poll()
+                if watcher.reading:
+                    continue  # the worker reading its log hands the state over (on_log_read_done)
+                if watcher.first_read_is_long():
+                    watcher.reading = True
+                    self.run_worker(lambda w=watcher: self._read_log(w), thread=True, group="read-log")
+                else:
+                    watcher.poll()
             self.read_error = None
         except OSError as exc:  # e.g. permissions changed under us: say so and keep the last state
-            self.read_error = f"cannot read {exc.filename or self.watcher.path}: {exc.strerror or exc}"
+            self.read_error = _read_error(exc, self.watcher.path)
+        self.show_state()
+
+    def _read_log(self, watcher: RunWatcher) -> None:
+        """In a worker thread: read a long log, posting its outline and then all of it to the app."""
+        worker = get_current_worker()
+        try:
+            for read in watcher.read_log(stop=lambda: worker.is_cancelled):  # cancelled when the app quits
+                self.post_message(LogReadDone(watcher, read))
+        except OSError as exc:
+            self.post_message(LogReadDone(watcher, None, _read_error(exc, watcher.path)))
+
+    def on_log_read_done(self, message: LogReadDone) -> None:
+        watcher = message.watcher
+        if message.read is None:
+            watcher.reading = False  # the next poll tries again
+            self.read_error = message.error
+        else:
+            dismissed_state, dismissed = self.nan_dismissed
+            if dismissed_state is watcher.state:  # a banner dismissed over the outline stays dismissed
+                self.nan_dismissed = (message.read.state, dismissed)
+            watcher.adopt(message.read)
         self.show_state()
 
     def show_state(self) -> None:
@@ -270,6 +308,10 @@ class WatchApp(App):
                 self.set_compare(run_dirs)
 
         self.push_screen(CompareRunsPicker(runs, self.watcher.run_dir, [w.run_dir for w in self.compare]), picked)
+
+
+def _read_error(exc: OSError, path: Path) -> str:
+    return f"cannot read {exc.filename or path}: {exc.strerror or exc}"
 
 
 def make_watch_app(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from liverctl.runs.history import PLOTTABLE
+from liverctl.watch.records import StepSample
 from liverctl.watch.state import RunState
 
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
@@ -98,11 +99,16 @@ def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tupl
     """Every k-th point (and always the last) so that at most about `max_points` remain."""
     if len(xs) <= max_points:
         return xs, ys
-    k = math.ceil(len(xs) / max_points)
-    idx = list(range(0, len(xs), k))
-    if idx[-1] != len(xs) - 1:
-        idx.append(len(xs) - 1)
+    idx = _thinned(len(xs), max_points)
     return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def _thinned(n: int, max_points: int = MAX_POINTS) -> list[int]:
+    """`thin`'s indices of n points: every k-th, and always the last."""
+    idx = list(range(0, n, max(1, math.ceil(n / max_points))))
+    if idx and idx[-1] != n - 1:
+        idx.append(n - 1)
+    return idx
 
 
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
@@ -168,6 +174,15 @@ class _XAxis:
             return None
         return (ts - run.started_ts) / self.per
 
+    def sample_xs(self, run: RunState, samples: list[StepSample]) -> list[float | None]:
+        """`x` of each step sample (in one comprehension: a 100k-step log has as many)."""
+        if not self.by_time:
+            return [None if s.step is None else float(s.step) for s in samples]
+        start, per = run.started_ts, self.per
+        if start is None:
+            return [None] * len(samples)
+        return [None if s.ts is None else (s.ts - start) / per for s in samples]
+
 
 def _run_label(run: RunState, runs: list[RunState]) -> str:
     return run.name or f"run {runs.index(run) + 1}"
@@ -210,12 +225,13 @@ def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
     for i, run in enumerate(runs):
         color = "cyan+" if single else RUN_COLORS[i % len(RUN_COLORS)]
         samples = [s for s in run.samples if s.loss is not None or s.step in run.nan_steps]
-        xs = [axis.x(run, s.step, s.ts) for s in samples]
+        xs = axis.sample_xs(run, samples)
         raw = [None if s.step is not None and s.step in run.nan_steps else s.loss for s in samples]
         smooth = ema(raw, w)
         name = _run_label(run, runs)
+        drawn_x, drawn_raw = _finite_pairs(xs, raw)
         if single and settings.show_raw and w > 0:
-            spec.series.append(Series("train", *thin(*_finite_pairs(xs, raw)), color="gray"))
+            spec.series.append(Series("train", *thin(drawn_x, drawn_raw), color="gray"))
         smooth_label = ("train (smoothed)" if w else "train") if single else name
         spec.series.append(Series(smooth_label, *thin(*_finite_pairs(xs, smooth)), color=color))
         val_x = [axis.x(run, r.step, r.ts) for r in run.rows]
@@ -224,7 +240,7 @@ def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
         spec.series.append(
             Series("val" if single else None, vx, vy, "orange+" if single else color, scatter=True, marker="●")
         )
-        highs += _finite_pairs(xs, raw)[1] + vy
+        highs += drawn_raw + vy
     _nan_marks(spec, runs, axis, max(highs) if highs else 1.0)
     return spec
 
@@ -263,8 +279,12 @@ def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str,
     axis = _XAxis(settings, runs)
     spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
     for i, run in enumerate(runs):
-        xs = [axis.x(run, s.step, s.ts) for s in run.samples]
-        ys = [getattr(s, attr) for s in run.samples]
+        # Thinned before the x axis is worked out: nothing is smoothed here, and of a long log's 100k samples
+        # only MAX_POINTS are drawn.
+        samples = [s for s in run.samples if getattr(s, attr) is not None]
+        samples = [samples[i] for i in _thinned(len(samples))]
+        xs = axis.sample_xs(run, samples)
+        ys = [getattr(s, attr) for s in samples]
         label = None if len(runs) == 1 else _run_label(run, runs)
         spec.series.append(Series(label, *thin(*_finite_pairs(xs, ys)), color=RUN_COLORS[i % len(RUN_COLORS)]))
     return spec
@@ -298,8 +318,8 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     for s in spec.series:
         if not s.xs:
             continue
-        if s.scatter:
-            plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker)
+        if s.scatter or len(s.xs) == 1:  # a line needs two points: one alone is a dot, not a braille speck
+            plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker if s.scatter else "●")
         else:
             plt.plot(s.xs, s.ys, color=s.color, marker=s.marker)
     for x, color in spec.vlines:
@@ -310,6 +330,8 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
         lo, hi = lo - 1, hi + 1
         plt.xlim(lo, hi)
     ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
+    if min(xs) >= 0:  # steps, epochs, time since the start: no tick at -1 beside a lone point at 0
+        ticks = [t for t in ticks if t >= 0]
     plt.xticks(ticks, [fmt_tick(t) for t in ticks])
     ys = [y for s in spec.series for y in s.ys]
     lo, hi = min(ys), max(ys)

@@ -1,5 +1,6 @@
 """`watch --once` / `--plot`: the run's summary and charts printed once as text, for logs and notebooks
-(no Textual app)."""
+(no Textual app). On a terminal narrower than a line or the epochs table, lines break between their items
+and the table becomes one block of `header value` pairs per epoch (`liverctl.narrow`): no value is cut."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from rich.console import Console
 from rich.text import Text
 
 from liverctl.errors import LiverctlError
+from liverctl.narrow import print_lines, print_table
 from liverctl.watch import charts
 from liverctl.watch import summary as text
+from liverctl.watch.state import RunState
 from liverctl.watch.watcher import RunWatcher
 
 
@@ -34,15 +37,40 @@ def print_once(console: Console, run_dirs: list[Path], *, summary: bool, plot: b
     watchers = read_runs(run_dirs)
     state = watchers[0].state
     if summary:
-        console.print(text.render_summary(watchers[0]), highlight=False)
+        print_summary(console, watchers[0])
     if plot:
         states = [w.state for w in watchers]
         if not summary:
-            console.print(text.header_text(state, watchers[0].notice), highlight=False)
+            print_lines(console, text.header_lines(state, watchers[0].notice))
         color = console.is_terminal and not console.no_color
         for spec in charts.all_charts(states, charts.ChartSettings()).values():
             out = charts.render_text(spec, width or console.width, height, color=color)
             console.print(Text.from_ansi(out) if color else Text(out), highlight=False, soft_wrap=True)
         if len(states) > 1:
-            console.print(text.compare_table(states), highlight=False)
+            rows = [text.compare_cells(s, primary=i == 0) for i, s in enumerate(states)]
+            print_table(console, text.compare_table(states), "runs", list(text.COMPARE_HEADERS), rows)
     return text.exit_code(state)
+
+
+def print_summary(console: Console, watcher: RunWatcher) -> None:
+    """What `watch --once` prints: the header, the NaN report, the epochs table, the checkpoints."""
+    state: RunState = watcher.state
+    print_lines(console, text.header_lines(state, watcher.notice))
+    prose = []
+    if state.has_nan:
+        prose.append(Text(text.nan_banner_text(state), style="bold white on red"))
+    steps = text.steps_text(state)
+    if steps is not None:
+        prose.append(steps)
+    _print_prose(console, prose)
+    if state.epochs or state.current_epoch() is not None:
+        print_table(console, text.epochs_table(state), "epochs", list(text.EPOCH_HEADERS), text.epoch_rows(state))
+    else:
+        console.print(Text("no epoch started yet", style="dim"), highlight=False)
+    _print_prose(console, [text.info_text(state)])
+
+
+def _print_prose(console: Console, texts: list[Text]) -> None:
+    """Sentences: on a terminal rich breaks them between words at its width, elsewhere they stay whole."""
+    for part in texts:
+        console.print(part, highlight=False, soft_wrap=not console.is_terminal)

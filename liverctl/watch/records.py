@@ -86,10 +86,20 @@ class Checkpoint:
 
 def non_finite_paths(value: Any, path: str = "") -> list[str]:
     """Where a NaN/inf float sits in a parsed event (Python's json accepts `NaN` and `Infinity`)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [path]
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [path]
     if isinstance(value, dict):
-        return [p for k, v in value.items() for p in non_finite_paths(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in non_finite_paths(v, f"{path}[{i}]")]
-    return []
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return []
+    # Every value of every event of a 100k-step log comes through here: a path is spelled only for a value
+    # that is not finite or holds more values.
+    found: list[str] = []
+    for key, v in items:
+        if isinstance(v, float) and math.isfinite(v) or not isinstance(v, (float, dict, list)):
+            continue
+        where = f"{path}[{key}]" if isinstance(value, list) else f"{path}.{key}" if path else str(key)
+        found += non_finite_paths(v, where)
+    return found

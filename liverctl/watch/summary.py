@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 
 from rich import box
-from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from liverctl.watch.state import EpochRow, NanRecord, RunState
-from liverctl.watch.watcher import RunWatcher
 
 STATUS_STYLE = {
     "waiting": "dim",
@@ -122,53 +120,49 @@ def gpu_text(state: RunState) -> str | None:
 def header_text(state: RunState, notice: str | None = None, *, bar_width: int = 24) -> Text:
     """Two lines: who the run is (device, precision, GPU memory, status) and where it stands (progress
     bar, epoch and step, ETA, samples/s, best volume Dice and when); a third for a notice about the file."""
-    text = Text()
-    text.append(state.name or "?", style="bold")
-    text.append("  ")
-    text.append_text(status_text(state))
+    return Text("\n").join(Text("  ").join(items) for items in header_lines(state, notice, bar_width=bar_width))
+
+
+def header_lines(state: RunState, notice: str | None = None, *, bar_width: int = 24) -> list[list[Text]]:
+    """`header_text`'s lines as items (a label and its value, the status, the bar), for a narrow terminal
+    to break between them (`liverctl.narrow.print_lines`)."""
+
+    def pair(label: str, value: str, style: str = "") -> Text:
+        return Text.assemble((label, "dim"), " ", (value, style))
+
+    who = [Text(state.name or "?", style="bold"), status_text(state)]
     for label, value in (("preset", state.preset), ("device", state.device), ("amp", state.amp),
                          ("GPU", gpu_text(state))):
         if value is None and label == "GPU":
             continue
-        text.append(f"  {label} ", style="dim")
-        text.append(value or "—")
+        who.append(pair(label, value or "—"))
     if state.resumed_from:
-        text.append("  resumed from ", style="dim")
-        text.append(state.resumed_from)
+        who.append(pair("resumed from", state.resumed_from))
     if state.has_nan:
-        text.append("  ")
-        text.append(f" {len(state.nans)} NaN ", style="bold white on red")
-    text.append("\n")
+        who.append(Text(f" {len(state.nans)} NaN ", style="bold white on red"))
+    where: list[Text] = []
     fraction = progress(state)
     if fraction is not None:
-        text.append_text(progress_bar(fraction, bar_width))
-        text.append("  ")
+        where.append(progress_bar(fraction, bar_width))
     done = len(state.epochs)
     in_epoch = state.step_in_epoch()
     if in_epoch is not None:
-        text.append("epoch ", style="dim")
-        text.append(f"{done + 1}/{state.total_epochs or '?'}")
-        text.append(" step ", style="dim")
-        text.append(f"{in_epoch}/{state.steps_per_epoch}")
+        where.append(Text.assemble(pair("epoch", f"{done + 1}/{state.total_epochs or '?'}"), " ",
+                                   pair("step", f"{in_epoch}/{state.steps_per_epoch}")))
     else:
-        text.append("epochs done ", style="dim")
-        text.append(f"{done}/{state.total_epochs or '?'}")
-    text.append("  ETA ", style="dim")
-    text.append(fmt_duration(state.eta_s()))
-    text.append("  elapsed ", style="dim")
-    text.append(fmt_duration(state.elapsed_s()))
-    text.append("  ")
-    text.append(f"{state.samples_per_s:.1f}" if state.samples_per_s is not None else "—")
-    text.append(" samples/s", style="dim")
-    text.append("  best volume Dice ", style="dim")
-    text.append(best_text(state), style="bold")
-    if status_detail(state):
-        text.append("\n")
-        text.append(status_detail(state))
+        where.append(pair("epochs done", f"{done}/{state.total_epochs or '?'}"))
+    where.append(pair("ETA", fmt_duration(state.eta_s())))
+    where.append(pair("elapsed", fmt_duration(state.elapsed_s())))
+    rate = f"{state.samples_per_s:.1f}" if state.samples_per_s is not None else "—"
+    where.append(Text.assemble(rate, (" samples/s", "dim")))
+    where.append(pair("best volume Dice", best_text(state), "bold"))
+    lines = [who, where]
+    detail = status_detail(state)
+    if detail:
+        lines.append([detail])
     if notice:
-        text.append("\n")
-        text.append(notice, style="bold yellow")
-    return text
+        lines.append([Text(notice, style="bold yellow")])
+    return lines
 
 
 def _nan_line(label: str, rec: NanRecord, total_epochs: int | None) -> str:
@@ -295,36 +289,31 @@ def info_text(state: RunState) -> Text:
     return text
 
 
+def epoch_rows(state: RunState) -> list[list[Text]]:
+    """The epochs table's rows: one per finished epoch, then the unfinished one."""
+    rows = [epoch_cells(state, row) for row in state.rows]
+    current = current_epoch_cells(state)
+    return rows + ([current] if current is not None else [])
+
+
 def epochs_table(state: RunState) -> Table:
     table = Table(title="epochs", title_justify="left", show_edge=False, pad_edge=False)
     for header in EPOCH_HEADERS:
         table.add_column(header, justify="right")
-    for row in state.rows:
-        table.add_row(*epoch_cells(state, row))
-    current = current_epoch_cells(state)
-    if current is not None:
-        table.add_row(*current)
+    for cells in epoch_rows(state):
+        table.add_row(*cells)
     return table
 
 
-def render_summary(watcher: RunWatcher) -> RenderableType:
-    """What `watch --once` prints: the header, the NaN report, the epochs table, the checkpoints."""
-    state = watcher.state
-    parts: list[RenderableType] = [header_text(state, watcher.notice)]
-    if state.has_nan:
-        parts.append(Text(nan_banner_text(state), style="bold white on red"))
-    if state.steps:
-        losses = [v for v in state.loss_points() if v is not None]
-        parts.append(
-            Text(
-                f"steps logged {len(state.steps)}, last loss {fmt_number(losses[-1] if losses else None)}, "
-                f"min loss {fmt_number(min(losses) if losses else None)}, non-finite steps {len(state.nan_steps)}"
-            )
-        )
-    has_rows = state.epochs or state.current_epoch() is not None
-    parts.append(epochs_table(state) if has_rows else Text("no epoch started yet", style="dim"))
-    parts.append(info_text(state))
-    return Group(*parts)
+def steps_text(state: RunState) -> Text | None:
+    """One line on the step events: how many, the last and lowest finite loss, the non-finite steps."""
+    if not state.steps:
+        return None
+    losses = [v for v in state.loss_points() if v is not None]
+    return Text(
+        f"steps logged {len(state.steps)}, last loss {fmt_number(losses[-1] if losses else None)}, "
+        f"min loss {fmt_number(min(losses) if losses else None)}, non-finite steps {len(state.nan_steps)}"
+    )
 
 
 def exit_code(state: RunState) -> int:

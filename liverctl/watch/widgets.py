@@ -12,6 +12,7 @@ from textual.widgets import DataTable, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 from textual_plotext import PlotextPlot
 
+from liverctl.narrow import pack
 from liverctl.watch import summary
 from liverctl.watch.charts import ChartSpec, chart_text
 from liverctl.watch.state import RunState
@@ -62,11 +63,14 @@ class NanBanner(Static):
 
 class RunHeader(Static):
     def show_state(self, state: RunState, notice: str | None, extra: str | None = None) -> None:
-        text = summary.header_text(state, notice, bar_width=max(10, min(40, self.size.width // 5)))
+        """The header's lines, broken between their items where the widget is narrower (a value such as
+        `44.1 samples/s` or `GPU 9.2 / peak 11.8 GB` is never split over two lines)."""
+        width = self.size.width
+        lines = summary.header_lines(state, notice, bar_width=max(10, min(40, width // 5)))
         if extra:
-            text.append("\n")
-            text.append(extra, style="dim")
-        self.update(text)
+            lines.append([Text(extra, style="dim")])
+        shown = [line for items in lines for line in (pack(items, width) if width > 0 else [Text("  ").join(items)])]
+        self.update(Text("\n").join(shown))
 
 
 class InfoPanel(Static):

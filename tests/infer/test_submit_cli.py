@@ -268,6 +268,8 @@ def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
 
 
 def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
+    """`--json -` as with `bench`: stdout is the JSON alone (for a pipe), the table goes to stderr (it was
+    not printed at all); a --json naming a folder is refused before the scoring."""
     sub = tmp_path / "empty.csv"
     sub.write_text("id,rle\n" + "".join(f"{c}_{z},1 0\n" for c in ("6", "7") for z in range(24)))
     result = _invoke("evaluate", sub, "--labels", tiny_dataset / "test_labels", "--json", "-")
@@ -275,6 +277,13 @@ def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
     data = json.loads(result.stdout)
     assert data["volume_dice"] == 0.0  # the synthetic test cases do contain liver
     assert len(data["cases"]) == 2
+    assert "volume Dice 0.0000 (mean over 2 cases)" in result.stderr and "label voxels" in result.stderr
+    assert f"scores saved to {tmp_path / 'empty.scores.json'}" in " ".join(result.stderr.split())
+    assert not (tmp_path / "-").exists()
+    (tmp_path / "empty.scores.json").unlink()
+    result = _invoke("evaluate", sub, "--labels", tiny_dataset / "test_labels", "--json", tmp_path)
+    assert result.exit_code == 2 and "is a folder; --json takes a file name, e.g. scores.json" in result.stderr
+    assert not (tmp_path / "empty.scores.json").exists()  # refused before anything was scored or written
 
 
 def test_postprocess_cli_on_real_volume(tmp_path):

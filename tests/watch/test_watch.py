@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from liverctl.watch.charts import (
 from liverctl.watch.locate import find_run
 from liverctl.watch.state import RunState
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
-from liverctl.watch.watcher import RunWatcher
+from liverctl.watch.watcher import RunWatcher, plain_step_line
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
 
 POLL_S = 0.05
@@ -342,6 +344,72 @@ def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
 
 
+def test_plain_step_lines_are_only_step_events_that_cannot_hold_a_non_finite_value():
+    step = dict(epoch=0, step=5, loss=0.25, lr=1e-05, samples_per_s=44.1, grad_norm=1.5)
+    assert plain_step_line(event_line("step", 1, 1e9, **step))  # as the trainer writes it (json.dumps)
+    for kind, fields in (("step", {"loss": float("nan")}), ("step", {"grad_norm": float("-inf")}),
+                         ("step", {"loss": None}), ("step", {"loss": 1e300}), ("step", {"run_note": "é"}),
+                         ("nan", {"where": "loss"}), ("epoch_end", {}), ("note", {"message": "step"})):
+        assert not plain_step_line(event_line(kind, 1, 1e9, **{**step, **fields})), (kind, fields)
+    line = event_line("step", 1, 1e9, **step)
+    for odd in ('"loss":1e999', '"loss":1E+400', '"loss":' + "9" * 400 + ".0", '"lo\\u0073s":null'):
+        assert not plain_step_line(line.replace('"loss":0.25', odd)), odd  # parse to inf, or spell a null loss
+
+
+def long_run_lines(*, nan_early: bool) -> list[str]:
+    """A finished 6-epoch run of ~400 events; with `nan_early`, a NaN loss token in its third step event."""
+    lines = list(realistic_run("long", nan=False, t0=1e9, epochs=6))
+    if nan_early:
+        steps = [i for i, line in enumerate(lines) if '"kind":"step"' in line]
+        lines[steps[2]] = re.sub(r'"loss":[0-9.]+', '"loss":NaN', lines[steps[2]])
+    return lines
+
+
+def test_read_log_gives_the_outline_then_what_poll_gives_and_polling_goes_on_from_there(tmp_path):
+    run = tmp_path / "long"
+    run.mkdir()
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=True)[:-1]))
+    polled = RunWatcher(run, clock=FakeClock(1e12))
+    polled.poll()
+    watcher = RunWatcher(run, clock=FakeClock(1e12))
+    outline, complete = list(watcher.read_log())
+    assert watcher.state.n_events == 0 and watcher.condition == "waiting"  # read_log touched nothing
+    assert not outline.complete and complete.complete
+    # The outline: every NaN (the third step's, early in the log), every epoch and checkpoint, no plain step.
+    assert [n.step for n in outline.state.nans] == [n.step for n in polled.state.nans] == [50]
+    def rows(state: RunState) -> list[tuple]:  # (the step at an epoch's end: its event's, else the last step seen)
+        return [(r.epoch, r.val_loss, r.volume_dice, r.is_best, r.nan_seen) for r in state.rows]
+
+    assert rows(outline.state) == rows(polled.state) and outline.state.checkpoints == polled.state.checkpoints
+    assert outline.state.nan_steps == {50} and len(outline.state.samples) == 1
+    watcher.adopt(outline)
+    assert watcher.outline_only and watcher.state is outline.state
+    watcher.reading = True
+    assert "the steps and charts follow" in watcher.notice
+    watcher.adopt(complete)
+    assert not watcher.reading and watcher.notice is None
+    state = watcher.state
+    assert state.n_events == polled.state.n_events and state.loss_points() == polled.state.loss_points()
+    assert state.status == polled.state.status == "interrupted"
+    append(run / "events.jsonl", long_run_lines(nan_early=True)[-1])  # the run_end
+    assert watcher.poll() == 1 and state.status == "completed"
+
+
+def test_read_log_stops_between_batches_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr("liverctl.watch.watcher.READ_BATCH_LINES", 10)
+    run = tmp_path / "long"
+    run.mkdir()
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=False)))
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) > 3
+
+    reads = list(RunWatcher(run).read_log(stop))
+    assert [r.complete for r in reads] == [False] and len(asked) == 4
+
+
 # ---- charts: the series as data -------------------------------------------------------------------------
 
 
@@ -458,6 +526,21 @@ def test_plot_text_fills_the_size_asked_and_can_be_plain():
     assert "train (smoothed)" in lines[0] and "NaN: x skipped" in text and "R rollback" in text
     empty = render_text(dice_chart([RunState()], ChartSettings()), 60, 10, color=False).split("\n")
     assert len(empty) == 10 and "no validation yet" in "".join(empty) and "┌" not in "".join(empty)
+
+
+def test_a_run_with_one_step_shows_it_as_a_dot_on_an_axis_without_negative_steps():
+    """The first step event alone: a braille speck one pixel wide, on an x axis from step -1 to 1."""
+    s = EventScript("r")
+    s.start()
+    s.add("step", after=5, step=0, epoch=0, loss=0.63, lr=1e-4, samples_per_s=44.0)
+    state = fold(s.lines)
+    for spec in all_charts([state], ChartSettings()).values():
+        if not spec.has_data:
+            continue
+        plot = render_text(spec, 60, 12, color=False).splitlines()
+        assert any("●" in line for line in plot), (spec.title, plot)
+        axis = plot[-1].split()
+        assert axis == ["0", "1"], (spec.title, axis)
 
 
 def absurd_run() -> EventScript:
@@ -790,6 +873,68 @@ async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_sc
             assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
 
 
+def hold_complete_reads(monkeypatch) -> tuple[threading.Event, list[bool]]:
+    """Make every log a long one, and hold `read_log`'s complete read back until the event is set (or the app
+    asks it to stop: recorded in the list). What a 100k-step log does, in a few hundred events."""
+    from liverctl.watch import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "BACKGROUND_READ_BYTES", 1000)
+    release, stopped = threading.Event(), []
+    read_log = RunWatcher.read_log
+
+    def held(self, stop=lambda: False):
+        reads = read_log(self, stop)
+        yield next(reads)  # the outline
+        while not release.wait(0.01):
+            if stop():
+                stopped.append(True)
+                return
+        yield from reads
+
+    monkeypatch.setattr(RunWatcher, "read_log", held)
+    return release, stopped
+
+
+async def test_app_paints_a_long_log_flags_its_nan_and_takes_keys_before_it_is_read(tmp_path, monkeypatch):
+    release, _ = hold_complete_reads(monkeypatch)
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    lines = long_run_lines(nan_early=True)
+    (run / "events.jsonl").write_text("".join(lines))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(120, 40)) as pilot:  # was: the whole log read before the first paint
+        await settle(pilot, lambda: app.banner.display)  # the NaN in the third step, from the outline
+        assert app.watcher.reading and "the steps and charts follow" in header_plain(app)
+        assert row_keys(app.table) == [str(e) for e in range(1, 7)] and "COMPLETED" in header_plain(app)
+        assert "epoch 1/6, step 50" in str(app.banner.content)
+        await pilot.press("s", "d")  # keys are taken while the log is read
+        assert app.settings.smoothing == 0.8 and not app.banner.display
+        release.set()
+        await settle(pilot, lambda: not app.watcher.reading)
+        assert app.watcher.state.n_events == len(lines) and "reading" not in header_plain(app)
+        await pilot.pause()
+        assert not app.banner.display  # the dismissal holds for the complete read of the same log
+        assert app.charts["loss"].spec.named("train (smoothed)").xs[-1] == 1475 and "0.8" in app.charts["loss"].spec.title
+        append(run / "events.jsonl", event_line("note", 999, 2e9, run="long", message="polled on"))
+        await settle(pilot, lambda: "polled on" in str(app.info.content))
+
+
+async def test_app_quits_at_once_while_a_long_log_is_read(tmp_path, monkeypatch):
+    _, stopped = hold_complete_reads(monkeypatch)
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(long_run_lines(nan_early=False)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.watcher.outline_only)
+        await pilot.press("q")
+    for _ in range(100):  # the worker thread sees the app's cancel within one wait
+        if stopped:
+            break
+        await asyncio.sleep(0.02)
+    assert stopped == [True]
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
 async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
     a, b = two_runs(tmp_path / "runs")
@@ -819,6 +964,22 @@ async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, s
             await pilot.pause()
             assert app.view == "rates" and app.charts["lr"].size.width > 0 and app.charts["lr"].size.height > 0
             assert app.charts["throughput"].size.width > 0
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_header_breaks_its_lines_between_values(tmp_path, size):
+    """80 columns: `GPU 9.2 /` ended one line and `peak 11.8 GB` began the next, `44.5` and `samples/s` too."""
+    run = tmp_path / "runs" / "v5-focal-f0"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("v5-focal-f0", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e9 + 9000))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, lambda: "NAN_ABORT" in header_plain(app))
+        lines = header_plain(app).splitlines()
+        assert all(len(line) <= app.header.size.width for line in lines), lines  # nothing left to wrap
+        for value in ("GPU 9.2 / peak 11.8 GB", "44.5 samples/s", "best volume Dice 0.9262 (epoch 5, 29m32s ago)",
+                      "epochs done 5/15"):
+            assert any(value in line for line in lines), (value, lines)
 
 
 async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
@@ -888,6 +1049,48 @@ def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
     assert "FAILED" in result.output and "worker died" in result.output
+
+
+def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
+    """`watch ARGS` printed to a terminal `width` columns wide: (exit code, the lines it shows)."""
+    import io
+
+    from rich.console import Console
+
+    import liverctl.commands.watch as watch_command
+
+    screen = io.StringIO()
+    monkeypatch.setattr(watch_command, "console", Console(file=screen, width=width, force_terminal=True,
+                                                          color_system=None, emoji=False, soft_wrap=True))
+    result = CliRunner().invoke(cli_app, ["watch", *args])
+    return result.exit_code, screen.getvalue().splitlines()
+
+
+def test_once_at_40_columns_breaks_lines_between_values_and_lists_each_epoch(tmp_path, monkeypatch):
+    """COLUMNS=40: rich squeezed the epochs table to `0… │ 0…` (every value gone) and the header lines ran on
+    for the terminal to cut anywhere; now every line fits and no value is cut."""
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    code, lines = once_on_a_terminal(monkeypatch, 40, str(run), "--once")
+    assert code == 1 and max(map(len, lines)) <= 40, "\n".join(lines)
+    shown = "\n".join(lines)
+    assert "…" not in shown.replace("val loss …", "").replace("Dice …", "")  # only the unfinished epoch's
+    for words in ("diverged   NAN_ABORT", "device cuda:0", "epochs done 5/6", "44.5 samples/s", "NaN DETECTED",
+                  "rollbacks 2", "train loss 0.2188  val loss 0.2407", "vol Dice 0.9262", "best ★",
+                  "train loss NaN ×8", "best.pt epoch 5"):
+        assert any(words in line for line in lines), words  # each on one line, whole
+    assert lines.index("5") < lines.index("6 stopped")  # one block per epoch
+
+
+def test_once_at_120_columns_keeps_the_table_and_the_lines_that_fit(tmp_path, monkeypatch):
+    run = write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    code, lines = once_on_a_terminal(monkeypatch, 120, str(run), "--once")
+    assert code == 1 and max(map(len, lines)) <= 120, "\n".join(lines)
+    assert lines[0].startswith("diverged   NAN_ABORT   preset v5-focal  device cuda:0  amp fp16  GPU 9.2")
+    assert lines[1].startswith("━━") and "83%  epochs done 5/6  ETA —  elapsed" in lines[1]
+    header = next(line for line in lines if "train loss" in line)
+    assert header.split() == "epoch ┃ train loss ┃ val loss ┃ vol Dice ┃ slice Dice ┃ glob Dice ┃ sec ┃ best".split()
+    rows = [[cell.strip() for cell in line.split("│")] for line in lines if line.count("│") == 7]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5", "6 stopped"] and rows[4][3] == "0.9262"
 
 
 def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):

@@ -1,0 +1,60 @@
+"""Printing for a terminal of any width: a table whole when it fits, else one block of `header value` pairs per
+row; lines of items broken between items, never inside one. Used by `liverctl runs` and `watch --once`/`--plot`.
+
+Into a pipe or a file (a log, a notebook cell) nothing is broken or squeezed: rich would assume 80 columns
+there, so tables print at their natural width and lines are left to whatever shows them.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def print_table(console: Console, table: Table, title: str, headers: list[str], rows: list[list[Text]]) -> None:
+    """`table` whole (into a pipe or file at its natural width), or on a terminal too narrow for it, where
+    rich would squeeze columns to nothing, as records: each row's first cell, then its other cells as
+    `header value` pairs (empty cells left out), packed into lines of the terminal's width."""
+    width = console.measure(table, options=console.options.update_width(1000)).maximum
+    if width <= console.width:
+        console.print(table)
+        return
+    if not console.is_terminal:
+        Console(width=width, color_system=None, emoji=False).print(table)
+        return
+    console.print(Text(title, style="italic"), highlight=False)
+    for first, *rest in rows:
+        name = first.copy()
+        name.stylize("bold")
+        console.print(name, highlight=False)
+        pairs = [Text.assemble((f"{header} ", "dim"), cell) for header, cell in zip(headers[1:], rest, strict=True)
+                 if cell.plain.strip()]
+        for line in pack(pairs, console.width, indent="  "):
+            console.print(line, highlight=False, soft_wrap=False)  # rich folds a pair wider than the terminal
+
+
+def pack(items: list[Text], width: int, *, indent: str = "", gap: str = "  ") -> list[Text]:
+    """`items` as lines of at most `width` cells, `gap` between items on a line, each line starting with
+    `indent`; an item is never split (one wider than a line has a line of its own)."""
+    lines: list[Text] = []
+    line = Text(indent)
+    for item in items:
+        if line.cell_len > len(indent) and line.cell_len + len(gap) + item.cell_len > width:
+            lines.append(line)
+            line = Text(indent)
+        line.append_text(Text.assemble(gap if line.cell_len > len(indent) else "", item))
+    if line.cell_len > len(indent) or not lines:
+        lines.append(line)
+    return lines
+
+
+def print_lines(console: Console, lines: list[list[Text]], *, gap: str = "  ") -> None:
+    """Lines of items: each line as it is where it fits (or into a pipe), else broken between its items."""
+    for items in lines:
+        joined = Text(gap).join(items)
+        if not console.is_terminal or joined.cell_len <= console.width:
+            console.print(joined, highlight=False, soft_wrap=True)
+            continue
+        for line in pack(items, console.width, gap=gap):
+            console.print(line, highlight=False, soft_wrap=False)  # rich folds an item wider than the terminal
