@@ -19,7 +19,7 @@ import numpy as np
 
 from liverctl.data.sources import case_id_from_name
 from liverctl.errors import LiverctlError
-from liverctl.files import file_sha256, natural_key, write_atomic
+from liverctl.files import natural_key, write_atomic
 from liverctl.infer.submission import read_submission
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
 
@@ -134,7 +134,7 @@ def evaluate_submission(
         slice_dice=summary["slice_dice"],
         global_dice=summary["global_dice"],
         cases=scores,
-        sha256=file_sha256(submission),
+        sha256=parsed.sha256,  # of the bytes scored, not a second read that could see another file
     )
 
 

@@ -2,9 +2,10 @@
 
 For each case, every slice is read from the store once; for each model, 2.5D stacks are cut from it as
 `store.read_stack` cuts them in training (the run's context, clamped at the ends), normalised
-(`liverctl.data.dataset.normalize`) and resized (`liverctl.data.dataset.resize_stack`) as in training, predicted (with TTA, each flip undone exactly before averaging), and
-the probabilities resized back to the slice's own (X, Y). Probabilities are averaged over TTA views,
-then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
+(`liverctl.data.dataset.normalize`, each slice once per batch) and resized
+(`liverctl.data.dataset.resize_stack`, each stack) as in training, predicted (with TTA, each flip undone
+exactly before averaging), and the probabilities resized back to the slice's own (X, Y). Probabilities are
+averaged over TTA views, then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
 
 The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logits (N, 1, H, W)`.
 """
@@ -196,12 +197,24 @@ def _resize(stack: np.ndarray, size: int) -> np.ndarray:
 
 
 def read_case_volume(store, case_id: str) -> np.ndarray:
-    """Every slice of a case's image, read once. Shape: -> float16 (X, Y, Z), HU as stored."""
+    """Every slice of a case's image, read once. Shape: -> float16 (X, Y, Z), HU as stored.
+
+    Each slice is contiguous in memory (the array is a view of (Z, X, Y)), so that writing a slice here and
+    cutting 2.5D stacks from it (`stack_at`, `predict_case_probabilities`) copy whole slices: in an (X, Y, Z)
+    C-order volume a slice is a gather with a stride of Z values (a batch of 16 stacks 512 x 512 x 3: 100-140
+    ms from there, 40-70 ms from here; this read 2.3-2.8x faster; 2 loaded cores).
+    """
     x_size, y_size, depth = (int(s) for s in store.meta(case_id)["shape"])
-    volume = np.empty((x_size, y_size, depth), dtype=np.float16)
+    slices = np.empty((depth, x_size, y_size), dtype=np.float16)
     for z in range(depth):
-        volume[..., z] = store.read_slice(case_id, z)
-    return volume
+        slices[z] = store.read_slice(case_id, z)
+    return np.moveaxis(slices, 0, -1)
+
+
+def stack_indices(zs: np.ndarray, context: int, depth: int) -> np.ndarray:
+    """The slices of the 2.5D stack at each z: z-context .. z+context, clamped at the ends, as
+    `LiverStore.read_stack` and the store's index cut them. Shape: zs (B,) -> (B, 2 * context + 1)."""
+    return np.clip(np.asarray(zs)[:, None] + np.arange(-context, context + 1), 0, depth - 1)
 
 
 def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
@@ -209,9 +222,8 @@ def stack_at(volume: np.ndarray, z: int, context: int) -> np.ndarray:
 
     Shape: volume (X, Y, Z) -> float32 (2 * context + 1, X, Y).
     """
-    depth = volume.shape[2]
-    zs = np.clip(np.arange(z - context, z + context + 1), 0, depth - 1)
-    return np.ascontiguousarray(np.moveaxis(volume[..., zs], -1, 0), dtype=np.float32)
+    zs = stack_indices(np.array([z]), context, volume.shape[2])[0]
+    return np.ascontiguousarray(np.moveaxis(volume, -1, 0)[zs], dtype=np.float32)
 
 
 def cpu_batching(batch_size: int, device: Any) -> tuple[int, bool]:
@@ -262,8 +274,17 @@ def predict_case_probabilities(
     layout = torch.channels_last if nhwc else torch.preserve_format
 
     def prepare(z0: int) -> np.ndarray:
-        zs = range(z0, min(z0 + batch_size, depth))
-        return np.stack([_resize(_normalize(stack_at(volume, z, run.context), run.cfg, stats), size) for z in zs])
+        """The batch's stacks (B, C, S, S): every slice they hold normalised once (not once per stack that
+        holds it, 2 * context + 1 times: 16 stacks of 512 x 512 x 3 took 2.4-2.9x as long), then each stack
+        resized as validation resizes it (all the batch's slices in one cv2 call would be faster, but cv2's last
+        bit depends on the channel count, and predictions would drift from validation's at the threshold)."""
+        zs = np.arange(z0, min(z0 + batch_size, depth))
+        first, last = max(z0 - run.context, 0), min(int(zs[-1]) + run.context + 1, depth)
+        planes = _normalize(np.moveaxis(volume, -1, 0)[first:last], run.cfg, stats)
+        stacks = planes[stack_indices(zs, run.context, depth) - first]
+        if stacks.shape[-2:] == (size, size):
+            return stacks
+        return np.stack([_resize(stack, size) for stack in stacks])
 
     out = np.empty((x_size, y_size, depth), dtype=np.float32)
     starts = list(range(0, depth, batch_size))

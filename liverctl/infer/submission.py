@@ -5,8 +5,8 @@ One row per test slice: id `<case id>_<z>` and the run-length encoding (`liverct
 header, row order and empty-mask token are used instead, and its ids must be exactly the test slices.
 
 The writer checks itself: each case's strings are decoded again and compared with its mask, and the
-finished temporary file is read back, validated and compared row by row with those checked strings
-before it is renamed into place. A failed or
+finished temporary file is read back (once: its sha256 is taken from the same bytes), validated and
+compared row by row with those checked strings before it is renamed into place. A failed or
 interrupted write leaves no CSV that looks complete.
 
 The reader collects every problem (bad header, unknown / duplicate / missing ids, malformed RLE,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import hashlib
 import io
 import os
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.errors import LiverctlError
-from liverctl.files import atomic_open, file_sha256
+from liverctl.files import atomic_open
 from liverctl.infer import rle
 
 DEFAULT_HEADER = ("id", "rle")
@@ -228,24 +229,27 @@ class SubmissionWriter:
             writer.writerow(header)
             writer.writerows((i, self._rows[i]) for i in ids)
             fh.flush()
-            self._self_check(Path(fh.name), header)
+            sha256 = self._self_check(Path(fh.name), header)
         return SubmissionSummary(
             path=self.path,
             rows=len(ids),
             cases=len(self._shapes),
             empty_rows=sum(1 for i in ids if self._rows[i] == self.empty),
-            sha256=file_sha256(self.path),
+            sha256=sha256,
         )
 
-    def _self_check(self, written: Path, header: tuple[str, str]) -> None:
-        """Part 2: the file as written parses as a valid submission and holds exactly the checked strings."""
-        read_submission(written, self._shapes, header=header)
-        for _, row in read_csv_rows(written, "submission")[1:]:
+    def _self_check(self, written: Path, header: tuple[str, str]) -> str:
+        """Part 2: the file as written parses as a valid submission and holds exactly the checked strings.
+        One read of it for both checks and its sha256 (the renamed file's: the same bytes)."""
+        csv_file = read_csv_file(written, "submission")
+        parse_submission(written, csv_file, self._shapes, header=header)
+        for _, row in csv_file.rows[1:]:
             if self._rows.get(row[0]) != row[1]:
                 raise LiverctlError(
                     f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
                     path=self.path,
                 )
+        return csv_file.sha256
 
 
 def write_submission(
@@ -273,6 +277,7 @@ class Submission:
     header: tuple[str, str]
     runs: dict[str, np.ndarray]
     shapes: dict[str, tuple[int, int, int]]
+    sha256: str  # of the bytes parsed: `evaluate` names the file it scored by it
 
     def volume(self, case_id: str) -> np.ndarray:
         """Decode all slices of one case. Shape: -> bool (X, Y, Z)."""
@@ -295,8 +300,19 @@ def read_submission(
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("submission not found", path=path)
+    return parse_submission(path, read_csv_file(path, "submission"), shapes, header=header)
+
+
+def parse_submission(
+    path: Path,
+    csv_file: CsvFile,
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    header: tuple[str, str] | None = DEFAULT_HEADER,
+) -> Submission:
+    """`read_submission` of a CSV already read (`read_csv_file`) from `path`."""
     shapes = {c: tuple(int(v) for v in s) for c, s in shapes.items()}
-    rows = read_csv_rows(path, "submission")
+    rows = csv_file.rows
     if not rows:
         raise MalformedSubmission(path, [Problem(None, "the file is empty")])
     found_header = tuple(rows[0][1])
@@ -307,7 +323,8 @@ def read_submission(
     problems += _missing_slices(shapes, first_line)
     if problems:
         raise MalformedSubmission(path, problems)
-    return Submission(path=path, header=found_header, runs=runs, shapes=shapes)  # type: ignore[arg-type]
+    return Submission(path=path, header=found_header, runs=runs, shapes=shapes,  # type: ignore[arg-type]
+                      sha256=csv_file.sha256)
 
 
 def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, looks_like_data: bool) -> list[Problem]:
@@ -379,8 +396,23 @@ def submission_case_ids(path: str | os.PathLike) -> list[str]:
     return list(seen)
 
 
+@dataclass(frozen=True)
+class CsvFile:
+    """A CSV as read once (`read_csv_file`): its rows and the sha256 of the bytes they come from."""
+
+    rows: list[tuple[int, list[str]]]  # (1-based line, row)
+    sha256: str
+
+
 def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[str]]]:
-    """(1-based line, row) of every row of a CSV from someone else, or one `LiverctlError` line.
+    """(1-based line, row) of every row of a CSV from someone else, or one `LiverctlError` line
+    (`read_csv_file`)."""
+    return read_csv_file(path, what).rows
+
+
+def read_csv_file(path: str | os.PathLike, what: str) -> CsvFile:
+    """Every row of a CSV from someone else with the sha256 of its bytes, from one read of the file, or
+    one `LiverctlError` line.
 
     The file must be UTF-8 text (a byte-order mark is allowed); anything else (another encoding,
     binary garbage, a row the csv module cannot parse) is refused naming the file and where. A field
@@ -388,7 +420,10 @@ def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[st
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        raw = path.read_bytes()
+        sha256 = hashlib.sha256(raw).hexdigest()
+        text = raw.decode("utf-8-sig")
+        del raw  # not held beside the text and the rows of a large file
     except UnicodeDecodeError as exc:
         raise LiverctlError(
             f"{what} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); save it as UTF-8 CSV",
@@ -408,4 +443,4 @@ def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[st
         raise LiverctlError(f"line {reader.line_num}: not a valid CSV row ({exc})", path=path) from None
     finally:
         csv.field_size_limit(limit)
-    return rows
+    return CsvFile(rows=rows, sha256=sha256)

@@ -150,7 +150,8 @@ def albumentations_with(params: dict, size: int):
 def test_flip_rotate_is_albumentations_geometry_with_the_device_paths_draws(stack_size, size):
     """The cpu path of flip_rotate (`FlipRotate`: one warp a plane into the batch) gives what albumentations'
     Resize, flips and Rotate give for the same draws, and those draws are the device path's, so a seed gives
-    the same sample on both paths."""
+    the same sample on both paths, also where the slice is resized (the device path once sampled a grown
+    slice through one composed grid: its outer pixels blended with the zeros beyond the edge, 0.29 off)."""
     cfg = cfg_with("flip_rotate", size)
     aug = augment_cpu.build_augmentation(cfg, train=True)
     assert isinstance(aug, augment_cpu.FlipRotate)
@@ -171,13 +172,48 @@ def test_flip_rotate_is_albumentations_geometry_with_the_device_paths_draws(stac
         want = np.stack([expected["image"], expected["image1"], expected["image2"]])
         np.testing.assert_allclose(image.numpy(), want, atol=1e-5, rtol=0, err_msg=str((seed, params)))
         assert np.array_equal(out_mask.numpy(), expected["mask"]), (seed, params)
-        if stack_size == size:  # the device path, same seed: the same sample
-            batch = device_batch([mask], [seed])
-            batch["image"] = torch.from_numpy(stack[None])
-            on_device = ad.finish_batch(batch, cfg, "cpu", augment=True)
-            assert torch.allclose(on_device[0][0], image, atol=1e-4), (seed, params)
-            assert (on_device[1][0, 0] != out_mask.float()).float().mean() < 0.002, (seed, params)
+        batch = device_batch([mask], [seed])  # the device path, same seed: the same sample, grown or shrunk too
+        batch["image"] = torch.from_numpy(stack[None])
+        on_device = ad.finish_batch(batch, cfg, "cpu", augment=True)
+        assert torch.allclose(on_device[0][0], image, atol=1e-4), (seed, params)
+        assert (on_device[1][0, 0] != out_mask.float()).float().mean() < 0.002, (seed, params)
     assert min(fired.values()) >= 3, fired  # every branch (flips only, rotation, nothing) was taken
+
+
+@pytest.mark.parametrize(("stack_size", "size"), [(64, 96), (96, 64), (64, 64)])
+def test_a_resized_slice_keeps_its_edge_and_only_what_rotation_uncovers_is_air_on_both_paths(stack_size, size):
+    """A slice bright to its edge: resizing clamps at the slice's border (cv2 replicates it), so no pixel of a
+    grown slice darkens; only what a rotation uncovers gets the fill, 0, which is what air normalises to (the
+    window's bottom and below), on both paths. In a batch of mixed sizes the grown slice reads none of the
+    padding either."""
+    cfg = cfg_with("flip_rotate", size)
+    norm = (-100.0, 200.0)
+    air = float(ds.normalize(np.full((1, 1, 1), -1000.0), cfg, {})[0, 0, 0])
+    assert air == 0.0
+    bright = np.full((3, stack_size, stack_size), 150.0, np.float16)  # 250 / 300 of the window
+    level = (150.0 - norm[0]) / (norm[1] - norm[0])
+    label = np.ones((stack_size, stack_size), np.uint8)
+    aug = augment_cpu.build_augmentation(cfg, train=True)
+    still = next(s for s in range(100) if not ad.sample_params(s, cfg)["angle"])
+    turned = next(s for s in range(100) if abs(ad.sample_params(s, cfg)["angle"]) > 10)
+    padded = np.zeros((3, stack_size + 8, stack_size + 8), np.float16)  # the batch's other slice is larger
+    padded[:, :stack_size, :stack_size] = bright
+    for seed in (still, turned):
+        cpu_image, cpu_mask = augment_cpu.augment_sample(bright, label, norm, aug, seed)
+        batch = device_batch([np.pad(label, ((0, 8), (0, 8))), np.ones((stack_size + 8,) * 2, np.uint8)], [seed, 0])
+        batch["image"] = torch.from_numpy(np.stack([padded, padded]))
+        batch["size"] = torch.tensor([[stack_size, stack_size], [stack_size + 8, stack_size + 8]], dtype=torch.int32)
+        device_image, device_mask = ad.finish_batch(batch, cfg, "cpu", augment=True)
+        for image, mask in ((cpu_image, cpu_mask[None].float()), (device_image[0], device_mask[0])):
+            if seed == still:
+                assert torch.allclose(image, torch.full_like(image, level), atol=1e-5), (seed, float(image.min()))
+                assert bool(torch.all(mask == 1)), seed
+            else:
+                corners = image[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+                assert bool(torch.all(corners == air)) and abs(float(image[:, size // 2, size // 2].mean()) - level) < 1e-5
+                assert bool(torch.all(mask[:, [0, 0, -1, -1], [0, -1, 0, -1]] == 0))
+        assert torch.allclose(device_image[0], cpu_image, atol=1e-4), seed
+        assert (device_mask[0, 0] != cpu_mask.float()).float().mean() < 0.002, seed
 
 
 def centroid(plane: np.ndarray) -> np.ndarray:
@@ -203,7 +239,7 @@ def test_a_resized_mask_stays_on_its_image_on_both_paths(augment, shape, size):
         on_image = image[1].numpy() > 0.5
         assert np.abs(centroid(out_mask.numpy()) - centroid(on_image)).max() < 0.1, seed
         on_device = ad.finish_batch(device_batch([mask], [seed]), cfg, "cpu", augment=augment != "none")[1][0, 0]
-        assert (on_device.numpy() != out_mask.numpy()).mean() < 0.01, seed
+        assert np.array_equal(on_device.numpy(), out_mask.numpy()), seed  # ties too: cv2's own index
 
 
 def test_flip_rotate_outside_training_only_resizes():

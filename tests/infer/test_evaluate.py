@@ -4,6 +4,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from file_reads import count_reads
 
 from liverctl.errors import LiverctlError
 from liverctl.infer.evaluate import evaluate_submission, find_label_files, scores_path, write_scores
@@ -70,6 +71,26 @@ def test_scores_json_beside_submission(scored_pair):
     assert data["volume_dice"] == pytest.approx(0.75)
     assert [c["case"] for c in data["cases"]] == ["a", "b"]
     assert data["sha256"] == hashlib.sha256(sub.read_bytes()).hexdigest()  # `runs` matches scores to submissions by it
+
+
+def test_the_csv_is_read_once_and_the_sha256_is_of_the_bytes_scored(scored_pair, monkeypatch):
+    """`evaluate` parsed the CSV, then read it again for its sha256: twice the reading, and a file replaced
+    meanwhile (a `submit` writing the same path) got the new file's sha256 beside the old file's scores."""
+    from liverctl.infer import evaluate
+
+    sub, labels = scored_pair
+    scored = sub.read_bytes()
+    real_load = evaluate.load_liver_mask
+
+    def replaced_while_scoring(path, liver_labels=None):
+        sub.write_bytes(scored.replace(b"1 0", b"1 1"))  # a valid, different submission
+        return real_load(path, liver_labels)
+
+    monkeypatch.setattr(evaluate, "load_liver_mask", replaced_while_scoring)
+    reads = count_reads(monkeypatch, sub.name)
+    ev = evaluate_submission(sub, labels)
+    assert len(reads) == 1, reads
+    assert ev.sha256 == hashlib.sha256(scored).hexdigest() != hashlib.sha256(sub.read_bytes()).hexdigest()
 
 
 def test_malformed_submission_lists_problems(scored_pair):

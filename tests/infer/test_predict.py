@@ -120,7 +120,7 @@ class FakeStore:
 
 @pytest.fixture
 def passthrough_normalize(monkeypatch):
-    monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: stack)
+    monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: np.asarray(stack, dtype=np.float32))
 
 
 def _run(input_size, context=1, model=identity_model):
@@ -139,6 +139,33 @@ def test_case_probabilities_keep_slice_order_and_own_size(passthrough_normalize,
     assert probs.shape == (10, 6, 7) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, 1 / (1 + np.exp(-vol)), atol=1e-5)
     assert seen == ([3, 3, 1] if batching[1] else [1] * 7)
+
+
+def test_a_batch_normalises_each_of_its_slices_once_and_cuts_the_stacks_as_one_by_one(monkeypatch):
+    """Neighbouring stacks share slices: a batch normalises each slice it holds once (14 planes for 10 slices
+    in batches of 4 at context 1), not once per stack holding it (30), and predicts what stacks cut, normalised
+    and resized one at a time predict, to the bit."""
+    cfg = {"data": {"context": 1, "input_size": 8, "normalize": "window", "window": [-100.0, 200.0]}}
+    run = RunModel(run_dir=Path("runs/x"), model=RampModel(), cfg=cfg)
+    volume = np.random.default_rng(0).uniform(-300, 400, (12, 10, 10)).astype(np.float16)
+    planes, real = [], predict._normalize
+
+    def counting(stack, cfg, stats):
+        planes.append(len(stack))
+        return real(stack, cfg, stats)
+
+    monkeypatch.setattr(predict, "_normalize", counting)
+    one_by_one = predict_case_probabilities(run, volume, {})  # the cpu path: a batch of one stack
+    monkeypatch.setattr(predict, "cpu_batching", lambda batch_size, device: (batch_size, False))
+    planes.clear()
+    batched = predict_case_probabilities(run, volume, {}, batch_size=4)
+    assert sum(planes) == 5 + 6 + 3
+    np.testing.assert_array_equal(batched, one_by_one)
+    for z in (0, 4, 9):  # and one stack as validation cuts it
+        stack = predict._resize(real(predict.stack_at(volume, z, 1), cfg, {}), 8)
+        expected = predict.probabilities_at(
+            tta_probabilities(run.model, torch.from_numpy(stack[None])), (12, 10))[0, 0].numpy()
+        np.testing.assert_array_equal(batched[..., z], expected)
 
 
 def test_cpu_predicts_one_slice_per_pass_without_a_prefetch_thread_and_cuda_batches():
@@ -181,6 +208,7 @@ def test_stack_at_matches_store_read_stack(tiny_store):
     store = LiverStore.open(tiny_store)
     case = store.case_ids("test")[0]
     volume = read_case_volume(store, case)
+    assert np.moveaxis(volume, -1, 0).flags.c_contiguous  # each slice one block: stacks copy whole slices
     depth = volume.shape[2]
     for z in (0, 1, depth // 2, depth - 1):
         for context in (0, 1, 2):

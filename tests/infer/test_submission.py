@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from file_reads import count_reads
 
 from liverctl.errors import LiverctlError
 from liverctl.infer import rle
@@ -131,6 +132,17 @@ def test_self_check_catches_a_file_that_reads_back_differently(tmp_path, monkeyp
     with pytest.raises(LiverctlError, match="reads back differently"):
         write_submission(tmp_path / "sub.csv", masks.items())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_self_check_reads_the_csv_once_and_its_sha256_is_of_those_bytes(tmp_path, monkeypatch):
+    """The self-check parsed the written file, read it again to compare the strings, and `close` read the
+    renamed file a third time for its sha256 (3.6 s of 50 on a 200 MB CSV): now one read does all three."""
+    import hashlib
+
+    reads = count_reads(monkeypatch, "sub.csv")
+    summary = write_submission(tmp_path / "sub.csv", _masks().items())
+    assert len(reads) == 1, reads
+    assert summary.sha256 == hashlib.sha256((tmp_path / "sub.csv").read_bytes()).hexdigest()
 
 
 def test_malformed_rows_are_all_reported_with_lines(tmp_path):
