@@ -384,18 +384,6 @@ def _missing_slices(shapes: Mapping[str, tuple[int, int, int]], seen: Mapping[st
     return problems
 
 
-def submission_case_ids(path: str | os.PathLike) -> list[str]:
-    """Case ids named by a submission's rows (header skipped), in first-seen order."""
-    seen: dict[str, None] = {}
-    for line, row in read_csv_rows(path, "submission"):
-        if line == 1 or not row:
-            continue
-        parsed = split_slice_id(row[0])
-        if parsed is not None:
-            seen.setdefault(parsed[0], None)
-    return list(seen)
-
-
 @dataclass(frozen=True)
 class CsvFile:
     """A CSV as read once (`read_csv_file`): its rows and the sha256 of the bytes they come from."""
