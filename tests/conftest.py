@@ -7,6 +7,7 @@
   training cases `dcmqi-3slice`, `totalseg-dicom20`, `totalseg-example`; all have liver = label 1
   (dcmqi's label 2 is spine, so ingest them with `liver_labels=[1]`). Skips if the data is missing.
 - `real_store`: `real_dataset` ingested with `liver_labels=[1]`.
+- `loader_forkserver` (autouse): the session's forkserver, started first with DataLoader workers' imports.
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ REAL_CASES = {
     "totalseg-dicom20": ("ct.nii.gz", "liver.nii.gz", [1]),
     "totalseg-example": ("ct.nii.gz", "liver.nii.gz", [1]),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loader_forkserver():
+    """This session's forkserver, started before any test with what DataLoader workers import preloaded.
+
+    A process has one forkserver and its first pool picks what it preloads (`liverctl.workers.mp_context`).
+    When an ingest or synth pool came first (tests/bench does, and it runs first), every DataLoader worker
+    of the session after it imported torch and albumentations itself: 17-22 s to a loader's first batch on
+    the loaded 2-core machine instead of about 1 s. Pools of any kind still start from it as they would."""
+    import multiprocessing.forkserver
+
+    from liverctl.data.case_pool import _PRELOAD as CASE_PRELOAD
+    from liverctl.data.loaders import WORKER_PRELOAD
+    from liverctl.workers import mp_context, start_method
+
+    if start_method() == "forkserver":
+        mp_context((*WORKER_PRELOAD, *CASE_PRELOAD))
+        multiprocessing.forkserver.ensure_running()
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,22 @@ from liverctl.train import distributed
 
 
 def versions() -> dict[str, str]:
+    """Python's version and the libraries' a run records (run_start, checkpoints): a library already imported
+    gives its own `__version__`, any other its installed metadata. Importing them to ask cost every trainer
+    process (each torchrun rank) about a second for albumentations alone, which only the CPU path's workers use."""
     import platform
+    import sys
+    from importlib import metadata
 
     out = {"python": platform.python_version()}
     for name in ("liverctl", "torch", "segmentation_models_pytorch", "timm", "albumentations", "zarr", "numpy"):
-        try:
-            module = __import__(name)
-            out[name] = str(getattr(module, "__version__", "?"))
-        except ImportError:
-            pass
+        version = getattr(sys.modules.get(name), "__version__", None)
+        if version is None:
+            try:
+                version = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        out[name] = str(version)
     return out
 
 

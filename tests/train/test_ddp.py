@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import SMALL_NET
 
 from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
@@ -56,7 +57,7 @@ def _torchrun_train(nproc: int, store, runs_dir, *sets: str, epochs: int = 1, sc
            str(nproc), *target, "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
            str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", str(epochs), "-q"]
     for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
-              "model.decoder_channels=[32, 16, 16, 8, 8]", "train.log_every=1", *sets]:
+              *SMALL_NET, "train.log_every=1", *sets]:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=runs_dir)
     assert proc.returncode == returncode, proc.stdout[-2000:] + proc.stderr[-4000:]

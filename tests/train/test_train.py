@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 from full_disk import fill_disk
-from train_fixtures import SMALL_MODEL, finite_weights, tiny_cfg
+from train_fixtures import SMALL_MODEL, SMALL_NET, finite_weights, tiny_cfg
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -555,7 +555,7 @@ def test_a_run_whose_checkpoints_cannot_fit_is_refused_before_its_first_step(tin
     from liverctl.train.models import build_model
     from liverctl.train.session import build_optimizer
 
-    sets = ["data.input_size=64", "data.num_workers=0", "train.steps_per_epoch=1", "train.batch_size=2"]
+    sets = ["data.input_size=64", "data.num_workers=0", "train.steps_per_epoch=1", "train.batch_size=2", *SMALL_NET]
     cfg = resolve_config("demo", sets, {"data.store": str(tiny_store)})
     model = build_model(cfg, pretrained=False)
     each = checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
@@ -644,7 +644,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tiny_store, tmp_pa
 
     args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "twin", "--store", str(tiny_store),
             "-q", "--device", "cpu", "--epochs", "1", "--set", "data.input_size=64", "--set", "train.steps_per_epoch=1",
-            "--set", "train.batch_size=2"]
+            "--set", "train.batch_size=2", *(arg for item in SMALL_NET for arg in ("--set", item))]
     holder = _hold_lock(tmp_path / "twin")
     try:
         result = runner.invoke(app, args)
