@@ -147,16 +147,19 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
     for case, change in other_grid.items():
         path = seg / f"segmentation-{case}.nii.gz"
         save_nifti(path, np.asarray(nib.load(path).dataobj), change(nib.load(vol / f"volume-{case}.nii.gz").affine))
+    zero_row = [0.0] * 4  # a singular sform (no orientation): the case failed in a TypeError
+    with_header_fields(seg / "segmentation-5.nii.gz", sform_code=1, srow_x=zero_row, srow_y=zero_row, srow_z=zero_row)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok and len(summary.ingested) == 8
     notes = dict(line.split(": the label's affine ", 1) for line in summary.notes)
-    assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "1234"]
+    assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "12345"]
     assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
         "orients the axes RAS where the volume's are LPS (volume-1.nii.gz); its voxels were paired with the "
         "volume's as stored, index for index"
     )
     assert notes[str(seg / "segmentation-2.nii.gz")].startswith("orients the axes RPS where the volume's are LPS")
     assert notes[str(seg / "segmentation-3.nii.gz")].startswith("is shifted by 2 mm from the volume's")
+    assert notes[str(seg / "segmentation-5.nii.gz")].startswith("is singular (an axis has no direction)")
     spacing = nib.load(vol / "volume-4.nii.gz").header.get_zooms()
     assert notes[str(seg / "segmentation-4.nii.gz")].startswith(
         f"has voxels of {spacing[0]:.3g} x {spacing[1]:.3g} x {2 * spacing[2]:.3g} mm where the volume's are "
