@@ -150,8 +150,8 @@ def ingest_sources(
     summary.failures.extend(plan.problems)
     summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
 
-    open_or_create_store(store_path)
     with exclusive_work_dir(store_path) as work:
+        open_or_create_store(store_path)  # inside the lock: a second ingest starting at once saw a half-made store
         run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None))
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source

@@ -631,6 +631,26 @@ def test_a_second_ingest_into_the_same_store_is_refused(tiny_dataset, tmp_path):
     assert LiverStore.open(store).case_ids() == [str(i) for i in range(8)]
 
 
+def test_two_ingests_starting_at_once_into_a_new_store_one_is_told_to_wait(tiny_dataset, tmp_path):
+    """The first of two ingests started together had made the store's folder but not yet its zarr.json (the
+    atomic write's temp file beside it): the second took that for someone else's folder, 'exists and is not a
+    liverctl store; choose another --store'. The store is checked inside the lock; a refused or failed run
+    leaves no lock folder beside the store."""
+    from liverctl.data.store_writer import exclusive_work_dir
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / ".zarr.json.tmp").write_text("{")  # the first ingest, mid-way through creating the store
+    with exclusive_work_dir(store):  # ... holding the lock
+        with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
+            ingest_folder(tiny_dataset, store=store, workers=1)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "file.txt").write_text("mine")
+    with pytest.raises(LiverctlError, match="not a liverctl store"):
+        ingest_folder(tiny_dataset, store=tmp_path / "mine", workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "s.zarr"]
+
+
 def test_bad_liver_labels_option(tiny_dataset, tmp_path):
     result = run_cli(
         "ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--liver-labels", "liver"
