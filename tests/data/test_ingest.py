@@ -651,6 +651,22 @@ def test_two_ingests_starting_at_once_into_a_new_store_one_is_told_to_wait(tiny_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "s.zarr"]
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--folds", "129", "--folds must be from 1 to 128, not 129"),  # fold 168 was stored as -88 in the index
+        ("--folds", "99999999999999999999", "--folds must be from 1 to 128"),  # OverflowError traceback
+        ("--fold-seed", "-5", "--fold-seed must be 0 or more, not -5"),  # numpy's ValueError traceback
+    ],
+)
+def test_folds_the_index_cannot_hold_and_a_negative_fold_seed_are_one_line(tiny_dataset, tmp_path, option, value,
+                                                                            message):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1", option, value)
+    lines = error_lines(result)
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_bad_liver_labels_option(tiny_dataset, tmp_path):
     result = run_cli(
         "ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--liver-labels", "liver"
