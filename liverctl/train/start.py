@@ -104,16 +104,16 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
 def _check_batch_fits_memory(cfg: dict) -> None:
     """A batch of train.batch_size slices at data.input_size, as the model takes it (float32 image and mask),
     must fit this machine's memory: data.input_size=100000 was taken, announced as a run, and its first
-    batch ended in a shared-memory traceback from a loader worker."""
-    from liverctl.config import in_channels
+    batch ended in a shared-memory traceback from a loader worker. One image channel is counted: a channel
+    count the model cannot take is `check_model`'s to name."""
     from liverctl.data.nifti import machine_memory
     from liverctl.disk import human_bytes
 
     size, batch = int(cfg["data"]["input_size"]), int(cfg["train"]["batch_size"])
-    need, memory = batch * (in_channels(cfg) + 1) * size * size * 4, machine_memory()
+    need, memory = batch * 2 * size * size * 4, machine_memory()
     if need > memory:
         raise LiverctlError(
-            f"a batch of {batch} slices at data.input_size {size} takes {human_bytes(need)} as float32, more than "
+            f"a batch of {batch} slices at data.input_size {size} takes at least {human_bytes(need)} as float32, more than "
             f"this machine's {human_bytes(memory)} of memory; lower data.input_size or train.batch_size"
         )
 
