@@ -13,6 +13,7 @@ Where forkserver does not exist (Windows), the platform's default (spawn) stays.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 
@@ -40,10 +41,33 @@ def mp_context(preload: tuple[str, ...] = ()) -> BaseContext:
 
 def default_sigterm() -> None:
     """In a pool worker (ingest, synth): die on SIGTERM as a process does by default (the forkserver that
-    started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped."""
+    started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped; and with the
+    main process (`exit_with_main_process`)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    exit_with_main_process()
+
+
+def exit_with_main_process() -> None:
+    """In a pool or DataLoader worker: exit at once when the main process dies (SIGKILL from the OOM killer,
+    a SIGTERM to it alone). A forkserver worker's parent is the forkserver, which outlives the main process
+    as long as a worker does: watching `os.getppid()` (as torch's DataLoader workers and ingest's did) never
+    saw it die, and the workers waited on their task queue for good. `multiprocessing.parent_process()` is
+    the process that asked for the worker, and its sentinel is ready when that process is gone."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    main = multiprocessing.parent_process()
+    if main is None:  # not a multiprocessing child
+        return
+
+    def exit_when_main_dies() -> None:
+        wait([main.sentinel])
+        os._exit(1)  # what the worker had half-written is the main process's to clean (ingest: the work folder)
+
+    threading.Thread(target=exit_when_main_dies, name="exit-with-main", daemon=True).start()
 
 
 def one_thread_each() -> Callable[[], None]:

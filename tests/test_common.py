@@ -143,3 +143,16 @@ def test_a_library_error_over_an_unwritable_file_is_one_line(tmp_path, capsys):
     assert info.value.exit_code == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'x.pt'}: read-only file system; point the "
                                                "command at a folder you can write to")
+
+
+def test_a_file_where_a_folder_is_to_be_made_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """`train --runs-dir FILE` (a run folder made under a file), or any folder argument through a file, ended
+    in a NotADirectoryError traceback from mkdir, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    Path("a-file").write_text("mine")
+    result = _invoke("synth", "a-file/d", "--cases", "1", "--test-cases", "0", "--size", "32", "--slices", "4")
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: a-file/d") and last.endswith(
+        ": a-file is a file, not a folder; point the command at a folder"), result.output
+    assert Path("a-file").read_text() == "mine"

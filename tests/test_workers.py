@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +51,64 @@ def test_the_forkserver_outlives_a_sigterm_and_pool_workers_can_put_the_default_
     done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True", "True"], done.stdout + done.stderr[-2000:]
+
+
+# In a fresh interpreter: a pool of two workers started as ingest's and synth's are, each busy with a long
+# job; print their pids, then die of SIGKILL (the OOM killer, or `kill -9` of the main process alone).
+_ORPHAN_PROBE = """
+import os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from importlib import import_module
+from liverctl.workers import mp_context
+
+def busy(_):
+    time.sleep(300)
+
+if __name__ == "__main__":
+    module, name = sys.argv[1].split(":")
+    initializer = getattr(import_module(module), name)
+    pool = ProcessPoolExecutor(2, mp_context=mp_context(), initializer=initializer)
+    [pool.submit(busy, i) for i in range(2)]
+    while len(pool._processes) < 2:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the initializer has run
+    print(*pool._processes, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for the forkserver to reap it does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # gone meanwhile, or no /proc (macOS: os.kill's answer stands)
+        return not Path("/proc").is_dir()
+
+
+@pytest.mark.skipif(start_method() != "forkserver", reason="no forkserver on this platform")
+@pytest.mark.parametrize("initializer", ["liverctl.data.case_writer:worker_init", "liverctl.workers:default_sigterm"])
+def test_pool_workers_exit_when_the_main_process_is_killed(tmp_path, initializer):
+    """A forkserver worker's parent is the forkserver, which lives as long as one of its workers does: ingest's
+    workers watched os.getppid() and synth's nothing, so after the main process was killed alone they waited on
+    their task queue for good (seen: two ingest workers and their forkserver still there 30 minutes later)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(_ORPHAN_PROBE)
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"  # files: workers outliving the probe hold a pipe open
+    with out.open("w") as stdout, err.open("w") as stderr:
+        done = subprocess.run([sys.executable, str(probe), initializer], stdout=stdout, stderr=stderr, timeout=120)
+    assert done.returncode == -signal.SIGKILL, err.read_text()[-2000:]
+    workers = [int(pid) for pid in out.read_text().split()]
+    assert len(workers) == 2
+    try:
+        deadline = time.monotonic() + 30  # a bound for a busy machine, not a timing figure: they go at once
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, workers)), "pool workers outlived the main process"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

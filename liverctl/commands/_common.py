@@ -69,8 +69,9 @@ def print_error(message: object) -> None:
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """Turn a `LiverctlError` into one line on stderr and a non-zero exit, and so a full disk that no writer
-    named (an `OSError` ENOSPC, or a library's own error raised over one) and a file that cannot be written
-    (read-only file system, permission denied); let everything else through."""
+    named (an `OSError` ENOSPC, or a library's own error raised over one), a file that cannot be written
+    (read-only file system, permission denied) and a file where a folder was to be made; let everything else
+    through."""
     from liverctl.disk import is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError, own_line
 
@@ -88,6 +89,9 @@ def guarded() -> Iterator[None]:
         if where and cause.errno in _NOT_WRITABLE:
             print_error(not_writable_message(where, cause))
             raise typer.Exit(LiverctlError.exit_code) from None
+        if where and cause.errno in (errno.ENOTDIR, errno.EEXIST) and (blocker := _file_in_the_way(where)):
+            print_error(f"{where}: {blocker} is a file, not a folder; point the command at a folder")
+            raise typer.Exit(LiverctlError.exit_code) from None
         if not is_disk_full(cause):
             raise
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
@@ -98,6 +102,16 @@ def guarded() -> Iterator[None]:
 # A place the user pointed at (or the current folder, for a default such as runs/) that cannot be written:
 # a read-only mount such as Kaggle's /kaggle/input, or a folder of another user's.
 _NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _file_in_the_way(where: str) -> str | None:
+    """The file that stands where a folder on the way to `where` (or `where` itself) was to be made
+    (`--runs-dir` given a file: NotADirectoryError / FileExistsError from mkdir); None if there is none."""
+    path = Path(where)
+    for place in (path, *path.parents):
+        if place.exists():
+            return None if place.is_dir() else str(place)
+    return None
 
 
 def not_writable_message(where: str, cause: OSError) -> str:

@@ -72,7 +72,7 @@ def ingest(
         "trained on, never validated on)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each source holds; write nothing."),
-    folds: int = typer.Option(5, "--folds", help="Patient-level folds for cross-validation."),
+    folds: int = typer.Option(5, "--folds", help="Patient-level folds for cross-validation (1 to 128)."),
     fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
 ) -> None:

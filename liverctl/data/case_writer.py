@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,12 +296,4 @@ def worker_init() -> None:
 
     blosc.set_nthreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    default_sigterm()
-    parent = os.getppid()
-
-    def exit_when_orphaned() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)  # the main process died: our half-written case is in the work folder, cleaned later
-
-    threading.Thread(target=exit_when_orphaned, daemon=True).start()
+    default_sigterm()  # and exit with the main process: a half-written case is in the work folder, cleaned later

@@ -36,7 +36,7 @@ import numpy as np
 from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
-from liverctl.data.schema import STORE_FORMAT, TEST_FOLD, TRAIN, read_attrs, update_attrs
+from liverctl.data.schema import MAX_FOLDS, STORE_FORMAT, TEST_FOLD, TRAIN, read_attrs, update_attrs
 from liverctl.data.slice_index import index_columns, index_matches, retire_index, write_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
@@ -139,8 +139,10 @@ def ingest_sources(
     every good case is still ingested.
     """
     started = time.perf_counter()
-    if n_folds < 1:
-        raise LiverctlError(f"--folds must be at least 1, not {n_folds}")
+    if not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 round to -88
+        raise LiverctlError(f"--folds must be from 1 to {MAX_FOLDS}, not {n_folds}")
+    if fold_seed < 0:  # numpy's generators take no negative seed
+        raise LiverctlError(f"--fold-seed must be 0 or more, not {fold_seed}")
     if workers is not None and workers < 1:
         raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
@@ -150,8 +152,8 @@ def ingest_sources(
     summary.failures.extend(plan.problems)
     summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
 
-    open_or_create_store(store_path)
     with exclusive_work_dir(store_path) as work:
+        open_or_create_store(store_path)  # inside the lock: a second ingest starting at once saw a half-made store
         run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None))
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source

@@ -169,20 +169,31 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
     return affine.tolist(), spacing.tolist()
 
 
+def axis_codes(affine) -> str | None:
+    """Where an affine's voxel axes point ('RAS', 'LPS', ...); None for a singular affine, where an axis
+    points nowhere (a header whose sform rows are zero). Shape: affine (4, 4)."""
+    from nibabel.orientations import aff2axcodes
+
+    try:
+        codes = aff2axcodes(np.asarray(affine, dtype=np.float64))
+    except ValueError:
+        return None
+    return None if None in codes else "".join(codes)
+
+
 def grid_difference(affine: np.ndarray, other: np.ndarray) -> str | None:
     """How `other` (a label's affine) places voxels differently from `affine` (its volume's), in words; None
     where they agree (within 1e-3 mm, or 0.01 % of a voxel size). Shape: both (4, 4)."""
-    from nibabel.orientations import aff2axcodes
-
     affine, other = np.asarray(affine, dtype=np.float64), np.asarray(other, dtype=np.float64)
     if not np.isfinite(other).all():
         return "holds NaN or infinity"
     if np.allclose(other, affine, rtol=1e-4, atol=1e-3):
         return None
-    try:
-        ours, theirs = "".join(aff2axcodes(affine)), "".join(aff2axcodes(other))
-    except ValueError:  # a singular affine has no orientation
-        ours = theirs = "?"
+    ours, theirs = axis_codes(affine), axis_codes(other)
+    if theirs is None:
+        return "is singular (an axis has no direction)"
+    if ours is None:
+        return f"orients the axes {theirs} where the volume's is singular (an axis has no direction)"
     if ours != theirs:
         return f"orients the axes {theirs} where the volume's are {ours}"
     zooms = np.sqrt((other[:3, :3] ** 2).sum(axis=0)), np.sqrt((affine[:3, :3] ** 2).sum(axis=0))

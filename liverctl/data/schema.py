@@ -47,6 +47,7 @@ INDEX_COLUMNS: dict[str, np.dtype] = {
     "fold": np.dtype(np.int8),  # 0 .. n_folds-1, TEST_FOLD, TRAIN_ONLY_FOLD
 }
 INDEX_ZSTD_LEVEL = 3
+MAX_FOLDS = int(np.iinfo(INDEX_COLUMNS["fold"]).max) + 1  # fold codes 0 .. MAX_FOLDS-1 fit the index's column
 
 # Image and label chunks: blosc(lz4, clevel 9, byte shuffle). Measured per 512 x 512 float16 slice of the
 # real CT (one thread), bytes against the notebook's float16 `.npy`: lz4-9 0.58x, encode 0.5 ms, decode

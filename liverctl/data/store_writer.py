@@ -61,8 +61,10 @@ def exclusive_work_dir(store: Path) -> Iterator[Path]:
         if work.exists():  # left by a killed run
             shutil.rmtree(work)
         work.mkdir()
-        yield work
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            yield work
+        finally:  # what the work folder holds is built again by the next run: nothing left beside the store
+            shutil.rmtree(base, ignore_errors=True)
     finally:
         lock_file.close()
 

@@ -130,16 +130,20 @@ def radiological_view(slice_xy, affine=None):
     """A slice as a radiologist looks at it: the patient's anterior up, the patient's right on the left.
 
     Shape: (X, Y) -> (rows, cols), for `imshow(origin="upper")`. The in-plane directions come from the
-    case's affine; without one, or for a slice that is not axial, X runs across and Y down.
+    case's affine; without one, with a singular one, or for a slice that is not axial, X runs across and Y
+    down.
     """
     import numpy as np
 
     view = np.asarray(slice_xy)
     if affine is None:
         return view.T
-    import nibabel as nib
+    from liverctl.data.nifti import axis_codes
 
-    codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))[:2]
+    codes = axis_codes(affine)
+    if codes is None:  # a singular affine (a damaged header) says nothing of the slice's directions
+        return view.T
+    codes = codes[:2]
     if sorted(c in "AP" for c in codes) != [False, True] or not any(c in "LR" for c in codes):
         return view.T
     ap = 0 if codes[0] in "AP" else 1

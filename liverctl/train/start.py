@@ -89,6 +89,7 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
         read_encoder_weights(Path(m["encoder_weights_path"]))  # missing or unreadable: before the folder
     elif weights and not is_none(m["encoder_weights"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
+    _check_batch_fits_memory(cfg)
     build_loss(cfg)
     for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):
         section, name = key.split(".")
@@ -98,6 +99,23 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
                 parse(value)
         except LiverctlError as exc:
             raise LiverctlError(f"{key}: {exc}") from None
+
+
+def _check_batch_fits_memory(cfg: dict) -> None:
+    """A batch of train.batch_size slices at data.input_size, as the model takes it (float32 image and mask),
+    must fit this machine's memory: data.input_size=100000 was taken, announced as a run, and its first
+    batch ended in a shared-memory traceback from a loader worker. One image channel is counted: a channel
+    count the model cannot take is `check_model`'s to name."""
+    from liverctl.data.nifti import machine_memory
+    from liverctl.disk import human_bytes
+
+    size, batch = int(cfg["data"]["input_size"]), int(cfg["train"]["batch_size"])
+    need, memory = batch * 2 * size * size * 4, machine_memory()
+    if need > memory:
+        raise LiverctlError(
+            f"a batch of {batch} slices at data.input_size {size} takes at least {human_bytes(need)} as float32, more than "
+            f"this machine's {human_bytes(memory)} of memory; lower data.input_size or train.batch_size"
+        )
 
 
 def check_model(cfg: dict) -> int:

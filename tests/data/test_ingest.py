@@ -147,16 +147,19 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
     for case, change in other_grid.items():
         path = seg / f"segmentation-{case}.nii.gz"
         save_nifti(path, np.asarray(nib.load(path).dataobj), change(nib.load(vol / f"volume-{case}.nii.gz").affine))
+    zero_row = [0.0] * 4  # a singular sform (no orientation): the case failed in a TypeError
+    with_header_fields(seg / "segmentation-5.nii.gz", sform_code=1, srow_x=zero_row, srow_y=zero_row, srow_z=zero_row)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok and len(summary.ingested) == 8
     notes = dict(line.split(": the label's affine ", 1) for line in summary.notes)
-    assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "1234"]
+    assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "12345"]
     assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
         "orients the axes RAS where the volume's are LPS (volume-1.nii.gz); its voxels were paired with the "
         "volume's as stored, index for index"
     )
     assert notes[str(seg / "segmentation-2.nii.gz")].startswith("orients the axes RPS where the volume's are LPS")
     assert notes[str(seg / "segmentation-3.nii.gz")].startswith("is shifted by 2 mm from the volume's")
+    assert notes[str(seg / "segmentation-5.nii.gz")].startswith("is singular (an axis has no direction)")
     spacing = nib.load(vol / "volume-4.nii.gz").header.get_zooms()
     assert notes[str(seg / "segmentation-4.nii.gz")].startswith(
         f"has voxels of {spacing[0]:.3g} x {spacing[1]:.3g} x {2 * spacing[2]:.3g} mm where the volume's are "
@@ -587,7 +590,7 @@ def test_missing_or_empty_data_folder(tmp_path, folder):
     assert not (tmp_path / "s.zarr").exists() or folder == "empty"
 
 
-@pytest.mark.parametrize(("option", "value"), [("--workers", "0"), ("--workers", "-3"), ("--folds", "-3")])
+@pytest.mark.parametrize(("option", "value"), [("--workers", "0"), ("--workers", "-3")])
 def test_counts_below_one_are_refused_before_the_store_exists(tiny_dataset, tmp_path, option, value):
     result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), option, value)
     assert result.exit_code == 2
@@ -626,6 +629,43 @@ def test_a_second_ingest_into_the_same_store_is_refused(tiny_dataset, tmp_path):
         with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
             ingest_folder(tiny_dataset, store=store, workers=1)
     assert LiverStore.open(store).case_ids() == [str(i) for i in range(8)]
+
+
+def test_two_ingests_starting_at_once_into_a_new_store_one_is_told_to_wait(tiny_dataset, tmp_path):
+    """The first of two ingests started together had made the store's folder but not yet its zarr.json (the
+    atomic write's temp file beside it): the second took that for someone else's folder, 'exists and is not a
+    liverctl store; choose another --store'. The store is checked inside the lock; a refused or failed run
+    leaves no lock folder beside the store."""
+    from liverctl.data.store_writer import exclusive_work_dir
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    (store / ".zarr.json.tmp").write_text("{")  # the first ingest, mid-way through creating the store
+    with exclusive_work_dir(store):  # ... holding the lock
+        with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
+            ingest_folder(tiny_dataset, store=store, workers=1)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "file.txt").write_text("mine")
+    with pytest.raises(LiverctlError, match="not a liverctl store"):
+        ingest_folder(tiny_dataset, store=tmp_path / "mine", workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "s.zarr"]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--folds", "-3", "--folds must be from 1 to 128, not -3"),
+        ("--folds", "129", "--folds must be from 1 to 128, not 129"),  # fold 168 was stored as -88 in the index
+        ("--folds", "99999999999999999999", "--folds must be from 1 to 128"),  # OverflowError traceback
+        ("--fold-seed", "-5", "--fold-seed must be 0 or more, not -5"),  # numpy's ValueError traceback
+    ],
+)
+def test_folds_the_index_cannot_hold_and_a_negative_fold_seed_are_one_line(tiny_dataset, tmp_path, option, value,
+                                                                            message):
+    result = run_cli("ingest", str(tiny_dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1", option, value)
+    lines = error_lines(result)
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_bad_liver_labels_option(tiny_dataset, tmp_path):

@@ -247,3 +247,14 @@ def test_upper_case_names_are_nifti_too(tmp_path, name):
 def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):
     path = save(tmp_path / "ct.nii.gz", np.zeros((2, 2, 2), np.int16)).rename(tmp_path / "Ct.Nii.Gz")
     refused(path, "suffix mixes cases \\('.Nii.Gz'\\); rename it to end in '.nii.gz'")
+
+
+def test_grid_difference_of_a_singular_affine_is_words_not_a_type_error():
+    """A header whose sform rows are zero has axes pointing nowhere: aff2axcodes gives None for them, and
+    joining those into 'RAS' failed the case as 'ingest failed (TypeError: ...)'."""
+    singular, ras = np.diag([0.0, 0.0, 0.0, 1.0]), np.eye(4)
+    assert nifti.axis_codes(ras) == "RAS" and nifti.axis_codes(singular) is None
+    assert nifti.grid_difference(ras, singular) == "is singular (an axis has no direction)"
+    assert nifti.grid_difference(singular, ras) == (
+        "orients the axes RAS where the volume's is singular (an axis has no direction)"
+    )

@@ -258,6 +258,8 @@ def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left()
     assert np.argwhere(radiological_view(slice_xy, ras)).tolist() == [[2, 3]]
     assert radiological_view(slice_xy, ras).shape == (3, 4)
     assert radiological_view(slice_xy, None).shape == (3, 4)
+    singular = np.diag([0.0, 0.0, 0.0, 1.0])  # a header with zero sform rows: report ended in a TypeError
+    assert np.argwhere(radiological_view(slice_xy, singular)).tolist() == [[0, 0]]
 
 
 def _train_tiny(store, run_dir, *more):

@@ -143,6 +143,9 @@ def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_
         ({"sets": ("infer.tta=hflipp",)}, "infer.tta: unknown TTA mode 'hflipp'"),
         ({"sets": ("post.mode=largestt",)}, "post.mode: unknown post-processing 'largestt'"),
         ({"sets": ("train.batch_size=500", "train.steps_per_epoch=0")}, "train.batch_size 500 is larger than the"),
+        # its first batch ended in a loader worker's shared-memory traceback, after the run was announced
+        ({"sets": ("data.input_size=1048576",)}, r"a batch of \d+ slices at data.input_size 1048576 takes at least .* more "
+                                                 "than this machine's"),
     ],
 )
 def test_what_set_up_would_refuse_is_refused_before_any_folder_exists(tiny_store, tmp_path, fake_training,
