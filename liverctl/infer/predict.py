@@ -249,6 +249,13 @@ def preparation_key(cfg: dict) -> tuple:
     return int(cfg["data"]["context"]), input_size(cfg), norm_key(cfg)
 
 
+def _pass_cost_key(run: RunModel) -> tuple:
+    """Runs with equal keys cost alike per slice (architecture and input): they share a `ThreadTuner`."""
+    import json
+
+    return json.dumps(run.cfg.get("model"), sort_keys=True, default=str), preparation_key(run.cfg)
+
+
 def prepare_batch(volume: np.ndarray, zs: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
     """The 2.5D stacks at consecutive slices `zs`, normalised and resized as `cfg` says (its `preparation_key`).
 
@@ -293,10 +300,11 @@ def predict_ensemble_sum(
     probabilities (B, 1, S, S), each flip a view of that one batch -> resized back (bilinear) to (B, 1, X, Y) and
     added into the sum. Memory: the sum, and one batch per key. On CUDA, batches of `batch_size` under AMP, the
     next one prepared on a thread while the models run. On the CPU (`liverctl.infer.cpu`): one slice per pass, no
-    prefetch thread (it competed with torch's threads), torch's thread count `cpu_threads` (0: chosen by timing,
-    `ThreadTuner`), and with `channels_last` a channels-last copy of each model (about 1.5x faster, but its
-    probabilities differ from the contiguous model's by ~1e-7, so a voxel at the threshold can differ from what
-    training's validation predicted: off by default). `on_slices(n)`: after each run's pass over n slices.
+    prefetch thread (it competed with torch's threads), torch's thread count `cpu_threads` (0: chosen by timing, a
+    `ThreadTuner` for each architecture and input), and with `channels_last` a channels-last copy of each model
+    (about 1.5x faster, but its probabilities differ from the contiguous model's by ~1e-7, so a voxel at the
+    threshold can differ from what training's validation predicted: off by default). `on_slices(n)`: after each
+    run's pass over n slices.
     """
     import torch
 
@@ -307,7 +315,7 @@ def predict_ensemble_sum(
     on_cpu = torch.device(device).type == "cpu"  # (MPS takes one slice per pass, as before, but no CPU tuning)
     nhwc = on_cpu and channels_last
     models = [cpu_model(run) if nhwc else run.model for run in runs]
-    tuner = thread_tuner(cpu_threads) if on_cpu else None
+    tuners = [thread_tuner(cpu_threads, _pass_cost_key(run)) if on_cpu else None for run in runs]
     layout = torch.channels_last if nhwc else torch.preserve_format
     keys = [preparation_key(run.cfg) for run in runs]
     configs = {key: run.cfg for key, run in zip(keys, runs, strict=True)}  # one config per key: the first run's
@@ -326,7 +334,7 @@ def predict_ensemble_sum(
                 pending = pool.submit(prepare, starts[i + 1])
             batches = {key: torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device, memory_format=layout)
                        for key, stacks in prepared.items()}
-            for r, (model, key) in enumerate(zip(models, keys, strict=True)):
+            for r, (model, key, tuner) in enumerate(zip(models, keys, tuners, strict=True)):
                 batch = batches[key]
                 with tuned_threads(tuner, len(batch)):
                     probs = tta_probabilities(model, batch, tta, amp)

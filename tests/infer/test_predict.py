@@ -254,6 +254,26 @@ def test_runs_with_one_data_config_prepare_each_batch_once_for_every_model_and_f
     assert seen == [1] * 15  # progress: every slice once per run
 
 
+def test_thread_counts_are_timed_per_architecture_and_input_size_not_across_an_ensembles_models(monkeypatch):
+    """The runs of an ensemble take turns batch by batch: each kind of pass (architecture, input size) has its own
+    `ThreadTuner`, so that no thread count is judged by a cheaper model's times than the others'."""
+    used, real = [], predict.tuned_threads
+
+    def recording(tuner, slices):
+        used.append(tuner)
+        return real(tuner, slices)
+
+    monkeypatch.setattr(predict, "tuned_threads", recording)
+    data = {"context": 1, "normalize": "window", "window": [-100.0, 200.0]}
+    runs = [RunModel(run_dir=Path(f"runs/{name}"), model=RampModel(), cfg={"data": {**data, "input_size": size}})
+            for name, size in (("f0", 8), ("other", 6), ("f1", 8))]
+    volume = np.zeros((10, 10, 4), np.float32)
+    list(predict_cases(runs, FakeStore({"a": volume}), ["a"], cpu_threads=0))
+    f0, other, f1 = (used[r::3] for r in range(3))
+    assert len(used) == 12 and len({id(t) for t in f0 + f1}) == 1 and len({id(t) for t in other}) == 1
+    assert other[0] is not f0[0]
+
+
 def test_the_data_config_of_a_run_is_its_context_input_size_and_normalisation():
     data = {"context": 1, "normalize": "window", "window": [-100.0, 200.0], "input_size": 8}
     key = predict.preparation_key({"data": data})
