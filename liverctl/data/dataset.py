@@ -35,6 +35,14 @@ def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
     return lo, hi
 
 
+def norm_key(cfg: dict) -> tuple:
+    """What `norm_range` reads from a config: two configs with equal keys normalise any volume alike (with the
+    volume's own store stats for minmax). Prediction prepares a batch once for the runs of an ensemble that agree."""
+    data = cfg["data"]
+    mode = data.get("normalize")
+    return (mode, tuple(float(v) for v in data["window"])) if mode == "window" else (mode,)
+
+
 def normalize(stack_hu: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
     """HU -> [0, 1] as the config says, with no pass over the volume (stats come from the store).
 

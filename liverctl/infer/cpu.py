@@ -23,7 +23,7 @@ import copy
 import statistics
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 CPU_BATCH = 1  # slices per forward pass on the CPU
@@ -68,7 +68,7 @@ class ThreadTuner:
         self._since_check = 0 if self._probing else self._since_check + slices
 
 
-_TUNERS: dict[tuple[int, ...], ThreadTuner] = {}
+_TUNERS: dict[tuple[tuple[int, ...], Hashable], ThreadTuner] = {}
 
 
 def thread_candidates(cpu_threads: int) -> tuple[int, ...]:
@@ -81,11 +81,13 @@ def thread_candidates(cpu_threads: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys((n, max(1, n // 2), 1)))
 
 
-def thread_tuner(cpu_threads: int = 0) -> ThreadTuner:
-    """The process's tuner for these candidates: what it learnt on one case serves the next."""
-    key = thread_candidates(cpu_threads)
+def thread_tuner(cpu_threads: int = 0, work: Hashable = None) -> ThreadTuner:
+    """The process's tuner for these candidates and this `work` (what one pass costs: an ensemble's runs of
+    another architecture or input size take their own, so that no count is timed on a cheaper model than the
+    others): what it learnt on one case serves the next."""
+    key = (thread_candidates(cpu_threads), work)
     if key not in _TUNERS:
-        _TUNERS[key] = ThreadTuner(key)
+        _TUNERS[key] = ThreadTuner(key[0])
     return _TUNERS[key]
 
 

@@ -1,11 +1,13 @@
 """Inference over store cases: 2D / 2.5D stacks, batched, AMP on CUDA, flip TTA, ensembles of runs.
 
-For each case, every slice is read from the store once; for each model, 2.5D stacks are cut from it as
+For each case, every slice is read from the store once; batch by batch, 2.5D stacks are cut from it as
 `store.read_stack` cuts them in training (the run's context, clamped at the ends), normalised
 (`liverctl.data.dataset.normalize`, each slice once per batch) and resized
-(`liverctl.data.dataset.resize_stack`, each stack) as in training, predicted (with TTA, each flip undone
-exactly before averaging), and the probabilities resized back to the slice's own (X, Y). Probabilities are
-averaged over TTA views, then over models; one case at a time, so memory holds one (X, Y, Z) float32 volume.
+(`liverctl.data.dataset.resize_stack`, each stack) as in training, once for all the runs of an ensemble that
+share a `preparation_key` (context, input size, normalisation); each run predicts that batch (with TTA, each
+flip a view of it, undone exactly before averaging), and the probabilities are resized back to the slice's own
+(X, Y). Probabilities are averaged over TTA views, then over models (summed in run order, as adding each run's
+volume would); one case at a time, so memory holds one (X, Y, Z) float32 volume and a batch per key.
 
 The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logits (N, 1, H, W)`.
 """
@@ -238,8 +240,47 @@ def _is_cuda(device: Any) -> bool:
     return str(getattr(device, "type", device)).startswith("cuda")
 
 
-def predict_case_probabilities(
-    run: RunModel,
+def preparation_key(cfg: dict) -> tuple:
+    """What a run's batches are prepared from besides the volume: (context, input size, `norm_key`). Runs with
+    equal keys (the folds of one experiment) are fed the same stacks to the bit, so an ensemble prepares each
+    batch once per key."""
+    from liverctl.data.dataset import norm_key
+
+    return int(cfg["data"]["context"]), input_size(cfg), norm_key(cfg)
+
+
+def _pass_cost_key(run: RunModel) -> tuple:
+    """Runs with equal keys cost alike per slice (architecture and input): they share a `ThreadTuner`."""
+    import json
+
+    return json.dumps(run.cfg.get("model"), sort_keys=True, default=str), preparation_key(run.cfg)
+
+
+def prepare_batch(volume: np.ndarray, zs: np.ndarray, cfg: dict, stats: dict) -> np.ndarray:
+    """The 2.5D stacks at consecutive slices `zs`, normalised and resized as `cfg` says (its `preparation_key`).
+
+    Shape: volume (X, Y, Z), zs (B,) -> float32 (B, C, S, S). Every slice the batch holds is normalised once (not
+    once per stack that holds it, 2 * context + 1 times: 16 stacks of 512 x 512 x 3 took 2.4-2.9x as long), then
+    each stack resized as validation resizes it (all the batch's slices in one cv2 call would be faster, but cv2's
+    last bit depends on the channel count, and predictions would drift from validation's at the threshold).
+    """
+    context, size, depth = int(cfg["data"]["context"]), input_size(cfg), volume.shape[2]
+    first, last = max(int(zs[0]) - context, 0), min(int(zs[-1]) + context + 1, depth)
+    planes = _normalize(np.moveaxis(volume, -1, 0)[first:last], cfg, stats)
+    stacks = planes[stack_indices(zs, context, depth) - first]
+    if stacks.shape[-2:] == (size, size):
+        return stacks
+    return np.stack([_resize(stack, size) for stack in stacks])
+
+
+def predict_case_probabilities(run: RunModel, volume: np.ndarray, stats: dict, **options: Any) -> np.ndarray:
+    """Probability of liver for every voxel of one case's HU volume, from one run. Shape: volume (X, Y, Z) ->
+    float32 (X, Y, Z). `options`: those of `predict_ensemble_sum`."""
+    return predict_ensemble_sum([run], volume, stats, **options)
+
+
+def predict_ensemble_sum(
+    runs: Sequence[RunModel],
     volume: np.ndarray,
     stats: dict,
     *,
@@ -251,56 +292,59 @@ def predict_case_probabilities(
     channels_last: bool = False,
     on_slices: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Probability of liver for every voxel of one case's HU volume, from one run.
+    """The sum over `runs`, in their order, of each run's probability of liver for every voxel of one case.
 
-    Shape: volume (X, Y, Z) -> float32 (X, Y, Z). Each batch: (B, C, X, Y) normalised stacks -> resized as
-    in training to (B, C, S, S), S = data.input_size -> TTA probabilities (B, 1, S, S) -> resized back
-    (bilinear) to (B, 1, X, Y). On CUDA, batches of `batch_size` under AMP, the next one prepared on a
-    thread while the model runs. On the CPU (`liverctl.infer.cpu`): one slice per pass, no prefetch thread
-    (it competed with torch's threads), torch's thread count `cpu_threads` (0: chosen by timing,
-    `ThreadTuner`), and with `channels_last` a channels-last copy of the model (about 1.5x faster, but its
-    probabilities differ from the contiguous model's by ~1e-7, so a voxel at the threshold can differ from
-    what training's validation predicted: off by default).
+    Shape: volume (X, Y, Z) -> float32 (X, Y, Z); the bits of adding the runs' own volumes one after another.
+    Batch by batch: (B, C, X, Y) normalised stacks -> resized as in training to (B, C, S, S), S = data.input_size,
+    once for all the runs with the same `preparation_key` (the folds of an experiment) -> each run's TTA
+    probabilities (B, 1, S, S), each flip a view of that one batch -> resized back (bilinear) to (B, 1, X, Y) and
+    added into the sum. Memory: the sum, and one batch per key. On CUDA, batches of `batch_size` under AMP, the
+    next one prepared on a thread while the models run. On the CPU (`liverctl.infer.cpu`): one slice per pass, no
+    prefetch thread (it competed with torch's threads), torch's thread count `cpu_threads` (0: chosen by timing, a
+    `ThreadTuner` for each architecture and input), and with `channels_last` a channels-last copy of each model
+    (about 1.5x faster, but its probabilities differ from the contiguous model's by ~1e-7, so a voxel at the
+    threshold can differ from what training's validation predicted: off by default). `on_slices(n)`: after each
+    run's pass over n slices.
     """
     import torch
 
+    if not runs:
+        raise ValueError("an ensemble needs at least one run")
     x_size, y_size, depth = volume.shape
-    size = input_size(run.cfg)
     batch_size, prefetch = cpu_batching(batch_size, device)
     on_cpu = torch.device(device).type == "cpu"  # (MPS takes one slice per pass, as before, but no CPU tuning)
     nhwc = on_cpu and channels_last
-    model = cpu_model(run) if nhwc else run.model
-    tuner = thread_tuner(cpu_threads) if on_cpu else None
+    models = [cpu_model(run) if nhwc else run.model for run in runs]
+    tuners = [thread_tuner(cpu_threads, _pass_cost_key(run)) if on_cpu else None for run in runs]
     layout = torch.channels_last if nhwc else torch.preserve_format
+    keys = [preparation_key(run.cfg) for run in runs]
+    configs = {key: run.cfg for key, run in zip(keys, runs, strict=True)}  # one config per key: the first run's
 
-    def prepare(z0: int) -> np.ndarray:
-        """The batch's stacks (B, C, S, S): every slice they hold normalised once (not once per stack that
-        holds it, 2 * context + 1 times: 16 stacks of 512 x 512 x 3 took 2.4-2.9x as long), then each stack
-        resized as validation resizes it (all the batch's slices in one cv2 call would be faster, but cv2's last
-        bit depends on the channel count, and predictions would drift from validation's at the threshold)."""
+    def prepare(z0: int) -> dict[tuple, np.ndarray]:
         zs = np.arange(z0, min(z0 + batch_size, depth))
-        first, last = max(z0 - run.context, 0), min(int(zs[-1]) + run.context + 1, depth)
-        planes = _normalize(np.moveaxis(volume, -1, 0)[first:last], run.cfg, stats)
-        stacks = planes[stack_indices(zs, run.context, depth) - first]
-        if stacks.shape[-2:] == (size, size):
-            return stacks
-        return np.stack([_resize(stack, size) for stack in stacks])
+        return {key: prepare_batch(volume, zs, cfg, stats) for key, cfg in configs.items()}
 
     out = np.empty((x_size, y_size, depth), dtype=np.float32)
     starts = list(range(0, depth, batch_size))
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(prepare, starts[0]) if starts and prefetch else None
         for i, z0 in enumerate(starts):
-            stacks = pending.result() if prefetch else prepare(z0)
+            prepared = pending.result() if prefetch else prepare(z0)
             if prefetch and i + 1 < len(starts):
                 pending = pool.submit(prepare, starts[i + 1])
-            batch = torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device, memory_format=layout)
-            with tuned_threads(tuner, len(stacks)):
-                probs = tta_probabilities(model, batch, tta, amp)
-            probs = probabilities_at(probs, (x_size, y_size))
-            out[..., z0 : z0 + len(stacks)] = probs[:, 0].permute(1, 2, 0).cpu().numpy()
-            if on_slices is not None:
-                on_slices(len(stacks))
+            batches = {key: torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device, memory_format=layout)
+                       for key, stacks in prepared.items()}
+            for r, (model, key, tuner) in enumerate(zip(models, keys, tuners, strict=True)):
+                batch = batches[key]
+                with tuned_threads(tuner, len(batch)):
+                    probs = tta_probabilities(model, batch, tta, amp)
+                probs = probabilities_at(probs, (x_size, y_size))[:, 0].permute(1, 2, 0).cpu().numpy()
+                if r == 0:
+                    out[..., z0 : z0 + len(batch)] = probs
+                else:
+                    out[..., z0 : z0 + len(batch)] += probs
+                if on_slices is not None:
+                    on_slices(len(batch))
     return out
 
 
@@ -312,15 +356,12 @@ def predict_cases(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time.
 
-    `options`: the keyword options of `predict_case_probabilities` (tta, batch_size, device, amp,
-    cpu_threads, channels_last, on_slices), the same for every run.
+    `options`: the keyword options of `predict_ensemble_sum` (tta, batch_size, device, amp, cpu_threads,
+    channels_last, on_slices), the same for every run.
     """
     parse_tta(options.get("tta", "none"))
     for case_id in case_ids:
         volume = read_case_volume(store, case_id)
         stats = store.meta(case_id).get("stats") or {}
-        total = None
-        for run in runs:
-            probs = predict_case_probabilities(run, volume, stats, **options)
-            total = probs if total is None else np.add(total, probs, out=total)
+        total = predict_ensemble_sum(runs, volume, stats, **options)
         yield case_id, total / len(runs)

@@ -118,4 +118,4 @@ def test_cpu_prediction_matches_the_model_on_contiguous_inputs(monkeypatch, chan
     else:  # the model as training's validation runs it: the very same numbers
         np.testing.assert_array_equal(got, want)
         assert getattr(run, "_cpu_model", None) is None
-    assert cpu._TUNERS[(1,)].seconds[1]  # the fixed count went through the tuner (timed, never switched)
+    assert cpu._TUNERS[((1,), predict._pass_cost_key(run))].seconds[1]  # the fixed count went through the tuner (timed, never switched)

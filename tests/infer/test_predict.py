@@ -201,6 +201,89 @@ def test_predict_cases_streams_ensemble_mean(passthrough_normalize):
         np.testing.assert_allclose(out[case], expected, atol=1e-6)
 
 
+def _tiny_run(name: str, seed: int, *overrides: str) -> RunModel:
+    """A small untrained conv net (not flip-equivariant) with the demo config and `overrides`, in eval mode."""
+    from liverctl.config import in_channels, resolve_config
+
+    cfg = resolve_config("demo", ["model.encoder_weights='none'", *overrides])
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(in_channels(cfg), 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 1, 3, padding=1))
+    return RunModel(run_dir=Path("runs") / name, model=model.eval(), cfg=cfg)
+
+
+@pytest.mark.parametrize("batching", [(1, False), (5, True)], ids=["cpu", "cuda-like batches + prefetch"])
+def test_an_ensemble_predicts_what_its_runs_predict_one_by_one_averaged(tiny_store, monkeypatch, batching):
+    """Runs that share a data config (two folds: input 64) share each prepared batch, a run of another input size
+    (32) gets its own, and the ensemble's mean is, to the bit, each run's own prediction added in run order and
+    divided by their number."""
+    from liverctl.data.store import LiverStore
+
+    monkeypatch.setattr(predict, "cpu_batching", lambda batch_size, device: batching)
+    store = LiverStore.open(tiny_store)
+    case = store.case_ids("test")[:1]
+    runs = [_tiny_run("f0", 0, "data.input_size=64"), _tiny_run("small", 1, "data.input_size=32"),
+            _tiny_run("f1", 2, "data.input_size=64")]
+    assert len({predict.preparation_key(run.cfg) for run in runs}) == 2
+    # one thread: the tuner's choice of a count (cpu_threads=0) changes a probability's last bit, between any two
+    # predictions of one run as between these
+    ((_, together),) = predict_cases(runs, store, case, tta="hflip", amp="off", cpu_threads=1)
+    alone = [dict(predict_cases([run], store, case, tta="hflip", amp="off", cpu_threads=1))[case[0]] for run in runs]
+    total = alone[0].copy()
+    for probs in alone[1:]:
+        np.add(total, probs, out=total)
+    np.testing.assert_array_equal(together, total / len(runs))
+    assert not np.array_equal(alone[0], alone[2])  # the folds' models differ: each was used
+
+
+def test_runs_with_one_data_config_prepare_each_batch_once_for_every_model_and_flip(monkeypatch):
+    """Each batch is normalised and resized once per data config (context, input size, window), not once per run,
+    and not once per TTA flip: 3 runs, 2 configs, 4 flips -> 2 preparations a batch."""
+    prepared, normalize, resize = [], predict._normalize, predict._resize
+    monkeypatch.setattr(predict, "_normalize", lambda stack, cfg, stats: prepared.append(("norm", len(stack)))
+                        or normalize(stack, cfg, stats))
+    monkeypatch.setattr(predict, "_resize", lambda stack, size: prepared.append(("resize", size)) or resize(stack, size))
+    data = {"context": 1, "normalize": "window", "window": [-100.0, 200.0]}
+    runs = [RunModel(run_dir=Path(f"runs/{name}"), model=RampModel(), cfg={"data": {**data, "input_size": size}})
+            for name, size in (("f0", 8), ("f1", 8), ("other", 6))]
+    volume = np.random.default_rng(0).uniform(-300, 400, (10, 10, 5)).astype(np.float32)
+    seen = []
+    list(predict_cases(runs, FakeStore({"a": volume}), ["a"], tta="flips", on_slices=seen.append))
+    assert [kind for kind, _ in prepared].count("norm") == 5 * 2  # 5 batches of one slice, 2 configs
+    assert sorted(size for kind, size in prepared if kind == "resize") == [6] * 5 + [8] * 5
+    assert seen == [1] * 15  # progress: every slice once per run
+
+
+def test_thread_counts_are_timed_per_architecture_and_input_size_not_across_an_ensembles_models(monkeypatch):
+    """The runs of an ensemble take turns batch by batch: each kind of pass (architecture, input size) has its own
+    `ThreadTuner`, so that no thread count is judged by a cheaper model's times than the others'."""
+    used, real = [], predict.tuned_threads
+
+    def recording(tuner, slices):
+        used.append(tuner)
+        return real(tuner, slices)
+
+    monkeypatch.setattr(predict, "tuned_threads", recording)
+    data = {"context": 1, "normalize": "window", "window": [-100.0, 200.0]}
+    runs = [RunModel(run_dir=Path(f"runs/{name}"), model=RampModel(), cfg={"data": {**data, "input_size": size}})
+            for name, size in (("f0", 8), ("other", 6), ("f1", 8))]
+    volume = np.zeros((10, 10, 4), np.float32)
+    list(predict_cases(runs, FakeStore({"a": volume}), ["a"], cpu_threads=0))
+    f0, other, f1 = (used[r::3] for r in range(3))
+    assert len(used) == 12 and len({id(t) for t in f0 + f1}) == 1 and len({id(t) for t in other}) == 1
+    assert other[0] is not f0[0]
+
+
+def test_the_data_config_of_a_run_is_its_context_input_size_and_normalisation():
+    data = {"context": 1, "normalize": "window", "window": [-100.0, 200.0], "input_size": 8}
+    key = predict.preparation_key({"data": data})
+    assert key != predict.preparation_key({"data": {**data, "context": 2}})
+    assert key != predict.preparation_key({"data": {**data, "input_size": 16}})
+    assert key != predict.preparation_key({"data": {**data, "window": [-50.0, 150.0]}})
+    minmax = {"data": {**data, "normalize": "minmax"}}  # minmax ignores the window
+    assert predict.preparation_key(minmax) == predict.preparation_key({"data": {**minmax["data"], "window": [0, 1]}})
+
+
 def test_stack_at_matches_store_read_stack(tiny_store):
     from liverctl.data.store import LiverStore
     from liverctl.infer.predict import read_case_volume, stack_at
