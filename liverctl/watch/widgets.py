@@ -62,15 +62,23 @@ class NanBanner(Static):
 
 
 class RunHeader(Static):
+    _shown: tuple | None = None  # show_state's arguments, drawn again at the widget's new width on a resize
+
     def show_state(self, state: RunState, notice: str | None, extra: str | None = None) -> None:
         """The header's lines, broken between their items where the widget is narrower (a value such as
-        `44.1 samples/s` or `GPU 9.2 / peak 11.8 GB` is never split over two lines)."""
+        `44.1 samples/s` or `GPU 9.2 / peak 11.8 GB` is never split over two lines). Drawn before the first
+        layout (width 0) they are one line each, so a resize, the first layout included, draws them again."""
+        self._shown = (state, notice, extra)
         width = self.size.width
         lines = summary.header_lines(state, notice, bar_width=max(10, min(40, width // 5)))
         if extra:
             lines.append([Text(extra, style="dim")])
         shown = [line for items in lines for line in (pack(items, width) if width > 0 else [Text("  ").join(items)])]
         self.update(Text("\n").join(shown))
+
+    def on_resize(self, event) -> None:
+        if self._shown is not None:
+            self.show_state(*self._shown)
 
 
 class InfoPanel(Static):

@@ -982,6 +982,21 @@ async def test_header_breaks_its_lines_between_values(tmp_path, size):
             assert any(value in line for line in lines), (value, lines)
 
 
+async def test_header_is_broken_again_at_its_new_width_after_a_resize(tmp_path):
+    """A finished run's header is drawn once; it was left at the width it was drawn at (0 before the first
+    layout: one line each, wider than the screen), as the suite saw under load."""
+    run = tmp_path / "runs" / "v5-focal-f0"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("v5-focal-f0", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=3600, clock=FakeClock(1e9 + 9000))  # no poll redraws it
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot, lambda: "NAN_ABORT" in header_plain(app))
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot, lambda: app.header.size.width <= 80)
+        await settle(pilot, lambda: all(len(line) <= app.header.size.width for line in header_plain(app).splitlines()))
+        assert any("GPU 9.2 / peak 11.8 GB" in line for line in header_plain(app).splitlines())
+
+
 async def test_header_has_progress_eta_best_and_gpu_memory(tmp_path):
     run = tmp_path / "r"
     s = guarded_run("r")
