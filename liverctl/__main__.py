@@ -3,7 +3,7 @@
 The guard: a process started by the spawn method imports the main module again, as `__mp_main__`.
 """
 
-from liverctl.cli import app
+from liverctl.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="liverctl")
+    main(prog_name="liverctl")

@@ -52,8 +52,34 @@ def _options(
     """The app's own options; `--help` shows Typer(help=...) above."""
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def empty_argument(args: list[str]) -> str | None:
+    """The words for the first empty argument in `args`, or None. Typer takes `''` for a path as `.`, so an
+    unset shell variable (`liverctl synth "$OUT"`) wrote a 2 GB dataset into the current folder and
+    `ingest "$DATA"` ingested it; no option of liverctl means anything by an empty value."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:
+            return f"{arg[:-1]} is given an empty value"
+        if arg == "":
+            before = args[i - 1] if i else ""
+            if before.startswith("-") and "=" not in before:
+                return f"{before} is given an empty value"
+            return f"the argument after {before!r} is empty" if before else "the first argument is empty"
+    return None
+
+
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """The console entry point (and `python -m liverctl`): an empty argument, often a shell variable that was
+    never set, is refused before Typer reads it as the current folder."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    problem = empty_argument(args)
+    if problem is not None:
+        from liverctl.commands._common import print_error
+
+        print_error(f"{problem} (an unset shell variable?); give a value, `.` for the current folder")
+        raise SystemExit(2)
+    app(args=args, prog_name=prog_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,31 @@ def test_python_m_liverctl_runs_commands_with_worker_processes(tmp_path):
     assert "3 cases (2 train, 1 test" in ingested.stdout
 
 
+def test_an_empty_argument_is_refused_before_it_means_the_current_folder(tmp_path, monkeypatch, capsys):
+    """Typer took `''` for a path as `.`: `synth "$OUT"` with OUT unset began a 2 GB dataset in the current
+    folder, `ingest "$DATA"` ingested it."""
+    import pytest
+
+    from liverctl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for args, words in [
+        (["synth", "", "--cases", "1", "--test-cases", "0", "--size", "32", "--slices", "2"],
+         "the argument after 'synth' is empty"),
+        (["ingest", "data", "--store="], "--store is given an empty value"),
+        (["ingest", "data", "--store", ""], "--store is given an empty value"),
+        (["runs", ""], "the argument after 'runs' is empty"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and words in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing written where '' would have pointed
+    refused = liverctl_module("synth", "", cwd=tmp_path)  # `python -m liverctl` goes through the same check
+    assert refused.returncode == 2 and "the argument after 'synth' is empty" in refused.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_version_prints_the_package_version_and_exits_0():
     from pathlib import Path
 
