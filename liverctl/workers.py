@@ -39,6 +39,18 @@ def mp_context(preload: tuple[str, ...] = ()) -> BaseContext:
     return context
 
 
+def start_forkserver(preload: tuple[str, ...]) -> None:
+    """Start this process's forkserver now, with `preload` (`mp_context`), where the platform has one: for a
+    process that starts pools of several kinds (bench: synth, ingest, then DataLoader workers; the test
+    session), whose first pool would otherwise decide for all. After synth's pool had started it bare, every
+    DataLoader worker of the process imported torch and albumentations itself."""
+    if start_method() == "forkserver":
+        import multiprocessing.forkserver
+
+        mp_context(preload)
+        multiprocessing.forkserver.ensure_running()
+
+
 def default_sigterm() -> None:
     """In a pool worker (ingest, synth): die on SIGTERM as a process does by default (the forkserver that
     started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped; and with the

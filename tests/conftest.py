@@ -53,15 +53,11 @@ def loader_forkserver():
     When an ingest or synth pool came first (tests/bench does, and it runs first), every DataLoader worker
     of the session after it imported torch and albumentations itself: 17-22 s to a loader's first batch on
     the loaded 2-core machine instead of about 1 s. Pools of any kind still start from it as they would."""
-    import multiprocessing.forkserver
-
-    from liverctl.data.case_pool import _PRELOAD as CASE_PRELOAD
+    from liverctl.data.case_pool import CASE_PRELOAD
     from liverctl.data.loaders import WORKER_PRELOAD
-    from liverctl.workers import mp_context, start_method
+    from liverctl.workers import start_forkserver
 
-    if start_method() == "forkserver":
-        mp_context((*WORKER_PRELOAD, *CASE_PRELOAD))
-        multiprocessing.forkserver.ensure_running()
+    start_forkserver((*WORKER_PRELOAD, *CASE_PRELOAD))
 
 
 @pytest.fixture(scope="session")

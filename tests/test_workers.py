@@ -112,3 +112,32 @@ def test_pool_workers_exit_when_the_main_process_is_killed(tmp_path, initializer
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+_PRELOAD_PROBE = """
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from liverctl.workers import mp_context, start_forkserver
+import probe_module
+
+if sys.argv[1] == "start":
+    start_forkserver(("probe_preloaded",))
+with ProcessPoolExecutor(1, mp_context=mp_context()) as pool:  # a bare pool first, as synth's
+    print(pool.submit(probe_module.preloaded).result())
+"""
+
+
+@pytest.mark.skipif(start_method() != "forkserver", reason="preloading is the forkserver's")
+def test_start_forkserver_preloads_for_every_later_pool(tmp_path):
+    """A process has one forkserver and its first pool chose its preload: after bench's synth pool, each
+    DataLoader worker imported torch itself. `start_forkserver` decides first, for bare pools after it too."""
+    (tmp_path / "probe_module.py").write_text('import sys\n\ndef preloaded():\n    return "probe_preloaded" in sys.modules\n')
+    (tmp_path / "probe_preloaded.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    seen = {}
+    for how in ("start", "bare"):
+        done = subprocess.run([sys.executable, "-c", _PRELOAD_PROBE, how], capture_output=True, text=True,
+                              timeout=120, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        seen[how] = done.stdout.strip()
+    assert seen == {"start": "True", "bare": "False"}

@@ -38,6 +38,9 @@ def _stages() -> dict[str, Callable[[Context], list[Figure]]]:
 def run_bench(settings: BenchSettings, on_stage: Callable[[str], None] = lambda s: None) -> BenchReport:
     """Measure every figure of the chosen parts (see the module docstring); nothing is printed."""
     from liverctl.bench.ingest import prepare_store
+    from liverctl.data.case_pool import CASE_PRELOAD
+    from liverctl.data.loaders import WORKER_PRELOAD
+    from liverctl.workers import start_forkserver
 
     settings.validate()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -45,6 +48,7 @@ def run_bench(settings: BenchSettings, on_stage: Callable[[str], None] = lambda 
     work = Path(settings.workdir)
     work.mkdir(parents=True, exist_ok=True)
     torch = _torch(settings)
+    start_forkserver((*WORKER_PRELOAD, *CASE_PRELOAD))  # before synth's pool: for the loaders' workers too
 
     on_stage("synthetic dataset")
     data_dir = synthetic_dataset(settings, work)

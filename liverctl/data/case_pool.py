@@ -14,7 +14,7 @@ from liverctl.data.case_writer import CaseJob, CaseResult, build_case, worker_in
 from liverctl.workers import mp_context
 
 # Modules the forkserver imports once, before it forks the workers: each worker starts with them loaded.
-_PRELOAD = ("liverctl.data.case_writer",)
+CASE_PRELOAD = ("liverctl.data.case_writer",)
 
 
 def run_jobs(jobs: list[CaseJob], workers: int | None) -> Iterator[CaseResult]:
@@ -53,7 +53,7 @@ def _run_pool(pending: collections.deque[CaseJob], n: int) -> Generator[CaseResu
     """Run jobs taken from `pending` in a pool of `n` processes, at most `n` at a time (so that the jobs in
     flight are known), yielding results. Returns the jobs in flight when a worker died ([] if none did);
     jobs never started stay in `pending`."""
-    pool = ProcessPoolExecutor(max_workers=n, initializer=worker_init, mp_context=mp_context(_PRELOAD))
+    pool = ProcessPoolExecutor(max_workers=n, initializer=worker_init, mp_context=mp_context(CASE_PRELOAD))
     in_flight: dict[Future, CaseJob] = {}
     try:
         while pending or in_flight:
