@@ -81,30 +81,6 @@ def probabilities_at(probs, size: tuple[int, int]):
     return F.interpolate(probs, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def ensemble_probabilities(models: Sequence[Callable], x, tta: str = "none", amp: str = "auto"):
-    """Mean over models of `tta_probabilities`. Shape: x (N, C, H, W) -> (N, 1, H, W) float32."""
-    if not models:
-        raise ValueError("an ensemble needs at least one model")
-    total = None
-    for model in models:
-        probs = tta_probabilities(model, x, tta, amp)
-        total = probs if total is None else total + probs
-    return total / len(models)
-
-
-def average_probability_volumes(volumes: Sequence[np.ndarray]) -> np.ndarray:
-    """Mean of per-model probability volumes of one case. Shape: K x (X, Y, Z) -> (X, Y, Z) float32."""
-    if not volumes:
-        raise ValueError("nothing to average")
-    shape = volumes[0].shape
-    total = np.zeros(shape, dtype=np.float32)
-    for v in volumes:
-        if v.shape != shape:
-            raise ValueError(f"probability volumes differ in shape: {shape} vs {v.shape}")
-        total += v
-    return total / len(volumes)
-
-
 # ------------------------------------------------------------------------------------- runs and cases
 
 

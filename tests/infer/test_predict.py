@@ -8,8 +8,6 @@ from liverctl.errors import LiverctlError
 from liverctl.infer import predict
 from liverctl.infer.predict import (
     RunModel,
-    average_probability_volumes,
-    ensemble_probabilities,
     parse_tta,
     predict_case_probabilities,
     predict_cases,
@@ -81,28 +79,6 @@ def test_multi_view_tta_undoes_every_flip(mode, views):
 def test_unknown_tta_suggests_nearest():
     with pytest.raises(LiverctlError, match="did you mean 'hflip'"):
         parse_tta("hflp")
-
-
-def test_ensemble_averages_probabilities_not_logits():
-    x = torch.zeros(1, 1, 2, 2)
-
-    def plus_two(t):
-        return t[:, :1] + 2.0
-
-    def minus_four(t):
-        return t[:, :1] - 4.0
-
-    probs = ensemble_probabilities([plus_two, minus_four], x)
-    expected = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(-4.0))) / 2
-    torch.testing.assert_close(probs, torch.full((1, 1, 2, 2), float(expected)))
-    assert abs(float(expected) - float(torch.sigmoid(torch.tensor(-1.0)))) > 0.05  # differs from mean logits
-
-
-def test_average_probability_volumes():
-    a, b = np.zeros((2, 3, 4), np.float32), np.ones((2, 3, 4), np.float32)
-    np.testing.assert_allclose(average_probability_volumes([a, b, b]), np.full((2, 3, 4), 2 / 3))
-    with pytest.raises(ValueError, match="differ in shape"):
-        average_probability_volumes([a, np.zeros((2, 3, 5), np.float32)])
 
 
 class FakeStore:
