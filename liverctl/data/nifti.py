@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,21 @@ def _header_fixes(into: list[str] | None) -> Iterator[None]:
             into.extend(caught.messages)
 
 
+def _compression_hint(path: Path, suffix: str) -> str:
+    """Where a file's bytes contradict its suffix (nibabel goes by the name alone): what to rename it to."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return ""
+    if head[:2] == b"\x1f\x8b" and suffix.lower() == ".nii":
+        return f"; it is gzip-compressed: rename it to end in {suffix}.gz"
+    sizeof_hdr = struct.unpack("<i", head) + struct.unpack(">i", head) if len(head) == 4 else ()
+    if {348, 540} & set(sizeof_hdr) and suffix.lower() == ".nii.gz":  # a NIfTI-1 or NIfTI-2 header, uncompressed
+        return f"; it is an uncompressed NIfTI: rename it to end in {suffix[:-3]}"
+    return ""
+
+
 def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None):
     """Open a NIfTI file and check its header; reads no voxel data.
 
@@ -129,7 +145,8 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
         with _header_fixes(header_fixes):
             img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
-        raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)})", path=path) from None
+        hint = _compression_hint(path, suffix)
+        raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)}){hint}", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
     check_header(img, path, workers=workers)

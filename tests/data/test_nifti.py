@@ -104,6 +104,21 @@ def test_files_that_are_not_nifti(tmp_path, name, content, match):
     refused(path, match)
 
 
+def test_a_file_compressed_otherwise_than_its_name_says_is_told_what_to_rename_it_to(tmp_path):
+    """nibabel goes by the name: a gzip named .nii was "Cannot work out file type", a plain NIfTI named .nii.gz
+    "is not a gzip file"; garbage gets no advice."""
+    volume = np.zeros((4, 4, 2), np.int16)
+    gzipped = save(tmp_path / "g.nii.gz", volume).rename(tmp_path / "g.nii")
+    plain = save(tmp_path / "p.nii", volume).rename(tmp_path / "p.nii.gz")
+    refused(gzipped, "it is gzip-compressed: rename it to end in .nii.gz")
+    refused(plain, "it is an uncompressed NIfTI: rename it to end in .nii")
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(os.urandom(300))
+    with pytest.raises(LiverctlError) as exc:
+        open_nifti(garbage)
+    assert "rename" not in str(exc.value)
+
+
 def test_truncated_gzip_is_one_line(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).integers(-1000, 1000, (64, 64, 24), np.int16))
     cut = tmp_path / "cut.nii.gz"
