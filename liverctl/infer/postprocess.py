@@ -298,7 +298,7 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
         files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
         if not files:
             raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
-        if target.exists() and not target.is_dir():
+        if (target.exists() and not target.is_dir()) or (not target.exists() and is_nifti(target)):
             raise LiverctlError("input is a folder, so the output must be a folder too", path=target)
         _refuse_overwrite(target, source, in_place, "output folder is the input folder; choose another to keep "
                           "the originals, or pass --in-place to overwrite them")
@@ -312,6 +312,8 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
         _refuse_overwrite(out, source, in_place, "output is the input file; choose another output to keep the "
                           "original, or pass --in-place to overwrite it")
         return [(source, out)]
+    if source.is_symlink():
+        raise LiverctlError("a link that leads to no file (a loop, or its target is gone)", path=source)
     raise LiverctlError("no such file or folder", path=source)
 
 

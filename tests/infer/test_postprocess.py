@@ -163,6 +163,15 @@ def test_folder_mode_and_bad_paths(tmp_path):
         postprocess_nifti(src_dir, src_dir, "largest")
     with pytest.raises(LiverctlError, match="must end in .nii"):
         postprocess_nifti(src_dir / "a.nii.gz", tmp_path / "out.txt", "largest")
+    # a folder into a file name made a folder named mask.nii.gz
+    with pytest.raises(LiverctlError, match="the output must be a folder too"):
+        postprocess_nifti(src_dir, tmp_path / "mask.nii.gz", "largest")
+    assert not (tmp_path / "mask.nii.gz").exists()
+    # a link loop was "no such file or folder"
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(LiverctlError, match="a link that leads to no file"):
+        postprocess_nifti(tmp_path / "loop1", tmp_path / "x.nii.gz", "largest")
 
 
 def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
