@@ -6,6 +6,12 @@ starts ascending; an empty mask is written as `1 0` (or a sample submission's ow
 
 Everything here is vectorised over whole volumes: one `np.diff` over a padded (Z, X*Y) array finds the
 runs of every slice at once (about 0.5 s for a 512 x 512 x 150 volume on one CPU core).
+
+Parsing (`parse_runs`) reads a well-formed string (ASCII digits and single spaces) with one regular
+expression and numpy's C number parser: about 50 MB/s with every check, against 5 MB/s token by token.
+Anything else, and any well-formed string with a number out of range or an odd count, goes through
+the token-by-token reference path (`_parse_pairs`), which accepts or refuses it and names the first
+problem exactly as before.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ EMPTY_RLE = "1 0"
 MAX_RUN_VALUE = 2**40
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _DIGITS = re.compile(r"-?[0-9]+")
+# The fast path's input: ASCII digits in tokens of 1..13 (any number <= MAX_RUN_VALUE fits, none can
+# overflow int64), joined by single spaces, nothing before or after. Possessive, so a near miss fails
+# in one pass instead of backtracking.
+_FAST_DIGITS = 13
+_WELL_FORMED = re.compile(rf"(?:[0-9]{{1,{_FAST_DIGITS}}}+ )*+[0-9]{{1,{_FAST_DIGITS}}}+")
 
 
 class RLEFormatError(ValueError):
@@ -84,10 +95,14 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
     a start below 1, a negative length, runs out of order or overlapping, or (when `n_pixels` is given)
     a run that leaves the image. An empty string and `1 0` both mean an empty mask.
     """
-    tokens = text.split()
-    if not tokens:
-        return np.zeros((0, 2), dtype=np.int64)
-    runs = _parse_pairs(tokens, n_pixels)
+    runs = _fast_pairs(text, n_pixels)
+    if runs is None:
+        tokens = text.split()
+        if not tokens:
+            return np.zeros((0, 2), dtype=np.int64)
+        runs = _parse_pairs(tokens, n_pixels)
+    if not len(runs):  # nothing to check (most rows of a submission are `1 0`)
+        return runs
     starts, lengths = runs[:, 0], runs[:, 1]
     if (starts < 1).any():
         i = int(np.argmax(starts < 1))
@@ -105,6 +120,26 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
             )
     _check_order(runs)
     return runs
+
+
+def _fast_pairs(text: str, n_pixels: int | None) -> np.ndarray | None:
+    """What `_parse_pairs(text.split(), n_pixels)` gives a well-formed string that passes its checks
+    (for `1 0`, no pairs: its one zero-length run would be dropped anyway), else None.
+
+    None means "ask the reference path": it may still accept the string (other whitespace, `-0`,
+    a token of 14 to 19 digits with leading zeros) or it names what is wrong with it. The fast
+    path never answers differently from it (tests/infer/test_rle.py compares the two).
+    """
+    if text == EMPTY_RLE and (n_pixels is None or n_pixels >= 1):
+        return np.zeros((0, 2), dtype=np.int64)
+    if not _WELL_FORMED.fullmatch(text):
+        return None
+    # Safe on this input: only digits and single spaces, no token long enough to overflow.
+    values = np.fromstring(text, dtype=np.int64, sep=" ")
+    limit = MAX_RUN_VALUE if n_pixels is None else n_pixels
+    if len(values) % 2 or values.max() > limit:
+        return None
+    return values.reshape(-1, 2)
 
 
 def _parse_pairs(tokens: list[str], n_pixels: int | None) -> np.ndarray:

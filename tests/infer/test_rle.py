@@ -171,3 +171,65 @@ def test_fuzz_parse_runs_gives_runs_or_one_format_error():
                 assert (runs[:, 0] >= 1).all() and (runs.sum(axis=1) - 1 <= n_pixels).all()
                 rle.decode_runs(runs, (8, 8))  # what parses also decodes
     assert parsed > 100 and refused > 1000  # both branches were exercised
+
+
+def _valid_runs_text(rng: np.random.Generator, n_pixels: int) -> str:
+    """A random well-formed RLE string for an image of `n_pixels`: sorted, disjoint runs inside it."""
+    k = min(2 * int(rng.integers(1, 40)), (n_pixels + 1) // 2 * 2)
+    cuts = 1 + np.sort(rng.choice(n_pixels + 1, size=k, replace=False))
+    starts, ends = cuts[0::2], cuts[1::2]  # run covers start..end-1, so runs never touch or overlap
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _corrupt(rng: np.random.Generator, text: str) -> str:
+    """One random change that a careless or hostile writer could make (some keep the string valid)."""
+    tokens = text.split(" ")
+    i = int(rng.integers(len(tokens)))
+    edits = [
+        lambda t: t[:i] + t[i + 1:],  # odd count
+        lambda t: t[:i] + [str(rng.choice([0, -1, -7, -100, -(2**40 + 1), 2**40, 2**40 + 1, 2**62, 2**63, 2**64 + 3]))] + t[i + 1:],
+        lambda t: t[:i] + ["9" * int(rng.integers(12, 30))] + t[i + 1:],  # 13+ digits: fast path's edge
+        lambda t: t[:i] + ["0" * int(rng.integers(1, 20)) + t[i]] + t[i + 1:],  # leading zeros
+        lambda t: t[:i] + [str(rng.choice(["+", "-", "-", "１", "x", "1.", "_", "\x00", "é"])) + t[i]] + t[i + 1:],
+        lambda t: t[:i] + [t[i] + str(rng.choice(["", "5", "0"]))] + t[i + 1:],  # bigger: past image/overlap
+        lambda t: t[2:4] + t[:2] + t[4:] if len(t) >= 4 else t[::-1],  # out of order
+        lambda t: t[:i] + [""] + t[i:],  # double space, or a leading/trailing space
+    ]
+    tokens = edits[int(rng.integers(len(edits)))](tokens)
+    sep = str(rng.choice([" ", " ", " ", " ", "\t", "\n", "  ", "\x0b", "\u3000"]))
+    return sep.join(tokens)
+
+
+def _parse_or_message(text: str, n_pixels: int | None):
+    try:
+        return rle.parse_runs(text, n_pixels).tolist()
+    except rle.RLEFormatError as exc:
+        return f"error: {exc}"
+
+
+def test_fast_parse_agrees_with_the_reference_parse_on_valid_and_corrupted_strings(monkeypatch):
+    """The fast path (well-formed strings) must give exactly what the token-by-token reference gives:
+    the same runs, or the same error message, for random valid strings and one-edit corruptions."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for _ in range(1500):
+        n_pixels = int(rng.choice([6, 64, 512 * 512, 10**13, rle.MAX_RUN_VALUE]))
+        text = _valid_runs_text(rng, n_pixels)
+        cases.append((text, n_pixels))
+        cases.append((_corrupt(rng, text), int(rng.choice([n_pixels, 6]))))
+        cases.append((_corrupt(rng, _corrupt(rng, text)), None))
+    cases += [("1 0", None), ("1 0", 1), ("1 0", 0), ("", 5), (" ", 5), ("0 0", 5), ("1 1", 1), ("2 1", 1)]
+
+    real_fast = rle._fast_pairs
+    fast_hits = []
+    monkeypatch.setattr(rle, "_fast_pairs", lambda t, n: fast_hits.append(t) or real_fast(t, n))
+    fast = [_parse_or_message(t, n) for t, n in cases]
+    monkeypatch.setattr(rle, "_fast_pairs", lambda t, n: None)  # the reference path alone
+    reference = [_parse_or_message(t, n) for t, n in cases]
+
+    for (text, n_pixels), got, want in zip(cases, fast, reference, strict=True):
+        assert got == want, (rle._clip(text, 200), n_pixels)
+    accepted_fast = sum(real_fast(t, n) is not None for t, n in cases)
+    errors = sum(isinstance(r, str) for r in reference)
+    # both paths exercised, and parse_runs did go through the fast path
+    assert accepted_fast > 1500 and errors > 1500 and len(fast_hits) > 4000
