@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,12 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# A suite started as a background job (`cmd &` in a script, nohup) ignores SIGINT, and every process it starts
+# inherits that: the tests that Ctrl-C an ingest then saw it run to its end. Python's own handler is reset to
+# the default in a child, so the commands under test take SIGINT as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 if not REAL_DATA.is_dir():
