@@ -255,6 +255,38 @@ def check_weights_fit(weights: dict, target: dict, path: str | os.PathLike) -> N
         )
 
 
+def check_optimizer_state_fits(saved: dict, optimizer, path: str | os.PathLike) -> None:
+    """One line naming the file when a saved optimiser state would not fit `optimizer`'s parameters:
+    `Optimizer.load_state_dict` checks the group sizes but neither the shapes of a parameter's moments
+    (`exp_avg` of another shape failed at the first step, mid-run) nor their kind (an integer or complex
+    tensor was cast into the parameter's float) nor NaN (it reached the weights at the first step)."""
+    import torch
+
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict):
+        return  # the layout is load_state_dict's to refuse
+    saved_ids = [i for g in groups if isinstance(g, dict) and isinstance(g.get("params"), list) for i in g["params"]]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    # strict=False: a count that differs is load_state_dict's own one-line refusal
+    for n, (saved_id, param) in enumerate(zip(saved_ids, params, strict=False)):
+        entry = state.get(saved_id) if isinstance(saved_id, (int, str)) else None
+        for key, value in (entry.items() if isinstance(entry, dict) else ()):
+            if key == "step" or not isinstance(value, torch.Tensor):
+                continue
+            where = f"optimizer state {key!r} of parameter {n}"
+            if tuple(value.shape) != tuple(param.shape):
+                problem = f"has shape {tuple(value.shape)} where the parameter has {tuple(param.shape)}"
+            elif _value_kind(value) != _value_kind(param):
+                problem = f"holds {_value_kind(value)} values where the parameter holds {_value_kind(param)} ones"
+            elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                problem = "holds NaN or infinity"
+            else:
+                continue
+            raise LiverctlError(
+                f"refused: {where} {problem}; the file is damaged or was not written by liverctl train", path=path
+            )
+
+
 def _check_plain(value: Any, where: str) -> None:
     """TypeError unless `value` is plain data that `torch.load(weights_only=True)` reads back."""
     import torch

@@ -12,7 +12,7 @@ import numpy as np
 
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
-from liverctl.runs.checkpoint import check_weights_fit, rng_from_plain
+from liverctl.runs.checkpoint import check_optimizer_state_fits, check_weights_fit, rng_from_plain
 from liverctl.runs.validation_cases import CASES_KEY, case_split, check_same_split
 from liverctl.train import distributed
 
@@ -174,6 +174,8 @@ def setup_session(
     )
     if resume_state is not None:
         check_weights_fit(resume_state["model"], raw_model.state_dict(), resume_path)
+        if isinstance(resume_state.get("optimizer"), dict):
+            check_optimizer_state_fits(resume_state["optimizer"], optimizer, resume_path)
         try:
             _restore(s, resume_state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:

@@ -87,6 +87,13 @@ def _resume_keeps_the_recorded_split(run, cfg, store_path):
          f"now puts 1 of this run's validation case(s) on the training side ({split['training'][0]})"),
         (lambda s: s["model"].update({weight: s["model"][weight].to(torch.int32)}),
          f"refused: weight {weight!r} holds integer values (int32)"),
+        # Optimizer.load_state_dict checks none of these: a shape failed mid-run, the rest went on quietly
+        (lambda s: s["optimizer"]["state"][0].update(exp_avg=s["optimizer"]["state"][0]["exp_avg"].flatten()[:3]),
+         "refused: optimizer state 'exp_avg' of parameter 0 has shape (3,) where the parameter has"),
+        (lambda s: s["optimizer"]["state"][0].update(exp_avg_sq=s["optimizer"]["state"][0]["exp_avg_sq"].to(torch.int64)),
+         "refused: optimizer state 'exp_avg_sq' of parameter 0 holds integer values"),
+        (lambda s: s["optimizer"]["state"][0]["exp_avg"].view(-1)[:1].fill_(float("nan")),
+         "refused: optimizer state 'exp_avg' of parameter 0 holds NaN or infinity"),
     ]:
         changed = torch.load(path, weights_only=True)
         change(changed)
