@@ -71,9 +71,11 @@ class _Stop:
             except ValueError:  # not the main thread
                 pass
 
-    def uninstall(self) -> None:
+    def uninstall(self, *, ignore_sigterm: bool = False) -> None:
+        """Put back the handlers the run found; `ignore_sigterm`: SIGTERM ignored instead, for the rest of the
+        process (a torchrun rank, `close`)."""
         for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
+            signal.signal(sig, signal.SIG_IGN if ignore_sigterm and sig == signal.SIGTERM else prev)
 
 
 def run_training(
@@ -391,7 +393,10 @@ class _Loop:
         import torch
 
         s = self.s
-        self.stop.uninstall()
+        # A torchrun rank runs one run and then only prints its line and exits; torchrun SIGTERMs the ranks
+        # left once one has exited non-zero (SIGKILL 30 s later), and a default SIGTERM here ended rank 0
+        # before its error line (the log named the failure, stderr had nothing from rank 0)
+        self.stop.uninstall(ignore_sigterm=self.info.launched)
         self.progress.close()
         if self.started:
             self.events.emit("run_end", epoch=s.epoch, step=s.global_step, status=self.status, best=s.best,

@@ -6,7 +6,9 @@ Scenarios:
   counts the checkpoints it writes, so the two never measure the same);
 - `signal_in_validation`: SIGTERM reaches rank 1 during its first validation (torchrun forwards a signal to
   each rank in turn, so one rank can see it an epoch boundary earlier than another);
-- `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step;
+- `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step, and
+  rank 0, once its run has ended, waits for rank 1's process to be gone and torchrun to stop the survivors
+  before its command prints its line (rank 0's teardown slower than rank 1's exit, as seen once in CI);
 - `record_losses`: every rank appends the loss of each of its training batches to `losses-<rank>.txt` in
   the working directory (to compare with the losses the events report).
 """
@@ -39,6 +41,34 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
                 return loss
 
         losses.build_loss = lambda cfg: _Recorded(build_loss(cfg))
+    elif scenario == "fails_in_step" and int(os.environ.get("RANK", "0")) == 0:
+        import time
+        from pathlib import Path
+
+        from liverctl.train import loop
+
+        close = loop._Loop.close
+
+        def _siblings() -> set[int]:
+            """The other processes torchrun started (this one's parent's other children)."""
+            found = set()
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == os.getppid() and fields[0] != "Z" and int(stat.parent.name) != os.getpid():
+                    found.add(int(stat.parent.name))
+            return found
+
+        def _close_then_outlive_rank_1(self):
+            close(self)
+            deadline = time.monotonic() + 20  # torchrun's grace before its SIGKILL: 30 s
+            while _siblings() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # torchrun looks at its workers every 0.1 s; its SIGTERM comes now
+
+        loop._Loop.close = _close_then_outlive_rank_1
     elif int(os.environ.get("RANK", "0")) == 1:
         from liverctl.train import loop
         from liverctl.train.session import Session
