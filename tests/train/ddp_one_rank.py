@@ -4,6 +4,8 @@ differ from the others, as happens on a real machine, before it runs.
 Scenarios:
 - `no_room_after_epoch1`: rank 1's time budget has no room for a second epoch (its own clock; rank 0's also
   counts the checkpoints it writes, so the two never measure the same);
+- `validation_out_of_time`: rank 1's time budget abandons its first validation after one batch (its own
+  clock: rank 0's would have gone on to the end of its own share);
 - `signal_in_validation`: SIGTERM reaches rank 1 during its first validation (torchrun forwards a signal to
   each rank in turn, so one rank can see it an epoch boundary earlier than another);
 - `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step, and
@@ -79,6 +81,12 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
                     return self.longest_epoch == 0
 
             loop.TimeBudget = _OneEpoch
+        elif scenario == "validation_out_of_time":
+            class _NoTimeToValidate(loop.TimeBudget):
+                def validation_watch(self):
+                    return lambda done, total: False
+
+            loop.TimeBudget = _NoTimeToValidate
         elif scenario == "signal_in_validation":
             validate = Session.validate
 

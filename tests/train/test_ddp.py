@@ -16,6 +16,7 @@ from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
 from liverctl.runs.folder import checkpoint_path, rank_failure_path, tidy_run_dir
 from liverctl.train.distributed import DistInfo, earlier_failure, report_failure
+from liverctl.train.loop import run_training
 
 # torchrun as this interpreter runs it: a console script's own interpreter may import another liverctl
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -107,6 +108,27 @@ def test_ranks_end_a_run_together_when_only_one_wants_to(tiny_store, tmp_path, s
     assert (events[-1]["status"], events[-1]["message"]) == (status, message)
     assert [e["which"] for e in events if e["kind"] == "checkpoint"][-1] == which
     assert load_checkpoint(checkpoint_path(tmp_path / "ddp", "last"))["epoch"] == 1
+
+
+@NO_TORCHRUN
+def test_a_validation_one_rank_has_no_time_for_is_abandoned_by_all_and_resumed(tiny_store, tmp_path):
+    # only rank 1's budget abandons the validation (after its first batch); rank 0, with time left, must
+    # abandon it too, in the validation's one reduction, and save the epoch's steps once (fold 4 holds two
+    # cases: one for each rank to validate)
+    _torchrun_train(2, tiny_store, tmp_path, "data.fold=4", scenario="validation_out_of_time", timeout=240)
+    run = tmp_path / "ddp"
+    events = read_events(run / "events.jsonl")
+    assert not [e for e in events if e["kind"] == "epoch_end"]
+    assert "no room to finish the validation of epoch 1" in next(e for e in events if e["kind"] == "note")["message"]
+    assert [e["which"] for e in events if e["kind"] == "checkpoint"] == ["time_limit"]
+    assert (events[-1]["kind"], events[-1]["status"]) == ("run_end", "time_limit")
+    state = load_checkpoint(checkpoint_path(run, "last"), resume=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
+    # --resume runs that validation and nothing else (in one process: last.pt is the same for any world size)
+    result = run_training(None, run, resume=True, device="cpu", show_progress=False)
+    assert (result["status"], result["epochs_done"], result["global_step"]) == ("completed", 1, 3)
+    resumed = read_events(run / "events.jsonl")[len(events):]
+    assert [e["kind"] for e in resumed if e["kind"] in ("step", "epoch_end")] == ["epoch_end"]
 
 
 @NO_TORCHRUN
