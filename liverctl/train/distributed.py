@@ -6,7 +6,11 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); a 
 A rank that fails on its own ends its process group, and rank 0 (the one writer of the run's log) then
 fails in its next collective with the backend's "Connection closed by peer": a rank other than 0 leaves its
 own error in the run folder first (`report_failure`), and rank 0 reports the earliest of those that came
-before its own failure (`earlier_failure`), as torchrun names the first failure its root cause.
+before its own failure (`earlier_failure`), as torchrun names the first failure its root cause. In a
+validation, where each rank validates its own cases with no collective until the end, rank 0 looks for
+those failures between its batches (`liverctl.train.loop`): torchrun SIGTERMs the ranks left once one has
+exited non-zero and SIGKILLs them 30 s later, and a rank ignores that SIGTERM once its run has ended, so that
+rank 0 still prints its line.
 """
 
 from __future__ import annotations

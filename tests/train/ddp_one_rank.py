@@ -11,6 +11,9 @@ Scenarios:
 - `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step, and
   rank 0, once its run has ended, waits for rank 1's process to be gone and torchrun to stop the survivors
   before its command prints its line (rank 0's teardown slower than rank 1's exit, as seen once in CI);
+- `fails_in_validation`: rank 1 fails on its own at its first validation batch, while rank 0 is in its own
+  validation: rank 0 records each validation batch it finishes in `val-batches-0.txt` (in the working
+  directory) and holds its second one until rank 1's failure is in the run folder (run 'ddp');
 - `record_losses`: every rank appends the loss of each of its training batches to `losses-<rank>.txt` in
   the working directory (to compare with the losses the events report).
 """
@@ -43,6 +46,28 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
                 return loss
 
         losses.build_loss = lambda cfg: _Recorded(build_loss(cfg))
+    elif scenario == "fails_in_validation":
+        import time
+        from pathlib import Path
+
+        from liverctl.train import validation
+
+        probabilities_at = validation.probabilities_at
+        rank, batches = int(os.environ["RANK"]), []
+
+        def _rank_1_fails_rank_0_validates_on(*args, **kwargs):
+            if rank == 1:
+                raise RuntimeError("CUDA error: an illegal memory access (rank 1's own failure)")
+            batches.append(len(batches) + 1)
+            if len(batches) == 2:
+                deadline = time.monotonic() + 60
+                while not Path("ddp", ".rank-1.failed").exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            with open("val-batches-0.txt", "a", encoding="utf-8") as fh:
+                fh.write(f"{len(batches)}\n")
+            return probabilities_at(*args, **kwargs)
+
+        validation.probabilities_at = _rank_1_fails_rank_0_validates_on
     elif scenario == "fails_in_step" and int(os.environ.get("RANK", "0")) == 0:
         import time
         from pathlib import Path

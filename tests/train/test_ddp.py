@@ -163,6 +163,20 @@ def test_a_rank_that_fails_on_its_own_is_named_in_the_log_and_the_error(tiny_sto
     assert "Connection closed by peer" not in proc.stderr.split(own)[-1]  # rank 0 printed no traceback of its own
 
 
+@NO_TORCHRUN
+def test_rank_0_ends_its_validation_at_once_when_another_rank_has_failed(tiny_store, tmp_path):
+    # rank 0 validated its own cases to the end (no collective until the reduction, which then failed): a
+    # validation longer than torchrun's grace (30 s after rank 1 exited) ended with rank 0 killed, no run_end
+    proc = _torchrun_train(2, tiny_store, tmp_path, "data.fold=4", scenario="fails_in_validation", returncode=1,
+                           timeout=240)
+    assert (tmp_path / "val-batches-0.txt").read_text().split() == ["1", "2"]  # none after rank 1 failed
+    own = "rank 1 failed: RuntimeError: CUDA error: an illegal memory access (rank 1's own failure)"
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert (events[-1]["kind"], events[-1]["status"], events[-1]["message"]) == ("run_end", "failed", own)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {own} (its traceback is on that rank's stderr)"], proc.stderr[-3000:]
+
+
 def test_rank_0_reports_the_first_failure_of_another_rank_before_its_own(tmp_path):
     info = DistInfo(rank=0, world=4, launched=True)
     for rank, ts, message in ((1, 105.0, "RuntimeError: later"), (2, 103.0, "ValueError: first"),
