@@ -23,11 +23,29 @@ CHECKPOINT_DIR = "checkpoints"  # best.pt / last.pt and their .json sidecars
 LOCK_FILE = ".lock"  # holds {pid, host, since} of the process writing the run
 # {rank, ts, message}: a torchrun rank other than 0 that failed on its own (liverctl.train.distributed)
 RANK_FAILURE_FILE = ".rank-{rank}.failed"
+_RANK_FAILURE_NAME = re.compile(r"\.rank-([1-9][0-9]{0,5})\.failed")
 
 
 def rank_failure_path(run_dir: str | os.PathLike, rank: int) -> Path:
     """`runs/<name>/.rank-<rank>.failed`: the failure a torchrun rank other than 0 left for rank 0."""
     return Path(run_dir) / RANK_FAILURE_FILE.format(rank=rank)
+
+
+def rank_failures(run_dir: str | os.PathLike) -> list[tuple[float, int, str]]:
+    """(ts, rank, message) of each failure a rank other than 0 left in the folder, earliest first. They are
+    removed at each start (`tidy_run_dir`), so these are the last start's; a file no rank wrote (torn,
+    another form) is passed over."""
+    found = []
+    for path in Path(run_dir).glob(RANK_FAILURE_FILE.format(rank="*")):
+        if (name := _RANK_FAILURE_NAME.fullmatch(path.name)) is None:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            message = (str(record["message"]).splitlines() or [""])[0][:500]  # anyone's text: one line
+            found.append((float(record["ts"]), int(name[1]), message))
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):  # none, or not one a rank wrote
+            continue
+    return sorted(found)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:

@@ -12,7 +12,9 @@ The rules, one each, that every reader of a run shares:
   first highest finite volume Dice.
 - status (`run_status`): the `run_end` status of the last segment (after the last `run_start`); without
   one, "running" while a live process holds the run's `.lock` (`liverctl.runs.folder.writer_alive`),
-  "interrupted" when nobody does (killed, crashed), "unknown" with no event at all.
+  when nobody does "failed" if a torchrun rank left its failure in the folder (rank 0 then killed by
+  torchrun before its run_end: `liverctl.runs.folder.rank_failures`), else "interrupted" (killed,
+  crashed), "unknown" with no event at all.
 
 Standard library only: the TUI imports this.
 """
@@ -142,19 +144,22 @@ class RunHistory:
                 best = e
         return best
 
-    def status(self, writer_alive: bool | None) -> str:
-        return run_status(self, writer_alive)
+    def status(self, writer_alive: bool | None, rank_failed: bool = False) -> str:
+        return run_status(self, writer_alive, rank_failed)
 
 
-def run_status(history: RunHistory, writer_alive: bool | None) -> str:
+def run_status(history: RunHistory, writer_alive: bool | None, rank_failed: bool = False) -> str:
     """The run's status (the module docstring's rule). `writer_alive` None: not known (events fed
-    without their folder): a log without run_end then reads as running."""
+    without their folder): a log without run_end then reads as running. `rank_failed`: the folder holds a
+    failure a torchrun rank left (`liverctl.runs.folder.rank_failures`)."""
     if history.run_end is not None:
         status = history.run_end.get("status")  # anyone's text: a table or a list is no status
         return status if isinstance(status, str) and status.strip() else "unknown"
     if writer_alive or (writer_alive is None and history.n_events):
         return "running"
-    return "interrupted" if history.n_events else "unknown"
+    if not history.n_events:
+        return "unknown"
+    return "failed" if rank_failed else "interrupted"
 
 
 def last_per(events: list[dict], key: str) -> list[dict]:

@@ -20,7 +20,14 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, loads_object, parse_line
-from liverctl.runs.folder import CHECKPOINT_DIR, CONFIG_FILE, SUBMISSIONS_FILE, is_run_dir, writer_alive
+from liverctl.runs.folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    SUBMISSIONS_FILE,
+    is_run_dir,
+    rank_failures,
+    writer_alive,
+)
 from liverctl.runs.history import (
     RunHistory,
     as_int,
@@ -147,7 +154,7 @@ def summarize_run(run_dir: str | os.PathLike) -> RunSummary:
     summary.wall_seconds = history.wall_seconds
     summary.nan_events = history.nan_events
     _fill_epochs(summary, history, sidecars)
-    _fill_status(summary, history, writer_alive(run_dir))
+    _fill_status(summary, history, writer_alive(run_dir), rank_failures(run_dir))
     if summary.status == "running" and summary.epochs_done == 0 and "no checkpoint" in summary.problems:
         summary.problems.remove("no checkpoint")  # the first one comes at the end of the first epoch
     summary.submissions = read_submissions(run_dir, summary.problems)
@@ -291,13 +298,17 @@ def _fill_epochs(summary: RunSummary, history: RunHistory, sidecars: dict[str, d
     summary.global_dice = finite(figures.get("global_dice"))
 
 
-def _fill_status(summary: RunSummary, history: RunHistory, alive: bool) -> None:
-    summary.status = run_status(history, alive)
+def _fill_status(summary: RunSummary, history: RunHistory, alive: bool, failures: list) -> None:
+    summary.status = run_status(history, alive, bool(failures))
     if summary.status == "running":
         return
     if history.run_end is not None:
         if history.torn_last_line:
             summary.problems.append("events.jsonl: half-written last line after run_end")
+    elif summary.status == "failed":
+        _, rank, message = failures[0]
+        summary.problems.append(f"no run_end event: rank {rank} failed ({message}), and rank 0 ended before it "
+                                "wrote the run's end (killed by torchrun?)")
     elif summary.status == "interrupted":
         if history.torn_last_line:
             summary.problems.append("events.jsonl truncated: half-written last line, no run_end (killed?)")

@@ -6,7 +6,11 @@ torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); a 
 A rank that fails on its own ends its process group, and rank 0 (the one writer of the run's log) then
 fails in its next collective with the backend's "Connection closed by peer": a rank other than 0 leaves its
 own error in the run folder first (`report_failure`), and rank 0 reports the earliest of those that came
-before its own failure (`earlier_failure`), as torchrun names the first failure its root cause.
+before its own failure (`earlier_failure`), as torchrun names the first failure its root cause. In a
+validation, where each rank validates its own cases with no collective until the end, rank 0 looks for
+those failures between its batches (`liverctl.train.loop`): torchrun SIGTERMs the ranks left once one has
+exited non-zero and SIGKILLs them 30 s later, and a rank ignores that SIGTERM once its run has ended, so that
+rank 0 still prints its line.
 """
 
 from __future__ import annotations
@@ -120,21 +124,14 @@ def earlier_failure(info: DistInfo, run_dir: str | os.PathLike, *, since: float,
     """"rank R failed: <its message>" for the first failure another rank reported between `since` (this
     start) and `failed_at` (when rank 0 failed), waiting up to `wait_s` for one to appear; None when there is
     none (rank 0 failed first, or on its own)."""
-    from liverctl.runs.folder import rank_failure_path
+    from liverctl.runs.folder import rank_failures
 
     deadline = time.monotonic() + wait_s
     while True:
-        found = []
-        for rank in range(1, info.world):
-            try:
-                record = json.loads(rank_failure_path(run_dir, rank).read_text(encoding="utf-8"))
-                ts, message = float(record["ts"]), str(record["message"])
-            except (OSError, ValueError, TypeError, KeyError):  # none yet, or not one a rank wrote
-                continue
-            if since <= ts <= failed_at:
-                found.append((ts, rank, message))
+        found = [(ts, rank, message) for ts, rank, message in rank_failures(run_dir)
+                 if rank < info.world and since <= ts <= failed_at]
         if found:
-            _, rank, message = min(found)
+            _, rank, message = found[0]
             return f"rank {rank} failed: {message}"
         if time.monotonic() >= deadline:
             return None

@@ -71,9 +71,11 @@ class _Stop:
             except ValueError:  # not the main thread
                 pass
 
-    def uninstall(self) -> None:
+    def uninstall(self, *, ignore_sigterm: bool = False) -> None:
+        """Put back the handlers the run found; `ignore_sigterm`: SIGTERM ignored instead, for the rest of the
+        process (a torchrun rank, `close`)."""
         for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
+            signal.signal(sig, signal.SIG_IGN if ignore_sigterm and sig == signal.SIGTERM else prev)
 
 
 def run_training(
@@ -101,10 +103,10 @@ def run_training(
         cfg = resume_state["config"] if cfg is None else cfg
     if info.is_main:
         tidy_run_dir(run_dir)  # a killed predecessor's temporary files and torn last event line
+    started_at = time.time()
     loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
                  events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
-                 progress=ConsoleProgress(enabled=show_progress and info.is_main))
-    started_at = time.time()
+                 progress=ConsoleProgress(enabled=show_progress and info.is_main), started_at=started_at)
     try:
         loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
                                resume_path=resume_path)
@@ -159,6 +161,7 @@ class _Loop:
     status: str = "failed"
     message: str = ""
     started: bool = False  # run_start was written: only then does run_end follow
+    started_at: float = 0.0  # time.time() at this start: failures other ranks reported since then are this run's
 
     def note(self, message: str) -> None:
         """A remark for the user: a `note` event, and a line on the console."""
@@ -281,7 +284,13 @@ class _Loop:
         `--resume` validates the epoch)."""
         s = self.s
         self.progress.status("validating")
-        metrics = s.validate(self.budget.validation_watch())
+        watch = self.budget.validation_watch()
+
+        def keep_going(done: int, total: int) -> bool:
+            self.end_if_another_rank_failed()
+            return watch(done, total)
+
+        metrics = s.validate(keep_going)
         if metrics is None:
             self.progress.close()
             self.note(f"the time limit leaves no room to finish the validation of epoch {s.epoch + 1}: its steps "
@@ -314,6 +323,17 @@ class _Loop:
                          epochs=epochs)
         self.progress.end_epoch(s.epoch - 1, epochs, metrics, seconds=seconds, is_best=is_best)
         return None
+
+    def end_if_another_rank_failed(self) -> None:
+        """Rank 0, between the batches of a validation (each rank validates its own cases, with no collective
+        until the end), fails now when another rank has reported its failure (`distributed.report_failure`):
+        torchrun SIGKILLs the ranks left 30 s after one has failed, which a long validation outlasted, ending
+        rank 0 without run_end."""
+        if self.info.is_main and self.info.world > 1:
+            first = distributed.earlier_failure(self.info, self.run_dir, since=self.started_at, failed_at=time.time(),
+                                                wait_s=0)
+            if first is not None:
+                raise LiverctlError(first)  # run_training reports it as that rank's failure
 
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
@@ -391,7 +411,10 @@ class _Loop:
         import torch
 
         s = self.s
-        self.stop.uninstall()
+        # A torchrun rank runs one run and then only prints its line and exits; torchrun SIGTERMs the ranks
+        # left once one has exited non-zero (SIGKILL 30 s later), and a default SIGTERM here ended rank 0
+        # before its error line (the log named the failure, stderr had nothing from rank 0)
+        self.stop.uninstall(ignore_sigterm=self.info.launched)
         self.progress.close()
         if self.started:
             self.events.emit("run_end", epoch=s.epoch, step=s.global_step, status=self.status, best=s.best,

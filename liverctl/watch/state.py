@@ -70,6 +70,7 @@ class RunState:
         self._current = CurrentEpoch(number=1)
         self.history = RunHistory()  # the shared reducer: status and best epoch follow its rules
         self.writer_alive: bool | None = None  # whether the run's lock is held; None: not known (no folder)
+        self.rank_failed = False  # a torchrun rank left its failure in the folder (runs.folder.rank_failures)
         self.version = 0  # bumped by every feed that changed something (views redraw on change)
 
     # ---- folding -------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class RunState:
         is there, empty, and nobody writes it (`ended_before_first_event`)."""
         if self.n_events == 0 and not self.ended_before_first_event:
             return "waiting"
-        return run_status(self.history, self.writer_alive)
+        return run_status(self.history, self.writer_alive, self.rank_failed)
 
     @property
     def ended_before_first_event(self) -> bool:

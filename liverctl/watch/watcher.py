@@ -19,7 +19,7 @@ from pathlib import Path
 
 from liverctl.disk import human_bytes
 from liverctl.runs.events import EventTail, parse_line
-from liverctl.runs.folder import EVENTS_FILE, writer_alive
+from liverctl.runs.folder import EVENTS_FILE, rank_failures, writer_alive
 from liverctl.watch.state import RunState
 
 # A first read of more than this many bytes is worth doing off the UI thread (`RunWatcher.read_log`).
@@ -90,6 +90,7 @@ class RunWatcher:
         self._seen = (st.st_ino, st.st_size)
         self.condition = "ok"
         self.state.writer_alive = writer_alive(self.run_dir)
+        self.state.rank_failed = bool(rank_failures(self.run_dir))
         return self.state.feed(self.tail.poll())
 
     def first_read_is_long(self) -> bool:
@@ -122,6 +123,7 @@ class RunWatcher:
         self.reading = not read.complete
         self.condition = "waiting" if read.tail.missing else "ok"
         self.state.writer_alive = writer_alive(self.run_dir)
+        self.state.rank_failed = bool(rank_failures(self.run_dir))
         if read.complete:
             self.tail = read.tail
             inode, offset = read.tail.position

@@ -12,7 +12,8 @@ from run_fixtures import make_run
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.runs.folder import RunLock
+from liverctl.runs.folder import RunLock, rank_failure_path
+from liverctl.runs.summary import summarize_run
 
 runner = CliRunner()
 
@@ -65,6 +66,18 @@ def test_runs_watch_and_report_agree_on_a_run_without_run_end(tmp_path, held):
             lock.release()
     want = ("running" if held else "interrupted", 2, "0.8000")
     assert set(seen.values()) == {want}, seen
+
+
+def test_a_torchrun_run_whose_rank_0_was_killed_after_another_rank_failed_reads_as_failed(tmp_path):
+    # torchrun SIGKILLs rank 0 30 s after rank 1 failed: no run_end, nobody holds the lock, and the run read
+    # as interrupted, as if stopped by hand and fine to resume; rank 1's failure is in the folder
+    run = make_run(tmp_path / "runs", "r", volume_dice=[0.7, 0.8], planned=4, status=None)
+    rank_failure_path(run, 1).write_text('{"rank": 1, "ts": 1700000000.0, "message": "RuntimeError: CUDA error"}\n')
+    seen = _all_three(run, tmp_path)
+    assert set(seen.values()) == {("failed", 2, "0.8000")}, seen
+    assert any("rank 1 failed (RuntimeError: CUDA error)" in p for p in summarize_run(run).problems)
+    with RunLock(run):
+        assert summarize_run(run).status == "running"  # rank 0 still ending: it writes run_end itself
 
 
 def test_best_is_the_epoch_marked_best_the_one_best_pt_holds(tmp_path):
