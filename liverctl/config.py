@@ -316,6 +316,12 @@ def read_config(path: str | Path) -> dict:
     return check_config(_read_toml(Path(path)), str(path))
 
 
+def read_recorded_config(path: str | Path) -> dict:
+    """A config.toml as it was written, nothing filled in or checked: what is compared with another record of
+    the same run (`liverctl.experiment.folder.check_fold_config`)."""
+    return _read_toml(Path(path))
+
+
 def check_config(data: Any, where: str) -> dict:
     """A resolved config read from a file (config.toml, a checkpoint), as plain data: checked against the
     current defaults (new keys filled in) and validated; LiverctlError naming `where` otherwise."""

@@ -15,12 +15,15 @@ that, and are converted, once and only on request, by `convert_checkpoint(..., t
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import pickle
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,9 @@ from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
 FORMAT = "liverctl-checkpoint/1"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
 CONVERT_COMMAND = "liverctl convert-checkpoint"
+# Where a loaded checkpoint keeps its config as the file recorded it (its "config" has today's new keys filled in):
+# what is compared with another record of the same run (experiment.json's config, `check_fold_config`).
+RECORDED_CONFIG = "recorded_config"
 # What every checkpoint must hold, and what a resume needs besides (entry -> (types, in words)).
 _NEEDED = {
     "config": (dict, "a table"),
@@ -134,31 +140,50 @@ def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", *, resume: bool = False) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str = "cpu", *, resume: bool = False,
+    verify: Callable[[str], None] | None = None,
+) -> dict:
     """The dict written by `save_checkpoint`, read without running code from the file.
 
     LiverctlError (one line naming the file) if it is missing, unreadable, needs anything but plain data
     unpickled (it may contain code), is foreign, or lacks an entry (also those a resume needs, with
-    `resume=True`). The config is checked against the current defaults (new keys filled in).
+    `resume=True`). The config is checked against the current defaults (new keys filled in); the config as the
+    file recorded it is kept under RECORDED_CONFIG. `verify`: see `load_plain`.
     """
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("checkpoint not found", path=path)
-    return _checked(load_plain(path, map_location), path, resume=resume)
+    return _checked(load_plain(path, map_location, verify=verify), path, resume=resume)
 
 
-def load_plain(path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint") -> Any:
+def load_plain(
+    path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint", *,
+    verify: Callable[[str], None] | None = None,
+) -> Any:
     """`torch.load(path, weights_only=True)`: tensors and plain data only, so nothing in the file runs.
 
     Any failure is one LiverctlError naming the file; one that wants other objects says it may contain code.
+    `verify(sha256)`, when given, is called with the hex sha256 of exactly the bytes that are then parsed, before
+    they are parsed (it raises to refuse them): the file is read once into memory, hashed and loaded from there,
+    so a file replaced after the check cannot be what is loaded. That holds the file's bytes and its tensors at
+    once (twice a checkpoint's size in memory for a moment: 2 x 137 MB for the largest preset's best.pt); without
+    `verify` the file is loaded from disk as it is read.
     """
     import torch
 
     path = Path(path)
     try:
+        source: Any = path
+        if verify is not None:
+            data = path.read_bytes()
+            verify(hashlib.sha256(data).hexdigest())
+            source = io.BytesIO(data)
         with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: not for the user
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except LiverctlError:
+        raise
     except pickle.UnpicklingError as exc:
         raise _refusal(path, exc, what) from None
     except Exception as exc:
@@ -214,7 +239,9 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
     if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
         raise LiverctlError(f"checkpoint entry '{CASES_KEY}' {problem}", path=path)
-    state["config"] = check_config(state["config"], f"{path} (its config)")
+    recorded = state["config"]
+    state["config"] = check_config(recorded, f"{path} (its config)")
+    state[RECORDED_CONFIG] = recorded
     return state
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -272,9 +273,11 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
     return model, info["config"]
 
 
-def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu", *,
+                        verify: Callable[[str], None] | None = None):
     """(model in eval mode on `device`, the checkpoint's other entries: config, epoch, cases, ...), as
-    `load_run_model`; what the run recorded (e.g. the cases it trained on) comes from the .pt itself."""
+    `load_run_model`; what the run recorded (e.g. the cases it trained on) comes from the .pt itself.
+    `verify(sha256)`: a check of the bytes parsed (`liverctl.runs.checkpoint.load_plain`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LiverctlError("run folder not found", path=run_dir)
@@ -283,7 +286,7 @@ def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device:
         others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
         hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
         raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
-    state = load_checkpoint(path, map_location="cpu")
+    state = load_checkpoint(path, map_location="cpu", verify=verify)
     bad = non_finite_weights(state["model"])
     if bad:
         raise LiverctlError(
