@@ -194,6 +194,24 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
         load_checkpoint(path, resume=True)
 
 
+def test_a_config_of_odd_keys_or_top_level_values_is_one_line(tmp_path, cfg):
+    """A checkpoint is anyone's pickle: a config key that is not text ended in TypeError ('int' object is not
+    iterable, from the nearest-key hint), and a preset or description that is not text (a table, a list nested
+    thousands deep) was loaded and compared, printed or flattened as if it were."""
+    model = build_model(cfg)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for config, words in [
+        ({**cfg, 5: {}}, r"config key 5 in .* is not text \(int\)"),
+        ({**cfg, "preset": {"a": 1}}, "config key 'preset' in .* should be text, not dict"),
+        ({**cfg, "description": [[["deep"]]]}, "config key 'description' in .* should be text, not list"),
+    ]:
+        torch.save({"format": FORMAT, **_state(cfg, model), "config": config}, path)
+        with pytest.raises(LiverctlError, match=words) as exc:
+            load_run_model(tmp_path)
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
 def test_non_finite_weights_are_refused(tmp_path, cfg):
     model = build_model(cfg)
     state = _state(cfg, model)
