@@ -264,6 +264,32 @@ def test_encoder_weights_of_another_kind_are_refused(tmp_path, cfg):
         load_encoder_weights(model, path)
 
 
+def test_weights_of_a_claimed_huge_shape_are_refused_before_any_computing_on_them(tmp_path, cfg):
+    """A stride-0 view claims any number of elements of one stored number (a few bytes in the file): isfinite()
+    over a claimed (10^5, 10^5, 3, 3) weight tried to allocate 360 GB (a claim that fits in memory is allocated
+    and computed on), and the first convolution of encoder weights was summed over its claimed size. Now the
+    model's shapes are checked first (load_state_dict's size mismatch)."""
+    from liverctl.infer.predict import load_run_models
+    from liverctl.train.models import load_encoder_weights
+
+    model = build_model(cfg)
+    own = model.state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point() and v.dim() == 4)
+    claimed = torch.zeros(1).expand(10**5, 10**5, 3, 3)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    torch.save({"format": FORMAT, **_state(cfg, model), "model": {**own, key: claimed}}, path)
+    assert path.stat().st_size < 10 * sum(v.numel() * v.element_size() for v in own.values())
+    with pytest.raises(LiverctlError, match=f"size mismatch for {key}") as exc:
+        load_run_models([tmp_path])
+    assert "allocate" not in str(exc.value)
+    encoder = model.encoder.state_dict()
+    first = next(k for k, v in encoder.items() if v.dim() == 4)
+    weights = tmp_path / "encoder.pt"
+    torch.save({**encoder, first: torch.zeros(1).expand(10**5, 4, 10**5, 10**5)}, weights)  # 4 inputs, not 3
+    load_encoder_weights(model, weights)  # the claimed tensor fits nothing: left out, the rest loaded
+
+
 def test_checkpoints_are_plain_data_and_rng_states_round_trip(tmp_path, cfg):
     import random
 
