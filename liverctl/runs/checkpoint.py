@@ -179,6 +179,7 @@ def load_plain(
             data = path.read_bytes()
             verify(hashlib.sha256(data).hexdigest())
             source = io.BytesIO(data)
+        _check_zip_members(source, path, what)
         with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: not for the user
             warnings.simplefilter("ignore")
             return torch.load(source, map_location=map_location, weights_only=True)
@@ -191,6 +192,34 @@ def load_plain(
         raise LiverctlError(
             f"cannot read {what} ({type(exc).__name__}{': ' + detail[0][:200] if detail else ''})", path=path
         ) from None
+
+
+def _check_zip_members(source: Any, path: Path, what: str) -> None:
+    """Refuse a zip (torch.save's format) with a member that would unpack to more bytes than the file holds:
+    torch's reader inflates a compressed member whole before it compares its size with the tensor it is for
+    (a 1 MB file of deflated zeros took 1 GB of memory before its refusal; a larger one can take all of it).
+    torch.save stores every member uncompressed, so a stored member's size is bounded by the file's (a stored one
+    claiming more than it holds is refused by torch's reader before any allocation). Files that are not zips are
+    torch's to read or refuse (its older format checks every size it reads against the file)."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(source):
+            return
+        with zipfile.ZipFile(source) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # torch's reader says what is wrong with it
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise LiverctlError(
+                f"cannot read {what}: its part {member.filename[:80]!r} is compressed (torch.save stores every part "
+                f"as it is), so it could unpack to any size ({member.file_size} bytes claimed); it is not loaded",
+                path=path,
+            )
 
 
 def _refusal(path: Path, exc: Exception, what: str) -> LiverctlError:

@@ -290,6 +290,28 @@ def test_weights_of_a_claimed_huge_shape_are_refused_before_any_computing_on_the
     load_encoder_weights(model, weights)  # the claimed tensor fits nothing: left out, the rest loaded
 
 
+def test_a_checkpoint_whose_parts_unpack_to_more_than_the_file_holds_is_refused(tmp_path, cfg):
+    """torch's reader inflates a compressed zip member whole before comparing its size with its tensor: 32 MB of
+    zeros deflated into a 32 kB file were loaded (a 1 MB file of them took 1 GB of memory before a refusal).
+    torch.save stores every part as it is, so a compressed part is refused before torch reads it."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **_state(cfg, build_model(cfg)), "model": {"w": torch.zeros(8 << 20)}}, buffer)
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as saved, zipfile.ZipFile(path, "w") as bomb:
+        for member in saved.infolist():
+            bomb.writestr(member.filename, saved.read(member.filename), compress_type=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < (1 << 20)
+    with pytest.raises(LiverctlError) as exc:
+        load_checkpoint(path)
+    assert str(exc.value).startswith(f"{path}: cannot read checkpoint: its part ")
+    assert "is compressed (torch.save stores every part as it is)" in str(exc.value)
+    with pytest.raises(LiverctlError, match="is compressed"):  # read into memory to be checked first: the same
+        load_checkpoint(path, verify=lambda sha256: None)
+
+
 def test_checkpoints_are_plain_data_and_rng_states_round_trip(tmp_path, cfg):
     import random
 
