@@ -266,12 +266,36 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
+    problem = _odd_best_or_guard(state)
+    if problem is not None:  # a resume compared, counted and saved them again mid-run (TypeError, KeyError)
+        raise LiverctlError(f"checkpoint entry {problem}; it is damaged or was not written by liverctl train", path=path)
     if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
         raise LiverctlError(f"checkpoint entry '{CASES_KEY}' {problem}", path=path)
     recorded = state["config"]
     state["config"] = check_config(recorded, f"{path} (its config)")
     state[RECORDED_CONFIG] = recorded
     return state
+
+
+def _odd_best_or_guard(state: dict) -> str | None:
+    """What is wrong with the entries a resume carries on with, `best` {epoch, volume_dice} and `guard` {skipped,
+    consecutive, rollbacks}, as training writes them; None when nothing is."""
+    def count(value: Any) -> bool:
+        return type(value) is int and value >= 0
+
+    best = state.get("best")
+    if best:  # {} or absent: no best yet
+        if set(best) != {"epoch", "volume_dice"}:
+            return f"'best' should hold epoch and volume_dice, not {', '.join(map(str, best))[:80]}"
+        if not (best["epoch"] is None or count(best["epoch"])):
+            return f"'best' epoch should be a whole number, not {best['epoch']!r:.40}"
+        dice = best["volume_dice"]
+        if not (dice is None or (type(dice) in (int, float) and math.isfinite(dice))):
+            return f"'best' volume_dice should be a finite number, not {dice!r:.40}"
+    for key, value in (state.get("guard") or {}).items():
+        if key in ("skipped", "consecutive", "rollbacks") and not count(value):
+            return f"'guard' {key} should be a whole number, not {value!r:.40}"
+    return None
 
 
 def non_finite_weights(model_state: dict) -> list[str]:
