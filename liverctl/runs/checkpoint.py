@@ -51,6 +51,7 @@ _NEEDED_TO_RESUME = {
     "rng": ((dict, type(None)), "a table"),
     "step_in_epoch": (int, "a whole number"),
 }
+METRIC_KEYS = ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice")
 _OPTIONAL = {
     "best": (dict, "a table"),
     "metrics": (dict, "a table"),
@@ -266,7 +267,7 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
-    problem = _odd_best_or_guard(state)
+    problem = _odd_carried_entries(state)
     if problem is not None:  # a resume compared, counted and saved them again mid-run (TypeError, KeyError)
         raise LiverctlError(f"checkpoint entry {problem}; it is damaged or was not written by liverctl train", path=path)
     if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
@@ -277,9 +278,9 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
     return state
 
 
-def _odd_best_or_guard(state: dict) -> str | None:
-    """What is wrong with the entries a resume carries on with, `best` {epoch, volume_dice} and `guard` {skipped,
-    consecutive, rollbacks}, as training writes them; None when nothing is."""
+def _odd_carried_entries(state: dict) -> str | None:
+    """What is wrong with the entries a resume carries on with, `best` {epoch, volume_dice}, `guard` {skipped,
+    consecutive, rollbacks} and `metrics` (numbers, NaN included), as training writes them; None when nothing is."""
     def count(value: Any) -> bool:
         return type(value) is int and value >= 0
 
@@ -295,6 +296,9 @@ def _odd_best_or_guard(state: dict) -> str | None:
     for key, value in (state.get("guard") or {}).items():
         if key in ("skipped", "consecutive", "rollbacks") and not count(value):
             return f"'guard' {key} should be a whole number, not {value!r:.40}"
+    for key, value in (state.get("metrics") or {}).items():  # a resume writes them into its next checkpoint
+        if key in METRIC_KEYS and not (value is None or type(value) in (int, float)):
+            return f"'metrics' {key} should be a number, not {type(value).__name__}"
     return None
 
 

@@ -177,6 +177,7 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
         (lambda s: s.update(cases=["a"]), "'cases' should be a table, not list"),
         (lambda s: s.update(cases={"training": "a", "validation": []}), "'cases' should hold 'training': a list of"),
         (lambda s: s["config"]["optim"].update(lr=-1.0), "optim.lr must be > 0"),
+        (lambda s: s["metrics"].update(volume_dice="0.9"), "'metrics' volume_dice should be a number, not str"),
         (lambda s: s["config"]["data"].pop("context"), None),  # an old config: the default fills it in
     ]:
         state = copy.deepcopy({"format": FORMAT, **_state(cfg, model)})
