@@ -531,6 +531,17 @@ def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
     assert str(info.value).startswith(f"{exp / folder.SUMMARY_FILE}: ") and message in str(info.value)
 
 
+def test_an_experiment_summary_nested_absurdly_deep_is_one_line(tmp_path):
+    """experiment.json is anyone's file: a list nested 100000 deep ended report, runs and submit in a
+    RecursionError traceback from the JSON decoder."""
+    exp = _experiment(tmp_path)
+    path = exp / folder.SUMMARY_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:text.rindex("}")] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary "):
+        folder.read_summary(exp)
+
+
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
     ValueError / TypeError (format codes applied to a str or None)."""
