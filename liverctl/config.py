@@ -108,7 +108,11 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
 
 def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:
     for section, body in updates.items():
+        if not isinstance(section, str):  # a checkpoint is anyone's pickle: its keys need not be text
+            raise LiverctlError(f"config key {section!r:.40} in {where} is not text ({type(section).__name__})")
         if section in TOP_LEVEL:
+            if not isinstance(body, str):  # printed and compared as text (runs, report, check_fold_config)
+                raise LiverctlError(f"config key '{section}' in {where} should be text, not {type(body).__name__}")
             cfg[section] = body
             continue
         if section not in SECTIONS or not isinstance(body, dict):
@@ -314,6 +318,12 @@ def write_config(cfg: dict, path: str | Path) -> None:
 def read_config(path: str | Path) -> dict:
     """A config written by `write_config`, checked against the current defaults (new keys filled in)."""
     return check_config(_read_toml(Path(path)), str(path))
+
+
+def read_recorded_config(path: str | Path) -> dict:
+    """A config.toml as it was written, nothing filled in or checked: what is compared with another record of
+    the same run (`liverctl.experiment.folder.check_fold_config`)."""
+    return _read_toml(Path(path))
 
 
 def check_config(data: Any, where: str) -> dict:

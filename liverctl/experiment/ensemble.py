@@ -7,17 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liverctl.config import read_config
+from liverctl.config import read_recorded_config
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import (
     SUMMARY_FILE,
-    check_fold_checkpoint,
     check_fold_config,
+    experiment_of_fold,
+    fold_checkpoint_check,
     fold_dir,
+    fold_number,
     is_experiment_dir,
     read_summary,
+    recorded_checkpoint_sha256,
 )
-from liverctl.runs.folder import CONFIG_FILE
+from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
+
+FoldOwners = dict[Path, tuple[Path, dict, int]]  # fold run folder -> (its experiment, experiment.json, fold)
 
 
 @dataclass
@@ -26,23 +31,54 @@ class ExpandedRuns:
     experiments: list[Path] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)  # one per experiment, in order
     notes: list[str] = field(default_factory=list)  # what could not be checked (an older experiment.json)
-    fold_of: dict[Path, tuple[Path, dict, int]] = field(default_factory=dict)  # fold run -> (experiment, summary, k)
+    fold_of: FoldOwners = field(default_factory=dict)
 
-    def check_models(self, runs) -> None:
-        """Each fold run's loaded checkpoint (`liverctl.infer.predict.RunModel`) holds out its fold with its
-        experiment's config: a best.pt copied from another fold passes the check of the folder's config.toml, and
-        an experiment without checkpoint records has no sha256 to catch it."""
-        for run in runs:
-            owner = self.fold_of.get(Path(run.run_dir))
-            if owner is not None:
-                exp_dir, summary, fold = owner
-                check_fold_config(exp_dir, summary, fold, run.cfg, str(run.checkpoint))
+    def load_models(self, which: str = "best", device: str = "cpu") -> list:
+        """The runs' models (`liverctl.infer.predict.RunModel`), each fold run checked against its experiment
+        (`load_checked_runs`)."""
+        return load_checked_runs(self.run_dirs, which, device, self.fold_of)
+
+
+def load_checked_runs(run_dirs: Sequence[Path], which: str, device: str, fold_of: FoldOwners) -> list:
+    """`liverctl.infer.predict.load_run_models`, each fold run of an experiment (`fold_of`) checked against it: the
+    bytes of its checkpoint against the sha256 experiment.json recorded when the fold finished, before they are
+    parsed (a best.pt copied from another fold has the same config); then the config that checkpoint recorded
+    against the experiment's (what catches such a copy where experiment.json records no sha256)."""
+    from liverctl.infer.predict import load_run_models
+
+    checks = {}
+    for run, (exp_dir, summary, fold) in fold_of.items():
+        check = fold_checkpoint_check(exp_dir, summary, fold, which)
+        if check is not None:
+            checks[run] = check
+    runs = load_run_models(run_dirs, which=which, device=device, verify=checks)
+    for run in runs:
+        owner = fold_of.get(Path(run.run_dir))
+        if owner is not None:
+            exp_dir, summary, fold = owner
+            check_fold_config(exp_dir, summary, fold, run.recorded_cfg, str(run.checkpoint))
+    return runs
+
+
+def fold_owners(run_dirs: Sequence[Path]) -> FoldOwners:
+    """Those of `run_dirs` that are fold runs of an experiment (`<exp>/fold-<k>/`), each with its experiment."""
+    owners: FoldOwners = {}
+    summaries: dict[Path, dict] = {}
+    for run in run_dirs:
+        fold, exp_dir = fold_number(run), experiment_of_fold(run)
+        if fold is None or exp_dir is None:
+            continue
+        if exp_dir not in summaries:
+            summaries[exp_dir] = read_summary(exp_dir)
+        if fold in summaries[exp_dir]["folds"]:
+            owners[Path(run)] = (exp_dir, summaries[exp_dir], fold)
+    return owners
 
 
 def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> ExpandedRuns:
-    """Replace each experiment folder by its fold run folders (checked to agree with it: their config and the
-    sha256 of their `which` checkpoint that experiment.json recorded); other run folders pass through. An
-    experiment must have finished (its decision made)."""
+    """Replace each experiment folder by its fold run folders (their config.toml checked to agree with it; their
+    `which` checkpoints are checked as they are loaded, `ExpandedRuns.load_models`); other run folders pass
+    through. An experiment must have finished (its decision made)."""
     out = ExpandedRuns(run_dirs=[])
     given: dict[Path, str] = {}  # each run folder (resolved) -> the --run that brought it
 
@@ -75,9 +111,12 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
             config = run / CONFIG_FILE
             if not config.is_file():
                 raise LiverctlError(f"fold {fold} of the experiment has no run folder", path=run)
-            check_fold_config(path, summary, fold, read_config(config), str(run))
-            if not check_fold_checkpoint(path, summary, fold, which):
+            check_fold_config(path, summary, fold, read_recorded_config(config), str(run))
+            if recorded_checkpoint_sha256(summary, fold, which) is None:
                 unrecorded.append(str(fold))
+            elif not checkpoint_path(run, which).is_file():  # it finished with one: say so before any loading
+                raise LiverctlError(f"fold {fold} of the experiment has no {which} checkpoint",
+                                    path=checkpoint_path(run, which))
             add(run, str(spec))
             out.fold_of[run] = (path, summary, fold)
         if unrecorded:

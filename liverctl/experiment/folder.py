@@ -5,9 +5,11 @@ No torch, numpy or zarr here: `liverctl runs` and `submit` read experiments thro
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,14 @@ def experiment_of_fold(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+def fold_number(run_dir: str | os.PathLike) -> int | None:
+    """k of a fold run folder `<exp>/fold-<k>/` of an experiment, else None."""
+    number = Path(run_dir).name.removeprefix(FOLD_PREFIX)
+    if experiment_of_fold(run_dir) is None or not (number.isascii() and number.isdigit()):
+        return None
+    return int(number)
+
+
 def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `experiment.json` whole, through the one atomic write."""
     path = Path(exp_dir) / SUMMARY_FILE
@@ -62,8 +72,9 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LiverctlError(f"cannot read the experiment summary ({exc})", path=path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # Recursion: nested absurdly
+        raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {str(exc)[:120]})",
+                            path=path) from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)
     folds = summary.get("folds")
@@ -159,27 +170,35 @@ def fold_assignment(store) -> dict[str, int]:
 def _same_store(a: Any, b: Any) -> bool:
     try:
         return Path(str(a)).resolve() == Path(str(b)).resolve()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a path from someone's file
         return str(a) == str(b)
 
 
-def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: dict, where: str) -> None:
-    """One line when a fold was trained on another store or preset than its experiment, or another fold."""
+def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: Any, where: str) -> None:
+    """One line when a fold was trained on another store or preset than its experiment, or another fold.
+
+    `cfg` is the fold's config as its run recorded it (config.toml as written, `config.read_recorded_config`, or a
+    checkpoint's `RECORDED_CONFIG`), compared key for key with the experiment's as experiment.json recorded it:
+    a config filled in with today's defaults would differ from an experiment recorded before a key was added (or
+    agree with one whose recorded value happens to be today's default)."""
     exp_cfg = summary["config"]
+    if not isinstance(cfg, dict):
+        raise LiverctlError(f"fold {fold}'s config is a {type(cfg).__name__}, not a table", path=where)
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     if cfg.get("preset") != summary.get("preset"):
         raise LiverctlError(
-            f"fold {fold} was trained with preset {cfg.get('preset')!r}, the experiment with {summary.get('preset')!r}",
+            f"fold {fold} was trained with preset {cfg.get('preset')!r:.60}, the experiment with "
+            f"{summary.get('preset')!r:.60}",
             path=where,
         )
-    store, exp_store = (cfg.get("data") or {}).get("store"), exp_cfg["data"]["store"]
+    store, exp_store = data.get("store"), exp_cfg["data"].get("store")
     if not _same_store(store, exp_store):
         raise LiverctlError(
-            f"fold {fold} was trained on store {store}, the experiment on {exp_store}", path=where
+            f"fold {fold} was trained on store {str(store):.200}, the experiment on {str(exp_store):.200}", path=where
         )
-    if int((cfg.get("data") or {}).get("fold", -1)) != fold:
-        raise LiverctlError(
-            f"{Path(where).name} holds out fold {(cfg.get('data') or {}).get('fold')}, not fold {fold}", path=where
-        )
+    held_out = data.get("fold")
+    if type(held_out) is not int or held_out != fold:
+        raise LiverctlError(f"{Path(where).name} holds out fold {held_out!r:.60}, not fold {fold}", path=where)
     # A fold run is its experiment's config with data.fold set: any other difference means a fold folder of
     # another experiment (or one changed since) whose out-of-fold predictions the decision never saw.
     difference = _first_difference(cfg, exp_cfg)
@@ -213,23 +232,32 @@ def checkpoint_hashes(run_dir: str | os.PathLike) -> dict[str, str]:
     return {which: file_sha256(path) for which, path in paths.items() if path.is_file()}
 
 
-def check_fold_checkpoint(exp_dir: Path, summary: dict, fold: int, which: str = "best") -> bool:
-    """Whether fold `fold`'s `<which>.pt` is checked against the sha256 that experiment.json recorded when the fold
-    finished: True when it matches, False when there is no record (an experiment from before liverctl recorded
-    them); one line naming the file when it differs."""
+def recorded_checkpoint_sha256(summary: dict, fold: int, which: str = "best") -> str | None:
+    """The sha256 of fold `fold`'s `<which>.pt` that experiment.json recorded when the fold finished; None when it
+    records none (an experiment from before liverctl recorded them)."""
     recorded = ((summary["fold_results"].get(str(fold)) or {}).get("checkpoints") or {}).get(which)
-    if recorded is None:
-        return False
-    path = checkpoint_path(fold_dir(exp_dir, fold), which)
-    if not path.is_file():
-        raise LiverctlError(f"fold {fold} of the experiment has no {which} checkpoint", path=path)
-    if file_sha256(path) != recorded:
+    return recorded if isinstance(recorded, str) else None
+
+
+def check_fold_checkpoint(exp_dir: Path, summary: dict, fold: int, which: str, sha256: str) -> None:
+    """One line naming fold `fold`'s `<which>.pt` when `sha256`, that of the bytes about to be loaded from it
+    (`liverctl.runs.checkpoint.load_plain`'s `verify`), differs from the sha256 experiment.json recorded when the
+    fold finished; nothing when it records none."""
+    recorded = recorded_checkpoint_sha256(summary, fold, which)
+    if recorded is not None and sha256 != recorded:
         raise LiverctlError(
             f"not the checkpoint fold {fold} produced: its sha256 differs from the one {SUMMARY_FILE} recorded when "
             "the fold finished (copied from another fold or run, or changed since); train the experiment again",
-            path=path,
+            path=checkpoint_path(fold_dir(exp_dir, fold), which),
         )
-    return True
+
+
+def fold_checkpoint_check(exp_dir: Path, summary: dict, fold: int, which: str = "best") -> Callable[[str], None] | None:
+    """`check_fold_checkpoint` for fold `fold`'s `<which>.pt`, as the `verify` of the load that parses it, so that
+    the bytes checked are the bytes loaded; None when experiment.json records no sha256 of it."""
+    if recorded_checkpoint_sha256(summary, fold, which) is None:
+        return None
+    return functools.partial(check_fold_checkpoint, exp_dir, summary, fold, which)
 
 
 def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:

@@ -103,16 +103,16 @@ def predict_fold(
 ) -> list[str]:
     """The fold's best checkpoint predicts every case of its fold (infer.tta, infer.batch_size of its
     config) into the experiment's OOF store. Returns the case ids written. `summary` (experiment.json): the
-    checkpoint's own config is checked to be the experiment's for this fold first (`check_fold_config`)."""
+    checkpoint is checked against it as it is loaded (`liverctl.experiment.ensemble.load_checked_runs`: the bytes
+    against the sha256 recorded when the fold finished, its own config against the experiment's)."""
     from liverctl.device import resolve_device
-    from liverctl.experiment.folder import check_fold_config
-    from liverctl.infer.predict import load_run_models, predict_cases
+    from liverctl.experiment.ensemble import load_checked_runs
+    from liverctl.infer.predict import predict_cases
 
     device = str(resolve_device(device))
-    runs = load_run_models([Path(fold_run)], which="best", device=device)
+    owner = {} if summary is None else {Path(fold_run): (Path(exp_dir), summary, fold)}
+    runs = load_checked_runs([Path(fold_run)], "best", device, owner)
     cfg = runs[0].cfg
-    if summary is not None:
-        check_fold_config(Path(exp_dir), summary, fold, cfg, str(runs[0].checkpoint))
     cases = [case for case, f in sorted(store.folds().items()) if f == fold]
     if not cases:
         raise LiverctlError(f"fold {fold} has no cases in the store", path=store.path)

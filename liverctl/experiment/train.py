@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Any
 
-from liverctl.config import read_config
+from liverctl.config import read_recorded_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
@@ -196,7 +196,8 @@ class _Folds:
 
         run_dir, cfg = fold_dir(self.exp_dir, fold), fold_config(self.summary["config"], fold)
         if (run_dir / CONFIG_FILE).is_file():
-            folder.check_fold_config(self.exp_dir, self.summary, fold, read_config(run_dir / CONFIG_FILE), str(run_dir))
+            folder.check_fold_config(self.exp_dir, self.summary, fold, read_recorded_config(run_dir / CONFIG_FILE),
+                                     str(run_dir))
         if _training_done(run_dir, cfg):
             return None
         left = self.remaining()
@@ -229,7 +230,7 @@ class _Folds:
         from liverctl.experiment import oof
 
         run_dir = fold_dir(self.exp_dir, fold)
-        if not folder.check_fold_checkpoint(self.exp_dir, self.summary, fold):
+        if folder.recorded_checkpoint_sha256(self.summary, fold) is None:
             entry["checkpoints"] = folder.checkpoint_hashes(run_dir)  # trained before liverctl recorded them
         best = read_sidecar(run_dir, "best") or {}
         entry.update(status="completed", best=best.get("best") or entry.get("best"))

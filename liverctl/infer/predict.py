@@ -15,7 +15,7 @@ The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +107,7 @@ class RunModel:
     cfg: dict
     which: str = "best"
     cases: dict | None = None  # the checkpoint's record of the cases it trained and validated on (None: older)
+    recorded_cfg: dict | None = None  # the config as the checkpoint recorded it (cfg: today's new keys filled in)
 
     @property
     def context(self) -> int:
@@ -123,12 +124,17 @@ class RunModel:
         return checkpoint_path(self.run_dir, self.which)
 
 
-def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu") -> list[RunModel]:
+def load_run_models(
+    run_dirs: Sequence[str | Path], which: str = "best", device: str = "cpu", *,
+    verify: Mapping[Path, Callable[[str], None]] | None = None,
+) -> list[RunModel]:
     """Load each run's checkpoint (`liverctl.train.models.load_run_checkpoint`) and check it is usable.
 
     Fails in one line if a run has no checkpoint or its model's input channels disagree with its
-    config's context (2 * context + 1).
+    config's context (2 * context + 1). `verify`: run folder (as given) -> the check of the bytes of its
+    checkpoint, run on exactly the bytes loaded before they are parsed (`liverctl.runs.checkpoint.load_plain`).
     """
+    from liverctl.runs.checkpoint import RECORDED_CONFIG
     from liverctl.runs.validation_cases import CASES_KEY
     from liverctl.train.models import load_run_checkpoint
 
@@ -136,7 +142,8 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         try:
-            model, info = load_run_checkpoint(run_dir, which=which, device=device)
+            model, info = load_run_checkpoint(run_dir, which=which, device=device,
+                                              verify=(verify or {}).get(run_dir))
             cfg = info["config"]
         except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
@@ -157,7 +164,8 @@ def load_run_models(run_dirs: Sequence[str | Path], which: str = "best", device:
                 f"model takes {channels} input channel(s) but its config's context {context} means {in_channels(cfg)}",
                 path=run_dir,
             )
-        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which, cases=info.get(CASES_KEY)))
+        runs.append(RunModel(run_dir=run_dir, model=model, cfg=cfg, which=which, cases=info.get(CASES_KEY),
+                             recorded_cfg=info.get(RECORDED_CONFIG)))
     return runs
 
 

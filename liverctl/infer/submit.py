@@ -31,7 +31,7 @@ from liverctl.infer.postprocess import (
     parse_postprocess,
     write_nifti_atomic,
 )
-from liverctl.infer.predict import RunModel, input_size, load_run_models, parse_tta, predict_cases
+from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
 from liverctl.infer.submission import SampleSubmission, SubmissionSummary, SubmissionWriter, read_sample
 from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
@@ -358,8 +358,7 @@ def make_submission(
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
-    runs = load_run_models(expanded.run_dirs, which=which, device=device)
-    expanded.check_models(runs)
+    runs = expanded.load_models(which, device)
     store, store_path, n_slices = open_test_store(runs, store_path, sample)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices)

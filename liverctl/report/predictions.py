@@ -107,7 +107,7 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
     try:
         from liverctl.data.store import LiverStore
         from liverctl.device import resolve_device
-        from liverctl.infer.predict import load_run_models
+        from liverctl.experiment.ensemble import fold_owners, load_checked_runs
     except ImportError as exc:  # e.g. a listing-only install without torch
         raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
     device = str(resolve_device(device))  # a device that is not there is the user's error, not a skip
@@ -117,7 +117,8 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
         raise OverlaySkipped(f"store {store_path} not found (pass --store)")
     try:
         store = LiverStore.open(store_path)
-        (run_model,) = load_run_models([run.path], which=which, device=device)
+        # a fold run of an experiment is checked against it as `submit --run EXPERIMENT` checks it
+        (run_model,) = load_checked_runs([run.path], which, device, fold_owners([run.path]))
     except (LiverctlError, RuntimeError) as exc:  # RuntimeError: torch, e.g. weights not matching the model
         raise OverlaySkipped(_one_line(exc), refused=True) from None
     return _Inputs(store, store_path, run_model, which, device)

@@ -15,12 +15,15 @@ that, and are converted, once and only on request, by `convert_checkpoint(..., t
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import pickle
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,9 @@ from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
 FORMAT = "liverctl-checkpoint/1"
 TENSOR_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng")
 CONVERT_COMMAND = "liverctl convert-checkpoint"
+# Where a loaded checkpoint keeps its config as the file recorded it (its "config" has today's new keys filled in):
+# what is compared with another record of the same run (experiment.json's config, `check_fold_config`).
+RECORDED_CONFIG = "recorded_config"
 # What every checkpoint must hold, and what a resume needs besides (entry -> (types, in words)).
 _NEEDED = {
     "config": (dict, "a table"),
@@ -45,6 +51,7 @@ _NEEDED_TO_RESUME = {
     "rng": ((dict, type(None)), "a table"),
     "step_in_epoch": (int, "a whole number"),
 }
+METRIC_KEYS = ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice")
 _OPTIONAL = {
     "best": (dict, "a table"),
     "metrics": (dict, "a table"),
@@ -134,31 +141,51 @@ def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", *, resume: bool = False) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str = "cpu", *, resume: bool = False,
+    verify: Callable[[str], None] | None = None,
+) -> dict:
     """The dict written by `save_checkpoint`, read without running code from the file.
 
     LiverctlError (one line naming the file) if it is missing, unreadable, needs anything but plain data
     unpickled (it may contain code), is foreign, or lacks an entry (also those a resume needs, with
-    `resume=True`). The config is checked against the current defaults (new keys filled in).
+    `resume=True`). The config is checked against the current defaults (new keys filled in); the config as the
+    file recorded it is kept under RECORDED_CONFIG. `verify`: see `load_plain`.
     """
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("checkpoint not found", path=path)
-    return _checked(load_plain(path, map_location), path, resume=resume)
+    return _checked(load_plain(path, map_location, verify=verify), path, resume=resume)
 
 
-def load_plain(path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint") -> Any:
+def load_plain(
+    path: str | os.PathLike, map_location: str = "cpu", what: str = "checkpoint", *,
+    verify: Callable[[str], None] | None = None,
+) -> Any:
     """`torch.load(path, weights_only=True)`: tensors and plain data only, so nothing in the file runs.
 
     Any failure is one LiverctlError naming the file; one that wants other objects says it may contain code.
+    `verify(sha256)`, when given, is called with the hex sha256 of exactly the bytes that are then parsed, before
+    they are parsed (it raises to refuse them): the file is read once into memory, hashed and loaded from there,
+    so a file replaced after the check cannot be what is loaded. That holds the file's bytes and its tensors at
+    once (twice a checkpoint's size in memory for a moment: 2 x 137 MB for the largest preset's best.pt); without
+    `verify` the file is loaded from disk as it is read.
     """
     import torch
 
     path = Path(path)
     try:
+        source: Any = path
+        if verify is not None:
+            data = path.read_bytes()
+            verify(hashlib.sha256(data).hexdigest())
+            source = io.BytesIO(data)
+        _check_zip_members(source, path, what)
         with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol: not for the user
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(source, map_location=map_location, weights_only=True)
+    except LiverctlError:
+        raise
     except pickle.UnpicklingError as exc:
         raise _refusal(path, exc, what) from None
     except Exception as exc:
@@ -166,6 +193,34 @@ def load_plain(path: str | os.PathLike, map_location: str = "cpu", what: str = "
         raise LiverctlError(
             f"cannot read {what} ({type(exc).__name__}{': ' + detail[0][:200] if detail else ''})", path=path
         ) from None
+
+
+def _check_zip_members(source: Any, path: Path, what: str) -> None:
+    """Refuse a zip (torch.save's format) with a member that would unpack to more bytes than the file holds:
+    torch's reader inflates a compressed member whole before it compares its size with the tensor it is for
+    (a 1 MB file of deflated zeros took 1 GB of memory before its refusal; a larger one can take all of it).
+    torch.save stores every member uncompressed, so a stored member's size is bounded by the file's (a stored one
+    claiming more than it holds is refused by torch's reader before any allocation). Files that are not zips are
+    torch's to read or refuse (its older format checks every size it reads against the file)."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(source):
+            return
+        with zipfile.ZipFile(source) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # torch's reader says what is wrong with it
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise LiverctlError(
+                f"cannot read {what}: its part {member.filename[:80]!r} is compressed (torch.save stores every part "
+                f"as it is), so it could unpack to any size ({member.file_size} bytes claimed); it is not loaded",
+                path=path,
+            )
 
 
 def _refusal(path: Path, exc: Exception, what: str) -> LiverctlError:
@@ -212,10 +267,39 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
         raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
+    problem = _odd_carried_entries(state)
+    if problem is not None:  # a resume compared, counted and saved them again mid-run (TypeError, KeyError)
+        raise LiverctlError(f"checkpoint entry {problem}; it is damaged or was not written by liverctl train", path=path)
     if CASES_KEY in state and (problem := check_recorded_split(state[CASES_KEY])) is not None:
         raise LiverctlError(f"checkpoint entry '{CASES_KEY}' {problem}", path=path)
-    state["config"] = check_config(state["config"], f"{path} (its config)")
+    recorded = state["config"]
+    state["config"] = check_config(recorded, f"{path} (its config)")
+    state[RECORDED_CONFIG] = recorded
     return state
+
+
+def _odd_carried_entries(state: dict) -> str | None:
+    """What is wrong with the entries a resume carries on with, `best` {epoch, volume_dice}, `guard` {skipped,
+    consecutive, rollbacks} and `metrics` (numbers, NaN included), as training writes them; None when nothing is."""
+    def count(value: Any) -> bool:
+        return type(value) is int and value >= 0
+
+    best = state.get("best")
+    if best:  # {} or absent: no best yet
+        if set(best) != {"epoch", "volume_dice"}:
+            return f"'best' should hold epoch and volume_dice, not {', '.join(map(str, best))[:80]}"
+        if not (best["epoch"] is None or count(best["epoch"])):
+            return f"'best' epoch should be a whole number, not {best['epoch']!r:.40}"
+        dice = best["volume_dice"]
+        if not (dice is None or (type(dice) in (int, float) and math.isfinite(dice))):
+            return f"'best' volume_dice should be a finite number, not {dice!r:.40}"
+    for key, value in (state.get("guard") or {}).items():
+        if key in ("skipped", "consecutive", "rollbacks") and not count(value):
+            return f"'guard' {key} should be a whole number, not {value!r:.40}"
+    for key, value in (state.get("metrics") or {}).items():  # a resume writes them into its next checkpoint
+        if key in METRIC_KEYS and not (value is None or type(value) in (int, float)):
+            return f"'metrics' {key} should be a number, not {type(value).__name__}"
+    return None
 
 
 def non_finite_weights(model_state: dict) -> list[str]:

@@ -22,6 +22,7 @@ from liverctl.config import write_config
 from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.runs.checkpoint import (
+    METRIC_KEYS,
     checkpoint_bytes,
     checkpoint_path,
     checkpoints_held,
@@ -382,7 +383,7 @@ class _Loop:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             }),
             "guard": s.guard_state,
-            "metrics": {k: s.metrics.get(k) for k in ("train_loss", "val_loss", "volume_dice", "slice_dice", "global_dice")},
+            "metrics": {k: s.metrics.get(k) for k in METRIC_KEYS},
             "best": s.best,
             CASES_KEY: s.case_split,  # what report / submit auto may score it on later
             "versions": versions(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -247,7 +248,10 @@ def load_encoder_weights(model, path: Path) -> None:
     own = model.encoder.state_dict()
     for key, value in list(state.items()):
         target = own.get(key)
-        if target is not None and value.dim() == 4 and value.shape[1] != target.shape[1]:
+        # only a first convolution of the encoder's other dimensions: a claimed (10^5, 3, 10^5, 10^5) view of
+        # one stored number would be summed into terabytes
+        if (target is not None and value.dim() == 4 == target.dim() and value.shape[1] != target.shape[1]
+                and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]):
             state[key] = _adapt_first_conv(value, target.shape[1])
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(matching) < len(own) // 2:
@@ -272,9 +276,11 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
     return model, info["config"]
 
 
-def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu"):
+def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu", *,
+                        verify: Callable[[str], None] | None = None):
     """(model in eval mode on `device`, the checkpoint's other entries: config, epoch, cases, ...), as
-    `load_run_model`; what the run recorded (e.g. the cases it trained on) comes from the .pt itself."""
+    `load_run_model`; what the run recorded (e.g. the cases it trained on) comes from the .pt itself.
+    `verify(sha256)`: a check of the bytes parsed (`liverctl.runs.checkpoint.load_plain`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LiverctlError("run folder not found", path=run_dir)
@@ -283,16 +289,20 @@ def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device:
         others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
         hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
         raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
-    state = load_checkpoint(path, map_location="cpu")
-    bad = non_finite_weights(state["model"])
-    if bad:
-        raise LiverctlError(
-            f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "
-            f"{len(state['model'])} tensors, e.g. {bad[0]}); it would predict nothing. Use another checkpoint",
-            path=path,
-        )
+    state = load_checkpoint(path, map_location="cpu", verify=verify)
     cfg = state["config"]
     model = build_model(cfg, pretrained=False)
     check_weights_fit(state["model"], model.state_dict(), path)
+    # load_state_dict first checks every key and shape (RuntimeError), so nothing below computes on a tensor the
+    # file only claims: a stride-0 view can claim 10^12 elements of one stored number, and isfinite() over it
+    # tried to allocate them
     model.load_state_dict(state["model"])
+    weights = model.state_dict()
+    bad = non_finite_weights(weights)
+    if bad:
+        raise LiverctlError(
+            f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "
+            f"{len(weights)} tensors, e.g. {bad[0]}); it would predict nothing. Use another checkpoint",
+            path=path,
+        )
     return model.to(device).eval(), {k: v for k, v in state.items() if k not in TENSOR_KEYS}

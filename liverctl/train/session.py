@@ -55,7 +55,7 @@ class Session:
     sampler: Any
     train_loader: Any
     val_loader: Any
-    val_case_ids: list[str]
+    case_ids_by_code: list[str]  # every case id of the store, in code order: a validation batch's case codes index it
     val_cases: int
     steps_per_epoch: int
     case_split: dict = field(default_factory=dict)  # {training, validation: [case ids]}: what the checkpoint records
@@ -78,7 +78,7 @@ class Session:
         # the unwrapped model: a DDP forward broadcasts buffers, a collective that ranks with fewer
         # validation cases would never join
         return validate(
-            self.raw_model, self.val_loader, loss_fn=self.loss_fn, case_ids=self.val_case_ids,
+            self.raw_model, self.val_loader, loss_fn=self.loss_fn, case_ids_by_code=self.case_ids_by_code,
             precision=self.precision, device=self.device, info=self.info, threshold=self.cfg["infer"]["threshold"],
             keep_going=keep_going,
         )
@@ -90,7 +90,7 @@ def step_session(cfg: dict, device, precision: Precision, model, loss_fn, optimi
     return Session(
         cfg=cfg, info=distributed.DistInfo(), device=device, precision=precision, model=model, raw_model=model,
         loss_fn=loss_fn, optimizer=optimizer, scheduler=None, scaler=scaler, train_set=None, sampler=None,
-        train_loader=None, val_loader=None, val_case_ids=[], val_cases=0, steps_per_epoch=0,
+        train_loader=None, val_loader=None, case_ids_by_code=[], val_cases=0, steps_per_epoch=0,
     )
 
 
@@ -213,7 +213,7 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         "train_set": train_set, "sampler": sampler,
         "train_loader": loaders.make_train_loader(train_set, sampler, tc["batch_size"], plan),
         "val_loader": loaders.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
-        "val_case_ids": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
+        "case_ids_by_code": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
         "steps_per_epoch": steps, "case_split": case_split(store, train_rows, val_rows),
     }
 

@@ -11,12 +11,13 @@ from liverctl.metrics import DiceCounts, slice_counts
 from liverctl.train import distributed
 
 
-def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, info, threshold: float = 0.5,
+def validate(model, loader, *, loss_fn, case_ids_by_code: list[str], precision, device, info, threshold: float = 0.5,
              keep_going: Callable[[int, int], bool] | None = None) -> dict | None:
     """val_loss and the three Dice figures (metrics.py), reduced over all ranks; None when `keep_going(done,
     total)`, asked after each batch, said False on any rank (the time limit): the validation was abandoned.
 
-    Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,), z (B,).
+    Batches: image float32 (B, C, S, S), mask uint8 (B, 1, S, S), label (B, X, Y) uint8, case code (B,) (an index
+    into `case_ids_by_code`, every case id of the store), z (B,).
     Masks are made exactly as `submit` makes them: float32 sigmoid at the model's size, probabilities
     resized back to (X, Y) (`liverctl.infer.predict.probabilities_at`), then `>= threshold`. Thresholding the
     logits (`> log(t / (1 - t))`) disagreed on voxels whose logit lies within ~3e-8 below 0, which the
@@ -41,7 +42,7 @@ def validate(model, loader, *, loss_fn, case_ids: list[str], precision, device, 
             rows = slice_counts(pred, label.numpy().astype(bool), axis=0)  # (B, 3): tp, fp, fn per slice
             codes = code.numpy()
             for case in np.unique(codes):
-                counts.add_slices(case_ids[int(case)], rows[codes == case])
+                counts.add_slices(case_ids_by_code[int(case)], rows[codes == case])
             if keep_going is not None and not keep_going(done, len(loader)):
                 abandoned = True
                 break

@@ -143,12 +143,16 @@ def test_decision_ties_keep_the_config_threshold_and_no_post_processing():
 # ------------------------------------------------------------------------------------------ checks
 
 
+SMALL_NET_ENCODER = "tu-mobilenetv3_small_050"  # train_fixtures.SMALL_NET: checkpoints of 4 MB
+
+
 def _experiment(tmp_path: Path, status="completed") -> Path:
     from run_fixtures import make_config
 
     exp = tmp_path / "cv"
     exp.mkdir()
-    cfg = make_config("demo", {"data.store": str(tmp_path / "liver.zarr")})
+    cfg = make_config("demo", {"data.store": str(tmp_path / "liver.zarr"), "data.input_size": 64,
+                               "model.encoder": SMALL_NET_ENCODER, "model.decoder_channels": [16, 8, 8, 8, 8]})
     folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": cfg["data"]["store"], "folds": [0, 1],
                                "config": cfg, "status": status, "fold_results": {},
                                "decision": {"threshold": 0.4, "post": "largest", "options": []}})
@@ -244,22 +248,27 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     ]
 
 
-def _record_checkpoints(exp: Path) -> dict:
-    """Fold runs with (fake) best and last checkpoints, recorded in experiment.json as a finished fold records them."""
+def _record_checkpoints(exp: Path, record: bool = True) -> dict:
+    """Fold runs with best and last checkpoints (an untrained model of the fold's config), recorded in
+    experiment.json as a finished fold records them (`record=False`: as before liverctl recorded them)."""
+    from run_fixtures import add_model_checkpoint
+
     summary = folder.read_summary(exp)
     for fold in summary["folds"]:
         run = folder.fold_dir(exp, fold)
-        (run / "checkpoints").mkdir(exist_ok=True)
+        cfg = {**summary["config"], "data": {**summary["config"]["data"], "fold": fold}}
         for which in ("best", "last"):
-            (run / "checkpoints" / f"{which}.pt").write_bytes(f"fold {fold} {which}".encode())
-        summary["fold_results"][str(fold)] = {"status": "completed", "checkpoints": folder.checkpoint_hashes(run)}
+            add_model_checkpoint(run, cfg, which)
+        summary["fold_results"][str(fold)] = {"status": "completed"}
+        if record:
+            summary["fold_results"][str(fold)]["checkpoints"] = folder.checkpoint_hashes(run)
     folder.write_summary(exp, summary)
     return summary
 
 
 def test_a_checkpoint_copied_from_another_fold_is_refused(tmp_path):
     """fold-1's best.pt copied over fold-0's (same experiment, same config: config.toml passes) was ensembled as
-    fold 0's, under a decision made on fold 0's own predictions."""
+    fold 0's, under a decision made on fold 0's own predictions. The sha256 checked is that of the bytes loaded."""
     import shutil
 
     from liverctl.experiment.ensemble import expand_runs
@@ -267,14 +276,15 @@ def test_a_checkpoint_copied_from_another_fold_is_refused(tmp_path):
     exp = _experiment(tmp_path)
     _record_checkpoints(exp)
     assert expand_runs([exp]).notes == []
+    assert [r.cfg["data"]["fold"] for r in expand_runs([exp]).load_models()] == [0, 1]
     best0 = exp / "fold-0" / "checkpoints" / "best.pt"
     shutil.copyfile(exp / "fold-1" / "checkpoints" / "best.pt", best0)
     with pytest.raises(LiverctlError) as info:
-        expand_runs([exp])
+        expand_runs([exp]).load_models()
     assert str(info.value) == (f"{best0}: not the checkpoint fold 0 produced: its sha256 differs from the one "
                                "experiment.json recorded when the fold finished (copied from another fold or run, or "
                                "changed since); train the experiment again")
-    assert expand_runs([exp], "last").run_dirs == [exp / "fold-0", exp / "fold-1"]  # last.pt is still fold 0's
+    assert len(expand_runs([exp], "last").load_models("last")) == 2  # last.pt is still fold 0's
     best0.unlink()
     with pytest.raises(LiverctlError, match="fold 0 of the experiment has no best checkpoint"):
         expand_runs([exp])
@@ -283,21 +293,20 @@ def test_a_checkpoint_copied_from_another_fold_is_refused(tmp_path):
 def test_an_experiment_without_checkpoint_records_is_checked_by_the_loaded_config(tmp_path):
     """An experiment.json from before the records: expand_runs says the checkpoints are unchecked, and the config
     inside each loaded checkpoint must still be its fold's (another fold's best.pt holds out another fold)."""
-    from types import SimpleNamespace
+    import shutil
 
     from liverctl.experiment.ensemble import expand_runs
 
-    exp = _experiment(tmp_path)  # fold_results without checkpoints
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp, record=False)
     expanded = expand_runs([exp])
     assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of fold(s) 0, 1 "
                               "(written before liverctl recorded them): those are checked by their config only"]
-    cfg = folder.read_summary(exp)["config"]
-    fold1 = {**cfg, "data": {**cfg["data"], "fold": 1}}
-    copied = SimpleNamespace(run_dir=exp / "fold-0", cfg=fold1, checkpoint=exp / "fold-0" / "checkpoints" / "best.pt")
-    with pytest.raises(LiverctlError, match=f"^{copied.checkpoint}: best.pt holds out fold 1, not fold 0$"):
-        expanded.check_models([copied])
-    expanded.check_models([SimpleNamespace(run_dir=exp / "fold-1", cfg=fold1, checkpoint=copied.checkpoint),
-                           SimpleNamespace(run_dir=tmp_path / "single", cfg={}, checkpoint=None)])
+    assert len(expanded.load_models()) == 2
+    best0 = exp / "fold-0" / "checkpoints" / "best.pt"
+    shutil.copyfile(exp / "fold-1" / "checkpoints" / "best.pt", best0)
+    with pytest.raises(LiverctlError, match=f"^{best0}: best.pt holds out fold 1, not fold 0$"):
+        expanded.load_models()
 
 
 def test_submit_postprocess_auto_on_an_experiment_is_its_out_of_fold_decision(tmp_path):
@@ -522,6 +531,17 @@ def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
     assert str(info.value).startswith(f"{exp / folder.SUMMARY_FILE}: ") and message in str(info.value)
 
 
+def test_an_experiment_summary_nested_absurdly_deep_is_one_line(tmp_path):
+    """experiment.json is anyone's file: a list nested 100000 deep ended report, runs and submit in a
+    RecursionError traceback from the JSON decoder."""
+    exp = _experiment(tmp_path)
+    path = exp / folder.SUMMARY_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:text.rindex("}")] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary "):
+        folder.read_summary(exp)
+
+
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
     ValueError / TypeError (format codes applied to a str or None)."""
@@ -602,6 +622,7 @@ def test_predicting_a_fold_again_checks_its_recorded_checkpoint(tmp_path, monkey
     (another fold's) is refused; a fold finished before liverctl recorded checkpoints gets its record then."""
     import shutil
 
+    import liverctl.infer.predict
     from liverctl.data import store as store_module
     from liverctl.experiment import train as experiment_train
 
@@ -618,17 +639,15 @@ def test_predicting_a_fold_again_checks_its_recorded_checkpoint(tmp_path, monkey
     monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
     predicted = []
 
-    def predict_fold(exp_dir, run, fold, store, *, device, summary):
-        predicted.append(fold)
-        for c, f in store.folds().items():
-            if f == fold:
-                oof.write_oof_case(exp_dir, c, labels[c].astype(float), fold)
-        return [c for c, f in store.folds().items() if f == fold]
+    def predict_cases(runs, store, cases, **kwargs):  # the loaded fold predicts its cases' labels
+        predicted.append(runs[0].cfg["data"]["fold"])
+        for case in cases:
+            yield case, labels[case].astype(float)
 
-    monkeypatch.setattr(oof, "predict_fold", predict_fold)
+    monkeypatch.setattr(liverctl.infer.predict, "predict_cases", predict_cases)
     shutil.copyfile(exp / "fold-0" / "checkpoints" / "best.pt", exp / "fold-1" / "checkpoints" / "best.pt")
     with pytest.raises(LiverctlError, match="fold-1/checkpoints/best.pt: not the checkpoint fold 1 produced"):
-        experiment_train.run_folds(exp, experiment_train.FoldOptions())
+        experiment_train.run_folds(exp, experiment_train.FoldOptions(device="cpu"))
     written = folder.read_summary(exp)
     assert predicted == [0] and written["status"] == "failed" and "not the checkpoint fold 1" in written["message"]
     assert written["fold_results"]["0"]["checkpoints"] == folder.checkpoint_hashes(exp / "fold-0")
@@ -667,3 +686,93 @@ def test_an_unfinished_experiment_says_how_to_continue_it_by_its_folder(tmp_path
     print_experiment({"name": "cv", "path": str(tmp_path / "cv-old"), "status": "time_limit", "message": "m"})
     out = " ".join(capsys.readouterr().out.split())
     assert f"experiment cv-old: time_limit (m); continue it with `liverctl train --resume {tmp_path / 'cv-old'}`" in out
+
+
+def test_the_bytes_checked_against_the_record_are_the_bytes_loaded_and_read_once(tmp_path, monkeypatch):
+    """A fold's best.pt was hashed against experiment.json's record, then read again by torch.load: a file
+    replaced in between (here the same checkpoint with other weights) was predicted with, unchecked; and the
+    file was read twice. Now the bytes hashed are the bytes parsed, read once."""
+    import os
+
+    import torch
+    from file_reads import count_reads
+
+    import liverctl.infer.predict
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+
+    exp = _experiment(tmp_path, status="interrupted")
+    labels = {c: liver() for c in "abcd"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
+    summary = _record_checkpoints(exp)
+    summary.pop("decision")
+    for fold in (0, 1):
+        summary["fold_results"][str(fold)].update(oof_done=True, best={"volume_dice": 0.5})
+    folder.write_summary(exp, summary)
+    for case in "ab":  # fold 0's held-out predictions are there: only fold 1 is loaded
+        oof.write_oof_case(exp, case, labels[case].astype(float), 0)
+    best1 = exp / "fold-1" / "checkpoints" / "best.pt"
+    state = torch.load(best1, weights_only=True)
+    recorded = {k: v.clone() for k, v in state["model"].items()}
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    tampered = tmp_path / "tampered.pt"
+    torch.save(state, tampered)
+    real_load = torch.load
+
+    def load_after_a_swap(source, *args, **kwargs):  # the file is replaced between the check and the load
+        if tampered.exists():
+            os.replace(tampered, best1)
+        return real_load(source, *args, **kwargs)
+
+    seen = []
+
+    def predict_cases(runs, store, cases, **kwargs):
+        seen.append(runs[0].model.state_dict())
+        for case in cases:
+            yield case, labels[case].astype(float)
+
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    monkeypatch.setattr(experiment_train._Folds, "train", lambda self, fold, entry: None)
+    monkeypatch.setattr(liverctl.infer.predict, "predict_cases", predict_cases)
+    monkeypatch.setattr(torch, "load", load_after_a_swap)
+    reads = count_reads(monkeypatch, "best.pt")
+    try:
+        experiment_train.run_folds(exp, experiment_train.FoldOptions(device="cpu"))
+    except LiverctlError as exc:  # refusing the replaced file would do too
+        assert "not the checkpoint fold 1 produced" in str(exc)
+    else:
+        assert len(seen) == 1 and all(torch.equal(seen[0][k], v) for k, v in recorded.items())
+    assert reads == [str(best1)]
+
+
+def test_a_default_added_since_the_experiment_does_not_refuse_its_folds(tmp_path, monkeypatch):
+    """A fold's config was compared with today's defaults filled in against experiment.json's as recorded: a
+    key added to the defaults since (here train.new_key) refused every fold of an older experiment. The two
+    records are compared as written; a fold that really differs is still refused."""
+    import tomli_w
+    from run_fixtures import add_model_checkpoint
+
+    from liverctl import config
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp, record=False)  # the loaded checkpoint's config is then the only check of best.pt
+    real_defaults = config.load_defaults
+
+    def newer_defaults():
+        defaults = real_defaults()
+        defaults["train"]["new_key"] = 1
+        return defaults
+
+    monkeypatch.setattr(config, "load_defaults", newer_defaults)
+    assert [r.cfg["train"]["new_key"] for r in expand_runs([exp]).load_models()] == [1, 1]
+    fold1 = exp / "fold-1"
+    recorded = config.read_recorded_config(fold1 / "config.toml")
+    changed = {**recorded, "optim": {**recorded["optim"], "lr": 0.05}}
+    (fold1 / "config.toml").write_text(tomli_w.dumps(changed), encoding="utf-8")
+    with pytest.raises(LiverctlError, match="fold 1 was trained with optim.lr = 0.05, the experiment with"):
+        expand_runs([exp])
+    (fold1 / "config.toml").write_text(tomli_w.dumps(recorded), encoding="utf-8")
+    add_model_checkpoint(fold1, changed)  # a best.pt trained with another learning rate
+    with pytest.raises(LiverctlError, match="fold 1 was trained with optim.lr = 0.05, the experiment with"):
+        expand_runs([exp]).load_models()

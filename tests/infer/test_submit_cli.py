@@ -16,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import liverctl.infer.predict
 from liverctl.cli import app
 
 runner = CliRunner()
@@ -165,12 +166,11 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
 def test_a_run_is_found_by_name_under_runs_dir(template_runs, tmp_path, monkeypatch):
     """`submit --run NAME` said 'run folder not found' where report, watch and --resume take names."""
     from liverctl.errors import LiverctlError
-    from liverctl.infer import submit
 
     def loaded(run_dirs, **_):
         raise LiverctlError(f"would load {[str(p) for p in run_dirs]}")
 
-    monkeypatch.setattr(submit, "load_run_models", loaded)
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", loaded)
     run = template_runs["c1"]
     out = tmp_path / "s.csv"
     result = _invoke("submit", "--run", run.name, "--runs-dir", run.parent, "--out", out)
@@ -186,9 +186,7 @@ def test_a_run_is_found_by_name_under_runs_dir(template_runs, tmp_path, monkeypa
 def test_a_threshold_outside_0_1_is_refused_before_any_prediction(template_runs, tmp_path, monkeypatch):
     """--threshold 2 (or nan, or -1) wrote a CSV of all-empty (all-full) masks and exited 0; so did a
     checkpoint whose config says infer.threshold = 7."""
-    from liverctl.infer import submit
-
-    monkeypatch.setattr(submit, "load_run_models", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", lambda *a, **k: pytest.fail("loaded a model"))
     out = tmp_path / "s.csv"
     for value in ("2", "nan", "-1", "0", "1"):
         result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--threshold", value)
@@ -630,7 +628,7 @@ def test_an_out_that_cannot_be_the_csv_is_refused_before_any_prediction(template
         raise AssertionError("predicted before checking --out")
 
     monkeypatch.setattr(liverctl.infer.submit, "predict_cases", no_prediction)
-    monkeypatch.setattr(liverctl.infer.submit, "load_run_models", no_prediction)
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", no_prediction)
     run = template_runs["c1"]
     folder = tmp_path / "a folder"
     folder.mkdir()
@@ -656,7 +654,7 @@ def test_an_unwritable_out_folder_is_refused_up_front(template_runs, tmp_path, m
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
-    monkeypatch.setattr(liverctl.infer.submit, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
     result = _invoke("submit", "--run", template_runs["c1"], "--out", tmp_path / "s.csv")
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: {tmp_path / 's.csv'}: cannot write the submission in {tmp_path}: "

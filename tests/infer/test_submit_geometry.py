@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import liverctl.infer.predict
 from liverctl.config import resolve_config
 from liverctl.data.ingest import ingest_folder
 from liverctl.infer import submit
@@ -55,7 +56,7 @@ def test_a_known_model_scores_its_own_answer_on_real_volumes(real_test_store, tm
     assert cfg["data"]["normalize"] == "window"
     (tmp_path / "known").mkdir()  # where the submission is recorded
     known = RunModel(run_dir=tmp_path / "known", model=ThresholdModel().eval(), cfg=cfg)
-    monkeypatch.setattr(submit, "load_run_models", lambda run_dirs, **_: [known])
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", lambda run_dirs, **_: [known])
     out = tmp_path / "submission.csv"
     submit.make_submission([tmp_path / "known"], out, store_path=real_test_store / "liver.zarr", tta=tta,
                            postprocess="none", threshold=0.5, device="cpu")

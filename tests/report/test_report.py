@@ -333,3 +333,34 @@ def test_out_dir_that_is_not_a_report_is_never_replaced(two_runs, tmp_path):
     (tmp_path / "empty").mkdir()
     write_report([two_runs[0]], tmp_path / "empty", overlays=False)  # an empty folder is fine
     assert (tmp_path / "empty" / "index.html").is_file()
+
+
+def test_report_of_an_experiment_refuses_a_fold_checkpoint_it_did_not_record(tiny_store, tmp_path):
+    """`report EXPERIMENT` loaded each fold's best.pt unchecked (`submit --run EXPERIMENT` checks the sha256
+    experiment.json recorded): fold 1's best.pt copied over fold 0's was reported as fold 0, exit 0."""
+    import shutil
+
+    from run_fixtures import add_model_checkpoint, make_config
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.experiment import folder
+
+    settings = {"data.input_size": 64, "data.store": str(tiny_store), "model.encoder": "tu-mobilenetv3_small_050",
+                "model.decoder_channels": [16, 8, 8, 8, 8], "infer.tta": "none"}
+    exp = tmp_path / "runs" / "cv"
+    cfg = make_config("demo", settings)
+    results = {}
+    for fold in (0, 1):
+        run = make_run(exp, f"fold-{fold}", settings={**settings, "data.fold": fold}, checkpoint=False)
+        add_model_checkpoint(run, make_config("demo", {**settings, "data.fold": fold}))
+        results[str(fold)] = {"status": "completed", "checkpoints": folder.checkpoint_hashes(run)}
+    folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": str(tiny_store), "folds": [0, 1],
+                               "config": cfg, "status": "completed", "fold_results": results})
+    command = ["report", "cv", "--runs-dir", str(tmp_path / "runs"), "--max-cases", "1", "--device", "cpu"]
+    best0 = exp / "fold-0" / "checkpoints" / "best.pt"
+    shutil.copyfile(exp / "fold-1" / "checkpoints" / "best.pt", best0)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code != 0
+    assert f"{best0}: not the checkpoint fold 0 produced: its sha256 differs from the one experiment.json" in " ".join(
+        result.output.split())

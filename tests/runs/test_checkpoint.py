@@ -177,6 +177,7 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
         (lambda s: s.update(cases=["a"]), "'cases' should be a table, not list"),
         (lambda s: s.update(cases={"training": "a", "validation": []}), "'cases' should hold 'training': a list of"),
         (lambda s: s["config"]["optim"].update(lr=-1.0), "optim.lr must be > 0"),
+        (lambda s: s["metrics"].update(volume_dice="0.9"), "'metrics' volume_dice should be a number, not str"),
         (lambda s: s["config"]["data"].pop("context"), None),  # an old config: the default fills it in
     ]:
         state = copy.deepcopy({"format": FORMAT, **_state(cfg, model)})
@@ -192,6 +193,24 @@ def test_missing_or_ill_typed_entries_are_one_line_not_a_keyerror(tmp_path, cfg)
     torch.save(state, path)
     with pytest.raises(LiverctlError, match="no 'scheduler' entry"):  # a resume needs more than a prediction
         load_checkpoint(path, resume=True)
+
+
+def test_a_config_of_odd_keys_or_top_level_values_is_one_line(tmp_path, cfg):
+    """A checkpoint is anyone's pickle: a config key that is not text ended in TypeError ('int' object is not
+    iterable, from the nearest-key hint), and a preset or description that is not text (a table, a list nested
+    thousands deep) was loaded and compared, printed or flattened as if it were."""
+    model = build_model(cfg)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for config, words in [
+        ({**cfg, 5: {}}, r"config key 5 in .* is not text \(int\)"),
+        ({**cfg, "preset": {"a": 1}}, "config key 'preset' in .* should be text, not dict"),
+        ({**cfg, "description": [[["deep"]]]}, "config key 'description' in .* should be text, not list"),
+    ]:
+        torch.save({"format": FORMAT, **_state(cfg, model), "config": config}, path)
+        with pytest.raises(LiverctlError, match=words) as exc:
+            load_run_model(tmp_path)
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_non_finite_weights_are_refused(tmp_path, cfg):
@@ -244,6 +263,54 @@ def test_encoder_weights_of_another_kind_are_refused(tmp_path, cfg):
     torch.save({**own, key: own[key].to(torch.complex64)}, path)
     with pytest.raises(LiverctlError, match=f"^{path}: refused: weight {key!r} holds complex values"):
         load_encoder_weights(model, path)
+
+
+def test_weights_of_a_claimed_huge_shape_are_refused_before_any_computing_on_them(tmp_path, cfg):
+    """A stride-0 view claims any number of elements of one stored number (a few bytes in the file): isfinite()
+    over a claimed (10^5, 10^5, 3, 3) weight tried to allocate 360 GB (a claim that fits in memory is allocated
+    and computed on), and the first convolution of encoder weights was summed over its claimed size. Now the
+    model's shapes are checked first (load_state_dict's size mismatch)."""
+    from liverctl.infer.predict import load_run_models
+    from liverctl.train.models import load_encoder_weights
+
+    model = build_model(cfg)
+    own = model.state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point() and v.dim() == 4)
+    claimed = torch.zeros(1).expand(10**5, 10**5, 3, 3)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    torch.save({"format": FORMAT, **_state(cfg, model), "model": {**own, key: claimed}}, path)
+    assert path.stat().st_size < 10 * sum(v.numel() * v.element_size() for v in own.values())
+    with pytest.raises(LiverctlError, match=f"size mismatch for {key}") as exc:
+        load_run_models([tmp_path])
+    assert "allocate" not in str(exc.value)
+    encoder = model.encoder.state_dict()
+    first = next(k for k, v in encoder.items() if v.dim() == 4)
+    weights = tmp_path / "encoder.pt"
+    torch.save({**encoder, first: torch.zeros(1).expand(10**5, 4, 10**5, 10**5)}, weights)  # 4 inputs, not 3
+    load_encoder_weights(model, weights)  # the claimed tensor fits nothing: left out, the rest loaded
+
+
+def test_a_checkpoint_whose_parts_unpack_to_more_than_the_file_holds_is_refused(tmp_path, cfg):
+    """torch's reader inflates a compressed zip member whole before comparing its size with its tensor: 32 MB of
+    zeros deflated into a 32 kB file were loaded (a 1 MB file of them took 1 GB of memory before a refusal).
+    torch.save stores every part as it is, so a compressed part is refused before torch reads it."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **_state(cfg, build_model(cfg)), "model": {"w": torch.zeros(8 << 20)}}, buffer)
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as saved, zipfile.ZipFile(path, "w") as bomb:
+        for member in saved.infolist():
+            bomb.writestr(member.filename, saved.read(member.filename), compress_type=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < (1 << 20)
+    with pytest.raises(LiverctlError) as exc:
+        load_checkpoint(path)
+    assert str(exc.value).startswith(f"{path}: cannot read checkpoint: its part ")
+    assert "is compressed (torch.save stores every part as it is)" in str(exc.value)
+    with pytest.raises(LiverctlError, match="is compressed"):  # read into memory to be checked first: the same
+        load_checkpoint(path, verify=lambda sha256: None)
 
 
 def test_checkpoints_are_plain_data_and_rng_states_round_trip(tmp_path, cfg):

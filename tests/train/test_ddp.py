@@ -40,7 +40,7 @@ def _single_process_validation(store, state):
     loader = loaders.make_val_loader(val, cfg["train"]["batch_size"], loaders.LoaderPlan(1, None, False))
     model = build_model(cfg, pretrained=False)
     model.load_state_dict(state["model"])
-    return validate(model, loader, loss_fn=build_loss(cfg), case_ids=val.case_ids, precision=Precision("off"),
+    return validate(model, loader, loss_fn=build_loss(cfg), case_ids_by_code=val.case_ids, precision=Precision("off"),
                     device=torch.device("cpu"), info=DistInfo())
 
 

@@ -94,6 +94,10 @@ def _resume_keeps_the_recorded_split(run, cfg, store_path):
          "refused: optimizer state 'exp_avg_sq' of parameter 0 holds integer values"),
         (lambda s: s["optimizer"]["state"][0]["exp_avg"].view(-1)[:1].fill_(float("nan")),
          "refused: optimizer state 'exp_avg' of parameter 0 holds NaN or infinity"),
+        # carried on with: compared with the next validation's Dice (TypeError), counted, saved again
+        (lambda s: s["best"].update(volume_dice="0.9"), "checkpoint entry 'best' volume_dice should be a finite"),
+        (lambda s: s.update(best={"epoch": 1}), "checkpoint entry 'best' should hold epoch and volume_dice"),
+        (lambda s: s.update(guard={"skipped": "x"}), "checkpoint entry 'guard' skipped should be a whole number"),
     ]:
         changed = torch.load(path, weights_only=True)
         change(changed)
