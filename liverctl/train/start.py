@@ -65,16 +65,15 @@ FIXED_ON_RESUME = ("model.arch", "model.encoder", "model.encoder_depth", "model.
 
 def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     """The checks that need no training set-up: the device is there, the store opens, the fold exists and
-    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the names
-    the config gives (loss, TTA, post-processing) exist. Each of these failed only once the run folder had been
-    made (which then kept the name taken), or on --resume once the run's log had been told it failed."""
+    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the loss
+    can be built (the names the config gives are `liverctl.config.validate`'s). Each of these failed only once the
+    run folder had been made (which then kept the name taken), or on --resume once the run's log had been told it
+    failed."""
     import math
 
     from liverctl.data.dataset import split_rows
     from liverctl.data.store import LiverStore
     from liverctl.device import resolve_device
-    from liverctl.infer.postprocess import AUTO, parse_postprocess
-    from liverctl.infer.predict import parse_tta
     from liverctl.train.losses import build_loss
     from liverctl.train.models import check_weights_available, read_encoder_weights
     from liverctl.train.session import steps_per_epoch
@@ -90,15 +89,7 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     elif weights and not is_none(m["encoder_weights"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
     _check_batch_fits_memory(cfg)
-    build_loss(cfg)
-    for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):
-        section, name = key.split(".")
-        value = cfg[section][name]
-        try:
-            if not (key == "post.mode" and str(value).strip().lower() == AUTO):  # auto is chosen at submit
-                parse(value)
-        except LiverctlError as exc:
-            raise LiverctlError(f"{key}: {exc}") from None
+    build_loss(cfg)  # the names the config gives were checked with it (liverctl.config.validate)
 
 
 def _check_batch_fits_memory(cfg: dict) -> None:

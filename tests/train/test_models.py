@@ -145,3 +145,12 @@ def test_an_unknown_encoder_is_one_line_with_the_nearest_names(encoder, said):
         with pytest.raises(LiverctlError, match=f"^model.encoder: unknown encoder '{encoder}'; ") as info:
             build_model(resolve_config(preset, [f"model.encoder='{encoder}'"]))
         assert said in str(info.value) and len(str(info.value)) < 200
+
+
+def test_the_architectures_config_checks_are_smp_s():
+    """`liverctl.config.validate` checks model.arch against `ARCHITECTURES` without importing smp."""
+    import segmentation_models_pytorch as smp
+
+    from liverctl.train.models import ARCHITECTURES
+
+    assert sorted(name.lower() for name in ARCHITECTURES) == sorted(smp.MODEL_ARCHITECTURES_MAPPING)
