@@ -158,3 +158,40 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def work_dir_beside(target: str | os.PathLike) -> Path:
+    """A new hidden folder beside `target` (`.<name>.XXXX.tmp`, on the same file system, so its contents
+    rename into place), readable as the folder it stands for (mkdtemp makes it private)."""
+    import tempfile
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)
+    return work
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Files written into the yielded hidden folder (`work_dir_beside`) move into the folder `target` (made if
+    missing; a file of the same name replaced) once the block ends without an error; after an error or Ctrl-C
+    the hidden folder is deleted and `target` is as it was. What a finished step wrote appears together, not a
+    part of it that looks like the whole."""
+    import shutil
+
+    target = Path(target)
+    work = work_dir_beside(target)
+    try:
+        yield work
+        if not target.exists():
+            with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
+                os.rename(work, target)
+        if work.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted(work.iterdir()):
+                os.replace(path, target / path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -54,10 +54,18 @@ def start_forkserver(preload: tuple[str, ...]) -> None:
 def default_sigterm() -> None:
     """In a pool worker (ingest, synth): die on SIGTERM as a process does by default (the forkserver that
     started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped; and with the
-    main process (`exit_with_main_process`)."""
+    main process (`exit_with_main_process`).
+
+    A worker that dies so runs no finalizer: a lock it had made for itself stayed registered with the resource
+    tracker, which warned "There appear to be N leaked semaphore objects" after a Ctrl-C (numcodecs' blosc makes
+    one, `multiprocessing.Lock()`, at a worker's first encode: under forkserver a named semaphore, unregistered
+    only at a clean exit). With `fork` as the worker's default context such a lock is unlinked as it is made:
+    nothing named to track or leave behind. A worker starts no process of its own."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if "fork" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("fork", force=True)
     exit_with_main_process()
 
 

@@ -121,9 +121,10 @@ def poisoned_loss(monkeypatch):
     """Registers loss `poisoned` (gradient NaN at training steps 1 and 2 of each run)."""
     from train_fixtures import PoisonedGradient
 
-    from liverctl.train.losses import LOSSES
+    from liverctl.train.losses import LOSSES, names
 
     monkeypatch.setitem(LOSSES, "poisoned", lambda params: PoisonedGradient([1, 2]))
+    monkeypatch.setattr(names, "LOSS_NAMES", (*names.LOSS_NAMES, "poisoned"))  # what the config accepts
     return "poisoned"
 
 

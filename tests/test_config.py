@@ -251,3 +251,57 @@ def test_numbers_out_of_range_are_refused_in_one_line_naming_the_key(override, m
                                       ["optim.scheduler=constant", "optim.lr=1e-7"]])
 def test_the_documented_zero_and_one_values_are_still_accepted(override):
     resolve_config("demo", [override] if isinstance(override, str) else override)
+
+
+NAMED_VALUES = [
+    ("post.mode=bogus", "post.mode: unknown post-processing 'bogus'"),
+    ("post.mode=largest+", "post.mode: post-processing 'largest+' has an empty step"),
+    ("loss.name='dice + foo'", "loss.name: unknown loss 'foo'"),
+    ("model.arch=Unett", "model.arch: unknown architecture 'Unett' (did you mean 'Unet'?)"),
+    ("infer.tta=hflipp", "infer.tta: unknown TTA mode 'hflipp'"),
+    ("optim.name=lamb", "optim.name: unknown optimiser 'lamb'; valid: adamw, adam, sgd"),
+    ("optim.scheduler=step", "optim.scheduler: unknown 'step'; valid: cosine, constant"),
+]
+
+
+def test_named_values_are_refused_when_the_config_resolves_without_importing_torch():
+    """`--set post.mode=bogus` (or a wrong loss, architecture, TTA, optimiser name) was refused only by the
+    training preflight, after torch had loaded (4 s into `liverctl train`); every command that resolves or reads
+    a config (train, bench, submit and report through a run's config) now refuses it in `validate`, before any
+    heavy import. One subprocess for all the cases: the check is that torch never loads."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from liverctl.config import resolve_config\n"
+        "from liverctl.errors import LiverctlError\n"
+        "out = {}\n"
+        f"for text, _ in {NAMED_VALUES!r}:\n"
+        "    try:\n"
+        "        resolve_config('demo', [text]); out[text] = None\n"
+        "    except LiverctlError as exc:\n"
+        "        out[text] = str(exc)\n"
+        "resolve_config('demo', ['post.mode=auto', 'model.arch=unetplusplus', \"loss.name='0.5*bce + 0.5*dice'\"])\n"
+        "print(json.dumps({'errors': out, 'heavy': [m for m in ('torch', 'segmentation_models_pytorch') "
+        "if m in sys.modules]}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["heavy"] == []
+    for text, message in NAMED_VALUES:
+        assert result["errors"][text] is not None and message in result["errors"][text], text
+        assert "\n" not in result["errors"][text]
+
+
+def test_a_saved_config_with_an_unknown_name_is_refused_naming_its_file(tmp_path):
+    from liverctl.config import to_toml
+
+    cfg = resolve_config("demo")
+    cfg["post"]["mode"] = "bogus"
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg))
+    with pytest.raises(LiverctlError, match=r"config.toml: post.mode: unknown post-processing 'bogus'"):
+        read_config(path)

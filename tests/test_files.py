@@ -169,3 +169,20 @@ def test_a_writers_own_error_over_a_full_disk_is_the_full_disk_line(tmp_path):
     with pytest.raises(ValueError, match="not a number"):
         written(dropped)
     assert target.read_bytes() == b"previous" and _leftovers(tmp_path) == []
+
+
+def test_a_staged_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out" / "masks"
+    with pytest.raises(KeyboardInterrupt), files.staged_folder(target) as work:
+        (work / "a.nii.gz").write_bytes(b"a")
+        raise KeyboardInterrupt
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+    with files.staged_folder(target) as work:
+        (work / "a.nii.gz").write_bytes(b"a")
+        assert not target.exists()
+    assert [p.name for p in target.iterdir()] == ["a.nii.gz"] and list((tmp_path / "out").iterdir()) == [target]
+    with files.staged_folder(target) as work:  # into a folder that exists: same names replaced, others kept
+        (work / "b.nii.gz").write_bytes(b"b")
+        (work / "a.nii.gz").write_bytes(b"new")
+    assert sorted(p.name for p in target.iterdir()) == ["a.nii.gz", "b.nii.gz"]
+    assert (target / "a.nii.gz").read_bytes() == b"new" and list((tmp_path / "out").iterdir()) == [target]

@@ -3,8 +3,8 @@
 `tiny_cfg(store, *overrides)`: the demo preset at 64 px with a small MobileNetV3 U-Net (`SMALL_NET`: its
 checkpoints take 4 MB where the ResNet18 one's took 137 MB, and its steps several times faster) and one loader
 worker, 2 epochs of 2 steps. The demo preset's own ResNet18 still trains in the CLI tests of test_train.py.
-`SMALL_MODEL`: `SMALL_NET` and `data.num_workers=0` (which the trainer's loaders still run as one worker each:
-`loaders.plan_loader` never plans none). `PoisonedGradient`: a loss whose
+`SMALL_MODEL`: `SMALL_NET` and `data.num_workers=0` (batches loaded in the training process: no worker to
+start). `PoisonedGradient`: a loss whose
 gradient is NaN on chosen training calls (the `poisoned_loss` fixture in conftest.py registers it).
 `finite_weights(state)`: every floating-point weight of a checkpoint's model is finite.
 """
@@ -36,7 +36,7 @@ def tiny_cfg(store, *more):
 
 # A small network with BatchNorm, enough for the tests that only need some weights to change
 SMALL_NET = ("model.encoder='tu-mobilenetv3_small_050'", "model.decoder_channels=[16, 8, 8, 8, 8]")
-# and data.num_workers=0 (one worker per loader all the same: plan_loader's floor)
+# and data.num_workers=0 (the loaders start no worker process)
 SMALL_MODEL = (*SMALL_NET, "data.num_workers=0")
 
 

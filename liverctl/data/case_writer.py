@@ -25,7 +25,13 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.nifti import grid_difference, read_nifti_and_sha256, short_error, volume_geometry
+from liverctl.data.nifti import (
+    axis_codes,
+    grid_difference,
+    read_nifti_and_sha256,
+    short_error,
+    volume_geometry,
+)
 from liverctl.data.schema import (
     IMAGE,
     IMAGE_DTYPE,
@@ -176,6 +182,9 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
     notes: list[str] = []
     img, data, source = _read_source(case.volume, workers, notes)
     affine, spacing = volume_geometry(img, case.volume)
+    if axis_codes(affine) is None:  # ingested all the same; nothing downstream orients by it
+        notes.append(f"{case.volume}: the header's affine is singular (an axis has no direction, a damaged sform or "
+                     "qform); the voxels went in as stored, of unknown orientation (the report draws them unrotated)")
     attrs: dict[str, Any] = {"split": case.split, **source}
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)

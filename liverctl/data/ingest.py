@@ -3,7 +3,8 @@
 How a run goes:
 1. plan the sources (`liverctl.data.sources.plan`): find each source's cases in its layout, name the source,
    choose its role (main or extra), liver labels and id prefix; unpaired or duplicate files become
-   failures, the rest go on;
+   failures, the rest go on. Planned once to refuse bad input before anything is written, and again under the
+   store's lock, from the sources the store records once an ingest before this one has finished;
 2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
    failing that the sha256) and whose liver labels are the same;
 3. ingest the others in worker processes (`liverctl.data.case_pool`): each writes its case as a standalone
@@ -146,13 +147,20 @@ def ingest_sources(
     if workers is not None and workers < 1:
         raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
-    plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
-    plan.check()
-    summary = IngestSummary(store=store_path)
-    summary.failures.extend(plan.problems)
-    summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
 
+    def planned() -> IngestPlan:
+        plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
+        plan.check()
+        return plan
+
+    planned()  # bad input is refused before the lock, whose folder would be made beside the store
     with exclusive_work_dir(store_path) as work:
+        # planned again (milliseconds) from the store as the ingest before this one left it: names, roles and ids
+        # depend on the sources it records, which an ingest finishing since the check above may have changed
+        plan = planned()
+        summary = IngestSummary(store=store_path)
+        summary.failures.extend(plan.problems)
+        summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
         open_or_create_store(store_path)  # inside the lock: a second ingest starting at once saw a half-made store
         run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None))
         root_before = read_attrs(store_path)

@@ -28,11 +28,16 @@ class LoaderPlan:
 def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderPlan:
     """Worker count and sharing strategy for this machine.
 
+    `requested_workers` (data.num_workers) is capped at the CPU count; 0 loads in the process that trains,
+    as PyTorch's `num_workers=0` does (debugging, a notebook where worker processes are fragile): no worker
+    starts, and the batches are the same as with workers (each sample's augmentation is drawn from its seed).
     Workers hand batches over through /dev/shm; Docker's default 64 MB cannot hold a few prefetched
     batches and the loader dies with a bus error. Then tensors go through files instead
     (`file_system` strategy); workers stay on.
     """
-    workers = max(1, min(int(requested_workers) or 1, os.cpu_count() or 1))
+    workers = max(0, min(int(requested_workers), os.cpu_count() or 1))
+    if workers == 0:
+        return LoaderPlan(0, None, cuda)
     try:
         shm = shutil.disk_usage("/dev/shm").free
     except OSError:

@@ -3,11 +3,13 @@
 Order matters for the user's time: everything that can be wrong with the input (no checkpoint, a
 config the store cannot serve, no test cases, a sample submission for other cases) is checked before
 any slice is predicted. The CSV appears only at the end, whole and self-checked (`SubmissionWriter`),
-and each run used gets a line in its `submissions.jsonl`.
+and so do the NIfTI masks of `--save-masks` (written in a hidden folder beside it, `files.staged_folder`);
+each run used gets a line in its `submissions.jsonl`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,7 +23,7 @@ import numpy as np
 from liverctl.config import check_threshold
 from liverctl.device import resolve_device
 from liverctl.errors import LiverctlError
-from liverctl.files import check_output_file
+from liverctl.files import check_output_file, staged_folder
 from liverctl.infer.postprocess import (
     AUTO,
     AutoChoice,
@@ -355,6 +357,9 @@ def make_submission(
     started = time.perf_counter()
     note = _Notes(on_note)
     check_request(run_dirs, Path(out), tta, postprocess, threshold, batch_size)
+    if save_masks and Path(save_masks).exists() and not Path(save_masks).is_dir():
+        raise LiverctlError("exists and is not a folder; --save-masks takes a folder for the NIfTI masks",
+                            path=save_masks)
     sample = read_sample(sample_path) if sample_path else None
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
@@ -366,7 +371,8 @@ def make_submission(
     spec = auto.spec if auto else settings.post_requested
     masks_dir = Path(save_masks) if save_masks else None
     writer = SubmissionWriter(Path(out), sample=sample, expected=n_slices)
-    summary = predict_test_cases(predictor, parse_postprocess(spec), writer, masks_dir, on_stage)
+    with staged_folder(masks_dir) if masks_dir else contextlib.nullcontext() as staged:  # all the masks, or none
+        summary = predict_test_cases(predictor, parse_postprocess(spec), writer, staged, on_stage)
     result = SubmitResult(
         summary=summary, runs=[str(r.run_dir) for r in runs], store=str(store_path), tta=settings.tta,
         threshold=settings.threshold, post=spec, post_requested=settings.post_requested, auto=auto, device=device,

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+from liverctl.files import work_dir_beside
 from liverctl.report.html import write_index
 from liverctl.report.plots import CURVES_FIGSIZE, DPI, plot_case_dice, plot_curves
 from liverctl.report.predictions import (
@@ -80,7 +80,7 @@ def write_report(
         raise LiverctlError(f"two runs share a name ({', '.join(names)}); give distinct run folders")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)  # before minutes of prediction, and again just before the swap
-    work = _new_work_dir(out_dir)
+    work = work_dir_beside(out_dir)
     try:
         images = [plot_curves(data, work / "curves.png")]
         skipped: list[str] = []
@@ -128,16 +128,6 @@ def _predict_runs(
             if exc.refused:
                 refused.append(f"{run.name}: {exc}")
     return predictions
-
-
-def _new_work_dir(out_dir: Path) -> Path:
-    """A hidden folder beside `out_dir` to build the report in, readable as a shared report should be."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; a report is meant to be shared
-    return work
 
 
 def _check_out_dir(target: Path) -> None:

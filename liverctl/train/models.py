@@ -26,6 +26,22 @@ from liverctl.runs.checkpoint import (
 from liverctl.runs.folder import CHECKPOINT_DIR, checkpoint_path
 
 CONNECT_TIMEOUT_S = 1.5
+# smp's architectures (`smp.MODEL_ARCHITECTURES_MAPPING`, which it matches without case), named here so that
+# `liverctl.config.validate` checks model.arch without importing smp and torch (tests/train/test_models.py
+# holds the two lists equal).
+ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "PAN",
+                 "UPerNet", "Segformer", "DPT")
+
+
+def check_arch(arch: str) -> None:
+    """LiverctlError for a model.arch smp does not know, with the valid names and the nearest."""
+    import difflib
+
+    known = {name.lower(): name for name in ARCHITECTURES}
+    if str(arch).lower() not in known:
+        near = difflib.get_close_matches(str(arch).lower(), list(known), n=1)
+        hint = f" (did you mean {known[near[0]]!r}?)" if near else ""
+        raise LiverctlError(f"model.arch: unknown architecture {arch!r}{hint}; valid: {', '.join(ARCHITECTURES)}")
 
 
 def build_model(cfg: dict, pretrained: bool | None = None):

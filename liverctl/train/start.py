@@ -65,16 +65,15 @@ FIXED_ON_RESUME = ("model.arch", "model.encoder", "model.encoder_depth", "model.
 
 def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     """The checks that need no training set-up: the device is there, the store opens, the fold exists and
-    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the names
-    the config gives (loss, TTA, post-processing) exist. Each of these failed only once the run folder had been
-    made (which then kept the name taken), or on --resume once the run's log had been told it failed."""
+    fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the loss
+    can be built (the names the config gives are `liverctl.config.validate`'s). Each of these failed only once the
+    run folder had been made (which then kept the name taken), or on --resume once the run's log had been told it
+    failed."""
     import math
 
     from liverctl.data.dataset import split_rows
     from liverctl.data.store import LiverStore
     from liverctl.device import resolve_device
-    from liverctl.infer.postprocess import AUTO, parse_postprocess
-    from liverctl.infer.predict import parse_tta
     from liverctl.train.losses import build_loss
     from liverctl.train.models import check_weights_available, read_encoder_weights
     from liverctl.train.session import steps_per_epoch
@@ -90,15 +89,7 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     elif weights and not is_none(m["encoder_weights"]):
         check_weights_available(m["encoder"], m["encoder_weights"])
     _check_batch_fits_memory(cfg)
-    build_loss(cfg)
-    for key, parse in (("infer.tta", parse_tta), ("post.mode", parse_postprocess)):
-        section, name = key.split(".")
-        value = cfg[section][name]
-        try:
-            if not (key == "post.mode" and str(value).strip().lower() == AUTO):  # auto is chosen at submit
-                parse(value)
-        except LiverctlError as exc:
-            raise LiverctlError(f"{key}: {exc}") from None
+    build_loss(cfg)  # the names the config gives were checked with it (liverctl.config.validate)
 
 
 def _check_batch_fits_memory(cfg: dict) -> None:
@@ -122,7 +113,10 @@ def check_model(cfg: dict) -> int:
     """The model `cfg` asks for, built without weights and tried once in training mode before anything is
     written: a batch of `data.input_size` slices must give logits of that size (PSPNet at encoder_depth 5
     gives a quarter of it, PAN cannot take 64 px), and a batch of one must pass where train.batch_size is 1
-    (DeepLabV3's pooled BatchNorm cannot). Returns the bytes one of its checkpoints takes (`checkpoint_bytes`).
+    (DeepLabV3's pooled BatchNorm cannot); a refusal names the smallest data.input_size that would do, where one
+    does. The one check of what input each smp architecture takes: it tries the model rather than keeping a
+    table per architecture, for new runs, experiments and resumed runs alike. Returns the bytes one of its
+    checkpoints takes (`checkpoint_bytes`).
 
     Built and run on the meta device (no memory, no compute: milliseconds), or on the CPU for a model that
     cannot be built or run there (Segformer's encoders read values while they are built).
@@ -154,9 +148,11 @@ def check_model(cfg: dict) -> int:
             shape = _logits_shape(model, cfg, batch, size)
         except (RuntimeError, ValueError) as exc:
             detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            larger = _smallest_input_size(cfg, batch, size)
+            hint = f"; it takes data.input_size {larger} and more" if larger else ""
             raise LiverctlError(
                 f"{name} cannot train on {'a batch of 1' if batch == 1 else 'batches'} of {size}x{size} slices "
-                f"(train.batch_size, data.input_size): {detail}"
+                f"(train.batch_size, data.input_size){hint}: {detail}"
             ) from None
     if tuple(shape) != (batch, 1, size, size):
         raise LiverctlError(
@@ -167,6 +163,28 @@ def check_model(cfg: dict) -> int:
     optimizer = build_optimizer(cfg, model.parameters())
     build_scheduler(cfg, optimizer, 1)  # optim.scheduler names one
     return checkpoint_bytes(model, optimizer)
+
+
+def _smallest_input_size(cfg: dict, batch: int, size: int, largest: int = 512) -> int | None:
+    """The smallest data.input_size above `size` (a multiple of 32, up to `largest`) at which the model gives
+    logits of the input's size, tried on the meta device (PAN pools its deepest features to nothing below 128
+    px); None where none does or the model cannot be tried there."""
+    import torch
+
+    from liverctl.train.models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg, pretrained=False)
+            for larger in range(size + 32, largest + 1, 32):
+                try:
+                    if _logits_shape(model, cfg, batch, larger) == (batch, 1, larger, larger):
+                        return larger
+                except (RuntimeError, ValueError):
+                    continue
+    except Exception:  # not buildable on the meta device (Segformer): no hint
+        return None
+    return None
 
 
 def _logits_shape(model, cfg: dict, batch: int, size: int) -> tuple[int, ...]:
@@ -198,6 +216,7 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 held.enter_context(RunLock(run_dir))
             cfg = resumed_config(request, run_dir)
             preflight(cfg, request.device, weights=False)
+            check_model(cfg)  # data.input_size or train.batch_size may change on resume
             # read and checked before the run is announced: a damaged last.pt is the command's one line
             resume_state = load_checkpoint(checkpoint_path(run_dir, "last"), resume=True)
         else:

@@ -132,7 +132,27 @@ def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypat
     assert plan.sharing_strategy == "file_system" and plan.num_workers >= 1
     assert "/dev/shm" in plan.note and "--shm-size" in plan.note
     monkeypatch.setattr(loaders.shutil, "disk_usage", lambda p: usage(8 * 2**30, 0, 8 * 2**30))
-    assert loaders.plan_loader(0, batch_bytes=1024, cuda=False) == loaders.LoaderPlan(1, None, False)
+    assert loaders.plan_loader(1, batch_bytes=1024, cuda=False) == loaders.LoaderPlan(1, None, False)
+
+
+def test_num_workers_0_loads_in_this_process_the_same_batches_as_workers(tiny_store, monkeypatch):
+    """data.num_workers=0 was planned as one worker process (plan_loader's floor of 1), where PyTorch's users
+    expect 0 to load in the main process (debugging, notebooks where worker processes are fragile). Now no
+    worker starts, and the batches (augmented on the CPU from each sample's seed) equal the workers'."""
+    import os
+
+    assert loaders.plan_loader(0, batch_bytes=1024, cuda=False) == loaders.LoaderPlan(0, None, False)
+    with_workers = [dict(b) for b in worker_loader(tiny_store, workers=2)[2]]
+    built_in = []
+    original = ds.SliceDataset.batch
+    monkeypatch.setattr(ds.SliceDataset, "batch", lambda self, items: built_in.append(os.getpid()) or original(self, items))
+    data, _, loader = worker_loader(tiny_store, workers=loaders.plan_loader(0, 1024, cuda=False).num_workers)
+    in_process = [dict(b) for b in loader]
+    assert built_in == [os.getpid()] * len(in_process) == [os.getpid()] * 2  # every batch, here
+    for ours, theirs in zip(in_process, with_workers, strict=True):
+        for key in ("image", "mask", "seed", "norm"):
+            assert torch.equal(ours[key], theirs[key]), key
+        torch.testing.assert_close(data.finish(ours, "cpu"), data.finish(theirs, "cpu"), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(

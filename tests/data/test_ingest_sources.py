@@ -138,6 +138,33 @@ def test_adding_a_source_ingests_only_its_cases_and_keeps_the_folds(sources, tmp
     assert joined["liver_0"] >= 0 and joined["liver_1"] >= 0
 
 
+def test_an_ingest_that_finishes_while_another_plans_is_not_overwritten(sources, tmp_path, monkeypatch):
+    """Ingest planned its sources before taking the store's lock: one that finished in between (here the
+    competition source, ingested first into the empty store) was planned as absent, so this one's source became
+    the main one too and its record replaced the other's. It is planned again under the lock now."""
+    import contextlib
+
+    from liverctl.data import ingest
+
+    store_path, real_lock, other = tmp_path / "s.zarr", ingest.exclusive_work_dir, {}
+
+    @contextlib.contextmanager
+    def another_ingest_first(store):
+        if not other:  # the first ingest to reach the lock lets another one run to its end before it takes it
+            other["started"] = True
+            other["summary"] = ingest_folder(sources.comp, store_path, workers=1)
+        with real_lock(store) as work:
+            yield work
+
+    monkeypatch.setattr(ingest, "exclusive_work_dir", another_ingest_first)
+    summary = ingest_sources([sources.msd], store_path, workers=1)
+    assert other["summary"].ok and summary.ok
+    store = LiverStore.open(store_path)
+    roles = {r["layout"]: r["role"] for r in store.attrs["sources"]}
+    assert roles == {"competition": "main", "decathlon": "extra"}
+    assert store.folds()["liver_0"] == TRAIN_ONLY_FOLD and store.case_ids("test") == ["6", "7"]
+
+
 def test_a_store_from_before_sources_adopts_its_cases(sources, tiny_store, tmp_path):
     """A store written before sources existed: its cases belong to the main source, nothing re-read."""
     store_path = tmp_path / "old.zarr"

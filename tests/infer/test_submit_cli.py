@@ -527,6 +527,41 @@ def test_submit_applies_the_post_processing(tiny_store, fake_models, tmp_path):
     assert record["post"] == "largest" and record["tta"] == "none"
 
 
+def test_an_interrupted_submit_leaves_the_masks_folder_as_it_was_and_a_rerun_fills_it(tiny_store, fake_models,
+                                                                                      tmp_path, monkeypatch):
+    """`submit --save-masks DIR` stopped after its first case (Ctrl-C) left that case's mask in DIR, and no
+    CSV: a folder that looked like a result. The masks are written beside DIR and moved in at the end now."""
+    from liverctl.infer import submit
+
+    run = make_fake_run(tmp_path, tiny_store, "fake", seed=1)
+    out, masks_dir = tmp_path / "sub.csv", tmp_path / "masks"
+    masks_dir.mkdir()
+    (masks_dir / "mine.txt").write_text("the user's own file")
+    real_save, saved = submit.save_mask_nifti, []
+
+    def save_then_stop(mask, meta, target):
+        real_save(mask, meta, target)
+        saved.append(target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(submit, "save_mask_nifti", save_then_stop)
+    args = ["submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none", "--device", "cpu",
+            "--save-masks", masks_dir]
+    result = _invoke(*args)
+    assert result.exit_code == 130 and len(saved) == 1 and saved[0].parent != masks_dir
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".masks")) == []  # nothing left beside
+    assert sorted(p.name for p in masks_dir.iterdir()) == ["mine.txt"] and not out.exists()
+
+    monkeypatch.setattr(submit, "save_mask_nifti", real_save)
+    result = _invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in masks_dir.iterdir()) == sorted(
+        ["mine.txt", *(f"{case}.nii.gz" for case in _test_ids(tiny_store))])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".masks")]
+    result = _invoke("submit", "--run", run, "--out", out, "--save-masks", out)  # a file where the folder would be
+    assert result.exit_code == 2 and "exists and is not a folder; --save-masks takes a folder" in result.stderr
+
+
 def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_path):
     from liverctl.data.store import LiverStore
 

@@ -81,7 +81,10 @@ class _MatmulLoss(torch.nn.Module):
 
 
 def test_loss_turns_an_enclosing_autocast_off(monkeypatch):
+    from liverctl.train.losses import names
+
     monkeypatch.setitem(LOSSES, "matmul", lambda params: _MatmulLoss())
+    monkeypatch.setattr(names, "LOSS_NAMES", (*names.LOSS_NAMES, "matmul"))
     loss = build_loss(_loss_cfg("matmul"))
     target = _target()
     logits = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
@@ -141,3 +144,9 @@ def test_weights_that_cannot_train_are_refused(name, words):
     with pytest.raises(LiverctlError, match=words):
         parse_loss_name(name)
     assert parse_loss_name("0*bce + 1*dice") == [(0.0, "bce"), (1.0, "dice")]
+
+
+def test_the_torch_free_names_are_the_registry_s_names():
+    from liverctl.train.losses import LOSS_NAMES
+
+    assert tuple(LOSSES) == LOSS_NAMES

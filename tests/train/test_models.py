@@ -110,7 +110,7 @@ def test_the_architectures_defaults_toml_offers_map_a_slice_to_logits_of_its_siz
         (["model.arch='PSPNet'"], r"PSPNet / resnet18 with model.encoder_depth=5 gives 16x16 logits for a 64x64 input "
                                   r"\(data.input_size\); .* change model.encoder_depth \(PSPNet: 3\)"),
         (["model.arch='PAN'"], r"PAN / resnet18 cannot train on batches of 64x64 slices \(train.batch_size, "
-                               r"data.input_size\): "),
+                               r"data.input_size\); it takes data.input_size 128 and more: "),
         (["model.arch='DeepLabV3'", "train.batch_size=1"],
          r"DeepLabV3 / resnet18 cannot train on a batch of 1 of 64x64 slices .*: Expected more than 1 value per"),
         (["model.arch='DPT'", "model.encoder='tu-vit_tiny_patch16_224'"],
@@ -145,3 +145,12 @@ def test_an_unknown_encoder_is_one_line_with_the_nearest_names(encoder, said):
         with pytest.raises(LiverctlError, match=f"^model.encoder: unknown encoder '{encoder}'; ") as info:
             build_model(resolve_config(preset, [f"model.encoder='{encoder}'"]))
         assert said in str(info.value) and len(str(info.value)) < 200
+
+
+def test_the_architectures_config_checks_are_smp_s():
+    """`liverctl.config.validate` checks model.arch against `ARCHITECTURES` without importing smp."""
+    import segmentation_models_pytorch as smp
+
+    from liverctl.train.models import ARCHITECTURES
+
+    assert sorted(name.lower() for name in ARCHITECTURES) == sorted(smp.MODEL_ARCHITECTURES_MAPPING)

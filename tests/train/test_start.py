@@ -244,7 +244,10 @@ def test_resume_refuses_a_new_name(tmp_path):
 @pytest.mark.parametrize(
     ("change", "words"),
     [({"device": "garbage"}, "--device must be"), ({"values": {"data.store": "/nowhere/liver.zarr"}}, "no store here"),
-     ({"sets": ("loss.name=dicee",)}, "unknown loss 'dicee'")],
+     ({"sets": ("loss.name=dicee",)}, "unknown loss 'dicee'"),
+     # check_model ran for new runs only: the model could not take its first batch, after the log was told
+     ({"sets": ("train.batch_size=1", "data.input_size=32")}, r"cannot train on a batch of 1 of 32x32 slices .*; it "
+                                                             "takes data.input_size 64 and more")],
 )
 def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(tiny_store, tmp_path, fake_training, change, words):
     # these failed in the loop's set-up, which appended a run_end "failed" to an interrupted run's log

@@ -612,14 +612,15 @@ def apply_epochs(cfg, epochs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path, sig):
-    """Ctrl-C in a terminal (SIGINT) and `timeout` / `kill -- -PGID` (SIGTERM) signal the workers too."""
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, 2), (signal.SIGTERM, 2), (signal.SIGINT, 0)])
+def test_a_signal_to_the_process_group_saves_and_ends_interrupted(tiny_store, tmp_path, sig, workers):
+    """Ctrl-C in a terminal (SIGINT) and `timeout` / `kill -- -PGID` (SIGTERM) signal the workers too; with
+    data.num_workers=0 the batches are loaded in the trainer's own process, between its steps."""
     import os
     import subprocess
     import time
 
-    args = _train_command("c", tmp_path, tiny_store, num_workers=2, steps_per_epoch=50)
+    args = _train_command("c", tmp_path, tiny_store, num_workers=workers, steps_per_epoch=50)
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = tmp_path / "c" / "events.jsonl"
     deadline = time.monotonic() + 300

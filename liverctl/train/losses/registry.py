@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from liverctl.errors import LiverctlError
+from liverctl.train.losses.names import parse_loss_name
 
 
 def _smp():
@@ -69,6 +68,7 @@ def _focal_tversky(p: dict) -> nn.Module:
     )
 
 
+# The same names as `names.LOSS_NAMES`, in its order (tests/train/test_losses.py holds them equal).
 LOSSES: dict[str, Callable[[dict], nn.Module]] = {
     "bce": _bce,
     "weighted_bce": _weighted_bce,
@@ -80,28 +80,6 @@ LOSSES: dict[str, Callable[[dict], nn.Module]] = {
     "log_cosh_dice": _log_cosh_dice,
     "focal_tversky": _focal_tversky,
 }
-
-
-def parse_loss_name(text: str) -> list[tuple[float, str]]:
-    """ "0.5*bce + 0.5*dice" -> [(0.5, "bce"), (0.5, "dice")]; unknown names list the valid ones."""
-    terms = []
-    for raw in text.split("+"):
-        part = raw.strip()
-        weight = 1.0
-        if "*" in part:
-            w, part = (s.strip() for s in part.split("*", 1))
-            try:
-                weight = float(w)
-            except ValueError:
-                raise LiverctlError(f"loss.name: bad weight '{w}' in '{text}'") from None
-            if not (math.isfinite(weight) and weight >= 0):  # a negative weight makes training maximise that term
-                raise LiverctlError(f"loss.name: weight '{w}' in '{text}' must be a finite number >= 0")
-        if part not in LOSSES:
-            raise LiverctlError(f"loss.name: unknown loss '{part}'; valid losses: {', '.join(LOSSES)}")
-        terms.append((weight, part))
-    if not any(weight > 0 for weight, _ in terms):  # a loss that is always 0 trains nothing
-        raise LiverctlError(f"loss.name: the weights in '{text}' are all 0; give at least one a positive weight")
-    return terms
 
 
 class WeightedSum(nn.Module):
