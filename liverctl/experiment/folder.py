@@ -213,15 +213,19 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: Any, where: 
 
 def _first_difference(fold_cfg: dict, exp_cfg: dict) -> tuple[str, Any, Any] | None:
     """(dotted key, the fold's value, the experiment's) of the first key where two configs differ (data.fold
-    and data.store aside: checked above); a key one of them lacks has the value "(missing)"."""
+    and data.store aside: checked above). A key one of them lacks reads as today's default, as `check_config`
+    fills it in when either is loaded: a fold trained after an upgrade records a key added since, which its
+    older experiment.json lacks; a key no default has either is "(missing)"."""
+    from liverctl.config import load_defaults
     from liverctl.runs.summary import flatten_config
 
-    ours, theirs = flatten_config(fold_cfg), flatten_config(exp_cfg)
+    ours, theirs, defaults = flatten_config(fold_cfg), flatten_config(exp_cfg), flatten_config(load_defaults())
     for key in sorted(set(ours) | set(theirs)):
         if key in ("data.fold", "data.store", "description"):
             continue
-        if key not in ours or key not in theirs or ours[key] != theirs[key]:
-            return key, ours.get(key, "(missing)"), theirs.get(key, "(missing)")
+        mine, its = ours.get(key, defaults.get(key, "(missing)")), theirs.get(key, defaults.get(key, "(missing)"))
+        if mine != its:
+            return key, mine, its
     return None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Any
 
-from liverctl.config import read_recorded_config
+from liverctl.config import check_config, read_recorded_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
@@ -194,7 +194,10 @@ class _Folds:
         """Train or resume the fold unless it is done; (status, message) when the experiment must stop."""
         from liverctl.train import loop
 
-        run_dir, cfg = fold_dir(self.exp_dir, fold), fold_config(self.summary["config"], fold)
+        # experiment.json's config as recorded, with keys added to the defaults since filled in (an experiment
+        # begun before an upgrade), as a run's config.toml or checkpoint is read
+        run_dir = fold_dir(self.exp_dir, fold)
+        cfg = check_config(fold_config(self.summary["config"], fold), str(self.exp_dir / folder.SUMMARY_FILE))
         if (run_dir / CONFIG_FILE).is_file():
             folder.check_fold_config(self.exp_dir, self.summary, fold, read_recorded_config(run_dir / CONFIG_FILE),
                                      str(run_dir))

@@ -776,3 +776,46 @@ def test_a_default_added_since_the_experiment_does_not_refuse_its_folds(tmp_path
     add_model_checkpoint(fold1, changed)  # a best.pt trained with another learning rate
     with pytest.raises(LiverctlError, match="fold 1 was trained with optim.lr = 0.05, the experiment with"):
         expand_runs([exp]).load_models()
+
+
+def test_an_experiment_begun_before_a_key_was_added_resumes_with_that_key_filled_in(tmp_path, monkeypatch):
+    """experiment.json records the config the experiment began with. After an upgrade that added a key to the
+    defaults, a resumed fold got that config as recorded, so the trainer's first read of the new key failed in a
+    KeyError; and a fold trained since records the key, which the experiment lacks, and was refused as another
+    experiment's. Simulated by deleting optim.weight_decay from the experiment's record and fold 0's."""
+    import tomli_w
+
+    from liverctl.config import load_defaults, read_recorded_config
+    from liverctl.data import store as store_module
+    from liverctl.experiment import train as experiment_train
+    from liverctl.train import loop
+
+    exp = _experiment(tmp_path, status="interrupted")
+    summary = folder.read_summary(exp)
+    summary.pop("decision")
+    del summary["config"]["optim"]["weight_decay"]
+    folder.write_summary(exp, summary)
+    fold0, fold1 = folder.fold_dir(exp, 0), folder.fold_dir(exp, 1)
+    before = read_recorded_config(fold0 / "config.toml")
+    del before["optim"]["weight_decay"]
+    (fold0 / "config.toml").write_text(tomli_w.dumps(before), encoding="utf-8")  # begun before the upgrade
+    default = load_defaults()["optim"]["weight_decay"]
+    since = read_recorded_config(fold1 / "config.toml")  # trained since: it records the key, at its default
+    assert since["optim"]["weight_decay"] == default
+    folder.check_fold_config(exp, summary, 1, since, str(fold1))
+    since["optim"]["weight_decay"] = default * 3  # a fold that really differs is still another experiment's
+    with pytest.raises(LiverctlError, match="fold 1 was trained with optim.weight_decay = 0.03"):
+        folder.check_fold_config(exp, summary, 1, since, str(fold1))
+
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels={c: liver() for c in "abcd"})
+    monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
+    given = []
+
+    def run_training(cfg, run_dir, **kwargs):
+        given.append(cfg)
+        raise KeyboardInterrupt  # what the trainer was given is the point
+
+    monkeypatch.setattr(loop, "run_training", run_training)
+    with pytest.raises(KeyboardInterrupt):
+        experiment_train.run_folds(exp, experiment_train.FoldOptions(device="cpu"))
+    assert [(cfg["data"]["fold"], cfg["optim"]["weight_decay"]) for cfg in given] == [(0, default)]
