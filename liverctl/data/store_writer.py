@@ -45,18 +45,9 @@ def open_or_create_store(path: Path) -> None:
 @contextlib.contextmanager
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
-    import fcntl
-
     base = store.parent / f".{store.name}.ingest"
-    base.mkdir(parents=True, exist_ok=True)
-    lock_file = open(base / "lock", "w")  # noqa: SIM115 - held for the whole run
+    lock_file = _lock(base, store)
     try:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LiverctlError(
-                "another `liverctl ingest` is writing this store; wait for it", path=store
-            ) from None
         work = base / "work"
         if work.exists():  # left by a killed run
             shutil.rmtree(work)
@@ -67,6 +58,33 @@ def exclusive_work_dir(store: Path) -> Iterator[Path]:
             shutil.rmtree(base, ignore_errors=True)
     finally:
         lock_file.close()
+
+
+def _lock(base: Path, store: Path, tries: int = 5):
+    """`base/lock`, opened and locked (flock, exclusive). An ingest that ends removes `base`, lock file and all,
+    before it lets go of its lock: a file opened just before that and locked just after is no longer the one at
+    `base/lock`, where the next ingest makes and locks a new one, so that lock is let go of and taken again."""
+    import fcntl
+
+    for _ in range(tries):
+        base.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_file = open(base / "lock", "w")  # noqa: SIM115 - held for the whole run
+        except FileNotFoundError:  # `base` removed by an ingest that just ended
+            continue
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None
+        try:
+            if os.stat(base / "lock").st_ino == os.fstat(lock_file.fileno()).st_ino:
+                return lock_file
+        except FileNotFoundError:
+            pass
+        lock_file.close()
+    raise LiverctlError(f"could not lock {base / 'lock'}: it was removed {tries} times while being locked; is "
+                        "another `liverctl ingest` starting and ending on this store again and again?", path=store)
 
 
 def complete_cases(store: Path) -> dict[str, dict[str, Any]]:

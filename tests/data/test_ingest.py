@@ -667,6 +667,38 @@ def test_two_ingests_starting_at_once_into_a_new_store_one_is_told_to_wait(tiny_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "s.zarr"]
 
 
+def test_an_ingest_that_ends_while_the_next_one_takes_its_lock_leaves_one_holder(tmp_path, monkeypatch):
+    """An ingest that ends removes its lock folder, then lets go of its lock. The next one had opened the lock
+    file just before and locked it just after: it held a lock on a removed file (and its work folder was gone),
+    while a third could make and lock a new file: two writers. Now the lock taken is always on the file at the
+    path, and a second ingest is still refused while the first holds it."""
+    import fcntl
+    import shutil
+
+    from liverctl.data.store_writer import exclusive_work_dir
+
+    store = tmp_path / "s.zarr"
+    base = tmp_path / ".s.zarr.ingest"
+    real_flock, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        calls.append(op)
+        if len(calls) == 1:  # the ending ingest removes its folder and lets go between our open and our flock
+            shutil.rmtree(base)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with exclusive_work_dir(store) as work:
+        assert work.is_dir() and work.parent == base
+        held = os.stat(base / "lock").st_ino
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        with pytest.raises(LiverctlError, match="another `liverctl ingest` is writing this store"):
+            with exclusive_work_dir(store):
+                pass
+    assert len(calls) == 2 and held
+    assert not base.exists()
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
