@@ -72,8 +72,12 @@ def ingest(
         "trained on, never validated on)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each source holds; write nothing."),
-    folds: int = typer.Option(5, "--folds", help="Patient-level folds for cross-validation (1 to 128)."),
-    fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
+    folds: int = typer.Option(
+        None, "--folds", help="Patient-level folds for cross-validation (1 to 128; default: the store's, 5 for "
+        "a new store). Another count than the store's deals every case anew."
+    ),
+    fold_seed: int = typer.Option(None, "--fold-seed", help="Seed of the fold assignment (default: the store's, "
+                                  "0 for a new store)."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""

@@ -330,6 +330,33 @@ def test_other_fold_count_reassigns_folds_without_reingesting(dataset, tmp_path)
     assert set(index.fold[index.rows(split="train")]) == {0, 1, 2}
 
 
+def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
+    """`ingest data --folds 3` then `ingest data` (to pick up a new case, say): the second run keeps the three
+    folds and every case's fold; it dealt the cases onto 5 folds anew, without a word, so a run trained
+    on fold 0 could no longer be resumed. Folds given again and different are dealt anew, with a note."""
+    store = tmp_path / "s.zarr"
+    assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "3", "--fold-seed", "4",
+                   "--workers", "1").exit_code == 0
+    before = LiverStore.open(store).folds()
+    shutil.copy(dataset / "train" / "volume" / "volume-0.nii.gz", dataset / "train" / "volume" / "volume-9.nii.gz")
+    shutil.copy(dataset / "train" / "segmentation" / "segmentation-0.nii.gz",
+                dataset / "train" / "segmentation" / "segmentation-9.nii.gz")
+    again = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "1")
+    assert again.exit_code == 0, again.output
+    after = LiverStore.open(store)
+    assert (after.attrs["n_folds"], after.attrs["fold_seed"]) == (3, 4)
+    assert {c: f for c, f in after.folds().items() if c != "9"} == before
+    assert 0 <= after.folds()["9"] < 3
+    assert "note:" not in again.stderr
+
+    changed = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "2", "--workers", "1")
+    assert changed.exit_code == 0, changed.output
+    assert LiverStore.open(store).attrs["n_folds"] == 2
+    notes = [line for line in changed.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: folds dealt anew: the store had 3 folds (seed 4), now 2 (seed 4); a run trained on the "
+                     "old folds cannot be resumed on this store"]
+
+
 def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_store, tmp_path):
     store = tmp_path / "liver.zarr"
     ingest_folder(tiny_dataset, store=store, workers=1)
