@@ -103,6 +103,25 @@ def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
     assert f"({int((dcmqi > 0).sum())} voxels)" in note
 
 
+def test_a_rerun_without_liver_labels_keeps_the_stores(real_dataset, tmp_path):
+    """`ingest data --liver-labels 1` (dcmqi's 2 is spine), then `ingest data` again: the cases stay as they are.
+    The rerun took every value > 0 as liver again and re-ingested every training case, spine included."""
+    store = tmp_path / "s.zarr"
+    first = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--liver-labels", "1", "--workers", "1")
+    assert first.exit_code == 0, first.stderr
+    dry = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--dry-run")
+    assert "liver labels 1 (from the store: as ingested before)" in dry.stdout, dry.stdout
+    again = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--workers", "1")
+    assert again.exit_code == 0, again.stderr
+    assert "(3 train, 0 test; 0 ingested, 3 unchanged)" in again.stdout and "note:" not in again.stderr
+    dcmqi = np.asarray(nib.load(real_dataset.sources["dcmqi-3slice"][1]).dataobj)
+    assert LiverStore.open(store).meta("dcmqi-3slice")["liver_voxels"] == int((dcmqi == 1).sum())
+    # given again, other labels still win
+    other = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--liver-labels", "1,2", "--workers", "1")
+    assert other.exit_code == 0 and "3 ingested" in other.stdout
+    assert LiverStore.open(store).meta("dcmqi-3slice")["liver_voxels"] == int((dcmqi > 0).sum())
+
+
 def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset, tmp_path):
     result = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
     assert result.exit_code == 0, result.stderr
