@@ -61,8 +61,8 @@ def ingest(
         None,
         "--liver-labels",
         help="Label values that mean liver: 1,2 for every source without a dataset.json, NAME=1,2 for one "
-        "source (repeat for several). Default: the source's dataset.json; TotalSegmentator: 1; competition "
-        "layout: any value > 0.",
+        "source (repeat for several). Default: the source's dataset.json; a source the store holds: the labels "
+        "it was ingested with; TotalSegmentator: 1; competition layout: any value > 0.",
     ),
     layout: list[str] = typer.Option(
         None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet, totalseg), or NAME=LAYOUT for one."
