@@ -8,7 +8,6 @@ and each run used gets a line in its `submissions.jsonl`.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from liverctl.config import check_threshold
 from liverctl.device import resolve_device
+from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
 from liverctl.files import check_output_file
 from liverctl.infer.postprocess import (
@@ -165,7 +165,7 @@ def record_submission(run_dirs: Sequence[Path], record: dict, note: Callable[[st
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            if note is not None and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if note is not None and exc.errno in NOT_WRITABLE:
                 unwritable.append((path, exc.strerror or str(exc)))
                 continue
             raise LiverctlError(f"the CSV is written, but recording it in the run failed: {exc.strerror or exc}",

@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
 from liverctl.report.html import write_index
 from liverctl.report.plots import CURVES_FIGSIZE, DPI, plot_case_dice, plot_curves
@@ -132,8 +133,14 @@ def _predict_runs(
 
 def _new_work_dir(out_dir: Path) -> Path:
     """A hidden folder beside `out_dir` to build the report in, readable as a shared report should be."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:  # a run attached read-only (/kaggle/input): not the temporary folder's name
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        raise LiverctlError(f"cannot write the report there ({exc.strerror or exc}); give --out a folder you can "
+                            "write to", path=out_dir) from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; a report is meant to be shared
