@@ -156,3 +156,12 @@ def test_a_file_where_a_folder_is_to_be_made_is_one_line_and_exit_2(tmp_path, mo
     assert last.startswith("error: a-file/d") and last.endswith(
         ": a-file is a file, not a folder; point the command at a folder"), result.output
     assert Path("a-file").read_text() == "mine"
+
+
+def test_an_error_under_a_transient_progress_bar_is_the_only_line_off_a_terminal(tmp_path):
+    """`submit --tta bogus` in a log or a notebook cell (stderr not a terminal): a blank line, the transient bar
+    leaving nothing to clear, then the error. A bar that stays (ingest's) still writes its last state."""
+    run = make_run(tmp_path / "runs", "r")
+    result = _invoke("submit", "--run", run, "--tta", "bogus", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert result.stderr == "error: unknown TTA mode 'bogus'; valid: none, hflip, vflip, hflip+vflip, flips\n"

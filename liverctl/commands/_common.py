@@ -153,11 +153,13 @@ class ProgressBar:
 @contextlib.contextmanager
 def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBar]:
     """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
-    `transient`: remove the line at the end."""
+    `transient`: remove the line at the end (off a terminal, where nothing can be removed, it is never shown:
+    rich wrote a blank line there, before the command's next line or its error)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(unit)] if unit else []
     columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
-    with Progress(*columns, console=err_console, transient=transient) as progress:
+    hidden = transient and not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=transient, disable=hidden) as progress:
         yield ProgressBar(progress)
