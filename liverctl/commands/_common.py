@@ -153,13 +153,16 @@ class ProgressBar:
 @contextlib.contextmanager
 def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBar]:
     """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
-    `transient`: remove the line at the end (off a terminal, where nothing can be removed, it is never shown:
-    rich wrote a blank line there, before the command's next line or its error)."""
+    `transient`: remove the line at the end. Off a terminal (a log, a pipe) nothing moves: the bar is written
+    once, at the end, only when the block succeeded and is not `transient` (rich wrote its last state before
+    the command's error, and a blank line for a transient one)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(unit)] if unit else []
     columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
-    hidden = transient and not err_console.is_terminal
-    with Progress(*columns, console=err_console, transient=transient, disable=hidden) as progress:
+    live = err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=transient, disable=not live) as progress:
         yield ProgressBar(progress)
+    if not live and not transient:
+        err_console.print(progress.get_renderable())
