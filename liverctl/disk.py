@@ -15,6 +15,10 @@ from pathlib import Path
 
 from liverctl.errors import LiverctlError
 
+# What a place that cannot be written answers: a read-only mount such as Kaggle's /kaggle/input, or a folder of
+# another user's.
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 def human_bytes(n: float) -> str:
     """1536 -> "1.5 KB"; whole bytes below 1 KB."""

@@ -156,3 +156,26 @@ def test_a_file_where_a_folder_is_to_be_made_is_one_line_and_exit_2(tmp_path, mo
     assert last.startswith("error: a-file/d") and last.endswith(
         ": a-file is a file, not a folder; point the command at a folder"), result.output
     assert Path("a-file").read_text() == "mine"
+
+
+def test_an_error_under_a_transient_progress_bar_is_the_only_line_off_a_terminal(tmp_path):
+    """`submit --tta bogus` in a log or a notebook cell (stderr not a terminal): a blank line, the transient bar
+    leaving nothing to clear, then the error. A bar that stays (ingest's) still writes its last state."""
+    run = make_run(tmp_path / "runs", "r")
+    result = _invoke("submit", "--run", run, "--tta", "bogus", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert result.stderr == "error: unknown TTA mode 'bogus'; valid: none, hflip, vflip, hflip+vflip, flips\n"
+
+
+def test_a_command_that_fails_under_its_progress_bar_prints_the_error_alone_off_a_terminal(tmp_path):
+    """`synth --size 16` or `ingest lits` without labels in a log: the bar's last state ('synth 0/10 0:00:00')
+    came first, then the error. Off a terminal the bar is written once, at the end, and only when the work
+    succeeded."""
+    failed = _invoke("synth", tmp_path / "d", "--size", "16")
+    assert failed.exit_code == 2
+    assert failed.stderr == "error: --size 16 is too small (minimum 32)\n"
+    done = _invoke("synth", tmp_path / "d", "--size", "32", "--slices", "3", "--cases", "2", "--test-cases", "0",
+                   "--workers", "1")
+    assert done.exit_code == 0, done.output
+    (bar,) = done.stderr.splitlines()
+    assert bar.startswith("synth ") and " 2/2 " in bar

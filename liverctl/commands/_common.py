@@ -72,7 +72,7 @@ def guarded() -> Iterator[None]:
     named (an `OSError` ENOSPC, or a library's own error raised over one), a file that cannot be written
     (read-only file system, permission denied) and a file where a folder was to be made; let everything else
     through."""
-    from liverctl.disk import is_disk_full, mount_point, os_error_behind
+    from liverctl.disk import NOT_WRITABLE, is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError, own_line
 
     try:
@@ -86,7 +86,7 @@ def guarded() -> Iterator[None]:
     except Exception as exc:
         cause = os_error_behind(exc)
         where = os.fsdecode(cause.filename) if cause is not None and isinstance(cause.filename, (str, bytes)) else None
-        if where and cause.errno in _NOT_WRITABLE:
+        if where and cause.errno in NOT_WRITABLE:
             print_error(not_writable_message(where, cause))
             raise typer.Exit(LiverctlError.exit_code) from None
         if where and cause.errno in (errno.ENOTDIR, errno.EEXIST) and (blocker := _file_in_the_way(where)):
@@ -97,11 +97,6 @@ def guarded() -> Iterator[None]:
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
                     if where else "no space left on the disk being written; free some space and run the command again")
         raise typer.Exit(LiverctlError.exit_code) from None
-
-
-# A place the user pointed at (or the current folder, for a default such as runs/) that cannot be written:
-# a read-only mount such as Kaggle's /kaggle/input, or a folder of another user's.
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _file_in_the_way(where: str) -> str | None:
@@ -115,7 +110,7 @@ def _file_in_the_way(where: str) -> str | None:
 
 
 def not_writable_message(where: str, cause: OSError) -> str:
-    """One line for an `OSError` of `_NOT_WRITABLE` on `where`: the file, the folder it is in, what to do.
+    """One line for an `OSError` of `liverctl.disk.NOT_WRITABLE` on `where`: the file, the folder it is in, what to do.
     A relative name (a default such as runs/ or submission.csv) is shown with the folder it is in."""
     full = os.path.abspath(where)
     shown = where if where == full else f"{where} (in {os.path.dirname(full)})"
@@ -158,11 +153,16 @@ class ProgressBar:
 @contextlib.contextmanager
 def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBar]:
     """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
-    `transient`: remove the line at the end."""
+    `transient`: remove the line at the end. Off a terminal (a log, a pipe) nothing moves: the bar is written
+    once, at the end, only when the block succeeded and is not `transient` (rich wrote its last state before
+    the command's error, and a blank line for a transient one)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(unit)] if unit else []
     columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
-    with Progress(*columns, console=err_console, transient=transient) as progress:
+    live = err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=transient, disable=not live) as progress:
         yield ProgressBar(progress)
+    if not live and not transient:
+        err_console.print(progress.get_renderable())

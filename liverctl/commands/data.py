@@ -61,8 +61,8 @@ def ingest(
         None,
         "--liver-labels",
         help="Label values that mean liver: 1,2 for every source without a dataset.json, NAME=1,2 for one "
-        "source (repeat for several). Default: the source's dataset.json; TotalSegmentator: 1; competition "
-        "layout: any value > 0.",
+        "source (repeat for several). Default: the source's dataset.json; a source the store holds: the labels "
+        "it was ingested with; TotalSegmentator: 1; competition layout: any value > 0.",
     ),
     layout: list[str] = typer.Option(
         None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet, totalseg), or NAME=LAYOUT for one."
@@ -72,8 +72,12 @@ def ingest(
         "trained on, never validated on)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each source holds; write nothing."),
-    folds: int = typer.Option(5, "--folds", help="Patient-level folds for cross-validation (1 to 128)."),
-    fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment."),
+    folds: int = typer.Option(
+        None, "--folds", help="Patient-level folds for cross-validation (1 to 128; default: the store's, 5 for "
+        "a new store). Another count than the store's deals every case anew."
+    ),
+    fold_seed: int = typer.Option(None, "--fold-seed", help="Seed of the fold assignment (default: the store's, "
+                                  "0 for a new store)."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""

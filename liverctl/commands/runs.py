@@ -20,8 +20,11 @@ def register(app: typer.Typer) -> None:
 
 
 def runs_command(
-    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run folders (or one run folder)."),
+    runs_dir: Path = typer.Argument(None, help="Folder of run folders (or one run folder); default: runs.",
+                                    show_default=False),
     *,
+    runs_dir_option: Path = typer.Option(None, "--runs-dir", help="The same folder, as train, watch, report and "
+                                         "submit take it."),
     sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, best_epoch, "
                              "volume_dice, slice_dice, global_dice, wall, submitted, started or a dotted "
                              "setting (numbers largest first, text A-Z; default: newest first)."),
@@ -39,6 +42,9 @@ def runs_command(
     with guarded():
         if as_json and as_csv:
             fail("choose one of --json and --csv")
+        if runs_dir is not None and runs_dir_option is not None and runs_dir != runs_dir_option:
+            fail(f"two run folders given: {runs_dir} and --runs-dir {runs_dir_option}; give one")
+        runs_dir = runs_dir or runs_dir_option or Path("runs")
         summaries = table.sort_runs(table.filter_runs(scan_runs(runs_dir), filters), sort, reverse=reverse)
         # Varied settings are judged among the runs listed, so a filter narrows the columns too.
         varied = table.varied_settings(summaries)

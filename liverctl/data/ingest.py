@@ -37,7 +37,15 @@ import numpy as np
 from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
-from liverctl.data.schema import MAX_FOLDS, STORE_FORMAT, TEST_FOLD, TRAIN, read_attrs, update_attrs
+from liverctl.data.schema import (
+    DEFAULT_FOLDS,
+    MAX_FOLDS,
+    STORE_FORMAT,
+    TEST_FOLD,
+    TRAIN,
+    read_attrs,
+    update_attrs,
+)
 from liverctl.data.slice_index import index_columns, index_matches, retire_index, write_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
@@ -100,8 +108,8 @@ def ingest_folder(
     store: str | Path = "store/liver.zarr",
     *,
     liver_labels: list[int] | tuple[int, ...] | None = None,
-    n_folds: int = 5,
-    fold_seed: int = 0,
+    n_folds: int | None = None,
+    fold_seed: int | None = None,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> IngestSummary:
@@ -124,8 +132,8 @@ def ingest_sources(
     liver_labels: LabelSpec = None,
     layouts: LayoutSpec = None,
     extra_in_folds: bool = False,
-    n_folds: int = 5,
-    fold_seed: int = 0,
+    n_folds: int | None = None,
+    fold_seed: int | None = None,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> IngestSummary:
@@ -134,15 +142,16 @@ def ingest_sources(
     Steps: module docstring; names, roles, ids and liver labels: `liverctl.data.sources.plan`.
     `liver_labels`: values meaning liver, for every source or per source name ({"lits": [1, 2], None:
     [1]}). `layouts`: a layout forced on every source, or per source name. `extra_in_folds`: deal the
-    extra sources' training cases into the folds too. `workers`: processes (None: all cores; 1: in this
+    extra sources' training cases into the folds too. `n_folds`, `fold_seed`: None keeps the store's (5 and 0
+    for a new store); others than the store's deal every case anew, with a note. `workers`: processes (None: all cores; 1: in this
     process). Raises `LiverctlError` for a missing, unrecognised or unusable source (before writing
     anything) or an unusable store path; per-case problems are listed in `IngestSummary.failures`, and
     every good case is still ingested.
     """
     started = time.perf_counter()
-    if not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 round to -88
+    if n_folds is not None and not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 to -88
         raise LiverctlError(f"--folds must be from 1 to {MAX_FOLDS}, not {n_folds}")
-    if fold_seed < 0:  # numpy's generators take no negative seed
+    if fold_seed is not None and fold_seed < 0:  # numpy's generators take no negative seed
         raise LiverctlError(f"--fold-seed must be 0 or more, not {fold_seed}")
     if workers is not None and workers < 1:
         raise LiverctlError(f"--workers must be at least 1, not {workers}")
@@ -166,12 +175,30 @@ def ingest_sources(
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source
         run.build(plan, workers)
+        n_folds, fold_seed = _fold_settings(root_before, n_folds, fold_seed, summary)
         same_folds = root_before.get("n_folds") == n_folds and root_before.get("fold_seed") == fold_seed
         cases, arrays = run.finish(plan, changed=changed, n_folds=n_folds, fold_seed=fold_seed,
                                    same_folds=same_folds, root_before=root_before)
     _fill_summary(summary, cases, {r["name"]: r for r in plan.records}, arrays)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _fold_settings(
+    root_before: dict[str, Any], n_folds: int | None, fold_seed: int | None, summary: IngestSummary
+) -> tuple[int, int]:
+    """(fold count, fold seed) of this run: those given, else the store's, else 5 and 0. A store whose folds
+    change gets a note: every case is dealt anew (a rerun without --folds once did that silently)."""
+    old_n, old_seed = root_before.get("n_folds"), root_before.get("fold_seed")
+    stored = isinstance(old_n, int) and 1 <= old_n <= MAX_FOLDS and isinstance(old_seed, int) and old_seed >= 0
+    n = n_folds if n_folds is not None else old_n if stored else DEFAULT_FOLDS
+    seed = fold_seed if fold_seed is not None else old_seed if stored else 0
+    if stored and (n, seed) != (old_n, old_seed):
+        summary.notes.append(
+            f"folds dealt anew: the store had {old_n} folds (seed {old_seed}), now {n} (seed {seed}); "
+            "a run trained on the old folds cannot be resumed on this store"
+        )
+    return n, seed
 
 
 @dataclass

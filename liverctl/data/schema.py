@@ -48,6 +48,7 @@ INDEX_COLUMNS: dict[str, np.dtype] = {
 }
 INDEX_ZSTD_LEVEL = 3
 MAX_FOLDS = int(np.iinfo(INDEX_COLUMNS["fold"]).max) + 1  # fold codes 0 .. MAX_FOLDS-1 fit the index's column
+DEFAULT_FOLDS = 5  # a new store's fold count when ingest is given none (a store keeps its own)
 
 # Image and label chunks: blosc(lz4, clevel 9, byte shuffle). Measured per 512 x 512 float16 slice of the
 # real CT (one thread), bytes against the notebook's float16 `.npy`: lz4-9 0.58x, encode 0.5 ms, decode

@@ -98,7 +98,10 @@ def write_synthetic_dataset(
     `on_case(case_id)` is called after each case is written. Files are written atomically; existing
     files of the same names are replaced.
     """
-    if cases < 0 or test_cases < 0 or cases + test_cases == 0:
+    for name, value in (("--cases", cases), ("--test-cases", test_cases)):
+        if value < 0:
+            raise LiverctlError(f"{name} must be 0 or more, not {value}")
+    if cases + test_cases == 0:
         raise LiverctlError("need at least one case (--cases / --test-cases)")
     if size < 32:
         raise LiverctlError(f"--size {size} is too small (minimum 32)")

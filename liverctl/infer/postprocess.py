@@ -343,8 +343,10 @@ def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | N
 
 def _write_cleaned(img, mask: np.ndarray, cleaned: np.ndarray, pair: tuple[Path, Path]) -> FileResult:
     header = img.header.copy()
-    # nibabel resets the scaling of a new image, so 0/1 are stored as is, in the input's data type.
-    out = type(img)(cleaned.astype(img.get_data_dtype()), img.affine, header=header)
+    # nibabel resets the scaling of a new image, so 0/1 are stored as is, in the input's data type; a mask read as
+    # (X, Y, Z) from an (X, Y, Z, 1) file goes back in the file's own shape (its header's dim).
+    voxels = cleaned.astype(img.get_data_dtype()).reshape(img.shape)
+    out = type(img)(voxels, img.affine, header=header)
     write_nifti_atomic(out, pair[1])
     return FileResult(pair[0], pair[1], int(mask.sum()), int(cleaned.sum()))
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from liverctl.config import check_threshold
 from liverctl.device import resolve_device
+from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
 from liverctl.files import check_output_file, staged_folder
 from liverctl.infer.postprocess import (
@@ -153,9 +154,11 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
     return threshold, postprocess, expanded
 
 
-def record_submission(run_dirs: Sequence[Path], record: dict) -> None:
-    """Append one line to each run's submissions.jsonl."""
+def record_submission(run_dirs: Sequence[Path], record: dict, note: Callable[[str], None] | None = None) -> None:
+    """Append one line to each run's submissions.jsonl. A run folder that cannot be written to (one attached
+    read-only, as /kaggle/input is) gets a `note` instead: the CSV is whole, only `liverctl runs` misses it."""
     line = json.dumps(record) + "\n"
+    unwritable: list[tuple[Path, str]] = []
     for run_dir in run_dirs:
         path = Path(run_dir) / SUBMISSIONS_FILE
         try:
@@ -164,8 +167,16 @@ def record_submission(run_dirs: Sequence[Path], record: dict) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
+            if note is not None and exc.errno in NOT_WRITABLE:
+                unwritable.append((path, exc.strerror or str(exc)))
+                continue
             raise LiverctlError(f"the CSV is written, but recording it in the run failed: {exc.strerror or exc}",
                                 path=path) from None
+    if unwritable:  # one line for an experiment's folds too
+        (first, why), more = unwritable[0], len(unwritable) - 1
+        where = f"{first} and {more} more" if more else str(first)
+        note(f"note: {where}: not recorded ({why}); `liverctl runs` will not show this submission's score "
+             f"for {'these runs' if more else 'the run'}")
 
 
 @dataclass
@@ -379,5 +390,5 @@ def make_submission(
         seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None, notes=list(note),
     )
     record_submission([*(r.run_dir for r in runs), *expanded.experiments],
-                      submission_record(result, which, expanded.experiments, sample_path))
+                      submission_record(result, which, expanded.experiments, sample_path), note)
     return result

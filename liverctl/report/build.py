@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
 from liverctl.files import work_dir_beside
 from liverctl.report.html import write_index
@@ -80,7 +81,13 @@ def write_report(
         raise LiverctlError(f"two runs share a name ({', '.join(names)}); give distinct run folders")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)  # before minutes of prediction, and again just before the swap
-    work = work_dir_beside(out_dir)
+    try:
+        work = work_dir_beside(out_dir)
+    except OSError as exc:  # a run attached read-only (/kaggle/input): not the temporary folder's name
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        raise LiverctlError(f"cannot write the report there ({exc.strerror or exc}); give --out a folder you can "
+                            "write to", path=out_dir) from None
     try:
         images = [plot_curves(data, work / "curves.png")]
         skipped: list[str] = []

@@ -28,6 +28,7 @@ class ConsoleProgress:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,  # off a terminal it left a blank line before each epoch's line
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=done, info="")

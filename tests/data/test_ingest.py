@@ -103,6 +103,25 @@ def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
     assert f"({int((dcmqi > 0).sum())} voxels)" in note
 
 
+def test_a_rerun_without_liver_labels_keeps_the_stores(real_dataset, tmp_path):
+    """`ingest data --liver-labels 1` (dcmqi's 2 is spine), then `ingest data` again: the cases stay as they are.
+    The rerun took every value > 0 as liver again and re-ingested every training case, spine included."""
+    store = tmp_path / "s.zarr"
+    first = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--liver-labels", "1", "--workers", "1")
+    assert first.exit_code == 0, first.stderr
+    dry = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--dry-run")
+    assert "liver labels 1 (from the store: as ingested before)" in dry.stdout, dry.stdout
+    again = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--workers", "1")
+    assert again.exit_code == 0, again.stderr
+    assert "(3 train, 0 test; 0 ingested, 3 unchanged)" in again.stdout and "note:" not in again.stderr
+    dcmqi = np.asarray(nib.load(real_dataset.sources["dcmqi-3slice"][1]).dataobj)
+    assert LiverStore.open(store).meta("dcmqi-3slice")["liver_voxels"] == int((dcmqi == 1).sum())
+    # given again, other labels still win
+    other = run_cli("ingest", str(real_dataset.root), "--store", str(store), "--liver-labels", "1,2", "--workers", "1")
+    assert other.exit_code == 0 and "3 ingested" in other.stdout
+    assert LiverStore.open(store).meta("dcmqi-3slice")["liver_voxels"] == int((dcmqi > 0).sum())
+
+
 def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset, tmp_path):
     result = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
     assert result.exit_code == 0, result.stderr
@@ -342,6 +361,33 @@ def test_other_fold_count_reassigns_folds_without_reingesting(dataset, tmp_path)
     assert opened.attrs["n_folds"] == 3
     index = opened.slice_index()
     assert set(index.fold[index.rows(split="train")]) == {0, 1, 2}
+
+
+def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
+    """`ingest data --folds 3` then `ingest data` (to pick up a new case, say): the second run keeps the three
+    folds and every case's fold; it dealt the cases onto 5 folds anew, without a word, so a run trained
+    on fold 0 could no longer be resumed. Folds given again and different are dealt anew, with a note."""
+    store = tmp_path / "s.zarr"
+    assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "3", "--fold-seed", "4",
+                   "--workers", "1").exit_code == 0
+    before = LiverStore.open(store).folds()
+    shutil.copy(dataset / "train" / "volume" / "volume-0.nii.gz", dataset / "train" / "volume" / "volume-9.nii.gz")
+    shutil.copy(dataset / "train" / "segmentation" / "segmentation-0.nii.gz",
+                dataset / "train" / "segmentation" / "segmentation-9.nii.gz")
+    again = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "1")
+    assert again.exit_code == 0, again.output
+    after = LiverStore.open(store)
+    assert (after.attrs["n_folds"], after.attrs["fold_seed"]) == (3, 4)
+    assert {c: f for c, f in after.folds().items() if c != "9"} == before
+    assert 0 <= after.folds()["9"] < 3
+    assert "note:" not in again.stderr
+
+    changed = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "2", "--workers", "1")
+    assert changed.exit_code == 0, changed.output
+    assert LiverStore.open(store).attrs["n_folds"] == 2
+    notes = [line for line in changed.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: folds dealt anew: the store had 3 folds (seed 4), now 2 (seed 4); a run trained on the "
+                     "old folds cannot be resumed on this store"]
 
 
 def test_leftovers_of_an_interrupted_run_are_cleaned(tiny_dataset, reference_store, tmp_path):

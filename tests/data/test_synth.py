@@ -118,6 +118,8 @@ def test_bad_arguments():
         (["--seed", "-1"], "--seed must be 0 or more, not -1"),
         (["--workers", "-2"], "--workers must be at least 1, not -2"),
         (["--workers", "0"], "--workers must be at least 1, not 0"),
+        # 'need at least one case (--cases / --test-cases)': but there was one, and a count below 0 was the problem
+        (["--test-cases", "-1"], "^error: --test-cases must be 0 or more, not -1$"),
     ],
 )
 def test_arguments_that_cannot_work_are_one_line(tmp_path, options, match):
@@ -125,7 +127,7 @@ def test_arguments_that_cannot_work_are_one_line(tmp_path, options, match):
     out = tmp_path / "d"
     result = CliRunner().invoke(app, ["synth", str(out), "--cases", "1", "--test-cases", "0", *options])
     assert result.exit_code == 2, result.output
-    assert re.search(match, result.stderr) and "Traceback" not in result.output
+    assert re.search(match, result.stderr, re.MULTILINE) and "Traceback" not in result.output
     assert not out.exists()
 
 

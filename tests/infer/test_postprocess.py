@@ -147,6 +147,24 @@ def test_liver_labels_select_values(tmp_path):
     assert np.array_equal(got.astype(bool), data == 1)
 
 
+def test_a_4d_mask_of_one_volume_keeps_its_shape_and_header(tmp_path):
+    """dcmqi's label saved as (X, Y, Z, 1), as some converters write masks: the cleaned file was (X, Y, Z), its
+    header's dim rewritten, though postprocess keeps each file's header."""
+    src = REAL / "dcmqi-3slice" / "label.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    original = nib.load(str(src))
+    data = np.asanyarray(original.dataobj)
+    four = tmp_path / "label4d.nii.gz"
+    nib.save(nib.Nifti1Image(data[..., None], original.affine, header=original.header.copy()), str(four))
+    out = tmp_path / "clean.nii.gz"
+    postprocess_nifti(four, out, "none", liver_labels=[1])
+    cleaned = nib.load(str(out))
+    assert cleaned.shape == data.shape + (1,)
+    assert cleaned.header.binaryblock == nib.load(str(four)).header.binaryblock
+    assert np.array_equal(np.asanyarray(cleaned.dataobj)[..., 0].astype(bool), data == 1)
+
+
 def test_folder_mode_and_bad_paths(tmp_path):
     src_dir = tmp_path / "in"
     src_dir.mkdir()

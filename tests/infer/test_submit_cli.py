@@ -727,3 +727,29 @@ def test_a_full_disk_while_writing_the_csv_leaves_no_file(template_runs, tmp_pat
     line = result.output.strip().splitlines()[-1]
     assert line.startswith(f"error: {out}: no space left on ") and line.endswith("while writing the submission CSV")
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_read_only_run_folder_still_gives_the_submission(template_runs, tmp_path, monkeypatch):
+    """A run attached on Kaggle sits in /kaggle/input, read-only: the CSV was written and checked, then submit
+    ended in 'error: ...submissions.jsonl: the CSV is written, but recording it in the run failed', exit 2.
+    The record only feeds `liverctl runs`: now a note says it is missing, exit 0."""
+    import builtins
+    import errno
+
+    import liverctl.infer.submit
+
+    run = copy_run(template_runs["c1"], tmp_path, "attached")
+
+    def read_only_runs(path, *args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        if Path(path).name == "submissions.jsonl":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(liverctl.infer.submit, "open", read_only_runs, raising=False)
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none")
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and not (run / "submissions.jsonl").exists()
+    assert (f"note: {run / 'submissions.jsonl'}: not recorded (Read-only file system); `liverctl runs` will not "
+            "show this submission's score for the run") in result.output.splitlines()
+    assert "error" not in result.output

@@ -364,3 +364,21 @@ def test_report_of_an_experiment_refuses_a_fold_checkpoint_it_did_not_record(tin
     assert result.exit_code != 0
     assert f"{best0}: not the checkpoint fold 0 produced: its sha256 differs from the one experiment.json" in " ".join(
         result.output.split())
+
+
+def test_a_read_only_run_folder_names_the_report_folder_and_out(two_runs, monkeypatch):
+    """`report RUN` on a run attached read-only (/kaggle/input) named a hidden temporary folder
+    ('RUN/.report.c8s_z5rm.tmp (in RUN): read-only file system; point the command at a folder ...'); now the
+    report folder it would write and the option that moves it."""
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        raise OSError(errno.EROFS, "Read-only file system", str(kwargs.get("dir")) + "/.report.x.tmp")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    run = two_runs[0]
+    result = CliRunner().invoke(app, ["report", str(run), "--no-overlays"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {run / 'report'}: cannot write the report there (Read-only file "
+                                     "system); give --out a folder you can write to")

@@ -187,6 +187,18 @@ def test_command_prints_the_table_with_varied_settings_and_problems(three_runs):
     assert out.index("c-focal") < out.index("b-v5") < out.index("a-v3")
 
 
+def test_runs_takes_runs_dir_as_every_other_command_does(three_runs, tmp_path):
+    """`train --runs-dir D`, `watch --runs-dir D`, `submit --runs-dir D`, then `runs --runs-dir D`: 'No such option:
+    --runs-dir' (only `runs D` worked). Both spellings now list D; two different folders are refused."""
+    by_option = CliRunner().invoke(app, ["runs", "--runs-dir", str(three_runs), "--json"])
+    assert by_option.exit_code == 0, by_option.output
+    assert [r["name"] for r in json.loads(by_option.stdout)] == ["c-focal", "b-v5", "a-v3"]
+    both = CliRunner().invoke(app, ["runs", str(three_runs), "--runs-dir", str(tmp_path)])
+    assert both.exit_code == 2
+    assert both.stderr.strip() == (f"error: two run folders given: {three_runs} and --runs-dir {tmp_path}; "
+                                   "give one")
+
+
 def test_a_terminal_narrower_than_the_table_gets_every_value_as_a_list(three_runs, monkeypatch):
     """COLUMNS=40 in a terminal: rich squeezed the status, epochs and Dice columns to nothing (the values were
     gone); each run is a block of `header value` pairs instead, no line wider than the terminal."""

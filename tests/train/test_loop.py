@@ -121,3 +121,23 @@ def test_a_failure_in_a_loader_worker_ends_the_run_with_the_workers_own_line():
         wrapped.reraise()
     except FileNotFoundError as exc:
         assert _ended_by(exc) == ("failed", "FileNotFoundError: store/liver.zarr does not exist")
+
+
+def test_the_epoch_line_is_the_only_line_off_a_terminal():
+    """`train ... 2> train.log` (or a notebook cell): a blank line before every epoch's line, the transient
+    step bar leaving nothing to clear; notes said meanwhile still get through."""
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    progress = ConsoleProgress(console=Console(file=log, soft_wrap=True, color_system=None))
+    metrics = {"train_loss": 0.5, "val_loss": 0.25, "volume_dice": 0.75, "slice_dice": 0.5, "global_dice": 0.875}
+    for epoch in range(2):
+        progress.start_epoch(epoch, 2, steps=3)
+        progress.step(0.5, 10.0, 1e-3)
+        if epoch == 1:
+            progress.note("note: something")
+        progress.end_epoch(epoch, 2, metrics, seconds=3.0, is_best=epoch == 0)
+    line = "train loss 0.5000  val loss 0.2500  volume Dice 0.7500  slice Dice 0.5000  global Dice 0.8750  3s"
+    assert log.getvalue().splitlines() == [f"epoch 1/2  {line}  best", "note: something", f"epoch 2/2  {line}"]

@@ -131,16 +131,25 @@ def _unique_name(base: str, used: set[str]) -> str:
     return name
 
 
+STORED_LABELS = "the store: as ingested before"
+
+
 def _liver_labels(
-    spec: LabelSpec, name: str, found: DataLayout
+    spec: LabelSpec, name: str, found: DataLayout, stored: dict[str, Any] | None = None
 ) -> tuple[tuple[int, ...] | None, str, bool, str | None]:
-    """(liver labels, where from, whether the source's label names are checked, error) for one source."""
+    """(liver labels, where from, whether the source's label names are checked, error) for one source.
+
+    A source the store holds keeps the labels it was ingested with unless `--liver-labels` names others:
+    a rerun without them took every value > 0 as liver again (or failed, for LiTS) and re-ingested every case."""
     value, named = _per_source(spec, name)
     if named:
         return _values(value), f"--liver-labels {name}=", False, None
+    kept = _stored_labels(stored)
     label_names, named_by = found.label_names, found.labels_named_by
     if label_names is not None:
         liver = liver_values(label_names)
+        if kept is not None and kept[0] is not None and kept[0] != liver:  # NAME=... given once over dataset.json
+            return kept[0], STORED_LABELS, False, None
         if not liver:
             shown = ", ".join(f"{v}={n}" for v, n in sorted(label_names.items()))
             return None, named_by, True, (
@@ -149,12 +158,27 @@ def _liver_labels(
         return liver, named_by, True, None
     if value is not None:
         return _values(value), "--liver-labels", False, None
+    if kept is not None:
+        return kept[0], STORED_LABELS, False, None
     if found.layout == "competition":
         return None, "the competition layout's default", False, None
     return None, "", False, (
         f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES "
         "(LiTS: 1,2 = liver and tumour)"
     )
+
+
+def _stored_labels(record: dict[str, Any] | None) -> tuple[tuple[int, ...] | None] | None:
+    """(liver labels,) a store's source record holds (None in it: any value > 0), or None where it holds none
+    that could be used (the store is untrusted input)."""
+    if record is None or "liver_labels" not in record:
+        return None
+    labels = record["liver_labels"]
+    if labels is None:
+        return (None,)
+    if isinstance(labels, list) and labels and all(type(v) is int for v in labels):
+        return (tuple(sorted(set(labels))),)
+    return None
 
 
 def _values(values: Sequence[int]) -> tuple[int, ...]:
@@ -230,7 +254,7 @@ class _Planner:
         self.used.add(name)
         stored = self.by_name.get(name)
         role = self._role(name)
-        labels, labels_from, checked, error = _liver_labels(liver_labels, name, found)
+        labels, labels_from, checked, error = _liver_labels(liver_labels, name, found, stored)
         plan = SourcePlan(
             name=name,
             path=path.absolute(),
