@@ -936,6 +936,52 @@ async def test_app_quits_at_once_while_a_long_log_is_read(tmp_path, monkeypatch)
     assert stopped == [True]
 
 
+@pytest.mark.parametrize("change", ["truncated to zero", "rewritten shorter", "replaced, with a NaN"])
+async def test_app_reads_a_long_log_replaced_or_truncated_under_it_off_the_ui_thread(tmp_path, monkeypatch, change):
+    """A long log replaced or truncated while watched was read again on the UI thread (in `poll`), keys and
+    screen waiting for it; now it goes the way of a first read: the outline (its NaN) at once, then all of it."""
+    release, _ = hold_complete_reads(monkeypatch)
+    release.set()
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    log = run / "events.jsonl"
+    log.write_text("".join(long_run_lines(nan_early=False)))
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(1e12))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.watcher.state.n_events > 0 and not app.watcher.reading)
+        assert row_keys(app.table) == [str(e) for e in range(1, 7)] and not app.banner.display
+        release.clear()
+        if change == "truncated to zero":
+            lines = []
+            log.write_text("")
+        elif change == "rewritten shorter":  # the same file, written again with the first three epochs
+            lines = long_run_lines(nan_early=False)[:len(long_run_lines(nan_early=False)) // 2]
+            log.write_text("".join(lines))
+        else:  # a new file in its place, as long, with a NaN loss early on
+            lines = long_run_lines(nan_early=True)
+            log.unlink()
+            log.write_text("".join(lines))
+        app.refresh_from_log()
+        await pilot.pause()
+        if lines:  # read in the worker: its outline on screen, the keys taken, while the rest is read
+            await settle(pilot, lambda: app.watcher.outline_only)
+            assert app.watcher.reading and "the steps and charts follow" in header_plain(app)
+            assert app.banner.display == (change == "replaced, with a NaN")
+            await pilot.press("s")
+            assert app.settings.smoothing == 0.8
+            release.set()
+            await settle(pilot, lambda: not app.watcher.reading)
+        assert app.watcher.state.n_events == len(lines) and "reading" not in header_plain(app)
+        assert app.banner.display == (change == "replaced, with a NaN")
+        if change == "replaced, with a NaN":
+            assert "epoch 1/6, step 50" in str(app.banner.content)
+        epochs = {"truncated to zero": 0, "rewritten shorter": 3, "replaced, with a NaN": 6}[change]
+        await settle(pilot, lambda: row_keys(app.table) == [str(e) for e in range(1, epochs + 1)])
+        append(log, event_line("note", 999, 2e9, run="long", message="polled on"))
+        app.refresh_from_log()
+        await settle(pilot, lambda: "polled on" in str(app.info.content))
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
 async def test_app_layout_fills_the_screen_without_zero_size_widgets(tmp_path, size):
     a, b = two_runs(tmp_path / "runs")
