@@ -218,14 +218,15 @@ class WatchApp(App):
         self.banner.display = len(state.nans) > (dismissed if dismissed_state is state else 0)
         if self.banner.display:
             self.banner.show_state(state, compact=self.screen.has_class("-narrow"))
-        # Charts and tables change only with new events (a long log holds 100k steps) or new settings. The
-        # states themselves are kept, not their ids: a replaced log gives a new state whose id could be reused.
+        # Charts change only with new events (a long log holds 100k steps) or new settings, tables only with
+        # new events. The states themselves are kept, not their ids: a replaced log gives a new state whose id
+        # could be reused.
         key = (
             tuple((w.state, w.state.version) for w in self.watchers),
             (self.settings.smoothing, self.settings.x_axis, self.settings.show_raw),
         )
-        if self._shown != key:
-            self._shown = key
+        if self._shown != key[0]:  # the tables show no chart setting: a key (s, x) leaves them be
+            self._shown = key[0]
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
         if self._charted != key:
