@@ -8,6 +8,11 @@ process (BENCHMARKS.md, "Submission CSV parsing").
 "before" patches out `rle._fast_pairs` (every string goes through the reference path, as before the fast
 path) and makes the writer's read-back parse every string again (as before it skipped the strings it had
 already checked). The CSV and its shapes are written once into DIR and reused.
+
+With `--compare encode` (BENCHMARKS.md, "Submission CSV writing") it times instead, case by case, the
+encoder as it was before `rle.join_numbers` and the tiled copy (`_encode_volume_before`: one strided
+transposed copy, then `" ".join(map(str, ...))` per slice) against `rle.encode_volume`, alone and inside
+the writer's `add_case` (encoding and its decode self-check), the two in turns (order swapped every repeat).
 """
 
 from __future__ import annotations
@@ -78,14 +83,69 @@ def _full_reparse_self_check(self, written: Path, header: tuple[str, str]) -> st
     return csv_file.sha256
 
 
+def _encode_volume_before(volume: np.ndarray, empty: str = rle.EMPTY_RLE) -> list[str]:
+    """`rle.encode_volume` as it was on 2026-12-06: the baseline of `--compare encode`."""
+    volume = np.asarray(volume)
+    x, y, z = volume.shape
+    n = x * y
+    padded = np.zeros((z, n + 2), dtype=bool)
+    padded[:, 1:-1].reshape(z, y, x)[...] = volume.transpose(2, 1, 0)
+    change = np.flatnonzero(padded[:, 1:] != padded[:, :-1])
+    rows, pos = np.divmod(change, n + 1)
+    starts, ends = pos[0::2], pos[1::2]
+    runs = np.stack([starts + 1, ends - starts], axis=1).astype(np.int64)
+    counts = np.bincount(rows[0::2], minlength=z)
+    return [" ".join(map(str, r.ravel().tolist())) if len(r) else empty
+            for r in np.split(runs, np.cumsum(counts)[:-1])]
+
+
+def compare_encoders(path: Path, shapes: dict[str, tuple[int, int, int]], cases: list[str], repeats: int,
+                     folder: Path) -> None:
+    encoders = {"before": _encode_volume_before, "after": rle.encode_volume}
+    parsed = submission.read_submission(path, shapes)
+    times = {f"{what} {side}": [0.0] * repeats for what in ("encode", "add_case") for side in encoders}
+    ratios: list[float] = []
+    for r in range(repeats):
+        for case_id in cases:
+            mask = parsed.volume(case_id)
+            took = {}
+            for side in (list(encoders) if r % 2 == 0 else list(reversed(encoders))):
+                encoder = encoders[side]
+                t = time.perf_counter()
+                texts = encoder(mask)
+                took[side] = time.perf_counter() - t
+                times[f"encode {side}"][r] += took[side]
+                rle.encode_volume = encoder
+                try:
+                    t = time.perf_counter()
+                    submission.SubmissionWriter(folder / "unused.csv").add_case(case_id, mask)
+                    times[f"add_case {side}"][r] += time.perf_counter() - t
+                finally:
+                    rle.encode_volume = encoders["after"]
+                took[f"{side} texts"] = texts
+            if took["before texts"] != took["after texts"]:
+                raise SystemExit(f"{case_id}: the two encoders disagree")
+            ratios.append(took["before"] / took["after"])
+    slices = sum(shapes[c][2] for c in cases)
+    print(f"{len(cases)} case(s), {slices} slices; totals per repeat, median of {repeats}, in turns case by case")
+    for key, values in times.items():
+        print(f"  {key:16s} {np.median(values):7.2f} s   {' '.join(f'{v:.2f}' for v in values)}")
+    print(f"  encode before/after per case: median {np.median(ratios):.2f}x, "
+          f"range {min(ratios):.2f}-{max(ratios):.2f}x ({len(ratios)} pairs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("kind", choices=["realistic", "noise"])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--write-cases", type=int, default=10, help="cases written per repeat (encoding is slow)")
+    ap.add_argument("--compare", choices=["parse", "encode"], default="parse")
     args = ap.parse_args()
     path, shapes = make_csv(args.kind, args.folder)
+    if args.compare == "encode":
+        compare_encoders(path, shapes, list(shapes)[:args.write_cases], args.repeats, args.folder)
+        return
     fast, self_check = rle._fast_pairs, submission.SubmissionWriter._self_check
     sides = {"before": (lambda text, n_pixels: None, _full_reparse_self_check), "after": (fast, self_check)}
     times: dict[str, list[float]] = {f"{what} {side}": [] for what in ("read", "add_case", "close") for side in sides}

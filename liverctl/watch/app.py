@@ -1,8 +1,9 @@
 """The `liverctl watch` Textual app: a live view of one run's `events.jsonl`, nothing more.
 
 It reads only the event file (through `RunWatcher`), polling it on a timer; all it knows about a run is
-in `liverctl.watch.state`. A long log's first read runs in a worker thread (`RunWatcher.read_log`): the
-screen, the keys and the NaN banner do not wait for it. Never import torch, zarr or the trainer from here.
+in `liverctl.watch.state`. A long log's first read, and its read again when it is replaced or truncated,
+runs in a worker thread (`RunWatcher.read_log`): the screen, the keys and the NaN banner do not wait for
+it. Never import torch, zarr or the trainer from here.
 """
 
 from __future__ import annotations
@@ -176,8 +177,8 @@ class WatchApp(App):
             for watcher in self.watchers:
                 if watcher.reading:
                     continue  # the worker reading its log hands the state over (on_log_read_done)
-                if watcher.first_read_is_long():
-                    watcher.reading = True
+                if watcher.read_is_long():
+                    watcher.start_reading()
                     self.run_worker(lambda w=watcher: self._read_log(w), thread=True, group="read-log")
                 else:
                     watcher.poll()
@@ -217,14 +218,15 @@ class WatchApp(App):
         self.banner.display = len(state.nans) > (dismissed if dismissed_state is state else 0)
         if self.banner.display:
             self.banner.show_state(state, compact=self.screen.has_class("-narrow"))
-        # Charts and tables change only with new events (a long log holds 100k steps) or new settings. The
-        # states themselves are kept, not their ids: a replaced log gives a new state whose id could be reused.
+        # Charts change only with new events (a long log holds 100k steps) or new settings, tables only with
+        # new events. The states themselves are kept, not their ids: a replaced log gives a new state whose id
+        # could be reused.
         key = (
             tuple((w.state, w.state.version) for w in self.watchers),
             (self.settings.smoothing, self.settings.x_axis, self.settings.show_raw),
         )
-        if self._shown != key:
-            self._shown = key
+        if self._shown != key[0]:  # the tables show no chart setting: a key (s, x) leaves them be
+            self._shown = key[0]
             self.table.show_state(state)
             self.compare_table.show_states(self.states)
         if self._charted != key:

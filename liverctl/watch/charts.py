@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,9 +118,24 @@ def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[
     # Inline comparisons, not `plottable` per value: a long log holds 100k steps and this runs on each of
     # them for every chart. The values here are floats or None (`RunState` keeps only `finite` numbers and
     # `ema` makes floats); a NaN or an infinity fails the range test just as `plottable` would have it.
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} x values for {len(ys)} y values")
+    if _all_plottable(xs) and _all_plottable(ys):  # the usual case, checked at C speed
+        return list(xs), list(ys)
     keep = [i for i, (x, y) in enumerate(zip(xs, ys, strict=True))
             if x is not None and y is not None and -PLOTTABLE <= x <= PLOTTABLE and -PLOTTABLE <= y <= PLOTTABLE]
     return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def _all_plottable(values: list[float | None]) -> bool:
+    """No None, NaN or infinity, nothing beyond `PLOTTABLE`: what `_finite_pairs` keeps of every value."""
+    if not values or None in values:
+        return not values
+    try:
+        total = math.fsum(values)  # NaN or infinite if any value is
+    except (OverflowError, ValueError):  # values near the float limit, or both infinities: out of range
+        return False
+    return math.isfinite(total) and -PLOTTABLE <= min(values) and max(values) <= PLOTTABLE
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = True) -> list[float]:
@@ -174,6 +190,10 @@ class _XAxis:
             return None
         return (ts - run.started_ts) / self.per
 
+    def key(self, run: RunState) -> tuple:
+        """What `x` of this run depends on besides the step and time: equal keys, equal x values."""
+        return (self.by_time, self.per, run.started_ts) if self.by_time else (False,)
+
     def sample_xs(self, run: RunState, samples: list[StepSample]) -> list[float | None]:
         """`x` of each step sample (in one comprehension: a 100k-step log has as many)."""
         if not self.by_time:
@@ -182,6 +202,64 @@ class _XAxis:
         if start is None:
             return [None] * len(samples)
         return [None if s.ts is None else (s.ts - start) / per for s in samples]
+
+
+class _StepCurves:
+    """The step charts of one state, worked out at most once per version of it, x axis and smoothing: a key
+    (s, x) redraws a 100k-step log from these instead of going over every step again (`_step_curves`)."""
+
+    def __init__(self, run: RunState):
+        self.samples = [s for s in run.samples if s.loss is not None or s.step in run.nan_steps]
+        self.raw = [None if s.step is not None and s.step in run.nan_steps else s.loss for s in self.samples]
+        self._xs: dict[tuple, list[float | None]] = {}
+        self._raw: dict[tuple, tuple[list[float], list[float], float | None]] = {}
+        self._ema: tuple[float, list[float | None]] | None = None  # the last smoothing's (100k values: one kept)
+        self._smoothed: dict[tuple, tuple[list[float], list[float]]] = {}
+        self._rates: dict[str, list[StepSample]] = {}
+
+    def xs(self, run: RunState, axis: _XAxis) -> list[float | None]:
+        key = axis.key(run)
+        if key not in self._xs:
+            self._xs[key] = axis.sample_xs(run, self.samples)
+        return self._xs[key]
+
+    def raw_curve(self, run: RunState, axis: _XAxis) -> tuple[list[float], list[float], float | None]:
+        """The drawable raw losses, thinned, and the highest of them all (None: none)."""
+        key = axis.key(run)
+        if key not in self._raw:
+            drawn_x, drawn_raw = _finite_pairs(self.xs(run, axis), self.raw)
+            self._raw[key] = (*thin(drawn_x, drawn_raw), max(drawn_raw, default=None))
+        return self._raw[key]
+
+    def smoothed_curve(self, run: RunState, axis: _XAxis, weight: float) -> tuple[list[float], list[float]]:
+        """The drawable smoothed losses, thinned (smoothed over every step first)."""
+        key = (axis.key(run), weight)
+        if key not in self._smoothed:
+            if self._ema is None or self._ema[0] != weight:
+                self._ema = (weight, ema(self.raw, weight))
+            self._smoothed[key] = thin(*_finite_pairs(self.xs(run, axis), self._ema[1]))
+        return self._smoothed[key]
+
+    def rate_samples(self, run: RunState, attr: str) -> list[StepSample]:
+        """The step samples with a value of `attr`, thinned (nothing is smoothed there)."""
+        if attr not in self._rates:
+            samples = [s for s in run.samples if getattr(s, attr) is not None]
+            self._rates[attr] = [samples[i] for i in _thinned(len(samples))]
+        return self._rates[attr]
+
+
+# state -> (what its step charts were worked out from, the curves): gone with the state (a replaced log, a
+# run no longer shown). `version` changes with every event folded; the lengths guard a state changed by hand.
+_CURVES: weakref.WeakKeyDictionary[RunState, tuple[tuple, _StepCurves]] = weakref.WeakKeyDictionary()
+
+
+def _step_curves(run: RunState) -> _StepCurves:
+    key = (run.version, len(run.samples), len(run.nan_steps))
+    cached = _CURVES.get(run)
+    if cached is None or cached[0] != key:
+        cached = (key, _StepCurves(run))
+        _CURVES[run] = cached
+    return cached[1]
 
 
 def _run_label(run: RunState, runs: list[RunState]) -> str:
@@ -224,23 +302,21 @@ def loss_chart(runs: list[RunState], settings: ChartSettings) -> ChartSpec:
     highs: list[float] = []
     for i, run in enumerate(runs):
         color = "cyan+" if single else RUN_COLORS[i % len(RUN_COLORS)]
-        samples = [s for s in run.samples if s.loss is not None or s.step in run.nan_steps]
-        xs = axis.sample_xs(run, samples)
-        raw = [None if s.step is not None and s.step in run.nan_steps else s.loss for s in samples]
-        smooth = ema(raw, w)
+        curves = _step_curves(run)
+        raw_x, raw_y, raw_high = curves.raw_curve(run, axis)
         name = _run_label(run, runs)
-        drawn_x, drawn_raw = _finite_pairs(xs, raw)
         if single and settings.show_raw and w > 0:
-            spec.series.append(Series("train", *thin(drawn_x, drawn_raw), color="gray"))
+            spec.series.append(Series("train", list(raw_x), list(raw_y), color="gray"))
         smooth_label = ("train (smoothed)" if w else "train") if single else name
-        spec.series.append(Series(smooth_label, *thin(*_finite_pairs(xs, smooth)), color=color))
+        smooth_x, smooth_y = curves.smoothed_curve(run, axis, w)
+        spec.series.append(Series(smooth_label, list(smooth_x), list(smooth_y), color=color))
         val_x = [axis.x(run, r.step, r.ts) for r in run.rows]
         val_y = [None if "val_loss" in r.nan_fields else r.val_loss for r in run.rows]
         vx, vy = _finite_pairs(val_x, val_y)
         spec.series.append(
             Series("val" if single else None, vx, vy, "orange+" if single else color, scatter=True, marker="●")
         )
-        highs += drawn_raw + vy
+        highs += ([] if raw_high is None else [raw_high]) + vy
     _nan_marks(spec, runs, axis, max(highs) if highs else 1.0)
     return spec
 
@@ -281,8 +357,7 @@ def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str,
     for i, run in enumerate(runs):
         # Thinned before the x axis is worked out: nothing is smoothed here, and of a long log's 100k samples
         # only MAX_POINTS are drawn.
-        samples = [s for s in run.samples if getattr(s, attr) is not None]
-        samples = [samples[i] for i in _thinned(len(samples))]
+        samples = _step_curves(run).rate_samples(run, attr)
         xs = axis.sample_xs(run, samples)
         ys = [getattr(s, attr) for s in samples]
         label = None if len(runs) == 1 else _run_label(run, runs)

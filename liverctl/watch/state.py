@@ -354,10 +354,11 @@ class RunState:
 
     def step_in_epoch(self) -> int | None:
         """Steps done in the current epoch (from the latest step number and `steps_per_epoch`)."""
-        numbered = [s for s, _ in self.steps if s is not None]
-        if not self.steps_per_epoch or not numbered or self.end is not None:
+        # The last numbered step, found from the end (the header asks on every redraw; 100k steps in a long log).
+        last = next((s for s, _ in reversed(self.steps) if s is not None), None)
+        if not self.steps_per_epoch or last is None or self.end is not None:
             return None
-        return min(self.steps_per_epoch, max(0, numbered[-1] - len(self.epochs) * self.steps_per_epoch))
+        return min(self.steps_per_epoch, max(0, last - len(self.epochs) * self.steps_per_epoch))
 
     def elapsed_s(self) -> float | None:
         """Seconds the run has been training, summed over its segments as `liverctl runs` sums them

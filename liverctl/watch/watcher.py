@@ -3,7 +3,7 @@ the folder deleted, the file replaced), keeping a `RunState` up to date. Both th
 only this.
 
 A long log (100k steps, ~15 MB) takes seconds to read and fold. The TUI reads one off its UI thread with
-`read_log`, which touches nothing of the watcher: the log's outline first (every event but the plain step
+`read_log` (at first, and again when it is replaced or truncated under us), which touches nothing of the watcher: the log's outline first (every event but the plain step
 events: the epochs, checkpoints, status and every NaN record, in a fraction of the time), then all of it;
 the app hands each to `adopt` on its own thread.
 """
@@ -85,7 +85,7 @@ class RunWatcher:
                 "waiting" if self._seen is None else "missing")
             self.tail.poll()
             return 0
-        if self._seen is not None and (st.st_ino != self._seen[0] or st.st_size < self._seen[1]):
+        if self._starts_over(st):
             self.state = RunState(self.run_dir.name, clock=self.clock)  # the tail re-reads from the start
         self._seen = (st.st_ino, st.st_size)
         self.condition = "ok"
@@ -93,12 +93,25 @@ class RunWatcher:
         self.state.rank_failed = bool(rank_failures(self.run_dir))
         return self.state.feed(self.tail.poll())
 
-    def first_read_is_long(self) -> bool:
-        """Nothing read yet and the log holds more than `BACKGROUND_READ_BYTES`: a case for `read_log`."""
+    def _starts_over(self, st: os.stat_result) -> bool:
+        """The log was replaced or truncated since the last poll: it is read again from its start."""
+        return self._seen is not None and (st.st_ino != self._seen[0] or st.st_size < self._seen[1])
+
+    def read_is_long(self) -> bool:
+        """The log is to be read from its start (nothing read yet, or replaced or truncated since the last
+        poll) and holds more than `BACKGROUND_READ_BYTES`: a case for `read_log`."""
         try:
-            return self._seen is None and os.stat(self.path).st_size > BACKGROUND_READ_BYTES
+            st = os.stat(self.path)
         except OSError:
             return False
+        return st.st_size > BACKGROUND_READ_BYTES and (self._seen is None or self._starts_over(st))
+
+    def start_reading(self) -> None:
+        """A `read_log` starts (in the app's worker): `poll` waits for its `adopt`, and a replaced log's old
+        state leaves the screen at once, as `poll` would have it."""
+        if self._seen is not None:
+            self.state = RunState(self.run_dir.name, clock=self.clock)
+        self.reading = True
 
     def read_log(self, stop: Callable[[], bool] = lambda: False) -> Iterator[LogRead]:
         """Read the log from its start into new states, touching nothing of this watcher (a worker thread may

@@ -26,6 +26,8 @@ class Chart(PlotextPlot):
         self.spec: ChartSpec | None = None
 
     def show(self, spec: ChartSpec) -> None:
+        if spec == self.spec:  # e.g. the Dice chart after `s`: drawing it again would take a plotext build
+            return
         self.spec = spec
         self.refresh()
 

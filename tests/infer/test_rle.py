@@ -72,6 +72,68 @@ def test_random_volumes_round_trip_and_match_reference():
             assert np.array_equal(rle.decode(text, vol.shape[:2]), vol[..., z])
 
 
+def _classic_encode(mask: np.ndarray, empty: str = "1 0") -> str:
+    """The encoder as it was (the classic Kaggle one, one slice at a time): the reference for the
+    vectorised one, which must write the very same bytes."""
+    flat = np.concatenate([[False], mask.ravel(order="F") != 0, [False]])
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    change[1::2] -= change[0::2]
+    return " ".join(map(str, change.tolist())) if len(change) else empty
+
+
+def _volumes():
+    """(name, (X, Y, Z) mask) in several shapes, memory layouts and dtypes."""
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1, 1), (1, 7, 2), (7, 1, 3), (13, 11, 6), (70, 40, 65), (33, 97, 33)]:
+        for density in (0.03, 0.5, 0.97):
+            vol = rng.random(shape) < density
+            yield f"{shape} {density}", vol
+            yield f"{shape} {density} fortran", np.asfortranarray(vol)
+            yield f"{shape} {density} slice-major view", np.moveaxis(np.ascontiguousarray(np.moveaxis(vol, -1, 0)), 0, -1)
+            yield f"{shape} {density} uint8", vol.astype(np.uint8) * rng.integers(1, 3, size=shape, dtype=np.uint8)
+    big = rng.random((66, 80, 9)) < 0.5
+    yield "strided, reversed view", big[::2, ::-1, 1::2]
+    yield "float32", (rng.random((20, 30, 4)) < 0.3).astype(np.float32)
+    edges = np.zeros((9, 8, 5), dtype=bool)
+    edges[0, 0, 1] = edges[-1, -1, 2] = True
+    edges[0, 0, 3] = edges[-1, -1, 3] = True
+    edges[..., 4] = True
+    yield "empty, first pixel, last pixel, both, full", edges
+    yield "all empty", np.zeros((5, 4, 3), dtype=bool)
+    yield "all full", np.ones((5, 4, 3), dtype=bool)
+    # Starts and lengths on every side of the powers of ten (digit counts 1 to 6).
+    digits = np.zeros((1000, 1001, 1), dtype=bool).reshape(-1, order="F")
+    for start in (9, 10, 99, 100, 999, 1000, 9999, 10000, 99999, 100000, 999999):
+        digits[start - 1:start - 1 + (start % 7 + 1)] = True
+    digits[200000:200010] = digits[300000:300099] = digits[400000:400100] = True
+    yield "powers of ten", digits.reshape((1000, 1001, 1), order="F")
+
+
+@pytest.mark.parametrize("empty", ["1 0", ""])
+def test_vectorised_encoder_writes_the_classic_encoders_bytes(empty):
+    for name, vol in _volumes():
+        texts = rle.encode_volume(vol, empty=empty)
+        expected = [_classic_encode(vol[..., z], empty) for z in range(vol.shape[2])]
+        assert texts == expected, name
+    small = np.random.default_rng(4).random((6, 5, 3)) < 0.5
+    assert rle.encode_volume(small) == [_reference_encode(small[..., z]) for z in range(3)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 18])
+def test_join_numbers_is_str_join_of_each_group(monkeypatch, chunk):
+    monkeypatch.setattr(rle, "_JOIN_CHUNK", chunk)  # groups cut into chunks of about this many numbers
+    rng = np.random.default_rng(5)
+    values = np.concatenate([[0, 1, 9, 10, 99, 100, 2**40, 10**18 - 1, 10**18],
+                             10 ** rng.integers(0, 13, 300) - rng.integers(0, 2, 300)])
+    counts = np.array([0, 3, 0, 0, 1, 200, 5, len(values) - 209, 0])
+    texts = rle.join_numbers(values, counts, empty="E")
+    bounds = np.cumsum(counts)
+    assert texts == [" ".join(map(str, values[b - c:b].tolist())) if c else "E" for b, c in zip(bounds, counts, strict=True)]
+    assert rle.join_numbers([], [0, 0]) == ["1 0", "1 0"] and rle.join_numbers([], []) == []
+    vol = rng.random((9, 7, 5)) < 0.5
+    assert rle.encode_volume(vol) == [_classic_encode(vol[..., z]) for z in range(5)]
+
+
 def test_runs_to_positions_matches_flatnonzero():
     rng = np.random.default_rng(1)
     mask = rng.random((9, 8)) < 0.4

@@ -569,6 +569,37 @@ def test_charts_of_absurd_numbers_draw_the_rest():
     assert loss_chart([state], ChartSettings()).series[0].ys == [0.5] * 4
 
 
+def test_charts_from_the_cache_follow_new_events_and_settings():
+    """A key press redraws a long log from curves worked out once per version of its state; they must follow
+    every event folded since, a NaN at a step already charted included, exactly as a fresh state charts them."""
+    lines = long_run_lines(nan_early=False)
+    half = len(lines) // 2
+    nan = event_line("nan", 999, 1e9 + 10, run="long", epoch=0, step=75, where="loss", action="skip_step")
+    combos = [ChartSettings(smoothing=w, x_axis=x, show_raw=r) for w in (0.0, 0.6, 0.9) for x in ("step", "time")
+              for r in (True, False)]
+    state = fold(lines[:half])
+    for settings in combos:
+        all_charts([state], settings)
+    state.feed(json.loads(line) for line in [*lines[half:], nan])
+    fresh = fold([*lines, nan])
+    other = fold(absurd_run().lines)
+    for settings in combos:
+        assert all_charts([state], settings) == all_charts([fold([*lines, nan])], settings), settings
+        assert all_charts([state, other], settings) == all_charts([fresh, fold(absurd_run().lines)], settings)
+    assert 75.0 not in loss_chart([state], ChartSettings(smoothing=0.6)).named("train").xs  # the NaN's step
+
+
+def test_finite_pairs_keeps_what_the_point_by_point_test_keeps():
+    from liverctl.watch.charts import _finite_pairs
+
+    odd = [None, float("nan"), float("inf"), -float("inf"), 1e300, -1e300, 1e100, -1e100, 0.0, 3]
+    for xs, ys in [(odd, odd[::-1]), ([1.0, 2.0], [0.5, 0.25]), ([], []), ([1.0, 2.0], [float("inf"), float("-inf")]),
+                   ([1e308, 1e308], [1.0, 2.0]), ([float("nan"), 1.0], [1.0, 2.0]), ([1.0, 2.0], [0.5, float("nan")])]:
+        keep = [i for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+                if x is not None and y is not None and -1e100 <= x <= 1e100 and -1e100 <= y <= 1e100]
+        assert _finite_pairs(xs, ys) == ([xs[i] for i in keep], [ys[i] for i in keep]), (xs, ys)
+
+
 # ---- the app, headless ---------------------------------------------------------------------------------
 
 
@@ -934,6 +965,73 @@ async def test_app_quits_at_once_while_a_long_log_is_read(tmp_path, monkeypatch)
             break
         await asyncio.sleep(0.02)
     assert stopped == [True]
+
+
+async def test_app_settings_key_leaves_the_tables_and_unchanged_charts_alone(tmp_path):
+    """`s` rebuilt the epochs table (a long log's hundred rows drawn again, the cursor sent back to the bottom)
+    and drew every chart again, though only the loss chart shows the smoothing."""
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("r", nan=False, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(1e12))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.charts["loss"].spec is not None and app.table.row_count > 0)
+        app.table.move_cursor(row=0)
+        dice, loss = app.charts["dice"].spec, app.charts["loss"].spec
+        await pilot.press("s")
+        await pilot.pause()
+        assert app.settings.smoothing == 0.8 and "0.8" in app.charts["loss"].spec.title
+        assert app.charts["loss"].spec is not loss and app.charts["dice"].spec is dice
+        assert app.table.cursor_row == 0
+        await pilot.press("x")
+        await pilot.pause()
+        assert app.charts["dice"].spec.xlabel != dice.xlabel and app.table.cursor_row == 0
+
+
+@pytest.mark.parametrize("change", ["truncated to zero", "rewritten shorter", "replaced, with a NaN"])
+async def test_app_reads_a_long_log_replaced_or_truncated_under_it_off_the_ui_thread(tmp_path, monkeypatch, change):
+    """A long log replaced or truncated while watched was read again on the UI thread (in `poll`), keys and
+    screen waiting for it; now it goes the way of a first read: the outline (its NaN) at once, then all of it."""
+    release, _ = hold_complete_reads(monkeypatch)
+    release.set()
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    log = run / "events.jsonl"
+    log.write_text("".join(long_run_lines(nan_early=False)))
+    app = make_watch_app(run, poll_seconds=60.0, clock=FakeClock(1e12))  # refreshes driven by the test
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.watcher.state.n_events > 0 and not app.watcher.reading)
+        assert row_keys(app.table) == [str(e) for e in range(1, 7)] and not app.banner.display
+        release.clear()
+        if change == "truncated to zero":
+            lines = []
+            log.write_text("")
+        elif change == "rewritten shorter":  # the same file, written again with the first three epochs
+            lines = long_run_lines(nan_early=False)[:len(long_run_lines(nan_early=False)) // 2]
+            log.write_text("".join(lines))
+        else:  # a new file in its place, as long, with a NaN loss early on
+            lines = long_run_lines(nan_early=True)
+            log.unlink()
+            log.write_text("".join(lines))
+        app.refresh_from_log()
+        await pilot.pause()
+        if lines:  # read in the worker: its outline on screen, the keys taken, while the rest is read
+            await settle(pilot, lambda: app.watcher.outline_only)
+            assert app.watcher.reading and "the steps and charts follow" in header_plain(app)
+            assert app.banner.display == (change == "replaced, with a NaN")
+            await pilot.press("s")
+            assert app.settings.smoothing == 0.8
+            release.set()
+            await settle(pilot, lambda: not app.watcher.reading)
+        assert app.watcher.state.n_events == len(lines) and "reading" not in header_plain(app)
+        assert app.banner.display == (change == "replaced, with a NaN")
+        if change == "replaced, with a NaN":
+            assert "epoch 1/6, step 50" in str(app.banner.content)
+        epochs = {"truncated to zero": 0, "rewritten shorter": 3, "replaced, with a NaN": 6}[change]
+        await settle(pilot, lambda: row_keys(app.table) == [str(e) for e in range(1, epochs + 1)])
+        append(log, event_line("note", 999, 2e9, run="long", message="polled on"))
+        app.refresh_from_log()
+        await settle(pilot, lambda: "polled on" in str(app.info.content))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36), (120, 50), (160, 48), (200, 60)])
