@@ -191,3 +191,15 @@ def test_a_store_from_before_every_chunk_was_written_reads_as_before(copy, tiny_
         LiverStore(copy).read_label_volume("0")
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == ["0"]
     LiverStore.open(copy)
+
+
+def test_an_array_of_another_depth_than_its_case_is_named_at_open(copy):
+    """The index (built from the case's attributes) said 24 slices where the array held 20: a loader worker
+    ended in an IndexError traceback at slice 20, or, with a deeper array, its extra slices were never read."""
+    meta_path = copy / "cases" / "2" / "image" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"][2] = 20
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(LiverctlError, match=f"^{meta_path}: array shape \\[64, 64, 20\\] differs from the case's "
+                                            "shape \\[64, 64, 24\\]; the store is damaged"):
+        LiverStore.open(copy)
