@@ -237,7 +237,8 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
 class SliceArrayWriter:
     """Writes an (X, Y, Z) array chunked (X, Y, 1) at `array_dir`: its metadata (`slice_array_metadata`), then
     one slice at a time, each chunk file encoded (`slice_encoder`) and written at its key (`slice_chunk_path`).
-    A slice of zeros (the fill value) is not written, as zarr-python would not write it either.
+    A slice of zeros is written too (zarr-python would leave it out as the fill value): the metadata says
+    every chunk is there (`schema.EVERY_CHUNK`), so a reader takes a missing file for damage, not for zeros.
     """
 
     def __init__(self, array_dir: Path, shape: tuple[int, int, int], dtype):
@@ -250,8 +251,6 @@ class SliceArrayWriter:
     def write(self, z: int, values: np.ndarray) -> None:
         """Write slice `z`. Shape: values (X, Y) of the array's dtype (made C-contiguous if it is not)."""
         values = np.ascontiguousarray(values, dtype=self.dtype)
-        if not values.view(np.uint8).any():
-            return
         path = slice_chunk_path(self.dir, z)
         if not self._made:
             path.parent.mkdir(parents=True, exist_ok=True)

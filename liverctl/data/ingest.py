@@ -6,7 +6,8 @@ How a run goes:
    failures, the rest go on. Planned once to refuse bad input before anything is written, and again under the
    store's lock, from the sources the store records once an ingest before this one has finished;
 2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
-   failing that the sha256) and whose liver labels are the same;
+   failing that the sha256) and whose liver labels are the same, unless its files in the store are damaged
+   (`liverctl.data.store_check.case_damage`: a chunk file missing or empty): that case is built again;
 3. ingest the others in worker processes (`liverctl.data.case_pool`): each writes its case as a standalone
    Zarr group in a work folder beside the store (`.<store name>.ingest/work/<id>`,
    `liverctl.data.case_writer`), with `complete=true` in the attributes written last; the main process
@@ -38,7 +39,10 @@ from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.schema import (
+    CASES_GROUP,
     DEFAULT_FOLDS,
+    EVERY_CHUNK,
+    IMAGE,
     MAX_FOLDS,
     STORE_FORMAT,
     TEST_FOLD,
@@ -50,6 +54,7 @@ from liverctl.data.slice_index import index_columns, index_matches, retire_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
 from liverctl.data.store import store_bytes
+from liverctl.data.store_check import Damage, case_damage
 from liverctl.data.store_writer import (
     check_free_space,
     commit_case,
@@ -211,11 +216,13 @@ class _IngestRun:
     summary: IngestSummary
     progress: ProgressCallback
     existing: dict[str, dict[str, Any]] = field(default_factory=dict)  # complete cases before the run
+    damaged: dict[str, Damage] = field(default_factory=dict)  # of those, the ones whose files are damaged
     owner: dict[str, SourcePlan] = field(default_factory=dict)  # case id -> its source
 
     def build(self, plan: IngestPlan, workers: int | None) -> None:
         """Build every changed case of the plan and move each into the store as it finishes."""
         self.existing = complete_cases(self.store)
+        self._check_existing(plan)
         jobs = self._jobs(plan)
         check_free_space(self.store, [job.case for job in jobs])
         self.progress("plan", None, 0, len(jobs))
@@ -231,6 +238,21 @@ class _IngestRun:
                 )
             self._take(result, finished, len(jobs))
 
+    def _check_existing(self, plan: IngestPlan) -> None:
+        """Find the complete cases whose files are damaged: those of the plan are built again (`_jobs`), the
+        others are failures."""
+        planned = {case.case_id for source in plan.sources for case in source.cases}
+        for case_id, attrs in self.existing.items():
+            case_dir = self.store / CASES_GROUP / case_id
+            if (damage := case_damage(case_dir, attrs)) is not None:
+                self.damaged[case_id] = damage
+                if case_id not in planned:
+                    self.summary.failures.append(
+                        f"{damage.path}: case {case_id!r} is damaged ({damage.problem.split(';')[0]}) and none of "
+                        "the sources holds it; ingest again with its source, or delete "
+                        f"{case_dir} and ingest again"
+                    )
+
     def _jobs(self, plan: IngestPlan) -> list[CaseJob]:
         """The cases to build, biggest first (the slowest start early and the pool finishes together)."""
         jobs, sizes = [], {}
@@ -240,8 +262,13 @@ class _IngestRun:
                 try:
                     sizes[case.case_id] = os.path.getsize(case.volume)
                     if is_unchanged(case, self.existing.get(case.case_id), source.liver_labels):
-                        self.summary.unchanged.append(case.case_id)
-                        continue
+                        if (damage := self.damaged.get(case.case_id)) is None:
+                            self.summary.unchanged.append(case.case_id)
+                            continue
+                        self.summary.notes.append(
+                            f"{damage.path}: case {case.case_id!r} was damaged ({damage.problem.split(';')[0]}); "
+                            "ingested again from its source"
+                        )
                 except OSError as exc:  # a dangling link, no permission, a file gone since the listing
                     where = exc.filename or case.volume
                     self.summary.failures.append(
@@ -279,6 +306,12 @@ class _IngestRun:
             self.store, cases, records, main=plan.main, n_folds=n_folds, fold_seed=fold_seed,
             same_folds=same_folds,
         )
+        unverified = sum(read_attrs(self.store / CASES_GROUP / c / IMAGE).get(EVERY_CHUNK) is not True for c in cases)
+        if unverified:
+            self.summary.notes.append(
+                f"{self.store}: {unverified} case(s) were ingested before ingest wrote every chunk file: a missing "
+                "image chunk file there reads as 0 HU unnoticed; ingest into a new --store to have them checked"
+            )
         arrays, index_attrs = index_columns(cases)
         if not index_matches(self.store, arrays, index_attrs):
             write_index(self.store, self.work, arrays, index_attrs)

@@ -5,9 +5,16 @@ through these names and functions, as zarr-python goes through its chunk key enc
 Layout (ARCHITECTURE.md, section Store; docs/store.md)::
 
     liver.zarr/                 group, attrs: format, liver_labels, n_folds, fold_seed, sources, updated
-      cases/<case_id>/image     float16 (X, Y, Z), chunks (X, Y, 1), key `c/0/0/<z>`, blosc lz4-9 shuffle
-      cases/<case_id>/label     uint8 (X, Y, Z), same chunks (training cases only)
+      cases/<case_id>/image     float16 (X, Y, Z), chunks (X, Y, 1), key `c/0/0/<z>`, blosc lz4-9 shuffle;
+                                attrs every_chunk_written=true: a chunk file for every slice, zeros included
+      cases/<case_id>/label     uint8 (X, Y, Z), same chunks and attrs (training cases only)
       index/<column>            one row per slice (`INDEX_COLUMNS`)
+
+A missing chunk file reads as the fill value in Zarr (zeros), so an incomplete copy of a store would read
+as plausible data: an empty mask where there is liver, an image of 0 HU. Ingest therefore writes every chunk
+and says so in the array's attributes (`EVERY_CHUNK`), and a missing one is damage (`required_slices`).
+Arrays from before that omit all-zero slices; there only a label slice the case's `liver_pixels_per_slice`
+counts liver in must have its file.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ INDEX_ZSTD_LEVEL = 3
 MAX_FOLDS = int(np.iinfo(INDEX_COLUMNS["fold"]).max) + 1  # fold codes 0 .. MAX_FOLDS-1 fit the index's column
 DEFAULT_FOLDS = 5  # a new store's fold count when ingest is given none (a store keeps its own)
 
+# Array attribute: a chunk file was written for every slice, all-zero ones included (module docstring).
+EVERY_CHUNK = "every_chunk_written"
+
 # Image and label chunks: blosc(lz4, clevel 9, byte shuffle). Measured per 512 x 512 float16 slice of the
 # real CT (one thread), bytes against the notebook's float16 `.npy`: lz4-9 0.58x, encode 0.5 ms, decode
 # 0.11 ms; zstd-1 0.47x, encode 1.5 ms, decode 0.49 ms; lz4hc-2 0.55x but encode 2.9 ms. On the synthetic
@@ -83,7 +93,8 @@ def slice_chunks(shape: Sequence[int]) -> tuple[int, int, int]:
 def slice_array_metadata(shape: Sequence[int], dtype) -> dict[str, Any]:
     """The `zarr.json` of an (X, Y, Z) image or label array: exactly what zarr-python writes for
     `create_array(shape, chunks=slice_chunks(shape), dtype, compressors=BloscCodec(**BLOSC), fill_value=0,
-    dimension_names=DIMENSION_NAMES)` (a test holds the two equal), so ingest's workers need no zarr-python."""
+    dimension_names=DIMENSION_NAMES, attributes={EVERY_CHUNK: True})` (a test holds the two equal), so
+    ingest's workers need no zarr-python. Whoever writes these arrays writes every slice's chunk file."""
     dtype = np.dtype(dtype)
     bytes_codec: dict[str, Any] = {"name": "bytes"}
     if dtype.itemsize > 1:
@@ -96,12 +107,30 @@ def slice_array_metadata(shape: Sequence[int], dtype) -> dict[str, Any]:
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": 0.0 if dtype.kind == "f" else 0,
         "codecs": [bytes_codec, {"name": "blosc", "configuration": blosc}],
-        "attributes": {},
+        "attributes": {EVERY_CHUNK: True},
         "dimension_names": list(DIMENSION_NAMES),
         "zarr_format": 3,
         "node_type": "array",
         "storage_transformers": [],
     }
+
+
+def required_slices(array_attrs: dict[str, Any], case_attrs: dict[str, Any], name: str, depth: int) -> np.ndarray | None:
+    """Which slices of a case's image or label array (`name`) must have a chunk file: bool (depth,), or None
+    where a missing file cannot be told from a slice of zeros.
+
+    Every slice of an array written with `EVERY_CHUNK`; of an older label, the slices the case's
+    `liver_pixels_per_slice` counts liver in; of an older image, none can be told.
+    """
+    if array_attrs.get(EVERY_CHUNK) is True:
+        return np.ones(depth, dtype=bool)
+    per_slice = case_attrs.get("liver_pixels_per_slice")
+    if name == LABEL and isinstance(per_slice, list) and len(per_slice) == depth:
+        try:
+            return np.asarray(per_slice, dtype=np.int64) > 0
+        except (TypeError, ValueError):  # not numbers: the attributes were damaged; nothing to go by
+            return None
+    return None
 
 
 def group_metadata(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +156,7 @@ def slice_encoder() -> Callable[[np.ndarray], bytes]:
 
 
 def create_index_array(group, name: str, values: np.ndarray):
-    """Create and fill one index column in `group` (one chunk, zstd)."""
+    """Create and fill one index column in `group` (one chunk, zstd, written even when all zeros)."""
     from zarr.codecs import ZstdCodec
 
     array = group.create_array(
@@ -137,6 +166,7 @@ def create_index_array(group, name: str, values: np.ndarray):
         dtype=values.dtype,
         compressors=ZstdCodec(level=INDEX_ZSTD_LEVEL),
         fill_value=0,
+        config={"write_empty_chunks": True},
     )
     if values.size:
         array[...] = values

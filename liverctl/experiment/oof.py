@@ -81,7 +81,7 @@ def iter_oof(exp_dir: str | Path, store, cases: dict[str, int] | None = None) ->
     group = _group(exp_dir, "r")
     for case_id in cases if cases is not None else oof_cases(exp_dir):
         q = np.asarray(group[case_id][...])
-        label = np.asarray(store.label(case_id)[...]) > 0
+        label = store.read_label_volume(case_id) > 0
         if q.shape != label.shape:
             raise LiverctlError(
                 f"out-of-fold prediction of {case_id!r} is {q.shape}, its label {label.shape}; "

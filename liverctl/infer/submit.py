@@ -296,7 +296,7 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
         on_stage("validation (auto post-processing)", predictor.slices(val_ids))
     selector = AutoSelector()
     for case_id, probs in predictor.predict(val_ids):
-        selector.add_case(case_id, probs >= predictor.settings.threshold, np.asarray(store.label(case_id)[...]) > 0)
+        selector.add_case(case_id, probs >= predictor.settings.threshold, store.read_label_volume(case_id) > 0)
     choice = selector.choose()
     note(choice.describe())
     return choice

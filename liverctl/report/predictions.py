@@ -126,12 +126,10 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
 
 def _score_and_draw(run: RunData, inputs: _Inputs, case: str, pred, *, out_dir: Path, k: int) -> CaseResult:
     """Volume Dice of one predicted case, and its overlay of the `k` slices that disagree most."""
-    import numpy as np
-
     from liverctl.metrics import DiceCounts, slice_counts
 
     store = inputs.store
-    label = np.asarray(store.label(case)[:]) > 0
+    label = store.read_label_volume(case) > 0
     counts = slice_counts(pred, label)  # (Z, 3): tp, fp, fn per slice
     dice = DiceCounts()
     dice.add_slices(case, counts)

@@ -19,6 +19,7 @@ def test_slice_array_metadata_is_what_zarr_python_writes(tmp_path, dtype):
     array = group.create_array(
         "a", shape=(5, 4, 3), chunks=schema.slice_chunks((5, 4, 3)), dtype=dtype,
         compressors=BloscCodec(**schema.BLOSC), fill_value=0, dimension_names=schema.DIMENSION_NAMES,
+        attributes={schema.EVERY_CHUNK: True},
     )
     written = json.loads((tmp_path / "z" / "a" / "zarr.json").read_text())
     assert written == schema.slice_array_metadata((5, 4, 3), dtype)

@@ -25,7 +25,7 @@ class FakeStore:
     def folds(self):
         return dict(self._folds)
 
-    def label(self, case_id):
+    def read_label_volume(self, case_id):
         return self._labels[case_id]
 
     def meta(self, case_id):

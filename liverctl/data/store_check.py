@@ -1,0 +1,176 @@
+"""Whether a store's files are all there, from the file listing and the metadata alone (no chunk is read):
+each case's arrays against its attributes (shape, the chunk files `schema.required_slices` says must exist,
+no empty chunk file) and the slice index against the case attributes it is built from.
+
+Zarr reads a missing chunk file as the fill value, so a store copied incompletely (an upload that dropped
+files, an interrupted rsync) would read as empty masks and images of 0 HU, and an index column whose chunk
+is gone as a column of zeros. `LiverStore.open` refuses such a store in one line naming the first damaged
+file, and ingest builds a damaged case again from its source (`case_damage`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverctl.data.schema import (
+    CASES_GROUP,
+    IMAGE,
+    INDEX_GROUP,
+    LABEL,
+    TRAIN,
+    chunk_key,
+    read_metadata,
+    required_slices,
+    slice_chunk_path,
+    slice_chunks,
+)
+
+_REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
+
+
+@dataclass(frozen=True)
+class Damage:
+    """The first damaged file of a case or of the index, and what is wrong with it (one line, no path)."""
+
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def missing_chunk_message(z: int, count: str = "") -> str:
+    """What a missing chunk file of slice `z` means where the array says it was written (the text after
+    the file's path; also the store's reader's, at the slice). `count`: e.g. "3 of 24 missing"."""
+    return (
+        f"chunk file of slice {z} is missing{f' ({count})' if count else ''}; zarr would read it as zeros; the "
+        f"store is damaged, e.g. copied incompletely: {_REBUILD}"
+    )
+
+
+def empty_chunk_message(z: int, count: str = "") -> str:
+    """What an empty (0-byte) chunk file of slice `z` means: no codec writes one (as `missing_chunk_message`)."""
+    return (
+        f"chunk file of slice {z} is empty{f' ({count})' if count else ''}; the store is damaged, e.g. a copy cut "
+        f"short: {_REBUILD}"
+    )
+
+
+def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True) -> Damage | None:
+    """The first problem of a complete case's files (`attrs`: its attributes), or None.
+
+    Per array (the image; the label of a training case): its `zarr.json` is readable and its shape the
+    case's; where it is in ingest's plain layout, every slice `required_slices` names has its chunk file and,
+    with `sizes`, no chunk file is empty (no codec writes 0 bytes). One listing per array, and with `sizes`
+    a stat per file: 5 us a file here, most of the check's time (`LiverStore.open` leaves it to the reader,
+    which names an empty file when it reads it; ingest stats).
+    """
+    names = [IMAGE, LABEL] if attrs.get("split") == TRAIN else [IMAGE]
+    shape = attrs.get("shape")
+    for name in names:
+        array_dir = case_dir / name
+        meta = read_metadata(array_dir)
+        if meta is None or meta.get("node_type") != "array":
+            return Damage(array_dir / "zarr.json", f"missing or unreadable; the store is damaged: {_REBUILD}")
+        array_shape = meta.get("shape")
+        if not isinstance(shape, list) or array_shape != shape:
+            return Damage(
+                array_dir / "zarr.json",
+                f"array shape {array_shape} differs from the case's shape {shape}; the store is damaged: {_REBUILD}",
+            )
+        if not _is_plain_layout(meta):  # rewritten by another tool: the reader's zarr-python path checks it
+            continue
+        if (damage := _chunk_files_damage(array_dir, meta, attrs, name, sizes)) is not None:
+            return damage
+    return None
+
+
+def _is_plain_layout(meta: dict[str, Any]) -> bool:
+    shape = meta.get("shape")
+    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
+    encoding = meta.get("chunk_key_encoding") or {}
+    separator = (encoding.get("configuration") or {}).get("separator")
+    return (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and grid.get("chunk_shape") == list(slice_chunks(shape))
+        and encoding.get("name") == "default"
+        and separator == "/"
+    )
+
+
+def _chunk_files_damage(
+    array_dir: Path, meta: dict[str, Any], attrs: dict[str, Any], name: str, sizes: bool
+) -> Damage | None:
+    depth = int(meta["shape"][2])
+    attributes = meta.get("attributes")
+    required = required_slices(attributes if isinstance(attributes, dict) else {}, attrs, name, depth)
+    folder = slice_chunk_path(array_dir, 0).parent
+    present: dict[int, int] = {}  # slice -> file size (-1: not asked)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.isdigit() and int(entry.name) < depth:
+                    present[int(entry.name)] = entry.stat().st_size if sizes else -1
+    except FileNotFoundError:  # no slice written (an old array of zeros), or the folder lost
+        pass
+    empty = sorted(z for z, size in present.items() if size == 0)
+    if empty:
+        return Damage(folder / str(empty[0]), empty_chunk_message(empty[0], f"{len(empty)} of {depth} are"))
+    if required is None:
+        return None
+    missing = [z for z in np.flatnonzero(required).tolist() if z not in present]
+    if not missing:
+        return None
+    return Damage(
+        array_dir / chunk_key((0, 0, missing[0])),
+        missing_chunk_message(missing[0], f"{len(missing)} of {depth} missing"),
+    )
+
+
+def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[str, np.ndarray]) -> str | None:
+    """One line naming the store's first damaged file (and how many cases are damaged), or None.
+
+    Every case the index lists (`case_damage`, without sizes), then the index's columns (`index_columns`, as read) against
+    those the cases' attributes give (`liverctl.data.slice_index.index_columns`).
+    """
+    from liverctl.data.slice_index import index_columns as expected_columns
+
+    cases: dict[str, dict[str, Any]] = {}
+    damaged: list[tuple[str, Damage]] = []
+    for case_id in index_attrs.get("cases", []):
+        case_dir = store / CASES_GROUP / case_id
+        meta = read_metadata(case_dir)
+        attrs = (meta or {}).get("attributes")
+        if not isinstance(attrs, dict):
+            damaged.append((case_id, Damage(case_dir / "zarr.json", f"missing or unreadable; the store is "
+                                            f"damaged: {_REBUILD}")))
+            continue
+        cases[case_id] = attrs
+        if (damage := case_damage(case_dir, attrs, sizes=False)) is not None:
+            damaged.append((case_id, damage))
+    if damaged:
+        line = str(damaged[0][1])
+        if len(damaged) > 1:
+            others = ", ".join(case_id for case_id, _ in damaged[1:6]) + (", ..." if len(damaged) > 6 else "")
+            line += f" (also damaged: case {others}; {len(damaged)} cases in all)"
+        return line
+    try:
+        expected, _ = expected_columns(cases)
+    except (KeyError, TypeError, ValueError) as exc:  # attributes without a shape or split
+        return f"{store / CASES_GROUP}: case attributes the index is built from are damaged ({exc!r}); {_REBUILD}"
+    for name, values in expected.items():
+        stored = index_columns.get(name)
+        if stored is None or stored.shape != values.shape or not np.array_equal(stored, values):
+            rows = "missing" if stored is None else f"{stored.shape[0]} rows"
+            return str(Damage(
+                store / INDEX_GROUP / name,
+                f"slice index column {name!r} ({rows}) does not match the cases it indexes ({values.shape[0]} "
+                "slices); the store is damaged: run `liverctl ingest` again on the same data to rebuild the index",
+            ))
+    return None

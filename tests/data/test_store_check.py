@@ -1,0 +1,205 @@
+"""A damaged store is named, never read as plausible data: a missing or empty chunk file, an index that does
+not match its cases; ingest builds a damaged case again; stores from before every chunk was written still read.
+
+Zarr reads a missing chunk file as the fill value: before ingest wrote every chunk, a store copied
+incompletely read a slice of liver as "no liver" and a slice of CT as 0 HU, and trained on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from liverctl.cli import app
+from liverctl.config import resolve_config
+from liverctl.data import dataset as ds
+from liverctl.data.ingest import ingest_folder
+from liverctl.data.schema import EVERY_CHUNK, slice_chunk_path
+from liverctl.data.store import LiverStore
+from liverctl.errors import LiverctlError
+from liverctl.infer.predict import read_case_volume
+
+DEPTH = 24  # slices of every tiny case (conftest.TINY)
+
+
+@pytest.fixture
+def copy(tmp_path, tiny_store) -> Path:
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, out)
+    return out
+
+
+def chunk(store: Path, case: str, name: str, z: int) -> Path:
+    return slice_chunk_path(store / "cases" / case / name, z)
+
+
+def liver_slice(store: Path, case: str = "0") -> int:
+    per_slice = LiverStore.open(store).meta(case)["liver_pixels_per_slice"]
+    return int(np.flatnonzero(per_slice)[len(np.flatnonzero(per_slice)) // 2])
+
+
+def test_ingest_writes_every_chunk_file_and_says_so(tiny_store):
+    store = LiverStore.open(tiny_store)
+    for case in store.case_ids():
+        names = ["image", "label"] if case in store.case_ids("train") else ["image"]
+        for name in names:
+            folder = tiny_store / "cases" / case / name
+            assert json.loads((folder / "zarr.json").read_text())["attributes"] == {EVERY_CHUNK: True}
+            assert sorted(int(p.name) for p in (folder / "c" / "0" / "0").iterdir()) == list(range(DEPTH))
+    label = store.read_label_volume("0")  # slices without liver are there too, as zeros
+    assert not label[..., 0].any() and label.any()
+
+
+@pytest.mark.parametrize("name", ["label", "image"])
+def test_a_missing_chunk_file_is_one_line_naming_it_on_every_read_path(copy, name):
+    z = liver_slice(copy)  # a slice with liver: its mask read as all zeros before
+    missing = chunk(copy, "0", name, z)
+    missing.unlink()
+    expected = f"{missing}: chunk file of slice {z} is missing"
+
+    with pytest.raises(LiverctlError) as info:
+        LiverStore.open(copy)
+    message = str(info.value)
+    assert message.startswith(f"{expected} (1 of {DEPTH} missing)") and "\n" not in message
+    assert "run `liverctl ingest` again on the same data to rebuild that case" in message
+
+    store = LiverStore(copy)  # opened unchecked: the file went missing after open (a reader in a loader worker)
+    read = store.read_label_slice if name == "label" else store.read_slice
+    with pytest.raises(LiverctlError, match="^" + str(expected)):
+        read("0", z)
+    with pytest.raises(LiverctlError, match="^" + str(expected)):
+        store.read_label_volume("0") if name == "label" else read_case_volume(store, "0")  # report, oof / predict
+    store._reader("0", name).decode = None  # zarr-python's path
+    with pytest.raises(LiverctlError, match="^" + str(expected)):
+        read("0", z)
+
+    cfg = resolve_config("demo", ["data.input_size=64", "data.augment=none"], {"data.store": str(copy)})
+    index = LiverStore(copy).slice_index()
+    row = int(np.flatnonzero((index.case == index.case_ids.index("0")) & (index.z == z))[0])
+    data = ds.SliceDataset(LiverStore(copy), np.array([row]), cfg)
+    with pytest.raises(LiverctlError, match="^" + str(expected)):
+        data.batch([(0, 0)])
+
+
+def test_train_on_a_store_with_a_missing_chunk_is_refused_in_one_line(copy, tmp_path):
+    missing = chunk(copy, "3", "label", liver_slice(copy, "3"))
+    missing.unlink()
+    result = CliRunner().invoke(app, ["train", "--preset", "demo", "--store", str(copy), "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {missing}: chunk file of slice")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_an_empty_chunk_file_is_named_and_ingest_builds_that_case_again(copy, tiny_dataset, tiny_store):
+    """Read, it was "cannot be decoded (RuntimeError: error during blosc decompression: 0)" (zarr-python's
+    path, where report and submit read labels: that RuntimeError), and ingest skipped the case as unchanged."""
+    empty = chunk(copy, "6", "image", 3)  # a test case
+    empty.write_bytes(b"")  # a copy cut short
+    store = LiverStore.open(copy)  # the check at open lists files and leaves their sizes to the reader
+    with pytest.raises(LiverctlError, match=f"^{empty}: chunk file of slice 3 is empty; the store is damaged"):
+        read_case_volume(store, "6")
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == ["6"]
+    assert any(note.startswith(f"{empty}: case '6' was damaged") for note in summary.notes)
+    np.testing.assert_array_equal(LiverStore.open(copy).read_slice("6", 3), LiverStore.open(tiny_store).read_slice("6", 3))
+
+
+def test_ingest_again_on_the_same_data_rebuilds_a_case_whose_chunk_files_are_missing(copy, tiny_dataset, tiny_store):
+    """Ingest trusted `complete=true`: a rerun skipped the case as unchanged and the store stayed damaged."""
+    for z in (0, liver_slice(copy)):
+        chunk(copy, "0", "label", z).unlink()
+    chunk(copy, "4", "image", 5).unlink()
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and sorted(summary.ingested) == ["0", "4"] and len(summary.unchanged) == 6
+    store, reference = LiverStore.open(copy), LiverStore.open(tiny_store)
+    for case in ("0", "4"):
+        np.testing.assert_array_equal(store.read_label_volume(case), reference.read_label_volume(case))
+        np.testing.assert_array_equal(read_case_volume(store, case), read_case_volume(reference, case))
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []  # whole again
+
+
+def test_a_damaged_case_no_source_holds_is_a_failure_naming_it(tiny_dataset, tmp_path):
+    data, store = tmp_path / "data", tmp_path / "s.zarr"
+    shutil.copytree(tiny_dataset, data)
+    ingest_folder(data, store=store, workers=1)
+    (data / "train" / "volume" / "volume-0.nii.gz").unlink()  # the case's files left the source since
+    (data / "train" / "segmentation" / "segmentation-0.nii.gz").unlink()
+    missing = chunk(store, "0", "image", 2)
+    missing.unlink()
+    summary = ingest_folder(data, store=store, workers=1)
+    assert len(summary.failures) == 1
+    assert summary.failures[0].startswith(f"{missing}: case '0' is damaged (chunk file of slice 2 is missing")
+    assert "none of the sources holds it" in summary.failures[0]
+
+
+def test_an_index_column_that_does_not_match_its_cases_is_named_and_ingest_rebuilds_it(copy, tiny_dataset):
+    (copy / "index" / "z" / "c" / "0").unlink()  # the column read as zeros: every row slice 0
+    with pytest.raises(LiverctlError, match=f"^{copy / 'index' / 'z'}: slice index column 'z' "):
+        LiverStore.open(copy)
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == []
+    assert LiverStore.open(copy).slice_index().z[:3].tolist() == [0, 1, 2]
+
+    group = zarr.open_group(str(copy / "index"), mode="a")  # a column shorter than the cases' slices
+    short = group["liver_pixels"][:-DEPTH]
+    del group["liver_pixels"]
+    group.create_array("liver_pixels", shape=short.shape, dtype=short.dtype, fill_value=0)[...] = short
+    with pytest.raises(LiverctlError, match=f"slice index column 'liver_pixels' \\({8 * DEPTH - DEPTH} rows\\) does "
+                                            f"not match the cases it indexes \\({8 * DEPTH} slices\\)"):
+        LiverStore.open(copy)
+
+
+def as_written_before(store: Path) -> None:
+    """Make `store` what ingest wrote before it wrote every chunk: no attribute, no file for a slice of zeros."""
+    for meta_path in store.glob("cases/*/*/zarr.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"] = {}
+        meta_path.write_text(json.dumps(meta, indent=2))
+        array = zarr.open_array(str(meta_path.parent), mode="r")
+        for z in range(array.shape[2]):
+            if not array[:, :, z].any():
+                slice_chunk_path(meta_path.parent, z).unlink(missing_ok=True)
+
+
+def test_a_store_from_before_every_chunk_was_written_reads_as_before(copy, tiny_dataset, tiny_store):
+    as_written_before(copy)
+    assert not chunk(copy, "0", "label", 0).exists()
+    store, reference = LiverStore.open(copy), LiverStore.open(tiny_store)  # no spurious error
+    for case in store.case_ids():
+        np.testing.assert_array_equal(read_case_volume(store, case), read_case_volume(reference, case))
+    for case in store.case_ids("train"):
+        np.testing.assert_array_equal(store.read_label_volume(case), reference.read_label_volume(case))
+    store._reader("0", "label").decode = None  # zarr-python's path: an absent slice of zeros is no error either
+    np.testing.assert_array_equal(store.read_label_slice("0", 0), reference.read_label_slice("0", 0))
+
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)  # nothing is built again, and it says why
+    assert summary.ok and summary.ingested == [] and len(summary.unchanged) == 8
+    assert any("8 case(s) were ingested before ingest wrote every chunk file" in note for note in summary.notes)
+
+    missing = chunk(copy, "0", "label", liver_slice(copy))  # its liver_pixels_per_slice counts liver there
+    missing.unlink()
+    with pytest.raises(LiverctlError, match=f"^{missing}: chunk file of slice"):
+        LiverStore.open(copy)
+    with pytest.raises(LiverctlError, match=f"^{missing}: chunk file of slice"):
+        LiverStore(copy).read_label_volume("0")
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == ["0"]
+    LiverStore.open(copy)
+
+
+def test_an_array_of_another_depth_than_its_case_is_named_at_open(copy):
+    """The index (built from the case's attributes) said 24 slices where the array held 20: a loader worker
+    ended in an IndexError traceback at slice 20, or, with a deeper array, its extra slices were never read."""
+    meta_path = copy / "cases" / "2" / "image" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"][2] = 20
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(LiverctlError, match=f"^{meta_path}: array shape \\[64, 64, 20\\] differs from the case's "
+                                            "shape \\[64, 64, 24\\]; the store is damaged"):
+        LiverStore.open(copy)
