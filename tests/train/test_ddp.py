@@ -169,7 +169,10 @@ def test_rank_0_ends_its_validation_at_once_when_another_rank_has_failed(tiny_st
     # validation longer than torchrun's grace (30 s after rank 1 exited) ended with rank 0 killed, no run_end
     proc = _torchrun_train(2, tiny_store, tmp_path, "data.fold=4", scenario="fails_in_validation", returncode=1,
                            timeout=240)
-    assert (tmp_path / "val-batches-0.txt").read_text().split() == ["1", "2"]  # none after rank 1 failed
+    # none after rank 1 failed: rank 0 holds its second batch until then; on a loaded machine rank 1 can fail
+    # before rank 0 has finished its first (12 batches without the check)
+    validated = (tmp_path / "val-batches-0.txt").read_text().split()
+    assert validated in (["1"], ["1", "2"]), validated
     own = "rank 1 failed: RuntimeError: CUDA error: an illegal memory access (rank 1's own failure)"
     events = read_events(tmp_path / "ddp" / "events.jsonl")
     assert (events[-1]["kind"], events[-1]["status"], events[-1]["message"]) == ("run_end", "failed", own)
