@@ -27,14 +27,13 @@ def _noisy_mask(label: np.ndarray, seed: int) -> np.ndarray:
 
 
 def measure_submit(ctx: Context) -> list[Figure]:
-    from liverctl.data.nifti import open_nifti
+    from liverctl.data.liver_mask import read_liver_mask
     from liverctl.infer.postprocess import parse_postprocess
     from liverctl.infer.rle import encode_volume
 
     s = ctx.settings
     case_id, volume_path, label_path = ctx.cases[0]
-    label = np.asanyarray(open_nifti(label_path).dataobj)
-    mask = _noisy_mask(np.isin(label, LIVER_LABELS), s.seed)
+    mask = _noisy_mask(read_liver_mask(label_path, LIVER_LABELS)[1], s.seed)
     shape = "x".join(map(str, mask.shape))
 
     post = Figure("postprocess_seconds", f"submit: largest-component clean-up of one {shape} mask "

@@ -25,9 +25,11 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
+from liverctl.data.liver_mask import integer_labels
 from liverctl.data.nifti import (
     axis_codes,
     grid_difference,
+    header_scaling,
     read_nifti_and_sha256,
     short_error,
     volume_geometry,
@@ -133,13 +135,12 @@ def _check_float16_range(data: np.ndarray, path: Path) -> None:
         )
 
 
-def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path, dtype: np.dtype) -> str | None:
+def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path) -> str | None:
     """Say so when a label holds values other than 0/1 and every value > 0 was taken as liver.
-    `values`, `counts`: the label's distinct values and their voxel counts (`label_values`)."""
+    `values`, `counts`: the label's distinct whole-number values and their voxel counts (`label_values`)."""
     liver_voxels = int(counts[values > 0].sum())
-    if float(values[0]) >= 0 and float(values[-1]) <= 1:
-        if dtype.kind != "f" or int(counts[values == 1].sum()) == liver_voxels:
-            return None  # only 0 and 1 (a float label may hold fractions in between)
+    if int(values[0]) >= 0 and int(values[-1]) <= 1:
+        return None
     shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
     return (
         f"{path}: label values {shown}; without --liver-labels every value > 0 was taken as liver "
@@ -150,7 +151,7 @@ def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path, dtype
 
 def _no_liver_label_note(label: np.ndarray, liver_labels: tuple[int, ...], path: Path) -> str:
     """Say so when a label marks structures but none with a liver value: the case goes in without liver,
-    which is right only if it has none (--liver-labels for another dataset, a resampled float label)."""
+    which is right only if it has none (not so under --liver-labels meant for another dataset)."""
     values, counts = label_values(label)
     shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
     return (
@@ -205,15 +206,14 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
                 "own, put it back on the volume's grid and ingest again"
             )
         _check_finite(label, case.label, "label")
+        label = integer_labels(label, case.label, header_scaling(label_img))  # the rule evaluate and postprocess use
         if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values
             values, counts = label_values(label)
             check_label_values(values, case.known_labels, case.label, case.labels_named_by)
-            if liver_labels is None and (note := _label_values_note(values, counts, case.label, label.dtype)):
+            if liver_labels is None and (note := _label_values_note(values, counts, case.label)):
                 volumes.notes.append(note)
         volumes.label = label
-    # the scaling the voxels were read with: nibabel moves scl_slope / scl_inter into the data proxy on load
-    # and leaves the image's header without them (its get_slope_inter() is (None, None) for every file)
-    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    slope, inter = header_scaling(img)  # the scaling the voxels were read with
     attrs.update(
         {
             "dtype": str(img.get_data_dtype()),

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from liverctl.data.liver_mask import liver_from_labels
+
 FLOAT16_MAX = 65504.0
 PERCENTILES = (0.5, 1, 5, 50, 95, 99, 99.5)
 Z_BLOCK = 16  # slices converted / written at a time (bounds the extra memory per worker)
@@ -138,11 +140,9 @@ def label_values(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LiverMaskConverter:
-    """Label voxels -> uint8 liver mask (1 where the value is in `liver_labels`; None: any value > 0), slab
-    by slab, counting the liver pixels of each slice on the way (`per_slice`).
-
-    The mask is a comparison per liver value (SIMD in numpy), viewed as uint8: about 4x faster than a
-    lookup table's gather or `np.isin` on a 512 x 512 x 64 case.
+    """Label voxels (whole numbers: `liverctl.data.liver_mask.integer_labels`) -> uint8 liver mask
+    (`liverctl.data.liver_mask.liver_from_labels`: 1 where the value is in `liver_labels`; None: any value > 0),
+    slab by slab, counting the liver pixels of each slice on the way (`per_slice`).
     """
 
     def __init__(self, liver_labels: Sequence[int] | None):
@@ -151,12 +151,6 @@ class LiverMaskConverter:
 
     def convert(self, slab: np.ndarray) -> np.ndarray:
         """Shape: slab (X, Y, n) -> uint8 (n, X, Y), C-contiguous (one chunk per slice)."""
-        values = _slices_first(slab)
-        if self.liver_labels is None:
-            liver = values > 0
-        else:
-            liver = values == self.liver_labels[0]
-            for value in self.liver_labels[1:]:
-                liver |= values == value
+        liver = liver_from_labels(_slices_first(slab), self.liver_labels)
         self.per_slice.extend(int(n) for n in np.count_nonzero(liver.reshape(liver.shape[0], -1), axis=1))
         return liver.view(np.uint8)

@@ -270,11 +270,16 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
         )
 
 
+def header_scaling(img) -> tuple[float, float]:
+    """(scl_slope, scl_inter) the voxels of a nibabel image are read with: nibabel moves them into the data
+    proxy on load and leaves the image's header without them (its get_slope_inter() is (None, None))."""
+    slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)
+    return (1.0 if slope is None else float(slope)), (0.0 if inter is None else float(inter))
+
+
 def _loaded_itemsize(img, dtype: np.dtype) -> int:
     """Bytes per voxel once read: nibabel returns float64 for data with a scale or offset."""
-    slope = getattr(img.dataobj, "slope", 1.0)
-    inter = getattr(img.dataobj, "inter", 0.0)
-    scaled = (slope is not None and float(slope) != 1.0) or (inter is not None and float(inter) != 0.0)
+    scaled = header_scaling(img) != (1.0, 0.0)
     return max(dtype.itemsize, 8) if scaled else dtype.itemsize
 
 

@@ -2,8 +2,9 @@
 
 The label folder defines what must be scored: every `<id>.nii[.gz]` or `segmentation-<id>.nii[.gz]`
 in it is a case, and the submission must hold exactly one row per slice of those cases (the reader in
-`liverctl.infer.submission` reports every problem, line by line, otherwise). Liver is `label > 0` unless
-`liver_labels` names the values (e.g. `[1]` where 2 is another organ).
+`liverctl.infer.submission` reports every problem, line by line, otherwise). A label becomes its liver mask by
+ingest's rule (`liverctl.data.liver_mask`): whole-number values, liver `label > 0` unless `liver_labels` names
+the values (e.g. `[1]` where 2 is another organ).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.data.liver_mask import read_liver_mask
 from liverctl.data.sources import case_id_from_name
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
@@ -77,16 +79,6 @@ def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
     return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
-def load_liver_mask(path: Path, liver_labels: Sequence[int] | None = None) -> np.ndarray:
-    """Label volume -> bool (X, Y, Z) liver mask, voxel order as stored (no reorientation)."""
-    from liverctl.data.nifti import read_nifti
-
-    _, data = read_nifti(path)  # the header is checked before any voxel is read
-    if np.issubdtype(data.dtype, np.floating):
-        data = np.rint(data)
-    return np.isin(data, list(liver_labels)) if liver_labels else data > 0
-
-
 def label_shapes(files: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
     from liverctl.data.nifti import open_nifti, volume_shape
 
@@ -108,7 +100,7 @@ def evaluate_submission(
     counts = DiceCounts()
     scores = []
     for case, path in files.items():
-        label = load_liver_mask(path, liver_labels)
+        _, label = read_liver_mask(path, liver_labels)
         per_slice = slice_counts(parsed.volume(case), label)
         counts.add_slices(case, per_slice)
         tp, fp, fn = (int(v) for v in per_slice.sum(axis=0))

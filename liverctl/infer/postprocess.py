@@ -259,7 +259,8 @@ def postprocess_nifti(
 ) -> list[FileResult]:
     """Clean NIfTI mask file(s): a file -> a file (or into a folder), a folder -> a folder of the same names.
 
-    The mask is `label > 0`, or `label in liver_labels` when given. The output holds 0/1 in the input's
+    The mask is `label > 0`, or `label in liver_labels` when given, by ingest's rule (`liverctl.data.liver_mask`:
+    whole-number values; a file with values far from them is refused). The output holds 0/1 in the input's
     own data type with the input's header and affine, written atomically (temp file + rename). An output
     that is the input (the same file, or the same folder) is refused unless `in_place`.
     """
@@ -333,11 +334,9 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | None):
     """(the source image, its mask, the cleaned mask); LiverctlError naming `source` when it cannot be read."""
-    from liverctl.data.nifti import read_nifti
+    from liverctl.data.liver_mask import read_liver_mask
 
-    img, data = read_nifti(source)  # the header is checked before any voxel is read
-    values = np.rint(data) if np.issubdtype(data.dtype, np.floating) else data
-    mask = np.isin(values, list(liver_labels)) if liver_labels else values > 0
+    img, mask = read_liver_mask(source, liver_labels)  # ingest's rule; the header checked before any voxel is read
     return img, mask, post(mask)
 
 

@@ -80,13 +80,13 @@ def test_the_csv_is_read_once_and_the_sha256_is_of_the_bytes_scored(scored_pair,
 
     sub, labels = scored_pair
     scored = sub.read_bytes()
-    real_load = evaluate.load_liver_mask
+    real_load = evaluate.read_liver_mask
 
     def replaced_while_scoring(path, liver_labels=None):
         sub.write_bytes(scored.replace(b"1 0", b"1 1"))  # a valid, different submission
         return real_load(path, liver_labels)
 
-    monkeypatch.setattr(evaluate, "load_liver_mask", replaced_while_scoring)
+    monkeypatch.setattr(evaluate, "read_liver_mask", replaced_while_scoring)
     reads = count_reads(monkeypatch, sub.name)
     ev = evaluate_submission(sub, labels)
     assert len(reads) == 1, reads
