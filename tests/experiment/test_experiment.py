@@ -617,6 +617,19 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
 
 
+def _finished_folds_to_predict_again(tmp_path: Path):
+    """An interrupted experiment whose two folds finished (checkpoints recorded, out-of-fold done) over a FakeStore
+    of cases a, b (fold 0) and c, d (fold 1): (exp, labels, store, summary), summary not yet written back."""
+    exp = _experiment(tmp_path, status="interrupted")
+    labels = {c: liver() for c in "abcd"}
+    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
+    summary = _record_checkpoints(exp)
+    summary.pop("decision")
+    for fold in (0, 1):
+        summary["fold_results"][str(fold)].update(oof_done=True, best={"volume_dice": 0.5})
+    return exp, labels, store, summary
+
+
 def test_predicting_a_fold_again_checks_its_recorded_checkpoint(tmp_path, monkeypatch):
     """A finished fold whose held-out predictions are lost is predicted again with its best.pt: one put there since
     (another fold's) is refused; a fold finished before liverctl recorded checkpoints gets its record then."""
@@ -626,13 +639,7 @@ def test_predicting_a_fold_again_checks_its_recorded_checkpoint(tmp_path, monkey
     from liverctl.data import store as store_module
     from liverctl.experiment import train as experiment_train
 
-    exp = _experiment(tmp_path, status="interrupted")
-    labels = {c: liver() for c in "abcd"}
-    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
-    summary = _record_checkpoints(exp)
-    summary.pop("decision")
-    for fold in (0, 1):
-        summary["fold_results"][str(fold)].update(oof_done=True, best={"volume_dice": 0.5})
+    exp, labels, store, summary = _finished_folds_to_predict_again(tmp_path)
     del summary["fold_results"]["0"]["checkpoints"]  # fold 0 finished before the records
     folder.write_summary(exp, summary)
     monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
@@ -701,13 +708,7 @@ def test_the_bytes_checked_against_the_record_are_the_bytes_loaded_and_read_once
     from liverctl.data import store as store_module
     from liverctl.experiment import train as experiment_train
 
-    exp = _experiment(tmp_path, status="interrupted")
-    labels = {c: liver() for c in "abcd"}
-    store = FakeStore({"a": 0, "b": 0, "c": 1, "d": 1}, n_folds=2, labels=labels)
-    summary = _record_checkpoints(exp)
-    summary.pop("decision")
-    for fold in (0, 1):
-        summary["fold_results"][str(fold)].update(oof_done=True, best={"volume_dice": 0.5})
+    exp, labels, store, summary = _finished_folds_to_predict_again(tmp_path)
     folder.write_summary(exp, summary)
     for case in "ab":  # fold 0's held-out predictions are there: only fold 1 is loaded
         oof.write_oof_case(exp, case, labels[case].astype(float), 0)
