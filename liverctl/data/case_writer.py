@@ -25,7 +25,7 @@ from liverctl.data.conversion import (
     LiverMaskConverter,
     label_values,
 )
-from liverctl.data.liver_mask import integer_labels
+from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, integer_labels
 from liverctl.data.nifti import (
     axis_codes,
     grid_difference,
@@ -290,6 +290,7 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
     attrs["stats"] = converter.hist.stats()
     if liver is not None:
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
+        attrs[LABEL_RULE_ATTR] = LABEL_RULE  # the mask is the rule's: a rerun need not ask (`ingest`)
         attrs["liver_voxels"] = sum(liver.per_slice)
         attrs["liver_pixels_per_slice"] = liver.per_slice
         if attrs["liver_voxels"] == 0 and liver_labels is not None and label.any():

@@ -7,7 +7,8 @@ How a run goes:
    store's lock, from the sources the store records once an ingest before this one has finished;
 2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
    failing that the sha256) and whose liver labels are the same, unless its files in the store are damaged
-   (`liverctl.data.store_check.case_damage`: a chunk file missing or empty): that case is built again;
+   (`liverctl.data.store_check.case_damage`: a chunk file missing or empty) or its mask was made before the
+   label rule from a float-typed or scaled label file (`older_label_rule_note`): that case is built again;
 3. ingest the others in worker processes (`liverctl.data.case_pool`): each writes its case as a standalone
    Zarr group in a work folder beside the store (`.<store name>.ingest/work/<id>`,
    `liverctl.data.case_writer`), with `complete=true` in the attributes written last; the main process
@@ -38,6 +39,8 @@ import numpy as np
 from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
+from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, fractional_label_reason
+from liverctl.data.nifti import open_nifti
 from liverctl.data.schema import (
     CASES_GROUP,
     DEFAULT_FOLDS,
@@ -261,14 +264,17 @@ class _IngestRun:
                 self.owner[case.case_id] = source
                 try:
                     sizes[case.case_id] = os.path.getsize(case.volume)
-                    if is_unchanged(case, self.existing.get(case.case_id), source.liver_labels):
-                        if (damage := self.damaged.get(case.case_id)) is None:
+                    attrs = self.existing.get(case.case_id)
+                    if is_unchanged(case, attrs, source.liver_labels):
+                        damage = self.damaged.get(case.case_id)
+                        older_rule = None if damage is not None else older_label_rule_note(case, attrs)
+                        if damage is None and older_rule is None:
                             self.summary.unchanged.append(case.case_id)
                             continue
-                        self.summary.notes.append(
+                        self.summary.notes.append(older_rule or (
                             f"{damage.path}: case {case.case_id!r} was damaged ({damage.problem.split(';')[0]}); "
                             "ingested again from its source"
-                        )
+                        ))
                 except OSError as exc:  # a dangling link, no permission, a file gone since the listing
                     where = exc.filename or case.volume
                     self.summary.failures.append(
@@ -345,6 +351,26 @@ def is_unchanged(case: CaseFiles, attrs: dict[str, Any] | None, liver_labels: tu
         if fp["mtime"] != attrs.get(f"{prefix}mtime") and file_sha256(path) != attrs.get(f"{prefix}sha256"):
             return False
     return True
+
+
+def older_label_rule_note(case: CaseFiles, attrs: dict[str, Any]) -> str | None:
+    """A note when the store's case (`attrs`, its files unchanged) was built before the label rule
+    (`liverctl.data.liver_mask`: no `LABEL_RULE_ATTR`) from a label file whose header says its values may be
+    fractional: ingest then compared them exactly, so the stored mask may differ from the rule's and the case is
+    built again. None for a case stored by the rule or an unscaled integer label (most files; no voxel is
+    read, only the header)."""
+    if case.label is None or attrs.get(LABEL_RULE_ATTR) == LABEL_RULE:
+        return None
+    try:
+        reason = fractional_label_reason(open_nifti(case.label))
+    except LiverctlError:  # built again: the read says what is wrong with it
+        reason = "header cannot be read"
+    if reason is None:
+        return None
+    return (
+        f"{case.label}: label {reason}; case {case.case_id!r} was stored by an ingest older than the label rule, "
+        "which compared float label values exactly (0.99999 was not 1): ingested again"
+    )
 
 
 def _fill_summary(

@@ -9,7 +9,10 @@
 2. Liver is membership in the liver labels; without them, any value > 0 (`liver_from_labels`).
 
 `read_liver_mask` is both, for a NIfTI file (evaluate, postprocess); ingest applies the same two steps to its
-label (`integer_labels` when it reads the case, `liver_from_labels` slab by slab as it writes the store).
+label (`integer_labels` when it reads the case, `liver_from_labels` slab by slab as it writes the store), and
+records the rule's version in the case's attributes (`LABEL_RULE_ATTR`). Ingest before the rule compared float
+values exactly (0.99999 under --liver-labels 1: no liver; a background of 1e-4 without them: all liver); a
+rerun builds again a case without the record whose label file may hold such values (`fractional_label_reason`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,25 @@ from liverctl.errors import LiverctlError
 # up to 2048 exactly; linear interpolation gives fractions everywhere on a border, most of them far beyond this.
 LABEL_TOLERANCE = 1e-3
 _Z_BLOCK = 16  # slices checked at a time: the temporary copies stay small beside the volume
+
+# Case attribute: the version of this rule a stored liver mask was made by (absent: by exact comparison).
+LABEL_RULE_ATTR = "label_rule"
+LABEL_RULE = 1
+
+
+def fractional_label_reason(img) -> str | None:
+    """Why a label file's values may read as other than whole numbers, from its header alone (no voxel is read):
+    float-typed on disk, or scaled by scl_slope / scl_inter; None for an unscaled integer label, which every
+    rule reads alike."""
+    from liverctl.data.nifti import header_scaling
+
+    dtype = img.get_data_dtype()
+    if dtype.kind == "f":
+        return f"{dtype} on disk"
+    slope, inter = header_scaling(img)
+    if (slope, inter) != (1.0, 0.0):
+        return f"scaled by its header's scl_slope {slope:g} and scl_inter {inter:g}"
+    return None
 
 
 def integer_labels(data: np.ndarray, path: Path, scaling: tuple[float, float] | None = None) -> np.ndarray:

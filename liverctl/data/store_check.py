@@ -10,6 +10,7 @@ file, and ingest builds a damaged case again from its source (`case_damage`).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,37 @@ def _chunk_files_damage(
         array_dir / chunk_key((0, 0, missing[0])),
         missing_chunk_message(missing[0], f"{len(missing)} of {depth} missing"),
     )
+
+
+def every_chunk_damage(array) -> Damage | None:
+    """The first chunk file of a zarr-python array in a local folder that is missing or empty (0 bytes), or
+    None: for an array whose writer wrote every chunk, zeros included (`schema.EVERY_CHUNK`), where zarr would
+    read a missing file as the fill value. The problem text says what is wrong, not what to do (the caller
+    knows that). A stat per chunk file."""
+    import itertools
+
+    from zarr.storage import LocalStore
+
+    if not isinstance(array.store, LocalStore):
+        return None
+    folder = Path(str(array.store.root)) / array.path
+    chunks = tuple(array.shards or array.chunks)
+    grid = [range(-(-int(n) // int(c))) for n, c in zip(array.shape, chunks, strict=True)]
+    missing: list[Path] = []
+    empty: list[Path] = []
+    for coords in itertools.product(*grid):
+        path = folder / array.metadata.encode_chunk_key(coords)
+        try:
+            if path.stat().st_size == 0:
+                empty.append(path)
+        except FileNotFoundError:
+            missing.append(path)
+    total = math.prod(len(axis) for axis in grid)
+    if missing:
+        return Damage(missing[0], f"chunk file is missing ({len(missing)} of {total}); zarr would read it as zeros")
+    if empty:
+        return Damage(empty[0], f"chunk file is empty ({len(empty)} of {total}); no codec writes one: a copy cut short")
+    return None
 
 
 def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[str, np.ndarray]) -> str | None:

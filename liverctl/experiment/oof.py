@@ -3,7 +3,11 @@ probabilities are kept compactly in `runs/<name>/oof.zarr` for the decisions (`d
 
 Each case is one uint8 array (X, Y, Z): round(probability * 255), so a threshold t is applied as
 `q >= ceil(255 t)` (`threshold_mask`). An array counts only once its `complete` attribute is set, which
-is written after its voxels; predicting a fold again replaces its cases. Only cases in a fold (>= 0)
+is written after its voxels; predicting a fold again replaces its cases. As in the store (`schema.EVERY_CHUNK`),
+every chunk file is written, all-zero ones included, and the array says so: zarr reads a missing chunk file as
+0, so a chunk lost in a copy would be probability 0 to the decision. A marked array with a chunk file missing
+is refused on read and counts as a missing case, which `liverctl train --resume` predicts again; arrays from
+before the mark read as they did. Only cases in a fold (>= 0)
 have out-of-fold predictions: train-only cases of extra sources (fold -2) are never held out.
 """
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.data.schema import EVERY_CHUNK
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import OOF_STORE
 
@@ -46,10 +51,11 @@ def write_oof_case(exp_dir: str | Path, case_id: str, probs: np.ndarray, fold: i
     group = _group(exp_dir, "a")
     depth = q.shape[2]
     array = group.create_array(
-        case_id, shape=q.shape, dtype="uint8", chunks=(q.shape[0], q.shape[1], min(depth, 16)), overwrite=True
+        case_id, shape=q.shape, dtype="uint8", chunks=(q.shape[0], q.shape[1], min(depth, 16)), overwrite=True,
+        config={"write_empty_chunks": True},
     )
     array[...] = q
-    array.attrs.update({"fold": int(fold), "complete": True})
+    array.attrs.update({"fold": int(fold), EVERY_CHUNK: True, "complete": True})
 
 
 def oof_cases(exp_dir: str | Path) -> dict[str, int]:
@@ -68,19 +74,44 @@ def missing_cases(exp_dir: str | Path, expected: dict[str, int]) -> list[str]:
     if not (Path(exp_dir) / OOF_STORE / "zarr.json").is_file():
         return sorted(expected)
     done = oof_cases(exp_dir)
-    return [case for case, fold in sorted(expected.items()) if done.get(case) != fold]
+    group = _group(exp_dir, "r")
+    return [
+        case for case, fold in sorted(expected.items())
+        if done.get(case) != fold or _chunk_damage(exp_dir, case, group[case]) is not None
+    ]
+
+
+def _chunk_damage(exp_dir: str | Path, case_id: str, array) -> LiverctlError | None:
+    """The error naming the case's first missing or empty chunk file, where its array says every chunk was
+    written (`liverctl.data.store_check.every_chunk_damage`); else None."""
+    from liverctl.data.store_check import every_chunk_damage
+
+    if dict(array.attrs).get(EVERY_CHUNK) is not True or (damage := every_chunk_damage(array)) is None:
+        return None
+    return LiverctlError(
+        f"out-of-fold prediction of case {case_id!r}: {damage.problem}; oof.zarr is damaged, e.g. copied "
+        f"incompletely: run `liverctl train --resume {Path(exp_dir)}` to predict that case again",
+        path=damage.path,
+    )
+
+
+def _read_checked(exp_dir: str | Path, group, case_id: str) -> np.ndarray:
+    array = group[case_id]
+    if (error := _chunk_damage(exp_dir, case_id, array)) is not None:
+        raise error
+    return np.asarray(array[...])
 
 
 def read_oof_case(exp_dir: str | Path, case_id: str) -> np.ndarray:
-    """Shape: -> uint8 (X, Y, Z)."""
-    return np.asarray(_group(exp_dir, "r")[case_id][...])
+    """Shape: -> uint8 (X, Y, Z). A missing or empty chunk file of a marked array: LiverctlError naming it."""
+    return _read_checked(exp_dir, _group(exp_dir, "r"), case_id)
 
 
 def iter_oof(exp_dir: str | Path, store, cases: dict[str, int] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(case id, quantised probabilities uint8 (X, Y, Z), label bool (X, Y, Z)) for each OOF case."""
     group = _group(exp_dir, "r")
     for case_id in cases if cases is not None else oof_cases(exp_dir):
-        q = np.asarray(group[case_id][...])
+        q = _read_checked(exp_dir, group, case_id)
         label = store.read_label_volume(case_id) > 0
         if q.shape != label.shape:
             raise LiverctlError(

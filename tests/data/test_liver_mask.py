@@ -148,3 +148,48 @@ def test_an_interpolated_label_is_refused_by_ingest_evaluate_and_postprocess(tmp
     cleaned = run_cli("postprocess", str(seg), str(tmp_path / "out.nii.gz"), "--mode", "none")
     assert cleaned.exit_code != 0 and f"error: {line}" in cleaned.stderr, cleaned.stderr
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_a_rerun_rebuilds_the_float_labelled_cases_an_older_ingest_stored_by_exact_comparison(tmp_path):
+    """A store ingested before the rule compared float label values exactly: f (1.00009 for liver) under
+    --liver-labels 1 went in with no liver. A rerun skipped it as unchanged (same files, same liver labels),
+    so the empty mask stayed for good. Now a case without the rule's record whose label file is float-typed or
+    scaled (its header says so) is built again, with a note; an integer label's case is left as it is."""
+    import json
+
+    from liverctl.data.case_writer import SliceArrayWriter
+    from liverctl.data.ingest import ingest_folder
+    from liverctl.data.liver_mask import LABEL_RULE_ATTR
+    from liverctl.data.schema import CASES_GROUP, LABEL, LABEL_DTYPE, METADATA_FILE
+
+    data, labels = _float_label_dataset(tmp_path)
+    seg = data / "train" / "segmentation"
+    (data / "train" / "volume" / "volume-i.nii.gz").symlink_to(REAL / "dcmqi-3slice" / "ct.nii.gz")
+    (seg / "segmentation-i.nii.gz").symlink_to(REAL / "dcmqi-3slice" / "label.nii.gz")  # uint8 on disk, unscaled
+    store_path = tmp_path / "s.zarr"
+    first = ingest_folder(data, store_path, liver_labels=[1], workers=1)
+    assert first.ok and sorted(first.ingested) == ["d", "f", "i", "s"]
+
+    for case in "dfis":  # as the older ingest left them: no record of the rule; f's mask empty
+        meta_path = store_path / CASES_GROUP / case / METADATA_FILE
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"].pop(LABEL_RULE_ATTR, None)
+        if case == "f":
+            shape = meta["attributes"]["shape"]
+            writer = SliceArrayWriter(store_path / CASES_GROUP / case / LABEL, tuple(shape), LABEL_DTYPE)
+            for z in range(shape[2]):
+                writer.write(z, np.zeros(shape[:2], dtype=np.uint8))
+            meta["attributes"].update(liver_voxels=0, liver_pixels_per_slice=[0] * shape[2])
+        meta_path.write_text(json.dumps(meta))
+
+    again = ingest_folder(data, store_path, liver_labels=[1], workers=1)
+    assert again.ok and sorted(again.ingested) == ["d", "f", "s"] and again.unchanged == ["i"]
+    rebuilt = [n for n in again.notes if "label rule" in n]
+    assert len(rebuilt) == 3 and all("\n" not in n for n in rebuilt)
+    assert any(n.startswith(f"{seg / 'segmentation-f.nii.gz'}: ") and "float32" in n for n in rebuilt), rebuilt
+    assert any("scl_slope" in n for n in rebuilt), rebuilt
+    store = LiverStore.open(store_path)
+    for case in "dfs":
+        assert np.array_equal(np.asarray(store.label(case)[:]).astype(bool), labels[case] == 1), case
+    third = ingest_folder(data, store_path, liver_labels=[1], workers=1)
+    assert third.ok and third.ingested == [] and not [n for n in third.notes if "label rule" in n]

@@ -820,3 +820,44 @@ def test_an_experiment_begun_before_a_key_was_added_resumes_with_that_key_filled
     with pytest.raises(KeyboardInterrupt):
         experiment_train.run_folds(exp, experiment_train.FoldOptions(device="cpu"))
     assert [(cfg["data"]["fold"], cfg["optim"]["weight_decay"]) for cfg in given] == [(0, default)]
+
+
+def test_a_lost_out_of_fold_chunk_file_is_named_never_read_as_probability_zero(tmp_path):
+    """zarr-python left out all-zero chunks of oof.zarr, so a chunk file lost in a copy read as probability 0
+    and the decision was made on it without a word. Every chunk is written and marked; a lost one is refused
+    on read in one line, and counts as a missing case, which `train --resume` predicts again."""
+    labels = {c: np.zeros((8, 8, 40), dtype=np.uint8) for c in "ab"}
+    for label in labels.values():
+        label[2:6, 2:6, 2:14] = 1  # slices 16..39 (chunks 1 and 2 of 16 slices) hold no liver
+    store = FakeStore({"a": 0, "b": 1}, n_folds=2, labels=labels)
+    for c in "ab":
+        oof.write_oof_case(tmp_path, c, labels[c].astype(float), store.folds()[c])
+    chunk = tmp_path / folder.OOF_STORE / "a" / "c" / "0" / "0" / "1"
+    assert chunk.is_file()  # the all-zero chunk was written too
+    chunk.unlink()
+    message = r"out-of-fold.*case 'a'.*chunk file .*missing.*zeros.*`liverctl train --resume"
+    with pytest.raises(LiverctlError, match=message) as caught:
+        oof.read_oof_case(tmp_path, "a")
+    assert Path(caught.value.path) == chunk and "\n" not in str(caught.value)
+    with pytest.raises(LiverctlError, match=message):
+        list(oof.iter_oof(tmp_path, store))
+    assert oof.missing_cases(tmp_path, {"a": 0, "b": 1}) == ["a"]
+    (tmp_path / folder.OOF_STORE / "b" / "c" / "0" / "0" / "2").write_bytes(b"")  # a copy cut short
+    with pytest.raises(LiverctlError, match=r"chunk file .*empty") as caught:
+        oof.read_oof_case(tmp_path, "b")
+    assert Path(caught.value.path).name == "2"
+
+
+def test_an_out_of_fold_store_from_before_the_marker_still_reads(tmp_path):
+    """An array written without `every_chunk_written` left out its all-zero chunks: those read as 0, as before."""
+    import zarr
+
+    q = np.zeros((8, 8, 40), dtype=np.uint8)
+    q[2:6, 2:6, 2:14] = 200
+    group = zarr.open_group(str(tmp_path / folder.OOF_STORE), mode="a")
+    array = group.create_array("a", shape=q.shape, dtype="uint8", chunks=(8, 8, 16))
+    array[...] = q
+    array.attrs.update({"fold": 0, "complete": True})
+    assert not (tmp_path / folder.OOF_STORE / "a" / "c" / "0" / "0" / "1").exists()
+    assert oof.oof_cases(tmp_path) == {"a": 0} and oof.missing_cases(tmp_path, {"a": 0}) == []
+    assert np.array_equal(oof.read_oof_case(tmp_path, "a"), q)
