@@ -496,7 +496,7 @@ def test_killed_or_interrupted_ingest_then_rerun_is_identical(tiny_dataset, refe
             break
     assert outcome is not None, "three times the signal came after the last case was in"
     returncode, err = outcome
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err[-3000:]  # seen once under load (helper J), traceback not kept then
     if sig == signal.SIGKILL:
         assert returncode == -signal.SIGKILL
     else:
