@@ -149,7 +149,7 @@ def load_run_models(
         run_dir = Path(run_dir)
         digests: list[str] = []
 
-        def checked(digest: str, check=(verify or {}).get(run_dir)) -> None:
+        def checked(digest: str, check=(verify or {}).get(run_dir), digests=digests) -> None:
             digests.append(digest)  # one hash of the bytes read anyway, 0.3 s for the largest preset's 137 MB
             if check is not None:
                 check(digest)

@@ -108,7 +108,7 @@ def _resume_keeps_the_recorded_split(run, cfg, store_path):
         started = []  # `train` prints "run <folder> ..." there: not for a resume refused
         with pytest.raises(LiverctlError) as exc:
             loop.run_training(more, run, resume=True, device="cpu", show_progress=False,
-                              on_start=lambda: started.append(1))
+                              on_start=lambda started=started: started.append(1))
         assert str(exc.value).startswith(f"{path}: ") and words in str(exc.value) and "\n" not in str(exc.value)
         assert not started
         path.write_bytes(original)
