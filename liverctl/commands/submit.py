@@ -9,6 +9,8 @@ import typer
 
 from liverctl.commands._common import console, err_console, esc, guarded, progress_bar
 from liverctl.device import DEVICE_HELP
+from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -133,7 +135,9 @@ def evaluate_command(
                 err_console.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
             if len(exc.problems) > MAX_PROBLEMS_SHOWN:
                 err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
-            raise
+            # the problems are listed: the error line counts them rather than repeating the first
+            raise LiverctlError(f"malformed submission: {plural(len(exc.problems), 'problem')} (above)",
+                                path=exc.path) from None
         saved = [write_scores(ev, scores_path(submission))]
         if json_out is not None and not to_stdout:
             saved.append(write_scores(ev, json_out))
