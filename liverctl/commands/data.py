@@ -88,7 +88,10 @@ def ingest(
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
         if dry_run:
-            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store)
+            from liverctl.data.ingest import planned_folds
+
+            folds_line = planned_folds(store, folds, fold_seed)  # a bad --folds is the dry run's one line too
+            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store, folds_line)
             return
         with progress_bar() as bar:
             bar.stage("ingest")
@@ -154,9 +157,9 @@ def _fold_name(fold: int) -> str:
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 
 
-def _print_plan(plan, store: Path) -> None:
-    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems;
-    `LiverctlError` when a source has a problem."""
+def _print_plan(plan, store: Path, folds_line: str) -> None:
+    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems; then the folds
+    it would deal; `LiverctlError` when a source has a problem."""
     for s in plan.sources:
         train = sum(1 for c in s.cases if c.split == "train")
         role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
@@ -177,6 +180,7 @@ def _print_plan(plan, store: Path) -> None:
                               soft_wrap=True)
         for line in s.problems:
             err_console.print(f"[bold red]error:[/] {esc(line)}", highlight=False, soft_wrap=True)
+    console.print(esc(folds_line), highlight=False, soft_wrap=True)
     problems = [s for s in plan.sources if s.error] + plan.problems
     if problems:
         from liverctl.errors import LiverctlError
