@@ -69,8 +69,8 @@ def _print_submission(result) -> None:
     s = result.summary
     post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
     console.print(
-        f"[bold green]wrote[/] {esc(s.path)}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
-        f"{len(result.runs)} run(s), tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
+        f"[bold green]wrote[/] {esc(s.path)}: {plural(s.rows, 'row')}, {plural(s.cases, 'test case')}, "
+        f"{s.empty_rows} empty; {plural(len(result.runs), 'run')}, tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
         f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
         highlight=False,
     )
@@ -160,7 +160,7 @@ def _print_scores(ev, out) -> None:
                       str(c.slices))
     out.print(table)
     out.print(
-        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {len(ev.cases)} cases)  "
+        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {plural(len(ev.cases), 'case')})  "
         f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
         f"global Dice {ev.global_dice:.4f} (pooled voxels)",
         highlight=False,

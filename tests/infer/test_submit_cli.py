@@ -288,6 +288,13 @@ def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
     assert data["volume_dice"] == 0.0  # the synthetic test cases do contain liver
     assert len(data["cases"]) == 2
     assert "volume Dice 0.0000 (mean over 2 cases)" in result.stderr and "label voxels" in result.stderr
+    one = tmp_path / "one_label"  # and one case is "1 case" (it was "mean over 1 cases")
+    one.mkdir()
+    shutil.copy(next((tiny_dataset / "test_labels").glob("*-6.nii*")), one)
+    sub.write_text("id,rle\n" + "".join(f"6_{z},1 0\n" for z in range(24)))
+    single = _invoke("evaluate", sub, "--labels", one)
+    assert single.exit_code == 0, single.output
+    assert "(mean over 1 case)" in single.output
     assert f"scores saved to {tmp_path / 'empty.scores.json'}" in " ".join(result.stderr.split())
     assert not (tmp_path / "-").exists()
     (tmp_path / "empty.scores.json").unlink()
