@@ -43,7 +43,7 @@ def synth(
                 on_case=lambda case_id: bar.update(advance=1, last=f"case {esc(case_id)}"),
             )
         console.print(
-            f"wrote {result.train_cases} training and {plural(result.test_cases, 'test case')} "
+            f"wrote {plural(result.train_cases, 'training case')} and {plural(result.test_cases, 'test case')} "
             f"({size}x{size}x{slices}) to {esc(out)}: {human_bytes(result.bytes_written)} "
             f"in {time.perf_counter() - started:.1f} s"
         )
