@@ -273,7 +273,7 @@ def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
     assert "line 2 (id '6_0'): odd number of values" in result.output
     assert "line 3 (id '6_1'): run 4095 5 ends at pixel 4099, past the image's 4096 pixels" in result.output
     assert "unknown id" in result.output
-    assert "3 problem(s)" in result.output
+    assert "malformed submission: 3 problems (above)" in result.output and result.output.count("odd number") == 1
     assert not (tmp_path / "bad.scores.json").exists()
 
 
