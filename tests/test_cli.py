@@ -108,4 +108,4 @@ def test_a_summary_line_is_not_broken_at_80_columns_in_a_pipe(tmp_path):
                            cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     (line,) = [text for text in made.stdout.splitlines() if text.strip()]
-    assert line.startswith("wrote 1 training and 0 test cases") and line.rstrip().endswith(" s")
+    assert line.startswith("wrote 1 training case and 0 test cases") and line.rstrip().endswith(" s")

@@ -16,6 +16,7 @@ from liverctl.commands._common import (
     progress_bar,
 )
 from liverctl.disk import human_bytes
+from liverctl.plural import plural
 
 
 def synth(
@@ -42,7 +43,7 @@ def synth(
                 on_case=lambda case_id: bar.update(advance=1, last=f"case {esc(case_id)}"),
             )
         console.print(
-            f"wrote {result.train_cases} training and {result.test_cases} test cases "
+            f"wrote {plural(result.train_cases, 'training case')} and {plural(result.test_cases, 'test case')} "
             f"({size}x{size}x{slices}) to {esc(out)}: {human_bytes(result.bytes_written)} "
             f"in {time.perf_counter() - started:.1f} s"
         )
@@ -88,7 +89,10 @@ def ingest(
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
         if dry_run:
-            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store)
+            from liverctl.data.ingest import planned_folds
+
+            folds_line = planned_folds(store, folds, fold_seed)  # a bad --folds is the dry run's one line too
+            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store, folds_line)
             return
         with progress_bar() as bar:
             bar.stage("ingest")
@@ -130,9 +134,9 @@ def _print_summary(summary, store: Path) -> None:
                 soft_wrap=True,
             )
     console.print(
-        f"{esc(store)}: {summary.cases} cases ({summary.train_cases} train, {summary.test_cases} test; "
+        f"{esc(store)}: {plural(summary.cases, 'case')} ({summary.train_cases} train, {summary.test_cases} test; "
         f"{len(summary.ingested)} ingested, {len(summary.unchanged)} unchanged), "
-        f"{summary.slices} slices, {summary.liver_slices} with liver; "
+        f"{plural(summary.slices, 'slice')}, {summary.liver_slices} with liver; "
         f"read {human_bytes(summary.bytes_read)}, stored {human_bytes(summary.bytes_stored)}, "
         f"{summary.seconds:.1f} s",
         highlight=False,
@@ -144,7 +148,7 @@ def _print_summary(summary, store: Path) -> None:
         for line in summary.failures:
             print_error(line)
         raise LiverctlError(
-            f"{len(summary.failures)} problem(s) above; those cases were skipped, every other case is in the store"
+            f"{plural(len(summary.failures), 'problem')} above; those cases were skipped, every other case is in the store"
         )
 
 
@@ -154,9 +158,9 @@ def _fold_name(fold: int) -> str:
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 
 
-def _print_plan(plan, store: Path) -> None:
-    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems;
-    `LiverctlError` when a source has a problem."""
+def _print_plan(plan, store: Path, folds_line: str) -> None:
+    """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems; then the folds
+    it would deal; `LiverctlError` when a source has a problem."""
     for s in plan.sources:
         train = sum(1 for c in s.cases if c.split == "train")
         role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
@@ -165,7 +169,7 @@ def _print_plan(plan, store: Path) -> None:
         if s.error is None:
             console.print(f"  liver labels {labels} (from {esc(s.labels_from)})", highlight=False)
         console.print(
-            f"  {train} training cases (volume + label pairs), {len(s.cases) - train} test; "
+            f"  {plural(train, 'training case')} (volume + label pairs), {len(s.cases) - train} test; "
             f"{s.in_store} already in {esc(store)}" + (f"; ids prefixed {esc(repr(s.prefix))}" if s.prefix else ""),
             highlight=False,
             soft_wrap=True,
@@ -177,11 +181,12 @@ def _print_plan(plan, store: Path) -> None:
                               soft_wrap=True)
         for line in s.problems:
             err_console.print(f"[bold red]error:[/] {esc(line)}", highlight=False, soft_wrap=True)
+    console.print(esc(folds_line), highlight=False, soft_wrap=True)
     problems = [s for s in plan.sources if s.error] + plan.problems
     if problems:
         from liverctl.errors import LiverctlError
 
-        raise LiverctlError(f"{len(problems)} problem(s) above; nothing was written (dry run)")
+        raise LiverctlError(f"{plural(len(problems), 'problem')} above; nothing was written (dry run)")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ import typer
 
 from liverctl.commands._common import console, err_console, esc, guarded, progress_bar
 from liverctl.device import DEVICE_HELP
+from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -67,8 +69,8 @@ def _print_submission(result) -> None:
     s = result.summary
     post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
     console.print(
-        f"[bold green]wrote[/] {esc(s.path)}: {s.rows} rows, {s.cases} test cases, {s.empty_rows} empty; "
-        f"{len(result.runs)} run(s), tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
+        f"[bold green]wrote[/] {esc(s.path)}: {plural(s.rows, 'row')}, {plural(s.cases, 'test case')}, "
+        f"{s.empty_rows} empty; {plural(len(result.runs), 'run')}, tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
         f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
         highlight=False,
     )
@@ -133,7 +135,9 @@ def evaluate_command(
                 err_console.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
             if len(exc.problems) > MAX_PROBLEMS_SHOWN:
                 err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
-            raise
+            # the problems are listed: the error line counts them rather than repeating the first
+            raise LiverctlError(f"malformed submission: {plural(len(exc.problems), 'problem')} (above)",
+                                path=exc.path) from None
         saved = [write_scores(ev, scores_path(submission))]
         if json_out is not None and not to_stdout:
             saved.append(write_scores(ev, json_out))
@@ -156,7 +160,7 @@ def _print_scores(ev, out) -> None:
                       str(c.slices))
     out.print(table)
     out.print(
-        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {len(ev.cases)} cases)  "
+        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {plural(len(ev.cases), 'case')})  "
         f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
         f"global Dice {ev.global_dice:.4f} (pooled voxels)",
         highlight=False,

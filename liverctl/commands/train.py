@@ -8,6 +8,7 @@ import typer
 
 from liverctl.commands._common import console, esc, guarded
 from liverctl.device import DEVICE_HELP
+from liverctl.plural import plural
 
 presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
 
@@ -102,7 +103,7 @@ def _print_start(run_dir: Path, cfg: dict) -> None:
 def _print_result(result: dict) -> None:
     best = result["best"]
     dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f}"
-    console.print(f"{result['status']}: {result['epochs_done']} epochs, best volume Dice {dice} "
+    console.print(f"{result['status']}: {plural(result['epochs_done'], 'epoch')}, best volume Dice {dice} "
                   f"(epoch {best.get('epoch')}) in {result['run_dir']}", highlight=False, markup=False)
 
 

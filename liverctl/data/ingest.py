@@ -157,10 +157,7 @@ def ingest_sources(
     every good case is still ingested.
     """
     started = time.perf_counter()
-    if n_folds is not None and not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 to -88
-        raise LiverctlError(f"--folds must be from 1 to {MAX_FOLDS}, not {n_folds}")
-    if fold_seed is not None and fold_seed < 0:  # numpy's generators take no negative seed
-        raise LiverctlError(f"--fold-seed must be 0 or more, not {fold_seed}")
+    check_fold_options(n_folds, fold_seed)
     if workers is not None and workers < 1:
         raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
@@ -183,7 +180,9 @@ def ingest_sources(
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source
         run.build(plan, workers)
-        n_folds, fold_seed = _fold_settings(root_before, n_folds, fold_seed, summary)
+        n_folds, fold_seed, dealt_anew = fold_settings(root_before, n_folds, fold_seed)
+        if dealt_anew:
+            summary.notes.append(dealt_anew)
         same_folds = root_before.get("n_folds") == n_folds and root_before.get("fold_seed") == fold_seed
         cases, arrays = run.finish(plan, changed=changed, n_folds=n_folds, fold_seed=fold_seed,
                                    same_folds=same_folds, root_before=root_before)
@@ -192,21 +191,40 @@ def ingest_sources(
     return summary
 
 
-def _fold_settings(
-    root_before: dict[str, Any], n_folds: int | None, fold_seed: int | None, summary: IngestSummary
-) -> tuple[int, int]:
-    """(fold count, fold seed) of this run: those given, else the store's, else 5 and 0. A store whose folds
-    change gets a note: every case is dealt anew (a rerun without --folds once did that silently)."""
+def check_fold_options(n_folds: int | None, fold_seed: int | None) -> None:
+    """One line for a --folds or --fold-seed no fold assignment can take."""
+    if n_folds is not None and not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 to -88
+        raise LiverctlError(f"--folds must be from 1 to {MAX_FOLDS}, not {n_folds}")
+    if fold_seed is not None and fold_seed < 0:  # numpy's generators take no negative seed
+        raise LiverctlError(f"--fold-seed must be 0 or more, not {fold_seed}")
+
+
+def fold_settings(root_before: dict[str, Any], n_folds: int | None, fold_seed: int | None
+                  ) -> tuple[int, int, str | None]:
+    """(fold count, fold seed) of this run: those given, else the store's, else 5 and 0; and, when the store's
+    folds change, the note that says so: every case is dealt anew (a rerun without --folds once did that
+    silently)."""
     old_n, old_seed = root_before.get("n_folds"), root_before.get("fold_seed")
     stored = isinstance(old_n, int) and 1 <= old_n <= MAX_FOLDS and isinstance(old_seed, int) and old_seed >= 0
     n = n_folds if n_folds is not None else old_n if stored else DEFAULT_FOLDS
     seed = fold_seed if fold_seed is not None else old_seed if stored else 0
     if stored and (n, seed) != (old_n, old_seed):
-        summary.notes.append(
-            f"folds dealt anew: the store had {old_n} folds (seed {old_seed}), now {n} (seed {seed}); "
-            "a run trained on the old folds cannot be resumed on this store"
-        )
-    return n, seed
+        return n, seed, (f"folds dealt anew: the store had {old_n} folds (seed {old_seed}), now {n} (seed {seed}); "
+                         "a run trained on the old folds cannot be resumed on this store")
+    return n, seed, None
+
+
+def planned_folds(store: str | Path, n_folds: int | None, fold_seed: int | None) -> str:
+    """What an ingest into `store` would do with the folds, in one line (`ingest --dry-run`): their count and seed,
+    and whether the store's are kept or dealt anew."""
+    check_fold_options(n_folds, fold_seed)
+    root = read_attrs(Path(store))
+    n, seed, dealt_anew = fold_settings(root, n_folds, fold_seed)
+    if dealt_anew:
+        return dealt_anew
+    if (root.get("n_folds"), root.get("fold_seed")) == (n, seed):
+        return f"folds: {n} (seed {seed}), the store's, kept"
+    return f"folds: {n} (seed {seed}), dealt {'for a new store' if not root else 'anew (the store records none)'}"
 
 
 @dataclass

@@ -318,8 +318,10 @@ def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: Subm
 
 
 def submission_record(result: SubmitResult, which: str, experiments: Sequence[Path],
-                      sample_path: str | os.PathLike | None) -> dict:
-    """The line `record_submission` appends to each run's submissions.jsonl."""
+                      sample_path: str | os.PathLike | None, runs: Sequence[RunModel] = ()) -> dict:
+    """The line `record_submission` appends to each run's submissions.jsonl. `members`: each run's checkpoint as
+    loaded (its sha256, epoch and save time), so that `liverctl runs` can tell a submission of the run's own
+    checkpoint from one of an ensemble it was part of, and from one of a checkpoint since replaced."""
     summary = result.summary
     return {
         "ts": time.time(),
@@ -334,6 +336,9 @@ def submission_record(result: SubmitResult, which: str, experiments: Sequence[Pa
         "which": which,
         "runs": [str(Path(r).resolve()) for r in result.runs],
         "checkpoints": [str(checkpoint_path(Path(r), which).resolve()) for r in result.runs],
+        "ensemble": len(result.runs) > 1,
+        "members": [{"run": str(Path(r.run_dir).resolve()), "checkpoint": str(r.checkpoint.resolve()),
+                     "sha256": r.sha256, "epoch": r.epoch, "saved_at": r.saved_at} for r in runs],
         "experiments": [str(e.resolve()) for e in experiments],
         "store": str(Path(result.store).resolve()),
         "sample": str(Path(sample_path).resolve()) if sample_path else None,
@@ -390,5 +395,5 @@ def make_submission(
         seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None, notes=list(note),
     )
     record_submission([*(r.run_dir for r in runs), *expanded.experiments],
-                      submission_record(result, which, expanded.experiments, sample_path), note)
+                      submission_record(result, which, expanded.experiments, sample_path, runs), note)
     return result

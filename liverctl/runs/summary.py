@@ -72,9 +72,26 @@ class RunSummary:
 
     @property
     def best_submitted(self) -> float | None:
-        """The best volume Dice among this run's evaluated submissions (None when none was scored)."""
-        scores = [s["volume_dice"] for s in self.submissions if s.get("volume_dice") is not None]
-        return max(scores) if scores else None
+        """The best volume Dice among the evaluated submissions of this run's own checkpoint as it is now (None
+        when none was scored): not those of an ensemble it was part of, nor those of a checkpoint since replaced."""
+        return best_score(self.submissions, OWN)
+
+    @property
+    def best_submitted_in_ensemble(self) -> float | None:
+        """The best volume Dice among the evaluated submissions of ensembles with this run's current checkpoint."""
+        return best_score(self.submissions, ENSEMBLE)
+
+
+# What a submission in a run's submissions.jsonl was made with (`made_with` of each `RunSummary.submissions`):
+OWN = "own"  # the run's checkpoint alone (an experiment's: its folds alone), the one there now
+ENSEMBLE = "ensemble"  # an ensemble the run's checkpoint as it is now was part of
+STALE = "stale"  # a checkpoint since replaced (a resume wrote a new best.pt): its score is of weights not there now
+
+
+def best_score(submissions: list[dict[str, Any]], made_with: str) -> float | None:
+    scores = [s["volume_dice"] for s in submissions if s.get("made_with", OWN) == made_with
+              and s.get("volume_dice") is not None]
+    return max(scores) if scores else None
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -223,6 +240,7 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         problems.append(f"submissions.jsonl unreadable ({exc.strerror})")
         return []
     out, unreadable = [], 0
+    sidecars: dict[Path, Any] = {}
     for line in text.splitlines():
         record = parse_line(line)
         if record is None or not isinstance(record.get("csv"), str):
@@ -232,8 +250,12 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         if not csv_path.is_absolute() and not exists(csv_path):
             csv_path = run_dir / csv_path
         entry = {"csv": str(csv_path), "tta": record.get("tta"), "post": record.get("post"),
-                 "volume_dice": None, "slice_dice": None, "global_dice": None}
+                 "volume_dice": None, "slice_dice": None, "global_dice": None,
+                 "runs": _member_count(record), "made_with": _made_with(record, run_dir, sidecars)}
         out.append(entry)
+        if entry["made_with"] == STALE:
+            problems.append(f"submission {csv_path.name[:80]} was made with a checkpoint since replaced; "
+                            "its score is not shown")
         if not exists(csv_path):
             problems.append(f"submission {csv_path.name[:80]} no longer exists")
             continue
@@ -246,6 +268,54 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
     if unreadable:
         problems.append(f"submissions.jsonl: {unreadable} unreadable line(s) skipped")
     return out
+
+
+def _member_count(record: dict) -> int:
+    """How many runs' checkpoints made the submission (older records: their `runs`; older still: one)."""
+    for key in ("members", "runs"):
+        if isinstance(record.get(key), list) and record[key]:
+            return len(record[key])
+    return 1
+
+
+def _made_with(record: dict, run_dir: Path, sidecars: dict[Path, Any]) -> str:
+    """OWN, ENSEMBLE or STALE (see there). A record of a member's checkpoint (its save time, `submit` records it
+    since it records `members`) that another checkpoint's sidecar now holds the place of is STALE; records
+    without one are judged by their `runs` alone."""
+    members = record.get("members") if isinstance(record.get("members"), list) else []
+    which = record.get("which") if record.get("which") in ("best", "last") else "best"
+    for member in members:
+        if not isinstance(member, dict) or not isinstance(member.get("saved_at"), (int, float)):
+            continue
+        folder = _member_folder(member.get("run"), run_dir)
+        if folder is None:
+            continue  # moved away: cannot tell
+        sidecar = folder / CHECKPOINT_DIR / f"{which}.json"
+        if sidecar not in sidecars:
+            try:
+                sidecars[sidecar] = loads_object(sidecar.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                sidecars[sidecar] = None
+        now = sidecars[sidecar].get("saved_at") if isinstance(sidecars[sidecar], dict) else None
+        if now != member["saved_at"]:
+            return STALE
+    runs = record.get("runs") if isinstance(record.get("runs"), list) else []
+    if len(runs) <= 1:
+        return OWN
+    experiments = record.get("experiments") if isinstance(record.get("experiments"), list) else []
+    if len(experiments) == 1 and all(isinstance(r, str) and Path(r).parent.name == run_dir.name for r in runs):
+        return OWN  # an experiment's submission made with its folds alone
+    return ENSEMBLE
+
+
+def _member_folder(recorded: Any, run_dir: Path) -> Path | None:
+    """The folder of a run a submission record names: where it was, else (runs moved or copied together) by its
+    name beside `run_dir` or inside it (an experiment's fold), or `run_dir` itself."""
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    name = Path(recorded).name
+    return next((f for f in (Path(recorded), run_dir / name, run_dir.parent / name) if exists(f / CHECKPOINT_DIR)),
+                None)
 
 
 def _read_scores(csv_path: Path, submitted_at: float | None, problems: list[str],

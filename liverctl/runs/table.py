@@ -15,7 +15,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.runs.history import finite
-from liverctl.runs.summary import RunSummary
+from liverctl.runs.summary import OWN, STALE, RunSummary
 
 # Settings that differ between runs without changing what a run learns: not worth a column.
 IGNORED_SETTINGS = ("description", "preset", "data.store", "data.num_workers", "train.log_every",
@@ -85,13 +85,19 @@ def table_rows(summaries: list[RunSummary]) -> list[RunSummary]:
 
 
 def submitted_text(s: RunSummary) -> str:
-    """The best evaluated volume Dice of the run's submissions (and how many), or how many are unscored."""
-    n_subs = len(s.submissions)
-    if not n_subs:
-        return "-"
-    if s.best_submitted is None:
-        return f"{n_subs} unscored"
-    return f"{s.best_submitted:.4f}" + (f" ({n_subs})" if n_subs > 1 else "")
+    """The best evaluated volume Dice of the submissions of the run's checkpoint alone (and how many), else of an
+    ensemble it was part of (`(ens N)`: N runs), else how many are unscored; `stale` when every submission was
+    made with a checkpoint since replaced (their scores are of weights no longer there, and not shown)."""
+    current = [sub for sub in s.submissions if sub.get("made_with", OWN) != STALE]
+    if not current:
+        return "stale" if s.submissions else "-"
+    own = [sub for sub in current if sub.get("made_with", OWN) == OWN]
+    if s.best_submitted is not None:
+        return f"{s.best_submitted:.4f}" + (f" ({len(own)})" if len(own) > 1 else "")
+    if s.best_submitted_in_ensemble is not None:
+        runs = max(sub.get("runs", 1) for sub in current if sub.get("volume_dice") == s.best_submitted_in_ensemble)
+        return f"{s.best_submitted_in_ensemble:.4f} (ens {runs})"
+    return f"{len(current)} unscored"
 
 
 def format_dice(value: float | None) -> str:
@@ -100,7 +106,8 @@ def format_dice(value: float | None) -> str:
 
 LEGEND = ("Dice at the best epoch (chosen by volume Dice, the epoch checkpoints/best.pt holds): vol = volume "
           "Dice (per case, averaged), slice = per 2D slice (empty on empty counts as 1), global = pooled "
-          "voxels. submitted = best evaluated volume Dice.")
+          "voxels. submitted = best evaluated volume Dice of a submission of the run's checkpoint as it is now; "
+          "(ens N): of an ensemble of N runs it was part of; stale: only of a checkpoint since replaced.")
 
 
 def varied_settings(summaries: list[RunSummary]) -> list[str]:
@@ -167,6 +174,7 @@ def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
         global_dice=_round(summary.global_dice),
         wall=None if summary.wall_seconds is None else round(summary.wall_seconds, 1),
         submitted=_round(summary.best_submitted),
+        submitted_in_ensemble=_round(summary.best_submitted_in_ensemble),
         started=summary.started,
         path=str(summary.path),
         problems=list(summary.problems),

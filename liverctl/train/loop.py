@@ -13,6 +13,7 @@ import random
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +89,13 @@ def run_training(
     device: str = "auto",
     time_limit_s: float | None = None,
     show_progress: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> dict:
     """Train one fold into `run_dir`. Returns {status, best, epochs_done, global_step, run_dir}.
 
     `resume`: continue from checkpoints/last.pt (`resume_state`: that checkpoint already loaded and checked).
+    `on_start()`: called once the set-up succeeded, just before the run_start event (a set-up refused, a resume on
+    a store with other folds say, starts nothing and calls nothing).
     Raises NaNAbort after the guard's last rollback, LiverctlError for bad input; in both cases the
     event log ends with run_end.
     """
@@ -111,6 +115,8 @@ def run_training(
     try:
         loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
                                resume_path=resume_path)
+        if on_start is not None:
+            on_start()
         loop.start(resumed=resume_state is not None)
         loop.finish(loop.epochs())
     except BaseException as exc:

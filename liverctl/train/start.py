@@ -203,7 +203,7 @@ def _logits_shape(model, cfg: dict, batch: int, size: int) -> tuple[int, ...]:
 def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] = lambda run_dir, cfg: None) -> dict:
     """Start or resume the run `request` names and train it (`liverctl.train.loop.run_training`).
 
-    `on_start(run_dir, cfg)` is called on rank 0 once the folder is locked, before training. Returns
+    `on_start(run_dir, cfg)` is called on rank 0 once the run's set-up succeeded, before its first step. Returns
     run_training's result plus `is_main` (whether this process is rank 0, the one that reports).
     """
     from liverctl.train import loop
@@ -231,11 +231,10 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 held.enter_context(RunLock(run_dir))
                 check_fresh(run_dir)
         try:
-            if info.is_main:
-                on_start(run_dir, cfg)
             result = loop.run_training(cfg, run_dir, resume=bool(request.resume), resume_state=resume_state,
                                        device=request.device, time_limit_s=request.time_limit_s,
-                                       show_progress=request.show_progress)
+                                       show_progress=request.show_progress,
+                                       on_start=(lambda: on_start(run_dir, cfg)) if info.is_main else None)
         except BaseException:
             if not request.resume and info.is_main:  # a start that failed does not keep the name taken
                 discard_unstarted(run_dir)

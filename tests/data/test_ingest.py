@@ -368,8 +368,16 @@ def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
     folds and every case's fold; it dealt the cases onto 5 folds anew, without a word, so a run trained
     on fold 0 could no longer be resumed. Folds given again and different are dealt anew, with a note."""
     store = tmp_path / "s.zarr"
+    # --dry-run says which folds it would deal, and whether the store's are kept
+    assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "3", "--fold-seed", "4",
+                   "--dry-run").stdout.splitlines()[-1] == "folds: 3 (seed 4), dealt for a new store"
     assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "3", "--fold-seed", "4",
                    "--workers", "1").exit_code == 0
+    dry = run_cli("ingest", str(dataset), "--store", str(store), "--dry-run")
+    assert dry.stdout.splitlines()[-1] == "folds: 3 (seed 4), the store's, kept"
+    dry = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "2", "--dry-run")
+    assert dry.stdout.splitlines()[-1].startswith("folds dealt anew: the store had 3 folds (seed 4), now 2 (seed 4)")
+    assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "0", "--dry-run").exit_code == 2
     before = LiverStore.open(store).folds()
     shutil.copy(dataset / "train" / "volume" / "volume-0.nii.gz", dataset / "train" / "volume" / "volume-9.nii.gz")
     shutil.copy(dataset / "train" / "segmentation" / "segmentation-0.nii.gz",
@@ -620,7 +628,7 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
         hits = [line for line in lines if str(path) in line]
         assert hits, f"{what}: no error line names {path}:\n{result.stderr}"
         assert message in hits[0], f"{what}: {hits[0]}"
-    assert "problem(s) above" in lines[-1]
+    assert "problems above" in lines[-1]
 
     opened = LiverStore.open(store)  # the good cases are in and usable
     assert opened.case_ids() == ["0", "4", "5", "7", "trailing1"]

@@ -145,5 +145,5 @@ def test_command(tmp_path):
         ["synth", str(tmp_path / "d"), "--cases", "1", "--test-cases", "1", "--size", "40", "--slices", "8"],
     )
     assert result.exit_code == 0, result.output
-    assert "wrote 1 training and 1 test cases" in result.output
+    assert "wrote 1 training case and 1 test case" in result.output
     assert (tmp_path / "d" / "test_labels" / "segmentation-1.nii.gz").is_file()

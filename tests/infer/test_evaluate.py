@@ -108,6 +108,15 @@ def test_malformed_submission_lists_problems(scored_pair):
         "line 5 (id 'zz_0'): unknown id: no such test case",
         "line 6 (id 'a_1'): duplicate id (first on line 3)",
     ]
+    # `liverctl evaluate` lists them, each once: its error line counts them rather than repeating the first
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)])
+    assert result.exit_code == 2
+    assert [line.strip() for line in result.output.splitlines()] == [
+        *text, f"error: {sub}: malformed submission: 3 problems (above)"]
 
 
 def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):

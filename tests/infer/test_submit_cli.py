@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 import liverctl.infer.predict
 from liverctl.cli import app
+from liverctl.files import file_sha256
+from liverctl.runs.summary import summarize_run
 
 runner = CliRunner()
 # The real CT samples sit beside the repository (../shared/data/real), as in tests/conftest.py.
@@ -43,7 +45,8 @@ def make_run(root: Path, store: Path, name: str = "tiny", *, context: int = 1, s
     model = build_model(cfg, pretrained=False)
     run_dir = root / name
     save_checkpoint(run_dir, "best", {"run": name, "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
-                                      "model": model.state_dict(), "metrics": {}, "best": {}, "versions": {}})
+                                      "model": model.state_dict(), "metrics": {}, "best": {}, "versions": {},
+                                      "saved_at": 1_700_000_000.0 + seed})  # as the trainer records it
     return run_dir
 
 
@@ -108,6 +111,7 @@ def test_submit_writes_a_valid_csv_and_records_it(tiny_store, tiny_dataset, temp
     (record,) = [json.loads(line) for line in (run / "submissions.jsonl").read_text().splitlines()]
     assert record["csv"] == str(out.resolve()) and record["tta"] == "flips" and record["post"] == "largest"
     assert len(record["sha256"]) == 64 and record["runs"] == [str(run.resolve())]
+    assert record["ensemble"] is False and record["members"][0]["sha256"] == file_sha256(run / "checkpoints" / "best.pt")
     assert record["device"] == "cpu" and 0 < record["seconds"] < 600
 
     # and evaluate scores it against the synthetic test labels
@@ -134,10 +138,18 @@ def test_submit_ensemble_sample_and_auto(tiny_store, template_runs, tmp_path):
     assert "post-processing auto ->" in result.output and "validation case" in result.output
     rows = list(csv.reader(out.open()))
     assert rows[0] == ["Id", "Predicted"] and [r[0] for r in rows[1:]] == ids
+    members = [{"run": str(r.resolve()), "checkpoint": str((r / "checkpoints" / "best.pt").resolve()),
+                "sha256": file_sha256(r / "checkpoints" / "best.pt"),
+                "epoch": json.loads((r / "checkpoints" / "best.json").read_text())["epoch"],
+                "saved_at": json.loads((r / "checkpoints" / "best.json").read_text())["saved_at"]} for r in runs]
     for run in runs:
         record = json.loads((run / "submissions.jsonl").read_text())
         assert record["post_requested"] == "auto" and record["auto_scores"]
         assert len(record["runs"]) == 2
+        # which checkpoints made it, and that it was an ensemble: `runs` shows it as one, not as the run's own
+        assert record["ensemble"] is True and record["members"] == members
+        (entry,) = summarize_run(run).submissions
+        assert entry["made_with"] == "ensemble" and entry["runs"] == 2
 
 
 def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_runs, tmp_path):
@@ -261,7 +273,7 @@ def test_evaluate_reports_malformed_rows(tiny_dataset, tmp_path):
     assert "line 2 (id '6_0'): odd number of values" in result.output
     assert "line 3 (id '6_1'): run 4095 5 ends at pixel 4099, past the image's 4096 pixels" in result.output
     assert "unknown id" in result.output
-    assert "3 problem(s)" in result.output
+    assert "malformed submission: 3 problems (above)" in result.output and result.output.count("odd number") == 1
     assert not (tmp_path / "bad.scores.json").exists()
 
 
@@ -276,6 +288,13 @@ def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
     assert data["volume_dice"] == 0.0  # the synthetic test cases do contain liver
     assert len(data["cases"]) == 2
     assert "volume Dice 0.0000 (mean over 2 cases)" in result.stderr and "label voxels" in result.stderr
+    one = tmp_path / "one_label"  # and one case is "1 case" (it was "mean over 1 cases")
+    one.mkdir()
+    shutil.copy(next((tiny_dataset / "test_labels").glob("*-6.nii*")), one)
+    sub.write_text("id,rle\n" + "".join(f"6_{z},1 0\n" for z in range(24)))
+    single = _invoke("evaluate", sub, "--labels", one)
+    assert single.exit_code == 0, single.output
+    assert "(mean over 1 case)" in single.output
     assert f"scores saved to {tmp_path / 'empty.scores.json'}" in " ".join(result.stderr.split())
     assert not (tmp_path / "-").exists()
     (tmp_path / "empty.scores.json").unlink()

@@ -385,3 +385,43 @@ def test_fuzz_summarize_run_records_problems_never_raises(tmp_path):
     assert damaged > 50
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_submitted_shows_a_submission_as_what_it_was_made_with(tmp_path):
+    """A run's submitted column: its own checkpoint's score, not an ensemble's it was part of (marked `(ens N)` when
+    that is all there is), and not one of a best.pt a `train --resume` has since replaced (`stale`, said why)."""
+    from liverctl.infer.evaluate import scores_path
+
+    root = tmp_path / "runs"
+    a, b, c, old = (make_run(root, name) for name in ("a", "b", "c", "old"))
+    for run in (a, b, c):
+        sidecar = run / "checkpoints" / "best.json"
+        sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "saved_at": 1_700_000_000.5}))
+
+    def submit(name, runs, score, members=True):
+        csv_path = tmp_path / "subs" / f"{name}.csv"
+        csv_path.parent.mkdir(exist_ok=True)
+        csv_path.write_text("id,rle\ncase_0,1 0\n")
+        scores_path(csv_path).write_text(json.dumps({"volume_dice": score}))
+        record = {"ts": 1_600_000_000, "csv": str(csv_path), "which": "best", "runs": [str(r) for r in runs]}
+        if members:
+            record.update(ensemble=len(runs) > 1, members=[{"run": str(r), "saved_at": 1_700_000_000.5} for r in runs])
+        for run in runs:
+            with open(run / "submissions.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    submit("a", [a], 0.90)
+    submit("ab", [a, b], 0.95)
+    submit("c", [c], 0.97)
+    submit("old-ab", [old, b], 0.99, members=False)  # a record of before `members`: its `runs` tell
+    sidecar = c / "checkpoints" / "best.json"  # `train --resume` wrote another best.pt since
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "saved_at": 1_700_009_999.0}))
+
+    from liverctl.runs.table import submitted_text
+
+    by_name = {s.name: s for s in scan_runs(root)}
+    assert [submitted_text(by_name[n]) for n in "abc"] == ["0.9000", "0.9900 (ens 2)", "stale"]
+    assert submitted_text(by_name["old"]) == "0.9900 (ens 2)"
+    assert by_name["b"].best_submitted is None and by_name["c"].best_submitted is None
+    assert "submission c.csv was made with a checkpoint since replaced; its score is not shown" in by_name["c"].problems
+    assert summary_row(by_name["b"], [])["submitted_in_ensemble"] == pytest.approx(0.99)

@@ -38,6 +38,8 @@ def fake_training(monkeypatch):
 
     def run_training(cfg, run_dir, **kwargs):
         calls.append({"cfg": cfg, "run_dir": Path(run_dir), "locked": (Path(run_dir) / ".lock").exists(), **kwargs})
+        if kwargs.get("on_start") is not None:  # as the real one does once its set-up succeeded
+            kwargs["on_start"]()
         return {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.5}, "epochs_done": 1,
                 "global_step": 1, "run_dir": str(run_dir)}
 

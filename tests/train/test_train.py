@@ -29,8 +29,11 @@ def kinds(run_dir):
 
 def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tmp_path):
     cfg = tiny_cfg(tiny_store)
-    result = loop.run_training(cfg, tmp_path / "r1", device="cpu", show_progress=False)
+    started = []
+    result = loop.run_training(cfg, tmp_path / "r1", device="cpu", show_progress=False,
+                               on_start=lambda: started.append(kinds(tmp_path / "r1")))
     assert result["status"] == "completed" and result["global_step"] == 4
+    assert started == [[]]  # once, before the run_start event
     seq = kinds(tmp_path / "r1")
     assert seq[0] == "run_start" and seq[-1] == "run_end"
     assert seq.count("epoch_end") == 2 and "step" in seq and "nan" not in seq
@@ -102,9 +105,12 @@ def _resume_keeps_the_recorded_split(run, cfg, store_path):
         changed = torch.load(path, weights_only=True)
         change(changed)
         torch.save(changed, path)
+        started = []  # `train` prints "run <folder> ..." there: not for a resume refused
         with pytest.raises(LiverctlError) as exc:
-            loop.run_training(more, run, resume=True, device="cpu", show_progress=False)
+            loop.run_training(more, run, resume=True, device="cpu", show_progress=False,
+                              on_start=lambda started=started: started.append(1))
         assert str(exc.value).startswith(f"{path}: ") and words in str(exc.value) and "\n" not in str(exc.value)
+        assert not started
         path.write_bytes(original)
 
 

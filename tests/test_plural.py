@@ -1,0 +1,8 @@
+"""`liverctl.plural`: a count and its noun, singular for one."""
+
+from liverctl.plural import plural
+
+
+def test_plural_says_one_thing_in_the_singular():
+    assert [plural(n, "case") for n in (0, 1, 2)] == ["0 cases", "1 case", "2 cases"]
+    assert plural(1, "test case") == "1 test case" and plural(3, "matrix", "matrices") == "3 matrices"
