@@ -12,6 +12,7 @@ import typer
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
 from liverctl.narrow import print_table
+from liverctl.plural import plural
 
 
 def register(app: typer.Typer) -> None:
@@ -106,7 +107,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
         _print_experiment_notes(summaries)
     damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
-        console.print(f"[yellow]{len(damaged)} run(s) with something missing or odd:[/]")
+        console.print(f"[yellow]{plural(len(damaged), 'run')} with something missing or odd:[/]")
         for s in damaged:
             console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
                           soft_wrap=True)
@@ -153,14 +154,14 @@ def report_command(
             _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
         if overlays:
-            console.print(f"writing {esc(out_dir)}: predicting up to {max_cases} validation case(s) per run for the "
+            console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per run for the "
                           "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
                           highlight=False)
         result = report.write_report(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
             experiments=experiments,
         )
-        console.print(f"report: {esc(result.index_html)}  ({len(result.images)} picture(s))", highlight=False)
+        console.print(f"report: {esc(result.index_html)}  ({plural(len(result.images), 'picture')})", highlight=False)
         for note in result.warnings:
             console.print(f"  [yellow]warning:[/] {esc(note)}", highlight=False)
         for note in result.skipped:

@@ -102,7 +102,7 @@ def postprocess_command(
                 err_console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
             raise
         _print_cleaned(results)
-        console.print(f"[bold green]cleaned[/] {len(results)} file(s) with {esc(mode)}", highlight=False)
+        console.print(f"[bold green]cleaned[/] {plural(len(results), 'file')} with {esc(mode)}", highlight=False)
 
 
 def _print_cleaned(results) -> None:

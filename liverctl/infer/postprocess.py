@@ -31,6 +31,7 @@ from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
 from liverctl.files import atomic_path
 from liverctl.metrics import DiceCounts
+from liverctl.plural import plural
 
 CONNECTIVITY = 26
 AUTO = "auto"
@@ -183,7 +184,7 @@ class AutoChoice:
 
     def describe(self) -> str:
         table = ", ".join(f"{s} {d:.4f}" for s, d in self.scores.items())
-        return f"post-processing auto -> {self.spec} (volume Dice on {self.cases} validation case(s): {table})"
+        return f"post-processing auto -> {self.spec} (volume Dice on {plural(self.cases, 'validation case')}: {table})"
 
 
 @dataclass

@@ -36,6 +36,7 @@ from liverctl.infer.postprocess import (
 )
 from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
 from liverctl.infer.submission import SampleSubmission, SubmissionSummary, SubmissionWriter, read_sample
+from liverctl.plural import plural
 from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
 
@@ -141,7 +142,7 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
         else:
             used.append(f"--postprocess {postprocess}")
         folds = sum(1 for r in expanded.run_dirs if any(r.parent == e for e in expanded.experiments))
-        text = (f"{folds} fold run(s) from {len(expanded.experiments)} experiment(s); out-of-fold decision: "
+        text = (f"{plural(folds, 'fold run')} from {plural(len(expanded.experiments), 'experiment')}; out-of-fold decision: "
                 f"threshold {first['threshold']:g}, post {first['post']}")
         if used:
             text += f" ({' and '.join(used)} given: used instead)"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 from liverctl.report.plots import plot_overlay
 from liverctl.report.run_data import RunData
 from liverctl.runs.folder import checkpoint_path
@@ -83,7 +84,7 @@ def predict_validation_cases(
     case_ids = case_ids[:max_cases]
     infer = cfg.get("infer", {})
     threshold, tta = float(infer.get("threshold", 0.5)), str(infer.get("tta", "none"))
-    how = (f"checkpoint {inputs.which}.pt, {len(case_ids)} case(s) of validation fold {cfg['data']['fold']} from "
+    how = (f"checkpoint {inputs.which}.pt, {plural(len(case_ids), 'case')} of validation fold {cfg['data']['fold']} from "
            f"{inputs.store_path}, TTA {tta}, threshold {threshold:g}, no post-processing, on {inputs.device}")
     if unchecked is not None:
         how += f"; warning: {unchecked}"

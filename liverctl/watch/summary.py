@@ -8,6 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from liverctl.plural import plural
 from liverctl.watch.state import EpochRow, NanRecord, RunState
 
 STATUS_STYLE = {
@@ -179,7 +180,7 @@ def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
     counts = ", ".join(f"{action} {n}" for action, n in state.nan_counts().items())
     guard = ", ".join(f"{k} {v}" for k, v in state.guard_counts().items())
     lines = [
-        f"⚠ NaN DETECTED: {len(state.nans)} record(s): {counts}"
+        f"⚠ NaN DETECTED: {plural(len(state.nans), 'record')}: {counts}"
         + (f" · guard: {guard}" if guard else "")
         + ("   [d: dismiss]" if dismiss_hint else ""),
         _nan_line("first: ", state.nans[0], state.total_epochs),

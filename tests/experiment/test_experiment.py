@@ -236,12 +236,12 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     notes = []
     _record_checkpoints(exp)
     assert _experiment_decisions([exp], None, None, notes.append)[:2] == (0.4, "largest")
-    assert notes == ["2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"]
+    assert notes == ["2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest"]
     notes.clear()
     threshold, post, _ = _experiment_decisions([exp, tmp_path / "single"], 0.3, None, notes.append, "last")
     assert (threshold, post) == (0.3, "largest")
     assert notes == [
-        "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest "
+        "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
         "1 other run(s) join the ensemble: the decision was made without them",
@@ -320,7 +320,7 @@ def test_submit_postprocess_auto_on_an_experiment_is_its_out_of_fold_decision(tm
     threshold, post, _ = _experiment_decisions([exp], None, "auto", notes.append)
     assert (threshold, post) == (0.4, "largest")
     assert notes[0].startswith("--postprocess auto: an experiment's out-of-fold decision is that choice")
-    assert notes[1] == "2 fold run(s) from 1 experiment(s); out-of-fold decision: threshold 0.4, post largest"
+    assert notes[1] == "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest"
 
 
 def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):

@@ -310,7 +310,7 @@ def test_postprocess_cli_on_real_volume(tmp_path):
     out = tmp_path / "clean.nii.gz"
     result = _invoke("postprocess", src, out, "--mode", "largest+fill2d")
     assert result.exit_code == 0, result.output
-    assert "cleaned 1 file(s)" in result.output
+    assert "cleaned 1 file with" in result.output
     a, b = nib.load(str(src)), nib.load(str(out))
     assert np.array_equal(a.affine, b.affine) and a.header.binaryblock == b.header.binaryblock
 
@@ -602,7 +602,7 @@ def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_pa
     out = tmp_path / "sub.csv"
     result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "auto", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert f"volume Dice on {len(val)} validation case(s)" in result.output
+    assert f"volume Dice on {len(val)} validation case{'s' if len(val) != 1 else ''}:" in result.output
     assert "records no training cases (written before liverctl recorded them)" in result.output  # an old run
     record = json.loads((run / "submissions.jsonl").read_text())
     assert record["post_requested"] == "auto"

@@ -181,7 +181,7 @@ def test_command_prints_the_table_with_varied_settings_and_problems(three_runs):
     assert result.exit_code == 0, result.output
     out = result.output
     for words in ("a-v3", "b-v5", "c-focal", "d-killed", "loss.name", "log_cosh_dice", "nan_abort", "2/15",
-                  "0.9300", "0.9500", "1 run(s) with something missing", "no checkpoint"):
+                  "0.9300", "0.9500", "1 run with something missing", "no checkpoint"):
         assert words in out
     assert "model.arch" not in out
     assert out.index("c-focal") < out.index("b-v5") < out.index("a-v3")
