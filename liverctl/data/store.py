@@ -46,7 +46,12 @@ from liverctl.data.schema import (
     slice_chunk_codec,
     slice_chunk_path,
 )
-from liverctl.data.store_check import empty_chunk_message, missing_chunk_message, store_damage
+from liverctl.data.store_check import (
+    chunk_file_paths,
+    empty_chunk_message,
+    missing_chunk_message,
+    store_damage,
+)
 from liverctl.errors import LiverctlError
 
 
@@ -141,17 +146,11 @@ class _ChunkReader:
     def _check_chunk_files(self, z: int) -> None:
         """zarr-python's path: the chunk files slice `z` lies in must exist where it is required (a local
         store; zarr-python reads a missing one as the fill value)."""
-        from zarr.storage import LocalStore
-
-        if not self._is_required(z) or not isinstance(self.array.store, LocalStore):
+        if not self._is_required(z):
             return
-        chunks = tuple(self.array.shards or self.array.chunks)
-        folder = Path(str(self.array.store.root)) / self.array.path
-        for i in range(-(-self.shape[0] // chunks[0])):
-            for j in range(-(-self.shape[1] // chunks[1])):
-                path = folder / self.array.metadata.encode_chunk_key((i, j, z // chunks[2]))
-                if not path.is_file():
-                    raise LiverctlError(missing_chunk_message(z), path=path)
+        for path in chunk_file_paths(self.array, z) or ():
+            if not path.is_file():
+                raise LiverctlError(missing_chunk_message(z), path=path)
 
     def read(self, z: int) -> np.ndarray:
         out = np.empty(self.shape[:2], dtype=self.dtype)

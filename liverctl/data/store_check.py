@@ -10,7 +10,6 @@ file, and ingest builds a damaged case again from its source (`case_damage`).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +133,9 @@ def _chunk_files_damage(
     )
 
 
-def every_chunk_damage(array) -> Damage | None:
-    """The first chunk file of a zarr-python array in a local folder that is missing or empty (0 bytes), or
-    None: for an array whose writer wrote every chunk, zeros included (`schema.EVERY_CHUNK`), where zarr would
-    read a missing file as the fill value. The problem text says what is wrong, not what to do (the caller
-    knows that). A stat per chunk file."""
+def chunk_file_paths(array, z: int | None = None) -> list[Path] | None:
+    """The chunk files of a zarr-python (X, Y, Z) array in a local folder, in chunk order: those slice `z` lies in,
+    or with `z` None all of them; None for an array in another kind of store (no files to look at)."""
     import itertools
 
     from zarr.storage import LocalStore
@@ -148,20 +145,31 @@ def every_chunk_damage(array) -> Damage | None:
     folder = Path(str(array.store.root)) / array.path
     chunks = tuple(array.shards or array.chunks)
     grid = [range(-(-int(n) // int(c))) for n, c in zip(array.shape, chunks, strict=True)]
+    if z is not None:
+        grid[2] = range(z // chunks[2], z // chunks[2] + 1)
+    return [folder / array.metadata.encode_chunk_key(coords) for coords in itertools.product(*grid)]
+
+
+def every_chunk_damage(array) -> Damage | None:
+    """The first chunk file of a zarr-python array in a local folder that is missing or empty (0 bytes), or
+    None: for an array whose writer wrote every chunk, zeros included (`schema.EVERY_CHUNK`), where zarr would
+    read a missing file as the fill value. The problem text says what is wrong, not what to do (the caller
+    knows that). A stat per chunk file."""
+    paths = chunk_file_paths(array)
+    if paths is None:
+        return None
     missing: list[Path] = []
     empty: list[Path] = []
-    for coords in itertools.product(*grid):
-        path = folder / array.metadata.encode_chunk_key(coords)
+    for path in paths:
         try:
             if path.stat().st_size == 0:
                 empty.append(path)
         except FileNotFoundError:
             missing.append(path)
-    total = math.prod(len(axis) for axis in grid)
     if missing:
-        return Damage(missing[0], f"chunk file is missing ({len(missing)} of {total}); zarr would read it as zeros")
+        return Damage(missing[0], f"chunk file is missing ({len(missing)} of {len(paths)}); zarr would read it as zeros")
     if empty:
-        return Damage(empty[0], f"chunk file is empty ({len(empty)} of {total}); no codec writes one: a copy cut short")
+        return Damage(empty[0], f"chunk file is empty ({len(empty)} of {len(paths)}); no codec writes one: a copy cut short")
     return None
 
 
