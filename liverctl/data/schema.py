@@ -201,13 +201,25 @@ def slice_chunk_codec(array) -> ChunkCodec | None:
 def _is_plain_slice_layout(array) -> bool:
     from zarr.storage import LocalStore
 
-    shape = tuple(array.shape)
-    if not isinstance(array.store, LocalStore) or len(shape) != 3:
-        return False
-    if tuple(array.chunks) != slice_chunks(shape):
-        return False
-    encoding = array.metadata.chunk_key_encoding
-    return getattr(encoding, "name", None) == "default" and getattr(encoding, "separator", None) == "/"
+    return isinstance(array.store, LocalStore) and is_plain_slice_metadata(array.metadata.to_dict())
+
+
+def is_plain_slice_metadata(meta: dict[str, Any]) -> bool:
+    """Whether an array's `zarr.json` (or zarr-python's `metadata.to_dict()`) describes the plain slice layout:
+    (X, Y, Z) chunked (X, Y, 1) with default "/" chunk keys, so each slice's chunk file is at `slice_chunk_path`
+    (the codecs are `slice_chunk_codec`'s to judge)."""
+    shape = meta.get("shape")
+    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
+    encoding = meta.get("chunk_key_encoding") or {}
+    separator = (encoding.get("configuration") or {}).get("separator")
+    return (
+        isinstance(shape, (list, tuple))
+        and len(shape) == 3
+        and isinstance(grid.get("chunk_shape"), (list, tuple))
+        and tuple(grid["chunk_shape"]) == slice_chunks(shape)
+        and encoding.get("name") == "default"
+        and separator == "/"
+    )
 
 
 def _raw_codec() -> ChunkCodec:

@@ -24,10 +24,10 @@ from liverctl.data.schema import (
     LABEL,
     TRAIN,
     chunk_key,
+    is_plain_slice_metadata,
     read_metadata,
     required_slices,
     slice_chunk_path,
-    slice_chunks,
 )
 
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
@@ -83,25 +83,11 @@ def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True) ->
                 array_dir / "zarr.json",
                 f"array shape {array_shape} differs from the case's shape {shape}; the store is damaged: {_REBUILD}",
             )
-        if not _is_plain_layout(meta):  # rewritten by another tool: the reader's zarr-python path checks it
+        if not is_plain_slice_metadata(meta):  # rewritten by another tool: the reader's zarr-python path checks it
             continue
         if (damage := _chunk_files_damage(array_dir, meta, attrs, name, sizes)) is not None:
             return damage
     return None
-
-
-def _is_plain_layout(meta: dict[str, Any]) -> bool:
-    shape = meta.get("shape")
-    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
-    encoding = meta.get("chunk_key_encoding") or {}
-    separator = (encoding.get("configuration") or {}).get("separator")
-    return (
-        isinstance(shape, list)
-        and len(shape) == 3
-        and grid.get("chunk_shape") == list(slice_chunks(shape))
-        and encoding.get("name") == "default"
-        and separator == "/"
-    )
 
 
 def _chunk_files_damage(
