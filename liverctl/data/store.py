@@ -240,7 +240,9 @@ class LiverStore:
             raise LiverctlError(line)
 
     @property
-    def root(self):
+    def _group(self):
+        """The store's zarr group, for the readers here only: a zarr array read directly takes a missing chunk
+        file for zeros and names no damaged one (there is no public way to an unchecked array)."""
         if self._root is None:
             import zarr
 
@@ -251,7 +253,7 @@ class LiverStore:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self.root.attrs)
+        return dict(self._group.attrs)
 
     def _index_meta(self) -> dict[str, Any]:
         if self._index_attrs is None:
@@ -304,22 +306,12 @@ class LiverStore:
         ids = attrs.get("cases", [])
         return dict(zip(ids, attrs.get("sources") or ["main"] * len(ids), strict=True))
 
-    def image(self, case_id: str):
-        """The case's image as a zarr array, float16 (X, Y, Z)."""
-        return self._reader(case_id, IMAGE).array
-
-    def label(self, case_id: str):
-        """The case's label as a zarr array, uint8 (X, Y, Z); None for test cases."""
-        if self.meta(case_id).get("split") != TRAIN:
-            return None
-        return self._reader(case_id, LABEL).array
-
     def _reader(self, case_id: str, name: str) -> _ChunkReader:
         key = (case_id, name)
         reader = self._readers.get(key)
         if reader is None:
             try:
-                array = self.root[f"{CASES_GROUP}/{case_id}/{name}"]
+                array = self._group[f"{CASES_GROUP}/{case_id}/{name}"]
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
@@ -350,7 +342,14 @@ class LiverStore:
         zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
         if self.meta(case_id).get("split") != TRAIN:
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
-        reader = self._reader(case_id, LABEL)
+        return self._read_volume(self._reader(case_id, LABEL))
+
+    def read_image_volume(self, case_id: str) -> np.ndarray:
+        """Every slice of the image, read as `read_label_volume` reads the label. Shape: float16 (X, Y, Z)."""
+        return self._read_volume(self._reader(case_id, IMAGE))
+
+    @staticmethod
+    def _read_volume(reader: _ChunkReader) -> np.ndarray:
         slices = np.empty((reader.shape[2], *reader.shape[:2]), dtype=reader.dtype)
         for z in range(reader.shape[2]):
             reader.read_into(z, slices[z])
@@ -390,7 +389,7 @@ class LiverStore:
     def slice_index(self) -> SliceIndex:
         """The precomputed slice index (cached per process)."""
         if self._slice_index is None:
-            group = self.root[INDEX_GROUP]
+            group = self._group[INDEX_GROUP]
             attrs = self._index_meta()
             columns = {name: np.asarray(group[name][:], dtype=dtype) for name, dtype in INDEX_COLUMNS.items()}
             self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
