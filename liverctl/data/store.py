@@ -45,12 +45,16 @@ from liverctl.data.schema import (
     required_slices,
     slice_chunk_codec,
     slice_chunk_path,
+    written_chunk_bytes,
 )
 from liverctl.data.store_check import (
     chunk_file_paths,
+    damaged_chunk_message,
     empty_chunk_message,
     missing_chunk_message,
     store_damage,
+    undecodable_chunk,
+    wrong_size_problem,
 )
 from liverctl.errors import LiverctlError
 
@@ -94,22 +98,27 @@ class _ChunkReader:
     Fast path: the chunk file (`slice_chunk_path`) is read and decoded (`slice_chunk_codec`). `decode` is
     None when the array is not in that plain layout; reads then go through zarr-python. `required`: bool per
     slice, whether its chunk file must exist (`schema.required_slices`; None: no slice can be told), so that
-    a missing file is an error on both paths rather than the fill value.
+    a missing file is an error on both paths rather than the fill value. A chunk file that cannot be decoded is
+    an error naming it and its case (`case_dir`) on both paths (`store_check.damaged_chunk_message`), and on the
+    fast path so is one of another size than ingest wrote (`schema.CHUNK_BYTES`), before it is decoded.
     """
 
-    def __init__(self, array, required: np.ndarray | None = None):
+    def __init__(self, array, required: np.ndarray | None = None, case_dir: Path | None = None):
         self.array = array
+        self.case_dir = case_dir if case_dir is not None else Path(str(array.path)).parent  # for messages
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
         self.fill_value = array.fill_value
         self.required = required
         self.folder: Path | None = None
         self.decode: Callable[[bytes, np.ndarray], None] | None = None
+        self.written: np.ndarray | None = None  # each chunk file's size as written (fast path)
         codec = slice_chunk_codec(array)
         if codec is not None:
             self.folder = Path(str(array.store.root)) / array.path
             self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
             self.decode = codec[1]
+            self.written = written_chunk_bytes(dict(array.attrs), self.shape[2])
 
     def read_into(self, z: int, out: np.ndarray) -> None:
         """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype."""
@@ -117,7 +126,14 @@ class _ChunkReader:
             raise IndexError(f"slice {z} out of range for {self.shape[2]} slices")
         if self.decode is None:
             self._check_chunk_files(z)
-            out[...] = self.array[:, :, z]
+            try:
+                out[...] = self.array[:, :, z]
+            except Exception:
+                found = undecodable_chunk(self.array, z)
+                if found is None:  # no chunk fails on its own: not damage of a chunk file
+                    raise
+                raise LiverctlError(damaged_chunk_message(z, f"cannot be decoded ({found[1]})", self.case_dir,
+                                                          ingest_finds_it=False), path=found[0]) from None
             return
         try:
             with open(slice_chunk_path(self.folder, z), "rb") as f:
@@ -129,14 +145,18 @@ class _ChunkReader:
             return
         if not raw:  # no codec writes 0 bytes: a copy cut short, not damaged content
             raise LiverctlError(empty_chunk_message(z), path=slice_chunk_path(self.folder, z))
+        if self.written is not None and len(raw) != self.written[z]:  # it might decode, to other values
+            problem = wrong_size_problem(len(raw), int(self.written[z]))
+            raise LiverctlError(damaged_chunk_message(z, problem, self.case_dir, ingest_finds_it=True),
+                                path=slice_chunk_path(self.folder, z))
         try:
             self.decode(raw, out)
         except Exception as exc:  # blosc, zstd, a wrong length: the file was damaged after ingest wrote it
             from liverctl.data.nifti import short_error
 
+            # its size as written (or not recorded): a rerun of ingest cannot tell it without decoding every chunk
             raise LiverctlError(
-                f"chunk of slice {z} cannot be decoded ({short_error(exc)}); the store is damaged: delete "
-                f"{self.folder.parent} and run `liverctl ingest` again to rebuild that case",
+                damaged_chunk_message(z, f"cannot be decoded ({short_error(exc)})", self.case_dir, ingest_finds_it=False),
                 path=slice_chunk_path(self.folder, z),
             ) from None
 
@@ -315,7 +335,8 @@ class LiverStore:
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
-                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2]))
+                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2])),
+                self.path / CASES_GROUP / case_id,
             )
             self._readers[key] = reader
         return reader
@@ -338,8 +359,8 @@ class LiverStore:
         return out
 
     def read_label_volume(self, case_id: str) -> np.ndarray:
-        """Every slice of the label, read through the checked reader (a missing chunk file is an error, never
-        zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
+        """Every slice of the label, read through the checked reader (a missing or undecodable chunk file is an
+        error, never zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
         if self.meta(case_id).get("split") != TRAIN:
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
         return self._read_volume(self._reader(case_id, LABEL))
