@@ -84,7 +84,8 @@ def wrong_size_problem(size: int, written: int) -> str:
     return f"has {size} bytes where ingest wrote {written} (cut short or overwritten)"
 
 
-def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True) -> Damage | None:
+def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,
+                arrays: dict[str, dict[str, Any] | None] | None = None) -> Damage | None:
     """The first problem of a complete case's files (`attrs`: its attributes), or None.
 
     Per array (the image; the label of a training case): its `zarr.json` is readable and its shape the
@@ -93,12 +94,16 @@ def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True) ->
     (`schema.CHUNK_BYTES`, where the array records it). One listing per array, and with `sizes` a stat per file:
     5 us a file here, most of the check's time (`LiverStore.open` leaves it to the reader, which names an empty
     or resized file when it reads it; ingest stats).
+    `arrays`: each array's `zarr.json` as read here (name -> dict or None) is put in it, for callers that
+    want the metadata too (ingest) without reading it again.
     """
     names = [IMAGE, LABEL] if attrs.get("split") == TRAIN else [IMAGE]
     shape = attrs.get("shape")
     for name in names:
         array_dir = case_dir / name
         meta = read_metadata(array_dir)
+        if arrays is not None:
+            arrays[name] = meta
         if meta is None or meta.get("node_type") != "array":
             return Damage(array_dir / "zarr.json", f"missing or unreadable; the store is damaged: {_REBUILD}")
         array_shape = meta.get("shape")

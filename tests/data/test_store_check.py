@@ -294,3 +294,23 @@ def test_a_damaged_chunk_read_by_zarr_python_in_a_loader_worker_is_one_line_nami
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {bad}: chunk file of slice ") and " of case '3' cannot be decoded (" in errors[0]
     assert errors[0].endswith(f"delete {copy / 'cases' / '3'} and run `liverctl ingest` again to rebuild that case")
+
+
+def test_a_rerun_of_ingest_reads_each_array_metadata_once(copy, tiny_dataset, monkeypatch):
+    """The damage check read each case's array `zarr.json`, then the count of cases from before every chunk was
+    written read each image's again."""
+    from liverctl.data import schema, store_check
+
+    reads: list[Path] = []
+    read_metadata = schema.read_metadata
+
+    def counted(node_dir):
+        reads.append(Path(node_dir))
+        return read_metadata(node_dir)
+
+    monkeypatch.setattr(schema, "read_metadata", counted)  # also read_attrs'
+    monkeypatch.setattr(store_check, "read_metadata", counted)
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == [] and not [n for n in summary.notes if "every chunk file" in n]
+    arrays = [path for path in reads if path.name in ("image", "label")]
+    assert len(arrays) == len(set(arrays)) == 8 + 6  # 8 images, 6 labels
