@@ -412,9 +412,25 @@ class LiverStore:
         if self._slice_index is None:
             group = self._group[INDEX_GROUP]
             attrs = self._index_meta()
-            columns = {name: np.asarray(group[name][:], dtype=dtype) for name, dtype in INDEX_COLUMNS.items()}
+            columns = {name: self._index_column(group, name, dtype) for name, dtype in INDEX_COLUMNS.items()}
             self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
         return self._slice_index
+
+    def _index_column(self, group, name: str, dtype: np.dtype) -> np.ndarray:
+        """One index column; a missing or undecodable one is a line naming it (ingest rebuilds the index)."""
+        rebuild = "the store is damaged: run `liverctl ingest` again on the same data to rebuild the index"
+        try:
+            array = group[name]
+        except KeyError:
+            raise LiverctlError(f"slice index column {name!r} is missing; {rebuild}",
+                                path=self.path / INDEX_GROUP / name) from None
+        try:
+            return np.asarray(array[:], dtype=dtype)
+        except Exception:
+            if (found := undecodable_chunk(array)) is None:
+                raise
+            raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
+                                path=found[0]) from None
 
 
 def store_bytes(path: str | Path) -> int:

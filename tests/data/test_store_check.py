@@ -314,3 +314,15 @@ def test_a_rerun_of_ingest_reads_each_array_metadata_once(copy, tiny_dataset, mo
     assert summary.ok and summary.ingested == [] and not [n for n in summary.notes if "every chunk file" in n]
     arrays = [path for path in reads if path.name in ("image", "label")]
     assert len(arrays) == len(set(arrays)) == 8 + 6  # 8 images, 6 labels
+
+
+def test_an_index_column_that_cannot_be_decoded_is_named_and_ingest_rebuilds_it(copy, tiny_dataset):
+    """Its chunk cut short, every command that opened the store ended in zstd's RuntimeError traceback."""
+    column = copy / "index" / "z" / "c" / "0"
+    column.write_bytes(column.read_bytes()[:-8])
+    with pytest.raises(LiverctlError) as info:
+        LiverStore.open(copy)
+    assert str(info.value).startswith(f"{column}: slice index column 'z' cannot be decoded (")
+    assert str(info.value).endswith("run `liverctl ingest` again on the same data to rebuild the index")
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ok
+    assert LiverStore.open(copy).slice_index().z[:3].tolist() == [0, 1, 2]
