@@ -35,6 +35,7 @@ from liverctl.data.nifti import (
     volume_geometry,
 )
 from liverctl.data.schema import (
+    CHUNK_BYTES,
     IMAGE,
     IMAGE_DTYPE,
     LABEL,
@@ -239,13 +240,16 @@ class SliceArrayWriter:
     one slice at a time, each chunk file encoded (`slice_encoder`) and written at its key (`slice_chunk_path`).
     A slice of zeros is written too (zarr-python would leave it out as the fill value): the metadata says
     every chunk is there (`schema.EVERY_CHUNK`), so a reader takes a missing file for damage, not for zeros.
+    `close` writes the metadata again with each chunk file's size (`schema.CHUNK_BYTES`).
     """
 
     def __init__(self, array_dir: Path, shape: tuple[int, int, int], dtype):
-        write_metadata(array_dir, slice_array_metadata(shape, dtype))
+        self.meta = slice_array_metadata(shape, dtype)
+        write_metadata(array_dir, self.meta)
         self.encode = slice_encoder()
         self.dir = array_dir
         self.dtype = np.dtype(dtype)
+        self.sizes = [0] * int(shape[2])
         self._made = False
 
     def write(self, z: int, values: np.ndarray) -> None:
@@ -255,7 +259,14 @@ class SliceArrayWriter:
         if not self._made:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._made = True
-        write_chunk_file(path, self.encode(values))
+        data = self.encode(values)
+        write_chunk_file(path, data)
+        self.sizes[z] = len(data)
+
+    def close(self) -> None:
+        """Record each slice's chunk file size in the array's attributes (every slice written by then)."""
+        self.meta["attributes"][CHUNK_BYTES] = self.sizes
+        write_metadata(self.dir, self.meta)
 
 
 def write_chunk_file(path: Path, data: bytes) -> None:
@@ -287,6 +298,9 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
         if liver is not None:
             for k, values in enumerate(liver.convert(label[:, :, z0 : z0 + Z_BLOCK])):
                 label_writer.write(z0 + k, values)
+    for writer in (image_writer, label_writer):
+        if writer is not None:
+            writer.close()
     attrs["stats"] = converter.hist.stats()
     if liver is not None:
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)

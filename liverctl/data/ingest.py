@@ -238,6 +238,7 @@ class _IngestRun:
     progress: ProgressCallback
     existing: dict[str, dict[str, Any]] = field(default_factory=dict)  # complete cases before the run
     damaged: dict[str, Damage] = field(default_factory=dict)  # of those, the ones whose files are damaged
+    unverified: set[str] = field(default_factory=set)  # of those, the ones whose image lacks EVERY_CHUNK
     owner: dict[str, SourcePlan] = field(default_factory=dict)  # case id -> its source
 
     def build(self, plan: IngestPlan, workers: int | None) -> None:
@@ -265,7 +266,12 @@ class _IngestRun:
         planned = {case.case_id for source in plan.sources for case in source.cases}
         for case_id, attrs in self.existing.items():
             case_dir = self.store / CASES_GROUP / case_id
-            if (damage := case_damage(case_dir, attrs)) is not None:
+            arrays: dict[str, dict[str, Any] | None] = {}  # each array's zarr.json, read once
+            damage = case_damage(case_dir, attrs, arrays=arrays)
+            image_attrs = (arrays.get(IMAGE) or {}).get("attributes")
+            if not isinstance(image_attrs, dict) or image_attrs.get(EVERY_CHUNK) is not True:
+                self.unverified.add(case_id)
+            if damage is not None:
                 self.damaged[case_id] = damage
                 if case_id not in planned:
                     self.summary.failures.append(
@@ -330,7 +336,8 @@ class _IngestRun:
             self.store, cases, records, main=plan.main, n_folds=n_folds, fold_seed=fold_seed,
             same_folds=same_folds,
         )
-        unverified = sum(read_attrs(self.store / CASES_GROUP / c / IMAGE).get(EVERY_CHUNK) is not True for c in cases)
+        # the cases built by this run have every chunk file; the others' image metadata was read by _check_existing
+        unverified = len((self.unverified & set(cases)) - set(self.summary.ingested))
         if unverified:
             self.summary.notes.append(
                 f"{self.store}: {unverified} case(s) were ingested before ingest wrote every chunk file: a missing "

@@ -6,7 +6,8 @@ Layout (ARCHITECTURE.md, section Store; docs/store.md)::
 
     liver.zarr/                 group, attrs: format, liver_labels, n_folds, fold_seed, sources, updated
       cases/<case_id>/image     float16 (X, Y, Z), chunks (X, Y, 1), key `c/0/0/<z>`, blosc lz4-9 shuffle;
-                                attrs every_chunk_written=true: a chunk file for every slice, zeros included
+                                attrs every_chunk_written=true: a chunk file for every slice, zeros included;
+                                chunk_bytes: each slice's chunk file size as written
       cases/<case_id>/label     uint8 (X, Y, Z), same chunks and attrs (training cases only)
       index/<column>            one row per slice (`INDEX_COLUMNS`)
 
@@ -59,6 +60,10 @@ DEFAULT_FOLDS = 5  # a new store's fold count when ingest is given none (a store
 
 # Array attribute: a chunk file was written for every slice, all-zero ones included (module docstring).
 EVERY_CHUNK = "every_chunk_written"
+# Array attribute: each slice's chunk file size in bytes as ingest wrote it (list, one per slice; absent from
+# arrays written before it). A file of another size is damaged (cut short, overwritten), found from a stat or
+# the length read: blosc keeps no size check of its own that ingest could see without reading every file.
+CHUNK_BYTES = "chunk_bytes"
 
 # Image and label chunks: blosc(lz4, clevel 9, byte shuffle). Measured per 512 x 512 float16 slice of the
 # real CT (one thread), bytes against the notebook's float16 `.npy`: lz4-9 0.58x, encode 0.5 ms, decode
@@ -131,6 +136,15 @@ def required_slices(array_attrs: dict[str, Any], case_attrs: dict[str, Any], nam
         except (TypeError, ValueError):  # not numbers: the attributes were damaged; nothing to go by
             return None
     return None
+
+
+def written_chunk_bytes(array_attrs: dict[str, Any], depth: int) -> np.ndarray | None:
+    """Each slice's chunk file size as ingest wrote it (`CHUNK_BYTES`): int64 (depth,), or None where the array
+    does not say (written before it) or says something else than `depth` whole numbers."""
+    sizes = array_attrs.get(CHUNK_BYTES)
+    if not isinstance(sizes, list) or len(sizes) != depth or not all(type(n) is int and n > 0 for n in sizes):
+        return None
+    return np.asarray(sizes, dtype=np.int64)
 
 
 def group_metadata(attrs: dict[str, Any]) -> dict[str, Any]:

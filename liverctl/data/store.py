@@ -45,12 +45,16 @@ from liverctl.data.schema import (
     required_slices,
     slice_chunk_codec,
     slice_chunk_path,
+    written_chunk_bytes,
 )
 from liverctl.data.store_check import (
     chunk_file_paths,
+    damaged_chunk_message,
     empty_chunk_message,
     missing_chunk_message,
     store_damage,
+    undecodable_chunk,
+    wrong_size_problem,
 )
 from liverctl.errors import LiverctlError
 
@@ -94,22 +98,27 @@ class _ChunkReader:
     Fast path: the chunk file (`slice_chunk_path`) is read and decoded (`slice_chunk_codec`). `decode` is
     None when the array is not in that plain layout; reads then go through zarr-python. `required`: bool per
     slice, whether its chunk file must exist (`schema.required_slices`; None: no slice can be told), so that
-    a missing file is an error on both paths rather than the fill value.
+    a missing file is an error on both paths rather than the fill value. A chunk file that cannot be decoded is
+    an error naming it and its case (`case_dir`) on both paths (`store_check.damaged_chunk_message`), and on the
+    fast path so is one of another size than ingest wrote (`schema.CHUNK_BYTES`), before it is decoded.
     """
 
-    def __init__(self, array, required: np.ndarray | None = None):
+    def __init__(self, array, required: np.ndarray | None = None, case_dir: Path | None = None):
         self.array = array
+        self.case_dir = case_dir if case_dir is not None else Path(str(array.path)).parent  # for messages
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
         self.fill_value = array.fill_value
         self.required = required
         self.folder: Path | None = None
         self.decode: Callable[[bytes, np.ndarray], None] | None = None
+        self.written: np.ndarray | None = None  # each chunk file's size as written (fast path)
         codec = slice_chunk_codec(array)
         if codec is not None:
             self.folder = Path(str(array.store.root)) / array.path
             self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
             self.decode = codec[1]
+            self.written = written_chunk_bytes(dict(array.attrs), self.shape[2])
 
     def read_into(self, z: int, out: np.ndarray) -> None:
         """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype."""
@@ -117,7 +126,14 @@ class _ChunkReader:
             raise IndexError(f"slice {z} out of range for {self.shape[2]} slices")
         if self.decode is None:
             self._check_chunk_files(z)
-            out[...] = self.array[:, :, z]
+            try:
+                out[...] = self.array[:, :, z]
+            except Exception:
+                found = undecodable_chunk(self.array, z)
+                if found is None:  # no chunk fails on its own: not damage of a chunk file
+                    raise
+                raise LiverctlError(damaged_chunk_message(z, f"cannot be decoded ({found[1]})", self.case_dir,
+                                                          ingest_finds_it=False), path=found[0]) from None
             return
         try:
             with open(slice_chunk_path(self.folder, z), "rb") as f:
@@ -129,14 +145,18 @@ class _ChunkReader:
             return
         if not raw:  # no codec writes 0 bytes: a copy cut short, not damaged content
             raise LiverctlError(empty_chunk_message(z), path=slice_chunk_path(self.folder, z))
+        if self.written is not None and len(raw) != self.written[z]:  # it might decode, to other values
+            problem = wrong_size_problem(len(raw), int(self.written[z]))
+            raise LiverctlError(damaged_chunk_message(z, problem, self.case_dir, ingest_finds_it=True),
+                                path=slice_chunk_path(self.folder, z))
         try:
             self.decode(raw, out)
         except Exception as exc:  # blosc, zstd, a wrong length: the file was damaged after ingest wrote it
             from liverctl.data.nifti import short_error
 
+            # its size as written (or not recorded): a rerun of ingest cannot tell it without decoding every chunk
             raise LiverctlError(
-                f"chunk of slice {z} cannot be decoded ({short_error(exc)}); the store is damaged: delete "
-                f"{self.folder.parent} and run `liverctl ingest` again to rebuild that case",
+                damaged_chunk_message(z, f"cannot be decoded ({short_error(exc)})", self.case_dir, ingest_finds_it=False),
                 path=slice_chunk_path(self.folder, z),
             ) from None
 
@@ -240,7 +260,9 @@ class LiverStore:
             raise LiverctlError(line)
 
     @property
-    def root(self):
+    def _group(self):
+        """The store's zarr group, for the readers here only: a zarr array read directly takes a missing chunk
+        file for zeros and names no damaged one (there is no public way to an unchecked array)."""
         if self._root is None:
             import zarr
 
@@ -251,7 +273,7 @@ class LiverStore:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self.root.attrs)
+        return dict(self._group.attrs)
 
     def _index_meta(self) -> dict[str, Any]:
         if self._index_attrs is None:
@@ -304,26 +326,17 @@ class LiverStore:
         ids = attrs.get("cases", [])
         return dict(zip(ids, attrs.get("sources") or ["main"] * len(ids), strict=True))
 
-    def image(self, case_id: str):
-        """The case's image as a zarr array, float16 (X, Y, Z)."""
-        return self._reader(case_id, IMAGE).array
-
-    def label(self, case_id: str):
-        """The case's label as a zarr array, uint8 (X, Y, Z); None for test cases."""
-        if self.meta(case_id).get("split") != TRAIN:
-            return None
-        return self._reader(case_id, LABEL).array
-
     def _reader(self, case_id: str, name: str) -> _ChunkReader:
         key = (case_id, name)
         reader = self._readers.get(key)
         if reader is None:
             try:
-                array = self.root[f"{CASES_GROUP}/{case_id}/{name}"]
+                array = self._group[f"{CASES_GROUP}/{case_id}/{name}"]
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
-                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2]))
+                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2])),
+                self.path / CASES_GROUP / case_id,
             )
             self._readers[key] = reader
         return reader
@@ -346,11 +359,18 @@ class LiverStore:
         return out
 
     def read_label_volume(self, case_id: str) -> np.ndarray:
-        """Every slice of the label, read through the checked reader (a missing chunk file is an error, never
-        zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
+        """Every slice of the label, read through the checked reader (a missing or undecodable chunk file is an
+        error, never zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
         if self.meta(case_id).get("split") != TRAIN:
             raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
-        reader = self._reader(case_id, LABEL)
+        return self._read_volume(self._reader(case_id, LABEL))
+
+    def read_image_volume(self, case_id: str) -> np.ndarray:
+        """Every slice of the image, read as `read_label_volume` reads the label. Shape: float16 (X, Y, Z)."""
+        return self._read_volume(self._reader(case_id, IMAGE))
+
+    @staticmethod
+    def _read_volume(reader: _ChunkReader) -> np.ndarray:
         slices = np.empty((reader.shape[2], *reader.shape[:2]), dtype=reader.dtype)
         for z in range(reader.shape[2]):
             reader.read_into(z, slices[z])
@@ -390,11 +410,27 @@ class LiverStore:
     def slice_index(self) -> SliceIndex:
         """The precomputed slice index (cached per process)."""
         if self._slice_index is None:
-            group = self.root[INDEX_GROUP]
+            group = self._group[INDEX_GROUP]
             attrs = self._index_meta()
-            columns = {name: np.asarray(group[name][:], dtype=dtype) for name, dtype in INDEX_COLUMNS.items()}
+            columns = {name: self._index_column(group, name, dtype) for name, dtype in INDEX_COLUMNS.items()}
             self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
         return self._slice_index
+
+    def _index_column(self, group, name: str, dtype: np.dtype) -> np.ndarray:
+        """One index column; a missing or undecodable one is a line naming it (ingest rebuilds the index)."""
+        rebuild = "the store is damaged: run `liverctl ingest` again on the same data to rebuild the index"
+        try:
+            array = group[name]
+        except KeyError:
+            raise LiverctlError(f"slice index column {name!r} is missing; {rebuild}",
+                                path=self.path / INDEX_GROUP / name) from None
+        try:
+            return np.asarray(array[:], dtype=dtype)
+        except Exception:
+            if (found := undecodable_chunk(array)) is None:
+                raise
+            raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
+                                path=found[0]) from None
 
 
 def store_bytes(path: str | Path) -> int:

@@ -1,11 +1,19 @@
-"""Whether a store's files are all there, from the file listing and the metadata alone (no chunk is read):
+"""Whether a store's files are all there, from the file listing and the metadata alone (no chunk is decoded):
 each case's arrays against its attributes (shape, the chunk files `schema.required_slices` says must exist,
-no empty chunk file) and the slice index against the case attributes it is built from.
+no empty chunk file; for ingest, each chunk file's size against the one it was written with,
+`schema.CHUNK_BYTES`) and the slice index against the case attributes it is built from.
 
 Zarr reads a missing chunk file as the fill value, so a store copied incompletely (an upload that dropped
 files, an interrupted rsync) would read as empty masks and images of 0 HU, and an index column whose chunk
 is gone as a column of zeros. `LiverStore.open` refuses such a store in one line naming the first damaged
 file, and ingest builds a damaged case again from its source (`case_damage`).
+
+A chunk file that is there but damaged is named by the reader (`damaged_chunk_message`): one of another size
+than ingest wrote (cut short, overwritten with text or with another slice's chunk), from the length read, before
+decoding; one that fails to decode. Ingest finds the first kind from the stat it makes anyway. Blosc keeps no
+checksum: bit flips inside the compressed data, the size unchanged, may decode to wrong values unnoticed (a
+crc32c codec would catch them for ~0.2 ms of loader CPU per 512 x 512 sample, ~20% of reading it: not added,
+docs/store.md).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from liverctl.data.schema import (
     read_metadata,
     required_slices,
     slice_chunk_path,
+    written_chunk_bytes,
 )
 
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
@@ -61,20 +70,40 @@ def empty_chunk_message(z: int, count: str = "") -> str:
     )
 
 
-def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True) -> Damage | None:
+def damaged_chunk_message(z: int, problem: str, case_dir: Path, *, ingest_finds_it: bool) -> str:
+    """What a chunk file of slice `z` of the case at `case_dir` that is there but damaged means (the text after the
+    file's path); `problem` e.g. "cannot be decoded (...)". `ingest_finds_it`: whether a rerun of ingest sees the
+    damage (a size other than `schema.CHUNK_BYTES` says) and builds the case again; else the case's folder must be
+    deleted first."""
+    fix = _REBUILD if ingest_finds_it else f"delete {case_dir} and run `liverctl ingest` again to rebuild that case"
+    return f"chunk file of slice {z} of case {case_dir.name!r} {problem}; the store is damaged: {fix}"
+
+
+def wrong_size_problem(size: int, written: int) -> str:
+    """`damaged_chunk_message`'s problem for a chunk file of `size` bytes that ingest wrote with `written`."""
+    return f"has {size} bytes where ingest wrote {written} (cut short or overwritten)"
+
+
+def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,
+                arrays: dict[str, dict[str, Any] | None] | None = None) -> Damage | None:
     """The first problem of a complete case's files (`attrs`: its attributes), or None.
 
     Per array (the image; the label of a training case): its `zarr.json` is readable and its shape the
     case's; where it is in ingest's plain layout, every slice `required_slices` names has its chunk file and,
-    with `sizes`, no chunk file is empty (no codec writes 0 bytes). One listing per array, and with `sizes`
-    a stat per file: 5 us a file here, most of the check's time (`LiverStore.open` leaves it to the reader,
-    which names an empty file when it reads it; ingest stats).
+    with `sizes`, no chunk file is empty (no codec writes 0 bytes) or of another size than it was written with
+    (`schema.CHUNK_BYTES`, where the array records it). One listing per array, and with `sizes` a stat per file:
+    5 us a file here, most of the check's time (`LiverStore.open` leaves it to the reader, which names an empty
+    or resized file when it reads it; ingest stats).
+    `arrays`: each array's `zarr.json` as read here (name -> dict or None) is put in it, for callers that
+    want the metadata too (ingest) without reading it again.
     """
     names = [IMAGE, LABEL] if attrs.get("split") == TRAIN else [IMAGE]
     shape = attrs.get("shape")
     for name in names:
         array_dir = case_dir / name
         meta = read_metadata(array_dir)
+        if arrays is not None:
+            arrays[name] = meta
         if meta is None or meta.get("node_type") != "array":
             return Damage(array_dir / "zarr.json", f"missing or unreadable; the store is damaged: {_REBUILD}")
         array_shape = meta.get("shape")
@@ -108,6 +137,14 @@ def _chunk_files_damage(
     empty = sorted(z for z, size in present.items() if size == 0)
     if empty:
         return Damage(folder / str(empty[0]), empty_chunk_message(empty[0], f"{len(empty)} of {depth} are"))
+    written = written_chunk_bytes(attributes if isinstance(attributes, dict) else {}, depth) if sizes else None
+    if written is not None:
+        resized = sorted(z for z, size in present.items() if size != written[z])
+        if resized:
+            z = resized[0]
+            count = f" ({len(resized)} of {depth} chunk files so)" if len(resized) > 1 else ""
+            return Damage(folder / str(z), damaged_chunk_message(
+                z, wrong_size_problem(present[z], int(written[z])) + count, array_dir.parent, ingest_finds_it=True))
     if required is None:
         return None
     missing = [z for z in np.flatnonzero(required).tolist() if z not in present]
@@ -119,9 +156,9 @@ def _chunk_files_damage(
     )
 
 
-def chunk_file_paths(array, z: int | None = None) -> list[Path] | None:
-    """The chunk files of a zarr-python (X, Y, Z) array in a local folder, in chunk order: those slice `z` lies in,
-    or with `z` None all of them; None for an array in another kind of store (no files to look at)."""
+def _chunk_grid(array, z: int | None = None) -> list[tuple[tuple[int, ...], Path]] | None:
+    """(chunk coordinates, chunk file) of a zarr-python (X, Y, Z) array in a local folder, in chunk order: those
+    slice `z` lies in, or with `z` None all of them; None for an array in another kind of store."""
     import itertools
 
     from zarr.storage import LocalStore
@@ -133,7 +170,29 @@ def chunk_file_paths(array, z: int | None = None) -> list[Path] | None:
     grid = [range(-(-int(n) // int(c))) for n, c in zip(array.shape, chunks, strict=True)]
     if z is not None:
         grid[2] = range(z // chunks[2], z // chunks[2] + 1)
-    return [folder / array.metadata.encode_chunk_key(coords) for coords in itertools.product(*grid)]
+    return [(coords, folder / array.metadata.encode_chunk_key(coords)) for coords in itertools.product(*grid)]
+
+
+def chunk_file_paths(array, z: int | None = None) -> list[Path] | None:
+    """The chunk files of a zarr-python (X, Y, Z) array in a local folder, in chunk order: those slice `z` lies in,
+    or with `z` None all of them; None for an array in another kind of store (no files to look at)."""
+    grid = _chunk_grid(array, z)
+    return None if grid is None else [path for _, path in grid]
+
+
+def undecodable_chunk(array, z: int | None = None) -> tuple[Path, str] | None:
+    """The first chunk file of a zarr-python array in a local folder (of those slice `z` lies in, or all) that
+    zarr-python cannot decode, and why (`short_error`), or None. Each chunk is read on its own: for naming the file
+    after a read of several failed."""
+    from liverctl.data.nifti import short_error
+
+    chunks = tuple(array.shards or array.chunks)
+    for coords, path in _chunk_grid(array, z) or ():
+        try:
+            array[tuple(slice(c * n, (c + 1) * n) for c, n in zip(coords, chunks, strict=True))]
+        except Exception as exc:  # noqa: BLE001 - blosc's RuntimeError, zstd's, a wrong length: all damage
+            return path, short_error(exc)
+    return None
 
 
 def every_chunk_damage(array) -> Damage | None:

@@ -7,7 +7,9 @@ is written after its voxels; predicting a fold again replaces its cases. As in t
 every chunk file is written, all-zero ones included, and the array says so: zarr reads a missing chunk file as
 0, so a chunk lost in a copy would be probability 0 to the decision. A marked array with a chunk file missing
 is refused on read and counts as a missing case, which `liverctl train --resume` predicts again; arrays from
-before the mark read as they did. Only cases in a fold (>= 0)
+before the mark read as they did. A chunk file there but undecodable (cut short) is refused on read in one line
+naming it; zstd keeps no size to check it against, so only decoding finds it and the line says to delete the
+case's array, which `--resume` then predicts again. Only cases in a fold (>= 0)
 have out-of-fold predictions: train-only cases of extra sources (fold -2) are never held out.
 """
 
@@ -99,11 +101,24 @@ def _read_checked(exp_dir: str | Path, group, case_id: str) -> np.ndarray:
     array = group[case_id]
     if (error := _chunk_damage(exp_dir, case_id, array)) is not None:
         raise error
-    return np.asarray(array[...])
+    try:
+        return np.asarray(array[...])
+    except Exception:
+        from liverctl.data.store_check import undecodable_chunk
+
+        if (found := undecodable_chunk(array)) is None:  # no chunk fails on its own: not a damaged chunk file
+            raise
+        # zstd keeps no size to check a file against: only decoding finds it, so `missing_cases` does not
+        raise LiverctlError(
+            f"out-of-fold prediction of case {case_id!r}: chunk file cannot be decoded ({found[1]}); oof.zarr is "
+            f"damaged: delete {Path(exp_dir) / OOF_STORE / case_id} and run `liverctl train --resume "
+            f"{Path(exp_dir)}` to predict that case again",
+            path=found[0],
+        ) from None
 
 
 def read_oof_case(exp_dir: str | Path, case_id: str) -> np.ndarray:
-    """Shape: -> uint8 (X, Y, Z). A missing or empty chunk file of a marked array: LiverctlError naming it."""
+    """Shape: -> uint8 (X, Y, Z). A missing, empty or undecodable chunk file: LiverctlError naming it."""
     return _read_checked(exp_dir, _group(exp_dir, "r"), case_id)
 
 

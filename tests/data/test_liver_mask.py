@@ -103,7 +103,7 @@ def test_ingest_evaluate_and_postprocess_agree_on_float_labels(tmp_path, liver_l
     ingested = run_cli("ingest", str(data), "--store", str(store_path), "--workers", "1", *option)
     assert ingested.exit_code == 0, ingested.stderr
     store = LiverStore.open(store_path)
-    trained = {c: np.asarray(store.label(c)[:]).astype(bool) for c in labels}
+    trained = {c: store.read_label_volume(c).astype(bool) for c in labels}
     for case, mask in trained.items():
         assert np.array_equal(mask, expected[case]), (case, int(mask.sum()), int(expected[case].sum()))
 
@@ -190,6 +190,6 @@ def test_a_rerun_rebuilds_the_float_labelled_cases_an_older_ingest_stored_by_exa
     assert any("scl_slope" in n for n in rebuilt), rebuilt
     store = LiverStore.open(store_path)
     for case in "dfs":
-        assert np.array_equal(np.asarray(store.label(case)[:]).astype(bool), labels[case] == 1), case
+        assert np.array_equal(store.read_label_volume(case).astype(bool), labels[case] == 1), case
     third = ingest_folder(data, store_path, liver_labels=[1], workers=1)
     assert third.ok and third.ingested == [] and not [n for n in third.notes if "label rule" in n]

@@ -19,7 +19,7 @@ from liverctl.cli import app
 from liverctl.config import resolve_config
 from liverctl.data import dataset as ds
 from liverctl.data.ingest import ingest_folder
-from liverctl.data.schema import EVERY_CHUNK, slice_chunk_path
+from liverctl.data.schema import CHUNK_BYTES, EVERY_CHUNK, slice_chunk_path
 from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 from liverctl.infer.predict import read_case_volume
@@ -49,8 +49,10 @@ def test_ingest_writes_every_chunk_file_and_says_so(tiny_store):
         names = ["image", "label"] if case in store.case_ids("train") else ["image"]
         for name in names:
             folder = tiny_store / "cases" / case / name
-            assert json.loads((folder / "zarr.json").read_text())["attributes"] == {EVERY_CHUNK: True}
-            assert sorted(int(p.name) for p in (folder / "c" / "0" / "0").iterdir()) == list(range(DEPTH))
+            files = {int(p.name): p.stat().st_size for p in (folder / "c" / "0" / "0").iterdir()}
+            assert sorted(files) == list(range(DEPTH))
+            sizes = [files[z] for z in range(DEPTH)]
+            assert json.loads((folder / "zarr.json").read_text())["attributes"] == {EVERY_CHUNK: True, CHUNK_BYTES: sizes}
     label = store.read_label_volume("0")  # slices without liver are there too, as zeros
     assert not label[..., 0].any() and label.any()
 
@@ -203,3 +205,124 @@ def test_an_array_of_another_depth_than_its_case_is_named_at_open(copy):
     with pytest.raises(LiverctlError, match=f"^{meta_path}: array shape \\[64, 64, 20\\] differs from the case's "
                                             "shape \\[64, 64, 24\\]; the store is damaged"):
         LiverStore.open(copy)
+
+
+REBUILT_BY_INGEST = "the store is damaged: run `liverctl ingest` again on the same data to rebuild that case"
+
+
+def damage(path: Path, how: str) -> None:
+    """Damage a chunk file that stays there: cut to half, overwritten with text or with the chunk of another slice
+    (of another size), or its compressed data after the 16-byte blosc header overwritten (its size kept)."""
+    raw = path.read_bytes()
+    if how == "cut short":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "text":
+        path.write_text("not a chunk\n" * 10)
+    elif how == "another slice":
+        others = [p for p in path.parent.iterdir() if p.stat().st_size != len(raw)]
+        path.write_bytes(others[0].read_bytes())  # a plausible chunk: it decodes, to that slice
+    else:
+        path.write_bytes(raw[:16] + b"\xff" * (len(raw) - 16))
+
+
+@pytest.mark.parametrize("how", ["cut short", "text", "another slice"])
+def test_a_chunk_file_cut_short_or_overwritten_is_named_and_ingest_builds_that_case_again(
+    copy, tiny_dataset, tiny_store, how
+):
+    """Read, a file cut short or of text was "chunk of slice 11 cannot be decoded (RuntimeError: ...)" and another
+    slice's chunk read as that slice's mask without a word; a rerun of ingest skipped the case as unchanged. The
+    size each chunk file was written with (`chunk_bytes`) tells all three, from the length read and ingest's stat."""
+    z = liver_slice(copy, "2")
+    bad = chunk(copy, "2", "label", z)
+    written = bad.stat().st_size
+    damage(bad, how)
+    store = LiverStore.open(copy)  # open lists files and leaves their sizes to the reader
+    with pytest.raises(LiverctlError) as info:
+        store.read_label_volume("2")
+    message = str(info.value)
+    assert message == (f"{bad}: chunk file of slice {z} of case '2' has {bad.stat().st_size} bytes where ingest wrote "
+                       f"{written} (cut short or overwritten); {REBUILT_BY_INGEST}")
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == ["2"]
+    assert any(note.startswith(f"{bad}: case '2' was damaged (chunk file of slice {z}") for note in summary.notes)
+    reference = LiverStore.open(tiny_store)
+    np.testing.assert_array_equal(LiverStore.open(copy).read_label_volume("2"), reference.read_label_volume("2"))
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []
+
+
+def test_a_chunk_whose_compressed_data_is_damaged_says_to_delete_the_case(copy, tiny_dataset, tiny_store):
+    """Its size unchanged, ingest cannot see the damage without decoding every chunk: the line says to delete the
+    case's folder (ingest then builds it), not to run ingest again, which would skip it as unchanged."""
+    bad = chunk(copy, "1", "image", 5)
+    damage(bad, "data")
+    with pytest.raises(LiverctlError) as info:
+        LiverStore.open(copy).read_stack("1", 5)
+    assert str(info.value).startswith(f"{bad}: chunk file of slice 5 of case '1' cannot be decoded (RuntimeError")
+    assert str(info.value).endswith(f"delete {copy / 'cases' / '1'} and run `liverctl ingest` again to rebuild that case")
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []  # what a rerun alone does
+    shutil.rmtree(copy / "cases" / "1")
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == ["1"]
+    np.testing.assert_array_equal(LiverStore.open(copy).read_stack("1", 5), LiverStore.open(tiny_store).read_stack("1", 5))
+
+
+def rechunked(store: Path, case: str, name: str, depth: int) -> None:
+    """Rewrite a case's array as another tool might: chunks of `depth` slices, so it is read through zarr-python."""
+    from zarr.codecs import BloscCodec
+
+    folder = store / "cases" / case / name
+    values = zarr.open_array(str(folder), mode="r")[...]
+    shutil.rmtree(folder)
+    array = zarr.create_array(str(folder), shape=values.shape, chunks=(*values.shape[:2], depth), dtype=values.dtype,
+                              compressors=BloscCodec(cname="lz4", clevel=9, shuffle="shuffle"), fill_value=0,
+                              attributes={EVERY_CHUNK: True}, config={"write_empty_chunks": True})
+    array[...] = values
+
+
+def test_a_damaged_chunk_read_by_zarr_python_in_a_loader_worker_is_one_line_naming_it(copy, tmp_path):
+    """On zarr-python's path (a store not in ingest's layout) blosc's RuntimeError came out of the loader worker
+    as a traceback ending `RuntimeError: error during blosc decompression: -1`, naming no file."""
+    for case in LiverStore.open(copy).case_ids("train"):
+        rechunked(copy, case, "label", 4)
+    bad = copy / "cases" / "3" / "label" / "c" / "0" / "0" / "2"  # slices 8 to 11
+    damage(bad, "cut short")
+    assert LiverStore.open(copy)._reader("3", "label").decode is None
+    result = CliRunner().invoke(app, ["train", "--preset", "demo", "--store", str(copy), "--runs-dir",
+                                      str(tmp_path / "runs"), "--set", "data.input_size=64", "--set",
+                                      "data.num_workers=1", "--set", "train.epochs=1", "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {bad}: chunk file of slice ") and " of case '3' cannot be decoded (" in errors[0]
+    assert errors[0].endswith(f"delete {copy / 'cases' / '3'} and run `liverctl ingest` again to rebuild that case")
+
+
+def test_a_rerun_of_ingest_reads_each_array_metadata_once(copy, tiny_dataset, monkeypatch):
+    """The damage check read each case's array `zarr.json`, then the count of cases from before every chunk was
+    written read each image's again."""
+    from liverctl.data import schema, store_check
+
+    reads: list[Path] = []
+    read_metadata = schema.read_metadata
+
+    def counted(node_dir):
+        reads.append(Path(node_dir))
+        return read_metadata(node_dir)
+
+    monkeypatch.setattr(schema, "read_metadata", counted)  # also read_attrs'
+    monkeypatch.setattr(store_check, "read_metadata", counted)
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == [] and not [n for n in summary.notes if "every chunk file" in n]
+    arrays = [path for path in reads if path.name in ("image", "label")]
+    assert len(arrays) == len(set(arrays)) == 8 + 6  # 8 images, 6 labels
+
+
+def test_an_index_column_that_cannot_be_decoded_is_named_and_ingest_rebuilds_it(copy, tiny_dataset):
+    """Its chunk cut short, every command that opened the store ended in zstd's RuntimeError traceback."""
+    column = copy / "index" / "z" / "c" / "0"
+    column.write_bytes(column.read_bytes()[:-8])
+    with pytest.raises(LiverctlError) as info:
+        LiverStore.open(copy)
+    assert str(info.value).startswith(f"{column}: slice index column 'z' cannot be decoded (")
+    assert str(info.value).endswith("run `liverctl ingest` again on the same data to rebuild the index")
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ok
+    assert LiverStore.open(copy).slice_index().z[:3].tolist() == [0, 1, 2]

@@ -4,6 +4,7 @@ a 3-fold demo experiment end to end (slow)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -861,3 +862,21 @@ def test_an_out_of_fold_store_from_before_the_marker_still_reads(tmp_path):
     assert not (tmp_path / folder.OOF_STORE / "a" / "c" / "0" / "0" / "1").exists()
     assert oof.oof_cases(tmp_path) == {"a": 0} and oof.missing_cases(tmp_path, {"a": 0}) == []
     assert np.array_equal(oof.read_oof_case(tmp_path, "a"), q)
+
+
+def test_an_undecodable_out_of_fold_chunk_file_is_one_line_naming_it(tmp_path):
+    """A chunk file there but damaged (cut short) ended the decision in zstd's bare RuntimeError, naming nothing;
+    deleting the case's array, as the line says, makes it a missing case that `train --resume` predicts again."""
+    labels = {"a": np.zeros((8, 8, 40), dtype=np.uint8)}
+    labels["a"][2:6, 2:6, 2:30] = 1
+    store = FakeStore({"a": 0}, n_folds=2, labels=labels)
+    oof.write_oof_case(tmp_path, "a", labels["a"].astype(float), 0)
+    chunk = tmp_path / folder.OOF_STORE / "a" / "c" / "0" / "0" / "1"
+    chunk.write_bytes(chunk.read_bytes()[:-8])
+    with pytest.raises(LiverctlError) as caught:
+        list(oof.iter_oof(tmp_path, store))
+    message = str(caught.value)
+    assert message.startswith(f"{chunk}: out-of-fold prediction of case 'a': chunk file cannot be decoded (")
+    assert "\n" not in message and f"delete {tmp_path / folder.OOF_STORE / 'a'} and run `liverctl train --resume" in message
+    shutil.rmtree(tmp_path / folder.OOF_STORE / "a")
+    assert oof.missing_cases(tmp_path, {"a": 0}) == ["a"]

@@ -588,7 +588,7 @@ def test_submit_auto_scores_the_validation_cases(tiny_store, fake_models, tmp_pa
     val = [c for c, fold in store.folds().items() if fold == 0]  # data.fold = 0, max_val_cases = 0
     others = [c for c in store.case_ids("train") if c not in val]
     assert val and others
-    labels = {c: np.asarray(store.label(c)[...]) > 0 for c in store.case_ids("train")}
+    labels = {c: store.read_label_volume(c) > 0 for c in store.case_ids("train")}
 
     def scores(cases: list[str]) -> dict[str, float]:
         raws = {c: expected_mask(tiny_store, c, [1], "none") for c in cases}

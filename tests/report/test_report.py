@@ -203,7 +203,7 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
 
     runs_ = load_run_models([run])  # the same checkpoint, predicted as `submit` does, scored by hand
     for case_id, probs in predict_cases(runs_, store, fold0[:2], tta="none"):
-        pred, label = probs >= 0.5, np.asarray(store.label(case_id)[...]) > 0
+        pred, label = probs >= 0.5, store.read_label_volume(case_id) > 0
         want = 2.0 * np.count_nonzero(pred & label) / (np.count_nonzero(pred) + np.count_nonzero(label))
         assert next(c.dice for c in predicted if c.case == case_id) == pytest.approx(want, abs=1e-12)
     for case in predicted:
