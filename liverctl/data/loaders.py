@@ -122,6 +122,21 @@ def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: 
     )
 
 
+def end_workers(*loaders) -> None:
+    """End the worker processes of these DataLoaders now, the way their iterator ends them once collected (None
+    in a queue, then a join). A run that failed keeps its training loader's iterator alive in the exception's
+    traceback until the interpreter's exit, and there multiprocessing SIGTERMs a worker it finds still running:
+    the worker then finished its batch first (`WORKER_SIGTERM_GRACE_S`), and a torchrun rank that failed took 10 s
+    longer to exit, so the other ranks saw its end (their broken collective) that much later. DataLoader has no
+    public close: the iterator's own `_shutdown_workers` (what its `__del__` calls; a second call does nothing)."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)  # persistent workers live on it
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+            loader._iterator = None  # a later epoch (none here) would start workers afresh
+
+
 def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):
     from torch.utils.data import DataLoader
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.config import write_config
+from liverctl.data.loaders import end_workers
 from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.runs.checkpoint import (
@@ -427,6 +428,8 @@ class _Loop:
             self.events.emit("run_end", epoch=s.epoch, step=s.global_step, status=self.status, best=s.best,
                              message=self.message)
         self.events.close()
+        if s is not None:
+            end_workers(s.train_loader, s.val_loader)
         distributed.shutdown(self.info)
         torch.set_grad_enabled(True)
 
