@@ -129,8 +129,8 @@ def run_training(
                 distributed.report_failure(info, run_dir, loop.message)  # before close() ends the group
             elif (first := distributed.earlier_failure(info, run_dir, since=started_at,
                                                        failed_at=time.time())) is not None:
-                loop.message = first
-                raise LiverctlError(f"{first} (its traceback is on that rank's stderr)") from exc
+                loop.message, where = first
+                raise LiverctlError(f"{loop.message} ({where})") from exc
         raise
     finally:
         loop.close()
@@ -341,7 +341,7 @@ class _Loop:
             first = distributed.earlier_failure(self.info, self.run_dir, since=self.started_at, failed_at=time.time(),
                                                 wait_s=0)
             if first is not None:
-                raise LiverctlError(first)  # run_training reports it as that rank's failure
+                raise LiverctlError(first[0])  # run_training reports it as that rank's failure
 
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
