@@ -61,10 +61,11 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
 
     if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
         torch.multiprocessing.set_sharing_strategy(sharing_strategy)
-    from liverctl.workers import exit_with_main_process, one_thread_each
+    from liverctl.workers import exit_with_main_process, one_thread_each, unnamed_locks
 
     exit_with_main_process()  # torch's own watchdog follows os.getppid(): the forkserver, which outlives a killed trainer
     one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
+    unnamed_locks()  # blosc's lock: not a named semaphore that a killed worker leaves registered (or in /dev/shm)
     reuse_freed_memory()  # a sample's float32 planes and warps (~1 MB each) reuse the heap, not fresh pages
     # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
     # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
