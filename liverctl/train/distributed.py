@@ -176,7 +176,7 @@ def _how_it_ended(pid: int) -> str | None:
     except FileNotFoundError:
         if not Path("/proc/self").exists():
             return None
-        return "it ended without a word (killed, by the out-of-memory killer's SIGKILL?, or crashed)"
+        return "it ended without a word: killed (the out-of-memory killer's SIGKILL?) or crashed"
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()  # the name (field 2) may hold anything; fields[0] is field 3

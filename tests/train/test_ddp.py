@@ -237,7 +237,7 @@ def test_rank_0_tells_a_rank_killed_without_a_word_from_one_still_running(tmp_pa
         assert earlier_failure(info, tmp_path, since=0, failed_at=1, wait_s=0)[0].startswith("rank 3 died")
         processes[3] = (host, gone.pid)
         assert distributed.died_without_a_word(info) == (
-            "rank 3 died: it ended without a word (killed, by the out-of-memory killer's SIGKILL?, or crashed)")
+            "rank 3 died: it ended without a word: killed (the out-of-memory killer's SIGKILL?) or crashed")
         processes[3] = (host, os.getpid())  # every rank still running: none died
         assert distributed.died_without_a_word(info) is None
         assert earlier_failure(info, tmp_path, since=0, failed_at=1, wait_s=0) is None
