@@ -169,6 +169,16 @@ def died_without_a_word(info: DistInfo) -> str | None:
     return None
 
 
+def dead_rank(info: DistInfo, wait_s: float = 1.0) -> str | None:
+    """`died_without_a_word`, waiting up to `wait_s` for it: a rank whose collective broke when another rank was
+    killed (rank 0 by the out-of-memory killer, say) sees the connection close while the killed process is still
+    ending, before /proc shows it ended."""
+    deadline = time.monotonic() + wait_s
+    while (died := died_without_a_word(info)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return died
+
+
 def _how_it_ended(pid: int) -> str | None:
     """How process `pid` ended, in words; None while it runs (or where there is no /proc to tell)."""
     try:

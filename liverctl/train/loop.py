@@ -125,8 +125,8 @@ def run_training(
         if loop.status == "failed" and info.enabled:
             # the failure of one rank is the others' broken collective: the log and the command's line
             # say which rank failed first, and how
-            if not info.is_main:
-                distributed.report_failure(info, run_dir, loop.message)  # before close() ends the group
+            if not info.is_main:  # before close() ends the group; a killed rank's end is the cause, not this
+                distributed.report_failure(info, run_dir, distributed.dead_rank(info) or loop.message)
             elif (first := distributed.earlier_failure(info, run_dir, since=started_at,
                                                        failed_at=time.time())) is not None:
                 loop.message, where = first

@@ -181,6 +181,21 @@ def test_a_rank_killed_without_a_word_is_named_as_dead_in_the_log_and_the_error(
 
 
 @NO_TORCHRUN
+def test_rank_0_killed_is_named_by_the_rank_that_outlived_it(tiny_store, tmp_path):
+    # rank 1 left its broken collective as its failure ("RuntimeError: [.../gloo/transport/tcp/pair.cc:561]
+    # Connection closed by peer ..."), which `runs` then showed as the run's reason
+    from liverctl.runs.summary import summarize_run
+
+    _torchrun_train(2, tiny_store, tmp_path, scenario="rank_0_killed_in_step", returncode=1, timeout=240)
+    run = tmp_path / "ddp"
+    assert read_events(run / "events.jsonl")[-1]["kind"] != "run_end"  # rank 0 alone writes the log
+    summary = summarize_run(run)
+    assert summary.status == "failed"
+    assert any(problem.startswith("no run_end event: rank 0 died: ") and problem.endswith("(as rank 1 found)")
+               for problem in summary.problems), summary.problems
+
+
+@NO_TORCHRUN
 def test_rank_0_ends_its_validation_at_once_when_another_rank_has_failed(tiny_store, tmp_path):
     # rank 0 validated its own cases to the end (no collective until the reduction, which then failed): a
     # validation longer than torchrun's grace (30 s after rank 1 exited) ended with rank 0 killed, no run_end
