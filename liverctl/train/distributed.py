@@ -155,7 +155,7 @@ def earlier_failure(info: DistInfo, run_dir: str | os.PathLike, *, since: float,
 
 
 def died_without_a_word(info: DistInfo) -> str | None:
-    """"rank R died (...)" for the first other rank on this machine whose process has ended (a rank that fails
+    """"rank R died: <how>" for the first other rank on this machine whose process has ended (a rank that fails
     on its own reports it first, `report_failure`: one that ended without it was killed, by the out-of-memory
     killer's SIGKILL most often, or crashed); None when every such process is still there. The signal is named
     when the process is caught before torchrun collects it (a zombie's exit code in /proc)."""
