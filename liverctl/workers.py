@@ -54,19 +54,26 @@ def start_forkserver(preload: tuple[str, ...]) -> None:
 def default_sigterm() -> None:
     """In a pool worker (ingest, synth): die on SIGTERM as a process does by default (the forkserver that
     started it ignores SIGTERM, `liverctl.forkserver_preload`), so that a pool can be stopped; and with the
-    main process (`exit_with_main_process`).
-
-    A worker that dies so runs no finalizer: a lock it had made for itself stayed registered with the resource
-    tracker, which warned "There appear to be N leaked semaphore objects" after a Ctrl-C (numcodecs' blosc makes
-    one, `multiprocessing.Lock()`, at a worker's first encode: under forkserver a named semaphore, unregistered
-    only at a clean exit). With `fork` as the worker's default context such a lock is unlinked as it is made:
-    nothing named to track or leave behind. A worker starts no process of its own."""
+    main process (`exit_with_main_process`); its locks unnamed (`unnamed_locks`)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    unnamed_locks()
+    exit_with_main_process()
+
+
+def unnamed_locks() -> None:
+    """In a worker (pool or DataLoader), which starts no process of its own: a `multiprocessing.Lock()` it makes
+    is unlinked as it is made, nothing named to track or leave behind.
+
+    numcodecs' blosc makes one at a worker's first encode or decode: under forkserver (the worker's default
+    context, inherited) a named semaphore in /dev/shm, registered with the resource tracker and unregistered
+    only at a clean exit. A worker that dies (SIGTERM, or with a killed trainer: `exit_with_main_process`) runs
+    no finalizer: the tracker warned "There appear to be N leaked semaphore objects" (one per worker), and where
+    the tracker was killed too (kill -9 of the process group) the file stayed. With `fork` as the default context
+    the lock is unlinked at once."""
     if "fork" in multiprocessing.get_all_start_methods():
         multiprocessing.set_start_method("fork", force=True)
-    exit_with_main_process()
 
 
 def exit_with_main_process() -> None:

@@ -141,3 +141,24 @@ def test_start_forkserver_preloads_for_every_later_pool(tmp_path):
         assert done.returncode == 0, done.stderr
         seen[how] = done.stdout.strip()
     assert seen == {"start": "True", "bare": "False"}
+
+
+def _lock_name(_batch):
+    """In a loader worker: the name of a `multiprocessing.Lock()` made there, as numcodecs' blosc makes one."""
+    import multiprocessing
+
+    return multiprocessing.Lock()._semlock.name
+
+
+def test_a_lock_a_loader_worker_makes_is_never_a_named_semaphore():
+    # numcodecs' blosc makes one at a worker's first decode: under forkserver a named semaphore (/dev/shm/sem.mp-*),
+    # registered with the resource tracker and unregistered only at a clean exit; a worker that exits with the
+    # killed trainer (exit_with_main_process) left one per worker for the tracker's "leaked semaphore" warning, and
+    # in /dev/shm for good where the tracker was killed too (kill -9 of the process group)
+    from torch.utils.data import DataLoader
+
+    from liverctl.data import loaders
+
+    loader = DataLoader(range(1), batch_size=1, collate_fn=_lock_name,
+                        **loaders._worker_kwargs(loaders.LoaderPlan(1, None, False)))
+    assert list(loader) == [None]

@@ -61,10 +61,11 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
 
     if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
         torch.multiprocessing.set_sharing_strategy(sharing_strategy)
-    from liverctl.workers import exit_with_main_process, one_thread_each
+    from liverctl.workers import exit_with_main_process, one_thread_each, unnamed_locks
 
     exit_with_main_process()  # torch's own watchdog follows os.getppid(): the forkserver, which outlives a killed trainer
     one_thread_each()  # a worker's torch/cv2/blosc threads only fight the main process
+    unnamed_locks()  # blosc's lock: not a named semaphore that a killed worker leaves registered (or in /dev/shm)
     reuse_freed_memory()  # a sample's float32 planes and warps (~1 MB each) reuse the heap, not fresh pages
     # Ctrl-C (SIGINT) reaches the whole process group, and so does SIGTERM from `timeout`, `kill -- -PGID`
     # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
@@ -120,6 +121,21 @@ def make_train_loader(dataset: SliceDataset, sampler: EpochSampler, batch_size: 
     return DataLoader(
         dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True), **_worker_kwargs(plan)
     )
+
+
+def end_workers(*loaders) -> None:
+    """End the worker processes of these DataLoaders now, the way their iterator ends them once collected (None
+    in a queue, then a join). A run that failed keeps its training loader's iterator alive in the exception's
+    traceback until the interpreter's exit, and there multiprocessing SIGTERMs a worker it finds still running:
+    the worker then finished its batch first (`WORKER_SIGTERM_GRACE_S`), and a torchrun rank that failed took 10 s
+    longer to exit, so the other ranks saw its end (their broken collective) that much later. DataLoader has no
+    public close: the iterator's own `_shutdown_workers` (what its `__del__` calls; a second call does nothing)."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)  # persistent workers live on it
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+            loader._iterator = None  # a later epoch (none here) would start workers afresh
 
 
 def make_val_loader(dataset: ValidationDataset, batch_size: int, plan: LoaderPlan, rank: int = 0, world: int = 1):

@@ -377,8 +377,11 @@ def _fill_status(summary: RunSummary, history: RunHistory, alive: bool, failures
             summary.problems.append("events.jsonl: half-written last line after run_end")
     elif summary.status == "failed":
         _, rank, message = failures[0]
-        summary.problems.append(f"no run_end event: rank {rank} failed ({message}), and rank 0 ended before it "
-                                "wrote the run's end (killed by torchrun?)")
+        if message.startswith("rank 0 died"):  # the writer itself was killed (`distributed.dead_rank`)
+            summary.problems.append(f"no run_end event: {message} (as rank {rank} found)")
+        else:
+            summary.problems.append(f"no run_end event: rank {rank} failed ({message}), and rank 0 ended before it "
+                                    "wrote the run's end (killed by torchrun?)")
     elif summary.status == "interrupted":
         if history.torn_last_line:
             summary.problems.append("events.jsonl truncated: half-written last line, no run_end (killed?)")

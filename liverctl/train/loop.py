@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from liverctl.config import write_config
+from liverctl.data.loaders import end_workers
 from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.runs.checkpoint import (
@@ -124,12 +125,12 @@ def run_training(
         if loop.status == "failed" and info.enabled:
             # the failure of one rank is the others' broken collective: the log and the command's line
             # say which rank failed first, and how
-            if not info.is_main:
-                distributed.report_failure(info, run_dir, loop.message)  # before close() ends the group
+            if not info.is_main:  # before close() ends the group; a killed rank's end is the cause, not this
+                distributed.report_failure(info, run_dir, distributed.dead_rank(info) or loop.message)
             elif (first := distributed.earlier_failure(info, run_dir, since=started_at,
                                                        failed_at=time.time())) is not None:
-                loop.message = first
-                raise LiverctlError(f"{first} (its traceback is on that rank's stderr)") from exc
+                loop.message, where = first
+                raise LiverctlError(f"{loop.message} ({where})") from exc
         raise
     finally:
         loop.close()
@@ -340,7 +341,7 @@ class _Loop:
             first = distributed.earlier_failure(self.info, self.run_dir, since=self.started_at, failed_at=time.time(),
                                                 wait_s=0)
             if first is not None:
-                raise LiverctlError(first)  # run_training reports it as that rank's failure
+                raise LiverctlError(first[0])  # run_training reports it as that rank's failure
 
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
@@ -427,6 +428,8 @@ class _Loop:
             self.events.emit("run_end", epoch=s.epoch, step=s.global_step, status=self.status, best=s.best,
                              message=self.message)
         self.events.close()
+        if s is not None:
+            end_workers(s.train_loader, s.val_loader)
         distributed.shutdown(self.info)
         torch.set_grad_enabled(True)
 

@@ -11,6 +11,8 @@ Scenarios:
 - `fails_in_step`: rank 1 fails on its own (an error of its own, not a collective's) at its second step, and
   rank 0, once its run has ended, waits for rank 1's process to be gone and torchrun to stop the survivors
   before its command prints its line (rank 0's teardown slower than rank 1's exit, as seen once in CI);
+- `killed_in_step`: rank 1 is killed by SIGKILL at its second step (as the out-of-memory killer does): it leaves
+  no failure of its own in the run folder; `rank_0_killed_in_step`: rank 0 is, and no rank writes the run's end;
 - `fails_in_validation`: rank 1 fails on its own at its first validation batch, while rank 0 is in its own
   validation: rank 0 records each validation batch it finishes in `val-batches-0.txt` (in the working
   directory) and holds its second one until rank 1's failure is in the run folder (run 'ddp');
@@ -68,6 +70,19 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
             return probabilities_at(*args, **kwargs)
 
         validation.probabilities_at = _rank_1_fails_rank_0_validates_on
+    elif scenario == "rank_0_killed_in_step" and int(os.environ.get("RANK", "0")) == 0:
+        from liverctl.train import loop
+
+        guarded_step = loop.guarded_step
+
+        def _killed_at_step_1(s, *args, **kwargs):
+            if s.global_step == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return guarded_step(s, *args, **kwargs)
+
+        loop.guarded_step = _killed_at_step_1
+    elif scenario == "rank_0_killed_in_step":
+        pass
     elif scenario == "fails_in_step" and int(os.environ.get("RANK", "0")) == 0:
         import time
         from pathlib import Path
@@ -122,6 +137,15 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
                 return out
 
             Session.validate = _validate_then_signal
+        elif scenario == "killed_in_step":
+            guarded_step = loop.guarded_step
+
+            def _killed_at_step_1(s, *args, **kwargs):
+                if s.global_step == 1:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return guarded_step(s, *args, **kwargs)
+
+            loop.guarded_step = _killed_at_step_1
         elif scenario == "fails_in_step":
             guarded_step = loop.guarded_step
 

@@ -15,6 +15,7 @@ from train_fixtures import SMALL_NET
 from liverctl.runs.checkpoint import load_checkpoint
 from liverctl.runs.events import read_events
 from liverctl.runs.folder import checkpoint_path, rank_failure_path, tidy_run_dir
+from liverctl.train import distributed
 from liverctl.train.distributed import DistInfo, earlier_failure, report_failure
 from liverctl.train.loop import run_training
 
@@ -164,6 +165,37 @@ def test_a_rank_that_fails_on_its_own_is_named_in_the_log_and_the_error(tiny_sto
 
 
 @NO_TORCHRUN
+def test_a_rank_killed_without_a_word_is_named_as_dead_in_the_log_and_the_error(tiny_store, tmp_path):
+    # SIGKILL (the out-of-memory killer's) leaves no failure of rank 1's own: rank 0 reported its broken
+    # collective ("failed: RuntimeError: [.../gloo/transport/tcp/pair.cc:545] Read error ...: Connection reset by
+    # peer") with a traceback, and nothing said that rank 1 had been killed
+    proc = _torchrun_train(2, tiny_store, tmp_path, scenario="killed_in_step", returncode=1, timeout=240)
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert (events[-1]["kind"], events[-1]["status"]) == ("run_end", "failed")
+    assert events[-1]["message"].startswith("rank 1 died: "), events[-1]["message"]
+    assert "out-of-memory" in events[-1]["message"]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {events[-1]['message']} (see that rank's stderr and the kernel log, `dmesg`)"], \
+        proc.stderr[-3000:]
+    assert "Connection reset by peer" not in proc.stderr.split("[rank0]")[-1]  # no traceback from rank 0
+
+
+@NO_TORCHRUN
+def test_rank_0_killed_is_named_by_the_rank_that_outlived_it(tiny_store, tmp_path):
+    # rank 1 left its broken collective as its failure ("RuntimeError: [.../gloo/transport/tcp/pair.cc:561]
+    # Connection closed by peer ..."), which `runs` then showed as the run's reason
+    from liverctl.runs.summary import summarize_run
+
+    _torchrun_train(2, tiny_store, tmp_path, scenario="rank_0_killed_in_step", returncode=1, timeout=240)
+    run = tmp_path / "ddp"
+    assert read_events(run / "events.jsonl")[-1]["kind"] != "run_end"  # rank 0 alone writes the log
+    summary = summarize_run(run)
+    assert summary.status == "failed"
+    assert any(problem.startswith("no run_end event: rank 0 died: ") and problem.endswith("(as rank 1 found)")
+               for problem in summary.problems), summary.problems
+
+
+@NO_TORCHRUN
 def test_rank_0_ends_its_validation_at_once_when_another_rank_has_failed(tiny_store, tmp_path):
     # rank 0 validated its own cases to the end (no collective until the reduction, which then failed): a
     # validation longer than torchrun's grace (30 s after rank 1 exited) ended with rank 0 killed, no run_end
@@ -185,11 +217,11 @@ def test_rank_0_reports_the_first_failure_of_another_rank_before_its_own(tmp_pat
     for rank, ts, message in ((1, 105.0, "RuntimeError: later"), (2, 103.0, "ValueError: first"),
                               (3, 99.0, "stale: a failure of an earlier start")):
         rank_failure_path(tmp_path, rank).write_text(f'{{"rank": {rank}, "ts": {ts}, "message": "{message}"}}\n')
-    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0) == "rank 2 failed: ValueError: first"
+    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0)[0] == "rank 2 failed: ValueError: first"
     # rank 0 failed first (the others' failures are its broken collectives): its own error stands
     assert earlier_failure(info, tmp_path, since=100.0, failed_at=102.0, wait_s=0) is None
     rank_failure_path(tmp_path, 2).write_text("{half a rec")  # not one a rank wrote: passed over
-    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0) == "rank 1 failed: RuntimeError: later"
+    assert earlier_failure(info, tmp_path, since=100.0, failed_at=110.0, wait_s=0)[0] == "rank 1 failed: RuntimeError: later"
     assert len(tidy_run_dir(tmp_path)) == 3 and not list(tmp_path.iterdir())  # a new start reads none of them
 
 
@@ -199,3 +231,31 @@ def test_a_rank_leaves_its_failure_in_one_line_or_not_at_all(tmp_path):
     assert text.count("\n") == 1 and '"message": "RuntimeError: NCCL error"' in text
     report_failure(DistInfo(rank=1, world=3, launched=True), tmp_path / "elsewhere", "x")  # no such folder here
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_rank_0_tells_a_rank_killed_without_a_word_from_one_still_running(tmp_path, monkeypatch):
+    import signal
+    import socket
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # collected, as torchrun collects a rank: /proc has nothing of it
+    try:
+        killed.send_signal(signal.SIGKILL)
+        while Path(f"/proc/{killed.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            pass  # not collected yet: the kernel keeps how it ended
+        host, info = socket.gethostname(), DistInfo(rank=0, world=4, launched=True)
+        processes = [(host, os.getpid()), (host, os.getpid()), ("another-machine", gone.pid), (host, killed.pid)]
+        monkeypatch.setattr(distributed, "_processes", processes)
+        assert distributed.died_without_a_word(info) == (
+            "rank 3 died: killed by SIGKILL (signal 9), as the out-of-memory killer does: out of memory?")
+        assert earlier_failure(info, tmp_path, since=0, failed_at=1, wait_s=0)[0].startswith("rank 3 died")
+        processes[3] = (host, gone.pid)
+        assert distributed.died_without_a_word(info) == (
+            "rank 3 died: it ended without a word: killed (the out-of-memory killer's SIGKILL?) or crashed")
+        processes[3] = (host, os.getpid())  # every rank still running: none died
+        assert distributed.died_without_a_word(info) is None
+        assert earlier_failure(info, tmp_path, since=0, failed_at=1, wait_s=0) is None
+    finally:
+        killed.kill()
+        killed.wait()

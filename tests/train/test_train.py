@@ -762,3 +762,32 @@ def test_a_kill_while_writing_best_redoes_that_epoch_on_resume(tiny_store, tmp_p
     assert sorted(p.name for p in (tmp_path / "k" / "checkpoints").iterdir()) == ["best.json", "best.pt", "last.json", "last.pt"]
     ends = {e["epoch"] for e in read_events(tmp_path / "k" / "events.jsonl") if e["kind"] == "epoch_end"}
     assert ends == {1, 2}
+
+
+def test_a_failed_run_ends_its_loader_workers_before_its_error_goes_on(tiny_store, tmp_path, monkeypatch):
+    # the traceback of the failure holds the training loader's iterator until the interpreter's exit, where
+    # multiprocessing SIGTERMed the worker it found still running: it finished its batch first (10 s), and a
+    # failed torchrun rank exited that much later, so the other ranks saw its end late
+    from liverctl.data import loaders
+
+    made, workers = [], []
+    make_train_loader = loaders.make_train_loader
+
+    def keep(*args, **kwargs):
+        made.append(make_train_loader(*args, **kwargs))
+        return made[-1]
+
+    def fails_at_step_1(s, *args, **kwargs):
+        if s.global_step == 1:
+            workers.extend(made[0]._iterator._workers)
+            raise RuntimeError("out of memory (this run's own failure)")
+        return guarded_step(s, *args, **kwargs)
+
+    guarded_step = loop.guarded_step
+    monkeypatch.setattr(loaders, "make_train_loader", keep)
+    monkeypatch.setattr(loop, "guarded_step", fails_at_step_1)
+    with pytest.raises(RuntimeError, match="own failure") as failure:
+        loop.run_training(tiny_cfg(tiny_store), tmp_path / "f", device="cpu", show_progress=False)
+    assert failure.traceback  # still held, with the loop's frames
+    assert workers and not any(w.is_alive() for w in workers)
+    assert read_events(tmp_path / "f" / "events.jsonl")[-1]["status"] == "failed"
