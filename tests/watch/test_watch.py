@@ -344,6 +344,27 @@ def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
 
 
+def test_watcher_starts_a_fresh_state_for_a_log_truncated_and_rewritten_larger(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    two_epoch_run("r").write(run / "events.jsonl")
+    watcher = RunWatcher(run)
+    watcher.poll()
+    assert len(watcher.state.rows) == 2
+    fresh = EventScript("r", t0=2e9)
+    fresh.start(preset="v5", epochs=9)
+    for epoch in range(1, 6):
+        fresh.epoch(epoch, volume_dice=0.5 + epoch / 100)
+    with open(run / "events.jsonl", "r+") as fh:  # in place, the same inode, and larger than before
+        fh.truncate(0)
+        fh.write("".join(fresh.lines))
+    monkeypatch.setattr("liverctl.watch.watcher.BACKGROUND_READ_BYTES", 100)
+    assert watcher.read_is_long()  # were it long, it would be read again off the UI thread
+    monkeypatch.undo()
+    watcher.poll()
+    assert [r.volume_dice for r in watcher.state.rows] == [0.51, 0.52, 0.53, 0.54, 0.55]
+    assert watcher.state.preset == "v5"
+
+
 def test_plain_step_lines_are_only_step_events_that_cannot_hold_a_non_finite_value():
     step = dict(epoch=0, step=5, loss=0.25, lr=1e-05, samples_per_s=44.1, grad_norm=1.5)
     assert plain_step_line(event_line("step", 1, 1e9, **step))  # as the trainer writes it (json.dumps)
