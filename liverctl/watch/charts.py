@@ -12,6 +12,7 @@ import re
 import weakref
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from liverctl.runs.history import PLOTTABLE
@@ -25,7 +26,7 @@ X_AXES = ("step", "time")  # global step, or time since the run's start (TensorB
 # `envelope` over this many columns of its own x range (at most 4 points each), worked out once per version of
 # the state: a spike or dip stays, within 1/SPEC_COLUMNS of the range of where it was (a chart's pixel columns,
 # a few hundred, each hold several). `draw` reduces it again to the chart's own columns. Smoothing uses every point.
-SPEC_COLUMNS = 2000
+SPEC_COLUMNS = 1000
 DICE_METRICS = (("volume_dice", "volume"), ("slice_dice", "slice"), ("global_dice", "global"))
 # One colour per run when several are overlaid (plotext colour names), and the NaN marks per guard action.
 RUN_COLORS = ("cyan+", "orange+", "green+", "magenta+", "blue+", "white", "gray+", "cyan")
@@ -134,6 +135,19 @@ def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = 
     else:  # runs of consecutive points in one cell
         at = [_column(x, lo, scale) // cell for x in xs]
         starts = [0, *(i for i in range(1, n) if at[i] != at[i - 1]), n]
+    idx = _extremes(ys, starts)
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def envelope_indices(ys: list[float], parts: int) -> list[int] | None:
+    """`envelope` over the order of the values (`parts` runs of as many points each), as indices into `ys`;
+    None: all of them. For values whose x is worked out only for the points kept (the rates)."""
+    n = len(ys)
+    return None if n <= 4 * parts else _extremes(ys, [n * k // parts for k in range(parts + 1)])
+
+
+def _extremes(ys: list[float], starts: list[int]) -> list[int]:
+    """Of each run `ys[starts[k]:starts[k + 1]]` the indices of its first, lowest, highest and last value."""
     idx: list[int] = []
     for a, b in zip(starts, starts[1:], strict=False):
         if b - a <= 4:
@@ -141,7 +155,7 @@ def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = 
             continue
         part = ys[a:b]  # min, max and index at C speed
         idx.extend(sorted({a, a + part.index(min(part)), a + part.index(max(part)), b - 1}))
-    return [xs[i] for i in idx], [ys[i] for i in idx]
+    return idx
 
 
 def _column(x: float, lo: float, scale: float) -> int:
@@ -252,7 +266,7 @@ class _StepCurves:
         self._raw: dict[tuple, tuple[list[float], list[float], float | None]] = {}
         self._ema: tuple[float, list[float | None]] | None = None  # the last smoothing's (100k values: one kept)
         self._smoothed: dict[tuple, tuple[list[float], list[float]]] = {}
-        self._rates: dict[tuple, tuple[list[float], list[float]]] = {}
+        self._rates: dict[str, list[StepSample]] = {}
 
     def xs(self, run: RunState, axis: _XAxis) -> list[float | None]:
         key = axis.key(run)
@@ -277,14 +291,18 @@ class _StepCurves:
             self._smoothed[key] = envelope(*_finite_pairs(self.xs(run, axis), self._ema[1]), SPEC_COLUMNS)
         return self._smoothed[key]
 
-    def rate_curve(self, run: RunState, axis: _XAxis, attr: str) -> tuple[list[float], list[float]]:
-        """The drawable values of `attr` (a step sample's lr or samples_per_s; their `envelope`)."""
-        key = (attr, axis.key(run))
-        if key not in self._rates:
-            samples = [s for s in run.samples if getattr(s, attr) is not None]
-            xs = axis.sample_xs(run, samples)
-            self._rates[key] = envelope(*_finite_pairs(xs, [getattr(s, attr) for s in samples]), SPEC_COLUMNS)
-        return self._rates[key]
+    def rate_samples(self, run: RunState, attr: str) -> list[StepSample]:
+        """The step samples with a value of `attr` (nothing is smoothed there), reduced to their envelope in
+        step order (`envelope_indices`) before the x axis is worked out for them."""
+        if attr not in self._rates:
+            values = list(map(attrgetter(attr), run.samples))  # C speed: 100k samples in a long log
+            samples = run.samples
+            if None in values:
+                samples = [s for s, v in zip(samples, values, strict=True) if v is not None]
+                values = [v for v in values if v is not None]
+            idx = envelope_indices(values, SPEC_COLUMNS)
+            self._rates[attr] = list(samples) if idx is None else [samples[i] for i in idx]
+        return self._rates[attr]
 
 
 # state -> (what its step charts were worked out from, the curves): gone with the state (a replaced log, a
@@ -394,9 +412,11 @@ def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str,
     axis = _XAxis(settings, runs)
     spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
     for i, run in enumerate(runs):
-        xs, ys = _step_curves(run).rate_curve(run, axis, attr)
+        samples = _step_curves(run).rate_samples(run, attr)
+        xs = axis.sample_xs(run, samples)
+        ys = [getattr(s, attr) for s in samples]
         label = None if len(runs) == 1 else _run_label(run, runs)
-        spec.series.append(Series(label, list(xs), list(ys), color=RUN_COLORS[i % len(RUN_COLORS)]))
+        spec.series.append(Series(label, *_finite_pairs(xs, ys), color=RUN_COLORS[i % len(RUN_COLORS)]))
     return spec
 
 
