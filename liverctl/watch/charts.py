@@ -446,7 +446,7 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     """
     plt.clear_figure()
     drawn = [s for s in spec.series if s.xs]
-    lo = x_lo = min(min(s.xs) for s in drawn)  # per series, at C speed: a long log's lines hold 100k points
+    lo = x_lo = min(min(s.xs) for s in drawn)  # per series, at C speed
     hi = max(max(s.xs) for s in drawn)
     if hi == lo:
         lo, hi = lo - 1, hi + 1
