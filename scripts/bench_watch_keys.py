@@ -3,10 +3,11 @@ generated 100k-step run, pressing `s` (smoothing) and `x` (step/time) in turns (
 
     .venv/bin/python scripts/bench_watch_keys.py /tmp/watchbench [--old REV]
 
-Per key press: the redraw (`WatchApp.show_state`: charts worked out, tables, header) and the press itself
-until the screen is painted again (`pilot.press` and `pilot.pause`, charts drawn included). With
+Per key press: the redraw (`WatchApp.show_state`: charts worked out, tables, header), the charts' drawing
+(`Chart.render`: plotext) and the press itself until the screen is painted again (`pilot.press` and `pilot.pause`, charts drawn included). With
 `--old REV`, the app's redraw, the charts, the chart widget's `show` and the header's step count of that
-git revision are loaded beside the working tree's and the two take turns in one process, press by press.
+git revision (and its chart widget's drawing) are loaded beside the working tree's and the two take turns in
+one process, press by press.
 """
 
 from __future__ import annotations
@@ -69,21 +70,23 @@ def old_side(rev: str) -> dict[tuple[object, str], object]:
     widgets = _load_module(rev, "liverctl/watch/widgets.py", "old_watch_widgets")
     state = _load_module(rev, "liverctl/watch/state.py", "old_watch_state")
     app.all_charts = charts.all_charts
+    widgets.chart_text = charts.chart_text  # the chart drawn by that revision's plotext calls
     return {(app_module.WatchApp, "show_state"): app.WatchApp.show_state,
-            (Chart, "show"): widgets.Chart.show,
+            (Chart, "show"): widgets.Chart.show, (Chart, "render"): widgets.Chart.render,
             (RunState, "step_in_epoch"): state.RunState.step_in_epoch}
 
 
 async def measure(run_dir: Path, sides: dict, presses: int) -> dict[str, dict[str, list[float]]]:
-    times = {side: {"rebuild s": [], "rebuild x": [], "press s": [], "press x": []} for side in sides}
-    rebuild = [0.0]
+    times = {side: {f"{what} {key}": [] for what in ("rebuild", "draw", "press") for key in "sx"} for side in sides}
+    spent = {"rebuild": 0.0, "draw": 0.0}  # show_state, and the charts' `render` (plotext)
 
-    def timed(show_state):
-        def timed_show_state(self):
+    def timed(method, what):
+        def timed_method(self):
             t = time.perf_counter()
-            show_state(self)
-            rebuild[0] += time.perf_counter() - t
-        return timed_show_state
+            result = method(self)
+            spent[what] += time.perf_counter() - t
+            return result
+        return timed_method
 
     app = app_module.make_watch_app(run_dir, poll_seconds=3600.0, clock=lambda: 2e9)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -93,14 +96,16 @@ async def measure(run_dir: Path, sides: dict, presses: int) -> dict[str, dict[st
         for i in range(presses):
             for side, patches in sides.items():
                 for (owner, name), value in patches.items():
-                    setattr(owner, name, timed(value) if name == "show_state" else value)
+                    what = {"show_state": "rebuild", "render": "draw"}.get(name)
+                    setattr(owner, name, timed(value, what) if what else value)
                 key = "s" if i % 2 == 0 else "x"
-                rebuild[0] = 0.0
+                spent.update(rebuild=0.0, draw=0.0)
                 t = time.perf_counter()
                 await pilot.press(key)
                 await pilot.pause()
                 times[side][f"press {key}"].append(time.perf_counter() - t)
-                times[side][f"rebuild {key}"].append(rebuild[0])
+                for what, seconds in spent.items():
+                    times[side][f"{what} {key}"].append(seconds)
     return times
 
 
@@ -115,6 +120,7 @@ def main() -> None:
     path = write_long_log(run_dir)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
     now = {(app_module.WatchApp, "show_state"): app_module.WatchApp.show_state, (Chart, "show"): Chart.show,
+           (Chart, "render"): Chart.render,
            (RunState, "step_in_epoch"): RunState.step_in_epoch}
     sides = {"old": old_side(args.old), "now": now} if args.old else {"now": now}
     times = asyncio.run(measure(run_dir, sides, args.presses))

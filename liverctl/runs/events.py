@@ -228,20 +228,30 @@ def read_events(path: str | os.PathLike) -> list[dict]:
     return [e for e in (parse_line(line) for line in text.split("\n")) if e is not None]
 
 
+# `EventTail` keeps this many bytes of the log's start and of the bytes just before where it stopped: a log
+# truncated and written again (even larger, on the same inode) differs there from what was read.
+FINGERPRINT_BYTES = 64
+
+
 @dataclass
 class EventTail:
     """Incremental reader for a log that is still being written (used by `watch`).
 
     `poll()` returns the events completed since the last call. A last line without its newline is held
-    back until it is finished. A file that disappears or shrinks (truncated, replaced) is re-read from the
-    start on the next poll; `missing` says whether the file is currently absent.
+    back until it is finished. A file that disappears, is replaced, shrinks, or no longer holds the bytes
+    already read (truncated and written again, even larger) is re-read from the start on the next poll, and
+    `restarted` says that poll started over; `missing` says whether the file is currently absent.
     """
 
     path: Path
     _offset: int = 0
     _partial: str = ""
     missing: bool = True
+    restarted: bool = False  # the last poll read the file from its start again, after reading some of it
     _inode: int | None = field(default=None, repr=False)
+    _stat: tuple[int, int, int] | None = field(default=None, repr=False)  # (inode, size, mtime) at the last poll
+    _head: bytes = field(default=b"", repr=False)  # the file's first bytes, as read
+    _before: bytes = field(default=b"", repr=False)  # the bytes just before `_offset`, as read
 
     def poll(self) -> list[dict]:
         return [e for e in (parse_line(line) for line in self.poll_lines()) if e is not None]
@@ -249,34 +259,60 @@ class EventTail:
     def poll_lines(self) -> list[str]:
         """The lines completed since the last call, unparsed (`parse_line` each; `watch` parses a long log
         in parts, off its UI thread)."""
+        self.restarted = False
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             self.missing = True
             return []
-        if self._inode is not None and (st.st_ino != self._inode or st.st_size < self._offset):
-            self._offset, self._partial = 0, ""
-        self._inode = st.st_ino
         self.missing = False
-        if st.st_size == self._offset:
-            return []
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stat:
+            return []  # untouched since the last poll: not even opened
         try:
             with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if self._changed(fh, st):
+                    self._offset, self._partial, self._head, self._before = 0, "", b"", b""
+                    self.restarted = True
                 fh.seek(self._offset)
                 chunk = fh.read()
         except FileNotFoundError:
             self.missing = True
             return []
+        self._inode = st.st_ino
+        self._stat = (st.st_ino, st.st_size, st.st_mtime_ns)
         self._offset += len(chunk)
+        if len(self._head) < FINGERPRINT_BYTES:
+            self._head = (self._head + chunk[:FINGERPRINT_BYTES])[:FINGERPRINT_BYTES]
+        self._before = (self._before + chunk[-FINGERPRINT_BYTES:])[-FINGERPRINT_BYTES:]
         text = self._partial + chunk.decode("utf-8", errors="replace")
         lines = text.split("\n")
         self._partial = lines.pop()  # "" when the chunk ended with a newline
         return lines
 
-    @property
-    def position(self) -> tuple[int | None, int]:
-        """(inode, bytes read) of the file as last read."""
-        return self._inode, self._offset
+    def _changed(self, fh: Any, st: os.stat_result) -> bool:
+        """Whether the open file `fh` is no longer the one read so far: another file, shorter than what was
+        read, or other bytes at its start or just before where the last poll stopped (two small reads)."""
+        if not self._offset:
+            return False
+        if st.st_ino != self._inode or st.st_size < self._offset:
+            return True
+        fh.seek(0)
+        if fh.read(len(self._head)) != self._head:
+            return True
+        fh.seek(self._offset - len(self._before))
+        return fh.read(len(self._before)) != self._before
+
+    def starts_over(self) -> bool:
+        """Whether the next poll will read the file from its start after reading some of it (see `poll`);
+        False while the file is absent. OSError as `poll` raises it."""
+        if not self._offset:
+            return False
+        try:
+            with open(self.path, "rb") as fh:
+                return self._changed(fh, os.fstat(fh.fileno()))
+        except FileNotFoundError:
+            return False
 
 
 def iter_kind(events: list[dict], kind: str) -> Iterator[dict]:

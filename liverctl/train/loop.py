@@ -346,7 +346,7 @@ class _Loop:
     def on_non_finite(self, action: str, where: str, loss: float, grad_norm: float | None = None) -> None:
         """Event for a skipped step; restore the last good state for a rollback; NaNAbort for an abort."""
         s = self.s
-        detail = f"non-finite {where} at step {s.global_step - (where != 'validation')}"
+        detail = f"non-finite {where} at step {s.global_step}"  # as the event counts it (from 1), beside it in `watch`
         if action == ROLLBACK:
             self.good.restore(model=s.raw_model, optimizer=s.optimizer, scaler=s.scaler)
             factor = s.cfg["train"]["nan_lr_factor"]

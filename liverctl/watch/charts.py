@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import re
 import weakref
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from liverctl.runs.history import PLOTTABLE
@@ -20,7 +22,11 @@ from liverctl.watch.state import RunState
 # Smoothing weights the `s` key steps through (TensorBoard's slider: debiased exponential moving average).
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 X_AXES = ("step", "time")  # global step, or time since the run's start (TensorBoard's "relative")
-MAX_POINTS = 800  # per series (a few per braille column): a 100k-step log is thinned before plotting; smoothing uses every point
+# What plotext draws grows with the points it is given. A step curve of a long log (100k steps) keeps its
+# `envelope` over this many columns of its own x range (at most 4 points each), worked out once per version of
+# the state: a spike or dip stays, within 1/SPEC_COLUMNS of the range of where it was (a chart's pixel columns,
+# a few hundred, each hold several). `draw` reduces it again to the chart's own columns. Smoothing uses every point.
+SPEC_COLUMNS = 1000
 DICE_METRICS = (("volume_dice", "volume"), ("slice_dice", "slice"), ("global_dice", "global"))
 # One colour per run when several are overlaid (plotext colour names), and the NaN marks per guard action.
 RUN_COLORS = ("cyan+", "orange+", "green+", "magenta+", "blue+", "white", "gray+", "cyan")
@@ -96,20 +102,65 @@ def ema(values: list[float | None], weight: float) -> list[float | None]:
     return out
 
 
-def thin(xs: list[float], ys: list[float], max_points: int = MAX_POINTS) -> tuple[list[float], list[float]]:
-    """Every k-th point (and always the last) so that at most about `max_points` remain."""
-    if len(xs) <= max_points:
+def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = None, hi: float | None = None,
+             *, cell: int = 1) -> tuple[list[float], list[float]]:
+    """The points of a line that show what the whole line shows on `columns` pixel columns across [lo, hi]
+    (default: the line's own x range), taken `cell` columns at a time (2: a braille character): of each run
+    of points in one cell its first, lowest, highest and last, in their order (M4); at most 4 remain a cell.
+
+    Within a cell the line covers the span between its lowest and highest point and enters and leaves it at
+    its first and last, so a spike, a dip and the last point are drawn where they were:
+    with `cell=1` plotext draws the same pixels as for the whole line, with `cell=2` the same rows of each
+    character (a dot may sit in its other half). Columns are plotext's own (`_column`).
+    Points in x order (a step or time axis) are split at C speed.
+    """
+    n, cells = len(xs), -(-columns // cell)
+    if n <= 4 * cells or columns < 2:
         return xs, ys
-    idx = _thinned(len(xs), max_points)
+    lo = min(xs) if lo is None else lo
+    hi = max(xs) if hi is None else hi
+    if hi <= lo:
+        return xs, ys
+    scale = (columns - 1) / (hi - lo)
+    if xs == sorted(xs):  # C speed; a log's steps and times are in order
+        starts = [0]
+        for c in range(cell, columns, cell):  # the first point of column c and on: near where plotext puts
+            i = max(starts[-1], min(n, bisect_left(xs, lo + (c - 0.5) / scale)))  # it, then exactly there
+            while i > starts[-1] and _column(xs[i - 1], lo, scale) >= c:
+                i -= 1
+            while i < n and _column(xs[i], lo, scale) < c:
+                i += 1
+            starts.append(i)
+        starts.append(n)
+    else:  # runs of consecutive points in one cell
+        at = [_column(x, lo, scale) // cell for x in xs]
+        starts = [0, *(i for i in range(1, n) if at[i] != at[i - 1]), n]
+    idx = _extremes(ys, starts)
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def _thinned(n: int, max_points: int = MAX_POINTS) -> list[int]:
-    """`thin`'s indices of n points: every k-th, and always the last."""
-    idx = list(range(0, n, max(1, math.ceil(n / max_points))))
-    if idx and idx[-1] != n - 1:
-        idx.append(n - 1)
+def envelope_indices(ys: list[float], parts: int) -> list[int] | None:
+    """`envelope` over the order of the values (`parts` runs of as many points each), as indices into `ys`;
+    None: all of them. For values whose x is worked out only for the points kept (the rates)."""
+    n = len(ys)
+    return None if n <= 4 * parts else _extremes(ys, [n * k // parts for k in range(parts + 1)])
+
+
+def _extremes(ys: list[float], starts: list[int]) -> list[int]:
+    """Of each run `ys[starts[k]:starts[k + 1]]` the indices of its first, lowest, highest and last value."""
+    idx: list[int] = []
+    for a, b in zip(starts, starts[1:], strict=False):
+        if b - a <= 4:
+            idx.extend(range(a, b))
+            continue
+        part = ys[a:b]  # min, max and index at C speed
+        idx.extend(sorted({a, a + part.index(min(part)), a + part.index(max(part)), b - 1}))
     return idx
+
+
+def _column(x: float, lo: float, scale: float) -> int:
+    """The pixel column plotext draws `x` in (`plotext._utility.get_matrix_data`; scale: (columns - 1) / (hi - lo))."""
+    return math.floor(round(0.5 + scale * (x - lo), 8))
 
 
 def _finite_pairs(xs: list[float | None], ys: list[float | None]) -> tuple[list[float], list[float]]:
@@ -224,27 +275,33 @@ class _StepCurves:
         return self._xs[key]
 
     def raw_curve(self, run: RunState, axis: _XAxis) -> tuple[list[float], list[float], float | None]:
-        """The drawable raw losses, thinned, and the highest of them all (None: none)."""
+        """The drawable raw losses (their `envelope`), and the highest of them (None: none)."""
         key = axis.key(run)
         if key not in self._raw:
             drawn_x, drawn_raw = _finite_pairs(self.xs(run, axis), self.raw)
-            self._raw[key] = (*thin(drawn_x, drawn_raw), max(drawn_raw, default=None))
+            self._raw[key] = (*envelope(drawn_x, drawn_raw, SPEC_COLUMNS), max(drawn_raw, default=None))
         return self._raw[key]
 
     def smoothed_curve(self, run: RunState, axis: _XAxis, weight: float) -> tuple[list[float], list[float]]:
-        """The drawable smoothed losses, thinned (smoothed over every step first)."""
+        """The drawable smoothed losses (their `envelope`; smoothed over every step)."""
         key = (axis.key(run), weight)
         if key not in self._smoothed:
             if self._ema is None or self._ema[0] != weight:
                 self._ema = (weight, ema(self.raw, weight))
-            self._smoothed[key] = thin(*_finite_pairs(self.xs(run, axis), self._ema[1]))
+            self._smoothed[key] = envelope(*_finite_pairs(self.xs(run, axis), self._ema[1]), SPEC_COLUMNS)
         return self._smoothed[key]
 
     def rate_samples(self, run: RunState, attr: str) -> list[StepSample]:
-        """The step samples with a value of `attr`, thinned (nothing is smoothed there)."""
+        """The step samples with a value of `attr` (nothing is smoothed there), reduced to their envelope in
+        step order (`envelope_indices`) before the x axis is worked out for them."""
         if attr not in self._rates:
-            samples = [s for s in run.samples if getattr(s, attr) is not None]
-            self._rates[attr] = [samples[i] for i in _thinned(len(samples))]
+            values = list(map(attrgetter(attr), run.samples))  # C speed: 100k samples in a long log
+            samples = run.samples
+            if None in values:
+                samples = [s for s, v in zip(samples, values, strict=True) if v is not None]
+                values = [v for v in values if v is not None]
+            idx = envelope_indices(values, SPEC_COLUMNS)
+            self._rates[attr] = list(samples) if idx is None else [samples[i] for i in idx]
         return self._rates[attr]
 
 
@@ -355,13 +412,11 @@ def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str,
     axis = _XAxis(settings, runs)
     spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
     for i, run in enumerate(runs):
-        # Thinned before the x axis is worked out: nothing is smoothed here, and of a long log's 100k samples
-        # only MAX_POINTS are drawn.
         samples = _step_curves(run).rate_samples(run, attr)
         xs = axis.sample_xs(run, samples)
         ys = [getattr(s, attr) for s in samples]
         label = None if len(runs) == 1 else _run_label(run, runs)
-        spec.series.append(Series(label, *thin(*_finite_pairs(xs, ys)), color=RUN_COLORS[i % len(RUN_COLORS)]))
+        spec.series.append(Series(label, *_finite_pairs(xs, ys), color=RUN_COLORS[i % len(RUN_COLORS)]))
     return spec
 
 
@@ -390,33 +445,36 @@ def draw(plt: Any, spec: ChartSpec, width: int = 80, height: int = 20) -> None:
     above the frame. `width` and `height` (cells, of the figure) choose the ticks and the headroom.
     """
     plt.clear_figure()
-    for s in spec.series:
-        if not s.xs:
-            continue
+    drawn = [s for s in spec.series if s.xs]
+    lo = x_lo = min(min(s.xs) for s in drawn)  # per series, at C speed
+    hi = max(max(s.xs) for s in drawn)
+    if hi == lo:
+        lo, hi = lo - 1, hi + 1
+    plt.xlim(lo, hi)  # plotext's own choice (vertical lines sit on points), set so that `envelope` knows it
+    ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
+    if x_lo >= 0:  # steps, epochs, time since the start: no tick at -1 beside a lone point at 0
+        ticks = [t for t in ticks if t >= 0]
+    plt.xticks(ticks, [fmt_tick(t) for t in ticks])
+    y_lo, y_hi = min(min(s.ys) for s in drawn), max(max(s.ys) for s in drawn)
+    if y_hi == y_lo:
+        pad = abs(y_lo) * 0.1 or 1.0
+        y_lo, y_hi = y_lo - pad, y_hi + pad
+    marks_on_top = any(s.scatter and s.label and s.label.startswith("NaN") for s in spec.series)
+    plt.ylim(y_lo, y_hi + (y_hi - y_lo) * 0.04 if marks_on_top else y_hi)  # NaN marks sit on the top edge
+    ticks = nice_ticks(y_lo, y_hi, max(3, min(8, (height - 3) // 3)), integer=False)
+    labels = [fmt_tick(t) for t in ticks]
+    plt.yticks(ticks, labels)
+    # plotext's canvas: the figure less its two y axes and the tick labels; a braille cell is two pixels across
+    columns = 2 * (width - 2 - max(map(len, labels), default=0))
+    for s in drawn:
         if s.scatter or len(s.xs) == 1:  # a line needs two points: one alone is a dot, not a braille speck
             plt.scatter(s.xs, s.ys, color=s.color, marker=s.marker if s.scatter else "●")
+        elif s.marker == "braille":  # a character's rows, not which of its two halves: half the points again
+            plt.plot(*envelope(s.xs, s.ys, columns, lo, hi, cell=2), color=s.color, marker=s.marker)
         else:
             plt.plot(s.xs, s.ys, color=s.color, marker=s.marker)
     for x, color in spec.vlines:
         plt.vline(x, color)
-    xs = [x for s in spec.series for x in s.xs]
-    lo, hi = min(xs), max(xs)
-    if hi == lo:
-        lo, hi = lo - 1, hi + 1
-        plt.xlim(lo, hi)
-    ticks = nice_ticks(lo, hi, max(3, min(10, width // 12)), integer=spec.integer_x)
-    if min(xs) >= 0:  # steps, epochs, time since the start: no tick at -1 beside a lone point at 0
-        ticks = [t for t in ticks if t >= 0]
-    plt.xticks(ticks, [fmt_tick(t) for t in ticks])
-    ys = [y for s in spec.series for y in s.ys]
-    lo, hi = min(ys), max(ys)
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
-    marks_on_top = any(s.scatter and s.label and s.label.startswith("NaN") for s in spec.series)
-    plt.ylim(lo, hi + (hi - lo) * 0.04 if marks_on_top else hi)  # NaN marks sit on the top edge
-    ticks = nice_ticks(lo, hi, max(3, min(8, (height - 3) // 3)), integer=False)
-    plt.yticks(ticks, [fmt_tick(t) for t in ticks])
 
 
 def _swatch(s: Series) -> str:
@@ -464,6 +522,9 @@ def chart_text(plt: Any, spec: ChartSpec, width: int, height: int) -> str:
     plot_h = max(4, height - len(legend))
     draw(plt, spec, width, plot_h)
     plt.plotsize(width, plot_h)
+    # plotsize alone leaves a figure no wider than the terminal plotext finds (80 columns without one) and
+    # textual-plotext's figure at its old size (textual-plotext issue #5): the size asked, always.
+    plt._set_size(width, plot_h)
     return "\n".join([*legend, plt.build()])
 
 

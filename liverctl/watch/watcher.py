@@ -59,7 +59,7 @@ class RunWatcher:
     """Follows one run folder: polls its events file and keeps a `RunState` up to date.
 
     `condition` is "waiting" (no events file yet), "ok", or "deleted" (the run folder vanished; the last
-    state stays on screen). A file replaced or truncated under us starts a fresh state.
+    state stays on screen). A file replaced, truncated or rewritten under us (`EventTail.restarted`) starts a fresh state.
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, clock: Callable[[], float] = time.time):
@@ -69,7 +69,7 @@ class RunWatcher:
         self.tail = EventTail(self.path)
         self.state = RunState(self.run_dir.name, clock=clock)
         self.condition = "waiting"
-        self._seen: tuple[int, int] | None = None  # (inode, size) after the last poll
+        self._seen = False  # an events file was read (or found) at some poll
         # A `read_log` is under way (the app's worker): `poll` must wait for its `adopt`; the notice says so.
         self.reading = False
         self.outline_only = False  # the state holds the outline of the log so far, not its step events
@@ -81,35 +81,32 @@ class RunWatcher:
         except FileNotFoundError:
             st = None
         if st is None:
-            self.condition = "deleted" if self._seen is not None and not self.run_dir.exists() else (
-                "waiting" if self._seen is None else "missing")
+            self.condition = "deleted" if self._seen and not self.run_dir.exists() else (
+                "missing" if self._seen else "waiting")
             self.tail.poll()
             return 0
-        if self._starts_over(st):
-            self.state = RunState(self.run_dir.name, clock=self.clock)  # the tail re-reads from the start
-        self._seen = (st.st_ino, st.st_size)
+        lines = self.tail.poll_lines()
+        if self.tail.restarted:  # replaced, truncated or rewritten since the last poll: read from its start
+            self.state = RunState(self.run_dir.name, clock=self.clock)
+        self._seen = True
         self.condition = "ok"
         self.state.writer_alive = writer_alive(self.run_dir)
         self.state.rank_failed = bool(rank_failures(self.run_dir))
-        return self.state.feed(self.tail.poll())
-
-    def _starts_over(self, st: os.stat_result) -> bool:
-        """The log was replaced or truncated since the last poll: it is read again from its start."""
-        return self._seen is not None and (st.st_ino != self._seen[0] or st.st_size < self._seen[1])
+        return self.state.feed(e for e in map(parse_line, lines) if e is not None)
 
     def read_is_long(self) -> bool:
-        """The log is to be read from its start (nothing read yet, or replaced or truncated since the last
-        poll) and holds more than `BACKGROUND_READ_BYTES`: a case for `read_log`."""
+        """The log is to be read from its start (nothing read yet, or replaced, truncated or rewritten since
+        the last poll) and holds more than `BACKGROUND_READ_BYTES`: a case for `read_log`."""
         try:
             st = os.stat(self.path)
+            return st.st_size > BACKGROUND_READ_BYTES and (not self._seen or self.tail.starts_over())
         except OSError:
             return False
-        return st.st_size > BACKGROUND_READ_BYTES and (self._seen is None or self._starts_over(st))
 
     def start_reading(self) -> None:
         """A `read_log` starts (in the app's worker): `poll` waits for its `adopt`, and a replaced log's old
         state leaves the screen at once, as `poll` would have it."""
-        if self._seen is not None:
+        if self._seen:
             self.state = RunState(self.run_dir.name, clock=self.clock)
         self.reading = True
 
@@ -139,8 +136,7 @@ class RunWatcher:
         self.state.rank_failed = bool(rank_failures(self.run_dir))
         if read.complete:
             self.tail = read.tail
-            inode, offset = read.tail.position
-            self._seen = None if inode is None else (inode, offset)
+            self._seen = not read.tail.missing
 
     @property
     def notice(self) -> str | None:

@@ -36,22 +36,8 @@ class Chart(PlotextPlot):
             return Text("")
         width, height = self.size.width, self.size.height
         self.plt.theme(self._get_plotext_theme_name(self.app.theme))
-        text = chart_text(_SizedPlot(self.plt), self.spec, width, height)
+        text = chart_text(self.plt, self.spec, width, height)
         return Text.from_ansi(text, no_wrap=True, overflow="crop")  # a wrapped line would push the axis off
-
-
-class _SizedPlot:
-    """The widget's plot with `plotsize` that also sets plotext's internal size (textual-plotext issue #5)."""
-
-    def __init__(self, plt):
-        self._plt = plt
-
-    def __getattr__(self, name):
-        return getattr(self._plt, name)
-
-    def plotsize(self, width: int, height: int) -> None:
-        self._plt.plotsize(width, height)
-        self._plt._set_size(width, height)
 
 
 class NanBanner(Static):

@@ -65,6 +65,26 @@ def test_tail_rereads_a_replaced_file_and_notices_deletion(tmp_path):
     assert [e["kind"] for e in tail.poll()] == ["run_start"]
 
 
+def test_tail_rereads_a_log_truncated_and_rewritten_larger_on_the_same_inode(tmp_path):
+    """A log truncated and written again, larger, between two polls keeps its inode and outgrows what was
+    read: only the bytes read before tell it from an append. It was read on from the old offset, mid-line."""
+    path = tmp_path / "events.jsonl"
+    old = [f'{{"kind":"note","seq":{i},"message":"old {i}"}}\n' for i in range(3)]
+    path.write_text("".join(old[:2]) + old[2][:10])  # a torn last line held back as well
+    tail = EventTail(path)
+    assert [e["message"] for e in tail.poll()] == ["old 0", "old 1"] and not tail.restarted
+    inode = path.stat().st_ino
+    new = [f'{{"kind":"note","seq":{i},"message":"new run, line {i}"}}\n' for i in range(6)]
+    with open(path, "r+") as fh:  # in place: the same inode
+        fh.truncate(0)
+        fh.write("".join(new))
+    assert path.stat().st_ino == inode
+    assert [e.get("message") for e in tail.poll()] == [f"new run, line {i}" for i in range(6)] and tail.restarted
+    with open(path, "a") as fh:
+        fh.write(old[2])
+    assert [e["message"] for e in tail.poll()] == ["old 2"] and not tail.restarted  # an append stays one
+
+
 def test_events_module_is_standard_library_only():
     code = "import sys, liverctl.runs.events; bad = {'numpy', 'torch', 'zarr'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

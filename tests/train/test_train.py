@@ -183,6 +183,8 @@ def test_nan_guard_skips_rolls_back_then_aborts_keeping_a_finite_best(tiny_store
     events = read_events(tmp_path / "nan" / "events.jsonl")
     actions = [e["action"] for e in events if e["kind"] == "nan"]
     assert actions == ["skip_step", "rollback", "skip_step", "abort"]
+    # `watch` shows the message beside the event's step: "step 3 · ... non-finite loss at step 2" it read before
+    assert all(f"at step {e['step']}" in e["message"] for e in events if e["kind"] == "nan"), events
     assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "nan_abort"
     assert events[-1]["best"]["epoch"] == 1 and math.isfinite(events[-1]["best"]["volume_dice"])
     best = load_checkpoint(checkpoint_path(tmp_path / "nan", "best"))

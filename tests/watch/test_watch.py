@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import shutil
 import threading
@@ -20,16 +21,19 @@ from liverctl.runs.folder import RunLock
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.charts import (
     ChartSettings,
+    ChartSpec,
     all_charts,
     dice_chart,
     ema,
+    envelope,
     loss_chart,
     lr_chart,
     nice_ticks,
     render_text,
-    thin,
+    throughput_chart,
 )
 from liverctl.watch.locate import find_run
+from liverctl.watch.records import StepSample
 from liverctl.watch.state import RunState
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
 from liverctl.watch.watcher import RunWatcher, plain_step_line
@@ -344,6 +348,27 @@ def test_watcher_survives_the_folder_deleted_and_a_replaced_file(tmp_path):
     assert watcher.condition == "ok" and watcher.state.rows == []  # a new log, a fresh state
 
 
+def test_watcher_starts_a_fresh_state_for_a_log_truncated_and_rewritten_larger(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    two_epoch_run("r").write(run / "events.jsonl")
+    watcher = RunWatcher(run)
+    watcher.poll()
+    assert len(watcher.state.rows) == 2
+    fresh = EventScript("r", t0=2e9)
+    fresh.start(preset="v5", epochs=9)
+    for epoch in range(1, 6):
+        fresh.epoch(epoch, volume_dice=0.5 + epoch / 100)
+    with open(run / "events.jsonl", "r+") as fh:  # in place, the same inode, and larger than before
+        fh.truncate(0)
+        fh.write("".join(fresh.lines))
+    monkeypatch.setattr("liverctl.watch.watcher.BACKGROUND_READ_BYTES", 100)
+    assert watcher.read_is_long()  # were it long, it would be read again off the UI thread
+    monkeypatch.undo()
+    watcher.poll()
+    assert [r.volume_dice for r in watcher.state.rows] == [0.51, 0.52, 0.53, 0.54, 0.55]
+    assert watcher.state.preset == "v5"
+
+
 def test_plain_step_lines_are_only_step_events_that_cannot_hold_a_non_finite_value():
     step = dict(epoch=0, step=5, loss=0.25, lr=1e-05, samples_per_s=44.1, grad_norm=1.5)
     assert plain_step_line(event_line("step", 1, 1e9, **step))  # as the trainer writes it (json.dumps)
@@ -438,8 +463,69 @@ def guarded_run(name: str = "g") -> EventScript:
 def test_ema_is_tensorboards_debiased_smoothing_and_steps_over_gaps():
     assert ema([1.0, None, 3.0], 0.5) == [1.0, None, pytest.approx((0.25 + 1.5) / 0.75)]
     assert ema([2.0, 4.0], 0.0) == [2.0, 4.0]
-    xs, ys = thin(list(range(10)), list(range(10)), max_points=4)
-    assert xs[-1] == 9 and len(xs) <= 5 and xs == ys
+
+
+def long_spiky_state() -> RunState:
+    """100k logged steps of a loss near 0.3 with one spike (5.0 at step 54,321), a skipped step at 77,777, and
+    a throughput going round 44.0 .. 44.6 every 7 steps. The samples are put in directly: folding 100k events
+    takes seconds, and the charts read only the samples and NaN records."""
+    s = EventScript("long", t0=1e9)
+    s.start(epochs=1)
+    s.add("nan", after=77_777, step=77_777, epoch=0, where="loss", action="skip_step", counts={"skipped": 1})
+    state = fold(s.lines)
+    state.samples.extend(StepSample(i, 1e9 + i, 5.0 if i == 54_321 else 0.3 + 0.01 * math.sin(i), 1e-3,
+                                    44.0 + 0.1 * (i % 7)) for i in range(100_000))
+    return state
+
+
+def test_a_spike_a_nan_mark_and_the_last_step_of_a_100k_step_log_stay_on_the_chart():
+    """Every 125th point of a long log was drawn: the spike at step 54,321 and the rate's range fell between
+    them (a loss chart topped at 0.31, a throughput going round 44.0-44.6 drawn as a pattern of its own). Now
+    each drawn column keeps the lowest and highest of its points."""
+    state = long_spiky_state()
+    spec = loss_chart([state], ChartSettings(smoothing=0.0))
+    train = spec.named("train")
+    assert max(train.ys) == 5.0 and (train.xs[-1], train.ys[-1]) == (99_999, state.samples[-1].loss)
+    plot = render_text(spec, 80, 20, color=False).splitlines()
+    top = next(i for i, line in enumerate(plot) if "┌" in line) + 1
+    canvas = plot[top][2:-1]  # the top row of the plot: the spike's tip alone, where it was
+    spike = [i for i, ch in enumerate(canvas) if "\u2801" <= ch <= "\u28ff"]
+    assert len(spike) == 1 and abs(spike[0] / len(canvas) - 0.54321) < 0.02, plot
+    assert plot[top + 1].startswith("5┤")  # the spike sets the scale; the skipped step's mark on its level
+    assert abs(plot[top + 1][2:-1].index("x") / len(canvas) - 0.77777) < 0.02, plot
+    xs, ys = envelope(train.xs, train.ys, 150, 0, 99_999)
+    assert len(xs) <= 4 * 150 and (54_321, 5.0) in zip(xs, ys, strict=True) and (xs[-1], ys[-1]) == (train.xs[-1], train.ys[-1])
+    rate = throughput_chart([state], ChartSettings()).series[0]
+    xs, ys = envelope(rate.xs, rate.ys, 150, 0, 99_999)
+    assert (min(ys), max(ys)) == (44.0, pytest.approx(44.6)) and xs[-1] == 99_999
+
+
+def _braille_rows(text: str) -> list[list[int | str]]:
+    """Each character of a plain chart, a braille one as the rows of dots it lights (either half)."""
+    rows = (0x01 | 0x08, 0x02 | 0x10, 0x04 | 0x20, 0x40 | 0x80)
+    return [[sum(1 << r for r, bits in enumerate(rows) if (ord(ch) - 0x2800) & bits) if "\u2800" <= ch <= "\u28ff"
+             else ch for ch in line] for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("order", ["steps", "times", "back and forth"])
+def test_a_reduced_line_lights_the_rows_the_whole_line_lights(monkeypatch, order):
+    """`envelope` keeps of each character of the chart the points that decide which of its rows the line
+    lights: the chart is the same as the chart of every point, character for character, but for which half
+    of a character a dot sits in."""
+    import random
+
+    from liverctl.watch import charts
+
+    rng = random.Random(order)
+    n = 3000
+    xs = {"steps": [float(i) for i in range(n)], "times": sorted(rng.uniform(0, 7.3) for _ in range(n)),
+          "back and forth": [float(i % 700 + i // 700 * 500) for i in range(n)]}[order]
+    ys = [rng.gauss(0.3, 0.02) + (2.0 if rng.random() < 0.002 else 0.0) for _ in range(n)]
+    spec = ChartSpec("loss", "step", [charts.Series("train", xs, ys, "gray"), charts.Series("smooth", xs, ema(ys, 0.9), "cyan+")])
+    sizes = ((60, 12), (83, 17))
+    reduced = [_braille_rows(render_text(spec, w, h, color=False)) for w, h in sizes]
+    monkeypatch.setattr(charts, "envelope", lambda xs, ys, *args, **kwargs: (xs, ys))
+    assert reduced == [_braille_rows(render_text(spec, w, h, color=False)) for w, h in sizes]
 
 
 def test_axis_ticks_are_round_numbers_near_the_count_asked():
