@@ -168,7 +168,7 @@ def report_command(
             console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)
         if result.refused:  # written without what a refused input would have given: not a clean success
             fail(f"report written without overlays: {result.refused[0]}"
-                 + (f" (and {len(result.refused) - 1} more run(s))" if len(result.refused) > 1 else ""))
+                 + (f" (and {plural(len(result.refused) - 1, 'more run')})" if len(result.refused) > 1 else ""))
 
 
 def _print_experiment_options(exp_dir: Path) -> None:

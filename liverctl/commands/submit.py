@@ -83,7 +83,7 @@ def postprocess_command(
     target: Path = typer.Argument(..., help="Output file, or folder (for a folder input)."),
     mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
     liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
-    in_place: bool = typer.Option(False, "--in-place", help="Allow TARGET to be SOURCE: overwrite the input mask(s)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Allow TARGET to be SOURCE: overwrite the input mask files."),
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
     from liverctl.errors import LiverctlError

@@ -244,7 +244,7 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
         "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
-        "1 other run(s) join the ensemble: the decision was made without them",
+        "1 other run joins the ensemble: the decision was made without them",
     ]
 
 
@@ -300,7 +300,7 @@ def test_an_experiment_without_checkpoint_records_is_checked_by_the_loaded_confi
     exp = _experiment(tmp_path)
     _record_checkpoints(exp, record=False)
     expanded = expand_runs([exp])
-    assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of fold(s) 0, 1 "
+    assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of folds 0, 1 "
                               "(written before liverctl recorded them): those are checked by their config only"]
     assert len(expanded.load_models()) == 2
     best0 = exp / "fold-0" / "checkpoints" / "best.pt"
@@ -583,7 +583,11 @@ def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_
     assert out["oof"]["cases"] == 4 and out["decision"]["cases"] == 4  # e (fold 2) left out
 
 
-def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lost, said_first", [
+    ("c", "fold 1: the out-of-fold prediction of 1 case is missing (c); predicting it again"),
+    ("cd", "fold 1: the out-of-fold predictions of 2 cases are missing (c, d); predicting them again"),
+])
+def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch, lost, said_first):
     from liverctl.data import store as store_module
     from liverctl.experiment import train as experiment_train
 
@@ -595,7 +599,7 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     summary["fold_results"] = {str(f): {"run": f"fold-{f}", "status": "completed", "oof_done": True,
                                         "best": {"volume_dice": 0.5}} for f in (0, 1)}
     folder.write_summary(exp, summary)
-    for c in "abd":  # c, of fold 1, lost
+    for c in sorted(set("abcd") - set(lost)):  # c (and d), of fold 1, lost
         oof.write_oof_case(exp, c, labels[c].astype(float), store.folds()[c])
     monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
     predicted = []
@@ -612,7 +616,7 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     said = []
     result = experiment_train.run_folds(exp, experiment_train.FoldOptions(say=said.append))
     assert predicted == [1] and result["status"] == "completed" and result["oof"]["cases"] == 4
-    assert said[0] == "fold 1: out-of-fold predictions of 1 case(s) are missing (c); predicting them again"
+    assert said[0] == said_first  # number and verb agree
     # what train prints names the folder it worked on, not the name the experiment began under
     assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
 

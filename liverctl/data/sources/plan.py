@@ -33,6 +33,7 @@ from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
 from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 MAIN, EXTRA = "main", "extra"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -275,7 +276,7 @@ class _Planner:
             plan.cases.append(case if checked else dataclasses.replace(case, known_labels=None))
         left_out = len(found.by_split(TEST)) if role == EXTRA else 0
         if left_out:
-            plan.skipped.append(f"{left_out} test volume(s) left out: an extra source gives training cases only")
+            plan.skipped.append(f"{plural(left_out, 'test volume')} left out: an extra source gives training cases only")
         self.plans.append(plan)
 
     @property
