@@ -68,7 +68,7 @@ def resolve_device(requested: str, local_rank: int = 0):
         return torch.device("mps")
     if requested == "cpu":
         return torch.device("cpu")
-    raise LiverctlError(f"--device must be auto, cpu, cuda or mps, got '{requested}'")
+    raise LiverctlError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{requested}'")
 
 
 def resolve_precision(amp: str, device) -> Precision:
