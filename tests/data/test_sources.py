@@ -299,7 +299,7 @@ def test_plan_names_roles_prefixes_and_liver_labels(tmp_path):
     assert "1 test volume left out: an extra source gives training cases only" in by_name["decathlon"].skipped
     assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [
         (None, "the competition layout's default"),
-        ((1, 2), "--liver-labels lits="),
+        ((1, 2), "--liver-labels lits=1,2"),  # it said "(from --liver-labels lits=)"
         ((1, 2), "dataset.json"),
         ((1,), "dataset.json"),
         ((1,), "TotalSegmentator's liver.nii.gz"),

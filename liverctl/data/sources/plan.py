@@ -144,7 +144,8 @@ def _liver_labels(
     a rerun without them took every value > 0 as liver again (or failed, for LiTS) and re-ingested every case."""
     value, named = _per_source(spec, name)
     if named:
-        return _values(value), f"--liver-labels {name}=", False, None
+        values = _values(value)  # the dry run says "(from --liver-labels lits=1,2)", not "(from ... lits=)"
+        return values, f"--liver-labels {name}={','.join(map(str, values))}", False, None
     kept = _stored_labels(stored)
     label_names, named_by = found.label_names, found.labels_named_by
     if label_names is not None:
