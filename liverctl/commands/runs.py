@@ -12,7 +12,7 @@ import typer
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
 from liverctl.narrow import print_table
-from liverctl.plural import plural
+from liverctl.plural import agree, plural
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def runs_command(
         elif as_csv:
             _write_csv(rows)
         elif not summaries:
-            console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if len(filters) > 1 else ''}")
+            console.print(f"no runs in {esc(runs_dir)} match the {agree(len(filters), 'filter', 'filters')}")
         else:
             _print_table(summaries, varied, runs_dir)
 

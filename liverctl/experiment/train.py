@@ -90,9 +90,11 @@ def start_experiment(
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
     empty = folder.empty_folds(store) if folds_text.strip().lower() == "all" else []
     if empty:
-        options.say(f"note: {len(empty)} of the store's {len(folds) + len(empty)} folds ({', '.join(map(str, empty))}) "
-                    f"{'holds' if len(empty) == 1 else 'hold'} no case: skipped; the {len(folds)} folds trained still "
-                    f"hold each of the {len(folder.fold_assignment(store))} cases out once")
+        trained, cases = len(folds), len(folder.fold_assignment(store))
+        options.say(f"note: {len(empty)} of the store's {plural(trained + len(empty), 'fold')} "
+                    f"({', '.join(map(str, empty))}) {agree(len(empty), 'holds', 'hold')} no case: skipped; the "
+                    f"{plural(trained, 'fold')} trained still {agree(trained, 'holds', 'hold')} each of the "
+                    f"{plural(cases, 'case')} out once")
     preflight(fold_config(cfg, folds[0]), options.device)
     require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")

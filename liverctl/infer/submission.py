@@ -385,7 +385,7 @@ def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int
         x, y, n_slices = shapes[case]
         if z >= n_slices:
             problems.append(
-                Problem(line, f"unknown id: case {case!r} has {n_slices} slices (0..{n_slices - 1})", row_id)
+                Problem(line, f"unknown id: case {case!r} has {plural(n_slices, 'slice')} (0..{n_slices - 1})", row_id)
             )
             continue
         if row_id in first_line:

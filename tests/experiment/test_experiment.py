@@ -565,6 +565,16 @@ def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     assert "0.8000 +- - (-)" in result.stdout
 
 
+@pytest.mark.parametrize("folds, words", [([0], "1 fold"), ([0, 1], "2 folds")])
+def test_the_headline_counts_an_experiments_folds_in_words_that_agree(tmp_path, folds, words):
+    """`--folds 0` made an experiment the headline called "(demo, 1 folds, completed)"."""
+    from liverctl.experiment import tables
+
+    summary = folder.read_summary(_experiment(tmp_path))
+    summary["folds"] = folds
+    assert tables.headline(summary).startswith(f"experiment {summary['name']} ({summary['preset']}, {words}, ")
+
+
 def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_it_out(tmp_path):
     """The decision pooled whatever complete arrays oof.zarr held: with one case's array lost it decided on
     5 of 6 cases without a word; an array predicted by another fold (which trained on the case) counted too."""

@@ -249,6 +249,15 @@ def test_a_count_of_problems_and_slice_ids_is_in_words_that_agree(tmp_path, rows
     assert [str(p) for p in info.value.problems][1:] in ([], ["file: case 'b': 1 of 1 slice id missing (e.g. b_0)"])
 
 
+def test_an_id_past_a_one_slice_case_says_1_slice(tmp_path):
+    """It said "case 'b' has 1 slices (0..0)"."""
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\na_0,1 0\na_1,1 0\nb_0,1 0\nb_1,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"a": (2, 2, 2), "b": (2, 2, 1)})
+    assert [str(p) for p in info.value.problems] == ["line 5 (id 'b_1'): unknown id: case 'b' has 1 slice (0..0)"]
+
+
 def test_any_two_column_header_accepted_when_not_required(tmp_path):
     shapes = {"a": (2, 2, 1)}
     path = tmp_path / "s.csv"
