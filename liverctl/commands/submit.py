@@ -13,6 +13,8 @@ from liverctl.errors import LiverctlError
 from liverctl.plural import plural
 
 MAX_PROBLEMS_SHOWN = 20
+# postprocess and evaluate read a mask or label alike
+LIVER_LABELS_HELP = "Label values that mean liver, e.g. 1 or 1,2 (default: any non-zero)."
 
 
 def register(app: typer.Typer) -> None:
@@ -84,7 +86,7 @@ def postprocess_command(
     source: Path = typer.Argument(..., metavar="SOURCE", help="NIfTI mask file or folder of them."),
     target: Path = typer.Argument(..., metavar="TARGET", help="Output file, or folder (for a folder input)."),
     mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
-    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
     in_place: bool = typer.Option(False, "--in-place", help="Allow TARGET to be SOURCE: overwrite the input mask files."),
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
@@ -118,7 +120,7 @@ def evaluate_command(
     labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
     json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout; the "
                                   "table then goes to stderr)."),
-    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
     from liverctl.infer.evaluate import evaluate_submission, scores_path, write_scores
