@@ -584,7 +584,7 @@ def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_
     for c in "abc":
         oof.write_oof_case(tmp_path, c, labels[c].astype(float), store.folds()[c])
     oof.write_oof_case(tmp_path, "e", labels["e"].astype(float), 2)  # fold 2 is not in this experiment
-    with pytest.raises(LiverctlError, match=r"out-of-fold predictions of 1 case\(s\) are missing \(d\); "):
+    with pytest.raises(LiverctlError, match=r"the out-of-fold prediction of 1 case is missing \(d\); .* predicts it again$"):
         evaluate_experiment(tmp_path, summary, store)
     oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 0)  # predicted by fold 0, which trained on d
     assert oof.missing_cases(tmp_path, {"c": 1, "d": 1}) == ["d"]
