@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def resolve_device(requested: str, local_rank: int = 0):
         if not torch.cuda.is_available():
             raise LiverctlError("--device cuda: no CUDA device is visible (try --device cpu or auto)")
         if local_rank >= torch.cuda.device_count():
-            raise LiverctlError(f"--device cuda:{local_rank}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            visible = plural(torch.cuda.device_count(), "CUDA device")
+            raise LiverctlError(f"--device cuda:{local_rank}: only {visible} visible")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if requested == "mps":
@@ -66,7 +68,7 @@ def resolve_device(requested: str, local_rank: int = 0):
         return torch.device("mps")
     if requested == "cpu":
         return torch.device("cpu")
-    raise LiverctlError(f"--device must be auto, cpu, cuda or mps, got '{requested}'")
+    raise LiverctlError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{requested}'")
 
 
 def resolve_precision(amp: str, device) -> Precision:

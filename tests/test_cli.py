@@ -109,3 +109,35 @@ def test_a_summary_line_is_not_broken_at_80_columns_in_a_pipe(tmp_path):
     assert made.returncode == 0, made.stderr
     (line,) = [text for text in made.stdout.splitlines() if text.strip()]
     assert line.startswith("wrote 1 training case and 0 test cases") and line.rstrip().endswith(" s")
+
+
+def _commands():
+    """(name, command) of every liverctl command and subcommand (Typer's own click: told apart by attributes)."""
+    import typer.main
+
+    from liverctl.cli import app
+
+    todo = [("liverctl", typer.main.get_command(app))]
+    while todo:
+        name, command = todo.pop()
+        if hasattr(command, "commands"):
+            todo += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+        else:
+            yield name, command
+
+
+def test_every_option_and_argument_says_what_it_is_under_one_name():
+    """Every parameter has help; an argument shows in the usage line under the upper-case name the help texts
+    call it by (`postprocess` said 'Allow TARGET to be SOURCE' over a usage of '{source} {target}', `report`
+    showed '{RUN...}...')."""
+    seen = 0
+    for name, command in _commands():
+        for param in command.params:
+            if param.name == "help":
+                continue
+            seen += 1
+            assert (getattr(param, "help", None) or "").strip(), f"{name}: {param.name} has no help"
+            if param.param_type_name == "argument":
+                metavar = param.metavar or ""
+                assert metavar.isupper() and "." not in metavar, f"{name}: argument {param.name} shows as {metavar!r}"
+    assert seen > 50

@@ -54,7 +54,7 @@ def test_resolve_device_without_cuda(monkeypatch):
     assert resolve_device("cpu") == CPU
     with pytest.raises(LiverctlError, match="no CUDA device"):
         resolve_device("cuda")
-    with pytest.raises(LiverctlError, match="must be auto, cpu, cuda or mps"):
+    with pytest.raises(LiverctlError, match="must be auto, cpu, cuda, cuda:N or mps"):
         resolve_device("tpu")
     with pytest.raises(LiverctlError, match="no CUDA device"):
         resolve_device("cuda:1")

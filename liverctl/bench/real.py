@@ -11,6 +11,7 @@ from liverctl.bench import baseline
 from liverctl.bench.context import BASELINE, LIVER_LABELS, LIVERCTL, Context, Unavailable, race, why
 from liverctl.bench.ingest import liverctl_ingest, tree_bytes
 from liverctl.bench.report import Figure
+from liverctl.plural import plural
 
 
 def find_real_dir(explicit: Path | None = None) -> Path | None:
@@ -74,7 +75,7 @@ def measure_real(ctx: Context) -> list[Figure]:
     rng = random.Random(s.seed)
     picks = [rows[rng.randrange(len(rows))] for _ in range(max(256, s.samples))]
     works = {BASELINE: lambda: [baseline.read_cache_window(cache_dir, r) for r in picks]}
-    notes = [f"{len(cases)} cases: {', '.join(c[0] for c in cases)}"]
+    notes = [f"{plural(len(cases), 'case')}: {', '.join(c[0] for c in cases)}"]
     try:
         works[LIVERCTL] = _liverctl_reads(ctx, staged, size_fig, picks)
     except Exception as exc:  # noqa: BLE001 - one failed part must not sink the run

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def bench_command(
     *,
     cases: int = typer.Option(None, "--cases", help="Synthetic training cases (default 4; --quick 2)."),
-    size: int = typer.Option(None, "--size", help="Slice size in pixels, also the model input (default 512)."),
+    size: int = typer.Option(None, "--size", help="Slice size in pixels, also the model input (default 512; --quick 64)."),
     slices: int = typer.Option(None, "--slices", help="Slices per case (default 64; --quick 16)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (2 cases of 64x64x16) that checks the "
                                "benchmark works, in well under a minute; its figures mean little."),

@@ -20,14 +20,14 @@ from liverctl.plural import plural
 
 
 def synth(
-    out: Path = typer.Argument(..., help="Folder to write the dataset into (created if missing)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Folder to write the dataset into (created if missing)."),
     *,
     cases: int = typer.Option(8, "--cases", help="Training cases (volume + label)."),
     test_cases: int = typer.Option(2, "--test-cases", help="Test cases (labels go to OUT/test_labels/)."),
     size: int = typer.Option(512, "--size", help="In-plane size in pixels (size x size)."),
     slices: int = typer.Option(150, "--slices", help="Slices per volume."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
-    workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
+    workers: int = typer.Option(None, "--workers", help="Processes (default: all cores; fewer where memory is short)."),
 ) -> None:
     """Write a synthetic CT dataset (phantom abdomen with a liver) in the competition layout."""
     with guarded():
@@ -52,6 +52,7 @@ def synth(
 def ingest(
     sources: list[str] = typer.Argument(
         ...,
+        metavar="SOURCE",
         help="Data folders, each in the competition's, LiTS, Decathlon, nnU-Net raw or TotalSegmentator layout; "
         "NAME=PATH names one. The first source of a new store is its main source; the others are extra "
         "training data.",

@@ -12,7 +12,7 @@ import typer
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
 from liverctl.narrow import print_table
-from liverctl.plural import plural
+from liverctl.plural import agree, plural
 
 
 def register(app: typer.Typer) -> None:
@@ -21,11 +21,11 @@ def register(app: typer.Typer) -> None:
 
 
 def runs_command(
-    runs_dir: Path = typer.Argument(None, help="Folder of run folders (or one run folder); default: runs.",
+    runs_dir: Path = typer.Argument(None, metavar="RUNS_DIR", help="Folder of run folders (or one run folder); default: runs.",
                                     show_default=False),
     *,
-    runs_dir_option: Path = typer.Option(None, "--runs-dir", help="The same folder, as train, watch, report and "
-                                         "submit take it."),
+    runs_dir_option: Path = typer.Option(None, "--runs-dir", help="RUNS_DIR as an option, as train, watch, "
+                                         "submit and report take it."),
     sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, best_epoch, "
                              "volume_dice, slice_dice, global_dice, wall, submitted, started or a dotted "
                              "setting (numbers largest first, text A-Z; default: newest first)."),
@@ -55,7 +55,7 @@ def runs_command(
         elif as_csv:
             _write_csv(rows)
         elif not summaries:
-            console.print(f"no runs in {esc(runs_dir)} match the filter{'s' if len(filters) > 1 else ''}")
+            console.print(f"no runs in {esc(runs_dir)} match the {agree(len(filters), 'filter', 'filters')}")
         else:
             _print_table(summaries, varied, runs_dir)
 
@@ -131,16 +131,16 @@ def _print_experiment_notes(summaries) -> None:
 
 
 def report_command(
-    run_specs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders or names under --runs-dir."),
+    run_specs: list[str] = typer.Argument(..., metavar="RUN", help="Run or experiment folders, or their names under --runs-dir."),
     *,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: RUN/report for one run, "
-                                    "reports/<run>+<run>... for several)."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
-    store: Path | None = typer.Option(None, "--store", help="Zarr store for prediction overlays "
-                                      "(default: the one in the run's config)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: RUN/report for one, "
+                                    "reports/<run>+<run>... beside the runs folder for several)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: where names are looked up."),
+    store: Path | None = typer.Option(None, "--store", help="Zarr store to predict the overlays from "
+                                      "(default: each run's data.store)."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays",
                                   help="Predict the validation cases for overlays and per-case Dice."),
-    max_cases: int = typer.Option(6, "--max-cases", min=1, help="Validation cases with overlays."),
+    max_cases: int = typer.Option(6, "--max-cases", min=1, help="Validation cases predicted per run for the overlays."),
     device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP} For the overlays."),
 ) -> None:
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
@@ -168,7 +168,7 @@ def report_command(
             console.print(f"  [yellow]skipped:[/] {esc(note)}", highlight=False)
         if result.refused:  # written without what a refused input would have given: not a clean success
             fail(f"report written without overlays: {result.refused[0]}"
-                 + (f" (and {len(result.refused) - 1} more run(s))" if len(result.refused) > 1 else ""))
+                 + (f" (and {plural(len(result.refused) - 1, 'more run')})" if len(result.refused) > 1 else ""))
 
 
 def _print_experiment_options(exp_dir: Path) -> None:

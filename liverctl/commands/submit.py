@@ -13,6 +13,8 @@ from liverctl.errors import LiverctlError
 from liverctl.plural import plural
 
 MAX_PROBLEMS_SHOWN = 20
+# postprocess and evaluate read a mask or label alike
+LIVER_LABELS_HELP = "Label values that mean liver, e.g. 1 or 1,2 (default: any non-zero)."
 
 
 def register(app: typer.Typer) -> None:
@@ -34,20 +36,22 @@ def _liver_labels(text: str | None) -> list[int] | None:
 
 def submit_command(
     *,
-    runs: list[Path] = typer.Option(..., "--run", help="Run folder or experiment (all its folds, its out-of-fold decisions), or its name under --runs-dir; repeat to ensemble."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where --run names are looked up."),
+    runs: list[Path] = typer.Option(..., "--run", help="Run or experiment folder (an experiment: all its folds, its out-of-fold decision), or its name under --runs-dir; repeat to ensemble."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: where --run names are looked up."),
     out: Path = typer.Option(Path("submission.csv"), "--out", "-o", help="CSV to write."),
     store: Path = typer.Option(None, "--store", help="Zarr store (default: the first run's data.store)."),
     sample: Path = typer.Option(None, "--sample", help="sample_submission.csv: its header, order and empty token."),
-    tta: str = typer.Option(None, "--tta", help="none | hflip | vflip | hflip+vflip | flips (default: run's infer.tta)."),
+    tta: str = typer.Option(None, "--tta", help="none | hflip | vflip | hflip+vflip | flips (default: the first run's infer.tta)."),
     postprocess: str = typer.Option(
-        None, "--postprocess", help="none | largest | min-size:N | fill | fill2d | auto, '+'-joined (default: run's post.mode)."
+        None, "--postprocess", help="none | largest | min-size:N | fill | fill2d | auto, '+'-joined (default: an experiment's out-of-fold "
+        "decision, else the first run's post.mode)."
     ),
-    threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: run's infer.threshold)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Slices per forward pass (default: run's infer.batch_size)."),
+    threshold: float = typer.Option(None, "--threshold", help="Probability threshold (default: an experiment's out-of-fold decision, "
+                                   "else the first run's infer.threshold)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Slices per forward pass (default: the first run's infer.batch_size)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     which: str = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best | last."),
-    save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) here."),
+    save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) into this folder."),
 ) -> None:
     """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
     from liverctl.infer.submit import make_submission
@@ -79,11 +83,11 @@ def _print_submission(result) -> None:
 
 
 def postprocess_command(
-    source: Path = typer.Argument(..., help="NIfTI mask file or folder of them."),
-    target: Path = typer.Argument(..., help="Output file, or folder (for a folder input)."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="NIfTI mask file or folder of them."),
+    target: Path = typer.Argument(..., metavar="TARGET", help="Output file, or folder (for a folder input)."),
     mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
-    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
-    in_place: bool = typer.Option(False, "--in-place", help="Allow TARGET to be SOURCE: overwrite the input mask(s)."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
+    in_place: bool = typer.Option(False, "--in-place", help="Allow TARGET to be SOURCE: overwrite the input mask files."),
 ) -> None:
     """3D connected-component clean-up of NIfTI masks; keeps each file's header and affine."""
     from liverctl.errors import LiverctlError
@@ -112,11 +116,11 @@ def _print_cleaned(results) -> None:
 
 
 def evaluate_command(
-    submission: Path = typer.Argument(..., help="Submission CSV."),
+    submission: Path = typer.Argument(..., metavar="SUBMISSION", help="Submission CSV."),
     labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
     json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout; the "
                                   "table then goes to stderr)."),
-    liver_labels: str = typer.Option(None, "--liver-labels", help="Label values that mean liver (default: any non-zero)."),
+    liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
     from liverctl.infer.evaluate import evaluate_submission, scores_path, write_scores

@@ -33,7 +33,7 @@ def presets_list(ctx: typer.Context) -> None:
 
 @presets_app.command("show")
 def presets_show(
-    name: str = typer.Argument(..., help="Preset name (see `liverctl presets`)."),
+    name: str = typer.Argument(..., metavar="NAME", help="Preset name (see `liverctl presets`)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: section.key=value (repeatable)."),
 ) -> None:
     """Print the resolved config of a preset (defaults <- preset <- --set) as TOML."""
@@ -46,17 +46,17 @@ def presets_show(
 
 def train(
     *,
-    preset: str = typer.Option(None, "--preset", "-p", help="Preset to train (see `liverctl presets`)."),
+    preset: str = typer.Option(None, "--preset", "-p", help="Preset to train (see `liverctl presets`); not needed with --resume."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
-    store: Path = typer.Option(None, "--store", help="Zarr store (default: data.store of the config)."),
+    store: Path = typer.Option(None, "--store", help="Zarr store (default: the config's data.store, store/liver.zarr unless changed)."),
     name: str = typer.Option(None, "--name", help="Run name (default: <preset>-<timestamp>)."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the runs."),
-    resume: str = typer.Option(None, "--resume", help="Continue RUN (a name under --runs-dir or a path) from its last checkpoint."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: the new run goes here, --resume names are looked up here."),
+    resume: str = typer.Option(None, "--resume", help="Continue RUN (a run or experiment folder, or its name under --runs-dir) from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
     epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
-    folds: str = typer.Option(None, "--folds", help="all | 0,2,4: train these folds as one experiment under runs/<name>/fold-<k>/."),
+    folds: str = typer.Option(None, "--folds", help="all | 0,2,4: train these folds as one experiment, each fold in <runs-dir>/<name>/fold-<k>/."),
 ) -> None:
     """Train one fold of the store into runs/<name>/ (events.jsonl, config.toml, checkpoints), or with
     --folds every fold as one experiment (out-of-fold predictions, threshold and post-processing chosen)."""
@@ -108,8 +108,8 @@ def _print_result(result: dict) -> None:
 
 
 def convert_checkpoint(
-    old: Path = typer.Argument(..., help="Checkpoint of the previous format (holds pickled Python objects)."),
-    new: Path = typer.Argument(..., help="The plain-data checkpoint to write (.pt; its .json sidecar goes beside it)."),
+    old: Path = typer.Argument(..., metavar="OLD", help="Checkpoint of the previous format (holds pickled Python objects)."),
+    new: Path = typer.Argument(..., metavar="NEW", help="The plain-data checkpoint to write (.pt; its .json sidecar goes beside it)."),
     trust_code: bool = typer.Option(
         False, "--trust-code", help="Required: reading OLD unpickles it fully, which RUNS ANY CODE IT CONTAINS."
     ),

@@ -17,11 +17,12 @@ def register(app: typer.Typer) -> None:
 def watch_command(
     runs: list[str] | None = typer.Argument(
         None,
-        help="Run folder or run name under --runs-dir (default: the newest run). Several: their curves are "
+        metavar="RUN",
+        help="Run or experiment folder, or its name under --runs-dir (default: the newest run). Several: their curves are "
         "overlaid, the first is followed.",
     ),
     *,
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: where names are looked up."),
     once: bool = typer.Option(
         False,
         "--once",

@@ -67,6 +67,7 @@ from liverctl.data.store_writer import (
 )
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256
+from liverctl.plural import agree, plural
 
 ProgressCallback = Callable[[str, "str | None", int, int], None]
 """on_progress(event, case_id, done, total): "plan" (total = cases to ingest), then "case" (ingested) or
@@ -254,8 +255,9 @@ class _IngestRun:
             if result.no_space:  # every later case would fail the same way: stop, keep what is complete
                 results.close()  # stops the workers
                 shutil.rmtree(self.work, ignore_errors=True)
+                kept = len(self.summary.ingested)
                 raise LiverctlError(
-                    f"{result.message}; the {len(self.summary.ingested)} case(s) finished before are kept; "
+                    f"{result.message}; the {plural(kept, 'case')} finished before {agree(kept, 'is', 'are')} kept; "
                     "free some space and run ingest again"
                 )
             self._take(result, finished, len(jobs))
@@ -340,8 +342,9 @@ class _IngestRun:
         unverified = len((self.unverified & set(cases)) - set(self.summary.ingested))
         if unverified:
             self.summary.notes.append(
-                f"{self.store}: {unverified} case(s) were ingested before ingest wrote every chunk file: a missing "
-                "image chunk file there reads as 0 HU unnoticed; ingest into a new --store to have them checked"
+                f"{self.store}: {plural(unverified, 'case')} {agree(unverified, 'was', 'were')} ingested before ingest "
+                "wrote every chunk file: a missing image chunk file there reads as 0 HU unnoticed; ingest into a new "
+                "--store to have them checked"
             )
         arrays, index_attrs = index_columns(cases)
         if not index_matches(self.store, arrays, index_attrs):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from liverctl.data.dataset import EpochSampler, SliceDataset, ValidationDataset
 from liverctl.data.handover import SlotPool, reuse_freed_memory
+from liverctl.plural import plural
 
 SHM_MIN_BYTES = 512 * 1024**2  # below this (Docker's default is 64 MB) worker batches may not fit
 
@@ -49,7 +50,7 @@ def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderP
             "file_system",
             cuda,
             f"/dev/shm has {shm / 1e6:.0f} MB free (batches need ~{need / 1e6:.0f} MB): using the "
-            f"file_system sharing strategy for {workers} worker(s); run Docker with --shm-size=2g to avoid it",
+            f"file_system sharing strategy for {plural(workers, 'worker')}; run Docker with --shm-size=2g to avoid it",
         )
     return LoaderPlan(workers, None, cuda)
 

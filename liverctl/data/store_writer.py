@@ -15,6 +15,7 @@ from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, create_group, read_a
 from liverctl.data.sources import CaseFiles
 from liverctl.disk import require_free
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 # Store bytes per source voxel, from real CT (totalseg-dicom20: the image stored at 0.55 x float16, the
 # label at 0.016 x uint8), rounded up so that the estimate errs towards the larger store.
@@ -129,6 +130,6 @@ def check_free_space(store: Path, cases: list[CaseFiles]) -> int:
         except Exception:  # reported by the case's own ingest
             continue
         need += voxels * (_IMAGE_BYTES_PER_VOXEL + (_LABEL_BYTES_PER_VOXEL if case.label else 0.0))
-    require_free(store, need, f"the {len(cases)} case(s) to ingest",
+    require_free(store, need, f"the {plural(len(cases), 'case')} to ingest",
                  "free some space or give --store a folder on a larger disk")
     return int(need)

@@ -20,6 +20,7 @@ from liverctl.experiment.folder import (
     read_summary,
     recorded_checkpoint_sha256,
 )
+from liverctl.plural import agree
 from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
 
 FoldOwners = dict[Path, tuple[Path, dict, int]]  # fold run folder -> (its experiment, experiment.json, fold)
@@ -120,9 +121,10 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
             add(run, str(spec))
             out.fold_of[run] = (path, summary, fold)
         if unrecorded:
-            out.notes.append(f"{path / SUMMARY_FILE} records no sha256 of the {which} checkpoint of fold(s) "
-                             f"{', '.join(unrecorded)} (written before liverctl recorded them): those are checked "
-                             "by their config only")
+            n = len(unrecorded)
+            out.notes.append(f"{path / SUMMARY_FILE} records no sha256 of the {which} checkpoint of "
+                             f"{agree(n, 'fold', 'folds')} {', '.join(unrecorded)} (written before liverctl recorded "
+                             f"them): {agree(n, 'it is checked by its', 'those are checked by their')} config only")
         out.experiments.append(path)
         out.decisions.append(usable_decision(decision, path / SUMMARY_FILE))
     return out

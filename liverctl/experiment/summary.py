@@ -9,6 +9,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
+from liverctl.plural import agree
 
 
 def summarize_experiment(exp_dir: str | Path):
@@ -58,7 +59,8 @@ def summarize_experiment(exp_dir: str | Path):
     }
     missing = [f for f in summary["folds"] if not fold_dir(exp_dir, f).is_dir()]
     if missing and out.status == "completed":
-        out.problems.append(f"fold run folder(s) missing: {', '.join(f'fold-{f}' for f in missing)}")
+        out.problems.append(f"{agree(len(missing), 'fold run folder', 'fold run folders')} missing: "
+                            f"{', '.join(f'fold-{f}' for f in missing)}")
     return out
 
 

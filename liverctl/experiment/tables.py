@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from liverctl.experiment.folder import read_summary
+from liverctl.plural import plural
 
 OPTION_HEAD = ("threshold", "post-processing", "volume Dice", "slice Dice", "global Dice")
 
@@ -40,7 +41,7 @@ def fold_rows(summary: dict) -> list[tuple[str, ...]]:
 
 def headline(summary: dict) -> str:
     cv, o, d = summary.get("cv") or {}, summary.get("oof") or {}, summary.get("decision") or {}
-    parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {len(summary['folds'])} folds, "
+    parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {plural(len(summary['folds']), 'fold')}, "
              f"{summary.get('status')})"]
     if cv.get("mean") is not None:
         parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])} +- {_fmt(cv.get('std'))}")

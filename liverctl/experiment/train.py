@@ -19,6 +19,7 @@ from liverctl.config import check_config, read_recorded_config
 from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
+from liverctl.plural import agree, plural
 from liverctl.runs.checkpoint import read_sidecar
 from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path
 from liverctl.train.start import TrainRequest
@@ -89,9 +90,11 @@ def start_experiment(
     folds = folder.parse_folds(folds_text, store)  # before the folder exists: bad input leaves nothing
     empty = folder.empty_folds(store) if folds_text.strip().lower() == "all" else []
     if empty:
-        options.say(f"note: {len(empty)} of the store's {len(folds) + len(empty)} folds ({', '.join(map(str, empty))}) "
-                    f"{'holds' if len(empty) == 1 else 'hold'} no case: skipped; the {len(folds)} folds trained still "
-                    f"hold each of the {len(folder.fold_assignment(store))} cases out once")
+        trained, cases = len(folds), len(folder.fold_assignment(store))
+        options.say(f"note: {len(empty)} of the store's {plural(trained + len(empty), 'fold')} "
+                    f"({', '.join(map(str, empty))}) {agree(len(empty), 'holds', 'hold')} no case: skipped; the "
+                    f"{plural(trained, 'fold')} trained still {agree(trained, 'holds', 'hold')} each of the "
+                    f"{plural(cases, 'case')} out once")
     preflight(fold_config(cfg, folds[0]), options.device)
     require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
@@ -145,8 +148,7 @@ def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
             lost = oof.missing_cases(exp_dir, {c: f for c, f in expected.items() if f == fold})
             if not lost:
                 continue
-            options.say(f"fold {fold}: out-of-fold predictions of {len(lost)} case(s) are missing "
-                        f"({', '.join(lost[:3])}); predicting them again")
+            options.say(f"fold {fold}: {_lost_text(lost)}; predicting {agree(len(lost), 'it', 'them')} again")
             entry["oof_done"] = False
         stopped = folds.train(fold, entry)
         if stopped is not None:
@@ -265,6 +267,14 @@ def experiment_cases(summary: dict, store) -> dict[str, int]:
     return {case: fold for case, fold in folder.fold_assignment(store).items() if fold in folds}
 
 
+def _lost_text(lost: list[str]) -> str:
+    """"the out-of-fold predictions of 2 cases are missing (a, b)": what a resume or the evaluation says of them."""
+    n = len(lost)
+    shown = ", ".join(lost[:3]) + (", ..." if n > 3 else "")
+    return (f"the out-of-fold {agree(n, 'prediction', 'predictions')} of {plural(n, 'case')} "
+            f"{agree(n, 'is', 'are')} missing ({shown})")
+
+
 def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
     """The experiment's cross-validation figures: cv (per-fold best), oof (pooled, config threshold, no
     post-processing) and the decision on the pooled OOF predictions (every option scored). The pool is exactly
@@ -277,8 +287,7 @@ def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
     lost = oof.missing_cases(exp_dir, cases)
     if lost:
         raise LiverctlError(
-            f"out-of-fold predictions of {len(lost)} case(s) are missing ({', '.join(lost[:3])}); "
-            f"`liverctl train --resume {exp_dir}` predicts them again",
+            f"{_lost_text(lost)}; `liverctl train --resume {exp_dir}` predicts {agree(len(lost), 'it', 'them')} again",
             path=Path(exp_dir) / folder.OOF_STORE,
         )
     preferred = float(summary["config"]["infer"]["threshold"])
@@ -304,7 +313,7 @@ def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
             "slice_dice": raw.get("slice_dice"),
             "global_dice": raw.get("global_dice"),
             "note": "out-of-fold predictions cover the cases in folds >= 0 only; "
-                    f"{train_only} train-only case(s) (fold -2) are never held out",
+                    f"{plural(train_only, 'train-only case')} (fold -2) {agree(train_only, 'is', 'are')} never held out",
         },
         "decision": decision.to_json(),
     }

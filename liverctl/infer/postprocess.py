@@ -31,7 +31,7 @@ from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
 from liverctl.files import atomic_path
 from liverctl.metrics import DiceCounts
-from liverctl.plural import plural
+from liverctl.plural import agree, plural
 
 CONNECTIVITY = 26
 AUTO = "auto"
@@ -289,8 +289,9 @@ class FilesNotCleaned(LiverctlError):
     def __init__(self, folder: Path, results: list[FileResult], failures: list[str]):
         self.results, self.failures = results, failures
         total = len(results) + len(failures)
-        super().__init__(f"{len(failures)} of {total} file(s) could not be read and were not cleaned (above); "
-                         f"the other {len(results)} were", path=folder)
+        failed, cleaned = len(failures), len(results)
+        super().__init__(f"{failed} of {plural(total, 'file')} could not be read and {agree(failed, 'was', 'were')} "
+                         f"not cleaned (above); the other {cleaned} {agree(cleaned, 'was', 'were')}", path=folder)
 
 
 def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: bool) -> list[tuple[Path, Path]]:

@@ -27,6 +27,7 @@ from liverctl.config import in_channels
 from liverctl.device import inference_precision
 from liverctl.errors import LiverctlError
 from liverctl.infer.cpu import CPU_BATCH, cpu_model, thread_tuner, tuned_threads
+from liverctl.plural import plural
 
 # name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
 # The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
@@ -173,7 +174,8 @@ def load_run_models(
         channels = _first_conv_in_channels(model)
         if channels is not None and channels != in_channels(cfg):
             raise LiverctlError(
-                f"model takes {channels} input channel(s) but its config's context {context} means {in_channels(cfg)}",
+                f"model takes {plural(channels, 'input channel')} but its config's context {context} means "
+                f"{in_channels(cfg)}",
                 path=run_dir,
             )
         saved_at = info.get("saved_at")

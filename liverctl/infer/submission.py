@@ -31,6 +31,7 @@ import numpy as np
 from liverctl.errors import LiverctlError
 from liverctl.files import atomic_open
 from liverctl.infer import rle
+from liverctl.plural import agree, plural
 
 DEFAULT_HEADER = ("id", "rle")
 
@@ -68,7 +69,7 @@ class MalformedSubmission(LiverctlError):
     def __init__(self, path: str | os.PathLike, problems: list[Problem]):
         self.problems = problems
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"malformed submission, {len(problems)} problem(s): {problems[0]}{more}", path=path)
+        super().__init__(f"malformed submission, {plural(len(problems), 'problem')}: {problems[0]}{more}", path=path)
 
 
 # --------------------------------------------------------------------------------------------- sample
@@ -91,11 +92,13 @@ class SampleSubmission:
             return
         parts = []
         if uncovered:
-            parts.append(f"{len(uncovered)} sample id(s) match no test slice (e.g. {uncovered[0]!r})")
+            parts.append(f"{plural(len(uncovered), 'sample id')} {agree(len(uncovered), 'matches', 'match')} "
+                         f"no test slice (e.g. {uncovered[0]!r})")
         if extra:
-            parts.append(f"{len(extra)} test slice(s) are not in the sample (e.g. {extra[0]!r})")
+            parts.append(f"{plural(len(extra), 'test slice')} {agree(len(extra), 'is', 'are')} not in the sample "
+                         f"(e.g. {extra[0]!r})")
         raise LiverctlError(
-            "; ".join(parts) + f" ({len(n_slices)} test case(s) in the store); is this the right store?",
+            "; ".join(parts) + f" ({plural(len(n_slices), 'test case')} in the store); is this the right store?",
             path=self.path,
         )
 
@@ -197,7 +200,8 @@ class SubmissionWriter:
         if self.expected is not None:
             missing = sorted(set(self.expected) - set(self._shapes))
             if missing:
-                raise LiverctlError(f"no prediction for test case(s) {', '.join(missing)}", path=self.path)
+                raise LiverctlError(f"no prediction for {agree(len(missing), 'test case', 'test cases')} "
+                                    f"{', '.join(missing)}", path=self.path)
             wrong = [c for c, n in self.expected.items() if self._shapes[c][2] != n]
             if wrong:
                 c = wrong[0]
@@ -210,13 +214,15 @@ class SubmissionWriter:
         uncovered = [i for i in self.sample.ids if i not in have]
         if uncovered:
             raise LiverctlError(
-                f"{len(uncovered)} id(s) of the sample have no prediction (e.g. {uncovered[0]!r})",
+                f"{plural(len(uncovered), 'id')} of the sample {agree(len(uncovered), 'has', 'have')} no prediction "
+                f"(e.g. {uncovered[0]!r})",
                 path=self.sample.path,
             )
         extra = have - set(self.sample.ids)
         if extra:
             raise LiverctlError(
-                f"{len(extra)} predicted slice(s) are not in the sample (e.g. {sorted(extra)[0]!r})",
+                f"{plural(len(extra), 'predicted slice')} {agree(len(extra), 'is', 'are')} not in the sample "
+                f"(e.g. {sorted(extra)[0]!r})",
                 path=self.sample.path,
             )
         return list(self.sample.ids)
@@ -353,7 +359,7 @@ def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, loo
     if header is not None and found != tuple(header):
         return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: expected {','.join(header)!r}")]
     if header is None and (len(found) != 2 or looks_like_data):
-        what = "a data row, not a header" if looks_like_data else f"{len(found)} column(s)"
+        what = "a data row, not a header" if looks_like_data else plural(len(found), "column")
         return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: {what}; expected e.g. 'id,rle'")]
     return []
 
@@ -379,7 +385,7 @@ def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int
         x, y, n_slices = shapes[case]
         if z >= n_slices:
             problems.append(
-                Problem(line, f"unknown id: case {case!r} has {n_slices} slices (0..{n_slices - 1})", row_id)
+                Problem(line, f"unknown id: case {case!r} has {plural(n_slices, 'slice')} (0..{n_slices - 1})", row_id)
             )
             continue
         if row_id in first_line:
@@ -403,7 +409,7 @@ def _missing_slices(shapes: Mapping[str, tuple[int, int, int]], seen: Mapping[st
         if missing:
             sample = ", ".join(slice_id(case, z) for z in missing[:3])
             problems.append(
-                Problem(None, f"case {case!r}: {len(missing)} of {n_slices} slice id(s) missing (e.g. {sample})")
+                Problem(None, f"case {case!r}: {len(missing)} of {plural(n_slices, 'slice id')} missing (e.g. {sample})")
             )
     return problems
 

@@ -36,7 +36,7 @@ from liverctl.infer.postprocess import (
 )
 from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
 from liverctl.infer.submission import SampleSubmission, SubmissionSummary, SubmissionWriter, read_sample
-from liverctl.plural import plural
+from liverctl.plural import agree, plural
 from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
 
@@ -150,7 +150,8 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
         if which != "best":
             note(f"the decision was made on the folds' best checkpoints; --checkpoint {which} predicts with others")
         if len(expanded.run_dirs) > folds:
-            note(f"{len(expanded.run_dirs) - folds} other run(s) join the ensemble: the decision was made "
+            others = len(expanded.run_dirs) - folds
+            note(f"{plural(others, 'other run')} {agree(others, 'joins', 'join')} the ensemble: the decision was made "
                  "without them")
     return threshold, postprocess, expanded
 

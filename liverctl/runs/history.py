@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.plural import plural
 from liverctl.runs.events import SCHEMA_VERSION, parse_line
 
 
@@ -235,7 +236,7 @@ def _check_log(history: RunHistory, lines: list[str], tail: str, bad: int, probl
         if not history.torn_last_line:  # a complete last line that just lacks its newline
             problems.append("events.jsonl: last line has no newline")
     if bad:
-        problems.append(f"events.jsonl: {bad} unreadable line(s) skipped")
+        problems.append(f"events.jsonl: {plural(bad, 'unreadable line')} skipped")
     if history.run_start is None and (lines or tail):
         problems.append("events.jsonl: no run_start event (log truncated at the start?)")
     elif not lines and not tail:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, loads_object, parse_line
 from liverctl.runs.folder import (
@@ -266,7 +267,7 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
             for key in ("volume_dice", "slice_dice", "global_dice"):
                 entry[key] = finite(scores.get(key))
     if unreadable:
-        problems.append(f"submissions.jsonl: {unreadable} unreadable line(s) skipped")
+        problems.append(f"submissions.jsonl: {plural(unreadable, 'unreadable line')} skipped")
     return out
 
 

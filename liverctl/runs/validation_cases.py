@@ -70,7 +70,7 @@ def check_same_split(record: dict | None, split: dict[str, list[str]], store_pat
         crossed = _crossed(record, then, split[now])
         if crossed:
             raise LiverctlError(
-                f"store {store_path} now puts {len(crossed)} of this run's {then} case(s) on the {now} side "
+                f"store {store_path} now puts {len(crossed)} of this run's {then} cases on the {now} side "
                 f"({', '.join(crossed[:3])}): its folds differ from those the run began with; resume on that store "
                 "(--store) or train a new run",
                 path=where,

@@ -541,7 +541,7 @@ def test_a_test_volume_in_another_format_is_a_note(dataset, tmp_path):
     result = run_cli("ingest", str(dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
-    assert notes == [f"note: {dataset / 'test'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: volume-99.mha"]
+    assert notes == [f"note: {dataset / 'test'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: volume-99.mha"]
 
 
 def test_a_header_nibabel_fixes_is_a_note_naming_the_file(dataset, tmp_path, capfd):
@@ -946,7 +946,7 @@ def test_free_space_check_refuses_a_store_larger_than_its_disk(tiny_dataset, rea
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
     result = run_cli("ingest", str(tiny_dataset), "--store", str(store), "--workers", "1")
     assert result.exit_code == 2
-    assert len(error_lines(result)) == 1 and "8 case(s) to ingest need about" in error_lines(result)[0]
+    assert len(error_lines(result)) == 1 and "8 cases to ingest need about" in error_lines(result)[0]
     assert not list((store / "cases").glob("*/image"))  # nothing written
     with pytest.raises(LiverctlError):
         LiverStore.open(store)

@@ -192,7 +192,7 @@ def test_label_value_that_dataset_json_does_not_name_is_reported(sources, tmp_pa
     nib.save(nib.Nifti1Image(data, nib.load(str(msd / "imagesTr" / "liver_1.nii.gz")).affine), str(bad_label))
     summary = ingest_sources([sources.comp, msd], tmp_path / "s.zarr", workers=1)
     assert len(summary.failures) == 1
-    assert str(bad_label) in summary.failures[0] and "label value(s) 7" in summary.failures[0]
+    assert str(bad_label) in summary.failures[0] and "holds label value 7 that" in summary.failures[0]
     assert "liver_0" in LiverStore.open(tmp_path / "s.zarr").case_ids()  # the others go on
     # Saying which values mean liver for that source is an answer: the case goes in.
     fixed = ingest_sources(
@@ -220,7 +220,7 @@ def test_totalsegmentator_folders_as_published(sources, real_dataset, tmp_path):
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"error: {ts / 's0004' / 'ct.nii.gz'}: has no liver mask" in errors[0]
-    assert errors[1].startswith(f"error: {multilabel}: holds label value(s) 2, 3, 4, 5, 6, ...")
+    assert errors[1].startswith(f"error: {multilabel}: holds label values 2, 3, 4, 5, 6, ...")
     assert "that TotalSegmentator's liver.nii.gz does not name (it names [0, 1])" in errors[1]
     assert "totalseg (totalseg, extra): 2 train, 0 test; 2 ingested" in result.stdout
     store = LiverStore.open(tmp_path / "s.zarr")
@@ -255,7 +255,7 @@ def test_cli_dry_run_prints_each_source_and_writes_nothing(sources, tmp_path):
     assert "competition (competition, main, in the folds)" in out
     assert "lits (lits, extra, train-only)" in out and "ids prefixed 'lits-'" in out
     assert "3 training cases (volume + label pairs), 0 test" in out
-    assert "liver labels 1,2 (from dataset.json)" in out and "test volume(s) left out" in out
+    assert "liver labels 1,2 (from dataset.json)" in out and "test volume left out" in out
     assert not store.exists()
     unlabelled = run_cli(*args, "--dry-run")
     assert unlabelled.exit_code == 2 and "--liver-labels lits=" in unlabelled.stderr

@@ -114,12 +114,12 @@ def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
     found = find_source(tmp_path / "c")
     assert [c.case_id for c in found.by_split("test")] == ["9"]
     assert found.skipped == [
-        f"{tmp_path / 'c' / 'test'}: 4 file(s) that are not NIfTI (.nii, .nii.gz) left out: volume-10.mha, "
+        f"{tmp_path / 'c' / 'test'}: 4 files that are not NIfTI (.nii, .nii.gz) left out: volume-10.mha, "
         "volume-11.hdr, volume-11.img, ..."
     ]
     touch(tmp_path / "d" / "labelsTr" / "liver_0.json")
     assert find_source(decathlon(tmp_path / "d", listed=False)).skipped == [  # the folders, not the lists
-        f"{tmp_path / 'd' / 'labelsTr'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: liver_0.json"
+        f"{tmp_path / 'd' / 'labelsTr'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: liver_0.json"
     ]
     assert find_source(competition(tmp_path / "e")).skipped == []
 
@@ -296,10 +296,10 @@ def test_plan_names_roles_prefixes_and_liver_labels(tmp_path):
     assert [c.case_id for c in by_name["decathlon"].cases] == ["liver_0", "liver_1"]  # no clash, no prefix
     # Extra sources give training cases only.
     assert all(c.split == "train" for s in plan.sources[1:] for c in s.cases)
-    assert any("test volume(s) left out" in n for n in by_name["decathlon"].skipped)
+    assert "1 test volume left out: an extra source gives training cases only" in by_name["decathlon"].skipped
     assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [
         (None, "the competition layout's default"),
-        ((1, 2), "--liver-labels lits="),
+        ((1, 2), "--liver-labels lits=1,2"),  # it said "(from --liver-labels lits=)"
         ((1, 2), "dataset.json"),
         ((1,), "dataset.json"),
         ((1,), "TotalSegmentator's liver.nii.gz"),

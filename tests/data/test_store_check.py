@@ -183,7 +183,7 @@ def test_a_store_from_before_every_chunk_was_written_reads_as_before(copy, tiny_
 
     summary = ingest_folder(tiny_dataset, store=copy, workers=1)  # nothing is built again, and it says why
     assert summary.ok and summary.ingested == [] and len(summary.unchanged) == 8
-    assert any("8 case(s) were ingested before ingest wrote every chunk file" in note for note in summary.notes)
+    assert any("8 cases were ingested before ingest wrote every chunk file" in note for note in summary.notes)
 
     missing = chunk(copy, "0", "label", liver_slice(copy))  # its liver_pixels_per_slice counts liver there
     missing.unlink()

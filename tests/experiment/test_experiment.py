@@ -245,7 +245,7 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
         "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
-        "1 other run(s) join the ensemble: the decision was made without them",
+        "1 other run joins the ensemble: the decision was made without them",
     ]
 
 
@@ -301,7 +301,7 @@ def test_an_experiment_without_checkpoint_records_is_checked_by_the_loaded_confi
     exp = _experiment(tmp_path)
     _record_checkpoints(exp, record=False)
     expanded = expand_runs([exp])
-    assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of fold(s) 0, 1 "
+    assert expanded.notes == [f"{exp / folder.SUMMARY_FILE} records no sha256 of the best checkpoint of folds 0, 1 "
                               "(written before liverctl recorded them): those are checked by their config only"]
     assert len(expanded.load_models()) == 2
     best0 = exp / "fold-0" / "checkpoints" / "best.pt"
@@ -566,6 +566,16 @@ def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     assert "0.8000 +- - (-)" in result.stdout
 
 
+@pytest.mark.parametrize("folds, words", [([0], "1 fold"), ([0, 1], "2 folds")])
+def test_the_headline_counts_an_experiments_folds_in_words_that_agree(tmp_path, folds, words):
+    """`--folds 0` made an experiment the headline called "(demo, 1 folds, completed)"."""
+    from liverctl.experiment import tables
+
+    summary = folder.read_summary(_experiment(tmp_path))
+    summary["folds"] = folds
+    assert tables.headline(summary).startswith(f"experiment {summary['name']} ({summary['preset']}, {words}, ")
+
+
 def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_it_out(tmp_path):
     """The decision pooled whatever complete arrays oof.zarr held: with one case's array lost it decided on
     5 of 6 cases without a word; an array predicted by another fold (which trained on the case) counted too."""
@@ -575,7 +585,7 @@ def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_
     for c in "abc":
         oof.write_oof_case(tmp_path, c, labels[c].astype(float), store.folds()[c])
     oof.write_oof_case(tmp_path, "e", labels["e"].astype(float), 2)  # fold 2 is not in this experiment
-    with pytest.raises(LiverctlError, match=r"out-of-fold predictions of 1 case\(s\) are missing \(d\); "):
+    with pytest.raises(LiverctlError, match=r"the out-of-fold prediction of 1 case is missing \(d\); .* predicts it again$"):
         evaluate_experiment(tmp_path, summary, store)
     oof.write_oof_case(tmp_path, "d", labels["d"].astype(float), 0)  # predicted by fold 0, which trained on d
     assert oof.missing_cases(tmp_path, {"c": 1, "d": 1}) == ["d"]
@@ -584,7 +594,11 @@ def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_
     assert out["oof"]["cases"] == 4 and out["decision"]["cases"] == 4  # e (fold 2) left out
 
 
-def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lost, said_first", [
+    ("c", "fold 1: the out-of-fold prediction of 1 case is missing (c); predicting it again"),
+    ("cd", "fold 1: the out-of-fold predictions of 2 cases are missing (c, d); predicting them again"),
+])
+def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch, lost, said_first):
     from liverctl.data import store as store_module
     from liverctl.experiment import train as experiment_train
 
@@ -596,7 +610,7 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     summary["fold_results"] = {str(f): {"run": f"fold-{f}", "status": "completed", "oof_done": True,
                                         "best": {"volume_dice": 0.5}} for f in (0, 1)}
     folder.write_summary(exp, summary)
-    for c in "abd":  # c, of fold 1, lost
+    for c in sorted(set("abcd") - set(lost)):  # c (and d), of fold 1, lost
         oof.write_oof_case(exp, c, labels[c].astype(float), store.folds()[c])
     monkeypatch.setattr(store_module.LiverStore, "open", staticmethod(lambda path: store))
     predicted = []
@@ -613,7 +627,7 @@ def test_resume_predicts_a_finished_folds_lost_cases_again(tmp_path, monkeypatch
     said = []
     result = experiment_train.run_folds(exp, experiment_train.FoldOptions(say=said.append))
     assert predicted == [1] and result["status"] == "completed" and result["oof"]["cases"] == 4
-    assert said[0] == "fold 1: out-of-fold predictions of 1 case(s) are missing (c); predicting them again"
+    assert said[0] == said_first  # number and verb agree
     # what train prints names the folder it worked on, not the name the experiment began under
     assert result["name"] == "cv-moved" == folder.read_summary(exp)["name"] and result["path"] == str(exp)
 

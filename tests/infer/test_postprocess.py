@@ -192,6 +192,18 @@ def test_folder_mode_and_bad_paths(tmp_path):
         postprocess_nifti(tmp_path / "loop1", tmp_path / "x.nii.gz", "largest")
 
 
+def test_one_bad_file_of_two_is_counted_in_words_that_agree(tmp_path):
+    """It said "1 of 2 file(s) could not be read and were not cleaned (above); the other 1 were"."""
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(src_dir / "a.nii.gz"))
+    (src_dir / "b.nii.gz").write_bytes(b"not a NIfTI")
+    result = _cli(src_dir, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (line,) = _error_lines(result)
+    assert line == f"error: {src_dir}: 1 of 2 files could not be read and was not cleaned (above); the other 1 was"
+
+
 def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
     """The first unreadable file (here b.nii.gz, 2D) stopped the folder: a.nii.gz cleaned, c and d not, and
     only b named, so the output folder held a part of the masks with nothing saying which; now every readable
@@ -210,7 +222,7 @@ def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_pat
     assert all(int(np.asanyarray(nib.load(str(p)).dataobj).sum()) == 216 for p in out.iterdir())
     assert f"{src_dir / 'b.nii.gz'}: is 2D" in result.stderr and f"{src_dir / 'e.nii.gz'}: cannot be read" in result.stderr
     (line,) = _error_lines(result)
-    assert line == f"error: {src_dir}: 2 of 5 file(s) could not be read and were not cleaned (above); the other 3 were"
+    assert line == f"error: {src_dir}: 2 of 5 files could not be read and were not cleaned (above); the other 3 were"
     assert "c.nii.gz -> " in result.stdout
     with pytest.raises(FilesNotCleaned) as info:  # the library says the same
         postprocess_nifti(src_dir, tmp_path / "out2", "largest")

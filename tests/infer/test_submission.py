@@ -75,10 +75,10 @@ def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
     sample_path = tmp_path / "sample.csv"
     sample_path.write_text("id,rle\n7_0,1 0\n7_1,1 0\n7_2,1 0\n99_0,1 0\n")
     sample = read_sample(sample_path)
-    with pytest.raises(LiverctlError, match="match no test slice"):
+    with pytest.raises(LiverctlError, match="1 sample id matches no test slice"):
         sample.check_cases({c: m.shape[2] for c, m in masks.items()})
     out = tmp_path / "sub.csv"
-    with pytest.raises(LiverctlError, match="have no prediction"):
+    with pytest.raises(LiverctlError, match="1 id of the sample has no prediction"):
         write_submission(out, masks.items(), sample=sample)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [sample_path]
@@ -222,7 +222,7 @@ def test_malformed_rows_are_all_reported_with_lines(tmp_path):
     assert any(t.startswith("line 8 (id '1_9')") and "4 slices" in t for t in text)
     assert any(t.startswith("line 9 (id '1_1'): expected 2 columns") for t in text)
     assert len(text) == 9
-    assert "9 problem(s)" in str(info.value)
+    assert "9 problems" in str(info.value)
 
 
 def test_missing_ids_are_grouped_per_case(tmp_path):
@@ -232,7 +232,30 @@ def test_missing_ids_are_grouped_per_case(tmp_path):
     with pytest.raises(MalformedSubmission) as info:
         read_submission(path, shapes)
     (problem,) = info.value.problems
-    assert str(problem) == "file: case 'a': 4 of 5 slice id(s) missing (e.g. a_1, a_2, a_3)"
+    assert str(problem) == "file: case 'a': 4 of 5 slice ids missing (e.g. a_1, a_2, a_3)"
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("a_0,1 0\nb_0,1 4\n", "malformed submission, 1 problem: file: case 'a': 1 of 2 slice ids missing (e.g. a_1)"),
+    ("a_0,1 0\n", "malformed submission, 2 problems: file: case 'a': 1 of 2 slice ids missing (e.g. a_1) (and 1 more)"),
+])
+def test_a_count_of_problems_and_slice_ids_is_in_words_that_agree(tmp_path, rows, words):
+    """It said "1 problem(s)"; a case of one slice said "1 of 1 slice id(s) missing"."""
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n" + rows)
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"a": (2, 2, 2), "b": (2, 2, 1)})
+    assert str(info.value) == f"{path}: {words}"
+    assert [str(p) for p in info.value.problems][1:] in ([], ["file: case 'b': 1 of 1 slice id missing (e.g. b_0)"])
+
+
+def test_an_id_past_a_one_slice_case_says_1_slice(tmp_path):
+    """It said "case 'b' has 1 slices (0..0)"."""
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\na_0,1 0\na_1,1 0\nb_0,1 0\nb_1,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"a": (2, 2, 2), "b": (2, 2, 1)})
+    assert [str(p) for p in info.value.problems] == ["line 5 (id 'b_1'): unknown id: case 'b' has 1 slice (0..0)"]
 
 
 def test_any_two_column_header_accepted_when_not_required(tmp_path):
@@ -318,7 +341,7 @@ def test_numbers_beyond_int64_or_that_wrap_it_name_the_file_and_row(tmp_path):
         "line 2 (id '7_0'): number too large: '9999999999999999999999999'",
         f"line 3 (id '7_1'): number out of range for an image of 16 pixels: '{2**62}'",
     ]
-    assert str(info.value).startswith(f"{path}: malformed submission, 2 problem(s): line 2 (id '7_0')")
+    assert str(info.value).startswith(f"{path}: malformed submission, 2 problems: line 2 (id '7_0')")
 
 
 def test_a_full_disk_while_writing_the_csv_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):

@@ -163,7 +163,7 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
     sample = tmp_path / "sample.csv"
     sample.write_text("id,rle\n999_0,1 0\n")
     result = _invoke("submit", "--run", run, "--out", out, "--sample", sample)
-    assert result.exit_code != 0 and "match no test slice" in result.output
+    assert result.exit_code != 0 and "1 sample id matches no test slice" in result.output
 
     result = _invoke("submit", "--run", run, "--out", out, "--postprocess", "bigest")
     assert result.exit_code != 0 and "unknown post-processing" in result.output
@@ -172,6 +172,24 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
     result = _invoke("submit", "--run", bad_size, "--out", out)
     assert result.exit_code != 0 and "multiple of 32" in result.output  # refused when the checkpoint loads
     assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("n, words", [
+    (1, "1 sample id matches no test slice (e.g. '990_0'); 1 test slice is not in the sample"),
+    (2, "2 sample ids match no test slice (e.g. '990_0'); 2 test slices are not in the sample"),
+])
+def test_a_sample_of_other_slices_is_counted_in_words_that_agree(tiny_store, template_runs, tmp_path, n, words):
+    """It said "1 sample id(s) match no test slice; 1 test slice(s) are not in the sample"."""
+    shapes = _test_ids(tiny_store)
+    ids = [f"{c}_{z}" for c, shape in shapes.items() for z in range(shape[2])]
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,rle\n" + "".join(f"{i},1 0\n" for i in ids[n:] + [f"99{k}_0" for k in range(n)]))
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--sample", sample)
+    assert result.exit_code != 0
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {sample}: {words} (e.g. {ids[0]!r}) ({len(shapes)} test cases in the store); "), line
     assert not out.exists()
 
 

@@ -129,7 +129,7 @@ def test_broken_files_become_problems_not_exceptions(tmp_path):
     summary = summarize_run(run)
     text = " | ".join(summary.problems)
     for words in ("config.toml unreadable", "best.json unreadable", "1 unreadable line",
-                  "submissions.jsonl: 300 unreadable line(s) skipped"):
+                  "submissions.jsonl: 300 unreadable lines skipped"):
         assert words in text
     assert sum("submissions.jsonl" in p for p in summary.problems) == 1  # counted, not a problem per line
 
@@ -314,10 +314,10 @@ def test_one_deeply_nested_line_is_a_problem_of_its_run_only(tmp_path):
     summaries = {s.name: s for s in scan_runs(root)}
     assert summaries["good"].problems == []
     assert summaries["bad"].status == "completed" and summaries["bad"].epochs_done == 3
-    assert "events.jsonl: 3 unreadable line(s) skipped" in summaries["bad"].problems
+    assert "events.jsonl: 3 unreadable lines skipped" in summaries["bad"].problems
     result = CliRunner().invoke(app, ["runs", str(root)])
     assert result.exit_code == 0, result.output
-    assert "good" in result.output and "bad: events.jsonl: 3 unreadable line(s) skipped" in result.output
+    assert "good" in result.output and "bad: events.jsonl: 3 unreadable lines skipped" in result.output
 
 
 @pytest.mark.parametrize(

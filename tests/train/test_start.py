@@ -139,7 +139,7 @@ def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_
     ("change", "words"),
     [
         # each of these failed only in the loop's set-up, after the run folder was made and had taken the name
-        ({"device": "garbage"}, "--device must be auto, cpu, cuda or mps, got 'garbage'"),
+        ({"device": "garbage"}, "--device must be auto, cpu, cuda, cuda:N or mps, got 'garbage'"),
         ({"sets": ("loss.name=garbage",)}, "loss.name: unknown loss 'garbage'"),
         ({"sets": ("optim.scheduler=cosin",)}, "optim.scheduler: unknown 'cosin'"),
         ({"sets": ("infer.tta=hflipp",)}, "infer.tta: unknown TTA mode 'hflipp'"),

@@ -85,9 +85,9 @@ def _resume_keeps_the_recorded_split(run, cfg, store_path):
     weight = next(k for k, v in state["model"].items() if v.is_floating_point())
     for change, words in [
         (lambda s: s.update(cases={"training": [moved], "validation": []}),
-         f"now puts 1 of this run's training case(s) on the validation side ({moved})"),
+         f"now puts 1 of this run's training cases on the validation side ({moved})"),
         (lambda s: s.update(cases={"training": [], "validation": split["training"][:1]}),
-         f"now puts 1 of this run's validation case(s) on the training side ({split['training'][0]})"),
+         f"now puts 1 of this run's validation cases on the training side ({split['training'][0]})"),
         (lambda s: s["model"].update({weight: s["model"][weight].to(torch.int32)}),
          f"refused: weight {weight!r} holds integer values (int32)"),
         # Optimizer.load_state_dict checks none of these: a shape failed mid-run, the rest went on quietly

@@ -9,6 +9,7 @@ from pathlib import Path
 from liverctl.data.nifti import SUFFIXES as NIFTI_SUFFIXES
 from liverctl.data.nifti import is_nifti_name as _is_nifti_name
 from liverctl.errors import LiverctlError
+from liverctl.plural import agree, plural
 
 _PREFIXES = ("volume-", "segmentation-")
 # Case ids become Zarr node names and submission row ids: keep them to a safe alphabet.
@@ -105,7 +106,8 @@ def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
     others = [p.name for p in visible if not is_nifti_name(p) and p.is_file()]
     if skipped is not None and others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        skipped.append(f"{folder}: {len(others)} file(s) that are not NIfTI (.nii, .nii.gz) left out: {shown}")
+        skipped.append(f"{folder}: {plural(len(others), 'file')} that {agree(len(others), 'is', 'are')} not NIfTI "
+                       f"(.nii, .nii.gz) left out: {shown}")
     return [p for p in visible if is_nifti_name(p)]
 
 

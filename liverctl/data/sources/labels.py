@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.errors import LiverctlError
+from liverctl.plural import agree
 
 DATASET_JSON = "dataset.json"
 _TUMOUR_WORDS = ("tumour", "tumor", "cancer", "lesion", "metasta")
@@ -90,7 +91,8 @@ def check_label_values(
     if outside.size:
         shown = ", ".join(f"{v:g}" for v in outside[:5].tolist()) + (", ..." if outside.size > 5 else "")
         raise LiverctlError(
-            f"holds label value(s) {shown} that {named_by} does not name (it names {list(known)}); "
+            f"holds {agree(outside.size, 'label value', 'label values')} {shown} that {named_by} does not name "
+            f"(it names {list(known)}); "
             "give --liver-labels for this source to say which values mean liver",
             path=path,
         )

@@ -33,6 +33,7 @@ from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
 from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 
 MAIN, EXTRA = "main", "extra"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -143,7 +144,8 @@ def _liver_labels(
     a rerun without them took every value > 0 as liver again (or failed, for LiTS) and re-ingested every case."""
     value, named = _per_source(spec, name)
     if named:
-        return _values(value), f"--liver-labels {name}=", False, None
+        values = _values(value)  # the dry run says "(from --liver-labels lits=1,2)", not "(from ... lits=)"
+        return values, f"--liver-labels {name}={','.join(map(str, values))}", False, None
     kept = _stored_labels(stored)
     label_names, named_by = found.label_names, found.labels_named_by
     if label_names is not None:
@@ -275,7 +277,7 @@ class _Planner:
             plan.cases.append(case if checked else dataclasses.replace(case, known_labels=None))
         left_out = len(found.by_split(TEST)) if role == EXTRA else 0
         if left_out:
-            plan.skipped.append(f"{left_out} test volume(s) left out: an extra source gives training cases only")
+            plan.skipped.append(f"{plural(left_out, 'test volume')} left out: an extra source gives training cases only")
         self.plans.append(plan)
 
     @property
