@@ -312,8 +312,9 @@ def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
             "volume_dice": raw.get("volume_dice"),
             "slice_dice": raw.get("slice_dice"),
             "global_dice": raw.get("global_dice"),
-            "note": "out-of-fold predictions cover the cases in folds >= 0 only; "
-                    f"{plural(train_only, 'train-only case')} (fold -2) {agree(train_only, 'is', 'are')} never held out",
+            # said only where it holds: "0 train-only cases are never held out" told a user nothing
+            "note": (f"out-of-fold predictions cover the cases in folds >= 0 only; {plural(train_only, 'train-only case')}"
+                     f" (fold -2) {agree(train_only, 'is', 'are')} never held out") if train_only else None,
         },
         "decision": decision.to_json(),
     }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from liverctl.errors import LiverctlError
-from liverctl.experiment import decide, folder, oof
+from liverctl.experiment import decide, folder, oof, tables
 from liverctl.experiment.train import cv_figures, evaluate_experiment
 from liverctl.metrics import dice_figures
 
@@ -97,6 +97,10 @@ def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
         assert out["oof"][key] == pytest.approx(direct[key])
     assert out["oof"]["cases"] == 4 and out["oof"]["train_only_cases"] == 1
     assert "train-only" in out["oof"]["note"]
+    del store._folds["extra"]
+    no_extra = evaluate_experiment(tmp_path, summary, store)
+    assert no_extra["oof"]["train_only_cases"] == 0 and no_extra["oof"]["note"] is None
+    assert "train-only" not in tables.headline({**summary, "name": "e", "status": "completed", **no_extra})
     assert out["cv"]["mean"] == pytest.approx(0.7) and out["cv"]["std"] == pytest.approx(0.1)
     d = out["decision"]
     assert len(d["options"]) == len(decide.THRESHOLDS) * len(decide.post_candidates(100))
@@ -549,7 +553,6 @@ def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     from typer.testing import CliRunner
 
     from liverctl.cli import app
-    from liverctl.experiment import tables
 
     exp = _experiment(tmp_path)
     summary = folder.read_summary(exp)
@@ -569,7 +572,6 @@ def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
 @pytest.mark.parametrize("folds, words", [([0], "1 fold"), ([0, 1], "2 folds")])
 def test_the_headline_counts_an_experiments_folds_in_words_that_agree(tmp_path, folds, words):
     """`--folds 0` made an experiment the headline called "(demo, 1 folds, completed)"."""
-    from liverctl.experiment import tables
 
     summary = folder.read_summary(_experiment(tmp_path))
     summary["folds"] = folds
