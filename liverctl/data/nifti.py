@@ -35,6 +35,7 @@ GZIP_MAX_RATIO = 1100
 # it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
 ARRAY_SHARE = 0.5
 SUFFIXES = (".nii.gz", ".nii")  # compared case-insensitively: CT.NII.GZ is as much NIfTI as ct.nii.gz
+BROKEN_LINK = "a link that leads to no file (a loop, or its target is gone: a git-annex or DataLad file not fetched?)"
 
 
 def is_nifti_name(name: str) -> bool:
@@ -141,6 +142,8 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
             f"nibabel cannot open a file whose suffix mixes cases ({suffix!r}); rename it to end in {suffix.lower()!r}",
             path=path,
         )
+    if not path.exists():  # nibabel's "No such file or no access" hides a link to nowhere
+        raise LiverctlError(BROKEN_LINK if path.is_symlink() else "no such file", path=path)
     try:
         with _header_fixes(header_fixes):
             img = nib.load(str(path))

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.data.nifti import BROKEN_LINK, is_nifti_name
+from liverctl.data.sources.common import nifti_files
 from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
 from liverctl.files import atomic_path
@@ -235,11 +237,8 @@ def choose_postprocess(
 
 # ---------------------------------------------------------------------------------------------- NIfTI
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
 def is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
+    return is_nifti_name(path.name)
 
 
 @dataclass
@@ -297,7 +296,7 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
     """(input, output) NIfTI paths: a file -> a file (or into a folder), a folder -> a folder."""
     source, target = Path(source), Path(target)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
+        files = nifti_files(source)  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         if not files:
             raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
         if (target.exists() and not target.is_dir()) or (not target.exists() and is_nifti(target)):
@@ -315,7 +314,7 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
                           "original, or pass --in-place to overwrite it")
         return [(source, out)]
     if source.is_symlink():
-        raise LiverctlError("a link that leads to no file (a loop, or its target is gone)", path=source)
+        raise LiverctlError(BROKEN_LINK, path=source)
     raise LiverctlError("no such file or folder", path=source)
 
 

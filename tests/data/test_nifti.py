@@ -259,6 +259,14 @@ def test_upper_case_names_are_nifti_too(tmp_path, name):
     refused(cut, "the file holds 360 B" if name.endswith(".NII") else "truncated or corrupt NIfTI data")
 
 
+def test_a_link_to_nowhere_is_named_as_one(tmp_path):
+    """nibabel says 'No such file or no access' of a dangling link (a git-annex file not fetched)."""
+    (tmp_path / "ct.nii.gz").symlink_to("annex/objects/ct.nii.gz")
+    refused(tmp_path / "ct.nii.gz", "a link that leads to no file")
+    (tmp_path / "loop.nii").symlink_to("loop.nii")
+    refused(tmp_path / "loop.nii", "a link that leads to no file")
+
+
 def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):
     path = save(tmp_path / "ct.nii.gz", np.zeros((2, 2, 2), np.int16)).rename(tmp_path / "Ct.Nii.Gz")
     refused(path, "suffix mixes cases \\('.Nii.Gz'\\); rename it to end in '.nii.gz'")

@@ -124,6 +124,30 @@ def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
     assert find_source(competition(tmp_path / "e")).skipped == []
 
 
+def test_folders_named_like_nifti_are_left_out_and_links_to_nowhere_kept_to_be_named(tmp_path):
+    """A folder `x.nii.gz` is no case (it made nnU-Net's channel names look absent, so the folder read as the
+    Decathlon's); a dangling link (a git-annex file not fetched) stays a case, so reading it names it."""
+    root = nnunet(tmp_path / "n")
+    (root / "imagesTr" / "unpacked.nii.gz").mkdir()
+    (root / "imagesTr" / "case_b_0000.nii.gz").symlink_to("annexed/elsewhere")
+    (root / "labelsTr" / "case_b.nii.gz").symlink_to("case_b.nii.gz")  # a loop
+    found = find_source(root)
+    assert found.layout == "nnunet" and not found.problems
+    assert summary(found) == [
+        ("case_a", "train", "case_a_0000.nii.gz", "case_a.nii.gz"),
+        ("case_b", "train", "case_b_0000.nii.gz", "case_b.nii.gz"),
+        ("case_z", "test", "case_z_0000.nii.gz", None),
+    ]
+    assert found.skipped == [
+        f"{root / 'imagesTr'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: unpacked.nii.gz (a folder)"
+    ]
+    ts = totalseg(tmp_path / "t")
+    (ts / "s0002" / "segmentations").mkdir(parents=True)
+    (ts / "s0002" / "ct.nii.gz").symlink_to("gone.nii.gz")
+    (ts / "s0002" / "segmentations" / "liver.nii.gz").symlink_to("gone.nii.gz")
+    assert [c.case_id for c in find_source(ts).cases] == ["s0000", "s0001", "s0002"]
+
+
 def test_lits_pairs_by_number_across_batch_folders(tmp_path):
     found = find_source(lits(tmp_path))
     assert found.layout == "lits" and not found.problems

@@ -192,6 +192,27 @@ def test_folder_mode_and_bad_paths(tmp_path):
         postprocess_nifti(tmp_path / "loop1", tmp_path / "x.nii.gz", "largest")
 
 
+def test_a_folder_is_listed_by_ingests_rule(tmp_path):
+    """A macOS `._a.nii.gz` failed the folder ('cannot be read as NIfTI'), `B.NII` was left out without a word
+    (its cleaned copy missing from the output), and a folder named like NIfTI was taken for a mask."""
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    vol = _two_blobs().astype(np.uint8)
+    for name in ("a.nii.gz", "B.NII"):
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src_dir / name.lower()))
+        (src_dir / name.lower()).rename(src_dir / name)
+    (src_dir / "._a.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (src_dir / "c.nii.gz").mkdir()
+    results = postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert [(r.source.name, r.voxels_after) for r in results] == [("B.NII", 216), ("a.nii.gz", 216)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["B.NII", "a.nii.gz"]
+    (src_dir / "d.nii.gz").symlink_to("annexed")  # a link to nowhere is named, not skipped
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(src_dir, tmp_path / "out2", "largest")
+    (failure,) = info.value.failures
+    assert failure.startswith(f"{src_dir / 'd.nii.gz'}: a link that leads to no file")
+
+
 def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
     """The first unreadable file (here b.nii.gz, 2D) stopped the folder: a.nii.gz cleaned, c and d not, and
     only b named, so the output folder held a part of the masks with nothing saying which; now every readable
