@@ -171,15 +171,7 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
     voxels nowhere, and the store (JSON) has no such numbers. The affine is nibabel's: the sform where its
     code is set, else the qform, else one from pixdim.
     """
-    header = img.header
-    affine, spacing = np.asarray(img.affine, dtype=np.float64), np.asarray(header.get_zooms()[:3], dtype=np.float64)
-    if not np.isfinite(affine).all():
-        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
-        raise LiverctlError(
-            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
-            "with a valid affine",
-            path=path,
-        )
+    affine, spacing = finite_affine(img, path), np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
     if not np.isfinite(spacing).all():
         raise LiverctlError(
             f"header's voxel spacing holds NaN or infinity (pixdim {_shape_text(tuple(spacing.tolist()))}); "
@@ -187,6 +179,21 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
             path=path,
         )
     return affine.tolist(), spacing.tolist()
+
+
+def finite_affine(img, path: Path) -> np.ndarray:
+    """The affine of a checked image (nibabel's: the sform where its code is set, else the qform, else one
+    from pixdim), float64 (4, 4); `LiverctlError` naming the file where it holds NaN or infinity (nibabel
+    cannot even save such an image again: 'Could not decompose affine')."""
+    header, affine = img.header, np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
+        raise LiverctlError(
+            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
+            "with a valid affine",
+            path=path,
+        )
+    return affine
 
 
 def axis_codes(affine) -> str | None:

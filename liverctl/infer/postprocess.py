@@ -335,8 +335,10 @@ def _same_path(a: Path, b: Path) -> bool:
 def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | None):
     """(the source image, its mask, the cleaned mask); LiverctlError naming `source` when it cannot be read."""
     from liverctl.data.liver_mask import read_liver_mask
+    from liverctl.data.nifti import finite_affine
 
     img, mask = read_liver_mask(source, liver_labels)  # ingest's rule; the header checked before any voxel is read
+    finite_affine(img, source)  # the cleaned mask is saved with this affine: nibabel cannot save a NaN one
     return img, mask, post(mask)
 
 

@@ -213,6 +213,28 @@ def test_a_folder_is_listed_by_ingests_rule(tmp_path):
     assert failure.startswith(f"{src_dir / 'd.nii.gz'}: a link that leads to no file")
 
 
+@pytest.mark.parametrize("fields", [{"srow_x": [float("nan"), 0, 0, 0]},
+                                    {"sform_code": 0, "qform_code": 1, "quatern_b": float("nan")}])
+def test_an_affine_holding_nan_is_one_line_not_nibabels_traceback(tmp_path, fields):
+    """nibabel reads such a header but cannot save the cleaned mask with it: 'HeaderDataError: Could not
+    decompose affine' came out as a traceback, in folder mode too, stopping every file after it."""
+    from nifti_fixtures import with_header_fields
+
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    for name in ("a.nii", "b.nii"):
+        nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(src_dir / name))
+    with_header_fields(src_dir / "a.nii", **fields)
+    result = _cli(src_dir / "a.nii", tmp_path / "a.nii")
+    assert result.exit_code == 2 and _error_lines(result) == [
+        f"error: {src_dir / 'a.nii'}: header's affine ({'sform' if 'srow_x' in fields else 'qform'}) holds NaN "
+        "or infinity; the header is damaged: save the volume again with a valid affine"]
+    assert not (tmp_path / "a.nii").exists()
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert [r.source.name for r in info.value.results] == ["b.nii"] and len(info.value.failures) == 1
+
+
 def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
     """The first unreadable file (here b.nii.gz, 2D) stopped the folder: a.nii.gz cleaned, c and d not, and
     only b named, so the output folder held a part of the masks with nothing saying which; now every readable
