@@ -294,33 +294,44 @@ def _loaded_itemsize(img, dtype: np.dtype) -> int:
 
 
 def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray]:
-    """Open, check, then read a NIfTI volume. Returns (image, voxels (X, Y, Z) with the file's scaling)."""
+    """Open, check, then read a NIfTI volume (`_from_bytes`). Returns (image, voxels (X, Y, Z) with the
+    file's scaling)."""
     path = Path(path)
     img = open_nifti(path, workers=workers)
-    return img, _voxels(img, path, np.asanyarray)
+    return img, _voxels(img, path, _from_bytes(_read_bytes(path), path))
 
 
 def read_nifti_and_sha256(
     path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None
 ) -> tuple[Any, np.ndarray, str]:
-    """`read_nifti` plus the sha256 of the file, from one read of its bytes (ingest records both).
-
-    The header is checked first (`open_nifti`); then the file is read once, hashed, and a `.nii.gz` is
-    inflated in one call (zlib, no more than the voxels need plus 1 MB, so junk after them cannot fill the
-    memory): about a third less CPU than nibabel's streamed read. Voxels without scaling are a read-only
-    view of the inflated bytes, exactly what nibabel reads; scaled ones are read through nibabel.
-    """
+    """`read_nifti` plus the sha256 of the file, from one read of its bytes (ingest records both)."""
     import hashlib
 
     path = Path(path)
     img = open_nifti(path, workers=workers, header_fixes=header_fixes)
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    proxy = img.dataobj
-    if _loaded_itemsize(img, np.dtype(img.get_data_dtype())) != np.dtype(img.get_data_dtype()).itemsize:
-        return img, _voxels(img, path, np.asanyarray), digest  # scaled: nibabel's own arithmetic
+    raw = _read_bytes(path)
+    return img, _voxels(img, path, _from_bytes(raw, path)), hashlib.sha256(raw).hexdigest()
 
-    def from_bytes(_proxy) -> np.ndarray:
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LiverctlError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+
+
+def _from_bytes(raw: bytes, path: Path):
+    """A reader of a checked image's voxels from the file's bytes `raw`, for `_voxels`.
+
+    A `.nii.gz` is inflated in one call (zlib, no more than the voxels need plus 1 MB, so junk after them
+    cannot fill the memory): about a third less CPU than nibabel's streamed read, and zlib checks each
+    finished member's CRC, which nibabel's read, stopping where the voxels end, never reaches (a corrupt
+    file read as good voxels). Voxels without scaling are a read-only view of the inflated bytes, exactly
+    what nibabel reads; scaled ones get nibabel's own arithmetic (`apply_read_scaling`).
+    """
+    from nibabel.volumeutils import apply_read_scaling
+
+    def read(proxy) -> np.ndarray:
         count = int(np.prod(proxy.shape))
         dtype = np.dtype(proxy.dtype)
         needed = int(proxy.offset) + count * dtype.itemsize
@@ -328,9 +339,10 @@ def read_nifti_and_sha256(
         if len(data) < needed:
             raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
         flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))
-        return flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
+        voxels = flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
+        return apply_read_scaling(voxels, np.asanyarray(proxy.slope), np.asanyarray(proxy.inter))
 
-    return img, _voxels(img, path, from_bytes), digest
+    return read
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:

@@ -180,9 +180,10 @@ def test_real_files_read_exactly(folder, name):
     np.testing.assert_array_equal(data, np.asanyarray(nib.load(str(path)).dataobj))
 
 
-def test_read_and_sha256_in_one_read_equals_read_nifti(tmp_path):
-    """The one-read path ingest uses gives nibabel's voxels (dtype, shape, values) and the file's sha256, for
-    .nii and .nii.gz, several gzip members, a big-endian file, a scaled one, and junk after the voxels."""
+def test_read_and_sha256_in_one_read_equals_nibabels_read(tmp_path):
+    """The one-read path every command uses gives nibabel's voxels (dtype, shape, values) and the file's
+    sha256, for .nii and .nii.gz, several gzip members, a big-endian file, scaled ones (a slope of 0 is no
+    scaling), and junk after the voxels."""
     import hashlib
 
     rng = np.random.default_rng(2)
@@ -196,13 +197,22 @@ def test_read_and_sha256_in_one_read_equals_read_nifti(tmp_path):
     scaled = nib.Nifti1Image(volume, np.eye(4))
     scaled.header.set_slope_inter(0.5, -3.0)
     nib.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    byte_scaled = nib.Nifti1Image((volume % 200).astype(np.uint8), np.eye(4))
+    byte_scaled.header.set_slope_inter(2.0, 1.0)
+    nib.save(byte_scaled, str(tmp_path / "byte_scaled.nii"))
+    float_scaled = nib.Nifti1Image(volume.astype(np.float32), np.eye(4))
+    float_scaled.header.set_slope_inter(0.25, 0.0)
+    nib.save(float_scaled, str(tmp_path / "float_scaled.nii.gz"))
+    slope_zero = with_header_fields(save(tmp_path / "slope_zero.nii", volume), scl_slope=0.0, scl_inter=5.0)
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(gzip.compress(plain + b"\x01" * 5000))
-    for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", junk]:
-        _, expected = read_nifti(path)
+    for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", tmp_path / "byte_scaled.nii",
+                 tmp_path / "float_scaled.nii.gz", slope_zero, junk]:
+        expected = np.asanyarray(nib.load(str(path)).dataobj)
         _, got, digest = nifti.read_nifti_and_sha256(path)
-        assert got.dtype == expected.dtype and got.shape == expected.shape, path
-        np.testing.assert_array_equal(got, expected)
+        for voxels in (got, read_nifti(path)[1]):
+            assert voxels.dtype == expected.dtype and voxels.shape == expected.shape, path
+            np.testing.assert_array_equal(voxels, expected)
         assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -216,6 +226,24 @@ def test_read_and_sha256_refuses_truncated_and_corrupt_gzip_in_one_line(tmp_path
         with pytest.raises(LiverctlError, match="truncated or corrupt NIfTI data") as caught:
             nifti.read_nifti_and_sha256(tmp_path / name)
         assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_gzip_whose_crc_fails_is_refused_by_every_reader(tmp_path, scaled):
+    """nibabel stops reading where the voxels end, before the gzip trailer, so a file whose CRC says its data
+    is damaged was read as good voxels by evaluate and postprocess (read_nifti), and by ingest where the
+    header scales the voxels (it read those through nibabel)."""
+    img = nib.Nifti1Image(np.random.default_rng(0).integers(0, 3, (32, 32, 8)).astype(np.int16), np.eye(4))
+    if scaled:
+        img.header.set_slope_inter(2.0, 0.0)
+    nib.save(img, str(tmp_path / "ok.nii.gz"))
+    raw = (tmp_path / "ok.nii.gz").read_bytes()
+    bad = tmp_path / "crc.nii.gz"
+    bad.write_bytes(raw[:-8] + bytes(b ^ 0xFF for b in raw[-8:-4]) + raw[-4:])
+    assert np.asanyarray(nib.load(str(bad)).dataobj).shape == (32, 32, 8)  # nibabel reads it without a word
+    refused(bad, "truncated or corrupt NIfTI data .*incorrect data check")
+    with pytest.raises(LiverctlError, match="incorrect data check"):
+        nifti.read_nifti_and_sha256(bad)
 
 
 @pytest.mark.parametrize(
