@@ -254,6 +254,8 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
     claimed = offset + voxels * dtype.itemsize
     size = path.stat().st_size
     what = f"{_shape_text(dims)} {dtype} voxels ({human_bytes(voxels * dtype.itemsize)})"
+    if offset > voxels * dtype.itemsize:  # the voxels cannot be where the header puts them: say where that is
+        what += f" at {human_bytes(offset)} into the file (its vox_offset)"
     if is_gzip_name(path.name):
         if claimed > size * GZIP_MAX_RATIO:
             raise LiverctlError(
