@@ -108,18 +108,37 @@ def _header_fixes(into: list[str] | None) -> Iterator[None]:
             into.extend(caught.messages)
 
 
-def _compression_hint(path: Path, suffix: str) -> str:
-    """Where a file's bytes contradict its suffix (nibabel goes by the name alone): what to rename it to."""
+def _read_hint(path: Path, suffix: str) -> str:
+    """What a file's first bytes say where nibabel could not read it: compressed otherwise than its suffix says
+    (nibabel goes by the name alone: what to rename it to), a Git LFS or git-annex pointer in place of the
+    image (what to fetch), or a NIfTI-1 header whose dim[0] is out of range (nibabel then takes it for the
+    other byte order and complains of whatever that makes of it, e.g. 'vox offset 0 too low')."""
+    import gzip
+
+    head = header = b""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return ""
+            head = header = f.read(348)
+        if head[:2] == b"\x1f\x8b":
+            header = b""
+            with gzip.open(path, "rb") as f:
+                header = f.read(348)
+    except (OSError, EOFError, ValueError):  # unreadable, or a gzip too broken to show its header
+        pass
+    if head.startswith(b"version https://git-lfs"):
+        return "; it is a Git LFS pointer, not the image: fetch the file (git lfs pull)"
+    if b"/annex/objects/" in head[:200] and len(head) < 348:
+        return "; it is a git-annex pointer, not the image: fetch the file (git annex get, or datalad get)"
     if head[:2] == b"\x1f\x8b" and suffix.lower() == ".nii":
         return f"; it is gzip-compressed: rename it to end in {suffix}.gz"
-    sizeof_hdr = struct.unpack("<i", head) + struct.unpack(">i", head) if len(head) == 4 else ()
+    sizeof_hdr = struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4]) if len(head) >= 4 else ()
     if {348, 540} & set(sizeof_hdr) and suffix.lower() == ".nii.gz":  # a NIfTI-1 or NIfTI-2 header, uncompressed
         return f"; it is an uncompressed NIfTI: rename it to end in {suffix[:-3]}"
+    for order in "<>":
+        if len(header) == 348 and struct.unpack_from(f"{order}i", header)[0] == 348:
+            ndim = struct.unpack_from(f"{order}h", header, 40)[0]
+            if not 1 <= ndim <= 7:
+                return f"; its header's dim[0] (the number of axes) is {ndim}, where NIfTI allows 1 to 7: the header is damaged"
     return ""
 
 
@@ -148,7 +167,7 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
         with _header_fixes(header_fixes):
             img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
-        hint = _compression_hint(path, suffix)
+        hint = _read_hint(path, suffix)
         raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)}){hint}", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)

@@ -123,6 +123,20 @@ def test_a_file_compressed_otherwise_than_its_name_says_is_told_what_to_rename_i
     assert "rename" not in str(exc.value)
 
 
+def test_what_the_first_bytes_say_is_added_to_nibabels_complaint(tmp_path):
+    """A header whose dim[0] is out of range was 'vox offset 0 too low for single file nifti1' (nibabel takes it
+    for the other byte order); a Git LFS or git-annex pointer checked out in place of the image got no advice."""
+    for name in ("d.nii", "d.nii.gz"):
+        damaged = with_header_fields(save(tmp_path / name, np.zeros((4, 4, 2), np.int16)), dim=[9, 4, 4, 2, 1, 1, 1, 1])
+        refused(damaged, r"dim\[0\] \(the number of axes\) is 9, where NIfTI allows 1 to 7: the header is damaged$")
+    lfs = tmp_path / "lfs.nii.gz"
+    lfs.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n")
+    refused(lfs, r"it is a Git LFS pointer, not the image: fetch the file \(git lfs pull\)$")
+    annex = tmp_path / "annex.nii.gz"
+    annex.write_bytes(b"/annex/objects/MD5E-s12345--0123456789abcdef.nii.gz\n")
+    refused(annex, "it is a git-annex pointer, not the image")
+
+
 def test_truncated_gzip_is_one_line(tmp_path):
     good = save(tmp_path / "good.nii.gz", np.random.default_rng(0).integers(-1000, 1000, (64, 64, 24), np.int16))
     cut = tmp_path / "cut.nii.gz"
