@@ -295,6 +295,9 @@ def test_label_names_and_liver_values(tmp_path, labels, names, liver):
 def test_label_names_of_another_shape_are_an_error(tmp_path):
     with pytest.raises(LiverctlError, match="neither"):
         label_names({"labels": ["background", "liver"]}, tmp_path)
+    with pytest.raises(LiverctlError, match="neither"):  # was "ValueError: invalid literal for int()", a traceback
+        label_names({"labels": {"0": "background", "²": "liver"}}, tmp_path)
+    assert label_names({"labels": {" 1 ": "liver", "-1": "outside"}}, tmp_path) == {1: "liver", -1: "outside"}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -66,7 +66,13 @@ def _is_int(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+    if not isinstance(value, str):
+        return False
+    try:  # not str.isdigit: "²" is a digit to it and no number to int()
+        int(value)
+    except ValueError:
+        return False
+    return True
 
 
 def liver_values(names: dict[int, str]) -> tuple[int, ...]:
