@@ -178,6 +178,12 @@ def test_decathlon_reads_dataset_json(tmp_path):
     ]
     assert found.label_names == {0: "background", 1: "liver", 2: "cancer"}
     assert found.cases[0].known_labels == (0, 1, 2)
+    payload = json.loads((tmp_path / "dataset.json").read_text())  # an entry listed twice was "also used by
+    payload["training"].append(dict(payload["training"][0]))       # liver_0.nii.gz; rename one": itself
+    payload["test"].append("imagesTs/liver_5.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps(payload))
+    again = find_source(tmp_path)
+    assert summary(again) == summary(found) and not again.problems
 
 
 def test_decathlon_files_listed_but_missing_are_problems(tmp_path):
