@@ -163,6 +163,10 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
         )
     if not path.exists():  # nibabel's "No such file or no access" hides a link to nowhere
         raise LiverctlError(BROKEN_LINK if path.is_symlink() else "no such file", path=path)
+    try:  # nibabel's "Cannot work out file type" hides a file this user may not read, or a folder
+        open(path, "rb").close()
+    except OSError as exc:
+        raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=path) from None
     try:
         with _header_fixes(header_fixes):
             img = nib.load(str(path))

@@ -346,6 +346,26 @@ def test_a_link_to_nowhere_is_named_as_one(tmp_path):
     refused(tmp_path / "loop.nii", "a link that leads to no file")
 
 
+def test_a_file_that_cannot_be_opened_says_why(tmp_path, monkeypatch):
+    """A file this user may not read (chmod 000) was 'Cannot work out file type of ...' (nibabel's sniffing
+    swallows the PermissionError); so was a folder named like NIfTI. The tests run as root, who may read
+    anything: the refusal is made by `open` itself."""
+    import builtins
+
+    locked = save(tmp_path / "locked.nii.gz", np.zeros((2, 2, 2), np.int16))
+    real_open = builtins.open
+
+    def open_as_another_user(file, *args, **kwargs):
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_as_another_user)
+    refused(locked, r"cannot be opened \(Permission denied\)$")
+    (tmp_path / "folder.nii").mkdir()
+    refused(tmp_path / "folder.nii", r"cannot be opened \(Is a directory\)$")
+
+
 def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):
     path = save(tmp_path / "ct.nii.gz", np.zeros((2, 2, 2), np.int16)).rename(tmp_path / "Ct.Nii.Gz")
     refused(path, "suffix mixes cases \\('.Nii.Gz'\\); rename it to end in '.nii.gz'")
