@@ -209,6 +209,9 @@ def test_unreadable_dataset_json_names_the_file(tmp_path):
     with pytest.raises(LiverctlError, match="cannot be read as JSON") as info:
         find_source(tmp_path)
     assert str(tmp_path / "dataset.json") in str(info.value)
+    # Notepad's UTF-8 begins with a byte-order mark: it was "JSONDecodeError: Unexpected UTF-8 BOM"
+    (tmp_path / "dataset.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"labels": {"1": "Leber (liver)"}}).encode())
+    assert find_source(tmp_path).label_names == {1: "Leber (liver)"}
 
 
 def test_nnunet_channel_suffix(tmp_path):

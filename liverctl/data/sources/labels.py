@@ -28,7 +28,7 @@ def read_dataset_json(root: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_bytes())  # bytes: json finds the encoding, a Windows editor's BOM included
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LiverctlError(f"cannot be read as JSON ({type(exc).__name__}: {exc})", path=path) from None
     if not isinstance(payload, dict):
