@@ -64,7 +64,8 @@ def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
     """Case id -> label file for every NIfTI in the folder (`segmentation-` prefix optional)."""
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
-        raise LiverctlError("label folder not found", path=labels_dir)
+        what = "is a file, expected the folder of label volumes" if labels_dir.exists() else "label folder not found"
+        raise LiverctlError(what, path=labels_dir)
     found: dict[str, Path] = {}
     for path in nifti_files(labels_dir):  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         case = case_id_from_name(path.name)

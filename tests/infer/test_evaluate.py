@@ -127,6 +127,8 @@ def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
         evaluate_submission(sub, labels)
     with pytest.raises(LiverctlError, match="label folder not found"):
         evaluate_submission(sub, tmp_path / "nope")
+    with pytest.raises(LiverctlError, match="b.nii: is a file, expected the folder of label volumes"):  # was 'not found'
+        evaluate_submission(sub, labels / "b.nii")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(LiverctlError, match="no .nii"):
