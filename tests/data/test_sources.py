@@ -222,6 +222,10 @@ def test_nnunet_channel_suffix(tmp_path):
         ("case_z", "test", "case_z_0000.nii.gz", None),
     ]
     assert found.label_names == {0: "background", 1: "liver"}
+    stray = touch(tmp_path / "imagesTr" / "case_a.nii.gz")  # a label copied into imagesTr/
+    found = find_source(tmp_path)  # was the Decathlon's layout: 'case_a_0000 has no label in labelsTr/', ...
+    assert found.layout == "nnunet" and [c.case_id for c in found.cases] == ["case_a", "case_z"]
+    assert [str(p) for p in found.problems] == [f"{stray}: has no channel suffix (expected NAME_0000.nii.gz)"]
 
 
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
