@@ -104,6 +104,15 @@ def test_unrecognised_folder_names_every_known_layout(tmp_path):
     message = str(info.value)
     assert str(tmp_path / "scans") in message and "\n" not in message
     assert all(name in message for name in LAYOUTS) and "--layout" in message
+    assert "(its folder" not in message and "unpack" not in message
+    # a new user's usual slips: the folder above the data, a download not unpacked
+    decathlon(tmp_path / "downloads" / "Task03_Liver")
+    with pytest.raises(LiverctlError, match=f"knows \\(its folder Task03_Liver looks like the decathlon layout: give "
+                                            f"{tmp_path / 'downloads' / 'Task03_Liver'} instead\\): "):
+        find_source(tmp_path / "downloads")
+    touch(tmp_path / "fresh" / "Task03_Liver.tar")
+    with pytest.raises(LiverctlError, match="knows \\(it holds Task03_Liver.tar: unpack it and give the folder it makes\\)"):
+        find_source(tmp_path / "fresh")
 
 
 def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
