@@ -378,12 +378,13 @@ _FIRST_CHUNK, _LAST_CHUNK = 1 << 12, 1 << 26
 
 
 def _gunzip(raw: bytes, limit: int) -> memoryview:
-    """Inflate the gzip members of `raw` until `limit` bytes are out (or the data ends), into one buffer of
-    `limit` bytes (no second copy of the voxels to join parts); zlib checks each finished member's CRC.
-    Returns a read-only view of the bytes inflated."""
+    """Inflate the gzip members of `raw` until `limit` bytes are out (or the data ends), into one growing
+    buffer (no second copy of the voxels to join parts, and no more memory than the data holds where the
+    file is shorter than its header says); zlib checks each finished member's CRC. Returns a read-only view
+    of the bytes inflated."""
     import zlib
 
-    out, view = bytearray(limit), memoryview(raw)
+    out, view = bytearray(), memoryview(raw)
     pos = total = 0
     inflater, pending, chunk = zlib.decompressobj(31), b"", _FIRST_CHUNK
     while total < limit:
@@ -392,7 +393,7 @@ def _gunzip(raw: bytes, limit: int) -> memoryview:
                 break  # the data ends: after the last member, or in a truncated one (the caller counts the bytes)
             pending, pos, chunk = view[pos : pos + chunk], pos + chunk, min(2 * chunk, _LAST_CHUNK)
         part = inflater.decompress(pending, limit - total)
-        out[total : total + len(part)] = part
+        out += part
         total += len(part)
         if not inflater.eof:
             pending = inflater.unconsumed_tail  # input held back by the limit (empty: zlib took all of it)

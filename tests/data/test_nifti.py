@@ -279,6 +279,24 @@ def test_many_gzip_members_are_inflated_in_time_that_grows_with_the_file(tmp_pat
     assert totals[1] < 2.5 * totals[0]  # quadratic: 4 times
 
 
+def test_a_truncated_gzip_costs_the_memory_of_its_data_not_of_its_header(tmp_path):
+    """A header claiming 64 MB over 100 KB of data is within every limit (the gzip ratio, the memory budget);
+    reading it must not take the 64 MB before finding the data short."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header["dim"] = [3, 4096, 4096, 2, 1, 1, 1, 1]
+    header["vox_offset"] = 352
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(100_000), 1))
+    tracemalloc.start()
+    try:
+        refused(path, "truncated or corrupt NIfTI data")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
 @pytest.mark.parametrize("scaled", [False, True])
 def test_a_gzip_whose_crc_fails_is_refused_by_every_reader(tmp_path, scaled):
     """nibabel stops reading where the voxels end, before the gzip trailer, so a file whose CRC says its data
