@@ -319,79 +319,95 @@ def _loaded_itemsize(img, dtype: np.dtype) -> int:
 
 
 def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray]:
-    """Open, check, then read a NIfTI volume (`_from_bytes`). Returns (image, voxels (X, Y, Z) with the
+    """Open, check, then read a NIfTI volume (`_read_voxels`). Returns (image, voxels (X, Y, Z) with the
     file's scaling)."""
     path = Path(path)
     img = open_nifti(path, workers=workers)
-    return img, _voxels(img, path, _from_bytes(_read_bytes(path), path))
+    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, path, None))
 
 
 def read_nifti_and_sha256(
     path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None
 ) -> tuple[Any, np.ndarray, str]:
-    """`read_nifti` plus the sha256 of the file, from one read of its bytes (ingest records both)."""
+    """`read_nifti` plus the sha256 of the file, from one pass over its bytes (ingest records both)."""
     import hashlib
 
     path = Path(path)
     img = open_nifti(path, workers=workers, header_fixes=header_fixes)
-    raw = _read_bytes(path)
-    return img, _voxels(img, path, _from_bytes(raw, path)), hashlib.sha256(raw).hexdigest()
+    digest = hashlib.sha256()
+    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, path, digest)), digest.hexdigest()
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise LiverctlError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+class _Reader:
+    """A file read forward once, each piece also hashed into `digest` (None: not hashed)."""
+
+    def __init__(self, file, digest):
+        self.file, self.digest = file, digest
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
+
+    def rest_is_zeros(self) -> bool:
+        """Whether the rest of the file is zero bytes (read a piece at a time, not held)."""
+        while piece := self.read(1 << 20):  # a read allocates all it asks for, even at the file's end
+            if piece.strip(b"\x00"):
+                return False
+        return True
 
 
-def _from_bytes(raw: bytes, path: Path):
-    """A reader of a checked image's voxels from the file's bytes `raw`, for `_voxels`.
+def _read_voxels(proxy, path: Path, digest) -> np.ndarray:
+    """A checked image's voxels, read in one pass over the file that also hashes all of it into `digest`.
 
-    A `.nii.gz` is inflated in one call (zlib, no more than the voxels need plus 1 MB, so junk after them
-    cannot fill the memory): about a third less CPU than nibabel's streamed read, and zlib checks each
-    finished member's CRC, which nibabel's read, stopping where the voxels end, never reaches (a corrupt
-    file read as good voxels). Voxels without scaling are a read-only view of the inflated bytes, exactly
-    what nibabel reads; scaled ones get nibabel's own arithmetic (`apply_read_scaling`).
+    Only the voxels' bytes are kept: a file far longer than its header's voxels (junk after them) costs no
+    memory for the rest. A `.nii.gz` is inflated by zlib (no more than the voxels need plus 1 MB): about a
+    third less CPU than nibabel's streamed read, and zlib checks each finished member's CRC, which nibabel's
+    read, stopping where the voxels end, never reaches (a corrupt file read as good voxels). Voxels without
+    scaling are a read-only view of the bytes, exactly what nibabel reads; scaled ones get nibabel's own
+    arithmetic (`apply_read_scaling`).
     """
     from nibabel.volumeutils import apply_read_scaling
 
-    def read(proxy) -> np.ndarray:
-        count = int(np.prod(proxy.shape))
-        dtype = np.dtype(proxy.dtype)
-        needed = int(proxy.offset) + count * dtype.itemsize
-        data = _gunzip(raw, needed + (1 << 20)) if is_gzip_name(path.name) else raw
-        if len(data) < needed:
-            raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
-        flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))
-        voxels = flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
-        return apply_read_scaling(voxels, np.asanyarray(proxy.slope), np.asanyarray(proxy.inter))
-
-    return read
+    count = int(np.prod(proxy.shape))
+    dtype = np.dtype(proxy.dtype)
+    needed = int(proxy.offset) + count * dtype.itemsize
+    with open(path, "rb") as file:
+        reader = _Reader(file, digest)
+        data = _gunzip(reader, needed + (1 << 20)) if is_gzip_name(path.name) else reader.read(needed)
+        if digest is not None:
+            reader.rest_is_zeros()  # the hash is of the whole file
+    if len(data) < needed:
+        raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))
+    if flat.flags.writeable:  # bytes give a read-only array already; keep both paths alike
+        flat.flags.writeable = False
+    voxels = flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
+    return apply_read_scaling(voxels, np.asanyarray(proxy.slope), np.asanyarray(proxy.inter))
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Input given to zlib at a time: 4 KB at a member's start, doubling while the member goes on. zlib copies
 # the input left over when a member ends, so handing it all of the rest made a file of many small members take
 # time growing with their count squared (160,000 empty members, 3.2 MB: 108 s).
-_FIRST_CHUNK, _LAST_CHUNK = 1 << 12, 1 << 26
+_FIRST_CHUNK, _LAST_CHUNK = 1 << 12, 1 << 24
 
 
-def _gunzip(raw: bytes, limit: int) -> memoryview:
-    """Inflate the gzip members of `raw` until `limit` bytes are out (or the data ends), into one growing
-    buffer (no second copy of the voxels to join parts, and no more memory than the data holds where the
-    file is shorter than its header says); zlib checks each finished member's CRC. Returns a read-only view
-    of the bytes inflated."""
+def _gunzip(reader: _Reader, limit: int) -> memoryview:
+    """Inflate the gzip members read from `reader` until `limit` bytes are out (or the file ends), into one
+    growing buffer (no second copy of the voxels to join parts, and no more memory than the data holds
+    where the file is shorter than its header says); zlib checks each finished member's CRC. Returns a
+    read-only view of the bytes inflated."""
     import zlib
 
-    out, view = bytearray(), memoryview(raw)
-    pos = total = 0
+    out, total = bytearray(), 0
     inflater, pending, chunk = zlib.decompressobj(31), b"", _FIRST_CHUNK
     while total < limit:
         if not pending:
-            if pos >= len(view):
-                break  # the data ends: after the last member, or in a truncated one (the caller counts the bytes)
-            pending, pos, chunk = view[pos : pos + chunk], pos + chunk, min(2 * chunk, _LAST_CHUNK)
+            pending, chunk = reader.read(chunk), min(2 * chunk, _LAST_CHUNK)
+            if not pending:
+                break  # the file ends: after the last member, or in a truncated one (the caller counts the bytes)
         part = inflater.decompress(pending, limit - total)
         out += part
         total += len(part)
@@ -399,11 +415,12 @@ def _gunzip(raw: bytes, limit: int) -> memoryview:
             pending = inflater.unconsumed_tail  # input held back by the limit (empty: zlib took all of it)
             continue
         pending = inflater.unused_data
-        following = bytes(pending[:2]) + bytes(view[pos : pos + max(0, 2 - len(pending))])
-        if following != _GZIP_MAGIC and not (bytes(pending) + bytes(view[pos:])).strip(b"\x00"):
+        if len(pending) < 2:
+            pending += reader.read(2 - len(pending))
+        if pending[:2] != _GZIP_MAGIC and not pending.strip(b"\x00") and reader.rest_is_zeros():
             break  # zero padding after the last member, as gzip tolerates (anything else: zlib refuses it)
         inflater, chunk = zlib.decompressobj(31), _FIRST_CHUNK
-    return memoryview(out).toreadonly()[:total]
+    return memoryview(out).toreadonly()
 
 
 def _voxels(img, path: Path, read) -> np.ndarray:

@@ -297,6 +297,27 @@ def test_a_truncated_gzip_costs_the_memory_of_its_data_not_of_its_header(tmp_pat
     assert peak < 16 << 20
 
 
+@pytest.mark.parametrize("name", ["long.nii", "long.nii.gz"])
+def test_a_file_far_longer_than_its_voxels_costs_the_memory_of_its_voxels(tmp_path, name):
+    """Bytes after the voxels (junk, zero padding after the gzip member) were all read into memory for the
+    hash and the voxels: 32 MB of them took 32 MB more. They are hashed a piece at a time now."""
+    import hashlib
+
+    volume = np.arange(16 * 16 * 4, dtype=np.int16).reshape(16, 16, 4)
+    path = save(tmp_path / name, volume)
+    with open(path, "ab") as f:
+        f.write(b"\0" * (32 << 20))
+    tracemalloc.start()
+    try:
+        _, got, digest = nifti.read_nifti_and_sha256(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, volume)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert peak < 8 << 20
+
+
 @pytest.mark.parametrize("scaled", [False, True])
 def test_a_gzip_whose_crc_fails_is_refused_by_every_reader(tmp_path, scaled):
     """nibabel stops reading where the voxels end, before the gzip trailer, so a file whose CRC says its data
