@@ -620,7 +620,7 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
     # A link to a file that is gone.
     (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
-    bad["dangling"] = (vol / "volume-dangling.nii.gz", "cannot be read")
+    bad["dangling"] = (vol / "volume-dangling.nii.gz", "a link that leads to no file")  # was 'No such file
     # Two files with the same case id.
     shutil.copy(test / "volume-6.nii.gz", test / "volume-6.nii")
     bad["duplicate"] = (test / "volume-6.nii", "is also used by volume-6.nii.gz")
