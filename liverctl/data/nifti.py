@@ -11,6 +11,10 @@ refuse, with one line naming the file and before any allocation, a header whose
   beyond what deflate can do (`GZIP_MAX_RATIO`);
 - voxel array, as it will be in memory, does not fit the share of the machine's memory that one worker
   gets (`memory_budget`).
+
+The voxels are then read in one pass over the file (`_read_voxels`) that keeps only their bytes, grows its
+buffer as the data comes (a truncated file costs what it holds, not what its header claims) and lets zlib
+check every gzip member's CRC.
 """
 
 from __future__ import annotations
