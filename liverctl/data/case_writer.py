@@ -200,7 +200,9 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
                 f"label shape {tuple(label.shape)} differs from its volume's {shape} ({case.volume.name})",
                 path=case.label,
             )
-        if (difference := grid_difference(affine, label_img.affine)) is not None:
+        placed = label_img.header["sform_code"] > 0 or label_img.header["qform_code"] > 0  # else its affine is
+        # only pixdim's (nibabel's fallback): the label says nothing of where it lies, so nothing to disagree with
+        if placed and (difference := grid_difference(affine, label_img.affine)) is not None:
             volumes.notes.append(
                 f"{case.label}: the label's affine {difference} ({case.volume.name}); its voxels were paired "
                 "with the volume's as stored, index for index. If the label was resampled or reoriented on its "

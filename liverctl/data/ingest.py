@@ -40,7 +40,7 @@ from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, fractional_label_reason
-from liverctl.data.nifti import open_nifti
+from liverctl.data.nifti import BROKEN_LINK, open_nifti
 from liverctl.data.schema import (
     CASES_GROUP,
     DEFAULT_FOLDS,
@@ -302,9 +302,11 @@ class _IngestRun:
                             "ingested again from its source"
                         ))
                 except OSError as exc:  # a dangling link, no permission, a file gone since the listing
-                    where = exc.filename or case.volume
+                    where = Path(exc.filename or case.volume)
+                    broken = where.is_symlink() and not where.exists()
                     self.summary.failures.append(
-                        str(LiverctlError(f"cannot be read ({exc.strerror or exc})", path=where))
+                        str(LiverctlError(BROKEN_LINK if broken else f"cannot be read ({exc.strerror or exc})",
+                                          path=where))
                     )
                     continue
                 jobs.append(CaseJob(case, str(self.work), source.liver_labels))

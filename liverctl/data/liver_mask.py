@@ -6,6 +6,7 @@
    from any whole number is refused, in one line naming the file and those values: it was interpolated
    (linear resampling gives 0.5 on a border) or is a probability map, not a label map, and thresholding it
    here would silently decide what the liver is (`integer_labels`).
+   A label whose values go down to air's -1000 is a CT volume given in its place, and refused too.
 2. Liver is membership in the liver labels; without them, any value > 0 (`liver_from_labels`).
 
 `read_liver_mask` is both, for a NIfTI file (evaluate, postprocess); ingest applies the same two steps to its
@@ -31,6 +32,7 @@ from liverctl.errors import LiverctlError
 # up to 2048 exactly; linear interpolation gives fractions everywhere on a border, most of them far beyond this.
 LABEL_TOLERANCE = 1e-3
 _Z_BLOCK = 16  # slices checked at a time: the temporary copies stay small beside the volume
+CT_AIR = -1000  # HU: a label value this low is a CT's (air, or the -1024 / -3024 outside the scan field)
 
 # Case attribute: the version of this rule a stored liver mask was made by (absent: by exact comparison).
 LABEL_RULE_ATTR = "label_rule"
@@ -58,6 +60,8 @@ def integer_labels(data: np.ndarray, path: Path, scaling: tuple[float, float] | 
     `path` and the values. `scaling`: the (scl_slope, scl_inter) the voxels were read with, named in the
     error when they are not (1, 0). Shape: (X, Y, Z) (any with at least one axis), kept."""
     if data.dtype.kind in "iub":
+        if data.dtype.kind == "i" and data.size:
+            _refuse_hounsfield(float(data.min()), path)
         return data
     if data.dtype.kind != "f":
         raise LiverctlError(f"holds {data.dtype} voxels, not label values", path=path)
@@ -66,6 +70,7 @@ def integer_labels(data: np.ndarray, path: Path, scaling: tuple[float, float] | 
     low, high = float(data.min()), float(data.max())
     if not (np.isfinite(low) and np.isfinite(high)):
         raise LiverctlError("holds non-finite label values (NaN or inf); a label map holds whole numbers", path=path)
+    _refuse_hounsfield(low, path)
     if max(abs(low), abs(high)) >= 2**31:
         raise LiverctlError(f"holds label values up to {max(abs(low), abs(high)):g}: not a label map", path=path)
     out = np.empty(data.shape, dtype=np.result_type(np.min_scalar_type(round(low)), np.min_scalar_type(round(high))))
@@ -92,6 +97,17 @@ def integer_labels(data: np.ndarray, path: Path, scaling: tuple[float, float] | 
             path=path,
         )
     return out
+
+
+def _refuse_hounsfield(low: float, path: Path) -> None:
+    """A 'label' with values down to air's -1000 HU is a CT volume given where its label belongs (folders swapped,
+    --labels at the images): every value > 0, bone and soft tissue, was taken as liver without a word."""
+    if low <= CT_AIR:
+        raise LiverctlError(
+            f"holds values down to {low:g}, as a CT in Hounsfield units does (air {CT_AIR}), not a label map: "
+            "is it the image rather than its label?",
+            path=path,
+        )
 
 
 def liver_from_labels(labels: np.ndarray, liver_labels: Sequence[int] | None) -> np.ndarray:

@@ -11,6 +11,10 @@ refuse, with one line naming the file and before any allocation, a header whose
   beyond what deflate can do (`GZIP_MAX_RATIO`);
 - voxel array, as it will be in memory, does not fit the share of the machine's memory that one worker
   gets (`memory_budget`).
+
+The voxels are then read in one pass over the file (`_read_voxels`) that keeps only their bytes, grows its
+buffer as the data comes (a truncated file costs what it holds, not what its header claims) and lets zlib
+check every gzip member's CRC.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ GZIP_MAX_RATIO = 1100
 # it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
 ARRAY_SHARE = 0.5
 SUFFIXES = (".nii.gz", ".nii")  # compared case-insensitively: CT.NII.GZ is as much NIfTI as ct.nii.gz
+BROKEN_LINK = "a link that leads to no file (a loop, or its target is gone: a git-annex or DataLad file not fetched?)"
 
 
 def is_nifti_name(name: str) -> bool:
@@ -107,18 +112,37 @@ def _header_fixes(into: list[str] | None) -> Iterator[None]:
             into.extend(caught.messages)
 
 
-def _compression_hint(path: Path, suffix: str) -> str:
-    """Where a file's bytes contradict its suffix (nibabel goes by the name alone): what to rename it to."""
+def _read_hint(path: Path, suffix: str) -> str:
+    """What a file's first bytes say where nibabel could not read it: compressed otherwise than its suffix says
+    (nibabel goes by the name alone: what to rename it to), a Git LFS or git-annex pointer in place of the
+    image (what to fetch), or a NIfTI-1 header whose dim[0] is out of range (nibabel then takes it for the
+    other byte order and complains of whatever that makes of it, e.g. 'vox offset 0 too low')."""
+    import gzip
+
+    head = header = b""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return ""
+            head = header = f.read(348)
+        if head[:2] == b"\x1f\x8b":
+            header = b""
+            with gzip.open(path, "rb") as f:
+                header = f.read(348)
+    except (OSError, EOFError, ValueError):  # unreadable, or a gzip too broken to show its header
+        pass
+    if head.startswith(b"version https://git-lfs"):
+        return "; it is a Git LFS pointer, not the image: fetch the file (git lfs pull)"
+    if b"/annex/objects/" in head[:200] and len(head) < 348:
+        return "; it is a git-annex pointer, not the image: fetch the file (git annex get, or datalad get)"
     if head[:2] == b"\x1f\x8b" and suffix.lower() == ".nii":
         return f"; it is gzip-compressed: rename it to end in {suffix}.gz"
-    sizeof_hdr = struct.unpack("<i", head) + struct.unpack(">i", head) if len(head) == 4 else ()
+    sizeof_hdr = struct.unpack("<i", head[:4]) + struct.unpack(">i", head[:4]) if len(head) >= 4 else ()
     if {348, 540} & set(sizeof_hdr) and suffix.lower() == ".nii.gz":  # a NIfTI-1 or NIfTI-2 header, uncompressed
         return f"; it is an uncompressed NIfTI: rename it to end in {suffix[:-3]}"
+    for order in "<>":
+        if len(header) == 348 and struct.unpack_from(f"{order}i", header)[0] == 348:
+            ndim = struct.unpack_from(f"{order}h", header, 40)[0]
+            if not 1 <= ndim <= 7:
+                return f"; its header's dim[0] (the number of axes) is {ndim}, where NIfTI allows 1 to 7: the header is damaged"
     return ""
 
 
@@ -141,11 +165,17 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
             f"nibabel cannot open a file whose suffix mixes cases ({suffix!r}); rename it to end in {suffix.lower()!r}",
             path=path,
         )
+    if not path.exists():  # nibabel's "No such file or no access" hides a link to nowhere
+        raise LiverctlError(BROKEN_LINK if path.is_symlink() else "no such file", path=path)
+    try:  # nibabel's "Cannot work out file type" hides a file this user may not read, or a folder
+        open(path, "rb").close()
+    except OSError as exc:
+        raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=path) from None
     try:
         with _header_fixes(header_fixes):
             img = nib.load(str(path))
     except Exception as exc:  # nibabel, gzip and zlib raise many types for files that are not NIfTI
-        hint = _compression_hint(path, suffix)
+        hint = _read_hint(path, suffix)
         raise LiverctlError(f"cannot be read as NIfTI ({short_error(exc, path)}){hint}", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
@@ -168,15 +198,7 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
     voxels nowhere, and the store (JSON) has no such numbers. The affine is nibabel's: the sform where its
     code is set, else the qform, else one from pixdim.
     """
-    header = img.header
-    affine, spacing = np.asarray(img.affine, dtype=np.float64), np.asarray(header.get_zooms()[:3], dtype=np.float64)
-    if not np.isfinite(affine).all():
-        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
-        raise LiverctlError(
-            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
-            "with a valid affine",
-            path=path,
-        )
+    affine, spacing = finite_affine(img, path), np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
     if not np.isfinite(spacing).all():
         raise LiverctlError(
             f"header's voxel spacing holds NaN or infinity (pixdim {_shape_text(tuple(spacing.tolist()))}); "
@@ -184,6 +206,21 @@ def volume_geometry(img, path: Path) -> tuple[list[list[float]], list[float]]:
             path=path,
         )
     return affine.tolist(), spacing.tolist()
+
+
+def finite_affine(img, path: Path) -> np.ndarray:
+    """The affine of a checked image (nibabel's: the sform where its code is set, else the qform, else one
+    from pixdim), float64 (4, 4); `LiverctlError` naming the file where it holds NaN or infinity (nibabel
+    cannot even save such an image again: 'Could not decompose affine')."""
+    header, affine = img.header, np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
+        raise LiverctlError(
+            f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
+            "with a valid affine",
+            path=path,
+        )
+    return affine
 
 
 def axis_codes(affine) -> str | None:
@@ -244,6 +281,8 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
     claimed = offset + voxels * dtype.itemsize
     size = path.stat().st_size
     what = f"{_shape_text(dims)} {dtype} voxels ({human_bytes(voxels * dtype.itemsize)})"
+    if offset > voxels * dtype.itemsize:  # the voxels cannot be where the header puts them: say where that is
+        what += f" at {human_bytes(offset)} into the file (its vox_offset)"
     if is_gzip_name(path.name):
         if claimed > size * GZIP_MAX_RATIO:
             raise LiverctlError(
@@ -284,62 +323,108 @@ def _loaded_itemsize(img, dtype: np.dtype) -> int:
 
 
 def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray]:
-    """Open, check, then read a NIfTI volume. Returns (image, voxels (X, Y, Z) with the file's scaling)."""
+    """Open, check, then read a NIfTI volume (`_read_voxels`). Returns (image, voxels (X, Y, Z) with the
+    file's scaling)."""
     path = Path(path)
     img = open_nifti(path, workers=workers)
-    return img, _voxels(img, path, np.asanyarray)
+    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, path, None))
 
 
 def read_nifti_and_sha256(
     path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None
 ) -> tuple[Any, np.ndarray, str]:
-    """`read_nifti` plus the sha256 of the file, from one read of its bytes (ingest records both).
-
-    The header is checked first (`open_nifti`); then the file is read once, hashed, and a `.nii.gz` is
-    inflated in one call (zlib, no more than the voxels need plus 1 MB, so junk after them cannot fill the
-    memory): about a third less CPU than nibabel's streamed read. Voxels without scaling are a read-only
-    view of the inflated bytes, exactly what nibabel reads; scaled ones are read through nibabel.
-    """
+    """`read_nifti` plus the sha256 of the file, from one pass over its bytes (ingest records both)."""
     import hashlib
 
     path = Path(path)
     img = open_nifti(path, workers=workers, header_fixes=header_fixes)
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    proxy = img.dataobj
-    if _loaded_itemsize(img, np.dtype(img.get_data_dtype())) != np.dtype(img.get_data_dtype()).itemsize:
-        return img, _voxels(img, path, np.asanyarray), digest  # scaled: nibabel's own arithmetic
-
-    def from_bytes(_proxy) -> np.ndarray:
-        count = int(np.prod(proxy.shape))
-        dtype = np.dtype(proxy.dtype)
-        needed = int(proxy.offset) + count * dtype.itemsize
-        data = _gunzip(raw, needed + (1 << 20)) if is_gzip_name(path.name) else raw
-        if len(data) < needed:
-            raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
-        flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))
-        return flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
-
-    return img, _voxels(img, path, from_bytes), digest
+    digest = hashlib.sha256()
+    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, path, digest)), digest.hexdigest()
 
 
-def _gunzip(raw: bytes, limit: int) -> bytes:
-    """Inflate the gzip members of `raw` until `limit` bytes are out (or the data ends); zlib checks each
-    finished member's CRC."""
+class _Reader:
+    """A file read forward once, each piece also hashed into `digest` (None: not hashed)."""
+
+    def __init__(self, file, digest):
+        self.file, self.digest = file, digest
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        if self.digest is not None:
+            self.digest.update(data)
+        return data
+
+    def rest_is_zeros(self) -> bool:
+        """Whether the rest of the file is zero bytes (read a piece at a time, not held)."""
+        while piece := self.read(1 << 20):  # a read allocates all it asks for, even at the file's end
+            if piece.strip(b"\x00"):
+                return False
+        return True
+
+
+def _read_voxels(proxy, path: Path, digest) -> np.ndarray:
+    """A checked image's voxels, read in one pass over the file that also hashes all of it into `digest`.
+
+    Only the voxels' bytes are kept: a file far longer than its header's voxels (junk after them) costs no
+    memory for the rest. A `.nii.gz` is inflated by zlib (no more than the voxels need plus 1 MB): about a
+    third less CPU than nibabel's streamed read, and zlib checks each finished member's CRC, which nibabel's
+    read, stopping where the voxels end, never reaches (a corrupt file read as good voxels). Voxels without
+    scaling are a read-only view of the bytes, exactly what nibabel reads; scaled ones get nibabel's own
+    arithmetic (`apply_read_scaling`).
+    """
+    from nibabel.volumeutils import apply_read_scaling
+
+    count = int(np.prod(proxy.shape))
+    dtype = np.dtype(proxy.dtype)
+    needed = int(proxy.offset) + count * dtype.itemsize
+    with open(path, "rb") as file:
+        reader = _Reader(file, digest)
+        data = _gunzip(reader, needed + (1 << 20)) if is_gzip_name(path.name) else reader.read(needed)
+        if digest is not None:
+            reader.rest_is_zeros()  # the hash is of the whole file
+    if len(data) < needed:
+        raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))
+    if flat.flags.writeable:  # bytes give a read-only array already; keep both paths alike
+        flat.flags.writeable = False
+    voxels = flat.reshape(proxy.shape, order=getattr(proxy, "order", "F"))
+    return apply_read_scaling(voxels, np.asanyarray(proxy.slope), np.asanyarray(proxy.inter))
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# Input given to zlib at a time: 4 KB at a member's start, doubling while the member goes on. zlib copies
+# the input left over when a member ends, so handing it all of the rest made a file of many small members take
+# time growing with their count squared (160,000 empty members, 3.2 MB: 108 s).
+_FIRST_CHUNK, _LAST_CHUNK = 1 << 12, 1 << 24
+
+
+def _gunzip(reader: _Reader, limit: int) -> memoryview:
+    """Inflate the gzip members read from `reader` until `limit` bytes are out (or the file ends), into one
+    growing buffer (no second copy of the voxels to join parts, and no more memory than the data holds
+    where the file is shorter than its header says); zlib checks each finished member's CRC. Returns a
+    read-only view of the bytes inflated."""
     import zlib
 
-    parts, total = [], 0
-    while raw and total < limit:
-        inflater = zlib.decompressobj(31)
-        part = inflater.decompress(raw, limit - total)
-        parts.append(part)
+    out, total = bytearray(), 0
+    inflater, pending, chunk = zlib.decompressobj(31), b"", _FIRST_CHUNK
+    while total < limit:
+        if not pending:
+            pending, chunk = reader.read(chunk), min(2 * chunk, _LAST_CHUNK)
+            if not pending:
+                break  # the file ends: after the last member, or in a truncated one (the caller counts the bytes)
+        part = inflater.decompress(pending, limit - total)
+        out += part
         total += len(part)
         if not inflater.eof:
-            break  # the limit, or a truncated stream (the caller counts the bytes)
-        raw = inflater.unused_data
-        if not raw.strip(b"\x00"):  # zero padding after the last member, as gzip tolerates
-            break
-    return b"".join(parts)
+            pending = inflater.unconsumed_tail  # input held back by the limit (empty: zlib took all of it)
+            continue
+        pending = inflater.unused_data
+        if len(pending) < 2:
+            pending += reader.read(2 - len(pending))
+        if pending[:2] != _GZIP_MAGIC and not pending.strip(b"\x00") and reader.rest_is_zeros():
+            break  # zero padding after the last member, as gzip tolerates (anything else: zlib refuses it)
+        inflater, chunk = zlib.decompressobj(31), _FIRST_CHUNK
+    return memoryview(out).toreadonly()
 
 
 def _voxels(img, path: Path, read) -> np.ndarray:

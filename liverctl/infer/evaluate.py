@@ -20,12 +20,11 @@ import numpy as np
 
 from liverctl.data.liver_mask import read_liver_mask
 from liverctl.data.sources import case_id_from_name
+from liverctl.data.sources.common import nifti_files
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.infer.submission import read_submission
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 @dataclass
@@ -65,11 +64,10 @@ def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
     """Case id -> label file for every NIfTI in the folder (`segmentation-` prefix optional)."""
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
-        raise LiverctlError("label folder not found", path=labels_dir)
+        what = "is a file, expected the folder of label volumes" if labels_dir.exists() else "label folder not found"
+        raise LiverctlError(what, path=labels_dir)
     found: dict[str, Path] = {}
-    for path in sorted(labels_dir.iterdir()):
-        if not (path.is_file() and path.name.endswith(NIFTI_SUFFIXES)):
-            continue
+    for path in nifti_files(labels_dir):  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         case = case_id_from_name(path.name)
         if case in found:
             raise LiverctlError(f"two label files for case {case!r}: {found[case].name} and {path.name}", path=labels_dir)

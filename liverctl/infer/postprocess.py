@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liverctl.data.nifti import BROKEN_LINK, is_nifti_name
+from liverctl.data.sources.common import nifti_files
 from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
 from liverctl.files import atomic_path
@@ -235,11 +237,8 @@ def choose_postprocess(
 
 # ---------------------------------------------------------------------------------------------- NIfTI
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
 def is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
+    return is_nifti_name(path.name)
 
 
 @dataclass
@@ -298,7 +297,7 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
     """(input, output) NIfTI paths: a file -> a file (or into a folder), a folder -> a folder."""
     source, target = Path(source), Path(target)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
+        files = nifti_files(source)  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         if not files:
             raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
         if (target.exists() and not target.is_dir()) or (not target.exists() and is_nifti(target)):
@@ -316,7 +315,7 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
                           "original, or pass --in-place to overwrite it")
         return [(source, out)]
     if source.is_symlink():
-        raise LiverctlError("a link that leads to no file (a loop, or its target is gone)", path=source)
+        raise LiverctlError(BROKEN_LINK, path=source)
     raise LiverctlError("no such file or folder", path=source)
 
 
@@ -337,8 +336,10 @@ def _same_path(a: Path, b: Path) -> bool:
 def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | None):
     """(the source image, its mask, the cleaned mask); LiverctlError naming `source` when it cannot be read."""
     from liverctl.data.liver_mask import read_liver_mask
+    from liverctl.data.nifti import finite_affine
 
     img, mask = read_liver_mask(source, liver_labels)  # ingest's rule; the header checked before any voxel is read
+    finite_affine(img, source)  # the cleaned mask is saved with this affine: nibabel cannot save a NaN one
     return img, mask, post(mask)
 
 

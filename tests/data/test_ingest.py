@@ -168,8 +168,13 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
         save_nifti(path, np.asarray(nib.load(path).dataobj), change(nib.load(vol / f"volume-{case}.nii.gz").affine))
     zero_row = [0.0] * 4  # a singular sform (no orientation): the case failed in a TypeError
     with_header_fields(seg / "segmentation-5.nii.gz", sform_code=1, srow_x=zero_row, srow_y=zero_row, srow_z=zero_row)
+    # no placement at all (qform_code and sform_code 0, as some label tools write): nothing to disagree with; it
+    # was 'orients the axes RAS where the volume's are LPS' of nibabel's affine from pixdim alone
+    shutil.copy(vol / "volume-0.nii.gz", vol / "volume-9.nii.gz")
+    with_header_fields(shutil.copy(seg / "segmentation-0.nii.gz", seg / "segmentation-9.nii.gz"), sform_code=0,
+                       qform_code=0)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
-    assert summary.ok and len(summary.ingested) == 8
+    assert summary.ok and len(summary.ingested) == 9
     notes = dict(line.split(": the label's affine ", 1) for line in summary.notes)
     assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "12345"]
     assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
@@ -615,7 +620,7 @@ def test_every_bad_input_is_reported_and_good_cases_still_ingested(dataset, tmp_
     # A link to a file that is gone.
     (vol / "volume-dangling.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     save_nifti(seg / "segmentation-dangling.nii.gz", good_label)
-    bad["dangling"] = (vol / "volume-dangling.nii.gz", "cannot be read")
+    bad["dangling"] = (vol / "volume-dangling.nii.gz", "a link that leads to no file")  # was 'No such file
     # Two files with the same case id.
     shutil.copy(test / "volume-6.nii.gz", test / "volume-6.nii")
     bad["duplicate"] = (test / "volume-6.nii", "is also used by volume-6.nii.gz")

@@ -150,6 +150,38 @@ def test_an_interpolated_label_is_refused_by_ingest_evaluate_and_postprocess(tmp
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("suffix", ["", "-scaled"])
+def test_a_ct_given_as_its_label_is_refused_by_ingest_evaluate_and_postprocess(tmp_path, suffix):
+    """Folders swapped, or --labels at the images: every value > 0 (bone, soft tissue) was taken as liver; ingest
+    only noted the values, evaluate and postprocess said nothing."""
+    data = tmp_path / "data"
+    ct = REAL / "dcmqi-3slice" / "ct.nii.gz"
+    if not ct.is_file():
+        pytest.skip("real CT samples missing")
+    image = nib.load(str(ct))
+    crop = np.asanyarray(image.dataobj)[200:232, 200:232, :].copy()
+    crop[0, 0, 0] = -1024  # air, as in every abdominal CT
+    as_label = nib.Nifti1Image(crop, image.affine)
+    if suffix:  # stored as uint16 + 1024 with scl_inter -1024: read as float
+        as_label = nib.Nifti1Image((crop.astype(np.int32) + 1024).astype(np.uint16), image.affine)
+        as_label.header.set_slope_inter(1.0, -1024.0)
+    for folder, name in (("volume", "volume-c.nii.gz"), ("segmentation", "segmentation-c.nii.gz")):
+        (data / "train" / folder).mkdir(parents=True, exist_ok=True)
+        nib.save(as_label, str(data / "train" / folder / name))
+    seg = data / "train" / "segmentation" / "segmentation-c.nii.gz"
+    line = f"{seg}: holds values down to -1024, as a CT in Hounsfield units does (air -1000), not a label map"
+
+    ingested = run_cli("ingest", str(data), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert ingested.exit_code != 0 and [e for e in ingested.stderr.splitlines() if line in e], ingested.stderr
+    sub = tmp_path / "sub.csv"
+    write_submission(sub, [("c", crop > 0)])
+    scored = run_cli("evaluate", str(sub), "--labels", str(seg.parent))
+    assert scored.exit_code != 0 and f"error: {line}" in scored.stderr, scored.stderr
+    cleaned = run_cli("postprocess", str(seg), str(tmp_path / "out.nii.gz"))
+    assert cleaned.exit_code != 0 and f"error: {line}" in cleaned.stderr, cleaned.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_a_rerun_rebuilds_the_float_labelled_cases_an_older_ingest_stored_by_exact_comparison(tmp_path):
     """A store ingested before the rule compared float label values exactly: f (1.00009 for liver) under
     --liver-labels 1 went in with no liver. A rerun skipped it as unchanged (same files, same liver labels),

@@ -60,7 +60,11 @@ def test_header_beyond_any_memory_is_refused_by_the_file_size_not_by_malloc(tmp_
 
 def test_uncompressed_file_must_hold_the_bytes_its_header_claims(tmp_path):
     message = refused(header_only(tmp_path / "short.nii", [64, 64, 24]), "the file holds 352 B")
-    assert "truncated" in message
+    assert "truncated" in message and "vox_offset" not in message
+    # 'header claims 4 x 4 x 2 int16 voxels (64 B) but the file holds 416 B' did not say why 64 B is too much
+    far = with_header_fields(save(tmp_path / "far.nii", np.zeros((4, 4, 2), np.int16)), vox_offset=1e6)
+    refused(far, r"header claims 4 x 4 x 2 int16 voxels \(64 B\) at 976.6 KB into the file \(its vox_offset\) "
+                 "but the file holds 416 B")
 
 
 @pytest.mark.parametrize(
@@ -117,6 +121,20 @@ def test_a_file_compressed_otherwise_than_its_name_says_is_told_what_to_rename_i
     with pytest.raises(LiverctlError) as exc:
         open_nifti(garbage)
     assert "rename" not in str(exc.value)
+
+
+def test_what_the_first_bytes_say_is_added_to_nibabels_complaint(tmp_path):
+    """A header whose dim[0] is out of range was 'vox offset 0 too low for single file nifti1' (nibabel takes it
+    for the other byte order); a Git LFS or git-annex pointer checked out in place of the image got no advice."""
+    for name in ("d.nii", "d.nii.gz"):
+        damaged = with_header_fields(save(tmp_path / name, np.zeros((4, 4, 2), np.int16)), dim=[9, 4, 4, 2, 1, 1, 1, 1])
+        refused(damaged, r"dim\[0\] \(the number of axes\) is 9, where NIfTI allows 1 to 7: the header is damaged$")
+    lfs = tmp_path / "lfs.nii.gz"
+    lfs.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n")
+    refused(lfs, r"it is a Git LFS pointer, not the image: fetch the file \(git lfs pull\)$")
+    annex = tmp_path / "annex.nii.gz"
+    annex.write_bytes(b"/annex/objects/MD5E-s12345--0123456789abcdef.nii.gz\n")
+    refused(annex, "it is a git-annex pointer, not the image")
 
 
 def test_truncated_gzip_is_one_line(tmp_path):
@@ -180,9 +198,10 @@ def test_real_files_read_exactly(folder, name):
     np.testing.assert_array_equal(data, np.asanyarray(nib.load(str(path)).dataobj))
 
 
-def test_read_and_sha256_in_one_read_equals_read_nifti(tmp_path):
-    """The one-read path ingest uses gives nibabel's voxels (dtype, shape, values) and the file's sha256, for
-    .nii and .nii.gz, several gzip members, a big-endian file, a scaled one, and junk after the voxels."""
+def test_read_and_sha256_in_one_read_equals_nibabels_read(tmp_path):
+    """The one-read path every command uses gives nibabel's voxels (dtype, shape, values) and the file's
+    sha256, for .nii and .nii.gz, several gzip members, a big-endian file, scaled ones (a slope of 0 is no
+    scaling), and junk after the voxels."""
     import hashlib
 
     rng = np.random.default_rng(2)
@@ -196,13 +215,22 @@ def test_read_and_sha256_in_one_read_equals_read_nifti(tmp_path):
     scaled = nib.Nifti1Image(volume, np.eye(4))
     scaled.header.set_slope_inter(0.5, -3.0)
     nib.save(scaled, str(tmp_path / "scaled.nii.gz"))
+    byte_scaled = nib.Nifti1Image((volume % 200).astype(np.uint8), np.eye(4))
+    byte_scaled.header.set_slope_inter(2.0, 1.0)
+    nib.save(byte_scaled, str(tmp_path / "byte_scaled.nii"))
+    float_scaled = nib.Nifti1Image(volume.astype(np.float32), np.eye(4))
+    float_scaled.header.set_slope_inter(0.25, 0.0)
+    nib.save(float_scaled, str(tmp_path / "float_scaled.nii.gz"))
+    slope_zero = with_header_fields(save(tmp_path / "slope_zero.nii", volume), scl_slope=0.0, scl_inter=5.0)
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(gzip.compress(plain + b"\x01" * 5000))
-    for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", junk]:
-        _, expected = read_nifti(path)
+    for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", tmp_path / "byte_scaled.nii",
+                 tmp_path / "float_scaled.nii.gz", slope_zero, junk]:
+        expected = np.asanyarray(nib.load(str(path)).dataobj)
         _, got, digest = nifti.read_nifti_and_sha256(path)
-        assert got.dtype == expected.dtype and got.shape == expected.shape, path
-        np.testing.assert_array_equal(got, expected)
+        for voxels in (got, read_nifti(path)[1]):
+            assert voxels.dtype == expected.dtype and voxels.shape == expected.shape, path
+            np.testing.assert_array_equal(voxels, expected)
         assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -216,6 +244,96 @@ def test_read_and_sha256_refuses_truncated_and_corrupt_gzip_in_one_line(tmp_path
         with pytest.raises(LiverctlError, match="truncated or corrupt NIfTI data") as caught:
             nifti.read_nifti_and_sha256(tmp_path / name)
         assert "\n" not in str(caught.value) and name in str(caught.value)
+
+
+def test_many_gzip_members_are_inflated_in_time_that_grows_with_the_file(tmp_path, monkeypatch):
+    """Each member's end made zlib copy everything after it: 160,000 empty members (3.2 MB) took 108 s to
+    read. What zlib is handed in all must grow with the members' count, not with its square."""
+    import zlib
+
+    volume = np.arange(4 * 4 * 2, dtype=np.int16).reshape(4, 4, 2)
+    plain = gzip.decompress(save(tmp_path / "v.nii.gz", volume).read_bytes())
+    handed, real = [], zlib.decompressobj
+
+    class Counting:  # what liverctl's inflater is handed (nibabel's gzip reads of the header not counted)
+        def __init__(self, *args, **kwargs):
+            self._inflater, self._ours = real(*args, **kwargs), args == (31,)
+
+        def decompress(self, data, *args):
+            handed.append(len(data) if self._ours else 0)
+            return self._inflater.decompress(data, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._inflater, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    totals = []
+    for members in (4000, 8000):
+        path = tmp_path / f"members{members}.nii.gz"
+        path.write_bytes(gzip.compress(plain[:352]) + gzip.compress(b"") * members + gzip.compress(plain[352:]))
+        handed.clear()
+        voxels = read_nifti(path)[1]
+        np.testing.assert_array_equal(voxels, volume)
+        assert not voxels.flags.writeable
+        totals.append(sum(handed))
+    assert totals[1] < 2.5 * totals[0]  # quadratic: 4 times
+
+
+def test_a_truncated_gzip_costs_the_memory_of_its_data_not_of_its_header(tmp_path):
+    """A header claiming 64 MB over 100 KB of data is within every limit (the gzip ratio, the memory budget);
+    reading it must not take the 64 MB before finding the data short."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    header["dim"] = [3, 4096, 4096, 2, 1, 1, 1, 1]
+    header["vox_offset"] = 352
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(100_000), 1))
+    tracemalloc.start()
+    try:
+        refused(path, "truncated or corrupt NIfTI data")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+@pytest.mark.parametrize("name", ["long.nii", "long.nii.gz"])
+def test_a_file_far_longer_than_its_voxels_costs_the_memory_of_its_voxels(tmp_path, name):
+    """Bytes after the voxels (junk, zero padding after the gzip member) were all read into memory for the
+    hash and the voxels: 32 MB of them took 32 MB more. They are hashed a piece at a time now."""
+    import hashlib
+
+    volume = np.arange(16 * 16 * 4, dtype=np.int16).reshape(16, 16, 4)
+    path = save(tmp_path / name, volume)
+    with open(path, "ab") as f:
+        f.write(b"\0" * (32 << 20))
+    tracemalloc.start()
+    try:
+        _, got, digest = nifti.read_nifti_and_sha256(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, volume)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_gzip_whose_crc_fails_is_refused_by_every_reader(tmp_path, scaled):
+    """nibabel stops reading where the voxels end, before the gzip trailer, so a file whose CRC says its data
+    is damaged was read as good voxels by evaluate and postprocess (read_nifti), and by ingest where the
+    header scales the voxels (it read those through nibabel)."""
+    img = nib.Nifti1Image(np.random.default_rng(0).integers(0, 3, (32, 32, 8)).astype(np.int16), np.eye(4))
+    if scaled:
+        img.header.set_slope_inter(2.0, 0.0)
+    nib.save(img, str(tmp_path / "ok.nii.gz"))
+    raw = (tmp_path / "ok.nii.gz").read_bytes()
+    bad = tmp_path / "crc.nii.gz"
+    bad.write_bytes(raw[:-8] + bytes(b ^ 0xFF for b in raw[-8:-4]) + raw[-4:])
+    assert np.asanyarray(nib.load(str(bad)).dataobj).shape == (32, 32, 8)  # nibabel reads it without a word
+    refused(bad, "truncated or corrupt NIfTI data .*incorrect data check")
+    with pytest.raises(LiverctlError, match="incorrect data check"):
+        nifti.read_nifti_and_sha256(bad)
 
 
 @pytest.mark.parametrize(
@@ -257,6 +375,34 @@ def test_upper_case_names_are_nifti_too(tmp_path, name):
     cut = tmp_path / f"cut-{name}"  # the header is whole, the voxels are not: measured as gzip or not
     cut.write_bytes(path.read_bytes()[:360] if name.endswith(".NII") else gzip.compress(gzip.decompress(path.read_bytes())[:360]))
     refused(cut, "the file holds 360 B" if name.endswith(".NII") else "truncated or corrupt NIfTI data")
+
+
+def test_a_link_to_nowhere_is_named_as_one(tmp_path):
+    """nibabel says 'No such file or no access' of a dangling link (a git-annex file not fetched)."""
+    (tmp_path / "ct.nii.gz").symlink_to("annex/objects/ct.nii.gz")
+    refused(tmp_path / "ct.nii.gz", "a link that leads to no file")
+    (tmp_path / "loop.nii").symlink_to("loop.nii")
+    refused(tmp_path / "loop.nii", "a link that leads to no file")
+
+
+def test_a_file_that_cannot_be_opened_says_why(tmp_path, monkeypatch):
+    """A file this user may not read (chmod 000) was 'Cannot work out file type of ...' (nibabel's sniffing
+    swallows the PermissionError); so was a folder named like NIfTI. The tests run as root, who may read
+    anything: the refusal is made by `open` itself."""
+    import builtins
+
+    locked = save(tmp_path / "locked.nii.gz", np.zeros((2, 2, 2), np.int16))
+    real_open = builtins.open
+
+    def open_as_another_user(file, *args, **kwargs):
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_as_another_user)
+    refused(locked, r"cannot be opened \(Permission denied\)$")
+    (tmp_path / "folder.nii").mkdir()
+    refused(tmp_path / "folder.nii", r"cannot be opened \(Is a directory\)$")
 
 
 def test_a_suffix_of_mixed_case_is_one_line_saying_to_rename(tmp_path):

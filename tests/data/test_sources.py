@@ -104,6 +104,15 @@ def test_unrecognised_folder_names_every_known_layout(tmp_path):
     message = str(info.value)
     assert str(tmp_path / "scans") in message and "\n" not in message
     assert all(name in message for name in LAYOUTS) and "--layout" in message
+    assert "(its folder" not in message and "unpack" not in message
+    # a new user's usual slips: the folder above the data, a download not unpacked
+    decathlon(tmp_path / "downloads" / "Task03_Liver")
+    with pytest.raises(LiverctlError, match=f"knows \\(its folder Task03_Liver looks like the decathlon layout: give "
+                                            f"{tmp_path / 'downloads' / 'Task03_Liver'} instead\\): "):
+        find_source(tmp_path / "downloads")
+    touch(tmp_path / "fresh" / "Task03_Liver.tar")
+    with pytest.raises(LiverctlError, match="knows \\(it holds Task03_Liver.tar: unpack it and give the folder it makes\\)"):
+        find_source(tmp_path / "fresh")
 
 
 def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
@@ -122,6 +131,30 @@ def test_files_that_are_not_nifti_are_named_not_dropped_silently(tmp_path):
         f"{tmp_path / 'd' / 'labelsTr'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: liver_0.json"
     ]
     assert find_source(competition(tmp_path / "e")).skipped == []
+
+
+def test_folders_named_like_nifti_are_left_out_and_links_to_nowhere_kept_to_be_named(tmp_path):
+    """A folder `x.nii.gz` is no case (it made nnU-Net's channel names look absent, so the folder read as the
+    Decathlon's); a dangling link (a git-annex file not fetched) stays a case, so reading it names it."""
+    root = nnunet(tmp_path / "n")
+    (root / "imagesTr" / "unpacked.nii.gz").mkdir()
+    (root / "imagesTr" / "case_b_0000.nii.gz").symlink_to("annexed/elsewhere")
+    (root / "labelsTr" / "case_b.nii.gz").symlink_to("case_b.nii.gz")  # a loop
+    found = find_source(root)
+    assert found.layout == "nnunet" and not found.problems
+    assert summary(found) == [
+        ("case_a", "train", "case_a_0000.nii.gz", "case_a.nii.gz"),
+        ("case_b", "train", "case_b_0000.nii.gz", "case_b.nii.gz"),
+        ("case_z", "test", "case_z_0000.nii.gz", None),
+    ]
+    assert found.skipped == [
+        f"{root / 'imagesTr'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: unpacked.nii.gz (a folder)"
+    ]
+    ts = totalseg(tmp_path / "t")
+    (ts / "s0002" / "segmentations").mkdir(parents=True)
+    (ts / "s0002" / "ct.nii.gz").symlink_to("gone.nii.gz")
+    (ts / "s0002" / "segmentations" / "liver.nii.gz").symlink_to("gone.nii.gz")
+    assert [c.case_id for c in find_source(ts).cases] == ["s0000", "s0001", "s0002"]
 
 
 def test_lits_pairs_by_number_across_batch_folders(tmp_path):
@@ -154,6 +187,12 @@ def test_decathlon_reads_dataset_json(tmp_path):
     ]
     assert found.label_names == {0: "background", 1: "liver", 2: "cancer"}
     assert found.cases[0].known_labels == (0, 1, 2)
+    payload = json.loads((tmp_path / "dataset.json").read_text())  # an entry listed twice was "also used by
+    payload["training"].append(dict(payload["training"][0]))       # liver_0.nii.gz; rename one": itself
+    payload["test"].append("imagesTs/liver_5.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps(payload))
+    again = find_source(tmp_path)
+    assert summary(again) == summary(found) and not again.problems
 
 
 def test_decathlon_files_listed_but_missing_are_problems(tmp_path):
@@ -179,6 +218,9 @@ def test_unreadable_dataset_json_names_the_file(tmp_path):
     with pytest.raises(LiverctlError, match="cannot be read as JSON") as info:
         find_source(tmp_path)
     assert str(tmp_path / "dataset.json") in str(info.value)
+    # Notepad's UTF-8 begins with a byte-order mark: it was "JSONDecodeError: Unexpected UTF-8 BOM"
+    (tmp_path / "dataset.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"labels": {"1": "Leber (liver)"}}).encode())
+    assert find_source(tmp_path).label_names == {1: "Leber (liver)"}
 
 
 def test_nnunet_channel_suffix(tmp_path):
@@ -189,6 +231,10 @@ def test_nnunet_channel_suffix(tmp_path):
         ("case_z", "test", "case_z_0000.nii.gz", None),
     ]
     assert found.label_names == {0: "background", 1: "liver"}
+    stray = touch(tmp_path / "imagesTr" / "case_a.nii.gz")  # a label copied into imagesTr/
+    found = find_source(tmp_path)  # was the Decathlon's layout: 'case_a_0000 has no label in labelsTr/', ...
+    assert found.layout == "nnunet" and [c.case_id for c in found.cases] == ["case_a", "case_z"]
+    assert [str(p) for p in found.problems] == [f"{stray}: has no channel suffix (expected NAME_0000.nii.gz)"]
 
 
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
@@ -271,6 +317,9 @@ def test_label_names_and_liver_values(tmp_path, labels, names, liver):
 def test_label_names_of_another_shape_are_an_error(tmp_path):
     with pytest.raises(LiverctlError, match="neither"):
         label_names({"labels": ["background", "liver"]}, tmp_path)
+    with pytest.raises(LiverctlError, match="neither"):  # was "ValueError: invalid literal for int()", a traceback
+        label_names({"labels": {"0": "background", "²": "liver"}}, tmp_path)
+    assert label_names({"labels": {" 1 ": "liver", "-1": "outside"}}, tmp_path) == {1: "liver", -1: "outside"}
 
 
 # ----------------------------------------------------------------------------------------------------------

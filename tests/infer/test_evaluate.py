@@ -127,6 +127,8 @@ def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
         evaluate_submission(sub, labels)
     with pytest.raises(LiverctlError, match="label folder not found"):
         evaluate_submission(sub, tmp_path / "nope")
+    with pytest.raises(LiverctlError, match="b.nii: is a file, expected the folder of label volumes"):  # was 'not found'
+        evaluate_submission(sub, labels / "b.nii")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(LiverctlError, match="no .nii"):
@@ -134,6 +136,20 @@ def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
     _save(labels / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(LiverctlError, match="two label files for case 'a'"):
         find_label_files(labels)
+
+
+def test_the_label_folder_is_listed_by_ingests_rule(scored_pair):
+    """A macOS `._segmentation-a.nii.gz` was taken for a label ('cannot be read as NIfTI'), `b.NII` was left
+    out (its rows then 'unknown'), and a folder named like NIfTI was a case."""
+    sub, labels = scored_pair
+    (labels / "b.nii").rename(labels / "b.NII")
+    (labels / "._segmentation-a.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (labels / "c.nii.gz").mkdir()
+    ev = evaluate_submission(sub, labels)
+    assert [c.case for c in ev.cases] == ["a", "b"] and ev.volume_dice == pytest.approx(0.75)
+    (labels / "c.nii").symlink_to("annexed")
+    with pytest.raises(LiverctlError, match="c.nii: a link that leads to no file"):
+        evaluate_submission(sub, labels)
 
 
 def test_untrusted_label_headers_are_refused_before_reading(scored_pair, tmp_path):

@@ -204,6 +204,49 @@ def test_one_bad_file_of_two_is_counted_in_words_that_agree(tmp_path):
     assert line == f"error: {src_dir}: 1 of 2 files could not be read and was not cleaned (above); the other 1 was"
 
 
+def test_a_folder_is_listed_by_ingests_rule(tmp_path):
+    """A macOS `._a.nii.gz` failed the folder ('cannot be read as NIfTI'), `B.NII` was left out without a word
+    (its cleaned copy missing from the output), and a folder named like NIfTI was taken for a mask."""
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    vol = _two_blobs().astype(np.uint8)
+    for name in ("a.nii.gz", "B.NII"):
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src_dir / name.lower()))
+        (src_dir / name.lower()).rename(src_dir / name)
+    (src_dir / "._a.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (src_dir / "c.nii.gz").mkdir()
+    results = postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert [(r.source.name, r.voxels_after) for r in results] == [("B.NII", 216), ("a.nii.gz", 216)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["B.NII", "a.nii.gz"]
+    (src_dir / "d.nii.gz").symlink_to("annexed")  # a link to nowhere is named, not skipped
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(src_dir, tmp_path / "out2", "largest")
+    (failure,) = info.value.failures
+    assert failure.startswith(f"{src_dir / 'd.nii.gz'}: a link that leads to no file")
+
+
+@pytest.mark.parametrize("fields", [{"srow_x": [float("nan"), 0, 0, 0]},
+                                    {"sform_code": 0, "qform_code": 1, "quatern_b": float("nan")}])
+def test_an_affine_holding_nan_is_one_line_not_nibabels_traceback(tmp_path, fields):
+    """nibabel reads such a header but cannot save the cleaned mask with it: 'HeaderDataError: Could not
+    decompose affine' came out as a traceback, in folder mode too, stopping every file after it."""
+    from nifti_fixtures import with_header_fields
+
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    for name in ("a.nii", "b.nii"):
+        nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(src_dir / name))
+    with_header_fields(src_dir / "a.nii", **fields)
+    result = _cli(src_dir / "a.nii", tmp_path / "a.nii")
+    assert result.exit_code == 2 and _error_lines(result) == [
+        f"error: {src_dir / 'a.nii'}: header's affine ({'sform' if 'srow_x' in fields else 'qform'}) holds NaN "
+        "or infinity; the header is damaged: save the volume again with a valid affine"]
+    assert not (tmp_path / "a.nii").exists()
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert [r.source.name for r in info.value.results] == ["b.nii"] and len(info.value.failures) == 1
+
+
 def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_path):
     """The first unreadable file (here b.nii.gz, 2D) stopped the folder: a.nii.gz cleaned, c and d not, and
     only b named, so the output folder held a part of the masks with nothing saying which; now every readable

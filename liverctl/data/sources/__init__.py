@@ -59,6 +59,27 @@ def _check_folder(root: Path) -> None:
         raise LiverctlError("is a file, expected a data folder", path=root)
 
 
+_ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar")
+_SUBFOLDERS_LOOKED_AT = 50
+
+
+def _where_the_cases_are(root: Path) -> str:
+    """For a folder no layout fits, a new user's usual slips: the folder above the data (a subfolder fits a
+    layout: give that), or a download not unpacked yet (Task03_Liver.tar)."""
+    try:
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return ""
+    for folder in [p for p in entries if p.is_dir()][:_SUBFOLDERS_LOOKED_AT]:
+        name = next((name for name, module in LAYOUTS.items() if module.looks_like(folder)), None)
+        if name is not None:
+            return f" (its folder {folder.name} looks like the {name} layout: give {folder} instead)"
+    archives = [p.name for p in entries if p.is_file() and p.name.lower().endswith(_ARCHIVES)]
+    if archives:
+        return f" (it holds {', '.join(archives[:3])}: unpack it and give the folder it makes)"
+    return ""
+
+
 def detect_layout(data_dir: str | Path) -> str | None:
     """The name of the first layout in `LAYOUTS` that `data_dir` looks like; None if none."""
     root = Path(data_dir)
@@ -79,7 +100,7 @@ def find_source(data_dir: str | Path, layout: str | None = None) -> DataLayout:
         layout = detect_layout(root)
         if layout is None:
             raise LiverctlError(
-                f"recognises none of the layouts liverctl knows: {known_layouts()}; "
+                f"recognises none of the layouts liverctl knows{_where_the_cases_are(root)}: {known_layouts()}; "
                 "--layout NAME forces one",
                 path=root,
             )

@@ -96,19 +96,24 @@ def case_id_from_name(name: str) -> str:
 
 
 def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
-    """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted.
+    """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted:
+    the one rule for ingest's layouts, evaluate's label folder and postprocess's input folder.
 
-    `skipped`: where given, gets a note naming the other files in `folder` (a `.mha` or `.hdr`/`.img` test
-    volume would otherwise be missing from the submission without a word)."""
+    A folder named like NIfTI is not a file and is left out; a link that leads to no file (a git-annex or
+    DataLad file not fetched yet) is kept, so that reading it names it (`liverctl.data.nifti.open_nifti`)
+    rather than the case going missing without a word. `skipped`: where given, gets a note naming the other
+    files in `folder` (a `.mha` or `.hdr`/`.img` test volume would otherwise be missing from the submission
+    without a word)."""
     if not folder.is_dir():
         return []
     visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     others = [p.name for p in visible if not is_nifti_name(p) and p.is_file()]
+    others += [f"{p.name} (a folder)" for p in visible if is_nifti_name(p) and p.is_dir()]
     if skipped is not None and others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         skipped.append(f"{folder}: {plural(len(others), 'file')} that {agree(len(others), 'is', 'are')} not NIfTI "
                        f"(.nii, .nii.gz) left out: {shown}")
-    return [p for p in visible if is_nifti_name(p)]
+    return [p for p in visible if is_nifti_name(p) and not p.is_dir()]
 
 
 def check_id(case_id: str, path: Path, problems: Problems) -> bool:

@@ -38,7 +38,7 @@ def _listed(root: Path, entry: Any, problems: list[LiverctlError]) -> Path | Non
         problems.append(LiverctlError(f"lists {entry!r}, not a file name", path=root / DATASET_JSON))
         return None
     path = root / entry  # "./imagesTr/liver_0.nii.gz": pathlib drops the "./"
-    if not path.is_file():
+    if not (path.is_file() or path.is_symlink()):  # a link to nowhere is named when read (open_nifti)
         problems.append(LiverctlError("is listed in dataset.json but missing", path=path))
         return None
     return path
@@ -50,7 +50,7 @@ def find(root: Path) -> DataLayout:
     problems = layout.problems
     training = (payload or {}).get("training")
     if isinstance(training, list):
-        volume_files, label_files = [], []
+        volume_files, label_files, listed = [], [], set()
         for item in training:
             if not isinstance(item, dict) or "image" not in item or "label" not in item:
                 problems.append(
@@ -58,7 +58,8 @@ def find(root: Path) -> DataLayout:
                 )
                 continue
             image, label = _listed(root, item["image"], problems), _listed(root, item["label"], problems)
-            if image is not None and label is not None:
+            if image is not None and label is not None and (image, label) not in listed:
+                listed.add((image, label))  # an entry listed twice is one case (not 'also used by' itself)
                 volume_files.append(image)
                 label_files.append(label)
         volumes = index_by_id(volume_files, problems)
@@ -69,7 +70,7 @@ def find(root: Path) -> DataLayout:
         labels = index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems)
     test_list = (payload or {}).get("test")
     if isinstance(test_list, list):
-        test_files = [p for p in (_listed(root, e, problems) for e in test_list) if p is not None]
+        test_files = list(dict.fromkeys(p for p in (_listed(root, e, problems) for e in test_list) if p is not None))
     else:
         test_files = nifti_files(root / "imagesTs", layout.skipped)
     pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))

@@ -29,7 +29,7 @@ def read_dataset_json(root: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_bytes())  # bytes: json finds the encoding, a Windows editor's BOM included
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LiverctlError(f"cannot be read as JSON ({type(exc).__name__}: {exc})", path=path) from None
     if not isinstance(payload, dict):
@@ -67,7 +67,13 @@ def _is_int(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+    if not isinstance(value, str):
+        return False
+    try:  # not str.isdigit: "²" is a digit to it and no number to int()
+        int(value)
+    except ValueError:
+        return False
+    return True
 
 
 def liver_values(names: dict[int, str]) -> tuple[int, ...]:

@@ -24,7 +24,10 @@ LIVER = 1
 
 
 def _first_file(folder: Path, stem: str) -> Path | None:
-    return next((p for p in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if p.is_file()), None)
+    """`stem`.nii.gz or `stem`.nii in `folder`; a link to nowhere counts (reading it names it, where leaving
+    it out would drop the case without a word)."""
+    return next((p for p in (folder / f"{stem}.nii.gz", folder / f"{stem}.nii") if p.is_file() or p.is_symlink()),
+                None)
 
 
 def _subjects(root: Path) -> list[Path]:
