@@ -148,7 +148,7 @@ def test_folders_named_like_nifti_are_left_out_and_links_to_nowhere_kept_to_be_n
         ("case_z", "test", "case_z_0000.nii.gz", None),
     ]
     assert found.skipped == [
-        f"{root / 'imagesTr'}: 1 file(s) that are not NIfTI (.nii, .nii.gz) left out: unpacked.nii.gz (a folder)"
+        f"{root / 'imagesTr'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: unpacked.nii.gz (a folder)"
     ]
     ts = totalseg(tmp_path / "t")
     (ts / "s0002" / "segmentations").mkdir(parents=True)
@@ -419,3 +419,18 @@ def test_options(tmp_path):
     assert parse_layout_option(["lits", "msd=decathlon"]) == {None: "lits", "msd": "decathlon"}
     with pytest.raises(LiverctlError, match="unknown layout 'kaggle'"):
         parse_layout_option(["kaggle"])
+
+
+def test_case_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
+    """`case_A` and `case_a` were two store folders on Linux and one on macOS's (or Windows') default file
+    system: one case's chunks written over the other's. The second is refused, naming its file."""
+    root = nnunet(tmp_path / "n")
+    touch(root / "imagesTr" / "case_A_0000.nii.gz")
+    touch(root / "labelsTr" / "case_A.nii.gz")
+    plan = plan_sources([root], tmp_path / "s.zarr")
+    (source,) = plan.sources
+    assert [c.case_id for c in source.cases] == ["case_A", "case_z"]
+    (problem,) = [p for p in source.problems if "letter case" in p]
+    assert problem == (f"{root / 'imagesTr' / 'case_a_0000.nii.gz'}: case id 'case_a' differs from case 'case_A' only "
+                       "in letter case: on a case-insensitive file system (macOS, Windows) their store folders would "
+                       "be one; rename one")

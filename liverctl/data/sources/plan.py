@@ -302,6 +302,9 @@ class _Planner:
         """Give each case its store id; an id another source holds is a problem of that case."""
         owner = self.owner
         claimed: dict[str, str] = {cid: src for cid, src in owner.items() if src is not None}
+        # A case's folder is named by its id: ids that differ only in letter case ('A', 'a') would be one
+        # folder on a case-insensitive file system (macOS, Windows), one case's chunks over the other's.
+        folded: dict[str, str] = {cid.casefold(): cid for cid in owner}
         for plan in self.plans:
             kept = []
             for case in plan.cases:
@@ -310,6 +313,13 @@ class _Planner:
                 if holder is not None and holder != plan.name:
                     plan.problems.append(str(LiverctlError(
                         f"case id {case_id!r} is already taken by source {holder!r}", path=case.volume
+                    )))
+                    continue
+                twin = folded.setdefault(case_id.casefold(), case_id)
+                if twin != case_id and case_id not in owner:
+                    plan.problems.append(str(LiverctlError(
+                        f"case id {case_id!r} differs from case {twin!r} only in letter case: on a case-insensitive "
+                        "file system (macOS, Windows) their store folders would be one; rename one", path=case.volume
                     )))
                     continue
                 claimed[case_id] = plan.name
