@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from operator import attrgetter
@@ -105,7 +106,8 @@ def ended_text(s: RunSummary) -> tuple[str, str] | None:
     already one line; "no reason given" when it gave none). None for a run without one (`ended_because`)."""
     if s.ended_because is None:
         return None
-    step = s.end_step if s.end_step is not None and f"step {s.end_step}" not in s.ended_because else None
+    named = s.end_step is not None and re.search(rf"\bstep {s.end_step}\b", s.ended_because)
+    step = None if named else s.end_step
     return (one_line(s.status, 40) + ("" if step is None else f" at step {step}"),
             s.ended_because or "no reason given")
 
