@@ -1,5 +1,6 @@
 """Printing for a terminal of any width: a table whole when it fits, else one block of `header value` pairs per
-row; lines of items broken between items, never inside one. Used by `liverctl runs` and `watch --once`/`--plot`.
+row; lines of items broken between items, never inside one, or their last item cut to the line (`print_cut`).
+Used by `liverctl runs` and `watch --once`/`--plot`.
 
 Into a pipe or a file (a log, a notebook cell) nothing is broken or squeezed: rich would assume 80 columns
 there, so tables print at their natural width and lines are left to whatever shows them.
@@ -58,3 +59,22 @@ def print_lines(console: Console, lines: list[list[Text]], *, gap: str = "  ") -
             continue
         for line in pack(items, console.width, gap=gap):
             console.print(line, highlight=False, soft_wrap=False)  # rich folds an item wider than the terminal
+
+
+def print_cut(console: Console, head: list[Text], tail: Text, *, indent: str = "  ", least: int = 20) -> None:
+    """The items of `head`, then `tail`, as one line after `indent` where it fits (into a pipe: whole). On a
+    narrower terminal `head` is broken between its items (`pack`) and `tail` follows on its last line, cut with
+    "…" at the line's end, or, when fewer than `least` cells of it would be left there, on a line of its own
+    beneath (after twice `indent`), cut there. Only `tail` is ever cut."""
+    line = Text.assemble(indent, Text(" ").join(head), " ", tail)
+    if not console.is_terminal or line.cell_len <= console.width:
+        console.print(line, highlight=False, soft_wrap=True)
+        return
+    lines = pack(head, console.width, indent=indent, gap=" ")
+    if console.width - lines[-1].cell_len - 1 >= least:
+        lines[-1] = Text.assemble(lines[-1], " ", tail)
+    else:
+        lines.append(Text.assemble(indent * 2, tail))
+    lines[-1].truncate(console.width, overflow="ellipsis")
+    for part in lines:
+        console.print(part, highlight=False, soft_wrap=False)  # rich folds an item wider than the terminal

@@ -55,12 +55,13 @@ def make_run(
     truncated: bool = False,
     schema_version: int | None = 1,
     submissions: list[dict[str, Any]] | None = None,
+    message: str = "",
 ) -> Path:
     """Write one run folder under `root` and return its path.
 
     `volume_dice` gives the per-epoch validation volume Dice (None = non-finite: written as null after a
     `nan` rollback event, as the trainer does); its length is the number of epochs done. `status=None` leaves
-    out `run_end` (a run still going, or killed). `truncated` cuts the last line in half.
+    out `run_end` (a run still going, or killed); `message` is run_end's. `truncated` cuts the last line in half.
     `submissions`: dicts with `csv` (file name inside the run folder's parent) and optional `scores`.
     `preset` must be a real preset: the config is resolved from it.
     """
@@ -124,7 +125,7 @@ def make_run(
              counts={"skipped": i + 1, "rollbacks": 0}, message="non-finite loss")
     if status is not None:
         ts += 1.0
-        emit("run_end", epoch=len(dice), step=step, status=status, best=best, message="")
+        emit("run_end", epoch=len(dice), step=step, status=status, best=best, message=message)
 
     text = "".join(json.dumps(line) + "\n" for line in lines)
     if truncated:

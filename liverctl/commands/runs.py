@@ -11,7 +11,7 @@ import typer
 
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
-from liverctl.narrow import print_table
+from liverctl.narrow import print_cut, print_table
 from liverctl.plural import agree, plural
 
 
@@ -105,12 +105,29 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     console.print(spec.LEGEND, style="dim", soft_wrap=True)
     if experiments:
         _print_experiment_notes(summaries)
+    _print_endings(summaries)
     damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
         console.print(f"[yellow]{plural(len(damaged), 'run')} with something missing or odd:[/]")
         for s in damaged:
             console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
                           soft_wrap=True)
+
+
+def _print_endings(summaries) -> None:
+    """One line per listed run (an experiment's fold runs included) that ended without completing, with why:
+    `  v5-lr3e-3: nan_abort at step 812: <run_end's message>`, cut to the terminal. An interrupted run (no
+    run_end) is not among them: its problem line says so."""
+    from rich.text import Text
+
+    from liverctl.runs.table import ended_text, table_rows
+
+    ended = [(s, ended_text(s)) for s in table_rows(summaries) if s.ended_because is not None]
+    if not ended:
+        return
+    console.print(f"[red]{plural(len(ended), 'run')} ended without completing:[/]")
+    for s, (how, why) in ended:
+        print_cut(console, [Text(f"{s.name.strip()}:", "bold"), Text(f"{how}:")], Text(why))
 
 
 def _print_experiment_notes(summaries) -> None:

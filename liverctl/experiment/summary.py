@@ -17,7 +17,7 @@ def summarize_experiment(exp_dir: str | Path):
     `cv` (cv, oof and decision from experiment.json)."""
     from liverctl.runs import summary as runs
     from liverctl.runs.folder import writer_alive
-    from liverctl.runs.history import as_int, finite
+    from liverctl.runs.history import as_int, finite, one_line
 
     exp_dir = Path(exp_dir)
     out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")
@@ -33,6 +33,8 @@ def summarize_experiment(exp_dir: str | Path):
     settings.pop("data.fold", None)
     out.settings = settings
     out.status = str(summary.get("status") or "unknown")
+    if out.status not in ("completed", "running"):  # its message says which fold stopped it, and how
+        out.ended_because = one_line(summary.get("message"))
     if out.status == "running" and not writer_alive(exp_dir):  # the experiment holds its folder's lock
         out.status = "interrupted"
         out.problems.append(f"{SUMMARY_FILE} says running but nothing is writing it (killed?); resume it")

@@ -15,6 +15,8 @@ The rules, one each, that every reader of a run shares:
   when nobody does "failed" if a torchrun rank left its failure in the folder (rank 0 then killed by
   torchrun before its run_end: `liverctl.runs.folder.rank_failures`), else "interrupted" (killed,
   crashed), "unknown" with no event at all.
+- why a run ended (`end_message`): the `run_end` message of a last segment that did not complete, as one
+  printable line of at most MESSAGE_LIMIT characters (`one_line`: the log is anyone's file).
 
 Standard library only: the TUI imports this.
 """
@@ -22,6 +24,7 @@ Standard library only: the TUI imports this.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,31 @@ def run_status(history: RunHistory, writer_alive: bool | None, rank_failed: bool
     if not history.n_events:
         return "unknown"
     return "failed" if rank_failed else "interrupted"
+
+
+# A run_end message (anyone's text) is kept to this many characters: a line of `runs`, a field of its --json.
+MESSAGE_LIMIT = 300
+# Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
+# space around them: one space each, so a message is one line that shows what it says.
+_UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
+
+
+def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
+    """A message from someone's file as one printable line of at most `limit` characters (cut with "…");
+    "" for None. Not escaped for markup: print it as a rich `Text`, or through `esc`."""
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    text = _UNPRINTABLE.sub(" ", text[: 4 * limit]).strip()  # a 10 MB message is not scanned to be cut
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def end_message(history: RunHistory) -> str | None:
+    """Why the run ended, for a run whose last segment has a `run_end` with another status than completed:
+    its message as `one_line` ("" when it gives none). None without run_end (running, interrupted: the
+    status says that much) or for a completed run."""
+    end = history.run_end
+    if end is None or end.get("status") == "completed":
+        return None
+    return one_line(end.get("message"))
 
 
 def last_per(events: list[dict], key: str) -> list[dict]:

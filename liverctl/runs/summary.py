@@ -33,6 +33,7 @@ from liverctl.runs.history import (
     RunHistory,
     as_int,
     best_figures,
+    end_message,
     finite,
     read_history,
     run_status,
@@ -67,6 +68,10 @@ class RunSummary:
     settings: dict[str, Any] = field(default_factory=dict)
     submissions: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Why a run that did not complete ended: run_end's message (`liverctl.runs.history.end_message`; an
+    # experiment's: experiment.json's), "" when it gave none; None for a completed, running or interrupted one
+    ended_because: str | None = None
+    end_step: int | None = None  # run_end's step
     kind: str = "run"  # or "experiment" (liverctl/experiment/summary.py): its folds beneath, cv figures
     folds: list[RunSummary] = field(default_factory=list)
     cv: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +379,8 @@ def _fill_status(summary: RunSummary, history: RunHistory, alive: bool, failures
     if summary.status == "running":
         return
     if history.run_end is not None:
+        summary.ended_because = end_message(history)
+        summary.end_step = as_int(history.run_end.get("step"))
         if history.torn_last_line:
             summary.problems.append("events.jsonl: half-written last line after run_end")
     elif summary.status == "failed":

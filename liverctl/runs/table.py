@@ -8,13 +8,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.history import finite
+from liverctl.runs.history import finite, one_line
 from liverctl.runs.summary import OWN, STALE, RunSummary
 
 # Settings that differ between runs without changing what a run learns: not worth a column.
@@ -100,6 +101,17 @@ def submitted_text(s: RunSummary) -> str:
     return f"{len(current)} unscored"
 
 
+def ended_text(s: RunSummary) -> tuple[str, str] | None:
+    """Why a run that did not complete ended, in two parts: `nan_abort at step 812` and the message (run_end's,
+    already one line; "no reason given" when it gave none). None for a run without one (`ended_because`)."""
+    if s.ended_because is None:
+        return None
+    named = s.end_step is not None and re.search(rf"\bstep {s.end_step}\b", s.ended_because)
+    step = None if named else s.end_step
+    return (one_line(s.status, 40) + ("" if step is None else f" at step {step}"),
+            s.ended_because or "no reason given")
+
+
 def format_dice(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -178,6 +190,7 @@ def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
         started=summary.started,
         path=str(summary.path),
         problems=list(summary.problems),
+        ended_because=summary.ended_because,
     )
     if summary.kind == "experiment":
         from liverctl.experiment.summary import experiment_row_extra

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from liverctl.runs.events import KINDS
-from liverctl.runs.history import RunHistory, as_int, finite, run_status
+from liverctl.runs.history import RunHistory, as_int, finite, one_line, run_status
 from liverctl.watch.records import (
     NUMBER_FIELDS,
     Checkpoint,
@@ -223,7 +223,7 @@ class RunState:
         where, action = str(e.get("where") or "?"), str(e.get("action") or "?")
         epoch, step = as_int(e.get("epoch")), as_int(e.get("step"))
         counts = e.get("counts") if isinstance(e.get("counts"), dict) else {}
-        record = NanRecord(where, action, epoch, step, ts, str(e.get("message") or ""), counts)
+        record = NanRecord(where, action, epoch, step, ts, one_line(e.get("message")), counts)
         kind, _, fields = where.partition(":")
         names = set((fields or where).split(","))
         for i, old in enumerate(self.nans):
@@ -241,13 +241,13 @@ class RunState:
         self._mark_point(epoch, step, sorted(names), kind if fields else None)
 
     def _on_note(self, e: dict, ts: float | None) -> None:
-        self.notes.append((ts, str(e.get("message") or "")))
+        self.notes.append((ts, one_line(e.get("message"))))
 
     def _on_run_end(self, e: dict, ts: float | None) -> None:
         self.end = {
             "status": str(e.get("status") or "unknown"),
             "best": e.get("best") if isinstance(e.get("best"), dict) else None,
-            "message": str(e.get("message") or ""),
+            "message": one_line(e.get("message")),  # anyone's text: one printable line, cut
             "ts": ts,
         }
 

@@ -425,3 +425,101 @@ def test_submitted_shows_a_submission_as_what_it_was_made_with(tmp_path):
     assert by_name["b"].best_submitted is None and by_name["c"].best_submitted is None
     assert "submission c.csv was made with a checkpoint since replaced; its score is not shown" in by_name["c"].problems
     assert summary_row(by_name["b"], [])["submitted_in_ensemble"] == pytest.approx(0.99)
+
+
+HOSTILE = "[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 10_000_000  # 10 MB, markup, newlines, ESC
+
+
+@pytest.fixture
+def ended_runs(tmp_path):
+    """A completed run, one the NaN guard stopped, one that failed with a hostile message, one killed (no run_end)."""
+    root = tmp_path / "runs"
+    make_run(root, "ok", start_ts=1_700_000_000)
+    make_run(root, "v5-nan", status="nan_abort", volume_dice=[0.5, None], planned=5, start_ts=1_700_000_100,
+             message="training diverged: non-finite loss at step 8; 1 rollbacks did not help, stopping")
+    make_run(root, "crash", status="failed", start_ts=1_700_000_200, message=HOSTILE)
+    make_run(root, "killed", status=None, start_ts=1_700_000_300)
+    return root
+
+
+def test_runs_says_why_each_run_that_did_not_complete_ended(ended_runs):
+    """`runs` showed failed / nan_abort but never why: run_end's message was only in `watch` and `report`. Now a
+    line per such run says it, one line however hostile the message (cut, markup as written, no control
+    characters), and --json / --csv rows carry it as `ended_because`; a killed run keeps its one problem line."""
+    result = CliRunner().invoke(app, ["runs", str(ended_runs)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "2 runs ended without completing:" in lines
+    assert ("  v5-nan: nan_abort: training diverged: non-finite loss at step 8; 1 rollbacks did not help, stopping"
+            in lines)
+    crash = next(line for line in lines if line.startswith("  crash: "))
+    assert crash.startswith("  crash: failed at step 12: [bold red]boom[/] line one line two [31m yyy")
+    assert crash.endswith("y…") and len(crash) < 400
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert not any(line.startswith(("  ok:", "  killed: failed", "  killed: interrupted")) for line in lines)
+    assert sum("killed" in line for line in lines) == 2  # its table row, and its problem line
+    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(app, ["runs", str(ended_runs), "--json"]).stdout)}
+    assert rows["ok"]["ended_because"] is None and rows["killed"]["ended_because"] is None
+    assert rows["v5-nan"]["ended_because"].startswith("training diverged: non-finite loss at step 8")
+    assert rows["crash"]["ended_because"].startswith("[bold red]boom[/] line one line two [31m y")
+    assert len(rows["crash"]["ended_because"]) == 300
+    csv_rows = {r["name"]: r for r in csv.DictReader(io.StringIO(
+        CliRunner().invoke(app, ["runs", str(ended_runs), "--csv"]).stdout))}
+    assert csv_rows["crash"]["ended_because"] == rows["crash"]["ended_because"]
+    assert csv_rows["ok"]["ended_because"] == ""
+
+
+def test_why_a_run_ended_is_cut_to_a_narrow_terminal(ended_runs, monkeypatch):
+    """On a 50-column terminal the message is cut at the line's end (never folded onto more lines); a name and
+    status too wide for one line are broken between the two, never inside either."""
+    from rich.console import Console
+
+    import liverctl.commands.runs as runs_command
+
+    make_run(ended_runs, "a-run-with-a-name-long-enough-to-fill", status="failed", start_ts=1_600_000_000,
+             message="CUDA out of memory " * 10)
+    screen = io.StringIO()
+    monkeypatch.setattr(runs_command, "console", Console(file=screen, width=50, force_terminal=True,
+                                                         color_system=None, emoji=False))
+    result = CliRunner().invoke(app, ["runs", str(ended_runs)])
+    assert result.exit_code == 0, result.output
+    lines = screen.getvalue().splitlines()
+    start = lines.index("3 runs ended without completing:")
+    ended = lines[start + 1:lines.index("1 run with something missing or odd:")]
+    assert ended == [
+        "  crash: failed at step 12: [bold red]boom[/] lin…",
+        "  v5-nan: nan_abort: training diverged: non-finit…",
+        "  a-run-with-a-name-long-enough-to-fill:",
+        "  failed at step 12: CUDA out of memory CUDA out …",
+    ], ended
+
+
+def test_a_fold_that_failed_is_named_under_its_experiment(tmp_path):
+    """An experiment stopped by its fold 1: `runs` said nan_abort in the experiment's row and the fold's, and
+    nowhere why. Now the experiment's line gives experiment.json's message and the fold's its run_end message,
+    and the fold's --json row (beneath its experiment's) carries it."""
+    from run_fixtures import make_config
+
+    from liverctl.experiment.folder import write_summary
+
+    root = tmp_path / "runs"
+    exp = root / "cv"
+    exp.mkdir(parents=True)
+    write_summary(exp, {"name": "cv", "preset": "demo", "store": "liver.zarr", "folds": [0, 1],
+                        "config": make_config("demo"), "status": "nan_abort", "message": "fold 1 stopped: nan_abort",
+                        "fold_results": {}})
+    make_run(exp, "fold-0", settings={"data.fold": 0})
+    make_run(exp, "fold-1", settings={"data.fold": 1}, status="nan_abort", volume_dice=[0.5, None],
+             message="training diverged: non-finite grad at step 8; 1 rollbacks did not help, stopping")
+    result = CliRunner().invoke(app, ["runs", str(root)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = lines.index("2 runs ended without completing:")
+    assert lines[start + 1:start + 3] == [
+        "  cv: nan_abort: fold 1 stopped: nan_abort",
+        "  cv/fold-1: nan_abort: training diverged: non-finite grad at step 8; 1 rollbacks did not help, stopping",
+    ]
+    row = json.loads(CliRunner().invoke(app, ["runs", str(root), "--json"]).stdout)[0]
+    assert row["ended_because"] == "fold 1 stopped: nan_abort"
+    assert [f["ended_because"] for f in row["folds"]] == [
+        None, "training diverged: non-finite grad at step 8; 1 rollbacks did not help, stopping"]

@@ -1319,3 +1319,16 @@ def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
     (tmp_path / "odd" / "events.jsonl").mkdir(parents=True)  # unreadable as a file
     result = CliRunner().invoke(cli_app, ["watch", str(tmp_path / "odd"), "--once"])
     assert result.exit_code == 2 and "cannot read the events file" in result.stderr
+
+
+def test_once_shows_a_hostile_end_message_as_one_cut_line(tmp_path):
+    """run_end's message is anyone's text: a 10 MB one with markup, newlines and ESC was printed whole by
+    `watch --once` (10 MB on the terminal, the ESC sequence live, the lines split). Now it is one line, cut
+    (`liverctl.runs.history.one_line`, as `liverctl runs` shows it), markup as written."""
+    s = two_epoch_run("crashed")
+    s.add("run_end", status="failed", message="[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 10_000_000)
+    s.write(tmp_path / "runs" / "crashed" / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(tmp_path / "runs" / "crashed")])
+    assert result.exit_code == 1
+    assert len(result.output) < 20_000 and "\x1b" not in result.output and "\r" not in result.output
+    assert "[bold red]boom[/] line one line two [31m yyy" in result.output
