@@ -15,9 +15,10 @@ from liverctl.plural import agree
 def summarize_experiment(exp_dir: str | Path):
     """A `liverctl.runs.summary.RunSummary` with kind "experiment", `folds` (one RunSummary per fold run) and
     `cv` (cv, oof and decision from experiment.json)."""
+    from liverctl.printable import one_line
     from liverctl.runs import summary as runs
     from liverctl.runs.folder import writer_alive
-    from liverctl.runs.history import as_int, finite, one_line
+    from liverctl.runs.history import as_int, finite
 
     exp_dir = Path(exp_dir)
     out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")

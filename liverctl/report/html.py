@@ -7,6 +7,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from liverctl.printable import one_line
 from liverctl.report.predictions import RunPredictions
 from liverctl.report.run_data import RunData
 from liverctl.runs import table
@@ -21,6 +22,8 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 .skipped { color: #8a5a00; } .problem { color: #a00; }
 """
 NOTABLE_KINDS = ("nan", "note", "run_end")
+# A message (anyone's text) in the events table: one line, long enough for any message liverctl writes.
+REPORT_MESSAGE_LIMIT = 2000
 MAX_NOTABLE_EVENTS = 50  # per run; a run that skipped thousands of steps needs the first ones, not all
 
 
@@ -112,8 +115,9 @@ def _notable_events_html(data: list[RunData]) -> list[str]:
         notable = [e for e in run.events if e.get("kind") in NOTABLE_KINDS
                    and not (e.get("kind") == "run_end" and not e.get("message"))]
         for e in notable[:MAX_NOTABLE_EVENTS]:
-            rows.append((run.name, e.get("kind"), e.get("epoch", ""), e.get("step", ""),
-                         e.get("action") or e.get("status") or "", e.get("message") or e.get("where") or ""))
+            rows.append((run.name, e.get("kind"), one_line(e.get("epoch"), 40), one_line(e.get("step"), 40),
+                         one_line(e.get("action") or e.get("status"), 100),  # anyone's text: one line, cut
+                         one_line(e.get("message") or e.get("where"), REPORT_MESSAGE_LIMIT)))
         if len(notable) > MAX_NOTABLE_EVENTS:
             rows.append((run.name, "", "", "", "", f"... {len(notable) - MAX_NOTABLE_EVENTS} more in events.jsonl"))
     if not rows:

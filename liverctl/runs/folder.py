@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -41,7 +42,7 @@ def rank_failures(run_dir: str | os.PathLike) -> list[tuple[float, int, str]]:
             continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            message = (str(record["message"]).splitlines() or [""])[0][:500]  # anyone's text: one line
+            message = one_line((str(record["message"]).splitlines() or [""])[0], 500)  # anyone's text: one line
             found.append((float(record["ts"]), int(name[1]), message))
         except (OSError, ValueError, TypeError, KeyError, RecursionError):  # none, or not one a rank wrote
             continue

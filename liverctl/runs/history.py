@@ -24,12 +24,12 @@ Standard library only: the TUI imports this.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liverctl.plural import plural
+from liverctl.printable import one_line
 from liverctl.runs.events import SCHEMA_VERSION, parse_line
 
 
@@ -164,21 +164,6 @@ def run_status(history: RunHistory, writer_alive: bool | None, rank_failed: bool
     if not history.n_events:
         return "unknown"
     return "failed" if rank_failed else "interrupted"
-
-
-# A run_end message (anyone's text) is kept to this many characters: a line of `runs`, a field of its --json.
-MESSAGE_LIMIT = 300
-# Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
-# space around them: one space each, so a message is one line that shows what it says.
-_UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
-
-
-def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
-    """A message from someone's file as one printable line of at most `limit` characters (cut with "…");
-    "" for None. Not escaped for markup: print it as a rich `Text`, or through `esc`."""
-    text = "" if value is None else value if isinstance(value, str) else str(value)
-    text = _UNPRINTABLE.sub(" ", text[: 4 * limit]).strip()  # a 10 MB message is not scanned to be cut
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def end_message(history: RunHistory) -> str | None:

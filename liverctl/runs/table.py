@@ -15,7 +15,8 @@ from operator import attrgetter
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.history import finite, one_line
+from liverctl.printable import one_line
+from liverctl.runs.history import finite
 from liverctl.runs.summary import OWN, STALE, RunSummary
 
 # Settings that differ between runs without changing what a run learns: not worth a column.

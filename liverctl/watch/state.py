@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from liverctl.printable import one_line
 from liverctl.runs.events import KINDS
-from liverctl.runs.history import RunHistory, as_int, finite, one_line, run_status
+from liverctl.runs.history import RunHistory, as_int, finite, run_status
 from liverctl.watch.records import (
     NUMBER_FIELDS,
     Checkpoint,

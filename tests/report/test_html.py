@@ -74,3 +74,15 @@ def test_report_of_an_experiment_prints_and_renders_its_option_table(tmp_path):
     assert "experiment cv" in result.stdout and "out-of-fold options" in result.stdout
     page = (exp / "report" / "index.html").read_text(encoding="utf-8")
     assert "Out-of-fold options" in page and "fold-0" in page and "fold-1" in page
+
+
+def test_a_hostile_message_is_one_cut_line_in_the_events_table(tmp_path):
+    """A run_end message of 10 MB went whole into index.html (one run folder from someone else made a page of
+    10 MB); now it is one line of at most REPORT_MESSAGE_LIMIT characters, control characters gone."""
+    from liverctl.report.html import REPORT_MESSAGE_LIMIT
+
+    root = tmp_path / "runs"
+    make_run(root, "crash", status="failed", message="boom\x1b[31m\nline two " + "y" * 10_000_000)
+    page = write_report([root / "crash"], tmp_path / "rep", overlays=False).index_html.read_text()
+    assert len(page) < 100_000 and "\x1b" not in page
+    assert "boom [31m line two " + "y" * (REPORT_MESSAGE_LIMIT - 20) + "…" in page

@@ -523,3 +523,21 @@ def test_a_fold_that_failed_is_named_under_its_experiment(tmp_path):
     assert row["ended_because"] == "fold 1 stopped: nan_abort"
     assert [f["ended_because"] for f in row["folds"]] == [
         None, "training diverged: non-finite grad at step 8; 1 rollbacks did not help, stopping"]
+
+
+def test_a_rank_failure_file_is_shown_as_one_printable_line(tmp_path):
+    """A `.rank-1.failed` file (anyone's, in a run folder from someone else) kept its first line whole: ESC
+    sequences and invisible characters reached the terminal in `runs`' problem line."""
+    import json
+
+    from liverctl.runs.folder import RANK_FAILURE_FILE
+
+    root = tmp_path / "runs"
+    make_run(root, "ddp", status=None)
+    record = {"ts": 1_700_000_500.0, "message": "RuntimeError: \x1b[2J\x1b[31mboom\u202e\x07" + "z" * 5000 + "\nsecond"}
+    (root / "ddp" / RANK_FAILURE_FILE.format(rank=1)).write_text(json.dumps(record))
+    (summary,) = scan_runs(root)
+    assert summary.status == "failed"
+    (problem,) = [p for p in summary.problems if "rank 1 failed" in p]
+    assert "\x1b" not in problem and "\u202e" not in problem and "\x07" not in problem and "second" not in problem
+    assert "RuntimeError: [2J [31mboom " + "z" * 472 + "…" in problem

@@ -1324,7 +1324,7 @@ def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
 def test_once_shows_a_hostile_end_message_as_one_cut_line(tmp_path):
     """run_end's message is anyone's text: a 10 MB one with markup, newlines and ESC was printed whole by
     `watch --once` (10 MB on the terminal, the ESC sequence live, the lines split). Now it is one line, cut
-    (`liverctl.runs.history.one_line`, as `liverctl runs` shows it), markup as written."""
+    (`liverctl.printable.one_line`, as `liverctl runs` shows it), markup as written."""
     s = two_epoch_run("crashed")
     s.add("run_end", status="failed", message="[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 10_000_000)
     s.write(tmp_path / "runs" / "crashed" / "events.jsonl")

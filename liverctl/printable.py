@@ -1,0 +1,21 @@
+"""Anyone's text (a message in a run folder's files) as one printable line: `one_line`. Stdlib only, so the
+run folder's own readers (`liverctl.runs.folder`) use it too."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# A run_end message (anyone's text) is kept to this many characters: a line of `runs`, a field of its --json.
+MESSAGE_LIMIT = 300
+# Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
+# space around them: one space each, so a message is one line that shows what it says.
+_UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
+
+
+def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
+    """A message from someone's file as one printable line of at most `limit` characters (cut with "…");
+    "" for None. Not escaped for markup: print it as a rich `Text`, or through `esc`."""
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    text = _UNPRINTABLE.sub(" ", text[: 4 * limit]).strip()  # a 10 MB message is not scanned to be cut
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
