@@ -199,21 +199,26 @@ def test_runs_takes_runs_dir_as_every_other_command_does(three_runs, tmp_path):
                                    "give one")
 
 
-def test_a_terminal_narrower_than_the_table_gets_every_value_as_a_list(three_runs, monkeypatch):
-    """COLUMNS=40 in a terminal: rich squeezed the status, epochs and Dice columns to nothing (the values were
-    gone); each run is a block of `header value` pairs instead, no line wider than the terminal."""
+def runs_on_a_terminal(monkeypatch, runs_dir, width: int) -> str:
+    """What `liverctl runs RUNS_DIR` shows on a terminal `width` columns wide (no colour)."""
     from rich.console import Console
 
     import liverctl.commands.runs as runs_command
 
     screen = io.StringIO()
-    monkeypatch.setattr(runs_command, "console", Console(file=screen, width=40, force_terminal=True,
+    monkeypatch.setattr(runs_command, "console", Console(file=screen, width=width, force_terminal=True,
                                                          color_system=None, emoji=False))
-    result = CliRunner().invoke(app, ["runs", str(three_runs)])
+    result = CliRunner().invoke(app, ["runs", str(runs_dir)])
     assert result.exit_code == 0, result.output
-    lines = screen.getvalue().splitlines()
+    return screen.getvalue()
+
+
+def test_a_terminal_narrower_than_the_table_gets_every_value_as_a_list(three_runs, monkeypatch):
+    """COLUMNS=40 in a terminal: rich squeezed the status, epochs and Dice columns to nothing (the values were
+    gone); each run is a block of `header value` pairs instead, no line wider than the terminal."""
+    shown = runs_on_a_terminal(monkeypatch, three_runs, 40)
+    lines = shown.splitlines()
     assert "c-focal" in lines and "b-v5" in lines and "a-v3" in lines
-    shown = screen.getvalue()
     assert re.search(r"\bNaN [1-9]", shown)  # its NaN events
     for words in ("status nan_abort", "epochs 2/15", "vol Dice 0.9300", "submitted 0.9500",
                   "loss.name log_cosh_dice"):
@@ -472,18 +477,9 @@ def test_runs_says_why_each_run_that_did_not_complete_ended(ended_runs):
 def test_why_a_run_ended_is_cut_to_a_narrow_terminal(ended_runs, monkeypatch):
     """On a 50-column terminal the message is cut at the line's end (never folded onto more lines); a name and
     status too wide for one line are broken between the two, never inside either."""
-    from rich.console import Console
-
-    import liverctl.commands.runs as runs_command
-
     make_run(ended_runs, "a-run-with-a-name-long-enough-to-fill", status="failed", start_ts=1_600_000_000,
              message="CUDA out of memory " * 10)
-    screen = io.StringIO()
-    monkeypatch.setattr(runs_command, "console", Console(file=screen, width=50, force_terminal=True,
-                                                         color_system=None, emoji=False))
-    result = CliRunner().invoke(app, ["runs", str(ended_runs)])
-    assert result.exit_code == 0, result.output
-    lines = screen.getvalue().splitlines()
+    lines = runs_on_a_terminal(monkeypatch, ended_runs, 50).splitlines()
     start = lines.index("3 runs ended without completing:")
     ended = lines[start + 1:lines.index("1 run with something missing or odd:")]
     assert ended == [

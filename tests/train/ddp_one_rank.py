@@ -26,6 +26,21 @@ import os
 import signal
 import sys
 
+
+def _sigkill_at_step_1() -> None:
+    """This rank kills itself with SIGKILL at its second step (as the out-of-memory killer does)."""
+    from liverctl.train import loop
+
+    guarded_step = loop.guarded_step
+
+    def _killed_at_step_1(s, *args, **kwargs):
+        if s.global_step == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return guarded_step(s, *args, **kwargs)
+
+    loop.guarded_step = _killed_at_step_1
+
+
 if __name__ == "__main__":  # the forkserver of the loader's workers imports this file again as __mp_main__
     scenario = sys.argv.pop(1)
     if scenario == "record_losses":
@@ -71,16 +86,7 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
 
         validation.probabilities_at = _rank_1_fails_rank_0_validates_on
     elif scenario == "rank_0_killed_in_step" and int(os.environ.get("RANK", "0")) == 0:
-        from liverctl.train import loop
-
-        guarded_step = loop.guarded_step
-
-        def _killed_at_step_1(s, *args, **kwargs):
-            if s.global_step == 1:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return guarded_step(s, *args, **kwargs)
-
-        loop.guarded_step = _killed_at_step_1
+        _sigkill_at_step_1()
     elif scenario == "rank_0_killed_in_step":
         pass
     elif scenario == "fails_in_step" and int(os.environ.get("RANK", "0")) == 0:
@@ -138,14 +144,7 @@ if __name__ == "__main__":  # the forkserver of the loader's workers imports thi
 
             Session.validate = _validate_then_signal
         elif scenario == "killed_in_step":
-            guarded_step = loop.guarded_step
-
-            def _killed_at_step_1(s, *args, **kwargs):
-                if s.global_step == 1:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return guarded_step(s, *args, **kwargs)
-
-            loop.guarded_step = _killed_at_step_1
+            _sigkill_at_step_1()
         elif scenario == "fails_in_step":
             guarded_step = loop.guarded_step
 
