@@ -21,10 +21,10 @@ NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def human_bytes(n: float) -> str:
-    """1536 -> "1.5 KB"; whole bytes below 1 KB."""
+    """1536 -> "1.5 KB"; whole bytes below 1 KB; an absurd size (a header's claim) in powers of ten of PB."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1024 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}" if abs(n) < 10_000 else f"{n:.2g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
 

@@ -10,6 +10,8 @@ from liverctl.disk import human_bytes, is_disk_full, mount_point, no_space_error
 
 def test_human_bytes():
     assert [human_bytes(n) for n in (0, 1023, 1536, 3 << 30, 5 << 40)] == ["0 B", "1023 B", "1.5 KB", "3.0 GB", "5.0 TB"]
+    # a header claiming 1e30 bytes was "888178433064960.0 PB"
+    assert [human_bytes(n) for n in (3 << 50, 9999 << 50, 1e30)] == ["3.0 PB", "9999.0 PB", "8.9e+14 PB"]
 
 
 def test_mount_point_of_a_path_not_yet_written(tmp_path):
