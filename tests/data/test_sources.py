@@ -212,6 +212,22 @@ def test_decathlon_without_lists_pairs_the_folders(tmp_path):
     ]
 
 
+def test_decathlon_lists_of_another_kind_are_said_not_passed_over(tmp_path):
+    """`"training": "x"` in dataset.json was passed over without a word (the folders paired instead)."""
+    root = decathlon(tmp_path, listed=False)
+    payload = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**payload, "training": "see imagesTr", "test": {"n": 1}}))
+    found = find_source(root)
+    assert [(c.case_id, c.split) for c in found.cases] == [("liver_0", "train"), ("liver_1", "train"),
+                                                           ("liver_5", "test")]
+    assert [s for s in found.skipped if "dataset.json" in s] == [
+        f'{root / "dataset.json"}: "training" is a text, not a list of cases: imagesTr/ and labelsTr/ paired by '
+        "file name instead",
+        f'{root / "dataset.json"}: "test" is an object, not a list of files: the test volumes taken from imagesTs/ '
+        "instead",
+    ]
+
+
 def test_unreadable_dataset_json_names_the_file(tmp_path):
     decathlon(tmp_path)
     (tmp_path / "dataset.json").write_text("{not json")

@@ -66,12 +66,24 @@ def find(root: Path) -> DataLayout:
         labels = {case_id_from_name(v.name): lab for v, lab in zip(volume_files, label_files, strict=True)}
         labels = {k: v for k, v in labels.items() if k in volumes}
     else:
+        if training is not None:  # a list someone's tool wrote as something else: said, not silently passed over
+            layout.skipped.append(f'{root / DATASET_JSON}: "training" is {_kind(training)}, not a list of cases: '
+                                  "imagesTr/ and labelsTr/ paired by file name instead")
         volumes = index_by_id(nifti_files(root / "imagesTr", layout.skipped), problems)
         labels = index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems)
     test_list = (payload or {}).get("test")
     if isinstance(test_list, list):
         test_files = list(dict.fromkeys(p for p in (_listed(root, e, problems) for e in test_list) if p is not None))
     else:
+        if test_list is not None:
+            layout.skipped.append(f'{root / DATASET_JSON}: "test" is {_kind(test_list)}, not a list of files: the '
+                                  "test volumes taken from imagesTs/ instead")
         test_files = nifti_files(root / "imagesTs", layout.skipped)
     pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))
     return layout
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a line: 'a text', 'a number', ... (its content is anyone's, never shown)."""
+    return {str: "a text", bool: "true or false", int: "a number", float: "a number", dict: "an object"}.get(
+        type(value), "something else")
