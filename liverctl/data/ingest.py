@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.data.case_pool import run_jobs
-from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
+from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint, intensity_note
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, fractional_label_reason
 from liverctl.data.nifti import BROKEN_LINK, open_nifti
@@ -295,7 +295,9 @@ class _IngestRun:
                         damage = self.damaged.get(case.case_id)
                         older_rule = None if damage is not None else older_label_rule_note(case, attrs)
                         if damage is None and older_rule is None:
-                            self.summary.unchanged.append(case.case_id)
+                            self.summary.unchanged.append(case.case_id)  # its note again: it is still so
+                            if note := intensity_note(attrs.get("stats"), case.volume, attrs.get("scaling")):
+                                self.summary.notes.append(note)
                             continue
                         self.summary.notes.append(older_rule or (
                             f"{damage.path}: case {case.case_id!r} was damaged ({damage.problem.split(';')[0]}); "

@@ -206,6 +206,62 @@ def test_a_volume_with_a_singular_affine_gets_a_note_of_its_own(dataset, tmp_pat
     assert all("affine is singular" in line and "\n" not in line for line in summary.notes)
 
 
+def test_volumes_not_in_hounsfield_units_get_one_note_each(dataset, tmp_path):
+    """Training windows the values as HU (-100..200 by default): a CT whose rescale intercept was lost, an image
+    already normalised or z-scored, an MRI, a header slope that scales a CT to zeros went in without a word and
+    trained on one grey. One note per such volume, naming it, what it holds and what to do; the synth CT and the
+    test volumes left as they were get none, and a rerun that rebuilds nothing says it again."""
+    vol = dataset / "train" / "volume"
+    hu = {case: np.asarray(nib.load(vol / f"volume-{case}.nii.gz").dataobj) for case in "01234"}
+    changed = {
+        "0": np.clip(hu["0"].astype(np.int32) + 1024, 0, 4095).astype(np.uint16),  # the intercept lost
+        "1": np.clip((hu["1"] + 1000.0) / 2000.0, 0, 1).astype(np.float32),  # normalised to [0, 1]
+        "2": ((hu["2"] - hu["2"].mean()) / hu["2"].std()).astype(np.float32),  # z-scored
+        "3": (np.clip(hu["3"].astype(np.int32) + 1000, 0, None) // 3).astype(np.uint16),  # MRI-like: 0..600
+    }
+    for case, data in changed.items():
+        save_nifti(vol / f"volume-{case}.nii.gz", data, nib.load(vol / f"volume-{case}.nii.gz").affine)
+    with_header_fields(vol / "volume-4.nii.gz", scl_slope=1e-45, scl_inter=0.0)
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and len(summary.ingested) == 8
+    notes = dict(line.split(": ", 1) for line in summary.notes)
+    assert sorted(notes) == [str(vol / f"volume-{case}.nii.gz") for case in "01234"], summary.notes
+    lost, unit, zscored, mri, zeros = (notes[str(vol / f"volume-{case}.nii.gz")] for case in "01234")
+    assert lost.startswith("values 0..") and "none below 0: a CT whose rescale intercept (-1024) was lost?" in lost
+    assert "scl_inter = -1024" in lost and 'data.normalize = "minmax"' in lost
+    assert unit.startswith("values 0..0.871, ") and "already normalised" in unit and "not Hounsfield units" in unit
+    assert "already normalised" in zscored and "or z-scores" in zscored
+    assert "none below 0: an MRI or another image not in HU?" in mri
+    assert zeros.startswith("every voxel is 0: nothing to learn from") and "header's scl_slope (1.4013e-45)" in zeros
+    assert all("\n" not in line for line in summary.notes)
+    again = run_cli("ingest", str(dataset), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert again.exit_code == 0 and "8 unchanged" in again.stdout
+    shown = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
+    assert len(shown) == 5 and all(line.split(": ", 2)[1] in notes for line in shown), again.stderr
+
+
+def test_real_ct_cropped_to_its_liver_gets_no_note_and_without_its_intercept_one(real_dataset, tmp_path):
+    """Real CT, whole or cropped to a box around its liver (little air, mostly soft tissue), reads as HU: no
+    note. The same crops without their rescale intercept (0..4095, as from a DICOM converter that dropped it;
+    dcmqi's -3024 outside the scan field then reads -2000) each get the note."""
+    data = tmp_path / "data"
+    for name, (ct, label) in real_dataset.sources.items():
+        image, liver = nib.load(ct), np.asarray(nib.load(label).dataobj) == 1
+        hu = np.asarray(image.dataobj)
+        (x0, y0, z0), (x1, y1, z1) = np.argwhere(liver).min(0), np.argwhere(liver).max(0) + 1
+        box = (slice(x0, x1), slice(y0, y1), slice(z0, z1))
+        lost = hu.astype(np.int32) + 1024
+        for case, values in {name: hu, f"{name}-box": hu[box], f"{name}-lost": lost,
+                             f"{name}-box-lost": lost[box]}.items():
+            save_nifti(data / "test" / f"volume-{case}.nii.gz", values.astype(np.int16), image.affine)
+    summary = ingest_folder(data, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and len(summary.ingested) == 12
+    noted = sorted(line.split(": ", 1)[0] for line in summary.notes)
+    assert noted == sorted(str(data / "test" / f"volume-{name}{end}.nii.gz")
+                           for name in real_dataset.sources for end in ("-lost", "-box-lost")), summary.notes
+    assert all("a CT whose rescale intercept (-1024) was lost?" in line for line in summary.notes)
+
+
 def test_summary_counts(tiny_dataset, tmp_path):
     summary = ingest_folder(tiny_dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok and summary.cases == 8 and (summary.train_cases, summary.test_cases) == (6, 2)
