@@ -6,12 +6,14 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
+from liverctl.plural import agree, plural
 from liverctl.runs.checkpoint import check_optimizer_state_fits, check_weights_fit, rng_from_plain
 from liverctl.runs.validation_cases import CASES_KEY, case_split, check_same_split
 from liverctl.train import distributed
@@ -196,6 +198,8 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
 
     tc, dc = cfg["train"], cfg["data"]
     store = LiverStore.open(dc["store"])
+    if dc["normalize"] == "window" and (remark := not_in_hu_note(store)):
+        note(remark)
     train_rows, val_rows = ds.split_rows(store, dc["fold"], dc["max_val_cases"])
     train_set = ds.SliceDataset(
         store, train_rows, cfg, train=True, augment_on=resolve_augment_on(cfg, device), device=device
@@ -216,6 +220,21 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
         "case_ids_by_code": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
         "steps_per_epoch": steps, "case_split": case_split(store, train_rows, val_rows),
     }
+
+
+def not_in_hu_note(store) -> str | None:
+    """A remark when training cases' stored statistics do not look like CT in Hounsfield units
+    (`case_writer.intensity_note`, which ingest said of each), for a run that windows them as HU."""
+    from liverctl.data.case_writer import intensity_note
+
+    cases = store.case_ids("train")
+    odd = [c for c in cases if intensity_note(store.meta(c).get("stats"), Path(c), store.meta(c).get("scaling"))]
+    if not odd:
+        return None
+    shown = ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else "")
+    return (f"{len(odd)} of the store's {plural(len(cases), 'training case')} ({shown}) {agree(len(odd), 'does', 'do')} "
+            "not look like CT in Hounsfield units (see the notes `liverctl ingest` gave), yet data.normalize = "
+            "\"window\" takes them as HU: ingest them again in HU, or set data.normalize = \"minmax\"")
 
 
 def steps_per_epoch(tc: dict, per_rank: int) -> int:

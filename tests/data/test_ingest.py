@@ -238,6 +238,14 @@ def test_volumes_not_in_hounsfield_units_get_one_note_each(dataset, tmp_path):
     assert again.exit_code == 0 and "8 unchanged" in again.stdout
     shown = [line for line in again.stderr.splitlines() if line.startswith("note: ")]
     assert len(shown) == 5 and all(line.split(": ", 2)[1] in notes for line in shown), again.stderr
+    # a run that windows them as HU says so at its start (an event and a line), one that uses minmax does not
+    from liverctl.data.store import LiverStore
+    from liverctl.train.session import not_in_hu_note
+
+    assert not_in_hu_note(LiverStore.open(tmp_path / "s.zarr")) == (
+        "5 of the store's 6 training cases (0, 1, 2, ...) do not look like CT in Hounsfield units (see the notes "
+        '`liverctl ingest` gave), yet data.normalize = "window" takes them as HU: ingest them again in HU, or set '
+        'data.normalize = "minmax"')
 
 
 def test_real_ct_cropped_to_its_liver_gets_no_note_and_without_its_intercept_one(real_dataset, tmp_path):
