@@ -40,9 +40,10 @@ def slice_id(case_id: str, z: int) -> str:
 
 
 def split_slice_id(text: str) -> tuple[str, int] | None:
-    """`"<case>_<z>"` -> (case, z); None if it does not end in `_<non-negative integer>`."""
+    """`"<case>_<z>"` -> (case, z); None unless it ends in `_<z>` written as `slice_id` writes it: ASCII
+    digits, no leading zero (`7_00`, `7_０`, `7_²` name no slice)."""
     case, sep, z = text.rpartition("_")
-    if not sep or not case or not z.isdigit():
+    if not sep or not case or not (z.isascii() and z.isdigit()) or (len(z) > 1 and z[0] == "0"):
         return None
     return case, int(z)
 
@@ -372,7 +373,10 @@ def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int
             continue
         row_id, text = row
         parsed = split_slice_id(row_id)
-        if parsed is None or parsed[0] not in shapes:
+        if parsed is None:
+            problems.append(Problem(line, "unknown id: not <case id>_<slice number> (0, 1, ...)", row_id))
+            continue
+        if parsed[0] not in shapes:
             problems.append(Problem(line, "unknown id: no such test case", row_id))
             continue
         case, z = parsed

@@ -52,6 +52,19 @@ def test_case_ids_with_underscores_split_on_last():
     assert split_slice_id("abc_x") is None
 
 
+@pytest.mark.parametrize("row_id", ["7_²", "7_٣", "7_０", "7_00", "7_01", "7_+1", "7_ 1"])
+def test_a_slice_number_not_written_as_slice_id_writes_it_is_an_unknown_id(tmp_path, row_id):
+    """`7_²` was a traceback (str.isdigit accepts '²', int() does not), `7_٣` was read as slice 3, and
+    `7_00` was taken for slice 0 without a word on its line (only 'slice 7_0 missing')."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n{row_id},1 0\n7_1,1 0\n7_2,1 0\n7_3,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 4)})
+    assert str(info.value.problems[0]) == (
+        f"line 2 (id {row_id!r}): unknown id: not <case id>_<slice number> (0, 1, ...)"
+    )
+
+
 def test_sample_controls_header_order_and_empty_token(tmp_path):
     masks = _masks()
     masks["liver_12"][..., 0] = False
