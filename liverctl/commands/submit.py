@@ -133,10 +133,10 @@ def evaluate_command(
         except MalformedSubmission as exc:
             for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
                 err_console.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
-            if len(exc.problems) > MAX_PROBLEMS_SHOWN:
-                err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
+            if exc.count > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"  ... and {exc.count - MAX_PROBLEMS_SHOWN} more", highlight=False)
             # the problems are listed: the error line counts them rather than repeating the first
-            raise LiverctlError(f"malformed submission: {plural(len(exc.problems), 'problem')} (above)",
+            raise LiverctlError(f"malformed submission: {plural(exc.count, 'problem')} (above)",
                                 path=exc.path) from None
         saved = [write_scores(ev, scores_path(submission))]
         if json_out is not None and not to_stdout:

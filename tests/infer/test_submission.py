@@ -383,3 +383,87 @@ def test_fuzz_submission_and_sample_readers_give_a_result_or_one_liverctl_error(
                 assert str(exc).startswith(str(path)) and "\n" not in str(exc)
                 outcomes["refused"] += 1
     assert outcomes["ok"] > 50 and outcomes["refused"] > 300
+
+
+def test_a_file_of_millions_of_bad_rows_keeps_the_first_problems_and_counts_them_all(tmp_path):
+    """Every duplicate or unknown row was kept as a problem, with every row of the file in a list beside
+    them: a 100 MB file of `4_0,1 0` lines ran out of 6 GB (MemoryError); 1000 are kept now, all counted."""
+    from liverctl.infer import submission
+
+    MAX_PROBLEMS_KEPT = getattr(submission, "MAX_PROBLEMS_KEPT", 1000)  # noqa: N806 (the module's constant)
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n" + "7_0,1 0\n" * (MAX_PROBLEMS_KEPT + 500))
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 1)})
+    assert len(info.value.problems) == MAX_PROBLEMS_KEPT and info.value.count == MAX_PROBLEMS_KEPT + 499
+    assert str(info.value.problems[0]) == "line 3 (id '7_0'): duplicate id (first on line 2)"
+    assert f"{MAX_PROBLEMS_KEPT + 499} problem(s)" in str(info.value)
+
+
+def test_reading_a_csv_of_short_rows_holds_little_beside_the_file(tmp_path, monkeypatch):
+    """The reader held every row as a list of strings: ~30x the file in memory (a 100 MB CSV of short
+    lines: over 6 GB). It reads as it parses now, and keeps each accepted id's runs only."""
+    import tracemalloc
+
+    from liverctl.infer import submission
+
+    monkeypatch.setattr(submission, "_READ_CHUNK", 1 << 16, raising=False)  # what it holds of the file at once
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n" + "".join(f"9_{i},1 0\n" for i in range(100_000)))  # 1.1 MB, unknown ids
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedSubmission):
+            read_submission(path, {"7": (2, 2, 1)})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size, (peak, size)
+
+
+def test_a_row_longer_than_any_row_for_its_images_is_refused_where_it_starts(tmp_path):
+    """One line of zero-length runs (`1 0 1 0 ...`, hundreds of MB) was read whole, then parsed into an
+    array twice its size: ~11x the line in memory. Past the longest row its images can have, it stops."""
+    from liverctl.infer import submission
+
+    MIN_MAX_ROW_CHARS = getattr(submission, "MIN_MAX_ROW_CHARS", 1 << 20)  # noqa: N806 (the module's constant)
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n7_0,1 0\n7_1," + "1 0 " * (MIN_MAX_ROW_CHARS // 4 + 10) + "1 0\n")
+    with pytest.raises(LiverctlError) as info:
+        read_submission(path, {"7": (2, 2, 2)})
+    assert str(info.value) == (
+        f"{path}: line 3: a row of more than {MIN_MAX_ROW_CHARS:,} characters, longer than any row of a "
+        "submission for these images can be"
+    )
+
+
+_AWKWARD = (
+    "\ufeffid,rle\r\n7_0,1 0\r\n\r\n7_1,\"2 1\"\r7_2,\"1\r\n0\"\n7_3,1 0 é\n\"7_4\",\"1 0 😀\"\r\n"
+    "7_5,\"a,b\"\"c\"\n\n7_6,1 1"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 1 << 20])
+def test_the_csv_is_read_in_chunks_as_the_csv_module_reads_it_whole(tmp_path, monkeypatch, chunk):
+    """Line ends split between chunks (CR | LF), characters split between chunks, a byte-order mark, quoted
+    fields over several lines: the rows are those of the whole text, each with its first line."""
+    import csv
+    import hashlib
+    import io
+
+    from liverctl.infer import submission
+
+    monkeypatch.setattr(submission, "_READ_CHUNK", chunk)
+    path = tmp_path / "s.csv"
+    path.write_bytes(_AWKWARD.encode())
+    reader = submission.CsvReader(path, "submission")
+    rows = list(reader)
+    whole = csv.reader(io.StringIO(_AWKWARD[1:], newline=""))
+    assert [row for _, row in rows] == list(whole)
+    assert [line for line, row in rows if row and row[0] in ("id", "7_2", "7_3", "7_6")] == [1, 5, 7, 11]
+    assert reader.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    bad = _AWKWARD.encode().replace("é".encode(), b"\xe9")
+    at = bad.index(b"\xe9")
+    path.write_bytes(bad)
+    with pytest.raises(LiverctlError, match=f"byte {at} is 0xe9"):
+        list(submission.CsvReader(path, "submission"))
