@@ -146,6 +146,12 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
     if first is None or len(first[1]) != 2:
         raise LiverctlError("sample submission needs a two-column header such as 'id,rle'", path=path)
     header = (first[1][0], first[1][1])
+    if split_slice_id(header[0]) is not None:  # written above rows of that shape, it would read back as one
+        raise LiverctlError(
+            f"sample submission has no header: its first row {rle._clip(','.join(header), 60)} is a data row; "
+            "expected e.g. 'id,rle'",
+            path=path,
+        )
     ids, empties = [], collections.Counter()
     for line, row in rows:
         if not row:
@@ -279,7 +285,8 @@ class SubmissionWriter:
         file's: the same bytes). A row's RLE that is the very string part 1 parsed and compared with
         its mask, for the same shape, is not parsed again (a third of `submit`'s time on a large CSV)."""
         reader = CsvReader(written, "submission", max_row_chars=max_row_chars(self._shapes))
-        _, differing = _validate(written, reader, self._shapes, header=header, checked=self._rows)
+        # A problem is named on the CSV being written (the temporary file is gone once this fails).
+        _, differing = _validate(self.path, reader, self._shapes, header=header, checked=self._rows)
         if differing:  # a valid row, but not the string checked against its mask
             raise LiverctlError(
                 f"self-check failed: row {next(iter(differing))!r} reads back differently from what was written; "

@@ -83,6 +83,19 @@ def test_sample_controls_header_order_and_empty_token(tmp_path):
     assert np.array_equal(parsed.volume("7"), masks["7"])
 
 
+def test_a_sample_whose_first_row_is_data_is_refused_when_read(tmp_path):
+    """A sample `4_0,rle / 4_1,1 0 / ...` gave its first row as the header: submit predicted every case,
+    then its self-check refused its own CSV naming the temporary file ('.out.csv.123.tmp: malformed
+    submission ... line 1 (id '4_0'): not an integer: 'rle'')."""
+    sample = tmp_path / "sample.csv"
+    sample.write_text("7_0,rle\n7_1,1 0\n7_2,1 0\nliver_12_0,1 0\nliver_12_1,1 0\n")
+    with pytest.raises(LiverctlError) as info:
+        read_sample(sample)
+    assert str(info.value) == (
+        f"{sample}: sample submission has no header: its first row '7_0,rle' is a data row; expected e.g. 'id,rle'"
+    )
+
+
 def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
     masks = _masks()
     sample_path = tmp_path / "sample.csv"
@@ -203,8 +216,9 @@ def test_the_self_check_does_not_parse_the_checked_strings_again(tmp_path, monke
     ],
 )
 def test_the_self_check_still_validates_what_it_does_not_parse_again(tmp_path, monkeypatch, change, message):
-    with pytest.raises(MalformedSubmission, match=message):
+    with pytest.raises(MalformedSubmission, match=message) as info:
         _write_with_rows_changed(tmp_path, monkeypatch, change)
+    assert info.value.path == str(tmp_path / "sub.csv")  # not the temporary file, gone by now
     assert list(tmp_path.iterdir()) == []
 
 
