@@ -336,6 +336,19 @@ def test_a_garbage_config_toml_is_a_problem_not_an_exception(tmp_path, content, 
     assert summary.preset == "demo"  # settings still come from the event log
 
 
+def test_a_config_toml_of_tables_thousands_deep_is_read_without_recursion(tmp_path):
+    """`[a0.a1. ... .a2999]` is valid TOML that tomllib reads; flattening it for the runs table recursed
+    per table: `runs` showed the run as 'could not be read (RecursionError ...)' and `report` was a traceback."""
+    run = make_run(tmp_path, "r")
+    with open(run / "config.toml", "a") as fh:
+        fh.write("\n[" + ".".join(f"a{i}" for i in range(3000)) + "]\nx = 1\n")
+    summary = summarize_run(run)
+    assert summary.problems == [] and summary.preset == "demo"
+    deep = [k for k in summary.settings if k.startswith("a0.")]
+    assert deep == [".".join(f"a{i}" for i in range(3000)) + ".x"] and summary.settings[deep[0]] == 1
+    assert flatten_config({"a": {}, "b": {"c": [1], "d": {"e": 2}}, "f": 3}) == {"b.c": (1,), "b.d.e": 2, "f": 3}
+
+
 def test_odd_values_in_config_sidecars_and_submissions_are_problems(tmp_path):
     run = make_run(tmp_path, "r")
     (run / "config.toml").write_text(f"[optim]\nlr = {10**400}\n[data]\nname = 'x[b]y'\n", encoding="utf-8")
