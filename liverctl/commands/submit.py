@@ -27,9 +27,12 @@ def _liver_labels(text: str | None) -> list[int] | None:
     if text is None or not text.strip():
         return None
     try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})") from None
+        values = []
+    if not values:  # `,` named no label: not "any non-zero" behind the user's back
+        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})")
+    return values
 
 
 def submit_command(
