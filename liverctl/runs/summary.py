@@ -32,6 +32,7 @@ from liverctl.runs.history import (
     RunHistory,
     as_int,
     best_figures,
+    dice,
     finite,
     read_history,
     run_status,
@@ -264,7 +265,7 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         scores = _read_scores(csv_path, submitted_at, problems, sha256)
         if scores:
             for key in ("volume_dice", "slice_dice", "global_dice"):
-                entry[key] = finite(scores.get(key))
+                entry[key] = dice(scores.get(key))
     if unreadable:
         problems.append(f"submissions.jsonl: {unreadable} unreadable line(s) skipped")
     return out
