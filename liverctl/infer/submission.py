@@ -152,25 +152,28 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
             "expected e.g. 'id,rle'",
             path=path,
         )
-    ids, empties = [], collections.Counter()
+    first_line: dict[str, int] = {}  # id -> its line, in the sample's order
+    empties: collections.Counter = collections.Counter()
     for line, row in rows:
         if not row:
             continue
         if len(row) != 2:
             raise LiverctlError(f"line {line}: expected 2 columns, got {len(row)}", path=path)
-        ids.append(row[0])
+        if row[0] in first_line:  # where it is: a file of one id repeated millions of times is not read to its end
+            raise LiverctlError(
+                f"line {line}: sample submission repeats id {rle._clip(row[0])} (first on line {first_line[row[0]]})",
+                path=path,
+            )
+        first_line[row[0]] = line
         try:
             if len(rle.parse_runs(row[1])) == 0:
                 empties[row[1]] += 1
         except rle.RLEFormatError:
             pass
-    if not ids:
+    if not first_line:
         raise LiverctlError("sample submission has no rows", path=path)
-    duplicates = [i for i, n in collections.Counter(ids).items() if n > 1]
-    if duplicates:
-        raise LiverctlError(f"sample submission repeats id {duplicates[0]!r}", path=path)
     empty = empties.most_common(1)[0][0] if empties else rle.EMPTY_RLE
-    return SampleSubmission(path=path, header=header, ids=ids, empty=empty)
+    return SampleSubmission(path=path, header=header, ids=list(first_line), empty=empty)
 
 
 # --------------------------------------------------------------------------------------------- writer

@@ -96,6 +96,17 @@ def test_a_sample_whose_first_row_is_data_is_refused_when_read(tmp_path):
     )
 
 
+def test_a_sample_that_repeats_an_id_is_refused_on_that_line_without_reading_on(tmp_path):
+    """The sample's ids were all read, then counted: 100 MB of one repeated id took ~1 GB before the one-line
+    refusal, which did not say where. Now the first repeat ends the read (the bytes after it are never
+    decoded: here they are not UTF-8)."""
+    sample = tmp_path / "sample.csv"
+    sample.write_bytes(b"id,rle\n7_0,1 0\n7_1,1 0\n7_0,1 0\n" + b"7_0,1 0\n" * 100_000 + b"\xff\n")  # 800 KB
+    with pytest.raises(LiverctlError) as info:
+        read_sample(sample)
+    assert str(info.value) == f"{sample}: line 4: sample submission repeats id '7_0' (first on line 2)"
+
+
 def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
     masks = _masks()
     sample_path = tmp_path / "sample.csv"
