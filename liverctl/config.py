@@ -143,11 +143,14 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def load_preset(name: str) -> dict:
-    path = presets_dir() / f"{name}.toml"
-    if not path.is_file():
+    """A preset by its name, one of the files in `presets/` (a name is never a path: `../defaults`, or one
+    too long for the file system, is an unknown preset like any other)."""
+    found = {path.stem: path for path in presets_dir().glob("*.toml")}
+    if name not in found:
         names = ", ".join(list_presets())
-        raise LiverctlError(f"unknown preset '{name}'; valid presets: {names}")
-    return _read_toml(path)
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + f"... ({len(name)} characters)"
+        raise LiverctlError(f"unknown preset {shown}; valid presets: {names}")
+    return _read_toml(found[name])
 
 
 Overrides = Mapping[str, Any] | Iterable[str]

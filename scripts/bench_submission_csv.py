@@ -74,13 +74,13 @@ def make_csv(kind: str, folder: Path) -> tuple[Path, dict[str, tuple[int, int, i
 
 
 def _full_reparse_self_check(self, written: Path, header: tuple[str, str]) -> str:
-    """The writer's read-back as it was: every string parsed again, then compared."""
-    csv_file = submission.read_csv_file(written, "submission")
-    submission.parse_submission(written, csv_file, self._shapes, header=header)
-    for _, row in csv_file.rows[1:]:
+    """The writer's read-back as it was: every string parsed again, then compared (the file read twice: the
+    reader that kept every row for the comparison is gone)."""
+    parsed = submission.read_submission(written, self._shapes, header=header)
+    for _, row in list(submission.CsvReader(written, "submission"))[1:]:
         if self._rows.get(row[0]) != row[1]:
             raise RuntimeError(f"row {row[0]} reads back differently")
-    return csv_file.sha256
+    return parsed.sha256
 
 
 def _encode_volume_before(volume: np.ndarray, empty: str = rle.EMPTY_RLE) -> list[str]:

@@ -75,6 +75,15 @@ def test_unknown_preset_lists_the_valid_ones():
         resolve_config("v9")
 
 
+@pytest.mark.parametrize("name", ["a" * 5000, "../defaults", "demo/../demo", "demo\x00"])
+def test_a_preset_name_is_never_a_path(name):
+    """A preset name 5000 characters long was a traceback (OSError: File name too long), and
+    `../defaults` loaded defaults.toml as a preset: a name is looked up among the preset files."""
+    with pytest.raises(LiverctlError) as info:
+        resolve_config(name)
+    assert str(info.value).startswith("unknown preset ") and len(str(info.value)) < 300
+
+
 def test_bad_override_syntax():
     with pytest.raises(LiverctlError, match="section.key=value"):
         parse_override("lr=3")

@@ -29,9 +29,12 @@ def _liver_labels(text: str | None) -> list[int] | None:
     if text is None or not text.strip():
         return None
     try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
-        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})") from None
+        values = []
+    if not values:  # `,` named no label: not "any non-zero" behind the user's back
+        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})")
+    return values
 
 
 def submit_command(
@@ -137,10 +140,10 @@ def evaluate_command(
         except MalformedSubmission as exc:
             for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
                 err_console.print(f"  {problem}", highlight=False, soft_wrap=True, markup=False)
-            if len(exc.problems) > MAX_PROBLEMS_SHOWN:
-                err_console.print(f"  ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", highlight=False)
+            if exc.count > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"  ... and {exc.count - MAX_PROBLEMS_SHOWN} more", highlight=False)
             # the problems are listed: the error line counts them rather than repeating the first
-            raise LiverctlError(f"malformed submission: {plural(len(exc.problems), 'problem')} (above)",
+            raise LiverctlError(f"malformed submission: {plural(exc.count, 'problem')} (above)",
                                 path=exc.path) from None
         saved = [write_scores(ev, scores_path(submission))]
         if json_out is not None and not to_stdout:

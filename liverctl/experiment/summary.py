@@ -18,7 +18,7 @@ def summarize_experiment(exp_dir: str | Path):
     from liverctl.printable import one_line
     from liverctl.runs import summary as runs
     from liverctl.runs.folder import writer_alive
-    from liverctl.runs.history import as_int, finite
+    from liverctl.runs.history import as_int, dice
 
     exp_dir = Path(exp_dir)
     out = runs.RunSummary(name=exp_dir.name, path=exp_dir, kind="experiment")
@@ -43,9 +43,9 @@ def summarize_experiment(exp_dir: str | Path):
     epochs = as_int((summary["config"].get("train") or {}).get("epochs"))
     out.epochs_planned = None if epochs is None else epochs * len(summary["folds"])
     oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
-    out.volume_dice = finite(oof.get("volume_dice"))
-    out.slice_dice = finite(oof.get("slice_dice"))
-    out.global_dice = finite(oof.get("global_dice"))
+    out.volume_dice = dice(oof.get("volume_dice"))
+    out.slice_dice = dice(oof.get("slice_dice"))
+    out.global_dice = dice(oof.get("global_dice"))
     walls = [f.wall_seconds for f in out.folds if f.wall_seconds is not None]
     out.wall_seconds = sum(walls) if walls else None
     out.nan_events = sum(f.nan_events for f in out.folds)
@@ -57,7 +57,8 @@ def summarize_experiment(exp_dir: str | Path):
         "folds": summary["folds"],
         "cv": summary.get("cv") or {},
         "oof": oof,
-        "decision": {k: decision.get(k) for k in ("threshold", "post", "volume_dice", "slice_dice", "global_dice", "cases")}
+        "decision": {k: dice(decision.get(k)) if k.endswith("_dice") else decision.get(k)
+                     for k in ("threshold", "post", "volume_dice", "slice_dice", "global_dice", "cases")}
         if decision else None,
     }
     missing = [f for f in summary["folds"] if not fold_dir(exp_dir, f).is_dir()]
@@ -69,10 +70,10 @@ def summarize_experiment(exp_dir: str | Path):
 
 def cv_text(summary) -> str:
     """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one."""
-    from liverctl.runs.history import finite
+    from liverctl.runs.history import dice
 
     cv = (summary.cv or {}).get("cv") or {}
-    mean, std, folds = finite(cv.get("mean")), finite(cv.get("std")), cv.get("folds")
+    mean, std, folds = dice(cv.get("mean")), dice(cv.get("std")), cv.get("folds")
     if mean is None:
         return "-"
     std_text = "-" if std is None else f"{std:.4f}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from liverctl.experiment.folder import read_summary
 from liverctl.plural import plural
+from liverctl.runs.history import dice
 
 OPTION_HEAD = ("threshold", "post-processing", "volume Dice", "slice Dice", "global Dice")
 
@@ -17,7 +18,7 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
     rows = []
     options = decision.get("options")
     options = [o for o in options if isinstance(o, dict)] if isinstance(options, list) else []
-    options.sort(key=lambda o: -(o.get("volume_dice") if isinstance(o.get("volume_dice"), (int, float)) else 0.0))
+    options.sort(key=lambda o: -(dice(o.get("volume_dice")) or 0.0))
     for o in options:
         chosen = o.get("threshold") == decision.get("threshold") and o.get("post") == decision.get("post")
         rows.append((f"{_g(o.get('threshold'))}{' *' if chosen else ''}", str(o.get("post")),
@@ -58,7 +59,9 @@ def headline(summary: dict) -> str:
 
 
 def _fmt(value) -> str:
-    return "-" if not isinstance(value, (int, float)) else f"{value:.4f}"
+    """A Dice figure (or its spread) to 4 places; `-` for what is none (text, NaN, 1e308, -4: anyone's file)."""
+    number = dice(value)
+    return "-" if number is None else f"{number:.4f}"
 
 
 def _g(value) -> str:

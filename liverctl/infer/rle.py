@@ -193,6 +193,12 @@ def parse_runs(text: str, n_pixels: int | None = None) -> np.ndarray:
     return runs
 
 
+def max_text_length(n_pixels: int) -> int:
+    """The most characters a run-length string of an image of `n_pixels` needs: at most one run per two
+    pixels (runs are apart), each `start length ` of at most as many digits as `n_pixels` has."""
+    return (n_pixels // 2 + 1) * (2 * len(str(max(n_pixels, 1))) + 2)
+
+
 def _fast_pairs(text: str, n_pixels: int | None) -> np.ndarray | None:
     """What `_parse_pairs(text.split(), n_pixels)` gives a well-formed string that passes its checks
     (for `1 0`, no pairs: its one zero-length run would be dropped anyway), else None.

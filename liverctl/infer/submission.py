@@ -12,17 +12,24 @@ other string is parsed as from a stranger, and then fails the row comparison any
 interrupted write leaves no CSV that looks complete.
 
 The reader collects every problem (bad header, unknown / duplicate / missing ids, malformed RLE,
-runs leaving the image) with its line number, so a user sees them all at once.
+runs leaving the image) with its line number, so a user sees them all at once (the first
+`MAX_PROBLEMS_KEPT`, and how many there are). It reads the file as it parses it (`CsvReader`), never
+all of it at once: what it holds is the runs of the rows it accepts, each id once, so a file of
+millions of short rows or one line of gigabytes costs no more memory than a valid submission of the
+same cases; a row longer than any row for its images can be (`max_row_chars`) is refused when it
+gets there.
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import hashlib
 import io
+import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,9 +48,10 @@ def slice_id(case_id: str, z: int) -> str:
 
 
 def split_slice_id(text: str) -> tuple[str, int] | None:
-    """`"<case>_<z>"` -> (case, z); None if it does not end in `_<non-negative integer>`."""
+    """`"<case>_<z>"` -> (case, z); None unless it ends in `_<z>` written as `slice_id` writes it: ASCII
+    digits, no leading zero (`7_00`, `7_０`, `7_²` name no slice)."""
     case, sep, z = text.rpartition("_")
-    if not sep or not case or not z.isdigit():
+    if not sep or not case or not (z.isascii() and z.isdigit()) or (len(z) > 1 and z[0] == "0"):
         return None
     return case, int(z)
 
@@ -63,13 +71,37 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class MalformedSubmission(LiverctlError):
-    """A submission with problems; `problems` lists them all, the message names the count and the first."""
+# A file with a problem on every line of millions keeps the first of them (and counts the others).
+MAX_PROBLEMS_KEPT = 1000
 
-    def __init__(self, path: str | os.PathLike, problems: list[Problem]):
+
+class MalformedSubmission(LiverctlError):
+    """A submission with problems; `problems` lists them (the first `MAX_PROBLEMS_KEPT`), `count` is how
+    many there are; the message names the count and the first."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[Problem], count: int | None = None):
         self.problems = problems
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(f"malformed submission, {plural(len(problems), 'problem')}: {problems[0]}{more}", path=path)
+        self.count = len(problems) if count is None else count
+        more = f" (and {self.count - 1} more)" if self.count > 1 else ""
+        super().__init__(f"malformed submission, {plural(self.count, 'problem')}: {problems[0]}{more}", path=path)
+
+
+class _Problems(list):
+    """The problems found so far: the first `MAX_PROBLEMS_KEPT` kept, every one counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def append(self, problem: Problem) -> None:
+        self.count += 1
+        if len(self) < MAX_PROBLEMS_KEPT:
+            super().append(problem)
+
+    def __iadd__(self, problems):  # type: ignore[override]
+        for problem in problems:
+            self.append(problem)
+        return self
 
 
 # --------------------------------------------------------------------------------------------- sample
@@ -112,29 +144,39 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("sample submission not found", path=path)
-    rows = [row for _, row in read_csv_rows(path, "sample submission")]
-    if not rows or len(rows[0]) != 2:
+    rows = iter(CsvReader(path, "sample submission"))
+    first = next(rows, None)
+    if first is None or len(first[1]) != 2:
         raise LiverctlError("sample submission needs a two-column header such as 'id,rle'", path=path)
-    header = (rows[0][0], rows[0][1])
-    ids, empties = [], collections.Counter()
-    for line, row in enumerate(rows[1:], start=2):
+    header = (first[1][0], first[1][1])
+    if split_slice_id(header[0]) is not None:  # written above rows of that shape, it would read back as one
+        raise LiverctlError(
+            f"sample submission has no header: its first row {rle._clip(','.join(header), 60)} is a data row; "
+            "expected e.g. 'id,rle'",
+            path=path,
+        )
+    first_line: dict[str, int] = {}  # id -> its line, in the sample's order
+    empties: collections.Counter = collections.Counter()
+    for line, row in rows:
         if not row:
             continue
         if len(row) != 2:
             raise LiverctlError(f"line {line}: expected 2 columns, got {len(row)}", path=path)
-        ids.append(row[0])
+        if row[0] in first_line:  # where it is: a file of one id repeated millions of times is not read to its end
+            raise LiverctlError(
+                f"line {line}: sample submission repeats id {rle._clip(row[0])} (first on line {first_line[row[0]]})",
+                path=path,
+            )
+        first_line[row[0]] = line
         try:
             if len(rle.parse_runs(row[1])) == 0:
                 empties[row[1]] += 1
         except rle.RLEFormatError:
             pass
-    if not ids:
+    if not first_line:
         raise LiverctlError("sample submission has no rows", path=path)
-    duplicates = [i for i, n in collections.Counter(ids).items() if n > 1]
-    if duplicates:
-        raise LiverctlError(f"sample submission repeats id {duplicates[0]!r}", path=path)
     empty = empties.most_common(1)[0][0] if empties else rle.EMPTY_RLE
-    return SampleSubmission(path=path, header=header, ids=ids, empty=empty)
+    return SampleSubmission(path=path, header=header, ids=list(first_line), empty=empty)
 
 
 # --------------------------------------------------------------------------------------------- writer
@@ -251,15 +293,16 @@ class SubmissionWriter:
         holds exactly the checked strings. One read of it for both checks and its sha256 (the renamed
         file's: the same bytes). A row's RLE that is the very string part 1 parsed and compared with
         its mask, for the same shape, is not parsed again (a third of `submit`'s time on a large CSV)."""
-        csv_file = read_csv_file(written, "submission")
-        _validate(written, csv_file, self._shapes, header=header, checked=self._rows)
-        for _, row in csv_file.rows[1:]:
-            if self._rows.get(row[0]) != row[1]:
-                raise LiverctlError(
-                    f"self-check failed: row {row[0]!r} reads back differently from what was written; nothing written",
-                    path=self.path,
-                )
-        return csv_file.sha256
+        reader = CsvReader(written, "submission", max_row_chars=max_row_chars(self._shapes))
+        # A problem is named on the CSV being written (the temporary file is gone once this fails).
+        _, differing = _validate(self.path, reader, self._shapes, header=header, checked=self._rows)
+        if differing:  # a valid row, but not the string checked against its mask
+            raise LiverctlError(
+                f"self-check failed: row {next(iter(differing))!r} reads back differently from what was written; "
+                "nothing written",
+                path=self.path,
+            )
+        return reader.sha256
 
 
 def write_submission(
@@ -310,26 +353,27 @@ def read_submission(
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("submission not found", path=path)
-    return parse_submission(path, read_csv_file(path, "submission"), shapes, header=header)
-
-
-def parse_submission(
-    path: Path,
-    csv_file: CsvFile,
-    shapes: Mapping[str, tuple[int, ...]],
-    *,
-    header: tuple[str, str] | None = DEFAULT_HEADER,
-) -> Submission:
-    """`read_submission` of a CSV already read (`read_csv_file`) from `path`."""
     shapes = {c: tuple(int(v) for v in s) for c, s in shapes.items()}
-    found_header, runs = _validate(path, csv_file, shapes, header=header)
+    reader = CsvReader(path, "submission", max_row_chars=max_row_chars(shapes))  # type: ignore[arg-type]
+    found_header, runs = _validate(path, reader, shapes, header=header)  # type: ignore[arg-type]
     return Submission(path=path, header=found_header, runs=runs, shapes=shapes,  # type: ignore[arg-type]
-                      sha256=csv_file.sha256)
+                      sha256=reader.sha256)
+
+
+def max_row_chars(shapes: Mapping[str, tuple[int, int, int]]) -> int:
+    """The most characters a row of a submission for these (X, Y, Z) shapes can need: the longest id,
+    a comma, quotes, the longest RLE string of the largest slice (`rle.max_text_length`) and a line end;
+    never less than `MIN_MAX_ROW_CHARS` (a header, a small image's row spelled oddly)."""
+    if not shapes:
+        return DEFAULT_MAX_ROW_CHARS
+    longest_id = max(len(slice_id(c, max(s[2] - 1, 0))) for c, s in shapes.items())
+    needed = longest_id + 5 + rle.max_text_length(max(s[0] * s[1] for s in shapes.values()))
+    return max(needed, MIN_MAX_ROW_CHARS)
 
 
 def _validate(
     path: Path,
-    csv_file: CsvFile,
+    rows: Iterable[tuple[int, list[str]]],
     shapes: Mapping[str, tuple[int, int, int]],
     *,
     header: tuple[str, str] | None,
@@ -339,18 +383,22 @@ def _validate(
 
     `checked` (the writer's self-check): row id -> an RLE string already parsed and checked against that
     row's shape; a row holding exactly it is not parsed again and has no entry in the runs returned.
+    `rows` are read to their end (a `CsvReader` then knows its sha256).
     """
-    rows = csv_file.rows
-    if not rows:
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         raise MalformedSubmission(path, [Problem(None, "the file is empty")])
-    found_header = tuple(rows[0][1])
+    found_header = tuple(first[1])
     # A first row shaped like `<case>_<z>` is data (a file without a header), even for an unknown case.
     looks_like_data = bool(found_header) and split_slice_id(found_header[0]) is not None
-    problems = _header_problems(found_header, header, looks_like_data)
-    runs, first_line = _read_rows(rows if looks_like_data else rows[1:], shapes, problems, checked or {})
+    problems = _Problems()
+    problems += _header_problems(found_header, header, looks_like_data)
+    data_rows = itertools.chain([first], rows) if looks_like_data else rows
+    runs, first_line = _read_rows(data_rows, shapes, problems, checked or {})
     problems += _missing_slices(shapes, first_line)
-    if problems:
-        raise MalformedSubmission(path, problems)
+    if problems.count:
+        raise MalformedSubmission(path, list(problems), problems.count)
     return found_header, runs
 
 
@@ -364,7 +412,7 @@ def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, loo
     return []
 
 
-def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int, int, int]],
+def _read_rows(rows: Iterable[tuple[int, list[str]]], shapes: Mapping[str, tuple[int, int, int]],
                problems: list[Problem], checked: Mapping[str, str]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Parse the data rows -> (row id -> runs, row id -> its first line); what is wrong goes to `problems`.
     A row whose RLE is exactly `checked[row id]` is not parsed (see `_validate`)."""
@@ -378,7 +426,10 @@ def _read_rows(rows: list[tuple[int, list[str]]], shapes: Mapping[str, tuple[int
             continue
         row_id, text = row
         parsed = split_slice_id(row_id)
-        if parsed is None or parsed[0] not in shapes:
+        if parsed is None:
+            problems.append(Problem(line, "unknown id: not <case id>_<slice number> (0, 1, ...)", row_id))
+            continue
+        if parsed[0] not in shapes:
             problems.append(Problem(line, "unknown id: no such test case", row_id))
             continue
         case, z = parsed
@@ -414,51 +465,107 @@ def _missing_slices(shapes: Mapping[str, tuple[int, int, int]], seen: Mapping[st
     return problems
 
 
-@dataclass(frozen=True)
-class CsvFile:
-    """A CSV as read once (`read_csv_file`): its rows and the sha256 of the bytes they come from."""
-
-    rows: list[tuple[int, list[str]]]  # (1-based line, row)
-    sha256: str
-
-
-def read_csv_rows(path: str | os.PathLike, what: str) -> list[tuple[int, list[str]]]:
-    """(1-based line, row) of every row of a CSV from someone else, or one `LiverctlError` line
-    (`read_csv_file`)."""
-    return read_csv_file(path, what).rows
+# The most characters a row of a CSV may have where no image size bounds it (a sample submission): a
+# noisy 512 x 512 slice takes ~1.2 MB, a 4096 x 4096 one at most ~150 MB.
+DEFAULT_MAX_ROW_CHARS = 1 << 28
+MIN_MAX_ROW_CHARS = 1 << 20
+_READ_CHUNK = 1 << 18  # bytes read at a time (io.StringIO holds its text 4 bytes a character)
 
 
-def read_csv_file(path: str | os.PathLike, what: str) -> CsvFile:
-    """Every row of a CSV from someone else with the sha256 of its bytes, from one read of the file, or
-    one `LiverctlError` line.
+class CsvReader:
+    """The rows of a CSV from someone else, read once as they are iterated: (the row's first line,
+    row) pairs; then `sha256`, of the bytes they come from. Anything unreadable is one `LiverctlError`
+    line naming the file and where.
 
     The file must be UTF-8 text (a byte-order mark is allowed); anything else (another encoding,
-    binary garbage, a row the csv module cannot parse) is refused naming the file and where. A field
-    may be as long as the file (one slice's RLE can be megabytes).
+    binary garbage, a row the csv module cannot parse) is refused. Lines end as the csv module has them
+    from a file opened with `newline=""` (`\\n`, `\\r\\n`, `\\r`). It is read a chunk at a time: a row longer
+    than `max_row_chars` (one slice's RLE can be megabytes, never unbounded) is refused once it has
+    grown past it, so no more than that and a chunk is held whatever the file holds.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        sha256 = hashlib.sha256(raw).hexdigest()
-        text = raw.decode("utf-8-sig")
-        del raw  # not held beside the text and the rows of a large file
-    except UnicodeDecodeError as exc:
-        raise LiverctlError(
-            f"{what} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); save it as UTF-8 CSV",
-            path=path,
-        ) from None
-    except OSError as exc:
-        raise LiverctlError(f"cannot read the {what}: {exc.strerror or exc}", path=path) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, list[str]]] = []
-    # One slice's RLE can far exceed the csv module's default field limit (128 KiB): a noisy 512 x 512
-    # mask takes ~1.2 MB. No field can be longer than the text, which is already in memory.
-    limit = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
-    try:
-        for row in reader:
-            rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        raise LiverctlError(f"line {reader.line_num}: not a valid CSV row ({exc})", path=path) from None
-    finally:
-        csv.field_size_limit(limit)
-    return CsvFile(rows=rows, sha256=sha256)
+
+    def __init__(self, path: str | os.PathLike, what: str, *, max_row_chars: int = DEFAULT_MAX_ROW_CHARS):
+        self.path = Path(path)
+        self.what = what
+        self.max_row_chars = max_row_chars
+        self._sha256: str | None = None
+        self._row_chars = 0  # characters of the row being read, over all its lines so far
+        self._first = 1  # the first line of the row being read
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            raise RuntimeError("sha256 is known once every row has been read")
+        return self._sha256
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        try:
+            fh = open(self.path, "rb")
+        except OSError as exc:
+            raise LiverctlError(f"cannot read the {self.what}: {exc.strerror or exc}", path=self.path) from None
+        digest = hashlib.sha256()
+        with fh:
+            reader = csv.reader(self._lines(fh, digest))
+            # A field can be as long as a row may be: beyond the csv module's default limit (128 KiB).
+            limit = csv.field_size_limit(max(csv.field_size_limit(), self.max_row_chars))
+            try:
+                first = self._first = 1
+                while True:
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:
+                        raise LiverctlError(f"line {first}: not a valid CSV row ({exc})", path=self.path) from None
+                    yield first, row
+                    first = self._first = reader.line_num + 1
+                    self._row_chars = 0
+            finally:
+                csv.field_size_limit(limit)
+        self._sha256 = digest.hexdigest()
+
+    def _lines(self, fh, digest) -> Iterator[str]:
+        """The file's text line by line (line ends kept), decoded and hashed a chunk at a time."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0  # bytes read before this chunk
+        pending: list[str] = []  # the pieces of a line that runs past the chunks read so far
+        held = ""  # a chunk's last CR: its line may end CR LF
+        at_start = True
+        while True:
+            chunk = fh.read(_READ_CHUNK)
+            digest.update(chunk)
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:  # exc.object: the bytes held back from the last chunk + this one
+                at = offset - (len(exc.object) - len(chunk)) + exc.start
+                raise LiverctlError(
+                    f"{self.what} is not UTF-8 text (byte {at} is 0x{exc.object[exc.start]:02x}); save it as UTF-8 CSV",
+                    path=self.path,
+                ) from None
+            if at_start and text:  # the first character decoded (a chunk can end inside it)
+                text, at_start = text.removeprefix("\ufeff"), False
+            offset += len(chunk)
+            text = held + text
+            held = "\r" if chunk and text.endswith("\r") else ""
+            if held:
+                text = text[:-1]
+            for piece in io.StringIO(text, newline=""):  # LF, CR LF, CR: the ends csv expects
+                self._grow(len(piece))
+                if piece[-1] in "\r\n":
+                    yield "".join(pending) + piece if pending else piece
+                    pending = []
+                else:  # the chunk ends inside this line
+                    pending.append(piece)
+            if not chunk:
+                break
+        if pending:
+            yield "".join(pending)
+
+    def _grow(self, chars: int) -> None:
+        self._row_chars += chars
+        if self._row_chars > self.max_row_chars:
+            raise LiverctlError(
+                f"line {self._first}: a row of more than {self.max_row_chars:,} characters, longer than any "
+                f"row of a {self.what} for these images can be",
+                path=self.path,
+            )

@@ -43,6 +43,13 @@ def finite(value: Any) -> float | None:
         return None
 
 
+def dice(value: Any) -> float | None:
+    """A Dice figure: a finite number in [0, 1], or None (a log or scores file edited or damaged: Dice 7 or
+    1e308 is no figure, and would otherwise be a run's best epoch or best submission)."""
+    number = finite(value)
+    return number if number is not None and 0.0 <= number <= 1.0 else None
+
+
 # A run's figures (losses, Dice, rates, seconds) never come near this; beyond it a value in someone's log is
 # absurd, and chart libraries overflow scaling it (plotext raises, matplotlib warns and squashes the curve).
 PLOTTABLE = 1e100
@@ -138,13 +145,13 @@ class RunHistory:
     @property
     def best(self) -> dict | None:
         """The `epoch_end` event of the best epoch (the module docstring's rule), or None."""
-        with_dice = [e for e in self.epoch_ends if finite(e.get("volume_dice")) is not None]
+        with_dice = [e for e in self.epoch_ends if dice(e.get("volume_dice")) is not None]
         if any("is_best" in e for e in self.epoch_ends):
             marked = [e for e in with_dice if e.get("is_best") is True]
             return marked[-1] if marked else None
         best = None
         for e in with_dice:
-            if best is None or finite(e["volume_dice"]) > finite(best["volume_dice"]):
+            if best is None or dice(e["volume_dice"]) > dice(best["volume_dice"]):
                 best = e
         return best
 
@@ -194,7 +201,7 @@ def best_figures(history: RunHistory) -> tuple[int | None, dict[str, float | Non
     best = history.best
     if best is None:
         return None, {}
-    return as_int(best.get("epoch")), {k: finite(best.get(k)) for k in ("volume_dice", "slice_dice", "global_dice")}
+    return as_int(best.get("epoch")), {k: dice(best.get(k)) for k in ("volume_dice", "slice_dice", "global_dice")}
 
 
 def _is_step_line(line: str) -> bool:

@@ -33,6 +33,7 @@ from liverctl.runs.history import (
     RunHistory,
     as_int,
     best_figures,
+    dice,
     end_message,
     finite,
     read_history,
@@ -270,7 +271,7 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         scores = _read_scores(csv_path, submitted_at, problems, sha256)
         if scores:
             for key in ("volume_dice", "slice_dice", "global_dice"):
-                entry[key] = finite(scores.get(key))
+                entry[key] = dice(scores.get(key))
     if unreadable:
         problems.append(f"submissions.jsonl: {plural(unreadable, 'unreadable line')} skipped")
     return out
@@ -398,16 +399,20 @@ def _fill_status(summary: RunSummary, history: RunHistory, alive: bool, failures
 
 
 def flatten_config(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """{"loss": {"name": "dice"}} -> {"loss.name": "dice"}; lists become tuples (comparable, hashable)."""
+    """{"loss": {"name": "dice"}} -> {"loss.name": "dice"}; lists become tuples (comparable, hashable).
+    Without recursion: a config.toml of tables 3000 deep (`[a0.a1. ... .a2999]`, valid TOML) is read."""
     flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{dotted}."))
-        elif isinstance(value, list):
-            flat[dotted] = tuple(value)
+    stack = [(prefix, iter(cfg.items()))]
+    while stack:
+        where, items = stack[-1]
+        for key, value in items:
+            dotted = f"{where}{key}"
+            if isinstance(value, dict):
+                stack.append((f"{dotted}.", iter(value.items())))
+                break
+            flat[dotted] = tuple(value) if isinstance(value, list) else value
         else:
-            flat[dotted] = value
+            stack.pop()
     return flat
 
 

@@ -578,6 +578,28 @@ def test_the_headline_counts_an_experiments_folds_in_words_that_agree(tmp_path, 
     assert tables.headline(summary).startswith(f"experiment {summary['name']} ({summary['preset']}, {words}, ")
 
 
+def test_dice_figures_outside_0_1_in_experiment_json_are_shown_as_dashes(tmp_path):
+    """A cv mean of 1e308 filled `runs`' folds column with a 309-digit number, an out-of-fold Dice of -4 was
+    the experiment's `vol Dice`, and a decision's Dice of 9 was printed as 9.0000."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary.update(cv={"mean": 1e308, "std": -3, "folds": {"0": 0.5}}, oof={"volume_dice": -4, "slice_dice": 0.25})
+    summary["decision"].update(volume_dice=9.0, options=[{"threshold": 0.5, "post": "none", "volume_dice": 2.0},
+                                                          {"threshold": 0.4, "post": "none", "volume_dice": 0.7}])
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in json.loads(result.stdout) if r.get("kind") == "experiment"]
+    assert row["volume_dice"] is None and row["slice_dice"] == 0.25 and row["decision"]["volume_dice"] is None
+    line = tables.headline(folder.read_summary(exp))
+    assert "per-fold best volume Dice - +- -" in line and "(out-of-fold volume Dice -)" in line
+    assert [r[2] for r in tables.option_rows(folder.read_summary(exp))] == ["0.7000", "-"]
+
+
 def test_the_pool_is_exactly_the_experiments_cases_each_from_the_fold_that_held_it_out(tmp_path):
     """The decision pooled whatever complete arrays oof.zarr held: with one case's array lost it decided on
     5 of 6 cases without a word; an array predicted by another fold (which trained on the case) counted too."""

@@ -163,3 +163,16 @@ def test_untrusted_label_headers_are_refused_before_reading(scored_pair, tmp_pat
     absurd.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(LiverctlError, match="cannot be read as NIfTI"):
         evaluate_submission(sub, labels)
+
+
+@pytest.mark.parametrize("value", [",", " , ,", "one"])
+def test_liver_labels_that_name_no_value_are_refused(scored_pair, value):
+    """`--liver-labels ,` named no label and was scored as 'any non-zero' (the default), exit 0."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    sub, labels = scored_pair
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), "--liver-labels", value])
+    assert result.exit_code == 2 and "--liver-labels takes comma-separated integers" in result.output
+    assert not scores_path(sub).exists()

@@ -52,6 +52,19 @@ def test_case_ids_with_underscores_split_on_last():
     assert split_slice_id("abc_x") is None
 
 
+@pytest.mark.parametrize("row_id", ["7_²", "7_٣", "7_０", "7_00", "7_01", "7_+1", "7_ 1"])
+def test_a_slice_number_not_written_as_slice_id_writes_it_is_an_unknown_id(tmp_path, row_id):
+    """`7_²` was a traceback (str.isdigit accepts '²', int() does not), `7_٣` was read as slice 3, and
+    `7_00` was taken for slice 0 without a word on its line (only 'slice 7_0 missing')."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n{row_id},1 0\n7_1,1 0\n7_2,1 0\n7_3,1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 4)})
+    assert str(info.value.problems[0]) == (
+        f"line 2 (id {row_id!r}): unknown id: not <case id>_<slice number> (0, 1, ...)"
+    )
+
+
 def test_sample_controls_header_order_and_empty_token(tmp_path):
     masks = _masks()
     masks["liver_12"][..., 0] = False
@@ -68,6 +81,30 @@ def test_sample_controls_header_order_and_empty_token(tmp_path):
     assert "liver_12_0," in lines
     parsed = read_submission(out, _shapes(masks), header=("ImageId", "EncodedPixels"))
     assert np.array_equal(parsed.volume("7"), masks["7"])
+
+
+def test_a_sample_whose_first_row_is_data_is_refused_when_read(tmp_path):
+    """A sample `4_0,rle / 4_1,1 0 / ...` gave its first row as the header: submit predicted every case,
+    then its self-check refused its own CSV naming the temporary file ('.out.csv.123.tmp: malformed
+    submission ... line 1 (id '4_0'): not an integer: 'rle'')."""
+    sample = tmp_path / "sample.csv"
+    sample.write_text("7_0,rle\n7_1,1 0\n7_2,1 0\nliver_12_0,1 0\nliver_12_1,1 0\n")
+    with pytest.raises(LiverctlError) as info:
+        read_sample(sample)
+    assert str(info.value) == (
+        f"{sample}: sample submission has no header: its first row '7_0,rle' is a data row; expected e.g. 'id,rle'"
+    )
+
+
+def test_a_sample_that_repeats_an_id_is_refused_on_that_line_without_reading_on(tmp_path):
+    """The sample's ids were all read, then counted: 100 MB of one repeated id took ~1 GB before the one-line
+    refusal, which did not say where. Now the first repeat ends the read (the bytes after it are never
+    decoded: here they are not UTF-8)."""
+    sample = tmp_path / "sample.csv"
+    sample.write_bytes(b"id,rle\n7_0,1 0\n7_1,1 0\n7_0,1 0\n" + b"7_0,1 0\n" * 100_000 + b"\xff\n")  # 800 KB
+    with pytest.raises(LiverctlError) as info:
+        read_sample(sample)
+    assert str(info.value) == f"{sample}: line 4: sample submission repeats id '7_0' (first on line 2)"
 
 
 def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
@@ -190,8 +227,9 @@ def test_the_self_check_does_not_parse_the_checked_strings_again(tmp_path, monke
     ],
 )
 def test_the_self_check_still_validates_what_it_does_not_parse_again(tmp_path, monkeypatch, change, message):
-    with pytest.raises(MalformedSubmission, match=message):
+    with pytest.raises(MalformedSubmission, match=message) as info:
         _write_with_rows_changed(tmp_path, monkeypatch, change)
+    assert info.value.path == str(tmp_path / "sub.csv")  # not the temporary file, gone by now
     assert list(tmp_path.iterdir()) == []
 
 
@@ -393,3 +431,87 @@ def test_fuzz_submission_and_sample_readers_give_a_result_or_one_liverctl_error(
                 assert str(exc).startswith(str(path)) and "\n" not in str(exc)
                 outcomes["refused"] += 1
     assert outcomes["ok"] > 50 and outcomes["refused"] > 300
+
+
+def test_a_file_of_millions_of_bad_rows_keeps_the_first_problems_and_counts_them_all(tmp_path):
+    """Every duplicate or unknown row was kept as a problem, with every row of the file in a list beside
+    them: a 100 MB file of `4_0,1 0` lines ran out of 6 GB (MemoryError); 1000 are kept now, all counted."""
+    from liverctl.infer import submission
+
+    MAX_PROBLEMS_KEPT = getattr(submission, "MAX_PROBLEMS_KEPT", 1000)  # noqa: N806 (the module's constant)
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n" + "7_0,1 0\n" * (MAX_PROBLEMS_KEPT + 500))
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 1)})
+    assert len(info.value.problems) == MAX_PROBLEMS_KEPT and info.value.count == MAX_PROBLEMS_KEPT + 499
+    assert str(info.value.problems[0]) == "line 3 (id '7_0'): duplicate id (first on line 2)"
+    assert f"{MAX_PROBLEMS_KEPT + 499} problems" in str(info.value)
+
+
+def test_reading_a_csv_of_short_rows_holds_little_beside_the_file(tmp_path, monkeypatch):
+    """The reader held every row as a list of strings: ~30x the file in memory (a 100 MB CSV of short
+    lines: over 6 GB). It reads as it parses now, and keeps each accepted id's runs only."""
+    import tracemalloc
+
+    from liverctl.infer import submission
+
+    monkeypatch.setattr(submission, "_READ_CHUNK", 1 << 16, raising=False)  # what it holds of the file at once
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n" + "".join(f"9_{i},1 0\n" for i in range(100_000)))  # 1.1 MB, unknown ids
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedSubmission):
+            read_submission(path, {"7": (2, 2, 1)})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size, (peak, size)
+
+
+def test_a_row_longer_than_any_row_for_its_images_is_refused_where_it_starts(tmp_path):
+    """One line of zero-length runs (`1 0 1 0 ...`, hundreds of MB) was read whole, then parsed into an
+    array twice its size: ~11x the line in memory. Past the longest row its images can have, it stops."""
+    from liverctl.infer import submission
+
+    MIN_MAX_ROW_CHARS = getattr(submission, "MIN_MAX_ROW_CHARS", 1 << 20)  # noqa: N806 (the module's constant)
+    path = tmp_path / "s.csv"
+    path.write_text("id,rle\n7_0,1 0\n7_1," + "1 0 " * (MIN_MAX_ROW_CHARS // 4 + 10) + "1 0\n")
+    with pytest.raises(LiverctlError) as info:
+        read_submission(path, {"7": (2, 2, 2)})
+    assert str(info.value) == (
+        f"{path}: line 3: a row of more than {MIN_MAX_ROW_CHARS:,} characters, longer than any row of a "
+        "submission for these images can be"
+    )
+
+
+_AWKWARD = (
+    "\ufeffid,rle\r\n7_0,1 0\r\n\r\n7_1,\"2 1\"\r7_2,\"1\r\n0\"\n7_3,1 0 é\n\"7_4\",\"1 0 😀\"\r\n"
+    "7_5,\"a,b\"\"c\"\n\n7_6,1 1"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 1 << 20])
+def test_the_csv_is_read_in_chunks_as_the_csv_module_reads_it_whole(tmp_path, monkeypatch, chunk):
+    """Line ends split between chunks (CR | LF), characters split between chunks, a byte-order mark, quoted
+    fields over several lines: the rows are those of the whole text, each with its first line."""
+    import csv
+    import hashlib
+    import io
+
+    from liverctl.infer import submission
+
+    monkeypatch.setattr(submission, "_READ_CHUNK", chunk)
+    path = tmp_path / "s.csv"
+    path.write_bytes(_AWKWARD.encode())
+    reader = submission.CsvReader(path, "submission")
+    rows = list(reader)
+    whole = csv.reader(io.StringIO(_AWKWARD[1:], newline=""))
+    assert [row for _, row in rows] == list(whole)
+    assert [line for line, row in rows if row and row[0] in ("id", "7_2", "7_3", "7_6")] == [1, 5, 7, 11]
+    assert reader.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    bad = _AWKWARD.encode().replace("é".encode(), b"\xe9")
+    at = bad.index(b"\xe9")
+    path.write_bytes(bad)
+    with pytest.raises(LiverctlError, match=f"byte {at} is 0xe9"):
+        list(submission.CsvReader(path, "submission"))

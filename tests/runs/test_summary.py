@@ -281,6 +281,21 @@ def test_submission_scores_are_matched_to_their_csv(tmp_path):
     assert "b.scores.json predates the submission" in text and "c.csv no longer exists" in text
 
 
+def test_a_dice_outside_0_1_in_a_log_or_scores_file_is_no_figure(tmp_path):
+    """A scores.json edited to volume_dice 1e308 showed as the run's best submission (a 309-digit number
+    in the `submitted` column), and an epoch logged with Dice 7 was the run's best epoch."""
+    root = tmp_path / "runs"
+    run = make_run(root, "r", volume_dice=[0.5, 7.0, 0.6],
+                   submissions=[{"csv": "subs/a.csv", "scores": {"volume_dice": 1e308, "slice_dice": -0.5}},
+                                {"csv": "subs/b.csv", "scores": {"volume_dice": 0.8}}])
+    summary = summarize_run(run)
+    assert [s["volume_dice"] for s in summary.submissions] == [None, pytest.approx(0.8)]
+    assert summary.submissions[0]["slice_dice"] is None
+    assert summary.best_submitted == pytest.approx(0.8)
+    # the log marks epoch 2 best (is_best, as the trainer does); of the marked epochs, the last with a Dice
+    assert summary.best_epoch == 1 and summary.volume_dice == pytest.approx(0.5)
+
+
 def test_scores_of_a_later_file_of_the_same_name_are_not_a_runs(tmp_path):
     # run a wrote subs/s.csv, run b wrote it again, and `evaluate` scored b's file: a was never scored
     root = tmp_path / "runs"
@@ -339,6 +354,19 @@ def test_a_garbage_config_toml_is_a_problem_not_an_exception(tmp_path, content, 
     summary = summarize_run(run)
     assert any(p.startswith(fragment) for p in summary.problems), summary.problems
     assert summary.preset == "demo"  # settings still come from the event log
+
+
+def test_a_config_toml_of_tables_thousands_deep_is_read_without_recursion(tmp_path):
+    """`[a0.a1. ... .a2999]` is valid TOML that tomllib reads; flattening it for the runs table recursed
+    per table: `runs` showed the run as 'could not be read (RecursionError ...)' and `report` was a traceback."""
+    run = make_run(tmp_path, "r")
+    with open(run / "config.toml", "a") as fh:
+        fh.write("\n[" + ".".join(f"a{i}" for i in range(3000)) + "]\nx = 1\n")
+    summary = summarize_run(run)
+    assert summary.problems == [] and summary.preset == "demo"
+    deep = [k for k in summary.settings if k.startswith("a0.")]
+    assert deep == [".".join(f"a{i}" for i in range(3000)) + ".x"] and summary.settings[deep[0]] == 1
+    assert flatten_config({"a": {}, "b": {"c": [1], "d": {"e": 2}}, "f": 3}) == {"b.c": (1,), "b.d.e": 2, "f": 3}
 
 
 def test_odd_values_in_config_sidecars_and_submissions_are_problems(tmp_path):
