@@ -15,7 +15,7 @@ from typing import Any
 
 from liverctl.printable import one_line
 from liverctl.runs.events import KINDS
-from liverctl.runs.history import RunHistory, as_int, finite, run_status
+from liverctl.runs.history import RunHistory, as_int, dice, finite, run_status
 from liverctl.watch.records import (
     NUMBER_FIELDS,
     Checkpoint,
@@ -191,9 +191,9 @@ class RunState:
             epoch=epoch,
             train_loss=finite(e.get("train_loss")),
             val_loss=finite(e.get("val_loss")),
-            volume_dice=finite(e.get("volume_dice")),
-            slice_dice=finite(e.get("slice_dice")),
-            global_dice=finite(e.get("global_dice")),
+            volume_dice=dice(e.get("volume_dice")),
+            slice_dice=dice(e.get("slice_dice")),
+            global_dice=dice(e.get("global_dice")),
             seconds=finite(e.get("seconds")),
             ts=ts,
             # Only this event's own non-finite fields: an epoch written again after a rollback starts clean.
@@ -215,7 +215,7 @@ class RunState:
                 which=str(e.get("which") or "?"),
                 path=str(e.get("path") or ""),
                 epoch=as_int(e.get("epoch")),
-                volume_dice=finite(e.get("volume_dice")),
+                volume_dice=dice(e.get("volume_dice")),
                 ts=ts,
             )
         )
@@ -314,7 +314,7 @@ class RunState:
         best = self.history.best
         if best is None or as_int(best.get("epoch")) is None:
             return None
-        return best["epoch"], finite(best["volume_dice"])
+        return best["epoch"], dice(best["volume_dice"])
 
     @property
     def has_nan(self) -> bool:

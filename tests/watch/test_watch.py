@@ -127,6 +127,20 @@ def test_best_and_its_star_follow_the_shared_rule():
     assert [r.epoch for r in state.rows if r.is_best] == [2]
 
 
+def test_a_dice_outside_0_1_in_a_log_is_shown_as_no_figure():
+    """`runs` and `report` take a logged Dice of 7 (an edited or damaged log) for no figure; watch showed it as
+    7.0000 in its epoch row and checkpoint list."""
+    s = EventScript("r")
+    s.start(epochs=2)
+    s.add("epoch_end", after=60, epoch=1, volume_dice=7.0, slice_dice=-1.0, global_dice=0.5, seconds=60.0, epochs=2)
+    s.add("checkpoint", epoch=1, path="checkpoints/last.pt", which="last", volume_dice=1e308)
+    state = RunState()
+    state.feed(json.loads(line) for line in s.lines)
+    (row,) = state.rows
+    assert (row.volume_dice, row.slice_dice, row.global_dice) == (None, None, 0.5)
+    assert state.checkpoints[0].volume_dice is None and state.best is None
+
+
 def test_a_run_nobody_writes_has_no_eta_and_its_clock_stops(tmp_path):
     s = two_epoch_run()
     s.write(tmp_path / "r" / "events.jsonl")
