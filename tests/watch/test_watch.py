@@ -1005,6 +1005,48 @@ async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_sc
             assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
 
 
+def painted(widget) -> list[str]:
+    """The lines of `widget` as painted on the screen (padding included, trailing spaces off)."""
+    from textual.geometry import Region
+
+    size = widget.outer_size
+    return [strip.text.rstrip() for strip in widget.render_lines(Region(0, 0, size.width, size.height))]
+
+
+async def test_app_at_80x24_the_nan_banner_keeps_what_happened_where_and_its_key(tmp_path):
+    """At 80 x 24 the banner's lines were cut at the edge: "[d: dismiss]" was off the first line and the guard's
+    message cut with its time of day, epoch and "guard:" still in. Now what is least needed goes first: the
+    key, the count, each record's step and action stay; a single record's message goes on into the line left; a screen made narrower gets it at once."""
+    run = tmp_path / "runs" / "n"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("n", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.banner.display and app.table.row_count > 0)
+        await pilot.pause()
+        head, first, latest = painted(app.banner)
+        assert head.startswith(" ⚠ NaN DETECTED: 8 records: ") and head.endswith("  [d: dismiss]"), head
+        assert first.startswith(" first:  loss · step 1350 · skip_step · non-finite loss"), first
+        assert latest.startswith(" latest: loss · step 1475 · abort · non-finite loss after"), latest
+        assert all(len(line) <= 80 for line in (head, first, latest))
+        await pilot.press("d")
+        assert not app.banner.display
+
+    one = tmp_path / "runs" / "one"
+    s = two_epoch_run()
+    s.add("nan", epoch=2, step=130, where="loss", action="abort", counts={"skipped": 0, "rollbacks": 2},
+          message="non-finite loss after 2 rollbacks: stopping (try bf16 or a smaller lr)")
+    s.write(one / "events.jsonl")
+    app = make_watch_app(one, poll_seconds=3600.0, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.banner.display)
+        await pilot.resize_terminal(80, 24)  # drawn again for its new width, before the next poll
+        await pilot.pause()
+        lines = painted(app.banner)
+        assert len(lines) == 3 and lines[0].endswith("[d: dismiss]") and "step 130 · abort" in lines[1], lines
+        assert " ".join(" ".join(lines[1:]).split()).endswith("stopping (try bf16 or a smaller lr)"), lines
+
+
 def hold_complete_reads(monkeypatch) -> tuple[threading.Event, list[bool]]:
     """Make every log a long one, and hold `read_log`'s complete read back until the event is set (or the app
     asks it to stop: recorded in the list). What a 100k-step log does, in a few hundred events."""
