@@ -35,29 +35,34 @@ def print_table(console: Console, table: Table, title: str, headers: list[str], 
             console.print(line, highlight=False, soft_wrap=False)  # rich folds a pair wider than the terminal
 
 
-def pack(items: list[Text], width: int, *, indent: str = "", gap: str = "  ") -> list[Text]:
-    """`items` as lines of at most `width` cells, `gap` between items on a line, each line starting with
-    `indent`; an item is never split (one wider than a line has a line of its own)."""
+def pack(items: list[Text], width: int, *, indent: str = "", gap: str = "  ", hang: str | None = None) -> list[Text]:
+    """`items` as lines of at most `width` cells, `gap` between items on a line, the first line starting with
+    `indent`, the others with `hang` (default: `indent`); an item is never split (one wider than a line has a
+    line of its own)."""
     lines: list[Text] = []
     line = Text(indent)
     for item in items:
-        if line.cell_len > len(indent) and line.cell_len + len(gap) + item.cell_len > width:
+        start = len(hang if lines and hang is not None else indent)
+        if line.cell_len > start and line.cell_len + len(gap) + item.cell_len > width:
             lines.append(line)
-            line = Text(indent)
-        line.append_text(Text.assemble(gap if line.cell_len > len(indent) else "", item))
-    if line.cell_len > len(indent) or not lines:
+            line = Text(indent if hang is None else hang)
+            start = len(line)
+        line.append_text(Text.assemble(gap if line.cell_len > start else "", item))
+    if line.cell_len > len(hang if lines and hang is not None else indent) or not lines:
         lines.append(line)
     return lines
 
 
-def print_lines(console: Console, lines: list[list[Text]], *, gap: str = "  ") -> None:
-    """Lines of items: each line as it is where it fits (or into a pipe), else broken between its items."""
+def print_lines(console: Console, lines: list[list[Text]], *, gap: str = "  ", indent: str = "",
+                hang: str | None = None) -> None:
+    """Lines of items: each line as it is where it fits (or into a pipe), else broken between its items (its
+    first line starting with `indent`, those it is broken onto with `hang`: `pack`)."""
     for items in lines:
-        joined = Text(gap).join(items)
+        joined = Text.assemble(indent, Text(gap).join(items))
         if not console.is_terminal or joined.cell_len <= console.width:
             console.print(joined, highlight=False, soft_wrap=True)
             continue
-        for line in pack(items, console.width, gap=gap):
+        for line in pack(items, console.width, gap=gap, indent=indent, hang=hang):
             console.print(line, highlight=False, soft_wrap=False)  # rich folds an item wider than the terminal
 
 

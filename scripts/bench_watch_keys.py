@@ -2,12 +2,17 @@
 generated 100k-step run, pressing `s` (smoothing) and `x` (step/time) in turns (BENCHMARKS.md, "watch keys").
 
     .venv/bin/python scripts/bench_watch_keys.py /tmp/watchbench [--old REV]
+    .venv/bin/python scripts/bench_watch_keys.py /tmp/watchbench --rebuilds 12 --old REV [--old REV2]
 
 Per key press: the redraw (`WatchApp.show_state`: charts worked out, tables, header), the charts' drawing
 (`Chart.render`: plotext) and the press itself until the screen is painted again (`pilot.press` and `pilot.pause`, charts drawn included). With
 `--old REV`, the app's redraw, the charts, the chart widget's `show` and the header's step count of that
 git revision (and its chart widget's drawing) are loaded beside the working tree's and the two take turns in
 one process, press by press.
+
+With `--rebuilds N`: no app, no keys; the log's state grows by `--grow` step events N times (a live log), and
+each new version has all four charts worked out (`charts.all_charts`) by the working tree's charts and by each
+`--old` revision's, in turns (the order turned round each time), each with its own curves kept between versions.
 """
 
 from __future__ import annotations
@@ -109,20 +114,59 @@ async def measure(run_dir: Path, sides: dict, presses: int) -> dict[str, dict[st
     return times
 
 
+def measure_rebuilds(path: Path, revs: list[str], rounds: int, grow: int) -> dict[str, list[float]]:
+    """Seconds per `all_charts` of a new version of the state, per side (see the module's docstring)."""
+    import json
+
+    from liverctl.watch import charts
+
+    sides = {"now": charts.all_charts}
+    for i, rev in enumerate(revs):
+        sides[f"old {rev}"] = _load_module(rev, "liverctl/watch/charts.py", f"old_watch_charts_{i}").all_charts
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    steps = [i for i, e in enumerate(events) if e.get("kind") == "step"]
+    first = len(steps) - rounds * grow  # the state starts short of its last rounds x grow steps
+    bounds = [steps[first + r * grow] for r in range(rounds)] + [len(events)]
+    state = RunState("long", clock=lambda: 2e9)
+    state.feed(events[:bounds[0]])
+    settings = charts.ChartSettings()
+    for build in sides.values():  # each side's curves of the first version, as a running app has them
+        build([state], settings)
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for r in range(rounds):
+        state.feed(events[bounds[r]:bounds[r + 1]])
+        order = list(sides) if r % 2 == 0 else list(sides)[::-1]
+        for side in order:
+            t = time.perf_counter()
+            sides[side]([state], settings)
+            times[side].append(time.perf_counter() - t)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--old", help="git revision whose charts.py takes turns with the working tree's")
+    ap.add_argument("--old", action="append", default=[],
+                    help="git revision whose code takes turns with the working tree's (several: --rebuilds only)")
     ap.add_argument("--presses", type=int, default=24)
+    ap.add_argument("--rebuilds", type=int, default=0, help="time N rebuilds of a growing log's charts instead")
+    ap.add_argument("--grow", type=int, default=100, help="step events a rebuild's new version adds")
     args = ap.parse_args()
     run_dir = args.folder / "long"
     run_dir.mkdir(parents=True, exist_ok=True)
     path = write_long_log(run_dir)
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+    if args.rebuilds:
+        for side, values in measure_rebuilds(path, args.old, args.rebuilds, args.grow).items():
+            print(f"  {side:14s} rebuild median {statistics.median(values) * 1000:6.1f} ms  "
+                  f"max {max(values) * 1000:6.1f} ms  ({len(values)} versions)")
+        return
+    if len(args.old) > 1:
+        ap.error("one --old for the keys")
     now = {(app_module.WatchApp, "show_state"): app_module.WatchApp.show_state, (Chart, "show"): Chart.show,
            (Chart, "render"): Chart.render,
            (RunState, "step_in_epoch"): RunState.step_in_epoch}
-    sides = {"old": old_side(args.old), "now": now} if args.old else {"now": now}
+    sides = {"old": old_side(args.old[0]), "now": now} if args.old else {"now": now}
     times = asyncio.run(measure(run_dir, sides, args.presses))
     for side, parts in times.items():
         for what, values in parts.items():

@@ -11,7 +11,7 @@ import typer
 
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
-from liverctl.narrow import print_cut, print_table
+from liverctl.narrow import print_cut, print_lines, print_table
 from liverctl.plural import agree, plural
 
 
@@ -109,9 +109,9 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
         console.print(f"[yellow]{plural(len(damaged), 'run')} with something missing or odd:[/]")
-        for s in damaged:
-            console.print(Text.assemble("  ", (s.name, "bold"), ": ", "; ".join(s.problems)), highlight=False,
-                          soft_wrap=True)
+        for s in damaged:  # on a narrow terminal broken between words (a path or number whole), indented beneath
+            words = [Text(word) for word in "; ".join(s.problems).split(" ")]
+            print_lines(console, [[Text.assemble((s.name, "bold"), ":"), *words]], gap=" ", indent="  ", hang="    ")
 
 
 def _print_endings(summaries) -> None:

@@ -23,9 +23,10 @@ from liverctl.watch.state import RunState
 SMOOTHING = (0.0, 0.6, 0.8, 0.9, 0.95, 0.99)
 X_AXES = ("step", "time")  # global step, or time since the run's start (TensorBoard's "relative")
 # What plotext draws grows with the points it is given. A step curve of a long log (100k steps) keeps its
-# `envelope` over this many columns of its own x range (at most 4 points each), worked out once per version of
-# the state: a spike or dip stays, within 1/SPEC_COLUMNS of the range of where it was (a chart's pixel columns,
-# a few hundred, each hold several). `draw` reduces it again to the chart's own columns. Smoothing uses every point.
+# envelope (`LiveEnvelope`) over SPEC_COLUMNS .. 2 x SPEC_COLUMNS columns of its own x range (at most 4 points
+# each), kept up as the log grows: a spike or dip stays, within 1/SPEC_COLUMNS of the range of where it was (a
+# chart's pixel columns, a few hundred, each hold several). `draw` reduces it again to the chart's own columns
+# (`envelope`). Smoothing uses every point.
 SPEC_COLUMNS = 1000
 DICE_METRICS = (("volume_dice", "volume"), ("slice_dice", "slice"), ("global_dice", "global"))
 # One colour per run when several are overlaid (plotext colour names), and the NaN marks per guard action.
@@ -90,8 +91,15 @@ class ChartSpec:
 
 def ema(values: list[float | None], weight: float) -> list[float | None]:
     """TensorBoard's smoothing: a debiased exponential moving average that steps over missing points."""
+    return ema_on(values, weight)[0]
+
+
+def ema_on(values: list[float | None], weight: float, after: tuple[float, int] = (0.0, 0),
+           ) -> tuple[list[float | None], tuple[float, int]]:
+    """`ema` of `values` going on from `after` (what it returned for the values before them: the same figures as
+    `ema` of all of them), and where it ended."""
     out: list[float | None] = []
-    last, n = 0.0, 0
+    last, n = after
     for v in values:
         if v is None:
             out.append(None)
@@ -99,7 +107,7 @@ def ema(values: list[float | None], weight: float) -> list[float | None]:
         n += 1
         last = last * weight + (1 - weight) * v
         out.append(last / (1 - weight**n) if weight > 0 else v)
-    return out
+    return out, (last, n)
 
 
 def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = None, hi: float | None = None,
@@ -114,13 +122,20 @@ def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = 
     character (a dot may sit in its other half). Columns are plotext's own (`_column`).
     Points in x order (a step or time axis) are split at C speed.
     """
+    idx = envelope_index(xs, ys, columns, lo, hi, cell=cell)
+    return (xs, ys) if idx is None else ([xs[i] for i in idx], [ys[i] for i in idx])
+
+
+def envelope_index(xs: list[float], ys: list[float], columns: int, lo: float | None = None, hi: float | None = None,
+                   *, cell: int = 1) -> list[int] | None:
+    """`envelope`'s points as indices into `xs` and `ys`, in order; None: all of them."""
     n, cells = len(xs), -(-columns // cell)
     if n <= 4 * cells or columns < 2:
-        return xs, ys
+        return None
     lo = min(xs) if lo is None else lo
     hi = max(xs) if hi is None else hi
     if hi <= lo:
-        return xs, ys
+        return None
     scale = (columns - 1) / (hi - lo)
     if xs == sorted(xs):  # C speed; a log's steps and times are in order
         starts = [0]
@@ -135,15 +150,7 @@ def envelope(xs: list[float], ys: list[float], columns: int, lo: float | None = 
     else:  # runs of consecutive points in one cell
         at = [_column(x, lo, scale) // cell for x in xs]
         starts = [0, *(i for i in range(1, n) if at[i] != at[i - 1]), n]
-    idx = _extremes(ys, starts)
-    return [xs[i] for i in idx], [ys[i] for i in idx]
-
-
-def envelope_indices(ys: list[float], parts: int) -> list[int] | None:
-    """`envelope` over the order of the values (`parts` runs of as many points each), as indices into `ys`;
-    None: all of them. For values whose x is worked out only for the points kept (the rates)."""
-    n = len(ys)
-    return None if n <= 4 * parts else _extremes(ys, [n * k // parts for k in range(parts + 1)])
+    return _extremes(ys, starts)
 
 
 def _extremes(ys: list[float], starts: list[int]) -> list[int]:
@@ -153,9 +160,104 @@ def _extremes(ys: list[float], starts: list[int]) -> list[int]:
         if b - a <= 4:
             idx.extend(range(a, b))
             continue
-        part = ys[a:b]  # min, max and index at C speed
-        idx.extend(sorted({a, a + part.index(min(part)), a + part.index(max(part)), b - 1}))
+        idx.extend(sorted(set(_m4(ys, a, b))))
     return idx
+
+
+class LiveEnvelope:
+    """The drawable points of a line that grows at its end (a live log's steps, on one x axis), and its
+    `envelope` over SPEC_COLUMNS .. 2 x SPEC_COLUMNS columns of its x range, both kept between versions of its
+    state: `add` folds only the new points. The columns are buckets of x whose width is a power of two, twice as
+    wide (two merged into one: first of the first, last of the second, the lower low and higher high, the
+    earlier on a tie, as `envelope` picks them) whenever the line grows past 2 x SPEC_COLUMNS of them, so a
+    spike stays within 1/SPEC_COLUMNS of the range of where it was. A line whose x goes back (not a log's
+    steps or times) is reduced anew with `envelope` when asked."""
+
+    def __init__(self) -> None:
+        self.xs: list[float] = []  # the drawable points (`_finite_pairs`), all of them
+        self.ys: list[float] = []
+        self.high: float | None = None  # the highest y
+        self.in_order = True
+        self._lo = 0.0
+        self._width: float | None = None  # of a bucket; None: not reduced yet (few points so far)
+        self._buckets: list[list[int] | None] = []  # [first, lowest, highest, last] indices, by bucket of x
+
+    def add(self, xs: list[float | None], ys: list[float | None]) -> None:
+        xs, ys = _finite_pairs(xs, ys)
+        if not xs:
+            return
+        if (self.xs and xs[0] < self.xs[-1]) or xs != sorted(xs):
+            self.in_order = False
+        start = len(self.xs)
+        self.xs += xs
+        self.ys += ys
+        high = max(ys)
+        self.high = high if self.high is None else max(self.high, high)
+        if self._width is not None and self.in_order:
+            for i in range(start, len(self.xs)):
+                self._fold(i)
+
+    def indices(self) -> list[int] | None:
+        """The points to draw, as indices into `xs` and `ys`, in order; None: all of them."""
+        n = len(self.xs)
+        if n <= 4 * SPEC_COLUMNS:
+            return None
+        if not self.in_order:
+            return envelope_index(self.xs, self.ys, SPEC_COLUMNS)
+        if self._width is None:
+            self._start()
+        return [i for bucket in self._buckets if bucket for i in sorted(set(bucket))]
+
+    def points(self) -> tuple[list[float], list[float]]:
+        idx = self.indices()
+        if idx is None:
+            return list(self.xs), list(self.ys)
+        return [self.xs[i] for i in idx], [self.ys[i] for i in idx]
+
+    def _start(self) -> None:
+        """The buckets of all points so far (x in order), split at C speed."""
+        xs, ys = self.xs, self.ys
+        self._lo, span = xs[0], xs[-1] - xs[0]
+        self._width = math.ldexp(1.0, math.ceil(math.log2(span / (2 * SPEC_COLUMNS)))) if span > 0 else 1.0
+        count = math.floor(span / self._width) + 1
+        starts = [0, *(bisect_left(xs, self._lo + k * self._width) for k in range(1, count)), len(xs)]
+        self._buckets = [None if a == b else _m4(ys, a, b) for a, b in zip(starts, starts[1:], strict=False)]
+        while len(self._buckets) > 2 * SPEC_COLUMNS:
+            self._halve()
+
+    def _fold(self, i: int) -> None:
+        k = max(len(self._buckets) - 1, math.floor((self.xs[i] - self._lo) / self._width))
+        while k >= 2 * SPEC_COLUMNS:
+            self._halve()
+            k = max(len(self._buckets) - 1, math.floor((self.xs[i] - self._lo) / self._width))
+        self._buckets += [None] * (k + 1 - len(self._buckets))
+        bucket, y = self._buckets[k], self.ys[i]
+        if bucket is None:
+            self._buckets[k] = [i, i, i, i]
+            return
+        if y < self.ys[bucket[1]]:
+            bucket[1] = i
+        if y > self.ys[bucket[2]]:
+            bucket[2] = i
+        bucket[3] = i
+
+    def _halve(self) -> None:
+        """Buckets twice as wide: each pair merged into one."""
+        ys, old = self.ys, self._buckets
+        merged: list[list[int] | None] = []
+        for k in range(0, len(old), 2):
+            a, b = old[k], old[k + 1] if k + 1 < len(old) else None
+            if a is None or b is None:
+                merged.append(a or b)
+                continue
+            merged.append([a[0], a[1] if ys[a[1]] <= ys[b[1]] else b[1], a[2] if ys[a[2]] >= ys[b[2]] else b[2], b[3]])
+        self._buckets, self._width = merged, self._width * 2
+
+
+def _m4(ys: list[float], a: int, b: int) -> list[int]:
+    """The indices of the first, lowest, highest and last of `ys[a:b]` (the earliest on a tie), at C speed."""
+    part = ys[a:b]
+    return [a, a + part.index(min(part)), a + part.index(max(part)), b - 1]
 
 
 def _column(x: float, lo: float, scale: float) -> int:
@@ -246,27 +348,80 @@ class _XAxis:
         return (self.by_time, self.per, run.started_ts) if self.by_time else (False,)
 
     def sample_xs(self, run: RunState, samples: list[StepSample]) -> list[float | None]:
-        """`x` of each step sample (in one comprehension: a 100k-step log has as many)."""
-        if not self.by_time:
-            return [None if s.step is None else float(s.step) for s in samples]
-        start, per = run.started_ts, self.per
-        if start is None:
-            return [None] * len(samples)
-        return [None if s.ts is None else (s.ts - start) / per for s in samples]
+        """`x` of each step sample."""
+        return _sample_xs(self.key(run), samples)
+
+
+def _sample_xs(key: tuple, samples: list[StepSample]) -> list[float | None]:
+    """`x` of each step sample on the axis of `key` (`_XAxis.key`), in one comprehension (a 100k-step log has
+    as many)."""
+    if not key[0]:
+        return [None if s.step is None else float(s.step) for s in samples]
+    _, per, start = key
+    if start is None:
+        return [None] * len(samples)
+    return [None if s.ts is None else (s.ts - start) / per for s in samples]
 
 
 class _StepCurves:
     """The step charts of one state, worked out at most once per version of it, x axis and smoothing: a key
-    (s, x) redraws a 100k-step log from these instead of going over every step again (`_step_curves`)."""
+    (s, x) redraws a 100k-step log from these instead of going over every step again (`_step_curves`).
+
+    A new version of a state whose samples only grew (a live log) folds the new samples alone (`grow`): the
+    step lists, x values, the smoothing and each line's envelope (`LiveEnvelope`) go on from where they were.
+    """
 
     def __init__(self, run: RunState):
-        self.samples = [s for s in run.samples if s.loss is not None or s.step in run.nan_steps]
-        self.raw = [None if s.step is not None and s.step in run.nan_steps else s.loss for s in self.samples]
+        self.folded = 0  # run.samples folded so far
+        self.last: StepSample | None = None  # the last of them
+        self.nan_steps = len(run.nan_steps)  # a new NaN step may hide a step folded before: worked out anew
+        self.samples: list[StepSample] = []
+        self.raw: list[float | None] = []
         self._xs: dict[tuple, list[float | None]] = {}
-        self._raw: dict[tuple, tuple[list[float], list[float], float | None]] = {}
-        self._ema: tuple[float, list[float | None]] | None = None  # the last smoothing's (100k values: one kept)
-        self._smoothed: dict[tuple, tuple[list[float], list[float]]] = {}
-        self._rates: dict[str, list[StepSample]] = {}
+        # the last smoothing's values (100k of them: one kept) and where its average stands
+        self._ema: tuple[float, list[float | None], tuple[float, int]] | None = None
+        self._raw: dict[tuple, LiveEnvelope] = {}
+        self._smoothed: dict[tuple, LiveEnvelope] = {}
+        self._rates: dict[str, tuple[list[StepSample], LiveEnvelope]] = {}  # x: the sample's place in the list
+        self._shown: dict[tuple, Any] = {}  # what the charts were given for this version
+        self.grow(run)
+
+    def grows_into(self, run: RunState) -> bool:
+        """Whether `run` holds the samples folded here, and after them only new ones."""
+        n = self.folded
+        return (len(run.nan_steps) == self.nan_steps and len(run.samples) >= n
+                and (n == 0 or run.samples[n - 1] is self.last))
+
+    def grow(self, run: RunState) -> None:
+        """Fold the samples `run` holds beyond those folded (`grows_into`)."""
+        new = run.samples[self.folded:]
+        self.folded, self.last = len(run.samples), run.samples[-1] if run.samples else None
+        self._shown.clear()
+        nan_steps = run.nan_steps
+        kept = [s for s in new if s.loss is not None or s.step in nan_steps]
+        raw = [None if s.step is not None and s.step in nan_steps else s.loss for s in kept]
+        self.samples += kept
+        self.raw += raw
+        smoothed: list[float | None] = []
+        if self._ema is not None:
+            weight, values, after = self._ema
+            smoothed, after = ema_on(raw, weight, after)
+            values += smoothed
+            self._ema = (weight, values, after)
+            self._smoothed = {k: line for k, line in self._smoothed.items() if k[1] == weight}
+        for key, xs in self._xs.items():
+            more = _sample_xs(key, kept)
+            xs += more
+            if key in self._raw:
+                self._raw[key].add(more, raw)
+            if self._ema is not None and (key, self._ema[0]) in self._smoothed:
+                self._smoothed[key, self._ema[0]].add(more, smoothed)
+        for attr, (samples, line) in self._rates.items():
+            values = list(map(attrgetter(attr), new))
+            with_value = new if None not in values else [s for s, v in zip(new, values, strict=True) if v is not None]
+            line.add([float(i) for i in range(len(samples), len(samples) + len(with_value))],
+                     [v for v in values if v is not None])
+            samples += with_value
 
     def xs(self, run: RunState, axis: _XAxis) -> list[float | None]:
         key = axis.key(run)
@@ -275,34 +430,50 @@ class _StepCurves:
         return self._xs[key]
 
     def raw_curve(self, run: RunState, axis: _XAxis) -> tuple[list[float], list[float], float | None]:
-        """The drawable raw losses (their `envelope`), and the highest of them (None: none)."""
+        """The drawable raw losses (their envelope), and the highest of them (None: none)."""
         key = axis.key(run)
-        if key not in self._raw:
-            drawn_x, drawn_raw = _finite_pairs(self.xs(run, axis), self.raw)
-            self._raw[key] = (*envelope(drawn_x, drawn_raw, SPEC_COLUMNS), max(drawn_raw, default=None))
-        return self._raw[key]
+        if ("raw", key) not in self._shown:
+            xs = self.xs(run, axis)
+            if key not in self._raw:
+                self._raw[key] = LiveEnvelope()
+                self._raw[key].add(xs, self.raw)
+            line = self._raw[key]
+            self._shown["raw", key] = (*line.points(), line.high)
+        return self._shown["raw", key]
 
     def smoothed_curve(self, run: RunState, axis: _XAxis, weight: float) -> tuple[list[float], list[float]]:
-        """The drawable smoothed losses (their `envelope`; smoothed over every step)."""
+        """The drawable smoothed losses (their envelope; smoothed over every step)."""
         key = (axis.key(run), weight)
-        if key not in self._smoothed:
-            if self._ema is None or self._ema[0] != weight:
-                self._ema = (weight, ema(self.raw, weight))
-            self._smoothed[key] = envelope(*_finite_pairs(self.xs(run, axis), self._ema[1]), SPEC_COLUMNS)
-        return self._smoothed[key]
+        if ("smoothed", key) not in self._shown:
+            xs = self.xs(run, axis)
+            if key not in self._smoothed:
+                if self._ema is None or self._ema[0] != weight:
+                    self._ema = (weight, *ema_on(self.raw, weight))
+                self._smoothed[key] = LiveEnvelope()
+                self._smoothed[key].add(xs, self._ema[1])
+            self._shown["smoothed", key] = self._smoothed[key].points()
+        return self._shown["smoothed", key]
 
     def rate_samples(self, run: RunState, attr: str) -> list[StepSample]:
         """The step samples with a value of `attr` (nothing is smoothed there), reduced to their envelope in
-        step order (`envelope_indices`) before the x axis is worked out for them."""
-        if attr not in self._rates:
-            values = list(map(attrgetter(attr), run.samples))  # C speed: 100k samples in a long log
-            samples = run.samples
-            if None in values:
-                samples = [s for s, v in zip(samples, values, strict=True) if v is not None]
-                values = [v for v in values if v is not None]
-            idx = envelope_indices(values, SPEC_COLUMNS)
-            self._rates[attr] = list(samples) if idx is None else [samples[i] for i in idx]
-        return self._rates[attr]
+        step order before the x axis is worked out for them."""
+        if ("rate", attr) not in self._shown:
+            if attr not in self._rates:
+                samples = self.all_with(run, attr)
+                line = LiveEnvelope()
+                line.add([float(i) for i in range(len(samples))], list(map(attrgetter(attr), samples)))
+                self._rates[attr] = (samples, line)
+            samples, line = self._rates[attr]
+            idx = line.indices()
+            self._shown["rate", attr] = [samples[int(line.xs[i])] for i in (range(len(line.xs)) if idx is None else idx)]
+        return self._shown["rate", attr]
+
+    @staticmethod
+    def all_with(run: RunState, attr: str) -> list[StepSample]:
+        values = list(map(attrgetter(attr), run.samples))  # C speed: 100k samples in a long log
+        if None not in values:
+            return list(run.samples)
+        return [s for s, v in zip(run.samples, values, strict=True) if v is not None]
 
 
 # state -> (what its step charts were worked out from, the curves): gone with the state (a replaced log, a
@@ -314,7 +485,12 @@ def _step_curves(run: RunState) -> _StepCurves:
     key = (run.version, len(run.samples), len(run.nan_steps))
     cached = _CURVES.get(run)
     if cached is None or cached[0] != key:
-        cached = (key, _StepCurves(run))
+        curves = cached[1] if cached is not None and cached[1].grows_into(run) else None
+        if curves is None:
+            curves = _StepCurves(run)
+        else:
+            curves.grow(run)
+        cached = (key, curves)
         _CURVES[run] = cached
     return cached[1]
 

@@ -173,6 +173,60 @@ def _nan_line(label: str, rec: NanRecord, total_epochs: int | None) -> str:
     return line + (f" · {rec.message}" if rec.message else "")
 
 
+DISMISS_HINT = "[d: dismiss]"
+
+
+def nan_banner_lines(state: RunState, width: int, rows: int = 3) -> list[str]:
+    """The NaN banner on a narrow screen: at most `rows` lines of at most `width` cells, in which what is least
+    needed goes first. The head line keeps "⚠ NaN DETECTED", the count and DISMISS_HINT (the guard's counts go
+    first, then the per-action counts are cut with "…"); each record line keeps where and at which step and what
+    the guard did (its time of day goes first, then its epoch, then the "guard:" label), then its message,
+    continued on a line left spare (a single record) or else cut with "…" at the line's end."""
+    if not state.nans:
+        return []
+    counts = ", ".join(f"{action} {n}" for action, n in state.nan_counts().items())
+    guard = ", ".join(f"{k} {v}" for k, v in state.guard_counts().items())
+    room = width - len(DISMISS_HINT) - 2
+    head = f"⚠ NaN DETECTED: {plural(len(state.nans), 'record')}: {counts}"
+    if guard and len(head) + len(f" · guard: {guard}") <= room:
+        head += f" · guard: {guard}"
+    lines = [f"{_cut(head, room):<{room}}  {DISMISS_HINT}" if room >= 20 else _cut(f"{head}  {DISMISS_HINT}", width)]
+    records = [("first: ", state.nans[0])] + ([("latest:", state.nans[-1])] if len(state.nans) > 1 else [])
+    spare = max(0, rows - len(lines) - len(records))
+    for label, rec in records:
+        when = [f"epoch {rec.epoch_ordinal}" + (f"/{state.total_epochs}" if state.total_epochs else "")
+                if rec.epoch_ordinal is not None else "", "" if rec.step is None else f"step {rec.step}",
+                "" if rec.ts is None else f"at {fmt_clock(rec.ts)}"]
+        action = f"guard: {rec.action}"
+        for shorter in range(4):  # drop the time of day, then the epoch, then the "guard:" label
+            if shorter == 1:
+                when[2] = ""
+            elif shorter == 2 and when[1]:
+                when[0] = ""
+            elif shorter == 3:
+                action = rec.action
+            place = ", ".join(w for w in when if w) or "time unknown"
+            line = f"{label} {rec.where} · {place} · {action}"
+            if len(line) + len(f" · {rec.message}") * bool(rec.message) <= width:
+                break
+        if not rec.message:
+            lines.append(_cut(line, width))
+            continue
+        line += f" · {rec.message}"
+        while len(line) > width and spare:  # the message on into a spare line, broken at a space
+            cut = line.rfind(" ", 0, width + 1)
+            cut = width if cut <= width // 2 else cut
+            lines.append(line[:cut])
+            line, spare = "  " + line[cut:].lstrip(), spare - 1
+        lines.append(_cut(line, width))
+    return lines
+
+
+def _cut(line: str, width: int) -> str:
+    """`line` cut to `width` cells with "…" at its end."""
+    return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
 def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
     """What the NaN banner says: the counts, what the guard did, the first occurrence and the latest."""
     if not state.nans:
@@ -182,7 +236,7 @@ def nan_banner_text(state: RunState, *, dismiss_hint: bool = False) -> str:
     lines = [
         f"⚠ NaN DETECTED: {plural(len(state.nans), 'record')}: {counts}"
         + (f" · guard: {guard}" if guard else "")
-        + ("   [d: dismiss]" if dismiss_hint else ""),
+        + (f"   {DISMISS_HINT}" if dismiss_hint else ""),
         _nan_line("first: ", state.nans[0], state.total_epochs),
     ]
     if len(state.nans) > 1:

@@ -43,10 +43,23 @@ class Chart(PlotextPlot):
 class NanBanner(Static):
     """The red NaN banner at the top; the app shows it on the first NaN and hides it when dismissed."""
 
+    _shown: tuple | None = None  # the state shown, drawn again at the widget's new width on a resize
+
     def show_state(self, state: RunState, *, compact: bool = False) -> None:
-        """`compact` (narrow terminals): one line each, cut with an ellipsis, so the charts keep their room."""
-        text = summary.nan_banner_text(state, dismiss_hint=True)
+        """`compact` (narrow terminals): at most three lines, the widget's width each (`nan_banner_lines`: what
+        happened, at which step, the key that dismisses it kept; the rest cut first), so the charts keep
+        their room. Before the first layout (width 0) the lines whole, cut by the CSS."""
+        self._shown = (state,)
+        width = self.content_size.width
+        if compact and width > 0:
+            text = "\n".join(summary.nan_banner_lines(state, width))
+        else:
+            text = summary.nan_banner_text(state, dismiss_hint=True)
         self.update(Text(text, style="bold", no_wrap=compact, overflow="ellipsis" if compact else "fold"))
+
+    def on_resize(self, event) -> None:  # the screen's class follows its size (`WatchApp._fit_size`)
+        if self._shown is not None:
+            self.show_state(self._shown[0], compact=self.screen.has_class("-narrow"))
 
 
 class RunHeader(Static):

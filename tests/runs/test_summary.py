@@ -518,6 +518,24 @@ def test_why_a_run_ended_is_cut_to_a_narrow_terminal(ended_runs, monkeypatch):
     ], ended
 
 
+def test_what_is_missing_or_odd_is_broken_between_words_on_a_narrow_terminal(ended_runs, monkeypatch):
+    """On a 50-column terminal a run's problem line ran on to 200 columns (printed with soft_wrap): now it is
+    broken between words, indented beneath its run's name, no path or number split, nothing lost."""
+    run = make_run(ended_runs, "a-run-with-a-name-long-enough", status=None, start_ts=1_600_000_000)
+    (run / "checkpoints" / "best.json").unlink()
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
+    lines = runs_on_a_terminal(monkeypatch, ended_runs, 50).splitlines()
+    odd = lines[lines.index("2 runs with something missing or odd:") + 1:]
+    odd = odd[:next((i for i, line in enumerate(odd) if not line.startswith("  ")), len(odd))]
+    assert odd and all(len(line) <= 50 for line in odd), odd
+    assert [line[:4] for line in odd].count("    ") == len(odd) - 2  # beneath each run's first line
+    assert "  a-run-with-a-name-long-enough:" in odd  # the path would not fit beside it: beneath
+    words = " ".join(odd).split()
+    assert "checkpoints/best.pt" in words and "best.json" in words  # whole
+    whole = runs_on_a_terminal(monkeypatch, ended_runs, 1000)
+    assert " ".join(whole.split()).endswith(" ".join(words))  # the same words, in order
+
+
 def test_a_fold_that_failed_is_named_under_its_experiment(tmp_path):
     """An experiment stopped by its fold 1: `runs` said nan_abort in the experiment's row and the fold's, and
     nowhere why. Now the experiment's line gives experiment.json's message and the fold's its run_end message,

@@ -514,6 +514,53 @@ def test_a_spike_a_nan_mark_and_the_last_step_of_a_100k_step_log_stay_on_the_cha
     assert (min(ys), max(ys)) == (44.0, pytest.approx(44.6)) and xs[-1] == 99_999
 
 
+def test_a_new_version_of_a_grown_long_log_goes_over_its_new_steps_only(monkeypatch):
+    """A new version of a live 100k-step log had its four charts worked out from all 100k steps again (the
+    smoothing, every line's envelope): now the new steps are folded into what the last version had, and the
+    charts are those of the whole log worked out afresh, the new steps' spike on them."""
+    from liverctl.watch import charts
+
+    state = long_spiky_state()
+    settings = ChartSettings(smoothing=0.6)
+    charts.all_charts([state], settings)
+    state.samples.extend(StepSample(i, 1e9 + i, 9.0 if i == 100_020 else 0.3, 1e-3, 44.3) for i in range(100_000, 100_050))
+    seen: list[int] = []
+    finite_pairs = charts._finite_pairs
+    monkeypatch.setattr(charts, "_finite_pairs", lambda xs, ys: seen.append(len(xs)) or finite_pairs(xs, ys))
+    grown = charts.all_charts([state], settings)
+    assert seen and max(seen) < 10_000, seen  # was 100,050 (the raw and the smoothed loss)
+    monkeypatch.setattr(charts, "_finite_pairs", finite_pairs)
+    charts._CURVES.clear()
+    fresh = charts.all_charts([state], settings)
+    assert grown == fresh
+    train = grown["loss"].named("train")
+    assert (100_020, 9.0) in zip(train.xs, train.ys, strict=True) and max(train.ys) == 9.0
+
+
+def test_a_live_envelope_grown_in_parts_is_the_envelope_of_the_whole_line():
+    """Grown in parts past twice its columns (its buckets merged in pairs, twice), a `LiveEnvelope` keeps the
+    points one made of the whole line at once keeps: the spike, the first and last point, the lowest and highest."""
+    import random
+
+    from liverctl.watch.charts import SPEC_COLUMNS, LiveEnvelope
+
+    rng = random.Random(7)
+    n = 20 * SPEC_COLUMNS
+    ys = [rng.gauss(0.3, 0.02) + (5.0 if i == 12_345 else 0.0) for i in range(n)]
+    xs = [float(i) for i in range(n)]
+    grown, at = LiveEnvelope(), 0
+    for size in (5 * SPEC_COLUMNS, 7, 3 * SPEC_COLUMNS, 1, 4 * SPEC_COLUMNS, n):
+        grown.add(xs[at:at + size], ys[at:at + size])
+        at += size
+        grown.indices()  # buckets made and kept up from here on
+    whole = LiveEnvelope()
+    whole.add(xs, ys)
+    assert grown.points() == whole.points()
+    kept_x, kept_y = whole.points()
+    assert SPEC_COLUMNS * 4 < len(kept_x) <= 8 * SPEC_COLUMNS and (12_345.0, ys[12_345]) in zip(kept_x, kept_y, strict=True)
+    assert (kept_x[0], kept_x[-1], max(kept_y), min(kept_y)) == (0.0, n - 1.0, max(ys), min(ys))
+
+
 def _braille_rows(text: str) -> list[list[int | str]]:
     """Each character of a plain chart, a braille one as the rows of dots it lights (either half)."""
     rows = (0x01 | 0x08, 0x02 | 0x10, 0x04 | 0x20, 0x40 | 0x80)
@@ -1003,6 +1050,48 @@ async def test_app_at_60x20_under_a_nan_banner_keeps_table_and_checkpoints_on_sc
         for widget in (app.banner, app.header, app.charts["loss"], app.table, app.info):
             # was: charts 18 lines high from line 9, the table at line 27 and the checkpoints at 36 of 20
             assert widget.region.height > 0 and widget.region.bottom <= 19, (widget, widget.region)
+
+
+def painted(widget) -> list[str]:
+    """The lines of `widget` as painted on the screen (padding included, trailing spaces off)."""
+    from textual.geometry import Region
+
+    size = widget.outer_size
+    return [strip.text.rstrip() for strip in widget.render_lines(Region(0, 0, size.width, size.height))]
+
+
+async def test_app_at_80x24_the_nan_banner_keeps_what_happened_where_and_its_key(tmp_path):
+    """At 80 x 24 the banner's lines were cut at the edge: "[d: dismiss]" was off the first line and the guard's
+    message cut with its time of day, epoch and "guard:" still in. Now what is least needed goes first: the
+    key, the count, each record's step and action stay; a single record's message goes on into the line left; a screen made narrower gets it at once."""
+    run = tmp_path / "runs" / "n"
+    run.mkdir(parents=True)
+    (run / "events.jsonl").write_text("".join(realistic_run("n", nan=True, t0=1e9)))
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.banner.display and app.table.row_count > 0)
+        await pilot.pause()
+        head, first, latest = painted(app.banner)
+        assert head.startswith(" ⚠ NaN DETECTED: 8 records: ") and head.endswith("  [d: dismiss]"), head
+        assert first.startswith(" first:  loss · step 1350 · skip_step · non-finite loss"), first
+        assert latest.startswith(" latest: loss · step 1475 · abort · non-finite loss after"), latest
+        assert all(len(line) <= 80 for line in (head, first, latest))
+        await pilot.press("d")
+        assert not app.banner.display
+
+    one = tmp_path / "runs" / "one"
+    s = two_epoch_run()
+    s.add("nan", epoch=2, step=130, where="loss", action="abort", counts={"skipped": 0, "rollbacks": 2},
+          message="non-finite loss after 2 rollbacks: stopping (try bf16 or a smaller lr)")
+    s.write(one / "events.jsonl")
+    app = make_watch_app(one, poll_seconds=3600.0, clock=FakeClock(s.t))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: app.banner.display)
+        await pilot.resize_terminal(80, 24)  # drawn again for its new width, before the next poll
+        await pilot.pause()
+        lines = painted(app.banner)
+        assert len(lines) == 3 and lines[0].endswith("[d: dismiss]") and "step 130 · abort" in lines[1], lines
+        assert " ".join(" ".join(lines[1:]).split()).endswith("stopping (try bf16 or a smaller lr)"), lines
 
 
 def hold_complete_reads(monkeypatch) -> tuple[threading.Event, list[bool]]:
