@@ -442,6 +442,34 @@ def test_rerun_changes_nothing(dataset, tmp_path):
     assert not (tmp_path / ".s.zarr.ingest").exists()
 
 
+def test_each_case_group_metadata_is_read_once_under_the_lock(dataset, tmp_path, monkeypatch):
+    """A rerun read each case's group zarr.json five times: the plan before the lock and again under it, then
+    `complete_cases` at the start and at the end of the build, then the fold deal comparing each fold it had
+    already read. Now once before the lock (the plan that refuses bad input before anything is made) and once
+    under it, for the plan and the build alike; a built case's once as it moves in (it was read again from the
+    store), and a new training case's once more where its fold is written. The stores are the same as before
+    (test_parallel_ingest_equals_serial, test_rerun_changes_nothing)."""
+    import pathlib
+
+    reads: list[str] = []
+    real_read_text = pathlib.Path.read_text
+
+    def counting(path, *args, **kwargs):
+        if path.name == "zarr.json" and path.parent.parent.name in ("cases", "work"):
+            reads.append(path.parent.name)
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", counting)
+    store = tmp_path / "s.zarr"
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ok and len(summary.ingested) == 8
+    assert sorted(reads) == sorted([str(i) for i in range(8)] + [str(i) for i in range(6)])
+    reads.clear()
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ok and len(summary.unchanged) == 8
+    assert sorted(reads) == sorted(2 * [str(i) for i in range(8)])
+
+
 def test_parallel_ingest_equals_serial(tiny_dataset, reference_store, tmp_path):
     summary = ingest_folder(tiny_dataset, store=tmp_path / "p.zarr", workers=2)
     assert summary.ok
