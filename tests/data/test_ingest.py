@@ -702,8 +702,9 @@ def test_a_header_nibabel_fixes_is_a_note_naming_the_file(dataset, tmp_path, cap
     with_header_fields(volume, pixdim=pixdim)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok
-    assert summary.notes == [f"{volume}: nibabel fixed the header as it read it: pixdim[1,2,3] should be non-zero; "
-                             "setting 0 dims to 1"]
+    fixed, qform = summary.notes  # the zero size is the qform's (pixdim), not the sform's: they disagree
+    assert fixed == f"{volume}: nibabel fixed the header as it read it: pixdim[1,2,3] should be non-zero; setting 0 dims to 1"
+    assert qform.startswith(f"{volume}: the header's qform and sform disagree: its qform has voxels of 1 x ")
     assert "pixdim" not in capfd.readouterr().err
     assert LiverStore.open(tmp_path / "s.zarr").meta("0")["spacing"][0] == 1.0
 
