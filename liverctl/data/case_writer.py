@@ -30,6 +30,7 @@ from liverctl.data.nifti import (
     axis_codes,
     grid_difference,
     header_scaling,
+    qform_sform_difference,
     read_nifti_and_sha256,
     short_error,
     volume_geometry,
@@ -209,6 +210,10 @@ def _read_source(path: Path, workers: int, notes: list[str], prefix: str = "") -
     fixes: list[str] = []
     img, data, digest = read_nifti_and_sha256(path, workers=workers, header_fixes=fixes)
     notes.extend(f"{path}: nibabel fixed the header as it read it: {fix}" for fix in dict.fromkeys(fixes))
+    if (difference := qform_sform_difference(img)) is not None:
+        notes.append(f"{path}: the header's qform and sform disagree: its qform {difference}; read by the sform, as "
+                     "nibabel does (tools that read the qform, as ITK-based ones have, place it otherwise: a mask "
+                     "made in one may lie flipped or shifted against its image in the other)")
     attrs = {
         f"{prefix}source": str(path.absolute()),
         f"{prefix}size": fp["size"],

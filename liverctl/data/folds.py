@@ -98,7 +98,8 @@ def set_sources_and_folds(
         updates.setdefault(case_id, {})["fold"] = fold
     changed = False
     for case_id, values in updates.items():
-        if update_attrs(store / CASES_GROUP / case_id, values):
-            changed = True
+        values = {k: v for k, v in values.items() if k not in cases[case_id] or cases[case_id][k] != v}
+        if values and update_attrs(store / CASES_GROUP / case_id, values):  # `cases` is the store's: unchanged
+            changed = True  # values need no read of the case's zarr.json
         cases[case_id].update(values)
     return changed

@@ -47,11 +47,14 @@ from liverctl.data.schema import (
     EVERY_CHUNK,
     IMAGE,
     MAX_FOLDS,
+    METADATA_FILE,
     STORE_FORMAT,
     TEST_FOLD,
     TRAIN,
     read_attrs,
+    read_metadata,
     update_attrs,
+    write_metadata,
 )
 from liverctl.data.slice_index import index_columns, index_matches, retire_index, write_index
 from liverctl.data.sources import CaseFiles
@@ -59,6 +62,7 @@ from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, Source
 from liverctl.data.store import store_bytes
 from liverctl.data.store_check import Damage, case_damage
 from liverctl.data.store_writer import (
+    case_folders,
     check_free_space,
     commit_case,
     complete_cases,
@@ -163,16 +167,18 @@ def ingest_sources(
         raise LiverctlError(f"--workers must be at least 1, not {workers}")
     store_path = Path(store)
 
-    def planned() -> IngestPlan:
-        plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds)
+    def planned(folders: dict[str, dict[str, Any]] | None = None) -> IngestPlan:
+        plan = plan_sources(sources, store_path, liver_labels, layouts, extra_in_folds, folders)
         plan.check()
         return plan
 
     planned()  # bad input is refused before the lock, whose folder would be made beside the store
     with exclusive_work_dir(store_path) as work:
         # planned again (milliseconds) from the store as the ingest before this one left it: names, roles and ids
-        # depend on the sources it records, which an ingest finishing since the check above may have changed
-        plan = planned()
+        # depend on the sources it records, which an ingest finishing since the check above may have changed.
+        # Its case folders are read once under the lock, for the plan and the build alike
+        folders = case_folders(store_path)
+        plan = planned(folders)
         summary = IngestSummary(store=store_path)
         summary.failures.extend(plan.problems)
         summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
@@ -180,7 +186,7 @@ def ingest_sources(
         run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None))
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source
-        run.build(plan, workers)
+        run.build(plan, workers, folders)
         n_folds, fold_seed, dealt_anew = fold_settings(root_before, n_folds, fold_seed)
         if dealt_anew:
             summary.notes.append(dealt_anew)
@@ -238,13 +244,15 @@ class _IngestRun:
     summary: IngestSummary
     progress: ProgressCallback
     existing: dict[str, dict[str, Any]] = field(default_factory=dict)  # complete cases before the run
+    built: dict[str, dict[str, Any]] = field(default_factory=dict)  # cases this run moved in, as moved in
     damaged: dict[str, Damage] = field(default_factory=dict)  # of those, the ones whose files are damaged
     unverified: set[str] = field(default_factory=set)  # of those, the ones whose image lacks EVERY_CHUNK
     owner: dict[str, SourcePlan] = field(default_factory=dict)  # case id -> its source
 
-    def build(self, plan: IngestPlan, workers: int | None) -> None:
-        """Build every changed case of the plan and move each into the store as it finishes."""
-        self.existing = complete_cases(self.store)
+    def build(self, plan: IngestPlan, workers: int | None, folders: dict[str, dict[str, Any]]) -> None:
+        """Build every changed case of the plan and move each into the store as it finishes. `folders`: the
+        store's `case_folders`, read under this run's lock."""
+        self.existing = complete_cases(self.store, folders)
         self._check_existing(plan)
         jobs = self._jobs(plan)
         check_free_space(self.store, [job.case for job in jobs])
@@ -321,10 +329,15 @@ class _IngestRun:
             self.progress("failed", result.case_id, finished, total)
             return
         built = self.work / result.case_id
-        update_attrs(built, case_source_attrs(self.owner[result.case_id], self.existing.get(result.case_id)))
+        meta = read_metadata(built)  # the worker's group, its `complete` written last: read once, here
+        if meta is None or not isinstance(meta.get("attributes"), dict):
+            raise LiverctlError(f"missing or unreadable {METADATA_FILE}", path=built)
+        meta["attributes"].update(case_source_attrs(self.owner[result.case_id], self.existing.get(result.case_id)))
+        write_metadata(built, meta)  # in the work folder: the case enters the store whole (commit_case)
         if not self.summary.ingested:  # the first case this run changes: the index no longer holds
             retire_index(self.store, self.work)
         commit_case(built, self.store, result.case_id, self.work)
+        self.built[result.case_id] = meta["attributes"]
         self.summary.ingested.append(result.case_id)
         self.summary.bytes_read += result.bytes_read
         self.progress("case", result.case_id, finished, total)
@@ -335,7 +348,9 @@ class _IngestRun:
     ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
         """Folds, slice index and root attributes, each written only where it changed. Returns the complete
         cases' attributes and the index columns."""
-        cases = complete_cases(self.store)
+        # the store's complete cases: those found by `build` (each group's zarr.json read once per run), with the
+        # ones this run moved in as moved in, in id order as complete_cases gives them
+        cases = dict(sorted({**self.existing, **self.built}.items()))
         records = {r["name"]: r for r in plan.records}
         changed |= bool(self.summary.ingested)
         changed |= set_sources_and_folds(

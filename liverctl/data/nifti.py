@@ -235,9 +235,9 @@ def axis_codes(affine) -> str | None:
     return None if None in codes else "".join(codes)
 
 
-def grid_difference(affine: np.ndarray, other: np.ndarray) -> str | None:
-    """How `other` (a label's affine) places voxels differently from `affine` (its volume's), in words; None
-    where they agree (within 1e-3 mm, or 0.01 % of a voxel size). Shape: both (4, 4)."""
+def grid_difference(affine: np.ndarray, other: np.ndarray, whose: str = "the volume's") -> str | None:
+    """How `other` (a label's affine) places voxels differently from `affine` (its volume's, `whose`), in words;
+    None where they agree (within 1e-3 mm, or 0.01 % of a voxel size). Shape: both (4, 4)."""
     affine, other = np.asarray(affine, dtype=np.float64), np.asarray(other, dtype=np.float64)
     if not np.isfinite(other).all():
         return "holds NaN or infinity"
@@ -247,13 +247,33 @@ def grid_difference(affine: np.ndarray, other: np.ndarray) -> str | None:
     if theirs is None:
         return "is singular (an axis has no direction)"
     if ours is None:
-        return f"orients the axes {theirs} where the volume's is singular (an axis has no direction)"
+        return f"orients the axes {theirs} where {whose} is singular (an axis has no direction)"
     if ours != theirs:
-        return f"orients the axes {theirs} where the volume's are {ours}"
+        return f"orients the axes {theirs} where {whose} are {ours}"
     zooms = np.sqrt((other[:3, :3] ** 2).sum(axis=0)), np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if not np.allclose(*zooms, rtol=1e-3):
-        return f"has voxels of {_mm(zooms[0])} mm where the volume's are {_mm(zooms[1])} mm"
-    return f"is shifted by {float(np.abs(other[:3, 3] - affine[:3, 3]).max()):.3g} mm from the volume's"
+        return f"has voxels of {_mm(zooms[0])} mm where {whose} are {_mm(zooms[1])} mm"
+    shift = float(np.abs(other[:3, 3] - affine[:3, 3]).max())
+    if shift <= 1e-3:  # the same origin and axis codes, yet other directions
+        return f"turns or shears the axes otherwise than {whose} (same origin and axis codes)"
+    return f"is shifted by {shift:.3g} mm from {whose}"
+
+
+def qform_sform_difference(img) -> str | None:
+    """How a header's qform places the voxels otherwise than its sform, in words (`grid_difference`), where both
+    are set (codes > 0) and they disagree; None otherwise. nibabel (and so liverctl) reads by the sform; other
+    tools may read by the qform (ITK-based ones have preferred it), so a mask made or viewed with one of them can
+    lie flipped or shifted against its image: ingest says so (`liverctl.data.case_writer`)."""
+    header = img.header
+    if header["qform_code"] <= 0 or header["sform_code"] <= 0:
+        return None
+    try:
+        qform, sform = header.get_qform(), header.get_sform()
+    except Exception:  # a quaternion nibabel cannot turn into a matrix: the header is damaged
+        return "cannot be turned into an affine"
+    if not np.isfinite(sform).all():  # said by finite_affine, which refuses the file
+        return None
+    return grid_difference(sform, qform, "the sform's")
 
 
 def _mm(zooms: np.ndarray) -> str:

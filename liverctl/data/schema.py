@@ -156,7 +156,24 @@ def write_metadata(node_dir: Path, meta: dict[str, Any]) -> None:
     """Write a node's `zarr.json` in place (for nodes in ingest's work folder, which enter the store whole;
     `update_attrs` for nodes already in the store)."""
     Path(node_dir).mkdir(parents=True, exist_ok=True)
-    (Path(node_dir) / METADATA_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False))
+    (Path(node_dir) / METADATA_FILE).write_text(metadata_text(meta))
+
+
+def metadata_text(meta: dict[str, Any]) -> str:
+    """A `zarr.json`'s text: JSON indented by 2 as zarr-python writes it, but a list of plain values on one line
+    (`chunk_bytes`, `liver_pixels_per_slice`: one per slice; one number a line made 500 lines per array).
+    NaN and infinity are refused (JSON has none)."""
+    return _json_text(json.loads(json.dumps(meta, allow_nan=False)), "")  # keys as JSON makes them (strings)
+
+
+def _json_text(value: Any, indent: str) -> str:
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{json.dumps(key)}: {_json_text(item, inner)}" for key, item in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        return "[\n" + ",\n".join(inner + _json_text(item, inner) for item in value) + f"\n{indent}]"
+    return json.dumps(value)  # a plain value, an empty object, a list of plain values: one line
 
 
 def slice_encoder() -> Callable[[np.ndarray], bytes]:
@@ -324,7 +341,7 @@ def _replace_metadata(node_dir: Path, meta: dict[str, Any]) -> None:
     from liverctl.files import write_atomic
 
     path = Path(node_dir) / METADATA_FILE
-    write_atomic(path, json.dumps(meta, indent=2), what=f"store metadata {path.name}")
+    write_atomic(path, metadata_text(meta), what=f"store metadata {path.name}")
 
 
 def is_group(node_dir: Path) -> bool:

@@ -88,18 +88,23 @@ def _lock(base: Path, store: Path, tries: int = 5):
                         "another `liverctl ingest` starting and ending on this store again and again?", path=store)
 
 
-def complete_cases(store: Path) -> dict[str, dict[str, Any]]:
-    """Attributes of every complete case; removes case folders that are not complete."""
-    cases: dict[str, dict[str, Any]] = {}
+def case_folders(store: Path) -> dict[str, dict[str, Any]]:
+    """Attributes of every case folder of the store, complete or not ({} for one whose zarr.json is unreadable),
+    by id in id order; reads each group's zarr.json once and changes nothing."""
     cases_dir = store / CASES_GROUP
-    for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
-        if not entry.is_dir():
-            continue
-        attrs = read_attrs(entry)
+    entries = sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []
+    return {entry.name: read_attrs(entry) for entry in entries if entry.is_dir()}
+
+
+def complete_cases(store: Path, folders: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Attributes of every complete case; removes case folders that are not complete. `folders`: the store's
+    `case_folders`, where already read (under the same lock: nothing has changed them since)."""
+    cases: dict[str, dict[str, Any]] = {}
+    for name, attrs in (case_folders(store) if folders is None else folders).items():
         if attrs.get("complete") is True:
-            cases[entry.name] = attrs
+            cases[name] = attrs
         else:  # never written by ingest (which renames whole cases in), but never trust a partial case
-            shutil.rmtree(entry)
+            shutil.rmtree(store / CASES_GROUP / name)
     return cases
 
 

@@ -175,8 +175,11 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
                        qform_code=0)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok and len(summary.ingested) == 9
-    notes = dict(line.split(": the label's affine ", 1) for line in summary.notes)
+    notes = dict(line.split(": the label's affine ", 1) for line in summary.notes if ": the label's affine " in line)
     assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "12345"]
+    (header,) = (line for line in summary.notes if ": the label's affine " not in line)  # its qform is still set
+    assert header.startswith(f"{seg / 'segmentation-5.nii.gz'}: the header's qform and sform disagree: its qform "
+                             "orients the axes LPS where the sform's is singular")
     assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
         "orients the axes RAS where the volume's are LPS (volume-1.nii.gz); its voxels were paired with the "
         "volume's as stored, index for index"
@@ -190,6 +193,56 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
         f"{spacing[0]:.3g} x {spacing[1]:.3g} x {spacing[2]:.3g} mm"
     )
     assert LiverStore.open(tmp_path / "s.zarr").meta("1")["liver_voxels"] > 0
+
+
+def placed(path: Path, qform: np.ndarray | None, sform: np.ndarray | None) -> Path:
+    """Save `path` again with this qform and sform (None: its code 0)."""
+    img = nib.load(path)
+    img = nib.Nifti1Image(np.asarray(img.dataobj), None, header=img.header)
+    img.set_qform(qform, code=0 if qform is None else 1)
+    img.set_sform(sform, code=0 if sform is None else 1)
+    nib.save(img, str(path))
+    return path
+
+
+def test_a_header_whose_qform_and_sform_disagree_gets_a_note_and_a_label_read_otherwise_one_too(dataset, tmp_path):
+    """Both set but apart (a flip, a shift, another voxel size): nibabel reads by the sform without a word, where
+    ITK-based tools have read by the qform: a mask flipped against its image in one of them. One note per such
+    file; none where they agree (the synth files: both set, the same). A label whose qform/sform choice places it
+    otherwise than its volume is still the grid check's (`grid_difference` of nibabel's affines)."""
+    vol, seg = dataset / "train" / "volume", dataset / "train" / "segmentation"
+    grid = {case: nib.load(vol / f"volume-{case}.nii.gz").affine for case in "01234"}
+    flip, shift = np.diag([-1.0, 1.0, 1.0, 1.0]), np.eye(4)
+    shift[1, 3] = 5.0
+    zooms = nib.load(vol / "volume-2.nii.gz").header.get_zooms()
+    z2 = (zooms[0], zooms[1], 2 * zooms[2])
+
+    def mm(z):
+        return " x ".join(f"{v:.3g}" for v in z)
+
+    placed(vol / "volume-0.nii.gz", grid["0"] @ flip, grid["0"])  # qform flipped: the label agrees with the sform
+    placed(vol / "volume-1.nii.gz", shift @ grid["1"], grid["1"])
+    placed(vol / "volume-2.nii.gz", grid["2"] @ np.diag([1.0, 1.0, 2.0, 1.0]), grid["2"])
+    placed(seg / "segmentation-3.nii.gz", grid["3"], grid["3"] @ flip)  # its qform is the volume's, its sform not
+    placed(vol / "volume-4.nii.gz", grid["4"], grid["4"] @ flip)  # read by the flipped sform, its label by the
+    placed(seg / "segmentation-4.nii.gz", grid["4"], None)  # qform alone: both qforms agree, nibabel's reads not
+    summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
+    assert summary.ok and len(summary.ingested) == 8
+    said = [line.split(": ", 1) for line in summary.notes]
+    disagree = {path: text.split("; ")[0] for path, text in said if "qform and sform disagree" in text}
+    prefix = "the header's qform and sform disagree: its qform "
+    assert nib.aff2axcodes(grid["0"]) == tuple("LPS")  # the synth files'
+    assert disagree == {
+        str(vol / "volume-0.nii.gz"): prefix + "orients the axes RPS where the sform's are LPS",
+        str(vol / "volume-1.nii.gz"): prefix + "is shifted by 5 mm from the sform's",
+        str(vol / "volume-2.nii.gz"): prefix + f"has voxels of {mm(z2)} mm where the sform's are {mm(zooms)} mm",
+        str(seg / "segmentation-3.nii.gz"): prefix + "orients the axes LPS where the sform's are RPS",
+        str(vol / "volume-4.nii.gz"): prefix + "orients the axes LPS where the sform's are RPS",
+    }
+    assert all("; read by the sform, as nibabel does (" in text for _, text in said if "qform and sform" in text)
+    grids = sorted(path for path, text in said if text.startswith("the label's affine"))
+    assert grids == [str(seg / "segmentation-3.nii.gz"), str(seg / "segmentation-4.nii.gz")]
+    assert len(summary.notes) == len(disagree) + len(grids)
 
 
 def test_a_volume_with_a_singular_affine_gets_a_note_of_its_own(dataset, tmp_path):
@@ -387,6 +440,34 @@ def test_rerun_changes_nothing(dataset, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before  # not even rewritten
     assert store_content(store) == content
     assert not (tmp_path / ".s.zarr.ingest").exists()
+
+
+def test_each_case_group_metadata_is_read_once_under_the_lock(dataset, tmp_path, monkeypatch):
+    """A rerun read each case's group zarr.json five times: the plan before the lock and again under it, then
+    `complete_cases` at the start and at the end of the build, then the fold deal comparing each fold it had
+    already read. Now once before the lock (the plan that refuses bad input before anything is made) and once
+    under it, for the plan and the build alike; a built case's once as it moves in (it was read again from the
+    store), and a new training case's once more where its fold is written. The stores are the same as before
+    (test_parallel_ingest_equals_serial, test_rerun_changes_nothing)."""
+    import pathlib
+
+    reads: list[str] = []
+    real_read_text = pathlib.Path.read_text
+
+    def counting(path, *args, **kwargs):
+        if path.name == "zarr.json" and path.parent.parent.name in ("cases", "work"):
+            reads.append(path.parent.name)
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", counting)
+    store = tmp_path / "s.zarr"
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ok and len(summary.ingested) == 8
+    assert sorted(reads) == sorted([str(i) for i in range(8)] + [str(i) for i in range(6)])
+    reads.clear()
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert summary.ok and len(summary.unchanged) == 8
+    assert sorted(reads) == sorted(2 * [str(i) for i in range(8)])
 
 
 def test_parallel_ingest_equals_serial(tiny_dataset, reference_store, tmp_path):
@@ -621,8 +702,9 @@ def test_a_header_nibabel_fixes_is_a_note_naming_the_file(dataset, tmp_path, cap
     with_header_fields(volume, pixdim=pixdim)
     summary = ingest_folder(dataset, store=tmp_path / "s.zarr", workers=1)
     assert summary.ok
-    assert summary.notes == [f"{volume}: nibabel fixed the header as it read it: pixdim[1,2,3] should be non-zero; "
-                             "setting 0 dims to 1"]
+    fixed, qform = summary.notes  # the zero size is the qform's (pixdim), not the sform's: they disagree
+    assert fixed == f"{volume}: nibabel fixed the header as it read it: pixdim[1,2,3] should be non-zero; setting 0 dims to 1"
+    assert qform.startswith(f"{volume}: the header's qform and sform disagree: its qform has voxels of 1 x ")
     assert "pixdim" not in capfd.readouterr().err
     assert LiverStore.open(tmp_path / "s.zarr").meta("0")["spacing"][0] == 1.0
 

@@ -419,3 +419,21 @@ def test_grid_difference_of_a_singular_affine_is_words_not_a_type_error():
     assert nifti.grid_difference(singular, ras) == (
         "orients the axes RAS where the volume's is singular (an axis has no direction)"
     )
+
+
+def test_qform_sform_difference_says_only_a_real_disagreement():
+    """Both set and the same (the real CT with its sform copied into its qform, a float32 quaternion): nothing; a
+    turn without a shift is said as such (it read 'is shifted by 0 mm')."""
+    from conftest import REAL_DATA
+
+    path = REAL_DATA / "totalseg-dicom20" / "ct.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"real CT samples not found in {REAL_DATA}")
+    img = nib.load(path)
+    assert nifti.qform_sform_difference(img) is None  # qform_code 0, as written
+    img.set_qform(img.header.get_sform(), code=1)
+    assert img.header["qform_code"] == 1 and nifti.qform_sform_difference(img) is None
+    c, s = np.cos(0.2), np.sin(0.2)
+    turned = img.header.get_sform() @ np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    img.set_qform(turned, code=1)
+    assert nifti.qform_sform_difference(img) == "turns or shears the axes otherwise than the sform's (same origin and axis codes)"

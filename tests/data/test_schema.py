@@ -79,3 +79,23 @@ def test_a_new_store_is_made_without_deleting_a_folder_on_the_way(tmp_path, monk
     root = zarr.open_group(str(store), mode="r")
     assert dict(root.attrs) == {"format": schema.STORE_FORMAT}
     assert list(root.group_keys()) == [schema.CASES_GROUP]
+
+
+def test_a_list_per_slice_is_one_line_of_zarr_json_that_zarr_python_reads(tmp_path):
+    """`chunk_bytes` (and a case's `liver_pixels_per_slice`) went one number a line: 500 slices, 500 lines per
+    array. A list of plain values is one line now, the rest indented as before; zarr-python reads it all."""
+    sizes = list(range(60_000, 60_500))
+    meta = schema.slice_array_metadata((4, 4, 500), np.float16)
+    meta["attributes"][schema.CHUNK_BYTES] = sizes
+    schema.write_metadata(tmp_path / "s" / "a", meta)
+    schema.create_group(tmp_path / "s", {"liver_pixels_per_slice": [0] * 500})
+    assert schema.update_attrs(tmp_path / "s", {"fold": 1, "liver_pixels_per_slice": [1] * 500})
+    for node, expected in ((tmp_path / "s" / "a", meta), (tmp_path / "s", None)):
+        text = (node / "zarr.json").read_text()
+        assert text.count("\n") < 50, node  # was over 500
+        if expected is not None:
+            assert json.loads(text) == expected and '"shape": [4, 4, 500]' in text
+    array = zarr.open_array(str(tmp_path / "s" / "a"), mode="r")
+    assert array.shape == (4, 4, 500) and array.attrs[schema.CHUNK_BYTES] == sizes
+    group = zarr.open_group(str(tmp_path / "s"), mode="r")
+    assert group.attrs["liver_pixels_per_slice"] == [1] * 500 and group.attrs["fold"] == 1

@@ -169,6 +169,51 @@ def test_lits_pairs_by_number_across_batch_folders(tmp_path):
     assert found.label_names is None  # LiTS names no labels: --liver-labels is needed
 
 
+def test_nifti_files_a_layout_does_not_take_are_named_not_dropped_silently(tmp_path):
+    """LiTS took only volume-N / segmentation-N / test-volume-N and the Decathlon's lists only what they name:
+    a renamed or extra NIfTI file (and in LiTS any other file) went unsaid; so did a TotalSegmentator folder
+    whose CT is named otherwise. One note per folder; none for the layouts as published."""
+    root = lits(tmp_path / "l")
+    assert find_source(root).skipped == []
+    touch(root / "Training Batch 1" / "volume_5.nii")
+    touch(root / "Training Batch 1" / "liver-5.nii.gz")
+    touch(root / "Training Batch 1" / "notes.txt")
+    touch(root / "ct.nii.gz")
+    (root / "old.nii").mkdir()  # a folder named like NIfTI: no batch folder
+    touch(root / "old.nii" / "volume-9.nii")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["0", "1", "2", "test-volume-0"] and not found.problems
+    names = "volume-N, segmentation-N or test-volume-N (.nii, .nii.gz)"
+    assert found.skipped == [
+        f"{root}: 1 file that is not NIfTI (.nii, .nii.gz) left out: old.nii (a folder)",
+        f"{root}: 1 file that is not named {names} left out: ct.nii.gz",
+        f"{root / 'Training Batch 1'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: notes.txt",
+        f"{root / 'Training Batch 1'}: 2 files that are not named {names} left out: liver-5.nii.gz, volume_5.nii",
+    ]
+    root = decathlon(tmp_path / "d")
+    assert find_source(root).skipped == []
+    touch(root / "imagesTr" / "liver_2.nii.gz")
+    touch(root / "labelsTr" / "liver_2.nii.gz")
+    touch(root / "imagesTs" / "liver_6.nii.gz")
+    touch(root / "labelsTr" / "liver_0.json")  # the lists name the cases: other files are nobody's business
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["liver_0", "liver_1", "liver_5"]
+    assert found.skipped == [
+        f"{root / 'imagesTr'}: 1 file that is not listed in dataset.json left out: liver_2.nii.gz",
+        f"{root / 'labelsTr'}: 1 file that is not listed in dataset.json left out: liver_2.nii.gz",
+        f"{root / 'imagesTs'}: 1 file that is not listed in dataset.json left out: liver_6.nii.gz",
+    ]
+    root = totalseg(tmp_path / "t")
+    touch(root / "notes" / "readme.txt")  # a folder without NIfTI is no case and no note
+    assert find_source(root).skipped == []
+    touch(root / "s0002" / "CT.nii.gz")
+    touch(root / "s0002" / "segmentations" / "liver.nii.gz")
+    touch(root / "s0003" / "segmentations" / "liver.nii.gz")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["s0000", "s0001"] and not found.problems
+    assert found.skipped == [f"{root}: 2 folders that are without ct.nii.gz or ct.nii left out: s0002, s0003"]
+
+
 def test_lits_segmentation_without_volume_is_a_problem(tmp_path):
     lits(tmp_path)
     lonely = touch(tmp_path / "Training Batch 2" / "segmentation-7.nii")

@@ -110,10 +110,15 @@ def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
     others = [p.name for p in visible if not is_nifti_name(p) and p.is_file()]
     others += [f"{p.name} (a folder)" for p in visible if is_nifti_name(p) and p.is_dir()]
     if skipped is not None and others:
-        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        skipped.append(f"{folder}: {plural(len(others), 'file')} that {agree(len(others), 'is', 'are')} not NIfTI "
-                       f"(.nii, .nii.gz) left out: {shown}")
+        skipped.append(left_out_note(folder, others, "not NIfTI (.nii, .nii.gz)"))
     return [p for p in visible if is_nifti_name(p) and not p.is_dir()]
+
+
+def left_out_note(where: Path, names: list[str], why: str, noun: str = "file") -> str:
+    """One line naming what a layout leaves out of `where` (the first three `names`) and `why` ("not NIfTI ...",
+    "not named ..."): a user's renamed or extra file is said, not dropped without a word."""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{where}: {plural(len(names), noun)} that {agree(len(names), 'is', 'are')} {why} left out: {shown}"
 
 
 def check_id(case_id: str, path: Path, problems: Problems) -> bool:

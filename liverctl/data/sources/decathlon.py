@@ -5,13 +5,14 @@
                              "test": ["./imagesTs/liver_132.nii.gz"]
     TASK/imagesTr/liver_0.nii.gz, TASK/labelsTr/liver_0.nii.gz, TASK/imagesTs/liver_132.nii.gz
 
-The train and test lists of dataset.json say which files are cases (without them, imagesTr/ and
-labelsTr/ pair by file name and imagesTs/ holds the test volumes); a case id is the image's file name
-without `.nii.gz`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
+The train and test lists of dataset.json say which files are cases (a NIfTI file in their folders that they
+do not list gets a note; without them, imagesTr/ and labelsTr/ pair by file name and imagesTs/ holds the test
+volumes); a case id is the image's file name without `.nii.gz`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from liverctl.data.sources.common import (
     DataLayout,
     case_id_from_name,
     index_by_id,
+    left_out_note,
     nifti_files,
     pair_cases,
 )
@@ -65,6 +67,7 @@ def find(root: Path) -> DataLayout:
         volumes = index_by_id(volume_files, problems)
         labels = {case_id_from_name(v.name): lab for v, lab in zip(volume_files, label_files, strict=True)}
         labels = {k: v for k, v in labels.items() if k in volumes}
+        _unlisted(root, ("imagesTr", "labelsTr"), volume_files + label_files, layout.skipped)
     else:
         if training is not None:  # a list someone's tool wrote as something else: said, not silently passed over
             layout.skipped.append(f'{root / DATASET_JSON}: "training" is {_kind(training)}, not a list of cases: '
@@ -74,6 +77,7 @@ def find(root: Path) -> DataLayout:
     test_list = (payload or {}).get("test")
     if isinstance(test_list, list):
         test_files = list(dict.fromkeys(p for p in (_listed(root, e, problems) for e in test_list) if p is not None))
+        _unlisted(root, ("imagesTs",), test_files, layout.skipped)
     else:
         if test_list is not None:
             layout.skipped.append(f'{root / DATASET_JSON}: "test" is {_kind(test_list)}, not a list of files: the '
@@ -81,6 +85,16 @@ def find(root: Path) -> DataLayout:
         test_files = nifti_files(root / "imagesTs", layout.skipped)
     pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))
     return layout
+
+
+def _unlisted(root: Path, folders: tuple[str, ...], listed: list[Path], skipped: list[str]) -> None:
+    """A note per folder naming its NIfTI files that dataset.json's list (`listed`) does not name: a case added to
+    the folder but not to the list was left out without a word."""
+    named = {os.path.normpath(p) for p in listed}
+    for folder in folders:
+        others = [p.name for p in nifti_files(root / folder) if os.path.normpath(p) not in named]
+        if others:
+            skipped.append(left_out_note(root / folder, others, f"not listed in {DATASET_JSON}"))
 
 
 def _kind(value: Any) -> str:

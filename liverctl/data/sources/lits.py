@@ -12,25 +12,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.data.sources.common import DataLayout, index_by_id, is_nifti_name, pair_cases
+from liverctl.data.sources.common import (
+    DataLayout,
+    index_by_id,
+    is_nifti_name,
+    left_out_note,
+    nifti_files,
+    pair_cases,
+)
 
 NAME = "lits"
 DESCRIPTION = "lits (volume-N.nii + segmentation-N.nii, flat or in batch folders)"
 _DEPTH = 2  # the folder itself and batch folders inside it
+_NAMES = "volume-N, segmentation-N or test-volume-N (.nii, .nii.gz)"
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path, skipped: list[str] | None = None) -> list[Path]:
+    """The NIfTI files of the folder and its batch folders (`nifti_files`: other files named in `skipped`), and
+    in `skipped` a note per folder naming its NIfTI files that are no volume-N, segmentation-N or test-volume-N
+    (a renamed or extra file was left out without a word)."""
     found, level = [], [root]
     for _ in range(_DEPTH):
         nxt = []
         for folder in level:
-            for p in sorted(folder.iterdir()):
-                if p.name.startswith("."):
-                    continue
-                if p.is_dir():
-                    nxt.append(p)
-                elif is_nifti_name(p):
-                    found.append(p)
+            nxt += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_nifti_name(p))
+            files = nifti_files(folder, skipped)
+            unnamed = [p.name for p in files if _kind(p) is None]
+            if skipped is not None and unnamed:
+                skipped.append(left_out_note(folder, unnamed, f"not named {_NAMES}"))
+            found += files
         level = nxt
     return found
 
@@ -54,7 +64,7 @@ def looks_like(root: Path) -> bool:
 def find(root: Path) -> DataLayout:
     layout = DataLayout(root=root, layout=NAME)
     files: dict[str | None, list[Path]] = {}
-    for path in _files(root):
+    for path in _files(root, layout.skipped):
         files.setdefault(_kind(path), []).append(path)
     pair_cases(
         layout,

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.data.schema import CASES_GROUP, TEST, read_attrs
+from liverctl.data.schema import TEST, read_attrs
 from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
+from liverctl.data.store_writer import case_folders
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
 
@@ -112,15 +113,13 @@ def _per_source(spec: Any, name: str | None) -> tuple[Any, bool]:
     return spec.get(None), False
 
 
-def _read_store(store: Path) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
-    """(source records, case id -> source name (None: from before sources existed)) of a store."""
+def _read_store(store: Path, folders: dict[str, dict[str, Any]] | None = None
+                ) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
+    """(source records, case id -> source name (None: from before sources existed)) of a store. `folders`: its
+    `case_folders`, where already read."""
     root = read_attrs(store)
-    cases: dict[str, str | None] = {}
-    cases_dir = store / CASES_GROUP
-    for entry in sorted(cases_dir.iterdir()) if cases_dir.is_dir() else []:
-        attrs = read_attrs(entry)
-        if attrs.get("complete") is True:
-            cases[entry.name] = attrs.get("source_name")
+    folders = case_folders(store) if folders is None else folders
+    cases = {name: attrs.get("source_name") for name, attrs in folders.items() if attrs.get("complete") is True}
     records = [r for r in root.get("sources") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)]
     return records, cases
 
@@ -196,8 +195,10 @@ def plan_sources(
     liver_labels: LabelSpec = None,
     layouts: LayoutSpec = None,
     extra_in_folds: bool = False,
+    folders: dict[str, dict[str, Any]] | None = None,
 ) -> IngestPlan:
-    """Plan the ingest of `sources` into `store` (module docstring); writes nothing.
+    """Plan the ingest of `sources` into `store` (module docstring); writes nothing. `folders`: the store's case
+    folders (`store_writer.case_folders`), where the caller has read them.
 
     Raises `LiverctlError` for a missing source folder, one whose layout is not recognised, a source
     given twice or a name used twice; problems of whole sources are in `SourcePlan.error` (see
@@ -209,7 +210,7 @@ def plan_sources(
     for key in (layouts or {}) if isinstance(layouts, Mapping) else ():
         if key is not None and key not in {n for n, _ in specs}:
             raise LiverctlError(f"--layout {key}=...: no source is named {key!r} (name one with {key}=PATH)")
-    planner = _Planner(*_read_store(Path(store)))
+    planner = _Planner(*_read_store(Path(store), folders))
     seen_paths: dict[str, str] = {}
     for explicit, path in specs:
         resolved = str(Path(path).resolve())

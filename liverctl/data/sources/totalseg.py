@@ -7,14 +7,15 @@
 and the flat form of its test files: `DATA/<case>/ct.nii.gz` beside `DATA/<case>/liver.nii.gz`. A case id
 is the subject folder's name. Every subject is a training case (the dataset has no unlabelled test
 scans); one whose scan misses the liver has an empty mask and is ingested as such. A subject folder with
-a CT and no liver mask, or with both forms of the mask, is a problem of its own and the others go on.
+a CT and no liver mask, or with both forms of the mask, is a problem of its own and the others go on; one with
+NIfTI files but no ct.nii.gz (a renamed CT) gets a note.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.data.sources.common import DataLayout, check_id
+from liverctl.data.sources.common import DataLayout, check_id, left_out_note, nifti_files
 from liverctl.errors import LiverctlError
 
 NAME = "totalseg"
@@ -40,9 +41,12 @@ def looks_like(root: Path) -> bool:
 
 def find(root: Path) -> DataLayout:
     layout = DataLayout(root=root, layout=NAME, label_names={LIVER: "liver"}, labels_named_by=LABELS_NAMED_BY)
+    no_ct = []
     for folder in _subjects(root):
         ct = _first_file(folder, "ct")
-        if ct is None:
+        if ct is None:  # a folder of notes is no case; one with NIfTI files but no ct.nii.gz is said
+            if nifti_files(folder) or nifti_files(folder / "segmentations"):
+                no_ct.append(folder.name)
             continue
         masks = [p for p in (_first_file(folder / "segmentations", "liver"), _first_file(folder, "liver")) if p]
         if not masks:
@@ -56,4 +60,6 @@ def find(root: Path) -> DataLayout:
             )
         elif check_id(folder.name, folder, layout.problems):
             layout.add_training_case(folder.name, ct, masks[0])
+    if no_ct:
+        layout.skipped.append(left_out_note(root, no_ct, "without ct.nii.gz or ct.nii", "folder"))
     return layout
