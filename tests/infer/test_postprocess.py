@@ -84,7 +84,11 @@ def test_chained_steps_apply_in_order():
     ("spec", "fragment"),
     [("largets", "did you mean 'largest'"), ("min-size", "positive voxel count"), ("min-size:x", "positive"),
      ("largest:3", "takes no argument"), ("auto", "must be resolved"),
-     ("largest++fill", "has an empty step; join steps with one '+'"), ("", "has an empty step")],
+     ("largest++fill", "has an empty step; join steps with one '+'"), ("", "has an empty step"),
+     # no voxel count: more than an array holds (one of 10^23 voxels emptied every mask), a digit int() refuses,
+     # more digits than int() reads (both a ValueError traceback)
+     ("min-size:99999999999999999999999", "positive voxel count below 2^63"),
+     (f"min-size:{2**63}", "below 2^63"), ("min-size:\u00b2", "below 2^63"), ("min-size:" + "9" * 5000, "below 2^63")],
 )
 def test_bad_specs_fail_clearly(spec, fragment):
     with pytest.raises(LiverctlError) as info:
