@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _liver_labels(text: str | None) -> list[int] | None:
+    from liverctl.data.liver_mask import check_liver_labels
     from liverctl.errors import LiverctlError
 
     if text is None or not text.strip():
@@ -34,7 +35,7 @@ def _liver_labels(text: str | None) -> list[int] | None:
         values = []
     if not values:  # `,` named no label: not "any non-zero" behind the user's back
         raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})")
-    return values
+    return check_liver_labels(values, f"--liver-labels {text}")
 
 
 def submit_command(

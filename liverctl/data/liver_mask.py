@@ -39,6 +39,38 @@ LABEL_RULE_ATTR = "label_rule"
 LABEL_RULE = 1
 
 
+# Label values are whole numbers from 0 (background) up, and no NIfTI integer holds more than a uint64: a liver
+# label outside 0 .. LIVER_LABEL_MAX is in no label map (--liver-labels -1 scored against no liver, exit 0).
+LIVER_LABEL_MAX = 2**64 - 1
+
+
+def check_liver_labels(values: Sequence[int], given: str) -> list[int]:
+    """`values` as a list, or LiverctlError (one line starting with `given`, the option as given) for one no
+    label map holds."""
+    for value in values:
+        if not 0 <= value <= LIVER_LABEL_MAX:
+            shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:27]}..."
+            raise LiverctlError(f"{given[:80]}: no label map holds {shown}; label values are whole numbers from 0 "
+                                f"(background) to {LIVER_LABEL_MAX} (the most a NIfTI integer holds)")
+    return list(values)
+
+
+def check_type_holds_liver(img, liver_labels: Sequence[int] | None, path: Path) -> None:
+    """LiverctlError naming `path` when the label file's integer type (unscaled: `fractional_label_reason`) holds
+    none of `liver_labels`: its liver mask is empty whatever its voxels (--liver-labels 256 on a uint8 label
+    scored against no liver). From the header alone."""
+    if not liver_labels or fractional_label_reason(img) is not None:
+        return
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "iu":
+        return
+    info = np.iinfo(dtype)
+    if not any(info.min <= int(v) <= info.max for v in liver_labels):
+        shown = ",".join(map(str, liver_labels[:5])) + (",..." if len(liver_labels) > 5 else "")
+        raise LiverctlError(f"holds {dtype} label values ({info.min} to {info.max}): none of the liver labels "
+                            f"{shown} can be among them; which values mean liver in it (--liver-labels)?", path=path)
+
+
 def fractional_label_reason(img) -> str | None:
     """Why a label file's values may read as other than whole numbers, from its header alone (no voxel is read):
     float-typed on disk, or scaled by scl_slope / scl_inter; None for an unscaled integer label, which every
@@ -130,5 +162,6 @@ def read_liver_mask(path: str | os.PathLike, liver_labels: Sequence[int] | None 
 
     path = Path(path)
     img, data = read_nifti(path)
+    check_type_holds_liver(img, liver_labels, path)
     return img, liver_from_labels(integer_labels(data, path, header_scaling(img)), liver_labels)
 

@@ -23,6 +23,11 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZE_FRACTION = 0.1  # min-size:N drops components below this share of the median liver volume
 
 
+# More voxels than any liver has (3 litres at 0.3 mm voxels are 10^8): a decision's min-size:N above a tenth of it
+# is none that `post_candidates` makes (an edited experiment.json's min-size:10^23 emptied every mask).
+MAX_LIVER_VOXELS = 10**9
+
+
 def post_candidates(median_liver_voxels: float) -> list[str]:
     """The post-processing specs tried; min-size:N scales with the data's liver size."""
     n = max(1, int(round(MIN_SIZE_FRACTION * median_liver_voxels)))
@@ -34,6 +39,27 @@ def threshold_candidates(preferred: float, grid: Sequence[float] = THRESHOLDS) -
     out = [float(preferred)]
     out.extend(float(t) for t in grid if abs(float(t) - float(preferred)) > 1e-9)
     return out
+
+
+def not_a_candidate(threshold: float, post: str, preferred: float | None) -> str | None:
+    """Why (threshold, normalised post spec) is no decision `choose_decision` can make from these candidates
+    (`threshold_candidates(preferred)`: `preferred` the experiment config's threshold, None where it has none;
+    `post_candidates` of a median liver below MAX_LIVER_VOXELS), or None: experiment.json is anyone's file."""
+    steps = [step.strip().partition(":") for step in post.split("+")]
+    sizes = [int(arg) for name, _, arg in steps if name == "min-size" and arg.isascii() and arg.isdigit()]
+    size = sizes[0] if sizes else 1
+    if size > MIN_SIZE_FRACTION * MAX_LIVER_VOXELS:
+        return (f"out-of-fold decision post {post[:40]!r} drops components of fewer than {size} voxels, more than a "
+                f"tenth of any liver has (the decision tries min-size:N up to {int(MIN_SIZE_FRACTION * MAX_LIVER_VOXELS):,})")
+    if post not in post_candidates(size / MIN_SIZE_FRACTION):
+        return (f"out-of-fold decision post {post[:40]!r} is none of the post-processing the decision tries: "
+                f"{', '.join(post_candidates(1)).replace(':1', ':N')}")
+    grid = threshold_candidates(preferred) if preferred is not None else list(THRESHOLDS)
+    if not any(abs(threshold - t) < 1e-9 for t in grid):
+        tried = ", ".join(f"{t:g}" for t in grid)
+        return (f"out-of-fold decision threshold {threshold:g} is none of the thresholds the decision tries: "
+                + (f"the config's {tried.replace(', ', ', then ', 1)}" if preferred is not None else tried))
+    return None
 
 
 @dataclass

@@ -126,14 +126,27 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
                              f"{agree(n, 'fold', 'folds')} {', '.join(unrecorded)} (written before liverctl recorded "
                              f"them): {agree(n, 'it is checked by its', 'those are checked by their')} config only")
         out.experiments.append(path)
-        out.decisions.append(usable_decision(decision, path / SUMMARY_FILE))
+        out.decisions.append(usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)))
     return out
 
 
-def usable_decision(decision: dict, where: Path) -> dict:
-    """The decision with a threshold between 0 and 1 and a known post-processing spec (both normalised), else
-    one line naming `where`: experiment.json is anyone's file, and submit applies its decision."""
+def config_threshold(summary: dict) -> float | None:
+    """The experiment config's `infer.threshold` (the decision's first candidate), None where it has no usable one."""
     from liverctl.config import check_threshold
+
+    infer = summary["config"].get("infer")
+    try:
+        return check_threshold(infer.get("threshold"), "infer.threshold") if isinstance(infer, dict) else None
+    except LiverctlError:
+        return None
+
+
+def usable_decision(decision: dict, where: Path, preferred: float | None = None) -> dict:
+    """The decision with a threshold between 0 and 1 and a known post-processing spec (both normalised), both
+    among what the decision tries (`decide.not_a_candidate`; `preferred`: the config's threshold), else one line
+    naming `where`: experiment.json is anyone's file, and submit applies its decision."""
+    from liverctl.config import check_threshold
+    from liverctl.experiment.decide import not_a_candidate
     from liverctl.infer.postprocess import check_spec
 
     try:
@@ -141,6 +154,10 @@ def usable_decision(decision: dict, where: Path) -> dict:
         post = decision.get("post")
         if not isinstance(post, str):
             raise LiverctlError(f"out-of-fold decision post {post!r:.40} is not a post-processing spec such as 'none'")
-        return {**decision, "threshold": threshold, "post": check_spec(post)}
+        post = check_spec(post)
+        problem = not_a_candidate(threshold, post, preferred)
+        if problem:
+            raise LiverctlError(problem)
+        return {**decision, "threshold": threshold, "post": post}
     except LiverctlError as exc:
         raise LiverctlError(f"{exc} (the file is damaged or was edited by hand)", path=where) from None

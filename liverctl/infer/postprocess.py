@@ -108,9 +108,15 @@ def _no_arg(name: str, fn: Callable[[np.ndarray], np.ndarray]):
     return build
 
 
+# More voxels than any array holds (numpy counts them in an int64): a min-size at or beyond it is no voxel count.
+MIN_SIZE_LIMIT = 2**63
+
+
 def _min_size(arg: str | None) -> Callable[[np.ndarray], np.ndarray]:
-    if arg is None or not arg.isdigit() or int(arg) < 1:
-        raise LiverctlError(f"post-processing step 'min-size' needs a positive voxel count, e.g. min-size:5000 (got {arg!r})")
+    # ASCII digits only ('²' is a digit to str.isdigit, not to int) and at most 19 of them (int() refuses 4300)
+    if arg is None or not (arg.isascii() and arg.isdigit()) or len(arg) > 19 or not 1 <= int(arg) < MIN_SIZE_LIMIT:
+        raise LiverctlError(f"post-processing step 'min-size' needs a positive voxel count below 2^63, e.g. "
+                            f"min-size:5000 (got {arg!r:.40})")
     n = int(arg)
     return lambda mask: drop_small(mask, n)
 

@@ -135,15 +135,24 @@ class SampleSubmission:
         )
 
 
-def read_sample(path: str | os.PathLike) -> SampleSubmission:
-    """Read a sample submission: its two-column header, its ids in order, and its empty-mask token.
-
-    The empty token is the sample's most common value that decodes to an empty mask (`1 0`, `""`, ...);
-    `1 0` if the sample has none.
-    """
+def check_sample_path(path: str | os.PathLike) -> Path:
+    """The sample submission's path; LiverctlError unless it is a file (`submit` asks before loading models)."""
     path = Path(path)
     if not path.is_file():
         raise LiverctlError("sample submission not found", path=path)
+    return path
+
+
+def read_sample(path: str | os.PathLike, n_slices: Mapping[str, int] | None = None) -> SampleSubmission:
+    """Read a sample submission: its two-column header, its ids in order, and its empty-mask token.
+
+    The empty token is the sample's most common value that decodes to an empty mask (`1 0`, `""`, ...);
+    `1 0` if the sample has none. `n_slices` (test case id -> slice count: the store's): the read stops at
+    the first id beyond their number, one line (such a sample can never match them, `check_cases`; read to
+    its end, 8.7M ids took 1.2 GB).
+    """
+    path = check_sample_path(path)
+    most = sum(n_slices.values()) if n_slices is not None else None
     rows = iter(CsvReader(path, "sample submission"))
     first = next(rows, None)
     if first is None or len(first[1]) != 2:
@@ -168,6 +177,13 @@ def read_sample(path: str | os.PathLike) -> SampleSubmission:
                 path=path,
             )
         first_line[row[0]] = line
+        if most is not None and len(first_line) > most:
+            raise LiverctlError(
+                f"line {line}: sample submission has more ids than the store has test slices: {len(first_line)} "
+                f"ids by this line (read no further), {plural(most, 'test slice')} in "
+                f"{plural(len(n_slices), 'test case')}; is this the right store?",
+                path=path,
+            )
         try:
             if len(rle.parse_runs(row[1])) == 0:
                 empties[row[1]] += 1

@@ -35,7 +35,7 @@ from liverctl.infer.postprocess import (
     write_nifti_atomic,
 )
 from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
-from liverctl.infer.submission import SampleSubmission, SubmissionSummary, SubmissionWriter, read_sample
+from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, check_sample_path, read_sample
 from liverctl.plural import agree, plural
 from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
 
@@ -266,11 +266,13 @@ def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: s
         check_spec(postprocess)
 
 
-def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | None, sample: SampleSubmission | None):
-    """-> (store, its path, test case id -> slice count); the store defaults to the first run's `data.store`.
+def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | None,
+                    sample_path: str | os.PathLike | None):
+    """-> (store, its path, test case id -> slice count, the sample submission or None); the store defaults to
+    the first run's `data.store`.
 
-    Fails in one line when the store has no test cases, the sample names other slices, or a run's config
-    cannot be served by the store.
+    Fails in one line when the store has no test cases, the sample names other slices (read only as far as
+    the store's test slices go: `read_sample`), or a run's config cannot be served by the store.
     """
     from liverctl.data.store import LiverStore
 
@@ -280,10 +282,11 @@ def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | No
     if not test_ids:
         raise LiverctlError("store has no test cases; ingest a folder with test/ volumes", path=store_path)
     n_slices = {c: int(store.meta(c)["shape"][2]) for c in test_ids}
+    sample = read_sample(sample_path, n_slices) if sample_path else None
     if sample is not None:
         sample.check_cases(n_slices)
     check_runs_against_store(runs, store, test_ids)
-    return store, store_path, n_slices
+    return store, store_path, n_slices, sample
 
 
 def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
@@ -378,11 +381,12 @@ def make_submission(
     if save_masks and Path(save_masks).exists() and not Path(save_masks).is_dir():
         raise LiverctlError("exists and is not a folder; --save-masks takes a folder for the NIfTI masks",
                             path=save_masks)
-    sample = read_sample(sample_path) if sample_path else None
+    if sample_path:
+        check_sample_path(sample_path)  # read once the store says how many ids it can have (open_test_store)
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
     runs = expanded.load_models(which, device)
-    store, store_path, n_slices = open_test_store(runs, store_path, sample)
+    store, store_path, n_slices, sample = open_test_store(runs, store_path, sample_path)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices)
     auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None

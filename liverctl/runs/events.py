@@ -21,7 +21,7 @@ first epoch carry 0, its `epoch_end` and `checkpoint` carry 1. `step` is the glo
 
 Non-finite numbers are written as `null`, and the writer adds a `nan` event naming the fields
 (action `report`) unless the caller already wrote one. Readers tolerate unknown kinds, a half-written
-last line and a file that does not exist yet.
+last line, a file that does not exist yet and a line over MAX_LINE_BYTES (skipped unread: `LineReader`).
 
 This module is standard-library only: the TUI imports it and must never load torch or numpy.
 """
@@ -218,14 +218,78 @@ def read_events(path: str | os.PathLike) -> list[dict]:
 
     A missing or unreadable log (a folder in its place, no permission) is an empty list: `read_history`
     says which in its problems. Lines are split on "\n" only, as `EventTail` splits them (a stray "\r" in
-    garbage is not a line end).
+    garbage is not a line end); a line over `MAX_LINE_BYTES` is skipped unread (`LineReader`).
     """
+    reader = LineReader()
     try:
         with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8", errors="replace")
+            events = [e for e in map(parse_line, read_lines(fh, reader)) if e is not None]
     except OSError:
         return []
-    return [e for e in (parse_line(line) for line in text.split("\n")) if e is not None]
+    last = parse_line(reader.pending)  # a last line that lacks only its newline
+    return events if last is None else [*events, last]
+
+
+# No event the trainer writes comes near this (a run_start with its whole config is a few kB); a longer line
+# in someone's log is skipped unread, as unreadable, so that it costs neither memory nor time.
+MAX_LINE_BYTES = 1 << 20
+READ_BYTES = 1 << 20  # a log is read this much at a time (at most MAX_LINE_BYTES: see `LineReader.feed`)
+# What `LineReader` gives for a line over MAX_LINE_BYTES: no JSON object (`parse_line` gives None) and not
+# blank, so every reader skips it and counts it as an unreadable line, as any other.
+OVERLONG_LINE = "\x00(a line over MAX_LINE_BYTES, skipped unread)"
+
+
+class LineReader:
+    """A log's bytes in, its complete lines out as text, never holding more than `MAX_LINE_BYTES` of a line.
+
+    `feed(data)` returns the lines that `data` completes; a line over `limit` bytes comes out as
+    `OVERLONG_LINE`, its bytes dropped as they come. `pending` is the text of the line not yet ended
+    ("" when none; `OVERLONG_LINE` when it is already over the limit).
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES):
+        self.limit = limit
+        self._held = b""  # the bytes of the line not yet ended
+        self._over = False  # that line is over the limit: its bytes are dropped until its end
+
+    @property
+    def pending(self) -> str:
+        return OVERLONG_LINE if self._over else self._held.decode("utf-8", errors="replace")
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines `data` completes. Lines inside `data` are decoded in one go (the speed of a long log)
+        and so must be short: `data` is at most `limit` bytes, so only the line it continues can be long."""
+        if len(data) > self.limit:  # a caller's big read: in pieces that keep the rule above
+            return [line for at in range(0, len(data), self.limit) for line in self.feed(data[at:at + self.limit])]
+        first = data.find(b"\n")
+        if first < 0:
+            self._hold(data)
+            return []
+        self._hold(data[:first])
+        lines = [self.pending]
+        self._held, self._over = b"", False
+        last = data.rfind(b"\n")
+        if last > first:
+            lines += data[first + 1:last].decode("utf-8", errors="replace").split("\n")
+        self._hold(data[last + 1:])
+        return lines
+
+    def _hold(self, data: bytes) -> None:
+        if self._over or not data:
+            return
+        if len(self._held) + len(data) > self.limit:
+            self._held, self._over = b"", True
+        else:
+            self._held += data
+
+
+def read_lines(fh: Any, reader: LineReader | None = None) -> Iterator[str]:
+    """The complete lines of a binary file from where it stands to its end, read `READ_BYTES` at a time
+    through `reader` (a new one: from a line's start); what follows the last newline stays in
+    `reader.pending`."""
+    reader = reader or LineReader()
+    while data := fh.read(READ_BYTES):
+        yield from reader.feed(data)
 
 
 # `EventTail` keeps this many bytes of the log's start and of the bytes just before where it stopped: a log
@@ -240,12 +304,13 @@ class EventTail:
     `poll()` returns the events completed since the last call. A last line without its newline is held
     back until it is finished. A file that disappears, is replaced, shrinks, or no longer holds the bytes
     already read (truncated and written again, even larger) is re-read from the start on the next poll, and
-    `restarted` says that poll started over; `missing` says whether the file is currently absent.
+    `restarted` says that poll started over; `missing` says whether the file is currently absent. The file
+    is read in pieces through a `LineReader`: a line over `MAX_LINE_BYTES` is never held, even unfinished.
     """
 
     path: Path
     _offset: int = 0
-    _partial: str = ""
+    _reader: LineReader = field(default_factory=LineReader, repr=False)  # holds the line not yet ended
     missing: bool = True
     restarted: bool = False  # the last poll read the file from its start again, after reading some of it
     _inode: int | None = field(default=None, repr=False)
@@ -272,22 +337,21 @@ class EventTail:
             with open(self.path, "rb") as fh:
                 st = os.fstat(fh.fileno())
                 if self._changed(fh, st):
-                    self._offset, self._partial, self._head, self._before = 0, "", b"", b""
+                    self._offset, self._reader, self._head, self._before = 0, LineReader(), b"", b""
                     self.restarted = True
                 fh.seek(self._offset)
-                chunk = fh.read()
+                lines = []
+                while chunk := fh.read(READ_BYTES):
+                    lines += self._reader.feed(chunk)
+                    self._offset += len(chunk)
+                    if len(self._head) < FINGERPRINT_BYTES:
+                        self._head = (self._head + chunk[:FINGERPRINT_BYTES])[:FINGERPRINT_BYTES]
+                    self._before = (self._before + chunk[-FINGERPRINT_BYTES:])[-FINGERPRINT_BYTES:]
         except FileNotFoundError:
             self.missing = True
             return []
         self._inode = st.st_ino
         self._stat = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._offset += len(chunk)
-        if len(self._head) < FINGERPRINT_BYTES:
-            self._head = (self._head + chunk[:FINGERPRINT_BYTES])[:FINGERPRINT_BYTES]
-        self._before = (self._before + chunk[-FINGERPRINT_BYTES:])[-FINGERPRINT_BYTES:]
-        text = self._partial + chunk.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        self._partial = lines.pop()  # "" when the chunk ended with a newline
         return lines
 
     def _changed(self, fh: Any, st: os.stat_result) -> bool:

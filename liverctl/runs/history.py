@@ -24,13 +24,14 @@ Standard library only: the TUI imports this.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liverctl.plural import plural
 from liverctl.printable import one_line
-from liverctl.runs.events import SCHEMA_VERSION, parse_line
+from liverctl.runs.events import SCHEMA_VERSION, LineReader, parse_line, read_lines
 
 
 def finite(value: Any) -> float | None:
@@ -211,29 +212,28 @@ def _is_step_line(line: str) -> bool:
 def read_history(path: Path, problems: list[str]) -> RunHistory:
     """Fold the log at `path`; whatever is missing or odd becomes a line in `problems`, never an error."""
     history = RunHistory()
+    reader = LineReader()  # a line over MAX_LINE_BYTES is skipped unread: an unreadable line
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            n_lines, bad = _fold_lines(history, read_lines(fh, reader))
         history.mtime = path.stat().st_mtime
     except FileNotFoundError:
         problems.append("no events.jsonl")
-        return history
+        return RunHistory()
     except OSError as exc:
         problems.append(f"events.jsonl unreadable ({exc.strerror})")
-        return history
+        return RunHistory()
     history.exists = True
-    lines = raw.decode("utf-8", errors="replace").split("\n")
-    tail = lines.pop()  # text after the last newline: a line still being written, or ""
-    bad = _fold_lines(history, lines)
-    _check_log(history, lines, tail, bad, problems)
+    _check_log(history, n_lines, reader.pending, bad, problems)  # pending: a line still being written, or ""
     return history
 
 
-def _fold_lines(history: RunHistory, lines: list[str]) -> int:
-    """Fold complete lines; returns how many were unreadable."""
-    bad = 0
+def _fold_lines(history: RunHistory, lines: Iterable[str]) -> tuple[int, int]:
+    """Fold complete lines; returns how many there were and how many of them were unreadable."""
+    n_lines = bad = 0
     pending_step: str | None = None  # the latest step line since the last other event, unparsed
     for line in lines:
+        n_lines += 1
         if _is_step_line(line):
             pending_step = line
             continue
@@ -247,19 +247,19 @@ def _fold_lines(history: RunHistory, lines: list[str]) -> int:
         history.add(event)
     if pending_step is not None:
         history.saw_ts(event_ts(parse_line(pending_step)))
-    return bad
+    return n_lines, bad
 
 
-def _check_log(history: RunHistory, lines: list[str], tail: str, bad: int, problems: list[str]) -> None:
+def _check_log(history: RunHistory, n_lines: int, tail: str, bad: int, problems: list[str]) -> None:
     if tail.strip():
         history.torn_last_line = parse_line(tail) is None
         if not history.torn_last_line:  # a complete last line that just lacks its newline
             problems.append("events.jsonl: last line has no newline")
     if bad:
         problems.append(f"events.jsonl: {plural(bad, 'unreadable line')} skipped")
-    if history.run_start is None and (lines or tail):
+    if history.run_start is None and (n_lines or tail):
         problems.append("events.jsonl: no run_start event (log truncated at the start?)")
-    elif not lines and not tail:
+    elif not n_lines and not tail:
         problems.append("events.jsonl is empty")
 
 

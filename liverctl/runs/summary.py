@@ -20,7 +20,7 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from liverctl.runs.events import EVENTS_FILE, loads_object, parse_line
+from liverctl.runs.events import EVENTS_FILE, LineReader, loads_object, parse_line, read_lines
 from liverctl.runs.folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -239,8 +239,10 @@ def _read_sidecars(run_dir: Path, problems: list[str]) -> dict[str, dict]:
 def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
     """One dict per line of submissions.jsonl, with the evaluate scores merged in when they exist."""
     path = run_dir / SUBMISSIONS_FILE
+    reader = LineReader()  # a line over MAX_LINE_BYTES is skipped unread, as the event log's
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with open(path, "rb") as fh:
+            lines = [*read_lines(fh, reader)]
     except FileNotFoundError:
         return []
     except OSError as exc:
@@ -248,7 +250,7 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
         return []
     out, unreadable = [], 0
     sidecars: dict[Path, Any] = {}
-    for line in text.splitlines():
+    for line in [*lines, reader.pending]:
         record = parse_line(line)
         if record is None or not isinstance(record.get("csv"), str):
             unreadable += bool(line.strip())

@@ -477,6 +477,10 @@ def test_options(tmp_path):
     for bad in (["liver"], ["lits=liver"], ["Bad Name=1"], ["1", "2"], ["lits="]):
         with pytest.raises(LiverctlError, match="--liver-labels"):
             parse_liver_labels_option(bad)
+    # values no label map holds: the cases went in without liver (a note each), as if unlabelled
+    for bad, value in ((["-1"], "-1"), (["lits=1,-2"], "-2"), (["1,99999999999999999999"], "99999999999999999999")):
+        with pytest.raises(LiverctlError, match=f"^--liver-labels {bad[0]}: no label map holds {value}; label values"):
+            parse_liver_labels_option(bad)
     assert parse_layout_option(["lits", "msd=decathlon"]) == {None: "lits", "msd": "decathlon"}
     with pytest.raises(LiverctlError, match="unknown layout 'kaggle'"):
         parse_layout_option(["kaggle"])

@@ -348,11 +348,21 @@ def test_unfinished_or_damaged_experiment_is_one_line(tmp_path):
         ({"threshold": 5, "post": "none"}, "out-of-fold decision threshold 5: a probability threshold"),
         ({"threshold": 0.5, "post": 7}, "out-of-fold decision post 7 is not a post-processing spec"),
         ({"threshold": 0.5, "post": "explode"}, "unknown post-processing 'explode'"),
+        # a valid spec, but none the decision makes: every mask came out empty, or the decision was not tried
+        ({"threshold": 0.5, "post": "min-size:99999999999999999999999"}, "positive voxel count below 2^63"),
+        ({"threshold": 0.5, "post": "largest+min-size:10000000000"}, "fewer than 10000000000 voxels, more than a "
+         "tenth of any liver has (the decision tries min-size:N up to 100,000,000)"),
+        ({"threshold": 0.5, "post": "fill+largest"}, "post 'fill+largest' is none of the post-processing the decision "
+         "tries: none, largest, min-size:N, fill, fill2d, largest+fill, min-size:N+fill, largest+fill2d"),
+        ({"threshold": 0.5, "post": "auto"}, "post 'auto' is none of the post-processing"),
+        ({"threshold": 0.999, "post": "none"}, "threshold 0.999 is none of the thresholds the decision tries: the "
+         "config's 0.5, then 0.3, 0.4, 0.6, 0.7"),
     ],
 )
 def test_a_damaged_decision_is_one_line_naming_experiment_json(tmp_path, decision, message):
     """submit applies an experiment's decision: a threshold of text, a list or none at all ended in a
-    traceback (ValueError, TypeError, KeyError), and a threshold of 5 wrote a CSV of empty masks."""
+    traceback (ValueError, TypeError, KeyError), and a threshold of 5 or min-size:99999999999999999999999 wrote a
+    CSV of empty masks ("32 empty"). Now a decision is one `decide.py` can make (its candidates), or one line."""
     from liverctl.experiment.ensemble import expand_runs
 
     exp = _experiment(tmp_path)

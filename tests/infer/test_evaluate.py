@@ -176,3 +176,26 @@ def test_liver_labels_that_name_no_value_are_refused(scored_pair, value):
     result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), "--liver-labels", value])
     assert result.exit_code == 2 and "--liver-labels takes comma-separated integers" in result.output
     assert not scores_path(sub).exists()
+
+
+@pytest.mark.parametrize("value, words", [
+    ("-1", "--liver-labels -1: no label map holds -1; label values are whole numbers from 0 (background) to "
+           "18446744073709551615 (the most a NIfTI integer holds)"),
+    ("1,99999999999999999999", "--liver-labels 1,99999999999999999999: no label map holds 99999999999999999999;"),
+    ("256", "segmentation-a.nii.gz: holds uint8 label values (0 to 255): none of the liver labels 256 can be among "
+            "them; which values mean liver in it (--liver-labels)?"),
+])
+def test_liver_labels_no_label_map_holds_are_refused(scored_pair, value, words):
+    """`evaluate --liver-labels -1` (or 256 for a uint8 label, or 10^20) scored every case against no liver, exit 0.
+    Now one line: a value below 0 or beyond a uint64 before anything is read, one a label's type cannot hold naming
+    that file (its liver is empty whatever it holds)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    sub, labels = scored_pair
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), f"--liver-labels={value}"])
+    (line,) = result.output.strip().splitlines()
+    assert result.exit_code == 2 and line.startswith("error: ") and words in line, result.output
+    assert not scores_path(sub).exists()
+    assert evaluate_submission(sub, labels, liver_labels=[1, 256]).volume_dice is not None  # one value it can hold

@@ -84,7 +84,11 @@ def test_chained_steps_apply_in_order():
     ("spec", "fragment"),
     [("largets", "did you mean 'largest'"), ("min-size", "positive voxel count"), ("min-size:x", "positive"),
      ("largest:3", "takes no argument"), ("auto", "must be resolved"),
-     ("largest++fill", "has an empty step; join steps with one '+'"), ("", "has an empty step")],
+     ("largest++fill", "has an empty step; join steps with one '+'"), ("", "has an empty step"),
+     # no voxel count: more than an array holds (one of 10^23 voxels emptied every mask), a digit int() refuses,
+     # more digits than int() reads (both a ValueError traceback)
+     ("min-size:99999999999999999999999", "positive voxel count below 2^63"),
+     (f"min-size:{2**63}", "below 2^63"), ("min-size:\u00b2", "below 2^63"), ("min-size:" + "9" * 5000, "below 2^63")],
 )
 def test_bad_specs_fail_clearly(spec, fragment):
     with pytest.raises(LiverctlError) as info:
@@ -370,3 +374,23 @@ def test_absurd_header_is_refused_before_reading(tmp_path):
     result = _cli(garbage, tmp_path / "out.nii.gz")
     assert result.exit_code == 2 and f"{garbage}: cannot be read as NIfTI" in _error_lines(result)[0]
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+@pytest.mark.parametrize("value, words", [
+    ("-1", "error: --liver-labels -1: no label map holds -1;"),
+    ("99999999999999999999", "error: --liver-labels 99999999999999999999: no label map holds 99999999999999999999;"),
+    ("256", "label.nii.gz: holds uint8 label values (0 to 255): none of the liver labels 256 can be among them"),
+])
+def test_liver_labels_no_label_map_holds_are_refused(tmp_path, value, words):
+    """`postprocess --liver-labels -1` (256 on a uint8 label, 10^20) wrote an empty mask, '0 -> 0 voxels', exit 0."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    src = REAL / "dcmqi-3slice" / "label.nii.gz"  # uint8
+    if not src.exists():
+        pytest.skip("real data not available")
+    out = tmp_path / "liver.nii.gz"
+    result = CliRunner().invoke(app, ["postprocess", str(src), str(out), f"--liver-labels={value}"])
+    assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

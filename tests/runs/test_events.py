@@ -176,3 +176,72 @@ def test_fuzz_reading_events_gives_dicts_never_exceptions(tmp_path):
         assert polled == events if data.endswith(b"\n") else polled in (events, events[:-1])
         kept += len(events)
     assert kept > 100
+
+
+def test_line_reader_gives_the_lines_however_the_bytes_come_and_drops_those_over_its_limit():
+    """`LineReader` (every reader of a log: read_events, read_history, EventTail) against the plain split: each
+    line as text, or OVERLONG_LINE for one over the limit, whatever pieces its bytes come in."""
+    import numpy as np
+
+    from liverctl.runs.events import OVERLONG_LINE, LineReader
+
+    rng = np.random.default_rng(3)
+    limit = 8
+    for _ in range(300):
+        lines = [bytes(rng.choice(list(b"ab\xc3\xa9{}"), size=rng.integers(0, 2 * limit))) for _ in range(6)]
+        data = b"\n".join(lines)
+        reader, got, at = LineReader(limit), [], 0
+        while at < len(data):
+            size = int(rng.integers(1, 3 * limit))  # pieces longer than the limit too
+            got += reader.feed(data[at:at + size])
+            at += size
+        want = [OVERLONG_LINE if len(line) > limit else line.decode("utf-8", errors="replace") for line in lines]
+        assert got == want[:-1] and reader.pending == (want[-1] if lines[-1] else "")
+
+
+def test_a_line_over_the_limit_is_skipped_unread_and_never_held(tmp_path):
+    """A 200 MB line in someone's events.jsonl cost 620 MB in `runs`, `watch --once` and `report` (the whole log read,
+    decoded and split, then the line parsed). No event the trainer writes comes near MAX_LINE_BYTES (1 MB): a line
+    over it is skipped as unreadable, read in pieces and never held whole, finished or not. Here 16 MB lines: the
+    readers' peak memory stays a few MB (it was 3 to 5 times a line)."""
+    import tracemalloc
+
+    from liverctl.runs import events as events_module
+    from liverctl.runs.history import read_history
+
+    MAX_LINE_BYTES = getattr(events_module, "MAX_LINE_BYTES", 1 << 20)  # noqa: N806 (the module's constant)
+
+    good = b'{"v":1,"ts":1.0,"seq":%d,"run":"r","kind":"note","epoch":0,"step":0,"message":"ok"}\n'
+    huge = b'{"v":1,"ts":1.0,"seq":9,"run":"r","kind":"note","message":"' + b"x" * (16 << 20) + b'"}'
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(good % 0 + huge + b"\n" + good % 1 + huge)  # the last one not ended yet
+
+    def peak_of(read):
+        tracemalloc.start()
+        try:
+            result = read()
+            return result, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    events, peak = peak_of(lambda: read_events(path))
+    assert [e["seq"] for e in events] == [0, 1] and peak < 5 * MAX_LINE_BYTES
+    problems: list[str] = []
+    history, peak = peak_of(lambda: read_history(path, problems))
+    assert history.n_events == 2 and history.torn_last_line and peak < 5 * MAX_LINE_BYTES
+    assert "events.jsonl: 1 unreadable line skipped" in problems
+
+    tail = EventTail(path)
+    events, peak = peak_of(tail.poll)
+    assert [e["seq"] for e in events] == [0, 1] and peak < 5 * MAX_LINE_BYTES
+    with open(path, "ab") as fh:  # the long last line goes on, then ends: still skipped
+        fh.write(b"y" * (2 * MAX_LINE_BYTES))
+    assert tail.poll() == []
+    with open(path, "ab") as fh:
+        fh.write(b'"}\n' + good % 2)
+    assert [e["seq"] for e in tail.poll()] == [2]
+    just_under = b'{"kind":"note","seq":3,"m":"' + b"z" * (MAX_LINE_BYTES - 40) + b'"}'
+    assert len(just_under) <= MAX_LINE_BYTES
+    with open(path, "ab") as fh:
+        fh.write(just_under + b"\n")
+    assert [e["seq"] for e in tail.poll()] == [3]

@@ -460,7 +460,8 @@ def test_submitted_shows_a_submission_as_what_it_was_made_with(tmp_path):
     assert summary_row(by_name["b"], [])["submitted_in_ensemble"] == pytest.approx(0.99)
 
 
-HOSTILE = "[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 10_000_000  # 10 MB, markup, newlines, ESC
+HOSTILE = "[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 500_000  # markup, newlines, ESC; half a MB (a
+# line over MAX_LINE_BYTES, 1 MB, is skipped unread: test_events.py)
 
 
 @pytest.fixture
@@ -583,3 +584,21 @@ def test_a_rank_failure_file_is_shown_as_one_printable_line(tmp_path):
     (problem,) = [p for p in summary.problems if "rank 1 failed" in p]
     assert "\x1b" not in problem and "\u202e" not in problem and "\x07" not in problem and "second" not in problem
     assert "RuntimeError: [2J [31mboom " + "z" * 472 + "…" in problem
+
+
+def test_a_submissions_line_over_the_limit_is_skipped_unread(tmp_path):
+    """A 200 MB line in someone's submissions.jsonl cost 1 GB in `liverctl runs` (the file read whole as text,
+    split, the line parsed) and named the line's 200 MB csv as 'no longer exists'. Now it is read as the event log
+    is (`events.LineReader`): a line over MAX_LINE_BYTES is one unreadable line, never held whole."""
+    import tracemalloc
+
+    run = make_run(tmp_path, "r")
+    with open(run / "submissions.jsonl", "ab") as fh:
+        fh.write(b'{"csv":"' + b"x" * (16 << 20) + b'"}\n')
+    tracemalloc.start()
+    try:
+        summary = summarize_run(run)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "submissions.jsonl: 1 unreadable line skipped" in summary.problems and peak < 8 << 20

@@ -1429,7 +1429,7 @@ def test_once_shows_a_hostile_end_message_as_one_cut_line(tmp_path):
     `watch --once` (10 MB on the terminal, the ESC sequence live, the lines split). Now it is one line, cut
     (`liverctl.printable.one_line`, as `liverctl runs` shows it), markup as written."""
     s = two_epoch_run("crashed")
-    s.add("run_end", status="failed", message="[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 10_000_000)
+    s.add("run_end", status="failed", message="[bold red]boom[/] line one\nline two\x1b[31m\r\n" + "y" * 500_000)  # under MAX_LINE_BYTES
     s.write(tmp_path / "runs" / "crashed" / "events.jsonl")
     result = CliRunner().invoke(cli_app, ["watch", "--once", str(tmp_path / "runs" / "crashed")])
     assert result.exit_code == 1

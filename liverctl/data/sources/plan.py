@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liverctl.data.liver_mask import check_liver_labels
 from liverctl.data.schema import TEST, read_attrs
 from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
@@ -344,6 +345,7 @@ def parse_liver_labels_option(entries: Sequence[str] | None) -> dict[str | None,
             ) from None
         if not parsed:
             raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
+        check_liver_labels(parsed, f"--liver-labels {entry}")
         key = name or None
         if key in out:
             raise LiverctlError(f"--liver-labels is given twice for {'source ' + key if key else 'every source'}")
