@@ -164,8 +164,10 @@ def record_submission(run_dirs: Sequence[Path], record: dict, note: Callable[[st
     for run_dir in run_dirs:
         path = Path(run_dir) / SUBMISSIONS_FILE
         try:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line)
+            with open(path, "a+b") as fh:
+                # a torn last line (a submit killed mid-write): the record goes on a line of its own, not onto it
+                torn = fh.seek(0, os.SEEK_END) > 0 and fh.seek(-1, os.SEEK_END) >= 0 and fh.read(1) != b"\n"
+                fh.write((("\n" if torn else "") + line).encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:

@@ -810,3 +810,21 @@ def test_a_sample_with_more_ids_than_the_store_has_test_slices_is_read_no_furthe
                     f"slices: {len(ids) + 1} ids by this line (read no further), {len(ids)} test slices in "
                     f"{len(shapes)} test cases; is this the right store?")
     assert not out.exists()
+
+
+def test_a_record_after_a_torn_last_line_goes_on_a_line_of_its_own(tmp_path):
+    """A submit killed while it appended left a torn last line in submissions.jsonl; the next record was
+    appended onto it, and both were one unreadable line (`liverctl runs` lost that submission)."""
+    from liverctl.infer.submit import record_submission
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "submissions.jsonl").write_text('{"csv": "a.csv", "ts": 1}\n{"csv": "b.cs')
+    record_submission([run], {"csv": "c.csv", "ts": 3})
+    record_submission([run], {"csv": "d.csv", "ts": 4})
+    lines = (run / "submissions.jsonl").read_text().split("\n")
+    assert lines == ['{"csv": "a.csv", "ts": 1}', '{"csv": "b.cs', '{"csv": "c.csv", "ts": 3}',
+                     '{"csv": "d.csv", "ts": 4}', ""]
+    (tmp_path / "new").mkdir()  # a first record: no newline put before it
+    record_submission([tmp_path / "new"], {"csv": "e.csv"})
+    assert (tmp_path / "new" / "submissions.jsonl").read_text() == '{"csv": "e.csv"}\n'
