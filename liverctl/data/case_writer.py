@@ -364,8 +364,8 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
 def worker_init() -> None:
     """Workers leave Ctrl-C to the main process (which stops them), and exit if it is killed. Each worker
     is one of the processes sharing the cores, so blosc encodes in one thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: a Ctrl-C during the import below was a traceback
     from numcodecs import blosc
 
     blosc.set_nthreads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     default_sigterm()  # and exit with the main process: a half-written case is in the work folder, cleaned later

@@ -58,6 +58,7 @@ def plan_loader(requested_workers: int, batch_bytes: int, cuda: bool) -> LoaderP
 def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # first (see below): a Ctrl-C during the imports is not a traceback
     import torch
 
     if sharing_strategy:  # a worker started by forkserver does not inherit the main process's choice
@@ -72,7 +73,6 @@ def _worker_init(_worker_id: int, sharing_strategy: str | None = None) -> None:
     # or a notebook's stop; the trainer saves a checkpoint on either, so its workers must finish the batch
     # it is waiting for. SIGINT is left to the trainer; SIGTERM ends a worker WORKER_SIGTERM_GRACE_S later
     # (SIGALRM's default action), as `terminate()` from the trainer or from multiprocessing at exit expects
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _end_after_grace)
 
 
