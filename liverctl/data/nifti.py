@@ -374,6 +374,11 @@ class _Reader:
             self.digest.update(data)
         return data
 
+    def drain(self) -> None:
+        """Read (and hash) the rest of the file, a piece at a time, not held."""
+        while self.read(1 << 20):
+            pass
+
     def rest_is_zeros(self) -> bool:
         """Whether the rest of the file is zero bytes (read a piece at a time, not held)."""
         while piece := self.read(1 << 20):  # a read allocates all it asks for, even at the file's end
@@ -401,7 +406,7 @@ def _read_voxels(proxy, path: Path, digest) -> np.ndarray:
         reader = _Reader(file, digest)
         data = _gunzip(reader, needed + (1 << 20)) if is_gzip_name(path.name) else reader.read(needed)
         if digest is not None:
-            reader.rest_is_zeros()  # the hash is of the whole file
+            reader.drain()  # the hash is of the whole file
     if len(data) < needed:
         raise EOFError(f"the file ends {needed - len(data)} bytes before its voxel data does")
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=int(proxy.offset))

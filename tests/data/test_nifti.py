@@ -224,8 +224,10 @@ def test_read_and_sha256_in_one_read_equals_nibabels_read(tmp_path):
     slope_zero = with_header_fields(save(tmp_path / "slope_zero.nii", volume), scl_slope=0.0, scl_inter=5.0)
     junk = tmp_path / "junk.nii.gz"
     junk.write_bytes(gzip.compress(plain + b"\x01" * 5000))
+    tail = tmp_path / "tail.nii"  # MBs of bytes after the voxels, not zeros: the hash is still the whole file's
+    tail.write_bytes(plain + b"\x01" * (3 << 20))
     for path in [*files, two, tmp_path / "big.nii.gz", tmp_path / "scaled.nii.gz", tmp_path / "byte_scaled.nii",
-                 tmp_path / "float_scaled.nii.gz", slope_zero, junk]:
+                 tmp_path / "float_scaled.nii.gz", slope_zero, junk, tail]:
         expected = np.asanyarray(nib.load(str(path)).dataobj)
         _, got, digest = nifti.read_nifti_and_sha256(path)
         for voxels in (got, read_nifti(path)[1]):
