@@ -313,7 +313,6 @@ class EventTail:
     _reader: LineReader = field(default_factory=LineReader, repr=False)  # holds the line not yet ended
     missing: bool = True
     restarted: bool = False  # the last poll read the file from its start again, after reading some of it
-    _inode: int | None = field(default=None, repr=False)
     _stat: tuple[int, int, int] | None = field(default=None, repr=False)  # (inode, size, mtime) at the last poll
     _head: bytes = field(default=b"", repr=False)  # the file's first bytes, as read
     _before: bytes = field(default=b"", repr=False)  # the bytes just before `_offset`, as read
@@ -350,7 +349,6 @@ class EventTail:
         except FileNotFoundError:
             self.missing = True
             return []
-        self._inode = st.st_ino
         self._stat = (st.st_ino, st.st_size, st.st_mtime_ns)
         return lines
 
@@ -359,7 +357,7 @@ class EventTail:
         read, or other bytes at its start or just before where the last poll stopped (two small reads)."""
         if not self._offset:
             return False
-        if st.st_ino != self._inode or st.st_size < self._offset:
+        if self._stat is None or st.st_ino != self._stat[0] or st.st_size < self._offset:
             return True
         fh.seek(0)
         if fh.read(len(self._head)) != self._head:
