@@ -23,6 +23,7 @@ from liverctl.data.conversion import (
     Z_BLOCK,
     Float16Converter,
     LiverMaskConverter,
+    intensity_note,
     label_values,
 )
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, integer_labels
@@ -149,46 +150,6 @@ def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path) -> st
         f"({liver_voxels} voxels). If only some mean liver, ingest again with e.g. "
         "--liver-labels 1"
     )
-
-
-NARROW_HU = 20.0  # a CT in HU spans hundreds between its 1st and 99th percentile (fat -100, soft tissue 40..60)
-DENSE_HU = 900.0  # in HU only dense bone reads above this; 5% of the voxels above it: soft tissue read 1024 high
-
-
-def intensity_note(stats: Any, path: Path, scaling: Any = None) -> str | None:
-    """Say so when a volume's statistics (`Float16Histogram.stats`) do not look like CT in Hounsfield units,
-    which training's default window (data.normalize = "window") takes them for: near-constant or already
-    normalised values, nothing below 0 (a lost rescale intercept, an MRI), or the bulk of the voxels 1024 too
-    high. None for real CT, cropped ones too, down to a box around the liver (tests/data/test_ingest.py, on the
-    real samples): the percentiles ignore the odd voxel. `scaling`: the header's [slope, intercept]."""
-    try:
-        lo, hi, p1, p95, p99 = (float(stats[k]) for k in ("min", "max", "p1", "p95", "p99"))
-    except (TypeError, KeyError, ValueError):  # a store written before the stats had these: nothing to say
-        return None
-    slope = scaling[0] if isinstance(scaling, (list, tuple)) and len(scaling) == 2 else 1.0
-    scaled = isinstance(slope, (int, float)) and slope != 1
-    by_header = f" or scaled down by its header's scl_slope ({slope:g})" if scaled else ""
-    lo_, hi_, p1_, p95_, p99_ = (f"{round(v, 3):g}" for v in (lo, hi, p1, p95, p99))  # 4095, 0.871, -1.52
-    seen = f"values {lo_}..{hi_}, {p1_}..{p99_} between the 1st and 99th percentile"
-    window = "Training's window (data.normalize = \"window\") clips it"
-    minmax = "or, if it is not CT in HU, train with data.normalize = \"minmax\""
-    if hi == lo:
-        why = f"scaled away by its header's scl_slope ({slope:g})" if scaled else "a blank or damaged volume"
-        return (f"{path}: every voxel is {lo_}: nothing to learn from under any data.normalize; {why}? Convert "
-                "the CT again and ingest it again, or leave it out")
-    if p99 - p1 < NARROW_HU:
-        return (f"{path}: {seen}: not Hounsfield units, where fat (-100) and soft tissue (40..60) alone span over "
-                f"100; an image already normalised (to [0, 1], [-1, 1] or z-scores){by_header}? {window} to one "
-                f"grey: ingest the CT in HU, {minmax}")
-    # nothing below 0 yet 1% near it (air at 0, an MRI's background): a CT in HU has some negative voxel (air,
-    # fat, noise); a crop inside soft tissue (all 40..200 HU, none near 0) is let be
-    if (lo >= 0 and p1 < NARROW_HU) or p95 > DENSE_HU:
-        below = "none below 0" if lo >= 0 else f"5% at {p95_} or above"
-        guess = ("a CT whose rescale intercept (-1024) was lost? Air should read about -1000 HU, liver about 60"
-                 if p95 > DENSE_HU else "an MRI or another image not in HU? A CT in HU has air at -1000, fat at -100")
-        return (f"{path}: {seen}, {below}: {guess}. {window}: ingest it again in HU (a lost intercept: set "
-                f"scl_inter = -1024 in its header), {minmax}")
-    return None
 
 
 def _no_liver_label_note(label: np.ndarray, liver_labels: tuple[int, ...], path: Path) -> str:

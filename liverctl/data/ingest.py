@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from liverctl.data.case_pool import run_jobs
-from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint, intensity_note
+from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
+from liverctl.data.conversion import intensity_note
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, fractional_label_reason
 from liverctl.data.nifti import BROKEN_LINK, open_nifti

@@ -224,8 +224,8 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
 
 def not_in_hu_note(store) -> str | None:
     """A remark when training cases' stored statistics do not look like CT in Hounsfield units
-    (`case_writer.intensity_note`, which ingest said of each), for a run that windows them as HU."""
-    from liverctl.data.case_writer import intensity_note
+    (`conversion.intensity_note`, which ingest said of each), for a run that windows them as HU."""
+    from liverctl.data.conversion import intensity_note
 
     cases = store.case_ids("train")
     odd = [c for c in cases if intensity_note(store.meta(c).get("stats"), Path(c), store.meta(c).get("scaling"))]
