@@ -11,7 +11,7 @@ import typer
 
 from liverctl.commands._common import console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
-from liverctl.narrow import print_cut, print_lines, print_table
+from liverctl.narrow import print_cut, print_table, print_words
 from liverctl.plural import agree, plural
 
 
@@ -102,7 +102,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
         rows.append([*row, *([Text(cv_text(s) if s.kind == "experiment" else "")] if experiments else [])])
         table.add_row(*rows[-1])
     print_table(console, table, f"runs in {runs_dir}", headers, rows)
-    console.print(spec.LEGEND, style="dim", soft_wrap=True)
+    print_words(console, spec.LEGEND, style="dim")
     if experiments:
         _print_experiment_notes(summaries)
     _print_endings(summaries)
@@ -110,8 +110,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     if damaged:
         console.print(f"[yellow]{plural(len(damaged), 'run')} with something missing or odd:[/]")
         for s in damaged:  # on a narrow terminal broken between words (a path or number whole), indented beneath
-            words = [Text(word) for word in "; ".join(s.problems).split(" ")]
-            print_lines(console, [[Text.assemble((s.name, "bold"), ":"), *words]], gap=" ", indent="  ", hang="    ")
+            print_words(console, Text.assemble((s.name, "bold"), ": ", "; ".join(s.problems)), indent="  ", hang="    ")
 
 
 def _print_endings(summaries) -> None:
@@ -134,17 +133,16 @@ def _print_experiment_notes(summaries) -> None:
     from liverctl.runs.history import finite
     from liverctl.runs.table import format_dice
 
-    console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
-                  "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
-                  "their fold runs beneath.", style="dim", soft_wrap=True)
+    print_words(console, "Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
+                "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
+                "their fold runs beneath.", style="dim")
     for s in summaries:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
             threshold = finite(decision.get("threshold"))
-            console.print(f"  {esc(s.name)}: decided on {esc(decision.get('cases'))} out-of-fold cases: threshold "
-                          f"{'-' if threshold is None else f'{threshold:g}'}, post {esc(decision.get('post'))} "
-                          f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})",
-                          highlight=False, soft_wrap=True)
+            print_words(console, f"{s.name}: decided on {decision.get('cases')} out-of-fold cases: threshold "
+                        f"{'-' if threshold is None else f'{threshold:g}'}, post {decision.get('post')} "
+                        f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
 
 
 def report_command(

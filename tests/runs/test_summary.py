@@ -602,3 +602,47 @@ def test_a_submissions_line_over_the_limit_is_skipped_unread(tmp_path):
     finally:
         tracemalloc.stop()
     assert "submissions.jsonl: 1 unreadable line skipped" in summary.problems and peak < 8 << 20
+
+
+@pytest.fixture
+def experiment_runs(tmp_path):
+    """An experiment of 3 folds x 4 epochs, its decision made, beside a plain run of 4 epochs (listed first)."""
+    from run_fixtures import make_config
+
+    from liverctl.experiment.folder import write_summary
+
+    root = tmp_path / "runs"
+    exp = root / "cv"
+    exp.mkdir(parents=True)
+    cfg = make_config("demo")
+    cfg["train"]["epochs"] = 4
+    write_summary(exp, {"name": "cv", "preset": "demo", "store": "liver.zarr", "folds": [0, 1, 2], "config": cfg,
+                        "status": "completed", "created": 1_600_000_000.0, "fold_results": {},
+                        "cv": {"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9, "2": 0.91}},
+                        "oof": {"volume_dice": 0.91, "slice_dice": 0.8, "global_dice": 0.93},
+                        "decision": {"threshold": 0.5, "post": "largest_component", "volume_dice": 0.92,
+                                     "cases": 10}})
+    for fold in range(3):
+        make_run(exp, f"fold-{fold}", settings={"data.fold": fold}, planned=4)
+    make_run(root, "plain", planned=4, start_ts=1_700_000_000)
+    return root
+
+
+def test_the_legend_and_experiment_notes_are_broken_between_words_on_a_narrow_terminal(experiment_runs, monkeypatch):
+    """The legend (386 characters), the experiments' note and an experiment's decision line were printed with
+    soft wrap: one line each, past a 50- or 80-column terminal's edge. Now, as the problem lines, they are broken
+    between words (`narrow.print_words`), a decision's continuation indented beneath it; the same words whole into
+    a pipe."""
+    piped = CliRunner().invoke(app, ["runs", str(experiment_runs)]).stdout
+    legend = next(line for line in piped.splitlines() if line.startswith("Dice at the best epoch"))
+    assert legend.endswith("stale: only of a checkpoint since replaced.")
+    assert ("\n  cv: decided on 10 out-of-fold cases: threshold 0.5, post largest_component (volume Dice 0.9200)\n"
+            in piped)
+    for width in (50, 80):
+        shown = runs_on_a_terminal(monkeypatch, experiment_runs, width)
+        lines = shown.splitlines()
+        assert lines and all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
+        decision = next(i for i, line in enumerate(lines) if line.startswith("  cv: decided on"))
+        assert lines[decision + 1].startswith("    ") and not lines[decision + 1].startswith("     ")
+        after = shown.index("Dice at the best epoch")  # the notes beneath the table: the same words as piped
+        assert shown[after:].split() == piped[piped.index("Dice at the best epoch"):].split()
