@@ -61,14 +61,20 @@ def runs_command(
 
 
 def _write_csv(rows: list[dict]) -> None:
-    if not rows:
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
+    """The rows as the table lists them: an experiment's fold rows beneath it (named `exp/fold-k`), every
+    column any row has (an experiment's cv columns are blank in a run's row), lists and objects as JSON."""
+    flat = []
     for row in rows:
-        flat = {k: ("; ".join(v) if k == "problems" else json.dumps(v) if isinstance(v, list) else v)
-                for k, v in row.items()}
-        writer.writerow(flat)
+        flat.append({k: v for k, v in row.items() if k != "folds"})
+        flat.extend({**fold, "name": f"{row['name']}/{fold['name']}"} for fold in row.get("folds", []))
+    if not flat:
+        return
+    fieldnames = list(dict.fromkeys(k for row in flat for k in row))
+    writer = csv.DictWriter(sys.stdout, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({k: ("; ".join(v) if k == "problems" else json.dumps(v) if isinstance(v, (list, dict)) else v)
+                         for k, v in row.items()})
 
 
 STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
@@ -133,7 +139,8 @@ def _print_experiment_notes(summaries) -> None:
     from liverctl.runs.history import finite
     from liverctl.runs.table import format_dice
 
-    print_words(console, "Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
+    print_words(console, "Experiments: epochs = folds x epochs per fold done/planned (5x0-20/20: its folds stand "
+                "apart); vol/slice/global = pooled out-of-fold predictions (config threshold, no "
                 "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
                 "their fold runs beneath.", style="dim")
     for s in summaries:

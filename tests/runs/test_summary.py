@@ -646,3 +646,32 @@ def test_the_legend_and_experiment_notes_are_broken_between_words_on_a_narrow_te
         assert lines[decision + 1].startswith("    ") and not lines[decision + 1].startswith("     ")
         after = shown.index("Dice at the best epoch")  # the notes beneath the table: the same words as piped
         assert shown[after:].split() == piped[piped.index("Dice at the best epoch"):].split()
+
+
+def test_an_experiments_epochs_are_per_fold_in_the_table_json_and_csv(experiment_runs):
+    """An experiment of 3 folds x 4 epochs showed `12/12` epochs (the sum over its folds), read as one model trained
+    12 epochs. Now its row gives folds x epochs per fold (`3x4/4`, or `3x0-4/4` while a fold has not started);
+    --json and --csv give the epochs every fold has done and those planned per fold, and `fold_epochs`. --csv listed
+    a run before an experiment with a traceback (the experiment's columns were not in the header): now every row's
+    columns are, and an experiment's fold rows follow it as in the table."""
+    lines = CliRunner().invoke(app, ["runs", str(experiment_runs)]).stdout.splitlines()
+    assert re.search(r"│ cv +│.*│ +3x4/4 │", "\n".join(lines)), "\n".join(lines)
+    assert re.search(r"│ +cv/fold-0 +│.*│ +4/4 │", "\n".join(lines))
+    (plain, exp) = json.loads(CliRunner().invoke(app, ["runs", str(experiment_runs), "--json"]).stdout)
+    assert (plain["epochs"], plain["epochs_planned"]) == (4, 4)
+    assert (exp["epochs"], exp["epochs_planned"], exp["fold_epochs"]) == (4, 4, [4, 4, 4])
+    result = CliRunner().invoke(app, ["runs", str(experiment_runs), "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["name"] for r in rows] == ["plain", "cv", "cv/fold-0", "cv/fold-1", "cv/fold-2"]
+    assert [(r["epochs"], r["epochs_planned"]) for r in rows] == [("4", "4")] * 5
+    assert rows[1]["fold_epochs"] == "[4, 4, 4]" and rows[1]["cv_mean"] == "0.9" and rows[0]["cv_mean"] == ""
+
+    import shutil
+
+    shutil.rmtree(experiment_runs / "cv" / "fold-2")  # not started yet
+    (exp,) = (s for s in scan_runs(experiment_runs) if s.kind == "experiment")
+    assert (exp.epochs_done, exp.epochs_planned, exp.fold_epochs) == (0, 4, [4, 4, 0])
+    from liverctl.runs.table import epochs_text
+
+    assert epochs_text(exp) == "3x0-4/4"
