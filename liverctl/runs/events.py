@@ -33,13 +33,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liverctl.disk import no_space_error
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 from liverctl.runs.folder import EVENTS_FILE
 
 SCHEMA_VERSION = 1
@@ -211,6 +212,24 @@ def _shallow(obj: Any) -> bool:
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return True
+
+
+def parse_lines(lines: Iterable[str]) -> tuple[list[dict], int]:
+    """The events of complete lines, and how many lines held none though not blank (unreadable: garbage, a line
+    over `MAX_LINE_BYTES`), which `runs` and `watch` both count (`unreadable_note`)."""
+    events, unreadable = [], 0
+    for line in lines:
+        event = parse_line(line)
+        if event is not None:
+            events.append(event)
+        else:
+            unreadable += line.strip() != ""
+    return events, unreadable
+
+
+def unreadable_note(count: int) -> str:
+    """What `runs` (a problem of the run) and `watch` (beneath the epochs) say of a log's unreadable lines."""
+    return f"{EVENTS_FILE}: {plural(count, 'unreadable line')} skipped"
 
 
 def read_events(path: str | os.PathLike) -> list[dict]:

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from liverctl.plural import plural
+from liverctl.runs.events import unreadable_note
 from liverctl.watch.state import EpochRow, NanRecord, RunState
 
 STATUS_STYLE = {
@@ -328,7 +329,8 @@ def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
 
 
 def info_text(state: RunState) -> Text:
-    """Checkpoints, the latest note and anything ignored, under the table."""
+    """Checkpoints, the latest note and anything ignored (events of unknown kinds, unreadable lines), under the
+    table."""
     text = Text()
     text.append("checkpoints ", style="dim")
     cks = checkpoint_lines(state)
@@ -341,6 +343,8 @@ def info_text(state: RunState) -> Text:
         kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(state.unknown_kinds.items()))
         text.append("\nignored events of unknown kinds: ", style="dim")
         text.append(kinds, style="dim")
+    if state.unreadable_lines:  # as `runs` says it
+        text.append("\n" + unreadable_note(state.unreadable_lines), style="yellow")
     return text
 
 
