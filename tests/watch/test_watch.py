@@ -1465,3 +1465,28 @@ async def test_app_counts_unreadable_lines_as_they_come(tmp_path, monkeypatch):
         await settle(pilot, lambda: "events.jsonl: 1 unreadable line skipped" in str(app.info.content))
         append(run / "events.jsonl", "\x00\xff\n", "[1, 2]\n")
         await settle(pilot, lambda: "events.jsonl: 3 unreadable lines skipped" in str(app.info.content))
+
+
+async def test_app_at_80x24_a_banner_of_several_records_keeps_what_the_guard_did(tmp_path):
+    """With two or more NaN records each has one line at 80 columns, and the trainer's message begins by saying
+    what was non-finite and at which step, which the line says already: `latest: loss · step 1475 · abort ·
+    non-finite loss at step 1475; 1 rollbacks di…` lost what the guard did. Now that repeated part is left out (the
+    wide banner and --once too), and the rest fits."""
+    s = two_epoch_run("n")
+    s.add("nan", epoch=2, step=1350, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0},
+          message="non-finite loss at step 1350")
+    s.add("nan", epoch=2, step=1475, where="loss", action="abort", counts={"skipped": 1, "rollbacks": 2},
+          message="non-finite loss at step 1475; 1 rollbacks did not help, stopping")
+    run = tmp_path / "runs" / "n"
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=3600.0, clock=FakeClock(s.t))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.banner.display)
+        await pilot.pause()
+        head, first, latest = painted(app.banner)
+        assert head.endswith("[d: dismiss]") and all(len(line) <= 80 for line in (head, first, latest))
+        assert re.fullmatch(r" first:  loss · epoch 3/3, step 1350, at [\d:]{8} · guard: skip_step", first), first
+        assert latest.startswith(" latest: loss · ") and "step 1475" in latest, latest
+        assert latest.endswith("abort · 1 rollbacks did not help, stopping"), latest
+    assert re.search(r"\nlatest: loss · epoch 3/3, step 1475, at [\d:]{8} · guard: abort · 1 rollbacks did not help, "
+                     r"stopping$", nan_banner_text(app.watcher.state))
