@@ -675,3 +675,34 @@ def test_an_experiments_epochs_are_per_fold_in_the_table_json_and_csv(experiment
     from liverctl.runs.table import epochs_text
 
     assert epochs_text(exp) == "3x0-4/4"
+
+
+def test_json_and_csv_take_a_file_or_alone_mean_stdout_as_evaluate_and_bench_do(three_runs, tmp_path):
+    """`runs --json` was a flag where `evaluate --json` and `bench --json` take a file ('-': stdout). One
+    convention now: alone (at the end or before another option) or '-', the rows on stdout and nothing else
+    there; a file name, the rows written there and the table printed as ever. `runs --json RUNS_DIR` (the flag
+    before the folder) is refused naming the folder, never taken silently."""
+    runner = CliRunner()
+    names = ["c-focal", "b-v5", "a-v3"]
+    for args in (["--json"], ["--json", "-"], ["--json", "--sort", "started"]):
+        result = runner.invoke(app, ["runs", str(three_runs), *args])
+        assert result.exit_code == 0, result.output
+        assert [r["name"] for r in json.loads(result.stdout)] == names, args
+    csv_out = runner.invoke(app, ["runs", str(three_runs), "--csv", "--filter", "preset=v5*"])
+    assert [r["name"] for r in csv.DictReader(io.StringIO(csv_out.stdout))] == ["c-focal", "b-v5"]
+
+    out_json, out_csv = tmp_path / "rows.json", tmp_path / "rows.csv"
+    result = runner.invoke(app, ["runs", str(three_runs), "--json", str(out_json), "--csv", str(out_csv)])
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(out_json.read_text())] == names
+    assert [r["name"] for r in csv.DictReader(io.StringIO(out_csv.read_text()))] == names
+    assert "b-v5" in result.stdout and f"rows written to {out_json} (--json)" in result.stdout  # the table too
+    to_stdout = runner.invoke(app, ["runs", str(three_runs), "--csv", "--json", str(out_json)])
+    assert [r["name"] for r in csv.DictReader(io.StringIO(to_stdout.stdout))] == names
+
+    folder = runner.invoke(app, ["runs", "--json", str(three_runs)])
+    assert folder.exit_code == 2 and folder.stderr.strip() == (
+        f"error: {three_runs}: is a folder; --json takes a file name (alone: stdout); the runs folder goes "
+        "before it, or as --runs-dir")
+    both = runner.invoke(app, ["runs", str(three_runs), "--json", "--csv"])
+    assert both.exit_code == 2 and "choose one of --json and --csv for stdout" in both.stderr
