@@ -1,6 +1,7 @@
 """Printing for a terminal of any width: a table whole when it fits, else one block of `header value` pairs per
-row; lines of items broken between items, never inside one, or their last item cut to the line (`print_cut`).
-Used by `liverctl runs` and `watch --once`/`--plot`.
+row; lines of items broken between items, never inside one (`print_lines`; prose between its words:
+`print_words`), or their last item cut to the line (`print_cut`). Used by `liverctl runs` and
+`watch --once`/`--plot`.
 
 Into a pipe or a file (a log, a notebook cell) nothing is broken or squeezed: rich would assume 80 columns
 there, so tables print at their natural width and lines are left to whatever shows them.
@@ -64,6 +65,16 @@ def print_lines(console: Console, lines: list[list[Text]], *, gap: str = "  ", i
             continue
         for line in pack(items, console.width, gap=gap, indent=indent, hang=hang):
             console.print(line, highlight=False, soft_wrap=False)  # rich folds an item wider than the terminal
+
+
+def print_words(console: Console, text: Text | str, *, indent: str = "", hang: str | None = None,
+                style: str = "") -> None:
+    """Prose (a legend, a note, a list of problems): each of its lines as it is where it fits (or into a pipe),
+    else broken between its words (`print_lines`), those it is broken onto starting with `hang`; a word (a
+    path, a number) is never split. `style` for a `str`."""
+    text = Text(text, style=style) if isinstance(text, str) else text
+    lines = [[word for word in line.split(" ") if word.plain] for line in text.split("\n")]
+    print_lines(console, lines, gap=" ", indent=indent, hang=hang)
 
 
 def print_cut(console: Console, head: list[Text], tail: Text, *, indent: str = "  ", least: int = 20) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperCommand
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -59,6 +60,37 @@ def _expand_home(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_expand_home(v) for v in value)
     return value
+
+
+# The project's one convention for machine-readable output: `--json` (and runs' `--csv`) takes a file name, and
+# alone, or as `--json -`, means stdout, which then holds that output alone (`FileOrStdoutCommand`).
+STDOUT = "-"
+OPTIONAL_FILE_OPTIONS = ("--json", "--csv")
+
+
+class FileOrStdoutCommand(TyperCommand):
+    """A command whose `--json` / `--csv` take an optional file name: given alone (at the end, or before another
+    option) they mean stdout, as `--json -` does. Click has no optional option value; the parser would take the
+    next option as the file (`evaluate s.csv --json --labels L` wrote to a file named `--labels`)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if p.param_type_name == "option" and not p.is_flag and not p.count
+                       for name in p.opts}
+        out, i = [], 0
+        while i < len(args):
+            arg = args[i]
+            out.append(arg)
+            if arg == "--":
+                out += args[i + 1:]
+                break
+            after = args[i + 1] if i + 1 < len(args) else None
+            if arg in OPTIONAL_FILE_OPTIONS and (after is None or (after.startswith("-") and after != STDOUT)):
+                out.append(STDOUT)
+            elif arg in takes_value and after is not None:  # an option's value is never taken for an option
+                out.append(after)
+                i += 1
+            i += 1
+        return super().parse_args(ctx, out)
 
 
 def print_error(message: object) -> None:

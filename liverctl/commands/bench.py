@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, guarded
+from liverctl.commands._common import STDOUT, FileOrStdoutCommand, console, err_console, guarded
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench_command)
+    app.command("bench", cls=FileOrStdoutCommand)(bench_command)
 
 
 def bench_command(
@@ -22,8 +22,8 @@ def bench_command(
                                "benchmark works, in well under a minute; its figures mean little."),
     only: str = typer.Option(None, "--only", help="Measure only these parts, comma-separated: ingest, loader, "
                              "training, submit, real (default: all)."),
-    json_path: Path = typer.Option(None, "--json", help="Also write every figure to this JSON file ('-' for stdout; "
-                                   "the table then goes to stderr)."),
+    json_path: Path = typer.Option(None, "--json", metavar="[FILE]", help="Also write every figure to FILE as "
+                                   "JSON; alone or '-': on stdout, alone there (the table then goes to stderr)."),
     workdir: Path = typer.Option(Path("bench-work"), "--workdir",
                                  help="Where the synthetic data, store and .npy cache are written (reused)."),
     real: bool = typer.Option(True, "--real/--no-real", help="Also measure store size and reads on the real "
@@ -36,7 +36,7 @@ def bench_command(
         from liverctl.bench.report import report_json, write_json
         from liverctl.bench.run import run_bench
 
-        to_stdout = json_path is not None and str(json_path) == "-"
+        to_stdout = json_path is not None and str(json_path) == STDOUT
         if json_path is not None and not to_stdout:  # before the minutes of measuring, not after
             from liverctl.files import check_output_file
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, esc, fail, guarded
+from liverctl.commands._common import STDOUT, FileOrStdoutCommand, console, esc, fail, guarded
 from liverctl.device import DEVICE_HELP
-from liverctl.narrow import print_cut, print_lines, print_table
+from liverctl.narrow import print_cut, print_table, print_words
 from liverctl.plural import agree, plural
 
 
 def register(app: typer.Typer) -> None:
-    app.command("runs")(runs_command)
+    app.command("runs", cls=FileOrStdoutCommand)(runs_command)
     app.command("report")(report_command)
 
 
@@ -33,42 +34,62 @@ def runs_command(
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
                                       "wildcards with =), e.g. preset=v5, status=completed, "
                                       "volume_dice>=0.9, loss.name=tversky. Repeatable."),
-    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
-    as_csv: bool = typer.Option(False, "--csv", help="Print the rows as CSV."),
+    as_json: str = typer.Option(None, "--json", metavar="[FILE]", help="The rows as JSON: alone or '-' on stdout "
+                                "(instead of the table), else written to FILE (the table printed as ever)."),
+    as_csv: str = typer.Option(None, "--csv", metavar="[FILE]", help="The rows as CSV, as --json gives JSON "
+                               "(an experiment's fold rows beneath it)."),
 ) -> None:
     """One row per run, newest first: the settings that differ between runs, status, best Dice, scores."""
     from liverctl.runs import table
     from liverctl.runs.summary import scan_runs
 
     with guarded():
-        if as_json and as_csv:
-            fail("choose one of --json and --csv")
+        from liverctl.files import check_output_file, write_atomic
+
+        if as_json == STDOUT and as_csv == STDOUT:
+            fail("choose one of --json and --csv for stdout (give the other a file name)")
         if runs_dir is not None and runs_dir_option is not None and runs_dir != runs_dir_option:
             fail(f"two run folders given: {runs_dir} and --runs-dir {runs_dir_option}; give one")
+        files = {option: Path(target) for option, target in (("--json", as_json), ("--csv", as_csv))
+                 if target not in (None, STDOUT)}
+        for option, path in files.items():  # `runs --json runs/` (the old flag before the folder) is refused here
+            check_output_file(path, what="the rows", folder_hint=f"{option} takes a file name (alone: stdout); "
+                              "the runs folder goes before it, or as --runs-dir")
         runs_dir = runs_dir or runs_dir_option or Path("runs")
         summaries = table.sort_runs(table.filter_runs(scan_runs(runs_dir), filters), sort, reverse=reverse)
         # Varied settings are judged among the runs listed, so a filter narrows the columns too.
         varied = table.varied_settings(summaries)
         rows = [table.summary_row(s, varied) for s in summaries]
-        if as_json:
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        elif as_csv:
-            _write_csv(rows)
-        elif not summaries:
+        texts = {"--json": lambda: json.dumps(rows, indent=2) + "\n", "--csv": lambda: _csv_text(rows)}
+        for option, path in files.items():
+            write_atomic(path, texts[option](), what=f"the rows ({option})")
+        if STDOUT in (as_json, as_csv):
+            sys.stdout.write(texts["--json" if as_json == STDOUT else "--csv"]())
+            return
+        if not summaries:
             console.print(f"no runs in {esc(runs_dir)} match the {agree(len(filters), 'filter', 'filters')}")
         else:
             _print_table(summaries, varied, runs_dir)
+        for option, path in files.items():
+            console.print(f"rows written to {path} ({option})", markup=False, highlight=False)
 
 
-def _write_csv(rows: list[dict]) -> None:
-    if not rows:
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
+def _csv_text(rows: list[dict]) -> str:
+    """The rows as the table lists them: an experiment's fold rows beneath it (named `exp/fold-k`), every
+    column any row has (an experiment's cv columns are blank in a run's row), lists and objects as JSON."""
+    flat = []
     for row in rows:
-        flat = {k: ("; ".join(v) if k == "problems" else json.dumps(v) if isinstance(v, list) else v)
-                for k, v in row.items()}
-        writer.writerow(flat)
+        flat.append({k: v for k, v in row.items() if k != "folds"})
+        flat.extend({**fold, "name": f"{row['name']}/{fold['name']}"} for fold in row.get("folds", []))
+    if not flat:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in flat for k in row)), lineterminator="\n")
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({k: ("; ".join(v) if k == "problems" else json.dumps(v) if isinstance(v, (list, dict)) else v)
+                         for k, v in row.items()})
+    return out.getvalue()
 
 
 STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "failed": "red"}
@@ -102,7 +123,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
         rows.append([*row, *([Text(cv_text(s) if s.kind == "experiment" else "")] if experiments else [])])
         table.add_row(*rows[-1])
     print_table(console, table, f"runs in {runs_dir}", headers, rows)
-    console.print(spec.LEGEND, style="dim", soft_wrap=True)
+    print_words(console, spec.LEGEND, style="dim")
     if experiments:
         _print_experiment_notes(summaries)
     _print_endings(summaries)
@@ -110,8 +131,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     if damaged:
         console.print(f"[yellow]{plural(len(damaged), 'run')} with something missing or odd:[/]")
         for s in damaged:  # on a narrow terminal broken between words (a path or number whole), indented beneath
-            words = [Text(word) for word in "; ".join(s.problems).split(" ")]
-            print_lines(console, [[Text.assemble((s.name, "bold"), ":"), *words]], gap=" ", indent="  ", hang="    ")
+            print_words(console, Text.assemble((s.name, "bold"), ": ", "; ".join(s.problems)), indent="  ", hang="    ")
 
 
 def _print_endings(summaries) -> None:
@@ -134,17 +154,17 @@ def _print_experiment_notes(summaries) -> None:
     from liverctl.runs.history import finite
     from liverctl.runs.table import format_dice
 
-    console.print("Experiments: vol/slice/global = pooled out-of-fold predictions (config threshold, no "
-                  "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
-                  "their fold runs beneath.", style="dim", soft_wrap=True)
+    print_words(console, "Experiments: epochs = folds x epochs per fold done/planned (5x0-20/20: its folds stand "
+                "apart); vol/slice/global = pooled out-of-fold predictions (config threshold, no "
+                "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
+                "their fold runs beneath.", style="dim")
     for s in summaries:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
             threshold = finite(decision.get("threshold"))
-            console.print(f"  {esc(s.name)}: decided on {esc(decision.get('cases'))} out-of-fold cases: threshold "
-                          f"{'-' if threshold is None else f'{threshold:g}'}, post {esc(decision.get('post'))} "
-                          f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})",
-                          highlight=False, soft_wrap=True)
+            print_words(console, f"{s.name}: decided on {decision.get('cases')} out-of-fold cases: threshold "
+                        f"{'-' if threshold is None else f'{threshold:g}'}, post {decision.get('post')} "
+                        f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
 
 
 def report_command(

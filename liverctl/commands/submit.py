@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, err_console, esc, guarded, progress_bar
+from liverctl.commands._common import (
+    STDOUT,
+    FileOrStdoutCommand,
+    console,
+    err_console,
+    esc,
+    guarded,
+    progress_bar,
+)
 from liverctl.device import DEVICE_HELP
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
@@ -20,7 +28,7 @@ LIVER_LABELS_HELP = "Label values that mean liver, e.g. 1 or 1,2 (default: any n
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit_command)
     app.command("postprocess")(postprocess_command)
-    app.command("evaluate")(evaluate_command)
+    app.command("evaluate", cls=FileOrStdoutCommand)(evaluate_command)
 
 
 def _liver_labels(text: str | None) -> list[int] | None:
@@ -122,8 +130,8 @@ def _print_cleaned(results) -> None:
 def evaluate_command(
     submission: Path = typer.Argument(..., metavar="SUBMISSION", help="Submission CSV."),
     labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the scores JSON here ('-' for stdout; the "
-                                  "table then goes to stderr)."),
+    json_out: Path = typer.Option(None, "--json", metavar="[FILE]", help="Also write the scores JSON to FILE; "
+                                  "alone or '-': on stdout, alone there (the table then goes to stderr)."),
     liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
@@ -131,7 +139,7 @@ def evaluate_command(
     from liverctl.infer.submission import MalformedSubmission
 
     with guarded():
-        to_stdout = json_out is not None and str(json_out) == "-"
+        to_stdout = json_out is not None and str(json_out) == STDOUT
         if json_out is not None and not to_stdout:  # before the scoring, as bench does
             from liverctl.files import check_output_file
 

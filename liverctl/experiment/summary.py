@@ -27,8 +27,8 @@ def summarize_experiment(exp_dir: str | Path):
     except LiverctlError as exc:
         out.problems.append(str(exc))
         return out
-    out.folds = [runs.summarize_run(fold_dir(exp_dir, f)) for f in summary["folds"]
-                 if fold_dir(exp_dir, f).is_dir()]
+    fold_runs = {f: runs.summarize_run(fold_dir(exp_dir, f)) for f in summary["folds"] if fold_dir(exp_dir, f).is_dir()}
+    out.folds = list(fold_runs.values())
     out.preset = summary.get("preset")
     settings = runs.flatten_config(summary["config"])
     settings.pop("data.fold", None)
@@ -39,9 +39,10 @@ def summarize_experiment(exp_dir: str | Path):
     if out.status == "running" and not writer_alive(exp_dir):  # the experiment holds its folder's lock
         out.status = "interrupted"
         out.problems.append(f"{SUMMARY_FILE} says running but nothing is writing it (killed?); resume it")
-    out.epochs_done = sum(f.epochs_done for f in out.folds)
-    epochs = as_int((summary["config"].get("train") or {}).get("epochs"))
-    out.epochs_planned = None if epochs is None else epochs * len(summary["folds"])
+    # Per fold, as a run's (the sum over 5 folds of 20 epochs read as one model trained for 100)
+    out.fold_epochs = [fold_runs[f].epochs_done if f in fold_runs else 0 for f in summary["folds"]]
+    out.epochs_done = min(out.fold_epochs, default=0)
+    out.epochs_planned = as_int((summary["config"].get("train") or {}).get("epochs"))
     oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
     out.volume_dice = dice(oof.get("volume_dice"))
     out.slice_dice = dice(oof.get("slice_dice"))
@@ -92,5 +93,6 @@ def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:
         "cv_folds": cv.get("folds"),
         "oof": (summary.cv or {}).get("oof"),
         "decision": (summary.cv or {}).get("decision"),
+        "fold_epochs": summary.fold_epochs,
         "folds": [summary_row(f, varied) for f in summary.folds],
     }

@@ -33,13 +33,14 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liverctl.disk import no_space_error
 from liverctl.errors import LiverctlError
+from liverctl.plural import plural
 from liverctl.runs.folder import EVENTS_FILE
 
 SCHEMA_VERSION = 1
@@ -213,6 +214,24 @@ def _shallow(obj: Any) -> bool:
     return True
 
 
+def parse_lines(lines: Iterable[str]) -> tuple[list[dict], int]:
+    """The events of complete lines, and how many lines held none though not blank (unreadable: garbage, a line
+    over `MAX_LINE_BYTES`), which `runs` and `watch` both count (`unreadable_note`)."""
+    events, unreadable = [], 0
+    for line in lines:
+        event = parse_line(line)
+        if event is not None:
+            events.append(event)
+        else:
+            unreadable += line.strip() != ""
+    return events, unreadable
+
+
+def unreadable_note(count: int) -> str:
+    """What `runs` (a problem of the run) and `watch` (beneath the epochs) say of a log's unreadable lines."""
+    return f"{EVENTS_FILE}: {plural(count, 'unreadable line')} skipped"
+
+
 def read_events(path: str | os.PathLike) -> list[dict]:
     """All complete events of a log (a torn last line is ignored).
 
@@ -295,6 +314,10 @@ def read_lines(fh: Any, reader: LineReader | None = None) -> Iterator[str]:
 # `EventTail` keeps this many bytes of the log's start and of the bytes just before where it stopped: a log
 # truncated and written again (even larger, on the same inode) differs there from what was read.
 FINGERPRINT_BYTES = 64
+# A log whose mtime is less than this before the end of the poll that read it may be written again with the
+# same mtime (a file system's timestamps move in ticks: a few ms on a kernel before 6.13, 1 s on ext3 or NFS,
+# 2 s on FAT): the polls go on comparing its fingerprints until it is older, then a stat alone tells again.
+RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -306,6 +329,9 @@ class EventTail:
     already read (truncated and written again, even larger) is re-read from the start on the next poll, and
     `restarted` says that poll started over; `missing` says whether the file is currently absent. The file
     is read in pieces through a `LineReader`: a line over `MAX_LINE_BYTES` is never held, even unfinished.
+    A poll of a file whose (inode, size, mtime) is as the last poll left it is one `stat`, unless that mtime
+    was within `RACY_NS` of the read: a rewrite of the same size in the same timestamp tick leaves the stat
+    as it was, so such a file's fingerprints are compared (two small reads) until it is older.
     """
 
     path: Path
@@ -314,6 +340,8 @@ class EventTail:
     missing: bool = True
     restarted: bool = False  # the last poll read the file from its start again, after reading some of it
     _stat: tuple[int, int, int] | None = field(default=None, repr=False)  # (inode, size, mtime) at the last poll
+    # The last poll's stat may not tell a later rewrite (`RACY_NS`: mtime within a tick of when it was read)
+    _racy: bool = field(default=False, repr=False)
     _head: bytes = field(default=b"", repr=False)  # the file's first bytes, as read
     _before: bytes = field(default=b"", repr=False)  # the bytes just before `_offset`, as read
 
@@ -330,7 +358,7 @@ class EventTail:
             self.missing = True
             return []
         self.missing = False
-        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stat:
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stat and not self._racy:
             return []  # untouched since the last poll: not even opened
         try:
             with open(self.path, "rb") as fh:
@@ -350,6 +378,7 @@ class EventTail:
             self.missing = True
             return []
         self._stat = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._racy = time.time_ns() - st.st_mtime_ns < RACY_NS
         return lines
 
     def _changed(self, fh: Any, st: os.stat_result) -> bool:

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liverctl.plural import plural
 from liverctl.printable import one_line
-from liverctl.runs.events import SCHEMA_VERSION, LineReader, parse_line, read_lines
+from liverctl.runs.events import SCHEMA_VERSION, LineReader, parse_line, read_lines, unreadable_note
 
 
 def finite(value: Any) -> float | None:
@@ -256,7 +255,7 @@ def _check_log(history: RunHistory, n_lines: int, tail: str, bad: int, problems:
         if not history.torn_last_line:  # a complete last line that just lacks its newline
             problems.append("events.jsonl: last line has no newline")
     if bad:
-        problems.append(f"events.jsonl: {plural(bad, 'unreadable line')} skipped")
+        problems.append(unreadable_note(bad))
     if history.run_start is None and (n_lines or tail):
         problems.append("events.jsonl: no run_start event (log truncated at the start?)")
     elif not n_lines and not tail:

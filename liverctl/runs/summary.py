@@ -75,6 +75,9 @@ class RunSummary:
     end_step: int | None = None  # run_end's step
     kind: str = "run"  # or "experiment" (liverctl/experiment/summary.py): its folds beneath, cv figures
     folds: list[RunSummary] = field(default_factory=list)
+    # An experiment's epochs per planned fold, in its order (0 for a fold not started); its `epochs_done` is the
+    # fewest of them and `epochs_planned` those of one fold: an epochs column means one model's epochs in every row
+    fold_epochs: list[int] = field(default_factory=list)
     cv: dict[str, Any] = field(default_factory=dict)
 
     @property

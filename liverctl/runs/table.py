@@ -51,8 +51,7 @@ COLUMN_SPEC = (
     Column("preset", "preset", attrgetter("preset"), lambda s: s.preset or "-"),
     Column("status", "status", attrgetter("status"), attrgetter("status")),
     Column("nan", "NaN", attrgetter("nan_events"), lambda s: str(s.nan_events), True),
-    Column("epochs", "epochs", attrgetter("epochs_done"),
-           lambda s: f"{s.epochs_done}/{'?' if s.epochs_planned is None else s.epochs_planned}", True),
+    Column("epochs", "epochs", attrgetter("epochs_done"), lambda s: epochs_text(s), True),
     Column("best_epoch", "best epoch", attrgetter("best_epoch"),
            lambda s: "-" if s.best_epoch is None else str(s.best_epoch), True),
     _dice_column("volume_dice", "vol Dice"),
@@ -84,6 +83,16 @@ def table_rows(summaries: list[RunSummary]) -> list[RunSummary]:
         rows.append(s)
         rows.extend(replace(fold, name=f"  {s.name}/{fold.name}") for fold in s.folds)
     return rows
+
+
+def epochs_text(s: RunSummary) -> str:
+    """`12/20`: epochs done of those planned; an experiment's per fold, after its number of folds: `5x20/20`, or
+    `5x0-20/20` while its folds stand apart (`RunSummary.fold_epochs`)."""
+    planned = "?" if s.epochs_planned is None else s.epochs_planned
+    if s.kind != "experiment":
+        return f"{s.epochs_done}/{planned}"
+    low, high = min(s.fold_epochs, default=0), max(s.fold_epochs, default=0)
+    return f"{len(s.fold_epochs)}x{low if low == high else f'{low}-{high}'}/{planned}"
 
 
 def submitted_text(s: RunSummary) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from liverctl.printable import one_line
-from liverctl.runs.events import KINDS
+from liverctl.runs.events import KINDS, parse_lines
 from liverctl.runs.history import RunHistory, as_int, dice, finite, run_status
 from liverctl.watch.records import (
     NUMBER_FIELDS,
@@ -67,6 +67,7 @@ class RunState:
         self.checkpoints: list[Checkpoint] = []
         self.notes: list[tuple[float | None, str]] = []
         self.unknown_kinds: dict[str, int] = {}
+        self.unreadable_lines = 0  # complete lines of the log that held no event (`feed_lines`)
         self.steps_per_epoch: int | None = None
         self._current = CurrentEpoch(number=1)
         self.history = RunHistory()  # the shared reducer: status and best epoch follow its rules
@@ -86,6 +87,15 @@ class RunState:
             self.n_events += n
             self.version += 1
         return n
+
+    def feed_lines(self, lines: Iterable[str]) -> int:
+        """Fold a log's complete lines in order, counting those that hold no event (`unreadable_lines`, as
+        `runs` counts them); returns how many events were taken."""
+        events, unreadable = parse_lines(lines)
+        if unreadable:
+            self.unreadable_lines += unreadable
+            self.version += 1
+        return self.feed(events)
 
     def _fold(self, e: dict) -> None:
         kind = e.get("kind")

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from liverctl.plural import plural
+from liverctl.runs.events import unreadable_note
 from liverctl.watch.state import EpochRow, NanRecord, RunState
 
 STATUS_STYLE = {
@@ -170,7 +171,19 @@ def _nan_line(label: str, rec: NanRecord, total_epochs: int | None) -> str:
     # The epoch counted as the table counts it (see NanRecord.epoch_ordinal), not the event's own field.
     when = where_when(rec.epoch_ordinal, rec.step, rec.ts, total_epochs)
     line = f"{label} {rec.where} · {when} · guard: {rec.action}"
-    return line + (f" · {rec.message}" if rec.message else "")
+    news = message_news(rec)
+    return line + (f" · {news}" if news else "")
+
+
+def message_news(rec: NanRecord) -> str:
+    """What a NaN record's message adds to its line: the trainer's starts by saying what was non-finite and at
+    which step (`non-finite loss at step 1475; 1 rollbacks did not help, stopping`), which the line says
+    already; that part is left out, so that on a narrow screen the rest (what the guard did about it) fits."""
+    said = f"non-finite {rec.where} at step {rec.step}"
+    if rec.step is None or not rec.message.startswith(said):
+        return rec.message
+    rest = rec.message[len(said):]
+    return rest[2:] if rest.startswith("; ") else rec.message if rest else ""
 
 
 DISMISS_HINT = "[d: dismiss]"
@@ -198,6 +211,7 @@ def nan_banner_lines(state: RunState, width: int, rows: int = 3) -> list[str]:
                 if rec.epoch_ordinal is not None else "", "" if rec.step is None else f"step {rec.step}",
                 "" if rec.ts is None else f"at {fmt_clock(rec.ts)}"]
         action = f"guard: {rec.action}"
+        news = message_news(rec)
         for shorter in range(4):  # drop the time of day, then the epoch, then the "guard:" label
             if shorter == 1:
                 when[2] = ""
@@ -207,12 +221,12 @@ def nan_banner_lines(state: RunState, width: int, rows: int = 3) -> list[str]:
                 action = rec.action
             place = ", ".join(w for w in when if w) or "time unknown"
             line = f"{label} {rec.where} · {place} · {action}"
-            if len(line) + len(f" · {rec.message}") * bool(rec.message) <= width:
+            if len(line) + len(f" · {news}") * bool(news) <= width:
                 break
-        if not rec.message:
+        if not news:
             lines.append(_cut(line, width))
             continue
-        line += f" · {rec.message}"
+        line += f" · {news}"
         while len(line) > width and spare:  # the message on into a spare line, broken at a space
             cut = line.rfind(" ", 0, width + 1)
             cut = width if cut <= width // 2 else cut
@@ -328,7 +342,8 @@ def checkpoint_lines(state: RunState, limit: int = 3) -> list[str]:
 
 
 def info_text(state: RunState) -> Text:
-    """Checkpoints, the latest note and anything ignored, under the table."""
+    """Checkpoints, the latest note and anything ignored (events of unknown kinds, unreadable lines), under the
+    table."""
     text = Text()
     text.append("checkpoints ", style="dim")
     cks = checkpoint_lines(state)
@@ -341,6 +356,8 @@ def info_text(state: RunState) -> Text:
         kinds = ", ".join(f"{k} ×{n}" for k, n in sorted(state.unknown_kinds.items()))
         text.append("\nignored events of unknown kinds: ", style="dim")
         text.append(kinds, style="dim")
+    if state.unreadable_lines:  # as `runs` says it
+        text.append("\n" + unreadable_note(state.unreadable_lines), style="yellow")
     return text
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liverctl.disk import human_bytes
-from liverctl.runs.events import EventTail, parse_line
+from liverctl.runs.events import EventTail
 from liverctl.runs.folder import EVENTS_FILE, rank_failures, writer_alive
 from liverctl.watch.state import RunState
 
@@ -92,7 +92,7 @@ class RunWatcher:
         self.condition = "ok"
         self.state.writer_alive = writer_alive(self.run_dir)
         self.state.rank_failed = bool(rank_failures(self.run_dir))
-        return self.state.feed(e for e in map(parse_line, lines) if e is not None)
+        return self.state.feed_lines(lines)
 
     def read_is_long(self) -> bool:
         """The log is to be read from its start (nothing read yet, or replaced, truncated or rewritten since
@@ -117,13 +117,13 @@ class RunWatcher:
         tail = EventTail(self.path)
         lines = tail.poll_lines()
         outline = RunState(self.run_dir.name, clock=self.clock)
-        outline.feed(e for e in (parse_line(line) for line in lines if not plain_step_line(line)) if e is not None)
+        outline.feed_lines(line for line in lines if not plain_step_line(line))
         yield LogRead(outline, tail, complete=False)
         state = RunState(self.run_dir.name, clock=self.clock)
         for start in range(0, len(lines), READ_BATCH_LINES):
             if stop():
                 return
-            state.feed(e for e in map(parse_line, lines[start:start + READ_BATCH_LINES]) if e is not None)
+            state.feed_lines(lines[start:start + READ_BATCH_LINES])
         yield LogRead(state, tail, complete=True)
 
     def adopt(self, read: LogRead) -> None:

@@ -319,6 +319,10 @@ def test_evaluate_json_to_stdout(tiny_dataset, tmp_path):
     result = _invoke("evaluate", sub, "--labels", tiny_dataset / "test_labels", "--json", tmp_path)
     assert result.exit_code == 2 and "is a folder; --json takes a file name, e.g. scores.json" in result.stderr
     assert not (tmp_path / "empty.scores.json").exists()  # refused before anything was scored or written
+    # `--json` alone is stdout, as `runs --json` (it took the next option for its file: a file named "--labels")
+    alone = _invoke("evaluate", sub, "--json", "--labels", one)  # `sub` is case 6's alone now
+    assert alone.exit_code == 0, alone.output
+    assert len(json.loads(alone.stdout)["cases"]) == 1 and not (Path.cwd() / "--labels").exists()
 
 
 def test_postprocess_cli_on_real_volume(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 from liverctl.runs.events import EventTail, EventWriter, read_events
 
@@ -83,6 +85,54 @@ def test_tail_rereads_a_log_truncated_and_rewritten_larger_on_the_same_inode(tmp
     with open(path, "a") as fh:
         fh.write(old[2])
     assert [e["message"] for e in tail.poll()] == ["old 2"] and not tail.restarted  # an append stays one
+
+
+def test_tail_rereads_a_log_rewritten_to_the_same_size_within_one_mtime_tick(tmp_path):
+    """A log rewritten in place to the same size while its mtime stays the same (two writes in one timestamp tick:
+    a few ms before Linux 6.13, 1 s on ext3 or NFS) left (inode, size, mtime) as the last poll saw it: the tailer
+    never looked again and showed the old run. Now a poll of a log whose mtime was that recent compares the bytes
+    it read before, and reads it from its start."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind":"note","seq":0,"message":"old run"}\n')
+    tail = EventTail(path)
+    assert [e["message"] for e in tail.poll()] == ["old run"]
+    before = path.stat()
+    with open(path, "r+") as fh:  # in place, the same size
+        fh.write('{"kind":"note","seq":0,"message":"new run"}\n')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # within the same tick
+    assert (path.stat().st_ino, path.stat().st_size, path.stat().st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+    assert [e["message"] for e in tail.poll()] == ["new run"] and tail.restarted
+
+
+def test_an_idle_log_is_polled_with_one_stat_once_its_mtime_is_past_a_tick(tmp_path, monkeypatch):
+    """The cost of catching a rewrite within one mtime tick: a log written in the last RACY_NS is opened (two
+    small reads) at each poll; once its mtime is older, an idle poll is one stat again, never an open."""
+    import builtins
+
+    from liverctl.runs import events
+
+    opened = []
+
+    def counting_open(*args, **kwargs):
+        opened.append(args[0])
+        return builtins.open(*args, **kwargs)
+
+    monkeypatch.setattr(events, "open", counting_open, raising=False)
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind":"note","seq":0}\n')
+    tail = EventTail(path)
+    assert len(tail.poll()) == 1 and len(opened) == 1
+    assert tail.poll() == [] and len(opened) == 2  # written just now: compared again
+    hour_ago = time.time_ns() - 3600 * 10**9
+    os.utime(path, ns=(hour_ago, hour_ago))  # a log nobody has written for an hour
+    assert tail.poll() == [] and len(opened) == 3 and not tail.restarted  # the stat changed: looked at once
+    for _ in range(3):
+        assert tail.poll() == []
+    assert len(opened) == 3  # idle: a stat each, no open
+    with open(path, "a") as fh:
+        fh.write('{"kind":"note","seq":1}\n')
+    assert [e["seq"] for e in tail.poll()] == [1] and not tail.restarted
 
 
 def test_events_module_is_standard_library_only():

@@ -602,3 +602,107 @@ def test_a_submissions_line_over_the_limit_is_skipped_unread(tmp_path):
     finally:
         tracemalloc.stop()
     assert "submissions.jsonl: 1 unreadable line skipped" in summary.problems and peak < 8 << 20
+
+
+@pytest.fixture
+def experiment_runs(tmp_path):
+    """An experiment of 3 folds x 4 epochs, its decision made, beside a plain run of 4 epochs (listed first)."""
+    from run_fixtures import make_config
+
+    from liverctl.experiment.folder import write_summary
+
+    root = tmp_path / "runs"
+    exp = root / "cv"
+    exp.mkdir(parents=True)
+    cfg = make_config("demo")
+    cfg["train"]["epochs"] = 4
+    write_summary(exp, {"name": "cv", "preset": "demo", "store": "liver.zarr", "folds": [0, 1, 2], "config": cfg,
+                        "status": "completed", "created": 1_600_000_000.0, "fold_results": {},
+                        "cv": {"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9, "2": 0.91}},
+                        "oof": {"volume_dice": 0.91, "slice_dice": 0.8, "global_dice": 0.93},
+                        "decision": {"threshold": 0.5, "post": "largest_component", "volume_dice": 0.92,
+                                     "cases": 10}})
+    for fold in range(3):
+        make_run(exp, f"fold-{fold}", settings={"data.fold": fold}, planned=4)
+    make_run(root, "plain", planned=4, start_ts=1_700_000_000)
+    return root
+
+
+def test_the_legend_and_experiment_notes_are_broken_between_words_on_a_narrow_terminal(experiment_runs, monkeypatch):
+    """The legend (386 characters), the experiments' note and an experiment's decision line were printed with
+    soft wrap: one line each, past a 50- or 80-column terminal's edge. Now, as the problem lines, they are broken
+    between words (`narrow.print_words`), a decision's continuation indented beneath it; the same words whole into
+    a pipe."""
+    piped = CliRunner().invoke(app, ["runs", str(experiment_runs)]).stdout
+    legend = next(line for line in piped.splitlines() if line.startswith("Dice at the best epoch"))
+    assert legend.endswith("stale: only of a checkpoint since replaced.")
+    assert ("\n  cv: decided on 10 out-of-fold cases: threshold 0.5, post largest_component (volume Dice 0.9200)\n"
+            in piped)
+    for width in (50, 80):
+        shown = runs_on_a_terminal(monkeypatch, experiment_runs, width)
+        lines = shown.splitlines()
+        assert lines and all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
+        decision = next(i for i, line in enumerate(lines) if line.startswith("  cv: decided on"))
+        assert lines[decision + 1].startswith("    ") and not lines[decision + 1].startswith("     ")
+        after = shown.index("Dice at the best epoch")  # the notes beneath the table: the same words as piped
+        assert shown[after:].split() == piped[piped.index("Dice at the best epoch"):].split()
+
+
+def test_an_experiments_epochs_are_per_fold_in_the_table_json_and_csv(experiment_runs):
+    """An experiment of 3 folds x 4 epochs showed `12/12` epochs (the sum over its folds), read as one model trained
+    12 epochs. Now its row gives folds x epochs per fold (`3x4/4`, or `3x0-4/4` while a fold has not started);
+    --json and --csv give the epochs every fold has done and those planned per fold, and `fold_epochs`. --csv listed
+    a run before an experiment with a traceback (the experiment's columns were not in the header): now every row's
+    columns are, and an experiment's fold rows follow it as in the table."""
+    lines = CliRunner().invoke(app, ["runs", str(experiment_runs)]).stdout.splitlines()
+    assert re.search(r"│ cv +│.*│ +3x4/4 │", "\n".join(lines)), "\n".join(lines)
+    assert re.search(r"│ +cv/fold-0 +│.*│ +4/4 │", "\n".join(lines))
+    (plain, exp) = json.loads(CliRunner().invoke(app, ["runs", str(experiment_runs), "--json"]).stdout)
+    assert (plain["epochs"], plain["epochs_planned"]) == (4, 4)
+    assert (exp["epochs"], exp["epochs_planned"], exp["fold_epochs"]) == (4, 4, [4, 4, 4])
+    result = CliRunner().invoke(app, ["runs", str(experiment_runs), "--csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["name"] for r in rows] == ["plain", "cv", "cv/fold-0", "cv/fold-1", "cv/fold-2"]
+    assert [(r["epochs"], r["epochs_planned"]) for r in rows] == [("4", "4")] * 5
+    assert rows[1]["fold_epochs"] == "[4, 4, 4]" and rows[1]["cv_mean"] == "0.9" and rows[0]["cv_mean"] == ""
+
+    import shutil
+
+    shutil.rmtree(experiment_runs / "cv" / "fold-2")  # not started yet
+    (exp,) = (s for s in scan_runs(experiment_runs) if s.kind == "experiment")
+    assert (exp.epochs_done, exp.epochs_planned, exp.fold_epochs) == (0, 4, [4, 4, 0])
+    from liverctl.runs.table import epochs_text
+
+    assert epochs_text(exp) == "3x0-4/4"
+
+
+def test_json_and_csv_take_a_file_or_alone_mean_stdout_as_evaluate_and_bench_do(three_runs, tmp_path):
+    """`runs --json` was a flag where `evaluate --json` and `bench --json` take a file ('-': stdout). One
+    convention now: alone (at the end or before another option) or '-', the rows on stdout and nothing else
+    there; a file name, the rows written there and the table printed as ever. `runs --json RUNS_DIR` (the flag
+    before the folder) is refused naming the folder, never taken silently."""
+    runner = CliRunner()
+    names = ["c-focal", "b-v5", "a-v3"]
+    for args in (["--json"], ["--json", "-"], ["--json", "--sort", "started"]):
+        result = runner.invoke(app, ["runs", str(three_runs), *args])
+        assert result.exit_code == 0, result.output
+        assert [r["name"] for r in json.loads(result.stdout)] == names, args
+    csv_out = runner.invoke(app, ["runs", str(three_runs), "--csv", "--filter", "preset=v5*"])
+    assert [r["name"] for r in csv.DictReader(io.StringIO(csv_out.stdout))] == ["c-focal", "b-v5"]
+
+    out_json, out_csv = tmp_path / "rows.json", tmp_path / "rows.csv"
+    result = runner.invoke(app, ["runs", str(three_runs), "--json", str(out_json), "--csv", str(out_csv)])
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(out_json.read_text())] == names
+    assert [r["name"] for r in csv.DictReader(io.StringIO(out_csv.read_text()))] == names
+    assert "b-v5" in result.stdout and f"rows written to {out_json} (--json)" in result.stdout  # the table too
+    to_stdout = runner.invoke(app, ["runs", str(three_runs), "--csv", "--json", str(out_json)])
+    assert [r["name"] for r in csv.DictReader(io.StringIO(to_stdout.stdout))] == names
+
+    folder = runner.invoke(app, ["runs", "--json", str(three_runs)])
+    assert folder.exit_code == 2 and folder.stderr.strip() == (
+        f"error: {three_runs}: is a folder; --json takes a file name (alone: stdout); the runs folder goes "
+        "before it, or as --runs-dir")
+    both = runner.invoke(app, ["runs", str(three_runs), "--json", "--csv"])
+    assert both.exit_code == 2 and "choose one of --json and --csv for stdout" in both.stderr

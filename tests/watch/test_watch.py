@@ -1435,3 +1435,58 @@ def test_once_shows_a_hostile_end_message_as_one_cut_line(tmp_path):
     assert result.exit_code == 1
     assert len(result.output) < 20_000 and "\x1b" not in result.output and "\r" not in result.output
     assert "[bold red]boom[/] line one line two [31m yyy" in result.output
+
+
+def test_once_counts_the_unreadable_lines_as_runs_does(tmp_path):
+    """`runs` said "events.jsonl: 2 unreadable lines skipped" of a log that `watch --once` showed as if whole: the
+    watcher dropped lines that held no event without a word. Now it counts them (a torn last line, still being
+    written, is not one) and says so beneath the epochs, in the words `runs` uses."""
+    run = tmp_path / "runs" / "r"
+    s = two_epoch_run("r")
+    s.write(run / "events.jsonl")
+    append(run / "events.jsonl", "{not json\n", "\n", '{"kind": "note", "message": [1, \n', '{"kind":"no')
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(run)])
+    assert "events.jsonl: 2 unreadable lines skipped" in result.output, result.output
+    runs = CliRunner().invoke(cli_app, ["runs", str(tmp_path / "runs")])
+    assert "events.jsonl: 2 unreadable lines skipped" in " ".join(runs.stdout.split())
+
+
+async def test_app_counts_unreadable_lines_as_they_come(tmp_path, monkeypatch):
+    """The TUI says how many lines of the log held no event, beneath the table, from the first read (a long log's
+    too, read off the UI thread) and as more come."""
+    from liverctl.watch import watcher as watcher_module
+
+    monkeypatch.setattr(watcher_module, "BACKGROUND_READ_BYTES", 100)  # read as a long log is
+    run = tmp_path / "runs" / "r"
+    two_epoch_run("r").write(run / "events.jsonl")
+    append(run / "events.jsonl", "garbage\n")
+    app = make_watch_app(run, poll_seconds=POLL_S, clock=FakeClock(1e12))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, lambda: "events.jsonl: 1 unreadable line skipped" in str(app.info.content))
+        append(run / "events.jsonl", "\x00\xff\n", "[1, 2]\n")
+        await settle(pilot, lambda: "events.jsonl: 3 unreadable lines skipped" in str(app.info.content))
+
+
+async def test_app_at_80x24_a_banner_of_several_records_keeps_what_the_guard_did(tmp_path):
+    """With two or more NaN records each has one line at 80 columns, and the trainer's message begins by saying
+    what was non-finite and at which step, which the line says already: `latest: loss · step 1475 · abort ·
+    non-finite loss at step 1475; 1 rollbacks di…` lost what the guard did. Now that repeated part is left out (the
+    wide banner and --once too), and the rest fits."""
+    s = two_epoch_run("n")
+    s.add("nan", epoch=2, step=1350, where="loss", action="skip_step", counts={"skipped": 1, "rollbacks": 0},
+          message="non-finite loss at step 1350")
+    s.add("nan", epoch=2, step=1475, where="loss", action="abort", counts={"skipped": 1, "rollbacks": 2},
+          message="non-finite loss at step 1475; 1 rollbacks did not help, stopping")
+    run = tmp_path / "runs" / "n"
+    s.write(run / "events.jsonl")
+    app = make_watch_app(run, poll_seconds=3600.0, clock=FakeClock(s.t))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, lambda: app.banner.display)
+        await pilot.pause()
+        head, first, latest = painted(app.banner)
+        assert head.endswith("[d: dismiss]") and all(len(line) <= 80 for line in (head, first, latest))
+        assert re.fullmatch(r" first:  loss · epoch 3/3, step 1350, at [\d:]{8} · guard: skip_step", first), first
+        assert latest.startswith(" latest: loss · ") and "step 1475" in latest, latest
+        assert latest.endswith("abort · 1 rollbacks did not help, stopping"), latest
+    assert re.search(r"\nlatest: loss · epoch 3/3, step 1475, at [\d:]{8} · guard: abort · 1 rollbacks did not help, "
+                     r"stopping$", nan_banner_text(app.watcher.state))
