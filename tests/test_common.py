@@ -290,3 +290,26 @@ def test_a_file_opened_under_a_closed_stdout_does_not_take_its_number(tmp_path, 
         os.dup2(saved, 1)
         os.close(saved)
     assert fd != 1
+
+
+def test_a_width_in_the_environment_that_cannot_be_printed_at_is_not_used(tmp_path):
+    """COLUMNS=0 (rich took it as 0 columns) printed nothing at all, exit 0; TERMINAL_WIDTH=abc made `--help` a
+    ValueError traceback; COLUMNS=100000 padded each `--help` line to 100000 columns, COLUMNS=1 made `presets`
+    a column of single letters. Either is read before any console exists, so in a process of its own."""
+    import subprocess
+
+    from liverctl.commands._common import MAX_COLUMNS, MIN_COLUMNS, usable_widths
+
+    def run(env, *args):
+        return subprocess.run([sys.executable, "-m", "liverctl", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120, env={**os.environ, **env})
+
+    listed = run({"COLUMNS": "0", "TERMINAL_WIDTH": "abc"}, "presets")
+    assert listed.returncode == 0 and "demo" in listed.stdout, listed.stdout + listed.stderr
+    helped = run({"COLUMNS": "100000", "TERMINAL_WIDTH": "abc"}, "--help")
+    assert helped.returncode == 0 and max(map(len, helped.stdout.splitlines())) <= MAX_COLUMNS, helped.stderr[-500:]
+    for value, kept in [("0", None), ("abc", None), ("-5", None), ("1", str(MIN_COLUMNS)), ("100000", str(MAX_COLUMNS)),
+                        ("120", "120")]:
+        environ = {"COLUMNS": value}
+        usable_widths(environ)
+        assert environ.get("COLUMNS") == kept, value

@@ -19,6 +19,28 @@ from rich.text import Text
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+# The widths a user may set, kept within these before any console reads them.
+MIN_COLUMNS, MAX_COLUMNS = 20, 1000
+
+
+def usable_widths(environ=os.environ) -> None:
+    """COLUMNS (rich's) and TERMINAL_WIDTH (typer's `--help`) as widths liverctl can print at. One that is no
+    whole number, or 0, is dropped (the terminal's own width, or 80, is used): at COLUMNS=0 rich printed
+    nothing at all with exit 0, and TERMINAL_WIDTH=abc made `--help` a ValueError traceback. One outside
+    MIN_COLUMNS .. MAX_COLUMNS is brought within: at COLUMNS=1 `presets` was a column of single letters, at
+    100000 `--help` padded each of its lines to 100000 columns."""
+    for name in ("COLUMNS", "TERMINAL_WIDTH"):
+        value = environ.get(name)
+        if value is None:
+            continue
+        if not value.strip().isdigit() or int(value) == 0:
+            del environ[name]
+        else:
+            environ[name] = str(min(max(int(value), MIN_COLUMNS), MAX_COLUMNS))
+
+
+usable_widths()
+
 # emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji. soft_wrap: a line is never
 # broken by rich (a terminal wraps it at its own width; a pipe or a Kaggle notebook, where rich assumes 80
 # columns, got "... in\n31.4 s"); tables still fit the width.
