@@ -1435,3 +1435,20 @@ def test_once_shows_a_hostile_end_message_as_one_cut_line(tmp_path):
     assert result.exit_code == 1
     assert len(result.output) < 20_000 and "\x1b" not in result.output and "\r" not in result.output
     assert "[bold red]boom[/] line one line two [31m yyy" in result.output
+
+
+def test_watch_off_a_terminal_prints_the_summary_once_instead_of_drawing_the_live_view(tmp_path, monkeypatch):
+    """`liverctl watch r > log` in CI, or `!liverctl watch` in a notebook cell: the live view drew its screen as
+    escape codes into the log (45 KB in 10 s) and never ended. Without a terminal it is `--once`, with a note."""
+    import io
+    import sys
+
+    from liverctl.watch.app import WatchApp
+
+    write_realistic(tmp_path / "runs" / "r", nan=False)
+    monkeypatch.setattr(sys, "__stdin__", io.StringIO())
+    monkeypatch.setattr(WatchApp, "run", lambda self: pytest.fail("the live view started without a terminal"))
+    result = CliRunner().invoke(cli_app, ["watch", "r", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("r ") and "COMPLETED" in result.stdout
+    assert result.stderr.startswith("note: not on a terminal")
