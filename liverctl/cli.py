@@ -72,14 +72,15 @@ def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
     never set, is refused before Typer reads it as the current folder."""
     import sys
 
-    args = sys.argv[1:] if argv is None else list(argv)
-    problem = empty_argument(args)
-    if problem is not None:
-        from liverctl.commands._common import print_error
+    from liverctl.commands._common import print_error, standard_streams
 
-        print_error(f"{problem} (an unset shell variable?); give a value, `.` for the current folder")
-        raise SystemExit(2)
-    app(args=args, prog_name=prog_name)
+    args = sys.argv[1:] if argv is None else list(argv)
+    with standard_streams():
+        problem = empty_argument(args)
+        if problem is not None:
+            print_error(f"{problem} (an unset shell variable?); give a value, `.` for the current folder")
+            raise SystemExit(2)
+        app(args=args, prog_name=prog_name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,9 @@ vanished), nor emoji codes.
 from __future__ import annotations
 
 import errno
+import io
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,135 @@ def test_a_command_that_fails_under_its_progress_bar_prints_the_error_alone_off_
     assert done.exit_code == 0, done.output
     (bar,) = done.stderr.splitlines()
     assert bar.startswith("synth ") and " 2/2 " in bar
+
+
+class _Failing(io.TextIOBase):
+    """A standard stream every write to which fails as `code` says: EPIPE (`| head -1`, the reader gone), ENOSPC
+    (`> /dev/full`)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+    def write(self, text):
+        raise OSError(self.code, os.strerror(self.code))
+
+
+def _main(*args) -> int:
+    from liverctl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    return info.value.code
+
+
+@pytest.mark.parametrize("args", [["--help"], ["presets"], ["runs", "--json"]])
+def test_a_stdout_that_fails_under_a_command_whose_product_it_is_is_one_line(args, tmp_path, monkeypatch, capsys):
+    """`liverctl runs --help > /dev/full` ended in a 40-line traceback (`--help` and `--version` print outside
+    any command's error boundary); `runs --json >&-` in an AttributeError traceback, `--help >&-` printed
+    nothing and exited 0. A reader that went away (`| head -1`) is exit 1 without a word, as click has it."""
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "runs", "r")
+    for stdout, code, said in [
+        (_Failing(errno.ENOSPC), 2, "error: stdout: no space left on device; the output is incomplete"),
+        (None, 2, "error: stdout is closed, so nothing could be printed; give it a file, or > /dev/null to drop it"),
+        (_Failing(errno.EPIPE), 1, ""),
+    ]:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert _main(*args) == code
+        assert capsys.readouterr().err.strip() == said
+
+
+def test_a_command_whose_product_is_on_disk_goes_on_when_stdout_and_stderr_fail(tmp_path, monkeypatch, capsys):
+    """`liverctl synth d 2>&1 | true` stopped at its first line of progress: the test case written, the training
+    cases not, exit 1. What it prints is only its log: the work goes on, exit 0; a full disk under stdout is
+    one warning on stderr."""
+    args = ["--cases", "2", "--test-cases", "1", "--size", "32", "--slices", "3", "--workers", "1"]
+    monkeypatch.setattr(sys, "stdout", _Failing(errno.EPIPE))
+    monkeypatch.setattr(sys, "stderr", _Failing(errno.EPIPE))
+    assert _main("synth", tmp_path / "piped", *args) == 0
+    assert len(list((tmp_path / "piped").rglob("*.nii.gz"))) == 2 * 2 + 2
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "stdout", _Failing(errno.ENOSPC))
+    assert _main("synth", tmp_path / "full", *args) == 0
+    assert len(list((tmp_path / "full").rglob("*.nii.gz"))) == 2 * 2 + 2
+    err = capsys.readouterr().err
+    bar, warning = err.splitlines()
+    assert warning == "warning: stdout: no space left on device; liverctl carries on without printing there"
+
+
+def test_a_training_goes_on_to_its_end_when_its_reader_goes_away(tiny_store, tmp_path, monkeypatch):
+    """`liverctl train ... | head -1`: the run's first line went to head, the next raised BrokenPipeError and the
+    run ended `failed` after its first epoch (with stderr the reader's too, `2>&1 | head -1`, likewise;
+    `> /dev/full` before it began). Its product is the run folder: it completes, exit 0."""
+    from train_fixtures import SMALL_MODEL
+
+    from liverctl.runs.history import read_history
+
+    monkeypatch.setattr(sys, "stdout", _Failing(errno.EPIPE))
+    monkeypatch.setattr(sys, "stderr", _Failing(errno.EPIPE))
+    sets = [x for s in (*SMALL_MODEL, "data.input_size=32", "train.steps_per_epoch=1", "data.max_val_cases=1")
+            for x in ("--set", s)]
+    assert _main("train", "-p", "demo", *sets, "--store", tiny_store, "--epochs", "1", "--device", "cpu",
+                 "--runs-dir", tmp_path, "--name", "r") == 0
+    assert read_history(tmp_path / "r" / "events.jsonl", []).run_end["status"] == "completed"
+
+
+def test_what_the_stdout_encoding_lacks_is_escaped_not_a_traceback(tmp_path, monkeypatch):
+    """A run folder whose name is not UTF-8 (b'\\xff': Python holds it as '\\udcff') under a strict UTF-8 stdout
+    (macOS, en_US.UTF-8, PYTHONIOENCODING=utf-8), and `été` under PYTHONIOENCODING=ascii, were a
+    UnicodeEncodeError traceback in `runs` and `watch`. The byte is printed as it is, as `ls` does; what ASCII
+    lacks, as a backslash escape."""
+    root = tmp_path / "runs"
+    for name in ("été", "bad\udcffname"):
+        make_run(root, name)
+    for encoding, expected in [("utf-8", [b"bad\xffname", "été".encode()]), ("ascii", [b"bad\xffname", b"\\xe9t\\xe9"])]:
+        for args in (["runs", root], ["watch", "bad\udcffname", "--runs-dir", root, "--once"]):
+            raw = io.BytesIO()
+            monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding=encoding, errors="strict"))
+            assert _main(*args) == 0
+            sys.stdout.flush()
+            assert expected[0] in raw.getvalue()
+            if args[0] == "runs":
+                assert expected[1] in raw.getvalue()
+
+
+def test_a_file_opened_under_a_closed_stdout_does_not_take_its_number(tmp_path, monkeypatch):
+    """`liverctl train ... >&-`: Python starts with sys.stdout None and descriptor 1 free, so the first file
+    opened (the run's lock, its events.jsonl) became descriptor 1, where anything written to stdout below
+    Python (a library's C code, a worker process) would land. It gets /dev/null first; a command that prints
+    nothing does not fail on it."""
+    from liverctl.commands._common import standard_streams
+
+    saved = os.dup(1)
+    try:
+        os.close(1)
+        monkeypatch.setattr(sys, "stdout", None)
+        with standard_streams(), open(tmp_path / "events.jsonl", "w") as events:
+            fd = events.fileno()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert fd != 1
+
+
+def test_a_width_in_the_environment_that_cannot_be_printed_at_is_not_used(tmp_path):
+    """COLUMNS=0 (rich took it as 0 columns) printed nothing at all, exit 0; TERMINAL_WIDTH=abc made `--help` a
+    ValueError traceback; COLUMNS=100000 padded each `--help` line to 100000 columns, COLUMNS=1 made `presets`
+    a column of single letters. Either is read before any console exists, so in a process of its own."""
+    import subprocess
+
+    from liverctl.commands._common import MAX_COLUMNS, MIN_COLUMNS, usable_widths
+
+    def run(env, *args):
+        return subprocess.run([sys.executable, "-m", "liverctl", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120, env={**os.environ, **env})
+
+    listed = run({"COLUMNS": "0", "TERMINAL_WIDTH": "abc"}, "presets")
+    assert listed.returncode == 0 and "demo" in listed.stdout, listed.stdout + listed.stderr
+    helped = run({"COLUMNS": "100000", "TERMINAL_WIDTH": "abc"}, "--help")
+    assert helped.returncode == 0 and max(map(len, helped.stdout.splitlines())) <= MAX_COLUMNS, helped.stderr[-500:]
+    for value, kept in [("0", None), ("abc", None), ("-5", None), ("1", str(MIN_COLUMNS)), ("100000", str(MAX_COLUMNS)),
+                        ("120", "120")]:
+        environ = {"COLUMNS": value}
+        usable_widths(environ)
+        assert environ.get("COLUMNS") == kept, value

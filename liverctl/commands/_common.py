@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import functools
@@ -18,6 +19,28 @@ from typer.core import TyperCommand
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+# The widths a user may set, kept within these before any console reads them.
+MIN_COLUMNS, MAX_COLUMNS = 20, 1000
+
+
+def usable_widths(environ=os.environ) -> None:
+    """COLUMNS (rich's) and TERMINAL_WIDTH (typer's `--help`) as widths liverctl can print at. One that is no
+    whole number, or 0, is dropped (the terminal's own width, or 80, is used): at COLUMNS=0 rich printed
+    nothing at all with exit 0, and TERMINAL_WIDTH=abc made `--help` a ValueError traceback. One outside
+    MIN_COLUMNS .. MAX_COLUMNS is brought within: at COLUMNS=1 `presets` was a column of single letters, at
+    100000 `--help` padded each of its lines to 100000 columns."""
+    for name in ("COLUMNS", "TERMINAL_WIDTH"):
+        value = environ.get(name)
+        if value is None:
+            continue
+        if not value.strip().isdigit() or int(value) == 0:
+            del environ[name]
+        else:
+            environ[name] = str(min(max(int(value), MIN_COLUMNS), MAX_COLUMNS))
+
+
+usable_widths()
 
 # emoji=False: a path such as `runs/:fire:` must print as written, not as an emoji. soft_wrap: a line is never
 # broken by rich (a terminal wraps it at its own width; a pipe or a Kaggle notebook, where rich assumes 80
@@ -99,14 +122,16 @@ def print_error(message: object) -> None:
 
 
 @contextlib.contextmanager
-def guarded() -> Iterator[None]:
+def guarded(log: bool = False) -> Iterator[None]:
     """Turn a `LiverctlError` into one line on stderr and a non-zero exit, and so a full disk that no writer
     named (an `OSError` ENOSPC, or a library's own error raised over one), a file that cannot be written
     (read-only file system, permission denied) and a file where a folder was to be made; let everything else
-    through."""
+    through. `log`: the command's product is on disk and what it prints is only its log (train, ingest,
+    submit...): a stdout that fails (see `standard_streams`) stops the printing, not the work."""
     from liverctl.disk import NOT_WRITABLE, is_disk_full, mount_point, os_error_behind
     from liverctl.errors import LiverctlError, own_line
 
+    _output["log"] = log
     try:
         yield
     except LiverctlError as exc:
@@ -129,6 +154,143 @@ def guarded() -> Iterator[None]:
         print_error(f"{where}: no space left on {mount_point(where)}; free some space and run the command again"
                     if where else "no space left on the disk being written; free some space and run the command again")
         raise typer.Exit(LiverctlError.exit_code) from None
+
+
+# Whether the command running prints only its log (`guarded(log=True)`), not its product.
+_output = {"log": False}
+
+
+def _unprintable(exc: UnicodeEncodeError) -> tuple[str | bytes, int]:
+    """How a character the stream's encoding lacks is printed: a byte of a file name that is not UTF-8 (Python
+    holds it as a lone surrogate) as that byte, as `ls` does; anything else (é on an ASCII stdout:
+    PYTHONIOENCODING=ascii, a C locale without UTF-8 mode) as a backslash escape. Either was a
+    UnicodeEncodeError traceback."""
+    text = exc.object[exc.start:exc.end]
+    if all("\udc80" <= c <= "\udcff" for c in text):
+        return bytes(ord(c) - 0xDC00 for c in text), exc.end
+    return codecs.backslashreplace_errors(exc)
+
+
+_UNPRINTABLE = "liverctl.unprintable"
+codecs.register_error(_UNPRINTABLE, _unprintable)
+
+
+class StreamLost(Exception):
+    """stdout failed under a command whose product it is (`runs`, `presets`, `--help`): one line, exit 2; its
+    reader gone (`| head -1`): no line (nobody asked for more), exit 1, as click has it. Not an `OSError`, which
+    rich would take for its own broken pipe and silence its console for good (`Console.quiet`)."""
+
+    def __init__(self, message: str | None, exit_code: int = 2):
+        super().__init__(message)
+        self.message, self.exit_code = message, exit_code
+
+
+class StandardStream:
+    """sys.stdout or sys.stderr while `liverctl.cli.main` runs: what a write that fails (a reader that went
+    away: `| head -1`; a full disk under `> log`; a stream closed at the start: `>&-`) does.
+
+    Once one write fails, nothing more is written to the stream (its descriptor is pointed at /dev/null, so
+    neither Python's flush at exit nor a worker process fails on it again). Then a failed stderr is dropped
+    (nowhere is left to say so); a failed stdout is dropped under a command that prints only its log (so a
+    training goes on to its end: a full disk under it is one warning), and is `StreamLost` under one whose
+    product it is."""
+
+    def __init__(self, name: str, stream, parent: StandardStream | None = None):
+        self.name = name
+        self._stream = stream  # None: the descriptor was closed when Python started
+        self._root = parent or self
+        self.lost: OSError | None = None if stream is not None else OSError(errno.EBADF, "closed")
+
+    def write(self, data):
+        if self._root.lost is None:
+            try:
+                return self._stream.write(data)
+            except OSError as exc:
+                self._root._lose(exc)
+        self._root._refuse()
+        return len(data)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._root.lost is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._root._lose(exc)
+                self._root._refuse()
+
+    @property
+    def buffer(self) -> StandardStream:
+        """The binary stream under it (click writes there where the text encoding is ASCII), failing alike."""
+        return StandardStream(self.name, self._stream.buffer, parent=self._root)
+
+    def __getattr__(self, name: str):
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def _lose(self, exc: OSError) -> None:
+        self.lost = exc
+        with contextlib.suppress(Exception):
+            if self._stream is getattr(sys, f"__{self.name}__"):
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self._stream.fileno())
+                os.close(null)
+        if self.name == "stdout" and _output["log"] and exc.errno != errno.EPIPE:
+            with contextlib.suppress(Exception):
+                err_console.print(f"[yellow]warning:[/] stdout: {esc(_reason(exc))}; liverctl carries on without "
+                                  "printing there", highlight=False)
+
+    def _refuse(self) -> None:
+        if self.name != "stdout" or _output["log"] or self.lost is None:
+            return
+        if self.lost.errno == errno.EPIPE:
+            raise StreamLost(None, exit_code=1)
+        if self.lost.errno == errno.EBADF:
+            raise StreamLost("stdout is closed, so nothing could be printed; give it a file, or > /dev/null to drop it")
+        raise StreamLost(f"stdout: {_reason(self.lost)}; the output is incomplete")
+
+
+def _reason(exc: OSError) -> str:
+    return "it is closed" if exc.errno == errno.EBADF else (exc.strerror or str(exc)).lower()
+
+
+@contextlib.contextmanager
+def standard_streams() -> Iterator[None]:
+    """sys.stdout and sys.stderr as `StandardStream`s while the block runs (`liverctl.cli.main`), printing
+    what their encoding lacks (`_unprintable`); a `StreamLost` its line and exit code. A standard descriptor
+    closed at the start gets /dev/null, so no file liverctl opens (a run's events.jsonl) takes its number and
+    what is written there."""
+    streams = {name: getattr(sys, name) for name in ("stdin", "stdout", "stderr")}
+    for stream in (streams["stdout"], streams["stderr"]):
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=_UNPRINTABLE)
+    for fd, name in enumerate(streams):
+        if streams[name] is None:
+            try:
+                os.fstat(fd)
+            except OSError:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+    sys.stdout, sys.stderr = StandardStream("stdout", streams["stdout"]), StandardStream("stderr", streams["stderr"])
+    _output["log"] = False
+    try:
+        try:
+            yield
+        finally:  # what is still buffered (runs --json writes without flushing) fails here, if anywhere
+            sys.stdout.flush()
+    except StreamLost as exc:
+        if exc.message:
+            print_error(exc.message)
+        raise SystemExit(exc.exit_code) from None
+    finally:
+        _output["log"] = False
+        sys.stdout, sys.stderr = streams["stdout"], streams["stderr"]
 
 
 def _file_in_the_way(where: str) -> str | None:

@@ -30,7 +30,7 @@ def synth(
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores; fewer where memory is short)."),
 ) -> None:
     """Write a synthetic CT dataset (phantom abdomen with a liver) in the competition layout."""
-    with guarded():
+    with guarded(log=True):
         import time
 
         from liverctl.data.synth import write_synthetic_dataset
@@ -83,7 +83,7 @@ def ingest(
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""
-    with guarded():
+    with guarded(log=not dry_run):
         from liverctl.data.ingest import ingest_sources
         from liverctl.data.sources.plan import parse_layout_option, parse_liver_labels_option, plan_sources
 

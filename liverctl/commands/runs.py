@@ -183,7 +183,7 @@ def report_command(
     """Training curves, per-case Dice, prediction overlays and an index.html for one or more runs."""
     from liverctl.report import build as report
 
-    with guarded():
+    with guarded(log=True):
         from liverctl.experiment.tables import expand_report_specs
 
         run_dirs, experiments = expand_report_specs(run_specs, runs_dir)

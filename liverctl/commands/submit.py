@@ -69,7 +69,7 @@ def submit_command(
     from liverctl.infer.submit import make_submission
     from liverctl.runs.folder import resolve_run
 
-    with guarded():
+    with guarded(log=True):
         runs = [resolve_run(runs_dir, run, need="folder", flag="--run") for run in runs]
         with progress_bar("slices", transient=True) as bar:
             result = make_submission(
@@ -105,7 +105,7 @@ def postprocess_command(
     from liverctl.errors import LiverctlError
     from liverctl.infer.postprocess import AUTO, FilesNotCleaned, postprocess_nifti
 
-    with guarded():
+    with guarded(log=True):
         if mode.strip().lower() == AUTO:
             raise LiverctlError("--mode auto needs a run's validation cases; use it with `liverctl submit`")
         try:
@@ -138,8 +138,8 @@ def evaluate_command(
     from liverctl.infer.evaluate import evaluate_submission, scores_path, write_scores
     from liverctl.infer.submission import MalformedSubmission
 
-    with guarded():
-        to_stdout = json_out is not None and str(json_out) == STDOUT
+    to_stdout = json_out is not None and str(json_out) == STDOUT
+    with guarded(log=not to_stdout):
         if json_out is not None and not to_stdout:  # before the scoring, as bench does
             from liverctl.files import check_output_file
 

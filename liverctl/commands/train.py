@@ -64,7 +64,7 @@ def train(
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-    with guarded():
+    with guarded(log=True):
         from liverctl.experiment.train import train_experiment, wants_experiment
         from liverctl.train.budget import parse_duration
         from liverctl.train.start import TrainRequest, train_run
@@ -117,7 +117,7 @@ def convert_checkpoint(
     """Rewrite a checkpoint of an earlier liverctl as plain data. This RUNS CODE FROM OLD: only for files you trust."""
     from liverctl.runs.checkpoint import convert_checkpoint as convert
 
-    with guarded():
+    with guarded(log=True):
         path = convert(old, new, trust_code=trust_code)
         console.print(f"wrote {path} (plain data: loads without running code)", highlight=False)
 

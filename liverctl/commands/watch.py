@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, guarded
+from liverctl.commands._common import console, err_console, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +45,10 @@ def watch_command(
         run_dir, runs_root, others, notes = find_runs(runs, runs_dir)
         for note in notes:
             console.print(note, highlight=False, markup=False)
+        if not (once or plot or _on_a_terminal()):
+            err_console.print("note: not on a terminal (a log, a pipe, a notebook cell), so the summary once, as "
+                              "with --once; --plot prints the charts", highlight=False, markup=False)
+            once = True
         if once or plot:
             from liverctl.watch.once import print_once
 
@@ -55,3 +59,11 @@ def watch_command(
     from liverctl.watch.app import WatchApp
 
     WatchApp(run_dir, runs_root, compare=others).run()
+
+
+def _on_a_terminal() -> bool:
+    """Whether the live view has a terminal to draw on and read keys from (textual's: the process's own stdin
+    and stderr). Without one it drew its screen as escape codes into a CI log, 45 KB in 10 s, until killed."""
+    import sys
+
+    return all(stream is not None and stream.isatty() for stream in (sys.__stdin__, sys.__stderr__))

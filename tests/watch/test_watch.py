@@ -1490,3 +1490,20 @@ async def test_app_at_80x24_a_banner_of_several_records_keeps_what_the_guard_did
         assert latest.endswith("abort · 1 rollbacks did not help, stopping"), latest
     assert re.search(r"\nlatest: loss · epoch 3/3, step 1475, at [\d:]{8} · guard: abort · 1 rollbacks did not help, "
                      r"stopping$", nan_banner_text(app.watcher.state))
+
+
+def test_watch_off_a_terminal_prints_the_summary_once_instead_of_drawing_the_live_view(tmp_path, monkeypatch):
+    """`liverctl watch r > log` in CI, or `!liverctl watch` in a notebook cell: the live view drew its screen as
+    escape codes into the log (45 KB in 10 s) and never ended. Without a terminal it is `--once`, with a note."""
+    import io
+    import sys
+
+    from liverctl.watch.app import WatchApp
+
+    write_realistic(tmp_path / "runs" / "r", nan=False)
+    monkeypatch.setattr(sys, "__stdin__", io.StringIO())
+    monkeypatch.setattr(WatchApp, "run", lambda self: pytest.fail("the live view started without a terminal"))
+    result = CliRunner().invoke(cli_app, ["watch", "r", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("r ") and "COMPLETED" in result.stdout
+    assert result.stderr.startswith("note: not on a terminal")
