@@ -380,9 +380,13 @@ def test_absurd_header_is_refused_before_reading(tmp_path):
     ("-1", "error: --liver-labels -1: no label map holds -1;"),
     ("99999999999999999999", "error: --liver-labels 99999999999999999999: no label map holds 99999999999999999999;"),
     ("256", "label.nii.gz: holds uint8 label values (0 to 255): none of the liver labels 256 can be among them"),
+    ("0", "error: --liver-labels 0: 0 is the background of a label map"),
+    ("1,0", "error: --liver-labels 1,0: 0 is the background of a label map"),
 ])
 def test_liver_labels_no_label_map_holds_are_refused(tmp_path, value, words):
-    """`postprocess --liver-labels -1` (256 on a uint8 label, 10^20) wrote an empty mask, '0 -> 0 voxels', exit 0."""
+    """`postprocess --liver-labels -1` (256 on a uint8 label, 10^20) wrote an empty mask, '0 -> 0 voxels', exit 0;
+    `--liver-labels 0` wrote the background as the mask: 'label.nii.gz -> ...: 666895 -> 666895 voxels' of dcmqi's
+    786432, exit 0."""
     from typer.testing import CliRunner
 
     from liverctl.cli import app
