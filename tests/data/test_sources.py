@@ -559,3 +559,80 @@ def test_a_store_record_of_liver_labels_no_label_map_holds_is_not_kept(tmp_path)
         if kept is None:
             with pytest.raises(LiverctlError, match=r"nothing names its label values.*--liver-labels lits="):
                 plan.check()
+
+
+def test_lits_as_its_copies_are_unpacked(tmp_path):
+    """LiTS was looked for in the folder and its batch folders only, so the usual copies were 'not recognised':
+    the challenge's zips unpack to media/nas/01_Datasets/CT/LITS/Training Batch N/, Kaggle's liver-tumor-segmentation
+    to archive/volume_pt1..5 + segmentations/ with its part 2 (volume_pt6..) in 'archive (1)/' beside it, and a zip
+    unpacked into a folder of its own name to LITS17/LITS17/. Each now pairs every case; a wrapper folder (no NIfTI,
+    one folder) costs no level, macOS's __MACOSX is no folder of cases."""
+    def expect(root, train, test=(), skipped=()):
+        found = find_source(root)
+        assert found.layout == "lits" and not found.problems and found.skipped == list(skipped), found.skipped
+        assert [c.case_id for c in found.by_split("train")] == train
+        assert [c.case_id for c in found.by_split("test")] == list(test)
+
+    zips = tmp_path / "challenge"  # each zip unpacked into a folder of its own
+    for n, ids in ((1, (0, 1)), (2, (28,))):
+        batch = zips / f"Training_Batch{n}" / "media" / "nas" / "01_Datasets" / "CT" / "LITS" / f"Training Batch {n}"
+        for i in ids:
+            touch(batch / f"volume-{i}.nii")
+            touch(batch / f"segmentation-{i}.nii")
+    touch(zips / "Training_Batch1.zip")  # kept beside what it unpacked to: said, as any other file
+    touch(zips / "LITS-Challenge-Test-Data" / "test-volume-0.nii")
+    expect(zips, ["0", "1", "28"], ["test-volume-0"],
+           [f"{zips}: 1 file that is not NIfTI (.nii, .nii.gz) left out: Training_Batch1.zip"])
+    both = tmp_path / "both" / "media" / "nas" / "01_Datasets" / "CT" / "LITS"  # both zips into one folder
+    for batch, i in (("Training Batch 1", 0), ("Training Batch 2", 28)):
+        touch(both / batch / f"volume-{i}.nii")
+        touch(both / batch / f"segmentation-{i}.nii")
+    expect(tmp_path / "both", ["0", "28"])
+
+    kaggle = tmp_path / "kaggle"
+    for part, i in (("archive/volume_pt1", 0), ("archive/volume_pt5", 99), ("archive (1)/volume_pt6", 120)):
+        touch(kaggle / part / f"volume-{i}.nii")
+        touch(kaggle / "archive" / "segmentations" / f"segmentation-{i}.nii")
+    (kaggle / "__MACOSX" / "archive").mkdir(parents=True)
+    expect(kaggle, ["0", "120", "99"])
+
+    nested = tmp_path / "LITS17"
+    touch(nested / "LITS17" / "volume-3.nii")
+    touch(nested / "LITS17" / "segmentation-3.nii")
+    expect(nested, ["3"])
+    touch(nested / "LITS17" / "Training Batch 1" / "volume-4.nii")
+    touch(nested / "LITS17" / "Training Batch 1" / "segmentation-4.nii")
+    expect(nested, ["3", "4"])
+
+
+def test_lits_folders_deeper_than_it_looks_are_named(tmp_path):
+    """Below the batch folders nothing is looked into (a home folder given by mistake is not walked whole); a LiTS
+    file lying there was left out without a word. A note names the folders not looked into: three levels down, and
+    below a batch folder (one holding NIfTI files) already at the second."""
+    root = lits(tmp_path / "l")
+    touch(root / "extra" / "x" / "deep" / "volume-9.nii")  # extra, x: two levels; deep: the third
+    touch(root / "extra" / "x" / "deeper" / "segmentation-9.nii")
+    touch(root / "extra" / "y" / "readme.txt")
+    touch(root / "Training Batch 1" / "backup" / "volume-0.nii")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["0", "1", "2", "test-volume-0"] and not found.problems
+    assert found.skipped == [
+        f"{root / 'Training Batch 1'}: 1 folder below LiTS's batch folders not looked into, any LiTS file in it left "
+        "out: backup",
+        f"{root / 'extra' / 'x'}: 2 folders below LiTS's batch folders not looked into, any LiTS file in them left "
+        "out: deep, deeper",
+        f"{root / 'extra' / 'y'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: readme.txt",
+    ]
+
+
+def test_lits_stops_looking_after_so_many_folders_and_says_where(tmp_path, monkeypatch):
+    """A folder given by mistake (a home folder) is not walked whole: after `_MAX_FOLDERS` folders the rest is left
+    out, in a note naming where it stopped."""
+    import liverctl.data.sources.lits as lits_layout
+
+    root = lits(tmp_path / "l")
+    monkeypatch.setattr(lits_layout, "_MAX_FOLDERS", 3)  # the folder, Test Batch, Training Batch 1
+    found = lits_layout.find(root)
+    assert [c.case_id for c in found.cases] == ["0", "1", "test-volume-0"] and not found.problems  # no 2
+    assert found.skipped == [f"{root}: not looked into beyond its first 3 folders: {root / 'Training Batch 2'} and "
+                             "the folders after it left out; give the folder that holds the LiTS files"]
