@@ -18,14 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from liverctl.data.conversion import (
-    FLOAT16_MAX,
-    Z_BLOCK,
-    Float16Converter,
-    LiverMaskConverter,
-    intensity_note,
-    label_values,
+from liverctl.data.case_notes import (
+    AXES,
+    HEADER_FIXES,
+    LABEL_GRID_DIFFERENCE,
+    LABEL_VALUES,
+    QFORM_DIFFERENCE,
+    case_notes,
+    label_value_attrs,
 )
+from liverctl.data.conversion import FLOAT16_MAX, Z_BLOCK, Float16Converter, LiverMaskConverter, label_values
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, integer_labels
 from liverctl.data.nifti import (
     axis_codes,
@@ -75,13 +77,12 @@ class CaseResult:
 
 @dataclass
 class CaseVolumes:
-    """A case read and checked: its attributes so far, the image as read (X, Y, Z) in the file's dtype with
-    scaling applied, the label as read (training cases), and notes for the user."""
+    """A case read and checked: its attributes so far (what the notes are made of, `case_notes`), the image as
+    read (X, Y, Z) in the file's dtype with scaling applied, the label as read (training cases)."""
 
     attrs: dict[str, Any]
     image: np.ndarray
     label: np.ndarray | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def file_fingerprint(path: Path) -> dict[str, int]:
@@ -108,11 +109,9 @@ def build_case(job: CaseJob) -> CaseResult:
 
 def _write_case(job: CaseJob) -> CaseResult:
     volumes = read_case(job.case, job.liver_labels, job.workers)
-    write_case_group(Path(job.work_dir) / job.case.case_id, volumes, job.liver_labels)
-    attrs = volumes.attrs
-    return CaseResult(
-        job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0), notes=volumes.notes
-    )
+    attrs = write_case_group(Path(job.work_dir) / job.case.case_id, volumes, job.liver_labels)
+    return CaseResult(job.case.case_id, True, bytes_read=attrs["size"] + attrs.get("label_size", 0),
+                      notes=case_notes(attrs, job.case.volume, job.case.label))  # as a rerun says them
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -138,48 +137,19 @@ def _check_float16_range(data: np.ndarray, path: Path) -> None:
         )
 
 
-def _label_values_note(values: np.ndarray, counts: np.ndarray, path: Path) -> str | None:
-    """Say so when a label holds values other than 0/1 and every value > 0 was taken as liver.
-    `values`, `counts`: the label's distinct whole-number values and their voxel counts (`label_values`)."""
-    liver_voxels = int(counts[values > 0].sum())
-    if int(values[0]) >= 0 and int(values[-1]) <= 1:
-        return None
-    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
-    return (
-        f"{path}: label values {shown}; without --liver-labels every value > 0 was taken as liver "
-        f"({liver_voxels} voxels). If only some mean liver, ingest again with e.g. "
-        "--liver-labels 1"
-    )
-
-
-def _no_liver_label_note(label: np.ndarray, liver_labels: tuple[int, ...], path: Path) -> str:
-    """Say so when a label marks structures but none with a liver value: the case goes in without liver,
-    which is right only if it has none (not so under --liver-labels meant for another dataset)."""
-    values, counts = label_values(label)
-    shown = ", ".join(f"{v:g}" for v in values[:8].tolist()) + (", ..." if values.size > 8 else "")
-    return (
-        f"{path}: no voxel holds a liver label ({','.join(map(str, liver_labels))}) though "
-        f"{int(counts[values != 0].sum())} voxels are labelled (label values {shown}); the case was ingested "
-        "without liver. If that is wrong, ingest again with the --liver-labels this source uses"
-    )
-
-
-def _read_source(path: Path, workers: int, notes: list[str], prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
-    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256); what
-    nibabel fixed in the header as it read it goes to `notes`."""
+def _read_source(path: Path, workers: int, prefix: str = "") -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(image, voxels, the attributes naming the file: path, size, mtime (before the read), sha256, and what its
+    header says that its notes are made of: what nibabel fixed in it as it read it, a qform and sform apart)."""
     fp = file_fingerprint(path)
     fixes: list[str] = []
     img, data, digest = read_nifti_and_sha256(path, workers=workers, header_fixes=fixes)
-    notes.extend(f"{path}: nibabel fixed the header as it read it: {fix}" for fix in dict.fromkeys(fixes))
-    if (difference := qform_sform_difference(img)) is not None:
-        notes.append(f"{path}: the header's qform and sform disagree: its qform {difference}; read by the sform, as "
-                     "nibabel does (tools that read the qform, as ITK-based ones have, place it otherwise: a mask "
-                     "made in one may lie flipped or shifted against its image in the other)")
     attrs = {
         f"{prefix}source": str(path.absolute()),
         f"{prefix}size": fp["size"],
         f"{prefix}mtime": fp["mtime"],
         f"{prefix}sha256": digest,
+        f"{prefix}{HEADER_FIXES}": list(dict.fromkeys(fixes)),
+        f"{prefix}{QFORM_DIFFERENCE}": qform_sform_difference(img),
     }
     return img, data, attrs
 
@@ -187,19 +157,15 @@ def _read_source(path: Path, workers: int, notes: list[str], prefix: str = "") -
 def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: int = 1) -> CaseVolumes:
     """Load and check a case. Its attributes lack `complete`, and `stats`, `liver_voxels` and
     `liver_pixels_per_slice` until `write_case_group` has counted them."""
-    notes: list[str] = []
-    img, data, source = _read_source(case.volume, workers, notes)
+    img, data, source = _read_source(case.volume, workers)
     affine, spacing = volume_geometry(img, case.volume)
-    if axis_codes(affine) is None:  # ingested all the same; nothing downstream orients by it
-        notes.append(f"{case.volume}: the header's affine is singular (an axis has no direction, a damaged sform or "
-                     "qform); the voxels went in as stored, of unknown orientation (the report draws them unrotated)")
-    attrs: dict[str, Any] = {"split": case.split, **source}
+    attrs: dict[str, Any] = {"split": case.split, **source, AXES: axis_codes(affine)}  # None: singular, a note
     _check_finite(data, case.volume, "image")
     _check_float16_range(data, case.volume)
     shape = tuple(int(n) for n in data.shape)
-    volumes = CaseVolumes(attrs, data, notes=notes)
+    volumes = CaseVolumes(attrs, data)
     if case.label is not None:
-        label_img, label, source = _read_source(case.label, workers, notes, "label_")
+        label_img, label, source = _read_source(case.label, workers, "label_")
         attrs.update(source)
         if tuple(label.shape) != shape:
             raise LiverctlError(
@@ -208,19 +174,13 @@ def read_case(case: CaseFiles, liver_labels: tuple[int, ...] | None, workers: in
             )
         placed = label_img.header["sform_code"] > 0 or label_img.header["qform_code"] > 0  # else its affine is
         # only pixdim's (nibabel's fallback): the label says nothing of where it lies, so nothing to disagree with
-        if placed and (difference := grid_difference(affine, label_img.affine)) is not None:
-            volumes.notes.append(
-                f"{case.label}: the label's affine {difference} ({case.volume.name}); its voxels were paired "
-                "with the volume's as stored, index for index. If the label was resampled or reoriented on its "
-                "own, put it back on the volume's grid and ingest again"
-            )
+        attrs[LABEL_GRID_DIFFERENCE] = grid_difference(affine, label_img.affine) if placed else None
         _check_finite(label, case.label, "label")
         label = integer_labels(label, case.label, header_scaling(label_img))  # the rule evaluate and postprocess use
         if case.known_labels is not None or liver_labels is None:  # else nothing asks about the values
             values, counts = label_values(label)
             check_label_values(values, case.known_labels, case.label, case.labels_named_by)
-            if liver_labels is None and (note := _label_values_note(values, counts, case.label)):
-                volumes.notes.append(note)
+            attrs.update(label_value_attrs(values, counts))  # for the note on values taken as liver (`case_notes`)
         volumes.label = label
     slope, inter = header_scaling(img)  # the scaling the voxels were read with
     attrs.update(
@@ -282,9 +242,9 @@ def write_chunk_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, ...] | None) -> None:
+def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, ...] | None) -> dict[str, Any]:
     """Write a case as a standalone Zarr group at `out`; the group's own metadata, with `complete=true`, is
-    written last.
+    written last. Returns the attributes written.
 
     One pass, `Z_BLOCK` slices at a time: the image to float16 (`image.astype(float16)` exactly) with its
     values counted for `stats`, the label to the liver mask with its pixels per slice counted, and each
@@ -310,16 +270,16 @@ def write_case_group(out: Path, volumes: CaseVolumes, liver_labels: tuple[int, .
         if writer is not None:
             writer.close()
     attrs["stats"] = converter.hist.stats()
-    if note := intensity_note(attrs["stats"], Path(attrs["source"]), attrs.get("scaling")):
-        volumes.notes.append(note)
     if liver is not None:
         attrs["liver_labels"] = None if liver_labels is None else list(liver_labels)
         attrs[LABEL_RULE_ATTR] = LABEL_RULE  # the mask is the rule's: a rerun need not ask (`ingest`)
         attrs["liver_voxels"] = sum(liver.per_slice)
         attrs["liver_pixels_per_slice"] = liver.per_slice
-        if attrs["liver_voxels"] == 0 and liver_labels is not None and label.any():
-            volumes.notes.append(_no_liver_label_note(label, liver_labels, Path(attrs["label_source"])))
-    write_metadata(out, group_metadata({**attrs, "complete": True}))
+        if attrs["liver_voxels"] == 0 and LABEL_VALUES not in attrs and label.any():  # for the no-liver note
+            attrs.update(label_value_attrs(*label_values(label)))
+    attrs = {**attrs, "complete": True}
+    write_metadata(out, group_metadata(attrs))
+    return attrs
 
 
 def worker_init() -> None:

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.data.case_notes import case_notes
 from liverctl.data.case_pool import run_jobs
 from liverctl.data.case_writer import CaseJob, CaseResult, file_fingerprint
-from liverctl.data.conversion import intensity_note
 from liverctl.data.folds import case_source_attrs, set_sources_and_folds
 from liverctl.data.liver_mask import LABEL_RULE, LABEL_RULE_ATTR, fractional_label_reason
 from liverctl.data.nifti import BROKEN_LINK, open_nifti
@@ -304,9 +304,8 @@ class _IngestRun:
                         damage = self.damaged.get(case.case_id)
                         older_rule = None if damage is not None else older_label_rule_note(case, attrs)
                         if damage is None and older_rule is None:
-                            self.summary.unchanged.append(case.case_id)  # its note again: it is still so
-                            if note := intensity_note(attrs.get("stats"), case.volume, attrs.get("scaling")):
-                                self.summary.notes.append(note)
+                            self.summary.unchanged.append(case.case_id)  # its notes again: it is still so
+                            self.summary.notes.extend(case_notes(attrs, case.volume, case.label))
                             continue
                         self.summary.notes.append(older_rule or (
                             f"{damage.path}: case {case.case_id!r} was damaged ({damage.problem.split(';')[0]}); "

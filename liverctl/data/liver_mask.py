@@ -44,15 +44,35 @@ LABEL_RULE = 1
 LIVER_LABEL_MAX = 2**64 - 1
 
 
-def check_liver_labels(values: Sequence[int], given: str) -> list[int]:
-    """`values` as a list, or LiverctlError (one line starting with `given`, the option as given) for one no
-    label map holds."""
+def label_value_problem(value: Any) -> str | None:
+    """Why `value` is no label value (a whole number from 0, the background, to LIVER_LABEL_MAX), in words; None
+    for one. A bool, a float (1.0 too: JSON writes a label value as an integer) or a text is none."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return f"{_shown(value)} is not an integer"
+    if not 0 <= value <= LIVER_LABEL_MAX:
+        return (f"no label map holds {_shown(value)}; label values are whole numbers from 0 (background) to "
+                f"{LIVER_LABEL_MAX} (the most a NIfTI integer holds)")
+    return None
+
+
+def check_liver_labels(values: Sequence[Any], given: str) -> list[int]:
+    """`values` as a list of ints, or LiverctlError (one line starting with `given`: the option as given, or what
+    names them) for one that no label map holds, or 0: the background is no liver label (--liver-labels 0 took
+    every voxel outside the labelled structures as liver, exit 0). The one rule for liver labels, whoever gives
+    them: ingest's, evaluate's and postprocess's --liver-labels, a dataset.json's names, a store's record."""
     for value in values:
-        if not 0 <= value <= LIVER_LABEL_MAX:
-            shown = str(value) if len(str(value)) <= 30 else f"{str(value)[:27]}..."
-            raise LiverctlError(f"{given[:80]}: no label map holds {shown}; label values are whole numbers from 0 "
-                                f"(background) to {LIVER_LABEL_MAX} (the most a NIfTI integer holds)")
-    return list(values)
+        problem = label_value_problem(value)
+        if problem is None and value == 0:
+            problem = ("0 is the background of a label map (every voxel outside the labelled structures), not "
+                       "liver; give the values that mean liver (--liver-labels), e.g. 1 (LiTS: 1,2, liver and tumour)")
+        if problem is not None:
+            raise LiverctlError(f"{given[:120]}: {problem}")
+    return [int(v) for v in values]
+
+
+def _shown(value: Any) -> str:
+    text = str(value) if isinstance(value, (int, float, np.integer)) else repr(value)
+    return text if len(text) <= 30 else f"{text[:27]}..."
 
 
 def check_type_holds_liver(img, liver_labels: Sequence[int] | None, path: Path) -> None:

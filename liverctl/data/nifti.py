@@ -263,7 +263,7 @@ def qform_sform_difference(img) -> str | None:
     """How a header's qform places the voxels otherwise than its sform, in words (`grid_difference`), where both
     are set (codes > 0) and they disagree; None otherwise. nibabel (and so liverctl) reads by the sform; other
     tools may read by the qform (ITK-based ones have preferred it), so a mask made or viewed with one of them can
-    lie flipped or shifted against its image: ingest says so (`liverctl.data.case_writer`)."""
+    lie flipped or shifted against its image: ingest says so (`liverctl.data.case_notes`)."""
     header = img.header
     if header["qform_code"] <= 0 or header["sform_code"] <= 0:
         return None

@@ -6,7 +6,8 @@ A post-processing spec is a `+`-joined chain of registered steps, applied left t
 |--------------|-----------------------------------------------------------------------|
 | `none`       | nothing                                                               |
 | `largest`    | keep the largest 26-connected component                               |
-| `min-size:N` | drop 26-connected components of fewer than N voxels                   |
+| `min-size:N` | drop 26-connected components of fewer than N voxels (an N above a     |
+|              | volume's voxel count would empty its mask: refused, `check_volume`)   |
 | `fill`       | fill holes in 3D (as `scipy.ndimage.binary_fill_holes`, via cc3d)     |
 | `fill2d`     | fill holes slice by slice (along the last axis)                       |
 
@@ -137,6 +138,20 @@ class Postprocess:
 
     spec: str
     steps: tuple[Callable[[np.ndarray], np.ndarray], ...] = field(compare=False, repr=False)
+    min_size: int = 0  # the largest N of its min-size:N steps; 0 without one
+
+    def check_volume(self, voxels: int, what: str, path: str | os.PathLike | None = None) -> None:
+        """LiverctlError (naming `what`, e.g. "test case '6'", and `path`) when a min-size step asks for more voxels
+        than the whole volume has (`voxels`): it drops every component, so the mask is empty whatever it holds (a
+        user's min-size:50000000, a zero too many, emptied every mask of a 512 x 512 x 150 store without a word).
+        A spec is anyone's (--postprocess, post.mode, experiment.json): checked where it meets its volumes."""
+        if self.min_size > voxels:
+            raise LiverctlError(
+                f"post-processing {self.spec[:60]!r} drops components of fewer than {self.min_size:,} voxels, more "
+                f"than the whole volume of {what} holds ({voxels:,}): its mask would be empty whatever it holds; "
+                "give a smaller min-size",
+                path=path,
+            )
 
     def __call__(self, mask: np.ndarray) -> np.ndarray:
         out = np.asarray(mask).astype(bool, copy=False)
@@ -157,7 +172,7 @@ def parse_postprocess(spec: str) -> Postprocess:
     spec = spec.strip().lower()
     if spec == AUTO:
         raise LiverctlError("'auto' must be resolved on validation cases before it can be applied")
-    steps = []
+    steps, min_size = [], 0
     for part in spec.split("+"):
         name, _, arg = part.strip().partition(":")
         if not name:
@@ -170,7 +185,9 @@ def parse_postprocess(spec: str) -> Postprocess:
                 "auto, or steps joined by '+' (e.g. largest+fill2d)"
             )
         steps.append(STEPS[name](arg or None))
-    return Postprocess(spec=spec, steps=tuple(steps))
+        if name == "min-size":  # its argument checked by the step's builder
+            min_size = max(min_size, int(arg))
+    return Postprocess(spec=spec, steps=tuple(steps), min_size=min_size)
 
 
 def check_spec(spec: str) -> str:
@@ -278,7 +295,7 @@ def postprocess_nifti(
     for pair in pairs:
         try:
             cleaned = _clean_file(pair[0], post, liver_labels)
-        except LiverctlError as exc:  # this file cannot be read: the others are still cleaned (writes stop all)
+        except LiverctlError as exc:  # this file cannot be read or cleaned: the others still are (writes stop all)
             failures.append(str(exc))
             continue
         results.append(_write_cleaned(*cleaned, pair))
@@ -288,15 +305,15 @@ def postprocess_nifti(
 
 
 class FilesNotCleaned(LiverctlError):
-    """Some files of a folder could not be read, so were not cleaned; every other file was. `results`: the
-    files cleaned; `failures`: one line per file left alone."""
+    """Some files of a folder could not be read (or cleaned as asked: `Postprocess.check_volume`), so were not
+    cleaned; every other file was. `results`: the files cleaned; `failures`: one line per file left alone."""
 
     def __init__(self, folder: Path, results: list[FileResult], failures: list[str]):
         self.results, self.failures = results, failures
         total = len(results) + len(failures)
         failed, cleaned = len(failures), len(results)
-        super().__init__(f"{failed} of {plural(total, 'file')} could not be read and {agree(failed, 'was', 'were')} "
-                         f"not cleaned (above); the other {cleaned} {agree(cleaned, 'was', 'were')}", path=folder)
+        super().__init__(f"{failed} of {plural(total, 'file')} {agree(failed, 'was', 'were')} not cleaned (above); "
+                         f"the other {cleaned} {agree(cleaned, 'was', 'were')}", path=folder)
 
 
 def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: bool) -> list[tuple[Path, Path]]:
@@ -346,6 +363,7 @@ def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | N
 
     img, mask = read_liver_mask(source, liver_labels)  # ingest's rule; the header checked before any voxel is read
     finite_affine(img, source)  # the cleaned mask is saved with this affine: nibabel cannot save a NaN one
+    post.check_volume(mask.size, "the file", source)
     return img, mask, post(mask)
 
 

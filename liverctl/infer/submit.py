@@ -312,8 +312,12 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
 def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: SubmissionWriter,
                        masks_dir: Path | None = None, on_stage: Callable[[str, int], None] | None = None
                        ) -> SubmissionSummary:
-    """Predict, threshold and clean every case the writer expects, then write the CSV (and NIfTI masks)."""
+    """Predict, threshold and clean every case the writer expects, then write the CSV (and NIfTI masks). A
+    post-processing that would empty a case's mask whatever is predicted is refused before any prediction."""
     case_ids = list(writer.expected or {})
+    for case_id in case_ids:
+        post.check_volume(int(np.prod(predictor.store.meta(case_id)["shape"], dtype=np.int64)),
+                          f"test case {case_id!r}")
     if on_stage:
         on_stage("test cases", predictor.slices(case_ids))
     for case_id, probs in predictor.predict(case_ids):

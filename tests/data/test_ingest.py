@@ -127,6 +127,10 @@ def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset,
     assert result.exit_code == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "segmentation-dcmqi-3slice" in notes[0] and "--liver-labels 1" in notes[0]
+    # a rerun that rebuilds nothing said nothing: dcmqi's spine (2) stayed liver without a word
+    again = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
+    assert "0 ingested, 3 unchanged" in again.stdout
+    assert [line for line in again.stderr.splitlines() if line.startswith("note:")] == notes
     given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], workers=1)
     assert given.ok and given.notes == []
 
@@ -1132,3 +1136,56 @@ def test_odd_voxel_types_and_a_scaled_file_are_stored_as_the_file_holds_them(tmp
         assert meta["scaling"] == scaling, case
         assert meta["stats"]["min"] == float(hu.astype(np.float16).min()), case
         assert meta["liver_voxels"] == 28 and meta["liver_pixels_per_slice"] == [0, 28, 0], case
+
+
+def test_a_rerun_that_rebuilds_nothing_says_every_note_again_from_the_store(dataset, tmp_path, monkeypatch):
+    """A rerun said only the HU note again: a qform and sform apart, a label on another grid, what nibabel fixed, a
+    singular affine, label values taken as liver, a label without any liver value, each said once, when the case
+    was built, and a rerun looked clean while the masks might lie flipped against their images. The rerun now says
+    the notes the build said, made from what the build recorded in the store: no NIfTI file is read again."""
+    vol, seg = dataset / "train" / "volume", dataset / "train" / "segmentation"
+    pixdim = nib.load(vol / "volume-0.nii.gz").header["pixdim"].copy()
+    pixdim[1] = 0
+    with_header_fields(vol / "volume-0.nii.gz", pixdim=pixdim)  # nibabel's fix, and so a qform apart
+    grid = nib.load(vol / "volume-1.nii.gz").affine
+    placed(vol / "volume-1.nii.gz", grid @ np.diag([-1.0, 1.0, 1.0, 1.0]), grid)  # qform flipped
+    save_nifti(seg / "segmentation-2.nii.gz", np.asarray(nib.load(seg / "segmentation-2.nii.gz").dataobj), np.eye(4))
+    label = np.asarray(nib.load(seg / "segmentation-3.nii.gz").dataobj)
+    save_nifti(seg / "segmentation-3.nii.gz", label * 2, nib.load(vol / "volume-3.nii.gz").affine)  # 0, 2
+    hu = np.asarray(nib.load(vol / "volume-4.nii.gz").dataobj)
+    save_nifti(vol / "volume-4.nii.gz", np.clip((hu + 1000.0) / 2000.0, 0, 1).astype(np.float32),
+               nib.load(vol / "volume-4.nii.gz").affine)  # not HU
+    zero_row = [0.0] * 4
+    with_header_fields(dataset / "test" / "volume-6.nii.gz", sform_code=1, qform_code=0, srow_x=zero_row,
+                       srow_y=zero_row, srow_z=zero_row)  # singular
+    store = tmp_path / "s.zarr"
+    first = ingest_folder(dataset, store=store, workers=1)
+    assert first.ok and len(first.ingested) == 8
+    said = sorted((path, text[:24]) for path, text in (line.split(": ", 1) for line in first.notes))
+    assert said == sorted([
+        (str(vol / "volume-0.nii.gz"), "nibabel fixed the header"),
+        (str(vol / "volume-0.nii.gz"), "the header's qform and s"),  # the zero size is the qform's
+        (str(vol / "volume-1.nii.gz"), "the header's qform and s"),
+        (str(seg / "segmentation-2.nii.gz"), "the label's affine orien"),
+        (str(seg / "segmentation-3.nii.gz"), "label values 0, 2; witho"),
+        (str(vol / "volume-4.nii.gz"), "values 0..0.868, 0..0.62"),
+        (str(dataset / "test" / "volume-6.nii.gz"), "the header's affine is s"),
+    ]), first.notes
+
+    def no_nifti_read(*args, **kwargs):
+        raise AssertionError("a rerun that rebuilds nothing read a NIfTI file")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(nib, "load", no_nifti_read)
+        again = ingest_folder(dataset, store=store, workers=1)
+    assert again.ingested == [] and len(again.unchanged) == 8
+    assert sorted(again.notes) == sorted(first.notes)
+    # a label holding structures but none of the liver labels: said again too
+    other = tmp_path / "other.zarr"
+    given = ingest_folder(dataset, store=other, liver_labels=[1], workers=1)
+    (no_liver,) = [line for line in given.notes if "no voxel holds a liver label" in line]
+    assert no_liver.startswith(f"{seg / 'segmentation-3.nii.gz'}: no voxel holds a liver label (1) though ")
+    with monkeypatch.context() as patched:
+        patched.setattr(nib, "load", no_nifti_read)
+        given_again = ingest_folder(dataset, store=other, workers=1)
+    assert given_again.ingested == [] and sorted(given_again.notes) == sorted(given.notes)

@@ -297,3 +297,23 @@ def test_demo_training_uses_every_source(all_store, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "multi" / "checkpoints" / "last.pt").exists()
+
+
+def test_kaggles_lits_in_two_archives_ingests_from_the_folder_above_them(real_dataset, tmp_path):
+    """Kaggle's liver-tumor-segmentation and its part 2, unpacked side by side (archive/volume_pt1,
+    archive/segmentations, 'archive (1)/volume_pt6'), were 'not recognised' from the folder holding both; the
+    volumes of part 2 lie three levels down. Real CT here: every case goes in, its liver as its label says."""
+    root = tmp_path / "lits"
+    cases = {"0": ("archive/volume_pt1", "totalseg-example"), "120": ("archive (1)/volume_pt6", "totalseg-dicom20")}
+    for i, (part, name) in cases.items():
+        ct, label = real_dataset.sources[name]
+        (root / part).mkdir(parents=True, exist_ok=True)
+        (root / "archive" / "segmentations").mkdir(parents=True, exist_ok=True)
+        (root / part / f"volume-{i}.nii.gz").symlink_to(ct)
+        (root / "archive" / "segmentations" / f"segmentation-{i}.nii.gz").symlink_to(label)
+    result = CliRunner().invoke(app, ["ingest", str(root), "--store", str(tmp_path / "s.zarr"),
+                                      "--liver-labels", "1,2", "--workers", "1"])
+    assert result.exit_code == 0 and "2 cases (2 train, 0 test; 2 ingested" in result.stdout, result.output
+    store = LiverStore.open(tmp_path / "s.zarr")
+    for i, (_, name) in cases.items():
+        assert store.meta(i)["liver_voxels"] == int((label_of(real_dataset.sources[name][1]) > 0).sum()) > 0

@@ -380,7 +380,36 @@ def test_label_names_of_another_shape_are_an_error(tmp_path):
         label_names({"labels": ["background", "liver"]}, tmp_path)
     with pytest.raises(LiverctlError, match="neither"):  # was "ValueError: invalid literal for int()", a traceback
         label_names({"labels": {"0": "background", "²": "liver"}}, tmp_path)
-    assert label_names({"labels": {" 1 ": "liver", "-1": "outside"}}, tmp_path) == {1: "liver", -1: "outside"}
+    assert label_names({"labels": {" 1 ": "liver", "2": "outside"}}, tmp_path) == {1: "liver", 2: "outside"}
+
+
+@pytest.mark.parametrize(("labels", "words"), [
+    ({"0": "background", "-1": "outside"}, "'outside': no label map holds -1; label values are whole numbers from 0"),
+    ({"background": 0, "liver": 2**64}, f"'liver': no label map holds {2**64};"),
+    ({"background": 0, "liver": [1, -2]}, "'liver': no label map holds -2;"),
+    ({"background": 0, "liver": 1.5}, "'liver': 1.5 is not an integer"),
+    ({"background": 0, "liver": 1.0}, "'liver': 1.0 is not an integer"),
+    ({"background": 0, "liver": True}, "'liver': True is not an integer"),
+])
+def test_label_values_no_label_map_holds_are_refused(tmp_path, labels, words):
+    """dataset.json's values were not held to --liver-labels' rule: {"-1": "liver"} planned liver label -1 (every
+    case went in without liver), 2^64 one no label type holds; a float or a bool was 'neither {"1": "liver"} nor
+    {"liver": 1}', which it is. Now one line each, the rule's words, naming the file."""
+    with pytest.raises(LiverctlError) as info:
+        label_names({"labels": labels}, tmp_path)
+    assert str(info.value).startswith(f'{tmp_path / "dataset.json"}: has a "labels" entry {words}'), str(info.value)
+
+
+def test_dataset_json_naming_0_liver_is_refused(tmp_path):
+    """{"0": "liver"} (a background named so by a careless converter, or labels shifted by one) was left out of the
+    liver values; with {"1": "liver"} beside it the source planned as if 0 were not named at all. 0 as liver is
+    refused whoever names it (`check_liver_labels`), so the plan says so for that source."""
+    labels = {"0": "liver", "1": "liver tumour"}
+    assert 0 in liver_values(label_names({"labels": labels}, tmp_path))
+    plan = plan_sources([competition(tmp_path / "c"), decathlon(tmp_path / "d", labels=labels)], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError, match=r"^decathlon \(.*\): dataset.json names 0,1 as liver: 0 is the "
+                                            "background of a label map"):
+        plan.check()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -481,6 +510,19 @@ def test_options(tmp_path):
     for bad, value in ((["-1"], "-1"), (["lits=1,-2"], "-2"), (["1,99999999999999999999"], "99999999999999999999")):
         with pytest.raises(LiverctlError, match=f"^--liver-labels {bad[0]}: no label map holds {value}; label values"):
             parse_liver_labels_option(bad)
+    # the background as liver: every voxel outside the labelled structures went in as liver, exit 0
+    for bad in (["0"], ["lits=1,0"]):
+        with pytest.raises(LiverctlError, match=f"^--liver-labels {bad[0]}: 0 is the background of a label map"):
+            parse_liver_labels_option(bad)
+
+
+def test_liver_labels_given_through_the_api_are_held_to_the_same_rule(tmp_path):
+    """`ingest_sources(liver_labels=[0])` (or {"lits": [-1]}) went past the option's check into the store."""
+    comp, lit = competition(tmp_path / "c"), lits(tmp_path / "l")
+    for labels, words in (([0], "--liver-labels 0: 0 is the background"),
+                          ({"lits": [1, -1]}, "--liver-labels lits=1,-1: no label map holds -1")):
+        with pytest.raises(LiverctlError, match=f"^{words}"):
+            plan_sources([comp, lit], tmp_path / "s.zarr", liver_labels=labels)
     assert parse_layout_option(["lits", "msd=decathlon"]) == {None: "lits", "msd": "decathlon"}
     with pytest.raises(LiverctlError, match="unknown layout 'kaggle'"):
         parse_layout_option(["kaggle"])
@@ -499,3 +541,98 @@ def test_case_ids_that_differ_only_in_letter_case_are_refused(tmp_path):
     assert problem == (f"{root / 'imagesTr' / 'case_a_0000.nii.gz'}: case id 'case_a' differs from case 'case_A' only "
                        "in letter case: on a case-insensitive file system (macOS, Windows) their store folders would "
                        "be one; rename one")
+
+
+def test_a_store_record_of_liver_labels_no_label_map_holds_is_not_kept(tmp_path):
+    """A store an older liverctl made with --liver-labels 0 (or -1) records them for its source, and a rerun without
+    --liver-labels kept them ('from the store: as ingested before'): the background stayed liver. Such a record is
+    one that cannot be used (a store is anyone's file), so the labels are asked for again; a good one is kept."""
+    lit = lits(tmp_path / "l")
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    for recorded, kept in (([0], None), ([1, -1], None), ([2, 1], (1, 2))):
+        record = {"name": "lits", "layout": "lits", "path": str(lit), "role": "main", "liver_labels": recorded}
+        (store / "zarr.json").write_text(json.dumps(
+            {"zarr_format": 3, "node_type": "group", "attributes": {"sources": [record]}}))
+        plan = plan_sources([lit], store)
+        assert plan.sources[0].liver_labels == kept
+        if kept is None:
+            with pytest.raises(LiverctlError, match=r"nothing names its label values.*--liver-labels lits="):
+                plan.check()
+
+
+def test_lits_as_its_copies_are_unpacked(tmp_path):
+    """LiTS was looked for in the folder and its batch folders only, so the usual copies were 'not recognised':
+    the challenge's zips unpack to media/nas/01_Datasets/CT/LITS/Training Batch N/, Kaggle's liver-tumor-segmentation
+    to archive/volume_pt1..5 + segmentations/ with its part 2 (volume_pt6..) in 'archive (1)/' beside it, and a zip
+    unpacked into a folder of its own name to LITS17/LITS17/. Each now pairs every case; a wrapper folder (no NIfTI,
+    one folder) costs no level, macOS's __MACOSX is no folder of cases."""
+    def expect(root, train, test=(), skipped=()):
+        found = find_source(root)
+        assert found.layout == "lits" and not found.problems and found.skipped == list(skipped), found.skipped
+        assert [c.case_id for c in found.by_split("train")] == train
+        assert [c.case_id for c in found.by_split("test")] == list(test)
+
+    zips = tmp_path / "challenge"  # each zip unpacked into a folder of its own
+    for n, ids in ((1, (0, 1)), (2, (28,))):
+        batch = zips / f"Training_Batch{n}" / "media" / "nas" / "01_Datasets" / "CT" / "LITS" / f"Training Batch {n}"
+        for i in ids:
+            touch(batch / f"volume-{i}.nii")
+            touch(batch / f"segmentation-{i}.nii")
+    touch(zips / "Training_Batch1.zip")  # kept beside what it unpacked to: said, as any other file
+    touch(zips / "LITS-Challenge-Test-Data" / "test-volume-0.nii")
+    expect(zips, ["0", "1", "28"], ["test-volume-0"],
+           [f"{zips}: 1 file that is not NIfTI (.nii, .nii.gz) left out: Training_Batch1.zip"])
+    both = tmp_path / "both" / "media" / "nas" / "01_Datasets" / "CT" / "LITS"  # both zips into one folder
+    for batch, i in (("Training Batch 1", 0), ("Training Batch 2", 28)):
+        touch(both / batch / f"volume-{i}.nii")
+        touch(both / batch / f"segmentation-{i}.nii")
+    expect(tmp_path / "both", ["0", "28"])
+
+    kaggle = tmp_path / "kaggle"
+    for part, i in (("archive/volume_pt1", 0), ("archive/volume_pt5", 99), ("archive (1)/volume_pt6", 120)):
+        touch(kaggle / part / f"volume-{i}.nii")
+        touch(kaggle / "archive" / "segmentations" / f"segmentation-{i}.nii")
+    (kaggle / "__MACOSX" / "archive").mkdir(parents=True)
+    expect(kaggle, ["0", "120", "99"])
+
+    nested = tmp_path / "LITS17"
+    touch(nested / "LITS17" / "volume-3.nii")
+    touch(nested / "LITS17" / "segmentation-3.nii")
+    expect(nested, ["3"])
+    touch(nested / "LITS17" / "Training Batch 1" / "volume-4.nii")
+    touch(nested / "LITS17" / "Training Batch 1" / "segmentation-4.nii")
+    expect(nested, ["3", "4"])
+
+
+def test_lits_folders_deeper_than_it_looks_are_named(tmp_path):
+    """Below the batch folders nothing is looked into (a home folder given by mistake is not walked whole); a LiTS
+    file lying there was left out without a word. A note names the folders not looked into: three levels down, and
+    below a batch folder (one holding NIfTI files) already at the second."""
+    root = lits(tmp_path / "l")
+    touch(root / "extra" / "x" / "deep" / "volume-9.nii")  # extra, x: two levels; deep: the third
+    touch(root / "extra" / "x" / "deeper" / "segmentation-9.nii")
+    touch(root / "extra" / "y" / "readme.txt")
+    touch(root / "Training Batch 1" / "backup" / "volume-0.nii")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["0", "1", "2", "test-volume-0"] and not found.problems
+    assert found.skipped == [
+        f"{root / 'Training Batch 1'}: 1 folder below LiTS's batch folders not looked into, any LiTS file in it left "
+        "out: backup",
+        f"{root / 'extra' / 'x'}: 2 folders below LiTS's batch folders not looked into, any LiTS file in them left "
+        "out: deep, deeper",
+        f"{root / 'extra' / 'y'}: 1 file that is not NIfTI (.nii, .nii.gz) left out: readme.txt",
+    ]
+
+
+def test_lits_stops_looking_after_so_many_folders_and_says_where(tmp_path, monkeypatch):
+    """A folder given by mistake (a home folder) is not walked whole: after `_MAX_FOLDERS` folders the rest is left
+    out, in a note naming where it stopped."""
+    import liverctl.data.sources.lits as lits_layout
+
+    root = lits(tmp_path / "l")
+    monkeypatch.setattr(lits_layout, "_MAX_FOLDERS", 3)  # the folder, Test Batch, Training Batch 1
+    found = lits_layout.find(root)
+    assert [c.case_id for c in found.cases] == ["0", "1", "test-volume-0"] and not found.problems  # no 2
+    assert found.skipped == [f"{root}: not looked into beyond its first 3 folders: {root / 'Training Batch 2'} and "
+                             "the folders after it left out; give the folder that holds the LiTS files"]

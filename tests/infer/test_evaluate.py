@@ -184,6 +184,8 @@ def test_liver_labels_that_name_no_value_are_refused(scored_pair, value):
     ("1,99999999999999999999", "--liver-labels 1,99999999999999999999: no label map holds 99999999999999999999;"),
     ("256", "segmentation-a.nii.gz: holds uint8 label values (0 to 255): none of the liver labels 256 can be among "
             "them; which values mean liver in it (--liver-labels)?"),
+    ("0", "--liver-labels 0: 0 is the background of a label map (every voxel outside the labelled structures), not "
+          "liver; give the values that mean liver (--liver-labels), e.g. 1"),
 ])
 def test_liver_labels_no_label_map_holds_are_refused(scored_pair, value, words):
     """`evaluate --liver-labels -1` (or 256 for a uint8 label, or 10^20) scored every case against no liver, exit 0.

@@ -205,7 +205,7 @@ def test_one_bad_file_of_two_is_counted_in_words_that_agree(tmp_path):
     result = _cli(src_dir, tmp_path / "out")
     assert result.exit_code == 2, result.output
     (line,) = _error_lines(result)
-    assert line == f"error: {src_dir}: 1 of 2 files could not be read and was not cleaned (above); the other 1 was"
+    assert line == f"error: {src_dir}: 1 of 2 files was not cleaned (above); the other 1 was"
 
 
 def test_a_folder_is_listed_by_ingests_rule(tmp_path):
@@ -269,7 +269,7 @@ def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_pat
     assert all(int(np.asanyarray(nib.load(str(p)).dataobj).sum()) == 216 for p in out.iterdir())
     assert f"{src_dir / 'b.nii.gz'}: is 2D" in result.stderr and f"{src_dir / 'e.nii.gz'}: cannot be read" in result.stderr
     (line,) = _error_lines(result)
-    assert line == f"error: {src_dir}: 2 of 5 files could not be read and were not cleaned (above); the other 3 were"
+    assert line == f"error: {src_dir}: 2 of 5 files were not cleaned (above); the other 3 were"
     assert "c.nii.gz -> " in result.stdout
     with pytest.raises(FilesNotCleaned) as info:  # the library says the same
         postprocess_nifti(src_dir, tmp_path / "out2", "largest")
@@ -380,9 +380,13 @@ def test_absurd_header_is_refused_before_reading(tmp_path):
     ("-1", "error: --liver-labels -1: no label map holds -1;"),
     ("99999999999999999999", "error: --liver-labels 99999999999999999999: no label map holds 99999999999999999999;"),
     ("256", "label.nii.gz: holds uint8 label values (0 to 255): none of the liver labels 256 can be among them"),
+    ("0", "error: --liver-labels 0: 0 is the background of a label map"),
+    ("1,0", "error: --liver-labels 1,0: 0 is the background of a label map"),
 ])
 def test_liver_labels_no_label_map_holds_are_refused(tmp_path, value, words):
-    """`postprocess --liver-labels -1` (256 on a uint8 label, 10^20) wrote an empty mask, '0 -> 0 voxels', exit 0."""
+    """`postprocess --liver-labels -1` (256 on a uint8 label, 10^20) wrote an empty mask, '0 -> 0 voxels', exit 0;
+    `--liver-labels 0` wrote the background as the mask: 'label.nii.gz -> ...: 666895 -> 666895 voxels' of dcmqi's
+    786432, exit 0."""
     from typer.testing import CliRunner
 
     from liverctl.cli import app
@@ -394,3 +398,29 @@ def test_liver_labels_no_label_map_holds_are_refused(tmp_path, value, words):
     result = CliRunner().invoke(app, ["postprocess", str(src), str(out), f"--liver-labels={value}"])
     assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_min_size_larger_than_the_volume_is_refused(tmp_path):
+    """`postprocess -m min-size:N` with N above the file's voxel count emptied the mask: on dcmqi's real label
+    (512 x 512 x 3 = 786,432 voxels) `min-size:1000000` printed '107098 -> 0 voxels', exit 0. Now one line naming
+    the file; a folder cleans its other files, each refused one named; N up to the volume's size is taken."""
+    src = REAL / "dcmqi-3slice" / "label.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    out = tmp_path / "liver.nii.gz"
+    result = _cli(src, out, "--liver-labels", "1", "--mode", "largest+min-size:786433")
+    assert result.exit_code == 2 and _error_lines(result) == [
+        f"error: {src}: post-processing 'largest+min-size:786433' drops components of fewer than 786,433 voxels, "
+        "more than the whole volume of the file holds (786,432): its mask would be empty whatever it holds; give a "
+        "smaller min-size"], result.output
+    assert not out.exists()
+    assert postprocess_nifti(src, out, "min-size:786432", liver_labels=[1])[0].voxels_after == 0  # as asked
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "dcmqi.nii.gz").symlink_to(src)
+    nib.save(nib.Nifti1Image(np.ones((100, 100, 100), np.uint8), np.eye(4)), str(folder / "big.nii.gz"))
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(folder, tmp_path / "out", "min-size:800000", liver_labels=[1])
+    assert [r.source.name for r in info.value.results] == ["big.nii.gz"] and info.value.results[0].voxels_after == 10**6
+    (failure,) = info.value.failures
+    assert failure.startswith(f"{folder / 'dcmqi.nii.gz'}: post-processing 'min-size:800000' drops components")

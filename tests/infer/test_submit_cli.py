@@ -832,3 +832,26 @@ def test_a_record_after_a_torn_last_line_goes_on_a_line_of_its_own(tmp_path):
     (tmp_path / "new").mkdir()  # a first record: no newline put before it
     record_submission([tmp_path / "new"], {"csv": "e.csv"})
     assert (tmp_path / "new" / "submissions.jsonl").read_text() == '{"csv": "e.csv"}\n'
+
+
+def test_a_min_size_larger_than_a_test_volume_is_refused_before_predicting(tiny_store, template_runs, tmp_path,
+                                                                           monkeypatch):
+    """`submit --postprocess min-size:N` with N above a test volume's voxel count (a zero too many) dropped every
+    component: an empty mask for every such case, exit 0. Now one line naming the case, before any prediction."""
+    shapes = _test_ids(tiny_store)
+    case, voxels = min(((c, int(np.prod(s))) for c, s in shapes.items()), key=lambda item: item[1])
+    import liverctl.infer.submit
+
+    predicted = []
+    real_predict = liverctl.infer.submit.predict_cases
+    monkeypatch.setattr(liverctl.infer.submit, "predict_cases",
+                        lambda *a, **k: predicted.append(1) or real_predict(*a, **k))
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", out, "--tta", "none", "--device", "cpu",
+                     "--postprocess", f"largest+min-size:{voxels + 1}")
+    (line,) = result.output.strip().splitlines()
+    assert result.exit_code == 2 and line == (
+        f"error: post-processing 'largest+min-size:{voxels + 1}' drops components of fewer than {voxels + 1:,} voxels, "
+        f"more than the whole volume of test case {case!r} holds ({voxels:,}): its mask would be empty whatever it "
+        "holds; give a smaller min-size"), result.output
+    assert not out.exists() and not predicted

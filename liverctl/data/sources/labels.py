@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from liverctl.data.liver_mask import label_value_problem
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree
 
@@ -51,13 +52,15 @@ def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | 
     for key, value in raw.items():
         if _is_int(key) and isinstance(value, str):  # {"1": "liver"}
             pairs = [(int(key), value)]
-        elif _is_int(value) and not isinstance(value, str):  # {"liver": 1}
-            pairs = [(int(value), str(key))]
-        elif isinstance(value, list) and value and all(_is_int(v) for v in value):  # region {"liver": [1, 2]}
-            pairs = [(int(v), str(key)) for v in value]
+        elif isinstance(value, (int, float)):  # {"liver": 1}; a bool or a float is said below
+            pairs = [(value, str(key))]
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):  # {"liver": [1, 2]}
+            pairs = [(v, str(key)) for v in value]
         else:
             raise bad
         for v, name in pairs:  # a value in several regions gets all their names: "liver + tumor"
+            if (problem := label_value_problem(v)) is not None:  # the rule --liver-labels is checked by
+                raise LiverctlError(f'has a "labels" entry {name[:40]!r}: {problem}', path=path / DATASET_JSON)
             names[v] = f"{names[v]} + {name}" if v in names else name
     return names
 
@@ -80,6 +83,8 @@ def liver_values(names: dict[int, str]) -> tuple[int, ...]:
     """The values whose names mean liver (module docstring); empty when none does."""
     structures = {v: n.lower() for v, n in names.items() if v != 0 and n.lower().strip() not in _BACKGROUND}
     liver = {v for v, n in structures.items() if "liver" in n}
+    if 0 in names and "liver" in names[0].lower():  # named so, and refused as one (`check_liver_labels`)
+        liver.add(0)
     tumours = {v for v, n in structures.items() if v not in liver and any(w in n for w in _TUMOUR_WORDS)}
     if liver and set(structures) == liver | tumours:
         liver |= tumours

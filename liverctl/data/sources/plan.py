@@ -144,12 +144,16 @@ def _liver_labels(
     a rerun without them took every value > 0 as liver again (or failed, for LiTS) and re-ingested every case."""
     value, named = _per_source(spec, name)
     if named:
-        values = _values(value)  # the dry run says "(from --liver-labels lits=1,2)", not "(from ... lits=)"
+        values = _values(value, f"{name}=")  # the dry run says "(from --liver-labels lits=1,2)", not "(... lits=)"
         return values, f"--liver-labels {name}={','.join(map(str, values))}", False, None
     kept = _stored_labels(stored)
     label_names, named_by = found.label_names, found.labels_named_by
     if label_names is not None:
         liver = liver_values(label_names)
+        try:  # 0 named liver: every background voxel would be liver
+            check_liver_labels(liver, f"{named_by} names {','.join(map(str, liver))} as liver")
+        except LiverctlError as exc:
+            return None, named_by, True, str(exc)
         if kept is not None and kept[0] is not None and kept[0] != liver:  # NAME=... given once over dataset.json
             return kept[0], STORED_LABELS, False, None
         if not liver:
@@ -178,16 +182,20 @@ def _stored_labels(record: dict[str, Any] | None) -> tuple[tuple[int, ...] | Non
     labels = record["liver_labels"]
     if labels is None:
         return (None,)
-    if isinstance(labels, list) and labels and all(type(v) is int for v in labels):
-        return (tuple(sorted(set(labels))),)
+    if isinstance(labels, list) and labels:
+        try:  # one an older liverctl let in (--liver-labels 0 or -1) is not kept: it is asked for again
+            return (tuple(sorted(set(check_liver_labels(labels, "the store's")))),)
+        except LiverctlError:
+            return None
     return None
 
 
-def _values(values: Sequence[int]) -> tuple[int, ...]:
-    out = tuple(sorted({int(v) for v in values}))
-    if not out:
+def _values(values: Sequence[int], name: str = "") -> tuple[int, ...]:
+    """Liver labels given through the API (`ingest_sources(liver_labels=...)`), checked as --liver-labels is."""
+    values = list(values)
+    if not values:
         raise LiverctlError("--liver-labels needs at least one label value, e.g. 1 or 1,2")
-    return out
+    return tuple(sorted(set(check_liver_labels(values, f"--liver-labels {name}{','.join(map(str, values))}"))))
 
 
 def plan_sources(
