@@ -81,6 +81,10 @@ def ingest(
     fold_seed: int = typer.Option(None, "--fold-seed", help="Seed of the fold assignment (default: the store's, "
                                   "0 for a new store)."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also read every chunk file of the cases already in the store and compare it with "
+        "the checksum ingest recorded (bits flipped in a copy); a damaged case is named and ingested again."
+    ),
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded():
@@ -99,7 +103,7 @@ def ingest(
             bar.stage("ingest")
             summary = ingest_sources(
                 sources, store, liver_labels=labels, layouts=layouts, extra_in_folds=extra_in_folds,
-                n_folds=folds, fold_seed=fold_seed, workers=workers, on_progress=_ingest_progress(bar),
+                n_folds=folds, fold_seed=fold_seed, workers=workers, on_progress=_ingest_progress(bar), verify=verify,
             )
         _print_summary(summary, store)
 
@@ -143,6 +147,14 @@ def _print_summary(summary, store: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if summary.verified is not None:
+        console.print(
+            f"verified {plural(summary.verified, 'case')} already in the store: every chunk file read "
+            f"({human_bytes(summary.verified_bytes)}) against the checksum ingest recorded"
+            + (f", {len(summary.unverifiable)} without checksums (note below)" if summary.unverifiable else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     for line in summary.notes:
         err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if summary.failures:
