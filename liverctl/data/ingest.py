@@ -63,7 +63,7 @@ from liverctl.data.slice_index import index_columns, index_matches, retire_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
 from liverctl.data.store import store_bytes
-from liverctl.data.store_check import Damage, case_damage, verify_case
+from liverctl.data.store_check import Damage, case_damage, unverifiable_note, verify_case
 from liverctl.data.store_writer import (
     case_folders,
     check_free_space,
@@ -406,19 +406,6 @@ class _IngestRun:
             root_attrs["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             update_attrs(self.store, root_attrs)
         return cases, arrays
-
-
-def unverifiable_note(store: Path, case_ids: list[str]) -> str:
-    """The line for cases stored before ingest recorded chunk checksums (`schema.CHUNK_CRC32`): a verification
-    checked only that their chunk files are there and of their sizes."""
-    n = len(case_ids)
-    shown = ", ".join(case_ids[:6]) + (", ..." if n > 6 else "")
-    return (
-        f"{store}: {plural(n, 'case')} ({shown}) {agree(n, 'was', 'were')} stored before ingest recorded chunk "
-        f"checksums: only {agree(n, 'its', 'their')} chunk files' presence and sizes could be verified, not their "
-        f"bytes; to have checksums recorded, delete {agree(n, 'that case folder', 'those case folders')} under "
-        f"{store / CASES_GROUP} (or ingest into a new --store) and ingest again"
-    )
 
 
 def is_unchanged(case: CaseFiles, attrs: dict[str, Any] | None, liver_labels: tuple[int, ...] | None) -> bool:

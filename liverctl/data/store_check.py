@@ -20,6 +20,7 @@ asked for (`verify_case`: `liverctl ingest --verify`, `liverctl verify`) reads e
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from liverctl.data.schema import (
     written_chunk_bytes,
     written_chunk_crc32,
 )
+from liverctl.plural import agree, plural
 
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
 _VERIFY = "run `liverctl ingest` again on the same data with --verify to rebuild that case"
@@ -144,6 +146,67 @@ def verify_case(case_dir: Path, attrs: dict[str, Any],
             return Verification(Damage(slice_chunk_path(array_dir, z), damaged_chunk_message(
                 z, other_bytes_problem(count), case_dir, ingest_finds_it=False, verify_finds_it=True)), True, read)
     return Verification(None, checked, read)
+
+
+def unverifiable_note(store: Path, case_ids: list[str]) -> str:
+    """The line for cases stored before ingest recorded chunk checksums (`schema.CHUNK_CRC32`): a verification
+    checked only that their chunk files are there and of their sizes."""
+    n = len(case_ids)
+    shown = ", ".join(case_ids[:6]) + (", ..." if n > 6 else "")
+    return (
+        f"{store}: {plural(n, 'case')} ({shown}) {agree(n, 'was', 'were')} stored before ingest recorded chunk "
+        f"checksums: only {agree(n, 'its', 'their')} chunk files' presence and sizes could be verified, not their "
+        f"bytes; to have checksums recorded, delete {agree(n, 'that case folder', 'those case folders')} under "
+        f"{store / CASES_GROUP} (or ingest into a new --store) and ingest again"
+    )
+
+
+@dataclass
+class StoreVerification:
+    """What `verify_store` found: damaged cases (id -> first damaged file), cases stored without checksums, cases
+    read, bytes read, and a problem of the store beyond its cases (the slice index), one line or None."""
+
+    damaged: dict[str, Damage]
+    unverifiable: list[str]
+    cases: int
+    bytes_read: int
+    problem: str | None = None
+
+
+def verify_store(store: Path, on_case: Callable[[str], None] | None = None) -> StoreVerification:
+    """Every complete case of the store read against its recorded checksums (`verify_case`), all of them (not
+    only up to the first damaged one), then the slice index against the cases (`LiverStore.open`'s check) where
+    no case is damaged. Reads only; no source needed (`liverctl verify`; `ingest --verify` rebuilds from the
+    source). `LiverctlError` for a path that is not a liverctl store. `on_case(case_id)` after each case."""
+    from liverctl.data.schema import STORE_FORMAT, read_attrs
+    from liverctl.errors import LiverctlError
+
+    if read_attrs(store).get("format") != STORE_FORMAT:
+        raise LiverctlError("not a liverctl store (no zarr.json with format "
+                            f"{STORE_FORMAT!r}); make one with `liverctl ingest`", path=store)
+    cases_dir = store / CASES_GROUP
+    result = StoreVerification({}, [], 0, 0)
+    for case_dir in sorted(p for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []:
+        attrs = read_attrs(case_dir)
+        if attrs.get("complete") is not True:  # an ingest's leftover, not part of the store (ingest removes it)
+            continue
+        verification = verify_case(case_dir, attrs)
+        result.cases += 1
+        result.bytes_read += verification.bytes_read
+        if verification.damage is not None:
+            result.damaged[case_dir.name] = verification.damage
+        elif not verification.checked:
+            result.unverifiable.append(case_dir.name)
+        if on_case is not None:
+            on_case(case_dir.name)
+    if not result.damaged:
+        from liverctl.data.store import LiverStore
+
+        try:
+            LiverStore.open(store)
+        except LiverctlError as exc:
+            result.problem = str(exc)
+    return result
 
 
 def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,

@@ -395,3 +395,40 @@ def test_an_index_column_that_cannot_be_decoded_is_named_and_ingest_rebuilds_it(
     assert str(info.value).endswith("run `liverctl ingest` again on the same data to rebuild the index")
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ok
     assert LiverStore.open(copy).slice_index().z[:3].tolist() == [0, 1, 2]
+
+
+def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(copy, tmp_path):
+    """`liverctl verify` (a store copied to a machine without its source): every case read against its checksums,
+    each damaged one named in one line, exit status 2; a whole store passes; a store without checksums gets the
+    note; a folder that is no store is one line."""
+    runner = CliRunner()
+    whole = runner.invoke(app, ["verify", "--store", str(copy)])
+    assert whole.exit_code == 0, whole.output
+    assert f"{copy}: verified 8 cases, every chunk file read (" in whole.stdout and "no damage found" in whole.stdout
+    flipped = [chunk(copy, "1", "image", 5), chunk(copy, "6", "image", 20)]
+    for path in flipped:
+        flip_a_bit(path)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    result = runner.invoke(app, ["verify", "--store", str(copy)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors[:2] == [f"error: {path}: chunk file of slice {z} of case '{case}' holds other bytes than ingest "
+                          "wrote, of the same size (its checksum differs: bits flipped, or another chunk of that size "
+                          f"copied over); {VERIFY_FINDS_IT}" for path, z, case in ((flipped[0], 5, "1"), (flipped[1], 20, "6"))]
+    assert errors[2] == (f"error: 2 damaged cases above; run `liverctl ingest SOURCE --store {copy} --verify` with the "
+                         "data they were ingested from to rebuild them")
+    assert "verified 8 cases" in result.stdout and ": 2 damaged" in result.stdout
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # reads only
+    old = tmp_path / "old.zarr"
+    shutil.copytree(copy, old)
+    without_checksums(old)
+    unverified = runner.invoke(app, ["verify", "--store", str(old)])
+    assert unverified.exit_code == 0, unverified.output
+    assert "8 without checksums (note below)" in unverified.stdout
+    assert [line for line in unverified.stderr.splitlines() if "checksums" in line] == [
+        f"note: {old}: 8 cases (0, 1, 2, 3, 4, 5, ...) were stored before ingest recorded chunk checksums: only their "
+        f"chunk files' presence and sizes could be verified, not their bytes; to have checksums recorded, delete those "
+        f"case folders under {old / 'cases'} (or ingest into a new --store) and ingest again"]
+    nothing = runner.invoke(app, ["verify", "--store", str(tmp_path)])
+    assert nothing.exit_code == 2 and nothing.stderr.count("\n") == 1, nothing.output
+    assert nothing.stderr.startswith(f"error: {tmp_path}: not a liverctl store")
