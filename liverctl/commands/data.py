@@ -93,6 +93,11 @@ def ingest(
 
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
+        if dry_run and verify:
+            from liverctl.errors import LiverctlError
+
+            raise LiverctlError(f"--verify rebuilds the damaged cases it finds and --dry-run writes nothing; to check "
+                                f"the store without writing, run `liverctl verify --store {store}`")
         if dry_run:
             from liverctl.data.ingest import planned_folds
 

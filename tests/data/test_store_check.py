@@ -429,6 +429,10 @@ def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(
         f"note: {old}: 8 cases (0, 1, 2, 3, 4, 5, ...) were stored before ingest recorded chunk checksums: only their "
         f"chunk files' presence and sizes could be verified, not their bytes; to have checksums recorded, delete those "
         f"case folders under {old / 'cases'} (or ingest into a new --store) and ingest again"]
+    dry = runner.invoke(app, ["ingest", str(tmp_path), "--store", str(copy), "--verify", "--dry-run"])
+    assert dry.exit_code == 2 and dry.stderr == ("error: --verify rebuilds the damaged cases it finds and --dry-run "
+                                                 f"writes nothing; to check the store without writing, run `liverctl "
+                                                 f"verify --store {copy}`\n"), dry.output
     nothing = runner.invoke(app, ["verify", "--store", str(tmp_path)])
     assert nothing.exit_code == 2 and nothing.stderr.count("\n") == 1, nothing.output
     assert nothing.stderr.startswith(f"error: {tmp_path}: not a liverctl store")
