@@ -16,7 +16,7 @@ from liverctl.commands._common import (
     progress_bar,
 )
 from liverctl.disk import human_bytes
-from liverctl.plural import plural
+from liverctl.plural import agree, plural
 
 
 def synth(
@@ -81,6 +81,10 @@ def ingest(
     fold_seed: int = typer.Option(None, "--fold-seed", help="Seed of the fold assignment (default: the store's, "
                                   "0 for a new store)."),
     workers: int = typer.Option(None, "--workers", help="Processes (default: all cores)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also read every chunk file of the cases already in the store and compare it with "
+        "the checksum ingest recorded (bits flipped in a copy); a damaged case is named and ingested again."
+    ),
 ) -> None:
     """Ingest NIfTI folders into the Zarr store (atomic per case, resumable, parallel)."""
     with guarded(log=not dry_run):
@@ -89,6 +93,11 @@ def ingest(
 
         labels = parse_liver_labels_option(liver_labels)
         layouts = parse_layout_option(layout)
+        if dry_run and verify:
+            from liverctl.errors import LiverctlError
+
+            raise LiverctlError(f"--verify rebuilds the damaged cases it finds and --dry-run writes nothing; to check "
+                                f"the store without writing, run `liverctl verify --store {store}`")
         if dry_run:
             from liverctl.data.ingest import planned_folds
 
@@ -99,9 +108,46 @@ def ingest(
             bar.stage("ingest")
             summary = ingest_sources(
                 sources, store, liver_labels=labels, layouts=layouts, extra_in_folds=extra_in_folds,
-                n_folds=folds, fold_seed=fold_seed, workers=workers, on_progress=_ingest_progress(bar),
+                n_folds=folds, fold_seed=fold_seed, workers=workers, on_progress=_ingest_progress(bar), verify=verify,
             )
         _print_summary(summary, store)
+
+
+def verify(
+    store: Path = typer.Option(Path("store/liver.zarr"), "--store", help="Zarr store to verify."),
+) -> None:
+    """Read every chunk file of the store and compare it with the checksum ingest recorded (a copy between machines
+    or Kaggle datasets that flipped bits); reads only. `liverctl ingest SOURCE --verify` also rebuilds damaged cases."""
+    with guarded():
+        from rich.markup import escape
+
+        from liverctl.data.store_check import unverifiable_note, verify_store
+        from liverctl.errors import LiverctlError
+
+        with progress_bar() as bar:
+            bar.stage("verify")
+            result = verify_store(store, on_case=lambda case_id: bar.update(advance=1, last=f"case {esc(case_id)}"))
+        console.print(
+            f"{esc(store)}: verified {plural(result.cases, 'case')}, every chunk file read "
+            f"({human_bytes(result.bytes_read)}) against the checksum ingest recorded: "
+            + (f"{len(result.damaged)} damaged" if result.damaged else "no damage found")
+            + (f", {len(result.unverifiable)} without checksums (note below)" if result.unverifiable else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        if result.unverifiable:
+            err_console.print(f"[bold yellow]note:[/] {escape(unverifiable_note(store, result.unverifiable))}",
+                              highlight=False, soft_wrap=True)
+        for damage in result.damaged.values():
+            print_error(str(damage))
+        if result.damaged:
+            n = len(result.damaged)
+            raise LiverctlError(
+                f"{plural(n, 'damaged case')} above; run `liverctl ingest SOURCE --store {store} --verify` with "
+                f"the data {agree(n, 'it was', 'they were')} ingested from to rebuild {agree(n, 'it', 'them')}"
+            )
+        if result.problem is not None:
+            raise LiverctlError(result.problem)
 
 
 def _ingest_progress(bar: ProgressBar):
@@ -143,6 +189,14 @@ def _print_summary(summary, store: Path) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if summary.verified is not None:
+        console.print(
+            f"verified {plural(summary.verified, 'case')} already in the store: every chunk file read "
+            f"({human_bytes(summary.verified_bytes)}) against the checksum ingest recorded"
+            + (f", {len(summary.unverifiable)} without checksums (note below)" if summary.unverifiable else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     for line in summary.notes:
         err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if summary.failures:
@@ -193,3 +247,4 @@ def _print_plan(plan, store: Path, folds_line: str) -> None:
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
     app.command("ingest")(ingest)
+    app.command("verify")(verify)

@@ -40,10 +40,12 @@ from liverctl.data.nifti import (
 )
 from liverctl.data.schema import (
     CHUNK_BYTES,
+    CHUNK_CRC32,
     IMAGE,
     IMAGE_DTYPE,
     LABEL,
     LABEL_DTYPE,
+    chunk_checksum,
     group_metadata,
     slice_array_metadata,
     slice_chunk_path,
@@ -208,7 +210,8 @@ class SliceArrayWriter:
     one slice at a time, each chunk file encoded (`slice_encoder`) and written at its key (`slice_chunk_path`).
     A slice of zeros is written too (zarr-python would leave it out as the fill value): the metadata says
     every chunk is there (`schema.EVERY_CHUNK`), so a reader takes a missing file for damage, not for zeros.
-    `close` writes the metadata again with each chunk file's size (`schema.CHUNK_BYTES`).
+    `close` writes the metadata again with each chunk file's size and checksum (`schema.CHUNK_BYTES`,
+    `schema.CHUNK_CRC32`).
     """
 
     def __init__(self, array_dir: Path, shape: tuple[int, int, int], dtype):
@@ -218,6 +221,7 @@ class SliceArrayWriter:
         self.dir = array_dir
         self.dtype = np.dtype(dtype)
         self.sizes = [0] * int(shape[2])
+        self.checksums = [0] * int(shape[2])
         self._made = False
 
     def write(self, z: int, values: np.ndarray) -> None:
@@ -230,10 +234,13 @@ class SliceArrayWriter:
         data = self.encode(values)
         write_chunk_file(path, data)
         self.sizes[z] = len(data)
+        self.checksums[z] = chunk_checksum(data)
 
     def close(self) -> None:
-        """Record each slice's chunk file size in the array's attributes (every slice written by then)."""
+        """Record each slice's chunk file size and checksum in the array's attributes (every slice written by
+        then)."""
         self.meta["attributes"][CHUNK_BYTES] = self.sizes
+        self.meta["attributes"][CHUNK_CRC32] = self.checksums
         write_metadata(self.dir, self.meta)
 
 

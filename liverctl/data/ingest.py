@@ -7,8 +7,10 @@ How a run goes:
    store's lock, from the sources the store records once an ingest before this one has finished;
 2. skip every case already complete in the store whose source files are unchanged (size and mtime, or
    failing that the sha256) and whose liver labels are the same, unless its files in the store are damaged
-   (`liverctl.data.store_check.case_damage`: a chunk file missing or empty) or its mask was made before the
-   label rule from a float-typed or scaled label file (`older_label_rule_note`): that case is built again;
+   (`liverctl.data.store_check.case_damage`: a chunk file missing, empty or of another size than written; with
+   `verify`, `verify_case`: also one whose bytes differ from the checksum recorded, every chunk file read) or its
+   mask was made before the label rule from a float-typed or scaled label file (`older_label_rule_note`): that
+   case is built again;
 3. ingest the others in worker processes (`liverctl.data.case_pool`): each writes its case as a standalone
    Zarr group in a work folder beside the store (`.<store name>.ingest/work/<id>`,
    `liverctl.data.case_writer`), with `complete=true` in the attributes written last; the main process
@@ -61,7 +63,7 @@ from liverctl.data.slice_index import index_columns, index_matches, retire_index
 from liverctl.data.sources import CaseFiles
 from liverctl.data.sources.plan import IngestPlan, LabelSpec, LayoutSpec, SourcePlan, plan_sources
 from liverctl.data.store import store_bytes
-from liverctl.data.store_check import Damage, case_damage
+from liverctl.data.store_check import Damage, case_damage, unverifiable_note, verify_case
 from liverctl.data.store_writer import (
     case_folders,
     check_free_space,
@@ -111,6 +113,9 @@ class IngestSummary:
     failures: list[str] = field(default_factory=list)  # one line each: "<file>: <problem>"
     notes: list[str] = field(default_factory=list)  # one line each: done, but worth a word (label values)
     sources: dict[str, SourceCounts] = field(default_factory=dict)  # every source of the store, by name
+    verified: int | None = None  # with `verify`: cases already in the store whose chunk files were all compared
+    verified_bytes: int = 0  # with their checksums, and the bytes read for it
+    unverifiable: list[str] = field(default_factory=list)  # with `verify`: cases stored without checksums
 
     @property
     def ok(self) -> bool:
@@ -126,6 +131,7 @@ def ingest_folder(
     fold_seed: int | None = None,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
+    verify: bool = False,
 ) -> IngestSummary:
     """Ingest every case under `data_dir` into the store at `store`: `ingest_sources` with one source."""
     return ingest_sources(
@@ -136,6 +142,7 @@ def ingest_folder(
         fold_seed=fold_seed,
         workers=workers,
         on_progress=on_progress,
+        verify=verify,
     )
 
 
@@ -150,6 +157,7 @@ def ingest_sources(
     fold_seed: int | None = None,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
+    verify: bool = False,
 ) -> IngestSummary:
     """Ingest every case of `sources` (folders, or `NAME=PATH`) into the store at `store`.
 
@@ -158,7 +166,9 @@ def ingest_sources(
     [1]}). `layouts`: a layout forced on every source, or per source name. `extra_in_folds`: deal the
     extra sources' training cases into the folds too. `n_folds`, `fold_seed`: None keeps the store's (5 and 0
     for a new store); others than the store's deal every case anew, with a note. `workers`: processes (None: all cores; 1: in this
-    process). Raises `LiverctlError` for a missing, unrecognised or unusable source (before writing
+    process). `verify`: read every chunk file of the cases already in the store and compare it with the checksum
+    ingest recorded (`store_check.verify_case`); a damaged case is built again like one with a chunk file missing
+    (summary `verified`, `unverifiable`: cases stored before checksums, with a note). Raises `LiverctlError` for a missing, unrecognised or unusable source (before writing
     anything) or an unusable store path; per-case problems are listed in `IngestSummary.failures`, and
     every good case is still ingested.
     """
@@ -184,7 +194,7 @@ def ingest_sources(
         summary.failures.extend(plan.problems)
         summary.notes.extend(note for source in plan.sources for note in source.skipped)  # files left out
         open_or_create_store(store_path)  # inside the lock: a second ingest starting at once saw a half-made store
-        run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None))
+        run = _IngestRun(store_path, work, summary, on_progress or (lambda *args: None), verify)
         root_before = read_attrs(store_path)
         changed = update_attrs(store_path, {"sources": plan.records})  # before any case names a source
         run.build(plan, workers, folders)
@@ -244,6 +254,7 @@ class _IngestRun:
     work: Path
     summary: IngestSummary
     progress: ProgressCallback
+    verify: bool = False  # every chunk file of the cases already in the store read against its checksum
     existing: dict[str, dict[str, Any]] = field(default_factory=dict)  # complete cases before the run
     built: dict[str, dict[str, Any]] = field(default_factory=dict)  # cases this run moved in, as moved in
     damaged: dict[str, Damage] = field(default_factory=dict)  # of those, the ones whose files are damaged
@@ -273,12 +284,22 @@ class _IngestRun:
 
     def _check_existing(self, plan: IngestPlan) -> None:
         """Find the complete cases whose files are damaged: those of the plan are built again (`_jobs`), the
-        others are failures."""
+        others are failures. With `verify`, every chunk file is read against its checksum (`verify_case`)."""
         planned = {case.case_id for source in plan.sources for case in source.cases}
+        if self.verify:
+            self.summary.verified = 0
         for case_id, attrs in self.existing.items():
             case_dir = self.store / CASES_GROUP / case_id
             arrays: dict[str, dict[str, Any] | None] = {}  # each array's zarr.json, read once
-            damage = case_damage(case_dir, attrs, arrays=arrays)
+            if self.verify:
+                verification = verify_case(case_dir, attrs, arrays=arrays)
+                damage = verification.damage
+                self.summary.verified += 1
+                self.summary.verified_bytes += verification.bytes_read
+                if damage is None and not verification.checked:
+                    self.summary.unverifiable.append(case_id)
+            else:
+                damage = case_damage(case_dir, attrs, arrays=arrays)
             image_attrs = (arrays.get(IMAGE) or {}).get("attributes")
             if not isinstance(image_attrs, dict) or image_attrs.get(EVERY_CHUNK) is not True:
                 self.unverified.add(case_id)
@@ -365,6 +386,10 @@ class _IngestRun:
                 "wrote every chunk file: a missing image chunk file there reads as 0 HU unnoticed; ingest into a new "
                 "--store to have them checked"
             )
+        # cases this run built again have their checksums now
+        self.summary.unverifiable = sorted(set(self.summary.unverifiable) & set(cases) - set(self.summary.ingested))
+        if self.summary.unverifiable:
+            self.summary.notes.append(unverifiable_note(self.store, self.summary.unverifiable))
         arrays, index_attrs = index_columns(cases)
         if not index_matches(self.store, arrays, index_attrs):
             write_index(self.store, self.work, arrays, index_attrs)

@@ -46,6 +46,7 @@ from liverctl.data.schema import (
     slice_chunk_codec,
     slice_chunk_path,
     written_chunk_bytes,
+    written_chunk_crc32,
 )
 from liverctl.data.store_check import (
     chunk_file_paths,
@@ -113,12 +114,15 @@ class _ChunkReader:
         self.folder: Path | None = None
         self.decode: Callable[[bytes, np.ndarray], None] | None = None
         self.written: np.ndarray | None = None  # each chunk file's size as written (fast path)
+        self.verifiable = False  # whether the array records checksums: `ingest --verify` finds a damaged file
         codec = slice_chunk_codec(array)
         if codec is not None:
             self.folder = Path(str(array.store.root)) / array.path
             self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
             self.decode = codec[1]
-            self.written = written_chunk_bytes(dict(array.attrs), self.shape[2])
+            attrs = dict(array.attrs)
+            self.written = written_chunk_bytes(attrs, self.shape[2])
+            self.verifiable = written_chunk_crc32(attrs, self.shape[2]) is not None
 
     def read_into(self, z: int, out: np.ndarray) -> None:
         """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype."""
@@ -154,9 +158,11 @@ class _ChunkReader:
         except Exception as exc:  # blosc, zstd, a wrong length: the file was damaged after ingest wrote it
             from liverctl.data.nifti import short_error
 
-            # its size as written (or not recorded): a rerun of ingest cannot tell it without decoding every chunk
+            # its size as written (or not recorded): a rerun of ingest cannot tell it without reading every chunk,
+            # which --verify does where the array records checksums
             raise LiverctlError(
-                damaged_chunk_message(z, f"cannot be decoded ({short_error(exc)})", self.case_dir, ingest_finds_it=False),
+                damaged_chunk_message(z, f"cannot be decoded ({short_error(exc)})", self.case_dir, ingest_finds_it=False,
+                                      verify_finds_it=self.verifiable),
                 path=slice_chunk_path(self.folder, z),
             ) from None
 

@@ -12,13 +12,15 @@ A chunk file that is there but damaged is named by the reader (`damaged_chunk_me
 than ingest wrote (cut short, overwritten with text or with another slice's chunk), from the length read, before
 decoding; one that fails to decode. Ingest finds the first kind from the stat it makes anyway. Blosc keeps no
 checksum: bit flips inside the compressed data, the size unchanged, may decode to wrong values unnoticed (a
-crc32c codec would catch them for ~0.2 ms of loader CPU per 512 x 512 sample, ~20% of reading it: not added,
-docs/store.md).
+check on every read would cost ~0.2 ms of loader CPU per 512 x 512 sample, ~20% of reading it: not done,
+docs/store.md). Ingest records each chunk file's checksum (`schema.CHUNK_CRC32`) instead, and a verification
+asked for (`verify_case`: `liverctl ingest --verify`, `liverctl verify`) reads every chunk file against it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +33,19 @@ from liverctl.data.schema import (
     INDEX_GROUP,
     LABEL,
     TRAIN,
+    chunk_checksum,
     chunk_key,
     is_plain_slice_metadata,
     read_metadata,
     required_slices,
     slice_chunk_path,
     written_chunk_bytes,
+    written_chunk_crc32,
 )
+from liverctl.plural import agree, plural
 
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
+_VERIFY = "run `liverctl ingest` again on the same data with --verify to rebuild that case"
 
 
 @dataclass(frozen=True)
@@ -70,18 +76,137 @@ def empty_chunk_message(z: int, count: str = "") -> str:
     )
 
 
-def damaged_chunk_message(z: int, problem: str, case_dir: Path, *, ingest_finds_it: bool) -> str:
+def damaged_chunk_message(z: int, problem: str, case_dir: Path, *, ingest_finds_it: bool,
+                          verify_finds_it: bool = False) -> str:
     """What a chunk file of slice `z` of the case at `case_dir` that is there but damaged means (the text after the
     file's path); `problem` e.g. "cannot be decoded (...)". `ingest_finds_it`: whether a rerun of ingest sees the
-    damage (a size other than `schema.CHUNK_BYTES` says) and builds the case again; else the case's folder must be
+    damage (a size other than `schema.CHUNK_BYTES` says) and builds the case again; else `verify_finds_it`: whether
+    a rerun with --verify does (the array records checksums, `schema.CHUNK_CRC32`); else the case's folder must be
     deleted first."""
-    fix = _REBUILD if ingest_finds_it else f"delete {case_dir} and run `liverctl ingest` again to rebuild that case"
+    fix = (_REBUILD if ingest_finds_it else _VERIFY if verify_finds_it
+           else f"delete {case_dir} and run `liverctl ingest` again to rebuild that case")
     return f"chunk file of slice {z} of case {case_dir.name!r} {problem}; the store is damaged: {fix}"
 
 
 def wrong_size_problem(size: int, written: int) -> str:
     """`damaged_chunk_message`'s problem for a chunk file of `size` bytes that ingest wrote with `written`."""
     return f"has {size} bytes where ingest wrote {written} (cut short or overwritten)"
+
+
+def other_bytes_problem(count: str = "") -> str:
+    """`damaged_chunk_message`'s problem for a chunk file whose bytes are not those ingest wrote, its size the same
+    (`verify_case`). `count`: e.g. "3 of 24 chunk files so"."""
+    return (f"holds other bytes than ingest wrote, of the same size (its checksum differs: bits flipped, or another "
+            f"chunk of that size copied over){f' ({count})' if count else ''}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What `verify_case` found: the case's first damaged file (None: none), whether every chunk file was compared
+    with a checksum (False: an array written before ingest recorded them, `schema.CHUNK_CRC32`; only whether its
+    files are there and of their sizes was checked), and the bytes read."""
+
+    damage: Damage | None
+    checked: bool
+    bytes_read: int = 0
+
+
+def verify_case(case_dir: Path, attrs: dict[str, Any],
+                arrays: dict[str, dict[str, Any] | None] | None = None) -> Verification:
+    """`case_damage` (every chunk file there, of the size it was written with), then every chunk file read and its
+    checksum compared with the one ingest recorded (`schema.CHUNK_CRC32`): a bit flipped inside the compressed data,
+    or another slice's chunk of the same size copied over, keeps the size and may decode to wrong values. Reads the
+    whole case (on demand only: `liverctl ingest --verify`, `liverctl verify`; the loader's reads compare sizes).
+    `arrays`: as `case_damage`'s."""
+    arrays = {} if arrays is None else arrays
+    if (damage := case_damage(case_dir, attrs, arrays=arrays)) is not None:
+        return Verification(damage, True)
+    checked, read = True, 0
+    for name, meta in arrays.items():
+        attributes = (meta or {}).get("attributes")
+        sums = None
+        if isinstance(meta, dict) and is_plain_slice_metadata(meta):
+            sums = written_chunk_crc32(attributes if isinstance(attributes, dict) else {}, int(meta["shape"][2]))
+        if sums is None:
+            checked = False
+            continue
+        array_dir = case_dir / name
+        differ = []
+        for z, recorded in enumerate(sums):
+            try:
+                data = slice_chunk_path(array_dir, z).read_bytes()
+            except FileNotFoundError:  # case_damage said whether it may be missing
+                continue
+            read += len(data)
+            if chunk_checksum(data) != recorded:
+                differ.append(z)
+        if differ:
+            z = differ[0]
+            count = f"{len(differ)} of {len(sums)} chunk files so" if len(differ) > 1 else ""
+            return Verification(Damage(slice_chunk_path(array_dir, z), damaged_chunk_message(
+                z, other_bytes_problem(count), case_dir, ingest_finds_it=False, verify_finds_it=True)), True, read)
+    return Verification(None, checked, read)
+
+
+def unverifiable_note(store: Path, case_ids: list[str]) -> str:
+    """The line for cases stored before ingest recorded chunk checksums (`schema.CHUNK_CRC32`): a verification
+    checked only that their chunk files are there and of their sizes."""
+    n = len(case_ids)
+    shown = ", ".join(case_ids[:6]) + (", ..." if n > 6 else "")
+    return (
+        f"{store}: {plural(n, 'case')} ({shown}) {agree(n, 'was', 'were')} stored before ingest recorded chunk "
+        f"checksums: only {agree(n, 'its', 'their')} chunk files' presence and sizes could be verified, not their "
+        f"bytes; to have checksums recorded, delete {agree(n, 'that case folder', 'those case folders')} under "
+        f"{store / CASES_GROUP} (or ingest into a new --store) and ingest again"
+    )
+
+
+@dataclass
+class StoreVerification:
+    """What `verify_store` found: damaged cases (id -> first damaged file), cases stored without checksums, cases
+    read, bytes read, and a problem of the store beyond its cases (the slice index), one line or None."""
+
+    damaged: dict[str, Damage]
+    unverifiable: list[str]
+    cases: int
+    bytes_read: int
+    problem: str | None = None
+
+
+def verify_store(store: Path, on_case: Callable[[str], None] | None = None) -> StoreVerification:
+    """Every complete case of the store read against its recorded checksums (`verify_case`), all of them (not
+    only up to the first damaged one), then the slice index against the cases (`LiverStore.open`'s check) where
+    no case is damaged. Reads only; no source needed (`liverctl verify`; `ingest --verify` rebuilds from the
+    source). `LiverctlError` for a path that is not a liverctl store. `on_case(case_id)` after each case."""
+    from liverctl.data.schema import STORE_FORMAT, read_attrs
+    from liverctl.errors import LiverctlError
+
+    if read_attrs(store).get("format") != STORE_FORMAT:
+        raise LiverctlError("not a liverctl store (no zarr.json with format "
+                            f"{STORE_FORMAT!r}); make one with `liverctl ingest`", path=store)
+    cases_dir = store / CASES_GROUP
+    result = StoreVerification({}, [], 0, 0)
+    for case_dir in sorted(p for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []:
+        attrs = read_attrs(case_dir)
+        if attrs.get("complete") is not True:  # an ingest's leftover, not part of the store (ingest removes it)
+            continue
+        verification = verify_case(case_dir, attrs)
+        result.cases += 1
+        result.bytes_read += verification.bytes_read
+        if verification.damage is not None:
+            result.damaged[case_dir.name] = verification.damage
+        elif not verification.checked:
+            result.unverifiable.append(case_dir.name)
+        if on_case is not None:
+            on_case(case_dir.name)
+    if not result.damaged:
+        from liverctl.data.store import LiverStore
+
+        try:
+            LiverStore.open(store)
+        except LiverctlError as exc:
+            result.problem = str(exc)
+    return result
 
 
 def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,

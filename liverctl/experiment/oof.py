@@ -9,7 +9,11 @@ every chunk file is written, all-zero ones included, and the array says so: zarr
 is refused on read and counts as a missing case, which `liverctl train --resume` predicts again; arrays from
 before the mark read as they did. A chunk file there but undecodable (cut short) is refused on read in one line
 naming it; zstd keeps no size to check it against, so only decoding finds it and the line says to delete the
-case's array, which `--resume` then predicts again. Only cases in a fold (>= 0)
+case's array, which `--resume` then predicts again. Each chunk is a zstd frame with its content checksum
+(`OOF_ZSTD`): a bit flipped in the compressed data, which without it decoded to other probabilities without a
+word (200 of 201 single-bit flips of a chunk, tried), fails to decode and is named the same way; it costs ~4 bytes a
+chunk and ~15 ms per 512 x 512 x 100 case on writing and on reading each (2 shared cores), beside seconds of
+predicting it. Arrays written before it read as they did. Only cases in a fold (>= 0)
 have out-of-fold predictions: train-only cases of extra sources (fold -2) are never held out.
 """
 
@@ -26,6 +30,7 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import OOF_STORE
 
 QUANT = 255
+OOF_ZSTD = {"level": 0, "checksum": True}  # zarr-python's default for uint8 (zstd, level 0), with the checksum on
 
 
 def quantize(probs: np.ndarray) -> np.ndarray:
@@ -52,9 +57,11 @@ def write_oof_case(exp_dir: str | Path, case_id: str, probs: np.ndarray, fold: i
     q = quantize(probs)
     group = _group(exp_dir, "a")
     depth = q.shape[2]
+    from zarr.codecs import ZstdCodec
+
     array = group.create_array(
         case_id, shape=q.shape, dtype="uint8", chunks=(q.shape[0], q.shape[1], min(depth, 16)), overwrite=True,
-        config={"write_empty_chunks": True},
+        config={"write_empty_chunks": True}, compressors=ZstdCodec(**OOF_ZSTD),
     )
     array[...] = q
     array.attrs.update({"fold": int(fold), EVERY_CHUNK: True, "complete": True})
@@ -108,7 +115,8 @@ def _read_checked(exp_dir: str | Path, group, case_id: str) -> np.ndarray:
 
         if (found := undecodable_chunk(array)) is None:  # no chunk fails on its own: not a damaged chunk file
             raise
-        # zstd keeps no size to check a file against: only decoding finds it, so `missing_cases` does not
+        # zstd keeps no size to check a file against: only decoding finds it (a flipped bit too, by the frame's
+        # checksum, `OOF_ZSTD`), so `missing_cases` does not
         raise LiverctlError(
             f"out-of-fold prediction of case {case_id!r}: chunk file cannot be decoded ({found[1]}); oof.zarr is "
             f"damaged: delete {Path(exp_dir) / OOF_STORE / case_id} and run `liverctl train --resume "

@@ -19,7 +19,7 @@ from liverctl.cli import app
 from liverctl.config import resolve_config
 from liverctl.data import dataset as ds
 from liverctl.data.ingest import ingest_folder
-from liverctl.data.schema import CHUNK_BYTES, EVERY_CHUNK, slice_chunk_path
+from liverctl.data.schema import CHUNK_BYTES, CHUNK_CRC32, EVERY_CHUNK, chunk_checksum, slice_chunk_path
 from liverctl.data.store import LiverStore
 from liverctl.errors import LiverctlError
 from liverctl.infer.predict import read_case_volume
@@ -52,7 +52,10 @@ def test_ingest_writes_every_chunk_file_and_says_so(tiny_store):
             files = {int(p.name): p.stat().st_size for p in (folder / "c" / "0" / "0").iterdir()}
             assert sorted(files) == list(range(DEPTH))
             sizes = [files[z] for z in range(DEPTH)]
-            assert json.loads((folder / "zarr.json").read_text())["attributes"] == {EVERY_CHUNK: True, CHUNK_BYTES: sizes}
+            sums = [chunk_checksum(slice_chunk_path(folder, z).read_bytes()) for z in range(DEPTH)]
+            assert json.loads((folder / "zarr.json").read_text())["attributes"] == {
+                EVERY_CHUNK: True, CHUNK_BYTES: sizes, CHUNK_CRC32: sums}
+            assert sum(CHUNK_CRC32 in line for line in (folder / "zarr.json").read_text().splitlines()) == 1
     label = store.read_label_volume("0")  # slices without liver are there too, as zeros
     assert not label[..., 0].any() and label.any()
 
@@ -250,9 +253,19 @@ def test_a_chunk_file_cut_short_or_overwritten_is_named_and_ingest_builds_that_c
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []
 
 
+def without_checksums(store: Path) -> None:
+    """Make `store` one written before ingest recorded chunk checksums (`CHUNK_CRC32` gone from every array)."""
+    for meta_path in (store / "cases").glob("*/*/zarr.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["attributes"][CHUNK_CRC32]
+        meta_path.write_text(json.dumps(meta))
+
+
 def test_a_chunk_whose_compressed_data_is_damaged_says_to_delete_the_case(copy, tiny_dataset, tiny_store):
-    """Its size unchanged, ingest cannot see the damage without decoding every chunk: the line says to delete the
-    case's folder (ingest then builds it), not to run ingest again, which would skip it as unchanged."""
+    """Its size unchanged, ingest cannot see the damage without decoding every chunk: in a store without checksums
+    the line says to delete the case's folder (ingest then builds it), not to run ingest again, which would skip it
+    as unchanged (--verify cannot tell it there either)."""
+    without_checksums(copy)
     bad = chunk(copy, "1", "image", 5)
     damage(bad, "data")
     with pytest.raises(LiverctlError) as info:
@@ -260,9 +273,65 @@ def test_a_chunk_whose_compressed_data_is_damaged_says_to_delete_the_case(copy, 
     assert str(info.value).startswith(f"{bad}: chunk file of slice 5 of case '1' cannot be decoded (RuntimeError")
     assert str(info.value).endswith(f"delete {copy / 'cases' / '1'} and run `liverctl ingest` again to rebuild that case")
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []  # what a rerun alone does
+    assert ingest_folder(tiny_dataset, store=copy, workers=1, verify=True).ingested == []
     shutil.rmtree(copy / "cases" / "1")
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == ["1"]
     np.testing.assert_array_equal(LiverStore.open(copy).read_stack("1", 5), LiverStore.open(tiny_store).read_stack("1", 5))
+
+
+VERIFY_FINDS_IT = "the store is damaged: run `liverctl ingest` again on the same data with --verify to rebuild that case"
+
+
+def flip_a_bit(path: Path) -> None:
+    """Flip the lowest bit of a chunk file's last byte: its size kept; blosc decodes the image chunks of the tiny
+    store so damaged, to other values, without a word."""
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["bit flip", "data"])
+def test_a_chunk_damaged_in_place_is_named_by_ingest_verify_and_built_again(copy, tiny_dataset, tiny_store, how):
+    """A bit flipped in a chunk file read as other values without a word, and nothing could find it: the file's
+    size is the one ingest wrote and blosc keeps no checksum. `ingest --verify` reads every chunk file against the
+    checksum ingest recorded (`chunk_crc32`), names the file and builds the case again from its source."""
+    bad = chunk(copy, "1", "image", 5)
+    flip_a_bit(bad) if how == "bit flip" else damage(bad, "data")
+    reference = LiverStore.open(tiny_store).read_stack("1", 5)
+    if how == "bit flip":
+        assert not np.array_equal(LiverStore.open(copy).read_stack("1", 5), reference)  # the damage, unnoticed
+    else:
+        with pytest.raises(LiverctlError) as info:  # the reader's line points at the verification
+            LiverStore.open(copy).read_stack("1", 5)
+        assert str(info.value).startswith(f"{bad}: chunk file of slice 5 of case '1' cannot be decoded (")
+        assert str(info.value).endswith(VERIFY_FINDS_IT)
+    assert ingest_folder(tiny_dataset, store=copy, workers=1).ingested == []  # sizes alone cannot tell
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1, verify=True)
+    assert summary.ok and summary.ingested == ["1"] and summary.verified == 8 and summary.unverifiable == []
+    assert summary.verified_bytes > 0
+    damaged = [note for note in summary.notes if "damaged" in note]
+    assert damaged == [f"{bad}: case '1' was damaged (chunk file of slice 5 of case '1' holds other bytes than ingest "
+                       "wrote, of the same size (its checksum differs: bits flipped, or another chunk of that size "
+                       "copied over)); ingested again from its source"]
+    np.testing.assert_array_equal(LiverStore.open(copy).read_stack("1", 5), reference)
+    again = ingest_folder(tiny_dataset, store=copy, workers=1, verify=True)
+    assert again.ingested == [] and not [note for note in again.notes if "damaged" in note]
+
+
+def test_ingest_verify_on_a_store_without_checksums_says_so_in_one_line(copy, tiny_dataset):
+    """A store written before ingest recorded checksums cannot have its chunk files' bytes verified: one note
+    naming the cases and what to do, the presence and sizes still checked, no case rebuilt, no failure."""
+    without_checksums(copy)
+    shutil.rmtree(copy / "cases" / "6")  # one case built by this run: it gets checksums, so it is not named
+    result = CliRunner().invoke(app, ["ingest", str(tiny_dataset), "--store", str(copy), "--workers", "1", "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "verified 7 cases already in the store: every chunk file read" in result.stdout
+    assert "7 without checksums (note below)" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if "checksums" in line]
+    assert notes == [f"note: {copy}: 7 cases (0, 1, 2, 3, 4, 5, ...) were stored before ingest recorded chunk "
+                     "checksums: only their chunk files' presence and sizes could be verified, not their bytes; to "
+                     f"have checksums recorded, delete those case folders under {copy / 'cases'} (or ingest into a "
+                     "new --store) and ingest again"], result.stderr
 
 
 def rechunked(store: Path, case: str, name: str, depth: int) -> None:
@@ -326,3 +395,44 @@ def test_an_index_column_that_cannot_be_decoded_is_named_and_ingest_rebuilds_it(
     assert str(info.value).endswith("run `liverctl ingest` again on the same data to rebuild the index")
     assert ingest_folder(tiny_dataset, store=copy, workers=1).ok
     assert LiverStore.open(copy).slice_index().z[:3].tolist() == [0, 1, 2]
+
+
+def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(copy, tmp_path):
+    """`liverctl verify` (a store copied to a machine without its source): every case read against its checksums,
+    each damaged one named in one line, exit status 2; a whole store passes; a store without checksums gets the
+    note; a folder that is no store is one line."""
+    runner = CliRunner()
+    whole = runner.invoke(app, ["verify", "--store", str(copy)])
+    assert whole.exit_code == 0, whole.output
+    assert f"{copy}: verified 8 cases, every chunk file read (" in whole.stdout and "no damage found" in whole.stdout
+    flipped = [chunk(copy, "1", "image", 5), chunk(copy, "6", "image", 20)]
+    for path in flipped:
+        flip_a_bit(path)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    result = runner.invoke(app, ["verify", "--store", str(copy)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors[:2] == [f"error: {path}: chunk file of slice {z} of case '{case}' holds other bytes than ingest "
+                          "wrote, of the same size (its checksum differs: bits flipped, or another chunk of that size "
+                          f"copied over); {VERIFY_FINDS_IT}" for path, z, case in ((flipped[0], 5, "1"), (flipped[1], 20, "6"))]
+    assert errors[2] == (f"error: 2 damaged cases above; run `liverctl ingest SOURCE --store {copy} --verify` with the "
+                         "data they were ingested from to rebuild them")
+    assert "verified 8 cases" in result.stdout and ": 2 damaged" in result.stdout
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # reads only
+    old = tmp_path / "old.zarr"
+    shutil.copytree(copy, old)
+    without_checksums(old)
+    unverified = runner.invoke(app, ["verify", "--store", str(old)])
+    assert unverified.exit_code == 0, unverified.output
+    assert "8 without checksums (note below)" in unverified.stdout
+    assert [line for line in unverified.stderr.splitlines() if "checksums" in line] == [
+        f"note: {old}: 8 cases (0, 1, 2, 3, 4, 5, ...) were stored before ingest recorded chunk checksums: only their "
+        f"chunk files' presence and sizes could be verified, not their bytes; to have checksums recorded, delete those "
+        f"case folders under {old / 'cases'} (or ingest into a new --store) and ingest again"]
+    dry = runner.invoke(app, ["ingest", str(tmp_path), "--store", str(copy), "--verify", "--dry-run"])
+    assert dry.exit_code == 2 and dry.stderr == ("error: --verify rebuilds the damaged cases it finds and --dry-run "
+                                                 f"writes nothing; to check the store without writing, run `liverctl "
+                                                 f"verify --store {copy}`\n"), dry.output
+    nothing = runner.invoke(app, ["verify", "--store", str(tmp_path)])
+    assert nothing.exit_code == 2 and nothing.stderr.count("\n") == 1, nothing.output
+    assert nothing.stderr.startswith(f"error: {tmp_path}: not a liverctl store")

@@ -912,15 +912,24 @@ def test_an_out_of_fold_store_from_before_the_marker_still_reads(tmp_path):
     assert np.array_equal(oof.read_oof_case(tmp_path, "a"), q)
 
 
-def test_an_undecodable_out_of_fold_chunk_file_is_one_line_naming_it(tmp_path):
+@pytest.mark.parametrize("how", ["cut short", "bit flip"])
+def test_an_undecodable_out_of_fold_chunk_file_is_one_line_naming_it(tmp_path, how):
     """A chunk file there but damaged (cut short) ended the decision in zstd's bare RuntimeError, naming nothing;
-    deleting the case's array, as the line says, makes it a missing case that `train --resume` predicts again."""
+    deleting the case's array, as the line says, makes it a missing case that `train --resume` predicts again.
+    A bit flipped inside the compressed data (its size kept) decoded to other probabilities without a word: the
+    zstd frames carry their checksum now (`oof.OOF_ZSTD`), so it is named the same way."""
     labels = {"a": np.zeros((8, 8, 40), dtype=np.uint8)}
     labels["a"][2:6, 2:6, 2:30] = 1
     store = FakeStore({"a": 0}, n_folds=2, labels=labels)
-    oof.write_oof_case(tmp_path, "a", labels["a"].astype(float), 0)
+    probs = labels["a"] * np.random.default_rng(0).uniform(0.5, 1.0, labels["a"].shape)  # not one value: literals
+    oof.write_oof_case(tmp_path, "a", probs, 0)
     chunk = tmp_path / folder.OOF_STORE / "a" / "c" / "0" / "0" / "1"
-    chunk.write_bytes(chunk.read_bytes()[:-8])
+    raw = bytearray(chunk.read_bytes())
+    if how == "cut short":
+        chunk.write_bytes(bytes(raw[:-8]))
+    else:
+        raw[len(raw) // 2] ^= 1
+        chunk.write_bytes(bytes(raw))
     with pytest.raises(LiverctlError) as caught:
         list(oof.iter_oof(tmp_path, store))
     message = str(caught.value)
