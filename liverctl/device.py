@@ -5,6 +5,8 @@ Inference: the same choice on CUDA, never autocast elsewhere (`inference_precisi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from liverctl.errors import LiverctlError
@@ -122,3 +124,20 @@ def cuda_memory_fields(device) -> dict:
         "gpu_mem_gb": round(torch.cuda.memory_allocated(device) / gib, 3),
         "gpu_mem_peak_gb": round(torch.cuda.max_memory_allocated(device) / gib, 3),
     }
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the body, its own count back afterwards: for work that only moves
+    memory (loading a checkpoint's weights, checking them, a model's copy). Two threads meet at a barrier in
+    every operation, which costs when other processes hold the cores: a demo checkpoint's load and check took
+    2.8-3.6 s on 2 threads of a 2-core machine running two busy loops, 2.6-2.7 s on one (BENCHMARKS.md, "Loading
+    a checkpoint"); on free cores no difference was measured."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -119,8 +119,11 @@ def cpu_model(run: Any):
 
     if not isinstance(run.model, torch.nn.Module):
         return run.model
+    from liverctl.device import one_torch_thread
+
     cached = getattr(run, "_cpu_model", None)
     if cached is None or cached[0] is not run.model:
-        cached = (run.model, copy.deepcopy(run.model).to(memory_format=torch.channels_last))
+        with one_torch_thread():  # a copy: memory work
+            cached = (run.model, copy.deepcopy(run.model).to(memory_format=torch.channels_last))
         run._cpu_model = cached
     return cached[1]

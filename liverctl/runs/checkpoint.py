@@ -303,10 +303,15 @@ def _odd_carried_entries(state: dict) -> str | None:
 
 
 def non_finite_weights(model_state: dict) -> list[str]:
-    """Names of the floating-point tensors in a model state dict holding NaN or infinity."""
+    """Names of the floating-point tensors in a model state dict holding NaN or infinity.
+
+    A tensor whose sum is finite holds neither (a NaN makes any sum NaN, an infinity makes it infinite or NaN),
+    so only a tensor whose sum is not (or overflowed) is looked at element by element; one pass of reading, no
+    boolean copy of every weight."""
     import torch
 
-    return [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [k for k, v in model_state.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v.sum())) and not bool(torch.isfinite(v).all())]
 
 
 def _value_kind(tensor) -> str:

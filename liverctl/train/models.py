@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from liverctl.config import in_channels, is_none
+from liverctl.device import one_torch_thread
 from liverctl.errors import LiverctlError
 from liverctl.runs.checkpoint import (
     TENSOR_KEYS,
@@ -305,16 +306,17 @@ def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device:
         others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
         hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
         raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
-    state = load_checkpoint(path, map_location="cpu", verify=verify)
-    cfg = state["config"]
-    model = build_model(cfg, pretrained=False)
-    check_weights_fit(state["model"], model.state_dict(), path)
-    # load_state_dict first checks every key and shape (RuntimeError), so nothing below computes on a tensor the
-    # file only claims: a stride-0 view can claim 10^12 elements of one stored number, and isfinite() over it
-    # tried to allocate them
-    model.load_state_dict(state["model"])
-    weights = model.state_dict()
-    bad = non_finite_weights(weights)
+    with one_torch_thread():  # reading, copying and checking weights: memory work
+        state = load_checkpoint(path, map_location="cpu", verify=verify)
+        cfg = state["config"]
+        model = build_model(cfg, pretrained=False)
+        check_weights_fit(state["model"], model.state_dict(), path)
+        # load_state_dict first checks every key and shape (RuntimeError), so nothing below computes on a tensor
+        # the file only claims: a stride-0 view can claim 10^12 elements of one stored number, and isfinite()
+        # over it tried to allocate them
+        model.load_state_dict(state["model"])
+        weights = model.state_dict()
+        bad = non_finite_weights(weights)
     if bad:
         raise LiverctlError(
             f"refused: the checkpoint's weights are not finite (NaN or infinity in {len(bad)} of "

@@ -97,6 +97,26 @@ def test_cpu_model_is_a_channels_last_copy_made_once_and_leaves_the_run_model_al
     assert cpu_model(RunModel(run_dir=run.run_dir, model=plain, cfg={})) is plain
 
 
+def test_the_channels_last_copy_is_made_on_one_torch_thread():
+    """A copy moves memory: it runs on one torch thread (device.one_torch_thread), torch's own count is back
+    afterwards."""
+    threads: list[int] = []
+
+    class Spy(torch.nn.Conv2d):
+        def _apply(self, fn, recurse=True):
+            threads.append(torch.get_num_threads())
+            return super()._apply(fn, recurse)
+
+    run = RunModel(run_dir=__import__("pathlib").Path("runs/x"), model=Spy(3, 4, 3), cfg={})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu_model(run)
+        assert threads and set(threads) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cpu_prediction_matches_the_model_on_contiguous_inputs(monkeypatch, channels_last):
     from liverctl.infer import predict

@@ -224,6 +224,49 @@ def test_non_finite_weights_are_refused(tmp_path, cfg):
     assert name in str(exc.value) and "best.pt" in str(exc.value)
 
 
+def test_non_finite_weights_finds_every_nan_and_infinity_and_reads_a_finite_tensor_once(monkeypatch):
+    """The check made a boolean copy of every weight (212-280 ms on the demo's v5 checkpoint, 12.5 M values; 12-17
+    ms on sums, BENCHMARKS.md "Loading a checkpoint"): a tensor whose sum is finite is now passed on its sum; one
+    whose sum is not is looked at whole, so a float16 tensor whose sum overflows is not refused for it."""
+    from liverctl.runs.checkpoint import non_finite_weights
+
+    clean = {"a": torch.rand(64, 64), "b": torch.full((1000,), 60000.0, dtype=torch.float16),
+             "steps": torch.tensor(3)}
+    assert not torch.isfinite(clean["b"].sum()) and non_finite_weights(clean) == []
+    for bad in [float("nan"), float("inf"), -float("inf")]:
+        for where in (0, 2047, 4095):
+            damaged = {**clean, "a": clean["a"].clone().view(-1).index_fill_(0, torch.tensor(where), bad).view(64, 64)}
+            assert non_finite_weights(damaged) == ["a"], (bad, where)
+    both = clean["a"].clone()
+    both[0, 0], both[5, 5] = float("inf"), -float("inf")
+    assert non_finite_weights({"both": both, "half": torch.tensor([float("nan")], dtype=torch.float16)}) == [
+        "both", "half"]
+    looked_at: list[int] = []
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: looked_at.append(t.numel()) or isfinite(t))
+    non_finite_weights({"a": clean["a"]})
+    assert looked_at == [1], looked_at  # the sum, not the 4096 weights
+
+
+def test_a_checkpoint_is_loaded_and_checked_on_one_torch_thread(tmp_path, cfg, monkeypatch):
+    """Loading, copying and checking weights is memory work, done on one torch thread (device.one_torch_thread):
+    2.8-3.6 s on 2 threads of a 2-core machine held by two busy loops, 2.6-2.7 s on one. torch's own count is back
+    afterwards."""
+    from liverctl.train import models
+
+    save_checkpoint(tmp_path, "best", _state(cfg, build_model(cfg)))
+    threads: list[int] = []
+    check = models.non_finite_weights
+    monkeypatch.setattr(models, "non_finite_weights", lambda w: threads.append(torch.get_num_threads()) or check(w))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        load_run_model(tmp_path)
+        assert threads == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_weights_of_another_kind_than_the_model_holds_are_refused(tmp_path, cfg):
     """load_state_dict casts: integer or complex weights in a hostile checkpoint became float parameters (a
     complex one silently losing its imaginary part), and a float num_batches_tracked an integer buffer."""
