@@ -93,9 +93,9 @@ def spare_the_exit_collections() -> None:
     left behind runs now, as it would have at exit), then freeze what is left (the imported modules: torch,
     timm, torchvision, dynamo's sympy, zarr, ~400,000 objects) out of the collector's reach.
 
-    Python's exit clears every module and runs full collections over all of it as it goes: 2.5-4 s of one core
-    after a command that imported torch had printed its last line (BENCHMARKS.md, "Exit"), 0.3 s of them one
-    collection. Frozen objects are still freed as their modules are cleared, atexit handlers and threads'
+    Python's exit clears every module and runs full collections over all of it as it goes: after `submit`'s last
+    line 0.96-1.07 s to the process's end on an idle machine, 0.37 s with this (BENCHMARKS.md, "Exit"), more on a
+    loaded one. Frozen objects are still freed as their modules are cleared, atexit handlers and threads'
     joins run as before; only a reference cycle that the clearing itself leaves behind is never collected,
     a cycle among module-level objects, not a file of the command's (every file liverctl writes is closed,
     and fsynced, before its command ends). A command that failed exits as before."""
