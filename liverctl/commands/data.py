@@ -126,7 +126,8 @@ def verify(
 
         with progress_bar() as bar:
             bar.stage("verify")
-            result = verify_store(store, on_case=lambda case_id: bar.update(advance=1, last=f"case {esc(case_id)}"))
+            result = verify_store(store, on_case=lambda case_id, total: bar.update(
+                advance=1, total=total, last=f"case {esc(case_id)}"))
         console.print(
             f"{esc(store)}: verified {plural(result.cases, 'case')}, every chunk file read "
             f"({human_bytes(result.bytes_read)}) against the checksum ingest recorded: "

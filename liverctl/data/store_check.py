@@ -173,11 +173,12 @@ class StoreVerification:
     problem: str | None = None
 
 
-def verify_store(store: Path, on_case: Callable[[str], None] | None = None) -> StoreVerification:
+def verify_store(store: Path, on_case: Callable[[str, int], None] | None = None) -> StoreVerification:
     """Every complete case of the store read against its recorded checksums (`verify_case`), all of them (not
     only up to the first damaged one), then the slice index against the cases (`LiverStore.open`'s check) where
     no case is damaged. Reads only; no source needed (`liverctl verify`; `ingest --verify` rebuilds from the
-    source). `LiverctlError` for a path that is not a liverctl store. `on_case(case_id)` after each case."""
+    source). `LiverctlError` for a path that is not a liverctl store. `on_case(case_id, total)` after each case
+    (`total`: the case folders there are to read)."""
     from liverctl.data.schema import STORE_FORMAT, read_attrs
     from liverctl.errors import LiverctlError
 
@@ -186,7 +187,8 @@ def verify_store(store: Path, on_case: Callable[[str], None] | None = None) -> S
                             f"{STORE_FORMAT!r}); make one with `liverctl ingest`", path=store)
     cases_dir = store / CASES_GROUP
     result = StoreVerification({}, [], 0, 0)
-    for case_dir in sorted(p for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []:
+    case_dirs = sorted(p for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []
+    for case_dir in case_dirs:
         attrs = read_attrs(case_dir)
         if attrs.get("complete") is not True:  # an ingest's leftover, not part of the store (ingest removes it)
             continue
@@ -198,7 +200,7 @@ def verify_store(store: Path, on_case: Callable[[str], None] | None = None) -> S
         elif not verification.checked:
             result.unverifiable.append(case_dir.name)
         if on_case is not None:
-            on_case(case_dir.name)
+            on_case(case_dir.name, len(case_dirs))
     if not result.damaged:
         from liverctl.data.store import LiverStore
 

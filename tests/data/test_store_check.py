@@ -405,6 +405,7 @@ def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(
     whole = runner.invoke(app, ["verify", "--store", str(copy)])
     assert whole.exit_code == 0, whole.output
     assert f"{copy}: verified 8 cases, every chunk file read (" in whole.stdout and "no damage found" in whole.stdout
+    assert " 8/8 " in whole.stderr, whole.stderr  # the progress knows how many cases there are ('8/?' before)
     flipped = [chunk(copy, "1", "image", 5), chunk(copy, "6", "image", 20)]
     for path in flipped:
         flip_a_bit(path)
