@@ -174,3 +174,77 @@ def test_a_command_that_succeeded_spares_the_exit_its_collections_a_failed_one_d
     failed = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "runs", str(tmp_path / "nothing")],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert failed.returncode != 0 and "frozen 0" in failed.stdout.splitlines(), failed.stdout + failed.stderr
+
+
+_ROOT = __import__("pathlib").Path(__file__).parents[1]
+_USER_DOCS = ["README.md", "docs/store.md", "docs/kaggle.md"]
+
+
+def _shown_commands():
+    """(doc, line, command words, options) of every `liverctl ...` a user reads in the docs: the lines of code
+    blocks and the inline code spans that start with liverctl (`!liverctl`, `python -m liverctl`, `torchrun ...
+    -m liverctl.cli` too), a line ending in a backslash, or followed by an indented `[--option ...]`, joined
+    with the next."""
+    import re
+    import shlex
+
+    for doc in _USER_DOCS:
+        text = (_ROOT / doc).read_text()
+        in_block, pieces = False, []
+        for line in text.splitlines():
+            if line.startswith("```"):
+                in_block = not in_block
+                continue
+            if in_block and pieces and line[:1] == " " and line.lstrip().startswith(("[--", "--")):
+                pieces[-1] += " " + line
+            else:
+                pieces += [line] if in_block else re.findall(r"`((?:!|python -m )?liverctl [^`]*)`", line)
+        joined = "\n".join(pieces).replace("\\\n", " ")
+        for line in joined.splitlines():
+            words = shlex.split(line.split(" #")[0].replace("[", " ").replace("]", " ").replace("|", " "),
+                                posix=True) if "liverctl" in line else []
+            starts = [i for i, w in enumerate(words)  # liverctl run, not installed (`pip install ... liverctl`)
+                      if w.lstrip("!") in ("liverctl", "liverctl.cli") and (i == 0 or words[i - 1] == "-m")]
+            if starts:
+                rest = words[starts[0] + 1:]
+                options = {w.split("=")[0] for w in rest if w.startswith("--")}
+                yield doc, line.strip(), [w for w in rest if not w.startswith("-")], options
+
+
+def test_the_docs_show_every_command_and_option_and_only_those_that_exist():
+    """README's journey lists every command, README or docs/ (BENCHMARKS.md for bench, which README points to)
+    says what each option does, and every `liverctl ...` line the docs show names a command that exists with
+    options it takes: `liverctl verify` and `ingest --verify` were in no README line, `watch --plot`, `runs
+    --sort/--filter`, `submit --threshold/--save-masks`, `report --no-overlays/--max-cases` and `train --device`
+    nowhere."""
+    import re
+
+    import typer.main
+
+    from liverctl.cli import app
+
+    group = typer.main.get_command(app)
+    readme = (_ROOT / "README.md").read_text()
+    docs = "".join((_ROOT / doc).read_text() for doc in _USER_DOCS)
+    missing = []
+    for name, command in _commands():
+        words = name.split()[1:]
+        if not re.search(rf"liverctl {' '.join(words)}(?![\w-])", readme):
+            missing.append(f"README: {name}")
+        where = docs + ((_ROOT / "BENCHMARKS.md").read_text() if words == ["bench"] else "")
+        for param in command.params:  # --overlays/--no-overlays: the one that is not the default will do
+            opts = [o for o in param.opts + getattr(param, "secondary_opts", []) if o.startswith("--")]
+            if opts and opts != ["--help"] and not any(re.search(rf"{re.escape(o)}(?![\w-])", where) for o in opts):
+                missing.append(f"{name} {'/'.join(opts)}")
+    assert not missing, f"not in README / docs: {missing}"
+
+    shown = 0
+    for doc, line, words, options in _shown_commands():
+        command = group
+        while hasattr(command, "commands") and words and words[0] in command.commands:
+            command, words = command.commands[words.pop(0)], words
+        assert command is not group or options == {"--help"}, f"{doc}: no such command: {line}"
+        takes = {"--help"} | {opt for p in command.params for opt in p.opts + getattr(p, "secondary_opts", [])}
+        assert options <= takes, f"{doc}: {sorted(options - takes)} not an option of: {line}"
+        shown += 1
+    assert shown > 40

@@ -186,10 +186,10 @@ def report_command(
     with guarded(log=True):
         from liverctl.experiment.tables import expand_report_specs
 
-        run_dirs, experiments = expand_report_specs(run_specs, runs_dir)
+        run_dirs, experiments, named = expand_report_specs(run_specs, runs_dir)
         for exp in experiments:
             _print_experiment_options(exp)
-        out_dir = out if out is not None else report.default_out_dir(experiments or run_dirs)
+        out_dir = out if out is not None else report.default_out_dir(named)
         if overlays:
             console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per run for the "
                           "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",

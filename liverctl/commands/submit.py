@@ -95,7 +95,7 @@ def _print_submission(result) -> None:
 
 
 def postprocess_command(
-    source: Path = typer.Argument(..., metavar="SOURCE", help="NIfTI mask file or folder of them."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="NIfTI mask file (.nii, .nii.gz, or a .hdr/.img pair) or folder of them."),
     target: Path = typer.Argument(..., metavar="TARGET", help="Output file, or folder (for a folder input)."),
     mode: str = typer.Option("largest", "--mode", "-m", help="none | largest | min-size:N | fill | fill2d, '+'-joined."),
     liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
@@ -129,7 +129,7 @@ def _print_cleaned(results) -> None:
 
 def evaluate_command(
     submission: Path = typer.Argument(..., metavar="SUBMISSION", help="Submission CSV."),
-    labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id>."),
+    labels: Path = typer.Option(..., "--labels", help="Folder of label volumes named <id> or segmentation-<id> (.nii, .nii.gz, or .hdr/.img pairs)."),
     json_out: Path = typer.Option(None, "--json", metavar="[FILE]", help="Also write the scores JSON to FILE; "
                                   "alone or '-': on stdout, alone there (the table then goes to stderr)."),
     liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),

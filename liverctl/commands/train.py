@@ -102,9 +102,9 @@ def _print_start(run_dir: Path, cfg: dict) -> None:
 
 def _print_result(result: dict) -> None:
     best = result["best"]
-    dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f}"
+    dice = "-" if best.get("volume_dice") is None else f"{best['volume_dice']:.4f} (epoch {best.get('epoch')})"
     console.print(f"{result['status']}: {plural(result['epochs_done'], 'epoch')}, best volume Dice {dice} "
-                  f"(epoch {best.get('epoch')}) in {result['run_dir']}", highlight=False, markup=False)
+                  f"in {result['run_dir']}", highlight=False, markup=False)
 
 
 def convert_checkpoint(

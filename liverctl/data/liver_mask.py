@@ -177,11 +177,12 @@ def liver_from_labels(labels: np.ndarray, liver_labels: Sequence[int] | None) ->
 
 def read_liver_mask(path: str | os.PathLike, liver_labels: Sequence[int] | None = None) -> tuple[Any, np.ndarray]:
     """(the nibabel image, its bool (X, Y, Z) liver mask), voxel order as stored (no reorientation); the
-    header is checked before any voxel is read (`liverctl.data.nifti.read_nifti`)."""
+    header is checked before any voxel is read (`liverctl.data.nifti.read_nifti`). An Analyze / NIfTI pair
+    (NAME.hdr + NAME.img) is read too."""
     from liverctl.data.nifti import header_scaling, read_nifti
 
     path = Path(path)
-    img, data = read_nifti(path)
+    img, data = read_nifti(path, pairs=True)
     check_type_holds_liver(img, liver_labels, path)
     return img, liver_from_labels(integer_labels(data, path, header_scaling(img)), liver_labels)
 

@@ -39,12 +39,53 @@ GZIP_MAX_RATIO = 1100
 # it (ingest: float16 image and uint8 mask; postprocess: the mask and its cleaned copy).
 ARRAY_SHARE = 0.5
 SUFFIXES = (".nii.gz", ".nii")  # compared case-insensitively: CT.NII.GZ is as much NIfTI as ct.nii.gz
+# An Analyze 7.5 / NIfTI pair: the header in NAME.hdr, the voxels in NAME.img (the same case: X.HDR, X.IMG).
+# evaluate and postprocess read them (`open_nifti(..., pairs=True)`); ingest does not, its resume records one
+# file's size, mtime and sha256 per image.
+PAIR_SUFFIXES = (".hdr", ".img")
 BROKEN_LINK = "a link that leads to no file (a loop, or its target is gone: a git-annex or DataLad file not fetched?)"
 
 
 def is_nifti_name(name: str) -> bool:
     """Whether a file name says NIfTI (.nii or .nii.gz, in any case)."""
     return name.lower().endswith(SUFFIXES)
+
+
+def is_pair_name(name: str) -> bool:
+    """Whether a file name says one half of an Analyze / NIfTI pair (.hdr or .img, in any case)."""
+    return name.lower().endswith(PAIR_SUFFIXES)
+
+
+def pair_partner(path: Path) -> Path:
+    """The other half of a pair: NAME.img for NAME.hdr and back, in the suffix's own case (X.HDR -> X.IMG)."""
+    suffix = path.suffix
+    other = {".hdr": ".img", ".img": ".hdr"}[suffix.lower()]
+    return path.with_suffix(other.upper() if suffix.isupper() else other)
+
+
+def pair_header(path: Path) -> Path:
+    """NAME.hdr of a pair named by either half."""
+    return path if path.suffix.lower() == ".hdr" else pair_partner(path)
+
+
+def check_pair(path: Path) -> Path:
+    """The header of the pair `path` names (NAME.hdr or NAME.img); LiverctlError naming the file when its other
+    half is missing: a header without its voxels, or voxels without the header that says what they are."""
+    if not path.exists():
+        raise LiverctlError(BROKEN_LINK if path.is_symlink() else "no such file", path=path)
+    header = pair_header(path)
+    for half, missing, what in ((header, pair_partner(header), "an Analyze header without its voxel file"),
+                                (pair_partner(header), header, "an Analyze voxel file without its header")):
+        if half.exists() and not missing.exists():
+            why = BROKEN_LINK if missing.is_symlink() else "missing"
+            raise LiverctlError(f"{what}: {missing.name} is {why}", path=half)
+    return header
+
+
+def voxel_file(img, path: Path) -> Path:
+    """The file holding an opened image's voxels: `path` itself, or NAME.img of a pair."""
+    image = getattr(img, "file_map", {}).get("image")
+    return Path(image.filename) if image is not None and image.filename else path
 
 
 def is_gzip_name(name: str) -> bool:
@@ -146,19 +187,23 @@ def _read_hint(path: Path, suffix: str) -> str:
     return ""
 
 
-def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None):
+def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[str] | None = None,
+               pairs: bool = False):
     """Open a NIfTI file and check its header; reads no voxel data.
 
     Returns the nibabel image (its `dataobj` still on disk). Raises `LiverctlError` naming the file for
     anything that is not a NIfTI image or whose header fails a check in the module docstring.
     `workers`: how many processes read files at the same time (each gets that share of the memory).
     `header_fixes`: gets what nibabel fixed in the header as it loaded it (e.g. a zero voxel size set to 1).
+    `pairs`: an Analyze 7.5 or NIfTI pair (NAME.hdr + NAME.img, named by either) is read too (`check_pair`).
     """
     import nibabel as nib
 
     path = Path(path)
+    if pairs and is_pair_name(path.name):
+        return _open_pair(check_pair(path), workers=workers, header_fixes=header_fixes)
     if not is_nifti_name(path.name):
-        raise LiverctlError("not a NIfTI file name (.nii or .nii.gz)", path=path)
+        raise LiverctlError("not a NIfTI file name (.nii, .nii.gz" + (", .hdr/.img)" if pairs else ")"), path=path)
     suffix = path.name[-len(next(s for s in SUFFIXES if path.name.lower().endswith(s))) :]
     if suffix not in (suffix.lower(), suffix.upper()):  # nibabel looks for `x.nii.Gz` when given `x.Nii.Gz`
         raise LiverctlError(
@@ -180,6 +225,27 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise LiverctlError(f"is a {type(img).__name__}, not a NIfTI image", path=path)
     check_header(img, path, workers=workers)
+    return img
+
+
+def _open_pair(header: Path, *, workers: int, header_fixes: list[str] | None):
+    """`open_nifti` of the pair whose header is `header` (its voxel file checked there by `check_pair`)."""
+    import nibabel as nib
+
+    for half in (header, pair_partner(header)):
+        try:
+            open(half, "rb").close()
+        except OSError as exc:
+            raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=half) from None
+    try:
+        with _header_fixes(header_fixes):
+            img = nib.load(str(header))
+    except Exception as exc:
+        raise LiverctlError(f"cannot be read as an Analyze or NIfTI pair ({short_error(exc, header)})",
+                            path=header) from None
+    if not isinstance(img, nib.AnalyzeImage):  # Nifti1Pair, Nifti2Pair and the SPM flavours are Analyze images
+        raise LiverctlError(f"is a {type(img).__name__}, not an Analyze or NIfTI pair", path=header)
+    check_header(img, header, workers=workers)
     return img
 
 
@@ -214,7 +280,9 @@ def finite_affine(img, path: Path) -> np.ndarray:
     cannot even save such an image again: 'Could not decompose affine')."""
     header, affine = img.header, np.asarray(img.affine, dtype=np.float64)
     if not np.isfinite(affine).all():
-        source = "sform" if header["sform_code"] > 0 else "qform" if header["qform_code"] > 0 else "pixdim"
+        codes = header.keys()  # an Analyze header has neither code: its affine is from pixdim
+        source = ("sform" if "sform_code" in codes and header["sform_code"] > 0
+                  else "qform" if "qform_code" in codes and header["qform_code"] > 0 else "pixdim")
         raise LiverctlError(
             f"header's affine ({source}) holds NaN or infinity; the header is damaged: save the volume again "
             "with a valid affine",
@@ -299,7 +367,8 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
     voxels = int(np.prod(shape, dtype=object))  # Python ints: 30000**3 * 8 must not wrap
     offset = int(getattr(img.dataobj, "offset", 0) or 0)
     claimed = offset + voxels * dtype.itemsize
-    size = path.stat().st_size
+    holder = voxel_file(img, path)  # a pair's NAME.img
+    size = holder.stat().st_size
     what = f"{_shape_text(dims)} {dtype} voxels ({human_bytes(voxels * dtype.itemsize)})"
     if offset > voxels * dtype.itemsize:  # the voxels cannot be where the header puts them: say where that is
         what += f" at {human_bytes(offset)} into the file (its vox_offset)"
@@ -312,8 +381,8 @@ def check_header(img, path: Path, *, workers: int = 1) -> None:
             )
     elif claimed > size:
         raise LiverctlError(
-            f"header claims {what} but the file holds {human_bytes(size)}; "
-            "the file is truncated or the header is wrong",
+            f"header claims {what} but the {'file' if holder == path else f'voxel file {holder.name}'} holds "
+            f"{human_bytes(size)}; the file is truncated or the header is wrong",
             path=path,
         )
 
@@ -342,12 +411,13 @@ def _loaded_itemsize(img, dtype: np.dtype) -> int:
     return max(dtype.itemsize, 8) if scaled else dtype.itemsize
 
 
-def read_nifti(path: str | os.PathLike, *, workers: int = 1) -> tuple[Any, np.ndarray]:
+def read_nifti(path: str | os.PathLike, *, workers: int = 1, pairs: bool = False) -> tuple[Any, np.ndarray]:
     """Open, check, then read a NIfTI volume (`_read_voxels`). Returns (image, voxels (X, Y, Z) with the
-    file's scaling)."""
+    file's scaling). `pairs`: as `open_nifti`'s (the voxels then come from NAME.img)."""
     path = Path(path)
-    img = open_nifti(path, workers=workers)
-    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, path, None))
+    img = open_nifti(path, workers=workers, pairs=pairs)
+    path = pair_header(path) if pairs and is_pair_name(path.name) else path
+    return img, _voxels(img, path, lambda proxy: _read_voxels(proxy, voxel_file(img, path), None))
 
 
 def read_nifti_and_sha256(

@@ -69,19 +69,23 @@ def _g(value) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:g}"
 
 
-def expand_report_specs(specs, runs_dir) -> tuple[list[Path], list[Path]]:
+def expand_report_specs(specs, runs_dir) -> tuple[list[Path], list[Path], list[Path]]:
     """`liverctl report` arguments: an experiment stands for its fold runs (side by side), a name or path
-    for a run folder (`liverctl.runs.folder.resolve_run`). Returns (run folders, experiment folders)."""
+    for a run folder (`liverctl.runs.folder.resolve_run`). Returns (run folders, experiment folders, the
+    folders as named: each argument's run or experiment folder, in order, which name the report's folder)."""
     from liverctl.experiment.folder import find_experiment, fold_dir
     from liverctl.runs.folder import is_run_dir, resolve_run
 
     run_dirs: list[Path] = []
     experiments: list[Path] = []
+    named: list[Path] = []
     for spec in specs:
         exp = find_experiment(spec, runs_dir)
         if exp is None:
             run_dirs.append(resolve_run(runs_dir, spec, need="run"))
+            named.append(run_dirs[-1])
             continue
         experiments.append(exp)
+        named.append(exp)
         run_dirs.extend(fold_dir(exp, f) for f in read_summary(exp)["folds"] if is_run_dir(fold_dir(exp, f)))
-    return run_dirs, experiments
+    return run_dirs, experiments, named

@@ -1,7 +1,7 @@
 """Score a submission CSV against label volumes: volume, slice and global Dice (DESIGN.md, Metrics).
 
 The label folder defines what must be scored: every `<id>.nii[.gz]` or `segmentation-<id>.nii[.gz]`
-in it is a case, and the submission must hold exactly one row per slice of those cases (the reader in
+in it (or an Analyze / NIfTI pair, `<id>.hdr` + `<id>.img`) is a case, and the submission must hold exactly one row per slice of those cases (the reader in
 `liverctl.infer.submission` reports every problem, line by line, otherwise). A label becomes its liver mask by
 ingest's rule (`liverctl.data.liver_mask`): whole-number values, liver `label > 0` unless `liver_labels` names
 the values (e.g. `[1]` where 2 is another organ).
@@ -61,26 +61,26 @@ class Evaluation:
 
 
 def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
-    """Case id -> label file for every NIfTI in the folder (`segmentation-` prefix optional)."""
+    """Case id -> label file for every NIfTI (a pair: its .hdr) in the folder (`segmentation-` prefix optional)."""
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
         what = "is a file, expected the folder of label volumes" if labels_dir.exists() else "label folder not found"
         raise LiverctlError(what, path=labels_dir)
     found: dict[str, Path] = {}
-    for path in nifti_files(labels_dir):  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
+    for path in nifti_files(labels_dir, pairs=True):  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         case = case_id_from_name(path.name)
         if case in found:
             raise LiverctlError(f"two label files for case {case!r}: {found[case].name} and {path.name}", path=labels_dir)
         found[case] = path
     if not found:
-        raise LiverctlError("no .nii / .nii.gz label volumes in this folder", path=labels_dir)
+        raise LiverctlError("no .nii / .nii.gz / .hdr+.img label volumes in this folder", path=labels_dir)
     return dict(sorted(found.items(), key=lambda item: natural_key(item[0])))
 
 
 def label_shapes(files: dict[str, Path]) -> dict[str, tuple[int, int, int]]:
     from liverctl.data.nifti import open_nifti, volume_shape
 
-    return {case: volume_shape(open_nifti(path)) for case, path in files.items()}
+    return {case: volume_shape(open_nifti(path, pairs=True)) for case, path in files.items()}
 
 
 def evaluate_submission(

@@ -20,6 +20,7 @@ which keeps each file's header and affine.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.data.nifti import BROKEN_LINK, is_nifti_name
+from liverctl.data.nifti import BROKEN_LINK, is_nifti_name, is_pair_name, pair_header, pair_partner
 from liverctl.data.sources.common import nifti_files
 from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
@@ -261,7 +262,13 @@ def choose_postprocess(
 # ---------------------------------------------------------------------------------------------- NIfTI
 
 def is_nifti(path: Path) -> bool:
-    return is_nifti_name(path.name)
+    """A NIfTI file name, or either half of an Analyze / NIfTI pair (NAME.hdr + NAME.img)."""
+    return is_nifti_name(path.name) or is_pair_name(path.name)
+
+
+def _as_header(path: Path) -> Path:
+    """A pair named by its NAME.img is the pair of its NAME.hdr: the output that is the input is either."""
+    return pair_header(path) if is_pair_name(path.name) else path
 
 
 @dataclass
@@ -320,9 +327,9 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
     """(input, output) NIfTI paths: a file -> a file (or into a folder), a folder -> a folder."""
     source, target = Path(source), Path(target)
     if source.is_dir():
-        files = nifti_files(source)  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
+        files = nifti_files(source, pairs=True)  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         if not files:
-            raise LiverctlError("no .nii / .nii.gz files in this folder", path=source)
+            raise LiverctlError("no .nii / .nii.gz / .hdr+.img files in this folder", path=source)
         if (target.exists() and not target.is_dir()) or (not target.exists() and is_nifti(target)):
             raise LiverctlError("input is a folder, so the output must be a folder too", path=target)
         _refuse_overwrite(target, source, in_place, "output folder is the input folder; choose another to keep "
@@ -330,12 +337,12 @@ def _file_pairs(source: str | os.PathLike, target: str | os.PathLike, in_place: 
         return [(f, target / f.name) for f in files]
     if source.is_file():
         if not is_nifti(source):
-            raise LiverctlError("not a NIfTI file (.nii or .nii.gz)", path=source)
+            raise LiverctlError("not a NIfTI file (.nii, .nii.gz, or a .hdr/.img pair)", path=source)
         out = target / source.name if target.is_dir() else target
         if not is_nifti(out):
-            raise LiverctlError("output file must end in .nii or .nii.gz", path=out)
-        _refuse_overwrite(out, source, in_place, "output is the input file; choose another output to keep the "
-                          "original, or pass --in-place to overwrite it")
+            raise LiverctlError("output file must end in .nii, .nii.gz, .hdr or .img", path=out)
+        _refuse_overwrite(_as_header(out), _as_header(source), in_place, "output is the input file; choose another "
+                          "output to keep the original, or pass --in-place to overwrite it")
         return [(source, out)]
     if source.is_symlink():
         raise LiverctlError(BROKEN_LINK, path=source)
@@ -391,5 +398,15 @@ def write_nifti_atomic(img, target: Path, what: str = "the mask") -> None:
         if is_disk_full(exc):
             raise no_space_error(target, what) from None
         raise LiverctlError(f"cannot write here ({exc.strerror or exc})", path=target) from None
+    if is_pair_name(target.name):  # NAME.img (and .mat) renamed into place first, then the NAME.hdr
+        target = pair_header(target)
+        mat = target.with_suffix(".MAT" if target.suffix.isupper() else ".mat")
+        with contextlib.ExitStack() as renames:
+            tmp = renames.enter_context(atomic_path(target, what=what))
+            renames.enter_context(atomic_path(pair_partner(target), what=what))
+            nib.save(img, str(tmp))  # writes `.<pid>.tmp.NAME.hdr` and `.img` (the temporary names match)
+            if tmp.with_suffix(mat.suffix).exists():  # SPM's Analyze keeps its affine in NAME.mat too
+                renames.enter_context(atomic_path(mat, what=what))
+        return
     with atomic_path(target, what=what) as tmp:
         nib.save(img, str(tmp))

@@ -17,6 +17,7 @@ from typing import Any
 from liverctl.config import apply_overrides, is_none, read_config, resolve_config
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import experiment_of_fold
+from liverctl.plural import plural
 from liverctl.runs.checkpoint import load_checkpoint, require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
@@ -272,7 +273,7 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load
     if done >= cfg["train"]["epochs"]:
         raise LiverctlError(
-            f"--resume {request.resume}: the run already completed its {done} epochs; "
+            f"--resume {request.resume}: the run already completed its {plural(done, 'epoch')}; "
             f"continue it with --epochs N (N > {done})"
         )
     return cfg

@@ -201,3 +201,69 @@ def test_liver_labels_no_label_map_holds_are_refused(scored_pair, value, words):
     assert result.exit_code == 2 and line.startswith("error: ") and words in line, result.output
     assert not scores_path(sub).exists()
     assert evaluate_submission(sub, labels, liver_labels=[1, 256]).volume_dice is not None  # one value it can hold
+
+
+def _real_label_as_pairs(tmp_path):
+    """dcmqi's real label (512 x 512 x 3, LPS; 1 liver, 2 spine) in three label folders: as it is (.nii.gz), as
+    a NIfTI pair (segmentation-1.hdr + .img) and as an Analyze 7.5 pair (SEGMENTATION-1.HDR + .IMG), and a
+    prediction of it: its liver moved by 3 voxels along x. Returns (submission, {folder kind: folder})."""
+    from pathlib import Path
+
+    real = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "dcmqi-3slice" / "label.nii.gz"
+    if not real.exists():
+        real = Path("/work/shared/data/real/dcmqi-3slice/label.nii.gz")
+    if not real.exists():
+        pytest.skip("real data not available")
+    img = nib.load(str(real))
+    data = np.asanyarray(img.dataobj)
+    folders = {kind: tmp_path / kind for kind in ("nii", "pair", "analyze")}
+    for folder in folders.values():
+        folder.mkdir()
+    nib.save(img, str(folders["nii"] / "segmentation-1.nii.gz"))
+    nib.save(nib.Nifti1Pair(data, img.affine, img.header), str(folders["pair"] / "segmentation-1.hdr"))
+    nib.save(nib.AnalyzeImage(data, img.affine), str(folders["analyze"] / "SEGMENTATION-1.HDR"))
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, [("1", np.roll(data == 1, 3, axis=0))])
+    return sub, folders
+
+
+def test_a_real_label_as_an_analyze_or_nifti_pair_scores_as_its_nii_gz(tmp_path):
+    """Ingest's rule listed only .nii / .nii.gz: labels as .hdr/.img pairs were 'no .nii / .nii.gz label volumes
+    in this folder'. Now a pair is a label as its .nii.gz is, with the same figures."""
+    sub, folders = _real_label_as_pairs(tmp_path)
+    scores = {kind: evaluate_submission(sub, folder, liver_labels=[1]).to_json() for kind, folder in folders.items()}
+    for kind, ev in scores.items():
+        assert [c["case"] for c in ev["cases"]] == ["1"], kind
+        ev.pop("labels")
+    assert scores["pair"] == scores["nii"] == scores["analyze"]
+    assert 0.5 < scores["nii"]["volume_dice"] < 0.99  # the moved liver: neither nothing nor everything
+
+
+def test_a_pair_missing_a_half_or_its_voxels_is_one_line_naming_the_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    sub, folders = _real_label_as_pairs(tmp_path)
+    pair = folders["pair"]
+    img = (pair / "segmentation-1.img").read_bytes()
+    (pair / "segmentation-1.img").unlink()
+    with pytest.raises(LiverctlError) as info:
+        evaluate_submission(sub, pair)
+    assert str(info.value) == (f"{pair / 'segmentation-1.hdr'}: an Analyze header without its voxel file: "
+                               "segmentation-1.img is missing")
+    (pair / "segmentation-1.img").write_bytes(img)
+    (pair / "segmentation-1.hdr").rename(tmp_path / "hdr")
+    with pytest.raises(LiverctlError, match=r"segmentation-1.img: an Analyze voxel file without its header: "
+                                            r"segmentation-1.hdr is missing"):
+        evaluate_submission(sub, pair)
+    (tmp_path / "hdr").rename(pair / "segmentation-1.hdr")
+    (pair / "segmentation-1.img").write_bytes(img[: len(img) // 2])
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(pair)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"error: {pair / 'segmentation-1.hdr'}: header claims 512 x 512 x 3 ")
+    assert "but the voxel file segmentation-1.img holds 384.0 KB" in result.stderr
+    (pair / "segmentation-1.img").write_bytes(img)
+    nib.save(nib.load(str(folders["nii"] / "segmentation-1.nii.gz")), str(pair / "1.nii.gz"))
+    with pytest.raises(LiverctlError, match="two label files for case '1'"):
+        evaluate_submission(sub, pair)

@@ -424,3 +424,54 @@ def test_a_min_size_larger_than_the_volume_is_refused(tmp_path):
     assert [r.source.name for r in info.value.results] == ["big.nii.gz"] and info.value.results[0].voxels_after == 10**6
     (failure,) = info.value.failures
     assert failure.startswith(f"{folder / 'dcmqi.nii.gz'}: post-processing 'min-size:800000' drops components")
+
+
+def test_a_real_label_as_an_analyze_or_nifti_pair_is_cleaned_as_its_nii_gz(tmp_path):
+    """postprocess listed and took only .nii / .nii.gz ('not a NIfTI file (.nii or .nii.gz)', a folder of pairs
+    'no .nii / .nii.gz files'). A pair (NAME.hdr + NAME.img, named by either) is cleaned as its .nii.gz is, into
+    a pair of the same kind: its header, type and affine kept, no temporary file left."""
+    src = REAL / "dcmqi-3slice" / "label.nii.gz"
+    if not src.exists():
+        pytest.skip("real data not available")
+    img = nib.load(str(src))
+    data = np.asanyarray(img.dataobj).copy()
+    data[0:3, 0:3, 0:2] = 1  # a stray blob for `largest` to remove
+    noisy = tmp_path / "noisy.nii.gz"
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(noisy))
+    (expected,) = postprocess_nifti(noisy, tmp_path / "clean.nii.gz", "largest+fill", liver_labels=[1])
+    cleaned = np.asanyarray(nib.load(str(tmp_path / "clean.nii.gz")).dataobj)
+    assert expected.voxels_after < expected.voxels_before
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    nib.save(nib.Nifti1Pair(data, img.affine, img.header), str(pairs / "nifti.hdr"))
+    nib.save(nib.AnalyzeImage(data, img.affine), str(pairs / "ANALYZE.HDR"))
+    for source, target in [(pairs / "nifti.hdr", tmp_path / "one.hdr"), (pairs / "nifti.img", tmp_path / "two.img")]:
+        (result,) = postprocess_nifti(source, target, "largest+fill", liver_labels=[1])
+        out = nib.load(str(target))
+        assert type(out) is nib.Nifti1Pair and np.array_equal(np.asanyarray(out.dataobj), cleaned)
+        assert np.array_equal(out.affine, img.affine) and out.get_data_dtype() == img.get_data_dtype()
+        assert (result.voxels_before, result.voxels_after) == (expected.voxels_before, expected.voxels_after)
+    with pytest.raises(LiverctlError, match="nifti.hdr: output is the input file"):  # the pair, named by its .img
+        postprocess_nifti(pairs / "nifti.img", pairs / "nifti.hdr", "largest")
+    results = postprocess_nifti(pairs, tmp_path / "out", "largest+fill", liver_labels=[1])
+    assert [r.source.name for r in results] == ["ANALYZE.HDR", "nifti.hdr"]
+    # nothing temporary left; SPM's Analyze (as nibabel reads a plain one) keeps its affine in a .mat too
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ANALYZE.HDR", "ANALYZE.IMG", "ANALYZE.MAT",
+                                                                   "nifti.hdr", "nifti.img"]
+    analyze = nib.load(str(tmp_path / "out" / "ANALYZE.HDR"))
+    assert isinstance(analyze, nib.AnalyzeImage) and np.array_equal(np.asanyarray(analyze.dataobj), cleaned)
+    assert np.array_equal(analyze.affine, nib.load(str(pairs / "ANALYZE.HDR")).affine)
+
+    # a half missing: one line naming the half that is there; the folder's other files are still cleaned
+    (pairs / "nifti.img").unlink()
+    with pytest.raises(FilesNotCleaned) as info:
+        postprocess_nifti(pairs, tmp_path / "out2", "largest", liver_labels=[1])
+    assert info.value.failures == [f"{pairs / 'nifti.hdr'}: an Analyze header without its voxel file: "
+                                   "nifti.img is missing"]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["ANALYZE.HDR", "ANALYZE.IMG", "ANALYZE.MAT"]
+    (pairs / "ANALYZE.HDR").unlink()
+    result = _cli(pairs / "ANALYZE.IMG", tmp_path / "x.hdr", "--liver-labels", "1")
+    assert result.exit_code == 2 and _error_lines(result) == [
+        f"error: {pairs / 'ANALYZE.IMG'}: an Analyze voxel file without its header: ANALYZE.HDR is missing"]
+    assert not (tmp_path / "x.hdr").exists() and not (tmp_path / "x.img").exists()

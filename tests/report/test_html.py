@@ -75,6 +75,15 @@ def test_report_of_an_experiment_prints_and_renders_its_option_table(tmp_path):
     page = (exp / "report" / "index.html").read_text(encoding="utf-8")
     assert "Out-of-fold options" in page and "fold-0" in page and "fold-1" in page
 
+    # an experiment and a run side by side go to reports/<run>+<run>, as several runs do, not into the
+    # experiment's own report folder (where `report cv` writes; it was replaced by the pair's report)
+    make_run(runs_dir, "v5-f1")
+    both = CliRunner().invoke(app, ["report", "v5-f1", "cv", "--runs-dir", str(runs_dir), "--no-overlays"])
+    assert both.exit_code == 0, both.output
+    pair = (tmp_path / "reports" / "v5-f1+cv" / "index.html").read_text(encoding="utf-8")
+    assert "v5-f1" in pair and "fold-0" in pair and "Out-of-fold options" in pair
+    assert (exp / "report" / "index.html").read_text(encoding="utf-8") == page
+
 
 def test_a_hostile_message_is_one_cut_line_in_the_events_table(tmp_path):
     """A run_end message of 10 MB went whole into index.html (one run folder from someone else made a page of

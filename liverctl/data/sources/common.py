@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liverctl.data.nifti import PAIR_SUFFIXES, is_pair_name, pair_partner
 from liverctl.data.nifti import SUFFIXES as NIFTI_SUFFIXES
 from liverctl.data.nifti import is_nifti_name as _is_nifti_name
 from liverctl.errors import LiverctlError
@@ -79,7 +80,7 @@ def is_nifti_name(path: Path) -> bool:
 
 def strip_nifti_suffix(name: str) -> str:
     lower = name.lower()
-    for suffix in NIFTI_SUFFIXES:
+    for suffix in NIFTI_SUFFIXES + PAIR_SUFFIXES:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -95,9 +96,13 @@ def case_id_from_name(name: str) -> str:
     return name
 
 
-def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+def nifti_files(folder: Path, skipped: list[str] | None = None, *, pairs: bool = False) -> list[Path]:
     """The NIfTI files directly in `folder` (hidden files, e.g. macOS `._x.nii.gz`, left out), sorted:
     the one rule for ingest's layouts, evaluate's label folder and postprocess's input folder.
+
+    `pairs` (evaluate, postprocess): Analyze / NIfTI pairs too, each as its NAME.hdr, and a NAME.hdr or NAME.img
+    whose other half is not there as itself, so that reading it says which half is missing
+    (`liverctl.data.nifti.check_pair`) rather than the image going missing without a word.
 
     A folder named like NIfTI is not a file and is left out; a link that leads to no file (a git-annex or
     DataLad file not fetched yet) is kept, so that reading it names it (`liverctl.data.nifti.open_nifti`)
@@ -107,11 +112,19 @@ def nifti_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
     if not folder.is_dir():
         return []
     visible = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    others = [p.name for p in visible if not is_nifti_name(p) and p.is_file()]
-    others += [f"{p.name} (a folder)" for p in visible if is_nifti_name(p) and p.is_dir()]
+
+    def wanted(p: Path) -> bool:
+        if is_nifti_name(p):
+            return True
+        # NAME.img stands for its pair only where no NAME.hdr is there to
+        return pairs and is_pair_name(p.name) and (p.suffix.lower() == ".hdr" or not pair_partner(p).exists())
+
+    others = [p.name for p in visible if not wanted(p) and p.is_file()
+              and not (pairs and is_pair_name(p.name))]
+    others += [f"{p.name} (a folder)" for p in visible if wanted(p) and p.is_dir()]
     if skipped is not None and others:
         skipped.append(left_out_note(folder, others, "not NIfTI (.nii, .nii.gz)"))
-    return [p for p in visible if is_nifti_name(p) and not p.is_dir()]
+    return [p for p in visible if wanted(p) and not p.is_dir()]
 
 
 def left_out_note(where: Path, names: list[str], why: str, noun: str = "file") -> str:
