@@ -1,4 +1,5 @@
-"""Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort.
+"""Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort, and the
+probe of a lock another process holds.
 
 `write_atomic` is the one way liverctl writes a small file that must never be seen half-written: a
 temporary file in the same folder, fsync of the file, `os.replace`, fsync of the folder (`atomic_open`
@@ -13,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -153,6 +155,42 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
             fh.flush()
             check(Path(fh.name))
     return path
+
+
+def flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
+    """flock without blocking, tried a few times 20 ms apart: `lock_held` takes a shared lock for a moment,
+    and a writer starting just then must not be refused for it. `OSError` (BlockingIOError) when still held."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.02)
+
+
+def lock_held(path: str | os.PathLike) -> bool:
+    """Whether a live process holds an exclusive `flock` on the file at `path` now (a run's writer, an ingest).
+
+    Probed with a shared lock taken and dropped at once (writers take theirs through `flock_retrying`); no
+    file, or one nobody holds, is False. Creates nothing: it may probe beside a read-only store.
+    """
+    import fcntl
+
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def _remove(path: Path) -> None:

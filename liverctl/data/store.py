@@ -236,7 +236,24 @@ class LiverStore:
 
     @classmethod
     def open(cls, path: str | Path) -> LiverStore:
-        """Open the store at `path`; `LiverctlError` if it is missing, not a liverctl store, or has no index."""
+        """Open the store at `path`; `LiverctlError` if it is missing, not a liverctl store, or has no index.
+
+        An ingest writing the store meanwhile (it moves the index out before its first change and swaps a new one
+        in at its end) is said as such, not as a damaged store or a traceback: an open that fails while one holds
+        the store's lock is refused with "wait for it"; one that failed as it ended (the index read half before,
+        half after its swap) is tried once more."""
+        try:
+            return cls._open_once(path)
+        except Exception:
+            _refuse_while_ingesting(path)
+        try:  # it failed as an ingest ended: the index read half before, half after its swap; now the new one
+            return cls._open_once(path)
+        except Exception:
+            _refuse_while_ingesting(path)
+            raise
+
+    @classmethod
+    def _open_once(cls, path: str | Path) -> LiverStore:
         store = cls(path)
         p = store.path
         if not p.exists():
@@ -437,6 +454,16 @@ class LiverStore:
                 raise
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None
+
+
+def _refuse_while_ingesting(path: str | Path) -> None:
+    """`LiverctlError` "wait for it" where an ingest is writing the store at `path` now (holds its lock)."""
+    from liverctl.data.store_writer import ingest_running
+
+    path = Path(path).expanduser()
+    if ingest_running(path):
+        raise LiverctlError("`liverctl ingest` is writing this store now; wait for it to end, then run this again",
+                            path=path) from None
 
 
 def store_bytes(path: str | Path) -> int:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+from liverctl.files import flock_retrying, lock_held
 from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
@@ -156,7 +157,7 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            _flock_retrying(fh.fileno(), fcntl.LOCK_EX)
+            flock_retrying(fh.fileno(), fcntl.LOCK_EX)
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)
             holder = _describe_holder(fh.read(4096))
@@ -188,39 +189,9 @@ class RunLock:
         self.release()
 
 
-def _flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
-    """flock without blocking, tried a few times 20 ms apart: `writer_alive` takes a shared lock for a
-    moment, and a writer starting just then must not be refused for it."""
-    import fcntl
-
-    for attempt in range(tries):
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return
-        except OSError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.02)
-
-
 def writer_alive(run_dir: str | os.PathLike) -> bool:
-    """Whether a live process holds the run's `.lock` (is writing the run) now.
-
-    Probed with a shared lock taken and dropped at once; no lock file, or one nobody holds, is False.
-    """
-    import fcntl
-
-    try:
-        fh = open(Path(run_dir) / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
+    """Whether a live process holds the run's `.lock` (is writing the run) now (`files.lock_held`)."""
+    return lock_held(Path(run_dir) / LOCK_FILE)
 
 
 def _describe_holder(text: str) -> str:
