@@ -75,6 +75,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# The temporary names of the atomic write beside its target (`atomic_open`, `atomic_path`): `temp_files` finds
+# what a killed writer left of them.
+_TEMP_NAME = ".{name}.{pid}.tmp"
+_TEMP_PATH_NAME = ".{pid}.tmp.{name}"
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of atomic writes of `path` that were never renamed onto it (a writer killed mid-way:
+    SIGKILL, the OOM killer), any process's. Remove them only where no other process may be writing `path`
+    (under its writer's lock)."""
+    import glob
+
+    path = Path(path)
+    name = glob.escape(path.name)
+    return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
+                   *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+
+
 @contextlib.contextmanager
 def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None]:
     """Around a body that writes `tmp` (and fsyncs it): rename `tmp` onto `path` and fsync the folder.
@@ -108,7 +126,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
     temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(_TEMP_NAME.format(name=path.name, pid=os.getpid()))
     binary = "b" in mode
     with _replace_when_done(path, tmp, what), open(
         tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline
@@ -127,7 +145,7 @@ def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator
     The temporary name ends with `path`'s own name (`.<pid>.tmp.case.nii.gz`), so any suffix rule holds.
     """
     path = Path(path)
-    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    tmp = path.with_name(_TEMP_PATH_NAME.format(name=path.name, pid=os.getpid()))
     with _replace_when_done(path, tmp, what):
         yield tmp
         _fsync_file(tmp)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, lock_held
+from liverctl.files import flock_retrying, lock_held, temp_files
 from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
@@ -214,7 +214,7 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     `RunLock`.
     """
     run_dir = Path(run_dir)
-    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *run_dir.glob(f"{CONFIG_FILE}.tmp"),
+    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *temp_files(run_dir / CONFIG_FILE),
                *run_dir.glob(RANK_FAILURE_FILE.format(rank="*"))]
     for path in removed:
         path.unlink(missing_ok=True)

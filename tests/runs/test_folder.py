@@ -90,3 +90,26 @@ def test_a_probe_does_not_refuse_a_writer(tmp_path):
         threading.Timer(0.03, lambda: fcntl.flock(probe.fileno(), fcntl.LOCK_UN)).start()
         with RunLock(run):  # retried until the probe let go
             assert writer_alive(run)
+
+
+def test_tidying_removes_the_config_a_killed_start_was_writing(tmp_path):
+    """A run killed while it wrote config.toml left `.config.toml.<pid>.tmp`, which `tidy_run_dir` (looking for
+    `config.toml.tmp`, a name no writer uses) left in the folder for good, though it says it removes it. The
+    leftover here is made by the atomic write itself, killed by SIGKILL before its rename."""
+    from liverctl.runs.folder import CONFIG_FILE, EVENTS_FILE, tidy_run_dir
+
+    run = _run(tmp_path, "r", EVENTS_FILE)
+    (run / CONFIG_FILE).write_text("kept = 1\n")
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from liverctl.files import atomic_open\n"
+        "with atomic_open(sys.argv[1]) as fh:\n"
+        "    fh.write('half = ')\n"
+        "    fh.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run / CONFIG_FILE)])
+    assert killed.returncode == -9
+    left = [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].name.startswith(f".{CONFIG_FILE}.")
+    assert tidy_run_dir(run) == left
+    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE, EVENTS_FILE]
+    assert (run / CONFIG_FILE).read_text() == "kept = 1\n"
