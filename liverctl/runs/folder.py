@@ -68,7 +68,7 @@ _NEEDS = {
     "events": (lambda p: (p / EVENTS_FILE).is_file(), "no events.jsonl yet", "has the run started?"),
     "last": (lambda p: checkpoint_path(p, "last").is_file(),
              "the run has no last checkpoint to continue from (it ended before its first epoch)",
-             "start a new run"),
+             "start a new run under another --name, or delete this folder to start it again under its name"),
 }
 
 
@@ -117,13 +117,18 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
     return Path(runs_root) / name
 
 
-def check_fresh(run_dir: Path) -> None:
-    """Refuse a run folder that already holds anything but the lock (use --resume)."""
-    if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        raise LiverctlError(
-            f"run '{run_dir.name}' already exists; continue it with --resume {run_dir.name} or pick another --name",
-            path=run_dir,
-        )
+def check_fresh(run_dir: Path, resumable: bool | None = None) -> None:
+    """Refuse a run folder that already holds anything but the lock: continue it with --resume where it can be
+    (`resumable`; default: it has a last checkpoint). One that cannot (a start killed before its first checkpoint)
+    is said to be so, rather than the user sent to --resume, which sends them back here."""
+    if not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        return
+    if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
+        todo = f"continue it with --resume {run_dir.name} or pick another --name"
+    else:
+        todo = ("it has nothing to continue from (it ended before its first epoch); pick another --name, or "
+                "delete the folder to start it again under this name")
+    raise LiverctlError(f"run '{run_dir.name}' already exists; {todo}", path=run_dir)
 
 
 def discard_unstarted(run_dir: Path) -> bool:
