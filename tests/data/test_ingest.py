@@ -975,6 +975,25 @@ def test_a_store_opened_as_an_ingest_swaps_its_index_in_opens_the_new_index(data
     assert swapped
 
 
+def test_a_case_an_ingest_replaces_under_an_open_store_is_said_replaced_not_damaged(dataset, tmp_path):
+    """A `train` or `submit` that had opened the store, reading a case an ingest then built anew (other liver
+    labels), was told "chunk file of slice 1 of case 'dcmqi-3slice' has 4909 bytes where ingest wrote 3664 (cut
+    short or overwritten); the store is damaged: run `liverctl ingest` again ..." (98 of 15,120 reads during 6
+    ingests of the real CT), of a whole store, and again after the ingest had ended. Now the case is said to
+    have been replaced, and to run the command again."""
+    store = tmp_path / "s.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    reader = LiverStore.open(store)
+    case = reader.case_ids("train")[0]
+    before = reader.read_label_volume(case)
+    assert ingest_folder(dataset, store=store, liver_labels=[2], workers=1).ingested  # every training case anew
+    with pytest.raises(LiverctlError) as replaced:
+        reader.read_label_volume(case)
+    assert str(replaced.value) == (f"{store / 'cases' / case}: case {case!r} was replaced while this read it: "
+                                   "`liverctl ingest` has built it anew; run this again")
+    assert not np.array_equal(LiverStore.open(store).read_label_volume(case), before)
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
