@@ -911,7 +911,7 @@ def test_an_ingest_that_ends_while_the_next_one_takes_its_lock_leaves_one_holder
 def test_a_store_opened_while_an_ingest_changes_it_says_to_wait_for_the_ingest(dataset, tmp_path, monkeypatch):
     """An ingest that changes a case moves the store's index out before its first change and swaps a new one
     in at its end. A `train` or `submit` opening the store meanwhile was told "store has no slice index (ingest
-    did not finish); run `liverctl ingest` again", which the running ingest then refuses (17,769 of 18,070 opens
+    did not finish); run `liverctl ingest` again", which the running ingest then refuses (17,769 of 18,069 opens
     during 5 ingests in a loop). Now it is told that an ingest is writing the store, to wait for it."""
     import threading
 
@@ -951,8 +951,8 @@ def test_a_store_opened_while_an_ingest_changes_it_says_to_wait_for_the_ingest(d
 def test_a_store_opened_as_an_ingest_swaps_its_index_in_opens_the_new_index(dataset, tmp_path, monkeypatch):
     """A reader that read the index's attributes before an ingest swapped a new index in, and its columns after,
     failed on a store that was whole: "slice index column 'fold' (72 rows) does not match the cases it indexes
-    (72 slices); the store is damaged", "slice index column 'split' is missing", or a KeyError traceback (6 of
-    53,000 opens during 16 ingests in a loop). The open is tried once more when no ingest holds the store."""
+    (72 slices); the store is damaged", "slice index column 'split' is missing", or a KeyError traceback (15 of
+    94,184 opens during 29 ingests in a loop). The open is tried once more when no ingest holds the store."""
     store = tmp_path / "s.zarr"
     aside = tmp_path / "aside"
     aside.mkdir()

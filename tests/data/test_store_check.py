@@ -440,10 +440,11 @@ def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(
 
 def test_verify_beside_an_ingest_waits_for_it_rather_than_answering_for_a_store_it_did_not_read(tmp_path, tiny_dataset,
                                                                                             monkeypatch):
-    """`liverctl verify` started while an ingest added cases answered "verified 6 cases ... no damage found" for a
-    store that then held 10, or that line and then "store has no slice index (ingest did not finish); run `liverctl
-    ingest` again" (3 of 6 pairs started together on the demo data). Now it refuses, in one line, while an ingest
-    holds the store and where one replaced a case or the index as verify read it."""
+    """`liverctl verify` started beside an ingest answered for a store it had not read: "verified 6 cases ... no
+    damage found" for a store that then held 10, or that line and then "store has no slice index (ingest did not
+    finish); run `liverctl ingest` again" (each of 6 pairs started together on the demo data); "no damage found"
+    of the real CT being rebuilt, or a zarr KeyError traceback (5 and 1 of 6 pairs). Now it refuses, in one line,
+    while an ingest holds the store and where one replaced a case or the index as verify read it."""
     from liverctl.data import store_check
     from liverctl.data.store_writer import exclusive_work_dir
 
