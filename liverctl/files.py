@@ -1,4 +1,5 @@
-"""Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort.
+"""Small file helpers with one behaviour each: the atomic write, a file's sha256, natural sort, and the
+probe of a lock another process holds.
 
 `write_atomic` is the one way liverctl writes a small file that must never be seen half-written: a
 temporary file in the same folder, fsync of the file, `os.replace`, fsync of the folder (`atomic_open`
@@ -13,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -73,6 +75,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# The temporary names of the atomic write beside its target (`atomic_open`, `atomic_path`): `temp_files` finds
+# what a killed writer left of them.
+_TEMP_NAME = ".{name}.{pid}.tmp"
+_TEMP_PATH_NAME = ".{pid}.tmp.{name}"
+
+
+def temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temporary files of atomic writes of `path` that were never renamed onto it (a writer killed mid-way:
+    SIGKILL, the OOM killer), any process's. Remove them only where no other process may be writing `path`
+    (under its writer's lock)."""
+    import glob
+
+    path = Path(path)
+    name = glob.escape(path.name)
+    return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
+                   *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+
+
 @contextlib.contextmanager
 def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None]:
     """Around a body that writes `tmp` (and fsyncs it): rename `tmp` onto `path` and fsync the folder.
@@ -106,7 +126,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
     temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(_TEMP_NAME.format(name=path.name, pid=os.getpid()))
     binary = "b" in mode
     with _replace_when_done(path, tmp, what), open(
         tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline
@@ -125,7 +145,7 @@ def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator
     The temporary name ends with `path`'s own name (`.<pid>.tmp.case.nii.gz`), so any suffix rule holds.
     """
     path = Path(path)
-    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    tmp = path.with_name(_TEMP_PATH_NAME.format(name=path.name, pid=os.getpid()))
     with _replace_when_done(path, tmp, what):
         yield tmp
         _fsync_file(tmp)
@@ -153,6 +173,42 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
             fh.flush()
             check(Path(fh.name))
     return path
+
+
+def flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
+    """flock without blocking, tried a few times 20 ms apart: `lock_held` takes a shared lock for a moment,
+    and a writer starting just then must not be refused for it. `OSError` (BlockingIOError) when still held."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.02)
+
+
+def lock_held(path: str | os.PathLike) -> bool:
+    """Whether a live process holds an exclusive `flock` on the file at `path` now (a run's writer, an ingest).
+
+    Probed with a shared lock taken and dropped at once (writers take theirs through `flock_retrying`); no
+    file, or one nobody holds, is False. Creates nothing: it may probe beside a read-only store.
+    """
+    import fcntl
+
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def _remove(path: Path) -> None:

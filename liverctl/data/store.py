@@ -107,6 +107,7 @@ class _ChunkReader:
     def __init__(self, array, required: np.ndarray | None = None, case_dir: Path | None = None):
         self.array = array
         self.case_dir = case_dir if case_dir is not None else Path(str(array.path)).parent  # for messages
+        self.case_folder = _folder_id(self.case_dir)  # the case as read here: ingest replaces a case folder whole
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)
         self.fill_value = array.fill_value
@@ -125,7 +126,23 @@ class _ChunkReader:
             self.verifiable = written_chunk_crc32(attrs, self.shape[2]) is not None
 
     def read_into(self, z: int, out: np.ndarray) -> None:
-        """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype."""
+        """Write slice `z` into `out`, an (X, Y) C-contiguous array of the array's dtype.
+
+        A chunk file that does not fit what this reader read of its case (size, presence) because an ingest has
+        replaced the case meanwhile is said as such, not as a damaged store to rebuild."""
+        try:
+            self._read_into(z, out)
+        except LiverctlError:
+            if _folder_id(self.case_dir) != self.case_folder:
+                from liverctl.data.store_writer import ingest_running
+
+                when = ("is writing this store now; run this again once it has ended"
+                        if ingest_running(self.case_dir.parent.parent) else "has built it anew; run this again")
+                raise LiverctlError(f"case {self.case_dir.name!r} was replaced while this read it: `liverctl ingest` "
+                                    f"{when}", path=self.case_dir) from None
+            raise
+
+    def _read_into(self, z: int, out: np.ndarray) -> None:
         if not 0 <= z < self.shape[2]:
             raise IndexError(f"slice {z} out of range for {self.shape[2]} slices")
         if self.decode is None:
@@ -236,7 +253,24 @@ class LiverStore:
 
     @classmethod
     def open(cls, path: str | Path) -> LiverStore:
-        """Open the store at `path`; `LiverctlError` if it is missing, not a liverctl store, or has no index."""
+        """Open the store at `path`; `LiverctlError` if it is missing, not a liverctl store, or has no index.
+
+        An ingest writing the store meanwhile (it moves the index out before its first change and swaps a new one
+        in at its end) is said as such, not as a damaged store or a traceback: an open that fails while one holds
+        the store's lock is refused with "wait for it"; one that failed as it ended (the index read half before,
+        half after its swap) is tried once more."""
+        try:
+            return cls._open_once(path)
+        except Exception:
+            _refuse_while_ingesting(path)
+        try:  # it failed as an ingest ended: the index read half before, half after its swap; now the new one
+            return cls._open_once(path)
+        except Exception:
+            _refuse_while_ingesting(path)
+            raise
+
+    @classmethod
+    def _open_once(cls, path: str | Path) -> LiverStore:
         store = cls(path)
         p = store.path
         if not p.exists():
@@ -437,6 +471,25 @@ class LiverStore:
                 raise
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None where it is missing: a case folder ingest moved in anew has another."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _refuse_while_ingesting(path: str | Path) -> None:
+    """`LiverctlError` "wait for it" where an ingest is writing the store at `path` now (holds its lock)."""
+    from liverctl.data.store_writer import ingest_running
+
+    path = Path(path).expanduser()
+    if ingest_running(path):
+        raise LiverctlError("`liverctl ingest` is writing this store now; wait for it to end, then run this again",
+                            path=path) from None
 
 
 def store_bytes(path: str | Path) -> int:

@@ -178,13 +178,46 @@ def verify_store(store: Path, on_case: Callable[[str, int], None] | None = None)
     only up to the first damaged one), then the slice index against the cases (`LiverStore.open`'s check) where
     no case is damaged. Reads only; no source needed (`liverctl verify`; `ingest --verify` rebuilds from the
     source). `LiverctlError` for a path that is not a liverctl store. `on_case(case_id, total)` after each case
-    (`total`: the case folders there are to read)."""
+    (`total`: the case folders there are to read).
+
+    An ingest writing the store (it moves cases and the index in and out) is waited for, not verified: refused
+    at the start while one holds the store's lock, and at the end where one holds it or has replaced a case or
+    the index meanwhile (`_generation`), rather than an answer about a store that is no longer the one read."""
     from liverctl.data.schema import STORE_FORMAT, read_attrs
+    from liverctl.data.store_writer import ingest_running
     from liverctl.errors import LiverctlError
 
     if read_attrs(store).get("format") != STORE_FORMAT:
         raise LiverctlError("not a liverctl store (no zarr.json with format "
                             f"{STORE_FORMAT!r}); make one with `liverctl ingest`", path=store)
+    if ingest_running(store):
+        raise LiverctlError("`liverctl ingest` is writing this store now; wait for it to end, then verify it",
+                            path=store)
+    before = _generation(store)
+    result = _verify_cases(store, on_case)
+    if ingest_running(store) or _generation(store) != before:
+        raise LiverctlError("`liverctl ingest` changed this store while verify read it; once it has ended, run "
+                            "`liverctl verify` again", path=store)
+    return result
+
+
+def _generation(store: Path) -> list[tuple[str, int]]:
+    """Each case folder's and the index folder's inode: ingest moves a case or index in whole (a rename), so a
+    change here says an ingest replaced what a reader may have read; attributes updated in place (folds) are not."""
+    found = []
+    for folder in (*(store / CASES_GROUP).glob("*"), store / INDEX_GROUP):
+        try:
+            found.append((folder.name, folder.stat().st_ino))
+        except OSError:
+            found.append((folder.name, -1))
+    return sorted(found)
+
+
+def _verify_cases(store: Path, on_case: Callable[[str, int], None] | None) -> StoreVerification:
+    """`verify_store`'s reading: every complete case, then the index where no case is damaged."""
+    from liverctl.data.schema import read_attrs
+    from liverctl.errors import LiverctlError
+
     cases_dir = store / CASES_GROUP
     result = StoreVerification({}, [], 0, 0)
     case_dirs = sorted(p for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []

@@ -1,5 +1,6 @@
 """The store on disk while ingest writes it (main process): creating or opening it, the lock and work
-folder beside it, the complete cases it holds, moving a finished case in whole, and the free-space check."""
+folder beside it (`ingest_running`: whether an ingest holds it, for readers), the complete cases it holds,
+moving a finished case in whole, and the free-space check."""
 
 from __future__ import annotations
 
@@ -43,10 +44,23 @@ def open_or_create_store(path: Path) -> None:
         create_group(path / CASES_GROUP, {})
 
 
+def _ingest_dir(store: Path) -> Path:
+    """`.<store name>.ingest` beside the store: an ingest's lock file and work folder, removed when it ends."""
+    return store.parent / f".{store.name}.ingest"
+
+
+def ingest_running(store: str | os.PathLike) -> bool:
+    """Whether an ingest is writing the store at `store` now (holds its lock). Creates nothing."""
+    from liverctl.files import lock_held
+
+    store = Path(store)
+    return lock_held(_ingest_dir(store) / "lock")
+
+
 @contextlib.contextmanager
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
-    base = store.parent / f".{store.name}.ingest"
+    base = _ingest_dir(store)
     lock_file = _lock(base, store)
     try:
         work = base / "work"
@@ -67,6 +81,8 @@ def _lock(base: Path, store: Path, tries: int = 5):
     `base/lock`, where the next ingest makes and locks a new one, so that lock is let go of and taken again."""
     import fcntl
 
+    from liverctl.files import flock_retrying
+
     for _ in range(tries):
         base.mkdir(parents=True, exist_ok=True)
         try:
@@ -74,7 +90,7 @@ def _lock(base: Path, store: Path, tries: int = 5):
         except FileNotFoundError:  # `base` removed by an ingest that just ended
             continue
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock_retrying(lock_file.fileno(), fcntl.LOCK_EX)  # a reader's `ingest_running` probes it for a moment
         except BlockingIOError:
             lock_file.close()
             raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None

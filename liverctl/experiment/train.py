@@ -100,7 +100,7 @@ def start_experiment(
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
     exp_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(exp_dir):  # one writer per experiment, as per run (each fold's run folder is locked too)
-        check_fresh(exp_dir)
+        check_fresh(exp_dir, resumable=(exp_dir / folder.SUMMARY_FILE).is_file())
         write_summary(exp_dir, {
             "name": exp_dir.name,
             "preset": cfg.get("preset"),

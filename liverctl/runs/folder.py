@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
+from liverctl.files import flock_retrying, lock_held, temp_files
 from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
@@ -67,7 +68,7 @@ _NEEDS = {
     "events": (lambda p: (p / EVENTS_FILE).is_file(), "no events.jsonl yet", "has the run started?"),
     "last": (lambda p: checkpoint_path(p, "last").is_file(),
              "the run has no last checkpoint to continue from (it ended before its first epoch)",
-             "start a new run"),
+             "start a new run under another --name, or delete this folder to start it again under its name"),
 }
 
 
@@ -116,13 +117,18 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
     return Path(runs_root) / name
 
 
-def check_fresh(run_dir: Path) -> None:
-    """Refuse a run folder that already holds anything but the lock (use --resume)."""
-    if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        raise LiverctlError(
-            f"run '{run_dir.name}' already exists; continue it with --resume {run_dir.name} or pick another --name",
-            path=run_dir,
-        )
+def check_fresh(run_dir: Path, resumable: bool | None = None) -> None:
+    """Refuse a run folder that already holds anything but the lock: continue it with --resume where it can be
+    (`resumable`; default: it has a last checkpoint). One that cannot (a start killed before its first checkpoint)
+    is said to be so, rather than the user sent to --resume, which sends them back here."""
+    if not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        return
+    if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
+        todo = f"continue it with --resume {run_dir.name} or pick another --name"
+    else:
+        todo = ("it has nothing to continue from (it ended before its first epoch); pick another --name, or "
+                "delete the folder to start it again under this name")
+    raise LiverctlError(f"run '{run_dir.name}' already exists; {todo}", path=run_dir)
 
 
 def discard_unstarted(run_dir: Path) -> bool:
@@ -156,7 +162,7 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            _flock_retrying(fh.fileno(), fcntl.LOCK_EX)
+            flock_retrying(fh.fileno(), fcntl.LOCK_EX)
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)
             holder = _describe_holder(fh.read(4096))
@@ -188,39 +194,9 @@ class RunLock:
         self.release()
 
 
-def _flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
-    """flock without blocking, tried a few times 20 ms apart: `writer_alive` takes a shared lock for a
-    moment, and a writer starting just then must not be refused for it."""
-    import fcntl
-
-    for attempt in range(tries):
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return
-        except OSError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.02)
-
-
 def writer_alive(run_dir: str | os.PathLike) -> bool:
-    """Whether a live process holds the run's `.lock` (is writing the run) now.
-
-    Probed with a shared lock taken and dropped at once; no lock file, or one nobody holds, is False.
-    """
-    import fcntl
-
-    try:
-        fh = open(Path(run_dir) / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        return False
+    """Whether a live process holds the run's `.lock` (is writing the run) now (`files.lock_held`)."""
+    return lock_held(Path(run_dir) / LOCK_FILE)
 
 
 def _describe_holder(text: str) -> str:
@@ -243,7 +219,7 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     `RunLock`.
     """
     run_dir = Path(run_dir)
-    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *run_dir.glob(f"{CONFIG_FILE}.tmp"),
+    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *temp_files(run_dir / CONFIG_FILE),
                *run_dir.glob(RANK_FAILURE_FILE.format(rank="*"))]
     for path in removed:
         path.unlink(missing_ok=True)

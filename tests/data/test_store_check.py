@@ -437,3 +437,42 @@ def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(
     nothing = runner.invoke(app, ["verify", "--store", str(tmp_path)])
     assert nothing.exit_code == 2 and nothing.stderr.count("\n") == 1, nothing.output
     assert nothing.stderr.startswith(f"error: {tmp_path}: not a liverctl store")
+
+
+def test_verify_beside_an_ingest_waits_for_it_rather_than_answering_for_a_store_it_did_not_read(tmp_path, tiny_dataset,
+                                                                                            monkeypatch):
+    """`liverctl verify` started beside an ingest answered for a store it had not read: "verified 6 cases ... no
+    damage found" for a store that then held 10, or that line and then "store has no slice index (ingest did not
+    finish); run `liverctl ingest` again" (each of 6 pairs started together on the demo data); "no damage found"
+    of the real CT being rebuilt, or a zarr KeyError traceback (5 and 1 of 6 pairs). Now it refuses, in one line,
+    while an ingest holds the store and where one replaced a case or the index as verify read it."""
+    from liverctl.data import store_check
+    from liverctl.data.store_writer import exclusive_work_dir
+
+    data, aside, store = tmp_path / "data", tmp_path / "aside", tmp_path / "s.zarr"
+    shutil.copytree(tiny_dataset, data)
+    aside.mkdir()
+    case_files = [("volume", "volume-5.nii.gz"), ("segmentation", "segmentation-5.nii.gz")]
+    for folder, name in case_files:
+        (data / "train" / folder / name).rename(aside / name)
+    ingest_folder(data, store=store, workers=1)
+    with exclusive_work_dir(store), pytest.raises(LiverctlError, match="s.zarr: `liverctl ingest` is writing this "
+                                                                        "store now; wait for it to end, then verify"):
+        store_check.verify_store(store)
+
+    real_verify_case, added = store_check.verify_case, []
+
+    def verify_case_as_an_ingest_adds_a_case(case_dir, attrs):
+        if not added:
+            added.append(True)
+            for folder, name in case_files:
+                (aside / name).rename(data / "train" / folder / name)
+            assert ingest_folder(data, store=store, workers=1).ingested == ["5"]
+        return real_verify_case(case_dir, attrs)
+
+    monkeypatch.setattr(store_check, "verify_case", verify_case_as_an_ingest_adds_a_case)
+    with pytest.raises(LiverctlError, match="s.zarr: `liverctl ingest` changed this store while verify read it; "
+                                            "once it has ended, run `liverctl verify` again"):
+        store_check.verify_store(store)
+    monkeypatch.setattr(store_check, "verify_case", real_verify_case)
+    assert store_check.verify_store(store).cases == 8

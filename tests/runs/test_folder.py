@@ -90,3 +90,54 @@ def test_a_probe_does_not_refuse_a_writer(tmp_path):
         threading.Timer(0.03, lambda: fcntl.flock(probe.fileno(), fcntl.LOCK_UN)).start()
         with RunLock(run):  # retried until the probe let go
             assert writer_alive(run)
+
+
+def test_tidying_removes_the_config_a_killed_start_was_writing(tmp_path):
+    """A run killed while it wrote config.toml left `.config.toml.<pid>.tmp`, which `tidy_run_dir` (looking for
+    `config.toml.tmp`, a name no writer uses) left in the folder for good, though it says it removes it. The
+    leftover here is made by the atomic write itself, killed by SIGKILL before its rename."""
+    from liverctl.runs.folder import CONFIG_FILE, EVENTS_FILE, tidy_run_dir
+
+    run = _run(tmp_path, "r", EVENTS_FILE)
+    (run / CONFIG_FILE).write_text("kept = 1\n")
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from liverctl.files import atomic_open\n"
+        "with atomic_open(sys.argv[1]) as fh:\n"
+        "    fh.write('half = ')\n"
+        "    fh.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run / CONFIG_FILE)])
+    assert killed.returncode == -9
+    left = [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].name.startswith(f".{CONFIG_FILE}.")
+    assert tidy_run_dir(run) == left
+    assert sorted(p.name for p in run.iterdir()) == [CONFIG_FILE, EVENTS_FILE]
+    assert (run / CONFIG_FILE).read_text() == "kept = 1\n"
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_sent_round_between_resume_and_a_new_run(tmp_path):
+    """A run SIGKILLed in its first epoch leaves config.toml and events.jsonl, no checkpoint. Started again under
+    its name it was told "already exists; continue it with --resume", and `--resume` told it "no last checkpoint
+    ...; start a new run": each sent the user to the other. Both now say what can be done: another --name, or
+    delete the folder. A run with a last checkpoint (or an experiment, `resumable`) is still sent to --resume."""
+    from liverctl.runs.folder import CONFIG_FILE, EVENTS_FILE, check_fresh, find_resume_run
+
+    root = tmp_path / "runs"
+    killed = _run(root, "k1", CONFIG_FILE, EVENTS_FILE, LOCK_FILE)
+    with pytest.raises(LiverctlError) as fresh:
+        check_fresh(killed)
+    assert str(fresh.value) == (f"{killed}: run 'k1' already exists; it has nothing to continue from (it ended before "
+                                "its first epoch); pick another --name, or delete the folder to start it again under "
+                                "this name")
+    with pytest.raises(LiverctlError) as resume:
+        find_resume_run(root, "k1")
+    assert "--resume" not in str(resume.value).split("--resume: ", 1)[1]
+    assert str(resume.value).endswith("start a new run under another --name, or delete this folder to start it again "
+                                      "under its name")
+    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k1 or pick another --name"):
+        check_fresh(killed, resumable=True)
+    checkpoint_path(killed, "last").parent.mkdir()
+    checkpoint_path(killed, "last").write_bytes(b"")
+    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k1 or pick another --name"):
+        check_fresh(killed)
+    assert find_resume_run(root, "k1") == killed
