@@ -36,6 +36,7 @@ from liverctl.data.schema import (
     INDEX_COLUMNS,
     INDEX_GROUP,
     LABEL,
+    METADATA_FILE,
     SPLIT_CODES,
     STORE_FORMAT,
     TRAIN,
@@ -274,8 +275,44 @@ class LiverStore:
 
             with self._lock:
                 if self._root is None:
-                    self._root = zarr.open_group(str(self.path), mode="r")
+                    self._root = self._parsed("", lambda: zarr.open_group(str(self.path), mode="r"))
         return self._root
+
+    def _node(self, key: str):
+        """The zarr node at `key` below the store's group (KeyError where there is none)."""
+        return self._parsed(key, lambda: self._group[key])
+
+    def _parsed(self, key: str, open_node: Callable[[], Any]):
+        """`open_node()`; a `zarr.json` there that zarr-python cannot parse (not JSON, nested too deep, a value of a
+        type or range it does not take) is a line naming that file and what to do, not zarr's traceback. KeyError
+        (no node there) passes through."""
+        try:
+            return open_node()
+        except KeyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr's parsers raise TypeError, ValueError, RecursionError, ...
+            from liverctl.data.nifti import short_error
+
+            raise LiverctlError(f"zarr cannot read this metadata ({short_error(exc)[:200]}); the store is damaged: "
+                                "run `liverctl ingest` again on the same data", path=self._refused_metadata(key)) from None
+
+    def _refused_metadata(self, key: str) -> Path:
+        """The first `zarr.json` from the store's root down to the node at `key` that zarr-python's parser refuses
+        (opening a node reads its parents' too), else the node's own."""
+        import json
+
+        parts = [part for part in key.split("/") if part]
+        try:
+            from zarr.core.group import _build_metadata_v3  # zarr's parser of one zarr.json
+        except ImportError:  # another zarr version: name the node's own
+            return self.path.joinpath(*parts) / METADATA_FILE
+        for n in range(len(parts) + 1):
+            file = self.path.joinpath(*parts[:n]) / METADATA_FILE
+            try:
+                _build_metadata_v3(json.loads(file.read_text()))
+            except Exception:  # noqa: BLE001 - whatever zarr's parser raises, this is the file
+                return file
+        return self.path.joinpath(*parts) / METADATA_FILE
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -337,7 +374,7 @@ class LiverStore:
         reader = self._readers.get(key)
         if reader is None:
             try:
-                array = self._group[f"{CASES_GROUP}/{case_id}/{name}"]
+                array = self._node(f"{CASES_GROUP}/{case_id}/{name}")
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
@@ -416,25 +453,32 @@ class LiverStore:
     def slice_index(self) -> SliceIndex:
         """The precomputed slice index (cached per process)."""
         if self._slice_index is None:
-            group = self._group[INDEX_GROUP]
+            self._node(INDEX_GROUP)
             attrs = self._index_meta()
-            columns = {name: self._index_column(group, name, dtype) for name, dtype in INDEX_COLUMNS.items()}
+            columns = {name: self._index_column(name, dtype) for name, dtype in INDEX_COLUMNS.items()}
             self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
         return self._slice_index
 
-    def _index_column(self, group, name: str, dtype: np.dtype) -> np.ndarray:
+    def _index_column(self, name: str, dtype: np.dtype) -> np.ndarray:
         """One index column; a missing or undecodable one is a line naming it (ingest rebuilds the index)."""
         rebuild = "the store is damaged: run `liverctl ingest` again on the same data to rebuild the index"
         try:
-            array = group[name]
+            array = self._node(f"{INDEX_GROUP}/{name}")
         except KeyError:
             raise LiverctlError(f"slice index column {name!r} is missing; {rebuild}",
                                 path=self.path / INDEX_GROUP / name) from None
         try:
             return np.asarray(array[:], dtype=dtype)
-        except Exception:
-            if (found := undecodable_chunk(array)) is None:
-                raise
+        except Exception as exc:
+            from liverctl.data.nifti import short_error
+
+            try:
+                found = undecodable_chunk(array)
+            except Exception:  # noqa: BLE001 - metadata zarr took but cannot read by (a chunk shape of 0)
+                found = None
+            if found is None:  # no chunk file to blame: the column's own zarr.json
+                raise LiverctlError(f"slice index column {name!r} cannot be read ({short_error(exc)[:200]}); {rebuild}",
+                                    path=self.path / INDEX_GROUP / name / METADATA_FILE) from None
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None
 

@@ -197,6 +197,56 @@ def test_a_case_whose_metadata_is_damaged_says_so(tmp_path, tiny_store):
         store.meta("nope")
 
 
+def _edit_metadata(path, **changes):
+    import json
+
+    meta = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = meta
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("node", "changes", "problem"), [
+    ("cases/0/label", {"codecs": [64, 64, 24]}, "TypeError: Expected dict"),
+    ("index/z", {"node_type": True}, "ValueError: invalid value for `node_type`"),
+    ("", {"zarr_format": 2**63}, "ValueError: Invalid zarr_format"),
+    ("index/split", {"chunk_grid__configuration__chunk_shape": [0]}, "cannot be read"),
+    ("cases/0/label", {"chunk_grid": 1.5}, ""),  # AttributeError: 'float' object has no attribute 'get'
+])
+def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_store, node, changes, problem):
+    """Anyone's store: a zarr.json holding a value of a type or range zarr-python does not take (an int where a
+    codec's table goes) ended `LiverStore.open`, `verify` and training in zarr's TypeError or ValueError traceback,
+    and an index column chunked by 0 in a ZeroDivisionError (scripts/fuzz_readers.py json). Now one line names the
+    file and says to ingest again."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / node / "zarr.json", **changes)
+    with pytest.raises(LiverctlError) as info:
+        store = LiverStore.open(copy)
+        store.read_label_slice("0", 0)
+    message = str(info.value)
+    assert message.startswith(str(copy / node / "zarr.json")) and problem in message and "\n" not in message
+
+
+def test_a_zarr_json_holding_nan_is_unreadable_not_a_failed_write_back(tmp_path, tiny_store):
+    """Python's json reads NaN, Infinity and 1e999, which the metadata writer refuses (JSON has none): a store root
+    whose attributes held one passed the reader and made a rerun of ingest fail writing them back (ValueError:
+    Out of range float values, a traceback). Now the reader takes such a file for unreadable."""
+    from liverctl.data.schema import read_metadata, update_attrs
+
+    for text in ("NaN", "-Infinity", "1e999"):
+        node = tmp_path / text
+        node.mkdir()
+        (node / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"n_folds": ' + text + "}}")
+        assert read_metadata(node) is None
+        with pytest.raises(LiverctlError, match="missing or unreadable zarr.json"):
+            update_attrs(node, {"n_folds": 5})
+
+
 def test_float16_conversion_through_torch_is_exact():
     import torch
 
