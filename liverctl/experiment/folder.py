@@ -72,7 +72,8 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # Recursion: nested absurdly
+    except (OSError, ValueError, RecursionError) as exc:  # not UTF-8 or JSON, an integer of thousands of digits;
+        # nested absurdly
         raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {str(exc)[:120]})",
                             path=path) from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:

@@ -557,6 +557,21 @@ def test_an_experiment_summary_nested_absurdly_deep_is_one_line(tmp_path):
         folder.read_summary(exp)
 
 
+def test_an_experiment_summary_holding_an_integer_of_thousands_of_digits_is_one_line(tmp_path):
+    """Python's JSON decoder refuses an integer of more than 4300 digits with a plain ValueError, which read_summary
+    did not catch: summarize_experiment (report, train --resume) ended in its traceback (scripts/fuzz_readers.py
+    json)."""
+    from liverctl.experiment.summary import summarize_experiment
+
+    exp = _experiment(tmp_path)
+    path = exp / folder.SUMMARY_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:text.rindex("}")] + ', "x": ' + "9" * 5000 + "}", encoding="utf-8")
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"):
+        folder.read_summary(exp)
+    summarize_experiment(exp)  # says what it could not read, as of any damaged summary
+
+
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
     ValueError / TypeError (format codes applied to a str or None)."""
