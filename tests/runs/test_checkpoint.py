@@ -213,6 +213,40 @@ def test_a_config_of_odd_keys_or_top_level_values_is_one_line(tmp_path, cfg):
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
+def test_a_config_value_that_is_a_tensor_is_one_short_line(tmp_path, cfg):
+    """The config check printed the value it refused with repr: a tensor's is several lines, and a stride-0 one
+    claiming 10^6 x 10^6 elements (a few bytes in the file) made load_checkpoint run past 60 s printing it
+    (scripts/fuzz_readers.py checkpoint). Now a value that is not plain is named by its type."""
+    model = build_model(cfg)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for value in (torch.zeros(3, 3), torch.zeros(1).as_strided((10**6, 10**6), (0, 0))):
+        config = {**cfg, "train": {**cfg["train"], "log_every": value}}
+        torch.save({"format": FORMAT, **_state(cfg, model), "config": config}, path)
+        with pytest.raises(LiverctlError) as exc:
+            load_checkpoint(path)
+        assert str(exc.value) == (f"config key 'train.log_every' in {path} (its config) expects int like 20, got a "
+                                  "Tensor")
+
+
+def test_weights_that_do_not_fit_the_model_are_one_line_from_load_run_model(tmp_path, cfg):
+    """load_state_dict's RuntimeError (a weight of another shape, a key missing) was turned into one line by
+    predict's loader only: load_run_model, the API, ended in its traceback (scripts/fuzz_readers.py checkpoint).
+    Now load_run_checkpoint says it, naming the file."""
+    model = build_model(cfg)
+    own = model.state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point() and v.dim() == 1)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for weights, words in [({**own, key: torch.zeros(1)}, f"size mismatch for {key}"),
+                           ({k: v for k, v in own.items() if k != key}, f'Missing key\\(s\\) in state_dict: "{key}"')]:
+        torch.save({"format": FORMAT, **_state(cfg, model), "model": weights}, path)
+        with pytest.raises(LiverctlError, match=f"^{path}: checkpoint weights do not fit the model its config "
+                                                f"describes \\(.*{words}") as exc:
+            load_run_model(tmp_path)
+        assert "\n" not in str(exc.value)
+
+
 def test_non_finite_weights_are_refused(tmp_path, cfg):
     model = build_model(cfg)
     state = _state(cfg, model)
