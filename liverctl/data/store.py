@@ -121,7 +121,7 @@ class _ChunkReader:
             self.folder = Path(str(array.store.root)) / array.path
             self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
             self.decode = codec[1]
-            attrs = dict(array.attrs)
+            attrs = read_attrs(self.folder)  # {} where its zarr.json holds no table of them
             self.written = written_chunk_bytes(attrs, self.shape[2])
             self.verifiable = written_chunk_crc32(attrs, self.shape[2]) is not None
 
@@ -247,7 +247,7 @@ class LiverStore:
         fmt = read_attrs(p).get("format")
         if fmt != STORE_FORMAT:
             raise LiverctlError(
-                f"is not a liverctl store (format {fmt!r}, expected {STORE_FORMAT!r})", path=p
+                f"is not a liverctl store (format {fmt!r:.60}, expected {STORE_FORMAT!r})", path=p
             )
         if read_metadata(p / INDEX_GROUP) is None:
             raise LiverctlError(
@@ -378,7 +378,8 @@ class LiverStore:
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
-                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2])),
+                array, required_slices(read_attrs(self.path / CASES_GROUP / case_id / name), self.meta(case_id), name,
+                                       int(array.shape[2])),
                 self.path / CASES_GROUP / case_id,
             )
             self._readers[key] = reader

@@ -372,7 +372,8 @@ def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[s
         return line
     try:
         expected, _ = expected_columns(cases)
-    except (KeyError, TypeError, ValueError) as exc:  # attributes without a shape or split
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # attributes without a shape or split; a count
+        # beyond int64
         return f"{store / CASES_GROUP}: case attributes the index is built from are damaged ({exc!r}); {_REBUILD}"
     for name, values in expected.items():
         stored = index_columns.get(name)
