@@ -533,6 +533,7 @@ def test_runs_shows_an_odd_decision_as_written_without_a_traceback(tmp_path):
         (lambda s: s.update(fold_results={"0": {"best": "x"}}), "fold_results['0'].best is str, not a table"),
         (lambda s: s.update(cv=[1]), "experiment summary's cv is list, not a table"),
         (lambda s: s.update(decision="largest"), "experiment summary's decision is str, not a table"),
+        (lambda s: s["config"].update(train=1.5), "experiment summary's config.train is float, not a table"),
     ],
 )
 def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
