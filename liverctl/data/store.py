@@ -323,7 +323,12 @@ class LiverStore:
             meta = read_metadata(self.path / INDEX_GROUP)
             if meta is None:
                 raise LiverctlError("store has no slice index; run `liverctl ingest` again", path=self.path)
-            self._index_attrs = meta.get("attributes", {})
+            attrs = meta.get("attributes", {})
+            if (problem := _index_attrs_problem(attrs)) is not None:
+                raise LiverctlError(f"the slice index's attributes are damaged ({problem}); run `liverctl ingest` "
+                                    "again on the same data to rebuild the index",
+                                    path=self.path / INDEX_GROUP / METADATA_FILE)
+            self._index_attrs = attrs
         return self._index_attrs
 
     # -- cases ----------------------------------------------------------------------------------------
@@ -482,6 +487,24 @@ class LiverStore:
                                     path=self.path / INDEX_GROUP / name / METADATA_FILE) from None
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None
+
+
+def _index_attrs_problem(attrs: Any) -> str | None:
+    """What is wrong with the index group's attributes as the readers here take them (`cases`, and one split, fold
+    and (where recorded) source per case: `slice_index.index_columns`), in words; None where nothing is."""
+    if not isinstance(attrs, dict):
+        return f"a {type(attrs).__name__}, not a table"
+    cases = attrs.get("cases", [])
+    if not isinstance(cases, list) or not all(isinstance(c, str) for c in cases):
+        return "'cases' is not a list of case ids"
+    for key, kind, optional in (("splits", str, False), ("folds", int, False), ("sources", str, True)):
+        values = attrs.get(key)
+        if optional and not values:
+            continue
+        if not (isinstance(values, list) and len(values) == len(cases)
+                and all(isinstance(v, kind) and not isinstance(v, bool) for v in values)):
+            return f"'{key}' is not one {kind.__name__} per case"
+    return None
 
 
 def store_bytes(path: str | Path) -> int:

@@ -250,6 +250,21 @@ def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_pat
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("changes", [{"attributes__folds": ["none"] * 8}, {"attributes__splits": ["train"]},
+                                     {"attributes__cases": 5}, {"attributes__sources": [1] * 8}])
+def test_index_attributes_that_are_not_one_entry_per_case_are_one_line(tmp_path, tiny_store, changes):
+    """The index group's cases, splits and folds were taken as they were: a fold of "none" ended
+    LiverStore.folds() (training's split) in ValueError, a list of splits shorter than the cases zip's ValueError
+    (scripts/fuzz_readers.py json). Now they are checked where the index attributes are read."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / "index" / "zarr.json", **changes)
+    with pytest.raises(LiverctlError, match="the slice index's attributes are damaged") as info:
+        store = LiverStore.open(copy)
+        store.folds()
+    assert str(info.value).startswith(str(copy / "index" / "zarr.json")) and "\n" not in str(info.value)
+
+
 def test_a_zarr_json_holding_nan_is_unreadable_not_a_failed_write_back(tmp_path, tiny_store):
     """Python's json reads NaN, Infinity and 1e999, which the metadata writer refuses (JSON has none): a store root
     whose attributes held one passed the reader and made a rerun of ingest fail writing them back (ValueError:
@@ -280,3 +295,42 @@ def test_float16_conversion_through_torch_is_exact():
             np.testing.assert_array_equal(converted, every_float16.astype(np.float32))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_fuzz_store_metadata_gives_a_store_or_one_liverctl_error(tmp_path, tiny_store):
+    """A store is anyone's folder: its zarr.json files (root, cases, arrays, index columns) with values replaced by
+    other types, NaN, huge numbers, deep nesting, long or odd text, truncated (scripts/fuzz_readers.py mutate_json),
+    opened, read and verified. Zarr's own TypeError / ValueError / ZeroDivisionError, AttributeError and
+    OverflowError escaped these readers before."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+
+    from liverctl.data.store_check import verify_store
+
+    fuzz = load_fuzz_script()
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    metas = sorted(p for p in copy.rglob("zarr.json"))
+    rng = np.random.default_rng(11)
+
+    def read():
+        store = LiverStore.open(copy)
+        for case_id in store.case_ids():
+            store.meta(case_id)
+            store.read_slice(case_id, 0)
+        for case_id in store.case_ids("train"):
+            store.read_label_slice(case_id, 1)
+        store.folds()
+
+    outcomes = Counter()
+    for case in range(50):
+        meta = metas[int(rng.integers(len(metas)))]
+        original = meta.read_text()
+        text, what = fuzz.mutate_json(rng, original)
+        meta.write_text(text, encoding="utf-8", errors="surrogatepass")
+        what = f"case {case}: {meta.relative_to(copy)}: {what}"
+        outcomes[outcome(read, what)] += 1
+        outcome(lambda: verify_store(copy), what)
+        meta.write_text(original)
+    assert outcomes["ok"] > 5 and outcomes["refused"] > 20, outcomes
