@@ -953,3 +953,37 @@ def test_an_undecodable_out_of_fold_chunk_file_is_one_line_naming_it(tmp_path, h
     assert "\n" not in message and f"delete {tmp_path / folder.OOF_STORE / 'a'} and run `liverctl train --resume" in message
     shutil.rmtree(tmp_path / folder.OOF_STORE / "a")
     assert oof.missing_cases(tmp_path, {"a": 0}) == ["a"]
+
+
+def test_fuzz_experiment_summary_gives_a_summary_or_one_liverctl_error(tmp_path):
+    """experiment.json is anyone's file: values replaced by other types, NaN, huge numbers, an integer of 5000 digits,
+    deep nesting, long or odd text, truncated (scripts/fuzz_readers.py mutate_json), read by read_summary,
+    summarize_experiment (runs, report) and `runs --json`. A ValueError and an AttributeError escaped before."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.experiment.summary import summarize_experiment
+
+    fuzz = load_fuzz_script()
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary.update(cv={"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9}}, fold_results={
+        "0": {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.9}, "checkpoints": {"best": "0" * 64}}})
+    folder.write_summary(exp, summary)
+    path = exp / folder.SUMMARY_FILE
+    original = path.read_text(encoding="utf-8")
+    rng = np.random.default_rng(5)
+    outcomes = Counter()
+    for case in range(120):
+        text, what = fuzz.mutate_json(rng, original)
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        what = f"case {case}: {what}"
+        outcomes[outcome(lambda: folder.read_summary(exp), what)] += 1
+        outcome(lambda: summarize_experiment(exp), what)
+        if case % 10 == 0:
+            result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+            assert result.exit_code == 0 and result.exception is None, (what, result.output[-500:])
+    assert outcomes["ok"] > 20 and outcomes["refused"] > 20, outcomes
