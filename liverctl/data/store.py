@@ -473,6 +473,11 @@ class LiverStore:
         except KeyError:
             raise LiverctlError(f"slice index column {name!r} is missing; {rebuild}",
                                 path=self.path / INDEX_GROUP / name) from None
+        slices = self._index_meta().get("slices")
+        if (isinstance(slices, list) and all(type(n) is int for n in slices)
+                and int(array.shape[0]) != sum(slices)):  # read before this is compared: not what it only claims
+            raise LiverctlError(f"slice index column {name!r} claims {array.shape[0]} rows where the index holds "
+                                f"{sum(slices)} slices; {rebuild}", path=self.path / INDEX_GROUP / name / METADATA_FILE)
         try:
             return np.asarray(array[:], dtype=dtype)
         except Exception as exc:

@@ -265,6 +265,28 @@ def test_index_attributes_that_are_not_one_entry_per_case_are_one_line(tmp_path,
     assert str(info.value).startswith(str(copy / "index" / "zarr.json")) and "\n" not in str(info.value)
 
 
+def test_an_index_column_claiming_more_rows_than_the_index_holds_is_refused_before_it_is_read(tmp_path, tiny_store,
+                                                                                             monkeypatch):
+    """An index column's zarr.json claiming 2^31 rows (a few bytes edited) was read as zarr allocates it, 16 GB of
+    fill values, before anything compared it with the cases (MemoryError under scripts/fuzz_readers.py's limit).
+    Now its rows are compared with the index's slice count first."""
+    import tracemalloc
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / "index" / "case" / "zarr.json", shape=[2**24])  # 128 MB of int64 claimed
+    tracemalloc.start()
+    try:
+        with pytest.raises(LiverctlError, match="slice index column 'case' claims 16777216 rows where the index "
+                                                "holds 192 slices") as info:
+            LiverStore.open(copy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(str(copy / "index" / "case" / "zarr.json"))
+    assert peak < 16 << 20, peak
+
+
 def test_a_zarr_json_holding_nan_is_unreadable_not_a_failed_write_back(tmp_path, tiny_store):
     """Python's json reads NaN, Infinity and 1e999, which the metadata writer refuses (JSON has none): a store root
     whose attributes held one passed the reader and made a rerun of ingest fail writing them back (ValueError:
