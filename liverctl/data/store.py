@@ -53,6 +53,7 @@ from liverctl.data.store_check import (
     chunk_file_paths,
     damaged_chunk_message,
     empty_chunk_message,
+    index_column_mismatch,
     missing_chunk_message,
     store_damage,
     undecodable_chunk,
@@ -476,8 +477,7 @@ class LiverStore:
         slices = self._index_meta().get("slices")
         if (isinstance(slices, list) and all(type(n) is int for n in slices)
                 and int(array.shape[0]) != sum(slices)):  # read before this is compared: not what it only claims
-            raise LiverctlError(f"slice index column {name!r} claims {array.shape[0]} rows where the index holds "
-                                f"{sum(slices)} slices; {rebuild}", path=self.path / INDEX_GROUP / name / METADATA_FILE)
+            raise LiverctlError(index_column_mismatch(self.path, name, f"{array.shape[0]} rows", sum(slices)))
         try:
             return np.asarray(array[:], dtype=dtype)
         except Exception as exc:

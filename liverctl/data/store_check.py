@@ -281,6 +281,16 @@ def _chunk_files_damage(
     )
 
 
+def index_column_mismatch(store: Path, name: str, rows: str, slices: int) -> str:
+    """The line for an index column of other rows than the slices of the cases it indexes (`rows`: "N rows" or
+    "missing"): `store_damage`'s, and LiverStore's before it reads a column claiming other rows."""
+    return str(Damage(
+        store / INDEX_GROUP / name,
+        f"slice index column {name!r} ({rows}) does not match the cases it indexes ({slices} slices); the store is "
+        "damaged: run `liverctl ingest` again on the same data to rebuild the index",
+    ))
+
+
 def _chunk_grid(array, z: int | None = None) -> list[tuple[tuple[int, ...], Path]] | None:
     """(chunk coordinates, chunk file) of a zarr-python (X, Y, Z) array in a local folder, in chunk order: those
     slice `z` lies in, or with `z` None all of them; None for an array in another kind of store."""
@@ -378,10 +388,6 @@ def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[s
     for name, values in expected.items():
         stored = index_columns.get(name)
         if stored is None or stored.shape != values.shape or not np.array_equal(stored, values):
-            rows = "missing" if stored is None else f"{stored.shape[0]} rows"
-            return str(Damage(
-                store / INDEX_GROUP / name,
-                f"slice index column {name!r} ({rows}) does not match the cases it indexes ({values.shape[0]} "
-                "slices); the store is damaged: run `liverctl ingest` again on the same data to rebuild the index",
-            ))
+            return index_column_mismatch(store, name, "missing" if stored is None else f"{stored.shape[0]} rows",
+                                         values.shape[0])
     return None

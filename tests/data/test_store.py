@@ -277,13 +277,13 @@ def test_an_index_column_claiming_more_rows_than_the_index_holds_is_refused_befo
     _edit_metadata(copy / "index" / "case" / "zarr.json", shape=[2**24])  # 128 MB of int64 claimed
     tracemalloc.start()
     try:
-        with pytest.raises(LiverctlError, match="slice index column 'case' claims 16777216 rows where the index "
-                                                "holds 192 slices") as info:
+        with pytest.raises(LiverctlError, match="slice index column 'case' \\(16777216 rows\\) does not match the "
+                                                "cases it indexes \\(192 slices\\)") as info:
             LiverStore.open(copy)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert str(info.value).startswith(str(copy / "index" / "case" / "zarr.json"))
+    assert str(info.value).startswith(str(copy / "index" / "case"))
     assert peak < 16 << 20, peak
 
 
