@@ -241,6 +241,11 @@ def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,
             continue
         if (damage := _chunk_files_damage(array_dir, meta, attrs, name, sizes)) is not None:
             return damage
+    per_slice = attrs.get("liver_pixels_per_slice")  # the index's liver_pixels column is built from it
+    if per_slice is not None and not (isinstance(per_slice, list) and len(shape) == 3 and len(per_slice) == shape[2]
+                                      and all(type(n) is int and 0 <= n < 2**63 for n in per_slice)):
+        return Damage(case_dir / "zarr.json", "its liver_pixels_per_slice is not one count per slice; the store is "
+                                              f"damaged: {_REBUILD}")
     return None
 
 

@@ -235,8 +235,8 @@ def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_stor
 def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_path, tiny_store):
     """A case's liver_pixels_per_slice holding a count beyond int64 ended LiverStore.open in an OverflowError
     traceback, and an array's zarr.json whose attributes are `true` (no table) ended its first read in TypeError
-    (scripts/fuzz_readers.py json). Now the first is the index's damaged-attributes line; the second array is read as
-    one without recorded attributes (schema.read_attrs), the same voxels."""
+    (scripts/fuzz_readers.py json). Now the first is a damaged case (store_check.case_damage); the second array is read
+    as one without recorded attributes (schema.read_attrs), the same voxels."""
     copy = tmp_path / "copy.zarr"
     shutil.copytree(tiny_store, copy)
     expected = LiverStore.open(tiny_store).read_label_slice("0", 3)
@@ -245,7 +245,7 @@ def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_pat
     meta = copy / "cases" / "1" / "zarr.json"
     per_slice = __import__("json").loads(meta.read_text())["attributes"]["liver_pixels_per_slice"]
     _edit_metadata(meta, attributes__liver_pixels_per_slice=[-(2**63) - 1, *per_slice[1:]])
-    with pytest.raises(LiverctlError, match="case attributes the index is built from are damaged") as info:
+    with pytest.raises(LiverctlError, match="its liver_pixels_per_slice is not one count per slice") as info:
         LiverStore.open(copy)
     assert "\n" not in str(info.value)
 
