@@ -83,9 +83,10 @@ def _unknown_key(key: str, defaults: dict, where: str) -> LiverctlError:
 def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     """Check `value` against the type of its default; ints are widened to float where a float is expected."""
     numbers = value if isinstance(value, list) else [value]
-    if any(isinstance(x, (int, float)) and not isinstance(x, bool) and not (math.isfinite(x) and abs(x) < 2**63)
-           for x in numbers):  # nan, inf or a number beyond int64: nothing downstream can use it
-        raise LiverctlError(f"config key '{key}' in {where}: {value!r:.40} is not a finite number in range")
+    bad = next((x for x in numbers if isinstance(x, (int, float)) and not isinstance(x, bool)
+                and not (math.isfinite(x) and abs(x) < 2**63)), None)  # nan, inf or beyond int64: nothing can use it
+    if bad is not None:
+        raise LiverctlError(f"config key '{key}' in {where}: {bad!r:.40} is not a finite number in range")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -101,9 +102,18 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         ok = True
     if not ok:
         raise LiverctlError(
-            f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {value!r}"
+            f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {_shown(value)}"
         )
     return value
+
+
+def _shown(value: Any) -> str:
+    """A config value as found (a checkpoint's is anyone's pickle) in a message: a plain one as written, cut at 60
+    characters; anything else by its type alone (a tensor's repr is several lines, and a stride-0 one claiming
+    10^12 elements took minutes to print)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return f"{value!r:.60}"
+    return f"a {type(value).__name__}"
 
 
 def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:

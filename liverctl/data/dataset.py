@@ -29,7 +29,13 @@ def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
     if data["normalize"] == "window":
         lo, hi = (float(v) for v in data["window"])
     elif data["normalize"] == "minmax":
-        lo, hi = float(stats["min"]), float(stats["max"])
+        try:  # the store's record: anyone's zarr.json
+            lo, hi = float(stats["min"]), float(stats["max"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise LiverctlError(f"data.normalize minmax takes a volume's min and max from the store, where its stats "
+                                f"are {stats!r:.80}; the store is damaged: run `liverctl ingest` again on the same data")
     else:
         raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
     return lo, hi

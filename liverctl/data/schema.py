@@ -22,6 +22,7 @@ counts liver in must have its file.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -262,10 +263,13 @@ def is_plain_slice_metadata(meta: dict[str, Any]) -> bool:
     """Whether an array's `zarr.json` (or zarr-python's `metadata.to_dict()`) describes the plain slice layout:
     (X, Y, Z) chunked (X, Y, 1) with default "/" chunk keys, so each slice's chunk file is at `slice_chunk_path`
     (the codecs are `slice_chunk_codec`'s to judge)."""
+    def table(value: Any) -> dict:  # anyone's zarr.json: a table may be any JSON value
+        return value if isinstance(value, dict) else {}
+
     shape = meta.get("shape")
-    grid = (meta.get("chunk_grid") or {}).get("configuration") or {}
-    encoding = meta.get("chunk_key_encoding") or {}
-    separator = (encoding.get("configuration") or {}).get("separator")
+    grid = table(table(meta.get("chunk_grid")).get("configuration"))
+    encoding = table(meta.get("chunk_key_encoding"))
+    separator = table(encoding.get("configuration")).get("separator")
     return (
         isinstance(shape, (list, tuple))
         and len(shape) == 3
@@ -321,10 +325,24 @@ def _compressed_codec(codec) -> ChunkCodec | None:
 def read_metadata(node_dir: Path) -> dict[str, Any] | None:
     """A node's `zarr.json` as a dict; None if it is missing, unreadable, not JSON or not a JSON object."""
     try:
-        meta = json.loads((Path(node_dir) / METADATA_FILE).read_text())
-    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
+        meta = json.loads((Path(node_dir) / METADATA_FILE).read_text(), parse_constant=_no_json_constant,
+                          parse_float=_finite_float)
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a huge integer; nested deep
         return None
     return meta if isinstance(meta, dict) else None
+
+
+def _no_json_constant(name: str) -> float:
+    """NaN and infinity are no JSON (`metadata_text` refuses to write them): a zarr.json holding them is unreadable,
+    not a document that a later `update_attrs` fails to write back."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text[:20]} is beyond a float")
+    return value
 
 
 def read_attrs(node_dir: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from liverctl.data.schema import (
     INDEX_COLUMNS,
     INDEX_GROUP,
     LABEL,
+    METADATA_FILE,
     SPLIT_CODES,
     STORE_FORMAT,
     TRAIN,
@@ -52,6 +53,7 @@ from liverctl.data.store_check import (
     chunk_file_paths,
     damaged_chunk_message,
     empty_chunk_message,
+    index_column_mismatch,
     missing_chunk_message,
     store_damage,
     undecodable_chunk,
@@ -121,7 +123,7 @@ class _ChunkReader:
             self.folder = Path(str(array.store.root)) / array.path
             self.dtype = self.dtype.newbyteorder("<") if self.dtype.itemsize > 1 else self.dtype
             self.decode = codec[1]
-            attrs = dict(array.attrs)
+            attrs = read_attrs(self.folder)  # {} where its zarr.json holds no table of them
             self.written = written_chunk_bytes(attrs, self.shape[2])
             self.verifiable = written_chunk_crc32(attrs, self.shape[2]) is not None
 
@@ -280,7 +282,7 @@ class LiverStore:
         fmt = read_attrs(p).get("format")
         if fmt != STORE_FORMAT:
             raise LiverctlError(
-                f"is not a liverctl store (format {fmt!r}, expected {STORE_FORMAT!r})", path=p
+                f"is not a liverctl store (format {fmt!r:.60}, expected {STORE_FORMAT!r})", path=p
             )
         if read_metadata(p / INDEX_GROUP) is None:
             raise LiverctlError(
@@ -308,8 +310,44 @@ class LiverStore:
 
             with self._lock:
                 if self._root is None:
-                    self._root = zarr.open_group(str(self.path), mode="r")
+                    self._root = self._parsed("", lambda: zarr.open_group(str(self.path), mode="r"))
         return self._root
+
+    def _node(self, key: str):
+        """The zarr node at `key` below the store's group (KeyError where there is none)."""
+        return self._parsed(key, lambda: self._group[key])
+
+    def _parsed(self, key: str, open_node: Callable[[], Any]):
+        """`open_node()`; a `zarr.json` there that zarr-python cannot parse (not JSON, nested too deep, a value of a
+        type or range it does not take) is a line naming that file and what to do, not zarr's traceback. KeyError
+        (no node there) passes through."""
+        try:
+            return open_node()
+        except KeyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr's parsers raise TypeError, ValueError, RecursionError, ...
+            from liverctl.data.nifti import short_error
+
+            raise LiverctlError(f"zarr cannot read this metadata ({short_error(exc)[:200]}); the store is damaged: "
+                                "run `liverctl ingest` again on the same data", path=self._refused_metadata(key)) from None
+
+    def _refused_metadata(self, key: str) -> Path:
+        """The first `zarr.json` from the store's root down to the node at `key` that zarr-python's parser refuses
+        (opening a node reads its parents' too), else the node's own."""
+        import json
+
+        parts = [part for part in key.split("/") if part]
+        try:
+            from zarr.core.group import _build_metadata_v3  # zarr's parser of one zarr.json
+        except ImportError:  # another zarr version: name the node's own
+            return self.path.joinpath(*parts) / METADATA_FILE
+        for n in range(len(parts) + 1):
+            file = self.path.joinpath(*parts[:n]) / METADATA_FILE
+            try:
+                _build_metadata_v3(json.loads(file.read_text()))
+            except Exception:  # noqa: BLE001 - whatever zarr's parser raises, this is the file
+                return file
+        return self.path.joinpath(*parts) / METADATA_FILE
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -320,7 +358,12 @@ class LiverStore:
             meta = read_metadata(self.path / INDEX_GROUP)
             if meta is None:
                 raise LiverctlError("store has no slice index; run `liverctl ingest` again", path=self.path)
-            self._index_attrs = meta.get("attributes", {})
+            attrs = meta.get("attributes", {})
+            if (problem := _index_attrs_problem(attrs)) is not None:
+                raise LiverctlError(f"the slice index's attributes are damaged ({problem}); run `liverctl ingest` "
+                                    "again on the same data to rebuild the index",
+                                    path=self.path / INDEX_GROUP / METADATA_FILE)
+            self._index_attrs = attrs
         return self._index_attrs
 
     # -- cases ----------------------------------------------------------------------------------------
@@ -371,11 +414,12 @@ class LiverStore:
         reader = self._readers.get(key)
         if reader is None:
             try:
-                array = self._group[f"{CASES_GROUP}/{case_id}/{name}"]
+                array = self._node(f"{CASES_GROUP}/{case_id}/{name}")
             except KeyError:
                 raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
             reader = _ChunkReader(
-                array, required_slices(dict(array.attrs), self.meta(case_id), name, int(array.shape[2])),
+                array, required_slices(read_attrs(self.path / CASES_GROUP / case_id / name), self.meta(case_id), name,
+                                       int(array.shape[2])),
                 self.path / CASES_GROUP / case_id,
             )
             self._readers[key] = reader
@@ -450,25 +494,36 @@ class LiverStore:
     def slice_index(self) -> SliceIndex:
         """The precomputed slice index (cached per process)."""
         if self._slice_index is None:
-            group = self._group[INDEX_GROUP]
+            self._node(INDEX_GROUP)
             attrs = self._index_meta()
-            columns = {name: self._index_column(group, name, dtype) for name, dtype in INDEX_COLUMNS.items()}
+            columns = {name: self._index_column(name, dtype) for name, dtype in INDEX_COLUMNS.items()}
             self._slice_index = SliceIndex(**columns, case_ids=list(attrs.get("cases", [])))
         return self._slice_index
 
-    def _index_column(self, group, name: str, dtype: np.dtype) -> np.ndarray:
+    def _index_column(self, name: str, dtype: np.dtype) -> np.ndarray:
         """One index column; a missing or undecodable one is a line naming it (ingest rebuilds the index)."""
         rebuild = "the store is damaged: run `liverctl ingest` again on the same data to rebuild the index"
         try:
-            array = group[name]
+            array = self._node(f"{INDEX_GROUP}/{name}")
         except KeyError:
             raise LiverctlError(f"slice index column {name!r} is missing; {rebuild}",
                                 path=self.path / INDEX_GROUP / name) from None
+        slices = self._index_meta().get("slices")
+        if (isinstance(slices, list) and all(type(n) is int for n in slices)
+                and int(array.shape[0]) != sum(slices)):  # read before this is compared: not what it only claims
+            raise LiverctlError(index_column_mismatch(self.path, name, f"{array.shape[0]} rows", sum(slices)))
         try:
             return np.asarray(array[:], dtype=dtype)
-        except Exception:
-            if (found := undecodable_chunk(array)) is None:
-                raise
+        except Exception as exc:
+            from liverctl.data.nifti import short_error
+
+            try:
+                found = undecodable_chunk(array)
+            except Exception:  # noqa: BLE001 - metadata zarr took but cannot read by (a chunk shape of 0)
+                found = None
+            if found is None:  # no chunk file to blame: the column's own zarr.json
+                raise LiverctlError(f"slice index column {name!r} cannot be read ({short_error(exc)[:200]}); {rebuild}",
+                                    path=self.path / INDEX_GROUP / name / METADATA_FILE) from None
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None
 
@@ -490,6 +545,24 @@ def _refuse_while_ingesting(path: str | Path) -> None:
     if ingest_running(path):
         raise LiverctlError("`liverctl ingest` is writing this store now; wait for it to end, then run this again",
                             path=path) from None
+
+
+def _index_attrs_problem(attrs: Any) -> str | None:
+    """What is wrong with the index group's attributes as the readers here take them (`cases`, and one split, fold
+    and (where recorded) source per case: `slice_index.index_columns`), in words; None where nothing is."""
+    if not isinstance(attrs, dict):
+        return f"a {type(attrs).__name__}, not a table"
+    cases = attrs.get("cases", [])
+    if not isinstance(cases, list) or not all(isinstance(c, str) for c in cases):
+        return "'cases' is not a list of case ids"
+    for key, kind, optional in (("splits", str, False), ("folds", int, False), ("sources", str, True)):
+        values = attrs.get(key)
+        if optional and not values:
+            continue
+        if not (isinstance(values, list) and len(values) == len(cases)
+                and all(isinstance(v, kind) and not isinstance(v, bool) for v in values)):
+            return f"'{key}' is not one {kind.__name__} per case"
+    return None
 
 
 def store_bytes(path: str | Path) -> int:

@@ -276,6 +276,11 @@ def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,
             continue
         if (damage := _chunk_files_damage(array_dir, meta, attrs, name, sizes)) is not None:
             return damage
+    per_slice = attrs.get("liver_pixels_per_slice")  # the index's liver_pixels column is built from it
+    if per_slice is not None and not (isinstance(per_slice, list) and len(shape) == 3 and len(per_slice) == shape[2]
+                                      and all(type(n) is int and 0 <= n < 2**63 for n in per_slice)):
+        return Damage(case_dir / "zarr.json", "its liver_pixels_per_slice is not one count per slice; the store is "
+                                              f"damaged: {_REBUILD}")
     return None
 
 
@@ -314,6 +319,16 @@ def _chunk_files_damage(
         array_dir / chunk_key((0, 0, missing[0])),
         missing_chunk_message(missing[0], f"{len(missing)} of {depth} missing"),
     )
+
+
+def index_column_mismatch(store: Path, name: str, rows: str, slices: int) -> str:
+    """The line for an index column of other rows than the slices of the cases it indexes (`rows`: "N rows" or
+    "missing"): `store_damage`'s, and LiverStore's before it reads a column claiming other rows."""
+    return str(Damage(
+        store / INDEX_GROUP / name,
+        f"slice index column {name!r} ({rows}) does not match the cases it indexes ({slices} slices); the store is "
+        "damaged: run `liverctl ingest` again on the same data to rebuild the index",
+    ))
 
 
 def _chunk_grid(array, z: int | None = None) -> list[tuple[tuple[int, ...], Path]] | None:
@@ -407,15 +422,12 @@ def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[s
         return line
     try:
         expected, _ = expected_columns(cases)
-    except (KeyError, TypeError, ValueError) as exc:  # attributes without a shape or split
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # attributes without a shape or split; a count
+        # beyond int64
         return f"{store / CASES_GROUP}: case attributes the index is built from are damaged ({exc!r}); {_REBUILD}"
     for name, values in expected.items():
         stored = index_columns.get(name)
         if stored is None or stored.shape != values.shape or not np.array_equal(stored, values):
-            rows = "missing" if stored is None else f"{stored.shape[0]} rows"
-            return str(Damage(
-                store / INDEX_GROUP / name,
-                f"slice index column {name!r} ({rows}) does not match the cases it indexes ({values.shape[0]} "
-                "slices); the store is damaged: run `liverctl ingest` again on the same data to rebuild the index",
-            ))
+            return index_column_mismatch(store, name, "missing" if stored is None else f"{stored.shape[0]} rows",
+                                         values.shape[0])
     return None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
 from liverctl.runs.checkpoint import json_safe
@@ -72,7 +73,8 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # Recursion: nested absurdly
+    except (OSError, ValueError, RecursionError) as exc:  # not UTF-8 or JSON, an integer of thousands of digits;
+        # nested absurdly
         raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {str(exc)[:120]})",
                             path=path) from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
@@ -92,7 +94,7 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
 
 def _check_tables(summary: dict, path: Path) -> None:
     """The parts every reader indexes are tables (or absent): fold_results of per-fold tables, each one's best,
-    cv, oof and decision; one line naming the first that is not."""
+    cv, oof and decision, and the config's sections; one line naming the first that is not."""
     def table(value, name: str, optional: bool = True) -> None:
         if not (isinstance(value, dict) or (optional and value is None)):
             raise LiverctlError(f"experiment summary's {name} is {type(value).__name__}, not a table "
@@ -105,6 +107,8 @@ def _check_tables(summary: dict, path: Path) -> None:
         table(entry.get("checkpoints"), f"fold_results[{fold!r}].checkpoints")
     for key in ("cv", "oof", "decision"):
         table(summary.get(key), key)
+    for section in SECTIONS:
+        table(summary["config"].get(section), f"config.{section}")
 
 
 # ------------------------------------------------------------------------------------------- --folds

@@ -155,17 +155,8 @@ def load_run_models(
             if check is not None:
                 check(digest)
 
-        try:
-            model, info = load_run_checkpoint(run_dir, which=which, device=device, verify=checked)
-            cfg = info["config"]
-        except RuntimeError as exc:  # load_state_dict: weights of another shape than the config builds
-            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-            # torch's first line only says "Error(s) in loading state_dict for Unet:"; what is wrong follows
-            detail = next((line for line in lines if "size mismatch" in line), lines[1] if len(lines) > 1 else
-                          lines[0] if lines else "")
-            raise LiverctlError(
-                f"checkpoint weights do not fit the model its config describes ({detail[:200]})", path=run_dir
-            ) from None
+        model, info = load_run_checkpoint(run_dir, which=which, device=device, verify=checked)
+        cfg = info["config"]
         try:
             context = int(cfg["data"]["context"])
             input_size(cfg)

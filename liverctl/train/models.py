@@ -293,6 +293,15 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best", device: str 
     return model, info["config"]
 
 
+def _first_problem(exc: RuntimeError) -> str:
+    """What load_state_dict found wrong, in one line: torch's first line only says "Error(s) in loading state_dict
+    for Unet:", the problems follow (a size mismatch first where there is one)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line), lines[1] if len(lines) > 1 else
+                  lines[0] if lines else "")
+    return detail[:200]
+
+
 def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu", *,
                         verify: Callable[[str], None] | None = None):
     """(model in eval mode on `device`, the checkpoint's other entries: config, epoch, cases, ...), as
@@ -314,7 +323,11 @@ def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device:
         # load_state_dict first checks every key and shape (RuntimeError), so nothing below computes on a tensor
         # the file only claims: a stride-0 view can claim 10^12 elements of one stored number, and isfinite()
         # over it tried to allocate them
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # a weight of another shape, a key missing or extra: what the file claims
+            raise LiverctlError(f"checkpoint weights do not fit the model its config describes ({_first_problem(exc)})",
+                                path=path) from None
         weights = model.state_dict()
         bad = non_finite_weights(weights)
     if bad:

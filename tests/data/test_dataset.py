@@ -352,3 +352,17 @@ def test_a_loader_worker_finishes_its_batch_after_a_signal_to_its_process_group(
         assert (done.returncode, done.stdout.split("\n")[:2]) == (0, ["alive", "still alive"]), done.stderr[-2000:]
     else:  # the batch in flight can still be finished, but the worker does end (terminate() must work)
         assert (done.returncode, done.stdout.strip()) == (-signal.SIGALRM, "alive"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("stats", ["\ud800", {}, {"min": "x", "max": 1.0}, {"min": None, "max": 1.0},
+                                   {"min": 0.0, "max": float("inf")}, [1, 2]])
+def test_minmax_over_stats_that_are_not_two_numbers_is_one_line(stats):
+    """The store's stats of a case are anyone's zarr.json: a text there ended a minmax training's dataset in
+    TypeError (string indices must be integers; scripts/fuzz_readers.py json), none in KeyError, and infinity
+    normalised every voxel to 0 or NaN without a word."""
+    from liverctl.errors import LiverctlError
+
+    cfg = resolve_config("demo", ["data.normalize='minmax'"])
+    with pytest.raises(LiverctlError, match="data.normalize minmax takes a volume's min and max from the store"):
+        ds.norm_range(cfg, stats)
+    assert ds.norm_range(cfg, {"min": -1000, "max": 2000.5}) == (-1000.0, 2000.5)

@@ -317,3 +317,25 @@ def test_kaggles_lits_in_two_archives_ingests_from_the_folder_above_them(real_da
     store = LiverStore.open(tmp_path / "s.zarr")
     for i, (_, name) in cases.items():
         assert store.meta(i)["liver_voxels"] == int((label_of(real_dataset.sources[name][1]) > 0).sum()) > 0
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda sources: sources[0].update(prefix=-1), "holds a prefix of int, not text"),
+    (lambda sources: sources[0].update(path=["x"]), "holds a path of list, not text"),
+    (lambda sources: sources[0].update(role=1.5), "holds a role of 1.5, not 'main' or 'extra'"),
+    (lambda sources: 2**31, "its 'sources' is a int, not a list"),
+])
+def test_a_damaged_record_of_the_stores_sources_is_one_line(tiny_dataset, tiny_store, tmp_path, damage, problem):
+    """A later ingest takes each source's path, role and id prefix from the store's zarr.json (anyone's file): a
+    prefix of -1 ended it in TypeError (int + str, claiming ids), a 'sources' of a number in TypeError (not
+    iterable; scripts/fuzz_readers.py json). Now one line names the file."""
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, store)
+    meta = json.loads((store / "zarr.json").read_text())
+    sources = meta["attributes"]["sources"]
+    meta["attributes"]["sources"] = damage(sources) or sources
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(LiverctlError) as info:
+        ingest_folder(tiny_dataset, store=store, workers=1)
+    assert str(info.value).startswith(f"{store / 'zarr.json'}: the store's record of its sources is damaged")
+    assert problem in str(info.value) and "\n" not in str(info.value)

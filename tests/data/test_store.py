@@ -197,6 +197,111 @@ def test_a_case_whose_metadata_is_damaged_says_so(tmp_path, tiny_store):
         store.meta("nope")
 
 
+def _edit_metadata(path, **changes):
+    import json
+
+    meta = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = meta
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("node", "changes", "problem"), [
+    ("cases/0/label", {"codecs": [64, 64, 24]}, "TypeError: Expected dict"),
+    ("index/z", {"node_type": True}, "ValueError: invalid value for `node_type`"),
+    ("", {"zarr_format": 2**63}, "ValueError: Invalid zarr_format"),
+    ("index/split", {"chunk_grid__configuration__chunk_shape": [0]}, "cannot be read"),
+    ("cases/0/label", {"chunk_grid": 1.5}, ""),  # AttributeError: 'float' object has no attribute 'get'
+])
+def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_store, node, changes, problem):
+    """Anyone's store: a zarr.json holding a value of a type or range zarr-python does not take (an int where a
+    codec's table goes) ended `LiverStore.open`, `verify` and training in zarr's TypeError or ValueError traceback,
+    and an index column chunked by 0 in a ZeroDivisionError (scripts/fuzz_readers.py json). Now one line names the
+    file and says to ingest again."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / node / "zarr.json", **changes)
+    with pytest.raises(LiverctlError) as info:
+        store = LiverStore.open(copy)
+        store.read_label_slice("0", 0)
+    message = str(info.value)
+    assert message.startswith(str(copy / node / "zarr.json")) and problem in message and "\n" not in message
+
+
+def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_path, tiny_store):
+    """A case's liver_pixels_per_slice holding a count beyond int64 ended LiverStore.open in an OverflowError
+    traceback, and an array's zarr.json whose attributes are `true` (no table) ended its first read in TypeError
+    (scripts/fuzz_readers.py json). Now the first is a damaged case (store_check.case_damage); the second array is read
+    as one without recorded attributes (schema.read_attrs), the same voxels."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    expected = LiverStore.open(tiny_store).read_label_slice("0", 3)
+    _edit_metadata(copy / "cases" / "0" / "label" / "zarr.json", attributes=True)
+    np.testing.assert_array_equal(LiverStore.open(copy).read_label_slice("0", 3), expected)
+    meta = copy / "cases" / "1" / "zarr.json"
+    per_slice = __import__("json").loads(meta.read_text())["attributes"]["liver_pixels_per_slice"]
+    _edit_metadata(meta, attributes__liver_pixels_per_slice=[-(2**63) - 1, *per_slice[1:]])
+    with pytest.raises(LiverctlError, match="its liver_pixels_per_slice is not one count per slice") as info:
+        LiverStore.open(copy)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("changes", [{"attributes__folds": ["none"] * 8}, {"attributes__splits": ["train"]},
+                                     {"attributes__cases": 5}, {"attributes__sources": [1] * 8}])
+def test_index_attributes_that_are_not_one_entry_per_case_are_one_line(tmp_path, tiny_store, changes):
+    """The index group's cases, splits and folds were taken as they were: a fold of "none" ended
+    LiverStore.folds() (training's split) in ValueError, a list of splits shorter than the cases zip's ValueError
+    (scripts/fuzz_readers.py json). Now they are checked where the index attributes are read."""
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / "index" / "zarr.json", **changes)
+    with pytest.raises(LiverctlError, match="the slice index's attributes are damaged") as info:
+        store = LiverStore.open(copy)
+        store.folds()
+    assert str(info.value).startswith(str(copy / "index" / "zarr.json")) and "\n" not in str(info.value)
+
+
+def test_an_index_column_claiming_more_rows_than_the_index_holds_is_refused_before_it_is_read(tmp_path, tiny_store,
+                                                                                             monkeypatch):
+    """An index column's zarr.json claiming 2^31 rows (a few bytes edited) was read as zarr allocates it, 16 GB of
+    fill values, before anything compared it with the cases (MemoryError under scripts/fuzz_readers.py's limit).
+    Now its rows are compared with the index's slice count first."""
+    import tracemalloc
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    _edit_metadata(copy / "index" / "case" / "zarr.json", shape=[2**24])  # 128 MB of int64 claimed
+    tracemalloc.start()
+    try:
+        with pytest.raises(LiverctlError, match="slice index column 'case' \\(16777216 rows\\) does not match the "
+                                                "cases it indexes \\(192 slices\\)") as info:
+            LiverStore.open(copy)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(str(copy / "index" / "case"))
+    assert peak < 16 << 20, peak
+
+
+def test_a_zarr_json_holding_nan_is_unreadable_not_a_failed_write_back(tmp_path, tiny_store):
+    """Python's json reads NaN, Infinity and 1e999, which the metadata writer refuses (JSON has none): a store root
+    whose attributes held one passed the reader and made a rerun of ingest fail writing them back (ValueError:
+    Out of range float values, a traceback). Now the reader takes such a file for unreadable."""
+    from liverctl.data.schema import read_metadata, update_attrs
+
+    for text in ("NaN", "-Infinity", "1e999"):
+        node = tmp_path / text
+        node.mkdir()
+        (node / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {"n_folds": ' + text + "}}")
+        assert read_metadata(node) is None
+        with pytest.raises(LiverctlError, match="missing or unreadable zarr.json"):
+            update_attrs(node, {"n_folds": 5})
+
+
 def test_float16_conversion_through_torch_is_exact():
     import torch
 
@@ -212,3 +317,42 @@ def test_float16_conversion_through_torch_is_exact():
             np.testing.assert_array_equal(converted, every_float16.astype(np.float32))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_fuzz_store_metadata_gives_a_store_or_one_liverctl_error(tmp_path, tiny_store):
+    """A store is anyone's folder: its zarr.json files (root, cases, arrays, index columns) with values replaced by
+    other types, NaN, huge numbers, deep nesting, long or odd text, truncated (scripts/fuzz_readers.py mutate_json),
+    opened, read and verified. Zarr's own TypeError / ValueError / ZeroDivisionError, AttributeError and
+    OverflowError escaped these readers before."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+
+    from liverctl.data.store_check import verify_store
+
+    fuzz = load_fuzz_script()
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, copy)
+    metas = sorted(p for p in copy.rglob("zarr.json"))
+    rng = np.random.default_rng(11)
+
+    def read():
+        store = LiverStore.open(copy)
+        for case_id in store.case_ids():
+            store.meta(case_id)
+            store.read_slice(case_id, 0)
+        for case_id in store.case_ids("train"):
+            store.read_label_slice(case_id, 1)
+        store.folds()
+
+    outcomes = Counter()
+    for case in range(50):
+        meta = metas[int(rng.integers(len(metas)))]
+        original = meta.read_text()
+        text, what = fuzz.mutate_json(rng, original)
+        meta.write_text(text, encoding="utf-8", errors="surrogatepass")
+        what = f"case {case}: {meta.relative_to(copy)}: {what}"
+        outcomes[outcome(read, what)] += 1
+        outcome(lambda: verify_store(copy), what)
+        meta.write_text(original)
+    assert outcomes["ok"] > 5 and outcomes["refused"] > 20, outcomes

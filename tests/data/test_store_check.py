@@ -476,3 +476,19 @@ def test_verify_beside_an_ingest_waits_for_it_rather_than_answering_for_a_store_
         store_check.verify_store(store)
     monkeypatch.setattr(store_check, "verify_case", real_verify_case)
     assert store_check.verify_store(store).cases == 8
+
+
+def test_a_case_whose_liver_counts_are_not_one_per_slice_is_damaged_and_ingest_rebuilds_it(copy, tiny_dataset):
+    """The index's liver_pixels column is built from each case's liver_pixels_per_slice: a count of {} there passed
+    a rerun of ingest as an unchanged case and ended it in TypeError building the index (scripts/fuzz_readers.py
+    json, seed 5). Now the case is damaged: LiverStore.open names it, and ingest builds it again."""
+    meta_path = copy / "cases" / "1" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    counts = meta["attributes"]["liver_pixels_per_slice"]
+    meta["attributes"]["liver_pixels_per_slice"] = [*counts[:2], {}, *counts[3:]]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(LiverctlError, match=f"^{meta_path}: its liver_pixels_per_slice is not one count per slice"):
+        LiverStore.open(copy)
+    summary = ingest_folder(tiny_dataset, store=copy, workers=1)
+    assert summary.ok and summary.ingested == ["1"], summary.failures
+    assert LiverStore.open(copy).meta("1")["liver_pixels_per_slice"] == counts

@@ -533,6 +533,7 @@ def test_runs_shows_an_odd_decision_as_written_without_a_traceback(tmp_path):
         (lambda s: s.update(fold_results={"0": {"best": "x"}}), "fold_results['0'].best is str, not a table"),
         (lambda s: s.update(cv=[1]), "experiment summary's cv is list, not a table"),
         (lambda s: s.update(decision="largest"), "experiment summary's decision is str, not a table"),
+        (lambda s: s["config"].update(train=1.5), "experiment summary's config.train is float, not a table"),
     ],
 )
 def test_a_damaged_experiment_summary_is_one_line(tmp_path, damage, message):
@@ -555,6 +556,21 @@ def test_an_experiment_summary_nested_absurdly_deep_is_one_line(tmp_path):
     path.write_text(text[:text.rindex("}")] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}", encoding="utf-8")
     with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary "):
         folder.read_summary(exp)
+
+
+def test_an_experiment_summary_holding_an_integer_of_thousands_of_digits_is_one_line(tmp_path):
+    """Python's JSON decoder refuses an integer of more than 4300 digits with a plain ValueError, which read_summary
+    did not catch: summarize_experiment (report, train --resume) ended in its traceback (scripts/fuzz_readers.py
+    json)."""
+    from liverctl.experiment.summary import summarize_experiment
+
+    exp = _experiment(tmp_path)
+    path = exp / folder.SUMMARY_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[:text.rindex("}")] + ', "x": ' + "9" * 5000 + "}", encoding="utf-8")
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"):
+        folder.read_summary(exp)
+    summarize_experiment(exp)  # says what it could not read, as of any damaged summary
 
 
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
@@ -937,3 +953,37 @@ def test_an_undecodable_out_of_fold_chunk_file_is_one_line_naming_it(tmp_path, h
     assert "\n" not in message and f"delete {tmp_path / folder.OOF_STORE / 'a'} and run `liverctl train --resume" in message
     shutil.rmtree(tmp_path / folder.OOF_STORE / "a")
     assert oof.missing_cases(tmp_path, {"a": 0}) == ["a"]
+
+
+def test_fuzz_experiment_summary_gives_a_summary_or_one_liverctl_error(tmp_path):
+    """experiment.json is anyone's file: values replaced by other types, NaN, huge numbers, an integer of 5000 digits,
+    deep nesting, long or odd text, truncated (scripts/fuzz_readers.py mutate_json), read by read_summary,
+    summarize_experiment (runs, report) and `runs --json`. A ValueError and an AttributeError escaped before."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.experiment.summary import summarize_experiment
+
+    fuzz = load_fuzz_script()
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary.update(cv={"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9}}, fold_results={
+        "0": {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.9}, "checkpoints": {"best": "0" * 64}}})
+    folder.write_summary(exp, summary)
+    path = exp / folder.SUMMARY_FILE
+    original = path.read_text(encoding="utf-8")
+    rng = np.random.default_rng(5)
+    outcomes = Counter()
+    for case in range(120):
+        text, what = fuzz.mutate_json(rng, original)
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        what = f"case {case}: {what}"
+        outcomes[outcome(lambda: folder.read_summary(exp), what)] += 1
+        outcome(lambda: summarize_experiment(exp), what)
+        if case % 10 == 0:
+            result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+            assert result.exit_code == 0 and result.exception is None, (what, result.output[-500:])
+    assert outcomes["ok"] > 20 and outcomes["refused"] > 20, outcomes

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from full_disk import fill_disk
@@ -211,6 +213,40 @@ def test_a_config_of_odd_keys_or_top_level_values_is_one_line(tmp_path, cfg):
         with pytest.raises(LiverctlError, match=words) as exc:
             load_run_model(tmp_path)
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_config_value_that_is_a_tensor_is_one_short_line(tmp_path, cfg):
+    """The config check printed the value it refused with repr: a tensor's is several lines, and a list of 10^5
+    numbers made a line of 500 KB (scripts/fuzz_readers.py checkpoint). Now a value that is not plain is named by its
+    type."""
+    model = build_model(cfg)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for value, shown in ((torch.zeros(3, 3), "a Tensor"), (torch.zeros(1).as_strided((10**6, 10**6), (0, 0)), "a Tensor"),
+                         ([0.5] * 10**5, "a list")):
+        config = {**cfg, "train": {**cfg["train"], "log_every": value}}
+        torch.save({"format": FORMAT, **_state(cfg, model), "config": config}, path)
+        with pytest.raises(LiverctlError) as exc:
+            load_checkpoint(path)
+        assert str(exc.value) == f"config key 'train.log_every' in {path} (its config) expects int like 20, got {shown}"
+
+
+def test_weights_that_do_not_fit_the_model_are_one_line_from_load_run_model(tmp_path, cfg):
+    """load_state_dict's RuntimeError (a weight of another shape, a key missing) was turned into one line by
+    predict's loader only: load_run_model, the API, ended in its traceback (scripts/fuzz_readers.py checkpoint).
+    Now load_run_checkpoint says it, naming the file."""
+    model = build_model(cfg)
+    own = model.state_dict()
+    key = next(k for k, v in own.items() if v.is_floating_point() and v.dim() == 1)
+    path = checkpoint_path(tmp_path, "best")
+    path.parent.mkdir()
+    for weights, words in [({**own, key: torch.zeros(1)}, f"size mismatch for {key}"),
+                           ({k: v for k, v in own.items() if k != key}, f'Missing key\\(s\\) in state_dict: "{key}"')]:
+        torch.save({"format": FORMAT, **_state(cfg, model), "model": weights}, path)
+        with pytest.raises(LiverctlError, match=f"^{path}: checkpoint weights do not fit the model its config "
+                                                f"describes \\(.*{words}") as exc:
+            load_run_model(tmp_path)
+        assert "\n" not in str(exc.value)
 
 
 def test_non_finite_weights_are_refused(tmp_path, cfg):
@@ -502,3 +538,55 @@ def test_the_planned_checkpoint_size_is_the_built_models_also_where_meta_buildin
     cfg = resolve_config("demo", [f"model.arch='{arch}'", f"model.encoder='{encoder}'"])
     model = build_model(cfg, pretrained=False)
     assert check_model(cfg) == checkpoint_bytes(model, build_optimizer(cfg, model.parameters()))
+
+
+def test_fuzz_checkpoints_give_a_model_or_one_liverctl_error(tmp_path):
+    """A checkpoint is anyone's file: a small model's checkpoint with bytes flipped, truncated, or entries replaced by
+    odd but weights_only-legal values (tensors of other dtypes, shapes and a stride-0 one claiming 10^12 elements,
+    nesting, long lists, text where tables go; scripts/fuzz_readers.py mutate_state), read by load_checkpoint (also
+    for a resume) and load_run_model. A RuntimeError and a repr running past a minute escaped before."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+    from train_fixtures import SMALL_NET
+
+    fuzz = load_fuzz_script()
+    cfg = resolve_config("demo", ["data.input_size=64", *SMALL_NET, "model.encoder_weights='none'"])
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False)
+    base = save_checkpoint(tmp_path / "base", "best", {**_state(cfg, model), "optimizer": {}}).read_bytes()
+    run = tmp_path / "run"
+    path = checkpoint_path(run, "best")
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    outcomes = Counter()
+    for case in range(30):
+        kind = int(rng.integers(4))
+        if kind == 0:
+            data = bytearray(base)
+            for _ in range(int(rng.integers(1, 8))):
+                data[int(rng.integers(len(data)))] = int(rng.integers(256))
+            path.write_bytes(bytes(data))
+            what = "bytes flipped"
+        elif kind == 1:
+            path.write_bytes(base[: int(rng.integers(len(base)))])
+            what = "truncated"
+        else:
+            state = torch.load(io.BytesIO(base), weights_only=True)
+            if kind == 2:
+                what = fuzz.mutate_state(rng, state)
+            else:  # a tensor where the file claims a weight, or a config value, is (shapes, dtypes, stride 0)
+                keys = sorted(state["model"])
+                key, odd = keys[int(rng.integers(len(keys)))], fuzz.odd_tensor(rng)
+                if rng.random() < 0.7:
+                    state["model"][key], what = odd, f"model[{key}] = {odd.dtype} {tuple(odd.shape)}"
+                else:
+                    state["config"]["train"]["epochs"], what = odd, f"config.train.epochs = {odd.dtype} {tuple(odd.shape)}"
+            torch.save(state, path)
+        what = f"case {case}: {what}"
+        loaded = outcome(lambda: load_checkpoint(path), what)
+        outcome(lambda: load_checkpoint(path, resume=True), what)
+        if loaded == "ok":  # else load_run_model's own load_checkpoint refuses it alike
+            outcomes[outcome(lambda: load_run_model(run), what)] += 1
+        outcomes[loaded] += 1
+    assert outcomes["ok"] > 10 and outcomes["refused"] > 10, outcomes

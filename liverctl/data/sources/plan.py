@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.data.liver_mask import check_liver_labels
-from liverctl.data.schema import TEST, read_attrs
+from liverctl.data.schema import METADATA_FILE, TEST, read_attrs
 from liverctl.data.sources import CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.data.store_writer import case_folders
@@ -121,8 +121,24 @@ def _read_store(store: Path, folders: dict[str, dict[str, Any]] | None = None
     root = read_attrs(store)
     folders = case_folders(store) if folders is None else folders
     cases = {name: attrs.get("source_name") for name, attrs in folders.items() if attrs.get("complete") is True}
-    records = [r for r in root.get("sources") or [] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    sources = root.get("sources") or []
+    if not isinstance(sources, list):
+        raise _damaged_record(store, f"its 'sources' is a {type(sources).__name__}, not a list")
+    records = [r for r in sources if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    for record in records:  # what a later ingest takes from them: each source's path, role and id prefix
+        bad = next((key for key in ("path", "prefix") if key in record and not isinstance(record[key], str)), None)
+        if bad is not None:
+            raise _damaged_record(store, f"its record of source {record['name'][:40]!r} holds a {bad} of "
+                                         f"{type(record[bad]).__name__}, not text")
+        if record.get("role", EXTRA) not in (MAIN, EXTRA):
+            raise _damaged_record(store, f"its record of source {record['name'][:40]!r} holds a role of "
+                                         f"{record['role']!r:.40}, not {MAIN!r} or {EXTRA!r}")
     return records, cases
+
+
+def _damaged_record(store: Path, problem: str) -> LiverctlError:
+    return LiverctlError(f"the store's record of its sources is damaged ({problem}); mend it, or ingest into a "
+                         "new store", path=Path(store) / METADATA_FILE)
 
 
 def _unique_name(base: str, used: set[str]) -> str:

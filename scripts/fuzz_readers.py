@@ -1,0 +1,639 @@
+"""Fuzz the readers of untrusted files: each gives a result or one LiverctlError, never another exception.
+
+    .venv/bin/python scripts/fuzz_readers.py nifti --cases 2000 --seed 1
+    .venv/bin/python scripts/fuzz_readers.py checkpoint --cases 2000
+    .venv/bin/python scripts/fuzz_readers.py json --cases 2000
+
+Every case runs in a forked child (the imports are paid once) under an address-space limit (`--memory`, MB
+above what the parent already maps) and a wall-clock limit (`--timeout`): a file claiming gigabytes shows as
+MemoryError or an "out of memory" line, a hang as TIMEOUT. Printed: every outcome that is not a result or a
+LiverctlError (one line, with the seed and case number that reproduce it: `--only N`), any LiverctlError of
+more than one line, the peak memory of the case that grew most, and the counts per outcome.
+
+Readers (a mutated copy of a real file each case):
+  nifti       the real CT volumes and labels of /work/shared/data/real (.nii.gz and uncompressed .nii): header
+              fields set to odd values (dim, pixdim, datatype/bitpix, vox_offset, scl_*, q/sform, magic,
+              sizeof_hdr, extensions), random bytes flipped, truncated, the gzip stream flipped; read by
+              ingest's case reader and writer (case_writer._write_case), read_liver_mask (evaluate,
+              postprocess) and postprocess's writer. A gzip flip read as a result must give the same voxels.
+  checkpoint  a tiny model's checkpoint saved by the trainer: the zip's bytes flipped or truncated, or the
+              dict's values replaced by odd but weights_only-legal ones; read by load_checkpoint and
+              load_run_model.
+  json        a store's zarr.json attributes (LiverStore.open) and a run's config.json (load_run_model's
+              config reading) with values replaced by wrong types, NaN, huge numbers, deep nesting, long text.
+"""
+
+# ruff: noqa: B023 - every closure of a case runs in that case's iteration
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"  # beside the checkout, as the tests look
+if not REAL.is_dir():
+    REAL = Path("/work/shared/data/real")
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def run_case(fn, timeout: float, memory_mb: int) -> tuple[str, str, float]:
+    """(outcome, detail, peak MB) of fn() in a forked child; outcome is ok / LiverctlError / an exception's
+    type / TIMEOUT / KILLED(signal)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read)
+        try:
+            soft = _mapped_bytes() + memory_mb * (1 << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (soft, resource.RLIM_INFINITY))
+            from liverctl.errors import LiverctlError
+
+            try:
+                fn()
+                result = ("ok", "")
+            except LiverctlError as exc:
+                result = ("LiverctlError", str(exc))
+            except BaseException as exc:  # noqa: BLE001 (what the fuzzing looks for)
+                frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+                          if "/liverctl/" in f.filename]  # where in liverctl it escaped from
+                last = "".join(traceback.format_exception_only(exc)).strip()
+                result = (type(exc).__name__, " < ".join(reversed(frames)) + "\n" + last[-1500:])
+            os.write(write, json.dumps([result[0], result[1][:4000]]).encode())  # within a pipe's buffer
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)
+            os.close(read)
+            return "TIMEOUT", "", usage.ru_maxrss / 1024
+        time.sleep(0.005)
+    data = b""
+    while chunk := os.read(read, 1 << 16):
+        data += chunk
+    os.close(read)
+    if not data:
+        return f"KILLED({os.WTERMSIG(status) if os.WIFSIGNALED(status) else status})", "", usage.ru_maxrss / 1024
+    outcome, detail = json.loads(data)
+    return outcome, detail, usage.ru_maxrss / 1024
+
+
+def _mapped_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Tally:
+    def __init__(self, seed: int):
+        self.seed, self.counts, self.shown = seed, collections.Counter(), set()
+        self.peak = (0.0, "")
+
+    def add(self, case: int, reader: str, what: str, outcome: str, detail: str, peak: float) -> None:
+        key = f"{reader}: {outcome}"
+        self.counts[key] += 1
+        if peak > self.peak[0]:
+            self.peak = (peak, f"case {case} {reader} {what}")
+        bad = outcome not in ("ok", "LiverctlError") or (outcome == "LiverctlError" and (
+            "\n" in detail or "out of memory" in detail))
+        if bad:
+            first = (detail.strip().splitlines() or [""])[-1][:300]
+            sig = (reader, outcome, first[:80])
+            if sig not in self.shown:
+                self.shown.add(sig)
+                print(f"--- {reader} {outcome} (--seed {self.seed} --only {case}): {what}\n{detail[-1500:]}", flush=True)
+
+    def report(self) -> None:
+        print(f"peak RSS of a case: {self.peak[0]:.0f} MB ({self.peak[1]})")
+        for key, n in sorted(self.counts.items()):
+            print(f"{n:7d}  {key}")
+
+
+# ------------------------------------------------------------------------------------------------ NIfTI
+
+# NIfTI-1 header fields: (offset, struct code, count)
+FIELDS = {
+    "sizeof_hdr": (0, "i", 1), "dim": (40, "h", 8), "intent_p": (56, "f", 3), "intent_code": (68, "h", 1),
+    "datatype": (70, "h", 1), "bitpix": (72, "h", 1), "slice_start": (74, "h", 1), "pixdim": (76, "f", 8),
+    "vox_offset": (108, "f", 1), "scl_slope": (112, "f", 1), "scl_inter": (116, "f", 1),
+    "slice_end": (120, "h", 1), "slice_code": (122, "b", 1), "xyzt_units": (123, "b", 1),
+    "cal_max": (124, "f", 1), "cal_min": (128, "f", 1), "slice_duration": (132, "f", 1),
+    "toffset": (136, "f", 1), "qform_code": (252, "h", 1), "sform_code": (254, "h", 1),
+    "quatern": (256, "f", 3), "qoffset": (268, "f", 3), "srow": (280, "f", 12), "magic": (344, "4s", 1),
+}
+INTS = [0, -1, 1, 2, 3, 4, 5, 7, 8, 9, 16, 32, 64, 127, 128, 255, 256, 511, 512, 1024, 2047, 4096, 32767, -32768,
+        2**31 - 1, -(2**31)]
+FLOATS = [0.0, -0.0, -1.0, 1.0, 0.5, 1e-30, 1e-45, -1e30, 1e30, 3.4e38, float("nan"), float("inf"), float("-inf"),
+          348.0, 352.0, 351.5, 352.5, 1e9, 2**31, -352.0, 4.0]
+DATATYPES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304, 3, 5, 999, -1, 32767]
+
+
+def nifti_bases() -> list[tuple[str, bytes, bool]]:
+    """(name, uncompressed bytes, is label) of each real file."""
+    import gzip
+
+    out = []
+    for path in sorted(REAL.glob("*/*.nii.gz")):
+        out.append((f"{path.parent.name}/{path.name}", gzip.decompress(path.read_bytes()), path.name != "ct.nii.gz"))
+    return out
+
+
+def _field_value(rng, name: str, code: str):
+    if code == "4s":
+        return [b"n+1\x00", b"ni1\x00", b"n+2\x00", b"\x00\x00\x00\x00", bytes(rng.integers(0, 256, 4, dtype=np.uint8))][
+            int(rng.integers(5))]
+    if name == "datatype":
+        return int(rng.choice(DATATYPES))
+    if code in "hbi":
+        limit = {"h": 2**15, "b": 2**7, "i": 2**31}[code]
+        value = int(rng.choice(INTS)) if rng.random() < 0.8 else int(rng.integers(-limit, limit))
+        return max(-limit, min(limit - 1, value))
+    return float(rng.choice(FLOATS)) if rng.random() < 0.8 else float(rng.normal() * 10.0 ** int(rng.integers(-5, 10)))
+
+
+def mutate_header(rng, raw: bytes) -> tuple[bytes, str]:
+    data = bytearray(raw)
+    order = "<" if struct.unpack_from("<i", data)[0] == 348 else ">"
+    what = []
+    for _ in range(int(rng.integers(1, 4))):
+        name = list(FIELDS)[int(rng.integers(len(FIELDS)))]
+        offset, code, count = FIELDS[name]
+        index = int(rng.integers(count))
+        if name == "dim" and rng.random() < 0.5:
+            index = 0 if rng.random() < 0.4 else int(rng.integers(1, 4))
+        value = _field_value(rng, name, code)
+        size = struct.calcsize(code)
+        struct.pack_into(order + code, data, offset + index * size, value)
+        what.append(f"{name}[{index}]={value!r}")
+    return bytes(data), " ".join(what)
+
+
+def mutate_nifti(rng, raw: bytes, is_label: bool) -> tuple[bytes, str, bool]:
+    """(file bytes uncompressed, what was done, whether a gzip flip: the stream is flipped after compression)."""
+    kind = int(rng.integers(10))
+    if kind <= 4:
+        data, what = mutate_header(rng, raw)
+        return data, what, False
+    if kind == 5:  # random bytes in the header
+        data = bytearray(raw)
+        flips = [int(rng.integers(0, 352)) for _ in range(int(rng.integers(1, 6)))]
+        for at in flips:
+            data[at] = int(rng.integers(256))
+        return bytes(data), f"header bytes {flips}", False
+    if kind == 6:  # truncated
+        at = int(rng.integers(0, len(raw))) if rng.random() < 0.5 else int(rng.integers(0, 400))
+        return raw[:at], f"truncated at {at}", False
+    if kind == 7:  # an extension
+        data = bytearray(raw)
+        order = "<" if struct.unpack_from("<i", data)[0] == 348 else ">"
+        esize = int(rng.choice([0, 8, 16, 17, -16, 2**31 - 1, 32, 10**6]))
+        ecode = int(rng.choice([0, 2, 4, 6, 44, -1, 2**31 - 1]))
+        ext = struct.pack(order + "ii", esize, ecode) + bytes(int(rng.integers(0, 40)))
+        data[348:352] = bytes([1, 0, 0, 0])
+        if rng.random() < 0.5:  # inside the gap before the voxels
+            data[352 : 352 + len(ext)] = ext
+        else:
+            data[352:352] = ext
+        return bytes(data[: len(raw) + (0 if rng.random() < 0.5 else 24)]), f"extension esize={esize} ecode={ecode}", False
+    if kind == 8:  # voxel values
+        data = bytearray(raw)
+        for _ in range(int(rng.integers(1, 20))):
+            at = int(rng.integers(352, len(data)))
+            data[at] = int(rng.integers(256))
+        return bytes(data), "voxel bytes", False
+    return raw, "gzip flip", True
+
+
+def nifti_file(rng, tmp: Path, name: str, raw: bytes, is_label: bool, data: bytes, gzip_flip: bool):
+    gz = rng.random() < 0.6 or gzip_flip
+    stem = name.replace("/", "_").replace(".nii.gz", "")
+    path = tmp / (stem + (".nii.gz" if gz else ".nii"))
+    if gz:
+        blob = bytearray(_gzip(data))
+        what = ""
+        if gzip_flip:
+            kind = int(rng.integers(3))
+            if kind == 0:
+                at = int(rng.integers(0, len(blob)))
+                blob[at] ^= 1 << int(rng.integers(8))
+                what = f" bit at {at}/{len(blob)}"
+            elif kind == 1:
+                at = int(rng.integers(0, len(blob)))
+                blob = blob[:at]
+                what = f" cut at {at}/{len(blob)}"
+            else:
+                blob += bytes(rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8))
+                what = " junk after"
+        path.write_bytes(bytes(blob))
+        return path, what
+    path.write_bytes(data)
+    return path, ""
+
+
+_GZ_CACHE: dict[int, bytes] = {}
+
+
+def _gzip(data: bytes) -> bytes:
+    key = hash(data)
+    if key not in _GZ_CACHE:
+        import gzip
+
+        _GZ_CACHE.clear()
+        _GZ_CACHE[key] = gzip.compress(data, compresslevel=1, mtime=0)
+    return _GZ_CACHE[key]
+
+
+def fuzz_nifti(args, tally: Tally) -> None:
+    from liverctl.data.case_writer import CaseJob, _write_case
+    from liverctl.data.liver_mask import read_liver_mask
+    from liverctl.data.nifti import read_nifti
+    from liverctl.data.sources import CaseFiles
+    from liverctl.infer.postprocess import postprocess_nifti
+
+    bases = nifti_bases()
+    rng0 = np.random.default_rng(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_nifti_"))
+    originals = {}
+    try:
+        for case in range(args.cases):
+            rng = np.random.default_rng([args.seed, case])
+            rng0.random()
+            if args.only is not None and case != args.only:
+                continue
+            name, raw, is_label = bases[int(rng.integers(len(bases)))]
+            data, what, gzip_flip = mutate_nifti(rng, raw, is_label)
+            work = tmp / str(case)
+            work.mkdir()
+            path, more = nifti_file(rng, work, name, raw, is_label, data, gzip_flip)
+            what = f"{name} -> {path.name}: {what}{more}"
+            if args.keep:
+                print("kept", path)
+            folder = REAL / name.split("/")[0]
+            labels = (5,) if "multilabel" in name else None
+
+            def ingest():
+                if is_label:
+                    job = CaseFiles("c", "train", folder / "ct.nii.gz", path)
+                else:
+                    label = next(p for p in sorted(folder.glob("*.nii.gz")) if p.name != "ct.nii.gz")
+                    job = CaseFiles("c", "train", path, label)
+                _write_case(CaseJob(job, str(work / "store"), labels))
+
+            def mask():
+                read_liver_mask(path, labels)
+
+            def post():
+                postprocess_nifti(path, work / ("out" + path.name), "largest", liver_labels=labels)
+
+            def same_voxels():
+                if name not in originals:
+                    originals[name] = np.asarray(read_nifti(REAL / name)[1])
+                _, voxels = read_nifti(path)
+                if not np.array_equal(np.asarray(voxels), originals[name], equal_nan=True):
+                    raise AssertionError("a damaged gzip read as other voxels, no error")
+
+            readers = [("ingest", ingest)]
+            if is_label:
+                readers += [("read_liver_mask", mask), ("postprocess", post)]
+            if gzip_flip:
+                readers.append(("gzip-same", same_voxels))
+            for reader, fn in readers:
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+ODD = [None, True, -1, 0, 2**63, -(2**63), 10**30, float("nan"), float("inf"), "", "x" * 100_000, "é\u202e\x00",
+       [], {}, [1] * 10, [[[[[]]]]], {"a": {"b": {}}}, 1.5, "Unet", "none", [2**20] * 5, [0, 0, 0, 0, 0], 10**6]
+
+
+def odd_tensor(rng):
+    """A tensor of an odd dtype, shape, or a stride-0 one claiming 10^12 elements of one stored number."""
+    import torch
+
+    dtype = [torch.float16, torch.bfloat16, torch.int64, torch.bool, torch.complex64, torch.uint8, torch.float64,
+             torch.float32][int(rng.integers(8))]
+    shape = [(), (0,), (1,), (3, 3), (2, 0, 4), (1, 1, 1, 1)][int(rng.integers(6))]
+    if rng.random() < 0.3:
+        return torch.zeros(1).as_strided((10**6, 10**6), (0, 0))
+    return torch.zeros(shape, dtype=dtype)
+
+
+def _odd(rng):
+    kind = int(rng.integers(12))
+    if kind == 0:
+        return odd_tensor(rng)
+    if kind == 1:  # deep nesting
+        value: object = 1
+        for _ in range(int(rng.choice([10, 200, 900]))):
+            value = [value]
+        return value
+    if kind == 2:
+        return [0.5] * int(rng.choice([10, 10**5]))
+    return ODD[int(rng.integers(len(ODD)))]
+
+
+def mutate_state(rng, state: dict) -> str:
+    """Replace, delete or add entries of a loaded checkpoint (in place); returns what was done."""
+    import torch
+
+    what = []
+    for _ in range(int(rng.integers(1, 4))):
+        kind = int(rng.integers(6))
+        if kind == 0:  # a top-level entry
+            key = list(state)[int(rng.integers(len(state)))] if rng.random() < 0.8 else "optimizer"
+            state[key] = _odd(rng)
+            what.append(f"{key}=odd")
+        elif kind == 1:
+            key = list(state)[int(rng.integers(len(state)))]
+            del state[key]
+            what.append(f"del {key}")
+        elif kind == 2 and isinstance(state.get("config"), dict):  # a config value
+            sections = [s for s in state["config"] if isinstance(state["config"][s], dict)] or [None]
+            section = sections[int(rng.integers(len(sections)))]
+            if section is None:
+                continue
+            keys = list(state["config"][section]) or ["x"]
+            key = keys[int(rng.integers(len(keys)))]
+            state["config"][section][key] = _odd(rng)
+            what.append(f"config.{section}.{key}=odd")
+        elif kind == 3 and isinstance(state.get("model"), dict) and state["model"]:  # a weight
+            keys = list(state["model"])
+            key = keys[int(rng.integers(len(keys)))]
+            state["model"][key] = _odd(rng) if rng.random() < 0.5 else state["model"][key].to(torch.float16)
+            what.append(f"model[{key}]=odd")
+        elif kind == 4:  # resume entries
+            for key, value in {"optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "scaler": {},
+                               "rng": None, "step_in_epoch": 0}.items():
+                state.setdefault(key, value)
+            key = ["optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "best", "guard", "metrics",
+                   "epoch_losses", "cases"][int(rng.integers(10))]
+            state[key] = _odd(rng) if rng.random() < 0.5 else {"x": _odd(rng)}
+            what.append(f"resume {key}=odd")
+        else:
+            state[str(rng.integers(1000))] = _odd(rng)
+            what.append("extra entry")
+    return " ".join(what)
+
+
+def fuzz_checkpoint(args, tally: Tally) -> None:
+    import torch
+
+    from liverctl.config import resolve_config
+    from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint
+    from liverctl.train.models import build_model, load_run_model
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_ckpt_"))
+    try:
+        cfg = resolve_config("demo", ["data.input_size=64", "model.encoder='tu-mobilenetv3_small_050'",
+                                      "model.decoder_channels=[16, 8, 8, 8, 8]", "model.encoder_weights='none'"])
+        torch.manual_seed(0)
+        model = build_model(cfg, pretrained=False)
+        state = {"run": "r", "preset": "demo", "config": cfg, "epoch": 1, "global_step": 1,
+                 "model": model.state_dict(), "metrics": {"val_loss": 0.5, "volume_dice": 0.5},
+                 "best": {"epoch": 1, "volume_dice": 0.5}, "versions": {}}
+        base_path = save_checkpoint(tmp / "base", "best", state)
+        base = base_path.read_bytes()
+        for case in range(args.cases):
+            if args.only is not None and case != args.only:
+                continue
+            rng = np.random.default_rng([args.seed, case])
+            run = tmp / str(case)
+            path = run / "checkpoints" / "best.pt"
+            path.parent.mkdir(parents=True)
+            kind = int(rng.integers(4))
+            if kind == 0:
+                data = bytearray(base)
+                flips = [int(rng.integers(len(data))) for _ in range(int(rng.integers(1, 8)))]
+                for at in flips:
+                    data[at] = int(rng.integers(256))
+                path.write_bytes(bytes(data))
+                what = f"bytes {flips}"
+            elif kind == 1:
+                at = int(rng.integers(len(base)))
+                path.write_bytes(base[:at])
+                what = f"truncated at {at}/{len(base)}"
+            else:
+                loaded = torch.load(io.BytesIO(base), weights_only=True)
+                what = mutate_state(rng, loaded)
+                try:
+                    torch.save(loaded, path)
+                except Exception as exc:  # noqa: BLE001
+                    what += f" (not saved: {type(exc).__name__})"
+                    continue
+            for reader, fn in (("load_checkpoint", lambda: load_checkpoint(path)),
+                               ("load_checkpoint(resume)", lambda: load_checkpoint(path, resume=True)),
+                               ("load_run_model", lambda: load_run_model(run))):
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            shutil.rmtree(run, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+JSON_ODD = ["null", "true", "-1", "0", "1.5", "NaN", "Infinity", "-Infinity", "1e999", "9" * 5000, "9" * 30,
+            '"' + "x" * 200_000 + '"', '"\\ud800"', '"\\u202e\\u0000é"', "[" * 5000 + "]" * 5000, "[]", "{}",
+            '[1, "a", null]', '{"a": {"b": [1]}}', '"none"', '"float16"', "[64, 64, 24]", "[-1, 64, 24]",
+            "[0, 0, 0]", "[100000, 100000, 100000]", '["x"]', '{"format": 1}', "2147483648", "-9223372036854775809"]
+
+
+def _leaves(value, path=()):
+    """(path, value) of every value in a JSON document (containers too)."""
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:50]):
+            yield from _leaves(v, (*path, i))
+
+
+def mutate_json(rng, text: str) -> tuple[str, str]:
+    """A JSON document with values replaced by odd JSON texts (or its bytes damaged); what was done."""
+    kind = int(rng.integers(8))
+    if kind == 0:  # bytes inserted anywhere
+        at = int(rng.integers(len(text) + 1))
+        piece = str(rng.choice(JSON_ODD))[:200]
+        return text[:at] + piece + text[at:], f"inserted {piece[:30]!r} at {at}"
+    if kind == 1:
+        at = int(rng.integers(len(text) + 1))
+        return text[:at], f"truncated at {at}"
+    doc = json.loads(text)
+    what = []
+    for _ in range(int(rng.integers(1, 4))):
+        leaves = list(_leaves(doc))[1:]
+        if not leaves:
+            break
+        path, _ = leaves[int(rng.integers(len(leaves)))]
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if rng.random() < 0.1 and isinstance(parent, dict):
+            del parent[path[-1]]
+            what.append(f"del {'.'.join(map(str, path))}")
+            continue
+        marker = f"@@ODD{len(what)}@@"
+        parent[path[-1]] = marker
+        what.append(f"{'.'.join(map(str, path))}={str(rng.choice(JSON_ODD))[:40]}")
+    text = json.dumps(doc)
+    for i, item in enumerate(what):
+        if "=" in item:
+            value = item.split("=", 1)[1]
+            full = next(o for o in JSON_ODD if o[:40] == value)
+            text = text.replace(f'"@@ODD{i}@@"', full)
+    return text, " ".join(what)
+
+
+def fuzz_json(args, tally: Tally) -> None:
+    import cv2  # noqa: F401 - imported here, not in a child under the memory limit
+    import torch  # noqa: F401
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.config import resolve_config
+    from liverctl.data.ingest import ingest_folder
+    from liverctl.data.store import LiverStore
+    from liverctl.data.store_check import verify_store
+    from liverctl.data.synth import write_synthetic_dataset
+    from liverctl.experiment.folder import read_summary, write_summary
+    from liverctl.experiment.summary import summarize_experiment
+
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_json_"))
+    try:
+        data = tmp / "data"
+        write_synthetic_dataset(data, workers=1, cases=3, test_cases=1, size=64, slices=4, seed=0)
+        base_store = tmp / "base.zarr"
+        assert ingest_folder(data, store=base_store, workers=1).ok
+        metas = sorted(p.relative_to(base_store) for p in base_store.rglob("zarr.json"))
+        base_exp = tmp / "runs_base" / "cv"
+        base_exp.mkdir(parents=True)
+        write_summary(base_exp, {
+            "name": "cv", "preset": "demo", "store": str(base_store), "folds": [0, 1, 2],
+            "config": resolve_config("demo"), "status": "completed", "created": 1_600_000_000.0,
+            "fold_results": {"0": {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.9},
+                                   "checkpoints": {"best": "0" * 64}}},
+            "cv": {"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9, "2": 0.91}},
+            "oof": {"volume_dice": 0.91, "slice_dice": 0.8, "global_dice": 0.93},
+            "decision": {"threshold": 0.5, "post": "largest_component", "volume_dice": 0.92, "cases": 10}})
+        for case in range(args.cases):
+            if args.only is not None and case != args.only:
+                continue
+            rng = np.random.default_rng([args.seed, case])
+            work = tmp / str(case)
+            if rng.random() < 0.5:  # a store's zarr.json
+                store = work / "liver.zarr"
+                shutil.copytree(base_store, store)
+                meta = metas[int(rng.integers(len(metas)))] if rng.random() < 0.7 else Path("zarr.json")
+                text, what = mutate_json(rng, (store / meta).read_text())
+                (store / meta).write_text(text, encoding="utf-8", errors="surrogatepass")
+                what = f"{meta}: {what}"
+
+                def read_store(store=store):
+                    s = LiverStore.open(store)
+                    for case_id in s.case_ids():
+                        s.meta(case_id)
+                        s.read_slice(case_id, 0)
+                    for case_id in s.case_ids("train"):
+                        s.read_label_slice(case_id, 0)
+                    s.folds()
+                    s.case_sources()
+
+                def train_data(store=store):
+                    from liverctl.data.dataset import SliceDataset, ValidationDataset, split_rows
+
+                    s = LiverStore.open(store)
+                    for normalize in ("window", "minmax"):
+                        cfg = resolve_config("demo", ["data.input_size=64", f"data.normalize='{normalize}'"])
+                        train_rows, val_rows = split_rows(s, s.folds()[s.case_ids("train")[0]])
+                        if len(train_rows):
+                            SliceDataset(s, train_rows, cfg).batch([(0, 1)])
+                        if len(val_rows):
+                            ValidationDataset(s, val_rows, cfg)[0]
+
+                readers = [("LiverStore", read_store), ("verify", lambda store=store: verify_store(store)),
+                           ("datasets", train_data)]
+                if rng.random() < 0.2:
+                    readers.append(("ingest-rerun", lambda store=store: _ingest_again(data, store)))
+            else:  # experiment.json
+                root = work / "runs"
+                shutil.copytree(base_exp.parent, root)
+                path = root / "cv" / "experiment.json"
+                text, what = mutate_json(rng, path.read_text())
+                path.write_text(text, encoding="utf-8", errors="surrogatepass")
+                what = f"experiment.json: {what}"
+
+                def cli_runs(root=root):
+                    result = CliRunner().invoke(app, ["runs", str(root), "--json"])
+                    if result.exit_code not in (0, 2) or result.exception and not isinstance(result.exception, SystemExit):
+                        raise RuntimeError(f"exit {result.exit_code}: {result.output[-800:]}") from result.exception
+
+                readers = [("read_summary", lambda root=root: read_summary(root / "cv")),
+                           ("summarize_experiment", lambda root=root: summarize_experiment(root / "cv")),
+                           ("runs --json", cli_runs)]
+            for reader, fn in readers:
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ingest_again(data: Path, store: Path) -> None:
+    from liverctl.data.ingest import ingest_folder
+
+    summary = ingest_folder(data, store=store, workers=1)
+    if not summary.ok:
+        from liverctl.errors import LiverctlError
+
+        raise LiverctlError(f"{summary.failures}"[:300])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reader", choices=["nifti", "checkpoint", "json"])
+    parser.add_argument("--cases", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", type=int, default=None, help="run this case number only (a reproducer)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a case may take")
+    parser.add_argument("--memory", type=int, default=1500, help="MB of address space a case may add")
+    parser.add_argument("--keep", action="store_true", help="keep the files made (their paths printed)")
+    args = parser.parse_args()
+    tally = Tally(args.seed)
+    started = time.monotonic()
+    {"nifti": fuzz_nifti, "checkpoint": fuzz_checkpoint, "json": fuzz_json}[args.reader](args, tally)
+    tally.report()
+    print(f"{time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
