@@ -477,6 +477,21 @@ def _leaves(value, path=()):
             yield from _leaves(v, (*path, i))
 
 
+
+def read_whole_store(store, label_slice: int = 0) -> None:
+    """What the readers of a store read of it: open it, each case's attributes and a slice, a training case's
+    label slice, the folds and the sources (`LiverStore`)."""
+    from liverctl.data.store import LiverStore
+
+    s = LiverStore.open(store)
+    for case_id in s.case_ids():
+        s.meta(case_id)
+        s.read_slice(case_id, 0)
+    for case_id in s.case_ids("train"):
+        s.read_label_slice(case_id, label_slice)
+    s.folds()
+    s.case_sources()
+
 def mutate_json(rng, text: str) -> tuple[str, str]:
     """A JSON document with values replaced by odd JSON texts (or its bytes damaged); what was done."""
     kind = int(rng.integers(8))
@@ -558,14 +573,7 @@ def fuzz_json(args, tally: Tally) -> None:
                 what = f"{meta}: {what}"
 
                 def read_store(store=store):
-                    s = LiverStore.open(store)
-                    for case_id in s.case_ids():
-                        s.meta(case_id)
-                        s.read_slice(case_id, 0)
-                    for case_id in s.case_ids("train"):
-                        s.read_label_slice(case_id, 0)
-                    s.folds()
-                    s.case_sources()
+                    read_whole_store(store)
 
                 def train_data(store=store):
                     from liverctl.data.dataset import SliceDataset, ValidationDataset, split_rows

@@ -212,10 +212,7 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
         )
     if not path.exists():  # nibabel's "No such file or no access" hides a link to nowhere
         raise LiverctlError(BROKEN_LINK if path.is_symlink() else "no such file", path=path)
-    try:  # nibabel's "Cannot work out file type" hides a file this user may not read, or a folder
-        open(path, "rb").close()
-    except OSError as exc:
-        raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=path) from None
+    _check_opens(path)  # nibabel's "Cannot work out file type" hides a file this user may not read, or a folder
     try:
         with _header_fixes(header_fixes):
             img = nib.load(str(path))
@@ -228,15 +225,20 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
     return img
 
 
+def _check_opens(path: Path) -> None:
+    """One line naming `path` where it cannot be opened for reading (no permission, a folder...)."""
+    try:
+        open(path, "rb").close()
+    except OSError as exc:
+        raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=path) from None
+
+
 def _open_pair(header: Path, *, workers: int, header_fixes: list[str] | None):
     """`open_nifti` of the pair whose header is `header` (its voxel file checked there by `check_pair`)."""
     import nibabel as nib
 
     for half in (header, pair_partner(header)):
-        try:
-            open(half, "rb").close()
-        except OSError as exc:
-            raise LiverctlError(f"cannot be opened ({exc.strerror or exc})", path=half) from None
+        _check_opens(half)
     try:
         with _header_fixes(header_fixes):
             img = nib.load(str(header))

@@ -337,13 +337,7 @@ def test_fuzz_store_metadata_gives_a_store_or_one_liverctl_error(tmp_path, tiny_
     rng = np.random.default_rng(11)
 
     def read():
-        store = LiverStore.open(copy)
-        for case_id in store.case_ids():
-            store.meta(case_id)
-            store.read_slice(case_id, 0)
-        for case_id in store.case_ids("train"):
-            store.read_label_slice(case_id, 1)
-        store.folds()
+        fuzz.read_whole_store(copy, label_slice=1)
 
     outcomes = Counter()
     for case in range(50):
