@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 
@@ -210,18 +211,20 @@ def _edit_metadata(path, **changes):
     path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize(("node", "changes", "problem"), [
-    ("cases/0/label", {"codecs": [64, 64, 24]}, "TypeError: Expected dict"),
-    ("index/z", {"node_type": True}, "ValueError: invalid value for `node_type`"),
-    ("", {"zarr_format": 2**63}, "ValueError: Invalid zarr_format"),
-    ("index/split", {"chunk_grid__configuration__chunk_shape": [0]}, "cannot be read"),
-    ("cases/0/label", {"chunk_grid": 1.5}, ""),  # AttributeError: 'float' object has no attribute 'get'
+@pytest.mark.parametrize(("node", "changes"), [
+    ("cases/0/label", {"codecs": [64, 64, 24]}),  # zarr 3.1: TypeError: Expected dict
+    ("index/z", {"node_type": True}),  # ValueError: invalid value for `node_type`
+    ("", {"zarr_format": 2**63}),  # zarr 3.1: ValueError: Invalid zarr_format; 3.4: expected Literal
+    # zarr 3.1: ZeroDivisionError opening it; 3.4 opens it and its chunk does not decode into that shape
+    ("index/split", {"chunk_grid__configuration__chunk_shape": [0]}),
+    ("cases/0/label", {"chunk_grid": 1.5}),  # AttributeError: 'float' object has no attribute 'get'
 ])
-def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_store, node, changes, problem):
+def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_store, node, changes):
     """Anyone's store: a zarr.json holding a value of a type or range zarr-python does not take (an int where a
     codec's table goes) ended `LiverStore.open`, `verify` and training in zarr's TypeError or ValueError traceback,
     and an index column chunked by 0 in a ZeroDivisionError (scripts/fuzz_readers.py json). Now one line names the
-    file and says to ingest again."""
+    node's file (its zarr.json, or where zarr reads such metadata without a word, the chunk it cannot decode: zarr's
+    own wording differs between versions) and says to ingest again."""
     copy = tmp_path / "copy.zarr"
     shutil.copytree(tiny_store, copy)
     _edit_metadata(copy / node / "zarr.json", **changes)
@@ -229,7 +232,8 @@ def test_a_zarr_json_zarr_cannot_parse_is_one_line_naming_it(tmp_path, tiny_stor
         store = LiverStore.open(copy)
         store.read_label_slice("0", 0)
     message = str(info.value)
-    assert message.startswith(str(copy / node / "zarr.json")) and problem in message and "\n" not in message
+    assert message.startswith(str(copy / node) + os.sep) and "\n" not in message, message
+    assert "the store is damaged: run `liverctl ingest` again on the same data" in message, message
 
 
 def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_path, tiny_store):
@@ -240,8 +244,14 @@ def test_odd_attributes_of_a_case_or_its_array_are_one_line_or_read_past(tmp_pat
     copy = tmp_path / "copy.zarr"
     shutil.copytree(tiny_store, copy)
     expected = LiverStore.open(tiny_store).read_label_slice("0", 3)
-    _edit_metadata(copy / "cases" / "0" / "label" / "zarr.json", attributes=True)
-    np.testing.assert_array_equal(LiverStore.open(copy).read_label_slice("0", 3), expected)
+    label_json = copy / "cases" / "0" / "label" / "zarr.json"
+    _edit_metadata(label_json, attributes=True)
+    try:
+        read = LiverStore.open(copy).read_label_slice("0", 3)
+    except LiverctlError as exc:  # zarr 3.4 refuses such metadata itself (3.1 reads it): then one line naming it
+        assert str(exc).startswith(f"{label_json}: zarr cannot read this metadata") and "\n" not in str(exc), exc
+    else:
+        np.testing.assert_array_equal(read, expected)
     meta = copy / "cases" / "1" / "zarr.json"
     per_slice = __import__("json").loads(meta.read_text())["attributes"]["liver_pixels_per_slice"]
     _edit_metadata(meta, attributes__liver_pixels_per_slice=[-(2**63) - 1, *per_slice[1:]])
