@@ -84,13 +84,54 @@ _TEMP_PATH_NAME = ".{pid}.tmp.{name}"
 def temp_files(path: str | os.PathLike) -> list[Path]:
     """The temporary files of atomic writes of `path` that were never renamed onto it (a writer killed mid-way:
     SIGKILL, the OOM killer), any process's. Remove them only where no other process may be writing `path`
-    (under its writer's lock)."""
+    (under its writer's lock), or only those of writers that are gone: `remove_dead_temp_files`."""
     import glob
 
     path = Path(path)
     name = glob.escape(path.name)
     return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
                    *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this host (a pid in a leftover's name: its writer was killed)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # alive as another user's; a number no pid can be
+        return False
+    return False
+
+
+def _temp_pid(temp: Path, name: str) -> int:
+    """The writer's pid in a temporary name of `name` (`_TEMP_NAME`, `_TEMP_PATH_NAME`), 0 where there is none."""
+    middle = temp.name.removeprefix(f".{name}.").removesuffix(".tmp") if temp.name.endswith(".tmp") else \
+        temp.name.removeprefix(".").removesuffix(f".tmp.{name}")
+    return int(middle) if middle.isdigit() and middle.isascii() else 0
+
+
+def remove_dead_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Remove what atomic writes of `path` by processes now gone left (`temp_files`), never a live writer's: the
+    pid in its name runs no process here, and no process holds a lock on it (its writer's, on a shared file
+    system). Every atomic write of `path` calls it first, so the next write of a killed writer's file tidies."""
+    path = Path(path)
+    removed = []
+    for temp in temp_files(path):
+        if process_gone(_temp_pid(temp, path.name)) and not lock_held(temp):
+            _remove(temp)
+            removed.append(temp)
+    return removed
+
+
+def _lock_temp(fd: int) -> None:
+    """Hold a lock on a temporary file while it is written: `remove_dead_temp_files` leaves it alone."""
+    import fcntl
+
+    with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager
@@ -126,11 +167,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
     temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
     """
     path = Path(path)
+    remove_dead_temp_files(path)
     tmp = path.with_name(_TEMP_NAME.format(name=path.name, pid=os.getpid()))
     binary = "b" in mode
     with _replace_when_done(path, tmp, what), open(
         tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline
     ) as fh:
+        _lock_temp(fh.fileno())
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
@@ -145,8 +188,10 @@ def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator
     The temporary name ends with `path`'s own name (`.<pid>.tmp.case.nii.gz`), so any suffix rule holds.
     """
     path = Path(path)
+    remove_dead_temp_files(path)
     tmp = path.with_name(_TEMP_PATH_NAME.format(name=path.name, pid=os.getpid()))
-    with _replace_when_done(path, tmp, what):
+    with _replace_when_done(path, tmp, what), open(tmp, "ab") as held:  # the writer rewrites the file held
+        _lock_temp(held.fileno())
         yield tmp
         _fsync_file(tmp)
 
@@ -217,17 +262,34 @@ def _remove(path: Path) -> None:
 
 
 def work_dir_beside(target: str | os.PathLike) -> Path:
-    """A new hidden folder beside `target` (`.<name>.XXXX.tmp`, on the same file system, so its contents
-    rename into place), readable as the folder it stands for (mkdtemp makes it private)."""
+    """A new hidden folder beside `target` (`.<name>.<pid>.XXXX.tmp`, on the same file system, so its contents
+    rename into place), readable as the folder it stands for (mkdtemp makes it private). Those a process now
+    gone left beside `target` (killed before its step ended) are deleted first."""
     import tempfile
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_dead_work_dirs(target)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)
     return work
+
+
+def remove_dead_work_dirs(target: str | os.PathLike) -> list[Path]:
+    """Delete the hidden folders `work_dir_beside(target)` made for processes that are gone (never a live one's)."""
+    import glob
+    import shutil
+
+    target = Path(target)
+    removed = []
+    for work in target.parent.glob(f".{glob.escape(target.name)}.*.*.tmp"):
+        pid = work.name[len(target.name) + 2:].split(".", 1)[0]
+        if work.is_dir() and pid.isdigit() and pid.isascii() and process_gone(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
 
 
 @contextlib.contextmanager
