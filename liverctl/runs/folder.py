@@ -21,6 +21,9 @@ from liverctl.printable import one_line
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
 EVENTS_FILE = "events.jsonl"  # the event log (liverctl.runs.events)
 SUBMISSIONS_FILE = "submissions.jsonl"  # one line per submission made from the run
+# a submit's line for submissions.jsonl from just before its CSV takes its place until it is appended
+# (liverctl.runs.submissions): what a submit killed in between leaves for the next submit and `runs`
+PENDING_SUBMISSION_FILE = ".submission.{pid}.pending"
 CHECKPOINT_DIR = "checkpoints"  # best.pt / last.pt and their .json sidecars
 LOCK_FILE = ".lock"  # holds {pid, host, since} of the process writing the run
 # {rank, ts, message}: a torchrun rank other than 0 that failed on its own (liverctl.train.distributed)
