@@ -79,6 +79,7 @@ def _fsync_dir(folder: Path) -> None:
 # what a killed writer left of them.
 _TEMP_NAME = ".{name}.{pid}.tmp"
 _TEMP_PATH_NAME = ".{pid}.tmp.{name}"
+_TEMP_NAMES = re.compile(r"\..+\.[0-9]+\.tmp|\.[0-9]+\.tmp\..+")
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:
@@ -91,6 +92,13 @@ def temp_files(path: str | os.PathLike) -> list[Path]:
     name = glob.escape(path.name)
     return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
                    *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether `path`'s name is one an atomic write gives its temporary file (`.NAME.<pid>.tmp`,
+    `.<pid>.tmp.NAME`): a killed writer's leftover where no writer runs."""
+    name = Path(path).name
+    return bool(_TEMP_NAMES.fullmatch(name))
 
 
 def process_gone(pid: int) -> bool:

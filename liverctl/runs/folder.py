@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, lock_held, temp_files
+from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
 from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
@@ -123,8 +123,13 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
 def check_fresh(run_dir: Path, resumable: bool | None = None) -> None:
     """Refuse a run folder that already holds anything but the lock: continue it with --resume where it can be
     (`resumable`; default: it has a last checkpoint). One that cannot (a start killed before its first checkpoint)
-    is said to be so, rather than the user sent to --resume, which sends them back here."""
-    if not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+    is said to be so, rather than the user sent to --resume, which sends them back here. The temporary files of
+    a start killed while it wrote its first file are no content: they are removed (under the lock, whoever wrote
+    them is gone) and the folder is fresh. Call while holding the folder's `RunLock`."""
+    held = [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    if all(is_temp_file(p) for p in held):
+        for path in held:
+            path.unlink(missing_ok=True)
         return
     if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
         todo = f"continue it with --resume {run_dir.name} or pick another --name"

@@ -115,6 +115,29 @@ def test_tidying_removes_the_config_a_killed_start_was_writing(tmp_path):
     assert (run / CONFIG_FILE).read_text() == "kept = 1\n"
 
 
+def test_a_start_killed_while_it_wrote_its_first_file_leaves_a_fresh_folder(tmp_path):
+    """A run or experiment killed while it wrote its first file (config.toml; experiment.json) left only that
+    file's `.NAME.<pid>.tmp` beside the lock, and the same command again was refused: "run 'x' already exists; it
+    has nothing to continue from ...; delete the folder" (an experiment: "continue it with --resume", which
+    found no experiment.json). The leftover here is made by the atomic write itself, killed by SIGKILL before
+    its rename. Now the folder counts as fresh and the leftover is removed."""
+    from liverctl.runs.folder import check_fresh
+
+    for first in ("config.toml", "experiment.json"):
+        run = _run(tmp_path, first, LOCK_FILE)
+        killed = subprocess.run([sys.executable, "-c", (
+            "import os, signal, sys\n"
+            "from liverctl.files import atomic_open\n"
+            "with atomic_open(sys.argv[1]) as fh:\n"
+            "    fh.write('half')\n"
+            "    fh.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run / first)])
+        assert killed.returncode == -9 and len(list(run.iterdir())) == 2
+        with RunLock(run):
+            check_fresh(run, resumable=first == "experiment.json" and (run / first).is_file())
+        assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+
+
 def test_a_run_killed_before_its_first_checkpoint_is_not_sent_round_between_resume_and_a_new_run(tmp_path):
     """A run SIGKILLed in its first epoch leaves config.toml and events.jsonl, no checkpoint. Started again under
     its name it was told "already exists; continue it with --resume", and `--resume` told it "no last checkpoint
