@@ -302,10 +302,11 @@ def remove_dead_work_dirs(target: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Files written into the yielded hidden folder (`work_dir_beside`) move into the folder `target` (made if
-    missing; a file of the same name replaced) once the block ends without an error; after an error or Ctrl-C
-    the hidden folder is deleted and `target` is as it was. What a finished step wrote appears together, not a
-    part of it that looks like the whole."""
+    """Files written into the yielded hidden folder (`work_dir_beside`), in sub-folders too, move into the folder
+    `target` (made if missing; a file of the same name replaced) once the block ends without an error; after an
+    error or Ctrl-C the hidden folder is deleted and `target` is as it was (after a kill, the next work folder
+    beside it deletes it). What a finished step wrote appears together, not a part of it that looks like the
+    whole."""
     import shutil
 
     target = Path(target)
@@ -317,7 +318,11 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
                 os.rename(work, target)
         if work.exists():
             target.mkdir(parents=True, exist_ok=True)
-            for path in sorted(work.iterdir()):
-                os.replace(path, target / path.name)
+            for path in sorted(work.rglob("*")):  # a folder before what it holds
+                moved = target / path.relative_to(work)
+                if path.is_dir() and not path.is_symlink():
+                    moved.mkdir(exist_ok=True)
+                else:
+                    os.replace(path, moved)
     finally:
         shutil.rmtree(work, ignore_errors=True)
