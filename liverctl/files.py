@@ -86,12 +86,12 @@ def temp_files(path: str | os.PathLike) -> list[Path]:
     """The temporary files of atomic writes of `path` that were never renamed onto it (a writer killed mid-way:
     SIGKILL, the OOM killer), any process's. Remove them only where no other process may be writing `path`
     (under its writer's lock), or only those of writers that are gone: `remove_dead_temp_files`."""
-    import glob
-
     path = Path(path)
-    name = glob.escape(path.name)
-    return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
-                   *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+    try:
+        with os.scandir(path.parent) as entries:  # one listing of the folder: every atomic write of it lists it
+            return sorted(path.parent / e.name for e in entries if _temp_pid(e.name, path.name) is not None)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:
@@ -114,11 +114,15 @@ def process_gone(pid: int) -> bool:
     return False
 
 
-def _temp_pid(temp: Path, name: str) -> int:
-    """The writer's pid in a temporary name of `name` (`_TEMP_NAME`, `_TEMP_PATH_NAME`), 0 where there is none."""
-    middle = temp.name.removeprefix(f".{name}.").removesuffix(".tmp") if temp.name.endswith(".tmp") else \
-        temp.name.removeprefix(".").removesuffix(f".tmp.{name}")
-    return int(middle) if middle.isdigit() and middle.isascii() else 0
+def _temp_pid(temp_name: str, name: str) -> int | None:
+    """The writer's pid where `temp_name` is a temporary name of file `name` (`_TEMP_NAME`, `_TEMP_PATH_NAME`)."""
+    if temp_name.startswith(f".{name}.") and temp_name.endswith(".tmp"):
+        middle = temp_name[len(name) + 2:-4]
+    elif temp_name.endswith(f".tmp.{name}") and temp_name.startswith("."):
+        middle = temp_name[1:-len(name) - 5]
+    else:
+        return None
+    return int(middle) if middle.isdigit() and middle.isascii() else None
 
 
 def remove_dead_temp_files(path: str | os.PathLike) -> list[Path]:
@@ -128,7 +132,7 @@ def remove_dead_temp_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     removed = []
     for temp in temp_files(path):
-        if process_gone(_temp_pid(temp, path.name)) and not lock_held(temp):
+        if process_gone(_temp_pid(temp.name, path.name) or 0) and not lock_held(temp):
             _remove(temp)
             removed.append(temp)
     return removed
