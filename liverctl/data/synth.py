@@ -162,5 +162,14 @@ def _written(jobs: list[_CaseJob], workers: int) -> Iterator[int]:
     if workers == 1:
         yield from map(_write_case, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=default_sigterm) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=_worker_init) as pool:
         yield from pool.map(_write_case, jobs)
+
+
+def _worker_init() -> None:
+    """A synth worker stops on Ctrl-C as a process does (the forkserver it comes from ignores SIGINT,
+    `liverctl.forkserver_preload`) and on SIGTERM (`default_sigterm`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    default_sigterm()
