@@ -296,6 +296,7 @@ class SubmissionWriter:
             writer.writerow(header)
             writer.writerows((i, self._rows[i]) for i in ids)
             fh.flush()
+            os.fsync(fh.fileno())  # on disk before its journal says it is (a full disk: this file's line)
             summary = SubmissionSummary(
                 path=self.path,
                 rows=len(ids),
