@@ -40,8 +40,9 @@ COMMANDS = {  # name -> (arguments, what the trial folder starts from, seconds a
     "evaluate": (["evaluate", "sub.csv", "--labels", "d/test_labels", "--json", "scores.json"], ["d", "sub.csv"], 3.0),
 }
 # what a killed writer may leave: atomic writes' `.NAME.<pid>.tmp` / `.<pid>.tmp.NAME`, hidden work folders
-# (`.NAME.XXXX.tmp`), a report moved aside (`.NAME.old-<pid>`), an ingest's `.NAME.ingest`
-LEFTOVER = re.compile(r"^\..*(\.tmp$|\.tmp\.|\.old-\d+$|\.ingest$)")
+# (`.NAME.<pid>.XXXX.tmp`), a report moved aside (`.NAME.old-<pid>`), an ingest's `.NAME.ingest`, a submit's
+# journal (`.submission.<pid>.pending`), zarr-python's `NAME.<uuid>.partial` (oof.zarr, the store's index)
+LEFTOVER = re.compile(r"^\..*(\.tmp$|\.tmp\.|\.old-\d+$|\.ingest$|\.pending$)|.*\.[0-9a-f]{32}\.partial$")
 
 
 def liverctl(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
@@ -71,7 +72,7 @@ def setup(base: Path) -> None:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if LEFTOVER.match(p.name))
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if LEFTOVER.match(p.name))
 
 
 def runs_rows(trial: Path) -> list[dict]:
@@ -167,11 +168,15 @@ def trial(name: str, sig: signal.Signals, delay: float, base: Path, folder: Path
             proc.communicate()
             return ["did not end within 90 s of the signal"], "?"
     with_pids = leftovers(folder)
+    if proc.returncode == 0:  # it ended well all the same (the signal came as it finished): complete, not killed
+        finished = True
     problems = check_outputs(name, folder, finished)
+    if finished and name in ("train", "folds"):  # again, a completed run is refused; the outputs were checked
+        return problems, "finished first"
     # the same command again, with --resume where train says so
     rc, out = run(args, folder)
     if rc and name in ("train", "folds") and "--resume" in out:
-        rc, out = run([*TRAIN, "--resume", "k" if name == "train" else "x"], folder)
+        rc, out = run(["train", "--resume", "k" if name == "train" else "x", "-q"], folder)
     if rc:
         problems.append(f"rerun failed (rc {rc}): {out.strip().splitlines()[-1:] }")
     left = leftovers(folder)
@@ -196,6 +201,9 @@ def main() -> int:
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--signals", default="KILL,TERM,INT")
     opts = parser.parse_args()
+    # a background job of a shell starts with SIGINT ignored, and its children keep that through exec: put Python's
+    # handler back, or every SIGINT trial tests a command that cannot be interrupted
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(opts.seed)
     base = opts.work / "base"
     setup(base)
