@@ -79,18 +79,71 @@ def _fsync_dir(folder: Path) -> None:
 # what a killed writer left of them.
 _TEMP_NAME = ".{name}.{pid}.tmp"
 _TEMP_PATH_NAME = ".{pid}.tmp.{name}"
+_TEMP_NAMES = re.compile(r"\..+\.[0-9]+\.tmp|\.[0-9]+\.tmp\..+")
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:
     """The temporary files of atomic writes of `path` that were never renamed onto it (a writer killed mid-way:
     SIGKILL, the OOM killer), any process's. Remove them only where no other process may be writing `path`
-    (under its writer's lock)."""
-    import glob
-
+    (under its writer's lock), or only those of writers that are gone: `remove_dead_temp_files`."""
     path = Path(path)
-    name = glob.escape(path.name)
-    return sorted({*path.parent.glob(_TEMP_NAME.format(name=name, pid="*")),
-                   *path.parent.glob(_TEMP_PATH_NAME.format(name=name, pid="*"))})
+    try:
+        with os.scandir(path.parent) as entries:  # one listing of the folder: every atomic write of it lists it
+            return sorted(path.parent / e.name for e in entries if _temp_pid(e.name, path.name) is not None)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """Whether `path`'s name is one an atomic write gives its temporary file (`.NAME.<pid>.tmp`,
+    `.<pid>.tmp.NAME`): a killed writer's leftover where no writer runs."""
+    name = Path(path).name
+    return bool(_TEMP_NAMES.fullmatch(name))
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process `pid` runs on this host (a pid in a leftover's name: its writer was killed)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # alive as another user's; a number no pid can be
+        return False
+    return False
+
+
+def _temp_pid(temp_name: str, name: str) -> int | None:
+    """The writer's pid where `temp_name` is a temporary name of file `name` (`_TEMP_NAME`, `_TEMP_PATH_NAME`)."""
+    if temp_name.startswith(f".{name}.") and temp_name.endswith(".tmp"):
+        middle = temp_name[len(name) + 2:-4]
+    elif temp_name.endswith(f".tmp.{name}") and temp_name.startswith("."):
+        middle = temp_name[1:-len(name) - 5]
+    else:
+        return None
+    return int(middle) if middle.isdigit() and middle.isascii() else None
+
+
+def remove_dead_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Remove what atomic writes of `path` by processes now gone left (`temp_files`), never a live writer's: the
+    pid in its name runs no process here, and no process holds a lock on it (its writer's, on a shared file
+    system). Every atomic write of `path` calls it first, so the next write of a killed writer's file tidies."""
+    path = Path(path)
+    removed = []
+    for temp in temp_files(path):
+        if process_gone(_temp_pid(temp.name, path.name) or 0) and not lock_held(temp):
+            _remove(temp)
+            removed.append(temp)
+    return removed
+
+
+def _lock_temp(fd: int) -> None:
+    """Hold a lock on a temporary file while it is written: `remove_dead_temp_files` leaves it alone."""
+    import fcntl
+
+    with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager
@@ -126,11 +179,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, what: str | None = 
     temporary file is removed and `path` is left as it was; an `OSError` becomes a `LiverctlError`.
     """
     path = Path(path)
+    remove_dead_temp_files(path)
     tmp = path.with_name(_TEMP_NAME.format(name=path.name, pid=os.getpid()))
     binary = "b" in mode
     with _replace_when_done(path, tmp, what), open(
         tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline
     ) as fh:
+        _lock_temp(fh.fileno())
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
@@ -145,8 +200,10 @@ def atomic_path(path: str | os.PathLike, *, what: str | None = None) -> Iterator
     The temporary name ends with `path`'s own name (`.<pid>.tmp.case.nii.gz`), so any suffix rule holds.
     """
     path = Path(path)
+    remove_dead_temp_files(path)
     tmp = path.with_name(_TEMP_PATH_NAME.format(name=path.name, pid=os.getpid()))
-    with _replace_when_done(path, tmp, what):
+    with _replace_when_done(path, tmp, what), open(tmp, "ab") as held:  # the writer rewrites the file held
+        _lock_temp(held.fileno())
         yield tmp
         _fsync_file(tmp)
 
@@ -217,25 +274,43 @@ def _remove(path: Path) -> None:
 
 
 def work_dir_beside(target: str | os.PathLike) -> Path:
-    """A new hidden folder beside `target` (`.<name>.XXXX.tmp`, on the same file system, so its contents
-    rename into place), readable as the folder it stands for (mkdtemp makes it private)."""
+    """A new hidden folder beside `target` (`.<name>.<pid>.XXXX.tmp`, on the same file system, so its contents
+    rename into place), readable as the folder it stands for (mkdtemp makes it private). Those a process now
+    gone left beside `target` (killed before its step ended) are deleted first."""
     import tempfile
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_dead_work_dirs(target)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)
     return work
 
 
+def remove_dead_work_dirs(target: str | os.PathLike) -> list[Path]:
+    """Delete the hidden folders `work_dir_beside(target)` made for processes that are gone (never a live one's)."""
+    import glob
+    import shutil
+
+    target = Path(target)
+    removed = []
+    for work in target.parent.glob(f".{glob.escape(target.name)}.*.*.tmp"):
+        pid = work.name[len(target.name) + 2:].split(".", 1)[0]
+        if work.is_dir() and pid.isdigit() and pid.isascii() and process_gone(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Files written into the yielded hidden folder (`work_dir_beside`) move into the folder `target` (made if
-    missing; a file of the same name replaced) once the block ends without an error; after an error or Ctrl-C
-    the hidden folder is deleted and `target` is as it was. What a finished step wrote appears together, not a
-    part of it that looks like the whole."""
+    """Files written into the yielded hidden folder (`work_dir_beside`), in sub-folders too, move into the folder
+    `target` (made if missing; a file of the same name replaced) once the block ends without an error; after an
+    error or Ctrl-C the hidden folder is deleted and `target` is as it was (after a kill, the next work folder
+    beside it deletes it). What a finished step wrote appears together, not a part of it that looks like the
+    whole."""
     import shutil
 
     target = Path(target)
@@ -247,7 +322,11 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
                 os.rename(work, target)
         if work.exists():
             target.mkdir(parents=True, exist_ok=True)
-            for path in sorted(work.iterdir()):
-                os.replace(path, target / path.name)
+            for path in sorted(work.rglob("*")):  # a folder before what it holds
+                moved = target / path.relative_to(work)
+                if path.is_dir() and not path.is_symlink():
+                    moved.mkdir(exist_ok=True)
+                else:
+                    os.replace(path, moved)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -186,3 +186,60 @@ def test_a_staged_folder_appears_whole_or_not_at_all(tmp_path):
         (work / "a.nii.gz").write_bytes(b"new")
     assert sorted(p.name for p in target.iterdir()) == ["a.nii.gz", "b.nii.gz"]
     assert (target / "a.nii.gz").read_bytes() == b"new" and list((tmp_path / "out").iterdir()) == [target]
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended (a writer killed mid-way, as far as its leftovers tell)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_atomic_write_removes_what_a_killed_writer_left_never_a_live_ones(tmp_path):
+    """A writer killed between creating its temporary file and the rename (SIGKILL, the OOM killer) left
+    `.NAME.<pid>.tmp` beside the file for good: submit's CSV, evaluate's JSON, an experiment's experiment.json,
+    postprocess's masks (`.<pid>.tmp.NAME`). Now the next atomic write of that file removes those of processes
+    that are gone, and keeps a live process's (by its pid, or by the lock it holds on the file: a writer on
+    another host of a shared file system)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    target = tmp_path / "sub.csv"
+    dead = _gone_pid()
+    left = [tmp_path / f".sub.csv.{dead}.tmp", tmp_path / f".{dead}.tmp.sub.csv"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        kept = [tmp_path / f".sub.csv.{live.pid}.tmp", tmp_path / ".other.csv.1.tmp"]
+        locked = tmp_path / f".{_gone_pid()}.tmp.sub.csv"  # its pid gone here, its writer alive elsewhere
+        for path in [*left, *kept, locked]:
+            path.write_text("half")
+        with open(locked, "rb") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            files.write_atomic(target, "whole")
+            assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [target, *kept, locked])
+        with files.atomic_path(target) as tmp:  # the other writer tidies the same
+            tmp.write_text("whole again")
+            assert files.lock_held(tmp)  # its own temporary file is held while it is written
+        assert not locked.exists() and target.read_text() == "whole again"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_work_folder_a_killed_process_left_is_deleted_by_the_next(tmp_path):
+    """`work_dir_beside` (report's build, submit's --save-masks staging) made `.NAME.XXXX.tmp`: a killed report
+    left it, and its moved-aside old report (`.NAME.old-<pid>`), beside the report for good. Now the folder's
+    name carries its pid and the next one deletes those of processes that are gone, not a live one's."""
+    target = tmp_path / "report"
+    dead = tmp_path / f".report.{_gone_pid()}.abcd.tmp"
+    (dead / "overlays").mkdir(parents=True)
+    (dead / "overlays" / "a.png").write_bytes(b"png")
+    live = files.work_dir_beside(target)
+    assert live.name.startswith(f".report.{os.getpid()}.") and live.name.endswith(".tmp")
+    assert not dead.exists()
+    again = files.work_dir_beside(target)
+    assert live.is_dir() and again.is_dir() and again != live

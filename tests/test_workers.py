@@ -195,3 +195,42 @@ def test_a_ctrl_c_while_a_worker_initialises_is_left_to_the_main_process(call):
     done = subprocess.run([sys.executable, "-c", _CTRL_C_DURING_INIT.replace("{call}", call)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("initialised after a Ctrl-C in"), done.stderr[-2000:]
+
+
+# In a fresh interpreter, its own process group: start the forkserver with a preload that takes a while (torch
+# takes seconds), Ctrl-C the whole group while it imports, then use the pool, as the trainer does after a Ctrl-C
+# (it saves a checkpoint, with its DataLoader workers, and ends the run as interrupted).
+_CTRL_C_DURING_PRELOAD = """
+import multiprocessing.forkserver as fs, os, signal, sys, time
+from pathlib import Path
+from liverctl.workers import mp_context
+
+if __name__ == "__main__":
+    stops = []
+    signal.signal(signal.SIGINT, lambda *_: stops.append("SIGINT"))  # the trainer's stop request
+    ctx = mp_context(("slow_preload",))
+    fs.ensure_running()
+    while not Path(sys.argv[1]).exists():  # the forkserver is importing slow_preload
+        time.sleep(0.02)
+    os.killpg(0, signal.SIGINT)
+    with ctx.Pool(1) as pool:
+        print(stops, pool.apply(os.getpid) > 0)
+"""
+
+
+@pytest.mark.skipif(start_method() != "forkserver", reason="no forkserver on this platform")
+def test_a_ctrl_c_while_the_forkserver_preloads_leaves_it_to_serve_the_trainer(tmp_path):
+    """Ctrl-C in the first seconds of `train` reached the forkserver while it imported torch (multiprocessing
+    protects it from ^C only after its preload): it died with a KeyboardInterrupt traceback on the terminal, and
+    the trainer, saving on its Ctrl-C, failed with "EOFError: unexpected EOF" (run_end failed, exit 1) instead of
+    ending the run as interrupted (kill_writers.py, train SIGINT 9-10 s after the start)."""
+    marker = tmp_path / "importing"
+    (tmp_path / "slow_preload.py").write_text(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\n"
+                                               "time.sleep(2)\n")
+    probe = tmp_path / "probe.py"
+    probe.write_text(_CTRL_C_DURING_PRELOAD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(probe), str(marker)], capture_output=True, text=True, timeout=120,
+                          env=env, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["['SIGINT']", "True"] and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -28,7 +28,7 @@ import numpy as np
 from liverctl.data.phantom import render_case
 from liverctl.disk import human_bytes
 from liverctl.errors import LiverctlError
-from liverctl.files import write_atomic
+from liverctl.files import staged_folder, write_atomic
 from liverctl.workers import default_sigterm, mp_context
 
 GZIP_LEVEL = 1  # compression dominates the time; level 1 is ~3x faster than 6 for ~10% more bytes
@@ -95,8 +95,9 @@ def write_synthetic_dataset(
 ) -> SynthSummary:
     """Write `cases` training and `test_cases` test phantoms under `out` (layout in the module docstring).
 
-    `on_case(case_id)` is called after each case is written. Files are written atomically; existing
-    files of the same names are replaced.
+    `on_case(case_id)` is called after each case is written. The files are written into a hidden folder beside
+    `out` and move into it together at the end (`files.staged_folder`): a synth stopped midway leaves `out` as it
+    was, not a dataset of fewer cases. Existing files of the same names are replaced.
     """
     for name, value in (("--cases", cases), ("--test-cases", test_cases)):
         if value < 0:
@@ -120,23 +121,22 @@ def write_synthetic_dataset(
         raise LiverctlError("exists and is not a folder", path=out)
     # training cases 0..cases-1, then test cases numbered after them (labels kept apart for scoring)
     splits = [
-        (range(cases), out / "train" / "volume", out / "train" / "segmentation"),
-        (range(cases, cases + test_cases), out / "test", out / "test_labels"),
+        (range(cases), Path("train") / "volume", Path("train") / "segmentation"),
+        (range(cases, cases + test_cases), Path("test"), Path("test_labels")),
     ]
-    jobs = []
-    for numbers, volume_dir, label_dir in splits:
-        for folder in (volume_dir, label_dir) if numbers else ():
-            folder.mkdir(parents=True, exist_ok=True)
-        jobs += [
-            _CaseJob(volume_dir / f"volume-{i}.nii.gz", label_dir / f"segmentation-{i}.nii.gz", seed, i, size, slices)
-            for i in numbers
-        ]
     total = 0
-    for job, n in zip(jobs, _written(jobs, workers), strict=True):
-        total += n
-        if on_case:
-            on_case(str(job.number))
-    files = [p for job in jobs for p in (job.volume, job.label)]
+    with staged_folder(out) as staged:  # every case appears at the end, together: a kill leaves no smaller dataset
+        jobs = []
+        for numbers, volume_dir, label_dir in splits:
+            for folder in (volume_dir, label_dir) if numbers else ():
+                (staged / folder).mkdir(parents=True, exist_ok=True)
+            jobs += [_CaseJob(staged / volume_dir / f"volume-{i}.nii.gz", staged / label_dir / f"segmentation-{i}.nii.gz",
+                              seed, i, size, slices) for i in numbers]
+        for job, n in zip(jobs, _written(jobs, workers), strict=True):
+            total += n
+            if on_case:
+                on_case(str(job.number))
+    files = [out / p.relative_to(staged) for job in jobs for p in (job.volume, job.label)]
     return SynthSummary(out=out, train_cases=cases, test_cases=test_cases, files=files, bytes_written=total)
 
 
@@ -162,5 +162,14 @@ def _written(jobs: list[_CaseJob], workers: int) -> Iterator[int]:
     if workers == 1:
         yield from map(_write_case, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=default_sigterm) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp_context(), initializer=_worker_init) as pool:
         yield from pool.map(_write_case, jobs)
+
+
+def _worker_init() -> None:
+    """A synth worker stops on Ctrl-C as a process does (the forkserver it comes from ignores SIGINT,
+    `liverctl.forkserver_preload`) and on SIGTERM (`default_sigterm`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    default_sigterm()

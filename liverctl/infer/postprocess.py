@@ -24,7 +24,7 @@ import contextlib
 import difflib
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from liverctl.data.nifti import BROKEN_LINK, is_nifti_name, is_pair_name, pair_h
 from liverctl.data.sources.common import nifti_files
 from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
-from liverctl.files import atomic_path
+from liverctl.files import atomic_path, staged_folder
 from liverctl.metrics import DiceCounts
 from liverctl.plural import agree, plural
 
@@ -291,21 +291,25 @@ def postprocess_nifti(
 
     The mask is `label > 0`, or `label in liver_labels` when given, by ingest's rule (`liverctl.data.liver_mask`:
     whole-number values; a file with values far from them is refused). The output holds 0/1 in the input's
-    own data type with the input's header and affine, written atomically (temp file + rename). An output
-    that is the input (the same file, or the same folder) is refused unless `in_place`.
+    own data type with the input's header and affine, written atomically (temp file + rename); a folder's
+    masks move into the output folder together once every file is done (`files.staged_folder`), so a
+    command killed midway leaves that folder as it was. An output that is the input (the same file, or the
+    same folder) is refused unless `in_place`.
     """
     post = parse_postprocess(spec)
     pairs = _file_pairs(source, target, in_place)
     if len(pairs) == 1:
         return [_write_cleaned(*_clean_file(pairs[0][0], post, liver_labels), pairs[0])]
     results, failures = [], []
-    for pair in pairs:
-        try:
-            cleaned = _clean_file(pair[0], post, liver_labels)
-        except LiverctlError as exc:  # this file cannot be read or cleaned: the others still are (writes stop all)
-            failures.append(str(exc))
-            continue
-        results.append(_write_cleaned(*cleaned, pair))
+    with staged_folder(target) as staged:  # the cleaned masks appear together at the end: a kill leaves none
+        for source_file, out in pairs:
+            try:
+                cleaned = _clean_file(source_file, post, liver_labels)
+            except LiverctlError as exc:  # this file cannot be read or cleaned: the others still are (writes stop all)
+                failures.append(str(exc))
+                continue
+            result = _write_cleaned(*cleaned, (source_file, staged / out.name))
+            results.append(replace(result, target=out))
     if failures:
         raise FilesNotCleaned(Path(source), results, failures)
     return results

@@ -29,7 +29,7 @@ import hashlib
 import io
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,8 +285,9 @@ class SubmissionWriter:
             )
         return list(self.sample.ids)
 
-    def close(self) -> SubmissionSummary:
-        """Write to a temporary file, decode it back and compare with the masks, then rename."""
+    def close(self, before_rename: Callable[[SubmissionSummary], None] | None = None) -> SubmissionSummary:
+        """Write to a temporary file, decode it back and compare with the masks, then rename.
+        `before_rename(summary)` runs on the checked file just before it takes its place (submit's journal)."""
         ids = self._ordered_ids()
         header = self.sample.header if self.sample else DEFAULT_HEADER
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,14 +296,17 @@ class SubmissionWriter:
             writer.writerow(header)
             writer.writerows((i, self._rows[i]) for i in ids)
             fh.flush()
-            sha256 = self._self_check(Path(fh.name), header)
-        return SubmissionSummary(
-            path=self.path,
-            rows=len(ids),
-            cases=len(self._shapes),
-            empty_rows=sum(1 for i in ids if self._rows[i] == self.empty),
-            sha256=sha256,
-        )
+            os.fsync(fh.fileno())  # on disk before its journal says it is (a full disk: this file's line)
+            summary = SubmissionSummary(
+                path=self.path,
+                rows=len(ids),
+                cases=len(self._shapes),
+                empty_rows=sum(1 for i in ids if self._rows[i] == self.empty),
+                sha256=self._self_check(Path(fh.name), header),
+            )
+            if before_rename is not None:
+                before_rename(summary)
+        return summary
 
     def _self_check(self, written: Path, header: tuple[str, str]) -> str:
         """Part 2: the file as written is a valid submission (header, every id once, nothing else) and

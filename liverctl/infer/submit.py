@@ -37,7 +37,8 @@ from liverctl.infer.postprocess import (
 from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
 from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, check_sample_path, read_sample
 from liverctl.plural import agree, plural
-from liverctl.runs.folder import SUBMISSIONS_FILE, checkpoint_path
+from liverctl.runs.folder import PENDING_SUBMISSION_FILE, SUBMISSIONS_FILE, checkpoint_path
+from liverctl.runs.submissions import write_pending
 
 
 @dataclass
@@ -157,25 +158,25 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
 
 
 def record_submission(run_dirs: Sequence[Path], record: dict, note: Callable[[str], None] | None = None) -> None:
-    """Append one line to each run's submissions.jsonl. A run folder that cannot be written to (one attached
-    read-only, as /kaggle/input is) gets a `note` instead: the CSV is whole, only `liverctl runs` misses it."""
-    line = json.dumps(record) + "\n"
+    """Append one line to each run's submissions.jsonl, then remove this submit's journal there
+    (`runs.submissions.write_pending`). A run folder that cannot be written to (one attached read-only, as
+    /kaggle/input is) gets a `note` instead: the CSV is whole, only `liverctl runs` misses it."""
+    from liverctl.runs.submissions import append_line, record_line
+
     unwritable: list[tuple[Path, str]] = []
     for run_dir in run_dirs:
         path = Path(run_dir) / SUBMISSIONS_FILE
         try:
-            with open(path, "a+b") as fh:
-                # a torn last line (a submit killed mid-write): the record goes on a line of its own, not onto it
-                torn = fh.seek(0, os.SEEK_END) > 0 and fh.seek(-1, os.SEEK_END) >= 0 and fh.read(1) != b"\n"
-                fh.write((("\n" if torn else "") + line).encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_line(path, record_line(record))
         except OSError as exc:
             if note is not None and exc.errno in NOT_WRITABLE:
                 unwritable.append((path, exc.strerror or str(exc)))
                 continue
             raise LiverctlError(f"the CSV is written, but recording it in the run failed: {exc.strerror or exc}",
                                 path=path) from None
+        finally:  # recorded, or never to be: the journal has done its work
+            with contextlib.suppress(OSError):
+                (Path(run_dir) / PENDING_SUBMISSION_FILE.format(pid=os.getpid())).unlink(missing_ok=True)
     if unwritable:  # one line for an experiment's folds too
         (first, why), more = unwritable[0], len(unwritable) - 1
         where = f"{first} and {more} more" if more else str(first)
@@ -310,10 +311,11 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
 
 
 def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: SubmissionWriter,
-                       masks_dir: Path | None = None, on_stage: Callable[[str, int], None] | None = None
-                       ) -> SubmissionSummary:
-    """Predict, threshold and clean every case the writer expects, then write the CSV (and NIfTI masks). A
-    post-processing that would empty a case's mask whatever is predicted is refused before any prediction."""
+                       masks_dir: Path | None = None, on_stage: Callable[[str, int], None] | None = None,
+                       before_rename: Callable[[SubmissionSummary], None] | None = None) -> SubmissionSummary:
+    """Predict, threshold and clean every case the writer expects, then write the CSV (and NIfTI masks;
+    `before_rename`: `SubmissionWriter.close`'s). A post-processing that would empty a case's mask whatever is
+    predicted is refused before any prediction."""
     case_ids = list(writer.expected or {})
     for case_id in case_ids:
         post.check_volume(int(np.prod(predictor.store.meta(case_id)["shape"], dtype=np.int64)),
@@ -325,7 +327,7 @@ def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: Subm
         writer.add_case(case_id, mask)
         if masks_dir is not None:
             save_mask_nifti(mask, predictor.store.meta(case_id), masks_dir / f"{case_id}.nii.gz")
-    return writer.close()
+    return writer.close(before_rename)
 
 
 def submission_record(result: SubmitResult, which: str, experiments: Sequence[Path],
@@ -399,13 +401,19 @@ def make_submission(
     spec = auto.spec if auto else settings.post_requested
     masks_dir = Path(save_masks) if save_masks else None
     writer = SubmissionWriter(Path(out), sample=sample, expected=n_slices)
+    folders = [*(r.run_dir for r in runs), *expanded.experiments]
+    made: dict[str, Any] = {}
+
+    def journal(summary: SubmissionSummary) -> None:  # the CSV is whole and checked, and about to take its place
+        made["result"] = SubmitResult(
+            summary=summary, runs=[str(r.run_dir) for r in runs], store=str(store_path), tta=settings.tta,
+            threshold=settings.threshold, post=spec, post_requested=settings.post_requested, auto=auto,
+            device=device, seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None,
+            notes=list(note))
+        made["record"] = submission_record(made["result"], which, expanded.experiments, sample_path, runs)
+        write_pending(folders, made["record"])  # a kill from the rename to the append loses no submission
+
     with staged_folder(masks_dir) if masks_dir else contextlib.nullcontext() as staged:  # all the masks, or none
-        summary = predict_test_cases(predictor, parse_postprocess(spec), writer, staged, on_stage)
-    result = SubmitResult(
-        summary=summary, runs=[str(r.run_dir) for r in runs], store=str(store_path), tta=settings.tta,
-        threshold=settings.threshold, post=spec, post_requested=settings.post_requested, auto=auto, device=device,
-        seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None, notes=list(note),
-    )
-    record_submission([*(r.run_dir for r in runs), *expanded.experiments],
-                      submission_record(result, which, expanded.experiments, sample_path, runs), note)
-    return result
+        predict_test_cases(predictor, parse_postprocess(spec), writer, staged, on_stage, journal)
+    record_submission(folders, made["record"], note)
+    return made["result"]

@@ -151,13 +151,13 @@ def _check_out_dir(target: Path) -> None:
 
 def _replace_dir(new: Path, target: Path) -> None:
     """Put folder `new` at `target`; an old report there is moved aside first, then deleted."""
-    old = None
+    aside = None
     _check_out_dir(target)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
+    if target.exists():  # into a work folder of its own: a report killed here leaves nothing the next one keeps
+        aside = work_dir_beside(target)
+        os.replace(target, aside / target.name)
     os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, lock_held, temp_files
+from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
 from liverctl.printable import one_line
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
 EVENTS_FILE = "events.jsonl"  # the event log (liverctl.runs.events)
 SUBMISSIONS_FILE = "submissions.jsonl"  # one line per submission made from the run
+# a submit's line for submissions.jsonl from just before its CSV takes its place until it is appended
+# (liverctl.runs.submissions): what a submit killed in between leaves for the next submit and `runs`
+PENDING_SUBMISSION_FILE = ".submission.{pid}.pending"
 CHECKPOINT_DIR = "checkpoints"  # best.pt / last.pt and their .json sidecars
 LOCK_FILE = ".lock"  # holds {pid, host, since} of the process writing the run
 # {rank, ts, message}: a torchrun rank other than 0 that failed on its own (liverctl.train.distributed)
@@ -68,7 +72,7 @@ _NEEDS = {
     "events": (lambda p: (p / EVENTS_FILE).is_file(), "no events.jsonl yet", "has the run started?"),
     "last": (lambda p: checkpoint_path(p, "last").is_file(),
              "the run has no last checkpoint to continue from (it ended before its first epoch)",
-             "start a new run under another --name, or delete this folder to start it again under its name"),
+             "start it again: the same command without --resume starts it over under its name"),
 }
 
 
@@ -118,17 +122,36 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
 
 
 def check_fresh(run_dir: Path, resumable: bool | None = None) -> None:
-    """Refuse a run folder that already holds anything but the lock: continue it with --resume where it can be
-    (`resumable`; default: it has a last checkpoint). One that cannot (a start killed before its first checkpoint)
-    is said to be so, rather than the user sent to --resume, which sends them back here."""
-    if not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+    """Refuse a run folder that holds a run to continue: continue it with --resume where it can be (`resumable`;
+    default: it has a last checkpoint). A run that never saved a checkpoint (a start killed, stopped or failed in
+    its first epoch: config.toml, events.jsonl, sidecars, temporary files) has nothing to continue from and
+    nothing to keep: its files are removed and it starts over under its name, as does a folder of temporary
+    files alone (an experiment killed while writing experiment.json). A folder that holds anything else (a
+    checkpoint, another file) is refused. Call while holding the folder's `RunLock`: whoever wrote what is
+    removed is gone."""
+    held = [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
+    if all(is_temp_file(p) for p in held) or (resumable is None and _never_saved(run_dir, held)):
+        for path in held:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         return
     if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
         todo = f"continue it with --resume {run_dir.name} or pick another --name"
     else:
-        todo = ("it has nothing to continue from (it ended before its first epoch); pick another --name, or "
-                "delete the folder to start it again under this name")
+        todo = ("it holds more than a run leaves before its first checkpoint (a checkpoint, or another file), "
+                "which is kept; pick another --name")
     raise LiverctlError(f"run '{run_dir.name}' already exists; {todo}", path=run_dir)
+
+
+def _never_saved(run_dir: Path, held: list[Path]) -> bool:
+    """Whether `held` (the folder's entries but the lock) are only what a run leaves before its first checkpoint."""
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if checkpoints.is_dir() and any(p.suffix == ".pt" or not p.is_file() for p in checkpoints.iterdir()):
+        return False
+    return all(p.name in (CONFIG_FILE, EVENTS_FILE, CHECKPOINT_DIR) or is_temp_file(p)
+               or _RANK_FAILURE_NAME.fullmatch(p.name) for p in held)
 
 
 def discard_unstarted(run_dir: Path) -> bool:

@@ -40,6 +40,7 @@ from liverctl.runs.history import (
     run_status,
     schema_version,
 )
+from liverctl.runs.submissions import unrecorded_lines
 
 try:
     import tomllib
@@ -245,15 +246,16 @@ def read_submissions(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]
     reader = LineReader()  # a line over MAX_LINE_BYTES is skipped unread, as the event log's
     try:
         with open(path, "rb") as fh:
-            lines = [*read_lines(fh, reader)]
+            lines = [*read_lines(fh, reader), reader.pending]
     except FileNotFoundError:
-        return []
+        lines = []
     except OSError as exc:
         problems.append(f"submissions.jsonl unreadable ({exc.strerror})")
         return []
+    lines += unrecorded_lines(run_dir, lines)  # put in place by a submit killed before it recorded them
     out, unreadable = [], 0
     sidecars: dict[Path, Any] = {}
-    for line in [*lines, reader.pending]:
+    for line in lines:
         record = parse_line(line)
         if record is None or not isinstance(record.get("csv"), str):
             unreadable += bool(line.strip())

@@ -147,3 +147,26 @@ def test_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert "wrote 1 training case and 1 test case" in result.output
     assert (tmp_path / "d" / "test_labels" / "segmentation-1.nii.gz").is_file()
+
+
+def test_a_synth_stopped_midway_leaves_no_smaller_dataset(tmp_path):
+    """A synth killed after its first case (simulated: Ctrl-C as the first case is reported) left that case in
+    the output folder, a dataset of 1 case of 3 that `ingest` took for the whole; run over an earlier dataset it
+    left a mix of new and old cases. Now the cases move into the folder together at the end."""
+    out = tmp_path / "d"
+
+    def stop(case_id):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(out, cases=2, test_cases=1, size=32, slices=3, workers=1, on_case=stop)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    write_synthetic_dataset(out, cases=2, test_cases=1, size=32, slices=3, workers=1)
+    before = {p: p.read_bytes() for p in out.rglob("*.nii.gz")}
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic_dataset(out, cases=2, test_cases=1, size=32, slices=3, seed=1, workers=1, on_case=stop)
+    assert {p: p.read_bytes() for p in out.rglob("*.nii.gz")} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    summary = write_synthetic_dataset(out, cases=2, test_cases=1, size=32, slices=3, seed=1, workers=1)
+    assert sorted(summary.files) == sorted(out.rglob("*.nii.gz")) and len(summary.files) == 6
+    assert all(p.read_bytes() != before[p] for p in summary.files)

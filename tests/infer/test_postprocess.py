@@ -279,6 +279,40 @@ def test_a_bad_file_in_a_folder_is_named_and_every_other_file_is_cleaned(tmp_pat
                                                               "(20, 20); expected a 3D volume (x, y, slices)"]
 
 
+def test_a_folder_killed_midway_leaves_the_output_folder_as_it_was(tmp_path, monkeypatch):
+    """A postprocess of a folder killed after its first file (simulated: the second write ends the process as
+    SIGINT does) left an output folder holding one cleaned mask of three, which read as the whole output; in
+    place, one of three masks overwritten. Now the cleaned masks appear together at the end (files.staged_folder):
+    the output folder is as it was, and the same command again cleans every file."""
+    import liverctl.infer.postprocess as postprocess
+
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    vol = _two_blobs().astype(np.uint8)
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii"):
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src_dir / name))
+    real, written = postprocess._write_cleaned, []
+
+    def write_then_die(*args):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real(*args))
+        return written[-1]
+
+    monkeypatch.setattr(postprocess, "_write_cleaned", write_then_die)
+    for out, in_place in ((tmp_path / "out", False), (src_dir, True)):
+        written.clear()
+        with pytest.raises(KeyboardInterrupt):
+            postprocess_nifti(src_dir, out, "largest", in_place=in_place)
+        assert len(written) == 1
+        assert not (tmp_path / "out").exists()
+        assert all(int(np.asanyarray(nib.load(str(p)).dataobj).sum()) == 225 for p in src_dir.iterdir())
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    monkeypatch.undo()
+    postprocess_nifti(src_dir, tmp_path / "out", "largest")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.nii.gz", "b.nii.gz", "c.nii"]
+
+
 def test_fill_matches_scipy_binary_fill_holes():
     from scipy import ndimage
 

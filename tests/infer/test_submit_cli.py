@@ -777,7 +777,7 @@ def test_a_read_only_run_folder_still_gives_the_submission(template_runs, tmp_pa
     import builtins
     import errno
 
-    import liverctl.infer.submit
+    import liverctl.runs.submissions
 
     run = copy_run(template_runs["c1"], tmp_path, "attached")
 
@@ -786,7 +786,7 @@ def test_a_read_only_run_folder_still_gives_the_submission(template_runs, tmp_pa
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(liverctl.infer.submit, "open", read_only_runs, raising=False)
+    monkeypatch.setattr(liverctl.runs.submissions, "open", read_only_runs, raising=False)
     out = tmp_path / "s.csv"
     result = _invoke("submit", "--run", run, "--out", out, "--tta", "none", "--postprocess", "none")
     assert result.exit_code == 0, result.output
@@ -832,6 +832,56 @@ def test_a_record_after_a_torn_last_line_goes_on_a_line_of_its_own(tmp_path):
     (tmp_path / "new").mkdir()  # a first record: no newline put before it
     record_submission([tmp_path / "new"], {"csv": "e.csv"})
     assert (tmp_path / "new" / "submissions.jsonl").read_text() == '{"csv": "e.csv"}\n'
+
+
+def test_a_submit_killed_between_its_csv_and_its_record_loses_no_submission(template_runs, tmp_path, monkeypatch):
+    """A submit killed after renaming its CSV into place and before appending its line to submissions.jsonl left a
+    whole submission that `liverctl runs` never listed. Now its line waits in a journal in the run folder from
+    just before the rename: `runs` lists the submission once its submit is gone, and the next submit records it.
+    The kill point is simulated: recording ends the command, and the submit's process counts as gone."""
+    import liverctl.files
+    import liverctl.infer.submit
+
+    def killed(*args, **kwargs):
+        raise SystemExit(137)  # as a SIGKILL reads
+
+    run = copy_run(template_runs["c1"], tmp_path, "tiny")
+    first = tmp_path / "first.csv"
+    monkeypatch.setattr(liverctl.infer.submit, "record_submission", killed)
+    assert _invoke("submit", "--run", run, "--out", first, "--tta", "none").exit_code != 0
+    assert first.is_file() and not (run / "submissions.jsonl").exists()
+    monkeypatch.setattr(liverctl.files, "process_gone", lambda pid: True, raising=False)
+    assert [Path(s["csv"]) for s in summarize_run(run).submissions] == [first]
+    monkeypatch.undo()
+    monkeypatch.setattr(liverctl.files, "process_gone", lambda pid: True, raising=False)
+    second = tmp_path / "second.csv"
+    assert _invoke("submit", "--run", run, "--out", second, "--tta", "none").exit_code == 0
+    records = [json.loads(line) for line in (run / "submissions.jsonl").read_text().splitlines()]
+    assert [(r["csv"], r["sha256"]) for r in records] == [(str(first), file_sha256(first)),
+                                                          (str(second), file_sha256(second))]
+    assert [Path(s["csv"]) for s in summarize_run(run).submissions] == [first, second]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "submissions.jsonl"]
+
+
+def test_a_submit_killed_before_its_csv_took_its_place_is_not_recorded(tmp_path, monkeypatch):
+    """The journal of a submit killed before its rename names a CSV that is not in place (another file, or
+    none): neither `runs` nor the next record takes it for a submission, and the next record removes it."""
+    import liverctl.files
+    from liverctl.infer.submit import record_submission
+    from liverctl.runs.submissions import write_pending
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "old.csv").write_text("id,rle\n")
+    for pid, csv_name in ((11, "old.csv"), (12, "never.csv")):
+        (run / f".submission.{pid}.pending").write_text(json.dumps({"csv": str(tmp_path / csv_name),
+                                                                     "sha256": "0" * 64}) + "\n")
+    monkeypatch.setattr(liverctl.files, "process_gone", lambda pid: pid != 12)  # 12 still runs
+    assert summarize_run(run).submissions == []
+    write_pending([run], {"csv": "c.csv", "ts": 3})
+    record_submission([run], {"csv": "c.csv", "ts": 3})
+    assert (run / "submissions.jsonl").read_text() == '{"csv": "c.csv", "ts": 3}\n'
+    assert sorted(p.name for p in run.iterdir()) == [".submission.12.pending", "submissions.jsonl"]
 
 
 def test_a_min_size_larger_than_a_test_volume_is_refused_before_predicting(tiny_store, template_runs, tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,30 @@ def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
     write_report([two_runs[0]], out, overlays=False)
     assert not (out / "stale.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]  # no temporary folders left
+
+
+def test_a_report_killed_while_it_swaps_folders_leaves_nothing_the_next_keeps(two_runs, tmp_path):
+    """A report killed between moving the old report aside and renaming the new one into place left both
+    hidden folders (`.r.old-<pid>`, `.r.XXXX.tmp`) beside it for good; the next report went on without them.
+    The kill point is simulated: the process ends (os._exit) right after its first rename."""
+    out = tmp_path / "r"
+    write_report([two_runs[0]], out, overlays=False)
+    killed = textwrap.dedent(f"""
+        import os
+        import liverctl.report.build as build
+        real = os.replace
+        def replace_then_die(src, dst):
+            real(src, dst)
+            os._exit(9)
+        build.os.replace = replace_then_die
+        build.write_report([{str(two_runs[0])!r}], {str(out)!r}, overlays=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    assert not out.exists() and len(list(tmp_path.glob(".r.*"))) == 2  # old aside, new not yet in place
+    write_report([two_runs[0]], out, overlays=False)
+    assert (out / "index.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]
 
 
 def test_bad_input_is_a_liverctl_error(tmp_path):

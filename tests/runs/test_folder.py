@@ -37,7 +37,7 @@ def test_resolve_run_needs_name_what_is_missing(tmp_path):
     root = tmp_path / "runs"
     _run(root, "fresh", "config.toml")
     _run(root, "empty")
-    with pytest.raises(LiverctlError, match=r"fresh: --resume: .*no last checkpoint.*start a new run"):
+    with pytest.raises(LiverctlError, match=r"fresh: --resume: .*no last checkpoint.*start it again: the same command without --resume"):
         resolve_run(root, "fresh", need="last", flag="--resume")
     with pytest.raises(LiverctlError, match=r"empty: no events.jsonl yet"):
         resolve_run(root, "empty", need="events")
@@ -115,29 +115,61 @@ def test_tidying_removes_the_config_a_killed_start_was_writing(tmp_path):
     assert (run / CONFIG_FILE).read_text() == "kept = 1\n"
 
 
-def test_a_run_killed_before_its_first_checkpoint_is_not_sent_round_between_resume_and_a_new_run(tmp_path):
+def test_a_start_killed_while_it_wrote_its_first_file_leaves_a_fresh_folder(tmp_path):
+    """A run or experiment killed while it wrote its first file (config.toml; experiment.json) left only that
+    file's `.NAME.<pid>.tmp` beside the lock, and the same command again was refused: "run 'x' already exists; it
+    has nothing to continue from ...; delete the folder" (an experiment: "continue it with --resume", which
+    found no experiment.json). The leftover here is made by the atomic write itself, killed by SIGKILL before
+    its rename. Now the folder counts as fresh and the leftover is removed."""
+    from liverctl.runs.folder import check_fresh
+
+    for first in ("config.toml", "experiment.json"):
+        run = _run(tmp_path, first, LOCK_FILE)
+        killed = subprocess.run([sys.executable, "-c", (
+            "import os, signal, sys\n"
+            "from liverctl.files import atomic_open\n"
+            "with atomic_open(sys.argv[1]) as fh:\n"
+            "    fh.write('half')\n"
+            "    fh.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run / first)])
+        assert killed.returncode == -9 and len(list(run.iterdir())) == 2
+        with RunLock(run):
+            check_fresh(run, resumable=first == "experiment.json" and (run / first).is_file())
+        assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_under_its_name(tmp_path):
     """A run SIGKILLed in its first epoch leaves config.toml and events.jsonl, no checkpoint. Started again under
     its name it was told "already exists; continue it with --resume", and `--resume` told it "no last checkpoint
-    ...; start a new run": each sent the user to the other. Both now say what can be done: another --name, or
-    delete the folder. A run with a last checkpoint (or an experiment, `resumable`) is still sent to --resume."""
-    from liverctl.runs.folder import CONFIG_FILE, EVENTS_FILE, check_fresh, find_resume_run
+    ...; start a new run": each sent the user to the other. Then both said "pick another --name, or delete the
+    folder": a manual cleanup before the same command worked again. Now the same command starts it over (there
+    is nothing to continue from and nothing to keep), and `--resume` says so. A folder holding anything else is
+    still refused, and a run with a last checkpoint (or an experiment, `resumable`) is still sent to --resume."""
+    from liverctl.runs.folder import CHECKPOINT_DIR, CONFIG_FILE, EVENTS_FILE, check_fresh, find_resume_run
 
     root = tmp_path / "runs"
-    killed = _run(root, "k1", CONFIG_FILE, EVENTS_FILE, LOCK_FILE)
-    with pytest.raises(LiverctlError) as fresh:
-        check_fresh(killed)
-    assert str(fresh.value) == (f"{killed}: run 'k1' already exists; it has nothing to continue from (it ended before "
-                                "its first epoch); pick another --name, or delete the folder to start it again under "
-                                "this name")
+    killed = _run(root, "k1", CONFIG_FILE, EVENTS_FILE, LOCK_FILE, ".rank-1.failed", f".{CONFIG_FILE}.99.tmp")
+    (killed / CHECKPOINT_DIR).mkdir()
+    (killed / CHECKPOINT_DIR / ".last.pt.99.tmp").write_bytes(b"half")
     with pytest.raises(LiverctlError) as resume:
         find_resume_run(root, "k1")
-    assert "--resume" not in str(resume.value).split("--resume: ", 1)[1]
-    assert str(resume.value).endswith("start a new run under another --name, or delete this folder to start it again "
-                                      "under its name")
-    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k1 or pick another --name"):
-        check_fresh(killed, resumable=True)
-    checkpoint_path(killed, "last").parent.mkdir()
-    checkpoint_path(killed, "last").write_bytes(b"")
-    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k1 or pick another --name"):
-        check_fresh(killed)
-    assert find_resume_run(root, "k1") == killed
+    assert str(resume.value).endswith("start it again: the same command without --resume starts it over under its "
+                                      "name")
+    check_fresh(killed)
+    assert [p.name for p in killed.iterdir()] == [LOCK_FILE]
+    kept = _run(root, "k2", CONFIG_FILE, EVENTS_FILE, "notes.txt")
+    with pytest.raises(LiverctlError) as fresh:
+        check_fresh(kept)
+    assert str(fresh.value) == (f"{kept}: run 'k2' already exists; it holds more than a run leaves before its first "
+                                "checkpoint (a checkpoint, or another file), which is kept; pick another --name")
+    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k2 or pick another --name"):
+        check_fresh(kept, resumable=True)
+    (kept / "notes.txt").unlink()
+    checkpoint_path(kept, "best").parent.mkdir()
+    checkpoint_path(kept, "best").write_bytes(b"")  # killed between best.pt and last.pt: a model to keep
+    with pytest.raises(LiverctlError, match="already exists; it holds more than"):
+        check_fresh(kept)
+    checkpoint_path(kept, "last").write_bytes(b"")
+    with pytest.raises(LiverctlError, match="already exists; continue it with --resume k2 or pick another --name"):
+        check_fresh(kept)
+    assert find_resume_run(root, "k2") == kept

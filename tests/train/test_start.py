@@ -99,7 +99,9 @@ def test_a_new_run_is_checked_then_made_and_locked(tiny_store, tmp_path, fake_tr
     assert call["run_dir"] == tmp_path / "runs" / "n" and call["locked"] and not call["resume"]
     assert call["cfg"] == resolve_config("demo", TINY, {"data.store": str(tiny_store), "train.epochs": 1})
     assert result["is_main"]
-    (tmp_path / "runs" / "n" / "events.jsonl").write_text("")  # what a run writes first
+    last = tmp_path / "runs" / "n" / "checkpoints" / "last.pt"  # what a run that trained leaves
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
     with pytest.raises(LiverctlError, match="already exists"):
         train_run(request)
     assert len(fake_training) == 1
