@@ -121,22 +121,26 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
     return Path(runs_root) / name
 
 
-def check_fresh(run_dir: Path, resumable: bool | None = None) -> None:
+def check_fresh(run_dir: Path, resumable: bool | None = None) -> str | None:
     """Refuse a run folder that holds a run to continue: continue it with --resume where it can be (`resumable`;
     default: it has a last checkpoint). A run that never saved a checkpoint (a start killed, stopped or failed in
     its first epoch: config.toml, events.jsonl, sidecars, temporary files) has nothing to continue from and
     nothing to keep: its files are removed and it starts over under its name, as does a folder of temporary
     files alone (an experiment killed while writing experiment.json). A folder that holds anything else (a
     checkpoint, another file) is refused. Call while holding the folder's `RunLock`: whoever wrote what is
-    removed is gone."""
+    removed is gone. Returns a note for the user when an earlier run's log was removed (None otherwise)."""
     held = [p for p in run_dir.iterdir() if p.name != LOCK_FILE]
     if all(is_temp_file(p) for p in held) or (resumable is None and _never_saved(run_dir, held)):
+        had_log = (run_dir / EVENTS_FILE).is_file()
         for path in held:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        return
+        if not had_log:
+            return None
+        return (f"run '{run_dir.name}' had ended before its first checkpoint (killed, stopped or failed), so there "
+                "was nothing to continue from: its log was removed and it starts over under its name")
     if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
         todo = f"continue it with --resume {run_dir.name} or pick another --name"
     else:

@@ -91,12 +91,14 @@ def run_training(
     time_limit_s: float | None = None,
     show_progress: bool = True,
     on_start: Callable[[], None] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> dict:
     """Train one fold into `run_dir`. Returns {status, best, epochs_done, global_step, run_dir}.
 
     `resume`: continue from checkpoints/last.pt (`resume_state`: that checkpoint already loaded and checked).
     `on_start()`: called once the set-up succeeded, just before the run_start event (a set-up refused, a resume on
-    a store with other folds say, starts nothing and calls nothing).
+    a store with other folds say, starts nothing and calls nothing). `notes`: remarks for the user on how this
+    start came about (a note event each, and a line on the console), after run_start.
     Raises NaNAbort after the guard's last rollback, LiverctlError for bad input; in both cases the
     event log ends with run_end.
     """
@@ -119,6 +121,8 @@ def run_training(
         if on_start is not None:
             on_start()
         loop.start(resumed=resume_state is not None)
+        for remark in notes:
+            loop.note(remark)
         loop.finish(loop.epochs())
     except BaseException as exc:
         loop.status, loop.message = _ended_by(exc)

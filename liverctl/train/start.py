@@ -210,6 +210,7 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
     from liverctl.train import loop
 
     info = distributed.from_env()
+    started_over = None  # check_fresh's note: an earlier run of this name that never saved a checkpoint was removed
     with contextlib.ExitStack() as held:
         if request.resume:
             run_dir = find_resume_run(request.runs_dir, request.resume)
@@ -230,9 +231,10 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 raise LiverctlError("under torchrun give --name so that every rank writes to the same run folder")
             if info.is_main:  # other ranks of a torchrun job write into the folder rank 0 made
                 held.enter_context(RunLock(run_dir))
-                check_fresh(run_dir)
+                started_over = check_fresh(run_dir)
         try:
             result = loop.run_training(cfg, run_dir, resume=bool(request.resume), resume_state=resume_state,
+                                       notes=(started_over,) if started_over else (),
                                        device=request.device, time_limit_s=request.time_limit_s,
                                        show_progress=request.show_progress,
                                        on_start=(lambda: on_start(run_dir, cfg)) if info.is_main else None)

@@ -134,7 +134,7 @@ def test_a_start_killed_while_it_wrote_its_first_file_leaves_a_fresh_folder(tmp_
             "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(run / first)])
         assert killed.returncode == -9 and len(list(run.iterdir())) == 2
         with RunLock(run):
-            check_fresh(run, resumable=first == "experiment.json" and (run / first).is_file())
+            assert check_fresh(run, resumable=first == "experiment.json" and (run / first).is_file()) is None
         assert [p.name for p in run.iterdir()] == [LOCK_FILE]
 
 
@@ -155,7 +155,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_under_its_name(tmp
         find_resume_run(root, "k1")
     assert str(resume.value).endswith("start it again: the same command without --resume starts it over under its "
                                       "name")
-    check_fresh(killed)
+    assert "its log was removed and it starts over under its name" in check_fresh(killed)
     assert [p.name for p in killed.iterdir()] == [LOCK_FILE]
     kept = _run(root, "k2", CONFIG_FILE, EVENTS_FILE, "notes.txt")
     with pytest.raises(LiverctlError) as fresh:

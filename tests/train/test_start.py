@@ -98,13 +98,18 @@ def test_a_new_run_is_checked_then_made_and_locked(tiny_store, tmp_path, fake_tr
     (call,) = fake_training
     assert call["run_dir"] == tmp_path / "runs" / "n" and call["locked"] and not call["resume"]
     assert call["cfg"] == resolve_config("demo", TINY, {"data.store": str(tiny_store), "train.epochs": 1})
-    assert result["is_main"]
+    assert result["is_main"] and call["notes"] == ()
+    (tmp_path / "runs" / "n" / "events.jsonl").write_text("")  # a run killed before its first checkpoint
+    train_run(request)  # starts over under its name, and says so
+    assert fake_training[1]["notes"] == ("run 'n' had ended before its first checkpoint (killed, stopped or "
+                                         "failed), so there was nothing to continue from: its log was removed and "
+                                         "it starts over under its name",)
     last = tmp_path / "runs" / "n" / "checkpoints" / "last.pt"  # what a run that trained leaves
     last.parent.mkdir(parents=True)
     last.write_bytes(b"")
     with pytest.raises(LiverctlError, match="already exists"):
         train_run(request)
-    assert len(fake_training) == 1
+    assert len(fake_training) == 2
 
 
 def test_preflight_fails_before_any_folder_exists(tiny_store, tmp_path, fake_training):

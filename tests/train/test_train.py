@@ -31,11 +31,13 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
     cfg = tiny_cfg(tiny_store)
     started = []
     result = loop.run_training(cfg, tmp_path / "r1", device="cpu", show_progress=False,
-                               on_start=lambda: started.append(kinds(tmp_path / "r1")))
+                               on_start=lambda: started.append(kinds(tmp_path / "r1")), notes=("how it started",))
     assert result["status"] == "completed" and result["global_step"] == 4
     assert started == [[]]  # once, before the run_start event
     seq = kinds(tmp_path / "r1")
     assert seq[0] == "run_start" and seq[-1] == "run_end"
+    (note,) = [e for e in read_events(tmp_path / "r1" / "events.jsonl") if e["kind"] == "note"]
+    assert note["message"] == "how it started"  # the start's notes (check_fresh's), after run_start
     assert seq.count("epoch_end") == 2 and "step" in seq and "nan" not in seq
     events = read_events(tmp_path / "r1" / "events.jsonl")
     start = events[0]
