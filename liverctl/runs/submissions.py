@@ -62,7 +62,9 @@ def _dead_journals(run_dir: Path) -> Iterator[tuple[Path, str, bool]]:
         try:
             line = path.read_text(encoding="utf-8").strip()
             record = json.loads(line)
-            in_place = file_sha256(record["csv"]) == record["sha256"]
+            csv = Path(record["csv"])
+            # a regular file only: a journal in a run folder from someone else may name /dev/zero or a FIFO
+            in_place = csv.is_file() and file_sha256(csv) == record["sha256"]
         except (OSError, ValueError, TypeError, KeyError, RecursionError):  # torn, not ours, or the CSV is gone
             line, in_place = "", False
         yield path, line, in_place

@@ -7,6 +7,7 @@ trained-run test at the end is marked slow.
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -873,11 +874,12 @@ def test_a_submit_killed_before_its_csv_took_its_place_is_not_recorded(tmp_path,
     run = tmp_path / "run"
     run.mkdir()
     (tmp_path / "old.csv").write_text("id,rle\n")
-    for pid, csv_name in ((11, "old.csv"), (12, "never.csv")):
+    os.mkfifo(tmp_path / "fifo.csv")  # a journal from someone else's run folder naming a FIFO (or /dev/zero)
+    for pid, csv_name in ((11, "old.csv"), (12, "never.csv"), (13, "fifo.csv"), (14, "/dev/zero")):
         (run / f".submission.{pid}.pending").write_text(json.dumps({"csv": str(tmp_path / csv_name),
                                                                      "sha256": "0" * 64}) + "\n")
     monkeypatch.setattr(liverctl.files, "process_gone", lambda pid: pid != 12)  # 12 still runs
-    assert summarize_run(run).submissions == []
+    assert summarize_run(run).submissions == []  # neither hashed: a FIFO's read waited for a writer forever
     write_pending([run], {"csv": "c.csv", "ts": 3})
     record_submission([run], {"csv": "c.csv", "ts": 3})
     assert (run / "submissions.jsonl").read_text() == '{"csv": "c.csv", "ts": 3}\n'
