@@ -3,6 +3,7 @@
     .venv/bin/python scripts/fuzz_readers.py nifti --cases 2000 --seed 1
     .venv/bin/python scripts/fuzz_readers.py checkpoint --cases 2000
     .venv/bin/python scripts/fuzz_readers.py json --cases 2000
+    .venv/bin/python scripts/fuzz_readers.py events --cases 2000   (also submissions, config, csv, dataset)
 
 Every case runs in a forked child (the imports are paid once) under an address-space limit (`--memory`, MB
 above what the parent already maps) and a wall-clock limit (`--timeout`): a file claiming gigabytes shows as
@@ -21,6 +22,21 @@ Readers (a mutated copy of a real file each case):
               load_run_model.
   json        a store's zarr.json attributes (LiverStore.open) and a run's config.json (load_run_model's
               config reading) with values replaced by wrong types, NaN, huge numbers, deep nesting, long text.
+  events      a run's events.jsonl (two runs/ folders of tests/run_fixtures.make_run: one completed with a scored
+              submission, one interrupted after a NaN with an ensemble's): one line's values replaced, a key
+              given twice, bytes flipped, invalid UTF-8, control characters, a line dropped, doubled or over a
+              megabyte, truncated; read by summarize_run (which never raises), `runs` (--json must be strict
+              JSON: no NaN), report's load_run, `watch --once` and, one case in 20, `report --no-overlays`.
+  submissions the same runs' submissions.jsonl and the scores.json beside the submission, read as `events` is.
+  config      the same runs' config.toml: a value of another TOML type (nan, inf, a date, 5000 digits, a table,
+              arrays 3000 deep), a key or table twice, an unknown key, bytes; read as `events` is, and by
+              `train --resume` (train.start.resumed_config).
+  csv         a submission CSV for two small label volumes: ids and RLE strings replaced by odd ones, columns
+              more or fewer, rows doubled, moved or dropped, quotes, headers, line ends, bytes; read by
+              evaluate_submission, `evaluate`, and read_sample (`submit --sample`) with and without the store's
+              slices.
+  dataset     a Decathlon or nnU-Net dataset.json (as `mutate_json`, a key twice, bytes) over a folder of small
+              volumes: find_source, plan_sources, `ingest --dry-run` and, one case in 10, the ingest.
 """
 
 # ruff: noqa: B023 - every closure of a case runs in that case's iteration
@@ -31,6 +47,7 @@ import collections
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -625,9 +642,431 @@ def _ingest_again(data: Path, store: Path) -> None:
         raise LiverctlError(f"{summary.failures}"[:300])
 
 
+# ------------------------------------------------------------------------------------------------ text files
+# The files `runs`, `watch`, `report`, `evaluate`, `submit --sample`, `train --resume` and ingest's layouts read:
+# JSON lines, JSON, TOML, CSV. Each case damages one file of a base folder in one of these ways: values of other
+# types (JSON_ODD, TOML_ODD, CSV_ODD), a key given twice, the bytes flipped, invalid UTF-8 or control characters
+# inserted, a line dropped, doubled or made over a megabyte long, truncated.
+
+INVALID_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80", b"\xfe\xff", b"\xc0\xaf"]
+CONTROL = ["\x00", "\r", "\x1b[2J", "\x0b", "\x7f", "\u2028", "\u202e", "\ufeff", "\t", "\r\n", "\x85", "\x1c"]
+
+
+def mutate_bytes(rng, data: bytes) -> tuple[bytes, str]:
+    """`data` with its bytes damaged: flipped, invalid UTF-8 or a control character inserted, cut, a line dropped
+    or doubled, or a line of over a megabyte (`events.MAX_LINE_BYTES`) inserted; what was done."""
+    kind = int(rng.integers(7))
+    at = int(rng.integers(len(data) + 1))
+    if kind == 0:
+        out = bytearray(data)
+        flips = [int(rng.integers(len(out))) for _ in range(int(rng.integers(1, 8)))] if out else []
+        for i in flips:
+            out[i] = int(rng.integers(256))
+        return bytes(out), f"bytes {flips[:4]}"
+    if kind == 1:
+        piece = INVALID_UTF8[int(rng.integers(len(INVALID_UTF8)))]
+        return data[:at] + piece + data[at:], f"invalid UTF-8 {piece!r} at {at}"
+    if kind == 2:
+        piece = CONTROL[int(rng.integers(len(CONTROL)))]
+        return data[:at] + piece.encode() + data[at:], f"control {piece!r} at {at}"
+    if kind == 3:
+        return data[:at], f"truncated at {at}/{len(data)}"
+    lines = data.split(b"\n")
+    i = int(rng.integers(len(lines)))
+    if kind == 4:
+        return b"\n".join(lines[:i] + lines[i + 1:]), f"line {i + 1} dropped"
+    if kind == 5:
+        return b"\n".join(lines[:i + 1] + lines[i:]), f"line {i + 1} doubled"
+    size = int(rng.choice([5000, (1 << 20) + 10]))
+    return b"\n".join([*lines[:i], b"x" * size, *lines[i:]]), f"a line of {size} bytes before line {i + 1}"
+
+
+def duplicate_key(rng, text: str) -> tuple[str, str]:
+    """A JSON object with one of its keys given again (Python's json keeps the last) holding an odd value."""
+    keys = re.findall(r'"([^"\\]{1,40})"\s*:', text)
+    if not keys:
+        return text, "no key to duplicate"
+    key, value = str(rng.choice(keys)), str(rng.choice(JSON_ODD))[:200]
+    close = text.rfind("}")
+    if close < 0 or rng.random() < 0.3:  # before the first: the original wins
+        start = text.find("{") + 1
+        return f'{text[:start]}"{key}": {value}, {text[start:]}', f"duplicate key {key!r} first"
+    return f'{text[:close]}, "{key}": {value}{text[close:]}', f"duplicate key {key!r}={value[:30]!r}"
+
+
+def mutate_json_text(rng, text: str) -> tuple[bytes, str]:
+    """One JSON document (a file, or a line of a .jsonl) damaged: `mutate_json`, a key doubled, or its bytes."""
+    kind = rng.random()
+    if kind < 0.5:
+        out, what = mutate_json(rng, text)
+    elif kind < 0.65:
+        out, what = duplicate_key(rng, text)
+    else:
+        return mutate_bytes(rng, text.encode())
+    return out.encode("utf-8", errors="surrogatepass"), what
+
+
+def mutate_jsonl(rng, text: str) -> tuple[bytes, str]:
+    """A JSON lines file with one line damaged (`mutate_json_text`), or the file's bytes (`mutate_bytes`)."""
+    lines = text.split("\n")
+    if rng.random() < 0.3:
+        return mutate_bytes(rng, text.encode())
+    i = int(rng.integers(max(1, len(lines) - 1)))  # the last "line" is what follows the last newline: ""
+    data, what = mutate_json_text(rng, lines[i])
+    joined = "\n".join(lines[:i]).encode() + (b"\n" if i else b"") + data + ("\n" + "\n".join(lines[i + 1:])).encode()
+    return joined, f"line {i + 1}: {what}"
+
+
+TOML_ODD = ["nan", "inf", "-inf", "+nan", "1e999", "9" * 5000, "9" * 30, "-9223372036854775809", "-1", "0", "1.5",
+            "true", '""', '"' + "x" * 200_000 + '"', '"\\u0000\\u202e\\u001b[2J"', "[" * 3000 + "]" * 3000, "[]",
+            "{}", "{a = {b = 1}}", "1979-05-27T07:32:00Z", "07:32:00", "1979-05-27", '"none"', '[1, "a"]',
+            "[[1], [2]]", "0x7fffffffffffffff", "1_000", "'''a\nb'''", '"Unet"', "[1e308, -1e308]", "-0.0",
+            "[0, 0, 0, 0, 0]", "[nan, inf]", '"bce"', '"flip_rotate"', "1e-320"]
+
+
+def mutate_toml(rng, text: str) -> tuple[bytes, str]:
+    """A TOML file with a value replaced by another type, a key or table given twice, an unknown key, a table
+    nested deep, a line dropped, or its bytes damaged."""
+    lines = text.split("\n")
+    values = [i for i, line in enumerate(lines) if " = " in line]
+    tables = [i for i, line in enumerate(lines) if line.startswith("[")]
+    kind = int(rng.integers(8))
+    if kind <= 2 and values:
+        what = []
+        for _ in range(kind + 1):
+            i = int(rng.choice(values))
+            value = str(rng.choice(TOML_ODD))
+            lines[i] = lines[i].split(" = ", 1)[0] + " = " + value
+            what.append(f"{lines[i].split(' = ', 1)[0]}={value[:30]!r}")
+        return "\n".join(lines).encode(), " ".join(what)
+    if kind == 3 and values:  # a key given twice: not valid TOML
+        i = int(rng.choice(values))
+        return "\n".join(lines[:i + 1] + lines[i:]).encode(), f"key twice: {lines[i][:40]!r}"
+    if kind == 4 and tables:  # a table given twice, or one of another name
+        i = int(rng.choice(tables))
+        extra = [lines[i], "[" + lines[i].strip("[]") + ".x]", "[zzz]", "[[train]]", "[" + ".".join(["a"] * 500) + "]"][
+            int(rng.integers(5))]
+        return "\n".join([*lines, extra, "k = 1"]).encode(), f"table {extra[:40]!r} added"
+    if kind == 5 and tables:  # an unknown key in a table
+        i = int(rng.choice(tables))
+        return "\n".join([*lines[:i + 1], f"unknown_key = {rng.choice(TOML_ODD)}"[:300], *lines[i + 1:]]).encode(), \
+            f"unknown key in {lines[i]}"
+    return mutate_bytes(rng, text.encode())
+
+
+CSV_IDS = ["", "0_-1", "0_99", "0_00", "x_1", "0_1" * 1000, "0_" + "9" * 5000, "0_1\x00", "０_1", "0_1 ", " 0_1",
+           "0_²", "_1", "0_", "id", "0_0,0_1", '"0_1"', "0_1\r", "\ufeff0_1"]
+RLE_ODD = ["", "1 0", "0 0", "-1 5", "1 -5", "1", "1 2 3", "1.5 2", "nan nan", "9" * 30 + " 1", "1 " + "9" * 5000,
+           "1 999999", "3 1 1 1", "1 1 1 1", " 1 1", "1  1", "1\t1", "０ １", "1 1 " * 50_000, "\x00", "1e3 1",
+           "0x10 1", "1 1\n2 1", '1 "1', "inf 1", "18446744073709551617 1", "1 18446744073709551616"]
+
+
+def mutate_csv(rng, text: str) -> tuple[bytes, str]:
+    """A submission CSV with an id or RLE replaced by an odd one, a column more or less, a row doubled, dropped
+    or moved, quotes unbalanced, another header or line end, or its bytes damaged."""
+    lines = text.split("\n")
+    rows = [i for i in range(1, len(lines)) if lines[i]]
+    kind = int(rng.integers(9))
+    if not rows or kind == 8:
+        return mutate_bytes(rng, text.encode())
+    i = int(rng.choice(rows))
+    row_id, _, code = lines[i].partition(",")
+    if kind <= 1:
+        value = str(rng.choice(CSV_IDS))
+        lines[i] = f"{value},{code}"
+        what = f"id {value[:30]!r}"
+    elif kind <= 3:
+        value = str(rng.choice(RLE_ODD))
+        lines[i] = f"{row_id},{value}"
+        what = f"rle {value[:30]!r}"
+    elif kind == 4:
+        extra = [f"{lines[i]},x", row_id, f"{row_id},{code},", '"' + lines[i], f'{row_id},"{code}', ","][int(rng.integers(6))]
+        lines[i] = extra
+        what = f"row {extra[:40]!r}"
+    elif kind == 5:
+        j = int(rng.choice(rows))
+        lines.insert(j, lines[i])
+        what = f"row {i + 1} also at {j + 1}"
+    elif kind == 6:
+        header = ["", "id", "id,rle,x", "ID,RLE", "0_0,1 0", "\ufeffid,rle", "Id,EncodedPixels", '"id,rle'][
+            int(rng.integers(8))]
+        lines[0] = header
+        what = f"header {header!r}"
+    else:
+        end = ["\r\n", "\r", "\n\n"][int(rng.integers(3))]
+        return end.join(lines).encode(), f"line ends {end!r}"
+    return "\n".join(lines).encode("utf-8", errors="surrogatepass"), f"line {i + 1}: {what}"
+
+
+def cli(args: list[str], codes: tuple[int, ...] = (0,)) -> str:
+    """`liverctl ARGS` in this process; its output. Exit 2 is a LiverctlError of its last line (what the command
+    printed as its one error line); another exit outside `codes`, or an exception through it, is raised."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.errors import LiverctlError
+
+    result = CliRunner().invoke(app, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if result.exit_code == 2 and 2 not in codes:
+        raise LiverctlError((result.output.strip().splitlines() or ["(exit 2 without a line)"])[-1])
+    if result.exit_code not in codes:
+        raise RuntimeError(f"exit {result.exit_code}: {result.output[-800:]}")
+    return result.stdout
+
+
+def strict_json(text: str):
+    """JSON as any other tool reads it: NaN and Infinity are no JSON (Python writes them; jq and browsers refuse)."""
+    def refuse(name):
+        raise ValueError(f"{name} in the JSON printed")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def never_refuses(read, *args):
+    """`read(*args)` for a reader that promises no error at all (`summarize_run`: problems are lines of its result)."""
+    from liverctl.errors import LiverctlError
+
+    try:
+        return read(*args)
+    except LiverctlError as exc:
+        raise RuntimeError(f"refused, though it never should: {exc}") from exc
+
+
+def _base_runs(tmp: Path) -> Path:
+    """runs/ with `a` (completed, a scored submission: its CSV and scores.json beside it) and `b` (interrupted,
+    a NaN, an ensemble submission with `a`): run_fixtures.make_run's folders, as `train` and `submit` write them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from run_fixtures import make_run
+
+    root = tmp / "base" / "runs"
+    a = make_run(root, "a", planned=3, submissions=[{"csv": "subs/a.csv", "scores": {
+        "volume_dice": 0.9, "slice_dice": 0.8, "global_dice": 0.93, "sha256": "0" * 64,
+        "cases": [{"case": "0", "volume_dice": 0.9}]}}])
+    make_run(root, "b", planned=4, volume_dice=[0.5, None], status=None, nan_events=1, message="stopped")
+    with open(root / "b" / "submissions.jsonl", "w") as fh:
+        ts = 1_700_000_500.0
+        fh.write(json.dumps({"ts": ts, "csv": str(root.parent / "subs" / "a.csv"), "sha256": "0" * 64, "rows": 3,
+                             "tta": "hflip", "post": "largest", "threshold": 0.5, "which": "best",
+                             "runs": [str(a), str(root / "b")], "ensemble": True,
+                             "members": [{"run": str(a), "checkpoint": "best", "sha256": "1" * 64, "epoch": 3,
+                                          "saved_at": 1.0}, {"run": str(root / "b"), "saved_at": None}]}) + "\n")
+    return root
+
+
+def fuzz_runs(args, tally: Tally) -> None:
+    """A run folder's events.jsonl, submissions.jsonl, scores.json and config.toml, as `runs`, `watch --once`,
+    `report` and `train --resume` read them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 - imported here, not in a child under the memory limit
+
+    from liverctl.report.run_data import load_run
+    from liverctl.runs.summary import summarize_run
+    from liverctl.train.start import TrainRequest, resumed_config
+
+    files = {"events": ["a/events.jsonl", "b/events.jsonl"], "submissions": ["a/submissions.jsonl", "b/submissions.jsonl",
+             "../subs/a.scores.json"], "config": ["a/config.toml", "b/config.toml"]}[args.reader]
+    tmp = Path(tempfile.mkdtemp(prefix=f"fuzz_{args.reader}_"))
+    try:
+        base = _base_runs(tmp)
+        warm: list = []
+        for case in range(args.cases):
+            if args.only is not None and case != args.only:
+                continue
+            rng = np.random.default_rng([args.seed, case])
+            work = tmp / str(case)
+            shutil.copytree(base.parent, work, symlinks=True)
+            root = work / "runs"
+            name = files[int(rng.integers(len(files)))]
+            path = root / name
+            text = path.read_text(encoding="utf-8")
+            mutate = mutate_toml if name.endswith(".toml") else mutate_json_text if name.endswith(".json") else mutate_jsonl
+            data, what = mutate(rng, text)
+            # the submission's sha256 and time: a scores.json damaged but newer than the submission is read
+            os.utime(root.parent / "subs" / "a.scores.json", (2e9, 2e9))
+            what = f"{name}: {what}"
+            run = root / name.split("/")[0] if not name.startswith("..") else root / "a"
+            if args.keep:
+                print("kept", path)
+
+            def runs_json(root=root):
+                strict_json(cli(["runs", str(root), "--json"]))
+
+            def report(run=run, work=work):
+                cli(["report", str(run), "--no-overlays", "--out", str(work / "report")])
+
+            readers = [("summarize_run", lambda run=run: never_refuses(summarize_run, run)),
+                       ("runs --json", runs_json),
+                       ("runs (table)", lambda root=root: cli(["runs", str(root)])),
+                       ("report load_run", lambda run=run: load_run(run)),
+                       ("watch --once", lambda run=run: cli(["watch", str(run), "--once"], (0, 1)))]
+            if args.reader == "config" and run.name == "b":  # a completed its epochs: a resume is refused
+                request = TrainRequest(resume=str(run), runs_dir=root)
+                readers.append(("train --resume", lambda run=run, request=request: resumed_config(request, run)))
+            if case % 20 == 0:  # matplotlib's curves and the page: a second a case
+                readers.append(("report --no-overlays", report))
+            if not warm:  # the undamaged folder, read in this process: what the readers import is imported once
+                warm = [fn() for reader, fn in readers] or [None]
+            path.write_bytes(data)
+            for reader, fn in readers:
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _label_volumes(folder: Path, shapes: dict[str, tuple[int, int, int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """uint8 label NIfTI files `<case>.nii.gz` in `folder`: liver 1, a tumour 2, random blobs; case -> volume."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for case, shape in shapes.items():
+        volume = (rng.random(shape) < 0.4).astype(np.uint8)
+        volume[(rng.random(shape) < 0.1) & (volume == 1)] = 2
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(folder / f"{case}.nii.gz"))
+        out[case] = volume
+    return out
+
+
+def fuzz_csv(args, tally: Tally) -> None:
+    """A submission CSV as `evaluate` reads it, and a sample submission as `submit --sample` reads it."""
+    from liverctl.infer.evaluate import evaluate_submission
+    from liverctl.infer.submission import read_sample, write_submission
+
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_csv_"))
+    try:
+        labels = tmp / "labels"
+        shapes = {"0": (6, 5, 3), "1": (4, 4, 2)}
+        volumes = _label_volumes(labels, shapes)
+        base = tmp / "base.csv"
+        write_submission(base, ((c, v > 0) for c, v in volumes.items()))
+        text = base.read_text()
+        n_slices = {c: s[2] for c, s in shapes.items()}
+        for case in range(args.cases):
+            if args.only is not None and case != args.only:
+                continue
+            rng = np.random.default_rng([args.seed, case])
+            work = tmp / str(case)
+            work.mkdir()
+            path = work / "submission.csv"
+            data, what = mutate_csv(rng, text)
+            path.write_bytes(data)
+            if args.keep:
+                print("kept", path)
+
+            def sample(path=path):
+                read_sample(path, n_slices).check_cases(n_slices)
+
+            readers = [("evaluate_submission", lambda path=path: evaluate_submission(path, labels)),
+                       ("read_sample", sample), ("read_sample (no store)", lambda path=path: read_sample(path)),
+                       ("evaluate", lambda path=path: cli(["evaluate", str(path), "--labels", str(labels)]))]
+            for reader, fn in readers:
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+DECATHLON_JSON = {"name": "Liver", "description": "liver and tumour", "tensorImageSize": "3D", "modality": {"0": "CT"},
+                  "labels": {"0": "background", "1": "liver", "2": "cancer"}, "numTraining": 2, "numTest": 1,
+                  "training": [{"image": "./imagesTr/liver_0.nii.gz", "label": "./labelsTr/liver_0.nii.gz"},
+                               {"image": "./imagesTr/liver_1.nii.gz", "label": "./labelsTr/liver_1.nii.gz"}],
+                  "test": ["./imagesTs/liver_2.nii.gz"]}
+NNUNET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumor": [2]}, "numTraining": 2,
+               "file_ending": ".nii.gz", "name": "Dataset003_Liver"}
+
+
+def _base_sources(tmp: Path) -> dict[str, Path]:
+    """A Decathlon and an nnU-Net folder of small volumes (labels 0, 1, 2) with their dataset.json."""
+    import nibabel as nib
+
+    shapes = {"0": (16, 16, 3), "1": (16, 16, 2), "2": (16, 16, 2)}
+    volumes = _label_volumes(tmp / "labels", shapes)
+    msd, nnunet = tmp / "msd", tmp / "nnunet"
+    for case, label in volumes.items():
+        ct = nib.Nifti1Image((label.astype(np.int16) * 100 - 50), np.eye(4))
+        folder = "imagesTs" if case == "2" else "imagesTr"
+        for root, image_name in ((msd, f"liver_{case}.nii.gz"), (nnunet, f"liver{case}_0000.nii.gz")):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            nib.save(ct, str(root / folder / image_name))
+            if case != "2":
+                (root / "labelsTr").mkdir(exist_ok=True)
+                label_name = f"liver_{case}.nii.gz" if root is msd else f"liver{case}.nii.gz"
+                shutil.copyfile(tmp / "labels" / f"{case}.nii.gz", root / "labelsTr" / label_name)
+    (msd / "dataset.json").write_text(json.dumps(DECATHLON_JSON, indent=4))
+    (nnunet / "dataset.json").write_text(json.dumps(NNUNET_JSON, indent=4))
+    return {"decathlon": msd, "nnunet": nnunet}
+
+
+def fuzz_dataset(args, tally: Tally) -> None:
+    """A Decathlon or nnU-Net dataset.json as ingest's layouts read it (`data/sources/`): the plan, the dry run,
+    and now and then the ingest itself."""
+    from liverctl.data.ingest import ingest_sources
+    from liverctl.data.sources import find_source
+    from liverctl.data.sources.plan import plan_sources
+
+    tmp = Path(tempfile.mkdtemp(prefix="fuzz_dataset_"))
+    try:
+        bases = _base_sources(tmp / "base")
+        for case in range(args.cases):
+            if args.only is not None and case != args.only:
+                continue
+            rng = np.random.default_rng([args.seed, case])
+            layout = list(bases)[int(rng.integers(len(bases)))]
+            work = tmp / str(case)
+            root = work / layout
+            shutil.copytree(bases[layout], root)
+            path = root / "dataset.json"
+            data, what = mutate_json_text(rng, path.read_text())
+            path.write_bytes(data)
+            what = f"{layout} dataset.json: {what}"
+            store = work / "liver.zarr"
+            if args.keep:
+                print("kept", path)
+
+            def plan(root=root, store=store, layout=layout):
+                find_source(root, layout)
+                plan_sources([root], store, layouts={None: layout}).check()
+
+            def ingest(root=root, store=store, layout=layout):
+                summary = ingest_sources([root], store, layouts={None: layout}, workers=1)
+                if not summary.ok:
+                    from liverctl.errors import LiverctlError
+
+                    raise LiverctlError(f"{summary.failures}"[:300])
+
+            readers = [("plan", plan), ("ingest --dry-run", lambda root=root, store=store, layout=layout: cli(
+                ["ingest", str(root), "--store", str(store), "--layout", layout, "--dry-run"]))]
+            if case % 10 == 0:
+                readers.append(("ingest", ingest))
+            for reader, fn in readers:
+                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+                tally.add(case, reader, what, outcome, detail, peak)
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+FUZZERS = {"nifti": fuzz_nifti, "checkpoint": fuzz_checkpoint, "json": fuzz_json, "events": fuzz_runs,
+           "submissions": fuzz_runs, "config": fuzz_runs, "csv": fuzz_csv, "dataset": fuzz_dataset}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reader", choices=["nifti", "checkpoint", "json"])
+    parser.add_argument("reader", choices=list(FUZZERS))
     parser.add_argument("--cases", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", type=int, default=None, help="run this case number only (a reproducer)")
@@ -637,7 +1076,7 @@ def main() -> None:
     args = parser.parse_args()
     tally = Tally(args.seed)
     started = time.monotonic()
-    {"nifti": fuzz_nifti, "checkpoint": fuzz_checkpoint, "json": fuzz_json}[args.reader](args, tally)
+    FUZZERS[args.reader](args, tally)
     tally.report()
     print(f"{time.monotonic() - started:.0f} s")
 
