@@ -296,6 +296,18 @@ def test_an_id_past_a_one_slice_case_says_1_slice(tmp_path):
     assert [str(p) for p in info.value.problems] == ["line 5 (id 'b_1'): unknown id: case 'b' has 1 slice (0..0)"]
 
 
+def test_a_slice_number_of_thousands_of_digits_is_a_slice_past_the_case(tmp_path):
+    """`7_` and 5000 digits was a ValueError through `evaluate` (int() refuses more than 4300 digits), found by
+    scripts/fuzz_readers.py csv."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n7_0,1 0\n7_{'9' * 5000},1 0\n7_{'9' * 19},1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 1)})
+    assert [str(p).split(" (id ")[0] for p in info.value.problems] == ["line 3", "line 4"]
+    assert all(str(p).endswith("unknown id: case '7' has 1 slice (0..0)") for p in info.value.problems)
+    assert split_slice_id("7_" + "9" * 18) == ("7", 10**18 - 1)
+
+
 def test_any_two_column_header_accepted_when_not_required(tmp_path):
     shapes = {"a": (2, 2, 1)}
     path = tmp_path / "s.csv"
