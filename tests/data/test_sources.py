@@ -284,6 +284,19 @@ def test_unreadable_dataset_json_names_the_file(tmp_path):
     assert find_source(tmp_path).label_names == {1: "Leber (liver)"}
 
 
+@pytest.mark.parametrize(("text", "why"), [("[" * 100_000 + "]" * 100_000, "nested too deep"),
+                                           ('{"numTraining": ' + "9" * 5000 + "}", "a number of thousands of digits")])
+def test_a_dataset_json_nested_too_deep_or_with_a_huge_number_is_one_line(tmp_path, text, why):
+    """A RecursionError and a ValueError (int() of 5000 digits) went through find_source and `ingest --dry-run`
+    as tracebacks (scripts/fuzz_readers.py dataset)."""
+    for layout, make in (("decathlon", decathlon), ("nnunet", nnunet)):
+        root = make(tmp_path / layout)
+        (root / "dataset.json").write_text(text)
+        with pytest.raises(LiverctlError) as info:
+            find_source(root)
+        assert str(info.value) == f"{root / 'dataset.json'}: cannot be read as JSON ({why})"
+
+
 def test_nnunet_channel_suffix(tmp_path):
     found = find_source(nnunet(tmp_path))
     assert found.layout == "nnunet" and not found.problems
