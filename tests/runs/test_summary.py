@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
+import math
 import re
 import subprocess
 import sys
 
 import pytest
+import tomli_w
+import tomllib
 from run_fixtures import make_run
 from typer.testing import CliRunner
 
@@ -239,6 +243,28 @@ def test_command_json_and_csv(three_runs):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["name"] for r in rows] == ["b-v5", "a-v3", "c-focal"]
     assert {"status", "volume_dice", "slice_dice", "global_dice", "loss.name", "problems"} <= set(rows[0])
+
+
+def test_json_and_csv_rows_of_a_config_with_dates_and_nan_are_strict_json(tmp_path):
+    """A config.toml is anyone's file and TOML has dates, times, nan and inf: `runs --json` failed on a date in a
+    TypeError traceback and printed NaN, which no strict JSON reader takes (scripts/fuzz_readers.py config)."""
+    a, _ = make_run(tmp_path, "a"), make_run(tmp_path, "b")
+    cfg = tomllib.loads((a / "config.toml").read_text())
+    cfg["loss"]["focal_gamma"], cfg["optim"]["lr"] = datetime.date(1979, 5, 27), math.nan
+    cfg["data"]["window"] = [-math.inf, datetime.time(7, 32)]
+    (a / "config.toml").write_text(tomli_w.dumps(cfg))
+
+    def refuse(name):
+        raise ValueError(name)
+
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    row = next(r for r in json.loads(result.stdout, parse_constant=refuse) if r["name"] == "a")
+    assert (row["loss.focal_gamma"], row["optim.lr"], row["data.window"]) == ("1979-05-27", None, [None, "07:32:00"])
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--csv"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    row = next(r for r in csv.DictReader(io.StringIO(result.stdout)) if r["name"] == "a")
+    assert (row["loss.focal_gamma"], row["data.window"]) == ("1979-05-27", '[null, "07:32:00"]')
 
 
 def test_command_errors_are_one_line_with_nonzero_exit(tmp_path):
