@@ -9,7 +9,7 @@ Every case runs in a forked child (the imports are paid once) under an address-s
 above what the parent already maps) and a wall-clock limit (`--timeout`): a file claiming gigabytes shows as
 MemoryError or an "out of memory" line, a hang as TIMEOUT. Printed: every outcome that is not a result or a
 LiverctlError (one line, with the seed and case number that reproduce it: `--only N`), any LiverctlError of
-more than one line, the peak memory of the case that grew most, and the counts per outcome.
+more than one line or over LONGEST_LINE characters (counted apart), the peak memory of the case that grew most, and the counts per outcome.
 
 Readers (a mutated copy of a real file each case):
   nifti       the real CT volumes and labels of /work/shared/data/real (.nii.gz and uncompressed .nii): header
@@ -122,12 +122,17 @@ def _mapped_bytes() -> int:
     return 0
 
 
+LONGEST_LINE = 1000  # characters of an error line: a path, the problem and a clipped value fit well within it
+
+
 class Tally:
     def __init__(self, seed: int):
         self.seed, self.counts, self.shown = seed, collections.Counter(), set()
         self.peak = (0.0, "")
 
     def add(self, case: int, reader: str, what: str, outcome: str, detail: str, peak: float) -> None:
+        if outcome == "LiverctlError" and len(detail) > LONGEST_LINE:  # a line no one reads: someone's text in it
+            outcome = f"LiverctlError over {LONGEST_LINE} characters"
         key = f"{reader}: {outcome}"
         self.counts[key] += 1
         if peak > self.peak[0]:
