@@ -839,7 +839,7 @@ def never_refuses(read, *args):
         raise RuntimeError(f"refused, though it never should: {exc}") from exc
 
 
-def _base_runs(tmp: Path) -> Path:
+def base_runs(tmp: Path) -> Path:
     """runs/ with `a` (completed, a scored submission: its CSV and scores.json beside it) and `b` (interrupted,
     a NaN, an ensemble submission with `a`): run_fixtures.make_run's folders, as `train` and `submit` write them."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -860,6 +860,45 @@ def _base_runs(tmp: Path) -> Path:
     return root
 
 
+# The files of `_base_runs` each reader damages, relative to its runs/ folder.
+RUN_FILES = {"events": ["a/events.jsonl", "b/events.jsonl"],
+             "submissions": ["a/submissions.jsonl", "b/submissions.jsonl", "../subs/a.scores.json"],
+             "config": ["a/config.toml", "b/config.toml"]}
+
+
+def damage_run_file(rng, root: Path, name: str) -> tuple[Path, str]:
+    """Damage the file `name` (of RUN_FILES) under runs/ `root` in place with its kind's mutation; (the run folder
+    whose file it is, what was done)."""
+    path = root / name
+    mutate = mutate_toml if name.endswith(".toml") else mutate_json_text if name.endswith(".json") else mutate_jsonl
+    data, what = mutate(rng, path.read_text(encoding="utf-8"))
+    path.write_bytes(data)
+    # scores.json newer than the submission, so that a damaged one is read, not set aside as stale
+    os.utime(root.parent / "subs" / "a.scores.json", (2e9, 2e9))
+    return (root / "a" if name.startswith("..") else root / name.split("/")[0]), f"{name}: {what}"
+
+
+def run_readers(root: Path, run: Path, *, resume: bool = False, report: bool = False) -> list[tuple[str, object]]:
+    """(name, read) of everything that reads a run folder under runs/ `root`: summarize_run (which never raises),
+    `runs --json` (strict JSON), `runs`, report's load_run, `watch --once`; `resume`: `train --resume`'s
+    resumed_config; `report`: `report --no-overlays` (matplotlib: a second)."""
+    from liverctl.report.run_data import load_run
+    from liverctl.runs.summary import summarize_run
+    from liverctl.train.start import TrainRequest, resumed_config
+
+    readers = [("summarize_run", lambda: never_refuses(summarize_run, run)),
+               ("runs --json", lambda: strict_json(cli(["runs", str(root), "--json"]))),
+               ("runs (table)", lambda: cli(["runs", str(root)])),
+               ("report load_run", lambda: load_run(run)),
+               ("watch --once", lambda: cli(["watch", str(run), "--once"], (0, 1)))]
+    if resume:
+        readers.append(("train --resume", lambda: resumed_config(TrainRequest(resume=str(run), runs_dir=root), run)))
+    if report:
+        readers.append(("report --no-overlays", lambda: cli(["report", str(run), "--no-overlays", "--out",
+                                                             str(root.parent / "report")])))
+    return readers
+
+
 def fuzz_runs(args, tally: Tally) -> None:
     """A run folder's events.jsonl, submissions.jsonl, scores.json and config.toml, as `runs`, `watch --once`,
     `report` and `train --resume` read them."""
@@ -868,16 +907,13 @@ def fuzz_runs(args, tally: Tally) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401 - imported here, not in a child under the memory limit
 
-    from liverctl.report.run_data import load_run
-    from liverctl.runs.summary import summarize_run
-    from liverctl.train.start import TrainRequest, resumed_config
-
-    files = {"events": ["a/events.jsonl", "b/events.jsonl"], "submissions": ["a/submissions.jsonl", "b/submissions.jsonl",
-             "../subs/a.scores.json"], "config": ["a/config.toml", "b/config.toml"]}[args.reader]
+    files = RUN_FILES[args.reader]
     tmp = Path(tempfile.mkdtemp(prefix=f"fuzz_{args.reader}_"))
     try:
-        base = _base_runs(tmp)
-        warm: list = []
+        base = base_runs(tmp)
+        for _, read in run_readers(base, base / "b", resume=True, report=True):  # what they import, once here
+            read()
+        shutil.rmtree(base.parent / "report")
         for case in range(args.cases):
             if args.only is not None and case != args.only:
                 continue
@@ -885,37 +921,11 @@ def fuzz_runs(args, tally: Tally) -> None:
             work = tmp / str(case)
             shutil.copytree(base.parent, work, symlinks=True)
             root = work / "runs"
-            name = files[int(rng.integers(len(files)))]
-            path = root / name
-            text = path.read_text(encoding="utf-8")
-            mutate = mutate_toml if name.endswith(".toml") else mutate_json_text if name.endswith(".json") else mutate_jsonl
-            data, what = mutate(rng, text)
-            # the submission's sha256 and time: a scores.json damaged but newer than the submission is read
-            os.utime(root.parent / "subs" / "a.scores.json", (2e9, 2e9))
-            what = f"{name}: {what}"
-            run = root / name.split("/")[0] if not name.startswith("..") else root / "a"
+            run, what = damage_run_file(rng, root, files[int(rng.integers(len(files)))])
             if args.keep:
-                print("kept", path)
-
-            def runs_json(root=root):
-                strict_json(cli(["runs", str(root), "--json"]))
-
-            def report(run=run, work=work):
-                cli(["report", str(run), "--no-overlays", "--out", str(work / "report")])
-
-            readers = [("summarize_run", lambda run=run: never_refuses(summarize_run, run)),
-                       ("runs --json", runs_json),
-                       ("runs (table)", lambda root=root: cli(["runs", str(root)])),
-                       ("report load_run", lambda run=run: load_run(run)),
-                       ("watch --once", lambda run=run: cli(["watch", str(run), "--once"], (0, 1)))]
-            if args.reader == "config" and run.name == "b":  # a completed its epochs: a resume is refused
-                request = TrainRequest(resume=str(run), runs_dir=root)
-                readers.append(("train --resume", lambda run=run, request=request: resumed_config(request, run)))
-            if case % 20 == 0:  # matplotlib's curves and the page: a second a case
-                readers.append(("report --no-overlays", report))
-            if not warm:  # the undamaged folder, read in this process: what the readers import is imported once
-                warm = [fn() for reader, fn in readers] or [None]
-            path.write_bytes(data)
+                print("kept", work)
+            # a completed its epochs: a resume is refused; matplotlib's curves and the page: one case in 20
+            readers = run_readers(root, run, resume=args.reader == "config" and run.name == "b", report=case % 20 == 0)
             for reader, fn in readers:
                 outcome, detail, peak = run_case(fn, args.timeout, args.memory)
                 tally.add(case, reader, what, outcome, detail, peak)
@@ -941,20 +951,37 @@ def _label_volumes(folder: Path, shapes: dict[str, tuple[int, int, int]], seed: 
     return out
 
 
+def csv_readers(path: Path, labels: Path, n_slices: dict[str, int]) -> list[tuple[str, object]]:
+    """(name, read) of everything that reads the CSV `path`: evaluate_submission against the label folder, the
+    `evaluate` command, read_sample as `submit --sample` reads it (with the store's test slices `n_slices`, and
+    the check against them) and without them."""
+    from liverctl.infer.evaluate import evaluate_submission
+    from liverctl.infer.submission import read_sample
+
+    return [("evaluate_submission", lambda: evaluate_submission(path, labels)),
+            ("read_sample", lambda: read_sample(path, n_slices).check_cases(n_slices)),
+            ("read_sample (no store)", lambda: read_sample(path)),
+            ("evaluate", lambda: cli(["evaluate", str(path), "--labels", str(labels)]))]
+
+
+def base_submission(tmp: Path) -> tuple[Path, Path, dict[str, int]]:
+    """(a submission CSV, the folder of the label volumes it was made from, their slice counts): two cases."""
+    from liverctl.infer.submission import write_submission
+
+    shapes = {"0": (6, 5, 3), "1": (4, 4, 2)}
+    volumes = _label_volumes(tmp / "labels", shapes)
+    write_submission(tmp / "base.csv", ((c, v > 0) for c, v in volumes.items()))
+    return tmp / "base.csv", tmp / "labels", {c: s[2] for c, s in shapes.items()}
+
+
 def fuzz_csv(args, tally: Tally) -> None:
     """A submission CSV as `evaluate` reads it, and a sample submission as `submit --sample` reads it."""
-    from liverctl.infer.evaluate import evaluate_submission
-    from liverctl.infer.submission import read_sample, write_submission
-
     tmp = Path(tempfile.mkdtemp(prefix="fuzz_csv_"))
     try:
-        labels = tmp / "labels"
-        shapes = {"0": (6, 5, 3), "1": (4, 4, 2)}
-        volumes = _label_volumes(labels, shapes)
-        base = tmp / "base.csv"
-        write_submission(base, ((c, v > 0) for c, v in volumes.items()))
+        base, labels, n_slices = base_submission(tmp)
+        for _, read in csv_readers(base, labels, n_slices):  # what they import, once here
+            read()
         text = base.read_text()
-        n_slices = {c: s[2] for c, s in shapes.items()}
         for case in range(args.cases):
             if args.only is not None and case != args.only:
                 continue
@@ -967,13 +994,7 @@ def fuzz_csv(args, tally: Tally) -> None:
             if args.keep:
                 print("kept", path)
 
-            def sample(path=path):
-                read_sample(path, n_slices).check_cases(n_slices)
-
-            readers = [("evaluate_submission", lambda path=path: evaluate_submission(path, labels)),
-                       ("read_sample", sample), ("read_sample (no store)", lambda path=path: read_sample(path)),
-                       ("evaluate", lambda path=path: cli(["evaluate", str(path), "--labels", str(labels)]))]
-            for reader, fn in readers:
+            for reader, fn in csv_readers(path, labels, n_slices):
                 outcome, detail, peak = run_case(fn, args.timeout, args.memory)
                 tally.add(case, reader, what, outcome, detail, peak)
             if not args.keep:
@@ -992,7 +1013,7 @@ NNUNET_JSON = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver"
                "file_ending": ".nii.gz", "name": "Dataset003_Liver"}
 
 
-def _base_sources(tmp: Path) -> dict[str, Path]:
+def base_sources(tmp: Path) -> dict[str, Path]:
     """A Decathlon and an nnU-Net folder of small volumes (labels 0, 1, 2) with their dataset.json."""
     import nibabel as nib
 
@@ -1014,16 +1035,38 @@ def _base_sources(tmp: Path) -> dict[str, Path]:
     return {"decathlon": msd, "nnunet": nnunet}
 
 
-def fuzz_dataset(args, tally: Tally) -> None:
-    """A Decathlon or nnU-Net dataset.json as ingest's layouts read it (`data/sources/`): the plan, the dry run,
-    and now and then the ingest itself."""
+def dataset_readers(root: Path, store: Path, layout: str, *, ingest: bool = False) -> list[tuple[str, object]]:
+    """(name, read) of what reads the source folder `root`'s dataset.json: find_source and the plan (checked) for
+    `store`, `ingest --dry-run`, and `ingest`: the ingest itself (a second)."""
     from liverctl.data.ingest import ingest_sources
     from liverctl.data.sources import find_source
     from liverctl.data.sources.plan import plan_sources
+    from liverctl.errors import LiverctlError
 
+    def plan():
+        find_source(root, layout)
+        plan_sources([root], store, layouts={None: layout}).check()
+
+    def ingest_it():
+        summary = ingest_sources([root], store, layouts={None: layout}, workers=1)
+        if not summary.ok:
+            raise LiverctlError(f"{summary.failures}"[:300])
+
+    readers = [("plan", plan),
+               ("ingest --dry-run", lambda: cli(["ingest", str(root), "--store", str(store), "--layout", layout,
+                                                 "--dry-run"]))]
+    return [*readers, ("ingest", ingest_it)] if ingest else readers
+
+
+def fuzz_dataset(args, tally: Tally) -> None:
+    """A Decathlon or nnU-Net dataset.json as ingest's layouts read it (`data/sources/`): the plan, the dry run,
+    and now and then the ingest itself."""
     tmp = Path(tempfile.mkdtemp(prefix="fuzz_dataset_"))
     try:
-        bases = _base_sources(tmp / "base")
+        bases = base_sources(tmp / "base")
+        for layout, root in bases.items():  # what they import, once here
+            for _, read in dataset_readers(root, tmp / "base" / f"{layout}.zarr", layout, ingest=True):
+                read()
         for case in range(args.cases):
             if args.only is not None and case != args.only:
                 continue
@@ -1040,22 +1083,7 @@ def fuzz_dataset(args, tally: Tally) -> None:
             if args.keep:
                 print("kept", path)
 
-            def plan(root=root, store=store, layout=layout):
-                find_source(root, layout)
-                plan_sources([root], store, layouts={None: layout}).check()
-
-            def ingest(root=root, store=store, layout=layout):
-                summary = ingest_sources([root], store, layouts={None: layout}, workers=1)
-                if not summary.ok:
-                    from liverctl.errors import LiverctlError
-
-                    raise LiverctlError(f"{summary.failures}"[:300])
-
-            readers = [("plan", plan), ("ingest --dry-run", lambda root=root, store=store, layout=layout: cli(
-                ["ingest", str(root), "--store", str(store), "--layout", layout, "--dry-run"]))]
-            if case % 10 == 0:
-                readers.append(("ingest", ingest))
-            for reader, fn in readers:
+            for reader, fn in dataset_readers(root, store, layout, ingest=case % 10 == 0):
                 outcome, detail, peak = run_case(fn, args.timeout, args.memory)
                 tally.add(case, reader, what, outcome, detail, peak)
             if not args.keep:

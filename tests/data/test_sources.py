@@ -297,6 +297,34 @@ def test_a_dataset_json_nested_too_deep_or_with_a_huge_number_is_one_line(tmp_pa
         assert str(info.value) == f"{root / 'dataset.json'}: cannot be read as JSON ({why})"
 
 
+def test_fuzz_dataset_json_gives_a_plan_or_one_liverctl_error(tmp_path):
+    """A Decathlon or nnU-Net dataset.json is anyone's file: scripts/fuzz_readers.py's JSON mutations (values of
+    other types, NaN, huge numbers, deep nesting, long text, a key twice, bytes flipped, invalid UTF-8, control
+    characters, truncated) read by find_source and plan_sources, and now and then `ingest --dry-run`. Nesting
+    too deep and a number of 5000 digits were tracebacks."""
+    import shutil
+    from collections import Counter
+
+    import numpy as np
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    bases = fuzz.base_sources(tmp_path / "base")
+    rng = np.random.default_rng(9)
+    outcomes = Counter()
+    for case in range(120):
+        layout = ("decathlon", "nnunet")[case % 2]
+        root = tmp_path / str(case) / layout
+        shutil.copytree(bases[layout], root)
+        data, what = fuzz.mutate_json_text(rng, (root / "dataset.json").read_text())
+        (root / "dataset.json").write_bytes(data)
+        for reader, read in fuzz.dataset_readers(root, tmp_path / str(case) / "liver.zarr", layout):
+            if case % 10 == 0 or reader != "ingest --dry-run":
+                outcomes[reader, outcome(read, f"case {case}: {layout} {what}: {reader}")] += 1
+        shutil.rmtree(root.parent)
+    assert outcomes["plan", "ok"] >= 20 and outcomes["plan", "refused"] >= 20, outcomes
+
+
 def test_nnunet_channel_suffix(tmp_path):
     found = find_source(nnunet(tmp_path))
     assert found.layout == "nnunet" and not found.problems

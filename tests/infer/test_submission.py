@@ -527,3 +527,28 @@ def test_the_csv_is_read_in_chunks_as_the_csv_module_reads_it_whole(tmp_path, mo
     path.write_bytes(bad)
     with pytest.raises(LiverctlError, match=f"byte {at} is 0xe9"):
         list(submission.CsvReader(path, "submission"))
+
+
+def test_fuzz_evaluate_and_sample_readers_with_the_scripts_mutations(tmp_path):
+    """A submission or sample CSV is anyone's file: scripts/fuzz_readers.py mutate_csv (ids and RLE strings
+    replaced by odd ones, a column more or fewer, rows doubled or moved, headers, line ends, bytes flipped,
+    invalid UTF-8, control characters, truncated) read by evaluate_submission, read_sample with and without the
+    store's slices, and now and then `liverctl evaluate`. A slice number of 5000 digits was a ValueError."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    base, labels, n_slices = fuzz.base_submission(tmp_path)
+    text = base.read_text()
+    path = tmp_path / "fuzz.csv"
+    rng = np.random.default_rng(3)
+    outcomes = Counter()
+    for case in range(150):
+        data, what = fuzz.mutate_csv(rng, text)
+        path.write_bytes(data)
+        for reader, read in fuzz.csv_readers(path, labels, n_slices):
+            if case % 10 == 0 or reader != "evaluate":
+                outcomes[reader, outcome(read, f"case {case}: {what}: {reader}")] += 1
+    assert outcomes["evaluate_submission", "ok"] >= 20 and outcomes["evaluate_submission", "refused"] >= 50, outcomes
+    assert outcomes["read_sample", "ok"] >= 20 and outcomes["evaluate", "refused"] >= 5, outcomes

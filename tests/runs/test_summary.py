@@ -732,3 +732,33 @@ def test_json_and_csv_take_a_file_or_alone_mean_stdout_as_evaluate_and_bench_do(
         "before it, or as --runs-dir")
     both = runner.invoke(app, ["runs", str(three_runs), "--json", "--csv"])
     assert both.exit_code == 2 and "choose one of --json and --csv for stdout" in both.stderr
+
+
+def test_fuzz_run_files_give_a_summary_or_one_liverctl_error(tmp_path):
+    """A run folder's events.jsonl, submissions.jsonl, the scores.json beside a submission and config.toml are
+    anyone's files: damaged with scripts/fuzz_readers.py's mutations (values of other types, NaN, a key twice,
+    bytes flipped, invalid UTF-8, control characters, truncated) and read by summarize_run (never an error),
+    report's load_run, `train --resume`, and now and then `runs --json` (strict JSON), `runs` and `watch --once`.
+    A list as an event's `v` was a TypeError in watch, a date in config.toml one in `runs --json`."""
+    import shutil
+    from collections import Counter
+
+    import numpy as np
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    base = fuzz.base_runs(tmp_path)
+    files = [name for names in fuzz.RUN_FILES.values() for name in names]
+    rng = np.random.default_rng(0)
+    outcomes = Counter()
+    commands = ("runs --json", "runs (table)", "watch --once")  # 0.1 s each: one case in 10, --json of every config
+    for case in range(70):
+        work = tmp_path / str(case)
+        shutil.copytree(base.parent, work)
+        name = files[case % len(files)]
+        run, what = fuzz.damage_run_file(rng, work / "runs", name)
+        for reader, read in fuzz.run_readers(work / "runs", run, resume=name == "b/config.toml"):
+            if case % 10 == 0 or reader not in commands or (reader == "runs --json" and name.endswith(".toml")):
+                outcomes[reader, outcome(read, f"case {case}: {what}: {reader}")] += 1
+        shutil.rmtree(work)
+    assert outcomes["summarize_run", "ok"] == 70 and outcomes["train --resume", "refused"] >= 5, outcomes
