@@ -804,21 +804,29 @@ def mutate_csv(rng, text: str) -> tuple[bytes, str]:
 
 
 def cli(args: list[str], codes: tuple[int, ...] = (0,)) -> str:
-    """`liverctl ARGS` in this process; its output. Exit 2 is a LiverctlError of its last line (what the command
-    printed as its one error line); another exit outside `codes`, or an exception through it, is raised."""
+    """`liverctl ARGS` in this process as its entry point runs it (`cli.main`: under `standard_streams`, which
+    prints what the stream's encoding lacks escaped); its stdout. Exit 2 is a LiverctlError of stderr's last line
+    (what the command printed as its one error line); another exit outside `codes`, or an exception through it,
+    is raised."""
     from typer.testing import CliRunner
 
     from liverctl.cli import app
+    from liverctl.commands._common import standard_streams
     from liverctl.errors import LiverctlError
 
-    result = CliRunner().invoke(app, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    if result.exit_code == 2 and 2 not in codes:
-        raise LiverctlError((result.output.strip().splitlines() or ["(exit 2 without a line)"])[-1])
-    if result.exit_code not in codes:
-        raise RuntimeError(f"exit {result.exit_code}: {result.output[-800:]}")
-    return result.stdout
+    with CliRunner().isolation() as (out, err, _):
+        try:
+            with standard_streams():
+                app(args=args, prog_name="liverctl")
+            code = 0
+        except SystemExit as end:
+            code = end.code if isinstance(end.code, int) else int(end.code is not None)
+        stdout, stderr = out.getvalue().decode(errors="replace"), err.getvalue().decode(errors="replace")
+    if code == 2 and 2 not in codes:
+        raise LiverctlError((stderr.strip().splitlines() or ["(exit 2 without a line)"])[-1])
+    if code not in codes:
+        raise RuntimeError(f"exit {code}: {(stdout + stderr)[-800:]}")
+    return stdout
 
 
 def strict_json(text: str):
