@@ -1052,7 +1052,10 @@ def dataset_readers(root: Path, store: Path, layout: str, *, ingest: bool = Fals
     from liverctl.errors import LiverctlError
 
     def plan():
-        find_source(root, layout)
+        found = find_source(root, layout)
+        for line in [*map(str, found.problems), *found.skipped]:  # printed by ingest and its dry run, one a line
+            if "\n" in line or len(line) > LONGEST_LINE:
+                raise RuntimeError(f"a problem or note line of {len(line)} characters: {line[:300]!r}")
         plan_sources([root], store, layouts={None: layout}).check()
 
     def ingest_it():
