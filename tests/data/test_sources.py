@@ -248,6 +248,25 @@ def test_decathlon_files_listed_but_missing_are_problems(tmp_path):
     assert any("liver_1.nii.gz" in str(p) and "missing" in str(p) for p in found.problems)
 
 
+def test_decathlon_entries_too_long_for_a_file_name_are_problems_of_one_short_line(tmp_path):
+    """A listed name of 200,000 characters made pathlib's is_file raise 'OSError: File name too long' through
+    find_source and `ingest --dry-run`, and an entry of that length that is no table was quoted whole in its
+    problem line (scripts/fuzz_readers.py dataset)."""
+    root = decathlon(tmp_path)
+    payload = json.loads((root / "dataset.json").read_text())
+    payload["training"][0]["image"] = "x" * 200_000
+    payload["training"][1] = "y" * 200_000
+    payload["test"] = [["z" * 200_000]]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    lines = [str(p) for p in found.problems]
+    where = root / "dataset.json"
+    assert lines == [f"{where}: lists {'x' * 200_000!r:.80}, not a file name (File name too long)",
+                     f"{where}: has a training entry {'y' * 200_000!r:.80} without \"image\" and \"label\"",
+                     f"{where}: lists {[('z' * 200_000)]!r:.80}, not a file name"], [line[:200] for line in lines]
+    assert all(len(line) < 300 for line in lines)
+
+
 def test_decathlon_without_lists_pairs_the_folders(tmp_path):
     found = find_source(decathlon(tmp_path, listed=False))
     assert [(c.case_id, c.split) for c in found.cases] == [
