@@ -27,7 +27,8 @@ Readers (a mutated copy of a real file each case):
               given twice, bytes flipped, invalid UTF-8, control characters, a line dropped, doubled or over a
               megabyte, truncated; read by summarize_run (which never raises), `runs` (--json must be strict
               JSON: no NaN), report's load_run, `watch --once` and, one case in 20, `report --no-overlays`.
-  submissions the same runs' submissions.jsonl and the scores.json beside the submission, read as `events` is.
+  submissions the same runs' submissions.jsonl and the scores.json beside the submission, and those of an
+              experiment (summarize_experiment, `runs`, `report`), read as `events` is.
   config      the same runs' config.toml: a value of another TOML type (nan, inf, a date, 5000 digits, a table,
               arrays 3000 deep), a key or table twice, an unknown key, bytes; read as `events` is, and by
               `train --resume` (train.start.resumed_config).
@@ -550,6 +551,24 @@ def mutate_json(rng, text: str) -> tuple[str, str]:
     return text, " ".join(what)
 
 
+def write_base_experiment(exp: Path, store: Path) -> Path:
+    """The experiment.json of a completed experiment `exp` (its folder made) over `store`, folds 0-2, fold 0's
+    results, cv, out-of-fold figures and a decision, as `train --folds` writes it."""
+    from liverctl.config import resolve_config
+    from liverctl.experiment.folder import write_summary
+
+    exp.mkdir(parents=True)
+    write_summary(exp, {
+        "name": exp.name, "preset": "demo", "store": str(store), "folds": [0, 1, 2],
+        "config": resolve_config("demo"), "status": "completed", "created": 1_600_000_000.0,
+        "fold_results": {"0": {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.9},
+                               "checkpoints": {"best": "0" * 64}}},
+        "cv": {"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9, "2": 0.91}},
+        "oof": {"volume_dice": 0.91, "slice_dice": 0.8, "global_dice": 0.93},
+        "decision": {"threshold": 0.5, "post": "largest_component", "volume_dice": 0.92, "cases": 10}})
+    return exp
+
+
 def fuzz_json(args, tally: Tally) -> None:
     import cv2  # noqa: F401 - imported here, not in a child under the memory limit
     import torch  # noqa: F401
@@ -561,7 +580,7 @@ def fuzz_json(args, tally: Tally) -> None:
     from liverctl.data.store import LiverStore
     from liverctl.data.store_check import verify_store
     from liverctl.data.synth import write_synthetic_dataset
-    from liverctl.experiment.folder import read_summary, write_summary
+    from liverctl.experiment.folder import read_summary
     from liverctl.experiment.summary import summarize_experiment
 
     tmp = Path(tempfile.mkdtemp(prefix="fuzz_json_"))
@@ -571,16 +590,7 @@ def fuzz_json(args, tally: Tally) -> None:
         base_store = tmp / "base.zarr"
         assert ingest_folder(data, store=base_store, workers=1).ok
         metas = sorted(p.relative_to(base_store) for p in base_store.rglob("zarr.json"))
-        base_exp = tmp / "runs_base" / "cv"
-        base_exp.mkdir(parents=True)
-        write_summary(base_exp, {
-            "name": "cv", "preset": "demo", "store": str(base_store), "folds": [0, 1, 2],
-            "config": resolve_config("demo"), "status": "completed", "created": 1_600_000_000.0,
-            "fold_results": {"0": {"status": "completed", "best": {"epoch": 1, "volume_dice": 0.9},
-                                   "checkpoints": {"best": "0" * 64}}},
-            "cv": {"mean": 0.9, "std": 0.01, "folds": {"0": 0.89, "1": 0.9, "2": 0.91}},
-            "oof": {"volume_dice": 0.91, "slice_dice": 0.8, "global_dice": 0.93},
-            "decision": {"threshold": 0.5, "post": "largest_component", "volume_dice": 0.92, "cases": 10}})
+        base_exp = write_base_experiment(tmp / "runs_base" / "cv", base_store)
         for case in range(args.cases):
             if args.only is not None and case != args.only:
                 continue
@@ -848,8 +858,9 @@ def never_refuses(read, *args):
 
 
 def base_runs(tmp: Path) -> Path:
-    """runs/ with `a` (completed, a scored submission: its CSV and scores.json beside it) and `b` (interrupted,
-    a NaN, an ensemble submission with `a`): run_fixtures.make_run's folders, as `train` and `submit` write them."""
+    """runs/ with `a` (completed, a scored submission: its CSV and scores.json beside it), `b` (interrupted,
+    a NaN, an ensemble submission with `a`) and the experiment `cv` (fold-0 a run, a scored submission of its
+    own): run_fixtures.make_run's folders, as `train` and `submit` write them."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from run_fixtures import make_run
 
@@ -858,6 +869,10 @@ def base_runs(tmp: Path) -> Path:
         "volume_dice": 0.9, "slice_dice": 0.8, "global_dice": 0.93, "sha256": "0" * 64,
         "cases": [{"case": "0", "volume_dice": 0.9}]}}])
     make_run(root, "b", planned=4, volume_dice=[0.5, None], status=None, nan_events=1, message="stopped")
+    exp = write_base_experiment(root / "cv", tmp / "base" / "liver.zarr")
+    make_run(exp, "fold-0", settings={"data.fold": 0}, submissions=[{"csv": str(root.parent / "subs" / "cv.csv"), "scores": {
+        "volume_dice": 0.92, "slice_dice": 0.85, "global_dice": 0.94, "sha256": "0" * 64}}])
+    (exp / "fold-0" / "submissions.jsonl").replace(exp / "submissions.jsonl")  # the experiment's, of its folds
     with open(root / "b" / "submissions.jsonl", "w") as fh:
         ts = 1_700_000_500.0
         fh.write(json.dumps({"ts": ts, "csv": str(root.parent / "subs" / "a.csv"), "sha256": "0" * 64, "rows": 3,
@@ -870,7 +885,8 @@ def base_runs(tmp: Path) -> Path:
 
 # The files of `_base_runs` each reader damages, relative to its runs/ folder.
 RUN_FILES = {"events": ["a/events.jsonl", "b/events.jsonl"],
-             "submissions": ["a/submissions.jsonl", "b/submissions.jsonl", "../subs/a.scores.json"],
+             "submissions": ["a/submissions.jsonl", "b/submissions.jsonl", "../subs/a.scores.json",
+                             "cv/submissions.jsonl", "../subs/cv.scores.json"],
              "config": ["a/config.toml", "b/config.toml"]}
 
 
@@ -882,18 +898,27 @@ def damage_run_file(rng, root: Path, name: str) -> tuple[Path, str]:
     data, what = mutate(rng, path.read_text(encoding="utf-8"))
     path.write_bytes(data)
     # scores.json newer than the submission, so that a damaged one is read, not set aside as stale
-    os.utime(root.parent / "subs" / "a.scores.json", (2e9, 2e9))
-    return (root / "a" if name.startswith("..") else root / name.split("/")[0]), f"{name}: {what}"
+    for scores in (root.parent / "subs").glob("*.scores.json"):
+        os.utime(scores, (2e9, 2e9))
+    run = root / (Path(name).name.split(".")[0] if name.startswith("..") else name.split("/")[0])
+    return run, f"{name}: {what}"
 
 
 def run_readers(root: Path, run: Path, *, resume: bool = False, report: bool = False) -> list[tuple[str, object]]:
     """(name, read) of everything that reads a run folder under runs/ `root`: summarize_run (which never raises),
     `runs --json` (strict JSON), `runs`, report's load_run, `watch --once`; `resume`: `train --resume`'s
     resumed_config; `report`: `report --no-overlays` (matplotlib: a second)."""
+    from liverctl.experiment.summary import summarize_experiment
     from liverctl.report.run_data import load_run
     from liverctl.runs.summary import summarize_run
     from liverctl.train.start import TrainRequest, resumed_config
 
+    if run.name == "cv":  # the experiment: its summary (its folds' too), `runs` and `report`
+        readers = [("summarize_experiment", lambda: never_refuses(summarize_experiment, run)),
+                   ("runs --json", lambda: strict_json(cli(["runs", str(root), "--json"]))),
+                   ("runs (table)", lambda: cli(["runs", str(root)]))]
+        return [*readers, ("report --no-overlays", lambda: cli(["report", str(run), "--no-overlays", "--out",
+                                                                str(root.parent / "report")]))] if report else readers
     readers = [("summarize_run", lambda: never_refuses(summarize_run, run)),
                ("runs --json", lambda: strict_json(cli(["runs", str(root), "--json"]))),
                ("runs (table)", lambda: cli(["runs", str(root)])),

@@ -735,10 +735,11 @@ def test_json_and_csv_take_a_file_or_alone_mean_stdout_as_evaluate_and_bench_do(
 
 
 def test_fuzz_run_files_give_a_summary_or_one_liverctl_error(tmp_path):
-    """A run folder's events.jsonl, submissions.jsonl, the scores.json beside a submission and config.toml are
-    anyone's files: damaged with scripts/fuzz_readers.py's mutations (values of other types, NaN, a key twice,
-    bytes flipped, invalid UTF-8, control characters, truncated) and read by summarize_run (never an error),
-    report's load_run, `train --resume`, and now and then `runs --json` (strict JSON), `runs` and `watch --once`.
+    """A run folder's events.jsonl, submissions.jsonl, the scores.json beside a submission and config.toml, and an
+    experiment's submissions.jsonl and scores.json, are anyone's files: damaged with scripts/fuzz_readers.py's
+    mutations (values of other types, NaN, a key twice, bytes flipped, invalid UTF-8, control characters,
+    truncated) and read by summarize_run / summarize_experiment (never an error), report's load_run,
+    `train --resume`, and now and then `runs --json` (strict JSON), `runs` and `watch --once`.
     A list as an event's `v` was a TypeError in watch, a date in config.toml one in `runs --json`."""
     import shutil
     from collections import Counter
@@ -761,4 +762,5 @@ def test_fuzz_run_files_give_a_summary_or_one_liverctl_error(tmp_path):
             if case % 10 == 0 or reader not in commands or (reader == "runs --json" and name.endswith(".toml")):
                 outcomes[reader, outcome(read, f"case {case}: {what}: {reader}")] += 1
         shutil.rmtree(work)
-    assert outcomes["summarize_run", "ok"] == 70 and outcomes["train --resume", "refused"] >= 5, outcomes
+    assert outcomes["summarize_run", "ok"] + outcomes["summarize_experiment", "ok"] == 70, outcomes
+    assert outcomes["train --resume", "refused"] >= 5, outcomes
