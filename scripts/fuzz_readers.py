@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import io
 import json
 import os
@@ -147,10 +148,37 @@ class Tally:
                 self.shown.add(sig)
                 print(f"--- {reader} {outcome} (--seed {self.seed} --only {case}): {what}\n{detail[-1500:]}", flush=True)
 
+    def read(self, args, case: int, what: str, readers, work: Path | None = None) -> None:
+        """Each (name, read) of `readers` in its forked child (`run_case`, `args`' limits), its outcome added;
+        then the case's folder `work` removed, unless --keep."""
+        for reader, fn in readers:
+            outcome, detail, peak = run_case(fn, args.timeout, args.memory)
+            self.add(case, reader, what, outcome, detail, peak)
+        if work is not None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
     def report(self) -> None:
         print(f"peak RSS of a case: {self.peak[0]:.0f} MB ({self.peak[1]})")
         for key, n in sorted(self.counts.items()):
             print(f"{n:7d}  {key}")
+
+
+def cases(args):
+    """(case number, its generator: seeded by --seed and the number) of each case to run: --cases, or --only N."""
+    for case in range(args.cases):
+        if args.only is None or case == args.only:
+            yield case, np.random.default_rng([args.seed, case])
+
+
+@contextlib.contextmanager
+def scratch(prefix: str, keep: bool = False):
+    """A temporary folder for a fuzzer's files, removed at the end unless `keep` (--keep)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ NIfTI
@@ -341,9 +369,7 @@ def fuzz_nifti(args, tally: Tally) -> None:
                 readers += [("read_liver_mask", mask), ("postprocess", post)]
             if gzip_flip:
                 readers.append(("gzip-same", same_voxels))
-            for reader, fn in readers:
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
+            tally.read(args, case, what, readers)
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -473,11 +499,9 @@ def fuzz_checkpoint(args, tally: Tally) -> None:
                 except Exception as exc:  # noqa: BLE001
                     what += f" (not saved: {type(exc).__name__})"
                     continue
-            for reader, fn in (("load_checkpoint", lambda: load_checkpoint(path)),
-                               ("load_checkpoint(resume)", lambda: load_checkpoint(path, resume=True)),
-                               ("load_run_model", lambda: load_run_model(run))):
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
+            tally.read(args, case, what, (("load_checkpoint", lambda: load_checkpoint(path)),
+                                          ("load_checkpoint(resume)", lambda: load_checkpoint(path, resume=True)),
+                                          ("load_run_model", lambda: load_run_model(run))))
             shutil.rmtree(run, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -639,9 +663,7 @@ def fuzz_json(args, tally: Tally) -> None:
                 readers = [("read_summary", lambda root=root: read_summary(root / "cv")),
                            ("summarize_experiment", lambda root=root: summarize_experiment(root / "cv")),
                            ("runs --json", cli_runs)]
-            for reader, fn in readers:
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
+            tally.read(args, case, what, readers)
             shutil.rmtree(work, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -941,16 +963,12 @@ def fuzz_runs(args, tally: Tally) -> None:
     import matplotlib.pyplot  # noqa: F401 - imported here, not in a child under the memory limit
 
     files = RUN_FILES[args.reader]
-    tmp = Path(tempfile.mkdtemp(prefix=f"fuzz_{args.reader}_"))
-    try:
+    with scratch(f"fuzz_{args.reader}_", args.keep) as tmp:
         base = base_runs(tmp)
         for _, read in run_readers(base, base / "b", resume=True, report=True):  # what they import, once here
             read()
         shutil.rmtree(base.parent / "report")
-        for case in range(args.cases):
-            if args.only is not None and case != args.only:
-                continue
-            rng = np.random.default_rng([args.seed, case])
+        for case, rng in cases(args):
             work = tmp / str(case)
             shutil.copytree(base.parent, work, symlinks=True)
             root = work / "runs"
@@ -959,14 +977,7 @@ def fuzz_runs(args, tally: Tally) -> None:
                 print("kept", work)
             # a completed its epochs: a resume is refused; matplotlib's curves and the page: one case in 20
             readers = run_readers(root, run, resume=args.reader == "config" and run.name == "b", report=case % 20 == 0)
-            for reader, fn in readers:
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tally.read(args, case, what, readers, work)
 
 
 def _label_volumes(folder: Path, shapes: dict[str, tuple[int, int, int]], seed: int = 0) -> dict[str, np.ndarray]:
@@ -1009,16 +1020,12 @@ def base_submission(tmp: Path) -> tuple[Path, Path, dict[str, int]]:
 
 def fuzz_csv(args, tally: Tally) -> None:
     """A submission CSV as `evaluate` reads it, and a sample submission as `submit --sample` reads it."""
-    tmp = Path(tempfile.mkdtemp(prefix="fuzz_csv_"))
-    try:
+    with scratch("fuzz_csv_", args.keep) as tmp:
         base, labels, n_slices = base_submission(tmp)
         for _, read in csv_readers(base, labels, n_slices):  # what they import, once here
             read()
         text = base.read_text()
-        for case in range(args.cases):
-            if args.only is not None and case != args.only:
-                continue
-            rng = np.random.default_rng([args.seed, case])
+        for case, rng in cases(args):
             work = tmp / str(case)
             work.mkdir()
             path = work / "submission.csv"
@@ -1026,15 +1033,7 @@ def fuzz_csv(args, tally: Tally) -> None:
             path.write_bytes(data)
             if args.keep:
                 print("kept", path)
-
-            for reader, fn in csv_readers(path, labels, n_slices):
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tally.read(args, case, what, csv_readers(path, labels, n_slices), work)
 
 
 DECATHLON_JSON = {"name": "Liver", "description": "liver and tumour", "tensorImageSize": "3D", "modality": {"0": "CT"},
@@ -1097,16 +1096,12 @@ def dataset_readers(root: Path, store: Path, layout: str, *, ingest: bool = Fals
 def fuzz_dataset(args, tally: Tally) -> None:
     """A Decathlon or nnU-Net dataset.json as ingest's layouts read it (`data/sources/`): the plan, the dry run,
     and now and then the ingest itself."""
-    tmp = Path(tempfile.mkdtemp(prefix="fuzz_dataset_"))
-    try:
+    with scratch("fuzz_dataset_", args.keep) as tmp:
         bases = base_sources(tmp / "base")
         for layout, root in bases.items():  # what they import, once here
             for _, read in dataset_readers(root, tmp / "base" / f"{layout}.zarr", layout, ingest=True):
                 read()
-        for case in range(args.cases):
-            if args.only is not None and case != args.only:
-                continue
-            rng = np.random.default_rng([args.seed, case])
+        for case, rng in cases(args):
             layout = list(bases)[int(rng.integers(len(bases)))]
             work = tmp / str(case)
             root = work / layout
@@ -1118,15 +1113,7 @@ def fuzz_dataset(args, tally: Tally) -> None:
             store = work / "liver.zarr"
             if args.keep:
                 print("kept", path)
-
-            for reader, fn in dataset_readers(root, store, layout, ingest=case % 10 == 0):
-                outcome, detail, peak = run_case(fn, args.timeout, args.memory)
-                tally.add(case, reader, what, outcome, detail, peak)
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tally.read(args, case, what, dataset_readers(root, store, layout, ingest=case % 10 == 0), work)
 
 
 FUZZERS = {"nifti": fuzz_nifti, "checkpoint": fuzz_checkpoint, "json": fuzz_json, "events": fuzz_runs,
