@@ -130,7 +130,7 @@ class SampleSubmission:
         parts = []
         if uncovered:
             parts.append(f"{plural(len(uncovered), 'sample id')} {agree(len(uncovered), 'matches', 'match')} "
-                         f"no test slice (e.g. {uncovered[0]!r})")
+                         f"no test slice (e.g. {rle._clip(uncovered[0])})")
         if extra:
             parts.append(f"{plural(len(extra), 'test slice')} {agree(len(extra), 'is', 'are')} not in the sample "
                          f"(e.g. {extra[0]!r})")
@@ -278,7 +278,7 @@ class SubmissionWriter:
         if uncovered:
             raise LiverctlError(
                 f"{plural(len(uncovered), 'id')} of the sample {agree(len(uncovered), 'has', 'have')} no prediction "
-                f"(e.g. {uncovered[0]!r})",
+                f"(e.g. {rle._clip(uncovered[0])})",
                 path=self.sample.path,
             )
         extra = have - set(self.sample.ids)

@@ -121,6 +121,23 @@ def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
     assert list(tmp_path.iterdir()) == [sample_path]
 
 
+def test_a_long_sample_id_is_cut_in_the_line_that_names_it(tmp_path):
+    """A sample id of 5000 characters was quoted whole in the one line refusing it, by check_cases (submit
+    --sample) and the writer: a 5 kB line (scripts/fuzz_readers.py csv, seed 0 case 42)."""
+    masks = _masks()
+    long_id = "7_" + "9" * 5000
+    sample_path = tmp_path / "sample.csv"
+    sample_path.write_text(f"id,rle\n7_0,1 0\n7_1,1 0\n7_2,1 0\n{long_id},1 0\n")
+    sample = read_sample(sample_path)
+    with pytest.raises(LiverctlError) as info:
+        sample.check_cases({c: m.shape[2] for c, m in masks.items()})
+    assert str(info.value).startswith(f"{sample_path}: 1 sample id matches no test slice (e.g. '7_9999")
+    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(LiverctlError) as info:
+        write_submission(tmp_path / "sub.csv", masks.items(), sample=sample)
+    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+
+
 def test_expected_cases_must_all_be_written(tmp_path):
     masks = _masks()
     out = tmp_path / "sub.csv"
