@@ -527,6 +527,18 @@ def test_plan_dataset_json_without_liver_is_an_error(tmp_path):
         plan.check()
 
 
+def test_a_dataset_json_naming_no_liver_shows_its_names_in_one_short_line(tmp_path):
+    """A label name of 200,000 characters was quoted whole in 'dataset.json names no liver label (...)', and one
+    holding a NUL and a right-to-left mark as it was (scripts/fuzz_readers.py dataset, seed 0 case 486)."""
+    root = decathlon(tmp_path / "d", labels={"0": "background", "1": "x" * 200_000, "2": "\u202e\x00spleen"})
+    plan = plan_sources([root], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError) as info:
+        plan.check()
+    message = str(info.value)
+    assert "dataset.json names no liver label (0=background, 1=xxx" in message and "…" in message
+    assert len(message) < 600 and "\x00" not in message and "\u202e" not in message
+
+
 def test_plan_named_sources_and_extra_in_folds(tmp_path):
     plan = plan_sources(
         [f"comp={competition(tmp_path / 'c')}", f"batch_a={lits(tmp_path / 'a')}", f"batch_b={lits(tmp_path / 'b')}"],
