@@ -47,13 +47,18 @@ def slice_id(case_id: str, z: int) -> str:
     return f"{case_id}_{z}"
 
 
+# A slice number of more digits is beyond any volume's: read as 10**18, never converted (int() refuses 4300 digits
+# and more with a ValueError, and a CSV is anyone's file).
+MAX_SLICE_DIGITS = 18
+
+
 def split_slice_id(text: str) -> tuple[str, int] | None:
     """`"<case>_<z>"` -> (case, z); None unless it ends in `_<z>` written as `slice_id` writes it: ASCII
-    digits, no leading zero (`7_00`, `7_０`, `7_²` name no slice)."""
+    digits, no leading zero (`7_00`, `7_０`, `7_²` name no slice). z of more than `MAX_SLICE_DIGITS` digits: 10**18."""
     case, sep, z = text.rpartition("_")
     if not sep or not case or not (z.isascii() and z.isdigit()) or (len(z) > 1 and z[0] == "0"):
         return None
-    return case, int(z)
+    return case, int(z) if len(z) <= MAX_SLICE_DIGITS else 10**MAX_SLICE_DIGITS
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class SampleSubmission:
         parts = []
         if uncovered:
             parts.append(f"{plural(len(uncovered), 'sample id')} {agree(len(uncovered), 'matches', 'match')} "
-                         f"no test slice (e.g. {uncovered[0]!r})")
+                         f"no test slice (e.g. {rle._clip(uncovered[0])})")
         if extra:
             parts.append(f"{plural(len(extra), 'test slice')} {agree(len(extra), 'is', 'are')} not in the sample "
                          f"(e.g. {extra[0]!r})")
@@ -273,7 +278,7 @@ class SubmissionWriter:
         if uncovered:
             raise LiverctlError(
                 f"{plural(len(uncovered), 'id')} of the sample {agree(len(uncovered), 'has', 'have')} no prediction "
-                f"(e.g. {uncovered[0]!r})",
+                f"(e.g. {rle._clip(uncovered[0])})",
                 path=self.sample.path,
             )
         extra = have - set(self.sample.ids)

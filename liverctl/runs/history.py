@@ -91,7 +91,9 @@ class RunHistory:
     def add(self, event: dict) -> None:
         self.exists = True
         self.n_events += 1
-        self.versions.add(event.get("v"))
+        version = event.get("v")  # anyone's value: a list or a table is no version, and cannot be in a set
+        self.versions.add(version if version is None or isinstance(version, (int, float, str)) else
+                          f"a {type(version).__name__}")
         ts = event_ts(event)
         kind = event.get("kind")
         if kind == "run_start":

@@ -248,6 +248,25 @@ def test_decathlon_files_listed_but_missing_are_problems(tmp_path):
     assert any("liver_1.nii.gz" in str(p) and "missing" in str(p) for p in found.problems)
 
 
+def test_decathlon_entries_too_long_for_a_file_name_are_problems_of_one_short_line(tmp_path):
+    """A listed name of 200,000 characters made pathlib's is_file raise 'OSError: File name too long' through
+    find_source and `ingest --dry-run`, and an entry of that length that is no table was quoted whole in its
+    problem line (scripts/fuzz_readers.py dataset)."""
+    root = decathlon(tmp_path)
+    payload = json.loads((root / "dataset.json").read_text())
+    payload["training"][0]["image"] = "x" * 200_000
+    payload["training"][1] = "y" * 200_000
+    payload["test"] = [["z" * 200_000]]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    lines = [str(p) for p in found.problems]
+    where = root / "dataset.json"
+    assert lines == [f"{where}: lists {'x' * 200_000!r:.80}, not a file name (File name too long)",
+                     f"{where}: has a training entry {'y' * 200_000!r:.80} without \"image\" and \"label\"",
+                     f"{where}: lists {[('z' * 200_000)]!r:.80}, not a file name"], [line[:200] for line in lines]
+    assert all(len(line) < 300 for line in lines)
+
+
 def test_decathlon_without_lists_pairs_the_folders(tmp_path):
     found = find_source(decathlon(tmp_path, listed=False))
     assert [(c.case_id, c.split) for c in found.cases] == [
@@ -282,6 +301,47 @@ def test_unreadable_dataset_json_names_the_file(tmp_path):
     # Notepad's UTF-8 begins with a byte-order mark: it was "JSONDecodeError: Unexpected UTF-8 BOM"
     (tmp_path / "dataset.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"labels": {"1": "Leber (liver)"}}).encode())
     assert find_source(tmp_path).label_names == {1: "Leber (liver)"}
+
+
+@pytest.mark.parametrize(("text", "why"), [("[" * 100_000 + "]" * 100_000, "nested too deep"),
+                                           ('{"numTraining": ' + "9" * 5000 + "}", "a number of thousands of digits")])
+def test_a_dataset_json_nested_too_deep_or_with_a_huge_number_is_one_line(tmp_path, text, why):
+    """A RecursionError and a ValueError (int() of 5000 digits) went through find_source and `ingest --dry-run`
+    as tracebacks (scripts/fuzz_readers.py dataset)."""
+    for layout, make in (("decathlon", decathlon), ("nnunet", nnunet)):
+        root = make(tmp_path / layout)
+        (root / "dataset.json").write_text(text)
+        with pytest.raises(LiverctlError) as info:
+            find_source(root)
+        assert str(info.value) == f"{root / 'dataset.json'}: cannot be read as JSON ({why})"
+
+
+def test_fuzz_dataset_json_gives_a_plan_or_one_liverctl_error(tmp_path):
+    """A Decathlon or nnU-Net dataset.json is anyone's file: scripts/fuzz_readers.py's JSON mutations (values of
+    other types, NaN, huge numbers, deep nesting, long text, a key twice, bytes flipped, invalid UTF-8, control
+    characters, truncated) read by find_source and plan_sources, and now and then `ingest --dry-run`. Nesting
+    too deep and a number of 5000 digits were tracebacks."""
+    import shutil
+    from collections import Counter
+
+    import numpy as np
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    bases = fuzz.base_sources(tmp_path / "base")
+    rng = np.random.default_rng(9)
+    outcomes = Counter()
+    for case in range(120):
+        layout = ("decathlon", "nnunet")[case % 2]
+        root = tmp_path / str(case) / layout
+        shutil.copytree(bases[layout], root)
+        data, what = fuzz.mutate_json_text(rng, (root / "dataset.json").read_text())
+        (root / "dataset.json").write_bytes(data)
+        for reader, read in fuzz.dataset_readers(root, tmp_path / str(case) / "liver.zarr", layout):
+            if case % 10 == 0 or reader != "ingest --dry-run":
+                outcomes[reader, outcome(read, f"case {case}: {layout} {what}: {reader}")] += 1
+        shutil.rmtree(root.parent)
+    assert outcomes["plan", "ok"] >= 20 and outcomes["plan", "refused"] >= 20, outcomes
 
 
 def test_nnunet_channel_suffix(tmp_path):
@@ -465,6 +525,18 @@ def test_plan_dataset_json_without_liver_is_an_error(tmp_path):
     )
     with pytest.raises(LiverctlError, match="names no liver label"):
         plan.check()
+
+
+def test_a_dataset_json_naming_no_liver_shows_its_names_in_one_short_line(tmp_path):
+    """A label name of 200,000 characters was quoted whole in 'dataset.json names no liver label (...)', and one
+    holding a NUL and a right-to-left mark as it was (scripts/fuzz_readers.py dataset, seed 0 case 486)."""
+    root = decathlon(tmp_path / "d", labels={"0": "background", "1": "x" * 200_000, "2": "\u202e\x00spleen"})
+    plan = plan_sources([root], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError) as info:
+        plan.check()
+    message = str(info.value)
+    assert "dataset.json names no liver label (0=background, 1=xxx" in message and "…" in message
+    assert len(message) < 600 and "\x00" not in message and "\u202e" not in message
 
 
 def test_plan_named_sources_and_extra_in_folds(tmp_path):

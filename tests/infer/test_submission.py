@@ -121,6 +121,23 @@ def test_sample_ids_not_covered_fail_and_leave_no_csv(tmp_path):
     assert list(tmp_path.iterdir()) == [sample_path]
 
 
+def test_a_long_sample_id_is_cut_in_the_line_that_names_it(tmp_path):
+    """A sample id of 5000 characters was quoted whole in the one line refusing it, by check_cases (submit
+    --sample) and the writer: a 5 kB line (scripts/fuzz_readers.py csv, seed 0 case 42)."""
+    masks = _masks()
+    long_id = "7_" + "9" * 5000
+    sample_path = tmp_path / "sample.csv"
+    sample_path.write_text(f"id,rle\n7_0,1 0\n7_1,1 0\n7_2,1 0\n{long_id},1 0\n")
+    sample = read_sample(sample_path)
+    with pytest.raises(LiverctlError) as info:
+        sample.check_cases({c: m.shape[2] for c, m in masks.items()})
+    assert str(info.value).startswith(f"{sample_path}: 1 sample id matches no test slice (e.g. '7_9999")
+    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(LiverctlError) as info:
+        write_submission(tmp_path / "sub.csv", masks.items(), sample=sample)
+    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+
+
 def test_expected_cases_must_all_be_written(tmp_path):
     masks = _masks()
     out = tmp_path / "sub.csv"
@@ -294,6 +311,18 @@ def test_an_id_past_a_one_slice_case_says_1_slice(tmp_path):
     with pytest.raises(MalformedSubmission) as info:
         read_submission(path, {"a": (2, 2, 2), "b": (2, 2, 1)})
     assert [str(p) for p in info.value.problems] == ["line 5 (id 'b_1'): unknown id: case 'b' has 1 slice (0..0)"]
+
+
+def test_a_slice_number_of_thousands_of_digits_is_a_slice_past_the_case(tmp_path):
+    """`7_` and 5000 digits was a ValueError through `evaluate` (int() refuses more than 4300 digits), found by
+    scripts/fuzz_readers.py csv."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"id,rle\n7_0,1 0\n7_{'9' * 5000},1 0\n7_{'9' * 19},1 0\n")
+    with pytest.raises(MalformedSubmission) as info:
+        read_submission(path, {"7": (2, 2, 1)})
+    assert [str(p).split(" (id ")[0] for p in info.value.problems] == ["line 3", "line 4"]
+    assert all(str(p).endswith("unknown id: case '7' has 1 slice (0..0)") for p in info.value.problems)
+    assert split_slice_id("7_" + "9" * 18) == ("7", 10**18 - 1)
 
 
 def test_any_two_column_header_accepted_when_not_required(tmp_path):
@@ -515,3 +544,28 @@ def test_the_csv_is_read_in_chunks_as_the_csv_module_reads_it_whole(tmp_path, mo
     path.write_bytes(bad)
     with pytest.raises(LiverctlError, match=f"byte {at} is 0xe9"):
         list(submission.CsvReader(path, "submission"))
+
+
+def test_fuzz_evaluate_and_sample_readers_with_the_scripts_mutations(tmp_path):
+    """A submission or sample CSV is anyone's file: scripts/fuzz_readers.py mutate_csv (ids and RLE strings
+    replaced by odd ones, a column more or fewer, rows doubled or moved, headers, line ends, bytes flipped,
+    invalid UTF-8, control characters, truncated) read by evaluate_submission, read_sample with and without the
+    store's slices, and now and then `liverctl evaluate`. A slice number of 5000 digits was a ValueError."""
+    from collections import Counter
+
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    base, labels, n_slices = fuzz.base_submission(tmp_path)
+    text = base.read_text()
+    path = tmp_path / "fuzz.csv"
+    rng = np.random.default_rng(3)
+    outcomes = Counter()
+    for case in range(150):
+        data, what = fuzz.mutate_csv(rng, text)
+        path.write_bytes(data)
+        for reader, read in fuzz.csv_readers(path, labels, n_slices):
+            if case % 10 == 0 or reader != "evaluate":
+                outcomes[reader, outcome(read, f"case {case}: {what}: {reader}")] += 1
+    assert outcomes["evaluate_submission", "ok"] >= 20 and outcomes["evaluate_submission", "refused"] >= 50, outcomes
+    assert outcomes["read_sample", "ok"] >= 20 and outcomes["evaluate", "refused"] >= 5, outcomes

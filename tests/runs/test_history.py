@@ -57,6 +57,20 @@ def test_status_rule(events, writer, want):
     assert run_status(_fold(*events), writer) == want
 
 
+def test_a_schema_version_that_is_a_list_or_a_table_is_an_unknown_version(tmp_path):
+    """`"v": [1]` on an event line was 'TypeError: unhashable type' in `watch` (every line folded) and made
+    `runs` show the run as 'could not be read' (scripts/fuzz_readers.py events)."""
+    from liverctl.runs.history import schema_version
+
+    problems: list[str] = []
+    h = _fold({"kind": "run_start", "v": 1}, {"kind": "step", "v": [100000]}, {"kind": "note", "v": {"a": 1}})
+    assert schema_version(h, problems) is None
+    assert problems == ["events with an unknown schema version ['a dict', 'a list']"]
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind": "run_start", "v": 1}\n{"kind": "run_end", "v": [1], "status": "completed"}\n')
+    assert run_status(read_history(path, problems), False) == "completed"
+
+
 def test_read_history_skips_steps_but_keeps_their_time_and_sums_segments(tmp_path):
     lines = [
         {"v": 1, "ts": 0.0, "kind": "run_start"},

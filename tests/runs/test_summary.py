@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
+import math
 import re
 import subprocess
 import sys
 
 import pytest
+import tomli_w
+import tomllib
 from run_fixtures import make_run
 from typer.testing import CliRunner
 
@@ -239,6 +243,28 @@ def test_command_json_and_csv(three_runs):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["name"] for r in rows] == ["b-v5", "a-v3", "c-focal"]
     assert {"status", "volume_dice", "slice_dice", "global_dice", "loss.name", "problems"} <= set(rows[0])
+
+
+def test_json_and_csv_rows_of_a_config_with_dates_and_nan_are_strict_json(tmp_path):
+    """A config.toml is anyone's file and TOML has dates, times, nan and inf: `runs --json` failed on a date in a
+    TypeError traceback and printed NaN, which no strict JSON reader takes (scripts/fuzz_readers.py config)."""
+    a, _ = make_run(tmp_path, "a"), make_run(tmp_path, "b")
+    cfg = tomllib.loads((a / "config.toml").read_text())
+    cfg["loss"]["focal_gamma"], cfg["optim"]["lr"] = datetime.date(1979, 5, 27), math.nan
+    cfg["data"]["window"] = [-math.inf, datetime.time(7, 32)]
+    (a / "config.toml").write_text(tomli_w.dumps(cfg))
+
+    def refuse(name):
+        raise ValueError(name)
+
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    row = next(r for r in json.loads(result.stdout, parse_constant=refuse) if r["name"] == "a")
+    assert (row["loss.focal_gamma"], row["optim.lr"], row["data.window"]) == ("1979-05-27", None, [None, "07:32:00"])
+    result = CliRunner().invoke(app, ["runs", str(tmp_path), "--csv"])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    row = next(r for r in csv.DictReader(io.StringIO(result.stdout)) if r["name"] == "a")
+    assert (row["loss.focal_gamma"], row["data.window"]) == ("1979-05-27", '[null, "07:32:00"]')
 
 
 def test_command_errors_are_one_line_with_nonzero_exit(tmp_path):
@@ -706,3 +732,35 @@ def test_json_and_csv_take_a_file_or_alone_mean_stdout_as_evaluate_and_bench_do(
         "before it, or as --runs-dir")
     both = runner.invoke(app, ["runs", str(three_runs), "--json", "--csv"])
     assert both.exit_code == 2 and "choose one of --json and --csv for stdout" in both.stderr
+
+
+def test_fuzz_run_files_give_a_summary_or_one_liverctl_error(tmp_path):
+    """A run folder's events.jsonl, submissions.jsonl, the scores.json beside a submission and config.toml, and an
+    experiment's submissions.jsonl and scores.json, are anyone's files: damaged with scripts/fuzz_readers.py's
+    mutations (values of other types, NaN, a key twice, bytes flipped, invalid UTF-8, control characters,
+    truncated) and read by summarize_run / summarize_experiment (never an error), report's load_run,
+    `train --resume`, and now and then `runs --json` (strict JSON), `runs` and `watch --once`.
+    A list as an event's `v` was a TypeError in watch, a date in config.toml one in `runs --json`."""
+    import shutil
+    from collections import Counter
+
+    import numpy as np
+    from fuzz_script import load_fuzz_script, outcome
+
+    fuzz = load_fuzz_script()
+    base = fuzz.base_runs(tmp_path)
+    files = [name for names in fuzz.RUN_FILES.values() for name in names]
+    rng = np.random.default_rng(0)
+    outcomes = Counter()
+    commands = ("runs --json", "runs (table)", "watch --once")  # 0.1 s each: one case in 10, --json of every config
+    for case in range(70):
+        work = tmp_path / str(case)
+        shutil.copytree(base.parent, work)
+        name = files[case % len(files)]
+        run, what = fuzz.damage_run_file(rng, work / "runs", name)
+        for reader, read in fuzz.run_readers(work / "runs", run, resume=name == "b/config.toml"):
+            if case % 10 == 0 or reader not in commands or (reader == "runs --json" and name.endswith(".toml")):
+                outcomes[reader, outcome(read, f"case {case}: {what}: {reader}")] += 1
+        shutil.rmtree(work)
+    assert outcomes["summarize_run", "ok"] + outcomes["summarize_experiment", "ok"] == 70, outcomes
+    assert outcomes["train --resume", "refused"] >= 5, outcomes

@@ -33,6 +33,10 @@ def read_dataset_json(root: Path) -> dict[str, Any] | None:
         payload = json.loads(path.read_bytes())  # bytes: json finds the encoding, a Windows editor's BOM included
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LiverctlError(f"cannot be read as JSON ({type(exc).__name__}: {exc})", path=path) from None
+    except RecursionError:
+        raise LiverctlError("cannot be read as JSON (nested too deep)", path=path) from None
+    except ValueError:  # int() of a number of over 4300 digits
+        raise LiverctlError("cannot be read as JSON (a number of thousands of digits)", path=path) from None
     if not isinstance(payload, dict):
         raise LiverctlError("is not a JSON object", path=path)
     return payload

@@ -36,6 +36,7 @@ from liverctl.data.sources.labels import liver_values
 from liverctl.data.store_writer import case_folders
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
+from liverctl.printable import one_line
 
 MAIN, EXTRA = "main", "extra"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -173,7 +174,8 @@ def _liver_labels(
         if kept is not None and kept[0] is not None and kept[0] != liver:  # NAME=... given once over dataset.json
             return kept[0], STORED_LABELS, False, None
         if not liver:
-            shown = ", ".join(f"{v}={n}" for v, n in sorted(label_names.items()))
+            # the names are anyone's text: one printable line, cut (a name of 200,000 characters was all of it)
+            shown = one_line(", ".join(f"{v}={n}" for v, n in sorted(label_names.items())))
             return None, named_by, True, (
                 f"{named_by} names no liver label ({shown}); give --liver-labels {name}=VALUES"
             )
