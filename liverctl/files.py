@@ -280,9 +280,12 @@ def work_dir_beside(target: str | os.PathLike) -> Path:
     import tempfile
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_work_dirs(target)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_work_dirs(target)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:  # named as the folder asked for (a read-only mount, a file in the way), not the hidden one
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(work, 0o777 & ~umask)
