@@ -1,5 +1,6 @@
-"""Anyone's text (a message in a run folder's files) as one printable line: `one_line`. Stdlib only, so the
-run folder's own readers (`liverctl.runs.folder`) use it too."""
+"""Anyone's text (a message in a run folder's files) as one printable line: `one_line`; anyone's value (a name, an
+entry of their file) quoted in a message: `quoted`. Both cut with "…". Stdlib only, so the run folder's own readers
+(`liverctl.runs.folder`) use it too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 # A run_end message (anyone's text) is kept to this many characters: a line of `runs`, a field of its --json.
 MESSAGE_LIMIT = 300
+# A value quoted in an error line (a name, a file's entry) is kept to this many characters.
+QUOTE_LIMIT = 80
 # Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
 # space around them: one space each, so a message is one line that shows what it says.
 _UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
@@ -18,4 +21,21 @@ def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
     "" for None. Not escaped for markup: print it as a rich `Text`, or through `esc`."""
     text = "" if value is None else value if isinstance(value, str) else str(value)
     text = _UNPRINTABLE.sub(" ", text[: 4 * limit]).strip()  # a 10 MB message is not scanned to be cut
+    return _cut(text, limit)
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """Someone's value (a name, an entry or a field of their file) as a message quotes it: its repr, where control
+    and invisible characters show as escapes (`'a\\x1b[2J'`), so the line stays one printable line that says what
+    is there, cut to `limit` characters with "…" (a name of 200,000 characters was all of it)."""
+    if isinstance(value, str):
+        value = value[: 4 * limit]  # a 10 MB name is not escaped to be cut
+    try:
+        text = repr(value)
+    except RecursionError:  # a JSON document nested deeper than repr goes
+        text = f"a {type(value).__name__} nested too deep to show"
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

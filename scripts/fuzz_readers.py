@@ -33,9 +33,9 @@ Readers (a mutated copy of a real file each case):
               arrays 3000 deep), a key or table twice, an unknown key, bytes; read as `events` is, and by
               `train --resume` (train.start.resumed_config).
   csv         a submission CSV for two small label volumes: ids and RLE strings replaced by odd ones, columns
-              more or fewer, rows doubled, moved or dropped, quotes, headers, line ends, bytes; read by
-              evaluate_submission, `evaluate`, and read_sample (`submit --sample`) with and without the store's
-              slices.
+              more or fewer, rows doubled, moved or dropped, quotes, headers, line ends, bytes, random bytes, the
+              file in UTF-16 or Latin-1; read by evaluate_submission, `evaluate`, and read_sample (`submit
+              --sample`) with and without the store's slices.
   dataset     a Decathlon or nnU-Net dataset.json (as `mutate_json`, a key twice, bytes) over a folder of small
               volumes: find_source, plan_sources, `ingest --dry-run` and, one case in 10, the ingest.
 """
@@ -596,9 +596,7 @@ def write_base_experiment(exp: Path, store: Path) -> Path:
 def fuzz_json(args, tally: Tally) -> None:
     import cv2  # noqa: F401 - imported here, not in a child under the memory limit
     import torch  # noqa: F401
-    from typer.testing import CliRunner
 
-    from liverctl.cli import app
     from liverctl.config import resolve_config
     from liverctl.data.ingest import ingest_folder
     from liverctl.data.store import LiverStore
@@ -655,14 +653,9 @@ def fuzz_json(args, tally: Tally) -> None:
                 path.write_text(text, encoding="utf-8", errors="surrogatepass")
                 what = f"experiment.json: {what}"
 
-                def cli_runs(root=root):
-                    result = CliRunner().invoke(app, ["runs", str(root), "--json"])
-                    if result.exit_code not in (0, 2) or result.exception and not isinstance(result.exception, SystemExit):
-                        raise RuntimeError(f"exit {result.exit_code}: {result.output[-800:]}") from result.exception
-
                 readers = [("read_summary", lambda root=root: read_summary(root / "cv")),
                            ("summarize_experiment", lambda root=root: summarize_experiment(root / "cv")),
-                           ("runs --json", cli_runs)]
+                           ("runs --json", lambda root=root: strict_json(cli(["runs", str(root), "--json"])))]
             tally.read(args, case, what, readers)
             shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -800,12 +793,12 @@ RLE_ODD = ["", "1 0", "0 0", "-1 5", "1 -5", "1", "1 2 3", "1.5 2", "nan nan", "
 
 def mutate_csv(rng, text: str) -> tuple[bytes, str]:
     """A submission CSV with an id or RLE replaced by an odd one, a column more or less, a row doubled, dropped
-    or moved, quotes unbalanced, another header or line end, or its bytes damaged."""
+    or moved, quotes unbalanced, another header or line end, or the whole file damaged (`mutate_csv_file`)."""
     lines = text.split("\n")
     rows = [i for i in range(1, len(lines)) if lines[i]]
     kind = int(rng.integers(9))
     if not rows or kind == 8:
-        return mutate_bytes(rng, text.encode())
+        return mutate_csv_file(rng, text)
     i = int(rng.choice(rows))
     row_id, _, code = lines[i].partition(",")
     if kind <= 1:
@@ -833,6 +826,19 @@ def mutate_csv(rng, text: str) -> tuple[bytes, str]:
         end = ["\r\n", "\r", "\n\n"][int(rng.integers(3))]
         return end.join(lines).encode(), f"line ends {end!r}"
     return "\n".join(lines).encode("utf-8", errors="surrogatepass"), f"line {i + 1}: {what}"
+
+
+def mutate_csv_file(rng, text: str) -> tuple[bytes, str]:
+    """The whole CSV damaged: its bytes (`mutate_bytes`), random bytes in its place, or the text (an "é" in it)
+    written in another encoding than UTF-8, as a spreadsheet may export it (UTF-16 with its BOM, Latin-1)."""
+    kind = rng.random()
+    if kind < 0.6:
+        return mutate_bytes(rng, text.encode())
+    if kind < 0.75:
+        size = int(rng.integers(0, 300))
+        return rng.bytes(size), f"{size} random bytes"
+    at, encoding = int(rng.integers(len(text) + 1)), str(rng.choice(["utf-16", "utf-16-le", "latin-1"]))
+    return (text[:at] + "é" + text[at:]).encode(encoding), f"'é' at {at}, written in {encoding}"
 
 
 def cli(args: list[str], codes: tuple[int, ...] = (0,)) -> str:

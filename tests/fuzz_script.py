@@ -23,12 +23,14 @@ def load_fuzz_script():
     return sys.modules["fuzz_readers"]
 
 
-def outcome(read, what: str = "") -> str:
-    """`read()`'s outcome; `what`: the case, named in the failure of any other exception."""
+def outcome(read, what: str = "", names: Path | None = None) -> str:
+    """`read()`'s outcome; `what`: the case, named in the failure of any other exception; `names`: the file a
+    refusal must begin with."""
     try:
         read()
     except LiverctlError as exc:
         assert "\n" not in str(exc), (what, str(exc))
+        assert names is None or str(exc).startswith(f"{names}: "), (what, str(exc))
         return "refused"
     except Exception as exc:
         raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc

@@ -43,6 +43,7 @@ from liverctl.data.schema import (
     written_chunk_crc32,
 )
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
 _VERIFY = "run `liverctl ingest` again on the same data with --verify to rebuild that case"
@@ -270,7 +271,8 @@ def case_damage(case_dir: Path, attrs: dict[str, Any], *, sizes: bool = True,
         if not isinstance(shape, list) or array_shape != shape:
             return Damage(
                 array_dir / "zarr.json",
-                f"array shape {array_shape} differs from the case's shape {shape}; the store is damaged: {_REBUILD}",
+                f"array shape {quoted(array_shape)} differs from the case's shape {quoted(shape)}; the store is damaged: "
+                f"{_REBUILD}",
             )
         if not is_plain_slice_metadata(meta):  # rewritten by another tool: the reader's zarr-python path checks it
             continue

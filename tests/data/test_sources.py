@@ -261,10 +261,28 @@ def test_decathlon_entries_too_long_for_a_file_name_are_problems_of_one_short_li
     found = find_source(root)
     lines = [str(p) for p in found.problems]
     where = root / "dataset.json"
-    assert lines == [f"{where}: lists {'x' * 200_000!r:.80}, not a file name (File name too long)",
-                     f"{where}: has a training entry {'y' * 200_000!r:.80} without \"image\" and \"label\"",
-                     f"{where}: lists {[('z' * 200_000)]!r:.80}, not a file name"], [line[:200] for line in lines]
+    assert lines == [f"{where}: lists '{'x' * 78}…, not a file name (File name too long)",
+                     f"{where}: has a training entry '{'y' * 78}… without \"image\" and \"label\"",
+                     f"{where}: lists ['{'z' * 77}…, not a file name"], [line[:200] for line in lines]
     assert all(len(line) < 300 for line in lines)
+
+
+def test_names_quoted_in_problem_lines_are_cut_alike_and_show_control_characters(tmp_path):
+    """Values quoted in problem lines were cut by `!r:.80` with no "…" (a cut name read as a whole one) while
+    the module's other cuts said so; printable.quoted now: repr (control characters as escapes), "…"."""
+    root = decathlon(tmp_path)
+    payload = json.loads((root / "dataset.json").read_text())
+    payload["training"][1] = {"image": "a\x1b[2J\u202e" + "q" * 100}
+    payload["labels"] = {"1": "liver", "2": "t" * 100 + "\n"}
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    assert [str(p).split(": ", 1)[1] for p in found.problems] == [
+        "has a training entry {'image': 'a\\x1b[2J\\u202e" + "q" * 54 + "… without \"image\" and \"label\""]
+    payload["labels"] = {"liver": 1, "t" * 100 + "\n": 2.5}
+    (root / "dataset.json").write_text(json.dumps(payload))
+    with pytest.raises(LiverctlError) as info:
+        label_names(json.loads((root / "dataset.json").read_text()), root)
+    assert str(info.value).endswith("""has a "labels" entry '""" + "t" * 38 + "…: 2.5 is not an integer")
 
 
 def test_decathlon_without_lists_pairs_the_folders(tmp_path):

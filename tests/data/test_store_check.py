@@ -210,6 +210,21 @@ def test_an_array_of_another_depth_than_its_case_is_named_at_open(copy):
         LiverStore.open(copy)
 
 
+
+def test_a_case_shape_of_someone_s_long_text_is_quoted_cut_in_the_line(copy):
+    """A case's zarr.json is anyone's file: a shape of 200,000 characters (scripts/fuzz_readers.py json, seed 0
+    case 37) was printed whole, a line of 200,210 characters; quoted and cut with "…" now."""
+    meta_path = copy / "cases" / "2" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["shape"] = ["x" * 200_000 + "\x1b[2J"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(LiverctlError) as info:
+        LiverStore.open(copy)
+    message = str(info.value)
+    assert "differs from the case's shape ['xxx" in message and "x…; the store is damaged" in message
+    assert len(message) < 400 + len(str(copy)), len(message)
+
+
 REBUILT_BY_INGEST = "the store is damaged: run `liverctl ingest` again on the same data to rebuild that case"
 
 

@@ -11,6 +11,7 @@ from liverctl.data.nifti import SUFFIXES as NIFTI_SUFFIXES
 from liverctl.data.nifti import is_nifti_name as _is_nifti_name
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 
 _PREFIXES = ("volume-", "segmentation-")
 # Case ids become Zarr node names and submission row ids: keep them to a safe alphabet.
@@ -140,7 +141,7 @@ def check_id(case_id: str, path: Path, problems: Problems) -> bool:
     problems.refuse(
         case_id,
         LiverctlError(
-            f"case id {case_id!r} must start with a letter or digit and use only letters, digits, '.', '_' and '-'",
+            f"case id {quoted(case_id)} must start with a letter or digit and use only letters, digits, '.', '_' and '-'",
             path=path,
         ),
     )
@@ -156,7 +157,7 @@ def index_by_id(files: list[Path], problems: Problems, id_of=case_id_from_name) 
     for case_id, paths in by_id.items():
         if len(paths) > 1:
             others = ", ".join(str(p) if p.parent != paths[0].parent else p.name for p in paths[1:])
-            problems.refuse(case_id, LiverctlError(f"case id {case_id!r} is also used by {others}; rename one",
+            problems.refuse(case_id, LiverctlError(f"case id {quoted(case_id)} is also used by {others}; rename one",
                                                    path=paths[0]))
         elif check_id(case_id, paths[0], problems):
             found[case_id] = paths[0]
@@ -177,17 +178,17 @@ def pair_cases(
     for case_id in sorted(set(volumes) & set(tests)):
         problems.append(
             LiverctlError(
-                f"case id {case_id!r} is used by a training volume ({volumes[case_id]}) and a test volume",
+                f"case id {quoted(case_id)} is used by a training volume ({volumes[case_id]}) and a test volume",
                 path=tests[case_id],
             )
         )
         del volumes[case_id], tests[case_id]
         labels.pop(case_id, None)
     for case_id in sorted(set(labels) - set(volumes) - problems.refused):  # a refused volume is said once
-        problems.append(LiverctlError(f"label of case {case_id!r} has no volume in {where[0]}", path=labels[case_id]))
+        problems.append(LiverctlError(f"label of case {quoted(case_id)} has no volume in {where[0]}", path=labels[case_id]))
     for case_id in sorted(set(volumes) - set(labels) - problems.refused):
         problems.append(
-            LiverctlError(f"training volume of case {case_id!r} has no label in {where[1]}", path=volumes[case_id])
+            LiverctlError(f"training volume of case {quoted(case_id)} has no label in {where[1]}", path=volumes[case_id])
         )
     for case_id in sorted(set(volumes) & set(labels)):
         layout.add_training_case(case_id, volumes[case_id], labels[case_id])

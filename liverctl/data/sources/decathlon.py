@@ -26,6 +26,7 @@ from liverctl.data.sources.common import (
 )
 from liverctl.data.sources.labels import DATASET_JSON, label_names, read_dataset_json
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 NAME = "decathlon"
 DESCRIPTION = "decathlon (imagesTr/, labelsTr/, imagesTs/, dataset.json)"
@@ -37,13 +38,13 @@ def looks_like(root: Path) -> bool:
 
 def _listed(root: Path, entry: Any, problems: list[LiverctlError]) -> Path | None:
     if not isinstance(entry, str) or not entry:
-        problems.append(LiverctlError(f"lists {entry!r:.80}, not a file name", path=root / DATASET_JSON))
+        problems.append(LiverctlError(f"lists {quoted(entry)}, not a file name", path=root / DATASET_JSON))
         return None
     path = root / entry  # "./imagesTr/liver_0.nii.gz": pathlib drops the "./"
     try:
         found = path.is_file() or path.is_symlink()  # a link to nowhere is named when read (open_nifti)
     except OSError as exc:  # a name no file can have (too long: pathlib passes ENAMETOOLONG on)
-        problems.append(LiverctlError(f"lists {entry!r:.80}, not a file name ({exc.strerror})", path=root / DATASET_JSON))
+        problems.append(LiverctlError(f"lists {quoted(entry)}, not a file name ({exc.strerror})", path=root / DATASET_JSON))
         return None
     if not found:
         problems.append(LiverctlError("is listed in dataset.json but missing", path=path))
@@ -61,7 +62,7 @@ def find(root: Path) -> DataLayout:
         for item in training:
             if not isinstance(item, dict) or "image" not in item or "label" not in item:
                 problems.append(
-                    LiverctlError(f'has a training entry {item!r:.80} without "image" and "label"', path=root / DATASET_JSON)
+                    LiverctlError(f'has a training entry {quoted(item)} without "image" and "label"', path=root / DATASET_JSON)
                 )
                 continue
             image, label = _listed(root, item["image"], problems), _listed(root, item["label"], problems)

@@ -18,6 +18,7 @@ import numpy as np
 from liverctl.data.liver_mask import label_value_problem
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree
+from liverctl.printable import quoted
 
 DATASET_JSON = "dataset.json"
 _TUMOUR_WORDS = ("tumour", "tumor", "cancer", "lesion", "metasta")
@@ -64,7 +65,7 @@ def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | 
             raise bad
         for v, name in pairs:  # a value in several regions gets all their names: "liver + tumor"
             if (problem := label_value_problem(v)) is not None:  # the rule --liver-labels is checked by
-                raise LiverctlError(f'has a "labels" entry {name[:40]!r}: {problem}', path=path / DATASET_JSON)
+                raise LiverctlError(f'has a "labels" entry {quoted(name, 40)}: {problem}', path=path / DATASET_JSON)
             names[v] = f"{names[v]} + {name}" if v in names else name
     return names
 

@@ -24,6 +24,7 @@ from liverctl.data.sources.common import (
 )
 from liverctl.data.sources.labels import label_names, read_dataset_json
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 NAME = "nnunet"
 DESCRIPTION = "nnunet (imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json)"
@@ -55,7 +56,7 @@ def _by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
             problems.refuse(
                 name,
                 LiverctlError(
-                    f"case {name!r} has channels {', '.join(sorted(by_channel))}; liverctl takes one-channel CT (_0000 only)",
+                    f"case {quoted(name)} has channels {', '.join(sorted(by_channel))}; liverctl takes one-channel CT (_0000 only)",
                     path=next(iter(by_channel.values())),
                 ),
             )

@@ -36,7 +36,7 @@ from liverctl.data.sources.labels import liver_values
 from liverctl.data.store_writer import case_folders
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import one_line
+from liverctl.printable import one_line, quoted
 
 MAIN, EXTRA = "main", "extra"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -129,11 +129,11 @@ def _read_store(store: Path, folders: dict[str, dict[str, Any]] | None = None
     for record in records:  # what a later ingest takes from them: each source's path, role and id prefix
         bad = next((key for key in ("path", "prefix") if key in record and not isinstance(record[key], str)), None)
         if bad is not None:
-            raise _damaged_record(store, f"its record of source {record['name'][:40]!r} holds a {bad} of "
+            raise _damaged_record(store, f"its record of source {quoted(record['name'], 40)} holds a {bad} of "
                                          f"{type(record[bad]).__name__}, not text")
         if record.get("role", EXTRA) not in (MAIN, EXTRA):
-            raise _damaged_record(store, f"its record of source {record['name'][:40]!r} holds a role of "
-                                         f"{record['role']!r:.40}, not {MAIN!r} or {EXTRA!r}")
+            raise _damaged_record(store, f"its record of source {quoted(record['name'], 40)} holds a role of "
+                                         f"{quoted(record['role'], 40)}, not {MAIN!r} or {EXTRA!r}")
     return records, cases
 
 
@@ -340,13 +340,13 @@ class _Planner:
                 holder = claimed.get(case_id)
                 if holder is not None and holder != plan.name:
                     plan.problems.append(str(LiverctlError(
-                        f"case id {case_id!r} is already taken by source {holder!r}", path=case.volume
+                        f"case id {quoted(case_id)} is already taken by source {quoted(holder)}", path=case.volume
                     )))
                     continue
                 twin = folded.setdefault(case_id.casefold(), case_id)
                 if twin != case_id and case_id not in owner:
                     plan.problems.append(str(LiverctlError(
-                        f"case id {case_id!r} differs from case {twin!r} only in letter case: on a case-insensitive "
+                        f"case id {quoted(case_id)} differs from case {quoted(twin)} only in letter case: on a case-insensitive "
                         "file system (macOS, Windows) their store folders would be one; rename one", path=case.volume
                     )))
                     continue
