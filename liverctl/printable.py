@@ -1,5 +1,5 @@
 """Anyone's text (a message in a run folder's files) as one printable line: `one_line`; anyone's value (a name, an
-entry of their file) quoted in a message: `quoted`. Both cut with "…". Stdlib only, so the run folder's own readers
+entry of their file) quoted in a message: `quoted`. Both cut with "…". An error line as a whole: `escaped`. Stdlib only, so the run folder's own readers
 (`liverctl.runs.folder`) use it too."""
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ QUOTE_LIMIT = 80
 # Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
 # space around them: one space each, so a message is one line that shows what it says.
 _UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
+
+
+# The same characters one by one, for `escaped`.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def escaped(text: str) -> str:
+    """`text` with each control or invisible character as its escape (`\\n`, `\\x1b`, `\\u202e`), nothing cut: an
+    error line that names a file whose name holds a newline or ESC stays one line and names it recognisably."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:

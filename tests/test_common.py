@@ -314,3 +314,13 @@ def test_a_width_in_the_environment_that_cannot_be_printed_at_is_not_used(tmp_pa
         environ = {"COLUMNS": value}
         usable_widths(environ)
         assert environ.get("COLUMNS") == kept, value
+
+
+def test_an_error_naming_a_file_with_control_characters_in_its_name_is_one_line(tmp_path):
+    """A file name holding a newline (or ESC, or a right-to-left override) made the one error line two, or moved the
+    cursor: each such character is now shown as its escape, the name otherwise whole."""
+    name = tmp_path / "sub\nmission\x1b[2J\u202e.csv"
+    result = _invoke("postprocess", name, tmp_path / "out.nii.gz")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path}/sub\\nmission\\x1b[2J\\u202e.csv: ")

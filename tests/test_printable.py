@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from liverctl.printable import QUOTE_LIMIT, one_line, quoted
+from liverctl.printable import QUOTE_LIMIT, escaped, one_line, quoted
 
 
 def test_a_quoted_value_shows_control_characters_as_escapes_and_is_cut_with_an_ellipsis():
@@ -20,3 +20,8 @@ def test_a_quoted_value_shows_control_characters_as_escapes_and_is_cut_with_an_e
 def test_one_line_and_quoted_cut_alike():
     text = "y" * 500
     assert one_line(text, 50) == "y" * 49 + "…" and quoted(text, 50) == "'" + "y" * 48 + "…"
+
+
+def test_escaped_shows_each_control_or_invisible_character_as_its_escape_and_cuts_nothing():
+    assert escaped("a\nb\tc\x1b[2J\u202ed\x7f" + "x" * 5000) == "a\\nb\\tc\\x1b[2J\\u202ed\\x7f" + "x" * 5000
+    assert escaped("plain ü name.nii.gz") == "plain ü name.nii.gz"

@@ -117,8 +117,12 @@ class FileOrStdoutCommand(TyperCommand):
 
 
 def print_error(message: object) -> None:
-    """One red `error:` line on stderr; the message is printed exactly as given (a `Text`: no markup)."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
+    """One red `error:` line on stderr; the message is printed as given (a `Text`: no markup), its control characters
+    escaped (a file name holding a newline made the one line two, one holding ESC moved the cursor)."""
+    from liverctl.printable import escaped
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", escaped(str(message))), highlight=False,
+                      soft_wrap=True)
 
 
 @contextlib.contextmanager
