@@ -19,7 +19,7 @@ from run_fixtures import make_run
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.commands._common import fail, guarded
+from liverctl.commands._common import esc, fail, guarded
 from liverctl.errors import LiverctlError
 
 
@@ -324,3 +324,14 @@ def test_an_error_naming_a_file_with_control_characters_in_its_name_is_one_line(
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path}/sub\\nmission\\x1b[2J\\u202e.csv: ")
+
+
+def test_user_text_in_markup_keeps_its_brackets_and_shows_control_characters_as_escapes():
+    """`esc` is how every path, id and note from someone's files reaches rich markup (ingest's notes on their files,
+    its dry run, the runs and evaluate tables): a newline in a file name started a new line, ESC reached the
+    terminal."""
+    from rich.console import Console
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(f"note: {esc('volume-a[b]c' + chr(10) + 'x' + chr(27) + '[2J.nii.gz')}", highlight=False)
+    assert console.export_text() == "note: volume-a[b]c\\nx\\x1b[2J.nii.gz\n"

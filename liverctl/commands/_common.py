@@ -54,13 +54,18 @@ _TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
 
 
 def esc(value: object) -> str:
-    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup.
+    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup and on a
+    terminal.
 
     `volume-a[b]c.nii.gz` prints as written instead of losing `[b]` as a bold tag, and `nope[/bold]x`
     cannot end a tag it never opened (rich's MarkupError). Unlike `rich.markup.escape` a trailing
     backslash is left alone, so the text prints exactly; never put a tag straight after it (use `Text`).
+    Control and invisible characters show as their escapes (`printable.escaped`): a file name holding a newline
+    stays on its line, one holding ESC moves no cursor.
     """
-    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", str(value))
+    from liverctl.printable import escaped
+
+    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", escaped(str(value)))
 
 
 def expand_home(command: Callable) -> Callable:

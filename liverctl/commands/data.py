@@ -119,7 +119,6 @@ def verify(
     """Read every chunk file of the store and compare it with the checksum ingest recorded (a copy between machines
     or Kaggle datasets that flipped bits); reads only. `liverctl ingest SOURCE --verify` also rebuilds damaged cases."""
     with guarded():
-        from rich.markup import escape
 
         from liverctl.data.store_check import unverifiable_note, verify_store
         from liverctl.errors import LiverctlError
@@ -137,7 +136,7 @@ def verify(
             soft_wrap=True,
         )
         if result.unverifiable:
-            err_console.print(f"[bold yellow]note:[/] {escape(unverifiable_note(store, result.unverifiable))}",
+            err_console.print(f"[bold yellow]note:[/] {esc(unverifiable_note(store, result.unverifiable))}",
                               highlight=False, soft_wrap=True)
         for damage in result.damaged.values():
             print_error(str(damage))
@@ -168,7 +167,6 @@ def _ingest_progress(bar: ProgressBar):
 def _print_summary(summary, store: Path) -> None:
     """Per source (when there are several), the store, notes and failures of an ingest run; `LiverctlError`
     (exit code 2) when some case failed."""
-    from rich.markup import escape
 
     from liverctl.errors import LiverctlError
 
@@ -199,7 +197,7 @@ def _print_summary(summary, store: Path) -> None:
             soft_wrap=True,
         )
     for line in summary.notes:
-        err_console.print(f"[bold yellow]note:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold yellow]note:[/] {esc(line)}", highlight=False, soft_wrap=True)
     if summary.failures:
         for line in summary.failures:
             print_error(line)
