@@ -20,10 +20,11 @@ of a missing chunk): `schema.required_slices`, and `LiverStore.open` checks ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,18 @@ def convert_float16(values: np.ndarray, dtype: np.dtype | type = np.float32) -> 
     return out
 
 
+@contextlib.contextmanager
+def _repairs_refused() -> Iterator[None]:
+    """A UserWarning zarr-python gives while it reads metadata (zarr 3.4 reads a chunk shape of 0 as 1, and says so in
+    700 characters) raised as an error instead: metadata zarr reads only by repairing it is damaged metadata (ingest
+    never writes any), named in the store's one line, not a warning printed over it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=UserWarning, module=r"zarr(\.|$)")
+        yield
+
+
 class LiverStore:
     """Read access to a liverctl store. Picklable: handles are reopened lazily in each process."""
 
@@ -320,9 +333,11 @@ class LiverStore:
     def _parsed(self, key: str, open_node: Callable[[], Any]):
         """`open_node()`; a `zarr.json` there that zarr-python cannot parse (not JSON, nested too deep, a value of a
         type or range it does not take) is a line naming that file and what to do, not zarr's traceback. KeyError
-        (no node there) passes through."""
+        (no node there) passes through. A zarr.json that zarr reads only by repairing it (zarr 3.4 reads a chunk shape
+        of 0 as 1, with a UserWarning of 700 characters) is refused alike: ingest never writes one."""
         try:
-            return open_node()
+            with _repairs_refused():
+                return open_node()
         except KeyError:
             raise
         except Exception as exc:  # noqa: BLE001 - zarr's parsers raise TypeError, ValueError, RecursionError, ...
@@ -344,7 +359,8 @@ class LiverStore:
         for n in range(len(parts) + 1):
             file = self.path.joinpath(*parts[:n]) / METADATA_FILE
             try:
-                _build_metadata_v3(json.loads(file.read_text()))
+                with _repairs_refused():
+                    _build_metadata_v3(json.loads(file.read_text()))
             except Exception:  # noqa: BLE001 - whatever zarr's parser raises, this is the file
                 return file
         return self.path.joinpath(*parts) / METADATA_FILE
