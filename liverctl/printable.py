@@ -13,11 +13,12 @@ MESSAGE_LIMIT = 300
 QUOTE_LIMIT = 80
 # Control characters (newlines, ESC, C1), and the invisible ones that reorder or hide text, with the white
 # space around them: one space each, so a message is one line that shows what it says.
-_UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]+")
+_INVISIBLE = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff"
+_UNPRINTABLE = re.compile(rf"[\s{_INVISIBLE}]+")
 
 
 # The same characters one by one, for `escaped`.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(f"[{_INVISIBLE}]")
 
 
 def escaped(text: str) -> str:
