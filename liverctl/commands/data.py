@@ -231,10 +231,9 @@ def _print_plan(plan, store: Path, folds_line: str) -> None:
         for note in s.skipped:
             console.print(f"  {esc(note)}", highlight=False, soft_wrap=True)
         if s.error:
-            err_console.print(f"[bold red]error:[/] {esc(s.name)} ({esc(s.path)}): {esc(s.error)}", highlight=False,
-                              soft_wrap=True)
+            print_error(f"{s.name} ({s.path}): {s.error}")
         for line in s.problems:
-            err_console.print(f"[bold red]error:[/] {esc(line)}", highlight=False, soft_wrap=True)
+            print_error(line)
     console.print(esc(folds_line), highlight=False, soft_wrap=True)
     problems = [s for s in plan.sources if s.error] + plan.problems
     if problems:
