@@ -16,7 +16,7 @@ from typing import Any
 from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
-from liverctl.runs.checkpoint import json_safe
+from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 
 FORMAT = "liverctl-experiment/1"
@@ -61,7 +61,7 @@ def write_summary(exp_dir: str | os.PathLike, summary: dict) -> Path:
     """Write `experiment.json` whole, through the one atomic write."""
     path = Path(exp_dir) / SUMMARY_FILE
     summary = {**summary, "format": FORMAT, "updated": time.time()}
-    text = json.dumps(json_safe(summary), indent=1, allow_nan=False)
+    text = json.dumps(json_value(summary), indent=1, allow_nan=False)
     write_atomic(path, text, what="the experiment summary")
     return path
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
+from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
 
@@ -68,24 +69,6 @@ def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb", what=f"the checkpoint {path.name}") as fh:
         write(fh)
-
-
-def json_safe(value: Any) -> Any:
-    """JSON-safe plain data: non-finite floats become null, tensors and numpy scalars their Python value."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if hasattr(value, "item"):
-        try:
-            return json_safe(value.item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)
 
 
 # Per-parameter state tensors of each optimiser liverctl builds (torch creates them at the first step).
@@ -136,7 +119,7 @@ def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path
     _check_plain(state, "checkpoint")
     _atomic_write(path, lambda fh: torch.save(state, fh))
     sidecar = {k: v for k, v in state.items() if k not in TENSOR_KEYS}
-    text = json.dumps(json_safe(sidecar), indent=1, allow_nan=False)
+    text = json.dumps(json_value(sidecar), indent=1, allow_nan=False)
     _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(text.encode("utf-8")))
     return path
 
@@ -494,7 +477,7 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, *, trust_
         raise LiverctlError(f"cannot convert: {exc}", path=old) from None
     _atomic_write(new, lambda fh: torch.save(state, fh))
     sidecar = {k: v for k, v in state.items() if k not in TENSOR_KEYS}
-    text = json.dumps(json_safe(sidecar), indent=1, allow_nan=False)
+    text = json.dumps(json_value(sidecar), indent=1, allow_nan=False)
     _atomic_write(new.with_suffix(".json"), lambda fh: fh.write(text.encode("utf-8")))
     load_checkpoint(new)  # what every later reader does
     return new

@@ -28,6 +28,7 @@ This module is standard-library only: the TUI imports it and must never load tor
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import math
@@ -53,23 +54,43 @@ MAX_TS = 1e11  # seconds since 1970: year 5138; beyond it clocks and durations o
 KINDS = ("run_start", "step", "epoch_end", "checkpoint", "nan", "note", "run_end")
 
 
-def _finite_or_none(value: Any, path: str, bad: list[str]) -> Any:
-    """Replace non-finite floats (also inside dicts/lists) by None, recording where they were."""
+def json_value(value: Any, nonfinite: list[str] | None = None, where: str = "") -> Any:
+    """`value` as strict JSON holds it, so that `json.dumps(..., allow_nan=False)` never fails on it: the one
+    rule for every JSON file liverctl writes (events, checkpoint sidecars, experiment.json) and `runs --json`.
+
+    - NaN, infinity: null; where it was (`loss`, `folds[2]`, under `where`) appended to `nonfinite` when given
+    - str, int, bool, None, a finite float (numpy's float64 too): as they are, a float subclass as a float
+    - dict: an object, each key as str(key); list, tuple: an array
+    - set, frozenset: an array, sorted (by repr where the items do not compare)
+    - datetime.date, .datetime, .time (TOML's dates and times): ISO 8601 text
+    - numpy scalars and arrays, torch tensors (whatever has tolist()): their Python value, a 0-d one a number
+    - bytes, bytearray: text, decoded as UTF-8, a byte that is not UTF-8 as its escape (\\xff)
+    - anything else (a Path): str(value)
+    """
+    if isinstance(value, (str, int)) or value is None:  # bool is an int
+        return value
     if isinstance(value, float):
         if math.isfinite(value):
-            return value
-        bad.append(path)
+            return float(value)
+        if nonfinite is not None:
+            nonfinite.append(where)
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v, f"{path}.{k}" if path else str(k), bad) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return {str(k): json_value(v, nonfinite, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
         try:
-            return _finite_or_none(value.item(), path, bad)
-        except (TypeError, ValueError):
-            return str(value)
-    return value
+            value = sorted(value)
+        except TypeError:
+            value = sorted(value, key=repr)
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, nonfinite, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", errors="backslashreplace")
+    if callable(getattr(value, "tolist", None)):  # numpy / torch, without importing either
+        return json_value(value.tolist(), nonfinite, where)
+    return str(value)
 
 
 class EventWriter:
@@ -90,7 +111,7 @@ class EventWriter:
 
     def emit(self, kind: str, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
         bad: list[str] = []
-        clean = _finite_or_none(payload, "", bad)
+        clean = json_value(payload, bad)
         record = {
             "v": SCHEMA_VERSION,
             "ts": time.time(),

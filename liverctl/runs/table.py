@@ -5,7 +5,6 @@ sorting and filtering. `liverctl runs` renders the cells with rich, `report` as 
 
 from __future__ import annotations
 
-import datetime
 import fnmatch
 import json
 import math
@@ -17,6 +16,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.printable import one_line
+from liverctl.runs.events import json_value
 from liverctl.runs.history import finite
 from liverctl.runs.summary import OWN, STALE, RunSummary
 
@@ -208,21 +208,6 @@ def summary_row(summary: RunSummary, varied: list[str]) -> dict[str, Any]:
 
         row.update(experiment_row_extra(summary, varied))
     return {key: json_value(value) for key, value in row.items()}
-
-
-def json_value(value: Any) -> Any:
-    """A value from anyone's file (config.toml, run_start's config, experiment.json) as strict JSON holds it: a
-    non-finite number as null, TOML's dates and times as their ISO text, a tuple as a list. `runs --json`
-    printed NaN (no JSON to jq or a browser) and failed on a date in a traceback."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (datetime.date, datetime.time)):  # datetime.datetime is a date
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_value(v) for k, v in value.items()}
-    return value
 
 
 def _column_value(summary: RunSummary, column: str) -> Any:

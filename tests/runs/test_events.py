@@ -295,3 +295,57 @@ def test_a_line_over_the_limit_is_skipped_unread_and_never_held(tmp_path):
     with open(path, "ab") as fh:
         fh.write(just_under + b"\n")
     assert [e["seq"] for e in tail.poll()] == [3]
+
+
+def test_json_value_turns_every_kind_into_strict_json():
+    """One rule for events, checkpoint sidecars, experiment.json and `runs --json`: each kind once, and whatever
+    it gives, json.dumps(allow_nan=False) takes."""
+    import datetime
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from liverctl.runs.events import json_value
+
+    cases = [
+        ("text", "text"), (3, 3), (True, True), (None, None), (0.25, 0.25),
+        (math.nan, None), (math.inf, None), (-math.inf, None),
+        ({1: "a", "b": (1, 2)}, {"1": "a", "b": [1, 2]}),
+        ({3, 1, 2}, [1, 2, 3]), (frozenset({"b", 1}), ["b", 1]),  # 1 and "b" do not compare: by repr, "'b'" < "1"
+        (datetime.date(1979, 5, 27), "1979-05-27"), (datetime.time(7, 32), "07:32:00"),
+        (datetime.datetime(1979, 5, 27, 7, 32), "1979-05-27T07:32:00"),
+        (np.float32(0.5), 0.5), (np.float64(math.nan), None), (np.int64(7), 7), (np.bool_(True), True),
+        (np.array([[1.0, math.inf]]), [[1.0, None]]), (np.datetime64("2024-01-02"), "2024-01-02"),
+        (b"ab\xff", "ab\\xff"), (bytearray(b"x"), "x"),
+        (Path("a/b"), "a/b"),
+    ]
+    for value, expected in cases:
+        got = json_value(value)
+        assert got == expected and type(got) is type(expected), (value, got)
+        json.dumps(got, allow_nan=False)
+    assert type(json_value(np.float64(0.5))) is float
+
+
+def test_json_value_turns_tensors_into_numbers_and_names_where_non_finite_ones_were():
+    import torch
+
+    from liverctl.runs.events import json_value
+
+    assert json_value(torch.tensor(2.5)) == 2.5 and json_value(torch.tensor([1, 2])) == [1, 2]
+    where: list[str] = []
+    assert json_value({"loss": torch.tensor(float("nan")), "cv": {"folds": [0.9, float("inf")]}}, where) == {
+        "loss": None, "cv": {"folds": [0.9, None]}}
+    assert where == ["loss", "cv.folds[1]"]
+
+
+def test_an_event_holding_a_date_or_a_numpy_number_is_written_not_a_type_error(tmp_path):
+    import datetime
+
+    import numpy as np
+
+    with EventWriter(tmp_path, "r1") as log:
+        log.emit("run_start", epoch=0, step=0, config={"data": {"when": datetime.date(2024, 1, 2)}},
+                 loss=np.float32(0.5))
+    (event,) = read_events(tmp_path / "events.jsonl")
+    assert event["config"] == {"data": {"when": "2024-01-02"}} and event["loss"] == 0.5
