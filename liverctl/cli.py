@@ -10,6 +10,7 @@ import importlib
 import typer
 
 from liverctl.commands._common import expand_home
+from liverctl.printable import quoted
 
 app = typer.Typer(
     name="liverctl",
@@ -63,7 +64,7 @@ def empty_argument(args: list[str]) -> str | None:
             before = args[i - 1] if i else ""
             if before.startswith("-") and "=" not in before:
                 return f"{before} is given an empty value"
-            return f"the argument after {before!r} is empty" if before else "the first argument is empty"
+            return f"the argument after {quoted(before)} is empty" if before else "the first argument is empty"
     return None
 
 

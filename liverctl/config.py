@@ -20,6 +20,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
+from liverctl.printable import quoted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,9 +85,9 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     """Check `value` against the type of its default; ints are widened to float where a float is expected."""
     numbers = value if isinstance(value, list) else [value]
     bad = next((x for x in numbers if isinstance(x, (int, float)) and not isinstance(x, bool)
-                and not (math.isfinite(x) and abs(x) < 2**63)), None)  # nan, inf or beyond int64: nothing can use it
+                and not (abs(x) < 2**63 and math.isfinite(x))), None)  # nan, inf or beyond int64 (a float's range too)
     if bad is not None:
-        raise LiverctlError(f"config key '{key}' in {where}: {bad!r:.40} is not a finite number in range")
+        raise LiverctlError(f"config key '{key}' in {where}: {quoted(bad, 40)} is not a finite number in range")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -112,14 +113,14 @@ def _shown(value: Any) -> str:
     characters; anything else by its type alone (a tensor's repr is several lines, and a stride-0 one claiming
     10^12 elements took minutes to print)."""
     if value is None or isinstance(value, (bool, int, float, str)):
-        return f"{value!r:.60}"
+        return quoted(value, 60)
     return f"a {type(value).__name__}"
 
 
 def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:
     for section, body in updates.items():
         if not isinstance(section, str):  # a checkpoint is anyone's pickle: its keys need not be text
-            raise LiverctlError(f"config key {section!r:.40} in {where} is not text ({type(section).__name__})")
+            raise LiverctlError(f"config key {quoted(section, 40)} in {where} is not text ({type(section).__name__})")
         if section in TOP_LEVEL:
             if not isinstance(body, str):  # printed and compared as text (runs, report, check_fold_config)
                 raise LiverctlError(f"config key '{section}' in {where} should be text, not {type(body).__name__}")
@@ -204,7 +205,7 @@ def _override_items(group: Overrides) -> Iterator[tuple[str, Any, str]]:
         for key, value in group.items():
             if key.count(".") != 1:
                 raise LiverctlError(f"config override expects section.key, got '{key}'")
-            yield key, value, f"override {key}={value!r:.60}"
+            yield key, value, f"override {key}={quoted(value, 60)}"
         return
     for text in group:
         section, key, value = parse_override(text)
@@ -258,7 +259,7 @@ def _check_range(cfg: dict, key: str) -> None:
         high is None or (value < high if high_open else value <= high)
     )
     if not ok:
-        raise LiverctlError(f"{key} must be {' and '.join(bounds)}, got {value!r}")
+        raise LiverctlError(f"{key} must be {' and '.join(bounds)}, got {quoted(value)}")
 
 
 def _is_number(value: Any) -> bool:
@@ -277,7 +278,7 @@ def check_threshold(value: Any, name: str = "infer.threshold") -> float:
         threshold = math.nan
     if not 0.0 < threshold < 1.0:
         raise LiverctlError(
-            f"{name} {value!r:.40}: a probability threshold must lie between 0 and 1 (exclusive), e.g. 0.5; "
+            f"{name} {quoted(value, 40)}: a probability threshold must lie between 0 and 1 (exclusive), e.g. 0.5; "
             "masks are probability >= threshold"
         )
     return threshold
@@ -307,7 +308,7 @@ def validate(cfg: dict) -> None:
                             "cosine schedule falls from lr to min_lr; lower optim.min_lr too")
     steps = train["inject_nan_at_steps"]
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in steps):
-        raise LiverctlError(f"train.inject_nan_at_steps must be a list of step numbers >= 0, got {steps!r:.80}")
+        raise LiverctlError(f"train.inject_nan_at_steps must be a list of step numbers >= 0, got {quoted(steps)}")
     if train["amp"] not in ("auto", "bf16", "fp16", "off"):
         raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
     if optim["name"] not in ("adamw", "adam", "sgd"):

@@ -5,6 +5,7 @@ entry of their file) quoted in a message: `quoted`. Both cut with "…". An erro
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 # A run_end message (anyone's text) is kept to this many characters: a line of `runs`, a field of its --json.
@@ -45,6 +46,9 @@ def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
         text = repr(value)
     except RecursionError:  # a JSON document nested deeper than repr goes
         text = f"a {type(value).__name__} nested too deep to show"
+    except ValueError:  # an integer of more digits than Python writes as text (a checkpoint's, a typed override)
+        text = f"an integer of more than {sys.get_int_max_str_digits()} digits"
+        text = text if isinstance(value, int) else f"a {type(value).__name__} holding {text}"
     return _cut(text, limit)
 
 

@@ -25,3 +25,38 @@ def test_one_line_and_quoted_cut_alike():
 def test_escaped_shows_each_control_or_invisible_character_as_its_escape_and_cuts_nothing():
     assert escaped("a\nb\tc\x1b[2J\u202ed\x7f" + "x" * 5000) == "a\\nb\\tc\\x1b[2J\\u202ed\\x7f" + "x" * 5000
     assert escaped("plain ü name.nii.gz") == "plain ü name.nii.gz"
+
+
+def test_an_integer_too_long_for_repr_is_named_not_a_value_error():
+    """Python writes no integer of more than 4300 digits as text: repr raised ValueError inside an error line."""
+    assert quoted(10**5000) == "an integer of more than 4300 digits"
+    assert quoted([1, 10**5000]) == "a list holding an integer of more than 4300 digits"
+
+
+def test_someones_value_in_an_error_line_is_quoted_escaped_and_cut():
+    """An option, a spec or a file's entry in an error line goes through `quoted`: control characters as escapes
+    and the value cut with "…" (these printed ESC as it is, the whole of a 10,000-character value, or a repr cut
+    mid-escape with no mark that it was cut)."""
+    import pytest
+
+    from liverctl.config import apply_overrides, check_threshold, resolve_config
+    from liverctl.errors import LiverctlError
+    from liverctl.infer.postprocess import parse_postprocess
+    from liverctl.infer.predict import parse_tta
+    from liverctl.runs.table import filter_runs
+
+    long = "\x1b[2J" + "x" * 10_000
+    attempts = [
+        (lambda: parse_postprocess(f"largest:{long}"), "…"),  # printed ESC as it is, and all of it
+        (lambda: parse_postprocess(f"largest+fil{long}"), "…"),
+        (lambda: parse_tta(long), "…"),
+        (lambda: filter_runs([], [long]), "…"),
+        (lambda: check_threshold(long), "…"),  # cut at 40 characters of the repr, no "…"
+        (lambda: apply_overrides(resolve_config("demo"), {"train.epochs": 10**5000}), "more than 4300 digits"),
+    ]
+    for attempt, shown in attempts:
+        with pytest.raises(LiverctlError) as caught:  # the last: ValueError, then OverflowError
+            attempt()
+        message = str(caught.value)
+        assert "\x1b" not in message and shown in message and len(message) < 400, message
+

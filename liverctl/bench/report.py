@@ -18,6 +18,7 @@ import numpy as np
 from liverctl.bench.context import BenchSettings, race
 from liverctl.bench.timing import ratio
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 JSON_FORMAT = "liverctl-bench/1"
 MET, MISSED, NOT_MEASURED = "met", "MISSED", "not measured"
@@ -163,7 +164,7 @@ def report_markdown(report: BenchReport) -> str:
 def report_from_json(data: dict) -> BenchReport:
     """A report read back from the JSON that `write_json` wrote (e.g. to render it as Markdown)."""
     if data.get("format") != JSON_FORMAT:
-        raise LiverctlError(f"not a liverctl bench report (format {data.get('format')!r}, expected {JSON_FORMAT!r})")
+        raise LiverctlError(f"not a liverctl bench report (format {quoted(data.get('format'))}, expected {JSON_FORMAT!r})")
     settings = dict(data["settings"])
     settings["workdir"] = Path(settings["workdir"])
     settings["real_dir"] = Path(settings["real_dir"]) if settings.get("real_dir") else None

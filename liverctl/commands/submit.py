@@ -19,6 +19,7 @@ from liverctl.commands._common import (
 from liverctl.device import DEVICE_HELP
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
+from liverctl.printable import quoted
 
 MAX_PROBLEMS_SHOWN = 20
 # postprocess and evaluate read a mask or label alike
@@ -42,7 +43,7 @@ def _liver_labels(text: str | None) -> list[int] | None:
     except ValueError:
         values = []
     if not values:  # `,` named no label: not "any non-zero" behind the user's back
-        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {text!r})")
+        raise LiverctlError(f"--liver-labels takes comma-separated integers such as 1 or 1,2 (got {quoted(text)})")
     return check_liver_labels(values, f"--liver-labels {text}")
 
 

@@ -21,6 +21,7 @@ from liverctl.config import in_channels
 from liverctl.data.augment_cpu import augment_sample, build_augmentation, normalise_into
 from liverctl.data.handover import NO_SLOT, shared_tensor
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 
 def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
@@ -35,7 +36,7 @@ def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
             lo = hi = math.nan
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise LiverctlError(f"data.normalize minmax takes a volume's min and max from the store, where its stats "
-                                f"are {stats!r:.80}; the store is damaged: run `liverctl ingest` again on the same data")
+                                f"are {quoted(stats)}; the store is damaged: run `liverctl ingest` again on the same data")
     else:
         raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
     return lo, hi

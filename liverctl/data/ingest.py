@@ -75,6 +75,7 @@ from liverctl.data.store_writer import (
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 
 ProgressCallback = Callable[[str, "str | None", int, int], None]
 """on_progress(event, case_id, done, total): "plan" (total = cases to ingest), then "case" (ingested) or
@@ -307,7 +308,7 @@ class _IngestRun:
                 self.damaged[case_id] = damage
                 if case_id not in planned:
                     self.summary.failures.append(
-                        f"{damage.path}: case {case_id!r} is damaged ({damage.problem.split(';')[0]}) and none of "
+                        f"{damage.path}: case {quoted(case_id)} is damaged ({damage.problem.split(';')[0]}) and none of "
                         "the sources holds it; ingest again with its source, or delete "
                         f"{case_dir} and ingest again"
                     )
@@ -329,7 +330,7 @@ class _IngestRun:
                             self.summary.notes.extend(case_notes(attrs, case.volume, case.label))
                             continue
                         self.summary.notes.append(older_rule or (
-                            f"{damage.path}: case {case.case_id!r} was damaged ({damage.problem.split(';')[0]}); "
+                            f"{damage.path}: case {quoted(case.case_id)} was damaged ({damage.problem.split(';')[0]}); "
                             "ingested again from its source"
                         ))
                 except OSError as exc:  # a dangling link, no permission, a file gone since the listing
@@ -440,7 +441,7 @@ def older_label_rule_note(case: CaseFiles, attrs: dict[str, Any]) -> str | None:
     if reason is None:
         return None
     return (
-        f"{case.label}: label {reason}; case {case.case_id!r} was stored by an ingest older than the label rule, "
+        f"{case.label}: label {reason}; case {quoted(case.case_id)} was stored by an ingest older than the label rule, "
         "which compared float label values exactly (0.99999 was not 1): ingested again"
     )
 

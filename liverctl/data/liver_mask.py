@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 # Distance from a whole number within which a float label value is that number. float32 arithmetic on
 # labels (a scale factor, 1 / 255 * 255) is off by about 1e-7 x the value, float16 holds every whole number
@@ -71,8 +72,8 @@ def check_liver_labels(values: Sequence[Any], given: str) -> list[int]:
 
 
 def _shown(value: Any) -> str:
-    text = str(value) if isinstance(value, (int, float, np.integer)) else repr(value)
-    return text if len(text) <= 30 else f"{text[:27]}..."
+    """A label value as a message quotes it (`printable.quoted`), numpy's as the number it holds (not np.int64(3))."""
+    return quoted(value.item() if isinstance(value, np.generic) else value, 30)
 
 
 def check_type_holds_liver(img, liver_labels: Sequence[int] | None, path: Path) -> None:

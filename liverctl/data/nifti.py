@@ -31,6 +31,7 @@ import numpy as np
 
 from liverctl.disk import human_bytes
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 # Deflate cannot expand by more than 1032:1 (a 258-byte match costs at least 2 bits), so a gzip file of
 # N bytes never holds more than about 1032 N bytes; the margin covers the gzip header and trailer.
@@ -207,7 +208,7 @@ def open_nifti(path: str | os.PathLike, *, workers: int = 1, header_fixes: list[
     suffix = path.name[-len(next(s for s in SUFFIXES if path.name.lower().endswith(s))) :]
     if suffix not in (suffix.lower(), suffix.upper()):  # nibabel looks for `x.nii.Gz` when given `x.Nii.Gz`
         raise LiverctlError(
-            f"nibabel cannot open a file whose suffix mixes cases ({suffix!r}); rename it to end in {suffix.lower()!r}",
+            f"nibabel cannot open a file whose suffix mixes cases ({quoted(suffix)}); rename it to end in {quoted(suffix.lower())}",
             path=path,
         )
     if not path.exists():  # nibabel's "No such file or no access" hides a link to nowhere

@@ -61,6 +61,7 @@ from liverctl.data.store_check import (
     wrong_size_problem,
 )
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 
 @dataclass
@@ -141,7 +142,7 @@ class _ChunkReader:
 
                 when = ("is writing this store now; run this again once it has ended"
                         if ingest_running(self.case_dir.parent.parent) else "has built it anew; run this again")
-                raise LiverctlError(f"case {self.case_dir.name!r} was replaced while this read it: `liverctl ingest` "
+                raise LiverctlError(f"case {quoted(self.case_dir.name)} was replaced while this read it: `liverctl ingest` "
                                     f"{when}", path=self.case_dir) from None
             raise
 
@@ -295,7 +296,7 @@ class LiverStore:
         fmt = read_attrs(p).get("format")
         if fmt != STORE_FORMAT:
             raise LiverctlError(
-                f"is not a liverctl store (format {fmt!r:.60}, expected {STORE_FORMAT!r})", path=p
+                f"is not a liverctl store (format {quoted(fmt, 60)}, expected {STORE_FORMAT!r})", path=p
             )
         if read_metadata(p / INDEX_GROUP) is None:
             raise LiverctlError(
@@ -399,12 +400,12 @@ class LiverStore:
             meta = read_metadata(case_dir)
             if meta is None and case_id in self._index_meta().get("cases", []):
                 raise LiverctlError(
-                    f"case {case_id!r} is in the store's index but its zarr.json is missing or unreadable; the "
+                    f"case {quoted(case_id)} is in the store's index but its zarr.json is missing or unreadable; the "
                     "store is damaged: run `liverctl ingest` again to rebuild that case",
                     path=case_dir,
                 )
             if meta is None:
-                raise LiverctlError(f"no case {case_id!r} in the store", path=self.path)
+                raise LiverctlError(f"no case {quoted(case_id)} in the store", path=self.path)
             self._meta[case_id] = meta.get("attributes", {})
         return self._meta[case_id]
 
@@ -432,7 +433,7 @@ class LiverStore:
             try:
                 array = self._node(f"{CASES_GROUP}/{case_id}/{name}")
             except KeyError:
-                raise LiverctlError(f"no {name} for case {case_id!r} in the store", path=self.path) from None
+                raise LiverctlError(f"no {name} for case {quoted(case_id)} in the store", path=self.path) from None
             reader = _ChunkReader(
                 array, required_slices(read_attrs(self.path / CASES_GROUP / case_id / name), self.meta(case_id), name,
                                        int(array.shape[2])),
@@ -451,7 +452,7 @@ class LiverStore:
         """Slice `z` of the label (1 = liver). Shape: uint8 (X, Y); written into `out` if given (a
         C-contiguous uint8 (X, Y) array, e.g. a view into a batch)."""
         if self.meta(case_id).get("split") != TRAIN:
-            raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
+            raise LiverctlError(f"case {quoted(case_id)} is a test case and has no label", path=self.path)
         reader = self._reader(case_id, LABEL)
         if out is None:
             return reader.read(int(z))
@@ -462,7 +463,7 @@ class LiverStore:
         """Every slice of the label, read through the checked reader (a missing or undecodable chunk file is an
         error, never zeros). Shape: uint8 (X, Y, Z), each slice contiguous (a view of (Z, X, Y))."""
         if self.meta(case_id).get("split") != TRAIN:
-            raise LiverctlError(f"case {case_id!r} is a test case and has no label", path=self.path)
+            raise LiverctlError(f"case {quoted(case_id)} is a test case and has no label", path=self.path)
         return self._read_volume(self._reader(case_id, LABEL))
 
     def read_image_volume(self, case_id: str) -> np.ndarray:
@@ -494,7 +495,7 @@ class LiverStore:
         depth = reader.shape[2]
         z = int(z)
         if not 0 <= z < depth:
-            raise IndexError(f"slice {z} out of range for case {case_id!r} with {depth} slices")
+            raise IndexError(f"slice {z} out of range for case {quoted(case_id)} with {depth} slices")
         shape = (2 * context + 1, *reader.shape[:2])
         if out is not None and (out.shape != shape or out.dtype != reader.dtype or not out.flags.c_contiguous):
             raise ValueError(f"out must be C-contiguous {reader.dtype} {shape}, got {out.dtype} {out.shape}")

@@ -86,7 +86,7 @@ def damaged_chunk_message(z: int, problem: str, case_dir: Path, *, ingest_finds_
     deleted first."""
     fix = (_REBUILD if ingest_finds_it else _VERIFY if verify_finds_it
            else f"delete {case_dir} and run `liverctl ingest` again to rebuild that case")
-    return f"chunk file of slice {z} of case {case_dir.name!r} {problem}; the store is damaged: {fix}"
+    return f"chunk file of slice {z} of case {quoted(case_dir.name)} {problem}; the store is damaged: {fix}"
 
 
 def wrong_size_problem(size: int, written: int) -> str:
@@ -426,7 +426,7 @@ def store_damage(store: Path, index_attrs: dict[str, Any], index_columns: dict[s
         expected, _ = expected_columns(cases)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # attributes without a shape or split; a count
         # beyond int64
-        return f"{store / CASES_GROUP}: case attributes the index is built from are damaged ({exc!r}); {_REBUILD}"
+        return f"{store / CASES_GROUP}: case attributes the index is built from are damaged ({quoted(exc)}); {_REBUILD}"
     for name, values in expected.items():
         stored = index_columns.get(name)
         if stored is None or stored.shape != values.shape or not np.array_equal(stored, values):

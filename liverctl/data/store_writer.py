@@ -17,6 +17,7 @@ from liverctl.data.sources import CaseFiles
 from liverctl.disk import require_free
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
+from liverctl.printable import quoted
 
 # Store bytes per source voxel, from real CT (totalseg-dicom20: the image stored at 0.55 x float16, the
 # label at 0.016 x uint8), rounded up so that the estimate errs towards the larger store.
@@ -32,7 +33,7 @@ def open_or_create_store(path: Path) -> None:
         fmt = read_attrs(path).get("format")
         if isinstance(fmt, str) and fmt.startswith("liverctl-store/") and fmt != STORE_FORMAT:
             raise LiverctlError(
-                f"is a store of format {fmt!r}, which this liverctl ({STORE_FORMAT!r}) cannot update; ingest into "
+                f"is a store of format {quoted(fmt)}, which this liverctl ({STORE_FORMAT!r}) cannot update; ingest into "
                 "a new --store, or use the liverctl that wrote it",
                 path=path,
             )

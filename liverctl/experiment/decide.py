@@ -18,6 +18,7 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.oof import threshold_mask
 from liverctl.infer.postprocess import parse_postprocess
 from liverctl.metrics import DiceCounts
+from liverctl.printable import quoted
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZE_FRACTION = 0.1  # min-size:N drops components below this share of the median liver volume
@@ -49,10 +50,10 @@ def not_a_candidate(threshold: float, post: str, preferred: float | None) -> str
     sizes = [int(arg) for name, _, arg in steps if name == "min-size" and arg.isascii() and arg.isdigit()]
     size = sizes[0] if sizes else 1
     if size > MIN_SIZE_FRACTION * MAX_LIVER_VOXELS:
-        return (f"out-of-fold decision post {post[:40]!r} drops components of fewer than {size} voxels, more than a "
+        return (f"out-of-fold decision post {quoted(post, 40)} drops components of fewer than {size} voxels, more than a "
                 f"tenth of any liver has (the decision tries min-size:N up to {int(MIN_SIZE_FRACTION * MAX_LIVER_VOXELS):,})")
     if post not in post_candidates(size / MIN_SIZE_FRACTION):
-        return (f"out-of-fold decision post {post[:40]!r} is none of the post-processing the decision tries: "
+        return (f"out-of-fold decision post {quoted(post, 40)} is none of the post-processing the decision tries: "
                 f"{', '.join(post_candidates(1)).replace(':1', ':N')}")
     grid = threshold_candidates(preferred) if preferred is not None else list(THRESHOLDS)
     if not any(abs(threshold - t) < 1e-9 for t in grid):

@@ -21,6 +21,7 @@ from liverctl.experiment.folder import (
     recorded_checkpoint_sha256,
 )
 from liverctl.plural import agree
+from liverctl.printable import quoted
 from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
 
 FoldOwners = dict[Path, tuple[Path, dict, int]]  # fold run folder -> (its experiment, experiment.json, fold)
@@ -153,7 +154,7 @@ def usable_decision(decision: dict, where: Path, preferred: float | None = None)
         threshold = check_threshold(decision.get("threshold"), "out-of-fold decision threshold")
         post = decision.get("post")
         if not isinstance(post, str):
-            raise LiverctlError(f"out-of-fold decision post {post!r:.40} is not a post-processing spec such as 'none'")
+            raise LiverctlError(f"out-of-fold decision post {quoted(post, 40)} is not a post-processing spec such as 'none'")
         post = check_spec(post)
         problem = not_a_candidate(threshold, post, preferred)
         if problem:

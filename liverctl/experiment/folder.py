@@ -16,6 +16,7 @@ from typing import Any
 from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
+from liverctl.printable import quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 
@@ -102,9 +103,9 @@ def _check_tables(summary: dict, path: Path) -> None:
 
     table(summary["fold_results"], "fold_results", optional=False)
     for fold, entry in summary["fold_results"].items():
-        table(entry, f"fold_results[{fold!r}]", optional=False)
-        table(entry.get("best"), f"fold_results[{fold!r}].best")
-        table(entry.get("checkpoints"), f"fold_results[{fold!r}].checkpoints")
+        table(entry, f"fold_results[{quoted(fold)}]", optional=False)
+        table(entry.get("best"), f"fold_results[{quoted(fold)}].best")
+        table(entry.get("checkpoints"), f"fold_results[{quoted(fold)}].checkpoints")
     for key in ("cv", "oof", "decision"):
         table(summary.get(key), key)
     for section in SECTIONS:
@@ -144,9 +145,9 @@ def parse_folds(text: str, store) -> list[int]:
         try:
             folds = sorted({int(part) for part in spec.replace(" ", "").split(",") if part})
         except ValueError:
-            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {text!r})") from None
+            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})") from None
         if not folds:
-            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {text!r})")
+            raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})")
     for fold in folds:
         if fold < 0 or fold >= n_folds:
             raise LiverctlError(
@@ -191,25 +192,25 @@ def check_fold_config(exp_dir: Path, summary: dict, fold: int, cfg: Any, where: 
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     if cfg.get("preset") != summary.get("preset"):
         raise LiverctlError(
-            f"fold {fold} was trained with preset {cfg.get('preset')!r:.60}, the experiment with "
-            f"{summary.get('preset')!r:.60}",
+            f"fold {fold} was trained with preset {quoted(cfg.get('preset'), 60)}, the experiment with "
+            f"{quoted(summary.get('preset'), 60)}",
             path=where,
         )
     store, exp_store = data.get("store"), exp_cfg["data"].get("store")
     if not _same_store(store, exp_store):
         raise LiverctlError(
-            f"fold {fold} was trained on store {str(store):.200}, the experiment on {str(exp_store):.200}", path=where
+            f"fold {fold} was trained on store {quoted(str(store), 200)}, the experiment on {quoted(str(exp_store), 200)}", path=where
         )
     held_out = data.get("fold")
     if type(held_out) is not int or held_out != fold:
-        raise LiverctlError(f"{Path(where).name} holds out fold {held_out!r:.60}, not fold {fold}", path=where)
+        raise LiverctlError(f"{Path(where).name} holds out fold {quoted(held_out, 60)}, not fold {fold}", path=where)
     # A fold run is its experiment's config with data.fold set: any other difference means a fold folder of
     # another experiment (or one changed since) whose out-of-fold predictions the decision never saw.
     difference = _first_difference(cfg, exp_cfg)
     if difference is not None:
         key, ours, theirs = difference
         raise LiverctlError(
-            f"fold {fold} was trained with {key} = {ours!r:.60}, the experiment with {theirs!r:.60}: it is not "
+            f"fold {fold} was trained with {key} = {quoted(ours, 60)}, the experiment with {quoted(theirs, 60)}: it is not "
             "this experiment's fold (copied from another experiment, or changed since); train the experiment again",
             path=where,
         )

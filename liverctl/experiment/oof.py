@@ -28,6 +28,7 @@ import numpy as np
 from liverctl.data.schema import EVERY_CHUNK
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import OOF_STORE
+from liverctl.printable import quoted
 
 QUANT = 255
 OOF_ZSTD = {"level": 0, "checksum": True}  # zarr-python's default for uint8 (zstd, level 0), with the checksum on
@@ -98,7 +99,7 @@ def _chunk_damage(exp_dir: str | Path, case_id: str, array) -> LiverctlError | N
     if dict(array.attrs).get(EVERY_CHUNK) is not True or (damage := every_chunk_damage(array)) is None:
         return None
     return LiverctlError(
-        f"out-of-fold prediction of case {case_id!r}: {damage.problem}; oof.zarr is damaged, e.g. copied "
+        f"out-of-fold prediction of case {quoted(case_id)}: {damage.problem}; oof.zarr is damaged, e.g. copied "
         f"incompletely: run `liverctl train --resume {Path(exp_dir)}` to predict that case again",
         path=damage.path,
     )
@@ -118,7 +119,7 @@ def _read_checked(exp_dir: str | Path, group, case_id: str) -> np.ndarray:
         # zstd keeps no size to check a file against: only decoding finds it (a flipped bit too, by the frame's
         # checksum, `OOF_ZSTD`), so `missing_cases` does not
         raise LiverctlError(
-            f"out-of-fold prediction of case {case_id!r}: chunk file cannot be decoded ({found[1]}); oof.zarr is "
+            f"out-of-fold prediction of case {quoted(case_id)}: chunk file cannot be decoded ({found[1]}); oof.zarr is "
             f"damaged: delete {Path(exp_dir) / OOF_STORE / case_id} and run `liverctl train --resume "
             f"{Path(exp_dir)}` to predict that case again",
             path=found[0],
@@ -138,7 +139,7 @@ def iter_oof(exp_dir: str | Path, store, cases: dict[str, int] | None = None) ->
         label = store.read_label_volume(case_id) > 0
         if q.shape != label.shape:
             raise LiverctlError(
-                f"out-of-fold prediction of {case_id!r} is {q.shape}, its label {label.shape}; "
+                f"out-of-fold prediction of {quoted(case_id)} is {q.shape}, its label {label.shape}; "
                 "the store changed since the experiment ran",
                 path=Path(exp_dir) / OOF_STORE,
             )

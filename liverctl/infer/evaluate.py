@@ -25,6 +25,7 @@ from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.infer.submission import read_submission
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
+from liverctl.printable import quoted
 
 
 @dataclass
@@ -70,7 +71,7 @@ def find_label_files(labels_dir: str | os.PathLike) -> dict[str, Path]:
     for path in nifti_files(labels_dir, pairs=True):  # ingest's rule: macOS `._x.nii.gz` left out, CT.NII.GZ kept
         case = case_id_from_name(path.name)
         if case in found:
-            raise LiverctlError(f"two label files for case {case!r}: {found[case].name} and {path.name}", path=labels_dir)
+            raise LiverctlError(f"two label files for case {quoted(case)}: {found[case].name} and {path.name}", path=labels_dir)
         found[case] = path
     if not found:
         raise LiverctlError("no .nii / .nii.gz / .hdr+.img label volumes in this folder", path=labels_dir)

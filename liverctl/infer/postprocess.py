@@ -36,6 +36,7 @@ from liverctl.errors import LiverctlError
 from liverctl.files import atomic_path, staged_folder
 from liverctl.metrics import DiceCounts
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 
 CONNECTIVITY = 26
 AUTO = "auto"
@@ -104,7 +105,7 @@ def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
 def _no_arg(name: str, fn: Callable[[np.ndarray], np.ndarray]):
     def build(arg: str | None) -> Callable[[np.ndarray], np.ndarray]:
         if arg is not None:
-            raise LiverctlError(f"post-processing step {name!r} takes no argument (got {name}:{arg})")
+            raise LiverctlError(f"post-processing step {name!r} takes no argument (got {quoted(f'{name}:{arg}')})")
         return fn
 
     return build
@@ -118,7 +119,7 @@ def _min_size(arg: str | None) -> Callable[[np.ndarray], np.ndarray]:
     # ASCII digits only ('²' is a digit to str.isdigit, not to int) and at most 19 of them (int() refuses 4300)
     if arg is None or not (arg.isascii() and arg.isdigit()) or len(arg) > 19 or not 1 <= int(arg) < MIN_SIZE_LIMIT:
         raise LiverctlError(f"post-processing step 'min-size' needs a positive voxel count below 2^63, e.g. "
-                            f"min-size:5000 (got {arg!r:.40})")
+                            f"min-size:5000 (got {quoted(arg, 40)})")
     n = int(arg)
     return lambda mask: drop_small(mask, n)
 
@@ -148,7 +149,7 @@ class Postprocess:
         A spec is anyone's (--postprocess, post.mode, experiment.json): checked where it meets its volumes."""
         if self.min_size > voxels:
             raise LiverctlError(
-                f"post-processing {self.spec[:60]!r} drops components of fewer than {self.min_size:,} voxels, more "
+                f"post-processing {quoted(self.spec, 60)} drops components of fewer than {self.min_size:,} voxels, more "
                 f"than the whole volume of {what} holds ({voxels:,}): its mask would be empty whatever it holds; "
                 "give a smaller min-size",
                 path=path,
@@ -177,12 +178,12 @@ def parse_postprocess(spec: str) -> Postprocess:
     for part in spec.split("+"):
         name, _, arg = part.strip().partition(":")
         if not name:
-            raise LiverctlError(f"post-processing {spec!r} has an empty step; join steps with one '+', e.g. largest+fill")
+            raise LiverctlError(f"post-processing {quoted(spec)} has an empty step; join steps with one '+', e.g. largest+fill")
         if name not in STEPS:
             near = difflib.get_close_matches(name, [*STEPS, AUTO], n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise LiverctlError(
-                f"unknown post-processing {part!r}{hint}; valid: none, largest, min-size:N, fill, fill2d, "
+                f"unknown post-processing {quoted(part)}{hint}; valid: none, largest, min-size:N, fill, fill2d, "
                 "auto, or steps joined by '+' (e.g. largest+fill2d)"
             )
         steps.append(STEPS[name](arg or None))

@@ -28,6 +28,7 @@ from liverctl.device import inference_precision
 from liverctl.errors import LiverctlError
 from liverctl.infer.cpu import CPU_BATCH, cpu_model, thread_tuner, tuned_threads
 from liverctl.plural import plural
+from liverctl.printable import quoted
 
 # name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
 # The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
@@ -46,7 +47,7 @@ def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
     if key not in TTA_MODES:
         near = difflib.get_close_matches(key, list(TTA_MODES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise LiverctlError(f"unknown TTA mode {name!r}{hint}; valid: {', '.join(TTA_MODES)}")
+        raise LiverctlError(f"unknown TTA mode {quoted(name)}{hint}; valid: {', '.join(TTA_MODES)}")
     return TTA_MODES[key]
 
 

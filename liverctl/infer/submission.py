@@ -39,6 +39,7 @@ from liverctl.errors import LiverctlError
 from liverctl.files import atomic_open
 from liverctl.infer import rle
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 
 DEFAULT_HEADER = ("id", "rle")
 
@@ -133,7 +134,7 @@ class SampleSubmission:
                          f"no test slice (e.g. {rle._clip(uncovered[0])})")
         if extra:
             parts.append(f"{plural(len(extra), 'test slice')} {agree(len(extra), 'is', 'are')} not in the sample "
-                         f"(e.g. {extra[0]!r})")
+                         f"(e.g. {quoted(extra[0])})")
         raise LiverctlError(
             "; ".join(parts) + f" ({plural(len(n_slices), 'test case')} in the store); is this the right store?",
             path=self.path,
@@ -247,12 +248,12 @@ class SubmissionWriter:
         if case_id in self._shapes:
             raise ValueError(f"case {case_id} added twice")
         if self.expected is not None and case_id not in self.expected:
-            raise LiverctlError(f"case {case_id!r} is not one of the expected test cases", path=self.path)
+            raise LiverctlError(f"case {quoted(case_id)} is not one of the expected test cases", path=self.path)
         texts = rle.encode_volume(mask, empty=self.empty)
         # Self-check, part 1: the strings decode (independently of the encoder) to exactly this mask.
         if not np.array_equal(decode_volume(texts, mask.shape), mask.astype(bool, copy=False)):
             raise LiverctlError(
-                f"self-check failed: case {case_id!r} does not decode to its mask (encoder bug); nothing written",
+                f"self-check failed: case {quoted(case_id)} does not decode to its mask (encoder bug); nothing written",
                 path=self.path,
             )
         self._shapes[case_id] = mask.shape
@@ -285,7 +286,7 @@ class SubmissionWriter:
         if extra:
             raise LiverctlError(
                 f"{plural(len(extra), 'predicted slice')} {agree(len(extra), 'is', 'are')} not in the sample "
-                f"(e.g. {sorted(extra)[0]!r})",
+                f"(e.g. {quoted(sorted(extra)[0])})",
                 path=self.sample.path,
             )
         return list(self.sample.ids)
@@ -323,7 +324,7 @@ class SubmissionWriter:
         _, differing = _validate(self.path, reader, self._shapes, header=header, checked=self._rows)
         if differing:  # a valid row, but not the string checked against its mask
             raise LiverctlError(
-                f"self-check failed: row {next(iter(differing))!r} reads back differently from what was written; "
+                f"self-check failed: row {quoted(next(iter(differing)))} reads back differently from what was written; "
                 "nothing written",
                 path=self.path,
             )
@@ -461,7 +462,7 @@ def _read_rows(rows: Iterable[tuple[int, list[str]]], shapes: Mapping[str, tuple
         x, y, n_slices = shapes[case]
         if z >= n_slices:
             problems.append(
-                Problem(line, f"unknown id: case {case!r} has {plural(n_slices, 'slice')} (0..{n_slices - 1})", row_id)
+                Problem(line, f"unknown id: case {quoted(case)} has {plural(n_slices, 'slice')} (0..{n_slices - 1})", row_id)
             )
             continue
         if row_id in first_line:
@@ -485,7 +486,7 @@ def _missing_slices(shapes: Mapping[str, tuple[int, int, int]], seen: Mapping[st
         if missing:
             sample = ", ".join(slice_id(case, z) for z in missing[:3])
             problems.append(
-                Problem(None, f"case {case!r}: {len(missing)} of {plural(n_slices, 'slice id')} missing (e.g. {sample})")
+                Problem(None, f"case {quoted(case)}: {len(missing)} of {plural(n_slices, 'slice id')} missing (e.g. {sample})")
             )
     return problems
 

@@ -37,6 +37,7 @@ from liverctl.infer.postprocess import (
 from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_cases
 from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, check_sample_path, read_sample
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 from liverctl.runs.folder import PENDING_SUBMISSION_FILE, SUBMISSIONS_FILE, checkpoint_path
 from liverctl.runs.submissions import write_pending
 
@@ -78,7 +79,7 @@ def check_runs_against_store(runs: Sequence[RunModel], store, case_ids: Sequence
                 stats = store.meta(case).get("stats") or {}
                 if "min" not in stats or "max" not in stats:
                     raise LiverctlError(
-                        f"run normalises per volume (minmax) but store case {case!r} has no min/max statistics; "
+                        f"run normalises per volume (minmax) but store case {quoted(case)} has no min/max statistics; "
                         "re-ingest with this liverctl",
                         path=store.path,
                     )
@@ -204,7 +205,7 @@ def resolve_settings(runs: Sequence[RunModel], note: Callable[[str], None], *, t
     if tta is None:
         tta, differs = _agreed(runs, "infer", "tta", "none")
         if differs:
-            note(f"runs differ in infer.tta; using the first run's {tta!r}")
+            note(f"runs differ in infer.tta; using the first run's {quoted(tta)}")
     parse_tta(tta)
     if threshold is None:
         threshold, _ = _agreed(runs, "infer", "threshold", 0.5)
@@ -319,7 +320,7 @@ def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: Subm
     case_ids = list(writer.expected or {})
     for case_id in case_ids:
         post.check_volume(int(np.prod(predictor.store.meta(case_id)["shape"], dtype=np.int64)),
-                          f"test case {case_id!r}")
+                          f"test case {quoted(case_id)}")
     if on_stage:
         on_stage("test cases", predictor.slices(case_ids))
     for case_id, probs in predictor.predict(case_ids):

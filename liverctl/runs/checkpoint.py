@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 from liverctl.runs.validation_cases import CASES_KEY, check_recorded_split
@@ -199,7 +200,7 @@ def _check_zip_members(source: Any, path: Path, what: str) -> None:
             for member in members:
                 if member.compress_type != zipfile.ZIP_STORED:
                     raise LiverctlError(
-                        f"cannot read {what}: its part {member.filename[:80]!r} is compressed (torch.save stores "
+                        f"cannot read {what}: its part {quoted(member.filename)} is compressed (torch.save stores "
                         f"every part as it is), so it could unpack to any size ({member.file_size} bytes claimed); "
                         "it is not loaded",
                         path=path,
@@ -207,7 +208,7 @@ def _check_zip_members(source: Any, path: Path, what: str) -> None:
             for member in members:
                 if member.CRC and not _crc_matches(archive, member):
                     raise LiverctlError(
-                        f"cannot read {what}: its part {member.filename[:80]!r} does not match the CRC-32 torch.save "
+                        f"cannot read {what}: its part {quoted(member.filename)} does not match the CRC-32 torch.save "
                         "recorded for it: the file is damaged (a bad copy or disk; a flipped bit in a tensor would "
                         "load as other weights); copy it again from where it came from",
                         path=path,
@@ -288,7 +289,7 @@ def _checked(state: Any, path: Path, *, resume: bool) -> dict:
             raise LiverctlError(f"checkpoint entry '{key}' should be {words}, not {type(value).__name__}", path=path)
     bad = next((k for k, v in state["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
-        raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {bad!r} is not)", path=path)
+        raise LiverctlError(f"checkpoint entry 'model' should be a table of tensors (entry {quoted(bad)} is not)", path=path)
     if not state["model"]:
         raise LiverctlError("checkpoint entry 'model' is empty: no weights", path=path)
     problem = _odd_carried_entries(state)
@@ -311,15 +312,15 @@ def _odd_carried_entries(state: dict) -> str | None:
     best = state.get("best")
     if best:  # {} or absent: no best yet
         if set(best) != {"epoch", "volume_dice"}:
-            return f"'best' should hold epoch and volume_dice, not {', '.join(map(str, best))[:80]}"
+            return f"'best' should hold epoch and volume_dice, not {quoted(list(best))}"
         if not (best["epoch"] is None or count(best["epoch"])):
-            return f"'best' epoch should be a whole number, not {best['epoch']!r:.40}"
+            return f"'best' epoch should be a whole number, not {quoted(best['epoch'], 40)}"
         dice = best["volume_dice"]
         if not (dice is None or (type(dice) in (int, float) and math.isfinite(dice))):
-            return f"'best' volume_dice should be a finite number, not {dice!r:.40}"
+            return f"'best' volume_dice should be a finite number, not {quoted(dice, 40)}"
     for key, value in (state.get("guard") or {}).items():
         if key in ("skipped", "consecutive", "rollbacks") and not count(value):
-            return f"'guard' {key} should be a whole number, not {value!r:.40}"
+            return f"'guard' {key} should be a whole number, not {quoted(value, 40)}"
     for key, value in (state.get("metrics") or {}).items():  # a resume writes them into its next checkpoint
         if key in METRIC_KEYS and not (value is None or type(value) in (int, float)):
             return f"'metrics' {key} should be a number, not {type(value).__name__}"
@@ -361,7 +362,7 @@ def check_weights_fit(weights: dict, target: dict, path: str | os.PathLike) -> N
         if value is None or _value_kind(value) == _value_kind(own):
             continue
         raise LiverctlError(
-            f"refused: weight {key!r} holds {_value_kind(value)} values ({str(value.dtype).removeprefix('torch.')}) "
+            f"refused: weight {quoted(key)} holds {_value_kind(value)} values ({str(value.dtype).removeprefix('torch.')}) "
             f"where the model holds {_value_kind(own)} ones ({str(own.dtype).removeprefix('torch.')}); the file is "
             "damaged or was not written by liverctl train",
             path=path,
@@ -386,7 +387,7 @@ def check_optimizer_state_fits(saved: dict, optimizer, path: str | os.PathLike) 
         for key, value in (entry.items() if isinstance(entry, dict) else ()):
             if key == "step" or not isinstance(value, torch.Tensor):
                 continue
-            where = f"optimizer state {key!r} of parameter {n}"
+            where = f"optimizer state {quoted(key)} of parameter {n}"
             if tuple(value.shape) != tuple(param.shape):
                 problem = f"has shape {tuple(value.shape)} where the parameter has {tuple(param.shape)}"
             elif _value_kind(value) != _value_kind(param):
@@ -407,7 +408,7 @@ def _check_plain(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, (str, int)):
-                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not plain data")
+                raise TypeError(f"{where}: key {quoted(k)} is a {type(k).__name__}, not plain data")
             _check_plain(v, f"{where}.{k}")
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):

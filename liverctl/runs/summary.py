@@ -19,6 +19,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
+from liverctl.printable import quoted
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, LineReader, loads_object, parse_line, read_lines
 from liverctl.runs.folder import (
@@ -229,7 +230,7 @@ def _read_sidecars(run_dir: Path, problems: list[str]) -> dict[str, dict]:
             sidecars[which] = data
             fmt = data.get("format")
             if fmt != CHECKPOINT_FORMAT:
-                problems.append(f"checkpoints/{which}.json has format {fmt!r}, not {CHECKPOINT_FORMAT!r}; "
+                problems.append(f"checkpoints/{which}.json has format {quoted(fmt)}, not {CHECKPOINT_FORMAT!r}; "
                                 "read as best we can")
         else:
             problems.append(f"checkpoints/{which}.json unreadable (not a JSON object)")

@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.printable import one_line
+from liverctl.printable import one_line, quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.history import finite
 from liverctl.runs.summary import OWN, STALE, RunSummary
@@ -226,7 +226,7 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
     """Sort by a column or a dotted setting key. Numbers largest first (newest first for `started`),
     text A to Z; runs without a value go last. `reverse` flips the order of the others."""
     if column not in known_columns(summaries):
-        raise LiverctlError(f"unknown column {column!r} to sort by; choose from {', '.join(known_columns(summaries))}")
+        raise LiverctlError(f"unknown column {quoted(column)} to sort by; choose from {', '.join(known_columns(summaries))}")
     present = [s for s in summaries if _column_value(s, column) is not None]
     absent = [s for s in summaries if _column_value(s, column) is None]
     numeric = all(isinstance(_column_value(s, column), (int, float)) for s in present)
@@ -257,12 +257,12 @@ def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str
         if sep and column.strip():
             column = column.strip()
             if column not in known_columns(summaries):
-                raise LiverctlError(f"filter {text!r}: unknown column {column!r}; "
+                raise LiverctlError(f"filter {quoted(text)}: unknown column {quoted(column)}; "
                                     f"choose from {', '.join(known_columns(summaries))}")
             if op not in ("=", "!=") and _float(value) is None:
-                raise LiverctlError(f"filter {text!r}: {op} needs a number")
+                raise LiverctlError(f"filter {quoted(text)}: {op} needs a number")
             return column, op, value.strip()
-    raise LiverctlError(f"filter {text!r}: write COLUMN=VALUE (or != > < >= <=), e.g. preset=v5")
+    raise LiverctlError(f"filter {quoted(text)}: write COLUMN=VALUE (or != > < >= <=), e.g. preset=v5")
 
 
 def _matches(summary: RunSummary, column: str, op: str, value: str) -> bool:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from liverctl.config import in_channels, is_none
 from liverctl.device import one_torch_thread
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 from liverctl.runs.checkpoint import (
     TENSOR_KEYS,
     check_weights_fit,
@@ -42,7 +43,7 @@ def check_arch(arch: str) -> None:
     if str(arch).lower() not in known:
         near = difflib.get_close_matches(str(arch).lower(), list(known), n=1)
         hint = f" (did you mean {known[near[0]]!r}?)" if near else ""
-        raise LiverctlError(f"model.arch: unknown architecture {arch!r}{hint}; valid: {', '.join(ARCHITECTURES)}")
+        raise LiverctlError(f"model.arch: unknown architecture {quoted(arch)}{hint}; valid: {', '.join(ARCHITECTURES)}")
 
 
 def build_model(cfg: dict, pretrained: bool | None = None):

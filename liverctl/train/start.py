@@ -18,6 +18,7 @@ from liverctl.config import apply_overrides, is_none, read_config, resolve_confi
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import experiment_of_fold
 from liverctl.plural import plural
+from liverctl.printable import quoted
 from liverctl.runs.checkpoint import load_checkpoint, require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
@@ -269,7 +270,7 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
             if cfg[section][name] != saved[section][name]:
                 raise LiverctlError(
                     f"--resume {request.resume}: {key} cannot change on resume (the checkpoint was trained with "
-                    f"{saved[section][name]!r}, not {cfg[section][name]!r}); start a new run for that"
+                    f"{quoted(saved[section][name])}, not {quoted(cfg[section][name])}); start a new run for that"
                 )
     done = (read_sidecar(run_dir, "last") or {}).get("epoch")
     done = done if isinstance(done, int) and not isinstance(done, bool) else 0  # the .pt is checked on load

@@ -191,7 +191,7 @@ def test_expand_runs_replaces_an_experiment_by_its_folds_and_checks_them(tmp_pat
         expand_runs([exp])
     cfg["preset"], cfg["data"]["store"] = "demo", str(tmp_path / "other.zarr")
     (exp / "fold-1" / "config.toml").write_text(tomli_w.dumps(cfg), encoding="utf-8")
-    with pytest.raises(LiverctlError, match="fold 1 was trained on store .*other.zarr, the experiment on"):
+    with pytest.raises(LiverctlError, match="fold 1 was trained on store '.*other.zarr', the experiment on"):
         expand_runs([exp])
 
 
