@@ -36,11 +36,13 @@ def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
     return _cut(text, limit)
 
 
-def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+def quoted(value: Any, limit: int = QUOTE_LIMIT, *, sized: bool = False) -> str:
     """Someone's value (a name, an entry or a field of their file) as a message quotes it: its repr, where control
     and invisible characters show as escapes (`'a\\x1b[2J'`), so the line stays one printable line that says what
-    is there, cut to `limit` characters with "…" (a name of 200,000 characters was all of it)."""
-    if isinstance(value, str):
+    is there, cut to `limit` characters with "…" (a name of 200,000 characters was all of it). `sized`: a text cut
+    short says how long it was (`'7_999…' (5002 characters)`), which tells a CSV's stray megabyte from a typo."""
+    length = len(value) if isinstance(value, str) else None
+    if length is not None:
         value = value[: 4 * limit]  # a 10 MB name is not escaped to be cut
     try:
         text = repr(value)
@@ -49,7 +51,8 @@ def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
     except ValueError:  # an integer of more digits than Python writes as text (a checkpoint's, a typed override)
         text = f"an integer of more than {sys.get_int_max_str_digits()} digits"
         text = text if isinstance(value, int) else f"a {type(value).__name__} holding {text}"
-    return _cut(text, limit)
+    shown = _cut(text, limit)
+    return f"{shown} ({length} characters)" if sized and length is not None and shown != text else shown
 
 
 def _cut(text: str, limit: int) -> str:

@@ -60,3 +60,9 @@ def test_someones_value_in_an_error_line_is_quoted_escaped_and_cut():
         message = str(caught.value)
         assert "\x1b" not in message and shown in message and len(message) < 400, message
 
+
+def test_a_sized_quote_says_how_long_a_text_cut_short_was():
+    """A CSV's token (rle, submission) says its length when cut: a stray megabyte told from a typo."""
+    assert quoted("7_" + "9" * 5000, 20, sized=True) == "'7_" + "9" * 16 + "… (5002 characters)"
+    assert quoted("7_0", 20, sized=True) == "'7_0'"  # whole: nothing to say
+    assert quoted(["x" * 100], 20, sized=True) == "['" + "x" * 17 + "…"  # not a text: no length of its own

@@ -24,7 +24,10 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from liverctl.infer.predict import RunModel
 
 CPU_BATCH = 1  # slices per forward pass on the CPU
 PROBES = 3  # timings kept per thread count; the median of these decides
@@ -112,18 +115,18 @@ def tuned_threads(tuner: ThreadTuner | None, slices: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def cpu_model(run: Any):
-    """`run.model` as a channels-last copy for the CPU, made once per run (the run's own model is left
-    as it is: another caller may share it). A model that is not a torch module is used as it is."""
+def cpu_model(run: RunModel):
+    """`run.model` as a channels-last copy for the CPU, made once per run and kept in `run.cpu_copy` (the run's own
+    model is left as it is: another caller may share it). A model that is not a torch module is used as it is."""
     import torch
 
     if not isinstance(run.model, torch.nn.Module):
         return run.model
     from liverctl.device import one_torch_thread
 
-    cached = getattr(run, "_cpu_model", None)
+    cached = run.cpu_copy
     if cached is None or cached[0] is not run.model:
         with one_torch_thread():  # a copy: memory work
             cached = (run.model, copy.deepcopy(run.model).to(memory_format=torch.channels_last))
-        run._cpu_model = cached
+        run.cpu_copy = cached
     return cached[1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,8 @@ class RunModel:
     sha256: str | None = None
     epoch: int | None = None
     saved_at: float | None = None
+    # `infer.cpu.cpu_model`'s channels-last copy of `model` for the CPU, (the model it copied, the copy): made once
+    cpu_copy: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def context(self) -> int:

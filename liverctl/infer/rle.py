@@ -21,6 +21,8 @@ import re
 
 import numpy as np
 
+from liverctl.printable import quoted
+
 EMPTY_RLE = "1 0"
 # Largest start or length accepted without an image size: far beyond any slice, yet small enough that
 # start + length can never wrap int64 (which would let a run slip past the range checks).
@@ -224,13 +226,13 @@ def _parse_pairs(tokens: list[str], n_pixels: int | None) -> np.ndarray:
     bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
     if bad is not None:
         what = "number too large" if _DIGITS.fullmatch(bad) else "not an integer"
-        raise RLEFormatError(f"{what}: {_clip(bad)}")
+        raise RLEFormatError(f"{what}: {quoted(bad, 40, sized=True)}")
     limit = MAX_RUN_VALUE if n_pixels is None else n_pixels
     values = [int(t) for t in tokens]
     too_big = next((v for v in values if abs(v) > limit), None)
     if too_big is not None:  # checked before any sum, so start + length cannot wrap int64
         where = "" if n_pixels is None else f" for an image of {n_pixels} pixels"
-        raise RLEFormatError(f"number out of range{where}: {_clip(str(too_big))}")
+        raise RLEFormatError(f"number out of range{where}: {quoted(str(too_big), 40, sized=True)}")
     if len(values) % 2:
         raise RLEFormatError(f"odd number of values ({len(values)}): expected start/length pairs")
     return np.array(values, dtype=np.int64).reshape(-1, 2)
@@ -253,11 +255,6 @@ def _check_order(runs: np.ndarray) -> None:
             f"overlapping runs: {starts[i]} {runs[i, 1]} reaches pixel {prev_ends[i]}, "
             f"next run starts at {starts[i + 1]}"
         )
-
-
-def _clip(token: str, width: int = 40) -> str:
-    """A token for an error message: quoted, and cut short when it is long (garbage can be megabytes)."""
-    return repr(token) if len(token) <= width else repr(token[:width]) + f"... ({len(token)} characters)"
 
 
 def runs_to_positions(runs: np.ndarray) -> np.ndarray:

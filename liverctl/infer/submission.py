@@ -73,7 +73,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"line {self.line}" if self.line is not None else "file"
         if self.row_id is not None:
-            where += f" (id {rle._clip(self.row_id)})"
+            where += f" (id {quoted(self.row_id, 40, sized=True)})"
         return f"{where}: {self.message}"
 
 
@@ -131,7 +131,7 @@ class SampleSubmission:
         parts = []
         if uncovered:
             parts.append(f"{plural(len(uncovered), 'sample id')} {agree(len(uncovered), 'matches', 'match')} "
-                         f"no test slice (e.g. {rle._clip(uncovered[0])})")
+                         f"no test slice (e.g. {quoted(uncovered[0], 40, sized=True)})")
         if extra:
             parts.append(f"{plural(len(extra), 'test slice')} {agree(len(extra), 'is', 'are')} not in the sample "
                          f"(e.g. {quoted(extra[0])})")
@@ -166,7 +166,7 @@ def read_sample(path: str | os.PathLike, n_slices: Mapping[str, int] | None = No
     header = (first[1][0], first[1][1])
     if split_slice_id(header[0]) is not None:  # written above rows of that shape, it would read back as one
         raise LiverctlError(
-            f"sample submission has no header: its first row {rle._clip(','.join(header), 60)} is a data row; "
+            f"sample submission has no header: its first row {quoted(','.join(header), 60, sized=True)} is a data row; "
             "expected e.g. 'id,rle'",
             path=path,
         )
@@ -179,7 +179,7 @@ def read_sample(path: str | os.PathLike, n_slices: Mapping[str, int] | None = No
             raise LiverctlError(f"line {line}: expected 2 columns, got {len(row)}", path=path)
         if row[0] in first_line:  # where it is: a file of one id repeated millions of times is not read to its end
             raise LiverctlError(
-                f"line {line}: sample submission repeats id {rle._clip(row[0])} (first on line {first_line[row[0]]})",
+                f"line {line}: sample submission repeats id {quoted(row[0], 40, sized=True)} (first on line {first_line[row[0]]})",
                 path=path,
             )
         first_line[row[0]] = line
@@ -279,7 +279,7 @@ class SubmissionWriter:
         if uncovered:
             raise LiverctlError(
                 f"{plural(len(uncovered), 'id')} of the sample {agree(len(uncovered), 'has', 'have')} no prediction "
-                f"(e.g. {rle._clip(uncovered[0])})",
+                f"(e.g. {quoted(uncovered[0], 40, sized=True)})",
                 path=self.sample.path,
             )
         extra = have - set(self.sample.ids)
@@ -431,10 +431,10 @@ def _validate(
 def _header_problems(found: tuple[str, ...], header: tuple[str, str] | None, looks_like_data: bool) -> list[Problem]:
     """The header as found against the one required (or, for None, any two-column non-data header)."""
     if header is not None and found != tuple(header):
-        return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: expected {','.join(header)!r}")]
+        return [Problem(1, f"bad header {quoted(','.join(found), 80, sized=True)}: expected {','.join(header)!r}")]
     if header is None and (len(found) != 2 or looks_like_data):
         what = "a data row, not a header" if looks_like_data else plural(len(found), "column")
-        return [Problem(1, f"bad header {rle._clip(','.join(found), 80)}: {what}; expected e.g. 'id,rle'")]
+        return [Problem(1, f"bad header {quoted(','.join(found), 80, sized=True)}: {what}; expected e.g. 'id,rle'")]
     return []
 
 

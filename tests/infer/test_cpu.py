@@ -134,8 +134,8 @@ def test_cpu_prediction_matches_the_model_on_contiguous_inputs(monkeypatch, chan
             want[..., z] = p[0, 0].numpy()
     if channels_last:
         np.testing.assert_allclose(got, want, atol=1e-5)
-        assert getattr(run, "_cpu_model", None) is not None
+        assert run.cpu_copy is not None
     else:  # the model as training's validation runs it: the very same numbers
         np.testing.assert_array_equal(got, want)
-        assert getattr(run, "_cpu_model", None) is None
+        assert run.cpu_copy is None
     assert cpu._TUNERS[((1,), predict._pass_cost_key(run))].seconds[1]  # the fixed count went through the tuner (timed, never switched)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from liverctl.infer import rle
+from liverctl.printable import quoted
 
 
 def _reference_encode(mask: np.ndarray) -> str:
@@ -290,7 +291,7 @@ def test_fast_parse_agrees_with_the_reference_parse_on_valid_and_corrupted_strin
     reference = [_parse_or_message(t, n) for t, n in cases]
 
     for (text, n_pixels), got, want in zip(cases, fast, reference, strict=True):
-        assert got == want, (rle._clip(text, 200), n_pixels)
+        assert got == want, (quoted(text, 200), n_pixels)
     accepted_fast = sum(real_fast(t, n) is not None for t, n in cases)
     errors = sum(isinstance(r, str) for r in reference)
     # both paths exercised, and parse_runs did go through the fast path

@@ -132,10 +132,10 @@ def test_a_long_sample_id_is_cut_in_the_line_that_names_it(tmp_path):
     with pytest.raises(LiverctlError) as info:
         sample.check_cases({c: m.shape[2] for c, m in masks.items()})
     assert str(info.value).startswith(f"{sample_path}: 1 sample id matches no test slice (e.g. '7_9999")
-    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+    assert "… (5002 characters)" in str(info.value) and len(str(info.value)) < 300
     with pytest.raises(LiverctlError) as info:
         write_submission(tmp_path / "sub.csv", masks.items(), sample=sample)
-    assert "... (5002 characters)" in str(info.value) and len(str(info.value)) < 300
+    assert "… (5002 characters)" in str(info.value) and len(str(info.value)) < 300
 
 
 def test_expected_cases_must_all_be_written(tmp_path):
@@ -348,7 +348,7 @@ def test_any_two_column_header_accepted_when_not_required(tmp_path):
     with pytest.raises(MalformedSubmission) as info:
         read_submission(long_first, shapes, header=None)
     first = str(info.value.problems[0])
-    assert first.startswith("line 1: bad header 'a_0,1 1 1 1") and "... (200003 characters): a data row" in first
+    assert first.startswith("line 1: bad header 'a_0,1 1 1 1") and "… (200003 characters): a data row" in first
     assert len(first) < 200
 
 
