@@ -75,11 +75,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-# The temporary names of the atomic write beside its target (`atomic_open`, `atomic_path`): `temp_files` finds
-# what a killed writer left of them.
+# The temporary names liverctl gives beside a target NAME: an atomic write's file, `.NAME.<pid>.tmp` (`atomic_open`)
+# or `.<pid>.tmp.NAME` (`atomic_path`: NAME's suffix stays last), and a work folder, `.NAME.<pid>.XXXX.tmp`
+# (`work_dir_beside`: mkdtemp's random part holds no dot). Each read by one pattern (`_temp_pid`), so that what a
+# killed writer left is found, and only that. A pid has at most 10 digits.
 _TEMP_NAME = ".{name}.{pid}.tmp"
 _TEMP_PATH_NAME = ".{pid}.tmp.{name}"
-_TEMP_NAMES = re.compile(r"\..+\.[0-9]+\.tmp|\.[0-9]+\.tmp\..+")
+_TEMP_FILE_NAMES = (re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})\.tmp", re.DOTALL),
+                    re.compile(r"\.(?P<pid>[0-9]{1,10})\.tmp\.(?P<name>.+)", re.DOTALL))
+_WORK_DIR_NAMES = (re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})\.[^.]+\.tmp", re.DOTALL),)
+
+
+def _temp_pid(temp_name: str, name: str | None = None, patterns: tuple[re.Pattern, ...] = _TEMP_FILE_NAMES
+              ) -> int | None:
+    """The writer's pid where `temp_name` is a temporary name (`patterns`: an atomic write's file, or
+    `_WORK_DIR_NAMES`) of the file or folder `name` (None: of any name); None where it is none."""
+    for pattern in patterns:
+        match = pattern.fullmatch(temp_name)
+        if match is not None and (name is None or match["name"] == name):
+            return int(match["pid"])
+    return None
 
 
 def temp_files(path: str | os.PathLike) -> list[Path]:
@@ -97,8 +112,7 @@ def temp_files(path: str | os.PathLike) -> list[Path]:
 def is_temp_file(path: str | os.PathLike) -> bool:
     """Whether `path`'s name is one an atomic write gives its temporary file (`.NAME.<pid>.tmp`,
     `.<pid>.tmp.NAME`): a killed writer's leftover where no writer runs."""
-    name = Path(path).name
-    return bool(_TEMP_NAMES.fullmatch(name))
+    return _temp_pid(Path(path).name) is not None
 
 
 def process_gone(pid: int) -> bool:
@@ -112,17 +126,6 @@ def process_gone(pid: int) -> bool:
     except (PermissionError, OverflowError):  # alive as another user's; a number no pid can be
         return False
     return False
-
-
-def _temp_pid(temp_name: str, name: str) -> int | None:
-    """The writer's pid where `temp_name` is a temporary name of file `name` (`_TEMP_NAME`, `_TEMP_PATH_NAME`)."""
-    if temp_name.startswith(f".{name}.") and temp_name.endswith(".tmp"):
-        middle = temp_name[len(name) + 2:-4]
-    elif temp_name.endswith(f".tmp.{name}") and temp_name.startswith("."):
-        middle = temp_name[1:-len(name) - 5]
-    else:
-        return None
-    return int(middle) if middle.isdigit() and middle.isascii() else None
 
 
 def remove_dead_temp_files(path: str | os.PathLike) -> list[Path]:
@@ -300,8 +303,8 @@ def remove_dead_work_dirs(target: str | os.PathLike) -> list[Path]:
     target = Path(target)
     removed = []
     for work in target.parent.glob(f".{glob.escape(target.name)}.*.*.tmp"):
-        pid = work.name[len(target.name) + 2:].split(".", 1)[0]
-        if work.is_dir() and pid.isdigit() and pid.isascii() and process_gone(int(pid)):
+        pid = _temp_pid(work.name, target.name, _WORK_DIR_NAMES)
+        if pid is not None and work.is_dir() and process_gone(pid):
             shutil.rmtree(work, ignore_errors=True)
             removed.append(work)
     return removed

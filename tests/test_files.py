@@ -243,3 +243,29 @@ def test_a_work_folder_a_killed_process_left_is_deleted_by_the_next(tmp_path):
     assert not dead.exists()
     again = files.work_dir_beside(target)
     assert live.is_dir() and again.is_dir() and again != live
+
+
+def test_names_that_are_almost_temporary_names_are_none_and_one_pattern_reads_them_all(tmp_path):
+    """One reading of `.NAME.<pid>.tmp` / `.<pid>.tmp.NAME` for `is_temp_file` and `temp_files` (a regex and a
+    hand-made slicing disagreed: a name holding a newline was a temporary file to one and not the other)."""
+    temp = [".x.12.tmp", ".12.tmp.x", ".x.5.tmp.77.tmp", ".a.b.0.tmp", ".x\n.3.tmp"]
+    almost = ["x.12.tmp", ".x.tmp", ".x..tmp", ".x.12a.tmp", ".x.١٢.tmp", ".x.12.tmp.bak~", ".12.tmp.", ".x.12.TMP",
+              ".x." + "9" * 240 + ".tmp", ".x.12345678901.tmp", "..12.tmp"]
+    assert [n for n in temp if not files.is_temp_file(tmp_path / n)] == []
+    assert [n for n in almost if files.is_temp_file(tmp_path / n)] == []
+    for name in [*temp, *almost]:
+        (tmp_path / name).write_text("")
+    assert [p.name for p in files.temp_files(tmp_path / "x")] == sorted([".12.tmp.x", ".x.12.tmp"])
+    assert [p.name for p in files.temp_files(tmp_path / "x.5.tmp")] == [".x.5.tmp.77.tmp"]
+    assert [p.name for p in files.temp_files(tmp_path / "x\n")] == [".x\n.3.tmp"]
+
+
+def test_a_work_folder_is_read_as_its_own_targets_never_a_longer_names(tmp_path):
+    """`.out.<pid>.XXXX.tmp` belongs to `out`; the live work folder of `out.999999999` (`.out.999999999.<pid>.
+    XXXX.tmp`) was read as `out`'s with pid 999999999, a process that cannot be, and deleted under its writer."""
+    other = files.work_dir_beside(tmp_path / "out.999999999")
+    (other / "a.png").write_bytes(b"png")
+    dead = tmp_path / f".out.{_gone_pid()}.abcd1234.tmp"
+    dead.mkdir()
+    assert files.remove_dead_work_dirs(tmp_path / "out") == [dead]
+    assert (other / "a.png").is_file()

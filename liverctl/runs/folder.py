@@ -246,7 +246,7 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     `RunLock`.
     """
     run_dir = Path(run_dir)
-    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *temp_files(run_dir / CONFIG_FILE),
+    removed = [*filter(is_temp_file, (run_dir / CHECKPOINT_DIR).glob(".*")), *temp_files(run_dir / CONFIG_FILE),
                *run_dir.glob(RANK_FAILURE_FILE.format(rank="*"))]
     for path in removed:
         path.unlink(missing_ok=True)
