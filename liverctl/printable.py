@@ -1,6 +1,7 @@
 """Anyone's text (a message in a run folder's files) as one printable line: `one_line`; anyone's value (a name, an
-entry of their file) quoted in a message: `quoted`. Both cut with "…". An error line as a whole: `escaped`. Stdlib only, so the run folder's own readers
-(`liverctl.runs.folder`) use it too."""
+entry of their file) quoted in a message: `quoted`. Both cut with "…". An error line as a whole: `escaped`; user text
+inside rich markup: `esc`. Stdlib only, so the run folder's own readers (`liverctl.runs.folder`) and the trainer use
+it too."""
 
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ def escaped(text: str) -> str:
     """`text` with each control or invisible character as its escape (`\\n`, `\\x1b`, `\\u202e`), nothing cut: an
     error line that names a file whose name holds a newline or ESC stays one line and names it recognisably."""
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+# What rich reads as a tag, with the backslashes before it (rich.markup.escape's own pattern).
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def esc(value: object) -> str:
+    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup and on a
+    terminal: every command's output and training's console notes.
+
+    `volume-a[b]c.nii.gz` prints as written instead of losing `[b]` as a bold tag, and `nope[/bold]x`
+    cannot end a tag it never opened (rich's MarkupError). Unlike `rich.markup.escape` a trailing
+    backslash is left alone, so the text prints exactly; never put a tag straight after it (use `Text`).
+    Control and invisible characters show as their escapes (`escaped`): a file name holding a newline
+    stays on its line, one holding ESC moves no cursor.
+    """
+    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", escaped(str(value)))
 
 
 def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:

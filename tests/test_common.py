@@ -19,8 +19,9 @@ from run_fixtures import make_run
 from typer.testing import CliRunner
 
 from liverctl.cli import app
-from liverctl.commands._common import esc, fail, guarded
+from liverctl.commands._common import fail, guarded
 from liverctl.errors import LiverctlError
+from liverctl.printable import esc
 
 
 def _invoke(*args):

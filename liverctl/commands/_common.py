@@ -7,7 +7,6 @@ import contextlib
 import errno
 import functools
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperCommand
+
+from liverctl.printable import esc
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -47,25 +48,6 @@ usable_widths()
 # columns, got "... in\n31.4 s"); tables still fit the width.
 console = Console(emoji=False, soft_wrap=True)
 err_console = Console(stderr=True, emoji=False, soft_wrap=True)
-
-
-# What rich reads as a tag, with the backslashes before it (rich.markup.escape's own pattern).
-_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
-
-
-def esc(value: object) -> str:
-    """User text (a path, an id, a config value, a message holding them) made safe inside rich markup and on a
-    terminal.
-
-    `volume-a[b]c.nii.gz` prints as written instead of losing `[b]` as a bold tag, and `nope[/bold]x`
-    cannot end a tag it never opened (rich's MarkupError). Unlike `rich.markup.escape` a trailing
-    backslash is left alone, so the text prints exactly; never put a tag straight after it (use `Text`).
-    Control and invisible characters show as their escapes (`printable.escaped`): a file name holding a newline
-    stays on its line, one holding ESC moves no cursor.
-    """
-    from liverctl.printable import escaped
-
-    return _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", escaped(str(value)))
 
 
 def expand_home(command: Callable) -> Callable:

@@ -10,13 +10,13 @@ from liverctl.commands._common import (
     ProgressBar,
     console,
     err_console,
-    esc,
     guarded,
     print_error,
     progress_bar,
 )
 from liverctl.disk import human_bytes
 from liverctl.plural import agree, plural
+from liverctl.printable import esc
 
 
 def synth(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from liverctl.commands._common import console
 from liverctl.experiment.folder import SUMMARY_FILE
+from liverctl.printable import esc
 
 
 def print_experiment(summary: dict) -> None:
@@ -14,23 +15,23 @@ def print_experiment(summary: dict) -> None:
     name = exp_dir.name
     if summary["status"] != "completed":
         console.print(
-            f"experiment {name}: {summary['status']} ({summary.get('message', '')}); "
-            f"continue it with `liverctl train --resume {exp_dir}`",
+            f"experiment {esc(name)}: {summary['status']} ({esc(summary.get('message', ''))}); "
+            f"continue it with `liverctl train --resume {esc(exp_dir)}`",
             highlight=False,
         )
         return
     cv, o, d = summary["cv"], summary["oof"], summary["decision"]
     per_fold = ", ".join(f"fold {f} {v:.4f}" for f, v in cv["folds"].items())
-    console.print(f"completed experiment {name}: best volume Dice per fold {per_fold}; "
+    console.print(f"completed experiment {esc(name)}: best volume Dice per fold {per_fold}; "
                   f"{cv['mean']:.4f} +- {cv['std']:.4f}", highlight=False)
     console.print(
         f"out-of-fold ({o['cases']} cases, threshold {o['threshold']:g}, no post-processing): "
         f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}; "
-        f"{o['note']}",
+        f"{esc(o['note'])}",
         highlight=False,
     )
     console.print(
-        f"decision on the out-of-fold predictions: threshold {d['threshold']:g}, post {d['post']} "
-        f"(volume Dice {d['volume_dice']:.4f}; {len(d['options'])} options in {exp_dir / SUMMARY_FILE})",
+        f"decision on the out-of-fold predictions: threshold {d['threshold']:g}, post {esc(d['post'])} "
+        f"(volume Dice {d['volume_dice']:.4f}; {len(d['options'])} options in {esc(exp_dir / SUMMARY_FILE)})",
         highlight=False,
     )

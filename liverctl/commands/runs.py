@@ -10,10 +10,11 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import STDOUT, FileOrStdoutCommand, console, esc, fail, guarded
+from liverctl.commands._common import STDOUT, FileOrStdoutCommand, console, fail, guarded
 from liverctl.device import DEVICE_HELP
 from liverctl.narrow import print_cut, print_table, print_words
 from liverctl.plural import agree, plural
+from liverctl.printable import esc
 
 
 def register(app: typer.Typer) -> None:

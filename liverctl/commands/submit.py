@@ -12,14 +12,13 @@ from liverctl.commands._common import (
     FileOrStdoutCommand,
     console,
     err_console,
-    esc,
     guarded,
     progress_bar,
 )
 from liverctl.device import DEVICE_HELP
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import esc, quoted
 
 MAX_PROBLEMS_SHOWN = 20
 # postprocess and evaluate read a mask or label alike

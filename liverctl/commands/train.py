@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, esc, guarded
+from liverctl.commands._common import console, guarded
 from liverctl.device import DEVICE_HELP
 from liverctl.plural import plural
+from liverctl.printable import esc
 
 presets_app = typer.Typer(help="List the training presets, or print one fully resolved.", no_args_is_help=False)
 
@@ -79,7 +80,7 @@ def train(
         if wants_experiment(request):
             from liverctl.commands.experiment import print_experiment
 
-            summary = train_experiment(request, say=lambda text: console.print(text, highlight=False))
+            summary = train_experiment(request, say=_say)
             print_experiment(summary)
             status = summary["status"]
         else:
@@ -89,6 +90,11 @@ def train(
             status = result["status"]
         if status == "interrupted":
             raise typer.Exit(130)
+
+
+def _say(text: str) -> None:
+    """A line of an experiment's training (`FoldOptions.say`): plain text, printed as written."""
+    console.print(esc(text), highlight=False)
 
 
 def _print_start(run_dir: Path, cfg: dict) -> None:

@@ -23,6 +23,7 @@ from liverctl.config import write_config
 from liverctl.data.loaders import end_workers
 from liverctl.device import cuda_memory_fields, precision_note
 from liverctl.errors import LiverctlError, NaNAbort, own_line
+from liverctl.printable import esc
 from liverctl.runs.checkpoint import (
     METRIC_KEYS,
     checkpoint_bytes,
@@ -176,11 +177,9 @@ class _Loop:
     started_at: float = 0.0  # time.time() at this start: failures other ranks reported since then are this run's
 
     def note(self, message: str) -> None:
-        """A remark for the user: a `note` event, and a line on the console."""
-        from rich.markup import escape
-
+        """A remark for the user: a `note` event, and a line on the console (printed as written: `esc`)."""
         self.events.emit("note", message=message)
-        self.progress.note(f"[yellow]note:[/] {escape(message)}")
+        self.progress.note(f"[yellow]note:[/] {esc(message)}")
 
     def start(self, *, resumed: bool) -> None:
         """The resolved config beside the run, run_start, signals, the guard as the checkpoint left it."""

@@ -987,3 +987,18 @@ def test_fuzz_experiment_summary_gives_a_summary_or_one_liverctl_error(tmp_path)
             result = CliRunner().invoke(app, ["runs", str(tmp_path), "--json"])
             assert result.exit_code == 0 and result.exception is None, (what, result.output[-500:])
     assert outcomes["ok"] > 20 and outcomes["refused"] > 20, outcomes
+
+
+def test_an_experiments_folder_and_lines_print_as_written(tmp_path, capsys):
+    """An experiment under `--runs-dir 'exp[/]'` failed on rich's MarkupError at its first line (`say`), and one
+    under `exp[bold]` printed its folder without the tag, in bold. Both now print as written (`esc`)."""
+    from liverctl.commands.experiment import print_experiment
+    from liverctl.commands.train import _say
+
+    for where in ("exp[/]", "exp[bold]"):
+        exp_dir = tmp_path / where / "cv"
+        _say(f"fold 0: training {exp_dir / 'fold-0'}")
+        print_experiment({"name": "cv", "path": str(exp_dir), "status": "interrupted", "message": "stopped [/] here"})
+        out = " ".join(capsys.readouterr().out.split())
+        assert out == (f"fold 0: training {exp_dir / 'fold-0'} experiment cv: interrupted (stopped [/] here); "
+                       f"continue it with `liverctl train --resume {exp_dir}`")

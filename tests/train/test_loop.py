@@ -141,3 +141,19 @@ def test_the_epoch_line_is_the_only_line_off_a_terminal():
         progress.end_epoch(epoch, 2, metrics, seconds=3.0, is_best=epoch == 0)
     line = "train loss 0.5000  val loss 0.2500  volume Dice 0.7500  slice Dice 0.5000  global Dice 0.8750  3s"
     assert log.getvalue().splitlines() == [f"epoch 1/2  {line}  best", "note: something", f"epoch 2/2  {line}"]
+
+
+def test_a_training_note_prints_as_written(tmp_path):
+    """Training's notes went through rich's own escape, not `esc` as every other line: ESC in a case id reached
+    the terminal and a trailing backslash printed twice. Brackets (`[bold]`, `[/]`) print as written."""
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    loop = _Loop(run_dir=tmp_path, info=None, events=_Events(),
+                 progress=ConsoleProgress(console=Console(file=log, soft_wrap=True, color_system=None)), budget=None)
+    message = "case a\x1b[2Jb of runs/x[bold]y[/] in C:\\runs\\"
+    loop.note(message)
+    assert log.getvalue() == "note: case a\\x1b[2Jb of runs/x[bold]y[/] in C:\\runs\\\n"
+    assert loop.events.emitted == [{"kind": "note", "message": message}]  # the log keeps it as it is
