@@ -246,7 +246,8 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     `RunLock`.
     """
     run_dir = Path(run_dir)
-    removed = [*filter(is_temp_file, (run_dir / CHECKPOINT_DIR).glob(".*")), *temp_files(run_dir / CONFIG_FILE),
+    # every hidden .tmp in checkpoints/: liverctl before the one atomic write named them by mkstemp (`.best.pt.XXXXXXXX.tmp`)
+    removed = [*(run_dir / CHECKPOINT_DIR).glob(".*.tmp"), *temp_files(run_dir / CONFIG_FILE),
                *run_dir.glob(RANK_FAILURE_FILE.format(rank="*"))]
     for path in removed:
         path.unlink(missing_ok=True)

@@ -115,16 +115,6 @@ def test_tidying_removes_the_config_a_killed_start_was_writing(tmp_path):
     assert (run / CONFIG_FILE).read_text() == "kept = 1\n"
 
 
-def test_tidying_removes_a_checkpoints_temporary_files_and_nothing_else_hidden_there(tmp_path):
-    """`checkpoints/` is tidied of the atomic write's temporary names (`files.is_temp_file`), not of every hidden
-    `.*.tmp`: a file of the user's there (`.notes.tmp`) was deleted at each start."""
-    from liverctl.runs.folder import CHECKPOINT_DIR, tidy_run_dir
-
-    run = _run(tmp_path, "r", f"{CHECKPOINT_DIR}/.last.pt.123.tmp", f"{CHECKPOINT_DIR}/.notes.tmp")
-    assert tidy_run_dir(run) == [run / CHECKPOINT_DIR / ".last.pt.123.tmp"]
-    assert [p.name for p in (run / CHECKPOINT_DIR).iterdir()] == [".notes.tmp"]
-
-
 def test_a_start_killed_while_it_wrote_its_first_file_leaves_a_fresh_folder(tmp_path):
     """A run or experiment killed while it wrote its first file (config.toml; experiment.json) left only that
     file's `.NAME.<pid>.tmp` beside the lock, and the same command again was refused: "run 'x' already exists; it
