@@ -78,7 +78,7 @@ def _unknown_key(key: str, defaults: dict, where: str) -> LiverctlError:
     valid = _valid_keys(defaults)
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean '{near[0]}'?" if near else f"; sections are {', '.join(SECTIONS)}"
-    return LiverctlError(f"unknown config key '{key}' in {where}{hint}")
+    return LiverctlError(f"unknown config key {quoted(key)} in {where}{hint}")
 
 
 def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
@@ -87,7 +87,7 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
     bad = next((x for x in numbers if isinstance(x, (int, float)) and not isinstance(x, bool)
                 and not (abs(x) < 2**63 and math.isfinite(x))), None)  # nan, inf or beyond int64 (a float's range too)
     if bad is not None:
-        raise LiverctlError(f"config key '{key}' in {where}: {quoted(bad, 40)} is not a finite number in range")
+        raise LiverctlError(f"config key {quoted(key)} in {where}: {quoted(bad, 40)} is not a finite number in range")
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -103,7 +103,7 @@ def _coerce(key: str, value: Any, default: Any, where: str) -> Any:
         ok = True
     if not ok:
         raise LiverctlError(
-            f"config key '{key}' in {where} expects {type(default).__name__} like {default!r}, got {_shown(value)}"
+            f"config key {quoted(key)} in {where} expects {type(default).__name__} like {default!r}, got {_shown(value)}"
         )
     return value
 
@@ -123,7 +123,7 @@ def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:
             raise LiverctlError(f"config key {quoted(section, 40)} in {where} is not text ({type(section).__name__})")
         if section in TOP_LEVEL:
             if not isinstance(body, str):  # printed and compared as text (runs, report, check_fold_config)
-                raise LiverctlError(f"config key '{section}' in {where} should be text, not {type(body).__name__}")
+                raise LiverctlError(f"config key {quoted(section)} in {where} should be text, not {type(body).__name__}")
             cfg[section] = body
             continue
         if section not in SECTIONS or not isinstance(body, dict):
@@ -138,11 +138,11 @@ def _merge(cfg: dict, updates: dict, defaults: dict, where: str) -> None:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, value); the value is a TOML literal, else a plain string."""
     if "=" not in text:
-        raise LiverctlError(f"--set expects section.key=value, got '{text}'")
+        raise LiverctlError(f"--set expects section.key=value, got {quoted(text)}")
     lhs, rhs = text.split("=", 1)
     lhs = lhs.strip()
     if lhs.count(".") != 1:
-        raise LiverctlError(f"--set expects section.key=value, got '{text}'")
+        raise LiverctlError(f"--set expects section.key=value, got {quoted(text)}")
     section, key = lhs.split(".")
     try:
         value = tomllib.loads(f"v = {rhs.strip()}")["v"]
@@ -172,7 +172,7 @@ def resolve_config(preset: str, *overrides: Overrides) -> dict:
     Returns a fresh dict (safe to mutate)."""
     defaults = load_defaults()
     cfg = copy.deepcopy(defaults)
-    _merge(cfg, load_preset(preset), defaults, f"preset '{preset}'")
+    _merge(cfg, load_preset(preset), defaults, f"preset {quoted(preset)}")
     cfg["preset"] = preset
     cfg.setdefault("description", "")
     return _apply(cfg, defaults, overrides)
@@ -204,7 +204,7 @@ def _override_items(group: Overrides) -> Iterator[tuple[str, Any, str]]:
     if isinstance(group, Mapping):
         for key, value in group.items():
             if key.count(".") != 1:
-                raise LiverctlError(f"config override expects section.key, got '{key}'")
+                raise LiverctlError(f"config override expects section.key, got {quoted(key)}")
             yield key, value, f"override {key}={quoted(value, 60)}"
         return
     for text in group:
@@ -290,16 +290,16 @@ def validate(cfg: dict) -> None:
     for key in _RANGES:
         _check_range(cfg, key)
     if data["normalize"] not in ("window", "minmax"):
-        raise LiverctlError(f"data.normalize must be window or minmax, got '{data['normalize']}'")
+        raise LiverctlError(f"data.normalize must be window or minmax, got {quoted(data['normalize'])}")
     window = data["window"]
     if len(window) != 2 or not all(map(_is_number, window)) or window[0] >= window[1]:
         raise LiverctlError(f"data.window must be [low, high] in HU with low < high, got {window}")
     if data["input_size"] % 32:
         raise LiverctlError(f"data.input_size must be a multiple of 32, got {data['input_size']}")
     if data["augment"] not in ("none", "flip_rotate", "distort"):
-        raise LiverctlError(f"data.augment must be none, flip_rotate or distort, got '{data['augment']}'")
+        raise LiverctlError(f"data.augment must be none, flip_rotate or distort, got {quoted(data['augment'])}")
     if data["augment_on"] not in ("auto", "device", "cpu"):
-        raise LiverctlError(f"data.augment_on must be auto, device or cpu, got '{data['augment_on']}'")
+        raise LiverctlError(f"data.augment_on must be auto, device or cpu, got {quoted(data['augment_on'])}")
     # model.decoder_channels against model.encoder_depth: liverctl.train.models (only some decoders take it)
     if loss["tversky_alpha"] + loss["tversky_beta"] <= 0:
         raise LiverctlError("loss.tversky_alpha + loss.tversky_beta must be > 0 (the Tversky index divides by it)")
@@ -310,11 +310,11 @@ def validate(cfg: dict) -> None:
     if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in steps):
         raise LiverctlError(f"train.inject_nan_at_steps must be a list of step numbers >= 0, got {quoted(steps)}")
     if train["amp"] not in ("auto", "bf16", "fp16", "off"):
-        raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{train['amp']}'")
+        raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got {quoted(train['amp'])}")
     if optim["name"] not in ("adamw", "adam", "sgd"):
-        raise LiverctlError(f"optim.name: unknown optimiser '{optim['name']}'; valid: adamw, adam, sgd")
+        raise LiverctlError(f"optim.name: unknown optimiser {quoted(optim['name'])}; valid: adamw, adam, sgd")
     if optim["scheduler"] not in ("cosine", "constant"):
-        raise LiverctlError(f"optim.scheduler: unknown '{optim['scheduler']}'; valid: cosine, constant")
+        raise LiverctlError(f"optim.scheduler: unknown {quoted(optim['scheduler'])}; valid: cosine, constant")
     check_threshold(cfg["infer"]["threshold"])
     _check_names(cfg)
 

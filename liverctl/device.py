@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
+from liverctl.printable import quoted
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def resolve_device(requested: str, local_rank: int = 0):
         return torch.device("mps")
     if requested == "cpu":
         return torch.device("cpu")
-    raise LiverctlError(f"--device must be auto, cpu, cuda, cuda:N or mps, got '{requested}'")
+    raise LiverctlError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {quoted(requested)}")
 
 
 def resolve_precision(amp: str, device) -> Precision:
@@ -86,7 +87,7 @@ def resolve_precision(amp: str, device) -> Precision:
         raise LiverctlError("train.amp=bf16: this GPU does not support bfloat16; use fp16 or auto")
     if amp in ("bf16", "fp16", "off"):
         return Precision(amp)
-    raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got '{amp}'")
+    raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got {quoted(amp)}")
 
 
 def precision_note(precision: Precision, device) -> str | None:
@@ -108,7 +109,7 @@ def inference_precision(amp: str, device) -> Precision:
 
     if torch.device(device).type != "cuda":
         if amp not in ("auto", "bf16", "fp16", "off"):
-            raise LiverctlError(f"amp must be auto, bf16, fp16 or off, got '{amp}'")
+            raise LiverctlError(f"amp must be auto, bf16, fp16 or off, got {quoted(amp)}")
         return Precision("off")
     return resolve_precision(amp, torch.device(device))
 

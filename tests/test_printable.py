@@ -40,10 +40,14 @@ def test_someones_value_in_an_error_line_is_quoted_escaped_and_cut():
     import pytest
 
     from liverctl.config import apply_overrides, check_threshold, resolve_config
+    from liverctl.device import resolve_device
     from liverctl.errors import LiverctlError
     from liverctl.infer.postprocess import parse_postprocess
     from liverctl.infer.predict import parse_tta
+    from liverctl.runs.folder import run_dir_for
     from liverctl.runs.table import filter_runs
+    from liverctl.train.budget import parse_duration
+    from liverctl.train.losses.names import parse_loss_name
 
     long = "\x1b[2J" + "x" * 10_000
     attempts = [
@@ -53,6 +57,12 @@ def test_someones_value_in_an_error_line_is_quoted_escaped_and_cut():
         (lambda: filter_runs([], [long]), "…"),
         (lambda: check_threshold(long), "…"),  # cut at 40 characters of the repr, no "…"
         (lambda: apply_overrides(resolve_config("demo"), {"train.epochs": 10**5000}), "more than 4300 digits"),
+        # these quoted as '{x}': ESC as it is, and the whole value
+        (lambda: apply_overrides(resolve_config("demo"), [long]), "…"),
+        (lambda: parse_duration(long), "…"),
+        (lambda: parse_loss_name(f"2*{long}"), "…"),
+        (lambda: run_dir_for("runs", long, "demo"), "…"),
+        (lambda: resolve_device(long), "…"),
     ]
     for attempt, shown in attempts:
         with pytest.raises(LiverctlError) as caught:  # the last: ValueError, then OverflowError

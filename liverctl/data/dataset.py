@@ -38,7 +38,7 @@ def norm_range(cfg: dict, stats: dict) -> tuple[float, float]:
             raise LiverctlError(f"data.normalize minmax takes a volume's min and max from the store, where its stats "
                                 f"are {quoted(stats)}; the store is damaged: run `liverctl ingest` again on the same data")
     else:
-        raise LiverctlError(f"data.normalize: unknown mode '{data['normalize']}' (window, minmax)")
+        raise LiverctlError(f"data.normalize: unknown mode {quoted(data['normalize'])} (window, minmax)")
     return lo, hi
 
 

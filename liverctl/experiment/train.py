@@ -20,6 +20,7 @@ from liverctl.errors import LiverctlError, NaNAbort
 from liverctl.experiment import folder
 from liverctl.experiment.folder import fold_dir, read_summary, write_summary
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 from liverctl.runs.checkpoint import read_sidecar
 from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path
 from liverctl.train.start import TrainRequest
@@ -62,7 +63,7 @@ def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lamb
             raise LiverctlError("--set / --store / --epochs cannot change an experiment on --resume; start a new one")
         exp_dir = folder.find_experiment(request.resume, request.runs_dir)
         if exp_dir is None:
-            raise LiverctlError(f"--resume: no experiment '{request.resume}' in {request.runs_dir}")
+            raise LiverctlError(f"--resume: no experiment {quoted(request.resume)} in {request.runs_dir}")
         return resume_experiment(exp_dir, options)
     if not request.preset:
         raise LiverctlError("give --preset NAME with --folds (see `liverctl presets`)")

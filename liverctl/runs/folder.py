@@ -16,7 +16,7 @@ from pathlib import Path
 
 from liverctl.errors import LiverctlError
 from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
-from liverctl.printable import one_line
+from liverctl.printable import one_line, quoted
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -96,7 +96,7 @@ def resolve_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, *
         raise LiverctlError(f"{prefix}{missing}; {todo}", path=folder)
     existing = sorted((p for p in Path(runs_root).glob("*") if p.is_dir()), key=_mtime)[-5:]
     hint = f"; recent runs: {', '.join(p.name for p in existing)}" if existing else ""
-    raise LiverctlError(f"{prefix}no run '{name_or_path}' (looked for the folders {candidates[0]} and "
+    raise LiverctlError(f"{prefix}no run {quoted(name_or_path)} (looked for the folders {candidates[0]} and "
                         f"{candidates[1]}); `liverctl runs` lists the runs{hint}")
 
 
@@ -117,7 +117,7 @@ def run_dir_for(runs_root: str | Path, name: str | None, preset: str) -> Path:
     """
     name = name or default_run_name(preset)
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", name) or set(name) == {"."}:
-        raise LiverctlError(f"--name '{name}': use a plain name of letters, digits and . _ + - (not . or ..)")
+        raise LiverctlError(f"--name {quoted(name)}: use a plain name of letters, digits and . _ + - (not . or ..)")
     return Path(runs_root) / name
 
 
@@ -139,14 +139,14 @@ def check_fresh(run_dir: Path, resumable: bool | None = None) -> str | None:
                 path.unlink(missing_ok=True)
         if not had_log:
             return None
-        return (f"run '{run_dir.name}' had ended before its first checkpoint (killed, stopped or failed), so there "
+        return (f"run {quoted(run_dir.name)} had ended before its first checkpoint (killed, stopped or failed), so there "
                 "was nothing to continue from: its log was removed and it starts over under its name")
     if resumable or (resumable is None and checkpoint_path(run_dir, "last").is_file()):
         todo = f"continue it with --resume {run_dir.name} or pick another --name"
     else:
         todo = ("it holds more than a run leaves before its first checkpoint (a checkpoint, or another file), "
                 "which is kept; pick another --name")
-    raise LiverctlError(f"run '{run_dir.name}' already exists; {todo}", path=run_dir)
+    raise LiverctlError(f"run {quoted(run_dir.name)} already exists; {todo}", path=run_dir)
 
 
 def _never_saved(run_dir: Path, held: list[Path]) -> bool:
@@ -195,7 +195,7 @@ class RunLock:
             holder = _describe_holder(fh.read(4096))
             fh.close()
             raise LiverctlError(
-                f"run '{self.run_dir.name}' is being written by {holder}; wait for it to end or stop it "
+                f"run {quoted(self.run_dir.name)} is being written by {holder}; wait for it to end or stop it "
                 "(one writer per run)",
                 path=self.run_dir,
             ) from None

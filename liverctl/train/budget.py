@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -23,7 +24,7 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * _UNIT[m.group(2).lower()]
         pos = m.end()
     if not s or pos != len(s):
-        raise LiverctlError(f"--time-limit: cannot read '{text}' (examples: 11h, 90m, 1h30m, 3600s)")
+        raise LiverctlError(f"--time-limit: cannot read {quoted(text)} (examples: 11h, 90m, 1h30m, 3600s)")
     if total <= 0:
         raise LiverctlError(f"--time-limit {text}: give a time longer than 0 (examples: 11h, 90m, 1h30m, 3600s)")
     return total

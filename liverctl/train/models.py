@@ -115,7 +115,7 @@ def _unknown_encoder(encoder: str) -> str | None:
             return None
         near = difflib.get_close_matches(encoder, list(encoders), n=3)
     hint = f"nearest: {', '.join(near)}" if near else "see smp's encoder list, or tu-NAME for a timm model"
-    return f"model.encoder: unknown encoder '{encoder}'; {hint}"
+    return f"model.encoder: unknown encoder {quoted(encoder)}; {hint}"
 
 
 def _decoder_kwargs(m: dict) -> dict:
@@ -156,11 +156,11 @@ def _hub_files(encoder: str, weights: str) -> list[tuple[str, str, str | None]]:
     from segmentation_models_pytorch.encoders import encoders
 
     if encoder not in encoders:
-        raise LiverctlError(f"unknown encoder '{encoder}' (model.encoder); see smp's encoder list")
+        raise LiverctlError(f"unknown encoder {quoted(encoder)} (model.encoder); see smp's encoder list")
     settings = encoders[encoder]["pretrained_settings"]
     if weights not in settings:
         raise LiverctlError(
-            f"encoder '{encoder}' has no '{weights}' weights; available: {', '.join(settings) or 'none'}"
+            f"encoder {quoted(encoder)} has no {quoted(weights)} weights; available: {', '.join(settings) or 'none'}"
         )
     s = settings[weights]
     return [(s["repo_id"], "model.safetensors", s.get("revision"))]
@@ -204,7 +204,7 @@ def _hub_cache_dir() -> str:
 
 def _no_weights_message(encoder: str, weights: str, why: str) -> str:
     return (
-        f"pretrained '{weights}' weights for encoder '{encoder}' are not available: {why}. "
+        f"pretrained {quoted(weights)} weights for encoder {quoted(encoder)} are not available: {why}. "
         f"Train from scratch with `--set model.encoder_weights=none`, or put a weights file on disk and "
         f"set `--set model.encoder_weights_path=PATH`, or pre-download into {_hub_cache_dir()}"
     )
@@ -315,7 +315,7 @@ def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device:
     if not path.is_file():
         others = sorted(p.stem for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
         hint = f"; available: {', '.join(others)}" if others else "; the run has no checkpoint yet"
-        raise LiverctlError(f"no '{which}' checkpoint{hint}", path=run_dir)
+        raise LiverctlError(f"no {quoted(which)} checkpoint{hint}", path=run_dir)
     with one_torch_thread():  # reading, copying and checking weights: memory work
         state = load_checkpoint(path, map_location="cpu", verify=verify)
         cfg = state["config"]

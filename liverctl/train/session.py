@@ -14,6 +14,7 @@ import numpy as np
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree, plural
+from liverctl.printable import quoted
 from liverctl.runs.checkpoint import check_optimizer_state_fits, check_weights_fit, rng_from_plain
 from liverctl.runs.validation_cases import CASES_KEY, case_split, check_same_split
 from liverctl.train import distributed
@@ -114,7 +115,7 @@ def build_optimizer(cfg: dict, params):
         return torch.optim.Adam(params, lr=o["lr"])
     if o["name"] == "sgd":
         return torch.optim.SGD(params, lr=o["lr"], momentum=0.9, weight_decay=o["weight_decay"], nesterov=True)
-    raise LiverctlError(f"optim.name: unknown optimiser '{o['name']}'; valid: adamw, adam, sgd")
+    raise LiverctlError(f"optim.name: unknown optimiser {quoted(o['name'])}; valid: adamw, adam, sgd")
 
 
 def build_scheduler(cfg: dict, optimizer, total_steps: int):
@@ -124,7 +125,7 @@ def build_scheduler(cfg: dict, optimizer, total_steps: int):
     o = cfg["optim"]
     warmup, floor = int(o["warmup_steps"]), o["min_lr"] / o["lr"]
     if o["scheduler"] not in ("cosine", "constant"):
-        raise LiverctlError(f"optim.scheduler: unknown '{o['scheduler']}'; valid: cosine, constant")
+        raise LiverctlError(f"optim.scheduler: unknown {quoted(o['scheduler'])}; valid: cosine, constant")
     cosine = o["scheduler"] == "cosine"
 
     def factor(step: int) -> float:

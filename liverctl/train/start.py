@@ -259,10 +259,10 @@ def resumed_config(request: TrainRequest, run_dir: Path) -> dict:
     cfg = read_config(run_dir / CONFIG_FILE)
     if request.preset and request.preset != cfg.get("preset"):
         raise LiverctlError(
-            f"--resume {request.resume}: that run was made by preset '{cfg.get('preset')}', not '{request.preset}'"
+            f"--resume {request.resume}: that run was made by preset {quoted(cfg.get('preset'))}, not {quoted(request.preset)}"
         )
     if request.name and request.name != run_dir.name:
-        raise LiverctlError(f"--resume {request.resume} continues the run '{run_dir.name}'; --name cannot rename it")
+        raise LiverctlError(f"--resume {request.resume} continues the run {quoted(run_dir.name)}; --name cannot rename it")
     if request.has_overrides:
         saved, cfg = cfg, apply_overrides(cfg, request.sets, request.values)
         for key in FIXED_ON_RESUME:
