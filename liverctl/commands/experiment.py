@@ -26,8 +26,8 @@ def print_experiment(summary: dict) -> None:
                   f"{cv['mean']:.4f} +- {cv['std']:.4f}", highlight=False)
     console.print(
         f"out-of-fold ({o['cases']} cases, threshold {o['threshold']:g}, no post-processing): "
-        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}; "
-        f"{esc(o['note'])}",
+        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}"
+        + (f"; {esc(o['note'])}" if o.get("note") else ""),  # None where it has nothing to say (no train-only case)
         highlight=False,
     )
     console.print(

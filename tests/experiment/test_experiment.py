@@ -1002,3 +1002,20 @@ def test_an_experiments_folder_and_lines_print_as_written(tmp_path, capsys):
         out = " ".join(capsys.readouterr().out.split())
         assert out == (f"fold 0: training {exp_dir / 'fold-0'} experiment cv: interrupted (stopped [/] here); "
                        f"continue it with `liverctl train --resume {exp_dir}`")
+
+
+def test_a_completed_experiment_without_an_out_of_fold_note_prints_none_of_it(capsys):
+    """oof.note is None where no case is train-only ("said only where it holds"): the out-of-fold line ended in
+    "; None"."""
+    from liverctl.commands.experiment import print_experiment
+
+    summary = {"name": "cv", "path": "runs/cv", "status": "completed", "cv": {"folds": {"0": 0.5}, "mean": 0.5, "std": 0.0},
+               "oof": {"cases": 6, "threshold": 0.5, "volume_dice": 0.5, "slice_dice": 0.5, "global_dice": 0.5, "note": None},
+               "decision": {"threshold": 0.5, "post": "none", "volume_dice": 0.5, "options": []}}
+    print_experiment(summary)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == ("out-of-fold (6 cases, threshold 0.5, no post-processing): volume Dice 0.5000, slice 0.5000, "
+                        "global 0.5000")
+    summary["oof"]["note"] = "2 train-only cases (fold -2) are never held out"
+    print_experiment(summary)
+    assert capsys.readouterr().out.splitlines()[1].endswith("global 0.5000; 2 train-only cases (fold -2) are never held out")
