@@ -5,6 +5,7 @@ it too."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Any
@@ -58,7 +59,10 @@ def quoted(value: Any, limit: int = QUOTE_LIMIT, *, sized: bool = False) -> str:
     """Someone's value (a name, an entry or a field of their file) as a message quotes it: its repr, where control
     and invisible characters show as escapes (`'a\\x1b[2J'`), so the line stays one printable line that says what
     is there, cut to `limit` characters with "…" (a name of 200,000 characters was all of it). `sized`: a text cut
-    short says how long it was (`'7_999…' (5002 characters)`), which tells a CSV's stray megabyte from a typo."""
+    short says how long it was (`'7_999…' (5002 characters)`), which tells a CSV's stray megabyte from a typo. A
+    path is quoted as its text (`'runs/x'`, not `PosixPath('runs/x')`)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     length = len(value) if isinstance(value, str) else None
     if length is not None:
         value = value[: 4 * limit]  # a 10 MB name is not escaped to be cut

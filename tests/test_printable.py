@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from liverctl.printable import QUOTE_LIMIT, escaped, one_line, quoted
 
 
@@ -11,6 +13,7 @@ def test_a_quoted_value_shows_control_characters_as_escapes_and_is_cut_with_an_e
     assert quoted(["x" * 1000]) == "['" + "x" * (QUOTE_LIMIT - 3) + "…"
     assert len(quoted("x" * 10**7)) == QUOTE_LIMIT and quoted("x" * 10**7).endswith("…")
     assert quoted({"image": 1}, 40) == "{'image': 1}"
+    assert quoted(Path("runs/x\n")) == "'runs/x\\n'"  # a path as its text: `--run NAME` was PosixPath('NAME')
     deep: object = 1
     for _ in range(10**5):
         deep = [deep]
