@@ -7,6 +7,7 @@ from pathlib import Path
 
 from liverctl.commands._common import console
 from liverctl.experiment.folder import SUMMARY_FILE
+from liverctl.plural import plural
 
 
 def print_experiment(summary: dict) -> None:
@@ -23,10 +24,10 @@ def print_experiment(summary: dict) -> None:
     per_fold = ", ".join(f"fold {f} {v:.4f}" for f, v in cv["folds"].items())
     console.print(f"completed experiment {name}: best volume Dice per fold {per_fold}; "
                   f"{cv['mean']:.4f} +- {cv['std']:.4f}", highlight=False)
+    note = f"; {o['note']}" if o.get("note") else ""  # None where every case was held out
     console.print(
-        f"out-of-fold ({o['cases']} cases, threshold {o['threshold']:g}, no post-processing): "
-        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}; "
-        f"{o['note']}",
+        f"out-of-fold ({plural(o['cases'], 'case')}, threshold {o['threshold']:g}, no post-processing): "
+        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}{note}",
         highlight=False,
     )
     console.print(

@@ -162,7 +162,7 @@ def _print_experiment_notes(summaries) -> None:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
             threshold = finite(decision.get("threshold"))
-            print_words(console, f"{s.name}: decided on {decision.get('cases')} out-of-fold cases: threshold "
+            print_words(console, f"{s.name}: decided on {plural(decision.get('cases'), 'out-of-fold case')}: threshold "
                         f"{'-' if threshold is None else f'{threshold:g}'}, post {decision.get('post')} "
                         f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
 
