@@ -53,7 +53,7 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: the new run goes here, --resume names are looked up here."),
     resume: str = typer.Option(None, "--resume", help="Continue RUN (a run or experiment folder, or its name under --runs-dir) from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
+    time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (11h, 90m, 1h30m, 3600s: each number with its unit)."),
     epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
     folds: str = typer.Option(None, "--folds", help="all | 0,2,4: train these folds as one experiment, each fold in <runs-dir>/<name>/fold-<k>/."),

@@ -344,7 +344,11 @@ def test_missing_store_and_empty_fold_fail_with_one_line(tiny_store, tmp_path):
 def test_parse_duration():
     assert parse_duration("11h") == 11 * 3600
     assert parse_duration("1h30m") == 5400
-    assert parse_duration("90") == 90
+    assert parse_duration("90s") == parse_duration("1.5m") == 90
+    # a number without its unit: `--time-limit 11` (hours meant) was 11 s, a run that stopped at once, exit 0
+    for unitless, number in (("11", "11"), ("1h30", "30"), ("2.5", "2.5")):
+        with pytest.raises(LiverctlError, match=f"--time-limit {unitless}: give {number} its unit: {number}h, "):
+            parse_duration(unitless)
     with pytest.raises(LiverctlError, match="time-limit"):
         parse_duration("soon")
     for zero in ("0", "0h", "0m0s"):  # read, but no time: "cannot read '0'" was not the problem
