@@ -1354,6 +1354,18 @@ def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
     assert "FAILED" in result.output and "worker died" in result.output
 
 
+def test_once_before_any_epoch_ended_says_none_finished_not_none_started(tmp_path):
+    """A run in its first epoch (no step logged before train.log_every steps) and one stopped by --time-limit
+    at step 0 were both "no epoch started yet": the first had started, the second will never go on."""
+    s = EventScript("stopped")
+    s.start(preset="demo", device="cpu", amp="off", epochs=3)
+    s.add("run_end", status="time_limit", message="stopped before the time limit")
+    s.write(tmp_path / "runs" / "stopped" / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(tmp_path / "runs" / "stopped")])
+    assert result.exit_code == 0, result.output
+    assert "no epoch finished\n" in result.output and "started" not in result.output
+
+
 def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
     """`watch ARGS` printed to a terminal `width` columns wide: (exit code, the lines it shows)."""
     import io
