@@ -190,13 +190,16 @@ def report_command(
         for exp in experiments:
             _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(named)
-        if overlays:
-            console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per run for the "
-                          "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
-                          highlight=False)
+
+        def say_what_it_takes() -> None:  # once the runs and --out were found fit: not above a refusal
+            if overlays:
+                console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per "
+                              "run for the overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
+                              highlight=False)
+
         result = report.write_report(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
-            experiments=experiments,
+            experiments=experiments, on_start=say_what_it_takes,
         )
         console.print(f"report: {esc(result.index_html)}  ({plural(len(result.images), 'picture')})", highlight=False)
         for note in result.warnings:

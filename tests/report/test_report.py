@@ -196,6 +196,18 @@ def test_command_resolves_run_names_and_reports_errors_in_one_line(two_runs, tmp
     assert result.stderr.startswith("error:") and "Traceback" not in result.output
 
 
+def test_an_out_that_is_a_file_is_refused_before_the_report_says_what_it_will_take(two_runs, tmp_path):
+    """`report RUN -o submission.csv` printed "writing submission.csv: predicting up to 6 validation cases per run
+    ... (minutes on a CPU ...)" and then refused the file: the line came above a refusal, of work never done."""
+    taken = tmp_path / "submission.csv"
+    taken.write_text("id,rle\n")
+    result = CliRunner().invoke(app, ["report", str(two_runs[0]), "--out", str(taken)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {taken}: exists and is not a folder; choose another --out\n"
+    result = CliRunner().invoke(app, ["report", str(two_runs[0]), "--out", str(tmp_path / "rep")])
+    assert result.stdout.startswith(f"writing {tmp_path / 'rep'}: predicting up to 6 validation cases per run")
+
+
 def test_curves_need_no_torch(two_runs, tmp_path):
     code = (
         "import sys\n"
