@@ -6,6 +6,7 @@ sorting and filtering. `liverctl runs` renders the cells with rich, `report` as 
 from __future__ import annotations
 
 import datetime
+import difflib
 import fnmatch
 import json
 import math
@@ -241,7 +242,7 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
     """Sort by a column or a dotted setting key. Numbers largest first (newest first for `started`),
     text A to Z; runs without a value go last. `reverse` flips the order of the others."""
     if column not in known_columns(summaries):
-        raise LiverctlError(f"unknown column {column!r} to sort by; choose from {', '.join(known_columns(summaries))}")
+        raise LiverctlError(f"unknown column {column!r} to sort by{_choices(column, summaries)}")
     present = [s for s in summaries if _column_value(s, column) is not None]
     absent = [s for s in summaries if _column_value(s, column) is None]
     numeric = all(isinstance(_column_value(s, column), (int, float)) for s in present)
@@ -251,6 +252,14 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
         present.sort(key=lambda s: format_setting(_column_value(s, column)).lower(), reverse=reverse)
     return present + absent
 
+
+
+def _choices(column: str, summaries: list[RunSummary]) -> str:
+    """What to write instead of an unknown `column`: the nearest one, the table's columns, and the settings in
+    a word (every key of every run's config listed after them was 60 names; `volume` got no `volume_dice`)."""
+    near = difflib.get_close_matches(column, known_columns(summaries), n=1, cutoff=0.5)
+    return ((f" (did you mean {near[0]!r}?)" if near else "") + f"; columns: {', '.join(_BY_KEY)}, or a setting "
+            "of the runs' config as section.key (e.g. optim.lr)")
 
 
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
@@ -272,8 +281,7 @@ def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str
         if sep and column.strip():
             column = column.strip()
             if column not in known_columns(summaries):
-                raise LiverctlError(f"filter {text!r}: unknown column {column!r}; "
-                                    f"choose from {', '.join(known_columns(summaries))}")
+                raise LiverctlError(f"filter {text!r}: unknown column {column!r}{_choices(column, summaries)}")
             if op not in ("=", "!=") and _float(value) is None:
                 raise LiverctlError(f"filter {text!r}: {op} needs a number")
             return column, op, value.strip()
