@@ -141,7 +141,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     lhs, rhs = text.split("=", 1)
     lhs = lhs.strip()
     if lhs.count(".") != 1:
-        raise LiverctlError(f"--set expects section.key=value, got '{text}'")
+        defaults = load_defaults()  # `--set epochs=3`: the key without its section, said where it is
+        owners = [f"{section}.{lhs}" for section in SECTIONS if lhs in defaults.get(section, {})]
+        hint = f"; did you mean {' or '.join(owners)}?" if owners else ""
+        raise LiverctlError(f"--set expects section.key=value, got '{text}'{hint}")
     section, key = lhs.split(".")
     try:
         value = tomllib.loads(f"v = {rhs.strip()}")["v"]
