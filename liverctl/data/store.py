@@ -51,6 +51,7 @@ from liverctl.data.schema import (
     written_chunk_crc32,
 )
 from liverctl.data.store_check import (
+    NO_STORE,
     chunk_file_paths,
     damaged_chunk_message,
     empty_chunk_message,
@@ -289,7 +290,7 @@ class LiverStore:
         store = cls(path)
         p = store.path
         if not p.exists():
-            raise LiverctlError("no store here; create one with `liverctl ingest DATA --store PATH`", path=p)
+            raise LiverctlError(NO_STORE, path=p)
         if not is_group(p):
             raise LiverctlError("is not a Zarr v3 group (not a liverctl store)", path=p)
         fmt = read_attrs(p).get("format")
