@@ -155,6 +155,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
+def check_shortcuts(sets: Iterable[str], shortcuts: Mapping[str, str]) -> None:
+    """Refuse a `--set` of a key that a shortcut option given with it sets too (`shortcuts`: section.key -> the
+    option as typed): `train --epochs 2 --set train.epochs=3` trained 2 epochs, the --set dropped without a word."""
+    for text in sets:
+        section, key, _ = parse_override(text)
+        option = shortcuts.get(f"{section}.{key}")
+        if option is not None:
+            raise LiverctlError(f"{option} and --set {text} both set {section}.{key}; give one of them")
+
+
 def load_preset(name: str) -> dict:
     """A preset by its name, one of the files in `presets/` (a name is never a path: `../defaults`, or one
     too long for the file system, is an unknown preset like any other)."""

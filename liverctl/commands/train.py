@@ -65,13 +65,15 @@ def train(
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
     with guarded(log=True):
+        from liverctl.config import check_shortcuts
         from liverctl.experiment.train import train_experiment, wants_experiment
         from liverctl.train.budget import parse_duration
         from liverctl.train.start import TrainRequest, train_run
 
-        values = {"data.store": str(store)} if store is not None else {}
-        if epochs is not None:
-            values["train.epochs"] = epochs
+        shortcuts = {key: (option, value) for key, option, value in
+                     (("data.store", "--store", store), ("train.epochs", "--epochs", epochs)) if value is not None}
+        check_shortcuts(set_, {key: f"{option} {value}" for key, (option, value) in shortcuts.items()})
+        values = {key: str(value) if isinstance(value, Path) else value for key, (_, value) in shortcuts.items()}
         request = TrainRequest(
             preset=preset, sets=tuple(set_), values=values, name=name, runs_dir=runs_dir, resume=resume, folds=folds,
             device=device, time_limit_s=parse_duration(time_limit) if time_limit else None, show_progress=not quiet,

@@ -380,6 +380,19 @@ def test_cli_bad_input_is_one_line_and_non_zero(tiny_store, tmp_path):
     assert not (tmp_path / "f").exists()  # checked before any run folder is made
 
 
+@pytest.mark.parametrize("options, line", [
+    (["--epochs", "2", "--set", "train.epochs=3"], "--epochs 2 and --set train.epochs=3 both set train.epochs"),
+    (["--store", "other.zarr", "--set", "data.store=x.zarr"],
+     "--store other.zarr and --set data.store=x.zarr both set data.store"),
+])
+def test_a_shortcut_and_a_set_of_the_same_key_are_refused_not_one_dropped(tmp_path, options, line):
+    """`train --epochs 2 --set train.epochs=3` trained 2 epochs and said nothing of the --set; --store over
+    --set data.store the same."""
+    result = runner.invoke(app, ["train", "--preset", "demo", *options, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and result.stderr == f"error: {line}; give one of them\n"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_path):
     args = ["train", "--preset", "demo", "--runs-dir", str(tmp_path), "--name", "r", "--store", str(tiny_store), "-q"]
     sets = ["--set", "data.input_size=64", "--set", "train.steps_per_epoch=1", "--set", "train.batch_size=2"]
