@@ -60,6 +60,17 @@ def test_liver_labels_restrict_values(scored_pair):
     # with only value 1 as liver, case b's label is empty and its 2 predicted pixels are false positives
     assert by_case["b"].volume_dice == pytest.approx(0.0)
     assert by_case["b"].fp == 2
+    # ... which is said: `--liver-labels 2` on labels of 0/1 scored every case 0.0000 without a word
+    assert ev.notes == [f"{labels / 'b.nii'}: holds label value 2, none of the liver labels 1: scored as a case "
+                        "without liver"] == ev.to_json()["notes"]
+    assert evaluate_submission(sub, labels).notes == []  # any value > 0: nothing left out
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), "--liver-labels", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {labels / 'b.nii'}: holds label value 2, none of the liver labels 1" in result.stderr
 
 
 def test_scores_json_beside_submission(scored_pair):
