@@ -1335,6 +1335,9 @@ def test_once_prints_the_summary_and_exits_0_for_a_clean_run(tmp_path):
     assert "clean" in result.output and "COMPLETED" in result.output
     assert "volume Dice" in result.output and "★" in result.output
     assert "NaN DETECTED" not in result.output
+    # the count is of saves, not of the files listed beside it ("checkpoints (11) last.pt ...; best.pt ...")
+    saves = sum('"kind":"checkpoint"' in line.replace(" ", "") for line in (run / "events.jsonl").open())
+    assert saves > 2 and f"checkpoints ({saves} saves) last.pt" in result.output
 
 
 def test_once_exits_1_on_nan_and_names_the_guard_action(tmp_path):
