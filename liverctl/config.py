@@ -142,7 +142,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     lhs, rhs = text.split("=", 1)
     lhs = lhs.strip()
     if lhs.count(".") != 1:
-        raise LiverctlError(f"--set expects section.key=value, got {quoted(text)}")
+        defaults = load_defaults()  # `--set epochs=3`: the key without its section, said where it is
+        owners = [f"{section}.{lhs}" for section in SECTIONS if lhs in defaults.get(section, {})]
+        hint = f"; did you mean {' or '.join(owners)}?" if owners else ""
+        raise LiverctlError(f"--set expects section.key=value, got {quoted(text)}{hint}")
     section, key = lhs.split(".")
     try:
         value = tomllib.loads(f"v = {rhs.strip()}")["v"]
@@ -151,6 +154,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     except (RecursionError, ValueError) as exc:  # nested too deep, an integer of thousands of digits
         raise LiverctlError(f"--set {lhs}: value is not usable TOML ({type(exc).__name__})") from None
     return section, key, value
+
+
+def check_shortcuts(sets: Iterable[str], shortcuts: Mapping[str, str]) -> None:
+    """Refuse a `--set` of a key that a shortcut option given with it sets too (`shortcuts`: section.key -> the
+    option as typed): `train --epochs 2 --set train.epochs=3` trained 2 epochs, the --set dropped without a word."""
+    for text in sets:
+        section, key, _ = parse_override(text)
+        option = shortcuts.get(f"{section}.{key}")
+        if option is not None:
+            raise LiverctlError(f"{option} and --set {text} both set {section}.{key}; give one of them")
 
 
 def load_preset(name: str) -> dict:

@@ -47,7 +47,7 @@ def resolve_device(requested: str, local_rank: int = 0):
     `local_rank` picks the GPU for plain `cuda` (DDP); `cuda:N` names one."""
     import torch
 
-    requested = str(requested).lower()
+    requested = given = str(requested).lower()
     if requested.startswith("cuda:") and requested[5:].isdigit():
         requested, local_rank = "cuda", int(requested[5:])
     if requested == "auto":
@@ -59,7 +59,7 @@ def resolve_device(requested: str, local_rank: int = 0):
             requested = "cpu"
     if requested == "cuda":
         if not torch.cuda.is_available():
-            raise LiverctlError("--device cuda: no CUDA device is visible (try --device cpu or auto)")
+            raise LiverctlError(f"--device {given}: no CUDA device is visible (try --device cpu or auto)")
         if local_rank >= torch.cuda.device_count():
             visible = plural(torch.cuda.device_count(), "CUDA device")
             raise LiverctlError(f"--device cuda:{local_rank}: only {visible} visible")

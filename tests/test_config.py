@@ -86,7 +86,16 @@ def test_a_preset_name_is_never_a_path(name):
 
 def test_bad_override_syntax():
     with pytest.raises(LiverctlError, match="section.key=value"):
-        parse_override("lr=3")
+        parse_override("foo=3")
+
+
+@pytest.mark.parametrize("text, owners", [("lr=3", "optim.lr"), ("epochs=3", "train.epochs"),
+                                          ("batch_size=8", "train.batch_size or infer.batch_size")])
+def test_a_key_without_its_section_is_said_where_it_is(text, owners):
+    """`--set epochs=3` was "--set expects section.key=value, got 'epochs=3'", the section left to be found."""
+    with pytest.raises(LiverctlError) as info:
+        parse_override(text)
+    assert str(info.value) == f"--set expects section.key=value, got '{text}'; did you mean {owners}?"
 
 
 def test_cross_key_checks():

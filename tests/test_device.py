@@ -56,7 +56,7 @@ def test_resolve_device_without_cuda(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(LiverctlError, match="must be auto, cpu, cuda, cuda:N or mps"):
         resolve_device("tpu")
-    with pytest.raises(LiverctlError, match="no CUDA device"):
+    with pytest.raises(LiverctlError, match="^--device cuda:1: no CUDA device"):  # was "--device cuda: ..."
         resolve_device("cuda:1")
 
 

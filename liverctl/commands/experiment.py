@@ -7,6 +7,7 @@ from pathlib import Path
 
 from liverctl.commands._common import console
 from liverctl.experiment.folder import SUMMARY_FILE
+from liverctl.plural import plural
 from liverctl.printable import esc
 
 
@@ -24,10 +25,10 @@ def print_experiment(summary: dict) -> None:
     per_fold = ", ".join(f"fold {f} {v:.4f}" for f, v in cv["folds"].items())
     console.print(f"completed experiment {esc(name)}: best volume Dice per fold {per_fold}; "
                   f"{cv['mean']:.4f} +- {cv['std']:.4f}", highlight=False)
+    note = f"; {esc(o['note'])}" if o.get("note") else ""  # None where it has nothing to say (no train-only case)
     console.print(
-        f"out-of-fold ({o['cases']} cases, threshold {o['threshold']:g}, no post-processing): "
-        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}"
-        + (f"; {esc(o['note'])}" if o.get("note") else ""),  # None where it has nothing to say (no train-only case)
+        f"out-of-fold ({plural(o['cases'], 'case')}, threshold {o['threshold']:g}, no post-processing): "
+        f"volume Dice {o['volume_dice']:.4f}, slice {o['slice_dice']:.4f}, global {o['global_dice']:.4f}{note}",
         highlight=False,
     )
     console.print(

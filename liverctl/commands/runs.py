@@ -163,7 +163,7 @@ def _print_experiment_notes(summaries) -> None:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
             threshold = finite(decision.get("threshold"))
-            print_words(console, f"{s.name}: decided on {decision.get('cases')} out-of-fold cases: threshold "
+            print_words(console, f"{s.name}: decided on {plural(decision.get('cases'), 'out-of-fold case')}: threshold "
                         f"{'-' if threshold is None else f'{threshold:g}'}, post {decision.get('post')} "
                         f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
 
@@ -191,13 +191,16 @@ def report_command(
         for exp in experiments:
             _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(named)
-        if overlays:
-            console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per run for the "
-                          "overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
-                          highlight=False)
+
+        def say_what_it_takes() -> None:  # once the runs and --out were found fit: not above a refusal
+            if overlays:
+                console.print(f"writing {esc(out_dir)}: predicting up to {plural(max_cases, 'validation case')} per "
+                              "run for the overlays (minutes on a CPU; --no-overlays for curves only)", style="dim",
+                              highlight=False)
+
         result = report.write_report(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
-            experiments=experiments,
+            experiments=experiments, on_start=say_what_it_takes,
         )
         console.print(f"report: {esc(result.index_html)}  ({plural(len(result.images), 'picture')})", highlight=False)
         for note in result.warnings:

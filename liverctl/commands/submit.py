@@ -160,6 +160,8 @@ def evaluate_command(
         # `--json -`: stdout holds the JSON alone (for a pipe or jq), the table goes to stderr, as with bench.
         out = err_console if to_stdout else console
         _print_scores(ev, out)
+        for note in ev.notes:  # beneath the figures they explain
+            err_console.print(f"[bold yellow]note:[/] {esc(note)}", highlight=False, soft_wrap=True)
         out.print(f"scores saved to {' and '.join(map(str, saved))}", highlight=False, markup=False)
         if to_stdout:
             typer.echo(json.dumps(ev.to_json(), indent=2))

@@ -54,7 +54,7 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder holding the run folders: the new run goes here, --resume names are looked up here."),
     resume: str = typer.Option(None, "--resume", help="Continue RUN (a run or experiment folder, or its name under --runs-dir) from its last checkpoint."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (e.g. 11h, 90m)."),
+    time_limit: str = typer.Option(None, "--time-limit", help="Stop cleanly with a checkpoint before this budget (11h, 90m, 1h30m, 3600s: each number with its unit)."),
     epochs: int = typer.Option(None, "--epochs", help="Shortcut for --set train.epochs=N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line (events still go to the run's log)."),
     folds: str = typer.Option(None, "--folds", help="all | 0,2,4: train these folds as one experiment, each fold in <runs-dir>/<name>/fold-<k>/."),
@@ -66,13 +66,15 @@ def train(
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
     with guarded(log=True):
+        from liverctl.config import check_shortcuts
         from liverctl.experiment.train import train_experiment, wants_experiment
         from liverctl.train.budget import parse_duration
         from liverctl.train.start import TrainRequest, train_run
 
-        values = {"data.store": str(store)} if store is not None else {}
-        if epochs is not None:
-            values["train.epochs"] = epochs
+        shortcuts = {key: (option, value) for key, option, value in
+                     (("data.store", "--store", store), ("train.epochs", "--epochs", epochs)) if value is not None}
+        check_shortcuts(set_, {key: f"{option} {value}" for key, (option, value) in shortcuts.items()})
+        values = {key: str(value) if isinstance(value, Path) else value for key, (_, value) in shortcuts.items()}
         request = TrainRequest(
             preset=preset, sets=tuple(set_), values=values, name=name, runs_dir=runs_dir, resume=resume, folds=folds,
             device=device, time_limit_s=parse_duration(time_limit) if time_limit else None, show_progress=not quiet,

@@ -21,6 +21,7 @@ from liverctl.config import in_channels
 from liverctl.data.augment_cpu import augment_sample, build_augmentation, normalise_into
 from liverctl.data.handover import NO_SLOT, shared_tensor
 from liverctl.errors import LiverctlError
+from liverctl.plural import agree
 from liverctl.printable import quoted
 
 
@@ -343,7 +344,9 @@ def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np
         codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
         val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]
     if not len(val_rows):
-        raise LiverctlError(f"fold {fold} has no training cases to validate on; folds in the store: {valid}")
+        todo = f": choose one with --set data.fold={valid[0]}" if valid else ""
+        raise LiverctlError(f"fold {fold} has no training cases to validate on; the store's training cases are in "
+                            f"{agree(len(valid), 'fold', 'folds')} {', '.join(map(str, valid)) or 'none'}{todo}")
     if not len(train_rows):
         raise LiverctlError(f"no training cases outside fold {fold}; folds in the store: {valid}")
     return train_rows, val_rows

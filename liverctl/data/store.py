@@ -51,6 +51,7 @@ from liverctl.data.schema import (
     written_chunk_crc32,
 )
 from liverctl.data.store_check import (
+    NO_STORE,
     chunk_file_paths,
     damaged_chunk_message,
     empty_chunk_message,
@@ -290,7 +291,7 @@ class LiverStore:
         store = cls(path)
         p = store.path
         if not p.exists():
-            raise LiverctlError("no store here; create one with `liverctl ingest DATA --store PATH`", path=p)
+            raise LiverctlError(NO_STORE, path=p)
         if not is_group(p):
             raise LiverctlError("is not a Zarr v3 group (not a liverctl store)", path=p)
         fmt = read_attrs(p).get("format")
@@ -552,6 +553,18 @@ def _folder_id(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def check_run_store(path: str | os.PathLike, run: str | os.PathLike) -> Path:
+    """The store a run's config names (its `data.store`, as given to `train`), where it is there; else one line
+    saying whose path it is and what to do. A relative data.store is relative to the folder `train` ran in: from
+    another folder, `submit --run` said "no store here; create one with `liverctl ingest`" of a store that is."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        where = ", relative to the folder the run was trained in" if not p.is_absolute() else ""
+        raise LiverctlError(f"no store here (the data.store of run {Path(run).name}{where}); pass --store PATH",
+                            path=p)
+    return p
 
 
 def _refuse_while_ingesting(path: str | Path) -> None:

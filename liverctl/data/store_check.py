@@ -45,6 +45,7 @@ from liverctl.data.schema import (
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
 
+NO_STORE = "no store here; create one with `liverctl ingest DATA --store PATH`"  # a store path with nothing there
 _REBUILD = "run `liverctl ingest` again on the same data to rebuild that case"
 _VERIFY = "run `liverctl ingest` again on the same data with --verify to rebuild that case"
 
@@ -188,6 +189,8 @@ def verify_store(store: Path, on_case: Callable[[str, int], None] | None = None)
     from liverctl.data.store_writer import ingest_running
     from liverctl.errors import LiverctlError
 
+    if not Path(store).exists():  # `liverctl verify` run from another folder than the store/ one
+        raise LiverctlError(NO_STORE, path=store)
     if read_attrs(store).get("format") != STORE_FORMAT:
         raise LiverctlError("not a liverctl store (no zarr.json with format "
                             f"{STORE_FORMAT!r}); make one with `liverctl ingest`", path=store)

@@ -124,20 +124,39 @@ def write_synthetic_dataset(
         (range(cases), Path("train") / "volume", Path("train") / "segmentation"),
         (range(cases, cases + test_cases), Path("test"), Path("test_labels")),
     ]
+    cases_files = [(i, volume_dir / f"volume-{i}.nii.gz", label_dir / f"segmentation-{i}.nii.gz")
+                   for numbers, volume_dir, label_dir in splits for i in numbers]
+    _refuse_other_cases(out, {p for _, *files in cases_files for p in files},
+                        [folder for _, *folders in splits for folder in folders])
     total = 0
     with staged_folder(out) as staged:  # every case appears at the end, together: a kill leaves no smaller dataset
-        jobs = []
         for numbers, volume_dir, label_dir in splits:
             for folder in (volume_dir, label_dir) if numbers else ():
                 (staged / folder).mkdir(parents=True, exist_ok=True)
-            jobs += [_CaseJob(staged / volume_dir / f"volume-{i}.nii.gz", staged / label_dir / f"segmentation-{i}.nii.gz",
-                              seed, i, size, slices) for i in numbers]
+        jobs = [_CaseJob(staged / volume, staged / label, seed, i, size, slices) for i, volume, label in cases_files]
         for job, n in zip(jobs, _written(jobs, workers), strict=True):
             total += n
             if on_case:
                 on_case(str(job.number))
     files = [out / p.relative_to(staged) for job in jobs for p in (job.volume, job.label)]
     return SynthSummary(out=out, train_cases=cases, test_cases=test_cases, files=files, bytes_written=total)
+
+
+def _refuse_other_cases(out: Path, replaced: set[Path], folders: list[Path]) -> None:
+    """Refuse an `out` whose case `folders` hold NIfTI files other than those this synth replaces (`replaced`,
+    relative to `out`): a second synth with other counts into the same folder ("wrote 2 training cases and 2 test
+    cases") left 4 training and 3 test volumes there, case ids 2 and 3 both training and test. The same command
+    again replaces every file it finds."""
+    from liverctl.data.sources.common import nifti_files
+    from liverctl.plural import plural
+
+    others = [path.relative_to(out) for folder in sorted(folders)
+              for path in nifti_files(out / folder) if path.relative_to(out) not in replaced]
+    if others:
+        raise LiverctlError(
+            f"holds {plural(len(others), 'NIfTI file')} of another dataset ({others[0]}"
+            f"{', ...' if len(others) > 1 else ''}), which this synth would not replace and `liverctl ingest` would "
+            "mix with the new one; give a new or empty folder, or delete the old dataset first", path=out)
 
 
 def _workers_that_fit(size: int, slices: int, workers: int | None) -> int:

@@ -47,7 +47,7 @@ def headline(summary: dict) -> str:
     if cv.get("mean") is not None:
         parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])} +- {_fmt(cv.get('std'))}")
     if o.get("volume_dice") is not None:
-        parts.append(f"pooled out-of-fold ({o.get('cases')} cases, threshold {_g(o.get('threshold'))}, no "
+        parts.append(f"pooled out-of-fold ({plural(o.get('cases'), 'case')}, threshold {_g(o.get('threshold'))}, no "
                      f"post-processing): volume {_fmt(o['volume_dice'])}, slice {_fmt(o.get('slice_dice'))}, "
                      f"global {_fmt(o.get('global_dice'))}")
     if d:

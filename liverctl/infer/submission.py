@@ -143,9 +143,16 @@ class SampleSubmission:
 
 def check_sample_path(path: str | os.PathLike) -> Path:
     """The sample submission's path; LiverctlError unless it is a file (`submit` asks before loading models)."""
+    return _csv_file(path, "sample submission")
+
+
+def _csv_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` where it is a file; else one line: a folder given for it said "not found" beside it."""
     path = Path(path)
+    if path.is_dir():
+        raise LiverctlError(f"is a folder, expected the {what} (a CSV file)", path=path)
     if not path.is_file():
-        raise LiverctlError("sample submission not found", path=path)
+        raise LiverctlError(f"{what} not found", path=path)
     return path
 
 
@@ -376,9 +383,7 @@ def read_submission(
     row. Every slice of every case in `shapes` must appear exactly once, and nothing else. Raises
     `MalformedSubmission` listing every problem with its line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LiverctlError("submission not found", path=path)
+    path = _csv_file(path, "submission")
     shapes = {c: tuple(int(v) for v in s) for c, s in shapes.items()}
     reader = CsvReader(path, "submission", max_row_chars=max_row_chars(shapes))  # type: ignore[arg-type]
     found_header, runs = _validate(path, reader, shapes, header=header)  # type: ignore[arg-type]
@@ -444,6 +449,7 @@ def _read_rows(rows: Iterable[tuple[int, list[str]]], shapes: Mapping[str, tuple
     A row whose RLE is exactly `checked[row id]` is not parsed (see `_validate`)."""
     runs: dict[str, np.ndarray] = {}
     first_line: dict[str, int] = {}
+    unknown: dict[str, list] = {}  # a case no test case is, its problem kept: [the problem's index, rows, last line]
     for line, row in rows:
         if not row:
             continue
@@ -455,7 +461,13 @@ def _read_rows(rows: Iterable[tuple[int, list[str]]], shapes: Mapping[str, tuple
         if parsed is None:
             problems.append(Problem(line, "unknown id: not <case id>_<slice number> (0, 1, ...)", row_id))
             continue
-        if parsed[0] not in shapes:
+        if parsed[0] not in shapes:  # one problem per case: a CSV scored against the wrong labels is one line
+            seen = unknown.get(parsed[0])
+            if seen is not None:
+                seen[1:] = [seen[1] + 1, line]
+                continue
+            if len(problems) < MAX_PROBLEMS_KEPT:  # so the cases held are as few as the problems kept
+                unknown[parsed[0]] = [len(problems), 1, line]
             problems.append(Problem(line, "unknown id: no such test case", row_id))
             continue
         case, z = parsed
@@ -475,6 +487,11 @@ def _read_rows(rows: Iterable[tuple[int, list[str]]], shapes: Mapping[str, tuple
             runs[row_id] = rle.parse_runs(text, x * y)
         except rle.RLEFormatError as exc:
             problems.append(Problem(line, str(exc), row_id))
+    for case, (index, count, last) in unknown.items():
+        if count > 1:
+            first = problems[index]
+            problems[index] = Problem(first.line, f"unknown id: no such test case (case {quoted(case, 40, sized=True)}: "
+                                      f"{plural(count, 'row')}, the last on line {last})", first.row_id)
     return runs, first_line
 
 

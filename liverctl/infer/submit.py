@@ -278,9 +278,11 @@ def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | No
     Fails in one line when the store has no test cases, the sample names other slices (read only as far as
     the store's test slices go: `read_sample`), or a run's config cannot be served by the store.
     """
-    from liverctl.data.store import LiverStore
+    from liverctl.data.store import LiverStore, check_run_store
 
-    store_path = Path(store_path or runs[0].cfg["data"].get("store", "store/liver.zarr"))
+    if store_path is None:
+        store_path = check_run_store(runs[0].cfg["data"].get("store", "store/liver.zarr"), runs[0].run_dir)
+    store_path = Path(store_path)
     store = LiverStore.open(store_path)
     test_ids = store.case_ids("test")
     if not test_ids:

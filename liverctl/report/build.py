@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,9 +71,11 @@ def write_report(
     slices_per_case: int = 3,
     device: str = "auto",
     experiments: list[str | os.PathLike] = (),
+    on_start: Callable[[], None] | None = None,
 ) -> ReportResult:
     """Write the report folder for `run_dirs` into `out_dir` (replaced whole if it exists); `experiments`
-    (whose fold runs are among `run_dirs`) add their fold and out-of-fold option tables."""
+    (whose fold runs are among `run_dirs`) add their fold and out-of-fold option tables. `on_start()` is called
+    once the runs and `out_dir` were found fit, before the work (`liverctl report` says what it will take)."""
     if not run_dirs:
         raise LiverctlError("no run given")
     data = [load_run(d) for d in run_dirs]
@@ -89,6 +92,8 @@ def write_report(
         raise LiverctlError(f"cannot write the report there ({exc.strerror or exc}); give --out a folder you can "
                             "write to", path=out_dir) from None
     try:
+        if on_start is not None:
+            on_start()
         images = [plot_curves(data, work / "curves.png")]
         skipped: list[str] = []
         refused: list[str] = []

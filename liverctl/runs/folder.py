@@ -94,7 +94,7 @@ def resolve_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, *
     folder = next((p for p in candidates if p.is_dir()), None)
     if folder is not None:
         raise LiverctlError(f"{prefix}{missing}; {todo}", path=folder)
-    existing = sorted((p for p in Path(runs_root).glob("*") if p.is_dir()), key=_mtime)[-5:]
+    existing = sorted((p for p in Path(runs_root).glob("*") if p.is_dir()), key=_mtime, reverse=True)[:5]  # newest first
     hint = f"; recent runs: {', '.join(p.name for p in existing)}" if existing else ""
     raise LiverctlError(f"{prefix}no run {quoted(name_or_path)} (looked for the folders {candidates[0]} and "
                         f"{candidates[1]}); `liverctl runs` lists the runs{hint}")

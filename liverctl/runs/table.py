@@ -5,6 +5,7 @@ sorting and filtering. `liverctl runs` renders the cells with rich, `report` as 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import json
 import math
@@ -226,7 +227,7 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
     """Sort by a column or a dotted setting key. Numbers largest first (newest first for `started`),
     text A to Z; runs without a value go last. `reverse` flips the order of the others."""
     if column not in known_columns(summaries):
-        raise LiverctlError(f"unknown column {quoted(column)} to sort by; choose from {', '.join(known_columns(summaries))}")
+        raise LiverctlError(f"unknown column {quoted(column)} to sort by{_choices(column, summaries)}")
     present = [s for s in summaries if _column_value(s, column) is not None]
     absent = [s for s in summaries if _column_value(s, column) is None]
     numeric = all(isinstance(_column_value(s, column), (int, float)) for s in present)
@@ -236,6 +237,14 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
         present.sort(key=lambda s: format_setting(_column_value(s, column)).lower(), reverse=reverse)
     return present + absent
 
+
+
+def _choices(column: str, summaries: list[RunSummary]) -> str:
+    """What to write instead of an unknown `column`: the nearest one, the table's columns, and the settings in
+    a word (every key of every run's config listed after them was 60 names; `volume` got no `volume_dice`)."""
+    near = difflib.get_close_matches(column, known_columns(summaries), n=1, cutoff=0.5)
+    return ((f" (did you mean {near[0]!r}?)" if near else "") + f"; columns: {', '.join(_BY_KEY)}, or a setting "
+            "of the runs' config as section.key (e.g. optim.lr)")
 
 
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
@@ -257,8 +266,7 @@ def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str
         if sep and column.strip():
             column = column.strip()
             if column not in known_columns(summaries):
-                raise LiverctlError(f"filter {quoted(text)}: unknown column {quoted(column)}; "
-                                    f"choose from {', '.join(known_columns(summaries))}")
+                raise LiverctlError(f"filter {quoted(text)}: unknown column {quoted(column)}{_choices(column, summaries)}")
             if op not in ("=", "!=") and _float(value) is None:
                 raise LiverctlError(f"filter {quoted(text)}: {op} needs a number")
             return column, op, value.strip()

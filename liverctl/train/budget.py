@@ -15,18 +15,22 @@ _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    """"11h", "90m", "1h30m", "45s", "3600" -> seconds."""
+    """"11h", "90m", "1h30m", "45s" -> seconds. A number without its unit is refused: `--time-limit 11`,
+    meant as the 11 hours of a Kaggle session, was 11 seconds, a run that stopped before its first step."""
     s = text.strip().replace(" ", "")
-    pos, total = 0, 0.0
+    pos, total, unitless = 0, 0.0, None
     for m in _DURATION.finditer(s):
         if m.start() != pos:
             break
         total += float(m.group(1)) * _UNIT[m.group(2).lower()]
+        unitless = unitless or (None if m.group(2) else m.group(1))
         pos = m.end()
     if not s or pos != len(s):
         raise LiverctlError(f"--time-limit: cannot read {quoted(text)} (examples: 11h, 90m, 1h30m, 3600s)")
     if total <= 0:
         raise LiverctlError(f"--time-limit {text}: give a time longer than 0 (examples: 11h, 90m, 1h30m, 3600s)")
+    if unitless is not None:
+        raise LiverctlError(f"--time-limit {text}: give {unitless} its unit: {unitless}h, {unitless}m or {unitless}s")
     return total
 
 

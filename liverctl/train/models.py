@@ -237,6 +237,7 @@ def read_encoder_weights(path: Path) -> dict:
     by name; LiverctlError naming the file when it is missing or holds no such table."""
     import torch
 
+    path = Path(path).expanduser()  # a ~/x.pth in a config or --set, as data.store (LiverStore.open)
     if not path.is_file():
         raise LiverctlError("encoder weights file not found (model.encoder_weights_path)", path=path)
     if path.suffix == ".safetensors":

@@ -66,7 +66,9 @@ def print_summary(console: Console, watcher: RunWatcher) -> None:
     if state.epochs or state.current_epoch() is not None:
         print_table(console, text.epochs_table(state), "epochs", list(text.EPOCH_HEADERS), text.epoch_rows(state))
     else:
-        console.print(Text("no epoch started yet", style="dim"), highlight=False)
+        # "started" was wrong: the first epoch runs for a while before it logs a step (train.log_every)
+        console.print(Text("no epoch finished" + (" yet" if state.status == "running" else ""), style="dim"),
+                      highlight=False)
     _print_prose(console, [text.info_text(state)])
 
 

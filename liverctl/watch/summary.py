@@ -347,7 +347,8 @@ def info_text(state: RunState) -> Text:
     text = Text()
     text.append("checkpoints ", style="dim")
     cks = checkpoint_lines(state)
-    text.append(f"({len(state.checkpoints)}) " + ("; ".join(cks) if cks else "none yet"))
+    # "(11)" beside the two files listed read as 11 checkpoints: it counts the saves
+    text.append(f"({plural(len(state.checkpoints), 'save')}) " + ("; ".join(cks) if cks else "none yet"))
     if state.notes:
         ts, message = state.notes[-1]
         text.append("\nnote ", style="dim")

@@ -121,8 +121,12 @@ def test_validation_batches_never_span_two_cases_and_split_cases_across_ranks(ti
 def test_empty_fold_is_a_clear_error(tiny_store):
     from liverctl.errors import LiverctlError
 
-    with pytest.raises(LiverctlError, match="fold 9 has no training cases"):
-        ds.split_rows(LiverStore.open(tiny_store), 9)
+    store = LiverStore.open(tiny_store)
+    with pytest.raises(LiverctlError, match="fold 9 has no training cases") as info:
+        ds.split_rows(store, 9)
+    # what to do, not only a Python list of the folds ("folds in the store: [2, 4]")
+    first = min(f for f in store.folds().values() if f >= 0)
+    assert str(info.value).endswith(f": choose one with --set data.fold={first}")
 
 
 def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypatch):

@@ -452,6 +452,11 @@ def test_verify_without_the_source_names_every_damaged_case_and_changes_nothing(
     nothing = runner.invoke(app, ["verify", "--store", str(tmp_path)])
     assert nothing.exit_code == 2 and nothing.stderr.count("\n") == 1, nothing.output
     assert nothing.stderr.startswith(f"error: {tmp_path}: not a liverctl store")
+    # run from another folder than the store's: nothing there, said as `train` and `submit` say it ("not a
+    # liverctl store (no zarr.json ...)" spoke of a zarr.json in a folder that is not there)
+    absent = runner.invoke(app, ["verify", "--store", str(tmp_path / "store" / "liver.zarr")])
+    assert absent.exit_code == 2 and absent.stderr == (f"error: {tmp_path / 'store' / 'liver.zarr'}: no store here; "
+                                                       "create one with `liverctl ingest DATA --store PATH`\n")
 
 
 def test_verify_beside_an_ingest_waits_for_it_rather_than_answering_for_a_store_it_did_not_read(tmp_path, tiny_dataset,

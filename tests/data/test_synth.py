@@ -170,3 +170,25 @@ def test_a_synth_stopped_midway_leaves_no_smaller_dataset(tmp_path):
     summary = write_synthetic_dataset(out, cases=2, test_cases=1, size=32, slices=3, seed=1, workers=1)
     assert sorted(summary.files) == sorted(out.rglob("*.nii.gz")) and len(summary.files) == 6
     assert all(p.read_bytes() != before[p] for p in summary.files)
+
+
+def test_a_synth_of_other_counts_over_an_earlier_dataset_is_refused_not_mixed(tmp_path):
+    """`synth data --cases 2` over a `synth data --cases 4 --test-cases 1` said "wrote 2 training cases and 2 test
+    cases" and left 4 training and 3 test volumes, case ids 2 and 3 both training and test. A synth whose files
+    would all replace the earlier ones (the same command again, or more cases) still runs."""
+    out = tmp_path / "d"
+    options = dict(size=32, slices=3, workers=1)
+    write_synthetic_dataset(out, cases=2, test_cases=1, **options)
+    before = {p: p.read_bytes() for p in out.rglob("*.nii.gz")}
+    with pytest.raises(LiverctlError) as info:
+        write_synthetic_dataset(out, cases=1, test_cases=1, seed=1, **options)
+    assert str(info.value) == (
+        f"{out}: holds 4 NIfTI files of another dataset (test/volume-2.nii.gz, ...), which this synth would not "
+        "replace and `liverctl ingest` would mix with the new one; give a new or empty folder, or delete the old "
+        "dataset first")
+    assert {p: p.read_bytes() for p in out.rglob("*.nii.gz")} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    with pytest.raises(LiverctlError, match="holds 2 NIfTI files of another dataset"):  # case 2 test -> training
+        write_synthetic_dataset(out, cases=3, test_cases=0, **options)
+    summary = write_synthetic_dataset(out, cases=2, test_cases=1, seed=1, **options)  # the same names: replaced
+    assert sorted(summary.files) == sorted(out.rglob("*.nii.gz"))

@@ -760,6 +760,37 @@ def test_an_unfinished_experiment_says_how_to_continue_it_by_its_folder(tmp_path
     assert f"experiment cv-old: time_limit (m); continue it with `liverctl train --resume {tmp_path / 'cv-old'}`" in out
 
 
+def test_a_completed_experiment_prints_no_missing_note_and_counts_its_cases_in_words(tmp_path, capsys):
+    """`train --folds 0,0` on a store without train-only cases ended with "out-of-fold (1 cases, ...): volume
+    Dice 0.1640, ...; None": the note, None where it does not hold, was printed as it was; `runs` said
+    "decided on 1 out-of-fold cases"."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.commands.experiment import print_experiment
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    figures = {"volume_dice": 0.5, "slice_dice": 0.25, "global_dice": 0.75}
+    summary.update(cv={"mean": 0.5, "std": 0.0, "folds": {"0": 0.5}},
+                   oof={"cases": 1, "threshold": 0.5, "post": "none", "note": None, **figures})
+    summary["decision"].update(cases=1, volume_dice=0.5)
+    folder.write_summary(exp, summary)
+    print_experiment({**summary, "path": str(exp)})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "out-of-fold (1 case, threshold 0.5, no post-processing): volume Dice 0.5000, slice 0.2500, global " \
+           "0.7500 decision" in out and "None" not in out
+    assert "pooled out-of-fold (1 case, threshold" in tables.headline(summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cv: decided on 1 out-of-fold case: threshold 0.4" in " ".join(result.stdout.split())
+
+    summary["oof"].update(cases=3, note="out-of-fold predictions cover the cases in folds >= 0 only; ...")
+    print_experiment({**summary, "path": str(exp)})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "out-of-fold (3 cases, threshold 0.5" in out and "global 0.7500; out-of-fold predictions cover" in out
+
+
 def test_the_bytes_checked_against_the_record_are_the_bytes_loaded_and_read_once(tmp_path, monkeypatch):
     """A fold's best.pt was hashed against experiment.json's record, then read again by torch.load: a file
     replaced in between (here the same checkpoint with other weights) was predicted with, unchecked; and the

@@ -60,6 +60,17 @@ def test_liver_labels_restrict_values(scored_pair):
     # with only value 1 as liver, case b's label is empty and its 2 predicted pixels are false positives
     assert by_case["b"].volume_dice == pytest.approx(0.0)
     assert by_case["b"].fp == 2
+    # ... which is said: `--liver-labels 2` on labels of 0/1 scored every case 0.0000 without a word
+    assert ev.notes == [f"{labels / 'b.nii'}: holds label value 2, none of the liver labels 1: scored as a case "
+                        "without liver"] == ev.to_json()["notes"]
+    assert evaluate_submission(sub, labels).notes == []  # any value > 0: nothing left out
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), "--liver-labels", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {labels / 'b.nii'}: holds label value 2, none of the liver labels 1" in result.stderr
 
 
 def test_scores_json_beside_submission(scored_pair):
@@ -136,6 +147,34 @@ def test_missing_ids_and_label_folder_problems(scored_pair, tmp_path):
     _save(labels / "a.nii.gz", np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(LiverctlError, match="two label files for case 'a'"):
         find_label_files(labels)
+
+
+def test_a_label_folder_of_other_cases_is_a_line_per_case_not_one_per_row(scored_pair, tmp_path):
+    """Scored against a folder whose labels are named otherwise (TotalSegmentator's liver.nii.gz), a 20-slice
+    case was 20 lines of "unknown id: no such test case", and the line saying which case the labels hold came
+    last, cut off as "... and 1 more". Each case the CSV names and no label is, is now one line."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    sub, labels = scored_pair
+    other = tmp_path / "other"
+    other.mkdir()
+    (labels / "segmentation-a.nii.gz").rename(other / "liver.nii.gz")  # 4x4x2: case 'a', 2 rows
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(other)])
+    assert result.exit_code == 2
+    assert [line.strip() for line in result.output.splitlines()] == [
+        "line 2 (id 'a_0'): unknown id: no such test case (case 'a': 2 rows, the last on line 3)",
+        "line 4 (id 'b_0'): unknown id: no such test case",
+        "file: case 'liver': 2 of 2 slice ids missing (e.g. liver_0, liver_1)",
+        f"error: {sub}: malformed submission: 3 problems (above)"]
+
+
+def test_a_folder_given_as_the_submission_is_named_as_one(scored_pair):
+    """`evaluate data --labels labels` (the folder for the CSV) said "data: submission not found"."""
+    _, labels = scored_pair
+    with pytest.raises(LiverctlError, match="labels: is a folder, expected the submission"):
+        evaluate_submission(labels, labels)
 
 
 def test_the_label_folder_is_listed_by_ingests_rule(scored_pair):

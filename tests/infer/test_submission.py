@@ -352,6 +352,16 @@ def test_any_two_column_header_accepted_when_not_required(tmp_path):
     assert len(first) < 200
 
 
+def test_a_folder_given_as_the_sample_is_named_as_one(tmp_path):
+    """`submit --sample data` said "data: sample submission not found" of a folder that is there."""
+    from liverctl.infer.submission import check_sample_path
+
+    with pytest.raises(LiverctlError, match="is a folder, expected the sample submission"):
+        check_sample_path(tmp_path)
+    with pytest.raises(LiverctlError, match="sample submission not found"):
+        check_sample_path(tmp_path / "sample.csv")
+
+
 def test_a_csv_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
     masks = _masks()
     latin = tmp_path / "latin1.csv"

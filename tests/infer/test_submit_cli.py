@@ -238,6 +238,22 @@ def test_submit_store_without_test_cases(real_store, template_runs, tmp_path):
     assert not out.exists()
 
 
+def test_a_runs_relative_store_missing_from_another_folder_says_whose_it_is(template_runs, tmp_path, monkeypatch):
+    """A run trained with the default data.store (store/liver.zarr, relative), submitted from another folder,
+    said "store/liver.zarr: no store here; create one with `liverctl ingest ...`" of a store that is there,
+    beside the folder it was trained in."""
+    run = _edit_config(copy_run(template_runs["c1"], tmp_path, "rel"), ("data", "store", "store/liver.zarr"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run, "--out", out)
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert ("store/liver.zarr: no store here (the data.store of run rel, relative to the folder the run was trained "
+            "in); pass --store PATH") in result.output and "ingest" not in result.output
+    assert not out.exists()
+
+
 def _edit_config(run: Path, *edits) -> Path:
     """Rewrite a run's checkpoint with config edits (section, key, value), weights untouched."""
     from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint

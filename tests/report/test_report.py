@@ -196,6 +196,18 @@ def test_command_resolves_run_names_and_reports_errors_in_one_line(two_runs, tmp
     assert result.stderr.startswith("error:") and "Traceback" not in result.output
 
 
+def test_an_out_that_is_a_file_is_refused_before_the_report_says_what_it_will_take(two_runs, tmp_path):
+    """`report RUN -o submission.csv` printed "writing submission.csv: predicting up to 6 validation cases per run
+    ... (minutes on a CPU ...)" and then refused the file: the line came above a refusal, of work never done."""
+    taken = tmp_path / "submission.csv"
+    taken.write_text("id,rle\n")
+    result = CliRunner().invoke(app, ["report", str(two_runs[0]), "--out", str(taken)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {taken}: exists and is not a folder; choose another --out\n"
+    result = CliRunner().invoke(app, ["report", str(two_runs[0]), "--out", str(tmp_path / "rep")])
+    assert result.stdout.startswith(f"writing {tmp_path / 'rep'}: predicting up to 6 validation cases per run")
+
+
 def test_curves_need_no_torch(two_runs, tmp_path):
     code = (
         "import sys\n"
@@ -251,9 +263,24 @@ def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
     add_model_checkpoint(run, make_config("demo", settings))
     result = write_report([run], tmp_path / "rep")
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
-    assert len(result.skipped) == 1 and "absent.zarr not found" in result.skipped[0]
-    assert "absent.zarr not found" in result.index_html.read_text(encoding="utf-8")
+    said = f"{tmp_path / 'absent.zarr'}: no store here (the data.store of run r); pass --store PATH"
+    assert len(result.skipped) == 1 and said in result.skipped[0]
+    assert said in result.index_html.read_text(encoding="utf-8")
     assert result.refused == []  # nothing to predict with is a plain skip: `liverctl report` exits 0
+
+
+def test_a_runs_relative_store_missing_from_another_folder_is_said_as_such(tmp_path, monkeypatch):
+    """The run's data.store as given to train (store/liver.zarr) is relative to the folder it trained in: from
+    another folder the skip said "store store/liver.zarr not found", as if there were none."""
+    from run_fixtures import add_model_checkpoint, make_config
+
+    settings = {"data.input_size": 64, "data.store": "store/liver.zarr"}
+    run = make_run(tmp_path / "runs", "r", preset="demo", settings=settings, checkpoint=False)
+    add_model_checkpoint(run, make_config("demo", settings))
+    monkeypatch.chdir(tmp_path)
+    result = write_report([run], tmp_path / "rep")
+    assert result.skipped == ["r: prediction overlays and per-case Dice skipped: store/liver.zarr: no store here (the "
+                              "data.store of run r, relative to the folder the run was trained in); pass --store PATH"]
 
 
 def test_disagreeing_slices_prefers_errors_then_liver():

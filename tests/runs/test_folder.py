@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -45,6 +46,14 @@ def test_resolve_run_needs_name_what_is_missing(tmp_path):
         resolve_run(root, "empty", need="run")
     with pytest.raises(LiverctlError, match=r"no run 'ghost' \(looked for the folders .*recent runs: "):
         resolve_run(root, "ghost")
+    # newest first, as `runs` lists them ("recent runs: x1, tl, ff, tl2, live" ended with the newest)
+    for age, name in enumerate(["a", "b", "c", "d", "e", "f"]):
+        _run(root, name)
+        newer = time.time() + 1000 - age * 100  # than "fresh" and "empty" above
+        os.utime(root / name, (newer, newer))
+    with pytest.raises(LiverctlError) as info:
+        resolve_run(root, "ghost")
+    assert str(info.value).endswith("; recent runs: a, b, c, d, e")
     assert resolve_run(root, "empty", need="folder") == root / "empty"
     (checkpoint_path(root / "fresh", "last")).parent.mkdir()
     checkpoint_path(root / "fresh", "last").write_bytes(b"")

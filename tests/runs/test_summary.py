@@ -179,6 +179,22 @@ def test_filter_and_sort(three_runs):
         sort_runs(runs, "colour")
 
 
+def test_an_unknown_column_suggests_the_nearest_and_lists_the_columns_not_every_setting(three_runs):
+    """`runs --sort volume` listed 60 names, every setting of every run among them, and not the one meant."""
+    runs = scan_runs(three_runs)
+    columns = ("; columns: name, preset, status, nan, epochs, best_epoch, volume_dice, slice_dice, global_dice, wall, "
+               "submitted, started, or a setting of the runs' config as section.key (e.g. optim.lr)")
+    with pytest.raises(LiverctlError) as info:
+        sort_runs(runs, "volume")
+    assert str(info.value) == "unknown column 'volume' to sort by (did you mean 'volume_dice'?)" + columns
+    with pytest.raises(LiverctlError) as info:
+        filter_runs(runs, ["optim.lrr>1"])
+    assert str(info.value) == "filter 'optim.lrr>1': unknown column 'optim.lrr' (did you mean 'optim.lr'?)" + columns
+    with pytest.raises(LiverctlError) as info:
+        sort_runs(runs, "zzz")
+    assert str(info.value) == "unknown column 'zzz' to sort by" + columns
+
+
 def test_command_prints_the_table_with_varied_settings_and_problems(three_runs):
     make_run(three_runs, "d-killed", status=None, truncated=True, checkpoint=False, start_ts=1_600_000_000)
     result = CliRunner().invoke(app, ["runs", str(three_runs)])

@@ -64,6 +64,16 @@ def test_local_weights_file_is_loaded_and_fitted_to_one_channel(tmp_path):
     assert torch.allclose(dst["conv1.weight"], src["conv1.weight"].sum(1, keepdim=True))
 
 
+def test_a_weights_file_under_home_is_found_by_its_tilde_path(tmp_path, monkeypatch):
+    """`--set model.encoder_weights_path=~/resnet18.pth` (the shell leaves `~` after a dotted key's `=`) said
+    "~/resnet18.pth: encoder weights file not found" beside the file, while `--set data.store=~/x` was found."""
+    source = build_model(resolve_config("demo"))
+    torch.save(source.encoder.state_dict(), tmp_path / "resnet18.pth")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model = build_model(resolve_config("demo", ["model.encoder_weights_path='~/resnet18.pth'"]))
+    assert torch.equal(model.encoder.state_dict()["conv1.weight"], source.encoder.state_dict()["conv1.weight"])
+
+
 def test_missing_local_weights_file(tmp_path):
     cfg = resolve_config("demo", [f"model.encoder_weights_path='{tmp_path / 'nope.pth'}'"])
     with pytest.raises(LiverctlError, match="nope.pth"):

@@ -79,6 +79,23 @@ def test_a_resumed_run_trains_under_its_lock_from_its_last_checkpoint(tiny_store
     assert call["resume_state"] == {"read": checkpoint_path(tmp_path / "r", "last")}  # read once, handed on
 
 
+def test_a_resume_from_another_folder_says_whose_relative_store_is_missing(tiny_store, tmp_path, monkeypatch,
+                                                                          fake_training):
+    """`train --resume runs/x` from another folder, the run's data.store being the default store/liver.zarr,
+    said "no store here; create one with `liverctl ingest`" of the store beside the folder it was trained in."""
+    _fake_run(tmp_path, epochs_done=1)  # data.store: store/liver.zarr, as the defaults have it
+    monkeypatch.chdir(tmp_path)
+    request = TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False)
+    with pytest.raises(LiverctlError, match=r"^store/liver.zarr: no store here \(the data.store of run r, relative "
+                                            r"to the folder the run was trained in\); pass --store PATH$"):
+        train_run(request)
+    assert fake_training == []
+    request = TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False,
+                           values={"data.store": str(tiny_store)})
+    train_run(request)  # --store given: that store
+    assert fake_training[0]["cfg"]["data"]["store"] == str(tiny_store)
+
+
 def test_a_damaged_last_checkpoint_is_refused_before_the_resume_is_announced(tiny_store, tmp_path, monkeypatch):
     run_dir = _fake_run(tmp_path, epochs_done=1, store=tiny_store)  # last.pt holds "not read here"
     (run_dir / "events.jsonl").write_text("")

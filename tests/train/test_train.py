@@ -344,7 +344,11 @@ def test_missing_store_and_empty_fold_fail_with_one_line(tiny_store, tmp_path):
 def test_parse_duration():
     assert parse_duration("11h") == 11 * 3600
     assert parse_duration("1h30m") == 5400
-    assert parse_duration("90") == 90
+    assert parse_duration("90s") == parse_duration("1.5m") == 90
+    # a number without its unit: `--time-limit 11` (hours meant) was 11 s, a run that stopped at once, exit 0
+    for unitless, number in (("11", "11"), ("1h30", "30"), ("2.5", "2.5")):
+        with pytest.raises(LiverctlError, match=f"--time-limit {unitless}: give {number} its unit: {number}h, "):
+            parse_duration(unitless)
     with pytest.raises(LiverctlError, match="time-limit"):
         parse_duration("soon")
     for zero in ("0", "0h", "0m0s"):  # read, but no time: "cannot read '0'" was not the problem
@@ -374,6 +378,19 @@ def test_cli_bad_input_is_one_line_and_non_zero(tiny_store, tmp_path):
     )
     assert result.exit_code == 2 and "fold 9 has no training cases" in result.stderr
     assert not (tmp_path / "f").exists()  # checked before any run folder is made
+
+
+@pytest.mark.parametrize("options, line", [
+    (["--epochs", "2", "--set", "train.epochs=3"], "--epochs 2 and --set train.epochs=3 both set train.epochs"),
+    (["--store", "other.zarr", "--set", "data.store=x.zarr"],
+     "--store other.zarr and --set data.store=x.zarr both set data.store"),
+])
+def test_a_shortcut_and_a_set_of_the_same_key_are_refused_not_one_dropped(tmp_path, options, line):
+    """`train --epochs 2 --set train.epochs=3` trained 2 epochs and said nothing of the --set; --store over
+    --set data.store the same."""
+    result = runner.invoke(app, ["train", "--preset", "demo", *options, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and result.stderr == f"error: {line}; give one of them\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_train_then_resume_with_another_preset_is_refused(tiny_store, tmp_path):

@@ -1335,6 +1335,9 @@ def test_once_prints_the_summary_and_exits_0_for_a_clean_run(tmp_path):
     assert "clean" in result.output and "COMPLETED" in result.output
     assert "volume Dice" in result.output and "★" in result.output
     assert "NaN DETECTED" not in result.output
+    # the count is of saves, not of the files listed beside it ("checkpoints (11) last.pt ...; best.pt ...")
+    saves = sum('"kind":"checkpoint"' in line.replace(" ", "") for line in (run / "events.jsonl").open())
+    assert saves > 2 and f"checkpoints ({saves} saves) last.pt" in result.output
 
 
 def test_once_exits_1_on_nan_and_names_the_guard_action(tmp_path):
@@ -1352,6 +1355,18 @@ def test_once_exits_1_on_a_failed_run_and_opens_the_newest_by_default(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 1
     assert "FAILED" in result.output and "worker died" in result.output
+
+
+def test_once_before_any_epoch_ended_says_none_finished_not_none_started(tmp_path):
+    """A run in its first epoch (no step logged before train.log_every steps) and one stopped by --time-limit
+    at step 0 were both "no epoch started yet": the first had started, the second will never go on."""
+    s = EventScript("stopped")
+    s.start(preset="demo", device="cpu", amp="off", epochs=3)
+    s.add("run_end", status="time_limit", message="stopped before the time limit")
+    s.write(tmp_path / "runs" / "stopped" / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(tmp_path / "runs" / "stopped")])
+    assert result.exit_code == 0, result.output
+    assert "no epoch finished\n" in result.output and "started" not in result.output
 
 
 def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
