@@ -555,18 +555,6 @@ def _folder_id(folder: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def check_run_store(path: str | os.PathLike, run: str | os.PathLike) -> Path:
-    """The store a run's config names (its `data.store`, as given to `train`), where it is there; else one line
-    saying whose path it is and what to do. A relative data.store is relative to the folder `train` ran in: from
-    another folder, `submit --run` said "no store here; create one with `liverctl ingest`" of a store that is."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        where = ", relative to the folder the run was trained in" if not p.is_absolute() else ""
-        raise LiverctlError(f"no store here (the data.store of run {Path(run).name}{where}); pass --store PATH",
-                            path=p)
-    return p
-
-
 def _refuse_while_ingesting(path: str | Path) -> None:
     """`LiverctlError` "wait for it" where an ingest is writing the store at `path` now (holds its lock)."""
     from liverctl.data.store_writer import ingest_running

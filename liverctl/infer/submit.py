@@ -38,7 +38,7 @@ from liverctl.infer.predict import RunModel, input_size, parse_tta, predict_case
 from liverctl.infer.submission import SubmissionSummary, SubmissionWriter, check_sample_path, read_sample
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
-from liverctl.runs.folder import PENDING_SUBMISSION_FILE, SUBMISSIONS_FILE, checkpoint_path
+from liverctl.runs.folder import PENDING_SUBMISSION_FILE, SUBMISSIONS_FILE, checkpoint_path, run_store
 from liverctl.runs.submissions import write_pending
 
 
@@ -278,10 +278,10 @@ def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | No
     Fails in one line when the store has no test cases, the sample names other slices (read only as far as
     the store's test slices go: `read_sample`), or a run's config cannot be served by the store.
     """
-    from liverctl.data.store import LiverStore, check_run_store
+    from liverctl.data.store import LiverStore
 
     if store_path is None:
-        store_path = check_run_store(runs[0].cfg["data"].get("store", "store/liver.zarr"), runs[0].run_dir)
+        store_path = run_store(runs[0].cfg["data"].get("store", "store/liver.zarr"), runs[0].run_dir)
     store_path = Path(store_path)
     store = LiverStore.open(store_path)
     test_ids = store.case_ids("test")

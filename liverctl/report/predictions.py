@@ -106,15 +106,16 @@ def _open_inputs(run: RunData, store_path: str | os.PathLike | None, device: str
     if which is None:
         raise OverlaySkipped("no checkpoints/best.pt or last.pt to predict with")
     try:
-        from liverctl.data.store import LiverStore, check_run_store
+        from liverctl.data.store import LiverStore
         from liverctl.device import resolve_device
         from liverctl.experiment.ensemble import fold_owners, load_checked_runs
+        from liverctl.runs.folder import run_store
     except ImportError as exc:  # e.g. a listing-only install without torch
         raise OverlaySkipped(f"prediction needs {exc.name or exc}, which cannot be imported") from None
     device = str(resolve_device(device))  # a device that is not there is the user's error, not a skip
     if store_path is None:
         try:
-            store_path = check_run_store(run.summary.settings.get("data.store", "store/liver.zarr"), run.path)
+            store_path = run_store(run.summary.settings.get("data.store", "store/liver.zarr"), run.path)
         except LiverctlError as exc:
             raise OverlaySkipped(_one_line(exc)) from None
     store_path = Path(store_path)

@@ -263,6 +263,46 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def run_store(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """The store a run's config names (its `data.store` as given to `train`, `path`), found from here.
+
+    A relative data.store is relative to the folder `train` ran in, so from another folder it names nothing (or
+    another project's store, which is used: the folder you are in decides, as it always did). Where `path`
+    names nothing here, the absolute path that the run's last `run_start` recorded for it is used, if a store is
+    there: `submit --run ../proj/runs/x1` finds ../proj/store/liver.zarr. Else one line saying whose path it is
+    and what to do (`pass --store PATH`).
+    """
+    given = Path(path).expanduser()
+    if given.exists():
+        return given
+    recorded = None if given.is_absolute() else trained_store(run_dir)
+    if recorded is not None and recorded.exists():
+        return recorded
+    where = ""
+    if not given.is_absolute():
+        where = f", relative to the folder the run was trained in{'' if recorded is None else f': {recorded}'}"
+    raise LiverctlError(f"no store here (the data.store of run {Path(run_dir).name}{where}); pass --store PATH",
+                        path=given)
+
+
+def trained_store(run_dir: str | os.PathLike) -> Path | None:
+    """The absolute path of the store the run last started with (its last `run_start`'s `store`); None for a run
+    that never started or started before liverctl recorded it, or one whose log says nothing usable."""
+    from liverctl.runs.events import parse_line  # events imports this module
+
+    store = None
+    try:
+        with open(Path(run_dir) / EVENTS_FILE, "rb") as fh:
+            for line in fh:  # only the run_start lines are parsed: a 100k-step log is read in a blink
+                if b'"run_start"' in line and (event := parse_line(line.decode("utf-8", "replace"))) is not None \
+                        and event.get("kind") == "run_start":
+                    value = event.get("store")
+                    store = value if isinstance(value, str) and os.path.isabs(value) and "\0" not in value else store
+    except OSError:
+        return None
+    return None if store is None else Path(store)
+
+
 def find_resume_run(runs_root: str | Path, run: str) -> Path:
     """The folder of `--resume RUN` (a name under runs_root or a path) with a last checkpoint."""
     run_dir = resolve_run(runs_root, run, need="folder", flag="--resume")

@@ -189,6 +189,8 @@ class _Loop:
         self.events.emit(
             "run_start", epoch=s.epoch, step=s.global_step, config=cfg, preset=cfg.get("preset"),
             device=str(s.device), amp=s.precision.mode, versions=versions(),
+            # where data.store is from here: a relative one is found again from another folder (runs.folder.run_store)
+            store=str(Path(cfg["data"]["store"]).expanduser().absolute()),
             resumed_from=(
                 {"epoch": s.epoch, "global_step": s.global_step, "step_in_epoch": s.step_in_epoch} if resumed else None
             ),

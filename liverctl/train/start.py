@@ -28,6 +28,7 @@ from liverctl.runs.folder import (
     discard_unstarted,
     find_resume_run,
     run_dir_for,
+    run_store,
 )
 from liverctl.train import distributed
 
@@ -208,7 +209,6 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
     `on_start(run_dir, cfg)` is called on rank 0 once the run's set-up succeeded, before its first step. Returns
     run_training's result plus `is_main` (whether this process is rank 0, the one that reports).
     """
-    from liverctl.data.store import check_run_store
     from liverctl.train import loop
 
     info = distributed.from_env()
@@ -220,7 +220,8 @@ def train_run(request: TrainRequest, *, on_start: Callable[[Path, dict], None] =
                 held.enter_context(RunLock(run_dir))
             cfg = resumed_config(request, run_dir)
             if cfg["data"]["store"] == read_config(run_dir / CONFIG_FILE)["data"]["store"]:  # not given anew
-                check_run_store(cfg["data"]["store"], run_dir)
+                # from another folder a relative data.store is found where the run recorded it (and recorded so)
+                cfg["data"]["store"] = str(run_store(cfg["data"]["store"], run_dir))
             preflight(cfg, request.device, weights=False)
             check_model(cfg)  # data.input_size or train.batch_size may change on resume
             # read and checked before the run is announced: a damaged last.pt is the command's one line

@@ -238,15 +238,25 @@ def test_submit_store_without_test_cases(real_store, template_runs, tmp_path):
     assert not out.exists()
 
 
-def test_a_runs_relative_store_missing_from_another_folder_says_whose_it_is(template_runs, tmp_path, monkeypatch):
+def test_a_runs_relative_store_is_found_from_another_folder_where_the_run_recorded_it(tiny_store, template_runs,
+                                                                                     tmp_path, monkeypatch):
     """A run trained with the default data.store (store/liver.zarr, relative), submitted from another folder,
     said "store/liver.zarr: no store here; create one with `liverctl ingest ...`" of a store that is there,
-    beside the folder it was trained in."""
+    beside the folder it was trained in. Its run_start records the store's absolute path: submit finds it there;
+    a run that recorded none (trained before) is told whose path it is and to pass --store."""
+    from liverctl.runs.events import EventWriter
+
     run = _edit_config(copy_run(template_runs["c1"], tmp_path, "rel"), ("data", "store", "store/liver.zarr"))
+    EventWriter(run, "rel").emit("run_start", store=str(tiny_store.absolute()))  # as training records it
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     out = tmp_path / "s.csv"
+    result = _invoke("submit", "--run", run, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.reader(out.open()))) - 1 == sum(shape[2] for shape in _test_ids(tiny_store).values())
+    out.unlink()
+    (run / "events.jsonl").unlink()  # a run trained before liverctl recorded its store
     result = _invoke("submit", "--run", run, "--out", out)
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert ("store/liver.zarr: no store here (the data.store of run rel, relative to the folder the run was trained "

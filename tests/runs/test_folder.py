@@ -182,3 +182,53 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_under_its_name(tmp
     with pytest.raises(LiverctlError, match="already exists; continue it with --resume k2 or pick another --name"):
         check_fresh(kept)
     assert find_resume_run(root, "k2") == kept
+
+
+def _start_lines(run, *stores):
+    """events.jsonl of `run` holding one run_start per store recorded (anything: someone's log), a step between."""
+    import json
+
+    lines = []
+    for store in stores:
+        lines += [json.dumps({"v": 1, "ts": 1.0, "kind": "run_start", "store": store}), '{"v": 1, "kind": "step"}']
+    (run / "events.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_a_relative_store_is_found_where_the_run_recorded_it_from_another_folder(tmp_path, monkeypatch):
+    """A relative data.store (store/liver.zarr) names nothing from another folder than the one train ran in: the
+    absolute path the run's last run_start recorded is used there; the folder you are in still decides first."""
+    from liverctl.runs.folder import run_store, trained_store
+
+    trained, other = tmp_path / "proj" / "store" / "liver.zarr", tmp_path / "proj2" / "store" / "liver.zarr"
+    trained.mkdir(parents=True)
+    run = _run(tmp_path / "proj" / "runs", "x1")
+    _start_lines(run, str(other), str(trained))  # resumed from another folder: the last start counts
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert trained_store(run) == trained
+    assert run_store("store/liver.zarr", run) == trained
+    (elsewhere / "store" / "liver.zarr").mkdir(parents=True)
+    assert run_store("store/liver.zarr", run) == Path("store/liver.zarr")  # one here: as it always was
+
+
+def test_a_store_neither_here_nor_where_recorded_is_one_line_naming_both(tmp_path, monkeypatch):
+    from liverctl.runs.folder import run_store, trained_store
+
+    run = _run(tmp_path / "runs", "x1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LiverctlError, match=r"^store/liver.zarr: no store here \(the data.store of run x1, relative "
+                                            r"to the folder the run was trained in\); pass --store PATH$"):
+        run_store("store/liver.zarr", run)  # no log: an older run, or one that never started
+    gone = tmp_path / "moved" / "store" / "liver.zarr"
+    _start_lines(run, str(gone))
+    with pytest.raises(LiverctlError, match=rf"^store/liver.zarr: no store here \(the data.store of run x1, relative "
+                                            rf"to the folder the run was trained in: {gone}\); pass --store PATH$"):
+        run_store("store/liver.zarr", run)
+    with pytest.raises(LiverctlError, match=r"^/abs/none: no store here \(the data.store of run x1\)"):
+        run_store("/abs/none", run)  # an absolute data.store is never looked for elsewhere
+    for bad in ("relative/store", 7, None, ["/x"], "/a\0b"):  # someone's log: only an absolute path counts
+        _start_lines(run, bad)
+        assert trained_store(run) is None
+    (run / "events.jsonl").write_bytes(b'\xff\xfe{"kind": "run_start"\n' + b"x" * 100)
+    assert trained_store(run) is None

@@ -94,6 +94,11 @@ def test_a_resume_from_another_folder_says_whose_relative_store_is_missing(tiny_
                            values={"data.store": str(tiny_store)})
     train_run(request)  # --store given: that store
     assert fake_training[0]["cfg"]["data"]["store"] == str(tiny_store)
+    from liverctl.runs.events import EventWriter
+
+    EventWriter(tmp_path / "r", "r").emit("run_start", store=str(tiny_store.absolute()))  # as training records it
+    train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False))
+    assert fake_training[1]["cfg"]["data"]["store"] == str(tiny_store.absolute())  # found where it was trained
 
 
 def test_a_damaged_last_checkpoint_is_refused_before_the_resume_is_announced(tiny_store, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +42,8 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
     assert seq.count("epoch_end") == 2 and "step" in seq and "nan" not in seq
     events = read_events(tmp_path / "r1" / "events.jsonl")
     start = events[0]
+    # data.store as given (absolute here) and where it is from the folder train ran in: found from elsewhere
+    assert start["store"] == str(Path(start["config"]["data"]["store"]).absolute())
     assert start["amp"] == "off" and start["device"] == "cpu" and start["config"]["preset"] == "demo"
     end_epochs = [e for e in events if e["kind"] == "epoch_end"]
     for e in end_epochs:
