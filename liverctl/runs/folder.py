@@ -6,6 +6,7 @@ Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -288,14 +289,14 @@ def run_store(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
 def trained_store(run_dir: str | os.PathLike) -> Path | None:
     """The absolute path of the store the run last started with (its last `run_start`'s `store`); None for a run
     that never started or started before liverctl recorded it, or one whose log says nothing usable."""
-    from liverctl.runs.events import parse_line  # events imports this module
+    from liverctl.runs.events import LineReader, parse_line, read_lines  # events imports this module
 
-    store = None
+    store, reader = None, LineReader()  # a line over its limit (someone's log) is skipped unread
     try:
         with open(Path(run_dir) / EVENTS_FILE, "rb") as fh:
-            for line in fh:  # only the run_start lines are parsed: a 100k-step log is read in a blink
-                if b'"run_start"' in line and (event := parse_line(line.decode("utf-8", "replace"))) is not None \
-                        and event.get("kind") == "run_start":
+            for line in itertools.chain(read_lines(fh, reader), [reader.pending]):
+                # only the run_start lines are parsed: 46 ms for a log of 100k steps, not the 0.8 s of all of it
+                if '"run_start"' in line and (event := parse_line(line)) is not None and event.get("kind") == "run_start":
                     value = event.get("store")
                     store = value if isinstance(value, str) and os.path.isabs(value) and "\0" not in value else store
     except OSError:
