@@ -1427,6 +1427,30 @@ def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
     assert "▶ clean" in result.output and "(ep 5)" in result.output  # and a table of their best figures
 
 
+def test_once_prints_each_run_given(tmp_path):
+    """`watch r1 r2 --once` printed r1's summary alone, r2 dropped without a word; each is printed now, the exit
+    status still the first run's (the one followed, as with --plot)."""
+    write_realistic(tmp_path / "runs" / "clean", nan=False)
+    write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    result = CliRunner().invoke(cli_app, ["watch", "clean", "diverged", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("clean   COMPLETED") < out.index("\n\ndiverged   ") < out.index("NaN DETECTED")
+    assert out.count("checkpoints (") == 2
+
+
+@pytest.mark.parametrize("args, given", [(["--once", "--width", "120"], "--width shapes"),
+                                          (["--height", "20"], "--height shapes"),
+                                          (["--once", "--width", "120", "--height", "20"], "--width and --height shape")])
+def test_chart_size_without_plot_is_refused(tmp_path, args, given):
+    """`--width` / `--height` without `--plot` were ignored without a word (`watch --once --width 120` printed at
+    the terminal's width); one line says what they are for, before any run is looked for."""
+    result = CliRunner().invoke(cli_app, ["watch", "nope", *args, "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {given} the charts of --plot; add --plot (--once and the live view fit "
+                                     "the terminal)")
+
+
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "nope", "--once", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
