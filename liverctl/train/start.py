@@ -70,11 +70,16 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the loss
     can be built (the names the config gives are `liverctl.config.validate`'s). Each of these failed only once the
     run folder had been made (which then kept the name taken), or on --resume once the run's log had been told it
-    failed."""
+    failed. The store and its fold come first: neither needs torch, which the others import (seconds: a
+    wrong --set data.fold=N was refused only after them)."""
     import math
 
     from liverctl.data.dataset import split_rows
     from liverctl.data.store import LiverStore
+
+    store = LiverStore.open(cfg["data"]["store"])
+    train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
+
     from liverctl.device import resolve_device
     from liverctl.train.losses import build_loss
     from liverctl.train.models import check_weights_available, read_encoder_weights
@@ -82,8 +87,6 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
 
     info = distributed.from_env()
     resolve_device(device, info.local_rank)
-    store = LiverStore.open(cfg["data"]["store"])
-    train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
     steps_per_epoch(cfg["train"], math.ceil(len(train_rows) / info.world))
     m = cfg["model"]
     if weights and not is_none(m["encoder_weights_path"]):
