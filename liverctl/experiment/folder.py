@@ -143,11 +143,15 @@ def parse_folds(text: str, store) -> list[int]:
         folds = [fold for fold in range(n_folds) if counts.get(fold)]
     else:
         try:
-            folds = sorted({int(part) for part in spec.replace(" ", "").split(",") if part})
+            given = [int(part) for part in spec.replace(" ", "").split(",") if part]
         except ValueError:
             raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})") from None
-        if not folds:
+        if not given:
             raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})")
+        # `--folds 0,0` trained fold 0 once, as an experiment of one fold, without a word
+        if (twice := next((fold for i, fold in enumerate(given) if fold in given[:i]), None)) is not None:
+            raise LiverctlError(f"--folds {quoted(text)}: fold {twice} is given twice; give each fold once")
+        folds = sorted(given)
     for fold in folds:
         if fold < 0 or fold >= n_folds:
             raise LiverctlError(
@@ -162,6 +166,19 @@ def parse_folds(text: str, store) -> list[int]:
     if len(counts) < 2:
         raise LiverctlError("cross-validation needs at least two folds with cases in the store", path=store.path)
     return folds
+
+
+def spread_text(cv: dict) -> str:
+    """' +- 0.0100': the spread (population std) of an experiment's per-fold best volume Dice as printed after their
+    mean, `cv` as experiment.json records it (`experiment.train.cv_figures`); ' +- -' where the file holds no such
+    figure; '' for one fold, whose spread is none ('+- 0.0000' was printed for it)."""
+    from liverctl.runs.history import dice
+
+    folds = cv.get("folds")
+    if isinstance(folds, dict) and len(folds) == 1:
+        return ""
+    std = dice(cv.get("std"))
+    return " +- " + ("-" if std is None else f"{std:.4f}")
 
 
 def fold_assignment(store) -> dict[str, int]:

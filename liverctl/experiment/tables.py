@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.experiment.folder import read_summary
+from liverctl.experiment.folder import read_summary, spread_text
 from liverctl.plural import plural
 from liverctl.runs.history import dice
 
@@ -45,7 +45,7 @@ def headline(summary: dict) -> str:
     parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {plural(len(summary['folds']), 'fold')}, "
              f"{summary.get('status')})"]
     if cv.get("mean") is not None:
-        parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])} +- {_fmt(cv.get('std'))}")
+        parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])}{spread_text(cv)}")
     if o.get("volume_dice") is not None:
         parts.append(f"pooled out-of-fold ({plural(o.get('cases'), 'case')}, threshold {_g(o.get('threshold'))}, no "
                      f"post-processing): volume {_fmt(o['volume_dice'])}, slice {_fmt(o.get('slice_dice'))}, "

@@ -248,7 +248,8 @@ class _Folds:
 
 
 def cv_figures(summary: dict) -> dict:
-    """Per-fold best volume Dice, mean and population std over the folds that have one."""
+    """Per-fold best volume Dice, mean and population std over the folds that have one (std: None for one fold,
+    whose spread is no figure)."""
     per_fold = {}
     for fold in summary["folds"]:
         best = (summary["fold_results"].get(str(fold)) or {}).get("best") or {}
@@ -258,7 +259,7 @@ def cv_figures(summary: dict) -> dict:
     return {
         "folds": per_fold,
         "mean": mean(values) if values else None,
-        "std": pstdev(values) if values else None,
+        "std": pstdev(values) if len(values) >= 2 else None,
     }
 
 

@@ -46,7 +46,12 @@ def liver(shape=(16, 16, 6), box=(3, 13, 3, 13, 1, 5)) -> np.ndarray:
 def test_parse_folds_all_list_and_bad_input():
     store = FakeStore({"a": 0, "b": 1, "c": 2, "d": 2, "x": -2}, n_folds=3)
     assert folder.parse_folds("all", store) == [0, 1, 2]
-    assert folder.parse_folds("2, 0,2", store) == [0, 2]
+    assert folder.parse_folds("2, 0", store) == [0, 2]
+    # `--folds 0,0` trained fold 0 once, an experiment of one fold, without a word
+    with pytest.raises(LiverctlError, match=r"^--folds '2, 0,2': fold 2 is given twice; give each fold once$"):
+        folder.parse_folds("2, 0,2", store)
+    with pytest.raises(LiverctlError, match=r"^--folds '0,0': fold 0 is given twice"):
+        folder.parse_folds("0,0", store)
     with pytest.raises(LiverctlError, match=r"fold 7 is not in this 3-fold store \(folds 0-2\)"):
         folder.parse_folds("7", store)
     with pytest.raises(LiverctlError, match="'all' or fold numbers"):
@@ -109,7 +114,7 @@ def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
 
 def test_cv_figures_skip_folds_without_a_best():
     summary = {"folds": [0, 1, 2], "fold_results": {"0": {"best": {"volume_dice": 0.5}}, "1": {"best": {}}}}
-    assert cv_figures(summary) == {"folds": {"0": 0.5}, "mean": 0.5, "std": 0.0}
+    assert cv_figures(summary) == {"folds": {"0": 0.5}, "mean": 0.5, "std": None}  # one fold: no spread (was 0.0)
 
 
 # ------------------------------------------------------------------------------------------ decisions
@@ -613,7 +618,8 @@ def test_dice_figures_outside_0_1_in_experiment_json_are_shown_as_dashes(tmp_pat
 
     exp = _experiment(tmp_path)
     summary = folder.read_summary(exp)
-    summary.update(cv={"mean": 1e308, "std": -3, "folds": {"0": 0.5}}, oof={"volume_dice": -4, "slice_dice": 0.25})
+    summary.update(cv={"mean": 1e308, "std": -3, "folds": {"0": 0.5, "1": 0.6}},
+                   oof={"volume_dice": -4, "slice_dice": 0.25})
     summary["decision"].update(volume_dice=9.0, options=[{"threshold": 0.5, "post": "none", "volume_dice": 2.0},
                                                           {"threshold": 0.4, "post": "none", "volume_dice": 0.7}])
     folder.write_summary(exp, summary)
@@ -781,9 +787,14 @@ def test_a_completed_experiment_prints_no_missing_note_and_counts_its_cases_in_w
     assert "out-of-fold (1 case, threshold 0.5, no post-processing): volume Dice 0.5000, slice 0.2500, global " \
            "0.7500 decision" in out and "None" not in out
     assert "pooled out-of-fold (1 case, threshold" in tables.headline(summary)
+    # one fold has no spread: it was "best volume Dice per fold fold 0 0.5000; 0.5000 +- 0.0000", `runs`'
+    # folds cell "0.5000 +- 0.0000 (1)", the headline "per-fold best volume Dice 0.5000 +- 0.0000"
+    assert "completed experiment cv: best volume Dice per fold fold 0 0.5000 out-of-fold" in out
+    assert "per-fold best volume Dice 0.5000; pooled" in tables.headline(summary)
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "cv: decided on 1 out-of-fold case: threshold 0.4" in " ".join(result.stdout.split())
+    assert "0.5000 (1)" in result.stdout and "+-" not in result.stdout.split("\n\n")[0].split("Experiments:")[0]
 
     summary["oof"].update(cases=3, note="out-of-fold predictions cover the cases in folds >= 0 only; ...")
     print_experiment({**summary, "path": str(exp)})
