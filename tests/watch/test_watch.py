@@ -35,6 +35,7 @@ from liverctl.watch.charts import (
 from liverctl.watch.locate import find_run
 from liverctl.watch.records import StepSample
 from liverctl.watch.state import RunState
+from liverctl.watch import summary as summary_text
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
 from liverctl.watch.watcher import RunWatcher, plain_step_line
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
@@ -1367,6 +1368,25 @@ def test_once_before_any_epoch_ended_says_none_finished_not_none_started(tmp_pat
     result = CliRunner().invoke(cli_app, ["watch", "--once", str(tmp_path / "runs" / "stopped")])
     assert result.exit_code == 0, result.output
     assert "no epoch finished\n" in result.output and "started" not in result.output
+
+
+def test_a_run_without_a_checkpoint_says_none_yet_only_while_it_runs(tmp_path):
+    """A run that ended without a checkpoint (failed, stopped at step 0) still said "checkpoints (0 saves) none
+    yet", as if one might come; while the run's writer holds its lock one still may."""
+    run = tmp_path / "runs" / "crashed"
+    s = EventScript("crashed")
+    s.start(preset="demo", device="cpu", amp="off", epochs=3)
+    s.write(run / "events.jsonl")
+    with RunLock(run):
+        watcher = RunWatcher(run)
+        watcher.poll()
+        assert watcher.state.status == "running"
+        assert summary_text.info_text(watcher.state).plain == "checkpoints none yet"
+    s.add("run_end", status="failed", message="worker died")
+    s.write(run / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(run)])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == "checkpoints none: the run ended without saving one"
 
 
 def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
