@@ -555,16 +555,26 @@ def _folder_id(folder: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def check_run_store(path: str | os.PathLike, run: str | os.PathLike) -> Path:
+def check_run_store(path: str | os.PathLike, run: str | os.PathLike, *, experiment: bool = False,
+                    trained_in: Any = None) -> Path:
     """The store a run's config names (its `data.store`, as given to `train`), where it is there; else one line
     saying whose path it is and what to do. A relative data.store is relative to the folder `train` ran in: from
-    another folder, `submit --run` said "no store here; create one with `liverctl ingest`" of a store that is."""
+    another folder, `submit --run` said "no store here; create one with `liverctl ingest`" of a store that is.
+    `experiment`: `run` is an experiment, whose store cannot change on resume (no --store there): the line says to
+    resume from the folder it was trained in, `trained_in` (experiment.json's record, anyone's value) where given."""
     p = Path(path).expanduser()
-    if not p.exists():
-        where = ", relative to the folder the run was trained in" if not p.is_absolute() else ""
-        raise LiverctlError(f"no store here (the data.store of run {Path(run).name}{where}); pass --store PATH",
-                            path=p)
-    return p
+    if p.exists():
+        return p
+    whose, relative = "experiment" if experiment else "run", not p.is_absolute()
+    where = f", relative to the folder the {whose} was trained in" if relative else ""
+    if not experiment:
+        todo = "pass --store PATH"
+    elif relative:
+        where += f": {quoted(trained_in)}" if isinstance(trained_in, str) else ""
+        todo = "an experiment's store cannot change on resume: resume it from that folder"
+    else:
+        todo = "an experiment's store cannot change on resume: put the store back there, or start a new experiment"
+    raise LiverctlError(f"no store here (the data.store of {whose} {Path(run).name}{where}); {todo}", path=p)
 
 
 def _refuse_while_ingesting(path: str | Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ def start_experiment(
             "name": exp_dir.name,
             "preset": cfg.get("preset"),
             "store": str(cfg["data"]["store"]),
+            "trained_in": _working_folder(),  # what a relative store is relative to (`run_folds`)
             "folds": folds,
             "empty_folds": empty,
             "case_folds": folder.fold_assignment(store),
@@ -116,6 +118,14 @@ def start_experiment(
             "fold_results": {},
         })
         return run_folds(exp_dir, options)
+
+
+def _working_folder() -> str | None:
+    """The folder this process runs in; None where it is gone (removed under the shell)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def resume_experiment(exp_dir: str | Path, options: FoldOptions = FoldOptions()) -> dict:
@@ -134,12 +144,15 @@ def _training_done(run_dir: Path, cfg: dict) -> bool:
 
 def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
     """Train (or resume) every fold not yet finished, predict its held-out cases, then decide."""
-    from liverctl.data.store import LiverStore
+    from liverctl.data.store import LiverStore, check_run_store
     from liverctl.experiment import oof
 
     exp_dir = Path(exp_dir)
     summary = read_summary(exp_dir)
-    store = LiverStore.open(summary["config"]["data"]["store"])
+    # relative to the folder the experiment began in: from another, --resume said "no store here; create one with
+    # `liverctl ingest`" of a store that is there
+    store = LiverStore.open(check_run_store(summary["config"]["data"]["store"], exp_dir, experiment=True,
+                                            trained_in=summary.get("trained_in")))
     folder.check_store_unchanged(summary, store, exp_dir)
     folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, options=options)
     expected = experiment_cases(summary, store)

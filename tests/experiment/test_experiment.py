@@ -161,6 +161,8 @@ def _experiment(tmp_path: Path, status="completed") -> Path:
 
     exp = tmp_path / "cv"
     exp.mkdir()
+    # where its store is: tests that resume it put a FakeStore in LiverStore.open's place (run_folds looks first)
+    (tmp_path / "liver.zarr").mkdir(exist_ok=True)
     cfg = make_config("demo", {"data.store": str(tmp_path / "liver.zarr"), "data.input_size": 64,
                                "model.encoder": SMALL_NET_ENCODER, "model.decoder_channels": [16, 8, 8, 8, 8]})
     folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": cfg["data"]["store"], "folds": [0, 1],
@@ -451,6 +453,45 @@ def test_all_folds_of_a_store_with_empty_ones_are_those_with_cases_and_every_cas
                     "trained still hold each of the 6 cases out once"]
     # the out-of-fold pool (and so the decision) is every case in a fold, each from the fold trained without it
     assert train.experiment_cases(summary, store) == folder.fold_assignment(store) and len(set(summary["folds"])) == 6
+
+
+def test_resuming_an_experiment_from_another_folder_says_where_its_store_is(tiny_store, tmp_path, monkeypatch):
+    """`train --resume EXPERIMENT` from another folder than the one it was trained in said "store/liver.zarr: no
+    store here; create one with `liverctl ingest DATA --store PATH`" of a store that is there (6ab4110 said it
+    right of a run). An experiment's store cannot change on resume, so the line says to resume from the folder it
+    was trained in, which experiment.json now records."""
+    from liverctl.config import resolve_config
+    from liverctl.experiment import train
+    from liverctl.train.start import TrainRequest
+
+    home = tmp_path / "home"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "liver.zarr").symlink_to(tiny_store)  # where the default, relative data.store leads
+    monkeypatch.chdir(home)
+    with monkeypatch.context() as m:
+        m.setattr(train, "run_folds", lambda exp_dir, options: folder.read_summary(exp_dir))
+        cfg = resolve_config("demo", ["data.input_size=64", "train.batch_size=2"])
+        summary = train.start_experiment(cfg, home / "runs", "cv", "all")
+    assert summary["config"]["data"]["store"] == "store/liver.zarr" and summary["trained_in"] == str(home)
+    exp = home / "runs" / "cv"
+    monkeypatch.chdir(tmp_path)
+    line = ("store/liver.zarr: no store here (the data.store of experiment cv, relative to the folder the experiment "
+            "was trained in{}); an experiment's store cannot change on resume: resume it from that folder")
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == line.format(f": '{home}'")
+    del summary["trained_in"]  # an experiment.json written before the record
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == line.format("")
+    summary["config"]["data"]["store"] = str(tmp_path / "gone.zarr")  # an absolute store moved away
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == (f"{tmp_path / 'gone.zarr'}: no store here (the data.store of experiment cv); an "
+                               "experiment's store cannot change on resume: put the store back there, or start a new "
+                               "experiment")
 
 
 @pytest.mark.slow
