@@ -619,6 +619,30 @@ def test_an_experiment_summary_holding_an_integer_of_thousands_of_digits_is_one_
     summarize_experiment(exp)  # says what it could not read, as of any damaged summary
 
 
+def test_a_decisions_post_from_experiment_json_is_printed_as_printable_text(tmp_path):
+    """experiment.json is anyone's file: a decision's post holding ESC, a newline and a rich tag reached the
+    terminal as it was from `runs` (its decided-on line) and `report` (the headline, printed as markup: '[bold]'
+    gone, and the option table's cells)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    post = "largest\x1b[31mRED\nnext [bold]x"
+    summary["decision"].update(post=post, options=[{"threshold": 0.4, "post": post, "volume_dice": 0.5}])
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cv: decided on" in result.stdout and "\x1b" not in result.stdout
+    assert "post largest [31mRED next [bold]x (volume Dice -)" in result.stdout
+    result = CliRunner().invoke(app, ["report", str(exp), "--no-overlays", "--out", str(tmp_path / "rep")])
+    assert "\x1b" not in result.stdout, result.output
+    assert "decision: threshold 0.4, post largest [31mRED next [bold]x (out-of-fold" in result.stdout
+    table = result.stdout.split("out-of-fold options")[1]  # the cell may wrap: its words are there, as written
+    assert all(word in table for word in ("largest", "[31mRED", "next", "[bold]x"))
+
+
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
     """A cv mean, an out-of-fold threshold or an option's threshold of text ended `runs` and `report` in a
     ValueError / TypeError (format codes applied to a str or None)."""
