@@ -27,7 +27,7 @@ import numpy as np
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree
-from liverctl.printable import quoted
+from liverctl.printable import one_line, quoted
 
 # Distance from a whole number within which a float label value is that number. float32 arithmetic on
 # labels (a scale factor, 1 / 255 * 255) is off by about 1e-7 x the value, float16 holds every whole number
@@ -68,7 +68,7 @@ def check_liver_labels(values: Sequence[Any], given: str) -> list[int]:
             problem = ("0 is the background of a label map (every voxel outside the labelled structures), not "
                        "liver; give the values that mean liver (--liver-labels), e.g. 1 (LiTS: 1,2, liver and tumour)")
         if problem is not None:
-            raise LiverctlError(f"{given[:120]}: {problem}")
+            raise LiverctlError(f"{one_line(given, 120)}: {problem}")  # ours and their values: cut with "…"
     return [int(v) for v in values]
 
 

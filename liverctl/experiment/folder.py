@@ -16,7 +16,7 @@ from typing import Any
 from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
-from liverctl.printable import quoted
+from liverctl.printable import one_line, quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 
@@ -76,7 +76,7 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
         raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
     except (OSError, ValueError, RecursionError) as exc:  # not UTF-8 or JSON, an integer of thousands of digits;
         # nested absurdly
-        raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {str(exc)[:120]})",
+        raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {one_line(exc, 120)})",
                             path=path) from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)

@@ -614,8 +614,10 @@ def test_an_experiment_summary_holding_an_integer_of_thousands_of_digits_is_one_
     path = exp / folder.SUMMARY_FILE
     text = path.read_text(encoding="utf-8")
     path.write_text(text[:text.rindex("}")] + ', "x": ' + "9" * 5000 + "}", encoding="utf-8")
-    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"):
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"
+                       ) as info:
         folder.read_summary(exp)
+    assert str(info.value).endswith("…)")  # Python's long message, cut with a mark (was cut by hand, unmarked)
     summarize_experiment(exp)  # says what it could not read, as of any damaged summary
 
 
