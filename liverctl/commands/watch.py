@@ -39,9 +39,8 @@ def watch_command(
 
     Keys: s smoothing, x step/time axis, c overlay runs, t table/charts, d dismiss NaN, r / [ ] runs, q quit.
     """
-    from liverctl.watch.locate import find_runs
-
     from liverctl.errors import LiverctlError
+    from liverctl.watch.locate import find_runs
 
     with guarded():
         if not plot and (given := [f"--{name}" for name, value in (("width", width), ("height", height))

@@ -18,6 +18,7 @@ from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
 from liverctl.runs.events import EventWriter, read_events
 from liverctl.runs.folder import RunLock
+from liverctl.watch import summary as summary_text
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.charts import (
     ChartSettings,
@@ -35,7 +36,6 @@ from liverctl.watch.charts import (
 from liverctl.watch.locate import find_run
 from liverctl.watch.records import StepSample
 from liverctl.watch.state import RunState
-from liverctl.watch import summary as summary_text
 from liverctl.watch.summary import exit_code, fmt_duration, nan_banner_text
 from liverctl.watch.watcher import RunWatcher, plain_step_line
 from liverctl.watch.widgets import Chart, CompareTable, EpochTable, NanBanner, RunHeader
