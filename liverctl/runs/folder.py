@@ -16,7 +16,7 @@ from pathlib import Path
 
 from liverctl.errors import LiverctlError
 from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
-from liverctl.printable import one_line, quoted
+from liverctl.printable import first_line, quoted
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -47,7 +47,7 @@ def rank_failures(run_dir: str | os.PathLike) -> list[tuple[float, int, str]]:
             continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            message = one_line((str(record["message"]).splitlines() or [""])[0], 500)  # anyone's text: one line
+            message = first_line(record["message"], 500)  # anyone's text: one line
             found.append((float(record["ts"]), int(name[1]), message))
         except (OSError, ValueError, TypeError, KeyError, RecursionError):  # none, or not one a rank wrote
             continue

@@ -18,7 +18,7 @@ from liverctl.config import apply_overrides, is_none, read_config, resolve_confi
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import experiment_of_fold
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 from liverctl.runs.checkpoint import load_checkpoint, require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
@@ -144,7 +144,7 @@ def check_model(cfg: dict) -> int:
         try:
             model = build_model(cfg, pretrained=False)
         except (RuntimeError, MemoryError) as exc:  # e.g. a data.context of millions: terabytes of first conv
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            detail = first_line(exc, 200) or type(exc).__name__
             raise LiverctlError(
                 f"{name} cannot be built for {in_channels(cfg)} input channels (data.context="
                 f"{cfg['data']['context']}) and model.decoder_channels={m['decoder_channels']}: {detail}"
@@ -152,7 +152,7 @@ def check_model(cfg: dict) -> int:
         try:
             shape = _logits_shape(model, cfg, batch, size)
         except (RuntimeError, ValueError) as exc:
-            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            detail = first_line(exc, 200)
             larger = _smallest_input_size(cfg, batch, size)
             hint = f"; it takes data.input_size {larger} and more" if larger else ""
             raise LiverctlError(
