@@ -20,7 +20,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
-from liverctl.printable import quoted
+from liverctl.printable import one_line, quoted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +48,7 @@ def _read_toml(path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise LiverctlError(f"not valid TOML: {exc}", path=path) from None
     except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # not UTF-8, nested too deep, huge integer
-        raise LiverctlError(f"not valid TOML ({type(exc).__name__}): {str(exc)[:120]}", path=path) from None
+        raise LiverctlError(f"not valid TOML ({type(exc).__name__}): {one_line(exc, 120)}", path=path) from None
     except OSError as exc:
         raise LiverctlError(f"cannot read: {exc.strerror or exc}", path=path) from None
 

@@ -55,6 +55,14 @@ def one_line(value: Any, limit: int = MESSAGE_LIMIT) -> str:
     return _cut(text, limit)
 
 
+def first_line(message: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
+    """The first line of an exception's message (or of a message) as one printable line of at most `limit`
+    characters (`one_line`); "" for an empty one. torch's messages go on for lines of tensors and advice; the
+    first says what is wrong. Each reader cut it by hand (`[0][:200]`), with no mark and control characters kept."""
+    lines = str(message).strip().splitlines()
+    return one_line(lines[0] if lines else "", limit)
+
+
 def quoted(value: Any, limit: int = QUOTE_LIMIT, *, sized: bool = False) -> str:
     """Someone's value (a name, an entry or a field of their file) as a message quotes it: its repr, where control
     and invisible characters show as escapes (`'a\\x1b[2J'`), so the line stays one printable line that says what

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.printable import QUOTE_LIMIT, escaped, one_line, quoted
+from liverctl.printable import QUOTE_LIMIT, escaped, first_line, one_line, quoted
 
 
 def test_a_quoted_value_shows_control_characters_as_escapes_and_is_cut_with_an_ellipsis():
@@ -23,6 +23,20 @@ def test_a_quoted_value_shows_control_characters_as_escapes_and_is_cut_with_an_e
 def test_one_line_and_quoted_cut_alike():
     text = "y" * 500
     assert one_line(text, 50) == "y" * 49 + "…" and quoted(text, 50) == "'" + "y" * 48 + "…"
+
+
+def test_the_first_line_of_an_exception_is_printable_and_cut_with_a_mark():
+    """Five readers took an exception's first line and cut it by hand (`[0][:200]`): no mark where it was cut,
+    ESC kept; short_error (nifti's: the type and the first line) was not cut at all, and the store cut it by hand."""
+    from liverctl.data.nifti import short_error
+
+    exc = RuntimeError("size mismatch \x1b[2J" + "x" * 400 + "\n  tensor of shape [64, 3, 7, 7] ...")
+    assert first_line(exc, 200) == one_line("size mismatch \x1b[2J" + "x" * 400, 200)
+    assert len(first_line(exc, 200)) == 200 and first_line(exc, 200).endswith("…") and "\x1b" not in first_line(exc)
+    assert first_line(RuntimeError()) == "" and first_line("one\ntwo") == "one"
+    assert short_error(exc, limit=200).startswith("RuntimeError: size mismatch [2J") and len(short_error(exc, limit=200)) == 200
+    assert short_error(ValueError()) == "ValueError"
+    assert short_error(OSError("cannot read /d/x.nii: no"), Path("/d/x.nii")) == "OSError: cannot read the file: no"
 
 
 def test_escaped_shows_each_control_or_invisible_character_as_its_escape_and_cuts_nothing():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from liverctl.commands._common import console
-from liverctl.experiment.folder import SUMMARY_FILE
+from liverctl.experiment.folder import SUMMARY_FILE, spread_text
 from liverctl.plural import plural
 from liverctl.printable import esc
 
@@ -23,8 +23,9 @@ def print_experiment(summary: dict) -> None:
         return
     cv, o, d = summary["cv"], summary["oof"], summary["decision"]
     per_fold = ", ".join(f"fold {f} {v:.4f}" for f, v in cv["folds"].items())
-    console.print(f"completed experiment {esc(name)}: best volume Dice per fold {per_fold}; "
-                  f"{cv['mean']:.4f} +- {cv['std']:.4f}", highlight=False)
+    # the mean and spread of one fold said nothing more: 'fold 0 0.0290; 0.0290 +- 0.0000'
+    across = f"; {cv['mean']:.4f}{spread_text(cv)}" if len(cv["folds"]) > 1 else ""
+    console.print(f"completed experiment {esc(name)}: best volume Dice per fold {per_fold}{across}", highlight=False)
     note = f"; {esc(o['note'])}" if o.get("note") else ""  # None where it has nothing to say (no train-only case)
     console.print(
         f"out-of-fold ({plural(o['cases'], 'case')}, threshold {o['threshold']:g}, no post-processing): "

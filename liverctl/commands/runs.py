@@ -152,6 +152,7 @@ def _print_endings(summaries) -> None:
 
 
 def _print_experiment_notes(summaries) -> None:
+    from liverctl.printable import QUOTE_LIMIT, one_line
     from liverctl.runs.history import finite
     from liverctl.runs.table import format_dice
 
@@ -164,7 +165,7 @@ def _print_experiment_notes(summaries) -> None:
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
             threshold = finite(decision.get("threshold"))
             print_words(console, f"{s.name}: decided on {plural(decision.get('cases'), 'out-of-fold case')}: threshold "
-                        f"{'-' if threshold is None else f'{threshold:g}'}, post {decision.get('post')} "
+                        f"{'-' if threshold is None else f'{threshold:g}'}, post {one_line(decision.get('post'), QUOTE_LIMIT)} "
                         f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
 
 
@@ -215,17 +216,18 @@ def report_command(
 def _print_experiment_options(exp_dir: Path) -> None:
     """An experiment's headline and its out-of-fold option table (the chosen one marked)."""
     from rich.table import Table
+    from rich.text import Text
 
     from liverctl.experiment.folder import read_summary
     from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
 
     summary = read_summary(exp_dir)
-    console.print(headline(summary), highlight=False, soft_wrap=True)
+    console.print(headline(summary), highlight=False, soft_wrap=True, markup=False)  # plain text: '[bold]' as written
     rows = option_rows(summary)
     if rows:
         table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
         for h in OPTION_HEAD:
             table.add_column(h, justify="left" if h == "post-processing" else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # a str cell is markup
         console.print(table)

@@ -125,6 +125,8 @@ def _print_cleaned(results) -> None:
     for r in results:
         console.print(f"{r.source.name} -> {r.target}: {r.voxels_before} -> {r.voxels_after} voxels", highlight=False,
                       markup=False)
+        if r.note:  # beneath the file's line it explains, as evaluate's beneath its figures
+            err_console.print(f"[bold yellow]note:[/] {esc(r.note)}", highlight=False, soft_wrap=True)
 
 
 def evaluate_command(

@@ -26,22 +26,28 @@ def watch_command(
     once: bool = typer.Option(
         False,
         "--once",
-        help="Print the summary as plain text and exit: 1 if the run had a NaN, failed or ended before its "
-        "first event.",
+        help="Print each run's summary as plain text and exit: 1 if the (first) run had a NaN, failed or ended "
+        "before its first event.",
     ),
     plot: bool = typer.Option(
         False, "--plot", help="Print the charts once as text (for logs and notebooks) and exit like --once."
     ),
     width: int | None = typer.Option(None, "--width", min=40, help="--plot: chart width (default: the terminal's)."),
-    height: int = typer.Option(16, "--height", min=8, help="--plot: chart height in lines."),
+    height: int | None = typer.Option(None, "--height", min=8, help="--plot: chart height in lines (default: 16)."),
 ) -> None:
     """Follow a training run live: loss, Dice, learning-rate and throughput charts, epochs, NaN alarm.
 
     Keys: s smoothing, x step/time axis, c overlay runs, t table/charts, d dismiss NaN, r / [ ] runs, q quit.
     """
+    from liverctl.errors import LiverctlError
     from liverctl.watch.locate import find_runs
 
     with guarded():
+        if not plot and (given := [f"--{name}" for name, value in (("width", width), ("height", height))
+                                   if value is not None]):
+            # were ignored without a word: `watch --once --width 120` printed at the terminal's width
+            raise LiverctlError(f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} the charts of "
+                                "--plot; add --plot (--once and the live view fit the terminal)")
         run_dir, runs_root, others, notes = find_runs(runs, runs_dir)
         for note in notes:
             console.print(note, highlight=False, markup=False)
@@ -53,7 +59,7 @@ def watch_command(
             from liverctl.watch.once import print_once
 
             code = print_once(console, [run_dir, *others], summary=once or not plot, plot=plot, width=width,
-                              height=height)
+                              height=16 if height is None else height)
     if once or plot:
         raise typer.Exit(code)
     from liverctl.watch.app import WatchApp

@@ -336,17 +336,17 @@ def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np
     training = np.asarray(index.split) == SPLIT_CODES[TRAIN]
     folds = np.asarray(index.fold)
     valid = sorted({f for f in folds[training].tolist() if f >= 0})
-    if fold < 0:
-        raise LiverctlError(f"data.fold must be one of the store's folds {valid}, not {fold}")
+    where = (f"the store's training cases are in {agree(len(valid), 'fold', 'folds')} "
+             f"{', '.join(map(str, valid)) or 'none'}" + (f": choose one with --set data.fold={valid[0]}" if valid else ""))
+    if fold < 0:  # was "data.fold must be one of the store's folds [0, 2], not -1": a Python list, nothing to do
+        raise LiverctlError(f"fold {fold} is no fold; {where}")
     train_rows = np.flatnonzero(training & (folds != fold) & ((folds >= 0) | (folds == TRAIN_ONLY_FOLD)))
     val_rows = np.flatnonzero(training & (folds == fold))
     if max_val_cases > 0 and len(val_rows):
         codes = sorted(set(np.asarray(index.case)[val_rows].tolist()))[:max_val_cases]
         val_rows = val_rows[np.isin(np.asarray(index.case)[val_rows], codes)]
     if not len(val_rows):
-        todo = f": choose one with --set data.fold={valid[0]}" if valid else ""
-        raise LiverctlError(f"fold {fold} has no training cases to validate on; the store's training cases are in "
-                            f"{agree(len(valid), 'fold', 'folds')} {', '.join(map(str, valid)) or 'none'}{todo}")
+        raise LiverctlError(f"fold {fold} has no training cases to validate on; {where}")
     if not len(train_rows):
         raise LiverctlError(f"no training cases outside fold {fold}; folds in the store: {valid}")
     return train_rows, val_rows

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from liverctl.errors import LiverctlError
-from liverctl.printable import quoted
+from liverctl.plural import agree
+from liverctl.printable import one_line, quoted
 
 # Distance from a whole number within which a float label value is that number. float32 arithmetic on
 # labels (a scale factor, 1 / 255 * 255) is off by about 1e-7 x the value, float16 holds every whole number
@@ -67,7 +68,7 @@ def check_liver_labels(values: Sequence[Any], given: str) -> list[int]:
             problem = ("0 is the background of a label map (every voxel outside the labelled structures), not "
                        "liver; give the values that mean liver (--liver-labels), e.g. 1 (LiTS: 1,2, liver and tumour)")
         if problem is not None:
-            raise LiverctlError(f"{given[:120]}: {problem}")
+            raise LiverctlError(f"{one_line(given, 120)}: {problem}")  # ours and their values: cut with "…"
     return [int(v) for v in values]
 
 
@@ -187,3 +188,21 @@ def read_liver_mask(path: str | os.PathLike, liver_labels: Sequence[int] | None 
     check_type_holds_liver(img, liver_labels, path)
     return img, liver_from_labels(integer_labels(data, path, header_scaling(img)), liver_labels)
 
+
+def no_liver_note(path: str | os.PathLike, liver_labels: Sequence[int], outcome: str) -> str | None:
+    """What to say of a label whose liver, by `liver_labels`, is empty while it holds other values (`evaluate
+    --liver-labels 2` on labels of 0/1 scored every case 0.0000 without a word; postprocess wrote an empty mask):
+    '<path>: holds label value 1, none of the liver labels 2: <outcome>'. None where the label holds nothing but 0.
+    Reads the file again: call it in that rare case only (a liver mask that came out empty)."""
+    from liverctl.data.conversion import label_values
+    from liverctl.data.nifti import header_scaling, read_nifti
+
+    path = Path(path)
+    img, data = read_nifti(path, pairs=True)
+    values, _ = label_values(integer_labels(data, path, header_scaling(img)))
+    held = [str(int(v)) for v in values if v != 0]
+    if not held:
+        return None
+    shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "")
+    return (f"{path}: holds label {agree(len(held), 'value', 'values')} {shown}, none of the liver labels "
+            f"{','.join(str(int(v)) for v in liver_labels)}: {outcome}")

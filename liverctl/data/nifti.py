@@ -31,7 +31,7 @@ import numpy as np
 
 from liverctl.disk import human_bytes
 from liverctl.errors import LiverctlError
-from liverctl.printable import quoted
+from liverctl.printable import MESSAGE_LIMIT, first_line, one_line, quoted
 
 # Deflate cannot expand by more than 1032:1 (a 258-byte match costs at least 2 bits), so a gzip file of
 # N bytes never holds more than about 1032 N bytes; the margin covers the gzip header and trailer.
@@ -536,10 +536,10 @@ def _voxels(img, path: Path, read) -> np.ndarray:
     return data.reshape(volume_shape(img), order="A")
 
 
-def short_error(exc: BaseException, path: Path | None = None) -> str:
-    """First line of an exception's message, with its type and without the file name repeated."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
+def short_error(exc: BaseException, path: Path | None = None, limit: int = MESSAGE_LIMIT) -> str:
+    """First line of an exception's message (`printable.first_line`), with its type and without the file name
+    repeated, at most `limit` characters."""
+    first = first_line(exc, 4 * limit)
     if path is not None:
         first = first.replace(f"File {path} ", "").replace(str(path), "the file")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return one_line(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, limit)

@@ -345,7 +345,7 @@ class LiverStore:
         except Exception as exc:  # noqa: BLE001 - zarr's parsers raise TypeError, ValueError, RecursionError, ...
             from liverctl.data.nifti import short_error
 
-            raise LiverctlError(f"zarr cannot read this metadata ({short_error(exc)[:200]}); the store is damaged: "
+            raise LiverctlError(f"zarr cannot read this metadata ({short_error(exc, limit=200)}); the store is damaged: "
                                 "run `liverctl ingest` again on the same data", path=self._refused_metadata(key)) from None
 
     def _refused_metadata(self, key: str) -> Path:
@@ -540,7 +540,7 @@ class LiverStore:
             except Exception:  # noqa: BLE001 - metadata zarr took but cannot read by (a chunk shape of 0)
                 found = None
             if found is None:  # no chunk file to blame: the column's own zarr.json
-                raise LiverctlError(f"slice index column {name!r} cannot be read ({short_error(exc)[:200]}); {rebuild}",
+                raise LiverctlError(f"slice index column {name!r} cannot be read ({short_error(exc, limit=200)}); {rebuild}",
                                     path=self.path / INDEX_GROUP / name / METADATA_FILE) from None
             raise LiverctlError(f"slice index column {name!r} cannot be decoded ({found[1]}); {rebuild}",
                                 path=found[0]) from None

@@ -11,8 +11,9 @@ The Kaggle / nnU-Net recipe in two commands (`train --folds all`, `submit --run 
 | `summary.py`  | the experiment as one row of `liverctl runs` (files only, no torch / zarr)         |
 
 ```
-runs/<name>/experiment.json    format, preset, store, folds, config, status, per-fold results,
-                                  cv (per-fold best volume Dice mean +- std), oof (pooled figures),
+runs/<name>/experiment.json    format, preset, store, trained_in (the folder a relative store is relative
+                                  to), folds, config, status, per-fold results,
+                                  cv (per-fold best volume Dice mean +- std; std null for one fold), oof (pooled figures),
                                   decision (threshold, post, every option's score)
 runs/<name>/fold-<k>/          an ordinary run folder (watch, runs, report, resume work on it)
 runs/<name>/oof.zarr/<case>    uint8 (X, Y, Z): out-of-fold probability * 255; attrs fold, complete

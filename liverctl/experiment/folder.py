@@ -16,7 +16,7 @@ from typing import Any
 from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
-from liverctl.printable import quoted
+from liverctl.printable import one_line, quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 
@@ -76,7 +76,7 @@ def read_summary(exp_dir: str | os.PathLike) -> dict:
         raise LiverctlError(f"not an experiment folder (no {SUMMARY_FILE})", path=exp_dir) from None
     except (OSError, ValueError, RecursionError) as exc:  # not UTF-8 or JSON, an integer of thousands of digits;
         # nested absurdly
-        raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {str(exc)[:120]})",
+        raise LiverctlError(f"cannot read the experiment summary ({type(exc).__name__}: {one_line(exc, 120)})",
                             path=path) from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise LiverctlError(f"not a liverctl experiment summary (expected format {FORMAT})", path=path)
@@ -143,11 +143,15 @@ def parse_folds(text: str, store) -> list[int]:
         folds = [fold for fold in range(n_folds) if counts.get(fold)]
     else:
         try:
-            folds = sorted({int(part) for part in spec.replace(" ", "").split(",") if part})
+            given = [int(part) for part in spec.replace(" ", "").split(",") if part]
         except ValueError:
             raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})") from None
-        if not folds:
+        if not given:
             raise LiverctlError(f"--folds takes 'all' or fold numbers such as 0,2,4 (got {quoted(text)})")
+        # `--folds 0,0` trained fold 0 once, as an experiment of one fold, without a word
+        if (twice := next((fold for i, fold in enumerate(given) if fold in given[:i]), None)) is not None:
+            raise LiverctlError(f"--folds {quoted(text)}: fold {twice} is given twice; give each fold once")
+        folds = sorted(given)
     for fold in folds:
         if fold < 0 or fold >= n_folds:
             raise LiverctlError(
@@ -162,6 +166,19 @@ def parse_folds(text: str, store) -> list[int]:
     if len(counts) < 2:
         raise LiverctlError("cross-validation needs at least two folds with cases in the store", path=store.path)
     return folds
+
+
+def spread_text(cv: dict) -> str:
+    """' +- 0.0100': the spread (population std) of an experiment's per-fold best volume Dice as printed after their
+    mean, `cv` as experiment.json records it (`experiment.train.cv_figures`); ' +- -' where the file holds no such
+    figure; '' for one fold, whose spread is none ('+- 0.0000' was printed for it)."""
+    from liverctl.runs.history import dice
+
+    folds = cv.get("folds")
+    if isinstance(folds, dict) and len(folds) == 1:
+        return ""
+    std = dice(cv.get("std"))
+    return " +- " + ("-" if std is None else f"{std:.4f}")
 
 
 def fold_assignment(store) -> dict[str, int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary
+from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary, spread_text
 from liverctl.plural import agree
 
 
@@ -70,15 +70,15 @@ def summarize_experiment(exp_dir: str | Path):
 
 
 def cv_text(summary) -> str:
-    """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one."""
+    """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one; `0.8123 (1)`
+    for one fold (`folder.spread_text`)."""
     from liverctl.runs.history import dice
 
     cv = (summary.cv or {}).get("cv") or {}
-    mean, std, folds = dice(cv.get("mean")), dice(cv.get("std")), cv.get("folds")
+    mean, folds = dice(cv.get("mean")), cv.get("folds")
     if mean is None:
         return "-"
-    std_text = "-" if std is None else f"{std:.4f}"
-    return f"{mean:.4f} +- {std_text} ({len(folds) if isinstance(folds, dict) else '-'})"
+    return f"{mean:.4f}{spread_text(cv)} ({len(folds) if isinstance(folds, dict) else '-'})"
 
 
 def experiment_row_extra(summary, varied: list[str]) -> dict[str, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.experiment.folder import read_summary
+from liverctl.experiment.folder import read_summary, spread_text
 from liverctl.plural import plural
+from liverctl.printable import QUOTE_LIMIT, one_line
 from liverctl.runs.history import dice
 
 OPTION_HEAD = ("threshold", "post-processing", "volume Dice", "slice Dice", "global Dice")
@@ -21,7 +22,7 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
     options.sort(key=lambda o: -(dice(o.get("volume_dice")) or 0.0))
     for o in options:
         chosen = o.get("threshold") == decision.get("threshold") and o.get("post") == decision.get("post")
-        rows.append((f"{_g(o.get('threshold'))}{' *' if chosen else ''}", str(o.get("post")),
+        rows.append((f"{_g(o.get('threshold'))}{' *' if chosen else ''}", one_line(o.get("post"), QUOTE_LIMIT),
                      *(_fmt(o.get(k)) for k in ("volume_dice", "slice_dice", "global_dice"))))
     return rows
 
@@ -41,20 +42,22 @@ def fold_rows(summary: dict) -> list[tuple[str, ...]]:
 
 
 def headline(summary: dict) -> str:
+    """The experiment in a line of plain text (not markup); its texts from experiment.json, anyone's file, as
+    printable text (`printable.one_line`): a decision's post holding ESC and a newline was printed as it was."""
     cv, o, d = summary.get("cv") or {}, summary.get("oof") or {}, summary.get("decision") or {}
-    parts = [f"experiment {summary.get('name')} ({summary.get('preset')}, {plural(len(summary['folds']), 'fold')}, "
-             f"{summary.get('status')})"]
+    name, preset, status = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset", "status"))
+    parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {status})"]
     if cv.get("mean") is not None:
-        parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])} +- {_fmt(cv.get('std'))}")
+        parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])}{spread_text(cv)}")
     if o.get("volume_dice") is not None:
         parts.append(f"pooled out-of-fold ({plural(o.get('cases'), 'case')}, threshold {_g(o.get('threshold'))}, no "
                      f"post-processing): volume {_fmt(o['volume_dice'])}, slice {_fmt(o.get('slice_dice'))}, "
                      f"global {_fmt(o.get('global_dice'))}")
     if d:
-        parts.append(f"decision: threshold {_g(d.get('threshold'))}, post {d.get('post')} (out-of-fold volume Dice "
-                     f"{_fmt(d.get('volume_dice'))})")
+        parts.append(f"decision: threshold {_g(d.get('threshold'))}, post {one_line(d.get('post'), QUOTE_LIMIT)} "
+                     f"(out-of-fold volume Dice {_fmt(d.get('volume_dice'))})")
     if o.get("note"):
-        parts.append(o["note"])
+        parts.append(one_line(o["note"]))
     return "; ".join(parts)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from liverctl.experiment.folder import fold_dir, read_summary, write_summary
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
 from liverctl.runs.checkpoint import read_sidecar
-from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path
+from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path, run_store
 from liverctl.train.start import TrainRequest
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
@@ -106,6 +107,7 @@ def start_experiment(
             "name": exp_dir.name,
             "preset": cfg.get("preset"),
             "store": str(cfg["data"]["store"]),
+            "trained_in": _working_folder(),  # what a relative store is relative to (`run_folds`)
             "folds": folds,
             "empty_folds": empty,
             "case_folds": folder.fold_assignment(store),
@@ -116,6 +118,14 @@ def start_experiment(
             "fold_results": {},
         })
         return run_folds(exp_dir, options)
+
+
+def _working_folder() -> str | None:
+    """The folder this process runs in; None where it is gone (removed under the shell)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def resume_experiment(exp_dir: str | Path, options: FoldOptions = FoldOptions()) -> dict:
@@ -139,7 +149,10 @@ def run_folds(exp_dir: Path, options: FoldOptions = FoldOptions()) -> dict:
 
     exp_dir = Path(exp_dir)
     summary = read_summary(exp_dir)
-    store = LiverStore.open(summary["config"]["data"]["store"])
+    # relative to the folder the experiment began in: from another, --resume said "no store here; create one with
+    # `liverctl ingest`" of a store that is there
+    store = LiverStore.open(run_store(summary["config"]["data"]["store"], exp_dir, experiment=True,
+                                      trained_in=summary.get("trained_in")))
     folder.check_store_unchanged(summary, store, exp_dir)
     folds = _Folds(exp_dir=exp_dir, summary=summary, store=store, options=options)
     expected = experiment_cases(summary, store)
@@ -248,7 +261,8 @@ class _Folds:
 
 
 def cv_figures(summary: dict) -> dict:
-    """Per-fold best volume Dice, mean and population std over the folds that have one."""
+    """Per-fold best volume Dice, mean and population std over the folds that have one (std: None for one fold,
+    whose spread is no figure)."""
     per_fold = {}
     for fold in summary["folds"]:
         best = (summary["fold_results"].get(str(fold)) or {}).get("best") or {}
@@ -258,7 +272,7 @@ def cv_figures(summary: dict) -> dict:
     return {
         "folds": per_fold,
         "mean": mean(values) if values else None,
-        "std": pstdev(values) if values else None,
+        "std": pstdev(values) if len(values) >= 2 else None,
     }
 
 

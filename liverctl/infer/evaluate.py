@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from liverctl.data.liver_mask import read_liver_mask
+from liverctl.data.liver_mask import no_liver_note, read_liver_mask
 from liverctl.data.sources import case_id_from_name
 from liverctl.data.sources.common import nifti_files
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.infer.submission import read_submission
 from liverctl.metrics import DiceCounts, dice_from_counts, slice_counts
-from liverctl.plural import agree
 from liverctl.printable import quoted
 
 
@@ -52,7 +51,7 @@ class Evaluation:
     global_dice: float  # pooled over every voxel of every case
     cases: list[CaseScore]
     sha256: str | None = None  # of the CSV scored: `runs` matches scores to the submission that wrote the file
-    notes: list[str] = field(default_factory=list)  # a label holding none of `liver_labels` (`_no_liver_note`)
+    notes: list[str] = field(default_factory=list)  # a label holding none of `liver_labels` (`liver_mask.no_liver_note`)
 
     def to_json(self) -> dict:
         def clean(v):
@@ -103,7 +102,7 @@ def evaluate_submission(
     for case, path in files.items():
         _, label = read_liver_mask(path, liver_labels)
         if liver_labels and not label.any():
-            notes += filter(None, [_no_liver_note(path, liver_labels)])
+            notes += filter(None, [no_liver_note(path, liver_labels, "scored as a case without liver")])
         per_slice = slice_counts(parsed.volume(case), label)
         counts.add_slices(case, per_slice)
         tp, fp, fn = (int(v) for v in per_slice.sum(axis=0))
@@ -132,23 +131,6 @@ def evaluate_submission(
         sha256=parsed.sha256,  # of the bytes scored, not a second read that could see another file
         notes=notes,
     )
-
-
-def _no_liver_note(path: Path, liver_labels: Sequence[int]) -> str | None:
-    """What to say of a label whose liver, by `liver_labels`, is empty while it holds other values: `evaluate
-    --liver-labels 2` on labels of 0/1 scored every case 0.0000 without a word. Read again, in this rare case only."""
-    from liverctl.data.conversion import label_values
-    from liverctl.data.liver_mask import integer_labels
-    from liverctl.data.nifti import header_scaling, read_nifti
-
-    img, data = read_nifti(path, pairs=True)
-    values, _ = label_values(integer_labels(data, path, header_scaling(img)))
-    held = [str(int(v)) for v in values if v != 0]
-    if not held:
-        return None
-    shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "")
-    return (f"{path}: holds label {agree(len(held), 'value', 'values')} {shown}, none of the liver labels "
-            f"{','.join(str(int(v)) for v in liver_labels)}: scored as a case without liver")
 
 
 def scores_path(submission: str | os.PathLike) -> Path:

@@ -278,6 +278,7 @@ class FileResult:
     target: Path
     voxels_before: int
     voxels_after: int
+    note: str | None = None  # a mask holding none of the liver labels given (`liver_mask.no_liver_note`)
 
 
 def postprocess_nifti(
@@ -369,24 +370,28 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 def _clean_file(source: Path, post: Postprocess, liver_labels: Sequence[int] | None):
-    """(the source image, its mask, the cleaned mask); LiverctlError naming `source` when it cannot be read."""
-    from liverctl.data.liver_mask import read_liver_mask
+    """(the source image, its mask, the cleaned mask, a note on it or None); LiverctlError naming `source` when it
+    cannot be read."""
+    from liverctl.data.liver_mask import no_liver_note, read_liver_mask
     from liverctl.data.nifti import finite_affine
 
     img, mask = read_liver_mask(source, liver_labels)  # ingest's rule; the header checked before any voxel is read
     finite_affine(img, source)  # the cleaned mask is saved with this affine: nibabel cannot save a NaN one
     post.check_volume(mask.size, "the file", source)
-    return img, mask, post(mask)
+    # --liver-labels 2 on a 0/1 mask wrote an empty mask, '0 -> 0 voxels', without a word
+    note = no_liver_note(source, liver_labels, "written as an empty mask") if liver_labels and not mask.any() else None
+    return img, mask, post(mask), note
 
 
-def _write_cleaned(img, mask: np.ndarray, cleaned: np.ndarray, pair: tuple[Path, Path]) -> FileResult:
+def _write_cleaned(img, mask: np.ndarray, cleaned: np.ndarray, note: str | None,
+                   pair: tuple[Path, Path]) -> FileResult:
     header = img.header.copy()
     # nibabel resets the scaling of a new image, so 0/1 are stored as is, in the input's data type; a mask read as
     # (X, Y, Z) from an (X, Y, Z, 1) file goes back in the file's own shape (its header's dim).
     voxels = cleaned.astype(img.get_data_dtype()).reshape(img.shape)
     out = type(img)(voxels, img.affine, header=header)
     write_nifti_atomic(out, pair[1])
-    return FileResult(pair[0], pair[1], int(mask.sum()), int(cleaned.sum()))
+    return FileResult(pair[0], pair[1], int(mask.sum()), int(cleaned.sum()), note)
 
 
 def write_nifti_atomic(img, target: Path, what: str = "the mask") -> None:

@@ -151,8 +151,9 @@ def _score_and_draw(run: RunData, inputs: _Inputs, case: str, pred, *, out_dir: 
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, LiverctlError) else str(exc)
+    from liverctl.data.nifti import short_error
+
+    return str(exc) if isinstance(exc, LiverctlError) else short_error(exc)
 
 
 def disagreeing_slices(counts, k: int) -> list[int]:

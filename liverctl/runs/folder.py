@@ -14,10 +14,11 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
-from liverctl.printable import one_line, quoted
+from liverctl.printable import first_line, quoted
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -48,7 +49,7 @@ def rank_failures(run_dir: str | os.PathLike) -> list[tuple[float, int, str]]:
             continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            message = one_line((str(record["message"]).splitlines() or [""])[0], 500)  # anyone's text: one line
+            message = first_line(record["message"], 500)  # anyone's text: one line
             found.append((float(record["ts"]), int(name[1]), message))
         except (OSError, ValueError, TypeError, KeyError, RecursionError):  # none, or not one a rank wrote
             continue
@@ -264,7 +265,12 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     return removed
 
 
-def run_store(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+# A folder's path quoted from someone's record (a log, experiment.json) is cut later than a name: it is the advice.
+PATH_QUOTE_LIMIT = 400
+
+
+def run_store(path: str | os.PathLike, run_dir: str | os.PathLike, *, experiment: bool = False,
+              trained_in: Any = None) -> Path:
     """The store a run's config names (its `data.store` as given to `train`, `path`), found from here.
 
     A relative data.store is relative to the folder `train` ran in, so from another folder it names nothing (or
@@ -272,18 +278,28 @@ def run_store(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
     names nothing here, the absolute path that the run's last `run_start` recorded for it is used, if a store is
     there: `submit --run ../proj/runs/x1` finds ../proj/store/liver.zarr. Else one line saying whose path it is
     and what to do (`pass --store PATH`).
+
+    `experiment`: `run_dir` is an experiment, whose store cannot change on resume (its folds train with the
+    data.store they were given; --store is refused there): the line says to resume from the folder it was trained
+    in, `trained_in` (experiment.json's record, anyone's value) where given.
     """
     given = Path(path).expanduser()
     if given.exists():
         return given
-    recorded = None if given.is_absolute() else trained_store(run_dir)
+    relative, name = not given.is_absolute(), Path(run_dir).name
+    if experiment:
+        where = ", relative to the folder the experiment was trained in" if relative else ""
+        where += f": {quoted(trained_in, PATH_QUOTE_LIMIT)}" if relative and isinstance(trained_in, str) else ""
+        todo = ("resume it from that folder" if relative else
+                "put the store back there, or start a new experiment")
+        raise LiverctlError(f"no store here (the data.store of experiment {name}{where}); an experiment's store "
+                            f"cannot change on resume: {todo}", path=given)
+    recorded = trained_store(run_dir) if relative else None
     if recorded is not None and recorded.exists():
         return recorded
-    where = ""
-    if not given.is_absolute():
-        where = f", relative to the folder the run was trained in{'' if recorded is None else f': {recorded}'}"
-    raise LiverctlError(f"no store here (the data.store of run {Path(run_dir).name}{where}); pass --store PATH",
-                        path=given)
+    where = ", relative to the folder the run was trained in" if relative else ""
+    where += f", where it was {quoted(str(recorded), PATH_QUOTE_LIMIT)}" if recorded is not None else ""
+    raise LiverctlError(f"no store here (the data.store of run {name}{where}); pass --store PATH", path=given)
 
 
 def trained_store(run_dir: str | os.PathLike) -> Path | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 from liverctl.runs.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from liverctl.runs.events import EVENTS_FILE, LineReader, loads_object, parse_line, read_lines
 from liverctl.runs.folder import (
@@ -203,7 +203,7 @@ def _read_config(run_dir: Path, problems: list[str]) -> dict | None:
     except FileNotFoundError:
         return None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        problems.append(f"config.toml unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0][:120]})")
+        problems.append(f"config.toml unreadable ({first_line(exc, 120) or type(exc).__name__})")
     except (RecursionError, ValueError) as exc:  # nested too deep, an integer of thousands of digits
         problems.append(f"config.toml unreadable ({type(exc).__name__})")
     except OSError as exc:

@@ -117,9 +117,10 @@ def report_failure(info: DistInfo, run_dir: str | os.PathLike, message: str) -> 
     another machine) leaves the error on this rank's stderr only."""
     from liverctl.errors import LiverctlError
     from liverctl.files import write_atomic
+    from liverctl.printable import first_line
     from liverctl.runs.folder import rank_failure_path
 
-    line = (message.strip().splitlines() or [""])[0][:500]
+    line = first_line(message, 500)
     record = {"rank": info.rank, "ts": time.time(), "message": line}
     try:
         if Path(run_dir).is_dir():

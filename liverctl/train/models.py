@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from liverctl.config import in_channels, is_none
 from liverctl.device import one_torch_thread
 from liverctl.errors import LiverctlError
-from liverctl.printable import quoted
+from liverctl.printable import first_line, one_line, quoted
 from liverctl.runs.checkpoint import (
     TENSOR_KEYS,
     check_weights_fit,
@@ -84,7 +84,7 @@ def build_model(cfg: dict, pretrained: bool | None = None):
             if weights is None:
                 raise
             raise LiverctlError(_no_weights_message(m["encoder"], weights, f"download failed ({exc})")) from None
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        detail = first_line(exc, 300) or type(exc).__name__
         raise LiverctlError(
             f"cannot build model {m['arch']} / {m['encoder']} (model.encoder_depth={m['encoder_depth']}): {detail}"
         ) from None
@@ -301,7 +301,7 @@ def _first_problem(exc: RuntimeError) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     detail = next((line for line in lines if "size mismatch" in line), lines[1] if len(lines) > 1 else
                   lines[0] if lines else "")
-    return detail[:200]
+    return one_line(detail, 200)
 
 
 def load_run_checkpoint(run_dir: str | os.PathLike, which: str = "best", device: str = "cpu", *,

@@ -14,7 +14,7 @@ import numpy as np
 from liverctl.device import Precision, resolve_device, resolve_precision
 from liverctl.errors import LiverctlError
 from liverctl.plural import agree, plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 from liverctl.runs.checkpoint import check_optimizer_state_fits, check_weights_fit, rng_from_plain
 from liverctl.runs.validation_cases import CASES_KEY, case_split, check_same_split
 from liverctl.train import distributed
@@ -182,7 +182,7 @@ def setup_session(
         try:
             _restore(s, resume_state)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            detail = first_line(exc, 200)
             raise LiverctlError(
                 f"the checkpoint does not fit this run's model, optimiser or RNG ({type(exc).__name__}: {detail})",
                 path=resume_path,

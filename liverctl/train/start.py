@@ -18,7 +18,7 @@ from liverctl.config import apply_overrides, is_none, read_config, resolve_confi
 from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import experiment_of_fold
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 from liverctl.runs.checkpoint import load_checkpoint, require_room_for_checkpoints
 from liverctl.runs.folder import (
     CONFIG_FILE,
@@ -71,11 +71,16 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
     fills a batch, weights can be had (`weights`: a resumed run takes them from its checkpoint), and the loss
     can be built (the names the config gives are `liverctl.config.validate`'s). Each of these failed only once the
     run folder had been made (which then kept the name taken), or on --resume once the run's log had been told it
-    failed."""
+    failed. The store and its fold come first: neither needs torch, which the others import (seconds: a
+    wrong --set data.fold=N was refused only after them)."""
     import math
 
     from liverctl.data.dataset import split_rows
     from liverctl.data.store import LiverStore
+
+    store = LiverStore.open(cfg["data"]["store"])
+    train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
+
     from liverctl.device import resolve_device
     from liverctl.train.losses import build_loss
     from liverctl.train.models import check_weights_available, read_encoder_weights
@@ -83,8 +88,6 @@ def preflight(cfg: dict, device: str = "auto", *, weights: bool = True) -> None:
 
     info = distributed.from_env()
     resolve_device(device, info.local_rank)
-    store = LiverStore.open(cfg["data"]["store"])
-    train_rows, _ = split_rows(store, cfg["data"]["fold"], cfg["data"]["max_val_cases"])  # both sides have cases
     steps_per_epoch(cfg["train"], math.ceil(len(train_rows) / info.world))
     m = cfg["model"]
     if weights and not is_none(m["encoder_weights_path"]):
@@ -142,7 +145,7 @@ def check_model(cfg: dict) -> int:
         try:
             model = build_model(cfg, pretrained=False)
         except (RuntimeError, MemoryError) as exc:  # e.g. a data.context of millions: terabytes of first conv
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            detail = first_line(exc, 200) or type(exc).__name__
             raise LiverctlError(
                 f"{name} cannot be built for {in_channels(cfg)} input channels (data.context="
                 f"{cfg['data']['context']}) and model.decoder_channels={m['decoder_channels']}: {detail}"
@@ -150,7 +153,7 @@ def check_model(cfg: dict) -> int:
         try:
             shape = _logits_shape(model, cfg, batch, size)
         except (RuntimeError, ValueError) as exc:
-            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            detail = first_line(exc, 200)
             larger = _smallest_input_size(cfg, batch, size)
             hint = f"; it takes data.input_size {larger} and more" if larger else ""
             raise LiverctlError(

@@ -32,12 +32,16 @@ def read_runs(run_dirs: list[Path]) -> list[RunWatcher]:
 
 def print_once(console: Console, run_dirs: list[Path], *, summary: bool, plot: bool, width: int | None = None,
                height: int = 16) -> int:
-    """Print the first run's summary (`summary`) and every run's charts (`plot`); returns the exit status
-    (`liverctl.watch.summary.exit_code` of the first run: 1 when it had a NaN or failed)."""
+    """Print every run's summary (`summary`: one after another, a blank line between) and their charts (`plot`:
+    overlaid); returns the exit status (`liverctl.watch.summary.exit_code` of the first run, the one followed: 1
+    when it had a NaN or failed). `watch r1 r2 --once` printed r1's summary alone, r2 dropped without a word."""
     watchers = read_runs(run_dirs)
     state = watchers[0].state
     if summary:
-        print_summary(console, watchers[0])
+        for i, watcher in enumerate(watchers):
+            if i:
+                console.print()
+            print_summary(console, watcher)
     if plot:
         states = [w.state for w in watchers]
         if not summary:

@@ -347,8 +347,12 @@ def info_text(state: RunState) -> Text:
     text = Text()
     text.append("checkpoints ", style="dim")
     cks = checkpoint_lines(state)
-    # "(11)" beside the two files listed read as 11 checkpoints: it counts the saves
-    text.append(f"({plural(len(state.checkpoints), 'save')}) " + ("; ".join(cks) if cks else "none yet"))
+    if cks:  # "(11)" beside the two files listed read as 11 checkpoints: it counts the saves
+        text.append(f"({plural(len(state.checkpoints), 'save')}) " + "; ".join(cks))
+    elif state.status in ("running", "waiting"):
+        text.append("none yet")
+    else:  # "(0 saves) none yet" of a run that had ended and will save none
+        text.append("none: the run ended without saving one")
     if state.notes:
         ts, message = state.notes[-1]
         text.append("\nnote ", style="dim")

@@ -127,6 +127,10 @@ def test_empty_fold_is_a_clear_error(tiny_store):
     # what to do, not only a Python list of the folds ("folds in the store: [2, 4]")
     first = min(f for f in store.folds().values() if f >= 0)
     assert str(info.value).endswith(f": choose one with --set data.fold={first}")
+    # a fold below 0 the same ("data.fold must be one of the store's folds [0, 2], not -1")
+    with pytest.raises(LiverctlError, match="^fold -1 is no fold; the store's training cases are in folds ") as info:
+        ds.split_rows(store, -1)
+    assert str(info.value).endswith(f": choose one with --set data.fold={first}")
 
 
 def test_small_shm_falls_back_to_file_system_sharing_with_workers_kept(monkeypatch):

@@ -93,6 +93,21 @@ def _float_label_dataset(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     return data, {"f": label, "d": label, "s": label}
 
 
+def test_a_long_liver_labels_text_is_cut_with_a_mark():
+    """check_liver_labels cut what names the labels by hand (`given[:120]`): a long --liver-labels ended
+    mid-value with nothing to say it was cut; now as every long text in a line (`printable.one_line`)."""
+    from liverctl.data.liver_mask import check_liver_labels
+
+    text = ",".join(["1"] * 100 + ["0"])
+    with pytest.raises(LiverctlError) as info:
+        check_liver_labels([1] * 100 + [0], f"--liver-labels {text}")
+    given, problem = str(info.value).split(": ", 1)
+    assert len(given) == 120 and given.endswith(",1,…") and given.startswith("--liver-labels 1,1,")
+    assert problem.startswith("0 is the background of a label map")
+    with pytest.raises(LiverctlError, match=r"^--liver-labels 1,0: 0 is the background"):
+        check_liver_labels([1, 0], "--liver-labels 1,0")  # a short one as it is
+
+
 @pytest.mark.parametrize("liver_labels", ["1", None])
 def test_ingest_evaluate_and_postprocess_agree_on_float_labels(tmp_path, liver_labels):
     data, labels = _float_label_dataset(tmp_path)

@@ -46,7 +46,12 @@ def liver(shape=(16, 16, 6), box=(3, 13, 3, 13, 1, 5)) -> np.ndarray:
 def test_parse_folds_all_list_and_bad_input():
     store = FakeStore({"a": 0, "b": 1, "c": 2, "d": 2, "x": -2}, n_folds=3)
     assert folder.parse_folds("all", store) == [0, 1, 2]
-    assert folder.parse_folds("2, 0,2", store) == [0, 2]
+    assert folder.parse_folds("2, 0", store) == [0, 2]
+    # `--folds 0,0` trained fold 0 once, an experiment of one fold, without a word
+    with pytest.raises(LiverctlError, match=r"^--folds '2, 0,2': fold 2 is given twice; give each fold once$"):
+        folder.parse_folds("2, 0,2", store)
+    with pytest.raises(LiverctlError, match=r"^--folds '0,0': fold 0 is given twice"):
+        folder.parse_folds("0,0", store)
     with pytest.raises(LiverctlError, match=r"fold 7 is not in this 3-fold store \(folds 0-2\)"):
         folder.parse_folds("7", store)
     with pytest.raises(LiverctlError, match="'all' or fold numbers"):
@@ -109,7 +114,7 @@ def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
 
 def test_cv_figures_skip_folds_without_a_best():
     summary = {"folds": [0, 1, 2], "fold_results": {"0": {"best": {"volume_dice": 0.5}}, "1": {"best": {}}}}
-    assert cv_figures(summary) == {"folds": {"0": 0.5}, "mean": 0.5, "std": 0.0}
+    assert cv_figures(summary) == {"folds": {"0": 0.5}, "mean": 0.5, "std": None}  # one fold: no spread (was 0.0)
 
 
 # ------------------------------------------------------------------------------------------ decisions
@@ -156,6 +161,8 @@ def _experiment(tmp_path: Path, status="completed") -> Path:
 
     exp = tmp_path / "cv"
     exp.mkdir()
+    # where its store is: tests that resume it put a FakeStore in LiverStore.open's place (run_folds looks first)
+    (tmp_path / "liver.zarr").mkdir(exist_ok=True)
     cfg = make_config("demo", {"data.store": str(tmp_path / "liver.zarr"), "data.input_size": 64,
                                "model.encoder": SMALL_NET_ENCODER, "model.decoder_channels": [16, 8, 8, 8, 8]})
     folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": cfg["data"]["store"], "folds": [0, 1],
@@ -448,6 +455,45 @@ def test_all_folds_of_a_store_with_empty_ones_are_those_with_cases_and_every_cas
     assert train.experiment_cases(summary, store) == folder.fold_assignment(store) and len(set(summary["folds"])) == 6
 
 
+def test_resuming_an_experiment_from_another_folder_says_where_its_store_is(tiny_store, tmp_path, monkeypatch):
+    """`train --resume EXPERIMENT` from another folder than the one it was trained in said "store/liver.zarr: no
+    store here; create one with `liverctl ingest DATA --store PATH`" of a store that is there (6ab4110 said it
+    right of a run). An experiment's store cannot change on resume, so the line says to resume from the folder it
+    was trained in, which experiment.json now records."""
+    from liverctl.config import resolve_config
+    from liverctl.experiment import train
+    from liverctl.train.start import TrainRequest
+
+    home = tmp_path / "home"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "liver.zarr").symlink_to(tiny_store)  # where the default, relative data.store leads
+    monkeypatch.chdir(home)
+    with monkeypatch.context() as m:
+        m.setattr(train, "run_folds", lambda exp_dir, options: folder.read_summary(exp_dir))
+        cfg = resolve_config("demo", ["data.input_size=64", "train.batch_size=2"])
+        summary = train.start_experiment(cfg, home / "runs", "cv", "all")
+    assert summary["config"]["data"]["store"] == "store/liver.zarr" and summary["trained_in"] == str(home)
+    exp = home / "runs" / "cv"
+    monkeypatch.chdir(tmp_path)
+    line = ("store/liver.zarr: no store here (the data.store of experiment cv, relative to the folder the experiment "
+            "was trained in{}); an experiment's store cannot change on resume: resume it from that folder")
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == line.format(f": '{home}'")
+    del summary["trained_in"]  # an experiment.json written before the record
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == line.format("")
+    summary["config"]["data"]["store"] = str(tmp_path / "gone.zarr")  # an absolute store moved away
+    folder.write_summary(exp, summary)
+    with pytest.raises(LiverctlError) as info:
+        train.train_experiment(TrainRequest(resume=str(exp)))
+    assert str(info.value) == (f"{tmp_path / 'gone.zarr'}: no store here (the data.store of experiment cv); an "
+                               "experiment's store cannot change on resume: put the store back there, or start a new "
+                               "experiment")
+
+
 @pytest.mark.slow
 def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_path, monkeypatch):
     """train --folds all (cut after fold 0, then --resume), runs --json, report, submit, evaluate."""
@@ -568,9 +614,35 @@ def test_an_experiment_summary_holding_an_integer_of_thousands_of_digits_is_one_
     path = exp / folder.SUMMARY_FILE
     text = path.read_text(encoding="utf-8")
     path.write_text(text[:text.rindex("}")] + ', "x": ' + "9" * 5000 + "}", encoding="utf-8")
-    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"):
+    with pytest.raises(LiverctlError, match=f"^{path}: cannot read the experiment summary \\(ValueError: Exceeds"
+                       ) as info:
         folder.read_summary(exp)
+    assert str(info.value).endswith("…)")  # Python's long message, cut with a mark (was cut by hand, unmarked)
     summarize_experiment(exp)  # says what it could not read, as of any damaged summary
+
+
+def test_a_decisions_post_from_experiment_json_is_printed_as_printable_text(tmp_path):
+    """experiment.json is anyone's file: a decision's post holding ESC, a newline and a rich tag reached the
+    terminal as it was from `runs` (its decided-on line) and `report` (the headline, printed as markup: '[bold]'
+    gone, and the option table's cells)."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    post = "largest\x1b[31mRED\nnext [bold]x"
+    summary["decision"].update(post=post, options=[{"threshold": 0.4, "post": post, "volume_dice": 0.5}])
+    folder.write_summary(exp, summary)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cv: decided on" in result.stdout and "\x1b" not in result.stdout
+    assert "post largest [31mRED next [bold]x (volume Dice -)" in result.stdout
+    result = CliRunner().invoke(app, ["report", str(exp), "--no-overlays", "--out", str(tmp_path / "rep")])
+    assert "\x1b" not in result.stdout, result.output
+    assert "decision: threshold 0.4, post largest [31mRED next [bold]x (out-of-fold" in result.stdout
+    table = result.stdout.split("out-of-fold options")[1]  # the cell may wrap: its words are there, as written
+    assert all(word in table for word in ("largest", "[31mRED", "next", "[bold]x"))
 
 
 def test_odd_figures_in_experiment_json_are_shown_as_dashes(tmp_path):
@@ -613,7 +685,8 @@ def test_dice_figures_outside_0_1_in_experiment_json_are_shown_as_dashes(tmp_pat
 
     exp = _experiment(tmp_path)
     summary = folder.read_summary(exp)
-    summary.update(cv={"mean": 1e308, "std": -3, "folds": {"0": 0.5}}, oof={"volume_dice": -4, "slice_dice": 0.25})
+    summary.update(cv={"mean": 1e308, "std": -3, "folds": {"0": 0.5, "1": 0.6}},
+                   oof={"volume_dice": -4, "slice_dice": 0.25})
     summary["decision"].update(volume_dice=9.0, options=[{"threshold": 0.5, "post": "none", "volume_dice": 2.0},
                                                           {"threshold": 0.4, "post": "none", "volume_dice": 0.7}])
     folder.write_summary(exp, summary)
@@ -781,9 +854,14 @@ def test_a_completed_experiment_prints_no_missing_note_and_counts_its_cases_in_w
     assert "out-of-fold (1 case, threshold 0.5, no post-processing): volume Dice 0.5000, slice 0.2500, global " \
            "0.7500 decision" in out and "None" not in out
     assert "pooled out-of-fold (1 case, threshold" in tables.headline(summary)
+    # one fold has no spread: it was "best volume Dice per fold fold 0 0.5000; 0.5000 +- 0.0000", `runs`'
+    # folds cell "0.5000 +- 0.0000 (1)", the headline "per-fold best volume Dice 0.5000 +- 0.0000"
+    assert "completed experiment cv: best volume Dice per fold fold 0 0.5000 out-of-fold" in out
+    assert "per-fold best volume Dice 0.5000; pooled" in tables.headline(summary)
     result = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "cv: decided on 1 out-of-fold case: threshold 0.4" in " ".join(result.stdout.split())
+    assert "0.5000 (1)" in result.stdout and "+-" not in result.stdout.split("\n\n")[0].split("Experiments:")[0]
 
     summary["oof"].update(cases=3, note="out-of-fold predictions cover the cases in folds >= 0 only; ...")
     print_experiment({**summary, "path": str(exp)})

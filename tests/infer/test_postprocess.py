@@ -151,6 +151,24 @@ def test_liver_labels_select_values(tmp_path):
     assert np.array_equal(got.astype(bool), data == 1)
 
 
+def test_liver_labels_none_of_which_the_mask_holds_are_said(tmp_path):
+    """`postprocess MASK OUT --liver-labels 2` on a 0/1 mask wrote an empty mask, '0 -> 0 voxels', without a word;
+    evaluate says the same of such a label (`liver_mask.no_liver_note`), and so does postprocess now."""
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(_two_blobs().astype(np.uint8), np.eye(4)), str(mask))
+    note = f"{mask}: holds label value 1, none of the liver labels 2: written as an empty mask"
+    (result,) = postprocess_nifti(mask, tmp_path / "out.nii.gz", "largest", liver_labels=[2])
+    assert (result.voxels_before, result.voxels_after, result.note) == (0, 0, note)
+    assert postprocess_nifti(mask, tmp_path / "out.nii.gz", "largest", liver_labels=[1])[0].note is None
+    assert postprocess_nifti(mask, tmp_path / "out.nii.gz", "largest")[0].note is None
+    empty = tmp_path / "empty.nii.gz"  # nothing labelled at all: an empty mask is what it is, nothing to say
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(empty))
+    assert postprocess_nifti(empty, tmp_path / "out.nii.gz", "largest", liver_labels=[2])[0].note is None
+    cli = _cli(mask, tmp_path / "cli.nii.gz", "--liver-labels", "2")
+    assert cli.exit_code == 0, cli.output
+    assert f"note: {note}" in " ".join(cli.stderr.split())
+
+
 def test_a_4d_mask_of_one_volume_keeps_its_shape_and_header(tmp_path):
     """dcmqi's label saved as (X, Y, Z, 1), as some converters write masks: the cleaned file was (X, Y, Z), its
     header's dim rewritten, though postprocess keeps each file's header."""

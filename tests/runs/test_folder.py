@@ -223,7 +223,7 @@ def test_a_store_neither_here_nor_where_recorded_is_one_line_naming_both(tmp_pat
     gone = tmp_path / "moved" / "store" / "liver.zarr"
     _start_lines(run, str(gone))
     with pytest.raises(LiverctlError, match=rf"^store/liver.zarr: no store here \(the data.store of run x1, relative "
-                                            rf"to the folder the run was trained in: {gone}\); pass --store PATH$"):
+                                            rf"to the folder the run was trained in, where it was '{gone}'\); pass --store PATH$"):
         run_store("store/liver.zarr", run)
     with pytest.raises(LiverctlError, match=r"^/abs/none: no store here \(the data.store of run x1\)"):
         run_store("/abs/none", run)  # an absolute data.store is never looked for elsewhere

@@ -146,6 +146,31 @@ def test_preflight_fails_before_any_folder_exists(tiny_store, tmp_path, fake_tra
     assert not runs.exists() and not fake_training
 
 
+@pytest.mark.parametrize("fold", [9, -1])
+def test_a_wrong_fold_is_refused_before_torch_is_imported(tiny_store, fold):
+    """A --set data.fold=N the store lacks was refused only after preflight's device and loss checks had imported
+    torch (4-5 s to the line on a 4-case store, under 1 s now); the store and its fold are checked first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from liverctl.config import resolve_config\n"
+        "from liverctl.errors import LiverctlError\n"
+        "from liverctl.train.start import preflight\n"
+        f"cfg = resolve_config('demo', [], {{'data.store': {str(tiny_store)!r}, 'data.fold': {fold}}})\n"
+        "try:\n"
+        "    preflight(cfg, 'cpu')\n"
+        "except LiverctlError as exc:\n"
+        "    print(exc)\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    refusal, torch = out.splitlines()
+    assert refusal.startswith(f"fold {fold} ") and ": choose one with --set data.fold=" in refusal, out
+    assert torch == "no torch"
+
+
 def test_under_torchrun_a_new_run_needs_a_name_and_other_ranks_neither_lock_nor_report(
         tiny_store, tmp_path, fake_training, monkeypatch):
     runs = tmp_path / "runs"

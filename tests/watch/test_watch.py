@@ -18,6 +18,7 @@ from liverctl.cli import app as cli_app
 from liverctl.errors import LiverctlError
 from liverctl.runs.events import EventWriter, read_events
 from liverctl.runs.folder import RunLock
+from liverctl.watch import summary as summary_text
 from liverctl.watch.app import make_watch_app
 from liverctl.watch.charts import (
     ChartSettings,
@@ -1369,6 +1370,25 @@ def test_once_before_any_epoch_ended_says_none_finished_not_none_started(tmp_pat
     assert "no epoch finished\n" in result.output and "started" not in result.output
 
 
+def test_a_run_without_a_checkpoint_says_none_yet_only_while_it_runs(tmp_path):
+    """A run that ended without a checkpoint (failed, stopped at step 0) still said "checkpoints (0 saves) none
+    yet", as if one might come; while the run's writer holds its lock one still may."""
+    run = tmp_path / "runs" / "crashed"
+    s = EventScript("crashed")
+    s.start(preset="demo", device="cpu", amp="off", epochs=3)
+    s.write(run / "events.jsonl")
+    with RunLock(run):
+        watcher = RunWatcher(run)
+        watcher.poll()
+        assert watcher.state.status == "running"
+        assert summary_text.info_text(watcher.state).plain == "checkpoints none yet"
+    s.add("run_end", status="failed", message="worker died")
+    s.write(run / "events.jsonl")
+    result = CliRunner().invoke(cli_app, ["watch", "--once", str(run)])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == "checkpoints none: the run ended without saving one"
+
+
 def once_on_a_terminal(monkeypatch, width: int, *args: str) -> tuple[int, list[str]]:
     """`watch ARGS` printed to a terminal `width` columns wide: (exit code, the lines it shows)."""
     import io
@@ -1425,6 +1445,30 @@ def test_plot_prints_the_charts_once_and_overlays_several_runs(tmp_path):
     assert result.exit_code == 0, result.output  # the first run is the one followed
     assert "━━ clean" in result.output and "━━ diverged" in result.output  # one curve each, in the legend
     assert "▶ clean" in result.output and "(ep 5)" in result.output  # and a table of their best figures
+
+
+def test_once_prints_each_run_given(tmp_path):
+    """`watch r1 r2 --once` printed r1's summary alone, r2 dropped without a word; each is printed now, the exit
+    status still the first run's (the one followed, as with --plot)."""
+    write_realistic(tmp_path / "runs" / "clean", nan=False)
+    write_realistic(tmp_path / "runs" / "diverged", nan=True)
+    result = CliRunner().invoke(cli_app, ["watch", "clean", "diverged", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("clean   COMPLETED") < out.index("\n\ndiverged   ") < out.index("NaN DETECTED")
+    assert out.count("checkpoints (") == 2
+
+
+@pytest.mark.parametrize("args, given", [(["--once", "--width", "120"], "--width shapes"),
+                                          (["--height", "20"], "--height shapes"),
+                                          (["--once", "--width", "120", "--height", "20"], "--width and --height shape")])
+def test_chart_size_without_plot_is_refused(tmp_path, args, given):
+    """`--width` / `--height` without `--plot` were ignored without a word (`watch --once --width 120` printed at
+    the terminal's width); one line says what they are for, before any run is looked for."""
+    result = CliRunner().invoke(cli_app, ["watch", "nope", *args, "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {given} the charts of --plot; add --plot (--once and the live view fit "
+                                     "the terminal)")
 
 
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
