@@ -348,5 +348,6 @@ def split_rows(store, fold: int, max_val_cases: int = 0) -> tuple[np.ndarray, np
     if not len(val_rows):
         raise LiverctlError(f"fold {fold} has no training cases to validate on; {where}")
     if not len(train_rows):
-        raise LiverctlError(f"no training cases outside fold {fold}; folds in the store: {valid}")
+        raise LiverctlError(f"no training cases outside fold {fold}: every training case of the store is in it; deal "
+                            f"them into more folds: liverctl ingest DATA --store {store.path} --folds 5")
     return train_rows, val_rows

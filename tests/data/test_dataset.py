@@ -374,3 +374,17 @@ def test_minmax_over_stats_that_are_not_two_numbers_is_one_line(stats):
     with pytest.raises(LiverctlError, match="data.normalize minmax takes a volume's min and max from the store"):
         ds.norm_range(cfg, stats)
     assert ds.norm_range(cfg, {"min": -1000, "max": 2000.5}) == (-1000.0, 2000.5)
+
+
+def test_a_store_of_one_fold_says_how_to_deal_its_cases_into_more(tiny_dataset, tmp_path):
+    """`ingest --folds 1` puts every training case in fold 0, leaving none to train on beside it: the line said
+    "folds in the store: [0]" (a Python list, nothing to do)."""
+    from liverctl.data.ingest import ingest_folder
+    from liverctl.errors import LiverctlError
+
+    ingest_folder(tiny_dataset, tmp_path / "one.zarr", n_folds=1, workers=1)
+    store = LiverStore.open(tmp_path / "one.zarr")
+    with pytest.raises(LiverctlError, match=r"^no training cases outside fold 0: every training case of the store is "
+                                            r"in it; deal them into more folds: liverctl ingest DATA --store "
+                                            r"\S*one.zarr --folds 5$"):
+        ds.split_rows(store, 0)

@@ -93,7 +93,7 @@ def test_extra_cases_are_train_only_and_never_validated_on(all_store):
         assert val_cases and not val_cases & extras
         assert extras <= train_cases  # every extra case is trained on
         assert not train_cases & {"6", "7"} and not val_cases & train_cases
-    with pytest.raises(LiverctlError, match="data.fold must be one of"):
+    with pytest.raises(LiverctlError, match=r"^fold -2 is no fold; the store.s training cases are in folds 0, 1, 2, 3, 4: choose one with --set data.fold=0$"):
         ds.split_rows(store, TRAIN_ONLY_FOLD)
 
 
