@@ -271,19 +271,22 @@ def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: s
 
 
 def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | None,
-                    sample_path: str | os.PathLike | None):
+                    sample_path: str | os.PathLike | None, note: Callable[[str], None] = lambda text: None):
     """-> (store, its path, test case id -> slice count, the sample submission or None); the store defaults to
-    the first run's `data.store`.
+    the first run's `data.store`, with a `note` where that store holds none of the cases the run trained on.
 
     Fails in one line when the store has no test cases, the sample names other slices (read only as far as
     the store's test slices go: `read_sample`), or a run's config cannot be served by the store.
     """
     from liverctl.data.store import LiverStore
 
-    if store_path is None:
+    given = store_path is not None
+    if not given:
         store_path = run_store(runs[0].cfg["data"].get("store", "store/liver.zarr"), runs[0].run_dir)
     store_path = Path(store_path)
     store = LiverStore.open(store_path)
+    if not given and (remark := _another_store_note(runs[0], store)) is not None:
+        note(remark)
     test_ids = store.case_ids("test")
     if not test_ids:
         raise LiverctlError("store has no test cases; ingest a folder with test/ volumes", path=store_path)
@@ -293,6 +296,17 @@ def open_test_store(runs: Sequence[RunModel], store_path: str | os.PathLike | No
         sample.check_cases(n_slices)
     check_runs_against_store(runs, store, test_ids)
     return store, store_path, n_slices, sample
+
+
+def _another_store_note(run: RunModel, store) -> str | None:
+    """What to say where the store a run's relative data.store names from here holds none of the cases the run
+    trained on: from another project's folder, `submit --run ../projA/runs/x1` predicted the test cases of the
+    folder's own store/liver.zarr without a word (the folder you are in decides: `run_store`)."""
+    trained = run.cases.get("training") if isinstance(run.cases, dict) else None
+    if not isinstance(trained, list) or not trained or set(map(str, trained)) & set(store.case_ids("train")):
+        return None
+    return (f"note: {store.path} holds none of the {plural(len(trained), 'case')} run {run.run_dir.name} trained on: it is "
+            "not the store the run was trained on; its test cases are predicted (pass --store to choose the store)")
 
 
 def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
@@ -397,7 +411,7 @@ def make_submission(
     device = str(resolve_device(device))
     threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
     runs = expanded.load_models(which, device)
-    store, store_path, n_slices, sample = open_test_store(runs, store_path, sample_path)
+    store, store_path, n_slices, sample = open_test_store(runs, store_path, sample_path, note)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices)
     auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None

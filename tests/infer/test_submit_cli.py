@@ -933,3 +933,29 @@ def test_a_min_size_larger_than_a_test_volume_is_refused_before_predicting(tiny_
         f"more than the whole volume of test case {case!r} holds ({voxels:,}): its mask would be empty whatever it "
         "holds; give a smaller min-size"), result.output
     assert not out.exists() and not predicted
+
+
+def test_a_store_holding_none_of_the_cases_the_run_trained_on_is_noted(tiny_store, template_runs, tmp_path):
+    """From another project's folder the run's relative data.store names that folder's own store, whose test cases
+    were predicted without a word: where the store holds none of the cases the run's checkpoint records it
+    trained on, submit says so (and still predicts: --store is how to choose)."""
+    from liverctl.data.store import LiverStore
+    from liverctl.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    def trained_on(run, training):
+        state = load_checkpoint(run / "checkpoints" / "best.pt")
+        state["cases"] = {"training": training, "validation": []}
+        state.pop("format")
+        save_checkpoint(run, "best", state)
+
+    run = copy_run(template_runs["c1"], tmp_path, "other")
+    trained_on(run, LiverStore.open(tiny_store).case_ids("train")[1:])  # this store's cases
+    result = _invoke("submit", "--run", run, "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0 and "holds none of" not in result.output, result.output
+    trained_on(run, ["a1", "a2"])  # another project's cases
+    result = _invoke("submit", "--run", run, "--out", tmp_path / "t.csv")
+    assert result.exit_code == 0 and (tmp_path / "t.csv").exists(), result.output
+    assert f"note: {tiny_store} holds none of the 2 cases run other trained on: it is not the store the run was " \
+           "trained on" in " ".join(result.output.split()), result.output
+    result = _invoke("submit", "--run", run, "--out", tmp_path / "u.csv", "--store", tiny_store)
+    assert result.exit_code == 0 and "holds none of" not in result.output  # the store chosen: nothing to say
