@@ -16,7 +16,7 @@ from typing import Any
 from liverctl.config import SECTIONS
 from liverctl.errors import LiverctlError
 from liverctl.files import file_sha256, write_atomic
-from liverctl.printable import one_line, quoted
+from liverctl.printable import QUOTE_LIMIT, one_line, quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.folder import checkpoint_path
 
@@ -299,7 +299,12 @@ def check_store_unchanged(summary: dict, store, exp_dir: Path) -> None:
 
 def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> tuple[Path, str] | None:
     """For `liverctl watch EXPERIMENT`: (the fold run being trained, or the next / last one, and a line
-    with the finished folds' best volume Dice); None when `spec` is not an experiment."""
+    with the finished folds' best volume Dice); None when `spec` is not an experiment. The line says whether
+    the experiment is being trained ('following fold 2'), completed (its mean and decision) or stopped (how,
+    and the command that continues it): the fold shown beneath is only one of its folds."""
+    from liverctl.runs.folder import writer_alive
+    from liverctl.runs.history import dice as dice_figure
+
     exp = find_experiment(spec, runs_root)
     if exp is None:
         return None
@@ -315,5 +320,21 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
         dice = (entry.get("best") or {}).get("volume_dice")
         if entry.get("oof_done") and isinstance(dice, (int, float)):
             done.append(f"fold {f} {dice:.4f}")
-    line = f"experiment {exp.name}: following fold {fold}; finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
-    return fold_dir(exp, fold), line
+    finished = f"finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
+    status = str(summary.get("status") or "unknown")
+    if status == "running" and writer_alive(exp):  # the experiment holds its folder's lock while it trains
+        return fold_dir(exp, fold), f"experiment {exp.name}: following fold {fold}; {finished}"
+    if status == "completed":
+        cv = summary.get("cv") if isinstance(summary.get("cv"), dict) else {}
+        mean = dice_figure(cv.get("mean"))
+        across = f"; {mean:.4f}{spread_text(cv)}" if mean is not None and len(done) > 1 else ""
+        decision = summary.get("decision") if isinstance(summary.get("decision"), dict) else {}
+        chosen = dice_figure(decision.get("volume_dice"))
+        decided = (f"; out-of-fold decision: threshold {one_line(decision.get('threshold'), QUOTE_LIMIT)}, post "
+                   f"{one_line(decision.get('post'), QUOTE_LIMIT)}"
+                   + (f" (volume Dice {chosen:.4f})" if chosen is not None else "")) if decision else ""
+        return fold_dir(exp, fold), f"experiment {exp.name} completed: {finished}{across}{decided}; fold {fold} shown"
+    why = one_line(summary.get("message")) if status != "running" else ""
+    status = "interrupted" if status == "running" else status  # nothing writes it: killed
+    return fold_dir(exp, fold), (f"experiment {exp.name} {one_line(status)}{f' ({why})' if why else ''}: {finished}; "
+                                 f"fold {fold} shown; continue it with `liverctl train --resume {exp}`")

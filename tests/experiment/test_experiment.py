@@ -399,9 +399,43 @@ def test_watch_follows_the_running_fold_and_lists_finished_ones(tmp_path):
     summary["fold_results"] = {"0": {"status": "completed", "oof_done": True, "best": {"volume_dice": 0.91}},
                                "1": {"status": "running"}}
     folder.write_summary(exp, summary)
-    run, line = folder.current_fold("cv", tmp_path)
-    assert run == exp / "fold-1" and "fold 0 0.9100" in line
+    from liverctl.runs.folder import RunLock
+
+    with RunLock(exp):  # the experiment's process holds its folder's lock while it trains
+        run, line = folder.current_fold("cv", tmp_path)
+    assert run == exp / "fold-1" and "following fold 1" in line and "fold 0 0.9100" in line
     assert folder.current_fold("fold-0", exp) is None  # a plain run is not an experiment
+
+
+def test_watch_says_an_experiment_is_completed_or_stopped_not_followed(tmp_path):
+    """`watch EXP --once` said 'experiment cv: following fold 1' of a completed experiment and of one stopped
+    by Ctrl-C alike, with neither its result nor how to continue it."""
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    summary["fold_results"] = {"0": {"status": "completed", "oof_done": True, "best": {"volume_dice": 0.91}},
+                               "1": {"status": "completed", "oof_done": True, "best": {"volume_dice": 0.93}}}
+    summary["cv"] = {"folds": {"0": 0.91, "1": 0.93}, "mean": 0.92, "std": 0.01}
+    summary["decision"] = {"threshold": 0.4, "post": "largest", "volume_dice": 0.935, "options": []}
+    folder.write_summary(exp, summary)
+    run, line = folder.current_fold("cv", tmp_path)
+    assert run == exp / "fold-1" and "following" not in line
+    assert line == ("experiment cv completed: finished folds' best volume Dice: fold 0 0.9100, fold 1 0.9300; "
+                    "0.9200 +- 0.0100; out-of-fold decision: threshold 0.4, post largest (volume Dice 0.9350); "
+                    "fold 1 shown")
+
+    summary["status"], summary["message"] = "interrupted", "fold 1 stopped: interrupted"
+    summary["fold_results"]["1"] = {"status": "interrupted"}
+    folder.write_summary(exp, summary)
+    run, line = folder.current_fold("cv", tmp_path)
+    assert run == exp / "fold-1" and "following" not in line
+    assert line.startswith("experiment cv interrupted (fold 1 stopped: interrupted): finished folds' best volume "
+                           "Dice: fold 0 0.9100; fold 1 shown")
+    assert line.endswith(f"continue it with `liverctl train --resume {exp}`")
+
+    summary["status"], summary["message"] = "running", ""  # killed: experiment.json still says running
+    folder.write_summary(exp, summary)
+    _, line = folder.current_fold("cv", tmp_path)
+    assert line.startswith("experiment cv interrupted: ") and "following" not in line and "--resume" in line
 
 
 # ------------------------------------------------------------------------------------------ end to end
