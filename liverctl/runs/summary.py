@@ -122,10 +122,19 @@ def _summarize(path: Path) -> RunSummary:
     return summarize_experiment(path) if is_experiment_dir(path) else summarize_run(path)
 
 
-def find_run_dirs(root: str | os.PathLike) -> list[Path]:
-    """The run folders directly under `root` (or `root` itself when it is one)."""
+def find_run_dirs(root: str | os.PathLike, runs_root: str | os.PathLike = "runs") -> list[Path]:
+    """The run folders directly under `root` (or `root` itself when it is one). A `root` that is no folder here
+    but names a run or experiment under `runs_root` ('liverctl runs cv1', as watch and report take a name) is
+    refused with the path that lists it."""
     root = Path(root)
     if not root.exists():
+        named = Path(runs_root) / root
+        if not root.is_absolute() and named.is_dir() and _is_listed(named):
+            from liverctl.experiment.folder import is_experiment_dir
+
+            kind = "an experiment" if is_experiment_dir(named) else "a run"
+            raise LiverctlError(f"no such folder; {quoted(str(root))} is {kind} in {quoted(str(runs_root))}, and "
+                                f"RUNS_DIR is a folder of runs or a run's folder: `liverctl runs {named}`", path=root)
         raise LiverctlError("no such folder; train a run first (`liverctl train --preset demo`)", path=root)
     if not root.is_dir():
         raise LiverctlError("not a folder of runs", path=root)

@@ -162,6 +162,22 @@ def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path):
         scan_runs(tmp_path / "absent")
 
 
+def test_a_run_name_given_as_runs_dir_is_refused_with_the_folder_that_lists_it(three_runs, monkeypatch):
+    """'liverctl runs b-v5' (a name, as watch and report take one) said 'no such folder; train a run first', of a
+    run that is there under runs/."""
+    monkeypatch.chdir(three_runs.parent)
+    result = CliRunner().invoke(app, ["runs", "b-v5"])
+    assert result.exit_code != 0
+    assert "'b-v5' is a run in 'runs'" in result.output and "`liverctl runs runs/b-v5`" in result.output
+    assert "train a run first" not in result.output
+    (three_runs / "cv").mkdir()
+    (three_runs / "cv" / "experiment.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(LiverctlError, match=r"'cv' is an experiment in 'runs'.*`liverctl runs runs/cv`"):
+        scan_runs("cv")
+    with pytest.raises(LiverctlError, match="no such folder; train a run first"):
+        scan_runs("absent")
+
+
 def test_filter_and_sort(three_runs):
     runs = scan_runs(three_runs)
     assert [r.name for r in filter_runs(runs, ["preset=v5*"])] == ["c-focal", "b-v5"]
