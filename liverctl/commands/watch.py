@@ -49,17 +49,20 @@ def watch_command(
             raise LiverctlError(f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} the charts of "
                                 "--plot; add --plot (--once and the live view fit the terminal)")
         run_dir, runs_root, others, notes = find_runs(runs, runs_dir)
-        for note in notes:
-            console.print(note, highlight=False, markup=False)
         if not (once or plot or _on_a_terminal()):
             err_console.print("note: not on a terminal (a log, a pipe, a notebook cell), so the summary once, as "
                               "with --once; --plot prints the charts", highlight=False, markup=False)
             once = True
+        summary = once or not plot
+        if not summary:  # each summary is headed by its experiment's line; charts and the live view by them all
+            for note in notes:
+                if note is not None:
+                    console.print(note, highlight=False, markup=False)
         if once or plot:
             from liverctl.watch.once import print_once
 
-            code = print_once(console, [run_dir, *others], summary=once or not plot, plot=plot, width=width,
-                              height=16 if height is None else height)
+            code = print_once(console, [run_dir, *others], summary=summary, plot=plot, width=width,
+                              height=16 if height is None else height, notes=notes)
     if once or plot:
         raise typer.Exit(code)
     from liverctl.watch.app import WatchApp

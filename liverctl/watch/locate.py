@@ -73,15 +73,17 @@ def find_run(run: str | None, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
 def find_runs(runs: list[str] | None, runs_dir: str | os.PathLike) -> tuple[Path, Path, list[Path], list[str]]:
     """What `liverctl watch [RUN...]` follows: (the first run, its runs folder, the runs overlaid, notes).
 
-    An experiment stands for the fold it is training (or the next / last one); a note says which.
+    An experiment stands for the fold it is training (or the next / last one); its note says which. `notes`
+    holds one entry per run followed, in their order (the first run, then the others): the experiment's line,
+    None for a run given as itself.
     """
     from liverctl.experiment.folder import current_fold
 
     names, notes = [], []
     for name in runs or [None]:
         fold = current_fold(name, runs_dir) if name else None
+        notes.append(fold[1] if fold is not None else None)
         if fold is not None:
-            notes.append(fold[1])
             name = str(fold[0])
         names.append(name)
     found = [find_run(name, runs_dir) for name in names]

@@ -31,16 +31,20 @@ def read_runs(run_dirs: list[Path]) -> list[RunWatcher]:
 
 
 def print_once(console: Console, run_dirs: list[Path], *, summary: bool, plot: bool, width: int | None = None,
-               height: int = 16) -> int:
-    """Print every run's summary (`summary`: one after another, a blank line between) and their charts (`plot`:
-    overlaid); returns the exit status (`liverctl.watch.summary.exit_code` of the first run, the one followed: 1
-    when it had a NaN or failed). `watch r1 r2 --once` printed r1's summary alone, r2 dropped without a word."""
+               height: int = 16, notes: list[str | None] | None = None) -> int:
+    """Print every run's summary (`summary`: one after another, a blank line between, each beneath its line in
+    `notes`, one per run: an experiment's, None for a plain run) and their charts (`plot`: overlaid); returns the
+    exit status (`liverctl.watch.summary.exit_code` of the first run, the one followed: 1 when it had a NaN or
+    failed). `watch r1 r2 --once` printed r1's summary alone, r2 dropped without a word."""
     watchers = read_runs(run_dirs)
     state = watchers[0].state
     if summary:
         for i, watcher in enumerate(watchers):
             if i:
                 console.print()
+            note = notes[i] if notes and i < len(notes) else None
+            if note is not None:  # 'watch r1 exp --once' printed exp's line above r1, as if r1 were its fold
+                console.print(note, highlight=False, markup=False)
             print_summary(console, watcher)
     if plot:
         states = [w.state for w in watchers]

@@ -1459,6 +1459,26 @@ def test_once_prints_each_run_given(tmp_path):
     assert out.count("checkpoints (") == 2
 
 
+def test_once_heads_an_experiment_fold_with_its_experiment_line(tmp_path):
+    """`watch clean cv --once` printed the experiment's line first, above `clean`'s summary, as if `clean` were the
+    experiment's fold; each summary is beneath its own line now."""
+    from run_fixtures import make_config
+
+    from liverctl.experiment import folder
+
+    write_realistic(tmp_path / "runs" / "clean", nan=False)
+    exp = tmp_path / "runs" / "cv"
+    write_realistic(exp / "fold-0", nan=False)
+    folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": "store/liver.zarr", "folds": [0],
+                               "config": make_config("demo"), "status": "interrupted", "message": "fold 0 stopped",
+                               "fold_results": {}})
+    result = CliRunner().invoke(cli_app, ["watch", "clean", "cv", "--once", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("clean   COMPLETED") < out.index("experiment cv interrupted") < out.index("fold-0   ")
+    assert out.count("experiment cv ") == 1
+
+
 @pytest.mark.parametrize("args, given", [(["--once", "--width", "120"], "--width shapes"),
                                           (["--height", "20"], "--height shapes"),
                                           (["--once", "--width", "120", "--height", "20"], "--width and --height shape")])
