@@ -154,7 +154,7 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
         if len(expanded.run_dirs) > folds:
             others = len(expanded.run_dirs) - folds
             note(f"{plural(others, 'other run')} {agree(others, 'joins', 'join')} the ensemble: the decision was made "
-                 "without them")
+                 f"without {agree(others, 'it', 'them')}")
     return threshold, postprocess, expanded
 
 

@@ -256,8 +256,11 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
         "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
-        "1 other run joins the ensemble: the decision was made without them",
+        "1 other run joins the ensemble: the decision was made without it",  # was 'without them'
     ]
+    notes.clear()
+    _experiment_decisions([exp, tmp_path / "single", tmp_path / "second"], None, None, notes.append)
+    assert notes[-1] == "2 other runs join the ensemble: the decision was made without them"
 
 
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:
