@@ -130,8 +130,9 @@ def format_dice(value: float | None) -> str:
 
 LEGEND = ("Dice at the best epoch (chosen by volume Dice, the epoch checkpoints/best.pt holds): vol = volume "
           "Dice (per case, averaged), slice = per 2D slice (empty on empty counts as 1), global = pooled "
-          "voxels. submitted = best evaluated volume Dice of a submission of the run's checkpoint as it is now; "
-          "(ens N): of an ensemble of N runs it was part of; stale: only of a checkpoint since replaced.")
+          "voxels. submitted = best evaluated volume Dice of a submission of the run's checkpoint as it is now, (N) "
+          "after it: the best of N submissions; (ens N): of an ensemble of N runs it was part of; stale: only of a "
+          "checkpoint since replaced.")
 
 
 def varied_settings(summaries: list[RunSummary]) -> list[str]:

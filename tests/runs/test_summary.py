@@ -195,6 +195,15 @@ def test_filter_and_sort(three_runs):
         sort_runs(runs, "colour")
 
 
+def test_the_legend_says_what_the_count_after_a_submitted_score_is(three_runs):
+    """b-v5's submitted cell '0.9500 (2)' (the best of its 2 submissions) was explained nowhere; the legend
+    explained only '(ens N)', and the experiments' folds column's '(5)' counts folds."""
+    result = CliRunner().invoke(app, ["runs", str(three_runs)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "0.9500 (2)" in result.output
+    assert "(N) after it: the best of N submissions" in " ".join(result.output.split())
+
+
 def test_an_unknown_column_suggests_the_nearest_and_lists_the_columns_not_every_setting(three_runs):
     """`runs --sort volume` listed 60 names, every setting of every run among them, and not the one meant."""
     runs = scan_runs(three_runs)
