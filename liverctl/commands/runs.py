@@ -29,8 +29,8 @@ def runs_command(
     runs_dir_option: Path = typer.Option(None, "--runs-dir", help="RUNS_DIR as an option, as train, watch, "
                                          "submit and report take it."),
     sort: str = typer.Option("started", "--sort", help="name, preset, status, nan, epochs, best_epoch, "
-                             "volume_dice, slice_dice, global_dice, wall, submitted, started or a dotted "
-                             "setting (numbers largest first, text A-Z; default: newest first)."),
+                             "volume_dice, slice_dice, global_dice, wall, submitted, started, cv_mean (an experiment's) "
+                             "or a dotted setting (numbers largest first, text A-Z; default: newest first)."),
     reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
                                       "wildcards with =), e.g. preset=v5, status=completed, "

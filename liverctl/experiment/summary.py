@@ -69,13 +69,19 @@ def summarize_experiment(exp_dir: str | Path):
     return out
 
 
+def cv_mean(summary) -> float | None:
+    """An experiment's mean per-fold best volume Dice (its `folds: best vol` cell, `runs --sort cv_mean`); None
+    for a plain run or an experiment without the figure."""
+    from liverctl.runs.history import dice
+
+    return dice(((summary.cv or {}).get("cv") or {}).get("mean"))
+
+
 def cv_text(summary) -> str:
     """`0.8123 +- 0.0100 (3)`: per-fold best volume Dice, mean +- std over the folds that have one; `0.8123 (1)`
     for one fold (`folder.spread_text`)."""
-    from liverctl.runs.history import dice
-
     cv = (summary.cv or {}).get("cv") or {}
-    mean, folds = dice(cv.get("mean")), cv.get("folds")
+    mean, folds = cv_mean(summary), cv.get("folds")
     if mean is None:
         return "-"
     return f"{mean:.4f}{spread_text(cv)} ({len(folds) if isinstance(folds, dict) else '-'})"

@@ -64,8 +64,18 @@ COLUMN_SPEC = (
 )
 # Not shown, but a key to sort and filter by (the default order: newest first).
 STARTED = Column("started", "started", attrgetter("started"), lambda s: str(s.started), True)
+
+
+def _cv_mean(summary: RunSummary) -> float | None:
+    from liverctl.experiment.summary import cv_mean
+
+    return cv_mean(summary)
+
+
+# An experiment's `folds: best vol` (`liverctl.commands.runs` shows it): its mean, to sort and filter experiments by
+CV_MEAN = Column("cv_mean", "folds: best vol", _cv_mean, lambda s: format_dice(_cv_mean(s)), True)
 COLUMNS = tuple(c.key for c in COLUMN_SPEC)
-_BY_KEY = {c.key: c for c in (*COLUMN_SPEC, STARTED)}
+_BY_KEY = {c.key: c for c in (*COLUMN_SPEC, STARTED, CV_MEAN)}
 
 
 def columns(varied: list[str]) -> list[Column]:

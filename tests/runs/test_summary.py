@@ -14,7 +14,7 @@ import sys
 import pytest
 import tomli_w
 import tomllib
-from run_fixtures import make_run
+from run_fixtures import make_config, make_run
 from typer.testing import CliRunner
 
 from liverctl.cli import app
@@ -195,6 +195,25 @@ def test_filter_and_sort(three_runs):
         sort_runs(runs, "colour")
 
 
+def test_experiments_sort_and_filter_by_their_mean_per_fold_best_volume_dice(three_runs):
+    """The `folds: best vol` column (an experiment's cross-validation figure, the one to compare experiments by)
+    could be neither sorted nor filtered by: 'runs --sort cv_mean' was an unknown column, though --json has it."""
+    from liverctl.experiment import folder
+
+    for name, mean in (("cv-low", 0.80), ("cv-high", 0.90)):
+        (three_runs / name).mkdir()
+        folder.write_summary(three_runs / name, {
+            "name": name, "preset": "demo", "store": "store/liver.zarr", "folds": [0, 1], "config": make_config("demo"),
+            "status": "completed", "fold_results": {}, "cv": {"folds": {"0": mean - 0.01, "1": mean + 0.01},
+                                                               "mean": mean, "std": 0.01}})
+    runs = scan_runs(three_runs)
+    assert [r.name for r in sort_runs(runs, "cv_mean")][:2] == ["cv-high", "cv-low"]  # plain runs, without one, last
+    assert [r.name for r in filter_runs(runs, ["cv_mean>=0.85"])] == ["cv-high"]
+    result = CliRunner().invoke(app, ["runs", str(three_runs), "--sort", "cv_mean", "--reverse", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["name"] for row in json.loads(result.output)][:2] == ["cv-low", "cv-high"]
+
+
 def test_the_legend_says_what_the_count_after_a_submitted_score_is(three_runs):
     """b-v5's submitted cell '0.9500 (2)' (the best of its 2 submissions) was explained nowhere; the legend
     explained only '(ens N)', and the experiments' folds column's '(5)' counts folds."""
@@ -208,7 +227,7 @@ def test_an_unknown_column_suggests_the_nearest_and_lists_the_columns_not_every_
     """`runs --sort volume` listed 60 names, every setting of every run among them, and not the one meant."""
     runs = scan_runs(three_runs)
     columns = ("; columns: name, preset, status, nan, epochs, best_epoch, volume_dice, slice_dice, global_dice, wall, "
-               "submitted, started, or a setting of the runs' config as section.key (e.g. optim.lr)")
+               "submitted, started, cv_mean, or a setting of the runs' config as section.key (e.g. optim.lr)")
     with pytest.raises(LiverctlError) as info:
         sort_runs(runs, "volume")
     assert str(info.value) == "unknown column 'volume' to sort by (did you mean 'volume_dice'?)" + columns
