@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperCommand
 
-from liverctl.printable import esc
+from liverctl.printable import esc, escaped
 
 # Importing albumentations otherwise checks online for updates (2 s timeout) on every start.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -106,8 +106,6 @@ class FileOrStdoutCommand(TyperCommand):
 def print_error(message: object) -> None:
     """One red `error:` line on stderr; the message is printed as given (a `Text`: no markup), its control characters
     escaped (a file name holding a newline made the one line two, one holding ESC moved the cursor)."""
-    from liverctl.printable import escaped
-
     err_console.print(Text.assemble(("error:", "bold red"), " ", escaped(str(message))), highlight=False,
                       soft_wrap=True)
 

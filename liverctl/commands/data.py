@@ -119,7 +119,6 @@ def verify(
     """Read every chunk file of the store and compare it with the checksum ingest recorded (a copy between machines
     or Kaggle datasets that flipped bits); reads only. `liverctl ingest SOURCE --verify` also rebuilds damaged cases."""
     with guarded():
-
         from liverctl.data.store_check import unverifiable_note, verify_store
         from liverctl.errors import LiverctlError
 
@@ -167,7 +166,6 @@ def _ingest_progress(bar: ProgressBar):
 def _print_summary(summary, store: Path) -> None:
     """Per source (when there are several), the store, notes and failures of an ingest run; `LiverctlError`
     (exit code 2) when some case failed."""
-
     from liverctl.errors import LiverctlError
 
     if len(summary.sources) > 1:
