@@ -64,21 +64,35 @@ def submit_command(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     which: str = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best | last."),
     save_masks: Path = typer.Option(None, "--save-masks", help="Also write each test mask as NIfTI (uint8) into this folder."),
+    weights: str = typer.Option(None, "--weights", help="Ensemble weights, one per --run in their order, e.g. 2,1 (default: "
+                                "each --run an equal share; an experiment's share is split among its folds)."),
 ) -> None:
     """Predict the store's test cases with one run or an ensemble, post-process, write a checked CSV."""
     from liverctl.infer.submit import make_submission
     from liverctl.runs.folder import resolve_run
 
     with guarded(log=True):
+        shares = _weights(weights)
         runs = [resolve_run(runs_dir, run, need="folder", flag="--run") for run in runs]
         with progress_bar("slices", transient=True) as bar:
             result = make_submission(
                 runs, out, store_path=store, which=which, sample_path=sample, tta=tta, postprocess=postprocess,
-                threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks,
+                threshold=threshold, batch_size=batch_size, device=device, save_masks=save_masks, weights=shares,
                 on_stage=bar.stage, on_slices=lambda n: bar.update(advance=n),
                 on_note=lambda text: console.print(text, highlight=False, markup=False),
             )
         _print_submission(result)
+
+
+def _weights(text: str | None) -> list[float] | None:
+    """`--weights 2,1` -> [2.0, 1.0]; each is checked against the runs by `expand_runs`."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise LiverctlError(f"--weights takes comma-separated numbers, one per --run, such as 2,1 (got {quoted(text)})") from None
+    return values
 
 
 def _print_submission(result) -> None:
@@ -86,7 +100,7 @@ def _print_submission(result) -> None:
     post = result.post if result.post_requested != "auto" else f"{result.post} (auto)"
     console.print(
         f"[bold green]wrote[/] {esc(s.path)}: {plural(s.rows, 'row')}, {plural(s.cases, 'test case')}, "
-        f"{s.empty_rows} empty; {plural(len(result.runs), 'run')}, tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
+        f"{s.empty_rows} empty; {plural(len(result.runs), 'run')}{', weighted' if result.weights else ''}, tta {esc(result.tta)}, post {esc(post)}, threshold {result.threshold:g}, "
         f"{result.device}, {result.seconds:.1f} s; sha256 {s.sha256[:12]}",
         highlight=False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from liverctl.experiment.folder import (
     read_summary,
     recorded_checkpoint_sha256,
 )
-from liverctl.plural import agree
+from liverctl.plural import agree, plural
 from liverctl.printable import quoted
 from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
 
@@ -34,6 +35,23 @@ class ExpandedRuns:
     decisions: list[dict] = field(default_factory=list)  # one per experiment, in order
     notes: list[str] = field(default_factory=list)  # what could not be checked (an older experiment.json)
     fold_of: FoldOwners = field(default_factory=dict)
+    shares: list[float] = field(default_factory=list)  # each run's share of the mean, one per run_dirs (sum 1)
+    members: list[tuple[str, float, int]] = field(default_factory=list)  # each --run: its share, its folds (0: a run)
+    weights_given: bool = False
+
+    def weights(self) -> list[float] | None:
+        """Each run's weight in the ensemble's mean (`shares`), or None where every run weighs the same: the plain
+        mean, added in run order and divided by the count, as one run's own prediction is."""
+        return None if len(set(self.shares)) <= 1 else list(self.shares)
+
+    def weights_note(self) -> str | None:
+        """The members' shares where they differ or --weights set them: `ensemble weights: runs/cv 0.5 (5 folds, 0.1
+        each), runs/x1 0.5`."""
+        if self.weights() is None and not (self.weights_given and len(self.members) > 1):
+            return None
+        parts = [f"{spec} {share:.3g}" + (f" ({folds} folds, {share / folds:.3g} each)" if folds else "")
+                 for spec, share, folds in self.members]
+        return f"ensemble weights: {', '.join(parts)}"
 
     def load_models(self, which: str = "best", device: str = "cpu") -> list:
         """The runs' models (`liverctl.infer.predict.RunModel`), each fold run checked against its experiment
@@ -77,14 +95,20 @@ def fold_owners(run_dirs: Sequence[Path]) -> FoldOwners:
     return owners
 
 
-def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> ExpandedRuns:
+def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best",
+                weights: Sequence[float] | None = None) -> ExpandedRuns:
     """Replace each experiment folder by its fold run folders (their config.toml checked to agree with it; their
     `which` checkpoints are checked as they are loaded, `ExpandedRuns.load_models`); other run folders pass
-    through. An experiment must have finished (its decision made)."""
-    out = ExpandedRuns(run_dirs=[])
+    through. An experiment must have finished (its decision made).
+
+    Each of `run_dirs` is one member of the ensemble, with its share of the mean: `weights` (one per member, made
+    to sum to 1; default equal), an experiment's share split equally among its folds. A 5-fold experiment and one
+    run weigh half and half, where counting the folds as members gave the run 1/6."""
+    shares = member_shares(run_dirs, weights)
+    out = ExpandedRuns(run_dirs=[], weights_given=weights is not None)
     given: dict[Path, str] = {}  # each run folder (resolved) -> the --run that brought it
 
-    def add(run: Path, spec: str) -> None:
+    def add(run: Path, spec: str, share: float) -> None:
         key = run.resolve()
         if key in given:  # the mean of the ensemble would weigh it twice
             first = given[key]
@@ -93,11 +117,13 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
             raise LiverctlError(f"--run {first} and --run {spec} both hold the run {run}; give each run once")
         given[key] = spec
         out.run_dirs.append(run)
+        out.shares.append(share)
 
-    for spec in run_dirs:
+    for spec, share in zip(run_dirs, shares, strict=True):
         path = Path(spec)
         if not is_experiment_dir(path):
-            add(path, str(spec))
+            add(path, str(spec), share)
+            out.members.append((str(spec), share, 0))
             continue
         summary = read_summary(path)
         decision = summary.get("decision")
@@ -119,7 +145,7 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
             elif not checkpoint_path(run, which).is_file():  # it finished with one: say so before any loading
                 raise LiverctlError(f"fold {fold} of the experiment has no {which} checkpoint",
                                     path=checkpoint_path(run, which))
-            add(run, str(spec))
+            add(run, str(spec), share / len(summary["folds"]))
             out.fold_of[run] = (path, summary, fold)
         if unrecorded:
             n = len(unrecorded)
@@ -127,8 +153,25 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
                              f"{agree(n, 'fold', 'folds')} {', '.join(unrecorded)} (written before liverctl recorded "
                              f"them): {agree(n, 'it is checked by its', 'those are checked by their')} config only")
         out.experiments.append(path)
+        out.members.append((str(spec), share, len(summary["folds"])))
         out.decisions.append(usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)))
     return out
+
+
+def member_shares(members: Sequence, weights: Sequence[float] | None) -> list[float]:
+    """Each member's share of the ensemble's mean: `weights` made to sum to 1 (each finite and above 0, one per
+    member), else equal shares."""
+    if weights is None:
+        return [1.0 / len(members)] * len(members) if members else []
+    if len(weights) != len(members):
+        raise LiverctlError(f"--weights gives {plural(len(weights), 'weight')} for {plural(len(members), '--run')}: "
+                            "give one weight per --run, in their order (an experiment is one --run)")
+    for value in weights:
+        if not (math.isfinite(value) and value > 0):
+            raise LiverctlError(f"--weights {value:g}: each weight must be a number above 0 (leave a run out "
+                                "rather than weigh it 0)")
+    total = math.fsum(weights)
+    return [value / total for value in weights]
 
 
 def config_threshold(summary: dict) -> float | None:

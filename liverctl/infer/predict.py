@@ -286,8 +286,10 @@ def predict_ensemble_sum(
     cpu_threads: int = 0,
     channels_last: bool = False,
     on_slices: Callable[[int], None] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """The sum over `runs`, in their order, of each run's probability of liver for every voxel of one case.
+    """The sum over `runs`, in their order, of each run's probability of liver for every voxel of one case, each
+    times its `weights` entry where given (a weighted ensemble's mean when they sum to 1).
 
     Shape: volume (X, Y, Z) -> float32 (X, Y, Z); the bits of adding the runs' own volumes one after another.
     Batch by batch: (B, C, X, Y) normalised stacks -> resized as in training to (B, C, S, S), S = data.input_size,
@@ -305,6 +307,8 @@ def predict_ensemble_sum(
 
     if not runs:
         raise ValueError("an ensemble needs at least one run")
+    if weights is not None and len(weights) != len(runs):
+        raise ValueError(f"{len(weights)} weights for {len(runs)} runs")
     x_size, y_size, depth = volume.shape
     batch_size, prefetch = cpu_batching(batch_size, device)
     on_cpu = torch.device(device).type == "cpu"  # (MPS takes one slice per pass, as before, but no CPU tuning)
@@ -334,6 +338,8 @@ def predict_ensemble_sum(
                 with tuned_threads(tuner, len(batch)):
                     probs = tta_probabilities(model, batch, tta, amp)
                 probs = probabilities_at(probs, (x_size, y_size))[:, 0].permute(1, 2, 0).cpu().numpy()
+                if weights is not None:
+                    probs *= np.float32(weights[r])
                 if r == 0:
                     out[..., z0 : z0 + len(batch)] = probs
                 else:
@@ -347,9 +353,11 @@ def predict_cases(
     runs: Sequence[RunModel],
     store,
     case_ids: Sequence[str],
+    weights: Sequence[float] | None = None,
     **options: Any,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time.
+    """Stream (case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time: each run's weight in the
+    mean its `weights` entry (the caller makes them sum to 1), else 1 / the number of runs.
 
     `options`: the keyword options of `predict_ensemble_sum` (tta, batch_size, device, amp, cpu_threads,
     channels_last, on_slices), the same for every run.
@@ -358,5 +366,5 @@ def predict_cases(
     for case_id in case_ids:
         volume = read_case_volume(store, case_id)
         stats = store.meta(case_id).get("stats") or {}
-        total = predict_ensemble_sum(runs, volume, stats, **options)
-        yield case_id, total / len(runs)
+        total = predict_ensemble_sum(runs, volume, stats, weights=weights, **options)
+        yield case_id, total if weights is not None else total / len(runs)

@@ -56,6 +56,7 @@ class SubmitResult:
     seconds: float
     masks_dir: str | None = None
     notes: list[str] = field(default_factory=list)
+    weights: list[float] | None = None  # each run's weight in the mean, where they differ (None: the plain mean)
 
 
 def _agreed(runs: Sequence[RunModel], section: str, key: str, default):
@@ -117,14 +118,17 @@ def check_out_path(out: Path) -> None:
     check_output_file(out, what="the submission", folder_hint="--out takes the CSV's file name, e.g. submission.csv")
 
 
-def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best"):
-    """Experiments become their fold runs; their out-of-fold decisions fill the threshold and the
-    post-processing the user left to the run (the first experiment's, when several disagree). The note says
-    which of the two came from the decision and what the decision was not made on."""
+def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best", weights=None):
+    """Experiments become their fold runs (each --run's share of the mean split among them: `expand_runs`); their
+    out-of-fold decisions fill the threshold and the post-processing the user left to the run (the first
+    experiment's, when several disagree). The note says which of the two came from the decision and what the
+    decision was not made on, and each member's weight where they differ."""
     from liverctl.experiment.ensemble import expand_runs
 
-    expanded = expand_runs(run_dirs, which)
+    expanded = expand_runs(run_dirs, which, weights)
     for text in expanded.notes:
+        note(text)
+    if (text := expanded.weights_note()) is not None:
         note(text)
     if expanded.decisions:
         first = expanded.decisions[0]
@@ -227,11 +231,12 @@ class CasePredictor:
     settings: InferSettings
     device: str
     on_slices: Callable[[int], None] | None = None
+    weights: list[float] | None = None  # each run's weight in the mean (None: equal)
 
     def predict(self, case_ids: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
         """(case id, ensemble-mean probabilities (X, Y, Z) float32), one case at a time."""
         s = self.settings
-        return predict_cases(self.runs, self.store, case_ids, tta=s.tta, batch_size=s.batch_size, device=self.device,
+        return predict_cases(self.runs, self.store, case_ids, weights=self.weights, tta=s.tta, batch_size=s.batch_size, device=self.device,
                              amp=s.amp, cpu_threads=s.cpu_threads, channels_last=s.cpu_channels_last,
                              on_slices=self.on_slices)
 
@@ -367,6 +372,7 @@ def submission_record(result: SubmitResult, which: str, experiments: Sequence[Pa
         "runs": [str(Path(r).resolve()) for r in result.runs],
         "checkpoints": [str(checkpoint_path(Path(r), which).resolve()) for r in result.runs],
         "ensemble": len(result.runs) > 1,
+        "weights": result.weights,  # None: every run the same weight
         "members": [{"run": str(Path(r.run_dir).resolve()), "checkpoint": str(r.checkpoint.resolve()),
                      "sha256": r.sha256, "epoch": r.epoch, "saved_at": r.saved_at} for r in runs],
         "experiments": [str(e.resolve()) for e in experiments],
@@ -390,6 +396,7 @@ def make_submission(
     batch_size: int | None = None,
     device: str = "auto",
     save_masks: str | os.PathLike | None = None,
+    weights: Sequence[float] | None = None,
     on_stage: Callable[[str, int], None] | None = None,
     on_slices: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -397,7 +404,8 @@ def make_submission(
     """Predict the store's test cases with the run(s), post-process, write and check the CSV.
 
     `tta`, `postprocess`, `threshold`, `batch_size` default to the (first) run's `infer` / `post`
-    config; the store defaults to the first run's `data.store`. Progress: `on_stage(name, slices)`
+    config; the store defaults to the first run's `data.store`. `weights`: one per run folder given, an
+    experiment's split among its folds (default: equal, `expand_runs`). Progress: `on_stage(name, slices)`
     announces a stage and its slice count, `on_slices(n)` advances it, `on_note(text)` reports a choice.
     """
     started = time.perf_counter()
@@ -409,11 +417,11 @@ def make_submission(
     if sample_path:
         check_sample_path(sample_path)  # read once the store says how many ids it can have (open_test_store)
     device = str(resolve_device(device))
-    threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which)
+    threshold, postprocess, expanded = _experiment_decisions(run_dirs, threshold, postprocess, note, which, weights)
     runs = expanded.load_models(which, device)
     store, store_path, n_slices, sample = open_test_store(runs, store_path, sample_path, note)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
-    predictor = CasePredictor(runs, store, settings, device, on_slices)
+    predictor = CasePredictor(runs, store, settings, device, on_slices, expanded.weights())
     auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None
     spec = auto.spec if auto else settings.post_requested
     masks_dir = Path(save_masks) if save_masks else None
@@ -426,7 +434,7 @@ def make_submission(
             summary=summary, runs=[str(r.run_dir) for r in runs], store=str(store_path), tta=settings.tta,
             threshold=settings.threshold, post=spec, post_requested=settings.post_requested, auto=auto,
             device=device, seconds=time.perf_counter() - started, masks_dir=str(masks_dir) if masks_dir else None,
-            notes=list(note))
+            notes=list(note), weights=predictor.weights)
         made["record"] = submission_record(made["result"], which, expanded.experiments, sample_path, runs)
         write_pending(folders, made["record"])  # a kill from the rename to the append loses no submission
 

@@ -252,7 +252,7 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     notes.clear()
     threshold, post, _ = _experiment_decisions([exp, tmp_path / "single"], 0.3, None, notes.append, "last")
     assert (threshold, post) == (0.3, "largest")
-    assert notes == [
+    assert notes == [        f"ensemble weights: {exp} 0.5 (2 folds, 0.25 each), {tmp_path / 'single'} 0.5",
         "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
@@ -261,6 +261,32 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     notes.clear()
     _experiment_decisions([exp, tmp_path / "single", tmp_path / "second"], None, None, notes.append)
     assert notes[-1] == "2 other runs join the ensemble: the decision was made without them"
+
+
+def test_an_experiment_is_one_member_of_an_ensemble_its_folds_sharing_its_weight(tmp_path):
+    """`--run cv --run single` (cv: 5 folds) averaged 6 models alike: the single run weighed 1/6, not the half a
+    user ensembling two models expects, and nothing said so. Each --run is now one member (`--weights` to choose
+    its share), an experiment's share split among its folds, and the shares are noted where they differ."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp, other = _experiment(tmp_path), tmp_path / "single"
+    expanded = expand_runs([exp, other])
+    assert expanded.shares == [0.25, 0.25, 0.5] and expanded.weights() == [0.25, 0.25, 0.5]
+    assert expanded.weights_note() == f"ensemble weights: {exp} 0.5 (2 folds, 0.25 each), {other} 0.5"
+    weighted = expand_runs([other, exp], weights=[1, 3])
+    assert weighted.weights() == [0.25, 0.375, 0.375]
+    assert weighted.weights_note() == f"ensemble weights: {other} 0.25, {exp} 0.75 (2 folds, 0.375 each)"
+    # every run the same weight: the plain mean (None), which a single run's prediction is to the bit
+    assert expand_runs([exp]).weights() is None and expand_runs([exp]).weights_note() is None
+    assert expand_runs([other, tmp_path / "second"], weights=[2, 2]).weights() is None
+    # weights given that come out equal are still said: the user asked for them
+    assert expand_runs([other, tmp_path / "second"], weights=[2, 2]).weights_note() == (
+        f"ensemble weights: {other} 0.5, {tmp_path / 'second'} 0.5")
+    with pytest.raises(LiverctlError, match=r"^--weights gives 1 weight for 2 --runs: give one weight per --run"):
+        expand_runs([exp, other], weights=[1])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(LiverctlError, match=r"^--weights .*: each weight must be a number above 0"):
+            expand_runs([exp, other], weights=[1.0, bad])
 
 
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:

@@ -212,6 +212,22 @@ def test_an_ensemble_predicts_what_its_runs_predict_one_by_one_averaged(tiny_sto
     assert not np.array_equal(alone[0], alone[2])  # the folds' models differ: each was used
 
 
+def test_a_weighted_ensemble_is_each_runs_own_prediction_times_its_weight_added_in_run_order(tiny_store):
+    from liverctl.data.store import LiverStore
+
+    store = LiverStore.open(tiny_store)
+    case = store.case_ids("test")[:1]
+    runs = [_tiny_run("f0", 0, "data.input_size=64"), _tiny_run("small", 1, "data.input_size=32")]
+    weights = [0.75, 0.25]
+    ((_, together),) = predict_cases(runs, store, case, weights=weights, tta="hflip", amp="off", cpu_threads=1)
+    alone = [dict(predict_cases([run], store, case, tta="hflip", amp="off", cpu_threads=1))[case[0]] for run in runs]
+    np.testing.assert_array_equal(together, alone[0] * np.float32(0.75) + alone[1] * np.float32(0.25))
+    ((_, plain),) = predict_cases(runs, store, case, tta="hflip", amp="off", cpu_threads=1)
+    assert not np.allclose(together, plain)  # the weights were used
+    with pytest.raises(ValueError, match="1 weights for 2 runs"):
+        list(predict_cases(runs, store, case, weights=[1.0]))
+
+
 def test_runs_with_one_data_config_prepare_each_batch_once_for_every_model_and_flip(monkeypatch):
     """Each batch is normalised and resized once per data config (context, input size, window), not once per run,
     and not once per TTA flip: 3 runs, 2 configs, 4 flips -> 2 preparations a batch."""

@@ -480,22 +480,25 @@ def _case_hu(store: Path, case: str) -> np.ndarray:
     return np.stack([np.asarray(s.read_slice(case, z), dtype=np.float32) for z in range(depth)], axis=-1)
 
 
-def expected_probabilities(store: Path, case: str, seeds: list[int], tta: str, gain: float = 2.0) -> np.ndarray:
-    """The fake runs' ensemble probability volume (X, Y, Z), float64, by hand."""
+def expected_probabilities(store: Path, case: str, seeds: list[int], tta: str, gain: float = 2.0,
+                           weights: list[float] | None = None) -> np.ndarray:
+    """The fake runs' ensemble probability volume (X, Y, Z), float64, by hand (`weights`: each seed's, summing to 1;
+    default equal)."""
     normalised = np.clip((_case_hu(store, case) - WINDOW[0]) / (WINDOW[1] - WINDOW[0]), 0.0, 1.0)
     step = (normalised > LEVEL).astype(np.float64)
     total = np.zeros(step.shape)
-    for seed in seeds:
+    weights = weights or [1.0 / len(seeds)] * len(seeds)
+    for seed, weight in zip(seeds, weights, strict=True):
         bias = fake_bias_map(seed)[:, :, None]
         for axes in FLIP_AXES[tta]:  # flip the input, predict, flip the probabilities back
             view = np.flip(step, axes) if axes else step
             probs = 1.0 / (1.0 + np.exp(-(bias + gain * view)))
-            total += np.flip(probs, axes) if axes else probs
-    return total / (len(seeds) * len(FLIP_AXES[tta]))
+            total += weight * (np.flip(probs, axes) if axes else probs)
+    return total / len(FLIP_AXES[tta])
 
 
-def expected_mask(store, case, seeds, tta, threshold=0.5) -> np.ndarray:
-    probs = expected_probabilities(store, case, seeds, tta)
+def expected_mask(store, case, seeds, tta, threshold=0.5, weights=None) -> np.ndarray:
+    probs = expected_probabilities(store, case, seeds, tta, weights=weights)
     assert np.abs(probs - threshold).min() > 1e-3, "a voxel sits on the threshold: float32 could flip it"
     return probs >= threshold
 
@@ -576,6 +579,27 @@ def test_submit_ensemble_averages_every_run(tiny_store, fake_models, tmp_path):
         for fewer in ([1], [1, 2], [2, 3]):  # dropping any run changes the answer
             assert not np.array_equal(want, expected_mask(tiny_store, case, fewer, "hflip"))
         np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+
+
+def test_submit_weights_the_ensemble_as_told_and_records_the_weights(tiny_store, fake_models, tmp_path):
+    runs = [make_fake_run(tmp_path, tiny_store, f"r{seed}", seed=seed) for seed in (1, 2)]
+    out = tmp_path / "weighted.csv"
+    args = ["--run", runs[0], "--run", runs[1], "--out", out, "--tta", "hflip", "--postprocess", "none", "--device", "cpu"]
+    result = _invoke("submit", *args, "--weights", "3, 1")
+    assert result.exit_code == 0, result.output
+    assert f"ensemble weights: {runs[0]} 0.75, {runs[1]} 0.25" in result.output
+    assert "2 runs, weighted, tta hflip" in result.output
+    for case, mask in submitted_masks(out, tiny_store).items():
+        want = expected_mask(tiny_store, case, [1, 2], "hflip", weights=[0.75, 0.25])
+        assert not np.array_equal(want, expected_mask(tiny_store, case, [1, 2], "hflip"))  # not the plain mean
+        np.testing.assert_array_equal(mask, want, err_msg=f"case {case}")
+    record = json.loads((runs[1] / "submissions.jsonl").read_text())
+    assert record["weights"] == [0.75, 0.25]
+    for bad, message in (("3", "--weights gives 1 weight for 2 --runs"), ("3,x", "--weights takes comma-separated numbers"),
+                         ("3,0", "each weight must be a number above 0")):
+        result = _invoke("submit", *args, "--weights", bad)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_submit_applies_the_post_processing(tiny_store, fake_models, tmp_path):
