@@ -50,15 +50,17 @@ NO_TORCHRUN = pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run
 
 
 def _torchrun_train(nproc: int, store, runs_dir, *sets: str, epochs: int = 1, scenario: str | None = None,
-                    returncode: int = 0, timeout: float = 600) -> subprocess.CompletedProcess:
+                    returncode: int = 0, timeout: float = 600, workers: int = 0) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc_per_node N -m liverctl.cli train` of a tiny demo run named 'ddp'
-    (`scenario`: through tests/train/ddp_one_rank.py, which makes rank 1 differ first)."""
+    (`scenario`: through tests/train/ddp_one_rank.py, which makes rank 1 differ first). `workers`: each rank's
+    loader workers; 0 unless the test is about them: each worker process costs a rank ~6 s to start on 2 cores,
+    about a third of such a test's time, where the 3 training steps take 1 s."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     target = ["-m", "liverctl.cli"] if scenario is None else [str(Path(__file__).with_name("ddp_one_rank.py")), scenario]
     cmd = [*TORCHRUN, "--standalone", "--nproc_per_node",
            str(nproc), *target, "train", "--preset", "demo", "--name", "ddp", "--runs-dir",
            str(runs_dir), "--store", str(store), "--device", "cpu", "--epochs", str(epochs), "-q"]
-    for s in ["data.input_size=64", "data.num_workers=1", "train.batch_size=2", "train.steps_per_epoch=3",
+    for s in ["data.input_size=64", f"data.num_workers={workers}", "train.batch_size=2", "train.steps_per_epoch=3",
               *SMALL_NET, "train.log_every=1", *sets]:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=runs_dir)
@@ -76,7 +78,7 @@ def test_torchrun_with_one_process_still_trains_through_the_process_group(tiny_s
 
 @NO_TORCHRUN
 def test_two_gloo_processes_train_with_one_writer_and_reduced_metrics(tiny_store, tmp_path):
-    _torchrun_train(2, tiny_store, tmp_path, "train.inject_nan_at_steps=[1]")
+    _torchrun_train(2, tiny_store, tmp_path, "train.inject_nan_at_steps=[1]", workers=1)  # each rank's worker too
     events = read_events(tmp_path / "ddp" / "events.jsonl")
     kinds = [e["kind"] for e in events]
     assert kinds.count("run_start") == 1 and kinds.count("run_end") == 1  # rank 0 only
