@@ -222,7 +222,7 @@ def _print_experiment_options(exp_dir: Path) -> None:
     from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
 
     summary = read_summary(exp_dir)
-    console.print(headline(summary), highlight=False, soft_wrap=True, markup=False)  # plain text: '[bold]' as written
+    console.print(headline(summary, exp_dir), highlight=False, soft_wrap=True, markup=False)  # plain text: '[bold]' as written
     rows = option_rows(summary)
     if rows:
         table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")

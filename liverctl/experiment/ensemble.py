@@ -16,12 +16,14 @@ from liverctl.experiment.folder import (
     fold_checkpoint_check,
     fold_dir,
     fold_number,
+    interrupted_text,
     is_experiment_dir,
     read_summary,
     recorded_checkpoint_sha256,
+    status_now,
 )
 from liverctl.plural import agree
-from liverctl.printable import quoted
+from liverctl.printable import QUOTE_LIMIT, one_line, quoted
 from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
 
 FoldOwners = dict[Path, tuple[Path, dict, int]]  # fold run folder -> (its experiment, experiment.json, fold)
@@ -101,10 +103,17 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
             continue
         summary = read_summary(path)
         decision = summary.get("decision")
-        if summary.get("status") != "completed" or not isinstance(decision, dict):
+        status = status_now(path, summary)
+        if status == "running":
+            raise LiverctlError(f"experiment is still being trained; submit it once it completes (`liverctl watch "
+                                f"{path}` follows it)", path=path)
+        if status == "interrupted" and summary.get("status") == "running":
+            raise LiverctlError(f"experiment is not finished: {interrupted_text(path)}", path=path)
+        if status != "completed" or not isinstance(decision, dict):
+            why = one_line(summary.get("message"), QUOTE_LIMIT)
             raise LiverctlError(
-                f"experiment is not finished (status {summary.get('status')}); continue it with "
-                f"`liverctl train --resume {path}`",
+                f"experiment is not finished (status {one_line(status, QUOTE_LIMIT)}{f': {why}' if why else ''}); "
+                f"continue it with `liverctl train --resume {path}`",
                 path=path,
             )
         unrecorded = []

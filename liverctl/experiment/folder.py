@@ -42,6 +42,22 @@ def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "run
     return None
 
 
+def status_now(exp_dir: str | os.PathLike, summary: dict) -> str:
+    """experiment.json's status as it stands now: "interrupted" where it says running but no live process holds
+    the experiment folder's lock (a SIGKILL, the out-of-memory killer or a lost session leave no last word), so
+    `runs`, `watch`, `report` and `submit` never call a killed experiment running."""
+    from liverctl.runs.folder import writer_alive
+
+    status = str(summary.get("status") or "unknown")
+    return "interrupted" if status == "running" and not writer_alive(exp_dir) else status
+
+
+def interrupted_text(exp_dir: str | os.PathLike) -> str:
+    """What an interrupted experiment (`status_now`) is, and what to do: one line."""
+    return (f"{SUMMARY_FILE} says running but nothing is writing it (killed?); continue it with "
+            f"`liverctl train --resume {exp_dir}`")
+
+
 def experiment_of_fold(run_dir: str | os.PathLike) -> Path | None:
     """The experiment folder that holds `run_dir` as one of its folds (`<exp>/fold-<k>/`), else None."""
     run_dir = Path(run_dir)
@@ -302,7 +318,6 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
     with the finished folds' best volume Dice); None when `spec` is not an experiment. The line says whether
     the experiment is being trained ('following fold 2'), completed (its mean and decision) or stopped (how,
     and the command that continues it): the fold shown beneath is only one of its folds."""
-    from liverctl.runs.folder import writer_alive
     from liverctl.runs.history import dice as dice_figure
 
     exp = find_experiment(spec, runs_root)
@@ -321,8 +336,8 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
         if entry.get("oof_done") and isinstance(dice, (int, float)):
             done.append(f"fold {f} {dice:.4f}")
     finished = f"finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
-    status = str(summary.get("status") or "unknown")
-    if status == "running" and writer_alive(exp):  # the experiment holds its folder's lock while it trains
+    status = status_now(exp, summary)
+    if status == "running":  # the experiment holds its folder's lock while it trains
         return fold_dir(exp, fold), f"experiment {exp.name}: following fold {fold}; {finished}"
     if status == "completed":
         cv = summary.get("cv") if isinstance(summary.get("cv"), dict) else {}
@@ -334,7 +349,6 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
                    f"{one_line(decision.get('post'), QUOTE_LIMIT)}"
                    + (f" (volume Dice {chosen:.4f})" if chosen is not None else "")) if decision else ""
         return fold_dir(exp, fold), f"experiment {exp.name} completed: {finished}{across}{decided}; fold {fold} shown"
-    why = one_line(summary.get("message")) if status != "running" else ""
-    status = "interrupted" if status == "running" else status  # nothing writes it: killed
+    why = one_line(summary.get("message")) if summary.get("status") != "running" else ""  # killed: no word
     return fold_dir(exp, fold), (f"experiment {exp.name} {one_line(status)}{f' ({why})' if why else ''}: {finished}; "
                                  f"fold {fold} shown; continue it with `liverctl train --resume {exp}`")

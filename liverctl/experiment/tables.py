@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.experiment.folder import read_summary, spread_text
+from liverctl.experiment.folder import interrupted_text, read_summary, spread_text, status_now
 from liverctl.plural import plural
 from liverctl.printable import QUOTE_LIMIT, one_line
 from liverctl.runs.history import dice
@@ -41,12 +41,17 @@ def fold_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-def headline(summary: dict) -> str:
+def headline(summary: dict, exp_dir: Path | None = None) -> str:
     """The experiment in a line of plain text (not markup); its texts from experiment.json, anyone's file, as
-    printable text (`printable.one_line`): a decision's post holding ESC and a newline was printed as it was."""
+    printable text (`printable.one_line`): a decision's post holding ESC and a newline was printed as it was.
+    Its status as it stands now where `exp_dir` is given (`folder.status_now`: a killed one is interrupted, with
+    what to do), else as written."""
     cv, o, d = summary.get("cv") or {}, summary.get("oof") or {}, summary.get("decision") or {}
-    name, preset, status = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset", "status"))
-    parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {status})"]
+    name, preset = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset"))
+    status = str(summary.get("status") or "unknown") if exp_dir is None else status_now(exp_dir, summary)
+    parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {one_line(status, QUOTE_LIMIT)})"]
+    if status == "interrupted" and summary.get("status") == "running":
+        parts.append(interrupted_text(exp_dir))
     if cv.get("mean") is not None:
         parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])}{spread_text(cv)}")
     if o.get("volume_dice") is not None:

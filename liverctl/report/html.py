@@ -56,7 +56,7 @@ def experiment_html(exp_dir) -> str:
     from liverctl.experiment.tables import FOLD_HEAD, OPTION_HEAD, fold_rows, headline, option_rows
 
     summary = read_summary(exp_dir)
-    parts = [f"<h2>Cross-validation: {escape(str(summary.get('name')))}</h2><p>{escape(headline(summary))}</p>",
+    parts = [f"<h2>Cross-validation: {escape(str(summary.get('name')))}</h2><p>{escape(headline(summary, exp_dir))}</p>",
              html_table(FOLD_HEAD, fold_rows(summary))]
     rows = option_rows(summary)
     if rows:

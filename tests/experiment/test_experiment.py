@@ -441,6 +441,54 @@ def test_watch_says_an_experiment_is_completed_or_stopped_not_followed(tmp_path)
     assert line.startswith("experiment cv interrupted: ") and "following" not in line and "--resume" in line
 
 
+def test_a_killed_experiment_reads_interrupted_with_how_to_continue_it_everywhere(tmp_path):
+    """After `kill -9` of `train --folds all` (mid fold 1, by hand in /tmp/S-k), experiment.json still said
+    running: `report cvk` printed 'experiment cvk (demo, 5 folds, running)' and `submit --run cvk` 'experiment
+    is not finished (status running)', as if it were being trained; `runs` said only 'resume it'. Here a real
+    process holds the experiment's lock as train does, and is killed with SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from liverctl.experiment.ensemble import expand_runs
+    from liverctl.experiment.summary import summarize_experiment
+    from liverctl.runs.folder import writer_alive
+
+    exp = _experiment(tmp_path, status="running")
+    code = ("import time; from liverctl.runs.folder import RunLock\n"
+            f"lock = RunLock({str(exp)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        summary = folder.read_summary(exp)
+        assert folder.status_now(exp, summary) == "running"
+        assert "(demo, 2 folds, running)" in tables.headline(summary, exp)
+        with pytest.raises(LiverctlError, match=r"experiment is still being trained; submit it once it completes"):
+            expand_runs([exp])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while writer_alive(exp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    resume = f"continue it with `liverctl train --resume {exp}`"
+    summary = folder.read_summary(exp)
+    assert summary["status"] == "running" and folder.status_now(exp, summary) == "interrupted"
+    line = tables.headline(summary, exp)
+    assert line.startswith("experiment cv (demo, 2 folds, interrupted); experiment.json says running but nothing "
+                           "is writing it (killed?); ") and resume in line
+    with pytest.raises(LiverctlError, match=r"experiment is not finished: experiment.json says running but nothing "
+                       r"is writing it \(killed\?\); continue it with `liverctl train --resume "):
+        expand_runs([exp])
+    row = summarize_experiment(exp)
+    assert row.status == "interrupted" and row.ended_because is None
+    assert row.problems == [f"experiment.json says running but nothing is writing it (killed?); {resume}"]
+    _, line = folder.current_fold("cv", tmp_path)
+    assert line.startswith("experiment cv interrupted: ") and line.endswith(resume)
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 
