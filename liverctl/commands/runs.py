@@ -34,7 +34,10 @@ def runs_command(
     reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
                                       "wildcards with =), e.g. preset=v5, status=completed, "
-                                      "volume_dice>=0.9, loss.name=tversky. Repeatable."),
+                                      "volume_dice>=0.9, loss.name=tversky. Repeatable. An experiment's fold "
+                                      "runs are rows of their own: a fold run is listed, beneath its experiment, "
+                                      "when it matches; an experiment when it or one of its fold runs does "
+                                      "(data.fold=2: each experiment's fold 2)."),
     as_json: str = typer.Option(None, "--json", metavar="[FILE]", help="The rows as JSON: alone or '-' on stdout "
                                 "(instead of the table), else written to FILE (the table printed as ever)."),
     as_csv: str = typer.Option(None, "--csv", metavar="[FILE]", help="The rows as CSV, as --json gives JSON "
@@ -70,7 +73,7 @@ def runs_command(
         if not summaries:
             console.print(f"no runs in {esc(runs_dir)} match the {agree(len(filters), 'filter', 'filters')}")
         else:
-            _print_table(summaries, varied, runs_dir)
+            _print_table(summaries, varied, runs_dir, filtered=bool(filters))
         for option, path in files.items():
             console.print(f"rows written to {path} ({option})", markup=False, highlight=False)
 
@@ -99,7 +102,7 @@ STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "f
 CV_HEADER = "folds: best vol"  # an experiment's per-fold best volume Dice (the legend explains it)
 
 
-def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
+def _print_table(summaries, varied: list[str], runs_dir: Path, *, filtered: bool = False) -> None:
     """The table of `liverctl.runs.table` in rich: status coloured, NaN counts red, volume Dice bold."""
     from rich.table import Table
     from rich.text import Text
@@ -126,7 +129,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     print_table(console, table, f"runs in {runs_dir}", headers, rows)
     print_words(console, spec.LEGEND, style="dim")
     if experiments:
-        _print_experiment_notes(summaries)
+        _print_experiment_notes(summaries, filtered)
     _print_endings(summaries)
     damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
@@ -151,15 +154,15 @@ def _print_endings(summaries) -> None:
         print_cut(console, [Text(f"{s.name.strip()}:", "bold"), Text(f"{how}:")], Text(why))
 
 
-def _print_experiment_notes(summaries) -> None:
+def _print_experiment_notes(summaries, filtered: bool = False) -> None:
     from liverctl.printable import QUOTE_LIMIT, one_line
     from liverctl.runs.history import finite
-    from liverctl.runs.table import format_dice
+    from liverctl.runs.table import FILTER_RULE, format_dice
 
     print_words(console, "Experiments: epochs = folds x epochs per fold done/planned (5x0-20/20: its folds stand "
                 "apart); vol/slice/global = pooled out-of-fold predictions (config threshold, no "
                 "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
-                "their fold runs beneath.", style="dim")
+                "their fold runs beneath." + (f" {FILTER_RULE}" if filtered else ""), style="dim")
     for s in summaries:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers

@@ -261,14 +261,27 @@ def _choices(column: str, summaries: list[RunSummary]) -> str:
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
 
 
+FILTER_RULE = ("Filters apply to every row: a fold run is listed, beneath its experiment, when it matches; an "
+               "experiment when it or one of its fold runs does.")
+
+
 def filter_runs(summaries: list[RunSummary], filters: list[str]) -> list[RunSummary]:
-    """Keep runs matching every filter `COLUMN OP VALUE`, OP one of = != > < >= <=.
+    """Keep runs matching every filter `COLUMN OP VALUE`, OP one of = != > < >= <=; an experiment's fold runs are
+    rows of their own (`FILTER_RULE`): `data.fold=2` lists each experiment with its fold 2 beneath it (they have
+    no data.fold, their folds have), `volume_dice>=0.9` only the folds that reach it (all of them were listed).
 
     `=` / `!=` compare text with shell wildcards (`name=v3*`); the others compare numbers
     (`volume_dice>=0.9`). COLUMN is a table column or any dotted setting (`loss.name=tversky`).
     """
-    parsed = [_parse_filter(f, summaries) for f in filters]
-    return [s for s in summaries if all(_matches(s, *p) for p in parsed)]
+    parsed = [_parse_filter(f, [*summaries, *(fold for s in summaries for fold in s.folds)]) for f in filters]
+    if not parsed:
+        return list(summaries)
+    kept = []
+    for s in summaries:
+        folds = [fold for fold in s.folds if all(_matches(fold, *p) for p in parsed)]
+        if folds or all(_matches(s, *p) for p in parsed):
+            kept.append(replace(s, folds=folds) if s.kind == "experiment" else s)
+    return kept
 
 
 def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str]:
