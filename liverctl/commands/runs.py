@@ -170,6 +170,8 @@ def _print_experiment_notes(summaries, filtered: bool = False) -> None:
             print_words(console, f"{s.name}: decided on {plural(decision.get('cases'), 'out-of-fold case')}: threshold "
                         f"{'-' if threshold is None else f'{threshold:g}'}, post {one_line(decision.get('post'), QUOTE_LIMIT)} "
                         f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
+            if decision.get("caution"):
+                print_words(console, one_line(decision["caution"]), indent="    ", hang="    ", style="yellow")
 
 
 def report_command(

@@ -12,6 +12,7 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import (
     SUMMARY_FILE,
     check_fold_config,
+    decision_caution,
     experiment_of_fold,
     fold_checkpoint_check,
     fold_dir,
@@ -136,7 +137,8 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best") -> E
                              f"{agree(n, 'fold', 'folds')} {', '.join(unrecorded)} (written before liverctl recorded "
                              f"them): {agree(n, 'it is checked by its', 'those are checked by their')} config only")
         out.experiments.append(path)
-        out.decisions.append(usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)))
+        out.decisions.append({**usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)),
+                              "caution": decision_caution(summary)})
     return out
 
 

@@ -184,6 +184,51 @@ def parse_folds(text: str, store) -> list[int]:
     return folds
 
 
+# Below this many pooled out-of-fold cases the decision's options (their volume Dice a few thousandths apart) are
+# told apart mostly by which cases happened to be held out: a fifth of the competition's ~80 training volumes.
+MIN_DECISION_CASES = 20
+
+
+def decision_caution(summary: dict) -> str | None:
+    """What makes an experiment's out-of-fold decision thin, in one line with what to do, or None: fewer than
+    MIN_DECISION_CASES pooled cases, or folds that hold out only some of the store's cases (`--folds 0,2`).
+    From experiment.json's facts (decision.cases, oof.cases_per_fold, folds, case_folds), anyone's file: what it
+    lacks is left out. Said, never refused: a thin decision is still the best one these cases allow."""
+    from liverctl.plural import plural
+
+    decision = summary.get("decision") if isinstance(summary.get("decision"), dict) else {}
+    cases = decision.get("cases")
+    if not isinstance(cases, int) or isinstance(cases, bool) or cases < 1:
+        return None
+    folds = [f for f in summary.get("folds") or [] if isinstance(f, int)]
+    case_folds = summary.get("case_folds")
+    store_folds = sorted({f for f in case_folds.values() if isinstance(f, int) and f >= 0}) \
+        if isinstance(case_folds, dict) else []
+    store_cases = sum(1 for f in case_folds.values() if isinstance(f, int) and f >= 0) if store_folds else None
+    partial = bool(store_folds) and not set(store_folds) <= set(folds)
+    few = cases < MIN_DECISION_CASES
+    if not (partial or few):
+        return None
+    oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
+    per_fold = oof.get("cases_per_fold") if isinstance(oof.get("cases_per_fold"), dict) else {}
+    counts = sorted(n for n in per_fold.values() if isinstance(n, int) and not isinstance(n, bool))
+    spread = "" if not counts else f" ({counts[0]}{'' if counts[0] == counts[-1] else f'-{counts[-1]}'} per fold)"
+    text = f"thin decision: made on only {plural(cases, 'out-of-fold case')}{spread}"
+    if partial:
+        shown = ", ".join(map(str, folds))
+        text += (f", from {'fold' if len(folds) == 1 else 'folds'} {shown} of the store's {len(store_folds)} "
+                 f"({plural(store_cases, 'training case')})")
+    if few:
+        text += (f"; with fewer than {MIN_DECISION_CASES} the best option wins largely by chance, and the defaults "
+                 "(config threshold, no post-processing) may do as well")
+    todo = []
+    if partial:
+        todo.append(f"a new experiment with `--folds all` decides on all {store_cases}")
+    if few and (store_cases is None or store_cases < MIN_DECISION_CASES):
+        todo.append("more training cases make it firmer")
+    return text + (f"; {' and '.join(todo)}" if todo else "")
+
+
 def spread_text(cv: dict) -> str:
     """' +- 0.0100': the spread (population std) of an experiment's per-fold best volume Dice as printed after their
     mean, `cv` as experiment.json records it (`experiment.train.cv_figures`); ' +- -' where the file holds no such

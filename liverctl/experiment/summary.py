@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.experiment.folder import fold_dir, interrupted_text, read_summary, spread_text, status_now
+from liverctl.experiment.folder import (
+    decision_caution,
+    fold_dir,
+    interrupted_text,
+    read_summary,
+    spread_text,
+    status_now,
+)
 from liverctl.plural import agree
 
 
@@ -58,7 +65,7 @@ def summarize_experiment(exp_dir: str | Path):
         "oof": oof,
         "decision": {k: dice(decision.get(k)) if k.endswith("_dice") else decision.get(k)
                      for k in ("threshold", "post", "volume_dice", "slice_dice", "global_dice", "cases")}
-        if decision else None,
+        | {"caution": decision_caution(summary)} if decision else None,
     }
     missing = [f for f in summary["folds"] if not fold_dir(exp_dir, f).is_dir()]
     if missing and out.status == "completed":

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.experiment.folder import interrupted_text, read_summary, spread_text, status_now
+from liverctl.experiment.folder import (
+    decision_caution,
+    interrupted_text,
+    read_summary,
+    spread_text,
+    status_now,
+)
 from liverctl.plural import plural
 from liverctl.printable import QUOTE_LIMIT, one_line
 from liverctl.runs.history import dice
@@ -63,6 +69,9 @@ def headline(summary: dict, exp_dir: Path | None = None) -> str:
                      f"(out-of-fold volume Dice {_fmt(d.get('volume_dice'))})")
     if o.get("note"):
         parts.append(one_line(o["note"]))
+    caution = decision_caution(summary)
+    if caution:
+        parts.append(caution)
     return "; ".join(parts)
 
 

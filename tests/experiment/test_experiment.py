@@ -110,6 +110,7 @@ def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
     d = out["decision"]
     assert len(d["options"]) == len(decide.THRESHOLDS) * len(decide.post_candidates(100))
     assert d["volume_dice"] == max(o["volume_dice"] for o in d["options"])
+    assert d["caution"].startswith("thin decision: made on only 4 out-of-fold cases (2 per fold); ")
 
 
 def test_cv_figures_skip_folds_without_a_best():
@@ -261,6 +262,60 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     notes.clear()
     _experiment_decisions([exp, tmp_path / "single", tmp_path / "second"], None, None, notes.append)
     assert notes[-1] == "2 other runs join the ensemble: the decision was made without them"
+
+
+def _thin(exp: Path, cases: int, folds: list[int], per_fold: dict, case_folds: dict | None) -> dict:
+    summary = folder.read_summary(exp)
+    summary["folds"] = folds
+    summary["decision"].update(cases=cases, volume_dice=0.9)
+    summary["oof"] = {"cases": cases, "cases_per_fold": per_fold}
+    if case_folds is None:
+        summary.pop("case_folds", None)
+    else:
+        summary["case_folds"] = case_folds
+    folder.write_summary(exp, summary)
+    return folder.read_summary(exp)
+
+
+def test_a_decision_on_few_cases_or_some_folds_says_how_thin_it_is_and_what_to_do(tmp_path, capsys):
+    """The decision on 6 out-of-fold cases (1-2 per fold, /tmp/S-w's cv) or on folds 0,2 of 5 was shown in train's
+    summary, runs, report and submit's notes as firmly as one on 80: nothing said how few cases it rested on."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.commands.experiment import print_experiment
+    from liverctl.infer.submit import _experiment_decisions
+
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp)
+    every = {str(i): i % 5 for i in range(80)}  # the competition's 80 volumes in 5 folds
+    assert folder.decision_caution(_thin(exp, 80, [0, 1, 2, 3, 4], {str(f): 16 for f in range(5)}, every)) is None
+    assert folder.decision_caution(_thin(exp, 80, [0, 1, 2, 3, 4], {}, None)) is None  # an older experiment.json
+
+    partial = folder.decision_caution(_thin(exp, 32, [0, 2], {"0": 16, "2": 16}, every))
+    assert partial == ("thin decision: made on only 32 out-of-fold cases (16 per fold), from folds 0, 2 of the "
+                       "store's 5 (80 training cases); a new experiment with `--folds all` decides on all 80")
+
+    summary = _thin(exp, 6, [0, 1], {"0": 4, "1": 2}, {"a": 0, "b": 1, "c": 0, "x": -2})
+    few = folder.decision_caution(summary)
+    assert few.startswith("thin decision: made on only 6 out-of-fold cases (2-4 per fold); with fewer than 20 the "
+                          "best option wins largely by chance")
+    assert few.endswith("; more training cases make it firmer")
+    assert few in tables.headline(summary, exp)  # report EXP, console and HTML
+    notes = []
+    _experiment_decisions([exp], None, None, notes.append)  # submit --run EXP
+    assert notes[-1] == few
+    notes.clear()
+    _experiment_decisions([exp], 0.3, "none", notes.append)  # nothing of the decision is used: nothing to say
+    assert few not in notes
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert few in " ".join(result.output.split())
+    capsys.readouterr()
+    print_experiment({**summary, "path": str(exp), "cv": {"folds": {"0": 0.9, "1": 0.9}, "mean": 0.9, "std": 0.0},
+                      "oof": {"cases": 6, "threshold": 0.5, "volume_dice": 0.9, "slice_dice": 0.9, "global_dice": 0.9,
+                              "cases_per_fold": {"0": 4, "1": 2}}})
+    assert few in " ".join(capsys.readouterr().out.split())  # train's summary
 
 
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:
