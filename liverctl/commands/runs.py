@@ -219,20 +219,25 @@ def report_command(
 
 
 def _print_experiment_options(exp_dir: Path) -> None:
-    """An experiment's headline and its out-of-fold option table (the chosen one marked)."""
+    """An experiment's headline, its settings beyond its preset, and its out-of-fold options' volume Dice as a grid
+    (the chosen one marked): every option with its slice and global Dice too is in the report's index.html."""
     from rich.table import Table
     from rich.text import Text
 
     from liverctl.experiment.folder import read_summary
-    from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
+    from liverctl.experiment.tables import headline, option_grid, settings_text
 
     summary = read_summary(exp_dir)
-    console.print(headline(summary, exp_dir), highlight=False, soft_wrap=True, markup=False)  # plain text: '[bold]' as written
-    rows = option_rows(summary)
+    console.print(headline(summary, exp_dir), highlight=False, soft_wrap=True, markup=False)  # plain: '[bold]' as written
+    print_words(console, settings_text(summary))
+    head, rows = option_grid(summary)
     if rows:
-        table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
-        for h in OPTION_HEAD:
+        title = "out-of-fold options: volume Dice by post-processing and threshold"
+        table = Table(title=f"{title} (* = chosen; slice and global Dice in the report)", title_justify="left",
+                      header_style="bold")
+        for h in head:
             table.add_column(h, justify="left" if h == "post-processing" else "right")
-        for row in rows:
-            table.add_row(*map(Text, row))  # a str cell is markup
-        console.print(table)
+        cells = [[Text(cell) for cell in row] for row in rows]  # a str cell is markup
+        for row in cells:
+            table.add_row(*row)
+        print_table(console, table, title, head, cells)

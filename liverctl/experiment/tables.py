@@ -33,6 +33,56 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def option_grid(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The options' volume Dice (what the decision chose by) as a grid: a row per post-processing, in the order
+    tried, a column per threshold, lowest first; the chosen cell marked `*`. `report EXP` prints this: the 40 rows of
+    `option_rows` (5 thresholds x 8 post-processings, slice and global Dice too) are its HTML's. ([], []) when none."""
+    decision = summary.get("decision") or {}
+    options = decision.get("options")
+    options = [o for o in options if isinstance(o, dict)] if isinstance(options, list) else []
+    thresholds = sorted({o.get("threshold") for o in options if _g(o.get("threshold")) != "-"})
+    posts = list(dict.fromkeys(one_line(o.get("post"), QUOTE_LIMIT) for o in options))
+    if not thresholds or not posts:
+        return [], []
+    cells = {(one_line(o.get("post"), QUOTE_LIMIT), o.get("threshold")): o for o in options}
+    rows = []
+    for post in posts:
+        row = [post]
+        for t in thresholds:
+            o = cells.get((post, t))
+            chosen = o is not None and t == decision.get("threshold") and o.get("post") == decision.get("post")
+            row.append("" if o is None else f"{_fmt(o.get('volume_dice'))}{' *' if chosen else ''}")
+        rows.append(row)
+    return ["post-processing", *(f"threshold {_g(t)}" for t in thresholds)], rows
+
+
+def settings_text(summary: dict) -> str:
+    """`settings beyond preset demo: data.input_size=64, train.epochs=1`: what the experiment's config sets other
+    than its preset as it is now (the keys `liverctl runs` leaves out of its columns left out here too), so
+    `report EXP` says what was tried without printing the config; experiment.json holds it whole."""
+    from liverctl.config import resolve_config
+    from liverctl.errors import LiverctlError
+    from liverctl.runs.summary import flatten_config
+    from liverctl.runs.table import IGNORED_SETTINGS, format_setting
+
+    preset = summary.get("preset")
+    shown = one_line(preset, QUOTE_LIMIT) or "-"
+    try:
+        base = flatten_config(resolve_config(preset)) if isinstance(preset, str) else None
+    except LiverctlError:
+        base = None
+    if base is None:
+        return f"settings: preset {shown} is none of today's presets; its config is in experiment.json"
+    ignored = (*IGNORED_SETTINGS, "data.fold")  # each fold's own
+    changed = [f"{key}={one_line(format_setting(value), QUOTE_LIMIT)}"
+               for key, value in flatten_config(summary["config"]).items()
+               if key not in ignored and key.rsplit(".", 1)[-1] != "description" and base.get(key, _ABSENT) != value]
+    return f"settings beyond preset {shown}: {', '.join(changed) or 'none'}"
+
+
+_ABSENT = object()
+
+
 FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")
 
 

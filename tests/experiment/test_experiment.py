@@ -318,6 +318,43 @@ def test_a_decision_on_few_cases_or_some_folds_says_how_thin_it_is_and_what_to_d
     assert few in " ".join(capsys.readouterr().out.split())  # train's summary
 
 
+def test_report_of_an_experiment_prints_its_settings_and_a_grid_not_forty_option_rows(tmp_path, capsys):
+    """`report cv` printed a 40-row table (5 thresholds x 8 post-processings, each with three Dice figures) and
+    nothing of what the experiment set beyond its preset. It now prints its settings beyond the preset (as `runs`
+    shows a run's settings as columns) and the options' volume Dice as a grid, a row per post-processing; every
+    figure stays in the report's index.html."""
+    from liverctl.commands.runs import _print_experiment_options
+    from liverctl.report.html import experiment_html
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    posts = decide.post_candidates(700)
+    summary["decision"].update(threshold=0.4, post="largest", options=[
+        {"threshold": t, "post": p, "volume_dice": 0.9 + t / 10 + i / 1000, "slice_dice": 0.5, "global_dice": 0.5}
+        for t in decide.threshold_candidates(0.5) for i, p in enumerate(posts)])
+    folder.write_summary(exp, summary)
+    summary = folder.read_summary(exp)
+
+    assert tables.settings_text(summary) == ("settings beyond preset demo: data.input_size=64, "
+                                             "model.encoder=tu-mobilenetv3_small_050, model.decoder_channels=[16, 8, 8, 8, 8]")
+    head, rows = tables.option_grid(summary)
+    assert head == ["post-processing", *(f"threshold {t}" for t in ("0.3", "0.4", "0.5", "0.6", "0.7"))]
+    assert [r[0] for r in rows] == posts
+    assert rows[1] == ["largest", "0.9310", "0.9410 *", "0.9510", "0.9610", "0.9710"]  # the chosen cell marked
+    assert sum("*" in cell for row in rows for cell in row) == 1
+
+    capsys.readouterr()
+    _print_experiment_options(exp)
+    out = capsys.readouterr().out
+    assert "settings beyond preset demo: data.input_size=64" in out
+    assert len(out.splitlines()) < 20 and "0.9410 *" in out and "slice Dice" not in out
+    html = experiment_html(exp)  # the report keeps every option with all its figures
+    assert html.count("<tr>") >= 40 + 1 and "settings beyond preset demo: data.input_size=64" in html
+
+    summary["preset"] = "gone"
+    assert tables.settings_text(summary) == "settings: preset gone is none of today's presets; its config is in experiment.json"
+
+
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:
     """Fold runs with best and last checkpoints (an untrained model of the fold's config), recorded in
     experiment.json as a finished fold records them (`record=False`: as before liverctl recorded them)."""
