@@ -194,8 +194,6 @@ def report_command(
         from liverctl.experiment.tables import expand_report_specs
 
         run_dirs, experiments, named = expand_report_specs(run_specs, runs_dir)
-        for exp in experiments:
-            _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(named)
 
         def say_what_it_takes() -> None:  # once the runs and --out were found fit: not above a refusal
@@ -208,6 +206,11 @@ def report_command(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
             experiments=experiments, on_start=say_what_it_takes,
         )
+        for path in named:  # what each was, beside its report (never above a refusal of --out or of a run)
+            if path in experiments:
+                _print_experiment_options(path)
+            else:
+                _print_run_settings(path)
         console.print(f"report: {esc(result.index_html)}  ({plural(len(result.images), 'picture')})", highlight=False)
         for note in result.warnings:
             console.print(f"  [yellow]warning:[/] {esc(note)}", highlight=False)
@@ -216,6 +219,18 @@ def report_command(
         if result.refused:  # written without what a refused input would have given: not a clean success
             fail(f"report written without overlays: {result.refused[0]}"
                  + (f" (and {plural(len(result.refused) - 1, 'more run')})" if len(result.refused) > 1 else ""))
+
+
+def _print_run_settings(run_dir: Path) -> None:
+    """`run r1: settings beyond preset demo: data.input_size=64, train.epochs=1`, as report EXP says it of an
+    experiment."""
+    from rich.text import Text
+
+    from liverctl.runs.summary import summarize_run
+    from liverctl.runs.table import settings_beyond_preset
+
+    summary = summarize_run(run_dir)
+    print_words(console, Text.assemble(f"run {summary.name}: ", settings_beyond_preset(summary.preset, summary.settings)))
 
 
 def _print_experiment_options(exp_dir: Path) -> None:
@@ -232,8 +247,8 @@ def _print_experiment_options(exp_dir: Path) -> None:
     print_words(console, settings_text(summary))
     head, rows = option_grid(summary)
     if rows:
-        title = "out-of-fold options: volume Dice by post-processing and threshold"
-        table = Table(title=f"{title} (* = chosen; slice and global Dice in the report)", title_justify="left",
+        title = "out-of-fold options: volume Dice"
+        table = Table(title=f"{title} (* = chosen; every figure in the report)", title_justify="left",
                       header_style="bold")
         for h in head:
             table.add_column(h, justify="left" if h == "post-processing" else "right")

@@ -57,30 +57,14 @@ def option_grid(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def settings_text(summary: dict) -> str:
-    """`settings beyond preset demo: data.input_size=64, train.epochs=1`: what the experiment's config sets other
-    than its preset as it is now (the keys `liverctl runs` leaves out of its columns left out here too), so
-    `report EXP` says what was tried without printing the config; experiment.json holds it whole."""
-    from liverctl.config import resolve_config
-    from liverctl.errors import LiverctlError
+    """`settings beyond preset demo: data.input_size=64, train.epochs=1` of an experiment (`runs.table.
+    settings_beyond_preset`, as `report RUN` says it of a run), data.fold left out: each fold's own."""
     from liverctl.runs.summary import flatten_config
-    from liverctl.runs.table import IGNORED_SETTINGS, format_setting
+    from liverctl.runs.table import settings_beyond_preset
 
-    preset = summary.get("preset")
-    shown = one_line(preset, QUOTE_LIMIT) or "-"
-    try:
-        base = flatten_config(resolve_config(preset)) if isinstance(preset, str) else None
-    except LiverctlError:
-        base = None
-    if base is None:
-        return f"settings: preset {shown} is none of today's presets; its config is in experiment.json"
-    ignored = (*IGNORED_SETTINGS, "data.fold")  # each fold's own
-    changed = [f"{key}={one_line(format_setting(value), QUOTE_LIMIT)}"
-               for key, value in flatten_config(summary["config"]).items()
-               if key not in ignored and key.rsplit(".", 1)[-1] != "description" and base.get(key, _ABSENT) != value]
-    return f"settings beyond preset {shown}: {', '.join(changed) or 'none'}"
-
-
-_ABSENT = object()
+    settings = flatten_config(summary["config"])
+    settings.pop("data.fold", None)
+    return settings_beyond_preset(summary.get("preset"), settings, where="experiment.json")
 
 
 FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")

@@ -168,6 +168,26 @@ def varied_settings(summaries: list[RunSummary]) -> list[str]:
 _MISSING = "\0missing"
 
 
+def settings_beyond_preset(preset: Any, settings: dict[str, Any], *, where: str = "config.toml") -> str:
+    """`settings beyond preset demo: data.input_size=64, train.epochs=1`: what a run's or experiment's flat settings
+    set other than its preset as it is now, leaving out what the table leaves out of its columns (IGNORED_SETTINGS),
+    so `report` says what was tried without printing the config (`where` holds it whole)."""
+    from liverctl.config import resolve_config
+    from liverctl.runs.summary import flatten_config
+
+    shown = one_line(preset, 60) or "-"
+    try:
+        base = flatten_config(resolve_config(preset)) if isinstance(preset, str) else None
+    except LiverctlError:
+        base = None
+    if base is None:
+        return f"settings: preset {shown} is none of today's presets; its config is in {where}"
+    changed = [f"{key}={one_line(format_setting(value), 60)}" for key, value in settings.items()
+               if key not in IGNORED_SETTINGS and key.rsplit(".", 1)[-1] != "description"
+               and base.get(key, _MISSING) != value]
+    return f"settings beyond preset {shown}: {', '.join(changed) or 'none'}"
+
+
 def _hashable(value: Any) -> Any:
     try:
         hash(value)

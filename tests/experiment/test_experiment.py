@@ -355,6 +355,21 @@ def test_report_of_an_experiment_prints_its_settings_and_a_grid_not_forty_option
     assert tables.settings_text(summary) == "settings: preset gone is none of today's presets; its config is in experiment.json"
 
 
+def test_report_of_a_run_says_its_settings_beyond_its_preset_as_of_an_experiment(tmp_path):
+    """report EXP says what the experiment set beyond its preset; report RUN said nothing of the run's settings."""
+    from run_fixtures import make_run
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    make_run(tmp_path / "runs", "r1", settings={"data.input_size": 64}, planned=3)  # demo trains 6 epochs
+    result = CliRunner().invoke(app, ["report", "r1", "--runs-dir", str(tmp_path / "runs"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "run r1: settings beyond preset demo: data.input_size=64, train.epochs=3"
+    assert lines[1].startswith("report: ")
+
+
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:
     """Fold runs with best and last checkpoints (an untrained model of the fold's config), recorded in
     experiment.json as a finished fold records them (`record=False`: as before liverctl recorded them)."""
