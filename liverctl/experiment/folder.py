@@ -393,6 +393,8 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
         decided = (f"; out-of-fold decision: threshold {one_line(decision.get('threshold'), QUOTE_LIMIT)}, post "
                    f"{one_line(decision.get('post'), QUOTE_LIMIT)}"
                    + (f" (volume Dice {chosen:.4f})" if chosen is not None else "")) if decision else ""
+        caution = decision_caution(summary) if decision else None
+        decided += f"; {caution}" if caution else ""
         return fold_dir(exp, fold), f"experiment {exp.name} completed: {finished}{across}{decided}; fold {fold} shown"
     why = one_line(summary.get("message")) if summary.get("status") != "running" else ""  # killed: no word
     return fold_dir(exp, fold), (f"experiment {exp.name} {one_line(status)}{f' ({why})' if why else ''}: {finished}; "

@@ -305,6 +305,9 @@ def test_a_decision_on_few_cases_or_some_folds_says_how_thin_it_is_and_what_to_d
     notes = []
     _experiment_decisions([exp], None, None, notes.append)  # submit --run EXP
     assert notes[-1] == few
+    summary["status"] = "completed"
+    folder.write_summary(exp, summary)
+    assert few in folder.current_fold("cv", tmp_path)[1]  # watch EXP
     notes.clear()
     _experiment_decisions([exp], 0.3, "none", notes.append)  # nothing of the decision is used: nothing to say
     assert few not in notes
