@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from liverctl.commands._common import console
-from liverctl.experiment.folder import SUMMARY_FILE, spread_text
+from liverctl.experiment.folder import SUMMARY_FILE, decision_caution, spread_text
 from liverctl.plural import plural
 from liverctl.printable import esc
 
@@ -37,3 +37,6 @@ def print_experiment(summary: dict) -> None:
         f"(volume Dice {d['volume_dice']:.4f}; {len(d['options'])} options in {esc(exp_dir / SUMMARY_FILE)})",
         highlight=False,
     )
+    caution = decision_caution(summary)
+    if caution:
+        console.print(f"[yellow]{esc(caution)}[/]", highlight=False)

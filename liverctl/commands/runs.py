@@ -34,7 +34,10 @@ def runs_command(
     reverse: bool = typer.Option(False, "--reverse", help="Flip the sort order."),
     filters: list[str] = typer.Option([], "--filter", help="COLUMN=VALUE (also != > < >= <=; "
                                       "wildcards with =), e.g. preset=v5, status=completed, "
-                                      "volume_dice>=0.9, loss.name=tversky. Repeatable."),
+                                      "volume_dice>=0.9, loss.name=tversky. Repeatable. An experiment's fold "
+                                      "runs are rows of their own: a fold run is listed, beneath its experiment, "
+                                      "when it matches; an experiment when it or one of its fold runs does "
+                                      "(data.fold=2: each experiment's fold 2)."),
     as_json: str = typer.Option(None, "--json", metavar="[FILE]", help="The rows as JSON: alone or '-' on stdout "
                                 "(instead of the table), else written to FILE (the table printed as ever)."),
     as_csv: str = typer.Option(None, "--csv", metavar="[FILE]", help="The rows as CSV, as --json gives JSON "
@@ -70,7 +73,7 @@ def runs_command(
         if not summaries:
             console.print(f"no runs in {esc(runs_dir)} match the {agree(len(filters), 'filter', 'filters')}")
         else:
-            _print_table(summaries, varied, runs_dir)
+            _print_table(summaries, varied, runs_dir, filtered=bool(filters))
         for option, path in files.items():
             console.print(f"rows written to {path} ({option})", markup=False, highlight=False)
 
@@ -99,7 +102,7 @@ STATUS_STYLES = {"completed": "green", "running": "cyan", "nan_abort": "red", "f
 CV_HEADER = "folds: best vol"  # an experiment's per-fold best volume Dice (the legend explains it)
 
 
-def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
+def _print_table(summaries, varied: list[str], runs_dir: Path, *, filtered: bool = False) -> None:
     """The table of `liverctl.runs.table` in rich: status coloured, NaN counts red, volume Dice bold."""
     from rich.table import Table
     from rich.text import Text
@@ -126,7 +129,7 @@ def _print_table(summaries, varied: list[str], runs_dir: Path) -> None:
     print_table(console, table, f"runs in {runs_dir}", headers, rows)
     print_words(console, spec.LEGEND, style="dim")
     if experiments:
-        _print_experiment_notes(summaries)
+        _print_experiment_notes(summaries, filtered)
     _print_endings(summaries)
     damaged = [s for s in spec.table_rows(summaries) if s.problems]
     if damaged:
@@ -151,15 +154,15 @@ def _print_endings(summaries) -> None:
         print_cut(console, [Text(f"{s.name.strip()}:", "bold"), Text(f"{how}:")], Text(why))
 
 
-def _print_experiment_notes(summaries) -> None:
+def _print_experiment_notes(summaries, filtered: bool = False) -> None:
     from liverctl.printable import QUOTE_LIMIT, one_line
     from liverctl.runs.history import finite
-    from liverctl.runs.table import format_dice
+    from liverctl.runs.table import FILTER_RULE, format_dice
 
     print_words(console, "Experiments: epochs = folds x epochs per fold done/planned (5x0-20/20: its folds stand "
                 "apart); vol/slice/global = pooled out-of-fold predictions (config threshold, no "
                 "post-processing); folds: best vol = per-fold best volume Dice, mean +- std (folds); "
-                "their fold runs beneath.", style="dim")
+                "their fold runs beneath." + (f" {FILTER_RULE}" if filtered else ""), style="dim")
     for s in summaries:
         decision = (s.cv or {}).get("decision") if s.kind == "experiment" else None
         if decision:  # experiment.json is anyone's file: its values are shown, never trusted to be numbers
@@ -167,6 +170,8 @@ def _print_experiment_notes(summaries) -> None:
             print_words(console, f"{s.name}: decided on {plural(decision.get('cases'), 'out-of-fold case')}: threshold "
                         f"{'-' if threshold is None else f'{threshold:g}'}, post {one_line(decision.get('post'), QUOTE_LIMIT)} "
                         f"(volume Dice {format_dice(finite(decision.get('volume_dice')))})", indent="  ", hang="    ")
+            if decision.get("caution"):
+                print_words(console, one_line(decision["caution"]), indent="    ", hang="    ", style="yellow")
 
 
 def report_command(
@@ -189,8 +194,6 @@ def report_command(
         from liverctl.experiment.tables import expand_report_specs
 
         run_dirs, experiments, named = expand_report_specs(run_specs, runs_dir)
-        for exp in experiments:
-            _print_experiment_options(exp)
         out_dir = out if out is not None else report.default_out_dir(named)
 
         def say_what_it_takes() -> None:  # once the runs and --out were found fit: not above a refusal
@@ -203,6 +206,11 @@ def report_command(
             run_dirs, out_dir, overlays=overlays, store_path=store, max_cases=max_cases, device=device,
             experiments=experiments, on_start=say_what_it_takes,
         )
+        for path in named:  # what each was, beside its report (never above a refusal of --out or of a run)
+            if path in experiments:
+                _print_experiment_options(path)
+            else:
+                _print_run_settings(path)
         console.print(f"report: {esc(result.index_html)}  ({plural(len(result.images), 'picture')})", highlight=False)
         for note in result.warnings:
             console.print(f"  [yellow]warning:[/] {esc(note)}", highlight=False)
@@ -213,21 +221,38 @@ def report_command(
                  + (f" (and {plural(len(result.refused) - 1, 'more run')})" if len(result.refused) > 1 else ""))
 
 
+def _print_run_settings(run_dir: Path) -> None:
+    """`run r1: settings beyond preset demo: data.input_size=64, train.epochs=1`, as report EXP says it of an
+    experiment."""
+    from rich.text import Text
+
+    from liverctl.runs.summary import summarize_run
+    from liverctl.runs.table import settings_beyond_preset
+
+    summary = summarize_run(run_dir)
+    print_words(console, Text.assemble(f"run {summary.name}: ", settings_beyond_preset(summary.preset, summary.settings)))
+
+
 def _print_experiment_options(exp_dir: Path) -> None:
-    """An experiment's headline and its out-of-fold option table (the chosen one marked)."""
+    """An experiment's headline, its settings beyond its preset, and its out-of-fold options' volume Dice as a grid
+    (the chosen one marked): every option with its slice and global Dice too is in the report's index.html."""
     from rich.table import Table
     from rich.text import Text
 
     from liverctl.experiment.folder import read_summary
-    from liverctl.experiment.tables import OPTION_HEAD, headline, option_rows
+    from liverctl.experiment.tables import headline, option_grid, settings_text
 
     summary = read_summary(exp_dir)
-    console.print(headline(summary), highlight=False, soft_wrap=True, markup=False)  # plain text: '[bold]' as written
-    rows = option_rows(summary)
+    console.print(headline(summary, exp_dir), highlight=False, soft_wrap=True, markup=False)  # plain: '[bold]' as written
+    print_words(console, settings_text(summary))
+    head, rows = option_grid(summary)
     if rows:
-        table = Table(title="out-of-fold options (* = chosen)", title_justify="left", header_style="bold")
-        for h in OPTION_HEAD:
+        title = "out-of-fold options: volume Dice"
+        table = Table(title=f"{title} (* = chosen; every figure in the report)", title_justify="left",
+                      header_style="bold")
+        for h in head:
             table.add_column(h, justify="left" if h == "post-processing" else "right")
-        for row in rows:
-            table.add_row(*map(Text, row))  # a str cell is markup
-        console.print(table)
+        cells = [[Text(cell) for cell in row] for row in rows]  # a str cell is markup
+        for row in cells:
+            table.add_row(*row)
+        print_table(console, table, title, head, cells)

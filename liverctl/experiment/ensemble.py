@@ -13,16 +13,19 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import (
     SUMMARY_FILE,
     check_fold_config,
+    decision_caution,
     experiment_of_fold,
     fold_checkpoint_check,
     fold_dir,
     fold_number,
+    interrupted_text,
     is_experiment_dir,
     read_summary,
     recorded_checkpoint_sha256,
+    status_now,
 )
 from liverctl.plural import agree, plural
-from liverctl.printable import quoted
+from liverctl.printable import QUOTE_LIMIT, one_line, quoted
 from liverctl.runs.folder import CONFIG_FILE, checkpoint_path
 
 FoldOwners = dict[Path, tuple[Path, dict, int]]  # fold run folder -> (its experiment, experiment.json, fold)
@@ -127,10 +130,17 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best",
             continue
         summary = read_summary(path)
         decision = summary.get("decision")
-        if summary.get("status") != "completed" or not isinstance(decision, dict):
+        status = status_now(path, summary)
+        if status == "running":
+            raise LiverctlError(f"experiment is still being trained; submit it once it completes (`liverctl watch "
+                                f"{path}` follows it)", path=path)
+        if status == "interrupted" and summary.get("status") == "running":
+            raise LiverctlError(f"experiment is not finished: {interrupted_text(path)}", path=path)
+        if status != "completed" or not isinstance(decision, dict):
+            why = one_line(summary.get("message"), QUOTE_LIMIT)
             raise LiverctlError(
-                f"experiment is not finished (status {summary.get('status')}); continue it with "
-                f"`liverctl train --resume {path}`",
+                f"experiment is not finished (status {one_line(status, QUOTE_LIMIT)}{f': {why}' if why else ''}); "
+                f"continue it with `liverctl train --resume {path}`",
                 path=path,
             )
         unrecorded = []
@@ -154,7 +164,8 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best",
                              f"them): {agree(n, 'it is checked by its', 'those are checked by their')} config only")
         out.experiments.append(path)
         out.members.append((str(spec), share, len(summary["folds"])))
-        out.decisions.append(usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)))
+        out.decisions.append({**usable_decision(decision, path / SUMMARY_FILE, config_threshold(summary)),
+                              "caution": decision_caution(summary)})
     return out
 
 

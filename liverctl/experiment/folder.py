@@ -42,6 +42,22 @@ def find_experiment(spec: str | os.PathLike, runs_root: str | os.PathLike = "run
     return None
 
 
+def status_now(exp_dir: str | os.PathLike, summary: dict) -> str:
+    """experiment.json's status as it stands now: "interrupted" where it says running but no live process holds
+    the experiment folder's lock (a SIGKILL, the out-of-memory killer or a lost session leave no last word), so
+    `runs`, `watch`, `report` and `submit` never call a killed experiment running."""
+    from liverctl.runs.folder import writer_alive
+
+    status = str(summary.get("status") or "unknown")
+    return "interrupted" if status == "running" and not writer_alive(exp_dir) else status
+
+
+def interrupted_text(exp_dir: str | os.PathLike) -> str:
+    """What an interrupted experiment (`status_now`) is, and what to do: one line."""
+    return (f"{SUMMARY_FILE} says running but nothing is writing it (killed?); continue it with "
+            f"`liverctl train --resume {exp_dir}`")
+
+
 def experiment_of_fold(run_dir: str | os.PathLike) -> Path | None:
     """The experiment folder that holds `run_dir` as one of its folds (`<exp>/fold-<k>/`), else None."""
     run_dir = Path(run_dir)
@@ -166,6 +182,51 @@ def parse_folds(text: str, store) -> list[int]:
     if len(counts) < 2:
         raise LiverctlError("cross-validation needs at least two folds with cases in the store", path=store.path)
     return folds
+
+
+# Below this many pooled out-of-fold cases the decision's options (their volume Dice a few thousandths apart) are
+# told apart mostly by which cases happened to be held out: a fifth of the competition's ~80 training volumes.
+MIN_DECISION_CASES = 20
+
+
+def decision_caution(summary: dict) -> str | None:
+    """What makes an experiment's out-of-fold decision thin, in one line with what to do, or None: fewer than
+    MIN_DECISION_CASES pooled cases, or folds that hold out only some of the store's cases (`--folds 0,2`).
+    From experiment.json's facts (decision.cases, oof.cases_per_fold, folds, case_folds), anyone's file: what it
+    lacks is left out. Said, never refused: a thin decision is still the best one these cases allow."""
+    from liverctl.plural import plural
+
+    decision = summary.get("decision") if isinstance(summary.get("decision"), dict) else {}
+    cases = decision.get("cases")
+    if not isinstance(cases, int) or isinstance(cases, bool) or cases < 1:
+        return None
+    folds = [f for f in summary.get("folds") or [] if isinstance(f, int)]
+    case_folds = summary.get("case_folds")
+    store_folds = sorted({f for f in case_folds.values() if isinstance(f, int) and f >= 0}) \
+        if isinstance(case_folds, dict) else []
+    store_cases = sum(1 for f in case_folds.values() if isinstance(f, int) and f >= 0) if store_folds else None
+    partial = bool(store_folds) and not set(store_folds) <= set(folds)
+    few = cases < MIN_DECISION_CASES
+    if not (partial or few):
+        return None
+    oof = summary.get("oof") if isinstance(summary.get("oof"), dict) else {}
+    per_fold = oof.get("cases_per_fold") if isinstance(oof.get("cases_per_fold"), dict) else {}
+    counts = sorted(n for n in per_fold.values() if isinstance(n, int) and not isinstance(n, bool))
+    spread = "" if not counts else f" ({counts[0]}{'' if counts[0] == counts[-1] else f'-{counts[-1]}'} per fold)"
+    text = f"thin decision: made on only {plural(cases, 'out-of-fold case')}{spread}"
+    if partial:
+        shown = ", ".join(map(str, folds))
+        text += (f", from {'fold' if len(folds) == 1 else 'folds'} {shown} of the store's {len(store_folds)} "
+                 f"({plural(store_cases, 'training case')})")
+    if few:
+        text += (f"; with fewer than {MIN_DECISION_CASES} the best option wins largely by chance, and the defaults "
+                 "(config threshold, no post-processing) may do as well")
+    todo = []
+    if partial:
+        todo.append(f"a new experiment with `--folds all` decides on all {store_cases}")
+    if few and (store_cases is None or store_cases < MIN_DECISION_CASES):
+        todo.append("more training cases make it firmer")
+    return text + (f"; {' and '.join(todo)}" if todo else "")
 
 
 def spread_text(cv: dict) -> str:
@@ -302,7 +363,6 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
     with the finished folds' best volume Dice); None when `spec` is not an experiment. The line says whether
     the experiment is being trained ('following fold 2'), completed (its mean and decision) or stopped (how,
     and the command that continues it): the fold shown beneath is only one of its folds."""
-    from liverctl.runs.folder import writer_alive
     from liverctl.runs.history import dice as dice_figure
 
     exp = find_experiment(spec, runs_root)
@@ -321,8 +381,8 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
         if entry.get("oof_done") and isinstance(dice, (int, float)):
             done.append(f"fold {f} {dice:.4f}")
     finished = f"finished folds' best volume Dice: {', '.join(done) or 'none yet'}"
-    status = str(summary.get("status") or "unknown")
-    if status == "running" and writer_alive(exp):  # the experiment holds its folder's lock while it trains
+    status = status_now(exp, summary)
+    if status == "running":  # the experiment holds its folder's lock while it trains
         return fold_dir(exp, fold), f"experiment {exp.name}: following fold {fold}; {finished}"
     if status == "completed":
         cv = summary.get("cv") if isinstance(summary.get("cv"), dict) else {}
@@ -333,8 +393,9 @@ def current_fold(spec: str | os.PathLike, runs_root: str | os.PathLike = "runs")
         decided = (f"; out-of-fold decision: threshold {one_line(decision.get('threshold'), QUOTE_LIMIT)}, post "
                    f"{one_line(decision.get('post'), QUOTE_LIMIT)}"
                    + (f" (volume Dice {chosen:.4f})" if chosen is not None else "")) if decision else ""
+        caution = decision_caution(summary) if decision else None
+        decided += f"; {caution}" if caution else ""
         return fold_dir(exp, fold), f"experiment {exp.name} completed: {finished}{across}{decided}; fold {fold} shown"
-    why = one_line(summary.get("message")) if status != "running" else ""
-    status = "interrupted" if status == "running" else status  # nothing writes it: killed
+    why = one_line(summary.get("message")) if summary.get("status") != "running" else ""  # killed: no word
     return fold_dir(exp, fold), (f"experiment {exp.name} {one_line(status)}{f' ({why})' if why else ''}: {finished}; "
                                  f"fold {fold} shown; continue it with `liverctl train --resume {exp}`")

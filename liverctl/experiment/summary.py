@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.experiment.folder import SUMMARY_FILE, fold_dir, read_summary, spread_text
+from liverctl.experiment.folder import (
+    decision_caution,
+    fold_dir,
+    interrupted_text,
+    read_summary,
+    spread_text,
+    status_now,
+)
 from liverctl.plural import agree
 
 
@@ -17,7 +24,6 @@ def summarize_experiment(exp_dir: str | Path):
     `cv` (cv, oof and decision from experiment.json)."""
     from liverctl.printable import one_line
     from liverctl.runs import summary as runs
-    from liverctl.runs.folder import writer_alive
     from liverctl.runs.history import as_int, dice
 
     exp_dir = Path(exp_dir)
@@ -33,12 +39,11 @@ def summarize_experiment(exp_dir: str | Path):
     settings = runs.flatten_config(summary["config"])
     settings.pop("data.fold", None)
     out.settings = settings
-    out.status = str(summary.get("status") or "unknown")
-    if out.status not in ("completed", "running"):  # its message says which fold stopped it, and how
+    out.status = status_now(exp_dir, summary)
+    if summary.get("status") == "running" and out.status == "interrupted":  # killed: it wrote no last word
+        out.problems.append(interrupted_text(exp_dir))
+    elif out.status not in ("completed", "running"):  # its message says which fold stopped it, and how
         out.ended_because = one_line(summary.get("message"))
-    if out.status == "running" and not writer_alive(exp_dir):  # the experiment holds its folder's lock
-        out.status = "interrupted"
-        out.problems.append(f"{SUMMARY_FILE} says running but nothing is writing it (killed?); resume it")
     # Per fold, as a run's (the sum over 5 folds of 20 epochs read as one model trained for 100)
     out.fold_epochs = [fold_runs[f].epochs_done if f in fold_runs else 0 for f in summary["folds"]]
     out.epochs_done = min(out.fold_epochs, default=0)
@@ -60,7 +65,7 @@ def summarize_experiment(exp_dir: str | Path):
         "oof": oof,
         "decision": {k: dice(decision.get(k)) if k.endswith("_dice") else decision.get(k)
                      for k in ("threshold", "post", "volume_dice", "slice_dice", "global_dice", "cases")}
-        if decision else None,
+        | {"caution": decision_caution(summary)} if decision else None,
     }
     missing = [f for f in summary["folds"] if not fold_dir(exp_dir, f).is_dir()]
     if missing and out.status == "completed":

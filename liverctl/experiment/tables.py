@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liverctl.experiment.folder import read_summary, spread_text
+from liverctl.experiment.folder import (
+    decision_caution,
+    interrupted_text,
+    read_summary,
+    spread_text,
+    status_now,
+)
 from liverctl.plural import plural
 from liverctl.printable import QUOTE_LIMIT, one_line
 from liverctl.runs.history import dice
@@ -27,6 +33,40 @@ def option_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def option_grid(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The options' volume Dice (what the decision chose by) as a grid: a row per post-processing, in the order
+    tried, a column per threshold, lowest first; the chosen cell marked `*`. `report EXP` prints this: the 40 rows of
+    `option_rows` (5 thresholds x 8 post-processings, slice and global Dice too) are its HTML's. ([], []) when none."""
+    decision = summary.get("decision") or {}
+    options = decision.get("options")
+    options = [o for o in options if isinstance(o, dict)] if isinstance(options, list) else []
+    thresholds = sorted({o.get("threshold") for o in options if _g(o.get("threshold")) != "-"})
+    posts = list(dict.fromkeys(one_line(o.get("post"), QUOTE_LIMIT) for o in options))
+    if not thresholds or not posts:
+        return [], []
+    cells = {(one_line(o.get("post"), QUOTE_LIMIT), o.get("threshold")): o for o in options}
+    rows = []
+    for post in posts:
+        row = [post]
+        for t in thresholds:
+            o = cells.get((post, t))
+            chosen = o is not None and t == decision.get("threshold") and o.get("post") == decision.get("post")
+            row.append("" if o is None else f"{_fmt(o.get('volume_dice'))}{' *' if chosen else ''}")
+        rows.append(row)
+    return ["post-processing", *(f"threshold {_g(t)}" for t in thresholds)], rows
+
+
+def settings_text(summary: dict) -> str:
+    """`settings beyond preset demo: data.input_size=64, train.epochs=1` of an experiment (`runs.table.
+    settings_beyond_preset`, as `report RUN` says it of a run), data.fold left out: each fold's own."""
+    from liverctl.runs.summary import flatten_config
+    from liverctl.runs.table import settings_beyond_preset
+
+    settings = flatten_config(summary["config"])
+    settings.pop("data.fold", None)
+    return settings_beyond_preset(summary.get("preset"), settings, where="experiment.json")
+
+
 FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")
 
 
@@ -41,12 +81,17 @@ def fold_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
-def headline(summary: dict) -> str:
+def headline(summary: dict, exp_dir: Path | None = None) -> str:
     """The experiment in a line of plain text (not markup); its texts from experiment.json, anyone's file, as
-    printable text (`printable.one_line`): a decision's post holding ESC and a newline was printed as it was."""
+    printable text (`printable.one_line`): a decision's post holding ESC and a newline was printed as it was.
+    Its status as it stands now where `exp_dir` is given (`folder.status_now`: a killed one is interrupted, with
+    what to do), else as written."""
     cv, o, d = summary.get("cv") or {}, summary.get("oof") or {}, summary.get("decision") or {}
-    name, preset, status = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset", "status"))
-    parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {status})"]
+    name, preset = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset"))
+    status = str(summary.get("status") or "unknown") if exp_dir is None else status_now(exp_dir, summary)
+    parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {one_line(status, QUOTE_LIMIT)})"]
+    if status == "interrupted" and summary.get("status") == "running":
+        parts.append(interrupted_text(exp_dir))
     if cv.get("mean") is not None:
         parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])}{spread_text(cv)}")
     if o.get("volume_dice") is not None:
@@ -58,6 +103,9 @@ def headline(summary: dict) -> str:
                      f"(out-of-fold volume Dice {_fmt(d.get('volume_dice'))})")
     if o.get("note"):
         parts.append(one_line(o["note"]))
+    caution = decision_caution(summary)
+    if caution:
+        parts.append(caution)
     return "; ".join(parts)
 
 

@@ -316,7 +316,7 @@ def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
         # volume Dice of the fold's own held-out cases (raw): the fold's share of the pooled figure
         members = [c for c, f in cases.items() if f == fold]
         per_fold_oof[str(fold)] = len(members)
-    return {
+    figures = {
         "cv": cv_figures(summary),
         "oof": {
             "cases": len(cases),
@@ -333,3 +333,5 @@ def evaluate_experiment(exp_dir: Path, summary: dict, store) -> dict:
         },
         "decision": decision.to_json(),
     }
+    figures["decision"]["caution"] = folder.decision_caution({**summary, **figures})  # None where it is not thin
+    return figures

@@ -153,6 +153,8 @@ def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best", 
         if used:
             text += f" ({' and '.join(used)} given: used instead)"
         note(text)
+        if first.get("caution") and len(used) < 2:  # what the decision gave is used: say how thin it is
+            note(first["caution"])
         if which != "best":
             note(f"the decision was made on the folds' best checkpoints; --checkpoint {which} predicts with others")
         if len(expanded.run_dirs) > folds:

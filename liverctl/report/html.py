@@ -53,11 +53,18 @@ def runs_table_html(data: list[RunData]) -> str:
 def experiment_html(exp_dir) -> str:
     """An experiment's headline, fold table and out-of-fold option table."""
     from liverctl.experiment.folder import read_summary
-    from liverctl.experiment.tables import FOLD_HEAD, OPTION_HEAD, fold_rows, headline, option_rows
+    from liverctl.experiment.tables import (
+        FOLD_HEAD,
+        OPTION_HEAD,
+        fold_rows,
+        headline,
+        option_rows,
+        settings_text,
+    )
 
     summary = read_summary(exp_dir)
-    parts = [f"<h2>Cross-validation: {escape(str(summary.get('name')))}</h2><p>{escape(headline(summary))}</p>",
-             html_table(FOLD_HEAD, fold_rows(summary))]
+    parts = [f"<h2>Cross-validation: {escape(str(summary.get('name')))}</h2><p>{escape(headline(summary, exp_dir))}</p>",
+             f"<p>{escape(settings_text(summary))}</p>", html_table(FOLD_HEAD, fold_rows(summary))]
     rows = option_rows(summary)
     if rows:
         parts.append("<h3>Out-of-fold options (pooled over every held-out case; * = chosen)</h3>")

@@ -168,6 +168,26 @@ def varied_settings(summaries: list[RunSummary]) -> list[str]:
 _MISSING = "\0missing"
 
 
+def settings_beyond_preset(preset: Any, settings: dict[str, Any], *, where: str = "config.toml") -> str:
+    """`settings beyond preset demo: data.input_size=64, train.epochs=1`: what a run's or experiment's flat settings
+    set other than its preset as it is now, leaving out what the table leaves out of its columns (IGNORED_SETTINGS),
+    so `report` says what was tried without printing the config (`where` holds it whole)."""
+    from liverctl.config import resolve_config
+    from liverctl.runs.summary import flatten_config
+
+    shown = one_line(preset, 60) or "-"
+    try:
+        base = flatten_config(resolve_config(preset)) if isinstance(preset, str) else None
+    except LiverctlError:
+        base = None
+    if base is None:
+        return f"settings: preset {shown} is none of today's presets; its config is in {where}"
+    changed = [f"{key}={one_line(format_setting(value), 60)}" for key, value in settings.items()
+               if key not in IGNORED_SETTINGS and key.rsplit(".", 1)[-1] != "description"
+               and base.get(key, _MISSING) != value]
+    return f"settings beyond preset {shown}: {', '.join(changed) or 'none'}"
+
+
 def _hashable(value: Any) -> Any:
     try:
         hash(value)
@@ -261,14 +281,27 @@ def _choices(column: str, summaries: list[RunSummary]) -> str:
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
 
 
+FILTER_RULE = ("Filters apply to every row: a fold run is listed, beneath its experiment, when it matches; an "
+               "experiment when it or one of its fold runs does.")
+
+
 def filter_runs(summaries: list[RunSummary], filters: list[str]) -> list[RunSummary]:
-    """Keep runs matching every filter `COLUMN OP VALUE`, OP one of = != > < >= <=.
+    """Keep runs matching every filter `COLUMN OP VALUE`, OP one of = != > < >= <=; an experiment's fold runs are
+    rows of their own (`FILTER_RULE`): `data.fold=2` lists each experiment with its fold 2 beneath it (they have
+    no data.fold, their folds have), `volume_dice>=0.9` only the folds that reach it (all of them were listed).
 
     `=` / `!=` compare text with shell wildcards (`name=v3*`); the others compare numbers
     (`volume_dice>=0.9`). COLUMN is a table column or any dotted setting (`loss.name=tversky`).
     """
-    parsed = [_parse_filter(f, summaries) for f in filters]
-    return [s for s in summaries if all(_matches(s, *p) for p in parsed)]
+    parsed = [_parse_filter(f, [*summaries, *(fold for s in summaries for fold in s.folds)]) for f in filters]
+    if not parsed:
+        return list(summaries)
+    kept = []
+    for s in summaries:
+        folds = [fold for fold in s.folds if all(_matches(fold, *p) for p in parsed)]
+        if folds or all(_matches(s, *p) for p in parsed):
+            kept.append(replace(s, folds=folds) if s.kind == "experiment" else s)
+    return kept
 
 
 def _parse_filter(text: str, summaries: list[RunSummary]) -> tuple[str, str, str]:

@@ -110,6 +110,7 @@ def test_oof_pooling_covers_fold_cases_only_and_matches_direct_dice(tmp_path):
     d = out["decision"]
     assert len(d["options"]) == len(decide.THRESHOLDS) * len(decide.post_candidates(100))
     assert d["volume_dice"] == max(o["volume_dice"] for o in d["options"])
+    assert d["caution"].startswith("thin decision: made on only 4 out-of-fold cases (2 per fold); ")
 
 
 def test_cv_figures_skip_folds_without_a_best():
@@ -252,7 +253,8 @@ def test_submit_notes_say_what_came_from_the_decision(tmp_path):
     notes.clear()
     threshold, post, _ = _experiment_decisions([exp, tmp_path / "single"], 0.3, None, notes.append, "last")
     assert (threshold, post) == (0.3, "largest")
-    assert notes == [        f"ensemble weights: {exp} 0.5 (2 folds, 0.25 each), {tmp_path / 'single'} 0.5",
+    assert notes == [
+        f"ensemble weights: {exp} 0.5 (2 folds, 0.25 each), {tmp_path / 'single'} 0.5",
         "2 fold runs from 1 experiment; out-of-fold decision: threshold 0.4, post largest "
         "(--threshold 0.3 given: used instead)",
         "the decision was made on the folds' best checkpoints; --checkpoint last predicts with others",
@@ -287,6 +289,115 @@ def test_an_experiment_is_one_member_of_an_ensemble_its_folds_sharing_its_weight
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(LiverctlError, match=r"^--weights .*: each weight must be a number above 0"):
             expand_runs([exp, other], weights=[1.0, bad])
+
+
+def _thin(exp: Path, cases: int, folds: list[int], per_fold: dict, case_folds: dict | None) -> dict:
+    summary = folder.read_summary(exp)
+    summary["folds"] = folds
+    summary["decision"].update(cases=cases, volume_dice=0.9)
+    summary["oof"] = {"cases": cases, "cases_per_fold": per_fold}
+    if case_folds is None:
+        summary.pop("case_folds", None)
+    else:
+        summary["case_folds"] = case_folds
+    folder.write_summary(exp, summary)
+    return folder.read_summary(exp)
+
+
+def test_a_decision_on_few_cases_or_some_folds_says_how_thin_it_is_and_what_to_do(tmp_path, capsys):
+    """The decision on 6 out-of-fold cases (1-2 per fold, /tmp/S-w's cv) or on folds 0,2 of 5 was shown in train's
+    summary, runs, report and submit's notes as firmly as one on 80: nothing said how few cases it rested on."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+    from liverctl.commands.experiment import print_experiment
+    from liverctl.infer.submit import _experiment_decisions
+
+    exp = _experiment(tmp_path)
+    _record_checkpoints(exp)
+    every = {str(i): i % 5 for i in range(80)}  # the competition's 80 volumes in 5 folds
+    assert folder.decision_caution(_thin(exp, 80, [0, 1, 2, 3, 4], {str(f): 16 for f in range(5)}, every)) is None
+    assert folder.decision_caution(_thin(exp, 80, [0, 1, 2, 3, 4], {}, None)) is None  # an older experiment.json
+
+    partial = folder.decision_caution(_thin(exp, 32, [0, 2], {"0": 16, "2": 16}, every))
+    assert partial == ("thin decision: made on only 32 out-of-fold cases (16 per fold), from folds 0, 2 of the "
+                       "store's 5 (80 training cases); a new experiment with `--folds all` decides on all 80")
+
+    summary = _thin(exp, 6, [0, 1], {"0": 4, "1": 2}, {"a": 0, "b": 1, "c": 0, "x": -2})
+    few = folder.decision_caution(summary)
+    assert few.startswith("thin decision: made on only 6 out-of-fold cases (2-4 per fold); with fewer than 20 the "
+                          "best option wins largely by chance")
+    assert few.endswith("; more training cases make it firmer")
+    assert few in tables.headline(summary, exp)  # report EXP, console and HTML
+    notes = []
+    _experiment_decisions([exp], None, None, notes.append)  # submit --run EXP
+    assert notes[-1] == few
+    summary["status"] = "completed"
+    folder.write_summary(exp, summary)
+    assert few in folder.current_fold("cv", tmp_path)[1]  # watch EXP
+    notes.clear()
+    _experiment_decisions([exp], 0.3, "none", notes.append)  # nothing of the decision is used: nothing to say
+    assert few not in notes
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert few in " ".join(result.output.split())
+    capsys.readouterr()
+    print_experiment({**summary, "path": str(exp), "cv": {"folds": {"0": 0.9, "1": 0.9}, "mean": 0.9, "std": 0.0},
+                      "oof": {"cases": 6, "threshold": 0.5, "volume_dice": 0.9, "slice_dice": 0.9, "global_dice": 0.9,
+                              "cases_per_fold": {"0": 4, "1": 2}}})
+    assert few in " ".join(capsys.readouterr().out.split())  # train's summary
+
+
+def test_report_of_an_experiment_prints_its_settings_and_a_grid_not_forty_option_rows(tmp_path, capsys):
+    """`report cv` printed a 40-row table (5 thresholds x 8 post-processings, each with three Dice figures) and
+    nothing of what the experiment set beyond its preset. It now prints its settings beyond the preset (as `runs`
+    shows a run's settings as columns) and the options' volume Dice as a grid, a row per post-processing; every
+    figure stays in the report's index.html."""
+    from liverctl.commands.runs import _print_experiment_options
+    from liverctl.report.html import experiment_html
+
+    exp = _experiment(tmp_path)
+    summary = folder.read_summary(exp)
+    posts = decide.post_candidates(700)
+    summary["decision"].update(threshold=0.4, post="largest", options=[
+        {"threshold": t, "post": p, "volume_dice": 0.9 + t / 10 + i / 1000, "slice_dice": 0.5, "global_dice": 0.5}
+        for t in decide.threshold_candidates(0.5) for i, p in enumerate(posts)])
+    folder.write_summary(exp, summary)
+    summary = folder.read_summary(exp)
+
+    assert tables.settings_text(summary) == ("settings beyond preset demo: data.input_size=64, "
+                                             "model.encoder=tu-mobilenetv3_small_050, model.decoder_channels=[16, 8, 8, 8, 8]")
+    head, rows = tables.option_grid(summary)
+    assert head == ["post-processing", *(f"threshold {t}" for t in ("0.3", "0.4", "0.5", "0.6", "0.7"))]
+    assert [r[0] for r in rows] == posts
+    assert rows[1] == ["largest", "0.9310", "0.9410 *", "0.9510", "0.9610", "0.9710"]  # the chosen cell marked
+    assert sum("*" in cell for row in rows for cell in row) == 1
+
+    capsys.readouterr()
+    _print_experiment_options(exp)
+    out = capsys.readouterr().out
+    assert "settings beyond preset demo: data.input_size=64" in out
+    assert len(out.splitlines()) < 20 and "0.9410 *" in out and "slice Dice" not in out
+    html = experiment_html(exp)  # the report keeps every option with all its figures
+    assert html.count("<tr>") >= 40 + 1 and "settings beyond preset demo: data.input_size=64" in html
+
+    summary["preset"] = "gone"
+    assert tables.settings_text(summary) == "settings: preset gone is none of today's presets; its config is in experiment.json"
+
+
+def test_report_of_a_run_says_its_settings_beyond_its_preset_as_of_an_experiment(tmp_path):
+    """report EXP says what the experiment set beyond its preset; report RUN said nothing of the run's settings."""
+    from run_fixtures import make_run
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    make_run(tmp_path / "runs", "r1", settings={"data.input_size": 64}, planned=3)  # demo trains 6 epochs
+    result = CliRunner().invoke(app, ["report", "r1", "--runs-dir", str(tmp_path / "runs"), "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "run r1: settings beyond preset demo: data.input_size=64, train.epochs=3"
+    assert lines[1].startswith("report: ")
 
 
 def _record_checkpoints(exp: Path, record: bool = True) -> dict:
@@ -465,6 +576,54 @@ def test_watch_says_an_experiment_is_completed_or_stopped_not_followed(tmp_path)
     folder.write_summary(exp, summary)
     _, line = folder.current_fold("cv", tmp_path)
     assert line.startswith("experiment cv interrupted: ") and "following" not in line and "--resume" in line
+
+
+def test_a_killed_experiment_reads_interrupted_with_how_to_continue_it_everywhere(tmp_path):
+    """After `kill -9` of `train --folds all` (mid fold 1, by hand in /tmp/S-k), experiment.json still said
+    running: `report cvk` printed 'experiment cvk (demo, 5 folds, running)' and `submit --run cvk` 'experiment
+    is not finished (status running)', as if it were being trained; `runs` said only 'resume it'. Here a real
+    process holds the experiment's lock as train does, and is killed with SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from liverctl.experiment.ensemble import expand_runs
+    from liverctl.experiment.summary import summarize_experiment
+    from liverctl.runs.folder import writer_alive
+
+    exp = _experiment(tmp_path, status="running")
+    code = ("import time; from liverctl.runs.folder import RunLock\n"
+            f"lock = RunLock({str(exp)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        summary = folder.read_summary(exp)
+        assert folder.status_now(exp, summary) == "running"
+        assert "(demo, 2 folds, running)" in tables.headline(summary, exp)
+        with pytest.raises(LiverctlError, match=r"experiment is still being trained; submit it once it completes"):
+            expand_runs([exp])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while writer_alive(exp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    resume = f"continue it with `liverctl train --resume {exp}`"
+    summary = folder.read_summary(exp)
+    assert summary["status"] == "running" and folder.status_now(exp, summary) == "interrupted"
+    line = tables.headline(summary, exp)
+    assert line.startswith("experiment cv (demo, 2 folds, interrupted); experiment.json says running but nothing "
+                           "is writing it (killed?); ") and resume in line
+    with pytest.raises(LiverctlError, match=r"experiment is not finished: experiment.json says running but nothing "
+                       r"is writing it \(killed\?\); continue it with `liverctl train --resume "):
+        expand_runs([exp])
+    row = summarize_experiment(exp)
+    assert row.status == "interrupted" and row.ended_because is None
+    assert row.problems == [f"experiment.json says running but nothing is writing it (killed?); {resume}"]
+    _, line = folder.current_fold("cv", tmp_path)
+    assert line.startswith("experiment cv interrupted: ") and line.endswith(resume)
 
 
 # ------------------------------------------------------------------------------------------ end to end

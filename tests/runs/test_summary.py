@@ -214,6 +214,42 @@ def test_experiments_sort_and_filter_by_their_mean_per_fold_best_volume_dice(thr
     assert [row["name"] for row in json.loads(result.output)][:2] == ["cv-low", "cv-high"]
 
 
+def test_a_filter_applies_to_an_experiments_fold_runs_as_rows_of_their_own(three_runs):
+    """`runs --filter data.fold=1` dropped every experiment (its own row has no data.fold) with its fold 1;
+    `--filter volume_dice>=0.92` dropped one whose pooled figure is 0.91 with its fold 0 at 0.95, and a filter the
+    experiment matched (`cv_mean>0.8`) kept all its fold rows, matching or not. A fold run is now listed beneath
+    its experiment when it matches; an experiment when it or one of its folds does."""
+    from liverctl.experiment import folder
+
+    exp = three_runs / "cv"
+    exp.mkdir()
+    folder.write_summary(exp, {"name": "cv", "preset": "demo", "store": "store/liver.zarr", "folds": [0, 1],
+                               "config": make_config("demo"), "status": "completed", "fold_results": {},
+                               "oof": {"volume_dice": 0.91}, "cv": {"folds": {"0": 0.95, "1": 0.85}, "mean": 0.9}})
+    for fold, best in ((0, 0.95), (1, 0.85)):
+        make_run(exp, f"fold-{fold}", settings={"data.fold": fold}, volume_dice=[0.5, best])
+    runs = scan_runs(three_runs)
+
+    def listed(*filters):
+        return [(s.name, [f.name for f in s.folds]) for s in filter_runs(runs, list(filters))]
+
+    assert listed("data.fold=1") == [("cv", ["fold-1"])]  # the plain runs are of fold 0
+    assert listed("data.fold=0", "preset=v5*") == [("c-focal", []), ("b-v5", [])]
+    assert listed("volume_dice>=0.92") == [("b-v5", []), ("cv", ["fold-0"])]
+    assert listed("cv_mean>0.8") == [("cv", [])]  # the experiment matches; its folds have no cv_mean
+    assert listed("preset=demo") == [("cv", ["fold-0", "fold-1"])]
+    assert listed("volume_dice>0.99") == []
+    result = CliRunner().invoke(app, ["runs", str(three_runs), "--filter", "data.fold=1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [(row["name"], [f["name"] for f in row["folds"]]) for row in json.loads(result.output)] == [("cv", ["fold-1"])]
+    result = CliRunner().invoke(app, ["runs", str(three_runs), "--filter", "data.fold=1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "a fold run is listed, beneath its experiment, when it matches" in " ".join(result.output.split())
+    assert "cv/fold-1" in result.output and "cv/fold-0" not in result.output
+    help_text = " ".join(CliRunner().invoke(app, ["runs", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "a fold run is listed, beneath its experiment, when it matches" in help_text
+
+
 def test_the_legend_says_what_the_count_after_a_submitted_score_is(three_runs):
     """b-v5's submitted cell '0.9500 (2)' (the best of its 2 submissions) was explained nowhere; the legend
     explained only '(ens N)', and the experiments' folds column's '(5)' counts folds."""
