@@ -28,6 +28,25 @@ def kinds(run_dir):
     return [e["kind"] for e in read_events(run_dir / "events.jsonl")]
 
 
+def test_an_epoch_of_fewer_steps_than_log_every_has_its_rate(tiny_store, tmp_path, monkeypatch):
+    """2 steps an epoch under train.log_every 100 write no step event: watch said "— samples/s" all run long, and
+    the console's progress line "0.0 img/s" (the rate of the last step event, none yet). epoch_end carries the
+    rate of the epoch's steps (validation left out) and the progress line the epoch's rate so far."""
+    from liverctl.train.progress import ConsoleProgress
+
+    shown = []
+    monkeypatch.setattr(ConsoleProgress, "step", lambda self, loss, rate, lr: shown.append(rate))
+    cfg = tiny_cfg(tiny_store, "train.log_every=100")
+    assert loop.run_training(cfg, tmp_path / "r", device="cpu", show_progress=False)["status"] == "completed"
+    events = read_events(tmp_path / "r" / "events.jsonl")
+    assert "step" not in [e["kind"] for e in events]
+    assert len(shown) == 4 and all(rate > 0 for rate in shown)
+    samples = cfg["train"]["steps_per_epoch"] * cfg["train"]["batch_size"]
+    for e in (e for e in events if e["kind"] == "epoch_end"):
+        # the steps alone took less than the epoch with its validation and checkpoints
+        assert math.isfinite(e["samples_per_s"]) and e["samples_per_s"] > samples / e["seconds"]
+
+
 def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tmp_path):
     cfg = tiny_cfg(tiny_store)
     started = []
