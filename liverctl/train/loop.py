@@ -116,13 +116,14 @@ def run_training(
     loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
                  events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
                  progress=ConsoleProgress(enabled=show_progress and info.is_main), started_at=started_at)
+    setup_notes: list[str] = []  # the data's remarks: written after run_start (they preceded it, and the run's line)
     try:
-        loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
+        loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=setup_notes.append,
                                resume_path=resume_path)
         if on_start is not None:
             on_start()
         loop.start(resumed=resume_state is not None)
-        for remark in notes:
+        for remark in (*setup_notes, *notes):
             loop.note(remark)
         loop.finish(loop.epochs())
     except BaseException as exc:
