@@ -37,7 +37,7 @@ class ConsoleProgress:
         """`samples_per_s`: over the epoch's steps so far."""
         if self._progress is not None:
             rate = "—" if samples_per_s is None else f"{samples_per_s:.1f}"
-            info = f"loss {loss:.4f}  {rate} img/s  lr {lr:.2e}"
+            info = f"loss {loss:.4f}  {rate} samples/s  lr {lr:.2e}"  # as watch and bench name it
             self._progress.update(self._task, advance=1, info=info)
 
     def status(self, text: str) -> None:
