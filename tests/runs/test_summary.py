@@ -155,9 +155,13 @@ def test_resumed_run_sums_its_segments_and_takes_the_last_status(tmp_path):
     assert summary.wall_seconds == pytest.approx(2 * 100 + 1 + 30)
 
 
-def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path):
+def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(LiverctlError, match="no runs here"):
         scan_runs(tmp_path)
+    monkeypatch.chdir(tmp_path)  # `liverctl runs` before any training ('no run 'runs' (looked for ... runs/runs)')
+    with pytest.raises(LiverctlError, match=r"^runs: no such folder; train a run first \(`liverctl train --preset "
+                                            r"demo`\)$"):
+        scan_runs("runs")
     with pytest.raises(LiverctlError, match=r"^no run '\S+absent' \(looked for the folder \S+absent\); "):
         scan_runs(tmp_path / "absent")
 
