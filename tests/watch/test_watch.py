@@ -1507,6 +1507,14 @@ def test_chart_size_without_plot_is_refused(tmp_path, args, given):
                                      "the terminal)")
 
 
+def test_watch_before_any_run_says_how_to_train_one(tmp_path):
+    """`liverctl watch` before any training said "start one with `liverctl train`", which only answers "give
+    --preset NAME"; it names the command as `liverctl runs` does."""
+    result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path}: no runs here yet; train one with `liverctl train --preset demo`\n"
+
+
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "nope", "--once", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
