@@ -75,7 +75,7 @@ def ingest(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each source holds; write nothing."),
     folds: int = typer.Option(
-        None, "--folds", help="Patient-level folds for cross-validation (1 to 128; default: the store's, 5 for "
+        None, "--folds", help="Patient-level folds for cross-validation (2 to 128; default: the store's, 5 for "
         "a new store). Another count than the store's deals every case anew."
     ),
     fold_seed: int = typer.Option(None, "--fold-seed", help="Seed of the fold assignment (default: the store's, "

@@ -51,6 +51,7 @@ from liverctl.data.schema import (
     IMAGE,
     MAX_FOLDS,
     METADATA_FILE,
+    MIN_FOLDS,
     STORE_FORMAT,
     TEST_FOLD,
     TRAIN,
@@ -206,14 +207,19 @@ def ingest_sources(
         cases, arrays = run.finish(plan, changed=changed, n_folds=n_folds, fold_seed=fold_seed,
                                    same_folds=same_folds, root_before=root_before)
     _fill_summary(summary, cases, {r["name"]: r for r in plan.records}, arrays)
+    if not same_folds or summary.ingested:  # a rerun that changed nothing says nothing
+        summary.notes.extend(filter(None, [empty_folds_note(cases, n_folds)]))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def check_fold_options(n_folds: int | None, fold_seed: int | None) -> None:
     """One line for a --folds or --fold-seed no fold assignment can take."""
-    if n_folds is not None and not 1 <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped fold 168 to -88
-        raise LiverctlError(f"--folds must be from 1 to {MAX_FOLDS}, not {n_folds}")
+    if n_folds == 1:  # was accepted, and train then refused the store: no training case outside fold 0
+        raise LiverctlError(f"--folds 1 puts every training case in fold 0, the one validated on, leaving none to "
+                            f"train on: give {MIN_FOLDS} or more (--folds {DEFAULT_FOLDS} is the default)")
+    if n_folds is not None and not MIN_FOLDS <= n_folds <= MAX_FOLDS:  # the index's fold column wrapped 168 to -88
+        raise LiverctlError(f"--folds must be from {MIN_FOLDS} to {MAX_FOLDS}, not {n_folds}")
     if fold_seed is not None and fold_seed < 0:  # numpy's generators take no negative seed
         raise LiverctlError(f"--fold-seed must be 0 or more, not {fold_seed}")
 
@@ -231,6 +237,20 @@ def fold_settings(root_before: dict[str, Any], n_folds: int | None, fold_seed: i
         return n, seed, (f"folds dealt anew: the store had {old_n} folds (seed {old_seed}), now {n} (seed {seed}); "
                          "a run trained on the old folds cannot be resumed on this store")
     return n, seed, None
+
+
+def empty_folds_note(cases: dict[str, dict[str, Any]], n_folds: int) -> str | None:
+    """The note for folds left without a training case (more folds than training cases in them), which no run
+    can validate on; None when every fold holds one, or none does (a store of test cases only)."""
+    dealt = [a.get("fold") for a in cases.values() if a["split"] == TRAIN]
+    in_folds = sum(1 for fold in dealt if isinstance(fold, int) and fold >= 0)
+    empty = [fold for fold in range(n_folds) if fold not in dealt]
+    if not in_folds or not empty:
+        return None
+    return (f"{len(empty)} of the {n_folds} folds ({', '.join(map(str, empty))}) {agree(len(empty), 'holds', 'hold')} "
+            f"no training case, with {plural(in_folds, 'training case')} in the folds: no run can validate on "
+            f"{agree(len(empty), 'it', 'them')} (`train --folds all` skips {agree(len(empty), 'it', 'them')}); "
+            f"--folds {in_folds} or fewer leaves none empty")
 
 
 def planned_folds(store: str | Path, n_folds: int | None, fold_seed: int | None) -> str:

@@ -59,6 +59,7 @@ INDEX_COLUMNS: dict[str, np.dtype] = {
 }
 INDEX_ZSTD_LEVEL = 3
 MAX_FOLDS = int(np.iinfo(INDEX_COLUMNS["fold"]).max) + 1  # fold codes 0 .. MAX_FOLDS-1 fit the index's column
+MIN_FOLDS = 2  # one fold would hold every training case out, leaving none to train on
 DEFAULT_FOLDS = 5  # a new store's fold count when ingest is given none (a store keeps its own)
 
 # Array attribute: a chunk file was written for every slice, all-zero ones included (module docstring).

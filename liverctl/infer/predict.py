@@ -41,12 +41,20 @@ TTA_MODES: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 
 
+# The modes most used first (hflip: the presets' default; flips: every flip): the order in which names equally
+# near a mistyped one are offered ("flip" is as near "hflip", "vflip" and "flips").
+TTA_BY_USE = ("hflip", "flips", "vflip", "hflip+vflip", "none")
+
+
 def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
-    """TTA mode name -> flips; an unknown name fails with the valid ones and the nearest."""
+    """TTA mode name -> flips; an unknown name fails with the valid ones and the nearest (two at most of those
+    equally near, the most used first)."""
     key = str(name).strip().lower()
     if key not in TTA_MODES:
-        near = difflib.get_close_matches(key, list(TTA_MODES), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        score = {mode: difflib.SequenceMatcher(None, key, mode).ratio() for mode in TTA_BY_USE}
+        best = max(score.values())
+        near = [mode for mode in TTA_BY_USE if score[mode] == best and best >= 0.6][:2]  # difflib's cutoff
+        hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
         raise LiverctlError(f"unknown TTA mode {quoted(name)}{hint}; valid: {', '.join(TTA_MODES)}")
     return TTA_MODES[key]
 

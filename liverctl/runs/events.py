@@ -8,7 +8,8 @@ One JSON object per line, appended and flushed by the trainer, never rewritten. 
 | run_start   | config (resolved), preset, device, amp (bf16/fp16/off), versions, resumed_from       |
 | step        | loss, lr, samples_per_s, grad_norm (rate-limited)                                    |
 | epoch_end   | train_loss, val_loss, volume_dice, slice_dice, global_dice, seconds, is_best,        |
-|             | epochs (total planned)                                                               |
+|             | epochs (total planned), samples_per_s (the epoch's training steps, validation out;  |
+|             | absent for an epoch resumed after its last step)                                     |
 | checkpoint  | path, which (last/best/interrupt), volume_dice                                       |
 | nan         | where (loss/grad/val_loss/...), action (skip_step/rollback/abort), counts {skipped,  |
 |             | rollbacks}, message                                                                  |

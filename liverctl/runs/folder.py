@@ -6,6 +6,7 @@ Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import os
@@ -96,10 +97,32 @@ def resolve_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, *
     folder = next((p for p in candidates if p.is_dir()), None)
     if folder is not None:
         raise LiverctlError(f"{prefix}{missing}; {todo}", path=folder)
-    existing = sorted((p for p in Path(runs_root).glob("*") if p.is_dir()), key=_mtime, reverse=True)[:5]  # newest first
-    hint = f"; recent runs: {', '.join(p.name for p in existing)}" if existing else ""
-    raise LiverctlError(f"{prefix}no run {quoted(name_or_path)} (looked for the folders {candidates[0]} and "
-                        f"{candidates[1]}); `liverctl runs` lists the runs{hint}")
+    raise no_such_run(runs_root, name_or_path, flag)
+
+
+def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, flag: str = "") -> LiverctlError:
+    """The one line for a run name that is neither a folder here nor one under `runs_root` (runs, watch, report,
+    submit --run, train --resume): the names nearest it among the runs and experiments there, else those there,
+    newest first, else how to train one."""
+    from liverctl.experiment.folder import is_experiment_dir  # stdlib and liverctl only, as this module
+
+    root = Path(runs_root)
+    there = sorted((p for p in root.glob("*") if is_run_dir(p) or is_experiment_dir(p)), key=_mtime, reverse=True)
+    names = [p.name for p in there]
+    near = difflib.get_close_matches(Path(name_or_path).name, names, n=3, cutoff=0.6)
+    listing = "`liverctl runs`" if root == Path("runs") else f"`liverctl runs {root}`"
+    if near:
+        hint = f"did you mean {' or '.join(map(quoted, near))}? {listing} lists the runs"
+    elif names:
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        hint = f"the runs in {root}/, newest first: {', '.join(map(quoted, names[:5]))}{more} ({listing} lists them)"
+    else:
+        hint = (f"{root}/ holds no runs" if root.is_dir() else f"there is no folder {root}/") + (
+            " (--runs-dir names another); train one with `liverctl train --preset demo`")
+    prefix = f"{flag}: " if flag else ""
+    looked = list(dict.fromkeys([Path(name_or_path), root / name_or_path]))  # one where the name is absolute
+    folders = f"the folders {looked[0]} and {looked[1]}" if len(looked) > 1 else f"the folder {looked[0]}"
+    return LiverctlError(f"{prefix}no run {quoted(str(name_or_path))} (looked for {folders}); {hint}")
 
 
 def _mtime(path: Path) -> float:

@@ -27,6 +27,7 @@ from liverctl.runs.folder import (
     CONFIG_FILE,
     SUBMISSIONS_FILE,
     is_run_dir,
+    no_such_run,
     rank_failures,
     writer_alive,
 )
@@ -135,7 +136,9 @@ def find_run_dirs(root: str | os.PathLike, runs_root: str | os.PathLike = "runs"
             kind = "an experiment" if is_experiment_dir(named) else "a run"
             raise LiverctlError(f"no such folder; {quoted(str(root))} is {kind} in {quoted(str(runs_root))}, and "
                                 f"RUNS_DIR is a folder of runs or a run's folder: `liverctl runs {named}`", path=root)
-        raise LiverctlError("no such folder; train a run first (`liverctl train --preset demo`)", path=root)
+        if root == Path(runs_root):  # `liverctl runs` before any training: the runs folder itself is not there
+            raise LiverctlError("no such folder; train a run first (`liverctl train --preset demo`)", path=root)
+        raise no_such_run(runs_root, root)
     if not root.is_dir():
         raise LiverctlError("not a folder of runs", path=root)
     if _is_listed(root):

@@ -116,13 +116,14 @@ def run_training(
     loop = _Loop(run_dir=run_dir, info=info, budget=TimeBudget(time_limit_s),
                  events=EventWriter(run_dir, run_dir.name) if info.is_main else _NullEvents(),
                  progress=ConsoleProgress(enabled=show_progress and info.is_main), started_at=started_at)
+    setup_notes: list[str] = []  # the data's remarks: written after run_start (they preceded it, and the run's line)
     try:
-        loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=loop.note,
+        loop.s = setup_session(cfg, info, device_name=device, resume_state=resume_state, note=setup_notes.append,
                                resume_path=resume_path)
         if on_start is not None:
             on_start()
         loop.start(resumed=resume_state is not None)
-        for remark in notes:
+        for remark in (*setup_notes, *notes):
             loop.note(remark)
         loop.finish(loop.epochs())
     except BaseException as exc:
@@ -171,6 +172,9 @@ class _Loop:
     loss_sum: float = 0.0  # the finite training losses of the current epoch: their sum and count
     loss_count: int = 0
     window: tuple[float, int] = (0.0, 0)  # (since, samples) for the step events' samples_per_s
+    # (since, samples, seconds once its steps end) of this epoch's steps: epoch_end's and the console's samples/s,
+    # known also for an epoch of fewer steps than train.log_every, which writes no step event
+    epoch_steps: tuple[float, int, float | None] = (0.0, 0, None)
     status: str = "failed"
     message: str = ""
     started: bool = False  # run_start was written: only then does run_end follow
@@ -241,6 +245,7 @@ class _Loop:
         self.loss_sum, self.loss_count = s.epoch_losses if s.step_in_epoch else (0.0, 0)
         s.epoch_losses = (0.0, 0)
         self.window, last_step_s = (time.monotonic(), 0), 0.0
+        self.epoch_steps = (self.window[0], 0, None)
         for batch in s.train_loader:
             t_step = time.monotonic()
             flags = [self.stop.reason is not None, not self.budget.room_for_step(last_step_s)]
@@ -258,6 +263,8 @@ class _Loop:
                 self.progress.close()
                 self.save("last", "interrupt" if want_stop else "time_limit")
                 return "interrupted" if want_stop else "time_limit"
+        since, samples, _ = self.epoch_steps
+        self.epoch_steps = (since, samples, time.monotonic() - since)  # the validation is no part of the rate
         return None
 
     def count_step(self, step: StepResult, batch_size: int) -> None:
@@ -274,6 +281,8 @@ class _Loop:
         s.global_step += 1
         s.step_in_epoch += 1
         self.window = (self.window[0], self.window[1] + batch_size * s.info.world)
+        since, samples, _ = self.epoch_steps
+        self.epoch_steps = (since, samples + batch_size * s.info.world, None)
 
     def report_step(self, step: StepResult) -> None:
         """The guard's action on a non-finite step; a step event every train.log_every steps; progress."""
@@ -289,7 +298,13 @@ class _Loop:
                 grad_norm=step.grad_norm, **cuda_memory_fields(s.device),
             )
             self.window = (time.monotonic(), 0)
-        self.progress.step(step.loss, s.last_rate, lr)
+        self.progress.step(step.loss, self.epoch_rate(), lr)
+
+    def epoch_rate(self) -> float | None:
+        """Samples per second over this epoch's steps so far (all of them, once they have ended); None before any."""
+        since, samples, seconds = self.epoch_steps
+        seconds = time.monotonic() - since if seconds is None else seconds
+        return samples / max(seconds, 1e-9) if samples else None
 
     def end_epoch(self, t_epoch: float) -> str | None:
         """Validation, the guard's verdict on it, the best and last checkpoints, epoch_end; "time_limit" when
@@ -332,8 +347,9 @@ class _Loop:
         seconds = time.monotonic() - t_epoch
         self.budget.epoch_done(seconds, time.monotonic() - t_save)
         epochs = s.cfg["train"]["epochs"]
+        rate = self.epoch_rate()
         self.events.emit("epoch_end", epoch=s.epoch, step=s.global_step, **metrics, seconds=seconds, is_best=is_best,
-                         epochs=epochs)
+                         epochs=epochs, **({"samples_per_s": rate} if rate is not None else {}))
         self.progress.end_epoch(s.epoch - 1, epochs, metrics, seconds=seconds, is_best=is_best)
         return None
 

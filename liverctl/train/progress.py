@@ -33,9 +33,11 @@ class ConsoleProgress:
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=done, info="")
 
-    def step(self, loss: float, samples_per_s: float, lr: float) -> None:
+    def step(self, loss: float, samples_per_s: float | None, lr: float) -> None:
+        """`samples_per_s`: over the epoch's steps so far."""
         if self._progress is not None:
-            info = f"loss {loss:.4f}  {samples_per_s:.1f} img/s  lr {lr:.2e}"
+            rate = "—" if samples_per_s is None else f"{samples_per_s:.1f}"
+            info = f"loss {loss:.4f}  {rate} samples/s  lr {lr:.2e}"  # as watch and bench name it
             self._progress.update(self._task, advance=1, info=info)
 
     def status(self, text: str) -> None:

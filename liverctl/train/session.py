@@ -214,13 +214,24 @@ def _data(cfg: dict, info: distributed.DistInfo, device, note: Callable[[str], A
     plan = loaders.plan_loader(dc["num_workers"], train_set.batch_bytes(tc["batch_size"]), device.type == "cuda")
     if plan.note:
         note(plan.note)
+    split = case_split(store, train_rows, val_rows)
+    if len(split["validation"]) == 1 and dc["max_val_cases"] != 1:
+        note(one_validation_case_note(dc["fold"], split["validation"][0], len(val_rows)))
     return {
         "train_set": train_set, "sampler": sampler,
         "train_loader": loaders.make_train_loader(train_set, sampler, tc["batch_size"], plan),
         "val_loader": loaders.make_val_loader(val_set, tc["batch_size"], plan, info.rank, info.world),
         "case_ids_by_code": list(val_set.case_ids), "val_cases": len(set(val_set.case_codes.tolist())),
-        "steps_per_epoch": steps, "case_split": case_split(store, train_rows, val_rows),
+        "steps_per_epoch": steps, "case_split": split,
     }
+
+
+def one_validation_case_note(fold: int, case_id: str, slices: int) -> str:
+    """A fold that holds one case out (a store of few cases): its three Dice figures look like a model's
+    agreement (volume and global Dice are the same figure with one case) and the best epoch rests on it alone."""
+    return (f"fold {fold} validates on one case, {quoted(case_id)} ({plural(slices, 'slice')}): its volume and "
+            "global Dice are one figure, and the best epoch is chosen on that case alone; fewer folds "
+            "(`liverctl ingest DATA --folds N`) hold more cases out per fold")
 
 
 def not_in_hu_note(store) -> str | None:

@@ -64,7 +64,8 @@ def find_run(run: str | None, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
     if run is None:
         newest = newest_run(runs_root)
         if newest is None:
-            raise LiverctlError("no runs here yet (start one with `liverctl train`)", path=runs_root)
+            # as `liverctl runs` says it: `liverctl train` alone asks for a preset
+            raise LiverctlError("no runs here yet; train one with `liverctl train --preset demo`", path=runs_root)
         return newest, runs_root
     run_dir = resolve_run(runs_root, run, need="folder")
     return resolve_target(run_dir) if run_dir == Path(run) else (run_dir, runs_root)

@@ -218,6 +218,8 @@ class RunState:
             other.is_best = best is not None and other.epoch == best[0]
         if as_int(e.get("epochs")):
             self.total_epochs = e["epochs"]
+        if finite(e.get("samples_per_s")) is not None:  # the epoch's rate: known without a step event (few steps)
+            self.samples_per_s = float(e["samples_per_s"])
 
     def _on_checkpoint(self, e: dict, ts: float | None) -> None:
         self.checkpoints.append(

@@ -88,7 +88,7 @@ def test_real_ct_is_stored_exactly(real_dataset, real_store):
 
 def test_real_ct_with_default_liver_labels(real_dataset, tmp_path):
     """Default liver = label > 0: right for the totalseg files, wrong for dcmqi (2 = spine)."""
-    summary = ingest_folder(real_dataset.root, store=tmp_path / "s.zarr", workers=1)
+    summary = ingest_folder(real_dataset.root, store=tmp_path / "s.zarr", n_folds=3, workers=1)
     assert summary.ok
     store = LiverStore.open(tmp_path / "s.zarr")
     for case_id in real_dataset.case_ids:
@@ -125,13 +125,13 @@ def test_a_rerun_without_liver_labels_keeps_the_stores(real_dataset, tmp_path):
 def test_label_values_note_once_per_case_and_not_with_liver_labels(real_dataset, tmp_path):
     result = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "2")
     assert result.exit_code == 0, result.stderr
-    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:") and "label values" in line]
     assert len(notes) == 1 and "segmentation-dcmqi-3slice" in notes[0] and "--liver-labels 1" in notes[0]
     # a rerun that rebuilds nothing said nothing: dcmqi's spine (2) stayed liver without a word
     again = run_cli("ingest", str(real_dataset.root), "--store", str(tmp_path / "s.zarr"), "--workers", "1")
     assert "0 ingested, 3 unchanged" in again.stdout
     assert [line for line in again.stderr.splitlines() if line.startswith("note:")] == notes
-    given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], workers=1)
+    given = ingest_folder(real_dataset.root, store=tmp_path / "s1.zarr", liver_labels=[1], n_folds=3, workers=1)
     assert given.ok and given.notes == []
 
 
@@ -515,6 +515,19 @@ def test_other_fold_count_reassigns_folds_without_reingesting(dataset, tmp_path)
     assert opened.attrs["n_folds"] == 3
     index = opened.slice_index()
     assert set(index.fold[index.rows(split="train")]) == {0, 1, 2}
+
+
+def test_folds_left_without_a_training_case_are_a_note(dataset, tmp_path):
+    """`ingest --folds 9` of 6 training cases wrote 3 empty folds without a word: a run on one of them is refused
+    only at `train`. Ingest still writes the store (`train --folds all` skips empty folds) and says which are empty
+    and what count leaves none; a store whose folds all hold a case gets no such note."""
+    summary = ingest_folder(dataset, store=tmp_path / "nine.zarr", n_folds=9, workers=1)
+    empty = sorted(set(range(9)) - set(LiverStore.open(tmp_path / "nine.zarr").folds().values()))
+    assert len(empty) == 3 and summary.notes == [
+        f"3 of the 9 folds ({', '.join(map(str, empty))}) hold no training case, with 6 training cases in the folds: "
+        "no run can validate on them (`train --folds all` skips them); --folds 6 or fewer leaves none empty"]
+    assert ingest_folder(dataset, store=tmp_path / "nine.zarr", workers=1).notes == []  # a rerun that changed nothing
+    assert ingest_folder(dataset, store=tmp_path / "six.zarr", n_folds=6, workers=1).notes == []
 
 
 def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
@@ -997,9 +1010,13 @@ def test_a_case_an_ingest_replaces_under_an_open_store_is_said_replaced_not_dama
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--folds", "-3", "--folds must be from 1 to 128, not -3"),
-        ("--folds", "129", "--folds must be from 1 to 128, not 129"),  # fold 168 was stored as -88 in the index
-        ("--folds", "99999999999999999999", "--folds must be from 1 to 128"),  # OverflowError traceback
+        ("--folds", "-3", "--folds must be from 2 to 128, not -3"),
+        ("--folds", "0", "--folds must be from 2 to 128, not 0"),
+        # was accepted, and `train` refused the store it wrote: "no training cases outside fold 0"
+        ("--folds", "1", "--folds 1 puts every training case in fold 0, the one validated on, leaving none to train "
+                         "on: give 2 or more (--folds 5 is the default)"),
+        ("--folds", "129", "--folds must be from 2 to 128, not 129"),  # fold 168 was stored as -88 in the index
+        ("--folds", "99999999999999999999", "--folds must be from 2 to 128"),  # OverflowError traceback
         ("--fold-seed", "-5", "--fold-seed must be 0 or more, not -5"),  # numpy's ValueError traceback
     ],
 )

@@ -76,9 +76,23 @@ def test_multi_view_tta_undoes_every_flip(mode, views):
     assert all(not torch.allclose(others[mode], p) for m, p in others.items() if m != mode)  # every mode differs
 
 
-def test_unknown_tta_suggests_nearest():
-    with pytest.raises(LiverctlError, match="did you mean 'hflip'"):
-        parse_tta("hflp")
+@pytest.mark.parametrize("typed, hint", [
+    ("hflp", "'hflip'"), ("h-flip", "'hflip'"),
+    # as near 'hflip', 'vflip' and 'flips', 'flip' was offered 'vflip' alone (difflib breaks ties by name, Z-A)
+    ("flip", "'hflip' or 'flips'"), ("FLIP", "'hflip' or 'flips'"), ("hflips", "'hflip' or 'flips'"),
+    ("vflips", "'flips' or 'vflip'"),
+])
+def test_unknown_tta_suggests_the_nearest_most_used_first(typed, hint):
+    with pytest.raises(LiverctlError) as info:
+        parse_tta(typed)
+    assert str(info.value) == (f"unknown TTA mode {typed!r} (did you mean {hint}?); valid: none, hflip, vflip, "
+                               "hflip+vflip, flips")
+
+
+def test_unknown_tta_far_from_every_mode_lists_them_alone():
+    with pytest.raises(LiverctlError) as info:
+        parse_tta("rotate90")
+    assert str(info.value) == "unknown TTA mode 'rotate90'; valid: none, hflip, vflip, hflip+vflip, flips"
 
 
 class FakeStore:

@@ -44,16 +44,17 @@ def test_resolve_run_needs_name_what_is_missing(tmp_path):
         resolve_run(root, "empty", need="events")
     with pytest.raises(LiverctlError, match=r"empty: not a run folder .*`liverctl runs`"):
         resolve_run(root, "empty", need="run")
-    with pytest.raises(LiverctlError, match=r"no run 'ghost' \(looked for the folders .*recent runs: "):
-        resolve_run(root, "ghost")
+    with pytest.raises(LiverctlError, match=r"no run 'ghost' \(looked for the folders .*the runs in .*: 'fresh' "):
+        resolve_run(root, "ghost")  # 'empty' is a folder, not a run
     # newest first, as `runs` lists them ("recent runs: x1, tl, ff, tl2, live" ended with the newest)
     for age, name in enumerate(["a", "b", "c", "d", "e", "f"]):
-        _run(root, name)
+        _run(root, name, "config.toml")
         newer = time.time() + 1000 - age * 100  # than "fresh" and "empty" above
         os.utime(root / name, (newer, newer))
     with pytest.raises(LiverctlError) as info:
         resolve_run(root, "ghost")
-    assert str(info.value).endswith("; recent runs: a, b, c, d, e")
+    assert str(info.value).endswith(f"; the runs in {root}/, newest first: 'a', 'b', 'c', 'd', 'e' and 2 more "
+                                    f"(`liverctl runs {root}` lists them)")
     assert resolve_run(root, "empty", need="folder") == root / "empty"
     (checkpoint_path(root / "fresh", "last")).parent.mkdir()
     checkpoint_path(root / "fresh", "last").write_bytes(b"")
@@ -232,3 +233,44 @@ def test_a_store_neither_here_nor_where_recorded_is_one_line_naming_both(tmp_pat
         assert trained_store(run) is None
     (run / "events.jsonl").write_bytes(b'\xff\xfe{"kind": "run_start"\n' + b"x" * 100)
     assert trained_store(run) is None
+
+
+@pytest.mark.parametrize("args, prefix", [
+    (["runs", "v5-tversy"], ""), (["report", "v5-tversy"], ""), (["watch", "v5-tversy", "--once"], ""),
+    (["submit", "--run", "v5-tversy"], "--run: "), (["train", "--resume", "v5-tversy"], "--resume: "),
+])
+def test_a_name_that_is_no_run_gets_the_nearest_names_from_every_command(tmp_path, monkeypatch, args, prefix):
+    """`liverctl runs nope` said "nope: no such folder; train a run first" where runs/ held runs, while watch,
+    report, submit --run and train --resume said "no run 'nope'" with the five newest folders, however near a
+    name was to the one meant. All now say, from one place (`no_such_run`), the nearest names."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("v3-base", "v5-tversky", "v5-lovasz"):
+        _run(tmp_path / "runs", name, "events.jsonl")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {prefix}no run 'v5-tversy' (looked for the folders v5-tversy and "
+                                     "runs/v5-tversy); did you mean 'v5-tversky'? `liverctl runs` lists the runs")
+
+
+def test_a_name_near_no_run_lists_the_runs_there_or_says_how_to_train_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for age, name in enumerate(["v3-base", "v5-tversky"]):
+        run = _run(tmp_path / "runs", name, "config.toml")
+        os.utime(run, (1000 - age, 1000 - age))
+    (tmp_path / "runs" / "notes").mkdir()  # a folder that is no run is not offered
+    (tmp_path / "runs" / "cv").mkdir()
+    (tmp_path / "runs" / "cv" / "experiment.json").write_text("{}")  # an experiment is
+    with pytest.raises(LiverctlError) as far:
+        resolve_run("runs", "unet")
+    assert str(far.value).endswith("; the runs in runs/, newest first: 'cv', 'v3-base', 'v5-tversky' "
+                                   "(`liverctl runs` lists them)")
+    with pytest.raises(LiverctlError, match=r"; there is no folder elsewhere/ \(--runs-dir names another\); train "
+                                            r"one with `liverctl train --preset demo`$"):
+        resolve_run("elsewhere", "unet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LiverctlError, match=r"; empty/ holds no runs \(--runs-dir"):
+        resolve_run("empty", "unet")

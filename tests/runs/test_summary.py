@@ -155,10 +155,14 @@ def test_resumed_run_sums_its_segments_and_takes_the_last_status(tmp_path):
     assert summary.wall_seconds == pytest.approx(2 * 100 + 1 + 30)
 
 
-def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path):
+def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(LiverctlError, match="no runs here"):
         scan_runs(tmp_path)
-    with pytest.raises(LiverctlError, match="no such folder"):
+    monkeypatch.chdir(tmp_path)  # `liverctl runs` before any training ('no run 'runs' (looked for ... runs/runs)')
+    with pytest.raises(LiverctlError, match=r"^runs: no such folder; train a run first \(`liverctl train --preset "
+                                            r"demo`\)$"):
+        scan_runs("runs")
+    with pytest.raises(LiverctlError, match=r"^no run '\S+absent' \(looked for the folder \S+absent\); "):
         scan_runs(tmp_path / "absent")
 
 
@@ -174,7 +178,8 @@ def test_a_run_name_given_as_runs_dir_is_refused_with_the_folder_that_lists_it(t
     (three_runs / "cv" / "experiment.json").write_text("{}", encoding="utf-8")
     with pytest.raises(LiverctlError, match=r"'cv' is an experiment in 'runs'.*`liverctl runs runs/cv`"):
         scan_runs("cv")
-    with pytest.raises(LiverctlError, match="no such folder; train a run first"):
+    with pytest.raises(LiverctlError, match=r"^no run 'absent' \(looked for the folders absent and runs/absent\); "
+                                            r"the runs in runs/, newest first: 'cv', "):
         scan_runs("absent")
 
 

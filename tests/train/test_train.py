@@ -28,6 +28,53 @@ def kinds(run_dir):
     return [e["kind"] for e in read_events(run_dir / "events.jsonl")]
 
 
+def test_a_fold_that_holds_one_case_out_says_what_its_figures_are(tiny_store, tmp_path):
+    """On the real CT volumes (3 cases, 3 folds) every epoch printed "volume Dice 0.2701  slice Dice 0.2701  global
+    Dice 0.2701": one 3-slice case held out, of which volume and global Dice are one figure; nothing said that the
+    best epoch was chosen on that case alone. A note now says so; a fold of two cases, or max_val_cases 1 (asked
+    for), gets none."""
+    from liverctl.data.store import LiverStore
+
+    folds = list(LiverStore.open(tiny_store).folds().items())
+    one = next(f for _, f in folds if [g for _, g in folds].count(f) == 1)
+    two = next(f for _, f in folds if [g for _, g in folds].count(f) == 2)
+    case = next(c for c, f in folds if f == one)
+
+    def notes(name, *sets):
+        cfg = tiny_cfg(tiny_store, "train.epochs=1", "train.steps_per_epoch=1", *sets)
+        loop.run_training(cfg, tmp_path / name, device="cpu", show_progress=False)
+        events = read_events(tmp_path / name / "events.jsonl")
+        assert events[0]["kind"] == "run_start"  # the data's notes came before it
+        return [e["message"] for e in events if e["kind"] == "note"]
+
+    slices = len(LiverStore.open(tiny_store).slice_index().rows(split="train", folds=[one]))
+    assert notes("one", f"data.fold={one}") == [
+        f"fold {one} validates on one case, {case!r} ({slices} slices): its volume and global Dice are one figure, "
+        "and the best epoch is chosen on that case alone; fewer folds (`liverctl ingest DATA --folds N`) hold more "
+        "cases out per fold"]
+    assert notes("two", f"data.fold={two}") == []
+    assert notes("asked", f"data.fold={two}", "data.max_val_cases=1") == []
+
+
+def test_an_epoch_of_fewer_steps_than_log_every_has_its_rate(tiny_store, tmp_path, monkeypatch):
+    """2 steps an epoch under train.log_every 100 write no step event: watch said "— samples/s" all run long, and
+    the console's progress line "0.0 img/s" (the rate of the last step event, none yet). epoch_end carries the
+    rate of the epoch's steps (validation left out) and the progress line the epoch's rate so far."""
+    from liverctl.train.progress import ConsoleProgress
+
+    shown = []
+    monkeypatch.setattr(ConsoleProgress, "step", lambda self, loss, rate, lr: shown.append(rate))
+    cfg = tiny_cfg(tiny_store, "train.log_every=100")
+    assert loop.run_training(cfg, tmp_path / "r", device="cpu", show_progress=False)["status"] == "completed"
+    events = read_events(tmp_path / "r" / "events.jsonl")
+    assert "step" not in [e["kind"] for e in events]
+    assert len(shown) == 4 and all(rate > 0 for rate in shown)
+    samples = cfg["train"]["steps_per_epoch"] * cfg["train"]["batch_size"]
+    for e in (e for e in events if e["kind"] == "epoch_end"):
+        # the steps alone took less than the epoch with its validation and checkpoints
+        assert math.isfinite(e["samples_per_s"]) and e["samples_per_s"] > samples / e["seconds"]
+
+
 def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tmp_path):
     cfg = tiny_cfg(tiny_store)
     started = []
@@ -37,8 +84,8 @@ def test_short_training_writes_events_config_and_both_checkpoints(tiny_store, tm
     assert started == [[]]  # once, before the run_start event
     seq = kinds(tmp_path / "r1")
     assert seq[0] == "run_start" and seq[-1] == "run_end"
-    (note,) = [e for e in read_events(tmp_path / "r1" / "events.jsonl") if e["kind"] == "note"]
-    assert note["message"] == "how it started"  # the start's notes (check_fresh's), after run_start
+    notes = [e["message"] for e in read_events(tmp_path / "r1" / "events.jsonl") if e["kind"] == "note"]
+    assert notes[-1] == "how it started"  # the start's notes (check_fresh's), after run_start (and the data's)
     assert seq.count("epoch_end") == 2 and "step" in seq and "nan" not in seq
     events = read_events(tmp_path / "r1" / "events.jsonl")
     start = events[0]
@@ -529,7 +576,7 @@ def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_stor
     assert result["status"] == "time_limit" and result["epochs_done"] == 0
     events = read_events(tmp_path / "t" / "events.jsonl")
     assert not [e for e in events if e["kind"] == "epoch_end"]
-    assert "no room to finish the validation of epoch 1" in next(e for e in events if e["kind"] == "note")["message"]
+    assert any("no room to finish the validation of epoch 1" in e["message"] for e in events if e["kind"] == "note")
     assert [e["which"] for e in events if e["kind"] == "checkpoint"] == ["time_limit"]
     assert (events[-1]["kind"], events[-1]["status"]) == ("run_end", "time_limit")
     state = load_checkpoint(checkpoint_path(tmp_path / "t", "last"), resume=True)

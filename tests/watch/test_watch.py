@@ -85,6 +85,22 @@ def test_steps_done_again_after_a_resume_are_one_point_each():
     assert state.loss_points() == [0.9, 0.8, 0.65, 0.6]  # was [0.9, 0.8, 0.7, 0.65, 0.6]
 
 
+def test_an_epoch_of_fewer_steps_than_log_every_still_has_a_rate():
+    """A tiny dataset (2 steps an epoch, train.log_every 5) writes no step event: the header said "— samples/s"
+    for the whole run. epoch_end carries the epoch's rate, and the header shows it; a later step event's rate
+    is the newer figure."""
+    s = EventScript("tiny")
+    s.start(epochs=2, steps_per_epoch=2)
+    s.epoch(1, seconds=11.0, epochs=2, samples_per_s=3.2)
+    state = RunState(clock=FakeClock(s.t + 1))
+    state.feed(json.loads(line) for line in s.lines)
+    assert state.samples_per_s == 3.2
+    assert "3.2 samples/s" in summary_text.header_text(state).plain
+    s.add("step", after=5, step=3, epoch=1, loss=0.5, lr=1e-4, samples_per_s=4.5)
+    state.feed([json.loads(s.lines[-1])])
+    assert "4.5 samples/s" in summary_text.header_text(state).plain
+
+
 def test_state_follows_a_healthy_run_to_completion():
     s = two_epoch_run()
     clock = FakeClock(s.t + 1)
@@ -1489,6 +1505,14 @@ def test_chart_size_without_plot_is_refused(tmp_path, args, given):
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (f"error: {given} the charts of --plot; add --plot (--once and the live view fit "
                                      "the terminal)")
+
+
+def test_watch_before_any_run_says_how_to_train_one(tmp_path):
+    """`liverctl watch` before any training said "start one with `liverctl train`", which only answers "give
+    --preset NAME"; it names the command as `liverctl runs` does."""
+    result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path}: no runs here yet; train one with `liverctl train --preset demo`\n"
 
 
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
