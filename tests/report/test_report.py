@@ -283,15 +283,34 @@ def test_a_runs_relative_store_missing_from_another_folder_is_said_as_such(tmp_p
                               "data.store of run r, relative to the folder the run was trained in); pass --store PATH"]
 
 
-def test_disagreeing_slices_prefers_errors_then_liver():
+def test_disagreeing_slices_are_the_most_liver_then_errors_then_liver():
     import numpy as np
 
     from liverctl.report.predictions import disagreeing_slices
 
     counts = np.array([[0, 0, 0], [5, 1, 0], [9, 0, 0], [2, 3, 4], [0, 0, 0], [1, 0, 0]])
-    assert disagreeing_slices(counts, 2) == [1, 3]
-    assert disagreeing_slices(counts, 3) == [1, 2, 3]  # the third: most liver among the correct ones
+    assert disagreeing_slices(counts, 1) == [2]  # the most liver
+    assert disagreeing_slices(counts, 2) == [2, 3]  # then the most disagreeing pixels
+    assert disagreeing_slices(counts, 3) == [1, 2, 3]
+    assert disagreeing_slices(counts, 5) == [0, 1, 2, 3, 5]  # then the most liver among the correct ones
     assert disagreeing_slices(np.zeros((4, 3), dtype=int), 2) == [0, 1]
+    assert disagreeing_slices(np.array([[0, 0, 0], [0, 7, 0], [0, 9, 0]]), 1) == [2]  # no liver: the errors
+
+
+def test_an_overlay_of_a_case_whose_errors_lie_outside_the_liver_still_shows_the_liver():
+    """totalseg-example (112 slices of 3 mm, liver in the upper abdomen) predicted by an early model that marked
+    false liver all over the pelvis: report drew z 11, 12 (pelvis, no liver) and z 76 (51 px of liver), the
+    slices with the most false positives, and no picture of the case showed its liver."""
+    import numpy as np
+
+    from liverctl.report.predictions import disagreeing_slices
+
+    z = np.arange(112)
+    liver = np.where((z >= 70) & (z <= 105), 3000 - 8 * np.abs(z - 92) ** 2, 0).clip(0)
+    counts = np.stack([liver // 10, np.where(z < 30, 9500, 3000), liver - liver // 10], axis=1)
+    chosen = disagreeing_slices(counts, 3)
+    assert int(np.argmax(liver)) in chosen
+    assert all(liver[c] == 0 for c in chosen if c != 92)  # the other two: the worst false positives
 
 
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
