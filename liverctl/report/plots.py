@@ -122,8 +122,8 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
 
 
 def overlay_figsize(n_slices: int) -> tuple[float, float]:
-    """Inches of an overlay picture: three panels per slice row, plus a title band."""
-    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.5
+    """Inches of an overlay picture: three panels per slice row, plus a title band and a legend band."""
+    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.9
 
 
 def radiological_view(slice_xy, affine=None):
@@ -167,6 +167,15 @@ def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
     Outlines: label green, prediction red. Error map: yellow both, green label only (missed), red
     prediction only (false liver).
     """
+    fig = overlay_figure(case, zs, images=images, labels=labels, preds=preds, window=window, affine=affine,
+                         title=title)
+    _save(fig, path)
+    return path
+
+
+def overlay_figure(case: str, zs: list[int], *, images, labels, preds, window: tuple[float, float] = (-100.0, 200.0),
+                   affine=None, title: str | None = None):
+    """`plot_overlay`'s figure, with a legend of its colours below the panels."""
     import numpy as np
 
     fig = _new_figure(*overlay_figsize(len(zs)))
@@ -174,8 +183,28 @@ def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
     for row, z in enumerate(zs):
         _overlay_row(axes[row], row, z, (images[row], labels[row], preds[row]), window=window, affine=affine)
     fig.suptitle(title or case)
-    _save(fig, path)
-    return path
+    _overlay_legend(fig)
+    return fig
+
+
+# The overlays' colours: outlines on the image (middle column), and the error map's fills (right column).
+LABEL_LINE, PREDICTION_LINE = "lime", "red"
+ERROR_FILLS = {  # what the error map shows -> RGBA
+    "label and prediction": (1.0, 0.85, 0.0, 0.8),
+    "missed: label only": (0.0, 0.8, 0.0, 0.9),
+    "false +: prediction only": (0.9, 0.0, 0.0, 0.9),
+}
+
+
+def _overlay_legend(fig) -> None:
+    """What each colour means, below the panels: the outlines' and the error map's."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=LABEL_LINE, lw=2, label="label outline"),
+               Line2D([], [], color=PREDICTION_LINE, lw=2, label="prediction outline")]
+    handles += [Patch(color=rgba, label=f"{name} (error map)") for name, rgba in ERROR_FILLS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
 
 
 def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float], affine) -> None:
@@ -187,15 +216,15 @@ def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float],
     lab = radiological_view(np.asarray(slices[1], dtype=bool), affine)
     pre = radiological_view(np.asarray(slices[2], dtype=bool), affine)
     err = np.zeros((*img.shape, 4), dtype=np.float32)
-    err[lab & pre] = (1.0, 0.85, 0.0, 0.8)
-    err[lab & ~pre] = (0.0, 0.8, 0.0, 0.9)
-    err[~lab & pre] = (0.9, 0.0, 0.0, 0.9)
+    err[lab & pre] = ERROR_FILLS["label and prediction"]
+    err[lab & ~pre] = ERROR_FILLS["missed: label only"]
+    err[~lab & pre] = ERROR_FILLS["false +: prediction only"]
     ax_img, ax_lines, ax_err = axes
     for ax in (ax_img, ax_lines, ax_err):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-    for mask, color in ((lab, "lime"), (pre, "red")):
+    for mask, color in ((lab, LABEL_LINE), (pre, PREDICTION_LINE)):
         if mask.any() and not mask.all():
             ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1)
     ax_err.imshow(err, interpolation="nearest")
@@ -203,4 +232,4 @@ def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float],
     ax_img.set_ylabel(f"z = {z}")
     ax_img.set_title("image" if row == 0 else "", fontsize="small")
     ax_lines.set_title(("label (green), prediction (red)\n" if row == 0 else "") + f"z = {z}", fontsize="small")
-    ax_err.set_title(f"false + {fp} px, missed {fn} px", fontsize="small")
+    ax_err.set_title(("error map\n" if row == 0 else "") + f"false + {fp} px, missed {fn} px", fontsize="small")

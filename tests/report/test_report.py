@@ -313,6 +313,32 @@ def test_an_overlay_of_a_case_whose_errors_lie_outside_the_liver_still_shows_the
     assert all(liver[c] == 0 for c in chosen if c != 92)  # the other two: the worst false positives
 
 
+def test_an_overlay_says_what_each_of_its_colours_means():
+    """The error map (third column) was yellow, green and red fills with no key anywhere in the picture: a
+    reader of a report on real CT had to guess which of green and red was a miss. A legend below the panels
+    now names each outline and each fill the picture draws, in the colours drawn."""
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from liverctl.report.plots import overlay_figure
+
+    label = np.zeros((8, 8), dtype=bool)
+    label[2:6, 2:6] = True
+    pred = np.roll(label, 2, axis=0)  # some of each: both, label only, prediction only
+    fig = overlay_figure("c", [0], images=[np.zeros((8, 8))], labels=[label], preds=[pred])
+    (legend,) = fig.legends
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names == ["label outline", "prediction outline", "label and prediction (error map)",
+                     "missed: label only (error map)", "false +: prediction only (error map)"]
+    handles = legend.legend_handles
+    lines = {fig.axes[1].collections[i].get_edgecolor()[0].round(3).tobytes(): i for i in range(2)}
+    assert {np.array(to_rgba(h.get_color())).round(3).tobytes() for h in handles[:2]} == set(lines)
+    error_map = fig.axes[2].get_images()[-1].get_array().reshape(-1, 4)
+    drawn = {tuple(round(float(v), 3) for v in c) for c in error_map if c[3] > 0}
+    keyed = {tuple(round(float(v), 3) for v in h.get_facecolor()) for h in handles[2:]}
+    assert drawn == keyed
+
+
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
     import numpy as np
 
