@@ -73,19 +73,36 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
         ax_lr.set_yscale("log")
     for ax in (ax_dice, ax_epoch):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in (ax_loss, ax_dice, ax_lr, ax_epoch):
+    for ax, empty in ((ax_loss, NO_STEPS), (ax_dice, NO_EPOCHS), (ax_lr, NO_STEPS), (ax_epoch, NO_EPOCHS)):
         ax.grid(alpha=0.3)
-        if not ax.get_lines():
-            ax.text(0.5, 0.5, "no events of this kind yet", ha="center", va="center", transform=ax.transAxes)
-    if ax_dice.get_lines():
+        if not _has_points(ax):  # its lines may be there, empty: a made-up axis of -0.04 .. 0.04 around nothing
+            ax.set(xticks=[], yticks=[])
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    if _has_points(ax_dice):
         handles, labels = ax_dice.get_legend_handles_labels()
         for key, style in DICE_STYLES.items():
             handles.append(Line2D([], [], color="black", ls=style))
-            labels.append(key.replace("_", " "))
+            labels.append(key.replace("_dice", " Dice"))
         ax_dice.legend(handles, labels, fontsize="small")
     fig.suptitle(" vs ".join(r.name for r in data))
     _save(fig, path)
     return path
+
+
+# What a curves panel with nothing to draw says in its place.
+NO_STEPS = "no step events: the run logs one\nevery train.log_every steps"
+NO_EPOCHS = "no epoch has ended"
+
+
+def _has_points(ax) -> bool:
+    """Whether any line of `ax` has a point to draw (a finite x and y)."""
+    import numpy as np
+
+    for line in ax.get_lines():
+        xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
+        if (np.isfinite(xs) & np.isfinite(ys)).any():
+            return True
+    return False
 
 
 def _spans_decades(values) -> bool:

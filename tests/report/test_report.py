@@ -114,6 +114,36 @@ def test_absurd_numbers_in_a_log_are_left_off_the_curves(tmp_path):
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
 
 
+def test_a_run_without_step_events_says_so_in_its_step_panels_not_an_empty_axis(tmp_path, monkeypatch):
+    """The demo preset on the three real CT volumes (fold 2: one training step per epoch, 3 epochs) logged no
+    step event (train.log_every = 5): curves.png's loss-per-step and learning-rate panels were empty axes
+    running -0.04 .. 0.04, and their 'no events' note never showed (each panel held a line, with no points)."""
+    from watch_fixtures import EventScript
+
+    import liverctl.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    s = EventScript("r1")
+    s.start(epochs=3)
+    for epoch in (1, 2, 3):
+        s.epoch(epoch, step=epoch, volume_dice=0.07, train_loss=0.8, val_loss=0.54, is_best=epoch == 1)
+    run = s.write(tmp_path / "runs" / "r1" / "events.jsonl").parent
+    write_report([run], tmp_path / "out", overlays=False)
+    ax_loss, ax_dice, ax_lr, ax_epoch = figures[0].axes
+
+    def note(ax):
+        return [t.get_text() for t in ax.texts]
+
+    for ax in (ax_loss, ax_lr):
+        assert note(ax) == [plots.NO_STEPS]
+        assert list(ax.get_yticks()) == []  # no made-up scale around nothing
+    assert note(ax_dice) == note(ax_epoch) == []
+    assert list(ax_dice.get_lines()[0].get_xdata()) == [1, 2, 3]
+    assert [t.get_text() for t in ax_dice.get_legend().get_texts()] == ["r1", "volume Dice", "slice Dice",
+                                                                         "global Dice"]  # was 'volume dice'
+
+
 def test_an_epoch_done_again_after_a_resume_is_one_point_on_the_curves(tmp_path, monkeypatch):
     """Killed between best.pt and last.pt, a run redoes that epoch on resume: the curves show its last
     figures once, as `watch`'s table does, not a second point above the same epoch."""
