@@ -73,6 +73,31 @@ def test_liver_labels_restrict_values(scored_pair):
     assert f"note: {labels / 'b.nii'}: holds label value 2, none of the liver labels 1" in result.stderr
 
 
+def test_the_per_case_table_shows_every_case_id_whole(tmp_path):
+    """The real CT samples scored as test cases tdcmqi-3slice, ttotalseg-dicom20 and ttotalseg-example: the table
+    cut each id to 'tdcmqi-3sli…', 'ttotalseg-d…', 'ttotalseg-e…' at 80 columns, in a pipe too (at 60 columns
+    two rows read 'ttotal…'). Ids are whole now."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[1, 1, 0] = 1
+    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
+    for case in ids:
+        _save(labels / f"segmentation-{case}.nii.gz", mask)
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, [(case, mask > 0) for case in ids])
+    for columns in ("80", "60"):
+        result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)], env={"COLUMNS": columns})
+        assert result.exit_code == 0, result.output
+        for case in ids:
+            assert f"│ {case} " in result.stdout, (columns, result.stdout)
+        assert "…" not in result.stdout
+
+
 def test_scores_json_beside_submission(scored_pair):
     sub, labels = scored_pair
     ev = evaluate_submission(sub, labels)
