@@ -275,6 +275,8 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
         assert next(c.dice for c in predicted if c.case == case_id) == pytest.approx(want, abs=1e-12)
     for case in predicted:
         assert len(case.slices) == 2
+        liver = (store.read_label_volume(case.case) > 0).sum(axis=(0, 1))
+        assert int(np.argmax(liver)) in case.slices  # the picture shows the case's liver at its widest
         w, h = overlay_figsize(2)
         assert png_size(case.overlay) == (int(w * DPI), int(h * DPI))
     assert png_size(result.out_dir / "case_dice.png")[1] == int(4.5 * DPI)
@@ -283,6 +285,7 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
     for case in predicted:
         assert f"src='overlays/tiny/{case.overlay.name}'" in page
     assert "checkpoint best.pt" in page and "TTA none" in page
+    assert "Predictions of tiny: the slice with the most liver, then those where label and prediction disagree" in page
 
 
 def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
