@@ -119,14 +119,18 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     width_in = max(6.0, 2.8 * min(3, len(names)), min(24.0, 1.0 + 0.45 * len(case_ids) * len(names)))
     fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
     ax = fig.subplots()
-    bar_w = 0.8 / len(names)
+    scored = {n: {c.case: c.dice for c in cases[n]} for n in names}
+    # each case's bars share its 0.8 around its tick among the runs that scored it: runs of other folds share
+    # no case, and a bar offset for a run with nothing beside it stood away from its case's name
+    shown = {case: [n for n in names if case in scored[n]] for case in case_ids}
     for i, name in enumerate(names):
-        by_case = {c.case: c.dice for c in cases[name]}
-        xs = [j + (i - (len(names) - 1) / 2) * bar_w for j in range(len(case_ids))]
-        ys = [by_case.get(c, math.nan) for c in case_ids]
+        by_case = scored[name]
+        here = [(j, shown[c].index(name), len(shown[c])) for j, c in enumerate(case_ids) if c in by_case]
+        xs = [j + (k - (n - 1) / 2) * 0.8 / n for j, k, n in here]
+        ys = [by_case[case_ids[j]] for j, _, _ in here]
         finite = [y for y in ys if math.isfinite(y)]
         mean = sum(finite) / len(finite) if finite else math.nan
-        ax.bar(xs, ys, width=bar_w, color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
+        ax.bar(xs, ys, width=[0.8 / n for _, _, n in here], color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
         ax.axhline(mean, color=f"C{i % 10}", ls="--", lw=1)
     ax.set_xticks(range(len(case_ids)), case_ids, rotation=45 if len(case_ids) > 6 else 0, ha="right"
                   if len(case_ids) > 6 else "center", fontsize="small")

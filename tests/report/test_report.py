@@ -372,6 +372,31 @@ def test_an_overlay_says_what_each_of_its_colours_means():
     assert drawn == keyed
 
 
+def test_each_case_s_bars_stand_on_its_name_also_for_runs_of_other_folds(tmp_path, monkeypatch):
+    """report r1 r3 r4, demo runs of folds 2, 3, 4 on the three real CT volumes, each validated on a case of its own:
+    case_dice.png put each run's bar a third of a slot to its side, as if the other runs had a bar beside it, so
+    'dcmqi-3slice' stood under an empty gap beside r4's bar. Bars now share a case's slot among the runs that
+    scored it; where runs share a case they still stand side by side."""
+    import liverctl.report.plots as plots
+    from liverctl.report.predictions import CaseResult
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+
+    def bars(cases):
+        plots.plot_case_dice(cases, tmp_path / "case_dice.png")
+        ax = figures.pop().axes[0]
+        ticks = dict(zip([t.get_text() for t in ax.get_xticklabels()], ax.get_xticks(), strict=True))
+        return ticks, [(round(b.get_x() + b.get_width() / 2, 6), round(b.get_width(), 6)) for b in ax.patches]
+
+    ticks, drawn = bars({"r1": [CaseResult("totalseg-example", 0.0658)], "r3": [CaseResult("totalseg-dicom20", 0.1432)],
+                         "r4": [CaseResult("dcmqi-3slice", 0.3468)]})
+    assert sorted(drawn) == sorted((float(ticks[c]), 0.8) for c in ticks)
+    ticks, drawn = bars({"a": [CaseResult("c1", 0.5), CaseResult("c2", 0.7)], "b": [CaseResult("c2", 0.6),
+                                                                                     CaseResult("c3", 0.9)]})
+    assert drawn == [(0.0, 0.8), (0.8, 0.4), (1.2, 0.4), (2.0, 0.8)]
+
+
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
     import numpy as np
 
