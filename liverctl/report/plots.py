@@ -156,25 +156,42 @@ def radiological_view(slice_xy, affine=None):
     """
     import numpy as np
 
+    rows_axis, flip_rows, flip_cols = _radiological_plan(affine)
     view = np.asarray(slice_xy)
+    view = view if rows_axis == 0 else view.T
+    return view[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+
+
+def pixel_aspect(affine=None) -> float:
+    """Height / width of one pixel of `radiological_view(slice, affine)` in mm, for `imshow(aspect=...)`: a
+    slice of 0.7 x 0.9 mm pixels drawn as squares would stretch the body by 29 %. 1 without an affine."""
+    import numpy as np
+
     if affine is None:
-        return view.T
+        return 1.0
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :2], axis=0)  # mm per step along X, Y
+    rows_axis = _radiological_plan(affine)[0]
+    rows, cols = spacing[rows_axis], spacing[1 - rows_axis]
+    if not (np.isfinite(rows) and np.isfinite(cols) and rows > 0 and cols > 0):  # a damaged header
+        return 1.0
+    return float(rows / cols)
+
+
+def _radiological_plan(affine) -> tuple[int, bool, bool]:
+    """(the voxel axis the view's rows follow, flip the rows, flip the columns) for `radiological_view`."""
+    if affine is None:
+        return 1, False, False
     from liverctl.data.nifti import axis_codes
 
     codes = axis_codes(affine)
     if codes is None:  # a singular affine (a damaged header) says nothing of the slice's directions
-        return view.T
+        return 1, False, False
     codes = codes[:2]
     if sorted(c in "AP" for c in codes) != [False, True] or not any(c in "LR" for c in codes):
-        return view.T
-    ap = 0 if codes[0] in "AP" else 1
-    lr = 1 - ap
-    view = view if ap == 0 else view.T  # rows follow the anterior-posterior axis
-    if codes[ap] == "A":  # index grows toward anterior: flip so anterior is row 0
-        view = view[::-1, :]
-    if codes[lr] == "R":  # index grows toward the patient's right: flip so right is column 0
-        view = view[:, ::-1]
-    return view
+        return 1, False, False
+    ap = 0 if codes[0] in "AP" else 1  # rows follow the anterior-posterior axis
+    # index growing toward anterior: flip so anterior is row 0; toward the patient's right: so right is column 0
+    return ap, codes[ap] == "A", codes[1 - ap] == "R"
 
 
 
@@ -241,14 +258,15 @@ def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float],
     err[lab & ~pre] = ERROR_FILLS["missed: label only"]
     err[~lab & pre] = ERROR_FILLS["false +: prediction only"]
     ax_img, ax_lines, ax_err = axes
+    aspect = pixel_aspect(affine)
     for ax in (ax_img, ax_lines, ax_err):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=aspect)
         ax.set_xticks([])
         ax.set_yticks([])
     for mask, color in ((lab, LABEL_LINE), (pre, PREDICTION_LINE)):
         if mask.any() and not mask.all():
             ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1)
-    ax_err.imshow(err, interpolation="nearest")
+    ax_err.imshow(err, interpolation="nearest", aspect=aspect)
     fp, fn = int((~lab & pre).sum()), int((lab & ~pre).sum())
     ax_img.set_ylabel(f"z = {z}")
     ax_img.set_title("image" if row == 0 else "", fontsize="small")

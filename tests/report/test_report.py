@@ -397,6 +397,29 @@ def test_each_case_s_bars_stand_on_its_name_also_for_runs_of_other_folds(tmp_pat
     assert drawn == [(0.0, 0.8), (0.8, 0.4), (1.2, 0.4), (2.0, 0.8)]
 
 
+def test_an_overlay_keeps_the_body_s_proportions_for_pixels_that_are_not_square():
+    """Pixels were drawn square whatever the case's spacing: a slice of 0.7 x 0.9 mm pixels (LPS) came out
+    stretched by 29 % along one axis. Each panel now takes the affine's height / width of a pixel; the real
+    volumes' square pixels (0.81, 0.977, 3.0 mm) stay square, and a case without an affine is drawn as before."""
+    import numpy as np
+    import pytest
+
+    from liverctl.report.plots import overlay_figure, pixel_aspect, radiological_view
+
+    lps = np.diag([-0.7, -0.9, 2.0, 1.0])  # X toward the left at 0.7 mm, Y toward the back at 0.9 mm
+    las = np.diag([-0.7, 0.9, 2.0, 1.0])
+    ras_yx = np.array([[0, 0.9, 0, 0], [0.7, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])  # X runs A-P, Y L-R
+    slice_xy = np.zeros((10, 20))
+    for affine, rows_mm in ((lps, 0.9), (las, 0.9), (ras_yx, 0.7)):
+        rows = radiological_view(slice_xy, affine).shape[0]
+        assert rows == (20 if rows_mm == 0.9 else 10)  # rows follow the anterior-posterior axis
+        assert pixel_aspect(affine) == pytest.approx(rows_mm / (1.6 - rows_mm))
+    fig = overlay_figure("c", [0], images=[slice_xy], labels=[slice_xy > 0], preds=[slice_xy > 0], affine=lps)
+    assert [ax.get_aspect() for ax in fig.axes] == pytest.approx([0.9 / 0.7] * 3)
+    assert pixel_aspect(np.diag([-0.810547, -0.810547, 1.0, 1.0])) == pytest.approx(1.0)
+    assert pixel_aspect(None) == 1.0 == pixel_aspect(np.zeros((4, 4)))
+
+
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():
     import numpy as np
 
