@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liverctl.files import natural_key
-from liverctl.runs.events import iter_kind
+from liverctl.runs.events import NO_STEP_EVENTS, iter_kind
 from liverctl.runs.history import last_per, plottable
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
 
 
 # What a curves panel with nothing to draw says in its place.
-NO_STEPS = "no step events: the run logs one\nevery train.log_every steps"
+NO_STEPS = NO_STEP_EVENTS.replace(" one every", " one\nevery")
 NO_EPOCHS = "no epoch has ended"
 
 
