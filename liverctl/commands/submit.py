@@ -192,7 +192,7 @@ def _print_scores(ev, out) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from liverctl.narrow import print_table
+    from liverctl.narrow import print_lines, print_table
 
     title = f"{ev.submission} vs {ev.labels}"
     table = Table(title=esc(title), title_justify="left", header_style="bold")
@@ -204,9 +204,9 @@ def _print_scores(ev, out) -> None:
     for row in rows:
         table.add_row(*row)
     print_table(out, table, title, list(SCORE_HEADERS), rows)
-    out.print(
-        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {plural(len(ev.cases), 'case')})  "
-        f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
-        f"global Dice {ev.global_dice:.4f} (pooled voxels)",
-        highlight=False,
-    )
+    # one line where it fits, else a figure per line: never broken inside one (at 60 columns the terminal
+    # broke 'slice Dice 0.0787 (m' / 'ean over slices, ...')
+    print_lines(out, [[Text.assemble((f"volume Dice {ev.volume_dice:.4f}", "bold"),
+                                     f" (mean over {plural(len(ev.cases), 'case')})"),
+                       Text(f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)"),
+                       Text(f"global Dice {ev.global_dice:.4f} (pooled voxels)")]])

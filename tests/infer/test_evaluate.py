@@ -98,6 +98,40 @@ def test_the_per_case_table_shows_every_case_id_whole(tmp_path):
         assert "…" not in result.stdout
 
 
+def test_a_terminal_narrower_than_the_scores_breaks_them_between_figures_never_inside_one(tmp_path, monkeypatch):
+    """On a 60-column terminal the three real CT test cases' figures printed as one 135-character line that the
+    terminal broke inside a figure ('slice Dice 0.0787 (m' / 'ean over slices, ...'). Each case is a record,
+    each figure whole, no line wider than the terminal."""
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import liverctl.commands.submit as submit_command
+    from liverctl.cli import app
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[1, 1, 0] = 1
+    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
+    for case in ids:
+        _save(labels / f"segmentation-{case}.nii.gz", mask)
+    sub = tmp_path / "s.csv"
+    write_submission(sub, [(case, mask > 0) for case in ids])
+    screen = io.StringIO()
+    monkeypatch.setattr(submit_command, "console", Console(file=screen, width=60, force_terminal=True,
+                                                           color_system=None, emoji=False))
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    lines = screen.getvalue().splitlines()
+    assert all(case in lines for case in ids)  # each case a record under its whole id
+    assert "volume Dice 1.0000 (mean over 3 cases)" in lines
+    assert "slice Dice 1.0000 (mean over slices, empty-on-empty = 1)" in lines
+    assert "global Dice 1.0000 (pooled voxels)" in lines
+    assert all(len(line) <= 60 for line in lines if not line.startswith("scores saved to")), lines
+
+
 def test_scores_json_beside_submission(scored_pair):
     sub, labels = scored_pair
     ev = evaluate_submission(sub, labels)
