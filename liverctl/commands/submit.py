@@ -18,7 +18,7 @@ from liverctl.commands._common import (
 from liverctl.device import DEVICE_HELP
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import esc, quoted
+from liverctl.printable import esc, escaped, quoted
 
 MAX_PROBLEMS_SHOWN = 20
 # postprocess and evaluate read a mask or label alike
@@ -183,19 +183,30 @@ def evaluate_command(
             typer.echo(json.dumps(ev.to_json(), indent=2))
 
 
-def _print_scores(ev, out) -> None:
-    from rich.table import Table
+SCORE_HEADERS = ("case", "volume Dice", "slice Dice", "label voxels", "pred voxels", "slices")
 
-    table = Table(title=f"{esc(ev.submission)} vs {esc(ev.labels)}", title_justify="left", header_style="bold")
-    for name in ("case", "volume Dice", "slice Dice", "label voxels", "pred voxels", "slices"):
-        table.add_column(name, justify="left" if name == "case" else "right")
-    for c in ev.cases:
-        table.add_row(esc(c.case), f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels), str(c.pred_voxels),
-                      str(c.slices))
-    out.print(table)
-    out.print(
-        f"[bold]volume Dice {ev.volume_dice:.4f}[/] (mean over {plural(len(ev.cases), 'case')})  "
-        f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)  "
-        f"global Dice {ev.global_dice:.4f} (pooled voxels)",
-        highlight=False,
-    )
+
+def _print_scores(ev, out) -> None:
+    """The per-case table through narrow.print_table: whole, each case id in full (rich cut long ids to
+    'ttotalseg-d…' at 80 columns, even into a pipe), or as records on a terminal too narrow for it."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from liverctl.narrow import print_lines, print_table
+
+    title = f"{ev.submission} vs {ev.labels}"
+    table = Table(title=esc(title), title_justify="left", header_style="bold")
+    title = escaped(title)  # the records' title, printed as it is
+    for name in SCORE_HEADERS:
+        table.add_column(name, justify="left" if name == "case" else "right", overflow="fold")
+    rows = [[Text(escaped(c.case)), *(Text(v) for v in (f"{c.volume_dice:.4f}", f"{c.slice_dice:.4f}", str(c.label_voxels),
+                                                str(c.pred_voxels), str(c.slices)))] for c in ev.cases]
+    for row in rows:
+        table.add_row(*row)
+    print_table(out, table, title, list(SCORE_HEADERS), rows)
+    # one line where it fits, else a figure per line: never broken inside one (at 60 columns the terminal
+    # broke 'slice Dice 0.0787 (m' / 'ean over slices, ...')
+    print_lines(out, [[Text.assemble((f"volume Dice {ev.volume_dice:.4f}", "bold"),
+                                     f" (mean over {plural(len(ev.cases), 'case')})"),
+                       Text(f"slice Dice {ev.slice_dice:.4f} (mean over slices, empty-on-empty = 1)"),
+                       Text(f"global Dice {ev.global_dice:.4f} (pooled voxels)")]])

@@ -4,7 +4,8 @@
   learning rate per step, train/val loss per epoch. Drawn from `events.jsonl` only, so it needs no torch.
   Several runs share the axes, one colour per run.
 - `case_dice.png` and `overlays/<run>/<case>.png` (`report/predictions.py`): volume Dice of each
-  validation case, and image, label and prediction on the slices where they disagree most. These need
+  validation case, and image, label and prediction on the slice with the most liver and those where label
+  and prediction disagree most (`predictions.disagreeing_slices`), with a legend of the colours. These need
   the run's checkpoint and the store; when either is missing the report still renders the curves and
   says in `index.html` what was skipped and why.
 - `index.html` (`report/html.py`): the runs table, the pictures and each run's config.

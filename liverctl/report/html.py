@@ -101,11 +101,14 @@ def write_index(data: list[RunData], predictions: dict[str, RunPredictions], ski
     return path
 
 
+SLICES_SHOWN = "the slice with the most liver, then those where label and prediction disagree most"
+
+
 def _predictions_html(run: RunData, predicted: RunPredictions | None, root: Path) -> list[str]:
     results = [c for c in predicted.cases if c.overlay is not None] if predicted else []
     if not results:
         return []
-    parts = [f"<h2>Predictions of {escape(run.name)}: slices where label and prediction disagree most</h2>"
+    parts = [f"<h2>Predictions of {escape(run.name)}: {SLICES_SHOWN}</h2>"
              f"<p>{escape(predicted.how)}. Right column: yellow both, green label only (missed liver), red "
              "prediction only (false liver).</p>"]
     for c in sorted(results, key=lambda c: c.dice):

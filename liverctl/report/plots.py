@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liverctl.files import natural_key
-from liverctl.runs.events import iter_kind
+from liverctl.runs.events import NO_STEP_EVENTS, iter_kind
 from liverctl.runs.history import last_per, plottable
 
 if TYPE_CHECKING:
@@ -73,19 +73,36 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
         ax_lr.set_yscale("log")
     for ax in (ax_dice, ax_epoch):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in (ax_loss, ax_dice, ax_lr, ax_epoch):
+    for ax, empty in ((ax_loss, NO_STEPS), (ax_dice, NO_EPOCHS), (ax_lr, NO_STEPS), (ax_epoch, NO_EPOCHS)):
         ax.grid(alpha=0.3)
-        if not ax.get_lines():
-            ax.text(0.5, 0.5, "no events of this kind yet", ha="center", va="center", transform=ax.transAxes)
-    if ax_dice.get_lines():
+        if not _has_points(ax):  # its lines may be there, empty: a made-up axis of -0.04 .. 0.04 around nothing
+            ax.set(xticks=[], yticks=[])
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    if _has_points(ax_dice):
         handles, labels = ax_dice.get_legend_handles_labels()
         for key, style in DICE_STYLES.items():
             handles.append(Line2D([], [], color="black", ls=style))
-            labels.append(key.replace("_", " "))
+            labels.append(key.replace("_dice", " Dice"))
         ax_dice.legend(handles, labels, fontsize="small")
     fig.suptitle(" vs ".join(r.name for r in data))
     _save(fig, path)
     return path
+
+
+# What a curves panel with nothing to draw says in its place.
+NO_STEPS = NO_STEP_EVENTS.replace(" one every", " one\nevery")
+NO_EPOCHS = "no epoch has ended"
+
+
+def _has_points(ax) -> bool:
+    """Whether any line of `ax` has a point to draw (a finite x and y)."""
+    import numpy as np
+
+    for line in ax.get_lines():
+        xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
+        if (np.isfinite(xs) & np.isfinite(ys)).any():
+            return True
+    return False
 
 
 def _spans_decades(values) -> bool:
@@ -102,14 +119,18 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
     width_in = max(6.0, 2.8 * min(3, len(names)), min(24.0, 1.0 + 0.45 * len(case_ids) * len(names)))
     fig = _new_figure(width_in, DICE_FIGSIZE_HEIGHT)
     ax = fig.subplots()
-    bar_w = 0.8 / len(names)
+    scored = {n: {c.case: c.dice for c in cases[n]} for n in names}
+    # each case's bars share its 0.8 around its tick among the runs that scored it: runs of other folds share
+    # no case, and a bar offset for a run with nothing beside it stood away from its case's name
+    shown = {case: [n for n in names if case in scored[n]] for case in case_ids}
     for i, name in enumerate(names):
-        by_case = {c.case: c.dice for c in cases[name]}
-        xs = [j + (i - (len(names) - 1) / 2) * bar_w for j in range(len(case_ids))]
-        ys = [by_case.get(c, math.nan) for c in case_ids]
+        by_case = scored[name]
+        here = [(j, shown[c].index(name), len(shown[c])) for j, c in enumerate(case_ids) if c in by_case]
+        xs = [j + (k - (n - 1) / 2) * 0.8 / n for j, k, n in here]
+        ys = [by_case[case_ids[j]] for j, _, _ in here]
         finite = [y for y in ys if math.isfinite(y)]
         mean = sum(finite) / len(finite) if finite else math.nan
-        ax.bar(xs, ys, width=bar_w, color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
+        ax.bar(xs, ys, width=[0.8 / n for _, _, n in here], color=f"C{i % 10}", label=f"{name} (mean {mean:.4f})")
         ax.axhline(mean, color=f"C{i % 10}", ls="--", lw=1)
     ax.set_xticks(range(len(case_ids)), case_ids, rotation=45 if len(case_ids) > 6 else 0, ha="right"
                   if len(case_ids) > 6 else "center", fontsize="small")
@@ -122,8 +143,8 @@ def plot_case_dice(cases: dict[str, list[CaseResult]], path: Path) -> Path:
 
 
 def overlay_figsize(n_slices: int) -> tuple[float, float]:
-    """Inches of an overlay picture: three panels per slice row, plus a title band."""
-    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.5
+    """Inches of an overlay picture: three panels per slice row, plus a title band and a legend band."""
+    return 3 * OVERLAY_PANEL_IN, max(1, n_slices) * OVERLAY_PANEL_IN + 0.9
 
 
 def radiological_view(slice_xy, affine=None):
@@ -135,25 +156,42 @@ def radiological_view(slice_xy, affine=None):
     """
     import numpy as np
 
+    rows_axis, flip_rows, flip_cols = _radiological_plan(affine)
     view = np.asarray(slice_xy)
+    view = view if rows_axis == 0 else view.T
+    return view[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+
+
+def pixel_aspect(affine=None) -> float:
+    """Height / width of one pixel of `radiological_view(slice, affine)` in mm, for `imshow(aspect=...)`: a
+    slice of 0.7 x 0.9 mm pixels drawn as squares would stretch the body by 29 %. 1 without an affine."""
+    import numpy as np
+
     if affine is None:
-        return view.T
+        return 1.0
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :2], axis=0)  # mm per step along X, Y
+    rows_axis = _radiological_plan(affine)[0]
+    rows, cols = spacing[rows_axis], spacing[1 - rows_axis]
+    if not (np.isfinite(rows) and np.isfinite(cols) and rows > 0 and cols > 0):  # a damaged header
+        return 1.0
+    return float(rows / cols)
+
+
+def _radiological_plan(affine) -> tuple[int, bool, bool]:
+    """(the voxel axis the view's rows follow, flip the rows, flip the columns) for `radiological_view`."""
+    if affine is None:
+        return 1, False, False
     from liverctl.data.nifti import axis_codes
 
     codes = axis_codes(affine)
     if codes is None:  # a singular affine (a damaged header) says nothing of the slice's directions
-        return view.T
+        return 1, False, False
     codes = codes[:2]
     if sorted(c in "AP" for c in codes) != [False, True] or not any(c in "LR" for c in codes):
-        return view.T
-    ap = 0 if codes[0] in "AP" else 1
-    lr = 1 - ap
-    view = view if ap == 0 else view.T  # rows follow the anterior-posterior axis
-    if codes[ap] == "A":  # index grows toward anterior: flip so anterior is row 0
-        view = view[::-1, :]
-    if codes[lr] == "R":  # index grows toward the patient's right: flip so right is column 0
-        view = view[:, ::-1]
-    return view
+        return 1, False, False
+    ap = 0 if codes[0] in "AP" else 1  # rows follow the anterior-posterior axis
+    # index growing toward anterior: flip so anterior is row 0; toward the patient's right: so right is column 0
+    return ap, codes[ap] == "A", codes[1 - ap] == "R"
 
 
 
@@ -167,6 +205,15 @@ def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
     Outlines: label green, prediction red. Error map: yellow both, green label only (missed), red
     prediction only (false liver).
     """
+    fig = overlay_figure(case, zs, images=images, labels=labels, preds=preds, window=window, affine=affine,
+                         title=title)
+    _save(fig, path)
+    return path
+
+
+def overlay_figure(case: str, zs: list[int], *, images, labels, preds, window: tuple[float, float] = (-100.0, 200.0),
+                   affine=None, title: str | None = None):
+    """`plot_overlay`'s figure, with a legend of its colours below the panels."""
     import numpy as np
 
     fig = _new_figure(*overlay_figsize(len(zs)))
@@ -174,8 +221,28 @@ def plot_overlay(path: Path, case: str, zs: list[int], *, images, labels, preds,
     for row, z in enumerate(zs):
         _overlay_row(axes[row], row, z, (images[row], labels[row], preds[row]), window=window, affine=affine)
     fig.suptitle(title or case)
-    _save(fig, path)
-    return path
+    _overlay_legend(fig)
+    return fig
+
+
+# The overlays' colours: outlines on the image (middle column), and the error map's fills (right column).
+LABEL_LINE, PREDICTION_LINE = "lime", "red"
+ERROR_FILLS = {  # what the error map shows -> RGBA
+    "label and prediction": (1.0, 0.85, 0.0, 0.8),
+    "missed: label only": (0.0, 0.8, 0.0, 0.9),
+    "false +: prediction only": (0.9, 0.0, 0.0, 0.9),
+}
+
+
+def _overlay_legend(fig) -> None:
+    """What each colour means, below the panels: the outlines' and the error map's."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=LABEL_LINE, lw=2, label="label outline"),
+               Line2D([], [], color=PREDICTION_LINE, lw=2, label="prediction outline")]
+    handles += [Patch(color=rgba, label=f"{name} (error map)") for name, rgba in ERROR_FILLS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
 
 
 def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float], affine) -> None:
@@ -187,20 +254,21 @@ def _overlay_row(axes, row: int, z: int, slices, *, window: tuple[float, float],
     lab = radiological_view(np.asarray(slices[1], dtype=bool), affine)
     pre = radiological_view(np.asarray(slices[2], dtype=bool), affine)
     err = np.zeros((*img.shape, 4), dtype=np.float32)
-    err[lab & pre] = (1.0, 0.85, 0.0, 0.8)
-    err[lab & ~pre] = (0.0, 0.8, 0.0, 0.9)
-    err[~lab & pre] = (0.9, 0.0, 0.0, 0.9)
+    err[lab & pre] = ERROR_FILLS["label and prediction"]
+    err[lab & ~pre] = ERROR_FILLS["missed: label only"]
+    err[~lab & pre] = ERROR_FILLS["false +: prediction only"]
     ax_img, ax_lines, ax_err = axes
+    aspect = pixel_aspect(affine)
     for ax in (ax_img, ax_lines, ax_err):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect=aspect)
         ax.set_xticks([])
         ax.set_yticks([])
-    for mask, color in ((lab, "lime"), (pre, "red")):
+    for mask, color in ((lab, LABEL_LINE), (pre, PREDICTION_LINE)):
         if mask.any() and not mask.all():
             ax_lines.contour(mask.astype(np.float32), levels=[0.5], colors=color, linewidths=1)
-    ax_err.imshow(err, interpolation="nearest")
+    ax_err.imshow(err, interpolation="nearest", aspect=aspect)
     fp, fn = int((~lab & pre).sum()), int((lab & ~pre).sum())
     ax_img.set_ylabel(f"z = {z}")
     ax_img.set_title("image" if row == 0 else "", fontsize="small")
     ax_lines.set_title(("label (green), prediction (red)\n" if row == 0 else "") + f"z = {z}", fontsize="small")
-    ax_err.set_title(f"false + {fp} px, missed {fn} px", fontsize="small")
+    ax_err.set_title(("error map\n" if row == 0 else "") + f"false + {fp} px, missed {fn} px", fontsize="small")

@@ -53,6 +53,8 @@ MAX_DEPTH = 32
 MAX_INT = 2**63
 MAX_TS = 1e11  # seconds since 1970: year 5138; beyond it clocks and durations overflow
 KINDS = ("run_start", "step", "epoch_end", "checkpoint", "nan", "note", "run_end")
+# Why a chart of step events may have none: what report's curves and watch's charts say in their place.
+NO_STEP_EVENTS = "no step events: the run logs one every train.log_every steps"
 
 
 def json_value(value: Any, nonfinite: list[str] | None = None, where: str = "") -> Any:

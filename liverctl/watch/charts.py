@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+from liverctl.runs.events import NO_STEP_EVENTS
 from liverctl.runs.history import PLOTTABLE
 from liverctl.watch.records import StepSample
 from liverctl.watch.state import RunState
@@ -586,7 +587,10 @@ def _epoch_series(label: str, xs: list[float], ys: list[float], color: str | int
 
 def _step_value_chart(runs: list[RunState], settings: ChartSettings, title: str, attr: str) -> ChartSpec:
     axis = _XAxis(settings, runs)
-    spec = ChartSpec(title, axis.label, integer_x=not axis.by_time)
+    # before a live run's first epoch its first step event may still come; after it, or once runs end, none
+    # logged means fewer steps than train.log_every (the demo preset on 2 training cases: 1 step per epoch)
+    early = any(run.status in ("waiting", "running") for run in runs) and not any(run.rows for run in runs)
+    spec = ChartSpec(title, axis.label, integer_x=not axis.by_time, empty="no data yet" if early else NO_STEP_EVENTS)
     for i, run in enumerate(runs):
         samples = _step_curves(run).rate_samples(run, attr)
         xs = axis.sample_xs(run, samples)

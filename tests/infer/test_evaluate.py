@@ -73,6 +73,65 @@ def test_liver_labels_restrict_values(scored_pair):
     assert f"note: {labels / 'b.nii'}: holds label value 2, none of the liver labels 1" in result.stderr
 
 
+def test_the_per_case_table_shows_every_case_id_whole(tmp_path):
+    """The real CT samples scored as test cases tdcmqi-3slice, ttotalseg-dicom20 and ttotalseg-example: the table
+    cut each id to 'tdcmqi-3sli…', 'ttotalseg-d…', 'ttotalseg-e…' at 80 columns, in a pipe too (at 60 columns
+    two rows read 'ttotal…'). Ids are whole now."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[1, 1, 0] = 1
+    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
+    for case in ids:
+        _save(labels / f"segmentation-{case}.nii.gz", mask)
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, [(case, mask > 0) for case in ids])
+    for columns in ("80", "60"):
+        result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)], env={"COLUMNS": columns})
+        assert result.exit_code == 0, result.output
+        for case in ids:
+            assert f"│ {case} " in result.stdout, (columns, result.stdout)
+        assert "…" not in result.stdout
+
+
+def test_a_terminal_narrower_than_the_scores_breaks_them_between_figures_never_inside_one(tmp_path, monkeypatch):
+    """On a 60-column terminal the three real CT test cases' figures printed as one 135-character line that the
+    terminal broke inside a figure ('slice Dice 0.0787 (m' / 'ean over slices, ...'). Each case is a record,
+    each figure whole, no line wider than the terminal."""
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import liverctl.commands.submit as submit_command
+    from liverctl.cli import app
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[1, 1, 0] = 1
+    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
+    for case in ids:
+        _save(labels / f"segmentation-{case}.nii.gz", mask)
+    sub = tmp_path / "s.csv"
+    write_submission(sub, [(case, mask > 0) for case in ids])
+    screen = io.StringIO()
+    monkeypatch.setattr(submit_command, "console", Console(file=screen, width=60, force_terminal=True,
+                                                           color_system=None, emoji=False))
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    lines = screen.getvalue().splitlines()
+    assert all(case in lines for case in ids)  # each case a record under its whole id
+    assert "volume Dice 1.0000 (mean over 3 cases)" in lines
+    assert "slice Dice 1.0000 (mean over slices, empty-on-empty = 1)" in lines
+    assert "global Dice 1.0000 (pooled voxels)" in lines
+    assert all(len(line) <= 60 for line in lines if not line.startswith("scores saved to")), lines
+
+
 def test_scores_json_beside_submission(scored_pair):
     sub, labels = scored_pair
     ev = evaluate_submission(sub, labels)

@@ -114,6 +114,36 @@ def test_absurd_numbers_in_a_log_are_left_off_the_curves(tmp_path):
     assert png_size(result.out_dir / "curves.png") == CURVES_PX
 
 
+def test_a_run_without_step_events_says_so_in_its_step_panels_not_an_empty_axis(tmp_path, monkeypatch):
+    """The demo preset on the three real CT volumes (fold 2: one training step per epoch, 3 epochs) logged no
+    step event (train.log_every = 5): curves.png's loss-per-step and learning-rate panels were empty axes
+    running -0.04 .. 0.04, and their 'no events' note never showed (each panel held a line, with no points)."""
+    from watch_fixtures import EventScript
+
+    import liverctl.report.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    s = EventScript("r1")
+    s.start(epochs=3)
+    for epoch in (1, 2, 3):
+        s.epoch(epoch, step=epoch, volume_dice=0.07, train_loss=0.8, val_loss=0.54, is_best=epoch == 1)
+    run = s.write(tmp_path / "runs" / "r1" / "events.jsonl").parent
+    write_report([run], tmp_path / "out", overlays=False)
+    ax_loss, ax_dice, ax_lr, ax_epoch = figures[0].axes
+
+    def note(ax):
+        return [t.get_text() for t in ax.texts]
+
+    for ax in (ax_loss, ax_lr):
+        assert note(ax) == [plots.NO_STEPS]
+        assert list(ax.get_yticks()) == []  # no made-up scale around nothing
+    assert note(ax_dice) == note(ax_epoch) == []
+    assert list(ax_dice.get_lines()[0].get_xdata()) == [1, 2, 3]
+    assert [t.get_text() for t in ax_dice.get_legend().get_texts()] == ["r1", "volume Dice", "slice Dice",
+                                                                         "global Dice"]  # was 'volume dice'
+
+
 def test_an_epoch_done_again_after_a_resume_is_one_point_on_the_curves(tmp_path, monkeypatch):
     """Killed between best.pt and last.pt, a run redoes that epoch on resume: the curves show its last
     figures once, as `watch`'s table does, not a second point above the same epoch."""
@@ -245,6 +275,8 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
         assert next(c.dice for c in predicted if c.case == case_id) == pytest.approx(want, abs=1e-12)
     for case in predicted:
         assert len(case.slices) == 2
+        liver = (store.read_label_volume(case.case) > 0).sum(axis=(0, 1))
+        assert int(np.argmax(liver)) in case.slices  # the picture shows the case's liver at its widest
         w, h = overlay_figsize(2)
         assert png_size(case.overlay) == (int(w * DPI), int(h * DPI))
     assert png_size(result.out_dir / "case_dice.png")[1] == int(4.5 * DPI)
@@ -253,6 +285,7 @@ def test_overlays_and_case_dice_from_a_checkpoint_and_the_store(tiny_store, tmp_
     for case in predicted:
         assert f"src='overlays/tiny/{case.overlay.name}'" in page
     assert "checkpoint best.pt" in page and "TTA none" in page
+    assert "Predictions of tiny: the slice with the most liver, then those where label and prediction disagree" in page
 
 
 def test_missing_store_leaves_a_note_and_the_curves(tmp_path):
@@ -283,15 +316,108 @@ def test_a_runs_relative_store_missing_from_another_folder_is_said_as_such(tmp_p
                               "data.store of run r, relative to the folder the run was trained in); pass --store PATH"]
 
 
-def test_disagreeing_slices_prefers_errors_then_liver():
+def test_disagreeing_slices_are_the_most_liver_then_errors_then_liver():
     import numpy as np
 
     from liverctl.report.predictions import disagreeing_slices
 
     counts = np.array([[0, 0, 0], [5, 1, 0], [9, 0, 0], [2, 3, 4], [0, 0, 0], [1, 0, 0]])
-    assert disagreeing_slices(counts, 2) == [1, 3]
-    assert disagreeing_slices(counts, 3) == [1, 2, 3]  # the third: most liver among the correct ones
+    assert disagreeing_slices(counts, 1) == [2]  # the most liver
+    assert disagreeing_slices(counts, 2) == [2, 3]  # then the most disagreeing pixels
+    assert disagreeing_slices(counts, 3) == [1, 2, 3]
+    assert disagreeing_slices(counts, 5) == [0, 1, 2, 3, 5]  # then the most liver among the correct ones
     assert disagreeing_slices(np.zeros((4, 3), dtype=int), 2) == [0, 1]
+    assert disagreeing_slices(np.array([[0, 0, 0], [0, 7, 0], [0, 9, 0]]), 1) == [2]  # no liver: the errors
+
+
+def test_an_overlay_of_a_case_whose_errors_lie_outside_the_liver_still_shows_the_liver():
+    """totalseg-example (112 slices of 3 mm, liver in the upper abdomen) predicted by an early model that marked
+    false liver all over the pelvis: report drew z 11, 12 (pelvis, no liver) and z 76 (51 px of liver), the
+    slices with the most false positives, and no picture of the case showed its liver."""
+    import numpy as np
+
+    from liverctl.report.predictions import disagreeing_slices
+
+    z = np.arange(112)
+    liver = np.where((z >= 70) & (z <= 105), 3000 - 8 * np.abs(z - 92) ** 2, 0).clip(0)
+    counts = np.stack([liver // 10, np.where(z < 30, 9500, 3000), liver - liver // 10], axis=1)
+    chosen = disagreeing_slices(counts, 3)
+    assert int(np.argmax(liver)) in chosen
+    assert all(liver[c] == 0 for c in chosen if c != 92)  # the other two: the worst false positives
+
+
+def test_an_overlay_says_what_each_of_its_colours_means():
+    """The error map (third column) was yellow, green and red fills with no key anywhere in the picture: a
+    reader of a report on real CT had to guess which of green and red was a miss. A legend below the panels
+    now names each outline and each fill the picture draws, in the colours drawn."""
+    import numpy as np
+    from matplotlib.colors import to_rgba
+
+    from liverctl.report.plots import overlay_figure
+
+    label = np.zeros((8, 8), dtype=bool)
+    label[2:6, 2:6] = True
+    pred = np.roll(label, 2, axis=0)  # some of each: both, label only, prediction only
+    fig = overlay_figure("c", [0], images=[np.zeros((8, 8))], labels=[label], preds=[pred])
+    (legend,) = fig.legends
+    names = [t.get_text() for t in legend.get_texts()]
+    assert names == ["label outline", "prediction outline", "label and prediction (error map)",
+                     "missed: label only (error map)", "false +: prediction only (error map)"]
+    handles = legend.legend_handles
+    lines = {fig.axes[1].collections[i].get_edgecolor()[0].round(3).tobytes(): i for i in range(2)}
+    assert {np.array(to_rgba(h.get_color())).round(3).tobytes() for h in handles[:2]} == set(lines)
+    error_map = fig.axes[2].get_images()[-1].get_array().reshape(-1, 4)
+    drawn = {tuple(round(float(v), 3) for v in c) for c in error_map if c[3] > 0}
+    keyed = {tuple(round(float(v), 3) for v in h.get_facecolor()) for h in handles[2:]}
+    assert drawn == keyed
+
+
+def test_each_case_s_bars_stand_on_its_name_also_for_runs_of_other_folds(tmp_path, monkeypatch):
+    """report r1 r3 r4, demo runs of folds 2, 3, 4 on the three real CT volumes, each validated on a case of its own:
+    case_dice.png put each run's bar a third of a slot to its side, as if the other runs had a bar beside it, so
+    'dcmqi-3slice' stood under an empty gap beside r4's bar. Bars now share a case's slot among the runs that
+    scored it; where runs share a case they still stand side by side."""
+    import liverctl.report.plots as plots
+    from liverctl.report.predictions import CaseResult
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+
+    def bars(cases):
+        plots.plot_case_dice(cases, tmp_path / "case_dice.png")
+        ax = figures.pop().axes[0]
+        ticks = dict(zip([t.get_text() for t in ax.get_xticklabels()], ax.get_xticks(), strict=True))
+        return ticks, [(round(b.get_x() + b.get_width() / 2, 6), round(b.get_width(), 6)) for b in ax.patches]
+
+    ticks, drawn = bars({"r1": [CaseResult("totalseg-example", 0.0658)], "r3": [CaseResult("totalseg-dicom20", 0.1432)],
+                         "r4": [CaseResult("dcmqi-3slice", 0.3468)]})
+    assert sorted(drawn) == sorted((float(ticks[c]), 0.8) for c in ticks)
+    ticks, drawn = bars({"a": [CaseResult("c1", 0.5), CaseResult("c2", 0.7)], "b": [CaseResult("c2", 0.6),
+                                                                                     CaseResult("c3", 0.9)]})
+    assert drawn == [(0.0, 0.8), (0.8, 0.4), (1.2, 0.4), (2.0, 0.8)]
+
+
+def test_an_overlay_keeps_the_body_s_proportions_for_pixels_that_are_not_square():
+    """Pixels were drawn square whatever the case's spacing: a slice of 0.7 x 0.9 mm pixels (LPS) came out
+    stretched by 29 % along one axis. Each panel now takes the affine's height / width of a pixel; the real
+    volumes' square pixels (0.81, 0.977, 3.0 mm) stay square, and a case without an affine is drawn as before."""
+    import numpy as np
+    import pytest
+
+    from liverctl.report.plots import overlay_figure, pixel_aspect, radiological_view
+
+    lps = np.diag([-0.7, -0.9, 2.0, 1.0])  # X toward the left at 0.7 mm, Y toward the back at 0.9 mm
+    las = np.diag([-0.7, 0.9, 2.0, 1.0])
+    ras_yx = np.array([[0, 0.9, 0, 0], [0.7, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])  # X runs A-P, Y L-R
+    slice_xy = np.zeros((10, 20))
+    for affine, rows_mm in ((lps, 0.9), (las, 0.9), (ras_yx, 0.7)):
+        rows = radiological_view(slice_xy, affine).shape[0]
+        assert rows == (20 if rows_mm == 0.9 else 10)  # rows follow the anterior-posterior axis
+        assert pixel_aspect(affine) == pytest.approx(rows_mm / (1.6 - rows_mm))
+    fig = overlay_figure("c", [0], images=[slice_xy], labels=[slice_xy > 0], preds=[slice_xy > 0], affine=lps)
+    assert [ax.get_aspect() for ax in fig.axes] == pytest.approx([0.9 / 0.7] * 3)
+    assert pixel_aspect(np.diag([-0.810547, -0.810547, 1.0, 1.0])) == pytest.approx(1.0)
+    assert pixel_aspect(None) == 1.0 == pixel_aspect(np.zeros((4, 4)))
 
 
 def test_radiological_view_puts_anterior_up_and_the_patients_right_on_the_left():

@@ -660,6 +660,27 @@ def test_dice_chart_has_the_three_figures_per_epoch_with_a_legend():
     assert spec.named("slice").ys == [0.95, 0.95] and spec.xlabel == "epoch"
 
 
+def test_step_charts_of_a_run_with_epochs_and_no_step_events_say_why_not_no_data_yet():
+    """watch r1 --once --plot, the demo preset on the three real CT volumes (fold 2: 1 training step per epoch,
+    3 epochs, train.log_every = 5), completed: its learning-rate and samples/s charts said 'no data yet', as if
+    data were still to come. They now say why there is none; before a live run's first epoch, 'no data yet'."""
+    from liverctl.runs.events import NO_STEP_EVENTS
+
+    s = EventScript("r1")
+    s.start(preset="demo", epochs=3)
+    state = fold(s.lines)
+    state.writer_alive = True  # a live run before its first step or epoch
+    assert lr_chart([state], ChartSettings()).empty == "no data yet"
+    for epoch in (1, 2, 3):
+        s.epoch(epoch, step=epoch)
+    assert lr_chart([fold(s.lines)], ChartSettings()).empty == NO_STEP_EVENTS  # epochs end, no step logged
+    s.add("run_end", status="completed", epoch=3, step=3)
+    ended = fold(s.lines)
+    for chart in (lr_chart, throughput_chart):
+        spec = chart([ended], ChartSettings())
+        assert spec.empty == NO_STEP_EVENTS and not any(series.xs for series in spec.series)
+
+
 def test_time_axis_measures_from_each_runs_start():
     state = fold(guarded_run().lines)
     spec = loss_chart([state], ChartSettings(smoothing=0.0, x_axis="time"))
