@@ -10,7 +10,6 @@ The string "none" stands for "no value" (TOML has no null): see `is_none`.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.printable import one_line, quoted
+from liverctl.suggest import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,8 +76,8 @@ def _valid_keys(defaults: dict) -> list[str]:
 
 def _unknown_key(key: str, defaults: dict, where: str) -> LiverctlError:
     valid = _valid_keys(defaults)
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; sections are {', '.join(SECTIONS)}"
+    near = did_you_mean(key, valid, cutoff=0.5)
+    hint = f"; {near}" if near else f"; sections are {', '.join(SECTIONS)}"
     return LiverctlError(f"unknown config key {quoted(key)} in {where}{hint}")
 
 
@@ -173,7 +173,8 @@ def load_preset(name: str) -> dict:
     if name not in found:
         names = ", ".join(list_presets())
         shown = repr(name) if len(name) <= 60 else repr(name[:60]) + f"... ({len(name)} characters)"
-        raise LiverctlError(f"unknown preset {shown}; valid presets: {names}")
+        near = did_you_mean(name, list_presets())
+        raise LiverctlError(f"unknown preset {shown}; {f'{near} ' if near else ''}valid presets: {names}")
     return _read_toml(found[name])
 
 

@@ -21,7 +21,6 @@ which keeps each file's header and affine.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from liverctl.files import atomic_path, staged_folder
 from liverctl.metrics import DiceCounts
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
+from liverctl.suggest import did_you_mean
 
 CONNECTIVITY = 26
 AUTO = "auto"
@@ -180,8 +180,8 @@ def parse_postprocess(spec: str) -> Postprocess:
         if not name:
             raise LiverctlError(f"post-processing {quoted(spec)} has an empty step; join steps with one '+', e.g. largest+fill")
         if name not in STEPS:
-            near = difflib.get_close_matches(name, [*STEPS, AUTO], n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            near = did_you_mean(name, [*STEPS, AUTO])
+            hint = f" ({near})" if near else ""
             raise LiverctlError(
                 f"unknown post-processing {quoted(part)}{hint}; valid: none, largest, min-size:N, fill, fill2d, "
                 "auto, or steps joined by '+' (e.g. largest+fill2d)"

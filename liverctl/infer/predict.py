@@ -14,7 +14,6 @@ The TTA and ensemble functions take any callable `model(x: (N, C, H, W)) -> logi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from liverctl.errors import LiverctlError
 from liverctl.infer.cpu import CPU_BATCH, cpu_model, thread_tuner, tuned_threads
 from liverctl.plural import plural
 from liverctl.printable import quoted
+from liverctl.suggest import did_you_mean
 
 # name -> the flips averaged; each entry is the tensor dims flipped (() = the image itself).
 # The image is (..., X, Y) as stored: "hflip" flips the last axis, "vflip" the one before.
@@ -51,10 +51,8 @@ def parse_tta(name: str) -> tuple[tuple[int, ...], ...]:
     equally near, the most used first)."""
     key = str(name).strip().lower()
     if key not in TTA_MODES:
-        score = {mode: difflib.SequenceMatcher(None, key, mode).ratio() for mode in TTA_BY_USE}
-        best = max(score.values())
-        near = [mode for mode in TTA_BY_USE if score[mode] == best and best >= 0.6][:2]  # difflib's cutoff
-        hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
+        near = did_you_mean(key, TTA_BY_USE, n=2, ties_only=True)
+        hint = f" ({near})" if near else ""
         raise LiverctlError(f"unknown TTA mode {quoted(name)}{hint}; valid: {', '.join(TTA_MODES)}")
     return TTA_MODES[key]
 

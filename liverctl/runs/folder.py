@@ -6,7 +6,6 @@ Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
 from liverctl.printable import first_line, quoted
+from liverctl.suggest import nearest
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -109,7 +109,7 @@ def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, f
     root = Path(runs_root)
     there = sorted((p for p in root.glob("*") if is_run_dir(p) or is_experiment_dir(p)), key=_mtime, reverse=True)
     names = [p.name for p in there]
-    near = difflib.get_close_matches(Path(name_or_path).name, names, n=3, cutoff=0.6)
+    near = nearest(Path(name_or_path).name, names, n=3)
     listing = "`liverctl runs`" if root == Path("runs") else f"`liverctl runs {root}`"
     if near:
         hint = f"did you mean {' or '.join(map(quoted, near))}? {listing} lists the runs"

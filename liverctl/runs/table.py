@@ -5,7 +5,6 @@ sorting and filtering. `liverctl runs` renders the cells with rich, `report` as 
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import math
@@ -20,6 +19,7 @@ from liverctl.printable import one_line, quoted
 from liverctl.runs.events import json_value
 from liverctl.runs.history import finite
 from liverctl.runs.summary import OWN, STALE, RunSummary
+from liverctl.suggest import did_you_mean
 
 # Settings that differ between runs without changing what a run learns: not worth a column.
 IGNORED_SETTINGS = ("description", "preset", "data.store", "data.num_workers", "train.log_every",
@@ -273,8 +273,8 @@ def sort_runs(summaries: list[RunSummary], column: str, *, reverse: bool = False
 def _choices(column: str, summaries: list[RunSummary]) -> str:
     """What to write instead of an unknown `column`: the nearest one, the table's columns, and the settings in
     a word (every key of every run's config listed after them was 60 names; `volume` got no `volume_dice`)."""
-    near = difflib.get_close_matches(column, known_columns(summaries), n=1, cutoff=0.5)
-    return ((f" (did you mean {near[0]!r}?)" if near else "") + f"; columns: {', '.join(_BY_KEY)}, or a setting "
+    near = did_you_mean(column, known_columns(summaries), cutoff=0.5)
+    return ((f" ({near})" if near else "") + f"; columns: {', '.join(_BY_KEY)}, or a setting "
             "of the runs' config as section.key (e.g. optim.lr)")
 
 

@@ -37,12 +37,12 @@ ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "D
 
 def check_arch(arch: str) -> None:
     """LiverctlError for a model.arch smp does not know, with the valid names and the nearest."""
-    import difflib
+    from liverctl.suggest import nearest
 
     known = {name.lower(): name for name in ARCHITECTURES}
     if str(arch).lower() not in known:
-        near = difflib.get_close_matches(str(arch).lower(), list(known), n=1)
-        hint = f" (did you mean {known[near[0]]!r}?)" if near else ""
+        near = nearest(str(arch).lower(), known)
+        hint = f" (did you mean {quoted(known[near[0]])}?)" if near else ""
         raise LiverctlError(f"model.arch: unknown architecture {quoted(arch)}{hint}; valid: {', '.join(ARCHITECTURES)}")
 
 
@@ -100,20 +100,20 @@ def build_model(cfg: dict, pretrained: bool | None = None):
 def _unknown_encoder(encoder: str) -> str | None:
     """The one-line refusal of an encoder name neither smp nor timm (`tu-NAME`) knows, with the nearest
     names; None for a known one."""
-    import difflib
+    from liverctl.suggest import nearest
 
     if encoder.startswith("tu-"):
         import timm
 
         if timm.is_model(encoder[3:]):
             return None
-        near = ["tu-" + name for name in difflib.get_close_matches(encoder[3:], timm.list_models(), n=3)]
+        near = ["tu-" + name for name in nearest(encoder[3:], timm.list_models(), n=3)]
     else:
         from segmentation_models_pytorch.encoders import encoders
 
         if encoder in encoders:
             return None
-        near = difflib.get_close_matches(encoder, list(encoders), n=3)
+        near = nearest(encoder, encoders, n=3)
     hint = f"nearest: {', '.join(near)}" if near else "see smp's encoder list, or tu-NAME for a timm model"
     return f"model.encoder: unknown encoder {quoted(encoder)}; {hint}"
 
