@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 
 from liverctl.printable import one_line
+from liverctl.report.plots import ERROR_MAP_WORDS, LINE_WORDS
 from liverctl.report.predictions import RunPredictions
 from liverctl.report.run_data import RunData
 from liverctl.runs import table
@@ -109,8 +110,8 @@ def _predictions_html(run: RunData, predicted: RunPredictions | None, root: Path
     if not results:
         return []
     parts = [f"<h2>Predictions of {escape(run.name)}: {SLICES_SHOWN}</h2>"
-             f"<p>{escape(predicted.how)}. Right column: yellow both, green label only (missed liver), red "
-             "prediction only (false liver).</p>"]
+             f"<p>{escape(predicted.how)}. Middle column: outlines of the {LINE_WORDS}. Right column: "
+             f"{ERROR_MAP_WORDS}.</p>"]
     for c in sorted(results, key=lambda c: c.dice):
         rel = c.overlay.relative_to(root).as_posix()
         parts.append(f"<h3>{escape(c.case)}: volume Dice {c.dice:.4f}, slices {', '.join(map(str, c.slices))}"
