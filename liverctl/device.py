@@ -6,12 +6,13 @@ Inference: the same choice on CUDA, never autocast elsewhere (`inference_precisi
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,19 @@ def cuda_memory_fields(device) -> dict:
         "gpu_mem_gb": round(torch.cuda.memory_allocated(device) / gib, 3),
         "gpu_mem_peak_gb": round(torch.cuda.max_memory_allocated(device) / gib, 3),
     }
+
+
+def out_of_memory(exc: BaseException, what: str, advice: str) -> LiverctlError | None:
+    """torch's out-of-memory error (`torch.OutOfMemoryError`: CUDA's, where a batch does not fit the GPU) as one
+    line, "`what` ran out of memory (what torch asked for, of how much was free); `advice`", instead of a
+    traceback; None for any other error."""
+    import torch
+
+    if not isinstance(exc, torch.OutOfMemoryError):
+        return None
+    said = first_line(exc, 400)  # torch's goes on with allocator advice after "... of which 1.20 GiB is free."
+    account = re.match(r"(CUDA out of memory\. .*? is free\.)", said)
+    return LiverctlError(f"{what} ran out of memory ({account.group(1) if account else said}); {advice}")
 
 
 @contextlib.contextmanager
