@@ -156,6 +156,18 @@ def out_of_memory(exc: BaseException, what: str, advice: str) -> LiverctlError |
 
 
 @contextlib.contextmanager
+def out_of_memory_in_one_line(what: str, advice: str) -> Iterator[None]:
+    """The body's out-of-memory error (`out_of_memory`) raised as its one line; anything else as it is."""
+    try:
+        yield
+    except Exception as exc:
+        failure = out_of_memory(exc, what, advice)
+        if failure is None:
+            raise
+        raise failure from None
+
+
+@contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """torch on one intra-op thread for the body, its own count back afterwards: for work that only moves
     memory (loading a checkpoint's weights, checking them, a model's copy). Two threads meet at a barrier in
