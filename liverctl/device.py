@@ -148,7 +148,7 @@ def out_of_memory(exc: BaseException, what: str, advice: str) -> LiverctlError |
     traceback; None for any other error."""
     import torch
 
-    if not isinstance(exc, torch.OutOfMemoryError):
+    if not isinstance(exc, torch.cuda.OutOfMemoryError):  # also torch.OutOfMemoryError in torch 2.11 (one class)
         return None
     said = first_line(exc, 400)  # torch's goes on with allocator advice after "... of which 1.20 GiB is free."
     account = re.match(r"(CUDA out of memory\. .*? is free\.)", said)

@@ -181,7 +181,7 @@ def test_prediction_out_of_memory_is_one_line_and_writes_no_csv(template_runs, t
     from liverctl.infer.submit import _memory_advice
 
     def predict(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of "
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of "
                                      "15.89 GiB of which 0.90 GiB is free. Including non-PyTorch memory, ...")
 
     monkeypatch.setattr(liverctl.infer.predict, "tta_probabilities", predict)

@@ -173,7 +173,7 @@ def test_a_batch_that_does_not_fit_the_gpu_is_one_line_saying_what_to_lower(tiny
             "but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
 
     def step(*args, **kwargs):
-        raise torch.OutOfMemoryError(said)
+        raise torch.cuda.OutOfMemoryError(said)
 
     monkeypatch.setattr(loop_module, "guarded_step", step)
     cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL)
