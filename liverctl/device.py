@@ -6,12 +6,13 @@ Inference: the same choice on CUDA, never autocast elsewhere (`inference_precisi
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from liverctl.errors import LiverctlError
 from liverctl.plural import plural
-from liverctl.printable import quoted
+from liverctl.printable import first_line, quoted
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,14 @@ def resolve_device(requested: str, local_rank: int = 0):
 
 
 def resolve_precision(amp: str, device) -> Precision:
-    """train.amp (auto | bf16 | fp16 | off) for this device. auto: CUDA bf16 if supported else fp16;
-    CPU and MPS off (CPU bf16 autocast is slower than float32 on most CPUs; ask for it with amp=bf16)."""
+    """train.amp (auto | bf16 | fp16 | off) for this device. auto: CUDA bf16 where the GPU has it natively
+    (compute capability 8.0 on) else fp16; CPU and MPS off (CPU bf16 autocast is slower than float32 on most
+    CPUs; ask for it with amp=bf16). An explicit bf16 is refused only on a GPU that cannot even emulate it."""
     import torch
 
     if amp == "auto":
         if device.type == "cuda":
-            return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+            return Precision("bf16" if native_bf16() else "fp16")
         return Precision("off")
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise LiverctlError("train.amp=bf16: this GPU does not support bfloat16; use fp16 or auto")
@@ -90,8 +92,21 @@ def resolve_precision(amp: str, device) -> Precision:
     raise LiverctlError(f"train.amp must be auto, bf16, fp16 or off, got {quoted(amp)}")
 
 
+def native_bf16() -> bool:
+    """Whether the current CUDA device computes in bfloat16 itself. torch's `is_bf16_supported()` also says
+    yes where bfloat16 is only emulated (a T4 or P100, Kaggle's GPUs: compute capability 7.5 / 6.0, whose
+    tensor cores, where there are any, take fp16 only), where autocast to it gains nothing over float32."""
+    import torch
+
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def precision_note(precision: Precision, device) -> str | None:
     """A remark for the user about a precision that works but is a poor choice on this device, else None."""
+    if precision.mode == "bf16" and device.type == "cuda" and not native_bf16():
+        return ("train.amp=bf16 on a GPU without native bfloat16 (compute capability below 8.0, a T4 or P100): "
+                "PyTorch emulates it, with no tensor cores for it and no gain over float32; use amp=fp16 (what auto "
+                "picks here)")
     if precision.mode == "fp16" and device.type == "cpu":
         return (
             "train.amp=fp16 on the CPU: PyTorch has no fast float16 kernels there, so each step runs ~30x "
@@ -125,6 +140,31 @@ def cuda_memory_fields(device) -> dict:
         "gpu_mem_gb": round(torch.cuda.memory_allocated(device) / gib, 3),
         "gpu_mem_peak_gb": round(torch.cuda.max_memory_allocated(device) / gib, 3),
     }
+
+
+def out_of_memory(exc: BaseException, what: str, advice: str) -> LiverctlError | None:
+    """torch's out-of-memory error (`torch.OutOfMemoryError`: CUDA's, where a batch does not fit the GPU) as one
+    line, "`what` ran out of memory (what torch asked for, of how much was free); `advice`", instead of a
+    traceback; None for any other error."""
+    import torch
+
+    if not isinstance(exc, torch.cuda.OutOfMemoryError):  # also torch.OutOfMemoryError in torch 2.11 (one class)
+        return None
+    said = first_line(exc, 400)  # torch's goes on with allocator advice after "... of which 1.20 GiB is free."
+    account = re.match(r"(CUDA out of memory\. .*? is free\.)", said)
+    return LiverctlError(f"{what} ran out of memory ({account.group(1) if account else said}); {advice}")
+
+
+@contextlib.contextmanager
+def out_of_memory_in_one_line(what: str, advice: str) -> Iterator[None]:
+    """The body's out-of-memory error (`out_of_memory`) raised as its one line; anything else as it is."""
+    try:
+        yield
+    except Exception as exc:
+        failure = out_of_memory(exc, what, advice)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 @contextlib.contextmanager

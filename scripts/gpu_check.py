@@ -83,7 +83,7 @@ def part_env(args) -> None:
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported(including_emulation=False)),  # native, not emulated
         "versions": versions,
     })
 

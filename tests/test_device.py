@@ -100,3 +100,20 @@ def test_fp16_on_the_cpu_is_kept_but_the_user_is_told_it_is_slow():
     assert "fp16 on the CPU" in precision_note(resolve_precision("fp16", CPU), CPU)
     assert precision_note(Precision("fp16"), CUDA) is None
     assert all(precision_note(Precision(mode), CPU) is None for mode in ("bf16", "off"))
+
+
+def _emulated_bf16_only(including_emulation: bool = True) -> bool:
+    """torch.cuda.is_bf16_supported on a T4 or P100 (compute capability 7.5 / 6.0): bfloat16 only emulated."""
+    return including_emulation
+
+
+def test_auto_on_a_gpu_that_only_emulates_bf16_is_fp16(monkeypatch):
+    from liverctl.device import precision_note
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", _emulated_bf16_only)
+    assert resolve_precision("auto", CUDA).mode == "fp16"
+    assert inference_precision("auto", CUDA).mode == "fp16"
+    # asked for, it runs (emulated), and the user is told why fp16 is the better choice there
+    assert resolve_precision("bf16", CUDA).mode == "bf16"
+    assert "without native bfloat16" in precision_note(Precision("bf16"), CUDA)
+    assert precision_note(Precision("fp16"), CUDA) is None

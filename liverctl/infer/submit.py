@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from liverctl.config import check_threshold
-from liverctl.device import resolve_device
+from liverctl.device import out_of_memory_in_one_line, resolve_device
 from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
 from liverctl.files import check_output_file, staged_folder
@@ -260,6 +260,14 @@ class _Notes(list):
             self.on_note(text)
 
 
+def _memory_advice(device: str, batch_size: int) -> tuple[str, str]:
+    """(what ran out of memory, what to do) for `out_of_memory_in_one_line`: on a GPU the batch of slices per
+    forward pass is what to lower; the CPU takes one slice per pass (`liverctl.infer.cpu`)."""
+    if str(device).startswith("cuda"):
+        return f"prediction at --batch-size {batch_size}", "lower --batch-size (its default is the run's infer.batch_size)"
+    return f"prediction on {device}", "free memory for it (other programs) or predict on a GPU (--device cuda)"
+
+
 def check_request(run_dirs: Sequence, out: Path, tta: str | None, postprocess: str | None,
                   threshold: float | None = None, batch_size: int | None = None) -> None:
     """What can be checked before loading anything: some run, a writable `--out`, known TTA and post names,
@@ -424,7 +432,9 @@ def make_submission(
     store, store_path, n_slices, sample = open_test_store(runs, store_path, sample_path, note)
     settings = resolve_settings(runs, note, tta=tta, threshold=threshold, batch_size=batch_size, postprocess=postprocess)
     predictor = CasePredictor(runs, store, settings, device, on_slices, expanded.weights())
-    auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None
+    fits = _memory_advice(device, settings.batch_size)
+    with out_of_memory_in_one_line(*fits):
+        auto = choose_auto_post(predictor, note, on_stage) if settings.post_requested == AUTO else None
     spec = auto.spec if auto else settings.post_requested
     masks_dir = Path(save_masks) if save_masks else None
     writer = SubmissionWriter(Path(out), sample=sample, expected=n_slices)
@@ -440,7 +450,8 @@ def make_submission(
         made["record"] = submission_record(made["result"], which, expanded.experiments, sample_path, runs)
         write_pending(folders, made["record"])  # a kill from the rename to the append loses no submission
 
-    with staged_folder(masks_dir) if masks_dir else contextlib.nullcontext() as staged:  # all the masks, or none
+    with out_of_memory_in_one_line(*fits), \
+            staged_folder(masks_dir) if masks_dir else contextlib.nullcontext() as staged:  # all the masks, or none
         predict_test_cases(predictor, parse_postprocess(spec), writer, staged, on_stage, journal)
     record_submission(folders, made["record"], note)
     return made["result"]

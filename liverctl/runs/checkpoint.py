@@ -117,12 +117,31 @@ def save_checkpoint(run_dir: str | os.PathLike, which: str, state: dict) -> Path
     path = checkpoint_path(run_dir, which)
     state = {"format": FORMAT, **state}
     state.update({k: _plain_numbers(v) for k, v in state.items() if k not in TENSOR_KEYS})
+    # torch.save records each tensor's device, and a plain torch.load on a machine without it (a CPU-only
+    # notebook loading a GPU run's best.pt) fails with "Attempting to deserialize object on a CUDA device"
+    state.update({k: on_cpu(state[k]) for k in TENSOR_KEYS if k in state})
     _check_plain(state, "checkpoint")
     _atomic_write(path, lambda fh: torch.save(state, fh))
     sidecar = {k: v for k, v in state.items() if k not in TENSOR_KEYS}
     text = json.dumps(json_value(sidecar), indent=1, allow_nan=False)
     _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(text.encode("utf-8")))
     return path
+
+
+def on_cpu(value: Any, *, copy: bool = False) -> Any:
+    """`value` (a state dict: tensors in dicts, lists and tuples) with every tensor detached and on the CPU;
+    a CPU tensor is kept as it is unless `copy` (then everything else is deep-copied too)."""
+    import copy as copying
+
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=copy)
+    if isinstance(value, dict):
+        return {k: on_cpu(v, copy=copy) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(v, copy=copy) for v in value)
+    return copying.deepcopy(value) if copy else value
 
 
 def load_checkpoint(

@@ -21,7 +21,7 @@ import numpy as np
 
 from liverctl.config import write_config
 from liverctl.data.loaders import end_workers
-from liverctl.device import cuda_memory_fields, precision_note
+from liverctl.device import cuda_memory_fields, out_of_memory, precision_note
 from liverctl.errors import LiverctlError, NaNAbort, own_line
 from liverctl.printable import esc
 from liverctl.runs.checkpoint import (
@@ -127,7 +127,8 @@ def run_training(
             loop.note(remark)
         loop.finish(loop.epochs())
     except BaseException as exc:
-        loop.status, loop.message = _ended_by(exc)
+        failure = _out_of_memory(exc, loop.s.cfg if loop.s is not None else cfg)
+        loop.status, loop.message = _ended_by(failure or exc)
         if loop.status == "failed" and info.enabled:
             # the failure of one rank is the others' broken collective: the log and the command's line
             # say which rank failed first, and how
@@ -137,10 +138,25 @@ def run_training(
                                                        failed_at=time.time())) is not None:
                 loop.message, where = first
                 raise LiverctlError(f"{loop.message} ({where})") from exc
+        if failure is not None:
+            raise failure from None
         raise
     finally:
         loop.close()
     return loop.result()
+
+
+def _out_of_memory(exc: BaseException, cfg: dict | None) -> LiverctlError | None:
+    """A batch that does not fit the GPU (CUDA's out-of-memory error, a traceback before) as one line saying
+    which settings to lower."""
+    if cfg is None:
+        return out_of_memory(exc, "training", "lower train.batch_size or data.input_size")
+    tc, dc = cfg["train"], cfg["data"]
+    advice = "lower train.batch_size or data.input_size"
+    if tc.get("amp") == "off":
+        advice += ", or train.amp=auto (activations kept in 16 bits)"
+    return out_of_memory(exc, f"training at train.batch_size {tc['batch_size']}, data.input_size {dc['input_size']}",
+                         advice)
 
 
 def _ended_by(exc: BaseException) -> tuple[str, str]:

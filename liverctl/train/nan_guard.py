@@ -59,18 +59,9 @@ class GoodState:
     parts: dict[str, Any] = field(default_factory=dict)
 
     def capture(self, **stateful: Any) -> None:
-        import torch
+        from liverctl.runs.checkpoint import on_cpu
 
-        def to_cpu(obj):
-            if isinstance(obj, torch.Tensor):
-                return obj.detach().to("cpu", copy=True)
-            if isinstance(obj, dict):
-                return {k: to_cpu(v) for k, v in obj.items()}
-            if isinstance(obj, (list, tuple)):
-                return type(obj)(to_cpu(v) for v in obj)
-            return copy.deepcopy(obj)
-
-        self.parts = {name: to_cpu(obj.state_dict()) for name, obj in stateful.items()}
+        self.parts = {name: on_cpu(obj.state_dict(), copy=True) for name, obj in stateful.items()}
 
     def restore(self, **stateful: Any) -> None:
         for name, obj in stateful.items():

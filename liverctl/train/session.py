@@ -298,4 +298,6 @@ def _restore(s: Session, state: dict) -> None:
         np.random.set_state(numpy_state)
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            # one state per GPU visible where it was saved (Kaggle's T4 x2: two); torch indexes this machine's
+            # GPUs by them, so more states than GPUs here would refuse the checkpoint (IndexError)
+            torch.cuda.set_rng_state_all(rng["cuda"][: torch.cuda.device_count()])

@@ -176,6 +176,27 @@ def test_submit_bad_inputs_fail_in_one_line_without_csv(tiny_store, template_run
     assert not out.exists()
 
 
+def test_prediction_out_of_memory_is_one_line_and_writes_no_csv(template_runs, tmp_path, monkeypatch):
+    """torch's out-of-memory error (CUDA's, where --batch-size slices do not fit the GPU) was a traceback."""
+    from liverctl.infer.submit import _memory_advice
+
+    def predict(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of "
+                                     "15.89 GiB of which 0.90 GiB is free. Including non-PyTorch memory, ...")
+
+    monkeypatch.setattr(liverctl.infer.predict, "tta_probabilities", predict)
+    out = tmp_path / "sub.csv"
+    result = _invoke("submit", "--run", copy_run(template_runs["c1"], tmp_path, "r"), "--out", out, "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "error: prediction on cpu ran out of memory (CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a "
+        "total capacity of 15.89 GiB of which 0.90 GiB is free.); free memory for it (other programs) or predict on "
+        "a GPU (--device cuda)")
+    assert not out.exists()
+    assert _memory_advice("cuda:0", 16) == ("prediction at --batch-size 16",
+                                            "lower --batch-size (its default is the run's infer.batch_size)")
+
+
 @pytest.mark.parametrize("n, words", [
     (1, "1 sample id matches no test slice (e.g. '990_0'); 1 test slice is not in the sample"),
     (2, "2 sample ids match no test slice (e.g. '990_0'); 2 test slices are not in the sample"),

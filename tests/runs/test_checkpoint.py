@@ -65,6 +65,42 @@ def test_sidecar_has_no_tensors_and_nan_as_null(tmp_path, cfg):
     json.dumps(side, allow_nan=False)
 
 
+def test_a_gpu_run_saves_cpu_tensors_that_a_plain_torch_load_reads_anywhere(tmp_path, cfg, monkeypatch):
+    """torch.save records each tensor's device: a best.pt holding CUDA tensors fails a CPU-only notebook's plain
+    `torch.load` ("Attempting to deserialize object on a CUDA device"). Fake CUDA tensors stand in for a GPU's."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        weight = torch.zeros(4, 3, device="cuda")
+        moments = {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4, 3, device="cuda")}
+    assert weight.device.type == "cuda"
+    state = {**_state(cfg, build_model(cfg)), "model": {"head.weight": weight},
+             "optimizer": {"state": {0: moments}, "param_groups": [{"params": [0], "lr": 1e-3}]},
+             "rng": {"cuda": [torch.zeros(16, dtype=torch.uint8)]}}
+    saved = {}
+
+    def spy(obj, fh):  # what torch.save is given (fake tensors hold no data to write)
+        saved.update(obj)
+        fh.write(b"fake")
+
+    monkeypatch.setattr(torch, "save", spy)
+    save_checkpoint(tmp_path, "best", state)
+    devices = {t.device.type for part in ("model", "optimizer", "rng") for t in _tensors(saved[part])}
+    assert devices == {"cpu"}
+    assert saved["optimizer"]["param_groups"] == [{"params": [0], "lr": 1e-3}]
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+
+
 def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path, cfg):
     model = build_model(cfg)
     save_checkpoint(tmp_path, "last", _state(cfg, model, 0.5))

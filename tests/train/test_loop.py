@@ -157,3 +157,31 @@ def test_a_training_note_prints_as_written(tmp_path):
     loop.note(message)
     assert log.getvalue() == "note: case a\\x1b[2Jb of runs/x[bold]y[/] in C:\\runs\\\n"
     assert loop.events.emitted == [{"kind": "note", "message": message}]  # the log keeps it as it is
+
+
+def test_a_batch_that_does_not_fit_the_gpu_is_one_line_saying_what_to_lower(tiny_store, tmp_path, monkeypatch):
+    """CUDA's out-of-memory error (a batch too large for the GPU: v5 at batch 16, 512 px on a 16 GB card) went
+    through as a traceback; the CPU stands in, its step raising torch's error with CUDA's text."""
+    from train_fixtures import SMALL_MODEL, tiny_cfg
+
+    from liverctl.errors import LiverctlError
+    from liverctl.runs.events import read_events
+    from liverctl.train import loop as loop_module
+
+    said = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 15.89 GiB of which "
+            "1.20 GiB is free. Including non-PyTorch memory, this process has 14.68 GiB memory in use. If reserved "
+            "but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
+
+    def step(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(said)
+
+    monkeypatch.setattr(loop_module, "guarded_step", step)
+    cfg = tiny_cfg(tiny_store, "train.epochs=1", *SMALL_MODEL)
+    expected = ("training at train.batch_size 4, data.input_size 64 ran out of memory (CUDA out of memory. Tried to "
+                "allocate 2.00 GiB. GPU 0 has a total capacity of 15.89 GiB of which 1.20 GiB is free.); lower "
+                "train.batch_size or data.input_size")
+    with pytest.raises(LiverctlError) as raised:
+        loop_module.run_training(cfg, tmp_path / "oom", device="cpu", show_progress=False)
+    assert str(raised.value) == expected
+    end = read_events(tmp_path / "oom" / "events.jsonl")[-1]
+    assert (end["kind"], end["status"], end["message"]) == ("run_end", "failed", expected)
