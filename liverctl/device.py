@@ -98,7 +98,10 @@ def native_bf16() -> bool:
     tensor cores, where there are any, take fp16 only), where autocast to it gains nothing over float32."""
     import torch
 
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch before the argument (2.3), unpinned for Kaggle's builds: it counted no emulation
+        return torch.cuda.is_bf16_supported()
 
 
 def precision_note(precision: Precision, device) -> str | None:

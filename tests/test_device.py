@@ -117,3 +117,14 @@ def test_auto_on_a_gpu_that_only_emulates_bf16_is_fp16(monkeypatch):
     assert resolve_precision("bf16", CUDA).mode == "bf16"
     assert "without native bfloat16" in precision_note(Precision("bf16"), CUDA)
     assert precision_note(Precision("fp16"), CUDA) is None
+
+
+def test_native_bf16_with_a_torch_whose_check_takes_no_argument(monkeypatch):
+    """torch is unpinned (Kaggle's own builds): before 2.3, is_bf16_supported took no including_emulation, and
+    `amp=auto` on CUDA failed with a TypeError. Its answer then counted no emulation: the native one."""
+    from liverctl.device import native_bf16
+
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert native_bf16() is supported
+        assert resolve_precision("auto", CUDA).mode == ("bf16" if supported else "fp16")
