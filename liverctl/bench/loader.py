@@ -52,11 +52,16 @@ def liverctl_loader(ctx: Context, cfg: dict, rows: np.ndarray | None, batch_size
 def _epoch_samples(loader, finish: Callable[[Any], tuple] | None = None) -> int:
     """Run one epoch of a loader, each batch made ready for the model (`finish`: liverctl's cast /
     normalisation / device augmentation; the notebook's batches are ready as they come); returns how
-    many samples came out."""
-    seen = 0
+    many samples came out. Batches finished on a GPU are waited for before it returns: CUDA queues the
+    device augmentation's kernels, and an epoch's clock stopped before they ran would leave out the last ones."""
+    seen, image = 0, None
     for batch in loader:
         image, _ = finish(batch) if finish is not None else batch
         seen += len(image)
+    if getattr(image, "is_cuda", False):
+        import torch
+
+        torch.cuda.synchronize(image.device)
     return seen
 
 

@@ -229,6 +229,25 @@ def test_loader_warm_up_runs_until_the_workers_stop_touching_new_memory():
     assert EpochClocks().warm_up(no_workers, None)["epochs"] == no_workers.epochs == 1
 
 
+def test_an_epoch_finished_on_a_gpu_is_timed_to_its_last_kernel(monkeypatch):
+    """The device augmentation's kernels are queued on a GPU: the loader figure stopped its clock at the last
+    batch's launch, leaving out what was still queued (an epoch on the CPU has nothing to wait for)."""
+    import torch
+
+    from liverctl.bench.loader import _epoch_samples
+
+    class QueuedOnGpu(list):  # what finish returns on CUDA, as far as the epoch looks at it
+        is_cuda, device = True, "cuda:0"
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    batches = [([0] * 4, None), ([0] * 3, None)]
+    assert _epoch_samples(batches, lambda b: (QueuedOnGpu(b[0]), b[1])) == 7
+    assert waited == ["cuda:0"]
+    waited.clear()
+    assert _epoch_samples(batches, None) == 7 and waited == []  # batches on the CPU
+
+
 def test_time_interleaved_takes_turns_and_leaves_out_the_warmup():
     calls = []
     works = {"a": lambda: calls.append("a") or len(calls), "b": lambda: calls.append("b") or len(calls)}
