@@ -162,7 +162,10 @@ def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
-        _remove(tmp)
+        # Best effort: on a read-only file system unlinking the temporary file that was never made fails
+        # too (EROFS, not ENOENT), and that failure must not stand in for the one that matters.
+        with contextlib.suppress(OSError):
+            _remove(tmp)
         # An OSError, or a writer's own error raised over one (torch.save on a full disk), is one line;
         # anything else (a refusal already in words, Ctrl-C) goes on as it is.
         cause = os_error_behind(exc) if isinstance(exc, Exception) and not isinstance(exc, LiverctlError) else None
@@ -170,7 +173,8 @@ def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None
             raise
         if is_disk_full(cause):
             raise no_space_error(path, what or path.name) from None
-        raise LiverctlError(f"cannot write {what or path.name}: {cause.strerror or cause}", path=path) from None
+        # the OSError kept as the cause: a caller may tell a folder it cannot write (NOT_WRITABLE) from others
+        raise LiverctlError(f"cannot write {what or path.name}: {cause.strerror or cause}", path=path) from cause
 
 
 @contextlib.contextmanager
