@@ -45,8 +45,6 @@ def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -
     before the minutes of work that produce it: a probe file is created and removed in its folder (the
     nearest one that exists; missing folders are made at the end). `what` names the output in the message
     ("the submission"), `folder_hint` says what the option takes ("--out takes the CSV's file name, ...")."""
-    import tempfile
-
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
@@ -55,11 +53,20 @@ def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -
         folder = folder.parent
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
+    if (exc := write_probe_error(folder)) is not None:
+        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}", path=path) from None
+
+
+def write_probe_error(folder: str | os.PathLike) -> OSError | None:
+    """The `OSError` a new file in `folder` meets (a read-only file system, permission denied), or None: a
+    probe file is created and removed, which answers for root on a read-only mount where permissions do not."""
+    import tempfile
+
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".liverctl-probe-"):
-            pass
+            return None
     except OSError as exc:
-        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}", path=path) from None
+        return exc
 
 
 def _fsync_dir(folder: Path) -> None:
