@@ -40,11 +40,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -> None:
+def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder_hint: str) -> None:
     """Refuse, up front, an output file that cannot be written (a folder, a place that cannot be written)
     before the minutes of work that produce it: a probe file is created and removed in its folder (the
     nearest one that exists; missing folders are made at the end). `what` names the output in the message
-    ("the submission"), `folder_hint` says what the option takes ("--out takes the CSV's file name, ...")."""
+    ("the submission"), `option` the option that names it ("--out"), `folder_hint` what it takes ("--out takes
+    the CSV's file name, ...")."""
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
@@ -54,7 +55,9 @@ def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
     if (exc := write_probe_error(folder)) is not None:
-        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}", path=path) from None
+        # a read-only input (/kaggle/input) beside a writable place: say where else to go
+        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a file in a "
+                            "folder you can write to", path=path) from None
 
 
 def write_probe_error(folder: str | os.PathLike) -> OSError | None:

@@ -159,7 +159,7 @@ def evaluate_command(
         if json_out is not None and not to_stdout:  # before the scoring, as bench does
             from liverctl.files import check_output_file
 
-            check_output_file(json_out, what="the scores", folder_hint="--json takes a file name, e.g. scores.json")
+            check_output_file(json_out, what="the scores", option="--json", folder_hint="--json takes a file name, e.g. scores.json")
         try:
             ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
         except MalformedSubmission as exc:
