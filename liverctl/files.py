@@ -40,13 +40,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -> None:
+def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder_hint: str) -> None:
     """Refuse, up front, an output file that cannot be written (a folder, a place that cannot be written)
     before the minutes of work that produce it: a probe file is created and removed in its folder (the
     nearest one that exists; missing folders are made at the end). `what` names the output in the message
-    ("the submission"), `folder_hint` says what the option takes ("--out takes the CSV's file name, ...")."""
-    import tempfile
-
+    ("the submission"), `option` the option that names it ("--out"), `folder_hint` what it takes ("--out takes
+    the CSV's file name, ...")."""
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
@@ -55,11 +54,22 @@ def check_output_file(path: str | os.PathLike, *, what: str, folder_hint: str) -
         folder = folder.parent
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
+    if (exc := write_probe_error(folder)) is not None:
+        # a read-only input (/kaggle/input) beside a writable place: say where else to go
+        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a file in a "
+                            "folder you can write to", path=path) from None
+
+
+def write_probe_error(folder: str | os.PathLike) -> OSError | None:
+    """The `OSError` a new file in `folder` meets (a read-only file system, permission denied), or None: a
+    probe file is created and removed, which answers for root on a read-only mount where permissions do not."""
+    import tempfile
+
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".liverctl-probe-"):
-            pass
+            return None
     except OSError as exc:
-        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}", path=path) from None
+        return exc
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -162,7 +172,10 @@ def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
-        _remove(tmp)
+        # Best effort: on a read-only file system unlinking the temporary file that was never made fails
+        # too (EROFS, not ENOENT), and that failure must not stand in for the one that matters.
+        with contextlib.suppress(OSError):
+            _remove(tmp)
         # An OSError, or a writer's own error raised over one (torch.save on a full disk), is one line;
         # anything else (a refusal already in words, Ctrl-C) goes on as it is.
         cause = os_error_behind(exc) if isinstance(exc, Exception) and not isinstance(exc, LiverctlError) else None
@@ -170,7 +183,8 @@ def _replace_when_done(path: Path, tmp: Path, what: str | None) -> Iterator[None
             raise
         if is_disk_full(cause):
             raise no_space_error(path, what or path.name) from None
-        raise LiverctlError(f"cannot write {what or path.name}: {cause.strerror or cause}", path=path) from None
+        # the OSError kept as the cause: a caller may tell a folder it cannot write (NOT_WRITABLE) from others
+        raise LiverctlError(f"cannot write {what or path.name}: {cause.strerror or cause}", path=path) from cause
 
 
 @contextlib.contextmanager

@@ -73,6 +73,26 @@ def test_a_full_disk_at_fsync_and_other_os_errors_are_one_line_too(tmp_path, mon
         files.write_atomic(tmp_path / "missing-folder" / "s.json", "{}", what="the scores")
 
 
+def test_a_read_only_file_system_names_the_target_and_keeps_its_os_error(tmp_path, monkeypatch):
+    """On a read-only mount (/kaggle/input) unlinking the temporary file that was never made fails too, with
+    EROFS rather than ENOENT: that second error escaped instead of the first, naming the hidden temporary
+    file ('.submission.scores.json.31846.tmp: read-only file system'). Now the line names the target, and its
+    OSError stays the cause, so a caller can tell a folder it cannot write (evaluate's scores beside a CSV)."""
+    from liverctl.disk import os_error_behind
+
+    target = tmp_path / "submission.scores.json"
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers to a write, and to an unlink (root too)
+        raise OSError(errno.EROFS, "Read-only file system", os.fspath(args[0]))
+
+    monkeypatch.setattr(files, "open", read_only, raising=False)
+    monkeypatch.setattr(files.os, "unlink", read_only)
+    with pytest.raises(LiverctlError) as raised:
+        files.write_atomic(target, "{}", what="the scores")
+    assert str(raised.value) == f"{target}: cannot write the scores: Read-only file system"
+    assert os_error_behind(raised.value).errno == errno.EROFS
+
+
 def test_a_failed_check_keeps_the_old_file_and_removes_the_temp_file(tmp_path):
     target = tmp_path / "sub.csv"
     target.write_text("old")

@@ -40,7 +40,7 @@ def bench_command(
         if json_path is not None and not to_stdout:  # before the minutes of measuring, not after
             from liverctl.files import check_output_file
 
-            check_output_file(json_path, what="the bench figures", folder_hint="--json takes a file name, e.g. bench.json")
+            check_output_file(json_path, what="the bench figures", option="--json", folder_hint="--json takes a file name, e.g. bench.json")
         overrides = dict(cases=cases, size=size, slices=slices, workdir=workdir, real=real, real_dir=real_dir,
                          only=parse_only(only))
         settings = (BenchSettings.quick_settings(**overrides) if quick else

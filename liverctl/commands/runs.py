@@ -57,7 +57,7 @@ def runs_command(
         files = {option: Path(target) for option, target in (("--json", as_json), ("--csv", as_csv))
                  if target not in (None, STDOUT)}
         for option, path in files.items():  # `runs --json runs/` (the old flag before the folder) is refused here
-            check_output_file(path, what="the rows", folder_hint=f"{option} takes a file name (alone: stdout); "
+            check_output_file(path, what="the rows", option=option, folder_hint=f"{option} takes a file name (alone: stdout); "
                               "the runs folder goes before it, or as --runs-dir")
         runs_dir = runs_dir or runs_dir_option or Path("runs")
         summaries = table.sort_runs(table.filter_runs(scan_runs(runs_dir), filters), sort, reverse=reverse)

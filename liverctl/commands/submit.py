@@ -151,7 +151,7 @@ def evaluate_command(
     liver_labels: str = typer.Option(None, "--liver-labels", help=LIVER_LABELS_HELP),
 ) -> None:
     """Score a submission: volume, slice and global Dice, per case and overall."""
-    from liverctl.infer.evaluate import evaluate_submission, scores_path, write_scores
+    from liverctl.infer.evaluate import evaluate_submission, write_scores, write_scores_beside
     from liverctl.infer.submission import MalformedSubmission
 
     to_stdout = json_out is not None and str(json_out) == STDOUT
@@ -159,7 +159,7 @@ def evaluate_command(
         if json_out is not None and not to_stdout:  # before the scoring, as bench does
             from liverctl.files import check_output_file
 
-            check_output_file(json_out, what="the scores", folder_hint="--json takes a file name, e.g. scores.json")
+            check_output_file(json_out, what="the scores", option="--json", folder_hint="--json takes a file name, e.g. scores.json")
         try:
             ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
         except MalformedSubmission as exc:
@@ -170,15 +170,17 @@ def evaluate_command(
             # the problems are listed: the error line counts them rather than repeating the first
             raise LiverctlError(f"malformed submission: {plural(exc.count, 'problem')} (above)",
                                 path=exc.path) from None
-        saved = [write_scores(ev, scores_path(submission))]
+        beside, unsaved = write_scores_beside(ev, submission)
+        saved = [beside] if beside is not None else []
         if json_out is not None and not to_stdout:
             saved.append(write_scores(ev, json_out))
         # `--json -`: stdout holds the JSON alone (for a pipe or jq), the table goes to stderr, as with bench.
         out = err_console if to_stdout else console
         _print_scores(ev, out)
-        for note in ev.notes:  # beneath the figures they explain
+        for note in [*ev.notes, *([unsaved] if unsaved else [])]:  # beneath the figures they explain
             err_console.print(f"[bold yellow]note:[/] {esc(note)}", highlight=False, soft_wrap=True)
-        out.print(f"scores saved to {' and '.join(map(str, saved))}", highlight=False, markup=False)
+        if saved:
+            out.print(f"scores saved to {' and '.join(map(str, saved))}", highlight=False, markup=False)
         if to_stdout:
             typer.echo(json.dumps(ev.to_json(), indent=2))
 

@@ -58,9 +58,26 @@ def ingest_running(store: str | os.PathLike) -> bool:
     return lock_held(_ingest_dir(store) / "lock")
 
 
+def refuse_read_only_folder(store: Path) -> None:
+    """An ingest writes beside the store (its lock and work folder) and in it: a store whose folder cannot be
+    written (one attached read-only, as /kaggle/input is) is refused in one line saying what reads it as it is."""
+    from liverctl.disk import NOT_WRITABLE
+    from liverctl.files import write_probe_error
+
+    if not store.parent.is_dir():  # made by the ingest: a failure there is the folder's own line
+        return
+    exc = write_probe_error(store.parent)
+    if exc is not None and exc.errno in NOT_WRITABLE:
+        as_it_is = (", or use this store as it is: train --store, submit --store and `liverctl verify --store` "
+                    "only read it") if store.is_dir() else ""
+        raise LiverctlError(f"its folder cannot be written ({exc.strerror or exc}); ingest into a --store in a folder "
+                            f"you can write to (e.g. --store store/liver.zarr){as_it_is}", path=store)
+
+
 @contextlib.contextmanager
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
+    refuse_read_only_folder(store)
     base = _ingest_dir(store)
     lock_file = _lock(base, store)
     try:

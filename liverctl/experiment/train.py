@@ -23,7 +23,7 @@ from liverctl.experiment.folder import fold_dir, read_summary, write_summary
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
 from liverctl.runs.checkpoint import read_sidecar
-from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path, run_store
+from liverctl.runs.folder import CONFIG_FILE, RunLock, checkpoint_path, refuse_read_only_resume, run_store
 from liverctl.train.start import TrainRequest
 
 # Share of the time limit kept back from training for the last out-of-fold prediction and the decisions.
@@ -65,6 +65,7 @@ def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lamb
         exp_dir = folder.find_experiment(request.resume, request.runs_dir)
         if exp_dir is None:
             raise LiverctlError(f"--resume: no experiment {quoted(request.resume)} in {request.runs_dir}")
+        refuse_read_only_resume(exp_dir, request.runs_dir, what="experiment")
         return resume_experiment(exp_dir, options)
     if not request.preset:
         raise LiverctlError("give --preset NAME with --folds (see `liverctl presets`)")

@@ -21,6 +21,7 @@ import numpy as np
 from liverctl.data.liver_mask import no_liver_note, read_liver_mask
 from liverctl.data.sources import case_id_from_name
 from liverctl.data.sources.common import nifti_files
+from liverctl.disk import NOT_WRITABLE, os_error_behind
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.infer.submission import read_submission
@@ -144,3 +145,18 @@ def write_scores(evaluation: Evaluation, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, json.dumps(evaluation.to_json(), indent=2) + "\n", what="the scores")
+
+
+def write_scores_beside(evaluation: Evaluation, submission: str | os.PathLike) -> tuple[Path | None, str | None]:
+    """Write the scores beside the CSV (`scores_path`, where `liverctl runs` finds them): (the path, None), or
+    for a CSV in a folder that cannot be written (attached read-only, as /kaggle/input is) (None, a note): the
+    figures are printed all the same, only the file and what `runs` shows of it are missing."""
+    path = scores_path(submission)
+    try:
+        return write_scores(evaluation, path), None
+    except LiverctlError as exc:
+        cause = os_error_behind(exc)
+        if cause is None or cause.errno not in NOT_WRITABLE:
+            raise
+        return None, (f"{path}: not saved beside the CSV ({cause.strerror or cause}); `--json FILE` saves the scores "
+                      "in a folder you can write to (`liverctl runs` finds them only beside the CSV)")

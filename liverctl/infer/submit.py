@@ -115,7 +115,7 @@ def save_mask_nifti(mask: np.ndarray, meta: dict, target: Path) -> None:
 
 def check_out_path(out: Path) -> None:
     """Refuse an `--out` that cannot become the CSV up front, before minutes of prediction."""
-    check_output_file(out, what="the submission", folder_hint="--out takes the CSV's file name, e.g. submission.csv")
+    check_output_file(out, what="the submission", option="--out", folder_hint="--out takes the CSV's file name, e.g. submission.csv")
 
 
 def _experiment_decisions(run_dirs, threshold, postprocess, note, which="best", weights=None):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files
+from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files, write_probe_error
 from liverctl.printable import first_line, quoted
 from liverctl.suggest import nearest
 
@@ -343,9 +343,29 @@ def trained_store(run_dir: str | os.PathLike) -> Path | None:
     return None if store is None else Path(store)
 
 
+def refuse_read_only_resume(run_dir: str | Path, runs_root: str | Path, what: str = "run") -> None:
+    """`--resume` continues a run (or an experiment) in its own folder: one attached read-only (a teammate's
+    runs in /kaggle/input) is refused before anything is loaded, with the copy to make and resume instead."""
+    from liverctl.disk import NOT_WRITABLE
+
+    run_dir = Path(run_dir)
+    exc = write_probe_error(run_dir)
+    if exc is None or exc.errno not in NOT_WRITABLE:
+        return
+    root = Path(runs_root)
+    # the copy goes to --runs-dir, unless the run already sits there (then --runs-dir is the read-only one)
+    dest = Path("runs") if run_dir.resolve().parent == root.resolve() else root
+    raise LiverctlError(
+        f"--resume continues {'an' if what[0] in 'aeiou' else 'a'} {what} in its own folder, and this one cannot be written ({exc.strerror or exc}); "
+        f"copy it to a folder you can write to and resume the copy: "
+        f"`cp -r {run_dir} {dest}/ && liverctl train --resume {dest / run_dir.name}`",
+        path=run_dir)
+
+
 def find_resume_run(runs_root: str | Path, run: str) -> Path:
     """The folder of `--resume RUN` (a name under runs_root or a path) with a last checkpoint."""
     run_dir = resolve_run(runs_root, run, need="folder", flag="--resume")
+    refuse_read_only_resume(run_dir, runs_root)
     if not checkpoint_path(run_dir, "last").is_file():
         with RunLock(run_dir):  # a run still in its first epoch is refused as busy, not as checkpoint-less
             pass

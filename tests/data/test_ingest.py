@@ -1292,3 +1292,37 @@ def test_a_rerun_that_rebuilds_nothing_says_every_note_again_from_the_store(data
         patched.setattr(nib, "load", no_nifti_read)
         given_again = ingest_folder(dataset, store=other, workers=1)
     assert given_again.ingested == [] and sorted(given_again.notes) == sorted(given.notes)
+
+
+def test_a_store_in_a_read_only_folder_is_refused_saying_what_reads_it_as_it_is(tiny_dataset, tiny_store, tmp_path,
+                                                                                  monkeypatch):
+    """`ingest /kaggle/input/data --store /kaggle/input/store-ds/liver.zarr` (a store attached read-only) printed
+    'error: .../.liver.zarr.ingest (in ...): read-only file system; point the command at a folder ...': a hidden
+    folder the user never named. Now the line names the store, where to ingest instead, and what reads it as it is."""
+    import errno
+    import tempfile
+
+    folder = tmp_path / "store-ds"
+    folder.mkdir()
+    store = folder / "liver.zarr"
+    shutil.copytree(tiny_store, store)
+    before = store_content(store)
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        if Path(kwargs.get("dir", "")) == folder:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(LiverctlError) as refused:
+        ingest_folder(tiny_dataset, store=store, workers=1)
+    assert str(refused.value) == (
+        f"{store}: its folder cannot be written (Read-only file system); ingest into a --store in a folder you can "
+        "write to (e.g. --store store/liver.zarr), or use this store as it is: train --store, submit --store and "
+        "`liverctl verify --store` only read it")
+    with pytest.raises(LiverctlError, match=r"new\.zarr: its folder cannot be written \(Read-only file system\); "
+                                            r"ingest into a --store in a folder you can write to \(e\.g\. --store "
+                                            r"store/liver\.zarr\)$"):
+        ingest_folder(tiny_dataset, store=folder / "new.zarr", workers=1)
+    assert sorted(p.name for p in folder.iterdir()) == ["liver.zarr"] and store_content(store) == before

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -365,3 +366,38 @@ def test_a_pair_missing_a_half_or_its_voxels_is_one_line_naming_the_file(tmp_pat
     nib.save(nib.load(str(folders["nii"] / "segmentation-1.nii.gz")), str(pair / "1.nii.gz"))
     with pytest.raises(LiverctlError, match="two label files for case '1'"):
         evaluate_submission(sub, pair)
+
+
+def test_a_submission_in_a_read_only_folder_is_scored_and_its_scores_shown(scored_pair, tmp_path, monkeypatch):
+    """A CSV attached on Kaggle (another notebook's output) sits in /kaggle/input, read-only: `evaluate
+    ../input/nb/submission.csv --labels ...` printed only 'error: ../input/nb/.submission.scores.json.31846.tmp
+    (in ...): read-only file system; point the command at a folder ...', no figure at all. Now the figures are
+    printed and a note says the scores beside the CSV were not saved; --json saves them elsewhere."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import liverctl.files
+    from liverctl.cli import app
+
+    sub, labels = scored_pair
+    real_open = open
+
+    def read_only_beside_csv(path, *args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        if os.path.dirname(os.fspath(path)) == str(sub.parent):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(liverctl.files, "open", read_only_beside_csv, raising=False)
+    elsewhere = tmp_path / "working" / "scores.json"
+    elsewhere.parent.mkdir()
+    for extra in ([], ["--json", str(elsewhere)]):
+        result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels), *extra],
+                                    env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "volume Dice 0.7500" in result.stdout
+        assert f"note: {scores_path(sub)}: not saved beside the CSV (Read-only file system)" in result.stderr
+        assert "--json FILE" in result.stderr
+        assert not scores_path(sub).exists()
+    assert json.loads(elsewhere.read_text())["volume_dice"] == pytest.approx(0.75)
+    assert f"scores saved to {elsewhere}" in result.stdout

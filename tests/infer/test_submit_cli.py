@@ -805,8 +805,9 @@ def test_an_unwritable_out_folder_is_refused_up_front(template_runs, tmp_path, m
     monkeypatch.setattr(liverctl.infer.predict, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
     result = _invoke("submit", "--run", template_runs["c1"], "--out", tmp_path / "s.csv")
     assert result.exit_code == 2
+    # what to do next: on Kaggle, /kaggle/input is read-only and /kaggle/working is not
     assert result.output.strip() == (f"error: {tmp_path / 's.csv'}: cannot write the submission in {tmp_path}: "
-                                     "Read-only file system")
+                                     "Read-only file system; give --out a file in a folder you can write to")
 
 
 def test_a_sample_that_is_not_utf8_is_one_line(template_runs, tmp_path):

@@ -316,3 +316,56 @@ def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(tiny_store, tmp_pat
     assert not fake_training
     assert sorted((p.name, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock") == [
         x for x in before if x[0] != ".lock"]
+
+
+def _read_only(folder: Path):
+    """tempfile.TemporaryFile as a read-only mount (/kaggle/input) answers in `folder` (chmod does not stop root)."""
+    import errno
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    def temporary_file(*args, **kwargs):
+        if Path(kwargs.get("dir", "")) == folder:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, **kwargs)
+
+    return temporary_file
+
+
+def test_a_run_in_a_read_only_folder_is_refused_with_the_copy_to_resume(tiny_store, tmp_path, fake_training,
+                                                                          monkeypatch):
+    """`train --resume /kaggle/input/runs-ds/x` (a teammate's run attached read-only) printed
+    'x/.lock (in ...): read-only file system; point the command at a folder you can write to': no option points
+    a resume elsewhere. Now it is refused before anything is read, with the copy to make and resume instead."""
+    import tempfile
+
+    run_dir = _fake_run(tmp_path, epochs_done=1, store=tiny_store)
+    monkeypatch.setattr(tempfile, "TemporaryFile", _read_only(run_dir))
+    runs = tmp_path / "working" / "runs"
+    with pytest.raises(LiverctlError) as refused:
+        train_run(TrainRequest(resume=str(run_dir), runs_dir=runs, device="cpu", show_progress=False))
+    assert str(refused.value) == (
+        f"{run_dir}: --resume continues a run in its own folder, and this one cannot be written (Read-only file "
+        f"system); copy it to a folder you can write to and resume the copy: `cp -r {run_dir} {runs}/ && "
+        f"liverctl train --resume {runs / 'r'}`")
+    # named under a read-only --runs-dir, the copy goes to runs/ where the command runs
+    with pytest.raises(LiverctlError, match=rf"`cp -r {run_dir} runs/ && liverctl train --resume runs/r`$"):
+        train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False))
+    assert fake_training == [] and not (run_dir / ".lock").exists()
+
+
+def test_an_experiment_in_a_read_only_folder_is_refused_with_the_copy_to_resume(tmp_path, monkeypatch):
+    import tempfile
+
+    from liverctl.experiment import train as experiment_train
+    from liverctl.experiment.folder import SUMMARY_FILE
+
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    (exp_dir / SUMMARY_FILE).write_text("{}")
+    monkeypatch.setattr(tempfile, "TemporaryFile", _read_only(exp_dir))
+    monkeypatch.setattr(experiment_train, "resume_experiment", lambda *args: pytest.fail("resumed in place"))
+    with pytest.raises(LiverctlError, match=r"--resume continues an experiment in its own folder, and this one "
+                                            r"cannot be written \(Read-only file system\)"):
+        experiment_train.train_experiment(TrainRequest(resume=str(exp_dir), runs_dir=tmp_path / "runs"))
