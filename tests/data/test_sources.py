@@ -68,6 +68,29 @@ def nnunet(root: Path) -> Path:
     return root
 
 
+AMOS_LABELS = ["background", "spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver", "stomach",
+               "arota", "postcava", "pancreas", "right adrenal gland", "left adrenal gland", "duodenum", "bladder",
+               "prostate/uterus"]  # amos22/dataset.json as published, its "arota" included
+
+
+def amos(root: Path, listed=True) -> Path:
+    """AMOS22 as published (amos22.zip): 4-digit case numbers, a validation set with labels, 16 labels."""
+    for i in (1, 4):
+        touch(root / "imagesTr" / f"amos_{i:04d}.nii.gz")
+        touch(root / "labelsTr" / f"amos_{i:04d}.nii.gz")
+    touch(root / "imagesVa" / "amos_0008.nii.gz")
+    touch(root / "labelsVa" / "amos_0008.nii.gz")
+    touch(root / "imagesTs" / "amos_0002.nii.gz")
+    payload = {"labels": {str(i): name for i, name in enumerate(AMOS_LABELS)}, "modality": {"0": "CT"}}
+    if listed:
+        payload["training"] = [{"image": f"./imagesTr/amos_{i:04d}.nii.gz", "label": f"./labelsTr/amos_{i:04d}.nii.gz"}
+                               for i in (1, 4)]
+        payload["validation"] = [{"image": "./imagesVa/amos_0008.nii.gz", "label": "./labelsVa/amos_0008.nii.gz"}]
+        payload["test"] = [{"image": "./imagesTs/amos_0002.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    return root
+
+
 def totalseg(root: Path) -> Path:
     touch(root / "s0000" / "ct.nii.gz")
     touch(root / "s0000" / "segmentations" / "liver.nii.gz")
@@ -374,6 +397,23 @@ def test_nnunet_channel_suffix(tmp_path):
     found = find_source(tmp_path)  # was the Decathlon's layout: 'case_a_0000 has no label in labelsTr/', ...
     assert found.layout == "nnunet" and [c.case_id for c in found.cases] == ["case_a", "case_z"]
     assert [str(p) for p in found.problems] == [f"{stray}: has no channel suffix (expected NAME_0000.nii.gz)"]
+
+
+def test_amos_case_numbers_are_no_nnunet_channels(tmp_path):
+    """AMOS22's amos_0001.nii.gz read as nnU-Net's case 'amos', channel 0001: `ingest amos22/` refused every case
+    ("case 'amos' has channels 0001, 0004; liverctl takes one-channel CT", "label of case 'amos_0001' has no
+    volume"). No image is channel _0000 and dataset.json lists them by name: the Decathlon's layout."""
+    assert detect_layout(amos(tmp_path / "listed")) == "decathlon"
+    assert detect_layout(amos(tmp_path / "unlisted", listed=False)) == "decathlon"  # no _0000 anywhere
+    touch(tmp_path / "zero" / "imagesTr" / "amos_0000.nii.gz")  # a case numbered 0: the list still says
+    assert detect_layout(amos(tmp_path / "zero")) == "decathlon"
+    found = find_source(tmp_path / "listed")
+    assert [c.case_id for c in found.by_split("train")] == ["amos_0001", "amos_0004"]
+    assert not any("channel" in str(p) for p in found.problems)
+    v1 = nnunet(tmp_path / "v1")  # nnU-Net v1's list names an image without its _0000: still nnU-Net's
+    (v1 / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"}, "training": [
+        {"image": "./imagesTr/case_a.nii.gz", "label": "./labelsTr/case_a.nii.gz"}]}))
+    assert detect_layout(v1) == "nnunet"
 
 
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
