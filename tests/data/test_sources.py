@@ -408,12 +408,39 @@ def test_amos_case_numbers_are_no_nnunet_channels(tmp_path):
     touch(tmp_path / "zero" / "imagesTr" / "amos_0000.nii.gz")  # a case numbered 0: the list still says
     assert detect_layout(amos(tmp_path / "zero")) == "decathlon"
     found = find_source(tmp_path / "listed")
-    assert [c.case_id for c in found.by_split("train")] == ["amos_0001", "amos_0004"]
+    assert [c.case_id for c in found.by_split("train")] == ["amos_0001", "amos_0004", "amos_0008"]
     assert not any("channel" in str(p) for p in found.problems)
     v1 = nnunet(tmp_path / "v1")  # nnU-Net v1's list names an image without its _0000: still nnU-Net's
     (v1 / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"}, "training": [
         {"image": "./imagesTr/case_a.nii.gz", "label": "./labelsTr/case_a.nii.gz"}]}))
     assert detect_layout(v1) == "nnunet"
+
+
+def test_amos_validation_cases_are_training_cases_and_its_test_list_is_read(tmp_path):
+    """AMOS22's labelled imagesVa/ + labelsVa/ were passed over without a word, and each entry of its test list,
+    {"image": "./imagesTs/amos_0002.nii.gz"}, was a problem ("lists {...}, not a file name") and its file 'not
+    listed'. Now the validation cases are training cases (labelled data, from the list or the folders) and the
+    test list is read."""
+    for root in (amos(tmp_path / "listed"), amos(tmp_path / "unlisted", listed=False)):
+        found = find_source(root)
+        assert summary(found) == [
+            ("amos_0001", "train", "amos_0001.nii.gz", "amos_0001.nii.gz"),
+            ("amos_0002", "test", "amos_0002.nii.gz", None),
+            ("amos_0004", "train", "amos_0004.nii.gz", "amos_0004.nii.gz"),
+            ("amos_0008", "train", "amos_0008.nii.gz", "amos_0008.nii.gz"),
+        ], root
+        assert not found.problems and not found.skipped
+        assert found.cases[-1].label == root / "labelsVa" / "amos_0008.nii.gz"
+    touch(tmp_path / "listed" / "imagesVa" / "amos_0013.nii.gz")  # in the folder, not in the list: said
+    assert find_source(tmp_path / "listed").skipped == [
+        f"{tmp_path / 'listed' / 'imagesVa'}: 1 file that is not listed in dataset.json left out: amos_0013.nii.gz"]
+    touch(tmp_path / "unlisted" / "labelsVa" / "amos_0013.nii.gz")
+    assert [str(p) for p in find_source(tmp_path / "unlisted").problems] == [
+        f"{tmp_path / 'unlisted' / 'labelsVa' / 'amos_0013.nii.gz'}: label of case 'amos_0013' has no volume in "
+        "imagesTr/ or imagesVa/"]
+    plan = plan_sources([tmp_path / "listed"], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [((6,), "dataset.json")]
 
 
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
