@@ -101,6 +101,14 @@ def totalseg(root: Path) -> Path:
     return root
 
 
+def btcv(root: Path) -> Path:
+    """BTCV's RawData.zip as published (Synapse multi-atlas abdomen)."""
+    touch(root / "RawData" / "Training" / "img" / "img0001.nii.gz")
+    touch(root / "RawData" / "Training" / "label" / "label0001.nii.gz")
+    touch(root / "RawData" / "Testing" / "img" / "img0061.nii.gz")
+    return root
+
+
 def summary(found) -> list[tuple[str, str, str | None, str | None]]:
     return [(c.case_id, c.split, c.volume.name, c.label.name if c.label else None) for c in found.cases]
 
@@ -115,6 +123,7 @@ def test_each_layout_is_recognised(tmp_path):
     assert detect_layout(decathlon(tmp_path / "d")) == "decathlon"
     assert detect_layout(nnunet(tmp_path / "n")) == "nnunet"
     assert detect_layout(totalseg(tmp_path / "t")) == "totalseg"
+    assert detect_layout(btcv(tmp_path / "b")) == "btcv"
     (tmp_path / "other").mkdir()
     touch(tmp_path / "other" / "scan.nii.gz")
     assert detect_layout(tmp_path / "other") is None
@@ -487,6 +496,25 @@ def test_totalseg_case_folders(tmp_path):
         "beside it",
         f"{tmp_path / 's0003'}: has two liver masks, segmentations/liver.nii.gz and liver.nii; keep one",
     ]
+
+
+def test_btcv_as_published(tmp_path):
+    """BTCV's RawData/ was no layout liverctl knew; given as RawData/ or the folder above, it is one now, and its
+    layout names BTCV's labels (no file in the dataset does): liver is 6, the plan needs no --liver-labels."""
+    root = btcv(tmp_path / "Abdomen")
+    for given in (root, root / "RawData"):
+        found = find_source(given)
+        assert found.layout == "btcv" and not found.problems and not found.skipped
+        assert summary(found) == [("img0001", "train", "img0001.nii.gz", "label0001.nii.gz"),
+                                  ("img0061", "test", "img0061.nii.gz", None)]
+        assert found.cases[0].known_labels == tuple(range(14))
+    touch(root / "RawData" / "Training" / "label" / "label0002.nii.gz")
+    assert [str(p) for p in find_source(root).problems] == [
+        f"{root / 'RawData' / 'Training' / 'label' / 'label0002.nii.gz'}: label of case 'img0002' has no volume in "
+        "Training/img/"]
+    plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "BTCV's label list")
 
 
 def test_layout_can_be_forced(tmp_path):
