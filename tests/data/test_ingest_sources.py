@@ -273,6 +273,23 @@ def test_btcv_as_published_ingests_its_label_6_as_liver(tiny_dataset, sources, t
     assert {r["name"]: r["layout"] for r in store.attrs["sources"]}["btcv"] == "btcv"
 
 
+def test_flare22_as_published_ingests_its_label_1_as_liver_only(tiny_dataset, sources, tmp_path):
+    """FLARE22's images/ + labels/ was no layout liverctl knew; now its 13-organ labels go in with liver = 1 only
+    (the other organs, values 2-13, are not liver)."""
+    flare = tmp_path / "FLARE22Train"
+    volume = tiny_dataset / "train" / "volume" / "volume-1.nii.gz"
+    (flare / "images").mkdir(parents=True)
+    (flare / "labels").mkdir()
+    (flare / "images" / "FLARE22_Tr_0001_0000.nii.gz").symlink_to(volume)
+    label = multi_organ(label_of(tiny_dataset / "train" / "segmentation" / "segmentation-1.nii.gz"), 1, (3, 13))
+    nib.save(nib.Nifti1Image(label, nib.load(str(volume)).affine), str(flare / "labels" / "FLARE22_Tr_0001.nii.gz"))
+    summary = ingest_sources([sources.comp, flare], tmp_path / "s.zarr", workers=1)
+    assert summary.ok, summary.failures
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert store.meta("FLARE22_Tr_0001")["liver_labels"] == [1]
+    assert store.meta("FLARE22_Tr_0001")["liver_voxels"] == int((label == 1).sum()) < int((label > 0).sum())
+
+
 def test_unrecognised_or_unlabelled_source_writes_nothing(sources, tmp_path):
     (tmp_path / "scans").mkdir()
     (tmp_path / "scans" / "a.nii.gz").write_bytes(b"")

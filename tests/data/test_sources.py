@@ -109,6 +109,14 @@ def btcv(root: Path) -> Path:
     return root
 
 
+def flare(root: Path, prefix="FLARE22_Tr_") -> Path:
+    """FLARE22's training set as published (FLARE22Train/)."""
+    for i in (1, 2):
+        touch(root / "images" / f"{prefix}{i:04d}_0000.nii.gz")
+        touch(root / "labels" / f"{prefix}{i:04d}.nii.gz")
+    return root
+
+
 def summary(found) -> list[tuple[str, str, str | None, str | None]]:
     return [(c.case_id, c.split, c.volume.name, c.label.name if c.label else None) for c in found.cases]
 
@@ -124,6 +132,7 @@ def test_each_layout_is_recognised(tmp_path):
     assert detect_layout(nnunet(tmp_path / "n")) == "nnunet"
     assert detect_layout(totalseg(tmp_path / "t")) == "totalseg"
     assert detect_layout(btcv(tmp_path / "b")) == "btcv"
+    assert detect_layout(flare(tmp_path / "f")) == "flare"
     (tmp_path / "other").mkdir()
     touch(tmp_path / "other" / "scan.nii.gz")
     assert detect_layout(tmp_path / "other") is None
@@ -515,6 +524,25 @@ def test_btcv_as_published(tmp_path):
     plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
     plan.check()
     assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "BTCV's label list")
+
+
+def test_flare22_as_published(tmp_path):
+    """FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz was no layout liverctl knew.
+    Now it is one, naming FLARE22's 13 labels (liver 1 and nothing else); another FLARE year's files (FLARE23: label
+    14 a tumour in any organ) are named by nothing, and the plan asks for --liver-labels, never 'any value > 0'."""
+    found = find_source(flare(tmp_path / "FLARE22Train"))
+    assert found.layout == "flare" and not found.problems and not found.skipped
+    assert summary(found) == [("FLARE22_Tr_0001", "train", "FLARE22_Tr_0001_0000.nii.gz", "FLARE22_Tr_0001.nii.gz"),
+                              ("FLARE22_Tr_0002", "train", "FLARE22_Tr_0002_0000.nii.gz", "FLARE22_Tr_0002.nii.gz")]
+    assert found.cases[0].known_labels == tuple(range(14))
+    plan = plan_sources([competition(tmp_path / "c"), tmp_path / "FLARE22Train"], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((1,), "FLARE22's label list")
+    found = find_source(flare(tmp_path / "FLARE23", prefix="FLARE23_"))
+    assert found.layout == "flare" and found.label_names is None and found.cases[0].known_labels is None
+    plan = plan_sources([competition(tmp_path / "c"), tmp_path / "FLARE23"], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError, match=r"flare \(.*\): nothing names its label values.*--liver-labels flare="):
+        plan.check()
 
 
 def test_layout_can_be_forced(tmp_path):

@@ -60,7 +60,7 @@ def _listed_as_named(root: Path) -> bool:
                for item in training[:_LISTED_LOOKED_AT])
 
 
-def _by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
+def by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
     """NAME -> NAME_0000 file; files without a channel suffix, and cases with more channels, are problems."""
     channels: dict[str, dict[str, Path]] = {}
     for path in files:
@@ -90,9 +90,9 @@ def find(root: Path) -> DataLayout:
     problems = layout.problems
     pair_cases(
         layout,
-        _by_case(nifti_files(root / "imagesTr", layout.skipped), problems),
+        by_case(nifti_files(root / "imagesTr", layout.skipped), problems),
         index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems, id_of=strip_nifti_suffix),
-        _by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
+        by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
         ("imagesTr/", "labelsTr/"),
     )
     return layout
