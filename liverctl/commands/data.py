@@ -67,7 +67,7 @@ def ingest(
         "it was ingested with; TotalSegmentator: 1; competition layout: any value > 0.",
     ),
     layout: list[str] = typer.Option(
-        None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet, totalseg), or NAME=LAYOUT for one."
+        None, "--layout", help="Force a layout (competition, lits, decathlon, nnunet, totalseg, btcv, flare), or NAME=LAYOUT for one."
     ),
     extra_in_folds: bool = typer.Option(
         False, "--extra-in-folds", help="Deal the extra sources' training cases into the folds (default: "

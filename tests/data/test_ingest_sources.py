@@ -232,6 +232,64 @@ def test_totalsegmentator_folders_as_published(sources, real_dataset, tmp_path):
         assert store.meta(case_id)["liver_voxels"] == int((label_of(liver) == 1).sum()) > 0
 
 
+def multi_organ(liver: np.ndarray, liver_value: int, others: tuple[int, ...]) -> np.ndarray:
+    """A multi-organ label map from a 0/1 liver label: the liver as `liver_value`, and each of `others` a block
+    outside the liver (another organ)."""
+    out = np.where(liver == 1, liver_value, 0).astype(np.uint8)
+    for i, value in enumerate(others):
+        block = out[i * 2 : i * 2 + 2, :2, :]
+        block[block == 0] = value
+    return out
+
+
+def test_btcv_as_published_ingests_its_label_6_as_liver(tiny_dataset, sources, tmp_path):
+    """BTCV's RawData/Training/img/img0001.nii.gz + Training/label/label0001.nii.gz was no layout liverctl knew
+    ("recognises none of the layouts"). Now its layout names BTCV's 13 labels: liver 6 and nothing else is liver,
+    the other organs are not; a label holding a value BTCV does not name is refused, asking for --liver-labels."""
+    raw = tmp_path / "Abdomen" / "RawData"
+    for i, case in ((1, 1), (2, 2)):
+        volume = tiny_dataset / "train" / "volume" / f"volume-{case}.nii.gz"
+        (raw / "Training" / "img").mkdir(parents=True, exist_ok=True)
+        (raw / "Training" / "img" / f"img{i:04d}.nii.gz").symlink_to(volume)
+        liver = label_of(tiny_dataset / "train" / "segmentation" / f"segmentation-{case}.nii.gz")
+        label = multi_organ(liver, 6, (1, 13) if i == 1 else (14,))  # 14: no BTCV organ
+        (raw / "Training" / "label").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(label, nib.load(str(volume)).affine), str(raw / "Training" / "label" / f"label{i:04d}.nii.gz"))
+    (raw / "Testing" / "img").mkdir(parents=True)
+    (raw / "Testing" / "img" / "img0061.nii.gz").symlink_to(tiny_dataset / "test" / "volume-6.nii.gz")
+    result = run_cli("ingest", str(sources.comp), str(tmp_path / "Abdomen"), "--store", str(tmp_path / "s.zarr"),
+                     "--workers", "1")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0] == (f"error: {raw / 'Training' / 'label' / 'label0002.nii.gz'}: holds label value 14 that BTCV's "
+                         "label list does not name (it names [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]); give "
+                         "--liver-labels for this source to say which values mean liver")
+    assert "btcv (btcv, extra): 1 train, 0 test; 1 ingested" in result.stdout
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert {c for c, s in store.case_sources().items() if s == "btcv"} == {"img0001"}
+    label = label_of(raw / "Training" / "label" / "label0001.nii.gz")
+    assert store.meta("img0001")["liver_labels"] == [6]
+    assert store.meta("img0001")["liver_voxels"] == int((label == 6).sum()) > 0
+    assert {r["name"]: r["layout"] for r in store.attrs["sources"]}["btcv"] == "btcv"
+
+
+def test_flare22_as_published_ingests_its_label_1_as_liver_only(tiny_dataset, sources, tmp_path):
+    """FLARE22's images/ + labels/ was no layout liverctl knew; now its 13-organ labels go in with liver = 1 only
+    (the other organs, values 2-13, are not liver)."""
+    flare = tmp_path / "FLARE22Train"
+    volume = tiny_dataset / "train" / "volume" / "volume-1.nii.gz"
+    (flare / "images").mkdir(parents=True)
+    (flare / "labels").mkdir()
+    (flare / "images" / "FLARE22_Tr_0001_0000.nii.gz").symlink_to(volume)
+    label = multi_organ(label_of(tiny_dataset / "train" / "segmentation" / "segmentation-1.nii.gz"), 1, (3, 13))
+    nib.save(nib.Nifti1Image(label, nib.load(str(volume)).affine), str(flare / "labels" / "FLARE22_Tr_0001.nii.gz"))
+    summary = ingest_sources([sources.comp, flare], tmp_path / "s.zarr", workers=1)
+    assert summary.ok, summary.failures
+    store = LiverStore.open(tmp_path / "s.zarr")
+    assert store.meta("FLARE22_Tr_0001")["liver_labels"] == [1]
+    assert store.meta("FLARE22_Tr_0001")["liver_voxels"] == int((label == 1).sum()) < int((label > 0).sum())
+
+
 def test_unrecognised_or_unlabelled_source_writes_nothing(sources, tmp_path):
     (tmp_path / "scans").mkdir()
     (tmp_path / "scans" / "a.nii.gz").write_bytes(b"")

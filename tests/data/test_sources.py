@@ -68,6 +68,29 @@ def nnunet(root: Path) -> Path:
     return root
 
 
+AMOS_LABELS = ["background", "spleen", "right kidney", "left kidney", "gall bladder", "esophagus", "liver", "stomach",
+               "arota", "postcava", "pancreas", "right adrenal gland", "left adrenal gland", "duodenum", "bladder",
+               "prostate/uterus"]  # amos22/dataset.json as published, its "arota" included
+
+
+def amos(root: Path, listed=True) -> Path:
+    """AMOS22 as published (amos22.zip): 4-digit case numbers, a validation set with labels, 16 labels."""
+    for i in (1, 4):
+        touch(root / "imagesTr" / f"amos_{i:04d}.nii.gz")
+        touch(root / "labelsTr" / f"amos_{i:04d}.nii.gz")
+    touch(root / "imagesVa" / "amos_0008.nii.gz")
+    touch(root / "labelsVa" / "amos_0008.nii.gz")
+    touch(root / "imagesTs" / "amos_0002.nii.gz")
+    payload = {"labels": {str(i): name for i, name in enumerate(AMOS_LABELS)}, "modality": {"0": "CT"}}
+    if listed:
+        payload["training"] = [{"image": f"./imagesTr/amos_{i:04d}.nii.gz", "label": f"./labelsTr/amos_{i:04d}.nii.gz"}
+                               for i in (1, 4)]
+        payload["validation"] = [{"image": "./imagesVa/amos_0008.nii.gz", "label": "./labelsVa/amos_0008.nii.gz"}]
+        payload["test"] = [{"image": "./imagesTs/amos_0002.nii.gz"}]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    return root
+
+
 def totalseg(root: Path) -> Path:
     touch(root / "s0000" / "ct.nii.gz")
     touch(root / "s0000" / "segmentations" / "liver.nii.gz")
@@ -75,6 +98,22 @@ def totalseg(root: Path) -> Path:
     touch(root / "s0001" / "ct.nii.gz")  # the flat form of TotalSegmentator's test files
     touch(root / "s0001" / "liver.nii.gz")
     (root / "meta.csv").write_text("image_id;split\ns0000;train\ns0001;test\n")
+    return root
+
+
+def btcv(root: Path) -> Path:
+    """BTCV's RawData.zip as published (Synapse multi-atlas abdomen)."""
+    touch(root / "RawData" / "Training" / "img" / "img0001.nii.gz")
+    touch(root / "RawData" / "Training" / "label" / "label0001.nii.gz")
+    touch(root / "RawData" / "Testing" / "img" / "img0061.nii.gz")
+    return root
+
+
+def flare(root: Path, prefix="FLARE22_Tr_") -> Path:
+    """FLARE22's training set as published (FLARE22Train/)."""
+    for i in (1, 2):
+        touch(root / "images" / f"{prefix}{i:04d}_0000.nii.gz")
+        touch(root / "labels" / f"{prefix}{i:04d}.nii.gz")
     return root
 
 
@@ -92,6 +131,8 @@ def test_each_layout_is_recognised(tmp_path):
     assert detect_layout(decathlon(tmp_path / "d")) == "decathlon"
     assert detect_layout(nnunet(tmp_path / "n")) == "nnunet"
     assert detect_layout(totalseg(tmp_path / "t")) == "totalseg"
+    assert detect_layout(btcv(tmp_path / "b")) == "btcv"
+    assert detect_layout(flare(tmp_path / "f")) == "flare"
     (tmp_path / "other").mkdir()
     touch(tmp_path / "other" / "scan.nii.gz")
     assert detect_layout(tmp_path / "other") is None
@@ -376,6 +417,50 @@ def test_nnunet_channel_suffix(tmp_path):
     assert [str(p) for p in found.problems] == [f"{stray}: has no channel suffix (expected NAME_0000.nii.gz)"]
 
 
+def test_amos_case_numbers_are_no_nnunet_channels(tmp_path):
+    """AMOS22's amos_0001.nii.gz read as nnU-Net's case 'amos', channel 0001: `ingest amos22/` refused every case
+    ("case 'amos' has channels 0001, 0004; liverctl takes one-channel CT", "label of case 'amos_0001' has no
+    volume"). No image is channel _0000 and dataset.json lists them by name: the Decathlon's layout."""
+    assert detect_layout(amos(tmp_path / "listed")) == "decathlon"
+    assert detect_layout(amos(tmp_path / "unlisted", listed=False)) == "decathlon"  # no _0000 anywhere
+    touch(tmp_path / "zero" / "imagesTr" / "amos_0000.nii.gz")  # a case numbered 0: the list still says
+    assert detect_layout(amos(tmp_path / "zero")) == "decathlon"
+    found = find_source(tmp_path / "listed")
+    assert [c.case_id for c in found.by_split("train")] == ["amos_0001", "amos_0004", "amos_0008"]
+    assert not any("channel" in str(p) for p in found.problems)
+    v1 = nnunet(tmp_path / "v1")  # nnU-Net v1's list names an image without its _0000: still nnU-Net's
+    (v1 / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"}, "training": [
+        {"image": "./imagesTr/case_a.nii.gz", "label": "./labelsTr/case_a.nii.gz"}]}))
+    assert detect_layout(v1) == "nnunet"
+
+
+def test_amos_validation_cases_are_training_cases_and_its_test_list_is_read(tmp_path):
+    """AMOS22's labelled imagesVa/ + labelsVa/ were passed over without a word, and each entry of its test list,
+    {"image": "./imagesTs/amos_0002.nii.gz"}, was a problem ("lists {...}, not a file name") and its file 'not
+    listed'. Now the validation cases are training cases (labelled data, from the list or the folders) and the
+    test list is read."""
+    for root in (amos(tmp_path / "listed"), amos(tmp_path / "unlisted", listed=False)):
+        found = find_source(root)
+        assert summary(found) == [
+            ("amos_0001", "train", "amos_0001.nii.gz", "amos_0001.nii.gz"),
+            ("amos_0002", "test", "amos_0002.nii.gz", None),
+            ("amos_0004", "train", "amos_0004.nii.gz", "amos_0004.nii.gz"),
+            ("amos_0008", "train", "amos_0008.nii.gz", "amos_0008.nii.gz"),
+        ], root
+        assert not found.problems and not found.skipped
+        assert found.cases[-1].label == root / "labelsVa" / "amos_0008.nii.gz"
+    touch(tmp_path / "listed" / "imagesVa" / "amos_0013.nii.gz")  # in the folder, not in the list: said
+    assert find_source(tmp_path / "listed").skipped == [
+        f"{tmp_path / 'listed' / 'imagesVa'}: 1 file that is not listed in dataset.json left out: amos_0013.nii.gz"]
+    touch(tmp_path / "unlisted" / "labelsVa" / "amos_0013.nii.gz")
+    assert [str(p) for p in find_source(tmp_path / "unlisted").problems] == [
+        f"{tmp_path / 'unlisted' / 'labelsVa' / 'amos_0013.nii.gz'}: label of case 'amos_0013' has no volume in "
+        "imagesTr/ or imagesVa/"]
+    plan = plan_sources([tmp_path / "listed"], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [((6,), "dataset.json")]
+
+
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
     nnunet(tmp_path)
     touch(tmp_path / "imagesTr" / "case_a_0001.nii.gz")
@@ -420,6 +505,44 @@ def test_totalseg_case_folders(tmp_path):
         "beside it",
         f"{tmp_path / 's0003'}: has two liver masks, segmentations/liver.nii.gz and liver.nii; keep one",
     ]
+
+
+def test_btcv_as_published(tmp_path):
+    """BTCV's RawData/ was no layout liverctl knew; given as RawData/ or the folder above, it is one now, and its
+    layout names BTCV's labels (no file in the dataset does): liver is 6, the plan needs no --liver-labels."""
+    root = btcv(tmp_path / "Abdomen")
+    for given in (root, root / "RawData"):
+        found = find_source(given)
+        assert found.layout == "btcv" and not found.problems and not found.skipped
+        assert summary(found) == [("img0001", "train", "img0001.nii.gz", "label0001.nii.gz"),
+                                  ("img0061", "test", "img0061.nii.gz", None)]
+        assert found.cases[0].known_labels == tuple(range(14))
+    touch(root / "RawData" / "Training" / "label" / "label0002.nii.gz")
+    assert [str(p) for p in find_source(root).problems] == [
+        f"{root / 'RawData' / 'Training' / 'label' / 'label0002.nii.gz'}: label of case 'img0002' has no volume in "
+        "Training/img/"]
+    plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "BTCV's label list")
+
+
+def test_flare22_as_published(tmp_path):
+    """FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz was no layout liverctl knew.
+    Now it is one, naming FLARE22's 13 labels (liver 1 and nothing else); another FLARE year's files (FLARE23: label
+    14 a tumour in any organ) are named by nothing, and the plan asks for --liver-labels, never 'any value > 0'."""
+    found = find_source(flare(tmp_path / "FLARE22Train"))
+    assert found.layout == "flare" and not found.problems and not found.skipped
+    assert summary(found) == [("FLARE22_Tr_0001", "train", "FLARE22_Tr_0001_0000.nii.gz", "FLARE22_Tr_0001.nii.gz"),
+                              ("FLARE22_Tr_0002", "train", "FLARE22_Tr_0002_0000.nii.gz", "FLARE22_Tr_0002.nii.gz")]
+    assert found.cases[0].known_labels == tuple(range(14))
+    plan = plan_sources([competition(tmp_path / "c"), tmp_path / "FLARE22Train"], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((1,), "FLARE22's label list")
+    found = find_source(flare(tmp_path / "FLARE23", prefix="FLARE23_"))
+    assert found.layout == "flare" and found.label_names is None and found.cases[0].known_labels is None
+    plan = plan_sources([competition(tmp_path / "c"), tmp_path / "FLARE23"], tmp_path / "s.zarr")
+    with pytest.raises(LiverctlError, match=r"flare \(.*\): nothing names its label values.*--liver-labels flare="):
+        plan.check()
 
 
 def test_layout_can_be_forced(tmp_path):

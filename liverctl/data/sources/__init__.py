@@ -7,11 +7,14 @@
 | decathlon | `decathlon.py` | imagesTr/, labelsTr/, imagesTs/, dataset.json |
 | nnunet | `nnunet.py` | imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json |
 | totalseg | `totalseg.py` | one folder per case: CASE/ct.nii.gz, CASE/segmentations/liver.nii.gz |
+| flare | `flare.py` | FLARE22: images/FLARE22_Tr_0001_0000.nii.gz, labels/FLARE22_Tr_0001.nii.gz |
+| btcv | `btcv.py` | BTCV (Synapse): RawData/Training/img/img0001.nii.gz, Training/label/label0001.nii.gz, Testing/img/ |
 
 `find_source(path)` recognises the layout (in the order of `LAYOUTS`) or says which ones it knows;
 `find_source(path, layout=...)` forces one. Problems with single cases (a label without volume, two
 files with one id, ...) do not stop the others: they are collected in `DataLayout.problems`, one
-`LiverctlError` each. `labels.py` turns a dataset.json's label names into liver values.
+`LiverctlError` each. `labels.py` turns a dataset.json's label names into liver values; a layout whose
+dataset ships none but has a fixed list (BTCV, FLARE22, TotalSegmentator) names its values itself.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from liverctl.data.sources import competition, decathlon, lits, nnunet, totalseg
+from liverctl.data.sources import btcv, competition, decathlon, flare, lits, nnunet, totalseg
 from liverctl.data.sources.common import (
     NIFTI_SUFFIXES,
     SAFE_ID,
@@ -32,7 +35,7 @@ from liverctl.errors import LiverctlError
 
 # Detection order: nnU-Net before the Decathlon (both have imagesTr/; only nnU-Net has _0000 names);
 # TotalSegmentator's subject folders last (the others' folders never hold a ct.nii.gz).
-LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (competition, nnunet, decathlon, lits, totalseg)}
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (competition, nnunet, decathlon, btcv, flare, lits, totalseg)}
 
 __all__ = [
     "LAYOUTS",

@@ -7,7 +7,9 @@
 
 The train and test lists of dataset.json say which files are cases (a NIfTI file in their folders that they
 do not list gets a note; without them, imagesTr/ and labelsTr/ pair by file name and imagesTs/ holds the test
-volumes); a case id is the image's file name without `.nii.gz`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
+volumes); a case id is the image's file name without `.nii.gz`. AMOS22 (amos22.zip) is this layout with a
+labelled validation set, imagesVa/ + labelsVa/ and its `"validation"` list: those are training cases too (for
+liverctl every extra source gives training cases), and its test list's entries are `{"image": ...}`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from liverctl.printable import quoted
 
 NAME = "decathlon"
 DESCRIPTION = "decathlon (imagesTr/, labelsTr/, imagesTs/, dataset.json)"
+_TRAIN_FOLDERS = ("imagesTr", "labelsTr", "imagesVa", "labelsVa")  # AMOS's labelled validation set: more training
 
 
 def looks_like(root: Path) -> bool:
@@ -52,44 +55,62 @@ def _listed(root: Path, entry: Any, problems: list[LiverctlError]) -> Path | Non
     return path
 
 
+def _listed_pairs(root: Path, entries: list, key: str, problems: list[LiverctlError]) -> list[tuple[Path, Path]]:
+    """(image, label) of each entry of dataset.json's `key` list that names both files; an entry listed twice is
+    one case (not 'also used by' itself)."""
+    pairs: list[tuple[Path, Path]] = []
+    for item in entries:
+        if not isinstance(item, dict) or "image" not in item or "label" not in item:
+            problems.append(
+                LiverctlError(f'has a {key} entry {quoted(item)} without "image" and "label"', path=root / DATASET_JSON)
+            )
+            continue
+        image, label = _listed(root, item["image"], problems), _listed(root, item["label"], problems)
+        if image is not None and label is not None and (image, label) not in pairs:
+            pairs.append((image, label))
+    return pairs
+
+
+def _test_entry(entry: Any) -> Any:
+    """A test list's entry as a file name: the Decathlon's `"./imagesTs/liver_132.nii.gz"`, or AMOS's (MONAI's
+    datalist) `{"image": "./imagesTs/amos_0002.nii.gz"}`."""
+    return entry["image"] if isinstance(entry, dict) and "image" in entry else entry
+
+
 def find(root: Path) -> DataLayout:
-    payload = read_dataset_json(root)
-    layout = DataLayout(root=root, layout=NAME, label_names=label_names(payload, root))
+    payload = read_dataset_json(root) or {}
+    layout = DataLayout(root=root, layout=NAME, label_names=label_names(payload or None, root))
     problems = layout.problems
-    training = (payload or {}).get("training")
+    training, validation = payload.get("training"), payload.get("validation")
     if isinstance(training, list):
-        volume_files, label_files, listed = [], [], set()
-        for item in training:
-            if not isinstance(item, dict) or "image" not in item or "label" not in item:
-                problems.append(
-                    LiverctlError(f'has a training entry {quoted(item)} without "image" and "label"', path=root / DATASET_JSON)
-                )
-                continue
-            image, label = _listed(root, item["image"], problems), _listed(root, item["label"], problems)
-            if image is not None and label is not None and (image, label) not in listed:
-                listed.add((image, label))  # an entry listed twice is one case (not 'also used by' itself)
-                volume_files.append(image)
-                label_files.append(label)
+        pairs = _listed_pairs(root, training, "training", problems)
+        if isinstance(validation, list):  # AMOS's labelled validation set: training cases for liverctl
+            pairs += [p for p in _listed_pairs(root, validation, "validation", problems) if p not in pairs]
+        volume_files, label_files = [p[0] for p in pairs], [p[1] for p in pairs]
         volumes = index_by_id(volume_files, problems)
-        labels = {case_id_from_name(v.name): lab for v, lab in zip(volume_files, label_files, strict=True)}
+        labels = {case_id_from_name(v.name): lab for v, lab in pairs}
         labels = {k: v for k, v in labels.items() if k in volumes}
-        _unlisted(root, ("imagesTr", "labelsTr"), volume_files + label_files, layout.skipped)
+        _unlisted(root, _TRAIN_FOLDERS if isinstance(validation, list) else _TRAIN_FOLDERS[:2],
+                  volume_files + label_files, layout.skipped)
     else:
         if training is not None:  # a list someone's tool wrote as something else: said, not silently passed over
             layout.skipped.append(f'{root / DATASET_JSON}: "training" is {_kind(training)}, not a list of cases: '
                                   "imagesTr/ and labelsTr/ paired by file name instead")
-        volumes = index_by_id(nifti_files(root / "imagesTr", layout.skipped), problems)
-        labels = index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems)
-    test_list = (payload or {}).get("test")
+        volumes = index_by_id([p for f in _TRAIN_FOLDERS[::2] for p in nifti_files(root / f, layout.skipped)], problems)
+        labels = index_by_id([p for f in _TRAIN_FOLDERS[1::2] for p in nifti_files(root / f, layout.skipped)], problems)
+    test_list = payload.get("test")
     if isinstance(test_list, list):
-        test_files = list(dict.fromkeys(p for p in (_listed(root, e, problems) for e in test_list) if p is not None))
+        test_files = list(dict.fromkeys(
+            p for p in (_listed(root, _test_entry(e), problems) for e in test_list) if p is not None))
         _unlisted(root, ("imagesTs",), test_files, layout.skipped)
     else:
         if test_list is not None:
             layout.skipped.append(f'{root / DATASET_JSON}: "test" is {_kind(test_list)}, not a list of files: the '
                                   "test volumes taken from imagesTs/ instead")
         test_files = nifti_files(root / "imagesTs", layout.skipped)
-    pair_cases(layout, volumes, labels, index_by_id(test_files, problems), ("imagesTr/", "labelsTr/"))
+    where = ("imagesTr/ or imagesVa/", "labelsTr/ or labelsVa/") if (root / "imagesVa").is_dir() else ("imagesTr/",
+                                                                                                     "labelsTr/")
+    pair_cases(layout, volumes, labels, index_by_id(test_files, problems), where)
     return layout
 
 

@@ -29,18 +29,38 @@ from liverctl.printable import quoted
 NAME = "nnunet"
 DESCRIPTION = "nnunet (imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json)"
 _CHANNEL = re.compile(r"^(?P<name>.+)_(?P<channel>\d{4})$")
+_LISTED_LOOKED_AT = 20  # entries of dataset.json's list looked at to tell the layouts apart (AMOS lists 240)
 
 
 def looks_like(root: Path) -> bool:
     """imagesTr/ holds NIfTI, at least half of it named with a channel suffix: one stray `notes.nii.gz` among
     them is a problem of this layout ('has no channel suffix'), where requiring all made the folder read as the
-    Decathlon's and every case 'has no label'."""
+    Decathlon's and every case 'has no label'.
+
+    A case number is no channel: AMOS's `amos_0001.nii.gz` looks suffixed, so a folder is nnU-Net's only where
+    some image is channel `_0000` (every nnU-Net case has one) and its dataset.json does not list the images by
+    their own names (the Decathlon's and AMOS's `"training"` list does; nnU-Net v1's names them without `_0000`,
+    v2's has none)."""
     images = nifti_files(root / "imagesTr")
-    suffixed = sum(1 for p in images if _CHANNEL.match(strip_nifti_suffix(p.name)))
-    return bool(images) and 2 * suffixed >= len(images)
+    channels = [m["channel"] for p in images if (m := _CHANNEL.match(strip_nifti_suffix(p.name)))]
+    return bool(images) and 2 * len(channels) >= len(images) and "0000" in channels and not _listed_as_named(root)
 
 
-def _by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
+def _listed_as_named(root: Path) -> bool:
+    """Whether dataset.json's `"training"` list names a file of imagesTr/ as it is (the Decathlon's layout)."""
+    try:
+        training = (read_dataset_json(root) or {}).get("training")
+    except LiverctlError:  # unreadable: said when the source is read, not while its layout is being found
+        return False
+    if not isinstance(training, list):
+        return False
+    named = {p.name for p in nifti_files(root / "imagesTr")}
+    return any(isinstance(item, dict) and isinstance(item.get("image"), str)
+               and Path(item["image"]).parent.name == "imagesTr" and Path(item["image"]).name in named
+               for item in training[:_LISTED_LOOKED_AT])
+
+
+def by_case(files: list[Path], problems: Problems) -> dict[str, Path]:
     """NAME -> NAME_0000 file; files without a channel suffix, and cases with more channels, are problems."""
     channels: dict[str, dict[str, Path]] = {}
     for path in files:
@@ -70,9 +90,9 @@ def find(root: Path) -> DataLayout:
     problems = layout.problems
     pair_cases(
         layout,
-        _by_case(nifti_files(root / "imagesTr", layout.skipped), problems),
+        by_case(nifti_files(root / "imagesTr", layout.skipped), problems),
         index_by_id(nifti_files(root / "labelsTr", layout.skipped), problems, id_of=strip_nifti_suffix),
-        _by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
+        by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
         ("imagesTr/", "labelsTr/"),
     )
     return layout
