@@ -49,15 +49,33 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_existing(path.parent)
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
     if (exc := write_probe_error(folder)) is not None:
         # a read-only input (/kaggle/input) beside a writable place: say where else to go
         raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a file in a "
                             "folder you can write to", path=path) from None
+
+
+def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> None:
+    """`check_output_file` for an output folder written through `staged_folder`: refused up front where it is a
+    file, or where the folder itself (if it exists) or the one beside it that stages its files cannot be written
+    (`submit --save-masks` into /kaggle/input failed only once the models were loaded)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
+    for folder in dict.fromkeys([_nearest_existing(path), _nearest_existing(path.parent)]):
+        if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
+            raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
+                                "you can write to", path=path) from None
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """`folder`, or the nearest folder above it that exists (missing ones are made when written)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def write_probe_error(folder: str | os.PathLike) -> OSError | None:

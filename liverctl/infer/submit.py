@@ -24,7 +24,7 @@ from liverctl.config import check_threshold
 from liverctl.device import out_of_memory_in_one_line, resolve_device
 from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
-from liverctl.files import check_output_file, staged_folder
+from liverctl.files import check_output_file, check_output_folder, staged_folder
 from liverctl.infer.postprocess import (
     AUTO,
     AutoChoice,
@@ -421,9 +421,8 @@ def make_submission(
     started = time.perf_counter()
     note = _Notes(on_note)
     check_request(run_dirs, Path(out), tta, postprocess, threshold, batch_size)
-    if save_masks and Path(save_masks).exists() and not Path(save_masks).is_dir():
-        raise LiverctlError("exists and is not a folder; --save-masks takes a folder for the NIfTI masks",
-                            path=save_masks)
+    if save_masks:
+        check_output_folder(save_masks, what="the NIfTI masks", option="--save-masks")
     if sample_path:
         check_sample_path(sample_path)  # read once the store says how many ids it can have (open_test_store)
     device = str(resolve_device(device))

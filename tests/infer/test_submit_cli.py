@@ -810,6 +810,30 @@ def test_an_unwritable_out_folder_is_refused_up_front(template_runs, tmp_path, m
                                      "Read-only file system; give --out a file in a folder you can write to")
 
 
+def test_an_unwritable_masks_folder_is_refused_up_front(template_runs, tmp_path, monkeypatch):
+    """`submit --save-masks ../input/masks` (a read-only mount) failed only once the models were loaded."""
+    import errno
+    import tempfile
+
+    import liverctl.infer.submit
+
+    masks, real = tmp_path / "input" / "masks", tempfile.TemporaryFile
+    masks.mkdir(parents=True)
+
+    def read_only_there(*args, dir=None, **kwargs):  # the mount answers EROFS, to root too
+        if Path(dir) == masks:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_there)
+    monkeypatch.setattr(liverctl.infer.predict, "load_run_models", lambda *a, **k: pytest.fail("loaded models first"))
+    result = _invoke("submit", "--run", template_runs["c1"], "--out", tmp_path / "s.csv", "--save-masks", masks)
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: {masks}: cannot write the NIfTI masks in {masks}: Read-only file system; "
+                                     "give --save-masks a folder you can write to")
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_a_sample_that_is_not_utf8_is_one_line(template_runs, tmp_path):
     sample = tmp_path / "sample.csv"
     sample.write_bytes("id,rle\ncase_0,1 0 \xe9\n".encode("latin-1"))
