@@ -74,6 +74,22 @@ def test_liver_labels_restrict_values(scored_pair):
     assert f"note: {labels / 'b.nii'}: holds label value 2, none of the liver labels 1" in result.stderr
 
 
+REAL_TEST_IDS = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]  # the real CT samples as test cases
+
+
+def _real_ids_scored(tmp_path):
+    """A submission and a labels folder of one-voxel masks for REAL_TEST_IDS: (CSV, labels folder, ids)."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    mask = np.zeros((4, 4, 1), np.uint8)
+    mask[1, 1, 0] = 1
+    for case in REAL_TEST_IDS:
+        _save(labels / f"segmentation-{case}.nii.gz", mask)
+    sub = tmp_path / "submission.csv"
+    write_submission(sub, [(case, mask > 0) for case in REAL_TEST_IDS])
+    return sub, labels, list(REAL_TEST_IDS)
+
+
 def test_the_per_case_table_shows_every_case_id_whole(tmp_path):
     """The real CT samples scored as test cases tdcmqi-3slice, ttotalseg-dicom20 and ttotalseg-example: the table
     cut each id to 'tdcmqi-3sli…', 'ttotalseg-d…', 'ttotalseg-e…' at 80 columns, in a pipe too (at 60 columns
@@ -82,15 +98,7 @@ def test_the_per_case_table_shows_every_case_id_whole(tmp_path):
 
     from liverctl.cli import app
 
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    mask = np.zeros((4, 4, 1), np.uint8)
-    mask[1, 1, 0] = 1
-    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
-    for case in ids:
-        _save(labels / f"segmentation-{case}.nii.gz", mask)
-    sub = tmp_path / "submission.csv"
-    write_submission(sub, [(case, mask > 0) for case in ids])
+    sub, labels, ids = _real_ids_scored(tmp_path)
     for columns in ("80", "60"):
         result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)], env={"COLUMNS": columns})
         assert result.exit_code == 0, result.output
@@ -111,15 +119,7 @@ def test_a_terminal_narrower_than_the_scores_breaks_them_between_figures_never_i
     import liverctl.commands.submit as submit_command
     from liverctl.cli import app
 
-    labels = tmp_path / "labels"
-    labels.mkdir()
-    mask = np.zeros((4, 4, 1), np.uint8)
-    mask[1, 1, 0] = 1
-    ids = ["tdcmqi-3slice", "ttotalseg-dicom20", "ttotalseg-example"]
-    for case in ids:
-        _save(labels / f"segmentation-{case}.nii.gz", mask)
-    sub = tmp_path / "s.csv"
-    write_submission(sub, [(case, mask > 0) for case in ids])
+    sub, labels, ids = _real_ids_scored(tmp_path)
     screen = io.StringIO()
     monkeypatch.setattr(submit_command, "console", Console(file=screen, width=60, force_terminal=True,
                                                            color_system=None, emoji=False))
