@@ -461,6 +461,47 @@ def test_amos_validation_cases_are_training_cases_and_its_test_list_is_read(tmp_
     assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [((6,), "dataset.json")]
 
 
+def test_amos_mri_cases_are_left_out_of_a_ct_store(tmp_path):
+    """AMOS22 holds 100 MRI scans (ids above 500): `ingest amos22/` took them as CT, each with at most a note that
+    read an MRI's 0..1500 as 'a CT whose rescale intercept (-1024) was lost? ... set scl_inter = -1024', and trained
+    a CT model on MRI. They are left out now, with one note: by AMOS's numbering (nnU-Net's AMOS task-1 conversion),
+    or by the scanner labeled_data_meta_0000_0599.csv names for each case where it is beside the data."""
+    root = amos(tmp_path / "amos22")
+    payload = json.loads((root / "dataset.json").read_text())
+    for i, (folder, key) in {507: ("Tr", "training"), 508: ("Tr", "training"), 518: ("Va", "validation")}.items():
+        touch(root / f"images{folder}" / f"amos_{i:04d}.nii.gz")
+        touch(root / f"labels{folder}" / f"amos_{i:04d}.nii.gz")
+        payload[key].append({"image": f"./images{folder}/amos_{i:04d}.nii.gz",
+                             "label": f"./labels{folder}/amos_{i:04d}.nii.gz"})
+    touch(root / "imagesTs" / "amos_0541.nii.gz")
+    payload["test"].append({"image": "./imagesTs/amos_0541.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["amos_0001", "amos_0002", "amos_0004", "amos_0008"]
+    assert not found.problems
+    assert found.skipped == [f"{root}: 4 cases that are AMOS's MRI scans (by AMOS's numbering, ids above 500; "
+                             "labeled_data_meta_0000_0599.csv beside the data would name each case's scanner), not CT "
+                             "left out: amos_0507, amos_0508, amos_0518, ..."]
+    # the published CSV, one folder up (amos22.zip and it side by side): its scanners decide, the numbering only
+    # for a case it does not place
+    (tmp_path / "labeled_data_meta_0000_0599.csv").write_text(
+        "amos_id,Patient's Sex,Manufacturer's Model Name,Manufacturer\n"
+        "1,F,Aquilion ONE,TOSHIBA\n4,M,Prisma,SIEMENS\n507,M,Ingenia,Philips\n508,F,SIGNA HDe,GE\n"
+        "518,M,Optima CT660,GE\n")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["amos_0001", "amos_0002", "amos_0008", "amos_0518"]
+    assert found.skipped == [f"{root}: 4 cases that are AMOS's MRI scans (by their scanner in "
+                             "labeled_data_meta_0000_0599.csv), not CT left out: amos_0004, amos_0507, amos_0508, ..."]
+    (tmp_path / "labeled_data_meta_0000_0599.csv").write_text("id,scanner\n1,CT\n")  # not AMOS's columns: said
+    assert find_source(root).skipped[0] == (f"{tmp_path / 'labeled_data_meta_0000_0599.csv'}: has no 'amos_id' and "
+                                            "\"Manufacturer's Model Name\" columns: AMOS's MRI cases are told by AMOS's "
+                                            "numbering instead")
+    mri_only = touch(tmp_path / "mr" / "Dataset702_AbdomenMR" / "imagesTr" / "amos_0507_0000.nii.gz").parent.parent
+    touch(mri_only / "labelsTr" / "amos_0507.nii.gz")  # AMOS's MRI converted for nnU-Net: nothing to ingest, said
+    with pytest.raises(LiverctlError, match=r"no case to ingest in the nnunet .*: .*1 case that is AMOS's MRI"):
+        find_source(mri_only)
+
+
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
     nnunet(tmp_path)
     touch(tmp_path / "imagesTr" / "case_a_0001.nii.gz")

@@ -111,6 +111,9 @@ def find_source(data_dir: str | Path, layout: str | None = None) -> DataLayout:
         raise LiverctlError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}", path=root)
     found = LAYOUTS[layout].find(root)
     if not found.cases and not found.problems:
+        if found.skipped:  # every file left out on purpose (AMOS's MRI converted for nnU-Net): say why
+            raise LiverctlError(f"no case to ingest in the {LAYOUTS[layout].DESCRIPTION} layout: {found.skipped[-1]}",
+                                path=root)
         raise LiverctlError(f"no NIfTI volumes found in the {LAYOUTS[layout].DESCRIPTION} layout", path=root)
     return found
 

@@ -9,7 +9,8 @@ The train and test lists of dataset.json say which files are cases (a NIfTI file
 do not list gets a note; without them, imagesTr/ and labelsTr/ pair by file name and imagesTs/ holds the test
 volumes); a case id is the image's file name without `.nii.gz`. AMOS22 (amos22.zip) is this layout with a
 labelled validation set, imagesVa/ + labelsVa/ and its `"validation"` list: those are training cases too (for
-liverctl every extra source gives training cases), and its test list's entries are `{"image": ...}`. The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
+liverctl every extra source gives training cases), and its test list's entries are `{"image": ...}`; its 100 MRI
+cases are left out (`amos.py`). The macOS `._liver_0.nii.gz` files of the published tarball are ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from liverctl.data.sources import amos
 from liverctl.data.sources.common import (
     DataLayout,
     case_id_from_name,
@@ -111,6 +113,7 @@ def find(root: Path) -> DataLayout:
     where = ("imagesTr/ or imagesVa/", "labelsTr/ or labelsVa/") if (root / "imagesVa").is_dir() else ("imagesTr/",
                                                                                                      "labelsTr/")
     pair_cases(layout, volumes, labels, index_by_id(test_files, problems), where)
+    amos.leave_out_mri(layout)
     return layout
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from liverctl.data.sources import amos
 from liverctl.data.sources.common import (
     DataLayout,
     Problems,
@@ -95,4 +96,5 @@ def find(root: Path) -> DataLayout:
         by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
         ("imagesTr/", "labelsTr/"),
     )
+    amos.leave_out_mri(layout)  # nnU-Net's Dataset219 (AMOS CT + MRI): its MRI cases
     return layout
