@@ -586,6 +586,24 @@ def test_flare22_as_published(tmp_path):
         plan.check()
 
 
+
+def test_each_layouts_request_for_liver_labels_carries_its_own_hint(tmp_path):
+    """A FLARE23 folder (named by nothing) was refused with 'give --liver-labels flare=VALUES (LiTS: 1,2 = liver and
+    tumour)': LiTS's values, for FLARE, whose liver is 1 and whose 14 is a tumour in any organ. Each layout's refusal
+    now ends with its own hint, kept in its module."""
+    nameless_decathlon, nameless_nnunet = decathlon(tmp_path / "d"), nnunet(tmp_path / "n")
+    (nameless_decathlon / "dataset.json").unlink()
+    (nameless_nnunet / "dataset.json").unlink()
+    for root, hint in (
+        (lits(tmp_path / "l"), "(LiTS: 1,2 = liver and tumour)"),
+        (flare(tmp_path / "FLARE23", prefix="FLARE23_"),
+         "(FLARE21, 22 and 23: 1 = liver; FLARE23's 14 is a tumour in any organ, not only the liver's)"),
+        (nameless_decathlon, "(the task's dataset.json names them; Task03_Liver: 1,2 = liver and cancer)"),
+        (nameless_nnunet, '(the dataset\'s dataset.json "labels" names them)'),
+    ):
+        plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+        assert plan.sources[1].error.endswith(f"give --liver-labels {plan.sources[1].name}=VALUES {hint}"), root
+
 def test_layout_can_be_forced(tmp_path):
     decathlon(tmp_path)  # a Decathlon folder read as nnU-Net: no _0000 suffixes
     found = find_source(tmp_path, layout="nnunet")

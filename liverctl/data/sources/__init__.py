@@ -14,7 +14,9 @@
 `find_source(path, layout=...)` forces one. Problems with single cases (a label without volume, two
 files with one id, ...) do not stop the others: they are collected in `DataLayout.problems`, one
 `LiverctlError` each. `labels.py` turns a dataset.json's label names into liver values; a layout whose
-dataset ships none but has a fixed list (BTCV, FLARE22, TotalSegmentator) names its values itself.
+dataset ships none but has a fixed list (BTCV, FLARE22, TotalSegmentator) names its values itself. A layout whose
+labels can go unnamed (LiTS, another FLARE year, a Decathlon or nnU-Net folder without dataset.json) holds the hint
+ingest's "give --liver-labels" line ends with, `LIVER_LABELS_HINT`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from liverctl.printable import quoted
 
 NAME = "decathlon"
 DESCRIPTION = "decathlon (imagesTr/, labelsTr/, imagesTs/, dataset.json)"
+LIVER_LABELS_HINT = "the task's dataset.json names them; Task03_Liver: 1,2 = liver and cancer"  # none beside it
 _TRAIN_FOLDERS = ("imagesTr", "labelsTr", "imagesVa", "labelsVa")  # AMOS's labelled validation set: more training
 
 

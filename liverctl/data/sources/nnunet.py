@@ -29,6 +29,7 @@ from liverctl.printable import quoted
 
 NAME = "nnunet"
 DESCRIPTION = "nnunet (imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json)"
+LIVER_LABELS_HINT = "the dataset's dataset.json \"labels\" names them"  # none beside it
 _CHANNEL = re.compile(r"^(?P<name>.+)_(?P<channel>\d{4})$")
 _LISTED_LOOKED_AT = 20  # entries of dataset.json's list looked at to tell the layouts apart (AMOS lists 240)
 
