@@ -567,6 +567,48 @@ def test_btcv_as_published(tmp_path):
     assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "BTCV's label list")
 
 
+def test_btcv_as_monai_converts_it(tmp_path):
+    """BTCV as MONAI's UNETR / Swin UNETR tutorials convert it (imagesTr/img0001.nii.gz, labelsTr/label0001.nii.gz,
+    dataset_0.json) read as the Decathlon's layout without dataset.json: every case 'training volume of case
+    'img0001' has no label in labelsTr/' and 'label of case 'label0001' has no volume', and the plan 'nothing names its
+    label values'. Its dataset_0.json is read as dataset.json (liver 6 from its names, its validation list training
+    cases too); without it, one problem says what to do."""
+    root = tmp_path / "BTCV"
+    for i in (1, 2, 35):
+        touch(root / "imagesTr" / f"img{i:04d}.nii.gz")
+        touch(root / "labelsTr" / f"label{i:04d}.nii.gz")
+    touch(root / "imagesTs" / "img0061.nii.gz")
+    names = ["background", "spleen", "rkid", "lkid", "gall", "eso", "liver", "sto", "aorta", "IVC", "veins",
+             "pancreas", "rad", "lad"]  # MONAI's dataset_0.json, as its tutorials ship it
+
+    def entry(i: int) -> dict[str, str]:
+        return {"image": f"imagesTr/img{i:04d}.nii.gz", "label": f"labelsTr/label{i:04d}.nii.gz"}
+
+    (root / "dataset_0.json").write_text(json.dumps({
+        "labels": dict(enumerate(names)), "training": [entry(1), entry(2)], "validation": [entry(35)],
+        "test": ["imagesTs/img0061.nii.gz"]}))
+    found = find_source(root)
+    assert found.layout == "decathlon" and not found.problems and not found.skipped
+    assert summary(found) == [("img0001", "train", "img0001.nii.gz", "label0001.nii.gz"),
+                              ("img0002", "train", "img0002.nii.gz", "label0002.nii.gz"),
+                              ("img0035", "train", "img0035.nii.gz", "label0035.nii.gz"),
+                              ("img0061", "test", "img0061.nii.gz", None)]
+    assert found.cases[0].known_labels == tuple(range(14)) and found.labels_named_by == "dataset_0.json"
+    plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "dataset_0.json")
+    touch(root / "imagesTr" / "img0040.nii.gz")  # not in its list: said with the list's own name
+    assert find_source(root).skipped == [
+        f"{root / 'imagesTr'}: 1 file that is not listed in dataset_0.json left out: img0040.nii.gz"]
+    (root / "dataset_0.json").unlink()
+    with pytest.raises(LiverctlError) as refused:
+        find_source(root)
+    assert str(refused.value) == (
+        f"{root}: imagesTr/ holds img0001.nii.gz and labelsTr/ label0001.nii.gz: BTCV as MONAI's tutorials convert "
+        "it, whose dataset_0.json pairs them and names its labels (liver 6); put that dataset_0.json beside them, or "
+        "give BTCV's RawData/ folder as published")
+
+
 def test_flare22_as_published(tmp_path):
     """FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz was no layout liverctl knew.
     Now it is one, naming FLARE22's 13 labels (liver 1 and nothing else); another FLARE year's files (FLARE23: label
