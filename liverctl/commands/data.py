@@ -53,7 +53,8 @@ def ingest(
     sources: list[str] = typer.Argument(
         ...,
         metavar="SOURCE",
-        help="Data folders, each in the competition's, LiTS, Decathlon, nnU-Net raw or TotalSegmentator layout; "
+        help="Data folders, each in the competition's, LiTS, Decathlon (AMOS22 too), nnU-Net raw, TotalSegmentator, "
+        "BTCV or FLARE22 layout; "
         "NAME=PATH names one. The first source of a new store is its main source; the others are extra "
         "training data.",
     ),

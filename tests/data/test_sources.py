@@ -461,6 +461,47 @@ def test_amos_validation_cases_are_training_cases_and_its_test_list_is_read(tmp_
     assert [(s.liver_labels, s.labels_from) for s in plan.sources] == [((6,), "dataset.json")]
 
 
+def test_amos_mri_cases_are_left_out_of_a_ct_store(tmp_path):
+    """AMOS22 holds 100 MRI scans (ids above 500): `ingest amos22/` took them as CT, each with at most a note that
+    read an MRI's 0..1500 as 'a CT whose rescale intercept (-1024) was lost? ... set scl_inter = -1024', and trained
+    a CT model on MRI. They are left out now, with one note: by AMOS's numbering (nnU-Net's AMOS task-1 conversion),
+    or by the scanner labeled_data_meta_0000_0599.csv names for each case where it is beside the data."""
+    root = amos(tmp_path / "amos22")
+    payload = json.loads((root / "dataset.json").read_text())
+    for i, (folder, key) in {507: ("Tr", "training"), 508: ("Tr", "training"), 518: ("Va", "validation")}.items():
+        touch(root / f"images{folder}" / f"amos_{i:04d}.nii.gz")
+        touch(root / f"labels{folder}" / f"amos_{i:04d}.nii.gz")
+        payload[key].append({"image": f"./images{folder}/amos_{i:04d}.nii.gz",
+                             "label": f"./labels{folder}/amos_{i:04d}.nii.gz"})
+    touch(root / "imagesTs" / "amos_0541.nii.gz")
+    payload["test"].append({"image": "./imagesTs/amos_0541.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["amos_0001", "amos_0002", "amos_0004", "amos_0008"]
+    assert not found.problems
+    assert found.skipped == [f"{root}: 4 cases that are AMOS's MRI scans (by AMOS's numbering, ids above 500; "
+                             "labeled_data_meta_0000_0599.csv beside the data would name each case's scanner), not CT "
+                             "left out: amos_0507, amos_0508, amos_0518, ..."]
+    # the published CSV, one folder up (amos22.zip and it side by side): its scanners decide, the numbering only
+    # for a case it does not place
+    (tmp_path / "labeled_data_meta_0000_0599.csv").write_text(
+        "amos_id,Patient's Sex,Manufacturer's Model Name,Manufacturer\n"
+        "1,F,Aquilion ONE,TOSHIBA\n4,M,Prisma,SIEMENS\n507,M,Ingenia,Philips\n508,F,SIGNA HDe,GE\n"
+        "518,M,Optima CT660,GE\n")
+    found = find_source(root)
+    assert [c.case_id for c in found.cases] == ["amos_0001", "amos_0002", "amos_0008", "amos_0518"]
+    assert found.skipped == [f"{root}: 4 cases that are AMOS's MRI scans (by their scanner in "
+                             "labeled_data_meta_0000_0599.csv), not CT left out: amos_0004, amos_0507, amos_0508, ..."]
+    (tmp_path / "labeled_data_meta_0000_0599.csv").write_text("id,scanner\n1,CT\n")  # not AMOS's columns: said
+    assert find_source(root).skipped[0] == (f"{tmp_path / 'labeled_data_meta_0000_0599.csv'}: has no 'amos_id' and "
+                                            "\"Manufacturer's Model Name\" columns: AMOS's MRI cases are told by AMOS's "
+                                            "numbering instead")
+    mri_only = touch(tmp_path / "mr" / "Dataset702_AbdomenMR" / "imagesTr" / "amos_0507_0000.nii.gz").parent.parent
+    touch(mri_only / "labelsTr" / "amos_0507.nii.gz")  # AMOS's MRI converted for nnU-Net: nothing to ingest, said
+    with pytest.raises(LiverctlError, match=r"no case to ingest in the nnunet .*: .*1 case that is AMOS's MRI"):
+        find_source(mri_only)
+
+
 def test_nnunet_case_with_two_channels_is_a_problem(tmp_path):
     nnunet(tmp_path)
     touch(tmp_path / "imagesTr" / "case_a_0001.nii.gz")
@@ -526,6 +567,48 @@ def test_btcv_as_published(tmp_path):
     assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "BTCV's label list")
 
 
+def test_btcv_as_monai_converts_it(tmp_path):
+    """BTCV as MONAI's UNETR / Swin UNETR tutorials convert it (imagesTr/img0001.nii.gz, labelsTr/label0001.nii.gz,
+    dataset_0.json) read as the Decathlon's layout without dataset.json: every case 'training volume of case
+    'img0001' has no label in labelsTr/' and 'label of case 'label0001' has no volume', and the plan 'nothing names its
+    label values'. Its dataset_0.json is read as dataset.json (liver 6 from its names, its validation list training
+    cases too); without it, one problem says what to do."""
+    root = tmp_path / "BTCV"
+    for i in (1, 2, 35):
+        touch(root / "imagesTr" / f"img{i:04d}.nii.gz")
+        touch(root / "labelsTr" / f"label{i:04d}.nii.gz")
+    touch(root / "imagesTs" / "img0061.nii.gz")
+    names = ["background", "spleen", "rkid", "lkid", "gall", "eso", "liver", "sto", "aorta", "IVC", "veins",
+             "pancreas", "rad", "lad"]  # MONAI's dataset_0.json, as its tutorials ship it
+
+    def entry(i: int) -> dict[str, str]:
+        return {"image": f"imagesTr/img{i:04d}.nii.gz", "label": f"labelsTr/label{i:04d}.nii.gz"}
+
+    (root / "dataset_0.json").write_text(json.dumps({
+        "labels": dict(enumerate(names)), "training": [entry(1), entry(2)], "validation": [entry(35)],
+        "test": ["imagesTs/img0061.nii.gz"]}))
+    found = find_source(root)
+    assert found.layout == "decathlon" and not found.problems and not found.skipped
+    assert summary(found) == [("img0001", "train", "img0001.nii.gz", "label0001.nii.gz"),
+                              ("img0002", "train", "img0002.nii.gz", "label0002.nii.gz"),
+                              ("img0035", "train", "img0035.nii.gz", "label0035.nii.gz"),
+                              ("img0061", "test", "img0061.nii.gz", None)]
+    assert found.cases[0].known_labels == tuple(range(14)) and found.labels_named_by == "dataset_0.json"
+    plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+    plan.check()
+    assert [(s.liver_labels, s.labels_from) for s in plan.sources][1] == ((6,), "dataset_0.json")
+    touch(root / "imagesTr" / "img0040.nii.gz")  # not in its list: said with the list's own name
+    assert find_source(root).skipped == [
+        f"{root / 'imagesTr'}: 1 file that is not listed in dataset_0.json left out: img0040.nii.gz"]
+    (root / "dataset_0.json").unlink()
+    with pytest.raises(LiverctlError) as refused:
+        find_source(root)
+    assert str(refused.value) == (
+        f"{root}: imagesTr/ holds img0001.nii.gz and labelsTr/ label0001.nii.gz: BTCV as MONAI's tutorials convert "
+        "it, whose dataset_0.json pairs them and names its labels (liver 6); put that dataset_0.json beside them, or "
+        "give BTCV's RawData/ folder as published")
+
+
 def test_flare22_as_published(tmp_path):
     """FLARE22Train/images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz was no layout liverctl knew.
     Now it is one, naming FLARE22's 13 labels (liver 1 and nothing else); another FLARE year's files (FLARE23: label
@@ -544,6 +627,24 @@ def test_flare22_as_published(tmp_path):
     with pytest.raises(LiverctlError, match=r"flare \(.*\): nothing names its label values.*--liver-labels flare="):
         plan.check()
 
+
+
+def test_each_layouts_request_for_liver_labels_carries_its_own_hint(tmp_path):
+    """A FLARE23 folder (named by nothing) was refused with 'give --liver-labels flare=VALUES (LiTS: 1,2 = liver and
+    tumour)': LiTS's values, for FLARE, whose liver is 1 and whose 14 is a tumour in any organ. Each layout's refusal
+    now ends with its own hint, kept in its module."""
+    nameless_decathlon, nameless_nnunet = decathlon(tmp_path / "d"), nnunet(tmp_path / "n")
+    (nameless_decathlon / "dataset.json").unlink()
+    (nameless_nnunet / "dataset.json").unlink()
+    for root, hint in (
+        (lits(tmp_path / "l"), "(LiTS: 1,2 = liver and tumour)"),
+        (flare(tmp_path / "FLARE23", prefix="FLARE23_"),
+         "(FLARE21, 22 and 23: 1 = liver; FLARE23's 14 is a tumour in any organ, not only the liver's)"),
+        (nameless_decathlon, "(the task's dataset.json names them; Task03_Liver: 1,2 = liver and cancer)"),
+        (nameless_nnunet, '(the dataset\'s dataset.json "labels" names them)'),
+    ):
+        plan = plan_sources([competition(tmp_path / "c"), root], tmp_path / "s.zarr")
+        assert plan.sources[1].error.endswith(f"give --liver-labels {plan.sources[1].name}=VALUES {hint}"), root
 
 def test_layout_can_be_forced(tmp_path):
     decathlon(tmp_path)  # a Decathlon folder read as nnU-Net: no _0000 suffixes

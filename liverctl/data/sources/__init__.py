@@ -14,7 +14,9 @@
 `find_source(path, layout=...)` forces one. Problems with single cases (a label without volume, two
 files with one id, ...) do not stop the others: they are collected in `DataLayout.problems`, one
 `LiverctlError` each. `labels.py` turns a dataset.json's label names into liver values; a layout whose
-dataset ships none but has a fixed list (BTCV, FLARE22, TotalSegmentator) names its values itself.
+dataset ships none but has a fixed list (BTCV, FLARE22, TotalSegmentator) names its values itself. A layout whose
+labels can go unnamed (LiTS, another FLARE year, a Decathlon or nnU-Net folder without dataset.json) holds the hint
+ingest's "give --liver-labels" line ends with, `LIVER_LABELS_HINT`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def find_source(data_dir: str | Path, layout: str | None = None) -> DataLayout:
         raise LiverctlError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}", path=root)
     found = LAYOUTS[layout].find(root)
     if not found.cases and not found.problems:
+        if found.skipped:  # every file left out on purpose (AMOS's MRI converted for nnU-Net): say why
+            raise LiverctlError(f"no case to ingest in the {LAYOUTS[layout].DESCRIPTION} layout: {found.skipped[-1]}",
+                                path=root)
         raise LiverctlError(f"no NIfTI volumes found in the {LAYOUTS[layout].DESCRIPTION} layout", path=root)
     return found
 

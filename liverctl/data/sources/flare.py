@@ -18,6 +18,8 @@ from liverctl.data.sources.nnunet import by_case
 
 NAME = "flare"
 DESCRIPTION = "flare (images/NAME_0000.nii.gz, labels/NAME.nii.gz)"
+# another year's files name nothing: ingest asks for --liver-labels with this
+LIVER_LABELS_HINT = "FLARE21, 22 and 23: 1 = liver; FLARE23's 14 is a tumour in any organ, not only the liver's"
 LABELS_NAMED_BY = "FLARE22's label list"
 LABEL_NAMES = {
     1: "liver", 2: "right kidney", 3: "spleen", 4: "pancreas", 5: "aorta", 6: "inferior vena cava",

@@ -25,9 +25,10 @@ _TUMOUR_WORDS = ("tumour", "tumor", "cancer", "lesion", "metasta")
 _BACKGROUND = ("background", "bg", "none", "unlabeled", "unlabelled")
 
 
-def read_dataset_json(root: Path) -> dict[str, Any] | None:
-    """The source's dataset.json as a dict; None where there is none. Unreadable JSON is an error."""
-    path = root / DATASET_JSON
+def read_dataset_json(root: Path, name: str = DATASET_JSON) -> dict[str, Any] | None:
+    """The source's dataset.json (or the list called `name`) as a dict; None where there is none. Unreadable JSON
+    is an error."""
+    path = root / name
     if not path.is_file():
         return None
     try:
@@ -43,14 +44,15 @@ def read_dataset_json(root: Path) -> dict[str, Any] | None:
     return payload
 
 
-def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | None:
-    """value -> name from a dataset.json's `labels` (either orientation); None without `labels`."""
+def label_names(payload: dict[str, Any] | None, path: Path, file_name: str = DATASET_JSON) -> dict[int, str] | None:
+    """value -> name from a dataset.json's `labels` (either orientation; `file_name`: the list's, in `path`); None
+    without `labels`."""
     if payload is None or "labels" not in payload:
         return None
     raw = payload["labels"]
     names: dict[int, str] = {}
     bad = LiverctlError(
-        'has a "labels" entry that is neither {"1": "liver"} nor {"liver": 1}', path=path / DATASET_JSON
+        'has a "labels" entry that is neither {"1": "liver"} nor {"liver": 1}', path=path / file_name
     )
     if not isinstance(raw, dict):
         raise bad
@@ -65,7 +67,7 @@ def label_names(payload: dict[str, Any] | None, path: Path) -> dict[int, str] | 
             raise bad
         for v, name in pairs:  # a value in several regions gets all their names: "liver + tumor"
             if (problem := label_value_problem(v)) is not None:  # the rule --liver-labels is checked by
-                raise LiverctlError(f'has a "labels" entry {quoted(name, 40)}: {problem}', path=path / DATASET_JSON)
+                raise LiverctlError(f'has a "labels" entry {quoted(name, 40)}: {problem}', path=path / file_name)
             names[v] = f"{names[v]} + {name}" if v in names else name
     return names
 

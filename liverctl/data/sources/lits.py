@@ -33,6 +33,7 @@ from liverctl.plural import agree, plural
 
 NAME = "lits"
 DESCRIPTION = "lits (volume-N.nii + segmentation-N.nii, flat or in batch folders)"
+LIVER_LABELS_HINT = "LiTS: 1,2 = liver and tumour"  # LiTS names no labels: ingest asks for them with this
 _DEPTH = 3  # the folder, its batch folders, and one level below them (archive/volume_pt1 beside archive (1)/...)
 _ANY_FOLDER_DEPTH = 2  # the folder and its batch folders: looked into whatever they hold; the third level only below
 # a folder holding no NIfTI (a download's folder of batch folders): a TotalSegmentator folder's 1228 subject folders

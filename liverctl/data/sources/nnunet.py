@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from liverctl.data.sources import amos
 from liverctl.data.sources.common import (
     DataLayout,
     Problems,
@@ -28,6 +29,7 @@ from liverctl.printable import quoted
 
 NAME = "nnunet"
 DESCRIPTION = "nnunet (imagesTr/NAME_0000.nii.gz, labelsTr/NAME.nii.gz, dataset.json)"
+LIVER_LABELS_HINT = "the dataset's dataset.json \"labels\" names them"  # none beside it
 _CHANNEL = re.compile(r"^(?P<name>.+)_(?P<channel>\d{4})$")
 _LISTED_LOOKED_AT = 20  # entries of dataset.json's list looked at to tell the layouts apart (AMOS lists 240)
 
@@ -95,4 +97,5 @@ def find(root: Path) -> DataLayout:
         by_case(nifti_files(root / "imagesTs", layout.skipped), problems),
         ("imagesTr/", "labelsTr/"),
     )
+    amos.leave_out_mri(layout)  # nnU-Net's Dataset219 (AMOS CT + MRI): its MRI cases
     return layout

@@ -31,7 +31,7 @@ from typing import Any
 
 from liverctl.data.liver_mask import check_liver_labels
 from liverctl.data.schema import METADATA_FILE, TEST, read_attrs
-from liverctl.data.sources import CaseFiles, DataLayout, find_source
+from liverctl.data.sources import LAYOUTS, CaseFiles, DataLayout, find_source
 from liverctl.data.sources.labels import liver_values
 from liverctl.data.store_writer import case_folders
 from liverctl.errors import LiverctlError
@@ -186,9 +186,9 @@ def _liver_labels(
         return kept[0], STORED_LABELS, False, None
     if found.layout == "competition":
         return None, "the competition layout's default", False, None
+    hint = getattr(LAYOUTS[found.layout], "LIVER_LABELS_HINT", "")  # each layout's own, where it has one
     return None, "", False, (
-        f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES "
-        "(LiTS: 1,2 = liver and tumour)"
+        f"nothing names its label values (no dataset.json); give --liver-labels {name}=VALUES" + (hint and f" ({hint})")
     )
 
 
