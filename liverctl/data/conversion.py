@@ -191,8 +191,11 @@ def intensity_note(stats: Any, path: Path, scaling: Any = None) -> str | None:
     # fat, noise); a crop inside soft tissue (all 40..200 HU, none near 0) is let be
     if (lo >= 0 and p1 < NARROW_HU) or p95 > DENSE_HU:
         below = "none below 0" if lo >= 0 else f"5% at {p95_} or above"
-        guess = ("a CT whose rescale intercept (-1024) was lost? Air should read about -1000 HU, liver about 60"
-                 if p95 > DENSE_HU else "an MRI or another image not in HU? A CT in HU has air at -1000, fat at -100")
+        if p95 <= DENSE_HU:
+            guess = "an MRI or another image not in HU? A CT in HU has air at -1000, fat at -100"
+        else:  # an MRI brighter than 900 with its background at 0 reads the same as a CT 1024 high
+            guess = (f"a CT whose rescale intercept (-1024) was lost{', or an MRI' if lo >= 0 else ''}? Air should "
+                     "read about -1000 HU, liver about 60")
         return (f"{path}: {seen}, {below}: {guess}. {window}: ingest it again in HU (a lost intercept: set "
                 f"scl_inter = -1024 in its header), {minmax}")
     return None

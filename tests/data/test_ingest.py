@@ -284,7 +284,7 @@ def test_volumes_not_in_hounsfield_units_get_one_note_each(dataset, tmp_path):
     notes = dict(line.split(": ", 1) for line in summary.notes)
     assert sorted(notes) == [str(vol / f"volume-{case}.nii.gz") for case in "01234"], summary.notes
     lost, unit, zscored, mri, zeros = (notes[str(vol / f"volume-{case}.nii.gz")] for case in "01234")
-    assert lost.startswith("values 0..") and "none below 0: a CT whose rescale intercept (-1024) was lost?" in lost
+    assert lost.startswith("values 0..") and "none below 0: a CT whose rescale intercept (-1024) was lost, or an MRI?" in lost
     assert "scl_inter = -1024" in lost and 'data.normalize = "minmax"' in lost
     assert unit.startswith("values 0..0.871, ") and "already normalised" in unit and "not Hounsfield units" in unit
     assert "already normalised" in zscored and "or z-scores" in zscored
@@ -324,7 +324,22 @@ def test_real_ct_cropped_to_its_liver_gets_no_note_and_without_its_intercept_one
     noted = sorted(line.split(": ", 1)[0] for line in summary.notes)
     assert noted == sorted(str(data / "test" / f"volume-{name}{end}.nii.gz")
                            for name in real_dataset.sources for end in ("-lost", "-box-lost")), summary.notes
-    assert all("a CT whose rescale intercept (-1024) was lost?" in line for line in summary.notes)
+    assert all("a CT whose rescale intercept (-1024) was lost" in line for line in summary.notes)
+
+
+def test_a_bright_mri_is_not_told_only_that_its_intercept_was_lost():
+    """An MRI of 0..1500 with its background at 0 read as 'a CT whose rescale intercept (-1024) was lost?' and was
+    told to set scl_inter = -1024: its statistics are a lost-intercept CT's too, so the note names both. A CT with
+    voxels below 0 (dcmqi's -3024 outside the scan field, 1024 high) can only be the CT."""
+    from pathlib import Path
+
+    from liverctl.data.conversion import intensity_note
+
+    mri = intensity_note({"min": 0, "max": 1500, "p1": 0, "p95": 1200, "p99": 1400}, Path("amos_0507.nii.gz"))
+    assert "none below 0: a CT whose rescale intercept (-1024) was lost, or an MRI?" in mri
+    assert 'if it is not CT in HU, train with data.normalize = "minmax"' in mri
+    ct = intensity_note({"min": -2000, "max": 3000, "p1": 20, "p95": 1100, "p99": 1300}, Path("ct.nii.gz"))
+    assert "a CT whose rescale intercept (-1024) was lost? " in ct and "MRI" not in ct
 
 
 def test_summary_counts(tiny_dataset, tmp_path):
