@@ -44,15 +44,19 @@ class ExpandedRuns:
 
     def weights(self) -> list[float] | None:
         """Each run's weight in the ensemble's mean (`shares`), or None where every run weighs the same: the plain
-        mean, added in run order and divided by the count, as one run's own prediction is."""
-        return None if len(set(self.shares)) <= 1 else list(self.shares)
+        mean, added in run order and divided by the count, as one run's own prediction is. The same up to rounding
+        (`--weights 0.3,0.1` over a 3-fold experiment and a run: 0.3 / 0.4 / 3 is 0.25000000000000006) is the same."""
+        if not self.shares or math.isclose(min(self.shares), max(self.shares), rel_tol=1e-9):
+            return None
+        return list(self.shares)
 
     def weights_note(self) -> str | None:
         """The members' shares where they differ or --weights set them: `ensemble weights: runs/cv 0.5 (5 folds, 0.1
         each), runs/x1 0.5`."""
         if self.weights() is None and not (self.weights_given and len(self.members) > 1):
             return None
-        parts = [f"{spec} {share:.3g}" + (f" ({folds} folds, {share / folds:.3g} each)" if folds else "")
+        parts = [f"{spec} {share:.3g}" + (f" ({plural(folds, 'fold')}{f', {share / folds:.3g} each' if folds > 1 else ''})"
+                                          if folds else "")
                  for spec, share, folds in self.members]
         return f"ensemble weights: {', '.join(parts)}"
 

@@ -291,6 +291,38 @@ def test_an_experiment_is_one_member_of_an_ensemble_its_folds_sharing_its_weight
             expand_runs([exp, other], weights=[1.0, bad])
 
 
+def test_weights_that_come_out_equal_only_up_to_rounding_are_the_plain_mean(tmp_path):
+    """`--run cv --run single --weights 0.3,0.1` (cv: 3 folds) weighs every model 1/4, but 0.3 / 0.4 / 3 is
+    0.25000000000000006 in floats beside 0.1 / 0.4 = 0.25: the shares read as unequal, so the submission was the
+    weighted sum (its own rounding) and said 'weighted', where `--weights 3,1` gave the plain mean to the bit."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp, other = _experiment(tmp_path), tmp_path / "single"
+    summary = folder.read_summary(exp)
+    summary["folds"] = [0, 1, 2]
+    folder.write_summary(exp, summary)
+    shutil.copytree(folder.fold_dir(exp, 1), folder.fold_dir(exp, 2))
+    text = (folder.fold_dir(exp, 2) / "config.toml").read_text(encoding="utf-8")
+    (folder.fold_dir(exp, 2) / "config.toml").write_text(text.replace("fold = 1", "fold = 2"), encoding="utf-8")
+    assert expand_runs([exp, other], weights=[3, 1]).weights() is None
+    expanded = expand_runs([exp, other], weights=[0.3, 0.1])
+    assert expanded.weights() is None
+    assert expanded.weights_note() == f"ensemble weights: {exp} 0.75 (3 folds, 0.25 each), {other} 0.25"
+
+
+def test_the_weights_note_of_a_one_fold_experiment(tmp_path):
+    """`train --folds 0` makes an experiment of one fold: the note said '(1 folds, 0.5 each)'."""
+    from liverctl.experiment.ensemble import expand_runs
+
+    exp, other = _experiment(tmp_path), tmp_path / "single"
+    summary = folder.read_summary(exp)
+    summary["folds"] = [0]
+    folder.write_summary(exp, summary)
+    assert expand_runs([exp, other]).weights_note() is None  # one model each: the plain mean
+    assert expand_runs([exp, other], weights=[2, 1]).weights_note() == (
+        f"ensemble weights: {exp} 0.667 (1 fold), {other} 0.333")
+
+
 def _thin(exp: Path, cases: int, folds: list[int], per_fold: dict, case_folds: dict | None) -> dict:
     summary = folder.read_summary(exp)
     summary["folds"] = folds
