@@ -58,17 +58,23 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
                             "folder you can write to", path=path) from None
 
 
-def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> None:
+def check_output_folder(path: str | os.PathLike, *, what: str, option: str, inside: str = "out") -> None:
     """`check_output_file` for an output folder written through `staged_folder`: refused up front where it is a
     file, or where the folder itself (if it exists) or the one beside it that stages its files cannot be written
-    (`submit --save-masks` into /kaggle/input failed only once the models were loaded)."""
+    (`submit --save-masks` into /kaggle/input failed only once the models were loaded). Where only the one beside
+    it cannot be, the line offers a folder `inside` it instead."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
-    for folder in dict.fromkeys([_nearest_existing(path), _nearest_existing(path.parent)]):
-        if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
-            raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
-                                "you can write to", path=path) from None
+    folder = _nearest_existing(path)
+    if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
+        raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
+                            "you can write to", path=path) from None
+    beside = _nearest_existing(path.parent)  # where staged_folder gathers them: not the user's folder, if it exists
+    if beside != folder and beside.is_dir() and (exc := write_probe_error(beside)) is not None:
+        raise LiverctlError(f"{what} are gathered in a hidden folder beside it, in {beside}, which cannot be written "
+                            f"({exc.strerror or exc}); give {option} a folder inside it, e.g. {path / inside}",
+                            path=path) from None
 
 
 def _nearest_existing(folder: Path) -> Path:

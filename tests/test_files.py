@@ -93,6 +93,34 @@ def test_a_read_only_file_system_names_the_target_and_keeps_its_os_error(tmp_pat
     assert os_error_behind(raised.value).errno == errno.EROFS
 
 
+def test_an_output_folder_whose_own_folder_is_writable_but_not_the_one_above_says_so(tmp_path, monkeypatch):
+    """staged_folder stages an output folder's files beside it: `submit --save-masks /kaggle/working` (writable) under
+    a /kaggle that is not was refused as 'cannot write the NIfTI masks in /kaggle: ...; give --save-masks a folder
+    you can write to', about a folder the user never named and as if theirs could not be written. Now the line
+    says where the staging goes and that a sub-folder of theirs works; a folder itself unwritable is as before."""
+    import tempfile
+
+    above, writable = tmp_path / "kaggle", tmp_path / "kaggle" / "working"
+    writable.mkdir(parents=True)
+    real = tempfile.TemporaryFile
+
+    def read_only_above(*args, dir=None, **kwargs):  # what a read-only mount answers, to root too
+        if os.fspath(dir) == os.fspath(above):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_above)
+    with pytest.raises(LiverctlError) as raised:
+        files.check_output_folder(writable, what="the NIfTI masks", option="--save-masks", inside="masks")
+    assert str(raised.value) == (
+        f"{writable}: the NIfTI masks are gathered in a hidden folder beside it, in {above}, which cannot be written "
+        f"(Read-only file system); give --save-masks a folder inside it, e.g. {writable / 'masks'}")
+    files.check_output_folder(writable / "masks", what="the NIfTI masks", option="--save-masks")  # the way out
+    with pytest.raises(LiverctlError, match=f"^{above}: cannot write the NIfTI masks in {above}: Read-only file "
+                                            "system; give --save-masks a folder you can write to$"):
+        files.check_output_folder(above, what="the NIfTI masks", option="--save-masks")
+
+
 def test_a_failed_check_keeps_the_old_file_and_removes_the_temp_file(tmp_path):
     target = tmp_path / "sub.csv"
     target.write_text("old")
