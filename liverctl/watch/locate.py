@@ -65,6 +65,9 @@ def find_run(run: str | None, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
         newest = newest_run(runs_root)
         if newest is None:
             # as `liverctl runs` says it: `liverctl train` alone asks for a preset
+            if not runs_root.is_dir():  # the wrong folder, or a mistyped --runs-dir: not an empty one
+                raise LiverctlError("no such folder (--runs-dir names another); train a run with "
+                                    "`liverctl train --preset demo`", path=runs_root)
             raise LiverctlError("no runs here yet; train one with `liverctl train --preset demo`", path=runs_root)
         return newest, runs_root
     run_dir = resolve_run(runs_root, run, need="folder")

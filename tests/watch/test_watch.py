@@ -1536,6 +1536,16 @@ def test_watch_before_any_run_says_how_to_train_one(tmp_path):
     assert result.stderr == f"error: {tmp_path}: no runs here yet; train one with `liverctl train --preset demo`\n"
 
 
+def test_watch_of_a_runs_folder_that_is_not_there_says_so(tmp_path):
+    """`liverctl watch` from the wrong folder (no ./runs) or with a mistyped --runs-dir said 'runs: no runs here
+    yet', as if the folder were there and empty, where `liverctl runs` and a run name's line say it is missing."""
+    missing = tmp_path / "rusn"
+    result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(missing)])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {missing}: no such folder (--runs-dir names another); train a run with "
+                             "`liverctl train --preset demo`\n")
+
+
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
     result = CliRunner().invoke(cli_app, ["watch", "nope", "--once", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
