@@ -434,6 +434,21 @@ def test_amos_case_numbers_are_no_nnunet_channels(tmp_path):
     assert detect_layout(v1) == "nnunet"
 
 
+def test_a_validation_folder_its_dataset_json_does_not_list_is_said(tmp_path):
+    """A dataset.json with a "training" list and no "validation" one (a copy of AMOS22 whose list was rewritten,
+    a user's own conversion) beside labelled imagesVa/ + labelsVa/: those cases were left out without a word, as
+    all of AMOS's were before a44bcec. They get the note any file its list does not name gets."""
+    root = amos(tmp_path / "amos")
+    payload = json.loads((root / "dataset.json").read_text())
+    del payload["validation"]
+    (root / "dataset.json").write_text(json.dumps(payload))
+    found = find_source(root)
+    assert [c.case_id for c in found.by_split("train")] == ["amos_0001", "amos_0004"]
+    assert found.skipped == [
+        f"{root / 'imagesVa'}: 1 file that is not listed in dataset.json left out: amos_0008.nii.gz",
+        f"{root / 'labelsVa'}: 1 file that is not listed in dataset.json left out: amos_0008.nii.gz"]
+
+
 def test_amos_validation_cases_are_training_cases_and_its_test_list_is_read(tmp_path):
     """AMOS22's labelled imagesVa/ + labelsVa/ were passed over without a word, and each entry of its test list,
     {"image": "./imagesTs/amos_0002.nii.gz"}, was a problem ("lists {...}, not a file name") and its file 'not

@@ -110,8 +110,8 @@ def find(root: Path) -> DataLayout:
         volumes = index_by_id(volume_files, problems)
         labels = {case_id_from_name(v.name): lab for v, lab in pairs}
         labels = {k: v for k, v in labels.items() if k in volumes}
-        _unlisted(datalist, _TRAIN_FOLDERS if isinstance(validation, list) else _TRAIN_FOLDERS[:2],
-                  volume_files + label_files, layout.skipped)
+        # imagesVa/ too without a "validation" list: its labelled cases are not left out without a word
+        _unlisted(datalist, _TRAIN_FOLDERS, volume_files + label_files, layout.skipped)
     else:
         if training is not None:  # a list someone's tool wrote as something else: said, not silently passed over
             layout.skipped.append(f'{datalist}: "training" is {_kind(training)}, not a list of cases: '
