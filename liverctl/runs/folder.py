@@ -355,10 +355,14 @@ def refuse_read_only_resume(run_dir: str | Path, runs_root: str | Path, what: st
     root = Path(runs_root)
     # the copy goes to --runs-dir, unless the run already sits there (then --runs-dir is the read-only one)
     dest = Path("runs") if run_dir.resolve().parent == root.resolve() else root
+    # a name not taken there: `cp -r X runs/` into an existing runs/x merged the two runs' files, and with no
+    # runs/ made runs/ itself the copy
+    names = (run_dir.name, *(f"{run_dir.name}-copy{'' if n == 1 else n}" for n in range(1, 100)))
+    copy = next((dest / name for name in names if not (dest / name).exists()), dest / f"{run_dir.name}-{os.getpid()}")
     raise LiverctlError(
         f"--resume continues {'an' if what[0] in 'aeiou' else 'a'} {what} in its own folder, and this one cannot be written ({exc.strerror or exc}); "
         f"copy it to a folder you can write to and resume the copy: "
-        f"`cp -r {run_dir} {dest}/ && liverctl train --resume {dest / run_dir.name}`",
+        f"`mkdir -p {dest} && cp -r {run_dir} {copy} && liverctl train --resume {copy}`",
         path=run_dir)
 
 

@@ -347,10 +347,15 @@ def test_a_run_in_a_read_only_folder_is_refused_with_the_copy_to_resume(tiny_sto
         train_run(TrainRequest(resume=str(run_dir), runs_dir=runs, device="cpu", show_progress=False))
     assert str(refused.value) == (
         f"{run_dir}: --resume continues a run in its own folder, and this one cannot be written (Read-only file "
-        f"system); copy it to a folder you can write to and resume the copy: `cp -r {run_dir} {runs}/ && "
-        f"liverctl train --resume {runs / 'r'}`")
+        f"system); copy it to a folder you can write to and resume the copy: `mkdir -p {runs} && cp -r {run_dir} "
+        f"{runs / 'r'} && liverctl train --resume {runs / 'r'}`")
+    # `cp -r X runs/` into a runs/ that already held an 'r' merged the two runs' files: the copy takes a free name
+    (runs / "r").mkdir(parents=True)
+    with pytest.raises(LiverctlError, match=rf"`mkdir -p {runs} && cp -r {run_dir} {runs / 'r-copy'} && liverctl "
+                                            rf"train --resume {runs / 'r-copy'}`$"):
+        train_run(TrainRequest(resume=str(run_dir), runs_dir=runs, device="cpu", show_progress=False))
     # named under a read-only --runs-dir, the copy goes to runs/ where the command runs
-    with pytest.raises(LiverctlError, match=rf"`cp -r {run_dir} runs/ && liverctl train --resume runs/r`$"):
+    with pytest.raises(LiverctlError, match=r"`mkdir -p runs && cp -r .* runs/r && liverctl train --resume runs/r`$"):
         train_run(TrainRequest(resume="r", runs_dir=tmp_path, device="cpu", show_progress=False))
     assert fake_training == [] and not (run_dir / ".lock").exists()
 
