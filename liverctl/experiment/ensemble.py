@@ -18,8 +18,8 @@ from liverctl.experiment.folder import (
     fold_checkpoint_check,
     fold_dir,
     fold_number,
-    interrupted_text,
     is_experiment_dir,
+    killed_text,
     read_summary,
     recorded_checkpoint_sha256,
     status_now,
@@ -138,8 +138,8 @@ def expand_runs(run_dirs: Sequence[str | os.PathLike], which: str = "best",
         if status == "running":
             raise LiverctlError(f"experiment is still being trained; submit it once it completes (`liverctl watch "
                                 f"{path}` follows it)", path=path)
-        if status == "interrupted" and summary.get("status") == "running":
-            raise LiverctlError(f"experiment is not finished: {interrupted_text(path)}", path=path)
+        if (killed := killed_text(path, summary, status)) is not None:
+            raise LiverctlError(f"experiment is not finished: {killed}", path=path)
         if status != "completed" or not isinstance(decision, dict):
             why = one_line(summary.get("message"), QUOTE_LIMIT)
             raise LiverctlError(

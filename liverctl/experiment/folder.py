@@ -52,8 +52,12 @@ def status_now(exp_dir: str | os.PathLike, summary: dict) -> str:
     return "interrupted" if status == "running" and not writer_alive(exp_dir) else status
 
 
-def interrupted_text(exp_dir: str | os.PathLike) -> str:
-    """What an interrupted experiment (`status_now`) is, and what to do: one line."""
+def killed_text(exp_dir: str | os.PathLike, summary: dict, status: str) -> str | None:
+    """What a killed experiment is, and what to do, in one line: one whose experiment.json says running where
+    `status_now` (`status`) found nothing writing it; None for any other (a Ctrl-C or a time limit wrote its own
+    last word)."""
+    if status != "interrupted" or summary.get("status") != "running":
+        return None
     return (f"{SUMMARY_FILE} says running but nothing is writing it (killed?); continue it with "
             f"`liverctl train --resume {exp_dir}`")
 

@@ -11,7 +11,7 @@ from liverctl.errors import LiverctlError
 from liverctl.experiment.folder import (
     decision_caution,
     fold_dir,
-    interrupted_text,
+    killed_text,
     read_summary,
     spread_text,
     status_now,
@@ -40,8 +40,8 @@ def summarize_experiment(exp_dir: str | Path):
     settings.pop("data.fold", None)
     out.settings = settings
     out.status = status_now(exp_dir, summary)
-    if summary.get("status") == "running" and out.status == "interrupted":  # killed: it wrote no last word
-        out.problems.append(interrupted_text(exp_dir))
+    if (killed := killed_text(exp_dir, summary, out.status)) is not None:  # it wrote no last word
+        out.problems.append(killed)
     elif out.status not in ("completed", "running"):  # its message says which fold stopped it, and how
         out.ended_because = one_line(summary.get("message"))
     # Per fold, as a run's (the sum over 5 folds of 20 epochs read as one model trained for 100)

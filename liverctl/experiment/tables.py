@@ -7,7 +7,7 @@ from pathlib import Path
 
 from liverctl.experiment.folder import (
     decision_caution,
-    interrupted_text,
+    killed_text,
     read_summary,
     spread_text,
     status_now,
@@ -90,8 +90,8 @@ def headline(summary: dict, exp_dir: Path | None = None) -> str:
     name, preset = (one_line(summary.get(key), QUOTE_LIMIT) or "-" for key in ("name", "preset"))
     status = str(summary.get("status") or "unknown") if exp_dir is None else status_now(exp_dir, summary)
     parts = [f"experiment {name} ({preset}, {plural(len(summary['folds']), 'fold')}, {one_line(status, QUOTE_LIMIT)})"]
-    if status == "interrupted" and summary.get("status") == "running":
-        parts.append(interrupted_text(exp_dir))
+    if exp_dir is not None and (killed := killed_text(exp_dir, summary, status)) is not None:
+        parts.append(killed)
     if cv.get("mean") is not None:
         parts.append(f"per-fold best volume Dice {_fmt(cv['mean'])}{spread_text(cv)}")
     if o.get("volume_dice") is not None:
