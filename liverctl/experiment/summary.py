@@ -36,9 +36,7 @@ def summarize_experiment(exp_dir: str | Path):
     fold_runs = {f: runs.summarize_run(fold_dir(exp_dir, f)) for f in summary["folds"] if fold_dir(exp_dir, f).is_dir()}
     out.folds = list(fold_runs.values())
     out.preset = summary.get("preset")
-    settings = runs.flatten_config(summary["config"])
-    settings.pop("data.fold", None)
-    out.settings = settings
+    out.settings = experiment_settings(summary)
     out.status = status_now(exp_dir, summary)
     if (killed := killed_text(exp_dir, summary, out.status)) is not None:  # it wrote no last word
         out.problems.append(killed)
@@ -72,6 +70,16 @@ def summarize_experiment(exp_dir: str | Path):
         out.problems.append(f"{agree(len(missing), 'fold run folder', 'fold run folders')} missing: "
                             f"{', '.join(f'fold-{f}' for f in missing)}")
     return out
+
+
+def experiment_settings(summary: dict) -> dict[str, Any]:
+    """An experiment's config (experiment.json's) as flat `section.key` settings, as a run's are, without data.fold:
+    each fold's own."""
+    from liverctl.runs.summary import flatten_config
+
+    settings = flatten_config(summary["config"])
+    settings.pop("data.fold", None)
+    return settings
 
 
 def cv_mean(summary) -> float | None:

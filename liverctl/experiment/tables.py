@@ -59,12 +59,10 @@ def option_grid(summary: dict) -> tuple[list[str], list[list[str]]]:
 def settings_text(summary: dict) -> str:
     """`settings beyond preset demo: data.input_size=64, train.epochs=1` of an experiment (`runs.table.
     settings_beyond_preset`, as `report RUN` says it of a run), data.fold left out: each fold's own."""
-    from liverctl.runs.summary import flatten_config
+    from liverctl.experiment.summary import experiment_settings
     from liverctl.runs.table import settings_beyond_preset
 
-    settings = flatten_config(summary["config"])
-    settings.pop("data.fold", None)
-    return settings_beyond_preset(summary.get("preset"), settings, where="experiment.json")
+    return settings_beyond_preset(summary.get("preset"), experiment_settings(summary), where="experiment.json")
 
 
 FOLD_HEAD = ("fold", "run", "status", "best volume Dice", "out-of-fold cases")
