@@ -84,6 +84,15 @@ def _nearest_existing(folder: Path) -> Path:
     return folder
 
 
+def not_writable_error(folder: str | os.PathLike) -> OSError | None:
+    """`write_probe_error` where it says `folder` cannot be written (`liverctl.disk.NOT_WRITABLE`: a read-only
+    mount such as /kaggle/input, permission denied), else None: another error is the command's own to meet."""
+    from liverctl.disk import NOT_WRITABLE
+
+    exc = write_probe_error(folder)
+    return exc if exc is not None and exc.errno in NOT_WRITABLE else None
+
+
 def write_probe_error(folder: str | os.PathLike) -> OSError | None:
     """The `OSError` a new file in `folder` meets (a read-only file system, permission denied), or None: a
     probe file is created and removed, which answers for root on a read-only mount where permissions do not."""

@@ -61,13 +61,11 @@ def ingest_running(store: str | os.PathLike) -> bool:
 def refuse_read_only_folder(store: Path) -> None:
     """An ingest writes beside the store (its lock and work folder) and in it: a store whose folder cannot be
     written (one attached read-only, as /kaggle/input is) is refused in one line saying what reads it as it is."""
-    from liverctl.disk import NOT_WRITABLE
-    from liverctl.files import write_probe_error
+    from liverctl.files import not_writable_error
 
     if not store.parent.is_dir():  # made by the ingest: a failure there is the folder's own line
         return
-    exc = write_probe_error(store.parent)
-    if exc is not None and exc.errno in NOT_WRITABLE:
+    if (exc := not_writable_error(store.parent)) is not None:
         as_it_is = (", or use this store as it is: train --store, submit --store and `liverctl verify --store` "
                     "only read it") if store.is_dir() else ""
         raise LiverctlError(f"its folder cannot be written ({exc.strerror or exc}); ingest into a --store in a folder "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, is_temp_file, lock_held, temp_files, write_probe_error
+from liverctl.files import flock_retrying, is_temp_file, lock_held, not_writable_error, temp_files
 from liverctl.printable import first_line, quoted
 from liverctl.suggest import nearest
 
@@ -346,11 +346,9 @@ def trained_store(run_dir: str | os.PathLike) -> Path | None:
 def refuse_read_only_resume(run_dir: str | Path, runs_root: str | Path, what: str = "run") -> None:
     """`--resume` continues a run (or an experiment) in its own folder: one attached read-only (a teammate's
     runs in /kaggle/input) is refused before anything is loaded, with the copy to make and resume instead."""
-    from liverctl.disk import NOT_WRITABLE
-
     run_dir = Path(run_dir)
-    exc = write_probe_error(run_dir)
-    if exc is None or exc.errno not in NOT_WRITABLE:
+    exc = not_writable_error(run_dir)
+    if exc is None:
         return
     root = Path(runs_root)
     # the copy goes to --runs-dir, unless the run already sits there (then --runs-dir is the read-only one)
