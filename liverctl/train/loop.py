@@ -149,10 +149,10 @@ def run_training(
 def _out_of_memory(exc: BaseException, cfg: dict | None) -> LiverctlError | None:
     """A batch that does not fit the GPU (CUDA's out-of-memory error, a traceback before) as one line saying
     which settings to lower."""
-    if cfg is None:
-        return out_of_memory(exc, "training", "lower train.batch_size or data.input_size")
-    tc, dc = cfg["train"], cfg["data"]
     advice = "lower train.batch_size or data.input_size"
+    if cfg is None:
+        return out_of_memory(exc, "training", advice)
+    tc, dc = cfg["train"], cfg["data"]
     if tc.get("amp") == "off":
         advice += ", or train.amp=auto (activations kept in 16 bits)"
     return out_of_memory(exc, f"training at train.batch_size {tc['batch_size']}, data.input_size {dc['input_size']}",
