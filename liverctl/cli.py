@@ -6,6 +6,7 @@ No logic lives here; see `liverctl/commands/` for the thin command bodies.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import typer
 
@@ -32,7 +33,17 @@ for _name in _COMMAND_MODULES:
         continue
     _module.register(app)
 
+
+def help_paragraphs(doc: str) -> str:
+    """A command's docstring as its help: each paragraph's lines joined into one. Typer's rich help keeps a
+    docstring's line breaks, so `liverctl --help` broke `verify`'s and `train`'s descriptions in mid-sentence
+    at every width but the one the source was wrapped for."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
 for _command in [*app.registered_commands, *(c for g in app.registered_groups for c in g.typer_instance.registered_commands)]:
+    if _command.help is None and _command.callback.__doc__:
+        _command.help = help_paragraphs(_command.callback.__doc__)
     _command.callback = expand_home(_command.callback)
 
 

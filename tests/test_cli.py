@@ -143,6 +143,17 @@ def test_every_option_and_argument_says_what_it_is_under_one_name():
     assert seen > 50
 
 
+def test_every_command_help_breaks_only_between_paragraphs():
+    """A docstring's line breaks reached `liverctl --help` as they were: `verify`'s description broke after 'a copy
+    between machines' at any width but the source's. Each paragraph is one line now, wrapped by the terminal."""
+    seen = 0
+    for name, command in _commands():
+        for paragraph in (command.help or "").split("\n\n"):
+            seen += 1
+            assert "\n" not in paragraph and paragraph == paragraph.strip(), f"{name}: {paragraph!r}"
+    assert seen > 10
+
+
 _EXIT_PROBE = """
 import atexit, gc, sys
 from liverctl.cli import main
