@@ -268,9 +268,47 @@ def test_a_name_near_no_run_lists_the_runs_there_or_says_how_to_train_one(tmp_pa
         resolve_run("runs", "unet")
     assert str(far.value).endswith("; the runs in runs/, newest first: 'cv', 'v3-base', 'v5-tversky' "
                                    "(`liverctl runs` lists them)")
-    with pytest.raises(LiverctlError, match=r"; there is no folder elsewhere/ \(--runs-dir names another\); train "
-                                            r"one with `liverctl train --preset demo`$"):
+    with pytest.raises(LiverctlError, match=r"; there is no folder elsewhere/; train one with `liverctl train "
+                                            r"--preset demo`, or give --runs-dir the folder that holds yours$"):
         resolve_run("elsewhere", "unet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LiverctlError, match=r"; empty/ holds no runs \(--runs-dir"):
+    with pytest.raises(LiverctlError, match=r"; empty/ holds no runs; train one with"):
         resolve_run("empty", "unet")
+
+
+@pytest.mark.parametrize("typed, meant", [("cv/fodl-1", "cv/fold-1"), ("fold1", "cv/fold-1"),
+                                          ("runs/cv/fodl-1", "cv/fold-1"), ("cv/fold-12", "cv/fold-12")])
+def test_a_mistyped_fold_run_gets_the_experiments_fold_runs_as_its_nearest_names(tmp_path, monkeypatch, typed, meant):
+    """`liverctl watch cv/fodl-1` (or `fold1`) was offered only the top-level names ('cv', ...), never the fold run
+    meant: an experiment's fold runs (`cv/fold-1`, which every command takes as a name) are among the names now."""
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path / "runs", "v3-base", "config.toml")
+    (tmp_path / "runs" / "cv").mkdir()
+    (tmp_path / "runs" / "cv" / "experiment.json").write_text("{}")
+    for k in (0, 1, 2, 12):
+        _run(tmp_path / "runs" / "cv", f"fold-{k}", "events.jsonl")
+    if typed == meant:
+        assert resolve_run("runs", typed) == Path("runs") / meant  # the name itself is a run: no hint to give
+        return
+    with pytest.raises(LiverctlError, match=rf"did you mean '{meant}'"):
+        resolve_run("runs", typed)
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_no_runs_is_said_one_way_by_runs_watch_and_a_run_name(tmp_path, monkeypatch, state):
+    """`runs` said 'no such folder; train a run first' or 'no runs here (...)', `watch` 'no such folder (--runs-dir
+    names another)' or 'no runs here yet', a run name 'there is no folder runs/' or 'runs/ holds no runs': six
+    wordings of two situations. Now one per situation (`folder.no_runs_text`), each saying what to do."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    if state == "empty":
+        (tmp_path / "runs").mkdir()
+    where = "runs/ holds no runs" if state == "empty" else "there is no folder runs/"
+    line = f"{where}; train one with `liverctl train --preset demo`, or give --runs-dir the folder that holds yours"
+    for args in (["runs"], ["watch", "--once"], ["report", "v5"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.strip().endswith(line), (args, result.stderr)
