@@ -26,7 +26,7 @@ from liverctl.files import (
     temp_files,
 )
 from liverctl.printable import first_line, quoted
-from liverctl.suggest import nearest
+from liverctl.suggest import hint_for, nearest
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -124,7 +124,7 @@ def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, f
     near = nearest(_typed_name(root, name_or_path), names + folds, n=3)
     listing = "`liverctl runs`" if root == Path("runs") else f"`liverctl runs {root}`"
     if near:
-        hint = f"did you mean {' or '.join(map(quoted, near))}? {listing} lists the runs"
+        hint = f"{hint_for(near)} {listing} lists the runs"
     elif names:
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         hint = f"the runs in {root}/, newest first: {', '.join(map(quoted, names[:5]))}{more} ({listing} lists them)"
