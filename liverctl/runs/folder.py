@@ -6,6 +6,7 @@ Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -391,11 +392,29 @@ def refuse_read_only_resume(run_dir: str | Path, runs_root: str | Path, what: st
     # runs/ made runs/ itself the copy
     names = (run_dir.name, *(f"{run_dir.name}-copy{'' if n == 1 else n}" for n in range(1, 100)))
     copy = next((dest / name for name in names if not (dest / name).exists()), dest / f"{run_dir.name}-{os.getpid()}")
+    writable = f" && chmod -R u+w {copy}" if _copy_stays_read_only(run_dir) else ""
     raise LiverctlError(
         f"--resume continues {'an' if what[0] in 'aeiou' else 'a'} {what} in its own folder, and this one cannot be written ({exc.strerror or exc}); "
         f"copy it to a folder you can write to and resume the copy: "
-        f"`mkdir -p {dest} && cp -r {run_dir} {copy} && liverctl train --resume {copy}`",
+        f"`mkdir -p {dest} && cp -r {run_dir} {copy}{writable} && liverctl train --resume {copy}`",
         path=run_dir)
+
+
+def _copy_stays_read_only(folder: Path) -> bool:
+    """Whether `cp -r folder` leaves this user a copy it cannot write: cp gives each file and folder it makes the
+    source's mode (less the umask), so one without its owner's write bit stays so; root writes it all the same."""
+    import stat
+
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None or geteuid() == 0:
+        return False
+    for parent, dirs, files in os.walk(folder):
+        for path in (parent, *(os.path.join(parent, name) for name in (*dirs, *files))):
+            with contextlib.suppress(OSError):  # gone meanwhile: nothing to copy
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and not mode & stat.S_IWUSR:
+                    return True
+    return False
 
 
 def find_resume_run(runs_root: str | Path, run: str) -> Path:

@@ -312,3 +312,33 @@ def test_no_runs_is_said_one_way_by_runs_watch_and_a_run_name(tmp_path, monkeypa
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.strip().endswith(line), (args, result.stderr)
+
+
+@pytest.mark.parametrize("euid, mode, chmod", [(1000, 0o444, True), (0, 0o444, False), (1000, 0o644, False)])
+def test_the_copy_to_resume_is_made_writable_only_where_cp_keeps_it_read_only(tmp_path, monkeypatch, euid, mode,
+                                                                               chmod):
+    """The read-only resume's advice `mkdir -p runs && cp -r X runs/x && liverctl train --resume runs/x` failed for
+    a user other than root where X's files are read-only: cp keeps their modes. `chmod -R u+w runs/x` is now one of
+    the steps there, and only there (root writes the copy all the same; a writable mode needs none)."""
+    import errno
+    import tempfile
+
+    from liverctl.runs.folder import refuse_read_only_resume
+
+    run = _run(tmp_path / "input", "x", "config.toml", "events.jsonl")
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # what a read-only mount answers, to root too
+        if Path(dir) == run:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    (run / "config.toml").chmod(mode)
+    runs = tmp_path / "runs"
+    with pytest.raises(LiverctlError) as refused:
+        refuse_read_only_resume(run, runs)
+    step = f" && chmod -R u+w {runs / 'x'}" if chmod else ""
+    assert str(refused.value).endswith(f"`mkdir -p {runs} && cp -r {run} {runs / 'x'}{step} && liverctl train "
+                                       f"--resume {runs / 'x'}`")
