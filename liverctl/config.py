@@ -20,7 +20,7 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.files import natural_key, write_atomic
 from liverctl.printable import one_line, quoted
-from liverctl.suggest import did_you_mean
+from liverctl.suggest import did_you_mean, hint_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -144,7 +144,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if lhs.count(".") != 1:
         defaults = load_defaults()  # `--set epochs=3`: the key without its section, said where it is
         owners = [f"{section}.{lhs}" for section in SECTIONS if lhs in defaults.get(section, {})]
-        hint = f"; did you mean {' or '.join(owners)}?" if owners else ""
+        hint = f"; {hint_for(owners)}" if owners else ""
         raise LiverctlError(f"--set expects section.key=value, got {quoted(text)}{hint}")
     section, key = lhs.split(".")
     try:

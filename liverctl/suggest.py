@@ -40,5 +40,11 @@ def nearest(word: str, candidates: Iterable[str], n: int = 1, cutoff: float = CU
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 1, cutoff: float = CUTOFF, *,
                  ties_only: bool = False) -> str:
     """"did you mean 'x'?" or "did you mean 'x' or 'y'?" (`nearest`), "" where no name is near."""
-    near = nearest(word, candidates, n, cutoff, ties_only=ties_only)
-    return f"did you mean {' or '.join(map(quoted, near))}?" if near else ""
+    return hint_for(nearest(word, candidates, n, cutoff, ties_only=ties_only))
+
+
+def hint_for(names: Iterable[str]) -> str:
+    """"did you mean 'x'?" or "did you mean 'x' or 'y'?" for names already found (a caller that maps what
+    `nearest` found: a timm name's `tu-`, an architecture's spelling), "" for none."""
+    names = list(names)
+    return f"did you mean {' or '.join(map(quoted, names))}?" if names else ""

@@ -89,10 +89,11 @@ def test_bad_override_syntax():
         parse_override("foo=3")
 
 
-@pytest.mark.parametrize("text, owners", [("lr=3", "optim.lr"), ("epochs=3", "train.epochs"),
-                                          ("batch_size=8", "train.batch_size or infer.batch_size")])
+@pytest.mark.parametrize("text, owners", [("lr=3", "'optim.lr'"), ("epochs=3", "'train.epochs'"),
+                                          ("batch_size=8", "'train.batch_size' or 'infer.batch_size'")])
 def test_a_key_without_its_section_is_said_where_it_is(text, owners):
-    """`--set epochs=3` was "--set expects section.key=value, got 'epochs=3'", the section left to be found."""
+    """`--set epochs=3` was "--set expects section.key=value, got 'epochs=3'", the section left to be found; the
+    keys are quoted as every hint quotes its names (`suggest.hint_for`)."""
     with pytest.raises(LiverctlError) as info:
         parse_override(text)
     assert str(info.value) == f"--set expects section.key=value, got '{text}'; did you mean {owners}?"

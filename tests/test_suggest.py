@@ -10,7 +10,7 @@ import pytest
 
 import liverctl
 from liverctl.errors import LiverctlError
-from liverctl.suggest import did_you_mean, nearest
+from liverctl.suggest import did_you_mean, hint_for, nearest
 
 ROOT = Path(liverctl.__file__).parent
 
@@ -40,6 +40,8 @@ def test_the_hint_quotes_each_name_as_messages_do():
     assert did_you_mean("flip", ["hflip", "flips"], n=2) == "did you mean 'hflip' or 'flips'?"
     assert did_you_mean("it's", ["it's"]) == 'did you mean "it\'s"?'
     assert did_you_mean("zzz", ["hflip"]) == ""
+    assert hint_for(["tu-resnet18", "it's"]) == 'did you mean \'tu-resnet18\' or "it\'s"?'  # names found elsewhere
+    assert hint_for([]) == ""
 
 
 def test_an_unknown_preset_suggests_the_nearest():

@@ -100,10 +100,11 @@ def ingest(
             raise LiverctlError(f"--verify rebuilds the damaged cases it finds and --dry-run writes nothing; to check "
                                 f"the store without writing, run `liverctl verify --store {store}`")
         if dry_run:
-            from liverctl.data.ingest import planned_folds
+            from liverctl.data.ingest import planned_empty_folds_note, planned_folds
 
             folds_line = planned_folds(store, folds, fold_seed)  # a bad --folds is the dry run's one line too
-            _print_plan(plan_sources(sources, store, labels, layouts, extra_in_folds), store, folds_line)
+            plan = plan_sources(sources, store, labels, layouts, extra_in_folds)
+            _print_plan(plan, store, folds_line, planned_empty_folds_note(plan, store, folds))
             return
         with progress_bar() as bar:
             bar.stage("ingest")
@@ -211,9 +212,9 @@ def _fold_name(fold: int) -> str:
     return "train-only" if fold == TRAIN_ONLY_FOLD else "none" if fold < 0 else str(fold)
 
 
-def _print_plan(plan, store: Path, folds_line: str) -> None:
+def _print_plan(plan, store: Path, folds_line: str, empty_folds: str | None = None) -> None:
     """What `ingest --dry-run` shows per source: layout, role, liver labels, ids, cases, problems; then the folds
-    it would deal; `LiverctlError` when a source has a problem."""
+    it would deal, and the note of folds it would leave empty; `LiverctlError` when a source has a problem."""
     for s in plan.sources:
         train = sum(1 for c in s.cases if c.split == "train")
         role = f"{s.role}, {'in the folds' if s.in_folds else 'train-only'}"
@@ -234,6 +235,8 @@ def _print_plan(plan, store: Path, folds_line: str) -> None:
         for line in s.problems:
             print_error(line)
     console.print(esc(folds_line), highlight=False, soft_wrap=True)
+    if empty_folds:
+        err_console.print(f"[bold yellow]note:[/] {esc(empty_folds)}", highlight=False, soft_wrap=True)
     problems = [s for s in plan.sources if s.error] + plan.problems
     if problems:
         from liverctl.errors import LiverctlError

@@ -170,15 +170,19 @@ def evaluate_command(
             # the problems are listed: the error line counts them rather than repeating the first
             raise LiverctlError(f"malformed submission: {plural(exc.count, 'problem')} (above)",
                                 path=exc.path) from None
-        beside, unsaved = write_scores_beside(ev, submission)
-        saved = [beside] if beside is not None else []
-        if json_out is not None and not to_stdout:
-            saved.append(write_scores(ev, json_out))
         # `--json -`: stdout holds the JSON alone (for a pipe or jq), the table goes to stderr, as with bench.
         out = err_console if to_stdout else console
+        # the figures before any file is written: a write that fails (a full disk) still leaves them shown
         _print_scores(ev, out)
-        for note in [*ev.notes, *([unsaved] if unsaved else [])]:  # beneath the figures they explain
+        for note in ev.notes:  # beneath the figures they explain
             err_console.print(f"[bold yellow]note:[/] {esc(note)}", highlight=False, soft_wrap=True)
+        elsewhere = json_out if json_out is not None and not to_stdout else None
+        beside, unsaved = write_scores_beside(ev, submission, elsewhere=elsewhere)
+        saved = [beside] if beside is not None else []
+        if elsewhere is not None:
+            saved.append(write_scores(ev, elsewhere))
+        if unsaved:
+            err_console.print(f"[bold yellow]note:[/] {esc(unsaved)}", highlight=False, soft_wrap=True)
         if saved:
             out.print(f"scores saved to {' and '.join(map(str, saved))}", highlight=False, markup=False)
         if to_stdout:

@@ -247,10 +247,34 @@ def empty_folds_note(cases: dict[str, dict[str, Any]], n_folds: int) -> str | No
     empty = [fold for fold in range(n_folds) if fold not in dealt]
     if not in_folds or not empty:
         return None
-    return (f"{len(empty)} of the {n_folds} folds ({', '.join(map(str, empty))}) {agree(len(empty), 'holds', 'hold')} "
-            f"no training case, with {plural(in_folds, 'training case')} in the folds: no run can validate on "
-            f"{agree(len(empty), 'it', 'them')} (`train --folds all` skips {agree(len(empty), 'it', 'them')}); "
-            f"--folds {in_folds} or fewer leaves none empty")
+    return _empty_folds_text(f"{len(empty)} of the {n_folds} folds ({', '.join(map(str, empty))}) "
+                             f"{agree(len(empty), 'holds', 'hold')}", len(empty), in_folds)
+
+
+def planned_empty_folds_note(plan: IngestPlan, store: str | Path, n_folds: int | None) -> str | None:
+    """`empty_folds_note` before the ingest (`ingest --dry-run`): where the training cases in the folds after it
+    (the plan's, and the store's other ones) are fewer than the folds, that many folds at least are left empty
+    whatever the deal; which ones the deal decides, so they are not named."""
+    store = Path(store)
+    n, _, _ = fold_settings(read_attrs(store), n_folds, None)
+    planned = {c.case_id for s in plan.sources for c in s.cases}
+    in_folds = {c.case_id for s in plan.sources if s.in_folds and s.error is None for c in s.cases if c.split == TRAIN}
+    for case, attrs in case_folders(store).items() if store.is_dir() else ():  # kept as they are
+        fold = attrs.get("fold")
+        if case not in planned and attrs.get("complete") is True and attrs.get("split") == TRAIN and (
+                isinstance(fold, int) and fold >= 0):
+            in_folds.add(case)
+    if not 0 < len(in_folds) < n:
+        return None
+    empty = n - len(in_folds)
+    return _empty_folds_text(f"at least {empty} of the {n} folds would hold", empty, len(in_folds))
+
+
+def _empty_folds_text(folds_hold: str, empty: int, in_folds: int) -> str:
+    """The empty-folds note after what holds no case ('2 of the 9 folds (3, 7) hold')."""
+    them = agree(empty, "it", "them")
+    return (f"{folds_hold} no training case, with {plural(in_folds, 'training case')} in the folds: no run can "
+            f"validate on {them} (`train --folds all` skips {them}); --folds {in_folds} or fewer leaves none empty")
 
 
 def planned_folds(store: str | Path, n_folds: int | None, fold_seed: int | None) -> str:

@@ -147,10 +147,12 @@ def write_scores(evaluation: Evaluation, path: str | os.PathLike) -> Path:
     return write_atomic(path, json.dumps(evaluation.to_json(), indent=2) + "\n", what="the scores")
 
 
-def write_scores_beside(evaluation: Evaluation, submission: str | os.PathLike) -> tuple[Path | None, str | None]:
+def write_scores_beside(evaluation: Evaluation, submission: str | os.PathLike,
+                        elsewhere: str | os.PathLike | None = None) -> tuple[Path | None, str | None]:
     """Write the scores beside the CSV (`scores_path`, where `liverctl runs` finds them): (the path, None), or
     for a CSV in a folder that cannot be written (attached read-only, as /kaggle/input is) (None, a note): the
-    figures are printed all the same, only the file and what `runs` shows of it are missing."""
+    figures are printed all the same, only the file and what `runs` shows of it are missing. `elsewhere`: the
+    `--json FILE` the scores are also saved to, which the note names rather than advising `--json FILE`."""
     path = scores_path(submission)
     try:
         return write_scores(evaluation, path), None
@@ -158,5 +160,8 @@ def write_scores_beside(evaluation: Evaluation, submission: str | os.PathLike) -
         cause = os_error_behind(exc)
         if cause is None or cause.errno not in NOT_WRITABLE:
             raise
-        return None, (f"{path}: not saved beside the CSV ({cause.strerror or cause}); `--json FILE` saves the scores "
-                      "in a folder you can write to (`liverctl runs` finds them only beside the CSV)")
+        why = f"{path}: not saved beside the CSV ({cause.strerror or cause})"
+        if elsewhere is not None:
+            return None, f"{why}, only in {elsewhere} (`liverctl runs` finds them only beside the CSV)"
+        return None, (f"{why}; `--json FILE` saves the scores in a folder you can write to (`liverctl runs` finds "
+                      "them only beside the CSV)")

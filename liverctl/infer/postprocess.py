@@ -32,7 +32,7 @@ from liverctl.data.nifti import BROKEN_LINK, is_nifti_name, is_pair_name, pair_h
 from liverctl.data.sources.common import nifti_files
 from liverctl.disk import is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
-from liverctl.files import atomic_path, staged_folder
+from liverctl.files import atomic_path, check_output_file, check_output_folder, staged_folder
 from liverctl.metrics import DiceCounts
 from liverctl.plural import agree, plural
 from liverctl.printable import quoted
@@ -300,6 +300,12 @@ def postprocess_nifti(
     """
     post = parse_postprocess(spec)
     pairs = _file_pairs(source, target, in_place)
+    # a place that cannot be written (a read-only /kaggle/input) refused before any file is read, saying where to go
+    if len(pairs) == 1:
+        check_output_file(pairs[0][1], what="the cleaned mask", option="TARGET",
+                          folder_hint="TARGET takes the cleaned mask's file name, or the folder to write it in")
+    else:
+        check_output_folder(target, what="the cleaned masks", option="TARGET", inside="cleaned")
     if len(pairs) == 1:
         return [_write_cleaned(*_clean_file(pairs[0][0], post, liver_labels), pairs[0])]
     results, failures = [], []

@@ -6,6 +6,7 @@ Stdlib only: `watch` imports this and must start without torch, numpy or zarr.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,9 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from liverctl.errors import LiverctlError
-from liverctl.files import flock_retrying, is_temp_file, lock_held, not_writable_error, temp_files
+from liverctl.files import (
+    flock_retrying,
+    is_temp_file,
+    lock_held,
+    natural_key,
+    not_writable_error,
+    temp_files,
+)
 from liverctl.printable import first_line, quoted
-from liverctl.suggest import nearest
+from liverctl.suggest import hint_for, nearest
 
 # The names of the files in a run folder, declared here only.
 CONFIG_FILE = "config.toml"  # the resolved config the run trained with
@@ -102,27 +110,54 @@ def resolve_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, *
 
 def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, flag: str = "") -> LiverctlError:
     """The one line for a run name that is neither a folder here nor one under `runs_root` (runs, watch, report,
-    submit --run, train --resume): the names nearest it among the runs and experiments there, else those there,
-    newest first, else how to train one."""
-    from liverctl.experiment.folder import is_experiment_dir  # stdlib and liverctl only, as this module
+    submit --run, train --resume): the names nearest it among the runs and experiments there and the experiments'
+    fold runs (`cv/fold-1`), else the runs there, newest first, else `no_runs_text`."""
+    from liverctl.experiment.folder import (  # stdlib and liverctl only, as this module
+        FOLD_PREFIX,
+        is_experiment_dir,
+    )
 
     root = Path(runs_root)
     there = sorted((p for p in root.glob("*") if is_run_dir(p) or is_experiment_dir(p)), key=_mtime, reverse=True)
     names = [p.name for p in there]
-    near = nearest(Path(name_or_path).name, names, n=3)
+    folds = [f"{p.name}/{f.name}" for p in there if is_experiment_dir(p)
+             for f in sorted(p.glob(f"{FOLD_PREFIX}*"), key=lambda f: natural_key(f.name)) if is_run_dir(f)]
+    near = nearest(_typed_name(root, name_or_path), names + folds, n=3)
     listing = "`liverctl runs`" if root == Path("runs") else f"`liverctl runs {root}`"
     if near:
-        hint = f"did you mean {' or '.join(map(quoted, near))}? {listing} lists the runs"
+        hint = f"{hint_for(near)} {listing} lists the runs"
     elif names:
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         hint = f"the runs in {root}/, newest first: {', '.join(map(quoted, names[:5]))}{more} ({listing} lists them)"
     else:
-        hint = (f"{root}/ holds no runs" if root.is_dir() else f"there is no folder {root}/") + (
-            " (--runs-dir names another); train one with `liverctl train --preset demo`")
+        hint = no_runs_text(root)
     prefix = f"{flag}: " if flag else ""
     looked = list(dict.fromkeys([Path(name_or_path), root / name_or_path]))  # one where the name is absolute
     folders = f"the folders {looked[0]} and {looked[1]}" if len(looked) > 1 else f"the folder {looked[0]}"
     return LiverctlError(f"{prefix}no run {quoted(str(name_or_path))} (looked for {folders}); {hint}")
+
+
+def _typed_name(root: Path, name_or_path: str | os.PathLike) -> str:
+    """What the user typed as a name under `root`: `runs/cv/fodl1` -> `cv/fodl1`, `cv/fodl1` as it is, an
+    absolute path elsewhere its last part."""
+    path = Path(name_or_path)
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)
+
+
+def no_runs_text(runs_root: str | os.PathLike) -> str:
+    """The one wording of a runs folder with no run to name (`runs`, `watch`, `no_such_run`), one per situation:
+    the folder is not there, or holds none; and what to do."""
+    root = Path(runs_root)
+    where = f"{root}/ holds no runs" if root.is_dir() else f"there is no folder {root}/"
+    return f"{where}; train one with `liverctl train --preset demo`, or give --runs-dir the folder that holds yours"
+
+
+def no_runs(runs_root: str | os.PathLike) -> LiverctlError:
+    """`no_runs_text` as the error of a command that needs a run there (`liverctl runs`, `liverctl watch`)."""
+    return LiverctlError(no_runs_text(runs_root))
 
 
 def _mtime(path: Path) -> float:
@@ -357,11 +392,29 @@ def refuse_read_only_resume(run_dir: str | Path, runs_root: str | Path, what: st
     # runs/ made runs/ itself the copy
     names = (run_dir.name, *(f"{run_dir.name}-copy{'' if n == 1 else n}" for n in range(1, 100)))
     copy = next((dest / name for name in names if not (dest / name).exists()), dest / f"{run_dir.name}-{os.getpid()}")
+    writable = f" && chmod -R u+w {copy}" if _copy_stays_read_only(run_dir) else ""
     raise LiverctlError(
         f"--resume continues {'an' if what[0] in 'aeiou' else 'a'} {what} in its own folder, and this one cannot be written ({exc.strerror or exc}); "
         f"copy it to a folder you can write to and resume the copy: "
-        f"`mkdir -p {dest} && cp -r {run_dir} {copy} && liverctl train --resume {copy}`",
+        f"`mkdir -p {dest} && cp -r {run_dir} {copy}{writable} && liverctl train --resume {copy}`",
         path=run_dir)
+
+
+def _copy_stays_read_only(folder: Path) -> bool:
+    """Whether `cp -r folder` leaves this user a copy it cannot write: cp gives each file and folder it makes the
+    source's mode (less the umask), so one without its owner's write bit stays so; root writes it all the same."""
+    import stat
+
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None or geteuid() == 0:
+        return False
+    for parent, dirs, files in os.walk(folder):
+        for path in (parent, *(os.path.join(parent, name) for name in (*dirs, *files))):
+            with contextlib.suppress(OSError):  # gone meanwhile: nothing to copy
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and not mode & stat.S_IWUSR:
+                    return True
+    return False
 
 
 def find_resume_run(runs_root: str | Path, run: str) -> Path:

@@ -27,6 +27,7 @@ from liverctl.runs.folder import (
     CONFIG_FILE,
     SUBMISSIONS_FILE,
     is_run_dir,
+    no_runs,
     no_such_run,
     rank_failures,
     writer_alive,
@@ -136,8 +137,8 @@ def find_run_dirs(root: str | os.PathLike, runs_root: str | os.PathLike = "runs"
             kind = "an experiment" if is_experiment_dir(named) else "a run"
             raise LiverctlError(f"no such folder; {quoted(str(root))} is {kind} in {quoted(str(runs_root))}, and "
                                 f"RUNS_DIR is a folder of runs or a run's folder: `liverctl runs {named}`", path=root)
-        if root == Path(runs_root):  # `liverctl runs` before any training: the runs folder itself is not there
-            raise LiverctlError("no such folder; train a run first (`liverctl train --preset demo`)", path=root)
+        if root == Path(runs_root) or not Path(runs_root).is_dir():  # before any training, or a mistyped --runs-dir:
+            raise no_runs(root)  # no runs folder to look a name up in
         raise no_such_run(runs_root, root)
     if not root.is_dir():
         raise LiverctlError("not a folder of runs", path=root)
@@ -150,11 +151,7 @@ def scan_runs(root: str | os.PathLike) -> list[RunSummary]:
     """Summaries of every run under `root`, newest first. Raises LiverctlError when there is none."""
     dirs = find_run_dirs(root)
     if not dirs:
-        raise LiverctlError(
-            "no runs here (a run folder holds events.jsonl or config.toml); "
-            "train one with `liverctl train --preset demo`",
-            path=root,
-        )
+        raise no_runs(root)
     summaries = [_summarize_or_problem(d) for d in dirs]
     return sorted(summaries, key=lambda s: (s.started is None, -(s.started or 0.0)))  # newest first
 

@@ -37,12 +37,12 @@ ARCHITECTURES = ("Unet", "UnetPlusPlus", "MAnet", "Linknet", "FPN", "PSPNet", "D
 
 def check_arch(arch: str) -> None:
     """LiverctlError for a model.arch smp does not know, with the valid names and the nearest."""
-    from liverctl.suggest import nearest
+    from liverctl.suggest import hint_for, nearest
 
     known = {name.lower(): name for name in ARCHITECTURES}
     if str(arch).lower() not in known:
-        near = nearest(str(arch).lower(), known)
-        hint = f" (did you mean {quoted(known[near[0]])}?)" if near else ""
+        near = hint_for(known[name] for name in nearest(str(arch).lower(), known))
+        hint = f" ({near})" if near else ""
         raise LiverctlError(f"model.arch: unknown architecture {quoted(arch)}{hint}; valid: {', '.join(ARCHITECTURES)}")
 
 
@@ -100,7 +100,7 @@ def build_model(cfg: dict, pretrained: bool | None = None):
 def _unknown_encoder(encoder: str) -> str | None:
     """The one-line refusal of an encoder name neither smp nor timm (`tu-NAME`) knows, with the nearest
     names; None for a known one."""
-    from liverctl.suggest import nearest
+    from liverctl.suggest import hint_for, nearest
 
     if encoder.startswith("tu-"):
         import timm
@@ -114,7 +114,7 @@ def _unknown_encoder(encoder: str) -> str | None:
         if encoder in encoders:
             return None
         near = nearest(encoder, encoders, n=3)
-    hint = f"nearest: {', '.join(near)}" if near else "see smp's encoder list, or tu-NAME for a timm model"
+    hint = hint_for(near) or "see smp's encoder list, or tu-NAME for a timm model"
     return f"model.encoder: unknown encoder {quoted(encoder)}; {hint}"
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.folder import EVENTS_FILE, resolve_run
+from liverctl.runs.folder import EVENTS_FILE, no_runs, resolve_run
 
 
 def _events_mtime(run_dir: Path) -> float:
@@ -64,11 +64,7 @@ def find_run(run: str | None, runs_dir: str | os.PathLike) -> tuple[Path, Path]:
     if run is None:
         newest = newest_run(runs_root)
         if newest is None:
-            # as `liverctl runs` says it: `liverctl train` alone asks for a preset
-            if not runs_root.is_dir():  # the wrong folder, or a mistyped --runs-dir: not an empty one
-                raise LiverctlError("no such folder (--runs-dir names another); train a run with "
-                                    "`liverctl train --preset demo`", path=runs_root)
-            raise LiverctlError("no runs here yet; train one with `liverctl train --preset demo`", path=runs_root)
+            raise no_runs(runs_root)  # as `liverctl runs` says it, a missing folder and an empty one apart
         return newest, runs_root
     run_dir = resolve_run(runs_root, run, need="folder")
     return resolve_target(run_dir) if run_dir == Path(run) else (run_dir, runs_root)

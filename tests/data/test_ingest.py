@@ -545,6 +545,30 @@ def test_folds_left_without_a_training_case_are_a_note(dataset, tmp_path):
     assert ingest_folder(dataset, store=tmp_path / "six.zarr", n_folds=6, workers=1).notes == []
 
 
+def test_a_dry_run_says_the_folds_its_training_cases_cannot_fill(dataset, tmp_path):
+    """`ingest --dry-run --folds 9` of 6 training cases said only 'folds: 9 (seed 0), dealt for a new store', where
+    the ingest itself then noted 3 empty folds; the dry run now says so, counting the store's other cases too."""
+    store = tmp_path / "s.zarr"
+    dry = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "9", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stderr.strip() == (
+        "note: at least 3 of the 9 folds would hold no training case, with 6 training cases in the folds: no run can "
+        "validate on them (`train --folds all` skips them); --folds 6 or fewer leaves none empty")
+    assert not store.exists()  # a dry run writes nothing
+    assert "note:" not in run_cli("ingest", str(dataset), "--store", str(store), "--folds", "6", "--dry-run").stderr
+    # the store's cases from elsewhere stay in the folds: six more fill the nine
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    for path in other.rglob("*-*.nii.gz"):
+        stem, number = path.name.split("-", 1)
+        path.rename(path.with_name(f"{stem}-1{number}"))
+    assert run_cli("ingest", str(other), "--store", str(store), "--workers", "1").exit_code == 0
+    dry = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "9", "--extra-in-folds", "--dry-run")
+    assert dry.exit_code == 0 and "note:" not in dry.stderr, dry.output
+    dry = run_cli("ingest", str(dataset), "--store", str(store), "--folds", "13", "--extra-in-folds", "--dry-run")
+    assert "note: at least 1 of the 13 folds would hold no training case, with 12 training cases" in dry.stderr
+
+
 def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
     """`ingest data --folds 3` then `ingest data` (to pick up a new case, say): the second run keeps the three
     folds and every case's fold; it dealt the cases onto 5 folds anew, without a word, so a run trained

@@ -397,7 +397,27 @@ def test_a_submission_in_a_read_only_folder_is_scored_and_its_scores_shown(score
         assert result.exit_code == 0, result.output
         assert "volume Dice 0.7500" in result.stdout
         assert f"note: {scores_path(sub)}: not saved beside the CSV (Read-only file system)" in result.stderr
-        assert "--json FILE" in result.stderr
+        # the advice to use --json FILE only where it was not given (it was repeated to a user who had)
+        assert ("--json FILE" in result.stderr) == (not extra)
+        assert (f"only in {elsewhere}" in result.stderr) == bool(extra)
         assert not scores_path(sub).exists()
     assert json.loads(elsewhere.read_text())["volume_dice"] == pytest.approx(0.75)
     assert f"scores saved to {elsewhere}" in result.stdout
+
+
+def test_a_full_disk_beside_the_submission_fails_after_the_figures_are_shown(scored_pair, monkeypatch):
+    """A full disk is no read-only folder: the scores cannot be saved, so evaluate fails, but only after
+    printing the figures it computed (it printed none: the write came first)."""
+    from full_disk import fill_disk
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    sub, labels = scored_pair
+    fill_disk(monkeypatch)
+    result = CliRunner().invoke(app, ["evaluate", str(sub), "--labels", str(labels)], env={"COLUMNS": "200"})
+    assert result.exit_code != 0
+    assert "volume Dice 0.7500" in result.stdout
+    assert f"error: {scores_path(sub)}: no space left on" in result.stderr, result.stderr
+    assert "scores saved" not in result.stdout
+    assert not scores_path(sub).exists()

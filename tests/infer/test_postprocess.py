@@ -386,18 +386,47 @@ def test_output_that_is_the_input_is_refused_unless_in_place(noisy_mask):
     assert sorted(p.name for p in noisy_mask.parent.iterdir()) == ["mask.nii.gz"]  # no temporary file left
 
 
+@pytest.mark.parametrize("many", [False, True])
+def test_a_target_in_a_read_only_place_is_refused_up_front_saying_where_to_go(noisy_mask, tmp_path, monkeypatch,
+                                                                              many):
+    """`liverctl postprocess SRC /kaggle/input/...` (a read-only mount) said only 'cannot write here (Read-only
+    file system)', after reading the masks, where submit, ingest and --resume say what to do next; it is now
+    refused before any file is read, as submit's --out and --save-masks are (`files.check_output_file`)."""
+    import tempfile
+
+    read_only, real = tmp_path / "input", tempfile.TemporaryFile
+    read_only.mkdir()
+
+    def read_only_there(*args, dir=None, **kwargs):  # the mount answers EROFS, to root too
+        if Path(dir) == read_only:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_there)
+    if many:
+        nib.save(nib.load(str(noisy_mask)), str(noisy_mask.parent / "other.nii.gz"))
+    source, target = (noisy_mask.parent, read_only / "clean") if many else (noisy_mask, read_only / "out.nii.gz")
+    result = _cli(source, target)
+    assert result.exit_code == 2, result.output
+    what, where = ("the cleaned masks", "a folder") if many else ("the cleaned mask", "a file in a folder")
+    assert _error_lines(result) == [f"error: {target}: cannot write {what} in {read_only}: Read-only file system; "
+                                    f"give TARGET {where} you can write to"]
+    assert list(read_only.iterdir()) == []
+
+
 def test_unwritable_target_is_one_line(noisy_mask, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = _cli(noisy_mask, blocker / "out.nii.gz")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     (line,) = _error_lines(result)
-    assert line == f"error: {blocker / 'out.nii.gz'}: cannot write here: {blocker} is a file, not a folder"
+    assert line == f"error: {blocker / 'out.nii.gz'}: cannot write the cleaned mask there: {blocker} is not a folder"
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         result = _cli(noisy_mask, locked / "out.nii.gz")
-        assert result.exit_code == 2 and "cannot write the mask: Permission denied" in _error_lines(result)[0]
+        assert result.exit_code == 2 and (f"cannot write the cleaned mask in {locked}: Permission denied; give TARGET"
+                                          in _error_lines(result)[0])
 
 
 def test_disk_full_while_writing_is_one_line_and_leaves_no_temporary_file(noisy_mask, tmp_path, monkeypatch):

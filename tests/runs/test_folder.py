@@ -268,9 +268,77 @@ def test_a_name_near_no_run_lists_the_runs_there_or_says_how_to_train_one(tmp_pa
         resolve_run("runs", "unet")
     assert str(far.value).endswith("; the runs in runs/, newest first: 'cv', 'v3-base', 'v5-tversky' "
                                    "(`liverctl runs` lists them)")
-    with pytest.raises(LiverctlError, match=r"; there is no folder elsewhere/ \(--runs-dir names another\); train "
-                                            r"one with `liverctl train --preset demo`$"):
+    with pytest.raises(LiverctlError, match=r"; there is no folder elsewhere/; train one with `liverctl train "
+                                            r"--preset demo`, or give --runs-dir the folder that holds yours$"):
         resolve_run("elsewhere", "unet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LiverctlError, match=r"; empty/ holds no runs \(--runs-dir"):
+    with pytest.raises(LiverctlError, match=r"; empty/ holds no runs; train one with"):
         resolve_run("empty", "unet")
+
+
+@pytest.mark.parametrize("typed, meant", [("cv/fodl-1", "cv/fold-1"), ("fold1", "cv/fold-1"),
+                                          ("runs/cv/fodl-1", "cv/fold-1"), ("cv/fold-12", "cv/fold-12")])
+def test_a_mistyped_fold_run_gets_the_experiments_fold_runs_as_its_nearest_names(tmp_path, monkeypatch, typed, meant):
+    """`liverctl watch cv/fodl-1` (or `fold1`) was offered only the top-level names ('cv', ...), never the fold run
+    meant: an experiment's fold runs (`cv/fold-1`, which every command takes as a name) are among the names now."""
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path / "runs", "v3-base", "config.toml")
+    (tmp_path / "runs" / "cv").mkdir()
+    (tmp_path / "runs" / "cv" / "experiment.json").write_text("{}")
+    for k in (0, 1, 2, 12):
+        _run(tmp_path / "runs" / "cv", f"fold-{k}", "events.jsonl")
+    if typed == meant:
+        assert resolve_run("runs", typed) == Path("runs") / meant  # the name itself is a run: no hint to give
+        return
+    with pytest.raises(LiverctlError, match=rf"did you mean '{meant}'"):
+        resolve_run("runs", typed)
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_no_runs_is_said_one_way_by_runs_watch_and_a_run_name(tmp_path, monkeypatch, state):
+    """`runs` said 'no such folder; train a run first' or 'no runs here (...)', `watch` 'no such folder (--runs-dir
+    names another)' or 'no runs here yet', a run name 'there is no folder runs/' or 'runs/ holds no runs': six
+    wordings of two situations. Now one per situation (`folder.no_runs_text`), each saying what to do."""
+    from typer.testing import CliRunner
+
+    from liverctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    if state == "empty":
+        (tmp_path / "runs").mkdir()
+    where = "runs/ holds no runs" if state == "empty" else "there is no folder runs/"
+    line = f"{where}; train one with `liverctl train --preset demo`, or give --runs-dir the folder that holds yours"
+    for args in (["runs"], ["watch", "--once"], ["report", "v5"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.strip().endswith(line), (args, result.stderr)
+
+
+@pytest.mark.parametrize("euid, mode, chmod", [(1000, 0o444, True), (0, 0o444, False), (1000, 0o644, False)])
+def test_the_copy_to_resume_is_made_writable_only_where_cp_keeps_it_read_only(tmp_path, monkeypatch, euid, mode,
+                                                                               chmod):
+    """The read-only resume's advice `mkdir -p runs && cp -r X runs/x && liverctl train --resume runs/x` failed for
+    a user other than root where X's files are read-only: cp keeps their modes. `chmod -R u+w runs/x` is now one of
+    the steps there, and only there (root writes the copy all the same; a writable mode needs none)."""
+    import errno
+    import tempfile
+
+    from liverctl.runs.folder import refuse_read_only_resume
+
+    run = _run(tmp_path / "input", "x", "config.toml", "events.jsonl")
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # what a read-only mount answers, to root too
+        if Path(dir) == run:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    (run / "config.toml").chmod(mode)
+    runs = tmp_path / "runs"
+    with pytest.raises(LiverctlError) as refused:
+        refuse_read_only_resume(run, runs)
+    step = f" && chmod -R u+w {runs / 'x'}" if chmod else ""
+    assert str(refused.value).endswith(f"`mkdir -p {runs} && cp -r {run} {runs / 'x'}{step} && liverctl train "
+                                       f"--resume {runs / 'x'}`")

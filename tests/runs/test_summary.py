@@ -156,12 +156,13 @@ def test_resumed_run_sums_its_segments_and_takes_the_last_status(tmp_path):
 
 
 def test_no_runs_and_missing_folder_raise_a_clear_error(tmp_path, monkeypatch):
-    with pytest.raises(LiverctlError, match="no runs here"):
+    with pytest.raises(LiverctlError, match=f"^{tmp_path}/ holds no runs; train one"):
         scan_runs(tmp_path)
     monkeypatch.chdir(tmp_path)  # `liverctl runs` before any training ('no run 'runs' (looked for ... runs/runs)')
-    with pytest.raises(LiverctlError, match=r"^runs: no such folder; train a run first \(`liverctl train --preset "
-                                            r"demo`\)$"):
+    with pytest.raises(LiverctlError, match=r"^there is no folder runs/; train one with `liverctl train --preset "
+                                            r"demo`, or give --runs-dir the folder that holds yours$"):
         scan_runs("runs")
+    (tmp_path / "runs").mkdir()  # a name is looked up where there is a runs folder to look it up in
     with pytest.raises(LiverctlError, match=r"^no run '\S+absent' \(looked for the folder \S+absent\); "):
         scan_runs(tmp_path / "absent")
 

@@ -145,12 +145,13 @@ def test_pspnet_at_its_own_depth_is_accepted():
 
 @pytest.mark.parametrize(
     ("encoder", "said"),
-    [("tu-efficientnetv2_b0", "tu-tf_efficientnetv2_b0"), ("resnet19", "nearest: resnet18"),
+    [("tu-efficientnetv2_b0", "'tu-tf_efficientnetv2_b0'"), ("resnet19", "; did you mean 'resnet18'"),
      ("no-such-thing", "model.encoder: unknown encoder 'no-such-thing'; ")],
 )
 def test_an_unknown_encoder_is_one_line_with_the_nearest_names(encoder, said):
     """A timm name that timm does not know ended in a RuntimeError traceback; smp's own refusal listed all
-    of its encoders."""
+    of its encoders. The nearest names are offered as every other hint offers them ('nearest: resnet18, ...',
+    unquoted, was the one hint worded otherwise)."""
     for preset in ("demo", "v5"):  # v5 asks for imagenet weights: checked (cache, network) before any build
         with pytest.raises(LiverctlError, match=f"^model.encoder: unknown encoder '{encoder}'; ") as info:
             build_model(resolve_config(preset, [f"model.encoder='{encoder}'"]))

@@ -1533,7 +1533,8 @@ def test_watch_before_any_run_says_how_to_train_one(tmp_path):
     --preset NAME"; it names the command as `liverctl runs` does."""
     result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.stderr == f"error: {tmp_path}: no runs here yet; train one with `liverctl train --preset demo`\n"
+    assert result.stderr == (f"error: {tmp_path}/ holds no runs; train one with `liverctl train --preset demo`, or "
+                             "give --runs-dir the folder that holds yours\n")
 
 
 def test_watch_of_a_runs_folder_that_is_not_there_says_so(tmp_path):
@@ -1542,8 +1543,8 @@ def test_watch_of_a_runs_folder_that_is_not_there_says_so(tmp_path):
     missing = tmp_path / "rusn"
     result = CliRunner().invoke(cli_app, ["watch", "--once", "--runs-dir", str(missing)])
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {missing}: no such folder (--runs-dir names another); train a run with "
-                             "`liverctl train --preset demo`\n")
+    assert result.stderr == (f"error: there is no folder {missing}/; train one with `liverctl train --preset demo`, "
+                             "or give --runs-dir the folder that holds yours\n")
 
 
 def test_once_missing_run_is_one_line_error_exit_2(tmp_path):
