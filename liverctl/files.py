@@ -58,23 +58,18 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
                             "folder you can write to", path=path) from None
 
 
-def check_output_folder(path: str | os.PathLike, *, what: str, option: str, inside: str = "out") -> None:
+def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> None:
     """`check_output_file` for an output folder written through `staged_folder`: refused up front where it is a
-    file, or where the folder itself (if it exists) or the one beside it that stages its files cannot be written
-    (`submit --save-masks` into /kaggle/input failed only once the models were loaded). Where only the one beside
-    it cannot be, the line offers a folder `inside` it instead."""
+    file, or where the folder (if it exists: its files are staged in it) or the nearest one above it that exists
+    (where it and its staging folder will be made) cannot be written (`submit --save-masks` into /kaggle/input
+    failed only once the models were loaded)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
-    folder = _nearest_existing(path)
+    folder = _nearest_existing(path)  # where staged_folder gathers them: in the folder if it exists, else beside it
     if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
         raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
                             "you can write to", path=path) from None
-    beside = _nearest_existing(path.parent)  # where staged_folder gathers them: not the user's folder, if it exists
-    if beside != folder and beside.is_dir() and (exc := write_probe_error(beside)) is not None:
-        raise LiverctlError(f"{what} are gathered in a hidden folder beside it, in {beside}, which cannot be written "
-                            f"({exc.strerror or exc}); give {option} a folder inside it, e.g. {path / inside}",
-                            path=path) from None
 
 
 def _nearest_existing(folder: Path) -> Path:
@@ -323,17 +318,19 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def work_dir_beside(target: str | os.PathLike) -> Path:
+def work_dir_beside(target: str | os.PathLike, *, within: str | os.PathLike | None = None) -> Path:
     """A new hidden folder beside `target` (`.<name>.<pid>.XXXX.tmp`, on the same file system, so its contents
     rename into place), readable as the folder it stands for (mkdtemp makes it private). Those a process now
-    gone left beside `target` (killed before its step ended) are deleted first."""
+    gone left there (killed before its step ended) are deleted first. `within`: the folder to make it in
+    instead of `target`'s own (`staged_folder` stages an existing folder's files inside it)."""
     import tempfile
 
     target = Path(target)
+    folder = Path(within) if within is not None else target.parent
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_work_dirs(target)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_dead_work_dirs(target, within=folder)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=folder))
     except OSError as exc:  # named as the folder asked for (a read-only mount, a file in the way), not the hidden one
         raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
     umask = os.umask(0)
@@ -342,14 +339,16 @@ def work_dir_beside(target: str | os.PathLike) -> Path:
     return work
 
 
-def remove_dead_work_dirs(target: str | os.PathLike) -> list[Path]:
-    """Delete the hidden folders `work_dir_beside(target)` made for processes that are gone (never a live one's)."""
+def remove_dead_work_dirs(target: str | os.PathLike, *, within: str | os.PathLike | None = None) -> list[Path]:
+    """Delete the hidden folders `work_dir_beside(target, within=)` made for processes that are gone (never a
+    live one's)."""
     import glob
     import shutil
 
     target = Path(target)
+    folder = Path(within) if within is not None else target.parent
     removed = []
-    for work in target.parent.glob(f".{glob.escape(target.name)}.*.*.tmp"):
+    for work in folder.glob(f".{glob.escape(target.name)}.*.*.tmp"):
         pid = _temp_pid(work.name, target.name, _WORK_DIR_NAMES)
         if pid is not None and work.is_dir() and process_gone(pid):
             shutil.rmtree(work, ignore_errors=True)
@@ -362,15 +361,20 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     """Files written into the yielded hidden folder (`work_dir_beside`), in sub-folders too, move into the folder
     `target` (made if missing; a file of the same name replaced) once the block ends without an error; after an
     error or Ctrl-C the hidden folder is deleted and `target` is as it was (after a kill, the next work folder
-    beside it deletes it). What a finished step wrote appears together, not a part of it that looks like the
-    whole."""
+    there deletes it). What a finished step wrote appears together, not a part of it that looks like the whole.
+
+    A folder that does not exist yet is staged beside it and renamed into place whole; one that exists is staged
+    inside it, on its own file system: a mount point (Docker's `-v $PWD/out:/out`, a link to another disk) met
+    `Invalid cross-device link` from a staging folder beside it, and a writable /kaggle/working under a /kaggle
+    that is not could not be staged beside at all."""
     import shutil
 
     target = Path(target)
-    work = work_dir_beside(target)
+    inside = target.is_dir()
+    work = work_dir_beside(target, within=target if inside else None)
     try:
         yield work
-        if not target.exists():
+        if not inside and not target.exists():
             with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
                 os.rename(work, target)
         if work.exists():

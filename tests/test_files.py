@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 from full_disk import fill_disk
@@ -93,32 +94,66 @@ def test_a_read_only_file_system_names_the_target_and_keeps_its_os_error(tmp_pat
     assert os_error_behind(raised.value).errno == errno.EROFS
 
 
-def test_an_output_folder_whose_own_folder_is_writable_but_not_the_one_above_says_so(tmp_path, monkeypatch):
-    """staged_folder stages an output folder's files beside it: `submit --save-masks /kaggle/working` (writable) under
-    a /kaggle that is not was refused as 'cannot write the NIfTI masks in /kaggle: ...; give --save-masks a folder
-    you can write to', about a folder the user never named and as if theirs could not be written. Now the line
-    says where the staging goes and that a sub-folder of theirs works; a folder itself unwritable is as before."""
+def test_an_output_folder_whose_own_folder_is_writable_but_not_the_one_above_is_written(tmp_path, monkeypatch):
+    """staged_folder staged an output folder's files beside it: `submit --save-masks /kaggle/working` (writable)
+    under a /kaggle that is not was refused, first as 'cannot write the NIfTI masks in /kaggle', then with 'give
+    --save-masks a folder inside it'. An existing folder's files are now staged in the folder itself, so the check
+    passes and the masks are written; a folder that cannot be written is refused as before."""
     import tempfile
 
     above, writable = tmp_path / "kaggle", tmp_path / "kaggle" / "working"
     writable.mkdir(parents=True)
-    real = tempfile.TemporaryFile
+    real_file, real_dir = tempfile.TemporaryFile, tempfile.mkdtemp
 
-    def read_only_above(*args, dir=None, **kwargs):  # what a read-only mount answers, to root too
-        if os.fspath(dir) == os.fspath(above):
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
+    def read_only_above(real):
+        def made(*args, dir=None, **kwargs):  # what a read-only mount answers, to root too
+            if os.fspath(dir) == os.fspath(above):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*args, dir=dir, **kwargs)
+        return made
 
-    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_above)
-    with pytest.raises(LiverctlError) as raised:
-        files.check_output_folder(writable, what="the NIfTI masks", option="--save-masks", inside="masks")
-    assert str(raised.value) == (
-        f"{writable}: the NIfTI masks are gathered in a hidden folder beside it, in {above}, which cannot be written "
-        f"(Read-only file system); give --save-masks a folder inside it, e.g. {writable / 'masks'}")
-    files.check_output_folder(writable / "masks", what="the NIfTI masks", option="--save-masks")  # the way out
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_above(real_file))
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_above(real_dir))
+    files.check_output_folder(writable, what="the NIfTI masks", option="--save-masks")
+    with files.staged_folder(writable) as work:
+        (work / "1.nii.gz").write_bytes(b"mask")
+    assert [p.name for p in writable.iterdir()] == ["1.nii.gz"]
     with pytest.raises(LiverctlError, match=f"^{above}: cannot write the NIfTI masks in {above}: Read-only file "
                                             "system; give --save-masks a folder you can write to$"):
         files.check_output_folder(above, what="the NIfTI masks", option="--save-masks")
+    with pytest.raises(LiverctlError, match=f"^{above / 'new'}: cannot write the NIfTI masks in {above}: "):
+        files.check_output_folder(above / "new", what="the NIfTI masks", option="--save-masks")
+
+
+def test_a_staged_folder_that_is_a_mount_point_gets_its_files_without_crossing_devices(tmp_path, monkeypatch):
+    """`submit --save-masks /out` where /out is a mount point (Docker's `-v $PWD/out:/out`, a link to another disk)
+    staged the masks in /, then os.replace met `Invalid cross-device link` (a traceback, after the CSV was written).
+    An existing folder is now staged inside itself; a new one is still made beside and renamed into place whole."""
+    mount = tmp_path / "out"
+    mount.mkdir()
+    real_replace, real_rename = os.replace, os.rename
+
+    def one_device(real):
+        def moved(src, dst):  # as the kernel answers a rename between two file systems
+            if Path(src).is_relative_to(mount) != Path(dst).is_relative_to(mount):
+                raise OSError(errno.EXDEV, "Invalid cross-device link", os.fspath(src))
+            return real(src, dst)
+        return moved
+
+    monkeypatch.setattr(os, "replace", one_device(real_replace))
+    monkeypatch.setattr(os, "rename", one_device(real_rename))
+    (mount / "old.nii.gz").write_bytes(b"kept")
+    with files.staged_folder(mount) as work:
+        assert work.parent == mount and work.name.startswith(".out.")
+        (work / "sub").mkdir()
+        (work / "sub" / "a.nii.gz").write_bytes(b"a")
+        (work / "b.nii.gz").write_bytes(b"b")
+    assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*")) == ["b.nii.gz", "old.nii.gz", "sub",
+                                                                           "sub/a.nii.gz"]
+    with files.staged_folder(tmp_path / "new") as work:  # not there yet: beside it, renamed whole
+        assert work.parent == tmp_path
+        (work / "c.nii.gz").write_bytes(b"c")
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["c.nii.gz"]
 
 
 def test_a_failed_check_keeps_the_old_file_and_removes_the_temp_file(tmp_path):
@@ -291,6 +326,11 @@ def test_a_work_folder_a_killed_process_left_is_deleted_by_the_next(tmp_path):
     assert not dead.exists()
     again = files.work_dir_beside(target)
     assert live.is_dir() and again.is_dir() and again != live
+    target.mkdir()  # staged_folder stages an existing folder inside it: a killed step's folder there too
+    inner = target / f".report.{_gone_pid()}.abcd.tmp"
+    inner.mkdir()
+    with files.staged_folder(target) as work:
+        assert work.parent == target and not inner.exists()
 
 
 def test_names_that_are_almost_temporary_names_are_none_and_one_pattern_reads_them_all(tmp_path):

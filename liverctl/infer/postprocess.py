@@ -305,7 +305,7 @@ def postprocess_nifti(
         check_output_file(pairs[0][1], what="the cleaned mask", option="TARGET",
                           folder_hint="TARGET takes the cleaned mask's file name, or the folder to write it in")
     else:
-        check_output_folder(target, what="the cleaned masks", option="TARGET", inside="cleaned")
+        check_output_folder(target, what="the cleaned masks", option="TARGET")
     if len(pairs) == 1:
         return [_write_cleaned(*_clean_file(pairs[0][0], post, liver_labels), pairs[0])]
     results, failures = [], []

@@ -422,7 +422,7 @@ def make_submission(
     note = _Notes(on_note)
     check_request(run_dirs, Path(out), tta, postprocess, threshold, batch_size)
     if save_masks:
-        check_output_folder(save_masks, what="the NIfTI masks", option="--save-masks", inside="masks")
+        check_output_folder(save_masks, what="the NIfTI masks", option="--save-masks")
     if sample_path:
         check_sample_path(sample_path)  # read once the store says how many ids it can have (open_test_store)
     device = str(resolve_device(device))
