@@ -356,12 +356,19 @@ def remove_dead_work_dirs(target: str | os.PathLike, *, within: str | os.PathLik
     return removed
 
 
+def is_work_dir(path: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Whether `path` is named as a hidden folder `work_dir_beside(target)` makes (any process's)."""
+    return _temp_pid(Path(path).name, Path(target).name, _WORK_DIR_NAMES) is not None
+
+
 @contextlib.contextmanager
-def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Files written into the yielded hidden folder (`work_dir_beside`), in sub-folders too, move into the folder
     `target` (made if missing; a file of the same name replaced) once the block ends without an error; after an
     error or Ctrl-C the hidden folder is deleted and `target` is as it was (after a kill, the next work folder
     there deletes it). What a finished step wrote appears together, not a part of it that looks like the whole.
+    `replace`: what `target` held before goes (report's folder), a file the new one also has replaced in one
+    rename, so it is never missing (report's marker).
 
     A folder that does not exist yet is staged beside it and renamed into place whole; one that exists is staged
     inside it, on its own file system: a mount point (Docker's `-v $PWD/out:/out`, a link to another disk) met
@@ -372,6 +379,7 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     inside = target.is_dir()
     work = work_dir_beside(target, within=target if inside else None)
+    aside = None
     try:
         yield work
         if not inside and not target.exists():
@@ -379,6 +387,8 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
                 os.rename(work, target)
         if work.exists():
             target.mkdir(parents=True, exist_ok=True)
+            if replace:
+                aside = _move_aside(target, work)
             for path in sorted(work.rglob("*")):  # a folder before what it holds
                 moved = target / path.relative_to(work)
                 if path.is_dir() and not path.is_symlink():
@@ -387,3 +397,17 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
                     os.replace(path, moved)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def _move_aside(target: Path, work: Path) -> Path:
+    """What `target` holds, moved into a new hidden folder inside it (returned, to delete): all but hidden work
+    folders (this step's, another's) and the files `work` holds a file of the same name for."""
+    aside = work_dir_beside(target, within=target)
+    for entry in list(target.iterdir()):
+        new = work / entry.name
+        if is_work_dir(entry, target) or (new.exists() and not new.is_dir() and not entry.is_dir()):
+            continue
+        os.replace(entry, aside / entry.name)
+    return aside

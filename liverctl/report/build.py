@@ -16,15 +16,15 @@ that exists is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
-from liverctl.files import work_dir_beside
+from liverctl.files import is_work_dir, staged_folder
 from liverctl.report.html import write_index
 from liverctl.report.plots import CURVES_FIGSIZE, DPI, plot_case_dice, plot_curves
 from liverctl.report.predictions import (
@@ -85,14 +85,14 @@ def write_report(
         raise LiverctlError(f"two runs share a name ({', '.join(names)}); give distinct run folders")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)  # before minutes of prediction, and again just before the swap
-    try:
-        work = work_dir_beside(out_dir)
-    except OSError as exc:  # a run attached read-only (/kaggle/input): not the temporary folder's name
-        if exc.errno not in NOT_WRITABLE:
-            raise
-        raise LiverctlError(f"cannot write the report there ({exc.strerror or exc}); give --out a folder you can "
-                            "write to", path=out_dir) from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            work = stack.enter_context(staged_folder(out_dir, replace=True))
+        except OSError as exc:  # a run attached read-only (/kaggle/input): not the temporary folder's name
+            if exc.errno not in NOT_WRITABLE:
+                raise
+            raise LiverctlError(f"cannot write the report there ({exc.strerror or exc}); give --out a folder you "
+                                "can write to", path=out_dir) from None
         if on_start is not None:
             on_start()
         images = [plot_curves(data, work / "curves.png")]
@@ -113,10 +113,7 @@ def write_report(
                     experiments=experiments)
         (work / REPORT_MARKER).write_text("written by liverctl report; the folder is replaced whole on "
                                           "the next report\n", encoding="utf-8")
-        _replace_dir(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        _check_out_dir(out_dir)  # an old report there is moved aside as the block ends, then deleted
     moved = [out_dir / p.relative_to(work) for p in images]
     moved_cases = {
         name: [CaseResult(c.case, c.dice, None if c.overlay is None else out_dir / c.overlay.relative_to(work),
@@ -150,20 +147,7 @@ def _check_out_dir(target: Path) -> None:
         return
     if not target.is_dir():
         raise LiverctlError("exists and is not a folder; choose another --out", path=target)
-    if any(target.iterdir()) and not (target / REPORT_MARKER).is_file():
+    held = [p for p in target.iterdir() if not is_work_dir(p, target)]  # not a report's own staging (under way)
+    if held and not (target / REPORT_MARKER).is_file():
         raise LiverctlError("exists and is not a liverctl report; choose another --out (an earlier report "
                             "there would be replaced)", path=target)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put folder `new` at `target`; an old report there is moved aside first, then deleted."""
-    aside = None
-    _check_out_dir(target)
-    if target.exists():  # into a work folder of its own: a report killed here leaves nothing the next one keeps
-        aside = work_dir_beside(target)
-        os.replace(target, aside / target.name)
-    os.replace(new, target)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-

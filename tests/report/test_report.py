@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 
 from liverctl.cli import app
 from liverctl.errors import LiverctlError
-from liverctl.report.build import CURVES_FIGSIZE, DPI, default_out_dir, write_report
+from liverctl.report.build import CURVES_FIGSIZE, DPI, REPORT_MARKER, default_out_dir, write_report
 
 CURVES_PX = (int(CURVES_FIGSIZE[0] * DPI), int(CURVES_FIGSIZE[1] * DPI))
 
@@ -183,11 +185,13 @@ def test_rewriting_a_report_replaces_it_whole(two_runs, tmp_path):
 
 
 def test_a_report_killed_while_it_swaps_folders_leaves_nothing_the_next_keeps(two_runs, tmp_path):
-    """A report killed between moving the old report aside and renaming the new one into place left both
-    hidden folders (`.r.old-<pid>`, `.r.XXXX.tmp`) beside it for good; the next report went on without them.
-    The kill point is simulated: the process ends (os._exit) right after its first rename."""
+    """A report killed while it swapped the old report for the new one left hidden folders behind for good; the
+    next report went on without them. An earlier report's folder is staged inside itself (files.staged_folder: a
+    mount point cannot be renamed), its marker never missing. The kill point is simulated: the process ends
+    (os._exit) right after its first rename, an old entry moved aside."""
     out = tmp_path / "r"
     write_report([two_runs[0]], out, overlays=False)
+    before = sorted(p.name for p in out.iterdir())
     killed = textwrap.dedent(f"""
         import os
         import liverctl.report.build as build
@@ -195,14 +199,36 @@ def test_a_report_killed_while_it_swaps_folders_leaves_nothing_the_next_keeps(tw
         def replace_then_die(src, dst):
             real(src, dst)
             os._exit(9)
-        build.os.replace = replace_then_die
+        os.replace = replace_then_die
         build.write_report([{str(two_runs[0])!r}], {str(out)!r}, overlays=False)
     """)
     proc = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
-    assert not out.exists() and len(list(tmp_path.glob(".r.*"))) == 2  # old aside, new not yet in place
+    assert (out / REPORT_MARKER).is_file() and len(list(out.glob(".r.*"))) == 2  # the new, and the old aside
     write_report([two_runs[0]], out, overlays=False)
-    assert (out / "index.html").is_file()
+    assert (out / "index.html").is_file() and sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]
+
+
+def test_a_report_into_a_mount_point_replaces_what_it_holds_without_crossing_devices(two_runs, tmp_path,
+                                                                                     monkeypatch):
+    """`report --out /out` where /out is a mount point (Docker's `-v`): the new report was made beside it and
+    the old folder renamed aside, which a mount point refuses (OSError: Device or resource busy, a traceback).
+    Now an existing folder's report is staged inside it and replaces what an earlier report left there."""
+    out = tmp_path / "r"
+    out.mkdir()
+    real = os.replace
+
+    def one_device(src, dst):  # a mount point: no rename of it, none across it
+        if Path(src) == out or Path(src).is_relative_to(out) != Path(dst).is_relative_to(out):
+            raise OSError(errno.EBUSY if Path(src) == out else errno.EXDEV, "refused by the mount", os.fspath(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", one_device)
+    write_report([two_runs[0]], out, overlays=False)
+    (out / "curves.png").rename(out / "stale.png")  # what this report will not write again
+    write_report([two_runs[0]], out, overlays=False)
+    assert sorted(p.name for p in out.iterdir()) == [REPORT_MARKER, "curves.png", "index.html"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r", "runs"]
 
 
