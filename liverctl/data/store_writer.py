@@ -5,6 +5,7 @@ moving a finished case in whole, and the free-space check."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import shutil
@@ -46,8 +47,11 @@ def open_or_create_store(path: Path) -> None:
 
 
 def _ingest_dir(store: Path) -> Path:
-    """`.<store name>.ingest` beside the store: an ingest's lock file and work folder, removed when it ends."""
-    return store.parent / f".{store.name}.ingest"
+    """`.<store name>.ingest` beside the store: an ingest's lock file and work folder, removed when it ends. Beside
+    the store's real folder: one linked in from another disk (`store/liver.zarr -> /mnt/big/liver.zarr`) had its
+    cases built beside the link and met `Invalid cross-device link` when they were renamed in."""
+    real = Path(os.path.realpath(store))
+    return real.parent / f".{real.name}.ingest"
 
 
 def ingest_running(store: str | os.PathLike) -> bool:
@@ -63,9 +67,10 @@ def refuse_read_only_folder(store: Path) -> None:
     written (one attached read-only, as /kaggle/input is) is refused in one line saying what reads it as it is."""
     from liverctl.files import not_writable_error
 
-    if not store.parent.is_dir():  # made by the ingest: a failure there is the folder's own line
+    beside = _ingest_dir(store).parent
+    if not beside.is_dir():  # made by the ingest: a failure there is the folder's own line
         return
-    if (exc := not_writable_error(store.parent)) is not None:
+    if (exc := not_writable_error(beside)) is not None:
         as_it_is = (", or use this store as it is: train --store, submit --store and `liverctl verify --store` "
                     "only read it") if store.is_dir() else ""
         raise LiverctlError(f"its folder cannot be written ({exc.strerror or exc}); ingest into a --store in a folder "
@@ -76,6 +81,8 @@ def refuse_read_only_folder(store: Path) -> None:
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
     refuse_read_only_folder(store)
+    if store.is_dir() and os.path.ismount(store):
+        raise _across_file_systems(store)
     base = _ingest_dir(store)
     lock_file = _lock(base, store)
     try:
@@ -140,8 +147,24 @@ def complete_cases(store: Path, folders: dict[str, dict[str, Any]] | None = None
     return cases
 
 
+def _across_file_systems(store: Path) -> LiverctlError:
+    return LiverctlError("is a file system of its own (a mount point): ingest builds each case beside the store and "
+                         "renames it in, which cannot cross file systems; give --store a folder inside it, e.g. "
+                         f"--store {store / 'liver.zarr'}", path=store)
+
+
 def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
-    """Move a finished case into the store, replacing an older version of it."""
+    """Move a finished case into the store, replacing an older version of it. A rename the kernel refuses across
+    file systems (a store mounted on its own that `os.path.ismount` misses: a bind mount) is one line."""
+    try:
+        _commit_case(built, store, case_id, work)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        raise _across_file_systems(store) from exc
+
+
+def _commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
     target = store / CASES_GROUP / case_id
     if target.exists():
         old = work / f"replaced-{case_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -1365,3 +1366,59 @@ def test_a_store_in_a_read_only_folder_is_refused_saying_what_reads_it_as_it_is(
                                             r"store/liver\.zarr\)$"):
         ingest_folder(tiny_dataset, store=folder / "new.zarr", workers=1)
     assert sorted(p.name for p in folder.iterdir()) == ["liver.zarr"] and store_content(store) == before
+
+
+def _one_file_system_each(disk: Path, monkeypatch) -> None:
+    """os.rename as the kernel answers it where `disk` is a file system of its own: no rename into or out of it."""
+    from liverctl.data import store_writer
+
+    real = os.rename
+
+    def on(path) -> bool:
+        return Path(os.path.realpath(Path(path).parent)).is_relative_to(os.path.realpath(disk))
+
+    def rename(src, dst):
+        if on(src) != on(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", os.fspath(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(store_writer.os, "rename", rename)
+
+
+def test_a_store_linked_in_from_another_disk_is_ingested_there(dataset, tmp_path, monkeypatch):
+    """`store/liver.zarr -> /mnt/big/liver.zarr` (a store on a bigger disk): ingest built each case beside the
+    link, in store/, and ended in a traceback, `OSError: Invalid cross-device link`, renaming it in. Its work
+    folder is now beside the store's real folder, on that disk."""
+    disk = tmp_path / "big"
+    (disk / "liver.zarr").mkdir(parents=True)
+    (tmp_path / "store").mkdir()
+    linked = tmp_path / "store" / "liver.zarr"
+    linked.symlink_to(disk / "liver.zarr")
+    _one_file_system_each(disk, monkeypatch)
+    summary = ingest_folder(dataset, store=linked, workers=1)
+    assert summary.ingested and not summary.failures
+    assert sorted(LiverStore.open(linked).case_ids()) == sorted(LiverStore.open(disk / "liver.zarr").case_ids())
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["liver.zarr"]
+    assert [p.name for p in disk.iterdir()] == ["liver.zarr"]  # the work folder removed when it ended
+
+
+def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(dataset, tmp_path, monkeypatch):
+    """`--store /out` where /out is a mount point: the same traceback after the first case was built. It is now
+    refused before anything is written (os.path.ismount), and a mount that check misses (a bind mount on the same
+    disk) ends in the same one line at its first rename."""
+    store = tmp_path / "out"
+    store.mkdir()
+    _one_file_system_each(store, monkeypatch)
+    expected = (f"{store}: is a file system of its own (a mount point): ingest builds each case beside the store "
+                f"and renames it in, which cannot cross file systems; give --store a folder inside it, e.g. "
+                f"--store {store / 'liver.zarr'}")
+    with pytest.raises(LiverctlError) as missed:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(missed.value) == expected
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == store or real_ismount(p))
+    shutil.rmtree(store)
+    store.mkdir()
+    with pytest.raises(LiverctlError) as refused:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(refused.value) == expected and list(store.iterdir()) == []
