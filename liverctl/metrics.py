@@ -45,15 +45,21 @@ def slice_counts(pred: np.ndarray, target: np.ndarray, axis: int = -1) -> np.nda
         step = max(1, _COUNT_CHUNK // max(1, flat_p.shape[1]))
         for start in range(0, n, step):
             _add_counts(out[start:start + step], flat_p[start:start + step], flat_t[start:start + step], 1)
-    else:  # (X, Y, Z) volumes: a slice per column, (X * Y, Z), a view where C-ordered; voxel rows at a time
-        flat_p, flat_t = np.moveaxis(pred, axis, -1).reshape(-1, n), np.moveaxis(target, axis, -1).reshape(-1, n)
-        step = max(1, _COUNT_CHUNK // max(1, n))
-        for start in range(0, flat_p.shape[0], step):
-            _add_counts(out, flat_p[start:start + step], flat_t[start:start + step], 0)
+    else:  # (X, Y, Z) volumes: views of a part at a time, cut where each array's memory order keeps them cheap
+        pred, target = np.moveaxis(pred, axis, -1), np.moveaxis(target, axis, -1)
+        rest = tuple(range(pred.ndim - 1))
+        if pred.flags.c_contiguous and target.flags.c_contiguous:  # a few rows of X: contiguous blocks
+            step = max(1, _COUNT_CHUNK // max(1, pred[0].size))
+            for start in range(0, pred.shape[0], step):
+                _add_counts(out, pred[start:start + step], target[start:start + step], rest)
+        else:  # a NIfTI's mask is Fortran-ordered: a few whole slices, each contiguous there
+            step = max(1, _COUNT_CHUNK // max(1, pred[..., 0].size))
+            for start in range(0, n, step):
+                _add_counts(out[start:start + step], pred[..., start:start + step], target[..., start:start + step], rest)
     return out
 
 
-def _add_counts(out: np.ndarray, pred: np.ndarray, target: np.ndarray, along: int) -> None:
+def _add_counts(out: np.ndarray, pred: np.ndarray, target: np.ndarray, along: int | tuple[int, ...]) -> None:
     """Add each slice's (tp, fp, fn) over `along` of a part of the volumes into `out` (slices, 3)."""
     tp = np.count_nonzero(pred & target, axis=along)
     out[:, 0] += tp
