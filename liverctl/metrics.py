@@ -23,21 +23,48 @@ def dice_from_counts(tp: float, fp: float, fn: float, empty: float = 1.0) -> flo
     return empty if denom == 0 else float(2.0 * tp / denom)
 
 
+# `slice_counts` counts this many voxels of a volume at a time: a whole (X, Y, Z) volume moved slice-first and
+# flattened was a transposed copy of each of its two volumes, and three more temporaries of their size (a 512 x 512 x
+# 900 case: 0.47 GB more at evaluate's peak, and 1.5-3x the time).
+_COUNT_CHUNK = 1 << 22
+
+
 def slice_counts(pred: np.ndarray, target: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Per-slice (tp, fp, fn) of two boolean volumes along `axis`.
+    """Per-slice (tp, fp, fn) of two boolean volumes along `axis`, a few MB of voxels at a time (`_COUNT_CHUNK`).
 
     Shape: pred, target (X, Y, Z) bool for axis=-1 -> (Z, 3) int64.
     """
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} != label shape {target.shape}")
-    pred = np.moveaxis(np.asarray(pred, dtype=bool), axis, 0)
-    target = np.moveaxis(np.asarray(target, dtype=bool), axis, 0)
-    flat_p = pred.reshape(pred.shape[0], -1)
-    flat_t = target.reshape(target.shape[0], -1)
-    tp = np.count_nonzero(flat_p & flat_t, axis=1)
-    fp = np.count_nonzero(flat_p & ~flat_t, axis=1)
-    fn = np.count_nonzero(~flat_p & flat_t, axis=1)
-    return np.stack([tp, fp, fn], axis=1).astype(np.int64)
+    pred, target = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    axis = axis % pred.ndim
+    n = pred.shape[axis]
+    out = np.zeros((n, 3), dtype=np.int64)
+    if axis == 0:  # (B, H, W) batches: a slice per row, (B, H * W), a view where C-ordered; rows at a time
+        flat_p, flat_t = pred.reshape(n, -1), target.reshape(n, -1)
+        step = max(1, _COUNT_CHUNK // max(1, flat_p.shape[1]))
+        for start in range(0, n, step):
+            _add_counts(out[start:start + step], flat_p[start:start + step], flat_t[start:start + step], 1)
+    else:  # (X, Y, Z) volumes: views of a part at a time, cut where each array's memory order keeps them cheap
+        pred, target = np.moveaxis(pred, axis, -1), np.moveaxis(target, axis, -1)
+        rest = tuple(range(pred.ndim - 1))
+        if pred.flags.c_contiguous and target.flags.c_contiguous:  # a few rows of X: contiguous blocks
+            step = max(1, _COUNT_CHUNK // max(1, pred[0].size))
+            for start in range(0, pred.shape[0], step):
+                _add_counts(out, pred[start:start + step], target[start:start + step], rest)
+        else:  # a NIfTI's mask is Fortran-ordered: a few whole slices, each contiguous there
+            step = max(1, _COUNT_CHUNK // max(1, pred[..., 0].size))
+            for start in range(0, n, step):
+                _add_counts(out[start:start + step], pred[..., start:start + step], target[..., start:start + step], rest)
+    return out
+
+
+def _add_counts(out: np.ndarray, pred: np.ndarray, target: np.ndarray, along: int | tuple[int, ...]) -> None:
+    """Add each slice's (tp, fp, fn) over `along` of a part of the volumes into `out` (slices, 3)."""
+    tp = np.count_nonzero(pred & target, axis=along)
+    out[:, 0] += tp
+    out[:, 1] += np.count_nonzero(pred, axis=along) - tp
+    out[:, 2] += np.count_nonzero(target, axis=along) - tp
 
 
 @dataclass

@@ -185,6 +185,24 @@ def test_a_command_that_fails_under_its_progress_bar_prints_the_error_alone_off_
     assert bar.startswith("synth ") and " 2/2 " in bar
 
 
+def test_off_a_terminal_a_long_block_writes_its_bar_now_and_then(tmp_path, monkeypatch):
+    """`!liverctl submit` in a notebook cell, or ingest into a log: nothing was written until the end (a
+    512 x 512 x 900 case predicted by two runs: 3 minutes without a line). The bar's line is now written every
+    `pipe_progress.EVERY_SECONDS` while the block runs (0 here: after every update), and once at the end."""
+    import liverctl.pipe_progress
+
+    args = ("synth", tmp_path / "d", "--size", "32", "--slices", "3", "--cases", "3", "--test-cases", "0", "--workers", "1")
+    quick = _invoke(*args)
+    assert quick.exit_code == 0, quick.output
+    assert len(quick.stderr.splitlines()) == 1  # a command that ends within the interval: its last state alone
+    monkeypatch.setattr(liverctl.pipe_progress, "EVERY_SECONDS", 0.0)
+    slow = _invoke(args[0], tmp_path / "e", *args[2:])
+    assert slow.exit_code == 0, slow.output
+    lines = slow.stderr.splitlines()
+    assert len(lines) > 2 and all(line.startswith("synth ") for line in lines), slow.stderr
+    assert " 1/3 " in lines[0] and " 3/3 " in lines[-1]
+
+
 class _Failing(io.TextIOBase):
     """A standard stream every write to which fails as `code` says: EPIPE (`| head -1`, the reader gone), ENOSPC
     (`> /dev/full`)."""

@@ -28,6 +28,52 @@ def test_slice_counts_per_slice_along_last_axis():
     assert slice_counts(batch_pred, batch_label, axis=0).tolist() == counts.tolist()
 
 
+def _counts_one_slice_at_a_time(pred, label, axis):
+    """(tp, fp, fn) of each slice, the plain way: the reference slice_counts must agree with."""
+    rows = []
+    for k in range(pred.shape[axis]):
+        p, t = np.take(pred, k, axis=axis).astype(bool), np.take(label, k, axis=axis).astype(bool)
+        rows.append([int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())])
+    return rows
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 22], ids=["a voxel row", "a few rows", "all at once"])
+@pytest.mark.parametrize(("shape", "axis"), [((9, 6, 5), -1), ((5, 9, 6), 0), ((6, 5, 9), 1)])
+def test_slice_counts_are_the_same_however_the_volume_is_cut(monkeypatch, chunk, shape, axis):
+    import liverctl.metrics
+
+    monkeypatch.setattr(liverctl.metrics, "_COUNT_CHUNK", chunk, raising=False)
+    rng = np.random.default_rng(sum(shape) + axis)
+    pred, label = rng.random(shape) > 0.5, (rng.random(shape) > 0.4).astype(np.uint8)
+    expected = _counts_one_slice_at_a_time(pred, label, axis)
+    assert slice_counts(pred, label, axis).tolist() == expected
+    assert slice_counts(np.asfortranarray(pred), label, axis).tolist() == expected  # not C-ordered: still right
+
+
+@pytest.mark.parametrize("order", ["C", "F"], ids=["C-ordered", "a NIfTI's Fortran order"])
+def test_slice_counts_of_a_volume_take_no_copy_of_it(monkeypatch, order):
+    """evaluate, auto post-processing and an experiment's decision count whole (X, Y, Z) cases (a decision: every
+    threshold and clean-up of every case); a transposed copy of each volume and three temporaries of their size
+    were 0.47 GB more at evaluate's peak on a 512 x 512 x 900 case."""
+    import tracemalloc
+
+    import liverctl.metrics
+
+    monkeypatch.setattr(liverctl.metrics, "_COUNT_CHUNK", 1 << 16, raising=False)  # a tenth of this volume at most
+    pred = np.zeros((128, 128, 96), bool)
+    label = np.zeros_like(pred)
+    pred[20:90, 30:100, 10:70], label[25:95, 30:100, 15:80] = True, True
+    pred, label = np.asarray(pred, order=order), np.asarray(label, order=order)
+    tracemalloc.start()
+    try:
+        counts = slice_counts(pred, label)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counts[:, 0].sum() == (pred & label).sum()
+    assert peak < pred.nbytes / 2
+
+
 def test_three_figures_differ_as_designed():
     full = np.ones((2, 2), bool)
     empty = np.zeros((2, 2), bool)

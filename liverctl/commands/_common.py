@@ -313,9 +313,10 @@ class ProgressBar:
     """One line of progress on stderr (`progress_bar`): a stage's name, a bar, done/total, the elapsed time
     and the last thing done. Library code reports through callbacks; commands turn them into these calls."""
 
-    def __init__(self, progress) -> None:
+    def __init__(self, progress, off_terminal=None) -> None:
         self._progress = progress
         self._task = None
+        self._off_terminal = off_terminal  # a `PipeProgress` writing the line now and then where it cannot move
 
     def stage(self, name: str, total: int | None = None) -> None:
         """Start a stage (replacing the previous one): `total` steps, None while unknown."""
@@ -331,6 +332,8 @@ class ProgressBar:
         if done is not None:
             fields["completed"] = done
         self._progress.update(self._task, advance=advance, **fields)
+        if self._off_terminal is not None:
+            self._off_terminal.tick()
 
 
 @contextlib.contextmanager
@@ -338,14 +341,18 @@ def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBa
     """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
     `transient`: remove the line at the end. Off a terminal (a log, a pipe) nothing moves: the bar is written
     once, at the end, only when the block succeeded and is not `transient` (rich wrote its last state before
-    the command's error, and a blank line for a transient one)."""
+    the command's error, and a blank line for a transient one); while it runs, a block of minutes writes its state
+    now and then (`liverctl.pipe_progress`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from liverctl.pipe_progress import PipeProgress
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(unit)] if unit else []
     columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
     live = err_console.is_terminal
     with Progress(*columns, console=err_console, transient=transient, disable=not live) as progress:
-        yield ProgressBar(progress)
+        now_and_then = None if live else PipeProgress(lambda: err_console.print(progress.get_renderable()))
+        yield ProgressBar(progress, now_and_then)
     if not live and not transient:
         err_console.print(progress.get_renderable())

@@ -35,8 +35,11 @@ OOF_ZSTD = {"level": 0, "checksum": True}  # zarr-python's default for uint8 (zs
 
 
 def quantize(probs: np.ndarray) -> np.ndarray:
-    """Shape: float (X, Y, Z) in [0, 1] -> uint8 (X, Y, Z)."""
-    return np.rint(np.clip(probs, 0.0, 1.0) * QUANT).astype(np.uint8)
+    """Shape: float (X, Y, Z) in [0, 1] -> uint8 (X, Y, Z). One temporary of the probabilities' size, scaled and
+    rounded in place (a 512 x 512 x 900 case's float32 probabilities are 0.94 GB)."""
+    scaled = np.clip(probs, 0.0, 1.0)
+    scaled *= QUANT
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def threshold_mask(q: np.ndarray, threshold: float) -> np.ndarray:

@@ -336,7 +336,9 @@ def choose_auto_post(predictor: CasePredictor, note: Callable[[str], None],
         on_stage("validation (auto post-processing)", predictor.slices(val_ids))
     selector = AutoSelector()
     for case_id, probs in predictor.predict(val_ids):
-        selector.add_case(case_id, probs >= predictor.settings.threshold, store.read_label_volume(case_id) > 0)
+        pred = probs >= predictor.settings.threshold
+        del probs  # the case's float32 volume, gone before its label is read
+        selector.add_case(case_id, pred, store.read_label_volume(case_id) > 0)
     choice = selector.choose()
     note(choice.describe())
     return choice
@@ -355,7 +357,9 @@ def predict_test_cases(predictor: CasePredictor, post: Postprocess, writer: Subm
     if on_stage:
         on_stage("test cases", predictor.slices(case_ids))
     for case_id, probs in predictor.predict(case_ids):
-        mask = post(probs >= predictor.settings.threshold)
+        mask = probs >= predictor.settings.threshold
+        del probs  # the case's float32 volume, gone before cleaning and encoding (a long case: 0.9 GB)
+        mask = post(mask)
         writer.add_case(case_id, mask)
         if masks_dir is not None:
             save_mask_nifti(mask, predictor.store.meta(case_id), masks_dir / f"{case_id}.nii.gz")

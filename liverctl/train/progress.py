@@ -7,6 +7,8 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from liverctl.pipe_progress import PipeProgress
+
 
 class ConsoleProgress:
     """A single live line per epoch, then one summary line per finished epoch."""
@@ -16,6 +18,7 @@ class ConsoleProgress:
         self.console = console or Console(stderr=True, soft_wrap=True)  # a pipe is not cut at 80 columns
         self._progress: Progress | None = None
         self._task = None
+        self._off_terminal: PipeProgress | None = None
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
         if not self.enabled:
@@ -32,6 +35,9 @@ class ConsoleProgress:
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=steps, completed=done, info="")
+        if not self.console.is_terminal:  # an epoch of hours in a notebook's log: its line now and then
+            progress = self._progress
+            self._off_terminal = PipeProgress(lambda: self.console.print(progress.get_renderable(), highlight=False))
 
     def step(self, loss: float, samples_per_s: float | None, lr: float) -> None:
         """`samples_per_s`: over the epoch's steps so far."""
@@ -39,6 +45,8 @@ class ConsoleProgress:
             rate = "—" if samples_per_s is None else f"{samples_per_s:.1f}"
             info = f"loss {loss:.4f}  {rate} samples/s  lr {lr:.2e}"  # as watch and bench name it
             self._progress.update(self._task, advance=1, info=info)
+            if self._off_terminal is not None:
+                self._off_terminal.tick()
 
     def status(self, text: str) -> None:
         if self._progress is not None:
@@ -68,3 +76,4 @@ class ConsoleProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+            self._off_terminal = None

@@ -24,7 +24,7 @@ from liverctl.watch.state import RunState
 
 # A first read of more than this many bytes is worth doing off the UI thread (`RunWatcher.read_log`).
 BACKGROUND_READ_BYTES = 1 << 20
-READ_BATCH_LINES = 5000  # `read_log` folds this many lines at a time, checking `stop()` between them
+READ_BATCH_LINES = 5000  # `read_log` and `poll` fold this many lines at a time (`read_log` checks `stop()` between)
 
 # `read_log`'s outline leaves out the step events as the trainer writes them (compact JSON: `"kind":"step"`)
 # that show no sign of a non-finite value: no NaN or Infinity token, no null (a null loss is a non-finite one),
@@ -92,7 +92,10 @@ class RunWatcher:
         self.condition = "ok"
         self.state.writer_alive = writer_alive(self.run_dir)
         self.state.rank_failed = bool(rank_failures(self.run_dir))
-        return self.state.feed_lines(lines)
+        # In batches, as `read_log` folds them: `watch --once` of a 150k-step log held every event as a dict at once
+        # (a peak of 5x what the folded state keeps).
+        return sum(self.state.feed_lines(lines[start:start + READ_BATCH_LINES])
+                   for start in range(0, len(lines), READ_BATCH_LINES))
 
     def read_is_long(self) -> bool:
         """The log is to be read from its start (nothing read yet, or replaced, truncated or rewritten since

@@ -25,3 +25,25 @@ def test_the_progress_line_names_the_rate_as_watch_does():
         assert _info(progress) == "loss 0.5000  — samples/s  lr 1.00e-04"
     finally:
         progress.close()
+
+
+def test_off_a_terminal_an_epoch_writes_its_line_now_and_then(monkeypatch):
+    """`!liverctl train` in a notebook cell: an epoch of the large presets (1.5 to 2 hours on a Kaggle GPU) wrote
+    nothing between two epoch lines. Its progress line is now written every `pipe_progress.EVERY_SECONDS` (0
+    here: after every step); within the interval, nothing."""
+    import liverctl.pipe_progress
+
+    out = io.StringIO()
+    progress = ConsoleProgress(console=Console(file=out, force_terminal=False, width=160))
+    progress.start_epoch(0, 3, steps=8)
+    progress.step(0.5, 12.34, 1e-4)
+    progress.close()
+    assert out.getvalue() == ""
+    monkeypatch.setattr(liverctl.pipe_progress, "EVERY_SECONDS", 0.0)
+    progress.start_epoch(1, 3, steps=8)
+    progress.step(0.5, 12.34, 1e-4)
+    progress.step(0.25, 12.34, 1e-4)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 2/3") and " 1/8 " in lines[0], out.getvalue()
+    assert " 2/8 " in lines[1] and "loss 0.2500  12.3 samples/s" in lines[1]
