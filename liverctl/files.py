@@ -11,6 +11,7 @@ WHAT"). Standard library only: the TUI may import it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -277,19 +278,31 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
     return path
 
 
-def flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
+# What flock answers on a file system that takes no locks (NFS mounted with nolock, some FUSE and SMB mounts).
+NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def flock_retrying(fd: int, mode: int, tries: int = 5, *, path: str | os.PathLike, advice: str) -> None:
     """flock without blocking, tried a few times 20 ms apart: `lock_held` takes a shared lock for a moment,
-    and a writer starting just then must not be refused for it. `OSError` (BlockingIOError) when still held."""
+    and a writer starting just then must not be refused for it. `BlockingIOError` when still held. A file
+    system that takes no locks (`NO_LOCKS`) is one line naming `path` (what the lock guards), with `advice`
+    (where else to write): a writer there could not keep a second one out, nor tell a reader it runs."""
     import fcntl
 
     for attempt in range(tries):
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
-        except OSError:
+        except BlockingIOError:
             if attempt == tries - 1:
                 raise
             time.sleep(0.02)
+        except OSError as exc:
+            if exc.errno not in NO_LOCKS:
+                raise
+            raise LiverctlError(f"cannot lock it ({exc.strerror or exc}): its file system takes no locks (NFS "
+                                f"mounted with nolock?), and one writer at a time needs one; {advice}",
+                                path=path) from exc
 
 
 def lock_held(path: str | os.PathLike) -> bool:
@@ -307,8 +320,8 @@ def lock_held(path: str | os.PathLike) -> bool:
     with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
+        except OSError as exc:  # on a file system without locks (NO_LOCKS) no writer holds one: none can run there
+            return exc.errno not in NO_LOCKS
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         return False
 

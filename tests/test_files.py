@@ -357,3 +357,36 @@ def test_a_work_folder_is_read_as_its_own_targets_never_a_longer_names(tmp_path)
     dead.mkdir()
     assert files.remove_dead_work_dirs(tmp_path / "out") == [dead]
     assert (other / "a.png").is_file()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_file_system_without_locks_is_one_line_and_holds_no_writer(tmp_path, monkeypatch, code):
+    """NFS mounted without locks answers flock with ENOLCK (some FUSE mounts EOPNOTSUPP): a writer was told the
+    lock was held by another process, five tries later, and a reader (`lock_held`) took every file there for one
+    a live writer holds. Now the writer gets one line saying the file system takes no locks, at once, and a
+    reader sees no writer (none can run there); a lock that is held is still told apart."""
+    import fcntl
+
+    calls = []
+
+    def flock(fd, op):
+        calls.append(op)
+        raise OSError(code, os.strerror(code))
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with open(lock, "rb") as fh, pytest.raises(LiverctlError) as caught:
+        files.flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=tmp_path, advice="use a local disk")
+    assert str(caught.value) == (f"{tmp_path}: cannot lock it ({os.strerror(code)}): its file system takes no locks "
+                                 "(NFS mounted with nolock?), and one writer at a time needs one; use a local disk")
+    assert len(calls) == 1
+    assert not files.lock_held(lock)
+
+    def held(fd, op):
+        raise BlockingIOError(errno.EWOULDBLOCK, "held")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    assert files.lock_held(lock)
+    with open(lock, "rb") as fh, pytest.raises(BlockingIOError):
+        files.flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=tmp_path, advice="use a local disk")

@@ -113,7 +113,15 @@ def _lock(base: Path, store: Path, tries: int = 5):
         except FileNotFoundError:  # `base` removed by an ingest that just ended
             continue
         try:
-            flock_retrying(lock_file.fileno(), fcntl.LOCK_EX)  # a reader's `ingest_running` probes it for a moment
+            # a reader's `ingest_running` probes it for a moment
+            flock_retrying(lock_file.fileno(), fcntl.LOCK_EX, path=store,
+                           advice="give --store a folder on a disk that takes them (a local one)")
+        except LiverctlError:
+            lock_file.close()  # no ingest can hold a lock there: the lock file made is removed, and its folder if empty
+            (base / "lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                base.rmdir()
+            raise
         except BlockingIOError:
             lock_file.close()
             raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None

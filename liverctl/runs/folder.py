@@ -249,7 +249,11 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            flock_retrying(fh.fileno(), fcntl.LOCK_EX)
+            flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=self.run_dir,
+                           advice="give --runs-dir a folder on a disk that takes them (a local one)")
+        except LiverctlError:
+            fh.close()
+            raise
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)
             holder = _describe_holder(fh.read(4096))

@@ -1422,3 +1422,20 @@ def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(da
     with pytest.raises(LiverctlError) as refused:
         ingest_folder(dataset, store=store, workers=1)
     assert str(refused.value) == expected and list(store.iterdir()) == []
+
+
+def test_an_ingest_on_a_file_system_without_locks_is_one_line(tiny_dataset, tmp_path, monkeypatch):
+    """An ingest into a store on NFS without locks (flock: ENOLCK) ended in a traceback, `OSError: [Errno 37]
+    No locks available`. Now it is one line naming the store, and nothing is left beside it."""
+    import errno
+    import fcntl
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(LiverctlError, match=r"s.zarr: cannot lock it \(No locks available\): its file system takes "
+                                            r"no locks .*; give --store a folder on a disk that takes them"):
+        ingest_folder(tiny_dataset, store=store, workers=1)
+    assert list(tmp_path.iterdir()) == []

@@ -342,3 +342,20 @@ def test_the_copy_to_resume_is_made_writable_only_where_cp_keeps_it_read_only(tm
     step = f" && chmod -R u+w {runs / 'x'}" if chmod else ""
     assert str(refused.value).endswith(f"`mkdir -p {runs} && cp -r {run} {runs / 'x'}{step} && liverctl train "
                                        f"--resume {runs / 'x'}`")
+
+
+def test_a_run_on_a_file_system_without_locks_is_one_line_not_another_writer(tmp_path, monkeypatch):
+    """`train` into a runs folder on NFS without locks (flock: ENOLCK) was refused with 'run 'r' is being written
+    by another process (it has not said which yet); wait for it to end', though nothing else ran. Now it says
+    the file system takes no locks and where to go instead."""
+    import errno
+    import fcntl
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(LiverctlError, match=r"r: cannot lock it \(No locks available\): its file system takes no "
+                                            r"locks .*; give --runs-dir a folder on a disk that takes them"):
+        RunLock(tmp_path / "r").acquire()
+    assert not writer_alive(tmp_path / "r")
