@@ -394,7 +394,12 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
     work = work_dir_beside(target, within=target if inside else None)
     aside = None
     try:
-        yield work
+        try:
+            yield work
+        except LiverctlError as exc:  # said of a file in the hidden folder, gone once it ends: named where it goes
+            if str(work) not in str(exc):
+                raise
+            raise _named_in(exc, work, target) from exc
         if not inside and not target.exists():
             with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
                 os.rename(work, target)
@@ -412,6 +417,17 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
         shutil.rmtree(work, ignore_errors=True)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
+
+
+def _named_in(exc: LiverctlError, work: Path, target: Path) -> LiverctlError:
+    """`exc` (its type kept: its exit code) with the paths in the hidden folder `work` named in `target`."""
+    import copy
+
+    named = copy.copy(exc)
+    named.args = (str(exc).replace(str(work), str(target)),)
+    if exc.path is not None:
+        named.path = exc.path.replace(str(work), str(target))
+    return named
 
 
 def _move_aside(target: Path, work: Path) -> Path:

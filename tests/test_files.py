@@ -390,3 +390,23 @@ def test_a_file_system_without_locks_is_one_line_and_holds_no_writer(tmp_path, m
     assert files.lock_held(lock)
     with open(lock, "rb") as fh, pytest.raises(BlockingIOError):
         files.flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=tmp_path, advice="use a local disk")
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_an_error_in_a_staged_folder_names_the_file_where_it_was_going(tmp_path, monkeypatch, exists):
+    """`synth /out/syn` on a disk that filled up said 'error: /out/.syn.15259.s6up0spn.tmp/test/volume-4.nii.gz: no
+    space left on /out while writing synthetic case volume-4.nii.gz', a hidden folder deleted by the time it was
+    read. The line now names the file where it was going; the error keeps its type, and the folder is as it was."""
+    target = tmp_path / "syn"
+    if exists:
+        target.mkdir()
+    fill_disk(monkeypatch)
+    with pytest.raises(LiverctlError) as caught, files.staged_folder(target) as work:
+        (work / "test").mkdir()
+        files.write_atomic(work / "test" / "volume-4.nii.gz", b"x" * 100, what="synthetic case volume-4.nii.gz")
+    message = str(caught.value)
+    assert message.startswith(f"{target / 'test' / 'volume-4.nii.gz'}: no space left on ") and ".tmp" not in message
+    assert message.endswith(" while writing synthetic case volume-4.nii.gz")
+    assert caught.value.path == str(target / "test" / "volume-4.nii.gz") and type(caught.value) is LiverctlError
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["syn"] if exists else [])
+    assert not exists or list(target.iterdir()) == []
