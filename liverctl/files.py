@@ -22,6 +22,7 @@ from typing import IO
 
 from liverctl.disk import is_disk_full, no_space_error, os_error_behind
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -50,6 +51,7 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
+    check_no_dangling_link(path, option=option)
     folder = _nearest_existing(path.parent)
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
@@ -67,10 +69,26 @@ def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> N
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
+    check_no_dangling_link(path, option=option)
     folder = _nearest_existing(path)  # where staged_folder gathers them: in the folder if it exists, else beside it
     if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
         raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
                             "you can write to", path=path) from None
+
+
+def check_no_dangling_link(path: str | os.PathLike, *, option: str | None = None) -> None:
+    """Refuse, in one line, a path to write that leads through a link to nowhere (`out -> /mnt/big/out` with
+    /mnt/big not mounted, a Docker volume missing): making a folder there ended in a traceback (`FileExistsError`:
+    the link is in the way), or made the link's target on the disk that holds the empty mount point. `option`
+    names the option that takes the path, for what to do next."""
+    here = Path(os.path.abspath(path))
+    for part in (here, *here.parents):
+        if part.exists():  # it and every folder above lead somewhere
+            return
+        if part.is_symlink():
+            raise LiverctlError(f"is a link to {quoted(os.readlink(part))}, which does not exist (a disk or volume "
+                                f"not mounted?); mount it, or choose another {option or 'folder'}",
+                                path=part)
 
 
 def _nearest_existing(folder: Path) -> Path:
@@ -340,6 +358,7 @@ def work_dir_beside(target: str | os.PathLike, *, within: str | os.PathLike | No
 
     target = Path(target)
     folder = Path(within) if within is not None else target.parent
+    check_no_dangling_link(target)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_dead_work_dirs(target, within=folder)

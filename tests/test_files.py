@@ -410,3 +410,23 @@ def test_an_error_in_a_staged_folder_names_the_file_where_it_was_going(tmp_path,
     assert caught.value.path == str(target / "test" / "volume-4.nii.gz") and type(caught.value) is LiverctlError
     assert sorted(p.name for p in tmp_path.iterdir()) == (["syn"] if exists else [])
     assert not exists or list(target.iterdir()) == []
+
+
+def test_an_output_through_a_link_to_nowhere_is_one_line_and_nothing_is_made(tmp_path):
+    """`--out /out/...`, `--save-masks out` or synth's OUT where out -> /mnt/big/out and /mnt/big is not mounted
+    (a Docker volume missing) ended in a traceback, FileExistsError: [Errno 17] File exists: 'out', after the
+    minutes of work for submit's masks and report. The checks up front, and the staged folder, now refuse it."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "big" / "out")
+    expected = r"out: is a link to .*big/out', which does not exist \(a disk or volume not mounted\?\); mount it, or "
+    with pytest.raises(LiverctlError, match=expected + "choose another --out"):
+        files.check_output_file(out / "sub" / "submission.csv", what="the submission", option="--out", folder_hint="")
+    with pytest.raises(LiverctlError, match=expected + "choose another --save-masks"):
+        files.check_output_folder(out, what="the masks", option="--save-masks")
+    for target in (out, out / "syn"):
+        with pytest.raises(LiverctlError, match=expected + "choose another folder"), files.staged_folder(target):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    live = tmp_path / "live"
+    live.symlink_to(tmp_path)  # a link that leads somewhere is no business of this check
+    files.check_output_folder(live / "masks", what="the masks", option="--save-masks")

@@ -80,6 +80,9 @@ def refuse_read_only_folder(store: Path) -> None:
 @contextlib.contextmanager
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
+    from liverctl.files import check_no_dangling_link
+
+    check_no_dangling_link(store, option="--store")
     refuse_read_only_folder(store)
     if store.is_dir() and os.path.ismount(store):
         raise _across_file_systems(store)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from liverctl.disk import NOT_WRITABLE
 from liverctl.errors import LiverctlError
-from liverctl.files import is_work_dir, staged_folder
+from liverctl.files import check_no_dangling_link, is_work_dir, staged_folder
 from liverctl.report.html import write_index
 from liverctl.report.plots import CURVES_FIGSIZE, DPI, plot_case_dice, plot_curves
 from liverctl.report.predictions import (
@@ -143,6 +143,7 @@ def _predict_runs(
 def _check_out_dir(target: Path) -> None:
     """Refuse to replace anything but an empty folder or an earlier report (`--out runs` must not
     delete the runs)."""
+    check_no_dangling_link(target, option="--out")
     if not target.exists():
         return
     if not target.is_dir():

@@ -19,6 +19,7 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import (
+    check_no_dangling_link,
     flock_retrying,
     is_temp_file,
     lock_held,
@@ -246,6 +247,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
+        check_no_dangling_link(self.run_dir, option="--runs-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:

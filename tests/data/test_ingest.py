@@ -1461,3 +1461,15 @@ def test_one_volume_under_two_case_ids_is_noted(dataset, tmp_path):
         f"{store}: 2 volumes are stored under more than one case id ('0' and '20'; '1' and '21'): one file under two "
         "names (a link) or a copy; a run that validates on one of them has trained on the other, and its Dice reads "
         "too high: ingest into a new --store from a folder that holds each volume once"]
+
+
+@pytest.mark.parametrize("store_name", ["store", "store/liver.zarr"])
+def test_a_store_through_a_link_to_nowhere_is_one_line(tiny_dataset, tmp_path, store_name):
+    """`--store store` where store -> /mnt/big/liver.zarr and /mnt/big is not mounted ended in a traceback
+    (FileExistsError: 'store'), and `--store store/liver.zarr` built the store at the link's target, on the disk
+    that holds the empty mount point. Both are one line naming the link now, and nothing is made."""
+    (tmp_path / "store").symlink_to(tmp_path / "big" / "liver.zarr")
+    with pytest.raises(LiverctlError, match=r"store: is a link to .*big/liver.zarr', which does not exist \(a disk or "
+                                            r"volume not mounted\?\); mount it, or choose another --store"):
+        ingest_folder(tiny_dataset, store=tmp_path / store_name, workers=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]

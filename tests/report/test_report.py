@@ -539,6 +539,17 @@ def test_out_dir_that_is_not_a_report_is_never_replaced(two_runs, tmp_path):
     assert (tmp_path / "empty" / "index.html").is_file()
 
 
+def test_out_dir_through_a_link_to_nowhere_is_refused_before_the_work(two_runs, tmp_path):
+    """`report --out out` where out -> /mnt/big/out and /mnt/big is not mounted ended in a traceback after the
+    predictions (FileExistsError: [Errno 17] File exists: 'out'). It is refused up front now, in one line."""
+    (tmp_path / "out").symlink_to(tmp_path / "big" / "out")
+    started = []
+    with pytest.raises(LiverctlError, match=r"out: is a link to .*big/out', which does not exist \(a disk or volume "
+                                            r"not mounted\?\); mount it, or choose another --out"):
+        write_report([two_runs[0]], tmp_path / "out" / "rep", overlays=False, on_start=lambda: started.append(1))
+    assert started == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]
+
+
 def test_report_of_an_experiment_refuses_a_fold_checkpoint_it_did_not_record(tiny_store, tmp_path):
     """`report EXPERIMENT` loaded each fold's best.pt unchecked (`submit --run EXPERIMENT` checks the sha256
     experiment.json recorded): fold 1's best.pt copied over fold 0's was reported as fold 0, exit 0."""

@@ -359,3 +359,14 @@ def test_a_run_on_a_file_system_without_locks_is_one_line_not_another_writer(tmp
                                             r"locks .*; give --runs-dir a folder on a disk that takes them"):
         RunLock(tmp_path / "r").acquire()
     assert not writer_alive(tmp_path / "r")
+
+
+def test_a_run_in_a_runs_folder_linked_to_nowhere_is_one_line(tmp_path):
+    """`train --runs-dir runs` where runs -> /mnt/big/runs and /mnt/big is not mounted (a Docker volume missing)
+    ended in a traceback, FileExistsError: [Errno 17] File exists: 'runs'. Now it is one line naming the link;
+    nothing is made at its target (on the disk that holds the empty mount point)."""
+    (tmp_path / "runs").symlink_to(tmp_path / "big" / "runs")
+    with pytest.raises(LiverctlError, match=r"runs: is a link to .*big/runs', which does not exist \(a disk or volume "
+                                            r"not mounted\?\); mount it, or choose another --runs-dir"):
+        RunLock(tmp_path / "runs" / "r").acquire()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
