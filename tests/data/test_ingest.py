@@ -1473,3 +1473,33 @@ def test_a_store_through_a_link_to_nowhere_is_one_line(tiny_dataset, tmp_path, s
                                             r"volume not mounted\?\); mount it, or choose another --store"):
         ingest_folder(tiny_dataset, store=tmp_path / store_name, workers=1)
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_a_store_whose_cases_folder_is_on_another_disk_is_one_line_saying_so(dataset, tmp_path, monkeypatch):
+    """A store whose cases/ was moved to a bigger disk and linked back (or mounted there: Docker's `-v
+    /big/cases:/store/liver.zarr/cases`) met `Invalid cross-device link` at its first case, said as 'is a file
+    system of its own (a mount point): ... give --store a folder inside it, e.g. --store store/liver.zarr/liver.zarr',
+    advice that makes a store inside the store. The line now says which folder is elsewhere; a mounted one is
+    refused before any case is built."""
+    store = tmp_path / "liver.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    disk = tmp_path / "big"
+    disk.mkdir()
+    shutil.move(store / "cases", disk / "cases")
+    (store / "cases").symlink_to(disk / "cases")
+    _one_file_system_each(disk, monkeypatch)
+    (dataset / "train" / "volume" / "volume-0.nii.gz").unlink()  # ingested again (as a new case): a rename
+    shutil.copy(dataset / "train" / "volume" / "volume-1.nii.gz", dataset / "train" / "volume" / "volume-0.nii.gz")
+    expected = (f"{store}: its folder cases/ is on another file system (a link or a mount to another disk): ingest "
+                "builds each case and the index beside the store and renames them in, which cannot cross file "
+                "systems; keep the whole store on one disk (a link to the store's own folder works)")
+    with pytest.raises(LiverctlError) as linked:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(linked.value) == expected
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == store / "cases" or real_ismount(p))
+    built = []
+    monkeypatch.setattr("liverctl.data.store_writer._commit_case", lambda *args: built.append(args))
+    with pytest.raises(LiverctlError) as mounted:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(mounted.value) == expected and built == []
