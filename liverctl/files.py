@@ -81,14 +81,28 @@ def check_no_dangling_link(path: str | os.PathLike, *, option: str | None = None
     /mnt/big not mounted, a Docker volume missing): making a folder there ended in a traceback (`FileExistsError`:
     the link is in the way), or made the link's target on the disk that holds the empty mount point. `option`
     names the option that takes the path, for what to do next."""
+    if (link := dangling_link(path)) is not None:
+        raise LiverctlError(f"{dangling_link_text(link)}; mount it, or choose another {option or 'folder'}", path=link)
+
+
+def dangling_link(path: str | os.PathLike) -> Path | None:
+    """The link to nowhere that `path` leads through (itself, or a folder above it), or None."""
     here = Path(os.path.abspath(path))
     for part in (here, *here.parents):
         if part.exists():  # it and every folder above lead somewhere
-            return
+            return None
         if part.is_symlink():
-            raise LiverctlError(f"is a link to {quoted(os.readlink(part))}, which does not exist (a disk or volume "
-                                f"not mounted?); mount it, or choose another {option or 'folder'}",
-                                path=part)
+            return part
+    return None
+
+
+def dangling_link_text(link: Path) -> str:
+    """What a link to nowhere is, for a message about it (`dangling_link`)."""
+    try:
+        target = quoted(os.readlink(link))
+    except OSError:  # removed meanwhile
+        target = "a place"
+    return f"is a link to {target}, which does not exist (a disk or volume not mounted?)"
 
 
 def _nearest_existing(folder: Path) -> Path:

@@ -20,6 +20,8 @@ from typing import Any
 from liverctl.errors import LiverctlError
 from liverctl.files import (
     check_no_dangling_link,
+    dangling_link,
+    dangling_link_text,
     flock_retrying,
     is_temp_file,
     lock_held,
@@ -152,6 +154,8 @@ def no_runs_text(runs_root: str | os.PathLike) -> str:
     """The one wording of a runs folder with no run to name (`runs`, `watch`, `no_such_run`), one per situation:
     the folder is not there, or holds none; and what to do."""
     root = Path(runs_root)
+    if (link := dangling_link(root)) is not None:
+        return f"{link} {dangling_link_text(link)}; mount it, or give --runs-dir the folder that holds your runs"
     where = f"{root}/ holds no runs" if root.is_dir() else f"there is no folder {root}/"
     return f"{where}; train one with `liverctl train --preset demo`, or give --runs-dir the folder that holds yours"
 

@@ -370,3 +370,16 @@ def test_a_run_in_a_runs_folder_linked_to_nowhere_is_one_line(tmp_path):
                                             r"not mounted\?\); mount it, or choose another --runs-dir"):
         RunLock(tmp_path / "runs" / "r").acquire()
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+def test_a_runs_folder_linked_to_nowhere_is_said_so(tmp_path):
+    """`runs --runs-dir runs` (and `watch`, a run's name) where runs -> a disk not mounted said 'there is no folder
+    runs/; train one with `liverctl train --preset demo`': the runs are there, on the disk to mount."""
+    from liverctl.runs.folder import no_runs_text
+
+    (tmp_path / "runs").symlink_to(tmp_path / "big" / "runs")
+    assert no_runs_text(tmp_path / "runs") == (
+        f"{tmp_path / 'runs'} is a link to {str(tmp_path / 'big' / 'runs')!r}, which does not exist (a disk or volume "
+        "not mounted?); mount it, or give --runs-dir the folder that holds your runs")
+    assert no_runs_text(tmp_path / "none") == (f"there is no folder {tmp_path / 'none'}/; train one with `liverctl "
+                                                "train --preset demo`, or give --runs-dir the folder that holds yours")
