@@ -314,6 +314,25 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
 NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
+def unshare_hard_link(path: str | os.PathLike, *, what: str | None = None) -> bool:
+    """Before a file is changed in place (appended: a run's event log, submissions.jsonl), make it this name's own
+    where it has other names (a hard-linked copy of its folder: `cp -al`, `rsync --link-dest`, a snapshot): its
+    bytes copied into a new file renamed onto it (`atomic_open`), so the other names keep what they held. Resuming
+    a copy made with `cp -al` appended its epochs to the original run's log, which then named a best epoch its
+    best.pt does not hold. Returns whether it copied; no file, or one of one name, is left as it is."""
+    import shutil
+
+    path = Path(path)
+    try:
+        if os.stat(path).st_nlink <= 1:
+            return False
+    except FileNotFoundError:
+        return False
+    with open(path, "rb") as src, atomic_open(path, "wb", what=what) as fh:
+        shutil.copyfileobj(src, fh)
+    return True
+
+
 def flock_retrying(fd: int, mode: int, tries: int = 5, *, path: str | os.PathLike, advice: str) -> None:
     """flock without blocking, tried a few times 20 ms apart: `lock_held` takes a shared lock for a moment,
     and a writer starting just then must not be refused for it. `BlockingIOError` when still held. A file

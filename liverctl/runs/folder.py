@@ -28,6 +28,7 @@ from liverctl.files import (
     natural_key,
     not_writable_error,
     temp_files,
+    unshare_hard_link,
 )
 from liverctl.printable import first_line, quoted
 from liverctl.suggest import hint_for, nearest
@@ -322,6 +323,7 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     events = run_dir / EVENTS_FILE
+    unshare_hard_link(events, what="the event log")  # the torn line's end written to this run's log alone
     try:
         with open(events, "rb+") as fh:
             if fh.seek(0, os.SEEK_END) > 0:
