@@ -52,10 +52,12 @@ def os_error_behind(exc: BaseException) -> OSError | None:
 
 
 def mount_point(path: str | os.PathLike) -> str:
-    """The mount point of the file system that holds (or would hold) `path`."""
+    """The mount point of the file system that holds (or would hold) `path`: through a link, the one it leads to
+    (`free_bytes` counts that one's space)."""
     here = Path(os.path.abspath(path))
     while not here.exists() and here != here.parent:
         here = here.parent
+    here = Path(os.path.realpath(here))
     while not os.path.ismount(here) and here != here.parent:
         here = here.parent
     return str(here)

@@ -11,6 +11,7 @@ WHAT"). Standard library only: the TUI may import it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -21,6 +22,7 @@ from typing import IO
 
 from liverctl.disk import is_disk_full, no_space_error, os_error_behind
 from liverctl.errors import LiverctlError
+from liverctl.printable import quoted
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -49,6 +51,7 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
     path = Path(path)
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
+    check_no_dangling_link(path, option=option)
     folder = _nearest_existing(path.parent)
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
@@ -66,10 +69,40 @@ def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> N
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
+    check_no_dangling_link(path, option=option)
     folder = _nearest_existing(path)  # where staged_folder gathers them: in the folder if it exists, else beside it
     if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
         raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
                             "you can write to", path=path) from None
+
+
+def check_no_dangling_link(path: str | os.PathLike, *, option: str | None = None) -> None:
+    """Refuse, in one line, a path to write that leads through a link to nowhere (`out -> /mnt/big/out` with
+    /mnt/big not mounted, a Docker volume missing): making a folder there ended in a traceback (`FileExistsError`:
+    the link is in the way), or made the link's target on the disk that holds the empty mount point. `option`
+    names the option that takes the path, for what to do next."""
+    if (link := dangling_link(path)) is not None:
+        raise LiverctlError(f"{dangling_link_text(link)}; mount it, or choose another {option or 'folder'}", path=link)
+
+
+def dangling_link(path: str | os.PathLike) -> Path | None:
+    """The link to nowhere that `path` leads through (itself, or a folder above it), or None."""
+    here = Path(os.path.abspath(path))
+    for part in (here, *here.parents):
+        if part.exists():  # it and every folder above lead somewhere
+            return None
+        if part.is_symlink():
+            return part
+    return None
+
+
+def dangling_link_text(link: Path) -> str:
+    """What a link to nowhere is, for a message about it (`dangling_link`)."""
+    try:
+        target = quoted(os.readlink(link))
+    except OSError:  # removed meanwhile
+        target = "a place"
+    return f"is a link to {target}, which does not exist (a disk or volume not mounted?)"
 
 
 def _nearest_existing(folder: Path) -> Path:
@@ -277,19 +310,50 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, what: str | None
     return path
 
 
-def flock_retrying(fd: int, mode: int, tries: int = 5) -> None:
+# What flock answers on a file system that takes no locks (NFS mounted with nolock, some FUSE and SMB mounts).
+NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def unshare_hard_link(path: str | os.PathLike, *, what: str | None = None) -> bool:
+    """Before a file is changed in place (appended: a run's event log, submissions.jsonl), make it this name's own
+    where it has other names (a hard-linked copy of its folder: `cp -al`, `rsync --link-dest`, a snapshot): its
+    bytes copied into a new file renamed onto it (`atomic_open`), so the other names keep what they held. Resuming
+    a copy made with `cp -al` appended its epochs to the original run's log, which then named a best epoch its
+    best.pt does not hold. Returns whether it copied; no file, or one of one name, is left as it is."""
+    import shutil
+
+    path = Path(path)
+    try:
+        if os.stat(path).st_nlink <= 1:
+            return False
+    except FileNotFoundError:
+        return False
+    with open(path, "rb") as src, atomic_open(path, "wb", what=what) as fh:
+        shutil.copyfileobj(src, fh)
+    return True
+
+
+def flock_retrying(fd: int, mode: int, tries: int = 5, *, path: str | os.PathLike, advice: str) -> None:
     """flock without blocking, tried a few times 20 ms apart: `lock_held` takes a shared lock for a moment,
-    and a writer starting just then must not be refused for it. `OSError` (BlockingIOError) when still held."""
+    and a writer starting just then must not be refused for it. `BlockingIOError` when still held. A file
+    system that takes no locks (`NO_LOCKS`) is one line naming `path` (what the lock guards), with `advice`
+    (where else to write): a writer there could not keep a second one out, nor tell a reader it runs."""
     import fcntl
 
     for attempt in range(tries):
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
-        except OSError:
+        except BlockingIOError:
             if attempt == tries - 1:
                 raise
             time.sleep(0.02)
+        except OSError as exc:
+            if exc.errno not in NO_LOCKS:
+                raise
+            raise LiverctlError(f"cannot lock it ({exc.strerror or exc}): its file system takes no locks (NFS "
+                                f"mounted with nolock?), and one writer at a time needs one; {advice}",
+                                path=path) from exc
 
 
 def lock_held(path: str | os.PathLike) -> bool:
@@ -307,8 +371,8 @@ def lock_held(path: str | os.PathLike) -> bool:
     with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
+        except OSError as exc:  # on a file system without locks (NO_LOCKS) no writer holds one: none can run there
+            return exc.errno not in NO_LOCKS
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         return False
 
@@ -327,6 +391,7 @@ def work_dir_beside(target: str | os.PathLike, *, within: str | os.PathLike | No
 
     target = Path(target)
     folder = Path(within) if within is not None else target.parent
+    check_no_dangling_link(target)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         remove_dead_work_dirs(target, within=folder)
@@ -381,7 +446,12 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
     work = work_dir_beside(target, within=target if inside else None)
     aside = None
     try:
-        yield work
+        try:
+            yield work
+        except LiverctlError as exc:  # said of a file in the hidden folder, gone once it ends: named where it goes
+            if str(work) not in str(exc):
+                raise
+            raise _named_in(exc, work, target) from exc
         if not inside and not target.exists():
             with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
                 os.rename(work, target)
@@ -399,6 +469,17 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
         shutil.rmtree(work, ignore_errors=True)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
+
+
+def _named_in(exc: LiverctlError, work: Path, target: Path) -> LiverctlError:
+    """`exc` (its type kept: its exit code) with the paths in the hidden folder `work` named in `target`."""
+    import copy
+
+    named = copy.copy(exc)
+    named.args = (str(exc).replace(str(work), str(target)),)
+    if exc.path is not None:
+        named.path = exc.path.replace(str(work), str(target))
+    return named
 
 
 def _move_aside(target: Path, work: Path) -> Path:

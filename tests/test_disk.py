@@ -19,6 +19,19 @@ def test_mount_point_of_a_path_not_yet_written(tmp_path):
     assert os.path.ismount(where) and str(tmp_path).startswith(where)
 
 
+def test_mount_point_of_a_path_through_a_link_to_another_disk(tmp_path, monkeypatch):
+    """`--runs-dir runs` where runs -> /mnt/big (a tmpfs here): 'train' said '... need about 427.8 MB but / has
+    200.0 MB free', the free space of /mnt/big under the name of the disk that holds the link. The disk named is
+    now the one the link leads to, whose space was counted."""
+    big = tmp_path / "big"
+    big.mkdir()
+    (tmp_path / "runs").symlink_to(big)
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(big) or real_ismount(p))
+    assert mount_point(tmp_path / "runs" / "r2" / "checkpoints") == str(big)
+    assert mount_point(big / "r2") == str(big)
+
+
 def test_disk_full_is_recognised_and_said_in_one_line(tmp_path):
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))

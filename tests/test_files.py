@@ -357,3 +357,76 @@ def test_a_work_folder_is_read_as_its_own_targets_never_a_longer_names(tmp_path)
     dead.mkdir()
     assert files.remove_dead_work_dirs(tmp_path / "out") == [dead]
     assert (other / "a.png").is_file()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP])
+def test_a_file_system_without_locks_is_one_line_and_holds_no_writer(tmp_path, monkeypatch, code):
+    """NFS mounted without locks answers flock with ENOLCK (some FUSE mounts EOPNOTSUPP): a writer was told the
+    lock was held by another process, five tries later, and a reader (`lock_held`) took every file there for one
+    a live writer holds. Now the writer gets one line saying the file system takes no locks, at once, and a
+    reader sees no writer (none can run there); a lock that is held is still told apart."""
+    import fcntl
+
+    calls = []
+
+    def flock(fd, op):
+        calls.append(op)
+        raise OSError(code, os.strerror(code))
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with open(lock, "rb") as fh, pytest.raises(LiverctlError) as caught:
+        files.flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=tmp_path, advice="use a local disk")
+    assert str(caught.value) == (f"{tmp_path}: cannot lock it ({os.strerror(code)}): its file system takes no locks "
+                                 "(NFS mounted with nolock?), and one writer at a time needs one; use a local disk")
+    assert len(calls) == 1
+    assert not files.lock_held(lock)
+
+    def held(fd, op):
+        raise BlockingIOError(errno.EWOULDBLOCK, "held")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    assert files.lock_held(lock)
+    with open(lock, "rb") as fh, pytest.raises(BlockingIOError):
+        files.flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=tmp_path, advice="use a local disk")
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_an_error_in_a_staged_folder_names_the_file_where_it_was_going(tmp_path, monkeypatch, exists):
+    """`synth /out/syn` on a disk that filled up said 'error: /out/.syn.15259.s6up0spn.tmp/test/volume-4.nii.gz: no
+    space left on /out while writing synthetic case volume-4.nii.gz', a hidden folder deleted by the time it was
+    read. The line now names the file where it was going; the error keeps its type, and the folder is as it was."""
+    target = tmp_path / "syn"
+    if exists:
+        target.mkdir()
+    fill_disk(monkeypatch)
+    with pytest.raises(LiverctlError) as caught, files.staged_folder(target) as work:
+        (work / "test").mkdir()
+        files.write_atomic(work / "test" / "volume-4.nii.gz", b"x" * 100, what="synthetic case volume-4.nii.gz")
+    message = str(caught.value)
+    assert message.startswith(f"{target / 'test' / 'volume-4.nii.gz'}: no space left on ") and ".tmp" not in message
+    assert message.endswith(" while writing synthetic case volume-4.nii.gz")
+    assert caught.value.path == str(target / "test" / "volume-4.nii.gz") and type(caught.value) is LiverctlError
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["syn"] if exists else [])
+    assert not exists or list(target.iterdir()) == []
+
+
+def test_an_output_through_a_link_to_nowhere_is_one_line_and_nothing_is_made(tmp_path):
+    """`--out /out/...`, `--save-masks out` or synth's OUT where out -> /mnt/big/out and /mnt/big is not mounted
+    (a Docker volume missing) ended in a traceback, FileExistsError: [Errno 17] File exists: 'out', after the
+    minutes of work for submit's masks and report. The checks up front, and the staged folder, now refuse it."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "big" / "out")
+    expected = r"out: is a link to .*big/out', which does not exist \(a disk or volume not mounted\?\); mount it, or "
+    with pytest.raises(LiverctlError, match=expected + "choose another --out"):
+        files.check_output_file(out / "sub" / "submission.csv", what="the submission", option="--out", folder_hint="")
+    with pytest.raises(LiverctlError, match=expected + "choose another --save-masks"):
+        files.check_output_folder(out, what="the masks", option="--save-masks")
+    for target in (out, out / "syn"):
+        with pytest.raises(LiverctlError, match=expected + "choose another folder"), files.staged_folder(target):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    live = tmp_path / "live"
+    live.symlink_to(tmp_path)  # a link that leads somewhere is no business of this check
+    files.check_output_folder(live / "masks", what="the masks", option="--save-masks")

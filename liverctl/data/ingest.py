@@ -208,7 +208,7 @@ def ingest_sources(
                                    same_folds=same_folds, root_before=root_before)
     _fill_summary(summary, cases, {r["name"]: r for r in plan.records}, arrays)
     if not same_folds or summary.ingested:  # a rerun that changed nothing says nothing
-        summary.notes.extend(filter(None, [empty_folds_note(cases, n_folds)]))
+        summary.notes.extend(filter(None, [empty_folds_note(cases, n_folds), same_volume_note(store_path, cases)]))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -249,6 +249,25 @@ def empty_folds_note(cases: dict[str, dict[str, Any]], n_folds: int) -> str | No
         return None
     return _empty_folds_text(f"{len(empty)} of the {n_folds} folds ({', '.join(map(str, empty))}) "
                              f"{agree(len(empty), 'holds', 'hold')}", len(empty), in_folds)
+
+
+def same_volume_note(store: str | Path, cases: dict[str, dict[str, Any]]) -> str | None:
+    """The note for volumes stored under more than one case id (the sha256 of their files equal: one file
+    reached by two names, a hard link or a symbolic one, or a copy); None when there are none. Dealt into
+    different folds, a run that validates on one of them has trained on the other, and scores it too high."""
+    by_content: dict[str, list[str]] = {}
+    for case_id, attrs in cases.items():
+        if isinstance(attrs.get("sha256"), str):
+            by_content.setdefault(attrs["sha256"], []).append(case_id)
+    same = [ids for ids in by_content.values() if len(ids) > 1]
+    if not same:
+        return None
+    named = "; ".join(" and ".join(map(quoted, ids)) for ids in same[:3]) + (f"; {len(same) - 3} more" if len(same) > 3
+                                                                             else "")
+    return (f"{store}: {plural(len(same), 'volume')} {agree(len(same), 'is', 'are')} stored under more than one case "
+            f"id ({named}): one file under two names (a link) or a copy; a run that validates on one of them has "
+            "trained on the other, and its Dice reads too high: ingest into a new --store from a folder that holds "
+            "each volume once")
 
 
 def planned_empty_folds_note(plan: IngestPlan, store: str | Path, n_folds: int | None) -> str | None:

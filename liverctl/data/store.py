@@ -62,6 +62,7 @@ from liverctl.data.store_check import (
     wrong_size_problem,
 )
 from liverctl.errors import LiverctlError
+from liverctl.files import check_no_dangling_link
 from liverctl.printable import quoted
 
 
@@ -291,6 +292,7 @@ class LiverStore:
         store = cls(path)
         p = store.path
         if not p.exists():
+            check_no_dangling_link(p, option="--store")  # a disk not mounted: not a store to create
             raise LiverctlError(NO_STORE, path=p)
         if not is_group(p):
             raise LiverctlError("is not a Zarr v3 group (not a liverctl store)", path=p)

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from liverctl.data.schema import CASES_GROUP, STORE_FORMAT, create_group, read_attrs, read_metadata
+from liverctl.data.schema import (
+    CASES_GROUP,
+    INDEX_GROUP,
+    STORE_FORMAT,
+    create_group,
+    read_attrs,
+    read_metadata,
+)
 from liverctl.data.sources import CaseFiles
 from liverctl.disk import require_free
 from liverctl.errors import LiverctlError
@@ -80,9 +87,14 @@ def refuse_read_only_folder(store: Path) -> None:
 @contextlib.contextmanager
 def exclusive_work_dir(store: Path) -> Iterator[Path]:
     """Lock the store against a second ingest and give a clean work folder on the same file system."""
+    from liverctl.files import check_no_dangling_link
+
+    check_no_dangling_link(store, option="--store")
     refuse_read_only_folder(store)
     if store.is_dir() and os.path.ismount(store):
         raise _across_file_systems(store)
+    if (inner := _inner_file_system(store)) is not None:
+        raise _inner_across_file_systems(store, inner)
     base = _ingest_dir(store)
     lock_file = _lock(base, store)
     try:
@@ -113,7 +125,15 @@ def _lock(base: Path, store: Path, tries: int = 5):
         except FileNotFoundError:  # `base` removed by an ingest that just ended
             continue
         try:
-            flock_retrying(lock_file.fileno(), fcntl.LOCK_EX)  # a reader's `ingest_running` probes it for a moment
+            # a reader's `ingest_running` probes it for a moment
+            flock_retrying(lock_file.fileno(), fcntl.LOCK_EX, path=store,
+                           advice="give --store a folder on a disk that takes them (a local one)")
+        except LiverctlError:
+            lock_file.close()  # no ingest can hold a lock there: the lock file made is removed, and its folder if empty
+            (base / "lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                base.rmdir()
+            raise
         except BlockingIOError:
             lock_file.close()
             raise LiverctlError("another `liverctl ingest` is writing this store; wait for it", path=store) from None
@@ -153,6 +173,24 @@ def _across_file_systems(store: Path) -> LiverctlError:
                          f"--store {store / 'liver.zarr'}", path=store)
 
 
+def _inner_file_system(store: Path) -> Path | None:
+    """The store's cases/ or index/ folder where it lies on another file system than the store's own folder (a
+    link to another disk, a mount: Docker's `-v /big/cases:/store/liver.zarr/cases`), else None."""
+    here = os.stat(Path(os.path.realpath(store)).parent).st_dev if store.is_dir() else None
+    for name in (CASES_GROUP, INDEX_GROUP):
+        inner = store / name
+        if inner.is_dir() and (os.path.ismount(inner) or (inner.is_symlink() and os.stat(inner).st_dev != here)):
+            return inner
+    return None
+
+
+def _inner_across_file_systems(store: Path, inner: Path) -> LiverctlError:
+    return LiverctlError(f"its folder {inner.name}/ is on another file system (a link or a mount to another disk): "
+                         "ingest builds each case and the index beside the store and renames them in, which cannot "
+                         "cross file systems; keep the whole store on one disk (a link to the store's own folder "
+                         "works)", path=store)
+
+
 def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
     """Move a finished case into the store, replacing an older version of it. A rename the kernel refuses across
     file systems (a store mounted on its own that `os.path.ismount` misses: a bind mount) is one line."""
@@ -161,6 +199,9 @@ def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+        inner = store / CASES_GROUP
+        if inner.is_symlink() or os.path.ismount(inner):
+            raise _inner_across_file_systems(store, inner) from exc
         raise _across_file_systems(store) from exc
 
 

@@ -101,7 +101,6 @@ def start_experiment(
     preflight(fold_config(cfg, folds[0]), options.device)
     require_room_for_checkpoints(runs_root, check_model(cfg), runs=len(folds))
     exp_dir = run_dir_for(runs_root, name, f"{cfg['preset']}-cv")
-    exp_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(exp_dir):  # one writer per experiment, as per run (each fold's run folder is locked too)
         check_fresh(exp_dir, resumable=(exp_dir / folder.SUMMARY_FILE).is_file())
         write_summary(exp_dir, {

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from liverctl.disk import NOT_WRITABLE
+from liverctl.disk import NOT_WRITABLE, is_disk_full, no_space_error
 from liverctl.errors import LiverctlError
-from liverctl.files import is_work_dir, staged_folder
+from liverctl.files import check_no_dangling_link, is_work_dir, staged_folder
 from liverctl.report.html import write_index
 from liverctl.report.plots import CURVES_FIGSIZE, DPI, plot_case_dice, plot_curves
 from liverctl.report.predictions import (
@@ -86,6 +86,7 @@ def write_report(
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)  # before minutes of prediction, and again just before the swap
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_disk_full_in_one_line(out_dir))  # left last: after the staging folder is gone
         try:
             work = stack.enter_context(staged_folder(out_dir, replace=True))
         except OSError as exc:  # a run attached read-only (/kaggle/input): not the temporary folder's name
@@ -124,6 +125,18 @@ def write_report(
     return ReportResult(out_dir, out_dir / "index.html", moved, skipped, moved_cases, refused, warnings)
 
 
+@contextlib.contextmanager
+def _disk_full_in_one_line(out_dir: Path):
+    """A full disk while the pictures and pages are written (matplotlib's and the page's own writes) said only 'no
+    space left on the disk being written': the line names the report's folder and its disk."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise no_space_error(out_dir, "the report") from None
+
+
 def _predict_runs(
     data: list[RunData], work: Path, skipped: list[str], refused: list[str], options: dict
 ) -> dict[str, RunPredictions]:
@@ -143,6 +156,7 @@ def _predict_runs(
 def _check_out_dir(target: Path) -> None:
     """Refuse to replace anything but an empty folder or an earlier report (`--out runs` must not
     delete the runs)."""
+    check_no_dangling_link(target, option="--out")
     if not target.exists():
         return
     if not target.is_dir():

@@ -42,6 +42,7 @@ from typing import Any
 
 from liverctl.disk import no_space_error
 from liverctl.errors import LiverctlError
+from liverctl.files import unshare_hard_link
 from liverctl.plural import plural
 from liverctl.runs.folder import EVENTS_FILE
 
@@ -109,6 +110,7 @@ class EventWriter:
         self.run = run
         self.fsync = fsync
         self.seq = _last_seq(self.path) + 1
+        unshare_hard_link(self.path, what="the event log")  # a copy's log appended to its original's (cp -al)
         # A raw descriptor, no buffer: a write that fails (disk full) leaves nothing pending to retry at exit.
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 

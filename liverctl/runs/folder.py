@@ -19,12 +19,16 @@ from typing import Any
 
 from liverctl.errors import LiverctlError
 from liverctl.files import (
+    check_no_dangling_link,
+    dangling_link,
+    dangling_link_text,
     flock_retrying,
     is_temp_file,
     lock_held,
     natural_key,
     not_writable_error,
     temp_files,
+    unshare_hard_link,
 )
 from liverctl.printable import first_line, quoted
 from liverctl.suggest import hint_for, nearest
@@ -151,6 +155,8 @@ def no_runs_text(runs_root: str | os.PathLike) -> str:
     """The one wording of a runs folder with no run to name (`runs`, `watch`, `no_such_run`), one per situation:
     the folder is not there, or holds none; and what to do."""
     root = Path(runs_root)
+    if (link := dangling_link(root)) is not None:
+        return f"{link} {dangling_link_text(link)}; mount it, or give --runs-dir the folder that holds your runs"
     where = f"{root}/ holds no runs" if root.is_dir() else f"there is no folder {root}/"
     return f"{where}; train one with `liverctl train --preset demo`, or give --runs-dir the folder that holds yours"
 
@@ -246,10 +252,15 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
+        check_no_dangling_link(self.run_dir, option="--runs-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            flock_retrying(fh.fileno(), fcntl.LOCK_EX)
+            flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=self.run_dir,
+                           advice="give --runs-dir a folder on a disk that takes them (a local one)")
+        except LiverctlError:
+            fh.close()
+            raise
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)
             holder = _describe_holder(fh.read(4096))
@@ -312,6 +323,7 @@ def tidy_run_dir(run_dir: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     events = run_dir / EVENTS_FILE
+    unshare_hard_link(events, what="the event log")  # the torn line's end written to this run's log alone
     try:
         with open(events, "rb+") as fh:
             if fh.seek(0, os.SEEK_END) > 0:

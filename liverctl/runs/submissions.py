@@ -43,6 +43,7 @@ def write_pending(run_dirs: Iterable[str | os.PathLike], record: dict) -> list[P
 def append_line(path: Path, line: str) -> None:
     """Append `line` to submissions.jsonl at `path`, on a line of its own after a torn last line (a submit
     killed mid-write), fsynced. OSError as it comes."""
+    files.unshare_hard_link(path, what="submissions.jsonl")  # a hard-linked copy's (cp -al) stays the copy's
     with open(path, "a+b") as fh:
         torn = fh.seek(0, os.SEEK_END) > 0 and fh.seek(-1, os.SEEK_END) >= 0 and fh.read(1) != b"\n"
         fh.write((("\n" if torn else "") + line + "\n").encode("utf-8"))

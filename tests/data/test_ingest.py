@@ -182,7 +182,8 @@ def test_a_label_on_another_grid_than_its_volume_is_a_note(dataset, tmp_path):
     assert summary.ok and len(summary.ingested) == 9
     notes = dict(line.split(": the label's affine ", 1) for line in summary.notes if ": the label's affine " in line)
     assert sorted(notes) == [str(seg / f"segmentation-{case}.nii.gz") for case in "12345"]
-    (header,) = (line for line in summary.notes if ": the label's affine " not in line)  # its qform is still set
+    (header,) = (line for line in summary.notes  # its qform is still set; volume-9 a copy of volume-0, noted so
+                 if ": the label's affine " not in line and "more than one case id" not in line)
     assert header.startswith(f"{seg / 'segmentation-5.nii.gz'}: the header's qform and sform disagree: its qform "
                              "orients the axes LPS where the sform's is singular")
     assert notes[str(seg / "segmentation-1.nii.gz")].startswith(
@@ -586,7 +587,8 @@ def test_a_rerun_without_folds_keeps_the_stores_folds(dataset, tmp_path):
     assert dry.stdout.splitlines()[-1].startswith("folds dealt anew: the store had 3 folds (seed 4), now 2 (seed 4)")
     assert run_cli("ingest", str(dataset), "--store", str(store), "--folds", "0", "--dry-run").exit_code == 2
     before = LiverStore.open(store).folds()
-    shutil.copy(dataset / "train" / "volume" / "volume-0.nii.gz", dataset / "train" / "volume" / "volume-9.nii.gz")
+    volume = nib.load(dataset / "train" / "volume" / "volume-0.nii.gz")  # a new case: not a copy, which is noted
+    save_nifti(dataset / "train" / "volume" / "volume-9.nii.gz", np.asarray(volume.dataobj) + 1, volume.affine)
     shutil.copy(dataset / "train" / "segmentation" / "segmentation-0.nii.gz",
                 dataset / "train" / "segmentation" / "segmentation-9.nii.gz")
     again = run_cli("ingest", str(dataset), "--store", str(store), "--workers", "1")
@@ -1422,3 +1424,82 @@ def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(da
     with pytest.raises(LiverctlError) as refused:
         ingest_folder(dataset, store=store, workers=1)
     assert str(refused.value) == expected and list(store.iterdir()) == []
+
+
+def test_an_ingest_on_a_file_system_without_locks_is_one_line(tiny_dataset, tmp_path, monkeypatch):
+    """An ingest into a store on NFS without locks (flock: ENOLCK) ended in a traceback, `OSError: [Errno 37]
+    No locks available`. Now it is one line naming the store, and nothing is left beside it."""
+    import errno
+    import fcntl
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    store = tmp_path / "s.zarr"
+    with pytest.raises(LiverctlError, match=r"s.zarr: cannot lock it \(No locks available\): its file system takes "
+                                            r"no locks .*; give --store a folder on a disk that takes them"):
+        ingest_folder(tiny_dataset, store=store, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_volume_under_two_case_ids_is_noted(dataset, tmp_path):
+    """A data folder that reaches one file by two names (a hard link, a symbolic link: pipelines link files) was
+    ingested as two cases without a word, dealt into different folds: a run validating on one trained on the
+    other. The ingest now notes each volume stored under more than one case id."""
+    store = tmp_path / "s.zarr"
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert not [n for n in summary.notes if "more than one case id" in n]
+    volumes, labels = dataset / "train" / "volume", dataset / "train" / "segmentation"
+    os.link(volumes / "volume-0.nii.gz", volumes / "volume-20.nii.gz")
+    os.link(labels / "segmentation-0.nii.gz", labels / "segmentation-20.nii.gz")
+    (volumes / "volume-21.nii.gz").symlink_to("volume-1.nii.gz")
+    (labels / "segmentation-21.nii.gz").symlink_to("segmentation-1.nii.gz")
+    summary = ingest_folder(dataset, store=store, workers=1)
+    assert sorted(summary.ingested) == ["20", "21"]
+    assert [n for n in summary.notes if "more than one case id" in n] == [
+        f"{store}: 2 volumes are stored under more than one case id ('0' and '20'; '1' and '21'): one file under two "
+        "names (a link) or a copy; a run that validates on one of them has trained on the other, and its Dice reads "
+        "too high: ingest into a new --store from a folder that holds each volume once"]
+
+
+@pytest.mark.parametrize("store_name", ["store", "store/liver.zarr"])
+def test_a_store_through_a_link_to_nowhere_is_one_line(tiny_dataset, tmp_path, store_name):
+    """`--store store` where store -> /mnt/big/liver.zarr and /mnt/big is not mounted ended in a traceback
+    (FileExistsError: 'store'), and `--store store/liver.zarr` built the store at the link's target, on the disk
+    that holds the empty mount point. Both are one line naming the link now, and nothing is made."""
+    (tmp_path / "store").symlink_to(tmp_path / "big" / "liver.zarr")
+    with pytest.raises(LiverctlError, match=r"store: is a link to .*big/liver.zarr', which does not exist \(a disk or "
+                                            r"volume not mounted\?\); mount it, or choose another --store"):
+        ingest_folder(tiny_dataset, store=tmp_path / store_name, workers=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_a_store_whose_cases_folder_is_on_another_disk_is_one_line_saying_so(dataset, tmp_path, monkeypatch):
+    """A store whose cases/ was moved to a bigger disk and linked back (or mounted there: Docker's `-v
+    /big/cases:/store/liver.zarr/cases`) met `Invalid cross-device link` at its first case, said as 'is a file
+    system of its own (a mount point): ... give --store a folder inside it, e.g. --store store/liver.zarr/liver.zarr',
+    advice that makes a store inside the store. The line now says which folder is elsewhere; a mounted one is
+    refused before any case is built."""
+    store = tmp_path / "liver.zarr"
+    ingest_folder(dataset, store=store, workers=1)
+    disk = tmp_path / "big"
+    disk.mkdir()
+    shutil.move(store / "cases", disk / "cases")
+    (store / "cases").symlink_to(disk / "cases")
+    _one_file_system_each(disk, monkeypatch)
+    (dataset / "train" / "volume" / "volume-0.nii.gz").unlink()  # ingested again (as a new case): a rename
+    shutil.copy(dataset / "train" / "volume" / "volume-1.nii.gz", dataset / "train" / "volume" / "volume-0.nii.gz")
+    expected = (f"{store}: its folder cases/ is on another file system (a link or a mount to another disk): ingest "
+                "builds each case and the index beside the store and renames them in, which cannot cross file "
+                "systems; keep the whole store on one disk (a link to the store's own folder works)")
+    with pytest.raises(LiverctlError) as linked:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(linked.value) == expected
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == store / "cases" or real_ismount(p))
+    built = []
+    monkeypatch.setattr("liverctl.data.store_writer._commit_case", lambda *args: built.append(args))
+    with pytest.raises(LiverctlError) as mounted:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(mounted.value) == expected and built == []

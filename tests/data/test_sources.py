@@ -965,3 +965,11 @@ def test_lits_stops_looking_after_so_many_folders_and_says_where(tmp_path, monke
     assert [c.case_id for c in found.cases] == ["0", "1", "test-volume-0"] and not found.problems  # no 2
     assert found.skipped == [f"{root}: not looked into beyond its first 3 folders: {root / 'Training Batch 2'} and "
                              "the folders after it left out; give the folder that holds the LiTS files"]
+
+
+def test_a_data_folder_linked_to_nowhere_is_said_so(tmp_path):
+    """`ingest data` where data -> /mnt/datasets/lits and the disk is not mounted said 'no such folder'."""
+    (tmp_path / "data").symlink_to(tmp_path / "datasets" / "lits")
+    with pytest.raises(LiverctlError, match=r"data: is a link to .*datasets/lits', which does not exist \(a disk or "
+                                            r"volume not mounted\?\); mount it, or choose another data folder$"):
+        find_source(tmp_path / "data")

@@ -365,3 +365,13 @@ def test_fuzz_store_metadata_gives_a_store_or_one_liverctl_error(tmp_path, tiny_
         outcome(lambda: verify_store(copy), what)
         meta.write_text(original)
     assert outcomes["ok"] > 5 and outcomes["refused"] > 20, outcomes
+
+
+def test_a_store_linked_to_nowhere_is_said_so(tmp_path):
+    """`train --store store` (submit, report the same) where store -> /mnt/big/liver.zarr and /mnt/big is not
+    mounted said 'no store here; create one with `liverctl ingest DATA --store PATH`': the store is there, on the
+    disk to mount."""
+    (tmp_path / "store").symlink_to(tmp_path / "big" / "liver.zarr")
+    with pytest.raises(LiverctlError, match=r"store: is a link to .*big/liver.zarr', which does not exist \(a disk or "
+                                            r"volume not mounted\?\); mount it, or choose another --store$"):
+        LiverStore.open(tmp_path / "store")

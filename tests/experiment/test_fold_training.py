@@ -85,3 +85,17 @@ def test_a_fold_of_an_experiment_is_not_resumed_on_its_own(runs):
         assert str(info.value) == (f"--resume {spec}: that run is fold-1 of the experiment cv; continue the "
                                    f"experiment with `liverctl train --resume {runs / 'cv'}`")
     assert sorted(p.name for p in fold.iterdir() if p.name != ".lock") == ["checkpoints", "config.toml"]
+
+
+def test_an_experiment_in_a_runs_folder_linked_to_nowhere_is_one_line(tiny_store, tmp_path):
+    """`train --folds all --runs-dir runs` where runs -> a disk not mounted ended in a traceback (FileExistsError:
+    the link in the way of the experiment folder made). Now one line names the link, and nothing is made."""
+    from liverctl.config import resolve_config
+    from liverctl.experiment.train import start_experiment
+
+    (tmp_path / "runs").symlink_to(tmp_path / "big" / "runs")
+    cfg = resolve_config("demo", ["data.input_size=64"], {"data.store": str(tiny_store)})
+    with pytest.raises(LiverctlError, match=r"runs: is a link to .*big/runs', which does not exist \(a disk or volume "
+                                            r"not mounted\?\); mount it, or choose another --runs-dir"):
+        start_experiment(cfg, tmp_path / "runs", "cv", "all")
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]

@@ -539,6 +539,42 @@ def test_out_dir_that_is_not_a_report_is_never_replaced(two_runs, tmp_path):
     assert (tmp_path / "empty" / "index.html").is_file()
 
 
+def test_out_dir_through_a_link_to_nowhere_is_refused_before_the_work(two_runs, tmp_path):
+    """`report --out out` where out -> /mnt/big/out and /mnt/big is not mounted ended in a traceback after the
+    predictions (FileExistsError: [Errno 17] File exists: 'out'). It is refused up front now, in one line."""
+    (tmp_path / "out").symlink_to(tmp_path / "big" / "out")
+    started = []
+    with pytest.raises(LiverctlError, match=r"out: is a link to .*big/out', which does not exist \(a disk or volume "
+                                            r"not mounted\?\); mount it, or choose another --out"):
+        write_report([two_runs[0]], tmp_path / "out" / "rep", overlays=False, on_start=lambda: started.append(1))
+    assert started == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "runs"]
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_full_disk_while_the_pictures_are_drawn_names_the_report(two_runs, tmp_path, monkeypatch, exists):
+    """`report --out /out/rep` on a full disk (a 2 MB tmpfs here) said only 'no space left on the disk being
+    written' (matplotlib's write names no file). The line names the report's folder and its disk now, and
+    nothing of the report is left; an earlier one stays whole."""
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "rep"
+    if exists:
+        write_report([two_runs[0]], out, overlays=False)
+    before = sorted(p.name for p in out.iterdir()) if exists else None
+
+    def full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    with pytest.raises(LiverctlError) as caught:
+        write_report([two_runs[0]], out, overlays=False)
+    assert str(caught.value).startswith(f"{out}: no space left on ")
+    assert str(caught.value).endswith(" while writing the report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["rep", "runs"] if exists else ["runs"])
+    assert not exists or sorted(p.name for p in out.iterdir()) == before
+
+
 def test_report_of_an_experiment_refuses_a_fold_checkpoint_it_did_not_record(tiny_store, tmp_path):
     """`report EXPERIMENT` loaded each fold's best.pt unchecked (`submit --run EXPERIMENT` checks the sha256
     experiment.json recorded): fold 1's best.pt copied over fold 0's was reported as fold 0, exit 0."""

@@ -349,3 +349,31 @@ def test_an_event_holding_a_date_or_a_numpy_number_is_written_not_a_type_error(t
                  loss=np.float32(0.5))
     (event,) = read_events(tmp_path / "events.jsonl")
     assert event["config"] == {"data": {"when": "2024-01-02"}} and event["loss"] == 0.5
+
+
+def test_a_hard_linked_copy_of_a_run_writes_its_own_logs(tmp_path):
+    """`cp -al runs/base runs/copy` (a cheap copy of big checkpoints; rsync --link-dest the same) shares every
+    file's bytes. Resuming the copy appended its epochs to base's events.jsonl (one file, two names): `runs` then
+    showed base with the copy's epochs and a best epoch base's best.pt does not hold; a submit of the copy added
+    its line to base's submissions.jsonl. The copy's logs are now its own; base's stay as they were."""
+    import shutil
+
+    from liverctl.runs.folder import tidy_run_dir
+    from liverctl.runs.submissions import append_line
+
+    base, copy = tmp_path / "base", tmp_path / "copy"
+    with EventWriter(base, "base") as events:
+        events.emit("run_start")
+    with open(base / "events.jsonl", "ab") as fh:
+        fh.write(b'{"torn')  # a writer killed mid-line: the resume ends the line
+    (base / "submissions.jsonl").write_text('{"csv": "base.csv"}\n')
+    shutil.copytree(base, copy, copy_function=os.link)
+    before = {name: (base / name).read_bytes() for name in ("events.jsonl", "submissions.jsonl")}
+    tidy_run_dir(copy)
+    with EventWriter(copy, "copy") as events:
+        events.emit("epoch_end", epoch=1)
+    append_line(copy / "submissions.jsonl", '{"csv": "copy.csv"}')
+    assert {name: (base / name).read_bytes() for name in before} == before
+    assert [e["kind"] for e in read_events(copy / "events.jsonl")] == ["run_start", "epoch_end"]
+    assert (copy / "submissions.jsonl").read_text() == '{"csv": "base.csv"}\n{"csv": "copy.csv"}\n'
+    assert all(os.stat(copy / name).st_nlink == 1 for name in before)

@@ -342,3 +342,44 @@ def test_the_copy_to_resume_is_made_writable_only_where_cp_keeps_it_read_only(tm
     step = f" && chmod -R u+w {runs / 'x'}" if chmod else ""
     assert str(refused.value).endswith(f"`mkdir -p {runs} && cp -r {run} {runs / 'x'}{step} && liverctl train "
                                        f"--resume {runs / 'x'}`")
+
+
+def test_a_run_on_a_file_system_without_locks_is_one_line_not_another_writer(tmp_path, monkeypatch):
+    """`train` into a runs folder on NFS without locks (flock: ENOLCK) was refused with 'run 'r' is being written
+    by another process (it has not said which yet); wait for it to end', though nothing else ran. Now it says
+    the file system takes no locks and where to go instead."""
+    import errno
+    import fcntl
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(LiverctlError, match=r"r: cannot lock it \(No locks available\): its file system takes no "
+                                            r"locks .*; give --runs-dir a folder on a disk that takes them"):
+        RunLock(tmp_path / "r").acquire()
+    assert not writer_alive(tmp_path / "r")
+
+
+def test_a_run_in_a_runs_folder_linked_to_nowhere_is_one_line(tmp_path):
+    """`train --runs-dir runs` where runs -> /mnt/big/runs and /mnt/big is not mounted (a Docker volume missing)
+    ended in a traceback, FileExistsError: [Errno 17] File exists: 'runs'. Now it is one line naming the link;
+    nothing is made at its target (on the disk that holds the empty mount point)."""
+    (tmp_path / "runs").symlink_to(tmp_path / "big" / "runs")
+    with pytest.raises(LiverctlError, match=r"runs: is a link to .*big/runs', which does not exist \(a disk or volume "
+                                            r"not mounted\?\); mount it, or choose another --runs-dir"):
+        RunLock(tmp_path / "runs" / "r").acquire()
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+def test_a_runs_folder_linked_to_nowhere_is_said_so(tmp_path):
+    """`runs --runs-dir runs` (and `watch`, a run's name) where runs -> a disk not mounted said 'there is no folder
+    runs/; train one with `liverctl train --preset demo`': the runs are there, on the disk to mount."""
+    from liverctl.runs.folder import no_runs_text
+
+    (tmp_path / "runs").symlink_to(tmp_path / "big" / "runs")
+    assert no_runs_text(tmp_path / "runs") == (
+        f"{tmp_path / 'runs'} is a link to {str(tmp_path / 'big' / 'runs')!r}, which does not exist (a disk or volume "
+        "not mounted?); mount it, or give --runs-dir the folder that holds your runs")
+    assert no_runs_text(tmp_path / "none") == (f"there is no folder {tmp_path / 'none'}/; train one with `liverctl "
+                                                "train --preset demo`, or give --runs-dir the folder that holds yours")

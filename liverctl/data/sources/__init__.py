@@ -34,6 +34,7 @@ from liverctl.data.sources.common import (
     is_nifti_name,
 )
 from liverctl.errors import LiverctlError
+from liverctl.files import check_no_dangling_link
 
 # Detection order: nnU-Net before the Decathlon (both have imagesTr/; only nnU-Net has _0000 names);
 # TotalSegmentator's subject folders last (the others' folders never hold a ct.nii.gz).
@@ -59,6 +60,7 @@ def known_layouts() -> str:
 
 def _check_folder(root: Path) -> None:
     if not root.exists():
+        check_no_dangling_link(root, option="data folder")
         raise LiverctlError("no such folder", path=root)
     if not root.is_dir():
         raise LiverctlError("is a file, expected a data folder", path=root)
