@@ -79,11 +79,17 @@ def load_checked_runs(run_dirs: Sequence[Path], which: str, device: str, fold_of
         if check is not None:
             checks[run] = check
     runs = load_run_models(run_dirs, which=which, device=device, verify=checks)
+    seen: dict[str, object] = {}
     for run in runs:
         owner = fold_of.get(Path(run.run_dir))
         if owner is not None:
             exp_dir, summary, fold = owner
             check_fold_config(exp_dir, summary, fold, run.recorded_cfg, str(run.checkpoint))
+        first = seen.setdefault(run.sha256, run) if run.sha256 is not None else run
+        if first is not run:  # a copy of a run (`cp -r runs/a runs/b`): the mean would weigh one model twice
+            raise LiverctlError(f"is byte for byte {first.checkpoint} (sha256 {run.sha256[:12]}): a copy "
+                                "of one run, which the ensemble would weigh twice; give that run once (--weights gives "
+                                "a run more weight)", path=run.checkpoint)
     return runs
 
 

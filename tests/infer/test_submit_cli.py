@@ -1071,3 +1071,20 @@ def test_a_cases_probabilities_are_let_go_before_its_mask_is_cleaned_and_encoded
         tracemalloc.stop()
     probs_bytes = 4 * int(np.prod(shape))
     assert held["a"] < 0.5 * probs_bytes  # the bool mask (a quarter) and small change
+
+
+def test_a_copy_of_a_run_in_the_ensemble_is_refused(tiny_store, fake_models, tmp_path):
+    """`cp -r runs/a runs/b`, then `submit --run a --run b`: two members of one model, weighed twice in the mean
+    without a word (the same folder given twice was refused). The checkpoints' bytes (hashed as they are loaded)
+    now tell a copy, and nothing is written."""
+    import shutil
+
+    run = make_fake_run(tmp_path, tiny_store, "r1", seed=1)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    out = tmp_path / "twice.csv"
+    result = _invoke("submit", "--run", run, "--run", copy, "--out", out, "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    best = run / "checkpoints" / "best.pt"
+    assert f"{copy / 'checkpoints' / 'best.pt'}: is byte for byte {best} (sha256 " in " ".join(result.output.split())
+    assert not out.exists()
