@@ -1503,3 +1503,20 @@ def test_a_store_whose_cases_folder_is_on_another_disk_is_one_line_saying_so(dat
     with pytest.raises(LiverctlError) as mounted:
         ingest_folder(dataset, store=store, workers=1)
     assert str(mounted.value) == expected and built == []
+
+
+def test_a_store_linked_to_a_mount_point_is_refused_before_anything_is_written(dataset, tmp_path, monkeypatch):
+    """`store/liver.zarr -> /mnt/big` where /mnt/big is a mount point: os.path.ismount says False of a link, so the
+    store was made there (zarr.json, cases/) before its first case met the rename across file systems; `train`
+    then read it as an ingest that did not finish. The link's own folder is looked at now."""
+    mount = tmp_path / "big"
+    mount.mkdir()
+    (tmp_path / "store").mkdir()
+    linked = tmp_path / "store" / "liver.zarr"
+    linked.symlink_to(mount)
+    _one_file_system_each(mount, monkeypatch)
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mount or real_ismount(p))
+    with pytest.raises(LiverctlError, match=f"^{linked}: is a file system of its own"):
+        ingest_folder(dataset, store=linked, workers=1)
+    assert list(mount.iterdir()) == []
