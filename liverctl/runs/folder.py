@@ -122,6 +122,11 @@ def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, f
     )
 
     root = Path(runs_root)
+    prefix = f"{flag}: " if flag else ""
+    looked = list(dict.fromkeys([Path(name_or_path), root / name_or_path]))  # one where the name is absolute
+    link = next(filter(None, map(dangling_link, looked)), None)  # a path there leads through a link to nowhere
+    if link is not None:
+        return LiverctlError(f"{prefix}{link} {dangling_link_text(link)}; mount it, or name another run")
     there = sorted((p for p in root.glob("*") if is_run_dir(p) or is_experiment_dir(p)), key=_mtime, reverse=True)
     names = [p.name for p in there]
     folds = [f"{p.name}/{f.name}" for p in there if is_experiment_dir(p)
@@ -135,8 +140,6 @@ def no_such_run(runs_root: str | os.PathLike, name_or_path: str | os.PathLike, f
         hint = f"the runs in {root}/, newest first: {', '.join(map(quoted, names[:5]))}{more} ({listing} lists them)"
     else:
         hint = no_runs_text(root)
-    prefix = f"{flag}: " if flag else ""
-    looked = list(dict.fromkeys([Path(name_or_path), root / name_or_path]))  # one where the name is absolute
     folders = f"the folders {looked[0]} and {looked[1]}" if len(looked) > 1 else f"the folder {looked[0]}"
     return LiverctlError(f"{prefix}no run {quoted(str(name_or_path))} (looked for {folders}); {hint}")
 

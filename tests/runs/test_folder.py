@@ -383,3 +383,22 @@ def test_a_runs_folder_linked_to_nowhere_is_said_so(tmp_path):
         "not mounted?); mount it, or give --runs-dir the folder that holds your runs")
     assert no_runs_text(tmp_path / "none") == (f"there is no folder {tmp_path / 'none'}/; train one with `liverctl "
                                                 "train --preset demo`, or give --runs-dir the folder that holds yours")
+
+
+def test_a_run_named_through_a_link_to_nowhere_is_said_so_beside_other_runs(tmp_path):
+    """`runs --runs-dir runs2` or `submit --run runs2`, where runs2 -> a disk not mounted and runs/ holds runs, said
+    "no run 'runs2' ...; the runs in runs/, newest first: 'a'", as if the name were mistyped; a run linked into
+    runs/ from that disk the same. The link is said first, wherever the name leads through it."""
+    from liverctl.runs.folder import no_such_run
+
+    root = tmp_path / "runs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "events.jsonl").write_text("")
+    (tmp_path / "runs2").symlink_to("/mnt/not-mounted/runs")
+    (root / "b").symlink_to("/mnt/not-mounted/b")
+    for name, link in ((tmp_path / "runs2", tmp_path / "runs2"), (tmp_path / "runs2" / "x", tmp_path / "runs2"),
+                       ("b", root / "b")):
+        assert str(no_such_run(root, name, "--run")) == (
+            f"--run: {link} is a link to '{os.readlink(link)}', which does not exist (a disk or volume not "
+            "mounted?); mount it, or name another run")
+    assert "the runs in" in str(no_such_run(root, "nope"))
