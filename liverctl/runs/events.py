@@ -460,7 +460,3 @@ class EventTail:
                 return self._changed(fh, os.fstat(fh.fileno()))
         except FileNotFoundError:
             return False
-
-
-def iter_kind(events: list[dict], kind: str) -> Iterator[dict]:
-    return (e for e in events if e.get("kind") == kind)
