@@ -203,6 +203,28 @@ def test_off_a_terminal_a_long_block_writes_its_bar_now_and_then(tmp_path, monke
     assert " 1/3 " in lines[0] and " 3/3 " in lines[-1]
 
 
+def test_off_a_terminal_a_stage_writes_its_first_line_an_interval_into_it(monkeypatch, capsys):
+    """`train --folds` holds one bar over the experiment and starts a stage for each fold's out-of-fold prediction,
+    an hour of training after the one before: its line came at its first slices, a stage of seconds wrote one.
+    A stage now starts its own interval."""
+    import liverctl.pipe_progress
+    from liverctl.commands._common import progress_bar
+
+    now = [0.0]
+    monkeypatch.setattr(liverctl.pipe_progress.time, "monotonic", lambda: now[0])
+    with progress_bar("slices", transient=True, on_terminal=False) as bar:
+        bar.stage("fold 0 out-of-fold", total=10)
+        bar.update(advance=4)
+        now[0] = 3600.0  # the next fold trains for an hour
+        bar.stage("fold 1 out-of-fold", total=10)
+        bar.update(advance=4)
+        assert capsys.readouterr().err == ""
+        now[0] += liverctl.pipe_progress.EVERY_SECONDS
+        bar.update(advance=4)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fold 1 out-of-fold") and " 8/10 slices " in lines[0], lines
+
+
 class _Failing(io.TextIOBase):
     """A standard stream every write to which fails as `code` says: EPIPE (`| head -1`, the reader gone), ENOSPC
     (`> /dev/full`)."""

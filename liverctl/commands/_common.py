@@ -323,6 +323,8 @@ class ProgressBar:
         if self._task is not None:
             self._progress.remove_task(self._task)
         self._task = self._progress.add_task(name, total=total, last="")
+        if self._off_terminal is not None:
+            self._off_terminal.restart()
 
     def update(self, *, total: int | None = None, done: int | None = None, advance: int = 0, last: str | None = None):
         """Set the total, the steps done or advance by some; `last`: rich markup shown after the bar."""
@@ -337,12 +339,13 @@ class ProgressBar:
 
 
 @contextlib.contextmanager
-def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBar]:
+def progress_bar(unit: str = "", transient: bool = False, on_terminal: bool = True) -> Iterator[ProgressBar]:
     """A `ProgressBar` shown while the block runs; `unit` is printed after done/total (e.g. "slices");
     `transient`: remove the line at the end. Off a terminal (a log, a pipe) nothing moves: the bar is written
     once, at the end, only when the block succeeded and is not `transient` (rich wrote its last state before
-    the command's error, and a blank line for a transient one); while it runs, a block of minutes writes its state
-    now and then (`liverctl.pipe_progress`)."""
+    the command's error, and a blank line for a transient one); while it runs, a stage of minutes writes its state
+    now and then (`liverctl.pipe_progress`). `on_terminal` False: no bar on a terminal (a block that draws live
+    lines of its own: `train --folds`, whose trainer draws its epoch line; rich allows one live display)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from liverctl.pipe_progress import PipeProgress
@@ -351,7 +354,7 @@ def progress_bar(unit: str = "", transient: bool = False) -> Iterator[ProgressBa
     columns += [TextColumn(unit)] if unit else []
     columns += [TimeElapsedColumn(), TextColumn("{task.fields[last]}")]
     live = err_console.is_terminal
-    with Progress(*columns, console=err_console, transient=transient, disable=not live) as progress:
+    with Progress(*columns, console=err_console, transient=transient, disable=not (live and on_terminal)) as progress:
         now_and_then = None if live else PipeProgress(lambda: err_console.print(progress.get_renderable()))
         yield ProgressBar(progress, now_and_then)
     if not live and not transient:

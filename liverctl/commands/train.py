@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from liverctl.commands._common import console, guarded
+from liverctl.commands._common import console, guarded, progress_bar
 from liverctl.device import DEVICE_HELP
 from liverctl.plural import plural
 from liverctl.printable import esc
@@ -82,7 +82,11 @@ def train(
         if wants_experiment(request):
             from liverctl.commands.experiment import print_experiment
 
-            summary = train_experiment(request, say=_say)
+            # off a terminal (a notebook's log) a fold's out-of-fold prediction, minutes for a large preset, writes
+            # its line now and then; a terminal shows the fold lines as before (the trainer's epoch line is live)
+            with progress_bar("slices", transient=True, on_terminal=False) as bar:
+                progress = {"on_stage": bar.stage, "on_slices": lambda n: bar.update(advance=n)} if not quiet else {}
+                summary = train_experiment(request, say=_say, **progress)
             print_experiment(summary)
             status = summary["status"]
         else:

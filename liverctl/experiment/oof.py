@@ -157,12 +157,15 @@ def predict_fold(
     *,
     device: str = "auto",
     on_case: Callable[[str], None] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
+    on_slices: Callable[[int], None] | None = None,
     summary: dict | None = None,
 ) -> list[str]:
     """The fold's best checkpoint predicts every case of its fold (infer.tta, infer.batch_size of its
     config) into the experiment's OOF store. Returns the case ids written. `summary` (experiment.json): the
     checkpoint is checked against it as it is loaded (`liverctl.experiment.ensemble.load_checked_runs`: the bytes
-    against the sha256 recorded when the fold finished, its own config against the experiment's)."""
+    against the sha256 recorded when the fold finished, its own config against the experiment's). `on_stage(name,
+    total)` announces the slices to predict, `on_slices(n)` after each batch of them (submit's progress callbacks)."""
     from liverctl.device import resolve_device
     from liverctl.experiment.ensemble import load_checked_runs
     from liverctl.infer.predict import predict_cases
@@ -174,11 +177,13 @@ def predict_fold(
     cases = [case for case, f in sorted(store.folds().items()) if f == fold]
     if not cases:
         raise LiverctlError(f"fold {fold} has no cases in the store", path=store.path)
+    if on_stage is not None:
+        on_stage(f"fold {fold} out-of-fold", sum(int(store.meta(case)["shape"][2]) for case in cases))
     written = []
     for case_id, probs in predict_cases(
         runs, store, cases,
         tta=str(cfg["infer"]["tta"]), batch_size=max(1, int(cfg["infer"]["batch_size"])),
-        device=device, amp=str(cfg["train"]["amp"]),
+        device=device, amp=str(cfg["train"]["amp"]), on_slices=on_slices,
     ):
         write_oof_case(exp_dir, case_id, probs, fold)
         written.append(case_id)

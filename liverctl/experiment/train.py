@@ -33,12 +33,15 @@ OOF_RESERVE = 0.05
 @dataclass(frozen=True)
 class FoldOptions:
     """How the folds of an experiment train: the device, one time limit for all of them, the progress line,
-    and where the one-line news of each fold goes."""
+    where the one-line news of each fold goes, and the progress of each fold's out-of-fold prediction
+    (`oof.predict_fold`'s on_stage and on_slices)."""
 
     device: str = "auto"
     time_limit_s: float | None = None
     show_progress: bool = True
     say: Callable[[str], None] = lambda text: None
+    on_stage: Callable[[str, int], None] | None = None
+    on_slices: Callable[[int], None] | None = None
 
 
 def fold_config(cfg: dict, fold: int) -> dict:
@@ -53,12 +56,15 @@ def wants_experiment(request: TrainRequest) -> bool:
                                           folder.find_experiment(request.resume, request.runs_dir) is not None)
 
 
-def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lambda text: None) -> dict:
-    """Start (`request.folds`) or continue (`request.resume`) an experiment; returns its summary."""
+def train_experiment(request: TrainRequest, *, say: Callable[[str], None] = lambda text: None,
+                     on_stage: Callable[[str, int], None] | None = None,
+                     on_slices: Callable[[int], None] | None = None) -> dict:
+    """Start (`request.folds`) or continue (`request.resume`) an experiment; returns its summary. `on_stage`,
+    `on_slices`: the progress of each fold's out-of-fold prediction (`FoldOptions`)."""
     if request.resume and request.folds is not None:
         raise LiverctlError("--folds starts a new experiment and --resume continues one; give one of them")
     options = FoldOptions(device=request.device, time_limit_s=request.time_limit_s,
-                          show_progress=request.show_progress, say=say)
+                          show_progress=request.show_progress, say=say, on_stage=on_stage, on_slices=on_slices)
     if request.resume:
         if request.has_overrides:
             raise LiverctlError("--set / --store / --epochs cannot change an experiment on --resume; start a new one")
@@ -255,6 +261,7 @@ class _Folds:
         entry.update(status="completed", best=best.get("best") or entry.get("best"))
         self.options.say(f"fold {fold}: predicting its held-out cases with the best checkpoint")
         entry["oof_cases"] = oof.predict_fold(self.exp_dir, run_dir, fold, self.store, device=self.options.device,
+                                              on_stage=self.options.on_stage, on_slices=self.options.on_slices,
                                               summary=self.summary)
         entry["oof_done"] = True
         write_summary(self.exp_dir, self.summary)

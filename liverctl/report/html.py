@@ -22,10 +22,8 @@ img { max-width: 100%; border: 1px solid #ddd; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 .skipped { color: #8a5a00; } .problem { color: #a00; }
 """
-NOTABLE_KINDS = ("nan", "note", "run_end")
 # A message (anyone's text) in the events table: one line, long enough for any message liverctl writes.
 REPORT_MESSAGE_LIMIT = 2000
-MAX_NOTABLE_EVENTS = 50  # per run; a run that skipped thousands of steps needs the first ones, not all
 
 
 def html_table(head, rows, numeric=()) -> str:
@@ -123,14 +121,13 @@ def _notable_events_html(data: list[RunData]) -> list[str]:
     """A table of the NaN guard's actions, notes and end messages of each run (what curves cannot say)."""
     rows = []
     for run in data:
-        notable = [e for e in run.events if e.get("kind") in NOTABLE_KINDS
-                   and not (e.get("kind") == "run_end" and not e.get("message"))]
-        for e in notable[:MAX_NOTABLE_EVENTS]:
+        for e in run.curves.notable:  # the first MAX_NOTABLE_EVENTS
             rows.append((run.name, e.get("kind"), one_line(e.get("epoch"), 40), one_line(e.get("step"), 40),
                          one_line(e.get("action") or e.get("status"), 100),  # anyone's text: one line, cut
                          one_line(e.get("message") or e.get("where"), REPORT_MESSAGE_LIMIT)))
-        if len(notable) > MAX_NOTABLE_EVENTS:
-            rows.append((run.name, "", "", "", "", f"... {len(notable) - MAX_NOTABLE_EVENTS} more in events.jsonl"))
+        if run.curves.notable_count > len(run.curves.notable):
+            more = run.curves.notable_count - len(run.curves.notable)
+            rows.append((run.name, "", "", "", "", f"... {more} more in events.jsonl"))
     if not rows:
         return []
     head = ("run", "event", "epoch", "step", "action / status", "message")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from liverctl.files import natural_key
-from liverctl.runs.events import NO_STEP_EVENTS, iter_kind
-from liverctl.runs.history import last_per, plottable
+from liverctl.report.run_data import plot_value
+from liverctl.runs.events import NO_STEP_EVENTS
 
 if TYPE_CHECKING:
     from liverctl.report.predictions import CaseResult
@@ -33,12 +33,6 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, format="png", dpi=DPI)  # no bbox_inches: the pixel size stays what was asked
 
 
-def _num(value: Any) -> float:
-    """A plottable number (`liverctl.runs.history.plottable`): None, non-finite or absurd -> NaN (a gap)."""
-    number = plottable(value)
-    return math.nan if number is None else number
-
-
 def plot_curves(data: list[RunData], path: Path) -> Path:
     """2 x 2 panels: loss per step, Dice per epoch, learning rate per step, loss per epoch."""
     from matplotlib.lines import Line2D
@@ -48,23 +42,21 @@ def plot_curves(data: list[RunData], path: Path) -> Path:
     ax_loss, ax_dice, ax_lr, ax_epoch = fig.subplots(2, 2).ravel()
     colors = [f"C{i % 10}" for i in range(len(data))]
     for run, color in zip(data, colors, strict=True):
-        steps = last_per(list(iter_kind(run.events, "step")), "step")  # steps done again after a resume: the last
-        xs = [e["step"] for e in steps]
-        ax_loss.plot(xs, [_num(e.get("loss")) for e in steps], color=color, lw=1, label=run.name)
-        ax_lr.plot(xs, [_num(e.get("lr")) for e in steps], color=color, lw=1, label=run.name)
-        for nan in iter_kind(run.events, "nan"):
-            if isinstance(nan.get("step"), (int, float)):
-                ax_loss.axvline(nan["step"], color=color, ls="--", lw=0.8, alpha=0.6)
-        ends = last_per(list(iter_kind(run.events, "epoch_end")), "epoch")  # an epoch done again: its last
+        xs, losses, lrs = run.curves.steps()  # steps done again after a resume: the last
+        ax_loss.plot(xs, losses, color=color, lw=1, label=run.name)
+        ax_lr.plot(xs, lrs, color=color, lw=1, label=run.name)
+        for step in run.curves.nan_steps:
+            ax_loss.axvline(step, color=color, ls="--", lw=0.8, alpha=0.6)
+        ends = run.curves.epochs()  # an epoch done again: its last
         epochs = [e["epoch"] for e in ends]
         for key, style in DICE_STYLES.items():
-            ax_dice.plot(epochs, [_num(e.get(key)) for e in ends], color=color, ls=style, marker=".",
+            ax_dice.plot(epochs, [plot_value(e.get(key)) for e in ends], color=color, ls=style, marker=".",
                          label=run.name if key == "volume_dice" else "_nolegend_")
         best = run.summary  # the history's best epoch, as `runs` and `watch` show it
         if best.best_epoch is not None and best.volume_dice is not None:
             ax_dice.plot([best.best_epoch], [best.volume_dice], color=color, marker="*", ms=12, ls="none")
-        ax_epoch.plot(epochs, [_num(e.get("train_loss")) for e in ends], color=color, marker=".")
-        ax_epoch.plot(epochs, [_num(e.get("val_loss")) for e in ends], color=color, ls="--", marker=".")
+        ax_epoch.plot(epochs, [plot_value(e.get("train_loss")) for e in ends], color=color, marker=".")
+        ax_epoch.plot(epochs, [plot_value(e.get("val_loss")) for e in ends], color=color, ls="--", marker=".")
     ax_loss.set(title="training loss per step (dashed: NaN events)", xlabel="step", ylabel="loss")
     ax_dice.set(title="validation Dice per epoch (* best)", xlabel="epoch", ylabel="Dice")
     ax_lr.set(title="learning rate", xlabel="step", ylabel="lr")

@@ -167,11 +167,19 @@ class EventWriter:
 
 
 def _last_seq(path: Path) -> int:
-    last = -1
-    for event in read_events(path):
-        if isinstance(event.get("seq"), int):
-            last = max(last, event["seq"])
-    return last
+    """The `seq` of the log's last event that has one, -1 for none. The lines are read from the end
+    (`lines_from_end`) until one holds such an event: a torn or unreadable last line (a kill, someone's edit) is
+    passed over as every reader passes it over. Reading the whole log into events took 3.8 s and 455 MB of a
+    300k-step log at every `--resume`."""
+    try:
+        with open(path, "rb") as fh:
+            for line in lines_from_end(fh):
+                event = parse_line(line)
+                if event is not None and isinstance(event.get("seq"), int):
+                    return event["seq"]
+    except OSError:  # as read_events: a missing or unreadable log has no event
+        pass
+    return -1
 
 
 def parse_line(line: str) -> dict | None:
@@ -337,6 +345,30 @@ def read_lines(fh: Any, reader: LineReader | None = None) -> Iterator[str]:
         yield from reader.feed(data)
 
 
+def lines_from_end(fh: Any, limit: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """The lines of a binary file, last first, read `READ_BYTES` at a time from its end: first the text after
+    its last newline ("" when it ends with one; a line still being written), then each complete line. A line
+    over `limit` bytes comes out as `OVERLONG_LINE`, never held whole."""
+    pos = fh.seek(0, os.SEEK_END)
+    start = b""  # the bytes of the line that began before the part read so far (its end known)
+    over = False  # that line is already over the limit: its earlier bytes are dropped
+    while pos > 0:
+        size = min(READ_BYTES, pos)
+        pos -= size
+        fh.seek(pos)
+        parts = (fh.read(size) + (b"" if over else start)).split(b"\n")
+        ends = parts[1:]
+        if over and ends:
+            ends[-1] = None  # the overlong line's first bytes
+            over = False
+        for part in reversed(ends):
+            yield OVERLONG_LINE if part is None or len(part) > limit else part.decode("utf-8", errors="replace")
+        start = b"" if over else parts[0]
+        if len(start) > limit:
+            start, over = b"", True
+    yield OVERLONG_LINE if over else start.decode("utf-8", errors="replace")
+
+
 # `EventTail` keeps this many bytes of the log's start and of the bytes just before where it stopped: a log
 # truncated and written again (even larger, on the same inode) differs there from what was read.
 FINGERPRINT_BYTES = 64
@@ -430,7 +462,3 @@ class EventTail:
                 return self._changed(fh, os.fstat(fh.fileno()))
         except FileNotFoundError:
             return False
-
-
-def iter_kind(events: list[dict], kind: str) -> Iterator[dict]:
-    return (e for e in events if e.get("kind") == kind)

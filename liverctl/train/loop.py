@@ -332,6 +332,7 @@ class _Loop:
 
         def keep_going(done: int, total: int) -> bool:
             self.end_if_another_rank_failed()
+            self.progress.validating(done, total)
             return watch(done, total)
 
         metrics = s.validate(keep_going)

@@ -48,6 +48,13 @@ class ConsoleProgress:
             if self._off_terminal is not None:
                 self._off_terminal.tick()
 
+    def validating(self, done: int, total: int) -> None:
+        """After each validation batch. Off a terminal the line says how far the validation is, now and then (a
+        large preset's is minutes, which wrote nothing); a terminal's line keeps saying "validating"."""
+        if self._off_terminal is not None:
+            self._progress.update(self._task, info=f"validating {done}/{total} batches")
+            self._off_terminal.tick()
+
     def status(self, text: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, info=text)

@@ -765,6 +765,31 @@ def test_resuming_an_experiment_from_another_folder_says_where_its_store_is(tiny
                                "experiment")
 
 
+def test_off_a_terminal_validation_and_out_of_fold_prediction_write_their_lines(three_fold_store, tmp_path,
+                                                                                 monkeypatch):
+    """`!liverctl train --folds all` in a notebook's cell: a fold's validation and its out-of-fold prediction (each
+    minutes for a large preset) wrote nothing, where the steps' line was written every `pipe_progress.EVERY_SECONDS`
+    (0 here: at every batch). Both now write theirs: the epoch line saying how far the validation is, a bar of the
+    fold's held-out slices. Off a terminal only (CliRunner's stderr is none); a terminal shows what it did."""
+    from typer.testing import CliRunner
+
+    import liverctl.pipe_progress
+    from liverctl.cli import app
+    from liverctl.data.store import LiverStore
+
+    monkeypatch.setattr(liverctl.pipe_progress, "EVERY_SECONDS", 0.0)
+    args = ["train", "--preset", "demo", "--store", str(three_fold_store), "--runs-dir", str(tmp_path), "--name", "cv",
+            "--folds", "0", *(a for a in TINY_TRAIN if a != "-q")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("epoch 1/1") and " validating 1/" in line for line in lines), result.stderr
+    store = LiverStore.open(three_fold_store)
+    slices = sum(store.meta(case)["shape"][2] for case, fold in store.folds().items() if fold == 0)
+    held_out = [line for line in lines if line.startswith("fold 0 out-of-fold")]
+    assert held_out and f" {slices}/{slices} slices " in held_out[-1], result.stderr
+
+
 @pytest.mark.slow
 def test_three_fold_experiment_end_to_end(three_fold_store, tiny_dataset, tmp_path, monkeypatch):
     """train --folds all (cut after fold 0, then --resume), runs --json, report, submit, evaluate."""

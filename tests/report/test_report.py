@@ -622,3 +622,36 @@ def test_a_read_only_run_folder_names_the_report_folder_and_out(two_runs, monkey
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: {run / 'report'}: cannot write the report there (Read-only file "
                                      "system); give --out a folder you can write to")
+
+
+def test_a_long_log_is_folded_into_its_curves_not_kept_as_events(tmp_path):
+    """report kept every event of a log as a dict: a 150k-step log was 339 MB of its memory. load_run now folds
+    the log into the step series (numbers) and the few events it lists. Here 20k steps (2.8 MB of log): its
+    peak was nearly 9 times the log's size, now under twice; the curves and the notable events are those of the log."""
+    import tracemalloc
+
+    from liverctl.report import run_data
+
+    run = tmp_path / "runs" / "long"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text("[train]\nepochs = 1\n", encoding="utf-8")
+    step = ('{"v":1,"ts":%d.5,"seq":%d,"run":"long","kind":"step","epoch":0,"step":%d,"loss":%s,"lr":0.0001,'
+            '"samples_per_s":100.0,"grad_norm":1.0}\n')
+    nan = '{"v":1,"ts":%d.5,"seq":%d,"run":"long","kind":"nan","epoch":0,"step":%d,"where":"loss","action":"skip_step"}\n'
+    lines = ['{"v":1,"ts":1.0,"seq":0,"run":"long","kind":"run_start","epoch":0,"step":0}\n']
+    for i in range(1, 20_001):
+        lines.append(step % (i, i, i, 1 / i) if i % 300 else nan % (i, i, i))
+    (run / "events.jsonl").write_text("".join(lines), encoding="utf-8")
+    tracemalloc.start()
+    try:
+        data = run_data.load_run(run)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (run / "events.jsonl").stat().st_size
+    xs, losses, lrs = data.curves.steps()
+    assert len(xs) == 20_000 - 66 and xs[0] == 1 and xs[-1] == 20_000 and losses[-1] == 1 / 20_000
+    assert data.curves.nan_steps == [300 * k for k in range(1, 67)]
+    assert len(data.curves.notable) == run_data.MAX_NOTABLE_EVENTS and data.curves.notable_count == 66
+    page = write_report([run], tmp_path / "out", overlays=False).index_html.read_text(encoding="utf-8")
+    assert "... 16 more in events.jsonl" in page
