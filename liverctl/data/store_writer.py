@@ -91,7 +91,7 @@ def exclusive_work_dir(store: Path) -> Iterator[Path]:
 
     check_no_dangling_link(store, option="--store")
     refuse_read_only_folder(store)
-    if store.is_dir() and os.path.ismount(store):
+    if store.is_dir() and os.path.ismount(os.path.realpath(store)):  # ismount takes a link for a link: never a mount
         raise _across_file_systems(store)
     if (inner := _inner_file_system(store)) is not None:
         raise _inner_across_file_systems(store, inner)
