@@ -40,6 +40,8 @@ def slice_counts(pred: np.ndarray, target: np.ndarray, axis: int = -1) -> np.nda
     axis = axis % pred.ndim
     n = pred.shape[axis]
     out = np.zeros((n, 3), dtype=np.int64)
+    if pred.size == 0:  # no voxel (a side of length 0): every slice counts nothing, as before the parts
+        return out
     if axis == 0:  # (B, H, W) batches: a slice per row, (B, H * W), a view where C-ordered; rows at a time
         flat_p, flat_t = pred.reshape(n, -1), target.reshape(n, -1)
         step = max(1, _COUNT_CHUNK // max(1, flat_p.shape[1]))

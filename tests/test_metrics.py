@@ -50,6 +50,16 @@ def test_slice_counts_are_the_same_however_the_volume_is_cut(monkeypatch, chunk,
     assert slice_counts(np.asfortranarray(pred), label, axis).tolist() == expected  # not C-ordered: still right
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((0, 4, 3), -1), ((4, 0, 3), -1), ((0, 4, 3), 2), ((3, 0, 4), 0)])
+def test_slice_counts_of_a_volume_with_no_voxels_count_nothing_per_slice(shape, axis):
+    """A volume with a side of length 0 has slices of no voxels: zero counts for each, as before slice_counts cut
+    the volumes into parts (the parts' size was taken from the first row, which there is none of: IndexError)."""
+    pred, label = np.zeros(shape, bool), np.zeros(shape, bool)
+    counts = slice_counts(pred, label, axis)
+    assert counts.shape == (shape[axis], 3) and counts.dtype == np.int64 and not counts.any()
+    assert counts.tolist() == _counts_one_slice_at_a_time(pred, label, axis)
+
+
 @pytest.mark.parametrize("order", ["C", "F"], ids=["C-ordered", "a NIfTI's Fortran order"])
 def test_slice_counts_of_a_volume_take_no_copy_of_it(monkeypatch, order):
     """evaluate, auto post-processing and an experiment's decision count whole (X, Y, Z) cases (a decision: every

@@ -22,7 +22,7 @@ import numpy as np
 
 from liverctl.config import check_threshold
 from liverctl.device import out_of_memory_in_one_line, resolve_device
-from liverctl.disk import NOT_WRITABLE
+from liverctl.disk import NOT_WRITABLE, os_error_behind
 from liverctl.errors import LiverctlError
 from liverctl.files import check_output_file, check_output_folder, staged_folder
 from liverctl.infer.postprocess import (
@@ -175,10 +175,13 @@ def record_submission(run_dirs: Sequence[Path], record: dict, note: Callable[[st
         path = Path(run_dir) / SUBMISSIONS_FILE
         try:
             append_line(path, record_line(record))
-        except OSError as exc:
-            if note is not None and exc.errno in NOT_WRITABLE:
-                unwritable.append((path, exc.strerror or str(exc)))
+        except (OSError, LiverctlError) as exc:  # LiverctlError: a hard-linked file not unshared (unshare_hard_link)
+            cause = os_error_behind(exc)
+            if note is not None and cause is not None and cause.errno in NOT_WRITABLE:
+                unwritable.append((path, cause.strerror or str(cause)))
                 continue
+            if not isinstance(exc, OSError):
+                raise
             raise LiverctlError(f"the CSV is written, but recording it in the run failed: {exc.strerror or exc}",
                                 path=path) from None
         finally:  # recorded, or never to be: the journal has done its work

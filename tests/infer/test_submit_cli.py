@@ -931,6 +931,39 @@ def test_a_record_after_a_torn_last_line_goes_on_a_line_of_its_own(tmp_path):
     assert (tmp_path / "new" / "submissions.jsonl").read_text() == '{"csv": "e.csv"}\n'
 
 
+def test_a_hard_linked_copy_of_a_run_attached_read_only_still_gives_the_submission(tmp_path, monkeypatch):
+    """A hard-linked copy of a run (cp -al) attached read-only (a Docker `:ro` volume, /kaggle/input): its
+    submissions.jsonl has two names, so appending first copies it into a file of its own (unshare_hard_link),
+    which a read-only folder refuses as a LiverctlError, not an OSError: submit ended in 'error: ...: cannot write
+    submissions.jsonl: Read-only file system', exit 2, after the CSV was written. It is the read-only note again,
+    and the original run's file is left as it was."""
+    import builtins
+    import errno
+
+    import liverctl.files
+    import liverctl.runs.submissions
+    from liverctl.infer.submit import record_submission
+
+    base, copy = tmp_path / "base", tmp_path / "copy"
+    base.mkdir()
+    copy.mkdir()
+    (base / "submissions.jsonl").write_text('{"csv": "base.csv"}\n')
+    os.link(base / "submissions.jsonl", copy / "submissions.jsonl")
+
+    def read_only_copy(path, mode="r", *args, **kwargs):  # what a read-only mount answers (chmod does not stop root)
+        if Path(path).parent == copy and mode not in ("r", "rb"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(liverctl.files, "open", read_only_copy, raising=False)
+    monkeypatch.setattr(liverctl.runs.submissions, "open", read_only_copy, raising=False)
+    notes = []
+    record_submission([copy], {"csv": "copy.csv"}, note=notes.append)
+    assert notes == [f"note: {copy / 'submissions.jsonl'}: not recorded (Read-only file system); `liverctl runs` "
+                     "will not show this submission's score for the run"]
+    assert (base / "submissions.jsonl").read_text() == '{"csv": "base.csv"}\n'
+
+
 def test_a_submit_killed_between_its_csv_and_its_record_loses_no_submission(template_runs, tmp_path, monkeypatch):
     """A submit killed after renaming its CSV into place and before appending its line to submissions.jsonl left a
     whole submission that `liverctl runs` never listed. Now its line waits in a journal in the run folder from
