@@ -253,8 +253,10 @@ def empty_folds_note(cases: dict[str, dict[str, Any]], n_folds: int) -> str | No
 
 def same_volume_note(store: str | Path, cases: dict[str, dict[str, Any]]) -> str | None:
     """The note for volumes stored under more than one case id (the sha256 of their files equal: one file
-    reached by two names, a hard link or a symbolic one, or a copy); None when there are none. Dealt into
-    different folds, a run that validates on one of them has trained on the other, and scores it too high."""
+    reached by two names, a hard link or a symbolic one, or a copy); None when there are none. What it costs
+    depends on the cases' splits: two training cases dealt into different folds, a run that validates on one
+    has trained on the other; a test case that is also a training case is scored too high against its labels;
+    two test cases, the submission predicts one volume twice."""
     by_content: dict[str, list[str]] = {}
     for case_id, attrs in cases.items():
         if isinstance(attrs.get("sha256"), str):
@@ -264,10 +266,19 @@ def same_volume_note(store: str | Path, cases: dict[str, dict[str, Any]]) -> str
         return None
     named = "; ".join(" and ".join(map(quoted, ids)) for ids in same[:3]) + (f"; {len(same) - 3} more" if len(same) > 3
                                                                              else "")
+    costs = []
+    for ids in same:
+        trained = sum(cases[i].get("split") == TRAIN for i in ids)
+        for cost, holds in (
+            ("a run that validates on one of them has trained on the other, and its Dice reads too high", trained > 1),
+            ("a test case is trained on, and its score against its labels reads too high", 0 < trained < len(ids)),
+            ("the submission predicts one volume under two ids", len(ids) - trained > 1),
+        ):
+            if holds and cost not in costs:
+                costs.append(cost)
     return (f"{store}: {plural(len(same), 'volume')} {agree(len(same), 'is', 'are')} stored under more than one case "
-            f"id ({named}): one file under two names (a link) or a copy; a run that validates on one of them has "
-            "trained on the other, and its Dice reads too high: ingest into a new --store from a folder that holds "
-            "each volume once")
+            f"id ({named}): one file under two names (a link) or a copy; {'; '.join(costs)}: ingest into a new "
+            "--store from a folder that holds each volume once")
 
 
 def planned_empty_folds_note(plan: IngestPlan, store: str | Path, n_folds: int | None) -> str | None:

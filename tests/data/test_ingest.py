@@ -1482,6 +1482,13 @@ def test_one_volume_under_two_case_ids_is_noted(dataset, tmp_path):
         f"{store}: 2 volumes are stored under more than one case id ('0' and '20'; '1' and '21'): one file under two "
         "names (a link) or a copy; a run that validates on one of them has trained on the other, and its Dice reads "
         "too high: ingest into a new --store from a folder that holds each volume once"]
+    test = next((dataset / "test").rglob("*.nii.gz"))  # a test volume linked in as training data: a leak of its own
+    os.link(test, volumes / "volume-22.nii.gz")
+    os.link(labels / "segmentation-2.nii.gz", labels / "segmentation-22.nii.gz")
+    summary = ingest_folder(dataset, store=tmp_path / "t.zarr", workers=1)
+    (note,) = [n for n in summary.notes if "more than one case id" in n]
+    assert "3 volumes are stored" in note and "a test case is trained on, and its score against its labels reads too " \
+        "high" in note and note.count("a run that validates") == 1
 
 
 @pytest.mark.parametrize("store_name", ["store", "store/liver.zarr"])
