@@ -256,13 +256,22 @@ class RunLock:
         import fcntl
 
         check_no_dangling_link(self.run_dir, option="--runs-dir")
+        made = [p for p in (self.run_dir, self.path) if not p.exists()]  # removed again where no lock can be had
+        existing = (self.run_dir / CONFIG_FILE).exists() or (self.run_dir / CHECKPOINT_DIR).exists()
+        advice = (f"copy the run to a local disk and go on there (cp -r {self.run_dir} runs/ && liverctl train "
+                  f"--resume runs/{self.run_dir.name})" if existing else
+                  "give --runs-dir a folder on a disk that takes them (a local one)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
         try:
-            flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=self.run_dir,
-                           advice="give --runs-dir a folder on a disk that takes them (a local one)")
+            flock_retrying(fh.fileno(), fcntl.LOCK_EX, path=self.run_dir, advice=advice)
         except LiverctlError:
             fh.close()
+            with contextlib.suppress(OSError):  # the lock file, then the run folder this made: nothing left of it
+                if self.path in made:
+                    self.path.unlink()
+                if self.run_dir in made:
+                    self.run_dir.rmdir()
             raise
         except OSError:  # BlockingIOError: another process holds it
             fh.seek(0)

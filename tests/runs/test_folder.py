@@ -358,7 +358,14 @@ def test_a_run_on_a_file_system_without_locks_is_one_line_not_another_writer(tmp
     with pytest.raises(LiverctlError, match=r"r: cannot lock it \(No locks available\): its file system takes no "
                                             r"locks .*; give --runs-dir a folder on a disk that takes them"):
         RunLock(tmp_path / "r").acquire()
-    assert not writer_alive(tmp_path / "r")
+    assert not writer_alive(tmp_path / "r") and list(tmp_path.iterdir()) == []  # no run folder nor .lock left
+    run = tmp_path / "old"  # a run trained elsewhere, resumed there: --runs-dir cannot move it, a copy can
+    run.mkdir()
+    (run / "config.toml").write_text("")
+    with pytest.raises(LiverctlError, match=rf"old: cannot lock it .*; copy the run to a local disk and go on there "
+                                            rf"\(cp -r {run} runs/ && liverctl train --resume runs/old\)$"):
+        RunLock(run).acquire()
+    assert [p.name for p in run.iterdir()] == ["config.toml"]
 
 
 def test_a_run_in_a_runs_folder_linked_to_nowhere_is_one_line(tmp_path):
