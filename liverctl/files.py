@@ -472,10 +472,11 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
 
 
 def _named_in(exc: LiverctlError, work: Path, target: Path) -> LiverctlError:
-    """`exc` (its type kept: its exit code) with the paths in the hidden folder `work` named in `target`."""
-    import copy
-
-    named = copy.copy(exc)
+    """`exc` (its type and attributes kept: its exit code, a subclass's own fields) with the paths in the hidden
+    folder `work` named in `target`. Made without calling its `__init__`, which a subclass may have changed
+    (copy.copy called it with the message alone: a TypeError)."""
+    named = type(exc).__new__(type(exc))
+    named.__dict__.update(exc.__dict__)
     named.args = (str(exc).replace(str(work), str(target)),)
     if exc.path is not None:
         named.path = exc.path.replace(str(work), str(target))

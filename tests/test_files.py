@@ -412,6 +412,25 @@ def test_an_error_in_a_staged_folder_names_the_file_where_it_was_going(tmp_path,
     assert not exists or list(target.iterdir()) == []
 
 
+def test_an_error_of_its_own_kind_in_a_staged_folder_is_named_where_it_was_going(tmp_path):
+    """A LiverctlError subclass with an `__init__` of its own (postprocess's FilesNotCleaned, submission's
+    MalformedSubmission) saying a file in the hidden folder was copied by calling that `__init__` with the message
+    alone: a TypeError traceback in place of the line. It keeps its type and fields now."""
+
+    class Counted(LiverctlError):
+        exit_code = 5
+
+        def __init__(self, path, count: int):
+            self.count = count
+            super().__init__(f"{count} problems", path=path)
+
+    target = tmp_path / "out"
+    with pytest.raises(Counted) as caught, files.staged_folder(target) as work:
+        raise Counted(work / "a.nii.gz", 3)
+    assert str(caught.value) == f"{target / 'a.nii.gz'}: 3 problems" and caught.value.count == 3
+    assert caught.value.path == str(target / "a.nii.gz") and caught.value.exit_code == 5
+
+
 def test_an_output_through_a_link_to_nowhere_is_one_line_and_nothing_is_made(tmp_path):
     """`--out /out/...`, `--save-masks out` or synth's OUT where out -> /mnt/big/out and /mnt/big is not mounted
     (a Docker volume missing) ended in a traceback, FileExistsError: [Errno 17] File exists: 'out', after the
