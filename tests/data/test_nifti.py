@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from memory_peak import traced_peak
 from nifti_fixtures import header_only, with_header_fields
 
 from liverctl.data import nifti
@@ -44,12 +44,7 @@ def refused(path: Path, match: str, **kwargs) -> str:
 def test_absurd_gzip_header_is_refused_before_any_allocation(tmp_path):
     path = header_only(tmp_path / "absurd.nii.gz", [2048, 2048, 256])
     assert path.stat().st_size < 100
-    tracemalloc.start()
-    try:
-        message = refused(path, "more than a .* gzip file can hold")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    message, peak = traced_peak(lambda: refused(path, "more than a .* gzip file can hold"))
     assert "2048 x 2048 x 256 int16" in message
     assert peak < 4 << 20  # main allocated the 2 GB the header claims before it found the data missing
 
@@ -290,12 +285,7 @@ def test_a_truncated_gzip_costs_the_memory_of_its_data_not_of_its_header(tmp_pat
     header["vox_offset"] = 352
     path = tmp_path / "short.nii.gz"
     path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(100_000), 1))
-    tracemalloc.start()
-    try:
-        refused(path, "truncated or corrupt NIfTI data")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(lambda: refused(path, "truncated or corrupt NIfTI data"))
     assert peak < 16 << 20
 
 
@@ -309,12 +299,7 @@ def test_a_file_far_longer_than_its_voxels_costs_the_memory_of_its_voxels(tmp_pa
     path = save(tmp_path / name, volume)
     with open(path, "ab") as f:
         f.write(b"\0" * (32 << 20))
-    tracemalloc.start()
-    try:
-        _, got, digest = nifti.read_nifti_and_sha256(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    (_, got, digest), peak = traced_peak(lambda: nifti.read_nifti_and_sha256(path))
     np.testing.assert_array_equal(got, volume)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert peak < 8 << 20

@@ -73,15 +73,10 @@ def test_quantising_a_case_takes_one_temporary_of_its_size_and_the_same_bytes():
     """Out-of-fold prediction quantises each held-out case's float32 probabilities: clip, scale and round each made
     a copy, two of them alive at once (a 512 x 512 x 900 case: 1.9 GB over its 0.94 GB). Now one, and the same
     uint8 values."""
-    import tracemalloc
+    from memory_peak import traced_peak
 
     probs = np.random.default_rng(0).random((64, 64, 40), dtype=np.float32) * 1.2 - 0.1  # outside [0, 1] too
-    tracemalloc.start()
-    try:
-        q = oof.quantize(probs)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    q, peak = traced_peak(lambda: oof.quantize(probs))
     np.testing.assert_array_equal(q, np.rint(np.clip(probs, 0.0, 1.0) * oof.QUANT).astype(np.uint8))
     assert peak < 1.5 * probs.nbytes  # before: 2x and the result
 

@@ -60,7 +60,7 @@ def test_cleaning_a_mask_of_many_components_takes_no_int64_copy_of_its_labels(mo
     """np.bincount(labels.ravel()) counted the components' sizes from a C-ordered copy of the labels (cc3d keeps a
     NIfTI's Fortran order) and an int64 copy of that: `postprocess --mode min-size:100` of one 512 x 512 x 900
     mask peaked at 2.85 GB. What is left: the mask as uint8 and cc3d's labels (uint16 here), and the result."""
-    import tracemalloc
+    from memory_peak import traced_peak
 
     import liverctl.infer.postprocess
 
@@ -71,12 +71,7 @@ def test_cleaning_a_mask_of_many_components_takes_no_int64_copy_of_its_labels(mo
     mask = np.asarray(mask, order=order)
     post = parse_postprocess(spec)
     post(mask[:8, :8, :8])  # cc3d imported
-    tracemalloc.start()
-    try:
-        cleaned = post(mask)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    cleaned, peak = traced_peak(lambda: post(mask))
     assert cleaned[20, 20, 20] and not cleaned[0, 0, 0]
     assert peak < 5 * mask.size  # bytes: before, 13 per voxel and more
 

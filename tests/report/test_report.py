@@ -628,7 +628,7 @@ def test_a_long_log_is_folded_into_its_curves_not_kept_as_events(tmp_path):
     """report kept every event of a log as a dict: a 150k-step log was 339 MB of its memory. load_run now folds
     the log into the step series (numbers) and the few events it lists. Here 20k steps (2.8 MB of log): its
     peak was nearly 9 times the log's size, now under twice; the curves and the notable events are those of the log."""
-    import tracemalloc
+    from memory_peak import traced_peak
 
     from liverctl.report import run_data
 
@@ -642,12 +642,7 @@ def test_a_long_log_is_folded_into_its_curves_not_kept_as_events(tmp_path):
     for i in range(1, 20_001):
         lines.append(step % (i, i, i, 1 / i) if i % 300 else nan % (i, i, i))
     (run / "events.jsonl").write_text("".join(lines), encoding="utf-8")
-    tracemalloc.start()
-    try:
-        data = run_data.load_run(run)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    data, peak = traced_peak(lambda: run_data.load_run(run))
     assert peak < 2 * (run / "events.jsonl").stat().st_size
     xs, losses, lrs = data.curves.steps()
     assert len(xs) == 20_000 - 66 and xs[0] == 1 and xs[-1] == 20_000 and losses[-1] == 1 / 20_000

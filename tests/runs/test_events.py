@@ -254,7 +254,7 @@ def test_a_line_over_the_limit_is_skipped_unread_and_never_held(tmp_path):
     decoded and split, then the line parsed). No event the trainer writes comes near MAX_LINE_BYTES (1 MB): a line
     over it is skipped as unreadable, read in pieces and never held whole, finished or not. Here 16 MB lines: the
     readers' peak memory stays a few MB (it was 3 to 5 times a line)."""
-    import tracemalloc
+    from memory_peak import traced_peak
 
     from liverctl.runs import events as events_module
     from liverctl.runs.history import read_history
@@ -266,23 +266,15 @@ def test_a_line_over_the_limit_is_skipped_unread_and_never_held(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(good % 0 + huge + b"\n" + good % 1 + huge)  # the last one not ended yet
 
-    def peak_of(read):
-        tracemalloc.start()
-        try:
-            result = read()
-            return result, tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    events, peak = peak_of(lambda: read_events(path))
+    events, peak = traced_peak(lambda: read_events(path))
     assert [e["seq"] for e in events] == [0, 1] and peak < 5 * MAX_LINE_BYTES
     problems: list[str] = []
-    history, peak = peak_of(lambda: read_history(path, problems))
+    history, peak = traced_peak(lambda: read_history(path, problems))
     assert history.n_events == 2 and history.torn_last_line and peak < 5 * MAX_LINE_BYTES
     assert "events.jsonl: 1 unreadable line skipped" in problems
 
     tail = EventTail(path)
-    events, peak = peak_of(tail.poll)
+    events, peak = traced_peak(tail.poll)
     assert [e["seq"] for e in events] == [0, 1] and peak < 5 * MAX_LINE_BYTES
     with open(path, "ab") as fh:  # the long last line goes on, then ends: still skipped
         fh.write(b"y" * (2 * MAX_LINE_BYTES))

@@ -718,17 +718,12 @@ def test_a_submissions_line_over_the_limit_is_skipped_unread(tmp_path):
     """A 200 MB line in someone's submissions.jsonl cost 1 GB in `liverctl runs` (the file read whole as text,
     split, the line parsed) and named the line's 200 MB csv as 'no longer exists'. Now it is read as the event log
     is (`events.LineReader`): a line over MAX_LINE_BYTES is one unreadable line, never held whole."""
-    import tracemalloc
+    from memory_peak import traced_peak
 
     run = make_run(tmp_path, "r")
     with open(run / "submissions.jsonl", "ab") as fh:
         fh.write(b'{"csv":"' + b"x" * (16 << 20) + b'"}\n')
-    tracemalloc.start()
-    try:
-        summary = summarize_run(run)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    summary, peak = traced_peak(lambda: summarize_run(run))
     assert "submissions.jsonl: 1 unreadable line skipped" in summary.problems and peak < 8 << 20
 
 
