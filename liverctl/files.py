@@ -434,7 +434,8 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
     there deletes it). What a finished step wrote appears together, not a part of it that looks like the whole.
     `replace`: what `target` held before goes (report's folder), a file the new one also has replaced in one
     rename, so it is never missing (report's marker); an error or Ctrl-C while the new entries move in puts the old
-    ones back (`_put_back`).
+    ones back (`_put_back`). The folder deleted while the step runs (and its staging folder with it) is one line
+    (`LiverctlError`), not a success.
 
     A folder that does not exist yet is staged beside it and renamed into place whole; one that exists is staged
     inside it, on its own file system: a mount point (Docker's `-v $PWD/out:/out`, a link to another disk) met
@@ -453,6 +454,9 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
             if str(work) not in str(exc):
                 raise
             raise _named_in(exc, work, target) from exc
+        if not work.is_dir():  # deleted with the folder it was in: the step's files with it
+            raise LiverctlError("was deleted while liverctl wrote into it, and what it wrote with it: nothing was "
+                                "saved; run the step again", path=target if inside else target.parent)
         if not inside and not target.exists():
             with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
                 os.rename(work, target)

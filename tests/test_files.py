@@ -484,3 +484,24 @@ def test_a_replaced_folder_is_put_back_as_it_was_when_the_move_fails_midway(tmp_
     assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in target.iterdir()) == ["index.html", "marker", "overlays", "stale.png"]
     assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_staged_folder_deleted_while_the_step_runs_is_one_line_not_a_success(tmp_path, exists):
+    """An existing folder is staged inside itself: deleted by the user while the step ran (`rm -r out` in another
+    terminal), its staging folder went with it, and the step said it had written its files there. It says in one
+    line now that the folder was deleted and nothing was saved (a new one's, staged beside it: the folder above)."""
+    import shutil
+
+    parent = tmp_path / "out"
+    target = parent / "masks"
+    target.mkdir(parents=True)
+    if not exists:
+        shutil.rmtree(target)
+    deleted = target if exists else parent
+    with pytest.raises(LiverctlError) as caught, files.staged_folder(target) as work:
+        (work / "a.nii.gz").write_bytes(b"a")
+        shutil.rmtree(deleted)
+    assert str(caught.value) == (f"{deleted}: was deleted while liverctl wrote into it, and what it wrote with it: "
+                                 "nothing was saved; run the step again")
+    assert not deleted.exists()  # not made again, part-empty
