@@ -433,7 +433,9 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
     error or Ctrl-C the hidden folder is deleted and `target` is as it was (after a kill, the next work folder
     there deletes it). What a finished step wrote appears together, not a part of it that looks like the whole.
     `replace`: what `target` held before goes (report's folder), a file the new one also has replaced in one
-    rename, so it is never missing (report's marker).
+    rename, so it is never missing (report's marker); an error or Ctrl-C while the new entries move in puts the old
+    ones back (`_put_back`). The folder deleted while the step runs (and its staging folder with it) is one line
+    (`LiverctlError`), not a success.
 
     A folder that does not exist yet is staged beside it and renamed into place whole; one that exists is staged
     inside it, on its own file system: a mount point (Docker's `-v $PWD/out:/out`, a link to another disk) met
@@ -452,6 +454,9 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
             if str(work) not in str(exc):
                 raise
             raise _named_in(exc, work, target) from exc
+        if not work.is_dir():  # deleted with the folder it was in: the step's files with it
+            raise LiverctlError("was deleted while liverctl wrote into it, and what it wrote with it: nothing was "
+                                "saved; run the step again", path=target if inside else target.parent)
         if not inside and not target.exists():
             with contextlib.suppress(OSError):  # made by someone else meanwhile: file by file below
                 os.rename(work, target)
@@ -459,12 +464,18 @@ def staged_folder(target: str | os.PathLike, *, replace: bool = False) -> Iterat
             target.mkdir(parents=True, exist_ok=True)
             if replace:
                 aside = _move_aside(target, work)
-            for path in sorted(work.rglob("*")):  # a folder before what it holds
-                moved = target / path.relative_to(work)
-                if path.is_dir() and not path.is_symlink():
-                    moved.mkdir(exist_ok=True)
-                else:
-                    os.replace(path, moved)
+            new_names = [entry.name for entry in work.iterdir()]
+            try:
+                for path in sorted(work.rglob("*")):  # a folder before what it holds
+                    moved = target / path.relative_to(work)
+                    if path.is_dir() and not path.is_symlink():
+                        moved.mkdir(exist_ok=True)
+                    else:
+                        os.replace(path, moved)
+            except BaseException:
+                if aside is not None and not _put_back(target, aside, new_names):
+                    aside = None  # what could not be put back is left there, not deleted
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if aside is not None:
@@ -485,11 +496,47 @@ def _named_in(exc: LiverctlError, work: Path, target: Path) -> LiverctlError:
 
 def _move_aside(target: Path, work: Path) -> Path:
     """What `target` holds, moved into a new hidden folder inside it (returned, to delete): all but hidden work
-    folders (this step's, another's) and the files `work` holds a file of the same name for."""
+    folders (this step's, another's). A file `work` holds a file of the same name for stays (the new one replaces
+    it in one rename: never missing), with a second name in the hidden folder (a copy where the file system takes
+    no hard links) for `_put_back`."""
+    import shutil
+
     aside = work_dir_beside(target, within=target)
     for entry in list(target.iterdir()):
         new = work / entry.name
-        if is_work_dir(entry, target) or (new.exists() and not new.is_dir() and not entry.is_dir()):
+        if is_work_dir(entry, target):
+            continue
+        if new.exists() and not new.is_dir() and not entry.is_dir():
+            try:
+                os.link(entry, aside / entry.name, follow_symlinks=False)
+            except OSError:
+                with contextlib.suppress(OSError):  # no room for a copy: it is replaced as before, not kept
+                    shutil.copy2(entry, aside / entry.name, follow_symlinks=False)
             continue
         os.replace(entry, aside / entry.name)
     return aside
+
+
+def _put_back(target: Path, aside: Path, new_names: list[str]) -> bool:
+    """After an error while the new entries moved into `target`: the new ones (`new_names`, its top level) removed
+    and what `_move_aside` put in `aside` moved back, so `target` is as it was (an old file the new one had replaced
+    is renamed back over it: never missing). Whether all of it went back."""
+    import shutil
+
+    kept = {entry.name for entry in aside.iterdir()}
+    for name in new_names:
+        new = target / name
+        if name in kept and not (aside / name).is_dir() and not (new.is_dir() and not new.is_symlink()):
+            continue  # the old file is renamed over it below
+        if new.is_dir() and not new.is_symlink():
+            shutil.rmtree(new, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                new.unlink()
+    whole = True
+    for name in kept:
+        try:
+            os.replace(aside / name, target / name)
+        except OSError:
+            whole = False
+    return whole

@@ -449,3 +449,59 @@ def test_an_output_through_a_link_to_nowhere_is_one_line_and_nothing_is_made(tmp
     live = tmp_path / "live"
     live.symlink_to(tmp_path)  # a link that leads somewhere is no business of this check
     files.check_output_folder(live / "masks", what="the masks", option="--save-masks")
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
+def test_a_replaced_folder_is_put_back_as_it_was_when_the_move_fails_midway(tmp_path, monkeypatch, failure):
+    """`staged_folder(replace=True)` (report's folder) moved the old entries aside, then the new ones in one by
+    one: an error or Ctrl-C between two of those renames deleted the old report and left part of the new one.
+    The old entries are put back now (the new ones moved in so far removed), a file both have included."""
+    target = tmp_path / "r"
+    (target / "overlays").mkdir(parents=True)
+    (target / "overlays" / "old.png").write_bytes(b"old png")
+    (target / "index.html").write_text("old index")
+    (target / "marker").write_text("old marker")
+    (target / "stale.png").write_bytes(b"stale")
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    real = os.replace
+    moved_in = []
+
+    def fail_on_the_third(src, dst):  # of the renames into the folder, once: putting back goes through
+        if Path(dst).parent in (target, target / "overlays"):
+            moved_in.append(dst)
+            if len(moved_in) == 3:
+                raise failure
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_on_the_third)
+    with pytest.raises(type(failure)), files.staged_folder(target, replace=True) as work:
+        (work / "overlays").mkdir()
+        (work / "overlays" / "new.png").write_bytes(b"new png")
+        (work / "index.html").write_text("new index")
+        (work / "marker").write_text("new marker")
+        (work / "curves.png").write_bytes(b"curves")
+    assert len(moved_in) > 3  # curves.png and index.html had moved in, marker's failed; then put back
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in target.iterdir()) == ["index.html", "marker", "overlays", "stale.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_staged_folder_deleted_while_the_step_runs_is_one_line_not_a_success(tmp_path, exists):
+    """An existing folder is staged inside itself: deleted by the user while the step ran (`rm -r out` in another
+    terminal), its staging folder went with it, and the step said it had written its files there. It says in one
+    line now that the folder was deleted and nothing was saved (a new one's, staged beside it: the folder above)."""
+    import shutil
+
+    parent = tmp_path / "out"
+    target = parent / "masks"
+    target.mkdir(parents=True)
+    if not exists:
+        shutil.rmtree(target)
+    deleted = target if exists else parent
+    with pytest.raises(LiverctlError) as caught, files.staged_folder(target) as work:
+        (work / "a.nii.gz").write_bytes(b"a")
+        shutil.rmtree(deleted)
+    assert str(caught.value) == (f"{deleted}: was deleted while liverctl wrote into it, and what it wrote with it: "
+                                 "nothing was saved; run the step again")
+    assert not deleted.exists()  # not made again, part-empty

@@ -193,7 +193,8 @@ def _inner_across_file_systems(store: Path, inner: Path) -> LiverctlError:
 
 def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
     """Move a finished case into the store, replacing an older version of it. A rename the kernel refuses across
-    file systems (a store mounted on its own that `os.path.ismount` misses: a bind mount) is one line."""
+    file systems (a bind mount that `os.path.ismount` misses, of the store or of its cases/: which one, it cannot
+    tell) is one line saying what crossed them."""
     try:
         _commit_case(built, store, case_id, work)
     except OSError as exc:
@@ -202,7 +203,12 @@ def commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:
         inner = store / CASES_GROUP
         if inner.is_symlink() or os.path.ismount(inner):
             raise _inner_across_file_systems(store, inner) from exc
-        raise _across_file_systems(store) from exc
+        beside = Path(os.path.realpath(store)).parent  # where the work folder was (`_ingest_dir`), gone once it ends
+        raise LiverctlError(f"moving a built case from ingest's work folder in {beside} into its {CASES_GROUP}/ "
+                            "crossed file systems (a bind mount of the store or of its cases/?): ingest builds each "
+                            "case beside the store and renames it in, which cannot cross them; keep the whole store, "
+                            "and the folder it is in, on one file system, with no mount of it or inside it",
+                            path=store) from exc
 
 
 def _commit_case(built: Path, store: Path, case_id: str, work: Path) -> None:

@@ -1407,7 +1407,8 @@ def test_a_store_linked_in_from_another_disk_is_ingested_there(dataset, tmp_path
 def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(dataset, tmp_path, monkeypatch):
     """`--store /out` where /out is a mount point: the same traceback after the first case was built. It is now
     refused before anything is written (os.path.ismount), and a mount that check misses (a bind mount on the same
-    disk) ends in the same one line at its first rename."""
+    disk) ends in one line at its first rename, saying what crossed file systems (it cannot tell the store's mount
+    from its cases/')."""
     store = tmp_path / "out"
     store.mkdir()
     _one_file_system_each(store, monkeypatch)
@@ -1416,7 +1417,7 @@ def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(da
                 f"--store {store / 'liver.zarr'}")
     with pytest.raises(LiverctlError) as missed:
         ingest_folder(dataset, store=store, workers=1)
-    assert str(missed.value) == expected
+    assert str(missed.value) == _crossed_at_commit(store)
     real_ismount = os.path.ismount
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == store or real_ismount(p))
     shutil.rmtree(store)
@@ -1424,6 +1425,26 @@ def test_a_store_that_is_a_mount_point_is_one_line_saying_to_ingest_inside_it(da
     with pytest.raises(LiverctlError) as refused:
         ingest_folder(dataset, store=store, workers=1)
     assert str(refused.value) == expected and list(store.iterdir()) == []
+
+
+def _crossed_at_commit(store: Path) -> str:
+    return (f"{store}: moving a built case from ingest's work folder in {store.parent} into its cases/ crossed file "
+            "systems (a bind mount of the store or of its cases/?): ingest builds each case beside the store and "
+            "renames it in, which cannot cross them; keep the whole store, and the folder it is in, on one file "
+            "system, with no mount of it or inside it")
+
+
+def test_a_store_whose_cases_folder_is_a_bind_mount_is_one_line_without_the_mount_point_advice(dataset, tmp_path,
+                                                                                              monkeypatch):
+    """`-v /data/cases:/store/liver.zarr/cases` from the same disk: os.path.ismount misses that bind mount and the
+    first case's rename into cases/ fails (EXDEV). The line said the store was a mount point and to ingest into
+    --store liver.zarr/liver.zarr, which meets the same; it now says the rename into cases/ crossed file systems,
+    and to keep the whole store on one."""
+    store = tmp_path / "liver.zarr"
+    _one_file_system_each(store / "cases", monkeypatch)
+    with pytest.raises(LiverctlError) as crossed:
+        ingest_folder(dataset, store=store, workers=1)
+    assert str(crossed.value) == _crossed_at_commit(store) and "mount point" not in str(crossed.value)
 
 
 def test_a_store_that_is_a_link_to_a_mount_point_is_refused_before_anything_is_written(dataset, tmp_path,

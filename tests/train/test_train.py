@@ -583,6 +583,33 @@ def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_stor
     assert (state["epoch"], state["step_in_epoch"], state["epoch_losses"]["count"]) == (0, 2, 2)
 
 
+def test_a_resumed_validation_the_time_limit_abandoned_has_its_epoch_line(tiny_store, tmp_path, monkeypatch, capsys):
+    """`--resume` of a run whose validation `--time-limit` abandoned validates that epoch before any step: its epoch
+    line is started as a normal epoch's (all its steps done), so off a terminal the validation says how far it is
+    (here every batch: `pipe_progress.EVERY_SECONDS` 0) before the epoch's summary line, as a normal one does."""
+    import liverctl.pipe_progress
+    from liverctl.train import validation
+
+    clock = [0.0]
+    monkeypatch.setattr(loop, "TimeBudget", lambda limit_s: TimeBudget(1000, clock=lambda: clock[0]))
+    probabilities_at = validation.probabilities_at
+
+    def slow_batch(*args, **kwargs):
+        clock[0] += 400
+        return probabilities_at(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "probabilities_at", slow_batch)
+    assert loop.run_training(tiny_cfg(tiny_store), tmp_path / "t", device="cpu", show_progress=False)["status"] == (
+        "time_limit")
+    monkeypatch.setattr(validation, "probabilities_at", probabilities_at)
+    monkeypatch.setattr(liverctl.pipe_progress, "EVERY_SECONDS", 0.0)
+    capsys.readouterr()
+    assert loop.run_training(None, tmp_path / "t", device="cpu", resume=True)["status"] == "completed"
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch 1/")]
+    summary = next(i for i, line in enumerate(lines) if "train loss" in line)
+    assert summary > 0 and all(" 2/2 validating " in line and " batches" in line for line in lines[:summary]), lines
+
+
 def test_a_real_time_budget_ends_the_run_before_the_limit_with_a_checkpoint(tiny_store, tmp_path):
     # The budget keeps 30 s in reserve for the checkpoint, so a 33 s limit leaves room for an epoch or
     # two of this tiny run (none if setting up took over 3 s): far fewer than the 40 planned either way.
