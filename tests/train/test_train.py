@@ -556,10 +556,10 @@ def test_time_budget_abandons_a_validation_that_would_not_end_in_time():
     assert TimeBudget(None).validation_watch()(1, 10)
 
 
-def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_store, tmp_path, monkeypatch):
-    # Nothing had timed a validation before the first: a limit reached in it was overrun by the whole
-    # validation and the checkpoints (the clock here: 2400 s of a 1000 s limit). Each validation batch
-    # takes 400 s of a fake clock; training takes none of it.
+def _validation_at_400_s_a_batch(monkeypatch):
+    """A fake clock for a 1000 s time limit, each validation batch taking 400 s of it and training none: the first
+    validation is abandoned after its second batch. Returns the clock ([seconds]) and the real
+    `validation.probabilities_at`, to put back."""
     from liverctl.train import validation
 
     clock = [0.0]
@@ -571,6 +571,13 @@ def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_stor
         return probabilities_at(*args, **kwargs)
 
     monkeypatch.setattr(validation, "probabilities_at", slow_batch)
+    return clock, probabilities_at
+
+
+def test_the_first_validation_stops_in_time_with_the_epoch_steps_saved(tiny_store, tmp_path, monkeypatch):
+    # Nothing had timed a validation before the first: a limit reached in it was overrun by the whole
+    # validation and the checkpoints (the clock here: 2400 s of a 1000 s limit).
+    clock, _ = _validation_at_400_s_a_batch(monkeypatch)
     result = loop.run_training(tiny_cfg(tiny_store), tmp_path / "t", device="cpu", show_progress=False)
     assert clock[0] < 1000  # abandoned after the second batch (6 in all), at 800 s
     assert result["status"] == "time_limit" and result["epochs_done"] == 0
@@ -590,15 +597,7 @@ def test_a_resumed_validation_the_time_limit_abandoned_has_its_epoch_line(tiny_s
     import liverctl.pipe_progress
     from liverctl.train import validation
 
-    clock = [0.0]
-    monkeypatch.setattr(loop, "TimeBudget", lambda limit_s: TimeBudget(1000, clock=lambda: clock[0]))
-    probabilities_at = validation.probabilities_at
-
-    def slow_batch(*args, **kwargs):
-        clock[0] += 400
-        return probabilities_at(*args, **kwargs)
-
-    monkeypatch.setattr(validation, "probabilities_at", slow_batch)
+    _, probabilities_at = _validation_at_400_s_a_batch(monkeypatch)
     assert loop.run_training(tiny_cfg(tiny_store), tmp_path / "t", device="cpu", show_progress=False)["status"] == (
         "time_limit")
     monkeypatch.setattr(validation, "probabilities_at", probabilities_at)
