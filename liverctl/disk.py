@@ -51,13 +51,17 @@ def os_error_behind(exc: BaseException) -> OSError | None:
     return None
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (missing ones are made when written)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def mount_point(path: str | os.PathLike) -> str:
     """The mount point of the file system that holds (or would hold) `path`: through a link, the one it leads to
     (`free_bytes` counts that one's space)."""
-    here = Path(os.path.abspath(path))
-    while not here.exists() and here != here.parent:
-        here = here.parent
-    here = Path(os.path.realpath(here))
+    here = Path(os.path.realpath(nearest_existing(Path(os.path.abspath(path)))))
     while not os.path.ismount(here) and here != here.parent:
         here = here.parent
     return str(here)
@@ -65,10 +69,7 @@ def mount_point(path: str | os.PathLike) -> str:
 
 def free_bytes(path: str | os.PathLike) -> int:
     """Free bytes (for this user) on the file system that holds (or would hold) `path`."""
-    here = Path(os.path.abspath(path))
-    while not here.exists() and here != here.parent:
-        here = here.parent
-    return shutil.disk_usage(here).free
+    return shutil.disk_usage(nearest_existing(Path(os.path.abspath(path)))).free
 
 
 def require_free(where: str | os.PathLike, need: float, needs: str, advice: str) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from liverctl.disk import is_disk_full, no_space_error, os_error_behind
+from liverctl.disk import is_disk_full, nearest_existing, no_space_error, os_error_behind
 from liverctl.errors import LiverctlError
 from liverctl.printable import quoted
 
@@ -52,7 +52,7 @@ def check_output_file(path: str | os.PathLike, *, what: str, option: str, folder
     if path.is_dir():
         raise LiverctlError(f"is a folder; {folder_hint}", path=path)
     check_no_dangling_link(path, option=option)
-    folder = _nearest_existing(path.parent)
+    folder = nearest_existing(path.parent)
     if not folder.is_dir():
         raise LiverctlError(f"cannot write {what} there: {folder} is not a folder", path=path)
     if (exc := write_probe_error(folder)) is not None:
@@ -70,7 +70,7 @@ def check_output_folder(path: str | os.PathLike, *, what: str, option: str) -> N
     if path.exists() and not path.is_dir():
         raise LiverctlError(f"exists and is not a folder; {option} takes a folder for {what}", path=path)
     check_no_dangling_link(path, option=option)
-    folder = _nearest_existing(path)  # where staged_folder gathers them: in the folder if it exists, else beside it
+    folder = nearest_existing(path)  # where staged_folder gathers them: in the folder if it exists, else beside it
     if folder.is_dir() and (exc := write_probe_error(folder)) is not None:
         raise LiverctlError(f"cannot write {what} in {folder}: {exc.strerror or exc}; give {option} a folder "
                             "you can write to", path=path) from None
@@ -103,13 +103,6 @@ def dangling_link_text(link: Path) -> str:
     except OSError:  # removed meanwhile
         target = "a place"
     return f"is a link to {target}, which does not exist (a disk or volume not mounted?)"
-
-
-def _nearest_existing(folder: Path) -> Path:
-    """`folder`, or the nearest folder above it that exists (missing ones are made when written)."""
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder
 
 
 def not_writable_error(folder: str | os.PathLike) -> OSError | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liverctl.errors import LiverctlError
-from liverctl.runs.events import LineReader, parse_line, read_lines
+from liverctl.runs.events import iter_events
 from liverctl.runs.folder import CONFIG_FILE, EVENTS_FILE, is_run_dir
 from liverctl.runs.history import as_int, last_per, plottable
 from liverctl.runs.summary import RunSummary, summarize_run
@@ -82,20 +82,14 @@ class RunCurves:
 
 
 def read_curves(path: Path) -> RunCurves:
-    """Fold the log at `path` (every complete event, and a last line that lacks only its newline, as
-    `read_events` reads it); a missing or unreadable log is an empty one (the summary's problems say which)."""
-    curves, reader = RunCurves(), LineReader()  # a line over MAX_LINE_BYTES is skipped unread
+    """Fold the log at `path` (its events as `read_events` reads them); a missing or unreadable log is an empty
+    one (the summary's problems say which)."""
+    curves = RunCurves()
     try:
-        with open(path, "rb") as fh:
-            for line in read_lines(fh, reader):
-                event = parse_line(line)
-                if event is not None:
-                    curves.add(event)
+        for event in iter_events(path):
+            curves.add(event)
     except OSError:
         return RunCurves()
-    last = parse_line(reader.pending)  # a last line that lacks only its newline
-    if last is not None:
-        curves.add(last)
     return curves
 
 

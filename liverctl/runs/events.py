@@ -273,14 +273,23 @@ def read_events(path: str | os.PathLike) -> list[dict]:
     says which in its problems. Lines are split on "\n" only, as `EventTail` splits them (a stray "\r" in
     garbage is not a line end); a line over `MAX_LINE_BYTES` is skipped unread (`LineReader`).
     """
-    reader = LineReader()
     try:
-        with open(path, "rb") as fh:
-            events = [e for e in map(parse_line, read_lines(fh, reader)) if e is not None]
+        return list(iter_events(path))
     except OSError:
         return []
+
+
+def iter_events(path: str | os.PathLike) -> Iterator[dict]:
+    """`read_events` one event at a time, for a reader that folds a long log without holding it (report's
+    curves); OSError as it comes."""
+    reader = LineReader()
+    with open(path, "rb") as fh:
+        for event in map(parse_line, read_lines(fh, reader)):
+            if event is not None:
+                yield event
     last = parse_line(reader.pending)  # a last line that lacks only its newline
-    return events if last is None else [*events, last]
+    if last is not None:
+        yield last
 
 
 # No event the trainer writes comes near this (a run_start with its whole config is a few kB); a longer line
