@@ -171,10 +171,10 @@ def load_preset(name: str) -> dict:
     too long for the file system, is an unknown preset like any other)."""
     found = {path.stem: path for path in presets_dir().glob("*.toml")}
     if name not in found:
-        names = ", ".join(list_presets())
+        valid = list(list_presets())  # in natural order, each file read once
         shown = repr(name) if len(name) <= 60 else repr(name[:60]) + f"... ({len(name)} characters)"
-        near = did_you_mean(name, list_presets())
-        raise LiverctlError(f"unknown preset {shown}; {f'{near} ' if near else ''}valid presets: {names}")
+        near = did_you_mean(name, valid)
+        raise LiverctlError(f"unknown preset {shown}; {f'{near} ' if near else ''}valid presets: {', '.join(valid)}")
     return _read_toml(found[name])
 
 

@@ -60,6 +60,8 @@ def part_env(args) -> None:
 
     import torch
 
+    from liverctl.device import native_bf16
+
     names = ["torch", "torchvision", "segmentation-models-pytorch", "timm", "albumentations", "zarr", "numcodecs",
              "numpy", "nibabel", "connected-components-3d", "textual", "liverctl"]
     versions = {}
@@ -83,7 +85,7 @@ def part_env(args) -> None:
         "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
-        "bf16": bool(cuda and torch.cuda.is_bf16_supported(including_emulation=False)),  # native, not emulated
+        "bf16": bool(cuda and native_bf16()),  # native, not emulated: what train.amp=auto takes
         "versions": versions,
     })
 

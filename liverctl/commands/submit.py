@@ -155,11 +155,12 @@ def evaluate_command(
     from liverctl.infer.submission import MalformedSubmission
 
     to_stdout = json_out is not None and str(json_out) == STDOUT
+    elsewhere = json_out if json_out is not None and not to_stdout else None  # --json FILE
     with guarded(log=not to_stdout):
-        if json_out is not None and not to_stdout:  # before the scoring, as bench does
+        if elsewhere is not None:  # before the scoring, as bench does
             from liverctl.files import check_output_file
 
-            check_output_file(json_out, what="the scores", option="--json", folder_hint="--json takes a file name, e.g. scores.json")
+            check_output_file(elsewhere, what="the scores", option="--json", folder_hint="--json takes a file name, e.g. scores.json")
         try:
             ev = evaluate_submission(submission, labels, liver_labels=_liver_labels(liver_labels))
         except MalformedSubmission as exc:
@@ -176,7 +177,6 @@ def evaluate_command(
         _print_scores(ev, out)
         for note in ev.notes:  # beneath the figures they explain
             err_console.print(f"[bold yellow]note:[/] {esc(note)}", highlight=False, soft_wrap=True)
-        elsewhere = json_out if json_out is not None and not to_stdout else None
         beside, unsaved = write_scores_beside(ev, submission, elsewhere=elsewhere)
         saved = [beside] if beside is not None else []
         if elsewhere is not None:

@@ -319,10 +319,8 @@ def postprocess_nifti(
     if len(pairs) == 1:
         check_output_file(pairs[0][1], what="the cleaned mask", option="TARGET",
                           folder_hint="TARGET takes the cleaned mask's file name, or the folder to write it in")
-    else:
-        check_output_folder(target, what="the cleaned masks", option="TARGET")
-    if len(pairs) == 1:
         return [_write_cleaned(*_clean_file(pairs[0][0], post, liver_labels), pairs[0])]
+    check_output_folder(target, what="the cleaned masks", option="TARGET")
     results, failures = [], []
     with staged_folder(target) as staged:  # the cleaned masks appear together at the end: a kill leaves none
         for source_file, out in pairs:

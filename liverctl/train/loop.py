@@ -308,9 +308,9 @@ class _Loop:
         lr = s.optimizer.param_groups[0]["lr"]
         if s.global_step % s.cfg["train"]["log_every"] == 0 and step.where != "loss":  # a skipped step has its nan event
             since, samples = self.window
-            s.last_rate = samples / max(time.monotonic() - since, 1e-9)
             self.events.emit(
-                "step", epoch=s.epoch, step=s.global_step, loss=step.loss, lr=lr, samples_per_s=s.last_rate,
+                "step", epoch=s.epoch, step=s.global_step, loss=step.loss, lr=lr,
+                samples_per_s=samples / max(time.monotonic() - since, 1e-9),
                 grad_norm=step.grad_norm, **cuda_memory_fields(s.device),
             )
             self.window = (time.monotonic(), 0)

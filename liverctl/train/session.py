@@ -71,7 +71,6 @@ class Session:
     best: dict = field(default_factory=lambda: {"epoch": None, "volume_dice": None})
     metrics: dict = field(default_factory=dict)
     guard_state: dict = field(default_factory=dict)
-    last_rate: float = 0.0
     good_epoch: int = 0
 
     def validate(self, keep_going: Callable[[int, int], bool] | None = None) -> dict | None:

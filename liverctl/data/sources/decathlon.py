@@ -70,7 +70,7 @@ def _listed(datalist: Path, entry: Any, problems: list[LiverctlError]) -> Path |
 def _listed_pairs(datalist: Path, entries: list, key: str, problems: list[LiverctlError]) -> list[tuple[Path, Path]]:
     """(image, label) of each entry of `datalist`'s `key` list that names both files; an entry listed twice is
     one case (not 'also used by' itself)."""
-    pairs: list[tuple[Path, Path]] = []
+    pairs: dict[tuple[Path, Path], None] = {}  # in list order
     for item in entries:
         if not isinstance(item, dict) or "image" not in item or "label" not in item:
             problems.append(
@@ -78,9 +78,9 @@ def _listed_pairs(datalist: Path, entries: list, key: str, problems: list[Liverc
             )
             continue
         image, label = _listed(datalist, item["image"], problems), _listed(datalist, item["label"], problems)
-        if image is not None and label is not None and (image, label) not in pairs:
-            pairs.append((image, label))
-    return pairs
+        if image is not None and label is not None:
+            pairs[image, label] = None
+    return list(pairs)
 
 
 def _test_entry(entry: Any) -> Any:
@@ -105,7 +105,7 @@ def find(root: Path) -> DataLayout:
     if isinstance(training, list):
         pairs = _listed_pairs(datalist, training, "training", problems)
         if isinstance(validation, list):  # AMOS's labelled validation set: training cases for liverctl
-            pairs += [p for p in _listed_pairs(datalist, validation, "validation", problems) if p not in pairs]
+            pairs = list(dict.fromkeys([*pairs, *_listed_pairs(datalist, validation, "validation", problems)]))
         volume_files, label_files = [p[0] for p in pairs], [p[1] for p in pairs]
         volumes = index_by_id(volume_files, problems)
         labels = {case_id_from_name(v.name): lab for v, lab in pairs}

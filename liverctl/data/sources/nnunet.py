@@ -45,18 +45,19 @@ def looks_like(root: Path) -> bool:
     v2's has none)."""
     images = nifti_files(root / "imagesTr")
     channels = [m["channel"] for p in images if (m := _CHANNEL.match(strip_nifti_suffix(p.name)))]
-    return bool(images) and 2 * len(channels) >= len(images) and "0000" in channels and not _listed_as_named(root)
+    return bool(images) and 2 * len(channels) >= len(images) and "0000" in channels and not _listed_as_named(root, images)
 
 
-def _listed_as_named(root: Path) -> bool:
-    """Whether dataset.json's `"training"` list names a file of imagesTr/ as it is (the Decathlon's layout)."""
+def _listed_as_named(root: Path, images: list[Path]) -> bool:
+    """Whether dataset.json's `"training"` list names a file of imagesTr/ (`images`) as it is (the Decathlon's
+    layout)."""
     try:
         training = (read_dataset_json(root) or {}).get("training")
     except LiverctlError:  # unreadable: said when the source is read, not while its layout is being found
         return False
     if not isinstance(training, list):
         return False
-    named = {p.name for p in nifti_files(root / "imagesTr")}
+    named = {p.name for p in images}
     return any(isinstance(item, dict) and isinstance(item.get("image"), str)
                and Path(item["image"]).parent.name == "imagesTr" and Path(item["image"]).name in named
                for item in training[:_LISTED_LOOKED_AT])
